@@ -1,0 +1,135 @@
+//! Periodic anti-entropy: repairs whatever piggybacked gossip missed.
+//!
+//! Bucketed mode (the default) sends 128 bucket digests (one datagram); the peer answers with the
+//! records of up to `anti_entropy_max_buckets` differing buckets and asks for ours in return, so a
+//! converged mesh pays one datagram per period whatever its size. Full-state mode sends every
+//! record each period, as memberlist's push-pull does. A remote Dead record is merged as a mere
+//! suspicion (as memberlist does), so a healed partition does not kill members that are fine:
+//! they refute instead.
+
+use super::member::{MemberTable, bucket_of};
+use super::{MemberState, Membership};
+use crate::config::AntiEntropyMode;
+use crate::id::NodeId;
+use crate::time::Instant;
+use crate::wire::{DIGEST_BUCKETS, MAX_RECORDS_PER_DATAGRAM, MemberRecord, Message, SyncReply};
+
+impl Membership {
+    /// Starts one exchange with a random live member.
+    pub(super) fn start_sync(&mut self) {
+        if self.left {
+            return;
+        }
+        let Some(peer) = self
+            .members
+            .random(&mut self.rng, &[], |m| m.state == MemberState::Alive)
+        else {
+            return;
+        };
+        let message = match self.config.anti_entropy_mode() {
+            AntiEntropyMode::FullState => Message::SyncDigest {
+                all: true,
+                digests: Vec::new(),
+            },
+            AntiEntropyMode::Bucketed => Message::SyncDigest {
+                all: false,
+                digests: self.members.digests().to_vec(),
+            },
+        };
+        self.send(peer, message);
+        self.stats.syncs += 1;
+    }
+
+    pub(super) fn handle_sync_digest(&mut self, from: NodeId, all: bool, digests: &[u64]) {
+        if all {
+            self.send_records(from, SyncReply::All, None);
+            return;
+        }
+        let mine = self.members.digests();
+        let start = self.rng.index(DIGEST_BUCKETS);
+        let max = self.config.anti_entropy_max_buckets() as usize;
+        let mut set = 0u128;
+        let mut count = 0;
+        for i in 0..DIGEST_BUCKETS {
+            let b = (start + i) % DIGEST_BUCKETS;
+            if mine[b] != digests[b] {
+                set |= 1 << b;
+                count += 1;
+                if count == max {
+                    break;
+                }
+            }
+        }
+        if set != 0 {
+            self.send_records(from, SyncReply::Buckets(set), Some(set));
+        }
+    }
+
+    pub(super) fn handle_sync_entries(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        reply: SyncReply,
+        records: Vec<MemberRecord>,
+    ) {
+        for r in records {
+            self.merge_record(now, from, r);
+        }
+        match reply {
+            SyncReply::Nothing => {}
+            SyncReply::Buckets(set) => self.send_records(from, SyncReply::Nothing, Some(set)),
+            SyncReply::All => self.send_records(from, SyncReply::Nothing, None),
+        }
+    }
+
+    /// Sends our records of `buckets` (all when `None`), chunked into datagrams; `reply` rides on
+    /// the first.
+    fn send_records(&mut self, to: NodeId, reply: SyncReply, buckets: Option<u128>) {
+        let wanted = |id: NodeId| buckets.is_none_or(|set| set & (1 << bucket_of(id)) != 0);
+        let mut records: Vec<MemberRecord> = Vec::new();
+        if wanted(self.id) {
+            records.push(self.self_record());
+        }
+        records.extend(
+            self.members
+                .iter()
+                .filter(|(id, _)| wanted(*id))
+                .map(|(id, m)| MemberTable::record(id, m)),
+        );
+        if records.is_empty() {
+            if reply != SyncReply::Nothing {
+                self.send(to, Message::SyncEntries { reply, records });
+            }
+            return;
+        }
+        let mut reply = Some(reply);
+        for chunk in records.chunks(MAX_RECORDS_PER_DATAGRAM) {
+            let reply = reply.take().unwrap_or(SyncReply::Nothing);
+            self.send(
+                to,
+                Message::SyncEntries {
+                    reply,
+                    records: chunk.to_vec(),
+                },
+            );
+        }
+    }
+
+    fn merge_record(&mut self, now: Instant, from: NodeId, r: MemberRecord) {
+        match r.state {
+            MemberState::Alive => self.apply_alive(now, from, r.node, r.incarnation, r.meta),
+            MemberState::Suspect | MemberState::Dead => {
+                self.apply_suspect(now, r.node, r.incarnation, from);
+                if r.node != self.id
+                    && self
+                        .members
+                        .get(r.node)
+                        .is_some_and(|m| m.incarnation == r.incarnation && m.is_up())
+                {
+                    self.observe_meta(now, from, r.node, r.meta);
+                }
+            }
+            MemberState::Left => self.apply_left(now, r.node, r.incarnation),
+        }
+    }
+}

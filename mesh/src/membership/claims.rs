@@ -1,0 +1,216 @@
+//! SWIM's rules for claims about members (§4.2): which claim overrides which, and refutation.
+//!
+//! A claim carries the member's incarnation. `Alive(i)` overrides anything older than `i`;
+//! `Suspect(i)` overrides `Alive(j)` for `i >= j`; `Dead(i)` overrides `Alive`/`Suspect` for
+//! `i >= j`; only the member itself raises its incarnation, which is how it refutes.
+
+use super::member::Member;
+use super::suspicion::{self, Suspicion};
+use super::{Event, MemberState, Membership};
+use crate::id::{Incarnation, MetaVersion, NodeId};
+use crate::time::{Instant, scale};
+use crate::wire::Update;
+
+impl Membership {
+    /// Applies one piggybacked update received from `sender`.
+    pub(super) fn apply_update(&mut self, now: Instant, sender: NodeId, update: Update) {
+        match update {
+            Update::Alive {
+                node,
+                incarnation,
+                meta,
+            } => self.apply_alive(now, sender, node, incarnation, meta),
+            Update::Suspect {
+                node,
+                incarnation,
+                from,
+            } => self.apply_suspect(now, node, incarnation, from),
+            Update::Dead {
+                node,
+                incarnation,
+                from,
+            } => self.apply_dead(now, node, incarnation, from),
+            Update::Left { node, incarnation } => self.apply_left(now, node, incarnation),
+            Update::Meta {
+                node,
+                version,
+                key,
+                value,
+            } => self.apply_meta_write(now, sender, node, version, &key, value.as_deref()),
+        }
+    }
+
+    pub(super) fn apply_alive(
+        &mut self,
+        now: Instant,
+        sender: NodeId,
+        node: NodeId,
+        incarnation: Incarnation,
+        meta: MetaVersion,
+    ) {
+        if node == self.id {
+            // Someone holds a newer record of us: a previous life of this node wrote it.
+            if incarnation > self.incarnation && !self.left {
+                self.refute(incarnation);
+            }
+            if meta > self.own_meta.version() {
+                self.advance_epoch(now, meta.epoch);
+            }
+            return;
+        }
+        match self.members.get(node) {
+            None => {
+                if self.members.len() >= self.config.max_members() as usize {
+                    return;
+                }
+                self.members.insert(
+                    &mut self.rng,
+                    node,
+                    Member::new(now, incarnation, MemberState::Alive),
+                );
+                self.emit(Event::MemberStateChanged {
+                    node,
+                    incarnation,
+                    from: None,
+                    to: MemberState::Alive,
+                    by: None,
+                });
+                self.broadcasts.push(&Update::Alive {
+                    node,
+                    incarnation,
+                    meta,
+                });
+            }
+            Some(m) if incarnation > m.incarnation => {
+                self.transition(now, node, incarnation, MemberState::Alive, None);
+                self.broadcasts.push(&Update::Alive {
+                    node,
+                    incarnation,
+                    meta,
+                });
+            }
+            Some(m) if incarnation < m.incarnation => return,
+            Some(_) => {}
+        }
+        self.observe_meta(now, sender, node, meta);
+    }
+
+    pub(super) fn apply_suspect(
+        &mut self,
+        now: Instant,
+        node: NodeId,
+        incarnation: Incarnation,
+        by: NodeId,
+    ) {
+        if node == self.id {
+            if incarnation >= self.incarnation && !self.left {
+                self.refute(incarnation);
+            }
+            return;
+        }
+        let Some(m) = self.members.get(node) else {
+            return;
+        };
+        if incarnation < m.incarnation || matches!(m.state, MemberState::Dead | MemberState::Left) {
+            return;
+        }
+        if m.state == MemberState::Suspect && incarnation == m.incarnation {
+            if let Some(s) = self.suspicions.get_mut(&node) {
+                let before = s.deadline();
+                if s.confirm(by) {
+                    let after = s.deadline();
+                    self.suspicion_deadlines.remove(&(before, node));
+                    self.suspicion_deadlines.insert((after, node));
+                    self.broadcasts.push(&Update::Suspect {
+                        node,
+                        incarnation,
+                        from: by,
+                    });
+                }
+            }
+            return;
+        }
+        let members = self.alive_count();
+        let min = suspicion::min_timeout(
+            self.config.suspicion_mult(),
+            members,
+            self.config.probe_interval(),
+        );
+        let max = scale(min, self.config.suspicion_max_mult());
+        // As memberlist: with too few members to confirm, do not wait for confirmations.
+        let mut expected = self.config.suspicion_confirmations();
+        if members.saturating_sub(2) < expected as usize {
+            expected = 0;
+        }
+        self.transition(now, node, incarnation, MemberState::Suspect, Some(by));
+        let s = Suspicion::new(now, incarnation, by, min, max, expected);
+        if let Some(old) = self.suspicions.insert(node, s) {
+            self.suspicion_deadlines.remove(&(old.deadline(), node));
+        }
+        let deadline = self.suspicions[&node].deadline();
+        self.suspicion_deadlines.insert((deadline, node));
+        self.broadcasts.push(&Update::Suspect {
+            node,
+            incarnation,
+            from: by,
+        });
+    }
+
+    pub(super) fn apply_dead(
+        &mut self,
+        now: Instant,
+        node: NodeId,
+        incarnation: Incarnation,
+        by: NodeId,
+    ) {
+        if node == self.id {
+            if incarnation >= self.incarnation && !self.left {
+                self.refute(incarnation);
+            }
+            return;
+        }
+        let Some(m) = self.members.get(node) else {
+            return;
+        };
+        if incarnation < m.incarnation || matches!(m.state, MemberState::Dead | MemberState::Left) {
+            return;
+        }
+        self.transition(now, node, incarnation, MemberState::Dead, Some(by));
+        self.broadcasts.push(&Update::Dead {
+            node,
+            incarnation,
+            from: by,
+        });
+    }
+
+    pub(super) fn apply_left(&mut self, now: Instant, node: NodeId, incarnation: Incarnation) {
+        if node == self.id {
+            // A leave of an earlier life of this node; this life has not left.
+            if incarnation >= self.incarnation && !self.left {
+                self.refute(incarnation);
+            }
+            return;
+        }
+        let Some(m) = self.members.get(node) else {
+            return;
+        };
+        if incarnation < m.incarnation || m.state == MemberState::Left {
+            return;
+        }
+        self.transition(now, node, incarnation, MemberState::Left, Some(node));
+        self.broadcasts.push(&Update::Left { node, incarnation });
+    }
+
+    /// Announces a higher incarnation than the claim about this node (SWIM §4.2). Being
+    /// suspected also counts against local health (Lifeguard §IV-A).
+    fn refute(&mut self, claimed: Incarnation) {
+        self.change_self(|s| s.incarnation = s.incarnation.max(claimed).next());
+        self.health.apply(1);
+        self.stats.refutations += 1;
+        self.broadcasts.push(&self.alive_update());
+        tracing::debug!(node = %self.id, incarnation = %self.incarnation, "refuted a claim about this node");
+        self.emit(Event::Refuted {
+            incarnation: self.incarnation,
+        });
+    }
+}

@@ -1,0 +1,251 @@
+//! Moving metadata between members: applying piggybacked writes in order, pulling what is
+//! missing from a peer that has it, and serving pulls as deltas or snapshots in chunks.
+
+use super::metadata::{Metadata, MetadataError, chunk_entries};
+use super::{Event, Membership};
+use crate::id::{MetaVersion, NodeId};
+use crate::time::Instant;
+use crate::wire::{MAX_METADATA_BYTES, Message, MetaEntry, Update};
+
+impl Membership {
+    pub(super) fn write_own_metadata(
+        &mut self,
+        now: Instant,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<MetaVersion, MetadataError> {
+        if self.left {
+            return Err(MetadataError::Left);
+        }
+        self.own_meta
+            .check_write(key, value, self.config.max_metadata_bytes() as usize)?;
+        let current = self.own_meta.version();
+        let version = MetaVersion::new(current.epoch, current.seq + 1);
+        self.change_self(|s| s.own_meta.apply_write(version, key, value));
+        if value.is_none() {
+            self.tombstones.push_back((
+                now + self.config.tombstone_ttl(),
+                self.id,
+                key.to_owned(),
+                version.seq,
+            ));
+        }
+        self.broadcasts.push(&Update::Meta {
+            node: self.id,
+            version,
+            key: key.to_owned(),
+            value: value.map(<[u8]>::to_vec),
+        });
+        self.emit(Event::MetadataChanged {
+            node: self.id,
+            version,
+        });
+        Ok(version)
+    }
+
+    /// Others hold a newer epoch of our metadata than we do (written by an earlier life of this
+    /// node under the same boot incarnation): move to a newer epoch and publish every key again.
+    pub(super) fn advance_epoch(&mut self, now: Instant, seen_epoch: u32) {
+        let epoch = seen_epoch.saturating_add(1).max(self.incarnation.get());
+        let live: Vec<(String, Vec<u8>)> = self
+            .own_meta
+            .live()
+            .map(|(k, v)| (k.to_owned(), v.to_vec()))
+            .collect();
+        self.change_self(|s| s.own_meta = Metadata::empty(MetaVersion::new(epoch, 0)));
+        for (key, value) in live {
+            let _ = self.write_own_metadata(now, &key, Some(&value));
+        }
+        let version = self.own_meta.version();
+        self.broadcasts.push(&self.alive_update());
+        self.emit(Event::MetadataChanged {
+            node: self.id,
+            version,
+        });
+    }
+
+    pub(super) fn apply_meta_write(
+        &mut self,
+        now: Instant,
+        sender: NodeId,
+        node: NodeId,
+        version: MetaVersion,
+        key: &str,
+        value: Option<&[u8]>,
+    ) {
+        if node == self.id {
+            if version > self.own_meta.version() {
+                self.advance_epoch(now, version.epoch);
+            }
+            return;
+        }
+        let Some(m) = self.members.get(node) else {
+            return;
+        };
+        let held = m.meta_version();
+        if version <= held {
+            return;
+        }
+        let is_next = m.meta.as_deref().map_or_else(
+            || Metadata::empty(held).is_next(version),
+            |meta| meta.is_next(version),
+        );
+        if !is_next {
+            self.request_pull(now, sender, node, held);
+            return;
+        }
+        let fits = self.members.modify(node, |m| {
+            let meta = m.meta_mut();
+            let mut probe = meta.clone();
+            probe.apply_write(version, key, value);
+            if probe.size_bytes() > MAX_METADATA_BYTES {
+                return false;
+            }
+            *meta = probe;
+            true
+        });
+        if fits != Some(true) {
+            return;
+        }
+        if value.is_none() {
+            self.tombstones.push_back((
+                now + self.config.tombstone_ttl(),
+                node,
+                key.to_owned(),
+                version.seq,
+            ));
+        }
+        self.broadcasts.push(&Update::Meta {
+            node,
+            version,
+            key: key.to_owned(),
+            value: value.map(<[u8]>::to_vec),
+        });
+        self.emit(Event::MetadataChanged { node, version });
+    }
+
+    /// A member announced metadata newer than ours: take an empty new epoch as is, or pull.
+    pub(super) fn observe_meta(
+        &mut self,
+        now: Instant,
+        sender: NodeId,
+        node: NodeId,
+        announced: MetaVersion,
+    ) {
+        let Some(m) = self.members.get(node) else {
+            return;
+        };
+        let held = m.meta_version();
+        if announced <= held {
+            return;
+        }
+        if announced.seq == 0 {
+            self.members.modify(node, |m| m.reset_empty_meta(announced));
+            self.emit(Event::MetadataChanged {
+                node,
+                version: announced,
+            });
+            return;
+        }
+        self.request_pull(now, sender, node, held);
+    }
+
+    /// Asks `peer` for `node`'s metadata newer than `have`, unless a pull is already under way.
+    fn request_pull(&mut self, now: Instant, peer: NodeId, node: NodeId, have: MetaVersion) {
+        if peer == self.id
+            || self.meta_pulls.contains_key(&node)
+            || self.meta_pulls.len() >= super::metadata::MAX_PENDING_TRANSFERS
+        {
+            return;
+        }
+        self.meta_pulls.insert(node, now);
+        self.send(peer, Message::MetaPull { node, have });
+    }
+
+    pub(super) fn handle_meta_pull(&mut self, from: NodeId, node: NodeId, have: MetaVersion) {
+        let held = if node == self.id {
+            Some(&self.own_meta)
+        } else {
+            self.members.get(node).and_then(|m| m.meta.as_deref())
+        };
+        let Some(meta) = held.filter(|m| m.version() > have) else {
+            return;
+        };
+        let version = meta.version();
+        let (base, entries) = meta.transfer_since(have);
+        let chunks = chunk_entries(entries);
+        let count = chunks.len() as u8;
+        for (i, entries) in chunks.into_iter().enumerate() {
+            self.send(
+                from,
+                Message::MetaPush {
+                    node,
+                    base,
+                    version,
+                    chunk: i as u8,
+                    chunks: count,
+                    entries,
+                },
+            );
+        }
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the fields of one MetaPush message"
+    )]
+    pub(super) fn handle_meta_push(
+        &mut self,
+        now: Instant,
+        node: NodeId,
+        base: Option<MetaVersion>,
+        version: MetaVersion,
+        chunk: u8,
+        chunks: u8,
+        entries: Vec<MetaEntry>,
+    ) {
+        if node == self.id {
+            if version > self.own_meta.version() {
+                self.advance_epoch(now, version.epoch);
+            }
+            return;
+        }
+        if self
+            .members
+            .get(node)
+            .is_none_or(|m| version <= m.meta_version())
+        {
+            return;
+        }
+        let Some(done) = self
+            .transfers
+            .accept(now, node, base, version, chunk, chunks, entries)
+        else {
+            return;
+        };
+        let applied = self.members.modify(node, |m| {
+            let mut copy = m
+                .meta
+                .as_deref()
+                .cloned()
+                .unwrap_or_else(|| Metadata::empty(m.meta_version()));
+            let tombstones = copy.apply_transfer(done.base, done.version, done.entries)?;
+            if copy.size_bytes() > MAX_METADATA_BYTES {
+                return None;
+            }
+            m.meta = Some(Box::new(copy));
+            Some(tombstones)
+        });
+        let Some(Some(tombstones)) = applied else {
+            return;
+        };
+        let due = now + self.config.tombstone_ttl();
+        self.tombstones.extend(
+            tombstones
+                .into_iter()
+                .map(|(key, seq)| (due, node, key, seq)),
+        );
+        self.meta_pulls.remove(&node);
+        self.emit(Event::MetadataChanged { node, version });
+    }
+}

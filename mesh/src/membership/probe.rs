@@ -1,0 +1,324 @@
+//! Failure detection by probing (SWIM §4.1-4.3, Lifeguard §IV-A and the nack of §IV-C).
+//!
+//! Each protocol period probes one member in randomized round-robin order: a direct ping, then,
+//! if no ack came within the (health-scaled) probe timeout, ping requests to k other members who
+//! answer with the target's ack or with a nack. A probe without an ack by the end of the period
+//! makes the target suspect. Missing nacks count against this node's own health, not the target.
+
+use super::member::Member;
+use super::{Event, MemberState, Membership, Timer};
+use crate::id::NodeId;
+use crate::time::{Duration, Instant};
+use crate::wire::{Message, Update};
+
+/// Indirect probes relayed for others at once; more requests are ignored (the requester then
+/// counts a missing nack against its own health, as it should when it asks an overloaded node).
+pub(crate) const MAX_RELAYS: usize = 256;
+/// Dead members probed again and awaiting an ack at once.
+const MAX_DEAD_PROBES: usize = 16;
+
+/// The probe of the current protocol period.
+#[derive(Debug)]
+pub(crate) struct Probe {
+    target: NodeId,
+    seq: u32,
+    sent_at: Instant,
+    acked: bool,
+    expected_nacks: u32,
+    nacks: u32,
+}
+
+/// A ping sent on another member's behalf.
+#[derive(Debug)]
+pub(crate) struct Relay {
+    origin: NodeId,
+    origin_seq: u32,
+    deadline: Instant,
+}
+
+impl Membership {
+    /// Starts the probe of a new protocol period and schedules its end.
+    pub(super) fn start_probe(&mut self, now: Instant) {
+        if self.left {
+            return;
+        }
+        self.timers.set(
+            Timer::ProbePeriod,
+            now + self.health.scale(self.config.probe_interval()),
+        );
+        let Some(target) = self.members.next_probe_target(&mut self.rng, Member::is_up) else {
+            return;
+        };
+        let seq = self.next_seq();
+        self.probe = Some(Probe {
+            target,
+            seq,
+            sent_at: now,
+            acked: false,
+            expected_nacks: 0,
+            nacks: 0,
+        });
+        self.stats.probes += 1;
+        let first = self.buddy_update(target);
+        self.send_with(target, Message::Ping { seq, target }, first);
+        self.timers.set(
+            Timer::ProbeTimeout,
+            now + self.health.scale(self.config.probe_timeout()),
+        );
+    }
+
+    /// Lifeguard's buddy system: a ping to a member we suspect carries the suspicion, so the
+    /// member learns of it at once and can refute.
+    fn buddy_update(&self, target: NodeId) -> Option<Update> {
+        let m = self.members.get(target)?;
+        match m.state {
+            MemberState::Suspect => Some(Update::Suspect {
+                node: target,
+                incarnation: m.incarnation,
+                from: self.id,
+            }),
+            MemberState::Dead => Some(Update::Dead {
+                node: target,
+                incarnation: m.incarnation,
+                from: self.id,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The direct probe timed out: ask k members to probe the target for us.
+    pub(super) fn probe_indirectly(&mut self) {
+        let Some(probe) = &self.probe else { return };
+        if probe.acked {
+            return;
+        }
+        let (target, seq) = (probe.target, probe.seq);
+        let k = self.config.indirect_probes() as usize;
+        let helpers = self.members.sample(&mut self.rng, k, &[target], |m| {
+            m.state == MemberState::Alive
+        });
+        for &helper in &helpers {
+            self.send(helper, Message::PingReq { seq, target });
+        }
+        self.stats.indirect_probes += helpers.len() as u64;
+        if let Some(p) = &mut self.probe {
+            p.expected_nacks = helpers.len() as u32;
+        }
+    }
+
+    /// End of the protocol period: an unanswered probe makes its target suspect.
+    pub(super) fn conclude_probe(&mut self, now: Instant) {
+        self.timers.stop(Timer::ProbeTimeout);
+        let Some(probe) = self.probe.take() else {
+            return;
+        };
+        if probe.acked {
+            return;
+        }
+        self.stats.probes_failed += 1;
+        // Lifeguard: missing nacks mean our own links or scheduling are degraded.
+        let delta = if probe.expected_nacks > 0 {
+            probe.expected_nacks.saturating_sub(probe.nacks)
+        } else {
+            1
+        };
+        self.health.apply(i64::from(delta));
+        let Some(m) = self.members.get(probe.target) else {
+            return;
+        };
+        if m.state == MemberState::Alive {
+            self.stats.suspicions_raised += 1;
+            let incarnation = m.incarnation;
+            self.apply_suspect(now, probe.target, incarnation, self.id);
+        } else if m.state == MemberState::Suspect {
+            // An independent failed probe confirms the suspicion (Lifeguard §IV-B).
+            let incarnation = m.incarnation;
+            self.apply_suspect(now, probe.target, incarnation, self.id);
+        }
+    }
+
+    pub(super) fn handle_ping(&mut self, from: NodeId, seq: u32, target: NodeId) {
+        if target != self.id {
+            // Meant for a member that used to be at this address; let the prober time out.
+            return;
+        }
+        self.send(from, Message::Ack { seq });
+    }
+
+    pub(super) fn handle_ack(&mut self, now: Instant, from: NodeId, seq: u32) {
+        if let Some(probe) = self.probe.as_mut().filter(|p| p.seq == seq && !p.acked) {
+            probe.acked = true;
+            let (target, sent_at) = (probe.target, probe.sent_at);
+            if from == target {
+                self.health.apply(-1);
+                let sample = now.saturating_duration_since(sent_at);
+                self.members
+                    .modify(target, |m| m.srtt_us = smooth_rtt(m.srtt_us, sample));
+            }
+            return;
+        }
+        if let Some(relay) = self.relays.remove(&seq) {
+            self.relay_deadlines.remove(&(relay.deadline, seq));
+            self.send(
+                relay.origin,
+                Message::Ack {
+                    seq: relay.origin_seq,
+                },
+            );
+            return;
+        }
+        if let Some((node, _)) = self.dead_probes.remove(&seq)
+            && node == from
+        {
+            // A member we hold dead answers: the partition healed. Exchange state with it.
+            self.send(
+                node,
+                Message::SyncDigest {
+                    all: false,
+                    digests: self.members.digests().to_vec(),
+                },
+            );
+            self.stats.syncs += 1;
+        }
+    }
+
+    pub(super) fn handle_ping_req(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        origin_seq: u32,
+        target: NodeId,
+    ) {
+        if self.relays.len() >= MAX_RELAYS || target == self.id {
+            return;
+        }
+        let seq = self.next_seq();
+        let deadline = now + self.config.probe_timeout();
+        self.relays.insert(
+            seq,
+            Relay {
+                origin: from,
+                origin_seq,
+                deadline,
+            },
+        );
+        self.relay_deadlines.insert((deadline, seq));
+        self.send(target, Message::Ping { seq, target });
+    }
+
+    pub(super) fn handle_nack(&mut self, seq: u32) {
+        if let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq) {
+            p.nacks += 1;
+        }
+    }
+
+    /// Relays whose target did not answer in time get a nack to their origin.
+    pub(super) fn expire_relays(&mut self, now: Instant) {
+        while let Some(&(at, seq)) = self.relay_deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.relay_deadlines.pop_first();
+            if let Some(relay) = self.relays.remove(&seq) {
+                self.send(
+                    relay.origin,
+                    Message::Nack {
+                        seq: relay.origin_seq,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Pings one Dead member; an ack starts an anti-entropy exchange that heals the views.
+    pub(super) fn probe_dead_member(&mut self, now: Instant) {
+        if self.left || self.dead_probes.len() >= MAX_DEAD_PROBES {
+            return;
+        }
+        let Some(target) = self
+            .members
+            .random(&mut self.rng, &[], |m| m.state == MemberState::Dead)
+        else {
+            return;
+        };
+        let seq = self.next_seq();
+        self.dead_probes.insert(seq, (target, now));
+        let first = self.buddy_update(target);
+        self.send_with(target, Message::Ping { seq, target }, first);
+    }
+
+    /// The suspicion of `node` ran out: declare it dead.
+    pub(super) fn suspicion_expired(&mut self, now: Instant, node: NodeId) {
+        let Some(s) = self.suspicions.get(&node) else {
+            return;
+        };
+        if s.deadline() > now {
+            // Confirmations moved the deadline; it was re-armed.
+            return;
+        }
+        let incarnation = s.incarnation;
+        self.suspicions.remove(&node);
+        let still_suspect = self
+            .members
+            .get(node)
+            .is_some_and(|m| m.state == MemberState::Suspect && m.incarnation == incarnation);
+        if still_suspect {
+            self.transition(now, node, incarnation, MemberState::Dead, Some(self.id));
+            self.broadcasts.push(&Update::Dead {
+                node,
+                incarnation,
+                from: self.id,
+            });
+        }
+    }
+
+    /// Records a state change of another member and tells the application.
+    pub(super) fn transition(
+        &mut self,
+        now: Instant,
+        node: NodeId,
+        incarnation: crate::id::Incarnation,
+        to: MemberState,
+        by: Option<NodeId>,
+    ) {
+        let Some(from) = self.members.modify(node, |m| {
+            let from = m.state;
+            m.state = to;
+            m.incarnation = incarnation;
+            if from != to {
+                m.last_change = now;
+            }
+            from
+        }) else {
+            return;
+        };
+        if to != MemberState::Suspect
+            && let Some(s) = self.suspicions.remove(&node)
+        {
+            self.suspicion_deadlines.remove(&(s.deadline(), node));
+        }
+        if matches!(to, MemberState::Dead | MemberState::Left) && from != to {
+            self.departed.push_back((now, node));
+        }
+        if from != to {
+            tracing::debug!(node = %self.id, member = %node, %from, %to, "member state changed");
+            self.emit(Event::MemberStateChanged {
+                node,
+                incarnation,
+                from: Some(from),
+                to,
+                by,
+            });
+        }
+    }
+}
+
+/// TCP-style smoothed RTT (RFC 6298, alpha = 1/8), in microseconds.
+fn smooth_rtt(srtt_us: u32, sample: Duration) -> u32 {
+    let sample_us = u32::try_from(sample.as_micros()).unwrap_or(u32::MAX).max(1);
+    if srtt_us == 0 {
+        sample_us
+    } else {
+        ((u64::from(srtt_us) * 7 + u64::from(sample_us)) / 8) as u32
+    }
+}

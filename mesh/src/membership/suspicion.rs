@@ -1,0 +1,126 @@
+//! Lifeguard suspicion: a timeout that starts long and shrinks with independent confirmations.
+//!
+//! A suspicion raised by one node starts at `max`; each distinct member that independently
+//! suspects the same incarnation shrinks it logarithmically until `K` confirmations bring it down
+//! to `min` (Lifeguard §IV-B, "Local Health Aware Suspicion"; memberlist `suspicion.go`).
+
+use alloc::collections::BTreeSet;
+
+use crate::id::{Incarnation, NodeId};
+use crate::time::{Duration, Instant};
+
+/// Bound on distinct confirmers remembered per suspicion; more cannot shrink the timeout further.
+const MAX_CONFIRMERS: usize = 17;
+
+/// One running suspicion.
+#[derive(Clone, Debug)]
+pub(crate) struct Suspicion {
+    pub(crate) incarnation: Incarnation,
+    started: Instant,
+    min: Duration,
+    max: Duration,
+    expected: u32,
+    confirmers: BTreeSet<NodeId>,
+}
+
+impl Suspicion {
+    /// `first` raised the suspicion; it does not count as a confirmation.
+    pub(crate) fn new(
+        now: Instant,
+        incarnation: Incarnation,
+        first: NodeId,
+        min: Duration,
+        max: Duration,
+        expected: u32,
+    ) -> Self {
+        let mut confirmers = BTreeSet::new();
+        confirmers.insert(first);
+        Self {
+            incarnation,
+            started: now,
+            min,
+            max,
+            expected,
+            confirmers,
+        }
+    }
+
+    /// Records an independent confirmation; returns whether it was new (and so worth passing on).
+    pub(crate) fn confirm(&mut self, from: NodeId) -> bool {
+        if self.confirmers.len() >= MAX_CONFIRMERS {
+            return false;
+        }
+        self.confirmers.insert(from)
+    }
+
+    /// When the suspected member is declared dead, given the confirmations so far.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.started
+            + timeout(
+                self.min,
+                self.max,
+                self.expected,
+                self.confirmers.len() as u32 - 1,
+            )
+    }
+}
+
+/// Lifeguard's timeout: `max - (max - min) * ln(c + 1) / ln(k + 1)`, never below `min`.
+pub(crate) fn timeout(min: Duration, max: Duration, expected: u32, confirmations: u32) -> Duration {
+    if expected == 0 || confirmations >= expected {
+        return min;
+    }
+    let frac = f64::from(confirmations + 1).ln() / f64::from(expected + 1).ln();
+    let raw = max.as_secs_f64() - frac * (max.as_secs_f64() - min.as_secs_f64());
+    Duration::from_secs_f64(raw.max(min.as_secs_f64()))
+}
+
+/// memberlist's minimum: `mult * max(1, log10(n)) * interval`.
+pub(crate) fn min_timeout(mult: u32, members: usize, interval: Duration) -> Duration {
+    let scale = (members.max(1) as f64).log10().max(1.0);
+    interval.mul_f64(f64::from(mult) * scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shrinks_with_confirmations() {
+        let (min, max) = (Duration::from_secs(3), Duration::from_secs(18));
+        assert_eq!(timeout(min, max, 3, 0), max);
+        assert!(timeout(min, max, 3, 1) < max);
+        assert!(timeout(min, max, 3, 2) < timeout(min, max, 3, 1));
+        assert_eq!(timeout(min, max, 3, 3), min);
+        assert_eq!(timeout(min, max, 0, 0), min);
+    }
+
+    #[test]
+    fn confirmations_count_distinct_members() {
+        let t0 = Instant::ZERO;
+        let mut s = Suspicion::new(
+            t0,
+            Incarnation::new(1),
+            NodeId::new(1),
+            Duration::from_secs(3),
+            Duration::from_secs(18),
+            3,
+        );
+        assert!(
+            !s.confirm(NodeId::new(1)),
+            "the raiser is not a confirmation"
+        );
+        assert!(s.confirm(NodeId::new(2)));
+        assert!(!s.confirm(NodeId::new(2)));
+        assert!(s.confirm(NodeId::new(3)));
+        assert!(s.confirm(NodeId::new(4)));
+        assert_eq!(s.deadline(), t0 + Duration::from_secs(3));
+    }
+
+    #[test]
+    fn min_timeout_scales_with_log_n() {
+        let i = Duration::from_secs(1);
+        assert_eq!(min_timeout(4, 5, i), Duration::from_secs(4));
+        assert_eq!(min_timeout(1, 1000, i), Duration::from_secs(3));
+    }
+}

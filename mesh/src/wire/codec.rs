@@ -1,0 +1,95 @@
+//! Byte-level reader and writer. The reader never panics: every read checks the remaining length.
+
+use super::DecodeError;
+
+/// Appends big-endian fields to a caller-owned buffer.
+pub(crate) struct Writer<'a> {
+    buf: &'a mut Vec<u8>,
+}
+
+impl<'a> Writer<'a> {
+    pub(crate) fn new(buf: &'a mut Vec<u8>) -> Self {
+        Self { buf }
+    }
+    pub(crate) fn u8(&mut self, v: u8) {
+        self.buf.push(v);
+    }
+    pub(crate) fn u16(&mut self, v: u16) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+    pub(crate) fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+    pub(crate) fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+    pub(crate) fn u128(&mut self, v: u128) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+    /// A length-prefixed (u16) byte string. Callers bound `bytes` far below `u16::MAX`.
+    pub(crate) fn bytes16(&mut self, bytes: &[u8]) {
+        debug_assert!(
+            bytes.len() <= usize::from(u16::MAX),
+            "field longer than its u16 length prefix"
+        );
+        self.u16(bytes.len() as u16);
+        self.buf.extend_from_slice(bytes);
+    }
+}
+
+/// Reads big-endian fields from a received datagram.
+pub(crate) struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes }
+    }
+    pub(crate) fn remaining(&self) -> usize {
+        self.bytes.len()
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.bytes.len() < n {
+            return Err(DecodeError::Truncated {
+                needed: n,
+                remaining: self.bytes.len(),
+            });
+        }
+        let (head, tail) = self.bytes.split_at(n);
+        self.bytes = tail;
+        Ok(head)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut out = [0; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>()?[0])
+    }
+    pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+    pub(crate) fn u128(&mut self) -> Result<u128, DecodeError> {
+        Ok(u128::from_be_bytes(self.array()?))
+    }
+    /// A u16-length-prefixed byte string of at most `max` bytes.
+    pub(crate) fn bytes16(
+        &mut self,
+        field: &'static str,
+        max: usize,
+    ) -> Result<&'a [u8], DecodeError> {
+        let len = usize::from(self.u16()?);
+        if len > max {
+            return Err(DecodeError::TooLong { field, len, max });
+        }
+        self.take(len)
+    }
+}
