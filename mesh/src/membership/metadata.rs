@@ -237,8 +237,8 @@ impl Metadata {
         }
     }
 
-    /// Applies a complete transfer. A delta must start at this copy's version; a snapshot replaces
-    /// the copy. Returns the tombstones received (for garbage collection), or `None` if the
+    /// Applies a complete transfer. A delta must start at or before this copy's version (same
+    /// epoch); a snapshot replaces the copy. Returns the tombstones received (for garbage collection), or `None` if the
     /// transfer did not fit this copy.
     pub(crate) fn apply_transfer(
         &mut self,
@@ -246,9 +246,13 @@ impl Metadata {
         version: MetaVersion,
         entries: Vec<MetaEntry>,
     ) -> Option<Vec<(String, u32)>> {
-        if version <= self.version || base.is_some_and(|b| b != self.version) {
+        // A delta from `base` holds every key written after `base`, so it also brings any copy
+        // between `base` and `version` (an exact earlier state) up to `version`.
+        let applies = |b: MetaVersion| b.epoch == self.version.epoch && b.seq <= self.version.seq;
+        if version <= self.version || base.is_some_and(|b| !applies(b)) {
             return None;
         }
+        let held = self.version.seq;
         if base.is_none() {
             // A snapshot carries no tombstones: a later peer older than `version` needs one too.
             *self = Self {
@@ -258,7 +262,7 @@ impl Metadata {
         }
         let mut tombstones = Vec::new();
         for e in entries {
-            if e.seq > version.seq {
+            if e.seq > version.seq || (base.is_some() && e.seq <= held) {
                 continue;
             }
             if e.value.is_none() {

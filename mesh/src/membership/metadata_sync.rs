@@ -223,6 +223,7 @@ impl Membership {
         else {
             return;
         };
+        self.meta_pulls.remove(&node);
         let applied = self.members.modify(node, |m| {
             let mut copy = m
                 .meta
@@ -245,7 +246,6 @@ impl Membership {
                 .into_iter()
                 .map(|(key, seq)| (due, node, key, seq)),
         );
-        self.meta_pulls.remove(&node);
         self.emit(Event::MetadataChanged { node, version });
     }
 }

@@ -407,7 +407,13 @@ impl Membership {
             });
         }
         self.stats.datagrams_received += 1;
-        for update in datagram.updates {
+        let mut updates = datagram.updates;
+        // Queues send newest first; metadata writes apply only in version order.
+        updates.sort_by_key(|u| match u {
+            Update::Meta { node, version, .. } => (1, *node, *version),
+            _ => (0, NodeId::new(0), MetaVersion::default()),
+        });
+        for update in updates {
             self.apply_update(now, from, update);
         }
         match datagram.message {

@@ -39,18 +39,17 @@ pub const MAX_META_CHUNK_BYTES: usize = MAX_DATAGRAM_BYTES - HEADER_BYTES - 40;
 pub const MAX_META_CHUNKS: usize = 128;
 
 const _: () = assert!(
-    HEADER_BYTES + 1 + 1 + DIGEST_BUCKETS * 8 + 1 <= MAX_DATAGRAM_BYTES,
+    HEADER_BYTES + 1 + 1 + DIGEST_BUCKETS * 8 < MAX_DATAGRAM_BYTES,
     "a digest fits a datagram"
 );
 const _: () = assert!(
-    HEADER_BYTES + 1 + 8 + 8 + 2 + MAX_KEY_BYTES + 1 + 2 + MAX_VALUE_BYTES + 1
-        <= MAX_DATAGRAM_BYTES,
+    HEADER_BYTES + 1 + 8 + 8 + 2 + MAX_KEY_BYTES + 1 + 2 + MAX_VALUE_BYTES < MAX_DATAGRAM_BYTES,
     "one metadata update fits a datagram"
 );
 // An entry takes at most 10/9 of what it counts against the metadata bound on the wire, and
 // greedy packing fills any two consecutive chunks with more than one chunk's worth of bytes.
 const _: () = assert!(
-    2 * (MAX_METADATA_BYTES * 10 / 9) / MAX_META_CHUNK_BYTES + 1 <= MAX_META_CHUNKS,
+    2 * (MAX_METADATA_BYTES * 10 / 9) / MAX_META_CHUNK_BYTES < MAX_META_CHUNKS,
     "the largest metadata fits the chunk bitmap"
 );
 
