@@ -1,7 +1,7 @@
 //! The member table: each member's state, the randomized round-robin probe order (SWIM §4.3),
 //! and the anti-entropy bucket digests, kept up to date on every change.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
 use super::MemberState;
@@ -96,6 +96,8 @@ pub(crate) struct MemberTable {
     cursor: usize,
     digests: Vec<u64>,
     up: usize,
+    /// Members in state Dead, so re-probing one costs nothing when there are none.
+    dead: BTreeSet<NodeId>,
 }
 
 impl MemberTable {
@@ -149,6 +151,9 @@ impl MemberTable {
         );
         self.toggle_digest(&Self::record(id, &member));
         self.up += usize::from(member.is_up());
+        if member.state == MemberState::Dead {
+            self.dead.insert(id);
+        }
         self.members.insert(id, member);
         self.order.push(id);
         let last = self.order.len() - 1;
@@ -171,6 +176,13 @@ impl MemberTable {
             self.toggle_digest(&after);
         }
         self.up = self.up + usize::from(is_up) - usize::from(was_up);
+        if before.state != after.state {
+            if after.state == MemberState::Dead {
+                self.dead.insert(id);
+            } else {
+                self.dead.remove(&id);
+            }
+        }
         Some(out)
     }
 
@@ -179,6 +191,7 @@ impl MemberTable {
         let m = self.members.remove(&id)?;
         self.toggle_digest(&Self::record(id, &m));
         self.up -= usize::from(m.is_up());
+        self.dead.remove(&id);
         Some(m)
     }
 
@@ -211,6 +224,14 @@ impl MemberTable {
             self.order.swap(i, rng.index(i + 1));
         }
         self.cursor = 0;
+    }
+
+    /// One uniformly random Dead member.
+    pub(crate) fn random_dead(&self, rng: &mut NodeRng) -> Option<NodeId> {
+        if self.dead.is_empty() {
+            return None;
+        }
+        self.dead.iter().nth(rng.index(self.dead.len())).copied()
     }
 
     /// One uniformly random member among those `eligible` and not in `exclude`.

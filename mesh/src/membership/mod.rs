@@ -341,7 +341,7 @@ impl Membership {
         if self.left {
             return;
         }
-        self.left = true;
+        self.change_self(|s| s.left = true);
         self.broadcasts.push(&Update::Left {
             node: self.id,
             incarnation: self.incarnation,

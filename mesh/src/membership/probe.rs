@@ -235,10 +235,7 @@ impl Membership {
         if self.left || self.dead_probes.len() >= MAX_DEAD_PROBES {
             return;
         }
-        let Some(target) = self
-            .members
-            .random(&mut self.rng, &[], |m| m.state == MemberState::Dead)
-        else {
+        let Some(target) = self.members.random_dead(&mut self.rng) else {
             return;
         };
         let seq = self.next_seq();
