@@ -1,0 +1,1015 @@
+//! The discrete-event engine: one thread, one seed, virtual time.
+//!
+//! Everything that happens is an entry in one binary heap ordered by `(time, seq)`, where `seq`
+//! is a global insertion counter, so equal times run in the order they were scheduled and a run
+//! is a pure function of its seed. Entries are datagram deliveries, per-node timer wakeups and
+//! fault-timeline events (plus the workload generator and the invariant sweep).
+//!
+//! Every node is an `Option<Membership>` (`None` once crashed or gone) with its own [`Clock`].
+//! After every input to a node the engine drains it in the core's documented order: every
+//! `poll_transmit` goes through the [`Network`] model and, if delivered, back into the heap;
+//! every `poll_event` goes to the [`Observer`], the [`Invariants`] and the trace hash; then ONE
+//! timer is armed at `poll_timeout()`. A timer entry carries the node's timer generation at the
+//! time it was armed; re-arming bumps the generation, so stale wakeups are skipped without
+//! searching the heap.
+//!
+//! Costs: O(log heap) per datagram plus the core's own work; no per-event allocation beyond a
+//! datagram's buffer, and those buffers are recycled through a pool.
+
+use core::cmp::Ordering;
+use core::fmt::Write as _;
+use core::time::Duration;
+use std::collections::{BinaryHeap, VecDeque};
+
+use meshkit::config::Config;
+use meshkit::membership::{Event, MemberState, Membership};
+use meshkit::{Incarnation, Instant, MetaVersion, NodeId};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::clock::{Clock, RATE_ONE_PPM};
+use crate::fault::{
+    self, FaultEvent, LEAVE_LINGER_ROUNDS, PAUSE_INBOX_MAX_DATAGRAMS, RESTART_JOIN_SEEDS,
+};
+use crate::invariants::{Invariants, SWEEP_INTERVAL};
+use crate::metrics::Counters;
+use crate::network::{Network, Partition, Verdict};
+use crate::observer::{Down, Observations, Observer};
+use crate::scenario::{FaultAction, MetadataOp, NodeSelector, PartitionShape, Scenario};
+use crate::trace::TraceHash;
+
+/// Timer wakeups of one node at one instant after which the engine declares a livelock.
+const MAX_WAKEUPS_PER_INSTANT: u32 = 10_000;
+/// Keys the metadata workload writes (`w0` .. `w3`).
+const WORKLOAD_KEYS: u32 = 4;
+/// Heap entries processed between two progress reports.
+const PROGRESS_EVERY_STEPS: u64 = 1 << 14;
+
+/// What a heap entry does.
+#[derive(Debug)]
+enum What {
+    Deliver { from: u32, to: u32, data: Vec<u8> },
+    Timer { node: u32, generation: u32 },
+    Fault(FaultEvent),
+    Workload,
+    Sweep,
+}
+
+/// A heap entry; the heap is a max-heap, so the order is reversed.
+#[derive(Debug)]
+struct Scheduled {
+    time: Instant,
+    seq: u64,
+    what: What,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.seq) == (other.time, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.time, other.seq).cmp(&(self.time, self.seq))
+    }
+}
+
+/// The heap and its insertion counter.
+#[derive(Debug, Default)]
+struct Queue {
+    heap: BinaryHeap<Scheduled>,
+    seq: u64,
+}
+
+impl Queue {
+    fn push(&mut self, time: Instant, what: What) {
+        self.seq += 1;
+        self.heap.push(Scheduled {
+            time,
+            seq: self.seq,
+            what,
+        });
+    }
+}
+
+/// A node's process state as the engine knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NodeState {
+    Running,
+    Paused,
+    /// Announced its leave; still runs until its linger ends.
+    Leaving,
+    Crashed,
+    /// Left and stopped.
+    Gone,
+}
+
+/// One simulated node.
+#[derive(Debug)]
+struct Slot {
+    node: Option<Membership>,
+    state: NodeState,
+    clock: Clock,
+    /// Bumped whenever the armed wakeup changes; a wakeup with another generation is stale.
+    generation: u32,
+    /// The armed wakeup (global time), `Instant::MAX` if none.
+    armed: Instant,
+    /// Datagrams waiting while paused.
+    inbox: VecDeque<(u32, Vec<u8>)>,
+    /// The highest incarnation any life of this node used; a restart boots above it.
+    boot: u32,
+    /// Bumped by every crash, restart and leave, to invalidate scheduled follow-ups.
+    life: u32,
+    skew_token: u64,
+    last_wake: Instant,
+    wakes_at_last: u32,
+}
+
+/// What the engine hands to the report builder.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) end: Instant,
+    pub(crate) stopped_early: bool,
+    pub(crate) trace_hash: u64,
+    pub(crate) counters: Counters,
+    pub(crate) observations: Observations,
+    pub(crate) violations: Vec<String>,
+    pub(crate) converged: bool,
+    pub(crate) convergence_note: Option<String>,
+    pub(crate) gossip_interval: Duration,
+}
+
+/// One run of a scenario. See the module documentation.
+pub(crate) struct Engine<'s> {
+    scenario: &'s Scenario,
+    config: Config,
+    nodes: usize,
+    end: Instant,
+    now: Instant,
+    queue: Queue,
+    slots: Vec<Slot>,
+    net: Network,
+    fault_rng: ChaCha8Rng,
+    workload_rng: ChaCha8Rng,
+    observer: Observer,
+    invariants: Invariants,
+    trace: TraceHash,
+    buf: Vec<u8>,
+    pool: Vec<Vec<u8>>,
+    counters: Counters,
+    next_partition: u64,
+    loss_token: u64,
+}
+
+impl<'s> Engine<'s> {
+    /// Builds a converged mesh of `nodes` nodes for `scenario`, seeded by `seed`.
+    ///
+    /// Child seeds are drawn from the master stream in this order: one per node (in node order),
+    /// then the network's, the fault timeline's, the workload's and the clocks'.
+    pub(crate) fn new(
+        scenario: &'s Scenario,
+        config: Config,
+        nodes: usize,
+        duration: Duration,
+        seed: u64,
+    ) -> Self {
+        let mut master = ChaCha8Rng::seed_from_u64(seed);
+        let node_seeds: Vec<u64> = (0..nodes).map(|_| master.random()).collect();
+        let net = Network::new(
+            scenario.network(),
+            nodes,
+            scenario.regions(),
+            master.random(),
+        );
+        let fault_rng = ChaCha8Rng::seed_from_u64(master.random());
+        let workload_rng = ChaCha8Rng::seed_from_u64(master.random());
+        let mut clock_rng = ChaCha8Rng::seed_from_u64(master.random());
+
+        // Node-local clocks start at a uniform offset within one probe interval, so that no
+        // two nodes share an epoch (the core also jitters its own first ticks).
+        let interval_ns = u64::try_from(config.probe_interval().as_nanos())
+            .unwrap_or(1)
+            .max(1);
+        let mut slots = Vec::with_capacity(nodes);
+        for (i, &seed) in node_seeds.iter().enumerate() {
+            let local = Instant::from_nanos(clock_rng.random_range(0..interval_ns));
+            let mut node = Membership::new(config.clone(), id(i), Incarnation::new(1), seed, local);
+            for j in (0..nodes).filter(|&j| j != i) {
+                node.add_known_member(local, id(j), Incarnation::new(1));
+            }
+            slots.push(Slot {
+                node: Some(node),
+                state: NodeState::Running,
+                clock: Clock::new(Instant::ZERO, local),
+                generation: 0,
+                armed: Instant::MAX,
+                inbox: VecDeque::new(),
+                boot: 1,
+                life: 0,
+                skew_token: 0,
+                last_wake: Instant::MAX,
+                wakes_at_last: 0,
+            });
+        }
+        let end = fault::at(duration);
+        let mut engine = Self {
+            scenario,
+            config,
+            nodes,
+            end,
+            now: Instant::ZERO,
+            queue: Queue::default(),
+            slots,
+            net,
+            fault_rng,
+            workload_rng,
+            observer: Observer::new(nodes),
+            invariants: Invariants::new(nodes),
+            trace: TraceHash::default(),
+            buf: Vec::with_capacity(meshkit::wire::MAX_DATAGRAM_BYTES),
+            pool: Vec::new(),
+            counters: Counters::default(),
+            next_partition: 0,
+            loss_token: 0,
+        };
+        for i in 0..nodes {
+            engine.drain(i);
+        }
+        for (at, event) in fault::timeline(scenario.faults(), end) {
+            engine.queue.push(at, What::Fault(event));
+        }
+        if scenario.workload().metadata_updates_per_s > 0.0 {
+            let first = engine.workload_gap();
+            engine.queue.push(Instant::ZERO + first, What::Workload);
+        }
+        engine
+            .queue
+            .push(Instant::ZERO + SWEEP_INTERVAL, What::Sweep);
+        engine
+    }
+
+    /// Runs to the end (or the first invariant violation), reporting progress as
+    /// `(virtual now, virtual end)` now and then.
+    pub(crate) fn run(mut self, progress: &mut dyn FnMut(Instant, Instant)) -> Outcome {
+        let mut steps = 0u64;
+        let mut stopped_early = false;
+        while let Some(top) = self.queue.heap.peek() {
+            if top.time > self.end {
+                break;
+            }
+            let Some(entry) = self.queue.heap.pop() else {
+                break;
+            };
+            self.now = entry.time;
+            self.step(entry.what);
+            steps += 1;
+            if steps.is_multiple_of(PROGRESS_EVERY_STEPS) {
+                progress(self.now, self.end);
+            }
+            if self.invariants.violated() {
+                stopped_early = true;
+                break;
+            }
+        }
+        if !stopped_early {
+            self.now = self.end;
+        }
+        progress(self.now, self.end);
+        self.counters.steps = steps;
+        let (converged, convergence_note) = self.final_view();
+        if !stopped_early && converged != self.observer.one_view() {
+            self.invariants.violation(
+                self.now,
+                format!(
+                    "the event stream and the member tables disagree at the end: tables say \
+                     {}, events say {} ({})",
+                    if converged {
+                        "one view"
+                    } else {
+                        "no single view"
+                    },
+                    if self.observer.one_view() {
+                        "one view"
+                    } else {
+                        "no single view"
+                    },
+                    convergence_note.as_deref().unwrap_or("no detail"),
+                ),
+            );
+        }
+        let net = self.net.stats();
+        self.counters.dropped_partition = net.dropped_partition;
+        self.counters.dropped_loss = net.dropped_loss;
+        self.counters.dropped_burst = net.dropped_burst;
+        self.counters.duplicated = net.duplicated;
+        Outcome {
+            end: self.now,
+            stopped_early,
+            trace_hash: self.trace.value(),
+            counters: self.counters,
+            observations: self.observer.finish(self.now),
+            violations: self
+                .invariants
+                .violations()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            converged,
+            convergence_note,
+            gossip_interval: self.config.gossip_interval(),
+        }
+    }
+
+    fn step(&mut self, what: What) {
+        match what {
+            What::Deliver { from, to, data } => self.deliver(from as usize, to as usize, data),
+            What::Timer { node, generation } => self.wake(node as usize, generation),
+            What::Fault(event) => self.apply(event),
+            What::Workload => self.workload(),
+            What::Sweep => {
+                let running = self.slots.iter().enumerate().filter_map(|(i, s)| {
+                    s.node
+                        .as_ref()
+                        .filter(|_| s.state != NodeState::Crashed)
+                        .map(|n| (i, n))
+                });
+                self.invariants.sweep(self.now, running);
+                self.queue.push(self.now + SWEEP_INTERVAL, What::Sweep);
+            }
+        }
+    }
+
+    // ---- node inputs -------------------------------------------------------------------------
+
+    fn deliver(&mut self, from: usize, to: usize, data: Vec<u8>) {
+        match self.slots[to].state {
+            NodeState::Running | NodeState::Leaving => {
+                self.hand_datagram(from, to, &data);
+                self.recycle(data);
+                self.drain(to);
+            }
+            NodeState::Paused => {
+                let slot = &mut self.slots[to];
+                if slot.inbox.len() < PAUSE_INBOX_MAX_DATAGRAMS {
+                    slot.inbox.push_back((from as u32, data));
+                } else {
+                    self.counters.dropped_inbox_full += 1;
+                    self.recycle(data);
+                }
+            }
+            NodeState::Crashed | NodeState::Gone => {
+                self.counters.dropped_dead += 1;
+                self.recycle(data);
+            }
+        }
+    }
+
+    /// Hands one datagram to a running node (without draining it).
+    fn hand_datagram(&mut self, from: usize, to: usize, data: &[u8]) {
+        self.counters.delivered += 1;
+        self.trace.word(self.now.as_nanos());
+        self.trace.word(from as u64);
+        self.trace.word(to as u64);
+        self.trace.bytes(data);
+        let slot = &mut self.slots[to];
+        let local = slot.clock.local(self.now);
+        let Some(node) = slot.node.as_mut() else {
+            return;
+        };
+        if let Err(e) = node.handle_datagram(local, id(from), data) {
+            self.invariants.violation(
+                self.now,
+                format!(
+                    "node-{} refused a datagram from node-{}: {e}",
+                    to + 1,
+                    from + 1
+                ),
+            );
+        }
+    }
+
+    fn wake(&mut self, index: usize, generation: u32) {
+        let now = self.now;
+        let slot = &mut self.slots[index];
+        if slot.generation != generation {
+            return;
+        }
+        slot.armed = Instant::MAX;
+        if !matches!(slot.state, NodeState::Running | NodeState::Leaving) {
+            // A paused node's timers wait; its resume re-arms them.
+            return;
+        }
+        if slot.last_wake == now {
+            slot.wakes_at_last += 1;
+            if slot.wakes_at_last > MAX_WAKEUPS_PER_INSTANT {
+                self.invariants.violation(
+                    now,
+                    format!(
+                        "node-{} asked for {MAX_WAKEUPS_PER_INSTANT} timeouts at one instant \
+                         (poll_timeout never moves past now)",
+                        index + 1
+                    ),
+                );
+                return;
+            }
+        } else {
+            slot.last_wake = now;
+            slot.wakes_at_last = 0;
+        }
+        let local = slot.clock.local(now);
+        if let Some(node) = slot.node.as_mut() {
+            node.handle_timeout(local);
+        }
+        self.drain(index);
+    }
+
+    /// Drains a node's outputs after an input, in the core's documented order.
+    fn drain(&mut self, index: usize) {
+        let Self {
+            slots,
+            net,
+            queue,
+            pool,
+            buf,
+            observer,
+            invariants,
+            trace,
+            counters,
+            now,
+            nodes,
+            ..
+        } = self;
+        let now = *now;
+        let slot = &mut slots[index];
+        let Some(node) = slot.node.as_mut() else {
+            return;
+        };
+        let local = slot.clock.local(now);
+        while let Some(t) = node.poll_transmit(local, buf) {
+            counters.datagrams_sent += 1;
+            counters.bytes_sent += t.len as u64;
+            let to = (t.to.get() as usize).wrapping_sub(1);
+            if to >= *nodes {
+                counters.misaddressed += 1;
+                continue;
+            }
+            let payload = &buf[..t.len];
+            match net.send(index, to) {
+                Verdict::Drop(_) => {}
+                Verdict::Deliver { delay_ns, copy_ns } => {
+                    let mut copy = |delay: u64| {
+                        let mut data = pool.pop().unwrap_or_default();
+                        data.clear();
+                        data.extend_from_slice(payload);
+                        let at = Instant::from_nanos(now.as_nanos().saturating_add(delay));
+                        queue.push(
+                            at,
+                            What::Deliver {
+                                from: index as u32,
+                                to: to as u32,
+                                data,
+                            },
+                        );
+                    };
+                    copy(delay_ns);
+                    if let Some(c) = copy_ns {
+                        copy(c);
+                    }
+                }
+            }
+        }
+        let live = observer.is_live(index);
+        while let Some(event) = node.poll_event() {
+            counters.events += 1;
+            hash_event(trace, now, index, &event);
+            match event {
+                Event::MemberStateChanged {
+                    node: member,
+                    incarnation,
+                    from,
+                    to,
+                    by,
+                } => {
+                    let Some(m) = index_of(member, *nodes) else {
+                        continue;
+                    };
+                    let by = by.and_then(|b| index_of(b, *nodes));
+                    let inc = incarnation.get();
+                    invariants.on_member_state(now, index, m, inc, from, to, live);
+                    observer.on_member_state(now, index, m, inc, to, by);
+                }
+                Event::MetadataChanged {
+                    node: owner,
+                    version,
+                } => {
+                    let Some(m) = index_of(owner, *nodes) else {
+                        continue;
+                    };
+                    invariants.on_metadata(now, node, m, version);
+                    if live {
+                        observer.on_metadata(now, index, m, version);
+                    }
+                }
+                _ => {}
+            }
+        }
+        rearm(slot, queue, now, index);
+    }
+
+    // ---- faults ------------------------------------------------------------------------------
+
+    fn apply(&mut self, event: FaultEvent) {
+        match event {
+            FaultEvent::Fire { fault } => {
+                let action = self.scenario.faults()[fault as usize].action.clone();
+                self.fire(&action);
+            }
+            FaultEvent::Restart { node, life } => {
+                let slot = &self.slots[node as usize];
+                if slot.life == life && slot.state == NodeState::Crashed {
+                    self.restart(node as usize);
+                }
+            }
+            FaultEvent::HealPartition { id } => {
+                if self.net.remove_partition(id) {
+                    self.observer.on_heal(self.now, Some(id));
+                }
+            }
+            FaultEvent::ResetLoss { token } => {
+                if token == self.loss_token {
+                    self.net.reset_loss();
+                }
+            }
+            FaultEvent::Resume { node, life } => self.resume(node as usize, life),
+            FaultEvent::ResetSkew { node, token } => {
+                if self.slots[node as usize].skew_token == token {
+                    self.set_clock_rate(node as usize, RATE_ONE_PPM);
+                }
+            }
+            FaultEvent::LeaveDone { node, life } => {
+                let slot = &mut self.slots[node as usize];
+                if slot.life == life && slot.state == NodeState::Leaving {
+                    slot.node = None;
+                    slot.state = NodeState::Gone;
+                    slot.generation += 1;
+                    slot.armed = Instant::MAX;
+                }
+            }
+        }
+    }
+
+    fn fire(&mut self, action: &FaultAction) {
+        let now = self.now;
+        match action {
+            FaultAction::Crash {
+                nodes,
+                restart_after,
+            } => {
+                for i in self.pick(nodes, |s| {
+                    matches!(s, NodeState::Running | NodeState::Paused)
+                }) {
+                    self.crash(i);
+                    if let Some(after) = restart_after {
+                        let life = self.slots[i].life;
+                        let event = FaultEvent::Restart {
+                            node: i as u32,
+                            life,
+                        };
+                        self.queue.push(now + *after, What::Fault(event));
+                    }
+                }
+            }
+            FaultAction::Restart { nodes } => {
+                for i in self.pick(nodes, |s| s == NodeState::Crashed) {
+                    self.restart(i);
+                }
+            }
+            FaultAction::Partition {
+                shape,
+                one_way,
+                heal_after,
+            } => {
+                let group = match shape {
+                    PartitionShape::Split(f) => {
+                        fault::split_groups(self.nodes, *f, &mut self.fault_rng)
+                    }
+                    PartitionShape::Groups(groups) => fault::explicit_groups(self.nodes, groups),
+                };
+                self.next_partition += 1;
+                let id = self.next_partition;
+                let partition = Partition {
+                    id,
+                    group,
+                    one_way: *one_way,
+                };
+                self.observer.on_partition(&partition);
+                self.net.add_partition(partition);
+                if let Some(after) = heal_after {
+                    self.queue
+                        .push(now + *after, What::Fault(FaultEvent::HealPartition { id }));
+                }
+            }
+            FaultAction::Heal => {
+                if self.net.clear_partitions() > 0 {
+                    self.observer.on_heal(now, None);
+                }
+            }
+            FaultAction::Loss { rate, duration } => {
+                self.net.set_loss(*rate);
+                self.loss_token += 1;
+                if let Some(d) = duration {
+                    let token = self.loss_token;
+                    self.queue
+                        .push(now + *d, What::Fault(FaultEvent::ResetLoss { token }));
+                }
+            }
+            FaultAction::Pause { nodes, duration } => {
+                for i in self.pick(nodes, |s| s == NodeState::Running) {
+                    let slot = &mut self.slots[i];
+                    slot.state = NodeState::Paused;
+                    let event = FaultEvent::Resume {
+                        node: i as u32,
+                        life: slot.life,
+                    };
+                    self.observer.on_pause(i);
+                    self.queue.push(now + *duration, What::Fault(event));
+                }
+            }
+            FaultAction::Skew {
+                nodes,
+                rate,
+                duration,
+            } => {
+                let ppm = (rate * RATE_ONE_PPM as f64).round() as u64;
+                for i in self.pick(nodes, |s| {
+                    matches!(s, NodeState::Running | NodeState::Paused)
+                }) {
+                    self.set_clock_rate(i, ppm);
+                    if let Some(d) = duration {
+                        let token = self.slots[i].skew_token;
+                        let event = FaultEvent::ResetSkew {
+                            node: i as u32,
+                            token,
+                        };
+                        self.queue.push(now + *d, What::Fault(event));
+                    }
+                }
+            }
+            FaultAction::Leave { nodes } => {
+                for i in self.pick(nodes, |s| s == NodeState::Running) {
+                    let slot = &mut self.slots[i];
+                    let local = slot.clock.local(now);
+                    if let Some(node) = slot.node.as_mut() {
+                        node.leave(local);
+                    }
+                    slot.state = NodeState::Leaving;
+                    slot.life += 1;
+                    let event = FaultEvent::LeaveDone {
+                        node: i as u32,
+                        life: slot.life,
+                    };
+                    self.observer.on_down(now, i, Down::Leave);
+                    self.drain(i);
+                    let linger = self.config.gossip_interval() * LEAVE_LINGER_ROUNDS;
+                    self.queue.push(now + linger, What::Fault(event));
+                }
+            }
+            FaultAction::Metadata { nodes, key, op } => {
+                for i in self.pick(nodes, |s| s == NodeState::Running) {
+                    let value = match *op {
+                        MetadataOp::Set { value_bytes } => {
+                            Some(random_bytes(&mut self.fault_rng, value_bytes as usize))
+                        }
+                        MetadataOp::Delete => None,
+                    };
+                    self.write_metadata(i, key, value.as_deref());
+                }
+            }
+        }
+    }
+
+    /// The sorted indices a selector picks among nodes whose state passes `filter`.
+    fn pick(&mut self, sel: &NodeSelector, filter: impl Fn(NodeState) -> bool) -> Vec<usize> {
+        let candidates: Vec<u32> = (0..self.nodes as u32)
+            .filter(|&i| filter(self.slots[i as usize].state))
+            .collect();
+        fault::select(sel, &candidates, &mut self.fault_rng)
+            .into_iter()
+            .map(|i| i as usize)
+            .collect()
+    }
+
+    fn crash(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        if let Some(node) = slot.node.take() {
+            slot.boot = slot.boot.max(node.incarnation().get());
+        }
+        slot.state = NodeState::Crashed;
+        slot.generation += 1;
+        slot.armed = Instant::MAX;
+        slot.life += 1;
+        let inbox = std::mem::take(&mut slot.inbox);
+        for (_, data) in inbox {
+            self.recycle(data);
+        }
+        self.observer.on_down(self.now, i, Down::Crash);
+    }
+
+    fn restart(&mut self, i: usize) {
+        let now = self.now;
+        let seed: u64 = self.fault_rng.random();
+        let seeds: Vec<NodeId> = self
+            .pick(&NodeSelector::Count(RESTART_JOIN_SEEDS as u32), |s| {
+                matches!(s, NodeState::Running | NodeState::Paused)
+            })
+            .into_iter()
+            .map(id)
+            .collect();
+        let slot = &mut self.slots[i];
+        slot.boot += 1;
+        slot.life += 1;
+        let boot = slot.boot;
+        let local = slot.clock.local(now);
+        let mut node = Membership::new(
+            self.config.clone(),
+            id(i),
+            Incarnation::new(boot),
+            seed,
+            local,
+        );
+        node.handle_join(local, &seeds);
+        slot.node = Some(node);
+        slot.state = NodeState::Running;
+        self.invariants.on_restart(i);
+        self.observer.on_restart(now, i, boot);
+        self.drain(i);
+    }
+
+    fn resume(&mut self, i: usize, life: u32) {
+        let slot = &mut self.slots[i];
+        if slot.life != life || slot.state != NodeState::Paused {
+            return;
+        }
+        slot.state = NodeState::Running;
+        self.observer.on_resume(self.now, i);
+        // The socket buffer is read first, then the overdue timers run (re-armed by drain).
+        let inbox = std::mem::take(&mut self.slots[i].inbox);
+        for (from, data) in inbox {
+            self.hand_datagram(from as usize, i, &data);
+            self.recycle(data);
+            self.drain(i);
+        }
+        self.drain(i);
+    }
+
+    fn set_clock_rate(&mut self, i: usize, ppm: u64) {
+        let now = self.now;
+        let slot = &mut self.slots[i];
+        slot.clock.set_rate(now, ppm);
+        slot.skew_token += 1;
+        // The armed wakeup was converted with the old rate: convert again.
+        slot.armed = Instant::MAX;
+        slot.generation += 1;
+        if matches!(slot.state, NodeState::Running | NodeState::Leaving) {
+            rearm(slot, &mut self.queue, now, i);
+        }
+    }
+
+    fn write_metadata(&mut self, i: usize, key: &str, value: Option<&[u8]>) -> Option<MetaVersion> {
+        let slot = &mut self.slots[i];
+        let local = slot.clock.local(self.now);
+        let node = slot.node.as_mut()?;
+        let result = match value {
+            Some(v) => node.set_metadata(local, key, v),
+            None => node.delete_metadata(local, key),
+        };
+        match result {
+            Ok(version) => {
+                self.invariants.record_write(i, version, key, value);
+                self.drain(i);
+                Some(version)
+            }
+            Err(e) => {
+                self.counters.metadata_rejected += 1;
+                if self.counters.first_metadata_error.is_none() {
+                    self.counters.first_metadata_error =
+                        Some(format!("node-{} {key:?}: {e}", i + 1));
+                }
+                None
+            }
+        }
+    }
+
+    fn workload(&mut self) {
+        let spec = *self.scenario.workload();
+        let candidates: Vec<u32> = (0..self.nodes as u32)
+            .filter(|&i| self.slots[i as usize].state == NodeState::Running)
+            .collect();
+        if !candidates.is_empty() {
+            let i = candidates[self.workload_rng.random_range(0..candidates.len())] as usize;
+            let key = format!("w{}", self.workload_rng.random_range(0..WORKLOAD_KEYS));
+            let value = random_bytes(&mut self.workload_rng, spec.metadata_value_bytes as usize);
+            // Track before draining, so that the first copies count.
+            let slot = &mut self.slots[i];
+            let local = slot.clock.local(self.now);
+            if let Some(node) = slot.node.as_mut() {
+                match node.set_metadata(local, &key, &value) {
+                    Ok(version) => {
+                        self.invariants.record_write(i, version, &key, Some(&value));
+                        self.observer.track_update(self.now, i, version);
+                        self.drain(i);
+                    }
+                    Err(e) => {
+                        self.counters.metadata_rejected += 1;
+                        if self.counters.first_metadata_error.is_none() {
+                            self.counters.first_metadata_error =
+                                Some(format!("node-{} {key:?}: {e}", i + 1));
+                        }
+                    }
+                }
+            }
+        }
+        let gap = self.workload_gap();
+        self.queue.push(self.now + gap, What::Workload);
+    }
+
+    /// An exponential gap between workload writes.
+    fn workload_gap(&mut self) -> Duration {
+        let rate = self.scenario.workload().metadata_updates_per_s;
+        let u: f64 = self.workload_rng.random();
+        Duration::from_secs_f64((-(1.0 - u).ln() / rate).min(1e9))
+    }
+
+    fn recycle(&mut self, data: Vec<u8>) {
+        // Keep enough buffers for the datagrams usually in flight; drop the rest.
+        if self.pool.len() < 4 * self.nodes + 1024 {
+            self.pool.push(data);
+        }
+    }
+
+    // ---- the end -----------------------------------------------------------------------------
+
+    /// Whether every live node holds exactly the live nodes up, each at its owner's metadata
+    /// version, asked of the member tables themselves (not derived from events).
+    fn final_view(&self) -> (bool, Option<String>) {
+        let live: Vec<bool> = self
+            .slots
+            .iter()
+            .map(|s| matches!(s.state, NodeState::Running | NodeState::Paused))
+            .collect();
+        let live_count = live.iter().filter(|&&l| l).count();
+        let own: Vec<Option<MetaVersion>> = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.node
+                    .as_ref()
+                    .filter(|_| live[i])
+                    .and_then(|n| n.metadata(id(i)))
+                    .map(|m| m.version())
+            })
+            .collect();
+        for (o, slot) in self.slots.iter().enumerate() {
+            let Some(node) = slot.node.as_ref().filter(|_| live[o]) else {
+                continue;
+            };
+            let mut up = 0usize;
+            for m in node.members() {
+                let Some(k) = index_of(m.id, self.nodes) else {
+                    continue;
+                };
+                if k == o || !matches!(m.state, MemberState::Alive | MemberState::Suspect) {
+                    continue;
+                }
+                if !live[k] {
+                    return (
+                        false,
+                        Some(format!(
+                            "node-{} holds gone node-{} {:?}",
+                            o + 1,
+                            k + 1,
+                            m.state
+                        )),
+                    );
+                }
+                up += 1;
+                if own[k].is_some_and(|v| v != m.meta_version) {
+                    return (
+                        false,
+                        Some(format!(
+                            "node-{} holds node-{}'s metadata at {}, its owner at {}",
+                            o + 1,
+                            k + 1,
+                            m.meta_version,
+                            own[k].unwrap_or_default()
+                        )),
+                    );
+                }
+            }
+            if up + 1 != live_count {
+                return (
+                    false,
+                    Some(format!(
+                        "node-{} holds {up} of the {} other live nodes up",
+                        o + 1,
+                        live_count - 1
+                    )),
+                );
+            }
+        }
+        (true, None)
+    }
+}
+
+/// Arms one wakeup at the node's `poll_timeout`, unless the same one is armed already.
+fn rearm(slot: &mut Slot, queue: &mut Queue, now: Instant, index: usize) {
+    let Some(node) = slot.node.as_ref() else {
+        return;
+    };
+    match node.poll_timeout() {
+        Some(deadline) => {
+            let at = slot.clock.to_global(deadline).max(now);
+            if at != slot.armed {
+                slot.generation = slot.generation.wrapping_add(1);
+                slot.armed = at;
+                queue.push(
+                    at,
+                    What::Timer {
+                        node: index as u32,
+                        generation: slot.generation,
+                    },
+                );
+            }
+        }
+        None => {
+            if slot.armed != Instant::MAX {
+                slot.generation = slot.generation.wrapping_add(1);
+                slot.armed = Instant::MAX;
+            }
+        }
+    }
+}
+
+/// Folds one event into the trace: time, observer, then the event's fields.
+fn hash_event(trace: &mut TraceHash, now: Instant, observer: usize, event: &Event) {
+    trace.word(now.as_nanos());
+    trace.word(observer as u64);
+    let state = |s: MemberState| match s {
+        MemberState::Alive => 1,
+        MemberState::Suspect => 2,
+        MemberState::Dead => 3,
+        MemberState::Left => 4,
+    };
+    match event {
+        Event::MemberStateChanged {
+            node,
+            incarnation,
+            from,
+            to,
+            by,
+        } => {
+            trace.word(1);
+            trace.word(node.get());
+            trace.word(u64::from(incarnation.get()));
+            trace.word(from.map_or(0, state));
+            trace.word(state(*to));
+            trace.word(by.map_or(0, NodeId::get));
+        }
+        Event::MetadataChanged { node, version } => {
+            trace.word(2);
+            trace.word(node.get());
+            trace.word(u64::from(version.epoch) << 32 | u64::from(version.seq));
+        }
+        Event::Refuted { incarnation } => {
+            trace.word(3);
+            trace.word(u64::from(incarnation.get()));
+        }
+        other => {
+            let _ = write!(trace, "{other:?}");
+        }
+    }
+}
+
+/// Random bytes from a stream.
+fn random_bytes(rng: &mut ChaCha8Rng, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rng.fill(&mut v[..]);
+    v
+}
+
+/// The core's id of node index `i`.
+fn id(i: usize) -> NodeId {
+    NodeId::new(i as u64 + 1)
+}
+
+/// The node index of a core id, if it is one of ours.
+fn index_of(id: NodeId, nodes: usize) -> Option<usize> {
+    (id.get() as usize).checked_sub(1).filter(|&i| i < nodes)
+}

@@ -1,0 +1,232 @@
+//! The fault timeline: when each scenario fault fires, and which nodes it picks.
+//!
+//! A scenario's `[[fault]]` entries expand into [`FaultEvent::Fire`] occurrences at fixed virtual
+//! times. Firing a fault may schedule follow-ups (a restart after a crash, a heal after a
+//! partition, the end of a pause, loss change or skew); those carry a token so that a follow-up
+//! made stale by a later fault (the node crashed while paused, a newer loss change) does nothing.
+//! The engine applies the events to its nodes; this module only decides *what* and *whom*.
+//!
+//! Random choices (which nodes, how to split) come from the run's fault stream, a child of the
+//! run seed that nothing else draws from, so the same seed picks the same victims whatever the
+//! protocol profile and whatever the network did.
+
+use core::time::Duration;
+
+use meshkit::Instant;
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+
+use crate::scenario::{FaultSpec, NodeSelector};
+
+/// How many datagrams a paused node queues; later ones are dropped (a full socket buffer).
+pub(crate) const PAUSE_INBOX_MAX_DATAGRAMS: usize = 1_024;
+/// How many random live seeds a restarted node joins through.
+pub(crate) const RESTART_JOIN_SEEDS: usize = 3;
+/// How many gossip rounds a leaving node keeps running to spread its leave.
+pub(crate) const LEAVE_LINGER_ROUNDS: u32 = 5;
+
+/// Something the fault timeline asks the engine to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FaultEvent {
+    /// One occurrence of scenario fault number `fault` (index into the scenario's faults).
+    Fire {
+        /// Index of the fault entry.
+        fault: u32,
+    },
+    /// Restart a node crashed by a `crash` with `restart_after`.
+    Restart {
+        /// Node index.
+        node: u32,
+        /// The node's life counter when the crash happened.
+        life: u32,
+    },
+    /// End one partition.
+    HealPartition {
+        /// The partition's id.
+        id: u64,
+    },
+    /// Return to the base loss probability, if no later loss change happened.
+    ResetLoss {
+        /// The loss change this undoes.
+        token: u64,
+    },
+    /// Resume a paused node.
+    Resume {
+        /// Node index.
+        node: u32,
+        /// The node's life counter when the pause began.
+        life: u32,
+    },
+    /// Return a node's clock to real speed, if no later skew changed it.
+    ResetSkew {
+        /// Node index.
+        node: u32,
+        /// The skew change this undoes.
+        token: u64,
+    },
+    /// A leaving node stops.
+    LeaveDone {
+        /// Node index.
+        node: u32,
+        /// The node's life counter when it left.
+        life: u32,
+    },
+}
+
+/// Every occurrence of every scenario fault before `end`, as `(time, event)` in file order.
+pub(crate) fn timeline(faults: &[FaultSpec], end: Instant) -> Vec<(Instant, FaultEvent)> {
+    let mut out = Vec::new();
+    for (index, spec) in faults.iter().enumerate() {
+        for k in 0..spec.count {
+            let Some(offset) = spec
+                .every
+                .checked_mul(k)
+                .and_then(|e| e.checked_add(spec.at))
+            else {
+                break;
+            };
+            let at = at(offset);
+            if at > end {
+                break;
+            }
+            out.push((
+                at,
+                FaultEvent::Fire {
+                    fault: index as u32,
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// The instant `d` after the start.
+pub(crate) fn at(d: Duration) -> Instant {
+    Instant::ZERO + d
+}
+
+/// Picks the nodes a selector names among `candidates` (sorted node indices).
+///
+/// Counts and shares draw distinct random candidates (a partial Fisher-Yates shuffle); index
+/// selectors keep the named indices that are candidates. The result is sorted.
+pub(crate) fn select(sel: &NodeSelector, candidates: &[u32], rng: &mut ChaCha8Rng) -> Vec<u32> {
+    let want = match *sel {
+        NodeSelector::Count(n) => n as usize,
+        NodeSelector::Percent(p) => {
+            let share = (candidates.len() as f64 * p / 100.0).round() as usize;
+            share.max(1)
+        }
+        NodeSelector::Range { start, end } => {
+            return candidates
+                .iter()
+                .copied()
+                .filter(|i| (start..end).contains(i))
+                .collect();
+        }
+        NodeSelector::Index(i) => {
+            return candidates
+                .binary_search(&i)
+                .map(|_| vec![i])
+                .unwrap_or_default();
+        }
+    };
+    let mut pool = candidates.to_vec();
+    let want = want.min(pool.len());
+    for k in 0..want {
+        let j = rng.random_range(k..pool.len());
+        pool.swap(k, j);
+    }
+    pool.truncate(want);
+    pool.sort_unstable();
+    pool
+}
+
+/// Groups for `split`: a random `fraction` of all `nodes` (rounded, at least one, at most all
+/// but one) in group 0, the rest in group 1.
+pub(crate) fn split_groups(nodes: usize, fraction: f64, rng: &mut ChaCha8Rng) -> Vec<u8> {
+    let all: Vec<u32> = (0..nodes as u32).collect();
+    let first = ((nodes as f64 * fraction).round() as usize).clamp(1, nodes.saturating_sub(1));
+    let chosen = select(&NodeSelector::Count(first as u32), &all, rng);
+    let mut group = vec![1u8; nodes];
+    for i in chosen {
+        group[i as usize] = 0;
+    }
+    group
+}
+
+/// Groups for explicit index selectors: the k-th selector is group k; unlisted nodes form the
+/// last group. The scenario was checked for overlaps and bounds before the run.
+pub(crate) fn explicit_groups(nodes: usize, groups: &[NodeSelector]) -> Vec<u8> {
+    let rest = u8::try_from(groups.len()).unwrap_or(u8::MAX);
+    let mut group = vec![rest; nodes];
+    for (k, sel) in groups.iter().enumerate() {
+        let range = match *sel {
+            NodeSelector::Range { start, end } => start as usize..end as usize,
+            NodeSelector::Index(i) => i as usize..i as usize + 1,
+            NodeSelector::Count(_) | NodeSelector::Percent(_) => continue,
+        };
+        for i in range.filter(|&i| i < nodes) {
+            group[i] = u8::try_from(k).unwrap_or(u8::MAX);
+        }
+    }
+    group
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn count_and_share_pick_distinct_candidates() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let candidates: Vec<u32> = (0..100).filter(|i| i % 3 != 0).collect();
+        let picked = select(&NodeSelector::Count(10), &candidates, &mut rng);
+        assert_eq!(picked.len(), 10);
+        assert!(picked.windows(2).all(|w| w[0] < w[1]));
+        assert!(picked.iter().all(|p| candidates.contains(p)));
+        let share = select(&NodeSelector::Percent(10.0), &candidates, &mut rng);
+        assert_eq!(share.len(), 7);
+        let tiny = select(&NodeSelector::Percent(0.1), &candidates, &mut rng);
+        assert_eq!(tiny.len(), 1);
+        let too_many = select(&NodeSelector::Count(1000), &candidates, &mut rng);
+        assert_eq!(too_many, candidates);
+    }
+
+    #[test]
+    fn index_selectors_keep_only_candidates() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let candidates = [1, 2, 5, 8];
+        assert_eq!(
+            select(
+                &NodeSelector::Range { start: 2, end: 8 },
+                &candidates,
+                &mut rng
+            ),
+            vec![2, 5]
+        );
+        assert_eq!(
+            select(&NodeSelector::Index(3), &candidates, &mut rng),
+            Vec::<u32>::new()
+        );
+        assert_eq!(
+            select(&NodeSelector::Index(8), &candidates, &mut rng),
+            vec![8]
+        );
+    }
+
+    #[test]
+    fn groups_are_formed_as_documented() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let g = split_groups(10, 0.3, &mut rng);
+        assert_eq!(g.iter().filter(|&&x| x == 0).count(), 3);
+        let g = explicit_groups(
+            6,
+            &[
+                NodeSelector::Range { start: 0, end: 2 },
+                NodeSelector::Index(4),
+            ],
+        );
+        assert_eq!(g, vec![0, 0, 2, 2, 1, 2]);
+    }
+}

@@ -1,0 +1,200 @@
+//! The `meshkit-sim` command: runs scenario files through the simulator.
+//!
+//! ```text
+//! meshkit-sim run SCENARIO [--nodes N] [--seed S | --seeds A..B] [--duration D] [--profile P] [--json]
+//! ```
+//!
+//! Exit codes: 0 when every seed met every expectation without an invariant violation, 1 when
+//! some seed failed (its replay command is printed), 2 for invalid arguments or scenarios.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use meshkit::config::Profile;
+use meshkit_sim::{RunOptions, RunReport, Scenario, report};
+
+/// Deterministic simulator of MeshKit meshes.
+#[derive(Debug, Parser)]
+#[command(name = "meshkit-sim", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a scenario file for one or more seeds and report.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The scenario file (TOML), e.g. scenarios/crash-one.toml.
+    scenario: PathBuf,
+    /// Override the scenario's node count.
+    #[arg(long)]
+    nodes: Option<u32>,
+    /// The seed (default 1).
+    #[arg(long, conflicts_with = "seeds")]
+    seed: Option<u64>,
+    /// A range of seeds, end excluded: `1..11` runs seeds 1 to 10 (`1..=10` also works).
+    #[arg(long, value_parser = parse_seeds)]
+    seeds: Option<Range<u64>>,
+    /// Override the virtual run length, e.g. `600s` or `10m`.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Override the protocol profile.
+    #[arg(long, value_enum)]
+    profile: Option<ProfileArg>,
+    /// Print one JSON object per seed (one per line) instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ProfileArg {
+    Lan,
+    Wan,
+    Memberlist,
+}
+
+impl From<ProfileArg> for Profile {
+    fn from(p: ProfileArg) -> Self {
+        match p {
+            ProfileArg::Lan => Self::Lan,
+            ProfileArg::Wan => Self::Wan,
+            ProfileArg::Memberlist => Self::Memberlist,
+        }
+    }
+}
+
+fn parse_seeds(s: &str) -> Result<Range<u64>, String> {
+    let (a, b, inclusive) = if let Some((a, b)) = s.split_once("..=") {
+        (a, b, true)
+    } else if let Some((a, b)) = s.split_once("..") {
+        (a, b, false)
+    } else {
+        return Err(format!(
+            "`{s}` is not a seed range; write A..B (end excluded) or A..=B"
+        ));
+    };
+    let num = |t: &str| {
+        t.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("`{t}` is not a seed"))
+    };
+    let (a, b) = (num(a)?, num(b)?);
+    let end = if inclusive {
+        b.checked_add(1).ok_or("seed range too large")?
+    } else {
+        b
+    };
+    if a >= end {
+        return Err(format!("seed range `{s}` is empty"));
+    }
+    Ok(a..end)
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = meshkit_sim::scenario::parse_duration(s)?;
+    if d.is_zero() {
+        return Err("the duration must be positive".to_owned());
+    }
+    Ok(d)
+}
+
+/// Wall-clock seconds since `start`, for the report only; the engine never reads a clock.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the CLI measures wall time for the report"
+)]
+fn wall_now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(&args),
+    }
+}
+
+fn run(args: &RunArgs) -> ExitCode {
+    let scenario = match Scenario::from_file(&args.scenario) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let seeds = args.seeds.clone().unwrap_or_else(|| {
+        let s = args.seed.unwrap_or(1);
+        s..s.saturating_add(1)
+    });
+    let show_progress = !args.json && std::io::stderr().is_terminal();
+    let mut reports: Vec<RunReport> = Vec::new();
+    let stdout = std::io::stdout();
+    for seed in seeds {
+        let mut options = RunOptions::seed(seed);
+        options.nodes = args.nodes;
+        options.duration = args.duration;
+        options.profile = args.profile.map(Profile::from);
+        let bar = progress_bar(show_progress, seed);
+        let started = wall_now();
+        let result = meshkit_sim::run_with_progress(&scenario, options, &mut |now, end| {
+            if let Some(bar) = &bar {
+                bar.set_length(end.as_nanos() / 1_000_000);
+                bar.set_position(now.as_nanos() / 1_000_000);
+            }
+        });
+        let wall_s = started.elapsed().as_secs_f64();
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        let mut report = match result {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        report.wall_s = (wall_s * 1000.0).round() / 1000.0;
+        let mut out = stdout.lock();
+        let _ = if args.json {
+            writeln!(out, "{}", report.to_json())
+        } else {
+            writeln!(out, "{}", report.render(scenario.expect()))
+        };
+        let _ = out.flush();
+        reports.push(report);
+    }
+    let failed: Vec<&RunReport> = reports.iter().filter(|r| !r.passed()).collect();
+    if !args.json && reports.len() > 1 {
+        print!("{}", report::render_summary(&reports));
+    }
+    if failed.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    for r in failed {
+        eprintln!("seed {} failed; replay: {}", r.seed, r.replay);
+    }
+    ExitCode::from(1)
+}
+
+fn progress_bar(show: bool, seed: u64) -> Option<ProgressBar> {
+    if !show {
+        return None;
+    }
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    let style =
+        ProgressStyle::with_template("seed {msg} [{bar:40}] {pos}/{len} virtual ms ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(seed.to_string());
+    Some(bar)
+}

@@ -1,0 +1,143 @@
+//! The report's figures: engine counters, nearest-rank percentiles, and the arithmetic that
+//! turns the observer's records into per-node rates.
+//!
+//! Definitions (also in the report's JSON keys):
+//! * `detection_pXX_s`: per crashed node, the time from its crash until at least 99% of the
+//!   then-live other nodes hold it Dead or Left (or no longer know it); a crash never detected
+//!   counts as the run's remaining time and is also counted in `undetected`. A node restarted
+//!   before it was detected is left out and counted in `restarted_before_detection`.
+//! * `false_positives`: distinct healthy nodes ever held Dead by some node. Healthy = live, not
+//!   paused, and neither crashed, restarted, paused nor partitioned from the declaring node in
+//!   the last 60 s, and the declaration is about its current life (incarnation).
+//! * `suspicions_per_node_hour`: Suspect transitions raised by the observer's own probe against
+//!   healthy nodes, per live node-hour.
+//! * `dissemination_pXX_rounds`: per workload metadata write, the time until every live node
+//!   reported a version at least as new, in gossip intervals of the profile.
+//! * `heal_s`: from the last partition heal until one view (every live node holds exactly the
+//!   live nodes up).
+//! * `bytes_per_node_s`, `messages_per_node_s`: sent by the core, per live node-second.
+
+use core::time::Duration;
+
+use crate::engine::Outcome;
+use crate::report::RunReport;
+
+/// What the engine counts as it runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    /// Heap entries processed.
+    pub(crate) steps: u64,
+    /// Datagrams the nodes sent.
+    pub(crate) datagrams_sent: u64,
+    /// Their bytes.
+    pub(crate) bytes_sent: u64,
+    /// Datagrams handed to a node.
+    pub(crate) delivered: u64,
+    /// Datagrams addressed to a crashed or gone node.
+    pub(crate) dropped_dead: u64,
+    /// Datagrams dropped because a paused node's queue was full.
+    pub(crate) dropped_inbox_full: u64,
+    /// Dropped by partitions.
+    pub(crate) dropped_partition: u64,
+    /// Dropped by independent loss.
+    pub(crate) dropped_loss: u64,
+    /// Dropped by bursty loss.
+    pub(crate) dropped_burst: u64,
+    /// Extra copies.
+    pub(crate) duplicated: u64,
+    /// Datagrams addressed to an id that is not a simulated node.
+    pub(crate) misaddressed: u64,
+    /// Core events.
+    pub(crate) events: u64,
+    /// Metadata writes the core refused.
+    pub(crate) metadata_rejected: u64,
+    /// The first refusal, described.
+    pub(crate) first_metadata_error: Option<String>,
+}
+
+/// The nearest-rank percentile `p` (0 < p <= 100) of `values`, or `None` if empty.
+pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// Rounds to 3 decimals for the report.
+fn r3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// The report's figures for one run (wall time, expectations and the replay command are
+/// filled in by the caller).
+pub(crate) fn figures(outcome: Outcome, header: RunReport) -> RunReport {
+    let obs = &outcome.observations;
+    let c = &outcome.counters;
+    let virtual_s = outcome.end.as_nanos() as f64 / 1e9;
+    let node_s = obs.live_node_s.max(f64::MIN_POSITIVE);
+    let rounds = |secs: f64| {
+        secs / outcome
+            .gossip_interval
+            .max(Duration::from_nanos(1))
+            .as_secs_f64()
+    };
+    let dissemination_rounds: Vec<f64> = obs.dissemination_s.iter().map(|&s| rounds(s)).collect();
+    RunReport {
+        virtual_s: r3(virtual_s),
+        trace_hash: format!("{:016x}", outcome.trace_hash),
+        detection_p50_s: percentile(&obs.detection_s, 50.0).map(r3),
+        detection_p99_s: percentile(&obs.detection_s, 99.0).map(r3),
+        detection_max_s: percentile(&obs.detection_s, 100.0).map(r3),
+        crashes: obs.crashes,
+        undetected: obs.undetected,
+        restarted_before_detection: obs.restarted_before_detection,
+        false_positives: obs.false_positives,
+        first_false_positive: obs.first_false_positive.clone(),
+        suspicions_per_node_hour: r3(obs.suspicions as f64 / (node_s / 3600.0)),
+        suspicions: obs.suspicions,
+        dissemination_p50_rounds: percentile(&dissemination_rounds, 50.0).map(r3),
+        dissemination_p99_rounds: percentile(&dissemination_rounds, 99.0).map(r3),
+        metadata_updates: obs.updates,
+        dissemination_incomplete: obs.dissemination_incomplete,
+        heal_s: obs.heal_s.map(r3),
+        partitions: obs.partitions,
+        bytes_per_node_s: r3(c.bytes_sent as f64 / node_s),
+        messages_per_node_s: r3(c.datagrams_sent as f64 / node_s),
+        converged: outcome.converged,
+        convergence_note: outcome.convergence_note,
+        datagrams_sent: c.datagrams_sent,
+        datagrams_delivered: c.delivered,
+        dropped_partition: c.dropped_partition,
+        dropped_loss: c.dropped_loss + c.dropped_burst,
+        dropped_dead: c.dropped_dead,
+        dropped_inbox_full: c.dropped_inbox_full,
+        duplicated: c.duplicated,
+        events: c.events,
+        steps: c.steps,
+        metadata_rejected: c.metadata_rejected,
+        first_metadata_error: c.first_metadata_error.clone(),
+        stopped_early: outcome.stopped_early,
+        invariant_violations: outcome.violations,
+        ..header
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        assert_eq!(percentile(&[], 50.0), None);
+        assert_eq!(percentile(&[3.0], 99.0), Some(3.0));
+        let v: Vec<f64> = (1..=100).map(f64::from).rev().collect();
+        assert_eq!(percentile(&v, 50.0), Some(50.0));
+        assert_eq!(percentile(&v, 99.0), Some(99.0));
+        assert_eq!(percentile(&v, 100.0), Some(100.0));
+        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0, 5.0], 99.0), Some(5.0));
+        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 50.0), Some(2.0));
+    }
+}

@@ -1,0 +1,690 @@
+//! The observer: what every node believes, folded from the core's events, against the truth the
+//! engine knows (who crashed, paused, left or was partitioned).
+//!
+//! It keeps one bit per (observer, member) pair: "the observer holds the member as up" (Alive or
+//! Suspect). With the set of live nodes this gives, incrementally and in O(1) per event:
+//! * the number of *view mismatches* (a live observer holding a live member down, or a gone
+//!   member up); zero means one view, which dates the end of a partition's aftermath (`heal_s`);
+//! * per crashed node, how many live nodes hold it down (crash detection time);
+//! * per workload metadata write, how many live nodes report that version (dissemination time);
+//! * false positives and own-probe suspicions against healthy nodes.
+//!
+//! Memory is N^2 bits (12.5 MB at 10,000 nodes) plus N bits per pending crash or write.
+//! Lifecycle changes (crash, restart, leave) cost O(N) each.
+
+use core::time::Duration;
+use std::collections::BTreeSet;
+
+use meshkit::membership::MemberState;
+use meshkit::{Instant, MetaVersion};
+
+use self::bits::BitRows;
+use crate::network::Partition;
+
+/// How long a node stays "not healthy" after a crash, pause, restart or partition ends.
+pub(crate) const HEALTH_WINDOW: Duration = Duration::from_secs(60);
+/// Share of the live nodes that must hold a crashed node down for it to count as detected.
+pub(crate) const DETECTION_QUORUM: f64 = 0.99;
+
+/// `unhealthy_end` value of a node that has always been healthy.
+const ALWAYS_HEALTHY: u64 = 0;
+/// `unhealthy_end` value of a node that is unhealthy right now.
+const UNHEALTHY_NOW: u64 = u64::MAX;
+
+/// Small bit-matrix helpers (no allocation per call).
+mod bits {
+    /// `rows` rows of `bits` bits each, row-major in 64-bit words.
+    #[derive(Clone, Debug)]
+    pub(crate) struct BitRows {
+        words: usize,
+        data: Vec<u64>,
+    }
+
+    impl BitRows {
+        /// All bits of every row set (within `bits`), or all clear.
+        pub(crate) fn new(rows: usize, bits: usize, set: bool) -> Self {
+            let words = bits.div_ceil(64);
+            let mut data = vec![0u64; rows * words];
+            if set {
+                for r in 0..rows {
+                    fill_row(&mut data[r * words..(r + 1) * words], bits);
+                }
+            }
+            Self { words, data }
+        }
+
+        pub(crate) fn get(&self, row: usize, bit: usize) -> bool {
+            self.data[row * self.words + bit / 64] >> (bit % 64) & 1 == 1
+        }
+
+        pub(crate) fn set(&mut self, row: usize, bit: usize, value: bool) {
+            let w = &mut self.data[row * self.words + bit / 64];
+            if value {
+                *w |= 1 << (bit % 64);
+            } else {
+                *w &= !(1 << (bit % 64));
+            }
+        }
+
+        pub(crate) fn row(&self, row: usize) -> &[u64] {
+            &self.data[row * self.words..(row + 1) * self.words]
+        }
+
+        pub(crate) fn clear_row(&mut self, row: usize) {
+            self.data[row * self.words..(row + 1) * self.words].fill(0);
+        }
+    }
+
+    fn fill_row(row: &mut [u64], bits: usize) {
+        row.fill(u64::MAX);
+        if !bits.is_multiple_of(64)
+            && let Some(last) = row.last_mut()
+        {
+            *last = (1u64 << (bits % 64)) - 1;
+        }
+    }
+}
+
+/// One crashed node's detection.
+#[derive(Clone, Debug)]
+struct CrashRecord {
+    node: usize,
+    at: Instant,
+    /// Live nodes (other than `node`) that hold it down.
+    down: usize,
+    outcome: CrashOutcome,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CrashOutcome {
+    Pending,
+    Detected(Instant),
+    /// The node came back before the mesh had declared it.
+    RestartedFirst,
+}
+
+/// One workload metadata write's spread.
+#[derive(Clone, Debug)]
+struct UpdateRecord {
+    owner: usize,
+    version: MetaVersion,
+    at: Instant,
+    /// Which nodes reported a version at least `version` (freed when no longer pending).
+    reached: BitRows,
+    /// Live nodes among `reached`.
+    count: usize,
+    outcome: UpdateOutcome,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UpdateOutcome {
+    Pending,
+    Done(Instant),
+    /// The owner crashed or left first.
+    Abandoned,
+}
+
+/// A partition, kept after it heals for the health window.
+#[derive(Clone, Debug)]
+struct PartitionRecord {
+    id: u64,
+    group: Vec<u8>,
+    end: Option<Instant>,
+}
+
+/// Why a node stopped being live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Down {
+    /// Crashed: its detection is measured.
+    Crash,
+    /// Left gracefully.
+    Leave,
+}
+
+/// Figures the observer hands to the report.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Observations {
+    /// Detection time of every crash that was detected or is still pending at the end (the
+    /// latter counted up to the end).
+    pub(crate) detection_s: Vec<f64>,
+    /// Crashes never detected.
+    pub(crate) undetected: u64,
+    /// Crashes whose node restarted before the mesh declared it.
+    pub(crate) restarted_before_detection: u64,
+    /// Crashes in all.
+    pub(crate) crashes: u64,
+    /// Distinct healthy nodes some node declared dead.
+    pub(crate) false_positives: u64,
+    /// The first false positive, described.
+    pub(crate) first_false_positive: Option<String>,
+    /// Own-probe suspicions of healthy nodes.
+    pub(crate) suspicions: u64,
+    /// Live node-seconds.
+    pub(crate) live_node_s: f64,
+    /// Dissemination time of every workload write done or pending at the end.
+    pub(crate) dissemination_s: Vec<f64>,
+    /// Workload writes still incomplete at the end.
+    pub(crate) dissemination_incomplete: u64,
+    /// Workload writes measured.
+    pub(crate) updates: u64,
+    /// Partitions started.
+    pub(crate) partitions: u64,
+    /// Time from the last heal to one view, if reached.
+    pub(crate) heal_s: Option<f64>,
+    /// Whether the view was single when observed last (event-derived).
+    pub(crate) one_view: bool,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(crate) struct Observer {
+    nodes: usize,
+    up: BitRows,
+    live: BitRows,
+    live_count: usize,
+    mismatches: u64,
+    paused: Vec<bool>,
+    unhealthy_end: Vec<u64>,
+    boot_incarnation: Vec<u32>,
+    partitions: Vec<PartitionRecord>,
+    /// Index into `crashes` of each node's pending crash record.
+    crash_of: Vec<Option<u32>>,
+    crashes: Vec<CrashRecord>,
+    pending_crashes: Vec<u32>,
+    updates: Vec<UpdateRecord>,
+    pending_updates: Vec<u32>,
+    false_positives: BTreeSet<u32>,
+    first_false_positive: Option<String>,
+    suspicions: u64,
+    live_ns: u128,
+    live_since: Instant,
+    last_heal: Option<Instant>,
+    healed_at: Option<Instant>,
+    partitions_started: u64,
+}
+
+impl Observer {
+    /// A converged mesh of `nodes` live nodes, each holding every other as up.
+    pub(crate) fn new(nodes: usize) -> Self {
+        let mut up = BitRows::new(nodes, nodes, true);
+        for i in 0..nodes {
+            up.set(i, i, false);
+        }
+        Self {
+            nodes,
+            up,
+            live: BitRows::new(1, nodes, true),
+            live_count: nodes,
+            mismatches: 0,
+            paused: vec![false; nodes],
+            unhealthy_end: vec![ALWAYS_HEALTHY; nodes],
+            boot_incarnation: vec![1; nodes],
+            partitions: Vec::new(),
+            crash_of: vec![None; nodes],
+            crashes: Vec::new(),
+            pending_crashes: Vec::new(),
+            updates: Vec::new(),
+            pending_updates: Vec::new(),
+            false_positives: BTreeSet::new(),
+            first_false_positive: None,
+            suspicions: 0,
+            live_ns: 0,
+            live_since: Instant::ZERO,
+            last_heal: None,
+            healed_at: None,
+            partitions_started: 0,
+        }
+    }
+
+    /// Whether `node` is live (not crashed, not left).
+    pub(crate) fn is_live(&self, node: usize) -> bool {
+        self.live.get(0, node)
+    }
+
+    /// Whether every live node holds exactly the live nodes up (from events).
+    pub(crate) fn one_view(&self) -> bool {
+        self.mismatches == 0
+    }
+
+    // ---- events ------------------------------------------------------------------------------
+
+    /// `observer` reported that `node` is now `to` at `incarnation`, raised by `by`.
+    pub(crate) fn on_member_state(
+        &mut self,
+        now: Instant,
+        observer: usize,
+        node: usize,
+        incarnation: u32,
+        to: MemberState,
+        by: Option<usize>,
+    ) {
+        if node == observer || node >= self.nodes || !self.is_live(observer) {
+            return;
+        }
+        let new_up = matches!(to, MemberState::Alive | MemberState::Suspect);
+        let old_up = self.up.get(observer, node);
+        if new_up != old_up {
+            self.up.set(observer, node, new_up);
+            let member_live = self.is_live(node);
+            // A mismatch is "up but gone" or "down but live".
+            if new_up != member_live {
+                self.mismatches += 1;
+            } else {
+                self.mismatches -= 1;
+            }
+            if let Some(k) = self.crash_of[node] {
+                let rec = &mut self.crashes[k as usize];
+                if new_up {
+                    rec.down -= 1;
+                } else {
+                    rec.down += 1;
+                }
+                self.check_detections(now);
+            }
+            self.check_heal(now);
+        }
+        let current_life = incarnation >= self.boot_incarnation[node];
+        match to {
+            MemberState::Dead => {
+                let declarer = by.filter(|&b| b < self.nodes).unwrap_or(observer);
+                if current_life && self.is_healthy(now, node, declarer) {
+                    if self.first_false_positive.is_none() {
+                        self.first_false_positive = Some(format!(
+                            "at {now} node-{} held healthy node-{} dead (declared by node-{})",
+                            observer + 1,
+                            node + 1,
+                            declarer + 1
+                        ));
+                    }
+                    self.false_positives.insert(node as u32);
+                }
+            }
+            MemberState::Suspect
+                if by == Some(observer) && current_life && self.is_healthy(now, node, observer) =>
+            {
+                self.suspicions += 1;
+            }
+            _ => {}
+        }
+    }
+
+    /// `observer` reported holding `owner`'s metadata at `version`.
+    pub(crate) fn on_metadata(
+        &mut self,
+        now: Instant,
+        observer: usize,
+        owner: usize,
+        version: MetaVersion,
+    ) {
+        if observer == owner || self.pending_updates.is_empty() {
+            return;
+        }
+        let live = self.is_live(observer);
+        let mut changed = false;
+        for &k in &self.pending_updates {
+            let rec = &mut self.updates[k as usize];
+            if rec.owner == owner && rec.version <= version && !rec.reached.get(0, observer) {
+                rec.reached.set(0, observer, true);
+                if live {
+                    rec.count += 1;
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.check_updates(now);
+        }
+    }
+
+    /// A workload write by `owner` at `version` starts being measured.
+    pub(crate) fn track_update(&mut self, now: Instant, owner: usize, version: MetaVersion) {
+        let index = self.updates.len() as u32;
+        self.updates.push(UpdateRecord {
+            owner,
+            version,
+            at: now,
+            reached: BitRows::new(1, self.nodes, false),
+            count: 0,
+            outcome: UpdateOutcome::Pending,
+        });
+        self.pending_updates.push(index);
+        self.check_updates(now);
+    }
+
+    // ---- lifecycle ---------------------------------------------------------------------------
+
+    /// `node` crashed or left.
+    pub(crate) fn on_down(&mut self, now: Instant, node: usize, why: Down) {
+        if !self.is_live(node) {
+            return;
+        }
+        self.account_live(now);
+        // Its own row stops counting.
+        self.mismatches -= self.row_mismatches(node);
+        self.live.set(0, node, false);
+        self.live_count -= 1;
+        // Every live observer's bit about it flips meaning: up was right, now it is wrong.
+        let mut held_up = 0u64;
+        for o in 0..self.nodes {
+            if o != node && self.is_live(o) && self.up.get(o, node) {
+                held_up += 1;
+            }
+        }
+        let held_down = self.live_count as u64 - held_up;
+        self.mismatches = self.mismatches + held_up - held_down;
+        self.unhealthy_end[node] = UNHEALTHY_NOW;
+        self.paused[node] = false;
+
+        // Its opinions stop counting for other crashes and writes.
+        for &k in &self.pending_crashes {
+            let rec = &mut self.crashes[k as usize];
+            if !self.up.get(node, rec.node) {
+                rec.down -= 1;
+            }
+        }
+        for &k in &self.pending_updates {
+            let rec = &mut self.updates[k as usize];
+            if rec.owner == node {
+                rec.outcome = UpdateOutcome::Abandoned;
+            } else if rec.reached.get(0, node) {
+                rec.count -= 1;
+            }
+        }
+        if why == Down::Crash {
+            let index = self.crashes.len() as u32;
+            self.crashes.push(CrashRecord {
+                node,
+                at: now,
+                down: held_down as usize,
+                outcome: CrashOutcome::Pending,
+            });
+            self.crash_of[node] = Some(index);
+            self.pending_crashes.push(index);
+        }
+        self.check_detections(now);
+        self.check_updates(now);
+        self.check_heal(now);
+    }
+
+    /// `node` restarted with state loss at boot incarnation `boot`: it holds nobody up yet.
+    pub(crate) fn on_restart(&mut self, now: Instant, node: usize, boot: u32) {
+        if self.is_live(node) {
+            return;
+        }
+        self.account_live(now);
+        if let Some(k) = self.crash_of[node].take() {
+            let rec = &mut self.crashes[k as usize];
+            if rec.outcome == CrashOutcome::Pending {
+                rec.outcome = CrashOutcome::RestartedFirst;
+            }
+            self.pending_crashes.retain(|&p| p != k);
+        }
+        self.up.clear_row(node);
+        self.live.set(0, node, true);
+        self.live_count += 1;
+        let mut held_up = 0u64;
+        for o in 0..self.nodes {
+            if o != node && self.is_live(o) && self.up.get(o, node) {
+                held_up += 1;
+            }
+        }
+        let others = self.live_count as u64 - 1;
+        // Column: live observers holding it down are now wrong, those holding it up now right.
+        self.mismatches = self.mismatches + (others - held_up) - held_up;
+        // Row: it holds every live node down.
+        self.mismatches += others;
+        self.boot_incarnation[node] = boot;
+        self.unhealthy_end[node] = now.as_nanos().max(1);
+        for &k in &self.pending_crashes {
+            self.crashes[k as usize].down += 1;
+        }
+        for &k in &self.pending_updates {
+            self.updates[k as usize].reached.set(0, node, false);
+        }
+        self.check_detections(now);
+        self.check_updates(now);
+        self.check_heal(now);
+    }
+
+    /// `node` is paused (gray failure) until [`Self::on_resume`].
+    pub(crate) fn on_pause(&mut self, node: usize) {
+        self.paused[node] = true;
+        self.unhealthy_end[node] = UNHEALTHY_NOW;
+    }
+
+    /// `node` resumed.
+    pub(crate) fn on_resume(&mut self, now: Instant, node: usize) {
+        if self.paused[node] {
+            self.paused[node] = false;
+            self.unhealthy_end[node] = now.as_nanos().max(1);
+        }
+    }
+
+    /// A partition began.
+    pub(crate) fn on_partition(&mut self, partition: &Partition) {
+        self.partitions.push(PartitionRecord {
+            id: partition.id,
+            group: partition.group.clone(),
+            end: None,
+        });
+        self.partitions_started += 1;
+        self.last_heal = None;
+        self.healed_at = None;
+    }
+
+    /// Partition `id` (or every partition, for `None`) healed.
+    pub(crate) fn on_heal(&mut self, now: Instant, id: Option<u64>) {
+        let mut any = false;
+        for p in &mut self.partitions {
+            if p.end.is_none() && id.is_none_or(|id| id == p.id) {
+                p.end = Some(now);
+                any = true;
+            }
+        }
+        if any {
+            self.last_heal = Some(now);
+            self.healed_at = None;
+            self.check_heal(now);
+        }
+    }
+
+    // ---- checks ------------------------------------------------------------------------------
+
+    fn is_healthy(&self, now: Instant, node: usize, observer: usize) -> bool {
+        if !self.is_live(node) || self.paused[node] {
+            return false;
+        }
+        let window = HEALTH_WINDOW.as_nanos() as u64;
+        let end = self.unhealthy_end[node];
+        if end != ALWAYS_HEALTHY && (end == UNHEALTHY_NOW || now.as_nanos() < end + window) {
+            return false;
+        }
+        !self.partitions.iter().any(|p| {
+            p.end
+                .is_none_or(|e| now.as_nanos() < e.as_nanos().saturating_add(window))
+                && p.group[node] != p.group[observer]
+        })
+    }
+
+    fn row_mismatches(&self, node: usize) -> u64 {
+        let row = self.up.row(node);
+        let live = self.live.row(0);
+        let all: u32 = row
+            .iter()
+            .zip(live)
+            .map(|(a, b)| (a ^ b).count_ones())
+            .sum();
+        // The diagonal bit is never set in `up`, so a live node counts itself once: remove it.
+        u64::from(all) - u64::from(self.is_live(node))
+    }
+
+    fn check_detections(&mut self, now: Instant) {
+        let need = (self.live_count as f64 * DETECTION_QUORUM).ceil() as usize;
+        let crashes = &mut self.crashes;
+        let crash_of = &mut self.crash_of;
+        self.pending_crashes.retain(|&k| {
+            let rec = &mut crashes[k as usize];
+            if rec.down >= need {
+                rec.outcome = CrashOutcome::Detected(now);
+                crash_of[rec.node] = None;
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn check_updates(&mut self, now: Instant) {
+        let need = self.live_count.saturating_sub(1);
+        let updates = &mut self.updates;
+        self.pending_updates.retain(|&k| {
+            let rec = &mut updates[k as usize];
+            if rec.outcome == UpdateOutcome::Pending && rec.count >= need {
+                rec.outcome = UpdateOutcome::Done(now);
+            }
+            let pending = rec.outcome == UpdateOutcome::Pending;
+            if !pending {
+                rec.reached = BitRows::new(0, 0, false);
+            }
+            pending
+        });
+    }
+
+    fn check_heal(&mut self, now: Instant) {
+        if self.mismatches == 0 && self.last_heal.is_some() && self.healed_at.is_none() {
+            self.healed_at = Some(now);
+        }
+    }
+
+    fn account_live(&mut self, now: Instant) {
+        let span = u128::from(now.saturating_duration_since(self.live_since).as_nanos() as u64);
+        self.live_ns += span * self.live_count as u128;
+        self.live_since = now;
+    }
+
+    /// The figures at the end of the run.
+    pub(crate) fn finish(&mut self, end: Instant) -> Observations {
+        self.account_live(end);
+        let secs = |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64();
+        let mut out = Observations {
+            crashes: self.crashes.len() as u64,
+            false_positives: self.false_positives.len() as u64,
+            first_false_positive: self.first_false_positive.clone(),
+            suspicions: self.suspicions,
+            live_node_s: self.live_ns as f64 / 1e9,
+            updates: self.updates.len() as u64,
+            partitions: self.partitions_started,
+            heal_s: match (self.last_heal, self.healed_at) {
+                (Some(h), Some(done)) => Some(secs(h, done)),
+                _ => None,
+            },
+            one_view: self.one_view(),
+            ..Observations::default()
+        };
+        for rec in &self.crashes {
+            match rec.outcome {
+                CrashOutcome::Detected(t) => out.detection_s.push(secs(rec.at, t)),
+                CrashOutcome::Pending => {
+                    out.detection_s.push(secs(rec.at, end));
+                    out.undetected += 1;
+                }
+                CrashOutcome::RestartedFirst => out.restarted_before_detection += 1,
+            }
+        }
+        for rec in &self.updates {
+            match rec.outcome {
+                UpdateOutcome::Done(t) => out.dissemination_s.push(secs(rec.at, t)),
+                UpdateOutcome::Pending => {
+                    out.dissemination_s.push(secs(rec.at, end));
+                    out.dissemination_incomplete += 1;
+                }
+                UpdateOutcome::Abandoned => {}
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: u64) -> Instant {
+        Instant::from_nanos(s * 1_000_000_000)
+    }
+
+    #[test]
+    fn crash_is_detected_when_99_percent_hold_it_down() {
+        let mut o = Observer::new(4);
+        o.on_down(t(1), 3, Down::Crash);
+        assert!(!o.one_view());
+        for obs in 0..2 {
+            o.on_member_state(t(2), obs, 3, 1, MemberState::Dead, Some(0));
+        }
+        assert_eq!(o.crashes[0].outcome, CrashOutcome::Pending);
+        o.on_member_state(t(4), 2, 3, 1, MemberState::Dead, Some(0));
+        assert_eq!(o.crashes[0].outcome, CrashOutcome::Detected(t(4)));
+        assert!(o.one_view());
+        let obs = o.finish(t(10));
+        assert_eq!(obs.detection_s, vec![3.0]);
+        assert_eq!(obs.false_positives, 0);
+    }
+
+    #[test]
+    fn a_crashed_observer_stops_counting() {
+        let mut o = Observer::new(4);
+        o.on_down(t(1), 3, Down::Crash);
+        o.on_member_state(t(2), 0, 3, 1, MemberState::Dead, Some(0));
+        o.on_member_state(t(2), 1, 3, 1, MemberState::Dead, Some(0));
+        // Node 2 crashes before it sees node 3 dead: the two others suffice.
+        o.on_down(t(3), 2, Down::Crash);
+        assert_eq!(o.crashes[0].outcome, CrashOutcome::Detected(t(3)));
+        o.on_member_state(t(5), 0, 2, 1, MemberState::Dead, Some(0));
+        o.on_member_state(t(5), 1, 2, 1, MemberState::Dead, Some(0));
+        assert!(o.one_view());
+        // A restarted node holds nobody up until it learns them.
+        o.on_restart(t(6), 2, 2);
+        assert!(!o.one_view());
+        o.on_member_state(t(7), 2, 0, 1, MemberState::Alive, None);
+        o.on_member_state(t(7), 2, 1, 1, MemberState::Alive, None);
+        o.on_member_state(t(7), 0, 2, 2, MemberState::Alive, None);
+        assert!(!o.one_view());
+        o.on_member_state(t(7), 1, 2, 2, MemberState::Alive, None);
+        assert!(o.one_view());
+    }
+
+    #[test]
+    fn healthy_dead_declaration_is_a_false_positive_unless_partitioned() {
+        let mut o = Observer::new(4);
+        o.on_member_state(t(100), 0, 1, 1, MemberState::Dead, Some(0));
+        assert_eq!(o.false_positives.len(), 1);
+        let p = Partition {
+            id: 1,
+            group: vec![0, 0, 1, 1],
+            one_way: false,
+        };
+        o.on_partition(&p);
+        o.on_member_state(t(101), 0, 2, 1, MemberState::Suspect, Some(0));
+        o.on_member_state(t(102), 1, 2, 1, MemberState::Dead, Some(0));
+        o.on_heal(t(110), Some(1));
+        o.on_member_state(t(150), 0, 3, 1, MemberState::Dead, Some(0));
+        assert_eq!(o.false_positives.len(), 1, "within the window after a heal");
+        assert_eq!(o.suspicions, 0);
+        o.on_member_state(t(171), 1, 3, 1, MemberState::Suspect, Some(1));
+        assert_eq!(o.suspicions, 1);
+    }
+
+    #[test]
+    fn dissemination_completes_when_every_live_node_reports() {
+        let mut o = Observer::new(3);
+        let v = MetaVersion::new(1, 1);
+        o.track_update(t(1), 0, v);
+        o.on_metadata(t(2), 1, 0, v);
+        assert_eq!(o.updates[0].outcome, UpdateOutcome::Pending);
+        o.on_metadata(t(3), 2, 0, MetaVersion::new(1, 2));
+        assert_eq!(o.updates[0].outcome, UpdateOutcome::Done(t(3)));
+        let obs = o.finish(t(4));
+        assert_eq!(obs.dissemination_s, vec![2.0]);
+        assert!((obs.live_node_s - 12.0).abs() < 1e-9);
+    }
+}

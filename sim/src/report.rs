@@ -1,0 +1,428 @@
+//! The run report: its JSON form (one object per seed), its human form (a small aligned table per
+//! seed and a summary over seeds), and the check of a scenario's `[expect]` bounds.
+
+use core::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::metrics::percentile;
+use crate::scenario::Expectations;
+
+/// Everything measured in one run. Serialized with these field names; see [`crate::metrics`]
+/// for the definitions.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct RunReport {
+    /// Scenario name.
+    pub scenario: String,
+    /// Protocol profile.
+    pub profile: String,
+    /// The run's seed.
+    pub seed: u64,
+    /// Node count.
+    pub nodes: u32,
+    /// Virtual seconds simulated (less than asked if the run stopped early).
+    pub virtual_s: f64,
+    /// Wall-clock seconds (filled in by the command-line tool; 0 from the library).
+    pub wall_s: f64,
+    /// Trace hash, 16 hex digits.
+    pub trace_hash: String,
+    /// Median crash detection time.
+    pub detection_p50_s: Option<f64>,
+    /// 99th percentile crash detection time.
+    pub detection_p99_s: Option<f64>,
+    /// Slowest crash detection.
+    pub detection_max_s: Option<f64>,
+    /// Crashes.
+    pub crashes: u64,
+    /// Crashes not detected by the end.
+    pub undetected: u64,
+    /// Crashed nodes that restarted before they were detected (left out of the percentiles).
+    pub restarted_before_detection: u64,
+    /// Distinct healthy nodes declared dead.
+    pub false_positives: u64,
+    /// The first false positive, described.
+    pub first_false_positive: Option<String>,
+    /// Own-probe suspicions of healthy nodes per live node-hour.
+    pub suspicions_per_node_hour: f64,
+    /// Own-probe suspicions of healthy nodes.
+    pub suspicions: u64,
+    /// Median dissemination of workload writes, in gossip rounds.
+    pub dissemination_p50_rounds: Option<f64>,
+    /// 99th percentile dissemination, in gossip rounds.
+    pub dissemination_p99_rounds: Option<f64>,
+    /// Workload writes measured.
+    pub metadata_updates: u64,
+    /// Workload writes not everywhere by the end.
+    pub dissemination_incomplete: u64,
+    /// Time from the last partition heal to one view.
+    pub heal_s: Option<f64>,
+    /// Partitions started.
+    pub partitions: u64,
+    /// Bytes sent per live node-second.
+    pub bytes_per_node_s: f64,
+    /// Datagrams sent per live node-second.
+    pub messages_per_node_s: f64,
+    /// Whether the run ended in one view with equal metadata versions (asked of the tables).
+    pub converged: bool,
+    /// Why not, if not.
+    pub convergence_note: Option<String>,
+    /// Datagrams sent.
+    pub datagrams_sent: u64,
+    /// Datagrams handed to a node.
+    pub datagrams_delivered: u64,
+    /// Dropped by partitions.
+    pub dropped_partition: u64,
+    /// Dropped by independent or bursty loss.
+    pub dropped_loss: u64,
+    /// Addressed to a crashed or gone node.
+    pub dropped_dead: u64,
+    /// Dropped by a paused node's full queue.
+    pub dropped_inbox_full: u64,
+    /// Duplicated by the network.
+    pub duplicated: u64,
+    /// Core events.
+    pub events: u64,
+    /// Engine steps (heap entries).
+    pub steps: u64,
+    /// Metadata writes the core refused.
+    pub metadata_rejected: u64,
+    /// The first refusal.
+    pub first_metadata_error: Option<String>,
+    /// Whether an invariant violation stopped the run.
+    pub stopped_early: bool,
+    /// Invariant violations (the run stops at the first).
+    pub invariant_violations: Vec<String>,
+    /// Failed expectations: key, bound and measured value.
+    pub expectations_failed: Vec<String>,
+    /// The shortest command that replays this run.
+    pub replay: String,
+}
+
+impl RunReport {
+    /// Whether every expectation held and no invariant broke.
+    pub fn passed(&self) -> bool {
+        self.invariant_violations.is_empty() && self.expectations_failed.is_empty()
+    }
+
+    /// One line of JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// The human form: a header line and an aligned table.
+    pub fn render(&self, expect: &Expectations) -> String {
+        let mut out = String::new();
+        let speed = if self.wall_s > 0.0 {
+            format!(
+                " in {:.2} wall s ({:.0}x)",
+                self.wall_s,
+                self.virtual_s / self.wall_s
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "{}  seed {}  {} nodes  profile {}  {:.1} virtual s{speed}",
+            self.scenario, self.seed, self.nodes, self.profile, self.virtual_s
+        );
+        let opt =
+            |v: Option<f64>, unit: &str| v.map_or("-".to_owned(), |v| format!("{v:.3}{unit}"));
+        let le = |b: Option<f64>| b.map_or(String::new(), |b| format!("<= {b}"));
+        let mut rows: Vec<(String, String, String)> = vec![
+            ("trace hash".into(), self.trace_hash.clone(), String::new()),
+            (
+                "detection p50".into(),
+                opt(self.detection_p50_s, " s"),
+                le(expect.detection_p50_s_max),
+            ),
+            (
+                "detection p99".into(),
+                opt(self.detection_p99_s, " s"),
+                le(expect.detection_p99_s_max),
+            ),
+            (
+                "crashes".into(),
+                format!(
+                    "{} ({} undetected, {} restarted first)",
+                    self.crashes, self.undetected, self.restarted_before_detection
+                ),
+                String::new(),
+            ),
+            (
+                "false positives".into(),
+                self.false_positives.to_string(),
+                expect
+                    .false_positives_max
+                    .map_or(String::new(), |b| format!("<= {b}")),
+            ),
+            (
+                "suspicions/node-hour".into(),
+                format!("{:.3}", self.suspicions_per_node_hour),
+                le(expect.suspicions_per_node_hour_max),
+            ),
+            (
+                "dissemination p99".into(),
+                opt(self.dissemination_p99_rounds, " rounds"),
+                le(expect.dissemination_p99_rounds_max),
+            ),
+            ("heal".into(), opt(self.heal_s, " s"), le(expect.heal_s_max)),
+            (
+                "bytes/node/s".into(),
+                format!("{:.1}", self.bytes_per_node_s),
+                le(expect.bytes_per_node_s_max),
+            ),
+            (
+                "messages/node/s".into(),
+                format!("{:.2}", self.messages_per_node_s),
+                String::new(),
+            ),
+            (
+                "converged".into(),
+                if self.converged {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+                expect
+                    .converged
+                    .map_or(String::new(), |c| format!("== {c}")),
+            ),
+        ];
+        if let Some(fp) = &self.first_false_positive {
+            rows.push(("first false positive".into(), fp.clone(), String::new()));
+        }
+        if let Some(note) = &self.convergence_note {
+            rows.push(("not converged".into(), note.clone(), String::new()));
+        }
+        if self.metadata_rejected > 0 {
+            let first = self.first_metadata_error.clone().unwrap_or_default();
+            rows.push((
+                "metadata refused".into(),
+                format!("{} (first: {first})", self.metadata_rejected),
+                String::new(),
+            ));
+        }
+        let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).min(40);
+        for (k, v, b) in &rows {
+            let line = format!("  {k:<w0$}  {v:<w1$}  {b}");
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+        for v in &self.invariant_violations {
+            let _ = writeln!(out, "  INVARIANT VIOLATED: {v}");
+        }
+        for e in &self.expectations_failed {
+            let _ = writeln!(out, "  EXPECTATION FAILED: {e}");
+        }
+        let _ = writeln!(out, "  {}", if self.passed() { "PASS" } else { "FAIL" });
+        out
+    }
+}
+
+/// The failed expectations of a report, each naming the key, the bound and the measured value.
+pub fn check_expectations(expect: &Expectations, r: &RunReport) -> Vec<String> {
+    let mut failed = Vec::new();
+    let mut max = |key: &str, bound: Option<f64>, measured: Option<f64>, why_none: &str| {
+        let Some(bound) = bound else { return };
+        match measured {
+            Some(m) if m <= bound => {}
+            Some(m) => failed.push(format!("{key}: measured {m} > bound {bound}")),
+            None => failed.push(format!(
+                "{key}: nothing measured ({why_none}); bound {bound}"
+            )),
+        }
+    };
+    max(
+        "detection_p50_s",
+        expect.detection_p50_s_max,
+        r.detection_p50_s,
+        "no crash",
+    );
+    max(
+        "detection_p99_s",
+        expect.detection_p99_s_max,
+        r.detection_p99_s,
+        "no crash",
+    );
+    max(
+        "false_positives",
+        expect.false_positives_max.map(|b| b as f64),
+        Some(r.false_positives as f64),
+        "",
+    );
+    max(
+        "suspicions_per_node_hour",
+        expect.suspicions_per_node_hour_max,
+        Some(r.suspicions_per_node_hour),
+        "",
+    );
+    max(
+        "dissemination_p99_rounds",
+        expect.dissemination_p99_rounds_max,
+        r.dissemination_p99_rounds,
+        "no workload write",
+    );
+    let heal_why = if r.partitions == 0 {
+        "no partition"
+    } else {
+        "no single view after the last heal"
+    };
+    max("heal_s", expect.heal_s_max, r.heal_s, heal_why);
+    max(
+        "bytes_per_node_s",
+        expect.bytes_per_node_s_max,
+        Some(r.bytes_per_node_s),
+        "",
+    );
+    if let Some(want) = expect.converged
+        && want != r.converged
+    {
+        failed.push(format!(
+            "converged: expected {want}, measured {}{}",
+            r.converged,
+            r.convergence_note
+                .as_ref()
+                .map_or(String::new(), |n| format!(" ({n})"))
+        ));
+    }
+    if r.undetected > 0
+        && (expect.detection_p99_s_max.is_some() || expect.detection_p50_s_max.is_some())
+    {
+        failed.push(format!(
+            "undetected: {} crash(es) never detected; bound 0",
+            r.undetected
+        ));
+    }
+    failed
+}
+
+/// A summary over several seeds: pass count, the spread of the main figures, and the replay
+/// command of every failing seed.
+pub fn render_summary(reports: &[RunReport]) -> String {
+    let mut out = String::new();
+    let passed = reports.iter().filter(|r| r.passed()).count();
+    let _ = writeln!(out, "summary: {passed}/{} seeds passed", reports.len());
+    let spread = |name: &str, values: Vec<f64>, out: &mut String| {
+        if values.is_empty() {
+            return;
+        }
+        let lo = percentile(&values, 0.0).unwrap_or(0.0);
+        let mid = percentile(&values, 50.0).unwrap_or(0.0);
+        let hi = percentile(&values, 100.0).unwrap_or(0.0);
+        let _ = writeln!(
+            out,
+            "  {name:<26} min {lo:>10.3}  median {mid:>10.3}  max {hi:>10.3}"
+        );
+    };
+    spread(
+        "detection_p99_s",
+        reports.iter().filter_map(|r| r.detection_p99_s).collect(),
+        &mut out,
+    );
+    spread(
+        "false_positives",
+        reports.iter().map(|r| r.false_positives as f64).collect(),
+        &mut out,
+    );
+    spread(
+        "suspicions_per_node_hour",
+        reports.iter().map(|r| r.suspicions_per_node_hour).collect(),
+        &mut out,
+    );
+    spread(
+        "dissemination_p99_rounds",
+        reports
+            .iter()
+            .filter_map(|r| r.dissemination_p99_rounds)
+            .collect(),
+        &mut out,
+    );
+    spread(
+        "heal_s",
+        reports.iter().filter_map(|r| r.heal_s).collect(),
+        &mut out,
+    );
+    spread(
+        "bytes_per_node_s",
+        reports.iter().map(|r| r.bytes_per_node_s).collect(),
+        &mut out,
+    );
+    spread(
+        "wall_s",
+        reports.iter().map(|r| r.wall_s).collect(),
+        &mut out,
+    );
+    for r in reports.iter().filter(|r| !r.passed()) {
+        let _ = writeln!(out, "  failed seed {}: replay with `{}`", r.seed, r.replay);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expectations_name_key_bound_and_value() {
+        let expect = Expectations {
+            detection_p99_s_max: Some(5.0),
+            false_positives_max: Some(0),
+            heal_s_max: Some(30.0),
+            converged: Some(true),
+            ..Expectations::default()
+        };
+        let r = RunReport {
+            detection_p99_s: Some(7.5),
+            false_positives: 2,
+            partitions: 1,
+            converged: true,
+            ..RunReport::default()
+        };
+        let failed = check_expectations(&expect, &r);
+        assert_eq!(failed.len(), 3, "{failed:?}");
+        assert!(
+            failed[0].contains("detection_p99_s")
+                && failed[0].contains("7.5")
+                && failed[0].contains('5')
+        );
+        assert!(failed[1].starts_with("false_positives: measured 2"));
+        assert!(failed[2].contains("no single view"));
+        let ok = RunReport {
+            detection_p99_s: Some(1.0),
+            heal_s: Some(3.0),
+            false_positives: 0,
+            ..r
+        };
+        assert!(check_expectations(&expect, &ok).is_empty());
+    }
+
+    #[test]
+    fn json_has_the_documented_keys() {
+        let json = RunReport::default().to_json();
+        for key in [
+            "seed",
+            "nodes",
+            "virtual_s",
+            "wall_s",
+            "trace_hash",
+            "detection_p50_s",
+            "detection_p99_s",
+            "undetected",
+            "false_positives",
+            "suspicions_per_node_hour",
+            "dissemination_p99_rounds",
+            "heal_s",
+            "bytes_per_node_s",
+            "messages_per_node_s",
+            "invariant_violations",
+            "expectations_failed",
+        ] {
+            assert!(
+                json.contains(&format!("\"{key}\":")),
+                "missing {key} in {json}"
+            );
+        }
+    }
+}

@@ -1,0 +1,1375 @@
+//! Scenario files: the TOML format that describes one simulated run.
+//!
+//! A scenario names a topology, a network, a run length, a background workload, a timeline of
+//! faults and the expectations the run must meet. The same file is meant to drive the simulator
+//! and the compose chaos environment. Parsing is strict: unknown keys, malformed durations, bad
+//! node selectors and out-of-range numbers are refused with `FILE:LINE:COL: message` and a hint
+//! (see [`ScenarioError`]).
+//!
+//! # Format
+//!
+//! ```toml
+//! name = "crash-one"                     # required
+//! description = "One node crashes."      # optional
+//!
+//! [topology]                             # required
+//! nodes = 1000                           # 2..=200000; `--nodes` overrides it
+//! profile = "lan"                        # lan | wan | memberlist (default lan); `--profile` overrides
+//! regions = 1                            # nodes are spread round-robin over regions (default 1)
+//!
+//! [network]                              # optional; defaults shown
+//! latency = "500us"                      # one-way base latency inside a region
+//! jitter = "100us"                       # mean of the exponential extra delay
+//! inter_region_latency = "40ms"          # one-way base latency between two regions
+//! loss = 0.0                             # independent per-datagram loss probability
+//! duplicate = 0.0                        # probability a datagram is delivered twice
+//! reorder = 0.0                          # probability of an extra uniform delay of up to 10x jitter
+//!
+//! [network.burst]                        # optional Gilbert-Elliott loss, one chain per sender
+//! enter = 0.001                          # P(good -> bad), drawn per datagram sent
+//! leave = 0.1                            # P(bad -> good)
+//! loss = 0.5                             # loss probability while bad
+//!
+//! [run]                                  # required
+//! duration = "120s"                      # virtual time; `--duration` overrides it
+//!
+//! [workload]                             # optional
+//! metadata_updates_per_s = 0.2           # Poisson rate of metadata writes by random live nodes
+//! metadata_value_bytes = 64              # size of each written value (default 64)
+//!
+//! [[fault]]                              # any number, in any order
+//! at = "30s"                             # when the (first) occurrence fires
+//! action = "crash"                       # see the table below
+//! nodes = "1"                            # a node selector, see below
+//! count = 1                              # optional: how many occurrences (default 1) ...
+//! every = "10s"                          # ... this far apart (required when count > 1)
+//!
+//! [expect]                               # optional; every key optional
+//! detection_p99_s_max = 10.0
+//! detection_p50_s_max = 6.0
+//! false_positives_max = 0
+//! suspicions_per_node_hour_max = 1.0
+//! dissemination_p99_rounds_max = 16.0
+//! heal_s_max = 60.0
+//! bytes_per_node_s_max = 600.0
+//! converged = true
+//! ```
+//!
+//! Durations are strings: a decimal number and a unit among `ns`, `us`, `ms`, `s`, `m`, `h`
+//! (`"500us"`, `"1.5s"`, `"10m"`). Probabilities are numbers in `0.0..=1.0`.
+//!
+//! ## Node selectors
+//!
+//! | selector   | meaning                                                                   |
+//! |------------|---------------------------------------------------------------------------|
+//! | `"3"`      | that many distinct random nodes among the candidates (live nodes, usually) |
+//! | `"10%"`    | that share of the candidates, rounded to nearest, at least one             |
+//! | `"0..10"`  | node indices 0 to 9 (indices count from 0; node index `i` is `NodeId(i+1)`) |
+//! | `"node:4"` | node index 4                                                              |
+//!
+//! Random selectors are drawn when the fault fires, from the fault stream of the run's seed, so
+//! the same seed picks the same nodes whatever the profile. Index selectors beyond the node count
+//! (for instance after `--nodes` scaled a scenario down) are refused before the run starts.
+//!
+//! ## Fault actions
+//!
+//! | action     | keys                                               | what happens                    |
+//! |------------|----------------------------------------------------|---------------------------------|
+//! | `crash`    | `nodes`, `restart_after`?                          | the process stops; with `restart_after`, it restarts that much later |
+//! | `restart`  | `nodes` (chosen among crashed nodes)               | a fresh process with a higher boot incarnation joins through up to 3 random live seeds; all state is lost |
+//! | `partition`| `split` or `groups`, `one_way`?, `heal_after`?     | datagrams between groups are dropped |
+//! | `heal`     | (none)                                             | every partition ends             |
+//! | `loss`     | `rate`, `for`?                                     | independent loss becomes `rate` (for `for`, then back to `[network] loss`) |
+//! | `pause`    | `nodes`, `for`                                     | gray failure: timers and inbound datagrams wait (at most 1,024 queued, the rest dropped) until the node resumes with a jump of local time |
+//! | `skew`     | `nodes`, `rate`, `for`?                            | the nodes' clocks run at `rate` times real speed |
+//! | `leave`    | `nodes`                                            | graceful leave; the process stops 5 gossip rounds later |
+//! | `metadata` | `nodes`, `key`, `value_bytes` or `delete = true`, `rate`? | the nodes set `key` to that many random bytes, or delete it |
+//!
+//! `partition` takes `split = 0.5` (a random share of all nodes forms the first group, the rest
+//! the second) or `groups = ["0..500", "500..1000"]` (index selectors; unlisted nodes form one
+//! more group). With `one_way = true`, datagrams *from* the first group to the others are lost
+//! while the reverse direction still flows. `metadata` may give `rate` (occurrences per second)
+//! instead of `every`.
+
+use core::fmt;
+use core::ops::Range;
+use core::time::Duration;
+use std::path::Path;
+
+use meshkit::config::Profile;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use thiserror::Error;
+use toml::Spanned;
+
+/// The largest node count a scenario may ask for (the core's member-table bound).
+pub const MAX_NODES: u32 = 200_000;
+/// The largest `count` of one fault entry.
+pub const MAX_FAULT_OCCURRENCES: u32 = 100_000;
+/// The largest `value_bytes` of a metadata write (the core refuses more than its own bound anyway).
+pub const MAX_VALUE_BYTES: u32 = 65_536;
+
+const HINT_FORMAT: &str = "the scenario format is documented at the top of sim/src/scenario.rs \
+                           (and in docs/scenarios.md)";
+const HINT_DURATION: &str = "write durations as strings with a unit: \"500us\", \"250ms\", \
+                             \"1.5s\", \"30s\", \"10m\", \"1h\"";
+const HINT_SELECTOR: &str = "node selectors are strings: \"3\" (that many random nodes), \"10%\", \
+                             \"0..10\" (index range, end excluded), \"node:4\" (one index)";
+const HINT_PROBABILITY: &str = "probabilities are numbers from 0.0 to 1.0, e.g. loss = 0.05";
+
+/// A parsed, validated scenario. Build it with [`Scenario::from_file`] or [`Scenario::parse`].
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    name: String,
+    description: String,
+    nodes: u32,
+    profile: Profile,
+    regions: u32,
+    network: NetworkSpec,
+    duration: Duration,
+    workload: WorkloadSpec,
+    faults: Vec<FaultSpec>,
+    expect: Expectations,
+    /// Where the text came from, for error messages that are only known at run time.
+    file: String,
+    source: String,
+}
+
+/// `[network]`: the link model. See the module documentation for units and defaults.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct NetworkSpec {
+    /// One-way base latency inside a region.
+    pub latency: Duration,
+    /// Mean of the exponential extra delay of every datagram.
+    pub jitter: Duration,
+    /// One-way base latency between nodes of different regions.
+    pub inter_region_latency: Duration,
+    /// Independent loss probability of every datagram.
+    pub loss: f64,
+    /// Probability that a datagram is delivered twice (the copy has its own delay).
+    pub duplicate: f64,
+    /// Probability that a datagram gets an extra uniform delay of up to 10x `jitter`.
+    pub reorder: f64,
+    /// Optional bursty loss.
+    pub burst: Option<BurstSpec>,
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        Self {
+            latency: Duration::from_micros(500),
+            jitter: Duration::from_micros(100),
+            inter_region_latency: Duration::from_millis(40),
+            loss: 0.0,
+            duplicate: 0.0,
+            reorder: 0.0,
+            burst: None,
+        }
+    }
+}
+
+/// `[network.burst]`: a Gilbert-Elliott two-state loss chain, one per sending node.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct BurstSpec {
+    /// Probability of moving from the good to the bad state, per datagram sent.
+    pub enter: f64,
+    /// Probability of moving from the bad to the good state, per datagram sent.
+    pub leave: f64,
+    /// Loss probability while in the bad state.
+    pub loss: f64,
+}
+
+/// `[workload]`: background activity measured by the report.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct WorkloadSpec {
+    /// Poisson rate of metadata writes, each by a random running node, in writes per second.
+    pub metadata_updates_per_s: f64,
+    /// Size of each written value, in bytes.
+    pub metadata_value_bytes: u32,
+}
+
+impl Default for WorkloadSpec {
+    fn default() -> Self {
+        Self {
+            metadata_updates_per_s: 0.0,
+            metadata_value_bytes: 64,
+        }
+    }
+}
+
+/// One `[[fault]]` entry.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct FaultSpec {
+    /// When the first occurrence fires (virtual time since the start).
+    pub at: Duration,
+    /// How many occurrences (at least 1).
+    pub count: u32,
+    /// Time between occurrences (zero when `count == 1`).
+    pub every: Duration,
+    /// What happens.
+    pub action: FaultAction,
+    /// Byte range of the entry's `action` value in the source, for late error messages.
+    span: Range<usize>,
+}
+
+/// What a fault does. See the module documentation's table.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum FaultAction {
+    /// Stop the selected live nodes, optionally restarting them later.
+    Crash {
+        /// Which nodes.
+        nodes: NodeSelector,
+        /// Restart each crashed node this much later (with state loss).
+        restart_after: Option<Duration>,
+    },
+    /// Restart the selected crashed nodes with state loss.
+    Restart {
+        /// Which nodes, chosen among the crashed ones.
+        nodes: NodeSelector,
+    },
+    /// Split the mesh into groups that cannot talk.
+    Partition {
+        /// How the groups are formed.
+        shape: PartitionShape,
+        /// Drop only datagrams from the first group to the others.
+        one_way: bool,
+        /// End this partition that much later.
+        heal_after: Option<Duration>,
+    },
+    /// End every partition.
+    Heal,
+    /// Change the independent loss probability.
+    Loss {
+        /// The new probability.
+        rate: f64,
+        /// Return to the scenario's base loss after this long.
+        duration: Option<Duration>,
+    },
+    /// Pause the selected nodes (gray failure).
+    Pause {
+        /// Which nodes, among running ones.
+        nodes: NodeSelector,
+        /// How long.
+        duration: Duration,
+    },
+    /// Make the selected nodes' clocks run fast or slow.
+    Skew {
+        /// Which nodes.
+        nodes: NodeSelector,
+        /// Local seconds per real second (0.5 ..= 2.0 in practice; 0.01 ..= 100 accepted).
+        rate: f64,
+        /// Return to rate 1.0 after this long.
+        duration: Option<Duration>,
+    },
+    /// Leave gracefully.
+    Leave {
+        /// Which nodes.
+        nodes: NodeSelector,
+    },
+    /// Write or delete one metadata key on the selected nodes.
+    Metadata {
+        /// Which nodes.
+        nodes: NodeSelector,
+        /// The key.
+        key: String,
+        /// Set the key to this many random bytes, or delete it.
+        op: MetadataOp,
+    },
+}
+
+/// A metadata fault's write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MetadataOp {
+    /// Set the key to a fresh random value of this many bytes.
+    Set {
+        /// Value size in bytes.
+        value_bytes: u32,
+    },
+    /// Delete the key (leaving a tombstone).
+    Delete,
+}
+
+/// How a partition forms its groups.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum PartitionShape {
+    /// A random share of all nodes (this fraction, rounded) forms the first group.
+    Split(f64),
+    /// Explicit groups of index selectors; unlisted nodes form one more group.
+    Groups(Vec<NodeSelector>),
+}
+
+/// Which nodes a fault applies to. See the module documentation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum NodeSelector {
+    /// That many distinct random candidates.
+    Count(u32),
+    /// That share (0..=100) of the candidates, rounded to nearest, at least one.
+    Percent(f64),
+    /// Node indices `start..end`.
+    Range {
+        /// First index.
+        start: u32,
+        /// One past the last index.
+        end: u32,
+    },
+    /// One node index.
+    Index(u32),
+}
+
+impl NodeSelector {
+    /// Whether the selector names indices (rather than drawing random nodes).
+    pub fn is_indexed(&self) -> bool {
+        matches!(self, Self::Range { .. } | Self::Index(_))
+    }
+
+    /// One past the largest index the selector names, if it names indices.
+    fn index_end(&self) -> Option<u32> {
+        match *self {
+            Self::Range { end, .. } => Some(end),
+            Self::Index(i) => Some(i.saturating_add(1)),
+            Self::Count(_) | Self::Percent(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for NodeSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Count(n) => write!(f, "{n}"),
+            Self::Percent(p) => write!(f, "{p}%"),
+            Self::Range { start, end } => write!(f, "{start}..{end}"),
+            Self::Index(i) => write!(f, "node:{i}"),
+        }
+    }
+}
+
+/// `[expect]`: bounds the run must meet; a missing key is not checked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Expectations {
+    /// Upper bound of `detection_p99_s`.
+    pub detection_p99_s_max: Option<f64>,
+    /// Upper bound of `detection_p50_s`.
+    pub detection_p50_s_max: Option<f64>,
+    /// Upper bound of `false_positives`.
+    pub false_positives_max: Option<u64>,
+    /// Upper bound of `suspicions_per_node_hour`.
+    pub suspicions_per_node_hour_max: Option<f64>,
+    /// Upper bound of `dissemination_p99_rounds`.
+    pub dissemination_p99_rounds_max: Option<f64>,
+    /// Upper bound of `heal_s`.
+    pub heal_s_max: Option<f64>,
+    /// Upper bound of `bytes_per_node_s`.
+    pub bytes_per_node_s_max: Option<f64>,
+    /// Whether the mesh must end in one view with equal metadata versions.
+    pub converged: Option<bool>,
+}
+
+/// A scenario that could not be read or does not make sense. Nothing was built.
+///
+/// Displays as `FILE:LINE:COL: message` followed by an indented `hint:` line.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[error("{file}:{line}:{column}: {message}\n  hint: {hint}")]
+#[non_exhaustive]
+pub struct ScenarioError {
+    /// The file name as given (or `<input>`).
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub hint: String,
+}
+
+impl ScenarioError {
+    fn at(file: &str, source: &str, offset: usize, message: String, hint: &str) -> Self {
+        let (line, column) = line_col(source, offset);
+        Self {
+            file: file.to_owned(),
+            line,
+            column,
+            message,
+            hint: hint.to_owned(),
+        }
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(source: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(source.len());
+    while !source.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &source[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+impl Scenario {
+    /// Reads and parses a scenario file.
+    pub fn from_file(path: &Path) -> Result<Self, ScenarioError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+            file: file.clone(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read the scenario: {e}"),
+            hint: "give the path of a .toml scenario, e.g. scenarios/crash-one.toml".to_owned(),
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parses scenario text; `file` only names it in error messages.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ScenarioError> {
+        let raw: RawScenario = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            let message = e.message().trim().to_owned();
+            let hint = hint_for(&message);
+            ScenarioError::at(file, text, offset, message, hint)
+        })?;
+        let err = |span: Range<usize>, message: String, hint: &str| {
+            ScenarioError::at(file, text, span.start, message, hint)
+        };
+        let faults = raw
+            .faults
+            .into_iter()
+            .map(|f| {
+                f.validate()
+                    .map_err(|(span, msg, hint)| err(span, msg, hint))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let workload = raw.workload;
+        if workload.metadata_value_bytes.get_ref().0 > MAX_VALUE_BYTES {
+            return Err(err(
+                workload.metadata_value_bytes.span(),
+                format!("metadata_value_bytes is larger than {MAX_VALUE_BYTES}"),
+                "the core bounds one member's metadata (4 KiB by default)",
+            ));
+        }
+        let scenario = Self {
+            name: raw.name,
+            description: raw.description,
+            nodes: raw.topology.nodes.0,
+            profile: raw.topology.profile,
+            regions: raw.topology.regions.0,
+            network: NetworkSpec {
+                latency: raw.network.latency.0,
+                jitter: raw.network.jitter.0,
+                inter_region_latency: raw.network.inter_region_latency.0,
+                loss: raw.network.loss.0,
+                duplicate: raw.network.duplicate.0,
+                reorder: raw.network.reorder.0,
+                burst: raw.network.burst.map(|b| BurstSpec {
+                    enter: b.enter.0,
+                    leave: b.leave.0,
+                    loss: b.loss.0,
+                }),
+            },
+            duration: raw.run.duration.0,
+            workload: WorkloadSpec {
+                metadata_updates_per_s: workload.metadata_updates_per_s.0,
+                metadata_value_bytes: workload.metadata_value_bytes.into_inner().0,
+            },
+            faults,
+            expect: raw.expect,
+            file: file.to_owned(),
+            source: text.to_owned(),
+        };
+        scenario.check_node_count(scenario.nodes)?;
+        Ok(scenario)
+    }
+
+    /// Checks that every index selector fits `nodes` nodes and that partition groups do not
+    /// overlap. [`crate::run`] calls it with the effective node count (after `--nodes`).
+    pub fn check_node_count(&self, nodes: u32) -> Result<(), ScenarioError> {
+        let err = |span: &Range<usize>, message: String, hint: &str| {
+            ScenarioError::at(&self.file, &self.source, span.start, message, hint)
+        };
+        if !(2..=MAX_NODES).contains(&nodes) {
+            return Err(ScenarioError {
+                file: self.file.clone(),
+                line: 1,
+                column: 1,
+                message: format!("{nodes} nodes is outside 2..={MAX_NODES}"),
+                hint: "choose a node count of at least 2".to_owned(),
+            });
+        }
+        for fault in &self.faults {
+            let selectors: Vec<&NodeSelector> = match &fault.action {
+                FaultAction::Crash { nodes, .. }
+                | FaultAction::Restart { nodes }
+                | FaultAction::Pause { nodes, .. }
+                | FaultAction::Skew { nodes, .. }
+                | FaultAction::Leave { nodes }
+                | FaultAction::Metadata { nodes, .. } => vec![nodes],
+                FaultAction::Partition {
+                    shape: PartitionShape::Groups(groups),
+                    ..
+                } => groups.iter().collect(),
+                FaultAction::Partition {
+                    shape: PartitionShape::Split(_),
+                    ..
+                }
+                | FaultAction::Heal
+                | FaultAction::Loss { .. } => vec![],
+            };
+            for sel in &selectors {
+                if let Some(end) = sel.index_end()
+                    && end > nodes
+                {
+                    return Err(err(
+                        &fault.span,
+                        format!(
+                            "selector \"{sel}\" names indices beyond the {nodes} nodes of this run"
+                        ),
+                        "index selectors do not scale with --nodes: use a count (\"3\"), a share \
+                         (\"10%\") or `split`, or run with more nodes",
+                    ));
+                }
+            }
+            if let FaultAction::Partition {
+                shape: PartitionShape::Groups(groups),
+                ..
+            } = &fault.action
+            {
+                let mut seen = vec![false; nodes as usize];
+                for sel in groups {
+                    let (start, end) = match *sel {
+                        NodeSelector::Range { start, end } => (start, end),
+                        NodeSelector::Index(i) => (i, i + 1),
+                        NodeSelector::Count(_) | NodeSelector::Percent(_) => continue,
+                    };
+                    for i in start..end {
+                        if std::mem::replace(&mut seen[i as usize], true) {
+                            return Err(err(
+                                &fault.span,
+                                format!("node index {i} is in two partition groups"),
+                                "partition groups must not overlap",
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The scenario's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The one-line description.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// The default node count.
+    pub fn nodes(&self) -> u32 {
+        self.nodes
+    }
+
+    /// The default protocol profile.
+    pub fn profile(&self) -> Profile {
+        self.profile
+    }
+
+    /// The number of regions (at least 1).
+    pub fn regions(&self) -> u32 {
+        self.regions
+    }
+
+    /// The network model.
+    pub fn network(&self) -> &NetworkSpec {
+        &self.network
+    }
+
+    /// The default virtual run length.
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// The background workload.
+    pub fn workload(&self) -> &WorkloadSpec {
+        &self.workload
+    }
+
+    /// The fault timeline, in file order.
+    pub fn faults(&self) -> &[FaultSpec] {
+        &self.faults
+    }
+
+    /// The expectations.
+    pub fn expect(&self) -> &Expectations {
+        &self.expect
+    }
+
+    /// The file name the scenario was read from.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+}
+
+/// Picks a hint for a message produced while deserializing.
+fn hint_for(message: &str) -> &'static str {
+    if message.contains("duration") {
+        HINT_DURATION
+    } else if message.contains("selector") {
+        HINT_SELECTOR
+    } else if message.contains("probability") {
+        HINT_PROBABILITY
+    } else if message.contains("unknown field") {
+        "remove the key or fix its spelling; the accepted keys are listed above, and the \
+         scenario format is documented at the top of sim/src/scenario.rs"
+    } else if message.contains("missing field") {
+        "add the missing key; the scenario format is documented at the top of sim/src/scenario.rs"
+    } else if message.contains("unknown variant") {
+        "use one of the values listed above"
+    } else {
+        HINT_FORMAT
+    }
+}
+
+// ---- Raw serde forms -------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: String,
+    #[serde(default)]
+    description: String,
+    topology: RawTopology,
+    #[serde(default)]
+    network: RawNetwork,
+    run: RawRun,
+    #[serde(default)]
+    workload: RawWorkload,
+    #[serde(default, rename = "fault")]
+    faults: Vec<RawFault>,
+    #[serde(default)]
+    expect: Expectations,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopology {
+    nodes: NodeCount,
+    #[serde(default)]
+    profile: Profile,
+    #[serde(default)]
+    regions: Regions,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawNetwork {
+    latency: DurationStr,
+    jitter: DurationStr,
+    inter_region_latency: DurationStr,
+    loss: Probability,
+    duplicate: Probability,
+    reorder: Probability,
+    burst: Option<RawBurst>,
+}
+
+impl Default for RawNetwork {
+    fn default() -> Self {
+        let d = NetworkSpec::default();
+        Self {
+            latency: DurationStr(d.latency),
+            jitter: DurationStr(d.jitter),
+            inter_region_latency: DurationStr(d.inter_region_latency),
+            loss: Probability(d.loss),
+            duplicate: Probability(d.duplicate),
+            reorder: Probability(d.reorder),
+            burst: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBurst {
+    enter: Probability,
+    leave: Probability,
+    loss: Probability,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRun {
+    duration: DurationStr,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawWorkload {
+    metadata_updates_per_s: Rate,
+    metadata_value_bytes: Spanned<Bytes>,
+}
+
+impl Default for RawWorkload {
+    fn default() -> Self {
+        let d = WorkloadSpec::default();
+        Self {
+            metadata_updates_per_s: Rate(d.metadata_updates_per_s),
+            metadata_value_bytes: Spanned::new(0..0, Bytes(d.metadata_value_bytes)),
+        }
+    }
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+enum ActionName {
+    Crash,
+    Restart,
+    Partition,
+    Heal,
+    Loss,
+    Pause,
+    Skew,
+    Leave,
+    Metadata,
+}
+
+impl ActionName {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Crash => "crash",
+            Self::Restart => "restart",
+            Self::Partition => "partition",
+            Self::Heal => "heal",
+            Self::Loss => "loss",
+            Self::Pause => "pause",
+            Self::Skew => "skew",
+            Self::Leave => "leave",
+            Self::Metadata => "metadata",
+        }
+    }
+
+    /// The keys (besides `at`, `action`, `count`, `every`) this action accepts.
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            Self::Crash => &["nodes", "restart_after"],
+            Self::Restart | Self::Leave => &["nodes"],
+            Self::Partition => &["split", "groups", "one_way", "heal_after"],
+            Self::Heal => &[],
+            Self::Loss => &["rate", "for"],
+            Self::Pause => &["nodes", "for"],
+            Self::Skew => &["nodes", "rate", "for"],
+            Self::Metadata => &["nodes", "key", "value_bytes", "delete", "rate"],
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    at: DurationStr,
+    action: Spanned<ActionName>,
+    count: Option<Spanned<u32>>,
+    every: Option<Spanned<DurationStr>>,
+    nodes: Option<Spanned<NodeSelector>>,
+    restart_after: Option<Spanned<DurationStr>>,
+    split: Option<Spanned<Probability>>,
+    groups: Option<Spanned<Vec<NodeSelector>>>,
+    one_way: Option<Spanned<bool>>,
+    heal_after: Option<Spanned<DurationStr>>,
+    rate: Option<Spanned<f64>>,
+    #[serde(rename = "for")]
+    duration: Option<Spanned<DurationStr>>,
+    key: Option<Spanned<String>>,
+    value_bytes: Option<Spanned<Bytes>>,
+    delete: Option<Spanned<bool>>,
+}
+
+type FieldError = (Range<usize>, String, &'static str);
+
+impl RawFault {
+    fn validate(self) -> Result<FaultSpec, FieldError> {
+        let action = *self.action.get_ref();
+        let action_span = self.action.span();
+        let name = action.as_str();
+        let allowed = action.keys();
+        let keys_hint = || -> &'static str {
+            match action {
+                ActionName::Crash => "crash takes: nodes, restart_after",
+                ActionName::Restart => "restart takes: nodes",
+                ActionName::Leave => "leave takes: nodes",
+                ActionName::Partition => "partition takes: split or groups, one_way, heal_after",
+                ActionName::Heal => "heal takes no keys besides at, count, every",
+                ActionName::Loss => "loss takes: rate, for",
+                ActionName::Pause => "pause takes: nodes, for",
+                ActionName::Skew => "skew takes: nodes, rate, for",
+                ActionName::Metadata => {
+                    "metadata takes: nodes, key, value_bytes or delete = true, rate"
+                }
+            }
+        };
+        let present: [(&str, Option<Range<usize>>); 11] = [
+            ("nodes", self.nodes.as_ref().map(Spanned::span)),
+            (
+                "restart_after",
+                self.restart_after.as_ref().map(Spanned::span),
+            ),
+            ("split", self.split.as_ref().map(Spanned::span)),
+            ("groups", self.groups.as_ref().map(Spanned::span)),
+            ("one_way", self.one_way.as_ref().map(Spanned::span)),
+            ("heal_after", self.heal_after.as_ref().map(Spanned::span)),
+            ("rate", self.rate.as_ref().map(Spanned::span)),
+            ("for", self.duration.as_ref().map(Spanned::span)),
+            ("key", self.key.as_ref().map(Spanned::span)),
+            ("value_bytes", self.value_bytes.as_ref().map(Spanned::span)),
+            ("delete", self.delete.as_ref().map(Spanned::span)),
+        ];
+        for (key, span) in &present {
+            if let Some(span) = span
+                && !allowed.contains(key)
+            {
+                return Err((
+                    span.clone(),
+                    format!("`{key}` does not apply to action `{name}`"),
+                    keys_hint(),
+                ));
+            }
+        }
+        let need = |key: &str| -> FieldError {
+            (
+                action_span.clone(),
+                format!("action `{name}` needs `{key}`"),
+                keys_hint(),
+            )
+        };
+        let nodes = || {
+            self.nodes
+                .as_ref()
+                .map(|s| *s.get_ref())
+                .ok_or_else(|| need("nodes"))
+        };
+        let dur = |d: &Option<Spanned<DurationStr>>| d.as_ref().map(|s| s.get_ref().0);
+
+        let count = self.count.as_ref().map_or(1, |c| *c.get_ref());
+        if let Some(c) = &self.count
+            && !(1..=MAX_FAULT_OCCURRENCES).contains(c.get_ref())
+        {
+            return Err((
+                c.span(),
+                format!("count must be in 1..={MAX_FAULT_OCCURRENCES}"),
+                "count is how many times the fault fires",
+            ));
+        }
+        let mut every = dur(&self.every);
+        let rate_span = self.rate.as_ref().map(Spanned::span);
+        let rate = self.rate.as_ref().map(|r| *r.get_ref());
+
+        let action_spec = match action {
+            ActionName::Crash => FaultAction::Crash {
+                nodes: nodes()?,
+                restart_after: dur(&self.restart_after),
+            },
+            ActionName::Restart => FaultAction::Restart { nodes: nodes()? },
+            ActionName::Leave => FaultAction::Leave { nodes: nodes()? },
+            ActionName::Heal => FaultAction::Heal,
+            ActionName::Partition => {
+                let shape = match (&self.split, &self.groups) {
+                    (Some(s), None) => {
+                        let f = s.get_ref().0;
+                        if f <= 0.0 || f >= 1.0 {
+                            return Err((
+                                s.span(),
+                                "split must be strictly between 0.0 and 1.0".to_owned(),
+                                "split is the share of nodes in the first group, e.g. 0.5",
+                            ));
+                        }
+                        PartitionShape::Split(f)
+                    }
+                    (None, Some(g)) => {
+                        let groups = g.get_ref();
+                        if groups.is_empty() || groups.iter().any(|s| !s.is_indexed()) {
+                            return Err((
+                                g.span(),
+                                "groups must be a non-empty list of index selectors".to_owned(),
+                                "e.g. groups = [\"0..50\", \"50..100\"]; use split for random \
+                                 groups",
+                            ));
+                        }
+                        PartitionShape::Groups(groups.clone())
+                    }
+                    (Some(s), Some(_)) => {
+                        return Err((
+                            s.span(),
+                            "give either `split` or `groups`, not both".to_owned(),
+                            keys_hint(),
+                        ));
+                    }
+                    (None, None) => return Err(need("split` or `groups")),
+                };
+                FaultAction::Partition {
+                    shape,
+                    one_way: self.one_way.as_ref().is_some_and(|b| *b.get_ref()),
+                    heal_after: dur(&self.heal_after),
+                }
+            }
+            ActionName::Loss => {
+                let rate = rate.ok_or_else(|| need("rate"))?;
+                if !(0.0..=1.0).contains(&rate) {
+                    return Err((
+                        rate_span.unwrap_or(action_span.clone()),
+                        format!("loss rate {rate} is not a probability"),
+                        HINT_PROBABILITY,
+                    ));
+                }
+                FaultAction::Loss {
+                    rate,
+                    duration: dur(&self.duration),
+                }
+            }
+            ActionName::Pause => FaultAction::Pause {
+                nodes: nodes()?,
+                duration: dur(&self.duration).ok_or_else(|| need("for"))?,
+            },
+            ActionName::Skew => {
+                let rate = rate.ok_or_else(|| need("rate"))?;
+                if !(0.01..=100.0).contains(&rate) {
+                    return Err((
+                        rate_span.unwrap_or(action_span.clone()),
+                        format!("clock rate {rate} is outside 0.01..=100"),
+                        "rate is local seconds per real second, e.g. 1.5 for a fast clock",
+                    ));
+                }
+                FaultAction::Skew {
+                    nodes: nodes()?,
+                    rate,
+                    duration: dur(&self.duration),
+                }
+            }
+            ActionName::Metadata => {
+                let key = self
+                    .key
+                    .as_ref()
+                    .ok_or_else(|| need("key"))?
+                    .get_ref()
+                    .clone();
+                let delete = self.delete.as_ref().is_some_and(|d| *d.get_ref());
+                let op = match (&self.value_bytes, delete) {
+                    (Some(v), false) => {
+                        let value_bytes = v.get_ref().0;
+                        if value_bytes > MAX_VALUE_BYTES {
+                            return Err((
+                                v.span(),
+                                format!("value_bytes is larger than {MAX_VALUE_BYTES}"),
+                                "the core bounds one member's metadata (4 KiB by default)",
+                            ));
+                        }
+                        MetadataOp::Set { value_bytes }
+                    }
+                    (None, true) => MetadataOp::Delete,
+                    (Some(v), true) => {
+                        return Err((
+                            v.span(),
+                            "give either `value_bytes` or `delete = true`, not both".to_owned(),
+                            keys_hint(),
+                        ));
+                    }
+                    (None, false) => return Err(need("value_bytes` or `delete = true")),
+                };
+                if let Some(r) = rate {
+                    if every.is_some() {
+                        return Err((
+                            rate_span.unwrap_or(action_span.clone()),
+                            "give either `rate` or `every`, not both".to_owned(),
+                            keys_hint(),
+                        ));
+                    }
+                    if !(r > 0.0 && r <= 1e6) {
+                        return Err((
+                            rate_span.unwrap_or(action_span.clone()),
+                            format!("rate {r} must be in (0, 1e6] occurrences per second"),
+                            "rate is how many times per second the write repeats",
+                        ));
+                    }
+                    every = Some(Duration::from_secs_f64(1.0 / r));
+                }
+                FaultAction::Metadata {
+                    nodes: nodes()?,
+                    key,
+                    op,
+                }
+            }
+        };
+        if count > 1 && every.is_none_or(|e| e.is_zero()) {
+            let span = self
+                .count
+                .as_ref()
+                .map_or(action_span.clone(), Spanned::span);
+            return Err((
+                span,
+                "count > 1 needs a non-zero `every`".to_owned(),
+                "e.g. count = 5 and every = \"30s\": the fault fires 5 times, 30 s apart",
+            ));
+        }
+        Ok(FaultSpec {
+            at: self.at.0,
+            count,
+            every: every.unwrap_or(Duration::ZERO),
+            action: action_spec,
+            span: action_span,
+        })
+    }
+}
+
+// ---- Typed scalars with their own error messages (toml attaches the value's span) ------------
+
+/// A duration written as a string with a unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DurationStr(Duration);
+
+impl<'de> Deserialize<'de> for DurationStr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = DurationStr;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration string such as \"500ms\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<DurationStr, E> {
+                parse_duration(s).map(DurationStr).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<DurationStr, E> {
+                Err(E::custom(format!(
+                    "invalid duration {v}: a duration needs a unit"
+                )))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<DurationStr, E> {
+                Err(E::custom(format!(
+                    "invalid duration {v}: a duration needs a unit"
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Parses `"500us"`, `"1.5s"`, `"10m"`: a decimal number and one of `ns us ms s m h`.
+///
+/// The fraction is exact (no floating point): `"0.1s"` is exactly 100 ms.
+pub fn parse_duration(input: &str) -> Result<Duration, String> {
+    let bad = |why: &str| format!("invalid duration \"{input}\": {why}");
+    let s = input.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let unit_ns: u128 = match unit.trim() {
+        "ns" => 1,
+        "us" | "µs" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        "" => return Err(bad("missing unit (ns, us, ms, s, m, h)")),
+        other => {
+            return Err(bad(&format!(
+                "unknown unit \"{other}\" (ns, us, ms, s, m, h)"
+            )));
+        }
+    };
+    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+    if int.is_empty() && frac.is_empty() {
+        return Err(bad("missing number"));
+    }
+    if frac.contains('.') || frac.len() > 18 {
+        return Err(bad("malformed number"));
+    }
+    let int: u128 = if int.is_empty() {
+        0
+    } else {
+        int.parse().map_err(|_| bad("malformed number"))?
+    };
+    let frac_value: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().map_err(|_| bad("malformed number"))?
+    };
+    let scale = 10u128.pow(frac.len() as u32);
+    let nanos = int
+        .checked_mul(unit_ns)
+        .and_then(|n| n.checked_add(frac_value * unit_ns / scale))
+        .filter(|&n| n <= u128::from(u64::MAX))
+        .ok_or_else(|| bad("too large"))?;
+    Ok(Duration::from_nanos(nanos as u64))
+}
+
+/// A probability in `0.0..=1.0`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Probability(f64);
+
+impl<'de> Deserialize<'de> for Probability {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        if (0.0..=1.0).contains(&v) {
+            Ok(Self(v))
+        } else {
+            Err(de::Error::custom(format!(
+                "{v} is not a probability (0.0 to 1.0)"
+            )))
+        }
+    }
+}
+
+/// A non-negative finite rate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Rate(f64);
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        if v.is_finite() && (0.0..=1e6).contains(&v) {
+            Ok(Self(v))
+        } else {
+            Err(de::Error::custom(format!(
+                "rate {v} must be in 0..=1e6 per second"
+            )))
+        }
+    }
+}
+
+/// A byte count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Bytes(u32);
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u32::deserialize(d).map(Self)
+    }
+}
+
+/// A node count in `2..=MAX_NODES`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct NodeCount(u32);
+
+impl<'de> Deserialize<'de> for NodeCount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u32::deserialize(d)?;
+        if (2..=MAX_NODES).contains(&v) {
+            Ok(Self(v))
+        } else {
+            Err(de::Error::custom(format!(
+                "nodes = {v} is outside 2..={MAX_NODES}"
+            )))
+        }
+    }
+}
+
+/// A region count of at least 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Regions(u32);
+
+impl Default for Regions {
+    fn default() -> Self {
+        Self(1)
+    }
+}
+
+impl<'de> Deserialize<'de> for Regions {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u32::deserialize(d)?;
+        if (1..=256).contains(&v) {
+            Ok(Self(v))
+        } else {
+            Err(de::Error::custom(format!(
+                "regions = {v} is outside 1..=256"
+            )))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeSelector {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = NodeSelector;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a node selector string such as \"3\", \"10%\", \"0..10\", \"node:4\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<NodeSelector, E> {
+                s.parse().map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<NodeSelector, E> {
+                Err(E::custom(format!(
+                    "invalid node selector {v}: selectors are strings, write \"{v}\""
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl core::str::FromStr for NodeSelector {
+    type Err = String;
+
+    fn from_str(input: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("invalid node selector \"{input}\": {why}");
+        let s = input.trim();
+        let int = |t: &str| {
+            t.trim()
+                .parse::<u32>()
+                .map_err(|_| bad("expected a whole number"))
+        };
+        if let Some(i) = s.strip_prefix("node:") {
+            return Ok(Self::Index(int(i)?));
+        }
+        if let Some((a, b)) = s.split_once("..") {
+            let (start, end) = (int(a)?, int(b)?);
+            if start >= end {
+                return Err(bad("empty range (the end is excluded)"));
+            }
+            return Ok(Self::Range { start, end });
+        }
+        if let Some(p) = s.strip_suffix('%') {
+            let p: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| bad("expected a number before %"))?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(bad("a share must be in (0, 100]%"));
+            }
+            return Ok(Self::Percent(p));
+        }
+        let n = int(s)?;
+        if n == 0 {
+            return Err(bad("a count must be at least 1"));
+        }
+        Ok(Self::Count(n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "name = \"t\"\n[topology]\nnodes = 10\n[run]\nduration = \"10s\"\n";
+
+    #[test]
+    fn minimal_scenario_takes_defaults() {
+        let s = Scenario::parse(MINIMAL, "t.toml").unwrap();
+        assert_eq!(s.nodes(), 10);
+        assert_eq!(s.profile(), Profile::Lan);
+        assert_eq!(s.duration(), Duration::from_secs(10));
+        assert_eq!(s.network(), &NetworkSpec::default());
+        assert!(s.faults().is_empty());
+    }
+
+    #[test]
+    fn durations_parse_exactly() {
+        assert_eq!(parse_duration("500us").unwrap(), Duration::from_micros(500));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("0.1s").unwrap(), Duration::from_millis(100));
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("7ns").unwrap(), Duration::from_nanos(7));
+        for bad in ["", "5", "s", "5x", "1.2.3s", "-1s", "99999999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn selectors_parse() {
+        assert_eq!("3".parse::<NodeSelector>().unwrap(), NodeSelector::Count(3));
+        assert_eq!(
+            "10%".parse::<NodeSelector>().unwrap(),
+            NodeSelector::Percent(10.0)
+        );
+        assert_eq!(
+            "0..10".parse::<NodeSelector>().unwrap(),
+            NodeSelector::Range { start: 0, end: 10 }
+        );
+        assert_eq!(
+            "node:4".parse::<NodeSelector>().unwrap(),
+            NodeSelector::Index(4)
+        );
+        for bad in ["0", "abc", "5..5", "0%", "101%", "node:x", "-1"] {
+            assert!(
+                bad.parse::<NodeSelector>().is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_hint() {
+        let text = format!("{MINIMAL}[network]\nlatency = \"1ms\"\nlatncy = \"2ms\"\n");
+        let e = Scenario::parse(&text, "scenarios/x.toml").unwrap_err();
+        assert_eq!((e.line, e.column), (8, 1), "{e}");
+        let shown = e.to_string();
+        assert!(shown.starts_with("scenarios/x.toml:8:1: "), "{shown}");
+        assert!(shown.contains("latncy"), "{shown}");
+        assert!(shown.contains("hint: "), "{shown}");
+    }
+
+    #[test]
+    fn bad_duration_names_file_line_and_hint() {
+        let text = "name = \"t\"\n[topology]\nnodes = 10\n[run]\nduration = \"10 parsecs\"\n";
+        let e = Scenario::parse(text, "d.toml").unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+        let shown = e.to_string();
+        assert!(shown.starts_with("d.toml:5:"), "{shown}");
+        assert!(shown.contains("duration"), "{shown}");
+        assert!(
+            shown.contains("hint: write durations as strings"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn fault_keys_are_checked_against_the_action() {
+        let text = format!(
+            "{MINIMAL}[[fault]]\nat = \"1s\"\naction = \"crash\"\nnodes = \"1\"\nrate = 0.5\n"
+        );
+        let e = Scenario::parse(&text, "f.toml").unwrap_err();
+        assert_eq!(e.line, 10, "{e}");
+        assert!(
+            e.message
+                .contains("`rate` does not apply to action `crash`"),
+            "{e}"
+        );
+
+        let text = format!("{MINIMAL}[[fault]]\nat = \"1s\"\naction = \"pause\"\nnodes = \"1\"\n");
+        let e = Scenario::parse(&text, "f.toml").unwrap_err();
+        assert_eq!(e.line, 8, "{e}");
+        assert!(e.message.contains("needs `for`"), "{e}");
+
+        let text =
+            format!("{MINIMAL}[[fault]]\nat = \"1s\"\naction = \"crash\"\nnodes = \"lots\"\n");
+        let e = Scenario::parse(&text, "f.toml").unwrap_err();
+        assert_eq!(e.line, 9, "{e}");
+        assert!(e.hint.contains("node selectors"), "{e}");
+    }
+
+    #[test]
+    fn index_selectors_must_fit_the_node_count() {
+        let text = format!(
+            "{MINIMAL}[[fault]]\nat = \"1s\"\naction = \"partition\"\ngroups = [\"0..5\", \"5..12\"]\n"
+        );
+        let e = Scenario::parse(&text, "p.toml").unwrap_err();
+        assert!(e.message.contains("beyond the 10 nodes"), "{e}");
+        let text = format!(
+            "{MINIMAL}[[fault]]\nat = \"1s\"\naction = \"partition\"\ngroups = [\"0..5\", \"4..10\"]\n"
+        );
+        let e = Scenario::parse(&text, "p.toml").unwrap_err();
+        assert!(e.message.contains("two partition groups"), "{e}");
+    }
+}
