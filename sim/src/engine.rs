@@ -42,6 +42,11 @@ use crate::trace::TraceHash;
 const MAX_WAKEUPS_PER_INSTANT: u32 = 10_000;
 /// Keys the metadata workload writes (`w0` .. `w3`).
 const WORKLOAD_KEYS: u32 = 4;
+/// The workload stops this many anti-entropy intervals (at most a quarter of the run) before the
+/// end: a write that gossip missed somewhere is repaired by anti-entropy, so `converged` can hold.
+const WORKLOAD_QUIET_AE_ROUNDS: u32 = 2;
+/// Lines kept by `watch`.
+const MAX_TRACE_LINES: usize = 1_000_000;
 /// Heap entries processed between two progress reports.
 const PROGRESS_EVERY_STEPS: u64 = 1 << 14;
 
@@ -143,6 +148,7 @@ pub(crate) struct Outcome {
     pub(crate) converged: bool,
     pub(crate) convergence_note: Option<String>,
     pub(crate) gossip_interval: Duration,
+    pub(crate) trace: Vec<String>,
 }
 
 /// One run of a scenario. See the module documentation.
@@ -165,6 +171,11 @@ pub(crate) struct Engine<'s> {
     counters: Counters,
     next_partition: u64,
     loss_token: u64,
+    /// The workload stops writing here, so that the end state can converge.
+    workload_end: Instant,
+    /// The node whose events (seen by it or about it) are logged, for debugging.
+    watch: Option<usize>,
+    watch_log: Vec<String>,
 }
 
 impl<'s> Engine<'s> {
@@ -218,6 +229,7 @@ impl<'s> Engine<'s> {
             });
         }
         let end = fault::at(duration);
+        let quiet_end = config.anti_entropy_interval() * WORKLOAD_QUIET_AE_ROUNDS;
         let mut engine = Self {
             scenario,
             config,
@@ -237,6 +249,9 @@ impl<'s> Engine<'s> {
             counters: Counters::default(),
             next_partition: 0,
             loss_token: 0,
+            workload_end: fault::at(duration - (duration / 4).min(quiet_end)),
+            watch: None,
+            watch_log: Vec::new(),
         };
         for i in 0..nodes {
             engine.drain(i);
@@ -252,6 +267,18 @@ impl<'s> Engine<'s> {
             .queue
             .push(Instant::ZERO + SWEEP_INTERVAL, What::Sweep);
         engine
+    }
+
+    /// Logs every event seen by or about node index `node` (and its lifecycle) into the outcome.
+    pub(crate) fn watch(&mut self, node: usize) {
+        self.watch = Some(node);
+    }
+
+    fn log(&mut self, index: usize, what: &str) {
+        if self.watch == Some(index) && self.watch_log.len() < MAX_TRACE_LINES {
+            self.watch_log
+                .push(format!("{} node-{}: {what}", self.now, index + 1));
+        }
     }
 
     /// Runs to the end (or the first invariant violation), reporting progress as
@@ -282,14 +309,14 @@ impl<'s> Engine<'s> {
         }
         progress(self.now, self.end);
         self.counters.steps = steps;
-        let (converged, convergence_note) = self.final_view();
-        if !stopped_early && converged != self.observer.one_view() {
+        let view = self.final_view();
+        if !stopped_early && view.one_view != self.observer.one_view() {
             self.invariants.violation(
                 self.now,
                 format!(
-                    "the event stream and the member tables disagree at the end: tables say \
-                     {}, events say {} ({})",
-                    if converged {
+                    "the event stream and the member tables disagree at the end: tables say {}, \
+                     events say {} ({})",
+                    if view.one_view {
                         "one view"
                     } else {
                         "no single view"
@@ -299,10 +326,12 @@ impl<'s> Engine<'s> {
                     } else {
                         "no single view"
                     },
-                    convergence_note.as_deref().unwrap_or("no detail"),
+                    view.note.as_deref().unwrap_or("no detail"),
                 ),
             );
         }
+        let converged = view.one_view && view.metadata_equal;
+        let convergence_note = view.note;
         let net = self.net.stats();
         self.counters.dropped_partition = net.dropped_partition;
         self.counters.dropped_loss = net.dropped_loss;
@@ -323,6 +352,7 @@ impl<'s> Engine<'s> {
             converged,
             convergence_note,
             gossip_interval: self.config.gossip_interval(),
+            trace: self.watch_log,
         }
     }
 
@@ -443,6 +473,8 @@ impl<'s> Engine<'s> {
             counters,
             now,
             nodes,
+            watch,
+            watch_log,
             ..
         } = self;
         let now = *now;
@@ -488,6 +520,12 @@ impl<'s> Engine<'s> {
         while let Some(event) = node.poll_event() {
             counters.events += 1;
             hash_event(trace, now, index, &event);
+            if let Some(w) = *watch
+                && watch_log.len() < MAX_TRACE_LINES
+                && (w == index || concerns(&event, w))
+            {
+                watch_log.push(format!("{now} node-{}: {event:?}", index + 1));
+            }
             match event {
                 Event::MemberStateChanged {
                     node: member,
@@ -706,6 +744,7 @@ impl<'s> Engine<'s> {
     }
 
     fn crash(&mut self, i: usize) {
+        self.log(i, "crashed");
         let slot = &mut self.slots[i];
         if let Some(node) = slot.node.take() {
             slot.boot = slot.boot.max(node.incarnation().get());
@@ -722,6 +761,7 @@ impl<'s> Engine<'s> {
     }
 
     fn restart(&mut self, i: usize) {
+        self.log(i, "restarting");
         let now = self.now;
         let seed: u64 = self.fault_rng.random();
         let seeds: Vec<NodeId> = self
@@ -757,6 +797,7 @@ impl<'s> Engine<'s> {
             return;
         }
         slot.state = NodeState::Running;
+        self.log(i, "resumed");
         self.observer.on_resume(self.now, i);
         // The socket buffer is read first, then the overdue timers run (re-armed by drain).
         let inbox = std::mem::take(&mut self.slots[i].inbox);
@@ -808,6 +849,9 @@ impl<'s> Engine<'s> {
 
     fn workload(&mut self) {
         let spec = *self.scenario.workload();
+        if self.now >= self.workload_end {
+            return;
+        }
         let candidates: Vec<u32> = (0..self.nodes as u32)
             .filter(|&i| self.slots[i as usize].state == NodeState::Running)
             .collect();
@@ -855,9 +899,9 @@ impl<'s> Engine<'s> {
 
     // ---- the end -----------------------------------------------------------------------------
 
-    /// Whether every live node holds exactly the live nodes up, each at its owner's metadata
-    /// version, asked of the member tables themselves (not derived from events).
-    fn final_view(&self) -> (bool, Option<String>) {
+    /// Asks the member tables themselves (not the events) whether every live node holds exactly
+    /// the live nodes up, and each at its owner's metadata version.
+    fn final_view(&self) -> FinalView {
         let live: Vec<bool> = self
             .slots
             .iter()
@@ -869,13 +913,15 @@ impl<'s> Engine<'s> {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                s.node
-                    .as_ref()
-                    .filter(|_| live[i])
-                    .and_then(|n| n.metadata(id(i)))
-                    .map(|m| m.version())
+                let node = s.node.as_ref().filter(|_| live[i])?;
+                node.member(id(i)).map(|m| m.meta_version)
             })
             .collect();
+        let mut view = FinalView {
+            one_view: true,
+            metadata_equal: true,
+            note: None,
+        };
         for (o, slot) in self.slots.iter().enumerate() {
             let Some(node) = slot.node.as_ref().filter(|_| live[o]) else {
                 continue;
@@ -889,43 +935,51 @@ impl<'s> Engine<'s> {
                     continue;
                 }
                 if !live[k] {
-                    return (
-                        false,
-                        Some(format!(
-                            "node-{} holds gone node-{} {:?}",
-                            o + 1,
-                            k + 1,
-                            m.state
-                        )),
-                    );
+                    view.one_view = false;
+                    view.note.get_or_insert_with(|| {
+                        format!("node-{} holds gone node-{} {:?}", o + 1, k + 1, m.state)
+                    });
+                    continue;
                 }
                 up += 1;
-                if own[k].is_some_and(|v| v != m.meta_version) {
-                    return (
-                        false,
-                        Some(format!(
-                            "node-{} holds node-{}'s metadata at {}, its owner at {}",
+                if let Some(v) = own[k]
+                    && v != m.meta_version
+                {
+                    view.metadata_equal = false;
+                    view.note.get_or_insert_with(|| {
+                        format!(
+                            "node-{} holds node-{}'s metadata at {}, its owner at {v}",
                             o + 1,
                             k + 1,
-                            m.meta_version,
-                            own[k].unwrap_or_default()
-                        )),
-                    );
+                            m.meta_version
+                        )
+                    });
                 }
             }
             if up + 1 != live_count {
-                return (
-                    false,
-                    Some(format!(
+                view.one_view = false;
+                view.note.get_or_insert_with(|| {
+                    format!(
                         "node-{} holds {up} of the {} other live nodes up",
                         o + 1,
                         live_count - 1
-                    )),
-                );
+                    )
+                });
             }
         }
-        (true, None)
+        view
     }
+}
+
+/// The end state, asked of the member tables.
+#[derive(Debug)]
+struct FinalView {
+    /// Every live node holds exactly the live nodes up.
+    one_view: bool,
+    /// Every live node holds every live node's metadata at its owner's version.
+    metadata_equal: bool,
+    /// The first difference found.
+    note: Option<String>,
 }
 
 /// Arms one wakeup at the node's `poll_timeout`, unless the same one is armed already.
@@ -997,6 +1051,16 @@ fn hash_event(trace: &mut TraceHash, now: Instant, observer: usize, event: &Even
     }
 }
 
+/// Whether an event is about node index `w`.
+fn concerns(event: &Event, w: usize) -> bool {
+    match event {
+        Event::MemberStateChanged { node, .. } | Event::MetadataChanged { node, .. } => {
+            node.get() == w as u64 + 1
+        }
+        _ => false,
+    }
+}
+
 /// Random bytes from a stream.
 fn random_bytes(rng: &mut ChaCha8Rng, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
@@ -1012,4 +1076,184 @@ fn id(i: usize) -> NodeId {
 /// The node index of a core id, if it is one of ours.
 fn index_of(id: NodeId, nodes: usize) -> Option<usize> {
     (id.get() as usize).checked_sub(1).filter(|&i| i < nodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshkit::config::Profile;
+
+    /// Every network feature and every fault action, at a size that runs in a blink.
+    const EVERYTHING: &str = r#"
+        name = "everything"
+        [topology]
+        nodes = 24
+        regions = 2
+        [network]
+        latency = "1ms"
+        jitter = "300us"
+        inter_region_latency = "20ms"
+        loss = 0.02
+        duplicate = 0.02
+        reorder = 0.05
+        [network.burst]
+        enter = 0.01
+        leave = 0.2
+        loss = 0.5
+        [run]
+        duration = "90s"
+        [workload]
+        metadata_updates_per_s = 0.5
+        [[fault]]
+        at = "5s"
+        action = "crash"
+        nodes = "2"
+        restart_after = "20s"
+        [[fault]]
+        at = "10s"
+        action = "partition"
+        split = 0.3
+        heal_after = "15s"
+        [[fault]]
+        at = "12s"
+        action = "pause"
+        nodes = "1"
+        for = "8s"
+        [[fault]]
+        at = "15s"
+        action = "skew"
+        nodes = "3"
+        rate = 1.5
+        for = "30s"
+        [[fault]]
+        at = "20s"
+        action = "loss"
+        rate = 0.1
+        for = "10s"
+        [[fault]]
+        at = "30s"
+        action = "metadata"
+        nodes = "2"
+        key = "k"
+        value_bytes = 200
+        [[fault]]
+        at = "35s"
+        action = "metadata"
+        nodes = "0..24"
+        key = "k"
+        delete = true
+        [[fault]]
+        at = "40s"
+        action = "leave"
+        nodes = "1"
+        [[fault]]
+        at = "45s"
+        action = "crash"
+        nodes = "1"
+        [[fault]]
+        at = "50s"
+        action = "restart"
+        nodes = "1"
+        [[fault]]
+        at = "55s"
+        action = "partition"
+        groups = ["0..4"]
+        one_way = true
+        [[fault]]
+        at = "60s"
+        action = "heal"
+    "#;
+
+    fn run(text: &str, seed: u64) -> Outcome {
+        let scenario = Scenario::parse(text, "test.toml").unwrap();
+        let config = Config::from_profile(Profile::Lan);
+        let engine = Engine::new(
+            &scenario,
+            config,
+            scenario.nodes() as usize,
+            scenario.duration(),
+            seed,
+        );
+        engine.run(&mut |_, _| {})
+    }
+
+    #[test]
+    fn same_seed_same_trace_different_seed_different_trace() {
+        let a = run(EVERYTHING, 42);
+        let b = run(EVERYTHING, 42);
+        let c = run(EVERYTHING, 43);
+        assert!(a.violations.is_empty(), "{:?}", a.violations);
+        assert!(c.violations.is_empty(), "{:?}", c.violations);
+        assert_eq!(
+            a.trace_hash, b.trace_hash,
+            "a run must be a pure function of its seed"
+        );
+        assert_eq!(a.counters, b.counters);
+        assert_eq!(a.observations, b.observations);
+        assert_ne!(a.trace_hash, c.trace_hash, "the seed must matter");
+        // The run exercised what it claims to.
+        assert!(a.counters.dropped_partition > 0 && a.counters.dropped_loss > 0);
+        assert!(a.counters.duplicated > 0 && a.counters.dropped_burst > 0);
+        assert_eq!(a.observations.crashes, 3);
+        assert_eq!(a.observations.partitions, 2);
+        assert!(a.observations.updates > 0);
+    }
+
+    #[test]
+    fn a_paused_node_queues_at_most_its_bound() {
+        let scenario = Scenario::parse(EVERYTHING, "test.toml").unwrap();
+        let config = Config::from_profile(Profile::Lan);
+        let mut engine = Engine::new(&scenario, config, 24, scenario.duration(), 1);
+        engine.slots[0].state = NodeState::Paused;
+        for _ in 0..PAUSE_INBOX_MAX_DATAGRAMS + 10 {
+            engine.deliver(1, 0, vec![0u8; 16]);
+        }
+        assert_eq!(engine.slots[0].inbox.len(), PAUSE_INBOX_MAX_DATAGRAMS);
+        assert_eq!(engine.counters.dropped_inbox_full, 10);
+    }
+
+    #[test]
+    fn leave_and_restart_end_in_one_view() {
+        let text = r#"
+            name = "t"
+            [topology]
+            nodes = 16
+            [run]
+            duration = "60s"
+            [[fault]]
+            at = "5s"
+            action = "leave"
+            nodes = "node:3"
+            [[fault]]
+            at = "5s"
+            action = "crash"
+            nodes = "node:7"
+            restart_after = "10s"
+        "#;
+        let out = run(text, 5);
+        assert!(out.violations.is_empty(), "{:?}", out.violations);
+        assert!(out.converged, "{:?}", out.convergence_note);
+        assert_eq!(out.observations.crashes, 1);
+        assert_eq!(
+            out.observations.restarted_before_detection + out.observations.detection_s.len() as u64,
+            1
+        );
+        assert_eq!(out.observations.false_positives, 0);
+    }
+
+    #[test]
+    fn rearm_skips_an_unchanged_deadline() {
+        let scenario = Scenario::parse(EVERYTHING, "test.toml").unwrap();
+        let config = Config::from_profile(Profile::Lan);
+        let mut engine = Engine::new(&scenario, config, 24, scenario.duration(), 1);
+        let before = engine.queue.heap.len();
+        let generation = engine.slots[0].generation;
+        engine.drain(0);
+        assert_eq!(
+            engine.queue.heap.len(),
+            before,
+            "no second wakeup for the same deadline"
+        );
+        assert_eq!(engine.slots[0].generation, generation);
+    }
 }

@@ -222,17 +222,24 @@ impl Invariants {
         version: MetaVersion,
     ) {
         let o = observer.local_id();
-        let Some(copy) = observer.metadata(NodeId::new(owner as u64 + 1)) else {
-            self.violation(
-                now,
-                format!(
-                    "{o} reported metadata {version} of node-{} but holds none",
-                    owner + 1
-                ),
-            );
-            return;
+        let owner_id = NodeId::new(owner as u64 + 1);
+        // The core keeps an empty copy as just a version (`metadata()` is then `None`).
+        let (held, copy) = match observer.metadata(owner_id) {
+            Some(copy) => (copy.version(), Some(copy)),
+            None => match observer.member(owner_id) {
+                Some(m) => (m.meta_version, None),
+                None => {
+                    self.violation(
+                        now,
+                        format!(
+                            "{o} reported metadata {version} of node-{} but does not know it",
+                            owner + 1
+                        ),
+                    );
+                    return;
+                }
+            },
         };
-        let held = copy.version();
         if held < version {
             self.violation(
                 now,
@@ -317,7 +324,13 @@ impl Invariants {
 }
 
 /// Why a copy differs from the owner's state, if it does.
-fn compare(copy: &Metadata, state: &BTreeMap<String, Vec<u8>>) -> Option<String> {
+fn compare(copy: Option<&Metadata>, state: &BTreeMap<String, Vec<u8>>) -> Option<String> {
+    let Some(copy) = copy else {
+        return state
+            .keys()
+            .next()
+            .map(|k| format!("the copy is empty but key {k:?} is missing"));
+    };
     let mut live = 0usize;
     for (key, value) in copy.live() {
         live += 1;
@@ -372,6 +385,36 @@ mod tests {
             "c"
         );
         assert!(log.state_at(MetaVersion::new(1, 9)).is_none());
+    }
+
+    #[test]
+    fn a_resurrected_or_altered_key_is_a_violation() {
+        use meshkit::config::{Config, Profile};
+        use meshkit::{Incarnation, Instant};
+        let t = Instant::ZERO;
+        let id = NodeId::new(1);
+        let mut owner = Membership::new(
+            Config::from_profile(Profile::Lan),
+            id,
+            Incarnation::new(1),
+            1,
+            t,
+        );
+        let mut inv = Invariants::new(2);
+        let v1 = owner.set_metadata(t, "a", b"x").unwrap();
+        inv.record_write(0, v1, "a", Some(b"x"));
+        inv.on_metadata(t, &owner, 0, v1);
+        assert!(!inv.violated(), "{:?}", inv.violations());
+        // The owner deletes `a`, but the log is told the copy still has it: a resurrection.
+        let v2 = owner.set_metadata(t, "b", b"y").unwrap();
+        inv.record_write(0, v2, "a", None);
+        inv.on_metadata(t, &owner, 0, v2);
+        assert!(inv.violated());
+        assert!(
+            inv.violations()[0].what.contains("deleted"),
+            "{}",
+            inv.violations()[0]
+        );
     }
 
     #[test]

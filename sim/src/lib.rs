@@ -79,6 +79,8 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
     /// Override of `[topology] profile`.
     pub profile: Option<Profile>,
+    /// Log every event seen by or about this node index (see [`RunReport::trace`]).
+    pub trace_node: Option<u32>,
 }
 
 impl RunOptions {
@@ -117,7 +119,10 @@ pub fn run_with_progress(
     let profile = options.profile.unwrap_or(scenario.profile());
     let duration = options.duration.unwrap_or(scenario.duration());
     let config = Config::from_profile(profile);
-    let engine = engine::Engine::new(scenario, config, nodes as usize, duration, options.seed);
+    let mut engine = engine::Engine::new(scenario, config, nodes as usize, duration, options.seed);
+    if let Some(w) = options.trace_node.filter(|&w| w < nodes) {
+        engine.watch(w as usize);
+    }
     let outcome = engine.run(progress);
     let header = RunReport {
         scenario: scenario.name().to_owned(),

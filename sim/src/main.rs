@@ -54,6 +54,9 @@ struct RunArgs {
     /// Print one JSON object per seed (one per line) instead of tables.
     #[arg(long)]
     json: bool,
+    /// Debugging: print to stderr every event seen by or about this node index.
+    #[arg(long)]
+    trace_node: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -144,6 +147,7 @@ fn run(args: &RunArgs) -> ExitCode {
         options.nodes = args.nodes;
         options.duration = args.duration;
         options.profile = args.profile.map(Profile::from);
+        options.trace_node = args.trace_node;
         let bar = progress_bar(show_progress, seed);
         let started = wall_now();
         let result = meshkit_sim::run_with_progress(&scenario, options, &mut |now, end| {
@@ -164,6 +168,9 @@ fn run(args: &RunArgs) -> ExitCode {
             }
         };
         report.wall_s = (wall_s * 1000.0).round() / 1000.0;
+        for line in &report.trace {
+            eprintln!("{line}");
+        }
         let mut out = stdout.lock();
         let _ = if args.json {
             writeln!(out, "{}", report.to_json())

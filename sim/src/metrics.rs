@@ -121,6 +121,7 @@ pub(crate) fn figures(outcome: Outcome, header: RunReport) -> RunReport {
         first_metadata_error: c.first_metadata_error.clone(),
         stopped_early: outcome.stopped_early,
         invariant_violations: outcome.violations,
+        trace: outcome.trace,
         ..header
     }
 }

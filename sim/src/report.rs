@@ -97,6 +97,10 @@ pub struct RunReport {
     pub expectations_failed: Vec<String>,
     /// The shortest command that replays this run.
     pub replay: String,
+    /// With [`crate::RunOptions::trace_node`]: every event seen by or about that node, one line
+    /// each (not serialized).
+    #[serde(skip)]
+    pub trace: Vec<String>,
 }
 
 impl RunReport {

@@ -36,6 +36,9 @@
 //! [workload]                             # optional
 //! metadata_updates_per_s = 0.2           # Poisson rate of metadata writes by random live nodes
 //! metadata_value_bytes = 64              # size of each written value (default 64)
+//!                                        # writes stop 2 anti-entropy intervals (at most a
+//!                                        # quarter of the run) before the end, so that
+//!                                        # `converged` can hold; keys are w0..w3
 //!
 //! [[fault]]                              # any number, in any order
 //! at = "30s"                             # when the (first) occurrence fires

@@ -1,0 +1,115 @@
+//! Every shipped scenario parses, and runs (scaled down where its expectations still hold) to
+//! meet its own expectations without an invariant violation.
+
+use std::path::{Path, PathBuf};
+
+use meshkit_sim::{RunOptions, Scenario};
+
+/// The shipped scenarios and the node count this test runs them at (`None`: the file's own).
+///
+/// loss-5pct keeps its 128 nodes: below 100 nodes the retransmit budget drops from 12 to 8
+/// (`4 * ceil(log10(N + 1))`) and a write missed at 5% loss waits for anti-entropy, which its
+/// dissemination bound does not allow.
+const SHIPPED: &[(&str, Option<u32>)] = &[
+    ("steady", Some(64)),
+    ("crash-one", Some(64)),
+    ("crash-10pct", Some(64)),
+    ("partition-heal", Some(64)),
+    ("loss-5pct", None),
+    ("loss-20pct", Some(64)),
+    ("gray-1pct", Some(64)),
+    ("churn-restart", Some(64)),
+    ("metadata-update", Some(32)),
+];
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
+}
+
+#[test]
+fn every_scenario_file_is_shipped_and_parses() {
+    let mut found: Vec<String> = std::fs::read_dir(dir())
+        .expect("the scenarios directory exists")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".toml"))
+        .collect();
+    found.sort();
+    for name in &found {
+        let path = dir().join(name);
+        let scenario = Scenario::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            format!("{}.toml", scenario.name()),
+            *name,
+            "name matches the file"
+        );
+        assert!(
+            !scenario.description().is_empty(),
+            "{name} has a description"
+        );
+    }
+    for (name, _) in SHIPPED {
+        assert!(
+            found.contains(&format!("{name}.toml")),
+            "{name}.toml is shipped"
+        );
+    }
+}
+
+fn run_shipped(name: &str, nodes: Option<u32>) {
+    let scenario = Scenario::from_file(&dir().join(format!("{name}.toml"))).unwrap();
+    let mut options = RunOptions::seed(1);
+    options.nodes = nodes;
+    let report = meshkit_sim::run(&scenario, options).unwrap();
+    assert!(
+        report.passed(),
+        "{name} failed; replay: {}\n{}",
+        report.replay,
+        report.render(scenario.expect())
+    );
+}
+
+#[test]
+fn steady_meets_its_expectations() {
+    run_shipped(SHIPPED[0].0, SHIPPED[0].1);
+}
+
+#[test]
+fn crash_one_meets_its_expectations() {
+    run_shipped(SHIPPED[1].0, SHIPPED[1].1);
+}
+
+#[test]
+fn crash_10pct_meets_its_expectations() {
+    run_shipped(SHIPPED[2].0, SHIPPED[2].1);
+}
+
+#[test]
+fn partition_heal_meets_its_expectations() {
+    run_shipped(SHIPPED[3].0, SHIPPED[3].1);
+}
+
+#[test]
+fn loss_5pct_meets_its_expectations() {
+    run_shipped(SHIPPED[4].0, SHIPPED[4].1);
+}
+
+#[test]
+fn loss_20pct_meets_its_expectations() {
+    run_shipped(SHIPPED[5].0, SHIPPED[5].1);
+}
+
+#[test]
+fn gray_1pct_meets_its_expectations() {
+    run_shipped(SHIPPED[6].0, SHIPPED[6].1);
+}
+
+#[test]
+fn churn_restart_meets_its_expectations() {
+    run_shipped(SHIPPED[7].0, SHIPPED[7].1);
+}
+
+#[test]
+fn metadata_update_meets_its_expectations() {
+    run_shipped(SHIPPED[8].0, SHIPPED[8].1);
+}
