@@ -363,12 +363,11 @@ impl<'s> Engine<'s> {
             What::Fault(event) => self.apply(event),
             What::Workload => self.workload(),
             What::Sweep => {
-                let running = self.slots.iter().enumerate().filter_map(|(i, s)| {
-                    s.node
-                        .as_ref()
-                        .filter(|_| s.state != NodeState::Crashed)
-                        .map(|n| (i, n))
-                });
+                let slots = &self.slots;
+                let running = |i: usize| {
+                    let s: &Slot = &slots[i];
+                    s.node.as_ref().filter(|_| s.state != NodeState::Crashed)
+                };
                 self.invariants.sweep(self.now, running);
                 self.queue.push(self.now + SWEEP_INTERVAL, What::Sweep);
             }

@@ -3,7 +3,8 @@
 //! 1. **Incarnations never go back.** While a member stays in an observer's table, the
 //!    observer's view of its incarnation never decreases (SWIM §4.2: only the member raises it,
 //!    and a lower incarnation never overrides a higher one). Checked on every state-change event
-//!    of a *watched* observer and by a periodic sweep over the watched observers' tables. Every
+//!    of a *watched* observer and by a periodic sweep over the watched observers' tables (a few
+//!    observers per tick, round-robin, so that the sweep's cost does not grow with N). Every
 //!    observer is watched up to [`WATCH_ALL_MAX_NODES`] nodes; beyond that a fixed spread of
 //!    [`WATCHED_OBSERVERS`] observers, to keep memory at O(N).
 //! 2. **A live node never holds itself Suspect or Dead.** Checked on every event (a state change
@@ -30,6 +31,9 @@ pub(crate) const WATCH_ALL_MAX_NODES: usize = 1_024;
 pub(crate) const WATCHED_OBSERVERS: usize = 64;
 /// Period of the sweep over watched observers' tables.
 pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// Member views one sweep reads at most: it walks as many watched observers as fit (at least
+/// one), round-robin, so the sweep costs O(1) per virtual second whatever the mesh size.
+const SWEEP_VIEWS_PER_TICK: usize = 65_536;
 /// Violations kept for the report; the run stops at the first anyway.
 const MAX_VIOLATIONS_KEPT: usize = 16;
 
@@ -96,6 +100,9 @@ pub(crate) struct Invariants {
     violations: Vec<Violation>,
     /// Row index into `incarnations` of each watched observer.
     watch_row: Vec<Option<u32>>,
+    /// The watched observers, and the next one the sweep visits.
+    watched: Vec<usize>,
+    sweep_cursor: usize,
     /// Last incarnation each watched observer held for each member (0 = not in its table).
     incarnations: Vec<u32>,
     owners: BTreeMap<u32, OwnerLog>,
@@ -124,6 +131,8 @@ impl Invariants {
             nodes,
             violations: Vec::new(),
             watch_row,
+            watched,
+            sweep_cursor: 0,
             incarnations,
             owners: BTreeMap::new(),
         }
@@ -267,13 +276,20 @@ impl Invariants {
         }
     }
 
-    /// The periodic sweep of invariants 1 and 2 over every running watched observer.
+    /// One tick of the periodic sweep of invariants 1 and 2: the next few watched observers
+    /// (see [`SWEEP_VIEWS_PER_TICK`]), each looked up with `running` (`None`: not running).
     pub(crate) fn sweep<'a>(
         &mut self,
         now: Instant,
-        running: impl Iterator<Item = (usize, &'a Membership)>,
+        running: impl Fn(usize) -> Option<&'a Membership>,
     ) {
-        for (index, node) in running {
+        if self.watched.is_empty() {
+            return;
+        }
+        let per_tick = (SWEEP_VIEWS_PER_TICK / self.nodes.max(1)).clamp(1, self.watched.len());
+        for k in 0..per_tick {
+            let index = self.watched[(self.sweep_cursor + k) % self.watched.len()];
+            let Some(node) = running(index) else { continue };
             if let Some(me) = node.member(node.local_id())
                 && matches!(me.state, MemberState::Suspect | MemberState::Dead)
             {
@@ -320,6 +336,7 @@ impl Invariants {
                 self.violation(now, what);
             }
         }
+        self.sweep_cursor = (self.sweep_cursor + per_tick) % self.watched.len();
     }
 }
 

@@ -7,6 +7,8 @@
 //! Exit codes: 0 when every seed met every expectation without an invariant violation, 1 when
 //! some seed failed (its replay command is printed), 2 for invalid arguments or scenarios.
 
+#![deny(missing_docs)]
+
 use std::io::{IsTerminal as _, Write as _};
 use std::ops::Range;
 use std::path::PathBuf;
@@ -184,6 +186,7 @@ fn run(args: &RunArgs) -> ExitCode {
     if !args.json && reports.len() > 1 {
         print!("{}", report::render_summary(&reports));
     }
+    let _ = std::io::stdout().flush();
     if failed.is_empty() {
         return ExitCode::SUCCESS;
     }
