@@ -10,9 +10,11 @@
 use super::member::{MemberTable, bucket_of};
 use super::{MemberState, Membership};
 use crate::config::AntiEntropyMode;
-use crate::id::NodeId;
+use crate::id::{Incarnation, NodeId};
 use crate::time::Instant;
-use crate::wire::{DIGEST_BUCKETS, MAX_RECORDS_PER_DATAGRAM, MemberRecord, Message, SyncReply};
+use crate::wire::{
+    DIGEST_BUCKETS, MAX_RECORDS_PER_DATAGRAM, MemberRecord, Message, SyncReply, Update,
+};
 
 impl Membership {
     /// Starts one exchange with a random live member.
@@ -115,21 +117,66 @@ impl Membership {
         }
     }
 
+    /// Merges one record. Claims at a newer incarnation than ours are taken (a remote death only
+    /// as a suspicion, as memberlist does). Where the two views disagree at the *same*
+    /// incarnation, neither adopts the other's opinion: the member itself is sent the claim and
+    /// asked to refute it. After a partition heals, every record of the other side disagrees;
+    /// adopting them would make every node suspect every member at once, and the storm of
+    /// suspicions would crowd out the refutations. A member that is really dead is found by our
+    /// own probes.
     fn merge_record(&mut self, now: Instant, from: NodeId, r: MemberRecord) {
-        match r.state {
-            MemberState::Alive => self.apply_alive(now, from, r.node, r.incarnation, r.meta),
-            MemberState::Suspect | MemberState::Dead => {
-                self.apply_suspect(now, r.node, r.incarnation, from);
-                if r.node != self.id
-                    && self
-                        .members
-                        .get(r.node)
-                        .is_some_and(|m| m.incarnation == r.incarnation && m.is_up())
-                {
-                    self.observe_meta(now, from, r.node, r.meta);
-                }
-            }
-            MemberState::Left => self.apply_left(now, r.node, r.incarnation),
+        if r.state != MemberState::Alive {
+            self.correct_stale_claim(r.node, r.incarnation);
         }
+        if r.node == self.id {
+            match r.state {
+                MemberState::Alive => self.apply_alive(now, from, r.node, r.incarnation, r.meta),
+                MemberState::Suspect | MemberState::Dead => {
+                    self.apply_suspect(now, r.node, r.incarnation, from);
+                }
+                MemberState::Left => self.apply_left(now, r.node, r.incarnation),
+            }
+            return;
+        }
+        let held = self.members.get(r.node).map(|m| (m.state, m.incarnation));
+        match (r.state, held) {
+            (
+                MemberState::Alive,
+                Some((ours @ (MemberState::Suspect | MemberState::Dead), inc)),
+            ) if inc == r.incarnation => {
+                self.ask_to_refute(r.node, ours, inc);
+            }
+            (MemberState::Alive, _) => self.apply_alive(now, from, r.node, r.incarnation, r.meta),
+            (MemberState::Suspect | MemberState::Dead, Some((MemberState::Alive, inc)))
+                if inc == r.incarnation =>
+            {
+                self.ask_to_refute(r.node, r.state, inc);
+                self.observe_meta(now, from, r.node, r.meta);
+            }
+            (MemberState::Suspect | MemberState::Dead, _) => {
+                self.apply_suspect(now, r.node, r.incarnation, from);
+            }
+            (MemberState::Left, _) => self.apply_left(now, r.node, r.incarnation),
+        }
+    }
+
+    /// Sends `node` a claim about itself; if it is alive it refutes, and the refutation comes
+    /// straight back (see `correct_stale_claim`) and spreads by gossip.
+    fn ask_to_refute(&mut self, node: NodeId, claim: MemberState, incarnation: Incarnation) {
+        let from = self.id;
+        let update = if claim == MemberState::Dead {
+            Update::Dead {
+                node,
+                incarnation,
+                from,
+            }
+        } else {
+            Update::Suspect {
+                node,
+                incarnation,
+                from,
+            }
+        };
+        self.send_with(node, Message::Gossip, vec![update]);
     }
 }

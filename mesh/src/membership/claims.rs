@@ -6,7 +6,7 @@
 
 use super::member::Member;
 use super::suspicion::{self, Suspicion};
-use super::{Event, MemberState, Membership};
+use super::{Event, MAX_CORRECTIONS_PER_DATAGRAM, MemberState, Membership};
 use crate::id::{Incarnation, MetaVersion, NodeId};
 use crate::time::{Instant, scale};
 use crate::wire::Update;
@@ -14,6 +14,16 @@ use crate::wire::Update;
 impl Membership {
     /// Applies one piggybacked update received from `sender`.
     pub(super) fn apply_update(&mut self, now: Instant, sender: NodeId, update: Update) {
+        if let Update::Suspect {
+            node, incarnation, ..
+        }
+        | Update::Dead {
+            node, incarnation, ..
+        }
+        | Update::Left { node, incarnation } = update
+        {
+            self.correct_stale_claim(node, incarnation);
+        }
         match update {
             Update::Alive {
                 node,
@@ -201,6 +211,30 @@ impl Membership {
         self.broadcasts.push(&Update::Left { node, incarnation });
     }
 
+    /// A claim older than the member's current incarnation is ignored by everyone who heard the
+    /// refutation; but its sender may have missed the refutation (gossip is probabilistic, and a
+    /// storm of updates after a partition heals crowds it out) and would then declare a healthy
+    /// member dead with nobody left to correct it. So whoever knows the member alive at a newer
+    /// incarnation (the member itself first of all) sends the claim's sender that record.
+    pub(super) fn correct_stale_claim(&mut self, node: NodeId, incarnation: Incarnation) {
+        if self.corrections.len() >= MAX_CORRECTIONS_PER_DATAGRAM {
+            return;
+        }
+        let newer = if node == self.id {
+            (incarnation < self.incarnation && !self.left).then(|| self.alive_update())
+        } else {
+            self.members
+                .get(node)
+                .filter(|m| m.state == MemberState::Alive && incarnation < m.incarnation)
+                .map(|m| Update::Alive {
+                    node,
+                    incarnation: m.incarnation,
+                    meta: m.meta_version(),
+                })
+        };
+        self.corrections.extend(newer);
+    }
+
     /// Announces a higher incarnation than the claim about this node (SWIM §4.2). Being
     /// suspected also counts against local health (Lifeguard §IV-A).
     fn refute(&mut self, claimed: Incarnation) {
@@ -208,6 +242,8 @@ impl Membership {
         self.health.apply(1);
         self.stats.refutations += 1;
         self.broadcasts.push(&self.alive_update());
+        // The sender of the claim hears the refutation first, directly.
+        self.corrections.push(self.alive_update());
         tracing::debug!(node = %self.id, incarnation = %self.incarnation, "refuted a claim about this node");
         self.emit(Event::Refuted {
             incarnation: self.incarnation,

@@ -28,6 +28,9 @@ type Rank = (u32, u64);
 struct Queued {
     subject: Subject,
     bytes: Vec<u8>,
+    /// The recipient of the last transmission: sending the same update to the same member twice
+    /// in a row would spend budget without spreading it.
+    last_to: Option<NodeId>,
 }
 
 /// The queue of updates waiting to be piggybacked.
@@ -63,7 +66,14 @@ impl Broadcasts {
         wire::encode_update(update, &mut bytes);
         self.next += 1;
         let rank = (0, u64::MAX - self.next);
-        self.queue.insert(rank, Queued { subject, bytes });
+        self.queue.insert(
+            rank,
+            Queued {
+                subject,
+                bytes,
+                last_to: None,
+            },
+        );
         self.by_subject.insert(subject, rank);
         while self.queue.len() > MAX_QUEUED_UPDATES {
             if let Some((_, dropped)) = self.queue.pop_last() {
@@ -74,7 +84,7 @@ impl Broadcasts {
 
     /// Appends as many queued updates as fit to the datagram in `buf`, counting a transmission for
     /// each and retiring those that reached `limit`.
-    pub(crate) fn fill(&mut self, buf: &mut Vec<u8>, count_at: usize, limit: u32) {
+    pub(crate) fn fill(&mut self, buf: &mut Vec<u8>, count_at: usize, limit: u32, to: NodeId) {
         if self.queue.is_empty() {
             return;
         }
@@ -84,15 +94,19 @@ impl Broadcasts {
             if room < 10 {
                 break;
             }
-            if q.bytes.len() <= room && wire::append_update(buf, count_at, &q.bytes) {
+            if q.last_to != Some(to)
+                && q.bytes.len() <= room
+                && wire::append_update(buf, count_at, &q.bytes)
+            {
                 room -= q.bytes.len();
                 sent.push(*rank);
             }
         }
         for rank in sent {
-            let Some(q) = self.queue.remove(&rank) else {
+            let Some(mut q) = self.queue.remove(&rank) else {
                 continue;
             };
+            q.last_to = Some(to);
             let transmits = rank.0 + 1;
             if transmits >= limit {
                 self.by_subject.remove(&q.subject);
@@ -131,13 +145,29 @@ mod tests {
         b.push(&alive(1, 2));
         assert_eq!(b.len(), 1, "newer update about node 1 replaced the older");
         let mut buf = Vec::new();
-        for _ in 0..3 {
+        for to in 0..3 {
             let at = wire::encode_message(NodeId::new(9), &wire::Message::Gossip, &mut buf);
-            b.fill(&mut buf, at, 3);
+            b.fill(&mut buf, at, 3, NodeId::new(to));
             let d = wire::decode(&buf).unwrap();
             assert_eq!(d.updates, vec![alive(1, 2)]);
         }
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn consecutive_datagrams_to_one_member_do_not_spend_budget() {
+        let mut b = Broadcasts::default();
+        b.push(&alive(1, 1));
+        let mut buf = Vec::new();
+        for _ in 0..5 {
+            let at = wire::encode_message(NodeId::new(9), &wire::Message::Gossip, &mut buf);
+            b.fill(&mut buf, at, 3, NodeId::new(4));
+        }
+        assert_eq!(
+            b.len(),
+            1,
+            "one transmission to node 4, the update waits for others"
+        );
     }
 
     #[test]

@@ -206,14 +206,18 @@ pub struct Stats {
     pub events_dropped: u64,
 }
 
-/// A datagram waiting to be encoded: its message, and an update that must ride in front of the
-/// piggybacked queue (Lifeguard's "buddy system" tells a suspect it is suspected).
+/// A datagram waiting to be encoded: its message, and updates meant for this recipient that ride
+/// in front of the piggybacked queue (Lifeguard's "buddy system" tells a suspect it is suspected;
+/// a stale claim's sender is told the newer record).
 #[derive(Debug)]
 struct Outgoing {
     to: NodeId,
     message: Message,
-    first: Option<Update>,
+    leading: Vec<Update>,
 }
+
+/// Corrections of stale claims sent back for one received datagram, at most.
+const MAX_CORRECTIONS_PER_DATAGRAM: usize = 32;
 
 /// One node's SWIM/Lifeguard membership. See the [module docs](self) for how to drive it.
 #[derive(Debug)]
@@ -240,6 +244,8 @@ pub struct Membership {
     departed: VecDeque<(Instant, NodeId)>,
     timers: TimerTable,
     outbox: VecDeque<Outgoing>,
+    /// Newer records for the sender of the datagram being handled (see `correct_stale_claim`).
+    corrections: Vec<Update>,
     events: VecDeque<Event>,
     stats: Stats,
 }
@@ -298,6 +304,7 @@ impl Membership {
             departed: VecDeque::new(),
             timers,
             outbox: VecDeque::new(),
+            corrections: Vec::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
         };
@@ -438,6 +445,10 @@ impl Membership {
                 self.handle_meta_push(now, node, base, version, chunk, chunks, entries);
             }
         }
+        if !self.corrections.is_empty() {
+            let corrections = core::mem::take(&mut self.corrections);
+            self.send_with(from, Message::Gossip, corrections);
+        }
         Ok(())
     }
 
@@ -487,16 +498,19 @@ impl Membership {
     pub fn poll_transmit(&mut self, _now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         let out = self.outbox.pop_front()?;
         let count_at = wire::encode_message(self.id, &out.message, buf);
-        if let Some(first) = &out.first {
-            let mut encoded = Vec::with_capacity(32);
-            wire::encode_update(first, &mut encoded);
+        let mut encoded = Vec::with_capacity(32);
+        for update in &out.leading {
+            encoded.clear();
+            wire::encode_update(update, &mut encoded);
             let _ = wire::append_update(buf, count_at, &encoded);
         }
-        let limit = dissemination::retransmit_limit(
-            self.config.retransmit_mult(),
-            self.members.up_count() + 1,
-        );
-        self.broadcasts.fill(buf, count_at, limit);
+        if carries_piggyback(&out.message) {
+            let limit = dissemination::retransmit_limit(
+                self.config.retransmit_mult(),
+                self.members.up_count() + 1,
+            );
+            self.broadcasts.fill(buf, count_at, limit, out.to);
+        }
         debug_assert!(
             buf.len() <= wire::MAX_DATAGRAM_BYTES,
             "encoded datagram over MAX_DATAGRAM_BYTES"
@@ -641,15 +655,19 @@ impl Membership {
     }
 
     fn send(&mut self, to: NodeId, message: Message) {
-        self.send_with(to, message, None);
+        self.send_with(to, message, Vec::new());
     }
 
-    fn send_with(&mut self, to: NodeId, message: Message, first: Option<Update>) {
+    fn send_with(&mut self, to: NodeId, message: Message, leading: Vec<Update>) {
         if self.outbox.len() >= MAX_OUTBOX_DATAGRAMS {
             self.stats.outbox_dropped += 1;
             return;
         }
-        self.outbox.push_back(Outgoing { to, message, first });
+        self.outbox.push_back(Outgoing {
+            to,
+            message,
+            leading,
+        });
     }
 
     fn emit(&mut self, event: Event) {
@@ -721,6 +739,21 @@ impl Membership {
         self.dead_probes
             .retain(|_, (_, sent)| now.saturating_duration_since(*sent) < window);
     }
+}
+
+/// Updates ride on the small datagrams of probing and gossip, which go to many different members.
+/// Bulk transfers (anti-entropy records, metadata chunks) come in bursts to one member, which
+/// would spend an update's whole retransmit budget on a single recipient; in the real runtime
+/// they travel on streams anyway.
+fn carries_piggyback(message: &Message) -> bool {
+    matches!(
+        message,
+        Message::Ping { .. }
+            | Message::Ack { .. }
+            | Message::PingReq { .. }
+            | Message::Nack { .. }
+            | Message::Gossip
+    )
 }
 
 fn view(id: NodeId, m: &Member) -> MemberView {

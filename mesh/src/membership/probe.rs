@@ -60,7 +60,11 @@ impl Membership {
         });
         self.stats.probes += 1;
         let first = self.buddy_update(target);
-        self.send_with(target, Message::Ping { seq, target }, first);
+        self.send_with(
+            target,
+            Message::Ping { seq, target },
+            first.into_iter().collect(),
+        );
         self.timers.set(
             Timer::ProbeTimeout,
             now + self.health.scale(self.config.probe_timeout()),
@@ -241,7 +245,11 @@ impl Membership {
         let seq = self.next_seq();
         self.dead_probes.insert(seq, (target, now));
         let first = self.buddy_update(target);
-        self.send_with(target, Message::Ping { seq, target }, first);
+        self.send_with(
+            target,
+            Message::Ping { seq, target },
+            first.into_iter().collect(),
+        );
     }
 
     /// The suspicion of `node` ran out: declare it dead.

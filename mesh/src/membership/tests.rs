@@ -525,3 +525,85 @@ fn converged_anti_entropy_sends_only_digests() {
     let per_node_s = sent as f64 / 12.0 / 65.0;
     assert!(per_node_s < 2.2, "{per_node_s} datagrams per node-second");
 }
+
+/// A node that missed a refutation and still suspects a member at its old incarnation is
+/// corrected by the member itself, not left to declare it dead.
+#[test]
+fn stale_suspicion_is_corrected_by_its_subject() {
+    let mut net = Net::converged(6, Profile::Lan);
+    net.run_for(Duration::from_secs(2));
+    // Node 2 refutes a suspicion everyone but node 1 hears about.
+    net.nodes
+        .get_mut(&id(2))
+        .unwrap()
+        .apply_suspect(net.now, id(2), Incarnation::new(1), id(3));
+    net.drain(id(2));
+    net.run_for(Duration::from_secs(5));
+    assert_eq!(net.nodes[&id(2)].incarnation(), Incarnation::new(2));
+    // Node 1 now suspects node 2 at the stale incarnation 1, as if the refutation missed it.
+    let now = net.now;
+    net.nodes
+        .get_mut(&id(1))
+        .unwrap()
+        .members
+        .modify(id(2), |m| m.incarnation = Incarnation::new(1));
+    net.nodes
+        .get_mut(&id(1))
+        .unwrap()
+        .apply_suspect(now, id(2), Incarnation::new(1), id(1));
+    net.drain(id(1));
+    net.run_for(Duration::from_secs(30));
+    assert_eq!(net.state(1, 2), Some(MemberState::Alive));
+    assert_eq!(net.dead_declarations(2), 0);
+}
+
+/// One node isolated for longer than the tombstone TTL, then healed: nobody healthy dies.
+#[test]
+fn long_isolation_of_one_node_heals_cleanly() {
+    let mut net = Net::converged(64, Profile::Lan);
+    net.run_for(Duration::from_secs(5));
+    let others: Vec<u64> = (1..=64).filter(|i| *i != 6).collect();
+    net.partition(&[6], &others);
+    net.run_for(Duration::from_secs(700));
+    let healed_at = net.now;
+    net.cut.clear();
+    net.run_for(Duration::from_secs(60));
+    let wrong: Vec<_> = net
+        .events
+        .iter()
+        .filter(|(t, _, e)| {
+            *t >= healed_at
+                && matches!(
+                    e,
+                    Event::MemberStateChanged {
+                        to: MemberState::Dead,
+                        ..
+                    }
+                )
+        })
+        .collect();
+    if !wrong.is_empty() {
+        for (t, obs, e) in net
+            .events
+            .iter()
+            .filter(|(t, _, _)| *t >= healed_at)
+            .take(400)
+        {
+            eprintln!("{t:?} {obs} {e:?}");
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} healthy members declared dead after the heal: {wrong:?}",
+        wrong.len()
+    );
+    for i in 1..=64 {
+        for j in 1..=64 {
+            assert_eq!(
+                net.state(i, j),
+                Some(MemberState::Alive),
+                "node {i} sees node {j}"
+            );
+        }
+    }
+}
