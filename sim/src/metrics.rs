@@ -91,6 +91,7 @@ pub(crate) fn figures(outcome: Outcome, header: RunReport) -> RunReport {
         detection_p50_s: percentile(&obs.detection_s, 50.0).map(r3),
         detection_p99_s: percentile(&obs.detection_s, 99.0).map(r3),
         detection_max_s: percentile(&obs.detection_s, 100.0).map(r3),
+        detections_s: obs.detection_s.iter().copied().map(r3).collect(),
         crashes: obs.crashes,
         undetected: obs.undetected,
         restarted_before_detection: obs.restarted_before_detection,

@@ -33,6 +33,8 @@ pub struct RunReport {
     pub detection_p99_s: Option<f64>,
     /// Slowest crash detection.
     pub detection_max_s: Option<f64>,
+    /// Every detected crash's detection time, in crash order (to pool percentiles over seeds).
+    pub detections_s: Vec<f64>,
     /// Crashes.
     pub crashes: u64,
     /// Crashes not detected by the end.
