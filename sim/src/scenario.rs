@@ -93,6 +93,27 @@
 //! more group). With `one_way = true`, datagrams *from* the first group to the others are lost
 //! while the reverse direction still flows. `metadata` may give `rate` (occurrences per second)
 //! instead of `every`.
+//!
+//! Candidates, i.e. the nodes a random selector draws from: running or paused nodes for `crash`
+//! and `skew`; running nodes for `pause`, `leave` and `metadata`; crashed nodes for `restart`.
+//! Index selectors keep only the named nodes that are candidates (pausing a crashed node does
+//! nothing). Every occurrence of a repeated fault draws again.
+//!
+//! ## Start state
+//!
+//! Every node starts converged: it knows every other node as Alive at incarnation 1 with empty
+//! metadata. Each node's local clock starts at a random offset within one probe interval (the
+//! core also spreads its own first probe over one interval, so nodes do not probe in lockstep).
+//!
+//! ## Expectations
+//!
+//! Each `*_max` key bounds the report figure of the same name (without `_max`); the figures are
+//! defined in [`crate::metrics`]. A bound on a figure that measured nothing fails (a detection
+//! bound with no crash, a `heal_s_max` with no single view after the heal), and a crash never
+//! detected fails any detection bound. `converged = true` asks the member tables at the end:
+//! every live node holds exactly the live nodes as Alive or Suspect, each at its owner's metadata
+//! version. Bounds are written for the file's own node count: detection and dissemination grow
+//! with log N, so a scenario scaled with `--nodes` may need other bounds.
 
 use core::fmt;
 use core::ops::Range;
@@ -109,6 +130,8 @@ use toml::Spanned;
 pub const MAX_NODES: u32 = 200_000;
 /// The largest `count` of one fault entry.
 pub const MAX_FAULT_OCCURRENCES: u32 = 100_000;
+/// The most explicit groups of one partition (unlisted nodes form one more).
+pub const MAX_PARTITION_GROUPS: usize = 254;
 /// The largest `value_bytes` of a metadata write (the core refuses more than its own bound anyway).
 pub const MAX_VALUE_BYTES: u32 = 65_536;
 
@@ -901,10 +924,16 @@ impl RawFault {
                     }
                     (None, Some(g)) => {
                         let groups = g.get_ref();
-                        if groups.is_empty() || groups.iter().any(|s| !s.is_indexed()) {
+                        if groups.is_empty()
+                            || groups.len() > MAX_PARTITION_GROUPS
+                            || groups.iter().any(|s| !s.is_indexed())
+                        {
                             return Err((
                                 g.span(),
-                                "groups must be a non-empty list of index selectors".to_owned(),
+                                format!(
+                                    "groups must be a list of 1 to {MAX_PARTITION_GROUPS} index \
+                                     selectors"
+                                ),
                                 "e.g. groups = [\"0..50\", \"50..100\"]; use split for random \
                                  groups",
                             ));

@@ -1,0 +1,93 @@
+//! The `meshkit-sim` command's contract: exit codes, error messages, JSON lines, replay lines.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn sim() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_meshkit-sim"))
+}
+
+fn scratch(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("meshkit-sim-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const SMALL: &str = "name = \"small\"\ndescription = \"t\"\n[topology]\nnodes = 12\n[run]\nduration = \"20s\"\n\
+                     [[fault]]\nat = \"5s\"\naction = \"crash\"\nnodes = \"1\"\n";
+
+#[test]
+fn a_scenario_error_exits_2_with_file_line_and_hint() {
+    let path = scratch(
+        "bad.toml",
+        "name = \"x\"\n[topology]\nnodes = 10\nnodez = 3\n[run]\nduration = \"1s\"\n",
+    );
+    let out = sim().arg("run").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:4:1:", path.display())), "{err}");
+    assert!(err.contains("nodez") && err.contains("hint:"), "{err}");
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let path = scratch("ok-args.toml", SMALL);
+    for args in [
+        &["--duration", "10"][..],
+        &["--seeds", "3..3"],
+        &["--profile", "fast"],
+    ] {
+        let out = sim().arg("run").arg(&path).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}
+
+#[test]
+fn json_lines_per_seed_and_exit_0_when_everything_holds() {
+    let path = scratch("ok.toml", &format!("{SMALL}[expect]\nconverged = true\n"));
+    let out = sim()
+        .arg("run")
+        .arg(&path)
+        .args(["--seeds", "1..3", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2);
+    for (line, seed) in lines.iter().zip(1..) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["seed"], seed);
+        assert_eq!(v["crashes"], 1);
+    }
+}
+
+#[test]
+fn a_failed_expectation_exits_1_and_prints_the_replay_command() {
+    let path = scratch(
+        "strict.toml",
+        &format!("{SMALL}[expect]\ndetection_p99_s_max = 0.001\n"),
+    );
+    let out = sim()
+        .arg("run")
+        .arg(&path)
+        .args(["--seed", "7", "--nodes", "10"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("EXPECTATION FAILED: detection_p99_s"),
+        "{stdout}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let replay = format!("meshkit-sim run {} --seed 7 --nodes 10", path.display());
+    assert!(err.contains(&replay), "{err}");
+}
