@@ -150,7 +150,12 @@ fn run(args: &RunArgs) -> ExitCode {
         options.duration = args.duration;
         options.profile = args.profile.map(Profile::from);
         options.trace_node = args.trace_node;
-        let bar = progress_bar(show_progress, seed);
+        let virtual_ms = args.duration.unwrap_or(scenario.duration()).as_millis();
+        let bar = progress_bar(
+            show_progress,
+            seed,
+            u64::try_from(virtual_ms).unwrap_or(u64::MAX),
+        );
         let started = wall_now();
         let result = meshkit_sim::run_with_progress(&scenario, options, &mut |now, end| {
             if let Some(bar) = &bar {
@@ -196,11 +201,11 @@ fn run(args: &RunArgs) -> ExitCode {
     ExitCode::from(1)
 }
 
-fn progress_bar(show: bool, seed: u64) -> Option<ProgressBar> {
+fn progress_bar(show: bool, seed: u64, virtual_ms: u64) -> Option<ProgressBar> {
     if !show {
         return None;
     }
-    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    let bar = ProgressBar::with_draw_target(Some(virtual_ms), ProgressDrawTarget::stderr());
     let style =
         ProgressStyle::with_template("seed {msg} [{bar:40}] {pos}/{len} virtual ms ({eta})")
             .unwrap_or_else(|_| ProgressStyle::default_bar());
