@@ -151,10 +151,18 @@ impl Membership {
     }
 
     /// Asks `peer` for `node`'s metadata newer than `have`, unless a pull is already under way.
+    /// A pull unanswered for a (health-scaled) probe timeout is presumed lost and may be retried,
+    /// so a lost answer costs a round trip, not an anti-entropy period.
     fn request_pull(&mut self, now: Instant, peer: NodeId, node: NodeId, have: MetaVersion) {
+        let retry_after = self.health.scale(self.config.probe_timeout());
+        let in_flight = self
+            .meta_pulls
+            .get(&node)
+            .is_some_and(|at| now.saturating_duration_since(*at) < retry_after);
         if peer == self.id
-            || self.meta_pulls.contains_key(&node)
-            || self.meta_pulls.len() >= super::metadata::MAX_PENDING_TRANSFERS
+            || in_flight
+            || (!self.meta_pulls.contains_key(&node)
+                && self.meta_pulls.len() >= super::metadata::MAX_PENDING_TRANSFERS)
         {
             return;
         }

@@ -262,6 +262,24 @@ impl Membership {
             return;
         }
         let incarnation = s.incarnation;
+        let grace = self.health.scale(self.config.probe_timeout());
+        if let Some(s) = self.suspicions.get_mut(&node)
+            && s.grant_last_check(grace)
+        {
+            // Nobody else confirmed this suspicion: before declaring the member dead, tell it
+            // directly. If it is alive its refutation comes straight back (a refutation answers
+            // the claim's sender first); a lost refutation should not kill a healthy member.
+            let deadline = s.deadline();
+            self.suspicion_deadlines.insert((deadline, node));
+            let seq = self.next_seq();
+            let claim = Update::Suspect {
+                node,
+                incarnation,
+                from: self.id,
+            };
+            self.send_with(node, Message::Ping { seq, target: node }, vec![claim]);
+            return;
+        }
         self.suspicions.remove(&node);
         let still_suspect = self
             .members

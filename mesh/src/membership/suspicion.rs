@@ -21,6 +21,8 @@ pub(crate) struct Suspicion {
     max: Duration,
     expected: u32,
     confirmers: BTreeSet<NodeId>,
+    /// Extra time granted for one last direct check of an unconfirmed suspicion.
+    grace: Duration,
 }
 
 impl Suspicion {
@@ -42,6 +44,7 @@ impl Suspicion {
             max,
             expected,
             confirmers,
+            grace: Duration::ZERO,
         }
     }
 
@@ -62,6 +65,18 @@ impl Suspicion {
                 self.expected,
                 self.confirmers.len() as u32 - 1,
             )
+            + self.grace
+    }
+
+    /// Grants one last direct check (`grace` long) to a suspicion no other member confirmed;
+    /// returns false if it was confirmed or already had its check.
+    pub(crate) fn grant_last_check(&mut self, grace: Duration) -> bool {
+        let confirmed = self.expected > 0 && self.confirmers.len() as u32 > self.expected;
+        if confirmed || self.grace > Duration::ZERO {
+            return false;
+        }
+        self.grace = grace;
+        true
     }
 }
 
