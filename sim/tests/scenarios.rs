@@ -7,10 +7,10 @@ use meshkit_sim::{RunOptions, Scenario};
 
 /// The shipped scenarios and the node count this test runs them at (`None`: the file's own).
 ///
-/// The loss scenarios keep their 128 nodes: below 100 nodes the retransmit budget drops from 12
-/// to 8 (`4 * ceil(log10(N + 1))`), so at 5% loss a missed write waits for anti-entropy (beyond
-/// the dissemination bound) and at 20% loss a missed refutation more often becomes a false
-/// positive (beyond that bound).
+/// The loss scenarios keep their 128 nodes: below 100 nodes the retransmit budget
+/// (`retransmit_mult * ceil(log10(N + 1))`) takes a step down, so at 5% loss a missed write
+/// waits for anti-entropy (beyond the dissemination bound) and at 20% loss a missed refutation
+/// more often becomes a false positive (beyond that bound).
 const SHIPPED: &[(&str, Option<u32>)] = &[
     ("steady", Some(64)),
     ("crash-one", Some(64)),
