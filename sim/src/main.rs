@@ -36,8 +36,9 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// The scenario file (TOML), e.g. scenarios/crash-one.toml.
-    scenario: PathBuf,
+    /// The scenario file (TOML), e.g. scenarios/crash-one.toml. Without one, the embedded default
+    /// (a copy of scenarios/crash-one.toml) runs.
+    scenario: Option<PathBuf>,
     /// Override the scenario's node count.
     #[arg(long)]
     nodes: Option<u32>,
@@ -122,6 +123,9 @@ fn wall_now() -> std::time::Instant {
     std::time::Instant::now()
 }
 
+/// The scenario `meshkit-sim run` runs when given none: one crash in a 128-node mesh.
+const DEFAULT_SCENARIO: &str = include_str!("../../scenarios/crash-one.toml");
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -130,7 +134,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &RunArgs) -> ExitCode {
-    let scenario = match Scenario::from_file(&args.scenario) {
+    let loaded = match &args.scenario {
+        Some(path) => Scenario::from_file(path),
+        None => Scenario::parse(DEFAULT_SCENARIO, "scenarios/crash-one.toml"),
+    };
+    let scenario = match loaded {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");

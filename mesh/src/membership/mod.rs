@@ -588,6 +588,10 @@ impl Membership {
     }
 
     /// The metadata this node holds for `id` (its own for the local id).
+    ///
+    /// `None` for an unknown member, and also for a member whose metadata this node holds as
+    /// empty: an empty copy is kept as its version only (see [`MemberView::meta_version`]), which
+    /// keeps the table small in meshes where most members publish nothing.
     pub fn metadata(&self, id: NodeId) -> Option<&Metadata> {
         if id == self.id {
             return Some(&self.own_meta);
