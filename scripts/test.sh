@@ -39,7 +39,7 @@ step "rustdoc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
 step "fuzz targets compile (running them needs nightly: see fuzz/README.md)"
-cargo check --manifest-path fuzz/Cargo.toml --locked --quiet
+cargo check --manifest-path fuzz/Cargo.toml --quiet  # its lock file follows the workspace's
 
 step "scenario catalog replays on the simulator"
 cargo run --quiet --locked -p meshkit-sim -- run scenarios/steady.toml --seeds 1..3
