@@ -105,6 +105,25 @@ impl Membership {
         self.observe_meta(now, sender, node, meta);
     }
 
+    /// The member a Suspect or Dead claim at `incarnation` may change, with its state and
+    /// incarnation; `None` if the claim is about this node (refuted here when current), about an
+    /// unknown member, older than what we hold, or about a member already Dead or Left.
+    fn claim_target(
+        &mut self,
+        node: NodeId,
+        incarnation: Incarnation,
+    ) -> Option<(MemberState, Incarnation)> {
+        if node == self.id {
+            if incarnation >= self.incarnation && !self.left {
+                self.refute(incarnation);
+            }
+            return None;
+        }
+        let m = self.members.get(node)?;
+        let settled = matches!(m.state, MemberState::Dead | MemberState::Left);
+        (incarnation >= m.incarnation && !settled).then_some((m.state, m.incarnation))
+    }
+
     pub(super) fn apply_suspect(
         &mut self,
         now: Instant,
@@ -112,19 +131,10 @@ impl Membership {
         incarnation: Incarnation,
         by: NodeId,
     ) {
-        if node == self.id {
-            if incarnation >= self.incarnation && !self.left {
-                self.refute(incarnation);
-            }
-            return;
-        }
-        let Some(m) = self.members.get(node) else {
+        let Some((state, current)) = self.claim_target(node, incarnation) else {
             return;
         };
-        if incarnation < m.incarnation || matches!(m.state, MemberState::Dead | MemberState::Left) {
-            return;
-        }
-        if m.state == MemberState::Suspect && incarnation == m.incarnation {
+        if state == MemberState::Suspect && incarnation == current {
             if let Some(s) = self.suspicions.get_mut(&node) {
                 let before = s.deadline();
                 if s.confirm(by) {
@@ -173,16 +183,7 @@ impl Membership {
         incarnation: Incarnation,
         by: NodeId,
     ) {
-        if node == self.id {
-            if incarnation >= self.incarnation && !self.left {
-                self.refute(incarnation);
-            }
-            return;
-        }
-        let Some(m) = self.members.get(node) else {
-            return;
-        };
-        if incarnation < m.incarnation || matches!(m.state, MemberState::Dead | MemberState::Left) {
+        if self.claim_target(node, incarnation).is_none() {
             return;
         }
         self.transition(now, node, incarnation, MemberState::Dead, Some(by));
