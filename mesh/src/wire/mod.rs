@@ -6,6 +6,8 @@
 //! [`MAX_DATAGRAM_BYTES`] (a QUIC datagram). [`decode`] returns a [`DecodeError`] for any byte
 //! string it cannot read: it never panics on peer input.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod codec;
 
 use thiserror::Error;
