@@ -9,6 +9,8 @@
 //! * [`membership`]: SWIM failure detection with the Lifeguard refinements, piggybacked
 //!   dissemination, anti-entropy, versioned per-member metadata. [`membership::Membership`]'s
 //!   docs show how a driver feeds it.
+//! * [`shard`]: shard ids and their lease scopes, the fenced [`shard::ShardMap`], and the
+//!   [`shard::Rebalancer`] that plans the fewest moves to balance, fill and drain.
 //! * [`wire`]: the versioned binary datagram format; decoding never panics.
 //! * [`config`]: the validated [`config::Config`] and its LAN / WAN / memberlist profiles.
 //! * [`Instant`], [`NodeId`], [`Incarnation`], [`MetaVersion`]: time and identifiers.
@@ -27,6 +29,7 @@ pub mod config;
 mod id;
 pub mod membership;
 mod rng;
+pub mod shard;
 mod time;
 pub mod wire;
 
