@@ -31,6 +31,22 @@ struct Args {
     /// Small sizes and short runs: a smoke test of the program itself.
     #[arg(long)]
     quick: bool,
+    /// Which tables to print.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "detection,loss,heal,quiet"
+    )]
+    sections: Vec<Section>,
+}
+
+/// The tables the program can print.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Section {
+    Detection,
+    Loss,
+    Heal,
+    Quiet,
 }
 
 const PROFILES: [&str; 2] = ["lan", "memberlist"];
@@ -47,10 +63,17 @@ fn main() {
         "Command: `cargo run --release -p meshkit-benches -- {}`\n",
         std::env::args().skip(1).collect::<Vec<_>>().join(" ")
     );
-    detection_table(&args);
-    loss_table(&args);
-    heal_table(&args);
-    speed_table(&args);
+    let tables: [(Section, fn(&Args)); 4] = [
+        (Section::Detection, detection_table),
+        (Section::Loss, loss_table),
+        (Section::Heal, heal_table),
+        (Section::Quiet, speed_table),
+    ];
+    for (section, table) in tables {
+        if args.sections.contains(&section) {
+            table(&args);
+        }
+    }
 }
 
 /// Runs `text` for `seeds` seeds, returning the reports.
