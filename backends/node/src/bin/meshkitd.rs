@@ -1,0 +1,132 @@
+//! `meshkitd`: runs one MeshKit node from a `node.toml`.
+//!
+//! ```text
+//! meshkitd --config node.toml          run the node until Ctrl-C / SIGTERM
+//! meshkitd check-config node.toml      validate the file (and its TLS files), then exit
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use meshkit_node::config::NodeConfig;
+
+/// Runs one MeshKit node.
+#[derive(Debug, Parser)]
+#[command(name = "meshkitd", version, about)]
+struct Cli {
+    /// The node's configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validates a configuration file and its TLS files; exits non-zero naming the bad key.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match (cli.command, cli.config) {
+        (Some(Command::CheckConfig { file }), _) => check(&file),
+        (None, Some(file)) => run(&file),
+        (None, None) => {
+            eprintln!("meshkitd: give --config FILE to run a node, or check-config FILE");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn check(file: &std::path::Path) -> ExitCode {
+    match NodeConfig::load(file).and_then(|c| c.load_tls().map(|_| c)) {
+        Ok(config) => {
+            println!(
+                "{}: ok (node-{}, listen {}, {} seeds)",
+                file.display(),
+                config.id().get(),
+                config.listen(),
+                config.seeds().len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("meshkitd: {}: {error}", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(file: &std::path::Path) -> ExitCode {
+    let config = match NodeConfig::load(file) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("meshkitd: {}: {error}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("meshkitd: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let node = match meshkit_node::node::start(&config).await {
+            Ok(node) => node,
+            Err(error) => {
+                eprintln!("meshkitd: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Some(addr) = node.control_addr() {
+            println!(
+                "node-{} gossip {} control http://{addr}",
+                node.id().get(),
+                node.gossip_addr()
+            );
+        }
+        shutdown_signal().await;
+        tracing::info!("stopping");
+        node.stop().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

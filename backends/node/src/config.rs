@@ -1,0 +1,330 @@
+//! `node.toml`: what one `meshkitd` runs, parsed into a validated [`NodeConfig`].
+//!
+//! ```toml
+//! id = 1                          # this node's id; its certificate must name node-1
+//! listen = "127.0.0.1:7001"       # UDP address of the QUIC transport (port 0: any free port)
+//! advertise = "127.0.0.1:7001"    # optional: the address peers dial (default: the bound one)
+//! seeds = ["2@127.0.0.1:7002"]    # optional: id@host:port of nodes to join through
+//! profile = "lan"                 # optional: lan (default), wan or memberlist
+//! control = "127.0.0.1:8001"      # optional: TCP address of the HTTP control endpoint
+//!
+//! [tls]                           # paths are relative to this file's directory
+//! cert = "certs/node-1.pem"
+//! key = "certs/node-1.key"
+//! ca = "certs/ca.pem"
+//!
+//! [membership]                    # optional overrides of the profile (meshkit RawConfig)
+//! probe_interval = "500ms"
+//! ```
+//!
+//! Unknown keys are refused with the list of allowed ones; every other error names its key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use meshkit::NodeId;
+use meshkit::config::{Config, ConfigError, Profile, RawConfig};
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::driver::Seed;
+use crate::tls::{TlsError, TlsIdentity};
+
+/// The serde form of `node.toml`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(missing_docs, reason = "the module docs describe each key")]
+pub struct RawNodeConfig {
+    pub id: u64,
+    pub listen: String,
+    pub advertise: Option<String>,
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    pub profile: Option<String>,
+    pub control: Option<String>,
+    pub seed: Option<u64>,
+    pub tls: RawTlsConfig,
+    pub membership: Option<RawConfig>,
+}
+
+/// The `[tls]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(missing_docs, reason = "the module docs describe each key")]
+pub struct RawTlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+/// Why a `node.toml` was refused. Always an operator fault; nothing was started.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum NodeConfigError {
+    /// The file could not be read. (Messages leave out the path: callers print it first.)
+    #[error("cannot read the file: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, a key of the wrong type, a missing or an unknown key.
+    #[error("{source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message: it names the key, and lists the allowed keys for an unknown one.
+        source: Box<toml::de::Error>,
+    },
+    /// A value of the right type that is not allowed.
+    #[error("key `{key}` = {value:?}: expected {expected}")]
+    Invalid {
+        /// The key, as written in the file (`seeds[1]` for the second seed).
+        key: String,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        expected: &'static str,
+    },
+    /// A `[membership]` override out of range.
+    #[error("key membership.{0}")]
+    Membership(ConfigError),
+    /// The TLS files are unusable.
+    #[error("key `tls`: {0}")]
+    Tls(#[from] TlsError),
+    /// The certificate names another node than `id`.
+    #[error("key `id` = {id}: the certificate in `tls.cert` is for node-{cert_id}")]
+    IdMismatch {
+        /// The configured id.
+        id: u64,
+        /// The id the certificate names.
+        cert_id: u64,
+    },
+}
+
+/// A validated node configuration. Build it with [`NodeConfig::load`] or `TryFrom`.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    id: NodeId,
+    listen: SocketAddr,
+    advertise: Option<SocketAddr>,
+    seeds: Vec<Seed>,
+    control: Option<SocketAddr>,
+    rng_seed: Option<u64>,
+    tls: RawTlsConfig,
+    membership: Config,
+}
+
+fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, NodeConfigError> {
+    value.parse().map_err(|_| NodeConfigError::Invalid {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        expected: "an IP address and port, such as 127.0.0.1:7001",
+    })
+}
+
+impl NodeConfig {
+    /// Reads and validates `path`; relative TLS paths are taken from the file's directory.
+    pub fn load(path: &Path) -> Result<Self, NodeConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| NodeConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut raw: RawNodeConfig =
+            toml::from_str(&text).map_err(|source| NodeConfigError::Parse {
+                path: path.to_owned(),
+                source: Box::new(source),
+            })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for file in [&mut raw.tls.cert, &mut raw.tls.key, &mut raw.tls.ca] {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
+        }
+        Self::try_from(raw)
+    }
+
+    /// Loads the TLS files and checks that the certificate names this node.
+    pub fn load_tls(&self) -> Result<TlsIdentity, NodeConfigError> {
+        let identity = TlsIdentity::load(&self.tls.cert, &self.tls.key, &self.tls.ca)?;
+        if identity.id() != self.id {
+            return Err(NodeConfigError::IdMismatch {
+                id: self.id.get(),
+                cert_id: identity.id().get(),
+            });
+        }
+        // Build both sides once, so a key that does not match its certificate fails here.
+        identity.server_config()?;
+        identity.client_config()?;
+        Ok(identity)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+    /// The UDP address the QUIC transport binds.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+    /// The address peers dial, if set apart from the bound one.
+    pub fn advertise(&self) -> Option<SocketAddr> {
+        self.advertise
+    }
+    /// Nodes to join through.
+    pub fn seeds(&self) -> &[Seed] {
+        &self.seeds
+    }
+    /// The TCP address of the control endpoint, if any.
+    pub fn control(&self) -> Option<SocketAddr> {
+        self.control
+    }
+    /// The RNG seed of the membership core, if fixed (default: drawn at start).
+    pub fn rng_seed(&self) -> Option<u64> {
+        self.rng_seed
+    }
+    /// The membership configuration (profile plus overrides).
+    pub fn membership(&self) -> &Config {
+        &self.membership
+    }
+}
+
+impl TryFrom<RawNodeConfig> for NodeConfig {
+    type Error = NodeConfigError;
+
+    fn try_from(raw: RawNodeConfig) -> Result<Self, NodeConfigError> {
+        let listen = socket_addr("listen", &raw.listen)?;
+        let advertise = raw
+            .advertise
+            .as_deref()
+            .map(|a| socket_addr("advertise", a))
+            .transpose()?;
+        if let Some(a) = advertise
+            && (a.ip().is_unspecified() || a.port() == 0)
+        {
+            return Err(NodeConfigError::Invalid {
+                key: "advertise".to_owned(),
+                value: a.to_string(),
+                expected: "an address peers can dial: a specific IP and a non-zero port",
+            });
+        }
+        if advertise.is_none() && listen.ip().is_unspecified() {
+            return Err(NodeConfigError::Invalid {
+                key: "advertise".to_owned(),
+                value: String::new(),
+                expected: "an address peers can dial, required when `listen` is 0.0.0.0 or [::]",
+            });
+        }
+        let seeds = raw
+            .seeds
+            .iter()
+            .enumerate()
+            .map(|(i, s)| parse_seed(s).ok_or_else(|| seed_error(i, s)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let control = raw
+            .control
+            .as_deref()
+            .map(|c| socket_addr("control", c))
+            .transpose()?;
+        let mut membership = raw.membership.unwrap_or_default();
+        if let Some(name) = &raw.profile {
+            let profile: Profile = name.parse().map_err(|_| NodeConfigError::Invalid {
+                key: "profile".to_owned(),
+                value: name.clone(),
+                expected: "lan, wan or memberlist",
+            })?;
+            if membership.profile.is_some_and(|p| p != profile) {
+                return Err(NodeConfigError::Invalid {
+                    key: "membership.profile".to_owned(),
+                    value: membership
+                        .profile
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
+                    expected: "the same profile as the top-level `profile` key, or nothing",
+                });
+            }
+            membership.profile = Some(profile);
+        }
+        let membership = Config::try_from(membership).map_err(NodeConfigError::Membership)?;
+        Ok(Self {
+            id: NodeId::new(raw.id),
+            listen,
+            advertise,
+            seeds,
+            control,
+            rng_seed: raw.seed,
+            tls: raw.tls,
+            membership,
+        })
+    }
+}
+
+/// Parses `id@host:port`.
+pub fn parse_seed(text: &str) -> Option<Seed> {
+    let (id, addr) = text.split_once('@')?;
+    Some(Seed {
+        id: NodeId::new(id.trim().parse().ok()?),
+        addr: addr.trim().parse().ok()?,
+    })
+}
+
+fn seed_error(index: usize, value: &str) -> NodeConfigError {
+    NodeConfigError::Invalid {
+        key: format!("seeds[{index}]"),
+        value: value.to_owned(),
+        expected: "id@ip:port, such as 2@127.0.0.1:7002",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<NodeConfig, NodeConfigError> {
+        let raw: RawNodeConfig = toml::from_str(text).map_err(|source| NodeConfigError::Parse {
+            path: PathBuf::from("node.toml"),
+            source: Box::new(source),
+        })?;
+        NodeConfig::try_from(raw)
+    }
+
+    const TLS: &str = "[tls]\ncert = \"a.pem\"\nkey = \"a.key\"\nca = \"ca.pem\"\n";
+
+    #[test]
+    fn good_file_parses() {
+        let c = parse(&format!(
+            "id = 3\nlisten = \"127.0.0.1:7003\"\nseeds = [\"1@127.0.0.1:7001\"]\n\
+             profile = \"wan\"\ncontrol = \"127.0.0.1:8003\"\n{TLS}\
+             [membership]\nprobe_interval = \"6s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.id(), NodeId::new(3));
+        assert_eq!(c.seeds()[0].id, NodeId::new(1));
+        assert_eq!(c.membership().profile(), Profile::Wan);
+        assert_eq!(
+            c.membership().probe_interval(),
+            meshkit::Duration::from_secs(6)
+        );
+    }
+
+    #[test]
+    fn errors_name_their_key() {
+        let base = "id = 1\nlisten = \"127.0.0.1:7001\"\n";
+        let cases = [
+            (format!("{base}colour = 1\n{TLS}"), "colour"),
+            (format!("{base}seeds = [\"1@x\", \"y\"]\n{TLS}"), "seeds[0]"),
+            (format!("{base}profile = \"fast\"\n{TLS}"), "profile"),
+            (format!("id = 1\nlisten = \"nope\"\n{TLS}"), "listen"),
+            (
+                format!("{base}{TLS}[membership]\nprobe_interval = \"1ns\"\n"),
+                "membership.probe_interval",
+            ),
+            (base.to_owned(), "tls"),
+        ];
+        for (text, key) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(key), "{key:?} not named in: {err}");
+        }
+    }
+}

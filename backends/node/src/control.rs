@@ -1,0 +1,235 @@
+//! The HTTP control endpoint (axum; HTTP/1.1 and cleartext HTTP/2 on one TCP port).
+//!
+//! * `GET /healthz`: `ok` while the driver runs, 503 once it has stopped.
+//! * `GET /meshkit/peers`: this node's view as JSON ([`PeersResponse`]).
+//! * `GET /metrics`: Prometheus text format (0.0.4): `mesh_gossip_*` from the core's counters and
+//!   member counts by state, `mesh_transport_*` from the transport's.
+
+use std::fmt::Write as _;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use meshkit::membership::MemberState;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use crate::driver::{NodeHandle, Snapshot};
+
+/// The body of `GET /meshkit/peers`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeersResponse {
+    /// The answering node's id.
+    pub local: u64,
+    /// Every member it knows, itself included, in id order.
+    pub peers: Vec<PeerJson>,
+}
+
+/// One member in [`PeersResponse`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerJson {
+    /// Its node id.
+    pub id: u64,
+    /// `alive`, `suspect`, `dead` or `left`.
+    pub state: String,
+    /// Its incarnation number.
+    pub incarnation: u32,
+    /// Smoothed round-trip time of direct probes, once measured.
+    pub rtt_ms: Option<f64>,
+    /// Keys of its metadata.
+    pub metadata: Vec<String>,
+    /// The address its transport is dialled at, when known.
+    pub addr: Option<String>,
+}
+
+impl PeersResponse {
+    /// The JSON form of a snapshot.
+    pub fn from_snapshot(snapshot: &Snapshot) -> Self {
+        Self {
+            local: snapshot.local_id.get(),
+            peers: snapshot
+                .peers
+                .iter()
+                .map(|p| PeerJson {
+                    id: p.id.get(),
+                    state: p.state.to_string(),
+                    incarnation: p.incarnation.get(),
+                    rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1e3),
+                    metadata: p.metadata_keys.clone(),
+                    addr: p.addr.map(|a| a.to_string()),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The control API's routes over a node.
+pub fn router(node: NodeHandle) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/meshkit/peers", get(peers))
+        .route("/metrics", get(metrics))
+        .with_state(node)
+}
+
+/// Serves the control API on `listener` until the task is dropped or aborted.
+pub async fn serve(listener: TcpListener, node: NodeHandle) -> std::io::Result<()> {
+    axum::serve(listener, router(node)).await
+}
+
+fn stopped() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "driver stopped\n").into_response()
+}
+
+async fn healthz(State(node): State<NodeHandle>) -> Response {
+    match node.snapshot().await {
+        Ok(_) => "ok\n".into_response(),
+        Err(_) => stopped(),
+    }
+}
+
+async fn peers(State(node): State<NodeHandle>) -> Response {
+    match node.snapshot().await {
+        Ok(s) => axum::Json(PeersResponse::from_snapshot(&s)).into_response(),
+        Err(_) => stopped(),
+    }
+}
+
+async fn metrics(State(node): State<NodeHandle>) -> Response {
+    match node.snapshot().await {
+        Ok(s) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            render_metrics(&s),
+        )
+            .into_response(),
+        Err(_) => stopped(),
+    }
+}
+
+/// The Prometheus text exposition of a snapshot.
+pub fn render_metrics(s: &Snapshot) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let states = [
+        MemberState::Alive,
+        MemberState::Suspect,
+        MemberState::Dead,
+        MemberState::Left,
+    ];
+    let labels: Vec<String> = states
+        .iter()
+        .map(|state| format!("{{state=\"{state}\"}}"))
+        .collect();
+    let by_state: Vec<(&str, u64)> = states
+        .iter()
+        .zip(&labels)
+        .map(|(state, label)| (label.as_str(), s.count(*state) as u64))
+        .collect();
+    family(
+        "mesh_gossip_members",
+        "gauge",
+        "Members this node knows, by state, itself included.",
+        &by_state,
+    );
+    family(
+        "mesh_gossip_health_score",
+        "gauge",
+        "Lifeguard local health score (0 is healthy).",
+        &[("", u64::from(s.health_score))],
+    );
+    let st = &s.stats;
+    let counters: [(&str, &str, u64); 11] = [
+        (
+            "mesh_gossip_probes_total",
+            "Direct probes started.",
+            st.probes,
+        ),
+        (
+            "mesh_gossip_probes_failed_total",
+            "Probes that got no ack, direct or indirect.",
+            st.probes_failed,
+        ),
+        (
+            "mesh_gossip_indirect_probes_total",
+            "Indirect probe requests sent.",
+            st.indirect_probes,
+        ),
+        (
+            "mesh_gossip_suspicions_raised_total",
+            "Suspicions raised from this node's own failed probes.",
+            st.suspicions_raised,
+        ),
+        (
+            "mesh_gossip_refutations_total",
+            "Refutations of claims about this node.",
+            st.refutations,
+        ),
+        (
+            "mesh_gossip_syncs_total",
+            "Anti-entropy exchanges started.",
+            st.syncs,
+        ),
+        (
+            "mesh_gossip_datagrams_sent_total",
+            "Datagrams sent.",
+            st.datagrams_sent,
+        ),
+        ("mesh_gossip_sent_bytes_total", "Bytes sent.", st.bytes_sent),
+        (
+            "mesh_gossip_datagrams_received_total",
+            "Datagrams received and decoded.",
+            st.datagrams_received,
+        ),
+        (
+            "mesh_gossip_datagrams_refused_total",
+            "Datagrams refused (undecodable, or a sender mismatch).",
+            st.datagrams_refused,
+        ),
+        (
+            "mesh_gossip_outbox_dropped_total",
+            "Datagrams dropped because the outbox was full.",
+            st.outbox_dropped,
+        ),
+    ];
+    for (name, help, value) in counters {
+        family(name, "counter", help, &[("", value)]);
+    }
+    let t = &s.transport;
+    let transport: [(&str, &str, u64); 4] = [
+        (
+            "mesh_transport_connections_opened_total",
+            "QUIC connections established, dialled or accepted.",
+            t.connections_opened,
+        ),
+        (
+            "mesh_transport_dials_failed_total",
+            "Dials that failed.",
+            t.dials_failed,
+        ),
+        (
+            "mesh_transport_handshakes_refused_total",
+            "Incoming handshakes refused (e.g. a certificate not signed by the CA).",
+            t.handshakes_refused,
+        ),
+        (
+            "mesh_transport_datagrams_dropped_total",
+            "Datagrams dropped on the way out.",
+            t.datagrams_dropped,
+        ),
+    ];
+    for (name, help, value) in transport {
+        family(name, "counter", help, &[("", value)]);
+    }
+    out
+}

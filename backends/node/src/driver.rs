@@ -1,0 +1,519 @@
+//! The tokio driver of [`Membership`]: one future per node, shaped like quinn's
+//! `ConnectionDriver` (STYLE.md rule 19).
+//!
+//! Each poll feeds the core its inputs (commands from [`NodeHandle`]s, datagrams from the
+//! [`Transport`], the timer), drains `poll_transmit` into the transport and `poll_event` into a
+//! broadcast channel, re-arms one `tokio::time::Sleep` to `poll_timeout`, and goes round again
+//! while there was progress, within a fixed budget per poll. Time comes from a [`Clock`]. The
+//! driver holds no protocol logic: it only keeps the address book (NodeId -> SocketAddr) that
+//! members publish under the [`ADDR_KEY`] metadata key.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use meshkit::membership::{Event, MemberState, Membership, MetadataError, Stats};
+use meshkit::{Duration, Incarnation, Instant, MetaVersion, NodeId};
+use thiserror::Error;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Sleep;
+
+use crate::clock::Clock;
+use crate::transport::{Transport, TransportStats};
+
+/// The metadata key under which every node publishes the address its transport listens on.
+pub const ADDR_KEY: &str = "addr";
+/// Commands queued for the driver before [`NodeHandle`] calls wait.
+pub const COMMAND_QUEUE_LEN: usize = 64;
+/// Events kept for slow subscribers; past this a subscriber sees `Lagged`.
+pub const EVENT_CHANNEL_LEN: usize = 1024;
+/// Input/output rounds per poll before the driver yields to other tasks (and re-wakes itself).
+pub const MAX_ROUNDS_PER_POLL: usize = 16;
+/// Datagrams or commands taken per round.
+pub const MAX_INPUTS_PER_ROUND: usize = 64;
+/// When the core has no timer at all, the driver still wakes this often.
+const IDLE_WAKE: Duration = Duration::from_secs(3600);
+
+/// A seed to join through: its id and the address its transport listens on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seed {
+    /// The seed's node id (its certificate must name it).
+    pub id: NodeId,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+/// One member as a [`Snapshot`] shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The member.
+    pub id: NodeId,
+    /// Its state.
+    pub state: MemberState,
+    /// Its incarnation.
+    pub incarnation: Incarnation,
+    /// Smoothed round-trip time of direct probes, once measured.
+    pub rtt: Option<Duration>,
+    /// Keys of its metadata this node holds (live keys only).
+    pub metadata_keys: Vec<String>,
+    /// The address the driver would dial it at.
+    pub addr: Option<SocketAddr>,
+}
+
+/// A consistent copy of one node's view, taken by the driver between two inputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// This node.
+    pub local_id: NodeId,
+    /// Every member known, this node included, in id order.
+    pub peers: Vec<PeerInfo>,
+    /// The core's counters.
+    pub stats: Stats,
+    /// The transport's counters.
+    pub transport: TransportStats,
+    /// Lifeguard's local health score (0 = healthy).
+    pub health_score: u32,
+}
+
+impl Snapshot {
+    /// Members in `state`, this node included.
+    pub fn count(&self, state: MemberState) -> usize {
+        self.peers.iter().filter(|p| p.state == state).count()
+    }
+
+    /// The view of member `id`, if known.
+    pub fn peer(&self, id: NodeId) -> Option<&PeerInfo> {
+        self.peers.iter().find(|p| p.id == id)
+    }
+}
+
+/// The driver has stopped (shut down, or its transport closed); nothing was done.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[error("the node's driver has stopped")]
+pub struct DriverStopped;
+
+/// Why [`NodeHandle::set_metadata`] failed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SetMetadataError {
+    /// The core refused the write (caller misuse: key or size over its limits); nothing changed.
+    #[error(transparent)]
+    Refused(#[from] MetadataError),
+    /// The driver has stopped.
+    #[error(transparent)]
+    Stopped(#[from] DriverStopped),
+}
+
+#[derive(Debug)]
+enum Command {
+    Join(Vec<Seed>),
+    SetMetadata {
+        key: String,
+        value: Vec<u8>,
+        reply: oneshot::Sender<Result<MetaVersion, MetadataError>>,
+    },
+    Leave,
+    Snapshot(oneshot::Sender<Snapshot>),
+    Shutdown,
+}
+
+/// A cheap, cloneable way to command a running [`Driver`] and watch its events.
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    id: NodeId,
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<Event>,
+}
+
+impl NodeHandle {
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Events from now on (membership changes, metadata changes, refutations).
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Joins the mesh through `seeds` (their addresses go into the address book first).
+    pub async fn join(&self, seeds: Vec<Seed>) -> Result<(), DriverStopped> {
+        self.send(Command::Join(seeds)).await
+    }
+
+    /// Sets one key of this node's metadata and spreads it.
+    pub async fn set_metadata(
+        &self,
+        key: &str,
+        value: &[u8],
+    ) -> Result<MetaVersion, SetMetadataError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::SetMetadata {
+            key: key.to_owned(),
+            value: value.to_vec(),
+            reply,
+        })
+        .await?;
+        Ok(rx.await.map_err(|_| DriverStopped)??)
+    }
+
+    /// Leaves the mesh gracefully; keep the node running a few gossip rounds afterwards.
+    pub async fn leave(&self) -> Result<(), DriverStopped> {
+        self.send(Command::Leave).await
+    }
+
+    /// A copy of the node's current view.
+    pub async fn snapshot(&self) -> Result<Snapshot, DriverStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Snapshot(reply)).await?;
+        rx.await.map_err(|_| DriverStopped)
+    }
+
+    /// Stops the driver (without leaving: to peers this looks like a crash).
+    pub async fn shutdown(&self) -> Result<(), DriverStopped> {
+        self.send(Command::Shutdown).await
+    }
+
+    async fn send(&self, command: Command) -> Result<(), DriverStopped> {
+        self.commands.send(command).await.map_err(|_| DriverStopped)
+    }
+}
+
+/// The future that runs one node: spawn it on a tokio runtime. It completes when a
+/// [`NodeHandle::shutdown`] arrives, when every handle is dropped, or when the transport closes.
+#[must_use = "a driver does nothing unless spawned or awaited"]
+pub struct Driver<T, C> {
+    membership: Membership,
+    transport: T,
+    clock: C,
+    timer: Pin<Box<Sleep>>,
+    armed: Option<Instant>,
+    commands: mpsc::Receiver<Command>,
+    events: broadcast::Sender<Event>,
+    addrs: BTreeMap<NodeId, SocketAddr>,
+    buf: Vec<u8>,
+}
+
+impl<T: Transport, C: Clock> Driver<T, C> {
+    /// A driver for `membership` over `transport`, and the first handle to it.
+    pub fn new(membership: Membership, transport: T, clock: C) -> (Self, NodeHandle) {
+        let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE_LEN);
+        let (events, _) = broadcast::channel(EVENT_CHANNEL_LEN);
+        let handle = NodeHandle {
+            id: membership.local_id(),
+            commands: commands_tx,
+            events: events.clone(),
+        };
+        let driver = Self {
+            membership,
+            transport,
+            clock,
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed: None,
+            commands,
+            events,
+            addrs: BTreeMap::new(),
+            buf: Vec::with_capacity(meshkit::wire::MAX_DATAGRAM_BYTES),
+        };
+        (driver, handle)
+    }
+
+    /// Handles one command; `false` means stop.
+    fn handle_command(&mut self, command: Command) -> bool {
+        let now = self.clock.now();
+        match command {
+            Command::Join(seeds) => {
+                let own = self.membership.local_id();
+                for seed in seeds.iter().filter(|s| s.id != own) {
+                    self.addrs.insert(seed.id, seed.addr);
+                }
+                let ids: Vec<NodeId> = seeds.iter().map(|s| s.id).collect();
+                self.membership.handle_join(now, &ids);
+            }
+            Command::SetMetadata { key, value, reply } => {
+                let _ = reply.send(self.membership.set_metadata(now, &key, &value));
+            }
+            Command::Leave => self.membership.leave(now),
+            Command::Snapshot(reply) => {
+                let _ = reply.send(self.snapshot());
+            }
+            Command::Shutdown => return false,
+        }
+        true
+    }
+
+    fn handle_received(&mut self, from: NodeId, datagram: &[u8]) {
+        let now = self.clock.now();
+        if let Err(error) = self.membership.handle_datagram(now, from, datagram) {
+            tracing::debug!(%from, %error, "datagram refused");
+        }
+    }
+
+    /// Drains the core's outputs: transmits to the transport, events to subscribers.
+    fn flush(&mut self) {
+        let now = self.clock.now();
+        while let Some(t) = self.membership.poll_transmit(now, &mut self.buf) {
+            let addr = self.addrs.get(&t.to).copied();
+            let datagram = Bytes::copy_from_slice(&self.buf[..t.len]);
+            self.transport.send(t.to, addr, datagram);
+        }
+        while let Some(event) = self.membership.poll_event() {
+            if let Event::MetadataChanged { node, .. } = event {
+                self.learn_addr(node);
+            }
+            // No subscriber is fine: events are for whoever listens.
+            let _ = self.events.send(event);
+        }
+    }
+
+    /// Reads `node`'s published address into the address book (the local node's too, so
+    /// snapshots show it; nothing is ever sent to it).
+    fn learn_addr(&mut self, node: NodeId) {
+        let published = self
+            .membership
+            .metadata(node)
+            .and_then(|m| m.get(ADDR_KEY))
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|s| s.parse::<SocketAddr>().ok());
+        if let Some(addr) = published {
+            self.addrs.insert(node, addr);
+        }
+    }
+
+    /// Points the one timer at the core's next deadline.
+    fn arm_timer(&mut self, now: Instant) {
+        let deadline = self.membership.poll_timeout().unwrap_or(now + IDLE_WAKE);
+        if self.armed != Some(deadline) {
+            self.armed = Some(deadline);
+            let wait = deadline.saturating_duration_since(now);
+            self.timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + wait);
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let peers = self
+            .membership
+            .members()
+            .map(|m| PeerInfo {
+                id: m.id,
+                state: m.state,
+                incarnation: m.incarnation,
+                rtt: m.rtt,
+                metadata_keys: self
+                    .membership
+                    .metadata(m.id)
+                    .map(|meta| meta.live().map(|(k, _)| k.to_owned()).collect())
+                    .unwrap_or_default(),
+                addr: self.addrs.get(&m.id).copied(),
+            })
+            .collect();
+        Snapshot {
+            local_id: self.membership.local_id(),
+            peers,
+            stats: self.membership.stats(),
+            transport: self.transport.stats(),
+            health_score: self.membership.health_score(),
+        }
+    }
+}
+
+impl<T: Transport, C: Clock> Future for Driver<T, C> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        for _ in 0..MAX_ROUNDS_PER_POLL {
+            let mut progress = false;
+            for _ in 0..MAX_INPUTS_PER_ROUND {
+                match this.commands.poll_recv(cx) {
+                    Poll::Ready(Some(command)) => {
+                        progress = true;
+                        if !this.handle_command(command) {
+                            return Poll::Ready(());
+                        }
+                    }
+                    // Every handle dropped: nobody can command or observe the node any more.
+                    Poll::Ready(None) => return Poll::Ready(()),
+                    Poll::Pending => break,
+                }
+            }
+            for _ in 0..MAX_INPUTS_PER_ROUND {
+                match this.transport.poll_recv(cx) {
+                    Poll::Ready(Some(received)) => {
+                        progress = true;
+                        this.handle_received(received.from, &received.datagram);
+                    }
+                    Poll::Ready(None) => return Poll::Ready(()),
+                    Poll::Pending => break,
+                }
+            }
+            let now = this.clock.now();
+            if this.membership.poll_timeout().is_some_and(|at| at <= now) {
+                this.membership.handle_timeout(now);
+                progress = true;
+            }
+            this.flush();
+            this.arm_timer(now);
+            if this.timer.as_mut().poll(cx).is_ready() {
+                // Due already: go round again and run it. Forget the armed deadline so the
+                // next round re-arms (and re-registers) the timer.
+                this.armed = None;
+                progress = true;
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        // Budget spent with work left: let other tasks run, then come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl<T, C> std::fmt::Debug for Driver<T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("id", &self.membership.local_id())
+            .field("armed", &self.armed)
+            .field("addrs", &self.addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration as StdDuration;
+
+    use meshkit::config::{Config, RawConfig};
+    use meshkit::membership::MemberState;
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::transport::memory::{MemoryNetwork, MemoryTransport};
+
+    /// Fast timers so the tests take a second, not ten.
+    fn fast_config() -> Config {
+        let raw: RawConfig = toml::from_str(
+            "probe_interval = \"200ms\"\nprobe_timeout = \"100ms\"\ngossip_interval = \"50ms\"\n",
+        )
+        .expect("valid overrides");
+        Config::try_from(raw).expect("valid overrides")
+    }
+
+    fn spawn_node(network: &MemoryNetwork, raw_id: u64) -> NodeHandle {
+        let id = NodeId::new(raw_id);
+        let now = SystemClock.now();
+        let membership = Membership::new(fast_config(), id, Incarnation::new(1), raw_id, now);
+        let transport: MemoryTransport = network.attach(id);
+        let (driver, handle) = Driver::new(membership, transport, SystemClock);
+        tokio::spawn(driver);
+        handle
+    }
+
+    /// Polls `check` every 20 ms until it holds or `limit` passes (bounded in time and count).
+    async fn eventually<F, Fut>(limit: StdDuration, mut check: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let step = StdDuration::from_millis(20);
+        let deadline = tokio::time::Instant::now() + limit;
+        for _ in 0..(limit.as_millis() / step.as_millis()) + 1 {
+            if check().await {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(step).await;
+        }
+        false
+    }
+
+    fn seed(raw: u64) -> Seed {
+        Seed {
+            id: NodeId::new(raw),
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_drivers_converge_and_detect_a_crash() {
+        let network = MemoryNetwork::new();
+        let nodes: Vec<NodeHandle> = (1..=3).map(|i| spawn_node(&network, i)).collect();
+        for node in &nodes[1..] {
+            node.join(vec![seed(1)]).await.unwrap();
+        }
+        let converged = eventually(StdDuration::from_secs(5), || async {
+            for node in &nodes {
+                if node.snapshot().await.unwrap().count(MemberState::Alive) != 3 {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        assert!(converged, "three drivers did not converge within 5 s");
+
+        network.detach(NodeId::new(3));
+        nodes[2].shutdown().await.unwrap();
+        let detected = eventually(StdDuration::from_secs(10), || async {
+            for node in &nodes[..2] {
+                let s = node.snapshot().await.unwrap();
+                if s.peer(NodeId::new(3)).map(|p| p.state) != Some(MemberState::Dead) {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        assert!(
+            detected,
+            "the crashed node was not declared dead within 10 s"
+        );
+        assert!(
+            nodes[2].snapshot().await.is_err(),
+            "a stopped driver answers nothing"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forged_sender_is_refused_by_the_core() {
+        let network = MemoryNetwork::new();
+        let a = spawn_node(&network, 1);
+        // A datagram written by node 3 ...
+        let mut forger = Membership::new(
+            fast_config(),
+            NodeId::new(3),
+            Incarnation::new(1),
+            3,
+            SystemClock.now(),
+        );
+        forger.handle_join(SystemClock.now(), &[NodeId::new(1)]);
+        let mut buf = Vec::new();
+        let t = forger
+            .poll_transmit(SystemClock.now(), &mut buf)
+            .expect("a join sends a digest request");
+        // ... arriving on a transport that authenticated node 2.
+        assert!(network.deliver(
+            NodeId::new(2),
+            NodeId::new(1),
+            Bytes::copy_from_slice(&buf[..t.len])
+        ));
+        let refused = eventually(StdDuration::from_secs(2), || async {
+            a.snapshot().await.unwrap().stats.datagrams_refused == 1
+        })
+        .await;
+        assert!(
+            refused,
+            "the core did not refuse a datagram with a forged sender"
+        );
+        let s = a.snapshot().await.unwrap();
+        assert!(s.peer(NodeId::new(3)).is_none() && s.peer(NodeId::new(2)).is_none());
+    }
+}

@@ -1,0 +1,30 @@
+//! # A real MeshKit node
+//!
+//! The tokio runtime around MeshKit's sans-IO membership core (issue #4, first slice).
+//!
+//! ## Start here
+//!
+//! * [`driver`]: the [`driver::Driver`] future that runs one [`meshkit::membership::Membership`]
+//!   (inputs in, transmits and events out, one timer), and the [`driver::NodeHandle`] to command
+//!   it. Time comes from a [`clock::Clock`].
+//! * [`transport`]: the [`transport::Transport`] seam; [`transport::quic`] (quinn, mutual TLS,
+//!   identity from the certificate) and [`transport::memory`] (in-process, for tests).
+//! * [`tls`] and [`certs`]: loading and making the development CA and node certificates.
+//! * [`config`]: `node.toml`, parsed into a validated [`config::NodeConfig`].
+//! * [`node`]: assembles transport, driver and control endpoint into a running node
+//!   (what `meshkitd` runs).
+//! * [`control`]: the HTTP control endpoint (`/healthz`, `/meshkit/peers`, `/metrics`).
+//! * [`http`]: the small HTTP/1.1 client `meshctl` uses.
+//!
+//! The crypto provider is ring, and only ring: configurations are built with
+//! [`tls::crypto_provider`] explicitly (DESIGN.md §6).
+
+pub mod certs;
+pub mod clock;
+pub mod config;
+pub mod control;
+pub mod driver;
+pub mod http;
+pub mod node;
+pub mod tls;
+pub mod transport;

@@ -1,0 +1,155 @@
+//! A running node: the QUIC transport, the driver of the membership core and the control
+//! endpoint, assembled from a [`NodeConfig`]. What `meshkitd` runs, and what the tests start
+//! three of in one process.
+
+use std::hash::{BuildHasher, RandomState};
+use std::net::SocketAddr;
+
+use meshkit::membership::Membership;
+use meshkit::{Incarnation, NodeId};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{NodeConfig, NodeConfigError};
+use crate::driver::{ADDR_KEY, Driver, NodeHandle};
+use crate::transport::quic::{QuicError, QuicTransport};
+
+/// Why a node did not start. Nothing keeps running when this is returned.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration or its TLS files are unusable.
+    #[error(transparent)]
+    Config(#[from] NodeConfigError),
+    /// The QUIC transport could not start.
+    #[error(transparent)]
+    Quic(#[from] QuicError),
+    /// The control endpoint's TCP port could not be bound.
+    #[error("control endpoint {addr}: {source}")]
+    Control {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The transport's bound address could not be read.
+    #[error("local address of the transport: {0}")]
+    LocalAddr(std::io::Error),
+}
+
+/// A node started by [`start`]. Dropping it leaves the tasks running; call
+/// [`RunningNode::stop`].
+#[derive(Debug)]
+pub struct RunningNode {
+    handle: NodeHandle,
+    gossip_addr: SocketAddr,
+    control_addr: Option<SocketAddr>,
+    driver: JoinHandle<()>,
+    control: Option<JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// The handle to its driver.
+    pub fn handle(&self) -> &NodeHandle {
+        &self.handle
+    }
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.handle.id()
+    }
+    /// The UDP address its QUIC transport is bound to.
+    pub fn gossip_addr(&self) -> SocketAddr {
+        self.gossip_addr
+    }
+    /// The TCP address of its control endpoint, if it has one.
+    pub fn control_addr(&self) -> Option<SocketAddr> {
+        self.control_addr
+    }
+
+    /// Stops the node as a crash would look to its peers (no leave): the driver ends, its
+    /// transport closes, the control endpoint stops.
+    pub async fn stop(self) {
+        if let Some(control) = &self.control {
+            control.abort();
+        }
+        if self.handle.shutdown().await.is_ok() {
+            // The driver ends on the shutdown command; a panic in it was already reported.
+            let _ = self.driver.await;
+        }
+    }
+
+    /// Waits until the driver ends (on a shutdown command or a closed transport).
+    pub async fn wait(self) {
+        let _ = self.driver.await;
+        if let Some(control) = self.control {
+            control.abort();
+        }
+    }
+}
+
+/// A boot incarnation that grows across restarts: wall-clock seconds (the core's contract).
+fn boot_incarnation() -> Incarnation {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs());
+    Incarnation::new(u32::try_from(secs).unwrap_or(u32::MAX))
+}
+
+/// Starts a node: binds its transport and control endpoint, publishes its address, joins its
+/// seeds. Must be called inside a tokio runtime.
+pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
+    let identity = config.load_tls()?;
+    let transport = QuicTransport::bind(&identity, config.listen())?;
+    let bound = transport.local_addr().map_err(StartError::LocalAddr)?;
+    let advertise = config.advertise().unwrap_or(bound);
+    let clock = SystemClock;
+    let now = clock.now();
+    // The core's randomness is seeded once here; a fixed seed in the config makes it repeatable.
+    let seed = config
+        .rng_seed()
+        .unwrap_or_else(|| RandomState::new().hash_one(config.id().get()));
+    let mut membership = Membership::new(
+        config.membership().clone(),
+        config.id(),
+        boot_incarnation(),
+        seed,
+        now,
+    );
+    membership
+        .set_metadata(now, ADDR_KEY, advertise.to_string().as_bytes())
+        .expect("an address is far below the metadata size limit");
+    let (driver, handle) = Driver::new(membership, transport, clock);
+    let driver = tokio::spawn(driver);
+    let (control, control_addr) = match config.control() {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Control { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| StartError::Control { addr, source })?;
+            let node = handle.clone();
+            let task = tokio::spawn(async move {
+                if let Err(error) = crate::control::serve(listener, node).await {
+                    tracing::error!(%error, "control endpoint stopped");
+                }
+            });
+            (Some(task), Some(bound))
+        }
+        None => (None, None),
+    };
+    if !config.seeds().is_empty() {
+        // The driver was just spawned and holds the receiver: this cannot fail.
+        let _ = handle.join(config.seeds().to_vec()).await;
+    }
+    tracing::info!(id = %config.id(), gossip = %bound, control = ?control_addr, "node started");
+    Ok(RunningNode {
+        handle,
+        gossip_addr: bound,
+        control_addr,
+        driver,
+        control,
+    })
+}

@@ -1,0 +1,202 @@
+//! Real nodes in one process: QUIC with mutual TLS on 127.0.0.1, certificates from rcgen,
+//! ports chosen by the OS. Every wait is a bounded poll.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TempDir, eventually, start_cluster, write_config};
+use meshkit::NodeId;
+use meshkit::membership::MemberState;
+use meshkit_node::certs::DevCa;
+use meshkit_node::config::NodeConfig;
+use meshkit_node::control::PeersResponse;
+use meshkit_node::node::{self, RunningNode};
+
+const FORM_LIMIT: Duration = Duration::from_secs(10);
+const DETECT_LIMIT: Duration = Duration::from_secs(15);
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn alive_counts(nodes: &[RunningNode]) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for n in nodes {
+        let snapshot = n.handle().snapshot().await.expect("driver running");
+        counts.push(snapshot.count(MemberState::Alive));
+    }
+    counts
+}
+
+async fn wait_formed(nodes: &[RunningNode]) {
+    let want = nodes.len();
+    let formed = eventually(FORM_LIMIT, || async {
+        alive_counts(nodes).await.iter().all(|&c| c == want)
+    })
+    .await;
+    assert!(
+        formed,
+        "no single mesh within {FORM_LIMIT:?}: alive counts {:?}",
+        alive_counts(nodes).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_form_one_mesh() {
+    let dir = TempDir::new("form");
+    let nodes = start_cluster(dir.path(), 3).await;
+    wait_formed(&nodes).await;
+    // Every node learned every other's published address.
+    for n in &nodes {
+        let s = n.handle().snapshot().await.unwrap();
+        for other in &nodes {
+            assert_eq!(s.peer(other.id()).unwrap().addr, Some(other.gossip_addr()));
+        }
+    }
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_node_is_declared_dead() {
+    let dir = TempDir::new("dead");
+    let mut nodes = start_cluster(dir.path(), 3).await;
+    wait_formed(&nodes).await;
+    let stopped = nodes.pop().unwrap();
+    let gone = stopped.id();
+    stopped.stop().await;
+    let detected = eventually(DETECT_LIMIT, || async {
+        for n in &nodes {
+            let s = n.handle().snapshot().await.unwrap();
+            if s.peer(gone).map(|p| p.state) != Some(MemberState::Dead) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(detected, "{gone} not declared dead within {DETECT_LIMIT:?}");
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_with_a_foreign_certificate_is_refused() {
+    let dir = TempDir::new("rogue");
+    let nodes = start_cluster(dir.path(), 3).await;
+    wait_formed(&nodes).await;
+    // Node 4 trusts the mesh's CA, but its own certificate comes from another CA.
+    let rogue_ca = DevCa::generate("rogue CA").unwrap();
+    let issued = rogue_ca.issue_node(NodeId::new(4)).unwrap();
+    let (cert, key) = (dir.path().join("rogue.pem"), dir.path().join("rogue.key"));
+    std::fs::write(&cert, issued.cert_pem).unwrap();
+    std::fs::write(&key, issued.key_pem).unwrap();
+    let seeds = [(1, nodes[0].gossip_addr())];
+    let path = write_config(
+        dir.path(),
+        4,
+        &seeds,
+        &cert,
+        &key,
+        &dir.path().join("ca.pem"),
+    );
+    let rogue = node::start(&NodeConfig::load(&path).unwrap())
+        .await
+        .unwrap();
+
+    let refused = eventually(FORM_LIMIT, || async {
+        let s = nodes[0].handle().snapshot().await.unwrap();
+        s.transport.handshakes_refused >= 1
+    })
+    .await;
+    assert!(refused, "node-1 never refused the foreign certificate");
+    // Give gossip a few probe periods to spread anything it might have let through.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for n in &nodes {
+        let s = n.handle().snapshot().await.unwrap();
+        assert!(s.peer(NodeId::new(4)).is_none(), "{} lists node-4", n.id());
+        assert_eq!(s.count(MemberState::Alive), 3);
+    }
+    let s = rogue.handle().snapshot().await.unwrap();
+    assert_eq!(
+        s.count(MemberState::Alive),
+        1,
+        "node-4 joined: {:?}",
+        s.peers
+    );
+    rogue.stop().await;
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_endpoint_answers() {
+    let dir = TempDir::new("control");
+    let nodes = start_cluster(dir.path(), 3).await;
+    wait_formed(&nodes).await;
+    let addr = nodes[1].control_addr().unwrap().to_string();
+
+    let health = meshkit_node::http::get(&addr, "/healthz", HTTP_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!((health.status, health.body.trim()), (200, "ok"));
+
+    let peers = meshkit_node::http::get(&addr, "/meshkit/peers", HTTP_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(peers.status, 200);
+    let peers: PeersResponse = serde_json::from_str(&peers.body).unwrap();
+    assert_eq!(peers.local, 2);
+    assert_eq!(
+        peers.peers.iter().map(|p| p.id).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert!(
+        peers
+            .peers
+            .iter()
+            .all(|p| p.state == "alive" && p.metadata == ["addr"])
+    );
+
+    let metrics = meshkit_node::http::get(&addr, "/metrics", HTTP_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .body
+            .contains("mesh_gossip_members{state=\"alive\"} 3\n"),
+        "{}",
+        metrics.body
+    );
+    assert!(
+        metrics
+            .body
+            .contains("# TYPE mesh_gossip_probes_total counter\n")
+    );
+
+    // The operator's view through the real CLI.
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_meshctl"))
+            .args(["peers", "list", "--addr", &addr])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        table.lines().filter(|l| l.contains(" alive ")).count(),
+        3,
+        "{table}"
+    );
+    for n in nodes {
+        n.stop().await;
+    }
+}

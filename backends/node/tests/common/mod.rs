@@ -1,0 +1,111 @@
+//! Helpers shared by the integration tests: temporary directories, node configs on loopback
+//! with fast membership timers, and bounded polling.
+
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "each test binary uses a different subset"
+)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use meshkit_node::config::NodeConfig;
+use meshkit_node::node::{self, RunningNode};
+
+/// A directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "meshkit-node-{name}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create a temporary directory");
+        Self(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Membership timers a few times faster than the LAN profile, so detection takes about a
+/// second on loopback.
+pub const FAST_MEMBERSHIP: &str = "[membership]\nprobe_interval = \"200ms\"\nprobe_timeout = \"100ms\"\ngossip_interval = \"50ms\"\n";
+
+/// Writes `node-<id>.toml` into `dir`: QUIC and control on 127.0.0.1 port 0, fast timers.
+pub fn write_config(
+    dir: &Path,
+    id: u64,
+    seeds: &[(u64, SocketAddr)],
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+) -> PathBuf {
+    let seeds: Vec<String> = seeds
+        .iter()
+        .map(|(id, addr)| format!("\"{id}@{addr}\""))
+        .collect();
+    let text = format!(
+        "id = {id}\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nseeds = [{}]\n\
+         profile = \"lan\"\n\n[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n\n{FAST_MEMBERSHIP}",
+        seeds.join(", "),
+        cert.display().to_string(),
+        key.display().to_string(),
+        ca.display().to_string(),
+    );
+    let path = dir.join(format!("node-{id}.toml"));
+    std::fs::write(&path, text).expect("write a node config");
+    path
+}
+
+/// Makes certificates for `n` nodes in `dir` and starts them; nodes 2..=n join through node 1.
+pub async fn start_cluster(dir: &Path, n: u64) -> Vec<RunningNode> {
+    let (ca, files) = meshkit_node::certs::write_dev_certs(dir, n).expect("make certificates");
+    let mut nodes: Vec<RunningNode> = Vec::new();
+    for f in &files {
+        let seeds: Vec<(u64, SocketAddr)> = nodes
+            .first()
+            .map(|first| vec![(1, first.gossip_addr())])
+            .unwrap_or_default();
+        let path = write_config(dir, f.id.get(), &seeds, &f.cert, &f.key, &ca);
+        let config = NodeConfig::load(&path).expect("a valid config");
+        nodes.push(node::start(&config).await.expect("the node starts"));
+    }
+    nodes
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes; bounded in time and in count.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let step = Duration::from_millis(50);
+    let deadline = tokio::time::Instant::now() + limit;
+    let max_polls = limit.as_millis() / step.as_millis() + 1;
+    for _ in 0..max_polls {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(step).await;
+    }
+    false
+}
