@@ -12,6 +12,8 @@
 //! * [`shard`]: shard ids and their lease scopes, the fenced [`shard::ShardMap`], and the
 //!   [`shard::Rebalancer`] that plans the fewest moves to balance, fill and drain.
 //! * [`wire`]: the versioned binary datagram format; decoding never panics.
+//! * [`lease`]: leadership leases with fencing tokens, replicated by a Raft voter group
+//!   ([`lease::LeaseGroup`]) and used through [`lease::LeaseClient`]; its own wire format.
 //! * [`config`]: the validated [`config::Config`] and its LAN / WAN / memberlist profiles.
 //! * [`Instant`], [`NodeId`], [`Incarnation`], [`MetaVersion`]: time and identifiers.
 //!
@@ -27,6 +29,7 @@ extern crate alloc;
 
 pub mod config;
 mod id;
+pub mod lease;
 pub mod membership;
 mod rng;
 pub mod shard;

@@ -1,0 +1,247 @@
+//! Leadership configuration: the validated [`LeaseConfig`] and its serde form [`RawLeaseConfig`].
+//!
+//! Raft time is counted in ticks; one tick is [`LeaseConfig::tick_interval`] of virtual time. The
+//! defaults (100 ms tick, election after 10 to 19 silent ticks, a heartbeat every tick) elect a
+//! leader within about 2 s of a crash on a LAN. `pre_vote` and `check_quorum` are always on and
+//! not configurable: without them a partitioned voter disrupts the group when it returns, and an
+//! isolated leader keeps believing it leads (DESIGN.md §6).
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, HumanDuration};
+use crate::time::Duration;
+
+/// Shortest TTL the lease table accepts, whatever the configuration says.
+pub const MIN_TTL: Duration = Duration::from_millis(10);
+/// Longest TTL the lease table accepts, whatever the configuration says.
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Validated leadership configuration. Build with [`LeaseConfig::default`] or from a
+/// [`RawLeaseConfig`]. Every voter of one group must use the same values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseConfig {
+    tick_interval: Duration,
+    election_ticks: u32,
+    heartbeat_ticks: u32,
+    min_ttl: Duration,
+    max_ttl: Duration,
+    request_timeout: Duration,
+    request_attempts: u32,
+    max_pending_requests: u32,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self {
+            tick_interval: Duration::from_millis(100),
+            election_ticks: 10,
+            heartbeat_ticks: 1,
+            min_ttl: Duration::from_secs(1),
+            max_ttl: Duration::from_secs(3600),
+            request_timeout: Duration::from_millis(500),
+            request_attempts: 8,
+            max_pending_requests: 1024,
+        }
+    }
+}
+
+impl LeaseConfig {
+    /// Virtual time per Raft tick (default 100 ms, 1 ms..=10 s). Shorter detects a dead leader
+    /// sooner and costs more heartbeats.
+    pub fn tick_interval(&self) -> Duration {
+        self.tick_interval
+    }
+    /// Raft's election timeout in ticks (default 10, 3..=1000); each voter waits a random
+    /// `election_ticks..2 * election_ticks` drawn from its seeded RNG. With check_quorum a leader
+    /// that heard from no quorum for this long steps down.
+    pub fn election_ticks(&self) -> u32 {
+        self.election_ticks
+    }
+    /// Ticks between leader heartbeats (default 1, 1..=100); less than `election_ticks`.
+    pub fn heartbeat_ticks(&self) -> u32 {
+        self.heartbeat_ticks
+    }
+    /// Shortest TTL a client may ask for (default 1 s; at least 10 ms).
+    pub fn min_ttl(&self) -> Duration {
+        self.min_ttl
+    }
+    /// Longest TTL a client may ask for (default 1 h; at most 24 h).
+    pub fn max_ttl(&self) -> Duration {
+        self.max_ttl
+    }
+    /// How long a client waits for one attempt of a request before it tries another voter
+    /// (default 500 ms, 10 ms..=60 s).
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+    /// Attempts of one request before it fails with `NoQuorum` (default 8, 1..=100).
+    pub fn request_attempts(&self) -> u32 {
+        self.request_attempts
+    }
+    /// Requests in flight per client, and proposals awaiting commit per voter (default 1024,
+    /// 1..=65536); beyond it new ones are refused.
+    pub fn max_pending_requests(&self) -> u32 {
+        self.max_pending_requests
+    }
+}
+
+/// The serde form of [`LeaseConfig`]: optional overrides of the defaults, as written in TOML.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(
+    missing_docs,
+    reason = "each field is documented by the LeaseConfig getter of the same name"
+)]
+pub struct RawLeaseConfig {
+    pub tick_interval: Option<HumanDuration>,
+    pub election_ticks: Option<u32>,
+    pub heartbeat_ticks: Option<u32>,
+    pub min_ttl: Option<HumanDuration>,
+    pub max_ttl: Option<HumanDuration>,
+    pub request_timeout: Option<HumanDuration>,
+    pub request_attempts: Option<u32>,
+    pub max_pending_requests: Option<u32>,
+}
+
+fn check_u32(
+    field: &'static str,
+    value: Option<u32>,
+    default: u32,
+    min: u32,
+    max: u32,
+) -> Result<u32, ConfigError> {
+    let v = value.unwrap_or(default);
+    if (min..=max).contains(&v) {
+        Ok(v)
+    } else {
+        Err(ConfigError::OutOfRange {
+            field,
+            value: v.into(),
+            min: min.into(),
+            max: max.into(),
+        })
+    }
+}
+
+fn check_duration(
+    field: &'static str,
+    value: Option<HumanDuration>,
+    default: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    let v = value.map_or(default, |h| h.0);
+    if (min..=max).contains(&v) {
+        Ok(v)
+    } else {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Err(ConfigError::DurationOutOfRange {
+            field,
+            value_ms: ms(v),
+            min_ms: ms(min),
+            max_ms: ms(max),
+        })
+    }
+}
+
+impl TryFrom<RawLeaseConfig> for LeaseConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawLeaseConfig) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let ms = Duration::from_millis;
+        let secs = Duration::from_secs;
+        let config = Self {
+            tick_interval: check_duration(
+                "tick_interval",
+                raw.tick_interval,
+                d.tick_interval,
+                ms(1),
+                secs(10),
+            )?,
+            election_ticks: check_u32(
+                "election_ticks",
+                raw.election_ticks,
+                d.election_ticks,
+                3,
+                1000,
+            )?,
+            heartbeat_ticks: check_u32(
+                "heartbeat_ticks",
+                raw.heartbeat_ticks,
+                d.heartbeat_ticks,
+                1,
+                100,
+            )?,
+            min_ttl: check_duration("min_ttl", raw.min_ttl, d.min_ttl, MIN_TTL, MAX_TTL)?,
+            max_ttl: check_duration("max_ttl", raw.max_ttl, d.max_ttl, MIN_TTL, MAX_TTL)?,
+            request_timeout: check_duration(
+                "request_timeout",
+                raw.request_timeout,
+                d.request_timeout,
+                ms(10),
+                secs(60),
+            )?,
+            request_attempts: check_u32(
+                "request_attempts",
+                raw.request_attempts,
+                d.request_attempts,
+                1,
+                100,
+            )?,
+            max_pending_requests: check_u32(
+                "max_pending_requests",
+                raw.max_pending_requests,
+                d.max_pending_requests,
+                1,
+                65_536,
+            )?,
+        };
+        if config.heartbeat_ticks >= config.election_ticks {
+            return Err(ConfigError::Relation {
+                field: "heartbeat_ticks",
+                relation: "less than",
+                other: "election_ticks",
+            });
+        }
+        if config.min_ttl > config.max_ttl {
+            return Err(ConfigError::Relation {
+                field: "min_ttl",
+                relation: "at most",
+                other: "max_ttl",
+            });
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let built = LeaseConfig::try_from(RawLeaseConfig::default()).unwrap();
+        assert_eq!(built, LeaseConfig::default());
+    }
+
+    #[test]
+    fn out_of_range_and_relations_name_the_field() {
+        let raw: RawLeaseConfig = toml::from_str("election_ticks = 2").unwrap();
+        assert_eq!(
+            LeaseConfig::try_from(raw).unwrap_err().to_string(),
+            "election_ticks = 2 is out of range: allowed 3..=1000"
+        );
+        let raw: RawLeaseConfig = toml::from_str("heartbeat_ticks = 10").unwrap();
+        assert!(matches!(
+            LeaseConfig::try_from(raw),
+            Err(ConfigError::Relation {
+                field: "heartbeat_ticks",
+                ..
+            })
+        ));
+        let raw: RawLeaseConfig = toml::from_str("min_ttl = \"2h\"").unwrap();
+        assert!(LeaseConfig::try_from(raw).is_err());
+        assert!(toml::from_str::<RawLeaseConfig>("pre_vote = false").is_err());
+    }
+}

@@ -1,0 +1,165 @@
+//! The leadership module's errors: what a lease operation, a group command or a received message
+//! can fail with.
+
+use thiserror::Error;
+
+use super::ids::FencingToken;
+use super::scope::Scope;
+use crate::id::NodeId;
+use crate::time::Duration;
+use crate::wire::DecodeError;
+
+/// Why a lease operation did not succeed.
+///
+/// Variants decided by the voter group (`Held`, `NotHolder`, `UnknownScope`, `StaleToken`,
+/// `TableFull`, `InvalidTarget`) come from applying a committed log entry: the lease table is
+/// unchanged by the refused operation. The others are decided locally by the client before or
+/// instead of an answer.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LeaseError {
+    /// Another node holds the scope. Retry after `expires_in` at the earliest.
+    #[error("{scope} is held by {holder} ({token}) for another {expires_in:?} at least")]
+    Held {
+        /// The scope asked for.
+        scope: Scope,
+        /// Its holder.
+        holder: NodeId,
+        /// The holder's fencing token.
+        token: FencingToken,
+        /// Time left on the holder's lease when the request was applied, by the leader's clock.
+        expires_in: Duration,
+    },
+    /// The scope is held, but not by the requester.
+    #[error("{scope} is held by {holder}, not by this node")]
+    NotHolder {
+        /// The scope.
+        scope: Scope,
+        /// Its actual holder.
+        holder: NodeId,
+    },
+    /// No lease exists on the scope (never granted, released, or expired).
+    #[error("no lease exists on {scope}")]
+    UnknownScope {
+        /// The scope.
+        scope: Scope,
+    },
+    /// The requester holds the scope under a newer grant than the token it presented.
+    #[error("{scope}: token {presented} is stale, the current grant is {current}")]
+    StaleToken {
+        /// The scope.
+        scope: Scope,
+        /// The token the request carried.
+        presented: FencingToken,
+        /// The current grant's token.
+        current: FencingToken,
+    },
+    /// No voter answered within `attempts` tries: no leader with a quorum was reachable. The
+    /// outcome is unknown; a lease this node held stays valid only until its local expiry.
+    #[error("{scope}: no quorum answered after {attempts} attempts")]
+    NoQuorum {
+        /// The scope.
+        scope: Scope,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// A TTL outside the configured range (caller misuse; nothing was sent).
+    #[error("ttl {ttl:?} is out of range: allowed {min:?}..={max:?}")]
+    InvalidTtl {
+        /// The TTL asked for.
+        ttl: Duration,
+        /// Shortest allowed.
+        min: Duration,
+        /// Longest allowed.
+        max: Duration,
+    },
+    /// The lease table is full.
+    #[error("the lease table holds its maximum of {max} leases")]
+    TableFull {
+        /// The bound.
+        max: u32,
+    },
+    /// A transfer to the current holder itself, or to node id 0.
+    #[error("{scope} cannot be transferred to {to}")]
+    InvalidTarget {
+        /// The scope.
+        scope: Scope,
+        /// The target named.
+        to: NodeId,
+    },
+    /// This node does not hold the scope (caller misuse of renew, release or transfer; nothing
+    /// was sent).
+    #[error("this node holds no lease on {scope}")]
+    NotHeld {
+        /// The scope.
+        scope: Scope,
+    },
+    /// Too many requests are in flight (on this client, or at the leader); nothing was done.
+    #[error("too many requests in flight: at most {max}")]
+    Overloaded {
+        /// The bound.
+        max: u32,
+    },
+}
+
+/// Why a voter-group command (construction, membership change) was refused. Nothing changed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GroupError {
+    /// A voter set that is empty, too large, or holds node id 0 (Raft reserves it).
+    #[error("a voter group needs 1..={max} distinct voters with non-zero ids, got {len}")]
+    VoterSet {
+        /// Voters given.
+        len: usize,
+        /// [`MAX_VOTERS`](super::MAX_VOTERS).
+        max: usize,
+    },
+    /// The local node is not in the voter set it was bootstrapped with.
+    #[error("{id} is not in its own voter set")]
+    NotAVoter {
+        /// The local node.
+        id: NodeId,
+    },
+    /// Membership changes are proposed by the leader only.
+    #[error("this voter is not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader, if known.
+        leader: Option<NodeId>,
+    },
+    /// A membership change is still being committed; changes go one at a time.
+    #[error("a membership change is already in progress")]
+    ChangeInProgress,
+    /// The node is already a voter (add) or not a voter (remove).
+    #[error("{id} is {}", if *.is_voter { "already a voter" } else { "not a voter" })]
+    Membership {
+        /// The node named.
+        id: NodeId,
+        /// Whether it is a voter now.
+        is_voter: bool,
+    },
+}
+
+/// Why a received message was refused. The receiver's state is unchanged.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// Undecodable bytes (a peer or network fault).
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The message claims a sender other than the one the transport authenticated.
+    #[error("message claims sender {claimed} but came from {actual}")]
+    SenderMismatch {
+        /// The sender written in the message.
+        claimed: NodeId,
+        /// The sender the driver saw.
+        actual: NodeId,
+    },
+    /// A Raft message addressed to another node, or a message kind this state machine does not
+    /// take (a client reply given to a voter, or a Raft message given to a client): a driver
+    /// routing fault (see [`recipient`](super::recipient)).
+    #[error("message misrouted: meant for {to:?}")]
+    Misrouted {
+        /// The addressee, for Raft messages.
+        to: Option<NodeId>,
+    },
+}

@@ -1,0 +1,1001 @@
+//! [`LeaseGroup`]: one voter of the Raft group that replicates the lease table.
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use core::fmt;
+
+use raft::eraftpb::{ConfChange, ConfState, Entry, EntryType, HardState, Message, MessageType};
+use raft::storage::MemStorage;
+use raft::{RawNode, ReadOnlyOption, Ready, StateRole, Storage};
+
+use super::config::LeaseConfig;
+use super::error::{GroupError, MessageError};
+use super::event::{EventLog, GroupEvent, LeaseInfo, ResumeError, Sequenced};
+use super::ids::{EventSeq, RequestId, Term};
+use super::scope::Scope;
+use super::table::{Body, Change, Command, LeaseTable, Op, Outcome, Refusal};
+use super::timer::{Timer, TimerTable};
+use super::wire::{self, LeaseMessage, Reply, VoterChange};
+use super::{MAX_VOTERS, Transmit, slog_bridge};
+use crate::id::NodeId;
+use crate::rng::NodeRng;
+use crate::time::{Instant, scale};
+use crate::wire::DecodeError;
+
+/// Datagrams waiting in a voter's outbox; past this the newest are dropped and counted.
+pub const MAX_GROUP_OUTBOX_DATAGRAMS: usize = 16_384;
+/// Raft's budget of entry bytes per append (protobuf sizes); appends are also cut to fit a
+/// datagram when encoded.
+const RAFT_MAX_SIZE_PER_MSG_BYTES: u64 = 512;
+/// Appends in flight per follower.
+const RAFT_MAX_INFLIGHT_MSGS: usize = 64;
+/// Bytes of proposed but uncommitted entries the leader accepts before refusing proposals.
+const RAFT_MAX_UNCOMMITTED_BYTES: u64 = 1 << 20;
+/// Ready rounds per input; one normally suffices (persistence here is synchronous).
+const MAX_READY_ROUNDS: usize = 16;
+
+/// What survives a voter's crash: its Raft log, hard state and configuration (raft-rs's
+/// `MemStorage`, which this module treats as the disk). The lease table is not stored: a
+/// restarted voter rebuilds it by applying its committed log again.
+#[derive(Clone)]
+pub struct DurableState {
+    storage: MemStorage,
+    bootstrap_index: u64,
+}
+
+impl fmt::Debug for DurableState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.storage.initial_state().ok();
+        f.debug_struct("DurableState")
+            .field("hard_state", &state.as_ref().map(|s| &s.hard_state))
+            .field("bootstrap_index", &self.bootstrap_index)
+            .finish()
+    }
+}
+
+/// Counters for metrics; they only grow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupStats {
+    /// Datagrams taken.
+    pub messages_received: u64,
+    /// Datagrams refused (undecodable, sender mismatch, misrouted, unsupported).
+    pub messages_refused: u64,
+    /// Raft messages raft-rs refused to step (unknown peer, stale).
+    pub raft_step_errors: u64,
+    /// Commands proposed by this voter while leader.
+    pub proposals: u64,
+    /// Committed entries applied.
+    pub entries_applied: u64,
+    /// Committed entries whose data this build cannot read (skipped on every voter alike).
+    pub entries_skipped: u64,
+    /// Entries cut from appends to fit a datagram (Raft resends them).
+    pub entries_cut: u64,
+    /// Datagrams sent.
+    pub datagrams_sent: u64,
+    /// Datagrams dropped because the outbox was full.
+    pub outbox_dropped: u64,
+}
+
+/// A Ready whose entries and hard state are on "disk". It still owes its persisted messages,
+/// its committed entries and the `advance` call, in that order (raft-rs's Ready contract).
+#[must_use = "a persisted Ready still owes its persisted messages, committed entries and advance"]
+struct Persisted(Ready);
+
+impl Persisted {
+    /// Persistence: append the Ready's entries and store its hard state.
+    fn write(storage: &MemStorage, rd: Ready) -> Self {
+        let mut disk = storage.wl();
+        if !rd.entries().is_empty() {
+            // raft-rs only hands out entries that continue (or overwrite the unstable tail of)
+            // the persisted log, which is what MemStorage accepts.
+            disk.append(rd.entries())
+                .expect("raft-rs hands out entries that continue the persisted log");
+        }
+        if let Some(hs) = rd.hs() {
+            disk.set_hardstate(hs.clone());
+        }
+        Self(rd)
+    }
+
+    /// The messages that were waiting for persistence, and the rest of the Ready.
+    fn into_parts(mut self) -> (Vec<Message>, Ready) {
+        let messages = self.0.take_persisted_messages();
+        (messages, self.0)
+    }
+}
+
+#[derive(Debug)]
+struct PendingRead {
+    client: NodeId,
+    request: RequestId,
+    scope: Scope,
+    since: Instant,
+    /// The commit index ReadIndex confirmed; the answer waits until it is applied.
+    index: Option<u64>,
+}
+
+/// One voter of the lease group: a raft-rs `RawNode` over in-memory storage, the lease table
+/// it applies, and the request handling for clients.
+///
+/// # Driving
+///
+/// * **Construction**: [`bootstrap`](Self::bootstrap) on each founding voter (all with the same
+///   voter set), [`join`](Self::join) on a node that the group will add with
+///   [`add_voter`](Self::add_voter), [`restart`](Self::restart) from a [`DurableState`].
+/// * **Inputs**: [`handle_message`](Self::handle_message) for every datagram for which
+///   [`recipient`](super::recipient) says [`Recipient::Group`](super::Recipient::Group),
+///   [`handle_timeout`](Self::handle_timeout) when [`poll_timeout`](Self::poll_timeout) comes
+///   due (spurious calls are no-ops), and the commands [`add_voter`](Self::add_voter) and
+///   [`remove_voter`](Self::remove_voter).
+/// * **Outputs**, drained after every input in this order:
+///   [`poll_transmit`](Self::poll_transmit) until `None`, [`poll_event`](Self::poll_event)
+///   until `None`, then [`poll_timeout`](Self::poll_timeout).
+///
+/// Inside, every input ends with raft-rs's Ready loop: send the Ready's ordinary messages,
+/// persist its entries and hard state, then queue the messages that had to wait for persistence
+/// (votes, append acknowledgements), apply the committed entries to the lease table, advance.
+/// After every call into raft-rs that can reset its election timer, the randomized election
+/// timeout is drawn again from the voter's seeded RNG (raft-rs draws it from the OS otherwise).
+pub struct LeaseGroup {
+    config: LeaseConfig,
+    id: NodeId,
+    rng: NodeRng,
+    raft: RawNode<MemStorage>,
+    storage: MemStorage,
+    bootstrap_index: u64,
+    voters: BTreeSet<NodeId>,
+    table: LeaseTable,
+    applied: u64,
+    timers: TimerTable,
+    next_tick: Instant,
+    /// `(term, role)` when the election timeout was last drawn.
+    drawn_for: Option<(u64, StateRole)>,
+    /// `(leader, term)` last reported.
+    seen_leader: Option<(Option<NodeId>, Term)>,
+    /// A new leader owes a clock entry (its first stamp rebases the table).
+    clock_due: bool,
+    last_clock_proposal: Instant,
+    pending: BTreeMap<(NodeId, RequestId), Instant>,
+    reads: BTreeMap<u64, PendingRead>,
+    next_read: u64,
+    outbox: VecDeque<(NodeId, LeaseMessage)>,
+    events: EventLog<GroupEvent>,
+    stats: GroupStats,
+    /// Test hook: stop dead right after the next persistence, before anything is sent.
+    #[cfg(test)]
+    crash_after_persist: bool,
+    halted: bool,
+}
+
+impl LeaseGroup {
+    /// A founding voter. Every founder must be given the same `voters`; the group's first log
+    /// entries (one membership entry per founder) are written here, as already committed, so
+    /// that a voter added later learns the whole membership history from the log.
+    pub fn bootstrap(
+        config: LeaseConfig,
+        id: NodeId,
+        voters: &[NodeId],
+        seed: u64,
+        now: Instant,
+    ) -> Result<Self, GroupError> {
+        let set: BTreeSet<NodeId> = voters.iter().copied().collect();
+        if set.is_empty()
+            || set.len() > MAX_VOTERS
+            || set.len() != voters.len()
+            || set.contains(&NodeId::new(0))
+        {
+            return Err(GroupError::VoterSet {
+                len: voters.len(),
+                max: MAX_VOTERS,
+            });
+        }
+        if !set.contains(&id) {
+            return Err(GroupError::NotAVoter { id });
+        }
+        let storage = MemStorage::new();
+        let entries: Vec<Entry> = set
+            .iter()
+            .zip(1u64..)
+            .map(|(voter, index)| Entry {
+                entry_type: EntryType::EntryConfChange,
+                term: 1,
+                index,
+                context: wire::encode_voter_change(VoterChange {
+                    add: true,
+                    node: *voter,
+                })
+                .into(),
+                ..Entry::default()
+            })
+            .collect();
+        let bootstrap_index = entries.len() as u64;
+        {
+            let mut disk = storage.wl();
+            disk.append(&entries)
+                .expect("a fresh MemStorage takes entries from index 1");
+            disk.set_hardstate(HardState {
+                term: 1,
+                commit: bootstrap_index,
+                ..HardState::default()
+            });
+            disk.set_conf_state(ConfState {
+                voters: set.iter().map(|v| v.get()).collect(),
+                ..ConfState::default()
+            });
+        }
+        Ok(Self::start(
+            config,
+            id,
+            DurableState {
+                storage,
+                bootstrap_index,
+            },
+            seed,
+            now,
+        ))
+    }
+
+    /// A node that is not (yet) a voter: it has an empty log and no configuration, never
+    /// campaigns, and becomes a voter once the leader's [`add_voter`](Self::add_voter) commits
+    /// and the log (with every earlier membership change) reaches it.
+    pub fn join(config: LeaseConfig, id: NodeId, seed: u64, now: Instant) -> Self {
+        Self::start(
+            config,
+            id,
+            DurableState {
+                storage: MemStorage::new(),
+                bootstrap_index: 0,
+            },
+            seed,
+            now,
+        )
+    }
+
+    /// A voter restarted from what it had persisted. The lease table is rebuilt by applying
+    /// the committed log again; requests in flight and pending reads are forgotten (clients
+    /// retry).
+    pub fn restart(
+        config: LeaseConfig,
+        id: NodeId,
+        durable: DurableState,
+        seed: u64,
+        now: Instant,
+    ) -> Self {
+        Self::start(config, id, durable, seed, now)
+    }
+
+    fn start(
+        config: LeaseConfig,
+        id: NodeId,
+        durable: DurableState,
+        seed: u64,
+        now: Instant,
+    ) -> Self {
+        assert!(id.get() != 0, "node id 0 is Raft's invalid id");
+        let raft_config = raft::Config {
+            id: id.get(),
+            election_tick: config.election_ticks() as usize,
+            heartbeat_tick: config.heartbeat_ticks() as usize,
+            applied: durable.bootstrap_index,
+            max_size_per_msg: RAFT_MAX_SIZE_PER_MSG_BYTES,
+            max_inflight_msgs: RAFT_MAX_INFLIGHT_MSGS,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: ReadOnlyOption::Safe,
+            max_uncommitted_size: RAFT_MAX_UNCOMMITTED_BYTES,
+            ..raft::Config::default()
+        };
+        let voters = durable
+            .storage
+            .initial_state()
+            .map(|s| {
+                s.conf_state
+                    .voters
+                    .iter()
+                    .map(|v| NodeId::new(*v))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // LeaseConfig guarantees what raft::Config::validate checks (heartbeat < election,
+        // non-zero ticks), and MemStorage's initial_state cannot fail.
+        let raft = RawNode::new(
+            &raft_config,
+            durable.storage.clone(),
+            &slog_bridge::logger(),
+        )
+        .expect("a validated LeaseConfig makes a valid raft::Config");
+        let mut timers = TimerTable::default();
+        let next_tick = now + config.tick_interval();
+        timers.set(Timer::RaftTick, next_tick);
+        timers.set(Timer::Maintenance, now + config.request_timeout());
+        let mut group = Self {
+            rng: NodeRng::from_seed(seed),
+            id,
+            raft,
+            storage: durable.storage,
+            bootstrap_index: durable.bootstrap_index,
+            voters,
+            table: LeaseTable::default(),
+            applied: durable.bootstrap_index,
+            timers,
+            next_tick,
+            drawn_for: None,
+            seen_leader: None,
+            clock_due: false,
+            last_clock_proposal: Instant::ZERO,
+            pending: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            next_read: 1,
+            outbox: VecDeque::new(),
+            events: EventLog::new(),
+            stats: GroupStats::default(),
+            config,
+            #[cfg(test)]
+            crash_after_persist: false,
+            halted: false,
+        };
+        group.after_input(now);
+        group
+    }
+
+    /// What a crash leaves behind. Consumes the voter: a real crash loses everything else.
+    pub fn into_durable(self) -> DurableState {
+        DurableState {
+            storage: self.storage,
+            bootstrap_index: self.bootstrap_index,
+        }
+    }
+
+    /// Takes one datagram from `from` (as authenticated by the transport).
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        bytes: &[u8],
+    ) -> Result<(), MessageError> {
+        if self.halted {
+            return Ok(());
+        }
+        let result = self.take_message(now, from, bytes);
+        if result.is_err() {
+            self.stats.messages_refused += 1;
+        } else {
+            self.stats.messages_received += 1;
+        }
+        result
+    }
+
+    fn take_message(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        bytes: &[u8],
+    ) -> Result<(), MessageError> {
+        let (sender, message) = wire::decode(bytes)?;
+        if sender != from {
+            return Err(MessageError::SenderMismatch {
+                claimed: sender,
+                actual: from,
+            });
+        }
+        if from.get() == 0 {
+            return Err(DecodeError::InvalidValue {
+                field: "sender",
+                value: 0,
+            }
+            .into());
+        }
+        match message {
+            LeaseMessage::Raft(m) => {
+                if m.to != self.id.get() {
+                    return Err(MessageError::Misrouted {
+                        to: Some(NodeId::new(m.to)),
+                    });
+                }
+                // This build never compacts its log, so no voter sends snapshots; a snapshot
+                // could not restore the lease table anyway.
+                if m.get_msg_type() == MessageType::MsgSnapshot {
+                    return Err(DecodeError::UnknownKind {
+                        what: "raft message (snapshots are not supported)",
+                        kind: 7,
+                    }
+                    .into());
+                }
+                if self.raft.step(m).is_err() {
+                    self.stats.raft_step_errors += 1;
+                }
+            }
+            LeaseMessage::Request { request, op } => self.handle_request(now, from, request, op),
+            LeaseMessage::Response { .. } | LeaseMessage::Notice { .. } => {
+                return Err(MessageError::Misrouted { to: None });
+            }
+        }
+        self.after_input(now);
+        Ok(())
+    }
+
+    /// Runs every timer that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.halted {
+            return;
+        }
+        if self.timers.take_expired(Timer::RaftTick, now) {
+            let interval = self.config.tick_interval();
+            // A driver that was late gets the ticks it missed, up to one election timeout: a
+            // voter paused for longer notices it lost touch without replaying the whole pause.
+            let mut ticks = 0;
+            while self.next_tick <= now && ticks < self.config.election_ticks() {
+                self.raft.tick();
+                self.redraw_election_timeout();
+                self.next_tick += interval;
+                ticks += 1;
+            }
+            if self.next_tick <= now {
+                self.next_tick = now + interval;
+            }
+            self.timers.set(Timer::RaftTick, self.next_tick);
+        }
+        if self.timers.take_expired(Timer::ExpirySweep, now) && self.is_leader() {
+            self.propose_clock(now);
+        }
+        if self.timers.take_expired(Timer::Maintenance, now) {
+            let horizon = scale(self.config.request_timeout(), 4);
+            self.pending
+                .retain(|_, since| now.saturating_duration_since(*since) < horizon);
+            self.reads
+                .retain(|_, r| now.saturating_duration_since(r.since) < horizon);
+            self.timers
+                .set(Timer::Maintenance, now + self.config.request_timeout());
+        }
+        self.after_input(now);
+    }
+
+    /// Proposes adding `node` as a voter (one change at a time; leader only). The node should
+    /// run [`join`](Self::join) before the change commits.
+    pub fn add_voter(&mut self, now: Instant, node: NodeId) -> Result<(), GroupError> {
+        self.change_voters(now, VoterChange { add: true, node })
+    }
+
+    /// Proposes removing the voter `node` (one change at a time; leader only).
+    pub fn remove_voter(&mut self, now: Instant, node: NodeId) -> Result<(), GroupError> {
+        self.change_voters(now, VoterChange { add: false, node })
+    }
+
+    fn change_voters(&mut self, now: Instant, change: VoterChange) -> Result<(), GroupError> {
+        if !self.is_leader() {
+            return Err(GroupError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        let is_voter = self.voters.contains(&change.node);
+        if change.node.get() == 0 || is_voter == change.add {
+            return Err(GroupError::Membership {
+                id: change.node,
+                is_voter,
+            });
+        }
+        let len = self.voters.len();
+        if (change.add && len >= MAX_VOTERS) || (!change.add && len <= 1) {
+            return Err(GroupError::VoterSet {
+                len: if change.add { len + 1 } else { len - 1 },
+                max: MAX_VOTERS,
+            });
+        }
+        if self.raft.raft.has_pending_conf() {
+            return Err(GroupError::ChangeInProgress);
+        }
+        let mut cc = ConfChange::default();
+        cc.set_change_type(change.change_type());
+        cc.node_id = change.node.get();
+        self.raft
+            .propose_conf_change(wire::encode_voter_change(change), cc)
+            .map_err(|_| GroupError::ChangeInProgress)?;
+        self.after_input(now);
+        Ok(())
+    }
+
+    /// Writes the next datagram into `buf` (cleared first) and says where it goes.
+    #[must_use = "a transmit not sent is a Raft message or a client reply lost"]
+    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        let (to, message) = self.outbox.pop_front()?;
+        self.stats.entries_cut += wire::encode(self.id, &message, buf) as u64;
+        self.stats.datagrams_sent += 1;
+        Some(Transmit { to, len: buf.len() })
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.halted {
+            return None;
+        }
+        self.timers.next()
+    }
+
+    /// The next group event for the host.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Sequenced<GroupEvent>> {
+        self.events.poll()
+    }
+
+    /// The events after `after` that are still kept, for a subscriber that resumes.
+    pub fn events_since(
+        &self,
+        after: EventSeq,
+    ) -> Result<impl Iterator<Item = &Sequenced<GroupEvent>>, ResumeError> {
+        self.events.since(after)
+    }
+
+    /// This voter's id.
+    pub fn local_id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The Raft leader this voter knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        match self.raft.raft.leader_id {
+            0 => None,
+            id => Some(NodeId::new(id)),
+        }
+    }
+
+    /// Whether raft-rs holds this voter as leader. This is a belief, not a lease: an isolated
+    /// leader believes it until check_quorum steps it down. The lease table is never read on
+    /// the strength of it (decisions come from committed entries, reads from ReadIndex).
+    pub fn is_leader(&self) -> bool {
+        self.raft.raft.state == StateRole::Leader
+    }
+
+    /// The current Raft term.
+    pub fn term(&self) -> Term {
+        Term::new(self.raft.raft.term)
+    }
+
+    /// The voters, as of the last applied membership change.
+    pub fn voters(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.voters.iter().copied()
+    }
+
+    /// The lease table as of [`applied_index`](Self::applied_index). A follower's copy may lag;
+    /// it is never ahead of the committed log.
+    pub fn table(&self) -> &LeaseTable {
+        &self.table
+    }
+
+    /// The last log index applied to the table.
+    pub fn applied_index(&self) -> u64 {
+        self.applied
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> GroupStats {
+        self.stats
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &LeaseConfig {
+        &self.config
+    }
+
+    /// raft-rs's `(pre_vote, check_quorum)` flags, as configured.
+    pub fn raft_safety_flags(&self) -> (bool, bool) {
+        (self.raft.raft.pre_vote, self.raft.raft.check_quorum)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn crash_after_next_persist(&mut self) {
+        self.crash_after_persist = true;
+    }
+
+    /// Whether the test hook stopped this voter.
+    #[cfg(test)]
+    pub(crate) fn is_halted(&self) -> bool {
+        self.halted
+    }
+
+    #[cfg(test)]
+    pub(crate) fn randomized_election_ticks(&self) -> usize {
+        self.raft.raft.randomized_election_timeout()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Requests
+    // -----------------------------------------------------------------------------------------
+
+    fn handle_request(&mut self, now: Instant, client: NodeId, request: RequestId, op: Op) {
+        if !self.is_leader() {
+            let leader = self.leader().filter(|l| *l != self.id);
+            self.send(
+                client,
+                LeaseMessage::Response {
+                    request,
+                    reply: Reply::NotLeader { leader },
+                },
+            );
+            return;
+        }
+        if let Op::Query { scope } = op {
+            self.start_read(now, client, request, scope);
+            return;
+        }
+        let refuse = |refusal| LeaseMessage::Response {
+            request,
+            reply: Reply::Outcome(Outcome::Refused(refusal)),
+        };
+        if let Some(ttl) = op.ttl()
+            && !(self.config.min_ttl()..=self.config.max_ttl()).contains(&ttl)
+        {
+            self.send(client, refuse(Refusal::InvalidTtl));
+            return;
+        }
+        if self.pending.contains_key(&(client, request)) {
+            return; // A retry of a proposal still in flight: its commit answers both.
+        }
+        if self.pending.len() >= self.config.max_pending_requests() as usize {
+            self.send(client, refuse(Refusal::Overloaded));
+            return;
+        }
+        let command = Command {
+            at: now,
+            proposer: self.id,
+            body: Body::Client {
+                client,
+                request,
+                op,
+            },
+        };
+        if self
+            .raft
+            .propose(Vec::new(), wire::encode_command(&command))
+            .is_ok()
+        {
+            self.stats.proposals += 1;
+            self.pending.insert((client, request), now);
+        } else {
+            // Leadership transfer in progress, or the uncommitted budget is spent.
+            self.send(
+                client,
+                LeaseMessage::Response {
+                    request,
+                    reply: Reply::NotLeader { leader: None },
+                },
+            );
+        }
+    }
+
+    fn start_read(&mut self, now: Instant, client: NodeId, request: RequestId, scope: Scope) {
+        if self.reads.len() >= self.config.max_pending_requests() as usize {
+            self.send(
+                client,
+                LeaseMessage::Response {
+                    request,
+                    reply: Reply::Outcome(Outcome::Refused(Refusal::Overloaded)),
+                },
+            );
+            return;
+        }
+        let id = self.next_read;
+        self.next_read += 1;
+        self.reads.insert(
+            id,
+            PendingRead {
+                client,
+                request,
+                scope,
+                since: now,
+                index: None,
+            },
+        );
+        self.raft.read_index(id.to_be_bytes().to_vec());
+    }
+
+    fn propose_clock(&mut self, now: Instant) {
+        let command = Command {
+            at: now,
+            proposer: self.id,
+            body: Body::Clock,
+        };
+        if self
+            .raft
+            .propose(Vec::new(), wire::encode_command(&command))
+            .is_ok()
+        {
+            self.stats.proposals += 1;
+            self.clock_due = false;
+            self.last_clock_proposal = now;
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The Ready loop
+    // -----------------------------------------------------------------------------------------
+
+    fn after_input(&mut self, now: Instant) {
+        self.redraw_election_timeout();
+        self.process_ready(now);
+        self.observe_leadership(now);
+        if self.is_leader() && self.clock_due {
+            self.propose_clock(now);
+            self.process_ready(now);
+        }
+        self.arm_expiry_sweep();
+    }
+
+    /// raft-rs resets its randomized election timeout (from the OS RNG) whenever it changes
+    /// term or role (`Raft::reset`, called by every `become_*` except `become_pre_candidate`).
+    /// Every such reset changes `(term, role)`, so drawing again from our RNG whenever that
+    /// pair changed since the last draw overrides every OS draw before the next tick reads it.
+    fn redraw_election_timeout(&mut self) {
+        let key = (self.raft.raft.term, self.raft.raft.state);
+        if self.drawn_for == Some(key) {
+            return;
+        }
+        self.drawn_for = Some(key);
+        let min = self.config.election_ticks() as usize;
+        let ticks = min + self.rng.index(min);
+        self.raft.raft.set_randomized_election_timeout(ticks);
+    }
+
+    fn process_ready(&mut self, now: Instant) {
+        for _ in 0..MAX_READY_ROUNDS {
+            if self.halted || !self.raft.has_ready() {
+                return;
+            }
+            let mut rd = self.raft.ready();
+            // 1. Messages that need no persistence (a leader's appends and heartbeats).
+            self.queue_raft(rd.take_messages());
+            debug_assert!(
+                rd.snapshot().is_empty(),
+                "snapshots are refused before they reach raft-rs"
+            );
+            // 2. Persist entries and hard state.
+            let persisted = Persisted::write(&self.storage, rd);
+            #[cfg(test)]
+            if self.crash_after_persist {
+                self.halted = true;
+                self.outbox.clear();
+                drop(persisted);
+                return;
+            }
+            // 3. Send what waited for persistence.
+            let (messages, mut rd) = persisted.into_parts();
+            self.queue_raft(messages);
+            // 4. Apply committed entries, then note confirmed reads.
+            let read_states = rd.take_read_states();
+            self.apply(now, rd.take_committed_entries());
+            for rs in read_states {
+                let Ok(ctx) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
+                    continue;
+                };
+                if let Some(read) = self.reads.get_mut(&u64::from_be_bytes(ctx)) {
+                    read.index = Some(rs.index);
+                }
+            }
+            // 5. Advance; a leader may get more messages and entries committed meanwhile.
+            let mut light = self.raft.advance(rd);
+            if let Some(commit) = light.commit_index() {
+                self.storage.wl().mut_hard_state().commit = commit;
+            }
+            self.queue_raft(light.take_messages());
+            self.apply(now, light.take_committed_entries());
+            self.raft.advance_apply();
+            self.answer_reads(now);
+            self.redraw_election_timeout();
+        }
+    }
+
+    fn queue_raft(&mut self, messages: Vec<Message>) {
+        for m in messages {
+            if !wire::is_sendable(&m) {
+                debug_assert!(false, "raft-rs produced an unsendable message: {m:?}");
+                continue;
+            }
+            let to = NodeId::new(m.to);
+            self.send(to, LeaseMessage::Raft(m));
+        }
+    }
+
+    fn send(&mut self, to: NodeId, message: LeaseMessage) {
+        if self.outbox.len() >= MAX_GROUP_OUTBOX_DATAGRAMS {
+            self.stats.outbox_dropped += 1;
+            return;
+        }
+        self.outbox.push_back((to, message));
+    }
+
+    fn apply(&mut self, now: Instant, entries: Vec<Entry>) {
+        for e in entries {
+            self.applied = e.index;
+            self.stats.entries_applied += 1;
+            match e.get_entry_type() {
+                EntryType::EntryNormal if e.data.is_empty() => {} // a new leader's empty entry
+                EntryType::EntryNormal => match wire::decode_command(&e.data) {
+                    Ok(command) => self.apply_command(now, e.index, Term::new(e.term), command),
+                    Err(_) => self.stats.entries_skipped += 1,
+                },
+                EntryType::EntryConfChange => match wire::decode_voter_change(&e.context) {
+                    Ok(change) => self.apply_voter_change(now, change),
+                    Err(_) => self.stats.entries_skipped += 1,
+                },
+                EntryType::EntryConfChangeV2 => self.stats.entries_skipped += 1,
+            }
+        }
+    }
+
+    fn apply_voter_change(&mut self, now: Instant, change: VoterChange) {
+        let mut cc = ConfChange::default();
+        cc.set_change_type(change.change_type());
+        cc.node_id = change.node.get();
+        match self.raft.apply_conf_change(&cc) {
+            Ok(cs) => {
+                self.voters = cs.voters.iter().map(|v| NodeId::new(*v)).collect();
+                self.storage.wl().set_conf_state(cs);
+                self.events.push(
+                    now,
+                    GroupEvent::VotersChanged {
+                        voters: self.voters.iter().copied().collect(),
+                    },
+                );
+            }
+            Err(_) => self.stats.entries_skipped += 1,
+        }
+    }
+
+    fn apply_command(&mut self, now: Instant, index: u64, term: Term, command: Command) {
+        let mut changes = Vec::new();
+        let outcome = self.table.apply(index, term, &command, &mut changes);
+        for change in changes {
+            let event = match change {
+                Change::Granted {
+                    scope,
+                    holder,
+                    token,
+                    term,
+                } => GroupEvent::Granted {
+                    scope,
+                    holder,
+                    token,
+                    term,
+                },
+                Change::Released {
+                    scope,
+                    holder,
+                    token,
+                } => GroupEvent::Released {
+                    scope,
+                    holder,
+                    token,
+                },
+                Change::Expired {
+                    scope,
+                    holder,
+                    token,
+                } => GroupEvent::Expired {
+                    scope,
+                    holder,
+                    token,
+                },
+            };
+            self.events.push(now, event);
+        }
+        let (
+            Some(outcome),
+            Body::Client {
+                client,
+                request,
+                op,
+            },
+        ) = (outcome, command.body)
+        else {
+            return;
+        };
+        // Only the proposer answers, and only while it remembers the request (not after a
+        // restart, when the client has long retried elsewhere).
+        if command.proposer != self.id || self.pending.remove(&(client, request)).is_none() {
+            return;
+        }
+        if let (Outcome::Transferred { to, token }, Op::Transfer { scope, ttl, .. }) =
+            (&outcome, &op)
+        {
+            self.send(
+                *to,
+                LeaseMessage::Notice {
+                    scope: scope.clone(),
+                    token: *token,
+                    term,
+                    ttl: *ttl,
+                },
+            );
+        }
+        self.send(
+            client,
+            LeaseMessage::Response {
+                request,
+                reply: Reply::Outcome(outcome),
+            },
+        );
+    }
+
+    /// Answers the reads whose ReadIndex is applied, from the table at that point.
+    fn answer_reads(&mut self, now: Instant) {
+        let ready: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.index.is_some_and(|i| i <= self.applied))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ready {
+            let Some(read) = self.reads.remove(&id) else {
+                continue;
+            };
+            let in_my_clock = self.table.clock_term() == self.term();
+            let lease = self.table.get(&read.scope).map(|l| LeaseInfo {
+                holder: l.holder,
+                term: l.term,
+                token: l.token,
+                expires_in: if in_my_clock {
+                    l.expires_at.saturating_duration_since(now)
+                } else {
+                    l.ttl
+                },
+            });
+            self.send(
+                read.client,
+                LeaseMessage::Response {
+                    request: read.request,
+                    reply: Reply::Lease(lease),
+                },
+            );
+        }
+    }
+
+    fn observe_leadership(&mut self, now: Instant) {
+        let current = (self.leader(), self.term());
+        if self.seen_leader == Some(current) {
+            return;
+        }
+        self.seen_leader = Some(current);
+        self.events.push(
+            now,
+            GroupEvent::LeaderChanged {
+                leader: current.0,
+                term: current.1,
+            },
+        );
+        self.clock_due = current.0 == Some(self.id);
+        if !self.is_leader() {
+            // Proposals of a lost term may still commit; their answers come from the table's
+            // sessions when clients retry. Reads must be confirmed again elsewhere.
+            self.reads.clear();
+        }
+    }
+
+    /// The leader proposes a clock entry when the earliest lease expiry (in its own clock, once
+    /// its first stamp is applied) passes, so the table expires it without waiting for traffic.
+    fn arm_expiry_sweep(&mut self) {
+        let due = if self.is_leader() && self.table.clock_term() == self.term() {
+            self.table
+                .next_expiry()
+                .map(|expiry| expiry.max(self.last_clock_proposal + self.config.tick_interval()))
+        } else {
+            None
+        };
+        match due {
+            Some(at) => self.timers.set(Timer::ExpirySweep, at),
+            None => self.timers.stop(Timer::ExpirySweep),
+        }
+    }
+}
+
+impl fmt::Debug for LeaseGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeaseGroup")
+            .field("id", &self.id)
+            .field("term", &self.term())
+            .field("leader", &self.leader())
+            .field("voters", &self.voters)
+            .field("applied", &self.applied)
+            .field("leases", &self.table.len())
+            .finish_non_exhaustive()
+    }
+}

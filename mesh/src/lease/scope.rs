@@ -1,0 +1,233 @@
+//! Lease scopes: the names leases are granted on.
+//!
+//! A [`Scope`] is one of three forms, checked when it is built (parse, don't validate):
+//!
+//! * `global-control`: the mesh-wide control leader;
+//! * `shard/{namespace}/{id}`: the owner of one shard;
+//! * a custom name: one or more `/`-separated segments whose first segment is neither `shard`
+//!   nor `global-control`.
+//!
+//! Every segment is 1 to [`MAX_SEGMENT_BYTES`] bytes of `a-z`, `0-9`, `.`, `_`, `-`, starting
+//! with a letter or digit; a whole scope is at most [`MAX_SCOPE_BYTES`] bytes, so a command that
+//! names it always fits one datagram.
+
+use core::fmt;
+use core::str::FromStr;
+
+use thiserror::Error;
+
+/// Longest scope, in bytes.
+pub const MAX_SCOPE_BYTES: usize = 128;
+/// Longest segment of a scope, in bytes.
+pub const MAX_SEGMENT_BYTES: usize = 64;
+
+const GLOBAL_CONTROL: &str = "global-control";
+const SHARD: &str = "shard";
+
+/// The expected forms, quoted by every [`ScopeError`].
+const EXPECTED: &str = "`global-control`, `shard/{namespace}/{id}` or a custom name of \
+    `/`-separated segments of [a-z0-9._-] (each starting with a letter or digit, at most 64 \
+    bytes; at most 128 bytes in all)";
+
+/// The name of a lease, in one of three forms checked when it is built:
+///
+/// * `global-control`: the mesh-wide control leader;
+/// * `shard/{namespace}/{id}`: the owner of one shard;
+/// * a custom name: one or more `/`-separated segments whose first segment is neither `shard`
+///   nor `global-control`.
+///
+/// Every segment is 1 to [`MAX_SEGMENT_BYTES`] bytes of `a-z`, `0-9`, `.`, `_`, `-`, starting
+/// with a letter or digit; a whole scope is at most [`MAX_SCOPE_BYTES`] bytes.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Scope(String);
+
+/// Which form a [`Scope`] has.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum ScopeKind<'a> {
+    /// `global-control`.
+    GlobalControl,
+    /// `shard/{namespace}/{id}`.
+    Shard {
+        /// The shard's namespace.
+        namespace: &'a str,
+        /// The shard's id within its namespace.
+        id: &'a str,
+    },
+    /// Any other valid name.
+    Custom(&'a str),
+}
+
+/// Why a scope name was refused. Always a caller (or peer) fault; nothing was built.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ScopeError {
+    /// The name is empty or longer than [`MAX_SCOPE_BYTES`].
+    #[error("scope of {len} bytes: expected 1..={max} bytes; forms: {EXPECTED}")]
+    Length {
+        /// Its length in bytes.
+        len: usize,
+        /// [`MAX_SCOPE_BYTES`].
+        max: usize,
+    },
+    /// A segment is empty, too long, or holds a character outside `[a-z0-9._-]`.
+    #[error("invalid segment {segment} of the scope (counting from 0): expected {EXPECTED}")]
+    Segment {
+        /// The segment's position.
+        segment: usize,
+    },
+    /// A `shard/...` scope that is not exactly `shard/{namespace}/{id}`.
+    #[error("a shard scope has {segments} segments: expected `shard/{{namespace}}/{{id}}`")]
+    ShardForm {
+        /// Segments found.
+        segments: usize,
+    },
+    /// `global-control` with more segments after it.
+    #[error("`global-control` takes no sub-scope: expected {EXPECTED}")]
+    GlobalControlForm,
+}
+
+impl Scope {
+    /// Parses and checks a scope name.
+    pub fn new(name: &str) -> Result<Self, ScopeError> {
+        check(name)?;
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The `global-control` scope.
+    pub fn global_control() -> Self {
+        Self(GLOBAL_CONTROL.to_owned())
+    }
+
+    /// The scope `shard/{namespace}/{id}`.
+    pub fn shard(namespace: &str, id: &str) -> Result<Self, ScopeError> {
+        Self::new(&format!("{SHARD}/{namespace}/{id}"))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Which form this scope has.
+    pub fn kind(&self) -> ScopeKind<'_> {
+        if self.0 == GLOBAL_CONTROL {
+            return ScopeKind::GlobalControl;
+        }
+        let mut parts = self.0.splitn(3, '/');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(SHARD), Some(namespace), Some(id)) => ScopeKind::Shard { namespace, id },
+            _ => ScopeKind::Custom(&self.0),
+        }
+    }
+}
+
+fn check(name: &str) -> Result<(), ScopeError> {
+    if name.is_empty() || name.len() > MAX_SCOPE_BYTES {
+        return Err(ScopeError::Length {
+            len: name.len(),
+            max: MAX_SCOPE_BYTES,
+        });
+    }
+    let mut segments = 0;
+    for (i, segment) in name.split('/').enumerate() {
+        segments += 1;
+        let bytes = segment.as_bytes();
+        let first_ok = bytes
+            .first()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let rest_ok = bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(b));
+        if !first_ok || !rest_ok || bytes.len() > MAX_SEGMENT_BYTES {
+            return Err(ScopeError::Segment { segment: i });
+        }
+    }
+    match name.split('/').next() {
+        Some(SHARD) if segments != 3 => Err(ScopeError::ShardForm { segments }),
+        Some(GLOBAL_CONTROL) if segments != 1 => Err(ScopeError::GlobalControlForm),
+        _ => Ok(()),
+    }
+}
+
+impl FromStr for Scope {
+    type Err = ScopeError;
+    fn from_str(s: &str) -> Result<Self, ScopeError> {
+        Self::new(s)
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Scope({})", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_three_forms_parse() {
+        assert_eq!(
+            Scope::new("global-control").unwrap().kind(),
+            ScopeKind::GlobalControl
+        );
+        assert_eq!(
+            Scope::new("shard/orders/17").unwrap().kind(),
+            ScopeKind::Shard {
+                namespace: "orders",
+                id: "17"
+            }
+        );
+        assert_eq!(
+            Scope::shard("orders", "17").unwrap(),
+            Scope::new("shard/orders/17").unwrap()
+        );
+        assert_eq!(
+            Scope::new("billing/cron.nightly").unwrap().kind(),
+            ScopeKind::Custom("billing/cron.nightly")
+        );
+        assert_eq!(Scope::global_control().as_str(), "global-control");
+    }
+
+    #[test]
+    fn malformed_names_are_refused_with_the_expected_forms() {
+        for bad in [
+            "",
+            "Global",
+            "shard/orders",
+            "shard/orders/1/2",
+            "global-control/x",
+            "a//b",
+            "/a",
+            "a/",
+            "-a",
+            "a b",
+            "é",
+        ] {
+            let err = Scope::new(bad).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("global-control") || text.contains("shard/{namespace}/{id}"),
+                "{bad:?}: {text}"
+            );
+        }
+        let long = "a".repeat(MAX_SCOPE_BYTES + 1);
+        assert!(matches!(
+            Scope::new(&long),
+            Err(ScopeError::Length { len: 129, max: 128 })
+        ));
+        let long_segment = format!("x/{}", "a".repeat(MAX_SEGMENT_BYTES + 1));
+        assert_eq!(
+            Scope::new(&long_segment),
+            Err(ScopeError::Segment { segment: 1 })
+        );
+    }
+}

@@ -1,0 +1,641 @@
+//! The lease table: the voter group's replicated state machine.
+//!
+//! Every voter applies the same committed entries in the same order to its own [`LeaseTable`],
+//! so every voter holds the same table at the same applied index. Nothing in here reads local
+//! state: no clock (time comes from the entry), no configuration (bounds are constants), no
+//! randomness.
+//!
+//! See [`LeaseTable`] for the rules of time, fencing and sessions.
+
+use alloc::collections::{BTreeMap, BTreeSet};
+
+use super::config::{MAX_TTL, MIN_TTL};
+use super::ids::{FencingToken, RequestId, Term};
+use super::scope::Scope;
+use crate::id::NodeId;
+use crate::time::{Duration, Instant};
+
+/// Leases the table holds at most; acquires beyond it are refused with `TableFull`.
+pub const MAX_LEASES: u32 = 65_536;
+/// Client sessions (client, scope) remembered for de-duplication; the least recently used is forgotten first.
+pub const MAX_SESSIONS: usize = 65_536;
+
+/// One lease as the table holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The holder.
+    pub holder: NodeId,
+    /// The Raft term of the grant.
+    pub term: Term,
+    /// The grant's fencing token (its log index).
+    pub token: FencingToken,
+    /// The TTL of the last grant or renewal.
+    pub ttl: Duration,
+    /// Expiry, in the clock of the table's [`clock_term`](LeaseTable::clock_term).
+    pub expires_at: Instant,
+}
+
+/// A client operation, as requested and as replicated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    Acquire {
+        scope: Scope,
+        ttl: Duration,
+    },
+    Renew {
+        scope: Scope,
+        token: FencingToken,
+        ttl: Duration,
+    },
+    Release {
+        scope: Scope,
+        token: FencingToken,
+    },
+    Transfer {
+        scope: Scope,
+        token: FencingToken,
+        to: NodeId,
+        ttl: Duration,
+    },
+    /// A read; never replicated (answered through ReadIndex).
+    Query {
+        scope: Scope,
+    },
+}
+
+impl Op {
+    pub(crate) fn scope(&self) -> &Scope {
+        match self {
+            Self::Acquire { scope, .. }
+            | Self::Renew { scope, .. }
+            | Self::Release { scope, .. }
+            | Self::Transfer { scope, .. }
+            | Self::Query { scope } => scope,
+        }
+    }
+
+    pub(crate) fn ttl(&self) -> Option<Duration> {
+        match self {
+            Self::Acquire { ttl, .. } | Self::Renew { ttl, .. } | Self::Transfer { ttl, .. } => {
+                Some(*ttl)
+            }
+            Self::Release { .. } | Self::Query { .. } => None,
+        }
+    }
+}
+
+/// The replicated form of a command: an entry's data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Command {
+    /// The proposer's `now` (always the leader of the entry's term).
+    pub(crate) at: Instant,
+    /// The voter that proposed it, which answers the client once it applies.
+    pub(crate) proposer: NodeId,
+    pub(crate) body: Body,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Body {
+    /// Only advances the table's time: a new leader's first stamp, or an expiry sweep.
+    Clock,
+    Client {
+        client: NodeId,
+        request: RequestId,
+        op: Op,
+    },
+}
+
+/// What applying a client command decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Acquire, renew or re-acquire: the requester holds the scope.
+    Granted {
+        token: FencingToken,
+        term: Term,
+        ttl: Duration,
+    },
+    Released,
+    Transferred {
+        to: NodeId,
+        token: FencingToken,
+    },
+    Refused(Refusal),
+}
+
+/// A refusal as it travels; the client turns it into a [`LeaseError`](super::LeaseError).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    Held {
+        holder: NodeId,
+        token: FencingToken,
+        expires_in: Duration,
+    },
+    NotHolder {
+        holder: NodeId,
+    },
+    UnknownScope,
+    StaleToken {
+        current: FencingToken,
+    },
+    InvalidTtl,
+    TableFull,
+    InvalidTarget,
+    /// Never replicated: the leader's proposal queue is full.
+    Overloaded,
+}
+
+/// A change to the table, for [`GroupEvent`](super::GroupEvent)s.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    Granted {
+        scope: Scope,
+        holder: NodeId,
+        token: FencingToken,
+        term: Term,
+    },
+    Released {
+        scope: Scope,
+        holder: NodeId,
+        token: FencingToken,
+    },
+    Expired {
+        scope: Scope,
+        holder: NodeId,
+        token: FencingToken,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Session {
+    request: RequestId,
+    outcome: Outcome,
+    index: u64,
+}
+
+/// The replicated lease table: scope -> holder, term, fencing token, expiry.
+///
+/// **Time.** Each command carries `at`, its proposer's `now`. Only the leader proposes, and Raft
+/// elects at most one leader per term (Raft §5.2), so the stamps of one term come from one clock
+/// and never go backwards. Expiries are kept in the clock of the term that last stamped an entry
+/// (`clock_term`). When an entry of a later term arrives, the table cannot translate the old
+/// clock into the new one, so it **rebases**: every lease is treated as live for a full TTL from
+/// the new leader's first stamp, which is after its election. That can only lengthen a lease in
+/// real time, never shorten it, so a holder that measures its lease from before its request was
+/// sent never outlives the table's view.
+///
+/// **Fencing.** A grant's token is the log index of the entry that made it; renewals keep the
+/// token, a transfer makes a new grant. Indices grow along the log, so tokens of successive
+/// grants strictly increase per scope.
+///
+/// **Sessions.** Clients retry requests (to another voter, after a leader change); the table
+/// remembers each client's last request and its outcome, and answers a duplicate with the
+/// remembered outcome instead of applying it twice (Raft §8).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaseTable {
+    leases: BTreeMap<Scope, Lease>,
+    /// `(expires_at, scope)` of every lease: the next expiry is the first.
+    expiries: BTreeSet<(Instant, Scope)>,
+    clock_term: Term,
+    clock: Instant,
+    /// The last request of each client on each scope (a client has one request in flight per
+    /// scope).
+    sessions: BTreeMap<(NodeId, Scope), Session>,
+    /// `(index, client, scope)` of every session: the least recently used is the first.
+    session_order: BTreeSet<(u64, NodeId, Scope)>,
+}
+
+impl LeaseTable {
+    /// The lease on `scope`, if any (expired leases stay until an entry's time passes them).
+    pub fn get(&self, scope: &Scope) -> Option<&Lease> {
+        self.leases.get(scope)
+    }
+
+    /// Every lease, in scope order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Scope, &Lease)> {
+        self.leases.iter()
+    }
+
+    /// Leases held.
+    pub fn len(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// Whether no lease is held.
+    pub fn is_empty(&self) -> bool {
+        self.leases.is_empty()
+    }
+
+    /// The term whose leader's clock the expiries are in.
+    pub fn clock_term(&self) -> Term {
+        self.clock_term
+    }
+
+    /// The latest time stamp applied, in the clock of [`clock_term`](Self::clock_term).
+    pub fn clock(&self) -> Instant {
+        self.clock
+    }
+
+    /// The earliest expiry, in the clock of [`clock_term`](Self::clock_term).
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.expiries.first().map(|e| e.0)
+    }
+
+    /// Applies one committed command at log position `index` of term `term`. Returns the
+    /// outcome for the client (`None` for a clock step) and pushes table changes to `changes`.
+    pub(crate) fn apply(
+        &mut self,
+        index: u64,
+        term: Term,
+        command: &Command,
+        changes: &mut Vec<Change>,
+    ) -> Option<Outcome> {
+        self.advance_clock(term, command.at, changes);
+        let Body::Client {
+            client,
+            request,
+            op,
+        } = &command.body
+        else {
+            return None;
+        };
+        if let Some(s) = self.sessions.get(&(*client, op.scope().clone()))
+            && s.request == *request
+        {
+            return Some(s.outcome.clone());
+        }
+        let outcome = self.apply_op(index, term, command.at, *client, op, changes);
+        self.remember(index, *client, op.scope(), *request, outcome.clone());
+        Some(outcome)
+    }
+
+    /// Moves the table's time to `at` of `term`: rebases on a new term, then expires every
+    /// lease whose expiry has passed.
+    fn advance_clock(&mut self, term: Term, at: Instant, changes: &mut Vec<Change>) {
+        if term > self.clock_term {
+            self.clock_term = term;
+            self.clock = at;
+            // A new leader's clock: a full TTL from its first stamp for everyone.
+            self.expiries.clear();
+            for (scope, lease) in &mut self.leases {
+                lease.expires_at = at + lease.ttl;
+                self.expiries.insert((lease.expires_at, scope.clone()));
+            }
+        }
+        self.clock = self.clock.max(at);
+        while let Some((expiry, _)) = self.expiries.first() {
+            if *expiry > self.clock {
+                break;
+            }
+            let Some((_, scope)) = self.expiries.pop_first() else {
+                break;
+            };
+            if let Some(lease) = self.leases.remove(&scope) {
+                changes.push(Change::Expired {
+                    scope,
+                    holder: lease.holder,
+                    token: lease.token,
+                });
+            }
+        }
+    }
+
+    fn apply_op(
+        &mut self,
+        index: u64,
+        term: Term,
+        at: Instant,
+        client: NodeId,
+        op: &Op,
+        changes: &mut Vec<Change>,
+    ) -> Outcome {
+        if let Some(ttl) = op.ttl()
+            && !(MIN_TTL..=MAX_TTL).contains(&ttl)
+        {
+            return Outcome::Refused(Refusal::InvalidTtl);
+        }
+        let scope = op.scope();
+        let current = self.leases.get(scope).copied();
+        match op {
+            Op::Acquire { ttl, .. } => match current {
+                Some(lease) if lease.holder == client => {
+                    // A retried or repeated acquire by the holder: the same grant, extended.
+                    self.set(
+                        scope,
+                        Lease {
+                            ttl: *ttl,
+                            expires_at: at + *ttl,
+                            ..lease
+                        },
+                    );
+                    Outcome::Granted {
+                        token: lease.token,
+                        term: lease.term,
+                        ttl: *ttl,
+                    }
+                }
+                Some(lease) => Outcome::Refused(Refusal::Held {
+                    holder: lease.holder,
+                    token: lease.token,
+                    expires_in: lease.expires_at - at,
+                }),
+                None if self.leases.len() >= MAX_LEASES as usize => {
+                    Outcome::Refused(Refusal::TableFull)
+                }
+                None => {
+                    let token = FencingToken::new(index);
+                    self.grant(scope, client, term, token, *ttl, at, changes);
+                    Outcome::Granted {
+                        token,
+                        term,
+                        ttl: *ttl,
+                    }
+                }
+            },
+            Op::Renew { token, ttl, .. } => match check_holder(current, client, *token) {
+                Err(refusal) => Outcome::Refused(refusal),
+                Ok(lease) => {
+                    self.set(
+                        scope,
+                        Lease {
+                            ttl: *ttl,
+                            expires_at: at + *ttl,
+                            ..lease
+                        },
+                    );
+                    Outcome::Granted {
+                        token: lease.token,
+                        term: lease.term,
+                        ttl: *ttl,
+                    }
+                }
+            },
+            Op::Release { token, .. } => match check_holder(current, client, *token) {
+                Err(refusal) => Outcome::Refused(refusal),
+                Ok(lease) => {
+                    self.remove(scope);
+                    changes.push(Change::Released {
+                        scope: scope.clone(),
+                        holder: client,
+                        token: lease.token,
+                    });
+                    Outcome::Released
+                }
+            },
+            Op::Transfer { token, to, ttl, .. } => match check_holder(current, client, *token) {
+                Err(refusal) => Outcome::Refused(refusal),
+                Ok(_) if *to == client || to.get() == 0 => Outcome::Refused(Refusal::InvalidTarget),
+                Ok(_) => {
+                    let new_token = FencingToken::new(index);
+                    self.remove(scope);
+                    self.grant(scope, *to, term, new_token, *ttl, at, changes);
+                    Outcome::Transferred {
+                        to: *to,
+                        token: new_token,
+                    }
+                }
+            },
+            // Reads are answered through ReadIndex and never proposed; a peer that put one in
+            // an entry gets it refused the same way on every voter.
+            Op::Query { .. } => Outcome::Refused(Refusal::UnknownScope),
+        }
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a grant is exactly these fields plus the change list"
+    )]
+    fn grant(
+        &mut self,
+        scope: &Scope,
+        holder: NodeId,
+        term: Term,
+        token: FencingToken,
+        ttl: Duration,
+        at: Instant,
+        changes: &mut Vec<Change>,
+    ) {
+        self.set(
+            scope,
+            Lease {
+                holder,
+                term,
+                token,
+                ttl,
+                expires_at: at + ttl,
+            },
+        );
+        changes.push(Change::Granted {
+            scope: scope.clone(),
+            holder,
+            token,
+            term,
+        });
+    }
+
+    fn set(&mut self, scope: &Scope, lease: Lease) {
+        self.remove(scope);
+        self.expiries.insert((lease.expires_at, scope.clone()));
+        self.leases.insert(scope.clone(), lease);
+    }
+
+    fn remove(&mut self, scope: &Scope) {
+        if let Some(old) = self.leases.remove(scope) {
+            self.expiries.remove(&(old.expires_at, scope.clone()));
+        }
+    }
+
+    fn remember(
+        &mut self,
+        index: u64,
+        client: NodeId,
+        scope: &Scope,
+        request: RequestId,
+        outcome: Outcome,
+    ) {
+        let session = Session {
+            request,
+            outcome,
+            index,
+        };
+        if let Some(old) = self.sessions.insert((client, scope.clone()), session) {
+            self.session_order
+                .remove(&(old.index, client, scope.clone()));
+        }
+        self.session_order.insert((index, client, scope.clone()));
+        while self.sessions.len() > MAX_SESSIONS {
+            let Some((_, c, s)) = self.session_order.pop_first() else {
+                break;
+            };
+            self.sessions.remove(&(c, s));
+        }
+    }
+}
+
+fn check_holder(
+    current: Option<Lease>,
+    client: NodeId,
+    token: FencingToken,
+) -> Result<Lease, Refusal> {
+    match current {
+        None => Err(Refusal::UnknownScope),
+        Some(lease) if lease.holder != client => Err(Refusal::NotHolder {
+            holder: lease.holder,
+        }),
+        Some(lease) if lease.token != token => Err(Refusal::StaleToken {
+            current: lease.token,
+        }),
+        Some(lease) => Ok(lease),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope() -> Scope {
+        Scope::new("shard/orders/1").unwrap()
+    }
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_nanos(ms * 1_000_000)
+    }
+
+    fn client_cmd(ms: u64, client: u64, request: u64, op: Op) -> Command {
+        Command {
+            at: at(ms),
+            proposer: NodeId::new(1),
+            body: Body::Client {
+                client: NodeId::new(client),
+                request: RequestId::new(request),
+                op,
+            },
+        }
+    }
+
+    fn acquire(ttl_ms: u64) -> Op {
+        Op::Acquire {
+            scope: scope(),
+            ttl: Duration::from_millis(ttl_ms),
+        }
+    }
+
+    /// Raft §5.3 (the state machine applies committed entries in log order) and the lease rules:
+    /// a second acquirer is refused while the lease lives, gets it once an entry's time passes
+    /// the expiry, and its token (the log index) is larger.
+    #[test]
+    fn grant_hold_expire_regrant() {
+        let mut t = LeaseTable::default();
+        let mut ch = Vec::new();
+        let term = Term::new(2);
+        let a = t.apply(10, term, &client_cmd(0, 7, 1, acquire(1000)), &mut ch);
+        assert_eq!(
+            a,
+            Some(Outcome::Granted {
+                token: FencingToken::new(10),
+                term,
+                ttl: Duration::from_millis(1000)
+            })
+        );
+        let b = t.apply(11, term, &client_cmd(400, 8, 1, acquire(1000)), &mut ch);
+        assert_eq!(
+            b,
+            Some(Outcome::Refused(Refusal::Held {
+                holder: NodeId::new(7),
+                token: FencingToken::new(10),
+                expires_in: Duration::from_millis(600)
+            }))
+        );
+        let c = t.apply(12, term, &client_cmd(1000, 8, 2, acquire(1000)), &mut ch);
+        assert!(
+            matches!(c, Some(Outcome::Granted { token, .. }) if token == FencingToken::new(12))
+        );
+        assert!(
+            ch.iter()
+                .any(|c| matches!(c, Change::Expired { holder, .. } if *holder == NodeId::new(7)))
+        );
+    }
+
+    /// A new term's first stamp rebases every lease to a full TTL from that stamp: an expiry
+    /// written in the old leader's clock is never compared with the new leader's clock.
+    #[test]
+    fn a_new_term_rebases_to_a_full_ttl() {
+        let mut t = LeaseTable::default();
+        let mut ch = Vec::new();
+        t.apply(
+            5,
+            Term::new(2),
+            &client_cmd(100_000, 7, 1, acquire(1000)),
+            &mut ch,
+        );
+        // The new leader's clock is far behind (another epoch): without a rebase the lease would
+        // look live for 100 s, or, with a clock ahead, already expired.
+        let clock = Command {
+            at: at(50),
+            proposer: NodeId::new(2),
+            body: Body::Clock,
+        };
+        assert_eq!(t.apply(6, Term::new(3), &clock, &mut ch), None);
+        assert_eq!(t.get(&scope()).unwrap().expires_at, at(1050));
+        assert_eq!(t.clock_term(), Term::new(3));
+        let late = Command {
+            at: at(1050),
+            ..clock
+        };
+        t.apply(7, Term::new(3), &late, &mut ch);
+        assert!(t.get(&scope()).is_none());
+    }
+
+    #[test]
+    fn renew_release_transfer_check_holder_and_token() {
+        let mut t = LeaseTable::default();
+        let mut ch = Vec::new();
+        let term = Term::new(1);
+        t.apply(3, term, &client_cmd(0, 7, 1, acquire(1000)), &mut ch);
+        let renew = |token| Op::Renew {
+            scope: scope(),
+            token: FencingToken::new(token),
+            ttl: Duration::from_millis(1000),
+        };
+        assert_eq!(
+            t.apply(4, term, &client_cmd(10, 8, 1, renew(3)), &mut ch),
+            Some(Outcome::Refused(Refusal::NotHolder {
+                holder: NodeId::new(7)
+            }))
+        );
+        assert_eq!(
+            t.apply(5, term, &client_cmd(10, 7, 2, renew(2)), &mut ch),
+            Some(Outcome::Refused(Refusal::StaleToken {
+                current: FencingToken::new(3)
+            }))
+        );
+        t.apply(6, term, &client_cmd(900, 7, 3, renew(3)), &mut ch);
+        assert_eq!(t.get(&scope()).unwrap().expires_at, at(1900));
+        let transfer = Op::Transfer {
+            scope: scope(),
+            token: FencingToken::new(3),
+            to: NodeId::new(9),
+            ttl: Duration::from_millis(1000),
+        };
+        assert_eq!(
+            t.apply(7, term, &client_cmd(1000, 7, 4, transfer), &mut ch),
+            Some(Outcome::Transferred {
+                to: NodeId::new(9),
+                token: FencingToken::new(7)
+            })
+        );
+        let release = Op::Release {
+            scope: scope(),
+            token: FencingToken::new(7),
+        };
+        assert_eq!(
+            t.apply(8, term, &client_cmd(1100, 9, 1, release.clone()), &mut ch),
+            Some(Outcome::Released)
+        );
+        // The retry of the same request is answered from the session, not applied again.
+        assert_eq!(
+            t.apply(9, term, &client_cmd(1200, 9, 1, release), &mut ch),
+            Some(Outcome::Released)
+        );
+        assert!(t.is_empty());
+    }
+}

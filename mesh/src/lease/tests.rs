@@ -1,0 +1,1008 @@
+//! Leadership tests on an in-process network of voters and clients, on virtual time (like
+//! raft-rs's `Network` and membership's harness): the harness jumps to the next wakeup, checks
+//! the lease invariants after every step, and stops after bounded steps.
+//!
+//! Each test names the section of the Raft paper (Ongaro and Ousterhout, "In Search of an
+//! Understandable Consensus Algorithm", 2014) or of Ongaro's dissertation ("Consensus: Bridging
+//! Theory and Practice", 2014) whose property it exercises.
+
+use alloc::collections::{BTreeMap, BTreeSet};
+
+use super::*;
+use crate::id::Incarnation;
+use crate::time::{Duration, Instant};
+
+/// One-way latency of the test network.
+const LATENCY: Duration = Duration::from_millis(2);
+/// Upper bound on harness steps per `run_for`, so a livelock fails instead of hanging.
+const MAX_STEPS: usize = 2_000_000;
+const TTL: Duration = Duration::from_secs(3);
+
+fn id(i: u64) -> NodeId {
+    NodeId::new(i)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn gc() -> Scope {
+    Scope::global_control()
+}
+
+/// The client of node `n`, as a place expression so `net.now` can be read in the same call.
+macro_rules! client {
+    ($net:ident, $n:expr) => {
+        $net.nodes.get_mut(&id($n)).expect("a node").client
+    };
+}
+
+struct Node {
+    group: Option<LeaseGroup>,
+    client: LeaseClient,
+    boot: u32,
+}
+
+struct Net {
+    config: LeaseConfig,
+    seed: u64,
+    now: Instant,
+    nodes: BTreeMap<NodeId, Node>,
+    voters: Vec<NodeId>,
+    in_flight: BTreeMap<(Instant, u64), (NodeId, NodeId, Vec<u8>)>,
+    msg_seq: u64,
+    /// Directed links that drop everything.
+    cut: BTreeSet<(NodeId, NodeId)>,
+    /// Crashed nodes and what they persisted (`None` for a node without a voter).
+    crashed: BTreeMap<NodeId, Option<DurableState>>,
+    events: Vec<(Instant, NodeId, LeadershipEvent)>,
+    group_events: Vec<(Instant, NodeId, GroupEvent)>,
+    /// Per scope: the largest token granted so far and its holder (fencing invariant).
+    tokens: BTreeMap<Scope, (FencingToken, NodeId)>,
+    buf: Vec<u8>,
+}
+
+impl Net {
+    /// `voters` founding voters (ids 1..=voters) and clients on `clients`; every voter also
+    /// runs a client.
+    fn new(voters: u64, clients: &[u64], seed: u64) -> Self {
+        let config = LeaseConfig::default();
+        let voter_ids: Vec<NodeId> = (1..=voters).map(id).collect();
+        let mut nodes = BTreeMap::new();
+        for v in &voter_ids {
+            let group = LeaseGroup::bootstrap(
+                config.clone(),
+                *v,
+                &voter_ids,
+                seed * 1000 + v.get(),
+                Instant::ZERO,
+            )
+            .expect("a valid voter set");
+            nodes.insert(
+                *v,
+                Node {
+                    group: Some(group),
+                    client: LeaseClient::new(
+                        config.clone(),
+                        *v,
+                        Incarnation::new(1),
+                        &voter_ids,
+                        seed * 2000 + v.get(),
+                    ),
+                    boot: 1,
+                },
+            );
+        }
+        for c in clients {
+            nodes.insert(
+                id(*c),
+                Node {
+                    group: None,
+                    client: LeaseClient::new(
+                        config.clone(),
+                        id(*c),
+                        Incarnation::new(1),
+                        &voter_ids,
+                        seed * 2000 + c,
+                    ),
+                    boot: 1,
+                },
+            );
+        }
+        Self {
+            config,
+            seed,
+            now: Instant::ZERO,
+            nodes,
+            voters: voter_ids,
+            in_flight: BTreeMap::new(),
+            msg_seq: 0,
+            cut: BTreeSet::new(),
+            crashed: BTreeMap::new(),
+            events: Vec::new(),
+            group_events: Vec::new(),
+            tokens: BTreeMap::new(),
+            buf: Vec::new(),
+        }
+    }
+
+    fn is_up(&self, n: NodeId) -> bool {
+        !self.crashed.contains_key(&n)
+    }
+
+    fn group(&self, n: u64) -> &LeaseGroup {
+        self.nodes[&id(n)].group.as_ref().expect("a voter")
+    }
+
+    fn group_mut(&mut self, n: u64) -> &mut LeaseGroup {
+        self.nodes
+            .get_mut(&id(n))
+            .and_then(|n| n.group.as_mut())
+            .expect("a voter")
+    }
+
+    fn isolate(&mut self, side: &[u64]) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for &a in side {
+            for &b in &ids {
+                if !side.contains(&b.get()) {
+                    self.cut.insert((id(a), b));
+                    self.cut.insert((b, id(a)));
+                }
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Crashes a node: its voter keeps only what it persisted, its client loses everything.
+    fn crash(&mut self, n: u64) {
+        let node = self.nodes.get_mut(&id(n)).expect("a node");
+        let durable = node.group.take().map(LeaseGroup::into_durable);
+        self.crashed.insert(id(n), durable);
+    }
+
+    fn restart(&mut self, n: u64) {
+        let Some(durable) = self.crashed.remove(&id(n)) else {
+            return;
+        };
+        let config = self.config.clone();
+        let now = self.now;
+        let seed = self.seed;
+        let voters = self.voters.clone();
+        let node = self.nodes.get_mut(&id(n)).expect("a node");
+        node.boot += 1;
+        node.group = durable.map(|d| {
+            LeaseGroup::restart(
+                config.clone(),
+                id(n),
+                d,
+                seed * 3000 + n * 10 + u64::from(node.boot),
+                now,
+            )
+        });
+        node.client = LeaseClient::new(
+            config,
+            id(n),
+            Incarnation::new(node.boot),
+            &voters,
+            seed * 4000 + n * 10 + u64::from(node.boot),
+        );
+    }
+
+    fn drain(&mut self, n: NodeId) {
+        if !self.is_up(n) {
+            return;
+        }
+        let now = self.now;
+        let Some(node) = self.nodes.get_mut(&n) else {
+            return;
+        };
+        if let Some(group) = node.group.as_mut() {
+            while let Some(t) = group.poll_transmit(now, &mut self.buf) {
+                self.msg_seq += 1;
+                if !self.cut.contains(&(n, t.to)) {
+                    self.in_flight.insert(
+                        (now + LATENCY, self.msg_seq),
+                        (n, t.to, self.buf[..t.len].to_vec()),
+                    );
+                }
+            }
+            while let Some(e) = group.poll_event() {
+                self.group_events.push((e.at, n, e.event));
+            }
+        }
+        while let Some(t) = node.client.poll_transmit(now, &mut self.buf) {
+            self.msg_seq += 1;
+            if !self.cut.contains(&(n, t.to)) {
+                self.in_flight.insert(
+                    (now + LATENCY, self.msg_seq),
+                    (n, t.to, self.buf[..t.len].to_vec()),
+                );
+            }
+        }
+        let mut fresh = Vec::new();
+        while let Some(e) = node.client.poll_event() {
+            fresh.push(e);
+        }
+        for e in fresh {
+            self.check_token(n, &e.event);
+            self.events.push((e.at, n, e.event));
+        }
+        // The test hook stopped this voter right after it persisted: that is a crash.
+        if self.nodes[&n]
+            .group
+            .as_ref()
+            .is_some_and(LeaseGroup::is_halted)
+        {
+            self.crash(n.get());
+        }
+    }
+
+    /// Fencing: a grant to a new holder carries a larger token than any before it on the scope.
+    fn check_token(&mut self, n: NodeId, event: &LeadershipEvent) {
+        if let LeadershipEvent::Acquired { scope, token, .. } = event {
+            if let Some((max, holder)) = self.tokens.get(scope) {
+                assert!(
+                    token > max || (token == max && *holder == n),
+                    "fencing token went back on {scope}: {n} got {token} after {holder} had {max}"
+                );
+            }
+            self.tokens.insert(scope.clone(), (*token, n));
+        }
+    }
+
+    /// At most one node believes it holds each scope, at every instant.
+    fn check_single_holder(&self) {
+        let mut holders: BTreeMap<&Scope, Vec<NodeId>> = BTreeMap::new();
+        for (n, node) in &self.nodes {
+            if !self.is_up(*n) {
+                continue;
+            }
+            for (scope, _) in node.client.held() {
+                if node.client.holds(self.now, scope).is_some() {
+                    holders.entry(scope).or_default().push(*n);
+                }
+            }
+        }
+        for (scope, nodes) in holders {
+            assert!(
+                nodes.len() <= 1,
+                "{scope} held by {nodes:?} at {}",
+                self.now
+            );
+        }
+    }
+
+    fn deliver(&mut self, from: NodeId, to: NodeId, bytes: &[u8]) {
+        if !self.is_up(to) {
+            return;
+        }
+        let now = self.now;
+        let Some(node) = self.nodes.get_mut(&to) else {
+            return;
+        };
+        match recipient(bytes).expect("the harness only carries valid datagrams") {
+            Recipient::Group => {
+                if let Some(group) = node.group.as_mut() {
+                    group
+                        .handle_message(now, from, bytes)
+                        .expect("voters accept each other's datagrams");
+                }
+            }
+            Recipient::Client => node
+                .client
+                .handle_message(now, from, bytes)
+                .expect("clients accept voters' datagrams"),
+        }
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for &n in &ids {
+            self.drain(n);
+        }
+        for _ in 0..MAX_STEPS {
+            let next_msg = self.in_flight.keys().next().map(|k| k.0);
+            let next_timer = self
+                .nodes
+                .iter()
+                .filter(|(n, _)| self.is_up(**n))
+                .flat_map(|(n, node)| {
+                    [
+                        node.group.as_ref().and_then(LeaseGroup::poll_timeout),
+                        node.client.poll_timeout(),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .map(move |t| (t, *n))
+                })
+                .min();
+            let next = [next_msg, next_timer.map(|t| t.0)]
+                .into_iter()
+                .flatten()
+                .min();
+            let Some(at) = next.filter(|t| *t <= end) else {
+                self.now = end;
+                self.check_single_holder();
+                return;
+            };
+            self.now = self.now.max(at);
+            if next_msg == Some(at) {
+                let (_, (from, to, bytes)) = self.in_flight.pop_first().expect("peeked above");
+                self.deliver(from, to, &bytes);
+                self.drain(to);
+            } else if let Some((_, n)) = next_timer {
+                let now = self.now;
+                if let Some(node) = self.nodes.get_mut(&n) {
+                    if let Some(g) = node.group.as_mut() {
+                        g.handle_timeout(now);
+                    }
+                    node.client.handle_timeout(now);
+                }
+                self.drain(n);
+            }
+            self.check_single_holder();
+        }
+        panic!("harness did not reach {end} within {MAX_STEPS} steps");
+    }
+
+    /// The voter every up voter agrees leads, if any.
+    fn agreed_leader(&self) -> Option<NodeId> {
+        let up: Vec<&LeaseGroup> = self
+            .nodes
+            .iter()
+            .filter(|(n, _)| self.is_up(**n))
+            .filter_map(|(_, node)| node.group.as_ref())
+            .filter(|g| g.voters().any(|v| v == g.local_id()))
+            .collect();
+        let leader = up.iter().find(|g| g.is_leader())?.local_id();
+        up.iter()
+            .all(|g| g.leader() == Some(leader))
+            .then_some(leader)
+    }
+
+    fn wait_for_leader(&mut self, within: Duration) -> NodeId {
+        let end = self.now + within;
+        while self.now < end {
+            self.run_for(ms(100));
+            if let Some(l) = self.agreed_leader() {
+                return l;
+            }
+        }
+        panic!("no agreed leader within {within:?}");
+    }
+
+    fn events_of(&self, n: u64) -> Vec<&LeadershipEvent> {
+        self.events
+            .iter()
+            .filter(|(_, node, _)| *node == id(n))
+            .map(|(_, _, e)| e)
+            .collect()
+    }
+
+    fn acquired(&self, n: u64, scope: &Scope) -> Vec<FencingToken> {
+        self.events_of(n)
+            .into_iter()
+            .filter_map(|e| match e {
+                LeadershipEvent::Acquired {
+                    scope: s, token, ..
+                } if s == scope => Some(*token),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn failures(&self, n: u64) -> Vec<&LeaseError> {
+        self.events_of(n)
+            .into_iter()
+            .filter_map(|e| match e {
+                LeadershipEvent::Failed { error, .. } => Some(error),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every up voter that applied up to the same index holds the same table (Raft §5.3,
+    /// State Machine Safety).
+    fn check_tables_agree(&self) {
+        let mut by_index: BTreeMap<u64, &LeaseTable> = BTreeMap::new();
+        for (n, node) in &self.nodes {
+            if let Some(g) = node.group.as_ref().filter(|_| self.is_up(*n))
+                && let Some(other) = by_index.insert(g.applied_index(), g.table())
+            {
+                assert_eq!(
+                    other,
+                    g.table(),
+                    "tables differ at index {}",
+                    g.applied_index()
+                );
+            }
+        }
+    }
+}
+
+/// Raft §5.2 (leader election): three voters elect exactly one leader that all of them follow,
+/// and the randomized election timeouts come from the seeded RNG in `[election, 2 * election)`.
+#[test]
+fn three_voters_elect_one_leader() {
+    let mut net = Net::new(3, &[], 1);
+    let leader = net.wait_for_leader(Duration::from_secs(5));
+    let term = net.group(leader.get()).term();
+    for v in 1..=3 {
+        assert_eq!(net.group(v).leader(), Some(leader));
+        assert_eq!(net.group(v).term(), term);
+        let ticks = net.group(v).randomized_election_ticks();
+        assert!((10..20).contains(&ticks), "{ticks}");
+    }
+    let changed = net
+        .group_events
+        .iter()
+        .filter(|(_, _, e)| matches!(e, GroupEvent::LeaderChanged { leader: Some(l), .. } if *l == leader))
+        .count();
+    assert_eq!(changed, 3, "every voter reports the leader once");
+}
+
+/// Raft §5.2 with five voters.
+#[test]
+fn five_voters_elect_one_leader() {
+    let mut net = Net::new(5, &[], 2);
+    let leader = net.wait_for_leader(Duration::from_secs(5));
+    net.run_for(Duration::from_secs(5));
+    assert_eq!(
+        net.agreed_leader(),
+        Some(leader),
+        "a stable group keeps its leader"
+    );
+}
+
+/// Raft §5.3 (log replication) and §8 (client interaction): a non-voter acquires through the
+/// voters; the grant's token is the log index of the committed entry, and every voter's table
+/// shows the same lease.
+#[test]
+fn a_non_voter_acquires_through_the_voters() {
+    let mut net = Net::new(3, &[10], 3);
+    net.wait_for_leader(Duration::from_secs(5));
+    let request = client!(net, 10).acquire(net.now, gc(), TTL).unwrap();
+    net.run_for(ms(200));
+    let tokens = net.acquired(10, &gc());
+    assert_eq!(tokens.len(), 1, "{:?}", net.events_of(10));
+    assert!(client!(net, 10).holds(net.now, &gc()).is_some());
+    for v in 1..=3 {
+        let lease = net
+            .group(v)
+            .table()
+            .get(&gc())
+            .copied()
+            .expect("replicated");
+        assert_eq!(lease.holder, id(10));
+        assert_eq!(lease.token, tokens[0]);
+    }
+    assert!(tokens[0].get() > 3, "the bootstrap entries come first");
+    assert!(!net.failures(10).is_empty() || request.get() > 0);
+    net.check_tables_agree();
+}
+
+/// The lease rule: while a lease lives, a second acquirer is refused with `Held`, naming the
+/// holder and its token.
+#[test]
+fn a_second_acquirer_gets_held() {
+    let mut net = Net::new(3, &[10, 11], 4);
+    net.wait_for_leader(Duration::from_secs(5));
+    client!(net, 10).acquire(net.now, gc(), TTL).unwrap();
+    net.run_for(ms(200));
+    let token = net.acquired(10, &gc())[0];
+    client!(net, 11).acquire(net.now, gc(), TTL).unwrap();
+    net.run_for(ms(200));
+    assert!(net.acquired(11, &gc()).is_empty());
+    match net.failures(11).as_slice() {
+        [
+            LeaseError::Held {
+                holder,
+                token: t,
+                expires_in,
+                ..
+            },
+        ] => {
+            assert_eq!((*holder, *t), (id(10), token));
+            assert!(
+                *expires_in <= TTL && *expires_in > ms(2000),
+                "{expires_in:?}"
+            );
+        }
+        other => panic!("expected Held, got {other:?}"),
+    }
+}
+
+/// Renewal extends the lease from the renewal's send time; without one the lease expires on the
+/// holder first, then in the table (the leader's expiry sweep), and the next grant carries a
+/// larger token.
+#[test]
+fn renew_extends_and_expiry_frees_the_scope() {
+    let mut net = Net::new(3, &[10, 11], 5);
+    net.wait_for_leader(Duration::from_secs(5));
+    client!(net, 10).acquire(net.now, gc(), TTL).unwrap();
+    net.run_for(ms(100));
+    let first = net.acquired(10, &gc())[0];
+    let expires_before = client!(net, 10)
+        .held()
+        .next()
+        .map(|(_, h)| h.expires)
+        .unwrap();
+    net.run_for(ms(2000));
+    client!(net, 10).renew(net.now, gc()).unwrap();
+    net.run_for(ms(100));
+    let renewed = net.events_of(10).into_iter().any(|e| {
+        matches!(e, LeadershipEvent::Renewed { token, expires, .. } if *token == first && *expires > expires_before)
+    });
+    assert!(renewed, "{:?}", net.events_of(10));
+    net.run_for(ms(1500));
+    assert!(
+        client!(net, 10).holds(net.now, &gc()).is_some(),
+        "the renewal extended it"
+    );
+    // No more renewals: it expires on the holder, then in the table.
+    net.run_for(Duration::from_secs(3));
+    assert!(
+        net.events_of(10)
+            .iter()
+            .any(|e| matches!(e, LeadershipEvent::Expired { .. }))
+    );
+    assert!(
+        net.group_events
+            .iter()
+            .any(|(_, _, e)| matches!(e, GroupEvent::Expired { holder, .. } if *holder == id(10)))
+    );
+    client!(net, 11).acquire(net.now, gc(), TTL).unwrap();
+    net.run_for(ms(200));
+    let second = net.acquired(11, &gc());
+    assert_eq!(second.len(), 1);
+    assert!(second[0] > first);
+}
+
+/// Release frees the scope at once; transfer hands it to a named node, which acquires it under
+/// a new, larger token after a renewal of its own.
+#[test]
+fn release_and_transfer() {
+    let mut net = Net::new(3, &[10, 11, 12], 6);
+    net.wait_for_leader(Duration::from_secs(5));
+    let scope = Scope::shard("orders", "7").unwrap();
+    client!(net, 10)
+        .acquire(net.now, scope.clone(), TTL)
+        .unwrap();
+    net.run_for(ms(100));
+    client!(net, 10).release(net.now, &scope).unwrap();
+    assert!(
+        client!(net, 10).holds(net.now, &scope).is_none(),
+        "released at once"
+    );
+    net.run_for(ms(100));
+    assert!(
+        net.events_of(10)
+            .iter()
+            .any(|e| matches!(e, LeadershipEvent::Released { .. }))
+    );
+    client!(net, 11)
+        .acquire(net.now, scope.clone(), TTL)
+        .unwrap();
+    net.run_for(ms(100));
+    let t11 = net.acquired(11, &scope)[0];
+    assert!(t11 > net.acquired(10, &scope)[0]);
+
+    client!(net, 11)
+        .transfer(net.now, scope.clone(), id(12))
+        .unwrap();
+    assert!(
+        client!(net, 11).holds(net.now, &scope).is_none(),
+        "unusable while transferring"
+    );
+    net.run_for(ms(200));
+    let t12 = net.acquired(12, &scope);
+    assert_eq!(t12.len(), 1, "{:?}", net.events_of(12));
+    assert!(t12[0] > t11);
+    assert!(net.events_of(11).iter().any(|e| matches!(
+        e,
+        LeadershipEvent::Transferred { to, new_token, .. } if *to == id(12) && *new_token == t12[0]
+    )));
+    // The former holder's token is stale now.
+    assert_eq!(
+        client!(net, 11).renew(net.now, scope.clone()),
+        Err(LeaseError::NotHeld { scope })
+    );
+}
+
+/// Drives a holder that renews every `every` and a contender that tries to acquire every
+/// `every`, for `d`.
+fn contend(
+    net: &mut Net,
+    holder: u64,
+    contender: u64,
+    scope: &Scope,
+    every: Duration,
+    d: Duration,
+) {
+    let end = net.now + d;
+    while net.now < end {
+        let now = net.now;
+        if client!(net, holder).holds(now, scope).is_some() {
+            let _ = client!(net, holder).renew(now, scope.clone());
+        } else {
+            let _ = client!(net, holder).acquire(now, scope.clone(), TTL);
+        }
+        if client!(net, contender).holds(now, scope).is_none() {
+            let _ = client!(net, contender).acquire(now, scope.clone(), TTL);
+        }
+        net.run_for(every);
+    }
+}
+
+/// Raft §5.2 and §5.4 (Leader Completeness): the leader crashes, the others elect a new one
+/// within a few election timeouts, the holder's renewals go on through the new leader, and no
+/// two nodes ever hold the scope at once (checked after every harness step). The new leader
+/// first treats the lease as live for a full TTL (the rebase), so the contender keeps getting
+/// `Held`.
+#[test]
+fn leader_crash_elects_a_new_leader_and_keeps_one_holder() {
+    let mut net = Net::new(3, &[10, 11], 7);
+    let old = net.wait_for_leader(Duration::from_secs(5));
+    client!(net, 10).acquire(net.now, gc(), TTL).unwrap();
+    net.run_for(ms(300));
+    let token = net.acquired(10, &gc())[0];
+    contend(&mut net, 10, 11, &gc(), ms(1000), Duration::from_secs(3));
+    net.crash(old.get());
+    let new = net.wait_for_leader(Duration::from_secs(5));
+    assert_ne!(new, old);
+    assert!(net.group(new.get()).term() > Term::new(2));
+    contend(&mut net, 10, 11, &gc(), ms(1000), Duration::from_secs(8));
+    assert!(
+        net.acquired(11, &gc()).is_empty(),
+        "{:?}",
+        net.events_of(11)
+    );
+    assert_eq!(client!(net, 10).holds(net.now, &gc()), Some(token));
+    assert!(net.group(new.get()).table().clock_term() == net.group(new.get()).term());
+    net.check_tables_agree();
+}
+
+/// Raft §5.3/§5.4: fencing tokens (log indices of grants) strictly increase across holders,
+/// leader crashes and restarts (the harness asserts it on every `Acquired`).
+#[test]
+fn fencing_tokens_increase_across_leader_changes() {
+    let mut net = Net::new(3, &[10, 11], 8);
+    let mut tokens = Vec::new();
+    for round in 0..4u64 {
+        let leader = net.wait_for_leader(Duration::from_secs(10));
+        let who = if round % 2 == 0 { 10 } else { 11 };
+        client!(net, who).acquire(net.now, gc(), TTL).unwrap();
+        net.run_for(ms(300));
+        let got = net.acquired(who, &gc());
+        tokens.push(*got.last().expect("acquired"));
+        client!(net, who).release(net.now, &gc()).unwrap();
+        net.run_for(ms(100));
+        net.crash(leader.get());
+        net.run_for(Duration::from_secs(3));
+        net.restart(leader.get());
+    }
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
+    net.run_for(Duration::from_secs(2));
+    net.check_tables_agree();
+}
+
+/// Raft §5.2, §8 and check_quorum (dissertation §6.2): a leader cut off with a minority cannot
+/// commit, so it cannot grant, while the majority elects a new leader that does; the old leader
+/// steps down within an election timeout.
+#[test]
+fn an_isolated_old_leader_cannot_grant() {
+    let mut net = Net::new(3, &[10, 11], 9);
+    let old = net.wait_for_leader(Duration::from_secs(5));
+    // Client 10 learns who leads, then is cut off together with the old leader.
+    client!(net, 10).query(net.now, gc()).unwrap();
+    net.run_for(ms(100));
+    net.isolate(&[old.get(), 10]);
+    client!(net, 10).acquire(net.now, gc(), TTL).unwrap();
+    net.run_for(ms(300));
+    assert!(
+        net.group(old.get()).is_leader(),
+        "still believes it leads for a while"
+    );
+    assert!(
+        net.group(old.get()).table().get(&gc()).is_none(),
+        "but cannot commit a grant"
+    );
+    net.run_for(Duration::from_secs(3));
+    assert!(
+        !net.group(old.get()).is_leader(),
+        "check_quorum stepped it down"
+    );
+    let majority: Vec<u64> = (1..=3).filter(|v| *v != old.get()).collect();
+    assert!(majority.iter().any(|v| net.group(*v).is_leader()));
+    // Client 11 may first try the cut-off voter; its retry finds the new leader.
+    client!(net, 11).acquire(net.now, gc(), 3 * TTL).unwrap();
+    net.run_for(ms(2000));
+    let t11 = net.acquired(11, &gc());
+    assert_eq!(t11.len(), 1, "{:?}", net.events_of(11));
+    assert!(net.acquired(10, &gc()).is_empty());
+    // After the heal the old leader's uncommitted proposal is overwritten, never applied.
+    net.heal();
+    net.run_for(Duration::from_secs(2));
+    for v in 1..=3 {
+        assert_eq!(
+            net.group(v).table().get(&gc()).map(|l| l.holder),
+            Some(id(11))
+        );
+    }
+    net.check_tables_agree();
+}
+
+/// Raft Figure 2 ("updated on stable storage before responding to RPCs") and §5.5 (crashed
+/// voters restart from their persistent state): voters crash right after persisting and before
+/// sending anything, again and again, under a contended workload; the lease invariants (single
+/// holder, increasing tokens) hold at every step and the voters' tables agree.
+#[test]
+fn crashes_between_persist_and_send_keep_the_invariants() {
+    let mut net = Net::new(3, &[10, 11], 10);
+    net.wait_for_leader(Duration::from_secs(5));
+    let scope = Scope::new("jobs/compactor").unwrap();
+    let mut crashes = 0;
+    for round in 0..12u64 {
+        let victim = 1 + (round % 3);
+        if net.is_up(id(victim)) {
+            net.group_mut(victim).crash_after_next_persist();
+        }
+        contend(&mut net, 10, 11, &scope, ms(500), Duration::from_secs(2));
+        if !net.is_up(id(victim)) {
+            crashes += 1;
+            net.restart(victim);
+        }
+    }
+    assert!(crashes >= 8, "the hook fired {crashes} times");
+    net.run_for(Duration::from_secs(5));
+    net.check_tables_agree();
+    assert!(!net.acquired(10, &scope).is_empty() || !net.acquired(11, &scope).is_empty());
+}
+
+/// Determinism (STYLE rule 3): the same seed twice gives the same event sequence, because the
+/// election timeouts come from the seeded RNG and nothing else is random.
+#[test]
+fn same_seed_same_events() {
+    let run = |seed| {
+        let mut net = Net::new(3, &[10, 11], seed);
+        net.wait_for_leader(Duration::from_secs(5));
+        contend(&mut net, 10, 11, &gc(), ms(700), Duration::from_secs(4));
+        let leader = net.agreed_leader().expect("a leader");
+        net.crash(leader.get());
+        contend(&mut net, 10, 11, &gc(), ms(700), Duration::from_secs(6));
+        format!("{:?}\n{:?}", net.events, net.group_events)
+    };
+    assert_eq!(run(11), run(11));
+}
+
+/// pre_vote (dissertation §9.6) and check_quorum (§6.2) are on: a voter partitioned away and
+/// back does not depose the leader or raise its term, and an isolated leader steps down.
+#[test]
+fn pre_vote_and_check_quorum_are_on() {
+    let mut net = Net::new(3, &[], 12);
+    let leader = net.wait_for_leader(Duration::from_secs(5));
+    for v in 1..=3 {
+        assert_eq!(net.group(v).raft_safety_flags(), (true, true));
+    }
+    let term = net.group(leader.get()).term();
+    let follower = (1..=3).find(|v| *v != leader.get()).unwrap();
+    net.isolate(&[follower]);
+    net.run_for(Duration::from_secs(10));
+    assert_eq!(
+        net.group(follower).term(),
+        term,
+        "pre-vote kept the isolated voter's term"
+    );
+    net.heal();
+    net.run_for(Duration::from_secs(3));
+    assert_eq!(
+        net.agreed_leader(),
+        Some(leader),
+        "the rejoining voter did not disrupt"
+    );
+    assert_eq!(net.group(leader.get()).term(), term);
+
+    net.isolate(&[leader.get()]);
+    net.run_for(Duration::from_secs(3));
+    assert!(
+        !net.group(leader.get()).is_leader(),
+        "check_quorum stepped the leader down"
+    );
+}
+
+/// Raft §6 (one-server-at-a-time changes, dissertation §4.1): a new node joins and is added as
+/// a voter, catches up from the log (including the bootstrap membership entries), and counts
+/// toward the quorum after another voter is removed and crashed.
+#[test]
+fn voters_are_added_and_removed_one_at_a_time() {
+    let mut net = Net::new(3, &[10], 13);
+    let leader = net.wait_for_leader(Duration::from_secs(5));
+    client!(net, 10).acquire(net.now, gc(), TTL).unwrap();
+    net.run_for(ms(200));
+    let joiner = LeaseGroup::join(net.config.clone(), id(4), 13_004, net.now);
+    let voters = net.voters.clone();
+    net.nodes.insert(
+        id(4),
+        Node {
+            group: Some(joiner),
+            client: LeaseClient::new(net.config.clone(), id(4), Incarnation::new(1), &voters, 4),
+            boot: 1,
+        },
+    );
+    let now = net.now;
+    net.group_mut(leader.get()).add_voter(now, id(4)).unwrap();
+    assert_eq!(
+        net.group_mut(leader.get()).add_voter(now, id(5)),
+        Err(GroupError::ChangeInProgress)
+    );
+    net.run_for(ms(500));
+    for v in 1..=4 {
+        let got: Vec<NodeId> = net.group(v).voters().collect();
+        assert_eq!(got, vec![id(1), id(2), id(3), id(4)], "voter {v}");
+    }
+    assert_eq!(
+        net.group(4).table().get(&gc()).map(|l| l.holder),
+        Some(id(10)),
+        "the new voter caught up from the log"
+    );
+    let victim = (1..=3).find(|v| *v != leader.get()).unwrap();
+    let leader_now = net.agreed_leader().unwrap();
+    let now = net.now;
+    net.group_mut(leader_now.get())
+        .remove_voter(now, id(victim))
+        .unwrap();
+    net.run_for(ms(500));
+    net.crash(victim);
+    let remaining: Vec<NodeId> = (1..=4).filter(|v| *v != victim).map(id).collect();
+    assert_eq!(
+        net.group(leader_now.get()).voters().collect::<Vec<_>>(),
+        remaining
+    );
+    client!(net, 10).set_voters(&remaining);
+    // With voters {leader, other, 4} and one of the two others down, 4's vote makes the quorum.
+    let other = remaining
+        .iter()
+        .copied()
+        .find(|v| *v != leader_now && *v != id(4))
+        .unwrap();
+    net.crash(other.get());
+    client!(net, 10).release(net.now, &gc()).unwrap();
+    net.run_for(ms(500));
+    assert!(
+        net.events_of(10)
+            .iter()
+            .any(|e| matches!(e, LeadershipEvent::Released { .. }))
+    );
+}
+
+/// Raft §8 (read-only operations go through the leader, which confirms with a heartbeat quorum
+/// that it still leads: ReadIndex): a query names the holder and token.
+#[test]
+fn queries_read_through_read_index() {
+    let mut net = Net::new(3, &[10, 11], 14);
+    net.wait_for_leader(Duration::from_secs(5));
+    client!(net, 10).acquire(net.now, gc(), TTL).unwrap();
+    net.run_for(ms(200));
+    let token = net.acquired(10, &gc())[0];
+    let request = client!(net, 11).query(net.now, gc()).unwrap();
+    net.run_for(ms(200));
+    let answer = net.events_of(11).into_iter().find_map(|e| match e {
+        LeadershipEvent::Queried {
+            request: r, lease, ..
+        } if *r == request => Some(*lease),
+        _ => None,
+    });
+    let lease = answer.expect("answered").expect("a lease");
+    assert_eq!((lease.holder, lease.token), (id(10), token));
+    assert!(lease.expires_in <= TTL);
+}
+
+/// Events carry gap-free sequence numbers; a subscriber resumes after the last it saw.
+#[test]
+fn events_resume_from_a_sequence_number() {
+    let mut net = Net::new(1, &[], 15);
+    net.wait_for_leader(Duration::from_secs(5));
+    for i in 0..3 {
+        let scope = Scope::new(&format!("task/{i}")).unwrap();
+        client!(net, 1).acquire(net.now, scope, TTL).unwrap();
+        net.run_for(ms(50));
+    }
+    let client = &net.nodes[&id(1)].client;
+    let all: Vec<u64> = client
+        .events_since(EventSeq::new(0))
+        .unwrap()
+        .map(|e| e.seq.get())
+        .collect();
+    assert_eq!(all, vec![1, 2, 3]);
+    let resumed: Vec<u64> = client
+        .events_since(EventSeq::new(2))
+        .unwrap()
+        .map(|e| e.seq.get())
+        .collect();
+    assert_eq!(resumed, vec![3]);
+}
+
+/// Local misuse is refused before anything is sent, with typed errors.
+#[test]
+fn client_misuse_is_refused_locally() {
+    let mut net = Net::new(1, &[], 16);
+    let now = net.now;
+    let c = &mut client!(net, 1);
+    assert!(matches!(
+        c.acquire(now, gc(), ms(1)),
+        Err(LeaseError::InvalidTtl { .. })
+    ));
+    assert_eq!(c.renew(now, gc()), Err(LeaseError::NotHeld { scope: gc() }));
+    assert_eq!(
+        c.release(now, &gc()),
+        Err(LeaseError::NotHeld { scope: gc() })
+    );
+    c.acquire(now, gc(), TTL).unwrap();
+    assert_eq!(
+        c.acquire(now, gc(), TTL),
+        Err(LeaseError::Overloaded { max: 1 })
+    );
+    let group = LeaseGroup::bootstrap(LeaseConfig::default(), id(1), &[id(2)], 1, now);
+    assert_eq!(group.err(), Some(GroupError::NotAVoter { id: id(1) }));
+}
+
+/// A crash-and-partition workload for the seed sweep: holders renew, contenders acquire,
+/// voters crash between persist and send, the leader gets cut off and healed.
+fn chaos(seed: u64, rounds: u64) -> Net {
+    let mut net = Net::new(3, &[10, 11, 12], seed);
+    net.wait_for_leader(Duration::from_secs(5));
+    let scopes = [gc(), Scope::shard("orders", "1").unwrap()];
+    for round in 0..rounds {
+        let victim = 1 + (seed + round) % 3;
+        match (seed + round) % 4 {
+            0 if net.is_up(id(victim)) => net.group_mut(victim).crash_after_next_persist(),
+            1 => {
+                if let Some(l) = net.agreed_leader() {
+                    net.isolate(&[l.get(), 10]);
+                }
+            }
+            2 if net.is_up(id(victim)) => net.crash(victim),
+            _ => {}
+        }
+        for (i, scope) in scopes.iter().enumerate() {
+            let (a, b) = if i == 0 { (10, 11) } else { (12, 10) };
+            contend(&mut net, a, b, scope, ms(400 + 100 * i as u64), ms(1200));
+        }
+        net.heal();
+        for v in 1..=3 {
+            net.restart(v);
+        }
+    }
+    net.run_for(Duration::from_secs(4));
+    net.check_tables_agree();
+    net
+}
+
+/// The lease invariants (one holder per scope at every step, increasing tokens) and State
+/// Machine Safety over a few seeds of the chaos workload (Raft §5.4.3).
+#[test]
+fn invariants_hold_across_seeds() {
+    for seed in 100..110 {
+        let net = chaos(seed, 8);
+        assert!(!net.events.is_empty());
+    }
+}
+
+/// The chaos workload over many seeds (`LEASE_SWEEP_SEEDS`, default 200):
+/// `LEASE_SWEEP_SEEDS=1000 cargo nextest run -p meshkit --run-ignored only sweep_chaos_seeds`.
+#[test]
+#[ignore = "long seed sweep; run on demand"]
+fn sweep_chaos_seeds() {
+    let count: u64 = std::env::var("LEASE_SWEEP_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    for seed in 1000..1000 + count {
+        let _ = chaos(seed, 12);
+    }
+}
