@@ -401,9 +401,10 @@ impl LeaseClient {
 
     fn start(&mut self, now: Instant, op: Op, purpose: Purpose) -> Result<RequestId, LeaseError> {
         if let Some(request) = self.in_flight.get(op.scope()) {
-            // One request per scope at a time keeps the voters' de-duplication exact.
-            let _ = request;
-            return Err(LeaseError::Overloaded { max: 1 });
+            return Err(LeaseError::InFlight {
+                scope: op.scope().clone(),
+                request: *request,
+            });
         }
         if self.requests.len() >= self.config.max_pending_requests() as usize {
             return Err(LeaseError::Overloaded {

@@ -94,6 +94,15 @@ pub enum LeaseError {
         /// The scope.
         scope: Scope,
     },
+    /// A request on the same scope is still in flight on this client; one at a time per scope
+    /// keeps the voters' de-duplication of retries exact (caller misuse; nothing was sent).
+    #[error("{request} on {scope} is still in flight")]
+    InFlight {
+        /// The scope.
+        scope: Scope,
+        /// The request in flight.
+        request: super::ids::RequestId,
+    },
     /// Too many requests are in flight (on this client, or at the leader); nothing was done.
     #[error("too many requests in flight: at most {max}")]
     Overloaded {

@@ -72,7 +72,9 @@ impl fmt::Display for RequestId {
 }
 
 /// The position of an event in one node's event stream: it grows by one per event, so a
-/// subscriber that saw sequence `n` resumes with the events after `n`.
+/// subscriber that saw sequence `n` resumes with the events after `n`. Numbering starts at 1 when
+/// the state machine is built: after a restart a subscriber sees numbers below its resume point
+/// and knows the node's history started over.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
 pub struct EventSeq(u64);
 

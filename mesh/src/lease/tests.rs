@@ -942,10 +942,13 @@ fn client_misuse_is_refused_locally() {
         c.release(now, &gc()),
         Err(LeaseError::NotHeld { scope: gc() })
     );
-    c.acquire(now, gc(), TTL).unwrap();
+    let request = c.acquire(now, gc(), TTL).unwrap();
     assert_eq!(
         c.acquire(now, gc(), TTL),
-        Err(LeaseError::Overloaded { max: 1 })
+        Err(LeaseError::InFlight {
+            scope: gc(),
+            request
+        })
     );
     let group = LeaseGroup::bootstrap(LeaseConfig::default(), id(1), &[id(2)], 1, now);
     assert_eq!(group.err(), Some(GroupError::NotAVoter { id: id(1) }));
