@@ -233,3 +233,59 @@ pub fn render_metrics(s: &Snapshot) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use meshkit::membership::Stats;
+    use meshkit::{Incarnation, NodeId};
+
+    use super::*;
+    use crate::driver::PeerInfo;
+    use crate::transport::TransportStats;
+
+    fn snapshot() -> Snapshot {
+        let peer = |id, state| PeerInfo {
+            id: NodeId::new(id),
+            state,
+            incarnation: Incarnation::new(1),
+            rtt: None,
+            metadata_keys: vec!["addr".to_owned()],
+            addr: None,
+        };
+        Snapshot {
+            local_id: NodeId::new(1),
+            peers: vec![peer(1, MemberState::Alive), peer(2, MemberState::Dead)],
+            stats: Stats::default(),
+            transport: TransportStats::default(),
+            health_score: 0,
+        }
+    }
+
+    /// Every sample belongs to the family announced just before it, with HELP then TYPE, and
+    /// counters end in `_total` (Prometheus text format 0.0.4).
+    #[test]
+    fn metrics_are_well_formed_text_exposition() {
+        let text = render_metrics(&snapshot());
+        let mut family: Option<(String, String)> = None;
+        let mut help: Option<String> = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                help = Some(rest.split(' ').next().unwrap().to_owned());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert_eq!(help.as_deref(), Some(name), "TYPE without its HELP: {line}");
+                assert!(kind == "gauge" || kind == "counter", "{line}");
+                assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+                family = Some((name.to_owned(), kind.to_owned()));
+            } else {
+                let name = line.split(['{', ' ']).next().unwrap();
+                let (current, _) = family.as_ref().expect("a sample before any TYPE");
+                assert_eq!(name, current, "sample outside its family: {line}");
+                let value = line.rsplit(' ').next().unwrap();
+                assert!(value.parse::<f64>().is_ok(), "{line}");
+            }
+        }
+        assert!(text.contains("mesh_gossip_members{state=\"alive\"} 1\n"));
+        assert!(text.contains("mesh_gossip_members{state=\"dead\"} 1\n"));
+    }
+}

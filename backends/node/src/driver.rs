@@ -460,8 +460,10 @@ mod tests {
         .await;
         assert!(converged, "three drivers did not converge within 5 s");
 
+        // A crash: node 3 drops off the network. Its driver may stop on its own first (its
+        // transport closes once the queue drains), so the shutdown may find it gone.
         network.detach(NodeId::new(3));
-        nodes[2].shutdown().await.unwrap();
+        let _ = nodes[2].shutdown().await;
         let detected = eventually(StdDuration::from_secs(10), || async {
             for node in &nodes[..2] {
                 let s = node.snapshot().await.unwrap();

@@ -85,7 +85,7 @@ fn check_config_names_the_bad_key() {
             "listen",
         ),
         (
-            good.replacen("probe_interval = \"200ms\"", "probe_interval = \"1ns\"", 1),
+            good.replacen("probe_interval = \"400ms\"", "probe_interval = \"1ns\"", 1),
             "probe_interval",
         ),
         // The certificate of node-1 under id 2.

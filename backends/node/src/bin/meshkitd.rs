@@ -95,13 +95,15 @@ fn run(file: &std::path::Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        if let Some(addr) = node.control_addr() {
-            println!(
-                "node-{} gossip {} control http://{addr}",
-                node.id().get(),
-                node.gossip_addr()
-            );
-        }
+        // One line on stdout with the bound addresses (ports may have been chosen by the OS).
+        let control = node
+            .control_addr()
+            .map_or_else(|| "-".to_owned(), |a| format!("http://{a}"));
+        println!(
+            "node-{} gossip {} control {control}",
+            node.id().get(),
+            node.gossip_addr()
+        );
         shutdown_signal().await;
         tracing::info!("stopping");
         node.stop().await;

@@ -41,7 +41,8 @@ impl MemoryNetwork {
         }
     }
 
-    /// Detaches node `id`: datagrams to it are dropped from now on (a crash, seen from outside).
+    /// Detaches node `id`: datagrams to it are dropped from now on (a crash, seen from outside),
+    /// and its transport reports closed once its queue is drained, which stops its driver.
     pub fn detach(&self, id: NodeId) {
         self.lock().remove(&id);
     }

@@ -1,0 +1,151 @@
+//! `meshkitd` processes on loopback: three daemons form a mesh (seen through `meshctl peers
+//! list --json`), and one stopped by SIGTERM exits cleanly and is declared dead by the others.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{TempDir, write_config};
+use meshkit_node::control::PeersResponse;
+
+const START_LIMIT: Duration = Duration::from_secs(10);
+const FORM_LIMIT: Duration = Duration::from_secs(10);
+const DETECT_LIMIT: Duration = Duration::from_secs(15);
+const EXIT_LIMIT: Duration = Duration::from_secs(5);
+const POLL: Duration = Duration::from_millis(100);
+
+/// A running `meshkitd`, killed when dropped (so a failing test leaves no process behind).
+struct Daemon {
+    child: Child,
+    gossip: SocketAddr,
+    control: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `meshkitd --config path` and reads the addresses it prints on its first line.
+fn start(path: &Path) -> Daemon {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshkitd"))
+        .arg("--config")
+        .arg(path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("meshkitd starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(START_LIMIT)
+        .expect("meshkitd prints its addresses");
+    // "node-<id> gossip <addr> control http://<addr>"
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words.len(), 5, "unexpected first line: {line:?}");
+    Daemon {
+        child,
+        gossip: words[2].parse().expect("a gossip address"),
+        control: words[4].trim_start_matches("http://").to_owned(),
+    }
+}
+
+fn peers(control: &str) -> Option<PeersResponse> {
+    let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(["peers", "list", "--json", "--addr", control])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Polls `check` every 100 ms until it holds or `limit` passes.
+fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    for _ in 0..=(limit.as_millis() / POLL.as_millis()) {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    false
+}
+
+fn states(control: &str) -> Vec<(u64, String)> {
+    peers(control)
+        .map(|p| p.peers.into_iter().map(|p| (p.id, p.state)).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn three_daemons_form_a_mesh_and_detect_a_stopped_one() {
+    let dir = TempDir::new("daemon");
+    let (ca, files) = meshkit_node::certs::write_dev_certs(dir.path(), 3).unwrap();
+    let mut daemons: Vec<Daemon> = Vec::new();
+    for f in &files {
+        let seeds: Vec<(u64, SocketAddr)> = daemons
+            .first()
+            .map(|d| vec![(1, d.gossip)])
+            .unwrap_or_default();
+        let path = write_config(dir.path(), f.id.get(), &seeds, &f.cert, &f.key, &ca);
+        daemons.push(start(&path));
+    }
+    let alive = |d: &Daemon| {
+        states(&d.control)
+            .iter()
+            .filter(|(_, s)| s == "alive")
+            .count()
+    };
+    assert!(
+        eventually(FORM_LIMIT, || daemons.iter().all(|d| alive(d) == 3)),
+        "no mesh of three: {:?}",
+        daemons
+            .iter()
+            .map(|d| states(&d.control))
+            .collect::<Vec<_>>()
+    );
+
+    let mut third = daemons.pop().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &third.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut exit = None;
+    assert!(
+        eventually(EXIT_LIMIT, || {
+            exit = third.child.try_wait().unwrap();
+            exit.is_some()
+        }),
+        "meshkitd did not exit within {EXIT_LIMIT:?} of SIGTERM"
+    );
+    assert!(exit.unwrap().success(), "meshkitd exited with {exit:?}");
+
+    let dead = |d: &Daemon| states(&d.control).contains(&(3, "dead".to_owned()));
+    assert!(
+        eventually(DETECT_LIMIT, || daemons.iter().all(dead)),
+        "node-3 not declared dead: {:?}",
+        daemons
+            .iter()
+            .map(|d| states(&d.control))
+            .collect::<Vec<_>>()
+    );
+}
