@@ -63,7 +63,8 @@ fn main() {
         "Command: `cargo run --release -p meshkit-benches -- {}`\n",
         std::env::args().skip(1).collect::<Vec<_>>().join(" ")
     );
-    let tables: [(Section, fn(&Args)); 4] = [
+    type Table = fn(&Args);
+    let tables: [(Section, Table); 4] = [
         (Section::Detection, detection_table),
         (Section::Loss, loss_table),
         (Section::Heal, heal_table),
