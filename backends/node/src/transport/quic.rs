@@ -33,11 +33,6 @@ pub const MAX_QUEUED_PER_DIAL: usize = 32;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keep-alives on quiet connections, well inside [`IDLE_TIMEOUT`].
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
-/// The first path MTU tried (UDP payload bytes). quinn's default, 1,200, leaves under 1,200 bytes
-/// for a datagram frame, less than `meshkit::wire::MAX_DATAGRAM_BYTES`; Ethernet and loopback
-/// carry this much, and quinn's MTU discovery goes on from here.
-pub const INITIAL_MTU: u16 = 1452;
-
 /// Why the QUIC transport could not start.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -229,7 +224,6 @@ impl QuicTransport {
                     .expect("IDLE_TIMEOUT is far below QUIC's varint bound"),
             ))
             .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
-            .initial_mtu(INITIAL_MTU)
             // Only datagrams travel on these connections.
             .max_concurrent_bidi_streams(0u32.into())
             .max_concurrent_uni_streams(0u32.into());
