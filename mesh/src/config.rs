@@ -363,7 +363,8 @@ pub enum ConfigError {
     },
 }
 
-fn check_u32(
+/// `value` (or `default`) if within `min..=max`; the error names `field` and the range.
+pub(crate) fn check_u32(
     field: &'static str,
     value: Option<u32>,
     default: u32,
@@ -383,7 +384,8 @@ fn check_u32(
     }
 }
 
-fn check_duration(
+/// `value` (or `default`) if within `min..=max`; the error names `field` and the range.
+pub(crate) fn check_duration(
     field: &'static str,
     value: Option<HumanDuration>,
     default: Duration,

@@ -34,6 +34,7 @@ pub mod membership;
 mod rng;
 pub mod shard;
 mod time;
+mod timer;
 pub mod wire;
 
 pub use id::{Incarnation, MetaVersion, NodeId};

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, HumanDuration};
+use crate::config::{ConfigError, HumanDuration, check_duration, check_u32};
 use crate::time::Duration;
 
 /// Shortest TTL the lease table accepts, whatever the configuration says.
@@ -101,47 +101,6 @@ pub struct RawLeaseConfig {
     pub request_timeout: Option<HumanDuration>,
     pub request_attempts: Option<u32>,
     pub max_pending_requests: Option<u32>,
-}
-
-fn check_u32(
-    field: &'static str,
-    value: Option<u32>,
-    default: u32,
-    min: u32,
-    max: u32,
-) -> Result<u32, ConfigError> {
-    let v = value.unwrap_or(default);
-    if (min..=max).contains(&v) {
-        Ok(v)
-    } else {
-        Err(ConfigError::OutOfRange {
-            field,
-            value: v.into(),
-            min: min.into(),
-            max: max.into(),
-        })
-    }
-}
-
-fn check_duration(
-    field: &'static str,
-    value: Option<HumanDuration>,
-    default: Duration,
-    min: Duration,
-    max: Duration,
-) -> Result<Duration, ConfigError> {
-    let v = value.map_or(default, |h| h.0);
-    if (min..=max).contains(&v) {
-        Ok(v)
-    } else {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        Err(ConfigError::DurationOutOfRange {
-            field,
-            value_ms: ms(v),
-            min_ms: ms(min),
-            max_ms: ms(max),
-        })
-    }
 }
 
 impl TryFrom<RawLeaseConfig> for LeaseConfig {

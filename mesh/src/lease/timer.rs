@@ -4,8 +4,6 @@
 //! (like membership's suspicions); this table holds the voter's timers, of which there is exactly
 //! one each.
 
-use crate::time::Instant;
-
 /// What happens when a timer expires.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Timer {
@@ -27,33 +25,11 @@ const _: () = assert!(
     "VALUES lists every Timer"
 );
 
+impl crate::timer::TimerSlot for Timer {
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
 /// Deadlines of the singleton timers.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct TimerTable {
-    deadlines: [Option<Instant>; Timer::VALUES.len()],
-}
-
-impl TimerTable {
-    pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
-        self.deadlines[timer as usize] = Some(at);
-    }
-
-    pub(crate) fn stop(&mut self, timer: Timer) {
-        self.deadlines[timer as usize] = None;
-    }
-
-    /// Clears and returns whether `timer` has expired at `now`.
-    pub(crate) fn take_expired(&mut self, timer: Timer, now: Instant) -> bool {
-        match self.deadlines[timer as usize] {
-            Some(at) if at <= now => {
-                self.deadlines[timer as usize] = None;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    pub(crate) fn next(&self) -> Option<Instant> {
-        self.deadlines.iter().flatten().min().copied()
-    }
-}
+pub(crate) type TimerTable = crate::timer::TimerTable<Timer, { Timer::VALUES.len() }>;

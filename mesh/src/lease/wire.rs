@@ -25,6 +25,7 @@ use super::scope::{MAX_SCOPE_BYTES, Scope};
 use super::table::{Body, Command, Op, Outcome, Refusal};
 use crate::id::NodeId;
 use crate::time::{Duration, Instant};
+use crate::wire::codec::{Reader, Writer};
 pub use crate::wire::{DecodeError, MAX_DATAGRAM_BYTES};
 
 /// The leadership protocol version this build speaks.
@@ -159,117 +160,15 @@ pub(crate) enum Reply {
     Lease(Option<LeaseInfo>),
 }
 
-// ---------------------------------------------------------------------------------------------
-// Byte-level reader and writer
-// ---------------------------------------------------------------------------------------------
-
-struct Writer<'a> {
-    buf: &'a mut Vec<u8>,
-}
-
-impl<'a> Writer<'a> {
-    fn new(buf: &'a mut Vec<u8>) -> Self {
-        Self { buf }
-    }
-    fn u8(&mut self, v: u8) {
-        self.buf.push(v);
-    }
-    fn u16(&mut self, v: u16) {
-        self.buf.extend_from_slice(&v.to_be_bytes());
-    }
-    fn u64(&mut self, v: u64) {
-        self.buf.extend_from_slice(&v.to_be_bytes());
-    }
-    fn bool(&mut self, v: bool) {
-        self.u8(u8::from(v));
-    }
-    fn duration(&mut self, d: Duration) {
-        self.u64(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    }
-    /// A u16-length-prefixed byte string; callers bound `bytes` far below `u16::MAX`.
-    fn bytes16(&mut self, bytes: &[u8]) {
-        debug_assert!(
-            bytes.len() <= usize::from(u16::MAX),
-            "field longer than its u16 length prefix"
-        );
-        self.u16(bytes.len() as u16);
-        self.buf.extend_from_slice(bytes);
-    }
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes }
-    }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if self.bytes.len() < n {
-            return Err(DecodeError::Truncated {
-                needed: n,
-                remaining: self.bytes.len(),
-            });
-        }
-        let (head, tail) = self.bytes.split_at(n);
-        self.bytes = tail;
-        Ok(head)
-    }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let mut out = [0; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.array::<1>()?[0])
-    }
-    fn u16(&mut self) -> Result<u16, DecodeError> {
-        Ok(u16::from_be_bytes(self.array()?))
-    }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_be_bytes(self.array()?))
-    }
-    fn bool(&mut self, field: &'static str) -> Result<bool, DecodeError> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            v => Err(DecodeError::InvalidValue {
-                field,
-                value: v.into(),
-            }),
-        }
-    }
-    fn node(&mut self) -> Result<NodeId, DecodeError> {
-        Ok(NodeId::new(self.u64()?))
-    }
-    fn duration(&mut self) -> Result<Duration, DecodeError> {
-        Ok(Duration::from_nanos(self.u64()?))
-    }
-    fn bytes16(&mut self, field: &'static str, max: usize) -> Result<&'a [u8], DecodeError> {
-        let len = usize::from(self.u16()?);
-        if len > max {
-            return Err(DecodeError::TooLong { field, len, max });
-        }
-        self.take(len)
-    }
-    fn scope(&mut self) -> Result<Scope, DecodeError> {
-        let bytes = self.bytes16("scope", MAX_SCOPE_BYTES)?;
-        core::str::from_utf8(bytes)
-            .ok()
-            .and_then(|s| Scope::new(s).ok())
-            .ok_or(DecodeError::InvalidValue {
-                field: "scope",
-                value: bytes.len() as u64,
-            })
-    }
-    fn finish(&self) -> Result<(), DecodeError> {
-        if self.bytes.is_empty() {
-            Ok(())
-        } else {
-            Err(DecodeError::TrailingBytes(self.bytes.len()))
-        }
-    }
+fn read_scope(r: &mut Reader<'_>) -> Result<Scope, DecodeError> {
+    let bytes = r.bytes16("scope", MAX_SCOPE_BYTES)?;
+    core::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| Scope::new(s).ok())
+        .ok_or(DecodeError::InvalidValue {
+            field: "scope",
+            value: bytes.len() as u64,
+        })
 }
 
 fn read_header(r: &mut Reader<'_>) -> Result<(u8, NodeId), DecodeError> {
@@ -356,7 +255,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(NodeId, LeaseMessage), DecodeError
             reply: read_reply(&mut r)?,
         },
         kind::NOTICE => LeaseMessage::Notice {
-            scope: r.scope()?,
+            scope: read_scope(&mut r)?,
             token: FencingToken::new(r.u64()?),
             term: Term::new(r.u64()?),
             ttl: r.duration()?,
@@ -661,25 +560,27 @@ fn write_op(w: &mut Writer<'_>, op: &Op) {
 fn read_op(r: &mut Reader<'_>) -> Result<Op, DecodeError> {
     Ok(match r.u8()? {
         kind::ACQUIRE => Op::Acquire {
-            scope: r.scope()?,
+            scope: read_scope(r)?,
             ttl: r.duration()?,
         },
         kind::RENEW => Op::Renew {
-            scope: r.scope()?,
+            scope: read_scope(r)?,
             token: FencingToken::new(r.u64()?),
             ttl: r.duration()?,
         },
         kind::RELEASE => Op::Release {
-            scope: r.scope()?,
+            scope: read_scope(r)?,
             token: FencingToken::new(r.u64()?),
         },
         kind::TRANSFER => Op::Transfer {
-            scope: r.scope()?,
+            scope: read_scope(r)?,
             token: FencingToken::new(r.u64()?),
             to: r.node()?,
             ttl: r.duration()?,
         },
-        kind::QUERY => Op::Query { scope: r.scope()? },
+        kind::QUERY => Op::Query {
+            scope: read_scope(r)?,
+        },
         kind => return Err(DecodeError::UnknownKind { what: "op", kind }),
     })
 }

@@ -3,8 +3,6 @@
 //! Per-member deadlines (suspicions, indirect-probe relays) live in ordered sets beside their
 //! state; this table holds the timers of which there is exactly one each.
 
-use crate::time::Instant;
-
 /// What happens when a timer expires.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Timer {
@@ -40,33 +38,11 @@ const _: () = assert!(
     "VALUES lists every Timer"
 );
 
+impl crate::timer::TimerSlot for Timer {
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
 /// Deadlines of the singleton timers.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct TimerTable {
-    deadlines: [Option<Instant>; Timer::VALUES.len()],
-}
-
-impl TimerTable {
-    pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
-        self.deadlines[timer as usize] = Some(at);
-    }
-
-    pub(crate) fn stop(&mut self, timer: Timer) {
-        self.deadlines[timer as usize] = None;
-    }
-
-    /// Clears and returns whether `timer` has expired at `now`.
-    pub(crate) fn take_expired(&mut self, timer: Timer, now: Instant) -> bool {
-        match self.deadlines[timer as usize] {
-            Some(at) if at <= now => {
-                self.deadlines[timer as usize] = None;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    pub(crate) fn next(&self) -> Option<Instant> {
-        self.deadlines.iter().flatten().min().copied()
-    }
-}
+pub(crate) type TimerTable = crate::timer::TimerTable<Timer, { Timer::VALUES.len() }>;

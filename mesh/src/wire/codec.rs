@@ -1,10 +1,14 @@
 //! Byte-level reader and writer. The reader never panics: every read checks the remaining length.
 
+use core::time::Duration;
+
 use super::DecodeError;
+use crate::id::NodeId;
 
 /// Appends big-endian fields to a caller-owned buffer.
 pub(crate) struct Writer<'a> {
-    buf: &'a mut Vec<u8>,
+    /// The buffer written to; encoders that patch a count or trim to a bound reach into it.
+    pub(crate) buf: &'a mut Vec<u8>,
 }
 
 impl<'a> Writer<'a> {
@@ -25,6 +29,13 @@ impl<'a> Writer<'a> {
     }
     pub(crate) fn u128(&mut self, v: u128) {
         self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+    pub(crate) fn bool(&mut self, v: bool) {
+        self.u8(u8::from(v));
+    }
+    /// Nanoseconds, saturating at `u64::MAX` (584 years).
+    pub(crate) fn duration(&mut self, d: Duration) {
+        self.u64(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     }
     /// A length-prefixed (u16) byte string. Callers bound `bytes` far below `u16::MAX`.
     pub(crate) fn bytes16(&mut self, bytes: &[u8]) {
@@ -79,6 +90,31 @@ impl<'a> Reader<'a> {
     }
     pub(crate) fn u128(&mut self) -> Result<u128, DecodeError> {
         Ok(u128::from_be_bytes(self.array()?))
+    }
+    /// A byte that must be 0 or 1.
+    pub(crate) fn bool(&mut self, field: &'static str) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            v => Err(DecodeError::InvalidValue {
+                field,
+                value: v.into(),
+            }),
+        }
+    }
+    pub(crate) fn node(&mut self) -> Result<NodeId, DecodeError> {
+        Ok(NodeId::new(self.u64()?))
+    }
+    pub(crate) fn duration(&mut self) -> Result<Duration, DecodeError> {
+        Ok(Duration::from_nanos(self.u64()?))
+    }
+    /// Checks that every byte was read.
+    pub(crate) fn finish(&self) -> Result<(), DecodeError> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::TrailingBytes(self.bytes.len()))
+        }
     }
     /// A u16-length-prefixed byte string of at most `max` bytes.
     pub(crate) fn bytes16(

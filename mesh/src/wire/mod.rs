@@ -8,7 +8,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-mod codec;
+pub(crate) mod codec;
 
 use thiserror::Error;
 
