@@ -13,6 +13,14 @@
 //! time it was armed; re-arming bumps the generation, so stale wakeups are skipped without
 //! searching the heap.
 //!
+//! With `[leases]`, each node also has a [`LeaseNode`]: voters a `LeaseGroup`, contenders a
+//! `LeaseClient`. Their datagrams are `LeaseDeliver` entries in the same heap, routed by
+//! `meshkit::lease::recipient`, through the same network model; their wakeups are `LeaseTimer`
+//! entries with a generation of their own; a `LeaseTick` every [`WRITE_INTERVAL`] lets the
+//! contenders write, renew and acquire (see `crate::lease`). A crashed voter keeps its
+//! `DurableState` and restarts from it. Without `[leases]` none of this runs and no seed is
+//! drawn for it, so traces are unchanged.
+//!
 //! Costs: O(log heap) per datagram plus the core's own work; no per-event allocation beyond a
 //! datagram's buffer, and those buffers are recycled through a pool.
 
@@ -22,6 +30,9 @@ use core::time::Duration;
 use std::collections::{BinaryHeap, VecDeque};
 
 use meshkit::config::Config;
+use meshkit::lease::{
+    GroupEvent, LeadershipEvent, LeaseClient, LeaseConfig, LeaseGroup, Recipient,
+};
 use meshkit::membership::{Event, MemberState, Membership};
 use meshkit::{Incarnation, Instant, MetaVersion, NodeId};
 use rand::{RngExt, SeedableRng};
@@ -32,10 +43,11 @@ use crate::fault::{
     self, FaultEvent, LEAVE_LINGER_ROUNDS, PAUSE_INBOX_MAX_DATAGRAMS, RESTART_JOIN_SEEDS,
 };
 use crate::invariants::{Invariants, SWEEP_INTERVAL};
+use crate::lease::{Ask, LeaseNode, LeaseRecords, Ledger, Request, WRITE_INTERVAL};
 use crate::metrics::Counters;
 use crate::network::{Network, Partition, Verdict};
 use crate::observer::{Down, Observations, Observer};
-use crate::scenario::{FaultAction, MetadataOp, NodeSelector, PartitionShape, Scenario};
+use crate::scenario::{FaultAction, LeaseSpec, MetadataOp, NodeSelector, PartitionShape, Scenario};
 use crate::trace::TraceHash;
 
 /// Timer wakeups of one node at one instant after which the engine declares a livelock.
@@ -53,11 +65,31 @@ const PROGRESS_EVERY_STEPS: u64 = 1 << 14;
 /// What a heap entry does.
 #[derive(Debug)]
 enum What {
-    Deliver { from: u32, to: u32, data: Vec<u8> },
-    Timer { node: u32, generation: u32 },
+    Deliver {
+        from: u32,
+        to: u32,
+        data: Vec<u8>,
+    },
+    Timer {
+        node: u32,
+        generation: u32,
+    },
     Fault(FaultEvent),
     Workload,
     Sweep,
+    /// A lease datagram (for a node's `LeaseGroup` or `LeaseClient`).
+    LeaseDeliver {
+        from: u32,
+        to: u32,
+        data: Vec<u8>,
+    },
+    /// A node's lease wakeup.
+    LeaseTimer {
+        node: u32,
+        generation: u32,
+    },
+    /// The contenders' writes, renewals and acquisitions.
+    LeaseTick,
 }
 
 /// A heap entry; the heap is a max-heap, so the order is reversed.
@@ -125,8 +157,8 @@ struct Slot {
     generation: u32,
     /// The armed wakeup (global time), `Instant::MAX` if none.
     armed: Instant,
-    /// Datagrams waiting while paused.
-    inbox: VecDeque<(u32, Vec<u8>)>,
+    /// Datagrams waiting while paused: sender, bytes, and whether it is a lease datagram.
+    inbox: VecDeque<(u32, Vec<u8>, bool)>,
     /// The highest incarnation any life of this node used; a restart boots above it.
     boot: u32,
     /// Bumped by every crash, restart and leave, to invalidate scheduled follow-ups.
@@ -149,6 +181,19 @@ pub(crate) struct Outcome {
     pub(crate) convergence_note: Option<String>,
     pub(crate) gossip_interval: Duration,
     pub(crate) trace: Vec<String>,
+    /// With `[leases]`: the lease figures.
+    pub(crate) leases: Option<LeaseRecords>,
+}
+
+/// The lease side of a run with `[leases]`: every node's lease state and the ledger.
+struct LeaseRun {
+    spec: LeaseSpec,
+    config: LeaseConfig,
+    voters: Vec<NodeId>,
+    contenders: Vec<usize>,
+    nodes: Vec<LeaseNode>,
+    ledger: Ledger,
+    rng: ChaCha8Rng,
 }
 
 /// One run of a scenario. See the module documentation.
@@ -176,13 +221,15 @@ pub(crate) struct Engine<'s> {
     /// The node whose events (seen by it or about it) are logged, for debugging.
     watch: Option<usize>,
     watch_log: Vec<String>,
+    leases: Option<LeaseRun>,
 }
 
 impl<'s> Engine<'s> {
     /// Builds a converged mesh of `nodes` nodes for `scenario`, seeded by `seed`.
     ///
     /// Child seeds are drawn from the master stream in this order: one per node (in node order),
-    /// then the network's, the fault timeline's, the workload's and the clocks'.
+    /// then the network's, the fault timeline's, the workload's and the clocks', and, with
+    /// `[leases]` only, the lease stream's (so runs without leases keep their traces).
     pub(crate) fn new(
         scenario: &'s Scenario,
         config: Config,
@@ -252,9 +299,22 @@ impl<'s> Engine<'s> {
             workload_end: fault::at(duration - (duration / 4).min(quiet_end)),
             watch: None,
             watch_log: Vec::new(),
+            leases: None,
         };
+        if let Some(spec) = scenario.leases() {
+            let rng = ChaCha8Rng::seed_from_u64(master.random());
+            engine.start_leases(spec, rng);
+        }
         for i in 0..nodes {
             engine.drain(i);
+        }
+        if engine.leases.is_some() {
+            for i in 0..nodes {
+                engine.drain_lease(i);
+            }
+            engine
+                .queue
+                .push(Instant::ZERO + WRITE_INTERVAL, What::LeaseTick);
         }
         for (at, event) in fault::timeline(scenario.faults(), end) {
             engine.queue.push(at, What::Fault(event));
@@ -353,6 +413,7 @@ impl<'s> Engine<'s> {
             convergence_note,
             gossip_interval: self.config.gossip_interval(),
             trace: self.watch_log,
+            leases: self.leases.map(|run| run.ledger.finish()),
         }
     }
 
@@ -371,6 +432,11 @@ impl<'s> Engine<'s> {
                 self.invariants.sweep(self.now, running);
                 self.queue.push(self.now + SWEEP_INTERVAL, What::Sweep);
             }
+            What::LeaseDeliver { from, to, data } => {
+                self.deliver_lease(from as usize, to as usize, data);
+            }
+            What::LeaseTimer { node, generation } => self.wake_lease(node as usize, generation),
+            What::LeaseTick => self.lease_tick(),
         }
     }
 
@@ -386,7 +452,7 @@ impl<'s> Engine<'s> {
             NodeState::Paused => {
                 let slot = &mut self.slots[to];
                 if slot.inbox.len() < PAUSE_INBOX_MAX_DATAGRAMS {
-                    slot.inbox.push_back((from as u32, data));
+                    slot.inbox.push_back((from as u32, data, false));
                 } else {
                     self.counters.dropped_inbox_full += 1;
                     self.recycle(data);
@@ -596,6 +662,15 @@ impl<'s> Engine<'s> {
                     slot.state = NodeState::Gone;
                     slot.generation += 1;
                     slot.armed = Instant::MAX;
+                    let clock = slot.clock;
+                    if let Some(run) = self.leases.as_mut() {
+                        run.ledger.on_crash(self.now, node as usize, clock);
+                        let ln = &mut run.nodes[node as usize];
+                        ln.group = None;
+                        ln.client = None;
+                        ln.generation = ln.generation.wrapping_add(1);
+                        ln.armed = Instant::MAX;
+                    }
                 }
             }
         }
@@ -636,7 +711,11 @@ impl<'s> Engine<'s> {
                     PartitionShape::Split(f) => {
                         fault::split_groups(self.nodes, *f, &mut self.fault_rng)
                     }
-                    PartitionShape::Groups(groups) => fault::explicit_groups(self.nodes, groups),
+                    PartitionShape::Groups(groups) => {
+                        let groups: Vec<NodeSelector> =
+                            groups.iter().map(|g| self.resolve_role(g)).collect();
+                        fault::explicit_groups(self.nodes, &groups)
+                    }
                 };
                 self.next_partition += 1;
                 let id = self.next_partition;
@@ -676,6 +755,7 @@ impl<'s> Engine<'s> {
                     };
                     self.observer.on_pause(i);
                     self.queue.push(now + *duration, What::Fault(event));
+                    self.pause_lease(i);
                 }
             }
             FaultAction::Skew {
@@ -717,6 +797,7 @@ impl<'s> Engine<'s> {
                     self.queue.push(now + linger, What::Fault(event));
                 }
             }
+            FaultAction::Transfer { scope } => self.transfer(scope.as_ref()),
             FaultAction::Metadata { nodes, key, op } => {
                 for i in self.pick(nodes, |s| s == NodeState::Running) {
                     let value = match *op {
@@ -735,6 +816,7 @@ impl<'s> Engine<'s> {
     fn pick(&mut self, sel: &NodeSelector, filter: impl Fn(NodeState) -> bool) -> Vec<usize> {
         let candidates: Vec<u32> = (0..self.nodes as u32)
             .filter(|&i| filter(self.slots[i as usize].state))
+            .filter(|&i| !sel.is_lease_role() || self.in_role(sel, i as usize))
             .collect();
         fault::select(sel, &candidates, &mut self.fault_rng)
             .into_iter()
@@ -753,10 +835,11 @@ impl<'s> Engine<'s> {
         slot.armed = Instant::MAX;
         slot.life += 1;
         let inbox = std::mem::take(&mut slot.inbox);
-        for (_, data) in inbox {
+        for (_, data, _) in inbox {
             self.recycle(data);
         }
         self.observer.on_down(self.now, i, Down::Crash);
+        self.crash_lease(i);
     }
 
     fn restart(&mut self, i: usize) {
@@ -788,6 +871,7 @@ impl<'s> Engine<'s> {
         self.invariants.on_restart(i);
         self.observer.on_restart(now, i, boot);
         self.drain(i);
+        self.restart_lease(i, boot);
     }
 
     fn resume(&mut self, i: usize, life: u32) {
@@ -799,13 +883,21 @@ impl<'s> Engine<'s> {
         self.log(i, "resumed");
         self.observer.on_resume(self.now, i);
         // The socket buffer is read first, then the overdue timers run (re-armed by drain).
+        self.resume_lease_writes(i);
         let inbox = std::mem::take(&mut self.slots[i].inbox);
-        for (from, data) in inbox {
-            self.hand_datagram(from as usize, i, &data);
-            self.recycle(data);
-            self.drain(i);
+        for (from, data, lease) in inbox {
+            if lease {
+                self.hand_lease_datagram(from as usize, i, &data);
+                self.recycle(data);
+                self.drain_lease(i);
+            } else {
+                self.hand_datagram(from as usize, i, &data);
+                self.recycle(data);
+                self.drain(i);
+            }
         }
         self.drain(i);
+        self.drain_lease(i);
     }
 
     fn set_clock_rate(&mut self, i: usize, ppm: u64) {
@@ -818,6 +910,16 @@ impl<'s> Engine<'s> {
         slot.generation += 1;
         if matches!(slot.state, NodeState::Running | NodeState::Leaving) {
             rearm(slot, &mut self.queue, now, i);
+        }
+        let clock = slot.clock;
+        let running = matches!(slot.state, NodeState::Running | NodeState::Leaving);
+        if let Some(run) = self.leases.as_mut() {
+            let ln = &mut run.nodes[i];
+            ln.armed = Instant::MAX;
+            ln.generation = ln.generation.wrapping_add(1);
+            if running {
+                rearm_lease(ln, clock, &mut self.queue, now, i);
+            }
         }
     }
 
@@ -967,6 +1069,542 @@ impl<'s> Engine<'s> {
             }
         }
         view
+    }
+}
+
+// ---- leases ----------------------------------------------------------------------------------
+
+impl Engine<'_> {
+    /// Builds every node's lease state for `[leases]`: voters bootstrap the group, contenders
+    /// get a client. Seeds come from the lease stream `rng`, voters first, then contenders.
+    fn start_leases(&mut self, spec: &LeaseSpec, mut rng: ChaCha8Rng) {
+        let config = LeaseConfig::default();
+        let voters: Vec<NodeId> = (0..spec.voters as usize).map(id).collect();
+        let contenders: Vec<usize> = spec
+            .contender_indices(self.nodes as u32)
+            .into_iter()
+            .map(|i| i as usize)
+            .collect();
+        let scopes = spec.scopes.len();
+        let mut nodes: Vec<LeaseNode> = (0..self.nodes).map(|_| LeaseNode::default()).collect();
+        for (i, ln) in nodes.iter_mut().enumerate() {
+            ln.armed = Instant::MAX;
+            ln.reset_asks(scopes);
+            let local = self.slots[i].clock.local(self.now);
+            if i < voters.len() {
+                ln.voter = true;
+                let group =
+                    LeaseGroup::bootstrap(config.clone(), id(i), &voters, rng.random(), local)
+                        .expect("the scenario bounds the voters to 1..=MAX_VOTERS distinct ids");
+                ln.group = Some(group);
+            }
+        }
+        for &c in &contenders {
+            let ln = &mut nodes[c];
+            ln.contender = true;
+            ln.client = Some(LeaseClient::new(
+                config.clone(),
+                id(c),
+                Incarnation::new(1),
+                &voters,
+                rng.random(),
+            ));
+        }
+        self.leases = Some(LeaseRun {
+            ledger: Ledger::new(&spec.scopes, spec.ttl, spec.max_clock_skew),
+            spec: spec.clone(),
+            config,
+            voters,
+            contenders,
+            nodes,
+            rng,
+        });
+    }
+
+    fn deliver_lease(&mut self, from: usize, to: usize, data: Vec<u8>) {
+        match self.slots[to].state {
+            NodeState::Running | NodeState::Leaving => {
+                self.hand_lease_datagram(from, to, &data);
+                self.recycle(data);
+                self.drain_lease(to);
+            }
+            NodeState::Paused => {
+                let slot = &mut self.slots[to];
+                if slot.inbox.len() < PAUSE_INBOX_MAX_DATAGRAMS {
+                    slot.inbox.push_back((from as u32, data, true));
+                } else {
+                    self.counters.dropped_inbox_full += 1;
+                    self.recycle(data);
+                }
+            }
+            NodeState::Crashed | NodeState::Gone => {
+                self.counters.dropped_dead += 1;
+                self.recycle(data);
+            }
+        }
+    }
+
+    /// Hands one lease datagram to the state machine [`meshkit::lease::recipient`] names.
+    fn hand_lease_datagram(&mut self, from: usize, to: usize, data: &[u8]) {
+        let Some(run) = self.leases.as_mut() else {
+            return;
+        };
+        self.trace.word(0x1ea5e);
+        self.trace.word(self.now.as_nanos());
+        self.trace.word(from as u64);
+        self.trace.word(to as u64);
+        self.trace.bytes(data);
+        let local = self.slots[to].clock.local(self.now);
+        let ln = &mut run.nodes[to];
+        let result = match meshkit::lease::recipient(data) {
+            Ok(Recipient::Group) => ln
+                .group
+                .as_mut()
+                .map(|g| g.handle_message(local, id(from), data).is_ok()),
+            Ok(Recipient::Client) => ln
+                .client
+                .as_mut()
+                .map(|c| c.handle_message(local, id(from), data).is_ok()),
+            Err(_) => Some(false),
+        };
+        // A datagram for a state machine the node does not run (a restarted voter's old
+        // client's answer, say) or one it refuses is counted, not a violation: the core
+        // refuses it without changing state.
+        if result != Some(true) {
+            run.ledger.records.messages_refused += 1;
+        }
+    }
+
+    fn wake_lease(&mut self, index: usize, generation: u32) {
+        let now = self.now;
+        let state = self.slots[index].state;
+        let local = self.slots[index].clock.local(now);
+        let Some(run) = self.leases.as_mut() else {
+            return;
+        };
+        let ln = &mut run.nodes[index];
+        if ln.generation != generation {
+            return;
+        }
+        ln.armed = Instant::MAX;
+        if !matches!(state, NodeState::Running | NodeState::Leaving) {
+            return;
+        }
+        if let Some(g) = ln.group.as_mut() {
+            g.handle_timeout(local);
+        }
+        if let Some(c) = ln.client.as_mut() {
+            c.handle_timeout(local);
+        }
+        self.drain_lease(index);
+    }
+
+    /// Drains a node's lease outputs (group, then client): transmits through the network,
+    /// events to the ledger, then one wakeup.
+    fn drain_lease(&mut self, index: usize) {
+        let Self {
+            slots,
+            net,
+            queue,
+            pool,
+            buf,
+            invariants,
+            trace,
+            now,
+            nodes,
+            leases,
+            ..
+        } = self;
+        let Some(run) = leases.as_mut() else {
+            return;
+        };
+        let now = *now;
+        let clock = slots[index].clock;
+        let local = clock.local(now);
+        let LeaseRun {
+            nodes: lnodes,
+            ledger,
+            spec,
+            ..
+        } = run;
+        let ln = &mut lnodes[index];
+        let mut send = |to: NodeId, payload: &[u8], ledger: &mut Ledger| {
+            ledger.records.datagrams_sent += 1;
+            ledger.records.bytes_sent += payload.len() as u64;
+            let Some(to) = index_of(to, *nodes) else {
+                return;
+            };
+            if let Verdict::Deliver { delay_ns, copy_ns } = net.send(index, to) {
+                for delay in core::iter::once(delay_ns).chain(copy_ns) {
+                    let mut data = pool.pop().unwrap_or_default();
+                    data.clear();
+                    data.extend_from_slice(payload);
+                    let at = Instant::from_nanos(now.as_nanos().saturating_add(delay));
+                    queue.push(
+                        at,
+                        What::LeaseDeliver {
+                            from: index as u32,
+                            to: to as u32,
+                            data,
+                        },
+                    );
+                }
+            }
+        };
+        if let Some(g) = ln.group.as_mut() {
+            while let Some(t) = g.poll_transmit(local, buf) {
+                send(t.to, &buf[..t.len], ledger);
+            }
+            while let Some(e) = g.poll_event() {
+                trace.word(now.as_nanos());
+                trace.word(index as u64);
+                let _ = write!(trace, "{:?}", e.event);
+                if let GroupEvent::Granted { scope, token, .. } = &e.event
+                    && let Some(s) = ledger.scope_index(scope)
+                {
+                    ledger.on_granted(s, *token);
+                }
+            }
+        }
+        if let Some(c) = ln.client.as_mut() {
+            while let Some(t) = c.poll_transmit(local, buf) {
+                send(t.to, &buf[..t.len], ledger);
+            }
+        }
+        let clock_of = |i: usize| {
+            let s = &slots[i];
+            (!matches!(s.state, NodeState::Crashed | NodeState::Gone)).then_some(s.clock)
+        };
+        let renew_after = spec.ttl / 3;
+        let mut violations = Vec::new();
+        while let Some(e) = ln.client.as_mut().and_then(LeaseClient::poll_event) {
+            trace.word(now.as_nanos());
+            trace.word(index as u64);
+            let _ = write!(trace, "{:?}", e.event);
+            let scope_of = |scope| ledger.scope_index(scope);
+            match &e.event {
+                LeadershipEvent::Acquired {
+                    scope,
+                    token,
+                    expires,
+                    ..
+                } => {
+                    let Some(s) = scope_of(scope) else { continue };
+                    violations
+                        .extend(ledger.on_acquired(now, index, s, *token, *expires, &clock_of));
+                    let asked = ln
+                        .requests
+                        .iter()
+                        .find(|(_, r)| r.scope == s && r.ask == Ask::Acquire)
+                        .map(|(&id, &r)| (id, r));
+                    if let Some((id, r)) = asked {
+                        ln.requests.remove(&id);
+                        ln.asking[s] = false;
+                        ledger
+                            .records
+                            .grant_ms
+                            .push(now.saturating_duration_since(r.sent).as_secs_f64() * 1e3);
+                    }
+                    ln.next_renew[s] = local + renew_after;
+                    // A new holder writes at once, so that the fence learns its token.
+                    violations.extend(ledger.write(index, s, *token));
+                }
+                LeadershipEvent::Renewed { scope, expires, .. } => {
+                    let Some(s) = scope_of(scope) else { continue };
+                    violations.extend(ledger.on_renewed(now, index, s, *expires, &clock_of));
+                    ln.requests
+                        .retain(|_, r| !(r.scope == s && r.ask == Ask::Renew));
+                    ln.asking[s] = ln.requests.values().any(|r| r.scope == s);
+                    ln.next_renew[s] = local + renew_after;
+                }
+                LeadershipEvent::Lost { scope, .. }
+                | LeadershipEvent::Expired { scope, .. }
+                | LeadershipEvent::Released { scope, .. }
+                | LeadershipEvent::Transferred { scope, .. } => {
+                    let Some(s) = scope_of(scope) else { continue };
+                    ledger.on_belief_end(index, s);
+                    if matches!(e.event, LeadershipEvent::Lost { .. }) {
+                        ln.requests
+                            .retain(|_, r| !(r.scope == s && r.ask == Ask::Renew));
+                        ln.asking[s] = ln.requests.values().any(|r| r.scope == s);
+                    }
+                }
+                LeadershipEvent::Failed { request, .. } => {
+                    if let Some(r) = ln.requests.remove(request) {
+                        ln.asking[r.scope] = ln.requests.values().any(|q| q.scope == r.scope);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for v in violations {
+            invariants.violation(now, v);
+        }
+        if matches!(slots[index].state, NodeState::Running | NodeState::Leaving) {
+            rearm_lease(ln, clock, queue, now, index);
+        }
+    }
+
+    /// Every [`WRITE_INTERVAL`]: each running contender writes with the tokens it holds,
+    /// renews what is due, and asks for what it does not hold.
+    fn lease_tick(&mut self) {
+        let now = self.now;
+        self.queue.push(now + WRITE_INTERVAL, What::LeaseTick);
+        let Some(run) = self.leases.as_ref() else {
+            return;
+        };
+        let contenders = run.contenders.clone();
+        for c in contenders {
+            if self.slots[c].state != NodeState::Running {
+                continue;
+            }
+            let local = self.slots[c].clock.local(now);
+            let Some(run) = self.leases.as_mut() else {
+                return;
+            };
+            let ttl = run.spec.ttl;
+            let ln = &mut run.nodes[c];
+            let Some(client) = ln.client.as_mut() else {
+                continue;
+            };
+            let mut violations = Vec::new();
+            for (s, scope) in run.spec.scopes.iter().enumerate() {
+                if let Some(token) = client.holds(local, scope) {
+                    violations.extend(run.ledger.write(c, s, token));
+                    if !ln.asking[s]
+                        && local >= ln.next_renew[s]
+                        && let Ok(rid) = client.renew(local, scope.clone())
+                    {
+                        ln.asking[s] = true;
+                        ln.requests.insert(
+                            rid,
+                            Request {
+                                scope: s,
+                                ask: Ask::Renew,
+                                sent: now,
+                            },
+                        );
+                    }
+                    continue;
+                }
+                let transferring = client
+                    .held()
+                    .any(|(held, h)| held == scope && h.transferring);
+                if ln.asking[s] || transferring {
+                    continue;
+                }
+                if let Ok(rid) = client.acquire(local, scope.clone(), ttl) {
+                    ln.asking[s] = true;
+                    ln.requests.insert(
+                        rid,
+                        Request {
+                            scope: s,
+                            ask: Ask::Acquire,
+                            sent: now,
+                        },
+                    );
+                }
+            }
+            for v in violations {
+                self.invariants.violation(now, v);
+            }
+            self.drain_lease(c);
+        }
+    }
+
+    fn crash_lease(&mut self, i: usize) {
+        let clock = self.slots[i].clock;
+        let Some(run) = self.leases.as_mut() else {
+            return;
+        };
+        run.ledger.on_crash(self.now, i, clock);
+        let scopes = run.spec.scopes.len();
+        let ln = &mut run.nodes[i];
+        if let Some(g) = ln.group.take() {
+            ln.durable = Some(g.into_durable());
+        }
+        ln.client = None;
+        ln.generation = ln.generation.wrapping_add(1);
+        ln.armed = Instant::MAX;
+        ln.reset_asks(scopes);
+    }
+
+    /// A restarted voter comes back with its durable state; a restarted contender with a new
+    /// client under its new boot incarnation.
+    fn restart_lease(&mut self, i: usize, boot: u32) {
+        let local = self.slots[i].clock.local(self.now);
+        let Some(run) = self.leases.as_mut() else {
+            return;
+        };
+        let ln = &mut run.nodes[i];
+        if ln.voter
+            && let Some(durable) = ln.durable.take()
+        {
+            let seed = run.rng.random();
+            ln.group = Some(LeaseGroup::restart(
+                run.config.clone(),
+                id(i),
+                durable,
+                seed,
+                local,
+            ));
+        }
+        if ln.contender {
+            let seed = run.rng.random();
+            ln.client = Some(LeaseClient::new(
+                run.config.clone(),
+                id(i),
+                Incarnation::new(boot),
+                &run.voters,
+                seed,
+            ));
+        }
+        self.drain_lease(i);
+    }
+
+    /// A contender paused while it holds a scope has checked its lease and is about to write:
+    /// that write goes out when it resumes.
+    fn pause_lease(&mut self, i: usize) {
+        let local = self.slots[i].clock.local(self.now);
+        let Some(run) = self.leases.as_mut() else {
+            return;
+        };
+        let ln = &mut run.nodes[i];
+        let Some(client) = ln.client.as_ref() else {
+            return;
+        };
+        for (s, scope) in run.spec.scopes.iter().enumerate() {
+            if let Some(token) = client.holds(local, scope) {
+                ln.paused_writes.push((s, token));
+            }
+        }
+    }
+
+    fn resume_lease_writes(&mut self, i: usize) {
+        let now = self.now;
+        let Some(run) = self.leases.as_mut() else {
+            return;
+        };
+        let writes = std::mem::take(&mut run.nodes[i].paused_writes);
+        for (s, token) in writes {
+            if let Some(v) = run.ledger.write(i, s, token) {
+                self.invariants.violation(now, v);
+            }
+        }
+    }
+
+    /// The holder of `scope` (the first `[leases]` scope by default) hands it to another
+    /// running contender, drawn from the fault stream.
+    fn transfer(&mut self, scope: Option<&meshkit::lease::Scope>) {
+        let now = self.now;
+        let Some(run) = self.leases.as_ref() else {
+            return;
+        };
+        let scope = scope.unwrap_or(&run.spec.scopes[0]).clone();
+        let Some(s) = run.ledger.scope_index(&scope) else {
+            return;
+        };
+        let running: Vec<usize> = run
+            .contenders
+            .iter()
+            .copied()
+            .filter(|&c| self.slots[c].state == NodeState::Running)
+            .collect();
+        let holder = running.iter().copied().find(|&c| {
+            let local = self.slots[c].clock.local(now);
+            run.nodes[c]
+                .client
+                .as_ref()
+                .is_some_and(|cl| cl.holds(local, &scope).is_some())
+        });
+        let Some(from) = holder else {
+            return;
+        };
+        let others: Vec<usize> = running.into_iter().filter(|&c| c != from).collect();
+        if others.is_empty() {
+            return;
+        }
+        let to = others[self.fault_rng.random_range(0..others.len())];
+        let local = self.slots[from].clock.local(now);
+        let Some(run) = self.leases.as_mut() else {
+            return;
+        };
+        let Some(client) = run.nodes[from].client.as_mut() else {
+            return;
+        };
+        if client.transfer(local, scope, id(to)).is_ok() {
+            run.ledger.on_transfer(now, from, to, s);
+        }
+        self.drain_lease(from);
+    }
+
+    /// Whether node `i` is in the lease role `sel` names (`holder`, `raft-leader`) right now.
+    fn in_role(&self, sel: &NodeSelector, i: usize) -> bool {
+        let Some(run) = self.leases.as_ref() else {
+            return false;
+        };
+        let ln = &run.nodes[i];
+        match sel {
+            NodeSelector::Holder => {
+                let local = self.slots[i].clock.local(self.now);
+                ln.client
+                    .as_ref()
+                    .is_some_and(|c| c.holds(local, &run.spec.scopes[0]).is_some())
+            }
+            NodeSelector::RaftLeader => ln.group.as_ref().is_some_and(LeaseGroup::is_leader),
+            _ => false,
+        }
+    }
+
+    /// A lease-role selector as the index of the (first) node in that role; a role nobody has
+    /// names no node.
+    fn resolve_role(&self, sel: &NodeSelector) -> NodeSelector {
+        if !sel.is_lease_role() {
+            return *sel;
+        }
+        let alive = |i: &usize| {
+            matches!(
+                self.slots[*i].state,
+                NodeState::Running | NodeState::Paused | NodeState::Leaving
+            )
+        };
+        let found = (0..self.nodes)
+            .filter(alive)
+            .find(|&i| self.in_role(sel, i));
+        NodeSelector::Index(found.map_or(self.nodes as u32, |i| i as u32))
+    }
+}
+
+/// Arms one lease wakeup at the earlier of the node's group and client deadlines.
+fn rearm_lease(ln: &mut LeaseNode, clock: Clock, queue: &mut Queue, now: Instant, index: usize) {
+    let deadline = [
+        ln.group.as_ref().and_then(LeaseGroup::poll_timeout),
+        ln.client.as_ref().and_then(LeaseClient::poll_timeout),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    match deadline {
+        Some(deadline) => {
+            let at = clock.to_global(deadline).max(now);
+            if at != ln.armed {
+                ln.generation = ln.generation.wrapping_add(1);
+                ln.armed = at;
+                queue.push(
+                    at,
+                    What::LeaseTimer {
+                        node: index as u32,
+                        generation: ln.generation,
+                    },
+                );
+            }
+        }
+        None => {
+            if ln.armed != Instant::MAX {
+                ln.generation = ln.generation.wrapping_add(1);
+                ln.armed = Instant::MAX;
+            }
+        }
     }
 }
 

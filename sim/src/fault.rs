@@ -129,6 +129,8 @@ pub(crate) fn select(sel: &NodeSelector, candidates: &[u32], rng: &mut ChaCha8Rn
                 .map(|_| vec![i])
                 .unwrap_or_default();
         }
+        // The engine narrows the candidates to the nodes in that lease role before it asks.
+        NodeSelector::Holder | NodeSelector::RaftLeader => return candidates.to_vec(),
     };
     let mut pool = candidates.to_vec();
     let want = want.min(pool.len());
@@ -163,7 +165,11 @@ pub(crate) fn explicit_groups(nodes: usize, groups: &[NodeSelector]) -> Vec<u8> 
         let range = match *sel {
             NodeSelector::Range { start, end } => start as usize..end as usize,
             NodeSelector::Index(i) => i as usize..i as usize + 1,
-            NodeSelector::Count(_) | NodeSelector::Percent(_) => continue,
+            // Lease roles are resolved to indices by the engine before it gets here.
+            NodeSelector::Count(_)
+            | NodeSelector::Percent(_)
+            | NodeSelector::Holder
+            | NodeSelector::RaftLeader => continue,
         };
         for i in range.filter(|&i| i < nodes) {
             group[i] = u8::try_from(k).unwrap_or(u8::MAX);

@@ -12,7 +12,7 @@
 //!
 //! | module | concept |
 //! |---|---|
-//! | `engine` | the discrete-event loop: a heap of (time, seq) entries; drives every node's `Membership` |
+//! | `engine` | the discrete-event loop: a heap of (time, seq) entries; drives every node's `Membership` (and, with `[leases]`, `LeaseGroup`/`LeaseClient`) |
 //! | `network` | per-datagram fate: latency and jitter, regions, loss (independent, bursty), partitions, duplication, reordering |
 //! | `clock` | per-node clocks with rate skew (local/global conversion) |
 //! | `fault` | the fault timeline and node selection |
@@ -20,6 +20,7 @@
 //! | `observer` | who believes what: views folded from core events against the engine's truth |
 //! | [`metrics`] | the report's figures and their definitions |
 //! | `invariants` | checks made as the run goes; a violation stops the run |
+//! | `lease` | with `[leases]`: the lease state per node, the holder ledger, the fenced resources, the lease figures |
 //! | [`report`] | JSON and human reports, expectations |
 //! | `trace` | the trace hash that proves determinism |
 //!
@@ -51,6 +52,7 @@ mod clock;
 mod engine;
 mod fault;
 mod invariants;
+mod lease;
 pub mod metrics;
 mod network;
 mod observer;

@@ -16,6 +16,10 @@
 //! * `heal_s`: from the last partition heal until one view (every live node holds exactly the
 //!   live nodes up).
 //! * `bytes_per_node_s`, `messages_per_node_s`: sent by the core, per live node-second.
+//! * With `[leases]` (null without): `failover_pXX_s`, `handoff_p99_ms`, `lease_grant_p50_ms`,
+//!   `stale_writes_accepted`, `stale_writes_refused`, defined in `crate::lease`; lease
+//!   datagrams are counted apart (`lease_datagrams_sent`). `shard_moves` and
+//!   `shard_imbalance_max` stay null: shards are not simulated yet.
 
 use core::time::Duration;
 
@@ -85,6 +89,8 @@ pub(crate) fn figures(outcome: Outcome, header: RunReport) -> RunReport {
             .as_secs_f64()
     };
     let dissemination_rounds: Vec<f64> = obs.dissemination_s.iter().map(|&s| rounds(s)).collect();
+    let leases = outcome.leases.as_ref();
+    let pct = |values: Option<&Vec<f64>>, p: f64| values.and_then(|v| percentile(v, p)).map(r3);
     RunReport {
         virtual_s: r3(virtual_s),
         trace_hash: format!("{:016x}", outcome.trace_hash),
@@ -120,6 +126,18 @@ pub(crate) fn figures(outcome: Outcome, header: RunReport) -> RunReport {
         steps: c.steps,
         metadata_rejected: c.metadata_rejected,
         first_metadata_error: c.first_metadata_error.clone(),
+        failover_p50_s: pct(leases.map(|l| &l.failover_s), 50.0),
+        failover_p99_s: pct(leases.map(|l| &l.failover_s), 99.0),
+        failovers_unfinished: leases.map(|l| l.failovers_unfinished),
+        handoff_p99_ms: pct(leases.map(|l| &l.handoff_ms), 99.0),
+        lease_grant_p50_ms: pct(leases.map(|l| &l.grant_ms), 50.0),
+        lease_acquisitions: leases.map(|l| l.acquisitions),
+        fenced_writes_accepted: leases.map(|l| l.writes_accepted),
+        stale_writes_accepted: leases.map(|l| l.stale_writes_accepted),
+        stale_writes_refused: leases.map(|l| l.stale_writes_refused),
+        lease_datagrams_sent: leases.map(|l| l.datagrams_sent),
+        shard_moves: None,
+        shard_imbalance_max: None,
         stopped_early: outcome.stopped_early,
         invariant_violations: outcome.violations,
         trace: outcome.trace,

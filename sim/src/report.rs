@@ -91,6 +91,30 @@ pub struct RunReport {
     pub metadata_rejected: u64,
     /// The first refusal.
     pub first_metadata_error: Option<String>,
+    /// With `[leases]`: median time from a holder's crash to the next holder's `Acquired`.
+    pub failover_p50_s: Option<f64>,
+    /// With `[leases]`: the same, 99th percentile.
+    pub failover_p99_s: Option<f64>,
+    /// With `[leases]`: holder crashes not followed by another node's `Acquired` by the end.
+    pub failovers_unfinished: Option<u64>,
+    /// With `[leases]`: 99th percentile from a `transfer` fault to the target's `Acquired`.
+    pub handoff_p99_ms: Option<f64>,
+    /// With `[leases]`: median from an acquire request to its `Acquired`.
+    pub lease_grant_p50_ms: Option<f64>,
+    /// With `[leases]`: `Acquired` events.
+    pub lease_acquisitions: Option<u64>,
+    /// With `[leases]`: writes the fenced resources accepted.
+    pub fenced_writes_accepted: Option<u64>,
+    /// With `[leases]`: writes accepted with a token older than the latest grant (violations).
+    pub stale_writes_accepted: Option<u64>,
+    /// With `[leases]`: writes the fenced resources refused (token older than one they saw).
+    pub stale_writes_refused: Option<u64>,
+    /// With `[leases]`: lease datagrams sent (not in `datagrams_sent`).
+    pub lease_datagrams_sent: Option<u64>,
+    /// Shard moves: not simulated yet, always null.
+    pub shard_moves: Option<u64>,
+    /// Largest shard imbalance: not simulated yet, always null.
+    pub shard_imbalance_max: Option<f64>,
     /// Whether an invariant violation stopped the run.
     pub stopped_early: bool,
     /// Invariant violations (the run stops at the first).
@@ -196,6 +220,38 @@ impl RunReport {
                     .map_or(String::new(), |c| format!("== {c}")),
             ),
         ];
+        if self.lease_acquisitions.is_some() {
+            rows.push((
+                "failover p50/p99".into(),
+                format!(
+                    "{} / {} ({} unfinished)",
+                    opt(self.failover_p50_s, " s"),
+                    opt(self.failover_p99_s, " s"),
+                    self.failovers_unfinished.unwrap_or(0)
+                ),
+                le(expect.failover_p99_s_max),
+            ));
+            rows.push((
+                "handoff p99".into(),
+                opt(self.handoff_p99_ms, " ms"),
+                le(expect.handoff_p99_ms_max),
+            ));
+            rows.push((
+                "lease grant p50".into(),
+                opt(self.lease_grant_p50_ms, " ms"),
+                le(expect.lease_grant_p50_ms_max),
+            ));
+            rows.push((
+                "fenced writes".into(),
+                format!(
+                    "{} accepted, {} stale refused, {} stale accepted",
+                    self.fenced_writes_accepted.unwrap_or(0),
+                    self.stale_writes_refused.unwrap_or(0),
+                    self.stale_writes_accepted.unwrap_or(0)
+                ),
+                String::new(),
+            ));
+        }
         if let Some(fp) = &self.first_false_positive {
             rows.push(("first false positive".into(), fp.clone(), String::new()));
         }
@@ -282,6 +338,57 @@ pub fn check_expectations(expect: &Expectations, r: &RunReport) -> Vec<String> {
         Some(r.bytes_per_node_s),
         "",
     );
+    let no_leases = "no [leases] section";
+    let failover_why = if r.lease_acquisitions.is_none() {
+        no_leases
+    } else {
+        "no lease holder crashed"
+    };
+    max(
+        "failover_p50_s",
+        expect.failover_p50_s_max,
+        r.failover_p50_s,
+        failover_why,
+    );
+    max(
+        "failover_p99_s",
+        expect.failover_p99_s_max,
+        r.failover_p99_s,
+        failover_why,
+    );
+    max(
+        "handoff_p99_ms",
+        expect.handoff_p99_ms_max,
+        r.handoff_p99_ms,
+        "no transfer completed",
+    );
+    max(
+        "lease_grant_p50_ms",
+        expect.lease_grant_p50_ms_max,
+        r.lease_grant_p50_ms,
+        "no acquire granted",
+    );
+    max(
+        "stale_writes_accepted",
+        expect.stale_writes_accepted_max.map(|b| b as f64),
+        r.stale_writes_accepted.map(|v| v as f64),
+        no_leases,
+    );
+    if let Some(min) = expect.stale_writes_refused_min {
+        let got = r.stale_writes_refused.unwrap_or(0);
+        if got < min {
+            failed.push(format!(
+                "stale_writes_refused: measured {got} < bound {min}"
+            ));
+        }
+    }
+    if let Some(n) = r.failovers_unfinished.filter(|&n| n > 0)
+        && (expect.failover_p99_s_max.is_some() || expect.failover_p50_s_max.is_some())
+    {
+        failed.push(format!(
+            "failovers_unfinished: {n} holder crash(es) never followed by a new holder; bound 0"
+        ));
+    }
     if let Some(want) = expect.converged
         && want != r.converged
     {
@@ -424,6 +531,14 @@ mod tests {
             "messages_per_node_s",
             "invariant_violations",
             "expectations_failed",
+            "failover_p50_s",
+            "failover_p99_s",
+            "handoff_p99_ms",
+            "lease_grant_p50_ms",
+            "stale_writes_accepted",
+            "stale_writes_refused",
+            "shard_moves",
+            "shard_imbalance_max",
         ] {
             assert!(
                 json.contains(&format!("\"{key}\":")),

@@ -40,6 +40,13 @@
 //!                                        # quarter of the run) before the end, so that
 //!                                        # `converged` can hold; keys are w0..w3
 //!
+//! [leases]                              # optional; absent = no lease traffic at all
+//! voters = 3                             # node indices 0..voters run a LeaseGroup (default 3)
+//! scopes = ["global-control"]            # every contender tries to hold each (default shown)
+//! ttl = "3s"                             # the TTL contenders ask for (default 3s)
+//! contenders = "3"                       # "N": the N nodes after the voters; "0..3": indices
+//! max_clock_skew = 0.0                   # clock-rate deviation the one-holder check tolerates
+//!
 //! [[fault]]                              # any number, in any order
 //! at = "30s"                             # when the (first) occurrence fires
 //! action = "crash"                       # see the table below
@@ -56,6 +63,12 @@
 //! heal_s_max = 60.0
 //! bytes_per_node_s_max = 600.0
 //! converged = true
+//! failover_p99_s_max = 3.3               # the lease keys need [leases]
+//! failover_p50_s_max = 3.0
+//! handoff_p99_ms_max = 200.0
+//! lease_grant_p50_ms_max = 5.0
+//! stale_writes_accepted_max = 0
+//! stale_writes_refused_min = 1           # a lower bound: the run must exercise the fence
 //! ```
 //!
 //! Durations are strings: a decimal number and a unit among `ns`, `us`, `ms`, `s`, `m`, `h`
@@ -69,6 +82,8 @@
 //! | `"10%"`    | that share of the candidates, rounded to nearest, at least one             |
 //! | `"0..10"`  | node indices 0 to 9 (indices count from 0; node index `i` is `NodeId(i+1)`) |
 //! | `"node:4"` | node index 4                                                              |
+//! | `"holder"` | with `[leases]`: the contender holding the first scope when the fault fires |
+//! | `"raft-leader"` | with `[leases]`: the voter that leads the lease group then             |
 //!
 //! Random selectors are drawn when the fault fires, from the fault stream of the run's seed, so
 //! the same seed picks the same nodes whatever the profile. Index selectors beyond the node count
@@ -87,6 +102,12 @@
 //! | `skew`     | `nodes`, `rate`, `for`?                            | the nodes' clocks run at `rate` times real speed |
 //! | `leave`    | `nodes`                                            | graceful leave; the process stops 5 gossip rounds later |
 //! | `metadata` | `nodes`, `key`, `value_bytes` or `delete = true`, `rate`? | the nodes set `key` to that many random bytes, or delete it |
+//! | `transfer` | `scope`? (default: the first `[leases]` scope)     | the holder hands the lease to another running contender, drawn at random |
+//!
+//! With `[leases]`, the voters' Raft log survives a crash (a restarted voter comes back with it);
+//! a restarted contender gets a new client. Lease datagrams go through the same network model as
+//! membership datagrams. `partition` groups may also be `"holder"` or `"raft-leader"`. What the
+//! lease invariants and figures mean is in `crate::lease` (and docs/scenarios.md).
 //!
 //! `partition` takes `split = 0.5` (a random share of all nodes forms the first group, the rest
 //! the second) or `groups = ["0..500", "500..1000"]` (index selectors; unlisted nodes form one
@@ -121,6 +142,7 @@ use core::time::Duration;
 use std::path::Path;
 
 use meshkit::config::Profile;
+use meshkit::lease::{LeaseConfig, Scope};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use thiserror::Error;
@@ -134,6 +156,13 @@ pub const MAX_FAULT_OCCURRENCES: u32 = 100_000;
 pub const MAX_PARTITION_GROUPS: usize = 254;
 /// The largest `value_bytes` of a metadata write (the core refuses more than its own bound anyway).
 pub const MAX_VALUE_BYTES: u32 = 65_536;
+
+/// The most voters of a `[leases]` group (the core's bound).
+pub const MAX_LEASE_VOTERS: u32 = meshkit::lease::MAX_VOTERS as u32;
+/// The most scopes of a `[leases]` section.
+pub const MAX_LEASE_SCOPES: usize = 64;
+/// The TTL contenders ask for when `[leases] ttl` is absent.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(3);
 
 const HINT_FORMAT: &str = "the scenario format is documented at the top of sim/src/scenario.rs \
                            (and in docs/scenarios.md)";
@@ -155,6 +184,7 @@ pub struct Scenario {
     duration: Duration,
     workload: WorkloadSpec,
     faults: Vec<FaultSpec>,
+    leases: Option<LeaseSpec>,
     expect: Expectations,
     /// Where the text came from, for error messages that are only known at run time.
     file: String,
@@ -223,6 +253,38 @@ impl Default for WorkloadSpec {
             metadata_updates_per_s: 0.0,
             metadata_value_bytes: 64,
         }
+    }
+}
+
+/// `[leases]`: a lease voter group and the nodes that contend for its scopes. See the module
+/// documentation.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct LeaseSpec {
+    /// The voters are node indices `0..voters`.
+    pub voters: u32,
+    /// The scopes every contender tries to hold.
+    pub scopes: Vec<Scope>,
+    /// The TTL contenders ask for.
+    pub ttl: Duration,
+    /// Which nodes contend: `Count(n)` means the `n` nodes right after the voters; an index
+    /// range or index names them.
+    pub contenders: NodeSelector,
+    /// The clock-rate deviation the run assumes (0.5 = rates within 0.5..=1.5); the single-holder
+    /// invariant tolerates the overlap such skew allows (see `crate::lease`).
+    pub max_clock_skew: f64,
+}
+
+impl LeaseSpec {
+    /// The contenders' node indices, for a run of `nodes` nodes (clipped to it).
+    pub fn contender_indices(&self, nodes: u32) -> Vec<u32> {
+        let range = match self.contenders {
+            NodeSelector::Count(n) => self.voters..self.voters.saturating_add(n),
+            NodeSelector::Range { start, end } => start..end,
+            NodeSelector::Index(i) => i..i.saturating_add(1),
+            NodeSelector::Percent(_) | NodeSelector::Holder | NodeSelector::RaftLeader => 0..0,
+        };
+        range.filter(|&i| i < nodes).collect()
     }
 }
 
@@ -297,6 +359,12 @@ pub enum FaultAction {
         /// Which nodes.
         nodes: NodeSelector,
     },
+    /// The holder of a `[leases]` scope hands it to another running contender, chosen at
+    /// random (a graceful handoff).
+    Transfer {
+        /// The scope, by default the first of `[leases] scopes`.
+        scope: Option<Scope>,
+    },
     /// Write or delete one metadata key on the selected nodes.
     Metadata {
         /// Which nodes.
@@ -348,6 +416,11 @@ pub enum NodeSelector {
     },
     /// One node index.
     Index(u32),
+    /// `"holder"`: the running contenders that hold the first `[leases]` scope by their own
+    /// clock when the fault fires.
+    Holder,
+    /// `"raft-leader"`: the voters that believe they lead the lease group when the fault fires.
+    RaftLeader,
 }
 
 impl NodeSelector {
@@ -361,8 +434,13 @@ impl NodeSelector {
         match *self {
             Self::Range { end, .. } => Some(end),
             Self::Index(i) => Some(i.saturating_add(1)),
-            Self::Count(_) | Self::Percent(_) => None,
+            Self::Count(_) | Self::Percent(_) | Self::Holder | Self::RaftLeader => None,
         }
+    }
+
+    /// Whether the selector names nodes by their lease role.
+    pub fn is_lease_role(&self) -> bool {
+        matches!(self, Self::Holder | Self::RaftLeader)
     }
 }
 
@@ -373,6 +451,8 @@ impl fmt::Display for NodeSelector {
             Self::Percent(p) => write!(f, "{p}%"),
             Self::Range { start, end } => write!(f, "{start}..{end}"),
             Self::Index(i) => write!(f, "node:{i}"),
+            Self::Holder => f.write_str("holder"),
+            Self::RaftLeader => f.write_str("raft-leader"),
         }
     }
 }
@@ -398,6 +478,19 @@ pub struct Expectations {
     pub bytes_per_node_s_max: Option<f64>,
     /// Whether the mesh must end in one view with equal metadata versions.
     pub converged: Option<bool>,
+    /// Upper bound of `failover_p50_s`.
+    pub failover_p50_s_max: Option<f64>,
+    /// Upper bound of `failover_p99_s`.
+    pub failover_p99_s_max: Option<f64>,
+    /// Upper bound of `handoff_p99_ms`.
+    pub handoff_p99_ms_max: Option<f64>,
+    /// Upper bound of `lease_grant_p50_ms`.
+    pub lease_grant_p50_ms_max: Option<f64>,
+    /// Upper bound of `stale_writes_accepted` (an accepted stale write is also an invariant
+    /// violation).
+    pub stale_writes_accepted_max: Option<u64>,
+    /// Lower bound of `stale_writes_refused`: the run must have exercised the fence.
+    pub stale_writes_refused_min: Option<u64>,
 }
 
 /// A scenario that could not be read or does not make sense. Nothing was built.
@@ -477,6 +570,17 @@ impl Scenario {
                     .map_err(|(span, msg, hint)| err(span, msg, hint))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let leases = match raw.leases {
+            None => None,
+            Some(l) => {
+                let whole = l.span();
+                Some(
+                    l.into_inner()
+                        .validate(whole)
+                        .map_err(|(span, msg, hint)| err(span, msg, hint))?,
+                )
+            }
+        };
         let workload = raw.workload;
         if workload.metadata_value_bytes.get_ref().0 > MAX_VALUE_BYTES {
             return Err(err(
@@ -510,6 +614,7 @@ impl Scenario {
                 metadata_value_bytes: workload.metadata_value_bytes.into_inner().0,
             },
             faults,
+            leases,
             expect: raw.expect,
             file: file.to_owned(),
             source: text.to_owned(),
@@ -533,6 +638,28 @@ impl Scenario {
                 hint: "choose a node count of at least 2".to_owned(),
             });
         }
+        if let Some(leases) = &self.leases {
+            let end = leases
+                .contenders
+                .index_end()
+                .unwrap_or(0)
+                .max(leases.voters.saturating_add(match leases.contenders {
+                    NodeSelector::Count(n) => n,
+                    _ => 0,
+                }))
+                .max(leases.voters);
+            if end > nodes {
+                return Err(ScenarioError {
+                    file: self.file.clone(),
+                    line: 1,
+                    column: 1,
+                    message: format!(
+                        "[leases] voters and contenders need {end} nodes; this run has {nodes}"
+                    ),
+                    hint: "run with more nodes or fewer voters or contenders".to_owned(),
+                });
+            }
+        }
         for fault in &self.faults {
             let selectors: Vec<&NodeSelector> = match &fault.action {
                 FaultAction::Crash { nodes, .. }
@@ -550,8 +677,34 @@ impl Scenario {
                     ..
                 }
                 | FaultAction::Heal
+                | FaultAction::Transfer { .. }
                 | FaultAction::Loss { .. } => vec![],
             };
+            let no_leases = || {
+                err(
+                    &fault.span,
+                    "this fault needs a [leases] section".to_owned(),
+                    "add [leases] (voters, scopes, ttl, contenders) or pick nodes by index or \
+                     count",
+                )
+            };
+            if let FaultAction::Transfer { scope } = &fault.action {
+                let Some(leases) = &self.leases else {
+                    return Err(no_leases());
+                };
+                if let Some(scope) = scope
+                    && !leases.scopes.contains(scope)
+                {
+                    return Err(err(
+                        &fault.span,
+                        format!("scope {scope} is not among the [leases] scopes"),
+                        "name one of the [leases] scopes, or leave `scope` out for the first",
+                    ));
+                }
+            }
+            if self.leases.is_none() && selectors.iter().any(|s| s.is_lease_role()) {
+                return Err(no_leases());
+            }
             for sel in &selectors {
                 if let Some(end) = sel.index_end()
                     && end > nodes
@@ -576,7 +729,10 @@ impl Scenario {
                     let (start, end) = match *sel {
                         NodeSelector::Range { start, end } => (start, end),
                         NodeSelector::Index(i) => (i, i + 1),
-                        NodeSelector::Count(_) | NodeSelector::Percent(_) => continue,
+                        NodeSelector::Count(_)
+                        | NodeSelector::Percent(_)
+                        | NodeSelector::Holder
+                        | NodeSelector::RaftLeader => continue,
                     };
                     for i in start..end {
                         if std::mem::replace(&mut seen[i as usize], true) {
@@ -638,6 +794,11 @@ impl Scenario {
         &self.faults
     }
 
+    /// The `[leases]` section, if any.
+    pub fn leases(&self) -> Option<&LeaseSpec> {
+        self.leases.as_ref()
+    }
+
     /// The expectations.
     pub fn expect(&self) -> &Expectations {
         &self.expect
@@ -685,8 +846,109 @@ struct RawScenario {
     workload: RawWorkload,
     #[serde(default, rename = "fault")]
     faults: Vec<RawFault>,
+    leases: Option<Spanned<RawLeases>>,
     #[serde(default)]
     expect: Expectations,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLeases {
+    voters: Option<Spanned<u32>>,
+    scopes: Option<Spanned<Vec<String>>>,
+    ttl: Option<Spanned<DurationStr>>,
+    contenders: Option<Spanned<NodeSelector>>,
+    max_clock_skew: Option<Spanned<f64>>,
+}
+
+impl RawLeases {
+    fn validate(self, whole: Range<usize>) -> Result<LeaseSpec, FieldError> {
+        let voters = self.voters.as_ref().map_or(3, |v| *v.get_ref());
+        if !(1..=MAX_LEASE_VOTERS).contains(&voters) {
+            let span = self.voters.as_ref().map_or(whole, Spanned::span);
+            return Err((
+                span,
+                format!("voters = {voters} is outside 1..={MAX_LEASE_VOTERS}"),
+                "a lease group has 3 or 5 voters, usually",
+            ));
+        }
+        let scopes = match &self.scopes {
+            None => vec![Scope::global_control()],
+            Some(list) => {
+                if list.get_ref().is_empty() || list.get_ref().len() > MAX_LEASE_SCOPES {
+                    return Err((
+                        list.span(),
+                        format!("scopes must list 1 to {MAX_LEASE_SCOPES} scopes"),
+                        "e.g. scopes = [\"global-control\", \"shard/orders/1\"]",
+                    ));
+                }
+                let mut scopes = Vec::new();
+                for name in list.get_ref() {
+                    let scope = Scope::new(name).map_err(|e| {
+                        (
+                            list.span(),
+                            format!("scope {name:?}: {e}"),
+                            "scopes are `global-control`, `shard/{namespace}/{id}` or custom names",
+                        )
+                    })?;
+                    if scopes.contains(&scope) {
+                        return Err((
+                            list.span(),
+                            format!("scope {name:?} is listed twice"),
+                            "list each scope once",
+                        ));
+                    }
+                    scopes.push(scope);
+                }
+                scopes
+            }
+        };
+        let ttl = self
+            .ttl
+            .as_ref()
+            .map_or(DEFAULT_LEASE_TTL, |t| t.get_ref().0);
+        let config = LeaseConfig::default();
+        if ttl < config.min_ttl() || ttl > config.max_ttl() {
+            let span = self.ttl.as_ref().map_or(whole, Spanned::span);
+            return Err((
+                span,
+                format!(
+                    "ttl {ttl:?} is outside the lease configuration's {:?}..={:?}",
+                    config.min_ttl(),
+                    config.max_ttl()
+                ),
+                "write e.g. ttl = \"3s\"",
+            ));
+        }
+        let contenders = self
+            .contenders
+            .as_ref()
+            .map_or(NodeSelector::Count(3), |c| *c.get_ref());
+        if matches!(contenders, NodeSelector::Percent(_)) || contenders.is_lease_role() {
+            let span = self.contenders.as_ref().map_or(whole, Spanned::span);
+            return Err((
+                span,
+                format!("contenders = \"{contenders}\" is not a count or an index selector"),
+                "\"3\" means the 3 nodes right after the voters; \"0..3\" names indices",
+            ));
+        }
+        let max_clock_skew = self.max_clock_skew.as_ref().map_or(0.0, |m| *m.get_ref());
+        if !(0.0..=0.9).contains(&max_clock_skew) {
+            let span = self.max_clock_skew.as_ref().map_or(whole, Spanned::span);
+            return Err((
+                span,
+                format!("max_clock_skew = {max_clock_skew} is outside 0.0..=0.9"),
+                "it is the largest deviation of a clock rate from 1.0, e.g. 0.5",
+            ));
+        }
+        Ok(LeaseSpec {
+            voters,
+            scopes,
+            ttl,
+            contenders,
+            max_clock_skew,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -769,6 +1031,7 @@ enum ActionName {
     Skew,
     Leave,
     Metadata,
+    Transfer,
 }
 
 impl ActionName {
@@ -783,6 +1046,7 @@ impl ActionName {
             Self::Skew => "skew",
             Self::Leave => "leave",
             Self::Metadata => "metadata",
+            Self::Transfer => "transfer",
         }
     }
 
@@ -797,6 +1061,7 @@ impl ActionName {
             Self::Pause => &["nodes", "for"],
             Self::Skew => &["nodes", "rate", "for"],
             Self::Metadata => &["nodes", "key", "value_bytes", "delete", "rate"],
+            Self::Transfer => &["scope"],
         }
     }
 }
@@ -820,6 +1085,7 @@ struct RawFault {
     key: Option<Spanned<String>>,
     value_bytes: Option<Spanned<Bytes>>,
     delete: Option<Spanned<bool>>,
+    scope: Option<Spanned<String>>,
 }
 
 type FieldError = (Range<usize>, String, &'static str);
@@ -843,9 +1109,10 @@ impl RawFault {
                 ActionName::Metadata => {
                     "metadata takes: nodes, key, value_bytes or delete = true, rate"
                 }
+                ActionName::Transfer => "transfer takes: scope (needs a [leases] section)",
             }
         };
-        let present: [(&str, Option<Range<usize>>); 11] = [
+        let present: [(&str, Option<Range<usize>>); 12] = [
             ("nodes", self.nodes.as_ref().map(Spanned::span)),
             (
                 "restart_after",
@@ -860,6 +1127,7 @@ impl RawFault {
             ("key", self.key.as_ref().map(Spanned::span)),
             ("value_bytes", self.value_bytes.as_ref().map(Spanned::span)),
             ("delete", self.delete.as_ref().map(Spanned::span)),
+            ("scope", self.scope.as_ref().map(Spanned::span)),
         ];
         for (key, span) in &present {
             if let Some(span) = span
@@ -909,6 +1177,18 @@ impl RawFault {
             ActionName::Restart => FaultAction::Restart { nodes: nodes()? },
             ActionName::Leave => FaultAction::Leave { nodes: nodes()? },
             ActionName::Heal => FaultAction::Heal,
+            ActionName::Transfer => FaultAction::Transfer {
+                scope: match &self.scope {
+                    None => None,
+                    Some(name) => Some(Scope::new(name.get_ref()).map_err(|e| {
+                        (
+                            name.span(),
+                            format!("scope {:?}: {e}", name.get_ref()),
+                            "name one of the [leases] scopes",
+                        )
+                    })?),
+                },
+            },
             ActionName::Partition => {
                 let shape = match (&self.split, &self.groups) {
                     (Some(s), None) => {
@@ -926,7 +1206,7 @@ impl RawFault {
                         let groups = g.get_ref();
                         if groups.is_empty()
                             || groups.len() > MAX_PARTITION_GROUPS
-                            || groups.iter().any(|s| !s.is_indexed())
+                            || groups.iter().any(|s| !s.is_indexed() && !s.is_lease_role())
                         {
                             return Err((
                                 g.span(),
@@ -1263,6 +1543,12 @@ impl core::str::FromStr for NodeSelector {
         };
         if let Some(i) = s.strip_prefix("node:") {
             return Ok(Self::Index(int(i)?));
+        }
+        if s == "holder" {
+            return Ok(Self::Holder);
+        }
+        if s == "raft-leader" {
+            return Ok(Self::RaftLeader);
         }
         if let Some((a, b)) = s.split_once("..") {
             let (start, end) = (int(a)?, int(b)?);

@@ -21,6 +21,8 @@ const SHIPPED: &[(&str, Option<u32>)] = &[
     ("gray-1pct", Some(64)),
     ("churn-restart", Some(64)),
     ("metadata-update", Some(32)),
+    ("leader-kill", Some(10)),
+    ("voter-partition", Some(10)),
 ];
 
 fn dir() -> PathBuf {
@@ -113,4 +115,14 @@ fn churn_restart_meets_its_expectations() {
 #[test]
 fn metadata_update_meets_its_expectations() {
     run_shipped(SHIPPED[8].0, SHIPPED[8].1);
+}
+
+#[test]
+fn leader_kill_meets_its_expectations() {
+    run_shipped(SHIPPED[9].0, SHIPPED[9].1);
+}
+
+#[test]
+fn voter_partition_meets_its_expectations() {
+    run_shipped(SHIPPED[10].0, SHIPPED[10].1);
 }

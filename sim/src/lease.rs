@@ -1,0 +1,369 @@
+//! Leases in the simulator: the per-node lease state the engine drives, and the ledger that
+//! checks the lease invariants and keeps the lease figures.
+//!
+//! With a `[leases]` section, node indices `0..voters` run a [`LeaseGroup`] and every contender
+//! runs a [`LeaseClient`]. Every [`WRITE_INTERVAL`] of virtual time each running contender, for
+//! each scope, writes to the scope's fenced resource if it holds the scope by its own clock
+//! ([`LeaseClient::holds`]), renews once a third of the TTL has passed since its last grant or
+//! renewal, and asks for the scope if it does not hold it and has no request in flight. A new
+//! holder writes at once when it learns of its grant.
+//!
+//! A pause (gray failure) catches a contender between its check and its write: a node paused
+//! while it holds a scope sends one write with that token when it resumes, without checking
+//! again. That is the write fencing exists for.
+//!
+//! # What the ledger checks
+//!
+//! * **One holder per scope.** A contender believes it holds a scope from its `Acquired` or
+//!   `Renewed` event until its own local expiry (or `Lost`, `Expired`, `Released`,
+//!   `Transferred`, its transfer request, its crash). When a contender starts or extends a
+//!   belief, every other believer's belief must end (in real time, through that node's clock)
+//!   within the skew allowance: `ttl * 2r / (1 - r^2)` for `[leases] max_clock_skew = r` (a
+//!   holder whose clock runs at `1 - r` against voters whose clocks run at `1 + r`), zero by
+//!   default.
+//! * **Tokens increase.** Each `Acquired` token is at least the scope's previous one, and equal
+//!   only for the same holder (asking again for a held scope renews it under its token).
+//! * **The fence holds.** The resource accepts a write whose token is at least the highest it
+//!   has seen and refuses the rest (`stale_writes_refused`). An accepted write with a token below
+//!   the highest the voters have granted (`GroupEvent::Granted`) is a stale write accepted: a
+//!   violation, counted in `stale_writes_accepted`.
+//!
+//! # Figures
+//!
+//! * `failover_pXX_s`: from the crash of a node that believed it held a scope to the next
+//!   `Acquired` of that scope by another node (unfinished ones are counted apart).
+//! * `handoff_pXX_ms`: from a `transfer` fault to the target's `Acquired`.
+//! * `lease_grant_pXX_ms`: from an acquire request to its `Acquired`.
+
+use core::time::Duration;
+use std::collections::BTreeMap;
+
+use meshkit::Instant;
+use meshkit::lease::{DurableState, FencingToken, LeaseClient, LeaseGroup, RequestId, Scope};
+
+use crate::clock::Clock;
+
+/// How often contenders write to the fenced resources (and check their renewals).
+pub(crate) const WRITE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What a contender asked of the voters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ask {
+    Acquire,
+    Renew,
+}
+
+/// One request of a contender, by the engine's bookkeeping.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Request {
+    pub(crate) scope: usize,
+    pub(crate) ask: Ask,
+    /// Global time it was asked.
+    pub(crate) sent: Instant,
+}
+
+/// One node's lease state machines and the contender's bookkeeping.
+#[derive(Debug, Default)]
+pub(crate) struct LeaseNode {
+    pub(crate) group: Option<LeaseGroup>,
+    /// What a crashed voter kept (its Raft log and hard state), for its restart.
+    pub(crate) durable: Option<DurableState>,
+    pub(crate) client: Option<LeaseClient>,
+    pub(crate) voter: bool,
+    pub(crate) contender: bool,
+    /// Bumped whenever the armed wakeup changes; a wakeup with another generation is stale.
+    pub(crate) generation: u32,
+    /// The armed wakeup (global time), `Instant::MAX` if none.
+    pub(crate) armed: Instant,
+    pub(crate) requests: BTreeMap<RequestId, Request>,
+    /// Per scope index: an acquire or a renewal in flight.
+    pub(crate) asking: Vec<bool>,
+    /// Per scope index: local time of the next renewal.
+    pub(crate) next_renew: Vec<Instant>,
+    /// Writes checked before a pause, sent at the resume.
+    pub(crate) paused_writes: Vec<(usize, FencingToken)>,
+}
+
+impl LeaseNode {
+    /// Forgets the contender's bookkeeping (a crash, a restart).
+    pub(crate) fn reset_asks(&mut self, scopes: usize) {
+        self.requests.clear();
+        self.asking = vec![false; scopes];
+        self.next_renew = vec![Instant::ZERO; scopes];
+        self.paused_writes.clear();
+    }
+}
+
+/// One contender's belief that it holds a scope.
+#[derive(Clone, Copy, Debug)]
+struct Belief {
+    /// Local expiry, by the believer's clock.
+    expires: Instant,
+}
+
+#[derive(Debug, Default)]
+struct ScopeLedger {
+    beliefs: BTreeMap<usize, Belief>,
+    /// The last `Acquired`: holder and token.
+    last_acquired: Option<(usize, u64)>,
+    highest_granted: u64,
+    resource_highest: u64,
+    /// A believer crashed: who, when.
+    failover_from: Option<(usize, Instant)>,
+    /// A transfer is under way: to whom, since when.
+    handoff: Option<(usize, Instant)>,
+}
+
+/// The lease figures of a run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct LeaseRecords {
+    pub(crate) failover_s: Vec<f64>,
+    pub(crate) failovers_unfinished: u64,
+    pub(crate) handoff_ms: Vec<f64>,
+    pub(crate) grant_ms: Vec<f64>,
+    pub(crate) acquisitions: u64,
+    pub(crate) writes_accepted: u64,
+    pub(crate) stale_writes_accepted: u64,
+    pub(crate) stale_writes_refused: u64,
+    pub(crate) datagrams_sent: u64,
+    pub(crate) bytes_sent: u64,
+    pub(crate) messages_refused: u64,
+}
+
+/// The holders' views, the fenced resources and the lease figures. See the module doc.
+#[derive(Debug)]
+pub(crate) struct Ledger {
+    allowance: Duration,
+    names: Vec<Scope>,
+    scopes: Vec<ScopeLedger>,
+    pub(crate) records: LeaseRecords,
+}
+
+impl Ledger {
+    pub(crate) fn new(scopes: &[Scope], ttl: Duration, max_clock_skew: f64) -> Self {
+        let r = max_clock_skew;
+        let allowance = ttl.mul_f64(2.0 * r / (1.0 - r * r));
+        Self {
+            allowance,
+            names: scopes.to_vec(),
+            scopes: scopes.iter().map(|_| ScopeLedger::default()).collect(),
+            records: LeaseRecords::default(),
+        }
+    }
+
+    pub(crate) fn scope_index(&self, scope: &Scope) -> Option<usize> {
+        self.names.iter().position(|s| s == scope)
+    }
+
+    /// A contender's `Acquired`. Returns the violations found.
+    pub(crate) fn on_acquired(
+        &mut self,
+        now: Instant,
+        node: usize,
+        scope: usize,
+        token: FencingToken,
+        expires: Instant,
+        clock_of: &dyn Fn(usize) -> Option<Clock>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        let name = &self.names[scope];
+        let s = &mut self.scopes[scope];
+        self.records.acquisitions += 1;
+        if let Some((holder, last)) = s.last_acquired
+            && (token.get() < last || (token.get() == last && holder != node))
+        {
+            out.push(format!(
+                "fencing token went back on {name}: node-{} acquired token {} after node-{} \
+                 acquired token {last}",
+                node + 1,
+                token.get(),
+                holder + 1
+            ));
+        }
+        s.last_acquired = Some((node, token.get()));
+        if let Some((crashed, at)) = s.failover_from
+            && crashed != node
+        {
+            self.records
+                .failover_s
+                .push(now.saturating_duration_since(at).as_secs_f64());
+            s.failover_from = None;
+        }
+        if let Some((to, at)) = s.handoff
+            && to == node
+        {
+            self.records
+                .handoff_ms
+                .push(now.saturating_duration_since(at).as_secs_f64() * 1e3);
+            s.handoff = None;
+        }
+        self.believe(now, node, scope, expires, clock_of, &mut out);
+        out
+    }
+
+    /// A contender's `Renewed`.
+    pub(crate) fn on_renewed(
+        &mut self,
+        now: Instant,
+        node: usize,
+        scope: usize,
+        expires: Instant,
+        clock_of: &dyn Fn(usize) -> Option<Clock>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        self.believe(now, node, scope, expires, clock_of, &mut out);
+        out
+    }
+
+    fn believe(
+        &mut self,
+        now: Instant,
+        node: usize,
+        scope: usize,
+        expires: Instant,
+        clock_of: &dyn Fn(usize) -> Option<Clock>,
+        out: &mut Vec<String>,
+    ) {
+        let s = &mut self.scopes[scope];
+        for (&other, belief) in &s.beliefs {
+            if other == node {
+                continue;
+            }
+            let Some(clock) = clock_of(other) else {
+                continue;
+            };
+            let end = clock.to_global(belief.expires);
+            if end > now && end.saturating_duration_since(now) > self.allowance {
+                out.push(format!(
+                    "two holders of {}: node-{} holds it while node-{} still does for {:?} \
+                     (skew allowance {:?})",
+                    self.names[scope],
+                    node + 1,
+                    other + 1,
+                    end.saturating_duration_since(now),
+                    self.allowance
+                ));
+            }
+        }
+        s.beliefs.insert(node, Belief { expires });
+    }
+
+    /// A contender stopped believing it holds `scope` (lost, expired, released, transferred,
+    /// or a transfer asked).
+    pub(crate) fn on_belief_end(&mut self, node: usize, scope: usize) {
+        self.scopes[scope].beliefs.remove(&node);
+    }
+
+    /// A node crashed: its beliefs end, and a failover starts on each scope it held.
+    pub(crate) fn on_crash(&mut self, now: Instant, node: usize, clock: Clock) {
+        for s in &mut self.scopes {
+            if let Some(b) = s.beliefs.remove(&node)
+                && clock.to_global(b.expires) > now
+                && s.failover_from.is_none()
+            {
+                s.failover_from = Some((node, now));
+            }
+        }
+    }
+
+    /// A transfer of `scope` to `to` was asked at `now`.
+    pub(crate) fn on_transfer(&mut self, now: Instant, from: usize, to: usize, scope: usize) {
+        let s = &mut self.scopes[scope];
+        s.beliefs.remove(&from);
+        s.handoff = Some((to, now));
+    }
+
+    /// A voter applied a grant.
+    pub(crate) fn on_granted(&mut self, scope: usize, token: FencingToken) {
+        let s = &mut self.scopes[scope];
+        s.highest_granted = s.highest_granted.max(token.get());
+    }
+
+    /// A contender's write reaches the scope's fenced resource. Returns a violation if the
+    /// resource accepted a stale token.
+    pub(crate) fn write(
+        &mut self,
+        node: usize,
+        scope: usize,
+        token: FencingToken,
+    ) -> Option<String> {
+        let s = &mut self.scopes[scope];
+        let t = token.get();
+        if t < s.resource_highest {
+            self.records.stale_writes_refused += 1;
+            return None;
+        }
+        s.resource_highest = t;
+        self.records.writes_accepted += 1;
+        if t < s.highest_granted {
+            self.records.stale_writes_accepted += 1;
+            return Some(format!(
+                "the fenced resource of {} accepted node-{}'s write with token {t} after the \
+                 voters granted token {}",
+                self.names[scope],
+                node + 1,
+                s.highest_granted
+            ));
+        }
+        None
+    }
+
+    /// The records at the end of the run.
+    pub(crate) fn finish(mut self) -> LeaseRecords {
+        self.records.failovers_unfinished = self
+            .scopes
+            .iter()
+            .filter(|s| s.failover_from.is_some())
+            .count() as u64;
+        self.records
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clock() -> Clock {
+        Clock::new(Instant::ZERO, Instant::ZERO)
+    }
+
+    #[test]
+    fn the_fence_refuses_old_tokens_and_flags_accepted_stale_ones() {
+        let mut l = Ledger::new(&[Scope::global_control()], Duration::from_secs(3), 0.0);
+        assert!(l.write(0, 0, FencingToken::new(5)).is_none());
+        assert!(l.write(1, 0, FencingToken::new(4)).is_none());
+        assert_eq!(l.records.stale_writes_refused, 1);
+        l.on_granted(0, FencingToken::new(9));
+        assert!(l.write(0, 0, FencingToken::new(5)).is_some());
+        assert_eq!(l.records.stale_writes_accepted, 1);
+    }
+
+    #[test]
+    fn overlapping_beliefs_and_tokens_going_back_are_violations() {
+        let mut l = Ledger::new(&[Scope::global_control()], Duration::from_secs(3), 0.0);
+        let clocks = |_: usize| Some(clock());
+        let at = |s: u64| Instant::ZERO + Duration::from_secs(s);
+        assert!(
+            l.on_acquired(at(1), 0, 0, FencingToken::new(5), at(4), &clocks)
+                .is_empty()
+        );
+        let v = l.on_acquired(at(2), 1, 0, FencingToken::new(7), at(5), &clocks);
+        assert_eq!(v.len(), 1, "{v:?}");
+        l.on_belief_end(0, 0);
+        let v = l.on_acquired(at(6), 0, 0, FencingToken::new(6), at(9), &clocks);
+        assert!(v.iter().any(|m| m.contains("went back")), "{v:?}");
+    }
+
+    #[test]
+    fn a_crashed_holder_starts_a_failover_that_another_node_ends() {
+        let mut l = Ledger::new(&[Scope::global_control()], Duration::from_secs(3), 0.0);
+        let clocks = |_: usize| Some(clock());
+        let at = |ms: u64| Instant::ZERO + Duration::from_millis(ms);
+        let _ = l.on_acquired(at(0), 0, 0, FencingToken::new(5), at(3000), &clocks);
+        l.on_crash(at(1000), 0, clock());
+        let v = l.on_acquired(at(3500), 1, 0, FencingToken::new(8), at(6500), &clocks);
+        assert!(v.is_empty(), "{v:?}");
+        assert_eq!(l.records.failover_s, vec![2.5]);
+        assert_eq!(l.finish().failovers_unfinished, 0);
+    }
+}

@@ -1,0 +1,205 @@
+//! The `[leases]` section: lease traffic runs in the same deterministic heap, the lease
+//! invariants are checked as the run goes, and runs without it are unchanged.
+
+use std::path::Path;
+
+use meshkit_sim::{RunOptions, Scenario};
+
+const BASE: &str = r#"
+    name = "t"
+    [topology]
+    nodes = 10
+    [network]
+    latency = "1ms"
+    jitter = "100us"
+    [run]
+    duration = "60s"
+    [leases]
+    voters = 3
+    scopes = ["global-control", "shard/orders/1"]
+    ttl = "3s"
+    contenders = "3"
+"#;
+
+fn run(text: &str, seed: u64) -> meshkit_sim::RunReport {
+    let scenario = Scenario::parse(text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    meshkit_sim::run(&scenario, RunOptions::seed(seed)).unwrap()
+}
+
+#[test]
+fn a_run_without_leases_keeps_its_trace() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/crash-one.toml");
+    let scenario = Scenario::from_file(&path).unwrap();
+    let report = meshkit_sim::run(&scenario, RunOptions::seed(7)).unwrap();
+    assert_eq!(report.trace_hash, "585a3813ee6c351a");
+    assert_eq!(report.lease_acquisitions, None);
+    assert_eq!(report.stale_writes_refused, None);
+}
+
+#[test]
+fn lease_runs_are_deterministic_and_report_their_figures() {
+    let text = format!(
+        "{BASE}
+        [[fault]]
+        at = \"10s\"
+        count = 3
+        every = \"15s\"
+        action = \"crash\"
+        nodes = \"holder\"
+        restart_after = \"5s\"
+        [[fault]]
+        at = \"17s\"
+        action = \"transfer\"
+        scope = \"shard/orders/1\"
+        "
+    );
+    let a = run(&text, 3);
+    let b = run(&text, 3);
+    let c = run(&text, 4);
+    assert_eq!(
+        a.trace_hash, b.trace_hash,
+        "a run is a pure function of its seed"
+    );
+    assert_eq!(a, b);
+    assert_ne!(a.trace_hash, c.trace_hash);
+    assert!(
+        a.invariant_violations.is_empty(),
+        "{:?}",
+        a.invariant_violations
+    );
+    assert!(a.lease_acquisitions.unwrap() >= 4, "{a:?}");
+    assert!(a.failover_p99_s.is_some(), "{a:?}");
+    assert!(a.lease_grant_p50_ms.is_some());
+    assert_eq!(a.stale_writes_accepted, Some(0));
+    let json = a.to_json();
+    for key in [
+        "\"failover_p99_s\":",
+        "\"shard_moves\":null",
+        "\"stale_writes_refused\":",
+    ] {
+        assert!(json.contains(key), "{key} in {json}");
+    }
+}
+
+#[test]
+fn a_transfer_hands_the_lease_over_quickly() {
+    let text = format!(
+        "{BASE}
+        [[fault]]
+        at = \"10s\"
+        count = 5
+        every = \"5s\"
+        action = \"transfer\"
+        "
+    );
+    let r = run(&text, 1);
+    assert!(
+        r.invariant_violations.is_empty(),
+        "{:?}",
+        r.invariant_violations
+    );
+    let handoff = r.handoff_p99_ms.expect("transfers completed");
+    assert!(handoff <= 200.0, "handoff p99 {handoff} ms");
+}
+
+#[test]
+fn a_paused_holder_s_write_is_refused_by_the_fence() {
+    let text = format!(
+        "{BASE}
+        [[fault]]
+        at = \"10s\"
+        action = \"pause\"
+        nodes = \"holder\"
+        for = \"30s\"
+        "
+    );
+    let r = run(&text, 2);
+    assert!(
+        r.invariant_violations.is_empty(),
+        "{:?}",
+        r.invariant_violations
+    );
+    assert!(r.stale_writes_refused.unwrap() >= 1, "{r:?}");
+    assert_eq!(r.stale_writes_accepted, Some(0));
+}
+
+#[test]
+fn a_voter_crash_restarts_from_its_durable_state() {
+    let text = format!(
+        "{BASE}
+        [[fault]]
+        at = \"10s\"
+        count = 4
+        every = \"10s\"
+        action = \"crash\"
+        nodes = \"raft-leader\"
+        restart_after = \"4s\"
+        "
+    );
+    let r = run(&text, 5);
+    assert!(
+        r.invariant_violations.is_empty(),
+        "{:?}",
+        r.invariant_violations
+    );
+    assert_eq!(r.crashes, 4);
+    assert_eq!(r.stale_writes_accepted, Some(0));
+}
+
+/// The checker itself: a holder whose clock runs at half speed and which is cut off from the
+/// voters believes it holds the lease for twice its TTL in real time, so the voters grant it to
+/// another node while it still believes. Without a skew allowance that is a violation; with
+/// `max_clock_skew = 0.5` it is tolerated (and the fence still refuses what it must).
+#[test]
+fn a_slow_clock_beyond_the_allowance_is_caught() {
+    let faults = "
+        [[fault]]
+        at = \"10s\"
+        action = \"skew\"
+        nodes = \"holder\"
+        rate = 0.5
+        [[fault]]
+        at = \"12s\"
+        action = \"partition\"
+        groups = [\"holder\"]
+        heal_after = \"20s\"
+        ";
+    let strict = run(&format!("{BASE}{faults}"), 1);
+    assert!(
+        strict
+            .invariant_violations
+            .iter()
+            .any(|v| v.contains("two holders")),
+        "{:?}",
+        strict.invariant_violations
+    );
+    let tolerant = run(
+        &format!(
+            "{}{faults}",
+            BASE.replace(
+                "contenders = \"3\"",
+                "contenders = \"3\"\n    max_clock_skew = 0.5"
+            )
+        ),
+        1,
+    );
+    assert!(
+        tolerant.invariant_violations.is_empty(),
+        "{:?}",
+        tolerant.invariant_violations
+    );
+}
+
+#[test]
+fn lease_faults_need_a_leases_section() {
+    let text = "name = \"t\"\n[topology]\nnodes = 10\n[run]\nduration = \"10s\"\n\
+                [[fault]]\nat = \"1s\"\naction = \"crash\"\nnodes = \"holder\"\n";
+    let err = Scenario::parse(text, "t.toml").unwrap_err();
+    assert!(err.message.contains("[leases]"), "{err}");
+    let bad = BASE.replace("ttl = \"3s\"", "ttl = \"5ms\"");
+    let err = Scenario::parse(&bad, "t.toml").unwrap_err();
+    assert!(err.message.contains("ttl"), "{err}");
+    let too_many = BASE.replace("nodes = 10", "nodes = 5");
+    let err = Scenario::parse(&too_many, "t.toml").unwrap_err();
+    assert!(err.message.contains("[leases]"), "{err}");
+}
