@@ -780,6 +780,8 @@ impl<'s> Engine<'s> {
             }
             FaultAction::Leave { nodes } => {
                 for i in self.pick(nodes, |s| s == NodeState::Running) {
+                    // A drain: a leaving contender hands its leases over first.
+                    self.drain_node_leases(i);
                     let slot = &mut self.slots[i];
                     let local = slot.clock.local(now);
                     if let Some(node) = slot.node.as_mut() {
@@ -1500,35 +1502,58 @@ impl Engine<'_> {
         let Some(run) = self.leases.as_ref() else {
             return;
         };
-        let scope = scope.unwrap_or(&run.spec.scopes[0]).clone();
-        let Some(s) = run.ledger.scope_index(&scope) else {
+        let scope = scope.unwrap_or(&run.spec.scopes[0]);
+        let Some(s) = run.ledger.scope_index(scope) else {
             return;
         };
-        let running: Vec<usize> = run
+        let holder = run.contenders.iter().copied().find(|&c| {
+            let local = self.slots[c].clock.local(now);
+            self.slots[c].state == NodeState::Running
+                && run.nodes[c]
+                    .client
+                    .as_ref()
+                    .is_some_and(|cl| cl.holds(local, scope).is_some())
+        });
+        if let Some(from) = holder {
+            self.transfer_from(from, s);
+        }
+    }
+
+    /// A drain: node `i` (about to leave) hands every scope it holds to other contenders.
+    fn drain_node_leases(&mut self, i: usize) {
+        let Some(run) = self.leases.as_ref() else {
+            return;
+        };
+        let local = self.slots[i].clock.local(self.now);
+        let held: Vec<usize> = match run.nodes[i].client.as_ref() {
+            Some(c) => (0..run.spec.scopes.len())
+                .filter(|&s| c.holds(local, &run.spec.scopes[s]).is_some())
+                .collect(),
+            None => Vec::new(),
+        };
+        for s in held {
+            self.transfer_from(i, s);
+        }
+    }
+
+    /// `from` hands scope index `s` to another running contender, drawn from the fault stream.
+    fn transfer_from(&mut self, from: usize, s: usize) {
+        let now = self.now;
+        let Some(run) = self.leases.as_mut() else {
+            return;
+        };
+        let others: Vec<usize> = run
             .contenders
             .iter()
             .copied()
-            .filter(|&c| self.slots[c].state == NodeState::Running)
+            .filter(|&c| c != from && self.slots[c].state == NodeState::Running)
             .collect();
-        let holder = running.iter().copied().find(|&c| {
-            let local = self.slots[c].clock.local(now);
-            run.nodes[c]
-                .client
-                .as_ref()
-                .is_some_and(|cl| cl.holds(local, &scope).is_some())
-        });
-        let Some(from) = holder else {
-            return;
-        };
-        let others: Vec<usize> = running.into_iter().filter(|&c| c != from).collect();
         if others.is_empty() {
             return;
         }
         let to = others[self.fault_rng.random_range(0..others.len())];
         let local = self.slots[from].clock.local(now);
-        let Some(run) = self.leases.as_mut() else {
-            return;
-        };
+        let scope = run.spec.scopes[s].clone();
         let Some(client) = run.nodes[from].client.as_mut() else {
             return;
         };

@@ -31,7 +31,8 @@
 //! # Figures
 //!
 //! * `failover_pXX_s`: from the crash of a node that believed it held a scope to the next
-//!   `Acquired` of that scope by another node (unfinished ones are counted apart).
+//!   `Acquired` of that scope (by another node, or by the crashed one after its restart;
+//!   unfinished ones are counted apart).
 //! * `handoff_pXX_ms`: from a `transfer` fault to the target's `Acquired`.
 //! * `lease_grant_pXX_ms`: from an acquire request to its `Acquired`.
 
@@ -181,9 +182,9 @@ impl Ledger {
             ));
         }
         s.last_acquired = Some((node, token.get()));
-        if let Some((crashed, at)) = s.failover_from
-            && crashed != node
-        {
+        // Any node's grant ends the failover: the crashed node itself only acquires again as a
+        // new process, after its restart.
+        if let Some((_, at)) = s.failover_from {
             self.records
                 .failover_s
                 .push(now.saturating_duration_since(at).as_secs_f64());

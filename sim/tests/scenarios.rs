@@ -23,6 +23,11 @@ const SHIPPED: &[(&str, Option<u32>)] = &[
     ("metadata-update", Some(32)),
     ("leader-kill", Some(10)),
     ("voter-partition", Some(10)),
+    ("leader-pause-30s", Some(10)),
+    ("clock-skew", Some(10)),
+    ("voter-rolling-restart", Some(10)),
+    ("membership-surge", Some(32)),
+    ("drain", Some(12)),
 ];
 
 fn dir() -> PathBuf {
@@ -125,4 +130,29 @@ fn leader_kill_meets_its_expectations() {
 #[test]
 fn voter_partition_meets_its_expectations() {
     run_shipped(SHIPPED[10].0, SHIPPED[10].1);
+}
+
+#[test]
+fn leader_pause_30s_meets_its_expectations() {
+    run_shipped(SHIPPED[11].0, SHIPPED[11].1);
+}
+
+#[test]
+fn clock_skew_meets_its_expectations() {
+    run_shipped(SHIPPED[12].0, SHIPPED[12].1);
+}
+
+#[test]
+fn voter_rolling_restart_meets_its_expectations() {
+    run_shipped(SHIPPED[13].0, SHIPPED[13].1);
+}
+
+#[test]
+fn membership_surge_meets_its_expectations() {
+    run_shipped(SHIPPED[14].0, SHIPPED[14].1);
+}
+
+#[test]
+fn drain_meets_its_expectations() {
+    run_shipped(SHIPPED[15].0, SHIPPED[15].1);
 }
