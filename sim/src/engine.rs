@@ -1277,7 +1277,13 @@ impl Engine<'_> {
             let s = &slots[i];
             (!matches!(s.state, NodeState::Crashed | NodeState::Gone)).then_some(s.clock)
         };
-        let renew_after = spec.ttl / 3;
+        // Renew once a third of the lease's own life has passed: the lease counts from before
+        // its request left (an acquire during an election may come back with little left).
+        let ttl = spec.ttl;
+        let renew_at = |expires: Instant| {
+            let left_ns = u64::try_from((ttl - ttl / 3).as_nanos()).unwrap_or(u64::MAX);
+            Instant::from_nanos(expires.as_nanos().saturating_sub(left_ns))
+        };
         let mut violations = Vec::new();
         while let Some(e) = ln.client.as_mut().and_then(LeaseClient::poll_event) {
             trace.word(now.as_nanos());
@@ -1307,7 +1313,7 @@ impl Engine<'_> {
                             .grant_ms
                             .push(now.saturating_duration_since(r.sent).as_secs_f64() * 1e3);
                     }
-                    ln.next_renew[s] = local + renew_after;
+                    ln.next_renew[s] = renew_at(*expires);
                     // A new holder writes at once, so that the fence learns its token.
                     violations.extend(ledger.write(index, s, *token));
                 }
@@ -1317,7 +1323,7 @@ impl Engine<'_> {
                     ln.requests
                         .retain(|_, r| !(r.scope == s && r.ask == Ask::Renew));
                     ln.asking[s] = ln.requests.values().any(|r| r.scope == s);
-                    ln.next_renew[s] = local + renew_after;
+                    ln.next_renew[s] = renew_at(*expires);
                 }
                 LeadershipEvent::Lost { scope, .. }
                 | LeadershipEvent::Expired { scope, .. }

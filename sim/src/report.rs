@@ -462,6 +462,22 @@ pub fn render_summary(reports: &[RunReport]) -> String {
         reports.iter().map(|r| r.bytes_per_node_s).collect(),
         &mut out,
     );
+    // The lease figures (empty, so skipped, without [leases]).
+    type Figure = fn(&RunReport) -> Option<f64>;
+    let lease_figures: [(&str, Figure); 5] = [
+        ("failover_p99_s", |r| r.failover_p99_s),
+        ("handoff_p99_ms", |r| r.handoff_p99_ms),
+        ("lease_grant_p50_ms", |r| r.lease_grant_p50_ms),
+        ("stale_writes_refused", |r| {
+            r.stale_writes_refused.map(|v| v as f64)
+        }),
+        ("stale_writes_accepted", |r| {
+            r.stale_writes_accepted.map(|v| v as f64)
+        }),
+    ];
+    for (name, figure) in lease_figures {
+        spread(name, reports.iter().filter_map(figure).collect(), &mut out);
+    }
     spread(
         "wall_s",
         reports.iter().map(|r| r.wall_s).collect(),
