@@ -419,7 +419,9 @@ impl<'s> Engine<'s> {
 
     fn step(&mut self, what: What) {
         match what {
-            What::Deliver { from, to, data } => self.deliver(from as usize, to as usize, data),
+            What::Deliver { from, to, data } => {
+                self.deliver(from as usize, to as usize, data, false);
+            }
             What::Timer { node, generation } => self.wake(node as usize, generation),
             What::Fault(event) => self.apply(event),
             What::Workload => self.workload(),
@@ -433,7 +435,7 @@ impl<'s> Engine<'s> {
                 self.queue.push(self.now + SWEEP_INTERVAL, What::Sweep);
             }
             What::LeaseDeliver { from, to, data } => {
-                self.deliver_lease(from as usize, to as usize, data);
+                self.deliver(from as usize, to as usize, data, true);
             }
             What::LeaseTimer { node, generation } => self.wake_lease(node as usize, generation),
             What::LeaseTick => self.lease_tick(),
@@ -442,17 +444,24 @@ impl<'s> Engine<'s> {
 
     // ---- node inputs -------------------------------------------------------------------------
 
-    fn deliver(&mut self, from: usize, to: usize, data: Vec<u8>) {
+    /// Delivers a membership datagram, or a lease datagram when `lease`.
+    fn deliver(&mut self, from: usize, to: usize, data: Vec<u8>, lease: bool) {
         match self.slots[to].state {
             NodeState::Running | NodeState::Leaving => {
-                self.hand_datagram(from, to, &data);
-                self.recycle(data);
-                self.drain(to);
+                if lease {
+                    self.hand_lease_datagram(from, to, &data);
+                    self.recycle(data);
+                    self.drain_lease(to);
+                } else {
+                    self.hand_datagram(from, to, &data);
+                    self.recycle(data);
+                    self.drain(to);
+                }
             }
             NodeState::Paused => {
                 let slot = &mut self.slots[to];
                 if slot.inbox.len() < PAUSE_INBOX_MAX_DATAGRAMS {
-                    slot.inbox.push_back((from as u32, data, false));
+                    slot.inbox.push_back((from as u32, data, lease));
                 } else {
                     self.counters.dropped_inbox_full += 1;
                     self.recycle(data);
@@ -1121,29 +1130,6 @@ impl Engine<'_> {
             nodes,
             rng,
         });
-    }
-
-    fn deliver_lease(&mut self, from: usize, to: usize, data: Vec<u8>) {
-        match self.slots[to].state {
-            NodeState::Running | NodeState::Leaving => {
-                self.hand_lease_datagram(from, to, &data);
-                self.recycle(data);
-                self.drain_lease(to);
-            }
-            NodeState::Paused => {
-                let slot = &mut self.slots[to];
-                if slot.inbox.len() < PAUSE_INBOX_MAX_DATAGRAMS {
-                    slot.inbox.push_back((from as u32, data, true));
-                } else {
-                    self.counters.dropped_inbox_full += 1;
-                    self.recycle(data);
-                }
-            }
-            NodeState::Crashed | NodeState::Gone => {
-                self.counters.dropped_dead += 1;
-                self.recycle(data);
-            }
-        }
     }
 
     /// Hands one lease datagram to the state machine [`meshkit::lease::recipient`] names.
