@@ -1860,7 +1860,7 @@ mod tests {
         let mut engine = Engine::new(&scenario, config, 24, scenario.duration(), 1);
         engine.slots[0].state = NodeState::Paused;
         for _ in 0..PAUSE_INBOX_MAX_DATAGRAMS + 10 {
-            engine.deliver(1, 0, vec![0u8; 16]);
+            engine.deliver(1, 0, vec![0u8; 16], false);
         }
         assert_eq!(engine.slots[0].inbox.len(), PAUSE_INBOX_MAX_DATAGRAMS);
         assert_eq!(engine.counters.dropped_inbox_full, 10);
