@@ -1601,28 +1601,29 @@ fn rearm_lease(ln: &mut LeaseNode, clock: Clock, queue: &mut Queue, now: Instant
     .into_iter()
     .flatten()
     .min();
-    match deadline {
-        Some(deadline) => {
-            let at = clock.to_global(deadline).max(now);
-            if at != ln.armed {
-                ln.generation = ln.generation.wrapping_add(1);
-                ln.armed = at;
-                queue.push(
-                    at,
-                    What::LeaseTimer {
-                        node: index as u32,
-                        generation: ln.generation,
-                    },
-                );
-            }
-        }
-        None => {
-            if ln.armed != Instant::MAX {
-                ln.generation = ln.generation.wrapping_add(1);
-                ln.armed = Instant::MAX;
-            }
-        }
+    if let Some((at, generation)) = arm(&mut ln.armed, &mut ln.generation, deadline, clock, now) {
+        let node = index as u32;
+        queue.push(at, What::LeaseTimer { node, generation });
     }
+}
+
+/// Moves one armed wakeup to `deadline` (node-local time), bumping the generation so the old
+/// wakeup is skipped; returns the wakeup to queue, or `None` when nothing changed or the node
+/// wants no wakeup.
+fn arm(
+    armed: &mut Instant,
+    generation: &mut u32,
+    deadline: Option<Instant>,
+    clock: Clock,
+    now: Instant,
+) -> Option<(Instant, u32)> {
+    let at = deadline.map_or(Instant::MAX, |d| clock.to_global(d).max(now));
+    if at == *armed {
+        return None;
+    }
+    *generation = generation.wrapping_add(1);
+    *armed = at;
+    (at != Instant::MAX).then_some((at, *generation))
 }
 
 /// The end state, asked of the member tables.
@@ -1641,27 +1642,16 @@ fn rearm(slot: &mut Slot, queue: &mut Queue, now: Instant, index: usize) {
     let Some(node) = slot.node.as_ref() else {
         return;
     };
-    match node.poll_timeout() {
-        Some(deadline) => {
-            let at = slot.clock.to_global(deadline).max(now);
-            if at != slot.armed {
-                slot.generation = slot.generation.wrapping_add(1);
-                slot.armed = at;
-                queue.push(
-                    at,
-                    What::Timer {
-                        node: index as u32,
-                        generation: slot.generation,
-                    },
-                );
-            }
-        }
-        None => {
-            if slot.armed != Instant::MAX {
-                slot.generation = slot.generation.wrapping_add(1);
-                slot.armed = Instant::MAX;
-            }
-        }
+    let deadline = node.poll_timeout();
+    if let Some((at, generation)) = arm(
+        &mut slot.armed,
+        &mut slot.generation,
+        deadline,
+        slot.clock,
+        now,
+    ) {
+        let node = index as u32;
+        queue.push(at, What::Timer { node, generation });
     }
 }
 

@@ -246,13 +246,7 @@ impl LeaseClient {
         from: NodeId,
         bytes: &[u8],
     ) -> Result<(), MessageError> {
-        let (sender, message) = wire::decode(bytes)?;
-        if sender != from {
-            return Err(MessageError::SenderMismatch {
-                claimed: sender,
-                actual: from,
-            });
-        }
+        let message = wire::decode_from(from, bytes)?;
         match message {
             LeaseMessage::Response { request, reply } => {
                 self.handle_reply(now, from, request, reply)

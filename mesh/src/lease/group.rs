@@ -371,13 +371,7 @@ impl LeaseGroup {
         from: NodeId,
         bytes: &[u8],
     ) -> Result<(), MessageError> {
-        let (sender, message) = wire::decode(bytes)?;
-        if sender != from {
-            return Err(MessageError::SenderMismatch {
-                claimed: sender,
-                actual: from,
-            });
-        }
+        let message = wire::decode_from(from, bytes)?;
         if from.get() == 0 {
             return Err(DecodeError::InvalidValue {
                 field: "sender",

@@ -319,19 +319,7 @@ impl LeaseTable {
             Op::Acquire { ttl, .. } => match current {
                 Some(lease) if lease.holder == client => {
                     // A retried or repeated acquire by the holder: the same grant, extended.
-                    self.set(
-                        scope,
-                        Lease {
-                            ttl: *ttl,
-                            expires_at: at + *ttl,
-                            ..lease
-                        },
-                    );
-                    Outcome::Granted {
-                        token: lease.token,
-                        term: lease.term,
-                        ttl: *ttl,
-                    }
+                    self.extend(scope, lease, *ttl, at)
                 }
                 Some(lease) => Outcome::Refused(Refusal::Held {
                     holder: lease.holder,
@@ -353,21 +341,7 @@ impl LeaseTable {
             },
             Op::Renew { token, ttl, .. } => match check_holder(current, client, *token) {
                 Err(refusal) => Outcome::Refused(refusal),
-                Ok(lease) => {
-                    self.set(
-                        scope,
-                        Lease {
-                            ttl: *ttl,
-                            expires_at: at + *ttl,
-                            ..lease
-                        },
-                    );
-                    Outcome::Granted {
-                        token: lease.token,
-                        term: lease.term,
-                        ttl: *ttl,
-                    }
-                }
+                Ok(lease) => self.extend(scope, lease, *ttl, at),
             },
             Op::Release { token, .. } => match check_holder(current, client, *token) {
                 Err(refusal) => Outcome::Refused(refusal),
@@ -430,6 +404,23 @@ impl LeaseTable {
             token,
             term,
         });
+    }
+
+    /// The holder keeps its grant (same token and term) for `ttl` more from `at`.
+    fn extend(&mut self, scope: &Scope, lease: Lease, ttl: Duration, at: Instant) -> Outcome {
+        self.set(
+            scope,
+            Lease {
+                ttl,
+                expires_at: at + ttl,
+                ..lease
+            },
+        );
+        Outcome::Granted {
+            token: lease.token,
+            term: lease.term,
+            ttl,
+        }
     }
 
     fn set(&mut self, scope: &Scope, lease: Lease) {

@@ -235,6 +235,22 @@ pub(crate) fn encode(sender: NodeId, message: &LeaseMessage, buf: &mut Vec<u8>) 
 }
 
 /// Reads one datagram: its sender and message.
+/// Decodes a message from `from` (as the transport authenticated it), refusing one that claims
+/// another sender.
+pub(crate) fn decode_from(
+    from: NodeId,
+    bytes: &[u8],
+) -> Result<LeaseMessage, super::error::MessageError> {
+    let (sender, message) = decode(bytes)?;
+    if sender != from {
+        return Err(super::error::MessageError::SenderMismatch {
+            claimed: sender,
+            actual: from,
+        });
+    }
+    Ok(message)
+}
+
 pub(crate) fn decode(bytes: &[u8]) -> Result<(NodeId, LeaseMessage), DecodeError> {
     if bytes.len() > MAX_DATAGRAM_BYTES {
         return Err(DecodeError::Oversized {
