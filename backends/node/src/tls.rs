@@ -29,6 +29,14 @@ pub fn node_dns_name(id: NodeId) -> String {
     format!("node-{}", id.get())
 }
 
+/// The certificate a control-API client presented, as the TLS layer verified it against the CA.
+///
+/// The control server (HTTP/2 over TLS, HTTP/3) inserts one into the extensions of every request
+/// it serves; authorization reads identities from it and from nothing the client can set itself
+/// (DESIGN.md §4). `None` when the client presented no certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientCertificate(pub Option<CertificateDer<'static>>);
+
 /// Why a certificate names no node.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
