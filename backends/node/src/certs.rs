@@ -1,7 +1,10 @@
-//! A development CA and node certificates, made with rcgen (`meshctl certs init`).
+//! A development CA, node and client certificates, made with rcgen (`meshctl certs init`).
 //!
 //! Each node certificate carries the DNS name `node-<id>` (its identity, see [`crate::tls`]) and
-//! both server and client authentication usages, because every node is both.
+//! both server and client authentication usages, because every node is both. Client
+//! certificates for the control API ([`CLIENT_IDENTITIES`]) carry their identity as their one DNS
+//! name and common name, and the client authentication usage only; the node's `[access]` table
+//! gives them their scopes (see [`crate::control::auth`]).
 
 use std::fs;
 use std::io::Write;
@@ -80,6 +83,20 @@ impl DevCa {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
+        self.sign(&params)
+    }
+
+    /// A control-API client certificate for `name` (its one DNS name and its common name),
+    /// client authentication only, signed by this CA, with a fresh key.
+    pub fn issue_client(&self, name: &str) -> Result<IssuedCert, CertsError> {
+        let mut params = CertificateParams::new(vec![name.to_owned()])?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(&params)
+    }
+
+    fn sign(&self, params: &CertificateParams) -> Result<IssuedCert, CertsError> {
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(IssuedCert {
@@ -88,6 +105,14 @@ impl DevCa {
         })
     }
 }
+
+/// The client identities `meshctl certs init` issues certificates for, and the scope the
+/// `[access.identities]` lines it prints give each.
+pub const CLIENT_IDENTITIES: [(&str, crate::scope::Scope); 3] = [
+    ("meshctl-admin", crate::scope::Scope::Admin),
+    ("meshctl-operator", crate::scope::Scope::Operate),
+    ("meshctl-observer", crate::scope::Scope::Observe),
+];
 
 /// Where [`write_dev_certs`] put a node's files.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,9 +125,38 @@ pub struct NodeFiles {
     pub key: PathBuf,
 }
 
+/// Where [`write_dev_bundle`] put a client's files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientFiles {
+    /// The identity the certificate names.
+    pub name: &'static str,
+    /// `<name>.pem`.
+    pub cert: PathBuf,
+    /// `<name>.key`.
+    pub key: PathBuf,
+}
+
+/// Everything [`write_dev_bundle`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DevBundle {
+    /// `ca.pem`.
+    pub ca: PathBuf,
+    /// One per node.
+    pub nodes: Vec<NodeFiles>,
+    /// One per [`CLIENT_IDENTITIES`] entry.
+    pub clients: Vec<ClientFiles>,
+}
+
 /// Writes `ca.pem` and, for ids `1..=nodes`, `node-<id>.pem` and `node-<id>.key` into `dir`
 /// (created if missing). The CA's key is not kept: issue a new set to add nodes.
 pub fn write_dev_certs(dir: &Path, nodes: u64) -> Result<(PathBuf, Vec<NodeFiles>), CertsError> {
+    let bundle = write_dev_bundle(dir, nodes)?;
+    Ok((bundle.ca, bundle.nodes))
+}
+
+/// As [`write_dev_certs`], plus a client certificate and key (`<name>.pem`, `<name>.key`) for
+/// each of [`CLIENT_IDENTITIES`].
+pub fn write_dev_bundle(dir: &Path, nodes: u64) -> Result<DevBundle, CertsError> {
     fs::create_dir_all(dir).map_err(|source| CertsError::Write {
         path: dir.to_owned(),
         source,
@@ -120,10 +174,24 @@ pub fn write_dev_certs(dir: &Path, nodes: u64) -> Result<(PathBuf, Vec<NodeFiles
         write_file(&key, &issued.key_pem, true)?;
         files.push(NodeFiles { id, cert, key });
     }
-    Ok((ca_path, files))
+    let mut clients = Vec::new();
+    for (name, _) in CLIENT_IDENTITIES {
+        let issued = ca.issue_client(name)?;
+        let cert = dir.join(format!("{name}.pem"));
+        let key = dir.join(format!("{name}.key"));
+        write_file(&cert, &issued.cert_pem, false)?;
+        write_file(&key, &issued.key_pem, true)?;
+        clients.push(ClientFiles { name, cert, key });
+    }
+    Ok(DevBundle {
+        ca: ca_path,
+        nodes: files,
+        clients,
+    })
 }
 
-fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), CertsError> {
+/// Writes `contents` to `path`, mode 0600 when `secret` (0644 otherwise) on Unix.
+pub(crate) fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), CertsError> {
     let err = |source| CertsError::Write {
         path: path.to_owned(),
         source,

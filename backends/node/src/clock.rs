@@ -29,6 +29,23 @@ impl Clock for SystemClock {
     }
 }
 
+/// A source of wall-clock time, for what is dated in calendar time rather than measured: token
+/// expiry and audit timestamps. The membership core never sees it (STYLE.md rule 2).
+pub trait WallClock: Send + Sync + std::fmt::Debug + 'static {
+    /// The current time.
+    fn now(&self) -> std::time::SystemTime;
+}
+
+/// The system's real-time clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemWallClock;
+
+impl WallClock for SystemWallClock {
+    fn now(&self) -> std::time::SystemTime {
+        std::time::SystemTime::now()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

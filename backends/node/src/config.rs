@@ -15,6 +15,16 @@
 //!
 //! [membership]                    # optional overrides of the profile (meshkit RawConfig)
 //! probe_interval = "500ms"
+//!
+//! [access]                        # optional: who may call the control API (docs/hosting.md)
+//! token_key = "certs/token-signing.pub"  # Ed25519 public key verifying bearer tokens
+//! metrics_open = false            # true: /metrics needs no credential
+//! nodes = ["mesh.observe"]        # scopes of node-<id> client certificates (the default)
+//! audit_log = "audit.jsonl"       # operate/admin calls, one JSON line each
+//! audit_log_max_bytes = 16777216  # rotate to audit.jsonl.1 past this size (the default)
+//!
+//! [access.identities]             # client certificate name -> scopes; others get none
+//! meshctl-admin = ["mesh.admin"]
 //! ```
 //!
 //! Unknown keys are refused with the list of allowed ones; every other error names its key.
@@ -27,6 +37,7 @@ use meshkit::config::{Config, ConfigError, Profile, RawConfig};
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::control::auth::{AccessConfig, RawAccessConfig};
 use crate::driver::Seed;
 use crate::tls::{TlsError, TlsIdentity};
 
@@ -45,6 +56,8 @@ pub struct RawNodeConfig {
     pub seed: Option<u64>,
     pub tls: RawTlsConfig,
     pub membership: Option<RawConfig>,
+    #[serde(default)]
+    pub access: RawAccessConfig,
 }
 
 /// The `[tls]` table.
@@ -90,6 +103,9 @@ pub enum NodeConfigError {
     /// A `[membership]` override out of range.
     #[error("key membership.{0}")]
     Membership(ConfigError),
+    /// The `[access]` token key is unusable.
+    #[error("key `access.token_key`: {0}")]
+    TokenKey(#[from] crate::tokens::KeyError),
     /// The TLS files are unusable.
     #[error("key `tls`: {0}")]
     Tls(#[from] TlsError),
@@ -114,6 +130,7 @@ pub struct NodeConfig {
     rng_seed: Option<u64>,
     tls: RawTlsConfig,
     membership: Config,
+    access: AccessConfig,
 }
 
 fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, NodeConfigError> {
@@ -142,6 +159,7 @@ impl NodeConfig {
                 *file = base.join(&*file);
             }
         }
+        AccessConfig::resolve_paths(&mut raw.access, base);
         Self::try_from(raw)
     }
 
@@ -187,6 +205,10 @@ impl NodeConfig {
     /// The membership configuration (profile plus overrides).
     pub fn membership(&self) -> &Config {
         &self.membership
+    }
+    /// Who may call the control API (`[access]`).
+    pub fn access(&self) -> &AccessConfig {
+        &self.access
     }
 }
 
@@ -247,6 +269,7 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
             membership.profile = Some(profile);
         }
         let membership = Config::try_from(membership).map_err(NodeConfigError::Membership)?;
+        let access = AccessConfig::try_from(raw.access)?;
         Ok(Self {
             id: NodeId::new(raw.id),
             listen,
@@ -256,6 +279,7 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
             rng_seed: raw.seed,
             tls: raw.tls,
             membership,
+            access,
         })
     }
 }

@@ -50,7 +50,17 @@ pub struct Response {
 
 /// `GET path` from `addr` (`host:port`), within `timeout` overall.
 pub async fn get(addr: &str, path: &str, timeout: Duration) -> Result<Response, HttpError> {
-    tokio::time::timeout(timeout, get_inner(addr, path))
+    get_with_bearer(addr, path, None, timeout).await
+}
+
+/// As [`get`], with `Authorization: Bearer <token>` when a token is given.
+pub async fn get_with_bearer(
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<Response, HttpError> {
+    tokio::time::timeout(timeout, get_inner(addr, path, token))
         .await
         .map_err(|_| HttpError::Timeout {
             addr: addr.to_owned(),
@@ -58,7 +68,7 @@ pub async fn get(addr: &str, path: &str, timeout: Duration) -> Result<Response, 
         })?
 }
 
-async fn get_inner(addr: &str, path: &str) -> Result<Response, HttpError> {
+async fn get_inner(addr: &str, path: &str, token: Option<&str>) -> Result<Response, HttpError> {
     let io = |source| HttpError::Io {
         addr: addr.to_owned(),
         source,
@@ -67,8 +77,12 @@ async fn get_inner(addr: &str, path: &str) -> Result<Response, HttpError> {
         addr: addr.to_owned(),
     };
     let mut stream = TcpStream::connect(addr).await.map_err(io)?;
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n");
+    let authorization =
+        token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\
+         {authorization}\r\n"
+    );
     stream.write_all(request.as_bytes()).await.map_err(io)?;
     let mut raw = Vec::new();
     (&mut stream)

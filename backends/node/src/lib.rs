@@ -13,7 +13,9 @@
 //! * [`config`]: `node.toml`, parsed into a validated [`config::NodeConfig`].
 //! * [`node`]: assembles transport, driver and control endpoint into a running node
 //!   (what `meshkitd` runs).
-//! * [`control`]: the HTTP control endpoint (`/healthz`, `/meshkit/peers`, `/metrics`).
+//! * [`control`]: the HTTP control endpoint (`/healthz`, `/meshkit/peers`, `/metrics`);
+//!   [`control::auth`] decides who may call what ([`scope`], [`tokens`]) and
+//!   [`control::audit`] logs operate and admin calls.
 //! * [`http`]: the small HTTP/1.1 client `meshctl` uses.
 //!
 //! The crypto provider is ring, and only ring: configurations are built with
@@ -26,5 +28,7 @@ pub mod control;
 pub mod driver;
 pub mod http;
 pub mod node;
+pub mod scope;
 pub mod tls;
+pub mod tokens;
 pub mod transport;

@@ -34,6 +34,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The token key or the audit log of `[access]` is unusable.
+    #[error(transparent)]
+    Access(#[from] crate::control::auth::AccessStartError),
     /// The transport's bound address could not be read.
     #[error("local address of the transport: {0}")]
     LocalAddr(std::io::Error),
@@ -124,6 +127,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
     let driver = tokio::spawn(driver);
     let (control, control_addr) = match config.control() {
         Some(addr) => {
+            let access = crate::control::auth::AccessControl::from_config(config.access())?;
             let listener = TcpListener::bind(addr)
                 .await
                 .map_err(|source| StartError::Control { addr, source })?;
@@ -132,7 +136,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
                 .map_err(|source| StartError::Control { addr, source })?;
             let node = handle.clone();
             let task = tokio::spawn(async move {
-                if let Err(error) = crate::control::serve(listener, node).await {
+                if let Err(error) = crate::control::serve(listener, node, access).await {
                     tracing::error!(%error, "control endpoint stopped");
                 }
             });

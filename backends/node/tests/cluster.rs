@@ -12,6 +12,7 @@ use meshkit_node::certs::DevCa;
 use meshkit_node::config::NodeConfig;
 use meshkit_node::control::PeersResponse;
 use meshkit_node::node::{self, RunningNode};
+use meshkit_node::scope::Scope;
 
 const FORM_LIMIT: Duration = Duration::from_secs(10);
 const DETECT_LIMIT: Duration = Duration::from_secs(15);
@@ -141,11 +142,19 @@ async fn control_endpoint_answers() {
         .unwrap();
     assert_eq!((health.status, health.body.trim()), (200, "ok"));
 
+    // Reads need mesh.observe: without a credential the node refuses them.
+    let refused = meshkit_node::http::get(&addr, "/meshkit/peers", HTTP_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    let token = common::token(dir.path(), "test-observer", Scope::Observe);
+
     // A loaded machine can make a member briefly suspect: poll until the answers agree.
     let get = |path: &'static str| {
         let addr = addr.clone();
+        let token = token.clone();
         async move {
-            meshkit_node::http::get(&addr, path, HTTP_TIMEOUT)
+            meshkit_node::http::get_with_bearer(&addr, path, Some(&token), HTTP_TIMEOUT)
                 .await
                 .unwrap()
         }
@@ -193,9 +202,12 @@ async fn control_endpoint_answers() {
     );
 
     // The operator's view through the real CLI.
+    let token_file = dir.path().join("observer.token");
+    std::fs::write(&token_file, &token).unwrap();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_meshctl"))
-            .args(["peers", "list", "--addr", &addr])
+            .args(["peers", "list", "--addr", &addr, "--token-file"])
+            .arg(&token_file)
             .output()
             .unwrap()
     })

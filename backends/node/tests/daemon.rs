@@ -63,9 +63,10 @@ fn start(path: &Path) -> Daemon {
     }
 }
 
-fn peers(control: &str) -> Option<PeersResponse> {
+fn peers(control: &str, token_file: &Path) -> Option<PeersResponse> {
     let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
-        .args(["peers", "list", "--json", "--addr", control])
+        .args(["peers", "list", "--json", "--addr", control, "--token-file"])
+        .arg(token_file)
         .output()
         .ok()?;
     if !out.status.success() {
@@ -89,8 +90,8 @@ fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     false
 }
 
-fn states(control: &str) -> Vec<(u64, String)> {
-    peers(control)
+fn states(control: &str, token_file: &Path) -> Vec<(u64, String)> {
+    peers(control, token_file)
         .map(|p| p.peers.into_iter().map(|p| (p.id, p.state)).collect())
         .unwrap_or_default()
 }
@@ -99,6 +100,14 @@ fn states(control: &str) -> Vec<(u64, String)> {
 fn three_daemons_form_a_mesh_and_detect_a_stopped_one() {
     let dir = TempDir::new("daemon");
     let (ca, files) = meshkit_node::certs::write_dev_certs(dir.path(), 3).unwrap();
+    // The nodes accept tokens signed by the test key; meshctl reads with an observe token.
+    let token_file = dir.path().join("observer.token");
+    let token = common::token(
+        dir.path(),
+        "test-observer",
+        meshkit_node::scope::Scope::Observe,
+    );
+    std::fs::write(&token_file, token).unwrap();
     let mut daemons: Vec<Daemon> = Vec::new();
     for f in &files {
         let seeds: Vec<(u64, SocketAddr)> = daemons
@@ -109,7 +118,7 @@ fn three_daemons_form_a_mesh_and_detect_a_stopped_one() {
         daemons.push(start(&path));
     }
     let alive = |d: &Daemon| {
-        states(&d.control)
+        states(&d.control, &token_file)
             .iter()
             .filter(|(_, s)| s == "alive")
             .count()
@@ -119,7 +128,7 @@ fn three_daemons_form_a_mesh_and_detect_a_stopped_one() {
         "no mesh of three: {:?}",
         daemons
             .iter()
-            .map(|d| states(&d.control))
+            .map(|d| states(&d.control, &token_file))
             .collect::<Vec<_>>()
     );
 
@@ -139,13 +148,13 @@ fn three_daemons_form_a_mesh_and_detect_a_stopped_one() {
     );
     assert!(exit.unwrap().success(), "meshkitd exited with {exit:?}");
 
-    let dead = |d: &Daemon| states(&d.control).contains(&(3, "dead".to_owned()));
+    let dead = |d: &Daemon| states(&d.control, &token_file).contains(&(3, "dead".to_owned()));
     assert!(
         eventually(DETECT_LIMIT, || daemons.iter().all(dead)),
         "node-3 not declared dead: {:?}",
         daemons
             .iter()
-            .map(|d| states(&d.control))
+            .map(|d| states(&d.control, &token_file))
             .collect::<Vec<_>>()
     );
 }

@@ -24,7 +24,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Validates a configuration file and its TLS files; exits non-zero naming the bad key.
+    /// Validates a configuration file, its TLS files and token key; exits non-zero naming the
+    /// bad key.
     CheckConfig {
         /// The file to check.
         file: PathBuf,
@@ -51,7 +52,10 @@ fn main() -> ExitCode {
 }
 
 fn check(file: &std::path::Path) -> ExitCode {
-    match NodeConfig::load(file).and_then(|c| c.load_tls().map(|_| c)) {
+    let checked = NodeConfig::load(file)
+        .and_then(|c| c.load_tls().map(|_| c))
+        .and_then(|c| Ok(c.access().token_verifier().map(|_| c)?));
+    match checked {
         Ok(config) => {
             println!(
                 "{}: ok (node-{}, listen {}, {} seeds)",

@@ -3,19 +3,26 @@
 //! * `GET /healthz`: `ok` while the driver runs, 503 once it has stopped.
 //! * `GET /meshkit/peers`: this node's view as JSON ([`PeersResponse`]).
 //! * `GET /metrics`: Prometheus text format (0.0.4): `mesh_gossip_*` from the core's counters and
-//!   member counts by state, `mesh_transport_*` from the transport's.
+//!   member counts by state, `mesh_transport_*` from the transport's, `mesh_control_audit_*`.
+//!
+//! Who may call which route is decided by [`auth`] (the route-to-scope table is
+//! [`auth::ROUTE_SCOPES`]); operate and admin calls are logged by [`audit`].
+
+pub mod audit;
+pub mod auth;
 
 use std::fmt::Write as _;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use meshkit::membership::MemberState;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
+use self::auth::AccessControl;
 use crate::driver::{NodeHandle, Snapshot};
 
 /// The body of `GET /meshkit/peers`.
@@ -65,18 +72,24 @@ impl PeersResponse {
     }
 }
 
-/// The control API's routes over a node.
-pub fn router(node: NodeHandle) -> Router {
-    Router::new()
+/// The control API's routes over a node, every one behind `access` ([`auth::enforce`]).
+pub fn router(node: NodeHandle, access: AccessControl) -> Router {
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/meshkit/peers", get(peers))
         .route("/metrics", get(metrics))
         .with_state(node)
+        .layer(Extension(access.clone()));
+    access.protect(routes)
 }
 
 /// Serves the control API on `listener` until the task is dropped or aborted.
-pub async fn serve(listener: TcpListener, node: NodeHandle) -> std::io::Result<()> {
-    axum::serve(listener, router(node)).await
+pub async fn serve(
+    listener: TcpListener,
+    node: NodeHandle,
+    access: AccessControl,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(node, access)).await
 }
 
 fn stopped() -> Response {
@@ -97,14 +110,17 @@ async fn peers(State(node): State<NodeHandle>) -> Response {
     }
 }
 
-async fn metrics(State(node): State<NodeHandle>) -> Response {
+async fn metrics(
+    State(node): State<NodeHandle>,
+    Extension(access): Extension<AccessControl>,
+) -> Response {
     match node.snapshot().await {
         Ok(s) => (
             [(
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
-            render_metrics(&s),
+            render_metrics(&s) + &access.render_metrics(),
         )
             .into_response(),
         Err(_) => stopped(),

@@ -48,7 +48,35 @@ impl Drop for TempDir {
 pub const FAST_MEMBERSHIP: &str = "[membership]\nprobe_interval = \"400ms\"\n\
     probe_timeout = \"200ms\"\ngossip_interval = \"50ms\"\n";
 
-/// Writes `node-<id>.toml` into `dir`: QUIC and control on 127.0.0.1 port 0, fast timers.
+/// The token signing key pair in `dir`, made on first use: nodes verify with the public half
+/// (`[access] token_key`), tests sign with the private half ([`token`]).
+pub fn signing_key(dir: &Path) -> meshkit_node::tokens::SigningKeyFiles {
+    let files = meshkit_node::tokens::SigningKeyFiles {
+        private: dir.join("token-signing.key"),
+        public: dir.join("token-signing.pub"),
+    };
+    if !files.public.exists() {
+        return meshkit_node::tokens::write_signing_key(dir).expect("write a signing key");
+    }
+    files
+}
+
+/// A bearer token for `subject` with `scope`, valid for ten minutes, signed with the key of
+/// [`signing_key`].
+pub fn token(dir: &Path, subject: &str, scope: meshkit_node::scope::Scope) -> String {
+    let key = meshkit_node::tokens::TokenSigningKey::from_pem_file(&signing_key(dir).private)
+        .expect("read the signing key");
+    key.issue(
+        subject,
+        &[scope].into_iter().collect(),
+        std::time::SystemTime::now(),
+        Duration::from_secs(600),
+    )
+    .expect("issue a token")
+}
+
+/// Writes `node-<id>.toml` into `dir`: QUIC and control on 127.0.0.1 port 0, fast timers, and
+/// tokens signed with [`signing_key`] accepted by the control API.
 pub fn write_config(
     dir: &Path,
     id: u64,
@@ -61,13 +89,16 @@ pub fn write_config(
         .iter()
         .map(|(id, addr)| format!("\"{id}@{addr}\""))
         .collect();
+    let token_key = signing_key(dir).public;
     let text = format!(
         "id = {id}\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nseeds = [{}]\n\
-         profile = \"lan\"\n\n[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n\n{FAST_MEMBERSHIP}",
+         profile = \"lan\"\n\n[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n\n{FAST_MEMBERSHIP}\n\
+         [access]\ntoken_key = {:?}\n",
         seeds.join(", "),
         cert.display().to_string(),
         key.display().to_string(),
         ca.display().to_string(),
+        token_key.display().to_string(),
     );
     let path = dir.join(format!("node-{id}.toml"));
     std::fs::write(&path, text).expect("write a node config");

@@ -1,0 +1,1085 @@
+//! Authorization by scope for the control API (DESIGN.md §4; the table is in docs/hosting.md,
+//! "Scopes").
+//!
+//! Every request passes [`enforce`], a middleware layer that [`AccessControl::protect`] puts
+//! around the whole router:
+//!
+//! 1. The route's requirement comes from [`ROUTE_SCOPES`], the one table of which route needs
+//!    which scope. **A route missing from the table needs `mesh.admin`**: a new route fails
+//!    closed until someone decides its scope. So does an unknown path (an anonymous caller gets
+//!    401, never a 404 that would map the API).
+//! 2. The caller's identity comes from a verified credential only:
+//!    * an `Authorization: Bearer` token (see [`crate::tokens`]) signed by the key the node is
+//!      configured with; its scopes are the token's own;
+//!    * otherwise the client certificate the TLS layer verified against the CA
+//!      ([`ClientCertificate`]); its name (see [`certificate_identity`]) is looked up in the
+//!      node's `[access.identities]`. A `node-<id>` certificate not listed there gets
+//!      `[access] nodes` (default `mesh.observe`). Any other name not listed gets no scope.
+//!
+//!    Nothing else a client sends (other headers, the path, the query) can name an identity.
+//!    When a token is presented it alone counts, valid or not, so a bad token is never papered
+//!    over by a certificate.
+//! 3. No credential, or a bad one: 401, `WWW-Authenticate: Bearer`, and a JSON body
+//!    `{"error": .., "required_scope": ..}`. An identity without the scope: 403 with
+//!    `{"error": .., "required_scope": .., "identity": .., "granted_scopes": [..]}`.
+//! 4. Calls that need `mesh.operate` or `mesh.admin` are written to the audit log
+//!    ([`super::audit`]), allowed or refused. Authorized requests carry their [`Principal`] as a
+//!    request extension for handlers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::audit::{AuditLog, AuditRecord, AuthMethod, DEFAULT_AUDIT_MAX_BYTES, Outcome};
+use crate::clock::{SystemWallClock, WallClock};
+use crate::config::NodeConfigError;
+use crate::scope::{EXPECTED_SCOPES, Scope, Scopes};
+use crate::tls::ClientCertificate;
+use crate::tokens::{KeyError, TokenError, TokenVerifier};
+
+/// What a route needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requirement {
+    /// Nothing: load balancers and orchestrators probe it without credentials.
+    Open,
+    /// `mesh.observe`, unless the node is configured with `[access] metrics_open = true`.
+    ///
+    /// Metrics stay closed by default because they describe the mesh (member counts by state,
+    /// traffic, refused handshakes), which helps an attacker pick a moment or a target. Opening
+    /// them is for scrapers that can present neither a client certificate nor a token, on a
+    /// network that is already trusted.
+    Metrics,
+    /// The scope, or one that implies it.
+    Scope(Scope),
+}
+
+/// One row of [`ROUTE_SCOPES`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteScope {
+    /// The HTTP method (`HEAD` is looked up as `GET`, as axum routes it).
+    pub method: &'static str,
+    /// The path, as written in the router; a `{name}` segment matches any one segment.
+    pub path: &'static str,
+    /// What it needs.
+    pub requires: Requirement,
+}
+
+const fn row(method: &'static str, path: &'static str, requires: Requirement) -> RouteScope {
+    RouteScope {
+        method,
+        path,
+        requires,
+    }
+}
+
+const OBSERVE: Requirement = Requirement::Scope(Scope::Observe);
+const OPERATE: Requirement = Requirement::Scope(Scope::Operate);
+
+/// Which route needs which scope: the one place this is decided. Anything not listed needs
+/// [`UNLISTED_SCOPE`] (chaos and configuration routes included).
+pub const ROUTE_SCOPES: &[RouteScope] = &[
+    row("GET", "/healthz", Requirement::Open),
+    row("GET", "/readyz", Requirement::Open),
+    row("GET", "/metrics", Requirement::Metrics),
+    row("GET", "/meshkit/peers", OBSERVE),
+    row("GET", "/meshkit/shards", OBSERVE),
+    row("GET", "/meshkit/clusters", OBSERVE),
+    row("GET", "/meshkit/versions", OBSERVE),
+    row("GET", "/control/backpressure", OBSERVE),
+    row("GET", "/control/events/leadership", OBSERVE),
+    row("POST", "/control/drain", OPERATE),
+    row("POST", "/control/resume", OPERATE),
+    row("POST", "/control/leases/transfer", OPERATE),
+    row("POST", "/control/rebalance", OPERATE),
+];
+
+/// The scope of every route [`ROUTE_SCOPES`] does not list.
+pub const UNLISTED_SCOPE: Scope = Scope::Admin;
+
+fn path_matches(pattern: &str, path: &str) -> bool {
+    let mut pattern = pattern.split('/');
+    let mut path = path.split('/');
+    loop {
+        match (pattern.next(), path.next()) {
+            (None, None) => return true,
+            (Some(p), Some(s)) if p.starts_with('{') && p.ends_with('}') => {
+                if s.is_empty() {
+                    return false;
+                }
+            }
+            (Some(p), Some(s)) if p == s => {}
+            _ => return false,
+        }
+    }
+}
+
+/// What `method path` needs, from [`ROUTE_SCOPES`].
+pub fn requirement(method: &Method, path: &str) -> Requirement {
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    ROUTE_SCOPES
+        .iter()
+        .find(|r| r.method == method && path_matches(r.path, path))
+        .map_or(Requirement::Scope(UNLISTED_SCOPE), |r| r.requires)
+}
+
+/// Who made a request, as [`enforce`] established it; a request extension for handlers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The certificate's name or the token's subject.
+    pub name: String,
+    /// How it was authenticated.
+    pub auth: AuthMethod,
+    /// What it may do.
+    pub scopes: Scopes,
+}
+
+/// Why a request carries no usable identity (a 401). Always the client's fault; nothing changed.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// Neither a token nor a client certificate.
+    #[error("no credentials: present a client certificate or an Authorization: Bearer token")]
+    NoCredentials,
+    /// An `Authorization` header of another scheme, or several of them.
+    #[error("unsupported Authorization header: send exactly one, of the form `Bearer <token>`")]
+    UnsupportedAuthorization,
+    /// A token, but the node has no `[access] token_key` to verify it with.
+    #[error("this node accepts no tokens (no [access] token_key configured)")]
+    TokensNotAccepted,
+    /// The token was refused.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The client certificate names no identity, or several.
+    #[error(
+        "the client certificate names no identity: it needs exactly one DNS subject alternative \
+         name, or none and a common name"
+    )]
+    CertificateIdentity,
+}
+
+/// The identity a CA-verified client certificate names: its one DNS subject alternative name,
+/// or, when it has none, its subject common name. A certificate with several DNS names (or none
+/// and no common name) names no identity: picking one of them would be a guess.
+pub fn certificate_identity(der: &[u8]) -> Option<String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()?;
+    let mut dns = san.iter().flat_map(|san| {
+        san.value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                GeneralName::DNSName(dns) => Some(*dns),
+                _ => None,
+            })
+    });
+    match (dns.next(), dns.next()) {
+        (Some(name), None) => Some(name.to_owned()),
+        (Some(_), Some(_)) => None,
+        (None, _) => {
+            let mut cns = cert.subject().iter_common_name();
+            let cn = cns.next()?.as_str().ok()?.to_owned();
+            cns.next().is_none().then_some(cn)
+        }
+    }
+}
+
+fn is_node_name(name: &str) -> bool {
+    name.strip_prefix("node-")
+        .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The serde form of the `[access]` table of `node.toml` (see [`crate::config`]).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(missing_docs, reason = "crate::config's module docs describe each key")]
+pub struct RawAccessConfig {
+    pub token_key: Option<PathBuf>,
+    #[serde(default)]
+    pub metrics_open: bool,
+    pub nodes: Option<Vec<String>>,
+    pub audit_log: Option<PathBuf>,
+    pub audit_log_max_bytes: Option<u64>,
+    #[serde(default)]
+    pub identities: BTreeMap<String, Vec<String>>,
+}
+
+/// Who may do what: identities to scopes, and what is open. Built from `[access]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessPolicy {
+    identities: BTreeMap<String, Scopes>,
+    nodes: Scopes,
+    metrics_open: bool,
+}
+
+impl Default for AccessPolicy {
+    /// Node certificates observe; nobody else may do anything; metrics need observe.
+    fn default() -> Self {
+        Self {
+            identities: BTreeMap::new(),
+            nodes: [Scope::Observe].into_iter().collect(),
+            metrics_open: false,
+        }
+    }
+}
+
+impl AccessPolicy {
+    /// Gives `name` (a certificate identity) exactly `scopes`, replacing any default.
+    pub fn with_identity(mut self, name: &str, scopes: Scopes) -> Self {
+        self.identities.insert(name.to_owned(), scopes);
+        self
+    }
+
+    /// What `node-<id>` certificates not listed by name get.
+    pub fn with_node_scopes(mut self, scopes: Scopes) -> Self {
+        self.nodes = scopes;
+        self
+    }
+
+    /// Whether `/metrics` is open.
+    pub fn with_metrics_open(mut self, open: bool) -> Self {
+        self.metrics_open = open;
+        self
+    }
+
+    /// The scopes of a certificate identity: its entry, else the node default for `node-<id>`,
+    /// else none.
+    pub fn certificate_scopes(&self, name: &str) -> Scopes {
+        match self.identities.get(name) {
+            Some(scopes) => scopes.clone(),
+            None if is_node_name(name) => self.nodes.clone(),
+            None => Scopes::none(),
+        }
+    }
+}
+
+/// The validated `[access]` table: the policy, and the files it names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccessConfig {
+    policy: AccessPolicy,
+    token_key: Option<PathBuf>,
+    audit_log: Option<PathBuf>,
+    audit_log_max_bytes: u64,
+}
+
+/// Largest allowed `audit_log_max_bytes` (1 TiB).
+pub const MAX_AUDIT_MAX_BYTES: u64 = 1 << 40;
+/// Longest identity name in `[access.identities]`, in bytes (a DNS name's limit).
+pub const MAX_IDENTITY_BYTES: usize = 253;
+
+fn scope_list(key: &str, names: &[String]) -> Result<Scopes, NodeConfigError> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            name.parse().map_err(|_| NodeConfigError::Invalid {
+                key: format!("{key}[{i}]"),
+                value: name.clone(),
+                expected: EXPECTED_SCOPES,
+            })
+        })
+        .collect()
+}
+
+impl TryFrom<RawAccessConfig> for AccessConfig {
+    type Error = NodeConfigError;
+
+    fn try_from(raw: RawAccessConfig) -> Result<Self, NodeConfigError> {
+        let mut policy = AccessPolicy::default().with_metrics_open(raw.metrics_open);
+        if let Some(nodes) = &raw.nodes {
+            policy = policy.with_node_scopes(scope_list("access.nodes", nodes)?);
+        }
+        for (name, scopes) in &raw.identities {
+            let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+            if name.is_empty() || name.len() > MAX_IDENTITY_BYTES || !name.chars().all(valid) {
+                return Err(NodeConfigError::Invalid {
+                    key: format!("access.identities.{name:?}"),
+                    value: name.clone(),
+                    expected: "a certificate name: 1 to 253 characters of A-Z a-z 0-9 . - _",
+                });
+            }
+            let scopes = scope_list(&format!("access.identities.{name:?}"), scopes)?;
+            policy = policy.with_identity(name, scopes);
+        }
+        let audit_log_max_bytes = match raw.audit_log_max_bytes {
+            None => DEFAULT_AUDIT_MAX_BYTES,
+            Some(_) if raw.audit_log.is_none() => {
+                return Err(NodeConfigError::Invalid {
+                    key: "access.audit_log_max_bytes".to_owned(),
+                    value: String::new(),
+                    expected: "to be set only together with `access.audit_log`",
+                });
+            }
+            Some(n) if (super::audit::MIN_AUDIT_MAX_BYTES..=MAX_AUDIT_MAX_BYTES).contains(&n) => n,
+            Some(n) => {
+                return Err(NodeConfigError::Invalid {
+                    key: "access.audit_log_max_bytes".to_owned(),
+                    value: n.to_string(),
+                    expected: "a size in bytes from 16384 (16 KiB) to 1099511627776 (1 TiB)",
+                });
+            }
+        };
+        Ok(Self {
+            policy,
+            token_key: raw.token_key,
+            audit_log: raw.audit_log,
+            audit_log_max_bytes,
+        })
+    }
+}
+
+impl AccessConfig {
+    /// Makes relative file paths relative to `base` (the config file's directory).
+    pub(crate) fn resolve_paths(raw: &mut RawAccessConfig, base: &Path) {
+        for file in [&mut raw.token_key, &mut raw.audit_log]
+            .into_iter()
+            .flatten()
+        {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
+        }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &AccessPolicy {
+        &self.policy
+    }
+
+    /// The token verification key file, if tokens are accepted.
+    pub fn token_key(&self) -> Option<&Path> {
+        self.token_key.as_deref()
+    }
+
+    /// Loads the token verification key, if one is configured.
+    pub fn token_verifier(&self) -> Result<Option<TokenVerifier>, KeyError> {
+        self.token_key
+            .as_deref()
+            .map(TokenVerifier::from_pem_file)
+            .transpose()
+    }
+
+    /// The audit log file and its rotation size, if one is configured.
+    pub fn audit_log(&self) -> Option<(&Path, u64)> {
+        self.audit_log
+            .as_deref()
+            .map(|path| (path, self.audit_log_max_bytes))
+    }
+}
+
+struct Inner {
+    policy: AccessPolicy,
+    tokens: Option<TokenVerifier>,
+    audit: AuditLog,
+    clock: Arc<dyn WallClock>,
+}
+
+/// The access-control state the middleware runs with; cheap to clone.
+#[derive(Clone)]
+pub struct AccessControl(Arc<Inner>);
+
+impl std::fmt::Debug for AccessControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessControl")
+            .field("policy", &self.0.policy)
+            .field("tokens", &self.0.tokens.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AccessControl {
+    /// Access control with `policy`, tokens verified by `tokens` (none: tokens refused), calls
+    /// audited to `audit`, and the system clock for token expiry and audit times.
+    pub fn new(policy: AccessPolicy, tokens: Option<TokenVerifier>, audit: AuditLog) -> Self {
+        Self::with_clock(policy, tokens, audit, Arc::new(SystemWallClock))
+    }
+
+    /// As [`AccessControl::new`], reading the time from `clock`.
+    pub fn with_clock(
+        policy: AccessPolicy,
+        tokens: Option<TokenVerifier>,
+        audit: AuditLog,
+        clock: Arc<dyn WallClock>,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            policy,
+            tokens,
+            audit,
+            clock,
+        }))
+    }
+
+    /// Loads the key and starts the audit writer that `config` names.
+    pub fn from_config(config: &AccessConfig) -> Result<Self, AccessStartError> {
+        let tokens = config.token_verifier()?;
+        let audit = match config.audit_log() {
+            Some((path, max_bytes)) => AuditLog::start(path, max_bytes)?,
+            None => AuditLog::tracing_only(),
+        };
+        Ok(Self::new(config.policy.clone(), tokens, audit))
+    }
+
+    /// `router` with [`enforce`] around every route (and every unmatched path).
+    pub fn protect<S: Clone + Send + Sync + 'static>(self, router: Router<S>) -> Router<S> {
+        router.layer(axum::middleware::from_fn_with_state(self, enforce))
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.0.audit
+    }
+
+    /// Who presents the credentials of `request`: `Ok(None)` when there are none.
+    pub fn authenticate(
+        &self,
+        request: &Request,
+    ) -> Result<Option<Principal>, (AuthMethod, AuthError)> {
+        let mut authorization = request.headers().get_all(header::AUTHORIZATION).iter();
+        if let Some(value) = authorization.next() {
+            let fail = |e| (AuthMethod::Token, e);
+            if authorization.next().is_some() {
+                return Err(fail(AuthError::UnsupportedAuthorization));
+            }
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim())
+                .ok_or(fail(AuthError::UnsupportedAuthorization))?;
+            let verifier = self
+                .0
+                .tokens
+                .as_ref()
+                .ok_or(fail(AuthError::TokensNotAccepted))?;
+            let verified = verifier
+                .verify(token, self.0.clock.now())
+                .map_err(|e| fail(AuthError::Token(e)))?;
+            return Ok(Some(Principal {
+                name: verified.subject,
+                auth: AuthMethod::Token,
+                scopes: verified.scopes,
+            }));
+        }
+        let Some(ClientCertificate(Some(der))) = request.extensions().get::<ClientCertificate>()
+        else {
+            return Ok(None);
+        };
+        let name = certificate_identity(der).ok_or((
+            AuthMethod::ClientCertificate,
+            AuthError::CertificateIdentity,
+        ))?;
+        Ok(Some(Principal {
+            scopes: self.0.policy.certificate_scopes(&name),
+            name,
+            auth: AuthMethod::ClientCertificate,
+        }))
+    }
+
+    /// The access-control metric families, Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        let audit = &self.0.audit;
+        format!(
+            "# HELP mesh_control_audit_records_total Audit records written to the audit log file.\n\
+             # TYPE mesh_control_audit_records_total counter\n\
+             mesh_control_audit_records_total {}\n\
+             # HELP mesh_control_audit_dropped_total Audit records not written to the file, by reason.\n\
+             # TYPE mesh_control_audit_dropped_total counter\n\
+             mesh_control_audit_dropped_total{{reason=\"queue_full\"}} {}\n\
+             mesh_control_audit_dropped_total{{reason=\"write_failed\"}} {}\n",
+            audit.written(),
+            audit.dropped_queue_full(),
+            audit.dropped_write_failed(),
+        )
+    }
+}
+
+/// Why access control could not start. An operator fault; nothing was started.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum AccessStartError {
+    /// The token key is unusable.
+    #[error("key `access.token_key`: {0}")]
+    TokenKey(#[from] KeyError),
+    /// The audit log cannot be written.
+    #[error("key `access.audit_log`: {0}")]
+    Audit(#[from] super::audit::AuditError),
+}
+
+/// The JSON body of a 401 or 403.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeniedBody {
+    /// What is wrong, in words.
+    pub error: String,
+    /// The scope the route needs.
+    pub required_scope: String,
+    /// 403 only: who asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// 403 only: what that identity holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted_scopes: Option<Vec<String>>,
+}
+
+fn denied(
+    status: StatusCode,
+    required: Scope,
+    body: DeniedBody,
+    bearer_error: Option<&str>,
+) -> Response {
+    let mut challenge = format!("Bearer realm=\"meshkit\", scope=\"{required}\"");
+    if let Some(error) = bearer_error {
+        challenge.push_str(&format!(", error=\"{error}\""));
+    }
+    let mut response = (status, axum::Json(body)).into_response();
+    // The challenge is built from fixed ASCII text and a scope name: always a valid value.
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+/// The middleware: decides each request by [`ROUTE_SCOPES`] and the caller's verified identity,
+/// audits what needs operate or admin, and passes the rest on with its [`Principal`].
+pub async fn enforce(
+    State(access): State<AccessControl>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let required = match requirement(request.method(), request.uri().path()) {
+        Requirement::Open => return next.run(request).await,
+        Requirement::Metrics if access.0.policy.metrics_open => return next.run(request).await,
+        Requirement::Metrics => Scope::Observe,
+        Requirement::Scope(scope) => scope,
+    };
+    let audited = required >= Scope::Operate;
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let audit = |identity: Option<&str>, auth, outcome, status: StatusCode| {
+        if audited {
+            access.0.audit.record(AuditRecord::new(
+                access.0.clock.now(),
+                identity,
+                auth,
+                method.as_str(),
+                &path,
+                required,
+                outcome,
+                status.as_u16(),
+            ));
+        }
+    };
+    let principal = match access.authenticate(&request) {
+        Ok(Some(principal)) => principal,
+        Ok(None) => {
+            audit(
+                None,
+                AuthMethod::None,
+                Outcome::Unauthenticated,
+                StatusCode::UNAUTHORIZED,
+            );
+            let body = DeniedBody {
+                error: AuthError::NoCredentials.to_string(),
+                required_scope: required.to_string(),
+                identity: None,
+                granted_scopes: None,
+            };
+            return denied(StatusCode::UNAUTHORIZED, required, body, None);
+        }
+        Err((auth, error)) => {
+            tracing::debug!(%error, %method, %path, "control request refused: bad credentials");
+            audit(
+                None,
+                auth,
+                Outcome::Unauthenticated,
+                StatusCode::UNAUTHORIZED,
+            );
+            let body = DeniedBody {
+                error: error.to_string(),
+                required_scope: required.to_string(),
+                identity: None,
+                granted_scopes: None,
+            };
+            let bearer_error = (auth == AuthMethod::Token).then_some("invalid_token");
+            return denied(StatusCode::UNAUTHORIZED, required, body, bearer_error);
+        }
+    };
+    if !principal.scopes.allows(required) {
+        audit(
+            Some(&principal.name),
+            principal.auth,
+            Outcome::Forbidden,
+            StatusCode::FORBIDDEN,
+        );
+        let body = DeniedBody {
+            error: format!(
+                "{} holds {}, and {method} {path} needs {required}",
+                principal.name, principal.scopes
+            ),
+            required_scope: required.to_string(),
+            identity: Some(principal.name.clone()),
+            granted_scopes: Some(principal.scopes.iter().map(|s| s.to_string()).collect()),
+        };
+        return denied(
+            StatusCode::FORBIDDEN,
+            required,
+            body,
+            Some("insufficient_scope"),
+        );
+    }
+    let name = principal.name.clone();
+    let auth = principal.auth;
+    request.extensions_mut().insert(principal);
+    let response = next.run(request).await;
+    audit(Some(&name), auth, Outcome::Allowed, response.status());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use axum::body::Body;
+    use axum::routing::{get, post};
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::certs::DevCa;
+    use crate::tokens::{Claims, TokenSigningKey};
+
+    /// The wall clock of these tests: fixed.
+    #[derive(Debug)]
+    struct FixedClock(SystemTime);
+
+    impl WallClock for FixedClock {
+        fn now(&self) -> SystemTime {
+            self.0
+        }
+    }
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(NOW)
+    }
+
+    fn scopes(list: &[Scope]) -> Scopes {
+        list.iter().copied().collect()
+    }
+
+    struct Fixture {
+        ca: DevCa,
+        key: TokenSigningKey,
+        access: AccessControl,
+        dir: PathBuf,
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn fixture(name: &str) -> Fixture {
+        let dir = std::env::temp_dir().join(format!("meshkit-auth-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let policy = AccessPolicy::default()
+            .with_identity("meshctl-admin", scopes(&[Scope::Admin]))
+            .with_identity("meshctl-operator", scopes(&[Scope::Operate]))
+            .with_identity("meshctl-observer", scopes(&[Scope::Observe]));
+        let key = TokenSigningKey::generate().unwrap();
+        let audit = AuditLog::start(&dir.join("audit.jsonl"), DEFAULT_AUDIT_MAX_BYTES).unwrap();
+        let access = AccessControl::with_clock(
+            policy,
+            Some(key.verifier()),
+            audit,
+            Arc::new(FixedClock(now())),
+        );
+        Fixture {
+            ca: DevCa::generate("test CA").unwrap(),
+            key,
+            access,
+            dir,
+        }
+    }
+
+    /// A small router with one route per kind of requirement, behind `access`.
+    fn app(access: &AccessControl) -> Router {
+        access.clone().protect(
+            Router::new()
+                .route("/healthz", get(|| async { "ok" }))
+                .route("/metrics", get(|| async { "metrics" }))
+                .route("/meshkit/peers", get(|| async { "peers" }))
+                .route("/control/drain", post(|| async { "drained" }))
+                .route("/control/chaos", post(|| async { "chaos" })),
+        )
+    }
+
+    fn cert(ca: &DevCa, name: &str) -> ClientCertificate {
+        let issued = ca.issue_client(name).unwrap();
+        let der = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
+        ClientCertificate(Some(der))
+    }
+
+    enum Cred {
+        None,
+        Cert(ClientCertificate),
+        Bearer(String),
+    }
+
+    async fn call(app: Router, method: &str, path: &str, cred: Cred) -> (StatusCode, Response) {
+        let mut request = Request::builder().method(method).uri(path);
+        match cred {
+            Cred::None => {}
+            Cred::Cert(cert) => request = request.extension(cert),
+            Cred::Bearer(token) => {
+                request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+        }
+        let response = app
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        (response.status(), response)
+    }
+
+    async fn body(response: Response) -> DeniedBody {
+        let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn table_lists_the_operate_routes_and_fails_closed() {
+        let op = Requirement::Scope(Scope::Operate);
+        assert_eq!(requirement(&Method::POST, "/control/drain"), op);
+        assert_eq!(requirement(&Method::POST, "/control/resume"), op);
+        assert_eq!(requirement(&Method::POST, "/control/leases/transfer"), op);
+        assert_eq!(requirement(&Method::GET, "/healthz"), Requirement::Open);
+        assert_eq!(requirement(&Method::HEAD, "/readyz"), Requirement::Open);
+        assert_eq!(requirement(&Method::GET, "/metrics"), Requirement::Metrics);
+        let admin = Requirement::Scope(Scope::Admin);
+        for (method, path) in [
+            (Method::GET, "/control/drain"),
+            (Method::POST, "/healthz"),
+            (Method::GET, "/healthz/"),
+            (Method::GET, "/meshkit/peers/x"),
+            (Method::GET, "/unknown"),
+            (Method::GET, ""),
+        ] {
+            assert_eq!(requirement(&method, path), admin, "{method} {path:?}");
+        }
+        assert!(path_matches("/meshkit/shards/{id}", "/meshkit/shards/7"));
+        assert!(!path_matches("/meshkit/shards/{id}", "/meshkit/shards/"));
+        assert!(!path_matches("/meshkit/shards/{id}", "/meshkit/shards/7/x"));
+    }
+
+    #[tokio::test]
+    async fn no_credentials_is_401_with_a_bearer_challenge() {
+        let f = fixture("none");
+        let (status, response) = call(app(&f.access), "GET", "/meshkit/peers", Cred::None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let challenge = response.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap();
+        assert!(challenge.starts_with("Bearer "), "{challenge}");
+        let body = body(response).await;
+        assert_eq!(body.required_scope, "mesh.observe");
+        assert!(body.error.contains("no credentials"), "{}", body.error);
+        // Open routes stay open; metrics are closed unless configured open.
+        let (status, _) = call(app(&f.access), "GET", "/healthz", Cred::None).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = call(app(&f.access), "GET", "/metrics", Cred::None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let open = AccessControl::new(
+            AccessPolicy::default().with_metrics_open(true),
+            None,
+            AuditLog::tracing_only(),
+        );
+        let (status, _) = call(app(&open), "GET", "/metrics", Cred::None).await;
+        assert_eq!(status, StatusCode::OK);
+        // An unknown path does not tell an anonymous caller whether it exists.
+        let (status, _) = call(app(&f.access), "GET", "/nowhere", Cred::None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn forged_expired_and_wrong_key_tokens_are_401() {
+        let f = fixture("tokens");
+        let admin = scopes(&[Scope::Admin]);
+        let good = f
+            .key
+            .issue("alice", &admin, now(), Duration::from_secs(60))
+            .unwrap();
+        let expired = f
+            .key
+            .issue(
+                "alice",
+                &admin,
+                now() - Duration::from_secs(120),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        let other_key = TokenSigningKey::generate()
+            .unwrap()
+            .issue("alice", &admin, now(), Duration::from_secs(60))
+            .unwrap();
+        // A token whose claims were edited after signing.
+        let parts: Vec<&str> = good.split('.').collect();
+        let forged_claims = {
+            use base64::Engine as _;
+            let claims = Claims {
+                sub: "mallory".to_owned(),
+                scope: "mesh.admin".to_owned(),
+                iat: None,
+                nbf: None,
+                exp: NOW + 60,
+            };
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(serde_json::to_vec(&claims).unwrap())
+        };
+        let forged = format!("{}.{forged_claims}.{}", parts[0], parts[2]);
+        for (what, token) in [
+            ("expired", expired),
+            ("other key", other_key),
+            ("forged", forged),
+            ("garbage", "not-a-token".to_owned()),
+        ] {
+            let (status, response) = call(
+                app(&f.access),
+                "POST",
+                "/control/drain",
+                Cred::Bearer(token),
+            )
+            .await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}");
+            let challenge = response.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap();
+            assert!(challenge.contains("invalid_token"), "{what}: {challenge}");
+            assert_eq!(
+                body(response).await.required_scope,
+                "mesh.operate",
+                "{what}"
+            );
+        }
+        let (status, _) = call(app(&f.access), "POST", "/control/drain", Cred::Bearer(good)).await;
+        assert_eq!(status, StatusCode::OK);
+        // Another scheme, or a token on a node without a token key, is refused too.
+        let request = Request::builder()
+            .uri("/meshkit/peers")
+            .header(header::AUTHORIZATION, "Basic YWRtaW46YWRtaW4=")
+            .extension(cert(&f.ca, "meshctl-admin"))
+            .body(Body::empty())
+            .unwrap();
+        let response = app(&f.access).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let no_key = AccessControl::new(AccessPolicy::default(), None, AuditLog::tracing_only());
+        let token = f
+            .key
+            .issue("alice", &admin, SystemTime::now(), Duration::from_secs(60))
+            .unwrap();
+        let (status, _) = call(app(&no_key), "GET", "/meshkit/peers", Cred::Bearer(token)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn scopes_decide_between_403_and_200() {
+        let f = fixture("scopes");
+        let observer = || Cred::Cert(cert(&f.ca, "meshctl-observer"));
+        let (status, _) = call(app(&f.access), "GET", "/meshkit/peers", observer()).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, response) = call(app(&f.access), "POST", "/control/drain", observer()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let denied = body(response).await;
+        assert_eq!(denied.required_scope, "mesh.operate");
+        assert_eq!(denied.identity.as_deref(), Some("meshctl-observer"));
+        assert_eq!(denied.granted_scopes, Some(vec!["mesh.observe".to_owned()]));
+
+        let operator = || Cred::Cert(cert(&f.ca, "meshctl-operator"));
+        let (status, _) = call(app(&f.access), "POST", "/control/drain", operator()).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = call(app(&f.access), "POST", "/control/chaos", operator()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+
+        let admin = || Cred::Cert(cert(&f.ca, "meshctl-admin"));
+        for (method, path) in [
+            ("GET", "/meshkit/peers"),
+            ("GET", "/metrics"),
+            ("POST", "/control/drain"),
+            ("POST", "/control/chaos"),
+        ] {
+            let (status, _) = call(app(&f.access), method, path, admin()).await;
+            assert_eq!(status, StatusCode::OK, "{method} {path}");
+        }
+        // A token's scopes are its own: observe cannot drain.
+        let token = f
+            .key
+            .issue(
+                "bob",
+                &scopes(&[Scope::Observe]),
+                now(),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        let (status, _) = call(
+            app(&f.access),
+            "POST",
+            "/control/drain",
+            Cred::Bearer(token),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn unknown_identities_get_no_scope_and_nodes_observe() {
+        let f = fixture("unknown");
+        let stranger = Cred::Cert(cert(&f.ca, "someone-else"));
+        let (status, response) = call(app(&f.access), "GET", "/meshkit/peers", stranger).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body(response).await.granted_scopes, Some(vec![]));
+
+        let node = f.ca.issue_node(meshkit::NodeId::new(3)).unwrap();
+        let node = ClientCertificate(Some(
+            CertificateDer::from_pem_slice(node.cert_pem.as_bytes()).unwrap(),
+        ));
+        let (status, _) = call(
+            app(&f.access),
+            "GET",
+            "/meshkit/peers",
+            Cred::Cert(node.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = call(
+            app(&f.access),
+            "POST",
+            "/control/drain",
+            Cred::Cert(node.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        // `nodes = []` takes that away.
+        let strict = AccessControl::new(
+            AccessPolicy::default().with_node_scopes(Scopes::none()),
+            None,
+            AuditLog::tracing_only(),
+        );
+        let (status, _) = call(app(&strict), "GET", "/meshkit/peers", Cred::Cert(node)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        // Bytes that are no certificate name nobody.
+        let junk = Cred::Cert(ClientCertificate(Some(CertificateDer::from(vec![
+            0x30, 0x03,
+        ]))));
+        let (status, _) = call(app(&f.access), "GET", "/meshkit/peers", junk).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn operate_calls_are_audited_allowed_or_refused() {
+        let f = fixture("audit");
+        let operator = Cred::Cert(cert(&f.ca, "meshctl-operator"));
+        let observer = Cred::Cert(cert(&f.ca, "meshctl-observer"));
+        let _ = call(app(&f.access), "POST", "/control/drain", operator).await;
+        let _ = call(app(&f.access), "POST", "/control/drain", observer).await;
+        let _ = call(app(&f.access), "POST", "/control/drain", Cred::None).await;
+        // Reads are not audited.
+        let reader = Cred::Cert(cert(&f.ca, "meshctl-observer"));
+        let _ = call(app(&f.access), "GET", "/meshkit/peers", reader).await;
+        f.access.audit().flush().await;
+        let text = std::fs::read_to_string(f.dir.join("audit.jsonl")).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        let expect = [
+            ("meshctl-operator", "client-certificate", "allowed", 200),
+            ("meshctl-observer", "client-certificate", "forbidden", 403),
+            ("", "none", "unauthenticated", 401),
+        ];
+        for (line, (identity, auth, outcome, status)) in lines.iter().zip(expect) {
+            assert_eq!(line["identity"].as_str().unwrap_or(""), identity, "{line}");
+            assert_eq!(line["auth"], auth, "{line}");
+            assert_eq!(line["outcome"], outcome, "{line}");
+            assert_eq!(line["status"], status, "{line}");
+            assert_eq!(line["method"], "POST");
+            assert_eq!(line["path"], "/control/drain");
+            assert_eq!(line["required_scope"], "mesh.operate");
+            assert_eq!(line["time"], "2027-01-15T08:00:00Z");
+        }
+        assert_eq!(f.access.audit().written(), 3);
+        assert!(
+            f.access
+                .render_metrics()
+                .contains("mesh_control_audit_records_total 3\n")
+        );
+    }
+
+    #[test]
+    fn access_config_errors_name_their_key() {
+        let parse = |text: &str| {
+            let raw: RawAccessConfig = toml::from_str(text).unwrap();
+            AccessConfig::try_from(raw)
+        };
+        let cases = [
+            ("nodes = [\"mesh.root\"]", "access.nodes[0]"),
+            (
+                "[identities]\nops = [\"mesh.observe\", \"root\"]",
+                "access.identities.\"ops\"[1]",
+            ),
+            ("[identities]\n\"a b\" = []", "access.identities.\"a b\""),
+            ("audit_log_max_bytes = 10", "access.audit_log_max_bytes"),
+            (
+                "audit_log = \"a\"\naudit_log_max_bytes = 10",
+                "access.audit_log_max_bytes",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{key} not named in: {err}");
+        }
+        assert!(
+            parse("[identities]\nops = [\"mesh.observe\", \"root\"]")
+                .unwrap_err()
+                .to_string()
+                .contains(EXPECTED_SCOPES)
+        );
+        let config = parse("nodes = []\n[identities]\nmeshctl-admin = [\"mesh.admin\"]").unwrap();
+        assert_eq!(
+            config.policy().certificate_scopes("meshctl-admin"),
+            scopes(&[Scope::Admin])
+        );
+        assert_eq!(config.policy().certificate_scopes("node-1"), Scopes::none());
+        assert_eq!(
+            AccessConfig::default()
+                .policy()
+                .certificate_scopes("node-1"),
+            scopes(&[Scope::Observe])
+        );
+        assert_eq!(
+            AccessConfig::default()
+                .policy()
+                .certificate_scopes("node-x"),
+            Scopes::none()
+        );
+    }
+}
