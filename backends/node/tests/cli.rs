@@ -1,4 +1,5 @@
-//! The command-line contracts of `meshkitd check-config` and `meshctl certs init`.
+//! The command-line contracts of `meshkitd check-config`, `meshctl certs init` and `meshctl
+//! tokens issue`.
 
 mod common;
 
@@ -38,6 +39,12 @@ fn valid_setup(dir: &TempDir) -> std::path::PathBuf {
         "node-1.key",
         "node-2.pem",
         "node-2.key",
+        "meshctl-admin.pem",
+        "meshctl-admin.key",
+        "meshctl-operator.pem",
+        "meshctl-observer.key",
+        "token-signing.key",
+        "token-signing.pub",
     ] {
         assert!(certs.join(file).is_file(), "{file} missing");
     }
@@ -90,6 +97,15 @@ fn check_config_names_the_bad_key() {
         ),
         // The certificate of node-1 under id 2.
         (good.replacen("id = 1", "id = 2", 1), "id"),
+        // [access]: an unknown scope, and a private key where the public one belongs.
+        (
+            good.replacen("[access]\n", "[access]\nnodes = [\"mesh.root\"]\n", 1),
+            "access.nodes[0]",
+        ),
+        (
+            good.replacen("token-signing.pub", "token-signing.key", 1),
+            "access.token_key",
+        ),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {
         assert_ne!(text, &good, "case {i} did not change the file");
@@ -112,4 +128,55 @@ fn check_config_names_the_bad_key() {
         &["check-config", unknown.to_str().unwrap()],
     );
     assert!(stderr(&out).contains("expected one of"), "{}", stderr(&out));
+}
+
+#[test]
+fn tokens_issue_signs_what_the_public_key_verifies() {
+    let dir = TempDir::new("cli-tokens");
+    let keys = dir.path().join("keys");
+    let out = run(
+        env!("CARGO_BIN_EXE_meshctl"),
+        &["tokens", "keygen", "--out", keys.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = keys.join("token-signing.key");
+    let issue = |scope: &str, ttl: &str| {
+        run(
+            env!("CARGO_BIN_EXE_meshctl"),
+            &[
+                "tokens",
+                "issue",
+                "--key",
+                key.to_str().unwrap(),
+                "--subject",
+                "alice",
+                "--scope",
+                scope,
+                "--ttl",
+                ttl,
+            ],
+        )
+    };
+    let out = issue("mesh.operate", "1h");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = String::from_utf8(out.stdout).unwrap();
+    let verifier =
+        meshkit_node::tokens::TokenVerifier::from_pem_file(&keys.join("token-signing.pub"))
+            .unwrap();
+    let verified = verifier
+        .verify(token.trim(), std::time::SystemTime::now())
+        .unwrap();
+    assert_eq!(verified.subject, "alice");
+    assert_eq!(verified.scopes.to_claim(), "mesh.operate");
+
+    let out = issue("mesh.root", "1h");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("mesh.observe, mesh.operate or mesh.admin"),
+        "{}",
+        stderr(&out)
+    );
+    let out = issue("mesh.observe", "100000h");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("lifetime"), "{}", stderr(&out));
 }
