@@ -31,7 +31,7 @@ use std::collections::{BinaryHeap, VecDeque};
 
 use meshkit::config::Config;
 use meshkit::lease::{
-    GroupEvent, LeadershipEvent, LeaseClient, LeaseConfig, LeaseGroup, Recipient,
+    GroupEvent, LeadershipEvent, LeaseClient, LeaseConfig, LeaseGroup, Recipient, Term,
 };
 use meshkit::membership::{Event, MemberState, Membership};
 use meshkit::{Incarnation, Instant, MetaVersion, NodeId};
@@ -194,6 +194,8 @@ struct LeaseRun {
     nodes: Vec<LeaseNode>,
     ledger: Ledger,
     rng: ChaCha8Rng,
+    /// The Raft leader crashed and no voter leads at a higher term yet: when, and its term.
+    raft_failover: Option<(Instant, Term)>,
 }
 
 /// One run of a scenario. See the module documentation.
@@ -413,7 +415,12 @@ impl<'s> Engine<'s> {
             convergence_note,
             gossip_interval: self.config.gossip_interval(),
             trace: self.watch_log,
-            leases: self.leases.map(|run| run.ledger.finish()),
+            leases: self.leases.map(|run| {
+                let unfinished = u64::from(run.raft_failover.is_some());
+                let mut records = run.ledger.finish();
+                records.raft_failovers_unfinished = unfinished;
+                records
+            }),
         }
     }
 
@@ -1129,6 +1136,7 @@ impl Engine<'_> {
             contenders,
             nodes,
             rng,
+            raft_failover: None,
         });
     }
 
@@ -1213,6 +1221,7 @@ impl Engine<'_> {
             nodes: lnodes,
             ledger,
             spec,
+            raft_failover,
             ..
         } = run;
         let ln = &mut lnodes[index];
@@ -1252,6 +1261,18 @@ impl Engine<'_> {
                 {
                     ledger.on_granted(s, *token);
                 }
+            }
+            // A Raft failover ends when a voter leads (a quorum elected it) at a higher term
+            // than the crashed leader's.
+            if let Some((since, term)) = *raft_failover
+                && g.is_leader()
+                && g.term() > term
+            {
+                ledger
+                    .records
+                    .raft_failover_s
+                    .push(now.saturating_duration_since(since).as_secs_f64());
+                *raft_failover = None;
             }
         }
         if let Some(c) = ln.client.as_mut() {
@@ -1414,6 +1435,12 @@ impl Engine<'_> {
         run.ledger.on_crash(self.now, i, clock);
         let scopes = run.spec.scopes.len();
         let ln = &mut run.nodes[i];
+        if let Some(g) = ln.group.as_ref()
+            && g.is_leader()
+            && run.raft_failover.is_none()
+        {
+            run.raft_failover = Some((self.now, g.term()));
+        }
         if let Some(g) = ln.group.take() {
             ln.durable = Some(g.into_durable());
         }

@@ -35,6 +35,10 @@
 //!   unfinished ones are counted apart).
 //! * `handoff_pXX_ms`: from a `transfer` fault to the target's `Acquired`.
 //! * `lease_grant_pXX_ms`: from an acquire request to its `Acquired`.
+//! * `raft_failover_pXX_s`: from the crash of the voter that was Raft leader to the first
+//!   instant another voter leads (it won an election, so a quorum voted for it) at a higher
+//!   term; the crashed voter itself, restarted, counts too (it is a new process). Crashes while
+//!   a failover is already under way do not start another.
 
 use core::time::Duration;
 use std::collections::BTreeMap;
@@ -122,6 +126,8 @@ pub(crate) struct LeaseRecords {
     pub(crate) failovers_unfinished: u64,
     pub(crate) handoff_ms: Vec<f64>,
     pub(crate) grant_ms: Vec<f64>,
+    pub(crate) raft_failover_s: Vec<f64>,
+    pub(crate) raft_failovers_unfinished: u64,
     pub(crate) acquisitions: u64,
     pub(crate) writes_accepted: u64,
     pub(crate) stale_writes_accepted: u64,

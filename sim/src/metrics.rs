@@ -131,6 +131,12 @@ pub(crate) fn figures(outcome: Outcome, header: RunReport) -> RunReport {
         failovers_unfinished: leases.map(|l| l.failovers_unfinished),
         handoff_p99_ms: pct(leases.map(|l| &l.handoff_ms), 99.0),
         lease_grant_p50_ms: pct(leases.map(|l| &l.grant_ms), 50.0),
+        raft_failover_p50_s: pct(leases.map(|l| &l.raft_failover_s), 50.0),
+        raft_failover_p99_s: pct(leases.map(|l| &l.raft_failover_s), 99.0),
+        raft_failovers_s: leases.map_or_else(Vec::new, |l| {
+            l.raft_failover_s.iter().copied().map(r3).collect()
+        }),
+        raft_failovers_unfinished: leases.map(|l| l.raft_failovers_unfinished),
         lease_acquisitions: leases.map(|l| l.acquisitions),
         fenced_writes_accepted: leases.map(|l| l.writes_accepted),
         stale_writes_accepted: leases.map(|l| l.stale_writes_accepted),

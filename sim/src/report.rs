@@ -101,6 +101,15 @@ pub struct RunReport {
     pub handoff_p99_ms: Option<f64>,
     /// With `[leases]`: median from an acquire request to its `Acquired`.
     pub lease_grant_p50_ms: Option<f64>,
+    /// With `[leases]`: median time from the crash of the voter that was Raft leader to the
+    /// first instant another voter (or the restarted one) leads at a higher term.
+    pub raft_failover_p50_s: Option<f64>,
+    /// With `[leases]`: the same, 99th percentile.
+    pub raft_failover_p99_s: Option<f64>,
+    /// With `[leases]`: every Raft failover, in crash order (to pool percentiles over seeds).
+    pub raft_failovers_s: Vec<f64>,
+    /// With `[leases]`: Raft leader crashes not followed by a new leader by the end.
+    pub raft_failovers_unfinished: Option<u64>,
     /// With `[leases]`: `Acquired` events.
     pub lease_acquisitions: Option<u64>,
     /// With `[leases]`: writes the fenced resources accepted.
@@ -232,6 +241,16 @@ impl RunReport {
                 le(expect.failover_p99_s_max),
             ));
             rows.push((
+                "raft failover p50/p99".into(),
+                format!(
+                    "{} / {} ({} unfinished)",
+                    opt(self.raft_failover_p50_s, " s"),
+                    opt(self.raft_failover_p99_s, " s"),
+                    self.raft_failovers_unfinished.unwrap_or(0)
+                ),
+                le(expect.raft_failover_p99_s_max),
+            ));
+            rows.push((
                 "handoff p99".into(),
                 opt(self.handoff_p99_ms, " ms"),
                 le(expect.handoff_p99_ms_max),
@@ -356,6 +375,23 @@ pub fn check_expectations(expect: &Expectations, r: &RunReport) -> Vec<String> {
         r.failover_p99_s,
         failover_why,
     );
+    let raft_why = if r.lease_acquisitions.is_none() {
+        no_leases
+    } else {
+        "no Raft leader crashed"
+    };
+    max(
+        "raft_failover_p50_s",
+        expect.raft_failover_p50_s_max,
+        r.raft_failover_p50_s,
+        raft_why,
+    );
+    max(
+        "raft_failover_p99_s",
+        expect.raft_failover_p99_s_max,
+        r.raft_failover_p99_s,
+        raft_why,
+    );
     max(
         "handoff_p99_ms",
         expect.handoff_p99_ms_max,
@@ -387,6 +423,14 @@ pub fn check_expectations(expect: &Expectations, r: &RunReport) -> Vec<String> {
     {
         failed.push(format!(
             "failovers_unfinished: {n} holder crash(es) never followed by a new holder; bound 0"
+        ));
+    }
+    if let Some(n) = r.raft_failovers_unfinished.filter(|&n| n > 0)
+        && (expect.raft_failover_p99_s_max.is_some() || expect.raft_failover_p50_s_max.is_some())
+    {
+        failed.push(format!(
+            "raft_failovers_unfinished: {n} Raft leader crash(es) never followed by a new \
+             leader; bound 0"
         ));
     }
     if let Some(want) = expect.converged
@@ -464,8 +508,9 @@ pub fn render_summary(reports: &[RunReport]) -> String {
     );
     // The lease figures (empty, so skipped, without [leases]).
     type Figure = fn(&RunReport) -> Option<f64>;
-    let lease_figures: [(&str, Figure); 5] = [
+    let lease_figures: [(&str, Figure); 6] = [
         ("failover_p99_s", |r| r.failover_p99_s),
+        ("raft_failover_p99_s", |r| r.raft_failover_p99_s),
         ("handoff_p99_ms", |r| r.handoff_p99_ms),
         ("lease_grant_p50_ms", |r| r.lease_grant_p50_ms),
         ("stale_writes_refused", |r| {
@@ -550,6 +595,8 @@ mod tests {
             "failover_p50_s",
             "failover_p99_s",
             "handoff_p99_ms",
+            "raft_failover_p50_s",
+            "raft_failover_p99_s",
             "lease_grant_p50_ms",
             "stale_writes_accepted",
             "stale_writes_refused",

@@ -66,6 +66,8 @@
 //! failover_p99_s_max = 3.3               # the lease keys need [leases]
 //! failover_p50_s_max = 3.0
 //! handoff_p99_ms_max = 200.0
+//! raft_failover_p99_s_max = 1.2          # Raft leader crash to a new Raft leader
+//! raft_failover_p50_s_max = 1.0
 //! lease_grant_p50_ms_max = 5.0
 //! stale_writes_accepted_max = 0
 //! stale_writes_refused_min = 1           # a lower bound: the run must exercise the fence
@@ -482,6 +484,10 @@ pub struct Expectations {
     pub failover_p50_s_max: Option<f64>,
     /// Upper bound of `failover_p99_s`.
     pub failover_p99_s_max: Option<f64>,
+    /// Upper bound of `raft_failover_p50_s`.
+    pub raft_failover_p50_s_max: Option<f64>,
+    /// Upper bound of `raft_failover_p99_s`.
+    pub raft_failover_p99_s_max: Option<f64>,
     /// Upper bound of `handoff_p99_ms`.
     pub handoff_p99_ms_max: Option<f64>,
     /// Upper bound of `lease_grant_p50_ms`.

@@ -203,3 +203,39 @@ fn lease_faults_need_a_leases_section() {
     let err = Scenario::parse(&too_many, "t.toml").unwrap_err();
     assert!(err.message.contains("[leases]"), "{err}");
 }
+
+#[test]
+fn a_crashed_raft_leader_is_replaced_within_the_election_timeout() {
+    let text = format!(
+        "{BASE}
+        [[fault]]
+        at = \"10s\"
+        count = 4
+        every = \"10s\"
+        action = \"crash\"
+        nodes = \"raft-leader\"
+        restart_after = \"4s\"
+        "
+    );
+    let r = run(&text, 1);
+    assert!(
+        r.invariant_violations.is_empty(),
+        "{:?}",
+        r.invariant_violations
+    );
+    assert_eq!(r.raft_failovers_s.len(), 4, "{r:?}");
+    assert_eq!(r.raft_failovers_unfinished, Some(0));
+    // The slowest surviving follower waits at most 19 ticks of 50 ms after the last heartbeat,
+    // then a pre-vote and a vote round trip (no split vote at this seed).
+    for &s in &r.raft_failovers_s {
+        assert!(
+            s > 0.0 && s <= 1.2,
+            "raft failover {s} s: {:?}",
+            r.raft_failovers_s
+        );
+    }
+    // A run without a Raft leader crash measures nothing.
+    let quiet = run(BASE, 1);
+    assert!(quiet.raft_failovers_s.is_empty());
+    assert_eq!(quiet.raft_failover_p99_s, None);
+}

@@ -28,6 +28,7 @@ const SHIPPED: &[(&str, Option<u32>)] = &[
     ("voter-rolling-restart", Some(10)),
     ("membership-surge", Some(32)),
     ("drain", Some(12)),
+    ("raft-leader-kill", Some(10)),
 ];
 
 fn dir() -> PathBuf {
@@ -155,4 +156,9 @@ fn membership_surge_meets_its_expectations() {
 #[test]
 fn drain_meets_its_expectations() {
     run_shipped(SHIPPED[15].0, SHIPPED[15].1);
+}
+
+#[test]
+fn raft_leader_kill_meets_its_expectations() {
+    run_shipped(SHIPPED[16].0, SHIPPED[16].1);
 }

@@ -18,7 +18,7 @@ use super::wire::{self, LeaseMessage, Reply, VoterChange};
 use super::{MAX_VOTERS, Transmit, slog_bridge};
 use crate::id::NodeId;
 use crate::rng::NodeRng;
-use crate::time::{Instant, scale};
+use crate::time::{Duration, Instant, scale};
 use crate::wire::DecodeError;
 
 /// Datagrams waiting in a voter's outbox; past this the newest are dropped and counted.
@@ -304,12 +304,20 @@ impl LeaseGroup {
             &slog_bridge::logger(),
         )
         .expect("a validated LeaseConfig makes a valid raft::Config");
+        let mut rng = NodeRng::from_seed(seed);
+        // The first tick comes at a random point of the first interval: voters started (or
+        // restarted) at the same instant would otherwise tick in lockstep forever, and two
+        // followers whose election timeouts draw the same tick count would always campaign at
+        // the same instant and split the vote.
+        let tick_ns = config.tick_interval().as_nanos();
+        let phase_ns = (tick_ns * u128::from(rng.next_u32())) >> 32;
+        let first_tick_ns = u64::try_from(tick_ns - phase_ns).unwrap_or(u64::MAX);
         let mut timers = TimerTable::default();
-        let next_tick = now + config.tick_interval();
+        let next_tick = now + Duration::from_nanos(first_tick_ns);
         timers.set(Timer::RaftTick, next_tick);
         timers.set(Timer::Maintenance, now + config.request_timeout());
         let mut group = Self {
-            rng: NodeRng::from_seed(seed),
+            rng,
             id,
             raft,
             storage: durable.storage,
