@@ -266,7 +266,7 @@ impl AccessPolicy {
 }
 
 /// The validated `[access]` table: the policy, and the files it names.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccessConfig {
     policy: AccessPolicy,
     token_key: Option<PathBuf>,
@@ -337,6 +337,19 @@ impl TryFrom<RawAccessConfig> for AccessConfig {
             audit_log: raw.audit_log,
             audit_log_max_bytes,
         })
+    }
+}
+
+impl Default for AccessConfig {
+    /// What a `node.toml` without `[access]` gets: [`AccessPolicy::default`], no token key, no
+    /// audit file.
+    fn default() -> Self {
+        Self {
+            policy: AccessPolicy::default(),
+            token_key: None,
+            audit_log: None,
+            audit_log_max_bytes: DEFAULT_AUDIT_MAX_BYTES,
+        }
     }
 }
 
@@ -1063,6 +1076,7 @@ mod tests {
                 .to_string()
                 .contains(EXPECTED_SCOPES)
         );
+        assert_eq!(parse("").unwrap(), AccessConfig::default());
         let config = parse("nodes = []\n[identities]\nmeshctl-admin = [\"mesh.admin\"]").unwrap();
         assert_eq!(
             config.policy().certificate_scopes("meshctl-admin"),
