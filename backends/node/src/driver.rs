@@ -7,6 +7,10 @@
 //! while there was progress, within a fixed budget per poll. Time comes from a [`Clock`]. The
 //! driver holds no protocol logic: it only keeps the address book (NodeId -> SocketAddr) that
 //! members publish under the [`ADDR_KEY`] metadata key.
+//!
+//! With [`Driver::with_leadership`] it also drives the node's lease state machines
+//! ([`crate::leadership`]) the same way. Both share the transport: the first byte of every
+//! datagram names the [`Channel`] it belongs to.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -15,6 +19,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use meshkit::lease::{FencingToken, Scope};
 use meshkit::membership::{Event, MemberState, Membership, MetadataError, Stats};
 use meshkit::{Duration, Incarnation, Instant, MetaVersion, NodeId};
 use thiserror::Error;
@@ -22,6 +27,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Sleep;
 
 use crate::clock::Clock;
+use crate::leadership::{
+    FeedEntry, FeedGap, Leadership, LeadershipConfig, LeadershipStats, LeadershipView,
+    TransferOutcome,
+};
 use crate::transport::{Transport, TransportStats};
 
 /// The metadata key under which every node publishes the address its transport listens on.
@@ -36,6 +45,40 @@ pub const MAX_ROUNDS_PER_POLL: usize = 16;
 pub const MAX_INPUTS_PER_ROUND: usize = 64;
 /// When the core has no timer at all, the driver still wakes this often.
 const IDLE_WAKE: Duration = Duration::from_secs(3600);
+/// The metadata key a draining node sets, so that operators and peers see the drain.
+pub const DRAIN_KEY: &str = "draining";
+
+/// Which state machine a datagram is for: its first byte on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Channel {
+    /// Gossip membership ([`Membership`]).
+    Membership = 0,
+    /// Leases: Raft between voters and lease requests ([`crate::leadership`]).
+    Lease = 1,
+}
+
+impl Channel {
+    /// Prefixes `payload` with the channel byte.
+    fn frame(self, payload: &[u8]) -> Bytes {
+        let mut framed = Vec::with_capacity(payload.len() + 1);
+        framed.push(self as u8);
+        framed.extend_from_slice(payload);
+        Bytes::from(framed)
+    }
+
+    /// Splits a received datagram into its channel and payload; `None` for an unknown channel
+    /// or an empty datagram.
+    fn split(datagram: &[u8]) -> Option<(Self, &[u8])> {
+        let (&first, payload) = datagram.split_first()?;
+        let channel = match first {
+            0 => Self::Membership,
+            1 => Self::Lease,
+            _ => return None,
+        };
+        Some((channel, payload))
+    }
+}
 
 /// A seed to join through: its id and the address its transport listens on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +119,10 @@ pub struct Snapshot {
     pub transport: TransportStats,
     /// Lifeguard's local health score (0 = healthy).
     pub health_score: u32,
+    /// The lease counters, when the node runs leadership.
+    pub leadership: Option<LeadershipStats>,
+    /// Whether the node has been drained (and not resumed).
+    pub draining: bool,
 }
 
 impl Snapshot {
@@ -94,6 +141,24 @@ impl Snapshot {
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
 #[error("the node's driver has stopped")]
 pub struct DriverStopped;
+
+/// Why a leadership call on a [`NodeHandle`] failed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LeadershipError {
+    /// The node runs no leadership (no `[leadership]` section).
+    #[error("this node runs no leadership")]
+    Disabled,
+    /// The feed no longer holds the resume point.
+    #[error("the leadership feed no longer holds events after the resume point (oldest held: {:?})", .0.oldest)]
+    Gap(FeedGap),
+    /// The lease operation was refused or failed.
+    #[error(transparent)]
+    Lease(#[from] meshkit::lease::LeaseError),
+    /// The driver has stopped.
+    #[error(transparent)]
+    Stopped(#[from] DriverStopped),
+}
 
 /// Why [`NodeHandle::set_metadata`] failed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -117,7 +182,29 @@ enum Command {
     },
     Leave,
     Snapshot(oneshot::Sender<Snapshot>),
+    Leadership(oneshot::Sender<Option<LeadershipView>>),
+    Feed {
+        after: u64,
+        reply: oneshot::Sender<Option<FeedSubscription>>,
+    },
+    Transfer {
+        scope: Scope,
+        to: NodeId,
+        reply: oneshot::Sender<TransferOutcome>,
+    },
+    Drain(oneshot::Sender<Vec<Scope>>),
+    Resume(oneshot::Sender<bool>),
     Shutdown,
+}
+
+/// A subscription to the leadership feed: the entries after the resume point (or why they are
+/// gone), then every new entry from `live`.
+#[derive(Debug)]
+pub struct FeedSubscription {
+    /// Entries after the resume point, oldest first.
+    pub backlog: Result<Vec<FeedEntry>, FeedGap>,
+    /// New entries (sequence numbers after the backlog's).
+    pub live: broadcast::Receiver<FeedEntry>,
 }
 
 /// A cheap, cloneable way to command a running [`Driver`] and watch its events.
@@ -172,6 +259,50 @@ impl NodeHandle {
         rx.await.map_err(|_| DriverStopped)
     }
 
+    /// The node's leadership state; `None` if it runs no leadership.
+    pub async fn leadership(&self) -> Result<Option<LeadershipView>, DriverStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Leadership(reply)).await?;
+        rx.await.map_err(|_| DriverStopped)
+    }
+
+    /// Subscribes to the leadership feed from after entry `after` (0: from the oldest held).
+    pub async fn leadership_feed(&self, after: u64) -> Result<FeedSubscription, LeadershipError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Feed { after, reply }).await?;
+        rx.await
+            .map_err(|_| DriverStopped)?
+            .ok_or(LeadershipError::Disabled)
+    }
+
+    /// Hands this node's lease on `scope` to `to` and waits for the outcome (the new holder's
+    /// token). This node stops contending for the scope.
+    pub async fn transfer(
+        &self,
+        scope: Scope,
+        to: NodeId,
+    ) -> Result<FencingToken, LeadershipError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Transfer { scope, to, reply }).await?;
+        Ok(rx.await.map_err(|_| DriverStopped)??)
+    }
+
+    /// Drains the node: it stops contending for leases, releases those it holds (their next
+    /// holders are whoever contends), and publishes [`DRAIN_KEY`] in its metadata. Returns
+    /// the scopes released.
+    pub async fn drain(&self) -> Result<Vec<Scope>, LeadershipError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Drain(reply)).await?;
+        Ok(rx.await.map_err(|_| DriverStopped)?)
+    }
+
+    /// Undoes a drain: contends again for the configured scopes. `false` if it was not drained.
+    pub async fn resume(&self) -> Result<bool, DriverStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Resume(reply)).await?;
+        rx.await.map_err(|_| DriverStopped)
+    }
+
     /// Stops the driver (without leaving: to peers this looks like a crash).
     pub async fn shutdown(&self) -> Result<(), DriverStopped> {
         self.send(Command::Shutdown).await
@@ -187,6 +318,10 @@ impl NodeHandle {
 #[must_use = "a driver does nothing unless spawned or awaited"]
 pub struct Driver<T, C> {
     membership: Membership,
+    leadership: Option<Leadership>,
+    /// Scopes the configuration contends for (re-entered on resume).
+    campaign: Vec<Scope>,
+    draining: bool,
     transport: T,
     clock: C,
     timer: Pin<Box<Sleep>>,
@@ -209,6 +344,9 @@ impl<T: Transport, C: Clock> Driver<T, C> {
         };
         let driver = Self {
             membership,
+            leadership: None,
+            campaign: Vec::new(),
+            draining: false,
             transport,
             clock,
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
@@ -219,6 +357,21 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             buf: Vec::with_capacity(meshkit::wire::MAX_DATAGRAM_BYTES),
         };
         (driver, handle)
+    }
+
+    /// Runs the node's leases too: a voter if `config.voters` names it, a client and its
+    /// campaign in any case. `seed` seeds their randomness (Raft's election timeouts).
+    pub fn with_leadership(
+        mut self,
+        config: &LeadershipConfig,
+        seed: u64,
+    ) -> Result<Self, meshkit::lease::GroupError> {
+        let now = self.clock.now();
+        let id = self.membership.local_id();
+        let boot = self.membership.incarnation();
+        self.leadership = Some(Leadership::new(config, id, boot, seed, now)?);
+        self.campaign = config.campaign.clone();
+        Ok(self)
     }
 
     /// Handles one command; `false` means stop.
@@ -240,6 +393,47 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             Command::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot());
             }
+            Command::Leadership(reply) => {
+                let _ = reply.send(self.leadership.as_ref().map(|l| l.view(now)));
+            }
+            Command::Feed { after, reply } => {
+                let subscription = self.leadership.as_ref().map(|l| FeedSubscription {
+                    // Subscribed before the backlog is read, in one step of the driver: no
+                    // entry falls between them.
+                    live: l.subscribe(),
+                    backlog: l.feed_since(after),
+                });
+                let _ = reply.send(subscription);
+            }
+            Command::Transfer { scope, to, reply } => match &mut self.leadership {
+                Some(l) => l.transfer(now, scope, to, reply),
+                None => {
+                    let _ = reply.send(Err(meshkit::lease::LeaseError::NotHeld { scope }));
+                }
+            },
+            Command::Drain(reply) => {
+                let released = self
+                    .leadership
+                    .as_mut()
+                    .map(|l| l.drain(now))
+                    .unwrap_or_default();
+                if !self.draining {
+                    self.draining = true;
+                    // The value is tiny: far below the metadata limits.
+                    let _ = self.membership.set_metadata(now, DRAIN_KEY, b"1");
+                }
+                let _ = reply.send(released);
+            }
+            Command::Resume(reply) => {
+                let was = std::mem::take(&mut self.draining);
+                if was {
+                    if let Some(l) = &mut self.leadership {
+                        l.resume(now, &self.campaign);
+                    }
+                    let _ = self.membership.delete_metadata(now, DRAIN_KEY);
+                }
+                let _ = reply.send(was);
+            }
             Command::Shutdown => return false,
         }
         true
@@ -247,8 +441,17 @@ impl<T: Transport, C: Clock> Driver<T, C> {
 
     fn handle_received(&mut self, from: NodeId, datagram: &[u8]) {
         let now = self.clock.now();
-        if let Err(error) = self.membership.handle_datagram(now, from, datagram) {
-            tracing::debug!(%from, %error, "datagram refused");
+        match Channel::split(datagram) {
+            Some((Channel::Membership, payload)) => {
+                if let Err(error) = self.membership.handle_datagram(now, from, payload) {
+                    tracing::debug!(%from, %error, "datagram refused");
+                }
+            }
+            Some((Channel::Lease, payload)) => match &mut self.leadership {
+                Some(l) => l.handle_datagram(now, from, payload),
+                None => tracing::debug!(%from, "lease datagram for a node without leadership"),
+            },
+            None => tracing::debug!(%from, "datagram with an unknown channel refused"),
         }
     }
 
@@ -257,8 +460,15 @@ impl<T: Transport, C: Clock> Driver<T, C> {
         let now = self.clock.now();
         while let Some(t) = self.membership.poll_transmit(now, &mut self.buf) {
             let addr = self.addrs.get(&t.to).copied();
-            let datagram = Bytes::copy_from_slice(&self.buf[..t.len]);
+            let datagram = Channel::Membership.frame(&self.buf[..t.len]);
             self.transport.send(t.to, addr, datagram);
+        }
+        if let Some(l) = &mut self.leadership {
+            let (addrs, transport) = (&self.addrs, &mut self.transport);
+            l.flush(now, &mut self.buf, |to, payload| {
+                let addr = addrs.get(&to).copied();
+                transport.send(to, addr, Channel::Lease.frame(&payload));
+            });
         }
         while let Some(event) = self.membership.poll_event() {
             if let Event::MetadataChanged { node, .. } = event {
@@ -285,7 +495,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
 
     /// Points the one timer at the core's next deadline.
     fn arm_timer(&mut self, now: Instant) {
-        let deadline = self.membership.poll_timeout().unwrap_or(now + IDLE_WAKE);
+        let deadline = self.next_deadline().unwrap_or(now + IDLE_WAKE);
         if self.armed != Some(deadline) {
             self.armed = Some(deadline);
             let wait = deadline.saturating_duration_since(now);
@@ -293,6 +503,15 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                 .as_mut()
                 .reset(tokio::time::Instant::now() + wait);
         }
+    }
+
+    /// The earliest deadline of the node's state machines.
+    fn next_deadline(&self) -> Option<Instant> {
+        let lease = self.leadership.as_ref().and_then(Leadership::poll_timeout);
+        [self.membership.poll_timeout(), lease]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -318,6 +537,8 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             stats: self.membership.stats(),
             transport: self.transport.stats(),
             health_score: self.membership.health_score(),
+            leadership: self.leadership.as_ref().map(Leadership::stats),
+            draining: self.draining,
         }
     }
 }
@@ -355,6 +576,12 @@ impl<T: Transport, C: Clock> Future for Driver<T, C> {
             let now = this.clock.now();
             if this.membership.poll_timeout().is_some_and(|at| at <= now) {
                 this.membership.handle_timeout(now);
+                progress = true;
+            }
+            if let Some(l) = &mut this.leadership
+                && l.poll_timeout().is_some_and(|at| at <= now)
+            {
+                l.handle_timeout(now);
                 progress = true;
             }
             this.flush();
@@ -505,7 +732,7 @@ mod tests {
         assert!(network.deliver(
             NodeId::new(2),
             NodeId::new(1),
-            Bytes::copy_from_slice(&buf[..t.len])
+            Channel::Membership.frame(&buf[..t.len])
         ));
         let refused = eventually(StdDuration::from_secs(2), || async {
             a.snapshot().await.unwrap().stats.datagrams_refused == 1

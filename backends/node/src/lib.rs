@@ -13,6 +13,8 @@
 //! * [`config`]: `node.toml`, parsed into a validated [`config::NodeConfig`].
 //! * [`node`]: assembles transport, driver and control endpoint into a running node
 //!   (what `meshkitd` runs).
+//! * [`leadership`]: leases on a real node: the voter, the lease client and its campaign, the
+//!   leadership feed.
 //! * [`control`]: the HTTP control endpoint (`/healthz`, `/meshkit/peers`, `/metrics`);
 //!   [`control::auth`] decides who may call what ([`scope`], [`tokens`]) and
 //!   [`control::audit`] logs operate and admin calls.
@@ -27,6 +29,7 @@ pub mod config;
 pub mod control;
 pub mod driver;
 pub mod http;
+pub mod leadership;
 pub mod node;
 pub mod scope;
 pub mod tls;

@@ -61,6 +61,7 @@
 //! assert!(client.holds(now, &Scope::global_control()).is_some());
 //! ```
 
+mod campaign;
 mod client;
 mod config;
 mod error;
@@ -73,6 +74,7 @@ mod table;
 mod timer;
 pub mod wire;
 
+pub use self::campaign::Campaign;
 pub use self::client::{ClientStats, HeldLease, LeaseClient, MAX_CLIENT_OUTBOX_DATAGRAMS};
 pub use self::config::{LeaseConfig, MAX_TTL, MIN_TTL, RawLeaseConfig};
 pub use self::error::{GroupError, LeaseError, MessageError};

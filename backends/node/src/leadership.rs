@@ -1,0 +1,678 @@
+//! Leadership in a real node: the lease group (on voters), the lease client and its standing
+//! [`Campaign`], driven by the [`Driver`](crate::driver::Driver) beside membership, and the
+//! node's leadership feed.
+//!
+//! The feed is what `GET /control/events/leadership` streams: every lease event of this node's
+//! client (acquired, renewed, lost, transferred, expired, released) and, on a voter, every change
+//! of the replicated lease table it applies (grants, releases, expiries, Raft leader changes),
+//! numbered per node without gaps so that a subscriber resumes with `Last-Event-ID`. A voter's
+//! feed therefore shows the whole mesh's leadership; a non-voter's shows its own leases.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use meshkit::lease::{
+    Campaign, ClientStats, FencingToken, GroupEvent, GroupStats, LeadershipEvent, LeaseClient,
+    LeaseConfig, LeaseError, LeaseGroup, Recipient, RequestId, Scope,
+};
+use meshkit::{Duration, Incarnation, Instant, NodeId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, oneshot};
+
+/// Feed entries kept for subscribers that resume; an older resume point gets a `reset`.
+pub const FEED_HISTORY: usize = 4096;
+
+/// The `[leadership]` settings of a node, validated (see [`crate::config`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeadershipConfig {
+    /// The Raft voters (3 or 5 is usual). A node in this list runs a voter.
+    pub voters: Vec<NodeId>,
+    /// Scopes this node contends for from the start.
+    pub campaign: Vec<Scope>,
+    /// TTL of the leases it asks for.
+    pub ttl: Duration,
+    /// How soon a failed ask (no quorum, overload) is tried again.
+    pub retry: Duration,
+    /// Raft and lease-client tuning.
+    pub lease: LeaseConfig,
+}
+
+/// One numbered entry of the leadership feed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedEntry {
+    /// Per node, strictly increasing without gaps, from 1.
+    pub seq: u64,
+    /// The node whose feed this is.
+    pub node: u64,
+    /// Wall-clock time it was recorded, in Unix milliseconds.
+    pub unix_ms: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub change: Change,
+}
+
+/// What a [`FeedEntry`] records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Change {
+    /// This node acquired `scope` (by its own ask, or handed over).
+    Acquired {
+        /// The scope.
+        scope: String,
+        /// The fencing token of the grant.
+        token: u64,
+        /// The Raft term of the grant.
+        term: u64,
+    },
+    /// This node renewed `scope`.
+    Renewed {
+        /// The scope.
+        scope: String,
+        /// Its (unchanged) token.
+        token: u64,
+    },
+    /// This node lost `scope` (a refused renewal, an unknown transfer outcome).
+    Lost {
+        /// The scope.
+        scope: String,
+        /// The token no longer valid.
+        token: u64,
+        /// Why.
+        reason: String,
+    },
+    /// This node handed `scope` to `to`.
+    Transferred {
+        /// The scope.
+        scope: String,
+        /// The token given up.
+        token: u64,
+        /// The new holder.
+        to: u64,
+        /// The new holder's token.
+        new_token: u64,
+    },
+    /// This node's lease on `scope` ran out.
+    Expired {
+        /// The scope.
+        scope: String,
+        /// The token that expired.
+        token: u64,
+    },
+    /// This node released `scope`.
+    Released {
+        /// The scope.
+        scope: String,
+        /// The token given up.
+        token: u64,
+    },
+    /// (voter) The Raft leader changed or became unknown.
+    RaftLeader {
+        /// The leader, if known.
+        leader: Option<u64>,
+        /// The term.
+        term: u64,
+    },
+    /// (voter) A committed entry granted `scope` to `holder`.
+    Granted {
+        /// The scope.
+        scope: String,
+        /// The new holder.
+        holder: u64,
+        /// The grant's token.
+        token: u64,
+        /// The grant's term.
+        term: u64,
+    },
+    /// (voter) A committed entry released `scope`.
+    LeaseReleased {
+        /// The scope.
+        scope: String,
+        /// The former holder.
+        holder: u64,
+        /// The token released.
+        token: u64,
+    },
+    /// (voter) `holder`'s lease on `scope` expired.
+    LeaseExpired {
+        /// The scope.
+        scope: String,
+        /// The former holder.
+        holder: u64,
+        /// The token that expired.
+        token: u64,
+    },
+    /// (voter) The voter set changed.
+    Voters {
+        /// The voters now.
+        voters: Vec<u64>,
+    },
+}
+
+impl Change {
+    fn from_client(event: &LeadershipEvent) -> Option<Self> {
+        Some(match event {
+            LeadershipEvent::Acquired {
+                scope, token, term, ..
+            } => Self::Acquired {
+                scope: scope.to_string(),
+                token: token.get(),
+                term: term.get(),
+            },
+            LeadershipEvent::Renewed { scope, token, .. } => Self::Renewed {
+                scope: scope.to_string(),
+                token: token.get(),
+            },
+            LeadershipEvent::Lost {
+                scope,
+                token,
+                reason,
+            } => Self::Lost {
+                scope: scope.to_string(),
+                token: token.get(),
+                reason: reason.to_string(),
+            },
+            LeadershipEvent::Transferred {
+                scope,
+                token,
+                to,
+                new_token,
+            } => Self::Transferred {
+                scope: scope.to_string(),
+                token: token.get(),
+                to: to.get(),
+                new_token: new_token.get(),
+            },
+            LeadershipEvent::Expired { scope, token } => Self::Expired {
+                scope: scope.to_string(),
+                token: token.get(),
+            },
+            LeadershipEvent::Released { scope, token } => Self::Released {
+                scope: scope.to_string(),
+                token: token.get(),
+            },
+            // Answers to requests go to whoever asked, not to the feed.
+            _ => return None,
+        })
+    }
+
+    fn from_group(event: &GroupEvent) -> Option<Self> {
+        Some(match event {
+            GroupEvent::LeaderChanged { leader, term } => Self::RaftLeader {
+                leader: leader.map(NodeId::get),
+                term: term.get(),
+            },
+            GroupEvent::Granted {
+                scope,
+                holder,
+                token,
+                term,
+            } => Self::Granted {
+                scope: scope.to_string(),
+                holder: holder.get(),
+                token: token.get(),
+                term: term.get(),
+            },
+            GroupEvent::Released {
+                scope,
+                holder,
+                token,
+            } => Self::LeaseReleased {
+                scope: scope.to_string(),
+                holder: holder.get(),
+                token: token.get(),
+            },
+            GroupEvent::Expired {
+                scope,
+                holder,
+                token,
+            } => Self::LeaseExpired {
+                scope: scope.to_string(),
+                holder: holder.get(),
+                token: token.get(),
+            },
+            GroupEvent::VotersChanged { voters } => Self::Voters {
+                voters: voters.iter().map(|v| v.get()).collect(),
+            },
+            _ => return None,
+        })
+    }
+
+    /// The SSE event name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Acquired { .. } => "acquired",
+            Self::Renewed { .. } => "renewed",
+            Self::Lost { .. } => "lost",
+            Self::Transferred { .. } => "transferred",
+            Self::Expired { .. } => "expired",
+            Self::Released { .. } => "released",
+            Self::RaftLeader { .. } => "raft_leader",
+            Self::Granted { .. } => "granted",
+            Self::LeaseReleased { .. } => "lease_released",
+            Self::LeaseExpired { .. } => "lease_expired",
+            Self::Voters { .. } => "voters",
+        }
+    }
+}
+
+/// A resume point the feed no longer holds (or from another node's feed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeedGap {
+    /// The oldest entry still held, if any.
+    pub oldest: Option<u64>,
+}
+
+/// The node's feed: a ring of the last [`FEED_HISTORY`] entries and a broadcast of new ones.
+#[derive(Debug)]
+struct Feed {
+    node: u64,
+    next: u64,
+    history: VecDeque<FeedEntry>,
+    live: broadcast::Sender<FeedEntry>,
+}
+
+impl Feed {
+    fn push(&mut self, change: Change) {
+        let entry = FeedEntry {
+            seq: self.next,
+            node: self.node,
+            unix_ms: unix_ms(),
+            change,
+        };
+        self.next += 1;
+        if self.history.len() == FEED_HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(entry.clone());
+        // No subscriber is fine.
+        let _ = self.live.send(entry);
+    }
+
+    fn since(&self, after: u64) -> Result<Vec<FeedEntry>, FeedGap> {
+        let oldest = self.history.front().map(|e| e.seq);
+        // Entries after `after` must all still be held: `after + 1` is the oldest needed.
+        if after + 1 < oldest.unwrap_or(self.next) || after >= self.next {
+            if after + 1 == self.next {
+                return Ok(Vec::new());
+            }
+            return Err(FeedGap { oldest });
+        }
+        Ok(self
+            .history
+            .iter()
+            .filter(|e| e.seq > after)
+            .cloned()
+            .collect())
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A lease in a voter's applied table, as [`LeadershipView`] shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableLease {
+    /// The scope.
+    pub scope: String,
+    /// Its holder.
+    pub holder: u64,
+    /// The grant's fencing token.
+    pub token: u64,
+    /// The grant's term.
+    pub term: u64,
+    /// Time left as of the last applied entry's leader stamp, in milliseconds.
+    pub expires_in_ms: u64,
+}
+
+/// A lease this node holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldLease {
+    /// The scope.
+    pub scope: String,
+    /// Its fencing token.
+    pub token: u64,
+    /// The grant's term.
+    pub term: u64,
+    /// Time left by this node's clock, in milliseconds.
+    pub expires_in_ms: u64,
+    /// A transfer of it is in flight.
+    pub transferring: bool,
+}
+
+/// A voter's view of the Raft group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftView {
+    /// The leader it knows of.
+    pub leader: Option<u64>,
+    /// Its term.
+    pub term: u64,
+    /// The voters.
+    pub voters: Vec<u64>,
+    /// Index of the last applied entry.
+    pub applied_index: u64,
+}
+
+/// One node's leadership state (the body of `GET /meshkit/leaders`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeadershipView {
+    /// The node.
+    pub node: u64,
+    /// The voters it talks to.
+    pub voters: Vec<u64>,
+    /// Its Raft state, if it is a voter.
+    pub raft: Option<RaftView>,
+    /// A voter's applied lease table (committed state, possibly an entry behind the leader's):
+    /// empty on non-voters.
+    pub table: Vec<TableLease>,
+    /// Leases this node holds.
+    pub held: Vec<HeldLease>,
+    /// Scopes it contends for.
+    pub campaign: Vec<String>,
+    /// Sequence number of its last feed entry (0: none yet).
+    pub last_seq: u64,
+}
+
+/// Counters for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeadershipStats {
+    /// The voter's counters, on voters.
+    pub group: Option<GroupStats>,
+    /// The client's counters.
+    pub client: ClientStats,
+    /// Raft leader changes seen (on voters).
+    pub leader_changes: u64,
+    /// Leases acquired by this node.
+    pub acquired: u64,
+    /// Leases this node stopped holding (lost, expired, released, transferred).
+    pub relinquished: u64,
+}
+
+/// The lease state machines of one node; the driver owns it.
+#[derive(Debug)]
+pub(crate) struct Leadership {
+    group: Option<LeaseGroup>,
+    client: LeaseClient,
+    campaign: Campaign,
+    feed: Feed,
+    stats: LeadershipStats,
+    voters: Vec<NodeId>,
+    /// Operators' transfers in flight, answered when their outcome is known.
+    transfers: BTreeMap<Scope, (RequestId, oneshot::Sender<TransferOutcome>)>,
+}
+
+/// How an operator's transfer ended: the new holder's token, or why not.
+pub type TransferOutcome = Result<FencingToken, LeaseError>;
+
+impl Leadership {
+    /// The state machines for node `id`: a voter if `config.voters` names it.
+    pub(crate) fn new(
+        config: &LeadershipConfig,
+        id: NodeId,
+        boot: Incarnation,
+        seed: u64,
+        now: Instant,
+    ) -> Result<Self, meshkit::lease::GroupError> {
+        let group = if config.voters.contains(&id) {
+            Some(LeaseGroup::bootstrap(
+                config.lease.clone(),
+                id,
+                &config.voters,
+                seed,
+                now,
+            )?)
+        } else {
+            None
+        };
+        let client = LeaseClient::new(
+            config.lease.clone(),
+            id,
+            boot,
+            &config.voters,
+            seed.rotate_left(17) ^ 0x6c65_6173_6521,
+        );
+        let mut campaign = Campaign::new(config.ttl, config.retry);
+        for scope in &config.campaign {
+            campaign.enter(now, scope.clone());
+        }
+        let (live, _) = broadcast::channel(crate::driver::EVENT_CHANNEL_LEN);
+        Ok(Self {
+            group,
+            client,
+            campaign,
+            feed: Feed {
+                node: id.get(),
+                next: 1,
+                history: VecDeque::new(),
+                live,
+            },
+            stats: LeadershipStats::default(),
+            voters: config.voters.clone(),
+            transfers: BTreeMap::new(),
+        })
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<FeedEntry> {
+        self.feed.live.subscribe()
+    }
+
+    pub(crate) fn feed_since(&self, after: u64) -> Result<Vec<FeedEntry>, FeedGap> {
+        self.feed.since(after)
+    }
+
+    /// A lease datagram from `from`: to the voter or to the client, as its kind says.
+    pub(crate) fn handle_datagram(&mut self, now: Instant, from: NodeId, bytes: &[u8]) {
+        let result = match meshkit::lease::recipient(bytes) {
+            Ok(Recipient::Group) => match &mut self.group {
+                Some(group) => group.handle_message(now, from, bytes),
+                None => {
+                    tracing::debug!(%from, "raft message for a node that is not a voter");
+                    return;
+                }
+            },
+            Ok(Recipient::Client) => self.client.handle_message(now, from, bytes),
+            Err(error) => Err(error.into()),
+        };
+        if let Err(error) = result {
+            tracing::debug!(%from, %error, "lease datagram refused");
+        }
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if let Some(group) = &mut self.group
+            && group.poll_timeout().is_some_and(|at| at <= now)
+        {
+            group.handle_timeout(now);
+        }
+        if self.client.poll_timeout().is_some_and(|at| at <= now) {
+            self.client.handle_timeout(now);
+        }
+        if self.campaign.poll_timeout().is_some_and(|at| at <= now) {
+            self.campaign.handle_timeout(now, &mut self.client);
+        }
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.group.as_ref().and_then(LeaseGroup::poll_timeout),
+            self.client.poll_timeout(),
+            self.campaign.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Drains transmits into `send` and events into the feed and the campaign.
+    pub(crate) fn flush(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+        mut send: impl FnMut(NodeId, Bytes),
+    ) {
+        if let Some(group) = &mut self.group {
+            while let Some(t) = group.poll_transmit(now, buf) {
+                send(t.to, Bytes::copy_from_slice(&buf[..t.len]));
+            }
+            while let Some(e) = group.poll_event() {
+                if matches!(e.event, GroupEvent::LeaderChanged { .. }) {
+                    self.stats.leader_changes += 1;
+                }
+                if let Some(change) = Change::from_group(&e.event) {
+                    self.feed.push(change);
+                }
+            }
+        }
+        while let Some(t) = self.client.poll_transmit(now, buf) {
+            send(t.to, Bytes::copy_from_slice(&buf[..t.len]));
+        }
+        while let Some(e) = self.client.poll_event() {
+            self.campaign.handle_event(now, &e.event);
+            match &e.event {
+                LeadershipEvent::Acquired { .. } => self.stats.acquired += 1,
+                LeadershipEvent::Transferred {
+                    scope, new_token, ..
+                } => {
+                    self.stats.relinquished += 1;
+                    self.answer_transfer(scope, None, Ok(*new_token));
+                }
+                LeadershipEvent::Lost { scope, reason, .. } => {
+                    self.stats.relinquished += 1;
+                    self.answer_transfer(scope, None, Err(reason.clone()));
+                }
+                LeadershipEvent::Expired { .. } | LeadershipEvent::Released { .. } => {
+                    self.stats.relinquished += 1;
+                }
+                LeadershipEvent::Failed { request, error } => {
+                    let scope = self
+                        .transfers
+                        .iter()
+                        .find(|(_, (r, _))| r == request)
+                        .map(|(s, _)| s.clone());
+                    if let Some(scope) = scope {
+                        self.answer_transfer(&scope, Some(*request), Err(error.clone()));
+                    }
+                }
+                _ => {}
+            }
+            if let Some(change) = Change::from_client(&e.event) {
+                self.feed.push(change);
+            }
+        }
+    }
+
+    fn answer_transfer(
+        &mut self,
+        scope: &Scope,
+        request: Option<RequestId>,
+        outcome: TransferOutcome,
+    ) {
+        if self
+            .transfers
+            .get(scope)
+            .is_some_and(|(r, _)| request.is_none_or(|q| q == *r))
+            && let Some((_, reply)) = self.transfers.remove(scope)
+        {
+            // The caller may have stopped waiting.
+            let _ = reply.send(outcome);
+        }
+    }
+
+    /// Hands `scope` to `to` (an operator's transfer); `reply` learns the outcome. The node
+    /// stops contending for the scope, so that it does not take it back.
+    pub(crate) fn transfer(
+        &mut self,
+        now: Instant,
+        scope: Scope,
+        to: NodeId,
+        reply: oneshot::Sender<TransferOutcome>,
+    ) {
+        match self.client.transfer(now, scope.clone(), to) {
+            Ok(request) => {
+                self.campaign.withdraw(&scope);
+                self.transfers.insert(scope, (request, reply));
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
+    /// Stops contending for every scope and releases what is held (a drain). Returns the scopes
+    /// released.
+    pub(crate) fn drain(&mut self, now: Instant) -> Vec<Scope> {
+        let contended: Vec<Scope> = self.campaign.scopes().cloned().collect();
+        for scope in &contended {
+            self.campaign.withdraw(scope);
+        }
+        let held: Vec<Scope> = self.client.held().map(|(s, _)| s.clone()).collect();
+        held.into_iter()
+            .filter(|scope| self.client.release(now, scope).is_ok())
+            .collect()
+    }
+
+    /// Contends again for `scopes` (a resume).
+    pub(crate) fn resume(&mut self, now: Instant, scopes: &[Scope]) {
+        for scope in scopes {
+            self.campaign.enter(now, scope.clone());
+        }
+    }
+
+    pub(crate) fn view(&self, now: Instant) -> LeadershipView {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let (raft, table) = match &self.group {
+            Some(g) => {
+                let t = g.table();
+                let table = t
+                    .iter()
+                    .map(|(scope, l)| TableLease {
+                        scope: scope.to_string(),
+                        holder: l.holder.get(),
+                        token: l.token.get(),
+                        term: l.term.get(),
+                        expires_in_ms: ms(l.expires_at.saturating_duration_since(t.clock())),
+                    })
+                    .collect();
+                let raft = RaftView {
+                    leader: g.leader().map(NodeId::get),
+                    term: g.term().get(),
+                    voters: g.voters().map(NodeId::get).collect(),
+                    applied_index: g.applied_index(),
+                };
+                (Some(raft), table)
+            }
+            None => (None, Vec::new()),
+        };
+        LeadershipView {
+            node: self.client.local_id().get(),
+            voters: self.voters.iter().map(|v| v.get()).collect(),
+            raft,
+            table,
+            held: self
+                .client
+                .held()
+                .map(|(scope, h)| HeldLease {
+                    scope: scope.to_string(),
+                    token: h.token.get(),
+                    term: h.term.get(),
+                    expires_in_ms: ms(h.expires.saturating_duration_since(now)),
+                    transferring: h.transferring,
+                })
+                .collect(),
+            campaign: self.campaign.scopes().map(ToString::to_string).collect(),
+            last_seq: self.feed.next - 1,
+        }
+    }
+
+    pub(crate) fn stats(&self) -> LeadershipStats {
+        LeadershipStats {
+            group: self.group.as_ref().map(LeaseGroup::stats),
+            client: self.client.stats(),
+            ..self.stats
+        }
+    }
+}

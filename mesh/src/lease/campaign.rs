@@ -1,0 +1,329 @@
+//! A standing candidacy: keep asking for some scopes, and keep renewing those held.
+//!
+//! A host that wants to lead (a scheduler, a shard owner) does not want to write the loop every
+//! lease user writes: ask; if another node holds the scope, ask again when its lease can have run
+//! out; once held, renew a third of the way through the TTL so that two renewals can be lost
+//! before the lease ends. [`Campaign`] is that loop, sans-IO like the rest of the core: it
+//! reads the [`LeaseClient`]'s events and, on its own timer, calls the client's `acquire` and
+//! `renew`. The real node and the simulator drive it the same way.
+
+use std::collections::BTreeMap;
+
+use super::client::LeaseClient;
+use super::error::LeaseError;
+use super::event::LeadershipEvent;
+use super::ids::RequestId;
+use super::scope::Scope;
+use crate::time::{Duration, Instant};
+
+/// Where a campaign stands on one scope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stance {
+    /// Not held, nothing in flight: ask at this instant.
+    Waiting { ask_at: Instant },
+    /// An acquire or a renewal is in flight.
+    Asking(RequestId),
+    /// Held: renew at this instant.
+    Holding { renew_at: Instant },
+    /// Withdrawn by the host (a drain): never asked for again until [`Campaign::enter`].
+    Withdrawn,
+}
+
+/// Keeps contending for a set of scopes through one [`LeaseClient`].
+///
+/// # Driving
+///
+/// * After every client input, hand each [`LeadershipEvent`] the client emits to
+///   [`handle_event`](Self::handle_event) (the campaign only reads them; the host still owns
+///   them).
+/// * Call [`handle_timeout`](Self::handle_timeout) when [`poll_timeout`](Self::poll_timeout)
+///   comes due; it calls the client, so drain the client's transmits afterwards.
+#[derive(Debug)]
+pub struct Campaign {
+    ttl: Duration,
+    retry: Duration,
+    scopes: BTreeMap<Scope, Stance>,
+}
+
+impl Campaign {
+    /// A campaign for leases of `ttl`, asking again `retry` after a failure that names no
+    /// better time (no quorum, overload). It contends for nothing until [`enter`](Self::enter).
+    pub fn new(ttl: Duration, retry: Duration) -> Self {
+        Self {
+            ttl,
+            retry,
+            scopes: BTreeMap::new(),
+        }
+    }
+
+    /// The TTL asked for.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Contends for `scope` from `now` on (again, after a [`withdraw`](Self::withdraw)).
+    pub fn enter(&mut self, now: Instant, scope: Scope) {
+        let stance = self.scopes.entry(scope).or_insert(Stance::Withdrawn);
+        if *stance == Stance::Withdrawn {
+            *stance = Stance::Waiting { ask_at: now };
+        }
+    }
+
+    /// Stops contending for `scope`: no more acquires or renewals. A lease held stays held until
+    /// the host releases or transfers it, or it expires.
+    pub fn withdraw(&mut self, scope: &Scope) {
+        if let Some(stance) = self.scopes.get_mut(scope) {
+            *stance = Stance::Withdrawn;
+        }
+    }
+
+    /// The scopes contended for (not withdrawn).
+    pub fn scopes(&self) -> impl Iterator<Item = &Scope> + '_ {
+        self.scopes
+            .iter()
+            .filter(|(_, s)| **s != Stance::Withdrawn)
+            .map(|(scope, _)| scope)
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.scopes
+            .values()
+            .filter_map(|s| match *s {
+                Stance::Waiting { ask_at } => Some(ask_at),
+                Stance::Holding { renew_at } => Some(renew_at),
+                Stance::Asking(_) | Stance::Withdrawn => None,
+            })
+            .min()
+    }
+
+    /// Asks for every scope whose time has come: an acquire when not held, a renewal when held.
+    pub fn handle_timeout(&mut self, now: Instant, client: &mut LeaseClient) {
+        let retry = self.retry;
+        for (scope, stance) in &mut self.scopes {
+            let asked = match *stance {
+                Stance::Waiting { ask_at } if ask_at <= now => {
+                    client.acquire(now, scope.clone(), self.ttl)
+                }
+                // A lease the host released or handed over meanwhile is acquired anew.
+                Stance::Holding { renew_at } if renew_at <= now => {
+                    if client.holds(now, scope).is_some() {
+                        client.renew(now, scope.clone())
+                    } else {
+                        client.acquire(now, scope.clone(), self.ttl)
+                    }
+                }
+                _ => continue,
+            };
+            *stance = match asked {
+                Ok(request) => Stance::Asking(request),
+                // The host has its own request on the scope in flight: its outcome will come
+                // as an event; look again later.
+                Err(LeaseError::InFlight { .. } | LeaseError::Overloaded { .. }) => {
+                    Stance::Waiting {
+                        ask_at: now + retry,
+                    }
+                }
+                // A TTL out of range: nothing will ever succeed. Stop rather than spin.
+                Err(error) => {
+                    tracing::warn!(%scope, %error, "campaign withdrawn");
+                    Stance::Withdrawn
+                }
+            };
+        }
+    }
+
+    /// Learns from one of the client's events.
+    pub fn handle_event(&mut self, now: Instant, event: &LeadershipEvent) {
+        // Two renewals may be lost before a lease held for `ttl` runs out.
+        let renew_at = now + self.ttl / 3;
+        let retry = self.retry;
+        let (scope, next) = match event {
+            LeadershipEvent::Acquired { scope, .. } | LeadershipEvent::Renewed { scope, .. } => {
+                (scope, Stance::Holding { renew_at })
+            }
+            LeadershipEvent::Lost { scope, .. } | LeadershipEvent::Expired { scope, .. } => {
+                (scope, Stance::Waiting { ask_at: now })
+            }
+            // Handed over or released by the host: ask again only once the new holder's lease
+            // could have lapsed, so a transfer is not undone at once.
+            LeadershipEvent::Transferred { scope, .. }
+            | LeadershipEvent::Released { scope, .. } => (
+                scope,
+                Stance::Waiting {
+                    ask_at: now + self.ttl,
+                },
+            ),
+            LeadershipEvent::Failed { request, error } => {
+                let Some((scope, _)) = self
+                    .scopes
+                    .iter()
+                    .find(|(_, s)| **s == Stance::Asking(*request))
+                else {
+                    return;
+                };
+                let ask_at = match error {
+                    // Ask once the holder's lease can have run out, not before.
+                    LeaseError::Held { expires_in, .. } => now + *expires_in,
+                    _ => now + retry,
+                };
+                let scope = scope.clone();
+                self.set(&scope, Stance::Waiting { ask_at });
+                return;
+            }
+            LeadershipEvent::Queried { .. } => return,
+        };
+        self.set(scope, next);
+    }
+
+    fn set(&mut self, scope: &Scope, next: Stance) {
+        if let Some(stance) = self.scopes.get_mut(scope)
+            && *stance != Stance::Withdrawn
+        {
+            *stance = next;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Incarnation;
+    use crate::NodeId;
+    use crate::lease::{LeaseConfig, LeaseGroup, Recipient};
+
+    /// One voter and `clients` on one node each (ids 1, 2, ...), all messages delivered at once.
+    struct Bench {
+        now: Instant,
+        group: LeaseGroup,
+        clients: Vec<(LeaseClient, Campaign)>,
+        buf: Vec<u8>,
+    }
+
+    impl Bench {
+        fn new(clients: u64) -> Self {
+            let voter = NodeId::new(1);
+            let cfg = LeaseConfig::default();
+            let mut group = LeaseGroup::bootstrap(cfg.clone(), voter, &[voter], 1, Instant::ZERO)
+                .expect("one voter");
+            let mut now = Instant::ZERO;
+            while !group.is_leader() {
+                now = group.poll_timeout().expect("a voter always has a timer");
+                group.handle_timeout(now);
+            }
+            let clients = (1..=clients)
+                .map(|i| {
+                    let client = LeaseClient::new(
+                        cfg.clone(),
+                        NodeId::new(i),
+                        Incarnation::new(1),
+                        &[voter],
+                        i,
+                    );
+                    let campaign =
+                        Campaign::new(Duration::from_secs(3), Duration::from_millis(100));
+                    (client, campaign)
+                })
+                .collect();
+            Self {
+                now,
+                group,
+                clients,
+                buf: Vec::new(),
+            }
+        }
+
+        /// Delivers every datagram and event, then advances to the next deadline before `until`.
+        fn step(&mut self, until: Instant) {
+            for _ in 0..8 {
+                for (i, (client, campaign)) in self.clients.iter_mut().enumerate() {
+                    campaign.handle_timeout(self.now, client);
+                    let from = NodeId::new(i as u64 + 1);
+                    while let Some(t) = client.poll_transmit(self.now, &mut self.buf) {
+                        let _ = self
+                            .group
+                            .handle_message(self.now, from, &self.buf[..t.len]);
+                    }
+                }
+                while let Some(t) = self.group.poll_transmit(self.now, &mut self.buf) {
+                    let bytes = &self.buf[..t.len];
+                    if crate::lease::recipient(bytes) == Ok(Recipient::Client) {
+                        let (client, _) = &mut self.clients[t.to.get() as usize - 1];
+                        let _ = client.handle_message(self.now, NodeId::new(1), bytes);
+                    }
+                }
+                for (client, campaign) in &mut self.clients {
+                    while let Some(e) = client.poll_event() {
+                        campaign.handle_event(self.now, &e.event);
+                    }
+                }
+            }
+            let next = self
+                .clients
+                .iter()
+                .flat_map(|(c, k)| [c.poll_timeout(), k.poll_timeout()])
+                .chain([self.group.poll_timeout()])
+                .flatten()
+                .min()
+                .unwrap_or(until);
+            self.now = next.min(until).max(self.now);
+            self.group.handle_timeout(self.now);
+            for (client, _) in &mut self.clients {
+                client.handle_timeout(self.now);
+            }
+        }
+
+        fn run_for(&mut self, d: Duration) {
+            let until = self.now + d;
+            for _ in 0..100_000 {
+                if self.now >= until {
+                    return;
+                }
+                self.step(until);
+            }
+            panic!("the bench did not reach its end time");
+        }
+
+        fn holders(&self, scope: &Scope) -> Vec<usize> {
+            self.clients
+                .iter()
+                .enumerate()
+                .filter(|(_, (c, _))| c.holds(self.now, scope).is_some())
+                .map(|(i, _)| i)
+                .collect()
+        }
+    }
+
+    #[test]
+    fn one_contender_wins_and_keeps_the_lease_by_renewing() {
+        let scope = Scope::global_control();
+        let mut bench = Bench::new(3);
+        for (_, campaign) in &mut bench.clients {
+            campaign.enter(bench.now, scope.clone());
+        }
+        bench.run_for(Duration::from_secs(1));
+        let holders = bench.holders(&scope);
+        assert_eq!(holders.len(), 1, "exactly one holder: {holders:?}");
+        // Ten TTLs later the same node holds it: renewals kept it alive.
+        bench.run_for(Duration::from_secs(30));
+        assert_eq!(bench.holders(&scope), holders);
+    }
+
+    #[test]
+    fn a_withdrawn_holder_loses_the_lease_to_another_contender_after_its_ttl() {
+        let scope = Scope::global_control();
+        let mut bench = Bench::new(2);
+        for (_, campaign) in &mut bench.clients {
+            campaign.enter(bench.now, scope.clone());
+        }
+        bench.run_for(Duration::from_secs(1));
+        let first = bench.holders(&scope)[0];
+        bench.clients[first].1.withdraw(&scope);
+        // Without renewals the lease runs out (3 s) and the other contender, told by `Held`
+        // when that can be, takes it within a retry.
+        bench.run_for(Duration::from_secs(4));
+        assert_eq!(bench.holders(&scope), vec![1 - first]);
+        assert_eq!(bench.clients[first].1.scopes().count(), 0);
+    }
+}
