@@ -25,6 +25,14 @@
 //!
 //! [access.identities]             # client certificate name -> scopes; others get none
 //! meshctl-admin = ["mesh.admin"]
+//! [leadership]                    # optional: leases with fencing tokens
+//! voters = [1, 2, 3]              # the Raft voters (1..=7 ids; 3 or 5 usual), same on every node
+//! campaign = ["global-control"]   # optional: scopes this node contends for
+//! ttl = "3s"                      # optional: TTL of the leases it asks for (default 3 s)
+//! retry = "100ms"                 # optional: pause before asking again after a failure
+//!
+//! [leadership.raft]               # optional overrides (meshkit RawLeaseConfig)
+//! tick_interval = "50ms"
 //! ```
 //!
 //! Unknown keys are refused with the list of allowed ones; every other error names its key.
@@ -33,12 +41,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use meshkit::NodeId;
-use meshkit::config::{Config, ConfigError, Profile, RawConfig};
+use meshkit::config::{Config, ConfigError, HumanDuration, Profile, RawConfig};
+use meshkit::lease::{LeaseConfig, MAX_VOTERS, RawLeaseConfig, Scope};
 use serde::Deserialize;
 use thiserror::Error;
 
 use crate::control::auth::{AccessConfig, RawAccessConfig};
 use crate::driver::Seed;
+use crate::leadership::LeadershipConfig;
 use crate::tls::{TlsError, TlsIdentity};
 
 /// The serde form of `node.toml`.
@@ -58,7 +68,26 @@ pub struct RawNodeConfig {
     pub membership: Option<RawConfig>,
     #[serde(default)]
     pub access: RawAccessConfig,
+    pub leadership: Option<RawLeadershipConfig>,
 }
+
+/// The `[leadership]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(missing_docs, reason = "the module docs describe each key")]
+pub struct RawLeadershipConfig {
+    pub voters: Vec<u64>,
+    #[serde(default)]
+    pub campaign: Vec<String>,
+    pub ttl: Option<HumanDuration>,
+    pub retry: Option<HumanDuration>,
+    pub raft: Option<RawLeaseConfig>,
+}
+
+/// Default TTL of the leases a node's campaign asks for.
+pub const DEFAULT_LEASE_TTL: meshkit::Duration = meshkit::Duration::from_secs(3);
+/// Default pause before a campaign asks again after a failure.
+pub const DEFAULT_CAMPAIGN_RETRY: meshkit::Duration = meshkit::Duration::from_millis(100);
 
 /// The `[tls]` table.
 #[derive(Clone, Debug, Deserialize)]
@@ -106,6 +135,17 @@ pub enum NodeConfigError {
     /// The `[access]` token key is unusable.
     #[error("key `access.token_key`: {0}")]
     TokenKey(#[from] crate::tokens::KeyError),
+    /// A scope name that is not one.
+    #[error("key `{key}`: {source}")]
+    Scope {
+        /// The key.
+        key: String,
+        /// What is wrong with it, and the allowed forms.
+        source: meshkit::lease::ScopeError,
+    },
+    /// A `[leadership.raft]` override out of range.
+    #[error("key leadership.raft.{0}")]
+    Lease(ConfigError),
     /// The TLS files are unusable.
     #[error("key `tls`: {0}")]
     Tls(#[from] TlsError),
@@ -131,6 +171,7 @@ pub struct NodeConfig {
     tls: RawTlsConfig,
     membership: Config,
     access: AccessConfig,
+    leadership: Option<LeadershipConfig>,
 }
 
 fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, NodeConfigError> {
@@ -210,6 +251,10 @@ impl NodeConfig {
     pub fn access(&self) -> &AccessConfig {
         &self.access
     }
+    /// The leadership settings, if the node runs leases.
+    pub fn leadership(&self) -> Option<&LeadershipConfig> {
+        self.leadership.as_ref()
+    }
 }
 
 impl TryFrom<RawNodeConfig> for NodeConfig {
@@ -270,6 +315,7 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
         }
         let membership = Config::try_from(membership).map_err(NodeConfigError::Membership)?;
         let access = AccessConfig::try_from(raw.access)?;
+        let leadership = raw.leadership.map(leadership_config).transpose()?;
         Ok(Self {
             id: NodeId::new(raw.id),
             listen,
@@ -280,8 +326,72 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
             tls: raw.tls,
             membership,
             access,
+            leadership,
         })
     }
+}
+
+fn leadership_config(raw: RawLeadershipConfig) -> Result<LeadershipConfig, NodeConfigError> {
+    let invalid = |key: &str, value: String, expected| NodeConfigError::Invalid {
+        key: format!("leadership.{key}"),
+        value,
+        expected,
+    };
+    let mut voters: Vec<NodeId> = Vec::with_capacity(raw.voters.len());
+    for (i, &v) in raw.voters.iter().enumerate() {
+        if v == 0 || voters.contains(&NodeId::new(v)) {
+            return Err(invalid(
+                &format!("voters[{i}]"),
+                v.to_string(),
+                "a non-zero node id, each listed once",
+            ));
+        }
+        voters.push(NodeId::new(v));
+    }
+    if voters.is_empty() || voters.len() > MAX_VOTERS {
+        return Err(invalid(
+            "voters",
+            format!("{:?}", raw.voters),
+            "1 to 7 node ids (3 or 5 tolerate one or two failures)",
+        ));
+    }
+    let campaign = raw
+        .campaign
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            text.parse::<Scope>()
+                .map_err(|source| NodeConfigError::Scope {
+                    key: format!("leadership.campaign[{i}]"),
+                    source,
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let lease =
+        LeaseConfig::try_from(raw.raft.unwrap_or_default()).map_err(NodeConfigError::Lease)?;
+    let ttl = raw.ttl.map_or(DEFAULT_LEASE_TTL, |d| d.0);
+    if !(lease.min_ttl()..=lease.max_ttl()).contains(&ttl) {
+        return Err(invalid(
+            "ttl",
+            format!("{ttl:?}"),
+            "a TTL within leadership.raft.min_ttl..=max_ttl (default 1s..=1h)",
+        ));
+    }
+    let retry = raw.retry.map_or(DEFAULT_CAMPAIGN_RETRY, |d| d.0);
+    if retry < meshkit::Duration::from_millis(10) || retry > ttl {
+        return Err(invalid(
+            "retry",
+            format!("{retry:?}"),
+            "at least 10ms and at most the ttl",
+        ));
+    }
+    Ok(LeadershipConfig {
+        voters,
+        campaign,
+        ttl,
+        retry,
+        lease,
+    })
 }
 
 /// Parses `id@host:port`.
@@ -345,6 +455,28 @@ mod tests {
                 "membership.probe_interval",
             ),
             (base.to_owned(), "tls"),
+            (
+                format!("{base}{TLS}[leadership]\nvoters = [1, 1]\n"),
+                "leadership.voters[1]",
+            ),
+            (
+                format!("{base}{TLS}[leadership]\nvoters = []\n"),
+                "leadership.voters",
+            ),
+            (
+                format!("{base}{TLS}[leadership]\nvoters = [1]\ncampaign = [\"Bad Scope\"]\n"),
+                "leadership.campaign[0]",
+            ),
+            (
+                format!("{base}{TLS}[leadership]\nvoters = [1]\nttl = \"1ms\"\n"),
+                "leadership.ttl",
+            ),
+            (
+                format!(
+                    "{base}{TLS}[leadership]\nvoters = [1]\n[leadership.raft]\nelection_ticks = 1\n"
+                ),
+                "leadership.raft.election_ticks",
+            ),
         ];
         for (text, key) in cases {
             let err = parse(&text).unwrap_err().to_string();

@@ -119,8 +119,8 @@ pub struct Snapshot {
     pub transport: TransportStats,
     /// Lifeguard's local health score (0 = healthy).
     pub health_score: u32,
-    /// The lease counters, when the node runs leadership.
-    pub leadership: Option<LeadershipStats>,
+    /// The node's leadership state and counters, when it runs leadership.
+    pub leadership: Option<(LeadershipView, LeadershipStats)>,
     /// Whether the node has been drained (and not resumed).
     pub draining: bool,
 }
@@ -537,7 +537,10 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             stats: self.membership.stats(),
             transport: self.transport.stats(),
             health_score: self.membership.health_score(),
-            leadership: self.leadership.as_ref().map(Leadership::stats),
+            leadership: self
+                .leadership
+                .as_ref()
+                .map(|l| (l.view(self.clock.now()), l.stats())),
             draining: self.draining,
         }
     }

@@ -22,6 +22,9 @@ use tokio::sync::{broadcast, oneshot};
 
 /// Feed entries kept for subscribers that resume; an older resume point gets a `reset`.
 pub const FEED_HISTORY: usize = 4096;
+/// Rounds of self-addressed lease datagrams handled per flush (a request to the local voter and
+/// its answer take two).
+pub const MAX_LOOPBACK_ROUNDS: usize = 8;
 
 /// The `[leadership]` settings of a node, validated (see [`crate::config`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -508,12 +511,38 @@ impl Leadership {
     }
 
     /// Drains transmits into `send` and events into the feed and the campaign.
+    ///
+    /// Datagrams this node addresses to itself (its client asking its own voter, its voter
+    /// answering its own client or handing it a lease) never reach the transport: they are
+    /// handed straight back, within [`MAX_LOOPBACK_ROUNDS`] rounds per call.
     pub(crate) fn flush(
         &mut self,
         now: Instant,
         buf: &mut Vec<u8>,
         mut send: impl FnMut(NodeId, Bytes),
     ) {
+        let own = self.client.local_id();
+        for _ in 0..MAX_LOOPBACK_ROUNDS {
+            let mut loopback = Vec::new();
+            self.flush_once(now, buf, |to, bytes| {
+                if to == own {
+                    loopback.push(bytes);
+                } else {
+                    send(to, bytes);
+                }
+            });
+            if loopback.is_empty() {
+                return;
+            }
+            for bytes in loopback {
+                self.handle_datagram(now, own, &bytes);
+            }
+        }
+        // Still talking to itself: the rest goes out with the next input.
+        tracing::debug!("lease loopback rounds exhausted");
+    }
+
+    fn flush_once(&mut self, now: Instant, buf: &mut Vec<u8>, mut send: impl FnMut(NodeId, Bytes)) {
         if let Some(group) = &mut self.group {
             while let Some(t) = group.poll_transmit(now, buf) {
                 send(t.to, Bytes::copy_from_slice(&buf[..t.len]));

@@ -37,6 +37,9 @@ pub enum StartError {
     /// The token key or the audit log of `[access]` is unusable.
     #[error(transparent)]
     Access(#[from] crate::control::auth::AccessStartError),
+    /// The lease voter could not start (an invalid voter set).
+    #[error("key `leadership`: {0}")]
+    Leadership(#[from] meshkit::lease::GroupError),
     /// The transport's bound address could not be read.
     #[error("local address of the transport: {0}")]
     LocalAddr(std::io::Error),
@@ -123,7 +126,10 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
     membership
         .set_metadata(now, ADDR_KEY, advertise.to_string().as_bytes())
         .expect("an address is far below the metadata size limit");
-    let (driver, handle) = Driver::new(membership, transport, clock);
+    let (mut driver, handle) = Driver::new(membership, transport, clock);
+    if let Some(leadership) = config.leadership() {
+        driver = driver.with_leadership(leadership, seed.rotate_left(32))?;
+    }
     let driver = tokio::spawn(driver);
     let (control, control_addr) = match config.control() {
         Some(addr) => {

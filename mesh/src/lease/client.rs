@@ -100,6 +100,9 @@ pub struct LeaseClient {
     next_request: u32,
     requests: BTreeMap<RequestId, Pending>,
     in_flight: BTreeMap<Scope, RequestId>,
+    /// Transfer notices that arrived while a request on their scope was in flight: taken over
+    /// once it ends, so a handed-over lease is never left to lapse.
+    deferred_notices: BTreeMap<Scope, (FencingToken, Duration)>,
     request_deadlines: BTreeSet<(Instant, RequestId)>,
     held: BTreeMap<Scope, HeldLease>,
     lease_deadlines: BTreeSet<(Instant, Scope)>,
@@ -128,6 +131,7 @@ impl LeaseClient {
             next_request: 0,
             requests: BTreeMap::new(),
             in_flight: BTreeMap::new(),
+            deferred_notices: BTreeMap::new(),
             request_deadlines: BTreeSet::new(),
             held: BTreeMap::new(),
             lease_deadlines: BTreeSet::new(),
@@ -237,6 +241,7 @@ impl LeaseClient {
         if result.is_err() {
             self.stats.messages_refused += 1;
         }
+        self.take_over_notices(now);
         result
     }
 
@@ -257,10 +262,11 @@ impl LeaseClient {
                 term: _,
                 ttl,
             } => {
-                // Only a voter's word makes this node a holder, and only through a renewal.
-                if self.voters.contains(&from) && !self.in_flight.contains_key(&scope) {
-                    let op = Op::Renew { scope, token, ttl };
-                    let _ = self.start(now, op, Purpose::TakeOver);
+                // Only a voter's word makes this node a holder, and only through a renewal. A
+                // request of ours on the scope (say, an acquire refused because the old holder
+                // still held it) may be in flight: take over once it has ended.
+                if self.voters.contains(&from) {
+                    self.deferred_notices.insert(scope, (token, ttl));
                 }
             }
             LeaseMessage::Raft(m) => {
@@ -312,6 +318,29 @@ impl LeaseClient {
                 Some(target) => self.send_attempt(now, id, target),
                 None => self.fail(now, id, LeaseError::NoQuorum { scope, attempts }),
             }
+        }
+        self.take_over_notices(now);
+    }
+
+    /// Renews, to learn a safe expiry, every scope a voter said was handed to this node, once no
+    /// other request on it is in flight.
+    fn take_over_notices(&mut self, now: Instant) {
+        let ready: Vec<Scope> = self
+            .deferred_notices
+            .keys()
+            .filter(|scope| !self.in_flight.contains_key(*scope))
+            .cloned()
+            .collect();
+        for scope in ready {
+            let Some((token, ttl)) = self.deferred_notices.remove(&scope) else {
+                continue;
+            };
+            // Already held under this grant (our own acquire was answered with it): done.
+            if self.held.get(&scope).is_some_and(|h| h.token >= token) {
+                continue;
+            }
+            let op = Op::Renew { scope, token, ttl };
+            let _ = self.start(now, op, Purpose::TakeOver);
         }
     }
 

@@ -614,6 +614,38 @@ fn release_and_transfer() {
     );
 }
 
+/// A transfer notice that reaches the target while a request of its own on the scope is in
+/// flight (here a ReadIndex query, which needs a heartbeat round) is not lost: the target takes
+/// over once its request has ended, instead of letting the handed-over lease lapse.
+#[test]
+fn a_transfer_target_with_its_own_request_in_flight_still_takes_over() {
+    let mut net = Net::new(3, &[10, 11], 8);
+    net.wait_for_leader(Duration::from_secs(5));
+    let scope = gc();
+    client!(net, 10)
+        .acquire(net.now, scope.clone(), TTL)
+        .unwrap();
+    net.run_for(ms(100));
+    let t10 = net.acquired(10, &scope)[0];
+    client!(net, 11).query(net.now, scope.clone()).unwrap();
+    client!(net, 10)
+        .transfer(net.now, scope.clone(), id(11))
+        .unwrap();
+    net.run_for(ms(300));
+    let t11 = net.acquired(11, &scope);
+    assert!(
+        t11.first().is_some_and(|t| *t > t10),
+        "{:?}",
+        net.events_of(11)
+    );
+    // And it keeps it past the TTL by renewing.
+    for _ in 0..4 {
+        client!(net, 11).renew(net.now, scope.clone()).unwrap();
+        net.run_for(TTL / 2);
+    }
+    assert!(client!(net, 11).holds(net.now, &scope).is_some());
+}
+
 /// Drives a holder that renews every `every` and a contender that tries to acquire every
 /// `every`, for `d`.
 fn contend(

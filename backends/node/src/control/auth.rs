@@ -93,6 +93,7 @@ pub const ROUTE_SCOPES: &[RouteScope] = &[
     row("GET", "/meshkit/shards", OBSERVE),
     row("GET", "/meshkit/clusters", OBSERVE),
     row("GET", "/meshkit/versions", OBSERVE),
+    row("GET", "/meshkit/leaders", OBSERVE),
     row("GET", "/control/backpressure", OBSERVE),
     row("GET", "/control/events/leadership", OBSERVE),
     row("POST", "/control/drain", OPERATE),

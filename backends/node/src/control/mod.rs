@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Router};
 use meshkit::membership::MemberState;
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,8 @@ use tokio::net::TcpListener;
 
 use self::auth::AccessControl;
 use crate::driver::{NodeHandle, Snapshot};
+
+pub mod leadership;
 
 /// The body of `GET /meshkit/peers`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -78,6 +80,14 @@ pub fn router(node: NodeHandle, access: AccessControl) -> Router {
         .route("/healthz", get(healthz))
         .route("/meshkit/peers", get(peers))
         .route("/metrics", get(metrics))
+        .route("/meshkit/leaders", get(leadership::leaders))
+        .route(
+            "/control/events/leadership",
+            get(leadership::leadership_events),
+        )
+        .route("/control/leases/transfer", post(leadership::transfer))
+        .route("/control/drain", post(leadership::drain))
+        .route("/control/resume", post(leadership::resume))
         .with_state(node)
         .layer(Extension(access.clone()));
     access.protect(routes)
@@ -247,6 +257,15 @@ pub fn render_metrics(s: &Snapshot) -> String {
     for (name, help, value) in transport {
         family(name, "counter", help, &[("", value)]);
     }
+    if let Some((view, stats)) = &s.leadership {
+        leadership::render_metrics(&mut family, view, stats);
+    }
+    family(
+        "mesh_shard_draining",
+        "gauge",
+        "1 while this node is drained (POST /control/drain), 0 otherwise.",
+        &[("", u64::from(s.draining))],
+    );
     out
 }
 
@@ -274,6 +293,8 @@ mod tests {
             stats: Stats::default(),
             transport: TransportStats::default(),
             health_score: 0,
+            leadership: None,
+            draining: false,
         }
     }
 

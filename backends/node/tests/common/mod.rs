@@ -85,6 +85,19 @@ pub fn write_config(
     key: &Path,
     ca: &Path,
 ) -> PathBuf {
+    write_config_with(dir, id, seeds, cert, key, ca, "")
+}
+
+/// [`write_config`] with `extra` TOML tables appended (e.g. `[leadership]`).
+pub fn write_config_with(
+    dir: &Path,
+    id: u64,
+    seeds: &[(u64, SocketAddr)],
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+    extra: &str,
+) -> PathBuf {
     let seeds: Vec<String> = seeds
         .iter()
         .map(|(id, addr)| format!("\"{id}@{addr}\""))
@@ -93,7 +106,7 @@ pub fn write_config(
     let text = format!(
         "id = {id}\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nseeds = [{}]\n\
          profile = \"lan\"\n\n[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n\n{FAST_MEMBERSHIP}\n\
-         [access]\ntoken_key = {:?}\n",
+         [access]\ntoken_key = {:?}\n\n{extra}",
         seeds.join(", "),
         cert.display().to_string(),
         key.display().to_string(),
@@ -107,6 +120,11 @@ pub fn write_config(
 
 /// Makes certificates for `n` nodes in `dir` and starts them; nodes 2..=n join through node 1.
 pub async fn start_cluster(dir: &Path, n: u64) -> Vec<RunningNode> {
+    start_cluster_with(dir, n, "").await
+}
+
+/// [`start_cluster`] with `extra` TOML appended to every node's configuration.
+pub async fn start_cluster_with(dir: &Path, n: u64, extra: &str) -> Vec<RunningNode> {
     let (ca, files) = meshkit_node::certs::write_dev_certs(dir, n).expect("make certificates");
     let mut nodes: Vec<RunningNode> = Vec::new();
     for f in &files {
@@ -114,7 +132,7 @@ pub async fn start_cluster(dir: &Path, n: u64) -> Vec<RunningNode> {
             .first()
             .map(|first| vec![(1, first.gossip_addr())])
             .unwrap_or_default();
-        let path = write_config(dir, f.id.get(), &seeds, &f.cert, &f.key, &ca);
+        let path = write_config_with(dir, f.id.get(), &seeds, &f.cert, &f.key, &ca, extra);
         let config = NodeConfig::load(&path).expect("a valid config");
         nodes.push(node::start(&config).await.expect("the node starts"));
     }

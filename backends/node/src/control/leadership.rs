@@ -1,0 +1,357 @@
+//! The leadership part of the control API.
+//!
+//! * `GET /meshkit/leaders`: the node's [`LeadershipView`] (voter state, applied lease table,
+//!   leases held, scopes contended for).
+//! * `GET /control/events/leadership`: the leadership feed as server-sent events. Each event's
+//!   `id` is `<node>:<seq>`; a client that reconnects sends it back as `Last-Event-ID` (or
+//!   `?after=<seq>`) and gets every entry after it. A resume point the node no longer holds, or
+//!   one from another node's feed, gets a `reset` event first. Comment lines keep idle
+//!   connections alive every [`SSE_HEARTBEAT`]. A subscriber too slow for the feed is sent a
+//!   `reset` and disconnected: it resumes from its last id.
+//! * `POST /control/leases/transfer` (`{"scope": "...", "to": 3}`): hands a lease this node
+//!   holds to another node and answers with the new holder's token.
+//! * `POST /control/drain` and `POST /control/resume`: stop contending and release every lease
+//!   held (publishing `draining` in the node's metadata), and undo it.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream, StreamExt};
+use meshkit::NodeId;
+use meshkit::lease::{LeaseError, Scope};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::driver::{LeadershipError, NodeHandle};
+use crate::leadership::{FeedEntry, LeadershipStats, LeadershipView, TableLease};
+
+/// How often an idle event stream carries a keep-alive comment.
+pub const SSE_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// A JSON error body: `{"error": "..."}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+}
+
+fn error(status: StatusCode, message: &impl ToString) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            error: message.to_string(),
+        }),
+    )
+        .into_response()
+}
+
+fn leadership_error(e: &LeadershipError) -> Response {
+    let status = match e {
+        LeadershipError::Disabled => StatusCode::NOT_FOUND,
+        LeadershipError::Gap(_) => StatusCode::GONE,
+        LeadershipError::Stopped(_) => StatusCode::SERVICE_UNAVAILABLE,
+        LeadershipError::Lease(lease) => match lease {
+            LeaseError::NoQuorum { .. } | LeaseError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            LeaseError::NotHeld { .. }
+            | LeaseError::NotHolder { .. }
+            | LeaseError::Held { .. }
+            | LeaseError::StaleToken { .. }
+            | LeaseError::InFlight { .. } => StatusCode::CONFLICT,
+            _ => StatusCode::BAD_REQUEST,
+        },
+    };
+    error(status, &e)
+}
+
+pub(super) async fn leaders(State(node): State<NodeHandle>) -> Response {
+    match node.leadership().await {
+        Ok(Some(view)) => Json(view).into_response(),
+        Ok(None) => leadership_error(&LeadershipError::Disabled),
+        Err(e) => leadership_error(&e.into()),
+    }
+}
+
+/// Where a subscriber resumes: the entry it saw last, in this node's feed.
+fn resume_point(node: NodeId, headers: &HeaderMap, uri: &Uri) -> Result<u64, Option<String>> {
+    if let Some(value) = headers.get("last-event-id") {
+        let text = value.to_str().map_err(|_| Some("unreadable".to_owned()))?;
+        let (from, seq) = text.split_once(':').ok_or_else(|| Some(text.to_owned()))?;
+        let seq: u64 = seq.parse().map_err(|_| Some(text.to_owned()))?;
+        return if from.parse::<u64>().ok() == Some(node.get()) {
+            Ok(seq)
+        } else {
+            // Another node's feed: its numbers mean nothing here.
+            Err(Some(text.to_owned()))
+        };
+    }
+    let after = uri
+        .query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("after="));
+    match after {
+        Some(seq) => seq.parse().map_err(|_| Some(seq.to_owned())),
+        None => Err(None),
+    }
+}
+
+fn sse_event(entry: &FeedEntry) -> Event {
+    Event::default()
+        .id(format!("{}:{}", entry.node, entry.seq))
+        .event(entry.change.kind())
+        .json_data(entry)
+        // A FeedEntry always serializes; keep the stream going with a bare event otherwise.
+        .unwrap_or_else(|_| Event::default().event("error"))
+}
+
+fn reset_event(reason: &str) -> Event {
+    Event::default().event("reset").data(reason)
+}
+
+pub(super) async fn leadership_events(
+    State(node): State<NodeHandle>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let (after, mut first) = match resume_point(node.id(), &headers, &uri) {
+        Ok(seq) => (seq, None),
+        // No resume point: start with what the node still holds.
+        Err(None) => (0, None),
+        Err(Some(bad)) => (
+            u64::MAX,
+            Some(reset_event(&format!(
+                "resume point {bad:?} is not one of this node's event ids; streaming from now"
+            ))),
+        ),
+    };
+    let subscription = match node.leadership_feed(after.min(u64::MAX - 1)).await {
+        Ok(s) => s,
+        Err(e) => return leadership_error(&e),
+    };
+    let backlog = match subscription.backlog {
+        Ok(entries) => entries,
+        Err(gap) => {
+            if first.is_none() && after != u64::MAX {
+                first = Some(reset_event(&format!(
+                    "events after {after} are no longer held (oldest held: {:?}); streaming from now",
+                    gap.oldest
+                )));
+            }
+            Vec::new()
+        }
+    };
+    let head = stream::iter(
+        first
+            .into_iter()
+            .chain(backlog.into_iter().map(|e| sse_event(&e))),
+    );
+    let live = stream::unfold(Some(subscription.live), |rx| async move {
+        let mut rx = rx?;
+        match rx.recv().await {
+            Ok(entry) => Some((sse_event(&entry), Some(rx))),
+            Err(broadcast::error::RecvError::Lagged(n)) => Some((
+                reset_event(&format!(
+                    "{n} events were missed; reconnect with Last-Event-ID"
+                )),
+                None,
+            )),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    });
+    let events: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
+        Box::pin(head.chain(live).map(Ok));
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(SSE_HEARTBEAT))
+        .into_response()
+}
+
+/// The body of `POST /control/leases/transfer`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRequest {
+    /// The scope to hand over (this node must hold it).
+    pub scope: String,
+    /// The node to hand it to.
+    pub to: u64,
+}
+
+/// The answer to a transfer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferResponse {
+    /// The scope.
+    pub scope: String,
+    /// Its new holder.
+    pub to: u64,
+    /// The new holder's fencing token.
+    pub token: u64,
+}
+
+pub(super) async fn transfer(
+    State(node): State<NodeHandle>,
+    Json(request): Json<TransferRequest>,
+) -> Response {
+    let scope: Scope = match request.scope.parse() {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("field `scope`: {e}")),
+    };
+    if request.to == 0 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &"field `to`: expected a node id > 0",
+        );
+    }
+    match node.transfer(scope, NodeId::new(request.to)).await {
+        Ok(token) => Json(TransferResponse {
+            scope: request.scope,
+            to: request.to,
+            token: token.get(),
+        })
+        .into_response(),
+        Err(e) => leadership_error(&e),
+    }
+}
+
+/// The answer to a drain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainResponse {
+    /// The node.
+    pub node: u64,
+    /// Leases it released.
+    pub released: Vec<String>,
+    /// Always true: the node is drained until resumed.
+    pub draining: bool,
+}
+
+pub(super) async fn drain(State(node): State<NodeHandle>) -> Response {
+    match node.drain().await {
+        Ok(released) => Json(DrainResponse {
+            node: node.id().get(),
+            released: released.iter().map(ToString::to_string).collect(),
+            draining: true,
+        })
+        .into_response(),
+        Err(e) => leadership_error(&e),
+    }
+}
+
+/// The answer to a resume.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeResponse {
+    /// The node.
+    pub node: u64,
+    /// Whether it was drained.
+    pub was_draining: bool,
+}
+
+pub(super) async fn resume(State(node): State<NodeHandle>) -> Response {
+    match node.resume().await {
+        Ok(was) => Json(ResumeResponse {
+            node: node.id().get(),
+            was_draining: was,
+        })
+        .into_response(),
+        Err(e) => leadership_error(&e.into()),
+    }
+}
+
+/// The `mesh_leadership_*` families. Per-scope series cover only scopes outside `shard/`, so
+/// that the label set stays bounded however many shards there are.
+pub(super) fn render_metrics(
+    family: &mut impl FnMut(&str, &str, &str, &[(&str, u64)]),
+    view: &LeadershipView,
+    stats: &LeadershipStats,
+) {
+    if let Some(raft) = &view.raft {
+        family(
+            "mesh_leadership_raft_term",
+            "gauge",
+            "Raft term of this voter.",
+            &[("", raft.term)],
+        );
+        family(
+            "mesh_leadership_raft_leader",
+            "gauge",
+            "1 if this voter is the Raft leader, 0 otherwise.",
+            &[("", u64::from(raft.leader == Some(view.node)))],
+        );
+        family(
+            "mesh_leadership_raft_leader_changes_total",
+            "counter",
+            "Raft leader changes this voter saw.",
+            &[("", stats.leader_changes)],
+        );
+        let global: Vec<&TableLease> = view
+            .table
+            .iter()
+            .filter(|l| !l.scope.starts_with("shard/"))
+            .collect();
+        let labels: Vec<String> = global
+            .iter()
+            .map(|l| format!("{{scope=\"{}\"}}", l.scope))
+            .collect();
+        let holders: Vec<(&str, u64)> = labels
+            .iter()
+            .zip(&global)
+            .map(|(label, l)| (label.as_str(), l.holder))
+            .collect();
+        family(
+            "mesh_leadership_holder",
+            "gauge",
+            "Node id holding each non-shard scope, in this voter's applied lease table.",
+            &holders,
+        );
+        let fences: Vec<(&str, u64)> = labels
+            .iter()
+            .zip(&global)
+            .map(|(label, l)| (label.as_str(), l.token))
+            .collect();
+        family(
+            "mesh_leadership_fence",
+            "gauge",
+            "Fencing token of each non-shard scope's current grant.",
+            &fences,
+        );
+        family(
+            "mesh_leadership_table_leases",
+            "gauge",
+            "Leases in this voter's applied lease table.",
+            &[("", view.table.len() as u64)],
+        );
+    }
+    family(
+        "mesh_leadership_leases_held",
+        "gauge",
+        "Leases this node holds.",
+        &[("", view.held.len() as u64)],
+    );
+    family(
+        "mesh_leadership_acquired_total",
+        "counter",
+        "Leases this node acquired.",
+        &[("", stats.acquired)],
+    );
+    family(
+        "mesh_leadership_relinquished_total",
+        "counter",
+        "Leases this node stopped holding: lost, expired, released or transferred.",
+        &[("", stats.relinquished)],
+    );
+    family(
+        "mesh_leadership_request_attempts_total",
+        "counter",
+        "Lease request datagrams this node's client sent, retries included.",
+        &[("", stats.client.attempts)],
+    );
+    family(
+        "mesh_leadership_no_quorum_total",
+        "counter",
+        "Lease requests that found no voter leader with a quorum.",
+        &[("", stats.client.no_quorum)],
+    );
+}

@@ -1,0 +1,313 @@
+//! Leases between real nodes in one process: three voters over QUIC with mutual TLS on
+//! 127.0.0.1, each contending for `global-control`. Every wait is a bounded poll.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::Request;
+use common::{TempDir, eventually, start_cluster_with, token};
+use futures_util::StreamExt;
+use meshkit::NodeId;
+use meshkit::lease::Scope;
+use meshkit_node::config::NodeConfig;
+use meshkit_node::control::auth::AccessControl;
+use meshkit_node::leadership::Change;
+use meshkit_node::node::RunningNode;
+use tower::ServiceExt;
+
+/// Fast Raft (50 ms ticks: an election within 0.5-1 s) and a 1 s lease, so a failover takes
+/// about two seconds.
+const LEADERSHIP: &str = "[leadership]\nvoters = [1, 2, 3]\ncampaign = [\"global-control\"]\n\
+    ttl = \"1s\"\n\n[leadership.raft]\ntick_interval = \"50ms\"\n";
+
+const ELECT_LIMIT: Duration = Duration::from_secs(15);
+const FAILOVER_LIMIT: Duration = Duration::from_secs(15);
+
+/// The nodes that believe they hold `global-control`, with their tokens.
+async fn holders(nodes: &[RunningNode]) -> Vec<(NodeId, u64)> {
+    let mut out = Vec::new();
+    for n in nodes {
+        let Ok(Some(view)) = n.handle().leadership().await else {
+            continue;
+        };
+        for held in view.held {
+            if held.scope == "global-control" && !held.transferring && held.expires_in_ms > 0 {
+                out.push((n.id(), held.token));
+            }
+        }
+    }
+    out
+}
+
+async fn wait_single_holder(nodes: &[RunningNode], limit: Duration) -> (NodeId, u64) {
+    let single = eventually(limit, || async { holders(nodes).await.len() == 1 }).await;
+    let h = holders(nodes).await;
+    assert!(
+        single && h.len() == 1,
+        "no single holder within {limit:?}: {h:?}"
+    );
+    h[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_holder_is_replaced_with_a_higher_token_and_the_feed_shows_it() {
+    let dir = TempDir::new("lease-failover");
+    let mut nodes = start_cluster_with(dir.path(), 3, LEADERSHIP).await;
+    let (first, token) = wait_single_holder(&nodes, ELECT_LIMIT).await;
+
+    // Watch from a voter that is not the holder; remember where its feed stood.
+    let watcher = nodes
+        .iter()
+        .position(|n| n.id() != first)
+        .expect("three nodes");
+    let before = nodes[watcher].handle().leadership().await.unwrap().unwrap();
+    let mut feed = nodes[watcher]
+        .handle()
+        .leadership_feed(before.last_seq)
+        .await
+        .expect("leadership runs");
+    assert_eq!(feed.backlog, Ok(Vec::new()));
+
+    // A crash of the holder: the lease runs out and another contender takes it.
+    let crashed = nodes.remove(nodes.iter().position(|n| n.id() == first).unwrap());
+    crashed.stop().await;
+    let (second, new_token) = wait_single_holder(&nodes, FAILOVER_LIMIT).await;
+    assert_ne!(second, first);
+    assert!(new_token > token, "token {new_token} after {token}");
+
+    // The watcher's feed shows the new grant; a resume from the old point replays it.
+    let granted = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let entry = feed.live.recv().await.expect("the feed is open");
+            if let Change::Granted { holder, token, .. } = entry.change
+                && holder == second.get()
+            {
+                return (entry.seq, token);
+            }
+        }
+    })
+    .await
+    .expect("the new grant reached the feed");
+    assert_eq!(granted.1, new_token);
+    let replay = nodes
+        .iter()
+        .find(|n| n.id().get() == before.node)
+        .unwrap()
+        .handle()
+        .leadership_feed(before.last_seq)
+        .await
+        .unwrap()
+        .backlog
+        .expect("still held");
+    assert!(replay.iter().any(|e| e.seq == granted.0));
+    assert!(
+        replay.windows(2).all(|w| w[1].seq == w[0].seq + 1),
+        "feed numbers have no gaps"
+    );
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_and_drain_move_the_lease_through_the_control_api() {
+    let dir = TempDir::new("lease-transfer");
+    let nodes = start_cluster_with(dir.path(), 3, LEADERSHIP).await;
+    let (first, token) = wait_single_holder(&nodes, ELECT_LIMIT).await;
+    let holder = nodes.iter().find(|n| n.id() == first).unwrap();
+    let target = nodes.iter().find(|n| n.id() != first).unwrap().id();
+    let router = control(&dir, holder);
+
+    // A transfer to an unknown scope form is refused before anything is sent.
+    let bad = router
+        .clone()
+        .oneshot(post_json(
+            "/control/leases/transfer",
+            r#"{"scope": "Not A Scope", "to": 2}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let body = format!(r#"{{"scope": "global-control", "to": {}}}"#, target.get());
+    let response = router
+        .clone()
+        .oneshot(post_json("/control/leases/transfer", &body))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = serde_json::from_slice(&body_bytes(response).await).unwrap();
+    assert!(answer["token"].as_u64().unwrap() > token, "{answer}");
+    let (now_holder, _) = wait_single_holder(&nodes, FAILOVER_LIMIT).await;
+    if now_holder != target {
+        dump(&nodes).await;
+    }
+    assert_eq!(now_holder, target);
+
+    // Draining the new holder releases the lease; one of the others takes it.
+    let target_node = nodes.iter().find(|n| n.id() == target).unwrap();
+    let drained = control(&dir, target_node)
+        .oneshot(post_json("/control/drain", ""))
+        .await
+        .unwrap();
+    assert_eq!(drained.status(), 200);
+    let answer: serde_json::Value = serde_json::from_slice(&body_bytes(drained).await).unwrap();
+    assert_eq!(answer["released"], serde_json::json!(["global-control"]));
+    let ok = eventually(FAILOVER_LIMIT, || async {
+        let h = holders(&nodes).await;
+        h.len() == 1 && h[0].0 != target
+    })
+    .await;
+    if !ok {
+        dump(&nodes).await;
+    }
+    assert!(
+        ok,
+        "no new holder after the drain: {:?}",
+        holders(&nodes).await
+    );
+    let scope = Scope::global_control();
+    let view = target_node.handle().leadership().await.unwrap().unwrap();
+    assert!(view.campaign.is_empty() && view.held.is_empty(), "{view:?}");
+    assert!(!view.campaign.contains(&scope.to_string()));
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_resumes_from_last_event_id() {
+    let dir = TempDir::new("lease-sse");
+    let nodes = start_cluster_with(dir.path(), 3, LEADERSHIP).await;
+    wait_single_holder(&nodes, ELECT_LIMIT).await;
+    let voter = &nodes[0];
+    let router = control(&dir, voter);
+
+    // From the start: the feed holds at least the Raft leader's election and the first grant.
+    let first = read_events(&router, None, 3).await;
+    assert_eq!(first.len(), 3, "{first:?}");
+    assert!(
+        first
+            .iter()
+            .all(|(id, _)| id.starts_with(&format!("{}:", voter.id().get())))
+    );
+
+    // Resuming after the first event starts exactly at the second.
+    let resumed = read_events(&router, Some(&first[0].0), 2).await;
+    assert_eq!(resumed, first[1..]);
+
+    // An id from another node's feed gets a reset, not someone else's numbers.
+    let foreign = read_events(&router, Some("999:1"), 1).await;
+    assert_eq!(foreign[0].1, "reset");
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// Prints every node's leadership view (for a failing assertion).
+async fn dump(nodes: &[RunningNode]) {
+    for n in nodes {
+        eprintln!("{:?}", n.handle().leadership().await);
+        if let Ok(feed) = n.handle().leadership_feed(0).await {
+            for e in feed.backlog.unwrap_or_default() {
+                eprintln!("  {} {:?}", e.seq, e.change);
+            }
+        }
+    }
+}
+
+/// The control API of `node` with its configured access control, and an operator's token for
+/// the requests.
+fn control(dir: &TempDir, node: &RunningNode) -> axum::Router {
+    let path = dir.path().join(format!("node-{}.toml", node.id().get()));
+    let config = NodeConfig::load(&path).expect("the node's config");
+    let access = AccessControl::from_config(config.access()).expect("access control");
+    let bearer = format!(
+        "Bearer {}",
+        token(dir.path(), "test-operator", meshkit_node::scope::Scope::Operate)
+    );
+    meshkit_node::control::router(node.handle().clone(), access).layer(
+        axum::middleware::map_request(move |mut request: Request<Body>| {
+            let bearer = bearer.clone();
+            async move {
+                request
+                    .headers_mut()
+                    .insert("authorization", bearer.parse().expect("a header value"));
+                request
+            }
+        }),
+    )
+}
+
+fn post_json(path: &str, body: &str) -> Request<Body> {
+    Request::post(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+async fn body_bytes(response: axum::response::Response) -> Vec<u8> {
+    let mut stream = response.into_body().into_data_stream();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    out
+}
+
+/// Opens the leadership stream (resuming after `last_id`) and reads `count` events: their ids
+/// (empty for none) and names. Bounded by a timeout.
+async fn read_events(
+    router: &axum::Router,
+    last_id: Option<&str>,
+    count: usize,
+) -> Vec<(String, String)> {
+    let mut request = Request::get("/control/events/leadership");
+    if let Some(id) = last_id {
+        request = request.header("last-event-id", id);
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let mut stream = response.into_body().into_data_stream();
+    let mut text = String::new();
+    let mut events = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        while events.len() < count {
+            let Some(chunk) = stream.next().await else {
+                break;
+            };
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            while let Some(end) = text.find("\n\n") {
+                let block: String = text.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned()
+                };
+                if !field("event:").is_empty() {
+                    events.push((field("id:"), field("event:")));
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "only {} of {count} events within 5 s",
+        events.len()
+    );
+    events
+}
