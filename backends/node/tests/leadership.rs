@@ -226,7 +226,11 @@ fn control(dir: &TempDir, node: &RunningNode) -> axum::Router {
     let access = AccessControl::from_config(config.access()).expect("access control");
     let bearer = format!(
         "Bearer {}",
-        token(dir.path(), "test-operator", meshkit_node::scope::Scope::Operate)
+        token(
+            dir.path(),
+            "test-operator",
+            meshkit_node::scope::Scope::Operate
+        )
     );
     meshkit_node::control::router(node.handle().clone(), access).layer(
         axum::middleware::map_request(move |mut request: Request<Body>| {
