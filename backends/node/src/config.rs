@@ -6,7 +6,7 @@
 //! advertise = "127.0.0.1:7001"    # optional: the address peers dial (default: the bound one)
 //! seeds = ["2@127.0.0.1:7002"]    # optional: id@host:port of nodes to join through
 //! profile = "lan"                 # optional: lan (default), wan or memberlist
-//! control = "127.0.0.1:8001"      # optional: TCP address of the HTTP control endpoint
+//! control = "127.0.0.1:8001"      # optional: control API, TLS on TCP and HTTP/3 on UDP, one port
 //!
 //! [tls]                           # paths are relative to this file's directory
 //! cert = "certs/node-1.pem"
@@ -235,7 +235,7 @@ impl NodeConfig {
     pub fn seeds(&self) -> &[Seed] {
         &self.seeds
     }
-    /// The TCP address of the control endpoint, if any.
+    /// The address of the control endpoint (TCP and UDP, one port number), if any.
     pub fn control(&self) -> Option<SocketAddr> {
         self.control
     }

@@ -15,20 +15,22 @@
 //!   (what `meshkitd` runs).
 //! * [`leadership`]: leases on a real node: the voter, the lease client and its campaign, the
 //!   leadership feed.
-//! * [`control`]: the HTTP control endpoint (`/healthz`, `/meshkit/peers`, `/metrics`);
+//! * [`control`]: the control API (`/healthz`, `/meshkit/peers`, `/metrics`), served by
+//!   [`control::serve()`] over HTTP/3 and HTTP/2 on one port number;
 //!   [`control::auth`] decides who may call what ([`scope`], [`tokens`]) and
 //!   [`control::audit`] logs operate and admin calls.
-//! * [`http`]: the small HTTP/1.1 client `meshctl` uses.
+//! * [`client`]: the control API client `meshctl` uses: HTTP/3 first, HTTP/2 over TLS as the
+//!   fallback, counted in [`client::stats`].
 //!
 //! The crypto provider is ring, and only ring: configurations are built with
 //! [`tls::crypto_provider`] explicitly (DESIGN.md §6).
 
 pub mod certs;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod control;
 pub mod driver;
-pub mod http;
 pub mod leadership;
 pub mod node;
 pub mod scope;

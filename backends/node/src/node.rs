@@ -8,11 +8,12 @@ use std::net::SocketAddr;
 use meshkit::membership::Membership;
 use meshkit::{Incarnation, NodeId};
 use thiserror::Error;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{NodeConfig, NodeConfigError};
+use crate::control::auth::AccessControl;
+use crate::control::serve::{ControlError, ControlServer};
 use crate::driver::{ADDR_KEY, Driver, NodeHandle};
 use crate::transport::quic::{QuicError, QuicTransport};
 
@@ -26,14 +27,9 @@ pub enum StartError {
     /// The QUIC transport could not start.
     #[error(transparent)]
     Quic(#[from] QuicError),
-    /// The control endpoint's TCP port could not be bound.
-    #[error("control endpoint {addr}: {source}")]
-    Control {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The control endpoint could not be bound (TCP and UDP, one port number) or configured.
+    #[error("key `control`: {0}")]
+    Control(#[from] ControlError),
     /// The token key or the audit log of `[access]` is unusable.
     #[error(transparent)]
     Access(#[from] crate::control::auth::AccessStartError),
@@ -69,7 +65,8 @@ impl RunningNode {
     pub fn gossip_addr(&self) -> SocketAddr {
         self.gossip_addr
     }
-    /// The TCP address of its control endpoint, if it has one.
+    /// The address of its control endpoint, if it has one: the same port number on TCP (HTTP/2
+    /// and HTTP/1.1 over TLS) and UDP (HTTP/3).
     pub fn control_addr(&self) -> Option<SocketAddr> {
         self.control_addr
     }
@@ -110,6 +107,14 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
     let transport = QuicTransport::bind(&identity, config.listen())?;
     let bound = transport.local_addr().map_err(StartError::LocalAddr)?;
     let advertise = config.advertise().unwrap_or(bound);
+    // Bound before the driver starts, so a taken control port leaves nothing running.
+    let control_server = match config.control() {
+        Some(addr) => Some((
+            ControlServer::bind(addr, &identity).await?,
+            AccessControl::from_config(config.access())?,
+        )),
+        None => None,
+    };
     let clock = SystemClock;
     let now = clock.now();
     // The core's randomness is seeded once here; a fixed seed in the config makes it repeatable.
@@ -131,21 +136,10 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
         driver = driver.with_leadership(leadership, seed.rotate_left(32))?;
     }
     let driver = tokio::spawn(driver);
-    let (control, control_addr) = match config.control() {
-        Some(addr) => {
-            let access = crate::control::auth::AccessControl::from_config(config.access())?;
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Control { addr, source })?;
-            let bound = listener
-                .local_addr()
-                .map_err(|source| StartError::Control { addr, source })?;
-            let node = handle.clone();
-            let task = tokio::spawn(async move {
-                if let Err(error) = crate::control::serve(listener, node, access).await {
-                    tracing::error!(%error, "control endpoint stopped");
-                }
-            });
+    let (control, control_addr) = match control_server {
+        Some((server, access)) => {
+            let bound = server.local_addr();
+            let task = tokio::spawn(crate::control::serve(server, handle.clone(), access));
             (Some(task), Some(bound))
         }
         None => (None, None),

@@ -171,6 +171,25 @@ impl TlsIdentity {
         Ok(config)
     }
 
+    /// The control API's server side (HTTP/2 over TLS, HTTP/3): a client certificate signed by
+    /// the CA is requested but optional, because a bearer token is another way in; `alpn` lists
+    /// the protocols offered (`h2` and `http/1.1` on TCP, `h3` on QUIC).
+    pub fn control_server_config(&self, alpn: &[&[u8]]) -> Result<rustls::ServerConfig, TlsError> {
+        let provider = crypto_provider();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            self.roots.clone(),
+            provider.clone(),
+        )
+        .allow_unauthenticated()
+        .build()?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(config)
+    }
+
     /// The client side: verifies the server against the CA and presents this node's certificate.
     pub fn client_config(&self) -> Result<rustls::ClientConfig, TlsError> {
         let mut config = rustls::ClientConfig::builder_with_provider(crypto_provider())

@@ -5,10 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TempDir, eventually, start_cluster, write_config};
+use common::{TempDir, client, eventually, start_cluster, write_config};
 use meshkit::NodeId;
 use meshkit::membership::MemberState;
 use meshkit_node::certs::DevCa;
+use meshkit_node::client::{Client, ClientConfig, Protocols};
 use meshkit_node::config::NodeConfig;
 use meshkit_node::control::PeersResponse;
 use meshkit_node::node::{self, RunningNode};
@@ -16,7 +17,6 @@ use meshkit_node::scope::Scope;
 
 const FORM_LIMIT: Duration = Duration::from_secs(10);
 const DETECT_LIMIT: Duration = Duration::from_secs(15);
-const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn alive_counts(nodes: &[RunningNode]) -> Vec<usize> {
     let mut counts = Vec::new();
@@ -25,6 +25,18 @@ async fn alive_counts(nodes: &[RunningNode]) -> Vec<usize> {
         counts.push(snapshot.count(MemberState::Alive));
     }
     counts
+}
+
+/// For each (node, other) pair: whether the node knows the other's published address.
+async fn addresses(nodes: &[RunningNode]) -> Vec<bool> {
+    let mut known = Vec::new();
+    for n in nodes {
+        let s = n.handle().snapshot().await.unwrap();
+        for other in nodes {
+            known.push(s.peer(other.id()).and_then(|p| p.addr) == Some(other.gossip_addr()));
+        }
+    }
+    known
 }
 
 async fn wait_formed(nodes: &[RunningNode]) {
@@ -45,13 +57,17 @@ async fn three_nodes_form_one_mesh() {
     let dir = TempDir::new("form");
     let nodes = start_cluster(dir.path(), 3).await;
     wait_formed(&nodes).await;
-    // Every node learned every other's published address.
-    for n in &nodes {
-        let s = n.handle().snapshot().await.unwrap();
-        for other in &nodes {
-            assert_eq!(s.peer(other.id()).unwrap().addr, Some(other.gossip_addr()));
-        }
-    }
+    // Every node learns every other's published address. Metadata travels by gossip after the
+    // member itself, so a node can count a member alive a moment before it knows its address.
+    let learned = eventually(FORM_LIMIT, || async {
+        addresses(&nodes).await.iter().all(|&k| k)
+    })
+    .await;
+    assert!(
+        learned,
+        "addresses not learned: {:?}",
+        addresses(&nodes).await
+    );
     for n in nodes {
         n.stop().await;
     }
@@ -137,27 +153,35 @@ async fn control_endpoint_answers() {
     wait_formed(&nodes).await;
     let addr = nodes[1].control_addr().unwrap().to_string();
 
-    let health = meshkit_node::http::get(&addr, "/healthz", HTTP_TIMEOUT)
+    // No client certificate: TLS lets the client in, authorization decides.
+    let anonymous = ClientConfig::new(&dir.path().join("ca.pem")).unwrap();
+    let health = Client::new(&anonymous)
+        .unwrap()
+        .get(&addr, "/healthz")
         .await
         .unwrap();
     assert_eq!((health.status, health.body.trim()), (200, "ok"));
 
     // Reads need mesh.observe: without a credential the node refuses them.
-    let refused = meshkit_node::http::get(&addr, "/meshkit/peers", HTTP_TIMEOUT)
+    let refused = Client::new(&anonymous)
+        .unwrap()
+        .get(&addr, "/meshkit/peers")
         .await
         .unwrap();
     assert_eq!(refused.status, 401, "{}", refused.body);
     let token = common::token(dir.path(), "test-observer", Scope::Observe);
+    let with_token = Client::new(&anonymous.with_token(&token).unwrap()).unwrap();
+    // A node certificate observes too.
+    let node_cert = client(dir.path(), Protocols::H3ThenTcp);
+    assert_eq!(
+        node_cert.get(&addr, "/meshkit/peers").await.unwrap().status,
+        200
+    );
 
     // A loaded machine can make a member briefly suspect: poll until the answers agree.
     let get = |path: &'static str| {
-        let addr = addr.clone();
-        let token = token.clone();
-        async move {
-            meshkit_node::http::get_with_bearer(&addr, path, Some(&token), HTTP_TIMEOUT)
-                .await
-                .unwrap()
-        }
+        let (addr, client) = (addr.clone(), &with_token);
+        async move { client.get(&addr, path).await.unwrap() }
     };
     let agreed = eventually(FORM_LIMIT, || async {
         let peers = get("/meshkit/peers").await;
@@ -204,10 +228,15 @@ async fn control_endpoint_answers() {
     // The operator's view through the real CLI.
     let token_file = dir.path().join("observer.token");
     std::fs::write(&token_file, &token).unwrap();
+    let ca = dir.path().join("ca.pem");
+    let state = dir.path().join("meshctl-state.json");
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_meshctl"))
             .args(["peers", "list", "--addr", &addr, "--token-file"])
             .arg(&token_file)
+            .arg("--ca")
+            .arg(ca)
+            .env("MESHCTL_STATE", state)
             .output()
             .unwrap()
     })

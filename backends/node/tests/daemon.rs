@@ -53,13 +53,13 @@ fn start(path: &Path) -> Daemon {
     let line = rx
         .recv_timeout(START_LIMIT)
         .expect("meshkitd prints its addresses");
-    // "node-<id> gossip <addr> control http://<addr>"
+    // "node-<id> gossip <addr> control https://<addr>"
     let words: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(words.len(), 5, "unexpected first line: {line:?}");
     Daemon {
         child,
         gossip: words[2].parse().expect("a gossip address"),
-        control: words[4].trim_start_matches("http://").to_owned(),
+        control: words[4].trim_start_matches("https://").to_owned(),
     }
 }
 
@@ -67,6 +67,12 @@ fn peers(control: &str, token_file: &Path) -> Option<PeersResponse> {
     let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
         .args(["peers", "list", "--json", "--addr", control, "--token-file"])
         .arg(token_file)
+        .arg("--ca")
+        .arg(token_file.with_file_name("ca.pem"))
+        .env(
+            "MESHCTL_STATE",
+            token_file.with_file_name("meshctl-state.json"),
+        )
         .output()
         .ok()?;
     if !out.status.success() {

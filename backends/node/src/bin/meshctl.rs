@@ -7,21 +7,36 @@
 //! meshctl tokens keygen --out DIR               a token signing key pair
 //! meshctl tokens issue --key FILE --subject S --scope mesh.operate --ttl 1h
 //!                                               a signed bearer token, on stdout
-//! meshctl peers list --addr HOST:PORT [--json] [--token-file FILE]
-//!                                               one node's view of the mesh
+//! meshctl peers list --addr HOST:PORT [--json] one node's view of the mesh
+//! meshctl transport stats [--addr HOST:PORT] [--json|--prometheus] [--reset]
+//!                                               requests by protocol and HTTP/3 fallbacks
 //! ```
+//!
+//! Commands that talk to a node take the connection options of `ConnectArgs`: the CA to
+//! verify the node with (`--ca`, default `certs/ca.pem`), an optional client certificate
+//! (`--cert`/`--key`), an optional bearer token (`--token` or `MESHCTL_TOKEN`, or
+//! `--token-file`), and the protocols (`--protocol auto|h3|tcp`). The client tries HTTP/3 first
+//! and falls back to HTTP/2 over TLS; its counters and the servers whose HTTP/3 failed recently
+//! are kept between runs in the state file (`--state`, default
+//! `$XDG_STATE_HOME/meshctl/transport.json`), which `meshctl transport stats` prints.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use meshkit_node::client::{Client, ClientConfig, Protocols, StatsSnapshot};
 use meshkit_node::control::PeersResponse;
+use serde::{Deserialize, Serialize};
 
-/// How long `peers list` waits for the control endpoint.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most node certificates one `certs init` makes.
 const MAX_NODES: u64 = 1000;
+/// Most requests one `transport stats --requests` makes.
+const MAX_PROBES: u32 = 10_000;
+/// Largest state file read, in bytes.
+const MAX_STATE_BYTES: u64 = 1024 * 1024;
 
 /// Operator commands for MeshKit.
 #[derive(Debug, Parser)]
@@ -47,6 +62,11 @@ enum Command {
     Peers {
         #[command(subcommand)]
         command: PeersCommand,
+    },
+    /// The control API's transports as this client sees them.
+    Transport {
+        #[command(subcommand)]
+        command: TransportCommand,
     },
 }
 
@@ -99,10 +119,88 @@ enum PeersCommand {
         /// Print the JSON answer instead of a table.
         #[arg(long)]
         json: bool,
-        /// A file holding a bearer token (from `meshctl tokens issue`) to authenticate with.
-        #[arg(long)]
-        token_file: Option<PathBuf>,
+        #[command(flatten)]
+        connect: ConnectArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum TransportCommand {
+    /// Requests by negotiated protocol and fallbacks from HTTP/3 by reason, over every run kept
+    /// in the state file (and the probes this run makes with --addr).
+    Stats {
+        /// Probe this control endpoint first with GET /healthz.
+        #[arg(long)]
+        addr: Option<String>,
+        /// How many probes with --addr.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_PROBES)))]
+        requests: u32,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Print the Prometheus text exposition instead of a table.
+        #[arg(long, conflicts_with = "json")]
+        prometheus: bool,
+        /// Forget the counters and remembered fallbacks first.
+        #[arg(long)]
+        reset: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+}
+
+/// How `meshctl` reaches a node's control API.
+#[derive(Debug, Args)]
+struct ConnectArgs {
+    /// The CA certificate the node's certificate must be signed by.
+    #[arg(long, env = "MESHCTL_CA", default_value = "certs/ca.pem")]
+    ca: PathBuf,
+    /// A client certificate to present (PEM), with --key.
+    #[arg(long, env = "MESHCTL_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM), with --cert.
+    #[arg(long, env = "MESHCTL_KEY", requires = "cert")]
+    key: Option<PathBuf>,
+    /// A bearer token sent as `Authorization: Bearer <token>`.
+    #[arg(long, env = "MESHCTL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A file holding a bearer token (from `meshctl tokens issue`), instead of --token.
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+    /// Accept only a server certificate for this name (default: any node-N name the CA signed).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Which protocols to use.
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Auto)]
+    protocol: ProtocolArg,
+    /// Milliseconds HTTP/3 gets to complete its handshake before the fallback.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    h3_timeout_ms: u64,
+    /// Milliseconds one request gets overall.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    timeout_ms: u64,
+    /// The file that keeps counters and remembered fallbacks between runs.
+    #[arg(long, env = "MESHCTL_STATE")]
+    state: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ProtocolArg {
+    /// HTTP/3, falling back to HTTP/2 over TLS.
+    Auto,
+    /// HTTP/3 only.
+    H3,
+    /// TLS over TCP only (HTTP/2, or HTTP/1.1).
+    Tcp,
+}
+
+/// What the state file holds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    /// Counters over every run.
+    stats: StatsSnapshot,
+    /// Servers whose HTTP/3 failed, with the Unix time (seconds) the memory ends.
+    h3_failed_until: BTreeMap<SocketAddr, u64>,
 }
 
 fn main() -> ExitCode {
@@ -128,9 +226,20 @@ fn main() -> ExitCode {
                 PeersCommand::List {
                     addr,
                     json,
-                    token_file,
+                    connect,
                 },
-        } => peers_list(&addr, json, token_file.as_deref()),
+        } => peers_list(&addr, json, &connect),
+        Command::Transport {
+            command:
+                TransportCommand::Stats {
+                    addr,
+                    requests,
+                    json,
+                    prometheus,
+                    reset,
+                    connect,
+                },
+        } => transport_stats(addr.as_deref(), requests, json, prometheus, reset, &connect),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -141,7 +250,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn certs_init(out: &std::path::Path, nodes: u64) -> Result<(), String> {
+fn certs_init(out: &Path, nodes: u64) -> Result<(), String> {
     let bundle = meshkit_node::certs::write_dev_bundle(out, nodes).map_err(|e| e.to_string())?;
     println!("{}", bundle.ca.display());
     for f in &bundle.nodes {
@@ -164,19 +273,14 @@ fn certs_init(out: &std::path::Path, nodes: u64) -> Result<(), String> {
     Ok(())
 }
 
-fn tokens_keygen(out: &std::path::Path) -> Result<(), String> {
+fn tokens_keygen(out: &Path) -> Result<(), String> {
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let keys = meshkit_node::tokens::write_signing_key(out).map_err(|e| e.to_string())?;
     println!("{} {}", keys.private.display(), keys.public.display());
     Ok(())
 }
 
-fn tokens_issue(
-    key: &std::path::Path,
-    subject: &str,
-    scopes: &[String],
-    ttl: &str,
-) -> Result<(), String> {
+fn tokens_issue(key: &Path, subject: &str, scopes: &[String], ttl: &str) -> Result<(), String> {
     let key =
         meshkit_node::tokens::TokenSigningKey::from_pem_file(key).map_err(|e| e.to_string())?;
     let scopes = scopes
@@ -186,14 +290,14 @@ fn tokens_issue(
         .map_err(|e| format!("--scope: {e}"))?;
     let ttl = meshkit::config::parse_duration(ttl).map_err(|e| format!("--ttl: {e}"))?;
     let token = key
-        .issue(subject, &scopes, std::time::SystemTime::now(), ttl)
+        .issue(subject, &scopes, SystemTime::now(), ttl)
         .map_err(|e| e.to_string())?;
     println!("{token}");
     Ok(())
 }
 
 /// Reads a token file: one token, surrounding whitespace ignored.
-fn read_token(path: &std::path::Path) -> Result<String, String> {
+fn read_token(path: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let token = text.trim();
     let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
@@ -206,20 +310,122 @@ fn read_token(path: &std::path::Path) -> Result<String, String> {
     Ok(token.to_owned())
 }
 
-fn peers_list(addr: &str, json: bool, token_file: Option<&std::path::Path>) -> Result<(), String> {
-    let token = token_file.map(read_token).transpose()?;
+fn state_path(connect: &ConnectArgs) -> Option<PathBuf> {
+    if let Some(path) = &connect.state {
+        return Some(path.clone());
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")))?;
+    Some(base.join("meshctl").join("transport.json"))
+}
+
+/// The state file, or an empty state if it is missing or unreadable (it is a cache).
+fn load_state(path: Option<&Path>) -> State {
+    use std::io::Read as _;
+    let Some(path) = path else {
+        return State::default();
+    };
+    let mut text = String::new();
+    let read =
+        std::fs::File::open(path).and_then(|f| f.take(MAX_STATE_BYTES).read_to_string(&mut text));
+    match read {
+        Ok(_) => serde_json::from_str(&text).unwrap_or_default(),
+        Err(_) => State::default(),
+    }
+}
+
+/// Writes the state file (through a temporary file and a rename); failures are only warned
+/// about, because the state is a cache.
+fn save_state(path: Option<&Path>, state: &State) {
+    let Some(path) = path else { return };
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(state).unwrap_or_default())?;
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(error) = write() {
+        eprintln!("meshctl: warning: cannot write {}: {error}", path.display());
+    }
+}
+
+/// Runs `work` with a client built from `connect`, loading and saving the state file around it.
+fn with_client<T>(
+    connect: &ConnectArgs,
+    reset: bool,
+    work: impl AsyncFnOnce(&Client) -> Result<T, String>,
+) -> Result<(T, State), String> {
+    let mut config = ClientConfig::new(&connect.ca)
+        .map_err(|e| format!("{e} (give the mesh's CA with --ca or MESHCTL_CA)"))?
+        .with_protocols(match connect.protocol {
+            ProtocolArg::Auto => Protocols::H3ThenTcp,
+            ProtocolArg::H3 => Protocols::H3Only,
+            ProtocolArg::Tcp => Protocols::TcpOnly,
+        })
+        .with_h3_timeout(Duration::from_millis(connect.h3_timeout_ms))
+        .with_request_timeout(Duration::from_millis(connect.timeout_ms));
+    if let (Some(cert), Some(key)) = (&connect.cert, &connect.key) {
+        config = config.with_identity(cert, key).map_err(|e| e.to_string())?;
+    }
+    let token = match (&connect.token, &connect.token_file) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(file)) => Some(read_token(file)?),
+        (None, None) => None,
+    };
+    if let Some(token) = &token {
+        config = config.with_token(token).map_err(|e| e.to_string())?;
+    }
+    if let Some(name) = &connect.server_name {
+        config = config.with_server_name(name).map_err(|e| e.to_string())?;
+    }
+    let path = state_path(connect);
+    let mut state = if reset {
+        State::default()
+    } else {
+        load_state(path.as_deref())
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let response = runtime
-        .block_on(meshkit_node::http::get_with_bearer(
-            addr,
-            "/meshkit/peers",
-            token.as_deref(),
-            REQUEST_TIMEOUT,
-        ))
-        .map_err(|e| e.to_string())?;
+    let (result, run) = runtime.block_on(async {
+        let client = Client::new(&config).map_err(|e| e.to_string())?;
+        for (server, until) in &state.h3_failed_until {
+            client.remember_until(
+                *server,
+                SystemTime::UNIX_EPOCH + Duration::from_secs(*until),
+            );
+        }
+        let result = work(&client).await;
+        let remembered = client
+            .remembered()
+            .into_iter()
+            .map(|(server, until)| {
+                let secs = until
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                (server, secs)
+            })
+            .collect::<BTreeMap<_, _>>();
+        Ok::<_, String>((result, (client.stats(), remembered)))
+    })?;
+    let (stats, remembered) = run;
+    state.stats.merge(&stats);
+    state.h3_failed_until = remembered;
+    save_state(path.as_deref(), &state);
+    result.map(|value| (value, state))
+}
+
+fn peers_list(addr: &str, json: bool, connect: &ConnectArgs) -> Result<(), String> {
+    let (response, _) = with_client(connect, false, async |client| {
+        client
+            .get(addr, "/meshkit/peers")
+            .await
+            .map_err(|e| e.to_string())
+    })?;
     if response.status != 200 {
         return Err(format!(
             "{addr}: HTTP {}: {}",
@@ -234,6 +440,41 @@ fn peers_list(addr: &str, json: bool, token_file: Option<&std::path::Path>) -> R
     let peers: PeersResponse = serde_json::from_str(&response.body)
         .map_err(|e| format!("{addr}: unexpected answer: {e}"))?;
     print!("{}", render_table(&peers));
+    Ok(())
+}
+
+fn transport_stats(
+    addr: Option<&str>,
+    requests: u32,
+    json: bool,
+    prometheus: bool,
+    reset: bool,
+    connect: &ConnectArgs,
+) -> Result<(), String> {
+    let (_, state) = with_client(connect, reset, async |client| {
+        if let Some(addr) = addr {
+            for _ in 0..requests {
+                client
+                    .get(addr, "/healthz")
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    })?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&state.stats).map_err(|e| e.to_string())?
+        );
+    } else if prometheus {
+        print!("{}", state.stats.render_prometheus());
+    } else {
+        print!("{}", state.stats.render_table());
+        for (server, until) in &state.h3_failed_until {
+            println!("HTTP/3 to {server} skipped until Unix time {until}");
+        }
+    }
     Ok(())
 }
 

@@ -102,7 +102,7 @@ fn run(file: &std::path::Path) -> ExitCode {
         // One line on stdout with the bound addresses (ports may have been chosen by the OS).
         let control = node
             .control_addr()
-            .map_or_else(|| "-".to_owned(), |a| format!("http://{a}"));
+            .map_or_else(|| "-".to_owned(), |a| format!("https://{a}"));
         println!(
             "node-{} gossip {} control {control}",
             node.id().get(),

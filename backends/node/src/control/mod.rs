@@ -1,17 +1,22 @@
-//! The HTTP control endpoint (axum; HTTP/1.1 and cleartext HTTP/2 on one TCP port).
+//! The HTTP control endpoint: axum routes, served by [`serve()`] over HTTP/3 (QUIC) and HTTP/2
+//! or HTTP/1.1 over TLS (TCP) on one port number.
 //!
 //! * `GET /healthz`: `ok` while the driver runs, 503 once it has stopped.
 //! * `GET /meshkit/peers`: this node's view as JSON ([`PeersResponse`]).
 //! * `GET /metrics`: Prometheus text format (0.0.4): `mesh_gossip_*` from the core's counters and
-//!   member counts by state, `mesh_transport_*` from the transport's, `mesh_control_audit_*`.
+//!   member counts by state, `mesh_transport_*` from the transport's and from the control
+//!   server's ([`serve::ServerStats`]), `mesh_control_audit_*`.
 //!
 //! Who may call which route is decided by [`auth`] (the route-to-scope table is
 //! [`auth::ROUTE_SCOPES`]); operate and admin calls are logged by [`audit`].
 
 pub mod audit;
 pub mod auth;
+pub mod h3;
+pub mod serve;
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -20,7 +25,6 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use meshkit::membership::MemberState;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 
 use self::auth::AccessControl;
 use crate::driver::{NodeHandle, Snapshot};
@@ -93,13 +97,9 @@ pub fn router(node: NodeHandle, access: AccessControl) -> Router {
     access.protect(routes)
 }
 
-/// Serves the control API on `listener` until the task is dropped or aborted.
-pub async fn serve(
-    listener: TcpListener,
-    node: NodeHandle,
-    access: AccessControl,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(node, access)).await
+/// Serves the control API on `server`'s listeners until the task is dropped or aborted.
+pub async fn serve(server: serve::ControlServer, node: NodeHandle, access: AccessControl) {
+    server.serve(router(node, access)).await;
 }
 
 fn stopped() -> Response {
@@ -123,16 +123,23 @@ async fn peers(State(node): State<NodeHandle>) -> Response {
 async fn metrics(
     State(node): State<NodeHandle>,
     Extension(access): Extension<AccessControl>,
+    server: Option<Extension<Arc<serve::ServerStats>>>,
 ) -> Response {
     match node.snapshot().await {
-        Ok(s) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            render_metrics(&s) + &access.render_metrics(),
-        )
-            .into_response(),
+        Ok(s) => {
+            let mut text = render_metrics(&s) + &access.render_metrics();
+            if let Some(Extension(server)) = server {
+                server.render(&mut text);
+            }
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                text,
+            )
+                .into_response()
+        }
         Err(_) => stopped(),
     }
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use meshkit_node::client::{Client, ClientConfig, Protocols};
 use meshkit_node::config::NodeConfig;
 use meshkit_node::node::{self, RunningNode};
 
@@ -158,4 +159,15 @@ where
         tokio::time::sleep(step).await;
     }
     false
+}
+
+/// A control API client trusting the CA [`start_cluster`] wrote into `dir`, presenting node-1's
+/// certificate, with `protocols` and short timeouts for loopback.
+pub fn client(dir: &Path, protocols: Protocols) -> Client {
+    let config = ClientConfig::new(&dir.join("ca.pem"))
+        .and_then(|c| c.with_identity(&dir.join("node-1.pem"), &dir.join("node-1.key")))
+        .expect("load the client's TLS files")
+        .with_protocols(protocols)
+        .with_request_timeout(Duration::from_secs(5));
+    Client::new(&config).expect("build a client")
 }

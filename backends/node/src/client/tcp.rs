@@ -1,0 +1,177 @@
+//! The TLS-over-TCP side of the client: HTTP/2 when the server's ALPN picks `h2` (connections
+//! kept per server and reused), HTTP/1.1 otherwise (one connection per request).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use http::header::HOST;
+use http::{HeaderValue, Uri};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+
+use super::{Client, ClientError, MAX_RESPONSE_BYTES, MAX_SERVERS, Outgoing, Response, lock};
+use crate::control::serve::{ALPN_H2, HttpProtocol};
+
+type H2Sender = http2::SendRequest<Full<Bytes>>;
+
+/// The client's HTTP/2 connections, by server.
+#[derive(Debug, Default)]
+pub(super) struct Connections {
+    h2: Mutex<HashMap<SocketAddr, H2Sender>>,
+}
+
+impl Connections {
+    fn cached(&self, server: SocketAddr) -> Option<H2Sender> {
+        lock(&self.h2).get(&server).cloned()
+    }
+
+    fn forget(&self, server: SocketAddr) {
+        lock(&self.h2).remove(&server);
+    }
+
+    fn keep(&self, server: SocketAddr, sender: H2Sender) {
+        let mut h2 = lock(&self.h2);
+        if h2.len() >= MAX_SERVERS && !h2.contains_key(&server) {
+            h2.clear();
+        }
+        h2.insert(server, sender);
+    }
+}
+
+impl Client {
+    /// One request over TLS on TCP: on a cached HTTP/2 connection if there is one (replaced
+    /// once if it fails and the request may be repeated), else on a new connection.
+    pub(super) async fn tcp_request(
+        &self,
+        server: SocketAddr,
+        outgoing: &Outgoing,
+    ) -> Result<Response, ClientError> {
+        if let Some(mut sender) = self.tcp.cached(server) {
+            if sender.ready().await.is_ok() {
+                match h2_exchange(&mut sender, outgoing).await {
+                    Ok(response) => return Ok(response),
+                    Err(error @ ClientError::TooLarge { .. }) => return Err(error),
+                    Err(error) if !super::is_idempotent(&outgoing.method) => {
+                        self.tcp.forget(server);
+                        return Err(error);
+                    }
+                    Err(error) => {
+                        tracing::debug!(%server, %error, "cached HTTP/2 connection failed");
+                    }
+                }
+            }
+            self.tcp.forget(server);
+        }
+        let connect_error = |source| ClientError::Connect {
+            server: outgoing.authority.clone(),
+            source,
+        };
+        let timed_out = || ClientError::Timeout {
+            server: outgoing.authority.clone(),
+            timeout: self.connect_timeout,
+        };
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(server))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(connect_error)?;
+        // Requests are small and answers prompt: no need to wait for more to send.
+        stream.set_nodelay(true).map_err(connect_error)?;
+        let tls = tokio::time::timeout(
+            self.connect_timeout,
+            tokio_rustls::TlsConnector::from(self.tls.clone())
+                .connect(self.server_name.clone(), stream),
+        )
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|source| ClientError::TlsHandshake {
+            server: outgoing.authority.clone(),
+            source,
+        })?;
+        let http_error = |source| ClientError::Http {
+            server: outgoing.authority.clone(),
+            source,
+        };
+        if tls.get_ref().1.alpn_protocol() == Some(ALPN_H2) {
+            let (mut sender, connection) =
+                http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    .await
+                    .map_err(http_error)?;
+            tokio::spawn(async move {
+                // Ends when the server closes or every sender is dropped.
+                let _ = connection.await;
+            });
+            self.tcp.keep(server, sender.clone());
+            let result = h2_exchange(&mut sender, outgoing).await;
+            if result.is_err() {
+                self.tcp.forget(server);
+            }
+            result
+        } else {
+            let (mut sender, connection) = http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(http_error)?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let mut request = outgoing.head(Full::new(outgoing.body.clone()));
+            // HTTP/1.1 takes the origin form and a Host header.
+            let path = outgoing
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned();
+            *request.uri_mut() = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+            if let Ok(host) = HeaderValue::try_from(outgoing.authority.as_str()) {
+                request.headers_mut().insert(HOST, host);
+            }
+            let response = sender.send_request(request).await.map_err(http_error)?;
+            read_response(response, HttpProtocol::Http11, outgoing).await
+        }
+    }
+}
+
+async fn h2_exchange(sender: &mut H2Sender, outgoing: &Outgoing) -> Result<Response, ClientError> {
+    let request = outgoing.head(Full::new(outgoing.body.clone()));
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|source| ClientError::Http {
+            server: outgoing.authority.clone(),
+            source,
+        })?;
+    read_response(response, HttpProtocol::H2, outgoing).await
+}
+
+async fn read_response(
+    response: http::Response<Incoming>,
+    protocol: HttpProtocol,
+    outgoing: &Outgoing,
+) -> Result<Response, ClientError> {
+    let (parts, body) = response.into_parts();
+    let body = Limited::new(body, MAX_RESPONSE_BYTES)
+        .collect()
+        .await
+        .map_err(|error| match error.downcast::<hyper::Error>() {
+            Ok(source) => ClientError::Http {
+                server: outgoing.authority.clone(),
+                source: *source,
+            },
+            // The only other error `Limited` yields is its length limit.
+            Err(_) => ClientError::TooLarge {
+                server: outgoing.authority.clone(),
+                limit: MAX_RESPONSE_BYTES,
+            },
+        })?
+        .to_bytes();
+    Ok(Response {
+        status: parts.status.as_u16(),
+        protocol,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}

@@ -1,0 +1,408 @@
+//! Serving the control API on one port number: HTTP/2 and HTTP/1.1 over TLS on TCP, HTTP/3 over
+//! QUIC on UDP (DESIGN.md §4).
+//!
+//! Both paths serve the same axum [`Router`] as a tower service. Before the router sees a
+//! request, the server inserts two extensions: the client's verified leaf certificate as
+//! [`ClientCertificate`] (what authorization reads) and the [`ServerStats`] that `/metrics`
+//! renders. Responses over TCP carry `Alt-Svc: h3=":<port>"; ma=86400`, so a client that came
+//! over TCP learns that HTTP/3 is on the same port number.
+//!
+//! ## Limits
+//!
+//! Each listener holds at most [`MAX_CONNECTIONS`] connections (more are refused at accept), a
+//! TLS or QUIC handshake has [`HANDSHAKE_TIMEOUT`], a connection carries at most
+//! [`MAX_STREAMS_PER_CONNECTION`] concurrent requests, HTTP/1.1 request heads must arrive within
+//! [`HEADER_READ_TIMEOUT`], and HTTP/3 request bodies are read whole up to
+//! [`super::h3::MAX_REQUEST_BODY_BYTES`] (the control API takes small bodies).
+//!
+//! ## Shutdown
+//!
+//! [`ControlServer::serve`] owns every connection task in a [`JoinSet`]: dropping or aborting
+//! the future closes the listeners and every open connection with it.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use bytes::Bytes;
+use http::header::ALT_SVC;
+use http::{HeaderValue, Request, Response, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tower_service::Service as _;
+
+use crate::tls::{ClientCertificate, TlsError, TlsIdentity};
+
+/// ALPN name of HTTP/2 over TLS.
+pub const ALPN_H2: &[u8] = b"h2";
+/// ALPN name of HTTP/1.1 over TLS.
+pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+/// ALPN name of HTTP/3.
+pub const ALPN_H3: &[u8] = b"h3";
+
+/// Most connections one listener (TCP, or QUIC) holds at once; more are refused at accept.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Time a client has to finish its TLS (TCP) or QUIC handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time an HTTP/1.1 client has to send a request head.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most concurrent requests (HTTP/2 or HTTP/3 streams) on one connection.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 100;
+/// How long a client may remember the `Alt-Svc` advertisement of HTTP/3, in seconds.
+pub const ALT_SVC_MAX_AGE_SECS: u32 = 86_400;
+/// How many times [`ControlServer::bind`] with port 0 tries a fresh TCP port whose UDP twin is
+/// taken before it gives up.
+const BIND_ATTEMPTS: usize = 16;
+
+/// Why the control server could not start. Nothing is left bound when this is returned.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// The node's TLS material could not make a server configuration.
+    #[error("control TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// The TCP port could not be bound.
+    #[error("control endpoint {addr} (TCP): {source}")]
+    BindTcp {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The UDP port (the same number as the TCP one) could not be bound.
+    #[error("control endpoint {addr} (UDP, HTTP/3): {source}")]
+    BindUdp {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The HTTP versions the control API is served over; a bounded metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum HttpProtocol {
+    /// HTTP/3 over QUIC.
+    H3,
+    /// HTTP/2 over TLS.
+    H2,
+    /// HTTP/1.1 over TLS.
+    Http11,
+}
+
+impl HttpProtocol {
+    /// Every protocol, in label order.
+    pub const ALL: [Self; 3] = [Self::H3, Self::H2, Self::Http11];
+
+    /// The metric label and ALPN-style name: `h3`, `h2` or `http1.1`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::H3 => "h3",
+            Self::H2 => "h2",
+            Self::Http11 => "http1.1",
+        }
+    }
+}
+
+impl std::fmt::Display for HttpProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Server-side counters of the control API's transports, rendered under `mesh_transport_control_*`.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    requests_h3: AtomicU64,
+    requests_h2: AtomicU64,
+    requests_http11: AtomicU64,
+    handshakes_failed_tcp: AtomicU64,
+    handshakes_failed_quic: AtomicU64,
+    connections_refused: AtomicU64,
+}
+
+impl ServerStats {
+    /// Requests served over `protocol`.
+    pub fn requests(&self, protocol: HttpProtocol) -> u64 {
+        self.requests_counter(protocol).load(Ordering::Relaxed)
+    }
+
+    /// TLS handshakes that failed or timed out on TCP.
+    pub fn tcp_handshakes_failed(&self) -> u64 {
+        self.handshakes_failed_tcp.load(Ordering::Relaxed)
+    }
+
+    /// QUIC (TLS 1.3) handshakes that failed or timed out.
+    pub fn quic_handshakes_failed(&self) -> u64 {
+        self.handshakes_failed_quic.load(Ordering::Relaxed)
+    }
+
+    /// Appends the Prometheus text exposition of these counters to `out`.
+    pub fn render(&self, out: &mut String) {
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "# HELP mesh_transport_control_requests_total Control API requests served, by HTTP \
+             version.\n# TYPE mesh_transport_control_requests_total counter"
+        );
+        for protocol in HttpProtocol::ALL {
+            let _ = writeln!(
+                out,
+                "mesh_transport_control_requests_total{{protocol=\"{protocol}\"}} {}",
+                self.requests(protocol)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP mesh_transport_control_handshakes_failed_total Control API TLS handshakes that \
+             failed or timed out, by transport.\n\
+             # TYPE mesh_transport_control_handshakes_failed_total counter\n\
+             mesh_transport_control_handshakes_failed_total{{transport=\"tcp\"}} {}\n\
+             mesh_transport_control_handshakes_failed_total{{transport=\"quic\"}} {}",
+            self.tcp_handshakes_failed(),
+            self.quic_handshakes_failed()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP mesh_transport_control_connections_refused_total Control API connections \
+             refused because a listener held its maximum.\n\
+             # TYPE mesh_transport_control_connections_refused_total counter\n\
+             mesh_transport_control_connections_refused_total {}",
+            self.connections_refused.load(Ordering::Relaxed)
+        );
+    }
+
+    fn requests_counter(&self, protocol: HttpProtocol) -> &AtomicU64 {
+        match protocol {
+            HttpProtocol::H3 => &self.requests_h3,
+            HttpProtocol::H2 => &self.requests_h2,
+            HttpProtocol::Http11 => &self.requests_http11,
+        }
+    }
+
+    pub(super) fn count_request(&self, protocol: HttpProtocol) {
+        self.requests_counter(protocol)
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn count_quic_handshake_failed(&self) {
+        self.handshakes_failed_quic.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn count_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The control API's listeners, bound on one port number: TCP (TLS, `h2` and `http/1.1`) and
+/// UDP (QUIC, `h3`). Start it with [`ControlServer::serve`].
+#[derive(Debug)]
+pub struct ControlServer {
+    tcp: TcpListener,
+    quic: quinn::Endpoint,
+    tls: Arc<rustls::ServerConfig>,
+    addr: SocketAddr,
+    stats: Arc<ServerStats>,
+}
+
+impl ControlServer {
+    /// Binds TCP and UDP on `addr`. With port 0 the OS picks a TCP port and the UDP socket takes
+    /// the same number (a few fresh ports are tried if that number is taken on UDP).
+    pub async fn bind(addr: SocketAddr, identity: &TlsIdentity) -> Result<Self, ControlError> {
+        let tls = Arc::new(identity.control_server_config(&[ALPN_H2, ALPN_HTTP11])?);
+        let quic_tls = identity.control_server_config(&[ALPN_H3])?;
+        let quic_config = super::h3::server_config(quic_tls)?;
+        let mut last_error = None;
+        for _ in 0..BIND_ATTEMPTS {
+            let tcp = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ControlError::BindTcp { addr, source })?;
+            let bound = tcp
+                .local_addr()
+                .map_err(|source| ControlError::BindTcp { addr, source })?;
+            match quinn::Endpoint::server(quic_config.clone(), bound) {
+                Ok(quic) => {
+                    return Ok(Self {
+                        tcp,
+                        quic,
+                        tls,
+                        addr: bound,
+                        stats: Arc::default(),
+                    });
+                }
+                Err(source) if addr.port() == 0 => {
+                    tracing::debug!(%bound, %source, "UDP twin of a fresh TCP port taken; retrying");
+                    last_error = Some(ControlError::BindUdp {
+                        addr: bound,
+                        source,
+                    });
+                }
+                Err(source) => return Err(ControlError::BindUdp { addr, source }),
+            }
+        }
+        Err(last_error.unwrap_or(ControlError::BindUdp {
+            addr,
+            source: std::io::ErrorKind::AddrInUse.into(),
+        }))
+    }
+
+    /// The address bound, the same port number on TCP and UDP.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The counters this server updates (also rendered by `/metrics`).
+    pub fn stats(&self) -> Arc<ServerStats> {
+        self.stats.clone()
+    }
+
+    /// Serves `router` over both transports until the future is dropped, which closes the
+    /// listeners and every connection.
+    pub async fn serve(self, router: Router) {
+        let tcp = serve_tls(self.tcp, self.tls, router.clone(), self.stats.clone());
+        let quic = super::h3::serve_h3(self.quic, router, self.stats);
+        tokio::join!(tcp, quic);
+    }
+}
+
+/// Serves `router` over TLS on `listener` (HTTP/2 and HTTP/1.1, by ALPN) until the future is
+/// dropped. [`ControlServer::serve`] runs this beside HTTP/3; alone, it is a server whose UDP
+/// side is unreachable (what the fallback tests need).
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    stats: Arc<ServerStats>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    let alt_svc = HeaderValue::try_from(format!("h3=\":{port}\"; ma={ALT_SVC_MAX_AGE_SECS}"))
+        .expect("digits and ASCII punctuation make a valid header value");
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Accept errors are per connection (e.g. out of file descriptors): pause briefly
+                // rather than spin, and go on.
+                tracing::warn!(%error, "control endpoint: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        while connections.try_join_next().is_some() {}
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            stats.count_refused();
+            tracing::debug!(%peer, "control endpoint: too many connections, refused");
+            continue;
+        };
+        connections.spawn(serve_tls_connection(
+            stream,
+            peer,
+            acceptor.clone(),
+            router.clone(),
+            stats.clone(),
+            alt_svc.clone(),
+            permit,
+        ));
+    }
+}
+
+async fn serve_tls_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    router: Router,
+    stats: Arc<ServerStats>,
+    alt_svc: HeaderValue,
+    _permit: OwnedSemaphorePermit,
+) {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            stats.handshakes_failed_tcp.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, %error, "control endpoint: TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            stats.handshakes_failed_tcp.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "control endpoint: TLS handshake timed out");
+            return;
+        }
+    };
+    let certificate = ClientCertificate(
+        tls.get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| leaf.clone().into_owned()),
+    );
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let protocol = if request.version() == Version::HTTP_2 {
+            HttpProtocol::H2
+        } else {
+            HttpProtocol::Http11
+        };
+        let response = handle(
+            router.clone(),
+            request.map(Body::new),
+            protocol,
+            certificate.clone(),
+            stats.clone(),
+        );
+        let alt_svc = alt_svc.clone();
+        async move {
+            let mut response = response.await;
+            response.headers_mut().insert(ALT_SVC, alt_svc);
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+    if let Err(error) = builder.serve_connection(TokioIo::new(tls), service).await {
+        tracing::debug!(%peer, %error, "control endpoint: connection ended with an error");
+    }
+}
+
+/// One request through the router, with the extensions every handler may read.
+pub(super) async fn handle(
+    mut router: Router,
+    mut request: Request<Body>,
+    protocol: HttpProtocol,
+    certificate: ClientCertificate,
+    stats: Arc<ServerStats>,
+) -> Response<Body> {
+    stats.count_request(protocol);
+    request.extensions_mut().insert(certificate);
+    request.extensions_mut().insert(stats);
+    match router.call(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// A small body for answers the server makes itself (e.g. a request body over the limit).
+pub(super) fn plain(status: http::StatusCode, text: &'static str) -> Response<Body> {
+    let mut response = Response::new(Body::from(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response
+}
