@@ -25,6 +25,10 @@
 //!
 //! [access.identities]             # client certificate name -> scopes; others get none
 //! meshctl-admin = ["mesh.admin"]
+//! [metadata]                      # optional: published to every member (strings)
+//! cluster = "eu-1"                # conventional keys: cluster, region (GET /meshkit/clusters)
+//! region = "eu-west"
+//!
 //! [leadership]                    # optional: leases with fencing tokens
 //! voters = [1, 2, 3]              # the Raft voters (1..=7 ids; 3 or 5 usual), same on every node
 //! campaign = ["global-control"]   # optional: scopes this node contends for
@@ -69,6 +73,8 @@ pub struct RawNodeConfig {
     #[serde(default)]
     pub access: RawAccessConfig,
     pub leadership: Option<RawLeadershipConfig>,
+    #[serde(default)]
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 /// The `[leadership]` table.
@@ -172,6 +178,7 @@ pub struct NodeConfig {
     membership: Config,
     access: AccessConfig,
     leadership: Option<LeadershipConfig>,
+    metadata: std::collections::BTreeMap<String, String>,
 }
 
 fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, NodeConfigError> {
@@ -251,6 +258,10 @@ impl NodeConfig {
     pub fn access(&self) -> &AccessConfig {
         &self.access
     }
+    /// Metadata the node publishes besides what it sets itself.
+    pub fn metadata(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.metadata
+    }
     /// The leadership settings, if the node runs leases.
     pub fn leadership(&self) -> Option<&LeadershipConfig> {
         self.leadership.as_ref()
@@ -316,6 +327,24 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
         let membership = Config::try_from(membership).map_err(NodeConfigError::Membership)?;
         let access = AccessConfig::try_from(raw.access)?;
         let leadership = raw.leadership.map(leadership_config).transpose()?;
+        for (key, value) in &raw.metadata {
+            let invalid = |expected| NodeConfigError::Invalid {
+                key: format!("metadata.{key}"),
+                value: value.clone(),
+                expected,
+            };
+            if crate::driver::RESERVED_KEYS.contains(&key.as_str()) {
+                return Err(invalid(
+                    "a key other than addr, draining, version and wire (the node sets those)",
+                ));
+            }
+            if key.is_empty() || key.len() > meshkit::wire::MAX_KEY_BYTES {
+                return Err(invalid("a key of 1 to 64 bytes"));
+            }
+            if value.len() > meshkit::wire::MAX_VALUE_BYTES {
+                return Err(invalid("a value of at most 1024 bytes"));
+            }
+        }
         Ok(Self {
             id: NodeId::new(raw.id),
             listen,
@@ -327,6 +356,7 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
             membership,
             access,
             leadership,
+            metadata: raw.metadata,
         })
     }
 }
@@ -455,6 +485,10 @@ mod tests {
                 "membership.probe_interval",
             ),
             (base.to_owned(), "tls"),
+            (
+                format!("{base}{TLS}[metadata]\naddr = \"x\"\n"),
+                "metadata.addr",
+            ),
             (
                 format!("{base}{TLS}[leadership]\nvoters = [1, 1]\n"),
                 "leadership.voters[1]",

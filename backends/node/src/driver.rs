@@ -47,6 +47,17 @@ pub const MAX_INPUTS_PER_ROUND: usize = 64;
 const IDLE_WAKE: Duration = Duration::from_secs(3600);
 /// The metadata key a draining node sets, so that operators and peers see the drain.
 pub const DRAIN_KEY: &str = "draining";
+/// The metadata key under which every node publishes its software version.
+pub const VERSION_KEY: &str = "version";
+/// The metadata key under which every node publishes its wire protocol versions
+/// (`membership/lease`, e.g. `1/1`).
+pub const WIRE_KEY: &str = "wire";
+/// The metadata key a node declares its cluster under (`[metadata] cluster = ...`).
+pub const CLUSTER_KEY: &str = "cluster";
+/// The metadata key a node declares its region under (`[metadata] region = ...`).
+pub const REGION_KEY: &str = "region";
+/// Keys the node itself publishes; configuration may not set them.
+pub const RESERVED_KEYS: [&str; 4] = [ADDR_KEY, DRAIN_KEY, VERSION_KEY, WIRE_KEY];
 
 /// Which state machine a datagram is for: its first byte on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,8 +111,10 @@ pub struct PeerInfo {
     pub incarnation: Incarnation,
     /// Smoothed round-trip time of direct probes, once measured.
     pub rtt: Option<Duration>,
-    /// Keys of its metadata this node holds (live keys only).
-    pub metadata_keys: Vec<String>,
+    /// Its metadata as this node holds it (live keys only; values as lossy UTF-8).
+    pub metadata: BTreeMap<String, String>,
+    /// How long ago this node saw it change state.
+    pub last_change_ago: Duration,
     /// The address the driver would dial it at.
     pub addr: Option<SocketAddr>,
 }
@@ -123,6 +136,8 @@ pub struct Snapshot {
     pub leadership: Option<(LeadershipView, LeadershipStats)>,
     /// Whether the node has been drained (and not resumed).
     pub draining: bool,
+    /// Whether it was told to join through seeds (so it expects other members).
+    pub joined: bool,
 }
 
 impl Snapshot {
@@ -322,6 +337,7 @@ pub struct Driver<T, C> {
     /// Scopes the configuration contends for (re-entered on resume).
     campaign: Vec<Scope>,
     draining: bool,
+    joined: bool,
     transport: T,
     clock: C,
     timer: Pin<Box<Sleep>>,
@@ -347,6 +363,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             leadership: None,
             campaign: Vec::new(),
             draining: false,
+            joined: false,
             transport,
             clock,
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
@@ -384,6 +401,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                     self.addrs.insert(seed.id, seed.addr);
                 }
                 let ids: Vec<NodeId> = seeds.iter().map(|s| s.id).collect();
+                self.joined |= ids.iter().any(|id| *id != own);
                 self.membership.handle_join(now, &ids);
             }
             Command::SetMetadata { key, value, reply } => {
@@ -515,6 +533,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
     }
 
     fn snapshot(&self) -> Snapshot {
+        let now = self.clock.now();
         let peers = self
             .membership
             .members()
@@ -523,11 +542,16 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                 state: m.state,
                 incarnation: m.incarnation,
                 rtt: m.rtt,
-                metadata_keys: self
+                metadata: self
                     .membership
                     .metadata(m.id)
-                    .map(|meta| meta.live().map(|(k, _)| k.to_owned()).collect())
+                    .map(|meta| {
+                        meta.live()
+                            .map(|(k, v)| (k.to_owned(), String::from_utf8_lossy(v).into_owned()))
+                            .collect()
+                    })
                     .unwrap_or_default(),
+                last_change_ago: now.saturating_duration_since(m.last_change),
                 addr: self.addrs.get(&m.id).copied(),
             })
             .collect();
@@ -542,6 +566,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                 .as_ref()
                 .map(|l| (l.view(self.clock.now()), l.stats())),
             draining: self.draining,
+            joined: self.joined,
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{NodeConfig, NodeConfigError};
 use crate::control::auth::AccessControl;
 use crate::control::serve::{ControlError, ControlServer};
-use crate::driver::{ADDR_KEY, Driver, NodeHandle};
+use crate::driver::{ADDR_KEY, Driver, NodeHandle, VERSION_KEY, WIRE_KEY};
 use crate::transport::quic::{QuicError, QuicTransport};
 
 /// Why a node did not start. Nothing keeps running when this is returned.
@@ -33,6 +33,14 @@ pub enum StartError {
     /// The token key or the audit log of `[access]` is unusable.
     #[error(transparent)]
     Access(#[from] crate::control::auth::AccessStartError),
+    /// The metadata does not fit the membership's limits (`membership.max_metadata_bytes`).
+    #[error("key `metadata.{key}`: {source}")]
+    Metadata {
+        /// The key.
+        key: String,
+        /// Why.
+        source: meshkit::membership::MetadataError,
+    },
     /// The lease voter could not start (an invalid voter set).
     #[error("key `leadership`: {0}")]
     Leadership(#[from] meshkit::lease::GroupError),
@@ -128,9 +136,30 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
         seed,
         now,
     );
-    membership
-        .set_metadata(now, ADDR_KEY, advertise.to_string().as_bytes())
-        .expect("an address is far below the metadata size limit");
+    let wire = format!(
+        "{}/{}",
+        meshkit::wire::PROTOCOL_VERSION,
+        meshkit::lease::wire::LEASE_PROTOCOL_VERSION
+    );
+    let own = [
+        (ADDR_KEY, advertise.to_string()),
+        (VERSION_KEY, env!("CARGO_PKG_VERSION").to_owned()),
+        (WIRE_KEY, wire),
+    ];
+    let published = own.iter().map(|(k, v)| (*k, v.as_str())).chain(
+        config
+            .metadata()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    for (key, value) in published {
+        membership
+            .set_metadata(now, key, value.as_bytes())
+            .map_err(|source| StartError::Metadata {
+                key: key.to_owned(),
+                source,
+            })?;
+    }
     let (mut driver, handle) = Driver::new(membership, transport, clock);
     if let Some(leadership) = config.leadership() {
         driver = driver.with_leadership(leadership, seed.rotate_left(32))?;

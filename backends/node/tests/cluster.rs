@@ -209,7 +209,7 @@ async fn control_endpoint_answers() {
         peers
             .peers
             .iter()
-            .all(|p| p.metadata == ["addr"] && p.addr.is_some())
+            .all(|p| p.metadata.contains_key("addr") && p.addr.is_some())
     );
 
     let metrics = get("/metrics").await;

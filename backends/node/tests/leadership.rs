@@ -7,12 +7,10 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Request;
-use common::{TempDir, eventually, start_cluster_with, token};
+use common::{TempDir, control, eventually, start_cluster_with};
 use futures_util::StreamExt;
 use meshkit::NodeId;
 use meshkit::lease::Scope;
-use meshkit_node::config::NodeConfig;
-use meshkit_node::control::auth::AccessControl;
 use meshkit_node::leadership::Change;
 use meshkit_node::node::RunningNode;
 use tower::ServiceExt;
@@ -118,7 +116,7 @@ async fn transfer_and_drain_move_the_lease_through_the_control_api() {
     let (first, token) = wait_single_holder(&nodes, ELECT_LIMIT).await;
     let holder = nodes.iter().find(|n| n.id() == first).unwrap();
     let target = nodes.iter().find(|n| n.id() != first).unwrap().id();
-    let router = control(&dir, holder);
+    let router = control(dir.path(), holder);
 
     // A transfer to an unknown scope form is refused before anything is sent.
     let bad = router
@@ -148,7 +146,7 @@ async fn transfer_and_drain_move_the_lease_through_the_control_api() {
 
     // Draining the new holder releases the lease; one of the others takes it.
     let target_node = nodes.iter().find(|n| n.id() == target).unwrap();
-    let drained = control(&dir, target_node)
+    let drained = control(dir.path(), target_node)
         .oneshot(post_json("/control/drain", ""))
         .await
         .unwrap();
@@ -183,7 +181,7 @@ async fn the_event_stream_resumes_from_last_event_id() {
     let nodes = start_cluster_with(dir.path(), 3, LEADERSHIP).await;
     wait_single_holder(&nodes, ELECT_LIMIT).await;
     let voter = &nodes[0];
-    let router = control(&dir, voter);
+    let router = control(dir.path(), voter);
 
     // From the start: the feed holds at least the Raft leader's election and the first grant.
     let first = read_events(&router, None, 3).await;
@@ -216,33 +214,6 @@ async fn dump(nodes: &[RunningNode]) {
             }
         }
     }
-}
-
-/// The control API of `node` with its configured access control, and an operator's token for
-/// the requests.
-fn control(dir: &TempDir, node: &RunningNode) -> axum::Router {
-    let path = dir.path().join(format!("node-{}.toml", node.id().get()));
-    let config = NodeConfig::load(&path).expect("the node's config");
-    let access = AccessControl::from_config(config.access()).expect("access control");
-    let bearer = format!(
-        "Bearer {}",
-        token(
-            dir.path(),
-            "test-operator",
-            meshkit_node::scope::Scope::Operate
-        )
-    );
-    meshkit_node::control::router(node.handle().clone(), access).layer(
-        axum::middleware::map_request(move |mut request: Request<Body>| {
-            let bearer = bearer.clone();
-            async move {
-                request
-                    .headers_mut()
-                    .insert("authorization", bearer.parse().expect("a header value"));
-                request
-            }
-        }),
-    )
 }
 
 fn post_json(path: &str, body: &str) -> Request<Body> {

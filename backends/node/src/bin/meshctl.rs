@@ -499,7 +499,7 @@ fn render_table(peers: &PeersResponse) -> String {
             p.incarnation,
             rtt,
             p.addr.as_deref().unwrap_or("-"),
-            p.metadata.join(",")
+            p.metadata.keys().cloned().collect::<Vec<_>>().join(",")
         ));
     }
     out

@@ -30,14 +30,21 @@ use self::auth::AccessControl;
 use crate::driver::{NodeHandle, Snapshot};
 
 pub mod leadership;
+pub mod views;
 
 /// The body of `GET /meshkit/peers`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PeersResponse {
     /// The answering node's id.
     pub local: u64,
-    /// Every member it knows, itself included, in id order.
+    /// The members it knows that match the filter, itself included, in id order; one page.
     pub peers: Vec<PeerJson>,
+    /// Members matching the filter, over all pages.
+    #[serde(default)]
+    pub total: usize,
+    /// The `after` of the next page, if there is one.
+    #[serde(default)]
+    pub next_after: Option<u64>,
 }
 
 /// One member in [`PeersResponse`].
@@ -51,29 +58,52 @@ pub struct PeerJson {
     pub incarnation: u32,
     /// Smoothed round-trip time of direct probes, once measured.
     pub rtt_ms: Option<f64>,
-    /// Keys of its metadata.
-    pub metadata: Vec<String>,
+    /// Its metadata (values as lossy UTF-8).
+    pub metadata: std::collections::BTreeMap<String, String>,
     /// The address its transport is dialled at, when known.
     pub addr: Option<String>,
+    /// Seconds since the answering node saw it change state.
+    #[serde(default)]
+    pub last_change_s_ago: f64,
 }
 
 impl PeersResponse {
-    /// The JSON form of a snapshot.
+    /// The JSON form of a snapshot: every member, one page.
     pub fn from_snapshot(snapshot: &Snapshot) -> Self {
+        Self::page(snapshot, &views::PeersQuery::default())
+    }
+
+    /// The members of `snapshot` that match `query`, one page of them.
+    pub fn page(snapshot: &Snapshot, query: &views::PeersQuery) -> Self {
+        let matching: Vec<&crate::driver::PeerInfo> =
+            snapshot.peers.iter().filter(|p| query.matches(p)).collect();
+        let limit = query.limit();
+        let page: Vec<PeerJson> = matching
+            .iter()
+            .filter(|p| query.after.is_none_or(|after| p.id.get() > after))
+            .take(limit + 1)
+            .map(|p| PeerJson {
+                id: p.id.get(),
+                state: p.state.to_string(),
+                incarnation: p.incarnation.get(),
+                rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1e3),
+                metadata: p.metadata.clone(),
+                addr: p.addr.map(|a| a.to_string()),
+                last_change_s_ago: p.last_change_ago.as_secs_f64(),
+            })
+            .collect();
+        let (peers, next_after) = if page.len() > limit {
+            let peers = page[..limit].to_vec();
+            let next = peers.last().map(|p| p.id);
+            (peers, next)
+        } else {
+            (page, None)
+        };
         Self {
             local: snapshot.local_id.get(),
-            peers: snapshot
-                .peers
-                .iter()
-                .map(|p| PeerJson {
-                    id: p.id.get(),
-                    state: p.state.to_string(),
-                    incarnation: p.incarnation.get(),
-                    rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1e3),
-                    metadata: p.metadata_keys.clone(),
-                    addr: p.addr.map(|a| a.to_string()),
-                })
-                .collect(),
+            peers,
+            total: matching.len(),
+            next_after,
         }
     }
 }
@@ -84,6 +114,9 @@ pub fn router(node: NodeHandle, access: AccessControl) -> Router {
         .route("/healthz", get(healthz))
         .route("/meshkit/peers", get(peers))
         .route("/metrics", get(metrics))
+        .route("/readyz", get(views::readyz))
+        .route("/meshkit/clusters", get(views::clusters))
+        .route("/meshkit/versions", get(views::versions))
         .route("/meshkit/leaders", get(leadership::leaders))
         .route(
             "/control/events/leadership",
@@ -113,9 +146,22 @@ async fn healthz(State(node): State<NodeHandle>) -> Response {
     }
 }
 
-async fn peers(State(node): State<NodeHandle>) -> Response {
+async fn peers(
+    State(node): State<NodeHandle>,
+    query: Result<
+        axum::extract::Query<views::PeersQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Response {
+    let query = match query {
+        Ok(q) => q.0,
+        Err(e) => return views::bad_query(&e),
+    };
+    if let Err(error) = query.check() {
+        return views::bad_request(error);
+    }
     match node.snapshot().await {
-        Ok(s) => axum::Json(PeersResponse::from_snapshot(&s)).into_response(),
+        Ok(s) => axum::Json(PeersResponse::page(&s, &query)).into_response(),
         Err(_) => stopped(),
     }
 }
@@ -291,7 +337,8 @@ mod tests {
             state,
             incarnation: Incarnation::new(1),
             rtt: None,
-            metadata_keys: vec!["addr".to_owned()],
+            metadata: [("addr".to_owned(), "127.0.0.1:1".to_owned())].into(),
+            last_change_ago: meshkit::Duration::ZERO,
             addr: None,
         };
         Snapshot {
@@ -302,6 +349,7 @@ mod tests {
             health_score: 0,
             leadership: None,
             draining: false,
+            joined: false,
         }
     }
 

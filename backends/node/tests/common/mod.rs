@@ -171,3 +171,29 @@ pub fn client(dir: &Path, protocols: Protocols) -> Client {
         .with_request_timeout(Duration::from_secs(5));
     Client::new(&config).expect("build a client")
 }
+
+/// The control API of `node` (started by [`start_cluster_with`] in `dir`) with its configured
+/// access control, every request carrying an operator's bearer token.
+pub fn control(dir: &Path, node: &RunningNode) -> axum::Router {
+    use axum::body::Body;
+    use axum::http::Request;
+    let path = dir.join(format!("node-{}.toml", node.id().get()));
+    let config = NodeConfig::load(&path).expect("the node's config");
+    let access = meshkit_node::control::auth::AccessControl::from_config(config.access())
+        .expect("access control");
+    let bearer = format!(
+        "Bearer {}",
+        token(dir, "test-operator", meshkit_node::scope::Scope::Operate)
+    );
+    meshkit_node::control::router(node.handle().clone(), access).layer(
+        axum::middleware::map_request(move |mut request: Request<Body>| {
+            let bearer = bearer.clone();
+            async move {
+                request
+                    .headers_mut()
+                    .insert("authorization", bearer.parse().expect("a header value"));
+                request
+            }
+        }),
+    )
+}
