@@ -242,6 +242,22 @@ impl Change {
         })
     }
 
+    /// The scope the change is about, if any.
+    pub fn scope(&self) -> Option<&str> {
+        match self {
+            Self::Acquired { scope, .. }
+            | Self::Renewed { scope, .. }
+            | Self::Lost { scope, .. }
+            | Self::Transferred { scope, .. }
+            | Self::Expired { scope, .. }
+            | Self::Released { scope, .. }
+            | Self::Granted { scope, .. }
+            | Self::LeaseReleased { scope, .. }
+            | Self::LeaseExpired { scope, .. } => Some(scope),
+            Self::RaftLeader { .. } | Self::Voters { .. } => None,
+        }
+    }
+
     /// The SSE event name.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -3,65 +3,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::daemon::{Daemon, start};
 use common::{TempDir, write_config};
 use meshkit_node::control::PeersResponse;
 
-const START_LIMIT: Duration = Duration::from_secs(10);
 const FORM_LIMIT: Duration = Duration::from_secs(10);
 const DETECT_LIMIT: Duration = Duration::from_secs(15);
 const EXIT_LIMIT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(100);
-
-/// A running `meshkitd`, killed when dropped (so a failing test leaves no process behind).
-struct Daemon {
-    child: Child,
-    gossip: SocketAddr,
-    control: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `meshkitd --config path` and reads the addresses it prints on its first line.
-fn start(path: &Path) -> Daemon {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshkitd"))
-        .arg("--config")
-        .arg(path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("meshkitd starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(START_LIMIT)
-        .expect("meshkitd prints its addresses");
-    // "node-<id> gossip <addr> control https://<addr>"
-    let words: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(words.len(), 5, "unexpected first line: {line:?}");
-    Daemon {
-        child,
-        gossip: words[2].parse().expect("a gossip address"),
-        control: words[4].trim_start_matches("https://").to_owned(),
-    }
-}
 
 fn peers(control: &str, token_file: &Path) -> Option<PeersResponse> {
     let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))

@@ -26,9 +26,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use http::Method;
 use meshkit_node::client::{Client, ClientConfig, Protocols, StatsSnapshot};
 use meshkit_node::control::PeersResponse;
+use meshkit_node::control::leadership::ShardsResponse;
+use meshkit_node::leadership::{FeedEntry, LeadershipView};
 use serde::{Deserialize, Serialize};
 
 /// Most node certificates one `certs init` makes.
@@ -67,6 +71,100 @@ enum Command {
     Transport {
         #[command(subcommand)]
         command: TransportCommand,
+    },
+    /// Leases and the Raft voters as one node sees them.
+    Leaders {
+        #[command(subcommand)]
+        command: LeadersCommand,
+    },
+    /// Shard owners (the holders of `shard/{namespace}/{id}` leases).
+    Shards {
+        #[command(subcommand)]
+        command: ShardsCommand,
+    },
+    /// Drains a node: it stops contending for leases and releases those it holds.
+    Drain {
+        /// The node's control endpoint, HOST:PORT.
+        #[arg(long)]
+        addr: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Undoes a drain: the node contends again for its configured scopes.
+    Resume {
+        /// The node's control endpoint, HOST:PORT.
+        #[arg(long)]
+        addr: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LeadersCommand {
+    /// The node's voter state, its applied lease table and the leases it holds.
+    Status {
+        /// The node's control endpoint, HOST:PORT.
+        #[arg(long)]
+        addr: String,
+        /// Print the JSON answer instead of tables.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Follows the node's leadership feed (a voter's shows every grant in the mesh), resuming
+    /// after the last entry seen; stops after --count entries or --for, or on Ctrl-C.
+    Watch {
+        /// The node's control endpoint, HOST:PORT.
+        #[arg(long)]
+        addr: String,
+        /// Start after this sequence number (default: with the oldest entry the node holds).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Stop after this many entries.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop after this long, such as 30s or 5m.
+        #[arg(long = "for")]
+        duration: Option<String>,
+        /// Milliseconds between polls of the feed.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..=60_000))]
+        poll_ms: u64,
+        /// Print one JSON object per entry instead of a line of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Hands a lease the node holds to another node.
+    Transfer {
+        /// The holder's control endpoint, HOST:PORT.
+        #[arg(long)]
+        addr: String,
+        /// The scope, such as global-control or shard/orders/7.
+        #[arg(long)]
+        scope: String,
+        /// The node to hand it to.
+        #[arg(long)]
+        to: u64,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ShardsCommand {
+    /// Lists shard owners with their fencing tokens.
+    List {
+        /// The node's control endpoint, HOST:PORT (a voter knows every owner).
+        #[arg(long)]
+        addr: String,
+        /// Print the JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
     },
 }
 
@@ -240,6 +338,77 @@ fn main() -> ExitCode {
                     connect,
                 },
         } => transport_stats(addr.as_deref(), requests, json, prometheus, reset, &connect),
+        Command::Leaders {
+            command:
+                LeadersCommand::Status {
+                    addr,
+                    json,
+                    connect,
+                },
+        } => leaders_status(&addr, json, &connect),
+        Command::Leaders {
+            command:
+                LeadersCommand::Watch {
+                    addr,
+                    after,
+                    count,
+                    duration,
+                    poll_ms,
+                    json,
+                    connect,
+                },
+        } => leaders_watch(
+            &addr,
+            after,
+            count,
+            duration.as_deref(),
+            Duration::from_millis(poll_ms),
+            json,
+            &connect,
+        ),
+        Command::Leaders {
+            command:
+                LeadersCommand::Transfer {
+                    addr,
+                    scope,
+                    to,
+                    connect,
+                },
+        } => {
+            let body = serde_json::json!({ "scope": scope, "to": to }).to_string();
+            call(
+                &addr,
+                Method::POST,
+                "/control/leases/transfer",
+                body,
+                &connect,
+            )
+            .map(|answer| println!("{answer}"))
+        }
+        Command::Shards {
+            command:
+                ShardsCommand::List {
+                    addr,
+                    json,
+                    connect,
+                },
+        } => shards_list(&addr, json, &connect),
+        Command::Drain { addr, connect } => call(
+            &addr,
+            Method::POST,
+            "/control/drain",
+            String::new(),
+            &connect,
+        )
+        .map(|answer| println!("{answer}")),
+        Command::Resume { addr, connect } => call(
+            &addr,
+            Method::POST,
+            "/control/resume",
+            String::new(),
+            &connect,
+        )
+        .map(|answer| println!("{answer}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -441,6 +610,195 @@ fn peers_list(addr: &str, json: bool, connect: &ConnectArgs) -> Result<(), Strin
         .map_err(|e| format!("{addr}: unexpected answer: {e}"))?;
     print!("{}", render_table(&peers));
     Ok(())
+}
+
+/// One request; the body of a 2xx answer, or an error naming the status and the server's reason.
+fn call(
+    addr: &str,
+    method: Method,
+    path: &str,
+    body: String,
+    connect: &ConnectArgs,
+) -> Result<String, String> {
+    let (response, _) = with_client(connect, false, async |client| {
+        client
+            .request(method, addr, path, Bytes::from(body))
+            .await
+            .map_err(|e| e.to_string())
+    })?;
+    if !(200..300).contains(&response.status) {
+        return Err(format!(
+            "{addr}: HTTP {}: {}",
+            response.status,
+            response.body.trim()
+        ));
+    }
+    Ok(response.body)
+}
+
+fn leaders_status(addr: &str, json: bool, connect: &ConnectArgs) -> Result<(), String> {
+    let body = call(
+        addr,
+        Method::GET,
+        "/meshkit/leaders",
+        String::new(),
+        connect,
+    )?;
+    if json {
+        println!("{body}");
+        return Ok(());
+    }
+    let view: LeadershipView =
+        serde_json::from_str(&body).map_err(|e| format!("{addr}: unexpected answer: {e}"))?;
+    match &view.raft {
+        Some(raft) => println!(
+            "node {}: voter; raft leader {}, term {}, applied index {}",
+            view.node,
+            raft.leader
+                .map_or_else(|| "unknown".to_owned(), |l| l.to_string()),
+            raft.term,
+            raft.applied_index
+        ),
+        None => println!(
+            "node {}: not a voter (voters {:?}); showing its own leases",
+            view.node, view.voters
+        ),
+    }
+    if view.raft.is_some() {
+        println!(
+            "\n{:<40} {:>8} {:>10} {:>6} {:>12}",
+            "SCOPE", "HOLDER", "TOKEN", "TERM", "EXPIRES_MS"
+        );
+        for l in &view.table {
+            println!(
+                "{:<40} {:>8} {:>10} {:>6} {:>12}",
+                l.scope, l.holder, l.token, l.term, l.expires_in_ms
+            );
+        }
+    }
+    println!("\nheld here: {}", view.held.len());
+    for h in &view.held {
+        println!(
+            "  {} token {} (term {}), {} ms left{}",
+            h.scope,
+            h.token,
+            h.term,
+            h.expires_in_ms,
+            if h.transferring { ", transferring" } else { "" }
+        );
+    }
+    println!("contending for: {}", view.campaign.join(", "));
+    Ok(())
+}
+
+fn shards_list(addr: &str, json: bool, connect: &ConnectArgs) -> Result<(), String> {
+    let body = call(addr, Method::GET, "/meshkit/shards", String::new(), connect)?;
+    if json {
+        println!("{body}");
+        return Ok(());
+    }
+    let shards: ShardsResponse =
+        serde_json::from_str(&body).map_err(|e| format!("{addr}: unexpected answer: {e}"))?;
+    println!(
+        "{:<40} {:>8} {:>10} {:>12}",
+        "SHARD", "OWNER", "TOKEN", "EXPIRES_MS"
+    );
+    for s in &shards.shards {
+        println!(
+            "{:<40} {:>8} {:>10} {:>12}",
+            s.scope, s.owner, s.token, s.expires_in_ms
+        );
+    }
+    if !shards.complete {
+        println!(
+            "(node {} is not a voter: only the shards it owns)",
+            shards.local
+        );
+    }
+    Ok(())
+}
+
+/// The feed entries (and resets) in an event-stream body.
+fn parse_events(text: &str) -> Vec<Result<FeedEntry, String>> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix(name))
+                    .map(str::trim_start)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            let (event, data) = (field("event:"), field("data:"));
+            match event.as_str() {
+                "" => None,
+                "reset" => Some(Err(data)),
+                _ => {
+                    Some(serde_json::from_str(&data).map_err(|e| format!("unreadable entry: {e}")))
+                }
+            }
+        })
+        .collect()
+}
+
+fn leaders_watch(
+    addr: &str,
+    mut after: u64,
+    count: Option<u64>,
+    duration: Option<&str>,
+    poll: Duration,
+    json: bool,
+    connect: &ConnectArgs,
+) -> Result<(), String> {
+    let limit = duration
+        .map(|d| meshkit::config::parse_duration(d).map_err(|e| format!("--for {d:?}: {e}")))
+        .transpose()?;
+    let deadline = limit.map(|d| std::time::Instant::now() + d);
+    let mut seen = 0u64;
+    with_client(connect, false, async |client| {
+        loop {
+            let path = format!("/control/events/leadership?follow=false&after={after}");
+            let response = client.get(addr, &path).await.map_err(|e| e.to_string())?;
+            if response.status != 200 {
+                return Err(format!(
+                    "{addr}: HTTP {}: {}",
+                    response.status,
+                    response.body.trim()
+                ));
+            }
+            for event in parse_events(&response.body) {
+                match event {
+                    Ok(entry) => {
+                        after = entry.seq;
+                        seen += 1;
+                        if json {
+                            println!("{}", serde_json::to_string(&entry).unwrap_or_default());
+                        } else {
+                            println!(
+                                "{:>6} node {} {:<14} {}",
+                                entry.seq,
+                                entry.node,
+                                entry.change.kind(),
+                                serde_json::to_value(&entry.change)
+                                    .map(|v| v.to_string())
+                                    .unwrap_or_default()
+                            );
+                        }
+                        if count.is_some_and(|c| seen >= c) {
+                            return Ok(());
+                        }
+                    }
+                    Err(reason) => eprintln!("meshctl: feed reset: {reason}"),
+                }
+            }
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Ok(());
+            }
+            tokio::time::sleep(poll).await;
+        }
+    })
+    .map(|_| ())
 }
 
 fn transport_stats(

@@ -96,6 +96,7 @@ pub const ROUTE_SCOPES: &[RouteScope] = &[
     row("GET", "/meshkit/leaders", OBSERVE),
     row("GET", "/control/backpressure", OBSERVE),
     row("GET", "/control/events/leadership", OBSERVE),
+    row("GET", "/control/events/shards", OBSERVE),
     row("POST", "/control/drain", OPERATE),
     row("POST", "/control/resume", OPERATE),
     row("POST", "/control/leases/transfer", OPERATE),

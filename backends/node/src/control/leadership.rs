@@ -8,6 +8,9 @@
 //!   one from another node's feed, gets a `reset` event first. Comment lines keep idle
 //!   connections alive every [`SSE_HEARTBEAT`]. A subscriber too slow for the feed is sent a
 //!   `reset` and disconnected: it resumes from its last id.
+//!   With `?follow=false` the stream ends after the entries the node holds (a poll).
+//! * `GET /meshkit/shards` and `GET /control/events/shards`: the same for shard scopes
+//!   (`shard/{namespace}/{id}`) only: who owns which shard, and ownership changes.
 //! * `POST /control/leases/transfer` (`{"scope": "...", "to": 3}`): hands a lease this node
 //!   holds to another node and answers with the new holder's token.
 //! * `POST /control/drain` and `POST /control/resume`: stop contending and release every lease
@@ -120,7 +123,38 @@ pub(super) async fn leadership_events(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let (after, mut first) = match resume_point(node.id(), &headers, &uri) {
+    events(&node, &headers, &uri, |_| true).await
+}
+
+pub(super) async fn shard_events(
+    State(node): State<NodeHandle>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    events(&node, &headers, &uri, |entry| {
+        entry
+            .change
+            .scope()
+            .is_some_and(|s| s.starts_with("shard/"))
+    })
+    .await
+}
+
+/// Whether the query says `follow=false`: send what is held, then end.
+fn follows(uri: &Uri) -> bool {
+    !uri.query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .any(|pair| pair == "follow=false")
+}
+
+async fn events(
+    node: &NodeHandle,
+    headers: &HeaderMap,
+    uri: &Uri,
+    keep: fn(&FeedEntry) -> bool,
+) -> Response {
+    let (after, mut first) = match resume_point(node.id(), headers, uri) {
         Ok(seq) => (seq, None),
         // No resume point: start with what the node still holds.
         Err(None) => (0, None),
@@ -150,19 +184,25 @@ pub(super) async fn leadership_events(
     let head = stream::iter(
         first
             .into_iter()
-            .chain(backlog.into_iter().map(|e| sse_event(&e))),
+            .chain(backlog.into_iter().filter(keep).map(|e| sse_event(&e))),
     );
-    let live = stream::unfold(Some(subscription.live), |rx| async move {
+    let live = follows(uri).then_some(subscription.live);
+    let live = stream::unfold(live, move |rx| async move {
         let mut rx = rx?;
-        match rx.recv().await {
-            Ok(entry) => Some((sse_event(&entry), Some(rx))),
-            Err(broadcast::error::RecvError::Lagged(n)) => Some((
-                reset_event(&format!(
-                    "{n} events were missed; reconnect with Last-Event-ID"
-                )),
-                None,
-            )),
-            Err(broadcast::error::RecvError::Closed) => None,
+        loop {
+            match rx.recv().await {
+                Ok(entry) if !keep(&entry) => {}
+                Ok(entry) => return Some((sse_event(&entry), Some(rx))),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    return Some((
+                        reset_event(&format!(
+                            "{n} events were missed; reconnect with Last-Event-ID"
+                        )),
+                        None,
+                    ));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
         }
     });
     let events: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
@@ -170,6 +210,74 @@ pub(super) async fn leadership_events(
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(SSE_HEARTBEAT))
         .into_response()
+}
+
+/// One shard's owner in [`ShardsResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardOwner {
+    /// The shard's scope, `shard/{namespace}/{id}`.
+    pub scope: String,
+    /// Its owner (the lease holder).
+    pub owner: u64,
+    /// The fencing token of the owner's grant: present it with every write to the shard.
+    pub token: u64,
+    /// Time left on the lease, in milliseconds (see [`LeadershipView`] for the clock).
+    pub expires_in_ms: u64,
+}
+
+/// The body of `GET /meshkit/shards`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardsResponse {
+    /// The answering node.
+    pub local: u64,
+    /// Whether the list is the voters' applied table (complete) or only what this node owns
+    /// (it is not a voter).
+    pub complete: bool,
+    /// Shards with an owner, in scope order.
+    pub shards: Vec<ShardOwner>,
+}
+
+impl ShardsResponse {
+    /// The shard leases of a leadership view.
+    pub fn from_view(view: &LeadershipView) -> Self {
+        let complete = view.raft.is_some();
+        let shards = if complete {
+            view.table
+                .iter()
+                .filter(|l| l.scope.starts_with("shard/"))
+                .map(|l| ShardOwner {
+                    scope: l.scope.clone(),
+                    owner: l.holder,
+                    token: l.token,
+                    expires_in_ms: l.expires_in_ms,
+                })
+                .collect()
+        } else {
+            view.held
+                .iter()
+                .filter(|h| h.scope.starts_with("shard/"))
+                .map(|h| ShardOwner {
+                    scope: h.scope.clone(),
+                    owner: view.node,
+                    token: h.token,
+                    expires_in_ms: h.expires_in_ms,
+                })
+                .collect()
+        };
+        Self {
+            local: view.node,
+            complete,
+            shards,
+        }
+    }
+}
+
+pub(super) async fn shards(State(node): State<NodeHandle>) -> Response {
+    match node.leadership().await {
+        Ok(Some(view)) => Json(ShardsResponse::from_view(&view)).into_response(),
+        Ok(None) => leadership_error(&LeadershipError::Disabled),
+        Err(e) => leadership_error(&e.into()),
+    }
 }
 
 /// The body of `POST /control/leases/transfer`.

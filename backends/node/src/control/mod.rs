@@ -118,6 +118,8 @@ pub fn router(node: NodeHandle, access: AccessControl) -> Router {
         .route("/meshkit/clusters", get(views::clusters))
         .route("/meshkit/versions", get(views::versions))
         .route("/meshkit/leaders", get(leadership::leaders))
+        .route("/meshkit/shards", get(leadership::shards))
+        .route("/control/events/shards", get(leadership::shard_events))
         .route(
             "/control/events/leadership",
             get(leadership::leadership_events),

@@ -7,6 +7,8 @@
     reason = "each test binary uses a different subset"
 )]
 
+pub mod daemon;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,301 @@
+//! Five `meshkitd` processes on loopback, three of them Raft voters, all contending for
+//! `global-control`: they form a mesh and elect a holder; a real Prometheus (Debian's package)
+//! scrapes all five over TLS; `kill -9` of the holder gives a new holder, which a `meshctl
+//! leaders watch` subscriber sees, and which it sees again when it resumes from an earlier
+//! sequence number. Every wait is bounded; every process is killed when the test ends.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::daemon::{Daemon, start};
+use common::{TempDir, client, write_config_with};
+use meshkit_node::client::{Client, Protocols};
+use meshkit_node::leadership::{Change, FeedEntry, LeadershipView};
+
+/// Voters 1-3; a 3 s lease (the failover target's), 50 ms Raft ticks (elections in 0.5-1 s).
+const LEADERSHIP: &str = "[leadership]\nvoters = [1, 2, 3]\ncampaign = [\"global-control\"]\n\
+    ttl = \"3s\"\n\n[leadership.raft]\ntick_interval = \"50ms\"\n";
+const ELECT_LIMIT: Duration = Duration::from_secs(20);
+/// Generous for a loaded 2-core machine; the measured figure is printed.
+const FAILOVER_LIMIT: Duration = Duration::from_secs(15);
+const SCRAPE_LIMIT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(50);
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn leaders(client: &Client, d: &Daemon) -> Option<LeadershipView> {
+    let r = client.get(&d.control, "/meshkit/leaders").await.ok()?;
+    (r.status == 200)
+        .then(|| serde_json::from_str(&r.body).ok())
+        .flatten()
+}
+
+/// The holder of `global-control` if voters 1-3 (those still running) agree on one.
+async fn agreed_holder(client: &Client, daemons: &BTreeMap<u64, Daemon>) -> Option<u64> {
+    let mut holders = Vec::new();
+    for (_, d) in daemons.range(1..=3) {
+        let view = leaders(client, d).await?;
+        let l = view.table.iter().find(|l| l.scope == "global-control")?;
+        holders.push(l.holder);
+    }
+    holders.dedup();
+    (holders.len() == 1).then(|| holders[0])
+}
+
+/// Follows `meshctl leaders watch --json` output: one feed entry per line.
+fn watch(dir: &Path, control: &str, after: u64) -> (Killed, mpsc::Receiver<FeedEntry>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args([
+            "leaders",
+            "watch",
+            "--json",
+            "--for",
+            "60s",
+            "--poll-ms",
+            "100",
+        ])
+        .args(["--addr", control, "--after", &after.to_string()])
+        .arg("--ca")
+        .arg(dir.join("ca.pem"))
+        .arg("--cert")
+        .arg(dir.join("node-1.pem"))
+        .arg("--key")
+        .arg(dir.join("node-1.key"))
+        .env("MESHCTL_STATE", dir.join("meshctl-state.json"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("meshctl starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(entry) = serde_json::from_str(&line)
+                && tx.send(entry).is_err()
+            {
+                return;
+            }
+        }
+    });
+    (Killed(child), rx)
+}
+
+/// Entries from `rx` until one satisfies `want` (returned with those before it), within `limit`.
+fn until(
+    rx: &mpsc::Receiver<FeedEntry>,
+    limit: Duration,
+    want: impl Fn(&FeedEntry) -> bool,
+) -> Option<Vec<FeedEntry>> {
+    let deadline = Instant::now() + limit;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let entry = rx.recv_timeout(left).ok()?;
+        let done = want(&entry);
+        seen.push(entry);
+        if done {
+            return Some(seen);
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_daemons_elect_are_scraped_and_fail_over_after_kill_9() {
+    let dir = TempDir::new("five-daemons");
+    let (ca, files) = meshkit_node::certs::write_dev_certs(dir.path(), 5).unwrap();
+    let mut daemons: BTreeMap<u64, Daemon> = BTreeMap::new();
+    for f in &files {
+        let seeds: Vec<(u64, SocketAddr)> = daemons
+            .get(&1)
+            .map(|d| vec![(1, d.gossip)])
+            .unwrap_or_default();
+        let path = write_config_with(
+            dir.path(),
+            f.id.get(),
+            &seeds,
+            &f.cert,
+            &f.key,
+            &ca,
+            LEADERSHIP,
+        );
+        daemons.insert(f.id.get(), start(&path));
+    }
+    let client = client(dir.path(), Protocols::H3ThenTcp);
+
+    // 1. One holder, the same in the three voters' tables.
+    let deadline = Instant::now() + ELECT_LIMIT;
+    let mut holder = None;
+    while holder.is_none() && Instant::now() < deadline {
+        holder = agreed_holder(&client, &daemons).await;
+        tokio::time::sleep(POLL).await;
+    }
+    let holder = holder.expect("the voters agree on a holder of global-control");
+
+    // 2. A real Prometheus scrapes all five over TLS and reports up == 1 for each.
+    scrape_with_prometheus(dir.path(), &daemons).await;
+
+    // 3. A subscriber on a voter that does not hold the lease.
+    let watcher_id = (1..=3).find(|id| *id != holder).expect("three voters");
+    let watcher_addr = daemons[&watcher_id].control.clone();
+    let (watcher, rx) = watch(dir.path(), &watcher_addr, 0);
+    let first_grant = until(
+        &rx,
+        Duration::from_secs(10),
+        |e| matches!(e.change, Change::Granted { holder: h, .. } if h == holder),
+    )
+    .expect("the subscriber sees the current grant");
+    let before_crash = first_grant.last().unwrap().seq;
+
+    // 4. kill -9 of the holder.
+    let crashed = daemons.remove(&holder).unwrap();
+    let killed_at = Instant::now();
+    drop(crashed); // SIGKILL, then reaped
+    let mut new_holder = None;
+    while killed_at.elapsed() < FAILOVER_LIMIT {
+        let view = leaders(&client, &daemons[&watcher_id]).await;
+        new_holder = view
+            .and_then(|v| v.table.into_iter().find(|l| l.scope == "global-control"))
+            .map(|l| l.holder)
+            .filter(|h| *h != holder);
+        if new_holder.is_some() {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let failover = killed_at.elapsed();
+    let new_holder =
+        new_holder.unwrap_or_else(|| panic!("no new holder within {FAILOVER_LIMIT:?}"));
+    println!(
+        "kill -9 of holder node-{holder}: node-{new_holder} holds global-control after {failover:?}"
+    );
+
+    // 5. The subscriber sees the new grant...
+    let seen = until(
+        &rx,
+        Duration::from_secs(10),
+        |e| matches!(e.change, Change::Granted { holder: h, .. } if h == new_holder),
+    )
+    .expect("the subscriber sees the new grant");
+    let new_grant = seen.last().unwrap().seq;
+    assert!(new_grant > before_crash);
+    drop(watcher);
+
+    // 6. ... and, reconnecting with its last id before the crash, gets everything after it,
+    // in order, without gaps, the new grant included.
+    let (_again, rx) = watch(dir.path(), &watcher_addr, before_crash);
+    let resumed = until(&rx, Duration::from_secs(10), |e| e.seq == new_grant)
+        .expect("the resumed subscriber gets the new grant again");
+    assert_eq!(resumed[0].seq, before_crash + 1, "{resumed:?}");
+    assert!(
+        resumed.windows(2).all(|w| w[1].seq == w[0].seq + 1),
+        "{resumed:?}"
+    );
+}
+
+/// Runs Prometheus with one TLS scrape job per daemon (each checks its node's certificate name)
+/// until `up` is 1 for all of them; skips, saying so, when Prometheus is not installed.
+async fn scrape_with_prometheus(dir: &Path, daemons: &BTreeMap<u64, Daemon>) {
+    if Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!(
+            "SKIPPED the Prometheus scrape: no `prometheus` binary (scripts/test.sh installs Debian's)"
+        );
+        return;
+    }
+    let mut config =
+        String::from("global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n");
+    for (id, d) in daemons {
+        config.push_str(&format!(
+            "  - job_name: node-{id}\n    scheme: https\n    tls_config:\n      ca_file: {ca}\n      \
+             cert_file: {cert}\n      key_file: {key}\n      server_name: node-{id}\n    \
+             static_configs:\n      - targets: ['{addr}']\n",
+            ca = dir.join("ca.pem").display(),
+            cert = dir.join("node-1.pem").display(),
+            key = dir.join("node-1.key").display(),
+            addr = d.control,
+        ));
+    }
+    let config_path = dir.join("prometheus.yml");
+    std::fs::write(&config_path, config).unwrap();
+    let web = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let _prometheus = Killed(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={web}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus starts"),
+    );
+    let deadline = Instant::now() + SCRAPE_LIMIT;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Some(body) = http_get(web, "/api/v1/query?query=up").await {
+            let ups: Vec<(String, String)> = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["data"]["result"].as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .map(|r| {
+                    (
+                        r["metric"]["job"].as_str().unwrap_or_default().to_owned(),
+                        r["value"][1].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
+            if ups.len() == daemons.len() && ups.iter().all(|(_, v)| v == "1") {
+                return;
+            }
+            last = body;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!(
+        "Prometheus did not report up == 1 for all {} nodes: {last}",
+        daemons.len()
+    );
+}
+
+/// A plain HTTP/1.0 GET on loopback (Prometheus's API), bounded in time.
+async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut raw = Vec::new();
+        s.take(1 << 20).read_to_end(&mut raw).await.ok()?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(2), exchange)
+        .await
+        .ok()
+        .flatten()
+}
