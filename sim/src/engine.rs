@@ -27,11 +27,12 @@
 use core::cmp::Ordering;
 use core::fmt::Write as _;
 use core::time::Duration;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 use meshkit::config::Config;
 use meshkit::lease::{
-    GroupEvent, LeadershipEvent, LeaseClient, LeaseConfig, LeaseGroup, Recipient, Term,
+    GroupEvent, LeadershipEvent, LeaseClient, LeaseConfig, LeaseError, LeaseGroup, Recipient,
+    RequestId, Term,
 };
 use meshkit::membership::{Event, MemberState, Membership};
 use meshkit::{Incarnation, Instant, MetaVersion, NodeId};
@@ -48,6 +49,7 @@ use crate::metrics::Counters;
 use crate::network::{Network, Partition, Verdict};
 use crate::observer::{Down, Observations, Observer};
 use crate::scenario::{FaultAction, LeaseSpec, MetadataOp, NodeSelector, PartitionShape, Scenario};
+use crate::shard::{Action, ShardRecords, ShardRun};
 use crate::trace::TraceHash;
 
 /// Timer wakeups of one node at one instant after which the engine declares a livelock.
@@ -183,6 +185,8 @@ pub(crate) struct Outcome {
     pub(crate) trace: Vec<String>,
     /// With `[leases]`: the lease figures.
     pub(crate) leases: Option<LeaseRecords>,
+    /// With `[shards]`: the shard figures.
+    pub(crate) shards: Option<ShardRecords>,
 }
 
 /// The lease side of a run with `[leases]`: every node's lease state and the ledger.
@@ -196,6 +200,9 @@ struct LeaseRun {
     rng: ChaCha8Rng,
     /// The Raft leader crashed and no voter leads at a higher term yet: when, and its term.
     raft_failover: Option<(Instant, Term)>,
+    /// With `[shards]`: the shard map and its coordinator; shard `i` is ledger scope
+    /// `spec.scopes.len() + i`.
+    shards: Option<ShardRun>,
 }
 
 /// One run of a scenario. See the module documentation.
@@ -392,6 +399,9 @@ impl<'s> Engine<'s> {
                 ),
             );
         }
+        if !stopped_early {
+            self.check_shard_owners();
+        }
         let converged = view.one_view && view.metadata_equal;
         let convergence_note = view.note;
         let net = self.net.stats();
@@ -415,6 +425,11 @@ impl<'s> Engine<'s> {
             convergence_note,
             gossip_interval: self.config.gossip_interval(),
             trace: self.watch_log,
+            shards: self
+                .leases
+                .as_mut()
+                .and_then(|run| run.shards.take())
+                .map(ShardRun::finish),
             leases: self.leases.map(|run| {
                 let unfinished = u64::from(run.raft_failover.is_some());
                 let mut records = run.ledger.finish();
@@ -796,26 +811,46 @@ impl<'s> Engine<'s> {
             }
             FaultAction::Leave { nodes } => {
                 for i in self.pick(nodes, |s| s == NodeState::Running) {
-                    // A drain: a leaving contender hands its leases over first.
-                    self.drain_node_leases(i);
-                    let slot = &mut self.slots[i];
-                    let local = slot.clock.local(now);
-                    if let Some(node) = slot.node.as_mut() {
-                        node.leave(local);
-                    }
-                    slot.state = NodeState::Leaving;
-                    slot.life += 1;
-                    let event = FaultEvent::LeaveDone {
-                        node: i as u32,
-                        life: slot.life,
-                    };
-                    self.observer.on_down(now, i, Down::Leave);
-                    self.drain(i);
-                    let linger = self.config.gossip_interval() * LEAVE_LINGER_ROUNDS;
-                    self.queue.push(now + linger, What::Fault(event));
+                    self.leave_node(i);
                 }
             }
             FaultAction::Transfer { scope } => self.transfer(scope.as_ref()),
+            FaultAction::Join { nodes } => {
+                for i in self.pick(nodes, |s| {
+                    matches!(s, NodeState::Running | NodeState::Paused)
+                }) {
+                    if let Some(sh) = self.leases.as_mut().and_then(|r| r.shards.as_mut()) {
+                        sh.out_of_pool.remove(&i);
+                    }
+                }
+            }
+            FaultAction::Drain { nodes } => {
+                // Candidates: running members of the shard pool not draining already.
+                let Some(run) = self.leases.as_ref() else {
+                    return;
+                };
+                let Some(sh) = run.shards.as_ref() else {
+                    return;
+                };
+                let candidates: Vec<u32> = run
+                    .contenders
+                    .iter()
+                    .copied()
+                    .filter(|&c| {
+                        self.slots[c].state == NodeState::Running
+                            && !sh.out_of_pool.contains(&c)
+                            && !sh.is_draining(c)
+                            && (!nodes.is_lease_role() || self.in_role(nodes, c))
+                    })
+                    .map(|c| c as u32)
+                    .collect();
+                let picked = fault::select(nodes, &candidates, &mut self.fault_rng);
+                if let Some(sh) = self.leases.as_mut().and_then(|r| r.shards.as_mut()) {
+                    for i in picked {
+                        sh.start_drain(now, i as usize);
+                    }
+                }
+            }
             FaultAction::Metadata { nodes, key, op } => {
                 for i in self.pick(nodes, |s| s == NodeState::Running) {
                     let value = match *op {
@@ -828,6 +863,28 @@ impl<'s> Engine<'s> {
                 }
             }
         }
+    }
+
+    /// A graceful leave: a contender hands its `[leases]` scopes over first; the process stops
+    /// a few gossip rounds later.
+    fn leave_node(&mut self, i: usize) {
+        let now = self.now;
+        self.drain_node_leases(i);
+        let slot = &mut self.slots[i];
+        let local = slot.clock.local(now);
+        if let Some(node) = slot.node.as_mut() {
+            node.leave(local);
+        }
+        slot.state = NodeState::Leaving;
+        slot.life += 1;
+        let event = FaultEvent::LeaveDone {
+            node: i as u32,
+            life: slot.life,
+        };
+        self.observer.on_down(now, i, Down::Leave);
+        self.drain(i);
+        let linger = self.config.gossip_interval() * LEAVE_LINGER_ROUNDS;
+        self.queue.push(now + linger, What::Fault(event));
     }
 
     /// The sorted indices a selector picks among nodes whose state passes `filter`.
@@ -1103,11 +1160,9 @@ impl Engine<'_> {
             .into_iter()
             .map(|i| i as usize)
             .collect();
-        let scopes = spec.scopes.len();
         let mut nodes: Vec<LeaseNode> = (0..self.nodes).map(|_| LeaseNode::default()).collect();
         for (i, ln) in nodes.iter_mut().enumerate() {
             ln.armed = Instant::MAX;
-            ln.reset_asks(scopes);
             let local = self.slots[i].clock.local(self.now);
             if i < voters.len() {
                 ln.voter = true;
@@ -1128,8 +1183,28 @@ impl Engine<'_> {
                 rng.random(),
             ));
         }
+        let shards = self.scenario.shards().map(|sh| {
+            // Contenders named by a `join` fault stay out of the shard pool until it fires.
+            let mut out = BTreeSet::new();
+            for f in self.scenario.faults() {
+                if let FaultAction::Join { nodes: sel } = &f.action {
+                    out.extend(contenders.iter().copied().filter(|&c| in_index(sel, c)));
+                }
+            }
+            ShardRun::new(sh, out)
+        });
+        let mut scopes = spec.scopes.clone();
+        let mut ttl = spec.ttl;
+        if let Some(sh) = &shards {
+            scopes.extend(
+                sh.scope_names()
+                    .map(|n| meshkit::lease::Scope::new(&n).expect("a valid shard scope")),
+            );
+            ttl = ttl.max(sh.spec.ttl);
+        }
         self.leases = Some(LeaseRun {
-            ledger: Ledger::new(&spec.scopes, spec.ttl, spec.max_clock_skew),
+            ledger: Ledger::new(&scopes, ttl, spec.max_clock_skew),
+            shards,
             spec: spec.clone(),
             config,
             voters,
@@ -1196,7 +1271,7 @@ impl Engine<'_> {
     }
 
     /// Drains a node's lease outputs (group, then client): transmits through the network,
-    /// events to the ledger, then one wakeup.
+    /// events to the ledger (and the shard map), then one wakeup.
     fn drain_lease(&mut self, index: usize) {
         let Self {
             slots,
@@ -1222,8 +1297,10 @@ impl Engine<'_> {
             ledger,
             spec,
             raft_failover,
+            shards,
             ..
         } = run;
+        let base = spec.scopes.len();
         let ln = &mut lnodes[index];
         let mut send = |to: NodeId, payload: &[u8], ledger: &mut Ledger| {
             ledger.records.datagrams_sent += 1;
@@ -1256,10 +1333,29 @@ impl Engine<'_> {
                 trace.word(now.as_nanos());
                 trace.word(index as u64);
                 let _ = write!(trace, "{:?}", e.event);
-                if let GroupEvent::Granted { scope, token, .. } = &e.event
-                    && let Some(s) = ledger.scope_index(scope)
-                {
-                    ledger.on_granted(s, *token);
+                match &e.event {
+                    GroupEvent::Granted {
+                        scope,
+                        holder,
+                        token,
+                        ..
+                    } => {
+                        if let Some(s) = ledger.scope_index(scope) {
+                            ledger.on_granted(s, *token);
+                            if let Some(sh) = shards.as_mut().filter(|_| s >= base) {
+                                sh.on_granted(s - base, *holder, token.get());
+                            }
+                        }
+                    }
+                    GroupEvent::Released { scope, token, .. }
+                    | GroupEvent::Expired { scope, token, .. } => {
+                        if let Some(s) = ledger.scope_index(scope)
+                            && let Some(sh) = shards.as_mut().filter(|_| s >= base)
+                        {
+                            sh.on_ended(s - base, token.get());
+                        }
+                    }
+                    _ => {}
                 }
             }
             // A Raft failover ends when a voter leads (a quorum elected it) at a higher term
@@ -1286,8 +1382,13 @@ impl Engine<'_> {
         };
         // Renew once a third of the lease's own life has passed: the lease counts from before
         // its request left (an acquire during an election may come back with little left).
-        let ttl = spec.ttl;
-        let renew_at = |expires: Instant| {
+        let shard_ttl = shards.as_ref().map(|sh| sh.spec.ttl);
+        let ttl_of = |s: usize| match shard_ttl {
+            Some(t) if s >= base => t,
+            _ => spec.ttl,
+        };
+        let renew_at = |s: usize, expires: Instant| {
+            let ttl = ttl_of(s);
             let left_ns = u64::try_from((ttl - ttl / 3).as_nanos()).unwrap_or(u64::MAX);
             Instant::from_nanos(expires.as_nanos().saturating_sub(left_ns))
         };
@@ -1314,13 +1415,16 @@ impl Engine<'_> {
                         .map(|(&id, &r)| (id, r));
                     if let Some((id, r)) = asked {
                         ln.requests.remove(&id);
-                        ln.asking[s] = false;
+                        ln.refresh_asking(s);
                         ledger
                             .records
                             .grant_ms
                             .push(now.saturating_duration_since(r.sent).as_secs_f64() * 1e3);
                     }
-                    ln.next_renew[s] = renew_at(*expires);
+                    if s >= base {
+                        ln.shard_wants.remove(&(s - base));
+                    }
+                    ln.next_renew.insert(s, renew_at(s, *expires));
                     // A new holder writes at once, so that the fence learns its token.
                     violations.extend(ledger.write(index, s, *token));
                 }
@@ -1329,8 +1433,8 @@ impl Engine<'_> {
                     violations.extend(ledger.on_renewed(now, index, s, *expires, &clock_of));
                     ln.requests
                         .retain(|_, r| !(r.scope == s && r.ask == Ask::Renew));
-                    ln.asking[s] = ln.requests.values().any(|r| r.scope == s);
-                    ln.next_renew[s] = renew_at(*expires);
+                    ln.refresh_asking(s);
+                    ln.next_renew.insert(s, renew_at(s, *expires));
                 }
                 LeadershipEvent::Lost { scope, .. }
                 | LeadershipEvent::Expired { scope, .. }
@@ -1338,15 +1442,16 @@ impl Engine<'_> {
                 | LeadershipEvent::Transferred { scope, .. } => {
                     let Some(s) = scope_of(scope) else { continue };
                     ledger.on_belief_end(index, s);
+                    ln.next_renew.remove(&s);
                     if matches!(e.event, LeadershipEvent::Lost { .. }) {
                         ln.requests
                             .retain(|_, r| !(r.scope == s && r.ask == Ask::Renew));
-                        ln.asking[s] = ln.requests.values().any(|r| r.scope == s);
+                        ln.refresh_asking(s);
                     }
                 }
                 LeadershipEvent::Failed { request, .. } => {
                     if let Some(r) = ln.requests.remove(request) {
-                        ln.asking[r.scope] = ln.requests.values().any(|q| q.scope == r.scope);
+                        ln.refresh_asking(r.scope);
                     }
                 }
                 _ => {}
@@ -1361,7 +1466,8 @@ impl Engine<'_> {
     }
 
     /// Every [`WRITE_INTERVAL`]: each running contender writes with the tokens it holds,
-    /// renews what is due, and asks for what it does not hold.
+    /// renews what is due, and asks for what it does not hold (with `[shards]`, only for the
+    /// shards the coordinator gave it); then the shard coordinator takes a step.
     fn lease_tick(&mut self) {
         let now = self.now;
         self.queue.push(now + WRITE_INTERVAL, What::LeaseTick);
@@ -1378,52 +1484,188 @@ impl Engine<'_> {
                 return;
             };
             let ttl = run.spec.ttl;
+            let base = run.spec.scopes.len();
             let ln = &mut run.nodes[c];
             let Some(client) = ln.client.as_mut() else {
                 continue;
             };
             let mut violations = Vec::new();
+            let ask = |ln_requests: &mut BTreeMap<RequestId, Request>,
+                       asking: &mut BTreeSet<usize>,
+                       s: usize,
+                       ask: Ask,
+                       result: Result<RequestId, LeaseError>| {
+                if let Ok(rid) = result {
+                    asking.insert(s);
+                    ln_requests.insert(
+                        rid,
+                        Request {
+                            scope: s,
+                            ask,
+                            sent: now,
+                        },
+                    );
+                }
+            };
             for (s, scope) in run.spec.scopes.iter().enumerate() {
                 if let Some(token) = client.holds(local, scope) {
                     violations.extend(run.ledger.write(c, s, token));
-                    if !ln.asking[s]
-                        && local >= ln.next_renew[s]
-                        && let Ok(rid) = client.renew(local, scope.clone())
+                    if !ln.asking.contains(&s)
+                        && local >= ln.next_renew.get(&s).copied().unwrap_or(Instant::ZERO)
                     {
-                        ln.asking[s] = true;
-                        ln.requests.insert(
-                            rid,
-                            Request {
-                                scope: s,
-                                ask: Ask::Renew,
-                                sent: now,
-                            },
-                        );
+                        let r = client.renew(local, scope.clone());
+                        ask(&mut ln.requests, &mut ln.asking, s, Ask::Renew, r);
                     }
                     continue;
                 }
                 let transferring = client
                     .held()
                     .any(|(held, h)| held == scope && h.transferring);
-                if ln.asking[s] || transferring {
+                if ln.asking.contains(&s) || transferring {
                     continue;
                 }
-                if let Ok(rid) = client.acquire(local, scope.clone(), ttl) {
-                    ln.asking[s] = true;
-                    ln.requests.insert(
-                        rid,
-                        Request {
-                            scope: s,
-                            ask: Ask::Acquire,
-                            sent: now,
-                        },
-                    );
+                let r = client.acquire(local, scope.clone(), ttl);
+                ask(&mut ln.requests, &mut ln.asking, s, Ask::Acquire, r);
+            }
+            if let Some(sh) = run.shards.as_ref() {
+                let shard_ttl = sh.spec.ttl;
+                // The shards it holds: write, renew when due.
+                let held: Vec<(usize, meshkit::lease::Scope)> = client
+                    .held()
+                    .filter_map(|(scope, _)| {
+                        let s = run.ledger.scope_index(scope).filter(|&s| s >= base)?;
+                        Some((s, scope.clone()))
+                    })
+                    .collect();
+                for (s, scope) in held {
+                    let Some(token) = client.holds(local, &scope) else {
+                        continue;
+                    };
+                    violations.extend(run.ledger.write(c, s, token));
+                    if !ln.asking.contains(&s)
+                        && local >= ln.next_renew.get(&s).copied().unwrap_or(Instant::ZERO)
+                    {
+                        let r = client.renew(local, scope);
+                        ask(&mut ln.requests, &mut ln.asking, s, Ask::Renew, r);
+                    }
+                }
+                // The shards the coordinator gave it: ask until held.
+                let wants: Vec<usize> = ln.shard_wants.iter().copied().collect();
+                for k in wants {
+                    let s = base + k;
+                    let scope = run.ledger.scope(s).clone();
+                    if client.holds(local, &scope).is_some() {
+                        ln.shard_wants.remove(&k);
+                        continue;
+                    }
+                    if ln.asking.contains(&s) {
+                        continue;
+                    }
+                    let r = client.acquire(local, scope, shard_ttl);
+                    ask(&mut ln.requests, &mut ln.asking, s, Ask::Acquire, r);
                 }
             }
             for v in violations {
                 self.invariants.violation(now, v);
             }
             self.drain_lease(c);
+        }
+        self.shard_step();
+    }
+
+    /// One step of the shard coordinator (see `crate::shard`), and what it asks for.
+    fn shard_step(&mut self) {
+        let now = self.now;
+        let Some(run) = self.leases.as_mut() else {
+            return;
+        };
+        let Some(sh) = run.shards.as_mut() else {
+            return;
+        };
+        let pool: BTreeSet<usize> = run
+            .contenders
+            .iter()
+            .copied()
+            .filter(|&c| {
+                matches!(self.slots[c].state, NodeState::Running | NodeState::Paused)
+                    && run.nodes[c].client.is_some()
+                    && !sh.out_of_pool.contains(&c)
+            })
+            .collect();
+        let actions = sh.step(now, &pool);
+        let base = run.spec.scopes.len();
+        for action in actions {
+            match action {
+                Action::Acquire { shard, to } => {
+                    if let Some(run) = self.leases.as_mut() {
+                        run.nodes[to].shard_wants.insert(shard);
+                    }
+                }
+                Action::Abandon { shard, to } => {
+                    if let Some(run) = self.leases.as_mut() {
+                        run.nodes[to].shard_wants.remove(&shard);
+                    }
+                }
+                Action::Transfer { shard, from, to } => {
+                    // A graceful handoff if `from` still holds the lease; otherwise `to` asks
+                    // for it (granted once the old lease expires).
+                    if !self.transfer_scope(from, base + shard, to)
+                        && let Some(run) = self.leases.as_mut()
+                    {
+                        run.nodes[to].shard_wants.insert(shard);
+                    }
+                }
+                Action::Drained { node } => {
+                    if self.slots[node].state == NodeState::Running {
+                        self.leave_node(node);
+                    }
+                }
+            }
+        }
+    }
+
+    /// At the end of a run with `[shards]`: every shard has exactly one owner, the map's, and
+    /// it is a live member of the pool that is not draining.
+    fn check_shard_owners(&mut self) {
+        let now = self.now;
+        let Some(run) = self.leases.as_ref() else {
+            return;
+        };
+        let Some(sh) = run.shards.as_ref() else {
+            return;
+        };
+        let base = run.spec.scopes.len();
+        let mut violations = Vec::new();
+        for k in 0..sh.spec.count as usize {
+            let scope = run.ledger.scope(base + k);
+            let holders: Vec<usize> = run
+                .contenders
+                .iter()
+                .copied()
+                .filter(|&c| {
+                    matches!(self.slots[c].state, NodeState::Running | NodeState::Paused)
+                        && run.nodes[c].client.as_ref().is_some_and(|cl| {
+                            cl.holds(self.slots[c].clock.local(now), scope).is_some()
+                        })
+                })
+                .collect();
+            let owner = sh.owner(k).and_then(|o| index_of(o, self.nodes));
+            let ok = match (holders.as_slice(), owner) {
+                ([h], Some(o)) => *h == o && !sh.is_draining(o) && !sh.out_of_pool.contains(&o),
+                _ => false,
+            };
+            if !ok && violations.len() < 5 {
+                violations.push(format!(
+                    "after the run {scope} has holders {:?} and map owner {:?}: every shard must \
+                     end with exactly one owner (let the run settle: at least two shard TTLs \
+                     after the last fault)",
+                    holders.iter().map(|h| h + 1).collect::<Vec<_>>(),
+                    owner.map(|o| o + 1)
+                ));
+            }
+        }
+        for v in violations {
+            self.invariants.violation(now, v);
         }
     }
 
@@ -1433,7 +1675,6 @@ impl Engine<'_> {
             return;
         };
         run.ledger.on_crash(self.now, i, clock);
-        let scopes = run.spec.scopes.len();
         let ln = &mut run.nodes[i];
         if let Some(g) = ln.group.as_ref()
             && g.is_leader()
@@ -1447,7 +1688,7 @@ impl Engine<'_> {
         ln.client = None;
         ln.generation = ln.generation.wrapping_add(1);
         ln.armed = Instant::MAX;
-        ln.reset_asks(scopes);
+        ln.reset_asks();
     }
 
     /// A restarted voter comes back with its durable state; a restarted contender with a new
@@ -1521,7 +1762,9 @@ impl Engine<'_> {
         let Some(run) = self.leases.as_ref() else {
             return;
         };
-        let scope = scope.unwrap_or(&run.spec.scopes[0]);
+        let Some(scope) = scope.or(run.spec.scopes.first()) else {
+            return;
+        };
         let Some(s) = run.ledger.scope_index(scope) else {
             return;
         };
@@ -1557,7 +1800,6 @@ impl Engine<'_> {
 
     /// `from` hands scope index `s` to another running contender, drawn from the fault stream.
     fn transfer_from(&mut self, from: usize, s: usize) {
-        let now = self.now;
         let Some(run) = self.leases.as_mut() else {
             return;
         };
@@ -1571,15 +1813,32 @@ impl Engine<'_> {
             return;
         }
         let to = others[self.fault_rng.random_range(0..others.len())];
+        self.transfer_scope(from, s, to);
+    }
+
+    /// `from` hands ledger scope `s` to `to` if it holds it; returns whether the transfer left.
+    fn transfer_scope(&mut self, from: usize, s: usize, to: usize) -> bool {
+        let now = self.now;
+        if !matches!(self.slots[from].state, NodeState::Running) {
+            return false;
+        }
         let local = self.slots[from].clock.local(now);
-        let scope = run.spec.scopes[s].clone();
-        let Some(client) = run.nodes[from].client.as_mut() else {
-            return;
+        let Some(run) = self.leases.as_mut() else {
+            return false;
         };
-        if client.transfer(local, scope, id(to)).is_ok() {
+        let scope = run.ledger.scope(s).clone();
+        let Some(client) = run.nodes[from].client.as_mut() else {
+            return false;
+        };
+        if client.holds(local, &scope).is_none() {
+            return false;
+        }
+        let sent = client.transfer(local, scope, id(to)).is_ok();
+        if sent {
             run.ledger.on_transfer(now, from, to, s);
         }
         self.drain_lease(from);
+        sent
     }
 
     /// Whether node `i` is in the lease role `sel` names (`holder`, `raft-leader`) right now.
@@ -1591,9 +1850,12 @@ impl Engine<'_> {
         match sel {
             NodeSelector::Holder => {
                 let local = self.slots[i].clock.local(self.now);
-                ln.client
-                    .as_ref()
-                    .is_some_and(|c| c.holds(local, &run.spec.scopes[0]).is_some())
+                ln.client.as_ref().is_some_and(|c| {
+                    run.spec
+                        .scopes
+                        .first()
+                        .is_some_and(|s| c.holds(local, s).is_some())
+                })
             }
             NodeSelector::RaftLeader => ln.group.as_ref().is_some_and(LeaseGroup::is_leader),
             _ => false,
@@ -1737,6 +1999,15 @@ fn random_bytes(rng: &mut ChaCha8Rng, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
     rng.fill(&mut v[..]);
     v
+}
+
+/// Whether an index selector names node index `i`.
+fn in_index(sel: &NodeSelector, i: usize) -> bool {
+    match *sel {
+        NodeSelector::Range { start, end } => (start as usize..end as usize).contains(&i),
+        NodeSelector::Index(k) => k as usize == i,
+        _ => false,
+    }
 }
 
 /// The core's id of node index `i`.

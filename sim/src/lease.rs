@@ -41,7 +41,7 @@
 //!   a failover is already under way do not start another.
 
 use core::time::Duration;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use meshkit::Instant;
 use meshkit::lease::{DurableState, FencingToken, LeaseClient, LeaseGroup, RequestId, Scope};
@@ -81,21 +81,33 @@ pub(crate) struct LeaseNode {
     /// The armed wakeup (global time), `Instant::MAX` if none.
     pub(crate) armed: Instant,
     pub(crate) requests: BTreeMap<RequestId, Request>,
-    /// Per scope index: an acquire or a renewal in flight.
-    pub(crate) asking: Vec<bool>,
-    /// Per scope index: local time of the next renewal.
-    pub(crate) next_renew: Vec<Instant>,
+    /// Scope indices with an acquire or a renewal in flight.
+    pub(crate) asking: BTreeSet<usize>,
+    /// Per held scope index: local time of the next renewal.
+    pub(crate) next_renew: BTreeMap<usize, Instant>,
+    /// With `[shards]`: the shards (by shard index) the coordinator told this node to take.
+    pub(crate) shard_wants: BTreeSet<usize>,
     /// Writes checked before a pause, sent at the resume.
     pub(crate) paused_writes: Vec<(usize, FencingToken)>,
 }
 
 impl LeaseNode {
     /// Forgets the contender's bookkeeping (a crash, a restart).
-    pub(crate) fn reset_asks(&mut self, scopes: usize) {
+    pub(crate) fn reset_asks(&mut self) {
         self.requests.clear();
-        self.asking = vec![false; scopes];
-        self.next_renew = vec![Instant::ZERO; scopes];
+        self.asking.clear();
+        self.next_renew.clear();
+        self.shard_wants.clear();
         self.paused_writes.clear();
+    }
+
+    /// Whether a request about scope index `s` is still in flight.
+    pub(crate) fn refresh_asking(&mut self, s: usize) {
+        if self.requests.values().any(|r| r.scope == s) {
+            self.asking.insert(s);
+        } else {
+            self.asking.remove(&s);
+        }
     }
 }
 
@@ -142,6 +154,7 @@ pub(crate) struct LeaseRecords {
 pub(crate) struct Ledger {
     allowance: Duration,
     names: Vec<Scope>,
+    index: BTreeMap<Scope, usize>,
     scopes: Vec<ScopeLedger>,
     pub(crate) records: LeaseRecords,
 }
@@ -153,13 +166,19 @@ impl Ledger {
         Self {
             allowance,
             names: scopes.to_vec(),
+            index: scopes.iter().cloned().zip(0..).collect(),
             scopes: scopes.iter().map(|_| ScopeLedger::default()).collect(),
             records: LeaseRecords::default(),
         }
     }
 
+    /// The scope of index `s`.
+    pub(crate) fn scope(&self, s: usize) -> &Scope {
+        &self.names[s]
+    }
+
     pub(crate) fn scope_index(&self, scope: &Scope) -> Option<usize> {
-        self.names.iter().position(|s| s == scope)
+        self.index.get(scope).copied()
     }
 
     /// A contender's `Acquired`. Returns the violations found.

@@ -21,6 +21,7 @@
 //! | [`metrics`] | the report's figures and their definitions |
 //! | `invariants` | checks made as the run goes; a violation stops the run |
 //! | `lease` | with `[leases]`: the lease state per node, the holder ledger, the fenced resources, the lease figures |
+//! | `shard` | with `[shards]`: the shard map fed by the voters' grants, the coordinator that plans moves with the core's `Rebalancer`, the shard figures |
 //! | [`report`] | JSON and human reports, expectations |
 //! | `trace` | the trace hash that proves determinism |
 //!
@@ -58,6 +59,7 @@ mod network;
 mod observer;
 pub mod report;
 pub mod scenario;
+mod shard;
 mod trace;
 
 use core::time::Duration;

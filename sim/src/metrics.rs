@@ -90,6 +90,7 @@ pub(crate) fn figures(outcome: Outcome, header: RunReport) -> RunReport {
     };
     let dissemination_rounds: Vec<f64> = obs.dissemination_s.iter().map(|&s| rounds(s)).collect();
     let leases = outcome.leases.as_ref();
+    let shards = outcome.shards.as_ref();
     let pct = |values: Option<&Vec<f64>>, p: f64| values.and_then(|v| percentile(v, p)).map(r3);
     RunReport {
         virtual_s: r3(virtual_s),
@@ -142,8 +143,17 @@ pub(crate) fn figures(outcome: Outcome, header: RunReport) -> RunReport {
         stale_writes_accepted: leases.map(|l| l.stale_writes_accepted),
         stale_writes_refused: leases.map(|l| l.stale_writes_refused),
         lease_datagrams_sent: leases.map(|l| l.datagrams_sent),
-        shard_moves: None,
-        shard_imbalance_max: None,
+        shard_moves: shards.map(|s| s.moves),
+        shard_moves_min: shards.map(|s| s.moves_min),
+        shard_moves_ratio: shards
+            .filter(|s| s.moves_min > 0)
+            .map(|s| r3(s.moves as f64 / s.moves_min as f64)),
+        shard_imbalance_max: shards.and_then(|s| s.imbalance_max).map(r3),
+        shards_placed: shards.map(|s| s.placed),
+        shard_plans: shards.map(|s| s.plans),
+        shard_drains: shards.map(|s| s.drains_s.len() as u64),
+        shard_drain_max_s: shards.and_then(|s| percentile(&s.drains_s, 100.0)).map(r3),
+        shard_drains_unfinished: shards.map(|s| s.drains_unfinished),
         stopped_early: outcome.stopped_early,
         invariant_violations: outcome.violations,
         trace: outcome.trace,

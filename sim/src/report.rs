@@ -120,10 +120,26 @@ pub struct RunReport {
     pub stale_writes_refused: Option<u64>,
     /// With `[leases]`: lease datagrams sent (not in `datagrams_sent`).
     pub lease_datagrams_sent: Option<u64>,
-    /// Shard moves: not simulated yet, always null.
+    /// With `[shards]`: changes of a shard's owner after the initial placement (see
+    /// `crate::shard`).
     pub shard_moves: Option<u64>,
-    /// Largest shard imbalance: not simulated yet, always null.
+    /// With `[shards]`: the fewest moves the pool changes needed (the first plan after each).
+    pub shard_moves_min: Option<u64>,
+    /// With `[shards]`: `shard_moves / shard_moves_min` (null when the minimum is 0).
+    pub shard_moves_ratio: Option<f64>,
+    /// With `[shards]`: the largest `|owned - mean| / mean` of an eligible member, over the
+    /// instants the map settled (null if it never did).
     pub shard_imbalance_max: Option<f64>,
+    /// With `[shards]`: whether every shard was once owned within the load bound.
+    pub shards_placed: Option<bool>,
+    /// With `[shards]`: plans the coordinator made.
+    pub shard_plans: Option<u64>,
+    /// With `[shards]`: drains that finished (the node owned nothing, then left).
+    pub shard_drains: Option<u64>,
+    /// With `[shards]`: the slowest finished drain, from the `drain` fault.
+    pub shard_drain_max_s: Option<f64>,
+    /// With `[shards]`: drains whose node left the pool or whose run ended first.
+    pub shard_drains_unfinished: Option<u64>,
     /// Whether an invariant violation stopped the run.
     pub stopped_early: bool,
     /// Invariant violations (the run stops at the first).
@@ -271,6 +287,34 @@ impl RunReport {
                 String::new(),
             ));
         }
+        if let Some(moves) = self.shard_moves {
+            rows.push((
+                "shard moves".into(),
+                format!(
+                    "{moves} (minimum {}, ratio {})",
+                    self.shard_moves_min.unwrap_or(0),
+                    opt(self.shard_moves_ratio, "")
+                ),
+                le(expect.shard_moves_ratio_max),
+            ));
+            rows.push((
+                "shard imbalance max".into(),
+                opt(self.shard_imbalance_max, ""),
+                le(expect.shard_imbalance_max_max),
+            ));
+            rows.push((
+                "shard drains".into(),
+                format!(
+                    "{} (slowest {}, {} unfinished)",
+                    self.shard_drains.unwrap_or(0),
+                    opt(self.shard_drain_max_s, " s"),
+                    self.shard_drains_unfinished.unwrap_or(0)
+                ),
+                expect
+                    .shard_drains_min
+                    .map_or(String::new(), |b| format!(">= {b}")),
+            ));
+        }
         if let Some(fp) = &self.first_false_positive {
             rows.push(("first false positive".into(), fp.clone(), String::new()));
         }
@@ -410,6 +454,33 @@ pub fn check_expectations(expect: &Expectations, r: &RunReport) -> Vec<String> {
         r.stale_writes_accepted.map(|v| v as f64),
         no_leases,
     );
+    let no_shards = "no [shards] section";
+    max(
+        "shard_moves_ratio",
+        expect.shard_moves_ratio_max,
+        r.shard_moves_ratio,
+        if r.shard_moves.is_none() {
+            no_shards
+        } else {
+            "no change of the shard pool after the initial placement"
+        },
+    );
+    max(
+        "shard_imbalance_max",
+        expect.shard_imbalance_max_max,
+        r.shard_imbalance_max,
+        if r.shard_moves.is_none() {
+            no_shards
+        } else {
+            "the shard map never settled"
+        },
+    );
+    if let Some(min) = expect.shard_drains_min {
+        let got = r.shard_drains.unwrap_or(0);
+        if got < min {
+            failed.push(format!("shard_drains: measured {got} < bound {min}"));
+        }
+    }
     if let Some(min) = expect.stale_writes_refused_min {
         let got = r.stale_writes_refused.unwrap_or(0);
         if got < min {
@@ -508,7 +579,10 @@ pub fn render_summary(reports: &[RunReport]) -> String {
     );
     // The lease figures (empty, so skipped, without [leases]).
     type Figure = fn(&RunReport) -> Option<f64>;
-    let lease_figures: [(&str, Figure); 6] = [
+    let lease_figures: [(&str, Figure); 9] = [
+        ("shard_moves", |r| r.shard_moves.map(|v| v as f64)),
+        ("shard_moves_ratio", |r| r.shard_moves_ratio),
+        ("shard_imbalance_max", |r| r.shard_imbalance_max),
         ("failover_p99_s", |r| r.failover_p99_s),
         ("raft_failover_p99_s", |r| r.raft_failover_p99_s),
         ("handoff_p99_ms", |r| r.handoff_p99_ms),
@@ -601,7 +675,10 @@ mod tests {
             "stale_writes_accepted",
             "stale_writes_refused",
             "shard_moves",
+            "shard_moves_min",
+            "shard_moves_ratio",
             "shard_imbalance_max",
+            "shard_drains",
         ] {
             assert!(
                 json.contains(&format!("\"{key}\":")),

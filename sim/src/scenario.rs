@@ -42,10 +42,17 @@
 //!
 //! [leases]                              # optional; absent = no lease traffic at all
 //! voters = 3                             # node indices 0..voters run a LeaseGroup (default 3)
-//! scopes = ["global-control"]            # every contender tries to hold each (default shown)
+//! scopes = ["global-control"]            # every contender tries to hold each (default shown;
+//!                                        # may be empty, e.g. when only [shards] matter)
 //! ttl = "3s"                             # the TTL contenders ask for (default 3s)
 //! contenders = "3"                       # "N": the N nodes after the voters; "0..3": indices
 //! max_clock_skew = 0.0                   # clock-rate deviation the one-holder check tolerates
+//!
+//! [shards]                               # optional, needs [leases]; absent = no shard map
+//! namespace = "orders"                   # the shards are leases on shard/{namespace}/{0..count}
+//! count = 64                             # 1..=65536
+//! ttl = "3s"                             # the shard leases' TTL (default: [leases] ttl)
+//! max_moves_in_flight = 256              # lease transfers under way at once (1..=4096)
 //!
 //! [[fault]]                              # any number, in any order
 //! at = "30s"                             # when the (first) occurrence fires
@@ -71,6 +78,9 @@
 //! lease_grant_p50_ms_max = 5.0
 //! stale_writes_accepted_max = 0
 //! stale_writes_refused_min = 1           # a lower bound: the run must exercise the fence
+//! shard_moves_ratio_max = 1.2            # the shard keys need [shards]
+//! shard_imbalance_max_max = 0.2
+//! shard_drains_min = 1                   # a lower bound: drains that finished
 //! ```
 //!
 //! Durations are strings: a decimal number and a unit among `ns`, `us`, `ms`, `s`, `m`, `h`
@@ -105,11 +115,23 @@
 //! | `leave`    | `nodes`                                            | graceful leave; the process stops 5 gossip rounds later |
 //! | `metadata` | `nodes`, `key`, `value_bytes` or `delete = true`, `rate`? | the nodes set `key` to that many random bytes, or delete it |
 //! | `transfer` | `scope`? (default: the first `[leases]` scope)     | the holder hands the lease to another running contender, drawn at random |
+//! | `join`     | `nodes` (index selectors)                          | with `[shards]`: the contenders join the shard pool (they run from the start, held out of the pool until then) |
+//! | `drain`    | `nodes`                                            | with `[shards]`: the contenders' shards move off them; once drained, they leave gracefully |
 //!
 //! With `[leases]`, the voters' Raft log survives a crash (a restarted voter comes back with it);
 //! a restarted contender gets a new client. Lease datagrams go through the same network model as
 //! membership datagrams. `partition` groups may also be `"holder"` or `"raft-leader"`. What the
 //! lease invariants and figures mean is in `crate::lease` (and docs/scenarios.md).
+//!
+//! With `[shards]`, shard `i` is the lease scope `shard/{namespace}/{i}`: nobody contends for
+//! it; a coordinator (standing in for the service that plans shard moves) runs the core's
+//! `Rebalancer` over a `ShardMap` fed by the voters' grants and tells contenders to take shards,
+//! by a lease transfer from the current holder (a graceful handoff, with a new fencing token) or
+//! by an acquire when the holder is gone. The shard pool is the running contenders, minus those a
+//! `join` still holds out, minus drained ones. At the end of the run every shard must have
+//! exactly one holder, the map's owner, a member of the pool that is not draining (an invariant:
+//! leave the run at least two shard TTLs after the last fault). What the shard figures mean is
+//! in `crate::shard`.
 //!
 //! `partition` takes `split = 0.5` (a random share of all nodes forms the first group, the rest
 //! the second) or `groups = ["0..500", "500..1000"]` (index selectors; unlisted nodes form one
@@ -118,7 +140,8 @@
 //! instead of `every`.
 //!
 //! Candidates, i.e. the nodes a random selector draws from: running or paused nodes for `crash`
-//! and `skew`; running nodes for `pause`, `leave` and `metadata`; crashed nodes for `restart`.
+//! and `skew`; running nodes for `pause`, `leave`, `metadata` and `drain`; crashed nodes for
+//! `restart`; running or paused nodes for `join`.
 //! Index selectors keep only the named nodes that are candidates (pausing a crashed node does
 //! nothing). Every occurrence of a repeated fault draws again.
 //!
@@ -163,6 +186,10 @@ pub const MAX_VALUE_BYTES: u32 = 65_536;
 pub const MAX_LEASE_VOTERS: u32 = meshkit::lease::MAX_VOTERS as u32;
 /// The most scopes of a `[leases]` section.
 pub const MAX_LEASE_SCOPES: usize = 64;
+/// The most shards of a `[shards]` section (the lease table holds 65,536 leases).
+pub const MAX_SIM_SHARDS: u32 = 65_536;
+/// The most shard moves under way at once that `[shards] max_moves_in_flight` accepts.
+pub const MAX_MOVES_IN_FLIGHT: u32 = 4_096;
 /// The TTL contenders ask for when `[leases] ttl` is absent.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(3);
 
@@ -187,6 +214,7 @@ pub struct Scenario {
     workload: WorkloadSpec,
     faults: Vec<FaultSpec>,
     leases: Option<LeaseSpec>,
+    shards: Option<ShardSpec>,
     expect: Expectations,
     /// Where the text came from, for error messages that are only known at run time.
     file: String,
@@ -290,6 +318,21 @@ impl LeaseSpec {
     }
 }
 
+/// `[shards]`: a shard map whose shards are owned through lease scopes `shard/{ns}/{id}`, held
+/// by the `[leases]` contenders and moved by the rebalancer. See `crate::shard`.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct ShardSpec {
+    /// The namespace: shard `i` is the lease scope `shard/{namespace}/{i}`.
+    pub namespace: String,
+    /// Shards `0..count`.
+    pub count: u32,
+    /// The TTL of the shard leases.
+    pub ttl: Duration,
+    /// Shard moves (lease transfers or acquisitions) under way at once.
+    pub max_moves_in_flight: u32,
+}
+
 /// One `[[fault]]` entry.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -366,6 +409,17 @@ pub enum FaultAction {
     Transfer {
         /// The scope, by default the first of `[leases] scopes`.
         scope: Option<Scope>,
+    },
+    /// With `[shards]`: the selected contenders join the shard pool.
+    Join {
+        /// Which nodes (index selectors).
+        nodes: NodeSelector,
+    },
+    /// With `[shards]`: the selected contenders are drained (their shards move off), then
+    /// leave gracefully.
+    Drain {
+        /// Which nodes.
+        nodes: NodeSelector,
     },
     /// Write or delete one metadata key on the selected nodes.
     Metadata {
@@ -497,6 +551,12 @@ pub struct Expectations {
     pub stale_writes_accepted_max: Option<u64>,
     /// Lower bound of `stale_writes_refused`: the run must have exercised the fence.
     pub stale_writes_refused_min: Option<u64>,
+    /// Upper bound of `shard_moves_ratio`.
+    pub shard_moves_ratio_max: Option<f64>,
+    /// Upper bound of `shard_imbalance_max`.
+    pub shard_imbalance_max_max: Option<f64>,
+    /// Lower bound of `shard_drains`: drains that finished.
+    pub shard_drains_min: Option<u64>,
 }
 
 /// A scenario that could not be read or does not make sense. Nothing was built.
@@ -587,6 +647,40 @@ impl Scenario {
                 )
             }
         };
+        let shards = match raw.shards {
+            None => None,
+            Some(sh) => {
+                let whole = sh.span();
+                let Some(leases) = &leases else {
+                    return Err(err(
+                        whole,
+                        "[shards] needs a [leases] section".to_owned(),
+                        "shards are owned through leases: add [leases] (voters, contenders)",
+                    ));
+                };
+                let spec = sh
+                    .into_inner()
+                    .validate(whole.clone(), leases.ttl)
+                    .map_err(|(span, msg, hint)| err(span, msg, hint))?;
+                let prefix = format!("shard/{}/", spec.namespace);
+                if let Some(clash) = leases
+                    .scopes
+                    .iter()
+                    .find(|s| s.as_str().starts_with(&prefix))
+                {
+                    return Err(err(
+                        whole,
+                        format!(
+                            "[leases] scope {clash} is in the [shards] namespace {:?}",
+                            spec.namespace
+                        ),
+                        "give [shards] another namespace: its shards are leased by the \
+                         coordinator, not contended for",
+                    ));
+                }
+                Some(spec)
+            }
+        };
         let workload = raw.workload;
         if workload.metadata_value_bytes.get_ref().0 > MAX_VALUE_BYTES {
             return Err(err(
@@ -621,6 +715,7 @@ impl Scenario {
             },
             faults,
             leases,
+            shards,
             expect: raw.expect,
             file: file.to_owned(),
             source: text.to_owned(),
@@ -673,6 +768,8 @@ impl Scenario {
                 | FaultAction::Pause { nodes, .. }
                 | FaultAction::Skew { nodes, .. }
                 | FaultAction::Leave { nodes }
+                | FaultAction::Join { nodes }
+                | FaultAction::Drain { nodes }
                 | FaultAction::Metadata { nodes, .. } => vec![nodes],
                 FaultAction::Partition {
                     shape: PartitionShape::Groups(groups),
@@ -710,6 +807,23 @@ impl Scenario {
             }
             if self.leases.is_none() && selectors.iter().any(|s| s.is_lease_role()) {
                 return Err(no_leases());
+            }
+            if let FaultAction::Join { nodes } | FaultAction::Drain { nodes } = &fault.action {
+                if self.shards.is_none() {
+                    return Err(err(
+                        &fault.span,
+                        "this fault needs a [shards] section".to_owned(),
+                        "add [shards] (namespace, count) next to [leases]",
+                    ));
+                }
+                if matches!(fault.action, FaultAction::Join { .. }) && !nodes.is_indexed() {
+                    return Err(err(
+                        &fault.span,
+                        format!("join names nodes by index, not \"{nodes}\""),
+                        "e.g. nodes = \"100..120\": those contenders stay out of the shard pool \
+                         until the join",
+                    ));
+                }
             }
             for sel in &selectors {
                 if let Some(end) = sel.index_end()
@@ -805,6 +919,11 @@ impl Scenario {
         self.leases.as_ref()
     }
 
+    /// The `[shards]` section, if any.
+    pub fn shards(&self) -> Option<&ShardSpec> {
+        self.shards.as_ref()
+    }
+
     /// The expectations.
     pub fn expect(&self) -> &Expectations {
         &self.expect
@@ -853,8 +972,80 @@ struct RawScenario {
     #[serde(default, rename = "fault")]
     faults: Vec<RawFault>,
     leases: Option<Spanned<RawLeases>>,
+    shards: Option<Spanned<RawShards>>,
     #[serde(default)]
     expect: Expectations,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShards {
+    namespace: Option<Spanned<String>>,
+    count: Spanned<u32>,
+    ttl: Option<Spanned<DurationStr>>,
+    max_moves_in_flight: Option<Spanned<u32>>,
+}
+
+impl RawShards {
+    fn validate(self, whole: Range<usize>, lease_ttl: Duration) -> Result<ShardSpec, FieldError> {
+        let namespace = self
+            .namespace
+            .as_ref()
+            .map_or_else(|| "orders".to_owned(), |n| n.get_ref().clone());
+        if let Err(e) = meshkit::shard::ShardId::new(&namespace, 0) {
+            let span = self.namespace.as_ref().map_or(whole, Spanned::span);
+            return Err((
+                span,
+                format!("namespace {namespace:?}: {e}"),
+                "a namespace is a short name such as \"orders\"",
+            ));
+        }
+        let count = *self.count.get_ref();
+        if !(1..=MAX_SIM_SHARDS).contains(&count) {
+            return Err((
+                self.count.span(),
+                format!("count = {count} is outside 1..={MAX_SIM_SHARDS}"),
+                "count is the number of shards, e.g. 64",
+            ));
+        }
+        let ttl = self.ttl.as_ref().map_or(lease_ttl, |t| t.get_ref().0);
+        let config = LeaseConfig::default();
+        if ttl < config.min_ttl() || ttl > config.max_ttl() {
+            let span = self.ttl.as_ref().map_or(whole, Spanned::span);
+            return Err((
+                span,
+                format!(
+                    "ttl {ttl:?} is outside the lease configuration's {:?}..={:?}",
+                    config.min_ttl(),
+                    config.max_ttl()
+                ),
+                "write e.g. ttl = \"10s\"",
+            ));
+        }
+        let max_moves_in_flight = self
+            .max_moves_in_flight
+            .as_ref()
+            .map_or(256, |m| *m.get_ref());
+        if !(1..=MAX_MOVES_IN_FLIGHT).contains(&max_moves_in_flight) {
+            let span = self
+                .max_moves_in_flight
+                .as_ref()
+                .map_or(whole, Spanned::span);
+            return Err((
+                span,
+                format!(
+                    "max_moves_in_flight = {max_moves_in_flight} is outside 1..={MAX_MOVES_IN_FLIGHT}"
+                ),
+                "how many lease transfers may be under way at once, e.g. 256",
+            ));
+        }
+        Ok(ShardSpec {
+            namespace,
+            count,
+            ttl,
+            max_moves_in_flight,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -881,10 +1072,10 @@ impl RawLeases {
         let scopes = match &self.scopes {
             None => vec![Scope::global_control()],
             Some(list) => {
-                if list.get_ref().is_empty() || list.get_ref().len() > MAX_LEASE_SCOPES {
+                if list.get_ref().len() > MAX_LEASE_SCOPES {
                     return Err((
                         list.span(),
-                        format!("scopes must list 1 to {MAX_LEASE_SCOPES} scopes"),
+                        format!("scopes must list at most {MAX_LEASE_SCOPES} scopes"),
                         "e.g. scopes = [\"global-control\", \"shard/orders/1\"]",
                     ));
                 }
@@ -1038,6 +1229,8 @@ enum ActionName {
     Leave,
     Metadata,
     Transfer,
+    Join,
+    Drain,
 }
 
 impl ActionName {
@@ -1053,6 +1246,8 @@ impl ActionName {
             Self::Leave => "leave",
             Self::Metadata => "metadata",
             Self::Transfer => "transfer",
+            Self::Join => "join",
+            Self::Drain => "drain",
         }
     }
 
@@ -1060,7 +1255,7 @@ impl ActionName {
     fn keys(self) -> &'static [&'static str] {
         match self {
             Self::Crash => &["nodes", "restart_after"],
-            Self::Restart | Self::Leave => &["nodes"],
+            Self::Restart | Self::Leave | Self::Join | Self::Drain => &["nodes"],
             Self::Partition => &["split", "groups", "one_way", "heal_after"],
             Self::Heal => &[],
             Self::Loss => &["rate", "for"],
@@ -1116,6 +1311,8 @@ impl RawFault {
                     "metadata takes: nodes, key, value_bytes or delete = true, rate"
                 }
                 ActionName::Transfer => "transfer takes: scope (needs a [leases] section)",
+                ActionName::Join => "join takes: nodes (index selectors; needs [shards])",
+                ActionName::Drain => "drain takes: nodes (needs [shards])",
             }
         };
         let present: [(&str, Option<Range<usize>>); 12] = [
@@ -1182,6 +1379,8 @@ impl RawFault {
             },
             ActionName::Restart => FaultAction::Restart { nodes: nodes()? },
             ActionName::Leave => FaultAction::Leave { nodes: nodes()? },
+            ActionName::Join => FaultAction::Join { nodes: nodes()? },
+            ActionName::Drain => FaultAction::Drain { nodes: nodes()? },
             ActionName::Heal => FaultAction::Heal,
             ActionName::Transfer => FaultAction::Transfer {
                 scope: match &self.scope {
