@@ -21,6 +21,8 @@
 //!   [`control::audit`] logs operate and admin calls.
 //! * [`client`]: the control API client `meshctl` uses: HTTP/3 first, HTTP/2 over TLS as the
 //!   fallback, counted in [`client::stats`].
+//! * [`grpc`]: the same control surface over gRPC (`meshkit.control.v1.Control`), served on
+//!   the control port behind the same authorization.
 //!
 //! The crypto provider is ring, and only ring: configurations are built with
 //! [`tls::crypto_provider`] explicitly (DESIGN.md §6).
@@ -31,6 +33,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod driver;
+pub mod grpc;
 pub mod leadership;
 pub mod node;
 pub mod scope;

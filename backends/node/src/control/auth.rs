@@ -41,6 +41,7 @@ use thiserror::Error;
 use super::audit::{AuditLog, AuditRecord, AuthMethod, DEFAULT_AUDIT_MAX_BYTES, Outcome};
 use crate::clock::{SystemWallClock, WallClock};
 use crate::config::NodeConfigError;
+use crate::grpc::path as grpc;
 use crate::scope::{EXPECTED_SCOPES, Scope, Scopes};
 use crate::tls::ClientCertificate;
 use crate::tokens::{KeyError, TokenError, TokenVerifier};
@@ -101,6 +102,12 @@ pub const ROUTE_SCOPES: &[RouteScope] = &[
     row("POST", "/control/resume", OPERATE),
     row("POST", "/control/leases/transfer", OPERATE),
     row("POST", "/control/rebalance", OPERATE),
+    row("POST", grpc::LIST_PEERS, OBSERVE),
+    row("POST", grpc::GET_LEADERS, OBSERVE),
+    row("POST", grpc::WATCH_LEADERSHIP, OBSERVE),
+    row("POST", grpc::TRANSFER_LEASE, OPERATE),
+    row("POST", grpc::DRAIN, OPERATE),
+    row("POST", grpc::RESUME, OPERATE),
 ];
 
 /// The scope of every route [`ROUTE_SCOPES`] does not list.

@@ -127,9 +127,13 @@ pub fn router(node: NodeHandle, access: AccessControl) -> Router {
         .route("/control/leases/transfer", post(leadership::transfer))
         .route("/control/drain", post(leadership::drain))
         .route("/control/resume", post(leadership::resume))
-        .with_state(node)
+        .with_state(node.clone())
+        .merge(crate::grpc::routes(node))
         .layer(Extension(access.clone()));
-    access.protect(routes)
+    // The gRPC service shares the authorization layer; its refusals become gRPC statuses.
+    access.protect(routes).layer(axum::middleware::from_fn(
+        crate::grpc::http_errors_as_status,
+    ))
 }
 
 /// Serves the control API on `server`'s listeners until the task is dropped or aborted.

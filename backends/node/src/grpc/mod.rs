@@ -1,0 +1,476 @@
+//! The control surface over gRPC: the `meshkit.control.v1.Control` service.
+//!
+//! The wire contract is `backends/node/proto/control.proto`; its messages are hand-written prost
+//! types in [`proto`] (there is no protoc on the build machines), and the service is dispatched
+//! by hand here with [`tonic::server::Grpc`] and [`tonic_prost::ProstCodec`], much as tonic's
+//! generated code would.
+//!
+//! The service rides on the control port: [`routes`] is merged into
+//! [`control::router`](crate::control::router), inside its authorization layer, so every method
+//! is a row of [`control::auth::ROUTE_SCOPES`](crate::control::auth::ROUTE_SCOPES) (reads need
+//! `mesh.observe`; `TransferLease`, `Drain` and `Resume` need `mesh.operate`). The layer answers
+//! a refused gRPC call in HTTP (401, 403); [`http_errors_as_status`] turns such answers into
+//! gRPC statuses (`UNAUTHENTICATED`, `PERMISSION_DENIED`) that clients can read. gRPC needs
+//! HTTP/2; tonic has no HTTP/3, so the h3 listener does not carry it.
+//!
+//! | method | answers | errors |
+//! | --- | --- | --- |
+//! | `ListPeers` | the membership view, as `GET /meshkit/peers` | `UNAVAILABLE` (driver stopped) |
+//! | `GetLeaders` | the leadership view, as `GET /meshkit/leaders` | `NOT_FOUND` (no `[leadership]`) |
+//! | `TransferLease` | the new holder's token | see [`CallError`] |
+//! | `Drain`, `Resume` | what was released; whether it was drained | see [`CallError`] |
+//! | `WatchLeadership` | feed entries after `after_seq`, then live ones | `OUT_OF_RANGE` (gone) |
+//!
+//! There is no shard watch yet: the node keeps no shard state to watch.
+
+mod client;
+pub mod proto;
+mod status;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::body::Body;
+use futures_util::stream::{self, Stream, StreamExt};
+use meshkit::NodeId;
+use meshkit::lease::Scope;
+use tokio::sync::broadcast;
+use tonic::Status;
+use tonic::server::NamedService;
+use tonic_prost::ProstCodec;
+
+pub use self::client::ControlClient;
+use self::proto::{
+    DrainRequest, DrainResponse, GetLeadersRequest, GetLeadersResponse, LeadershipChange,
+    LeadershipEvent, ListPeersRequest, ListPeersResponse, Peer, PeerState, ResumeRequest,
+    ResumeResponse, TransferLeaseRequest, TransferLeaseResponse, WatchLeadershipRequest,
+};
+pub use self::status::{CallError, MAX_ERROR_BODY_BYTES, http_errors_as_status};
+use crate::control::PeersResponse;
+use crate::control::views::{MAX_PAGE, PeersQuery};
+use crate::driver::{LeadershipError, NodeHandle, Snapshot};
+use crate::leadership::{Change, FeedEntry, LeadershipView};
+
+/// The service's full name.
+pub const SERVICE: &str = "meshkit.control.v1.Control";
+
+/// The largest request message accepted, in bytes (every request of this service is a few
+/// dozen bytes; a scope name is at most 255).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// The HTTP paths of the service's methods (`/{SERVICE}/{method}`), as [`ROUTE_SCOPES`] lists
+/// them.
+///
+/// [`ROUTE_SCOPES`]: crate::control::auth::ROUTE_SCOPES
+pub mod path {
+    /// `ListPeers`.
+    pub const LIST_PEERS: &str = "/meshkit.control.v1.Control/ListPeers";
+    /// `GetLeaders`.
+    pub const GET_LEADERS: &str = "/meshkit.control.v1.Control/GetLeaders";
+    /// `TransferLease`.
+    pub const TRANSFER_LEASE: &str = "/meshkit.control.v1.Control/TransferLease";
+    /// `Drain`.
+    pub const DRAIN: &str = "/meshkit.control.v1.Control/Drain";
+    /// `Resume`.
+    pub const RESUME: &str = "/meshkit.control.v1.Control/Resume";
+    /// `WatchLeadership`.
+    pub const WATCH_LEADERSHIP: &str = "/meshkit.control.v1.Control/WatchLeadership";
+}
+
+/// The service's routes, to merge into the control router (inside its authorization layer).
+pub fn routes(node: NodeHandle) -> Router {
+    Router::new().route_service(
+        "/meshkit.control.v1.Control/{*method}",
+        ControlService::new(node),
+    )
+}
+
+/// The `meshkit.control.v1.Control` service over a node: a tower service from HTTP/2 requests
+/// to gRPC responses.
+#[derive(Clone, Debug)]
+pub struct ControlService {
+    node: NodeHandle,
+}
+
+impl ControlService {
+    /// The service over `node`.
+    pub fn new(node: NodeHandle) -> Self {
+        Self { node }
+    }
+}
+
+impl NamedService for ControlService {
+    const NAME: &'static str = SERVICE;
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type EventStream = Pin<Box<dyn Stream<Item = Result<LeadershipEvent, Status>> + Send>>;
+
+impl tower::Service<http::Request<Body>> for ControlService {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let node = self.node.clone();
+        Box::pin(async move {
+            let response = match request.uri().path() {
+                path::LIST_PEERS => {
+                    unary(request, |r: ListPeersRequest| list_peers(node.clone(), r)).await
+                }
+                path::GET_LEADERS => {
+                    unary(request, |_: GetLeadersRequest| get_leaders(node.clone())).await
+                }
+                path::TRANSFER_LEASE => {
+                    unary(request, |r: TransferLeaseRequest| {
+                        transfer_lease(node.clone(), r)
+                    })
+                    .await
+                }
+                path::DRAIN => unary(request, |_: DrainRequest| drain(node.clone())).await,
+                path::RESUME => unary(request, |_: ResumeRequest| resume(node.clone())).await,
+                path::WATCH_LEADERSHIP => {
+                    let mut grpc = tonic::server::Grpc::new(ProstCodec::<
+                        LeadershipEvent,
+                        WatchLeadershipRequest,
+                    >::new())
+                    .max_decoding_message_size(MAX_REQUEST_BYTES);
+                    let handler = tower::service_fn(|r: tonic::Request<WatchLeadershipRequest>| {
+                        let node = node.clone();
+                        async move {
+                            watch_leadership(node, r.into_inner())
+                                .await
+                                .map(tonic::Response::new)
+                                .map_err(|e| e.into_status(path::WATCH_LEADERSHIP))
+                        }
+                    });
+                    grpc.server_streaming(handler, request).await
+                }
+                other => {
+                    tracing::debug!(path = other, "gRPC call to an unknown method");
+                    Status::unimplemented(format!("{SERVICE} has no method at {other}")).into_http()
+                }
+            };
+            Ok(response)
+        })
+    }
+}
+
+/// Decodes one `Req`, runs `handler`, encodes its answer or its error's status.
+async fn unary<Req, Resp, F, Fut>(
+    request: http::Request<Body>,
+    mut handler: F,
+) -> http::Response<tonic::body::Body>
+where
+    Req: prost::Message + Default + Send + 'static,
+    Resp: prost::Message + Send + 'static,
+    F: FnMut(Req) -> Fut + Send,
+    Fut: Future<Output = Result<Resp, CallError>> + Send,
+{
+    let method = request.uri().path().to_owned();
+    let mut grpc = tonic::server::Grpc::new(ProstCodec::<Resp, Req>::new())
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let service = tower::service_fn(|r: tonic::Request<Req>| {
+        let answer = handler(r.into_inner());
+        let method = method.clone();
+        async move {
+            answer
+                .await
+                .map(tonic::Response::new)
+                .map_err(|e| e.into_status(&method))
+        }
+    });
+    grpc.unary(service, request).await
+}
+
+async fn list_peers(
+    node: NodeHandle,
+    request: ListPeersRequest,
+) -> Result<ListPeersResponse, CallError> {
+    let query = peers_query(request)?;
+    Ok(peers_response(&node.snapshot().await?, &query))
+}
+
+async fn get_leaders(node: NodeHandle) -> Result<GetLeadersResponse, CallError> {
+    match node.leadership().await? {
+        Some(view) => Ok(leaders_response(view)),
+        None => Err(LeadershipError::Disabled.into()),
+    }
+}
+
+async fn transfer_lease(
+    node: NodeHandle,
+    request: TransferLeaseRequest,
+) -> Result<TransferLeaseResponse, CallError> {
+    let scope = Scope::new(&request.scope).map_err(|source| CallError::InvalidScope {
+        value: request.scope.clone(),
+        source,
+    })?;
+    if request.to == 0 {
+        return Err(CallError::ZeroTarget);
+    }
+    let token = node.transfer(scope, NodeId::new(request.to)).await?;
+    tracing::info!(scope = %request.scope, to = request.to, %token, "lease transferred over gRPC");
+    Ok(TransferLeaseResponse {
+        scope: request.scope,
+        to: request.to,
+        token: token.get(),
+    })
+}
+
+async fn drain(node: NodeHandle) -> Result<DrainResponse, CallError> {
+    let released = node.drain().await?;
+    Ok(DrainResponse {
+        node: node.id().get(),
+        released: released.iter().map(ToString::to_string).collect(),
+    })
+}
+
+async fn resume(node: NodeHandle) -> Result<ResumeResponse, CallError> {
+    let was_draining = node.resume().await?;
+    Ok(ResumeResponse {
+        node: node.id().get(),
+        was_draining,
+    })
+}
+
+/// The feed after `request.after_seq`: the backlog, then live entries. A subscriber that falls
+/// [`EVENT_CHANNEL_LEN`](crate::driver::EVENT_CHANNEL_LEN) entries behind gets
+/// `RESOURCE_EXHAUSTED` and resumes from the last entry it saw.
+async fn watch_leadership(
+    node: NodeHandle,
+    request: WatchLeadershipRequest,
+) -> Result<EventStream, CallError> {
+    let local = node.id().get();
+    if request.node != 0 && request.node != local {
+        return Err(CallError::ForeignFeed {
+            feed: request.node,
+            node: local,
+        });
+    }
+    // `Feed::since` counts `after + 1`: keep that in range.
+    let after = request.after_seq.min(u64::MAX - 1);
+    let mut subscription = node.leadership_feed(after).await?;
+    if after == 0
+        && let Err(gap) = &subscription.backlog
+        && let Some(oldest) = gap.oldest
+    {
+        // "From the oldest held": the history has rotated since entry 1.
+        subscription = node.leadership_feed(oldest.saturating_sub(1)).await?;
+    }
+    let backlog = subscription
+        .backlog
+        .map_err(|gap| CallError::from(LeadershipError::Gap(gap)))?;
+    let last = backlog.last().map_or(after, |e| e.seq);
+    let head = stream::iter(backlog.into_iter().map(|e| Ok(leadership_event(e))));
+    let live = stream::unfold(Some((subscription.live, last)), move |state| async move {
+        let (mut rx, last) = state?;
+        let item = match rx.recv().await {
+            Ok(entry) => {
+                let seq = entry.seq;
+                return Some((Ok(leadership_event(entry)), Some((rx, seq))));
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => CallError::Lagged { missed, last },
+            Err(broadcast::error::RecvError::Closed) => {
+                CallError::from(crate::driver::DriverStopped)
+            }
+        };
+        // The stream ends with the error's status.
+        Some((Err(item.into_status(path::WATCH_LEADERSHIP)), None))
+    });
+    Ok(Box::pin(head.chain(live)))
+}
+
+/// The gRPC form of a page of a snapshot's membership view: what `GET /meshkit/peers` with the
+/// same query answers.
+pub fn peers_response(snapshot: &Snapshot, query: &PeersQuery) -> ListPeersResponse {
+    let page = PeersResponse::page(snapshot, query);
+    ListPeersResponse {
+        local: page.local,
+        peers: page
+            .peers
+            .into_iter()
+            .map(|p| Peer {
+                id: p.id,
+                state: PeerState::from_json_name(&p.state) as i32,
+                incarnation: p.incarnation,
+                rtt_ms: p.rtt_ms,
+                metadata: p.metadata,
+                addr: p.addr,
+                last_change_s_ago: p.last_change_s_ago,
+            })
+            .collect(),
+        total: u64::try_from(page.total).unwrap_or(u64::MAX),
+        next_after: page.next_after,
+    }
+}
+
+/// The filter and page a `ListPeers` request asks for.
+fn peers_query(request: ListPeersRequest) -> Result<PeersQuery, CallError> {
+    let state = match PeerState::try_from(request.state) {
+        Ok(PeerState::Unspecified) => None,
+        Ok(state) => Some(state.as_json_name().to_owned()),
+        Err(_) => return Err(CallError::UnknownState(request.state)),
+    };
+    let limit = match usize::try_from(request.limit) {
+        Ok(0) => None,
+        Ok(limit) if limit <= MAX_PAGE => Some(limit),
+        _ => {
+            return Err(CallError::PageSize {
+                limit: request.limit,
+                max: MAX_PAGE,
+            });
+        }
+    };
+    Ok(PeersQuery {
+        state,
+        cluster: request.cluster,
+        region: request.region,
+        after: request.after,
+        limit,
+    })
+}
+
+impl PeerState {
+    /// The state `GET /meshkit/peers` names `name` (`Unspecified` for a name it does not use).
+    pub fn from_json_name(name: &str) -> Self {
+        match name {
+            "alive" => Self::Alive,
+            "suspect" => Self::Suspect,
+            "dead" => Self::Dead,
+            "left" => Self::Left,
+            _ => Self::Unspecified,
+        }
+    }
+
+    /// The state's name as `GET /meshkit/peers` writes it (`alive`, ...; `unspecified`).
+    pub fn as_json_name(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::Alive => "alive",
+            Self::Suspect => "suspect",
+            Self::Dead => "dead",
+            Self::Left => "left",
+        }
+    }
+}
+
+/// The gRPC form of a leadership view (the content of `GET /meshkit/leaders`).
+pub fn leaders_response(view: LeadershipView) -> GetLeadersResponse {
+    GetLeadersResponse {
+        node: view.node,
+        voters: view.voters,
+        raft: view.raft.map(|r| proto::RaftState {
+            leader: r.leader,
+            term: r.term,
+            voters: r.voters,
+            applied_index: r.applied_index,
+        }),
+        table: view
+            .table
+            .into_iter()
+            .map(|l| proto::TableLease {
+                scope: l.scope,
+                holder: l.holder,
+                token: l.token,
+                term: l.term,
+                expires_in_ms: l.expires_in_ms,
+            })
+            .collect(),
+        held: view
+            .held
+            .into_iter()
+            .map(|l| proto::HeldLease {
+                scope: l.scope,
+                token: l.token,
+                term: l.term,
+                expires_in_ms: l.expires_in_ms,
+                transferring: l.transferring,
+            })
+            .collect(),
+        campaign: view.campaign,
+        last_seq: view.last_seq,
+    }
+}
+
+/// The gRPC form of a feed entry.
+pub fn leadership_event(entry: FeedEntry) -> LeadershipEvent {
+    use proto::{
+        Acquired, Expired, Granted, LeaseExpired, LeaseReleased, Lost, RaftLeader, Released,
+        Renewed, Transferred, Voters,
+    };
+    let change = match entry.change {
+        Change::Acquired { scope, token, term } => {
+            LeadershipChange::Acquired(Acquired { scope, token, term })
+        }
+        Change::Renewed { scope, token } => LeadershipChange::Renewed(Renewed { scope, token }),
+        Change::Lost {
+            scope,
+            token,
+            reason,
+        } => LeadershipChange::Lost(Lost {
+            scope,
+            token,
+            reason,
+        }),
+        Change::Transferred {
+            scope,
+            token,
+            to,
+            new_token,
+        } => LeadershipChange::Transferred(Transferred {
+            scope,
+            token,
+            to,
+            new_token,
+        }),
+        Change::Expired { scope, token } => LeadershipChange::Expired(Expired { scope, token }),
+        Change::Released { scope, token } => LeadershipChange::Released(Released { scope, token }),
+        Change::RaftLeader { leader, term } => {
+            LeadershipChange::RaftLeader(RaftLeader { leader, term })
+        }
+        Change::Granted {
+            scope,
+            holder,
+            token,
+            term,
+        } => LeadershipChange::Granted(Granted {
+            scope,
+            holder,
+            token,
+            term,
+        }),
+        Change::LeaseReleased {
+            scope,
+            holder,
+            token,
+        } => LeadershipChange::LeaseReleased(LeaseReleased {
+            scope,
+            holder,
+            token,
+        }),
+        Change::LeaseExpired {
+            scope,
+            holder,
+            token,
+        } => LeadershipChange::LeaseExpired(LeaseExpired {
+            scope,
+            holder,
+            token,
+        }),
+        Change::Voters { voters } => LeadershipChange::Voters(Voters { voters }),
+    };
+    LeadershipEvent {
+        seq: entry.seq,
+        node: entry.node,
+        unix_ms: entry.unix_ms,
+        change: Some(change),
+    }
+}

@@ -1,0 +1,399 @@
+//! The gRPC control surface served on the control router over plain HTTP/2 on loopback, with a
+//! tonic client: three voters contending for `global-control`, bearer tokens for identities.
+//! Every wait is bounded.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{TempDir, eventually, start_cluster, start_cluster_with, token};
+use meshkit_node::config::NodeConfig;
+use meshkit_node::control::PeersResponse;
+use meshkit_node::control::auth::AccessControl;
+use meshkit_node::grpc::ControlClient;
+use meshkit_node::grpc::proto::{
+    GetLeadersRequest, LeadershipChange, ListPeersRequest, PeerState, TransferLeaseRequest,
+    WatchLeadershipRequest,
+};
+use meshkit_node::node::RunningNode;
+use meshkit_node::scope::Scope;
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tower::ServiceExt as _;
+
+const LEADERSHIP: &str = "[leadership]\nvoters = [1, 2, 3]\ncampaign = [\"global-control\"]\n\
+    ttl = \"1s\"\n\n[leadership.raft]\ntick_interval = \"50ms\"\n";
+
+const LIMIT: Duration = Duration::from_secs(15);
+/// Bound on one call or one stream read.
+const CALL_LIMIT: Duration = Duration::from_secs(5);
+
+/// Adds `authorization: Bearer <token>` to every call (none if `None`).
+#[derive(Clone)]
+struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Client = ControlClient<InterceptedService<Channel, Bearer>>;
+
+/// Serves `node`'s control router (its configured access control) on a loopback port with
+/// `axum::serve` (HTTP/1.1 and cleartext HTTP/2).
+async fn serve(
+    dir: &TempDir,
+    node: &RunningNode,
+) -> (SocketAddr, tokio::task::JoinHandle<()>, axum::Router) {
+    let path = dir.path().join(format!("node-{}.toml", node.id().get()));
+    let config = NodeConfig::load(&path).expect("the node's config");
+    let access = AccessControl::from_config(config.access()).expect("access control");
+    let router = meshkit_node::control::router(node.handle().clone(), access);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = router.clone();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, served).await;
+    });
+    (addr, task, router)
+}
+
+async fn client(dir: &TempDir, addr: SocketAddr, scope: Option<Scope>) -> Client {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(CALL_LIMIT)
+        .timeout(CALL_LIMIT)
+        .connect()
+        .await
+        .expect("connect over h2c");
+    let bearer = scope.map(|s| {
+        format!("Bearer {}", token(dir.path(), "grpc-test", s))
+            .parse()
+            .expect("an ASCII header value")
+    });
+    ControlClient::new(InterceptedService::new(channel, Bearer(bearer)))
+}
+
+/// The node ids that believe they hold `global-control`.
+async fn holders(nodes: &[RunningNode]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for n in nodes {
+        if let Ok(Some(view)) = n.handle().leadership().await
+            && view
+                .held
+                .iter()
+                .any(|h| h.scope == "global-control" && !h.transferring && h.expires_in_ms > 0)
+        {
+            out.push(n.id().get());
+        }
+    }
+    out
+}
+
+async fn single_holder(nodes: &[RunningNode]) -> u64 {
+    let ok = eventually(LIMIT, || async { holders(nodes).await.len() == 1 }).await;
+    let h = holders(nodes).await;
+    assert!(
+        ok && h.len() == 1,
+        "no single holder within {LIMIT:?}: {h:?}"
+    );
+    h[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaders_watch_and_transfer_over_grpc() {
+    let dir = TempDir::new("grpc-leases");
+    let nodes = start_cluster_with(dir.path(), 3, LEADERSHIP).await;
+    let first = single_holder(&nodes).await;
+    // Node 1 is a voter: its feed shows every grant in the mesh.
+    let voter = &nodes[0];
+    let (addr, server, _) = serve(&dir, voter).await;
+    let mut observer = client(&dir, addr, Some(Scope::Observe)).await;
+
+    // GetLeaders: the applied table names the holder.
+    let leaders = tokio::time::timeout(CALL_LIMIT, async {
+        loop {
+            let view = observer
+                .get_leaders(GetLeadersRequest {})
+                .await
+                .expect("GetLeaders")
+                .into_inner();
+            if view.table.iter().any(|l| l.scope == "global-control") {
+                return view;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the grant reached node 1's table");
+    assert_eq!(leaders.node, voter.id().get());
+    assert!(leaders.raft.is_some(), "node 1 is a voter: {leaders:?}");
+    let lease = leaders
+        .table
+        .iter()
+        .find(|l| l.scope == "global-control")
+        .unwrap();
+    assert_eq!(lease.holder, first, "{leaders:?}");
+
+    // WatchLeadership from the start: the backlog holds the grant to the holder.
+    let mut watch = observer
+        .watch_leadership(WatchLeadershipRequest::default())
+        .await
+        .expect("WatchLeadership")
+        .into_inner();
+    let mut seen = Vec::new();
+    let granted_seq = tokio::time::timeout(CALL_LIMIT, async {
+        loop {
+            let event = watch.message().await.expect("a status").expect("an event");
+            seen.push(event.seq);
+            if let Some(LeadershipChange::Granted(g)) = &event.change
+                && g.holder == first
+                && g.scope == "global-control"
+            {
+                return event.seq;
+            }
+        }
+    })
+    .await
+    .expect("a grant within the backlog");
+    assert!(
+        seen.windows(2).all(|w| w[1] == w[0] + 1),
+        "numbered without gaps: {seen:?}"
+    );
+
+    // Resuming after the entry before the grant starts exactly at the grant.
+    let mut resumed = observer
+        .watch_leadership(WatchLeadershipRequest {
+            after_seq: granted_seq - 1,
+            node: voter.id().get(),
+        })
+        .await
+        .expect("WatchLeadership resumed")
+        .into_inner();
+    let next = tokio::time::timeout(CALL_LIMIT, resumed.message())
+        .await
+        .expect("an event in time")
+        .expect("no error")
+        .expect("an event");
+    assert_eq!(next.seq, granted_seq);
+    assert!(matches!(next.change, Some(LeadershipChange::Granted(_))));
+
+    // A resume point the feed never held, or another node's, ends with OUT_OF_RANGE.
+    for request in [
+        WatchLeadershipRequest {
+            after_seq: u64::MAX,
+            node: 0,
+        },
+        WatchLeadershipRequest {
+            after_seq: 1,
+            node: 999,
+        },
+    ] {
+        let status = match observer.watch_leadership(request).await {
+            Err(status) => status,
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                tokio::time::timeout(CALL_LIMIT, stream.message())
+                    .await
+                    .expect("an answer in time")
+                    .expect_err("a gone resume point ends the stream")
+            }
+        };
+        assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    }
+
+    // Observers may not transfer; an operator may, through the holder.
+    let target = nodes
+        .iter()
+        .map(|n| n.id().get())
+        .find(|&id| id != first)
+        .unwrap();
+    let transfer = TransferLeaseRequest {
+        scope: "global-control".to_owned(),
+        to: target,
+    };
+    let denied = observer.transfer_lease(transfer.clone()).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+
+    let holder = nodes.iter().find(|n| n.id().get() == first).unwrap();
+    let (holder_addr, holder_server, _) = serve(&dir, holder).await;
+    let mut operator = client(&dir, holder_addr, Some(Scope::Operate)).await;
+    let bad = operator
+        .transfer_lease(TransferLeaseRequest {
+            scope: "Not A Scope".to_owned(),
+            to: target,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+    let moved = operator
+        .transfer_lease(transfer.clone())
+        .await
+        .expect("TransferLease")
+        .into_inner();
+    assert_eq!(moved.to, target);
+    assert!(moved.token > lease.token, "{moved:?} after {lease:?}");
+    let ok = eventually(LIMIT, || async { holders(&nodes).await == [target] }).await;
+    assert!(
+        ok,
+        "holders after the transfer: {:?}",
+        holders(&nodes).await
+    );
+
+    // The old holder no longer holds it: a second transfer is a failed precondition.
+    let again = operator.transfer_lease(transfer).await.unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+
+    // The live part of the first watch shows the transfer's grant to the target.
+    let live = tokio::time::timeout(CALL_LIMIT, async {
+        loop {
+            let event = watch.message().await.expect("a status").expect("an event");
+            if let Some(LeadershipChange::Granted(g)) = &event.change
+                && g.holder == target
+            {
+                return g.token;
+            }
+        }
+    })
+    .await
+    .expect("the transfer's grant on the live stream");
+    assert_eq!(live, moved.token);
+
+    server.abort();
+    holder_server.abort();
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_match_json_and_credentials_are_required() {
+    let dir = TempDir::new("grpc-peers");
+    let nodes = start_cluster(dir.path(), 2).await;
+    let ok = eventually(LIMIT, || async {
+        let s = nodes[0].handle().snapshot().await.unwrap();
+        s.peers.len() == 2 && s.peers.iter().all(|p| p.addr.is_some())
+    })
+    .await;
+    assert!(ok, "node 1 never saw node 2 with its address");
+    let (addr, server, router) = serve(&dir, &nodes[0]).await;
+
+    // ListPeers carries what GET /meshkit/peers does (RTTs and ages move between two reads:
+    // not them), with the same filter and paging.
+    let mut observer = client(&dir, addr, Some(Scope::Observe)).await;
+    let bearer = token(dir.path(), "http-test", Scope::Observe);
+    for (request, query) in [
+        (ListPeersRequest::default(), "/meshkit/peers"),
+        (
+            ListPeersRequest {
+                state: PeerState::Alive as i32,
+                limit: 1,
+                ..ListPeersRequest::default()
+            },
+            "/meshkit/peers?state=alive&limit=1",
+        ),
+        (
+            ListPeersRequest {
+                after: Some(1),
+                ..ListPeersRequest::default()
+            },
+            "/meshkit/peers?after=1",
+        ),
+    ] {
+        let grpc = observer
+            .list_peers(request)
+            .await
+            .expect("ListPeers")
+            .into_inner();
+        let response = router
+            .clone()
+            .oneshot(
+                http::Request::get(query)
+                    .header("authorization", format!("Bearer {bearer}"))
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{query}");
+        let json = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let json: PeersResponse = serde_json::from_slice(&json).expect("a peers body");
+        assert_eq!(
+            (grpc.local, grpc.total, grpc.next_after),
+            (json.local, json.total as u64, json.next_after),
+            "{query}"
+        );
+        assert_eq!(grpc.peers.len(), json.peers.len(), "{query}");
+        assert!(!grpc.peers.is_empty(), "{query}");
+        for (g, j) in grpc.peers.iter().zip(&json.peers) {
+            let state = PeerState::try_from(g.state).expect("a known state");
+            assert_eq!(
+                (
+                    g.id,
+                    state.as_json_name(),
+                    g.incarnation,
+                    &g.metadata,
+                    &g.addr
+                ),
+                (j.id, j.state.as_str(), j.incarnation, &j.metadata, &j.addr),
+            );
+        }
+    }
+    let status = observer
+        .list_peers(ListPeersRequest {
+            limit: u32::MAX,
+            ..ListPeersRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
+    // No credentials: UNAUTHENTICATED with the scope needed; a bad token too.
+    let mut anonymous = client(&dir, addr, None).await;
+    let status = anonymous
+        .list_peers(ListPeersRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("mesh.observe"), "{status:?}");
+    let mut forged = ControlClient::new(InterceptedService::new(
+        Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+        Bearer(Some("Bearer not.a.token".parse().unwrap())),
+    ));
+    let status = forged
+        .list_peers(ListPeersRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+
+    // No [leadership] on these nodes: GetLeaders is NOT_FOUND.
+    let status = observer
+        .get_leaders(GetLeadersRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+
+    server.abort();
+    for n in nodes {
+        n.stop().await;
+    }
+}
