@@ -13,8 +13,8 @@ use meshkit_node::control::PeersResponse;
 use meshkit_node::control::auth::AccessControl;
 use meshkit_node::grpc::ControlClient;
 use meshkit_node::grpc::proto::{
-    GetLeadersRequest, LeadershipChange, ListPeersRequest, PeerState, TransferLeaseRequest,
-    WatchLeadershipRequest,
+    GetLeadersRequest, LeadershipChange, ListPeersRequest, ListShardsRequest, PeerState,
+    TransferLeaseRequest, WatchLeadershipRequest,
 };
 use meshkit_node::node::RunningNode;
 use meshkit_node::scope::Scope;
@@ -25,7 +25,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tower::ServiceExt as _;
 
-const LEADERSHIP: &str = "[leadership]\nvoters = [1, 2, 3]\ncampaign = [\"global-control\"]\n\
+const LEADERSHIP: &str = "[leadership]\nvoters = [1, 2, 3]\ncampaign = [\"global-control\", \"shard/test/1\"]\n\
     ttl = \"1s\"\n\n[leadership.raft]\ntick_interval = \"50ms\"\n";
 
 const LIMIT: Duration = Duration::from_secs(15);
@@ -214,6 +214,56 @@ async fn leaders_watch_and_transfer_over_grpc() {
         };
         assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     }
+
+    // The shard view and the shard watch: the voter's table has the shard's owner, and the
+    // watch carries only shard entries, the shard's grant among them.
+    let shard = tokio::time::timeout(CALL_LIMIT, async {
+        loop {
+            let shards = observer
+                .list_shards(ListShardsRequest {})
+                .await
+                .expect("ListShards")
+                .into_inner();
+            if let Some(owner) = shards.shards.iter().find(|s| s.scope == "shard/test/1") {
+                assert!(shards.complete, "node 1 is a voter: {shards:?}");
+                return owner.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the shard's grant reached node 1's table");
+    let mut shard_watch = observer
+        .watch_shards(WatchLeadershipRequest::default())
+        .await
+        .expect("WatchShards")
+        .into_inner();
+    let shard_grant = tokio::time::timeout(CALL_LIMIT, async {
+        loop {
+            let event = shard_watch
+                .message()
+                .await
+                .expect("a status")
+                .expect("an event");
+            let scope = match &event.change {
+                Some(LeadershipChange::Granted(g)) => {
+                    if g.holder == shard.owner && g.token == shard.token {
+                        return event.seq;
+                    }
+                    &g.scope
+                }
+                Some(LeadershipChange::LeaseReleased(l)) => &l.scope,
+                Some(LeadershipChange::LeaseExpired(l)) => &l.scope,
+                Some(LeadershipChange::Acquired(a)) => &a.scope,
+                Some(LeadershipChange::Renewed(r)) => &r.scope,
+                other => panic!("a shard watch sent {other:?}"),
+            };
+            assert!(scope.starts_with("shard/"), "{event:?}");
+        }
+    })
+    .await
+    .expect("the shard's grant on the shard watch");
+    assert!(shard_grant > 0);
 
     // Observers may not transfer; an operator may, through the holder.
     let target = nodes

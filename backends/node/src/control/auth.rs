@@ -105,6 +105,8 @@ pub const ROUTE_SCOPES: &[RouteScope] = &[
     row("POST", grpc::LIST_PEERS, OBSERVE),
     row("POST", grpc::GET_LEADERS, OBSERVE),
     row("POST", grpc::WATCH_LEADERSHIP, OBSERVE),
+    row("POST", grpc::LIST_SHARDS, OBSERVE),
+    row("POST", grpc::WATCH_SHARDS, OBSERVE),
     row("POST", grpc::TRANSFER_LEASE, OPERATE),
     row("POST", grpc::DRAIN, OPERATE),
     row("POST", grpc::RESUME, OPERATE),

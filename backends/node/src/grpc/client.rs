@@ -9,8 +9,8 @@ use tonic_prost::ProstCodec;
 
 use super::proto::{
     DrainRequest, DrainResponse, GetLeadersRequest, GetLeadersResponse, LeadershipEvent,
-    ListPeersRequest, ListPeersResponse, ResumeRequest, ResumeResponse, TransferLeaseRequest,
-    TransferLeaseResponse, WatchLeadershipRequest,
+    ListPeersRequest, ListPeersResponse, ListShardsRequest, ListShardsResponse, ResumeRequest,
+    ResumeResponse, TransferLeaseRequest, TransferLeaseResponse, WatchLeadershipRequest,
 };
 use super::{SERVICE, path};
 
@@ -103,6 +103,26 @@ where
         request: impl IntoRequest<WatchLeadershipRequest>,
     ) -> Result<Response<Streaming<LeadershipEvent>>, Status> {
         let (request, path) = self.prepare(request, path::WATCH_LEADERSHIP).await?;
+        self.inner
+            .server_streaming(request, path, ProstCodec::new())
+            .await
+    }
+
+    /// `ListShards`.
+    pub async fn list_shards(
+        &mut self,
+        request: impl IntoRequest<ListShardsRequest>,
+    ) -> Result<Response<ListShardsResponse>, Status> {
+        let (request, path) = self.prepare(request, path::LIST_SHARDS).await?;
+        self.inner.unary(request, path, ProstCodec::new()).await
+    }
+
+    /// `WatchShards`: [`Self::watch_leadership`] narrowed to `shard/...` scopes.
+    pub async fn watch_shards(
+        &mut self,
+        request: impl IntoRequest<WatchLeadershipRequest>,
+    ) -> Result<Response<Streaming<LeadershipEvent>>, Status> {
+        let (request, path) = self.prepare(request, path::WATCH_SHARDS).await?;
         self.inner
             .server_streaming(request, path, ProstCodec::new())
             .await

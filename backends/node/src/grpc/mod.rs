@@ -20,8 +20,8 @@
 //! | `TransferLease` | the new holder's token | see [`CallError`] |
 //! | `Drain`, `Resume` | what was released; whether it was drained | see [`CallError`] |
 //! | `WatchLeadership` | feed entries after `after_seq`, then live ones | `OUT_OF_RANGE` (gone) |
-//!
-//! There is no shard watch yet: the node keeps no shard state to watch.
+//! | `ListShards` | the shard owners, as `GET /meshkit/shards` | `NOT_FOUND` (no `[leadership]`) |
+//! | `WatchShards` | `WatchLeadership` narrowed to `shard/...` scopes | as `WatchLeadership` |
 
 mod client;
 pub mod proto;
@@ -45,11 +45,13 @@ use tonic_prost::ProstCodec;
 pub use self::client::ControlClient;
 use self::proto::{
     DrainRequest, DrainResponse, GetLeadersRequest, GetLeadersResponse, LeadershipChange,
-    LeadershipEvent, ListPeersRequest, ListPeersResponse, Peer, PeerState, ResumeRequest,
-    ResumeResponse, TransferLeaseRequest, TransferLeaseResponse, WatchLeadershipRequest,
+    LeadershipEvent, ListPeersRequest, ListPeersResponse, ListShardsRequest, ListShardsResponse,
+    Peer, PeerState, ResumeRequest, ResumeResponse, TransferLeaseRequest, TransferLeaseResponse,
+    WatchLeadershipRequest,
 };
 pub use self::status::{CallError, MAX_ERROR_BODY_BYTES, http_errors_as_status};
 use crate::control::PeersResponse;
+use crate::control::leadership::ShardsResponse;
 use crate::control::views::{MAX_PAGE, PeersQuery};
 use crate::driver::{LeadershipError, NodeHandle, Snapshot};
 use crate::leadership::{Change, FeedEntry, LeadershipView};
@@ -78,6 +80,10 @@ pub mod path {
     pub const RESUME: &str = "/meshkit.control.v1.Control/Resume";
     /// `WatchLeadership`.
     pub const WATCH_LEADERSHIP: &str = "/meshkit.control.v1.Control/WatchLeadership";
+    /// `ListShards`.
+    pub const LIST_SHARDS: &str = "/meshkit.control.v1.Control/ListShards";
+    /// `WatchShards`.
+    pub const WATCH_SHARDS: &str = "/meshkit.control.v1.Control/WatchShards";
 }
 
 /// The service's routes, to merge into the control router (inside its authorization layer).
@@ -136,23 +142,11 @@ impl tower::Service<http::Request<Body>> for ControlService {
                 }
                 path::DRAIN => unary(request, |_: DrainRequest| drain(node.clone())).await,
                 path::RESUME => unary(request, |_: ResumeRequest| resume(node.clone())).await,
-                path::WATCH_LEADERSHIP => {
-                    let mut grpc = tonic::server::Grpc::new(ProstCodec::<
-                        LeadershipEvent,
-                        WatchLeadershipRequest,
-                    >::new())
-                    .max_decoding_message_size(MAX_REQUEST_BYTES);
-                    let handler = tower::service_fn(|r: tonic::Request<WatchLeadershipRequest>| {
-                        let node = node.clone();
-                        async move {
-                            watch_leadership(node, r.into_inner())
-                                .await
-                                .map(tonic::Response::new)
-                                .map_err(|e| e.into_status(path::WATCH_LEADERSHIP))
-                        }
-                    });
-                    grpc.server_streaming(handler, request).await
+                path::LIST_SHARDS => {
+                    unary(request, |_: ListShardsRequest| list_shards(node.clone())).await
                 }
+                path::WATCH_LEADERSHIP => watch(request, node, all_entries).await,
+                path::WATCH_SHARDS => watch(request, node, shard_entries).await,
                 other => {
                     tracing::debug!(path = other, "gRPC call to an unknown method");
                     Status::unimplemented(format!("{SERVICE} has no method at {other}")).into_http()
@@ -188,6 +182,62 @@ where
         }
     });
     grpc.unary(service, request).await
+}
+
+/// Decodes a `WatchLeadershipRequest` and streams the feed entries `keep` passes.
+async fn watch(
+    request: http::Request<Body>,
+    node: NodeHandle,
+    keep: fn(&FeedEntry) -> bool,
+) -> http::Response<tonic::body::Body> {
+    let method = request.uri().path().to_owned();
+    let mut grpc =
+        tonic::server::Grpc::new(ProstCodec::<LeadershipEvent, WatchLeadershipRequest>::new())
+            .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let handler = tower::service_fn(|r: tonic::Request<WatchLeadershipRequest>| {
+        let node = node.clone();
+        let method = method.clone();
+        async move {
+            watch_feed(node, r.into_inner(), keep, method.clone())
+                .await
+                .map(tonic::Response::new)
+                .map_err(|e| e.into_status(&method))
+        }
+    });
+    grpc.server_streaming(handler, request).await
+}
+
+fn all_entries(_: &FeedEntry) -> bool {
+    true
+}
+
+fn shard_entries(entry: &FeedEntry) -> bool {
+    entry
+        .change
+        .scope()
+        .is_some_and(|s| s.starts_with("shard/"))
+}
+
+async fn list_shards(node: NodeHandle) -> Result<ListShardsResponse, CallError> {
+    let view = node
+        .leadership()
+        .await?
+        .ok_or(CallError::Leadership(LeadershipError::Disabled))?;
+    let shards = ShardsResponse::from_view(&view);
+    Ok(ListShardsResponse {
+        local: shards.local,
+        complete: shards.complete,
+        shards: shards
+            .shards
+            .into_iter()
+            .map(|s| proto::ShardOwner {
+                scope: s.scope,
+                owner: s.owner,
+                token: s.token,
+                expires_in_ms: s.expires_in_ms,
+            })
+            .collect(),
+    })
 }
 
 async fn list_peers(
@@ -241,12 +291,14 @@ async fn resume(node: NodeHandle) -> Result<ResumeResponse, CallError> {
     })
 }
 
-/// The feed after `request.after_seq`: the backlog, then live entries. A subscriber that falls
-/// [`EVENT_CHANNEL_LEN`](crate::driver::EVENT_CHANNEL_LEN) entries behind gets
-/// `RESOURCE_EXHAUSTED` and resumes from the last entry it saw.
-async fn watch_leadership(
+/// The feed after `request.after_seq`, the entries `keep` passes: the backlog, then live
+/// entries. A subscriber that falls [`EVENT_CHANNEL_LEN`](crate::driver::EVENT_CHANNEL_LEN)
+/// entries behind gets `RESOURCE_EXHAUSTED` and resumes from the last entry it was sent.
+async fn watch_feed(
     node: NodeHandle,
     request: WatchLeadershipRequest,
+    keep: fn(&FeedEntry) -> bool,
+    method: String,
 ) -> Result<EventStream, CallError> {
     let local = node.id().get();
     if request.node != 0 && request.node != local {
@@ -268,22 +320,36 @@ async fn watch_leadership(
     let backlog = subscription
         .backlog
         .map_err(|gap| CallError::from(LeadershipError::Gap(gap)))?;
+    // Entries skipped by `keep` count as seen: resuming after them loses nothing kept.
     let last = backlog.last().map_or(after, |e| e.seq);
-    let head = stream::iter(backlog.into_iter().map(|e| Ok(leadership_event(e))));
-    let live = stream::unfold(Some((subscription.live, last)), move |state| async move {
-        let (mut rx, last) = state?;
-        let item = match rx.recv().await {
-            Ok(entry) => {
-                let seq = entry.seq;
-                return Some((Ok(leadership_event(entry)), Some((rx, seq))));
-            }
-            Err(broadcast::error::RecvError::Lagged(missed)) => CallError::Lagged { missed, last },
-            Err(broadcast::error::RecvError::Closed) => {
-                CallError::from(crate::driver::DriverStopped)
-            }
-        };
-        // The stream ends with the error's status.
-        Some((Err(item.into_status(path::WATCH_LEADERSHIP)), None))
+    let head = stream::iter(
+        backlog
+            .into_iter()
+            .filter(keep)
+            .map(|e| Ok(leadership_event(e))),
+    );
+    let live = stream::unfold(Some((subscription.live, last)), move |state| {
+        let method = method.clone();
+        async move {
+            let (mut rx, mut last) = state?;
+            let error = loop {
+                match rx.recv().await {
+                    Ok(entry) if keep(&entry) => {
+                        let seq = entry.seq;
+                        return Some((Ok(leadership_event(entry)), Some((rx, seq))));
+                    }
+                    Ok(entry) => last = entry.seq,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        break CallError::Lagged { missed, last };
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        break CallError::from(crate::driver::DriverStopped);
+                    }
+                }
+            };
+            // The stream ends with the error's status.
+            Some((Err(error.into_status(&method)), None))
+        }
     });
     Ok(Box::pin(head.chain(live)))
 }

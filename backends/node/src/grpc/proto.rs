@@ -170,6 +170,41 @@ pub struct HeldLease {
     pub transferring: bool,
 }
 
+/// `ListShardsRequest`: no fields.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ListShardsRequest {}
+
+/// `ListShardsResponse`: the shard owners a node knows.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ListShardsResponse {
+    /// The answering node.
+    #[prost(uint64, tag = "1")]
+    pub local: u64,
+    /// Whether the list is the voters' applied table (complete) or only what this node owns.
+    #[prost(bool, tag = "2")]
+    pub complete: bool,
+    /// Shards with an owner, in scope order.
+    #[prost(message, repeated, tag = "3")]
+    pub shards: Vec<ShardOwner>,
+}
+
+/// `ShardOwner`: one shard and its owner.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ShardOwner {
+    /// The shard's scope, `shard/{namespace}/{id}`.
+    #[prost(string, tag = "1")]
+    pub scope: String,
+    /// Its owner (the lease holder).
+    #[prost(uint64, tag = "2")]
+    pub owner: u64,
+    /// The fencing token of the owner's grant.
+    #[prost(uint64, tag = "3")]
+    pub token: u64,
+    /// Time left on the lease.
+    #[prost(uint64, tag = "4")]
+    pub expires_in_ms: u64,
+}
+
 /// `TransferLeaseRequest`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TransferLeaseRequest {
@@ -569,6 +604,12 @@ mod tests {
             expires_in_ms: 1,
             transferring: true,
         };
+        let shard = ShardOwner {
+            scope: s(),
+            owner: 1,
+            token: 1,
+            expires_in_ms: 1,
+        };
         let changes = vec![
             LeadershipChange::Acquired(Acquired {
                 scope: s(),
@@ -660,6 +701,17 @@ mod tests {
             ("RaftState", raft.encode_to_vec()),
             ("TableLease", table.encode_to_vec()),
             ("HeldLease", held.encode_to_vec()),
+            ("ListShardsRequest", ListShardsRequest {}.encode_to_vec()),
+            (
+                "ListShardsResponse",
+                ListShardsResponse {
+                    local: 1,
+                    complete: true,
+                    shards: vec![shard.clone()],
+                }
+                .encode_to_vec(),
+            ),
+            ("ShardOwner", shard.encode_to_vec()),
             (
                 "TransferLeaseRequest",
                 TransferLeaseRequest { scope: s(), to: 1 }.encode_to_vec(),
@@ -761,6 +813,8 @@ mod tests {
             path::DRAIN,
             path::RESUME,
             path::WATCH_LEADERSHIP,
+            path::LIST_SHARDS,
+            path::WATCH_SHARDS,
         ]
         .into_iter()
         .map(ToOwned::to_owned)
