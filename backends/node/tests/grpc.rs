@@ -13,8 +13,8 @@ use meshkit_node::control::PeersResponse;
 use meshkit_node::control::auth::AccessControl;
 use meshkit_node::grpc::ControlClient;
 use meshkit_node::grpc::proto::{
-    GetLeadersRequest, LeadershipChange, ListPeersRequest, ListShardsRequest, PeerState,
-    TransferLeaseRequest, WatchLeadershipRequest,
+    DrainRequest, GetLeadersRequest, LeadershipChange, ListPeersRequest, ListShardsRequest,
+    PeerState, ResumeRequest, TransferLeaseRequest, WatchLeadershipRequest,
 };
 use meshkit_node::node::RunningNode;
 use meshkit_node::scope::Scope;
@@ -443,6 +443,93 @@ async fn peers_match_json_and_credentials_are_required() {
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
 
     server.abort();
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// A tonic channel to a node's real control port: HTTP/2 over TLS (ALPN `h2`), trusting the dev
+/// CA and presenting node-1's certificate. tonic's own TLS features stay off (they would bring a
+/// second crypto provider): the connector is tokio-rustls with ring.
+async fn tls_channel(dir: &TempDir, addr: SocketAddr) -> Channel {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(dir.path().join("ca.pem")).expect("the CA"))
+        .expect("a CA certificate");
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(dir.path().join("node-1.pem"))
+            .expect("node-1's certificate")
+            .collect::<Result<_, _>>()
+            .expect("PEM certificates");
+    let key = PrivateKeyDer::from_pem_file(dir.path().join("node-1.key")).expect("node-1's key");
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(meshkit_node::tls::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .expect("a client identity");
+    config.alpn_protocols = vec![meshkit_node::control::serve::ALPN_H2.to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(CALL_LIMIT)
+        .timeout(CALL_LIMIT)
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+            let connector = connector.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                let tls = connector
+                    .connect(ServerName::try_from("node-1").expect("a DNS name"), tcp)
+                    .await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+        .await
+        .expect("connect over TLS")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_rides_the_real_control_port_with_certificate_identities() {
+    let dir = TempDir::new("grpc-tls");
+    let nodes = start_cluster(dir.path(), 1).await;
+    let addr = nodes[0].control_addr().expect("a control port");
+    // node-1's certificate is not in [access.identities]: a node certificate observes.
+    let channel = tls_channel(&dir, addr).await;
+    let mut node_cert = ControlClient::new(InterceptedService::new(channel.clone(), Bearer(None)));
+    let peers = node_cert
+        .list_peers(ListPeersRequest::default())
+        .await
+        .expect("ListPeers over TLS")
+        .into_inner();
+    assert_eq!(peers.local, 1);
+    assert_eq!(peers.peers.len(), 1);
+    let status = node_cert.drain(DrainRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("mesh.operate"), "{status:?}");
+
+    // A token counts over the certificate: an operator drains the node.
+    let bearer = format!("Bearer {}", token(dir.path(), "grpc-tls", Scope::Operate));
+    let mut operator = ControlClient::new(InterceptedService::new(
+        channel,
+        Bearer(Some(bearer.parse().expect("an ASCII header value"))),
+    ));
+    let drained = operator
+        .drain(DrainRequest {})
+        .await
+        .expect("Drain over TLS")
+        .into_inner();
+    assert_eq!(drained.node, 1);
+    assert!(nodes[0].handle().snapshot().await.unwrap().draining);
+    let resumed = operator
+        .resume(ResumeRequest {})
+        .await
+        .expect("Resume over TLS")
+        .into_inner();
+    assert!(resumed.was_draining);
     for n in nodes {
         n.stop().await;
     }
