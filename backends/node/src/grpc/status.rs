@@ -242,6 +242,59 @@ mod tests {
         }
     }
 
+    /// A gRPC request refused in HTTP gets a trailers-only gRPC answer with the JSON error as
+    /// its message; a plain HTTP request keeps its HTTP answer.
+    #[tokio::test]
+    async fn http_refusals_of_grpc_calls_become_trailers_only_statuses() {
+        use axum::response::IntoResponse as _;
+        use tower::ServiceExt as _;
+
+        let router = axum::Router::new()
+            .route(
+                "/refused",
+                axum::routing::post(|| async {
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        [(header::WWW_AUTHENTICATE, "Bearer realm=\"meshkit\"")],
+                        axum::Json(serde_json::json!({
+                            "error": "no credentials",
+                            "required_scope": "mesh.observe",
+                        })),
+                    )
+                        .into_response()
+                }),
+            )
+            .layer(axum::middleware::from_fn(http_errors_as_status));
+        let call = |content_type: &'static str, path: &'static str| {
+            let router = router.clone();
+            async move {
+                router
+                    .oneshot(
+                        http::Request::post(path)
+                            .header(header::CONTENT_TYPE, content_type)
+                            .body(Body::empty())
+                            .unwrap(),
+                    )
+                    .await
+                    .unwrap()
+            }
+        };
+        let grpc = call("application/grpc", "/refused").await;
+        assert_eq!(grpc.status(), StatusCode::OK);
+        let status = Status::from_header_map(grpc.headers()).expect("a grpc-status header");
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert_eq!(status.message(), "no credentials (requires mesh.observe)");
+        assert!(grpc.headers().contains_key(header::WWW_AUTHENTICATE));
+
+        let unknown = call("application/grpc+proto", "/no.such.Service/Method").await;
+        let status = Status::from_header_map(unknown.headers()).expect("a grpc-status header");
+        assert_eq!(status.code(), Code::Unimplemented);
+
+        let plain = call("application/json", "/refused").await;
+        assert_eq!(plain.status(), StatusCode::UNAUTHORIZED);
+        assert!(Status::from_header_map(plain.headers()).is_none());
+    }
+
     #[test]
     fn http_statuses_map_as_grpc_prescribes() {
         assert_eq!(
