@@ -569,6 +569,7 @@ fn with_client<T>(
             );
         }
         let result = work(&client).await;
+        client.close().await;
         let remembered = client
             .remembered()
             .into_iter()

@@ -132,6 +132,22 @@ impl Connections {
         Ok(endpoint)
     }
 
+    /// Drops every connection and closes the endpoints, waiting at most `wait` for the close
+    /// frames to leave.
+    pub(super) async fn close(&self, wait: Duration) {
+        lock(&self.senders).clear();
+        let endpoints: Vec<quinn::Endpoint> = [&self.endpoint_v4, &self.endpoint_v6]
+            .into_iter()
+            .filter_map(|slot| lock(slot).take())
+            .collect();
+        for endpoint in &endpoints {
+            endpoint.close(quinn::VarInt::from_u32(0), b"client closed");
+        }
+        for endpoint in endpoints {
+            let _ = tokio::time::timeout(wait, endpoint.wait_idle()).await;
+        }
+    }
+
     fn cached(&self, server: SocketAddr) -> Option<Sender> {
         lock(&self.senders).get(&server).cloned()
     }

@@ -55,6 +55,8 @@ pub const DEFAULT_FALLBACK_MEMORY: Duration = Duration::from_secs(300);
 /// Most servers one client keeps connections or fallback memories for; past it the oldest
 /// entries are forgotten.
 pub const MAX_SERVERS: usize = 256;
+/// Longest [`Client::close`] waits for QUIC close frames to leave.
+pub const CLOSE_WAIT: Duration = Duration::from_millis(200);
 /// The TLS server name sent (SNI) when no name is pinned; node certificates are checked
 /// against the name they carry instead (see the module docs).
 const DEFAULT_SNI: &str = "meshkit-control";
@@ -417,6 +419,14 @@ impl Client {
                 Err(error)
             }
         }
+    }
+
+    /// Closes every connection and the QUIC endpoints, waiting at most [`CLOSE_WAIT`] for the
+    /// servers to be told (so they free the connection now rather than at their idle timeout).
+    /// Requests made afterwards open new connections.
+    pub async fn close(&self) {
+        self.tcp.close();
+        self.h3.close(CLOSE_WAIT).await;
     }
 
     /// The counters of this client.

@@ -26,6 +26,11 @@ pub(super) struct Connections {
 }
 
 impl Connections {
+    /// Drops every connection (each closes once its last sender is gone).
+    pub(super) fn close(&self) {
+        lock(&self.h2).clear();
+    }
+
     fn cached(&self, server: SocketAddr) -> Option<H2Sender> {
         lock(&self.h2).get(&server).cloned()
     }
