@@ -390,3 +390,61 @@ async fn client_certificate_from_another_ca_is_refused() {
         n.stop().await;
     }
 }
+
+/// `meshctl transport stats` probes a node, keeps its counters in the state file across runs,
+/// and prints them as JSON; `--reset` starts over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meshctl_transport_stats_accumulate_in_the_state_file() {
+    let dir = TempDir::new("control-meshctl-stats");
+    let nodes = start_cluster(dir.path(), 1).await;
+    let server = nodes[0].control_addr().unwrap().to_string();
+    let ca = dir.path().join("ca.pem");
+    let state = dir.path().join("state.json");
+    let meshctl = move |args: Vec<String>| {
+        let (ca, state) = (ca.clone(), state.clone());
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
+                .args(["transport", "stats", "--json"])
+                .args(&args)
+                .arg("--ca")
+                .arg(ca)
+                .env("MESHCTL_STATE", state)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice::<meshkit_node::client::StatsSnapshot>(&out.stdout).unwrap()
+        })
+    };
+    let probe = |n: &str| {
+        vec![
+            "--addr".to_owned(),
+            server.clone(),
+            "--requests".to_owned(),
+            n.to_owned(),
+        ]
+    };
+    let first = meshctl(probe("2")).await.unwrap();
+    assert_eq!(first.requests(HttpProtocol::H3), 2, "{first:?}");
+    let second = meshctl(probe("3")).await.unwrap();
+    assert_eq!(second.requests(HttpProtocol::H3), 5, "{second:?}");
+    let mut tcp = probe("1");
+    tcp.extend(["--protocol".to_owned(), "tcp".to_owned()]);
+    let third = meshctl(tcp).await.unwrap();
+    assert_eq!(
+        (
+            third.requests(HttpProtocol::H3),
+            third.requests(HttpProtocol::H2)
+        ),
+        (5, 1)
+    );
+    assert!(third.fallbacks.is_empty(), "{third:?}");
+    let reset = meshctl(vec!["--reset".to_owned()]).await.unwrap();
+    assert_eq!(reset, meshkit_node::client::StatsSnapshot::default());
+    for n in nodes {
+        n.stop().await;
+    }
+}

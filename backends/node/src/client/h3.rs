@@ -254,3 +254,36 @@ async fn exchange(mut sender: Sender, outgoing: &Outgoing) -> Result<Response, H
         body: String::from_utf8_lossy(&body).into_owned(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// TLS alerts (QUIC crypto errors) are handshake failures; silence is a timeout; a peer that
+    /// closes or resets the connection refused it.
+    #[test]
+    fn connection_errors_map_to_bounded_reasons() {
+        use quinn::ConnectionError as E;
+        // `crypto(alert)` is 0x100 + the TLS alert: a handshake failure whatever the alert.
+        let crypto = E::ConnectionClosed(quinn::ConnectionClose {
+            error_code: quinn::TransportErrorCode::crypto(42),
+            frame_type: None,
+            reason: Bytes::new(),
+        });
+        assert_eq!(connection_reason(&crypto), FallbackReason::Handshake);
+        assert_eq!(connection_reason(&E::TimedOut), FallbackReason::Timeout);
+        assert_eq!(connection_reason(&E::Reset), FallbackReason::Refused);
+        assert_eq!(
+            connection_reason(&E::VersionMismatch),
+            FallbackReason::Handshake
+        );
+        assert_eq!(
+            connection_reason(&E::LocallyClosed),
+            FallbackReason::H3Error
+        );
+        assert_eq!(
+            H3Error::Timeout(Duration::from_secs(1)).reason(),
+            FallbackReason::Timeout
+        );
+    }
+}

@@ -411,3 +411,42 @@ pub(super) fn plain(status: http::StatusCode, text: &'static str) -> Response<Bo
     *response.status_mut() = status;
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// HELP then TYPE then samples, one sample per label value, counters end in `_total`.
+    #[test]
+    fn server_stats_render_as_text_exposition() {
+        let stats = ServerStats::default();
+        stats.count_request(HttpProtocol::H3);
+        stats.count_request(HttpProtocol::H3);
+        stats.count_request(HttpProtocol::Http11);
+        stats.count_quic_handshake_failed();
+        let mut text = String::new();
+        stats.render(&mut text);
+        for sample in [
+            "mesh_transport_control_requests_total{protocol=\"h3\"} 2\n",
+            "mesh_transport_control_requests_total{protocol=\"h2\"} 0\n",
+            "mesh_transport_control_requests_total{protocol=\"http1.1\"} 1\n",
+            "mesh_transport_control_handshakes_failed_total{transport=\"tcp\"} 0\n",
+            "mesh_transport_control_handshakes_failed_total{transport=\"quic\"} 1\n",
+            "mesh_transport_control_connections_refused_total 0\n",
+        ] {
+            assert!(text.contains(sample), "{sample} missing from:\n{text}");
+        }
+        let mut announced = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("a TYPE line names its kind");
+                assert_eq!(kind, "counter");
+                assert!(name.ends_with("_total"), "{line}");
+                announced = Some(name.to_owned());
+            } else if !line.starts_with("# HELP ") {
+                let name = line.split(['{', ' ']).next().unwrap_or_default();
+                assert_eq!(Some(name), announced.as_deref(), "{line}");
+            }
+        }
+    }
+}
