@@ -186,9 +186,9 @@ fn client_falls_back_to_h2_when_nftables_drops_udp() {
         println!("{NETNS_PASSED}");
         return;
     }
-    let has = |tool: &str| {
+    let has = |tool: &str, version_flag: &str| {
         Command::new(tool)
-            .arg("--version")
+            .arg(version_flag)
             .output()
             .is_ok_and(|o| o.status.success())
     };
@@ -197,10 +197,10 @@ fn client_falls_back_to_h2_when_nftables_drops_udp() {
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if !root || !has("unshare") || !has("nft") {
+    if !root || !has("unshare", "--version") || !has("nft", "--version") || !has("ip", "-V") {
         eprintln!(
-            "SKIPPED client_falls_back_to_h2_when_nftables_drops_udp: needs root, unshare and nft \
-             (the UDP-swallowing test covers the fallback without them)"
+            "SKIPPED client_falls_back_to_h2_when_nftables_drops_udp: needs root, unshare, nft \
+             and ip (the UDP-swallowing test covers the fallback without them)"
         );
         return;
     }
@@ -447,4 +447,31 @@ async fn meshctl_transport_stats_accumulate_in_the_state_file() {
     for n in nodes {
         n.stop().await;
     }
+}
+
+/// The control port number is bound on TCP and UDP: one taken on UDP stops the node at start,
+/// with an error naming the `control` key and the UDP side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_port_taken_on_udp_is_a_start_error_naming_the_key() {
+    let dir = TempDir::new("control-udp-taken");
+    let (ca, files) = meshkit_node::certs::write_dev_certs(dir.path(), 1).unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let path = common::write_config(dir.path(), 1, &[], &files[0].cert, &files[0].key, &ca);
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "control = \"127.0.0.1:0\"",
+        &format!("control = \"127.0.0.1:{port}\""),
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let config = meshkit_node::config::NodeConfig::load(&path).unwrap();
+    let error = meshkit_node::node::start(&config)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("key `control`") && error.contains("UDP"),
+        "{error}"
+    );
+    drop(udp);
 }
