@@ -29,7 +29,7 @@ use tokio::time::Sleep;
 use crate::clock::Clock;
 use crate::leadership::{
     FeedEntry, FeedGap, Leadership, LeadershipConfig, LeadershipStats, LeadershipView,
-    TransferOutcome,
+    LeaseOutcome, LeaseRequest,
 };
 use crate::transport::{Transport, TransportStats};
 
@@ -202,10 +202,9 @@ enum Command {
         after: u64,
         reply: oneshot::Sender<Option<FeedSubscription>>,
     },
-    Transfer {
-        scope: Scope,
-        to: NodeId,
-        reply: oneshot::Sender<TransferOutcome>,
+    Lease {
+        request: LeaseRequest,
+        reply: oneshot::Sender<LeaseOutcome>,
     },
     Drain(oneshot::Sender<Vec<Scope>>),
     Resume(oneshot::Sender<bool>),
@@ -290,6 +289,28 @@ impl NodeHandle {
             .ok_or(LeadershipError::Disabled)
     }
 
+    /// Acquires `scope` for `ttl` through the voters and waits for the grant: its fencing token.
+    /// Present the token to every resource the lease guards. Asking for a scope this node
+    /// holds renews it.
+    pub async fn acquire(
+        &self,
+        scope: Scope,
+        ttl: Duration,
+    ) -> Result<FencingToken, LeadershipError> {
+        self.lease(LeaseRequest::Acquire { scope, ttl }).await
+    }
+
+    /// Renews a lease this node holds, for its TTL.
+    pub async fn renew(&self, scope: Scope) -> Result<FencingToken, LeadershipError> {
+        self.lease(LeaseRequest::Renew { scope }).await
+    }
+
+    /// Releases a lease this node holds (at once: stop using its token) and stops contending
+    /// for it. Returns the token given up.
+    pub async fn release(&self, scope: Scope) -> Result<FencingToken, LeadershipError> {
+        self.lease(LeaseRequest::Release { scope }).await
+    }
+
     /// Hands this node's lease on `scope` to `to` and waits for the outcome (the new holder's
     /// token). This node stops contending for the scope.
     pub async fn transfer(
@@ -297,9 +318,21 @@ impl NodeHandle {
         scope: Scope,
         to: NodeId,
     ) -> Result<FencingToken, LeadershipError> {
+        self.lease(LeaseRequest::Transfer { scope, to }).await
+    }
+
+    async fn lease(&self, request: LeaseRequest) -> Result<FencingToken, LeadershipError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Transfer { scope, to, reply }).await?;
-        Ok(rx.await.map_err(|_| DriverStopped)??)
+        self.send(Command::Lease { request, reply }).await?;
+        match rx.await {
+            Ok(outcome) => Ok(outcome?),
+            // The driver dropped the reply: it runs no leadership, or it stopped.
+            Err(_) => Err(if self.commands.is_closed() {
+                LeadershipError::Stopped(DriverStopped)
+            } else {
+                LeadershipError::Disabled
+            }),
+        }
     }
 
     /// Drains the node: it stops contending for leases, releases those it holds (their next
@@ -423,11 +456,10 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                 });
                 let _ = reply.send(subscription);
             }
-            Command::Transfer { scope, to, reply } => match &mut self.leadership {
-                Some(l) => l.transfer(now, scope, to, reply),
-                None => {
-                    let _ = reply.send(Err(meshkit::lease::LeaseError::NotHeld { scope }));
-                }
+            Command::Lease { request, reply } => match &mut self.leadership {
+                Some(l) => l.request(now, request, reply),
+                // Answered by the handle before it sends the command; cannot happen.
+                None => drop(reply),
             },
             Command::Drain(reply) => {
                 let released = self

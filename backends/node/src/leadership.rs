@@ -420,12 +420,61 @@ pub(crate) struct Leadership {
     feed: Feed,
     stats: LeadershipStats,
     voters: Vec<NodeId>,
-    /// Operators' transfers in flight, answered when their outcome is known.
-    transfers: BTreeMap<Scope, (RequestId, oneshot::Sender<TransferOutcome>)>,
+    /// Host requests in flight (one per scope, as the client allows), answered when their
+    /// outcome is known.
+    waiters: BTreeMap<Scope, Waiter>,
 }
 
-/// How an operator's transfer ended: the new holder's token, or why not.
-pub type TransferOutcome = Result<FencingToken, LeaseError>;
+/// How a host's lease request ended: the token (the new holder's, for a transfer), or why not.
+pub type LeaseOutcome = Result<FencingToken, LeaseError>;
+
+/// A lease request of the host application or an operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseRequest {
+    /// Acquire `scope` for `ttl` (renews it if already held).
+    Acquire {
+        /// The scope.
+        scope: Scope,
+        /// The TTL.
+        ttl: Duration,
+    },
+    /// Renew a held lease for its TTL.
+    Renew {
+        /// The scope.
+        scope: Scope,
+    },
+    /// Hand a held lease to `to`; this node stops contending for it.
+    Transfer {
+        /// The scope.
+        scope: Scope,
+        /// The new holder.
+        to: NodeId,
+    },
+    /// Release a held lease (it stops being held at once) and stop contending for it;
+    /// answered once the release is committed.
+    Release {
+        /// The scope.
+        scope: Scope,
+    },
+}
+
+#[derive(Debug)]
+struct Waiter {
+    request: RequestId,
+    ends: Ends,
+    reply: oneshot::Sender<LeaseOutcome>,
+}
+
+/// The client event that answers a request (besides `Failed` and `Lost`, which answer any).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ends {
+    /// `Acquired` or `Renewed`.
+    Grant,
+    /// `Transferred`.
+    Transfer,
+    /// `Released`.
+    Release,
+}
 
 impl Leadership {
     /// The state machines for node `id`: a voter if `config.voters` names it.
@@ -471,7 +520,7 @@ impl Leadership {
             },
             stats: LeadershipStats::default(),
             voters: config.voters.clone(),
-            transfers: BTreeMap::new(),
+            waiters: BTreeMap::new(),
         })
     }
 
@@ -578,28 +627,36 @@ impl Leadership {
         while let Some(e) = self.client.poll_event() {
             self.campaign.handle_event(now, &e.event);
             match &e.event {
-                LeadershipEvent::Acquired { .. } => self.stats.acquired += 1,
+                LeadershipEvent::Acquired { scope, token, .. } => {
+                    self.stats.acquired += 1;
+                    self.answer(scope, Ends::Grant, Ok(*token));
+                }
+                LeadershipEvent::Renewed { scope, token, .. } => {
+                    self.answer(scope, Ends::Grant, Ok(*token));
+                }
                 LeadershipEvent::Transferred {
                     scope, new_token, ..
                 } => {
                     self.stats.relinquished += 1;
-                    self.answer_transfer(scope, None, Ok(*new_token));
+                    self.answer(scope, Ends::Transfer, Ok(*new_token));
                 }
                 LeadershipEvent::Lost { scope, reason, .. } => {
                     self.stats.relinquished += 1;
-                    self.answer_transfer(scope, None, Err(reason.clone()));
+                    self.answer_any(scope, Err(reason.clone()));
                 }
-                LeadershipEvent::Expired { .. } | LeadershipEvent::Released { .. } => {
+                LeadershipEvent::Released { scope, token } => {
                     self.stats.relinquished += 1;
+                    self.answer(scope, Ends::Release, Ok(*token));
                 }
+                LeadershipEvent::Expired { .. } => self.stats.relinquished += 1,
                 LeadershipEvent::Failed { request, error } => {
                     let scope = self
-                        .transfers
+                        .waiters
                         .iter()
-                        .find(|(_, (r, _))| r == request)
+                        .find(|(_, w)| w.request == *request)
                         .map(|(s, _)| s.clone());
                     if let Some(scope) = scope {
-                        self.answer_transfer(&scope, Some(*request), Err(error.clone()));
+                        self.answer_any(&scope, Err(error.clone()));
                     }
                 }
                 _ => {}
@@ -610,36 +667,59 @@ impl Leadership {
         }
     }
 
-    fn answer_transfer(
-        &mut self,
-        scope: &Scope,
-        request: Option<RequestId>,
-        outcome: TransferOutcome,
-    ) {
-        if self
-            .transfers
-            .get(scope)
-            .is_some_and(|(r, _)| request.is_none_or(|q| q == *r))
-            && let Some((_, reply)) = self.transfers.remove(scope)
-        {
-            // The caller may have stopped waiting.
-            let _ = reply.send(outcome);
+    /// Answers the waiter on `scope` if its request ends with `ends`.
+    fn answer(&mut self, scope: &Scope, ends: Ends, outcome: LeaseOutcome) {
+        if self.waiters.get(scope).is_some_and(|w| w.ends == ends) {
+            self.answer_any(scope, outcome);
         }
     }
 
-    /// Hands `scope` to `to` (an operator's transfer); `reply` learns the outcome. The node
-    /// stops contending for the scope, so that it does not take it back.
-    pub(crate) fn transfer(
+    /// Answers the waiter on `scope`, whatever its request.
+    fn answer_any(&mut self, scope: &Scope, outcome: LeaseOutcome) {
+        if let Some(waiter) = self.waiters.remove(scope) {
+            // The caller may have stopped waiting.
+            let _ = waiter.reply.send(outcome);
+        }
+    }
+
+    /// Starts a host's or an operator's lease request; `reply` learns the outcome. A transfer
+    /// or a release also stops this node contending for the scope, so that it does not take
+    /// it back.
+    pub(crate) fn request(
         &mut self,
         now: Instant,
-        scope: Scope,
-        to: NodeId,
-        reply: oneshot::Sender<TransferOutcome>,
+        request: LeaseRequest,
+        reply: oneshot::Sender<LeaseOutcome>,
     ) {
-        match self.client.transfer(now, scope.clone(), to) {
+        let (scope, started, ends) = match request {
+            LeaseRequest::Acquire { scope, ttl } => {
+                let r = self.client.acquire(now, scope.clone(), ttl);
+                (scope, r, Ends::Grant)
+            }
+            LeaseRequest::Renew { scope } => {
+                let r = self.client.renew(now, scope.clone());
+                (scope, r, Ends::Grant)
+            }
+            LeaseRequest::Transfer { scope, to } => {
+                let r = self.client.transfer(now, scope.clone(), to);
+                (scope, r, Ends::Transfer)
+            }
+            LeaseRequest::Release { scope } => {
+                let r = self.client.release(now, &scope);
+                (scope, r, Ends::Release)
+            }
+        };
+        match started {
             Ok(request) => {
-                self.campaign.withdraw(&scope);
-                self.transfers.insert(scope, (request, reply));
+                if ends != Ends::Grant {
+                    self.campaign.withdraw(&scope);
+                }
+                let waiter = Waiter {
+                    request,
+                    ends,
+                    reply,
+                };
+                self.waiters.insert(scope, waiter);
             }
             Err(error) => {
                 let _ = reply.send(Err(error));

@@ -286,3 +286,40 @@ async fn read_events(
     );
     events
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_api_acquires_renews_and_releases_with_fencing_tokens() {
+    let dir = TempDir::new("lease-host-api");
+    let nodes = start_cluster_with(dir.path(), 3, LEADERSHIP).await;
+    wait_single_holder(&nodes, ELECT_LIMIT).await;
+    let scope: Scope = "jobs/nightly".parse().unwrap();
+    let ttl = Duration::from_secs(5);
+    let (a, b) = (nodes[0].handle(), nodes[1].handle());
+    let first = a.acquire(scope.clone(), ttl).await.expect("a free scope");
+    match b.acquire(scope.clone(), ttl).await {
+        Err(meshkit_node::driver::LeadershipError::Lease(meshkit::lease::LeaseError::Held {
+            holder,
+            token,
+            ..
+        })) => assert_eq!((holder, token.get()), (a.id(), first.get())),
+        other => panic!("a held scope must be refused with Held: {other:?}"),
+    }
+    assert_eq!(
+        a.renew(scope.clone()).await.unwrap(),
+        first,
+        "a renewal keeps the token"
+    );
+    assert_eq!(a.release(scope.clone()).await.unwrap(), first);
+    assert!(
+        a.renew(scope.clone()).await.is_err(),
+        "released: nothing to renew"
+    );
+    let second = b
+        .acquire(scope.clone(), ttl)
+        .await
+        .expect("released: free again");
+    assert!(second > first, "{second} after {first}");
+    for n in nodes {
+        n.stop().await;
+    }
+}
