@@ -1,0 +1,183 @@
+//! The `/metrics` answer of real nodes running leadership, fetched over their control endpoints
+//! and checked by Prometheus's own parser and naming lints: `promtool check metrics` (Debian's
+//! `prometheus` package, which `scripts/test.sh` installs when it runs as root).
+//!
+//! Without promtool the test says so on stderr and returns. `scripts/test.sh` sets
+//! `MESHKIT_REQUIRE_PROMTOOL=1` when it made sure promtool is there, and then a missing promtool
+//! fails the test instead of skipping it.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TempDir, client, eventually, start_cluster_with};
+use meshkit_node::client::{Client, Protocols};
+use meshkit_node::node::RunningNode;
+
+/// Three voters contending for `global-control`, with fast Raft ticks so that a holder exists
+/// within a second or two.
+const LEADERSHIP: &str = "[leadership]\nvoters = [1, 2, 3]\ncampaign = [\"global-control\"]\n\
+    ttl = \"1s\"\n\n[leadership.raft]\ntick_interval = \"50ms\"\n";
+
+/// How long the cluster may take to elect a holder and see all three members alive.
+const SETTLE_LIMIT: Duration = Duration::from_secs(20);
+/// How long one `promtool check metrics` may take.
+const PROMTOOL_LIMIT: Duration = Duration::from_secs(30);
+
+/// `Some("promtool")` when it runs; `None` (after saying why) when it is absent and not required.
+fn promtool() -> Option<&'static str> {
+    match Command::new("promtool")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(status) if status.success() => Some("promtool"),
+        outcome => {
+            let required = std::env::var_os("MESHKIT_REQUIRE_PROMTOOL").is_some_and(|v| v == "1");
+            assert!(
+                !required,
+                "MESHKIT_REQUIRE_PROMTOOL=1 but promtool does not run: {outcome:?}"
+            );
+            eprintln!(
+                "SKIPPED: promtool is not installed ({outcome:?}); \
+                 `apt-get install prometheus` provides it"
+            );
+            None
+        }
+    }
+}
+
+/// Runs `promtool check metrics` on `text`; its exit status and what it printed. Bounded by
+/// [`PROMTOOL_LIMIT`] (the process is killed past it).
+fn check_metrics(promtool: &str, dir: &Path, text: &str) -> (bool, String) {
+    let input = dir.join("metrics.txt");
+    let output = dir.join("promtool.out");
+    std::fs::write(&input, text).expect("write the metrics");
+    let out = std::fs::File::create(&output).expect("create promtool's output file");
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&input).expect("open the metrics"))
+        .stdout(out.try_clone().expect("clone a file handle"))
+        .stderr(out)
+        .spawn()
+        .expect("start promtool");
+    let deadline = Instant::now() + PROMTOOL_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for promtool") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("promtool check metrics ran longer than {PROMTOOL_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let printed = std::fs::read_to_string(&output).unwrap_or_default();
+    (status.success(), printed)
+}
+
+/// `GET /metrics` from `node`'s control endpoint over the network (HTTP/3, falling back to
+/// HTTP/2 over TLS), as node-1's certificate: a node identity may observe.
+async fn metrics(client: &Client, node: &RunningNode) -> String {
+    let addr = node.control_addr().expect("a control endpoint").to_string();
+    let response = client
+        .get(&addr, "/metrics")
+        .await
+        .unwrap_or_else(|e| panic!("GET /metrics from node-{}: {e}", node.id()));
+    assert_eq!(response.status, 200, "GET /metrics: {}", response.body);
+    response.body
+}
+
+/// Whether some node holds `global-control` and every node sees three members alive.
+async fn settled(nodes: &[RunningNode]) -> bool {
+    let mut holders = 0;
+    for n in nodes {
+        let Ok(snapshot) = n.handle().snapshot().await else {
+            return false;
+        };
+        if snapshot.count(meshkit::membership::MemberState::Alive) != nodes.len() {
+            return false;
+        }
+        if let Ok(Some(view)) = n.handle().leadership().await {
+            holders += view
+                .held
+                .iter()
+                .filter(|h| h.scope == "global-control" && !h.transferring && h.expires_in_ms > 0)
+                .count();
+        }
+    }
+    holders == 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_of_nodes_with_leadership_pass_promtool_check_metrics() {
+    let Some(promtool) = promtool() else {
+        return;
+    };
+    let dir = TempDir::new("promtool");
+    let nodes = start_cluster_with(dir.path(), 3, LEADERSHIP).await;
+    let ok = eventually(SETTLE_LIMIT, || settled(&nodes)).await;
+    assert!(
+        ok,
+        "no single holder of global-control with three alive members within {SETTLE_LIMIT:?}"
+    );
+
+    // The families of every part of the node are there, so promtool sees them all: membership,
+    // transport, the Raft voter and the lease table (every node is a voter), the audit log, the
+    // control server.
+    let client = client(dir.path(), Protocols::H3ThenTcp);
+    let mut holder_seen = false;
+    for node in &nodes {
+        let text = metrics(&client, node).await;
+        for family in [
+            "mesh_gossip_members{state=\"alive\"} 3",
+            "mesh_transport_connections_opened_total ",
+            "mesh_leadership_raft_term ",
+            "mesh_leadership_holder{scope=\"global-control\"} ",
+            "mesh_leadership_leases_held ",
+            "mesh_control_audit_records_total ",
+            "mesh_transport_control_requests_total{protocol=",
+        ] {
+            assert!(
+                text.contains(family),
+                "node-{}: no `{family}` in\n{text}",
+                node.id()
+            );
+        }
+        holder_seen |= text.contains("mesh_leadership_leases_held 1\n");
+
+        let (passed, printed) = check_metrics(promtool, dir.path(), &text);
+        assert!(
+            passed && printed.trim().is_empty(),
+            "promtool check metrics on node-{}'s /metrics (passed: {passed}):\n{printed}\n\
+             --- the text checked:\n{text}",
+            node.id()
+        );
+    }
+    assert!(holder_seen, "no node reported the lease it holds");
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// The check above can fail: promtool refuses a counter without `_total` and a sample outside
+/// its family. (Guards against a promtool that accepts anything, such as a stub.)
+#[test]
+fn promtool_refuses_bad_metrics() {
+    let Some(promtool) = promtool() else {
+        return;
+    };
+    let dir = TempDir::new("promtool-bad");
+    let (passed, printed) = check_metrics(
+        promtool,
+        dir.path(),
+        "# HELP mesh_gossip_probes Direct probes started.\n\
+         # TYPE mesh_gossip_probes counter\nmesh_gossip_probes 3\n",
+    );
+    assert!(!passed, "promtool accepted a counter without _total");
+    assert!(printed.contains("_total"), "{printed}");
+}
