@@ -17,6 +17,25 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 
+# promtool (Debian's prometheus package) lints a live node's /metrics in
+# backends/node/tests/promtool.rs. Installed only as root; otherwise that test skips and says so.
+if ! command -v promtool >/dev/null 2>&1; then
+  if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    step "installing promtool (Debian's prometheus package)"
+    if ! { apt-get update -qq \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+      >/dev/null; }; then
+      echo "promtool: apt-get could not install prometheus; the promtool test will SKIP"
+    fi
+  else
+    echo "promtool is missing and installing it needs root with apt-get: the promtool test will SKIP"
+  fi
+fi
+if command -v promtool >/dev/null 2>&1; then
+  # promtool is here, so the test must use it: a failed lookup is a failure, not a skip.
+  export MESHKIT_REQUIRE_PROMTOOL=1
+fi
+
 step "format"
 cargo fmt --all --check
 
@@ -44,3 +63,11 @@ cargo check --manifest-path fuzz/Cargo.toml --quiet  # its lock file follows the
 step "scenario catalog replays on the simulator"
 cargo run --quiet --locked -p meshkit-sim -- run scenarios/steady.toml --seeds 1..3
 cargo run --quiet --locked -p meshkit-sim -- run scenarios/crash-one.toml --seed 7 --json
+
+step "static binaries in an image FROM scratch (scripts/static-image.sh)"
+# Needs a Docker daemon. The dev profile is the cheaper build (about 4.5 CPU-minutes here).
+if timeout 20 docker info >/dev/null 2>&1; then
+  scripts/static-image.sh --profile dev
+else
+  echo "SKIPPED: no Docker daemon reachable (docker info failed): the image was not built or tested"
+fi
