@@ -202,18 +202,26 @@ impl TlsIdentity {
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem_err = |source| TlsError::Pem {
-        path: path.to_owned(),
-        source,
-    };
+    read_cert_file(
+        path,
+        |path, source| TlsError::Pem { path, source },
+        |path| TlsError::NoCertificate { path },
+    )
+}
+
+/// Every certificate in a PEM file; a file without one is an error too. The two constructors
+/// make the caller's error type for an unreadable file and for an empty one.
+pub(crate) fn read_cert_file<E>(
+    path: &Path,
+    unreadable: impl Fn(PathBuf, rustls::pki_types::pem::Error) -> E,
+    empty: impl FnOnce(PathBuf) -> E,
+) -> Result<Vec<CertificateDer<'static>>, E> {
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(pem_err)?
+        .map_err(|source| unreadable(path.to_owned(), source))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(pem_err)?;
+        .map_err(|source| unreadable(path.to_owned(), source))?;
     if certs.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: path.to_owned(),
-        });
+        return Err(empty(path.to_owned()));
     }
     Ok(certs)
 }

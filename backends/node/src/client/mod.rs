@@ -580,20 +580,11 @@ async fn resolve(server: &str) -> Result<SocketAddr, ClientError> {
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError> {
-    let pem_err = |source| ClientError::Pem {
-        path: path.to_owned(),
-        source,
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(pem_err)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(pem_err)?;
-    if certs.is_empty() {
-        return Err(ClientError::NoCertificate {
-            path: path.to_owned(),
-        });
-    }
-    Ok(certs)
+    crate::tls::read_cert_file(
+        path,
+        |path, source| ClientError::Pem { path, source },
+        |path| ClientError::NoCertificate { path },
+    )
 }
 
 /// Verifies a server certificate against the CA, for the pinned name or else for the

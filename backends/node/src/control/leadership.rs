@@ -241,29 +241,26 @@ impl ShardsResponse {
     /// The shard leases of a leadership view.
     pub fn from_view(view: &LeadershipView) -> Self {
         let complete = view.raft.is_some();
-        let shards = if complete {
-            view.table
-                .iter()
-                .filter(|l| l.scope.starts_with("shard/"))
-                .map(|l| ShardOwner {
-                    scope: l.scope.clone(),
-                    owner: l.holder,
-                    token: l.token,
-                    expires_in_ms: l.expires_in_ms,
-                })
+        // A voter knows every owner from its table; another node knows only its own shards.
+        let owners: Vec<(&str, u64, u64, u64)> = if complete {
+            let t = view.table.iter();
+            t.map(|l| (l.scope.as_str(), l.holder, l.token, l.expires_in_ms))
                 .collect()
         } else {
-            view.held
-                .iter()
-                .filter(|h| h.scope.starts_with("shard/"))
-                .map(|h| ShardOwner {
-                    scope: h.scope.clone(),
-                    owner: view.node,
-                    token: h.token,
-                    expires_in_ms: h.expires_in_ms,
-                })
+            let h = view.held.iter();
+            h.map(|h| (h.scope.as_str(), view.node, h.token, h.expires_in_ms))
                 .collect()
         };
+        let shards = owners
+            .into_iter()
+            .filter(|(scope, ..)| scope.starts_with("shard/"))
+            .map(|(scope, owner, token, expires_in_ms)| ShardOwner {
+                scope: scope.to_owned(),
+                owner,
+                token,
+                expires_in_ms,
+            })
+            .collect();
         Self {
             local: view.node,
             complete,
