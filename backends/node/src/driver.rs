@@ -138,6 +138,8 @@ pub struct Snapshot {
     pub draining: bool,
     /// Whether it was told to join through seeds (so it expects other members).
     pub joined: bool,
+    /// When the node's certificate expires, in Unix seconds, if the driver was told.
+    pub cert_not_after: Option<i64>,
 }
 
 impl Snapshot {
@@ -371,6 +373,7 @@ pub struct Driver<T, C> {
     campaign: Vec<Scope>,
     draining: bool,
     joined: bool,
+    cert_not_after: Option<i64>,
     transport: T,
     clock: C,
     timer: Pin<Box<Sleep>>,
@@ -397,6 +400,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             campaign: Vec::new(),
             draining: false,
             joined: false,
+            cert_not_after: None,
             transport,
             clock,
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
@@ -422,6 +426,13 @@ impl<T: Transport, C: Clock> Driver<T, C> {
         self.leadership = Some(Leadership::new(config, id, boot, seed, now)?);
         self.campaign = config.campaign.clone();
         Ok(self)
+    }
+
+    /// Tells the driver when the node's certificate expires (Unix seconds), for its snapshots
+    /// and the `mesh_transport_cert_expiry_timestamp_seconds` metric.
+    pub fn with_cert_expiry(mut self, not_after_unix: Option<i64>) -> Self {
+        self.cert_not_after = not_after_unix;
+        self
     }
 
     /// Handles one command; `false` means stop.
@@ -599,6 +610,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                 .map(|l| (l.view(self.clock.now()), l.stats())),
             draining: self.draining,
             joined: self.joined,
+            cert_not_after: self.cert_not_after,
         }
     }
 }

@@ -161,6 +161,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
             })?;
     }
     let (mut driver, handle) = Driver::new(membership, transport, clock);
+    driver = driver.with_cert_expiry(identity.not_after_unix());
     if let Some(leadership) = config.leadership() {
         driver = driver.with_leadership(leadership, seed.rotate_left(32))?;
     }

@@ -155,6 +155,14 @@ impl TlsIdentity {
         self.id
     }
 
+    /// When the node's own certificate stops being valid, in Unix seconds (`None` if it does
+    /// not parse, which `load` has already ruled out). Exported as a metric so that an
+    /// expiring certificate is an alert, not an outage.
+    pub fn not_after_unix(&self) -> Option<i64> {
+        let (_, cert) = x509_parser::parse_x509_certificate(&self.chain[0]).ok()?;
+        Some(cert.validity().not_after.timestamp())
+    }
+
     /// The server side: requires a client certificate signed by the CA.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
         let provider = crypto_provider();

@@ -73,6 +73,33 @@ async fn peers_clusters_versions_and_readiness() {
     let (status, v) = get(&router, "/meshkit/peers?colour=red").await;
     assert_eq!(status, 400, "{v}");
 
+    // The node's certificate expiry is a metric (dev certificates last a year or more).
+    let metrics = router
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let mut text = Vec::new();
+    let mut stream = metrics.into_body().into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        text.extend_from_slice(&chunk.unwrap());
+    }
+    let text = String::from_utf8(text).unwrap();
+    let not_after: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("mesh_transport_cert_expiry_timestamp_seconds "))
+        .expect("the cert expiry metric")
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        not_after > now + 86_400,
+        "expires at {not_after}, now {now}"
+    );
+
     // Ready once joined; not ready while drained.
     let (status, v) = get(&router, "/readyz").await;
     assert_eq!((status, v["ready"].clone()), (200, json!(true)), "{v}");

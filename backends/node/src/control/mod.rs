@@ -319,6 +319,14 @@ pub fn render_metrics(s: &Snapshot) -> String {
     if let Some((view, stats)) = &s.leadership {
         leadership::render_metrics(&mut family, view, stats);
     }
+    if let Some(not_after) = s.cert_not_after {
+        family(
+            "mesh_transport_cert_expiry_timestamp_seconds",
+            "gauge",
+            "When this node's certificate expires (Unix seconds): alert well before time() reaches it.",
+            &[("", u64::try_from(not_after).unwrap_or(0))],
+        );
+    }
     family(
         "mesh_shard_draining",
         "gauge",
@@ -356,6 +364,7 @@ mod tests {
             leadership: None,
             draining: false,
             joined: false,
+            cert_not_after: Some(1_900_000_000),
         }
     }
 
@@ -385,5 +394,6 @@ mod tests {
         }
         assert!(text.contains("mesh_gossip_members{state=\"alive\"} 1\n"));
         assert!(text.contains("mesh_gossip_members{state=\"dead\"} 1\n"));
+        assert!(text.contains("mesh_transport_cert_expiry_timestamp_seconds 1900000000\n"));
     }
 }
