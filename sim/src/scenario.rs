@@ -1008,20 +1008,12 @@ impl RawShards {
                 "count is the number of shards, e.g. 64",
             ));
         }
-        let ttl = self.ttl.as_ref().map_or(lease_ttl, |t| t.get_ref().0);
-        let config = LeaseConfig::default();
-        if ttl < config.min_ttl() || ttl > config.max_ttl() {
-            let span = self.ttl.as_ref().map_or(whole, Spanned::span);
-            return Err((
-                span,
-                format!(
-                    "ttl {ttl:?} is outside the lease configuration's {:?}..={:?}",
-                    config.min_ttl(),
-                    config.max_ttl()
-                ),
-                "write e.g. ttl = \"10s\"",
-            ));
-        }
+        let ttl = checked_ttl(
+            self.ttl.as_ref(),
+            lease_ttl,
+            whole.clone(),
+            "write e.g. ttl = \"10s\"",
+        )?;
         let max_moves_in_flight = self
             .max_moves_in_flight
             .as_ref()
@@ -1100,23 +1092,12 @@ impl RawLeases {
                 scopes
             }
         };
-        let ttl = self
-            .ttl
-            .as_ref()
-            .map_or(DEFAULT_LEASE_TTL, |t| t.get_ref().0);
-        let config = LeaseConfig::default();
-        if ttl < config.min_ttl() || ttl > config.max_ttl() {
-            let span = self.ttl.as_ref().map_or(whole, Spanned::span);
-            return Err((
-                span,
-                format!(
-                    "ttl {ttl:?} is outside the lease configuration's {:?}..={:?}",
-                    config.min_ttl(),
-                    config.max_ttl()
-                ),
-                "write e.g. ttl = \"3s\"",
-            ));
-        }
+        let ttl = checked_ttl(
+            self.ttl.as_ref(),
+            DEFAULT_LEASE_TTL,
+            whole.clone(),
+            "write e.g. ttl = \"3s\"",
+        )?;
         let contenders = self
             .contenders
             .as_ref()
@@ -1778,6 +1759,30 @@ impl core::str::FromStr for NodeSelector {
         }
         Ok(Self::Count(n))
     }
+}
+
+/// A `ttl` key (or `default`) within the lease configuration's range; the error points at the
+/// key, or at the whole section when the key is absent.
+fn checked_ttl(
+    ttl: Option<&Spanned<DurationStr>>,
+    default: Duration,
+    whole: Range<usize>,
+    hint: &'static str,
+) -> Result<Duration, FieldError> {
+    let value = ttl.map_or(default, |t| t.get_ref().0);
+    let config = LeaseConfig::default();
+    if value < config.min_ttl() || value > config.max_ttl() {
+        return Err((
+            ttl.map_or(whole, Spanned::span),
+            format!(
+                "ttl {value:?} is outside the lease configuration's {:?}..={:?}",
+                config.min_ttl(),
+                config.max_ttl()
+            ),
+            hint,
+        ));
+    }
+    Ok(value)
 }
 
 #[cfg(test)]

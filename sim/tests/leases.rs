@@ -123,19 +123,20 @@ fn a_paused_holder_s_write_is_refused_by_the_fence() {
     assert_eq!(r.stale_writes_accepted, Some(0));
 }
 
+/// Four crashes of whichever voter leads Raft, each restarted 4 s later.
+const RAFT_LEADER_CRASHES: &str = "
+    [[fault]]
+    at = \"10s\"
+    count = 4
+    every = \"10s\"
+    action = \"crash\"
+    nodes = \"raft-leader\"
+    restart_after = \"4s\"
+    ";
+
 #[test]
 fn a_voter_crash_restarts_from_its_durable_state() {
-    let text = format!(
-        "{BASE}
-        [[fault]]
-        at = \"10s\"
-        count = 4
-        every = \"10s\"
-        action = \"crash\"
-        nodes = \"raft-leader\"
-        restart_after = \"4s\"
-        "
-    );
+    let text = format!("{BASE}{RAFT_LEADER_CRASHES}");
     let r = run(&text, 5);
     assert!(
         r.invariant_violations.is_empty(),
@@ -206,17 +207,7 @@ fn lease_faults_need_a_leases_section() {
 
 #[test]
 fn a_crashed_raft_leader_is_replaced_within_the_election_timeout() {
-    let text = format!(
-        "{BASE}
-        [[fault]]
-        at = \"10s\"
-        count = 4
-        every = \"10s\"
-        action = \"crash\"
-        nodes = \"raft-leader\"
-        restart_after = \"4s\"
-        "
-    );
+    let text = format!("{BASE}{RAFT_LEADER_CRASHES}");
     let r = run(&text, 1);
     assert!(
         r.invariant_violations.is_empty(),

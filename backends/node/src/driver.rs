@@ -604,10 +604,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             stats: self.membership.stats(),
             transport: self.transport.stats(),
             health_score: self.membership.health_score(),
-            leadership: self
-                .leadership
-                .as_ref()
-                .map(|l| (l.view(self.clock.now()), l.stats())),
+            leadership: self.leadership.as_ref().map(|l| (l.view(now), l.stats())),
             draining: self.draining,
             joined: self.joined,
             cert_not_after: self.cert_not_after,
