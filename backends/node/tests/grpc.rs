@@ -12,9 +12,11 @@ use meshkit_node::config::NodeConfig;
 use meshkit_node::control::PeersResponse;
 use meshkit_node::control::auth::AccessControl;
 use meshkit_node::grpc::ControlClient;
+use meshkit_node::grpc::health::{HealthCheckRequest, ServingStatus};
 use meshkit_node::grpc::proto::{
-    DrainRequest, GetLeadersRequest, LeadershipChange, ListPeersRequest, ListShardsRequest,
-    PeerState, ResumeRequest, TransferLeaseRequest, WatchLeadershipRequest,
+    DrainRequest, GetLeadersRequest, LeadershipChange, ListClustersRequest, ListPeersRequest,
+    ListShardsRequest, ListVersionsRequest, PeerState, ResumeRequest, TransferLeaseRequest,
+    WatchLeadershipRequest,
 };
 use meshkit_node::node::RunningNode;
 use meshkit_node::scope::Scope;
@@ -116,7 +118,9 @@ async fn single_holder(nodes: &[RunningNode]) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaders_watch_and_transfer_over_grpc() {
     let dir = TempDir::new("grpc-leases");
-    let nodes = start_cluster_with(dir.path(), 3, LEADERSHIP).await;
+    // Still inside `[access]`: the routers `serve` builds write operate calls to one file.
+    let extra = format!("audit_log = \"audit.jsonl\"\n\n{LEADERSHIP}");
+    let nodes = start_cluster_with(dir.path(), 3, &extra).await;
     let first = single_holder(&nodes).await;
     // Node 1 is a voter: its feed shows every grant in the mesh.
     let voter = &nodes[0];
@@ -307,6 +311,34 @@ async fn leaders_watch_and_transfer_over_grpc() {
     let again = operator.transfer_lease(transfer).await.unwrap_err();
     assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
 
+    // Each TransferLease is in the audit log with its gRPC outcome, although HTTP said 200 to
+    // all but the observer's: refused (403, no gRPC status), INVALID_ARGUMENT (3, in the
+    // headers of an error-only answer), OK (0, in the trailers), FAILED_PRECONDITION (9).
+    let audit = dir.path().join("audit.jsonl");
+    let transfers = || {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON audit line"))
+            .filter(|r| r["path"] == meshkit_node::grpc::path::TRANSFER_LEASE)
+            .map(|r| {
+                (
+                    r["outcome"].as_str().unwrap_or_default().to_owned(),
+                    r["status"].as_u64(),
+                    r["grpc_status"].as_i64(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let expected = [
+        ("forbidden".to_owned(), Some(403), None),
+        ("allowed".to_owned(), Some(200), Some(3)),
+        ("allowed".to_owned(), Some(200), Some(0)),
+        ("allowed".to_owned(), Some(200), Some(9)),
+    ];
+    let ok = eventually(LIMIT, || async { transfers() == expected }).await;
+    assert!(ok, "audited transfers: {:?}", transfers());
+
     // The live part of the first watch shows the transfer's grant to the target. (The stream
     // has been open through every step above; under load the entry can take a while.)
     let live = tokio::time::timeout(LIMIT, async {
@@ -435,6 +467,130 @@ async fn peers_match_json_and_credentials_are_required() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+
+    // ListClusters and ListVersions carry what their JSON twins do.
+    let get_json = |query: &'static str| {
+        let router = router.clone();
+        let bearer = bearer.clone();
+        async move {
+            let response = router
+                .oneshot(
+                    http::Request::get(query)
+                        .header("authorization", format!("Bearer {bearer}"))
+                        .body(axum::body::Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{query}");
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            serde_json::from_slice::<serde_json::Value>(&body).expect("a JSON body")
+        }
+    };
+    let clusters = observer
+        .list_clusters(ListClustersRequest {})
+        .await
+        .expect("ListClusters")
+        .into_inner();
+    let json = get_json("/meshkit/clusters").await;
+    let json_clusters = json["clusters"].as_array().expect("clusters");
+    assert_eq!(clusters.local, json["local"].as_u64().unwrap());
+    assert_eq!(clusters.clusters.len(), json_clusters.len());
+    for (g, j) in clusters.clusters.iter().zip(json_clusters) {
+        let states = g.states.clone().expect("state counts");
+        assert_eq!(g.name, j["name"].as_str().unwrap());
+        assert_eq!(states.alive, j["states"]["alive"].as_u64().unwrap());
+        assert_eq!(states.dead, j["states"]["dead"].as_u64().unwrap());
+        let regions: u64 = g.regions.values().sum();
+        assert_eq!(
+            regions,
+            states.alive + states.suspect + states.dead + states.left
+        );
+    }
+    let versions = observer
+        .list_versions(ListVersionsRequest {})
+        .await
+        .expect("ListVersions")
+        .into_inner();
+    let json = get_json("/meshkit/versions").await;
+    assert_eq!(versions.mixed, json["mixed"].as_bool().unwrap());
+    let software: Vec<(String, u64)> = versions
+        .software
+        .iter()
+        .map(|v| (v.version.clone(), v.members))
+        .collect();
+    let json_software: Vec<(String, u64)> = json["software"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap().to_owned(),
+                v["members"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(software, json_software);
+    assert_eq!(
+        software.iter().map(|(_, n)| n).sum::<u64>(),
+        2,
+        "{software:?}"
+    );
+
+    // The standard health service needs no credentials and answers /readyz's verdict: both
+    // nodes see each other, so SERVING; an unknown service is NOT_FOUND.
+    let ready = router
+        .clone()
+        .oneshot(
+            http::Request::get("/readyz")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(ready, 200);
+    let mut anonymous = client(&dir, addr, None).await;
+    for service in ["", "meshkit.control.v1.Control"] {
+        let health = anonymous
+            .health_check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .expect("Health/Check")
+            .into_inner();
+        assert_eq!(health.status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    let status = anonymous
+        .health_check(HealthCheckRequest {
+            service: "no.such.Service".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    let mut health = anonymous
+        .health_watch(HealthCheckRequest::default())
+        .await
+        .expect("Health/Watch")
+        .into_inner();
+    let first = tokio::time::timeout(CALL_LIMIT, health.message())
+        .await
+        .expect("a status in time")
+        .expect("no error")
+        .expect("a status");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    // Node 2 stops: node 1 has no other member alive once node 2 has left (or is declared
+    // dead), so the watch sends NOT_SERVING.
+    let mut nodes = nodes;
+    nodes.pop().expect("node 2").stop().await;
+    let changed = tokio::time::timeout(LIMIT, health.message())
+        .await
+        .expect("a change in time")
+        .expect("no error")
+        .expect("a status");
+    assert_eq!(changed.status, ServingStatus::NotServing as i32);
 
     // No [leadership] on these nodes: GetLeaders is NOT_FOUND.
     let status = observer

@@ -8,17 +8,27 @@
 //! Records leave the request path through a bounded queue ([`AUDIT_QUEUE_RECORDS`]) to one
 //! writer thread, so a slow disk never blocks a runtime worker; when the queue is full the record
 //! is dropped and counted (`mesh_control_audit_dropped_total{reason="queue_full"}`), and its
-//! `tracing` event still goes out. The file is bounded by rotation: when the next line would
-//! take it past `audit_log_max_bytes`, it is renamed to `<file>.1` (replacing the previous one)
-//! and a new file starts, so the log never holds more than twice that size on disk.
+//! `tracing` event still goes out. The file is bounded by rotation: when the next line would take
+//! it past `audit_log_max_bytes`, it is renamed to `<file>.1` (replacing the previous one) and a
+//! new file starts, so the log never holds more than twice that size on disk.
+//!
+//! A gRPC call answers HTTP 200 whatever its outcome, so [`record_response`] holds its record
+//! until the response's `grpc-status` is known (in the headers of an error-only answer, or in
+//! the trailers after the body) and writes it as `grpc_status`.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
+use axum::body::{Body, Bytes};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use http_body::{Frame, SizeHint};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -98,6 +108,11 @@ pub struct AuditRecord {
     pub outcome: Outcome,
     /// The response status.
     pub status: u16,
+    /// A gRPC call's `grpc-status` (0 is OK), read from the response's headers or trailers;
+    /// absent for HTTP calls, and for a gRPC call whose response ended without one (the client
+    /// went away first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<i32>,
 }
 
 impl AuditRecord {
@@ -129,6 +144,7 @@ impl AuditRecord {
             required_scope,
             outcome,
             status,
+            grpc_status: None,
         }
     }
 }
@@ -230,6 +246,7 @@ impl AuditLog {
                 scope = %record.required_scope,
                 outcome = record.outcome.as_str(),
                 status = record.status,
+                grpc_status = record.grpc_status,
                 "control call"
             );
         } else {
@@ -242,6 +259,7 @@ impl AuditLog {
                 scope = %record.required_scope,
                 outcome = record.outcome.as_str(),
                 status = record.status,
+                grpc_status = record.grpc_status,
                 "control call refused"
             );
         }
@@ -284,6 +302,83 @@ impl AuditLog {
     /// Records lost because writing failed.
     pub fn dropped_write_failed(&self) -> u64 {
         self.counters.write_failed.load(Ordering::Relaxed)
+    }
+}
+
+/// Writes the record of an allowed call once its outcome is known: at once for an HTTP answer
+/// or a gRPC answer whose status is in its headers, else when the gRPC body's trailers go out
+/// (or the body ends or is dropped without them: `grpc_status` stays absent).
+pub fn record_response(log: &AuditLog, mut record: AuditRecord, response: Response) -> Response {
+    if !crate::grpc::is_grpc(response.headers()) {
+        log.record(record);
+        return response;
+    }
+    if let Some(code) = grpc_status(response.headers()) {
+        record.grpc_status = Some(code);
+        log.record(record);
+        return response;
+    }
+    response.map(|inner| {
+        Body::new(GrpcAudited {
+            inner,
+            pending: Some((log.clone(), record)),
+        })
+    })
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<i32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// A gRPC response body that writes its call's audit record when the trailers pass.
+struct GrpcAudited {
+    inner: Body,
+    pending: Option<(AuditLog, AuditRecord)>,
+}
+
+impl GrpcAudited {
+    fn finish(&mut self, grpc_status: Option<i32>) {
+        if let Some((log, mut record)) = self.pending.take() {
+            record.grpc_status = grpc_status;
+            log.record(record);
+        }
+    }
+}
+
+impl http_body::Body for GrpcAudited {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    let status = grpc_status(trailers);
+                    self.finish(status);
+                }
+            }
+            Poll::Ready(Some(Err(_)) | None) => self.finish(None),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for GrpcAudited {
+    fn drop(&mut self) {
+        self.finish(None);
     }
 }
 

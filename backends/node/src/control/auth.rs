@@ -107,6 +107,10 @@ pub const ROUTE_SCOPES: &[RouteScope] = &[
     row("POST", grpc::WATCH_LEADERSHIP, OBSERVE),
     row("POST", grpc::LIST_SHARDS, OBSERVE),
     row("POST", grpc::WATCH_SHARDS, OBSERVE),
+    row("POST", grpc::LIST_CLUSTERS, OBSERVE),
+    row("POST", grpc::LIST_VERSIONS, OBSERVE),
+    row("POST", grpc::HEALTH_CHECK, Requirement::Open),
+    row("POST", grpc::HEALTH_WATCH, Requirement::Open),
     row("POST", grpc::TRANSFER_LEASE, OPERATE),
     row("POST", grpc::DRAIN, OPERATE),
     row("POST", grpc::RESUME, OPERATE),
@@ -669,8 +673,20 @@ pub async fn enforce(
     let auth = principal.auth;
     request.extensions_mut().insert(principal);
     let response = next.run(request).await;
-    audit(Some(&name), auth, Outcome::Allowed, response.status());
-    response
+    if !audited {
+        return response;
+    }
+    let record = AuditRecord::new(
+        access.0.clock.now(),
+        Some(&name),
+        auth,
+        method.as_str(),
+        &path,
+        required,
+        Outcome::Allowed,
+        response.status().as_u16(),
+    );
+    super::audit::record_response(&access.0.audit, record, response)
 }
 
 #[cfg(test)]

@@ -290,12 +290,19 @@ impl Readiness {
     }
 }
 
+impl Readiness {
+    /// The node's readiness, as `GET /readyz` and gRPC health checks answer it: a node given
+    /// seeds, or that has learned of other members, expects some to be alive.
+    pub fn of(s: &Snapshot) -> Self {
+        Self::from_snapshot(s, s.joined || s.peers.len() > 1)
+    }
+}
+
 pub(super) async fn readyz(State(node): State<NodeHandle>) -> Response {
     let Ok(s) = node.snapshot().await else {
         return stopped();
     };
-    // A node given seeds, or that has learned of other members, expects some to be alive.
-    let readiness = Readiness::from_snapshot(&s, s.joined || s.peers.len() > 1);
+    let readiness = Readiness::of(&s);
     let status = if readiness.ready {
         StatusCode::OK
     } else {

@@ -1,5 +1,5 @@
-//! A client of `meshkit.control.v1.Control`, over any tonic transport (what tonic's generated
-//! client would be).
+//! A client of `meshkit.control.v1.Control` and of the node's `grpc.health.v1.Health`, over any
+//! tonic transport (what tonic's generated clients would be).
 
 use tonic::client::GrpcService;
 use tonic::codegen::http::uri::PathAndQuery;
@@ -7,10 +7,13 @@ use tonic::codegen::{Body, Bytes, GrpcMethod, StdError};
 use tonic::{IntoRequest, Request, Response, Status, Streaming};
 use tonic_prost::ProstCodec;
 
+use super::health::{HealthCheckRequest, HealthCheckResponse};
 use super::proto::{
     DrainRequest, DrainResponse, GetLeadersRequest, GetLeadersResponse, LeadershipEvent,
-    ListPeersRequest, ListPeersResponse, ListShardsRequest, ListShardsResponse, ResumeRequest,
-    ResumeResponse, TransferLeaseRequest, TransferLeaseResponse, WatchLeadershipRequest,
+    ListClustersRequest, ListClustersResponse, ListPeersRequest, ListPeersResponse,
+    ListShardsRequest, ListShardsResponse, ListVersionsRequest, ListVersionsResponse,
+    ResumeRequest, ResumeResponse, TransferLeaseRequest, TransferLeaseResponse,
+    WatchLeadershipRequest,
 };
 use super::{SERVICE, path};
 
@@ -45,10 +48,14 @@ where
             .await
             .map_err(|e| Status::unavailable(format!("transport not ready: {}", e.into())))?;
         let mut request = request.into_request();
-        let method = path.rsplit('/').next().unwrap_or(path);
+        // Every path is `/{service}/{method}`.
+        let (service, method) = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .unwrap_or((SERVICE, path));
         request
             .extensions_mut()
-            .insert(GrpcMethod::new(SERVICE, method));
+            .insert(GrpcMethod::new(service, method));
         Ok((request, PathAndQuery::from_static(path)))
     }
 
@@ -115,6 +122,44 @@ where
     ) -> Result<Response<ListShardsResponse>, Status> {
         let (request, path) = self.prepare(request, path::LIST_SHARDS).await?;
         self.inner.unary(request, path, ProstCodec::new()).await
+    }
+
+    /// `ListClusters`.
+    pub async fn list_clusters(
+        &mut self,
+        request: impl IntoRequest<ListClustersRequest>,
+    ) -> Result<Response<ListClustersResponse>, Status> {
+        let (request, path) = self.prepare(request, path::LIST_CLUSTERS).await?;
+        self.inner.unary(request, path, ProstCodec::new()).await
+    }
+
+    /// `ListVersions`.
+    pub async fn list_versions(
+        &mut self,
+        request: impl IntoRequest<ListVersionsRequest>,
+    ) -> Result<Response<ListVersionsResponse>, Status> {
+        let (request, path) = self.prepare(request, path::LIST_VERSIONS).await?;
+        self.inner.unary(request, path, ProstCodec::new()).await
+    }
+
+    /// `grpc.health.v1.Health/Check`: the node's readiness (needs no credentials).
+    pub async fn health_check(
+        &mut self,
+        request: impl IntoRequest<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        let (request, path) = self.prepare(request, path::HEALTH_CHECK).await?;
+        self.inner.unary(request, path, ProstCodec::new()).await
+    }
+
+    /// `grpc.health.v1.Health/Watch`: the node's readiness now, then each change.
+    pub async fn health_watch(
+        &mut self,
+        request: impl IntoRequest<HealthCheckRequest>,
+    ) -> Result<Response<Streaming<HealthCheckResponse>>, Status> {
+        let (request, path) = self.prepare(request, path::HEALTH_WATCH).await?;
+        self.inner
+            .server_streaming(request, path, ProstCodec::new())
+            .await
     }
 
     /// `WatchShards`: [`Self::watch_leadership`] narrowed to `shard/...` scopes.

@@ -22,8 +22,14 @@
 //! | `WatchLeadership` | feed entries after `after_seq`, then live ones | `OUT_OF_RANGE` (gone) |
 //! | `ListShards` | the shard owners, as `GET /meshkit/shards` | `NOT_FOUND` (no `[leadership]`) |
 //! | `WatchShards` | `WatchLeadership` narrowed to `shard/...` scopes | as `WatchLeadership` |
+//! | `ListClusters` | the declared clusters, as `GET /meshkit/clusters` | `UNAVAILABLE` |
+//! | `ListVersions` | the versions present, as `GET /meshkit/versions` | `UNAVAILABLE` |
+//!
+//! Readiness (`GET /readyz`) is the standard `grpc.health.v1.Health` service ([`health`]),
+//! open like `/readyz`, so Kubernetes gRPC probes and `grpc_health_probe` work unchanged.
 
 mod client;
+pub mod health;
 pub mod proto;
 mod status;
 
@@ -45,14 +51,18 @@ use tonic_prost::ProstCodec;
 pub use self::client::ControlClient;
 use self::proto::{
     DrainRequest, DrainResponse, GetLeadersRequest, GetLeadersResponse, LeadershipChange,
-    LeadershipEvent, ListPeersRequest, ListPeersResponse, ListShardsRequest, ListShardsResponse,
-    Peer, PeerState, ResumeRequest, ResumeResponse, TransferLeaseRequest, TransferLeaseResponse,
-    WatchLeadershipRequest,
+    LeadershipEvent, ListClustersRequest, ListClustersResponse, ListPeersRequest,
+    ListPeersResponse, ListShardsRequest, ListShardsResponse, ListVersionsRequest,
+    ListVersionsResponse, Peer, PeerState, ResumeRequest, ResumeResponse, TransferLeaseRequest,
+    TransferLeaseResponse, WatchLeadershipRequest,
 };
+pub(crate) use self::status::is_grpc;
 pub use self::status::{CallError, MAX_ERROR_BODY_BYTES, http_errors_as_status};
 use crate::control::PeersResponse;
 use crate::control::leadership::ShardsResponse;
-use crate::control::views::{MAX_PAGE, PeersQuery};
+use crate::control::views::{
+    ClustersResponse, MAX_PAGE, PeersQuery, VersionCount, VersionsResponse,
+};
 use crate::driver::{LeadershipError, NodeHandle, Snapshot};
 use crate::leadership::{Change, FeedEntry, LeadershipView};
 
@@ -84,14 +94,27 @@ pub mod path {
     pub const LIST_SHARDS: &str = "/meshkit.control.v1.Control/ListShards";
     /// `WatchShards`.
     pub const WATCH_SHARDS: &str = "/meshkit.control.v1.Control/WatchShards";
+    /// `ListClusters`.
+    pub const LIST_CLUSTERS: &str = "/meshkit.control.v1.Control/ListClusters";
+    /// `ListVersions`.
+    pub const LIST_VERSIONS: &str = "/meshkit.control.v1.Control/ListVersions";
+    /// `grpc.health.v1.Health/Check`.
+    pub const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+    /// `grpc.health.v1.Health/Watch`.
+    pub const HEALTH_WATCH: &str = "/grpc.health.v1.Health/Watch";
 }
 
 /// The service's routes, to merge into the control router (inside its authorization layer).
 pub fn routes(node: NodeHandle) -> Router {
-    Router::new().route_service(
-        "/meshkit.control.v1.Control/{*method}",
-        ControlService::new(node),
-    )
+    Router::new()
+        .route_service(
+            "/meshkit.control.v1.Control/{*method}",
+            ControlService::new(node.clone()),
+        )
+        .route_service(
+            "/grpc.health.v1.Health/{*method}",
+            health::HealthService::new(node),
+        )
 }
 
 /// The `meshkit.control.v1.Control` service over a node: a tower service from HTTP/2 requests
@@ -145,6 +168,18 @@ impl tower::Service<http::Request<Body>> for ControlService {
                 path::LIST_SHARDS => {
                     unary(request, |_: ListShardsRequest| list_shards(node.clone())).await
                 }
+                path::LIST_CLUSTERS => {
+                    unary(request, |_: ListClustersRequest| {
+                        list_clusters(node.clone())
+                    })
+                    .await
+                }
+                path::LIST_VERSIONS => {
+                    unary(request, |_: ListVersionsRequest| {
+                        list_versions(node.clone())
+                    })
+                    .await
+                }
                 path::WATCH_LEADERSHIP => watch(request, node, all_entries).await,
                 path::WATCH_SHARDS => watch(request, node, shard_entries).await,
                 other => {
@@ -158,7 +193,7 @@ impl tower::Service<http::Request<Body>> for ControlService {
 }
 
 /// Decodes one `Req`, runs `handler`, encodes its answer or its error's status.
-async fn unary<Req, Resp, F, Fut>(
+pub(crate) async fn unary<Req, Resp, F, Fut>(
     request: http::Request<Body>,
     mut handler: F,
 ) -> http::Response<tonic::body::Body>
@@ -237,6 +272,47 @@ async fn list_shards(node: NodeHandle) -> Result<ListShardsResponse, CallError> 
                 expires_in_ms: s.expires_in_ms,
             })
             .collect(),
+    })
+}
+
+async fn list_clusters(node: NodeHandle) -> Result<ListClustersResponse, CallError> {
+    let clusters = ClustersResponse::from_snapshot(&node.snapshot().await?);
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    Ok(ListClustersResponse {
+        local: clusters.local,
+        clusters: clusters
+            .clusters
+            .into_iter()
+            .map(|c| proto::Cluster {
+                name: c.name,
+                states: Some(proto::StateCounts {
+                    alive: count(c.states.alive),
+                    suspect: count(c.states.suspect),
+                    dead: count(c.states.dead),
+                    left: count(c.states.left),
+                }),
+                regions: c.regions.into_iter().map(|(r, n)| (r, count(n))).collect(),
+                leader: c.leader,
+            })
+            .collect(),
+    })
+}
+
+async fn list_versions(node: NodeHandle) -> Result<ListVersionsResponse, CallError> {
+    let versions = VersionsResponse::from_snapshot(&node.snapshot().await?);
+    let counts = |v: Vec<VersionCount>| {
+        v.into_iter()
+            .map(|v| proto::VersionCount {
+                version: v.version,
+                members: u64::try_from(v.members).unwrap_or(u64::MAX),
+            })
+            .collect()
+    };
+    Ok(ListVersionsResponse {
+        local: versions.local,
+        software: counts(versions.software),
+        wire: counts(versions.wire),
+        mixed: versions.mixed,
     })
 }
 

@@ -170,6 +170,87 @@ pub struct HeldLease {
     pub transferring: bool,
 }
 
+/// `ListClustersRequest`: no fields.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ListClustersRequest {}
+
+/// `ListClustersResponse`: the clusters the members declare.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ListClustersResponse {
+    /// The answering node.
+    #[prost(uint64, tag = "1")]
+    pub local: u64,
+    /// Clusters by name.
+    #[prost(message, repeated, tag = "2")]
+    pub clusters: Vec<Cluster>,
+}
+
+/// `Cluster`: one declared cluster.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Cluster {
+    /// Its name (`""`: members that declare none).
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Members by state.
+    #[prost(message, optional, tag = "2")]
+    pub states: Option<StateCounts>,
+    /// Members by declared region (`""`: none declared).
+    #[prost(btree_map = "string, uint64", tag = "3")]
+    pub regions: BTreeMap<String, u64>,
+    /// The holder of `global-control`, if it is a member of this cluster.
+    #[prost(uint64, optional, tag = "4")]
+    pub leader: Option<u64>,
+}
+
+/// `StateCounts`: members by state.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StateCounts {
+    /// Alive members.
+    #[prost(uint64, tag = "1")]
+    pub alive: u64,
+    /// Suspected members.
+    #[prost(uint64, tag = "2")]
+    pub suspect: u64,
+    /// Members declared dead.
+    #[prost(uint64, tag = "3")]
+    pub dead: u64,
+    /// Members that left.
+    #[prost(uint64, tag = "4")]
+    pub left: u64,
+}
+
+/// `ListVersionsRequest`: no fields.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ListVersionsRequest {}
+
+/// `ListVersionsResponse`: the versions present in the mesh.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ListVersionsResponse {
+    /// The answering node.
+    #[prost(uint64, tag = "1")]
+    pub local: u64,
+    /// Software versions of the live members.
+    #[prost(message, repeated, tag = "2")]
+    pub software: Vec<VersionCount>,
+    /// Wire protocol versions.
+    #[prost(message, repeated, tag = "3")]
+    pub wire: Vec<VersionCount>,
+    /// Whether more than one software or wire version is present.
+    #[prost(bool, tag = "4")]
+    pub mixed: bool,
+}
+
+/// `VersionCount`: one version and how many live members publish it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct VersionCount {
+    /// The version (`""`: not published yet).
+    #[prost(string, tag = "1")]
+    pub version: String,
+    /// Live members that publish it.
+    #[prost(uint64, tag = "2")]
+    pub members: u64,
+}
+
 /// `ListShardsRequest`: no fields.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ListShardsRequest {}
@@ -610,6 +691,22 @@ mod tests {
             token: 1,
             expires_in_ms: 1,
         };
+        let states = StateCounts {
+            alive: 1,
+            suspect: 1,
+            dead: 1,
+            left: 1,
+        };
+        let cluster = Cluster {
+            name: s(),
+            states: Some(states.clone()),
+            regions: [(s(), 1)].into_iter().collect(),
+            leader: Some(1),
+        };
+        let version = VersionCount {
+            version: s(),
+            members: 1,
+        };
         let changes = vec![
             LeadershipChange::Acquired(Acquired {
                 scope: s(),
@@ -702,6 +799,35 @@ mod tests {
             ("TableLease", table.encode_to_vec()),
             ("HeldLease", held.encode_to_vec()),
             ("ListShardsRequest", ListShardsRequest {}.encode_to_vec()),
+            (
+                "ListClustersRequest",
+                ListClustersRequest {}.encode_to_vec(),
+            ),
+            (
+                "ListClustersResponse",
+                ListClustersResponse {
+                    local: 1,
+                    clusters: vec![cluster.clone()],
+                }
+                .encode_to_vec(),
+            ),
+            ("Cluster", cluster.encode_to_vec()),
+            ("StateCounts", states.encode_to_vec()),
+            (
+                "ListVersionsRequest",
+                ListVersionsRequest {}.encode_to_vec(),
+            ),
+            (
+                "ListVersionsResponse",
+                ListVersionsResponse {
+                    local: 1,
+                    software: vec![version.clone()],
+                    wire: vec![version.clone()],
+                    mixed: true,
+                }
+                .encode_to_vec(),
+            ),
+            ("VersionCount", version.encode_to_vec()),
             (
                 "ListShardsResponse",
                 ListShardsResponse {
@@ -815,6 +941,8 @@ mod tests {
             path::WATCH_LEADERSHIP,
             path::LIST_SHARDS,
             path::WATCH_SHARDS,
+            path::LIST_CLUSTERS,
+            path::LIST_VERSIONS,
         ]
         .into_iter()
         .map(ToOwned::to_owned)

@@ -40,6 +40,11 @@ pub enum CallError {
     /// `INVALID_ARGUMENT`: a transfer to node 0 (caller misuse; nothing was done).
     #[error("field `to`: expected a node id > 0")]
     ZeroTarget,
+    /// `NOT_FOUND`: a health check of a service this server does not offer.
+    #[error(
+        "field `service`: no service named {0:?} here (ask about \"\" or meshkit.control.v1.Control)"
+    )]
+    UnknownService(String),
     /// `OUT_OF_RANGE`: a resume point in another node's feed (its numbers mean nothing here).
     #[error("field `node`: the resume point is in node {feed}'s feed, and this is node {node}")]
     ForeignFeed {
@@ -86,6 +91,7 @@ impl CallError {
             | Self::ZeroTarget
             | Self::UnknownState(_)
             | Self::PageSize { .. } => Code::InvalidArgument,
+            Self::UnknownService(_) => Code::NotFound,
             Self::ForeignFeed { .. } => Code::OutOfRange,
             Self::Lagged { .. } => Code::ResourceExhausted,
             Self::Leadership(e) => match e {
@@ -120,7 +126,8 @@ fn lease_code(error: &LeaseError) -> Code {
     }
 }
 
-fn is_grpc(headers: &HeaderMap) -> bool {
+/// Whether a request or response with these headers is gRPC.
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
