@@ -532,8 +532,18 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             });
         }
         while let Some(event) = self.membership.poll_event() {
-            if let Event::MetadataChanged { node, .. } = event {
-                self.learn_addr(node);
+            match event {
+                Event::MetadataChanged { node, .. } => self.learn_addr(node),
+                Event::MemberStateChanged {
+                    node,
+                    to: MemberState::Left | MemberState::Dead,
+                    ..
+                } => {
+                    if let Some(l) = &mut self.leadership {
+                        l.holder_gone(now, node);
+                    }
+                }
+                _ => {}
             }
             // No subscriber is fine: events are for whoever listens.
             let _ = self.events.send(event);

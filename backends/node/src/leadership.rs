@@ -740,6 +740,12 @@ impl Leadership {
             .collect()
     }
 
+    /// `node` left the mesh or was declared dead: ask now for what it was holding (see
+    /// [`Campaign::holder_gone`](meshkit::lease::Campaign::holder_gone)).
+    pub(crate) fn holder_gone(&mut self, now: Instant, node: NodeId) {
+        self.campaign.holder_gone(now, node);
+    }
+
     /// Contends again for `scopes` (a resume).
     pub(crate) fn resume(&mut self, now: Instant, scopes: &[Scope]) {
         for scope in scopes {

@@ -14,7 +14,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{NodeConfig, NodeConfigError};
 use crate::control::auth::AccessControl;
 use crate::control::serve::{ControlError, ControlServer};
-use crate::driver::{ADDR_KEY, Driver, NodeHandle, VERSION_KEY, WIRE_KEY};
+use crate::driver::{ADDR_KEY, Driver, LeadershipError, NodeHandle, VERSION_KEY, WIRE_KEY};
 use crate::transport::quic::{QuicError, QuicTransport};
 
 /// Why a node did not start. Nothing keeps running when this is returned.
@@ -89,6 +89,26 @@ impl RunningNode {
             // The driver ends on the shutdown command; a panic in it was already reported.
             let _ = self.driver.await;
         }
+    }
+
+    /// Stops the node the way an operator means SIGTERM: it stops contending and releases the
+    /// leases it holds, leaves the mesh, goes on running for `linger` so that the departure
+    /// spreads by gossip (and the releases commit), then stops. Peers see it `left`, not dead,
+    /// and the other contenders for its leases ask for them as soon as they see it leave,
+    /// instead of waiting out the TTL.
+    pub async fn shutdown_gracefully(self, linger: std::time::Duration) {
+        match self.handle.drain().await {
+            Ok(released) if !released.is_empty() => {
+                let released: Vec<String> = released.iter().map(ToString::to_string).collect();
+                tracing::info!(?released, "leases released for the shutdown");
+            }
+            Ok(_) | Err(LeadershipError::Disabled) => {}
+            Err(error) => tracing::warn!(%error, "leases not released before the shutdown"),
+        }
+        if self.handle.leave().await.is_ok() {
+            tokio::time::sleep(linger).await;
+        }
+        self.stop().await;
     }
 
     /// Waits until the driver ends (on a shutdown command or a closed transport).

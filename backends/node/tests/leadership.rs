@@ -11,6 +11,7 @@ use common::{TempDir, control, eventually, start_cluster_with};
 use futures_util::StreamExt;
 use meshkit::NodeId;
 use meshkit::lease::Scope;
+use meshkit::membership::MemberState;
 use meshkit_node::leadership::Change;
 use meshkit_node::node::RunningNode;
 use tower::ServiceExt;
@@ -319,6 +320,45 @@ async fn the_host_api_acquires_renews_and_releases_with_fencing_tokens() {
         .await
         .expect("released: free again");
     assert!(second > first, "{second} after {first}");
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// A graceful shutdown (what meshkitd does on SIGTERM) releases the holder's lease and leaves the
+/// mesh; the other contenders ask as soon as they see it leave, so the lease moves long before
+/// its TTL would have run out, and the peers see the node `left`, not dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_hands_the_lease_over_long_before_its_ttl() {
+    // Much longer than FAILOVER_LIMIT: a new holder within the limit cannot be the lease
+    // running out.
+    let leadership = LEADERSHIP.replace("ttl = \"1s\"", "ttl = \"60s\"");
+    let dir = TempDir::new("lease-graceful");
+    let mut nodes = start_cluster_with(dir.path(), 3, &leadership).await;
+    let (first, token) = wait_single_holder(&nodes, ELECT_LIMIT).await;
+    let leaving = nodes.remove(nodes.iter().position(|n| n.id() == first).unwrap());
+    let started = std::time::Instant::now();
+    let shutdown = tokio::spawn(leaving.shutdown_gracefully(Duration::from_millis(500)));
+
+    let (second, new_token) = wait_single_holder(&nodes, FAILOVER_LIMIT).await;
+    eprintln!(
+        "graceful shutdown of the holder to a new holder: {:?}",
+        started.elapsed()
+    );
+    shutdown.await.expect("the shutdown ran");
+    assert_ne!(second, first);
+    assert!(new_token > token, "token {new_token} after {token}");
+    let left = eventually(FAILOVER_LIMIT, || async {
+        for n in &nodes {
+            let s = n.handle().snapshot().await.unwrap();
+            if s.peer(first).map(|p| p.state) != Some(MemberState::Left) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(left, "the survivors do not all see node {first} as left");
     for n in nodes {
         n.stop().await;
     }

@@ -14,13 +14,18 @@ use super::error::LeaseError;
 use super::event::LeadershipEvent;
 use super::ids::RequestId;
 use super::scope::Scope;
+use crate::id::NodeId;
 use crate::time::{Duration, Instant};
 
 /// Where a campaign stands on one scope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stance {
-    /// Not held, nothing in flight: ask at this instant.
-    Waiting { ask_at: Instant },
+    /// Not held, nothing in flight: ask at this instant (or when `held_by`, the holder the
+    /// voters last named, is gone).
+    Waiting {
+        ask_at: Instant,
+        held_by: Option<NodeId>,
+    },
     /// An acquire or a renewal is in flight.
     Asking(RequestId),
     /// Held: renew at this instant.
@@ -65,7 +70,10 @@ impl Campaign {
     pub fn enter(&mut self, now: Instant, scope: Scope) {
         let stance = self.scopes.entry(scope).or_insert(Stance::Withdrawn);
         if *stance == Stance::Withdrawn {
-            *stance = Stance::Waiting { ask_at: now };
+            *stance = Stance::Waiting {
+                ask_at: now,
+                held_by: None,
+            };
         }
     }
 
@@ -91,7 +99,7 @@ impl Campaign {
         self.scopes
             .values()
             .filter_map(|s| match *s {
-                Stance::Waiting { ask_at } => Some(ask_at),
+                Stance::Waiting { ask_at, .. } => Some(ask_at),
                 Stance::Holding { renew_at } => Some(renew_at),
                 Stance::Asking(_) | Stance::Withdrawn => None,
             })
@@ -103,7 +111,7 @@ impl Campaign {
         let retry = self.retry;
         for (scope, stance) in &mut self.scopes {
             let asked = match *stance {
-                Stance::Waiting { ask_at } if ask_at <= now => {
+                Stance::Waiting { ask_at, .. } if ask_at <= now => {
                     client.acquire(now, scope.clone(), self.ttl)
                 }
                 // A lease the host released or handed over meanwhile is acquired anew.
@@ -123,6 +131,7 @@ impl Campaign {
                 Err(LeaseError::InFlight { .. } | LeaseError::Overloaded { .. }) => {
                     Stance::Waiting {
                         ask_at: now + retry,
+                        held_by: None,
                     }
                 }
                 // A TTL out of range: nothing will ever succeed. Stop rather than spin.
@@ -143,9 +152,13 @@ impl Campaign {
             LeadershipEvent::Acquired { scope, .. } | LeadershipEvent::Renewed { scope, .. } => {
                 (scope, Stance::Holding { renew_at })
             }
-            LeadershipEvent::Lost { scope, .. } | LeadershipEvent::Expired { scope, .. } => {
-                (scope, Stance::Waiting { ask_at: now })
-            }
+            LeadershipEvent::Lost { scope, .. } | LeadershipEvent::Expired { scope, .. } => (
+                scope,
+                Stance::Waiting {
+                    ask_at: now,
+                    held_by: None,
+                },
+            ),
             // Handed over or released by the host: ask again only once the new holder's lease
             // could have lapsed, so a transfer is not undone at once.
             LeadershipEvent::Transferred { scope, .. }
@@ -153,6 +166,7 @@ impl Campaign {
                 scope,
                 Stance::Waiting {
                     ask_at: now + self.ttl,
+                    held_by: None,
                 },
             ),
             LeadershipEvent::Failed { request, error } => {
@@ -163,18 +177,37 @@ impl Campaign {
                 else {
                     return;
                 };
-                let ask_at = match error {
-                    // Ask once the holder's lease can have run out, not before.
-                    LeaseError::Held { expires_in, .. } => now + *expires_in,
-                    _ => now + retry,
+                let (ask_at, held_by) = match error {
+                    // Ask once the holder's lease can have run out, not before (or as soon as
+                    // the holder is gone: `holder_gone`).
+                    LeaseError::Held {
+                        holder, expires_in, ..
+                    } => (now + *expires_in, Some(*holder)),
+                    _ => (now + retry, None),
                 };
                 let scope = scope.clone();
-                self.set(&scope, Stance::Waiting { ask_at });
+                self.set(&scope, Stance::Waiting { ask_at, held_by });
                 return;
             }
             LeadershipEvent::Queried { .. } => return,
         };
         self.set(scope, next);
+    }
+
+    /// Learns that `node` left the mesh or was declared dead: the scopes the voters last named
+    /// it the holder of are asked for now, not when its lease would have run out. Asking early
+    /// is safe (the voters decide, and refuse while the lease lasts); it is what makes a graceful
+    /// shutdown, which releases the leases and then leaves, hand over at once instead of after
+    /// the TTL.
+    pub fn holder_gone(&mut self, now: Instant, node: NodeId) {
+        for stance in self.scopes.values_mut() {
+            if let Stance::Waiting { ask_at, held_by } = stance
+                && *held_by == Some(node)
+                && *ask_at > now
+            {
+                *ask_at = now;
+            }
+        }
     }
 
     fn set(&mut self, scope: &Scope, next: Stance) {
@@ -325,5 +358,39 @@ mod tests {
         bench.run_for(Duration::from_secs(4));
         assert_eq!(bench.holders(&scope), vec![1 - first]);
         assert_eq!(bench.clients[first].1.scopes().count(), 0);
+    }
+
+    #[test]
+    fn a_holder_that_releases_and_is_gone_hands_over_at_once_not_after_its_ttl() {
+        let scope = Scope::global_control();
+        let mut bench = Bench::new(2);
+        for (_, campaign) in &mut bench.clients {
+            campaign.enter(bench.now, scope.clone());
+        }
+        bench.run_for(Duration::from_secs(1));
+        let first = bench.holders(&scope)[0];
+        let other = 1 - first;
+        // The holder shuts down gracefully: withdraws, releases.
+        let (client, campaign) = &mut bench.clients[first];
+        campaign.withdraw(&scope);
+        client.release(bench.now, &scope).expect("held");
+        bench.run_for(Duration::from_millis(10));
+        assert!(bench.holders(&scope).is_empty());
+        // The other contender was told `Held` and waits out the TTL...
+        let waiting_until = bench.clients[other].1.poll_timeout().expect("waiting");
+        assert!(
+            waiting_until > bench.now + Duration::from_secs(1),
+            "{waiting_until:?}"
+        );
+        // ...unless it learns that the holder is gone: then it asks now and gets the lease.
+        let gone = NodeId::new(first as u64 + 1);
+        bench.clients[other].1.holder_gone(bench.now, gone);
+        assert_eq!(bench.clients[other].1.poll_timeout(), Some(bench.now));
+        bench.run_for(Duration::from_millis(10));
+        assert_eq!(bench.holders(&scope), vec![other]);
+        // Another node's departure moves nothing.
+        let mut idle = Campaign::new(Duration::from_secs(3), Duration::from_millis(100));
+        idle.holder_gone(bench.now, gone);
+        assert_eq!(idle.poll_timeout(), None);
     }
 }

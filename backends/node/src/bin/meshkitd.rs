@@ -109,11 +109,24 @@ fn run(file: &std::path::Path) -> ExitCode {
             node.gossip_addr()
         );
         shutdown_signal().await;
-        tracing::info!("stopping");
-        node.stop().await;
+        // Long enough for a departure to reach every member by gossip (a few rounds), short
+        // enough for an orchestrator's grace period; a second signal stops at once.
+        let linger = (config.membership().gossip_interval() * LINGER_GOSSIP_ROUNDS)
+            .clamp(MIN_LINGER, MAX_LINGER);
+        tracing::info!(?linger, "leaving the mesh (a second signal stops at once)");
+        tokio::select! {
+            () = node.shutdown_gracefully(linger) => tracing::info!("stopped"),
+            () = shutdown_signal() => tracing::warn!("stopped without finishing the leave"),
+        }
         ExitCode::SUCCESS
     })
 }
+
+/// Gossip rounds a leaving node keeps running for after its leave.
+const LINGER_GOSSIP_ROUNDS: u32 = 10;
+/// Bounds of that linger.
+const MIN_LINGER: std::time::Duration = std::time::Duration::from_millis(200);
+const MAX_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn shutdown_signal() {
     #[cfg(unix)]
