@@ -20,6 +20,8 @@ use meshkit::{Duration, Incarnation, Instant, NodeId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, oneshot};
 
+use crate::vacancy::{Vacancies, VacancyStats};
+
 /// Feed entries kept for subscribers that resume; an older resume point gets a `reset`.
 pub const FEED_HISTORY: usize = 4096;
 /// Rounds of self-addressed lease datagrams handled per flush (a request to the local voter and
@@ -409,6 +411,8 @@ pub struct LeadershipStats {
     pub acquired: u64,
     /// Leases this node stopped holding (lost, expired, released, transferred).
     pub relinquished: u64,
+    /// How long scopes and the Raft group went without a leader (on voters).
+    pub vacancy: VacancyStats,
 }
 
 /// The lease state machines of one node; the driver owns it.
@@ -419,6 +423,7 @@ pub(crate) struct Leadership {
     campaign: Campaign,
     feed: Feed,
     stats: LeadershipStats,
+    vacancies: Vacancies,
     voters: Vec<NodeId>,
     /// Host requests in flight (one per scope, as the client allows), answered when their
     /// outcome is known.
@@ -519,6 +524,7 @@ impl Leadership {
                 live,
             },
             stats: LeadershipStats::default(),
+            vacancies: Vacancies::new(now),
             voters: config.voters.clone(),
             waiters: BTreeMap::new(),
         })
@@ -616,6 +622,8 @@ impl Leadership {
                 if matches!(e.event, GroupEvent::LeaderChanged { .. }) {
                     self.stats.leader_changes += 1;
                 }
+                self.vacancies
+                    .observe(now, &e.event, &mut self.stats.vacancy);
                 if let Some(change) = Change::from_group(&e.event) {
                     self.feed.push(change);
                 }

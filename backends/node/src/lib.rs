@@ -40,3 +40,4 @@ pub mod scope;
 pub mod tls;
 pub mod tokens;
 pub mod transport;
+pub mod vacancy;

@@ -359,6 +359,14 @@ async fn a_graceful_shutdown_hands_the_lease_over_long_before_its_ttl() {
     })
     .await;
     assert!(left, "the survivors do not all see node {first} as left");
+    // The surviving voters timed the handover (release to grant) for the vacancy histogram.
+    for n in &nodes {
+        let snapshot = n.handle().snapshot().await.unwrap();
+        let (_, stats) = snapshot.leadership.expect("a voter's leadership");
+        let vacancy = stats.vacancy.other;
+        assert_eq!(vacancy.count, 1, "node {}: {vacancy:?}", n.id());
+        assert!(vacancy.sum < Duration::from_secs(5), "{vacancy:?}");
+    }
     for n in nodes {
         n.stop().await;
     }

@@ -204,6 +204,49 @@ pub struct Stats {
     pub outbox_dropped: u64,
     /// Events dropped because the driver did not drain them.
     pub events_dropped: u64,
+    /// Round-trip times of the direct probes acknowledged by their target.
+    pub probe_rtt: RttHistogram,
+}
+
+/// A histogram of round-trip times with fixed bucket bounds ([`RttHistogram::BOUNDS`]), for a
+/// Prometheus histogram: counts per bucket (not cumulative), their sum and count. It only
+/// grows, like the other [`Stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RttHistogram {
+    /// Samples per bucket: `buckets[i]` counts samples `<= BOUNDS[i]` and above the bound
+    /// before; the last counts those above every bound.
+    pub buckets: [u64; Self::BOUNDS.len() + 1],
+    /// Sum of the samples.
+    pub sum: Duration,
+    /// Number of samples.
+    pub count: u64,
+}
+
+impl RttHistogram {
+    /// Upper bounds of the buckets: from a loopback round trip to a slow WAN one.
+    pub const BOUNDS: [Duration; 13] = [
+        Duration::from_micros(100),
+        Duration::from_micros(250),
+        Duration::from_micros(500),
+        Duration::from_millis(1),
+        Duration::from_micros(2_500),
+        Duration::from_millis(5),
+        Duration::from_millis(10),
+        Duration::from_millis(25),
+        Duration::from_millis(50),
+        Duration::from_millis(100),
+        Duration::from_millis(250),
+        Duration::from_millis(500),
+        Duration::from_secs(1),
+    ];
+
+    /// Counts one sample.
+    pub fn record(&mut self, sample: Duration) {
+        let bucket = Self::BOUNDS.partition_point(|bound| *bound < sample);
+        self.buckets[bucket] += 1;
+        self.sum = self.sum.saturating_add(sample);
+        self.count += 1;
+    }
 }
 
 /// A datagram waiting to be encoded: its message, and updates meant for this recipient that ride

@@ -156,6 +156,7 @@ impl Membership {
             if from == target {
                 self.health.apply(-1);
                 let sample = now.saturating_duration_since(sent_at);
+                self.stats.probe_rtt.record(sample);
                 self.members
                     .modify(target, |m| m.srtt_us = smooth_rtt(m.srtt_us, sample));
             }

@@ -607,3 +607,39 @@ fn long_isolation_of_one_node_heals_cleanly() {
         }
     }
 }
+
+#[test]
+fn acknowledged_probes_land_in_the_rtt_histogram() {
+    let mut net = Net::converged(4, Profile::Lan);
+    net.run_for(Duration::from_secs(30));
+    let stats = net.nodes[&id(1)].stats();
+    let rtt = stats.probe_rtt;
+    // No loss: every direct probe was acknowledged by its target, one link delay each way.
+    assert!(
+        rtt.count > 0 && rtt.count == stats.probes,
+        "{rtt:?} of {}",
+        stats.probes
+    );
+    assert_eq!(rtt.buckets.iter().sum::<u64>(), rtt.count);
+    let bucket = RttHistogram::BOUNDS.partition_point(|b| *b < LATENCY * 2);
+    assert_eq!(
+        rtt.buckets[bucket], rtt.count,
+        "all in the 2 ms bucket: {rtt:?}"
+    );
+    assert_eq!(rtt.sum, LATENCY * 2 * u32::try_from(rtt.count).unwrap());
+}
+
+#[test]
+fn rtt_buckets_include_their_upper_bound() {
+    let mut h = RttHistogram::default();
+    h.record(Duration::ZERO);
+    h.record(Duration::from_micros(100));
+    h.record(Duration::from_micros(101));
+    h.record(Duration::from_secs(1));
+    h.record(Duration::from_secs(5));
+    assert_eq!(h.buckets[0], 2);
+    assert_eq!(h.buckets[1], 1);
+    assert_eq!(h.buckets[RttHistogram::BOUNDS.len() - 1], 1);
+    assert_eq!(h.buckets[RttHistogram::BOUNDS.len()], 1);
+    assert_eq!(h.count, 5);
+}

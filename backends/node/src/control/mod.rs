@@ -23,11 +23,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use meshkit::membership::MemberState;
+use meshkit::Duration;
+use meshkit::membership::{MemberState, RttHistogram};
 use serde::{Deserialize, Serialize};
 
 use self::auth::AccessControl;
 use crate::driver::{NodeHandle, Snapshot};
+use crate::vacancy;
 
 pub mod leadership;
 pub mod views;
@@ -333,7 +335,84 @@ pub fn render_metrics(s: &Snapshot) -> String {
         "1 while this node is drained (POST /control/drain), 0 otherwise.",
         &[("", u64::from(s.draining))],
     );
+    let rtt = &s.stats.probe_rtt;
+    write_histogram(
+        &mut out,
+        "mesh_gossip_probe_rtt_seconds",
+        "Round-trip times of direct probes acknowledged by their target.",
+        &RttHistogram::BOUNDS,
+        &[("", &rtt.buckets, rtt.sum, rtt.count)],
+    );
+    if let Some((view, stats)) = &s.leadership
+        && view.raft.is_some()
+    {
+        let v = &stats.vacancy;
+        write_histogram(
+            &mut out,
+            "mesh_leadership_vacancy_seconds",
+            "Time scopes went without a holder, as this voter applied it: from a lease's expiry \
+             or release to the next grant (after a crash, the part of the failover after the \
+             TTL; after a graceful release, the whole handover).",
+            &vacancy::BOUNDS,
+            &[
+                (
+                    "scope_kind=\"shard\"",
+                    &v.shard.buckets,
+                    v.shard.sum,
+                    v.shard.count,
+                ),
+                (
+                    "scope_kind=\"other\"",
+                    &v.other.buckets,
+                    v.other.sum,
+                    v.other.count,
+                ),
+            ],
+        );
+        write_histogram(
+            &mut out,
+            "mesh_leadership_raft_leaderless_seconds",
+            "Time this voter knew no Raft leader: from when it stopped following one (it \
+             campaigned, or a newer term reached it) to when it knew the next.",
+            &vacancy::BOUNDS,
+            &[("", &v.raft.buckets, v.raft.sum, v.raft.count)],
+        );
+    }
     out
+}
+
+/// Writes one Prometheus histogram family: per label set, cumulative buckets at `bounds` and
+/// `+Inf`, the sum and the count. `buckets` are per bucket (not cumulative), one more than
+/// `bounds`.
+fn write_histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    bounds: &[Duration],
+    series: &[(&str, &[u64], Duration, u64)],
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (labels, buckets, sum, count) in series {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, n) in buckets.iter().enumerate() {
+            cumulative += n;
+            let le = bounds
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |b| b.as_secs_f64().to_string());
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", sum.as_secs_f64());
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
 }
 
 #[cfg(test)]
@@ -352,7 +431,7 @@ mod tests {
             incarnation: Incarnation::new(1),
             rtt: None,
             metadata: [("addr".to_owned(), "127.0.0.1:1".to_owned())].into(),
-            last_change_ago: meshkit::Duration::ZERO,
+            last_change_ago: Duration::ZERO,
             addr: None,
         };
         Snapshot {
@@ -381,13 +460,23 @@ mod tests {
             } else if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (name, kind) = rest.split_once(' ').unwrap();
                 assert_eq!(help.as_deref(), Some(name), "TYPE without its HELP: {line}");
-                assert!(kind == "gauge" || kind == "counter", "{line}");
+                assert!(
+                    kind == "gauge" || kind == "counter" || kind == "histogram",
+                    "{line}"
+                );
                 assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
                 family = Some((name.to_owned(), kind.to_owned()));
             } else {
                 let name = line.split(['{', ' ']).next().unwrap();
-                let (current, _) = family.as_ref().expect("a sample before any TYPE");
-                assert_eq!(name, current, "sample outside its family: {line}");
+                let (current, kind) = family.as_ref().expect("a sample before any TYPE");
+                let base = match kind.as_str() {
+                    "histogram" => ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|suffix| name.strip_suffix(suffix))
+                        .unwrap_or(name),
+                    _ => name,
+                };
+                assert_eq!(base, current, "sample outside its family: {line}");
                 let value = line.rsplit(' ').next().unwrap();
                 assert!(value.parse::<f64>().is_ok(), "{line}");
             }
@@ -395,5 +484,9 @@ mod tests {
         assert!(text.contains("mesh_gossip_members{state=\"alive\"} 1\n"));
         assert!(text.contains("mesh_gossip_members{state=\"dead\"} 1\n"));
         assert!(text.contains("mesh_transport_cert_expiry_timestamp_seconds 1900000000\n"));
+        assert!(text.contains("# TYPE mesh_gossip_probe_rtt_seconds histogram\n"));
+        assert!(text.contains("mesh_gossip_probe_rtt_seconds_bucket{le=\"0.0001\"} 0\n"));
+        assert!(text.contains("mesh_gossip_probe_rtt_seconds_bucket{le=\"+Inf\"} 0\n"));
+        assert!(text.contains("mesh_gossip_probe_rtt_seconds_count 0\n"));
     }
 }
