@@ -55,7 +55,10 @@ step "doc tests"
 cargo test --workspace --doc --locked
 
 step "rustdoc (warnings are errors)"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+# With meshkit-node's `turmoil` feature, as the test builds have it (its self dev-dependency):
+# one feature set, so the dependencies checked for clippy are reused, and the turmoil tier is
+# documented too.
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet --features meshkit-node/turmoil
 
 step "fuzz targets compile (running them needs nightly: see fuzz/README.md)"
 cargo check --manifest-path fuzz/Cargo.toml --quiet  # its lock file follows the workspace's

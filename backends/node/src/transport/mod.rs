@@ -3,9 +3,13 @@
 //! * [`quic`]: QUIC datagrams over quinn with mutual TLS; the sender's [`NodeId`] comes from its
 //!   verified certificate. What `meshkitd` uses.
 //! * [`memory`]: an in-process network of channels, for tests of the driver.
+//! * `turmoil` (feature `turmoil`): turmoil's simulated network, sender identity from a
+//!   directory of addresses, and a virtual-time clock, for simulation tests of the driver.
 
 pub mod memory;
 pub mod quic;
+#[cfg(feature = "turmoil")]
+pub mod turmoil;
 
 use std::net::SocketAddr;
 use std::task::{Context, Poll};
