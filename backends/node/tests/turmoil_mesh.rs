@@ -894,3 +894,30 @@ fn raft_leader_partitioned_into_a_minority_never_gives_two_holders() {
     assert_eq!(h.len(), 1, "one holder after the heal: {h:?}");
     assert!(inv.max_token >= next_token);
 }
+
+#[test]
+fn same_seed_same_lease_history() {
+    let run = |seed| {
+        let mut cluster = lease_cluster(seed);
+        cluster.run_for(StdDuration::from_secs(6), &mut no_check);
+        let holder = holders(&cluster)
+            .first()
+            .map(|h| h.0)
+            .expect("a holder after 6 s");
+        cluster.crash(holder);
+        cluster.run_for(StdDuration::from_secs(5), &mut no_check);
+        let feed = cluster.reports().feed.clone();
+        (holder, feed, cluster.trace_hash())
+    };
+    let a = run(17);
+    assert!(
+        a.1.iter()
+            .filter(|(_, _, c)| matches!(c, Change::Acquired { .. }))
+            .count()
+            >= 2,
+        "a grant before the crash and one after: {:?}",
+        a.1
+    );
+    let b = run(17);
+    assert!(a == b, "the same seed gave different lease histories");
+}
