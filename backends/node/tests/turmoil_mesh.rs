@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration as StdDuration, UNIX_EPOCH};
 
@@ -23,7 +23,7 @@ use meshkit::membership::{Event, MemberState, Membership};
 use meshkit::{Incarnation, NodeId};
 use meshkit_node::clock::Clock;
 use meshkit_node::config::{DEFAULT_CAMPAIGN_RETRY, DEFAULT_LEASE_TTL};
-use meshkit_node::driver::{ADDR_KEY, Driver, Seed, Snapshot};
+use meshkit_node::driver::{ADDR_KEY, Channel, Driver, Seed, Snapshot};
 use meshkit_node::leadership::{Change, LeadershipConfig};
 use meshkit_node::transport::turmoil::{Directory, TurmoilClock, TurmoilTransport};
 use tokio::sync::broadcast::error::RecvError;
@@ -451,6 +451,28 @@ fn mesh_converges() {
     let (mut cluster, took) = converge(n, 7);
     eprintln!("{n} nodes converged in {took:?} of virtual time");
     assert_snapshots_converged(&mut cluster);
+    // Then a steady mesh for a few probe periods: every node probes, nobody is suspected.
+    cluster.run_for(cluster.spec.membership.probe_interval() * 5, &mut no_check);
+    let reports = cluster.reports();
+    let accused: Vec<_> = reports
+        .trace
+        .iter()
+        .filter(|(.., state, _)| *state != MemberState::Alive)
+        .collect();
+    assert!(
+        accused.is_empty(),
+        "false suspicions in a healthy mesh: {accused:?}"
+    );
+    let probes: u64 = reports
+        .nodes
+        .values()
+        .filter_map(|r| r.snapshot.as_ref())
+        .map(|(_, s)| s.stats.probes)
+        .sum();
+    assert!(
+        probes >= n * 4,
+        "only {probes} probes in five periods of {n} nodes"
+    );
 }
 
 #[test]
@@ -797,23 +819,28 @@ fn acquired_after(cluster: &Cluster, since: StdDuration) -> Option<(StdDuration,
         })
 }
 
-fn raft_leader(cluster: &Cluster) -> Option<NodeId> {
+/// The Raft leader every voter among `among` (that is up and has reported) agrees on.
+fn raft_leader_among(cluster: &Cluster, among: &[NodeId]) -> Option<NodeId> {
     let reports = cluster.reports();
     let up = cluster.up();
-    let leaders: Vec<u64> = reports
+    let leaders: Vec<Option<u64>> = reports
         .nodes
         .iter()
-        .filter(|(id, _)| up.contains(id))
+        .filter(|(id, _)| up.contains(id) && among.contains(id))
         .filter_map(|(_, r)| r.snapshot.as_ref())
         .filter_map(|(_, s)| s.leadership.as_ref())
         .filter_map(|(view, _)| view.raft.as_ref())
-        .filter_map(|raft| raft.leader)
+        .map(|raft| raft.leader)
         .collect();
-    let first = *leaders.first()?;
+    let first = (*leaders.first()?)?;
     leaders
         .iter()
-        .all(|l| *l == first)
+        .all(|l| *l == Some(first))
         .then(|| NodeId::new(first))
+}
+
+fn raft_leader(cluster: &Cluster) -> Option<NodeId> {
+    raft_leader_among(cluster, &cluster.ids)
 }
 
 #[test]
@@ -886,7 +913,16 @@ fn raft_leader_partitioned_into_a_minority_never_gives_two_holders() {
         .expect("the majority granted global-control within 15 s");
     let (_, next, next_token) = acquired_after(&cluster, cut_at).expect("granted");
     assert!(next_token > token);
-    eprintln!("partition: {holder} (token {token}) -> {next} (token {next_token})");
+    // Only a quorum grants: the majority's voters follow a new leader among themselves.
+    let new_leader = raft_leader_among(&cluster, &majority);
+    assert!(
+        new_leader.is_some_and(|l| l != leader && majority.contains(&l)),
+        "the majority's voters follow {new_leader:?}, not a new leader on their side"
+    );
+    eprintln!(
+        "partition: Raft leader {leader} -> {new_leader:?}; {holder} (token {token}) -> {next} \
+         (token {next_token})"
+    );
     cluster.run_for(StdDuration::from_secs(5), &mut check);
     cluster.repair(&minority, &majority);
     cluster.run_for(StdDuration::from_secs(10), &mut check);
@@ -920,4 +956,80 @@ fn same_seed_same_lease_history() {
     );
     let b = run(17);
     assert!(a == b, "the same seed gave different lease histories");
+}
+
+/// A host outside the cluster that sends node 1 a membership datagram written by node 99,
+/// `count` times, 100 ms apart.
+async fn forge(target: SocketAddr, count: u32) -> turmoil::Result {
+    let socket = turmoil::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)).await?;
+    let now = meshkit::Instant::ZERO;
+    let mut writer = Membership::new(
+        Config::default(),
+        NodeId::new(99),
+        Incarnation::new(1),
+        99,
+        now,
+    );
+    writer.handle_join(now, &[NodeId::new(1)]);
+    let mut buf = Vec::new();
+    let transmit = writer
+        .poll_transmit(now, &mut buf)
+        .ok_or("a join sends a datagram")?;
+    let mut datagram = vec![Channel::Membership as u8];
+    datagram.extend_from_slice(&buf[..transmit.len]);
+    for _ in 0..count {
+        socket.send_to(&datagram, target).await?;
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Sender identity under turmoil (`transport::turmoil`, "Sender identity"): a datagram from an
+/// address the directory does not know never reaches the core (the transport refuses it, like
+/// a refused handshake); one from a registered address is attributed to the address's owner,
+/// whatever the datagram claims, so the core refuses a claim of another sender.
+#[test]
+fn sender_identity_comes_from_the_directory() {
+    let (mut cluster, _) = converge(3, 51);
+    let target = cluster
+        .spec
+        .directory
+        .addr(NodeId::new(1))
+        .expect("registered");
+    let before = {
+        let reports = cluster.reports();
+        let (_, s) = reports.nodes[&NodeId::new(1)]
+            .snapshot
+            .clone()
+            .expect("a snapshot");
+        (s.transport.handshakes_refused, s.stats.datagrams_refused)
+    };
+    // Not in the directory at all.
+    cluster.sim.host("rogue", move || forge(target, 5));
+    // Registered as node 98, sending what node 99 wrote.
+    cluster.sim.host("impostor", move || forge(target, 5));
+    let impostor = SocketAddr::new(cluster.sim.lookup("impostor"), PORT);
+    cluster
+        .spec
+        .directory
+        .register(NodeId::new(98), impostor)
+        .expect("a free address");
+    cluster.run_for(StdDuration::from_secs(2), &mut no_check);
+    let reports = cluster.reports();
+    let (_, s) = reports.nodes[&NodeId::new(1)]
+        .snapshot
+        .clone()
+        .expect("a snapshot");
+    assert_eq!(
+        s.transport.handshakes_refused - before.0,
+        5,
+        "the rogue's five datagrams are refused by the transport"
+    );
+    assert_eq!(
+        s.stats.datagrams_refused - before.1,
+        5,
+        "the impostor's five claims of another sender are refused by the core"
+    );
+    assert!(s.peer(NodeId::new(98)).is_none() && s.peer(NodeId::new(99)).is_none());
+    assert_eq!(s.count(MemberState::Alive), 3);
 }
