@@ -60,6 +60,7 @@ mod observer;
 pub mod report;
 pub mod scenario;
 mod shard;
+pub mod sweep;
 mod trace;
 
 use core::time::Duration;
