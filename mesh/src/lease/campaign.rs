@@ -5,7 +5,10 @@
 //! out; once held, renew a third of the way through the TTL so that two renewals can be lost
 //! before the lease ends. [`Campaign`] is that loop, sans-IO like the rest of the core: it
 //! reads the [`LeaseClient`]'s events and, on its own timer, calls the client's `acquire` and
-//! `renew`. The real node and the simulator drive it the same way.
+//! `renew`. The real node (`backends/node`, also under turmoil) drives it. The simulator's
+//! contenders do not yet: they ask on every write tick (100 ms) while they hold nothing
+//! (`sim/src/engine.rs`, `lease_tick`), which reaches a released or lapsed lease at least as
+//! soon as a campaign does but sends a refused request per tick meanwhile.
 
 use std::collections::BTreeMap;
 
