@@ -401,21 +401,8 @@ async fn peers_match_json_and_credentials_are_required() {
             .await
             .expect("ListPeers")
             .into_inner();
-        let response = router
-            .clone()
-            .oneshot(
-                http::Request::get(query)
-                    .header("authorization", format!("Bearer {bearer}"))
-                    .body(axum::body::Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "{query}");
-        let json = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        let json: PeersResponse = serde_json::from_slice(&json).expect("a peers body");
+        let json: PeersResponse =
+            serde_json::from_value(get_json(&router, &bearer, query).await).expect("a peers body");
         assert_eq!(
             (grpc.local, grpc.total, grpc.next_after),
             (json.local, json.total as u64, json.next_after),
@@ -469,32 +456,12 @@ async fn peers_match_json_and_credentials_are_required() {
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
 
     // ListClusters and ListVersions carry what their JSON twins do.
-    let get_json = |query: &'static str| {
-        let router = router.clone();
-        let bearer = bearer.clone();
-        async move {
-            let response = router
-                .oneshot(
-                    http::Request::get(query)
-                        .header("authorization", format!("Bearer {bearer}"))
-                        .body(axum::body::Body::empty())
-                        .unwrap(),
-                )
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 200, "{query}");
-            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-                .await
-                .unwrap();
-            serde_json::from_slice::<serde_json::Value>(&body).expect("a JSON body")
-        }
-    };
     let clusters = observer
         .list_clusters(ListClustersRequest {})
         .await
         .expect("ListClusters")
         .into_inner();
-    let json = get_json("/meshkit/clusters").await;
+    let json = get_json(&router, &bearer, "/meshkit/clusters").await;
     let json_clusters = json["clusters"].as_array().expect("clusters");
     assert_eq!(clusters.local, json["local"].as_u64().unwrap());
     assert_eq!(clusters.clusters.len(), json_clusters.len());
@@ -514,7 +481,7 @@ async fn peers_match_json_and_credentials_are_required() {
         .await
         .expect("ListVersions")
         .into_inner();
-    let json = get_json("/meshkit/versions").await;
+    let json = get_json(&router, &bearer, "/meshkit/versions").await;
     assert_eq!(versions.mixed, json["mixed"].as_bool().unwrap());
     let software: Vec<(String, u64)> = versions
         .software
@@ -603,6 +570,25 @@ async fn peers_match_json_and_credentials_are_required() {
     for n in nodes {
         n.stop().await;
     }
+}
+
+/// `GET query` through the router with a bearer token: 200 and its JSON body.
+async fn get_json(router: &axum::Router, bearer: &str, query: &str) -> serde_json::Value {
+    let response = router
+        .clone()
+        .oneshot(
+            http::Request::get(query)
+                .header("authorization", format!("Bearer {bearer}"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{query}");
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    serde_json::from_slice(&body).expect("a JSON body")
 }
 
 /// A tonic channel to a node's real control port: HTTP/2 over TLS (ALPN `h2`), trusting the dev

@@ -10,18 +10,15 @@
 //! readiness; any other name is `NOT_FOUND` for `Check` and `SERVICE_UNKNOWN` for `Watch`, as
 //! the protocol says. Like `/readyz`, the service needs no credentials.
 
-use std::convert::Infallible;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use futures_util::stream::{self, Stream, StreamExt};
 use tonic::Status;
-use tonic::server::NamedService;
 use tonic_prost::ProstCodec;
 
-use super::{BoxFuture, MAX_REQUEST_BYTES, SERVICE, path, unary};
+use super::{MAX_REQUEST_BYTES, SERVICE, unary};
 use crate::control::views::Readiness;
 use crate::driver::NodeHandle;
 
@@ -61,23 +58,6 @@ pub enum ServingStatus {
     ServiceUnknown = 3,
 }
 
-/// The `grpc.health.v1.Health` service over a node.
-#[derive(Clone, Debug)]
-pub struct HealthService {
-    node: NodeHandle,
-}
-
-impl HealthService {
-    /// The service over `node`.
-    pub fn new(node: NodeHandle) -> Self {
-        Self { node }
-    }
-}
-
-impl NamedService for HealthService {
-    const NAME: &'static str = HEALTH_SERVICE;
-}
-
 fn known(service: &str) -> bool {
     service.is_empty() || service == SERVICE
 }
@@ -92,47 +72,28 @@ async fn status(node: &NodeHandle) -> ServingStatus {
 
 type StatusStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
 
-impl tower::Service<http::Request<Body>> for HealthService {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let node = self.node.clone();
-        Box::pin(async move {
-            let response = match request.uri().path() {
-                path::HEALTH_CHECK => {
-                    unary(request, |r: HealthCheckRequest| {
-                        let node = node.clone();
-                        async move {
-                            if !known(&r.service) {
-                                return Err(super::CallError::UnknownService(r.service));
-                            }
-                            Ok(HealthCheckResponse {
-                                status: status(&node).await as i32,
-                            })
-                        }
-                    })
-                    .await
-                }
-                path::HEALTH_WATCH => watch(request, node).await,
-                other => {
-                    Status::unimplemented(format!("{HEALTH_SERVICE} has no method at {other}"))
-                        .into_http()
-                }
-            };
-            Ok(response)
-        })
-    }
+/// `Check`: the node's readiness now.
+pub(super) async fn check(
+    request: http::Request<Body>,
+    node: NodeHandle,
+) -> http::Response<tonic::body::Body> {
+    unary(request, |r: HealthCheckRequest| {
+        let node = node.clone();
+        async move {
+            if !known(&r.service) {
+                return Err(super::CallError::UnknownService(r.service));
+            }
+            Ok(HealthCheckResponse {
+                status: status(&node).await as i32,
+            })
+        }
+    })
+    .await
 }
 
 /// The current status at once, then each change, read every [`WATCH_INTERVAL`] until the
 /// client goes away.
-async fn watch(
+pub(super) async fn watch(
     request: http::Request<Body>,
     node: NodeHandle,
 ) -> http::Response<tonic::body::Body> {

@@ -113,12 +113,12 @@ pub fn routes(node: NodeHandle) -> Router {
         )
         .route_service(
             "/grpc.health.v1.Health/{*method}",
-            health::HealthService::new(node),
+            ControlService::new(node),
         )
 }
 
-/// The `meshkit.control.v1.Control` service over a node: a tower service from HTTP/2 requests
-/// to gRPC responses.
+/// The `meshkit.control.v1.Control` service over a node, and beside it the node's
+/// `grpc.health.v1.Health`: a tower service from HTTP/2 requests to gRPC responses.
 #[derive(Clone, Debug)]
 pub struct ControlService {
     node: NodeHandle,
@@ -180,6 +180,8 @@ impl tower::Service<http::Request<Body>> for ControlService {
                     })
                     .await
                 }
+                path::HEALTH_CHECK => health::check(request, node).await,
+                path::HEALTH_WATCH => health::watch(request, node).await,
                 path::WATCH_LEADERSHIP => watch(request, node, all_entries).await,
                 path::WATCH_SHARDS => watch(request, node, shard_entries).await,
                 other => {
