@@ -318,6 +318,42 @@ pub fn render_metrics(s: &Snapshot) -> String {
     for (name, help, value) in transport {
         family(name, "counter", help, &[("", value)]);
     }
+    // One sample per channel and direction, the same labels in both families.
+    let mut labels = Vec::new();
+    let mut datagrams = Vec::new();
+    let mut bytes = Vec::new();
+    for (channel, c) in [
+        ("membership", &s.traffic.membership),
+        ("lease", &s.traffic.lease),
+    ] {
+        for (direction, count, size) in [
+            ("sent", c.datagrams_sent, c.bytes_sent),
+            ("received", c.datagrams_received, c.bytes_received),
+        ] {
+            labels.push(format!(
+                "{{channel=\"{channel}\",direction=\"{direction}\"}}"
+            ));
+            datagrams.push(count);
+            bytes.push(size);
+        }
+    }
+    let samples = |values: Vec<u64>| -> Vec<(&str, u64)> {
+        labels.iter().map(String::as_str).zip(values).collect()
+    };
+    family(
+        "mesh_traffic_datagrams_total",
+        "counter",
+        "Datagrams the driver handed to the transport (sent) or took from it (received), by \
+         channel: membership (gossip) or lease (Raft and lease requests).",
+        &samples(datagrams),
+    );
+    family(
+        "mesh_traffic_bytes_total",
+        "counter",
+        "Bytes of those datagrams (each with its channel byte; QUIC and UDP headers not \
+         included).",
+        &samples(bytes),
+    );
     if let Some((view, stats)) = &s.leadership {
         leadership::render_metrics(&mut family, view, stats);
     }
@@ -439,6 +475,7 @@ mod tests {
             peers: vec![peer(1, MemberState::Alive), peer(2, MemberState::Dead)],
             stats: Stats::default(),
             transport: TransportStats::default(),
+            traffic: crate::driver::Traffic::default(),
             health_score: 0,
             leadership: None,
             draining: false,
@@ -488,5 +525,8 @@ mod tests {
         assert!(text.contains("mesh_gossip_probe_rtt_seconds_bucket{le=\"0.0001\"} 0\n"));
         assert!(text.contains("mesh_gossip_probe_rtt_seconds_bucket{le=\"+Inf\"} 0\n"));
         assert!(text.contains("mesh_gossip_probe_rtt_seconds_count 0\n"));
+        assert!(
+            text.contains("mesh_traffic_bytes_total{channel=\"lease\",direction=\"received\"} 0\n")
+        );
     }
 }
