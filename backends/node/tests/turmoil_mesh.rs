@@ -8,8 +8,10 @@
 //!
 //! The convergence test runs [`DEFAULT_NODES`] (50) nodes, or `MESHKIT_TURMOIL_NODES`:
 //! `MESHKIT_TURMOIL_NODES=100 cargo nextest run -p meshkit-node --test turmoil_mesh mesh_converges`.
-//! The fault tests run [`FAULT_NODES`] (16; 8 for the partition, whose minority is slow to
-//! decide, and for the leases), since turmoil's cost per virtual second grows with the hosts.
+//! The crash and hold tests run [`FAULT_NODES`] (16) nodes, or `MESHKIT_TURMOIL_FAULT_NODES`
+//! (`MESHKIT_TURMOIL_FAULT_NODES=50 cargo nextest run -p meshkit-node --test turmoil_mesh crash
+//! hold`); the partition test and the lease tests run 8, since turmoil's cost per virtual second
+//! grows with the hosts and the partition's minority is slow to decide.
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -397,11 +399,20 @@ impl Cluster {
     }
 }
 
-fn nodes_from_env() -> u64 {
-    std::env::var("MESHKIT_TURMOIL_NODES")
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_NODES)
+        .unwrap_or(default)
+}
+
+fn nodes_from_env() -> u64 {
+    env_u64("MESHKIT_TURMOIL_NODES", DEFAULT_NODES)
+}
+
+/// The crash and hold tests' mesh size: [`FAULT_NODES`] or `MESHKIT_TURMOIL_FAULT_NODES`.
+fn fault_nodes() -> u64 {
+    env_u64("MESHKIT_TURMOIL_FAULT_NODES", FAULT_NODES).max(4)
 }
 
 fn no_check(_: &Cluster) {}
@@ -517,7 +528,7 @@ fn detection_bound(config: &Config, members: usize) -> StdDuration {
 
 #[test]
 fn crash_is_detected_and_bounce_rejoins_higher() {
-    let n = FAULT_NODES;
+    let n = fault_nodes();
     let (mut cluster, _) = converge(n, 21);
     let victim = NodeId::new(n / 2);
     let before = cluster.state(NodeId::new(1), victim).expect("known").1;
@@ -657,7 +668,7 @@ fn minority_partition_is_declared_dead_then_merges_back() {
 
 #[test]
 fn hold_shorter_than_suspicion_causes_no_death_longer_does() {
-    let n = FAULT_NODES;
+    let n = fault_nodes();
     let config = Config::default();
     let (min, _) = suspicion_bounds(&config, n as usize);
     let period = config.probe_interval();
@@ -843,42 +854,84 @@ fn raft_leader(cluster: &Cluster) -> Option<NodeId> {
     raft_leader_among(cluster, &cluster.ids)
 }
 
-#[test]
-fn lease_holder_crash_fails_over_within_ttl() {
-    let mut cluster = lease_cluster(5);
+/// The lease failover target: a new holder within the TTL plus 300 ms of the holder's crash
+/// (issue #3's target, as `scenarios/leader-kill.toml` checks it in the simulator).
+const FAILOVER_TARGET: StdDuration = StdDuration::from_millis(3300);
+const _: () = assert!(FAILOVER_TARGET.as_millis() == TTL.as_millis() + 300);
+
+/// Runs the lease cluster of `seed` until `global-control` is held, lets the holder renew for
+/// `settle`, crashes it, and returns how long until another contender acquired the scope;
+/// checks the lease invariants at every step and the new token.
+fn holder_crash_failover(seed: u64, settle: StdDuration) -> StdDuration {
+    let mut cluster = lease_cluster(seed);
     let mut inv = LeaseInvariants::default();
     let mut check = |c: &Cluster| inv.check(c);
-    let (_, holder, token) = {
-        cluster
-            .run_until(StdDuration::from_secs(20), &mut check, &mut |c| {
-                acquired_after(c, StdDuration::ZERO).is_some() && !holders(c).is_empty()
-            })
-            .expect("global-control granted within 20 s");
-        acquired_after(&cluster, StdDuration::ZERO).expect("granted")
-    };
+    cluster
+        .run_until(StdDuration::from_secs(20), &mut check, &mut |c| {
+            acquired_after(c, StdDuration::ZERO).is_some() && !holders(c).is_empty()
+        })
+        .unwrap_or_else(|| panic!("seed {seed}: global-control not granted within 20 s"));
+    let (_, holder, token) = acquired_after(&cluster, StdDuration::ZERO).expect("granted");
     assert!(ids(4..=6).contains(&holder), "only contenders campaign");
-    // Let it renew a few times, then crash it.
-    cluster.run_for(StdDuration::from_secs(5), &mut check);
+    cluster.run_for(settle, &mut check);
     assert_eq!(holders(&cluster).first().map(|h| h.0), Some(holder));
     let crashed_at = cluster.now();
     cluster.crash(holder);
-    let target = TTL + StdDuration::from_millis(300);
     cluster
-        .run_until(target + StdDuration::from_secs(5), &mut check, &mut |c| {
-            acquired_after(c, crashed_at).is_some()
-        })
-        .expect("a new holder within 8 s");
+        .run_until(
+            FAILOVER_TARGET + StdDuration::from_secs(5),
+            &mut check,
+            &mut |c| acquired_after(c, crashed_at).is_some(),
+        )
+        .unwrap_or_else(|| panic!("seed {seed}: no new holder within 8.3 s"));
     let (at, next, next_token) = acquired_after(&cluster, crashed_at).expect("a new holder");
     let failover = at - crashed_at;
-    eprintln!("failover {failover:?}: {holder} (token {token}) -> {next} (token {next_token})");
+    eprintln!(
+        "seed {seed}: failover {failover:?}: {holder} (token {token}) -> {next} (token {next_token})"
+    );
     assert_ne!(next, holder);
     assert!(next_token > token, "token {next_token} not above {token}");
-    assert!(
-        failover <= target,
-        "failover took {failover:?}, over the {target:?} target (TTL 3 s)"
-    );
-    cluster.run_for(StdDuration::from_secs(5), &mut check);
+    // A while longer under the invariants: the new holder renews, nobody else takes over.
+    cluster.run_for(StdDuration::from_secs(3), &mut check);
+    assert_eq!(holders(&cluster).first().map(|h| h.0), Some(next));
     assert!(inv.steps > 0);
+    failover
+}
+
+#[test]
+fn lease_holder_crash_fails_over_within_ttl() {
+    let failover = holder_crash_failover(5, StdDuration::from_secs(5));
+    assert!(
+        failover <= FAILOVER_TARGET,
+        "failover took {failover:?}, over the {FAILOVER_TARGET:?} target (TTL 3 s)"
+    );
+}
+
+/// The holder-crash failover over many seeds, the crash falling at a different point of the
+/// renewal period each time: every failover within the target, and the distribution printed.
+/// `MESHKIT_TURMOIL_SEEDS=40 cargo nextest run -p meshkit-node --test turmoil_mesh
+/// --run-ignored ignored-only failover_sweep --success-output immediate`
+#[test]
+#[ignore = "a seed sweep (about 2 s per seed); run it with --run-ignored"]
+fn lease_failover_sweep() {
+    let seeds = env_u64("MESHKIT_TURMOIL_SEEDS", 20);
+    let mut failovers: Vec<StdDuration> = (1..=seeds)
+        .map(|seed| {
+            // Crash phases spread over the renewal period (a third of the TTL).
+            let phase = StdDuration::from_millis(seed * 97 % 1000);
+            holder_crash_failover(seed, StdDuration::from_secs(5) + phase)
+        })
+        .collect();
+    failovers.sort();
+    let pick = |q: usize| failovers[(q * failovers.len()).div_ceil(100).saturating_sub(1)];
+    eprintln!(
+        "{seeds} seeds: failover p50 {:?}, p99 {:?}, max {:?}",
+        pick(50),
+        pick(99),
+        failovers[failovers.len() - 1]
+    );
+    let over: Vec<_> = failovers.iter().filter(|f| **f > FAILOVER_TARGET).collect();
+    assert!(over.is_empty(), "failovers over the target: {over:?}");
 }
 
 #[test]
