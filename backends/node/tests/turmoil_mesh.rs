@@ -453,6 +453,21 @@ fn assert_snapshots_converged(cluster: &mut Cluster) {
                 .map(|p| (p.id, p.state))
                 .collect::<Vec<_>>()
         );
+        // Every peer was reached at the address the driver had for it (a seed's, or the one it
+        // publishes under `addr`), and the directory agreed every time.
+        let t = snapshot.transport;
+        assert_eq!(
+            t.dials_failed, 0,
+            "node {id} dialled a wrong address: {t:?}"
+        );
+        assert_eq!(
+            t.handshakes_refused, 0,
+            "node {id} heard an unknown source: {t:?}"
+        );
+        assert!(
+            t.connections_opened >= 1,
+            "node {id} talked to nobody: {t:?}"
+        );
     }
 }
 
