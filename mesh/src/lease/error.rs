@@ -172,3 +172,30 @@ pub enum MessageError {
         to: Option<NodeId>,
     },
 }
+
+/// Why a voter's durable records could not be read back
+/// ([`DurableState::from_records`](super::DurableState::from_records)). Nothing was built; the
+/// records are as they were. Corruption on the host's disk (or a bug), never peer input.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DurableError {
+    /// No record at all.
+    #[error("no durable record")]
+    Empty,
+    /// Record number `record` (from 0) is unreadable or does not continue the ones before it.
+    #[error("durable record {record}: {source}")]
+    Record {
+        /// Its position.
+        record: usize,
+        /// What is wrong with it.
+        source: DecodeError,
+    },
+    /// Every record reads, but together they describe an impossible state.
+    #[error("durable records are inconsistent: {what} ({value})")]
+    Inconsistent {
+        /// What is impossible.
+        what: &'static str,
+        /// The value found.
+        value: u64,
+    },
+}

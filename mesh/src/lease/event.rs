@@ -163,6 +163,15 @@ pub enum GroupEvent {
         /// The voters, in id order.
         voters: Vec<NodeId>,
     },
+    /// This voter was behind the leader's compacted log and installed the leader's snapshot:
+    /// its table is now the leader's as of `index` (the grants, releases and expiries in
+    /// between were not applied one by one here, so no event reported them).
+    SnapshotInstalled {
+        /// The log index the snapshot covers.
+        index: u64,
+        /// Leases in the installed table.
+        leases: usize,
+    },
 }
 
 /// A resume point older than the history kept.

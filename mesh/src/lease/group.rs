@@ -4,14 +4,14 @@ use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use core::fmt;
 
 use raft::eraftpb::{ConfChange, ConfState, Entry, EntryType, HardState, Message, MessageType};
-use raft::storage::MemStorage;
-use raft::{RawNode, ReadOnlyOption, Ready, StateRole, Storage};
+use raft::{ProgressState, RawNode, ReadOnlyOption, Ready, SnapshotStatus, StateRole};
 
 use super::config::LeaseConfig;
-use super::error::{GroupError, MessageError};
+use super::error::{DurableError, GroupError, MessageError};
 use super::event::{EventLog, GroupEvent, LeaseInfo, ResumeError, Sequenced};
 use super::ids::{EventSeq, RequestId, Term};
 use super::scope::Scope;
+use super::storage::{DurableWrite, LogStore};
 use super::table::{Body, Change, Command, LeaseTable, Op, Outcome, Refusal};
 use super::timer::{Timer, TimerTable};
 use super::wire::{self, LeaseMessage, Reply, VoterChange};
@@ -33,21 +33,65 @@ const RAFT_MAX_UNCOMMITTED_BYTES: u64 = 1 << 20;
 /// Ready rounds per input; one normally suffices (persistence here is synchronous).
 const MAX_READY_ROUNDS: usize = 16;
 
-/// What survives a voter's crash: its Raft log, hard state and configuration (raft-rs's
-/// `MemStorage`, which this module treats as the disk). The lease table is not stored: a
-/// restarted voter rebuilds it by applying its committed log again.
+/// What survives a voter's crash: its Raft log (from the last compaction on), hard state,
+/// configuration and newest snapshot (the lease table at the snapshot's index), which this
+/// module treats as the disk. A restarted voter rebuilds its table from the snapshot and applies
+/// the committed entries after it again.
 #[derive(Clone)]
 pub struct DurableState {
-    storage: MemStorage,
-    bootstrap_index: u64,
+    store: LogStore,
+}
+
+impl DurableState {
+    /// Rebuilds what a voter made durable from the records its host wrote (every
+    /// [`DurableWrite`] polled from [`LeaseGroup::poll_durable`], in order, a `Replace`
+    /// standing for the records it lists). Checks every record and the whole; never panics.
+    pub fn from_records<'a>(
+        records: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Self, DurableError> {
+        Ok(Self {
+            store: LogStore::from_records(records)?,
+        })
+    }
+
+    /// The persisted hard state: `(term, vote, commit)`.
+    pub fn hard_state(&self) -> (Term, Option<NodeId>, u64) {
+        let hs = self.store.hard_state();
+        let vote = (hs.vote != 0).then(|| NodeId::new(hs.vote));
+        (Term::new(hs.term), vote, hs.commit)
+    }
+
+    /// `(snapshot index, first log index, last log index)`.
+    pub fn log_bounds(&self) -> (u64, u64, u64) {
+        (
+            self.store.snapshot_ref().get_metadata().index,
+            self.store.first(),
+            self.store.last(),
+        )
+    }
+
+    /// The index the table is rebuilt from at a restart: the snapshot's, or the founders'
+    /// membership entries (applied as the initial configuration) before any snapshot.
+    fn restart_index(&self) -> u64 {
+        self.store
+            .snapshot_ref()
+            .get_metadata()
+            .index
+            .max(self.store.bootstrap_index())
+    }
 }
 
 impl fmt::Debug for DurableState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = self.storage.initial_state().ok();
         f.debug_struct("DurableState")
-            .field("hard_state", &state.as_ref().map(|s| &s.hard_state))
-            .field("bootstrap_index", &self.bootstrap_index)
+            .field("hard_state", self.store.hard_state())
+            .field(
+                "snapshot_index",
+                &self.store.snapshot_ref().get_metadata().index,
+            )
+            .field("first_index", &self.store.first())
+            .field("last_index", &self.store.last())
+            .field("bootstrap_index", &self.store.bootstrap_index())
             .finish()
     }
 }
@@ -74,6 +118,18 @@ pub struct GroupStats {
     pub datagrams_sent: u64,
     /// Datagrams dropped because the outbox was full.
     pub outbox_dropped: u64,
+    /// Snapshots of the lease table taken (each compaction takes one, so does a membership
+    /// change once the log has been compacted).
+    pub snapshots_taken: u64,
+    /// Log compactions.
+    pub compactions: u64,
+    /// Snapshots sent to followers behind the compacted log.
+    pub snapshots_sent: u64,
+    /// Snapshots sent that no follower acknowledged in time (reported failed to raft-rs, which
+    /// sends another).
+    pub snapshots_failed: u64,
+    /// Snapshots received and installed (the table replaced by the leader's).
+    pub snapshots_installed: u64,
 }
 
 /// A Ready whose entries and hard state are on "disk". It still owes its persisted messages,
@@ -82,17 +138,17 @@ pub struct GroupStats {
 struct Persisted(Ready);
 
 impl Persisted {
-    /// Persistence: append the Ready's entries and store its hard state.
-    fn write(storage: &MemStorage, rd: Ready) -> Self {
-        let mut disk = storage.wl();
+    /// Persistence: install the Ready's snapshot, append its entries, store its hard state (in
+    /// raft-rs's order).
+    fn write(store: &mut LogStore, rd: Ready) -> Self {
+        if !rd.snapshot().is_empty() {
+            store.install_snapshot(rd.snapshot().clone());
+        }
         if !rd.entries().is_empty() {
-            // raft-rs only hands out entries that continue (or overwrite the unstable tail of)
-            // the persisted log, which is what MemStorage accepts.
-            disk.append(rd.entries())
-                .expect("raft-rs hands out entries that continue the persisted log");
+            store.append(rd.entries());
         }
         if let Some(hs) = rd.hs() {
-            disk.set_hardstate(hs.clone());
+            store.set_hard_state(hs.clone());
         }
         Self(rd)
     }
@@ -117,6 +173,20 @@ struct PendingRead {
 /// One voter of the lease group: a raft-rs `RawNode` over in-memory storage, the lease table
 /// it applies, and the request handling for clients.
 ///
+/// # Compaction and snapshots
+///
+/// Once [`LeaseConfig::compact_after_entries`] entries were applied since the last snapshot,
+/// the voter encodes its table as a snapshot at its applied index and drops the log up to a
+/// quarter of that threshold behind it (a follower a little behind still catches up by
+/// appends). The log therefore holds at most about 1.25 times the threshold plus what is not
+/// yet applied. A follower that needs an entry older than the leader's first is sent the
+/// snapshot (`MsgSnapshot`, one message possibly larger than a datagram); it checks the table
+/// and the configuration before raft-rs sees them, installs it, and replaces its table. The
+/// leader reports a snapshot that no acknowledgement followed within two request timeouts as
+/// failed, so raft-rs sends another. Tokens keep increasing across an install or a restart:
+/// they are log indices, and every later grant has a larger one; the snapshot keeps the
+/// table's clock term, so a new leader still rebases every lease to a full TTL.
+///
 /// # Driving
 ///
 /// * **Construction**: [`bootstrap`](Self::bootstrap) on each founding voter (all with the same
@@ -140,9 +210,7 @@ pub struct LeaseGroup {
     config: LeaseConfig,
     id: NodeId,
     rng: NodeRng,
-    raft: RawNode<MemStorage>,
-    storage: MemStorage,
-    bootstrap_index: u64,
+    raft: RawNode<LogStore>,
     voters: BTreeSet<NodeId>,
     table: LeaseTable,
     applied: u64,
@@ -161,6 +229,14 @@ pub struct LeaseGroup {
     outbox: VecDeque<(NodeId, LeaseMessage)>,
     events: EventLog<GroupEvent>,
     stats: GroupStats,
+    /// A membership change was applied after the newest snapshot: the next Ready takes a new
+    /// one (once the log has been compacted), so a joining voter finds itself in it.
+    conf_changed: bool,
+    /// Snapshots sent and not yet acknowledged: follower -> when.
+    snapshots_out: BTreeMap<NodeId, Instant>,
+    /// A received snapshot's table, decoded (and checked) before raft-rs took the message:
+    /// `(index, table)`.
+    incoming_table: Option<(u64, LeaseTable)>,
     /// Test hook: stop dead right after the next persistence, before anything is sent.
     #[cfg(test)]
     crash_after_persist: bool,
@@ -192,7 +268,7 @@ impl LeaseGroup {
         if !set.contains(&id) {
             return Err(GroupError::NotAVoter { id });
         }
-        let storage = MemStorage::new();
+        let mut store = LogStore::default();
         let entries: Vec<Entry> = set
             .iter()
             .zip(1u64..)
@@ -209,30 +285,18 @@ impl LeaseGroup {
             })
             .collect();
         let bootstrap_index = entries.len() as u64;
-        {
-            let mut disk = storage.wl();
-            disk.append(&entries)
-                .expect("a fresh MemStorage takes entries from index 1");
-            disk.set_hardstate(HardState {
-                term: 1,
-                commit: bootstrap_index,
-                ..HardState::default()
-            });
-            disk.set_conf_state(ConfState {
-                voters: set.iter().map(|v| v.get()).collect(),
-                ..ConfState::default()
-            });
-        }
-        Ok(Self::start(
-            config,
-            id,
-            DurableState {
-                storage,
-                bootstrap_index,
-            },
-            seed,
-            now,
-        ))
+        store.append(&entries);
+        store.set_hard_state(HardState {
+            term: 1,
+            commit: bootstrap_index,
+            ..HardState::default()
+        });
+        store.set_conf_state(ConfState {
+            voters: set.iter().map(|v| v.get()).collect(),
+            ..ConfState::default()
+        });
+        store.set_bootstrap_index(bootstrap_index);
+        Ok(Self::start(config, id, DurableState { store }, seed, now))
     }
 
     /// A node that is not (yet) a voter: it has an empty log and no configuration, never
@@ -243,17 +307,16 @@ impl LeaseGroup {
             config,
             id,
             DurableState {
-                storage: MemStorage::new(),
-                bootstrap_index: 0,
+                store: LogStore::default(),
             },
             seed,
             now,
         )
     }
 
-    /// A voter restarted from what it had persisted. The lease table is rebuilt by applying
-    /// the committed log again; requests in flight and pending reads are forgotten (clients
-    /// retry).
+    /// A voter restarted from what it had persisted. The lease table is rebuilt from the
+    /// snapshot and the committed log after it; requests in flight and pending reads are
+    /// forgotten (clients retry).
     pub fn restart(
         config: LeaseConfig,
         id: NodeId,
@@ -272,11 +335,20 @@ impl LeaseGroup {
         now: Instant,
     ) -> Self {
         assert!(id.get() != 0, "node id 0 is Raft's invalid id");
+        let applied = durable.restart_index();
+        let table = match durable.store.snapshot_ref().get_metadata().index {
+            0 => LeaseTable::default(),
+            _ => {
+                wire::decode_table(&durable.store.snapshot_ref().data)
+                    .expect("a stored snapshot was encoded or checked by this build")
+                    .1
+            }
+        };
         let raft_config = raft::Config {
             id: id.get(),
             election_tick: config.election_ticks() as usize,
             heartbeat_tick: config.heartbeat_ticks() as usize,
-            applied: durable.bootstrap_index,
+            applied,
             max_size_per_msg: RAFT_MAX_SIZE_PER_MSG_BYTES,
             max_inflight_msgs: RAFT_MAX_INFLIGHT_MSGS,
             check_quorum: true,
@@ -286,24 +358,16 @@ impl LeaseGroup {
             ..raft::Config::default()
         };
         let voters = durable
-            .storage
-            .initial_state()
-            .map(|s| {
-                s.conf_state
-                    .voters
-                    .iter()
-                    .map(|v| NodeId::new(*v))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .store
+            .conf_state()
+            .voters
+            .iter()
+            .map(|v| NodeId::new(*v))
+            .collect();
         // LeaseConfig guarantees what raft::Config::validate checks (heartbeat < election,
-        // non-zero ticks), and MemStorage's initial_state cannot fail.
-        let raft = RawNode::new(
-            &raft_config,
-            durable.storage.clone(),
-            &slog_bridge::logger(),
-        )
-        .expect("a validated LeaseConfig makes a valid raft::Config");
+        // non-zero ticks), and LogStore's initial_state cannot fail.
+        let raft = RawNode::new(&raft_config, durable.store, &slog_bridge::logger())
+            .expect("a validated LeaseConfig makes a valid raft::Config");
         let mut rng = NodeRng::from_seed(seed);
         // The first tick comes at a random point of the first interval: voters started (or
         // restarted) at the same instant would otherwise tick in lockstep forever, and two
@@ -320,11 +384,9 @@ impl LeaseGroup {
             rng,
             id,
             raft,
-            storage: durable.storage,
-            bootstrap_index: durable.bootstrap_index,
             voters,
-            table: LeaseTable::default(),
-            applied: durable.bootstrap_index,
+            table,
+            applied,
             timers,
             next_tick,
             drawn_for: None,
@@ -337,6 +399,9 @@ impl LeaseGroup {
             outbox: VecDeque::new(),
             events: EventLog::new(),
             stats: GroupStats::default(),
+            conf_changed: false,
+            snapshots_out: BTreeMap::new(),
+            incoming_table: None,
             config,
             #[cfg(test)]
             crash_after_persist: false,
@@ -347,11 +412,28 @@ impl LeaseGroup {
     }
 
     /// What a crash leaves behind. Consumes the voter: a real crash loses everything else.
-    pub fn into_durable(self) -> DurableState {
-        DurableState {
-            storage: self.storage,
-            bootstrap_index: self.bootstrap_index,
-        }
+    pub fn into_durable(mut self) -> DurableState {
+        let mut store = core::mem::take(self.raft.mut_store());
+        store.stop_journal();
+        DurableState { store }
+    }
+
+    /// Starts recording [`DurableWrite`]s for a host with a disk (meshkitd); the first one
+    /// polled is the whole state. Call it right after construction, before the first
+    /// `poll_transmit`. From then on the host must drain [`poll_durable`](Self::poll_durable)
+    /// and make every write durable (written and synced) before it sends any datagram it
+    /// polls after them: that is Raft's persistence rule (a vote or an acknowledgement goes out
+    /// only after what it promises is on disk). The simulator does not record: it keeps the
+    /// store itself as the crashed voter's disk.
+    pub fn record_durable_writes(&mut self) {
+        self.raft.mut_store().start_journal();
+    }
+
+    /// The next write to make durable (see
+    /// [`record_durable_writes`](Self::record_durable_writes)).
+    #[must_use = "a durable write not written breaks Raft's persistence rule"]
+    pub fn poll_durable(&mut self) -> Option<DurableWrite> {
+        self.raft.mut_store().next_write()
     }
 
     /// Takes one datagram from `from` (as authenticated by the transport).
@@ -394,14 +476,22 @@ impl LeaseGroup {
                         to: Some(NodeId::new(m.to)),
                     });
                 }
-                // This build never compacts its log, so no voter sends snapshots; a snapshot
-                // could not restore the lease table anyway.
+                // A snapshot's table and configuration are checked before raft-rs sees them:
+                // raft-rs installs what it is given (and aborts on a configuration it cannot
+                // restore), so nothing unreadable may reach it.
                 if m.get_msg_type() == MessageType::MsgSnapshot {
-                    return Err(DecodeError::UnknownKind {
-                        what: "raft message (snapshots are not supported)",
-                        kind: 7,
+                    let snapshot = m.get_snapshot();
+                    let meta = snapshot.get_metadata();
+                    wire::check_conf_state(meta.get_conf_state())?;
+                    let (index, table) = wire::decode_table(&snapshot.data)?;
+                    if index != meta.index || index == 0 {
+                        return Err(DecodeError::InvalidValue {
+                            field: "snapshot index",
+                            value: index,
+                        }
+                        .into());
                     }
-                    .into());
+                    self.incoming_table = Some((index, table));
                 }
                 if self.raft.step(m).is_err() {
                     self.stats.raft_step_errors += 1;
@@ -446,6 +536,7 @@ impl LeaseGroup {
                 .retain(|_, since| now.saturating_duration_since(*since) < horizon);
             self.reads
                 .retain(|_, r| now.saturating_duration_since(r.since) < horizon);
+            self.expire_snapshots(now);
             self.timers
                 .set(Timer::Maintenance, now + self.config.request_timeout());
         }
@@ -567,6 +658,18 @@ impl LeaseGroup {
     /// The last log index applied to the table.
     pub fn applied_index(&self) -> u64 {
         self.applied
+    }
+
+    /// Log entries held (from the last compaction on, applied or not).
+    pub fn log_len(&self) -> usize {
+        self.raft.store().len()
+    }
+
+    /// `(index of the newest snapshot, first log index held)`; the snapshot index is 0 before
+    /// the first one.
+    pub fn log_bounds(&self) -> (u64, u64) {
+        let store = self.raft.store();
+        (store.snapshot_ref().get_metadata().index, store.first())
     }
 
     /// Counters for metrics.
@@ -720,6 +823,9 @@ impl LeaseGroup {
             self.propose_clock(now);
             self.process_ready(now);
         }
+        // A snapshot raft-rs did not install in this input (stale, or already covered by the
+        // log) never will be: its decoded table is not kept.
+        self.incoming_table = None;
         self.arm_expiry_sweep();
     }
 
@@ -745,13 +851,10 @@ impl LeaseGroup {
             }
             let mut rd = self.raft.ready();
             // 1. Messages that need no persistence (a leader's appends and heartbeats).
-            self.queue_raft(rd.take_messages());
-            debug_assert!(
-                rd.snapshot().is_empty(),
-                "snapshots are refused before they reach raft-rs"
-            );
-            // 2. Persist entries and hard state.
-            let persisted = Persisted::write(&self.storage, rd);
+            self.queue_raft(now, rd.take_messages());
+            let snapshot_index = rd.snapshot().get_metadata().index;
+            // 2. Persist the snapshot, entries and hard state.
+            let persisted = Persisted::write(self.raft.mut_store(), rd);
             #[cfg(test)]
             if self.crash_after_persist {
                 self.halted = true;
@@ -761,8 +864,12 @@ impl LeaseGroup {
             }
             // 3. Send what waited for persistence.
             let (messages, mut rd) = persisted.into_parts();
-            self.queue_raft(messages);
-            // 4. Apply committed entries, then note confirmed reads.
+            self.queue_raft(now, messages);
+            // 4. Install a received snapshot's table, apply committed entries, then note
+            //    confirmed reads.
+            if snapshot_index != 0 {
+                self.install_table(now, snapshot_index);
+            }
             let read_states = rd.take_read_states();
             self.apply(now, rd.take_committed_entries());
             for rs in read_states {
@@ -776,24 +883,127 @@ impl LeaseGroup {
             // 5. Advance; a leader may get more messages and entries committed meanwhile.
             let mut light = self.raft.advance(rd);
             if let Some(commit) = light.commit_index() {
-                self.storage.wl().mut_hard_state().commit = commit;
+                self.raft.mut_store().set_commit(commit);
             }
-            self.queue_raft(light.take_messages());
+            self.queue_raft(now, light.take_messages());
             self.apply(now, light.take_committed_entries());
             self.raft.advance_apply();
+            self.maybe_compact();
             self.answer_reads(now);
             self.redraw_election_timeout();
         }
     }
 
-    fn queue_raft(&mut self, messages: Vec<Message>) {
+    fn queue_raft(&mut self, now: Instant, messages: Vec<Message>) {
         for m in messages {
+            let to = NodeId::new(m.to);
+            let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
             if !wire::is_sendable(&m) {
                 debug_assert!(false, "raft-rs produced an unsendable message: {m:?}");
+                if snapshot {
+                    self.raft.report_snapshot(to.get(), SnapshotStatus::Failure);
+                }
                 continue;
             }
-            let to = NodeId::new(m.to);
+            if snapshot {
+                self.stats.snapshots_sent += 1;
+                self.snapshots_out.insert(to, now);
+            }
             self.send(to, LeaseMessage::Raft(m));
+        }
+    }
+
+    /// Reports to raft-rs the snapshots that no acknowledgement followed within two request
+    /// timeouts (lost on the way, or refused): it probes the follower again and sends another.
+    /// The transport cannot say whether one arrived, so silence is the failure signal.
+    fn expire_snapshots(&mut self, now: Instant) {
+        if !self.is_leader() {
+            self.snapshots_out.clear();
+            return;
+        }
+        let timeout = scale(self.config.request_timeout(), 2);
+        let due: Vec<NodeId> = self
+            .snapshots_out
+            .iter()
+            .filter(|(_, since)| now.saturating_duration_since(**since) >= timeout)
+            .map(|(to, _)| *to)
+            .collect();
+        for to in due {
+            self.snapshots_out.remove(&to);
+            let waiting = self
+                .raft
+                .raft
+                .prs()
+                .get(to.get())
+                .is_some_and(|pr| pr.state == ProgressState::Snapshot);
+            if waiting {
+                self.stats.snapshots_failed += 1;
+                self.raft.report_snapshot(to.get(), SnapshotStatus::Failure);
+            }
+        }
+    }
+
+    /// Replaces the table with the snapshot raft-rs just installed at `index`.
+    fn install_table(&mut self, now: Instant, index: u64) {
+        let table = match self.incoming_table.take() {
+            Some((i, table)) if i == index => table,
+            _ => {
+                wire::decode_table(&self.raft.store().snapshot_ref().data)
+                    .expect("every snapshot stepped into raft-rs was decoded first")
+                    .1
+            }
+        };
+        self.table = table;
+        self.applied = index;
+        self.conf_changed = false;
+        self.stats.snapshots_installed += 1;
+        let voters: BTreeSet<NodeId> = self
+            .raft
+            .store()
+            .conf_state()
+            .voters
+            .iter()
+            .map(|v| NodeId::new(*v))
+            .collect();
+        if voters != self.voters {
+            self.voters = voters;
+            self.events.push(
+                now,
+                GroupEvent::VotersChanged {
+                    voters: self.voters.iter().copied().collect(),
+                },
+            );
+        }
+        self.events.push(
+            now,
+            GroupEvent::SnapshotInstalled {
+                index,
+                leases: self.table.len(),
+            },
+        );
+    }
+
+    /// Takes a snapshot and compacts the log once `compact_after_entries` entries were applied
+    /// since the last snapshot; takes a fresh snapshot (without compacting) after a membership
+    /// change once the log has been compacted, so that a joining voter is in the snapshot it is
+    /// sent.
+    fn maybe_compact(&mut self) {
+        let threshold = u64::from(self.config.compact_after_entries());
+        let snapshot_index = self.raft.store().snapshot_ref().get_metadata().index;
+        let due = self.applied >= snapshot_index + threshold;
+        let refresh = self.conf_changed && snapshot_index > 0 && self.applied > snapshot_index;
+        if !due && !refresh {
+            return;
+        }
+        let data = wire::encode_table(&self.table, self.applied);
+        let applied = self.applied;
+        let store = self.raft.mut_store();
+        store.set_snapshot(applied, data);
+        self.stats.snapshots_taken += 1;
+        self.conf_changed = false;
+        if due {
+            store.compact(applied.saturating_sub(threshold / 4));
+            self.stats.compactions += 1;
         }
     }
 
@@ -831,7 +1041,8 @@ impl LeaseGroup {
         match self.raft.apply_conf_change(&cc) {
             Ok(cs) => {
                 self.voters = cs.voters.iter().map(|v| NodeId::new(*v)).collect();
-                self.storage.wl().set_conf_state(cs);
+                self.raft.mut_store().set_conf_state(cs);
+                self.conf_changed = true;
                 self.events.push(
                     now,
                     GroupEvent::VotersChanged {

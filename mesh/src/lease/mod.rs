@@ -70,6 +70,7 @@ mod group;
 mod ids;
 mod scope;
 mod slog_bridge;
+mod storage;
 mod table;
 mod timer;
 pub mod wire;
@@ -77,13 +78,16 @@ pub mod wire;
 pub use self::campaign::Campaign;
 pub use self::client::{ClientStats, HeldLease, LeaseClient, MAX_CLIENT_OUTBOX_DATAGRAMS};
 pub use self::config::{LeaseConfig, MAX_TTL, MIN_TTL, RawLeaseConfig};
-pub use self::error::{GroupError, LeaseError, MessageError};
+pub use self::error::{DurableError, GroupError, LeaseError, MessageError};
 pub use self::event::{
     GroupEvent, LeadershipEvent, LeaseInfo, MAX_EVENT_HISTORY, ResumeError, Sequenced,
 };
 pub use self::group::{DurableState, GroupStats, LeaseGroup, MAX_GROUP_OUTBOX_DATAGRAMS};
 pub use self::ids::{EventSeq, FencingToken, RequestId, Term};
 pub use self::scope::{MAX_SCOPE_BYTES, MAX_SEGMENT_BYTES, Scope, ScopeError, ScopeKind};
+pub use self::storage::{
+    DURABLE_RECORD_VERSION, DurableWrite, MAX_DURABLE_RECORD_BYTES, MAX_ENTRIES_PER_RECORD,
+};
 pub use self::table::{Lease, LeaseTable, MAX_LEASES, MAX_SESSIONS};
 pub use self::wire::{Recipient, recipient};
 

@@ -240,6 +240,50 @@ impl LeaseTable {
         self.expiries.first().map(|e| e.0)
     }
 
+    /// Every remembered client session: `(client, scope)`, its last request, the outcome and
+    /// the log index that decided it, in key order (for snapshots).
+    pub(crate) fn sessions(
+        &self,
+    ) -> impl Iterator<Item = (NodeId, &Scope, RequestId, &Outcome, u64)> + '_ {
+        self.sessions
+            .iter()
+            .map(|((client, scope), s)| (*client, scope, s.request, &s.outcome, s.index))
+    }
+
+    /// A table from its parts (a decoded snapshot); the expiry and session orders are rebuilt.
+    /// The caller checks the bounds ([`MAX_LEASES`], [`MAX_SESSIONS`]).
+    pub(crate) fn from_parts(
+        clock_term: Term,
+        clock: Instant,
+        leases: BTreeMap<Scope, Lease>,
+        sessions: Vec<(NodeId, Scope, RequestId, Outcome, u64)>,
+    ) -> Self {
+        let expiries = leases
+            .iter()
+            .map(|(scope, l)| (l.expires_at, scope.clone()))
+            .collect();
+        let mut table = Self {
+            leases,
+            expiries,
+            clock_term,
+            clock,
+            sessions: BTreeMap::new(),
+            session_order: BTreeSet::new(),
+        };
+        for (client, scope, request, outcome, index) in sessions {
+            table.session_order.insert((index, client, scope.clone()));
+            table.sessions.insert(
+                (client, scope),
+                Session {
+                    request,
+                    outcome,
+                    index,
+                },
+            );
+        }
+        table
+    }
+
     /// Applies one committed command at log position `index` of term `term`. Returns the
     /// outcome for the client (`None` for a clock step) and pushes table changes to `changes`.
     pub(crate) fn apply(

@@ -11,7 +11,16 @@
 //! A datagram is a header (protocol version, kind, sender) and one body. Every datagram fits
 //! [`MAX_DATAGRAM_BYTES`]: a Raft append that would not is cut to the entries that fit, which
 //! Raft treats like the loss of the rest (the follower acknowledges less, the leader resends).
-//! Decoding returns a [`DecodeError`] for any byte string it cannot read; it never panics.
+//! The one exception is `MsgSnapshot`, which carries a whole lease table (up to
+//! [`MAX_SNAPSHOT_DATA_BYTES`]) to a follower that fell behind the leader's compacted log: it is
+//! one message of up to [`MAX_MESSAGE_BYTES`], and the transport sends any payload larger than
+//! a datagram on a stream (the simulator delivers it as one message, under the same loss and
+//! partition rules). Decoding returns a [`DecodeError`] for any byte string it cannot read,
+//! including a message over a datagram that is not a snapshot; it never panics.
+//!
+//! The lease table of a snapshot has its own versioned encoding ([`encode_table`],
+//! [`decode_table`]): canonical (scopes and sessions in key order, so equal tables give equal
+//! bytes), bounded by the table's own limits, and checked field by field on the way in.
 
 #![deny(clippy::unwrap_used)]
 
@@ -19,10 +28,13 @@ use raft::eraftpb::{
     ConfChangeType, ConfState, Entry, EntryType, Message, MessageType, Snapshot, SnapshotMetadata,
 };
 
+use super::config::{MAX_TTL, MIN_TTL};
 use super::event::LeaseInfo;
 use super::ids::{FencingToken, RequestId, Term};
 use super::scope::{MAX_SCOPE_BYTES, Scope};
-use super::table::{Body, Command, Op, Outcome, Refusal};
+use super::table::{
+    Body, Command, Lease, LeaseTable, MAX_LEASES, MAX_SESSIONS, Op, Outcome, Refusal,
+};
 use crate::id::NodeId;
 use crate::time::{Duration, Instant};
 use crate::wire::codec::{Reader, Writer};
@@ -40,8 +52,11 @@ pub const MAX_ENTRY_CONTEXT_BYTES: usize = 32;
 pub const MAX_MESSAGE_CONTEXT_BYTES: usize = 64;
 /// Ids in one conf-state list of snapshot metadata.
 pub const MAX_CONF_IDS: usize = 16;
-/// Longest snapshot data carried in one message.
-pub const MAX_SNAPSHOT_DATA_BYTES: usize = 256;
+/// Longest snapshot data (an encoded lease table) carried in one message: 32 MiB, above the
+/// largest table the limits allow (see the const assertion below).
+pub const MAX_SNAPSHOT_DATA_BYTES: usize = 32 << 20;
+/// Version of the lease table encoding inside snapshots.
+pub const TABLE_ENCODING_VERSION: u8 = 1;
 /// Entries one Raft message carries at most (a bound for the decoder; appends are cut to
 /// [`MAX_DATAGRAM_BYTES`] long before).
 pub const MAX_ENTRIES_PER_MESSAGE: usize = 256;
@@ -51,7 +66,19 @@ pub const MAX_ENTRIES_PER_MESSAGE: usize = 256;
 const RAFT_FIXED_BYTES: usize = 1 + 8 + 7 * 8 + 1 + 8 + 2 + 1 + 2;
 const ENTRY_FIXED_BYTES: usize = 1 + 8 + 8 + 2 + 2;
 const SNAPSHOT_MAX_BYTES: usize =
-    8 + 8 + 4 * (1 + MAX_CONF_IDS * 8) + 1 + 2 + MAX_SNAPSHOT_DATA_BYTES;
+    8 + 8 + 4 * (1 + MAX_CONF_IDS * 8) + 1 + 4 + MAX_SNAPSHOT_DATA_BYTES;
+/// The largest lease message: a `MsgSnapshot` with the largest table. Every other message fits
+/// [`MAX_DATAGRAM_BYTES`].
+pub const MAX_MESSAGE_BYTES: usize =
+    HEADER_BYTES + RAFT_FIXED_BYTES + MAX_MESSAGE_CONTEXT_BYTES + SNAPSHOT_MAX_BYTES + 2;
+/// Longest outcome remembered in a session: kind, refusal kind, three u64 fields.
+const OUTCOME_MAX_BYTES: usize = 1 + 1 + 3 * 8;
+/// The table header: version, applied index, clock term, clock, two counts.
+const TABLE_HEADER_BYTES: usize = 1 + 8 + 8 + 8 + 4 + 4;
+/// One lease: scope, holder, term, token, ttl, expiry.
+const TABLE_LEASE_MAX_BYTES: usize = 2 + MAX_SCOPE_BYTES + 5 * 8;
+/// One session: client, scope, request, index, outcome.
+const TABLE_SESSION_MAX_BYTES: usize = 8 + 2 + MAX_SCOPE_BYTES + 8 + 8 + OUTCOME_MAX_BYTES;
 /// A command: kind, at, proposer, client, request, op kind, scope, token, to, ttl.
 const COMMAND_MAX_BYTES: usize = 1 + 8 + 8 + 8 + 8 + 1 + 2 + MAX_SCOPE_BYTES + 8 + 8 + 8;
 
@@ -70,9 +97,11 @@ const _: () = assert!(
     "a Raft message with one entry of the largest size fits a datagram"
 );
 const _: () = assert!(
-    HEADER_BYTES + RAFT_FIXED_BYTES + MAX_MESSAGE_CONTEXT_BYTES + SNAPSHOT_MAX_BYTES
-        <= MAX_DATAGRAM_BYTES,
-    "a snapshot message fits a datagram"
+    TABLE_HEADER_BYTES
+        + MAX_LEASES as usize * TABLE_LEASE_MAX_BYTES
+        + MAX_SESSIONS * TABLE_SESSION_MAX_BYTES
+        <= MAX_SNAPSHOT_DATA_BYTES,
+    "the largest lease table fits a snapshot"
 );
 
 mod kind {
@@ -228,10 +257,16 @@ pub(crate) fn encode(sender: NodeId, message: &LeaseMessage, buf: &mut Vec<u8>) 
         }
     }
     debug_assert!(
-        buf.len() <= MAX_DATAGRAM_BYTES,
-        "encoded lease datagram over MAX_DATAGRAM_BYTES"
+        buf.len() <= MAX_DATAGRAM_BYTES
+            || (buf.len() <= MAX_MESSAGE_BYTES && carries_snapshot(message)),
+        "encoded lease message over its bound"
     );
     cut
+}
+
+/// Whether `message` is a Raft message with a snapshot (the only kind over a datagram).
+pub(crate) fn carries_snapshot(message: &LeaseMessage) -> bool {
+    matches!(message, LeaseMessage::Raft(m) if m.has_snapshot())
 }
 
 /// Reads one datagram: its sender and message.
@@ -252,10 +287,10 @@ pub(crate) fn decode_from(
 }
 
 pub(crate) fn decode(bytes: &[u8]) -> Result<(NodeId, LeaseMessage), DecodeError> {
-    if bytes.len() > MAX_DATAGRAM_BYTES {
+    if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(DecodeError::Oversized {
             len: bytes.len(),
-            max: MAX_DATAGRAM_BYTES,
+            max: MAX_MESSAGE_BYTES,
         });
     }
     let mut r = Reader::new(bytes);
@@ -284,6 +319,12 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(NodeId, LeaseMessage), DecodeError
         }
     };
     r.finish()?;
+    if bytes.len() > MAX_DATAGRAM_BYTES && !carries_snapshot(&message) {
+        return Err(DecodeError::Oversized {
+            len: bytes.len(),
+            max: MAX_DATAGRAM_BYTES,
+        });
+    }
     Ok((sender, message))
 }
 
@@ -425,7 +466,7 @@ fn write_raft(w: &mut Writer<'_>, m: &Message) -> usize {
             }
         }
         w.bool(cs.auto_leave);
-        w.bytes16(&s.data);
+        w.bytes32(&s.data);
     } else {
         w.u8(0);
     }
@@ -499,7 +540,7 @@ fn read_raft(r: &mut Reader<'_>, from: NodeId) -> Result<Message, DecodeError> {
         let mut snapshot = Snapshot::default();
         snapshot.set_metadata(meta);
         snapshot.data = r
-            .bytes16("snapshot data", MAX_SNAPSHOT_DATA_BYTES)?
+            .bytes32("snapshot data", MAX_SNAPSHOT_DATA_BYTES)?
             .to_vec()
             .into();
         m.set_snapshot(snapshot);
@@ -822,6 +863,199 @@ pub(crate) fn decode_voter_change(bytes: &[u8]) -> Result<VoterChange, DecodeErr
         });
     }
     Ok(VoterChange { add, node })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshots: the lease table, and the configuration a snapshot may carry
+// ---------------------------------------------------------------------------------------------
+
+/// Encodes `table` as applied up to log index `applied`, as snapshot data.
+///
+/// Layout (version [`TABLE_ENCODING_VERSION`]): version u8, applied u64, clock term u64, clock
+/// u64 (ns), lease count u32, then per lease in scope order: scope, holder, term, token, ttl,
+/// expiry; session count u32, then per session in `(client, scope)` order: client, scope,
+/// request, deciding index, outcome (as a reply encodes it).
+pub(crate) fn encode_table(table: &LeaseTable, applied: u64) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(TABLE_HEADER_BYTES + table.len() * 64);
+    let mut w = Writer::new(&mut buf);
+    w.u8(TABLE_ENCODING_VERSION);
+    w.u64(applied);
+    w.u64(table.clock_term().get());
+    w.u64(table.clock().as_nanos());
+    w.u32(table.len() as u32);
+    for (scope, l) in table.iter() {
+        w.bytes16(scope.as_str().as_bytes());
+        w.u64(l.holder.get());
+        w.u64(l.term.get());
+        w.u64(l.token.get());
+        w.duration(l.ttl);
+        w.u64(l.expires_at.as_nanos());
+    }
+    let count_at = w.buf.len();
+    w.u32(0);
+    let mut count: u32 = 0;
+    for (client, scope, request, outcome, index) in table.sessions() {
+        w.u64(client.get());
+        w.bytes16(scope.as_str().as_bytes());
+        w.u64(request.get());
+        w.u64(index);
+        write_reply(&mut w, &Reply::Outcome(outcome.clone()));
+        count += 1;
+    }
+    w.buf[count_at..count_at + 4].copy_from_slice(&count.to_be_bytes());
+    debug_assert!(
+        buf.len() <= MAX_SNAPSHOT_DATA_BYTES,
+        "an encoded lease table over MAX_SNAPSHOT_DATA_BYTES"
+    );
+    buf
+}
+
+/// Decodes snapshot data written by [`encode_table`]: the applied index and the table. Refuses
+/// anything the table itself could not hold (counts over its limits, scopes or sessions out of
+/// order or repeated, TTLs out of range, tokens or indices past the applied index).
+pub(crate) fn decode_table(bytes: &[u8]) -> Result<(u64, LeaseTable), DecodeError> {
+    if bytes.len() > MAX_SNAPSHOT_DATA_BYTES {
+        return Err(DecodeError::Oversized {
+            len: bytes.len(),
+            max: MAX_SNAPSHOT_DATA_BYTES,
+        });
+    }
+    let mut r = Reader::new(bytes);
+    let version = r.u8()?;
+    if version != TABLE_ENCODING_VERSION {
+        return Err(DecodeError::UnsupportedVersion {
+            found: version,
+            supported: TABLE_ENCODING_VERSION,
+        });
+    }
+    let applied = r.u64()?;
+    let clock_term = Term::new(r.u64()?);
+    let clock = Instant::from_nanos(r.u64()?);
+    let count = r.u32()? as usize;
+    if count > MAX_LEASES as usize {
+        return Err(DecodeError::TooLong {
+            field: "table leases",
+            len: count,
+            max: MAX_LEASES as usize,
+        });
+    }
+    let mut leases = alloc::collections::BTreeMap::new();
+    let mut last: Option<Scope> = None;
+    for _ in 0..count {
+        let scope = read_scope(&mut r)?;
+        let lease = Lease {
+            holder: r.node()?,
+            term: Term::new(r.u64()?),
+            token: FencingToken::new(r.u64()?),
+            ttl: r.duration()?,
+            expires_at: Instant::from_nanos(r.u64()?),
+        };
+        if last.as_ref().is_some_and(|l| *l >= scope) {
+            return Err(DecodeError::InvalidValue {
+                field: "table scope order",
+                value: scope.as_str().len() as u64,
+            });
+        }
+        check_table_values(&lease, applied, clock_term)?;
+        last = Some(scope.clone());
+        leases.insert(scope, lease);
+    }
+    let count = r.u32()? as usize;
+    if count > MAX_SESSIONS {
+        return Err(DecodeError::TooLong {
+            field: "table sessions",
+            len: count,
+            max: MAX_SESSIONS,
+        });
+    }
+    let mut sessions = Vec::with_capacity(count.min(r.remaining() / 32));
+    let mut last: Option<(NodeId, Scope)> = None;
+    for _ in 0..count {
+        let client = r.node()?;
+        let scope = read_scope(&mut r)?;
+        let request = RequestId::new(r.u64()?);
+        let index = r.u64()?;
+        let Reply::Outcome(outcome) = read_reply(&mut r)? else {
+            return Err(DecodeError::InvalidValue {
+                field: "session outcome",
+                value: 0,
+            });
+        };
+        if index > applied {
+            return Err(DecodeError::InvalidValue {
+                field: "session index",
+                value: index,
+            });
+        }
+        let key = (client, scope);
+        if last.as_ref().is_some_and(|l| *l >= key) {
+            return Err(DecodeError::InvalidValue {
+                field: "table session order",
+                value: client.get(),
+            });
+        }
+        last = Some(key.clone());
+        sessions.push((key.0, key.1, request, outcome, index));
+    }
+    r.finish()?;
+    Ok((
+        applied,
+        LeaseTable::from_parts(clock_term, clock, leases, sessions),
+    ))
+}
+
+fn check_table_values(lease: &Lease, applied: u64, clock_term: Term) -> Result<(), DecodeError> {
+    if !(MIN_TTL..=MAX_TTL).contains(&lease.ttl) {
+        return Err(DecodeError::InvalidValue {
+            field: "lease ttl",
+            value: u64::try_from(lease.ttl.as_nanos()).unwrap_or(u64::MAX),
+        });
+    }
+    if lease.token.get() == 0 || lease.token.get() > applied {
+        return Err(DecodeError::InvalidValue {
+            field: "lease token",
+            value: lease.token.get(),
+        });
+    }
+    if lease.term > clock_term {
+        return Err(DecodeError::InvalidValue {
+            field: "lease term",
+            value: lease.term.get(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a snapshot's configuration before raft-rs sees it (raft-rs aborts on one it cannot
+/// restore): 1 to [`MAX_VOTERS`](super::MAX_VOTERS) distinct non-zero voters and nothing else
+/// (this group never uses learners or joint consensus).
+pub(crate) fn check_conf_state(cs: &ConfState) -> Result<(), DecodeError> {
+    let voters = &cs.voters;
+    let distinct = voters
+        .iter()
+        .collect::<alloc::collections::BTreeSet<_>>()
+        .len();
+    if voters.is_empty()
+        || voters.len() > super::MAX_VOTERS
+        || distinct != voters.len()
+        || voters.contains(&0)
+    {
+        return Err(DecodeError::InvalidValue {
+            field: "snapshot voters",
+            value: voters.len() as u64,
+        });
+    }
+    if !cs.learners.is_empty()
+        || !cs.voters_outgoing.is_empty()
+        || !cs.learners_next.is_empty()
+        || cs.auto_leave
+    {
+        return Err(DecodeError::InvalidValue {
+            field: "snapshot configuration",
+            value: (cs.learners.len() + cs.voters_outgoing.len() + cs.learners_next.len()) as u64,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

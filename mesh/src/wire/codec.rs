@@ -46,6 +46,15 @@ impl<'a> Writer<'a> {
         self.u16(bytes.len() as u16);
         self.buf.extend_from_slice(bytes);
     }
+    /// A length-prefixed (u32) byte string. Callers bound `bytes` far below `u32::MAX`.
+    pub(crate) fn bytes32(&mut self, bytes: &[u8]) {
+        debug_assert!(
+            u32::try_from(bytes.len()).is_ok(),
+            "field longer than its u32 length prefix"
+        );
+        self.u32(bytes.len() as u32);
+        self.buf.extend_from_slice(bytes);
+    }
 }
 
 /// Reads big-endian fields from a received datagram.
@@ -123,6 +132,18 @@ impl<'a> Reader<'a> {
         max: usize,
     ) -> Result<&'a [u8], DecodeError> {
         let len = usize::from(self.u16()?);
+        if len > max {
+            return Err(DecodeError::TooLong { field, len, max });
+        }
+        self.take(len)
+    }
+    /// A u32-length-prefixed byte string of at most `max` bytes.
+    pub(crate) fn bytes32(
+        &mut self,
+        field: &'static str,
+        max: usize,
+    ) -> Result<&'a [u8], DecodeError> {
+        let len = usize::try_from(self.u32()?).unwrap_or(usize::MAX);
         if len > max {
             return Err(DecodeError::TooLong { field, len, max });
         }

@@ -144,7 +144,8 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
         any::<u64>(),
         (conf_list(), conf_list(), conf_list(), conf_list()),
         any::<bool>(),
-        vec(any::<u8>(), 0..=MAX_SNAPSHOT_DATA_BYTES),
+        // Some over a datagram: a snapshot message is the one kind allowed to be.
+        vec(any::<u8>(), 0..=3000),
     )
         .prop_map(|(index, term, (v, l, vo, ln), auto_leave, data)| {
             let cs = ConfState {
@@ -264,7 +265,10 @@ proptest! {
         let message = with_from(sender, message);
         let mut buf = Vec::new();
         let cut = encode(sender, &message, &mut buf);
-        prop_assert!(buf.len() <= MAX_DATAGRAM_BYTES);
+        prop_assert!(
+            buf.len() <= MAX_DATAGRAM_BYTES
+                || (carries_snapshot(&message) && buf.len() <= MAX_MESSAGE_BYTES)
+        );
         let (decoded_sender, decoded) = decode(&buf).expect("our own encoding decodes");
         prop_assert_eq!(decoded_sender, sender);
         if cut == 0 {
@@ -291,6 +295,9 @@ proptest! {
         let _ = recipient(&bytes);
         let _ = decode_command(&bytes);
         let _ = decode_voter_change(&bytes);
+        if let Ok((applied, table)) = decode_table(&bytes) {
+            prop_assert_eq!(encode_table(&table, applied), bytes.clone());
+        }
         if let Ok((sender, message)) = decode(&bytes) {
             let mut buf = Vec::new();
             let _ = encode(sender, &message, &mut buf);
@@ -318,6 +325,208 @@ proptest! {
         buf.extend(extra);
         let _ = recipient(&buf);
         let _ = decode(&buf);
+    }
+}
+
+/// A table built the way voters build theirs: by applying commands.
+fn table() -> impl Strategy<Value = (u64, LeaseTable)> {
+    let scopes = || {
+        proptest::sample::select(vec![
+            Scope::global_control(),
+            Scope::shard("orders", "1").expect("a valid shard scope"),
+            Scope::shard("orders", "2").expect("a valid shard scope"),
+            Scope::new("custom/x").expect("a valid scope"),
+        ])
+    };
+    let op = (0u8..4, scopes(), 1u64..6, 1u64..4, 1000u64..5000).prop_map(
+        |(kind, scope, token, to, ttl_ms)| {
+            let ttl = Duration::from_millis(ttl_ms);
+            let token = FencingToken::new(token);
+            match kind {
+                0 => Op::Acquire { scope, ttl },
+                1 => Op::Renew { scope, token, ttl },
+                2 => Op::Release { scope, token },
+                _ => Op::Transfer {
+                    scope,
+                    token,
+                    to: NodeId::new(to),
+                    ttl,
+                },
+            }
+        },
+    );
+    vec((1u64..4, 1u64..4, 0u64..3000, op), 0..40).prop_map(|steps| {
+        let mut t = LeaseTable::default();
+        let mut changes = Vec::new();
+        let mut index = 10;
+        for (client, term, at_ms, op) in steps {
+            index += 1;
+            let command = Command {
+                at: Instant::from_nanos(index * 1_000_000 + at_ms),
+                proposer: NodeId::new(1),
+                body: Body::Client {
+                    client: NodeId::new(client),
+                    request: RequestId::new(index),
+                    op,
+                },
+            };
+            t.apply(
+                index,
+                Term::new(term.max(t.clock_term().get())),
+                &command,
+                &mut changes,
+            );
+        }
+        (index, t)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A table round-trips through its snapshot encoding, canonically, and a decoded table
+    /// applies the next command exactly like the original.
+    #[test]
+    fn tables_round_trip((applied, t) in table(), client in 1u64..4) {
+        let bytes = encode_table(&t, applied);
+        let (got_applied, got) = decode_table(&bytes).expect("own encoding");
+        prop_assert_eq!(got_applied, applied);
+        prop_assert_eq!(&got, &t);
+        prop_assert_eq!(encode_table(&got, applied), bytes);
+        let next = Command {
+            at: Instant::from_nanos((applied + 1) * 1_000_000),
+            proposer: NodeId::new(1),
+            body: Body::Client {
+                client: NodeId::new(client),
+                request: RequestId::new(applied + 1),
+                op: Op::Acquire { scope: Scope::global_control(), ttl: Duration::from_secs(2) },
+            },
+        };
+        let (mut a, mut b) = (t.clone(), got);
+        let (mut ca, mut cb) = (Vec::new(), Vec::new());
+        let term = t.clock_term().max(Term::new(1));
+        prop_assert_eq!(
+            a.apply(applied + 1, term, &next, &mut ca),
+            b.apply(applied + 1, term, &next, &mut cb)
+        );
+        prop_assert_eq!(a, b);
+        prop_assert_eq!(ca, cb);
+    }
+
+    /// Table bytes with a few bytes flipped, truncated or extended never panic the decoder,
+    /// and what still decodes re-encodes to the same bytes.
+    #[test]
+    fn mutated_tables_never_panic(
+        (applied, t) in table(),
+        flips in vec((any::<proptest::sample::Index>(), any::<u8>()), 0..4),
+        cut in any::<proptest::sample::Index>(),
+        extra in vec(any::<u8>(), 0..3),
+    ) {
+        let mut buf = encode_table(&t, applied);
+        for (i, b) in flips {
+            let at = i.index(buf.len());
+            buf[at] ^= b;
+        }
+        let keep = cut.index(buf.len() + 1);
+        buf.truncate(keep.max(buf.len().saturating_sub(8)));
+        buf.extend(extra);
+        if let Ok((applied, table)) = decode_table(&buf) {
+            prop_assert_eq!(encode_table(&table, applied), buf);
+        }
+    }
+}
+
+#[test]
+fn a_snapshot_may_exceed_a_datagram_but_nothing_else_may() {
+    let mut m = Message::default();
+    m.set_msg_type(MessageType::MsgSnapshot);
+    m.to = 2;
+    let mut snap = Snapshot::default();
+    snap.mut_metadata().index = 9;
+    snap.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
+    snap.data = vec![5; 100_000].into();
+    m.set_snapshot(snap);
+    let mut buf = Vec::new();
+    let _ = encode(NodeId::new(1), &LeaseMessage::Raft(m.clone()), &mut buf);
+    assert!(buf.len() > MAX_DATAGRAM_BYTES);
+    m.from = 1;
+    assert_eq!(
+        decode(&buf).expect("own encoding"),
+        (NodeId::new(1), LeaseMessage::Raft(m))
+    );
+    // An append over a datagram (our encoder cuts them; a peer's need not) is refused.
+    let mut append = Message::default();
+    append.set_msg_type(MessageType::MsgAppend);
+    append.set_entries(
+        vec![Entry {
+            index: 1,
+            term: 1,
+            data: vec![7; MAX_ENTRY_DATA_BYTES].into(),
+            ..Entry::default()
+        }]
+        .into(),
+    );
+    let mut big = Vec::new();
+    let _ = encode(NodeId::new(1), &LeaseMessage::Raft(append), &mut big);
+    let entry_bytes = 1 + 8 + 8 + 2 + MAX_ENTRY_DATA_BYTES + 2;
+    let count_at = big.len() - entry_bytes - 2;
+    let entry = big[big.len() - entry_bytes..].to_vec();
+    for _ in 0..4 {
+        big.extend_from_slice(&entry);
+    }
+    big[count_at..count_at + 2].copy_from_slice(&5u16.to_be_bytes());
+    assert!(big.len() > MAX_DATAGRAM_BYTES);
+    assert!(matches!(decode(&big), Err(DecodeError::Oversized { .. })));
+    // A length prefix past the bound is refused before anything is read.
+    let at = buf.len() - 2 - 100_000 - 4;
+    buf[at..at + 4].copy_from_slice(&(MAX_SNAPSHOT_DATA_BYTES as u32 + 1).to_be_bytes());
+    assert!(matches!(
+        decode(&buf),
+        Err(DecodeError::TooLong {
+            field: "snapshot data",
+            ..
+        })
+    ));
+    let too_big = vec![0; MAX_MESSAGE_BYTES + 1];
+    assert!(matches!(
+        decode(&too_big),
+        Err(DecodeError::Oversized { .. })
+    ));
+}
+
+#[test]
+fn snapshot_configurations_other_than_plain_voters_are_refused() {
+    let ok = ConfState {
+        voters: vec![1, 2, 3],
+        ..ConfState::default()
+    };
+    assert!(check_conf_state(&ok).is_ok());
+    for bad in [
+        ConfState::default(),
+        ConfState {
+            voters: vec![1, 1],
+            ..ConfState::default()
+        },
+        ConfState {
+            voters: vec![0, 1],
+            ..ConfState::default()
+        },
+        ConfState {
+            voters: (1..=8).collect(),
+            ..ConfState::default()
+        },
+        ConfState {
+            voters: vec![1],
+            learners: vec![2],
+            ..ConfState::default()
+        },
+        ConfState {
+            voters: vec![1],
+            auto_leave: true,
+            ..ConfState::default()
+        },
+    ] {
+        assert!(check_conf_state(&bad).is_err(), "{bad:?}");
     }
 }
 
