@@ -6,8 +6,9 @@
 //! Runs are seeded (turmoil's network RNG, every node's core RNG) and use no wall clock: the same
 //! seed gives the same trace, which `same_seed_same_trace` checks.
 //!
-//! The convergence test runs [`DEFAULT_NODES`] (50) nodes, or `MESHKIT_TURMOIL_NODES`:
-//! `MESHKIT_TURMOIL_NODES=100 cargo nextest run -p meshkit-node --test turmoil_mesh mesh_converges`.
+//! The convergence test runs [`DEFAULT_NODES`] (50) nodes, or `MESHKIT_TURMOIL_NODES`
+//! (`MESHKIT_TURMOIL_NODES=100 cargo nextest run -p meshkit-node --test turmoil_mesh
+//! mesh_converges`).
 //! The crash and hold tests run [`FAULT_NODES`] (16) nodes, or `MESHKIT_TURMOIL_FAULT_NODES`
 //! (`MESHKIT_TURMOIL_FAULT_NODES=50 cargo nextest run -p meshkit-node --test turmoil_mesh crash
 //! hold`); the partition test and the lease tests run 8, since turmoil's cost per virtual second

@@ -12,13 +12,14 @@
 //! # Sender identity
 //!
 //! There is no TLS here. A [`Directory`], filled by the test before the simulation runs, binds
-//! each [`NodeId`] to one socket address, as the development CA binds a node id to a key: a
-//! transport binds its socket at its node's port, a datagram leaves with its host's true IP
-//! (turmoil stamps it; no host can send from another's address), and a received datagram's sender is whoever the directory says owns the source
-//! address, never what the datagram says. Sending follows the QUIC transport's shape: a peer
-//! heard from (or dialled) has a "connection" (its directory address); otherwise the datagram
-//! goes to the address the driver passes, only if the directory says it belongs to that peer
-//! (a dial whose handshake would name the wrong node fails and is counted).
+//! each [`NodeId`] to one socket address, as the development CA binds a node id to a key. A
+//! transport binds its socket at its node's port; a datagram leaves with its host's true IP
+//! (turmoil stamps it: no host can send from another's address); a received datagram's sender is
+//! whoever the directory says owns the source address, never what the datagram says. Sending
+//! follows the QUIC transport's shape: a peer heard from (or dialled) has a "connection" (its
+//! directory address); otherwise the datagram goes to the address the driver passes, only if the
+//! directory says it belongs to that peer (a dial whose handshake would name the wrong node fails
+//! and is counted).
 //!
 //! This is honest **only inside the simulation**: turmoil stamps every datagram with the true
 //! source host, whatever the socket is bound to, so a source address cannot be forged there.
