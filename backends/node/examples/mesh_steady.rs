@@ -66,7 +66,8 @@ struct Args {
     /// `[membership] gossip_interval` override, in ms (default: the `lan` profile's 200 ms).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     gossip_interval_ms: Option<u64>,
-    /// `[membership] probe_interval` override, in ms (default: the `lan` profile's 1 s).
+    /// `[membership] probe_interval` override, in ms (default: the `lan` profile's 1 s); the
+    /// probe timeout becomes half of it.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     probe_interval_ms: Option<u64>,
     /// The meshkitd binary (default: the one beside this example's directory).
@@ -144,7 +145,11 @@ async fn run(args: Args) -> Result<(), BenchError> {
         membership.push_str(&format!("gossip_interval = \"{ms}ms\"\n"));
     }
     if let Some(ms) = args.probe_interval_ms {
-        membership.push_str(&format!("probe_interval = \"{ms}ms\"\n"));
+        // The probe timeout must stay below the interval: half of it, the lan profile's ratio.
+        membership.push_str(&format!(
+            "probe_interval = \"{ms}ms\"\nprobe_timeout = \"{}ms\"\n",
+            (ms / 2).max(1)
+        ));
     }
     let scopes: Vec<String> = (1..=args.scopes)
         .map(|i| {
@@ -253,7 +258,10 @@ async fn run(args: Args) -> Result<(), BenchError> {
         (None, None) => "lan profile (probe 1 s, gossip 200 ms)".to_owned(),
         (g, p) => format!(
             "lan profile with probe {} and gossip {}",
-            p.map_or("1000 ms".to_owned(), |ms| format!("{ms} ms")),
+            p.map_or("1000 ms".to_owned(), |ms| format!(
+                "{ms} ms (timeout {} ms)",
+                ms / 2
+            )),
             g.map_or("200 ms".to_owned(), |ms| format!("{ms} ms")),
         ),
     };

@@ -24,11 +24,22 @@ pub enum SpawnError {
         /// Why.
         source: std::io::Error,
     },
-    /// It printed no first line in time (a bad config makes it exit with an error instead).
+    /// It printed no first line in time.
     #[error("meshkitd --config {config} printed no address line within {START_LIMIT:?}")]
     Silent {
         /// The config it was given.
         config: PathBuf,
+    },
+    /// It exited without printing its addresses (its error went to stderr, which is not kept).
+    #[error(
+        "meshkitd --config {config} exited ({status}) before printing its addresses; \
+         `meshkitd check-config {config}` says why"
+    )]
+    Exited {
+        /// The config it was given.
+        config: PathBuf,
+        /// How it exited.
+        status: std::process::ExitStatus,
     },
     /// Its first line is not `node-<id> gossip <addr> control https://<addr>`.
     #[error("unexpected first line from meshkitd: {0:?}")]
@@ -90,6 +101,16 @@ pub fn spawn(bin: &Path, config: &Path) -> Result<Daemon, SpawnError> {
         Err(error)
     };
     let Some(line) = line.filter(|l| !l.is_empty()) else {
+        // End of output: it is exiting (give it a moment to be reaped), or it is stuck.
+        for _ in 0..20 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(SpawnError::Exited {
+                    config: config.to_owned(),
+                    status,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         return fail(
             child,
             SpawnError::Silent {
