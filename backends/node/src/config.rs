@@ -34,6 +34,9 @@
 //! campaign = ["global-control"]   # optional: scopes this node contends for
 //! ttl = "3s"                      # optional: TTL of the leases it asks for (default 3 s)
 //! retry = "100ms"                 # optional: pause before asking again after a failure
+//! data_dir = "raft"               # optional (voters): where the Raft log is kept, relative to
+//!                                 # this file's directory; without it a voter keeps its Raft
+//!                                 # state in memory and must be replaced, not restarted
 //!
 //! [leadership.raft]               # optional overrides (meshkit RawLeaseConfig)
 //! tick_interval = "50ms"
@@ -88,6 +91,7 @@ pub struct RawLeadershipConfig {
     pub ttl: Option<HumanDuration>,
     pub retry: Option<HumanDuration>,
     pub raft: Option<RawLeaseConfig>,
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Default TTL of the leases a node's campaign asks for.
@@ -208,6 +212,12 @@ impl NodeConfig {
             }
         }
         AccessConfig::resolve_paths(&mut raw.access, base);
+        if let Some(dir) = raw.leadership.as_mut().and_then(|l| l.data_dir.as_mut())
+            && dir.is_relative()
+            && !dir.as_os_str().is_empty()
+        {
+            *dir = base.join(&*dir);
+        }
         Self::try_from(raw)
     }
 
@@ -415,12 +425,22 @@ fn leadership_config(raw: RawLeadershipConfig) -> Result<LeadershipConfig, NodeC
             "at least 10ms and at most the ttl",
         ));
     }
+    if let Some(dir) = &raw.data_dir
+        && (dir.as_os_str().is_empty() || dir.is_file())
+    {
+        return Err(invalid(
+            "data_dir",
+            dir.display().to_string(),
+            "a directory (created if missing) for the voter's Raft log, not a file",
+        ));
+    }
     Ok(LeadershipConfig {
         voters,
         campaign,
         ttl,
         retry,
         lease,
+        data_dir: raw.data_dir,
     })
 }
 
@@ -504,6 +524,14 @@ mod tests {
             (
                 format!("{base}{TLS}[leadership]\nvoters = [1]\nttl = \"1ms\"\n"),
                 "leadership.ttl",
+            ),
+            (
+                format!("{base}{TLS}[leadership]\nvoters = [1]\ndata_dir = \"\"\n"),
+                "leadership.data_dir",
+            ),
+            (
+                format!("{base}{TLS}[leadership]\nvoters = [1]\ndata_dir = \"Cargo.toml\"\n"),
+                "leadership.data_dir",
             ),
             (
                 format!(

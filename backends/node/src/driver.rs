@@ -469,7 +469,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
         mut self,
         config: &LeadershipConfig,
         seed: u64,
-    ) -> Result<Self, meshkit::lease::GroupError> {
+    ) -> Result<Self, crate::leadership::LeadershipStartError> {
         let now = self.clock.now();
         let id = self.membership.local_id();
         let boot = self.membership.incarnation();

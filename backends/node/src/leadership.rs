@@ -7,8 +7,15 @@
 //! of the replicated lease table it applies (grants, releases, expiries, Raft leader changes),
 //! numbered per node without gaps so that a subscriber resumes with `Last-Event-ID`. A voter's
 //! feed therefore shows the whole mesh's leadership; a non-voter's shows its own leases.
+//!
+//! A voter with `[leadership] data_dir` keeps its Raft log, hard state and snapshots in
+//! [`RaftStore`] and restarts from them as the same voter; before it hands the transport any
+//! datagram it writes and syncs what the core recorded (Raft's persistence rule). Without
+//! `data_dir` a voter keeps its Raft state in memory only, and a restarted one must be replaced
+//! rather than restarted (it could vote twice in a term).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -18,8 +25,10 @@ use meshkit::lease::{
 };
 use meshkit::{Duration, Incarnation, Instant, NodeId};
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 use tokio::sync::{broadcast, oneshot};
 
+use crate::raft_store::{RaftStore, RaftStoreError};
 use crate::vacancy::{Vacancies, VacancyStats};
 
 /// Feed entries kept for subscribers that resume; an older resume point gets a `reset`.
@@ -41,6 +50,20 @@ pub struct LeadershipConfig {
     pub retry: Duration,
     /// Raft and lease-client tuning.
     pub lease: LeaseConfig,
+    /// Where a voter keeps its Raft state (`raft.log`); `None`: in memory only.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Why a node's leadership could not start. Nothing was sent.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum LeadershipStartError {
+    /// The voter set is invalid.
+    #[error(transparent)]
+    Group(#[from] meshkit::lease::GroupError),
+    /// The voter's Raft file (in `leadership.data_dir`) is unusable.
+    #[error("leadership.data_dir: {0}")]
+    Store(#[from] RaftStoreError),
 }
 
 /// One numbered entry of the leadership feed.
@@ -413,12 +436,18 @@ pub struct LeadershipStats {
     pub relinquished: u64,
     /// How long scopes and the Raft group went without a leader (on voters).
     pub vacancy: VacancyStats,
+    /// Durable writes made to the voter's Raft file (appends and replacements).
+    pub durable_writes: u64,
+    /// Syncs of the voter's Raft file.
+    pub durable_syncs: u64,
 }
 
 /// The lease state machines of one node; the driver owns it.
 #[derive(Debug)]
 pub(crate) struct Leadership {
     group: Option<LeaseGroup>,
+    /// The voter's Raft file, with `data_dir`.
+    store: Option<RaftStore>,
     client: LeaseClient,
     campaign: Campaign,
     feed: Feed,
@@ -489,15 +518,33 @@ impl Leadership {
         boot: Incarnation,
         seed: u64,
         now: Instant,
-    ) -> Result<Self, meshkit::lease::GroupError> {
+    ) -> Result<Self, LeadershipStartError> {
+        let mut store = None;
         let group = if config.voters.contains(&id) {
-            Some(LeaseGroup::bootstrap(
-                config.lease.clone(),
-                id,
-                &config.voters,
-                seed,
-                now,
-            )?)
+            let restored = match &config.data_dir {
+                Some(dir) => {
+                    let (opened, durable) = RaftStore::open(dir)?;
+                    store = Some(opened);
+                    durable
+                }
+                None => None,
+            };
+            let mut group = match restored {
+                Some(durable) => {
+                    let (term, vote, commit) = durable.hard_state();
+                    let (snapshot, first, last) = durable.log_bounds();
+                    tracing::info!(
+                        %term, vote = ?vote.map(NodeId::get), commit, snapshot, first, last,
+                        "restarting the Raft voter from its data_dir"
+                    );
+                    LeaseGroup::restart(config.lease.clone(), id, durable, seed, now)
+                }
+                None => LeaseGroup::bootstrap(config.lease.clone(), id, &config.voters, seed, now)?,
+            };
+            if store.is_some() {
+                group.record_durable_writes();
+            }
+            Some(group)
         } else {
             None
         };
@@ -515,6 +562,7 @@ impl Leadership {
         let (live, _) = broadcast::channel(crate::driver::EVENT_CHANNEL_LEN);
         Ok(Self {
             group,
+            store,
             client,
             campaign,
             feed: Feed {
@@ -613,7 +661,34 @@ impl Leadership {
         tracing::debug!("lease loopback rounds exhausted");
     }
 
+    /// Writes and syncs what the voter recorded. Everything the group sends after this call was
+    /// polled after these writes.
+    fn persist(&mut self) -> Result<(), RaftStoreError> {
+        let (Some(group), Some(store)) = (self.group.as_mut(), self.store.as_mut()) else {
+            return Ok(());
+        };
+        let mut wrote = false;
+        while let Some(write) = group.poll_durable() {
+            store.write(write)?;
+            self.stats.durable_writes += 1;
+            wrote = true;
+        }
+        if wrote {
+            store.sync()?;
+            self.stats.durable_syncs += 1;
+        }
+        Ok(())
+    }
+
     fn flush_once(&mut self, now: Instant, buf: &mut Vec<u8>, mut send: impl FnMut(NodeId, Bytes)) {
+        if let Err(error) = self.persist() {
+            // Nothing recorded may be sent before it is on disk, and it cannot get there: this
+            // voter stops (the group carries on without it; restart the node once the disk is
+            // fixed, and it rejoins from what its file holds).
+            tracing::error!(%error, "the Raft file cannot be written: this voter stops");
+            self.group = None;
+            self.store = None;
+        }
         if let Some(group) = &mut self.group {
             while let Some(t) = group.poll_transmit(now, buf) {
                 send(t.to, Bytes::copy_from_slice(&buf[..t.len]));

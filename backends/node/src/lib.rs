@@ -36,6 +36,7 @@ pub mod driver;
 pub mod grpc;
 pub mod leadership;
 pub mod node;
+pub mod raft_store;
 pub mod scope;
 pub mod tls;
 pub mod tokens;

@@ -41,9 +41,9 @@ pub enum StartError {
         /// Why.
         source: meshkit::membership::MetadataError,
     },
-    /// The lease voter could not start (an invalid voter set).
+    /// The lease voter could not start (an invalid voter set, an unusable Raft file).
     #[error("key `leadership`: {0}")]
-    Leadership(#[from] meshkit::lease::GroupError),
+    Leadership(#[from] crate::leadership::LeadershipStartError),
     /// The transport's bound address could not be read.
     #[error("local address of the transport: {0}")]
     LocalAddr(std::io::Error),
