@@ -199,7 +199,9 @@ struct PendingRead {
 ///   [`remove_voter`](Self::remove_voter).
 /// * **Outputs**, drained after every input in this order:
 ///   [`poll_transmit`](Self::poll_transmit) until `None`, [`poll_event`](Self::poll_event)
-///   until `None`, then [`poll_timeout`](Self::poll_timeout).
+///   until `None`, then [`poll_timeout`](Self::poll_timeout). A host with a disk that turned
+///   on [`record_durable_writes`](Self::record_durable_writes) first drains
+///   [`poll_durable`](Self::poll_durable) until `None` and syncs what it wrote, then transmits.
 ///
 /// Inside, every input ends with raft-rs's Ready loop: send the Ready's ordinary messages,
 /// persist its entries and hard state, then queue the messages that had to wait for persistence

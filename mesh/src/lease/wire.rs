@@ -18,8 +18,8 @@
 //! partition rules). Decoding returns a [`DecodeError`] for any byte string it cannot read,
 //! including a message over a datagram that is not a snapshot; it never panics.
 //!
-//! The lease table of a snapshot has its own versioned encoding ([`encode_table`],
-//! [`decode_table`]): canonical (scopes and sessions in key order, so equal tables give equal
+//! The lease table of a snapshot has its own versioned encoding (`encode_table`,
+//! `decode_table`): canonical (scopes and sessions in key order, so equal tables give equal
 //! bytes), bounded by the table's own limits, and checked field by field on the way in.
 
 #![deny(clippy::unwrap_used)]
