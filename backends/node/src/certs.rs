@@ -9,6 +9,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use meshkit::NodeId;
 use rcgen::{
@@ -73,8 +74,46 @@ impl DevCa {
         self.issuer.pem()
     }
 
-    /// A certificate for node `id`, signed by this CA, with a fresh key.
+    /// A certificate for node `id`, signed by this CA, with a fresh key (rcgen's default
+    /// validity: 1975 to 4096).
     pub fn issue_node(&self, id: NodeId) -> Result<IssuedCert, CertsError> {
+        self.sign(&Self::node_params(id)?)
+    }
+
+    /// As [`DevCa::issue_node`], valid from `not_before` to `not_after` only: for rotations,
+    /// and for tests of expired and not-yet-valid certificates.
+    pub fn issue_node_valid(
+        &self,
+        id: NodeId,
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<IssuedCert, CertsError> {
+        let mut params = Self::node_params(id)?;
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
+        self.sign(&params)
+    }
+
+    /// A control-API client certificate for `name` (its one DNS name and its common name),
+    /// client authentication only, signed by this CA, with a fresh key.
+    pub fn issue_client(&self, name: &str) -> Result<IssuedCert, CertsError> {
+        self.sign(&Self::client_params(name)?)
+    }
+
+    /// As [`DevCa::issue_client`], valid from `not_before` to `not_after` only.
+    pub fn issue_client_valid(
+        &self,
+        name: &str,
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<IssuedCert, CertsError> {
+        let mut params = Self::client_params(name)?;
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
+        self.sign(&params)
+    }
+
+    fn node_params(id: NodeId) -> Result<CertificateParams, CertsError> {
         let name = node_dns_name(id);
         let mut params = CertificateParams::new(vec![name.clone()])?;
         params.distinguished_name.push(DnType::CommonName, name);
@@ -83,17 +122,15 @@ impl DevCa {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        self.sign(&params)
+        Ok(params)
     }
 
-    /// A control-API client certificate for `name` (its one DNS name and its common name),
-    /// client authentication only, signed by this CA, with a fresh key.
-    pub fn issue_client(&self, name: &str) -> Result<IssuedCert, CertsError> {
+    fn client_params(name: &str) -> Result<CertificateParams, CertsError> {
         let mut params = CertificateParams::new(vec![name.to_owned()])?;
         params.distinguished_name.push(DnType::CommonName, name);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.sign(&params)
+        Ok(params)
     }
 
     fn sign(&self, params: &CertificateParams) -> Result<IssuedCert, CertsError> {

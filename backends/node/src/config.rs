@@ -12,6 +12,8 @@
 //! cert = "certs/node-1.pem"
 //! key = "certs/node-1.key"
 //! ca = "certs/ca.pem"
+//! reload_interval = "2s"          # optional: how often the files are checked for a change
+//!                                 # (default 2s, 100ms..=1h; "0s" turns reloading off)
 //!
 //! [membership]                    # optional overrides of the profile (meshkit RawConfig)
 //! probe_interval = "500ms"
@@ -56,7 +58,7 @@ use thiserror::Error;
 use crate::control::auth::{AccessConfig, RawAccessConfig};
 use crate::driver::Seed;
 use crate::leadership::LeadershipConfig;
-use crate::tls::{TlsError, TlsIdentity};
+use crate::tls::{TlsError, TlsFiles, TlsIdentity};
 
 /// The serde form of `node.toml`.
 #[derive(Clone, Debug, Deserialize)]
@@ -107,7 +109,13 @@ pub struct RawTlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub ca: PathBuf,
+    pub reload_interval: Option<HumanDuration>,
 }
+
+/// Shortest `[tls] reload_interval` (other than `0s`, which turns reloading off).
+pub const MIN_TLS_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// Longest `[tls] reload_interval`.
+pub const MAX_TLS_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Why a `node.toml` was refused. Always an operator fault; nothing was started.
 #[derive(Debug, Error)]
@@ -178,7 +186,8 @@ pub struct NodeConfig {
     seeds: Vec<Seed>,
     control: Option<SocketAddr>,
     rng_seed: Option<u64>,
-    tls: RawTlsConfig,
+    tls: TlsFiles,
+    tls_reload: Option<std::time::Duration>,
     membership: Config,
     access: AccessConfig,
     leadership: Option<LeadershipConfig>,
@@ -221,7 +230,10 @@ impl NodeConfig {
         Self::try_from(raw)
     }
 
-    /// Loads the TLS files and checks that the certificate names this node.
+    /// Loads the TLS files and checks them as of now: the certificate names this node, the key
+    /// matches it, and it is neither expired nor not yet valid (a node does not start with a
+    /// certificate its peers must refuse). A certificate that does not chain to the CA file is
+    /// only warned about: peers trusting another CA may still accept it.
     pub fn load_tls(&self) -> Result<TlsIdentity, NodeConfigError> {
         let identity = TlsIdentity::load(&self.tls.cert, &self.tls.key, &self.tls.ca)?;
         if identity.id() != self.id {
@@ -230,10 +242,21 @@ impl NodeConfig {
                 cert_id: identity.id().get(),
             });
         }
-        // Build both sides once, so a key that does not match its certificate fails here.
-        identity.server_config()?;
-        identity.client_config()?;
+        let now = std::time::SystemTime::now();
+        identity.check(Some(self.id), now)?;
+        if let Err(error) = identity.check_chain(now) {
+            tracing::warn!(%error, "key `tls`: peers trusting only this CA will refuse this node");
+        }
         Ok(identity)
+    }
+
+    /// The TLS files (`[tls]`), paths resolved.
+    pub fn tls_files(&self) -> &TlsFiles {
+        &self.tls
+    }
+    /// How often the TLS files are checked for a change; `None` when reloading is off.
+    pub fn tls_reload_interval(&self) -> Option<std::time::Duration> {
+        self.tls_reload
     }
 
     /// This node's id.
@@ -337,6 +360,18 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
         let membership = Config::try_from(membership).map_err(NodeConfigError::Membership)?;
         let access = AccessConfig::try_from(raw.access)?;
         let leadership = raw.leadership.map(leadership_config).transpose()?;
+        let tls_reload = match raw.tls.reload_interval.map(|d| d.0) {
+            None => Some(crate::reload::DEFAULT_RELOAD_INTERVAL),
+            Some(std::time::Duration::ZERO) => None,
+            Some(d) if (MIN_TLS_RELOAD_INTERVAL..=MAX_TLS_RELOAD_INTERVAL).contains(&d) => Some(d),
+            Some(d) => {
+                return Err(NodeConfigError::Invalid {
+                    key: "tls.reload_interval".to_owned(),
+                    value: format!("{d:?}"),
+                    expected: "0s (no reloading) or 100ms to 1h",
+                });
+            }
+        };
         for (key, value) in &raw.metadata {
             let invalid = |expected| NodeConfigError::Invalid {
                 key: format!("metadata.{key}"),
@@ -362,7 +397,12 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
             seeds,
             control,
             rng_seed: raw.seed,
-            tls: raw.tls,
+            tls: TlsFiles {
+                cert: raw.tls.cert,
+                key: raw.tls.key,
+                ca: raw.tls.ca,
+            },
+            tls_reload,
             membership,
             access,
             leadership,

@@ -9,7 +9,9 @@
 //!   it. Time comes from a [`clock::Clock`].
 //! * [`transport`]: the [`transport::Transport`] seam; [`transport::quic`] (quinn, mutual TLS,
 //!   identity from the certificate) and [`transport::memory`] (in-process, for tests).
-//! * [`tls`] and [`certs`]: loading and making the development CA and node certificates.
+//! * [`tls`] and [`certs`]: loading and making the development CA and node certificates;
+//!   [`reload`]: reading them again when their files change, without a restart;
+//!   [`tls_stats`]: reloads and refused handshakes, counted and logged.
 //! * [`config`]: `node.toml`, parsed into a validated [`config::NodeConfig`].
 //! * [`node`]: assembles transport, driver and control endpoint into a running node
 //!   (what `meshkitd` runs).
@@ -37,8 +39,10 @@ pub mod grpc;
 pub mod leadership;
 pub mod node;
 pub mod raft_store;
+pub mod reload;
 pub mod scope;
 pub mod tls;
+pub mod tls_stats;
 pub mod tokens;
 pub mod transport;
 pub mod vacancy;

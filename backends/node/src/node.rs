@@ -4,6 +4,7 @@
 
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use meshkit::membership::Membership;
 use meshkit::{Incarnation, NodeId};
@@ -15,7 +16,9 @@ use crate::config::{NodeConfig, NodeConfigError};
 use crate::control::auth::AccessControl;
 use crate::control::serve::{ControlError, ControlServer};
 use crate::driver::{ADDR_KEY, Driver, LeadershipError, NodeHandle, VERSION_KEY, WIRE_KEY};
-use crate::transport::quic::{QuicError, QuicTransport};
+use crate::reload::{CertReloader, TlsSource};
+use crate::tls_stats::TlsStats;
+use crate::transport::quic::{QuicError, QuicOptions, QuicTransport};
 
 /// Why a node did not start. Nothing keeps running when this is returned.
 #[derive(Debug, Error)]
@@ -132,13 +135,34 @@ fn boot_incarnation() -> Incarnation {
 /// seeds. Must be called inside a tokio runtime.
 pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
     let identity = config.load_tls()?;
-    let transport = QuicTransport::bind(&identity, config.listen())?;
+    let not_after = identity.not_after_unix();
+    // One set of TLS counters for every listener; the reloader (unless `[tls] reload_interval`
+    // is 0s) feeds both listeners new certificates when the files change.
+    let tls_stats = Arc::new(TlsStats::default());
+    let (tls, reloader) = match config.tls_reload_interval() {
+        Some(interval) => {
+            let (reloader, source) = CertReloader::new(identity, tls_stats.clone());
+            (source, Some((reloader, interval)))
+        }
+        None => {
+            if let Some(not_after) = not_after {
+                tls_stats.set_cert_not_after(not_after);
+            }
+            (TlsSource::fixed(identity), None)
+        }
+    };
+    let transport = QuicTransport::bind_with(
+        tls.clone(),
+        config.listen(),
+        QuicOptions::default(),
+        tls_stats.clone(),
+    )?;
     let bound = transport.local_addr().map_err(StartError::LocalAddr)?;
     let advertise = config.advertise().unwrap_or(bound);
     // Bound before the driver starts, so a taken control port leaves nothing running.
     let control_server = match config.control() {
         Some(addr) => Some((
-            ControlServer::bind(addr, &identity).await?,
+            ControlServer::bind_with(addr, tls.clone(), tls_stats).await?,
             AccessControl::from_config(config.access())?,
         )),
         None => None,
@@ -181,11 +205,15 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
             })?;
     }
     let (mut driver, handle) = Driver::new(membership, transport, clock);
-    driver = driver.with_cert_expiry(identity.not_after_unix());
+    driver = driver.with_cert_expiry(not_after);
     if let Some(leadership) = config.leadership() {
         driver = driver.with_leadership(leadership, seed.rotate_left(32))?;
     }
     let driver = tokio::spawn(driver);
+    if let Some((reloader, interval)) = reloader {
+        // Ends by itself once the transport and the control server (its sources) are gone.
+        tokio::spawn(reloader.run(interval));
+    }
     let (control, control_addr) = match control_server {
         Some((server, access)) => {
             let bound = server.local_addr();

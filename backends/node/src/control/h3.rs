@@ -23,6 +23,7 @@ use super::serve::{
     handle, plain,
 };
 use crate::tls::{ClientCertificate, TlsError};
+use crate::tls_stats::Listener;
 
 /// Largest request body the HTTP/3 path reads, in bytes; a larger one is answered with 413.
 pub const MAX_REQUEST_BODY_BYTES: usize = 1024 * 1024;
@@ -91,11 +92,18 @@ async fn serve_connection(
         Ok(Ok(connection)) => connection,
         Ok(Err(error)) => {
             stats.count_quic_handshake_failed();
-            tracing::debug!(%peer, %error, "control endpoint: QUIC handshake failed");
+            if !stats
+                .tls()
+                .record_quic(Listener::Control, peer, &error)
+                .certificate_refused
+            {
+                tracing::debug!(%peer, %error, "control endpoint: QUIC handshake failed");
+            }
             return;
         }
         Err(_) => {
             stats.count_quic_handshake_failed();
+            stats.tls().record_other(Listener::Control);
             tracing::debug!(%peer, "control endpoint: QUIC handshake timed out");
             return;
         }

@@ -357,7 +357,9 @@ pub fn render_metrics(s: &Snapshot) -> String {
     if let Some((view, stats)) = &s.leadership {
         leadership::render_metrics(&mut family, view, stats);
     }
-    if let Some(not_after) = s.cert_not_after {
+    // The transport's value follows certificate reloads; the driver's is what it was told at
+    // start (for transports that hold no certificate).
+    if let Some(not_after) = s.transport.tls.cert_not_after.or(s.cert_not_after) {
         family(
             "mesh_transport_cert_expiry_timestamp_seconds",
             "gauge",
@@ -414,6 +416,7 @@ pub fn render_metrics(s: &Snapshot) -> String {
             &[("", &v.raft.buckets, v.raft.sum, v.raft.count)],
         );
     }
+    s.transport.render_streams_and_tls(&mut out);
     out
 }
 

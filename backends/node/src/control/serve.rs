@@ -15,6 +15,14 @@
 //! [`HEADER_READ_TIMEOUT`], and HTTP/3 request bodies are read whole up to
 //! [`super::h3::MAX_REQUEST_BODY_BYTES`] (the control API takes small bodies).
 //!
+//! ## Certificates
+//!
+//! The server takes its TLS identity from a [`TlsSource`]: when the reloader
+//! ([`crate::reload`]) publishes a new one, TLS over TCP uses it for every connection accepted
+//! from then on and the QUIC endpoint's server configuration is replaced; open connections keep
+//! going. A client certificate the server refuses (expired, unknown CA, ...) is counted and
+//! logged by [`TlsStats`] under the listener `control`.
+//!
 //! ## Shutdown
 //!
 //! [`ControlServer::serve`] owns every connection task in a [`JoinSet`]: dropping or aborting
@@ -36,12 +44,14 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower_service::Service as _;
 
+use crate::reload::TlsSource;
 use crate::tls::{ClientCertificate, TlsError, TlsIdentity};
+use crate::tls_stats::{Listener, TlsStats};
 
 /// ALPN name of HTTP/2 over TLS.
 pub const ALPN_H2: &[u8] = b"h2";
@@ -122,6 +132,8 @@ impl std::fmt::Display for HttpProtocol {
 }
 
 /// Server-side counters of the control API's transports, rendered under `mesh_transport_control_*`.
+/// Failed handshakes are also counted, by reason, in the node's [`TlsStats`] (listener
+/// `control`), which the transport's counters render.
 #[derive(Debug, Default)]
 pub struct ServerStats {
     requests_h3: AtomicU64,
@@ -130,9 +142,23 @@ pub struct ServerStats {
     handshakes_failed_tcp: AtomicU64,
     handshakes_failed_quic: AtomicU64,
     connections_refused: AtomicU64,
+    tls: Arc<TlsStats>,
 }
 
 impl ServerStats {
+    /// Counters that also count TLS events into `tls` (shared with the node's other listeners).
+    pub fn with_tls(tls: Arc<TlsStats>) -> Self {
+        Self {
+            tls,
+            ..Self::default()
+        }
+    }
+
+    /// The TLS counters failed handshakes are counted in.
+    pub fn tls(&self) -> &TlsStats {
+        &self.tls
+    }
+
     /// Requests served over `protocol`.
     pub fn requests(&self, protocol: HttpProtocol) -> u64 {
         self.requests_counter(protocol).load(Ordering::Relaxed)
@@ -212,17 +238,58 @@ pub struct ControlServer {
     tcp: TcpListener,
     quic: quinn::Endpoint,
     tls: Arc<rustls::ServerConfig>,
+    source: TlsSource,
     addr: SocketAddr,
     stats: Arc<ServerStats>,
+}
+
+/// The server configurations of both transports for `identity`: TLS over TCP, and QUIC.
+fn server_configs(
+    identity: &TlsIdentity,
+) -> Result<(rustls::ServerConfig, quinn::ServerConfig), TlsError> {
+    let tcp = identity.control_server_config(&[ALPN_H2, ALPN_HTTP11])?;
+    let quic = super::h3::server_config(identity.control_server_config(&[ALPN_H3])?)?;
+    Ok((tcp, quic))
+}
+
+/// Applies each identity `source` publishes: to TLS over TCP through `tcp`, to QUIC on `quic`.
+async fn follow_tls(
+    mut source: TlsSource,
+    tcp: watch::Sender<Arc<rustls::ServerConfig>>,
+    quic: quinn::Endpoint,
+) {
+    while let Some(identity) = source.changed().await {
+        match server_configs(&identity) {
+            Ok((tcp_config, quic_config)) => {
+                tcp.send_replace(Arc::new(tcp_config));
+                quic.set_server_config(Some(quic_config));
+                tracing::debug!("control endpoint: new handshakes use the reloaded certificate");
+            }
+            // The reloader built these configurations already; this cannot happen in practice.
+            Err(error) => tracing::warn!(
+                %error,
+                "control endpoint: reloaded TLS material unusable; keeping the previous"
+            ),
+        }
+    }
 }
 
 impl ControlServer {
     /// Binds TCP and UDP on `addr`. With port 0 the OS picks a TCP port and the UDP socket takes
     /// the same number (a few fresh ports are tried if that number is taken on UDP).
     pub async fn bind(addr: SocketAddr, identity: &TlsIdentity) -> Result<Self, ControlError> {
-        let tls = Arc::new(identity.control_server_config(&[ALPN_H2, ALPN_HTTP11])?);
-        let quic_tls = identity.control_server_config(&[ALPN_H3])?;
-        let quic_config = super::h3::server_config(quic_tls)?;
+        Self::bind_with(addr, TlsSource::fixed(identity.clone()), Arc::default()).await
+    }
+
+    /// [`ControlServer::bind`] with the identity `tls` gives now, following its later changes,
+    /// and counting TLS events into `tls_stats` (shared with the node's other listeners).
+    pub async fn bind_with(
+        addr: SocketAddr,
+        tls: TlsSource,
+        tls_stats: Arc<TlsStats>,
+    ) -> Result<Self, ControlError> {
+        let (tcp_config, quic_config) = server_configs(&tls.current())?;
+        let (source, tls) = (tls, Arc::new(tcp_config));
         let mut last_error = None;
         for _ in 0..BIND_ATTEMPTS {
             let tcp = TcpListener::bind(addr)
@@ -237,8 +304,9 @@ impl ControlServer {
                         tcp,
                         quic,
                         tls,
+                        source,
                         addr: bound,
-                        stats: Arc::default(),
+                        stats: Arc::new(ServerStats::with_tls(tls_stats)),
                     });
                 }
                 Err(source) if addr.port() == 0 => {
@@ -270,9 +338,11 @@ impl ControlServer {
     /// Serves `router` over both transports until the future is dropped, which closes the
     /// listeners and every connection.
     pub async fn serve(self, router: Router) {
-        let tcp = serve_tls(self.tcp, self.tls, router.clone(), self.stats.clone());
+        let (tcp_tls, tcp_tls_now) = watch::channel(self.tls);
+        let tcp = serve_tls_from(self.tcp, tcp_tls_now, router.clone(), self.stats.clone());
+        let follow = follow_tls(self.source, tcp_tls, self.quic.clone());
         let quic = super::h3::serve_h3(self.quic, router, self.stats);
-        tokio::join!(tcp, quic);
+        tokio::join!(tcp, quic, follow);
     }
 }
 
@@ -285,7 +355,17 @@ pub async fn serve_tls(
     router: Router,
     stats: Arc<ServerStats>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
+    // The sender is dropped: the configuration never changes.
+    serve_tls_from(listener, watch::channel(tls).1, router, stats).await;
+}
+
+/// [`serve_tls`] with the configuration `tls` holds when each connection is accepted.
+async fn serve_tls_from(
+    listener: TcpListener,
+    tls: watch::Receiver<Arc<rustls::ServerConfig>>,
+    router: Router,
+    stats: Arc<ServerStats>,
+) {
     let port = listener.local_addr().map_or(0, |a| a.port());
     let alt_svc = HeaderValue::try_from(format!("h3=\":{port}\"; ma={ALT_SVC_MAX_AGE_SECS}"))
         .expect("digits and ASCII punctuation make a valid header value");
@@ -308,10 +388,11 @@ pub async fn serve_tls(
             tracing::debug!(%peer, "control endpoint: too many connections, refused");
             continue;
         };
+        let acceptor = TlsAcceptor::from(tls.borrow().clone());
         connections.spawn(serve_tls_connection(
             stream,
             peer,
-            acceptor.clone(),
+            acceptor,
             router.clone(),
             stats.clone(),
             alt_svc.clone(),
@@ -338,11 +419,18 @@ async fn serve_tls_connection(
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
             stats.handshakes_failed_tcp.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%peer, %error, "control endpoint: TLS handshake failed");
+            if !stats
+                .tls
+                .record_io(Listener::Control, peer, &error)
+                .certificate_refused
+            {
+                tracing::debug!(%peer, %error, "control endpoint: TLS handshake failed");
+            }
             return;
         }
         Err(_) => {
             stats.handshakes_failed_tcp.fetch_add(1, Ordering::Relaxed);
+            stats.tls.record_other(Listener::Control);
             tracing::debug!(%peer, "control endpoint: TLS handshake timed out");
             return;
         }

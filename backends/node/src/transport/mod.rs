@@ -1,7 +1,8 @@
 //! How the driver reaches other nodes: the [`Transport`] trait and its implementations.
 //!
-//! * [`quic`]: QUIC datagrams over quinn with mutual TLS; the sender's [`NodeId`] comes from its
-//!   verified certificate. What `meshkitd` uses.
+//! * [`quic`]: QUIC datagrams over quinn with mutual TLS, and a unidirectional stream per
+//!   message too large for a datagram; the sender's [`NodeId`] comes from its verified
+//!   certificate. What `meshkitd` uses.
 //! * [`memory`]: an in-process network of channels, for tests of the driver.
 //! * `turmoil` (feature `turmoil`): turmoil's simulated network, sender identity from a
 //!   directory of addresses, and a virtual-time clock, for simulation tests of the driver.
@@ -17,12 +18,13 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use meshkit::NodeId;
 
-/// A datagram handed to the driver by a transport.
+/// A message handed to the driver by a transport: a datagram, or a message that came on a
+/// stream because it was too large for one (the driver cannot tell them apart).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Received {
     /// The sender, as the transport authenticated it (never read from the datagram itself).
     pub from: NodeId,
-    /// The datagram.
+    /// The message.
     pub datagram: Bytes,
 }
 
@@ -36,16 +38,75 @@ pub struct TransportStats {
     pub dials_failed: u64,
     /// Incoming handshakes refused (e.g. a certificate not signed by the CA).
     pub handshakes_refused: u64,
-    /// Datagrams dropped on the way out (no address, no connection yet, too large, queue full).
+    /// Datagrams dropped on the way out (no address, no connection yet, queue full).
     pub datagrams_dropped: u64,
+    /// Messages too large for a datagram, sent whole on a stream and acknowledged by the peer's
+    /// QUIC stack (which acknowledges bytes before its application may refuse them: the peer
+    /// counts those in its `streams_refused`).
+    pub stream_messages_sent: u64,
+    /// Their bytes.
+    pub stream_bytes_sent: u64,
+    /// Messages received whole on a stream.
+    pub stream_messages_received: u64,
+    /// Their bytes.
+    pub stream_bytes_received: u64,
+    /// Stream messages not sent: over the size limit, too many in flight, stopped by the peer
+    /// before it acknowledged them all, or not acknowledged in time.
+    pub stream_messages_dropped: u64,
+    /// Incoming streams refused: over the size limit, too many at once, too slow, or reset.
+    pub streams_refused: u64,
+    /// The node's TLS counters (reloads, certificate expiry, refused handshakes on every
+    /// listener), when the transport shares them.
+    pub tls: crate::tls_stats::TlsCounters,
+}
+
+impl TransportStats {
+    /// Appends the Prometheus text exposition of the stream counters
+    /// (`mesh_transport_stream_messages_total{direction}`,
+    /// `mesh_transport_stream_bytes_total{direction}`,
+    /// `mesh_transport_stream_messages_dropped_total`, `mesh_transport_streams_refused_total`)
+    /// and of the TLS counters ([`crate::tls_stats::TlsCounters::render`]) to `out`.
+    pub fn render_streams_and_tls(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "# HELP mesh_transport_stream_messages_total Messages too large for a QUIC datagram, \
+             carried on a stream, by direction.\n\
+             # TYPE mesh_transport_stream_messages_total counter\n\
+             mesh_transport_stream_messages_total{{direction=\"sent\"}} {}\n\
+             mesh_transport_stream_messages_total{{direction=\"received\"}} {}\n\
+             # HELP mesh_transport_stream_bytes_total Bytes of the stream messages, by direction.\n\
+             # TYPE mesh_transport_stream_bytes_total counter\n\
+             mesh_transport_stream_bytes_total{{direction=\"sent\"}} {}\n\
+             mesh_transport_stream_bytes_total{{direction=\"received\"}} {}\n\
+             # HELP mesh_transport_stream_messages_dropped_total Stream messages not sent (over \
+             the size limit, too many in flight, stopped by the peer, or not acknowledged in time).\n\
+             # TYPE mesh_transport_stream_messages_dropped_total counter\n\
+             mesh_transport_stream_messages_dropped_total {}\n\
+             # HELP mesh_transport_streams_refused_total Incoming stream messages refused (over the \
+             size limit, too many at once, too slow, or reset by the sender).\n\
+             # TYPE mesh_transport_streams_refused_total counter\n\
+             mesh_transport_streams_refused_total {}",
+            self.stream_messages_sent,
+            self.stream_messages_received,
+            self.stream_bytes_sent,
+            self.stream_bytes_received,
+            self.stream_messages_dropped,
+            self.streams_refused,
+        );
+        self.tls.render(out);
+    }
 }
 
 /// An unreliable datagram service between authenticated nodes, driven by the driver's task.
 ///
 /// `send` never blocks and may drop (membership tolerates loss); `poll_recv` yields datagrams
-/// with the sender the transport authenticated.
+/// with the sender the transport authenticated. A message of any length may be sent: one too
+/// large for a datagram goes on a stream (QUIC) and arrives as one [`Received`], whole or not
+/// at all.
 pub trait Transport: Send + Unpin + 'static {
-    /// Sends one datagram to `to`, at `addr` if the transport must dial it. Drops it (and counts
+    /// Sends one message to `to`, at `addr` if the transport must dial it. Drops it (and counts
     /// the drop) when `to` cannot be reached now.
     fn send(&mut self, to: NodeId, addr: Option<SocketAddr>, datagram: Bytes);
 
