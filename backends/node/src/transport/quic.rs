@@ -58,14 +58,16 @@ pub const MAX_QUEUED_PER_DIAL: usize = 32;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keep-alives on quiet connections, well inside [`IDLE_TIMEOUT`].
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
-/// Default largest message a peer may send on a stream, in bytes (16 MiB).
-pub const DEFAULT_MAX_STREAM_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Default largest message a peer may send on a stream, in bytes: the largest lease message
+/// (a Raft `MsgSnapshot` with the largest lease table, about 32 MiB) plus the driver's channel
+/// byte, so that any message the core makes can travel.
+pub const DEFAULT_MAX_STREAM_MESSAGE_BYTES: usize = meshkit::lease::wire::MAX_MESSAGE_BYTES + 1;
 /// Streams a peer may have open towards this node at once, per connection (QUIC flow control).
 pub const MAX_INCOMING_STREAMS_PER_CONNECTION: u32 = 4;
 /// Incoming stream messages read at once over the whole transport; more are refused.
-pub const MAX_STREAM_READS: usize = 16;
+pub const MAX_STREAM_READS: usize = 4;
 /// Outgoing stream messages in flight over the whole transport; more are dropped.
-pub const MAX_STREAM_SENDS: usize = 16;
+pub const MAX_STREAM_SENDS: usize = 8;
 /// Time a stream message has to arrive whole (receiver) or be acknowledged (sender).
 pub const STREAM_TIMEOUT: Duration = Duration::from_secs(30);
 
