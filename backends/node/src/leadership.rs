@@ -399,6 +399,12 @@ pub struct RaftView {
     pub voters: Vec<u64>,
     /// Index of the last applied entry.
     pub applied_index: u64,
+    /// Index of the newest snapshot of the lease table (0: none yet).
+    #[serde(default)]
+    pub snapshot_index: u64,
+    /// Raft log entries held (the log is compacted after `compact_after_entries`).
+    #[serde(default)]
+    pub log_entries: u64,
 }
 
 /// One node's leadership state (the body of `GET /meshkit/leaders`).
@@ -856,6 +862,8 @@ impl Leadership {
                     term: g.term().get(),
                     voters: g.voters().map(NodeId::get).collect(),
                     applied_index: g.applied_index(),
+                    snapshot_index: g.log_bounds().0,
+                    log_entries: g.log_len() as u64,
                 };
                 (Some(raft), table)
             }

@@ -3,8 +3,9 @@
 //! with SIGKILL (no chance to flush anything) and started again on the same data_dir: a
 //! follower, then the Raft leader, then all three at once. The group keeps committing, a
 //! restarted voter comes back with its log (its applied index and term from before the kill,
-//! read right after it starts), and the fencing tokens the holder sees never go back. Every
-//! wait is a bounded poll.
+//! read right after it starts), the fencing tokens the holder sees never go back, and with the
+//! smallest compaction threshold every voter ends with a snapshot and a short log. Every wait
+//! is a bounded poll.
 
 mod common;
 
@@ -19,8 +20,9 @@ use meshkit_node::leadership::LeadershipView;
 
 const LIMIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(100);
-/// A small compaction threshold, so that the files hold snapshots and restarts replay them.
-const RAFT: &str = "[leadership.raft]\ntick_interval = \"50ms\"\ncompact_after_entries = 64\n";
+/// The smallest compaction threshold, so that the files hold snapshots, restarts replay them,
+/// and a voter that was down for a few seconds catches up by the leader's snapshot.
+const RAFT: &str = "[leadership.raft]\ntick_interval = \"50ms\"\ncompact_after_entries = 16\n";
 
 fn leadership(dir: &Path, id: u64) -> String {
     let campaign = if id == 4 {
@@ -262,6 +264,14 @@ fn voters_restarted_on_their_data_dir_rejoin_with_their_log_and_tokens_keep_incr
                 .join("raft.log")
                 .exists(),
             "voter {v} has a Raft file"
+        );
+        let raft = c
+            .view(v)
+            .and_then(|view| view.raft)
+            .expect("a voter's view");
+        assert!(
+            raft.snapshot_index > 0 && raft.log_entries <= 16 + 4 + 16,
+            "voter {v} compacted its log: {raft:?}"
         );
     }
 }

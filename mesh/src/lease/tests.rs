@@ -1315,3 +1315,19 @@ fn damaged_records_are_refused() {
         assert!(DurableState::from_records(reordered.iter().map(Vec::as_slice)).is_err());
     }
 }
+
+/// The chaos workload with a tiny compaction threshold and every voter rebuilt from its
+/// durable records at each crash, over many seeds (`LEASE_SWEEP_SEEDS`, default 200):
+/// `LEASE_SWEEP_SEEDS=1000 cargo nextest run -p meshkit --run-ignored only
+/// sweep_chaos_seeds_with_compaction`.
+#[test]
+#[ignore = "long seed sweep; run on demand"]
+fn sweep_chaos_seeds_with_compaction() {
+    let count: u64 = std::env::var("LEASE_SWEEP_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    for seed in 5000..5000 + count {
+        let _ = chaos_with(seed, 12, compacting(16), seed % 2 == 0);
+    }
+}
