@@ -709,6 +709,9 @@ impl Leadership {
                     self.feed.push(change);
                 }
             }
+            // Keep leases off the Raft leader's node where another contender wants them
+            // (`Campaign::defer_acquisitions` says why).
+            self.campaign.defer_acquisitions(group.is_leader());
         }
         while let Some(t) = self.client.poll_transmit(now, buf) {
             send(t.to, Bytes::copy_from_slice(&buf[..t.len]));

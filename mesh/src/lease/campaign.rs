@@ -50,6 +50,8 @@ enum Stance {
 pub struct Campaign {
     ttl: Duration,
     retry: Duration,
+    /// Acquisitions wait one `retry` longer (see [`Campaign::defer_acquisitions`]).
+    deferring: bool,
     scopes: BTreeMap<Scope, Stance>,
 }
 
@@ -60,7 +62,29 @@ impl Campaign {
         Self {
             ttl,
             retry,
+            deferring: false,
             scopes: BTreeMap::new(),
+        }
+    }
+
+    /// Makes acquisitions (never renewals) wait one `retry` longer than they would, or stops
+    /// that. A host whose own voter leads the Raft group defers, so that when several nodes
+    /// ask for a free scope at once another contender's request, which crosses the network,
+    /// still wins over its own, which does not. That keeps leases off the Raft leader's node
+    /// where it can: a crash of a node that is both holder and Raft leader costs an election
+    /// before a new leader, which then keeps every lease live for a full TTL from its first
+    /// stamp, so its failover is the election plus the TTL rather than the TTL alone. A
+    /// deferring node that is the only contender still gets the lease, one `retry` later.
+    pub fn defer_acquisitions(&mut self, defer: bool) {
+        self.deferring = defer;
+    }
+
+    /// The instant a waiting scope is asked for.
+    fn due(&self, ask_at: Instant) -> Instant {
+        if self.deferring {
+            ask_at + self.retry
+        } else {
+            ask_at
         }
     }
 
@@ -102,7 +126,7 @@ impl Campaign {
         self.scopes
             .values()
             .filter_map(|s| match *s {
-                Stance::Waiting { ask_at, .. } => Some(ask_at),
+                Stance::Waiting { ask_at, .. } => Some(self.due(ask_at)),
                 Stance::Holding { renew_at } => Some(renew_at),
                 Stance::Asking(_) | Stance::Withdrawn => None,
             })
@@ -112,9 +136,14 @@ impl Campaign {
     /// Asks for every scope whose time has come: an acquire when not held, a renewal when held.
     pub fn handle_timeout(&mut self, now: Instant, client: &mut LeaseClient) {
         let retry = self.retry;
+        let defer = if self.deferring {
+            retry
+        } else {
+            Duration::ZERO
+        };
         for (scope, stance) in &mut self.scopes {
             let asked = match *stance {
-                Stance::Waiting { ask_at, .. } if ask_at <= now => {
+                Stance::Waiting { ask_at, .. } if ask_at + defer <= now => {
                     client.acquire(now, scope.clone(), self.ttl)
                 }
                 // A lease the host released or handed over meanwhile is acquired anew.
@@ -361,6 +390,31 @@ mod tests {
         bench.run_for(Duration::from_secs(4));
         assert_eq!(bench.holders(&scope), vec![1 - first]);
         assert_eq!(bench.clients[first].1.scopes().count(), 0);
+    }
+
+    #[test]
+    fn a_deferring_contender_beside_the_voter_lets_a_remote_one_win() {
+        let scope = Scope::global_control();
+        // Client 1 shares the voter's node: undeferred, its request is handled first.
+        for (defer, winner) in [(false, 0), (true, 1)] {
+            let mut bench = Bench::new(2);
+            bench.clients[0].1.defer_acquisitions(defer);
+            for (_, campaign) in &mut bench.clients {
+                campaign.enter(bench.now, scope.clone());
+            }
+            bench.run_for(Duration::from_secs(1));
+            assert_eq!(bench.holders(&scope), vec![winner], "deferring: {defer}");
+        }
+        // Alone, a deferring contender still gets the lease, one retry later.
+        let mut bench = Bench::new(1);
+        bench.clients[0].1.defer_acquisitions(true);
+        bench.clients[0].1.enter(bench.now, scope.clone());
+        assert_eq!(
+            bench.clients[0].1.poll_timeout(),
+            Some(bench.now + Duration::from_millis(100))
+        );
+        bench.run_for(Duration::from_secs(1));
+        assert_eq!(bench.holders(&scope), vec![0]);
     }
 
     #[test]
