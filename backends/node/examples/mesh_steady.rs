@@ -16,7 +16,7 @@
 //!   work done, so it stays meaningful on a loaded machine, where latency would not.
 //! * RSS at the end of the window (`/proc/<pid>/status`).
 //! * Datagrams and bytes each node's driver handed to its QUIC transport and took from it
-//!   (`mesh_traffic_*_total` of `/metrics`, read just before and just after the window), both
+//!   (`mesh_transport_channel_*_total` of `/metrics`, read just before and just after the window), both
 //!   channels (gossip and lease/Raft). Bytes are datagram payloads: QUIC, UDP and IP headers,
 //!   acknowledgements and keep-alives are not in them. The loopback interface's counters give
 //!   the wire total when the program runs in a network namespace of its own, e.g.
@@ -104,7 +104,7 @@ type Figure = (&'static str, fn(&NodeFigures) -> f64, usize);
 
 fn traffic(m: &Metrics, family: &str, channel: &str, direction: &str) -> f64 {
     m.value(&format!(
-        "mesh_traffic_{family}_total{{channel=\"{channel}\",direction=\"{direction}\"}}"
+        "mesh_transport_channel_{family}_total{{channel=\"{channel}\",direction=\"{direction}\"}}"
     ))
 }
 

@@ -341,14 +341,14 @@ pub fn render_metrics(s: &Snapshot) -> String {
         labels.iter().map(String::as_str).zip(values).collect()
     };
     family(
-        "mesh_traffic_datagrams_total",
+        "mesh_transport_channel_datagrams_total",
         "counter",
         "Datagrams the driver handed to the transport (sent) or took from it (received), by \
          channel: membership (gossip) or lease (Raft and lease requests).",
         &samples(datagrams),
     );
     family(
-        "mesh_traffic_bytes_total",
+        "mesh_transport_channel_bytes_total",
         "counter",
         "Bytes of those datagrams (each with its channel byte; QUIC and UDP headers not \
          included).",
@@ -528,8 +528,8 @@ mod tests {
         assert!(text.contains("mesh_gossip_probe_rtt_seconds_bucket{le=\"0.0001\"} 0\n"));
         assert!(text.contains("mesh_gossip_probe_rtt_seconds_bucket{le=\"+Inf\"} 0\n"));
         assert!(text.contains("mesh_gossip_probe_rtt_seconds_count 0\n"));
-        assert!(
-            text.contains("mesh_traffic_bytes_total{channel=\"lease\",direction=\"received\"} 0\n")
-        );
+        assert!(text.contains(
+            "mesh_transport_channel_bytes_total{channel=\"lease\",direction=\"received\"} 0\n"
+        ));
     }
 }
