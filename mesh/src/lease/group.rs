@@ -100,6 +100,9 @@ impl fmt::Debug for DurableState {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct GroupStats {
+    /// Raft leadership handed to a caught-up voter that holds no lease, because this leader's
+    /// own node held one: a crash of a node that is both costs an election plus a full TTL.
+    pub leadership_transfers: u64,
     /// Datagrams taken.
     pub messages_received: u64,
     /// Datagrams refused (undecodable, sender mismatch, misrouted, unsupported).
@@ -539,10 +542,38 @@ impl LeaseGroup {
             self.reads
                 .retain(|_, r| now.saturating_duration_since(r.since) < horizon);
             self.expire_snapshots(now);
+            self.keep_leadership_apart_from_leases();
             self.timers
                 .set(Timer::Maintenance, now + self.config.request_timeout());
         }
         self.after_input(now);
+    }
+
+    /// A leader whose own node holds a lease hands Raft leadership to a caught-up voter that
+    /// holds none. A crash of a node that is both Raft leader and holder costs an election and
+    /// then a full TTL (a new leader keeps every lease live that long from its first stamp); a
+    /// crash of either alone costs one or the other. Voters that all hold leases keep things
+    /// as they are, so leadership never moves back and forth.
+    fn keep_leadership_apart_from_leases(&mut self) {
+        let own = self.local_id();
+        if !self.is_leader()
+            || self.raft.raft.lead_transferee.is_some()
+            || !self.table.iter().any(|(_, l)| l.holder == own)
+        {
+            return;
+        }
+        let holders: BTreeSet<NodeId> = self.table.iter().map(|(_, l)| l.holder).collect();
+        let last = self.raft.raft.raft_log.last_index();
+        let prs = self.raft.raft.prs();
+        let target = self.voters().find(|v| {
+            *v != own
+                && !holders.contains(v)
+                && prs.get(v.get()).is_some_and(|pr| pr.matched == last)
+        });
+        if let Some(to) = target {
+            self.stats.leadership_transfers += 1;
+            self.raft.transfer_leader(to.get());
+        }
     }
 
     /// Proposes adding `node` as a voter (one change at a time; leader only). The node should
