@@ -531,6 +531,7 @@ impl LeaseGroup {
                 self.next_tick = now + interval;
             }
             self.timers.set(Timer::RaftTick, self.next_tick);
+            self.keep_leadership_apart_from_leases();
         }
         if self.timers.take_expired(Timer::ExpirySweep, now) && self.is_leader() {
             self.propose_clock(now);
@@ -542,7 +543,6 @@ impl LeaseGroup {
             self.reads
                 .retain(|_, r| now.saturating_duration_since(r.since) < horizon);
             self.expire_snapshots(now);
-            self.keep_leadership_apart_from_leases();
             self.timers
                 .set(Timer::Maintenance, now + self.config.request_timeout());
         }
