@@ -806,6 +806,20 @@ mod tests {
         }
     }
 
+    /// Waits (at most 5 s) until every node counts every node alive.
+    async fn assert_converged(nodes: &[NodeHandle]) {
+        let converged = eventually(StdDuration::from_secs(5), || async {
+            for node in nodes {
+                if node.snapshot().await.unwrap().count(MemberState::Alive) != nodes.len() {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        assert!(converged, "the drivers did not converge within 5 s");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn three_drivers_converge_and_detect_a_crash() {
         let network = MemoryNetwork::new();
@@ -813,16 +827,7 @@ mod tests {
         for node in &nodes[1..] {
             node.join(vec![seed(1)]).await.unwrap();
         }
-        let converged = eventually(StdDuration::from_secs(5), || async {
-            for node in &nodes {
-                if node.snapshot().await.unwrap().count(MemberState::Alive) != 3 {
-                    return false;
-                }
-            }
-            true
-        })
-        .await;
-        assert!(converged, "three drivers did not converge within 5 s");
+        assert_converged(&nodes).await;
 
         // A crash: node 3 drops off the network. Its driver may stop on its own first (its
         // transport closes once the queue drains), so the shutdown may find it gone.
@@ -858,16 +863,7 @@ mod tests {
         for node in &nodes[1..] {
             node.join(vec![seed(1)]).await.unwrap();
         }
-        let converged = eventually(StdDuration::from_secs(5), || async {
-            for node in &nodes {
-                if node.snapshot().await.unwrap().count(MemberState::Alive) != 3 {
-                    return false;
-                }
-            }
-            true
-        })
-        .await;
-        assert!(converged, "three drivers did not converge within 5 s");
+        assert_converged(&nodes).await;
         for node in &nodes {
             let s = node.snapshot().await.unwrap();
             let m = s.traffic.membership;
