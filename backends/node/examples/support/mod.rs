@@ -391,7 +391,7 @@ where
     let result = runtime.block_on(async {
         tokio::select! {
             result = work => result,
-            () = interrupted() => Err("interrupted".into()),
+            () = meshkit_node::node::shutdown_signal() => Err("interrupted".into()),
         }
     });
     match result {
@@ -399,21 +399,6 @@ where
         Err(error) => {
             eprintln!("{name}: {error}");
             std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-async fn interrupted() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

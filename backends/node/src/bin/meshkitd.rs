@@ -108,7 +108,7 @@ fn run(file: &std::path::Path) -> ExitCode {
             node.id().get(),
             node.gossip_addr()
         );
-        shutdown_signal().await;
+        meshkit_node::node::shutdown_signal().await;
         // Long enough for a departure to reach every member by gossip (a few rounds), short
         // enough for an orchestrator's grace period; a second signal stops at once.
         let linger = (config.membership().gossip_interval() * LINGER_GOSSIP_ROUNDS)
@@ -116,7 +116,7 @@ fn run(file: &std::path::Path) -> ExitCode {
         tracing::info!(?linger, "leaving the mesh (a second signal stops at once)");
         tokio::select! {
             () = node.shutdown_gracefully(linger) => tracing::info!("stopped"),
-            () = shutdown_signal() => tracing::warn!("stopped without finishing the leave"),
+            () = meshkit_node::node::shutdown_signal() => tracing::warn!("stopped without finishing the leave"),
         }
         ExitCode::SUCCESS
     })
@@ -127,25 +127,3 @@ const LINGER_GOSSIP_ROUNDS: u32 = 10;
 /// Bounds of that linger.
 const MIN_LINGER: std::time::Duration = std::time::Duration::from_millis(200);
 const MAX_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
