@@ -555,20 +555,16 @@ impl LeaseGroup {
     /// crash of either alone costs one or the other. Voters that all hold leases keep things
     /// as they are, so leadership never moves back and forth.
     fn keep_leadership_apart_from_leases(&mut self) {
+        // Runs on every tick: scans, no allocation (a table may hold thousands of shards).
+        let holds = |node: NodeId| self.table.iter().any(|(_, l)| l.holder == node);
         let own = self.local_id();
-        if !self.is_leader()
-            || self.raft.raft.lead_transferee.is_some()
-            || !self.table.iter().any(|(_, l)| l.holder == own)
-        {
+        if !self.is_leader() || self.raft.raft.lead_transferee.is_some() || !holds(own) {
             return;
         }
-        let holders: BTreeSet<NodeId> = self.table.iter().map(|(_, l)| l.holder).collect();
         let last = self.raft.raft.raft_log.last_index();
         let prs = self.raft.raft.prs();
-        let target = self.voters().find(|v| {
-            *v != own
-                && !holders.contains(v)
-                && prs.get(v.get()).is_some_and(|pr| pr.matched == last)
+        let target = self.voters().find(|&v| {
+            v != own && prs.get(v.get()).is_some_and(|pr| pr.matched == last) && !holds(v)
         });
         if let Some(to) = target {
             self.stats.leadership_transfers += 1;
