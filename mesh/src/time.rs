@@ -33,6 +33,14 @@ impl Instant {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
     }
 
+    /// `self - d`, or [`Instant::ZERO`] if `d` reaches back past the epoch.
+    pub fn saturating_sub(self, d: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_sub(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        )
+    }
+
     /// `self + d`, or `None` on overflow.
     pub fn checked_add(self, d: Duration) -> Option<Self> {
         u64::try_from(d.as_nanos())

@@ -16,8 +16,9 @@
 //! With `[leases]`, each node also has a [`LeaseNode`]: voters a `LeaseGroup`, contenders a
 //! `LeaseClient`. Their datagrams are `LeaseDeliver` entries in the same heap, routed by
 //! `meshkit::lease::recipient`, through the same network model; their wakeups are `LeaseTimer`
-//! entries with a generation of their own; a `LeaseTick` every [`WRITE_INTERVAL`] lets the
-//! contenders write, renew and acquire (see `crate::lease`). A crashed voter keeps its
+//! entries with a generation of their own (the group's, the client's and the campaign's
+//! deadlines); a `LeaseTick` every [`WRITE_INTERVAL`] lets the contenders write, and ask for and
+//! renew the shards the coordinator gives them (see `crate::lease`). A crashed voter keeps its
 //! `DurableState` and restarts from it. Without `[leases]` none of this runs and no seed is
 //! drawn for it, so traces are unchanged.
 //!
@@ -31,8 +32,8 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 use meshkit::config::Config;
 use meshkit::lease::{
-    GroupEvent, LeadershipEvent, LeaseClient, LeaseConfig, LeaseError, LeaseGroup, Recipient,
-    RequestId, Term,
+    Campaign, GroupEvent, LeadershipEvent, LeaseClient, LeaseConfig, LeaseError, LeaseGroup,
+    Recipient, RequestId, Term,
 };
 use meshkit::membership::{Event, MemberState, Membership};
 use meshkit::{Incarnation, Instant, MetaVersion, NodeId};
@@ -325,7 +326,7 @@ impl<'s> Engine<'s> {
                 .queue
                 .push(Instant::ZERO + WRITE_INTERVAL, What::LeaseTick);
         }
-        for (at, event) in fault::timeline(scenario.faults(), end) {
+        for (at, event) in fault::timeline(scenario.faults(), end, &mut engine.fault_rng) {
             engine.queue.push(at, What::Fault(event));
         }
         if scenario.workload().metadata_updates_per_s > 0.0 {
@@ -571,6 +572,7 @@ impl<'s> Engine<'s> {
             nodes,
             watch,
             watch_log,
+            leases,
             ..
         } = self;
         let now = *now;
@@ -637,6 +639,15 @@ impl<'s> Engine<'s> {
                     let inc = incarnation.get();
                     invariants.on_member_state(now, index, m, inc, from, to, live);
                     observer.on_member_state(now, index, m, inc, to, by);
+                    // As meshkitd's driver does: a holder that left or died is asked after at
+                    // once, not when its lease would have run out.
+                    if matches!(to, MemberState::Left | MemberState::Dead)
+                        && let Some(ln) = leases.as_mut().map(|run| &mut run.nodes[index])
+                        && let Some(campaign) = ln.campaign.as_mut()
+                    {
+                        campaign.holder_gone(local, member);
+                        rearm_lease(ln, slot.clock, queue, now, index);
+                    }
                 }
                 Event::MetadataChanged {
                     node: owner,
@@ -699,6 +710,7 @@ impl<'s> Engine<'s> {
                         let ln = &mut run.nodes[node as usize];
                         ln.group = None;
                         ln.client = None;
+                        ln.campaign = None;
                         ln.generation = ln.generation.wrapping_add(1);
                         ln.armed = Instant::MAX;
                     }
@@ -869,6 +881,18 @@ impl<'s> Engine<'s> {
     /// a few gossip rounds later.
     fn leave_node(&mut self, i: usize) {
         let now = self.now;
+        // A leaving node stops contending (meshkitd's graceful shutdown does), then hands over
+        // what it holds.
+        if let Some(campaign) = self
+            .leases
+            .as_mut()
+            .and_then(|run| run.nodes[i].campaign.as_mut())
+        {
+            let scopes: Vec<_> = campaign.scopes().cloned().collect();
+            for scope in &scopes {
+                campaign.withdraw(scope);
+            }
+        }
         self.drain_node_leases(i);
         let slot = &mut self.slots[i];
         let local = slot.clock.local(now);
@@ -1182,6 +1206,8 @@ impl Engine<'_> {
                 &voters,
                 rng.random(),
             ));
+            let local = self.slots[c].clock.local(self.now);
+            ln.start_campaign(&spec.scopes, spec.ttl, local);
         }
         let shards = self.scenario.shards().map(|sh| {
             // Contenders named by a `join` fault stay out of the shard pool until it fires.
@@ -1267,6 +1293,8 @@ impl Engine<'_> {
         if let Some(c) = ln.client.as_mut() {
             c.handle_timeout(local);
         }
+        let ledger = &run.ledger;
+        ln.run_campaign(local, now, |scope| ledger.scope_index(scope));
         self.drain_lease(index);
     }
 
@@ -1341,7 +1369,7 @@ impl Engine<'_> {
                         ..
                     } => {
                         if let Some(s) = ledger.scope_index(scope) {
-                            ledger.on_granted(s, *token);
+                            ledger.on_granted(now, s, *token);
                             if let Some(sh) = shards.as_mut().filter(|_| s >= base) {
                                 sh.on_granted(s - base, *holder, token.get());
                             }
@@ -1357,6 +1385,11 @@ impl Engine<'_> {
                     }
                     _ => {}
                 }
+            }
+            // Keep leases off the Raft leader's node, as the node does
+            // (`Campaign::defer_acquisitions` says why).
+            if let Some(campaign) = ln.campaign.as_mut() {
+                campaign.defer_acquisitions(g.is_leader());
             }
             // A Raft failover ends when a voter leads (a quorum elected it) at a higher term
             // than the crashed leader's.
@@ -1397,6 +1430,9 @@ impl Engine<'_> {
             trace.word(now.as_nanos());
             trace.word(index as u64);
             let _ = write!(trace, "{:?}", e.event);
+            if let Some(campaign) = ln.campaign.as_mut() {
+                campaign.handle_event(local, &e.event);
+            }
             let scope_of = |scope| ledger.scope_index(scope);
             match &e.event {
                 LeadershipEvent::Acquired {
@@ -1426,7 +1462,7 @@ impl Engine<'_> {
                     }
                     ln.next_renew.insert(s, renew_at(s, *expires));
                     // A new holder writes at once, so that the fence learns its token.
-                    violations.extend(ledger.write(index, s, *token));
+                    violations.extend(ledger.write(now, index, s, *token));
                 }
                 LeadershipEvent::Renewed { scope, expires, .. } => {
                     let Some(s) = scope_of(scope) else { continue };
@@ -1483,7 +1519,6 @@ impl Engine<'_> {
             let Some(run) = self.leases.as_mut() else {
                 return;
             };
-            let ttl = run.spec.ttl;
             let base = run.spec.scopes.len();
             let ln = &mut run.nodes[c];
             let Some(client) = ln.client.as_mut() else {
@@ -1507,25 +1542,11 @@ impl Engine<'_> {
                     );
                 }
             };
+            // The `[leases]` scopes: write with what it holds (its campaign asks and renews).
             for (s, scope) in run.spec.scopes.iter().enumerate() {
                 if let Some(token) = client.holds(local, scope) {
-                    violations.extend(run.ledger.write(c, s, token));
-                    if !ln.asking.contains(&s)
-                        && local >= ln.next_renew.get(&s).copied().unwrap_or(Instant::ZERO)
-                    {
-                        let r = client.renew(local, scope.clone());
-                        ask(&mut ln.requests, &mut ln.asking, s, Ask::Renew, r);
-                    }
-                    continue;
+                    violations.extend(run.ledger.write(now, c, s, token));
                 }
-                let transferring = client
-                    .held()
-                    .any(|(held, h)| held == scope && h.transferring);
-                if ln.asking.contains(&s) || transferring {
-                    continue;
-                }
-                let r = client.acquire(local, scope.clone(), ttl);
-                ask(&mut ln.requests, &mut ln.asking, s, Ask::Acquire, r);
             }
             if let Some(sh) = run.shards.as_ref() {
                 let shard_ttl = sh.spec.ttl;
@@ -1541,7 +1562,7 @@ impl Engine<'_> {
                     let Some(token) = client.holds(local, &scope) else {
                         continue;
                     };
-                    violations.extend(run.ledger.write(c, s, token));
+                    violations.extend(run.ledger.write(now, c, s, token));
                     if !ln.asking.contains(&s)
                         && local >= ln.next_renew.get(&s).copied().unwrap_or(Instant::ZERO)
                     {
@@ -1686,6 +1707,7 @@ impl Engine<'_> {
             ln.durable = Some(g.into_durable());
         }
         ln.client = None;
+        ln.campaign = None;
         ln.generation = ln.generation.wrapping_add(1);
         ln.armed = Instant::MAX;
         ln.reset_asks();
@@ -1720,6 +1742,7 @@ impl Engine<'_> {
                 &run.voters,
                 seed,
             ));
+            ln.start_campaign(&run.spec.scopes, run.spec.ttl, local);
         }
         self.drain_lease(i);
     }
@@ -1749,7 +1772,7 @@ impl Engine<'_> {
         };
         let writes = std::mem::take(&mut run.nodes[i].paused_writes);
         for (s, token) in writes {
-            if let Some(v) = run.ledger.write(i, s, token) {
+            if let Some(v) = run.ledger.write(now, i, s, token) {
                 self.invariants.violation(now, v);
             }
         }
@@ -1886,6 +1909,7 @@ fn rearm_lease(ln: &mut LeaseNode, clock: Clock, queue: &mut Queue, now: Instant
     let deadline = [
         ln.group.as_ref().and_then(LeaseGroup::poll_timeout),
         ln.client.as_ref().and_then(LeaseClient::poll_timeout),
+        ln.campaign.as_ref().and_then(Campaign::poll_timeout),
     ]
     .into_iter()
     .flatten()

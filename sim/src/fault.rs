@@ -74,14 +74,27 @@ pub(crate) enum FaultEvent {
 }
 
 /// Every occurrence of every scenario fault before `end`, as `(time, event)` in file order.
-pub(crate) fn timeline(faults: &[FaultSpec], end: Instant) -> Vec<(Instant, FaultEvent)> {
+/// A fault with a `jitter` fires each occurrence up to that much late, drawn from `rng` (the
+/// fault stream); faults without one draw nothing, so their runs are as before.
+pub(crate) fn timeline(
+    faults: &[FaultSpec],
+    end: Instant,
+    rng: &mut ChaCha8Rng,
+) -> Vec<(Instant, FaultEvent)> {
     let mut out = Vec::new();
     for (index, spec) in faults.iter().enumerate() {
+        let max_late = u64::try_from(spec.jitter.as_nanos()).unwrap_or(u64::MAX);
         for k in 0..spec.count {
+            let late = if max_late == 0 {
+                Duration::ZERO
+            } else {
+                Duration::from_nanos(rng.random_range(0..=max_late))
+            };
             let Some(offset) = spec
                 .every
                 .checked_mul(k)
                 .and_then(|e| e.checked_add(spec.at))
+                .and_then(|t| t.checked_add(late))
             else {
                 break;
             };
@@ -182,6 +195,41 @@ pub(crate) fn explicit_groups(nodes: usize, groups: &[NodeSelector]) -> Vec<u8> 
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn jitter_delays_each_occurrence_within_its_bound_and_costs_nothing_when_absent() {
+        let text = |jitter: &str| {
+            format!(
+                "name = \"t\"\n[topology]\nnodes = 4\n[run]\nduration = \"100s\"\n\
+                 [[fault]]\nat = \"10s\"\naction = \"crash\"\nnodes = \"1\"\ncount = 8\n\
+                 every = \"10s\"\n{jitter}"
+            )
+        };
+        let end = at(Duration::from_secs(100));
+        let plain = crate::Scenario::parse(&text(""), "t.toml").unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let times: Vec<Instant> = timeline(plain.faults(), end, &mut rng)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        let on_time: Vec<Instant> = (1..=8).map(|k| at(Duration::from_secs(10 * k))).collect();
+        assert_eq!(times, on_time);
+        assert_eq!(rng, ChaCha8Rng::seed_from_u64(7), "no jitter, no draw");
+
+        let jittered = crate::Scenario::parse(&text("jitter = \"1s\"\n"), "t.toml").unwrap();
+        let times: Vec<Instant> = timeline(jittered.faults(), end, &mut rng)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        assert_eq!(times.len(), 8);
+        for (t, base) in times.iter().zip(&on_time) {
+            assert!(
+                *t >= *base && *t <= *base + Duration::from_secs(1),
+                "{t} vs {base}"
+            );
+        }
+        assert!(times.iter().zip(&on_time).any(|(t, base)| t != base));
+    }
 
     #[test]
     fn count_and_share_pick_distinct_candidates() {

@@ -2,11 +2,15 @@
 //! checks the lease invariants and keeps the lease figures.
 //!
 //! With a `[leases]` section, node indices `0..voters` run a [`LeaseGroup`] and every contender
-//! runs a [`LeaseClient`]. Every [`WRITE_INTERVAL`] of virtual time each running contender, for
-//! each scope, writes to the scope's fenced resource if it holds the scope by its own clock
-//! ([`LeaseClient::holds`]), renews once a third of the TTL has passed since its last grant or
-//! renewal, and asks for the scope if it does not hold it and has no request in flight. A new
-//! holder writes at once when it learns of its grant.
+//! runs a [`LeaseClient`] and, for the `[leases]` scopes, the node's own [`Campaign`]: it asks,
+//! renews a third of the way through the TTL, asks again when a refusal says the holder's lease
+//! can have run out or when its membership sees the holder leave or die
+//! ([`Campaign::holder_gone`]), and defers its acquisitions while its own voter leads, exactly
+//! as `meshkitd` does. Every [`WRITE_INTERVAL`] of virtual time each running contender writes to
+//! the fenced resource of each scope it holds by its own clock ([`LeaseClient::holds`]). A new
+//! holder writes at once when it learns of its grant. Shards are not campaigned for: the
+//! coordinator (`crate::shard`) names each shard's owner, which asks on every write tick until
+//! it holds the shard and renews it a third of the way through the shard TTL.
 //!
 //! A pause (gray failure) catches a contender between its check and its write: a node paused
 //! while it holds a scope sends one write with that token when it resumes, without checking
@@ -26,7 +30,13 @@
 //! * **The fence holds.** The resource accepts a write whose token is at least the highest it
 //!   has seen and refuses the rest (`stale_writes_refused`). An accepted write with a token below
 //!   the highest the voters have granted (`GroupEvent::Granted`) is a stale write accepted: a
-//!   violation, counted in `stale_writes_accepted`.
+//!   violation, counted in `stale_writes_accepted`. One exception, and only under declared
+//!   skew: the overlap the one-holder check tolerates lets the old holder write after the new
+//!   grant and before the new holder's first write (it writes as soon as it learns of the
+//!   grant, a round trip later). The resource, which has not seen the new token, accepts that
+//!   write, and fencing orders it before every write of the new holder. Such a write within the
+//!   skew allowance of the grant is counted apart (`takeover_writes_accepted`), not as a
+//!   violation; without declared skew there is no such window, and any is a violation.
 //!
 //! # Figures
 //!
@@ -44,12 +54,18 @@ use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
 use meshkit::Instant;
-use meshkit::lease::{DurableState, FencingToken, LeaseClient, LeaseGroup, RequestId, Scope};
+use meshkit::lease::{
+    Campaign, DurableState, FencingToken, LeaseClient, LeaseGroup, RequestId, Scope,
+};
 
 use crate::clock::Clock;
 
 /// How often contenders write to the fenced resources (and check their renewals).
 pub(crate) const WRITE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long a campaign waits to ask again after a failure that names no better time: the
+/// node's default (`[leadership] retry`).
+pub(crate) const CAMPAIGN_RETRY: Duration = Duration::from_millis(100);
 
 /// What a contender asked of the voters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +90,8 @@ pub(crate) struct LeaseNode {
     /// What a crashed voter kept (its Raft log and hard state), for its restart.
     pub(crate) durable: Option<DurableState>,
     pub(crate) client: Option<LeaseClient>,
+    /// A contender's candidacy for the `[leases]` scopes (none without scopes).
+    pub(crate) campaign: Option<Campaign>,
     pub(crate) voter: bool,
     pub(crate) contender: bool,
     /// Bumped whenever the armed wakeup changes; a wakeup with another generation is stale.
@@ -92,6 +110,56 @@ pub(crate) struct LeaseNode {
 }
 
 impl LeaseNode {
+    /// A new client's candidacy: every scope of `scopes` from `now` (node-local time).
+    pub(crate) fn start_campaign(&mut self, scopes: &[Scope], ttl: Duration, now: Instant) {
+        self.campaign = (!scopes.is_empty()).then(|| {
+            let mut campaign = Campaign::new(ttl, CAMPAIGN_RETRY);
+            for scope in scopes {
+                campaign.enter(now, scope.clone());
+            }
+            campaign
+        });
+    }
+
+    /// Lets the campaign ask what is due, and books its new requests (`sent` in global time)
+    /// for the grant-latency figure; `scope_index` maps a scope to the ledger's index.
+    pub(crate) fn run_campaign(
+        &mut self,
+        local: Instant,
+        sent: Instant,
+        scope_index: impl Fn(&Scope) -> Option<usize>,
+    ) {
+        let (Some(campaign), Some(client)) = (self.campaign.as_mut(), self.client.as_mut()) else {
+            return;
+        };
+        if campaign.poll_timeout().is_none_or(|at| at > local) {
+            return;
+        }
+        campaign.handle_timeout(local, client);
+        for (scope, id) in campaign.asking() {
+            let Some(s) = scope_index(scope) else {
+                continue;
+            };
+            if self.requests.contains_key(&id) {
+                continue;
+            }
+            let ask = if client.holds(local, scope).is_some() {
+                Ask::Renew
+            } else {
+                Ask::Acquire
+            };
+            self.requests.insert(
+                id,
+                Request {
+                    scope: s,
+                    ask,
+                    sent,
+                },
+            );
+            self.asking.insert(s);
+        }
+    }
+
     /// Forgets the contender's bookkeeping (a crash, a restart).
     pub(crate) fn reset_asks(&mut self) {
         self.requests.clear();
@@ -124,6 +192,8 @@ struct ScopeLedger {
     /// The last `Acquired`: holder and token.
     last_acquired: Option<(usize, u64)>,
     highest_granted: u64,
+    /// When `highest_granted` was granted (global time).
+    granted_at: Instant,
     resource_highest: u64,
     /// A believer crashed: who, when.
     failover_from: Option<(usize, Instant)>,
@@ -144,6 +214,7 @@ pub(crate) struct LeaseRecords {
     pub(crate) writes_accepted: u64,
     pub(crate) stale_writes_accepted: u64,
     pub(crate) stale_writes_refused: u64,
+    pub(crate) takeover_writes_accepted: u64,
     pub(crate) datagrams_sent: u64,
     pub(crate) bytes_sent: u64,
     pub(crate) messages_refused: u64,
@@ -300,15 +371,19 @@ impl Ledger {
     }
 
     /// A voter applied a grant.
-    pub(crate) fn on_granted(&mut self, scope: usize, token: FencingToken) {
+    pub(crate) fn on_granted(&mut self, now: Instant, scope: usize, token: FencingToken) {
         let s = &mut self.scopes[scope];
-        s.highest_granted = s.highest_granted.max(token.get());
+        if token.get() > s.highest_granted {
+            s.highest_granted = token.get();
+            s.granted_at = now;
+        }
     }
 
     /// A contender's write reaches the scope's fenced resource. Returns a violation if the
     /// resource accepted a stale token.
     pub(crate) fn write(
         &mut self,
+        now: Instant,
         node: usize,
         scope: usize,
         token: FencingToken,
@@ -321,7 +396,12 @@ impl Ledger {
         }
         s.resource_highest = t;
         self.records.writes_accepted += 1;
-        if t < s.highest_granted {
+        if t < s.highest_granted
+            && !self.allowance.is_zero()
+            && now.saturating_duration_since(s.granted_at) <= self.allowance
+        {
+            self.records.takeover_writes_accepted += 1;
+        } else if t < s.highest_granted {
             self.records.stale_writes_accepted += 1;
             return Some(format!(
                 "the fenced resource of {} accepted node-{}'s write with token {t} after the \
@@ -355,12 +435,34 @@ mod tests {
 
     #[test]
     fn the_fence_refuses_old_tokens_and_flags_accepted_stale_ones() {
+        let at = |ms: u64| Instant::ZERO + Duration::from_millis(ms);
         let mut l = Ledger::new(&[Scope::global_control()], Duration::from_secs(3), 0.0);
-        assert!(l.write(0, 0, FencingToken::new(5)).is_none());
-        assert!(l.write(1, 0, FencingToken::new(4)).is_none());
+        assert!(l.write(at(0), 0, 0, FencingToken::new(5)).is_none());
+        assert!(l.write(at(1), 1, 0, FencingToken::new(4)).is_none());
         assert_eq!(l.records.stale_writes_refused, 1);
-        l.on_granted(0, FencingToken::new(9));
-        assert!(l.write(0, 0, FencingToken::new(5)).is_some());
+        l.on_granted(at(2), 0, FencingToken::new(9));
+        assert!(l.write(at(3), 0, 0, FencingToken::new(5)).is_some());
+        assert_eq!(l.records.stale_writes_accepted, 1);
+    }
+
+    #[test]
+    fn under_declared_skew_a_write_before_the_new_holders_first_is_counted_apart() {
+        let at = |ms: u64| Instant::ZERO + Duration::from_millis(ms);
+        // r = 0.5: the allowance is ttl * 2r / (1 - r^2) = 4 s for a 3 s lease.
+        let mut l = Ledger::new(&[Scope::global_control()], Duration::from_secs(3), 0.5);
+        assert!(l.write(at(0), 0, 0, FencingToken::new(5)).is_none());
+        l.on_granted(at(1_000), 0, FencingToken::new(9));
+        // The old holder writes 2 ms after the grant, before the new holder's first write.
+        assert!(l.write(at(1_002), 0, 0, FencingToken::new(5)).is_none());
+        assert_eq!(l.records.takeover_writes_accepted, 1);
+        assert_eq!(l.records.stale_writes_accepted, 0);
+        // The new holder's first write closes the window: the old token is refused.
+        assert!(l.write(at(1_004), 1, 0, FencingToken::new(9)).is_none());
+        assert!(l.write(at(1_005), 0, 0, FencingToken::new(5)).is_none());
+        assert_eq!(l.records.stale_writes_refused, 1);
+        // Past the allowance, an accepted old token is a violation even under skew.
+        l.on_granted(at(2_000), 0, FencingToken::new(12));
+        assert!(l.write(at(6_001), 1, 0, FencingToken::new(9)).is_some());
         assert_eq!(l.records.stale_writes_accepted, 1);
     }
 

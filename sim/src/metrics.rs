@@ -142,6 +142,7 @@ pub(crate) fn figures(outcome: Outcome, header: RunReport) -> RunReport {
         fenced_writes_accepted: leases.map(|l| l.writes_accepted),
         stale_writes_accepted: leases.map(|l| l.stale_writes_accepted),
         stale_writes_refused: leases.map(|l| l.stale_writes_refused),
+        takeover_writes_accepted: leases.map(|l| l.takeover_writes_accepted),
         lease_datagrams_sent: leases.map(|l| l.datagrams_sent),
         shard_moves: shards.map(|s| s.moves),
         shard_moves_min: shards.map(|s| s.moves_min),

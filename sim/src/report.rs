@@ -118,6 +118,10 @@ pub struct RunReport {
     pub stale_writes_accepted: Option<u64>,
     /// With `[leases]`: writes the fenced resources refused (token older than one they saw).
     pub stale_writes_refused: Option<u64>,
+    /// With `[leases]` and declared clock skew: writes of an old holder the resources accepted
+    /// after a newer grant but before its holder's first write, within the skew allowance
+    /// (fencing orders them first; see `crate::lease`).
+    pub takeover_writes_accepted: Option<u64>,
     /// With `[leases]`: lease datagrams sent (not in `datagrams_sent`).
     pub lease_datagrams_sent: Option<u64>,
     /// With `[shards]`: changes of a shard's owner after the initial placement (see
@@ -279,10 +283,11 @@ impl RunReport {
             rows.push((
                 "fenced writes".into(),
                 format!(
-                    "{} accepted, {} stale refused, {} stale accepted",
+                    "{} accepted, {} stale refused, {} stale accepted, {} in a skewed takeover",
                     self.fenced_writes_accepted.unwrap_or(0),
                     self.stale_writes_refused.unwrap_or(0),
-                    self.stale_writes_accepted.unwrap_or(0)
+                    self.stale_writes_accepted.unwrap_or(0),
+                    self.takeover_writes_accepted.unwrap_or(0)
                 ),
                 String::new(),
             ));

@@ -60,6 +60,8 @@
 //! nodes = "1"                            # a node selector, see below
 //! count = 1                              # optional: how many occurrences (default 1) ...
 //! every = "10s"                          # ... this far apart (required when count > 1)
+//! jitter = "1s"                          # optional: each occurrence fires up to this much
+//!                                        # later, uniformly (shorter than `every`)
 //!
 //! [expect]                               # optional; every key optional
 //! detection_p99_s_max = 10.0
@@ -343,6 +345,10 @@ pub struct FaultSpec {
     pub count: u32,
     /// Time between occurrences (zero when `count == 1`).
     pub every: Duration,
+    /// Each occurrence fires up to this much after its time, drawn uniformly from the fault
+    /// stream (zero: exactly on time). A crash at a random point of a renewal period, not
+    /// always at the same one, is what makes a failover distribution worth its percentiles.
+    pub jitter: Duration,
     /// What happens.
     pub action: FaultAction,
     /// Byte range of the entry's `action` value in the source, for late error messages.
@@ -1232,7 +1238,7 @@ impl ActionName {
         }
     }
 
-    /// The keys (besides `at`, `action`, `count`, `every`) this action accepts.
+    /// The keys (besides `at`, `action`, `count`, `every`, `jitter`) this action accepts.
     fn keys(self) -> &'static [&'static str] {
         match self {
             Self::Crash => &["nodes", "restart_after"],
@@ -1255,6 +1261,7 @@ struct RawFault {
     action: Spanned<ActionName>,
     count: Option<Spanned<u32>>,
     every: Option<Spanned<DurationStr>>,
+    jitter: Option<Spanned<DurationStr>>,
     nodes: Option<Spanned<NodeSelector>>,
     restart_after: Option<Spanned<DurationStr>>,
     split: Option<Spanned<Probability>>,
@@ -1284,7 +1291,7 @@ impl RawFault {
                 ActionName::Restart => "restart takes: nodes",
                 ActionName::Leave => "leave takes: nodes",
                 ActionName::Partition => "partition takes: split or groups, one_way, heal_after",
-                ActionName::Heal => "heal takes no keys besides at, count, every",
+                ActionName::Heal => "heal takes no keys besides at, count, every, jitter",
                 ActionName::Loss => "loss takes: rate, for",
                 ActionName::Pause => "pause takes: nodes, for",
                 ActionName::Skew => "skew takes: nodes, rate, for",
@@ -1519,10 +1526,23 @@ impl RawFault {
                 "e.g. count = 5 and every = \"30s\": the fault fires 5 times, 30 s apart",
             ));
         }
+        let every = every.unwrap_or(Duration::ZERO);
+        let jitter = dur(&self.jitter).unwrap_or(Duration::ZERO);
+        if let Some(j) = &self.jitter
+            && count > 1
+            && jitter >= every
+        {
+            return Err((
+                j.span(),
+                "`jitter` must be shorter than `every`".to_owned(),
+                "occurrences stay in order: e.g. every = \"20s\" and jitter = \"1s\"",
+            ));
+        }
         Ok(FaultSpec {
             at: self.at.0,
             count,
-            every: every.unwrap_or(Duration::ZERO),
+            every,
+            jitter,
             action: action_spec,
             span: action_span,
         })
@@ -1835,6 +1855,17 @@ mod tests {
                 "{bad:?} should be refused"
             );
         }
+    }
+
+    #[test]
+    fn fault_jitter_is_parsed_and_must_stay_shorter_than_every() {
+        let crash = "[[fault]]\nat = \"2s\"\naction = \"crash\"\nnodes = \"1\"\ncount = 3\n";
+        let ok = format!("{MINIMAL}{crash}every = \"2s\"\njitter = \"500ms\"\n");
+        let s = Scenario::parse(&ok, "t.toml").unwrap();
+        assert_eq!(s.faults()[0].jitter, Duration::from_millis(500));
+        let bad = format!("{MINIMAL}{crash}every = \"2s\"\njitter = \"2s\"\n");
+        let e = Scenario::parse(&bad, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("`jitter` must be shorter than `every`"), "{e}");
     }
 
     #[test]

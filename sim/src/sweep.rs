@@ -29,6 +29,8 @@ pub struct SweepTally {
     pub stale_writes_accepted: u64,
     /// Stale-token writes they refused, summed.
     pub stale_writes_refused: u64,
+    /// Old holders' writes accepted in a skewed takeover, summed (see `crate::lease`).
+    pub takeover_writes_accepted: u64,
     /// Every lease holder failover's seed-level p99 (one value per seed that had failovers).
     pub failover_p99s_s: Vec<f64>,
     /// Every Raft leader failover of every seed, pooled.
@@ -60,6 +62,7 @@ impl SweepTally {
         self.run_wall_s += r.wall_s;
         self.stale_writes_accepted += r.stale_writes_accepted.unwrap_or(0);
         self.stale_writes_refused += r.stale_writes_refused.unwrap_or(0);
+        self.takeover_writes_accepted += r.takeover_writes_accepted.unwrap_or(0);
         self.failover_p99s_s.extend(r.failover_p99_s);
         self.raft_failovers_s.extend(&r.raft_failovers_s);
         self.grant_p50s_ms.extend(r.lease_grant_p50_ms);
@@ -110,9 +113,10 @@ pub fn render(tallies: &[(SweepTally, f64)]) -> String {
     let _ = writeln!(
         out,
         "| scenario | seeds | seeds violating an invariant | stale writes accepted | stale writes \
-         refused | seeds missing an expectation | Raft failover p50 / p99 / max s (pooled) | \
-         holder failover p99 s, over seeds: median / p99 / max | wall s | seeds/s |\n\
-         |---|---:|---:|---:|---:|---:|---|---|---:|---:|"
+         refused | writes in a skewed takeover | seeds missing an expectation | Raft failover \
+         p50 / p99 / max s (pooled) | holder failover p99 s, over seeds: median / p99 / max | \
+         wall s | seeds/s |\n\
+         |---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|"
     );
     for (t, wall_s) in tallies {
         let rate = if *wall_s > 0.0 {
@@ -122,12 +126,13 @@ pub fn render(tallies: &[(SweepTally, f64)]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} |",
             t.scenario,
             t.seeds,
             t.seeds_violating,
             t.stale_writes_accepted,
             t.stale_writes_refused,
+            t.takeover_writes_accepted,
             t.seeds_missing_expectations,
             quantiles(&t.raft_failovers_s, 1.0),
             quantiles(&t.failover_p99s_s, 1.0),
@@ -202,7 +207,7 @@ mod tests {
         assert_eq!(t.raft_failovers_s.len(), 6);
         let table = render(&[(t, 2.0)]);
         assert!(
-            table.contains("| s | 3 | 1 | 1 | 6 | 1 | 0.500 / 0.700 / 0.700 | - | 2.0 | 1.5 |"),
+            table.contains("| s | 3 | 1 | 1 | 6 | 0 | 1 | 0.500 / 0.700 / 0.700 | - | 2.0 | 1.5 |"),
             "{table}"
         );
         assert!(table.contains("seed 3 VIOLATION: two holders"), "{table}");

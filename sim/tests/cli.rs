@@ -109,7 +109,10 @@ fn a_sweep_tallies_every_seed_lists_missed_expectations_and_exits_0_while_safe()
     let stdout = String::from_utf8_lossy(&out.stdout);
     // Missing a latency bound is counted, not fatal: no invariant broke.
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("| small | 6 | 0 | 0 | 0 | 6 |"), "{stdout}");
+    assert!(
+        stdout.contains("| small | 6 | 0 | 0 | 0 | 0 | 6 |"),
+        "{stdout}"
+    );
     let replay = format!("meshkit-sim run {} --seed 1 --nodes 10", path.display());
     assert!(stdout.contains(&replay), "{stdout}");
     // Every seed's report, each seed once, identical to a `run` of that seed.

@@ -5,10 +5,9 @@
 //! out; once held, renew a third of the way through the TTL so that two renewals can be lost
 //! before the lease ends. [`Campaign`] is that loop, sans-IO like the rest of the core: it
 //! reads the [`LeaseClient`]'s events and, on its own timer, calls the client's `acquire` and
-//! `renew`. The real node (`backends/node`, also under turmoil) drives it. The simulator's
-//! contenders do not yet: they ask on every write tick (100 ms) while they hold nothing
-//! (`sim/src/engine.rs`, `lease_tick`), which reaches a released or lapsed lease at least as
-//! soon as a campaign does but sends a refused request per tick meanwhile.
+//! `renew`. The real node (`backends/node`, also under turmoil) and the simulator's contenders
+//! (`sim/src/engine.rs`) drive the same campaign, so the failovers the simulator measures are
+//! the node's.
 
 use std::collections::BTreeMap;
 
@@ -120,6 +119,14 @@ impl Campaign {
             .map(|(scope, _)| scope)
     }
 
+    /// The requests the campaign has in flight, by scope (for a host that times them).
+    pub fn asking(&self) -> impl Iterator<Item = (&Scope, RequestId)> + '_ {
+        self.scopes.iter().filter_map(|(scope, s)| match *s {
+            Stance::Asking(request) => Some((scope, request)),
+            _ => None,
+        })
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -177,11 +184,15 @@ impl Campaign {
 
     /// Learns from one of the client's events.
     pub fn handle_event(&mut self, now: Instant, event: &LeadershipEvent) {
-        // Two renewals may be lost before a lease held for `ttl` runs out.
-        let renew_at = now + self.ttl / 3;
         let retry = self.retry;
         let (scope, next) = match event {
-            LeadershipEvent::Acquired { scope, .. } | LeadershipEvent::Renewed { scope, .. } => {
+            // Renew a third of the way through the lease's own life, so that two renewals may
+            // be lost before it runs out. That life began before the request left, not when
+            // the answer came: an answer delayed by an election, or a clock that runs slow
+            // against the voters', leaves less of the TTL than `now + ttl` suggests.
+            LeadershipEvent::Acquired { scope, expires, .. }
+            | LeadershipEvent::Renewed { scope, expires, .. } => {
+                let renew_at = expires.saturating_sub(self.ttl - self.ttl / 3).max(now);
                 (scope, Stance::Holding { renew_at })
             }
             LeadershipEvent::Lost { scope, .. } | LeadershipEvent::Expired { scope, .. } => (
@@ -358,6 +369,30 @@ mod tests {
                 .map(|(i, _)| i)
                 .collect()
         }
+    }
+
+    #[test]
+    fn renewals_are_due_a_third_into_the_leases_own_life_not_the_answers() {
+        let scope = Scope::global_control();
+        let ttl = Duration::from_secs(3);
+        let mut campaign = Campaign::new(ttl, Duration::from_millis(100));
+        let now = Instant::ZERO + Duration::from_secs(10);
+        campaign.enter(now, scope.clone());
+        let acquired = |expires: Instant| LeadershipEvent::Acquired {
+            scope: scope.clone(),
+            token: crate::lease::FencingToken::new(7),
+            term: crate::lease::Term::new(2),
+            expires,
+        };
+        // Asked 5 ms before the answer: due one third of the TTL after the asking.
+        campaign.handle_event(now, &acquired(now + (ttl - Duration::from_millis(5))));
+        assert_eq!(
+            campaign.poll_timeout(),
+            Some(now + Duration::from_millis(995))
+        );
+        // An answer that took most of the TTL (an election in between): due at once.
+        campaign.handle_event(now, &acquired(now + Duration::from_millis(500)));
+        assert_eq!(campaign.poll_timeout(), Some(now));
     }
 
     #[test]
