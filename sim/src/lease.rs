@@ -433,9 +433,12 @@ mod tests {
         Clock::new(Instant::ZERO, Instant::ZERO)
     }
 
+    fn at(ms: u64) -> Instant {
+        Instant::ZERO + Duration::from_millis(ms)
+    }
+
     #[test]
     fn the_fence_refuses_old_tokens_and_flags_accepted_stale_ones() {
-        let at = |ms: u64| Instant::ZERO + Duration::from_millis(ms);
         let mut l = Ledger::new(&[Scope::global_control()], Duration::from_secs(3), 0.0);
         assert!(l.write(at(0), 0, 0, FencingToken::new(5)).is_none());
         assert!(l.write(at(1), 1, 0, FencingToken::new(4)).is_none());
@@ -447,7 +450,6 @@ mod tests {
 
     #[test]
     fn under_declared_skew_a_write_before_the_new_holders_first_is_counted_apart() {
-        let at = |ms: u64| Instant::ZERO + Duration::from_millis(ms);
         // r = 0.5: the allowance is ttl * 2r / (1 - r^2) = 4 s for a 3 s lease.
         let mut l = Ledger::new(&[Scope::global_control()], Duration::from_secs(3), 0.5);
         assert!(l.write(at(0), 0, 0, FencingToken::new(5)).is_none());
@@ -486,7 +488,6 @@ mod tests {
     fn a_crashed_holder_starts_a_failover_that_another_node_ends() {
         let mut l = Ledger::new(&[Scope::global_control()], Duration::from_secs(3), 0.0);
         let clocks = |_: usize| Some(clock());
-        let at = |ms: u64| Instant::ZERO + Duration::from_millis(ms);
         let _ = l.on_acquired(at(0), 0, 0, FencingToken::new(5), at(3000), &clocks);
         l.on_crash(at(1000), 0, clock());
         let v = l.on_acquired(at(3500), 1, 0, FencingToken::new(8), at(6500), &clocks);
