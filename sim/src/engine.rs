@@ -1413,17 +1413,11 @@ impl Engine<'_> {
             let s = &slots[i];
             (!matches!(s.state, NodeState::Crashed | NodeState::Gone)).then_some(s.clock)
         };
-        // Renew once a third of the lease's own life has passed: the lease counts from before
-        // its request left (an acquire during an election may come back with little left).
-        let shard_ttl = shards.as_ref().map(|sh| sh.spec.ttl);
-        let ttl_of = |s: usize| match shard_ttl {
-            Some(t) if s >= base => t,
-            _ => spec.ttl,
-        };
-        let renew_at = |s: usize, expires: Instant| {
-            let ttl = ttl_of(s);
-            let left_ns = u64::try_from((ttl - ttl / 3).as_nanos()).unwrap_or(u64::MAX);
-            Instant::from_nanos(expires.as_nanos().saturating_sub(left_ns))
+        // A shard is renewed once a third of the lease's own life has passed (the `[leases]`
+        // scopes are the campaign's): the lease counts from before its request left.
+        let renew_shard_at = |expires: Instant| {
+            let ttl = shards.as_ref().map_or(spec.ttl, |sh| sh.spec.ttl);
+            expires.saturating_sub(ttl - ttl / 3)
         };
         let mut violations = Vec::new();
         while let Some(e) = ln.client.as_mut().and_then(LeaseClient::poll_event) {
@@ -1459,8 +1453,8 @@ impl Engine<'_> {
                     }
                     if s >= base {
                         ln.shard_wants.remove(&(s - base));
+                        ln.next_renew.insert(s, renew_shard_at(*expires));
                     }
-                    ln.next_renew.insert(s, renew_at(s, *expires));
                     // A new holder writes at once, so that the fence learns its token.
                     violations.extend(ledger.write(now, index, s, *token));
                 }
@@ -1470,7 +1464,9 @@ impl Engine<'_> {
                     ln.requests
                         .retain(|_, r| !(r.scope == s && r.ask == Ask::Renew));
                     ln.refresh_asking(s);
-                    ln.next_renew.insert(s, renew_at(s, *expires));
+                    if s >= base {
+                        ln.next_renew.insert(s, renew_shard_at(*expires));
+                    }
                 }
                 LeadershipEvent::Lost { scope, .. }
                 | LeadershipEvent::Expired { scope, .. }
