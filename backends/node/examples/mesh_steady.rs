@@ -167,6 +167,7 @@ async fn run(args: Args) -> Result<(), BenchError> {
         campaigners: 1..=args.nodes,
         ttl_s: TTL_S,
         membership,
+        durable_voters: false,
     };
     let mut cluster = Cluster::new(bin, layout, "mesh-steady")?;
     let started = Instant::now();

@@ -85,6 +85,9 @@ pub struct Layout {
     pub ttl_s: u64,
     /// `[membership]` overrides, TOML lines (empty: the `lan` profile as it ships).
     pub membership: String,
+    /// Voters keep their Raft log in `raft-{id}` (`[leadership] data_dir`), so that a killed
+    /// voter may be started again; without it a voter must never come back.
+    pub durable_voters: bool,
 }
 
 /// `meshkitd` processes on 127.0.0.1, all killed (SIGKILL) when this is dropped, and a control
@@ -150,11 +153,16 @@ impl Cluster {
             Vec::new()
         };
         let voters: Vec<String> = (1..=l.voters).map(|v| v.to_string()).collect();
+        let data_dir = if l.durable_voters && id <= l.voters {
+            format!("data_dir = \"raft-{id}\"\n")
+        } else {
+            String::new()
+        };
         let text = format!(
             "id = {id}\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nseeds = [{seeds}]\n\
              profile = \"lan\"\n\n[tls]\ncert = \"node-{id}.pem\"\nkey = \"node-{id}.key\"\n\
              ca = \"ca.pem\"\n\n[membership]\n{membership}\n[leadership]\nvoters = [{voters}]\n\
-             campaign = [{campaign}]\nttl = \"{ttl}s\"\n",
+             campaign = [{campaign}]\nttl = \"{ttl}s\"\n{data_dir}",
             seeds = seeds.join(", "),
             membership = l.membership,
             voters = voters.join(", "),
