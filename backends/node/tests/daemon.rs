@@ -61,13 +61,7 @@ fn three_daemons_form_a_mesh_and_see_a_terminated_one_leave() {
     let dir = TempDir::new("daemon");
     let (ca, files) = meshkit_node::certs::write_dev_certs(dir.path(), 3).unwrap();
     // The nodes accept tokens signed by the test key; meshctl reads with an observe token.
-    let token_file = dir.path().join("observer.token");
-    let token = common::token(
-        dir.path(),
-        "test-observer",
-        meshkit_node::scope::Scope::Observe,
-    );
-    std::fs::write(&token_file, token).unwrap();
+    let token_file = common::observer_token_file(dir.path());
     let mut daemons: Vec<Daemon> = Vec::new();
     for f in &files {
         let seeds: Vec<(u64, SocketAddr)> = daemons

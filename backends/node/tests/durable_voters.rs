@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, start};
 use common::{TempDir, write_config_with};
+use meshkit_node::client::Protocols;
 use meshkit_node::leadership::LeadershipView;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -61,13 +62,7 @@ impl Cluster {
     fn start(workload: &Workload) -> Self {
         let dir = TempDir::new("durable-voters");
         let (ca, files) = meshkit_node::certs::write_dev_certs(dir.path(), 4).unwrap();
-        let token_file = dir.path().join("observer.token");
-        let token = common::token(
-            dir.path(),
-            "test-observer",
-            meshkit_node::scope::Scope::Observe,
-        );
-        std::fs::write(&token_file, token).unwrap();
+        let token_file = common::observer_token_file(dir.path());
         let mut configs = Vec::new();
         let mut daemons: Vec<Option<Daemon>> = Vec::new();
         for f in &files {
@@ -289,25 +284,26 @@ fn voters_restarted_on_their_data_dir_rejoin_with_their_log_and_tokens_keep_incr
     }
 }
 
-/// Node `id`'s `/metrics` sample `series` (name and labels, exactly as exposed), if it answers.
-fn metric(c: &Cluster, id: u64, series: &str) -> Option<f64> {
+/// Node `id`'s `/metrics` text, if it answers (read with node-1's certificate, which may
+/// observe).
+fn metrics(c: &Cluster, id: u64) -> Option<String> {
     let d = c.daemons[id as usize - 1].as_ref()?;
-    let token = std::fs::read_to_string(&c.token_file).ok()?;
-    let config = meshkit_node::client::ClientConfig::new(&c.dir.path().join("ca.pem"))
-        .ok()?
-        .with_token(token.trim())
-        .ok()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .ok()?;
-    let body = runtime.block_on(async {
-        let client = meshkit_node::client::Client::new(&config).ok()?;
+    runtime.block_on(async {
+        let client = common::client(c.dir.path(), Protocols::TcpOnly);
         let response = client.get(&d.control, "/metrics").await.ok()?;
         client.close().await;
         (response.status == 200).then_some(response.body)
-    })?;
-    body.lines()
+    })
+}
+
+/// The value of `series` (name and labels, exactly as exposed) in a `/metrics` text.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
@@ -354,15 +350,14 @@ fn a_voter_behind_the_compacted_log_catches_up_by_a_snapshot_larger_than_a_datag
         (raft.applied_index >= compacted && leases == scopes.len()).then_some(())
     })
     .expect("the restarted follower catches up with every lease");
-    let streamed = metric(
-        &c,
-        follower,
+    let text = metrics(&c, follower).expect("the restarted follower's /metrics");
+    let streamed = sample(
+        &text,
         "mesh_transport_stream_messages_total{direction=\"received\"}",
     )
     .unwrap_or(0.0);
-    let bytes = metric(
-        &c,
-        follower,
+    let bytes = sample(
+        &text,
         "mesh_transport_stream_bytes_total{direction=\"received\"}",
     )
     .unwrap_or(0.0);
@@ -371,7 +366,7 @@ fn a_voter_behind_the_compacted_log_catches_up_by_a_snapshot_larger_than_a_datag
         "the snapshot came on a stream: {streamed} messages, {bytes} bytes"
     );
     assert_eq!(
-        metric(&c, follower, "mesh_transport_streams_refused_total"),
+        sample(&text, "mesh_transport_streams_refused_total"),
         Some(0.0),
         "no stream refused"
     );

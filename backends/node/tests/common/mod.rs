@@ -78,6 +78,15 @@ pub fn token(dir: &Path, subject: &str, scope: meshkit_node::scope::Scope) -> St
     .expect("issue a token")
 }
 
+/// Writes an observer's bearer token ([`token`], subject `test-observer`) to
+/// `dir/observer.token`, the file `meshctl --token-file` reads, and returns its path.
+pub fn observer_token_file(dir: &Path) -> PathBuf {
+    let path = dir.join("observer.token");
+    let token = token(dir, "test-observer", meshkit_node::scope::Scope::Observe);
+    std::fs::write(&path, token).expect("write the observer token");
+    path
+}
+
 /// Writes `node-<id>.toml` into `dir`: QUIC and control on 127.0.0.1 port 0, fast timers, and
 /// tokens signed with [`signing_key`] accepted by the control API.
 pub fn write_config(
