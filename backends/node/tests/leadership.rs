@@ -200,6 +200,15 @@ async fn the_event_stream_resumes_from_last_event_id() {
     // An id from another node's feed gets a reset, not someone else's numbers.
     let foreign = read_events(&router, Some("999:1"), 1).await;
     assert_eq!(foreign[0].1, "reset");
+
+    // The largest sequence number is a resume point past every entry, like any other: a reset
+    // (issue #10, finding 11: it used to collide with an internal "no resume point" marker).
+    let edge = format!("{}:{}", voter.id().get(), u64::MAX);
+    let past_the_end = read_events(&router, Some(&edge), 1).await;
+    assert_eq!(past_the_end[0].1, "reset", "{past_the_end:?}");
+    let query = format!("/control/events/leadership?after={}", u64::MAX);
+    let past_the_end = read_events_at(&router, &query, None, 1).await;
+    assert_eq!(past_the_end[0].1, "reset", "{past_the_end:?}");
     for n in nodes {
         n.stop().await;
     }
@@ -240,7 +249,17 @@ async fn read_events(
     last_id: Option<&str>,
     count: usize,
 ) -> Vec<(String, String)> {
-    let mut request = Request::get("/control/events/leadership");
+    read_events_at(router, "/control/events/leadership", last_id, count).await
+}
+
+/// [`read_events`] from `uri` (a query may carry `after=`).
+async fn read_events_at(
+    router: &axum::Router,
+    uri: &str,
+    last_id: Option<&str>,
+    count: usize,
+) -> Vec<(String, String)> {
+    let mut request = Request::get(uri);
     if let Some(id) = last_id {
         request = request.header("last-event-id", id);
     }

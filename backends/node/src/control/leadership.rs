@@ -4,8 +4,9 @@
 //!   leases held, scopes contended for).
 //! * `GET /control/events/leadership`: the leadership feed as server-sent events. Each event's
 //!   `id` is `<node>:<seq>`; a client that reconnects sends it back as `Last-Event-ID` (or
-//!   `?after=<seq>`) and gets every entry after it. A resume point the node no longer holds, or
-//!   one from another node's feed, gets a `reset` event first. Comment lines keep idle
+//!   `?after=<seq>`) and gets every entry after it; without one it gets the last
+//!   [`SSE_FRESH_BACKLOG_EVENTS`] entries. A resume point the node no longer holds (or never
+//!   held), or one from another node's feed, gets a `reset` event first. Comment lines keep idle
 //!   connections alive every [`SSE_HEARTBEAT`]. A subscriber too slow for the feed is sent a
 //!   `reset` and disconnected: it resumes from its last id.
 //!   With `?follow=false` the stream ends after the entries the node holds (a poll).
@@ -35,6 +36,10 @@ use crate::leadership::{FeedEntry, LeadershipStats, LeadershipView, TableLease};
 
 /// How often an idle event stream carries a keep-alive comment.
 pub const SSE_HEARTBEAT: Duration = Duration::from_secs(5);
+/// Most backlog entries a subscriber without a resume point is sent before the live ones: enough
+/// context for a dashboard (a few elections and grants), and a bounded first answer however long
+/// the feed's history ([`crate::leadership::FEED_HISTORY`] entries) has grown.
+pub const SSE_FRESH_BACKLOG_EVENTS: usize = 64;
 
 /// A JSON error body: `{"error": "..."}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,36 +153,70 @@ fn follows(uri: &Uri) -> bool {
         .any(|pair| pair == "follow=false")
 }
 
+/// Where a subscriber's stream starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Start {
+    /// No resume point: the last [`SSE_FRESH_BACKLOG_EVENTS`] entries the node holds.
+    Recent,
+    /// After this sequence number of this node's feed (every value a client can send, `u64::MAX`
+    /// included, is a resume point: none is reserved as a marker).
+    After(u64),
+    /// A resume point that names no entry of this node's feed: a `reset` event, then live ones.
+    Unusable,
+}
+
 async fn events(
     node: &NodeHandle,
     headers: &HeaderMap,
     uri: &Uri,
     keep: fn(&FeedEntry) -> bool,
 ) -> Response {
-    let (after, mut first) = match resume_point(node.id(), headers, uri) {
-        Ok(seq) => (seq, None),
-        // No resume point: start with what the node still holds.
-        Err(None) => (0, None),
+    let (start, mut first) = match resume_point(node.id(), headers, uri) {
+        Ok(seq) => (Start::After(seq), None),
+        Err(None) => (Start::Recent, None),
         Err(Some(bad)) => (
-            u64::MAX,
+            Start::Unusable,
             Some(reset_event(&format!(
                 "resume point {bad:?} is not one of this node's event ids; streaming from now"
             ))),
         ),
     };
-    let subscription = match node.leadership_feed(after.min(u64::MAX - 1)).await {
+    // The feed's own sequence numbers never reach u64::MAX, and `feed_since` needs `after + 1`:
+    // a resume point there is past every entry, which the feed answers with a gap (a reset).
+    let after = match start {
+        Start::After(seq) => seq.min(u64::MAX - 1),
+        Start::Recent | Start::Unusable => 0,
+    };
+    let mut subscription = match node.leadership_feed(after).await {
         Ok(s) => s,
         Err(e) => return leadership_error(&e),
     };
-    let backlog = match subscription.backlog {
-        Ok(entries) => entries,
-        Err(gap) => {
-            if first.is_none() && after != u64::MAX {
-                first = Some(reset_event(&format!(
-                    "events after {after} are no longer held (oldest held: {:?}); streaming from now",
-                    gap.oldest
-                )));
-            }
+    if start == Start::Recent
+        && let Err(gap) = &subscription.backlog
+        && let Some(oldest) = gap.oldest
+    {
+        // The history has rotated since entry 1: start from the oldest entry held.
+        subscription = match node.leadership_feed(oldest.saturating_sub(1)).await {
+            Ok(s) => s,
+            Err(e) => return leadership_error(&e),
+        };
+    }
+    let backlog = match (start, subscription.backlog) {
+        (Start::Unusable, _) => Vec::new(),
+        (Start::Recent, Ok(mut entries)) => {
+            // A subscriber without a resume point gets recent context, not the whole history:
+            // a bounded first answer per subscriber.
+            let skip = entries.len().saturating_sub(SSE_FRESH_BACKLOG_EVENTS);
+            entries.drain(..skip);
+            entries
+        }
+        (Start::Recent, Err(_)) => Vec::new(),
+        (Start::After(_), Ok(entries)) => entries,
+        (Start::After(seq), Err(gap)) => {
+            first = Some(reset_event(&format!(
+                "events after {seq} are no longer held (oldest held: {:?}); streaming from now",
+                gap.oldest
+            )));
             Vec::new()
         }
     };
