@@ -21,6 +21,7 @@
 //!   [`control::serve()`] over HTTP/3 and HTTP/2 on one port number;
 //!   [`control::auth`] decides who may call what ([`scope`], [`tokens`]) and
 //!   [`control::audit`] logs operate and admin calls.
+//! * [`log_limit`]: a rate limit for log lines that peers or anonymous clients can cause.
 //! * [`client`]: the control API client `meshctl` uses: HTTP/3 first, HTTP/2 over TLS as the
 //!   fallback, counted in [`client::stats`].
 //! * [`grpc`]: the same control surface over gRPC (`meshkit.control.v1.Control`), served on
@@ -37,6 +38,7 @@ pub mod control;
 pub mod driver;
 pub mod grpc;
 pub mod leadership;
+pub mod log_limit;
 pub mod node;
 pub mod raft_store;
 pub mod reload;
