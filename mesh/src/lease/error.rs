@@ -171,6 +171,133 @@ pub enum MessageError {
         /// The addressee, for Raft messages.
         to: Option<NodeId>,
     },
+    /// A Raft message that raft-rs never saw: its sender may not speak Raft to this voter, or
+    /// one of its fields breaks an invariant raft-rs relies on (it would panic, or let a peer
+    /// steer the group). A peer fault (a non-voter, a forged or corrupted message); the voter's
+    /// state is unchanged.
+    #[error("raft message from {from} refused: {reason}")]
+    RaftRefused {
+        /// The sender, as the transport authenticated it.
+        from: NodeId,
+        /// What is wrong with the message.
+        reason: RaftRefusal,
+    },
+}
+
+/// Why a Raft message was refused before raft-rs stepped it (see
+/// [`MessageError::RaftRefused`] and `docs/security.md`, "Raft and the lease wire"). Each rule
+/// holds for every message an honest voter running this build sends; [`label`](Self::label)
+/// names the rule for metrics.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RaftRefusal {
+    /// The sender is not a voter of the receiver's current configuration (or it is the
+    /// receiver itself): only voters speak Raft.
+    #[error("the sender is not a voter")]
+    NotVoter,
+    /// A message type this group's voters never send to a peer (`MsgTransferLeader`), or
+    /// `MsgTimeoutNow` from anyone but the leader of the receiver's current term.
+    #[error("{what} is not accepted from this sender")]
+    MessageType {
+        /// The message type.
+        what: &'static str,
+    },
+    /// A term raft-rs would misread: 0 (raft-rs takes a message of term 0 as a local one,
+    /// except `MsgReadIndex`, which must carry 0), a term above
+    /// [`MAX_RAFT_TERM`](super::MAX_RAFT_TERM), or a log term above the message's term.
+    #[error("term {term} is invalid for this message")]
+    Term {
+        /// The offending term.
+        term: u64,
+    },
+    /// A heartbeat's commit index beyond the receiver's last log index (raft-rs panics on it:
+    /// a leader never sends more than the follower acknowledged).
+    #[error("commit {commit} is beyond the last log index {last_index}")]
+    Commit {
+        /// The commit index the message carries.
+        commit: u64,
+        /// The receiver's last log index.
+        last_index: u64,
+    },
+    /// An index beyond the receiver's log in an append response (the follower acknowledges
+    /// more than the leader sent), or a snapshot request (this group never asks for one).
+    #[error("index {index} is beyond the last log index {last_index}")]
+    Index {
+        /// The offending index.
+        index: u64,
+        /// The receiver's last log index.
+        last_index: u64,
+    },
+    /// Entries that do not follow each other from the append's `index + 1`, whose terms go
+    /// down or exceed the message's term, of a type this group never writes
+    /// (`EntryConfChangeV2`), or entries on a message type that carries none (or not exactly
+    /// the one entry a ReadIndex carries).
+    #[error("entries are inconsistent at position {position}")]
+    Entries {
+        /// The position of the first offending entry (the count, for a wrong count).
+        position: usize,
+    },
+    /// Snapshot metadata with a term of 0 or above the message's term, or a snapshot on a
+    /// message type that carries none.
+    #[error("snapshot metadata is invalid (term {term})")]
+    Snapshot {
+        /// The snapshot's term.
+        term: u64,
+    },
+}
+
+impl RaftRefusal {
+    /// Every label, in the order of [`RaftRefusals`]'s counters.
+    pub const LABELS: [&'static str; 7] = [
+        "not_voter",
+        "message_type",
+        "term",
+        "commit",
+        "index",
+        "entries",
+        "snapshot",
+    ];
+
+    /// A short name of the rule, for a metric label (one of [`LABELS`](Self::LABELS)).
+    pub fn label(self) -> &'static str {
+        Self::LABELS[self.slot()]
+    }
+
+    fn slot(self) -> usize {
+        match self {
+            Self::NotVoter => 0,
+            Self::MessageType { .. } => 1,
+            Self::Term { .. } => 2,
+            Self::Commit { .. } => 3,
+            Self::Index { .. } => 4,
+            Self::Entries { .. } => 5,
+            Self::Snapshot { .. } => 6,
+        }
+    }
+}
+
+/// Raft messages refused before raft-rs, counted per [`RaftRefusal`] rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RaftRefusals([u64; RaftRefusal::LABELS.len()]);
+
+impl RaftRefusals {
+    pub(crate) fn count(&mut self, reason: RaftRefusal) {
+        let slot = &mut self.0[reason.slot()];
+        *slot = slot.saturating_add(1);
+    }
+
+    /// `(label, count)` for every rule, in [`RaftRefusal::LABELS`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        RaftRefusal::LABELS
+            .iter()
+            .copied()
+            .zip(self.0.iter().copied())
+    }
+
+    /// All refusals together.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
 }
 
 /// Why a voter's durable records could not be read back

@@ -7,7 +7,7 @@ use raft::eraftpb::{ConfChange, ConfState, Entry, EntryType, HardState, Message,
 use raft::{ProgressState, RawNode, ReadOnlyOption, Ready, SnapshotStatus, StateRole};
 
 use super::config::LeaseConfig;
-use super::error::{DurableError, GroupError, MessageError};
+use super::error::{DurableError, GroupError, MessageError, RaftRefusal, RaftRefusals};
 use super::event::{EventLog, GroupEvent, LeaseInfo, ResumeError, Sequenced};
 use super::ids::{EventSeq, RequestId, Term};
 use super::scope::Scope;
@@ -32,6 +32,10 @@ const RAFT_MAX_INFLIGHT_MSGS: usize = 64;
 const RAFT_MAX_UNCOMMITTED_BYTES: u64 = 1 << 20;
 /// Ready rounds per input; one normally suffices (persistence here is synchronous).
 const MAX_READY_ROUNDS: usize = 16;
+/// The highest Raft term a message may carry. raft-rs adds 1 to its term when it campaigns
+/// (`u64` arithmetic that overflows at the top); a group that elected a leader every
+/// millisecond would need 8,900 years to get here, so a larger term is a forgery.
+pub const MAX_RAFT_TERM: u64 = 1 << 48;
 
 /// What survives a voter's crash: its Raft log (from the last compaction on), hard state,
 /// configuration and newest snapshot (the lease table at the snapshot's index), which this
@@ -109,6 +113,9 @@ pub struct GroupStats {
     pub messages_refused: u64,
     /// Raft messages raft-rs refused to step (unknown peer, stale).
     pub raft_step_errors: u64,
+    /// Raft messages refused before raft-rs saw them (a sender that is not a voter, a field
+    /// that breaks one of raft-rs's invariants), per rule; also counted in `messages_refused`.
+    pub raft_refused: RaftRefusals,
     /// Commands proposed by this voter while leader.
     pub proposals: u64,
     /// Committed entries applied.
@@ -217,6 +224,9 @@ pub struct LeaseGroup {
     rng: NodeRng,
     raft: RawNode<LogStore>,
     voters: BTreeSet<NodeId>,
+    /// The voters a joining node accepts Raft messages from until its own configuration
+    /// (from the log or a snapshot) arrives; empty on founders and restarted voters.
+    joining_via: BTreeSet<NodeId>,
     table: LeaseTable,
     applied: u64,
     timers: TimerTable,
@@ -306,9 +316,17 @@ impl LeaseGroup {
 
     /// A node that is not (yet) a voter: it has an empty log and no configuration, never
     /// campaigns, and becomes a voter once the leader's [`add_voter`](Self::add_voter) commits
-    /// and the log (with every earlier membership change) reaches it.
-    pub fn join(config: LeaseConfig, id: NodeId, seed: u64, now: Instant) -> Self {
-        Self::start(
+    /// and the log (with every earlier membership change) reaches it. Until its own
+    /// configuration arrives it takes Raft messages only from `group`, the voters it joins
+    /// (only voters speak Raft; see `docs/security.md`).
+    pub fn join(
+        config: LeaseConfig,
+        id: NodeId,
+        group: &[NodeId],
+        seed: u64,
+        now: Instant,
+    ) -> Self {
+        let mut joiner = Self::start(
             config,
             id,
             DurableState {
@@ -316,7 +334,9 @@ impl LeaseGroup {
             },
             seed,
             now,
-        )
+        );
+        joiner.joining_via = group.iter().copied().filter(|v| *v != id).collect();
+        joiner
     }
 
     /// A voter restarted from what it had persisted. The lease table is rebuilt from the
@@ -390,6 +410,7 @@ impl LeaseGroup {
             id,
             raft,
             voters,
+            joining_via: BTreeSet::new(),
             table,
             applied,
             timers,
@@ -452,8 +473,11 @@ impl LeaseGroup {
             return Ok(());
         }
         let result = self.take_message(now, from, bytes);
-        if result.is_err() {
+        if let Err(error) = &result {
             self.stats.messages_refused += 1;
+            if let MessageError::RaftRefused { reason, .. } = error {
+                self.stats.raft_refused.count(*reason);
+            }
         } else {
             self.stats.messages_received += 1;
         }
@@ -481,6 +505,8 @@ impl LeaseGroup {
                         to: Some(NodeId::new(m.to)),
                     });
                 }
+                self.check_raft(from, &m)
+                    .map_err(|reason| MessageError::RaftRefused { from, reason })?;
                 // A snapshot's table and configuration are checked before raft-rs sees them:
                 // raft-rs installs what it is given (and aborts on a configuration it cannot
                 // restore), so nothing unreadable may reach it.
@@ -509,6 +535,141 @@ impl LeaseGroup {
         }
         self.after_input(now);
         Ok(())
+    }
+
+    /// The rules a Raft message must meet before raft-rs steps it (raft-rs trusts its peers:
+    /// it panics on some impossible values and follows any sender with a higher term). Each
+    /// holds for every message an honest voter of this build sends; `docs/security.md` lists
+    /// them with their tests.
+    fn check_raft(&self, from: NodeId, m: &Message) -> Result<(), RaftRefusal> {
+        use MessageType as T;
+        // 1. Only voters of the current configuration speak Raft (a joining node: the voters
+        //    it joins, until the log or a snapshot gives it a configuration). The wire decoder
+        //    wrote the transport-authenticated sender into `m.from`; they agree by construction.
+        debug_assert_eq!(
+            m.from,
+            from.get(),
+            "decode_from sets the authenticated sender"
+        );
+        let voters = if self.voters.is_empty() {
+            &self.joining_via
+        } else {
+            &self.voters
+        };
+        if from == self.id || m.from != from.get() || !voters.contains(&from) {
+            return Err(RaftRefusal::NotVoter);
+        }
+        let kind = m.get_msg_type();
+        let raft = &self.raft.raft;
+        // 2. Terms: raft-rs reads term 0 as a local message (skipping every term check), and
+        //    only a forwarded MsgReadIndex is sent without one.
+        let term_ok = match kind {
+            T::MsgReadIndex => m.term == 0,
+            _ => m.term != 0 && m.term <= MAX_RAFT_TERM,
+        };
+        if !term_ok {
+            return Err(RaftRefusal::Term { term: m.term });
+        }
+        if m.log_term > m.term && kind != T::MsgReadIndex {
+            return Err(RaftRefusal::Term { term: m.log_term });
+        }
+        // 3. Types this group's voters never send to a peer: leadership moves only by the
+        //    leader's own transfer (`transfer_leader` on the leader, then MsgTimeoutNow from it).
+        match kind {
+            T::MsgTransferLeader => {
+                return Err(RaftRefusal::MessageType {
+                    what: "MsgTransferLeader",
+                });
+            }
+            T::MsgTimeoutNow if m.term != raft.term || raft.leader_id != from.get() => {
+                return Err(RaftRefusal::MessageType {
+                    what: "MsgTimeoutNow",
+                });
+            }
+            _ => {}
+        }
+        // 4. What a message may carry: entries on appends (and the one entry of a ReadIndex
+        //    and its answer), a snapshot on MsgSnapshot, no snapshot request (this group never
+        //    sends one).
+        let entries = m.get_entries();
+        let carries = match kind {
+            T::MsgAppend => true,
+            T::MsgReadIndex | T::MsgReadIndexResp => {
+                if entries.len() != 1 {
+                    // raft-rs indexes `entries[0]` of a MsgReadIndex.
+                    return Err(RaftRefusal::Entries {
+                        position: entries.len(),
+                    });
+                }
+                true
+            }
+            _ => false,
+        };
+        if !carries && !entries.is_empty() {
+            return Err(RaftRefusal::Entries { position: 0 });
+        }
+        if m.has_snapshot() && kind != T::MsgSnapshot {
+            return Err(RaftRefusal::Snapshot {
+                term: m.get_snapshot().get_metadata().term,
+            });
+        }
+        let last_index = raft.raft_log.last_index();
+        if m.request_snapshot != 0 {
+            return Err(RaftRefusal::Index {
+                index: m.request_snapshot,
+                last_index,
+            });
+        }
+        // 5. Fields raft-rs uses as indices into its log. A message of a lower term is only
+        //    answered (or ignored) by raft-rs, never read further.
+        if m.term < raft.term && kind != T::MsgReadIndex {
+            return Ok(());
+        }
+        match kind {
+            // raft-rs commits to a heartbeat's `commit` as is (`to_commit ... is out of range`
+            // panic): a leader sends at most what the follower acknowledged.
+            T::MsgHeartbeat if m.commit > last_index => Err(RaftRefusal::Commit {
+                commit: m.commit,
+                last_index,
+            }),
+            // An append's `commit` is capped by raft-rs at the last new entry; its entries must
+            // continue the log at `index + 1`, one index each, with terms from `log_term` up to
+            // the message's (raft-rs slices the entries by the conflicting index).
+            T::MsgAppend => {
+                let mut previous = (m.index, m.log_term);
+                for (position, e) in entries.iter().enumerate() {
+                    let follows = previous.0.checked_add(1) == Some(e.index)
+                        && e.term >= previous.1
+                        && e.term <= m.term
+                        && e.get_entry_type() != EntryType::EntryConfChangeV2;
+                    if !follows {
+                        return Err(RaftRefusal::Entries { position });
+                    }
+                    previous = (e.index, e.term);
+                }
+                Ok(())
+            }
+            // A follower acknowledges at most what the leader sent (raft-rs moves its progress
+            // to `index + 1`), and hints at most as far.
+            T::MsgAppendResponse if raft.state == StateRole::Leader => {
+                match [m.index, m.reject_hint]
+                    .into_iter()
+                    .find(|i| *i > last_index)
+                {
+                    Some(index) => Err(RaftRefusal::Index { index, last_index }),
+                    None => Ok(()),
+                }
+            }
+            T::MsgSnapshot => {
+                let meta = m.get_snapshot().get_metadata();
+                if meta.term == 0 || meta.term > m.term {
+                    Err(RaftRefusal::Snapshot { term: meta.term })
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Runs every timer that is due at `now`.
@@ -725,6 +886,11 @@ impl LeaseGroup {
     #[cfg(test)]
     pub(crate) fn is_halted(&self) -> bool {
         self.halted
+    }
+
+    #[cfg(test)]
+    pub(crate) fn last_log_index(&self) -> u64 {
+        self.raft.raft.raft_log.last_index()
     }
 
     #[cfg(test)]

@@ -66,6 +66,9 @@ mod client;
 mod config;
 mod error;
 mod event;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod group;
 mod ids;
 mod scope;
@@ -78,11 +81,15 @@ pub mod wire;
 pub use self::campaign::Campaign;
 pub use self::client::{ClientStats, HeldLease, LeaseClient, MAX_CLIENT_OUTBOX_DATAGRAMS};
 pub use self::config::{LeaseConfig, MAX_TTL, MIN_TTL, RawLeaseConfig};
-pub use self::error::{DurableError, GroupError, LeaseError, MessageError};
+pub use self::error::{
+    DurableError, GroupError, LeaseError, MessageError, RaftRefusal, RaftRefusals,
+};
 pub use self::event::{
     GroupEvent, LeadershipEvent, LeaseInfo, MAX_EVENT_HISTORY, ResumeError, Sequenced,
 };
-pub use self::group::{DurableState, GroupStats, LeaseGroup, MAX_GROUP_OUTBOX_DATAGRAMS};
+pub use self::group::{
+    DurableState, GroupStats, LeaseGroup, MAX_GROUP_OUTBOX_DATAGRAMS, MAX_RAFT_TERM,
+};
 pub use self::ids::{EventSeq, FencingToken, RequestId, Term};
 pub use self::scope::{MAX_SCOPE_BYTES, MAX_SEGMENT_BYTES, Scope, ScopeError, ScopeKind};
 pub use self::storage::{
