@@ -259,6 +259,10 @@ enum Command {
     Drain(oneshot::Sender<Vec<Scope>>),
     Resume(oneshot::Sender<bool>),
     Shutdown,
+    /// Unit tests only: the driver panics, as a bug would (what the node's supervision of its
+    /// driver is tested with; no build a peer can reach has it).
+    #[cfg(test)]
+    Panic,
 }
 
 /// A subscription to the leadership feed: the entries after the resume point (or why they are
@@ -406,6 +410,12 @@ impl NodeHandle {
         self.send(Command::Shutdown).await
     }
 
+    /// Unit tests only: makes the driver panic (see `Command::Panic`).
+    #[cfg(test)]
+    pub(crate) async fn panic_for_test(&self) -> Result<(), DriverStopped> {
+        self.send(Command::Panic).await
+    }
+
     async fn send(&self, command: Command) -> Result<(), DriverStopped> {
         self.commands.send(command).await.map_err(|_| DriverStopped)
     }
@@ -546,6 +556,8 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                 let _ = reply.send(was);
             }
             Command::Shutdown => return false,
+            #[cfg(test)]
+            Command::Panic => panic!("test-only: the driver panics on command"),
         }
         true
     }

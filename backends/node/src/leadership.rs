@@ -21,13 +21,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use meshkit::lease::{
     Campaign, ClientStats, FencingToken, GroupEvent, GroupStats, LeadershipEvent, LeaseClient,
-    LeaseConfig, LeaseError, LeaseGroup, Recipient, RequestId, Scope,
+    LeaseConfig, LeaseError, LeaseGroup, MessageError, Recipient, RequestId, Scope,
 };
 use meshkit::{Duration, Incarnation, Instant, NodeId};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::{broadcast, oneshot};
 
+use crate::log_limit::LogLimit;
 use crate::raft_store::{RaftStore, RaftStoreError};
 use crate::vacancy::{Vacancies, VacancyStats};
 
@@ -36,6 +37,10 @@ pub const FEED_HISTORY: usize = 4096;
 /// Rounds of self-addressed lease datagrams handled per flush (a request to the local voter and
 /// its answer take two).
 pub const MAX_LOOPBACK_ROUNDS: usize = 8;
+
+/// Warnings about refused Raft messages: at most 10 a minute per process (every refusal is
+/// counted in `mesh_leadership_raft_refused_total`).
+static RAFT_REFUSED_LOG: LogLimit = LogLimit::new(10, Duration::from_secs(60));
 
 /// The `[leadership]` settings of a node, validated (see [`crate::config`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -605,8 +610,18 @@ impl Leadership {
             Ok(Recipient::Client) => self.client.handle_message(now, from, bytes),
             Err(error) => Err(error.into()),
         };
-        if let Err(error) = result {
-            tracing::debug!(%from, %error, "lease datagram refused");
+        match result {
+            Ok(()) => {}
+            // A Raft message from a non-voter, or one that breaks raft-rs's invariants: a
+            // forgery or a broken peer, worth a warning, but one a peer can repeat at will.
+            // Every refusal is counted (`mesh_leadership_raft_refused_total`); the log shows a
+            // sample and how many lines it held back.
+            Err(error @ MessageError::RaftRefused { .. }) => {
+                if let Some(suppressed) = RAFT_REFUSED_LOG.allow() {
+                    tracing::warn!(%from, %error, suppressed, "raft message refused");
+                }
+            }
+            Err(error) => tracing::debug!(%from, %error, "lease datagram refused"),
         }
     }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use meshkit::membership::Membership;
 use meshkit::{Incarnation, NodeId};
 use thiserror::Error;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SystemClock};
@@ -52,14 +53,36 @@ pub enum StartError {
     LocalAddr(std::io::Error),
 }
 
+/// How a node's driver task ended ([`RunningNode::exited`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DriverExit {
+    /// It stopped on a shutdown command, or because its transport closed.
+    Stopped,
+    /// It panicked: a bug (no peer input may panic a node), already logged as one error
+    /// line. The node no longer gossips, answers probes or serves leases, while the process
+    /// and its control endpoint run on; the embedder should end the process with a non-zero
+    /// status so that its supervisor restarts it, as `meshkitd` does.
+    Panicked {
+        /// The panic's message.
+        message: String,
+    },
+}
+
 /// A node started by [`start`]. Dropping it leaves the tasks running; call
 /// [`RunningNode::stop`].
+///
+/// A panic in the driver (a bug) is not caught: the driver task ends, and
+/// [`exited`](Self::exited) resolves with [`DriverExit::Panicked`]. Embedders should select on
+/// it beside their shutdown signal and exit non-zero on a panic (the node cannot recover its
+/// protocol state in place; a restart rejoins from scratch and from its Raft file).
 #[derive(Debug)]
 pub struct RunningNode {
     handle: NodeHandle,
     gossip_addr: SocketAddr,
     control_addr: Option<SocketAddr>,
     driver: JoinHandle<()>,
+    exit: watch::Receiver<Option<DriverExit>>,
     control: Option<JoinHandle<()>>,
 }
 
@@ -114,13 +137,57 @@ impl RunningNode {
         self.stop().await;
     }
 
-    /// Waits until the driver ends (on a shutdown command or a closed transport).
-    pub async fn wait(self) {
+    /// Resolves when the driver task ends, saying how; resolves at once if it already has.
+    /// Cancel-safe: call it in a `select!` beside a shutdown signal.
+    pub async fn exited(&self) -> DriverExit {
+        let mut exit = self.exit.clone();
+        match exit.wait_for(Option::is_some).await {
+            Ok(seen) => seen.clone().unwrap_or(DriverExit::Stopped),
+            // The supervising task is gone without a word: it was cancelled with the runtime.
+            Err(_) => DriverExit::Stopped,
+        }
+    }
+
+    /// Waits until the driver ends (on a shutdown command, a closed transport or a panic) and
+    /// says how.
+    pub async fn wait(self) -> DriverExit {
+        let exit = self.exited().await;
         let _ = self.driver.await;
         if let Some(control) = self.control {
             control.abort();
         }
+        exit
     }
+}
+
+/// Runs `driver` on its own task under a supervising task that reports how it ended: a panic
+/// is logged once, as an error, and published as [`DriverExit::Panicked`]. The returned handle
+/// is the supervisor's (it ends right after the driver).
+fn supervise(
+    driver: impl Future<Output = ()> + Send + 'static,
+) -> (JoinHandle<()>, watch::Receiver<Option<DriverExit>>) {
+    let (tx, rx) = watch::channel(None);
+    let task = tokio::spawn(driver);
+    let supervisor = tokio::spawn(async move {
+        let exit = match task.await {
+            Err(error) if error.is_panic() => {
+                let payload = error.into_panic();
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".to_owned());
+                tracing::error!(
+                    %message,
+                    "the node's driver panicked: it no longer gossips or serves leases"
+                );
+                DriverExit::Panicked { message }
+            }
+            Ok(()) | Err(_) => DriverExit::Stopped,
+        };
+        tx.send_replace(Some(exit));
+    });
+    (supervisor, rx)
 }
 
 /// A boot incarnation that grows across restarts: wall-clock seconds (the core's contract).
@@ -209,7 +276,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
     if let Some(leadership) = config.leadership() {
         driver = driver.with_leadership(leadership, seed.rotate_left(32))?;
     }
-    let driver = tokio::spawn(driver);
+    let (driver, exit) = supervise(driver);
     if let Some((reloader, interval)) = reloader {
         // Ends by itself once the transport and the control server (its sources) are gone.
         tokio::spawn(reloader.run(interval));
@@ -232,6 +299,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
         gossip_addr: bound,
         control_addr,
         driver,
+        exit,
         control,
     })
 }
@@ -256,5 +324,68 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use meshkit::Instant;
+    use meshkit::config::{Config, Profile};
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::transport::memory::MemoryNetwork;
+
+    fn driver(
+        network: &MemoryNetwork,
+    ) -> (
+        Driver<crate::transport::memory::MemoryTransport, SystemClock>,
+        NodeHandle,
+    ) {
+        let id = NodeId::new(1);
+        let membership = Membership::new(
+            Config::from_profile(Profile::Lan),
+            id,
+            Incarnation::new(1),
+            1,
+            Instant::ZERO,
+        );
+        Driver::new(membership, network.attach(id), SystemClock)
+    }
+
+    /// A panic in the driver is reported as `Panicked` (meshkitd exits non-zero on it), not
+    /// swallowed (before: the task died, `/healthz` said "driver stopped", nothing restarted).
+    #[tokio::test]
+    async fn a_driver_panic_is_reported() {
+        let network = MemoryNetwork::new();
+        let (driver, handle) = driver(&network);
+        let (supervisor, exit) = supervise(driver);
+        handle.panic_for_test().await.expect("the driver runs");
+        let mut exit = exit;
+        let seen = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            exit.wait_for(Option::is_some),
+        )
+        .await
+        .expect("the supervisor reports within 5 s")
+        .expect("the supervisor publishes before it ends")
+        .clone();
+        assert!(
+            matches!(&seen, Some(DriverExit::Panicked { message }) if message.contains("test-only")),
+            "{seen:?}"
+        );
+        supervisor
+            .await
+            .expect("the supervisor itself does not panic");
+    }
+
+    #[tokio::test]
+    async fn a_driver_shut_down_is_reported_stopped() {
+        let network = MemoryNetwork::new();
+        let (driver, handle) = driver(&network);
+        let (supervisor, mut exit) = supervise(driver);
+        handle.shutdown().await.expect("the driver runs");
+        supervisor.await.expect("the supervisor ends");
+        assert_eq!(*exit.borrow_and_update(), Some(DriverExit::Stopped));
     }
 }

@@ -4,12 +4,17 @@
 //! meshkitd --config node.toml          run the node until Ctrl-C / SIGTERM
 //! meshkitd check-config node.toml      validate the file (and its TLS files), then exit
 //! ```
+//!
+//! Exit status: 0 after a signal-driven shutdown, 1 when the node cannot start (or its driver
+//! stopped on its own), 2 on bad arguments, 70 when the node's driver panicked (a bug; logged
+//! as one error line): a supervisor (systemd `Restart=on-failure`, Kubernetes) restarts it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use meshkit_node::config::NodeConfig;
+use meshkit_node::node::DriverExit;
 
 /// Runs one MeshKit node.
 #[derive(Debug, Parser)]
@@ -108,7 +113,18 @@ fn run(file: &std::path::Path) -> ExitCode {
             node.id().get(),
             node.gossip_addr()
         );
-        meshkit_node::node::shutdown_signal().await;
+        tokio::select! {
+            () = meshkit_node::node::shutdown_signal() => {}
+            exit = node.exited() => {
+                // The driver logged the panic; a node without its driver only pretends to be
+                // one, so the process ends and its supervisor restarts it.
+                if let DriverExit::Panicked { .. } = exit {
+                    return ExitCode::from(EXIT_DRIVER_PANICKED);
+                }
+                tracing::error!("the node's driver stopped on its own: exiting");
+                return ExitCode::FAILURE;
+            }
+        }
         // Long enough for a departure to reach every member by gossip (a few rounds), short
         // enough for an orchestrator's grace period; a second signal stops at once.
         let linger = (config.membership().gossip_interval() * LINGER_GOSSIP_ROUNDS)
@@ -122,6 +138,8 @@ fn run(file: &std::path::Path) -> ExitCode {
     })
 }
 
+/// Exit status when the node's driver panicked (sysexits' `EX_SOFTWARE`: an internal error).
+const EXIT_DRIVER_PANICKED: u8 = 70;
 /// Gossip rounds a leaving node keeps running for after its leave.
 const LINGER_GOSSIP_ROUNDS: u32 = 10;
 /// Bounds of that linger.

@@ -461,6 +461,20 @@ pub(super) fn render_metrics(
             "Fencing token of each non-shard scope's current grant.",
             &fences,
         );
+        if let Some(group) = &stats.group {
+            let refused: Vec<(String, u64)> = group
+                .raft_refused
+                .iter()
+                .map(|(reason, n)| (format!("{{reason=\"{reason}\"}}"), n))
+                .collect();
+            let refused: Vec<(&str, u64)> = refused.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+            family(
+                "mesh_leadership_raft_refused_total",
+                "counter",
+                "Raft messages refused before raft-rs stepped them, by rule: a sender that is not a voter, or a field that breaks a Raft invariant.",
+                &refused,
+            );
+        }
         family(
             "mesh_leadership_table_leases",
             "gauge",
