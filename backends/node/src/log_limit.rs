@@ -92,6 +92,31 @@ impl LogLimit {
     }
 }
 
+/// How many `tracing` events `f` emits on this thread (any level, any target): the tests of
+/// rate-limited logs count lines with it.
+#[cfg(test)]
+pub(crate) fn count_events(f: impl FnOnce()) -> usize {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    struct Count(Arc<AtomicUsize>);
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Count {
+        fn on_event(
+            &self,
+            _event: &tracing::Event<'_>,
+            _ctx: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let count = Arc::new(AtomicUsize::new(0));
+    let subscriber = tracing_subscriber::registry().with(Count(count.clone()));
+    tracing::subscriber::with_default(subscriber, f);
+    count.load(Ordering::Relaxed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

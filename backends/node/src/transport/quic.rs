@@ -46,6 +46,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use super::{Received, Transport, TransportStats};
+use crate::log_limit::LogLimit;
 use crate::reload::TlsSource;
 use crate::tls::{IdentityError, TlsError, TlsIdentity, node_dns_name, node_id_from_cert};
 use crate::tls_stats::{Classified, Listener, LogLimiter, TlsStats, peer_refused_our_certificate};
@@ -165,6 +166,9 @@ struct Shared {
     stream_sends: Arc<Semaphore>,
     /// Rate limit of the warnings a peer can trigger at will (refused streams, refused dials).
     peer_warnings: LogLimiter,
+    /// Rate limit of the lines about refused incoming handshakes (anyone who can reach the
+    /// port can cause one per packet).
+    refused_handshakes: LogLimit,
 }
 
 impl Shared {
@@ -442,8 +446,9 @@ async fn accept(shared: Arc<Shared>) {
                 Ok(conn) => conn,
                 Err(error) => {
                     let classified = shared.tls_stats.record_quic(Listener::Mesh, remote, &error);
+                    // Certificate refusals are logged (within their own limit) by `TlsStats`.
                     if !classified.certificate_refused {
-                        tracing::info!(%remote, %error, "incoming handshake refused");
+                        log_refused_handshake(&shared.refused_handshakes, remote, &error);
                     }
                     Counters::bump(&shared.counters.handshakes_refused);
                     return;
@@ -452,13 +457,33 @@ async fn accept(shared: Arc<Shared>) {
             match peer_id(&conn) {
                 Ok(id) if id != shared.local_id => shared.register(id, conn),
                 Ok(_) | Err(_) => {
-                    tracing::info!(%remote, "incoming connection without a usable node identity");
+                    log_refused_handshake(
+                        &shared.refused_handshakes,
+                        remote,
+                        &"no usable node identity in the certificate",
+                    );
                     shared.tls_stats.record_other(Listener::Mesh);
                     Counters::bump(&shared.counters.handshakes_refused);
                     conn.close(1u32.into(), b"bad identity");
                 }
             }
         });
+    }
+}
+
+/// Lines about refused incoming handshakes (other than certificate refusals, which
+/// [`TlsStats`] limits) logged per [`REFUSED_HANDSHAKE_LOG_WINDOW`]; the rest are only counted.
+pub const REFUSED_HANDSHAKE_LOG_BURST: u32 = 10;
+/// The window of [`REFUSED_HANDSHAKE_LOG_BURST`].
+pub const REFUSED_HANDSHAKE_LOG_WINDOW: Duration = Duration::from_secs(60);
+
+/// Logs an incoming handshake refused for another reason than the peer's certificate, at
+/// `info`, at most [`REFUSED_HANDSHAKE_LOG_BURST`] per window: anyone who reaches the port can
+/// cause one per packet, and each is counted anyway
+/// (`mesh_transport_handshake_failures_total{listener="mesh"}`).
+fn log_refused_handshake(limit: &LogLimit, remote: SocketAddr, why: &dyn std::fmt::Display) {
+    if let Some(suppressed) = limit.allow() {
+        tracing::info!(%remote, suppressed, "incoming handshake refused: {why}");
     }
 }
 
@@ -559,6 +584,10 @@ impl QuicTransport {
             stream_reads: Arc::new(Semaphore::new(MAX_STREAM_READS)),
             stream_sends: Arc::new(Semaphore::new(MAX_STREAM_SENDS)),
             peer_warnings: LogLimiter::default(),
+            refused_handshakes: LogLimit::new(
+                REFUSED_HANDSHAKE_LOG_BURST,
+                REFUSED_HANDSHAKE_LOG_WINDOW,
+            ),
         });
         let accept_task = tokio::spawn(accept(shared.clone()));
         let tls_task = tokio::spawn(follow_tls(shared.clone(), tls));
@@ -651,5 +680,29 @@ impl Drop for QuicTransport {
         self.shared.endpoint.close(0u32.into(), b"shutdown");
         self.accept_task.abort();
         self.tls_task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log_limit::count_events;
+
+    /// A peer that fails its handshake in a loop (finding 8 of issue #10: one `info` line per
+    /// refused handshake) gets a bounded number of lines per window.
+    #[test]
+    fn refused_handshake_lines_are_rate_limited() {
+        let limit = LogLimit::new(REFUSED_HANDSHAKE_LOG_BURST, REFUSED_HANDSHAKE_LOG_WINDOW);
+        let remote = SocketAddr::from(([127, 0, 0, 1], 9));
+        let lines = count_events(|| {
+            for _ in 0..1_000 {
+                log_refused_handshake(&limit, remote, &"a test refusal");
+            }
+        });
+        assert_eq!(lines, REFUSED_HANDSHAKE_LOG_BURST as usize);
+        assert_eq!(
+            limit.suppressed(),
+            1_000 - u64::from(REFUSED_HANDSHAKE_LOG_BURST)
+        );
     }
 }
