@@ -20,6 +20,8 @@
 //!
 //! [access]                        # optional: who may call the control API (docs/hosting.md)
 //! token_key = "certs/token-signing.pub"  # Ed25519 public key verifying bearer tokens
+//! token_max_lifetime = "2160h"    # longest token lifetime accepted (the default, 90 days;
+//!                                 # 1m..=8784h): exp - now and exp - iat
 //! metrics_open = false            # true: /metrics needs no credential
 //! nodes = ["mesh.observe"]        # scopes of node-<id> client certificates (the default)
 //! audit_log = "audit.jsonl"       # operate/admin calls, one JSON line each
@@ -167,6 +169,17 @@ pub enum NodeConfigError {
     /// The TLS files are unusable.
     #[error("key `tls`: {0}")]
     Tls(#[from] TlsError),
+    /// A file or directory the configuration names cannot be used as the node would use it
+    /// (found by [`NodeConfig::check_paths`], or at start).
+    #[error("key `{key}` = {path:?}: {problem}")]
+    Path {
+        /// The key, e.g. `leadership.data_dir`.
+        key: &'static str,
+        /// The path, resolved.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: PathProblem,
+    },
     /// The certificate names another node than `id`.
     #[error("key `id` = {id}: the certificate in `tls.cert` is for node-{cert_id}")]
     IdMismatch {
@@ -175,6 +188,24 @@ pub enum NodeConfigError {
         /// The id the certificate names.
         cert_id: u64,
     },
+}
+
+/// What is wrong with a path of the configuration ([`NodeConfigError::Path`]).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum PathProblem {
+    /// A directory where a file belongs.
+    #[error("is a directory, expected a file")]
+    IsDirectory,
+    /// Something else than a directory where one belongs (or on the way to it).
+    #[error("{0:?} is not a directory")]
+    NotADirectory(PathBuf),
+    /// The directory that should hold the file does not exist (it is not created).
+    #[error("its directory {0:?} does not exist")]
+    NoParent(PathBuf),
+    /// A probe file could not be created and removed there, or the file opened for appending.
+    #[error("not writable: {0}")]
+    NotWritable(std::io::Error),
 }
 
 /// A validated node configuration. Build it with [`NodeConfig::load`] or `TryFrom`.
@@ -248,6 +279,22 @@ impl NodeConfig {
             tracing::warn!(%error, "key `tls`: peers trusting only this CA will refuse this node");
         }
         Ok(identity)
+    }
+
+    /// Whether the files and directories the node writes can be written, as start needs them,
+    /// without changing them: `[leadership] data_dir` (a directory, created at start if
+    /// missing: its nearest existing ancestor must take a new file) and `[access] audit_log`
+    /// (a file, not a directory, in an existing directory; opened for appending if it
+    /// exists). Writability is tried by creating and removing a probe file. `meshkitd
+    /// check-config` runs this; the node's start meets the same failures when it opens them.
+    pub fn check_paths(&self) -> Result<(), NodeConfigError> {
+        if let Some(dir) = self.leadership.as_ref().and_then(|l| l.data_dir.as_deref()) {
+            check_dir("leadership.data_dir", dir)?;
+        }
+        if let Some((file, _)) = self.access.audit_log() {
+            check_file("access.audit_log", file)?;
+        }
+        Ok(())
     }
 
     /// The TLS files (`[tls]`), paths resolved.
@@ -333,11 +380,30 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
             .enumerate()
             .map(|(i, s)| parse_seed(s).ok_or_else(|| seed_error(i, s)))
             .collect::<Result<Vec<_>, _>>()?;
+        for (i, seed) in seeds.iter().enumerate() {
+            if seed.id.get() == 0 || seeds[..i].iter().any(|s| s.id == seed.id) {
+                return Err(NodeConfigError::Invalid {
+                    key: format!("seeds[{i}]"),
+                    value: raw.seeds[i].clone(),
+                    expected: "a seed with a non-zero node id, each id listed once",
+                });
+            }
+        }
         let control = raw
             .control
             .as_deref()
             .map(|c| socket_addr("control", c))
             .transpose()?;
+        if let Some(control) = control
+            && ports_clash(listen, control)
+        {
+            return Err(NodeConfigError::Invalid {
+                key: "control".to_owned(),
+                value: control.to_string(),
+                expected: "a port other than `listen`'s on the same address: the control API \
+                           binds UDP (HTTP/3) as well as TCP, and `listen` binds UDP",
+            });
+        }
         let mut membership = raw.membership.unwrap_or_default();
         if let Some(name) = &raw.profile {
             let profile: Profile = name.parse().map_err(|_| NodeConfigError::Invalid {
@@ -484,6 +550,80 @@ fn leadership_config(raw: RawLeadershipConfig) -> Result<LeadershipConfig, NodeC
     })
 }
 
+/// Whether UDP sockets bound at `a` and `b` would collide: the same non-zero port, and the
+/// same IP or either one unspecified (binding every address of its family, and on a dual-stack
+/// host `[::]` takes IPv4 too).
+fn ports_clash(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// Creates and removes a probe file in `dir`.
+fn probe_write(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".meshkit-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
+/// `dir` is a directory the node can write, or one it can create.
+fn check_dir(key: &'static str, dir: &Path) -> Result<(), NodeConfigError> {
+    let fail = |problem| NodeConfigError::Path {
+        key,
+        path: dir.to_owned(),
+        problem,
+    };
+    // The nearest part of the path that exists must be a directory that takes a new entry.
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => existing = parent,
+            _ => {
+                existing = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !existing.is_dir() {
+        return Err(fail(PathProblem::NotADirectory(existing.to_owned())));
+    }
+    probe_write(existing).map_err(|e| fail(PathProblem::NotWritable(e)))
+}
+
+/// `file` is a file the node can append to, or create in an existing directory.
+fn check_file(key: &'static str, file: &Path) -> Result<(), NodeConfigError> {
+    let fail = |problem| NodeConfigError::Path {
+        key,
+        path: file.to_owned(),
+        problem,
+    };
+    if file.is_dir() {
+        return Err(fail(PathProblem::IsDirectory));
+    }
+    if file.exists() {
+        // Appending nothing changes nothing, and is what the writer will do.
+        return std::fs::OpenOptions::new()
+            .append(true)
+            .open(file)
+            .map(drop)
+            .map_err(|e| fail(PathProblem::NotWritable(e)));
+    }
+    let parent = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.exists() {
+        return Err(fail(PathProblem::NoParent(parent.to_owned())));
+    }
+    if !parent.is_dir() {
+        return Err(fail(PathProblem::NotADirectory(parent.to_owned())));
+    }
+    probe_write(parent).map_err(|e| fail(PathProblem::NotWritable(e)))
+}
+
 /// Parses `id@host:port`.
 pub fn parse_seed(text: &str) -> Option<Seed> {
     let (id, addr) = text.split_once('@')?;
@@ -533,6 +673,91 @@ mod tests {
     }
 
     #[test]
+    fn control_on_another_port_or_address_is_fine() {
+        for control in ["127.0.0.1:8001", "127.0.0.2:7001", "127.0.0.1:0"] {
+            let text =
+                format!("id = 1\nlisten = \"127.0.0.1:7001\"\ncontrol = \"{control}\"\n{TLS}");
+            assert!(parse(&text).is_ok(), "{control}");
+        }
+        let zero = format!("id = 1\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\n{TLS}");
+        assert!(parse(&zero).is_ok());
+    }
+
+    #[test]
+    fn check_paths_finds_what_start_would_fail_on() {
+        let dir = std::env::temp_dir().join(format!("meshkit-check-paths-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("audit-dir")).unwrap();
+        std::fs::write(dir.join("a-file"), "x").unwrap();
+        let config = |leadership: &str, access: &str| {
+            parse(&format!(
+                "id = 1\nlisten = \"127.0.0.1:7001\"\n{TLS}{leadership}{access}"
+            ))
+            .unwrap()
+        };
+        let data_dir = |path: &Path| {
+            format!(
+                "[leadership]\nvoters = [1]\ndata_dir = {:?}\n",
+                path.display().to_string()
+            )
+        };
+        let audit =
+            |path: &Path| format!("[access]\naudit_log = {:?}\n", path.display().to_string());
+        // Good: a data_dir to be created under the temp dir, an audit file to be created.
+        let good = config(
+            &data_dir(&dir.join("raft/new")),
+            &audit(&dir.join("audit.jsonl")),
+        );
+        good.check_paths().unwrap();
+        assert!(!dir.join("raft").exists(), "the check created the data_dir");
+        assert!(
+            !dir.join("audit.jsonl").exists(),
+            "the check created the audit file"
+        );
+        let cases = [
+            (
+                config("", &audit(&dir.join("audit-dir"))),
+                "access.audit_log",
+                "is a directory",
+            ),
+            (
+                config("", &audit(&dir.join("missing/audit.jsonl"))),
+                "access.audit_log",
+                "does not exist",
+            ),
+            (
+                config("", &audit(&dir.join("a-file/audit.jsonl"))),
+                "access.audit_log",
+                "not a directory",
+            ),
+            (
+                config(&data_dir(&dir.join("a-file/raft")), ""),
+                "leadership.data_dir",
+                "not a directory",
+            ),
+            // Not writable even as root: the proc filesystem takes no new files.
+            (
+                config(&data_dir(Path::new("/proc/meshkit-raft")), ""),
+                "leadership.data_dir",
+                "not writable",
+            ),
+            (
+                config("", &audit(Path::new("/proc/meshkit-audit.jsonl"))),
+                "access.audit_log",
+                "not writable",
+            ),
+        ];
+        for (config, key, says) in cases {
+            let err = config.check_paths().unwrap_err().to_string();
+            assert!(
+                err.contains(key) && err.contains(says),
+                "{key}, {says}: {err}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn errors_name_their_key() {
         let base = "id = 1\nlisten = \"127.0.0.1:7001\"\n";
         let cases = [
@@ -552,6 +777,25 @@ mod tests {
             (
                 format!("{base}{TLS}[leadership]\nvoters = [1, 1]\n"),
                 "leadership.voters[1]",
+            ),
+            // Issue #10, finding 12: seed id 0, one seed id twice, `control` on `listen`'s port.
+            (
+                format!("{base}seeds = [\"0@127.0.0.1:7002\"]\n{TLS}"),
+                "seeds[0]",
+            ),
+            (
+                format!("{base}seeds = [\"2@127.0.0.1:7002\", \"2@127.0.0.1:7003\"]\n{TLS}"),
+                "seeds[1]",
+            ),
+            (
+                format!("{base}control = \"127.0.0.1:7001\"\n{TLS}"),
+                "control",
+            ),
+            (
+                format!(
+                    "id = 1\nlisten = \"0.0.0.0:7001\"\nadvertise = \"10.0.0.1:7001\"\ncontrol = \"127.0.0.1:7001\"\n{TLS}"
+                ),
+                "control",
             ),
             (
                 format!("{base}{TLS}[leadership]\nvoters = []\n"),

@@ -344,7 +344,7 @@ mod tests {
         std::fs::write(&files.key, other.key_pem).unwrap();
         assert!(matches!(
             settle(&mut reloader),
-            PollOutcome::Refused(TlsError::Rustls(_))
+            PollOutcome::Refused(TlsError::KeyMismatch { .. })
         ));
         // A missing file.
         std::fs::remove_file(&files.key).unwrap();

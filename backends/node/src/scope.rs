@@ -16,7 +16,7 @@ use thiserror::Error;
 pub enum Scope {
     /// `mesh.observe`: reads (peers, shards, clusters, versions, metrics, event streams).
     Observe,
-    /// `mesh.operate`: operations that move load (drain, resume, lease transfer, rebalance).
+    /// `mesh.operate`: operations that move load (drain, resume, lease transfer).
     Operate,
     /// `mesh.admin`: everything, chaos and configuration included.
     Admin,

@@ -170,7 +170,26 @@ pub enum TlsError {
         /// What rustls found.
         source: rustls::Error,
     },
-    /// rustls refused the material (e.g. a key that does not match the certificate).
+    /// The private key is not the key of the certificate (each is usable alone: one of the two
+    /// files belongs to another pair).
+    #[error(
+        "the private key in {key} does not match the certificate in {cert}: one of the two \
+         files belongs to another certificate/key pair"
+    )]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// The key file holds a certificate and no private key (the `cert` and `key` paths are
+    /// likely swapped, or both name the certificate).
+    #[error("{path}: holds a certificate, not a private key (are `cert` and `key` swapped?)")]
+    CertificateInKeyFile {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// rustls refused the material.
     #[error(transparent)]
     Rustls(#[from] rustls::Error),
     /// The client-certificate verifier could not be built (e.g. an empty CA file).
@@ -266,9 +285,18 @@ impl TlsIdentity {
             validity.not_before.timestamp(),
             validity.not_after.timestamp(),
         );
-        let key = PrivateKeyDer::from_pem_slice(key).map_err(|source| TlsError::Pem {
-            path: files.key.clone(),
-            source,
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|source| {
+            let holds_certificate = CertificateDer::pem_slice_iter(key).any(|c| c.is_ok());
+            if holds_certificate {
+                TlsError::CertificateInKeyFile {
+                    path: files.key.clone(),
+                }
+            } else {
+                TlsError::Pem {
+                    path: files.key.clone(),
+                    source,
+                }
+            }
         })?;
         let mut roots = RootCertStore::empty();
         for ca_cert in read_certs(&files.ca, ca)? {
@@ -364,6 +392,18 @@ impl TlsIdentity {
         cert_serial(&self.chain[0]).unwrap_or_default()
     }
 
+    /// `error` from installing the certificate and key, naming both files when the key is not
+    /// the certificate's.
+    fn key_error(&self, error: rustls::Error) -> TlsError {
+        match error {
+            rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch {
+                cert: self.files.cert.clone(),
+                key: self.files.key.clone(),
+            },
+            other => TlsError::Rustls(other),
+        }
+    }
+
     /// The server side: requires a client certificate signed by the CA.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
         let provider = crypto_provider();
@@ -375,7 +415,8 @@ impl TlsIdentity {
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| self.key_error(e))?;
         config.alpn_protocols = vec![ALPN_GOSSIP.to_vec()];
         Ok(config)
     }
@@ -394,7 +435,8 @@ impl TlsIdentity {
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| self.key_error(e))?;
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(config)
     }
@@ -404,7 +446,8 @@ impl TlsIdentity {
         let mut config = rustls::ClientConfig::builder_with_provider(crypto_provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_root_certificates(self.roots.clone())
-            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| self.key_error(e))?;
         config.alpn_protocols = vec![ALPN_GOSSIP.to_vec()];
         Ok(config)
     }

@@ -9,7 +9,9 @@
 //! ```
 //!
 //! `scope` is space separated (RFC 8693 §4.2) and may only name known scopes; `exp` (seconds
-//! since the Unix epoch) is required; `nbf` is honoured when present. The header must say
+//! since the Unix epoch) is required, and may lie at most the node's maximum lifetime ahead
+//! ([`DEFAULT_MAX_LIFETIME`], `[access] token_max_lifetime`), as may `exp - iat`; `nbf` is
+//! honoured when present. The header must say
 //! `EdDSA` and nothing else: no `none`, no HMAC, no `crit` extensions, so a token can never pick
 //! its own verification. Signing needs the private key (`meshctl tokens issue --key`); a node
 //! holds only the public key (`[access] token_key`) and so can verify tokens but never mint them.
@@ -38,6 +40,13 @@ pub const MAX_TOKEN_BYTES: usize = 4096;
 pub const MAX_SUBJECT_BYTES: usize = 128;
 /// Longest lifetime `meshctl tokens issue` gives a token: 90 days.
 pub const MAX_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Longest lifetime a node accepts unless configured otherwise (`[access]
+/// token_max_lifetime`): the same 90 days, so a key holder who signs by other means than
+/// `meshctl` cannot mint a token that outlives it (issue #10, finding 9).
+pub const DEFAULT_MAX_LIFETIME: Duration = MAX_TTL;
+/// Bounds of `[access] token_max_lifetime`: one minute to 366 days.
+pub const MAX_LIFETIME_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(60)..=Duration::from_secs(366 * 24 * 3600);
 /// How far in the future a `nbf` claim may lie and still be accepted, for clocks that disagree
 /// a little between the issuing host and the node. Expiry gets no such slack.
 pub const NOT_BEFORE_LEEWAY: Duration = Duration::from_secs(60);
@@ -88,6 +97,19 @@ pub enum TokenError {
     /// The `scope` claim names an unknown scope.
     #[error("token {0}")]
     UnknownScope(UnknownScope),
+    /// The token lives longer than this node accepts: its `exp` lies more than the node's
+    /// maximum lifetime (plus [`NOT_BEFORE_LEEWAY`] for clock skew) after now, or `exp - iat`
+    /// exceeds it.
+    #[error(
+        "token lifetime too long: exp {exp} (Unix seconds) is beyond this node's maximum \
+         lifetime of {max_lifetime_secs} s"
+    )]
+    LifetimeTooLong {
+        /// Its `exp` claim.
+        exp: u64,
+        /// The node's maximum lifetime, in seconds.
+        max_lifetime_secs: u64,
+    },
     /// Issuing only: the lifetime is zero or above [`MAX_TTL`].
     #[error("token lifetime {ttl:?} outside 1s..={MAX_TTL:?}")]
     BadTtl {
@@ -212,7 +234,10 @@ impl TokenSigningKey {
     pub fn verifier(&self) -> TokenVerifier {
         let mut public = [0; ED25519_PUBLIC_KEY_BYTES];
         public.copy_from_slice(self.key.public_key().as_ref());
-        TokenVerifier { public }
+        TokenVerifier {
+            public,
+            max_lifetime: DEFAULT_MAX_LIFETIME,
+        }
     }
 
     /// Signs a token for `subject` holding `scopes`, valid from `now` for `ttl`.
@@ -261,10 +286,12 @@ impl TokenSigningKey {
     }
 }
 
-/// The public key a node verifies tokens with (`[access] token_key`).
+/// The public key a node verifies tokens with (`[access] token_key`), and the longest token
+/// lifetime it accepts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenVerifier {
     public: [u8; ED25519_PUBLIC_KEY_BYTES],
+    max_lifetime: Duration,
 }
 
 impl TokenVerifier {
@@ -284,7 +311,20 @@ impl TokenVerifier {
         let key = der.strip_prefix(&ED25519_SPKI_PREFIX)?;
         Some(Self {
             public: key.try_into().ok()?,
+            max_lifetime: DEFAULT_MAX_LIFETIME,
         })
+    }
+
+    /// The same key, accepting tokens that live at most `max_lifetime` (default
+    /// [`DEFAULT_MAX_LIFETIME`]; the configuration keeps it within [`MAX_LIFETIME_RANGE`]).
+    pub fn with_max_lifetime(mut self, max_lifetime: Duration) -> Self {
+        self.max_lifetime = max_lifetime;
+        self
+    }
+
+    /// The longest lifetime accepted.
+    pub fn max_lifetime(&self) -> Duration {
+        self.max_lifetime
     }
 
     /// Verifies `token` at time `now`: structure, header, signature (before any claim is
@@ -323,6 +363,23 @@ impl TokenVerifier {
         let now_secs = unix_secs(now);
         if now_secs >= claims.exp {
             return Err(TokenError::Expired { exp: claims.exp });
+        }
+        // The server's own bound on lifetime: `exp` no further ahead than the cap (with the
+        // clock-skew slack `nbf` gets, for a token issued on a host whose clock runs ahead),
+        // and no more than the cap after the token's own `iat`.
+        let max_lifetime_secs = self.max_lifetime.as_secs();
+        let latest_exp = now_secs
+            .saturating_add(max_lifetime_secs)
+            .saturating_add(NOT_BEFORE_LEEWAY.as_secs());
+        let too_long = claims.exp > latest_exp
+            || claims
+                .iat
+                .is_some_and(|iat| claims.exp.saturating_sub(iat) > max_lifetime_secs);
+        if too_long {
+            return Err(TokenError::LifetimeTooLong {
+                exp: claims.exp,
+                max_lifetime_secs,
+            });
         }
         if let Some(nbf) = claims.nbf
             && nbf > now_secs.saturating_add(NOT_BEFORE_LEEWAY.as_secs())
@@ -488,6 +545,52 @@ mod tests {
             Err(TokenError::NotYetValid { nbf: NOW + 3600 })
         );
         assert!(verify(&claims("a", "", Some(NOW + 30))).is_ok());
+    }
+
+    /// Issue #10, finding 9: a token with `exp` 10^12 s ahead used to be accepted by any node
+    /// (the 90-day cap was only in `meshctl`).
+    #[test]
+    fn tokens_beyond_the_lifetime_cap_are_refused() {
+        let key = test_key();
+        let cap = DEFAULT_MAX_LIFETIME.as_secs();
+        let claims = |iat, exp| Claims {
+            sub: "mallory".to_owned(),
+            scope: "mesh.admin".to_owned(),
+            iat,
+            nbf: None,
+            exp,
+        };
+        let verify = |c: &Claims| key.verifier().verify(&key.sign_claims(c), t(NOW));
+        let refused = |exp| {
+            Err(TokenError::LifetimeTooLong {
+                exp,
+                max_lifetime_secs: cap,
+            })
+        };
+        let far = NOW + 1_000_000_000_000;
+        assert_eq!(verify(&claims(None, far)), refused(far));
+        assert_eq!(verify(&claims(Some(NOW), far)), refused(far));
+        assert_eq!(verify(&claims(None, u64::MAX)), refused(u64::MAX));
+        // `exp - iat` over the cap, even when `exp` itself is near (a backdated `iat`).
+        assert_eq!(
+            verify(&claims(Some(NOW - cap), NOW + 60)),
+            refused(NOW + 60)
+        );
+        // At the cap, and a little past it for an issuer whose clock runs ahead: accepted.
+        assert!(verify(&claims(Some(NOW), NOW + cap)).is_ok());
+        assert!(verify(&claims(None, NOW + cap + 30)).is_ok());
+        assert!(verify(&claims(Some(NOW + 30), NOW + 30 + cap)).is_ok());
+        // A smaller configured cap refuses what the default takes; `issue` stays within both.
+        let hour = key.verifier().with_max_lifetime(Duration::from_secs(3600));
+        let day = key
+            .issue("alice", &operate(), t(NOW), Duration::from_secs(86_400))
+            .unwrap();
+        assert!(matches!(
+            hour.verify(&day, t(NOW)),
+            Err(TokenError::LifetimeTooLong { .. })
+        ));
+        let ninety_days = key.issue("alice", &operate(), t(NOW), MAX_TTL).unwrap();
+        assert!(key.verifier().verify(&ninety_days, t(NOW)).is_ok());
     }
 
     #[test]

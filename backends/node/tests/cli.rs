@@ -106,6 +106,51 @@ fn check_config_names_the_bad_key() {
             good.replacen("token-signing.pub", "token-signing.key", 1),
             "access.token_key",
         ),
+        // Issue #10, finding 12: what start failed on and check-config passed.
+        (
+            good.replacen(
+                "listen = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"",
+                "listen = \"127.0.0.1:17001\"\ncontrol = \"127.0.0.1:17001\"",
+                1,
+            ),
+            "key `control`",
+        ),
+        (
+            good.replacen("seeds = []", "seeds = [\"0@127.0.0.1:1\"]", 1),
+            "seeds[0]",
+        ),
+        (
+            good.replacen(
+                "seeds = []",
+                "seeds = [\"2@127.0.0.1:1\", \"2@127.0.0.1:2\"]",
+                1,
+            ),
+            "seeds[1]",
+        ),
+        (
+            good.replacen("[access]\n", "[access]\naudit_log = \"certs\"\n", 1),
+            "access.audit_log",
+        ),
+        (
+            good.replacen(
+                "[access]\n",
+                "[access]\naudit_log = \"/proc/meshkit-audit.jsonl\"\n",
+                1,
+            ),
+            "access.audit_log",
+        ),
+        (
+            format!("{good}\n[leadership]\nvoters = [1]\ndata_dir = \"/proc/meshkit-raft\"\n"),
+            "leadership.data_dir",
+        ),
+        (
+            good.replacen(
+                "[access]\n",
+                "[access]\ntoken_max_lifetime = \"100000h\"\n",
+                1,
+            ),
+            "access.token_max_lifetime",
+        ),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {
         assert_ne!(text, &good, "case {i} did not change the file");
@@ -128,6 +173,41 @@ fn check_config_names_the_bad_key() {
         &["check-config", unknown.to_str().unwrap()],
     );
     assert!(stderr(&out).contains("expected one of"), "{}", stderr(&out));
+}
+
+/// A certificate/key mismatch said only `KeyMismatch`, and a key path holding a certificate
+/// `no items found`: both now name the files, and say what is wrong.
+#[test]
+fn check_config_tls_errors_name_the_files() {
+    let dir = TempDir::new("cli-tls");
+    let good = std::fs::read_to_string(valid_setup(&dir)).unwrap();
+    let cases = [
+        (
+            good.replacen("node-1.key", "node-2.key", 1),
+            vec!["node-1.pem", "node-2.key", "does not match"],
+        ),
+        (
+            good.replacen("node-1.key", "node-1.pem", 1),
+            vec!["node-1.pem", "holds a certificate, not a private key"],
+        ),
+    ];
+    for (i, (text, says)) in cases.iter().enumerate() {
+        assert_ne!(text, &good, "case {i} did not change the file");
+        let path = dir.path().join(format!("tls-{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = run(
+            env!("CARGO_BIN_EXE_meshkitd"),
+            &["check-config", path.to_str().unwrap()],
+        );
+        assert!(!out.status.success(), "case {i} accepted");
+        for words in says {
+            assert!(
+                stderr(&out).contains(words),
+                "case {i}: {words:?} not in: {}",
+                stderr(&out)
+            );
+        }
+    }
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! meshkitd --config node.toml          run the node until Ctrl-C / SIGTERM
-//! meshkitd check-config node.toml      validate the file (and its TLS files), then exit
+//! meshkitd check-config node.toml      validate the file, its TLS files and the paths it writes
 //! ```
 //!
 //! Exit status: 0 after a signal-driven shutdown, 1 when the node cannot start (or its driver
@@ -29,8 +29,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Validates a configuration file, its TLS files and token key; exits non-zero naming the
-    /// bad key.
+    /// Validates a configuration file, its TLS files and token key, and whether the data
+    /// directory and audit log can be written; exits non-zero naming the bad key.
     CheckConfig {
         /// The file to check.
         file: PathBuf,
@@ -59,7 +59,8 @@ fn main() -> ExitCode {
 fn check(file: &std::path::Path) -> ExitCode {
     let checked = NodeConfig::load(file)
         .and_then(|c| c.load_tls().map(|_| c))
-        .and_then(|c| Ok(c.access().token_verifier().map(|_| c)?));
+        .and_then(|c| Ok(c.access().token_verifier().map(|_| c)?))
+        .and_then(|c| c.check_paths().map(|()| c));
     match checked {
         Ok(config) => {
             println!(

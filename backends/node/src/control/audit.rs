@@ -12,6 +12,25 @@
 //! it past `audit_log_max_bytes`, it is renamed to `<file>.1` (replacing the previous one) and a
 //! new file starts, so the log never holds more than twice that size on disk.
 //!
+//! ## What a refusal can write
+//!
+//! The log exists for the calls of people who hold credentials, so nothing an anonymous client
+//! does may push those records out through rotation (issue #10, finding 5):
+//!
+//! * a refusal **without a verified identity** (401: no credential, a bad token, a certificate
+//!   that names nobody) is never written to the file. Authorization counts it
+//!   (`mesh_control_refusals_total{reason}`) and logs a sample of them (see
+//!   [`super::auth`]);
+//! * a refusal **of a verified identity** (403) is written, within a budget shared by every
+//!   identity: at most [`AUDIT_REFUSALS_BURST`] records per [`AUDIT_REFUSALS_WINDOW`]
+//!   ([`AuditLog::record_refusal`]). Those over the budget are counted
+//!   (`mesh_control_audit_dropped_total{reason="refusal_rate"}`), and the next refusal written
+//!   carries how many were left out before it as `suppressed`. So a credentialed but
+//!   unprivileged client, which the records name, needs at least
+//!   `audit_log_max_bytes / (AUDIT_REFUSALS_BURST x record size)` windows to fill one file:
+//!   with about 250-byte records, about 56 hours at the 16 MiB default;
+//! * allowed calls are always written.
+//!
 //! A gRPC call answers HTTP 200 whatever its outcome, so [`record_response`] holds its record
 //! until the response's `grpc-status` is known (in the headers of an error-only answer, or in
 //! the trailers after the body) and writes it as `grpc_status`.
@@ -32,6 +51,7 @@ use http_body::{Frame, SizeHint};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::log_limit::LogLimit;
 use crate::scope::Scope;
 
 /// How many records may wait for the writer before new ones are dropped.
@@ -42,6 +62,12 @@ pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 16 * 1024 * 1024;
 pub const MIN_AUDIT_MAX_BYTES: u64 = 16 * 1024;
 /// Longest request path written, in bytes; longer ones are cut (a client chooses the path).
 pub const MAX_AUDITED_PATH_BYTES: usize = 512;
+/// Refusals of verified identities written per [`AUDIT_REFUSALS_WINDOW`], all identities
+/// together; the rest are counted (`reason="refusal_rate"`) and summed into the next one
+/// written. Enough for an operator's mistakes, too few for a flood to rotate the file quickly.
+pub const AUDIT_REFUSALS_BURST: u32 = 20;
+/// The window of [`AUDIT_REFUSALS_BURST`].
+pub const AUDIT_REFUSALS_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How a caller was authenticated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -113,6 +139,10 @@ pub struct AuditRecord {
     /// went away first).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_status: Option<i32>,
+    /// On a refusal: how many refusals before it were left out of the file by the budget
+    /// ([`AUDIT_REFUSALS_BURST`]); absent when none were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<u64>,
 }
 
 impl AuditRecord {
@@ -145,6 +175,7 @@ impl AuditRecord {
             outcome,
             status,
             grpc_status: None,
+            suppressed: None,
         }
     }
 }
@@ -167,6 +198,18 @@ struct Counters {
     written: AtomicU64,
     queue_full: AtomicU64,
     write_failed: AtomicU64,
+    refusal_rate: AtomicU64,
+    refusals: RefusalBudget,
+}
+
+/// The budget of refusal records ([`AUDIT_REFUSALS_BURST`] per [`AUDIT_REFUSALS_WINDOW`]).
+#[derive(Debug)]
+struct RefusalBudget(LogLimit);
+
+impl Default for RefusalBudget {
+    fn default() -> Self {
+        Self(LogLimit::new(AUDIT_REFUSALS_BURST, AUDIT_REFUSALS_WINDOW))
+    }
 }
 
 /// The sending side of the audit log; cheap to clone. Dropping every clone ends the writer.
@@ -260,6 +303,7 @@ impl AuditLog {
                 outcome = record.outcome.as_str(),
                 status = record.status,
                 grpc_status = record.grpc_status,
+                suppressed = record.suppressed.unwrap_or(0),
                 "control call refused"
             );
         }
@@ -274,6 +318,21 @@ impl AuditLog {
             // The writer thread ended (it only does when every sender is gone, or it panicked).
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 self.counters.write_failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Writes the record of a refused call of a verified identity within the refusal budget
+    /// (see the [module docs](self)): over it, the record and its `tracing` event are left out
+    /// and counted, and the next one admitted carries the count as `suppressed`.
+    pub fn record_refusal(&self, mut record: AuditRecord) {
+        match self.counters.refusals.0.allow() {
+            Some(suppressed) => {
+                record.suppressed = (suppressed > 0).then_some(suppressed);
+                self.record(record);
+            }
+            None => {
+                self.counters.refusal_rate.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -297,6 +356,11 @@ impl AuditLog {
     /// Records dropped because the queue was full.
     pub fn dropped_queue_full(&self) -> u64 {
         self.counters.queue_full.load(Ordering::Relaxed)
+    }
+
+    /// Refusal records left out by the budget ([`AUDIT_REFUSALS_BURST`]).
+    pub fn dropped_refusal_rate(&self) -> u64 {
+        self.counters.refusal_rate.load(Ordering::Relaxed)
     }
 
     /// Records lost because writing failed.

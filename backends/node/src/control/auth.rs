@@ -23,12 +23,20 @@
 //!    `{"error": .., "required_scope": ..}`. An identity without the scope: 403 with
 //!    `{"error": .., "required_scope": .., "identity": .., "granted_scopes": [..]}`.
 //! 4. Calls that need `mesh.operate` or `mesh.admin` are written to the audit log
-//!    ([`super::audit`]), allowed or refused. Authorized requests carry their [`Principal`] as a
-//!    request extension for handlers.
+//!    ([`super::audit`]) when allowed, and when refused to a verified identity (403, within a
+//!    budget). Authorized requests carry their [`Principal`] as a request extension for
+//!    handlers.
+//! 5. Every refusal is counted by reason (`mesh_control_refusals_total{reason}`, see
+//!    [`RefusalReason`]). A refusal without a verified identity (401) never reaches the audit
+//!    file, so anonymous traffic cannot rotate operator records out of it; it is logged at
+//!    `warn` at most [`REFUSAL_LOG_BURST`] times per [`REFUSAL_LOG_WINDOW`], each line saying how
+//!    many were left out before it.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -42,9 +50,12 @@ use super::audit::{AuditLog, AuditRecord, AuthMethod, DEFAULT_AUDIT_MAX_BYTES, O
 use crate::clock::{SystemWallClock, WallClock};
 use crate::config::NodeConfigError;
 use crate::grpc::path as grpc;
+use crate::log_limit::LogLimit;
 use crate::scope::{EXPECTED_SCOPES, Scope, Scopes};
 use crate::tls::ClientCertificate;
-use crate::tokens::{KeyError, TokenError, TokenVerifier};
+use crate::tokens::{
+    DEFAULT_MAX_LIFETIME, KeyError, MAX_LIFETIME_RANGE, TokenError, TokenVerifier,
+};
 
 /// What a route needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +97,9 @@ const OPERATE: Requirement = Requirement::Scope(Scope::Operate);
 
 /// Which route needs which scope: the one place this is decided. Anything not listed needs
 /// [`UNLISTED_SCOPE`] (chaos and configuration routes included).
+///
+/// Every row is a route the router serves and every route has its row (a test walks one against
+/// the other, `tests/control_errors.rs`): a feature gets its row in the change that routes it.
 pub const ROUTE_SCOPES: &[RouteScope] = &[
     row("GET", "/healthz", Requirement::Open),
     row("GET", "/readyz", Requirement::Open),
@@ -95,13 +109,11 @@ pub const ROUTE_SCOPES: &[RouteScope] = &[
     row("GET", "/meshkit/clusters", OBSERVE),
     row("GET", "/meshkit/versions", OBSERVE),
     row("GET", "/meshkit/leaders", OBSERVE),
-    row("GET", "/control/backpressure", OBSERVE),
     row("GET", "/control/events/leadership", OBSERVE),
     row("GET", "/control/events/shards", OBSERVE),
     row("POST", "/control/drain", OPERATE),
     row("POST", "/control/resume", OPERATE),
     row("POST", "/control/leases/transfer", OPERATE),
-    row("POST", "/control/rebalance", OPERATE),
     row("POST", grpc::LIST_PEERS, OBSERVE),
     row("POST", grpc::GET_LEADERS, OBSERVE),
     row("POST", grpc::WATCH_LEADERSHIP, OBSERVE),
@@ -118,6 +130,57 @@ pub const ROUTE_SCOPES: &[RouteScope] = &[
 
 /// The scope of every route [`ROUTE_SCOPES`] does not list.
 pub const UNLISTED_SCOPE: Scope = Scope::Admin;
+
+/// Refusals without a verified identity logged per [`REFUSAL_LOG_WINDOW`]; the rest are only
+/// counted.
+pub const REFUSAL_LOG_BURST: u32 = 10;
+/// The window of [`REFUSAL_LOG_BURST`].
+pub const REFUSAL_LOG_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Why a request was refused: the bounded `reason` label of `mesh_control_refusals_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum RefusalReason {
+    /// 401: neither a token nor a client certificate.
+    NoCredentials,
+    /// 401: a token or certificate that does not verify or names nobody, or an unsupported
+    /// `Authorization` header.
+    InvalidCredentials,
+    /// 403: a verified identity without the scope.
+    Forbidden,
+}
+
+impl RefusalReason {
+    /// Every reason, in label order.
+    pub const ALL: [Self; 3] = [
+        Self::NoCredentials,
+        Self::InvalidCredentials,
+        Self::Forbidden,
+    ];
+
+    /// The metric label: `no_credentials`, `invalid_credentials` or `forbidden`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoCredentials => "no_credentials",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::Forbidden => "forbidden",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::NoCredentials => 0,
+            Self::InvalidCredentials => 1,
+            Self::Forbidden => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
 
 fn path_matches(pattern: &str, path: &str) -> bool {
     let mut pattern = pattern.split('/');
@@ -222,6 +285,7 @@ fn is_node_name(name: &str) -> bool {
 #[expect(missing_docs, reason = "crate::config's module docs describe each key")]
 pub struct RawAccessConfig {
     pub token_key: Option<PathBuf>,
+    pub token_max_lifetime: Option<meshkit::config::HumanDuration>,
     #[serde(default)]
     pub metrics_open: bool,
     pub nodes: Option<Vec<String>>,
@@ -285,6 +349,7 @@ impl AccessPolicy {
 pub struct AccessConfig {
     policy: AccessPolicy,
     token_key: Option<PathBuf>,
+    token_max_lifetime: std::time::Duration,
     audit_log: Option<PathBuf>,
     audit_log_max_bytes: u64,
 }
@@ -346,9 +411,21 @@ impl TryFrom<RawAccessConfig> for AccessConfig {
                 });
             }
         };
+        let token_max_lifetime = match raw.token_max_lifetime.map(|d| d.0) {
+            None => DEFAULT_MAX_LIFETIME,
+            Some(d) if MAX_LIFETIME_RANGE.contains(&d) => d,
+            Some(d) => {
+                return Err(NodeConfigError::Invalid {
+                    key: "access.token_max_lifetime".to_owned(),
+                    value: format!("{d:?}"),
+                    expected: "a duration from 1m to 8784h (366 days); the default is 2160h (90 days)",
+                });
+            }
+        };
         Ok(Self {
             policy,
             token_key: raw.token_key,
+            token_max_lifetime,
             audit_log: raw.audit_log,
             audit_log_max_bytes,
         })
@@ -362,6 +439,7 @@ impl Default for AccessConfig {
         Self {
             policy: AccessPolicy::default(),
             token_key: None,
+            token_max_lifetime: DEFAULT_MAX_LIFETIME,
             audit_log: None,
             audit_log_max_bytes: DEFAULT_AUDIT_MAX_BYTES,
         }
@@ -391,12 +469,21 @@ impl AccessConfig {
         self.token_key.as_deref()
     }
 
-    /// Loads the token verification key, if one is configured.
+    /// Loads the token verification key, if one is configured, with the configured maximum
+    /// token lifetime.
     pub fn token_verifier(&self) -> Result<Option<TokenVerifier>, KeyError> {
         self.token_key
             .as_deref()
-            .map(TokenVerifier::from_pem_file)
+            .map(|path| {
+                TokenVerifier::from_pem_file(path)
+                    .map(|v| v.with_max_lifetime(self.token_max_lifetime))
+            })
             .transpose()
+    }
+
+    /// The longest token lifetime accepted (`token_max_lifetime`).
+    pub fn token_max_lifetime(&self) -> std::time::Duration {
+        self.token_max_lifetime
     }
 
     /// The audit log file and its rotation size, if one is configured.
@@ -412,6 +499,10 @@ struct Inner {
     tokens: Option<TokenVerifier>,
     audit: AuditLog,
     clock: Arc<dyn WallClock>,
+    /// Refusals by [`RefusalReason`].
+    refusals: [AtomicU64; 3],
+    /// The sample of refusals without a verified identity that is logged.
+    refusal_log: LogLimit,
 }
 
 /// The access-control state the middleware runs with; cheap to clone.
@@ -446,6 +537,8 @@ impl AccessControl {
             tokens,
             audit,
             clock,
+            refusals: Default::default(),
+            refusal_log: LogLimit::new(REFUSAL_LOG_BURST, REFUSAL_LOG_WINDOW),
         }))
     }
 
@@ -516,21 +609,45 @@ impl AccessControl {
         }))
     }
 
+    /// Requests refused for `reason` since start.
+    pub fn refusals(&self, reason: RefusalReason) -> u64 {
+        self.0.refusals[reason.index()].load(Ordering::Relaxed)
+    }
+
+    fn count_refusal(&self, reason: RefusalReason) {
+        self.0.refusals[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The access-control metric families, Prometheus text format.
     pub fn render_metrics(&self) -> String {
         let audit = &self.0.audit;
-        format!(
-            "# HELP mesh_control_audit_records_total Audit records written to the audit log file.\n\
+        let mut refusals = String::from(
+            "# HELP mesh_control_refusals_total Control API requests refused by authorization, \
+             by reason.\n# TYPE mesh_control_refusals_total counter\n",
+        );
+        for reason in RefusalReason::ALL {
+            // Writing to a String cannot fail.
+            let _ = writeln!(
+                refusals,
+                "mesh_control_refusals_total{{reason=\"{reason}\"}} {}",
+                self.refusals(reason)
+            );
+        }
+        refusals
+            + &format!(
+                "# HELP mesh_control_audit_records_total Audit records written to the audit log file.\n\
              # TYPE mesh_control_audit_records_total counter\n\
              mesh_control_audit_records_total {}\n\
              # HELP mesh_control_audit_dropped_total Audit records not written to the file, by reason.\n\
              # TYPE mesh_control_audit_dropped_total counter\n\
              mesh_control_audit_dropped_total{{reason=\"queue_full\"}} {}\n\
-             mesh_control_audit_dropped_total{{reason=\"write_failed\"}} {}\n",
-            audit.written(),
-            audit.dropped_queue_full(),
-            audit.dropped_write_failed(),
-        )
+             mesh_control_audit_dropped_total{{reason=\"write_failed\"}} {}\n\
+             mesh_control_audit_dropped_total{{reason=\"refusal_rate\"}} {}\n",
+                audit.written(),
+                audit.dropped_queue_full(),
+                audit.dropped_write_failed(),
+                audit.dropped_refusal_rate(),
+            )
     }
 }
 
@@ -581,6 +698,16 @@ fn denied(
     response
 }
 
+/// `path` cut to [`super::audit::MAX_AUDITED_PATH_BYTES`] for logs and error bodies (a client
+/// chooses it).
+fn cut_path(path: &str) -> &str {
+    let mut end = path.len().min(super::audit::MAX_AUDITED_PATH_BYTES);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
+}
+
 /// The middleware: decides each request by [`ROUTE_SCOPES`] and the caller's verified identity,
 /// audits what needs operate or admin, and passes the rest on with its [`Principal`].
 pub async fn enforce(
@@ -597,31 +724,29 @@ pub async fn enforce(
     let audited = required >= Scope::Operate;
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let audit = |identity: Option<&str>, auth, outcome, status: StatusCode| {
-        if audited {
-            access.0.audit.record(AuditRecord::new(
-                access.0.clock.now(),
-                identity,
-                auth,
-                method.as_str(),
-                &path,
-                required,
-                outcome,
-                status.as_u16(),
-            ));
+    // A refusal without a verified identity: counted, sampled in the log, never audited.
+    let unauthenticated = |reason: RefusalReason, auth: AuthMethod, error: &AuthError| {
+        access.count_refusal(reason);
+        if let Some(suppressed) = access.0.refusal_log.allow() {
+            tracing::warn!(
+                target: "meshkit_node::audit",
+                %reason,
+                auth = auth.as_str(),
+                %method,
+                path = %cut_path(&path),
+                scope = %required,
+                suppressed,
+                "control call refused: {error}"
+            );
         }
     };
     let principal = match access.authenticate(&request) {
         Ok(Some(principal)) => principal,
         Ok(None) => {
-            audit(
-                None,
-                AuthMethod::None,
-                Outcome::Unauthenticated,
-                StatusCode::UNAUTHORIZED,
-            );
+            let error = AuthError::NoCredentials;
+            unauthenticated(RefusalReason::NoCredentials, AuthMethod::None, &error);
             let body = DeniedBody {
-                error: AuthError::NoCredentials.to_string(),
+                error: error.to_string(),
                 required_scope: required.to_string(),
                 identity: None,
                 granted_scopes: None,
@@ -629,13 +754,7 @@ pub async fn enforce(
             return denied(StatusCode::UNAUTHORIZED, required, body, None);
         }
         Err((auth, error)) => {
-            tracing::debug!(%error, %method, %path, "control request refused: bad credentials");
-            audit(
-                None,
-                auth,
-                Outcome::Unauthenticated,
-                StatusCode::UNAUTHORIZED,
-            );
+            unauthenticated(RefusalReason::InvalidCredentials, auth, &error);
             let body = DeniedBody {
                 error: error.to_string(),
                 required_scope: required.to_string(),
@@ -647,16 +766,25 @@ pub async fn enforce(
         }
     };
     if !principal.scopes.allows(required) {
-        audit(
-            Some(&principal.name),
-            principal.auth,
-            Outcome::Forbidden,
-            StatusCode::FORBIDDEN,
-        );
+        access.count_refusal(RefusalReason::Forbidden);
+        if audited {
+            access.0.audit.record_refusal(AuditRecord::new(
+                access.0.clock.now(),
+                Some(&principal.name),
+                principal.auth,
+                method.as_str(),
+                &path,
+                required,
+                Outcome::Forbidden,
+                StatusCode::FORBIDDEN.as_u16(),
+            ));
+        }
         let body = DeniedBody {
             error: format!(
-                "{} holds {}, and {method} {path} needs {required}",
-                principal.name, principal.scopes
+                "{} holds {}, and {method} {} needs {required}",
+                principal.name,
+                principal.scopes,
+                cut_path(&path)
             ),
             required_scope: required.to_string(),
             identity: Some(principal.name.clone()),
@@ -737,14 +865,19 @@ mod tests {
     }
 
     fn fixture(name: &str) -> Fixture {
+        fixture_rotating_at(name, DEFAULT_AUDIT_MAX_BYTES)
+    }
+
+    fn fixture_rotating_at(name: &str, audit_max_bytes: u64) -> Fixture {
         let dir = std::env::temp_dir().join(format!("meshkit-auth-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let policy = AccessPolicy::default()
             .with_identity("meshctl-admin", scopes(&[Scope::Admin]))
             .with_identity("meshctl-operator", scopes(&[Scope::Operate]))
             .with_identity("meshctl-observer", scopes(&[Scope::Observe]));
         let key = TokenSigningKey::generate().unwrap();
-        let audit = AuditLog::start(&dir.join("audit.jsonl"), DEFAULT_AUDIT_MAX_BYTES).unwrap();
+        let audit = AuditLog::start(&dir.join("audit.jsonl"), audit_max_bytes).unwrap();
         let access = AccessControl::with_clock(
             policy,
             Some(key.verifier()),
@@ -896,11 +1029,20 @@ mod tests {
                 .encode(serde_json::to_vec(&claims).unwrap())
         };
         let forged = format!("{}.{forged_claims}.{}", parts[0], parts[2]);
+        // Issue #10, finding 9: signed by the right key, but living 10^12 s.
+        let far = f.key.sign_claims(&Claims {
+            sub: "mallory".to_owned(),
+            scope: "mesh.admin".to_owned(),
+            iat: Some(NOW),
+            nbf: None,
+            exp: NOW + 1_000_000_000_000,
+        });
         for (what, token) in [
             ("expired", expired),
             ("other key", other_key),
             ("forged", forged),
             ("garbage", "not-a-token".to_owned()),
+            ("far exp", far),
         ] {
             let (status, response) = call(
                 app(&f.access),
@@ -1050,11 +1192,11 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(lines.len(), 3, "{text}");
+        // The anonymous refusal is counted, not written (see `anonymous_refusals_...`).
+        assert_eq!(lines.len(), 2, "{text}");
         let expect = [
             ("meshctl-operator", "client-certificate", "allowed", 200),
             ("meshctl-observer", "client-certificate", "forbidden", 403),
-            ("", "none", "unauthenticated", 401),
         ];
         for (line, (identity, auth, outcome, status)) in lines.iter().zip(expect) {
             assert_eq!(line["identity"].as_str().unwrap_or(""), identity, "{line}");
@@ -1066,11 +1208,89 @@ mod tests {
             assert_eq!(line["required_scope"], "mesh.operate");
             assert_eq!(line["time"], "2027-01-15T08:00:00Z");
         }
-        assert_eq!(f.access.audit().written(), 3);
+        assert_eq!(f.access.audit().written(), 2);
+        let metrics = f.access.render_metrics();
+        for sample in [
+            "mesh_control_audit_records_total 2\n",
+            "mesh_control_refusals_total{reason=\"no_credentials\"} 1\n",
+            "mesh_control_refusals_total{reason=\"invalid_credentials\"} 0\n",
+            "mesh_control_refusals_total{reason=\"forbidden\"} 1\n",
+            "mesh_control_audit_dropped_total{reason=\"refusal_rate\"} 0\n",
+        ] {
+            assert!(
+                metrics.contains(sample),
+                "{sample} missing from:\n{metrics}"
+            );
+        }
+    }
+
+    /// Issue #10, finding 5: 200 anonymous POSTs used to push a genuine admin record out of an
+    /// audit log rotating at 16 KiB. Now anonymous refusals never reach the file, a flood of
+    /// 403s from a credentialed observer is held to the budget, and both are counted; the log
+    /// lines they cause are bounded too.
+    #[test]
+    fn anonymous_refusals_never_rotate_operator_records_out() {
+        const FLOOD: u64 = 300;
+        let f = fixture_rotating_at("flood", super::super::audit::MIN_AUDIT_MAX_BYTES);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let log_lines = crate::log_limit::count_events(|| {
+            runtime.block_on(async {
+                let admin = Cred::Cert(cert(&f.ca, "meshctl-admin"));
+                let (status, _) = call(app(&f.access), "POST", "/control/chaos", admin).await;
+                assert_eq!(status, StatusCode::OK);
+                let observer = cert(&f.ca, "meshctl-observer");
+                for i in 0..FLOOD {
+                    let path = if i % 2 == 0 {
+                        "/control/drain"
+                    } else {
+                        "/no/such/path"
+                    };
+                    let (status, _) = call(app(&f.access), "POST", path, Cred::None).await;
+                    assert_eq!(status, StatusCode::UNAUTHORIZED);
+                    let forged = Cred::Bearer(format!("forged.{i}.token"));
+                    let (status, _) = call(app(&f.access), "POST", path, forged).await;
+                    assert_eq!(status, StatusCode::UNAUTHORIZED);
+                    let low = Cred::Cert(observer.clone());
+                    let (status, _) = call(app(&f.access), "POST", path, low).await;
+                    assert_eq!(status, StatusCode::FORBIDDEN);
+                    if i % 50 == 0 {
+                        // Keep the queue from filling: this test is about what is written.
+                        f.access.audit().flush().await;
+                    }
+                }
+                f.access.audit().flush().await;
+            });
+        });
+        let mut text = std::fs::read_to_string(f.dir.join("audit.jsonl")).unwrap();
+        if let Ok(rotated) = std::fs::read_to_string(f.dir.join("audit.jsonl.1")) {
+            text = rotated + &text;
+        }
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert!(
-            f.access
-                .render_metrics()
-                .contains("mesh_control_audit_records_total 3\n")
+            lines.iter().any(|l| l["identity"] == "meshctl-admin"
+                && l["outcome"] == "allowed"
+                && l["path"] == "/control/chaos"),
+            "the admin record was rotated out: {} lines",
+            lines.len()
+        );
+        assert!(lines.iter().all(|l| l["outcome"] != "unauthenticated"));
+        let budget = u64::from(super::super::audit::AUDIT_REFUSALS_BURST);
+        let forbidden = lines.iter().filter(|l| l["outcome"] == "forbidden").count() as u64;
+        assert_eq!(forbidden, budget);
+        assert_eq!(f.access.audit().dropped_refusal_rate(), FLOOD - budget);
+        assert_eq!(f.access.refusals(RefusalReason::NoCredentials), FLOOD);
+        assert_eq!(f.access.refusals(RefusalReason::InvalidCredentials), FLOOD);
+        assert_eq!(f.access.refusals(RefusalReason::Forbidden), FLOOD);
+        // One line for the admin call, the budget's refusals, the sample of anonymous ones.
+        let most = 1 + budget as usize + REFUSAL_LOG_BURST as usize;
+        assert!(
+            log_lines <= most,
+            "{log_lines} log lines, at most {most} expected"
         );
     }
 
@@ -1088,6 +1308,11 @@ mod tests {
             ),
             ("[identities]\n\"a b\" = []", "access.identities.\"a b\""),
             ("audit_log_max_bytes = 10", "access.audit_log_max_bytes"),
+            ("token_max_lifetime = \"10s\"", "access.token_max_lifetime"),
+            (
+                "token_max_lifetime = \"9000h\"",
+                "access.token_max_lifetime",
+            ),
             (
                 "audit_log = \"a\"\naudit_log_max_bytes = 10",
                 "access.audit_log_max_bytes",
@@ -1104,6 +1329,12 @@ mod tests {
                 .contains(EXPECTED_SCOPES)
         );
         assert_eq!(parse("").unwrap(), AccessConfig::default());
+        assert_eq!(
+            parse("token_max_lifetime = \"12h\"")
+                .unwrap()
+                .token_max_lifetime(),
+            Duration::from_secs(12 * 3600)
+        );
         let config = parse("nodes = []\n[identities]\nmeshctl-admin = [\"mesh.admin\"]").unwrap();
         assert_eq!(
             config.policy().certificate_scopes("meshctl-admin"),

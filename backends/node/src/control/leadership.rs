@@ -316,8 +316,11 @@ pub(super) async fn shards(State(node): State<NodeHandle>) -> Response {
     }
 }
 
-/// The body of `POST /control/leases/transfer`.
+/// The body of `POST /control/leases/transfer`. Unknown fields are refused (422): a field the
+/// server does not know (a misspelt one, or one of a later version) must not be dropped
+/// silently from an operation that moves leases.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TransferRequest {
     /// The scope to hand over (this node must hold it).
     pub scope: String,

@@ -12,6 +12,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod errors;
 pub mod h3;
 pub mod serve;
 
@@ -19,6 +20,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::handler::Handler;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -110,32 +112,77 @@ impl PeersResponse {
     }
 }
 
-/// The control API's routes over a node, every one behind `access` ([`auth::enforce`]).
+/// The HTTP routes (not gRPC) of the control API, as registered: [`Routes`] keeps the list, so
+/// a test can walk it against [`auth::ROUTE_SCOPES`] (no route without a row, no row without a
+/// route).
+fn http_routes() -> Routes<NodeHandle> {
+    Routes::default()
+        .get("/healthz", healthz)
+        .get("/meshkit/peers", peers)
+        .get("/metrics", metrics)
+        .get("/readyz", views::readyz)
+        .get("/meshkit/clusters", views::clusters)
+        .get("/meshkit/versions", views::versions)
+        .get("/meshkit/leaders", leadership::leaders)
+        .get("/meshkit/shards", leadership::shards)
+        .get("/control/events/shards", leadership::shard_events)
+        .get("/control/events/leadership", leadership::leadership_events)
+        .post("/control/leases/transfer", leadership::transfer)
+        .post("/control/drain", leadership::drain)
+        .post("/control/resume", leadership::resume)
+}
+
+/// Every HTTP route of the control API as `(method, path)`, paths as in [`auth::ROUTE_SCOPES`].
+pub fn http_route_list() -> Vec<(&'static str, &'static str)> {
+    http_routes().listed
+}
+
+/// A router being built, and the `(method, path)` of each route added.
+struct Routes<S> {
+    router: Router<S>,
+    listed: Vec<(&'static str, &'static str)>,
+}
+
+impl<S: Clone + Send + Sync + 'static> Default for Routes<S> {
+    fn default() -> Self {
+        Self {
+            router: Router::new(),
+            listed: Vec::new(),
+        }
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> Routes<S> {
+    fn get<H: Handler<T, S>, T: 'static>(mut self, path: &'static str, handler: H) -> Self {
+        self.listed.push(("GET", path));
+        self.router = self.router.route(path, get(handler));
+        self
+    }
+
+    fn post<H: Handler<T, S>, T: 'static>(mut self, path: &'static str, handler: H) -> Self {
+        self.listed.push(("POST", path));
+        self.router = self.router.route(path, post(handler));
+        self
+    }
+}
+
+/// The control API's routes over a node, every one behind `access` ([`auth::enforce`]), every
+/// HTTP error in the JSON form ([`errors::json_errors`]).
 pub fn router(node: NodeHandle, access: AccessControl) -> Router {
-    let routes = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/meshkit/peers", get(peers))
-        .route("/metrics", get(metrics))
-        .route("/readyz", get(views::readyz))
-        .route("/meshkit/clusters", get(views::clusters))
-        .route("/meshkit/versions", get(views::versions))
-        .route("/meshkit/leaders", get(leadership::leaders))
-        .route("/meshkit/shards", get(leadership::shards))
-        .route("/control/events/shards", get(leadership::shard_events))
-        .route(
-            "/control/events/leadership",
-            get(leadership::leadership_events),
-        )
-        .route("/control/leases/transfer", post(leadership::transfer))
-        .route("/control/drain", post(leadership::drain))
-        .route("/control/resume", post(leadership::resume))
+    let routes = http_routes()
+        .router
+        .fallback(errors::no_route)
+        .method_not_allowed_fallback(errors::method_not_allowed)
         .with_state(node.clone())
         .merge(crate::grpc::routes(node))
         .layer(Extension(access.clone()));
     // The gRPC service shares the authorization layer; its refusals become gRPC statuses.
-    access.protect(routes).layer(axum::middleware::from_fn(
-        crate::grpc::http_errors_as_status,
-    ))
+    access
+        .protect(routes)
+        .layer(axum::middleware::from_fn(errors::json_errors))
+        .layer(axum::middleware::from_fn(
+            crate::grpc::http_errors_as_status,
+        ))
 }
 
 /// Serves the control API on `server`'s listeners until the task is dropped or aborted.

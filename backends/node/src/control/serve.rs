@@ -493,16 +493,44 @@ pub(super) async fn handle(
     }
 }
 
-/// A small body for answers the server makes itself (e.g. a request body over the limit).
+/// An error answer the server makes itself, outside the router (e.g. a request body over the
+/// limit), in the API's one error form: `{"error": text}` (see [`super::errors`]).
 pub(super) fn plain(status: http::StatusCode, text: &'static str) -> Response<Body> {
-    let mut response = Response::new(Body::from(Bytes::from_static(text.as_bytes())));
+    let body = serde_json::to_vec(&super::leadership::ErrorBody {
+        error: text.trim().to_owned(),
+    })
+    // Serializing one string field cannot fail.
+    .unwrap_or_default();
+    let mut response = Response::new(Body::from(Bytes::from(body)));
     *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The server's own answers (HTTP/3's 413) were plain text; they are JSON like the rest.
+    #[tokio::test]
+    async fn the_servers_own_errors_are_json() {
+        let response = plain(
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large\n",
+        );
+        assert_eq!(response.status(), http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            response.headers()[http::header::CONTENT_TYPE],
+            "application/json"
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], br#"{"error":"request body too large"}"#);
+    }
 
     /// HELP then TYPE then samples, one sample per label value, counters end in `_total`.
     #[test]

@@ -102,6 +102,23 @@ pub mod path {
     pub const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
     /// `grpc.health.v1.Health/Watch`.
     pub const HEALTH_WATCH: &str = "/grpc.health.v1.Health/Watch";
+
+    /// Every method the service answers (the others get `UNIMPLEMENTED`); each has its row in
+    /// [`crate::control::auth::ROUTE_SCOPES`].
+    pub const ALL: [&str; 12] = [
+        LIST_PEERS,
+        GET_LEADERS,
+        TRANSFER_LEASE,
+        DRAIN,
+        RESUME,
+        WATCH_LEADERSHIP,
+        LIST_SHARDS,
+        WATCH_SHARDS,
+        LIST_CLUSTERS,
+        LIST_VERSIONS,
+        HEALTH_CHECK,
+        HEALTH_WATCH,
+    ];
 }
 
 /// The service's routes, to merge into the control router (inside its authorization layer).
