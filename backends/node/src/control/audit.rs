@@ -98,7 +98,9 @@ impl AuthMethod {
 pub enum Outcome {
     /// Authorized and passed to its handler (`status` is the handler's).
     Allowed,
-    /// Refused with 401: no usable credential.
+    /// Refused with 401: no usable credential. Never written to the file by the control
+    /// server (such refusals are counted and sampled instead, see the module docs); kept for
+    /// records made by other callers of [`AuditLog::record`].
     Unauthenticated,
     /// Refused with 403: an identity without the scope.
     Forbidden,
