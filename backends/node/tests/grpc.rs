@@ -11,13 +11,13 @@ use common::{TempDir, eventually, start_cluster, start_cluster_with, token};
 use meshkit_node::config::NodeConfig;
 use meshkit_node::control::PeersResponse;
 use meshkit_node::control::auth::AccessControl;
-use meshkit_node::grpc::ControlClient;
-use meshkit_node::grpc::health::{HealthCheckRequest, ServingStatus};
+use meshkit_node::grpc::health::{HealthCheckRequest, ServingStatus, WATCH_INTERVAL, Watchers};
 use meshkit_node::grpc::proto::{
     DrainRequest, GetLeadersRequest, LeadershipChange, ListClustersRequest, ListPeersRequest,
     ListShardsRequest, ListVersionsRequest, PeerState, ResumeRequest, TransferLeaseRequest,
     WatchLeadershipRequest,
 };
+use meshkit_node::grpc::{ControlClient, ControlService};
 use meshkit_node::node::RunningNode;
 use meshkit_node::scope::Scope;
 use tonic::Code;
@@ -675,6 +675,74 @@ async fn grpc_rides_the_real_control_port_with_certificate_identities() {
         .expect("Resume over TLS")
         .into_inner();
     assert!(resumed.was_draining);
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// `Health/Watch` needs no credentials, so what watchers cost is bounded (issue #10, finding 7):
+/// they share one read of the node's readiness per interval (it used to be one per watcher per
+/// interval), at most a configured number are open at once, and a closed one frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_watchers_share_one_reader_and_are_capped() {
+    const CAP: usize = 40;
+    let dir = TempDir::new("grpc-health-watchers");
+    let nodes = start_cluster(dir.path(), 1).await;
+    let node = nodes[0].handle().clone();
+    let watchers = Watchers::with_capacity(node.clone(), CAP);
+    let service = ControlService::with_watchers(node, watchers.clone());
+    let router = axum::Router::new().route_service("/grpc.health.v1.Health/{*method}", service);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let mut anonymous = client(&dir, addr, None).await;
+    let mut streams = Vec::new();
+    for _ in 0..CAP {
+        let mut stream = anonymous
+            .health_watch(HealthCheckRequest::default())
+            .await
+            .expect("Health/Watch")
+            .into_inner();
+        let first = tokio::time::timeout(CALL_LIMIT, stream.message())
+            .await
+            .expect("a status in time")
+            .expect("no error")
+            .expect("a status");
+        assert_eq!(first.status, ServingStatus::Serving as i32);
+        streams.push(stream);
+    }
+    let status = anonymous
+        .health_watch(HealthCheckRequest::default())
+        .await
+        .expect_err("one watcher over the cap");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(watchers.refused(), 1);
+
+    // CAP watchers over three intervals: about one read per interval, not CAP per interval.
+    let before = watchers.reads();
+    tokio::time::sleep(3 * WATCH_INTERVAL).await;
+    let reads = watchers.reads() - before;
+    assert!(
+        reads <= 4,
+        "{reads} readiness reads for {CAP} watchers over 3 intervals"
+    );
+
+    // Closed watchers give their slots back.
+    drop(streams);
+    let reopened = eventually(LIMIT, || {
+        let mut anonymous = anonymous.clone();
+        async move {
+            anonymous
+                .health_watch(HealthCheckRequest::default())
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    assert!(reopened, "no slot came back");
+    task.abort();
     for n in nodes {
         n.stop().await;
     }

@@ -191,6 +191,16 @@ impl Cluster {
         self.daemons.get(&id).map(|d| d.child.id())
     }
 
+    /// Node `id`'s control API address, `host:port`.
+    pub fn control(&self, id: u64) -> Option<&str> {
+        self.daemons.get(&id).map(|d| d.control.as_str())
+    }
+
+    /// The directory of the certificates (`ca.pem`, `node-<id>.pem`, `node-<id>.key`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The layout.
     pub fn layout(&self) -> &Layout {
         &self.layout

@@ -1,8 +1,9 @@
 //! The control API over HTTP/3: quinn accepts QUIC connections, h3 turns their streams into
 //! requests, and each request goes through the same axum router as over TCP.
 //!
-//! Request bodies are read whole (up to [`MAX_REQUEST_BODY_BYTES`]) before the router sees the
-//! request; response bodies are streamed frame by frame, so long-lived answers (server-sent
+//! Request bodies are streamed to the router as its handlers read them (up to
+//! [`MAX_REQUEST_BODY_BYTES`]), so authorization answers before any body byte is read, as over
+//! HTTP/2; response bodies are streamed frame by frame, so long-lived answers (server-sent
 //! events) work as they do over HTTP/2.
 
 use std::sync::Arc;
@@ -10,17 +11,19 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use bytes::{Buf, Bytes, BytesMut};
-use http::{Request, Response, StatusCode};
+use bytes::{Buf, Bytes};
+use futures_util::StreamExt as _;
+use http::{Request, Response};
+use http_body::Frame;
 use http_body_util::BodyExt as _;
 use rustls::pki_types::CertificateDer;
 use thiserror::Error;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use super::admission::{Activity, Admission, ConnectionLimits, Handshaking, Transport};
 use super::serve::{
-    HANDSHAKE_TIMEOUT, HttpProtocol, MAX_CONNECTIONS, MAX_STREAMS_PER_CONNECTION, ServerStats,
-    handle, plain,
+    HttpProtocol, MAX_STREAMS_PER_CONNECTION, RECEIVE_WINDOW_BYTES, STREAM_RECEIVE_WINDOW_BYTES,
+    ServerStats, handle, until_answered,
 };
 use crate::tls::{ClientCertificate, TlsError};
 use crate::tls_stats::Listener;
@@ -29,8 +32,12 @@ use crate::tls_stats::Listener;
 pub const MAX_REQUEST_BODY_BYTES: usize = 1024 * 1024;
 /// Time a client has to send a whole request body over HTTP/3.
 pub const REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(10);
-/// A QUIC connection with no traffic for this long is closed.
+/// A QUIC connection with no packets for this long is closed (a peer that went away). One that
+/// keeps sending packets but no request is closed by the idle deadline of
+/// [`super::admission`].
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// `H3_NO_ERROR` (RFC 9114 §8.1): the code a connection closed for quietness carries.
+const H3_NO_ERROR: u32 = 0x100;
 
 /// Why one HTTP/3 request could not be served (logged at debug level; the connection goes on).
 #[derive(Debug, Error)]
@@ -41,9 +48,47 @@ enum RequestError {
     /// The router's response body failed while streaming.
     #[error("response body: {0}")]
     Body(axum::Error),
-    /// The request body did not arrive within [`REQUEST_BODY_TIMEOUT`].
+}
+
+/// Why a request body stopped before its end (the handler reading it sees this error). Always
+/// the client's doing; nothing changed on the node.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RequestBodyError {
+    /// The stream failed: the peer reset it, or the connection went away.
+    #[error(transparent)]
+    Stream(#[from] h3::error::StreamError),
+    /// The body did not arrive within [`REQUEST_BODY_TIMEOUT`] of the request head.
     #[error("request body not received within {0:?}")]
-    BodyTimeout(Duration),
+    Timeout(Duration),
+}
+
+/// The request body of `recv` as the router's [`Body`]: read only when a handler asks, bounded
+/// by [`MAX_REQUEST_BODY_BYTES`] (a longer one fails with a length-limit error, which axum's
+/// extractors answer with 413) and by [`REQUEST_BODY_TIMEOUT`] from now.
+fn request_body(
+    recv: h3::server::RequestStream<h3_quinn::RecvStream, Bytes>,
+    stats: Arc<ServerStats>,
+) -> Body {
+    let deadline = tokio::time::Instant::now() + REQUEST_BODY_TIMEOUT;
+    let chunks = futures_util::stream::unfold(Some(recv), move |recv| {
+        let stats = stats.clone();
+        async move {
+            let mut recv = recv?;
+            match tokio::time::timeout_at(deadline, recv.recv_data()).await {
+                Ok(Ok(Some(mut chunk))) => {
+                    let bytes = chunk.copy_to_bytes(chunk.remaining());
+                    stats.count_request_body_bytes(HttpProtocol::H3, bytes.len());
+                    Some((Ok(bytes), Some(recv)))
+                }
+                Ok(Ok(None)) => None,
+                Ok(Err(error)) => Some((Err(RequestBodyError::Stream(error)), None)),
+                Err(_) => Some((Err(RequestBodyError::Timeout(REQUEST_BODY_TIMEOUT)), None)),
+            }
+        }
+    });
+    let body = http_body_util::StreamBody::new(chunks.map(|chunk| chunk.map(Frame::data)));
+    Body::new(http_body_util::Limited::new(body, MAX_REQUEST_BODY_BYTES))
 }
 
 /// The quinn server configuration of the control API: `tls` (ALPN `h3`) and stream limits.
@@ -53,6 +98,11 @@ pub(super) fn server_config(tls: rustls::ServerConfig) -> Result<quinn::ServerCo
     let mut transport = quinn::TransportConfig::default();
     transport
         .max_concurrent_bidi_streams(MAX_STREAMS_PER_CONNECTION.into())
+        // What a client can push before a handler reads (or a refusal drops) a request body:
+        // quinn's defaults (1.25 MB per stream, unbounded per connection) would let one
+        // anonymous connection park 100 x 1.25 MB in the server (issue #10, finding 6).
+        .stream_receive_window(STREAM_RECEIVE_WINDOW_BYTES.into())
+        .receive_window(RECEIVE_WINDOW_BYTES.into())
         .max_idle_timeout(Some(
             quinn::IdleTimeout::try_from(IDLE_TIMEOUT)
                 .expect("30 s is far below QUIC's idle timeout limit"),
@@ -62,15 +112,35 @@ pub(super) fn server_config(tls: rustls::ServerConfig) -> Result<quinn::ServerCo
 }
 
 /// Serves `router` over HTTP/3 on `endpoint` until the future is dropped.
-pub(super) async fn serve_h3(endpoint: quinn::Endpoint, router: Router, stats: Arc<ServerStats>) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+pub(super) async fn serve_h3(
+    endpoint: quinn::Endpoint,
+    router: Router,
+    stats: Arc<ServerStats>,
+    limits: ConnectionLimits,
+) {
+    let admission = Admission::new(limits, Transport::Quic, stats.admission().clone());
     let mut connections = JoinSet::new();
     while let Some(incoming) = endpoint.accept().await {
         while connections.try_join_next().is_some() {}
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            stats.count_refused();
-            incoming.refuse();
+        // Limits per source address mean something only for addresses that answer: when
+        // handshakes pile up, an unvalidated address must first echo a retry token (one round
+        // trip), so spoofed sources cannot take another address's permits or fill the pool.
+        if admission.handshakes_busy()
+            && !incoming.remote_address_validated()
+            && incoming.may_retry()
+        {
+            if let Err(error) = incoming.retry() {
+                tracing::debug!(%error, "control endpoint: QUIC retry failed");
+            }
             continue;
+        }
+        let permit = match admission.admit(incoming.remote_address()) {
+            Ok(permit) => permit,
+            Err(reason) => {
+                tracing::debug!(peer = %incoming.remote_address(), ?reason, "control endpoint: QUIC connection refused");
+                incoming.refuse();
+                continue;
+            }
         };
         connections.spawn(serve_connection(
             incoming,
@@ -85,10 +155,11 @@ async fn serve_connection(
     incoming: quinn::Incoming,
     router: Router,
     stats: Arc<ServerStats>,
-    _permit: OwnedSemaphorePermit,
+    permit: Handshaking,
 ) {
     let peer = incoming.remote_address();
-    let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+    let limits = *permit.limits();
+    let connection = match tokio::time::timeout(limits.handshake_timeout(), incoming).await {
         Ok(Ok(connection)) => connection,
         Ok(Err(error)) => {
             stats.count_quic_handshake_failed();
@@ -114,6 +185,20 @@ async fn serve_connection(
             .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
             .and_then(|chain| chain.into_iter().next()),
     );
+    let _admitted = if certificate.0.is_some() {
+        permit.authenticated()
+    } else {
+        match permit.anonymous(peer) {
+            Ok(admitted) => admitted,
+            Err(reason) => {
+                tracing::debug!(%peer, ?reason, "control endpoint: anonymous connection refused");
+                connection.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"busy");
+                return;
+            }
+        }
+    };
+    let quic = connection.clone();
+    let activity = Activity::new();
     let mut h3 = match h3::server::builder()
         .build::<_, Bytes>(h3_quinn::Connection::new(connection))
         .await
@@ -126,16 +211,26 @@ async fn serve_connection(
     };
     let mut requests = JoinSet::new();
     loop {
-        match h3.accept().await {
+        let accepted = tokio::select! {
+            accepted = h3.accept() => accepted,
+            reason = activity.deadline(&limits) => {
+                stats.admission().count_closed(Transport::Quic, reason);
+                tracing::debug!(%peer, ?reason, "control endpoint: closing a quiet connection");
+                quic.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"idle");
+                break;
+            }
+        };
+        match accepted {
             Ok(Some(resolver)) => {
                 while requests.try_join_next().is_some() {}
                 let router = router.clone();
                 let certificate = certificate.clone();
                 let stats = stats.clone();
+                let in_flight = activity.start();
                 requests.spawn(async move {
                     let result = async {
                         let (request, stream) = resolver.resolve_request().await?;
-                        serve_request(request, stream, router, certificate, stats).await
+                        serve_request(request, stream, router, certificate, stats, in_flight).await
                     };
                     if let Err(error) = result.await {
                         tracing::debug!(%peer, %error, "control endpoint: HTTP/3 request failed");
@@ -161,38 +256,23 @@ async fn serve_request(
     router: Router,
     certificate: ClientCertificate,
     stats: Arc<ServerStats>,
+    in_flight: super::admission::InFlight,
 ) -> Result<(), RequestError> {
-    let (mut send, mut recv) = stream.split();
-    let body = tokio::time::timeout(REQUEST_BODY_TIMEOUT, async {
-        let mut body = BytesMut::new();
-        while let Some(mut chunk) = recv.recv_data().await? {
-            if body.len() + chunk.remaining() > MAX_REQUEST_BODY_BYTES {
-                return Ok(None);
-            }
-            while chunk.has_remaining() {
-                let part = chunk.chunk();
-                body.extend_from_slice(part);
-                let n = part.len();
-                chunk.advance(n);
-            }
-        }
-        Ok::<_, RequestError>(Some(body.freeze()))
-    })
-    .await
-    .map_err(|_| RequestError::BodyTimeout(REQUEST_BODY_TIMEOUT))??;
-    let response = match body {
-        Some(body) => {
-            handle(
-                router,
-                request.map(|()| Body::from(body)),
-                HttpProtocol::H3,
-                certificate,
-                stats,
-            )
-            .await
-        }
-        None => plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
-    };
+    let (mut send, recv) = stream.split();
+    // The body is read as the handler asks for it, after authorization ([`super::auth`]): a
+    // refused request is answered without reading it (issue #10, finding 6), and its unread
+    // bytes are discarded when the stream is dropped (quinn sends STOP_SENDING).
+    let body = request_body(recv, stats.clone());
+    let response = handle(
+        router,
+        request.map(|()| body),
+        HttpProtocol::H3,
+        certificate,
+        stats,
+    )
+    .await;
+    // In flight until the whole answer is sent (server-sent events included).
+    let response = until_answered(response, in_flight);
     let (parts, mut body) = response.into_parts();
     send.send_response(Response::from_parts(parts, ())).await?;
     while let Some(frame) = body.frame().await {

@@ -10,6 +10,7 @@
 //! Who may call which route is decided by [`auth`] (the route-to-scope table is
 //! [`auth::ROUTE_SCOPES`]); operate and admin calls are logged by [`audit`].
 
+pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod errors;
@@ -169,13 +170,15 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
 /// The control API's routes over a node, every one behind `access` ([`auth::enforce`]), every
 /// HTTP error in the JSON form ([`errors::json_errors`]).
 pub fn router(node: NodeHandle, access: AccessControl) -> Router {
+    let watchers = crate::grpc::health::Watchers::new(node.clone());
     let routes = http_routes()
         .router
         .fallback(errors::no_route)
         .method_not_allowed_fallback(errors::method_not_allowed)
         .with_state(node.clone())
-        .merge(crate::grpc::routes(node))
-        .layer(Extension(access.clone()));
+        .merge(crate::grpc::routes_with(node, watchers.clone()))
+        .layer(Extension(access.clone()))
+        .layer(Extension(watchers));
     // The gRPC service shares the authorization layer; its refusals become gRPC statuses.
     access
         .protect(routes)
@@ -224,11 +227,13 @@ async fn peers(
 async fn metrics(
     State(node): State<NodeHandle>,
     Extension(access): Extension<AccessControl>,
+    Extension(watchers): Extension<Arc<crate::grpc::health::Watchers>>,
     server: Option<Extension<Arc<serve::ServerStats>>>,
 ) -> Response {
     match node.snapshot().await {
         Ok(s) => {
             let mut text = render_metrics(&s) + &access.render_metrics();
+            watchers.render(&mut text);
             if let Some(Extension(server)) = server {
                 server.render(&mut text);
             }

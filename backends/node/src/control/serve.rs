@@ -9,11 +9,15 @@
 //!
 //! ## Limits
 //!
-//! Each listener holds at most [`MAX_CONNECTIONS`] connections (more are refused at accept), a
-//! TLS or QUIC handshake has [`HANDSHAKE_TIMEOUT`], a connection carries at most
+//! Which connections each listener keeps, and for how long, is [`super::admission`]'s: a total,
+//! permits reserved for clients with a certificate, a cap per source address on anonymous
+//! connections, deadlines for the handshake, the first request and idleness
+//! ([`ConnectionLimits`], set with [`ControlServer::with_limits`]). A connection carries at most
 //! [`MAX_STREAMS_PER_CONNECTION`] concurrent requests, HTTP/1.1 request heads must arrive within
-//! [`HEADER_READ_TIMEOUT`], and HTTP/3 request bodies are read whole up to
-//! [`super::h3::MAX_REQUEST_BODY_BYTES`] (the control API takes small bodies).
+//! [`HEADER_READ_TIMEOUT`], and request bodies are read only once authorization has passed, up to
+//! [`super::h3::MAX_REQUEST_BODY_BYTES`] over HTTP/3 (the control API takes small bodies); flow
+//! control windows ([`RECEIVE_WINDOW_BYTES`]) bound what a client can push before a handler
+//! reads it.
 //!
 //! ## Certificates
 //!
@@ -37,18 +41,19 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use bytes::Bytes;
 use http::header::ALT_SVC;
 use http::{HeaderValue, Request, Response, Version};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower_service::Service as _;
 
+use super::admission::{Activity, Admission, AdmissionStats, Handshaking, InFlight, Transport};
 use crate::reload::TlsSource;
 use crate::tls::{ClientCertificate, TlsError, TlsIdentity};
 use crate::tls_stats::{Listener, TlsStats};
@@ -60,14 +65,19 @@ pub const ALPN_HTTP11: &[u8] = b"http/1.1";
 /// ALPN name of HTTP/3.
 pub const ALPN_H3: &[u8] = b"h3";
 
-/// Most connections one listener (TCP, or QUIC) holds at once; more are refused at accept.
-pub const MAX_CONNECTIONS: usize = 1024;
-/// Time a client has to finish its TLS (TCP) or QUIC handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub use super::admission::{ConnectionLimits, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS};
+
 /// Time an HTTP/1.1 client has to send a request head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most concurrent requests (HTTP/2 or HTTP/3 streams) on one connection.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 100;
+/// Bytes of request bodies one stream may have in flight before a handler reads them (HTTP/2
+/// and HTTP/3 flow control). Control API bodies are a few hundred bytes; what a client pushes
+/// before the server reads (or refuses) a request is bounded by this, per stream.
+pub const STREAM_RECEIVE_WINDOW_BYTES: u32 = 64 * 1024;
+/// Bytes of request bodies one connection may have in flight before handlers read them, over
+/// all its streams: what one connection can make the server buffer.
+pub const RECEIVE_WINDOW_BYTES: u32 = 256 * 1024;
 /// How long a client may remember the `Alt-Svc` advertisement of HTTP/3, in seconds.
 pub const ALT_SVC_MAX_AGE_SECS: u32 = 86_400;
 /// How many times [`ControlServer::bind`] with port 0 tries a fresh TCP port whose UDP twin is
@@ -141,7 +151,10 @@ pub struct ServerStats {
     requests_http11: AtomicU64,
     handshakes_failed_tcp: AtomicU64,
     handshakes_failed_quic: AtomicU64,
-    connections_refused: AtomicU64,
+    body_bytes_h3: AtomicU64,
+    body_bytes_h2: AtomicU64,
+    body_bytes_http11: AtomicU64,
+    admission: Arc<AdmissionStats>,
     tls: Arc<TlsStats>,
 }
 
@@ -174,6 +187,16 @@ impl ServerStats {
         self.handshakes_failed_quic.load(Ordering::Relaxed)
     }
 
+    /// Request body bytes handlers have read over `protocol`.
+    pub fn request_body_bytes(&self, protocol: HttpProtocol) -> u64 {
+        self.body_bytes_counter(protocol).load(Ordering::Relaxed)
+    }
+
+    /// Connections refused and closed by the listeners' limits.
+    pub fn admission(&self) -> &Arc<AdmissionStats> {
+        &self.admission
+    }
+
     /// Appends the Prometheus text exposition of these counters to `out`.
     pub fn render(&self, out: &mut String) {
         // Writing to a String cannot fail.
@@ -201,12 +224,31 @@ impl ServerStats {
         );
         let _ = writeln!(
             out,
-            "# HELP mesh_transport_control_connections_refused_total Control API connections \
-             refused because a listener held its maximum.\n\
-             # TYPE mesh_transport_control_connections_refused_total counter\n\
-             mesh_transport_control_connections_refused_total {}",
-            self.connections_refused.load(Ordering::Relaxed)
+            "# HELP mesh_transport_control_request_body_bytes_total Request body bytes the \
+             control API's handlers read, by HTTP version (a refused request's body is not \
+             read).\n# TYPE mesh_transport_control_request_body_bytes_total counter"
         );
+        for protocol in HttpProtocol::ALL {
+            let _ = writeln!(
+                out,
+                "mesh_transport_control_request_body_bytes_total{{protocol=\"{protocol}\"}} {}",
+                self.request_body_bytes(protocol)
+            );
+        }
+        self.admission.render(out);
+    }
+
+    fn body_bytes_counter(&self, protocol: HttpProtocol) -> &AtomicU64 {
+        match protocol {
+            HttpProtocol::H3 => &self.body_bytes_h3,
+            HttpProtocol::H2 => &self.body_bytes_h2,
+            HttpProtocol::Http11 => &self.body_bytes_http11,
+        }
+    }
+
+    pub(super) fn count_request_body_bytes(&self, protocol: HttpProtocol, bytes: usize) {
+        self.body_bytes_counter(protocol)
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     fn requests_counter(&self, protocol: HttpProtocol) -> &AtomicU64 {
@@ -225,10 +267,6 @@ impl ServerStats {
     pub(super) fn count_quic_handshake_failed(&self) {
         self.handshakes_failed_quic.fetch_add(1, Ordering::Relaxed);
     }
-
-    pub(super) fn count_refused(&self) {
-        self.connections_refused.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// The control API's listeners, bound on one port number: TCP (TLS, `h2` and `http/1.1`) and
@@ -241,6 +279,7 @@ pub struct ControlServer {
     source: TlsSource,
     addr: SocketAddr,
     stats: Arc<ServerStats>,
+    limits: ConnectionLimits,
 }
 
 /// The server configurations of both transports for `identity`: TLS over TCP, and QUIC.
@@ -307,6 +346,7 @@ impl ControlServer {
                         source,
                         addr: bound,
                         stats: Arc::new(ServerStats::with_tls(tls_stats)),
+                        limits: ConnectionLimits::default(),
                     });
                 }
                 Err(source) if addr.port() == 0 => {
@@ -325,6 +365,13 @@ impl ControlServer {
         }))
     }
 
+    /// The server with `limits` on each listener instead of the defaults.
+    #[must_use]
+    pub fn with_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// The address bound, the same port number on TCP and UDP.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
@@ -339,24 +386,41 @@ impl ControlServer {
     /// listeners and every connection.
     pub async fn serve(self, router: Router) {
         let (tcp_tls, tcp_tls_now) = watch::channel(self.tls);
-        let tcp = serve_tls_from(self.tcp, tcp_tls_now, router.clone(), self.stats.clone());
+        let tcp = serve_tls_from(
+            self.tcp,
+            tcp_tls_now,
+            router.clone(),
+            self.stats.clone(),
+            self.limits,
+        );
         let follow = follow_tls(self.source, tcp_tls, self.quic.clone());
-        let quic = super::h3::serve_h3(self.quic, router, self.stats);
+        let quic = super::h3::serve_h3(self.quic, router, self.stats, self.limits);
         tokio::join!(tcp, quic, follow);
     }
 }
 
 /// Serves `router` over TLS on `listener` (HTTP/2 and HTTP/1.1, by ALPN) until the future is
-/// dropped. [`ControlServer::serve`] runs this beside HTTP/3; alone, it is a server whose UDP
-/// side is unreachable (what the fallback tests need).
+/// dropped, with the default [`ConnectionLimits`]. [`ControlServer::serve`] runs this beside
+/// HTTP/3; alone, it is a server whose UDP side is unreachable (what the fallback tests need).
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
     stats: Arc<ServerStats>,
 ) {
+    serve_tls_with(listener, tls, router, stats, ConnectionLimits::default()).await;
+}
+
+/// [`serve_tls`] with `limits`.
+pub async fn serve_tls_with(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    stats: Arc<ServerStats>,
+    limits: ConnectionLimits,
+) {
     // The sender is dropped: the configuration never changes.
-    serve_tls_from(listener, watch::channel(tls).1, router, stats).await;
+    serve_tls_from(listener, watch::channel(tls).1, router, stats, limits).await;
 }
 
 /// [`serve_tls`] with the configuration `tls` holds when each connection is accepted.
@@ -365,11 +429,12 @@ async fn serve_tls_from(
     tls: watch::Receiver<Arc<rustls::ServerConfig>>,
     router: Router,
     stats: Arc<ServerStats>,
+    limits: ConnectionLimits,
 ) {
     let port = listener.local_addr().map_or(0, |a| a.port());
     let alt_svc = HeaderValue::try_from(format!("h3=\":{port}\"; ma={ALT_SVC_MAX_AGE_SECS}"))
         .expect("digits and ASCII punctuation make a valid header value");
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let admission = Admission::new(limits, Transport::Tcp, stats.admission.clone());
     let mut connections = JoinSet::new();
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -383,10 +448,13 @@ async fn serve_tls_from(
             }
         };
         while connections.try_join_next().is_some() {}
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            stats.count_refused();
-            tracing::debug!(%peer, "control endpoint: too many connections, refused");
-            continue;
+        // A refused connection is closed at once (dropped): no TLS, no answer.
+        let permit = match admission.admit(peer) {
+            Ok(permit) => permit,
+            Err(reason) => {
+                tracing::debug!(%peer, ?reason, "control endpoint: connection refused");
+                continue;
+            }
         };
         let acceptor = TlsAcceptor::from(tls.borrow().clone());
         connections.spawn(serve_tls_connection(
@@ -408,14 +476,16 @@ async fn serve_tls_connection(
     router: Router,
     stats: Arc<ServerStats>,
     alt_svc: HeaderValue,
-    _permit: OwnedSemaphorePermit,
+    permit: Handshaking,
 ) {
     // Answers are small and written in a few pieces (HTTP/2 frames): without this, Nagle's
     // algorithm and delayed acknowledgements add about 40 ms to some of them.
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "control endpoint: cannot set TCP_NODELAY");
     }
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+    let limits = *permit.limits();
+    let handshake = tokio::time::timeout(limits.handshake_timeout(), acceptor.accept(stream));
+    let tls = match handshake.await {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
             stats.handshakes_failed_tcp.fetch_add(1, Ordering::Relaxed);
@@ -442,26 +512,45 @@ async fn serve_tls_connection(
             .and_then(|chain| chain.first())
             .map(|leaf| leaf.clone().into_owned()),
     );
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let protocol = if request.version() == Version::HTTP_2 {
-            HttpProtocol::H2
-        } else {
-            HttpProtocol::Http11
-        };
-        let response = handle(
-            router.clone(),
-            request.map(Body::new),
-            protocol,
-            certificate.clone(),
-            stats.clone(),
-        );
-        let alt_svc = alt_svc.clone();
-        async move {
-            let mut response = response.await;
-            response.headers_mut().insert(ALT_SVC, alt_svc);
-            Ok::<_, Infallible>(response)
+    let _admitted = if certificate.0.is_some() {
+        permit.authenticated()
+    } else {
+        match permit.anonymous(peer) {
+            Ok(admitted) => admitted,
+            Err(reason) => {
+                tracing::debug!(%peer, ?reason, "control endpoint: anonymous connection refused");
+                return;
+            }
         }
-    });
+    };
+    let activity = Activity::new();
+    let service = {
+        let activity = activity.clone();
+        let stats = stats.clone();
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            let in_flight = activity.start();
+            let protocol = if request.version() == Version::HTTP_2 {
+                HttpProtocol::H2
+            } else {
+                HttpProtocol::Http11
+            };
+            let (parts, body) = request.into_parts();
+            let body = counted_body(Body::new(body), protocol, stats.clone());
+            let response = handle(
+                router.clone(),
+                Request::from_parts(parts, body),
+                protocol,
+                certificate.clone(),
+                stats.clone(),
+            );
+            let alt_svc = alt_svc.clone();
+            async move {
+                let mut response = response.await;
+                response.headers_mut().insert(ALT_SVC, alt_svc);
+                Ok::<_, Infallible>(until_answered(response, in_flight))
+            }
+        })
+    };
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -470,10 +559,51 @@ async fn serve_tls_connection(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
-    if let Err(error) = builder.serve_connection(TokioIo::new(tls), service).await {
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .initial_stream_window_size(STREAM_RECEIVE_WINDOW_BYTES)
+        .initial_connection_window_size(RECEIVE_WINDOW_BYTES)
+        .keep_alive_interval(Some(super::admission::H2_KEEP_ALIVE_INTERVAL))
+        .keep_alive_timeout(super::admission::H2_KEEP_ALIVE_INTERVAL);
+    let connection = builder.serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        reason = activity.deadline(&limits) => {
+            stats.admission.count_closed(Transport::Tcp, reason);
+            tracing::debug!(%peer, ?reason, "control endpoint: closing a quiet connection");
+            // GOAWAY (HTTP/2) or close (HTTP/1.1): nothing is in flight, so this is quick; a
+            // peer that does not let it finish is dropped.
+            connection.as_mut().graceful_shutdown();
+            tokio::time::timeout(super::admission::CLOSE_GRACE, connection.as_mut())
+                .await
+                .unwrap_or(Ok(()))
+        }
+    };
+    if let Err(error) = result {
         tracing::debug!(%peer, %error, "control endpoint: connection ended with an error");
     }
+}
+
+/// `body`, counting the bytes handlers read from it.
+fn counted_body(body: Body, protocol: HttpProtocol, stats: Arc<ServerStats>) -> Body {
+    Body::new(body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            stats.count_request_body_bytes(protocol, data.len());
+        }
+        frame
+    }))
+}
+
+/// `response`, keeping `in_flight` until its body is done (or dropped): a long-lived answer keeps
+/// its connection from the idle deadline.
+pub(super) fn until_answered(response: Response<Body>, in_flight: InFlight) -> Response<Body> {
+    response.map(|body| {
+        Body::new(body.map_frame(move |frame| {
+            // Moved into the closure: dropped with the body.
+            let _in_flight = &in_flight;
+            frame
+        }))
+    })
 }
 
 /// One request through the router, with the extensions every handler may read.
@@ -493,44 +623,9 @@ pub(super) async fn handle(
     }
 }
 
-/// An error answer the server makes itself, outside the router (e.g. a request body over the
-/// limit), in the API's one error form: `{"error": text}` (see [`super::errors`]).
-pub(super) fn plain(status: http::StatusCode, text: &'static str) -> Response<Body> {
-    let body = serde_json::to_vec(&super::leadership::ErrorBody {
-        error: text.trim().to_owned(),
-    })
-    // Serializing one string field cannot fail.
-    .unwrap_or_default();
-    let mut response = Response::new(Body::from(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The server's own answers (HTTP/3's 413) were plain text; they are JSON like the rest.
-    #[tokio::test]
-    async fn the_servers_own_errors_are_json() {
-        let response = plain(
-            http::StatusCode::PAYLOAD_TOO_LARGE,
-            "request body too large\n",
-        );
-        assert_eq!(response.status(), http::StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(
-            response.headers()[http::header::CONTENT_TYPE],
-            "application/json"
-        );
-        let body = axum::body::to_bytes(response.into_body(), 1024)
-            .await
-            .unwrap();
-        assert_eq!(&body[..], br#"{"error":"request body too large"}"#);
-    }
 
     /// HELP then TYPE then samples, one sample per label value, counters end in `_total`.
     #[test]
@@ -548,7 +643,8 @@ mod tests {
             "mesh_transport_control_requests_total{protocol=\"http1.1\"} 1\n",
             "mesh_transport_control_handshakes_failed_total{transport=\"tcp\"} 0\n",
             "mesh_transport_control_handshakes_failed_total{transport=\"quic\"} 1\n",
-            "mesh_transport_control_connections_refused_total 0\n",
+            "mesh_transport_control_connections_refused_total{transport=\"tcp\",reason=\"address\"} 0\n",
+            "mesh_transport_control_connections{transport=\"quic\",client=\"anonymous\"} 0\n",
         ] {
             assert!(text.contains(sample), "{sample} missing from:\n{text}");
         }
@@ -556,8 +652,8 @@ mod tests {
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (name, kind) = rest.split_once(' ').expect("a TYPE line names its kind");
-                assert_eq!(kind, "counter");
-                assert!(name.ends_with("_total"), "{line}");
+                assert!(kind == "counter" || kind == "gauge", "{line}");
+                assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
                 announced = Some(name.to_owned());
             } else if !line.starts_with("# HELP ") {
                 let name = line.split(['{', ' ']).next().unwrap_or_default();

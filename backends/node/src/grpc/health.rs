@@ -9,12 +9,21 @@
 //! Services: `""` (the whole node) and `meshkit.control.v1.Control` both answer the node's
 //! readiness; any other name is `NOT_FOUND` for `Check` and `SERVICE_UNKNOWN` for `Watch`, as
 //! the protocol says. Like `/readyz`, the service needs no credentials.
+//!
+//! Because anyone may call it, `Watch` is bounded (issue #10, finding 7): the node's readiness
+//! is read by one task every [`WATCH_INTERVAL`] while anyone watches and fanned out to every
+//! watcher ([`Watchers`]), so a thousand watchers cost what one does; and at most
+//! [`MAX_WATCHERS`] streams are open at once (more get `RESOURCE_EXHAUSTED`).
 
+use std::fmt::Write as _;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use axum::body::Body;
 use futures_util::stream::{self, Stream, StreamExt};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, watch};
 use tonic::Status;
 use tonic_prost::ProstCodec;
 
@@ -25,8 +34,122 @@ use crate::driver::NodeHandle;
 /// The service's full name.
 pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 
-/// How often a `Watch` re-reads the node's readiness; it sends only changes.
+/// How often the node's readiness is re-read while anyone watches; watchers are sent only
+/// changes.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// Most `Watch` streams open at once on one node. A watcher costs a task-free stream and a
+/// slot in the connection's stream limit; Kubernetes and `grpc_health_probe` hold one per
+/// probe, so 1,024 is far beyond honest use while it bounds what anonymous callers hold
+/// (without it: 1,024 connections x 100 streams).
+pub const MAX_WATCHERS: usize = 1024;
+
+/// The `Watch` streams of one node: the shared reader of its readiness and the slots.
+#[derive(Debug)]
+pub struct Watchers {
+    node: NodeHandle,
+    slots: Arc<Semaphore>,
+    max: usize,
+    /// The sender the reader task owns, while it runs (it stops when the last watcher goes).
+    /// Subscribing and the reader's decision to stop both happen under this lock.
+    current: Mutex<Weak<watch::Sender<ServingStatus>>>,
+    refused: AtomicU64,
+    reads: AtomicU64,
+}
+
+impl Watchers {
+    /// The watchers of `node`, at most [`MAX_WATCHERS`] at once.
+    pub fn new(node: NodeHandle) -> Arc<Self> {
+        Self::with_capacity(node, MAX_WATCHERS)
+    }
+
+    /// The watchers of `node`, at most `max` at once.
+    pub fn with_capacity(node: NodeHandle, max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            node,
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+            current: Mutex::new(Weak::new()),
+            refused: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+        })
+    }
+
+    /// Streams refused because [`MAX_WATCHERS`] were open.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Times the shared reader has read the node's readiness.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    async fn read(&self) -> ServingStatus {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        status(&self.node).await
+    }
+
+    /// A slot and the shared readiness, or `None` when every slot is taken (counted).
+    async fn subscribe(
+        self: &Arc<Self>,
+    ) -> Option<(OwnedSemaphorePermit, watch::Receiver<ServingStatus>)> {
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let mut current = self.current.lock().await;
+        if let Some(sender) = current.upgrade() {
+            return Some((slot, sender.subscribe()));
+        }
+        let (sender, receiver) = watch::channel(self.read().await);
+        let sender = Arc::new(sender);
+        *current = Arc::downgrade(&sender);
+        tokio::spawn(self.clone().reader(sender));
+        Some((slot, receiver))
+    }
+
+    /// Re-reads the readiness every [`WATCH_INTERVAL`] for every watcher, until none is left.
+    async fn reader(self: Arc<Self>, sender: Arc<watch::Sender<ServingStatus>>) {
+        loop {
+            tokio::select! {
+                () = sender.closed() => {
+                    let mut current = self.current.lock().await;
+                    // Someone may have subscribed between `closed` and the lock.
+                    if sender.receiver_count() == 0 {
+                        *current = Weak::new();
+                        return;
+                    }
+                }
+                () = tokio::time::sleep(WATCH_INTERVAL) => {
+                    let now = self.read().await;
+                    sender.send_if_modified(|last| std::mem::replace(last, now) != now);
+                }
+            }
+        }
+    }
+
+    /// Appends the Prometheus text exposition of the watchers' gauge and counters to `out`.
+    pub fn render(&self, out: &mut String) {
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "# HELP mesh_control_health_watchers gRPC Health/Watch streams open now.
+             # TYPE mesh_control_health_watchers gauge
+             mesh_control_health_watchers {}
+             # HELP mesh_control_health_watch_refused_total gRPC Health/Watch streams refused \
+             (RESOURCE_EXHAUSTED) because the most allowed were open.
+             # TYPE mesh_control_health_watch_refused_total counter
+             mesh_control_health_watch_refused_total {}
+             # HELP mesh_control_health_watch_reads_total Reads of the node's readiness for \
+             gRPC Health/Watch streams (one per interval however many watch).
+             # TYPE mesh_control_health_watch_reads_total counter
+             mesh_control_health_watch_reads_total {}",
+            self.max.saturating_sub(self.slots.available_permits()),
+            self.refused(),
+            self.reads(),
+        );
+    }
+}
 
 /// `HealthCheckRequest`, as upstream's `grpc/health/v1/health.proto`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -91,40 +214,50 @@ pub(super) async fn check(
     .await
 }
 
-/// The current status at once, then each change, read every [`WATCH_INTERVAL`] until the
-/// client goes away.
+/// The current status at once, then each change (read every [`WATCH_INTERVAL`] by the shared
+/// reader of `watchers`) until the client goes away; `RESOURCE_EXHAUSTED` when
+/// [`MAX_WATCHERS`] streams are open.
 pub(super) async fn watch(
     request: http::Request<Body>,
-    node: NodeHandle,
+    watchers: Arc<Watchers>,
 ) -> http::Response<tonic::body::Body> {
     let mut grpc =
         tonic::server::Grpc::new(ProstCodec::<HealthCheckResponse, HealthCheckRequest>::new())
             .max_decoding_message_size(MAX_REQUEST_BYTES);
     let handler = tower::service_fn(|r: tonic::Request<HealthCheckRequest>| {
-        let node = node.clone();
+        let watchers = watchers.clone();
         async move {
             let service = r.into_inner().service;
+            let Some((slot, receiver)) = watchers.subscribe().await else {
+                return Err(Status::resource_exhausted(format!(
+                    "at most {} health watchers at once; retry later or use Check",
+                    watchers.max
+                )));
+            };
             let updates: StatusStream = if known(&service) {
                 Box::pin(stream::unfold(
-                    (node, None::<ServingStatus>),
-                    |(node, last)| async move {
-                        loop {
-                            if last.is_some() {
-                                tokio::time::sleep(WATCH_INTERVAL).await;
-                            }
-                            let now = status(&node).await;
-                            if Some(now) != last {
-                                let answer = HealthCheckResponse { status: now as i32 };
-                                return Some((Ok(answer), (node, Some(now))));
-                            }
+                    (slot, receiver, true),
+                    |(slot, mut receiver, first)| async move {
+                        // The sender outlives every receiver (the reader stops only when none
+                        // is left): an error here means the node is shutting down.
+                        if !first {
+                            receiver.changed().await.ok()?;
                         }
+                        let now = *receiver.borrow_and_update();
+                        let answer = HealthCheckResponse { status: now as i32 };
+                        Some((Ok(answer), (slot, receiver, false)))
                     },
                 ))
             } else {
                 let unknown = HealthCheckResponse {
                     status: ServingStatus::ServiceUnknown as i32,
                 };
-                Box::pin(stream::iter([Ok(unknown)]).chain(stream::pending()))
+                // The slot is held as long as the stream stays open.
+                let hold = stream::pending().map(move |x| {
+                    let _slot = &slot;
+                    x
+                });
+                Box::pin(stream::iter([Ok(unknown)]).chain(hold))
             };
             Ok::<_, Status>(tonic::Response::new(updates))
         }

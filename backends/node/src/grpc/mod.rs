@@ -36,6 +36,7 @@ mod status;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::Router;
@@ -123,15 +124,16 @@ pub mod path {
 
 /// The service's routes, to merge into the control router (inside its authorization layer).
 pub fn routes(node: NodeHandle) -> Router {
+    let watchers = health::Watchers::new(node.clone());
+    routes_with(node, watchers)
+}
+
+/// [`routes`] with `watchers` as the health watchers (shared with what renders their metrics).
+pub fn routes_with(node: NodeHandle, watchers: Arc<health::Watchers>) -> Router {
+    let service = ControlService::with_watchers(node, watchers);
     Router::new()
-        .route_service(
-            "/meshkit.control.v1.Control/{*method}",
-            ControlService::new(node.clone()),
-        )
-        .route_service(
-            "/grpc.health.v1.Health/{*method}",
-            ControlService::new(node),
-        )
+        .route_service("/meshkit.control.v1.Control/{*method}", service.clone())
+        .route_service("/grpc.health.v1.Health/{*method}", service)
 }
 
 /// The `meshkit.control.v1.Control` service over a node, and beside it the node's
@@ -139,12 +141,19 @@ pub fn routes(node: NodeHandle) -> Router {
 #[derive(Clone, Debug)]
 pub struct ControlService {
     node: NodeHandle,
+    watchers: Arc<health::Watchers>,
 }
 
 impl ControlService {
     /// The service over `node`.
     pub fn new(node: NodeHandle) -> Self {
-        Self { node }
+        let watchers = health::Watchers::new(node.clone());
+        Self::with_watchers(node, watchers)
+    }
+
+    /// The service over `node`, its `Health/Watch` streams served by `watchers`.
+    pub fn with_watchers(node: NodeHandle, watchers: Arc<health::Watchers>) -> Self {
+        Self { node, watchers }
     }
 }
 
@@ -166,6 +175,7 @@ impl tower::Service<http::Request<Body>> for ControlService {
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let node = self.node.clone();
+        let watchers = self.watchers.clone();
         Box::pin(async move {
             let response = match request.uri().path() {
                 path::LIST_PEERS => {
@@ -198,7 +208,7 @@ impl tower::Service<http::Request<Body>> for ControlService {
                     .await
                 }
                 path::HEALTH_CHECK => health::check(request, node).await,
-                path::HEALTH_WATCH => health::watch(request, node).await,
+                path::HEALTH_WATCH => health::watch(request, watchers).await,
                 path::WATCH_LEADERSHIP => watch(request, node, all_entries).await,
                 path::WATCH_SHARDS => watch(request, node, shard_entries).await,
                 other => {

@@ -1,0 +1,331 @@
+//! The control API against anonymous clients at the connection level (issue #10, findings 4
+//! and 6), on real loopback sockets: idle anonymous connections from one address cannot lock
+//! others out, connections that send nothing are closed, and an anonymous HTTP/3 request with a
+//! body is refused before the body is read.
+//!
+//! Anonymous clients here are raw rustls + hyper / h3 clients trusting the test CA and presenting
+//! no certificate. Every wait is bounded; counts of connections are small and configured.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{TempDir, start_cluster};
+use http_body_util::Empty;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use meshkit_node::config::NodeConfig;
+use meshkit_node::control::admission::{Closed, ConnectionLimits, Refusal, Transport};
+use meshkit_node::control::auth::AccessControl;
+use meshkit_node::control::serve::{ALPN_H2, ALPN_H3, ControlServer, HttpProtocol, ServerStats};
+use meshkit_node::node::RunningNode;
+use meshkit_node::tls::{TlsIdentity, crypto_provider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// Bound on one connection, handshake or request.
+const STEP: Duration = Duration::from_secs(5);
+/// The HTTP/2 connection preface and an empty SETTINGS frame: what an HTTP/2 client sends
+/// before its first request.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+/// The attacker's address and another client's (both on loopback).
+const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+const OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+/// A one-node cluster in `dir` and a control server for it with `limits`.
+struct Server {
+    nodes: Vec<RunningNode>,
+    addr: SocketAddr,
+    stats: Arc<ServerStats>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start(dir: &Path, limits: ConnectionLimits) -> Self {
+        let nodes = start_cluster(dir, 1).await;
+        let identity = TlsIdentity::load(
+            &dir.join("node-1.pem"),
+            &dir.join("node-1.key"),
+            &dir.join("ca.pem"),
+        )
+        .unwrap();
+        let server = ControlServer::bind("127.0.0.1:0".parse().unwrap(), &identity)
+            .await
+            .unwrap()
+            .with_limits(limits);
+        let (addr, stats) = (server.local_addr(), server.stats());
+        let config = NodeConfig::load(&dir.join("node-1.toml")).unwrap();
+        let access = AccessControl::from_config(config.access()).unwrap();
+        let task = tokio::spawn(meshkit_node::control::serve(
+            server,
+            nodes[0].handle().clone(),
+            access,
+        ));
+        Self {
+            nodes,
+            addr,
+            stats,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.task.abort();
+        for n in self.nodes {
+            n.stop().await;
+        }
+    }
+}
+
+/// A TLS 1.3 client configuration trusting the test CA, presenting node-1's certificate when
+/// `authenticated` (else none), offering `alpn`.
+fn tls_config(dir: &Path, authenticated: bool, alpn: &[u8]) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(dir.join("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = if authenticated {
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(dir.join("node-1.pem"))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+        let key = PrivateKeyDer::from_pem_file(dir.join("node-1.key")).unwrap();
+        builder.with_client_auth_cert(chain, key).unwrap()
+    } else {
+        builder.with_no_client_auth()
+    };
+    config.alpn_protocols = vec![alpn.to_vec()];
+    config
+}
+
+/// TCP from `local` to `server`, then TLS with `config`.
+async fn tls_connect(
+    server: SocketAddr,
+    local: IpAddr,
+    config: &rustls::ClientConfig,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(local, 0))?;
+    let tcp = tokio::time::timeout(STEP, socket.connect(server)).await??;
+    let name = ServerName::try_from("node-1").unwrap();
+    let connector = TlsConnector::from(Arc::new(config.clone()));
+    let mut tls = tokio::time::timeout(STEP, connector.connect(name, tcp)).await??;
+    // TLS 1.3: the server's verdict on the client comes after the client's last flight; a
+    // write-and-flush makes a refused connection show up here rather than later.
+    tls.flush().await?;
+    Ok(tls)
+}
+
+/// An idle anonymous HTTP/2 connection: TLS without a certificate and the preface, then
+/// nothing. `None` when the server refused or closed it.
+async fn idle_h2(
+    server: SocketAddr,
+    local: IpAddr,
+    config: &rustls::ClientConfig,
+) -> Option<TlsStream<TcpStream>> {
+    let mut tls = tls_connect(server, local, config).await.ok()?;
+    tls.write_all(H2_PREFACE).await.ok()?;
+    tls.flush().await.ok()?;
+    // The server answers the preface with its SETTINGS; a refused connection ends instead.
+    let mut buf = [0u8; 9];
+    match tokio::time::timeout(STEP, tls.read(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => Some(tls),
+        _ => None,
+    }
+}
+
+/// `GET path` over HTTP/2 on a new connection from `local`: the status.
+async fn h2_get(
+    server: SocketAddr,
+    local: IpAddr,
+    config: &rustls::ClientConfig,
+    path: &str,
+) -> Result<u16, String> {
+    let tls = tls_connect(server, local, config)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("h2 handshake: {e}"))?;
+    tokio::spawn(connection);
+    let request = http::Request::get(format!("https://{server}{path}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = tokio::time::timeout(STEP, sender.send_request(request))
+        .await
+        .map_err(|_| "no answer in time".to_owned())?
+        .map_err(|e| format!("request: {e}"))?;
+    Ok(response.status().as_u16())
+}
+
+/// Finding 4: one anonymous address opening as many idle HTTP/2 connections as it can (as many
+/// as the listener holds in all) cannot take the control API from others: `/healthz` from
+/// another address and an authenticated request from the same address still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_anonymous_connections_from_one_address_lock_nobody_out() {
+    const MAX: usize = 48;
+    let dir = TempDir::new("limits-lockout");
+    // Deadlines long enough that nothing is closed for quietness during the test: this is
+    // about the counts.
+    let limits = ConnectionLimits::default()
+        .with_counts(MAX, 8, 8, 8)
+        .unwrap()
+        .with_timeouts(STEP, Duration::from_secs(60), Duration::from_secs(60));
+    let server = Server::start(dir.path(), limits).await;
+    let anonymous = tls_config(dir.path(), false, ALPN_H2);
+
+    let mut held = Vec::new();
+    for _ in 0..MAX {
+        if let Some(connection) = idle_h2(server.addr, ATTACKER, &anonymous).await {
+            held.push(connection);
+        }
+    }
+    // Another anonymous client (a load balancer's probe) still gets /healthz over TCP.
+    assert_eq!(
+        h2_get(server.addr, OTHER, &anonymous, "/healthz").await,
+        Ok(200)
+    );
+    // An operator with a certificate, from the attacker's own address, still gets in.
+    let operator = tls_config(dir.path(), true, ALPN_H2);
+    assert_eq!(
+        h2_get(server.addr, ATTACKER, &operator, "/meshkit/peers").await,
+        Ok(200)
+    );
+    assert!(
+        held.len() <= limits.max_per_address(),
+        "one address holds {} idle anonymous connections",
+        held.len()
+    );
+    assert!(
+        server
+            .stats
+            .admission()
+            .refused(Transport::Tcp, Refusal::Address)
+            > 0
+    );
+
+    drop(held);
+    server.stop().await;
+}
+
+/// Finding 4: a connection that sends no request after its handshake is closed at the
+/// first-request deadline, and one that made a request and went quiet at the idle deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_connections_are_closed_at_their_deadlines() {
+    let dir = TempDir::new("limits-deadlines");
+    let limits = ConnectionLimits::default().with_timeouts(
+        STEP,
+        Duration::from_millis(300),
+        Duration::from_millis(500),
+    );
+    let server = Server::start(dir.path(), limits).await;
+    let anonymous = tls_config(dir.path(), false, ALPN_H2);
+
+    // The preface and nothing more: read until the server ends the connection.
+    let mut idle = idle_h2(server.addr, ATTACKER, &anonymous)
+        .await
+        .expect("an idle connection is accepted");
+    let closed = tokio::time::timeout(STEP, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match idle.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "an idle connection was still open after {STEP:?}"
+    );
+    let admission = server.stats.admission();
+    assert_eq!(
+        admission.closed(Transport::Tcp, Closed::FirstRequestTimeout),
+        1
+    );
+
+    // One request, then quiet: the client sees the connection end.
+    let tls = tls_connect(server.addr, ATTACKER, &anonymous)
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = http::Request::get(format!("https://{}/healthz", server.addr))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    drop(response);
+    assert!(
+        tokio::time::timeout(STEP, connection).await.is_ok(),
+        "a quiet connection was still open after {STEP:?}"
+    );
+    assert_eq!(admission.closed(Transport::Tcp, Closed::IdleTimeout), 1);
+    server.stop().await;
+}
+
+/// Finding 6: an anonymous HTTP/3 POST to an operate route is answered 401 before its body is
+/// read: the client gets the answer while it is still sending, and handlers read no body byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_h3_bodies_are_refused_before_they_are_read() {
+    let dir = TempDir::new("limits-h3-body");
+    let server = Server::start(dir.path(), ConnectionLimits::default()).await;
+    let tls = tls_config(dir.path(), false, ALPN_H3);
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let connection = tokio::time::timeout(STEP, endpoint.connect(server.addr, "node-1").unwrap())
+        .await
+        .expect("a QUIC handshake in time")
+        .unwrap();
+    let (mut driver, mut sender) = h3::client::new(h3_quinn::Connection::new(connection))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+
+    let request = http::Request::post(format!("https://{}/control/drain", server.addr))
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap();
+    let stream = sender.send_request(request).await.unwrap();
+    let (mut send, mut recv) = stream.split();
+    // 512 KiB, under the body limit, and never finished: a server that reads the body first
+    // waits for the rest and answers nothing.
+    let sending = tokio::spawn(async move {
+        let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
+        for _ in 0..32 {
+            if send.send_data(chunk.clone()).await.is_err() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await;
+    });
+    let response = tokio::time::timeout(STEP, recv.recv_response())
+        .await
+        .expect("an answer while the body is still being sent")
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(server.stats.request_body_bytes(HttpProtocol::H3), 0);
+    sending.abort();
+    endpoint.close(quinn::VarInt::from_u32(0), b"done");
+    server.stop().await;
+}
