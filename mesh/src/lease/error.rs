@@ -204,7 +204,9 @@ pub enum RaftRefusal {
     },
     /// A term raft-rs would misread: 0 (raft-rs takes a message of term 0 as a local one,
     /// except `MsgReadIndex`, which must carry 0), a term above
-    /// [`MAX_RAFT_TERM`](super::MAX_RAFT_TERM), or a log term above the message's term.
+    /// [`MAX_RAFT_TERM`](super::MAX_RAFT_TERM), a log term above the message's term, or an
+    /// append whose log term is 0 at an index other than 0 (raft-rs reads the term of an index
+    /// beyond its log as 0, so such an append "matches" and commits past the log).
     #[error("term {term} is invalid for this message")]
     Term {
         /// The offending term.
@@ -228,8 +230,8 @@ pub enum RaftRefusal {
         /// The receiver's last log index.
         last_index: u64,
     },
-    /// Entries that do not follow each other from the append's `index + 1`, whose terms go
-    /// down or exceed the message's term, of a type this group never writes
+    /// Entries that do not follow each other from the append's `index + 1`, whose terms are 0,
+    /// go down or exceed the message's term, of a type this group never writes
     /// (`EntryConfChangeV2`), or entries on a message type that carries none (or not exactly
     /// the one entry a ReadIndex carries).
     #[error("entries are inconsistent at position {position}")]
@@ -244,11 +246,19 @@ pub enum RaftRefusal {
         /// The snapshot's term.
         term: u64,
     },
+    /// A election priority other than 0: this group gives every voter the same priority, and
+    /// raft-rs refuses votes by it (a refusal from a voter that never heard of a leader carries
+    /// term 0, on which raft-rs panics).
+    #[error("priority {priority} is not this group's")]
+    Priority {
+        /// The priority the message carries.
+        priority: i64,
+    },
 }
 
 impl RaftRefusal {
     /// Every label, in the order of [`RaftRefusals`]'s counters.
-    pub const LABELS: [&'static str; 7] = [
+    pub const LABELS: [&'static str; 8] = [
         "not_voter",
         "message_type",
         "term",
@@ -256,6 +266,7 @@ impl RaftRefusal {
         "index",
         "entries",
         "snapshot",
+        "priority",
     ];
 
     /// A short name of the rule, for a metric label (one of [`LABELS`](Self::LABELS)).
@@ -272,6 +283,7 @@ impl RaftRefusal {
             Self::Index { .. } => 4,
             Self::Entries { .. } => 5,
             Self::Snapshot { .. } => 6,
+            Self::Priority { .. } => 7,
         }
     }
 }

@@ -573,6 +573,11 @@ impl LeaseGroup {
         if m.log_term > m.term && kind != T::MsgReadIndex {
             return Err(RaftRefusal::Term { term: m.log_term });
         }
+        if m.priority != 0 {
+            return Err(RaftRefusal::Priority {
+                priority: m.priority,
+            });
+        }
         // 3. Types this group's voters never send to a peer: leadership moves only by the
         //    leader's own transfer (`transfer_leader` on the leader, then MsgTimeoutNow from it).
         match kind {
@@ -633,12 +638,20 @@ impl LeaseGroup {
                 last_index,
             }),
             // An append's `commit` is capped by raft-rs at the last new entry; its entries must
-            // continue the log at `index + 1`, one index each, with terms from `log_term` up to
-            // the message's (raft-rs slices the entries by the conflicting index).
+            // continue the log at `index + 1`, one index each, with terms (never 0) from
+            // `log_term` up to the message's (raft-rs slices the entries by the conflicting
+            // index).
             T::MsgAppend => {
+                // Only index 0 has term 0: raft-rs reads the term of an index beyond its log as
+                // 0 too, so a log term of 0 elsewhere (or an entry of term 0) would "match" and
+                // commit past the log.
+                if (m.index == 0) != (m.log_term == 0) {
+                    return Err(RaftRefusal::Term { term: m.log_term });
+                }
                 let mut previous = (m.index, m.log_term);
                 for (position, e) in entries.iter().enumerate() {
                     let follows = previous.0.checked_add(1) == Some(e.index)
+                        && e.term != 0
                         && e.term >= previous.1
                         && e.term <= m.term
                         && e.get_entry_type() != EntryType::EntryConfChangeV2;

@@ -152,7 +152,7 @@ fn higher_term_heartbeat_and_append_from_a_non_voter_are_refused() {
 #[test]
 fn each_invariant_is_checked_before_raft_steps() {
     type Forge = fn(&mut Message, u64);
-    let cases: [(&str, bool, bool, Forge, &str); 14] = [
+    let cases: [(&str, bool, bool, Forge, &str); 17] = [
         (
             "transfer leader",
             false,
@@ -244,6 +244,7 @@ fn each_invariant_is_checked_before_raft_steps() {
             |m, _| {
                 m.set_msg_type(MessageType::MsgAppend);
                 m.index = u64::MAX;
+                m.log_term = 1;
                 m.set_entries(vec![entry(0, m.term)].into())
             },
             "entries",
@@ -255,9 +256,50 @@ fn each_invariant_is_checked_before_raft_steps() {
             |m, last| {
                 m.set_msg_type(MessageType::MsgAppend);
                 m.index = last;
+                m.log_term = 1;
                 m.set_entries(vec![entry(last + 1, m.term + 1)].into())
             },
             "entries",
+        ),
+        // Found by fuzz target lease_group: raft-rs reads the term beyond its log as 0, so term-0
+        // entries past the log "match" and it commits past the log (panic).
+        (
+            "append beyond the log with log term 0",
+            true,
+            false,
+            |m, last| {
+                m.set_msg_type(MessageType::MsgAppend);
+                m.index = last + 1;
+                m.set_entries(vec![entry(last + 2, 0)].into());
+                m.commit = last + 2
+            },
+            "term",
+        ),
+        (
+            "append of a term-0 entry",
+            true,
+            false,
+            |m, last| {
+                m.set_msg_type(MessageType::MsgAppend);
+                m.index = last;
+                m.log_term = 1;
+                m.set_entries(vec![entry(last + 1, 0)].into());
+                m.commit = last + 1
+            },
+            "entries",
+        ),
+        // Found by fuzz target lease_group: a negative priority makes raft-rs refuse a vote,
+        // and a voter that never heard of a leader (term 0) panics sending the refusal.
+        (
+            "negative priority",
+            true,
+            false,
+            |m, _| {
+                m.set_msg_type(MessageType::MsgRequestPreVote);
+                m.term += 1;
+                m.priority = -1
+            },
+            "priority",
         ),
         // raft-rs moves the follower's progress to index + 1 (overflow at u64::MAX).
         (
@@ -349,4 +391,46 @@ fn snapshot() -> Snapshot {
         ..SnapshotMetadata::default()
     });
     s
+}
+
+/// Found by fuzz target lease_group: a node that joins (term 0, no configuration) refused a
+/// pre-vote of negative priority and raft-rs panicked sending the refusal with term 0
+/// (`term should be set when sending MsgRequestPreVoteResponse`). It also listens only to the
+/// voters it joins.
+#[test]
+fn a_joining_node_refuses_forged_votes_and_strangers() {
+    let voters = [id(1), id(2), id(3)];
+    let mut joiner = LeaseGroup::join(LeaseConfig::default(), id(5), &voters, 5, Instant::ZERO);
+    let mut send = |from: u64, m: Message| {
+        let mut bytes = Vec::new();
+        wire::encode(id(from), &LeaseMessage::Raft(m), &mut bytes);
+        joiner.handle_message(Instant::ZERO, id(from), &bytes)
+    };
+    let mut vote = Message::default();
+    vote.set_msg_type(MessageType::MsgRequestPreVote);
+    vote.from = 1;
+    vote.to = 5;
+    vote.term = 1;
+    vote.priority = -1;
+    assert!(matches!(
+        refused(send(1, vote.clone()), 1),
+        RaftRefusal::Priority { priority: -1 }
+    ));
+    let mut heartbeat = Message::default();
+    heartbeat.set_msg_type(MessageType::MsgHeartbeat);
+    heartbeat.from = STRANGER;
+    heartbeat.to = 5;
+    heartbeat.term = 9;
+    assert_eq!(
+        refused(send(STRANGER, heartbeat), STRANGER),
+        RaftRefusal::NotVoter
+    );
+    vote.priority = 0;
+    assert_eq!(
+        send(1, vote),
+        Ok(()),
+        "a voter it joins may ask for its vote"
+    );
+    assert_eq!(joiner.term(), Term::new(0));
+    assert_eq!(joiner.leader(), None);
 }
