@@ -213,6 +213,10 @@ struct PendingRead {
 ///   on [`record_durable_writes`](Self::record_durable_writes) first drains
 ///   [`poll_durable`](Self::poll_durable) until `None` and syncs what it wrote, then transmits.
 ///
+/// A Raft message is stepped only if its sender is a voter of the current configuration and
+/// it meets every invariant raft-rs relies on; otherwise it is refused with
+/// [`MessageError::RaftRefused`] and counted in [`GroupStats::raft_refused`].
+///
 /// Inside, every input ends with raft-rs's Ready loop: send the Ready's ordinary messages,
 /// persist its entries and hard state, then queue the messages that had to wait for persistence
 /// (votes, append acknowledgements), apply the committed entries to the lease table, advance.

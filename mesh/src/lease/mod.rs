@@ -18,6 +18,9 @@
 //! * Reads go through Raft's ReadIndex ([`LeaseClient::query`]), never "I think I lead".
 //! * raft-rs runs with `pre_vote` and `check_quorum`; its randomized election timeout is drawn
 //!   from the voter's seeded RNG; its protobuf types never parse network bytes ([`wire`]).
+//! * Only voters speak Raft, and every field raft-rs treats as an invariant is checked before it
+//!   steps a message: anything else is refused with [`MessageError::RaftRefused`] (the
+//!   [`RaftRefusal`] says which rule), never stepped (see `docs/security.md`).
 //!
 //! # Driving
 //!
