@@ -40,6 +40,7 @@ use meshkit::{Incarnation, Instant, MetaVersion, NodeId};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::byzantine::{self, Forged, MeshView};
 use crate::clock::{Clock, RATE_ONE_PPM};
 use crate::fault::{
     self, FaultEvent, LEAVE_LINGER_ROUNDS, PAUSE_INBOX_MAX_DATAGRAMS, RESTART_JOIN_SEEDS,
@@ -188,6 +189,8 @@ pub(crate) struct Outcome {
     pub(crate) leases: Option<LeaseRecords>,
     /// With `[shards]`: the shard figures.
     pub(crate) shards: Option<ShardRecords>,
+    /// Whether the scenario has a `byzantine` fault (its figures are reported).
+    pub(crate) byzantine: bool,
 }
 
 /// The lease side of a run with `[leases]`: every node's lease state and the ledger.
@@ -232,6 +235,9 @@ pub(crate) struct Engine<'s> {
     watch: Option<usize>,
     watch_log: Vec<String>,
     leases: Option<LeaseRun>,
+    /// Whether the scenario has a `byzantine` fault: its datagrams come from node index
+    /// `nodes` (id `nodes + 1`), and the checks of `crate::byzantine` apply.
+    byzantine: bool,
 }
 
 impl<'s> Engine<'s> {
@@ -310,6 +316,10 @@ impl<'s> Engine<'s> {
             watch: None,
             watch_log: Vec::new(),
             leases: None,
+            byzantine: scenario
+                .faults()
+                .iter()
+                .any(|f| matches!(f.action, FaultAction::Byzantine { .. })),
         };
         if let Some(spec) = scenario.leases() {
             let rng = ChaCha8Rng::seed_from_u64(master.random());
@@ -402,6 +412,7 @@ impl<'s> Engine<'s> {
         }
         if !stopped_early {
             self.check_shard_owners();
+            self.check_byzantine_end();
         }
         let converged = view.one_view && view.metadata_equal;
         let convergence_note = view.note;
@@ -426,6 +437,7 @@ impl<'s> Engine<'s> {
             convergence_note,
             gossip_interval: self.config.gossip_interval(),
             trace: self.watch_log,
+            byzantine: self.byzantine,
             shards: self
                 .leases
                 .as_mut()
@@ -499,6 +511,10 @@ impl<'s> Engine<'s> {
 
     /// Hands one datagram to a running node (without draining it).
     fn hand_datagram(&mut self, from: usize, to: usize, data: &[u8]) {
+        if from >= self.nodes {
+            self.hand_forged_datagram(from, to, data);
+            return;
+        }
         self.counters.delivered += 1;
         self.trace.word(self.now.as_nanos());
         self.trace.word(from as u64);
@@ -573,9 +589,12 @@ impl<'s> Engine<'s> {
             watch,
             watch_log,
             leases,
+            byzantine,
             ..
         } = self;
         let now = *now;
+        let byzantine = *byzantine;
+        let mut left_claims: Vec<usize> = Vec::new();
         let slot = &mut slots[index];
         let Some(node) = slot.node.as_mut() else {
             return;
@@ -637,6 +656,9 @@ impl<'s> Engine<'s> {
                     };
                     let by = by.and_then(|b| index_of(b, *nodes));
                     let inc = incarnation.get();
+                    if byzantine && to == MemberState::Left && m != index {
+                        left_claims.push(m);
+                    }
                     invariants.on_member_state(now, index, m, inc, from, to, live);
                     observer.on_member_state(now, index, m, inc, to, by);
                     // As meshkitd's driver does: a holder that left or died is asked after at
@@ -665,6 +687,21 @@ impl<'s> Engine<'s> {
             }
         }
         rearm(slot, queue, now, index);
+        // Only a member itself leaves: a live one held Left was talked into it.
+        for m in left_claims {
+            if matches!(slots[m].state, NodeState::Running | NodeState::Paused) {
+                invariants.violation(
+                    now,
+                    format!(
+                        "node-{} holds node-{} Left, but node-{} never left (it is {:?})",
+                        index + 1,
+                        m + 1,
+                        m + 1,
+                        slots[m].state
+                    ),
+                );
+            }
+        }
     }
 
     // ---- faults ------------------------------------------------------------------------------
@@ -861,6 +898,17 @@ impl<'s> Engine<'s> {
                     for i in picked {
                         sh.start_drain(now, i as usize);
                     }
+                }
+            }
+            FaultAction::Byzantine { attacks } => {
+                let attack = attacks[self.fault_rng.random_range(0..attacks.len())];
+                let view = self.mesh_view();
+                let attacker = id(self.nodes);
+                let forged =
+                    byzantine::forge(attack, attacker, &view, self.nodes, &mut self.fault_rng);
+                self.counters.byzantine_attacks += 1;
+                for f in forged {
+                    self.inject(f);
                 }
             }
             FaultAction::Metadata { nodes, key, op } => {
@@ -1171,6 +1219,288 @@ impl<'s> Engine<'s> {
     }
 }
 
+// ---- the byzantine non-member ------------------------------------------------------------------
+
+impl Engine<'_> {
+    /// What the attacker knows when it strikes: the running members with their own
+    /// incarnations and metadata versions, and the running voters' terms and applied indices.
+    fn mesh_view(&self) -> MeshView {
+        let mut view = MeshView::default();
+        for (i, slot) in self.slots.iter().enumerate() {
+            if slot.state != NodeState::Running {
+                continue;
+            }
+            let Some(node) = slot.node.as_ref() else {
+                continue;
+            };
+            view.running.push(i);
+            let meta = node
+                .member(id(i))
+                .map(|m| m.meta_version)
+                .unwrap_or_default();
+            view.own.push((i, node.incarnation(), meta));
+            if let Some(g) = self
+                .leases
+                .as_ref()
+                .and_then(|run| run.nodes[i].group.as_ref())
+            {
+                view.voters.push((i, g.term().get(), g.applied_index()));
+            }
+        }
+        view
+    }
+
+    /// Sends one forged message through the network model as the attacker's (it stands outside
+    /// every partition; loss and latency apply).
+    fn inject(&mut self, f: Forged) {
+        self.counters.byzantine_datagrams += 1;
+        let Verdict::Deliver { delay_ns, copy_ns } = self.net.send_from_outside(f.to) else {
+            return;
+        };
+        let from = self.nodes as u32;
+        let Forged { to, lease, data } = f;
+        let to = to as u32;
+        for (delay, data) in
+            core::iter::once((delay_ns, data.clone())).chain(copy_ns.map(|c| (c, data)))
+        {
+            let at = Instant::from_nanos(self.now.as_nanos().saturating_add(delay));
+            let what = if lease {
+                What::LeaseDeliver { from, to, data }
+            } else {
+                What::Deliver { from, to, data }
+            };
+            self.queue.push(at, what);
+        }
+    }
+
+    /// A membership datagram from the attacker. The core may refuse it (counted); what it
+    /// accepts must not make the node hold a live member Left or Dead, hold any member at the
+    /// incarnation ceiling, or hold members that are not in the mesh; a panic is a violation.
+    fn hand_forged_datagram(&mut self, from: usize, to: usize, data: &[u8]) {
+        self.trace.word(0xb12);
+        self.trace.word(self.now.as_nanos());
+        self.trace.word(to as u64);
+        self.trace.bytes(data);
+        let nodes = self.nodes;
+        let attacker = id(from);
+        let live: Vec<bool> = self
+            .slots
+            .iter()
+            .map(|s| matches!(s.state, NodeState::Running | NodeState::Paused))
+            .collect();
+        let slot = &mut self.slots[to];
+        let local = slot.clock.local(self.now);
+        let Some(node) = slot.node.as_mut() else {
+            return;
+        };
+        let outsiders = |node: &Membership| {
+            node.members()
+                .filter(|m| index_of(m.id, nodes).is_none() && m.id != attacker)
+                .count()
+        };
+        let before: Vec<(NodeId, MemberState)> = node.members().map(|m| (m.id, m.state)).collect();
+        let outsiders_before = outsiders(node);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            node.handle_datagram(local, attacker, data)
+        }));
+        let mut violations = Vec::new();
+        match result {
+            Err(panic) => {
+                violations.push(format!(
+                    "node-{} panicked on a datagram from non-member node-{}: {}",
+                    to + 1,
+                    from + 1,
+                    panic_message(&*panic)
+                ));
+                slot.node = None;
+            }
+            Ok(Err(_)) => self.counters.byzantine_refused += 1,
+            Ok(Ok(())) => {
+                let added = outsiders(node).saturating_sub(outsiders_before);
+                if added > 0 {
+                    violations.push(format!(
+                        "a datagram from non-member node-{} made node-{} hold {added} members \
+                         that are not in the mesh",
+                        from + 1,
+                        to + 1
+                    ));
+                }
+                for m in node.members() {
+                    let Some(k) = index_of(m.id, nodes) else {
+                        continue;
+                    };
+                    let was = before.iter().find(|(i, _)| *i == m.id).map(|(_, s)| *s);
+                    if k != to
+                        && live[k]
+                        && matches!(m.state, MemberState::Left | MemberState::Dead)
+                        && was != Some(m.state)
+                    {
+                        violations.push(format!(
+                            "a datagram from non-member node-{} made node-{} hold live node-{} \
+                             {:?}",
+                            from + 1,
+                            to + 1,
+                            k + 1,
+                            m.state
+                        ));
+                    }
+                    if m.incarnation.get() == u32::MAX {
+                        violations.push(format!(
+                            "a datagram from non-member node-{} pushed node-{}'s view of node-{} \
+                             to the incarnation ceiling (no refutation can win)",
+                            from + 1,
+                            to + 1,
+                            k + 1
+                        ));
+                    }
+                }
+            }
+        }
+        for v in violations {
+            self.invariants.violation(self.now, v);
+        }
+    }
+
+    /// A lease datagram from the attacker. Raft accepts only voters: whatever the voter does
+    /// with it, its term and the leader it knows must stay as they were, and it must not panic.
+    fn hand_forged_lease_datagram(&mut self, from: usize, to: usize, data: &[u8]) {
+        self.trace.word(0xb13);
+        self.trace.word(self.now.as_nanos());
+        self.trace.word(to as u64);
+        self.trace.bytes(data);
+        let local = self.slots[to].clock.local(self.now);
+        let Some(run) = self.leases.as_mut() else {
+            self.counters.byzantine_refused += 1;
+            return;
+        };
+        let attacker = id(from);
+        let ln = &mut run.nodes[to];
+        let before = ln.group.as_ref().map(|g| (g.term(), g.leader()));
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+                || match meshkit::lease::recipient(data) {
+                    Ok(Recipient::Group) => ln
+                        .group
+                        .as_mut()
+                        .map(|g| g.handle_message(local, attacker, data).is_ok()),
+                    Ok(Recipient::Client) => ln
+                        .client
+                        .as_mut()
+                        .map(|c| c.handle_message(local, attacker, data).is_ok()),
+                    Err(_) => Some(false),
+                },
+            ));
+        let mut violations = Vec::new();
+        match result {
+            Err(panic) => {
+                violations.push(format!(
+                    "node-{}'s lease state machine panicked on a datagram from non-member \
+                     node-{}: {}",
+                    to + 1,
+                    from + 1,
+                    panic_message(&*panic)
+                ));
+                // As the driver task dies: the voter stops.
+                ln.group = None;
+            }
+            Ok(accepted) => {
+                if accepted != Some(true) {
+                    self.counters.byzantine_refused += 1;
+                }
+                let after = ln.group.as_ref().map(|g| (g.term(), g.leader()));
+                if let (Some((t0, l0)), Some((t1, l1))) = (before, after)
+                    && (t0, l0) != (t1, l1)
+                {
+                    violations.push(format!(
+                        "a Raft message from non-member node-{} moved node-{} from {t0} with \
+                         leader {} to {t1} with leader {}",
+                        from + 1,
+                        to + 1,
+                        l0.map_or("none".to_owned(), |l| l.to_string()),
+                        l1.map_or("none".to_owned(), |l| l.to_string()),
+                    ));
+                }
+            }
+        }
+        for v in violations {
+            self.invariants.violation(self.now, v);
+        }
+    }
+
+    /// At the end of a run with a `byzantine` fault: no live node holds a member that is not in
+    /// the mesh, nor a live member above the member's own incarnation or metadata version
+    /// (whatever the attacker pushed was refuted).
+    fn check_byzantine_end(&mut self) {
+        if !self.byzantine {
+            return;
+        }
+        let attacker = id(self.nodes);
+        let own: Vec<Option<(u32, MetaVersion)>> = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let node = s
+                    .node
+                    .as_ref()
+                    .filter(|_| matches!(s.state, NodeState::Running | NodeState::Paused))?;
+                let meta = node
+                    .member(id(i))
+                    .map(|m| m.meta_version)
+                    .unwrap_or_default();
+                Some((node.incarnation().get(), meta))
+            })
+            .collect();
+        let mut violations = Vec::new();
+        for (o, slot) in self.slots.iter().enumerate() {
+            let Some(node) = slot.node.as_ref().filter(|_| own[o].is_some()) else {
+                continue;
+            };
+            let outsiders = node
+                .members()
+                .filter(|m| index_of(m.id, self.nodes).is_none() && m.id != attacker)
+                .count();
+            if outsiders > 0 {
+                violations.push(format!(
+                    "after the run node-{} holds {outsiders} members that are not in the mesh",
+                    o + 1
+                ));
+            }
+            for m in node.members() {
+                let Some(k) = index_of(m.id, self.nodes) else {
+                    continue;
+                };
+                if let Some((inc, meta)) = own[k]
+                    && k != o
+                    && (m.incarnation.get() > inc || m.meta_version > meta)
+                {
+                    violations.push(format!(
+                        "after the run node-{} holds node-{} at incarnation {} and metadata {}, \
+                         above its own {inc} and {meta}",
+                        o + 1,
+                        k + 1,
+                        m.incarnation,
+                        m.meta_version
+                    ));
+                }
+            }
+        }
+        violations.truncate(5);
+        for v in violations {
+            self.invariants.violation(self.now, v);
+        }
+    }
+}
+
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn core::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
 // ---- leases ----------------------------------------------------------------------------------
 
 impl Engine<'_> {
@@ -1243,6 +1573,10 @@ impl Engine<'_> {
 
     /// Hands one lease datagram to the state machine [`meshkit::lease::recipient`] names.
     fn hand_lease_datagram(&mut self, from: usize, to: usize, data: &[u8]) {
+        if from >= self.nodes {
+            self.hand_forged_lease_datagram(from, to, data);
+            return;
+        }
         let Some(run) = self.leases.as_mut() else {
             return;
         };

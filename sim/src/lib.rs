@@ -16,6 +16,7 @@
 //! | `network` | per-datagram fate: latency and jitter, regions, loss (independent, bursty), partitions, duplication, reordering |
 //! | `clock` | per-node clocks with rate skew (local/global conversion) |
 //! | `fault` | the fault timeline and node selection |
+//! | `byzantine` | the `byzantine` fault: forged datagrams of a non-member with a valid certificate (issue #10) |
 //! | [`scenario`] | the scenario file format and its errors |
 //! | `observer` | who believes what: views folded from core events against the engine's truth |
 //! | [`metrics`] | the report's figures and their definitions |
@@ -49,6 +50,7 @@
 
 #![deny(missing_docs)]
 
+mod byzantine;
 mod clock;
 mod engine;
 mod fault;

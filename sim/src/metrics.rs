@@ -20,6 +20,10 @@
 //!   `stale_writes_accepted`, `stale_writes_refused`, defined in `crate::lease`; lease
 //!   datagrams are counted apart (`lease_datagrams_sent`). `shard_moves` and
 //!   `shard_imbalance_max` stay null: shards are not simulated yet.
+//! * With a `byzantine` fault (null without): `byzantine_attacks` (occurrences fired),
+//!   `byzantine_datagrams` (forged datagrams sent) and `byzantine_refused` (those delivered and
+//!   refused by the core; the others were accepted and changed nothing, or the run reports a
+//!   violation).
 
 use core::time::Duration;
 
@@ -57,6 +61,12 @@ pub(crate) struct Counters {
     pub(crate) metadata_rejected: u64,
     /// The first refusal, described.
     pub(crate) first_metadata_error: Option<String>,
+    /// `byzantine` occurrences fired.
+    pub(crate) byzantine_attacks: u64,
+    /// Forged datagrams the attacker sent (before the network model).
+    pub(crate) byzantine_datagrams: u64,
+    /// Forged datagrams delivered and refused by the core.
+    pub(crate) byzantine_refused: u64,
 }
 
 /// The nearest-rank percentile `p` (0 < p <= 100) of `values`, or `None` if empty.
@@ -126,6 +136,9 @@ pub(crate) fn figures(outcome: Outcome, header: RunReport) -> RunReport {
         events: c.events,
         steps: c.steps,
         metadata_rejected: c.metadata_rejected,
+        byzantine_attacks: outcome.byzantine.then_some(c.byzantine_attacks),
+        byzantine_datagrams: outcome.byzantine.then_some(c.byzantine_datagrams),
+        byzantine_refused: outcome.byzantine.then_some(c.byzantine_refused),
         first_metadata_error: c.first_metadata_error.clone(),
         failover_p50_s: pct(leases.map(|l| &l.failover_s), 50.0),
         failover_p99_s: pct(leases.map(|l| &l.failover_s), 99.0),

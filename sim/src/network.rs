@@ -168,6 +168,25 @@ impl Network {
         Verdict::Deliver { delay_ns, copy_ns }
     }
 
+    /// Decides the fate of one datagram to node index `to` from a sender outside the mesh (the
+    /// `byzantine` fault's attacker): no partition holds it back and it has no burst chain;
+    /// independent loss, the intra-region latency, jitter, reordering and duplication apply.
+    pub(crate) fn send_from_outside(&mut self, _to: usize) -> Verdict {
+        self.stats.sent += 1;
+        if chance(&mut self.rng, self.loss) {
+            self.stats.dropped_loss += 1;
+            return Verdict::Drop(DropReason::Loss);
+        }
+        let delay_ns = self.delay(self.latency_ns);
+        let copy_ns = if chance(&mut self.rng, self.duplicate) {
+            self.stats.duplicated += 1;
+            Some(self.delay(self.latency_ns))
+        } else {
+            None
+        };
+        Verdict::Deliver { delay_ns, copy_ns }
+    }
+
     fn delay(&mut self, base_ns: u64) -> u64 {
         let mut delay = base_ns;
         if self.jitter_mean_ns > 0.0 {

@@ -91,6 +91,12 @@ pub struct RunReport {
     pub metadata_rejected: u64,
     /// The first refusal.
     pub first_metadata_error: Option<String>,
+    /// With a `byzantine` fault: its occurrences fired.
+    pub byzantine_attacks: Option<u64>,
+    /// With a `byzantine` fault: forged datagrams sent by the non-member.
+    pub byzantine_datagrams: Option<u64>,
+    /// With a `byzantine` fault: forged datagrams delivered and refused by the core.
+    pub byzantine_refused: Option<u64>,
     /// With `[leases]`: median time from a holder's crash to the next holder's `Acquired`.
     pub failover_p50_s: Option<f64>,
     /// With `[leases]`: the same, 99th percentile.
@@ -326,6 +332,19 @@ impl RunReport {
         if let Some(note) = &self.convergence_note {
             rows.push(("not converged".into(), note.clone(), String::new()));
         }
+        if let Some(sent) = self.byzantine_datagrams {
+            rows.push((
+                "forged datagrams".into(),
+                format!(
+                    "{sent} in {} attacks, {} refused",
+                    self.byzantine_attacks.unwrap_or(0),
+                    self.byzantine_refused.unwrap_or(0)
+                ),
+                expect
+                    .byzantine_datagrams_min
+                    .map_or(String::new(), |b| format!(">= {b}")),
+            ));
+        }
         if self.metadata_rejected > 0 {
             let first = self.first_metadata_error.clone().unwrap_or_default();
             rows.push((
@@ -484,6 +503,12 @@ pub fn check_expectations(expect: &Expectations, r: &RunReport) -> Vec<String> {
         let got = r.shard_drains.unwrap_or(0);
         if got < min {
             failed.push(format!("shard_drains: measured {got} < bound {min}"));
+        }
+    }
+    if let Some(min) = expect.byzantine_datagrams_min {
+        let got = r.byzantine_datagrams.unwrap_or(0);
+        if got < min {
+            failed.push(format!("byzantine_datagrams: measured {got} < bound {min}"));
         }
     }
     if let Some(min) = expect.stale_writes_refused_min {

@@ -83,6 +83,7 @@
 //! shard_moves_ratio_max = 1.2            # the shard keys need [shards]
 //! shard_imbalance_max_max = 0.2
 //! shard_drains_min = 1                   # a lower bound: drains that finished
+//! byzantine_datagrams_min = 1            # a lower bound: forged datagrams sent
 //! ```
 //!
 //! Durations are strings: a decimal number and a unit among `ns`, `us`, `ms`, `s`, `m`, `h`
@@ -119,6 +120,7 @@
 //! | `transfer` | `scope`? (default: the first `[leases]` scope)     | the holder hands the lease to another running contender, drawn at random |
 //! | `join`     | `nodes` (index selectors)                          | with `[shards]`: the contenders join the shard pool (they run from the start, held out of the pool until then) |
 //! | `drain`    | `nodes`                                            | with `[shards]`: the contenders' shards move off them; once drained, they leave gracefully |
+//! | `byzantine`| `attacks`? (default: all)                          | a non-member with a valid certificate (node id `nodes + 1`) sends forged datagrams: one attack per occurrence, drawn with its parameters from the fault stream (see below) |
 //!
 //! With `[leases]`, the voters' Raft log survives a crash (a restarted voter comes back with it);
 //! a restarted contender gets a new client. Lease datagrams go through the same network model as
@@ -134,6 +136,23 @@
 //! exactly one holder, the map's owner, a member of the pool that is not draining (an invariant:
 //! leave the run at least two shard TTLs after the last fault). What the shard figures mean is
 //! in `crate::shard`.
+//!
+//! A `byzantine` occurrence draws one of its `attacks` and that attack's parameters (targets,
+//! victims, terms, counts) from the fault stream, builds the datagrams with the core's own
+//! encoders and injects them as sent by node id `nodes + 1`, which the network authenticates
+//! like any node's but which is no member: `"raft-commit"` (a `MsgHeartbeat` at a voter's term
+//! whose commit runs past its log), `"timeout-now"` (1-5 `MsgTimeoutNow`), `"higher-term"` (a
+//! `MsgHeartbeat` or `MsgAppend` at a higher term), `"left"` (a live member's `Left` at a high
+//! or the ceiling incarnation), `"meta"` (a write to a live member's metadata at a high or the
+//! ceiling epoch), `"phantoms"` (100-2,000 members that do not exist, announced alive) and
+//! `"garbage"` (random bytes, and valid forged datagrams cut short or with a byte flipped, on
+//! either channel). The Raft attacks need `[leases]`. Such datagrams reach a node even across
+//! partitions (the attacker is outside them), under the network's loss and latency. What the
+//! core refuses is counted (`byzantine_refused`), never a violation; what it accepts must change
+//! nothing: a Raft message from the attacker that moves a voter's term or leader, a datagram
+//! from it that makes a node hold a live member Left or Dead, hold a member above its own
+//! incarnation or metadata version, or hold a member that is not in the mesh, is a violation,
+//! and so is a live member held Left anywhere, and a panic of the core on such a datagram.
 //!
 //! `partition` takes `split = 0.5` (a random share of all nodes forms the first group, the rest
 //! the second) or `groups = ["0..500", "500..1000"]` (index selectors; unlisted nodes form one
@@ -427,6 +446,12 @@ pub enum FaultAction {
         /// Which nodes.
         nodes: NodeSelector,
     },
+    /// A non-member with a valid certificate sends forged datagrams (one attack per
+    /// occurrence, drawn from these).
+    Byzantine {
+        /// The attacks drawn from (at least one, no repeats).
+        attacks: Vec<Attack>,
+    },
     /// Write or delete one metadata key on the selected nodes.
     Metadata {
         /// Which nodes.
@@ -436,6 +461,58 @@ pub enum FaultAction {
         /// Set the key to this many random bytes, or delete it.
         op: MetadataOp,
     },
+}
+
+/// One attack of a `byzantine` fault. See the module documentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Attack {
+    /// A `MsgHeartbeat` at a voter's current term with a commit index past its log.
+    RaftCommit,
+    /// One to five `MsgTimeoutNow` at a voter's current term.
+    TimeoutNow,
+    /// A `MsgHeartbeat` or a `MsgAppend` at a higher term than the voter's.
+    HigherTerm,
+    /// `Left` of a live member at a high incarnation (or `u32::MAX`).
+    Left,
+    /// A write to a live member's metadata at a high epoch (or `u32::MAX`).
+    Meta,
+    /// Members that do not exist, announced alive, many per datagram.
+    Phantoms,
+    /// Random bytes and damaged forged datagrams on either channel.
+    Garbage,
+}
+
+impl Attack {
+    /// Every attack, the default of `attacks`.
+    pub const ALL: [Self; 7] = [
+        Self::RaftCommit,
+        Self::TimeoutNow,
+        Self::HigherTerm,
+        Self::Left,
+        Self::Meta,
+        Self::Phantoms,
+        Self::Garbage,
+    ];
+
+    /// Whether the attack speaks Raft (and so needs `[leases]`).
+    pub fn is_raft(self) -> bool {
+        matches!(self, Self::RaftCommit | Self::TimeoutNow | Self::HigherTerm)
+    }
+
+    /// Its name in a scenario file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RaftCommit => "raft-commit",
+            Self::TimeoutNow => "timeout-now",
+            Self::HigherTerm => "higher-term",
+            Self::Left => "left",
+            Self::Meta => "meta",
+            Self::Phantoms => "phantoms",
+            Self::Garbage => "garbage",
+        }
+    }
 }
 
 /// A metadata fault's write.
@@ -563,6 +640,8 @@ pub struct Expectations {
     pub shard_imbalance_max_max: Option<f64>,
     /// Lower bound of `shard_drains`: drains that finished.
     pub shard_drains_min: Option<u64>,
+    /// Lower bound of `byzantine_datagrams`: the run must have attacked.
+    pub byzantine_datagrams_min: Option<u64>,
 }
 
 /// A scenario that could not be read or does not make sense. Nothing was built.
@@ -787,6 +866,7 @@ impl Scenario {
                 }
                 | FaultAction::Heal
                 | FaultAction::Transfer { .. }
+                | FaultAction::Byzantine { .. }
                 | FaultAction::Loss { .. } => vec![],
             };
             let no_leases = || {
@@ -810,6 +890,17 @@ impl Scenario {
                         "name one of the [leases] scopes, or leave `scope` out for the first",
                     ));
                 }
+            }
+            if let FaultAction::Byzantine { attacks } = &fault.action
+                && self.leases.is_none()
+                && let Some(raft) = attacks.iter().find(|a| a.is_raft())
+            {
+                return Err(err(
+                    &fault.span,
+                    format!("attack \"{}\" needs a [leases] section", raft.as_str()),
+                    "add [leases] (the voters it attacks), or list only membership attacks: \
+                     attacks = [\"left\", \"meta\", \"phantoms\", \"garbage\"]",
+                ));
             }
             if self.leases.is_none() && selectors.iter().any(|s| s.is_lease_role()) {
                 return Err(no_leases());
@@ -1218,6 +1309,7 @@ enum ActionName {
     Transfer,
     Join,
     Drain,
+    Byzantine,
 }
 
 impl ActionName {
@@ -1235,6 +1327,7 @@ impl ActionName {
             Self::Transfer => "transfer",
             Self::Join => "join",
             Self::Drain => "drain",
+            Self::Byzantine => "byzantine",
         }
     }
 
@@ -1250,6 +1343,7 @@ impl ActionName {
             Self::Skew => &["nodes", "rate", "for"],
             Self::Metadata => &["nodes", "key", "value_bytes", "delete", "rate"],
             Self::Transfer => &["scope"],
+            Self::Byzantine => &["attacks"],
         }
     }
 }
@@ -1275,6 +1369,7 @@ struct RawFault {
     value_bytes: Option<Spanned<Bytes>>,
     delete: Option<Spanned<bool>>,
     scope: Option<Spanned<String>>,
+    attacks: Option<Spanned<Vec<Attack>>>,
 }
 
 type FieldError = (Range<usize>, String, &'static str);
@@ -1301,9 +1396,13 @@ impl RawFault {
                 ActionName::Transfer => "transfer takes: scope (needs a [leases] section)",
                 ActionName::Join => "join takes: nodes (index selectors; needs [shards])",
                 ActionName::Drain => "drain takes: nodes (needs [shards])",
+                ActionName::Byzantine => {
+                    "byzantine takes: attacks (raft-commit, timeout-now, higher-term, left, meta, \
+                     phantoms, garbage)"
+                }
             }
         };
-        let present: [(&str, Option<Range<usize>>); 12] = [
+        let present: [(&str, Option<Range<usize>>); 13] = [
             ("nodes", self.nodes.as_ref().map(Spanned::span)),
             (
                 "restart_after",
@@ -1319,6 +1418,7 @@ impl RawFault {
             ("value_bytes", self.value_bytes.as_ref().map(Spanned::span)),
             ("delete", self.delete.as_ref().map(Spanned::span)),
             ("scope", self.scope.as_ref().map(Spanned::span)),
+            ("attacks", self.attacks.as_ref().map(Spanned::span)),
         ];
         for (key, span) in &present {
             if let Some(span) = span
@@ -1370,6 +1470,25 @@ impl RawFault {
             ActionName::Join => FaultAction::Join { nodes: nodes()? },
             ActionName::Drain => FaultAction::Drain { nodes: nodes()? },
             ActionName::Heal => FaultAction::Heal,
+            ActionName::Byzantine => {
+                let attacks = match &self.attacks {
+                    None => Attack::ALL.to_vec(),
+                    Some(list) => {
+                        let mut sorted = list.get_ref().clone();
+                        sorted.sort_unstable();
+                        sorted.dedup();
+                        if sorted.is_empty() || sorted.len() != list.get_ref().len() {
+                            return Err((
+                                list.span(),
+                                "attacks must name at least one attack, each once".to_owned(),
+                                keys_hint(),
+                            ));
+                        }
+                        list.get_ref().clone()
+                    }
+                };
+                FaultAction::Byzantine { attacks }
+            }
             ActionName::Transfer => FaultAction::Transfer {
                 scope: match &self.scope {
                     None => None,

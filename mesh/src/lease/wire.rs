@@ -1060,3 +1060,8 @@ pub(crate) fn check_conf_state(cs: &ConfState) -> Result<(), DecodeError> {
 
 #[cfg(test)]
 mod tests;
+
+// Test support for adversarial tests (see its module doc): public but hidden.
+mod forge;
+#[doc(hidden)]
+pub use self::forge::{ForgedRaft, encode_forged_raft};

@@ -8,6 +8,7 @@
 )]
 
 pub mod daemon;
+pub mod forged;
 
 use std::future::Future;
 use std::net::SocketAddr;
