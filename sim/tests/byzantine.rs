@@ -65,19 +65,16 @@ fn attack_changes_nothing(attacks: &str) {
 }
 
 #[test]
-#[ignore = "needs #10 finding 1 fixed (h/lease: voter-only Raft, commit checked before step)"]
 fn raft_heartbeats_committing_past_the_log_change_nothing() {
     attack_changes_nothing(r#""raft-commit""#);
 }
 
 #[test]
-#[ignore = "needs #10 finding 2 fixed (h/lease: Raft only from voters)"]
 fn timeout_now_from_a_non_member_changes_nothing() {
     attack_changes_nothing(r#""timeout-now""#);
 }
 
 #[test]
-#[ignore = "needs #10 finding 2 fixed (h/lease: Raft only from voters)"]
 fn higher_term_raft_from_a_non_member_changes_nothing() {
     attack_changes_nothing(r#""higher-term""#);
 }
@@ -101,7 +98,6 @@ fn phantom_members_change_nothing() {
 }
 
 #[test]
-#[ignore = "needs #10 finding 2 fixed (h/lease: a damaged heartbeat from a non-voter sets the leader)"]
 fn garbage_on_both_channels_changes_nothing() {
     attack_changes_nothing(r#""garbage""#);
 }
@@ -113,7 +109,7 @@ fn catalogue_scenario() -> Scenario {
 
 /// The catalogue's scenario, every attack, a few seeds.
 #[test]
-#[ignore = "needs #10 findings 1-3 fixed (h/lease, h/member)"]
+#[ignore = "needs #10 finding 3 fixed (h/member: claims bounded by their author)"]
 fn the_byzantine_non_member_scenario_passes() {
     let scenario = catalogue_scenario();
     let mut failures = Vec::new();

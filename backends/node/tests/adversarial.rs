@@ -39,7 +39,6 @@ fn term(baseline: &std::collections::BTreeMap<u64, NodeState>) -> u64 {
 /// raft-rs panics (`to_commit ... is out of range`), the driver task dies and `/healthz` says
 /// `driver stopped`; the fix refuses it before `step` (a non-voter; a commit beyond the log).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs #10 finding 1 fixed (h/lease: voter-only Raft, commit checked before step)"]
 async fn a_heartbeat_committing_past_the_log_panics_no_voter() {
     let cluster = Cluster::start("adv-commit").await;
     let baseline = cluster.baseline().await;
@@ -63,7 +62,6 @@ async fn a_heartbeat_committing_past_the_log_panics_no_voter() {
 /// Finding 2a: `MsgTimeoutNow` from a non-voter. Today each makes a follower campaign at once
 /// (a leadership transfer it never asked for), so the term climbs and the leader moves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs #10 finding 2 fixed (h/lease: Raft only from voters)"]
 async fn timeout_now_from_a_non_voter_moves_no_term() {
     let cluster = Cluster::start("adv-timeout-now").await;
     let baseline = cluster.baseline().await;
@@ -88,7 +86,6 @@ async fn timeout_now_from_a_non_voter_moves_no_term() {
 /// Finding 2b: a `MsgHeartbeat` and a `MsgAppend` at a higher term from a non-voter. Today a
 /// voter takes the higher term and follows the sender.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs #10 finding 2 fixed (h/lease: Raft only from voters)"]
 async fn higher_term_raft_from_a_non_voter_moves_no_term() {
     let cluster = Cluster::start("adv-higher-term").await;
     let baseline = cluster.baseline().await;
