@@ -60,7 +60,7 @@ step "rustdoc (warnings are errors)"
 # documented too.
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet --features meshkit-node/turmoil
 
-step "fuzz targets compile (running them needs nightly: see fuzz/README.md)"
+step "fuzz targets compile (running them needs nightly: scripts/fuzz.sh, fuzz/README.md)"
 cargo check --manifest-path fuzz/Cargo.toml --quiet  # its lock file follows the workspace's
 
 step "scenario catalog replays on the simulator"
