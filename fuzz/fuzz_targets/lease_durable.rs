@@ -41,7 +41,9 @@ fuzz_target!(|data: &[u8]| {
     let mut now = Instant::ZERO;
     let mut buf = Vec::new();
     for _ in 0..8 {
-        let Some(at) = group.poll_timeout() else { break };
+        let Some(at) = group.poll_timeout() else {
+            break;
+        };
         now = at.max(now);
         group.handle_timeout(now);
         while group.poll_durable().is_some() {}
@@ -117,7 +119,8 @@ fn valid() -> &'static Vec<Vec<u8>> {
     static VALID: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
     VALID.get_or_init(|| {
         let mut now = Instant::ZERO;
-        let mut group = LeaseGroup::bootstrap(config(), VOTER, &[VOTER], 1, now).expect("one voter");
+        let mut group =
+            LeaseGroup::bootstrap(config(), VOTER, &[VOTER], 1, now).expect("one voter");
         group.record_durable_writes();
         let mut client = LeaseClient::new(config(), VOTER, Incarnation::new(1), &[VOTER], 2);
         let mut file = Vec::new();

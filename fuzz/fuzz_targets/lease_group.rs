@@ -9,6 +9,8 @@
 //! itself) is refused and leaves the term, the leader and the applied index as they were; every
 //! datagram the voter sends decodes.
 //!
+//! Snapshots mostly carry a valid (empty) lease table, so that the voter installs some.
+//!
 //! Half the inputs run a three-voter group (the fuzzer must win votes to lead), a quarter a
 //! one-voter group (it leads at its first election, so requests and reads are served) and a
 //! quarter a joining node (no configuration yet; it listens to the voters it joins).
@@ -88,7 +90,10 @@ fuzz_target!(|data: &[u8]| {
                         "a Raft message from {from} (no voter) was taken: {result:?}"
                     );
                     let after = (group.term(), group.leader(), group.applied_index());
-                    assert_eq!(before, after, "a message from {from} (no voter) changed the voter");
+                    assert_eq!(
+                        before, after,
+                        "a message from {from} (no voter) changed the voter"
+                    );
                 }
             }
             Op::Request { from, body } => {
@@ -187,7 +192,8 @@ struct SnapshotFields {
     term: Near,
     voters: Vec<u64>,
     learners: Vec<u64>,
-    data: Vec<u8>,
+    /// `None`: an empty lease table at the snapshot's index (a snapshot the voter installs).
+    data: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -240,8 +246,16 @@ impl<'a> Arbitrary<'a> for Fields {
                 index: u.arbitrary()?,
                 term: u.arbitrary()?,
                 voters: small_ids(u)?,
-                learners: if u.ratio(1, 8)? { small_ids(u)? } else { Vec::new() },
-                data: bytes(u, 256)?,
+                learners: if u.ratio(1, 8)? {
+                    small_ids(u)?
+                } else {
+                    Vec::new()
+                },
+                data: if u.ratio(3, 4)? {
+                    None
+                } else {
+                    Some(bytes(u, 256)?)
+                },
             })
         } else {
             None
@@ -256,9 +270,17 @@ impl<'a> Arbitrary<'a> for Fields {
         let entries = (0..n)
             .map(|_| {
                 Ok(EntryFields {
-                    kind: if u.ratio(7, 8)? { 0 } else { u.int_in_range(0..=3)? },
+                    kind: if u.ratio(7, 8)? {
+                        0
+                    } else {
+                        u.int_in_range(0..=3)?
+                    },
                     term: u.arbitrary()?,
-                    index: if u.ratio(7, 8)? { None } else { Some(u.arbitrary()?) },
+                    index: if u.ratio(7, 8)? {
+                        None
+                    } else {
+                        Some(u.arbitrary()?)
+                    },
                     data: bytes(u, 64)?,
                     context: bytes(u, 16)?,
                 })
@@ -291,7 +313,11 @@ impl Fields {
         let mut b = vec![1, 1];
         b.extend_from_slice(&from.get().to_be_bytes());
         b.push(self.kind);
-        let to = if self.to_local { LOCAL.get() } else { from.get() };
+        let to = if self.to_local {
+            LOCAL.get()
+        } else {
+            from.get()
+        };
         b.extend_from_slice(&to.to_be_bytes());
         let index = self.index.resolve(applied);
         for v in [
@@ -312,7 +338,8 @@ impl Fields {
             None => b.push(0),
             Some(s) => {
                 b.push(1);
-                b.extend_from_slice(&s.index.resolve(applied).to_be_bytes());
+                let snapshot_index = s.index.resolve(applied);
+                b.extend_from_slice(&snapshot_index.to_be_bytes());
                 b.extend_from_slice(&s.term.resolve(term).to_be_bytes());
                 for list in [&s.voters, &s.learners, &Vec::new(), &Vec::new()] {
                     b.push(list.len() as u8);
@@ -321,8 +348,12 @@ impl Fields {
                     }
                 }
                 b.push(0);
-                b.extend_from_slice(&(s.data.len() as u32).to_be_bytes());
-                b.extend_from_slice(&s.data);
+                let data = s
+                    .data
+                    .clone()
+                    .unwrap_or_else(|| empty_table(snapshot_index));
+                b.extend_from_slice(&(data.len() as u32).to_be_bytes());
+                b.extend_from_slice(&data);
             }
         }
         b.extend_from_slice(&(self.entries.len() as u16).to_be_bytes());
@@ -338,6 +369,15 @@ impl Fields {
         }
         b
     }
+}
+
+/// An empty lease table applied up to `index`, in the table encoding of version 1 (version,
+/// applied index, clock term, clock, no lease, no session).
+fn empty_table(index: u64) -> Vec<u8> {
+    let mut t = vec![1];
+    t.extend_from_slice(&index.to_be_bytes());
+    t.extend_from_slice(&[0; 8 + 8 + 4 + 4]);
+    t
 }
 
 fn bytes16(b: &mut Vec<u8>, field: &[u8]) {

@@ -222,7 +222,9 @@ pub enum RaftRefusal {
         last_index: u64,
     },
     /// An index beyond the receiver's log in an append response (the follower acknowledges
-    /// more than the leader sent), or a snapshot request (this group never asks for one).
+    /// more than the leader sent), any index above [`MAX_RAFT_INDEX`](super::MAX_RAFT_INDEX)
+    /// (raft-rs adds to indices without checking), or a snapshot request (this group never
+    /// asks for one).
     #[error("index {index} is beyond the last log index {last_index}")]
     Index {
         /// The offending index.

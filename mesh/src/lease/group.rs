@@ -36,6 +36,11 @@ const MAX_READY_ROUNDS: usize = 16;
 /// (`u64` arithmetic that overflows at the top); a group that elected a leader every
 /// millisecond would need 8,900 years to get here, so a larger term is a forgery.
 pub const MAX_RAFT_TERM: u64 = 1 << 48;
+/// The highest Raft log index a message may carry (as an index, a commit or a hint, or in a
+/// snapshot). raft-rs adds to indices freely (`index + 1` when it installs a snapshot, appends
+/// past the last entry); a group committing a million entries a second would need 2,000 years
+/// to get here.
+pub const MAX_RAFT_INDEX: u64 = 1 << 56;
 
 /// What survives a voter's crash: its Raft log (from the last compaction on), hard state,
 /// configuration and newest snapshot (the lease table at the snapshot's index), which this
@@ -576,6 +581,16 @@ impl LeaseGroup {
         }
         if m.log_term > m.term && kind != T::MsgReadIndex {
             return Err(RaftRefusal::Term { term: m.log_term });
+        }
+        let snapshot_index = m.get_snapshot().get_metadata().index;
+        if let Some(index) = [m.index, m.commit, m.reject_hint, snapshot_index]
+            .into_iter()
+            .find(|i| *i > MAX_RAFT_INDEX)
+        {
+            return Err(RaftRefusal::Index {
+                index,
+                last_index: raft.raft_log.last_index(),
+            });
         }
         if m.priority != 0 {
             return Err(RaftRefusal::Priority {

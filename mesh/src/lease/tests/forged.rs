@@ -75,27 +75,32 @@ fn refused(result: Result<(), MessageError>, from: u64) -> RaftRefusal {
 #[test]
 fn a_heartbeat_with_a_commit_beyond_the_log_is_refused() {
     let (mut net, leader, follower) = settled(31);
+    // The commit (above the index ceiling), then one just past the receiver's log.
+    let cases = |last: u64| [0x7fff_ffff_ffff_ffff, last + 1];
     for (from, to) in [(leader, follower), (follower, leader), (STRANGER, follower)] {
-        let before = seen(net.group(to));
-        let mut m = message(&net, MessageType::MsgHeartbeat, from, to);
-        m.commit = 0x7fff_ffff_ffff_ffff;
-        let result = forge(&mut net, from, m);
-        assert_eq!(seen(net.group(to)), before, "state unchanged on {to}");
-        let reason = refused(result, from);
-        if from == STRANGER {
-            assert_eq!(reason, RaftRefusal::NotVoter);
-        } else {
-            assert!(matches!(reason, RaftRefusal::Commit { .. }), "{reason:?}");
+        for commit in cases(net.group(to).last_log_index()) {
+            let before = seen(net.group(to));
+            let mut m = message(&net, MessageType::MsgHeartbeat, from, to);
+            m.commit = commit;
+            let result = forge(&mut net, from, m);
+            assert_eq!(seen(net.group(to)), before, "state unchanged on {to}");
+            let reason = refused(result, from);
+            match (from == STRANGER, commit > MAX_RAFT_INDEX) {
+                (true, _) => assert_eq!(reason, RaftRefusal::NotVoter),
+                (false, true) => assert!(matches!(reason, RaftRefusal::Index { .. })),
+                (false, false) => assert!(matches!(reason, RaftRefusal::Commit { .. })),
+            }
         }
     }
     let refused = net.group(follower).stats().raft_refused;
     assert_eq!(
-        refused.iter().collect::<Vec<_>>()[..4],
+        refused.iter().collect::<Vec<_>>()[..5],
         [
-            ("not_voter", 1),
+            ("not_voter", 2),
             ("message_type", 0),
             ("term", 0),
-            ("commit", 1)
+            ("commit", 1),
+            ("index", 1)
         ]
     );
     // The group goes on: the same leader, the lease still renewable.
@@ -152,7 +157,7 @@ fn higher_term_heartbeat_and_append_from_a_non_voter_are_refused() {
 #[test]
 fn each_invariant_is_checked_before_raft_steps() {
     type Forge = fn(&mut Message, u64);
-    let cases: [(&str, bool, bool, Forge, &str); 17] = [
+    let cases: [(&str, bool, bool, Forge, &str); 19] = [
         (
             "transfer leader",
             false,
@@ -247,7 +252,7 @@ fn each_invariant_is_checked_before_raft_steps() {
                 m.log_term = 1;
                 m.set_entries(vec![entry(0, m.term)].into())
             },
-            "entries",
+            "index",
         ),
         (
             "append with a future entry term",
@@ -300,6 +305,32 @@ fn each_invariant_is_checked_before_raft_steps() {
                 m.priority = -1
             },
             "priority",
+        ),
+        // Found by fuzz target lease_group: raft-rs sets its log's offset to a snapshot's
+        // index + 1 (overflow at u64::MAX).
+        (
+            "snapshot at the last index",
+            true,
+            false,
+            |m, _| {
+                m.set_msg_type(MessageType::MsgSnapshot);
+                let mut s = snapshot();
+                s.mut_metadata().index = u64::MAX;
+                m.set_snapshot(s)
+            },
+            "index",
+        ),
+        (
+            "commit above the index ceiling",
+            true,
+            false,
+            |m, last| {
+                m.set_msg_type(MessageType::MsgAppend);
+                m.index = last;
+                m.log_term = 1;
+                m.commit = MAX_RAFT_INDEX + 1
+            },
+            "index",
         ),
         // raft-rs moves the follower's progress to index + 1 (overflow at u64::MAX).
         (
