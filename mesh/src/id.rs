@@ -26,8 +26,18 @@ impl fmt::Display for NodeId {
 }
 
 /// SWIM's incarnation number: only the member itself raises it, to refute a suspicion or death
-/// claim about itself or to announce a restart; a higher incarnation overrides any older claim.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+/// claim about itself or to announce a restart; a newer incarnation overrides any older claim.
+///
+/// Incarnations are compared in serial-number arithmetic (RFC 1982), not as plain integers, so
+/// the counter has no ceiling: [`next`](Self::next) wraps, and the successor of any incarnation
+/// is newer than it. That is what keeps a member's own refutation able to win over any claim
+/// about it, however high a peer pushed the number (docs/security.md, "Membership claims").
+/// Two incarnations are comparable while they are less than 2^31 apart; peers never move a
+/// member's incarnation by more than `MAX_INCARNATION_STEP` per claim, and boot incarnations
+/// (wall-clock seconds in the tokio node) move by the seconds a node was down.
+///
+/// There is deliberately no `Ord`: a plain `<` would be the wrong comparison near the wrap.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub struct Incarnation(u32);
 
 impl Incarnation {
@@ -41,10 +51,37 @@ impl Incarnation {
         self.0
     }
 
-    /// The next incarnation; saturates, because a member refuting 4 billion times is already lost.
+    /// The next incarnation. Wraps from `u32::MAX` to 0, which is newer in serial arithmetic.
     #[must_use]
     pub const fn next(self) -> Self {
-        Self(self.0.saturating_add(1))
+        Self(self.0.wrapping_add(1))
+    }
+
+    /// How many steps `self` is ahead of `other`: `Some(0)` when equal, `Some(n)` when newer by
+    /// `n`, `None` when older (or exactly half the number space away, which is undefined).
+    pub const fn steps_after(self, other: Self) -> Option<u32> {
+        let d = self.0.wrapping_sub(other.0);
+        if d < (1 << 31) { Some(d) } else { None }
+    }
+
+    /// Whether `self` is strictly newer than `other`.
+    pub const fn is_newer_than(self, other: Self) -> bool {
+        matches!(self.steps_after(other), Some(d) if d > 0)
+    }
+
+    /// Whether `self` is strictly older than `other`.
+    pub const fn is_older_than(self, other: Self) -> bool {
+        self.steps_after(other).is_none()
+    }
+
+    /// The newer of the two.
+    #[must_use]
+    pub const fn newest(self, other: Self) -> Self {
+        if other.is_newer_than(self) {
+            other
+        } else {
+            self
+        }
     }
 }
 
@@ -77,5 +114,30 @@ impl MetaVersion {
 impl fmt::Display for MetaVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.epoch, self.seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incarnations_compare_across_the_wrap() {
+        let top = Incarnation::new(u32::MAX);
+        assert_eq!(top.next(), Incarnation::new(0));
+        assert!(
+            top.next().is_newer_than(top),
+            "the successor of the ceiling is newer"
+        );
+        assert!(top.is_older_than(top.next()));
+        assert_eq!(top.next().steps_after(top), Some(1));
+        assert_eq!(
+            Incarnation::new(5).steps_after(Incarnation::new(5)),
+            Some(0)
+        );
+        assert_eq!(Incarnation::new(3).steps_after(Incarnation::new(5)), None);
+        assert_eq!(Incarnation::new(1).newest(top), Incarnation::new(1));
+        assert!(!Incarnation::new(1 << 31).is_newer_than(Incarnation::new(0)));
+        assert!(!Incarnation::new(0).is_newer_than(Incarnation::new(1 << 31)));
     }
 }

@@ -125,18 +125,25 @@ impl Membership {
     /// suspicions would crowd out the refutations. A member that is really dead is found by our
     /// own probes.
     fn merge_record(&mut self, now: Instant, from: NodeId, r: MemberRecord) {
+        if !self.claim_in_bounds(from, r.node, Some(r.incarnation)) {
+            return;
+        }
         if r.state != MemberState::Alive {
             self.correct_stale_claim(r.node, r.incarnation);
         }
         if r.node == self.id {
             match r.state {
                 MemberState::Alive => self.apply_alive(now, from, r.node, r.incarnation, r.meta),
-                MemberState::Suspect | MemberState::Dead => {
+                MemberState::Suspect | MemberState::Dead | MemberState::Left => {
                     self.apply_suspect(now, r.node, r.incarnation, from);
                 }
-                MemberState::Left => self.apply_left(now, r.node, r.incarnation),
             }
             return;
+        }
+        if from == r.node {
+            // The member's own record of itself: its metadata version is the truth, even when
+            // older than the copy held (a copy can only be ahead if someone else wrote it).
+            self.follow_owner_meta(now, r.node, r.meta);
         }
         let held = self.members.get(r.node).map(|m| (m.state, m.incarnation));
         match (r.state, held) {
@@ -153,10 +160,13 @@ impl Membership {
                 self.ask_to_refute(r.node, r.state, inc);
                 self.observe_meta(now, from, r.node, r.meta);
             }
-            (MemberState::Suspect | MemberState::Dead, _) => {
+            (MemberState::Left, _) if from == r.node => {
+                self.apply_left(now, r.node, r.incarnation);
+            }
+            // A remote death, or a leave the member did not tell us itself: only a suspicion.
+            (MemberState::Suspect | MemberState::Dead | MemberState::Left, _) => {
                 self.apply_suspect(now, r.node, r.incarnation, from);
             }
-            (MemberState::Left, _) => self.apply_left(now, r.node, r.incarnation),
         }
     }
 

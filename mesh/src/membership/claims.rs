@@ -1,19 +1,54 @@
-//! SWIM's rules for claims about members (§4.2): which claim overrides which, and refutation.
+//! SWIM's rules for claims about members (§4.2): which claim overrides which, refutation, and
+//! which claims a sender may make at all.
 //!
 //! A claim carries the member's incarnation. `Alive(i)` overrides anything older than `i`;
 //! `Suspect(i)` overrides `Alive(j)` for `i >= j`; `Dead(i)` overrides `Alive`/`Suspect` for
-//! `i >= j`; only the member itself raises its incarnation, which is how it refutes.
+//! `i >= j`; only the member itself raises its incarnation, which is how it refutes. Incarnations
+//! compare in serial arithmetic ([`Incarnation`]), so a refutation always has a newer number.
+//!
+//! # Claims are bounded by their author (docs/security.md, "Membership claims")
+//!
+//! The transport authenticates the sender of a datagram; nothing authenticates what it says
+//! about *other* members. So:
+//! * A member's own word (`sender == node`) about itself is taken at any newer incarnation:
+//!   that is how a restarted node, whose boot incarnation jumped, is learnt.
+//! * `Left` is taken only on the member's own word. A `Left` relayed by anyone else is applied
+//!   as a `Dead` claim at the same incarnation: a departed member stays departed, a live one
+//!   refutes it.
+//! * A claim relayed about another member more than [`MAX_INCARNATION_STEP`] above the
+//!   incarnation this node holds is refused and counted in `Stats::claims_refused`.
+//! * A member learnt from a relay (not from its own datagram) is admitted unverified, charged
+//!   to the relay that introduced it; see [`MAX_UNVERIFIED_PER_INTRODUCER`].
 
 use super::member::Member;
 use super::suspicion::{self, Suspicion};
 use super::{Event, MAX_CORRECTIONS_PER_DATAGRAM, MemberState, Membership};
 use crate::id::{Incarnation, MetaVersion, NodeId};
 use crate::time::{Instant, scale};
+use crate::wire::Message;
 use crate::wire::Update;
+
+/// How far above the incarnation this node holds for a member a claim relayed by another member
+/// may be. A relay is ahead of us only by the refutations we missed, one step each; 64 missed
+/// refutations in a row means we were cut off, and anti-entropy or the member itself (whose own
+/// word is not bounded) catches us up. Without a bound, one datagram claiming `u32::MAX - 1`
+/// would drag a member's incarnation wherever the sender likes.
+pub const MAX_INCARNATION_STEP: u32 = 64;
+
+/// Members learnt from one relay and not yet heard from directly, at most. A valid certificate
+/// lets its holder introduce this many members it made up, not thousands: a phantom never
+/// answers, so it stays unverified until its probe fails and it is forgotten, freeing the slot.
+pub const MAX_UNVERIFIED_PER_INTRODUCER: u32 = 64;
+
+/// Unverified members from all relays together, at most.
+pub const MAX_UNVERIFIED_MEMBERS: usize = 1024;
 
 impl Membership {
     /// Applies one piggybacked update received from `sender`.
     pub(super) fn apply_update(&mut self, now: Instant, sender: NodeId, update: Update) {
+        if !self.claim_in_bounds(sender, update.node(), update_incarnation(&update)) {
+            return;
+        }
         if let Update::Suspect {
             node, incarnation, ..
         }
@@ -40,7 +75,12 @@ impl Membership {
                 incarnation,
                 from,
             } => self.apply_dead(now, node, incarnation, from),
-            Update::Left { node, incarnation } => self.apply_left(now, node, incarnation),
+            // Only the member itself may say it left; anyone else's word is a death claim,
+            // which the member refutes if it is alive.
+            Update::Left { node, incarnation } if sender == node => {
+                self.apply_left(now, node, incarnation);
+            }
+            Update::Left { node, incarnation } => self.apply_dead(now, node, incarnation, sender),
             Update::Meta {
                 node,
                 version,
@@ -48,6 +88,33 @@ impl Membership {
                 value,
             } => self.apply_meta_write(now, sender, node, version, &key, value.as_deref()),
         }
+    }
+
+    /// Whether a claim by `sender` about `node` at `incarnation` is within what `sender` may
+    /// say: anything about itself, about this node (refuted or corrected here), about a member
+    /// this node does not know (admission decides), and otherwise no more than
+    /// [`MAX_INCARNATION_STEP`] above the incarnation held. Refusals are counted.
+    pub(super) fn claim_in_bounds(
+        &mut self,
+        sender: NodeId,
+        node: NodeId,
+        incarnation: Option<Incarnation>,
+    ) -> bool {
+        let (Some(incarnation), Some(m)) = (incarnation, self.members.get(node)) else {
+            return true;
+        };
+        if sender == node || node == self.id {
+            return true;
+        }
+        let within = incarnation
+            .steps_after(m.incarnation)
+            .is_none_or(|steps| steps <= MAX_INCARNATION_STEP);
+        if !within {
+            self.stats.claims_refused += 1;
+            tracing::debug!(node = %self.id, %sender, member = %node, %incarnation,
+                held = %m.incarnation, "refused a claim too far above the incarnation held");
+        }
+        within
     }
 
     pub(super) fn apply_alive(
@@ -59,25 +126,19 @@ impl Membership {
         meta: MetaVersion,
     ) {
         if node == self.id {
-            // Someone holds a newer record of us: a previous life of this node wrote it.
-            if incarnation > self.incarnation && !self.left {
+            // Someone holds a newer record of us: a previous life of this node wrote it, or a
+            // peer made it up; either way this life must announce a newer one. The metadata
+            // version others hold is not ours to adopt: copies follow the owner's word.
+            if incarnation.is_newer_than(self.incarnation) && !self.left {
                 self.refute(incarnation);
-            }
-            if meta > self.own_meta.version() {
-                self.advance_epoch(now, meta.epoch);
             }
             return;
         }
         match self.members.get(node) {
             None => {
-                if self.members.len() >= self.config.max_members() as usize {
+                let Some(verified) = self.admit(now, sender, node, incarnation) else {
                     return;
-                }
-                self.members.insert(
-                    &mut self.rng,
-                    node,
-                    Member::new(now, incarnation, MemberState::Alive),
-                );
+                };
                 self.emit(Event::MemberStateChanged {
                     node,
                     incarnation,
@@ -85,13 +146,17 @@ impl Membership {
                     to: MemberState::Alive,
                     by: None,
                 });
-                self.broadcasts.push(&Update::Alive {
-                    node,
-                    incarnation,
-                    meta,
-                });
+                // A member known only from a relay is not passed on until it is heard from
+                // (see `verify`): a phantom does not spread by gossip.
+                if verified {
+                    self.broadcasts.push(&Update::Alive {
+                        node,
+                        incarnation,
+                        meta,
+                    });
+                }
             }
-            Some(m) if incarnation > m.incarnation => {
+            Some(m) if incarnation.is_newer_than(m.incarnation) => {
                 self.transition(now, node, incarnation, MemberState::Alive, None);
                 self.broadcasts.push(&Update::Alive {
                     node,
@@ -99,10 +164,79 @@ impl Membership {
                     meta,
                 });
             }
-            Some(m) if incarnation < m.incarnation => return,
+            Some(m) if incarnation.is_older_than(m.incarnation) => return,
             Some(_) => {}
         }
         self.observe_meta(now, sender, node, meta);
+    }
+
+    /// Admits `node`, unknown so far, at `incarnation` on `sender`'s word. On its own word (or a
+    /// join seed's) it is admitted outright; on a relay's word it is admitted unverified, charged
+    /// to the relay, and pinged at once: its first datagram verifies it (see `verify`). Refused
+    /// (and counted) past the table bound or the unverified bounds. Returns whether the member
+    /// was admitted verified, `None` if it was not admitted.
+    fn admit(
+        &mut self,
+        now: Instant,
+        sender: NodeId,
+        node: NodeId,
+        incarnation: Incarnation,
+    ) -> Option<bool> {
+        if self.members.len() >= self.config.max_members() as usize {
+            return None;
+        }
+        let trusted = sender == node || self.join_seeds.contains_key(&sender);
+        let mut member = Member::new(now, incarnation, MemberState::Alive);
+        if !trusted {
+            let charged = self.unverified.get(&sender).copied().unwrap_or(0);
+            if charged >= MAX_UNVERIFIED_PER_INTRODUCER
+                || self.unverified_total >= MAX_UNVERIFIED_MEMBERS
+            {
+                self.stats.introductions_refused += 1;
+                tracing::debug!(node = %self.id, %sender, member = %node,
+                    "refused an introduction: the relay's unverified members are at their bound");
+                return None;
+            }
+            *self.unverified.entry(sender).or_insert(0) += 1;
+            self.unverified_total += 1;
+            member.introduced_by = Some(sender);
+        }
+        self.members.insert(&mut self.rng, node, member);
+        if !trusted {
+            // Its answer (any datagram from it) verifies it now rather than at its turn in the
+            // probe round. Drivers that cannot reach it yet drop the ping; it stays unverified.
+            let seq = self.next_seq();
+            self.send(node, Message::Ping { seq, target: node });
+        }
+        Some(trusted)
+    }
+
+    /// `from` was heard from directly (its own authenticated datagram): it is verified.
+    pub(super) fn verify(&mut self, from: NodeId) {
+        let introducer = self.members.get(from).and_then(|m| m.introduced_by);
+        if let Some(introducer) = introducer {
+            self.members.modify(from, |m| m.introduced_by = None);
+            self.release_introduction(introducer);
+            if let Some(m) = self.members.get(from) {
+                let update = Update::Alive {
+                    node: from,
+                    incarnation: m.incarnation,
+                    meta: m.meta_version(),
+                };
+                self.broadcasts.push(&update);
+            }
+        }
+    }
+
+    /// Frees one unverified slot charged to `introducer`.
+    pub(super) fn release_introduction(&mut self, introducer: NodeId) {
+        if let Some(n) = self.unverified.get_mut(&introducer) {
+            *n -= 1;
+            if *n == 0 {
+                self.unverified.remove(&introducer);
+            }
+        }
+        self.unverified_total = self.unverified_total.saturating_sub(1);
     }
 
     /// The member a Suspect or Dead claim at `incarnation` may change, with its state and
@@ -114,14 +248,14 @@ impl Membership {
         incarnation: Incarnation,
     ) -> Option<(MemberState, Incarnation)> {
         if node == self.id {
-            if incarnation >= self.incarnation && !self.left {
+            if !incarnation.is_older_than(self.incarnation) && !self.left {
                 self.refute(incarnation);
             }
             return None;
         }
         let m = self.members.get(node)?;
         let settled = matches!(m.state, MemberState::Dead | MemberState::Left);
-        (incarnation >= m.incarnation && !settled).then_some((m.state, m.incarnation))
+        (!incarnation.is_older_than(m.incarnation) && !settled).then_some((m.state, m.incarnation))
     }
 
     pub(super) fn apply_suspect(
@@ -194,18 +328,15 @@ impl Membership {
         });
     }
 
+    /// A member's own `Left` (the caller checked that the member itself sent it).
     pub(super) fn apply_left(&mut self, now: Instant, node: NodeId, incarnation: Incarnation) {
         if node == self.id {
-            // A leave of an earlier life of this node; this life has not left.
-            if incarnation >= self.incarnation && !self.left {
-                self.refute(incarnation);
-            }
             return;
         }
         let Some(m) = self.members.get(node) else {
             return;
         };
-        if incarnation < m.incarnation || m.state == MemberState::Left {
+        if incarnation.is_older_than(m.incarnation) || m.state == MemberState::Left {
             return;
         }
         self.transition(now, node, incarnation, MemberState::Left, Some(node));
@@ -222,11 +353,13 @@ impl Membership {
             return;
         }
         let newer = if node == self.id {
-            (incarnation < self.incarnation && !self.left).then(|| self.alive_update())
+            (incarnation.is_older_than(self.incarnation) && !self.left).then(|| self.alive_update())
         } else {
             self.members
                 .get(node)
-                .filter(|m| m.state == MemberState::Alive && incarnation < m.incarnation)
+                .filter(|m| {
+                    m.state == MemberState::Alive && incarnation.is_older_than(m.incarnation)
+                })
                 .map(|m| Update::Alive {
                     node,
                     incarnation: m.incarnation,
@@ -239,7 +372,9 @@ impl Membership {
     /// Announces a higher incarnation than the claim about this node (SWIM §4.2). Being
     /// suspected also counts against local health (Lifeguard §IV-A).
     fn refute(&mut self, claimed: Incarnation) {
-        self.change_self(|s| s.incarnation = s.incarnation.max(claimed).next());
+        // Serial arithmetic: the successor of the newest claim is newer than it, whatever its
+        // value, so no claim can put this node beyond refutation.
+        self.change_self(|s| s.incarnation = s.incarnation.newest(claimed).next());
         self.health.apply(1);
         self.stats.refutations += 1;
         self.broadcasts.push(&self.alive_update());
@@ -249,5 +384,16 @@ impl Membership {
         self.emit(Event::Refuted {
             incarnation: self.incarnation,
         });
+    }
+}
+
+/// The incarnation an update claims, if it claims one.
+fn update_incarnation(update: &Update) -> Option<Incarnation> {
+    match update {
+        Update::Alive { incarnation, .. }
+        | Update::Suspect { incarnation, .. }
+        | Update::Dead { incarnation, .. }
+        | Update::Left { incarnation, .. } => Some(*incarnation),
+        Update::Meta { .. } => None,
     }
 }

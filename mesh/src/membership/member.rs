@@ -25,6 +25,8 @@ pub(crate) struct Member {
     /// The member's metadata; `None` while it is empty at `meta_version`.
     pub(crate) meta: Option<Box<Metadata>>,
     meta_version: MetaVersion,
+    /// The relay that introduced this member, until the member is heard from directly.
+    pub(crate) introduced_by: Option<NodeId>,
 }
 
 impl Member {
@@ -36,6 +38,7 @@ impl Member {
             srtt_us: 0,
             meta: None,
             meta_version: MetaVersion::default(),
+            introduced_by: None,
         }
     }
 

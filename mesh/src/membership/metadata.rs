@@ -305,6 +305,8 @@ pub(crate) fn chunk_entries(entries: Vec<MetaEntry>) -> Vec<Vec<MetaEntry>> {
 /// A transfer being reassembled from its chunks.
 #[derive(Debug)]
 struct Transfer {
+    /// Who sends it: chunks from another sender never complete it.
+    from: NodeId,
     base: Option<MetaVersion>,
     version: MetaVersion,
     chunks: u8,
@@ -330,11 +332,12 @@ impl Transfers {
     /// Takes one chunk; returns the whole transfer once its last chunk arrived.
     #[expect(
         clippy::too_many_arguments,
-        reason = "the fields of one MetaPush message"
+        reason = "the sender and the fields of one MetaPush message"
     )]
     pub(crate) fn accept(
         &mut self,
         now: Instant,
+        from: NodeId,
         node: NodeId,
         base: Option<MetaVersion>,
         version: MetaVersion,
@@ -350,7 +353,9 @@ impl Transfers {
                 entries,
             });
         }
-        let fits = |t: &Transfer| t.base == base && t.version == version && t.chunks == chunks;
+        let fits = |t: &Transfer| {
+            t.from == from && t.base == base && t.version == version && t.chunks == chunks
+        };
         match self.pending.get(&node) {
             Some(t) if fits(t) => {}
             Some(t) if t.version >= version => return None,
@@ -362,6 +367,7 @@ impl Transfers {
                 self.pending.insert(
                     node,
                     Transfer {
+                        from,
                         base,
                         version,
                         chunks,
@@ -478,7 +484,16 @@ mod tests {
         let mut t = Transfers::default();
         let mut done = None;
         for (i, c) in chunks.into_iter().enumerate().rev() {
-            done = t.accept(Instant::ZERO, NodeId::new(1), None, v(8), i as u8, n, c);
+            done = t.accept(
+                Instant::ZERO,
+                NodeId::new(2),
+                NodeId::new(1),
+                None,
+                v(8),
+                i as u8,
+                n,
+                c,
+            );
         }
         let mut got = done.expect("complete").entries;
         got.sort_by_key(|e| e.seq);

@@ -1,5 +1,15 @@
 //! Moving metadata between members: applying piggybacked writes in order, pulling what is
 //! missing from a peer that has it, and serving pulls as deltas or snapshots in chunks.
+//!
+//! # Whose word moves a copy (docs/security.md, "Membership claims")
+//!
+//! The epoch of a member's metadata is its boot incarnation, and only the owner starts one. A
+//! copy therefore moves to another epoch only on the owner's own word (its writes, its pushes,
+//! its records, sent by the owner itself); the same from anyone else is only a hint to pull from
+//! the owner. Within the
+//! epoch a copy holds, relayed writes still apply in order (they are how addresses reach members
+//! that cannot reach the owner yet). The owner's own record of itself is the truth: a copy ahead
+//! of it is dropped and pulled again from the owner. No peer input changes this node's own epoch.
 
 use super::metadata::{Metadata, MetadataError, chunk_entries};
 use super::{Event, Membership};
@@ -43,27 +53,6 @@ impl Membership {
         Ok(version)
     }
 
-    /// Others hold a newer epoch of our metadata than we do (written by an earlier life of this
-    /// node under the same boot incarnation): move to a newer epoch and publish every key again.
-    pub(super) fn advance_epoch(&mut self, now: Instant, seen_epoch: u32) {
-        let epoch = seen_epoch.saturating_add(1).max(self.incarnation.get());
-        let live: Vec<(String, Vec<u8>)> = self
-            .own_meta
-            .live()
-            .map(|(k, v)| (k.to_owned(), v.to_vec()))
-            .collect();
-        self.change_self(|s| s.own_meta = Metadata::empty(MetaVersion::new(epoch, 0)));
-        for (key, value) in live {
-            let _ = self.write_own_metadata(now, &key, Some(&value));
-        }
-        let version = self.own_meta.version();
-        self.broadcasts.push(&self.alive_update());
-        self.emit(Event::MetadataChanged {
-            node: self.id,
-            version,
-        });
-    }
-
     pub(super) fn apply_meta_write(
         &mut self,
         now: Instant,
@@ -74,9 +63,7 @@ impl Membership {
         value: Option<&[u8]>,
     ) {
         if node == self.id {
-            if version > self.own_meta.version() {
-                self.advance_epoch(now, version.epoch);
-            }
+            // Our metadata is what we wrote; a version we did not write changes nothing here.
             return;
         }
         let Some(m) = self.members.get(node) else {
@@ -84,6 +71,12 @@ impl Membership {
         };
         let held = m.meta_version();
         if version <= held {
+            return;
+        }
+        if sender != node && version.epoch != held.epoch {
+            // Only the owner starts an epoch: ask it, not the relay. (Not counted as refused:
+            // relays pass on a restarted member's first writes all the time.)
+            self.request_pull(now, node, node, held);
             return;
         }
         let is_next = m.meta.as_deref().map_or_else(
@@ -139,6 +132,11 @@ impl Membership {
         if announced <= held {
             return;
         }
+        if sender != node && announced.epoch != held.epoch {
+            // Another epoch is the owner's to announce: pull from the owner.
+            self.request_pull(now, node, node, held);
+            return;
+        }
         if announced.seq == 0 {
             self.members.modify(node, |m| m.reset_empty_meta(announced));
             self.emit(Event::MetadataChanged {
@@ -148,6 +146,28 @@ impl Membership {
             return;
         }
         self.request_pull(now, sender, node, held);
+    }
+
+    /// The owner itself says its metadata is at `announced`. A copy ahead of that was not
+    /// written by the owner (or by this life of it): drop it and pull again from the owner.
+    pub(super) fn follow_owner_meta(&mut self, now: Instant, node: NodeId, announced: MetaVersion) {
+        let Some(m) = self.members.get(node) else {
+            return;
+        };
+        if m.meta_version() <= announced {
+            return;
+        }
+        self.members
+            .modify(node, |m| m.reset_empty_meta(MetaVersion::default()));
+        self.meta_pulls.remove(&node);
+        self.observe_meta(now, node, node, announced);
+        self.emit(Event::MetadataChanged {
+            node,
+            version: self
+                .members
+                .get(node)
+                .map_or(MetaVersion::default(), |m| m.meta_version()),
+        });
     }
 
     /// Asks `peer` for `node`'s metadata newer than `have`, unless a pull is already under way.
@@ -205,6 +225,7 @@ impl Membership {
     pub(super) fn handle_meta_push(
         &mut self,
         now: Instant,
+        from: NodeId,
         node: NodeId,
         base: Option<MetaVersion>,
         version: MetaVersion,
@@ -213,21 +234,22 @@ impl Membership {
         entries: Vec<MetaEntry>,
     ) {
         if node == self.id {
-            if version > self.own_meta.version() {
-                self.advance_epoch(now, version.epoch);
-            }
             return;
         }
-        if self
-            .members
-            .get(node)
-            .is_none_or(|m| version <= m.meta_version())
-        {
+        let Some(held) = self.members.get(node).map(|m| m.meta_version()) else {
+            return;
+        };
+        if version <= held {
+            return;
+        }
+        if from != node && version.epoch != held.epoch {
+            // A relay answering a pull may hold a newer epoch than we asked about; only the
+            // owner's own push moves a copy there (the owner is pulled from on the next hint).
             return;
         }
         let Some(done) = self
             .transfers
-            .accept(now, node, base, version, chunk, chunks, entries)
+            .accept(now, from, node, base, version, chunk, chunks, entries)
         else {
             return;
         };

@@ -56,6 +56,9 @@ use core::fmt;
 
 use thiserror::Error;
 
+pub use self::claims::{
+    MAX_INCARNATION_STEP, MAX_UNVERIFIED_MEMBERS, MAX_UNVERIFIED_PER_INTRODUCER,
+};
 use self::dissemination::Broadcasts;
 use self::health::LocalHealth;
 use self::member::{Member, MemberTable};
@@ -76,6 +79,10 @@ pub const MAX_OUTBOX_DATAGRAMS: usize = 16_384;
 pub const MAX_PENDING_EVENTS: usize = 65_536;
 /// Period of the maintenance timer (tombstone GC, forgetting long-dead members).
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long after `handle_join` a seed's answer is taken as an introduction of the whole mesh.
+const JOIN_ANSWER_WINDOW: Duration = Duration::from_secs(10);
+/// Seeds one join asks at most (each gets one request; their answers are trusted).
+pub const MAX_JOIN_SEEDS: usize = 64;
 
 /// A member's state, as SWIM defines it plus a graceful leave.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -204,6 +211,14 @@ pub struct Stats {
     pub outbox_dropped: u64,
     /// Events dropped because the driver did not drain them.
     pub events_dropped: u64,
+    /// Claims (piggybacked updates or anti-entropy records) about another member refused
+    /// because the sender claimed an incarnation more than [`MAX_INCARNATION_STEP`] above the
+    /// one held. The rest of the datagram still applies. A forged `Left` is not counted here: it
+    /// is applied as a refutable death claim.
+    pub claims_refused: u64,
+    /// Members a relay tried to introduce past [`MAX_UNVERIFIED_PER_INTRODUCER`] or
+    /// [`MAX_UNVERIFIED_MEMBERS`]; they were not added.
+    pub introductions_refused: u64,
     /// Round-trip times of the direct probes acknowledged by their target.
     pub probe_rtt: RttHistogram,
 }
@@ -285,6 +300,12 @@ pub struct Membership {
     meta_pulls: BTreeMap<NodeId, Instant>,
     tombstones: VecDeque<(Instant, NodeId, String, u32)>,
     departed: VecDeque<(Instant, NodeId)>,
+    /// Unverified members (see `claims::admit`) per introducing relay, and their total.
+    unverified: BTreeMap<NodeId, u32>,
+    unverified_total: usize,
+    /// Seeds asked for the member list by `handle_join`, until their answer window closes:
+    /// their answer introduces the mesh to this node (an operator chose them).
+    join_seeds: BTreeMap<NodeId, Instant>,
     timers: TimerTable,
     outbox: VecDeque<Outgoing>,
     /// Newer records for the sender of the datagram being handled (see `correct_stale_claim`).
@@ -345,6 +366,9 @@ impl Membership {
             meta_pulls: BTreeMap::new(),
             tombstones: VecDeque::new(),
             departed: VecDeque::new(),
+            unverified: BTreeMap::new(),
+            unverified_total: 0,
+            join_seeds: BTreeMap::new(),
             timers,
             outbox: VecDeque::new(),
             corrections: Vec::new(),
@@ -370,11 +394,14 @@ impl Membership {
         self.members.insert(&mut self.rng, id, m);
     }
 
-    /// Joins through `seeds`: announces this node and asks each for the full member list.
-    pub fn handle_join(&mut self, _now: Instant, seeds: &[NodeId]) {
+    /// Joins through `seeds` (the first [`MAX_JOIN_SEEDS`]): announces this node and asks each
+    /// for the full member list. Their answers introduce members without the per-relay bound
+    /// (see [`MAX_UNVERIFIED_PER_INTRODUCER`]) for a short while: seeds are the operator's choice.
+    pub fn handle_join(&mut self, now: Instant, seeds: &[NodeId]) {
         self.broadcasts.push(&self.alive_update());
         let own = self.id;
-        for &seed in seeds.iter().filter(|s| **s != own) {
+        for &seed in seeds.iter().filter(|s| **s != own).take(MAX_JOIN_SEEDS) {
+            self.join_seeds.insert(seed, now + JOIN_ANSWER_WINDOW);
             self.send(
                 seed,
                 Message::SyncDigest {
@@ -405,14 +432,20 @@ impl Membership {
             self.timers.stop(t);
         }
         self.probe = None;
-        let targets = self.members.sample(
-            &mut self.rng,
-            self.config.gossip_fanout() as usize,
-            &[],
-            Member::is_up,
-        );
+        // Only a member's own `Left` counts as a leave (a relayed one is a death claim), so
+        // every member hears it from this node directly, besides the piggybacked copies.
+        let left = Update::Left {
+            node: self.id,
+            incarnation: self.incarnation,
+        };
+        let targets: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.is_up())
+            .map(|(id, _)| id)
+            .collect();
         for to in targets {
-            self.send(to, Message::Gossip);
+            self.send_with(to, Message::Gossip, vec![left.clone()]);
         }
     }
 
@@ -457,6 +490,7 @@ impl Membership {
             });
         }
         self.stats.datagrams_received += 1;
+        self.verify(from);
         let mut updates = datagram.updates;
         // Queues send newest first; metadata writes apply only in version order.
         updates.sort_by_key(|u| match u {
@@ -485,7 +519,7 @@ impl Membership {
                 chunks,
                 entries,
             } => {
-                self.handle_meta_push(now, node, base, version, chunk, chunks, entries);
+                self.handle_meta_push(now, from, node, base, version, chunk, chunks, entries);
             }
         }
         if !self.corrections.is_empty() {
@@ -696,6 +730,16 @@ impl Membership {
         }
     }
 
+    /// Removes a member from the table, freeing its unverified slot if it had one.
+    fn forget(&mut self, node: NodeId) {
+        if let Some(introducer) = self.members.remove(node).and_then(|m| m.introduced_by) {
+            self.release_introduction(introducer);
+        }
+        if let Some(s) = self.suspicions.remove(&node) {
+            self.suspicion_deadlines.remove(&(s.deadline(), node));
+        }
+    }
+
     fn next_seq(&mut self) -> u32 {
         self.next_seq = self.next_seq.wrapping_add(1);
         self.next_seq
@@ -775,10 +819,10 @@ impl Membership {
                 !m.is_up() && now.saturating_duration_since(m.last_change) >= retention
             });
             if forget {
-                self.members.remove(node);
-                self.suspicions.remove(&node);
+                self.forget(node);
             }
         }
+        self.join_seeds.retain(|_, until| *until > now);
         self.transfers.expire(now);
         self.meta_pulls
             .retain(|_, at| now.saturating_duration_since(*at) < metadata::TRANSFER_TIMEOUT);

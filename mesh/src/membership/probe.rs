@@ -321,7 +321,11 @@ impl Membership {
         {
             self.suspicion_deadlines.remove(&(s.deadline(), node));
         }
-        if matches!(to, MemberState::Dead | MemberState::Left) && from != to {
+        let unverified = self
+            .members
+            .get(node)
+            .is_some_and(|m| m.introduced_by.is_some());
+        if matches!(to, MemberState::Dead | MemberState::Left) && from != to && !unverified {
             self.departed.push_back((now, node));
         }
         if from != to {
@@ -333,6 +337,11 @@ impl Membership {
                 to,
                 by,
             });
+        }
+        if unverified && matches!(to, MemberState::Dead | MemberState::Left) {
+            // Never heard from directly: a relay's word is all there was. Forget it rather
+            // than keep it for `dead_retention`, so its slot is free again.
+            self.forget(node);
         }
     }
 }

@@ -5,6 +5,7 @@ use alloc::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::config::Profile;
+use crate::wire::MemberRecord;
 
 /// One-way latency of the test network.
 const LATENCY: Duration = Duration::from_millis(1);
@@ -136,6 +137,28 @@ impl Net {
         panic!("harness did not reach {end:?} within {MAX_STEPS} steps");
     }
 
+    /// Delivers, now, a datagram that `from` (authenticated by the transport, member or not)
+    /// sends to `to`, carrying `message` and `updates`; then lets `to` act on it.
+    fn forge(&mut self, from: u64, to: u64, message: &Message, updates: &[Update]) {
+        let mut buf = Vec::new();
+        let at = wire::encode_message(id(from), message, &mut buf);
+        for u in updates {
+            let mut encoded = Vec::new();
+            wire::encode_update(u, &mut encoded);
+            assert!(
+                wire::append_update(&mut buf, at, &encoded),
+                "forged update fits"
+            );
+        }
+        let now = self.now;
+        self.nodes
+            .get_mut(&id(to))
+            .expect("target of a forged datagram")
+            .handle_datagram(now, id(from), &buf)
+            .expect("forged datagrams are well-formed");
+        self.drain(id(to));
+    }
+
     fn state(&self, observer: u64, of: u64) -> Option<MemberState> {
         self.nodes[&id(observer)].member(id(of)).map(|m| m.state)
     }
@@ -215,7 +238,9 @@ fn suspected_member_refutes() {
     net.drain(id(1));
     net.run_for(Duration::from_secs(30));
     assert!(
-        net.nodes[&id(2)].incarnation() > Incarnation::new(1),
+        net.nodes[&id(2)]
+            .incarnation()
+            .is_newer_than(Incarnation::new(1)),
         "node 2 refuted"
     );
     assert!(
@@ -642,4 +667,299 @@ fn rtt_buckets_include_their_upper_bound() {
     assert_eq!(h.buckets[RttHistogram::BOUNDS.len() - 1], 1);
     assert_eq!(h.buckets[RttHistogram::BOUNDS.len()], 1);
     assert_eq!(h.count, 5);
+}
+
+// ---- Claims are bounded by their author (docs/security.md, "Membership claims") ----------------
+// Node 99 below holds a valid certificate (the transport authenticates it) but is no member.
+
+/// Issue #10, finding 3: `Left{node 2, u32::MAX}` from a non-member kept a live node 2 `left`
+/// for good. Only node 2 may say it left; a relayed `Left` is a death claim that node 2 refutes,
+/// and its refutation wins even against `u32::MAX` (incarnations compare in serial arithmetic).
+#[test]
+fn forged_left_does_not_remove_a_live_member() {
+    let mut net = Net::converged(5, Profile::Lan);
+    net.run_for(Duration::from_secs(2));
+    // u32::MAX is just below 1 in serial arithmetic (a stale claim); 2^30 above is far ahead.
+    let left = |inc: u32| Update::Left {
+        node: id(2),
+        incarnation: Incarnation::new(inc),
+    };
+    for to in [1, 3, 4] {
+        net.forge(99, to, &Message::Gossip, &[left(u32::MAX), left(1 << 30)]);
+    }
+    // And the same claim at node 2's own incarnation, which the step bound lets through.
+    let left_now = Update::Left {
+        node: id(2),
+        incarnation: Incarnation::new(1),
+    };
+    net.forge(99, 5, &Message::Gossip, &[left_now]);
+    assert_eq!(
+        net.state(5, 2),
+        Some(MemberState::Dead),
+        "a relayed Left is only a death claim, which node 2 can refute"
+    );
+    net.run_for(Duration::from_secs(40));
+    for i in [1, 3, 4, 5] {
+        assert_eq!(
+            net.state(i, 2),
+            Some(MemberState::Alive),
+            "node {i} sees node 2"
+        );
+    }
+    let inc = net.nodes[&id(2)].incarnation().get();
+    assert!(
+        inc <= 1 + 2 * MAX_INCARNATION_STEP,
+        "incarnation {inc} was not dragged up"
+    );
+    let refused: u64 = net.nodes.values().map(|m| m.stats().claims_refused).sum();
+    assert!(refused >= 3, "the u32::MAX claims were refused ({refused})");
+}
+
+/// A graceful leave still reaches everyone as `Left`: the leaving node tells each member.
+#[test]
+fn graceful_leave_reaches_every_member_as_left() {
+    let mut net = Net::converged(12, Profile::Lan);
+    net.run_for(Duration::from_secs(2));
+    net.nodes.get_mut(&id(7)).unwrap().leave(net.now);
+    net.drain(id(7));
+    net.run_for(Duration::from_secs(1));
+    net.down.insert(id(7));
+    net.run_for(Duration::from_secs(30));
+    for i in (1..=12).filter(|i| *i != 7) {
+        assert_eq!(net.state(i, 7), Some(MemberState::Left), "node {i}");
+    }
+}
+
+/// A relayed claim more than `MAX_INCARNATION_STEP` above what is held is refused; a member's
+/// own word is not bounded (a restarted node's boot incarnation may jump).
+#[test]
+fn relayed_incarnation_jumps_are_bounded() {
+    let mut net = Net::converged(4, Profile::Lan);
+    net.run_for(Duration::from_secs(1));
+    let alive = |inc: u32| Update::Alive {
+        node: id(2),
+        incarnation: Incarnation::new(inc),
+        meta: MetaVersion::new(1, 0),
+    };
+    net.forge(
+        99,
+        1,
+        &Message::Gossip,
+        &[alive(1 + MAX_INCARNATION_STEP + 1)],
+    );
+    assert_eq!(
+        net.nodes[&id(1)].member(id(2)).unwrap().incarnation,
+        Incarnation::new(1)
+    );
+    assert_eq!(net.nodes[&id(1)].stats().claims_refused, 1);
+    let dead = Update::Dead {
+        node: id(3),
+        incarnation: Incarnation::new(u32::MAX - 1),
+        from: id(99),
+    };
+    net.forge(99, 1, &Message::Gossip, &[dead]);
+    assert_eq!(net.state(1, 3), Some(MemberState::Alive));
+    // Node 2 itself may jump (it restarted with a wall-clock boot incarnation, say).
+    net.forge(2, 1, &Message::Gossip, &[alive(1_000_000)]);
+    assert_eq!(
+        net.nodes[&id(1)].member(id(2)).unwrap().incarnation,
+        Incarnation::new(1_000_000)
+    );
+}
+
+/// No counter saturates into a state that cannot be refuted: a member already at the top of the
+/// number space, claimed dead there, refutes across the wrap and stays alive everywhere.
+#[test]
+fn refutation_wins_at_the_incarnation_ceiling() {
+    let top = Incarnation::new(u32::MAX - 1);
+    let mut net = Net::empty();
+    for i in 1..=5u64 {
+        let inc = if i == 2 { top } else { Incarnation::new(1) };
+        let mut m = Membership::new(
+            Config::from_profile(Profile::Lan),
+            id(i),
+            inc,
+            1000 + i,
+            net.now,
+        );
+        for j in 1..=5u64 {
+            let inc = if j == 2 { top } else { Incarnation::new(1) };
+            m.add_known_member(net.now, id(j), inc);
+        }
+        net.nodes.insert(id(i), m);
+    }
+    net.run_for(Duration::from_secs(2));
+    for round in 0..4u32 {
+        let inc = net.nodes[&id(1)].member(id(2)).unwrap().incarnation;
+        let dead = Update::Dead {
+            node: id(2),
+            incarnation: inc,
+            from: id(99),
+        };
+        net.forge(99, 1 + u64::from(round % 4), &Message::Gossip, &[dead]);
+        net.run_for(Duration::from_secs(20));
+    }
+    let now = net.nodes[&id(2)].incarnation();
+    assert!(now.get() < 16, "node 2 wrapped past u32::MAX: {now}");
+    for i in [1, 3, 4, 5] {
+        assert_eq!(
+            net.state(i, 2),
+            Some(MemberState::Alive),
+            "node {i} sees node 2"
+        );
+        assert_eq!(net.nodes[&id(i)].member(id(2)).unwrap().incarnation, now);
+    }
+}
+
+/// Issue #10, finding 3: `Meta{node 3, version (u32::MAX, 1)}` rewrote node 3's metadata on its
+/// peers and the copies never converged back. Only the owner moves a copy to another epoch;
+/// after node 3 restarts, every copy follows the new life.
+#[test]
+fn forged_metadata_epoch_does_not_rewrite_a_members_metadata() {
+    let mut net = Net::converged(5, Profile::Lan);
+    let now = net.now;
+    net.nodes
+        .get_mut(&id(3))
+        .unwrap()
+        .set_metadata(now, "addr", b"10.0.0.3:7946")
+        .unwrap();
+    net.drain(id(3));
+    net.run_for(Duration::from_secs(5));
+    let forged = Update::Meta {
+        node: id(3),
+        version: MetaVersion::new(u32::MAX, 1),
+        key: "addr".into(),
+        value: Some(b"6.6.6.6:1".to_vec()),
+    };
+    for to in [1, 2, 3, 4] {
+        net.forge(99, to, &Message::Gossip, core::slice::from_ref(&forged));
+    }
+    // An unsolicited push of the same, chunked like a real transfer.
+    let push = Message::MetaPush {
+        node: id(3),
+        base: None,
+        version: MetaVersion::new(u32::MAX, 1),
+        chunk: 0,
+        chunks: 1,
+        entries: vec![wire::MetaEntry {
+            key: "addr".into(),
+            seq: 1,
+            value: Some(b"6.6.6.6:1".to_vec()),
+        }],
+    };
+    net.forge(99, 5, &push, &[]);
+    net.run_for(Duration::from_secs(10));
+    assert_eq!(
+        net.nodes[&id(3)].metadata(id(3)).unwrap().version(),
+        MetaVersion::new(1, 1),
+        "the owner's epoch is its own"
+    );
+    for i in [1, 2, 4, 5] {
+        assert_same_metadata(&net, i, 3);
+    }
+    // Node 3 restarts (a new life, a new epoch) and publishes again: the copies follow.
+    net.down.insert(id(3));
+    net.run_for(Duration::from_secs(2));
+    let fresh = Membership::new(
+        Config::from_profile(Profile::Lan),
+        id(3),
+        Incarnation::new(2),
+        33,
+        net.now,
+    );
+    net.nodes.insert(id(3), fresh);
+    net.down.remove(&id(3));
+    let now = net.now;
+    let n3 = net.nodes.get_mut(&id(3)).unwrap();
+    n3.handle_join(now, &[id(1)]);
+    n3.set_metadata(now, "addr", b"10.0.0.33:7946").unwrap();
+    net.drain(id(3));
+    net.run_for(Duration::from_secs(40));
+    assert_eq!(
+        net.nodes[&id(3)].metadata(id(3)).unwrap().version(),
+        MetaVersion::new(2, 1)
+    );
+    for i in [1, 2, 4, 5] {
+        assert_same_metadata(&net, i, 3);
+    }
+}
+
+/// `observer`'s copy of `owner`'s metadata has the owner's version and live keys.
+fn assert_same_metadata(net: &Net, observer: u64, owner: u64) {
+    let own = net.nodes[&id(owner)].metadata(id(owner)).unwrap();
+    let copy = net.nodes[&id(observer)].metadata(id(owner));
+    let copy = copy.unwrap_or_else(|| panic!("node {observer} holds no copy of node {owner}"));
+    assert_eq!(copy.version(), own.version(), "node {observer}");
+    assert_eq!(
+        copy.live().collect::<Vec<_>>(),
+        own.live().collect::<Vec<_>>(),
+        "node {observer}"
+    );
+}
+
+/// Issue #10, finding 3: 2,000 phantom members from 38 datagrams, and a crashed node still
+/// listed alive minutes later. A relay may have at most `MAX_UNVERIFIED_PER_INTRODUCER` members
+/// it introduced waiting to be heard from; phantoms never answer and are forgotten when their
+/// probe fails, so detection of a real crash is unaffected.
+#[test]
+fn phantom_members_are_bounded_per_introducer() {
+    let mut net = Net::converged(6, Profile::Lan);
+    net.run_for(Duration::from_secs(2));
+    let mut phantom = 10_000u64;
+    for _ in 0..38 {
+        let records: Vec<MemberRecord> = (0..wire::MAX_RECORDS_PER_DATAGRAM)
+            .map(|_| {
+                phantom += 1;
+                MemberRecord {
+                    node: id(phantom),
+                    incarnation: Incarnation::new(1),
+                    state: MemberState::Alive,
+                    meta: MetaVersion::new(1, 0),
+                }
+            })
+            .collect();
+        let message = Message::SyncEntries {
+            reply: wire::SyncReply::Nothing,
+            records,
+        };
+        net.forge(99, 1, &message, &[]);
+    }
+    let known = net.nodes[&id(1)].member_count();
+    assert!(
+        known <= 6 + MAX_UNVERIFIED_PER_INTRODUCER as usize,
+        "node 1 knows {known} members"
+    );
+    assert_eq!(
+        net.nodes[&id(1)].stats().introductions_refused,
+        38 * wire::MAX_RECORDS_PER_DATAGRAM as u64 - u64::from(MAX_UNVERIFIED_PER_INTRODUCER)
+    );
+    net.down.insert(id(4));
+    let crashed_at = net.now;
+    net.run_for(Duration::from_secs(30));
+    let dead_at = net
+        .events
+        .iter()
+        .find(|(t, n, e)| {
+            *t >= crashed_at
+                && *n == id(1)
+                && matches!(e, Event::MemberStateChanged { node, to: MemberState::Dead, .. } if *node == id(4))
+        })
+        .map(|(t, _, _)| t.saturating_duration_since(crashed_at));
+    assert!(
+        dead_at.is_some(),
+        "node 1 declared the crashed node dead within 30 s"
+    );
+    for i in [2, 3, 5, 6] {
+        assert!(
+            net.nodes[&id(i)].member_count() <= 6 + MAX_UNVERIFIED_PER_INTRODUCER as usize,
+            "phantoms did not spread to node {i}"
+        );
+    }
+    // Phantoms never answer: their probes fail and they are forgotten.
+    net.run_for(Duration::from_secs(300));
+    assert!(
+        net.nodes[&id(1)].member_count() <= 6,
+        "{}",
+        net.nodes[&id(1)].member_count()
+    );
 }
