@@ -574,7 +574,7 @@ fn crash_is_detected_and_bounce_rejoins_higher() {
     for &o in &others {
         let (_, after) = cluster.state(o, victim).expect("known");
         assert!(
-            after > before,
+            after.is_newer_than(before),
             "{o} holds {victim} at {after}, not above {before}"
         );
     }
