@@ -4,9 +4,9 @@
 //! # Whose word moves a copy (docs/security.md, "Membership claims")
 //!
 //! The epoch of a member's metadata is its boot incarnation, and only the owner starts one. A
-//! copy therefore moves to another epoch only on the owner's own word (its writes, its pushes,
-//! its records, sent by the owner itself); the same from anyone else is only a hint to pull from
-//! the owner. Within the
+//! copy therefore moves to an epoch above the member's incarnation (as held here, itself bounded
+//! for relays) only on the owner's own word (its writes, its pushes, its records, sent by the
+//! owner itself); the same from anyone else is only a hint to pull from the owner. Within the
 //! epoch a copy holds, relayed writes still apply in order (they are how addresses reach members
 //! that cannot reach the owner yet). The owner's own record of itself is the truth: a copy ahead
 //! of it is dropped and pulled again from the owner. No peer input changes this node's own epoch.
@@ -73,7 +73,7 @@ impl Membership {
         if version <= held {
             return;
         }
-        if sender != node && version.epoch != held.epoch {
+        if sender != node && !self.epoch_in_reach(node, version.epoch) {
             // Only the owner starts an epoch: ask it, not the relay. (Not counted as refused:
             // relays pass on a restarted member's first writes all the time.)
             self.request_pull(now, node, node, held);
@@ -132,7 +132,7 @@ impl Membership {
         if announced <= held {
             return;
         }
-        if sender != node && announced.epoch != held.epoch {
+        if sender != node && !self.epoch_in_reach(node, announced.epoch) {
             // Another epoch is the owner's to announce: pull from the owner.
             self.request_pull(now, node, node, held);
             return;
@@ -146,6 +146,17 @@ impl Membership {
             return;
         }
         self.request_pull(now, sender, node, held);
+    }
+
+    /// Whether a relay may move `node`'s copy to `epoch`: the epoch it holds, or a newer one no
+    /// higher than the incarnation held for `node` (an epoch is a boot incarnation, so the owner
+    /// can have started no later one; and relayed incarnations are bounded by
+    /// `MAX_INCARNATION_STEP`). A member's first copy comes this way: relays carry the `addr`
+    /// the tokio driver needs before it can reach the owner at all.
+    fn epoch_in_reach(&self, node: NodeId, epoch: u32) -> bool {
+        self.members
+            .get(node)
+            .is_some_and(|m| epoch == m.meta_version().epoch || epoch <= m.incarnation.get())
     }
 
     /// The owner itself says its metadata is at `announced`. A copy ahead of that was not
@@ -242,7 +253,7 @@ impl Membership {
         if version <= held {
             return;
         }
-        if from != node && version.epoch != held.epoch {
+        if from != node && !self.epoch_in_reach(node, version.epoch) {
             // A relay answering a pull may hold a newer epoch than we asked about; only the
             // owner's own push moves a copy there (the owner is pulled from on the next hint).
             return;
