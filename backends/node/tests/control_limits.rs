@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{TempDir, start_cluster};
+use common::{TempDir, start_cluster, token};
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use meshkit_node::config::NodeConfig;
@@ -22,6 +22,7 @@ use meshkit_node::control::admission::{Closed, ConnectionLimits, Refusal, Transp
 use meshkit_node::control::auth::AccessControl;
 use meshkit_node::control::serve::{ALPN_H2, ALPN_H3, ControlServer, HttpProtocol, ServerStats};
 use meshkit_node::node::RunningNode;
+use meshkit_node::scope::Scope;
 use meshkit_node::tls::{TlsIdentity, crypto_provider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -281,26 +282,89 @@ async fn quiet_connections_are_closed_at_their_deadlines() {
     server.stop().await;
 }
 
+/// An anonymous HTTP/3 client on a new QUIC connection to `server`: the request sender.
+async fn h3_client(
+    dir: &Path,
+    server: SocketAddr,
+) -> (
+    quinn::Endpoint,
+    h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+) {
+    let tls = tls_config(dir, false, ALPN_H3);
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let connection = tokio::time::timeout(STEP, endpoint.connect(server, "node-1").unwrap())
+        .await
+        .expect("a QUIC handshake in time")
+        .unwrap();
+    let (mut driver, sender) = h3::client::new(h3_quinn::Connection::new(connection))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    (endpoint, sender)
+}
+
+/// Streaming the HTTP/3 body keeps its bound: an operator's body over 1 MiB is answered 413 in
+/// the JSON error form, having read no more than the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h3_body_over_the_limit_is_a_json_413() {
+    let dir = TempDir::new("limits-h3-413");
+    let server = Server::start(dir.path(), ConnectionLimits::default()).await;
+    let (endpoint, mut sender) = h3_client(dir.path(), server.addr).await;
+    let bearer = format!("Bearer {}", token(dir.path(), "operator", Scope::Operate));
+    let request = http::Request::post(format!("https://{}/control/leases/transfer", server.addr))
+        .header("content-type", "application/json")
+        .header("authorization", bearer)
+        .body(())
+        .unwrap();
+    let stream = sender.send_request(request).await.unwrap();
+    let (mut send, mut recv) = stream.split();
+    let sending = tokio::spawn(async move {
+        let chunk = Bytes::from(vec![b' '; 64 * 1024]);
+        for _ in 0..24 {
+            if send.send_data(chunk.clone()).await.is_err() {
+                return;
+            }
+        }
+        let _ = send.finish().await;
+    });
+    let response = tokio::time::timeout(STEP, recv.recv_response())
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let mut body = Vec::new();
+    while let Some(mut chunk) = tokio::time::timeout(STEP, recv.recv_data())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        use bytes::Buf as _;
+        body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(body["error"].is_string(), "{body}");
+    let read = server.stats.request_body_bytes(HttpProtocol::H3);
+    assert!(
+        read <= 1024 * 1024 + 64 * 1024,
+        "{read} body bytes read for a 1 MiB limit"
+    );
+    sending.abort();
+    endpoint.close(quinn::VarInt::from_u32(0), b"done");
+    server.stop().await;
+}
+
 /// Finding 6: an anonymous HTTP/3 POST to an operate route is answered 401 before its body is
 /// read: the client gets the answer while it is still sending, and handlers read no body byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_h3_bodies_are_refused_before_they_are_read() {
     let dir = TempDir::new("limits-h3-body");
     let server = Server::start(dir.path(), ConnectionLimits::default()).await;
-    let tls = tls_config(dir.path(), false, ALPN_H3);
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
-    let connection = tokio::time::timeout(STEP, endpoint.connect(server.addr, "node-1").unwrap())
-        .await
-        .expect("a QUIC handshake in time")
-        .unwrap();
-    let (mut driver, mut sender) = h3::client::new(h3_quinn::Connection::new(connection))
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
-    });
+    let (endpoint, mut sender) = h3_client(dir.path(), server.addr).await;
 
     let request = http::Request::post(format!("https://{}/control/drain", server.addr))
         .header("content-type", "application/json")

@@ -231,10 +231,11 @@ impl Cluster {
         )?)
     }
 
-    /// The entries node `id`'s leadership feed still holds (`follow=false`).
+    /// The entries node `id`'s leadership feed still holds (`follow=false`, `after=0`: all of
+    /// them, not only the recent ones a subscriber without a resume point gets).
     pub async fn feed(&self, id: u64) -> Result<Vec<FeedEntry>, BenchError> {
         let body = self
-            .get(id, "/control/events/leadership?follow=false")
+            .get(id, "/control/events/leadership?follow=false&after=0")
             .await?;
         Ok(body
             .lines()
