@@ -279,6 +279,38 @@ async fn quiet_connections_are_closed_at_their_deadlines() {
         "a quiet connection was still open after {STEP:?}"
     );
     assert_eq!(admission.closed(Transport::Tcp, Closed::IdleTimeout), 1);
+
+    // A long-lived answer (a gRPC Health/Watch stream) is in flight: its connection outlives
+    // the idle deadline and takes more requests.
+    let tls = tls_connect(server.addr, ATTACKER, &anonymous)
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    // One gRPC message: uncompressed, empty (`HealthCheckRequest { service: "" }`).
+    let watch = http::Request::post(format!(
+        "https://{}/grpc.health.v1.Health/Watch",
+        server.addr
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(http_body_util::Full::new(Bytes::from_static(&[
+        0, 0, 0, 0, 0,
+    ])))
+    .unwrap();
+    let watching = sender.send_request(watch).await.unwrap();
+    assert_eq!(watching.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!connection.is_finished(), "a watched connection was closed");
+    let request = http::Request::get(format!("https://{}/healthz", server.addr))
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
+    assert_eq!(admission.closed(Transport::Tcp, Closed::IdleTimeout), 1);
+    drop(watching);
     server.stop().await;
 }
 
@@ -389,6 +421,32 @@ async fn anonymous_h3_bodies_are_refused_before_they_are_read() {
         .unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(server.stats.request_body_bytes(HttpProtocol::H3), 0);
+
+    // The connection still carries bodies: what the refused stream took of the connection's
+    // flow-control window came back (three 200 KiB bodies through a 256 KiB window).
+    let bearer = format!("Bearer {}", token(dir.path(), "operator", Scope::Operate));
+    for _ in 0..3 {
+        let request =
+            http::Request::post(format!("https://{}/control/leases/transfer", server.addr))
+                .header("content-type", "application/json")
+                .header("authorization", bearer.clone())
+                .body(())
+                .unwrap();
+        let mut stream = sender.send_request(request).await.unwrap();
+        let body = format!(r#"{{"scope": "x", "to": 2{}}}"#, " ".repeat(200 * 1024));
+        tokio::time::timeout(STEP, stream.send_data(Bytes::from(body)))
+            .await
+            .expect("a body sent in time")
+            .unwrap();
+        stream.finish().await.unwrap();
+        let response = tokio::time::timeout(STEP, stream.recv_response())
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        // Authorized and read: this node runs no leadership, so the transfer is a 404.
+        assert_eq!(response.status(), 404);
+    }
+    assert!(server.stats.request_body_bytes(HttpProtocol::H3) > 3 * 200 * 1024);
     sending.abort();
     endpoint.close(quinn::VarInt::from_u32(0), b"done");
     server.stop().await;
