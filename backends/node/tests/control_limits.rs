@@ -314,6 +314,15 @@ async fn quiet_connections_are_closed_at_their_deadlines() {
     server.stop().await;
 }
 
+/// A QUIC client endpoint on `local` presenting no certificate (ALPN `h3`).
+fn quic_endpoint(dir: &Path, local: IpAddr) -> quinn::Endpoint {
+    let tls = tls_config(dir, false, ALPN_H3);
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::new(local, 0)).unwrap();
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    endpoint
+}
+
 /// An anonymous HTTP/3 client on a new QUIC connection to `server`: the request sender.
 async fn h3_client(
     dir: &Path,
@@ -322,10 +331,7 @@ async fn h3_client(
     quinn::Endpoint,
     h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
 ) {
-    let tls = tls_config(dir, false, ALPN_H3);
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let endpoint = quic_endpoint(dir, ATTACKER);
     let connection = tokio::time::timeout(STEP, endpoint.connect(server, "node-1").unwrap())
         .await
         .expect("a QUIC handshake in time")
@@ -449,5 +455,100 @@ async fn anonymous_h3_bodies_are_refused_before_they_are_read() {
     assert!(server.stats.request_body_bytes(HttpProtocol::H3) > 3 * 200 * 1024);
     sending.abort();
     endpoint.close(quinn::VarInt::from_u32(0), b"done");
+    server.stop().await;
+}
+
+/// Finding 4 over QUIC: one address holds at most its share of anonymous HTTP/3 connections
+/// (the others are closed after their handshake), another address still gets `/healthz` over
+/// HTTP/3, and a connection that sends no request is closed at the first-request deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_connections_are_bounded_per_address_and_closed_when_quiet() {
+    const TRIES: usize = 16;
+    // Long enough that the per-address check below happens before any connection is closed
+    // for quietness.
+    const FIRST_REQUEST: Duration = Duration::from_secs(2);
+    let dir = TempDir::new("limits-quic");
+    let limits = ConnectionLimits::default()
+        .with_counts(64, 8, 8, 4)
+        .unwrap()
+        .with_timeouts(STEP, FIRST_REQUEST, Duration::from_secs(60));
+    let server = Server::start(dir.path(), limits).await;
+    let attacker = quic_endpoint(dir.path(), ATTACKER);
+    let mut connections = Vec::new();
+    for _ in 0..TRIES {
+        if let Ok(Ok(connection)) =
+            tokio::time::timeout(STEP, attacker.connect(server.addr, "node-1").unwrap()).await
+        {
+            connections.push(connection);
+        }
+    }
+    // The server closes the connections over the address's share right after their handshake.
+    let open = |connections: &[quinn::Connection]| {
+        connections
+            .iter()
+            .filter(|c| c.close_reason().is_none())
+            .count()
+    };
+    let settled = common::eventually(FIRST_REQUEST / 2, || {
+        let n = open(&connections);
+        async move { n <= 4 }
+    })
+    .await;
+    assert!(
+        settled,
+        "{} anonymous QUIC connections from one address",
+        open(&connections)
+    );
+    assert!(
+        server
+            .stats
+            .admission()
+            .refused(Transport::Quic, Refusal::Address)
+            > 0
+    );
+
+    // Another address is served over HTTP/3 meanwhile.
+    let other = quic_endpoint(dir.path(), OTHER);
+    let connection = tokio::time::timeout(STEP, other.connect(server.addr, "node-1").unwrap())
+        .await
+        .expect("a QUIC handshake in time")
+        .unwrap();
+    let (mut driver, mut sender) = h3::client::new(h3_quinn::Connection::new(connection))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    let request = http::Request::get(format!("https://{}/healthz", server.addr))
+        .body(())
+        .unwrap();
+    let mut stream = sender.send_request(request).await.unwrap();
+    stream.finish().await.unwrap();
+    let response = tokio::time::timeout(STEP, stream.recv_response())
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // The attacker's connections sent no request: closed at the first-request deadline.
+    let closed = common::eventually(STEP, || {
+        let n = open(&connections);
+        async move { n == 0 }
+    })
+    .await;
+    assert!(
+        closed,
+        "{} quiet QUIC connections still open",
+        open(&connections)
+    );
+    assert!(
+        server
+            .stats
+            .admission()
+            .closed(Transport::Quic, Closed::FirstRequestTimeout)
+            >= 1
+    );
+    attacker.close(quinn::VarInt::from_u32(0), b"done");
+    other.close(quinn::VarInt::from_u32(0), b"done");
     server.stop().await;
 }
