@@ -1316,11 +1316,15 @@ impl Engine<'_> {
             }
             Ok(Err(_)) => self.counters.byzantine_refused += 1,
             Ok(Ok(())) => {
-                let added = outsiders(node).saturating_sub(outsiders_before);
-                if added > 0 {
+                // Admission (docs/security.md, "Membership claims"): a relay may introduce at
+                // most MAX_UNVERIFIED_PER_INTRODUCER members a node has not heard from itself;
+                // the attacker is the only one that makes members up.
+                let held = outsiders(node);
+                let bound = meshkit::membership::MAX_UNVERIFIED_PER_INTRODUCER as usize;
+                if held > bound && held > outsiders_before {
                     violations.push(format!(
-                        "a datagram from non-member node-{} made node-{} hold {added} members \
-                         that are not in the mesh",
+                        "a datagram from non-member node-{} made node-{} hold {held} members \
+                         that are not in the mesh (one sender may introduce {bound})",
                         from + 1,
                         to + 1
                     ));

@@ -150,8 +150,10 @@
 //! partitions (the attacker is outside them), under the network's loss and latency. What the
 //! core refuses is counted (`byzantine_refused`), never a violation; what it accepts must change
 //! nothing: a Raft message from the attacker that moves a voter's term or leader, a datagram
-//! from it that makes a node hold a live member Left or Dead, hold a member above its own
-//! incarnation or metadata version, or hold a member that is not in the mesh, is a violation,
+//! from it that makes a node hold a live member Left or Dead, hold a member at the incarnation
+//! ceiling, or hold more members that are not in the mesh than one sender may introduce
+//! (`meshkit::membership::MAX_UNVERIFIED_PER_INTRODUCER`), is a violation, as is a member outside
+//! the mesh or above its own incarnation or metadata version still held at the end,
 //! and so is a live member held Left anywhere, and a panic of the core on such a datagram.
 //!
 //! `partition` takes `split = 0.5` (a random share of all nodes forms the first group, the rest

@@ -115,7 +115,6 @@ async fn higher_term_raft_from_a_non_voter_moves_no_term() {
 /// Finding 3a: `Left{node 2, incarnation u32::MAX}` from node-4. Today every receiver holds
 /// node 2 `left`, and since `Incarnation::next` saturates no refutation can win.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs #10 finding 3 fixed (h/member: claims bounded by their author)"]
 async fn a_forged_left_at_the_incarnation_ceiling_changes_nothing() {
     let cluster = Cluster::start("adv-left").await;
     let baseline = cluster.baseline().await;
@@ -136,11 +135,37 @@ async fn a_forged_left_at_the_incarnation_ceiling_changes_nothing() {
         .await;
 }
 
+/// Finding 3a at the member's current incarnation: within the step bound, so the relayed
+/// `Left` is not refused as too far ahead. Only the member itself leaves; a non-member's word
+/// about it must change nothing (not even a death claim it has to refute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "open on main (ef3103b): a relayed Left is applied as a death claim, so a \
+            non-member makes a live member dead on its peers until it refutes"]
+async fn a_forged_left_at_the_current_incarnation_changes_nothing() {
+    let cluster = Cluster::start("adv-left-current").await;
+    let baseline = cluster.baseline().await;
+    let mut attacker = cluster.attacker().await;
+    let current = baseline[&1].members[&2].1;
+    let left = Update::Left {
+        node: NodeId::new(2),
+        incarnation: Incarnation::new(current),
+    };
+    for id in [1, 3] {
+        attacker.send_updates(
+            NodeId::new(id),
+            cluster.gossip(id),
+            std::slice::from_ref(&left),
+        );
+    }
+    cluster
+        .assert_unchanged("Left{node 2, its current incarnation}", &baseline)
+        .await;
+}
+
 /// Finding 3b: a write to node 3's metadata (its `addr` key) at epoch `u32::MAX`, by node-4.
 /// Today node 3's peers take it (its address is lost) and their copies never return to the
 /// owner's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs #10 finding 3 fixed (h/member: claims bounded by their author)"]
 async fn a_forged_metadata_write_at_the_epoch_ceiling_changes_nothing() {
     let cluster = Cluster::start("adv-meta").await;
     let baseline = cluster.baseline().await;
@@ -164,10 +189,15 @@ async fn a_forged_metadata_write_at_the_epoch_ceiling_changes_nothing() {
 }
 
 /// Finding 3c: 2,000 phantom members announced alive by node-4, in a few dozen datagrams to
-/// each member. Today every member adds them all and spreads its probes over them.
+/// each member. Before: every member adds them all (2,003 members) and spreads its probes over
+/// them. Now (admission, docs/security.md "Membership claims"): one sender introduces at most
+/// `MAX_UNVERIFIED_PER_INTRODUCER` members a node has not heard from, the real members are
+/// untouched, and the phantoms are forgotten once their probe fails (a probe round: 400 ms per
+/// member here, so well under a minute).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs #10 finding 3 fixed (h/member: claims bounded by their author)"]
-async fn phantom_members_are_not_admitted() {
+#[ignore = "open on main (cf914d6): the bound of 64 holds, but 24-36 phantoms are still held \
+            90 s later (they go through suspect, not forgotten once probed)"]
+async fn phantom_members_are_bounded_and_forgotten() {
     let cluster = Cluster::start("adv-phantoms").await;
     let baseline = cluster.baseline().await;
     let mut attacker = cluster.attacker().await;
@@ -188,8 +218,9 @@ async fn phantom_members_are_not_admitted() {
         // receiver's inbox time to drain between members.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    let admitted = meshkit::membership::MAX_UNVERIFIED_PER_INTRODUCER as usize;
     cluster
-        .assert_unchanged("2,000 phantom members", &baseline)
+        .assert_phantoms_bounded(&baseline, admitted, std::time::Duration::from_secs(90))
         .await;
 }
 

@@ -365,6 +365,58 @@ impl Cluster {
         }
     }
 
+    /// After a phantom attack: for [`WATCH_AFTER`], every node stays healthy with the same Raft
+    /// leader and term and the same members `1..=`[`MEMBERS`] (states, incarnations, metadata),
+    /// and holds at most `admitted` members besides them (what one sender may introduce); then,
+    /// within `forget_limit`, every node holds exactly the members again.
+    pub async fn assert_phantoms_bounded(
+        &self,
+        baseline: &BTreeMap<u64, NodeState>,
+        admitted: usize,
+        forget_limit: Duration,
+    ) {
+        let real = |s: &NodeState| -> Vec<_> {
+            s.members
+                .iter()
+                .filter(|(id, _)| **id <= MEMBERS)
+                .map(|(id, m)| (*id, m.clone()))
+                .collect()
+        };
+        let deadline = tokio::time::Instant::now() + WATCH_AFTER;
+        for _ in 0..WATCH_AFTER.as_millis() / 200 + 1 {
+            let now = self.states().await;
+            for (id, before) in baseline {
+                let after = &now[id];
+                assert!(
+                    after.healthy
+                        && after.raft == before.raft
+                        && real(after) == real(before)
+                        && after.total <= MEMBERS as usize + admitted,
+                    "after phantoms: node-{id} changed beyond the admission bound of {admitted}\n  \
+                     before: {before}\n  after:  {after}"
+                );
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let forgotten = eventually(forget_limit, || async {
+            self.states()
+                .await
+                .values()
+                .all(|s| s.total == MEMBERS as usize)
+        })
+        .await;
+        assert!(
+            forgotten,
+            "phantoms still held {forget_limit:?} after the attack: {}",
+            self.describe().await
+        );
+        self.assert_unchanged("phantoms, once forgotten", baseline)
+            .await;
+    }
+
     /// Every node's state, one line each, for failure messages.
     pub async fn describe(&self) -> String {
         let mut out = String::new();
