@@ -15,8 +15,9 @@
 //! * `Left` is taken only on the member's own word. A `Left` relayed by anyone else is applied
 //!   as a `Dead` claim at the same incarnation: a departed member stays departed, a live one
 //!   refutes it.
-//! * A claim relayed about another member more than [`MAX_INCARNATION_STEP`] above the
-//!   incarnation this node holds is refused and counted in `Stats::claims_refused`.
+//! * A claim relayed about another member (or about this node) more than
+//!   [`MAX_INCARNATION_STEP`] above the incarnation this node holds (its own) is refused and
+//!   counted in `Stats::claims_refused`.
 //! * A member learnt from a relay (not from its own datagram) is admitted unverified, charged
 //!   to the relay that introduced it; see [`MAX_UNVERIFIED_PER_INTRODUCER`].
 
@@ -91,28 +92,36 @@ impl Membership {
     }
 
     /// Whether a claim by `sender` about `node` at `incarnation` is within what `sender` may
-    /// say: anything about itself, about this node (refuted or corrected here), about a member
-    /// this node does not know (admission decides), and otherwise no more than
-    /// [`MAX_INCARNATION_STEP`] above the incarnation held. Refusals are counted.
+    /// say: anything about itself, about a member this node does not know (admission decides),
+    /// and otherwise no more than [`MAX_INCARNATION_STEP`] above the incarnation held. Claims
+    /// about this node are bounded by its own incarnation: a refutation of a claim `2^31 - 1`
+    /// ahead would land exactly half the number space from what every peer holds, which serial
+    /// arithmetic cannot order, and peers would take it for stale while this node took their
+    /// claims for stale. Refusals are counted.
     pub(super) fn claim_in_bounds(
         &mut self,
         sender: NodeId,
         node: NodeId,
         incarnation: Option<Incarnation>,
     ) -> bool {
-        let (Some(incarnation), Some(m)) = (incarnation, self.members.get(node)) else {
+        let held = if node == self.id {
+            Some(self.incarnation)
+        } else {
+            self.members.get(node).map(|m| m.incarnation)
+        };
+        let (Some(incarnation), Some(held)) = (incarnation, held) else {
             return true;
         };
-        if sender == node || node == self.id {
+        if sender == node {
             return true;
         }
         let within = incarnation
-            .steps_after(m.incarnation)
+            .steps_after(held)
             .is_none_or(|steps| steps <= MAX_INCARNATION_STEP);
         if !within {
             self.stats.claims_refused += 1;
             tracing::debug!(node = %self.id, %sender, member = %node, %incarnation,
-                held = %m.incarnation, "refused a claim too far above the incarnation held");
+                %held, "refused a claim too far above the incarnation held");
         }
         within
     }

@@ -715,6 +715,48 @@ fn forged_left_does_not_remove_a_live_member() {
     assert!(refused >= 3, "the u32::MAX claims were refused ({refused})");
 }
 
+/// A claim relayed about the receiver itself is step-bounded too. Before, node 2 took
+/// `Alive{2, 1 + (2^31 - 1)}` from a relay and refuted at `1 + 2^31`: exactly half the number
+/// space from the `1` every peer held, which serial arithmetic cannot order, so peers took the
+/// refutation for an older claim, and a `Suspect{2, 1}` then held node 2 dead for
+/// `dead_retention` (24 h) while node 2 took every later claim for stale.
+#[test]
+fn a_forged_claim_about_the_receiver_cannot_push_it_half_the_number_space() {
+    let mut net = Net::converged(5, Profile::Lan);
+    net.run_for(Duration::from_secs(2));
+    let held = net.nodes[&id(1)].member(id(2)).unwrap().incarnation;
+    assert_eq!(net.nodes[&id(2)].incarnation(), held);
+    let far = Update::Alive {
+        node: id(2),
+        incarnation: Incarnation::new(held.get().wrapping_add((1 << 31) - 1)),
+        meta: MetaVersion::default(),
+    };
+    net.forge(99, 2, &Message::Gossip, &[far]);
+    net.run_for(Duration::from_secs(2));
+    let suspect = Update::Suspect {
+        node: id(2),
+        incarnation: held,
+        from: id(99),
+    };
+    net.forge(99, 1, &Message::Gossip, &[suspect]);
+    net.run_for(Duration::from_secs(40));
+    let now = net.nodes[&id(2)].incarnation();
+    assert!(
+        now.steps_after(held)
+            .is_some_and(|n| n <= 2 * MAX_INCARNATION_STEP),
+        "node 2 was pushed from {held} to {now}"
+    );
+    for i in [1, 3, 4, 5] {
+        assert_eq!(
+            net.state(i, 2),
+            Some(MemberState::Alive),
+            "node {i} sees node 2"
+        );
+        assert_eq!(net.nodes[&id(i)].member(id(2)).unwrap().incarnation, now);
+    }
+    assert!(net.nodes[&id(2)].stats().claims_refused >= 1);
+}
+
 /// A graceful leave still reaches everyone as `Left`: the leaving node tells each member.
 #[test]
 fn graceful_leave_reaches_every_member_as_left() {
