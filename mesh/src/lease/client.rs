@@ -254,7 +254,13 @@ impl LeaseClient {
         let message = wire::decode_from(from, bytes)?;
         match message {
             LeaseMessage::Response { request, reply } => {
-                self.handle_reply(now, from, request, reply)
+                // Only a voter answers a lease request. A grant from anyone else (any
+                // certificate, a non-member's too) would make this node a holder the table
+                // never chose, and point its next requests at the sender.
+                if !self.voters.contains(&from) {
+                    return Err(MessageError::NotVoter { from });
+                }
+                self.handle_reply(now, from, request, reply);
             }
             LeaseMessage::Notice {
                 scope,

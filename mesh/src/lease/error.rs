@@ -171,6 +171,14 @@ pub enum MessageError {
         /// The addressee, for Raft messages.
         to: Option<NodeId>,
     },
+    /// A lease answer (a response to a request) from a node that is not one of the client's
+    /// voters: only voters answer requests. A peer fault (a forgery); the client's state is
+    /// unchanged.
+    #[error("lease answer from {from}, which is not a voter")]
+    NotVoter {
+        /// The sender, as the transport authenticated it.
+        from: NodeId,
+    },
     /// A Raft message that raft-rs never saw: its sender may not speak Raft to this voter, or
     /// one of its fields breaks an invariant raft-rs relies on (it would panic, or let a peer
     /// steer the group). A peer fault (a non-voter, a forged or corrupted message); the voter's

@@ -465,3 +465,37 @@ fn a_joining_node_refuses_forged_votes_and_strangers() {
     assert_eq!(joiner.term(), Term::new(0));
     assert_eq!(joiner.leader(), None);
 }
+
+/// Only a voter answers a lease request. Before, a `Granted` answer from any certificate (here
+/// the non-member `node-4`) for a request the client had in flight made the client a holder of
+/// a scope the table had given to another node, with the forger's token, and pointed the
+/// client's next requests at the forger.
+#[test]
+fn a_forged_grant_from_a_non_voter_makes_no_holder() {
+    use crate::lease::table::Outcome;
+    use crate::lease::wire::Reply;
+    let (mut net, _, follower) = settled(38);
+    let now = net.now;
+    let request = client!(net, follower).acquire(now, gc(), TTL).unwrap();
+    let granted = LeaseMessage::Response {
+        request,
+        reply: Reply::Outcome(Outcome::Granted {
+            token: FencingToken::new(1 << 40),
+            term: net.group(1).term(),
+            ttl: TTL,
+        }),
+    };
+    let mut bytes = Vec::new();
+    wire::encode(id(STRANGER), &granted, &mut bytes);
+    let result = client!(net, follower).handle_message(now, id(STRANGER), &bytes);
+    assert!(
+        matches!(result, Err(MessageError::NotVoter { from }) if from == id(STRANGER)),
+        "{result:?}"
+    );
+    net.run_for(ms(500));
+    assert!(
+        net.acquired(follower, &gc()).is_empty(),
+        "node {follower} took a forged grant of a scope node 10 holds"
+    );
+    assert_eq!(net.acquired(10, &gc()).len(), 1);
+}
