@@ -2038,6 +2038,7 @@ impl Engine<'_> {
             run.raft_failover = Some((self.now, g.term()));
         }
         if let Some(g) = ln.group.take() {
+            ln.crashed_raft = Some((g.term(), g.log_len()));
             ln.durable = Some(g.into_durable());
         }
         ln.client = None;
@@ -2059,13 +2060,26 @@ impl Engine<'_> {
             && let Some(durable) = ln.durable.take()
         {
             let seed = run.rng.random();
-            ln.group = Some(LeaseGroup::restart(
-                run.config.clone(),
-                id(i),
-                durable,
-                seed,
-                local,
-            ));
+            let group = LeaseGroup::restart(run.config.clone(), id(i), durable, seed, local);
+            // Raft's safety rests on a voter keeping its term, vote and log across a crash: the
+            // restarted voter must resume exactly where it stopped, before it hears anyone.
+            let resumed = (group.term(), group.log_len());
+            if ln
+                .crashed_raft
+                .take()
+                .is_some_and(|at_crash| at_crash != resumed)
+            {
+                self.invariants.violation(
+                    self.now,
+                    format!(
+                        "voter {i} restarted at {} with {} log entries, not the state it \
+                         crashed with",
+                        resumed.0, resumed.1
+                    ),
+                );
+            }
+            ln.group = Some(group);
+            run.ledger.records.voter_restarts += 1;
         }
         if ln.contender {
             let seed = run.rng.random();

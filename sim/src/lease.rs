@@ -55,7 +55,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use meshkit::Instant;
 use meshkit::lease::{
-    Campaign, DurableState, FencingToken, LeaseClient, LeaseGroup, RequestId, Scope,
+    Campaign, DurableState, FencingToken, LeaseClient, LeaseGroup, RequestId, Scope, Term,
 };
 
 use crate::clock::Clock;
@@ -89,6 +89,9 @@ pub(crate) struct LeaseNode {
     pub(crate) group: Option<LeaseGroup>,
     /// What a crashed voter kept (its Raft log and hard state), for its restart.
     pub(crate) durable: Option<DurableState>,
+    /// A crashed voter's Raft term and log length at its crash, to check that its restart
+    /// resumes them from `durable`.
+    pub(crate) crashed_raft: Option<(Term, usize)>,
     pub(crate) client: Option<LeaseClient>,
     /// A contender's candidacy for the `[leases]` scopes (none without scopes).
     pub(crate) campaign: Option<Campaign>,
@@ -210,6 +213,7 @@ pub(crate) struct LeaseRecords {
     pub(crate) grant_ms: Vec<f64>,
     pub(crate) raft_failover_s: Vec<f64>,
     pub(crate) raft_failovers_unfinished: u64,
+    pub(crate) voter_restarts: u64,
     pub(crate) acquisitions: u64,
     pub(crate) writes_accepted: u64,
     pub(crate) stale_writes_accepted: u64,

@@ -151,6 +151,7 @@ pub(crate) fn figures(outcome: Outcome, header: RunReport) -> RunReport {
             l.raft_failover_s.iter().copied().map(r3).collect()
         }),
         raft_failovers_unfinished: leases.map(|l| l.raft_failovers_unfinished),
+        voter_restarts: leases.map(|l| l.voter_restarts),
         lease_acquisitions: leases.map(|l| l.acquisitions),
         fenced_writes_accepted: leases.map(|l| l.writes_accepted),
         stale_writes_accepted: leases.map(|l| l.stale_writes_accepted),

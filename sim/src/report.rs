@@ -116,6 +116,9 @@ pub struct RunReport {
     pub raft_failovers_s: Vec<f64>,
     /// With `[leases]`: Raft leader crashes not followed by a new leader by the end.
     pub raft_failovers_unfinished: Option<u64>,
+    /// With `[leases]`: voters restarted after a crash, each checked to resume the Raft term and
+    /// log it crashed with (an invariant).
+    pub voter_restarts: Option<u64>,
     /// With `[leases]`: `Acquired` events.
     pub lease_acquisitions: Option<u64>,
     /// With `[leases]`: writes the fenced resources accepted.

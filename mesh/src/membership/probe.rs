@@ -198,7 +198,17 @@ impl Membership {
             return;
         }
         let seq = self.next_seq();
-        let deadline = now + self.config.probe_timeout();
+        // The origin concludes its probe `probe_interval - probe_timeout` after it sent this
+        // request (more if its health is degraded). A nack counts only if it arrives before
+        // then, so the relay gives up at 4/5 of that window, leaving the rest for the two
+        // one-way trips. (Waiting a whole `probe_timeout` made every nack arrive after the
+        // origin's period with the default 2:1 ratio: missing nacks were counted against every
+        // healthy prober of a dead member.)
+        let window = self
+            .config
+            .probe_interval()
+            .saturating_sub(self.config.probe_timeout());
+        let deadline = now + window * 4 / 5;
         self.relays.insert(
             seq,
             Relay {

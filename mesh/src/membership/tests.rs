@@ -32,13 +32,18 @@ fn id(i: u64) -> NodeId {
 impl Net {
     /// `n` nodes (ids 1..=n) that all know each other.
     fn converged(n: u64, profile: Profile) -> Self {
+        Self::converged_seeded(n, profile, 1000)
+    }
+
+    /// As [`converged`](Self::converged), node `i` seeded with `seed + i`.
+    fn converged_seeded(n: u64, profile: Profile, seed: u64) -> Self {
         let mut net = Self::empty();
         for i in 1..=n {
             let mut m = Membership::new(
                 Config::from_profile(profile),
                 id(i),
                 Incarnation::new(1),
-                1000 + i,
+                seed + i,
                 net.now,
             );
             for j in 1..=n {
@@ -277,13 +282,32 @@ fn relays_send_nacks_for_unreachable_targets() {
     let mut net = Net::converged(5, Profile::Lan);
     net.run_for(Duration::from_secs(2));
     net.down.insert(id(5));
-    net.run_for(Duration::from_secs(30));
-    for i in 1..=4 {
-        assert!(
-            net.nodes[&id(i)].health_score() <= 1,
-            "node {i}: nacks kept local health good"
-        );
+    let failed_before: u64 = (1..=4)
+        .map(|i| net.nodes[&id(i)].stats().probes_failed)
+        .sum();
+    // Watch the score at every step of 50 ms while node 5 is probed and found dead: each failed
+    // probe concludes with `expected_nacks - nacks` added to the prober's score, so a missing
+    // nack shows at once (and a later success would lower it again, hiding it from a check at
+    // the end).
+    let mut worst = [0u32; 4];
+    for _ in 0..600 {
+        net.run_for(Duration::from_millis(50));
+        for (i, w) in worst.iter_mut().enumerate() {
+            *w = (*w).max(net.nodes[&id(i as u64 + 1)].health_score());
+        }
     }
+    let failed: u64 = (1..=4)
+        .map(|i| net.nodes[&id(i)].stats().probes_failed)
+        .sum::<u64>()
+        - failed_before;
+    assert!(
+        failed >= 1,
+        "nobody's probe of node 5 failed: the test proves nothing"
+    );
+    assert_eq!(
+        worst, [0; 4],
+        "nacks from the relays kept every prober's local health at 0 ({failed} failed probes)"
+    );
 }
 
 /// Lifeguard §IV-A: a node that misses acks and nacks raises its local health score and so
@@ -525,17 +549,19 @@ fn join_through_a_seed_learns_everyone() {
     }
 }
 
-/// The same seeds give the same run, event for event.
+/// The same seeds give the same run, event for event; other seeds give another run (so the
+/// comparison would catch a seed that is ignored).
 #[test]
 fn same_seed_same_events() {
-    let run = || {
-        let mut net = Net::converged(6, Profile::Lan);
+    let run = |seed: u64| {
+        let mut net = Net::converged_seeded(6, Profile::Lan, seed);
         net.run_for(Duration::from_secs(3));
         net.down.insert(id(2));
         net.run_for(Duration::from_secs(30));
         format!("{:?}", net.events)
     };
-    assert_eq!(run(), run());
+    assert_eq!(run(1000), run(1000));
+    assert_ne!(run(1000), run(5000), "the seed drives the run");
 }
 
 /// Anti-entropy costs one digest datagram per period in a converged mesh, whatever its size.
