@@ -98,7 +98,7 @@ pub use self::scope::{MAX_SCOPE_BYTES, MAX_SEGMENT_BYTES, Scope, ScopeError, Sco
 pub use self::storage::{
     DURABLE_RECORD_VERSION, DurableWrite, MAX_DURABLE_RECORD_BYTES, MAX_ENTRIES_PER_RECORD,
 };
-pub use self::table::{Lease, LeaseTable, MAX_LEASES, MAX_SESSIONS};
+pub use self::table::{Lease, LeaseTable, MAX_LEASES, MAX_LEASES_PER_HOLDER, MAX_SESSIONS};
 pub use self::wire::{Recipient, recipient};
 
 use crate::id::NodeId;

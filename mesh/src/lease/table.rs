@@ -17,6 +17,10 @@ use crate::time::{Duration, Instant};
 
 /// Leases the table holds at most; acquires beyond it are refused with `TableFull`.
 pub const MAX_LEASES: u32 = 65_536;
+/// Leases one holder may hold at once, an eighth of the table: one certificate (a member's, or
+/// any id the CA signed) cannot take the whole table and leave every other node `TableFull`.
+/// Acquires, and transfers to a holder, beyond it are refused with `TableFull`.
+pub const MAX_LEASES_PER_HOLDER: u32 = MAX_LEASES / 8;
 /// Client sessions (client, scope) remembered for de-duplication; the least recently used is forgotten first.
 pub const MAX_SESSIONS: usize = 65_536;
 
@@ -202,6 +206,8 @@ pub struct LeaseTable {
     sessions: BTreeMap<(NodeId, Scope), Session>,
     /// `(index, client, scope)` of every session: the least recently used is the first.
     session_order: BTreeSet<(u64, NodeId, Scope)>,
+    /// Leases held per holder (only holders with at least one), for [`MAX_LEASES_PER_HOLDER`].
+    held: BTreeMap<NodeId, u32>,
 }
 
 impl LeaseTable {
@@ -262,6 +268,10 @@ impl LeaseTable {
             .iter()
             .map(|(scope, l)| (l.expires_at, scope.clone()))
             .collect();
+        let mut held = BTreeMap::new();
+        for lease in leases.values() {
+            *held.entry(lease.holder).or_insert(0) += 1;
+        }
         let mut table = Self {
             leases,
             expiries,
@@ -269,6 +279,7 @@ impl LeaseTable {
             clock,
             sessions: BTreeMap::new(),
             session_order: BTreeSet::new(),
+            held,
         };
         for (client, scope, request, outcome, index) in sessions {
             table.session_order.insert((index, client, scope.clone()));
@@ -334,6 +345,7 @@ impl LeaseTable {
                 break;
             };
             if let Some(lease) = self.leases.remove(&scope) {
+                self.release_share(lease.holder);
                 changes.push(Change::Expired {
                     scope,
                     holder: lease.holder,
@@ -370,7 +382,7 @@ impl LeaseTable {
                     token: lease.token,
                     expires_in: lease.expires_at - at,
                 }),
-                None if self.leases.len() >= MAX_LEASES as usize => {
+                None if self.leases.len() >= MAX_LEASES as usize || self.share_full(client) => {
                     Outcome::Refused(Refusal::TableFull)
                 }
                 None => {
@@ -402,6 +414,7 @@ impl LeaseTable {
             Op::Transfer { token, to, ttl, .. } => match check_holder(current, client, *token) {
                 Err(refusal) => Outcome::Refused(refusal),
                 Ok(_) if *to == client || to.get() == 0 => Outcome::Refused(Refusal::InvalidTarget),
+                Ok(_) if self.share_full(*to) => Outcome::Refused(Refusal::TableFull),
                 Ok(_) => {
                     let new_token = FencingToken::new(index);
                     self.remove(scope);
@@ -470,12 +483,29 @@ impl LeaseTable {
     fn set(&mut self, scope: &Scope, lease: Lease) {
         self.remove(scope);
         self.expiries.insert((lease.expires_at, scope.clone()));
+        *self.held.entry(lease.holder).or_insert(0) += 1;
         self.leases.insert(scope.clone(), lease);
     }
 
     fn remove(&mut self, scope: &Scope) {
         if let Some(old) = self.leases.remove(scope) {
             self.expiries.remove(&(old.expires_at, scope.clone()));
+            self.release_share(old.holder);
+        }
+    }
+
+    /// Whether `holder` holds its whole share ([`MAX_LEASES_PER_HOLDER`]).
+    fn share_full(&self, holder: NodeId) -> bool {
+        self.held.get(&holder).copied().unwrap_or(0) >= MAX_LEASES_PER_HOLDER
+    }
+
+    /// One lease of `holder` is gone.
+    fn release_share(&mut self, holder: NodeId) {
+        if let Some(n) = self.held.get_mut(&holder) {
+            *n -= 1;
+            if *n == 0 {
+                self.held.remove(&holder);
+            }
         }
     }
 
@@ -588,6 +618,65 @@ mod tests {
             ch.iter()
                 .any(|c| matches!(c, Change::Expired { holder, .. } if *holder == NodeId::new(7)))
         );
+    }
+
+    /// One holder takes at most its share of the table. Before, one client (any certificate
+    /// the CA signed) could acquire all `MAX_LEASES` scopes and every other node's acquire of a
+    /// new scope was refused `TableFull`.
+    #[test]
+    fn one_holder_cannot_fill_the_table() {
+        let mut t = LeaseTable::default();
+        let mut ch = Vec::new();
+        let term = Term::new(2);
+        let op = |i: u32| Op::Acquire {
+            scope: Scope::new(&format!("s/{i}")).unwrap(),
+            ttl: Duration::from_secs(10),
+        };
+        let mut index = 10;
+        let mut apply = |t: &mut LeaseTable, client: u64, op: Op, ch: &mut Vec<Change>| {
+            index += 1;
+            t.apply(index, term, &client_cmd(0, client, index, op), ch)
+        };
+        for i in 0..MAX_LEASES_PER_HOLDER {
+            let granted = apply(&mut t, 4, op(i), &mut ch);
+            assert!(matches!(granted, Some(Outcome::Granted { .. })), "{i}");
+        }
+        let over = apply(&mut t, 4, op(MAX_LEASES_PER_HOLDER), &mut ch);
+        assert_eq!(over, Some(Outcome::Refused(Refusal::TableFull)));
+        // Another node still acquires; it cannot hand a lease to the full holder either.
+        let other = apply(&mut t, 7, op(u32::MAX), &mut ch);
+        let Some(Outcome::Granted { token, .. }) = other else {
+            panic!("{other:?}");
+        };
+        let transfer = Op::Transfer {
+            scope: Scope::new(&format!("s/{}", u32::MAX)).unwrap(),
+            token,
+            to: NodeId::new(4),
+            ttl: Duration::from_secs(10),
+        };
+        assert_eq!(
+            apply(&mut t, 7, transfer, &mut ch),
+            Some(Outcome::Refused(Refusal::TableFull))
+        );
+        // A table rebuilt from its parts (a snapshot) keeps the shares.
+        let leases = t.iter().map(|(s, l)| (s.clone(), *l)).collect();
+        let mut rebuilt = LeaseTable::from_parts(t.clock_term(), t.clock(), leases, Vec::new());
+        assert_eq!(
+            apply(&mut rebuilt, 4, op(MAX_LEASES_PER_HOLDER), &mut ch),
+            Some(Outcome::Refused(Refusal::TableFull))
+        );
+        // A lease that ends frees a place in the share.
+        let first = rebuilt.get(&Scope::new("s/0").unwrap()).unwrap().token;
+        let release = Op::Release {
+            scope: Scope::new("s/0").unwrap(),
+            token: first,
+        };
+        assert_eq!(
+            apply(&mut rebuilt, 4, release, &mut ch),
+            Some(Outcome::Released)
+        );
+        let again = apply(&mut rebuilt, 4, op(MAX_LEASES_PER_HOLDER), &mut ch);
+        assert!(matches!(again, Some(Outcome::Granted { .. })), "{again:?}");
     }
 
     /// A new term's first stamp rebases every lease to a full TTL from that stamp: an expiry
