@@ -288,7 +288,7 @@ pub fn render_metrics(s: &Snapshot) -> String {
         &[("", u64::from(s.health_score))],
     );
     let st = &s.stats;
-    let counters: [(&str, &str, u64); 11] = [
+    let counters: [(&str, &str, u64); 13] = [
         (
             "mesh_gossip_probes_total",
             "Direct probes started.",
@@ -339,6 +339,16 @@ pub fn render_metrics(s: &Snapshot) -> String {
             "mesh_gossip_outbox_dropped_total",
             "Datagrams dropped because the outbox was full.",
             st.outbox_dropped,
+        ),
+        (
+            "mesh_gossip_claims_refused_total",
+            "Claims about other members refused: an incarnation too far above the one held.",
+            st.claims_refused,
+        ),
+        (
+            "mesh_gossip_introductions_refused_total",
+            "Members a relay tried to introduce past its bound of unverified members.",
+            st.introductions_refused,
         ),
     ];
     for (name, help, value) in counters {
@@ -577,6 +587,8 @@ mod tests {
         assert!(text.contains("mesh_gossip_members{state=\"dead\"} 1\n"));
         assert!(text.contains("mesh_transport_cert_expiry_timestamp_seconds 1900000000\n"));
         assert!(text.contains("# TYPE mesh_gossip_probe_rtt_seconds histogram\n"));
+        assert!(text.contains("mesh_gossip_claims_refused_total 0\n"));
+        assert!(text.contains("mesh_gossip_introductions_refused_total 0\n"));
         assert!(text.contains("mesh_gossip_probe_rtt_seconds_bucket{le=\"0.0001\"} 0\n"));
         assert!(text.contains("mesh_gossip_probe_rtt_seconds_bucket{le=\"+Inf\"} 0\n"));
         assert!(text.contains("mesh_gossip_probe_rtt_seconds_count 0\n"));
