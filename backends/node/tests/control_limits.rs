@@ -552,3 +552,47 @@ async fn quic_connections_are_bounded_per_address_and_closed_when_quiet() {
     other.close(quinn::VarInt::from_u32(0), b"done");
     server.stop().await;
 }
+
+/// An HTTP/3 stream is a request once its head has arrived. Before, a stream counted as a
+/// request in flight from the moment it was opened: an anonymous client that opened one and
+/// sent only the first byte of a HEADERS frame kept its connection (and its anonymous permit)
+/// past the first-request and idle deadlines for as long as it kept QUIC alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h3_stream_without_a_request_head_keeps_no_connection_open() {
+    let dir = TempDir::new("limits-h3-head");
+    let limits = ConnectionLimits::default().with_timeouts(
+        STEP,
+        Duration::from_millis(300),
+        Duration::from_millis(500),
+    );
+    let server = Server::start(dir.path(), limits).await;
+    let endpoint = quic_endpoint(dir.path(), ATTACKER);
+    let connection = tokio::time::timeout(STEP, endpoint.connect(server.addr, "node-1").unwrap())
+        .await
+        .expect("a QUIC handshake in time")
+        .unwrap();
+    // A well-behaved HTTP/3 session (control stream, settings) beside the silent stream.
+    let (mut driver, _sender) = h3::client::new(h3_quinn::Connection::new(connection.clone()))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    let (mut send, _recv) = connection.open_bi().await.unwrap();
+    // The type of a HEADERS frame (0x01), and never its length.
+    send.write_all(&[0x01]).await.unwrap();
+    let closed = tokio::time::timeout(STEP, connection.closed()).await;
+    assert!(
+        closed.is_ok(),
+        "a connection whose only stream sent no request head was open after {STEP:?}"
+    );
+    assert_eq!(
+        server
+            .stats
+            .admission()
+            .closed(Transport::Quic, Closed::FirstRequestTimeout),
+        1
+    );
+    endpoint.close(quinn::VarInt::from_u32(0), b"done");
+    server.stop().await;
+}

@@ -22,8 +22,8 @@ use tokio::task::JoinSet;
 
 use super::admission::{Activity, Admission, ConnectionLimits, Handshaking, Transport};
 use super::serve::{
-    HttpProtocol, MAX_STREAMS_PER_CONNECTION, RECEIVE_WINDOW_BYTES, STREAM_RECEIVE_WINDOW_BYTES,
-    ServerStats, handle, until_answered,
+    HEADER_READ_TIMEOUT, HttpProtocol, MAX_STREAMS_PER_CONNECTION, RECEIVE_WINDOW_BYTES,
+    STREAM_RECEIVE_WINDOW_BYTES, ServerStats, handle, until_answered,
 };
 use crate::tls::{ClientCertificate, TlsError};
 use crate::tls_stats::Listener;
@@ -226,10 +226,21 @@ async fn serve_connection(
                 let router = router.clone();
                 let certificate = certificate.clone();
                 let stats = stats.clone();
-                let in_flight = activity.start();
+                let activity = activity.clone();
                 requests.spawn(async move {
                     let result = async {
-                        let (request, stream) = resolver.resolve_request().await?;
+                        // An opened stream is a request once its head has arrived, within
+                        // HTTP/1.1's head deadline. Counting it in flight from the open let a
+                        // stream that never sent a head keep its connection past every deadline.
+                        let Ok(resolved) =
+                            tokio::time::timeout(HEADER_READ_TIMEOUT, resolver.resolve_request())
+                                .await
+                        else {
+                            tracing::debug!(%peer, "control endpoint: no HTTP/3 request head in time");
+                            return Ok(());
+                        };
+                        let (request, stream) = resolved?;
+                        let in_flight = activity.start();
                         serve_request(request, stream, router, certificate, stats, in_flight).await
                     };
                     if let Err(error) = result.await {
