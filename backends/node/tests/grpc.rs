@@ -742,6 +742,18 @@ async fn health_watchers_share_one_reader_and_are_capped() {
     })
     .await;
     assert!(reopened, "no slot came back");
+
+    // Their metrics are Prometheus text: each line starts with `#` or the metric name (the
+    // lines used to carry the source's indentation, and Prometheus refused the whole scrape).
+    let mut text = String::new();
+    watchers.render(&mut text);
+    assert_eq!(text.lines().count(), 9, "{text}");
+    for line in text.lines() {
+        assert!(
+            line.starts_with("# ") || line.starts_with("mesh_control_health_watch"),
+            "{line:?}"
+        );
+    }
     task.abort();
     for n in nodes {
         n.stop().await;

@@ -133,16 +133,16 @@ impl Watchers {
         // Writing to a String cannot fail.
         let _ = writeln!(
             out,
-            "# HELP mesh_control_health_watchers gRPC Health/Watch streams open now.
-             # TYPE mesh_control_health_watchers gauge
-             mesh_control_health_watchers {}
+            "# HELP mesh_control_health_watchers gRPC Health/Watch streams open now.\n\
+             # TYPE mesh_control_health_watchers gauge\n\
+             mesh_control_health_watchers {}\n\
              # HELP mesh_control_health_watch_refused_total gRPC Health/Watch streams refused \
-             (RESOURCE_EXHAUSTED) because the most allowed were open.
-             # TYPE mesh_control_health_watch_refused_total counter
-             mesh_control_health_watch_refused_total {}
+             (RESOURCE_EXHAUSTED) because the most allowed were open.\n\
+             # TYPE mesh_control_health_watch_refused_total counter\n\
+             mesh_control_health_watch_refused_total {}\n\
              # HELP mesh_control_health_watch_reads_total Reads of the node's readiness for \
-             gRPC Health/Watch streams (one per interval however many watch).
-             # TYPE mesh_control_health_watch_reads_total counter
+             gRPC Health/Watch streams (one per interval however many watch).\n\
+             # TYPE mesh_control_health_watch_reads_total counter\n\
              mesh_control_health_watch_reads_total {}",
             self.max.saturating_sub(self.slots.available_permits()),
             self.refused(),
