@@ -50,10 +50,40 @@ impl WallClock for SystemWallClock {
 mod tests {
     use super::*;
 
+    /// Reads never go back, within a thread and across threads: every `SystemClock` of the
+    /// process counts from one epoch, so a read on another thread after ours is not earlier.
     #[test]
-    fn system_clock_is_monotonic() {
+    fn system_clock_never_goes_back_across_threads() {
+        let first = SystemClock.now();
+        let later = std::thread::spawn(|| {
+            let mut last = SystemClock.now();
+            for _ in 0..10_000 {
+                let now = SystemClock.now();
+                assert!(now >= last, "{now:?} after {last:?}");
+                last = now;
+            }
+            last
+        })
+        .join()
+        .unwrap();
+        assert!(
+            later >= first,
+            "{later:?} read after {first:?} on another thread"
+        );
+    }
+
+    /// The clock counts real time from a fixed epoch: a 30 ms sleep shows as at least 30 ms
+    /// (a clock that restarted its epoch at each read would show about 0).
+    #[test]
+    fn system_clock_counts_elapsed_time() {
+        let sleep = std::time::Duration::from_millis(30);
         let a = SystemClock.now();
+        std::thread::sleep(sleep);
         let b = SystemClock.now();
-        assert!(b >= a);
+        let elapsed = b.saturating_duration_since(a);
+        assert!(
+            elapsed >= sleep,
+            "{elapsed:?} measured over a {sleep:?} sleep"
+        );
     }
 }

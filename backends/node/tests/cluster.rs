@@ -127,8 +127,23 @@ async fn node_with_a_foreign_certificate_is_refused() {
     })
     .await;
     assert!(refused, "node-1 never refused the foreign certificate");
-    // Give gossip a few probe periods to spread anything it might have let through.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Let gossip spread anything node-1 might have let through: wait until every node has
+    // started two more probes (two probe periods, dozens of gossip rounds) since the refusal,
+    // a signal each node gives, rather than sleeping for a guessed time.
+    let mut probes_then = Vec::new();
+    for n in &nodes {
+        probes_then.push(n.handle().snapshot().await.unwrap().stats.probes);
+    }
+    let probed = eventually(FORM_LIMIT, || async {
+        for (n, then) in nodes.iter().zip(&probes_then) {
+            if n.handle().snapshot().await.unwrap().stats.probes < then + 2 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(probed, "a node stopped probing within {FORM_LIMIT:?}");
     for n in &nodes {
         let s = n.handle().snapshot().await.unwrap();
         assert!(s.peer(NodeId::new(4)).is_none(), "{} lists node-4", n.id());
