@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use meshkit_sim::{RunOptions, Scenario};
 
 /// The shipped scenarios and the node count this test runs them at (`None`: the file's own).
@@ -31,6 +33,9 @@ const SHIPPED: &[(&str, Option<u32>)] = &[
     ("membership-surge", None),
     ("drain", Some(12)),
     ("raft-leader-kill", Some(10)),
+    // An hour of 1% loss at 128 nodes; the test runs 64 nodes for 300 s (about 3 s in a debug
+    // build): the loss is drawn per datagram, so a shorter run samples the same rate.
+    ("loss-1pct", Some(64)),
 ];
 
 fn dir() -> PathBuf {
@@ -68,9 +73,15 @@ fn every_scenario_file_is_shipped_and_parses() {
 }
 
 fn run_shipped(name: &str, nodes: Option<u32>) {
+    run_shipped_for(name, nodes, None);
+}
+
+/// As [`run_shipped`], for `duration` of virtual time instead of the file's.
+fn run_shipped_for(name: &str, nodes: Option<u32>, duration: Option<Duration>) {
     let scenario = Scenario::from_file(&dir().join(format!("{name}.toml"))).unwrap();
     let mut options = RunOptions::seed(1);
     options.nodes = nodes;
+    options.duration = duration;
     let report = meshkit_sim::run(&scenario, options).unwrap();
     assert!(
         report.passed(),
@@ -164,4 +175,9 @@ fn drain_meets_its_expectations() {
 #[test]
 fn raft_leader_kill_meets_its_expectations() {
     run_shipped(SHIPPED[16].0, SHIPPED[16].1);
+}
+
+#[test]
+fn loss_1pct_meets_its_expectations() {
+    run_shipped_for(SHIPPED[17].0, SHIPPED[17].1, Some(Duration::from_secs(300)));
 }
