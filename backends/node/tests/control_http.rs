@@ -78,6 +78,13 @@ async fn peers_are_the_same_over_h3_and_h2_and_tcp_advertises_h3() {
     assert_eq!(requests("h3"), Some(1), "{metrics}");
     assert_eq!(requests("h2"), Some(2), "{metrics}");
     assert_eq!(requests("http1.1"), Some(0), "{metrics}");
+    // Prometheus's scraper refuses a line that starts with a blank (promtool does not).
+    for line in metrics.lines() {
+        assert!(
+            !line.starts_with(char::is_whitespace),
+            "a /metrics line starts with a blank: {line:?}"
+        );
+    }
 
     // The default client takes HTTP/3 and counts no fallback.
     let auto = client(dir.path(), Protocols::H3ThenTcp);

@@ -278,8 +278,10 @@ async fn scrape_with_prometheus(dir: &Path, daemons: &BTreeMap<u64, Daemon>) {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // The scrape errors Prometheus saw, to say why.
+    let targets = http_get(web, "/api/v1/targets").await.unwrap_or_default();
     panic!(
-        "Prometheus did not report up == 1 for all {} nodes: {last}",
+        "Prometheus did not report up == 1 for all {} nodes: {last}\ntargets: {targets}",
         daemons.len()
     );
 }
