@@ -69,9 +69,9 @@ step "rustdoc (warnings are errors)"
 # documented too.
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet --features meshkit-node/turmoil
 
-step "fuzz targets compile (running them needs nightly: scripts/fuzz.sh, fuzz/README.md)"
+step "fuzz targets compile, clippy-clean (running them needs nightly: scripts/fuzz.sh, fuzz/README.md)"
 # Its own lock file (fuzz/Cargo.lock), which must be up to date like the workspace's.
-cargo check --manifest-path fuzz/Cargo.toml --locked --quiet
+cargo clippy --manifest-path fuzz/Cargo.toml --locked --all-targets --quiet -- -D warnings
 
 step "scenario catalog replays on the simulator"
 cargo run --quiet --locked -p meshkit-sim -- run scenarios/steady.toml --seeds 1..3

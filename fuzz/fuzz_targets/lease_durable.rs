@@ -154,10 +154,8 @@ fn valid() -> &'static Vec<Vec<u8>> {
             }
             while group.poll_event().is_some() {}
             while client.poll_event().is_some() {}
-            if let Some(at) = client.poll_timeout() {
-                if at <= now {
-                    client.handle_timeout(now);
-                }
+            if client.poll_timeout().is_some_and(|at| at <= now) {
+                client.handle_timeout(now);
             }
         }
         file
