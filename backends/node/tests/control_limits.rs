@@ -596,3 +596,75 @@ async fn an_h3_stream_without_a_request_head_keeps_no_connection_open() {
     endpoint.close(quinn::VarInt::from_u32(0), b"done");
     server.stop().await;
 }
+
+/// One connection holds at most `MAX_WATCHERS_PER_CONNECTION` gRPC `Health/Watch` streams.
+/// Before, one address's 16 anonymous connections could carry 100 watches each, more than all
+/// 1,024 slots, and every later `Watch` was refused `RESOURCE_EXHAUSTED`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_holds_a_bounded_share_of_health_watches() {
+    use meshkit_node::grpc::health::MAX_WATCHERS_PER_CONNECTION;
+    let dir = TempDir::new("limits-watch-share");
+    let server = Server::start(dir.path(), ConnectionLimits::default()).await;
+    let anonymous = tls_config(dir.path(), false, ALPN_H2);
+    let watch = |sender: &mut hyper::client::conn::http2::SendRequest<_>| {
+        // One gRPC message: uncompressed, empty (`HealthCheckRequest { service: "" }`).
+        let request = http::Request::post(format!(
+            "https://{}/grpc.health.v1.Health/Watch",
+            server.addr
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(Bytes::from_static(&[
+            0, 0, 0, 0, 0,
+        ])))
+        .unwrap();
+        sender.send_request(request)
+    };
+    let connect = async || {
+        let tls = tls_connect(server.addr, ATTACKER, &anonymous)
+            .await
+            .unwrap();
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        sender
+    };
+    let mut sender = connect().await;
+    let mut open = Vec::new();
+    for _ in 0..MAX_WATCHERS_PER_CONNECTION {
+        let response = tokio::time::timeout(STEP, watch(&mut sender))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers().get("grpc-status").is_none(),
+            "{response:?}"
+        );
+        open.push(response);
+    }
+    let over = tokio::time::timeout(STEP, watch(&mut sender))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    assert_eq!(
+        over.headers().get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"8"[..]),
+        "watch {} on one connection: {over:?}",
+        MAX_WATCHERS_PER_CONNECTION + 1
+    );
+    // Another connection has its own share.
+    let mut other = connect().await;
+    let response = tokio::time::timeout(STEP, watch(&mut other))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    assert!(
+        response.headers().get("grpc-status").is_none(),
+        "{response:?}"
+    );
+    drop(open);
+    server.stop().await;
+}

@@ -25,6 +25,7 @@ use super::serve::{
     HEADER_READ_TIMEOUT, HttpProtocol, MAX_STREAMS_PER_CONNECTION, RECEIVE_WINDOW_BYTES,
     STREAM_RECEIVE_WINDOW_BYTES, ServerStats, handle, until_answered,
 };
+use crate::grpc::health::ConnectionWatchers;
 use crate::tls::{ClientCertificate, TlsError};
 use crate::tls_stats::Listener;
 
@@ -199,6 +200,7 @@ async fn serve_connection(
     };
     let quic = connection.clone();
     let activity = Activity::new();
+    let watches = ConnectionWatchers::default();
     let mut h3 = match h3::server::builder()
         .build::<_, Bytes>(h3_quinn::Connection::new(connection))
         .await
@@ -227,6 +229,7 @@ async fn serve_connection(
                 let certificate = certificate.clone();
                 let stats = stats.clone();
                 let activity = activity.clone();
+                let watches = watches.clone();
                 requests.spawn(async move {
                     let result = async {
                         // An opened stream is a request once its head has arrived, within
@@ -239,7 +242,8 @@ async fn serve_connection(
                             tracing::debug!(%peer, "control endpoint: no HTTP/3 request head in time");
                             return Ok(());
                         };
-                        let (request, stream) = resolved?;
+                        let (mut request, stream) = resolved?;
+                        request.extensions_mut().insert(watches);
                         let in_flight = activity.start();
                         serve_request(request, stream, router, certificate, stats, in_flight).await
                     };

@@ -54,6 +54,7 @@ use tokio_rustls::TlsAcceptor;
 use tower_service::Service as _;
 
 use super::admission::{Activity, Admission, AdmissionStats, Handshaking, InFlight, Transport};
+use crate::grpc::health::ConnectionWatchers;
 use crate::reload::TlsSource;
 use crate::tls::{ClientCertificate, TlsError, TlsIdentity};
 use crate::tls_stats::{Listener, TlsStats};
@@ -524,6 +525,7 @@ async fn serve_tls_connection(
         }
     };
     let activity = Activity::new();
+    let watches = ConnectionWatchers::default();
     let service = {
         let activity = activity.clone();
         let stats = stats.clone();
@@ -534,7 +536,8 @@ async fn serve_tls_connection(
             } else {
                 HttpProtocol::Http11
             };
-            let (parts, body) = request.into_parts();
+            let (mut parts, body) = request.into_parts();
+            parts.extensions.insert(watches.clone());
             let body = counted_body(Body::new(body), protocol, stats.clone());
             let response = handle(
                 router.clone(),

@@ -13,7 +13,9 @@
 //! Because anyone may call it, `Watch` is bounded (issue #10, finding 7): the node's readiness
 //! is read by one task every [`WATCH_INTERVAL`] while anyone watches and fanned out to every
 //! watcher ([`Watchers`]), so a thousand watchers cost what one does; and at most
-//! [`MAX_WATCHERS`] streams are open at once (more get `RESOURCE_EXHAUSTED`).
+//! [`MAX_WATCHERS`] streams are open at once (more get `RESOURCE_EXHAUSTED`), at most
+//! [`MAX_WATCHERS_PER_CONNECTION`] of them on one connection, so one address's anonymous
+//! connections cannot hold every slot.
 
 use std::fmt::Write as _;
 use std::pin::Pin;
@@ -42,6 +44,23 @@ pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// probe, so 1,024 is far beyond honest use while it bounds what anonymous callers hold
 /// (without it: 1,024 connections x 100 streams).
 pub const MAX_WATCHERS: usize = 1024;
+
+/// Most `Watch` streams one connection holds at once (more get `RESOURCE_EXHAUSTED`). A probe
+/// holds one; with 16 anonymous connections per address (`control::admission`), one address
+/// holds at most 128 of the [`MAX_WATCHERS`] slots (without it: 16 x 100 streams, all of them).
+pub const MAX_WATCHERS_PER_CONNECTION: usize = 8;
+
+/// One connection's share of the `Watch` slots: the control server puts one in the extensions
+/// of every request of a connection. A request without one (a router served some other way)
+/// is bounded by [`MAX_WATCHERS`] only.
+#[derive(Clone, Debug)]
+pub struct ConnectionWatchers(Arc<Semaphore>);
+
+impl Default for ConnectionWatchers {
+    fn default() -> Self {
+        Self(Arc::new(Semaphore::new(MAX_WATCHERS_PER_CONNECTION)))
+    }
+}
 
 /// The `Watch` streams of one node: the shared reader of its readiness and the slots.
 #[derive(Debug)]
@@ -224,16 +243,31 @@ pub(super) async fn watch(
     let mut grpc =
         tonic::server::Grpc::new(ProstCodec::<HealthCheckResponse, HealthCheckRequest>::new())
             .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let share = request.extensions().get::<ConnectionWatchers>().cloned();
     let handler = tower::service_fn(|r: tonic::Request<HealthCheckRequest>| {
         let watchers = watchers.clone();
+        let share = share.clone();
         async move {
             let service = r.into_inner().service;
+            let share = match share.map(|s| s.0.try_acquire_owned()) {
+                None => None,
+                Some(Ok(permit)) => Some(permit),
+                Some(Err(_)) => {
+                    watchers.refused.fetch_add(1, Ordering::Relaxed);
+                    return Err(Status::resource_exhausted(format!(
+                        "at most {MAX_WATCHERS_PER_CONNECTION} health watchers on one \
+                         connection; retry later or use Check"
+                    )));
+                }
+            };
             let Some((slot, receiver)) = watchers.subscribe().await else {
                 return Err(Status::resource_exhausted(format!(
                     "at most {} health watchers at once; retry later or use Check",
                     watchers.max
                 )));
             };
+            // Both slots are held as long as the stream stays open.
+            let slot = (slot, share);
             let updates: StatusStream = if known(&service) {
                 Box::pin(stream::unfold(
                     (slot, receiver, true),
