@@ -36,20 +36,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
-use http_body_util::Empty;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use support::raw_client::{STEP, h2_get, idle_h2, tls_config};
 use support::{BenchError, Cluster, Layout};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 
-/// Bound on one connection, handshake or request.
-const STEP: Duration = Duration::from_secs(2);
-/// The HTTP/2 connection preface and an empty SETTINGS frame.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
 const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
 const OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 /// Concurrent HTTP/3 requests: the server's limit per connection.
@@ -213,88 +202,6 @@ fn print_table(r: &Report) {
         "| **RSS added by the flood** | **{:.2} MiB** |",
         mib(r.rss_added_bytes)
     );
-}
-
-/// A TLS 1.3 client configuration trusting the cluster's CA, presenting node-1's certificate
-/// when `authenticated`, offering `alpn`.
-fn tls_config(
-    dir: &Path,
-    authenticated: bool,
-    alpn: &[u8],
-) -> Result<rustls::ClientConfig, BenchError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(dir.join("ca.pem"))? {
-        roots.add(cert?)?;
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(meshkit_node::tls::crypto_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots);
-    let mut config = if authenticated {
-        let chain = CertificateDer::pem_file_iter(dir.join("node-1.pem"))?
-            .collect::<Result<Vec<_>, _>>()?;
-        let key = PrivateKeyDer::from_pem_file(dir.join("node-1.key"))?;
-        builder.with_client_auth_cert(chain, key)?
-    } else {
-        builder.with_no_client_auth()
-    };
-    config.alpn_protocols = vec![alpn.to_vec()];
-    Ok(config)
-}
-
-async fn tls_connect(
-    server: SocketAddr,
-    local: IpAddr,
-    config: &rustls::ClientConfig,
-) -> Result<TlsStream<TcpStream>, BenchError> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(local, 0))?;
-    let tcp = tokio::time::timeout(STEP, socket.connect(server)).await??;
-    let connector = TlsConnector::from(Arc::new(config.clone()));
-    let name = ServerName::try_from("node-1")?;
-    let mut tls = tokio::time::timeout(STEP, connector.connect(name, tcp)).await??;
-    tls.flush().await?;
-    Ok(tls)
-}
-
-/// An idle anonymous HTTP/2 connection, if the server answers its preface.
-async fn idle_h2(
-    server: SocketAddr,
-    local: IpAddr,
-    config: &rustls::ClientConfig,
-) -> Option<TlsStream<TcpStream>> {
-    let mut tls = tls_connect(server, local, config).await.ok()?;
-    tls.write_all(H2_PREFACE).await.ok()?;
-    tls.flush().await.ok()?;
-    let mut buf = [0u8; 9];
-    match tokio::time::timeout(STEP, tls.read(&mut buf)).await {
-        Ok(Ok(n)) if n > 0 => Some(tls),
-        _ => None,
-    }
-}
-
-/// `GET path` over HTTP/2 on a new connection from `local`: the status.
-async fn h2_get(
-    server: SocketAddr,
-    local: IpAddr,
-    config: &rustls::ClientConfig,
-    path: &str,
-) -> Result<u16, String> {
-    let tls = tls_connect(server, local, config)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .map_err(|e| format!("h2 handshake: {e}"))?;
-    tokio::spawn(connection);
-    let request = http::Request::get(format!("https://{server}{path}"))
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let response = tokio::time::timeout(STEP, sender.send_request(request))
-        .await
-        .map_err(|_| "no answer in time".to_owned())?
-        .map_err(|e| format!("request: {e}"))?;
-    Ok(response.status().as_u16())
 }
 
 /// The HTTP/3 flood's counters.

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::raw_client::{STEP, h2_get, idle_h2, tls_config, tls_connect};
 use common::{TempDir, start_cluster, token};
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -23,19 +24,9 @@ use meshkit_node::control::auth::AccessControl;
 use meshkit_node::control::serve::{ALPN_H2, ALPN_H3, ControlServer, HttpProtocol, ServerStats};
 use meshkit_node::node::RunningNode;
 use meshkit_node::scope::Scope;
-use meshkit_node::tls::{TlsIdentity, crypto_provider};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
+use meshkit_node::tls::TlsIdentity;
+use tokio::io::AsyncReadExt as _;
 
-/// Bound on one connection, handshake or request.
-const STEP: Duration = Duration::from_secs(5);
-/// The HTTP/2 connection preface and an empty SETTINGS frame: what an HTTP/2 client sends
-/// before its first request.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
 /// The attacker's address and another client's (both on loopback).
 const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
 const OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
@@ -85,93 +76,6 @@ impl Server {
     }
 }
 
-/// A TLS 1.3 client configuration trusting the test CA, presenting node-1's certificate when
-/// `authenticated` (else none), offering `alpn`.
-fn tls_config(dir: &Path, authenticated: bool, alpn: &[u8]) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(dir.join("ca.pem")).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(crypto_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots);
-    let mut config = if authenticated {
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(dir.join("node-1.pem"))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
-        let key = PrivateKeyDer::from_pem_file(dir.join("node-1.key")).unwrap();
-        builder.with_client_auth_cert(chain, key).unwrap()
-    } else {
-        builder.with_no_client_auth()
-    };
-    config.alpn_protocols = vec![alpn.to_vec()];
-    config
-}
-
-/// TCP from `local` to `server`, then TLS with `config`.
-async fn tls_connect(
-    server: SocketAddr,
-    local: IpAddr,
-    config: &rustls::ClientConfig,
-) -> std::io::Result<TlsStream<TcpStream>> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(local, 0))?;
-    let tcp = tokio::time::timeout(STEP, socket.connect(server)).await??;
-    let name = ServerName::try_from("node-1").unwrap();
-    let connector = TlsConnector::from(Arc::new(config.clone()));
-    let mut tls = tokio::time::timeout(STEP, connector.connect(name, tcp)).await??;
-    // TLS 1.3: the server's verdict on the client comes after the client's last flight; a
-    // write-and-flush makes a refused connection show up here rather than later.
-    tls.flush().await?;
-    Ok(tls)
-}
-
-/// An idle anonymous HTTP/2 connection: TLS without a certificate and the preface, then
-/// nothing. `None` when the server refused or closed it.
-async fn idle_h2(
-    server: SocketAddr,
-    local: IpAddr,
-    config: &rustls::ClientConfig,
-) -> Option<TlsStream<TcpStream>> {
-    let mut tls = tls_connect(server, local, config).await.ok()?;
-    tls.write_all(H2_PREFACE).await.ok()?;
-    tls.flush().await.ok()?;
-    // The server answers the preface with its SETTINGS; a refused connection ends instead.
-    let mut buf = [0u8; 9];
-    match tokio::time::timeout(STEP, tls.read(&mut buf)).await {
-        Ok(Ok(n)) if n > 0 => Some(tls),
-        _ => None,
-    }
-}
-
-/// `GET path` over HTTP/2 on a new connection from `local`: the status.
-async fn h2_get(
-    server: SocketAddr,
-    local: IpAddr,
-    config: &rustls::ClientConfig,
-    path: &str,
-) -> Result<u16, String> {
-    let tls = tls_connect(server, local, config)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .map_err(|e| format!("h2 handshake: {e}"))?;
-    tokio::spawn(connection);
-    let request = http::Request::get(format!("https://{server}{path}"))
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let response = tokio::time::timeout(STEP, sender.send_request(request))
-        .await
-        .map_err(|_| "no answer in time".to_owned())?
-        .map_err(|e| format!("request: {e}"))?;
-    Ok(response.status().as_u16())
-}
-
 /// Finding 4: one anonymous address opening as many idle HTTP/2 connections as it can (as many
 /// as the listener holds in all) cannot take the control API from others: `/healthz` from
 /// another address and an authenticated request from the same address still answer.
@@ -186,7 +90,7 @@ async fn idle_anonymous_connections_from_one_address_lock_nobody_out() {
         .unwrap()
         .with_timeouts(STEP, Duration::from_secs(60), Duration::from_secs(60));
     let server = Server::start(dir.path(), limits).await;
-    let anonymous = tls_config(dir.path(), false, ALPN_H2);
+    let anonymous = tls_config(dir.path(), false, ALPN_H2).unwrap();
 
     let mut held = Vec::new();
     for _ in 0..MAX {
@@ -200,7 +104,7 @@ async fn idle_anonymous_connections_from_one_address_lock_nobody_out() {
         Ok(200)
     );
     // An operator with a certificate, from the attacker's own address, still gets in.
-    let operator = tls_config(dir.path(), true, ALPN_H2);
+    let operator = tls_config(dir.path(), true, ALPN_H2).unwrap();
     assert_eq!(
         h2_get(server.addr, ATTACKER, &operator, "/meshkit/peers").await,
         Ok(200)
@@ -233,7 +137,7 @@ async fn quiet_connections_are_closed_at_their_deadlines() {
         Duration::from_millis(500),
     );
     let server = Server::start(dir.path(), limits).await;
-    let anonymous = tls_config(dir.path(), false, ALPN_H2);
+    let anonymous = tls_config(dir.path(), false, ALPN_H2).unwrap();
 
     // The preface and nothing more: read until the server ends the connection.
     let mut idle = idle_h2(server.addr, ATTACKER, &anonymous)
@@ -316,7 +220,7 @@ async fn quiet_connections_are_closed_at_their_deadlines() {
 
 /// A QUIC client endpoint on `local` presenting no certificate (ALPN `h3`).
 fn quic_endpoint(dir: &Path, local: IpAddr) -> quinn::Endpoint {
-    let tls = tls_config(dir, false, ALPN_H3);
+    let tls = tls_config(dir, false, ALPN_H3).unwrap();
     let mut endpoint = quinn::Endpoint::client(SocketAddr::new(local, 0)).unwrap();
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
@@ -605,7 +509,7 @@ async fn one_connection_holds_a_bounded_share_of_health_watches() {
     use meshkit_node::grpc::health::MAX_WATCHERS_PER_CONNECTION;
     let dir = TempDir::new("limits-watch-share");
     let server = Server::start(dir.path(), ConnectionLimits::default()).await;
-    let anonymous = tls_config(dir.path(), false, ALPN_H2);
+    let anonymous = tls_config(dir.path(), false, ALPN_H2).unwrap();
     let watch = |sender: &mut hyper::client::conn::http2::SendRequest<_>| {
         // One gRPC message: uncompressed, empty (`HealthCheckRequest { service: "" }`).
         let request = http::Request::post(format!(

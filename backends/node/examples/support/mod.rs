@@ -9,6 +9,7 @@
 )]
 
 pub mod daemon;
+pub mod raw_client;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -9,6 +9,8 @@
 
 pub mod daemon;
 pub mod forged;
+#[path = "../../examples/support/raw_client.rs"]
+pub mod raw_client;
 
 use std::future::Future;
 use std::net::SocketAddr;
