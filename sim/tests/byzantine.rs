@@ -101,8 +101,9 @@ fn forged_metadata_writes_change_nothing() {
 }
 
 #[test]
-#[ignore = "open on main (4f038a3): 39-70 phantoms are still held at each node 120 s after the \
-            last attack, and the catalogue scenario sees up to 75 at a node (> 64 from one sender)"]
+#[ignore = "open: since unverified members are neither passed on by anti-entropy nor counted \
+            against local health, seeds 1 and 2 pass, but in seed 3 node-4 still holds 10 \
+            phantoms at 150 s (2 at 210 s); before, 39-70 at every node"]
 fn phantom_members_change_nothing() {
     // Phantoms are forgotten once probed, and a node probes one member per probe interval
     // (1 s in the LAN profile): the run goes on for two minutes after the last attack, so that

@@ -195,8 +195,6 @@ async fn a_forged_metadata_write_at_the_epoch_ceiling_changes_nothing() {
 /// untouched, and the phantoms are forgotten once their probe fails (a probe round: 400 ms per
 /// member here, so well under a minute).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open on main (cf914d6): the bound of 64 holds, but 24-36 phantoms are still held \
-            90 s later (they go through suspect, not forgotten once probed)"]
 async fn phantom_members_are_bounded_and_forgotten() {
     let cluster = Cluster::start("adv-phantoms").await;
     let baseline = cluster.baseline().await;

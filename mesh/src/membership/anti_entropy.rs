@@ -95,7 +95,10 @@ impl Membership {
         records.extend(
             self.members
                 .iter()
-                .filter(|(id, _)| wanted(*id))
+                // An unverified member is one relay's word: passing it on would let every
+                // honest node introduce a forger's phantoms again, each under its own
+                // per-introducer bound (docs/security.md). It is sent once heard from.
+                .filter(|(id, m)| wanted(*id) && m.introduced_by.is_none())
                 .map(|(id, m)| MemberTable::record(id, m)),
         );
         if records.is_empty() {

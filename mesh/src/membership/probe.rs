@@ -120,13 +120,23 @@ impl Membership {
             return;
         }
         self.stats.probes_failed += 1;
+        let unverified = self
+            .members
+            .get(probe.target)
+            .is_some_and(|m| m.introduced_by.is_some());
         // Lifeguard: missing nacks mean our own links or scheduling are degraded.
         let delta = if probe.expected_nacks > 0 {
             probe.expected_nacks.saturating_sub(probe.nacks)
         } else {
             1
         };
-        self.health.apply(i64::from(delta));
+        // An unverified member's silence says nothing about our own links: it is one relay's
+        // word, and relays that never heard of it do not nack. Counted, a node full of an
+        // attacker's phantoms would stretch its own probe period until the phantoms outlive
+        // the probe round that forgets them (docs/security.md, admission).
+        if !unverified {
+            self.health.apply(i64::from(delta));
+        }
         let Some(m) = self.members.get(probe.target) else {
             return;
         };
