@@ -12,7 +12,7 @@
 //! takes when the fault fires.
 
 use meshkit::lease::wire::{ForgedRaft, encode_forged_raft};
-use meshkit::wire::{self, Message, Update};
+use meshkit::wire::{self, Update};
 use meshkit::{Incarnation, MetaVersion, NodeId};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -178,7 +178,7 @@ pub(crate) fn forge(
                             };
                             encode_forged_raft(attacker, &m).unwrap_or_default()
                         } else {
-                            gossip(
+                            wire::pack_gossip(
                                 attacker,
                                 &[Update::Left {
                                     node: attacker,
@@ -239,7 +239,7 @@ fn gossip_to(
     rng: &mut ChaCha8Rng,
 ) -> Vec<Forged> {
     let targets = subset(&view.running, MAX_TARGETS, rng);
-    let datagrams = gossip(attacker, updates);
+    let datagrams = wire::pack_gossip(attacker, updates);
     let mut out = Vec::with_capacity(targets.len() * datagrams.len());
     for &to in &targets {
         for d in &datagrams {
@@ -249,36 +249,6 @@ fn gossip_to(
                 data: d.clone(),
             });
         }
-    }
-    out
-}
-
-/// `updates` packed into `Gossip` datagrams from `sender`, each within the datagram bound.
-pub(crate) fn gossip(sender: NodeId, updates: &[Update]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut buf = Vec::new();
-    let mut count_at = wire::encode_message(sender, &Message::Gossip, &mut buf);
-    let mut in_buf = 0usize;
-    let mut encoded = Vec::new();
-    for u in updates {
-        encoded.clear();
-        wire::encode_update(u, &mut encoded);
-        if !wire::append_update(&mut buf, count_at, &encoded) {
-            if in_buf == 0 {
-                // One update always fits an empty datagram; skip one that does not.
-                continue;
-            }
-            out.push(core::mem::take(&mut buf));
-            count_at = wire::encode_message(sender, &Message::Gossip, &mut buf);
-            in_buf = 0;
-            if !wire::append_update(&mut buf, count_at, &encoded) {
-                continue;
-            }
-        }
-        in_buf += 1;
-    }
-    if in_buf > 0 {
-        out.push(buf);
     }
     out
 }
@@ -369,7 +339,7 @@ mod tests {
                 meta: MetaVersion::default(),
             })
             .collect();
-        let datagrams = gossip(NodeId::new(6), &updates);
+        let datagrams = wire::pack_gossip(NodeId::new(6), &updates);
         let carried: usize = datagrams
             .iter()
             .map(|d| wire::decode(d).unwrap().updates.len())

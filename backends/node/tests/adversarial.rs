@@ -242,7 +242,7 @@ async fn garbage_on_both_channels_changes_nothing() {
             .collect()
     };
     // Valid messages to cut short and to corrupt.
-    let valid_gossip = common::forged::gossip(
+    let valid_gossip = meshkit::wire::pack_gossip(
         attacker.id(),
         &[Update::Left {
             node: attacker.id(),

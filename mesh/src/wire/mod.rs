@@ -462,6 +462,38 @@ pub fn append_update(buf: &mut Vec<u8>, count_at: usize, encoded: &[u8]) -> bool
     true
 }
 
+/// `updates` packed, in order, into as few `Gossip` datagrams from `sender` as fit within
+/// [`MAX_DATAGRAM_BYTES`] each; an update too large for an empty datagram is left out. For
+/// hosts and tests that send a list of claims at once (the simulator's byzantine fault, the
+/// adversarial tests); the node itself piggybacks updates on its own messages.
+pub fn pack_gossip(sender: NodeId, updates: &[Update]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    let mut count_at = encode_message(sender, &Message::Gossip, &mut buf);
+    let mut in_buf = 0usize;
+    let mut encoded = Vec::new();
+    for u in updates {
+        encoded.clear();
+        encode_update(u, &mut encoded);
+        if !append_update(&mut buf, count_at, &encoded) {
+            if in_buf == 0 {
+                continue;
+            }
+            out.push(core::mem::take(&mut buf));
+            count_at = encode_message(sender, &Message::Gossip, &mut buf);
+            in_buf = 0;
+            if !append_update(&mut buf, count_at, &encoded) {
+                continue;
+            }
+        }
+        in_buf += 1;
+    }
+    if in_buf > 0 {
+        out.push(buf);
+    }
+    out
+}
+
 /// Encodes one update into `buf` (appending).
 pub fn encode_update(update: &Update, buf: &mut Vec<u8>) {
     let mut w = Writer::new(buf);

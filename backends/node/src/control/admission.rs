@@ -554,6 +554,20 @@ impl Handshaking {
         }
     }
 
+    /// The handshake ended, with a CA-signed client certificate or without:
+    /// [`authenticated`](Self::authenticated) or [`anonymous`](Self::anonymous). A refusal is
+    /// counted there and logged here at `debug` only, so a flood writes no log lines.
+    pub(super) fn finish(self, authenticated: bool, peer: SocketAddr) -> Option<Admitted> {
+        if authenticated {
+            return Some(self.authenticated());
+        }
+        self.anonymous(peer)
+            .inspect_err(|reason| {
+                tracing::debug!(%peer, ?reason, "control endpoint: anonymous connection refused");
+            })
+            .ok()
+    }
+
     /// The handshake ended without a client certificate: the connection (from `peer`) takes a
     /// permit of the anonymous pool and counts against its address, or is refused (counted).
     pub(super) fn anonymous(self, peer: SocketAddr) -> Result<Admitted, Refusal> {

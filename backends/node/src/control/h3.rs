@@ -186,17 +186,9 @@ async fn serve_connection(
             .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
             .and_then(|chain| chain.into_iter().next()),
     );
-    let _admitted = if certificate.0.is_some() {
-        permit.authenticated()
-    } else {
-        match permit.anonymous(peer) {
-            Ok(admitted) => admitted,
-            Err(reason) => {
-                tracing::debug!(%peer, ?reason, "control endpoint: anonymous connection refused");
-                connection.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"busy");
-                return;
-            }
-        }
+    let Some(_admitted) = permit.finish(certificate.0.is_some(), peer) else {
+        connection.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"busy");
+        return;
     };
     let quic = connection.clone();
     let activity = Activity::new();

@@ -513,16 +513,8 @@ async fn serve_tls_connection(
             .and_then(|chain| chain.first())
             .map(|leaf| leaf.clone().into_owned()),
     );
-    let _admitted = if certificate.0.is_some() {
-        permit.authenticated()
-    } else {
-        match permit.anonymous(peer) {
-            Ok(admitted) => admitted,
-            Err(reason) => {
-                tracing::debug!(%peer, ?reason, "control endpoint: anonymous connection refused");
-                return;
-            }
-        }
+    let Some(_admitted) = permit.finish(certificate.0.is_some(), peer) else {
+        return;
     };
     let activity = Activity::new();
     let watches = ConnectionWatchers::default();

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use meshkit::NodeId;
 use meshkit::lease::wire::{ForgedRaft, encode_forged_raft};
-use meshkit::wire::{self, Message, Update};
+use meshkit::wire::{self, Update};
 use meshkit_node::client::{Client, Protocols};
 use meshkit_node::control::PeersResponse;
 use meshkit_node::driver::Channel;
@@ -112,7 +112,7 @@ impl ForgedPeer {
     /// Sends `updates` piggybacked on gossip datagrams from this peer (as many datagrams as they
     /// need); returns how many were sent.
     pub fn send_updates(&mut self, to: NodeId, addr: SocketAddr, updates: &[Update]) -> usize {
-        let datagrams = gossip(self.id, updates);
+        let datagrams = wire::pack_gossip(self.id, updates);
         let n = datagrams.len();
         for d in datagrams {
             self.send(to, addr, Channel::Membership, &d);
@@ -126,31 +126,6 @@ pub fn frame(channel: Channel, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 1);
     out.push(channel as u8);
     out.extend_from_slice(payload);
-    out
-}
-
-/// `updates` packed into `Gossip` datagrams from `sender`, each within the core's datagram bound.
-pub fn gossip(sender: NodeId, updates: &[Update]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut buf = Vec::new();
-    let mut count_at = wire::encode_message(sender, &Message::Gossip, &mut buf);
-    let mut in_buf = 0usize;
-    let mut encoded = Vec::new();
-    for u in updates {
-        encoded.clear();
-        wire::encode_update(u, &mut encoded);
-        if !wire::append_update(&mut buf, count_at, &encoded) {
-            assert!(in_buf > 0, "one update always fits a datagram");
-            out.push(std::mem::take(&mut buf));
-            count_at = wire::encode_message(sender, &Message::Gossip, &mut buf);
-            in_buf = 0;
-            assert!(wire::append_update(&mut buf, count_at, &encoded));
-        }
-        in_buf += 1;
-    }
-    if in_buf > 0 {
-        out.push(buf);
-    }
     out
 }
 
