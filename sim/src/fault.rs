@@ -113,6 +113,28 @@ pub(crate) fn timeline(
     out
 }
 
+/// How many occurrences of `faults` are due (before jitter) after `end`, the run's length: a
+/// `--duration` shorter than the scenario's cuts them off, and the report says how many.
+pub(crate) fn occurrences_after(faults: &[FaultSpec], end: Duration) -> u64 {
+    faults
+        .iter()
+        .map(|spec| {
+            let due = if spec.at > end {
+                0
+            } else if spec.every.is_zero() {
+                u64::from(spec.count)
+            } else {
+                // Occurrences k with at + k * every <= end.
+                let fit = (end - spec.at).as_nanos() / spec.every.as_nanos() + 1;
+                u64::try_from(fit)
+                    .unwrap_or(u64::MAX)
+                    .min(u64::from(spec.count))
+            };
+            u64::from(spec.count) - due
+        })
+        .sum()
+}
+
 /// The instant `d` after the start.
 pub(crate) fn at(d: Duration) -> Instant {
     Instant::ZERO + d
@@ -195,6 +217,20 @@ pub(crate) fn explicit_groups(nodes: usize, groups: &[NodeSelector]) -> Vec<u8> 
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn occurrences_due_after_the_end_are_counted() {
+        let text = "name = \"t\"\n[topology]\nnodes = 4\n[run]\nduration = \"100s\"\n\
+                    [[fault]]\nat = \"10s\"\naction = \"crash\"\nnodes = \"1\"\ncount = 8\n\
+                    every = \"10s\"\n[[fault]]\nat = \"90s\"\naction = \"heal\"\n";
+        let s = crate::Scenario::parse(text, "t.toml").unwrap();
+        let secs = Duration::from_secs;
+        // Crashes at 10, 20, ..., 80 s; a heal at 90 s.
+        assert_eq!(occurrences_after(s.faults(), secs(100)), 0);
+        assert_eq!(occurrences_after(s.faults(), secs(80)), 1);
+        assert_eq!(occurrences_after(s.faults(), secs(55)), 4);
+        assert_eq!(occurrences_after(s.faults(), secs(5)), 9);
+    }
 
     #[test]
     fn jitter_delays_each_occurrence_within_its_bound_and_costs_nothing_when_absent() {

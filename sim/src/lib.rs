@@ -140,6 +140,7 @@ pub fn run_with_progress(
         ..RunReport::default()
     };
     let mut report = metrics::figures(outcome, header);
+    report.faults_after_end = fault::occurrences_after(scenario.faults(), duration);
     report.expectations_failed = report::check_expectations(scenario.expect(), &report);
     Ok(report)
 }

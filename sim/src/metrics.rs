@@ -5,7 +5,9 @@
 //! * `detection_pXX_s`: per crashed node, the time from its crash until at least 99% of the
 //!   then-live other nodes hold it Dead or Left (or no longer know it); a crash never detected
 //!   counts as the run's remaining time and is also counted in `undetected`. A node restarted
-//!   before it was detected is left out and counted in `restarted_before_detection`.
+//!   before it was detected is left out and counted in `restarted_before_detection`; so is a
+//!   crash of a node the mesh already held down, or one no live node was left to detect
+//!   (`crashes_not_measurable`): neither is a 0 s detection.
 //! * `false_positives`: distinct healthy nodes ever held Dead by some node. Healthy = live, not
 //!   paused, and neither crashed, restarted, paused nor partitioned from the declaring node in
 //!   the last 60 s, and the declaration is about its current life (incarnation).
@@ -112,6 +114,7 @@ pub(crate) fn figures(outcome: Outcome, header: RunReport) -> RunReport {
         crashes: obs.crashes,
         undetected: obs.undetected,
         restarted_before_detection: obs.restarted_before_detection,
+        crashes_not_measurable: obs.not_measurable,
         false_positives: obs.false_positives,
         first_false_positive: obs.first_false_positive.clone(),
         suspicions_per_node_hour: r3(obs.suspicions as f64 / (node_s / 3600.0)),

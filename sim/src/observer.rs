@@ -101,6 +101,11 @@ enum CrashOutcome {
     Detected(Instant),
     /// The node came back before the mesh had declared it.
     RestartedFirst,
+    /// The mesh already held the node down when it crashed (a paused node declared dead, say):
+    /// there was nothing left to detect, and a 0 s detection would flatter the figures.
+    AlreadyDown,
+    /// No live node was left to detect it (every node crashed).
+    NoObserver,
 }
 
 /// One workload metadata write's spread.
@@ -151,6 +156,8 @@ pub(crate) struct Observations {
     pub(crate) undetected: u64,
     /// Crashes whose node restarted before the mesh declared it.
     pub(crate) restarted_before_detection: u64,
+    /// Crashes of a node the mesh already held down, or with no live node left to detect them.
+    pub(crate) not_measurable: u64,
     /// Crashes in all.
     pub(crate) crashes: u64,
     /// Distinct healthy nodes some node declared dead.
@@ -392,14 +399,23 @@ impl Observer {
         }
         if why == Down::Crash {
             let index = self.crashes.len() as u32;
+            let outcome = if self.live_count == 0 {
+                CrashOutcome::NoObserver
+            } else if held_down as usize >= self.detection_quorum() {
+                CrashOutcome::AlreadyDown
+            } else {
+                CrashOutcome::Pending
+            };
             self.crashes.push(CrashRecord {
                 node,
                 at: now,
                 down: held_down as usize,
-                outcome: CrashOutcome::Pending,
+                outcome,
             });
-            self.crash_of[node] = Some(index);
-            self.pending_crashes.push(index);
+            if outcome == CrashOutcome::Pending {
+                self.crash_of[node] = Some(index);
+                self.pending_crashes.push(index);
+            }
         }
         self.check_detections(now);
         self.check_updates(now);
@@ -518,8 +534,18 @@ impl Observer {
         u64::from(all) - u64::from(self.is_live(node))
     }
 
+    /// How many live nodes must hold a crashed node down for it to count as detected.
+    fn detection_quorum(&self) -> usize {
+        (self.live_count as f64 * DETECTION_QUORUM).ceil() as usize
+    }
+
     fn check_detections(&mut self, now: Instant) {
-        let need = (self.live_count as f64 * DETECTION_QUORUM).ceil() as usize;
+        if self.live_count == 0 {
+            // Nobody is left to detect the pending crashes: they stay pending (undetected),
+            // never "detected by nobody" in 0 s.
+            return;
+        }
+        let need = self.detection_quorum();
         let crashes = &mut self.crashes;
         let crash_of = &mut self.crash_of;
         self.pending_crashes.retain(|&k| {
@@ -589,6 +615,7 @@ impl Observer {
                     out.undetected += 1;
                 }
                 CrashOutcome::RestartedFirst => out.restarted_before_detection += 1,
+                CrashOutcome::AlreadyDown | CrashOutcome::NoObserver => out.not_measurable += 1,
             }
         }
         for rec in &self.updates {
@@ -672,6 +699,34 @@ mod tests {
         assert_eq!(o.suspicions, 0);
         o.on_member_state(t(171), 1, 3, 1, MemberState::Suspect, Some(1));
         assert_eq!(o.suspicions, 1);
+    }
+
+    #[test]
+    fn a_crash_of_a_node_already_held_down_is_not_a_detection() {
+        let mut o = Observer::new(4);
+        o.on_pause(3);
+        for obs in 0..3 {
+            o.on_member_state(t(5), obs, 3, 1, MemberState::Dead, Some(0));
+        }
+        o.on_down(t(8), 3, Down::Crash);
+        let obs = o.finish(t(10));
+        assert_eq!(obs.crashes, 1);
+        assert_eq!(obs.detection_s, Vec::<f64>::new(), "no 0 s detection");
+        assert_eq!(obs.not_measurable, 1);
+    }
+
+    #[test]
+    fn crashes_with_nobody_left_to_detect_them_are_not_detections() {
+        let mut o = Observer::new(2);
+        o.on_down(t(1), 0, Down::Crash);
+        o.on_down(t(2), 1, Down::Crash);
+        let obs = o.finish(t(10));
+        assert_eq!(obs.crashes, 2);
+        // Node 0's crash was pending when the last observer crashed: undetected, counted to
+        // the end; node 1's had no observer at all.
+        assert_eq!(obs.detection_s, vec![9.0]);
+        assert_eq!(obs.undetected, 1);
+        assert_eq!(obs.not_measurable, 1);
     }
 
     #[test]

@@ -202,8 +202,9 @@ pub const MAX_NODES: u32 = 200_000;
 pub const MAX_FAULT_OCCURRENCES: u32 = 100_000;
 /// The most explicit groups of one partition (unlisted nodes form one more).
 pub const MAX_PARTITION_GROUPS: usize = 254;
-/// The largest `value_bytes` of a metadata write (the core refuses more than its own bound anyway).
-pub const MAX_VALUE_BYTES: u32 = 65_536;
+/// The largest `value_bytes` of a metadata write: the core's bound on one value. A larger value
+/// would only be refused by every node, and the run would measure nothing.
+pub const MAX_VALUE_BYTES: u32 = meshkit::wire::MAX_VALUE_BYTES as u32;
 
 /// The most voters of a `[leases]` group (the core's bound).
 pub const MAX_LEASE_VOTERS: u32 = meshkit::lease::MAX_VOTERS as u32;
@@ -326,6 +327,8 @@ pub struct LeaseSpec {
     /// The clock-rate deviation the run assumes (0.5 = rates within 0.5..=1.5); the single-holder
     /// invariant tolerates the overlap such skew allows (see `crate::lease`).
     pub max_clock_skew: f64,
+    /// Byte range of the `[leases]` section in the source, for late error messages.
+    span: Range<usize>,
 }
 
 impl LeaseSpec {
@@ -773,7 +776,7 @@ impl Scenario {
             return Err(err(
                 workload.metadata_value_bytes.span(),
                 format!("metadata_value_bytes is larger than {MAX_VALUE_BYTES}"),
-                "the core bounds one member's metadata (4 KiB by default)",
+                "the core refuses a metadata value larger than 1,024 bytes",
             ));
         }
         let scenario = Self {
@@ -808,6 +811,16 @@ impl Scenario {
             source: text.to_owned(),
         };
         scenario.check_node_count(scenario.nodes)?;
+        if let Some(late) = scenario.faults.iter().find(|f| f.at > scenario.duration) {
+            return Err(err(
+                late.span.clone(),
+                format!(
+                    "this fault is due at {:?}, after the run ends ([run] duration = {:?})",
+                    late.at, scenario.duration
+                ),
+                "move `at` before the end of the run, or make [run] duration longer",
+            ));
+        }
         Ok(scenario)
     }
 
@@ -837,15 +850,13 @@ impl Scenario {
                 }))
                 .max(leases.voters);
             if end > nodes {
-                return Err(ScenarioError {
-                    file: self.file.clone(),
-                    line: 1,
-                    column: 1,
-                    message: format!(
+                return Err(err(
+                    &leases.span,
+                    format!(
                         "[leases] voters and contenders need {end} nodes; this run has {nodes}"
                     ),
-                    hint: "run with more nodes or fewer voters or contenders".to_owned(),
-                });
+                    "run with more nodes or fewer voters or contenders",
+                ));
             }
         }
         for fault in &self.faults {
@@ -1224,6 +1235,7 @@ impl RawLeases {
             ttl,
             contenders,
             max_clock_skew,
+            span: whole,
         })
     }
 }
@@ -1597,7 +1609,7 @@ impl RawFault {
                             return Err((
                                 v.span(),
                                 format!("value_bytes is larger than {MAX_VALUE_BYTES}"),
-                                "the core bounds one member's metadata (4 KiB by default)",
+                                "the core refuses a metadata value larger than 1,024 bytes",
                             ));
                         }
                         MetadataOp::Set { value_bytes }
@@ -1708,6 +1720,9 @@ impl<'de> Deserialize<'de> for DurationStr {
 pub fn parse_duration(input: &str) -> Result<Duration, String> {
     let bad = |why: &str| format!("invalid duration \"{input}\": {why}");
     let s = input.trim();
+    if s.starts_with('-') {
+        return Err(bad("a duration cannot be negative"));
+    }
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());
@@ -1953,6 +1968,49 @@ mod tests {
         for bad in ["", "5", "s", "5x", "1.2.3s", "-1s", "99999999999999999999h"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn a_negative_duration_says_so() {
+        let e = parse_duration("-1s").unwrap_err();
+        assert!(e.contains("cannot be negative"), "{e}");
+    }
+
+    #[test]
+    fn metadata_values_are_bounded_by_the_core_s_limit() {
+        let write = "[[fault]]\nat = \"1s\"\naction = \"metadata\"\nnodes = \"1\"\nkey = \"k\"\n";
+        let at_bound = format!("{MINIMAL}{write}value_bytes = 1024\n");
+        Scenario::parse(&at_bound, "t.toml").unwrap();
+        let over = format!("{MINIMAL}{write}value_bytes = 1025\n");
+        let e = Scenario::parse(&over, "t.toml").unwrap_err();
+        assert!(e.message.contains("larger than 1024"), "{e}");
+        assert_eq!(e.line, 11, "points at value_bytes: {e}");
+        let workload = MINIMAL.replace(
+            "[run]",
+            "[workload]\nmetadata_updates_per_s = 1.0\nmetadata_value_bytes = 2000\n[run]",
+        );
+        let e = Scenario::parse(&workload, "t.toml").unwrap_err();
+        assert!(e.message.contains("larger than 1024"), "{e}");
+    }
+
+    #[test]
+    fn a_fault_due_after_the_run_ends_is_refused() {
+        let at = |t: &str| {
+            format!("{MINIMAL}[[fault]]\nat = \"{t}\"\naction = \"crash\"\nnodes = \"1\"\n")
+        };
+        Scenario::parse(&at("10s"), "t.toml").unwrap();
+        let e = Scenario::parse(&at("11s"), "t.toml").unwrap_err();
+        assert!(e.message.contains("after the run ends"), "{e}");
+        assert_eq!(e.line, 8, "points at the fault: {e}");
+    }
+
+    #[test]
+    fn a_lease_group_too_large_for_the_run_points_at_leases() {
+        let text = MINIMAL.replace("nodes = 10", "nodes = 4")
+            + "[leases]\nvoters = 3\ncontenders = \"2\"\n";
+        let e = Scenario::parse(&text, "t.toml").unwrap_err();
+        assert!(e.message.contains("need 5 nodes"), "{e}");
+        assert_eq!(e.line, 6, "points at [leases], not 1:1: {e}");
     }
 
     #[test]
