@@ -9,6 +9,8 @@ dir=${1:-target/local-cluster}
 cargo build --release --locked -p meshkit-node
 bin=$PWD/target/release
 mkdir -p "$dir"
+# Absolute, so that the commands printed below work from any directory.
+dir=$(cd "$dir" && pwd)
 rm -rf "$dir/certs"
 "$bin/meshctl" certs init --out "$dir/certs" --nodes 3 >/dev/null 2>&1
 
@@ -45,7 +47,13 @@ EOF
 done
 
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
+stop() {
+  kill "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+# Ctrl-C or SIGTERM is how this script is meant to end: stop the nodes and exit 0.
+trap 'stop; exit 0' INT TERM
+trap stop EXIT
 for i in 1 2 3; do
   "$bin/meshkitd" --config "$dir/node-$i.toml" &
   pids+=($!)
@@ -55,11 +63,13 @@ cat <<EOF
 
 Three nodes are running. In another shell:
 
-  export MESHCTL_CA=$dir/certs/ca.pem MESHCTL_CERT=$dir/certs/meshctl-operator.pem MESHCTL_KEY=$dir/certs/meshctl-operator.key
-  $bin/meshctl peers list --addr 127.0.0.1:8101
-  $bin/meshctl leaders status --addr 127.0.0.1:8101
+  export MESHCTL_CA=$dir/certs/ca.pem MESHCTL_CERT=$dir/certs/meshctl-operator.pem \
+         MESHCTL_KEY=$dir/certs/meshctl-operator.key MESHCTL_ADDR=127.0.0.1:8101
+  $bin/meshctl peers list
+  $bin/meshctl leaders status                  # names the holder of global-control
   $bin/meshctl leaders watch --addr 127.0.0.1:8102
-  $bin/meshctl drain --addr 127.0.0.1:810N      # N: the holder; another node takes global-control
+  $bin/meshctl drain --addr 127.0.0.1:810N     # N: the holder; another node takes global-control
+  $bin/meshctl resume --addr 127.0.0.1:810N
   $bin/meshctl transport stats --addr 127.0.0.1:8101
 
 Ctrl-C here stops the cluster.

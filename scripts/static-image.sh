@@ -209,7 +209,7 @@ echo "curl https://node-1:$port/healthz via 127.0.0.1: $(tr '\n' ' ' <<<"$answer
 # meshctl (the static binary just built, run on the host) over HTTP/3 only: QUIC through the
 # published UDP port. transport stats probes /healthz and counts what answered.
 stats=$(timeout 30 "$out/meshctl" transport stats --addr "127.0.0.1:$port" --requests 2 \
-  --protocol h3 --ca "$work/certs/ca.pem" --state "$scratch/meshctl-state.json" --reset \
+  --protocol h3 --ca "$work/certs/ca.pem" --transport-state "$scratch/meshctl-state.json" --reset \
   --prometheus 2>&1) || fail "meshctl over HTTP/3: $stats"
 grep -q 'mesh_transport_client_requests_total{protocol="h3"} 2' <<<"$stats" \
   || fail "meshctl's two /healthz probes were not answered over HTTP/3: $stats"

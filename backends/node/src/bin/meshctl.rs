@@ -7,17 +7,24 @@
 //! meshctl tokens keygen --out DIR               a token signing key pair
 //! meshctl tokens issue --key FILE --subject S --scope mesh.operate --ttl 1h
 //!                                               a signed bearer token, on stdout
-//! meshctl peers list --addr HOST:PORT [--json] one node's view of the mesh
+//! meshctl peers list [--state S] [--cluster C] [--region R] [--meta K=V] [--json]
+//!                                               one node's view of the mesh
+//! meshctl leaders status | watch | transfer     leases and the Raft voters
+//! meshctl shards list                           shard owners
+//! meshctl drain | resume                        a node stops (or starts again) holding leases
 //! meshctl transport stats [--addr HOST:PORT] [--json|--prometheus] [--reset]
 //!                                               requests by protocol and HTTP/3 fallbacks
 //! ```
 //!
-//! Commands that talk to a node take the connection options of `ConnectArgs`: the CA to
+//! Commands that talk to a node ask the one at `--addr` (or `MESHCTL_ADDR`; default
+//! `127.0.0.1:8101`, the first node of `scripts/local-cluster.sh`), and print a table or
+//! readable text, or the node's JSON with `--json`. They take the connection options of
+//! `ConnectArgs`: the CA to
 //! verify the node with (`--ca`, default `certs/ca.pem`), an optional client certificate
 //! (`--cert`/`--key`), an optional bearer token (`--token` or `MESHCTL_TOKEN`, or
 //! `--token-file`), and the protocols (`--protocol auto|h3|tcp`). The client tries HTTP/3 first
 //! and falls back to HTTP/2 over TLS; its counters and the servers whose HTTP/3 failed recently
-//! are kept between runs in the state file (`--state`, default
+//! are kept between runs in the state file (`--transport-state` or `MESHCTL_STATE`, default
 //! `$XDG_STATE_HOME/meshctl/transport.json`), which `meshctl transport stats` prints.
 
 use std::collections::BTreeMap;
@@ -30,8 +37,10 @@ use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use http::Method;
 use meshkit_node::client::{Client, ClientConfig, Protocols, StatsSnapshot};
-use meshkit_node::control::PeersResponse;
-use meshkit_node::control::leadership::ShardsResponse;
+use meshkit_node::control::leadership::{
+    DrainResponse, ResumeResponse, ShardsResponse, TransferRequest, TransferResponse,
+};
+use meshkit_node::control::{PeerJson, PeersResponse};
 use meshkit_node::leadership::{FeedEntry, LeadershipView};
 use serde::{Deserialize, Serialize};
 
@@ -41,10 +50,18 @@ const MAX_NODES: u64 = 1000;
 const MAX_PROBES: u32 = 10_000;
 /// Largest state file read, in bytes.
 const MAX_STATE_BYTES: u64 = 1024 * 1024;
+/// The node asked when neither `--addr` nor `MESHCTL_ADDR` names one: the first node of
+/// `scripts/local-cluster.sh`.
+const DEFAULT_ADDR: &str = "127.0.0.1:8101";
+/// Most pages `peers list` follows (the node answers at most 1,000 members a page).
+const MAX_PEER_PAGES: usize = 1_000;
+/// Longest metadata value `peers list` prints whole; longer ones end in `...`.
+const METADATA_VALUE_CHARS: usize = 32;
 
-/// Operator commands for MeshKit.
+/// Operate a MeshKit mesh: its members, leases and shards through a node's control API, and
+/// the certificates and tokens that API asks for.
 #[derive(Debug, Parser)]
-#[command(name = "meshctl", version, about)]
+#[command(name = "meshctl", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -84,19 +101,19 @@ enum Command {
     },
     /// Drains a node: it stops contending for leases and releases those it holds.
     Drain {
-        /// The node's control endpoint, HOST:PORT.
+        /// Print the node's JSON answer instead of text.
         #[arg(long)]
-        addr: String,
+        json: bool,
         #[command(flatten)]
-        connect: ConnectArgs,
+        node: NodeArgs,
     },
     /// Undoes a drain: the node contends again for its configured scopes.
     Resume {
-        /// The node's control endpoint, HOST:PORT.
+        /// Print the node's JSON answer instead of text.
         #[arg(long)]
-        addr: String,
+        json: bool,
         #[command(flatten)]
-        connect: ConnectArgs,
+        node: NodeArgs,
     },
 }
 
@@ -104,21 +121,23 @@ enum Command {
 enum LeadersCommand {
     /// The node's voter state, its applied lease table and the leases it holds.
     Status {
-        /// The node's control endpoint, HOST:PORT.
-        #[arg(long)]
-        addr: String,
         /// Print the JSON answer instead of tables.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        connect: ConnectArgs,
+        node: NodeArgs,
     },
     /// Follows the node's leadership feed (a voter's shows every grant in the mesh), resuming
     /// after the last entry seen; stops after --count entries or --for, or on Ctrl-C.
+    /// Renewals are left out unless --kind renewed asks for them.
     Watch {
-        /// The node's control endpoint, HOST:PORT.
+        /// Only entries of this kind (acquired, renewed, lost, transferred, expired, released,
+        /// raft_leader, granted, lease_released, lease_expired, voters); repeat for several.
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        /// Only entries about scopes starting with this, such as shard/ or global-control.
         #[arg(long)]
-        addr: String,
+        scope: Option<String>,
         /// Start after this sequence number (default: with the oldest entry the node holds).
         #[arg(long, default_value_t = 0)]
         after: u64,
@@ -135,36 +154,33 @@ enum LeadersCommand {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        connect: ConnectArgs,
+        node: NodeArgs,
     },
-    /// Hands a lease the node holds to another node.
+    /// Hands a lease the node at --addr holds to another node.
     Transfer {
-        /// The holder's control endpoint, HOST:PORT.
-        #[arg(long)]
-        addr: String,
         /// The scope, such as global-control or shard/orders/7.
         #[arg(long)]
         scope: String,
         /// The node to hand it to.
         #[arg(long)]
         to: u64,
+        /// Print the node's JSON answer instead of text.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
-        connect: ConnectArgs,
+        node: NodeArgs,
     },
 }
 
 #[derive(Debug, Subcommand)]
 enum ShardsCommand {
-    /// Lists shard owners with their fencing tokens.
+    /// Lists shard owners with their fencing tokens (ask a voter: it knows every owner).
     List {
-        /// The node's control endpoint, HOST:PORT (a voter knows every owner).
-        #[arg(long)]
-        addr: String,
         /// Print the JSON answer instead of a table.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        connect: ConnectArgs,
+        node: NodeArgs,
     },
 }
 
@@ -209,16 +225,25 @@ enum TokensCommand {
 
 #[derive(Debug, Subcommand)]
 enum PeersCommand {
-    /// Lists the members a node knows.
+    /// Lists the members a node knows, filtered by state and metadata.
     List {
-        /// The node's control endpoint, HOST:PORT.
+        /// Only members in this state.
+        #[arg(long, value_enum)]
+        state: Option<MemberStateArg>,
+        /// Only members whose `cluster` metadata is this.
         #[arg(long)]
-        addr: String,
+        cluster: Option<String>,
+        /// Only members whose `region` metadata is this.
+        #[arg(long)]
+        region: Option<String>,
+        /// Only members with this metadata, KEY=VALUE; repeat for several (all must match).
+        #[arg(long = "meta", value_parser = parse_key_value)]
+        meta: Vec<(String, String)>,
         /// Print the JSON answer instead of a table.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        connect: ConnectArgs,
+        node: NodeArgs,
     },
 }
 
@@ -245,6 +270,43 @@ enum TransportCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
+}
+
+/// A member state, as `peers list --state` filters on it.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum MemberStateArg {
+    Alive,
+    Suspect,
+    Dead,
+    Left,
+}
+
+impl MemberStateArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Alive => "alive",
+            Self::Suspect => "suspect",
+            Self::Dead => "dead",
+            Self::Left => "left",
+        }
+    }
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not KEY=VALUE, such as zone=a")),
+    }
+}
+
+/// Which node a command asks, and how it reaches it.
+#[derive(Debug, Args)]
+struct NodeArgs {
+    /// The node's control endpoint, HOST:PORT.
+    #[arg(long, env = "MESHCTL_ADDR", default_value = DEFAULT_ADDR)]
+    addr: String,
+    #[command(flatten)]
+    connect: ConnectArgs,
 }
 
 /// How `meshctl` reaches a node's control API.
@@ -277,9 +339,9 @@ struct ConnectArgs {
     /// Milliseconds one request gets overall.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     timeout_ms: u64,
-    /// The file that keeps counters and remembered fallbacks between runs.
+    /// The file that keeps transport counters and remembered HTTP/3 fallbacks between runs.
     #[arg(long, env = "MESHCTL_STATE")]
-    state: Option<PathBuf>,
+    transport_state: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -322,11 +384,22 @@ fn main() -> ExitCode {
         Command::Peers {
             command:
                 PeersCommand::List {
-                    addr,
+                    state,
+                    cluster,
+                    region,
+                    meta,
                     json,
-                    connect,
+                    node,
                 },
-        } => peers_list(&addr, json, &connect),
+        } => {
+            let filter = PeerFilter {
+                state,
+                cluster,
+                region,
+                meta,
+            };
+            peers_list(&node, &filter, json)
+        }
         Command::Transport {
             command:
                 TransportCommand::Stats {
@@ -339,76 +412,44 @@ fn main() -> ExitCode {
                 },
         } => transport_stats(addr.as_deref(), requests, json, prometheus, reset, &connect),
         Command::Leaders {
-            command:
-                LeadersCommand::Status {
-                    addr,
-                    json,
-                    connect,
-                },
-        } => leaders_status(&addr, json, &connect),
+            command: LeadersCommand::Status { json, node },
+        } => leaders_status(&node, json),
         Command::Leaders {
             command:
                 LeadersCommand::Watch {
-                    addr,
+                    kinds,
+                    scope,
                     after,
                     count,
                     duration,
                     poll_ms,
                     json,
-                    connect,
+                    node,
                 },
-        } => leaders_watch(
-            &addr,
-            after,
-            count,
-            duration.as_deref(),
-            Duration::from_millis(poll_ms),
-            json,
-            &connect,
-        ),
+        } => {
+            let filter = FeedFilter { kinds, scope };
+            let watch = WatchLimits {
+                after,
+                count,
+                duration,
+                poll: Duration::from_millis(poll_ms),
+            };
+            leaders_watch(&node, &filter, &watch, json)
+        }
         Command::Leaders {
             command:
                 LeadersCommand::Transfer {
-                    addr,
                     scope,
                     to,
-                    connect,
-                },
-        } => {
-            let body = serde_json::json!({ "scope": scope, "to": to }).to_string();
-            call(
-                &addr,
-                Method::POST,
-                "/control/leases/transfer",
-                body,
-                &connect,
-            )
-            .map(|answer| println!("{answer}"))
-        }
-        Command::Shards {
-            command:
-                ShardsCommand::List {
-                    addr,
                     json,
-                    connect,
+                    node,
                 },
-        } => shards_list(&addr, json, &connect),
-        Command::Drain { addr, connect } => call(
-            &addr,
-            Method::POST,
-            "/control/drain",
-            String::new(),
-            &connect,
-        )
-        .map(|answer| println!("{answer}")),
-        Command::Resume { addr, connect } => call(
-            &addr,
-            Method::POST,
-            "/control/resume",
-            String::new(),
-            &connect,
-        )
-        .map(|answer| println!("{answer}")),
+        } => transfer(&node, &TransferRequest { scope, to }, json),
+        Command::Shards {
+            command: ShardsCommand::List { json, node },
+        } => shards_list(&node, json),
+        Command::Drain { json, node } => drain(&node, json),
+        Command::Resume { json, node } => resume(&node, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -480,7 +521,7 @@ fn read_token(path: &Path) -> Result<String, String> {
 }
 
 fn state_path(connect: &ConnectArgs) -> Option<PathBuf> {
-    if let Some(path) = &connect.state {
+    if let Some(path) = &connect.transport_state {
         return Some(path.clone());
     }
     let base = std::env::var_os("XDG_STATE_HOME")
@@ -589,62 +630,195 @@ fn with_client<T>(
     result.map(|value| (value, state))
 }
 
-fn peers_list(addr: &str, json: bool, connect: &ConnectArgs) -> Result<(), String> {
-    let (response, _) = with_client(connect, false, async |client| {
-        client
-            .get(addr, "/meshkit/peers")
-            .await
-            .map_err(|e| e.to_string())
+/// What `peers list` keeps: the state, cluster and region filters go to the node (which
+/// filters and pages); `--meta` filters here.
+struct PeerFilter {
+    state: Option<MemberStateArg>,
+    cluster: Option<String>,
+    region: Option<String>,
+    meta: Vec<(String, String)>,
+}
+
+impl PeerFilter {
+    /// The query string of `GET /meshkit/peers` for the page after `after`.
+    fn query(&self, after: Option<u64>) -> String {
+        let mut query = url_params([
+            ("state", self.state.map(|s| s.as_str().to_owned())),
+            ("cluster", self.cluster.clone()),
+            ("region", self.region.clone()),
+            ("after", after.map(|a| a.to_string())),
+        ]);
+        if query.is_empty() {
+            query.push_str("/meshkit/peers");
+        } else {
+            query.insert_str(0, "/meshkit/peers?");
+        }
+        query
+    }
+
+    fn keeps(&self, peer: &PeerJson) -> bool {
+        self.meta
+            .iter()
+            .all(|(k, v)| peer.metadata.get(k).is_some_and(|have| have == v))
+    }
+}
+
+/// `k=v&...` of the parameters that are set, percent-encoded.
+fn url_params<const N: usize>(params: [(&str, Option<String>); N]) -> String {
+    params
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", percent_encode(&v))))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn peers_list(node: &NodeArgs, filter: &PeerFilter, json: bool) -> Result<(), String> {
+    let addr = node.addr.as_str();
+    let (pages, _) = with_client(&node.connect, false, async |client| {
+        let mut pages = Vec::new();
+        let mut after = None;
+        for _ in 0..MAX_PEER_PAGES {
+            let response = client
+                .get(addr, &filter.query(after))
+                .await
+                .map_err(|e| e.to_string())?;
+            let body = ok_body(addr, response)?;
+            let page: PeersResponse = serde_json::from_str(&body)
+                .map_err(|e| format!("{addr}: unexpected answer: {e}"))?;
+            after = page.next_after;
+            pages.push(page);
+            if after.is_none() {
+                break;
+            }
+        }
+        Ok(pages)
     })?;
-    if response.status != 200 {
-        return Err(format!(
-            "{addr}: HTTP {}: {}",
-            response.status,
-            response.body.trim()
-        ));
+    let mut all = pages.into_iter();
+    let mut peers = all.next().ok_or_else(|| format!("{addr}: no answer"))?;
+    for page in all {
+        peers.peers.extend(page.peers);
     }
+    peers.peers.retain(|p| filter.keeps(p));
+    peers.total = peers.peers.len();
+    peers.next_after = None;
     if json {
-        println!("{}", response.body);
-        return Ok(());
+        println!(
+            "{}",
+            serde_json::to_string(&peers).map_err(|e| e.to_string())?
+        );
+    } else if peers.peers.is_empty() {
+        println!("node {} knows no member that matches", peers.local);
+    } else {
+        print!("{}", render_table(&peers));
     }
-    let peers: PeersResponse = serde_json::from_str(&response.body)
-        .map_err(|e| format!("{addr}: unexpected answer: {e}"))?;
-    print!("{}", render_table(&peers));
     Ok(())
 }
 
-/// One request; the body of a 2xx answer, or an error naming the status and the server's reason.
-fn call(
-    addr: &str,
-    method: Method,
-    path: &str,
-    body: String,
-    connect: &ConnectArgs,
-) -> Result<String, String> {
-    let (response, _) = with_client(connect, false, async |client| {
-        client
-            .request(method, addr, path, Bytes::from(body))
-            .await
-            .map_err(|e| e.to_string())
-    })?;
-    if !(200..300).contains(&response.status) {
-        return Err(format!(
+/// The body of a 2xx answer, or an error naming the status and the server's reason.
+fn ok_body(addr: &str, response: meshkit_node::client::Response) -> Result<String, String> {
+    if (200..300).contains(&response.status) {
+        Ok(response.body)
+    } else {
+        Err(format!(
             "{addr}: HTTP {}: {}",
             response.status,
             response.body.trim()
-        ));
+        ))
     }
-    Ok(response.body)
 }
 
-fn leaders_status(addr: &str, json: bool, connect: &ConnectArgs) -> Result<(), String> {
-    let body = call(
-        addr,
-        Method::GET,
-        "/meshkit/leaders",
-        String::new(),
-        connect,
-    )?;
+/// One request to the node; the body of a 2xx answer, or an error naming the status and the
+/// server's reason.
+fn call(node: &NodeArgs, method: Method, path: &str) -> Result<String, String> {
+    let addr = node.addr.as_str();
+    let (response, _) = with_client(&node.connect, false, async |client| {
+        client
+            .request(method, addr, path, Bytes::new())
+            .await
+            .map_err(|e| e.to_string())
+    })?;
+    ok_body(addr, response)
+}
+
+/// Prints `body` as it came with `--json`, else what `text` makes of it.
+fn print_answer<T: serde::de::DeserializeOwned>(
+    addr: &str,
+    body: &str,
+    json: bool,
+    text: impl FnOnce(T) -> String,
+) -> Result<(), String> {
+    if json {
+        println!("{}", body.trim_end());
+        return Ok(());
+    }
+    let answer: T =
+        serde_json::from_str(body).map_err(|e| format!("{addr}: unexpected answer: {e}"))?;
+    println!("{}", text(answer));
+    Ok(())
+}
+
+fn transfer(node: &NodeArgs, request: &TransferRequest, json: bool) -> Result<(), String> {
+    let addr = node.addr.as_str();
+    let (response, _) = with_client(&node.connect, false, async |client| {
+        client
+            .post_json(addr, "/control/leases/transfer", request)
+            .await
+            .map_err(|e| e.to_string())
+    })?;
+    let body = ok_body(addr, response)?;
+    print_answer(addr, &body, json, |t: TransferResponse| {
+        format!(
+            "{} moved to node {} with fencing token {}",
+            t.scope, t.to, t.token
+        )
+    })
+}
+
+fn drain(node: &NodeArgs, json: bool) -> Result<(), String> {
+    let body = call(node, Method::POST, "/control/drain")?;
+    print_answer(&node.addr, &body, json, |d: DrainResponse| {
+        let released = if d.released.is_empty() {
+            "it held no lease".to_owned()
+        } else {
+            format!("released {}", d.released.join(", "))
+        };
+        format!(
+            "node {} is drained: {released}; it contends for none until `meshctl resume`",
+            d.node
+        )
+    })
+}
+
+fn resume(node: &NodeArgs, json: bool) -> Result<(), String> {
+    let body = call(node, Method::POST, "/control/resume")?;
+    print_answer(&node.addr, &body, json, |r: ResumeResponse| {
+        if r.was_draining {
+            format!(
+                "node {} resumed: it contends again for its configured scopes",
+                r.node
+            )
+        } else {
+            format!("node {} was not drained: nothing changed", r.node)
+        }
+    })
+}
+
+fn leaders_status(node: &NodeArgs, json: bool) -> Result<(), String> {
+    let addr = node.addr.as_str();
+    let body = call(node, Method::GET, "/meshkit/leaders")?;
     if json {
         println!("{body}");
         return Ok(());
@@ -692,14 +866,24 @@ fn leaders_status(addr: &str, json: bool, connect: &ConnectArgs) -> Result<(), S
     Ok(())
 }
 
-fn shards_list(addr: &str, json: bool, connect: &ConnectArgs) -> Result<(), String> {
-    let body = call(addr, Method::GET, "/meshkit/shards", String::new(), connect)?;
+fn shards_list(node: &NodeArgs, json: bool) -> Result<(), String> {
+    let addr = node.addr.as_str();
+    let body = call(node, Method::GET, "/meshkit/shards")?;
     if json {
         println!("{body}");
         return Ok(());
     }
     let shards: ShardsResponse =
         serde_json::from_str(&body).map_err(|e| format!("{addr}: unexpected answer: {e}"))?;
+    if shards.shards.is_empty() {
+        let whose = if shards.complete {
+            "the lease table holds no shard lease"
+        } else {
+            "it owns no shard (it is not a voter: ask a voter for every owner)"
+        };
+        println!("node {}: {whose}", shards.local);
+        return Ok(());
+    }
     println!(
         "{:<40} {:>8} {:>10} {:>12}",
         "SHARD", "OWNER", "TOKEN", "EXPIRES_MS"
@@ -743,50 +927,121 @@ fn parse_events(text: &str) -> Vec<Result<FeedEntry, String>> {
         .collect()
 }
 
-fn leaders_watch(
-    addr: &str,
-    mut after: u64,
+/// Which feed entries `leaders watch` prints.
+struct FeedFilter {
+    /// Kinds to print; empty: every kind but `renewed` (one a second per lease drowns the rest).
+    kinds: Vec<String>,
+    /// Scope prefix; entries without a scope (Raft leader, voters) pass only without one.
+    scope: Option<String>,
+}
+
+impl FeedFilter {
+    fn keeps(&self, entry: &FeedEntry) -> bool {
+        let kind = entry.change.kind();
+        let kind_ok = if self.kinds.is_empty() {
+            kind != "renewed"
+        } else {
+            self.kinds.iter().any(|k| k == kind)
+        };
+        let scope_ok = self.scope.as_ref().is_none_or(|prefix| {
+            change_fields(entry)
+                .get("scope")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|scope| scope.starts_with(prefix.as_str()))
+        });
+        kind_ok && scope_ok
+    }
+}
+
+/// Where `leaders watch` starts, when it stops, and how often it polls.
+struct WatchLimits {
+    after: u64,
     count: Option<u64>,
-    duration: Option<&str>,
+    duration: Option<String>,
     poll: Duration,
+}
+
+/// The fields of an entry's change (`kind` and its own fields) as a JSON object.
+fn change_fields(entry: &FeedEntry) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(&entry.change) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// One readable line: `SEQ  UTC-TIME  node N  KIND  SCOPE  key=value ...`.
+fn feed_line(entry: &FeedEntry) -> String {
+    let mut fields = change_fields(entry);
+    fields.remove("kind");
+    let scope = fields
+        .remove("scope")
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let rest = fields
+        .iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let line = format!(
+        "{:>6}  {}  node {:<4} {:<14} {:<28} {rest}",
+        entry.seq,
+        utc_time(entry.unix_ms),
+        entry.node,
+        entry.change.kind(),
+        scope
+    );
+    line.trim_end().to_owned()
+}
+
+/// `HH:MM:SS.mmm` (UTC) of a Unix time in milliseconds.
+fn utc_time(unix_ms: u64) -> String {
+    let ms = unix_ms % 1000;
+    let secs = unix_ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{ms:03}",
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+fn leaders_watch(
+    node: &NodeArgs,
+    filter: &FeedFilter,
+    limits: &WatchLimits,
     json: bool,
-    connect: &ConnectArgs,
 ) -> Result<(), String> {
-    let limit = duration
+    let addr = node.addr.as_str();
+    let limit = limits
+        .duration
+        .as_deref()
         .map(|d| meshkit::config::parse_duration(d).map_err(|e| format!("--for {d:?}: {e}")))
         .transpose()?;
     let deadline = limit.map(|d| std::time::Instant::now() + d);
+    let mut after = limits.after;
     let mut seen = 0u64;
-    with_client(connect, false, async |client| {
+    with_client(&node.connect, false, async |client| {
         loop {
             let path = format!("/control/events/leadership?follow=false&after={after}");
             let response = client.get(addr, &path).await.map_err(|e| e.to_string())?;
-            if response.status != 200 {
-                return Err(format!(
-                    "{addr}: HTTP {}: {}",
-                    response.status,
-                    response.body.trim()
-                ));
-            }
-            for event in parse_events(&response.body) {
+            let body = ok_body(addr, response)?;
+            for event in parse_events(&body) {
                 match event {
                     Ok(entry) => {
                         after = entry.seq;
+                        if !filter.keeps(&entry) {
+                            continue;
+                        }
                         seen += 1;
                         if json {
                             println!("{}", serde_json::to_string(&entry).unwrap_or_default());
                         } else {
-                            println!(
-                                "{:>6} node {} {:<14} {}",
-                                entry.seq,
-                                entry.node,
-                                entry.change.kind(),
-                                serde_json::to_value(&entry.change)
-                                    .map(|v| v.to_string())
-                                    .unwrap_or_default()
-                            );
+                            println!("{}", feed_line(&entry));
                         }
-                        if count.is_some_and(|c| seen >= c) {
+                        if limits.count.is_some_and(|c| seen >= c) {
                             return Ok(());
                         }
                     }
@@ -796,7 +1051,7 @@ fn leaders_watch(
             if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
                 return Ok(());
             }
-            tokio::time::sleep(poll).await;
+            tokio::time::sleep(limits.poll).await;
         }
     })
     .map(|_| ())
@@ -858,8 +1113,38 @@ fn render_table(peers: &PeersResponse) -> String {
             p.incarnation,
             rtt,
             p.addr.as_deref().unwrap_or("-"),
-            p.metadata.keys().cloned().collect::<Vec<_>>().join(",")
+            p.metadata
+                .iter()
+                .map(|(k, v)| format!("{k}={}", shorten(v)))
+                .collect::<Vec<_>>()
+                .join(" ")
         ));
     }
     out
+}
+
+/// `value`, or its first [`METADATA_VALUE_CHARS`] characters and `...`.
+fn shorten(value: &str) -> String {
+    match value.char_indices().nth(METADATA_VALUE_CHARS) {
+        Some((end, _)) => format!("{}...", &value[..end]),
+        None => value.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// clap checks the whole command tree (unique names, valid defaults) only when asked.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn long_metadata_values_are_shortened_on_a_char_boundary() {
+        assert_eq!(super::shorten("short"), "short");
+        let long = "é".repeat(40);
+        assert_eq!(super::shorten(&long), format!("{}...", "é".repeat(32)));
+    }
 }

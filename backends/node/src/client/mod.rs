@@ -97,6 +97,9 @@ pub enum ClientError {
     /// The path or method make no valid request (caller misuse).
     #[error("invalid request: {0}")]
     Request(#[from] http::Error),
+    /// The body given to [`Client::post_json`] does not serialize (caller misuse; nothing sent).
+    #[error("the request body cannot be encoded as JSON: {0}")]
+    Json(#[from] serde_json::Error),
     /// The server address did not resolve.
     #[error("{server}: cannot resolve: {source}")]
     Resolve {
@@ -330,6 +333,8 @@ struct Outgoing {
     /// `https://host:port/path`.
     uri: http::Uri,
     token: Option<HeaderValue>,
+    /// `Content-Type` of the body: the control API refuses a JSON body without it (415).
+    content_type: Option<HeaderValue>,
     body: Bytes,
 }
 
@@ -343,6 +348,11 @@ impl Outgoing {
             request
                 .headers_mut()
                 .insert(http::header::AUTHORIZATION, token.clone());
+        }
+        if let Some(content_type) = &self.content_type {
+            request
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, content_type.clone());
         }
         request
     }
@@ -381,12 +391,39 @@ impl Client {
         self.request(Method::GET, server, path, Bytes::new()).await
     }
 
-    /// `method path` with `body` to `server` (`host:port`), within the request timeout.
+    /// `POST path` with `body` serialized as JSON (`Content-Type: application/json`, which the
+    /// control API requires of a JSON body).
+    pub async fn post_json(
+        &self,
+        server: &str,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<Response, ClientError> {
+        let body = serde_json::to_vec(body)?;
+        let json = HeaderValue::from_static("application/json");
+        self.send_within_timeout(Method::POST, server, path, Some(json), Bytes::from(body))
+            .await
+    }
+
+    /// `method path` with `body` to `server` (`host:port`), within the request timeout. The
+    /// body goes without a `Content-Type`; for JSON use [`Client::post_json`].
     pub async fn request(
         &self,
         method: Method,
         server: &str,
         path: &str,
+        body: Bytes,
+    ) -> Result<Response, ClientError> {
+        self.send_within_timeout(method, server, path, None, body)
+            .await
+    }
+
+    async fn send_within_timeout(
+        &self,
+        method: Method,
+        server: &str,
+        path: &str,
+        content_type: Option<HeaderValue>,
         body: Bytes,
     ) -> Result<Response, ClientError> {
         let uri = http::Uri::builder()
@@ -399,6 +436,7 @@ impl Client {
             authority: server.to_owned(),
             uri,
             token: self.token.clone(),
+            content_type,
             body,
         };
         let result = tokio::time::timeout(self.request_timeout, self.send(outgoing))

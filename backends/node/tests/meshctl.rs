@@ -1,0 +1,203 @@
+//! `meshctl` as an operator runs it: the real binary against three in-process nodes with
+//! leases, through their real control ports (HTTP/3, falling back to HTTP/2), with the address
+//! and credentials taken from the environment (`MESHCTL_ADDR`, `MESHCTL_CA`, `MESHCTL_TOKEN`).
+//! Transfer, drain and resume print one readable line (the node's JSON with `--json`), the
+//! transfer carries its JSON content type (it was refused with 415 without it), `peers list`
+//! filters by state and metadata, and an empty shard list says so. Every wait is bounded.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{TempDir, eventually, start_cluster_with};
+use meshkit_node::node::RunningNode;
+use meshkit_node::scope::Scope;
+
+/// Voters 1-3, all contending for `global-control`; 50 ms Raft ticks.
+const LEADERSHIP: &str = "[leadership]\nvoters = [1, 2, 3]\ncampaign = [\"global-control\"]\n\
+    ttl = \"3s\"\n\n[leadership.raft]\ntick_interval = \"50ms\"\n";
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// The node ids that hold `global-control` (not handing it over).
+async fn holders(nodes: &[RunningNode]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for n in nodes {
+        if let Ok(Some(view)) = n.handle().leadership().await
+            && view
+                .held
+                .iter()
+                .any(|h| h.scope == "global-control" && !h.transferring && h.expires_in_ms > 0)
+        {
+            out.push(n.id().get());
+        }
+    }
+    out
+}
+
+async fn single_holder(nodes: &[RunningNode]) -> u64 {
+    let ok = eventually(LIMIT, || async { holders(nodes).await.len() == 1 }).await;
+    let h = holders(nodes).await;
+    assert!(
+        ok && h.len() == 1,
+        "no single holder within {LIMIT:?}: {h:?}"
+    );
+    h[0]
+}
+
+/// Runs `meshctl args` against `node` with an operator token, everything from the environment.
+async fn meshctl(dir: &TempDir, node: &RunningNode, args: &[&str]) -> Output {
+    let token = common::token(dir.path(), "meshctl-test", Scope::Operate);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_meshctl"));
+    command
+        .args(args)
+        .env("MESHCTL_ADDR", node.control_addr().unwrap().to_string())
+        .env("MESHCTL_CA", dir.path().join("ca.pem"))
+        .env("MESHCTL_TOKEN", token)
+        .env("MESHCTL_STATE", dir.path().join("meshctl-state.json"));
+    tokio::task::spawn_blocking(move || command.output().expect("meshctl runs"))
+        .await
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "meshctl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_transfer_drain_resume_and_filter_from_the_environment() {
+    let dir = TempDir::new("meshctl");
+    let nodes = start_cluster_with(dir.path(), 3, LEADERSHIP).await;
+    let first = single_holder(&nodes).await;
+    let holder = nodes.iter().find(|n| n.id().get() == first).unwrap();
+    let target = nodes.iter().find(|n| n.id().get() != first).unwrap();
+
+    // peers list: the state filter goes to the node, --meta filters here.
+    let all_alive = eventually(LIMIT, || async {
+        let out = meshctl(&dir, holder, &["peers", "list", "--state", "alive"]).await;
+        out.status.success() && String::from_utf8_lossy(&out.stdout).lines().count() == 4
+    })
+    .await;
+    if !all_alive {
+        let out = meshctl(&dir, holder, &["peers", "list", "--state", "alive"]).await;
+        panic!(
+            "three alive members listed (and a header): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let none = stdout(&meshctl(&dir, holder, &["peers", "list", "--state", "dead"]).await);
+    assert!(none.contains("knows no member that matches"), "{none}");
+    let json = stdout(&meshctl(&dir, holder, &["peers", "list", "--json"]).await);
+    let peers: serde_json::Value = serde_json::from_str(&json).expect("JSON with --json");
+    assert_eq!(peers["total"], 3, "{peers}");
+    let addr = peers["peers"][0]["metadata"]["addr"]
+        .as_str()
+        .expect("members publish their addr")
+        .to_owned();
+    let table = stdout(
+        &meshctl(
+            &dir,
+            holder,
+            &["peers", "list", "--meta", &format!("addr={addr}")],
+        )
+        .await,
+    );
+    assert_eq!(
+        table.lines().count(),
+        2,
+        "one member has that addr: {table}"
+    );
+    assert!(
+        table.contains(&format!("addr={addr}")),
+        "values shown: {table}"
+    );
+    let bad = meshctl(&dir, holder, &["peers", "list", "--meta", "novalue"]).await;
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("is not KEY=VALUE"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
+    // transfer: a JSON body with its content type; one readable line.
+    let to = target.id().get().to_string();
+    let moved = stdout(
+        &meshctl(
+            &dir,
+            holder,
+            &[
+                "leaders",
+                "transfer",
+                "--scope",
+                "global-control",
+                "--to",
+                &to,
+            ],
+        )
+        .await,
+    );
+    assert!(
+        moved.starts_with(&format!(
+            "global-control moved to node {to} with fencing token "
+        )),
+        "{moved}"
+    );
+    let moved_ok = eventually(LIMIT, || async {
+        holders(&nodes).await == [target.id().get()]
+    })
+    .await;
+    assert!(
+        moved_ok,
+        "holders after the transfer: {:?}",
+        holders(&nodes).await
+    );
+    // The old holder no longer holds it: the error names the node's answer.
+    let again = meshctl(
+        &dir,
+        holder,
+        &[
+            "leaders",
+            "transfer",
+            "--scope",
+            "global-control",
+            "--to",
+            &to,
+        ],
+    )
+    .await;
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("HTTP 4"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // drain --json is the node's answer; resume is one line.
+    let drained = stdout(&meshctl(&dir, target, &["drain", "--json"]).await);
+    let drained: serde_json::Value = serde_json::from_str(&drained).expect("JSON with --json");
+    assert_eq!(drained["released"], serde_json::json!(["global-control"]));
+    let resumed = stdout(&meshctl(&dir, target, &["resume"]).await);
+    assert_eq!(
+        resumed.trim(),
+        format!("node {to} resumed: it contends again for its configured scopes")
+    );
+    let again = stdout(&meshctl(&dir, target, &["resume"]).await);
+    assert!(
+        again.contains("was not drained: nothing changed"),
+        "{again}"
+    );
+
+    // No shard leases: said in words, not an empty table.
+    let shards = stdout(&meshctl(&dir, &nodes[0], &["shards", "list"]).await);
+    assert!(shards.contains("holds no shard lease"), "{shards}");
+
+    for n in nodes {
+        n.stop().await;
+    }
+}
