@@ -18,6 +18,19 @@
 //! [membership]                    # optional overrides of the profile (meshkit RawConfig)
 //! probe_interval = "500ms"
 //!
+//! [control_limits]                # optional: the control API's connection limits, per
+//!                                 # listener (TCP, and QUIC); the defaults shown (docs/hosting.md)
+//! max_connections = 1024          # connections in all, 1..=65536
+//! reserved_authenticated = 256    # of them, only for CA-signed client certificates
+//! max_handshakes = 128            # of them, in their TLS/QUIC handshake at once (at least 1;
+//!                                 # reserved_authenticated + max_handshakes < max_connections:
+//!                                 # the rest is the anonymous pool)
+//! max_per_address = 16            # handshakes, and anonymous connections, from one IPv4
+//!                                 # address or IPv6 /64 (1..=max_connections)
+//! handshake_timeout = "10s"       # 1s..=60s
+//! first_request_timeout = "10s"   # from the handshake to the first request, 1s..=10m
+//! idle_timeout = "60s"            # with nothing in flight, 1s..=1h
+//!
 //! [access]                        # optional: who may call the control API (docs/hosting.md)
 //! token_key = "certs/token-signing.pub"  # Ed25519 public key verifying bearer tokens
 //! token_max_lifetime = "2160h"    # longest token lifetime accepted (the default, 90 days;
@@ -57,6 +70,7 @@ use meshkit::lease::{LeaseConfig, MAX_VOTERS, RawLeaseConfig, Scope};
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::control::admission::ConnectionLimits;
 use crate::control::auth::{AccessConfig, RawAccessConfig};
 use crate::driver::Seed;
 use crate::leadership::LeadershipConfig;
@@ -78,6 +92,8 @@ pub struct RawNodeConfig {
     pub tls: RawTlsConfig,
     pub membership: Option<RawConfig>,
     #[serde(default)]
+    pub control_limits: RawControlLimits,
+    #[serde(default)]
     pub access: RawAccessConfig,
     pub leadership: Option<RawLeadershipConfig>,
     #[serde(default)]
@@ -97,6 +113,35 @@ pub struct RawLeadershipConfig {
     pub raft: Option<RawLeaseConfig>,
     pub data_dir: Option<PathBuf>,
 }
+
+/// The `[control_limits]` table: the control API's connection limits
+/// ([`ConnectionLimits`]); a key left out keeps its default.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(missing_docs, reason = "the module docs describe each key")]
+pub struct RawControlLimits {
+    pub max_connections: Option<usize>,
+    pub reserved_authenticated: Option<usize>,
+    pub max_handshakes: Option<usize>,
+    pub max_per_address: Option<usize>,
+    pub handshake_timeout: Option<HumanDuration>,
+    pub first_request_timeout: Option<HumanDuration>,
+    pub idle_timeout: Option<HumanDuration>,
+}
+
+/// Most `[control_limits] max_connections`: each connection costs a task, TLS state and HTTP
+/// buffers (tens of KiB), so this bounds the control API to a few GiB however it is set.
+pub const MAX_CONTROL_CONNECTIONS: usize = 65_536;
+/// Range of `[control_limits] handshake_timeout`: a handshake takes one or two round trips;
+/// a minute is far beyond any honest client, and every second of it is a permit held.
+pub const CONTROL_HANDSHAKE_TIMEOUT_RANGE: std::ops::RangeInclusive<std::time::Duration> =
+    std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(60);
+/// Range of `[control_limits] first_request_timeout`.
+pub const CONTROL_FIRST_REQUEST_TIMEOUT_RANGE: std::ops::RangeInclusive<std::time::Duration> =
+    std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(600);
+/// Range of `[control_limits] idle_timeout`.
+pub const CONTROL_IDLE_TIMEOUT_RANGE: std::ops::RangeInclusive<std::time::Duration> =
+    std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(3600);
 
 /// Default TTL of the leases a node's campaign asks for.
 pub const DEFAULT_LEASE_TTL: meshkit::Duration = meshkit::Duration::from_secs(3);
@@ -216,6 +261,7 @@ pub struct NodeConfig {
     advertise: Option<SocketAddr>,
     seeds: Vec<Seed>,
     control: Option<SocketAddr>,
+    control_limits: ConnectionLimits,
     rng_seed: Option<u64>,
     tls: TlsFiles,
     tls_reload: Option<std::time::Duration>,
@@ -326,6 +372,11 @@ impl NodeConfig {
     pub fn control(&self) -> Option<SocketAddr> {
         self.control
     }
+    /// The control API's connection limits, per listener (`[control_limits]`, default
+    /// [`ConnectionLimits::default`]).
+    pub fn control_limits(&self) -> ConnectionLimits {
+        self.control_limits
+    }
     /// The RNG seed of the membership core, if fixed (default: drawn at start).
     pub fn rng_seed(&self) -> Option<u64> {
         self.rng_seed
@@ -404,6 +455,7 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
                            binds UDP (HTTP/3) as well as TCP, and `listen` binds UDP",
             });
         }
+        let control_limits = control_limits(&raw.control_limits)?;
         let mut membership = raw.membership.unwrap_or_default();
         if let Some(name) = &raw.profile {
             let profile: Profile = name.parse().map_err(|_| NodeConfigError::Invalid {
@@ -462,6 +514,7 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
             advertise,
             seeds,
             control,
+            control_limits,
             rng_seed: raw.seed,
             tls: TlsFiles {
                 cert: raw.tls.cert,
@@ -475,6 +528,97 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
             metadata: raw.metadata,
         })
     }
+}
+
+/// The `[control_limits]` table as [`ConnectionLimits`]: each key in its range, and an
+/// anonymous pool that is not empty.
+fn control_limits(raw: &RawControlLimits) -> Result<ConnectionLimits, NodeConfigError> {
+    let invalid = |key: &str, value: String, expected| NodeConfigError::Invalid {
+        key: format!("control_limits.{key}"),
+        value,
+        expected,
+    };
+    let defaults = ConnectionLimits::default();
+    let max_connections = raw.max_connections.unwrap_or(defaults.max_connections());
+    let reserved = raw
+        .reserved_authenticated
+        .unwrap_or(defaults.reserved_authenticated());
+    let handshakes = raw.max_handshakes.unwrap_or(defaults.max_handshakes());
+    let per_address = raw.max_per_address.unwrap_or(defaults.max_per_address());
+    if !(1..=MAX_CONTROL_CONNECTIONS).contains(&max_connections) {
+        return Err(invalid(
+            "max_connections",
+            max_connections.to_string(),
+            "1 to 65536 connections",
+        ));
+    }
+    if handshakes == 0 {
+        return Err(invalid(
+            "max_handshakes",
+            handshakes.to_string(),
+            "at least 1 handshake in progress",
+        ));
+    }
+    if reserved.saturating_add(handshakes) >= max_connections {
+        let key = if raw.reserved_authenticated.is_some() {
+            "reserved_authenticated"
+        } else if raw.max_handshakes.is_some() {
+            "max_handshakes"
+        } else {
+            "max_connections"
+        };
+        return Err(invalid(
+            key,
+            format!("{reserved} reserved + {handshakes} handshakes of {max_connections}"),
+            "reserved_authenticated + max_handshakes below max_connections (what is left is \
+             the anonymous pool, which must not be empty)",
+        ));
+    }
+    if !(1..=max_connections).contains(&per_address) {
+        return Err(invalid(
+            "max_per_address",
+            per_address.to_string(),
+            "1 to max_connections",
+        ));
+    }
+    let timeout = |key: &str,
+                   value: Option<HumanDuration>,
+                   default: std::time::Duration,
+                   range: std::ops::RangeInclusive<std::time::Duration>,
+                   expected| {
+        let d = value.map_or(default, |d| d.0);
+        if range.contains(&d) {
+            Ok(d)
+        } else {
+            Err(invalid(key, format!("{d:?}"), expected))
+        }
+    };
+    let handshake = timeout(
+        "handshake_timeout",
+        raw.handshake_timeout,
+        defaults.handshake_timeout(),
+        CONTROL_HANDSHAKE_TIMEOUT_RANGE,
+        "1s to 60s",
+    )?;
+    let first_request = timeout(
+        "first_request_timeout",
+        raw.first_request_timeout,
+        defaults.first_request_timeout(),
+        CONTROL_FIRST_REQUEST_TIMEOUT_RANGE,
+        "1s to 10m",
+    )?;
+    let idle = timeout(
+        "idle_timeout",
+        raw.idle_timeout,
+        defaults.idle_timeout(),
+        CONTROL_IDLE_TIMEOUT_RANGE,
+        "1s to 1h",
+    )?;
+    let limits = defaults
+        .with_counts(max_connections, reserved, handshakes, per_address)
+        // The checks above are the builder's, with the key named: this cannot fail.
+        .map_err(|_| invalid("max_connections", max_connections.to_string(), "1 to 65536"))?;
+    Ok(limits.with_timeouts(handshake, first_request, idle))
 }
 
 fn leadership_config(raw: RawLeadershipConfig) -> Result<LeadershipConfig, NodeConfigError> {
@@ -670,6 +814,94 @@ mod tests {
             c.membership().probe_interval(),
             meshkit::Duration::from_secs(6)
         );
+    }
+
+    /// `[control_limits]`: the defaults are the admission constants; each key set is taken.
+    #[test]
+    fn control_limits_parse_with_their_defaults() {
+        let base = format!("id = 1\nlisten = \"127.0.0.1:7001\"\n{TLS}");
+        let defaults = parse(&base).unwrap().control_limits();
+        assert_eq!(defaults, ConnectionLimits::default());
+        assert_eq!(
+            defaults.max_connections(),
+            crate::control::admission::MAX_CONNECTIONS
+        );
+        assert_eq!(
+            defaults.idle_timeout(),
+            crate::control::admission::IDLE_TIMEOUT
+        );
+        let set = parse(&format!(
+            "{base}[control_limits]\nmax_connections = 100\nreserved_authenticated = 10\n\
+             max_handshakes = 20\nmax_per_address = 3\nhandshake_timeout = \"2s\"\n\
+             first_request_timeout = \"3s\"\nidle_timeout = \"4m\"\n"
+        ))
+        .unwrap()
+        .control_limits();
+        let s = std::time::Duration::from_secs;
+        assert_eq!(
+            (
+                set.max_connections(),
+                set.reserved_authenticated(),
+                set.max_handshakes(),
+                set.max_per_address(),
+                set.max_anonymous()
+            ),
+            (100, 10, 20, 3, 70)
+        );
+        assert_eq!(
+            (
+                set.handshake_timeout(),
+                set.first_request_timeout(),
+                set.idle_timeout()
+            ),
+            (s(2), s(3), s(240))
+        );
+        // One key alone keeps the other defaults.
+        let one = parse(&format!("{base}[control_limits]\nmax_per_address = 4\n"))
+            .unwrap()
+            .control_limits();
+        assert_eq!(one.max_per_address(), 4);
+        assert_eq!(one.max_connections(), 1024);
+    }
+
+    /// A bad `[control_limits]` value is refused naming its key.
+    #[test]
+    fn control_limits_errors_name_their_key() {
+        let base = format!("id = 1\nlisten = \"127.0.0.1:7001\"\n{TLS}[control_limits]\n");
+        let cases = [
+            ("max_connections = 0", "control_limits.max_connections"),
+            ("max_connections = 65537", "control_limits.max_connections"),
+            ("max_connections = -1", "max_connections"),
+            // The default reserved (256) and handshakes (128) leave no anonymous pool.
+            ("max_connections = 384", "control_limits.max_connections"),
+            (
+                "reserved_authenticated = 900",
+                "control_limits.reserved_authenticated",
+            ),
+            ("max_handshakes = 0", "control_limits.max_handshakes"),
+            ("max_handshakes = 800", "control_limits.max_handshakes"),
+            ("max_per_address = 0", "control_limits.max_per_address"),
+            ("max_per_address = 1025", "control_limits.max_per_address"),
+            (
+                "handshake_timeout = \"0s\"",
+                "control_limits.handshake_timeout",
+            ),
+            (
+                "handshake_timeout = \"2m\"",
+                "control_limits.handshake_timeout",
+            ),
+            (
+                "first_request_timeout = \"100ms\"",
+                "control_limits.first_request_timeout",
+            ),
+            ("idle_timeout = \"2h\"", "control_limits.idle_timeout"),
+            ("idle_timeout = \"soon\"", "idle_timeout"),
+            ("max_streams = 4", "max_streams"),
+        ];
+        for (line, key) in cases {
+            let err = parse(&format!("{base}{line}\n")).unwrap_err().to_string();
+            assert!(err.contains(key), "{line}: {key:?} not named in: {err}");
+        }
     }
 
     #[test]

@@ -259,9 +259,10 @@ enum Command {
     Drain(oneshot::Sender<Vec<Scope>>),
     Resume(oneshot::Sender<bool>),
     Shutdown,
-    /// Unit tests only: the driver panics, as a bug would (what the node's supervision of its
-    /// driver is tested with; no build a peer can reach has it).
-    #[cfg(test)]
+    /// Tests only: the driver panics, as a bug would (what the node's supervision of its
+    /// driver is tested with). Compiled into unit tests and into builds with the
+    /// `fault-injection` feature, which only the tests enable: no shipped build has it.
+    #[cfg(any(test, feature = "fault-injection"))]
     Panic,
 }
 
@@ -410,9 +411,11 @@ impl NodeHandle {
         self.send(Command::Shutdown).await
     }
 
-    /// Unit tests only: makes the driver panic (see `Command::Panic`).
-    #[cfg(test)]
-    pub(crate) async fn panic_for_test(&self) -> Result<(), DriverStopped> {
+    /// Tests only (unit tests, and the `fault-injection` feature that `meshkitd`'s end-to-end
+    /// tests build with): makes the driver panic, as a bug would.
+    #[cfg(any(test, feature = "fault-injection"))]
+    #[doc(hidden)]
+    pub async fn panic_for_test(&self) -> Result<(), DriverStopped> {
         self.send(Command::Panic).await
     }
 
@@ -556,7 +559,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                 let _ = reply.send(was);
             }
             Command::Shutdown => return false,
-            #[cfg(test)]
+            #[cfg(any(test, feature = "fault-injection"))]
             Command::Panic => panic!("test-only: the driver panics on command"),
         }
         true

@@ -229,7 +229,9 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
     // Bound before the driver starts, so a taken control port leaves nothing running.
     let control_server = match config.control() {
         Some(addr) => Some((
-            ControlServer::bind_with(addr, tls.clone(), tls_stats).await?,
+            ControlServer::bind_with(addr, tls.clone(), tls_stats)
+                .await?
+                .with_limits(config.control_limits()),
             AccessControl::from_config(config.access())?,
         )),
         None => None,

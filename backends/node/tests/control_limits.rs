@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::raw_client::{STEP, h2_get, idle_h2, tls_config, tls_connect};
-use common::{TempDir, start_cluster, token};
+use common::{TempDir, start_cluster, start_cluster_with, token};
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use meshkit_node::config::NodeConfig;
@@ -570,5 +570,213 @@ async fn one_connection_holds_a_bounded_share_of_health_watches() {
         "{response:?}"
     );
     drop(open);
+    server.stop().await;
+}
+
+/// `[control_limits]` in `node.toml` reaches the listeners of a node started from it: with
+/// `max_per_address = 2` one address holds 2 idle anonymous HTTP/2 connections of 6 tried (16 by
+/// default), and with `first_request_timeout = "1s"` they are closed within the test's 5 s step
+/// (10 s by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_limits_take_effect_in_the_nodes_listeners() {
+    const TRIES: usize = 6;
+    let dir = TempDir::new("limits-config");
+    let nodes = start_cluster_with(
+        dir.path(),
+        1,
+        "[control_limits]\nmax_per_address = 2\nfirst_request_timeout = \"1s\"\n",
+    )
+    .await;
+    let addr = nodes[0].control_addr().expect("a control endpoint");
+    let anonymous = tls_config(dir.path(), false, ALPN_H2).unwrap();
+    let mut held = Vec::new();
+    for _ in 0..TRIES {
+        if let Some(connection) = idle_h2(addr, ATTACKER, &anonymous).await {
+            held.push(connection);
+        }
+    }
+    assert_eq!(
+        held.len(),
+        2,
+        "idle anonymous connections one address holds with max_per_address = 2"
+    );
+    // Every connection sent nothing after its preface: closed at the configured deadline.
+    for connection in &mut held {
+        let closed = tokio::time::timeout(STEP, async {
+            let mut buf = [0u8; 1024];
+            loop {
+                match connection.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "a quiet connection was open {STEP:?} after a first_request_timeout of 1s"
+        );
+    }
+    drop(held);
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// A UDP relay between QUIC clients and a server, which sees every client as the relay's
+/// address on `from`. It counts the QUIC Retry packets the server sends back; with `answers`
+/// false it drops everything the server sends, so each handshake through it stalls at the
+/// server (the server sent its flight and never hears the end) and holds a handshake permit.
+struct Relay {
+    addr: SocketAddr,
+    retries: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Most datagrams a relay passes in either direction before it stops.
+const MAX_RELAYED_DATAGRAMS: usize = 100_000;
+
+impl Relay {
+    async fn start(server: SocketAddr, from: IpAddr, answers: bool) -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let front = tokio::net::UdpSocket::bind((ATTACKER, 0)).await.unwrap();
+        let back = tokio::net::UdpSocket::bind((from, 0)).await.unwrap();
+        let addr = front.local_addr().unwrap();
+        let retries = Arc::new(AtomicU64::new(0));
+        let seen = retries.clone();
+        let task = tokio::spawn(async move {
+            let (mut up, mut down) = ([0u8; 2048], [0u8; 2048]);
+            let mut client = None;
+            for _ in 0..MAX_RELAYED_DATAGRAMS {
+                tokio::select! {
+                    Ok((n, peer)) = front.recv_from(&mut up) => {
+                        client = Some(peer);
+                        let _ = back.send_to(&up[..n], server).await;
+                    }
+                    Ok(n) = back.recv(&mut down) => {
+                        if is_quic_retry(&down[..n]) {
+                            seen.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if let (true, Some(client)) = (answers, client) {
+                            let _ = front.send_to(&down[..n], client).await;
+                        }
+                    }
+                    else => break,
+                }
+            }
+        });
+        Self {
+            addr,
+            retries,
+            task,
+        }
+    }
+
+    fn retries(&self) -> u64 {
+        self.retries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A QUIC version 1 Retry packet (RFC 9000 §17.2.5): long header, fixed bit, type 3.
+fn is_quic_retry(datagram: &[u8]) -> bool {
+    datagram.len() > 5 && datagram[0] & 0xf0 == 0xf0 && datagram[1..5] == [0, 0, 0, 1]
+}
+
+/// `GET /healthz` over HTTP/3 on a new anonymous connection to `via` (a fresh client
+/// configuration: no address-validation token from an earlier connection): the status.
+async fn h3_healthz(dir: &Path, via: SocketAddr, server: SocketAddr) -> u16 {
+    let endpoint = quic_endpoint(dir, ATTACKER);
+    let connection = tokio::time::timeout(STEP, endpoint.connect(via, "node-1").unwrap())
+        .await
+        .expect("a QUIC handshake in time")
+        .unwrap();
+    let (mut driver, mut sender) = h3::client::new(h3_quinn::Connection::new(connection))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    let request = http::Request::get(format!("https://{server}/healthz"))
+        .body(())
+        .unwrap();
+    let mut stream = sender.send_request(request).await.unwrap();
+    stream.finish().await.unwrap();
+    let response = tokio::time::timeout(STEP, stream.recv_response())
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    endpoint.close(quinn::VarInt::from_u32(0), b"done");
+    response.status().as_u16()
+}
+
+/// Once more than half the QUIC handshake permits are taken, a new connection from an address
+/// that has not proven it receives packets is asked for a Retry (it must echo a token, one
+/// round trip, so spoofed sources cannot take handshake permits), and then completes. With the
+/// permits free, the same client connects without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_asks_for_a_retry_once_half_the_handshake_permits_are_taken() {
+    const HANDSHAKES: usize = 4;
+    // Three of four handshakes in progress: fewer than half the permits left.
+    const STALLED: usize = 3;
+    let dir = TempDir::new("limits-quic-retry");
+    // Deadlines long enough that the stalled handshakes hold their permits through the test.
+    let limits = ConnectionLimits::default()
+        .with_counts(64, 8, HANDSHAKES, 8)
+        .unwrap()
+        .with_timeouts(
+            Duration::from_secs(30),
+            Duration::from_secs(30),
+            Duration::from_secs(60),
+        );
+    let server = Server::start(dir.path(), limits).await;
+    let admission = server.stats.admission().clone();
+    // The honest client, from another address, through a relay that shows its packets.
+    let probe = Relay::start(server.addr, OTHER, true).await;
+    assert_eq!(h3_healthz(dir.path(), probe.addr, server.addr).await, 200);
+    assert_eq!(
+        (probe.retries(), admission.quic_retries()),
+        (0, 0),
+        "a Retry with the handshake permits free"
+    );
+
+    // Handshakes that never finish, from the attacker's address.
+    let stall = Relay::start(server.addr, ATTACKER, false).await;
+    let attacker = quic_endpoint(dir.path(), ATTACKER);
+    let stalled: Vec<quinn::Connecting> = (0..STALLED)
+        .map(|_| attacker.connect(stall.addr, "node-1").unwrap())
+        .collect();
+    let handshaking = format!(
+        "mesh_transport_control_connections{{transport=\"quic\",client=\"handshake\"}} {STALLED}\n"
+    );
+    let held = common::eventually(STEP, || {
+        let mut text = String::new();
+        admission.render(&mut text);
+        let held = text.contains(&handshaking);
+        async move { held }
+    })
+    .await;
+    assert!(
+        held,
+        "{STALLED} QUIC handshakes not in progress at the server"
+    );
+
+    // The honest client again: asked for a Retry, then served.
+    assert_eq!(h3_healthz(dir.path(), probe.addr, server.addr).await, 200);
+    assert_eq!(probe.retries(), 1, "Retry packets seen by the new client");
+    assert_eq!(admission.quic_retries(), 1);
+    let mut text = String::new();
+    admission.render(&mut text);
+    assert!(
+        text.contains("mesh_transport_control_quic_retries_total 1\n"),
+        "{text}"
+    );
+    drop(stalled);
+    attacker.close(quinn::VarInt::from_u32(0), b"done");
     server.stop().await;
 }

@@ -114,3 +114,65 @@ fn three_daemons_form_a_mesh_and_see_a_terminated_one_leave() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Kills and reaps a child process when dropped, so a failing test leaves nothing running.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A panic in the node's driver (a bug) ends `meshkitd` with status 70, so that its supervisor
+/// restarts it, and its log says so and what to do. The panic comes from the test-only
+/// `fault-injection` hook (the crate's tests build `meshkitd` with it; a build without the
+/// feature has no such hook): the driver of a started node panics one second after start, as a
+/// bug would. Before the supervision, the process ran on without its driver.
+#[test]
+fn a_driver_panic_ends_meshkitd_with_status_70() {
+    const PANIC_AFTER: Duration = Duration::from_secs(1);
+    let dir = TempDir::new("daemon-panic");
+    let (ca, files) = meshkit_node::certs::write_dev_certs(dir.path(), 1).unwrap();
+    let path = write_config(dir.path(), 1, &[], &files[0].cert, &files[0].key, &ca);
+    let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_meshkitd"))
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .env(
+                "MESHKITD_FAULT_PANIC_DRIVER_AFTER_MS",
+                PANIC_AFTER.as_millis().to_string(),
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let mut exit = None;
+    let exited = eventually(PANIC_AFTER + EXIT_LIMIT, || {
+        exit = child.0.try_wait().unwrap();
+        exit.is_some()
+    });
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    assert!(
+        exited,
+        "meshkitd still running {:?} after its driver panicked; log:\n{log}",
+        PANIC_AFTER + EXIT_LIMIT
+    );
+    // It had started: its address line is out before the panic.
+    let started = std::fs::read_to_string(&stdout).unwrap();
+    assert!(started.starts_with("node-1 gossip "), "{started:?}");
+    assert_eq!(exit.unwrap().code(), Some(70), "log:\n{log}");
+    for says in [
+        "the node's driver panicked",
+        "test-only: the driver panics on command",
+        "exiting with status 70",
+        "supervisor that restarts it",
+    ] {
+        assert!(log.contains(says), "the log does not say {says:?}:\n{log}");
+    }
+}

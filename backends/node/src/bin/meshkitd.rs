@@ -114,12 +114,21 @@ fn run(file: &std::path::Path) -> ExitCode {
             node.id().get(),
             node.gossip_addr()
         );
+        #[cfg(feature = "fault-injection")]
+        fault::arm(node.handle());
         tokio::select! {
             () = meshkit_node::node::shutdown_signal() => {}
             exit = node.exited() => {
                 // The driver logged the panic; a node without its driver only pretends to be
                 // one, so the process ends and its supervisor restarts it.
                 if let DriverExit::Panicked { .. } = exit {
+                    tracing::error!(
+                        status = EXIT_DRIVER_PANICKED,
+                        "exiting with status 70 because the node's driver panicked (a bug: \
+                         please report the panic message above); run meshkitd under a \
+                         supervisor that restarts it (systemd Restart=on-failure, Kubernetes): \
+                         a restarted node rejoins the mesh and a voter recovers from its Raft file"
+                    );
                     return ExitCode::from(EXIT_DRIVER_PANICKED);
                 }
                 tracing::error!("the node's driver stopped on its own: exiting");
@@ -146,3 +155,40 @@ const LINGER_GOSSIP_ROUNDS: u32 = 10;
 /// Bounds of that linger.
 const MIN_LINGER: std::time::Duration = std::time::Duration::from_millis(200);
 const MAX_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Test-only fault injection, compiled only with the `fault-injection` feature (which only the
+/// crate's own tests enable): a `meshkitd` built without it has no such hook, and nothing a peer
+/// or a client sends reaches it either way (it reads the process environment once, at start).
+#[cfg(feature = "fault-injection")]
+mod fault {
+    use std::time::Duration;
+
+    use meshkit_node::driver::NodeHandle;
+
+    /// Milliseconds after start at which the driver is made to panic, as a bug would.
+    const PANIC_DRIVER_AFTER_MS: &str = "MESHKITD_FAULT_PANIC_DRIVER_AFTER_MS";
+    /// Longest delay taken.
+    const MAX_DELAY: Duration = Duration::from_secs(60);
+
+    /// Arms the faults the environment asks for.
+    pub(super) fn arm(handle: &NodeHandle) {
+        let Ok(text) = std::env::var(PANIC_DRIVER_AFTER_MS) else {
+            return;
+        };
+        let Some(after) = text
+            .parse()
+            .ok()
+            .map(Duration::from_millis)
+            .filter(|d| *d <= MAX_DELAY)
+        else {
+            tracing::warn!(%text, "fault injection: {PANIC_DRIVER_AFTER_MS} is not 0..=60000 ms; ignored");
+            return;
+        };
+        tracing::warn!(?after, "fault injection: the driver will panic");
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = handle.panic_for_test().await;
+        });
+    }
+}

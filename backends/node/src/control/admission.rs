@@ -281,6 +281,7 @@ impl Closed {
 pub struct AdmissionStats {
     refused: [[AtomicU64; Refusal::ALL.len()]; Transport::ALL.len()],
     closed: [[AtomicU64; Closed::ALL.len()]; Transport::ALL.len()],
+    quic_retries: AtomicU64,
     /// The listeners' permits, for the gauge of open connections (weak: the listener owns them).
     gauges: Mutex<[Weak<Admission>; Transport::ALL.len()]>,
 }
@@ -294,6 +295,13 @@ impl AdmissionStats {
     /// Connections of `transport` the server closed for `reason`.
     pub fn closed(&self, transport: Transport, reason: Closed) -> u64 {
         self.closed[transport as usize][reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// QUIC Retry packets sent: connection attempts from addresses that had not proven they
+    /// receive packets, asked to echo a token first because more than half the handshake
+    /// permits were taken.
+    pub fn quic_retries(&self) -> u64 {
+        self.quic_retries.load(Ordering::Relaxed)
     }
 
     /// Refusals of every reason and transport.
@@ -311,6 +319,10 @@ impl AdmissionStats {
 
     pub(super) fn count_closed(&self, transport: Transport, reason: Closed) {
         self.closed[transport as usize][reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn count_quic_retry(&self) {
+        self.quic_retries.fetch_add(1, Ordering::Relaxed);
     }
 
     fn attach(&self, transport: Transport, admission: &Arc<Admission>) {
@@ -360,6 +372,15 @@ impl AdmissionStats {
                 );
             }
         }
+        let _ = writeln!(
+            out,
+            "# HELP mesh_transport_control_quic_retries_total QUIC Retry packets the control \
+             endpoint sent: with more than half its handshake permits taken, a connection from an \
+             address that has not proven it receives packets must echo a token first.\n\
+             # TYPE mesh_transport_control_quic_retries_total counter\n\
+             mesh_transport_control_quic_retries_total {}",
+            self.quic_retries()
+        );
         let _ = writeln!(
             out,
             "# HELP mesh_transport_control_connections Control API connections open now, by \

@@ -130,8 +130,9 @@ pub(super) async fn serve_h3(
             && !incoming.remote_address_validated()
             && incoming.may_retry()
         {
-            if let Err(error) = incoming.retry() {
-                tracing::debug!(%error, "control endpoint: QUIC retry failed");
+            match incoming.retry() {
+                Ok(()) => stats.admission().count_quic_retry(),
+                Err(error) => tracing::debug!(%error, "control endpoint: QUIC retry failed"),
             }
             continue;
         }
