@@ -260,3 +260,62 @@ fn tokens_issue_signs_what_the_public_key_verifies() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("lifetime"), "{}", stderr(&out));
 }
+
+/// The first `lines` lines `meshkitd --config FILE ARGS` writes to stderr (bounded: 20 s), then
+/// the process is killed.
+fn first_log_lines(dir: &TempDir, args: &[&str], lines: usize) -> Vec<String> {
+    use std::io::{BufRead as _, BufReader};
+    let config = valid_setup(dir);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshkitd"))
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("meshkitd starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut out = Vec::new();
+    while out.len() < lines
+        && let Some(left) = deadline.checked_duration_since(std::time::Instant::now())
+        && let Ok(line) = rx.recv_timeout(left)
+    {
+        out.push(line);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    out
+}
+
+#[test]
+fn logs_are_plain_text_off_a_terminal_and_json_on_request() {
+    let dir = TempDir::new("cli-logs-text");
+    let text = first_log_lines(&dir, &[], 1);
+    assert_eq!(text.len(), 1, "meshkitd logged nothing");
+    assert!(
+        text.iter().all(|l| !l.contains('\u{1b}')),
+        "no colour codes in a pipe: {text:?}"
+    );
+    assert!(text[0].contains("INFO"), "{text:?}");
+
+    let dir = TempDir::new("cli-logs-json");
+    let json = first_log_lines(&dir, &["--log-format", "json"], 1);
+    assert_eq!(json.len(), 1, "meshkitd logged nothing: {json:?}");
+    for line in &json {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"));
+        assert!(
+            value["level"].is_string() && value["fields"].is_object(),
+            "{value}"
+        );
+    }
+}

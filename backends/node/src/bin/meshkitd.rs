@@ -12,7 +12,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::io::IsTerminal as _;
+
+use clap::{Parser, Subcommand, ValueEnum};
 use meshkit_node::config::NodeConfig;
 use meshkit_node::node::DriverExit;
 
@@ -23,8 +25,18 @@ struct Cli {
     /// The node's configuration file.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// How log lines are written to stderr: readable text (coloured only on a terminal), or one
+    /// JSON object per line for a log collector. `RUST_LOG` sets the levels (default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -39,13 +51,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        // Escape codes only where a terminal renders them, not in a file or a collector.
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
     match (cli.command, cli.config) {
         (Some(Command::CheckConfig { file }), _) => check(&file),
         (None, Some(file)) => run(&file),
