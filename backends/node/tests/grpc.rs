@@ -17,7 +17,7 @@ use meshkit_node::grpc::proto::{
     ListShardsRequest, ListVersionsRequest, PeerState, ResumeRequest, TransferLeaseRequest,
     WatchLeadershipRequest,
 };
-use meshkit_node::grpc::{ControlClient, ControlService};
+use meshkit_node::grpc::{ControlClient, ControlService, HealthClient};
 use meshkit_node::node::RunningNode;
 use meshkit_node::scope::Scope;
 use tonic::Code;
@@ -89,6 +89,18 @@ async fn client(dir: &TempDir, addr: SocketAddr, scope: Option<Scope>) -> Client
             .expect("an ASCII header value")
     });
     ControlClient::new(InterceptedService::new(channel, Bearer(bearer)))
+}
+
+/// A `grpc.health.v1.Health` client on `addr`, without credentials (the service needs none).
+async fn health_client(addr: SocketAddr) -> HealthClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(CALL_LIMIT)
+        .timeout(CALL_LIMIT)
+        .connect()
+        .await
+        .expect("connect over h2c");
+    HealthClient::new(channel)
 }
 
 /// The node ids that believe they hold `global-control`.
@@ -472,7 +484,7 @@ async fn peers_match_json_and_credentials_are_required() {
     assert_eq!(clusters.local, json["local"].as_u64().unwrap());
     assert_eq!(clusters.clusters.len(), json_clusters.len());
     for (g, j) in clusters.clusters.iter().zip(json_clusters) {
-        let states = g.states.clone().expect("state counts");
+        let states = g.states.expect("state counts");
         assert_eq!(g.name, j["name"].as_str().unwrap());
         assert_eq!(states.alive, j["states"]["alive"].as_u64().unwrap());
         assert_eq!(states.dead, j["states"]["dead"].as_u64().unwrap());
@@ -525,10 +537,10 @@ async fn peers_match_json_and_credentials_are_required() {
         .unwrap()
         .status();
     assert_eq!(ready, 200);
-    let mut anonymous = client(&dir, addr, None).await;
+    let mut anonymous = health_client(addr).await;
     for service in ["", "meshkit.control.v1.Control"] {
         let health = anonymous
-            .health_check(HealthCheckRequest {
+            .check(HealthCheckRequest {
                 service: service.to_owned(),
             })
             .await
@@ -537,14 +549,14 @@ async fn peers_match_json_and_credentials_are_required() {
         assert_eq!(health.status, ServingStatus::Serving as i32, "{service:?}");
     }
     let status = anonymous
-        .health_check(HealthCheckRequest {
+        .check(HealthCheckRequest {
             service: "no.such.Service".to_owned(),
         })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
     let mut health = anonymous
-        .health_watch(HealthCheckRequest::default())
+        .watch(HealthCheckRequest::default())
         .await
         .expect("Health/Watch")
         .into_inner();
@@ -701,11 +713,11 @@ async fn health_watchers_share_one_reader_and_are_capped() {
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
-    let mut anonymous = client(&dir, addr, None).await;
+    let mut anonymous = health_client(addr).await;
     let mut streams = Vec::new();
     for _ in 0..CAP {
         let mut stream = anonymous
-            .health_watch(HealthCheckRequest::default())
+            .watch(HealthCheckRequest::default())
             .await
             .expect("Health/Watch")
             .into_inner();
@@ -718,7 +730,7 @@ async fn health_watchers_share_one_reader_and_are_capped() {
         streams.push(stream);
     }
     let status = anonymous
-        .health_watch(HealthCheckRequest::default())
+        .watch(HealthCheckRequest::default())
         .await
         .expect_err("one watcher over the cap");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
@@ -737,12 +749,7 @@ async fn health_watchers_share_one_reader_and_are_capped() {
     drop(streams);
     let reopened = eventually(LIMIT, || {
         let mut anonymous = anonymous.clone();
-        async move {
-            anonymous
-                .health_watch(HealthCheckRequest::default())
-                .await
-                .is_ok()
-        }
+        async move { anonymous.watch(HealthCheckRequest::default()).await.is_ok() }
     })
     .await;
     assert!(reopened, "no slot came back");

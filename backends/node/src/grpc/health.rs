@@ -23,15 +23,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use axum::body::Body;
 use futures_util::stream::{self, Stream, StreamExt};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, watch};
-use tonic::Status;
-use tonic_prost::ProstCodec;
+use tonic::{Request, Response, Status};
 
-use super::{MAX_REQUEST_BYTES, SERVICE, unary};
+pub use self::proto::health_check_response::ServingStatus;
+pub use self::proto::{HealthCheckRequest, HealthCheckResponse};
+use super::server::health_server::Health;
+use super::{CallError, SERVICE, path};
 use crate::control::views::Readiness;
 use crate::driver::NodeHandle;
+
+/// The messages of `grpc.health.v1`, generated from `proto/grpc/health/v1/health.proto` (the
+/// upstream contract's `Check` and `Watch`) when the crate builds (see `build.rs`).
+pub mod proto {
+    #![allow(
+        // Generated code: its paths and derives are prost's.
+        unused_qualifications,
+        clippy::use_self,
+        clippy::derive_partial_eq_without_eq,
+        clippy::doc_markdown
+    )]
+
+    include!(concat!(env!("OUT_DIR"), "/messages/grpc.health.v1.rs"));
+}
 
 /// The service's full name.
 pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
@@ -170,36 +185,6 @@ impl Watchers {
     }
 }
 
-/// `HealthCheckRequest`, as upstream's `grpc/health/v1/health.proto`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct HealthCheckRequest {
-    /// The service asked about (`""`: the whole server).
-    #[prost(string, tag = "1")]
-    pub service: String,
-}
-
-/// `HealthCheckResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct HealthCheckResponse {
-    /// A [`ServingStatus`].
-    #[prost(enumeration = "ServingStatus", tag = "1")]
-    pub status: i32,
-}
-
-/// `HealthCheckResponse.ServingStatus`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
-#[repr(i32)]
-pub enum ServingStatus {
-    /// Not known.
-    Unknown = 0,
-    /// Ready for traffic.
-    Serving = 1,
-    /// Not ready (see `GET /readyz` for the reasons).
-    NotServing = 2,
-    /// `Watch` only: the service name is not one this server knows.
-    ServiceUnknown = 3,
-}
-
 fn known(service: &str) -> bool {
     service.is_empty() || service == SERVICE
 }
@@ -214,87 +199,93 @@ async fn status(node: &NodeHandle) -> ServingStatus {
 
 type StatusStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
 
-/// `Check`: the node's readiness now.
-pub(super) async fn check(
-    request: http::Request<Body>,
+/// The methods of `grpc.health.v1.Health` over a node.
+#[derive(Debug)]
+pub(super) struct Methods {
     node: NodeHandle,
-) -> http::Response<tonic::body::Body> {
-    unary(request, |r: HealthCheckRequest| {
-        let node = node.clone();
-        async move {
-            if !known(&r.service) {
-                return Err(super::CallError::UnknownService(r.service));
-            }
-            Ok(HealthCheckResponse {
-                status: status(&node).await as i32,
-            })
-        }
-    })
-    .await
+    watchers: Arc<Watchers>,
 }
 
-/// The current status at once, then each change (read every [`WATCH_INTERVAL`] by the shared
-/// reader of `watchers`) until the client goes away; `RESOURCE_EXHAUSTED` when
-/// [`MAX_WATCHERS`] streams are open.
-pub(super) async fn watch(
-    request: http::Request<Body>,
-    watchers: Arc<Watchers>,
-) -> http::Response<tonic::body::Body> {
-    let mut grpc =
-        tonic::server::Grpc::new(ProstCodec::<HealthCheckResponse, HealthCheckRequest>::new())
-            .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let share = request.extensions().get::<ConnectionWatchers>().cloned();
-    let handler = tower::service_fn(|r: tonic::Request<HealthCheckRequest>| {
-        let watchers = watchers.clone();
-        let share = share.clone();
-        async move {
-            let service = r.into_inner().service;
-            let share = match share.map(|s| s.0.try_acquire_owned()) {
-                None => None,
-                Some(Ok(permit)) => Some(permit),
-                Some(Err(_)) => {
-                    watchers.refused.fetch_add(1, Ordering::Relaxed);
-                    return Err(Status::resource_exhausted(format!(
-                        "at most {MAX_WATCHERS_PER_CONNECTION} health watchers on one \
-                         connection; retry later or use Check"
-                    )));
-                }
-            };
-            let Some((slot, receiver)) = watchers.subscribe().await else {
-                return Err(Status::resource_exhausted(format!(
-                    "at most {} health watchers at once; retry later or use Check",
-                    watchers.max
-                )));
-            };
-            // Both slots are held as long as the stream stays open.
-            let slot = (slot, share);
-            let updates: StatusStream = if known(&service) {
-                Box::pin(stream::unfold(
-                    (slot, receiver, true),
-                    |(slot, mut receiver, first)| async move {
-                        // The sender outlives every receiver (the reader stops only when none
-                        // is left): an error here means the node is shutting down.
-                        if !first {
-                            receiver.changed().await.ok()?;
-                        }
-                        let now = *receiver.borrow_and_update();
-                        let answer = HealthCheckResponse { status: now as i32 };
-                        Some((Ok(answer), (slot, receiver, false)))
-                    },
-                ))
-            } else {
-                let unknown = HealthCheckResponse {
-                    status: ServingStatus::ServiceUnknown as i32,
-                };
-                // The slot is held as long as the stream stays open.
-                let hold = stream::pending().map(move |x| {
-                    let _slot = &slot;
-                    x
-                });
-                Box::pin(stream::iter([Ok(unknown)]).chain(hold))
-            };
-            Ok::<_, Status>(tonic::Response::new(updates))
+impl Methods {
+    /// `node`'s health, its `Watch` streams served by `watchers`.
+    pub(super) fn new(node: NodeHandle, watchers: Arc<Watchers>) -> Self {
+        Self { node, watchers }
+    }
+}
+
+#[tonic::async_trait]
+impl Health for Methods {
+    /// `Check`: the node's readiness now.
+    async fn check(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        let service = request.into_inner().service;
+        if !known(&service) {
+            return Err(CallError::UnknownService(service).into_status(path::HEALTH_CHECK));
         }
-    });
-    grpc.server_streaming(handler, request).await
+        Ok(Response::new(HealthCheckResponse {
+            status: status(&self.node).await as i32,
+        }))
+    }
+
+    type WatchStream = StatusStream;
+
+    /// `Watch`: the current status at once, then each change (read every [`WATCH_INTERVAL`] by
+    /// the shared reader of the watchers) until the client goes away; `RESOURCE_EXHAUSTED` when
+    /// [`MAX_WATCHERS`] streams are open, or [`MAX_WATCHERS_PER_CONNECTION`] on the request's
+    /// connection.
+    async fn watch(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<StatusStream>, Status> {
+        let watchers = &self.watchers;
+        let share = request.extensions().get::<ConnectionWatchers>().cloned();
+        let service = request.into_inner().service;
+        let share = match share.map(|s| s.0.try_acquire_owned()) {
+            None => None,
+            Some(Ok(permit)) => Some(permit),
+            Some(Err(_)) => {
+                watchers.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(Status::resource_exhausted(format!(
+                    "at most {MAX_WATCHERS_PER_CONNECTION} health watchers on one \
+                     connection; retry later or use Check"
+                )));
+            }
+        };
+        let Some((slot, receiver)) = watchers.subscribe().await else {
+            return Err(Status::resource_exhausted(format!(
+                "at most {} health watchers at once; retry later or use Check",
+                watchers.max
+            )));
+        };
+        // Both slots are held as long as the stream stays open.
+        let slot = (slot, share);
+        let updates: StatusStream = if known(&service) {
+            Box::pin(stream::unfold(
+                (slot, receiver, true),
+                |(slot, mut receiver, first)| async move {
+                    // The sender outlives every receiver (the reader stops only when none is
+                    // left): an error here means the node is shutting down.
+                    if !first {
+                        receiver.changed().await.ok()?;
+                    }
+                    let now = *receiver.borrow_and_update();
+                    let answer = HealthCheckResponse { status: now as i32 };
+                    Some((Ok(answer), (slot, receiver, false)))
+                },
+            ))
+        } else {
+            let unknown = HealthCheckResponse {
+                status: ServingStatus::ServiceUnknown as i32,
+            };
+            // The slot is held as long as the stream stays open.
+            let hold = stream::pending().map(move |x| {
+                let _slot = &slot;
+                x
+            });
+            Box::pin(stream::iter([Ok(unknown)]).chain(hold))
+        };
+        Ok(Response::new(updates))
+    }
 }

@@ -1,9 +1,9 @@
 //! The control surface over gRPC: the `meshkit.control.v1.Control` service.
 //!
-//! The wire contract is `backends/node/proto/control.proto`; its messages are hand-written prost
-//! types in [`proto`] (there is no protoc on the build machines), and the service is dispatched
-//! by hand here with [`tonic::server::Grpc`] and [`tonic_prost::ProstCodec`], much as tonic's
-//! generated code would.
+//! The wire contract is `backends/node/proto/control.proto`. Its messages ([`proto`]), the
+//! server trait and dispatch ([`server`]) and the client ([`client`]) are generated from it
+//! when the crate builds (`build.rs`: protox and tonic-prost-build, no protoc). This module
+//! implements the trait over a node ([`ControlService`]).
 //!
 //! The service rides on the control port: [`routes`] is merged into
 //! [`control::router`](crate::control::router), inside its authorization layer, so every method
@@ -28,13 +28,13 @@
 //! Readiness (`GET /readyz`) is the standard `grpc.health.v1.Health` service ([`health`]),
 //! open like `/readyz`, so Kubernetes gRPC probes and `grpc_health_probe` work unchanged.
 
-mod client;
+pub mod client;
 pub mod health;
 pub mod proto;
+pub mod server;
 mod status;
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -45,11 +45,11 @@ use futures_util::stream::{self, Stream, StreamExt};
 use meshkit::NodeId;
 use meshkit::lease::Scope;
 use tokio::sync::broadcast;
-use tonic::Status;
 use tonic::server::NamedService;
-use tonic_prost::ProstCodec;
+use tonic::{Request, Response, Status};
 
-pub use self::client::ControlClient;
+pub use self::client::control_client::ControlClient;
+pub use self::client::health_client::HealthClient;
 use self::proto::{
     DrainRequest, DrainResponse, GetLeadersRequest, GetLeadersResponse, LeadershipChange,
     LeadershipEvent, ListClustersRequest, ListClustersResponse, ListPeersRequest,
@@ -57,6 +57,8 @@ use self::proto::{
     ListVersionsResponse, Peer, PeerState, ResumeRequest, ResumeResponse, TransferLeaseRequest,
     TransferLeaseResponse, WatchLeadershipRequest,
 };
+use self::server::control_server::{Control, ControlServer};
+use self::server::health_server::HealthServer;
 pub(crate) use self::status::is_grpc;
 pub use self::status::{CallError, MAX_ERROR_BODY_BYTES, http_errors_as_status};
 use crate::control::PeersResponse;
@@ -120,6 +122,23 @@ pub mod path {
         HEALTH_CHECK,
         HEALTH_WATCH,
     ];
+
+    include!(concat!(env!("OUT_DIR"), "/methods.rs"));
+
+    #[cfg(test)]
+    mod tests {
+        use std::collections::BTreeSet;
+
+        /// Every method of the `.proto` files has its constant here (and so its row in the
+        /// authorization table, which a test of `tests/control_errors.rs` holds to [`ALL`]),
+        /// and every constant names a declared method.
+        #[test]
+        fn every_declared_method_is_listed() {
+            let declared: BTreeSet<&str> = super::METHODS.into_iter().collect();
+            let listed: BTreeSet<&str> = super::ALL.into_iter().collect();
+            assert_eq!(declared, listed);
+        }
+    }
 }
 
 /// The service's routes, to merge into the control router (inside its authorization layer).
@@ -137,11 +156,12 @@ pub fn routes_with(node: NodeHandle, watchers: Arc<health::Watchers>) -> Router 
 }
 
 /// The `meshkit.control.v1.Control` service over a node, and beside it the node's
-/// `grpc.health.v1.Health`: a tower service from HTTP/2 requests to gRPC responses.
+/// `grpc.health.v1.Health`: a tower service from HTTP/2 requests to gRPC responses, which hands
+/// each request to the generated dispatch of its service.
 #[derive(Clone, Debug)]
 pub struct ControlService {
-    node: NodeHandle,
-    watchers: Arc<health::Watchers>,
+    control: ControlServer<Methods>,
+    health: HealthServer<health::Methods>,
 }
 
 impl ControlService {
@@ -153,7 +173,12 @@ impl ControlService {
 
     /// The service over `node`, its `Health/Watch` streams served by `watchers`.
     pub fn with_watchers(node: NodeHandle, watchers: Arc<health::Watchers>) -> Self {
-        Self { node, watchers }
+        Self {
+            control: ControlServer::new(Methods { node: node.clone() })
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+            health: HealthServer::new(health::Methods::new(node, watchers))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        }
     }
 }
 
@@ -161,114 +186,125 @@ impl NamedService for ControlService {
     const NAME: &'static str = SERVICE;
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type EventStream = Pin<Box<dyn Stream<Item = Result<LeadershipEvent, Status>> + Send>>;
 
 impl tower::Service<http::Request<Body>> for ControlService {
     type Response = http::Response<tonic::body::Body>;
     type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Infallible>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let node = self.node.clone();
-        let watchers = self.watchers.clone();
-        Box::pin(async move {
-            let response = match request.uri().path() {
-                path::LIST_PEERS => {
-                    unary(request, |r: ListPeersRequest| list_peers(node.clone(), r)).await
-                }
-                path::GET_LEADERS => {
-                    unary(request, |_: GetLeadersRequest| get_leaders(node.clone())).await
-                }
-                path::TRANSFER_LEASE => {
-                    unary(request, |r: TransferLeaseRequest| {
-                        transfer_lease(node.clone(), r)
-                    })
-                    .await
-                }
-                path::DRAIN => unary(request, |_: DrainRequest| drain(node.clone())).await,
-                path::RESUME => unary(request, |_: ResumeRequest| resume(node.clone())).await,
-                path::LIST_SHARDS => {
-                    unary(request, |_: ListShardsRequest| list_shards(node.clone())).await
-                }
-                path::LIST_CLUSTERS => {
-                    unary(request, |_: ListClustersRequest| {
-                        list_clusters(node.clone())
-                    })
-                    .await
-                }
-                path::LIST_VERSIONS => {
-                    unary(request, |_: ListVersionsRequest| {
-                        list_versions(node.clone())
-                    })
-                    .await
-                }
-                path::HEALTH_CHECK => health::check(request, node).await,
-                path::HEALTH_WATCH => health::watch(request, watchers).await,
-                path::WATCH_LEADERSHIP => watch(request, node, all_entries).await,
-                path::WATCH_SHARDS => watch(request, node, shard_entries).await,
-                other => {
-                    tracing::debug!(path = other, "gRPC call to an unknown method");
-                    Status::unimplemented(format!("{SERVICE} has no method at {other}")).into_http()
-                }
-            };
-            Ok(response)
-        })
+        // Each generated dispatch answers `UNIMPLEMENTED` for a method its service lacks.
+        let health = request
+            .uri()
+            .path()
+            .strip_prefix('/')
+            .and_then(|p| p.strip_prefix(health::HEALTH_SERVICE))
+            .is_some_and(|p| p.starts_with('/'));
+        if health {
+            self.health.call(request)
+        } else {
+            self.control.call(request)
+        }
     }
 }
 
-/// Decodes one `Req`, runs `handler`, encodes its answer or its error's status.
-pub(crate) async fn unary<Req, Resp, F, Fut>(
-    request: http::Request<Body>,
-    mut handler: F,
-) -> http::Response<tonic::body::Body>
-where
-    Req: prost::Message + Default + Send + 'static,
-    Resp: prost::Message + Send + 'static,
-    F: FnMut(Req) -> Fut + Send,
-    Fut: Future<Output = Result<Resp, CallError>> + Send,
-{
-    let method = request.uri().path().to_owned();
-    let mut grpc = tonic::server::Grpc::new(ProstCodec::<Resp, Req>::new())
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let service = tower::service_fn(|r: tonic::Request<Req>| {
-        let answer = handler(r.into_inner());
-        let method = method.clone();
-        async move {
-            answer
-                .await
-                .map(tonic::Response::new)
-                .map_err(|e| e.into_status(&method))
-        }
-    });
-    grpc.unary(service, request).await
+/// The methods of `meshkit.control.v1.Control` over a node.
+#[derive(Clone, Debug)]
+struct Methods {
+    node: NodeHandle,
 }
 
-/// Decodes a `WatchLeadershipRequest` and streams the feed entries `keep` passes.
-async fn watch(
-    request: http::Request<Body>,
-    node: NodeHandle,
-    keep: fn(&FeedEntry) -> bool,
-) -> http::Response<tonic::body::Body> {
-    let method = request.uri().path().to_owned();
-    let mut grpc =
-        tonic::server::Grpc::new(ProstCodec::<LeadershipEvent, WatchLeadershipRequest>::new())
-            .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let handler = tower::service_fn(|r: tonic::Request<WatchLeadershipRequest>| {
-        let node = node.clone();
-        let method = method.clone();
-        async move {
-            watch_feed(node, r.into_inner(), keep, method.clone())
-                .await
-                .map(tonic::Response::new)
-                .map_err(|e| e.into_status(&method))
-        }
-    });
-    grpc.server_streaming(handler, request).await
+/// A handler's answer as a gRPC response, or its error's status.
+fn reply<T>(method: &str, answer: Result<T, CallError>) -> Result<Response<T>, Status> {
+    answer.map(Response::new).map_err(|e| e.into_status(method))
+}
+
+#[tonic::async_trait]
+impl Control for Methods {
+    async fn list_peers(
+        &self,
+        request: Request<ListPeersRequest>,
+    ) -> Result<Response<ListPeersResponse>, Status> {
+        let answer = list_peers(self.node.clone(), request.into_inner()).await;
+        reply(path::LIST_PEERS, answer)
+    }
+
+    async fn get_leaders(
+        &self,
+        _: Request<GetLeadersRequest>,
+    ) -> Result<Response<GetLeadersResponse>, Status> {
+        reply(path::GET_LEADERS, get_leaders(self.node.clone()).await)
+    }
+
+    async fn transfer_lease(
+        &self,
+        request: Request<TransferLeaseRequest>,
+    ) -> Result<Response<TransferLeaseResponse>, Status> {
+        let answer = transfer_lease(self.node.clone(), request.into_inner()).await;
+        reply(path::TRANSFER_LEASE, answer)
+    }
+
+    async fn drain(&self, _: Request<DrainRequest>) -> Result<Response<DrainResponse>, Status> {
+        reply(path::DRAIN, drain(self.node.clone()).await)
+    }
+
+    async fn resume(&self, _: Request<ResumeRequest>) -> Result<Response<ResumeResponse>, Status> {
+        reply(path::RESUME, resume(self.node.clone()).await)
+    }
+
+    type WatchLeadershipStream = EventStream;
+
+    async fn watch_leadership(
+        &self,
+        request: Request<WatchLeadershipRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let method = path::WATCH_LEADERSHIP;
+        let answer = watch_feed(self.node.clone(), request.into_inner(), all_entries, method).await;
+        reply(method, answer)
+    }
+
+    async fn list_shards(
+        &self,
+        _: Request<ListShardsRequest>,
+    ) -> Result<Response<ListShardsResponse>, Status> {
+        reply(path::LIST_SHARDS, list_shards(self.node.clone()).await)
+    }
+
+    type WatchShardsStream = EventStream;
+
+    async fn watch_shards(
+        &self,
+        request: Request<WatchLeadershipRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let method = path::WATCH_SHARDS;
+        let answer = watch_feed(
+            self.node.clone(),
+            request.into_inner(),
+            shard_entries,
+            method,
+        )
+        .await;
+        reply(method, answer)
+    }
+
+    async fn list_clusters(
+        &self,
+        _: Request<ListClustersRequest>,
+    ) -> Result<Response<ListClustersResponse>, Status> {
+        reply(path::LIST_CLUSTERS, list_clusters(self.node.clone()).await)
+    }
+
+    async fn list_versions(
+        &self,
+        _: Request<ListVersionsRequest>,
+    ) -> Result<Response<ListVersionsResponse>, Status> {
+        reply(path::LIST_VERSIONS, list_versions(self.node.clone()).await)
+    }
 }
 
 fn all_entries(_: &FeedEntry) -> bool {
@@ -403,7 +439,7 @@ async fn watch_feed(
     node: NodeHandle,
     request: WatchLeadershipRequest,
     keep: fn(&FeedEntry) -> bool,
-    method: String,
+    method: &'static str,
 ) -> Result<EventStream, CallError> {
     let local = node.id().get();
     if request.node != 0 && request.node != local {
@@ -434,7 +470,6 @@ async fn watch_feed(
             .map(|e| Ok(leadership_event(e))),
     );
     let live = stream::unfold(Some((subscription.live, last)), move |state| {
-        let method = method.clone();
         async move {
             let (mut rx, mut last) = state?;
             let error = loop {
@@ -453,7 +488,7 @@ async fn watch_feed(
                 }
             };
             // The stream ends with the error's status.
-            Some((Err(error.into_status(&method)), None))
+            Some((Err(error.into_status(method)), None))
         }
     });
     Ok(Box::pin(head.chain(live)))
