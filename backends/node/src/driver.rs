@@ -56,8 +56,11 @@ pub const WIRE_KEY: &str = "wire";
 pub const CLUSTER_KEY: &str = "cluster";
 /// The metadata key a node declares its region under (`[metadata] region = ...`).
 pub const REGION_KEY: &str = "region";
+/// The metadata key under which a node with a control endpoint publishes where it answers
+/// (`host:port`), so that an operator's tool can reach every member from any one of them.
+pub const CONTROL_KEY: &str = "control";
 /// Keys the node itself publishes; configuration may not set them.
-pub const RESERVED_KEYS: [&str; 4] = [ADDR_KEY, DRAIN_KEY, VERSION_KEY, WIRE_KEY];
+pub const RESERVED_KEYS: [&str; 5] = [ADDR_KEY, CONTROL_KEY, DRAIN_KEY, VERSION_KEY, WIRE_KEY];
 
 /// Which state machine a datagram is for: its first byte on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,7 +16,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{NodeConfig, NodeConfigError};
 use crate::control::auth::AccessControl;
 use crate::control::serve::{ControlError, ControlServer};
-use crate::driver::{ADDR_KEY, Driver, LeadershipError, NodeHandle, VERSION_KEY, WIRE_KEY};
+use crate::driver::{
+    ADDR_KEY, CONTROL_KEY, Driver, LeadershipError, NodeHandle, VERSION_KEY, WIRE_KEY,
+};
 use crate::reload::{CertReloader, TlsSource};
 use crate::tls_stats::TlsStats;
 use crate::transport::quic::{QuicError, QuicOptions, QuicTransport};
@@ -254,17 +256,31 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
         meshkit::wire::PROTOCOL_VERSION,
         meshkit::lease::wire::LEASE_PROTOCOL_VERSION
     );
+    // Where the control endpoint answers: its bound address, or on a wildcard bind the
+    // advertised host with the control port.
+    let control = control_server.as_ref().map(|(server, _)| {
+        let bound = server.local_addr();
+        if bound.ip().is_unspecified() {
+            SocketAddr::new(advertise.ip(), bound.port())
+        } else {
+            bound
+        }
+    });
     let own = [
-        (ADDR_KEY, advertise.to_string()),
-        (VERSION_KEY, env!("CARGO_PKG_VERSION").to_owned()),
-        (WIRE_KEY, wire),
+        (ADDR_KEY, Some(advertise.to_string())),
+        (CONTROL_KEY, control.map(|c| c.to_string())),
+        (VERSION_KEY, Some(env!("CARGO_PKG_VERSION").to_owned())),
+        (WIRE_KEY, Some(wire)),
     ];
-    let published = own.iter().map(|(k, v)| (*k, v.as_str())).chain(
-        config
-            .metadata()
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str())),
-    );
+    let published = own
+        .iter()
+        .filter_map(|(k, v)| Some((*k, v.as_deref()?)))
+        .chain(
+            config
+                .metadata()
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
     for (key, value) in published {
         membership
             .set_metadata(now, key, value.as_bytes())

@@ -91,6 +91,40 @@ async fn operators_transfer_drain_resume_and_filter_from_the_environment() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // health asks every member at the control address it publishes.
+    let healthy = eventually(LIMIT, || async {
+        meshctl(&dir, holder, &["health"]).await.status.success()
+    })
+    .await;
+    let report = meshctl(&dir, holder, &["health"]).await;
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        healthy,
+        "never healthy: {text}{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    assert!(
+        text.contains("healthy: 3 members listed, 3 ready"),
+        "{text}"
+    );
+    assert!(text.contains("3 of 3 voters agree (quorum 2)"), "{text}");
+    assert!(
+        text.contains(&format!("lease: global-control held by node {first}")),
+        "{text}"
+    );
+    let versions = stdout(&meshctl(&dir, holder, &["versions"]).await);
+    assert!(
+        versions.contains(&format!(
+            "software   {:<16} {:>8}",
+            env!("CARGO_PKG_VERSION"),
+            3
+        )),
+        "{versions}"
+    );
+    let clusters = stdout(&meshctl(&dir, holder, &["clusters", "--json"]).await);
+    let clusters: serde_json::Value = serde_json::from_str(&clusters).expect("JSON");
+    assert_eq!(clusters["clusters"][0]["states"]["alive"], 3, "{clusters}");
+
     let none = stdout(&meshctl(&dir, holder, &["peers", "list", "--state", "dead"]).await);
     assert!(none.contains("knows no member that matches"), "{none}");
     let json = stdout(&meshctl(&dir, holder, &["peers", "list", "--json"]).await);
@@ -182,6 +216,14 @@ async fn operators_transfer_drain_resume_and_filter_from_the_environment() {
     let drained = stdout(&meshctl(&dir, target, &["drain", "--json"]).await);
     let drained: serde_json::Value = serde_json::from_str(&drained).expect("JSON with --json");
     assert_eq!(drained["released"], serde_json::json!(["global-control"]));
+    // A drained member is not ready: health says which and exits 1.
+    let unhealthy = meshctl(&dir, holder, &["health"]).await;
+    assert!(!unhealthy.status.success());
+    let text = String::from_utf8_lossy(&unhealthy.stdout);
+    assert!(
+        text.contains(&format!("member {to} is not ready")),
+        "{text}"
+    );
     let resumed = stdout(&meshctl(&dir, target, &["resume"]).await);
     assert_eq!(
         resumed.trim(),

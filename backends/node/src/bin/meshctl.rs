@@ -12,6 +12,10 @@
 //! meshctl leaders status | watch | transfer     leases and the Raft voters
 //! meshctl shards list                           shard owners
 //! meshctl drain | resume                        a node stops (or starts again) holding leases
+//! meshctl health [--json]                       every member's readiness, the Raft leader and
+//!                                               quorum, lease holders, certificate expiry;
+//!                                               exits 1 when the mesh is unhealthy
+//! meshctl clusters | versions                   members by cluster and region; versions in use
 //! meshctl transport stats [--addr HOST:PORT] [--json|--prometheus] [--reset]
 //!                                               requests by protocol and HTTP/3 fallbacks
 //! ```
@@ -40,9 +44,13 @@ use meshkit_node::client::{Client, ClientConfig, Protocols, StatsSnapshot};
 use meshkit_node::control::leadership::{
     DrainResponse, ResumeResponse, ShardsResponse, TransferRequest, TransferResponse,
 };
+use meshkit_node::control::views::{ClustersResponse, VersionsResponse};
 use meshkit_node::control::{PeerJson, PeersResponse};
 use meshkit_node::leadership::{FeedEntry, LeadershipView};
 use serde::{Deserialize, Serialize};
+
+#[path = "meshctl/health.rs"]
+mod health;
 
 /// Most node certificates one `certs init` makes.
 const MAX_NODES: u64 = 1000;
@@ -110,6 +118,33 @@ enum Command {
     /// Undoes a drain: the node contends again for its configured scopes.
     Resume {
         /// Print the node's JSON answer instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Checks the whole mesh from one member: asks every live member (through the `control`
+    /// address it publishes) for its readiness, Raft state, leases and certificate expiry.
+    /// Exits 1 when a member is not ready or unreachable, a voter is down, the voters do not
+    /// agree on one Raft leader with a quorum, or a certificate expires within a day.
+    Health {
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Members by cluster, state and region, and the holder of global-control.
+    Clusters {
+        /// Print the node's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Software and wire protocol versions among the live members.
+    Versions {
+        /// Print the node's JSON answer instead of a table.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -450,6 +485,9 @@ fn main() -> ExitCode {
         } => shards_list(&node, json),
         Command::Drain { json, node } => drain(&node, json),
         Command::Resume { json, node } => resume(&node, json),
+        Command::Health { json, node } => health::run(&node, json),
+        Command::Clusters { json, node } => clusters(&node, json),
+        Command::Versions { json, node } => versions(&node, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -458,6 +496,61 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn clusters(node: &NodeArgs, json: bool) -> Result<(), String> {
+    let body = call(node, Method::GET, "/meshkit/clusters")?;
+    print_answer(&node.addr, &body, json, |c: ClustersResponse| {
+        let mut out = format!(
+            "{:<16} {:>6} {:>8} {:>5} {:>5}  {:<8} {}",
+            "CLUSTER", "ALIVE", "SUSPECT", "DEAD", "LEFT", "LEADER", "REGIONS"
+        );
+        for cluster in &c.clusters {
+            let name = if cluster.name.is_empty() {
+                "-"
+            } else {
+                &cluster.name
+            };
+            let regions = cluster
+                .regions
+                .iter()
+                .map(|(r, n)| format!("{}={n}", if r.is_empty() { "-" } else { r }))
+                .collect::<Vec<_>>()
+                .join(" ");
+            out.push_str(&format!(
+                "\n{name:<16} {:>6} {:>8} {:>5} {:>5}  {:<8} {regions}",
+                cluster.states.alive,
+                cluster.states.suspect,
+                cluster.states.dead,
+                cluster.states.left,
+                cluster
+                    .leader
+                    .map_or_else(|| "-".to_owned(), |l| l.to_string()),
+            ));
+        }
+        out
+    })
+}
+
+fn versions(node: &NodeArgs, json: bool) -> Result<(), String> {
+    let body = call(node, Method::GET, "/meshkit/versions")?;
+    print_answer(&node.addr, &body, json, |v: VersionsResponse| {
+        let mut out = format!("{:<10} {:<16} {:>8}", "KIND", "VERSION", "MEMBERS");
+        for (kind, counts) in [("software", &v.software), ("wire", &v.wire)] {
+            for c in counts {
+                let version = if c.version.is_empty() {
+                    "(unknown)"
+                } else {
+                    &c.version
+                };
+                out.push_str(&format!("\n{kind:<10} {version:<16} {:>8}", c.members));
+            }
+        }
+        if v.mixed {
+            out.push_str("\nmixed versions: a rolling upgrade is under way, or one stalled");
+        }
+        out
+    })
 }
 
 fn certs_init(out: &Path, nodes: u64) -> Result<(), String> {
@@ -685,35 +778,47 @@ fn percent_encode(value: &str) -> String {
         .collect()
 }
 
+/// Every member the node at `addr` lists (under `filter`'s node-side filters), all pages in one
+/// answer.
+async fn fetch_peers(
+    client: &Client,
+    addr: &str,
+    filter: Option<&PeerFilter>,
+) -> Result<PeersResponse, String> {
+    let mut peers: Option<PeersResponse> = None;
+    let mut after = None;
+    for _ in 0..MAX_PEER_PAGES {
+        let path = match (filter, after) {
+            (Some(f), _) => f.query(after),
+            (None, Some(a)) => format!("/meshkit/peers?after={a}"),
+            (None, None) => "/meshkit/peers".to_owned(),
+        };
+        let response = client.get(addr, &path).await.map_err(|e| e.to_string())?;
+        let body = ok_body(addr, response)?;
+        let page: PeersResponse =
+            serde_json::from_str(&body).map_err(|e| format!("{addr}: unexpected answer: {e}"))?;
+        after = page.next_after;
+        match &mut peers {
+            Some(all) => all.peers.extend(page.peers),
+            None => peers = Some(page),
+        }
+        if after.is_none() {
+            break;
+        }
+    }
+    let mut peers = peers.ok_or_else(|| format!("{addr}: no answer"))?;
+    peers.next_after = None;
+    peers.total = peers.peers.len();
+    Ok(peers)
+}
+
 fn peers_list(node: &NodeArgs, filter: &PeerFilter, json: bool) -> Result<(), String> {
     let addr = node.addr.as_str();
-    let (pages, _) = with_client(&node.connect, false, async |client| {
-        let mut pages = Vec::new();
-        let mut after = None;
-        for _ in 0..MAX_PEER_PAGES {
-            let response = client
-                .get(addr, &filter.query(after))
-                .await
-                .map_err(|e| e.to_string())?;
-            let body = ok_body(addr, response)?;
-            let page: PeersResponse = serde_json::from_str(&body)
-                .map_err(|e| format!("{addr}: unexpected answer: {e}"))?;
-            after = page.next_after;
-            pages.push(page);
-            if after.is_none() {
-                break;
-            }
-        }
-        Ok(pages)
+    let (mut peers, _) = with_client(&node.connect, false, async |client| {
+        fetch_peers(client, addr, Some(filter)).await
     })?;
-    let mut all = pages.into_iter();
-    let mut peers = all.next().ok_or_else(|| format!("{addr}: no answer"))?;
-    for page in all {
-        peers.peers.extend(page.peers);
-    }
     peers.peers.retain(|p| filter.keeps(p));
     peers.total = peers.peers.len();
-    peers.next_after = None;
     if json {
         println!(
             "{}",
