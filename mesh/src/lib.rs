@@ -6,6 +6,10 @@
 //!
 //! ## Start here
 //!
+//! * [`node`]: [`node::Node`], the one composition a host drives: membership, and optionally a
+//!   lease voter, a lease client and its campaign, with the datagram channel framing and the
+//!   in-process delivery of a node's messages to itself. Both the simulator and the tokio
+//!   runtime drive it; its docs list the methods and the poll order.
 //! * [`membership`]: SWIM failure detection with the Lifeguard refinements, piggybacked
 //!   dissemination, anti-entropy, versioned per-member metadata. [`membership::Membership`]'s
 //!   docs show how a driver feeds it.
@@ -15,7 +19,8 @@
 //! * [`lease`]: leadership leases with fencing tokens, replicated by a Raft voter group
 //!   ([`lease::LeaseGroup`]) and used through [`lease::LeaseClient`]; its own wire format.
 //! * [`config`]: the validated [`config::Config`] and its LAN / WAN / memberlist profiles.
-//! * [`Instant`], [`NodeId`], [`Incarnation`], [`MetaVersion`]: time and identifiers.
+//! * [`Instant`], [`NodeId`], [`Incarnation`], [`MetaVersion`]: time and identifiers;
+//!   [`Transmit`]: what every `poll_transmit` returns.
 //!
 //! ## Rules of the core
 //!
@@ -31,11 +36,14 @@ pub mod config;
 mod id;
 pub mod lease;
 pub mod membership;
+pub mod node;
 mod rng;
 pub mod shard;
 mod time;
 mod timer;
+mod transmit;
 pub mod wire;
 
 pub use id::{Incarnation, MetaVersion, NodeId};
 pub use time::{Duration, Instant};
+pub use transmit::Transmit;

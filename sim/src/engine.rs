@@ -5,20 +5,22 @@
 //! is a pure function of its seed. Entries are datagram deliveries, per-node timer wakeups and
 //! fault-timeline events (plus the workload generator and the invariant sweep).
 //!
-//! Every node is an `Option<Membership>` (`None` once crashed or gone) with its own [`Clock`].
-//! After every input to a node the engine drains it in the core's documented order: every
-//! `poll_transmit` goes through the [`Network`] model and, if delivered, back into the heap;
-//! every `poll_event` goes to the [`Observer`], the [`Invariants`] and the trace hash; then ONE
-//! timer is armed at `poll_timeout()`. A timer entry carries the node's timer generation at the
-//! time it was armed; re-arming bumps the generation, so stale wakeups are skipped without
-//! searching the heap.
+//! Every node is an `Option<Node>` (`None` once crashed or gone: `meshkit::node::Node`, the
+//! same composition the tokio driver runs) with its own [`Clock`]. After every input to a node
+//! the engine drains it in the core's documented order: every `poll_transmit` (a whole
+//! datagram, channel byte included) goes through the [`Network`] model and, if delivered, back
+//! into the heap; every `poll_event` goes to the [`Observer`], the [`Invariants`], the lease
+//! ledger and the trace hash; then ONE timer is armed at `poll_timeout()`. A timer entry
+//! carries the node's timer generation at the time it was armed; re-arming bumps the
+//! generation, so stale wakeups are skipped without searching the heap.
 //!
-//! With `[leases]`, each node also has a [`LeaseNode`]: voters a `LeaseGroup`, contenders a
-//! `LeaseClient`. Their datagrams are `LeaseDeliver` entries in the same heap, routed by
-//! `meshkit::lease::recipient`, through the same network model; their wakeups are `LeaseTimer`
-//! entries with a generation of their own (the group's, the client's and the campaign's
-//! deadlines); a `LeaseTick` every [`WRITE_INTERVAL`] lets the contenders write, and ask for and
-//! renew the shards the coordinator gives them (see `crate::lease`). A crashed voter keeps its
+//! With `[leases]`, voters' nodes also run a `LeaseGroup` and contenders' a `LeaseClient` and
+//! its campaign, inside the same `Node`: their datagrams share the heap and the network model
+//! with membership's (the node frames them on the lease channel, and hands the ones it
+//! addresses to itself back in-process, as a real node does), and their deadlines are part of
+//! the node's one `poll_timeout`. A `LeaseTick` every [`WRITE_INTERVAL`] lets the contenders
+//! write, and ask for and renew the shards the coordinator gives them (see `crate::lease`); the
+//! engine's own per-node bookkeeping is a [`LeaseNode`]. A crashed voter keeps its
 //! `DurableState` and restarts from it. Without `[leases]` none of this runs and no seed is
 //! drawn for it, so traces are unchanged.
 //!
@@ -32,10 +34,10 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 use meshkit::config::Config;
 use meshkit::lease::{
-    Campaign, GroupEvent, LeadershipEvent, LeaseClient, LeaseConfig, LeaseError, LeaseGroup,
-    Recipient, RequestId, Term,
+    Campaign, GroupEvent, LeadershipEvent, LeaseConfig, LeaseGroup, RequestId, Sequenced, Term,
 };
-use meshkit::membership::{Event, MemberState, Membership};
+use meshkit::membership::{Event, MemberState};
+use meshkit::node::{Channel, CommandError, DatagramError, Event as NodeEvent, Node};
 use meshkit::{Incarnation, Instant, MetaVersion, NodeId};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -46,7 +48,7 @@ use crate::fault::{
     self, FaultEvent, LEAVE_LINGER_ROUNDS, PAUSE_INBOX_MAX_DATAGRAMS, RESTART_JOIN_SEEDS,
 };
 use crate::invariants::{Invariants, SWEEP_INTERVAL};
-use crate::lease::{Ask, LeaseNode, LeaseRecords, Ledger, Request, WRITE_INTERVAL};
+use crate::lease::{Ask, CAMPAIGN_RETRY, LeaseNode, LeaseRecords, Ledger, Request, WRITE_INTERVAL};
 use crate::metrics::Counters;
 use crate::network::{Network, Partition, Verdict};
 use crate::observer::{Down, Observations, Observer};
@@ -81,17 +83,6 @@ enum What {
     Fault(FaultEvent),
     Workload,
     Sweep,
-    /// A lease datagram (for a node's `LeaseGroup` or `LeaseClient`).
-    LeaseDeliver {
-        from: u32,
-        to: u32,
-        data: Vec<u8>,
-    },
-    /// A node's lease wakeup.
-    LeaseTimer {
-        node: u32,
-        generation: u32,
-    },
     /// The contenders' writes, renewals and acquisitions.
     LeaseTick,
 }
@@ -154,15 +145,15 @@ enum NodeState {
 /// One simulated node.
 #[derive(Debug)]
 struct Slot {
-    node: Option<Membership>,
+    node: Option<Node>,
     state: NodeState,
     clock: Clock,
     /// Bumped whenever the armed wakeup changes; a wakeup with another generation is stale.
     generation: u32,
     /// The armed wakeup (global time), `Instant::MAX` if none.
     armed: Instant,
-    /// Datagrams waiting while paused: sender, bytes, and whether it is a lease datagram.
-    inbox: VecDeque<(u32, Vec<u8>, bool)>,
+    /// Datagrams waiting while paused: sender and bytes (channel byte included).
+    inbox: VecDeque<(u32, Vec<u8>)>,
     /// The highest incarnation any life of this node used; a restart boots above it.
     boot: u32,
     /// Bumped by every crash, restart and leave, to invalidate scheduled follow-ups.
@@ -201,7 +192,6 @@ struct LeaseRun {
     contenders: Vec<usize>,
     nodes: Vec<LeaseNode>,
     ledger: Ledger,
-    rng: ChaCha8Rng,
     /// The Raft leader crashed and no voter leads at a higher term yet: when, and its term.
     raft_failover: Option<(Instant, Term)>,
     /// With `[shards]`: the shard map and its coordinator; shard `i` is ledger scope
@@ -244,8 +234,9 @@ impl<'s> Engine<'s> {
     /// Builds a converged mesh of `nodes` nodes for `scenario`, seeded by `seed`.
     ///
     /// Child seeds are drawn from the master stream in this order: one per node (in node order),
-    /// then the network's, the fault timeline's, the workload's and the clocks', and, with
-    /// `[leases]` only, the lease stream's (so runs without leases keep their traces).
+    /// then the network's, the fault timeline's, the workload's and the clocks'. A node derives
+    /// its lease components' seeds from its own (`meshkit::node::Node::new` says how), so runs
+    /// without leases draw exactly what they drew before leases existed.
     pub(crate) fn new(
         scenario: &'s Scenario,
         config: Config,
@@ -273,7 +264,7 @@ impl<'s> Engine<'s> {
         let mut slots = Vec::with_capacity(nodes);
         for (i, &seed) in node_seeds.iter().enumerate() {
             let local = Instant::from_nanos(clock_rng.random_range(0..interval_ns));
-            let mut node = Membership::new(config.clone(), id(i), Incarnation::new(1), seed, local);
+            let mut node = Node::new(config.clone(), id(i), Incarnation::new(1), seed, local);
             for j in (0..nodes).filter(|&j| j != i) {
                 node.add_known_member(local, id(j), Incarnation::new(1));
             }
@@ -322,16 +313,12 @@ impl<'s> Engine<'s> {
                 .any(|f| matches!(f.action, FaultAction::Byzantine { .. })),
         };
         if let Some(spec) = scenario.leases() {
-            let rng = ChaCha8Rng::seed_from_u64(master.random());
-            engine.start_leases(spec, rng);
+            engine.start_leases(spec);
         }
         for i in 0..nodes {
             engine.drain(i);
         }
         if engine.leases.is_some() {
-            for i in 0..nodes {
-                engine.drain_lease(i);
-            }
             engine
                 .queue
                 .push(Instant::ZERO + WRITE_INTERVAL, What::LeaseTick);
@@ -455,7 +442,7 @@ impl<'s> Engine<'s> {
     fn step(&mut self, what: What) {
         match what {
             What::Deliver { from, to, data } => {
-                self.deliver(from as usize, to as usize, data, false);
+                self.deliver(from as usize, to as usize, data);
             }
             What::Timer { node, generation } => self.wake(node as usize, generation),
             What::Fault(event) => self.apply(event),
@@ -464,39 +451,32 @@ impl<'s> Engine<'s> {
                 let slots = &self.slots;
                 let running = |i: usize| {
                     let s: &Slot = &slots[i];
-                    s.node.as_ref().filter(|_| s.state != NodeState::Crashed)
+                    s.node
+                        .as_ref()
+                        .filter(|_| s.state != NodeState::Crashed)
+                        .map(Node::membership)
                 };
                 self.invariants.sweep(self.now, running);
                 self.queue.push(self.now + SWEEP_INTERVAL, What::Sweep);
             }
-            What::LeaseDeliver { from, to, data } => {
-                self.deliver(from as usize, to as usize, data, true);
-            }
-            What::LeaseTimer { node, generation } => self.wake_lease(node as usize, generation),
             What::LeaseTick => self.lease_tick(),
         }
     }
 
     // ---- node inputs -------------------------------------------------------------------------
 
-    /// Delivers a membership datagram, or a lease datagram when `lease`.
-    fn deliver(&mut self, from: usize, to: usize, data: Vec<u8>, lease: bool) {
+    /// Delivers a datagram (channel byte included).
+    fn deliver(&mut self, from: usize, to: usize, data: Vec<u8>) {
         match self.slots[to].state {
             NodeState::Running | NodeState::Leaving => {
-                if lease {
-                    self.hand_lease_datagram(from, to, &data);
-                    self.recycle(data);
-                    self.drain_lease(to);
-                } else {
-                    self.hand_datagram(from, to, &data);
-                    self.recycle(data);
-                    self.drain(to);
-                }
+                self.hand_datagram(from, to, &data);
+                self.recycle(data);
+                self.drain(to);
             }
             NodeState::Paused => {
                 let slot = &mut self.slots[to];
                 if slot.inbox.len() < PAUSE_INBOX_MAX_DATAGRAMS {
-                    slot.inbox.push_back((from as u32, data, lease));
+                    slot.inbox.push_back((from as u32, data));
                 } else {
                     self.counters.dropped_inbox_full += 1;
                     self.recycle(data);
@@ -511,29 +491,57 @@ impl<'s> Engine<'s> {
 
     /// Hands one datagram to a running node (without draining it).
     fn hand_datagram(&mut self, from: usize, to: usize, data: &[u8]) {
+        let channel = Channel::split(data);
         if from >= self.nodes {
-            self.hand_forged_datagram(from, to, data);
+            match channel {
+                Ok((Channel::Lease, _)) => self.hand_forged_lease_datagram(from, to, data),
+                _ => self.hand_forged_datagram(from, to, data),
+            }
             return;
         }
-        self.counters.delivered += 1;
-        self.trace.word(self.now.as_nanos());
-        self.trace.word(from as u64);
-        self.trace.word(to as u64);
-        self.trace.bytes(data);
+        // The trace folds in the payload, as it did before datagrams carried a channel byte.
+        match channel {
+            Ok((Channel::Lease, payload)) => {
+                self.trace.word(0x1ea5e);
+                self.trace.word(self.now.as_nanos());
+                self.trace.word(from as u64);
+                self.trace.word(to as u64);
+                self.trace.bytes(payload);
+            }
+            Ok((_, payload)) => {
+                self.counters.delivered += 1;
+                self.trace.word(self.now.as_nanos());
+                self.trace.word(from as u64);
+                self.trace.word(to as u64);
+                self.trace.bytes(payload);
+            }
+            Err(_) => {}
+        }
         let slot = &mut self.slots[to];
         let local = slot.clock.local(self.now);
         let Some(node) = slot.node.as_mut() else {
             return;
         };
-        if let Err(e) = node.handle_datagram(local, id(from), data) {
-            self.invariants.violation(
-                self.now,
-                format!(
-                    "node-{} refused a datagram from node-{}: {e}",
-                    to + 1,
-                    from + 1
-                ),
-            );
+        match node.handle_datagram(local, id(from), data) {
+            Ok(()) => {}
+            // A lease datagram for a state machine the node does not run (a restarted voter's
+            // old client's answer, say) or one it refuses is counted, not a violation: the core
+            // refuses it without changing state.
+            Err(DatagramError::Lease(_) | DatagramError::NotRunning { .. }) => {
+                if let Some(run) = self.leases.as_mut() {
+                    run.ledger.records.messages_refused += 1;
+                }
+            }
+            Err(e) => {
+                self.invariants.violation(
+                    self.now,
+                    format!(
+                        "node-{} refused a datagram from node-{}: {e}",
+                        to + 1,
+                        from + 1
+                    ),
+                );
+            }
         }
     }
 
@@ -569,10 +577,28 @@ impl<'s> Engine<'s> {
         if let Some(node) = slot.node.as_mut() {
             node.handle_timeout(local);
         }
+        self.book_campaign(index);
         self.drain(index);
     }
 
-    /// Drains a node's outputs after an input, in the core's documented order.
+    /// Books the requests a contender's campaign just made (`sent` now, in global time), for
+    /// the grant-latency figure and so that the write tick does not ask twice.
+    fn book_campaign(&mut self, index: usize) {
+        let Some(run) = self.leases.as_mut() else {
+            return;
+        };
+        let slot = &self.slots[index];
+        let Some(node) = slot.node.as_ref() else {
+            return;
+        };
+        let local = slot.clock.local(self.now);
+        let ledger = &run.ledger;
+        run.nodes[index].book_campaign(node, local, self.now, |scope| ledger.scope_index(scope));
+    }
+
+    /// Drains a node's outputs after an input, in the core's documented order: datagrams
+    /// through the network, events to the observer, the invariants, the ledger and the trace,
+    /// then one wakeup.
     fn drain(&mut self, index: usize) {
         let Self {
             slots,
@@ -580,128 +606,301 @@ impl<'s> Engine<'s> {
             queue,
             pool,
             buf,
-            observer,
-            invariants,
-            trace,
             counters,
             now,
             nodes,
-            watch,
-            watch_log,
             leases,
-            byzantine,
             ..
         } = self;
         let now = *now;
-        let byzantine = *byzantine;
-        let mut left_claims: Vec<usize> = Vec::new();
         let slot = &mut slots[index];
         let Some(node) = slot.node.as_mut() else {
             return;
         };
         let local = slot.clock.local(now);
         while let Some(t) = node.poll_transmit(local, buf) {
-            counters.datagrams_sent += 1;
-            counters.bytes_sent += t.len as u64;
-            let to = (t.to.get() as usize).wrapping_sub(1);
-            if to >= *nodes {
-                counters.misaddressed += 1;
-                continue;
+            // The figures count what the core encoded, as before datagrams had a channel byte.
+            let payload_len = t.len.saturating_sub(1) as u64;
+            let lease = buf.first() == Some(&Channel::Lease.byte());
+            if lease {
+                if let Some(run) = leases.as_mut() {
+                    run.ledger.records.datagrams_sent += 1;
+                    run.ledger.records.bytes_sent += payload_len;
+                }
+            } else {
+                counters.datagrams_sent += 1;
+                counters.bytes_sent += payload_len;
             }
-            let payload = &buf[..t.len];
-            match net.send(index, to) {
-                Verdict::Drop(_) => {}
-                Verdict::Deliver { delay_ns, copy_ns } => {
-                    let mut copy = |delay: u64| {
-                        let mut data = pool.pop().unwrap_or_default();
-                        data.clear();
-                        data.extend_from_slice(payload);
-                        let at = Instant::from_nanos(now.as_nanos().saturating_add(delay));
-                        queue.push(
-                            at,
-                            What::Deliver {
-                                from: index as u32,
-                                to: to as u32,
-                                data,
-                            },
-                        );
-                    };
-                    copy(delay_ns);
-                    if let Some(c) = copy_ns {
-                        copy(c);
-                    }
+            let Some(to) = index_of(t.to, *nodes) else {
+                if !lease {
+                    counters.misaddressed += 1;
+                }
+                continue;
+            };
+            let datagram = &buf[..t.len];
+            if let Verdict::Deliver { delay_ns, copy_ns } = net.send(index, to) {
+                for delay in core::iter::once(delay_ns).chain(copy_ns) {
+                    let mut data = pool.pop().unwrap_or_default();
+                    data.clear();
+                    data.extend_from_slice(datagram);
+                    let at = Instant::from_nanos(now.as_nanos().saturating_add(delay));
+                    queue.push(
+                        at,
+                        What::Deliver {
+                            from: index as u32,
+                            to: to as u32,
+                            data,
+                        },
+                    );
                 }
             }
         }
-        let live = observer.is_live(index);
-        while let Some(event) = node.poll_event() {
-            counters.events += 1;
-            hash_event(trace, now, index, &event);
-            if let Some(w) = *watch
-                && watch_log.len() < MAX_TRACE_LINES
-                && (w == index || concerns(&event, w))
-            {
-                watch_log.push(format!("{now} node-{}: {event:?}", index + 1));
-            }
+        let events: Vec<NodeEvent> = core::iter::from_fn(|| node.poll_event()).collect();
+        let live = self.observer.is_live(index);
+        let mut violations = Vec::new();
+        for event in events {
             match event {
-                Event::MemberStateChanged {
-                    node: member,
-                    incarnation,
-                    from,
-                    to,
-                    by,
-                } => {
-                    let Some(m) = index_of(member, *nodes) else {
-                        continue;
-                    };
-                    let by = by.and_then(|b| index_of(b, *nodes));
-                    let inc = incarnation.get();
-                    if byzantine && to == MemberState::Left && m != index {
-                        left_claims.push(m);
-                    }
-                    invariants.on_member_state(now, index, m, inc, from, to, live);
-                    observer.on_member_state(now, index, m, inc, to, by);
-                    // As meshkitd's driver does: a holder that left or died is asked after at
-                    // once, not when its lease would have run out.
-                    if matches!(to, MemberState::Left | MemberState::Dead)
-                        && let Some(ln) = leases.as_mut().map(|run| &mut run.nodes[index])
-                        && let Some(campaign) = ln.campaign.as_mut()
-                    {
-                        campaign.holder_gone(local, member);
-                        rearm_lease(ln, slot.clock, queue, now, index);
-                    }
-                }
-                Event::MetadataChanged {
-                    node: owner,
-                    version,
-                } => {
-                    let Some(m) = index_of(owner, *nodes) else {
-                        continue;
-                    };
-                    invariants.on_metadata(now, node, m, version);
-                    if live {
-                        observer.on_metadata(now, index, m, version);
-                    }
+                NodeEvent::Membership(event) => self.on_member_event(index, &event, live),
+                NodeEvent::Group(e) => self.on_group_event(index, &e),
+                NodeEvent::Leadership(e) => {
+                    violations.extend(self.on_lease_event(index, &e));
                 }
                 _ => {}
             }
         }
-        rearm(slot, queue, now, index);
-        // Only a member itself leaves: a live one held Left was talked into it.
-        for m in left_claims {
-            if matches!(slots[m].state, NodeState::Running | NodeState::Paused) {
-                invariants.violation(
-                    now,
-                    format!(
-                        "node-{} holds node-{} Left, but node-{} never left (it is {:?})",
-                        index + 1,
-                        m + 1,
-                        m + 1,
-                        slots[m].state
-                    ),
-                );
-            }
+        self.after_lease_events(index);
+        for v in violations {
+            self.invariants.violation(now, v);
         }
+        let slot = &mut self.slots[index];
+        if matches!(slot.state, NodeState::Running | NodeState::Leaving) {
+            rearm(slot, &mut self.queue, now, index);
+        }
+    }
+
+    /// One membership event of node `index` (`live`: whether the observer counts it live).
+    fn on_member_event(&mut self, index: usize, event: &Event, live: bool) {
+        let now = self.now;
+        let nodes = self.nodes;
+        self.counters.events += 1;
+        hash_event(&mut self.trace, now, index, event);
+        if let Some(w) = self.watch
+            && self.watch_log.len() < MAX_TRACE_LINES
+            && (w == index || concerns(event, w))
+        {
+            self.watch_log
+                .push(format!("{now} node-{}: {event:?}", index + 1));
+        }
+        match *event {
+            Event::MemberStateChanged {
+                node: member,
+                incarnation,
+                from,
+                to,
+                by,
+            } => {
+                let Some(m) = index_of(member, nodes) else {
+                    return;
+                };
+                let by = by.and_then(|b| index_of(b, nodes));
+                let inc = incarnation.get();
+                self.invariants
+                    .on_member_state(now, index, m, inc, from, to, live);
+                self.observer.on_member_state(now, index, m, inc, to, by);
+                // Only a member itself leaves: a live one held Left was talked into it.
+                if self.byzantine
+                    && to == MemberState::Left
+                    && m != index
+                    && matches!(self.slots[m].state, NodeState::Running | NodeState::Paused)
+                {
+                    self.invariants.violation(
+                        now,
+                        format!(
+                            "node-{} holds node-{} Left, but node-{} never left (it is {:?})",
+                            index + 1,
+                            m + 1,
+                            m + 1,
+                            self.slots[m].state
+                        ),
+                    );
+                }
+            }
+            Event::MetadataChanged {
+                node: owner,
+                version,
+            } => {
+                let Some(m) = index_of(owner, nodes) else {
+                    return;
+                };
+                if let Some(node) = self.slots[index].node.as_ref() {
+                    self.invariants
+                        .on_metadata(now, node.membership(), m, version);
+                }
+                if live {
+                    self.observer.on_metadata(now, index, m, version);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// One event of node `index`'s voter: grants feed the ledger's fences and the shard map.
+    fn on_group_event(&mut self, index: usize, e: &Sequenced<GroupEvent>) {
+        let now = self.now;
+        self.trace.word(now.as_nanos());
+        self.trace.word(index as u64);
+        let _ = write!(self.trace, "{:?}", e.event);
+        let Some(run) = self.leases.as_mut() else {
+            return;
+        };
+        let base = run.spec.scopes.len();
+        let LeaseRun { ledger, shards, .. } = run;
+        match &e.event {
+            GroupEvent::Granted {
+                scope,
+                holder,
+                token,
+                ..
+            } => {
+                if let Some(s) = ledger.scope_index(scope) {
+                    ledger.on_granted(now, s, *token);
+                    if let Some(sh) = shards.as_mut().filter(|_| s >= base) {
+                        sh.on_granted(s - base, *holder, token.get());
+                    }
+                }
+            }
+            GroupEvent::Released { scope, token, .. }
+            | GroupEvent::Expired { scope, token, .. } => {
+                if let Some(s) = ledger.scope_index(scope)
+                    && let Some(sh) = shards.as_mut().filter(|_| s >= base)
+                {
+                    sh.on_ended(s - base, token.get());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// After a node's events: a Raft failover ends when a voter leads (a quorum elected it) at
+    /// a higher term than the crashed leader's.
+    fn after_lease_events(&mut self, index: usize) {
+        let now = self.now;
+        let Some(run) = self.leases.as_mut() else {
+            return;
+        };
+        let Some(g) = self.slots[index].node.as_ref().and_then(Node::lease_group) else {
+            return;
+        };
+        if let Some((since, term)) = run.raft_failover
+            && g.is_leader()
+            && g.term() > term
+        {
+            run.ledger
+                .records
+                .raft_failover_s
+                .push(now.saturating_duration_since(since).as_secs_f64());
+            run.raft_failover = None;
+        }
+    }
+
+    /// One event of node `index`'s lease client: the ledger's beliefs, fences and figures, and
+    /// the engine's bookkeeping of its requests. Returns the violations found.
+    fn on_lease_event(&mut self, index: usize, e: &Sequenced<LeadershipEvent>) -> Vec<String> {
+        let now = self.now;
+        self.trace.word(now.as_nanos());
+        self.trace.word(index as u64);
+        let _ = write!(self.trace, "{:?}", e.event);
+        let Some(run) = self.leases.as_mut() else {
+            return Vec::new();
+        };
+        let slots = &self.slots;
+        let LeaseRun {
+            nodes: lnodes,
+            ledger,
+            spec,
+            shards,
+            ..
+        } = run;
+        let base = spec.scopes.len();
+        let ln = &mut lnodes[index];
+        let clock_of = |i: usize| {
+            let s = &slots[i];
+            (!matches!(s.state, NodeState::Crashed | NodeState::Gone)).then_some(s.clock)
+        };
+        // A shard is renewed once a third of the lease's own life has passed (the `[leases]`
+        // scopes are the campaign's): the lease counts from before its request left.
+        let renew_shard_at = |expires: Instant| {
+            let ttl = shards.as_ref().map_or(spec.ttl, |sh| sh.spec.ttl);
+            expires.saturating_sub(ttl - ttl / 3)
+        };
+        let mut violations = Vec::new();
+        let scope_of = |scope| ledger.scope_index(scope);
+        match &e.event {
+            LeadershipEvent::Acquired {
+                scope,
+                token,
+                expires,
+                ..
+            } => {
+                let Some(s) = scope_of(scope) else {
+                    return violations;
+                };
+                violations.extend(ledger.on_acquired(now, index, s, *token, *expires, &clock_of));
+                let asked = ln
+                    .requests
+                    .iter()
+                    .find(|(_, r)| r.scope == s && r.ask == Ask::Acquire)
+                    .map(|(&id, &r)| (id, r));
+                if let Some((id, r)) = asked {
+                    ln.requests.remove(&id);
+                    ln.refresh_asking(s);
+                    ledger
+                        .records
+                        .grant_ms
+                        .push(now.saturating_duration_since(r.sent).as_secs_f64() * 1e3);
+                }
+                if s >= base {
+                    ln.shard_wants.remove(&(s - base));
+                    ln.next_renew.insert(s, renew_shard_at(*expires));
+                }
+                // A new holder writes at once, so that the fence learns its token.
+                violations.extend(ledger.write(now, index, s, *token));
+            }
+            LeadershipEvent::Renewed { scope, expires, .. } => {
+                let Some(s) = scope_of(scope) else {
+                    return violations;
+                };
+                violations.extend(ledger.on_renewed(now, index, s, *expires, &clock_of));
+                ln.requests
+                    .retain(|_, r| !(r.scope == s && r.ask == Ask::Renew));
+                ln.refresh_asking(s);
+                if s >= base {
+                    ln.next_renew.insert(s, renew_shard_at(*expires));
+                }
+            }
+            LeadershipEvent::Lost { scope, .. }
+            | LeadershipEvent::Expired { scope, .. }
+            | LeadershipEvent::Released { scope, .. }
+            | LeadershipEvent::Transferred { scope, .. } => {
+                let Some(s) = scope_of(scope) else {
+                    return violations;
+                };
+                ledger.on_belief_end(index, s);
+                ln.next_renew.remove(&s);
+                if matches!(e.event, LeadershipEvent::Lost { .. }) {
+                    ln.requests
+                        .retain(|_, r| !(r.scope == s && r.ask == Ask::Renew));
+                    ln.refresh_asking(s);
+                }
+            }
+            LeadershipEvent::Failed { request, .. } => {
+                if let Some(r) = ln.requests.remove(request) {
+                    ln.refresh_asking(r.scope);
+                }
+            }
+            _ => {}
+        }
+        violations
     }
 
     // ---- faults ------------------------------------------------------------------------------
@@ -744,12 +943,6 @@ impl<'s> Engine<'s> {
                     let clock = slot.clock;
                     if let Some(run) = self.leases.as_mut() {
                         run.ledger.on_crash(self.now, node as usize, clock);
-                        let ln = &mut run.nodes[node as usize];
-                        ln.group = None;
-                        ln.client = None;
-                        ln.campaign = None;
-                        ln.generation = ln.generation.wrapping_add(1);
-                        ln.armed = Instant::MAX;
                     }
                 }
             }
@@ -931,14 +1124,13 @@ impl<'s> Engine<'s> {
         let now = self.now;
         // A leaving node stops contending (meshkitd's graceful shutdown does), then hands over
         // what it holds.
-        if let Some(campaign) = self
-            .leases
-            .as_mut()
-            .and_then(|run| run.nodes[i].campaign.as_mut())
-        {
-            let scopes: Vec<_> = campaign.scopes().cloned().collect();
+        if let Some(node) = self.slots[i].node.as_mut() {
+            let scopes: Vec<_> = node
+                .campaign()
+                .map(|c| c.scopes().cloned().collect())
+                .unwrap_or_default();
             for scope in &scopes {
-                campaign.withdraw(scope);
+                node.withdraw_campaign(scope);
             }
         }
         self.drain_node_leases(i);
@@ -974,7 +1166,8 @@ impl<'s> Engine<'s> {
     fn crash(&mut self, i: usize) {
         self.log(i, "crashed");
         let slot = &mut self.slots[i];
-        if let Some(node) = slot.node.take() {
+        let node = slot.node.take();
+        if let Some(node) = &node {
             slot.boot = slot.boot.max(node.incarnation().get());
         }
         slot.state = NodeState::Crashed;
@@ -982,11 +1175,11 @@ impl<'s> Engine<'s> {
         slot.armed = Instant::MAX;
         slot.life += 1;
         let inbox = std::mem::take(&mut slot.inbox);
-        for (_, data, _) in inbox {
+        for (_, data) in inbox {
             self.recycle(data);
         }
         self.observer.on_down(self.now, i, Down::Crash);
-        self.crash_lease(i);
+        self.crash_lease(i, node);
     }
 
     fn restart(&mut self, i: usize) {
@@ -1005,20 +1198,21 @@ impl<'s> Engine<'s> {
         slot.life += 1;
         let boot = slot.boot;
         let local = slot.clock.local(now);
-        let mut node = Membership::new(
+        let node = Node::new(
             self.config.clone(),
             id(i),
             Incarnation::new(boot),
             seed,
             local,
         );
-        node.handle_join(local, &seeds);
+        let mut node = self.restart_lease(i, node, local);
+        node.join(local, &seeds);
+        let slot = &mut self.slots[i];
         slot.node = Some(node);
         slot.state = NodeState::Running;
         self.invariants.on_restart(i);
         self.observer.on_restart(now, i, boot);
         self.drain(i);
-        self.restart_lease(i, boot);
     }
 
     fn resume(&mut self, i: usize, life: u32) {
@@ -1032,19 +1226,12 @@ impl<'s> Engine<'s> {
         // The socket buffer is read first, then the overdue timers run (re-armed by drain).
         self.resume_lease_writes(i);
         let inbox = std::mem::take(&mut self.slots[i].inbox);
-        for (from, data, lease) in inbox {
-            if lease {
-                self.hand_lease_datagram(from as usize, i, &data);
-                self.recycle(data);
-                self.drain_lease(i);
-            } else {
-                self.hand_datagram(from as usize, i, &data);
-                self.recycle(data);
-                self.drain(i);
-            }
+        for (from, data) in inbox {
+            self.hand_datagram(from as usize, i, &data);
+            self.recycle(data);
+            self.drain(i);
         }
         self.drain(i);
-        self.drain_lease(i);
     }
 
     fn set_clock_rate(&mut self, i: usize, ppm: u64) {
@@ -1057,16 +1244,6 @@ impl<'s> Engine<'s> {
         slot.generation += 1;
         if matches!(slot.state, NodeState::Running | NodeState::Leaving) {
             rearm(slot, &mut self.queue, now, i);
-        }
-        let clock = slot.clock;
-        let running = matches!(slot.state, NodeState::Running | NodeState::Leaving);
-        if let Some(run) = self.leases.as_mut() {
-            let ln = &mut run.nodes[i];
-            ln.armed = Instant::MAX;
-            ln.generation = ln.generation.wrapping_add(1);
-            if running {
-                rearm_lease(ln, clock, &mut self.queue, now, i);
-            }
         }
     }
 
@@ -1162,7 +1339,7 @@ impl<'s> Engine<'s> {
             .enumerate()
             .map(|(i, s)| {
                 let node = s.node.as_ref().filter(|_| live[i])?;
-                node.member(id(i)).map(|m| m.meta_version)
+                node.membership().member(id(i)).map(|m| m.meta_version)
             })
             .collect();
         let mut view = FinalView {
@@ -1171,7 +1348,7 @@ impl<'s> Engine<'s> {
             note: None,
         };
         for (o, slot) in self.slots.iter().enumerate() {
-            let Some(node) = slot.node.as_ref().filter(|_| live[o]) else {
+            let Some(node) = slot.node.as_ref().filter(|_| live[o]).map(Node::membership) else {
                 continue;
             };
             let mut up = 0usize;
@@ -1235,15 +1412,12 @@ impl Engine<'_> {
             };
             view.running.push(i);
             let meta = node
+                .membership()
                 .member(id(i))
                 .map(|m| m.meta_version)
                 .unwrap_or_default();
             view.own.push((i, node.incarnation(), meta));
-            if let Some(g) = self
-                .leases
-                .as_ref()
-                .and_then(|run| run.nodes[i].group.as_ref())
-            {
+            if let Some(g) = node.lease_group() {
                 view.voters.push((i, g.term().get(), g.applied_index()));
             }
         }
@@ -1260,16 +1434,19 @@ impl Engine<'_> {
         let from = self.nodes as u32;
         let Forged { to, lease, data } = f;
         let to = to as u32;
+        // On the channel it attacks, framed as any node frames it.
+        let channel = if lease {
+            Channel::Lease
+        } else {
+            Channel::Membership
+        };
+        let mut framed = Vec::with_capacity(data.len() + 1);
+        channel.frame(&data, &mut framed);
         for (delay, data) in
-            core::iter::once((delay_ns, data.clone())).chain(copy_ns.map(|c| (c, data)))
+            core::iter::once((delay_ns, framed.clone())).chain(copy_ns.map(|c| (c, framed)))
         {
             let at = Instant::from_nanos(self.now.as_nanos().saturating_add(delay));
-            let what = if lease {
-                What::LeaseDeliver { from, to, data }
-            } else {
-                What::Deliver { from, to, data }
-            };
-            self.queue.push(at, what);
+            self.queue.push(at, What::Deliver { from, to, data });
         }
     }
 
@@ -1293,12 +1470,17 @@ impl Engine<'_> {
         let Some(node) = slot.node.as_mut() else {
             return;
         };
-        let outsiders = |node: &Membership| {
-            node.members()
+        let outsiders = |node: &Node| {
+            node.membership()
+                .members()
                 .filter(|m| index_of(m.id, nodes).is_none() && m.id != attacker)
                 .count()
         };
-        let before: Vec<(NodeId, MemberState)> = node.members().map(|m| (m.id, m.state)).collect();
+        let before: Vec<(NodeId, MemberState)> = node
+            .membership()
+            .members()
+            .map(|m| (m.id, m.state))
+            .collect();
         let outsiders_before = outsiders(node);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             node.handle_datagram(local, attacker, data)
@@ -1329,7 +1511,7 @@ impl Engine<'_> {
                         to + 1
                     ));
                 }
-                for m in node.members() {
+                for m in node.membership().members() {
                     let Some(k) = index_of(m.id, nodes) else {
                         continue;
                     };
@@ -1372,28 +1554,18 @@ impl Engine<'_> {
         self.trace.word(self.now.as_nanos());
         self.trace.word(to as u64);
         self.trace.bytes(data);
-        let local = self.slots[to].clock.local(self.now);
-        let Some(run) = self.leases.as_mut() else {
+        let slot = &mut self.slots[to];
+        let local = slot.clock.local(self.now);
+        let Some(node) = slot.node.as_mut() else {
             self.counters.byzantine_refused += 1;
             return;
         };
         let attacker = id(from);
-        let ln = &mut run.nodes[to];
-        let before = ln.group.as_ref().map(|g| (g.term(), g.leader()));
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-                || match meshkit::lease::recipient(data) {
-                    Ok(Recipient::Group) => ln
-                        .group
-                        .as_mut()
-                        .map(|g| g.handle_message(local, attacker, data).is_ok()),
-                    Ok(Recipient::Client) => ln
-                        .client
-                        .as_mut()
-                        .map(|c| c.handle_message(local, attacker, data).is_ok()),
-                    Err(_) => Some(false),
-                },
-            ));
+        let raft = |node: &Node| node.lease_group().map(|g| (g.term(), g.leader()));
+        let before = raft(node);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            node.handle_datagram(local, attacker, data).is_ok()
+        }));
         let mut violations = Vec::new();
         match result {
             Err(panic) => {
@@ -1404,14 +1576,14 @@ impl Engine<'_> {
                     from + 1,
                     panic_message(&*panic)
                 ));
-                // As the driver task dies: the voter stops.
-                ln.group = None;
+                // As the driver task dies: the node stops.
+                slot.node = None;
             }
             Ok(accepted) => {
-                if accepted != Some(true) {
+                if !accepted {
                     self.counters.byzantine_refused += 1;
                 }
-                let after = ln.group.as_ref().map(|g| (g.term(), g.leader()));
+                let after = raft(node);
                 if let (Some((t0, l0)), Some((t1, l1))) = (before, after)
                     && (t0, l0) != (t1, l1)
                 {
@@ -1447,7 +1619,8 @@ impl Engine<'_> {
                 let node = s
                     .node
                     .as_ref()
-                    .filter(|_| matches!(s.state, NodeState::Running | NodeState::Paused))?;
+                    .filter(|_| matches!(s.state, NodeState::Running | NodeState::Paused))?
+                    .membership();
                 let meta = node
                     .member(id(i))
                     .map(|m| m.meta_version)
@@ -1457,7 +1630,12 @@ impl Engine<'_> {
             .collect();
         let mut violations = Vec::new();
         for (o, slot) in self.slots.iter().enumerate() {
-            let Some(node) = slot.node.as_ref().filter(|_| own[o].is_some()) else {
+            let Some(node) = slot
+                .node
+                .as_ref()
+                .filter(|_| own[o].is_some())
+                .map(Node::membership)
+            else {
                 continue;
             };
             let outsiders = node
@@ -1508,9 +1686,10 @@ fn panic_message(panic: &(dyn core::any::Any + Send)) -> String {
 // ---- leases ----------------------------------------------------------------------------------
 
 impl Engine<'_> {
-    /// Builds every node's lease state for `[leases]`: voters bootstrap the group, contenders
-    /// get a client. Seeds come from the lease stream `rng`, voters first, then contenders.
-    fn start_leases(&mut self, spec: &LeaseSpec, mut rng: ChaCha8Rng) {
+    /// Gives every node its lease state machines for `[leases]`: voters bootstrap the group,
+    /// contenders get a client and a campaign for the `[leases]` scopes. Each node derives
+    /// their seeds from its own.
+    fn start_leases(&mut self, spec: &LeaseSpec) {
         let config = LeaseConfig::default();
         let voters: Vec<NodeId> = (0..spec.voters as usize).map(id).collect();
         let contenders: Vec<usize> = spec
@@ -1520,28 +1699,25 @@ impl Engine<'_> {
             .collect();
         let mut nodes: Vec<LeaseNode> = (0..self.nodes).map(|_| LeaseNode::default()).collect();
         for (i, ln) in nodes.iter_mut().enumerate() {
-            ln.armed = Instant::MAX;
-            let local = self.slots[i].clock.local(self.now);
-            if i < voters.len() {
-                ln.voter = true;
-                let group =
-                    LeaseGroup::bootstrap(config.clone(), id(i), &voters, rng.random(), local)
-                        .expect("the scenario bounds the voters to 1..=MAX_VOTERS distinct ids");
-                ln.group = Some(group);
-            }
+            ln.voter = i < voters.len();
+            ln.contender = contenders.contains(&i);
         }
-        for &c in &contenders {
-            let ln = &mut nodes[c];
-            ln.contender = true;
-            ln.client = Some(LeaseClient::new(
-                config.clone(),
-                id(c),
-                Incarnation::new(1),
-                &voters,
-                rng.random(),
-            ));
-            let local = self.slots[c].clock.local(self.now);
-            ln.start_campaign(&spec.scopes, spec.ttl, local);
+        self.leases = Some(LeaseRun {
+            ledger: Ledger::new(&[], spec.ttl, spec.max_clock_skew),
+            shards: None,
+            spec: spec.clone(),
+            config,
+            voters,
+            contenders: contenders.clone(),
+            nodes,
+            raft_failover: None,
+        });
+        for i in 0..self.nodes {
+            let local = self.slots[i].clock.local(self.now);
+            if let Some(node) = self.slots[i].node.take() {
+                let node = self.with_lease_parts(i, node, VoterStart::Bootstrap, local);
+                self.slots[i].node = Some(node);
+            }
         }
         let shards = self.scenario.shards().map(|sh| {
             // Contenders named by a `join` fault stay out of the shard pool until it fires.
@@ -1562,277 +1738,39 @@ impl Engine<'_> {
             );
             ttl = ttl.max(sh.spec.ttl);
         }
-        self.leases = Some(LeaseRun {
-            ledger: Ledger::new(&scopes, ttl, spec.max_clock_skew),
-            shards,
-            spec: spec.clone(),
-            config,
-            voters,
-            contenders,
-            nodes,
-            rng,
-            raft_failover: None,
-        });
-    }
-
-    /// Hands one lease datagram to the state machine [`meshkit::lease::recipient`] names.
-    fn hand_lease_datagram(&mut self, from: usize, to: usize, data: &[u8]) {
-        if from >= self.nodes {
-            self.hand_forged_lease_datagram(from, to, data);
-            return;
-        }
-        let Some(run) = self.leases.as_mut() else {
-            return;
-        };
-        self.trace.word(0x1ea5e);
-        self.trace.word(self.now.as_nanos());
-        self.trace.word(from as u64);
-        self.trace.word(to as u64);
-        self.trace.bytes(data);
-        let local = self.slots[to].clock.local(self.now);
-        let ln = &mut run.nodes[to];
-        let result = match meshkit::lease::recipient(data) {
-            Ok(Recipient::Group) => ln
-                .group
-                .as_mut()
-                .map(|g| g.handle_message(local, id(from), data).is_ok()),
-            Ok(Recipient::Client) => ln
-                .client
-                .as_mut()
-                .map(|c| c.handle_message(local, id(from), data).is_ok()),
-            Err(_) => Some(false),
-        };
-        // A datagram for a state machine the node does not run (a restarted voter's old
-        // client's answer, say) or one it refuses is counted, not a violation: the core
-        // refuses it without changing state.
-        if result != Some(true) {
-            run.ledger.records.messages_refused += 1;
+        if let Some(run) = self.leases.as_mut() {
+            run.ledger = Ledger::new(&scopes, ttl, spec.max_clock_skew);
+            run.shards = shards;
         }
     }
 
-    fn wake_lease(&mut self, index: usize, generation: u32) {
-        let now = self.now;
-        let state = self.slots[index].state;
-        let local = self.slots[index].clock.local(now);
-        let Some(run) = self.leases.as_mut() else {
-            return;
+    /// Node `i`'s lease state machines on `node`, as its roles say (a voter's as `voter`
+    /// says).
+    fn with_lease_parts(&self, i: usize, node: Node, voter: VoterStart, local: Instant) -> Node {
+        let Some(run) = self.leases.as_ref() else {
+            return node;
         };
-        let ln = &mut run.nodes[index];
-        if ln.generation != generation {
-            return;
-        }
-        ln.armed = Instant::MAX;
-        if !matches!(state, NodeState::Running | NodeState::Leaving) {
-            return;
-        }
-        if let Some(g) = ln.group.as_mut() {
-            g.handle_timeout(local);
-        }
-        if let Some(c) = ln.client.as_mut() {
-            c.handle_timeout(local);
-        }
-        let ledger = &run.ledger;
-        ln.run_campaign(local, now, |scope| ledger.scope_index(scope));
-        self.drain_lease(index);
-    }
-
-    /// Drains a node's lease outputs (group, then client): transmits through the network,
-    /// events to the ledger (and the shard map), then one wakeup.
-    fn drain_lease(&mut self, index: usize) {
-        let Self {
-            slots,
-            net,
-            queue,
-            pool,
-            buf,
-            invariants,
-            trace,
-            now,
-            nodes,
-            leases,
-            ..
-        } = self;
-        let Some(run) = leases.as_mut() else {
-            return;
-        };
-        let now = *now;
-        let clock = slots[index].clock;
-        let local = clock.local(now);
-        let LeaseRun {
-            nodes: lnodes,
-            ledger,
-            spec,
-            raft_failover,
-            shards,
-            ..
-        } = run;
-        let base = spec.scopes.len();
-        let ln = &mut lnodes[index];
-        let mut send = |to: NodeId, payload: &[u8], ledger: &mut Ledger| {
-            ledger.records.datagrams_sent += 1;
-            ledger.records.bytes_sent += payload.len() as u64;
-            let Some(to) = index_of(to, *nodes) else {
-                return;
+        let ln = &run.nodes[i];
+        let mut node = node;
+        if ln.voter {
+            node = match voter {
+                VoterStart::Restart(durable) => {
+                    node.with_restarted_voter(local, run.config.clone(), *durable)
+                }
+                VoterStart::Bootstrap => node
+                    .with_voter(local, run.config.clone(), &run.voters)
+                    .expect("the scenario bounds the voters to 1..=MAX_VOTERS distinct ids"),
+                VoterStart::Not => node,
             };
-            if let Verdict::Deliver { delay_ns, copy_ns } = net.send(index, to) {
-                for delay in core::iter::once(delay_ns).chain(copy_ns) {
-                    let mut data = pool.pop().unwrap_or_default();
-                    data.clear();
-                    data.extend_from_slice(payload);
-                    let at = Instant::from_nanos(now.as_nanos().saturating_add(delay));
-                    queue.push(
-                        at,
-                        What::LeaseDeliver {
-                            from: index as u32,
-                            to: to as u32,
-                            data,
-                        },
-                    );
-                }
-            }
-        };
-        if let Some(g) = ln.group.as_mut() {
-            while let Some(t) = g.poll_transmit(local, buf) {
-                send(t.to, &buf[..t.len], ledger);
-            }
-            while let Some(e) = g.poll_event() {
-                trace.word(now.as_nanos());
-                trace.word(index as u64);
-                let _ = write!(trace, "{:?}", e.event);
-                match &e.event {
-                    GroupEvent::Granted {
-                        scope,
-                        holder,
-                        token,
-                        ..
-                    } => {
-                        if let Some(s) = ledger.scope_index(scope) {
-                            ledger.on_granted(now, s, *token);
-                            if let Some(sh) = shards.as_mut().filter(|_| s >= base) {
-                                sh.on_granted(s - base, *holder, token.get());
-                            }
-                        }
-                    }
-                    GroupEvent::Released { scope, token, .. }
-                    | GroupEvent::Expired { scope, token, .. } => {
-                        if let Some(s) = ledger.scope_index(scope)
-                            && let Some(sh) = shards.as_mut().filter(|_| s >= base)
-                        {
-                            sh.on_ended(s - base, token.get());
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            // Keep leases off the Raft leader's node, as the node does
-            // (`Campaign::defer_acquisitions` says why).
-            if let Some(campaign) = ln.campaign.as_mut() {
-                campaign.defer_acquisitions(g.is_leader());
-            }
-            // A Raft failover ends when a voter leads (a quorum elected it) at a higher term
-            // than the crashed leader's.
-            if let Some((since, term)) = *raft_failover
-                && g.is_leader()
-                && g.term() > term
-            {
-                ledger
-                    .records
-                    .raft_failover_s
-                    .push(now.saturating_duration_since(since).as_secs_f64());
-                *raft_failover = None;
-            }
         }
-        if let Some(c) = ln.client.as_mut() {
-            while let Some(t) = c.poll_transmit(local, buf) {
-                send(t.to, &buf[..t.len], ledger);
+        if ln.contender {
+            let mut campaign = Campaign::new(run.spec.ttl, CAMPAIGN_RETRY);
+            for scope in &run.spec.scopes {
+                campaign.enter(local, scope.clone());
             }
+            node = node.with_lease_client(local, run.config.clone(), &run.voters, campaign);
         }
-        let clock_of = |i: usize| {
-            let s = &slots[i];
-            (!matches!(s.state, NodeState::Crashed | NodeState::Gone)).then_some(s.clock)
-        };
-        // A shard is renewed once a third of the lease's own life has passed (the `[leases]`
-        // scopes are the campaign's): the lease counts from before its request left.
-        let renew_shard_at = |expires: Instant| {
-            let ttl = shards.as_ref().map_or(spec.ttl, |sh| sh.spec.ttl);
-            expires.saturating_sub(ttl - ttl / 3)
-        };
-        let mut violations = Vec::new();
-        while let Some(e) = ln.client.as_mut().and_then(LeaseClient::poll_event) {
-            trace.word(now.as_nanos());
-            trace.word(index as u64);
-            let _ = write!(trace, "{:?}", e.event);
-            if let Some(campaign) = ln.campaign.as_mut() {
-                campaign.handle_event(local, &e.event);
-            }
-            let scope_of = |scope| ledger.scope_index(scope);
-            match &e.event {
-                LeadershipEvent::Acquired {
-                    scope,
-                    token,
-                    expires,
-                    ..
-                } => {
-                    let Some(s) = scope_of(scope) else { continue };
-                    violations
-                        .extend(ledger.on_acquired(now, index, s, *token, *expires, &clock_of));
-                    let asked = ln
-                        .requests
-                        .iter()
-                        .find(|(_, r)| r.scope == s && r.ask == Ask::Acquire)
-                        .map(|(&id, &r)| (id, r));
-                    if let Some((id, r)) = asked {
-                        ln.requests.remove(&id);
-                        ln.refresh_asking(s);
-                        ledger
-                            .records
-                            .grant_ms
-                            .push(now.saturating_duration_since(r.sent).as_secs_f64() * 1e3);
-                    }
-                    if s >= base {
-                        ln.shard_wants.remove(&(s - base));
-                        ln.next_renew.insert(s, renew_shard_at(*expires));
-                    }
-                    // A new holder writes at once, so that the fence learns its token.
-                    violations.extend(ledger.write(now, index, s, *token));
-                }
-                LeadershipEvent::Renewed { scope, expires, .. } => {
-                    let Some(s) = scope_of(scope) else { continue };
-                    violations.extend(ledger.on_renewed(now, index, s, *expires, &clock_of));
-                    ln.requests
-                        .retain(|_, r| !(r.scope == s && r.ask == Ask::Renew));
-                    ln.refresh_asking(s);
-                    if s >= base {
-                        ln.next_renew.insert(s, renew_shard_at(*expires));
-                    }
-                }
-                LeadershipEvent::Lost { scope, .. }
-                | LeadershipEvent::Expired { scope, .. }
-                | LeadershipEvent::Released { scope, .. }
-                | LeadershipEvent::Transferred { scope, .. } => {
-                    let Some(s) = scope_of(scope) else { continue };
-                    ledger.on_belief_end(index, s);
-                    ln.next_renew.remove(&s);
-                    if matches!(e.event, LeadershipEvent::Lost { .. }) {
-                        ln.requests
-                            .retain(|_, r| !(r.scope == s && r.ask == Ask::Renew));
-                        ln.refresh_asking(s);
-                    }
-                }
-                LeadershipEvent::Failed { request, .. } => {
-                    if let Some(r) = ln.requests.remove(request) {
-                        ln.refresh_asking(r.scope);
-                    }
-                }
-                _ => {}
-            }
-        }
-        for v in violations {
-            invariants.violation(now, v);
-        }
-        if matches!(slots[index].state, NodeState::Running | NodeState::Leaving) {
-            rearm_lease(ln, clock, queue, now, index);
-        }
+        node
     }
 
     /// Every [`WRITE_INTERVAL`]: each running contender writes with the tokens it holds,
@@ -1849,13 +1787,14 @@ impl Engine<'_> {
             if self.slots[c].state != NodeState::Running {
                 continue;
             }
-            let local = self.slots[c].clock.local(now);
+            let slot = &mut self.slots[c];
+            let local = slot.clock.local(now);
             let Some(run) = self.leases.as_mut() else {
                 return;
             };
             let base = run.spec.scopes.len();
             let ln = &mut run.nodes[c];
-            let Some(client) = ln.client.as_mut() else {
+            let Some(client) = slot.node.as_mut().filter(|n| n.lease_client().is_some()) else {
                 continue;
             };
             let mut violations = Vec::new();
@@ -1863,7 +1802,7 @@ impl Engine<'_> {
                        asking: &mut BTreeSet<usize>,
                        s: usize,
                        ask: Ask,
-                       result: Result<RequestId, LeaseError>| {
+                       result: Result<RequestId, CommandError>| {
                 if let Ok(rid) = result {
                     asking.insert(s);
                     ln_requests.insert(
@@ -1923,7 +1862,7 @@ impl Engine<'_> {
             for v in violations {
                 self.invariants.violation(now, v);
             }
-            self.drain_lease(c);
+            self.drain(c);
         }
         self.shard_step();
     }
@@ -1943,7 +1882,10 @@ impl Engine<'_> {
             .copied()
             .filter(|&c| {
                 matches!(self.slots[c].state, NodeState::Running | NodeState::Paused)
-                    && run.nodes[c].client.is_some()
+                    && self.slots[c]
+                        .node
+                        .as_ref()
+                        .is_some_and(|n| n.lease_client().is_some())
                     && !sh.out_of_pool.contains(&c)
             })
             .collect();
@@ -1999,8 +1941,8 @@ impl Engine<'_> {
                 .copied()
                 .filter(|&c| {
                     matches!(self.slots[c].state, NodeState::Running | NodeState::Paused)
-                        && run.nodes[c].client.as_ref().is_some_and(|cl| {
-                            cl.holds(self.slots[c].clock.local(now), scope).is_some()
+                        && self.slots[c].node.as_ref().is_some_and(|n| {
+                            n.holds(self.slots[c].clock.local(now), scope).is_some()
                         })
                 })
                 .collect();
@@ -2024,43 +1966,44 @@ impl Engine<'_> {
         }
     }
 
-    fn crash_lease(&mut self, i: usize) {
+    /// Node `i` crashed; `node` is what it ran. A voter keeps its durable state for its restart.
+    fn crash_lease(&mut self, i: usize, node: Option<Node>) {
         let clock = self.slots[i].clock;
         let Some(run) = self.leases.as_mut() else {
             return;
         };
         run.ledger.on_crash(self.now, i, clock);
         let ln = &mut run.nodes[i];
-        if let Some(g) = ln.group.as_ref()
-            && g.is_leader()
-            && run.raft_failover.is_none()
-        {
-            run.raft_failover = Some((self.now, g.term()));
-        }
-        if let Some(g) = ln.group.take() {
+        if let Some(g) = node.as_ref().and_then(Node::lease_group) {
+            if g.is_leader() && run.raft_failover.is_none() {
+                run.raft_failover = Some((self.now, g.term()));
+            }
             ln.crashed_raft = Some((g.term(), g.log_len()));
-            ln.durable = Some(g.into_durable());
         }
-        ln.client = None;
-        ln.campaign = None;
-        ln.generation = ln.generation.wrapping_add(1);
-        ln.armed = Instant::MAX;
+        if let Some(durable) = node.and_then(Node::into_durable) {
+            ln.durable = Some(durable);
+        }
         ln.reset_asks();
     }
 
-    /// A restarted voter comes back with its durable state; a restarted contender with a new
-    /// client under its new boot incarnation.
-    fn restart_lease(&mut self, i: usize, boot: u32) {
-        let local = self.slots[i].clock.local(self.now);
+    /// A restarting node's lease state machines: a voter comes back with its durable state, a
+    /// contender with a new client under its new boot incarnation.
+    fn restart_lease(&mut self, i: usize, node: Node, local: Instant) -> Node {
         let Some(run) = self.leases.as_mut() else {
-            return;
+            return node;
         };
         let ln = &mut run.nodes[i];
-        if ln.voter
-            && let Some(durable) = ln.durable.take()
-        {
-            let seed = run.rng.random();
-            let group = LeaseGroup::restart(run.config.clone(), id(i), durable, seed, local);
+        let voter = match ln.durable.take() {
+            Some(durable) => VoterStart::Restart(Box::new(durable)),
+            // A voter that lost its state (it panicked) does not come back as one.
+            None => VoterStart::Not,
+        };
+        let node = self.with_lease_parts(i, node, voter, local);
+        let Some(run) = self.leases.as_mut() else {
+            return node;
+        };
+        let ln = &mut run.nodes[i];
+        if let Some(group) = node.lease_group() {
             // Raft's safety rests on a voter keeping its term, vote and log across a crash: the
             // restarted voter must resume exactly where it stopped, before it hears anyone.
             let resumed = (group.term(), group.log_len());
@@ -2078,21 +2021,9 @@ impl Engine<'_> {
                     ),
                 );
             }
-            ln.group = Some(group);
             run.ledger.records.voter_restarts += 1;
         }
-        if ln.contender {
-            let seed = run.rng.random();
-            ln.client = Some(LeaseClient::new(
-                run.config.clone(),
-                id(i),
-                Incarnation::new(boot),
-                &run.voters,
-                seed,
-            ));
-            ln.start_campaign(&run.spec.scopes, run.spec.ttl, local);
-        }
-        self.drain_lease(i);
+        node
     }
 
     /// A contender paused while it holds a scope has checked its lease and is about to write:
@@ -2103,11 +2034,11 @@ impl Engine<'_> {
             return;
         };
         let ln = &mut run.nodes[i];
-        let Some(client) = ln.client.as_ref() else {
+        let Some(node) = self.slots[i].node.as_ref() else {
             return;
         };
         for (s, scope) in run.spec.scopes.iter().enumerate() {
-            if let Some(token) = client.holds(local, scope) {
+            if let Some(token) = node.holds(local, scope) {
                 ln.paused_writes.push((s, token));
             }
         }
@@ -2142,10 +2073,10 @@ impl Engine<'_> {
         let holder = run.contenders.iter().copied().find(|&c| {
             let local = self.slots[c].clock.local(now);
             self.slots[c].state == NodeState::Running
-                && run.nodes[c]
-                    .client
+                && self.slots[c]
+                    .node
                     .as_ref()
-                    .is_some_and(|cl| cl.holds(local, scope).is_some())
+                    .is_some_and(|n| n.holds(local, scope).is_some())
         });
         if let Some(from) = holder {
             self.transfer_from(from, s);
@@ -2158,9 +2089,9 @@ impl Engine<'_> {
             return;
         };
         let local = self.slots[i].clock.local(self.now);
-        let held: Vec<usize> = match run.nodes[i].client.as_ref() {
-            Some(c) => (0..run.spec.scopes.len())
-                .filter(|&s| c.holds(local, &run.spec.scopes[s]).is_some())
+        let held: Vec<usize> = match self.slots[i].node.as_ref() {
+            Some(n) => (0..run.spec.scopes.len())
+                .filter(|&s| n.holds(local, &run.spec.scopes[s]).is_some())
                 .collect(),
             None => Vec::new(),
         };
@@ -2198,17 +2129,17 @@ impl Engine<'_> {
             return false;
         };
         let scope = run.ledger.scope(s).clone();
-        let Some(client) = run.nodes[from].client.as_mut() else {
+        let Some(node) = self.slots[from].node.as_mut() else {
             return false;
         };
-        if client.holds(local, &scope).is_none() {
+        if node.holds(local, &scope).is_none() {
             return false;
         }
-        let sent = client.transfer(local, scope, id(to)).is_ok();
+        let sent = node.transfer(local, scope, id(to)).is_ok();
         if sent {
             run.ledger.on_transfer(now, from, to, s);
         }
-        self.drain_lease(from);
+        self.drain(from);
         sent
     }
 
@@ -2217,18 +2148,18 @@ impl Engine<'_> {
         let Some(run) = self.leases.as_ref() else {
             return false;
         };
-        let ln = &run.nodes[i];
+        let Some(node) = self.slots[i].node.as_ref() else {
+            return false;
+        };
         match sel {
             NodeSelector::Holder => {
                 let local = self.slots[i].clock.local(self.now);
-                ln.client.as_ref().is_some_and(|c| {
-                    run.spec
-                        .scopes
-                        .first()
-                        .is_some_and(|s| c.holds(local, s).is_some())
-                })
+                run.spec
+                    .scopes
+                    .first()
+                    .is_some_and(|s| node.holds(local, s).is_some())
             }
-            NodeSelector::RaftLeader => ln.group.as_ref().is_some_and(LeaseGroup::is_leader),
+            NodeSelector::RaftLeader => node.lease_group().is_some_and(LeaseGroup::is_leader),
             _ => false,
         }
     }
@@ -2252,22 +2183,6 @@ impl Engine<'_> {
     }
 }
 
-/// Arms one lease wakeup at the earlier of the node's group and client deadlines.
-fn rearm_lease(ln: &mut LeaseNode, clock: Clock, queue: &mut Queue, now: Instant, index: usize) {
-    let deadline = [
-        ln.group.as_ref().and_then(LeaseGroup::poll_timeout),
-        ln.client.as_ref().and_then(LeaseClient::poll_timeout),
-        ln.campaign.as_ref().and_then(Campaign::poll_timeout),
-    ]
-    .into_iter()
-    .flatten()
-    .min();
-    if let Some((at, generation)) = arm(&mut ln.armed, &mut ln.generation, deadline, clock, now) {
-        let node = index as u32;
-        queue.push(at, What::LeaseTimer { node, generation });
-    }
-}
-
 /// Moves one armed wakeup to `deadline` (node-local time), bumping the generation so the old
 /// wakeup is skipped; returns the wakeup to queue, or `None` when nothing changed or the node
 /// wants no wakeup.
@@ -2285,6 +2200,16 @@ fn arm(
     *generation = generation.wrapping_add(1);
     *armed = at;
     (at != Instant::MAX).then_some((at, *generation))
+}
+
+/// How a voter's node gets its voter.
+enum VoterStart {
+    /// A founder, at the start of the run.
+    Bootstrap,
+    /// Restarted from what it persisted before its crash.
+    Restart(Box<meshkit::lease::DurableState>),
+    /// Not at all (it lost its state).
+    Not,
 }
 
 /// The end state, asked of the member tables.
@@ -2520,7 +2445,7 @@ mod tests {
         let mut engine = Engine::new(&scenario, config, 24, scenario.duration(), 1);
         engine.slots[0].state = NodeState::Paused;
         for _ in 0..PAUSE_INBOX_MAX_DATAGRAMS + 10 {
-            engine.deliver(1, 0, vec![0u8; 16], false);
+            engine.deliver(1, 0, vec![0u8; 16]);
         }
         assert_eq!(engine.slots[0].inbox.len(), PAUSE_INBOX_MAX_DATAGRAMS);
         assert_eq!(engine.counters.dropped_inbox_full, 10);

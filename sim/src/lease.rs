@@ -1,13 +1,15 @@
 //! Leases in the simulator: the per-node lease state the engine drives, and the ledger that
 //! checks the lease invariants and keeps the lease figures.
 //!
-//! With a `[leases]` section, node indices `0..voters` run a [`LeaseGroup`] and every contender
-//! runs a [`LeaseClient`] and, for the `[leases]` scopes, the node's own [`Campaign`]: it asks,
+//! With a `[leases]` section, node indices `0..voters` run a `LeaseGroup` and every contender
+//! runs a `LeaseClient` and, for the `[leases]` scopes, the node's own `Campaign`, all inside
+//! the node's `meshkit::node::Node`, as in `meshkitd`: the campaign asks,
 //! renews a third of the way through the TTL, asks again when a refusal says the holder's lease
 //! can have run out or when its membership sees the holder leave or die
-//! ([`Campaign::holder_gone`]), and defers its acquisitions while its own voter leads, exactly
-//! as `meshkitd` does. Every [`WRITE_INTERVAL`] of virtual time each running contender writes to
-//! the fenced resource of each scope it holds by its own clock ([`LeaseClient::holds`]). A new
+//! (`Campaign::holder_gone`), and defers its acquisitions while its own voter leads; a
+//! contender on a voter's node talks to that voter in-process. Every [`WRITE_INTERVAL`] of
+//! virtual time each running contender writes to the fenced resource of each scope it holds by
+//! its own clock (`Node::holds`). A new
 //! holder writes at once when it learns of its grant. Shards are not campaigned for: the
 //! coordinator (`crate::shard`) names each shard's owner, which asks on every write tick until
 //! it holds the shard and renews it a third of the way through the shard TTL.
@@ -54,9 +56,8 @@ use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
 use meshkit::Instant;
-use meshkit::lease::{
-    Campaign, DurableState, FencingToken, LeaseClient, LeaseGroup, RequestId, Scope, Term,
-};
+use meshkit::lease::{DurableState, FencingToken, RequestId, Scope, Term};
+use meshkit::node::Node;
 
 use crate::clock::Clock;
 
@@ -83,24 +84,17 @@ pub(crate) struct Request {
     pub(crate) sent: Instant,
 }
 
-/// One node's lease state machines and the contender's bookkeeping.
+/// One node's lease roles, what a crashed voter kept, and the contender's bookkeeping (the
+/// state machines themselves are in the node).
 #[derive(Debug, Default)]
 pub(crate) struct LeaseNode {
-    pub(crate) group: Option<LeaseGroup>,
     /// What a crashed voter kept (its Raft log and hard state), for its restart.
     pub(crate) durable: Option<DurableState>,
     /// A crashed voter's Raft term and log length at its crash, to check that its restart
     /// resumes them from `durable`.
     pub(crate) crashed_raft: Option<(Term, usize)>,
-    pub(crate) client: Option<LeaseClient>,
-    /// A contender's candidacy for the `[leases]` scopes (none without scopes).
-    pub(crate) campaign: Option<Campaign>,
     pub(crate) voter: bool,
     pub(crate) contender: bool,
-    /// Bumped whenever the armed wakeup changes; a wakeup with another generation is stale.
-    pub(crate) generation: u32,
-    /// The armed wakeup (global time), `Instant::MAX` if none.
-    pub(crate) armed: Instant,
     pub(crate) requests: BTreeMap<RequestId, Request>,
     /// Scope indices with an acquire or a renewal in flight.
     pub(crate) asking: BTreeSet<usize>,
@@ -113,32 +107,19 @@ pub(crate) struct LeaseNode {
 }
 
 impl LeaseNode {
-    /// A new client's candidacy: every scope of `scopes` from `now` (node-local time).
-    pub(crate) fn start_campaign(&mut self, scopes: &[Scope], ttl: Duration, now: Instant) {
-        self.campaign = (!scopes.is_empty()).then(|| {
-            let mut campaign = Campaign::new(ttl, CAMPAIGN_RETRY);
-            for scope in scopes {
-                campaign.enter(now, scope.clone());
-            }
-            campaign
-        });
-    }
-
-    /// Lets the campaign ask what is due, and books its new requests (`sent` in global time)
-    /// for the grant-latency figure; `scope_index` maps a scope to the ledger's index.
-    pub(crate) fn run_campaign(
+    /// Books the requests the node's campaign has in flight and this bookkeeping does not know
+    /// yet (`sent` in global time), for the grant-latency figure; `scope_index` maps a scope to
+    /// the ledger's index.
+    pub(crate) fn book_campaign(
         &mut self,
+        node: &Node,
         local: Instant,
         sent: Instant,
         scope_index: impl Fn(&Scope) -> Option<usize>,
     ) {
-        let (Some(campaign), Some(client)) = (self.campaign.as_mut(), self.client.as_mut()) else {
+        let Some(campaign) = node.campaign() else {
             return;
         };
-        if campaign.poll_timeout().is_none_or(|at| at > local) {
-            return;
-        }
-        campaign.handle_timeout(local, client);
         for (scope, id) in campaign.asking() {
             let Some(s) = scope_index(scope) else {
                 continue;
@@ -146,7 +127,7 @@ impl LeaseNode {
             if self.requests.contains_key(&id) {
                 continue;
             }
-            let ask = if client.holds(local, scope).is_some() {
+            let ask = if node.holds(local, scope).is_some() {
                 Ask::Renew
             } else {
                 Ask::Acquire

@@ -12,7 +12,7 @@
 //!
 //! | module | concept |
 //! |---|---|
-//! | `engine` | the discrete-event loop: a heap of (time, seq) entries; drives every node's `Membership` (and, with `[leases]`, `LeaseGroup`/`LeaseClient`) |
+//! | `engine` | the discrete-event loop: a heap of (time, seq) entries; drives every node's `meshkit::node::Node` (membership and, with `[leases]`, its voter, lease client and campaign), as the tokio driver does |
 //! | `network` | per-datagram fate: latency and jitter, regions, loss (independent, bursty), partitions, duplication, reordering |
 //! | `clock` | per-node clocks with rate skew (local/global conversion) |
 //! | `fault` | the fault timeline and node selection |
@@ -21,7 +21,7 @@
 //! | `observer` | who believes what: views folded from core events against the engine's truth |
 //! | [`metrics`] | the report's figures and their definitions |
 //! | `invariants` | checks made as the run goes; a violation stops the run |
-//! | `lease` | with `[leases]`: the lease state per node, the holder ledger, the fenced resources, the lease figures |
+//! | `lease` | with `[leases]`: the lease roles and bookkeeping per node, the holder ledger, the fenced resources, the lease figures |
 //! | `shard` | with `[shards]`: the shard map fed by the voters' grants, the coordinator that plans moves with the core's `Rebalancer`, the shard figures |
 //! | [`report`] | JSON and human reports, expectations |
 //! | `trace` | the trace hash that proves determinism |

@@ -101,21 +101,13 @@ pub use self::storage::{
 pub use self::table::{Lease, LeaseTable, MAX_LEASES, MAX_LEASES_PER_HOLDER, MAX_SESSIONS};
 pub use self::wire::{Recipient, recipient};
 
-use crate::id::NodeId;
-
 /// Voters a group holds at most (Raft needs a majority of them for every decision; 3 or 5 is
 /// the usual size).
 pub const MAX_VOTERS: usize = 7;
 
-/// A datagram written to the caller's buffer by a `poll_transmit`.
-#[must_use = "a transmit not sent is a Raft message or a lease request lost"]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    /// The recipient.
-    pub to: NodeId,
-    /// Bytes written to the buffer.
-    pub len: usize,
-}
+/// A datagram written to the caller's buffer by a `poll_transmit` (the core's one
+/// [`Transmit`](crate::Transmit) type).
+pub use crate::transmit::Transmit;
 
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,7 @@
 use alloc::collections::{BTreeMap, BTreeSet};
 
 use super::*;
-use crate::id::Incarnation;
+use crate::id::{Incarnation, NodeId};
 use crate::time::{Duration, Instant};
 use crate::wire::DecodeError;
 

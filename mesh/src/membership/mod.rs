@@ -139,15 +139,9 @@ pub enum Event {
     },
 }
 
-/// A datagram written to the caller's buffer by [`Membership::poll_transmit`].
-#[must_use = "a transmit not sent is a probe or an update lost"]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    /// The recipient.
-    pub to: NodeId,
-    /// Bytes written to the buffer.
-    pub len: usize,
-}
+/// A datagram written to the caller's buffer by [`Membership::poll_transmit`] (the core's one
+/// [`Transmit`](crate::Transmit) type).
+pub use crate::transmit::Transmit;
 
 /// A read-only view of one member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,846 @@
+//! The node: the one composition of the core's state machines, in the role quinn's `Endpoint`
+//! plays for its connections.
+//!
+//! A MeshKit node runs gossip membership ([`Membership`]) and, when it takes part in
+//! leadership, a Raft voter ([`LeaseGroup`]), a lease client ([`LeaseClient`]) and the client's
+//! standing candidacy ([`Campaign`]). Each is a sans-IO state machine of its own, and a host
+//! could wire them together itself: route each datagram to the right one, fan timeouts out,
+//! drain each in the right order, hand the client's events to the campaign, tell the campaign
+//! when a holder leaves the mesh. Two hosts did (the simulator and the tokio driver), and the
+//! copies drifted apart: the simulator sent a node's datagrams to itself through its lossy
+//! network model while the daemon looped them back in-process, and only the daemon framed its
+//! datagrams by channel. [`Node`] is that wiring, once, so both hosts drive the same node and a
+//! replayed seed exercises exactly what a real node runs.
+//!
+//! # What the node owns
+//!
+//! * **Channel framing.** Every datagram starts with one [`Channel`] byte, membership or lease,
+//!   then the component's own encoding. A datagram with no byte or an unknown one is refused
+//!   with [`ChannelError`] (counted in [`NodeStats::channel_refused`]); nothing else changes.
+//! * **Self-delivery.** The lease client of a voter's node asks its own voter, and the voter
+//!   answers its own client. Those datagrams never reach the host: the node hands them back
+//!   in-process, right after the input that produced them, within [`MAX_SELF_DELIVERY_ROUNDS`]
+//!   rounds (a request and its answer take two). A host therefore never sees a [`Transmit`]
+//!   addressed to its own node.
+//! * **Wiring between components.** The campaign reads every client event; it defers its
+//!   acquisitions while the node's own voter leads ([`Campaign::defer_acquisitions`] says why);
+//!   and a member that left or was declared dead is a holder gone
+//!   ([`Campaign::holder_gone`]), so its scopes are asked for at once.
+//! * **Child seeds.** One `seed: u64` from the host seeds the whole node (see
+//!   [`Node::new`]): membership takes it as is, the voter and the client take children of it,
+//!   each from its own ChaCha8 stream, whatever order the host adds them in.
+//!
+//! # Seams
+//!
+//! The components the node composes are fields it drives in a fixed order (membership, voter,
+//! client, campaign). The shard coordinator (which plans moves of `shard/{ns}/{id}` scopes
+//! and hands them out through lease grants and transfers) is the next component; it will plug
+//! in the same way: fed by the voter's and the client's events in `settle`, asked for its
+//! deadline in [`poll_timeout`](Node::poll_timeout), and reporting through a new [`Event`]
+//! variant (the enum is `#[non_exhaustive]` for that reason). Task-queue and probe components
+//! follow the same pattern.
+//!
+//! # Example
+//!
+//! Node 1 is the only voter; node 2 contends for `global-control` and wins it. Datagrams are
+//! delivered at once and time jumps to the next deadline (a real host waits for both).
+//!
+//! ```
+//! use core::time::Duration;
+//! use meshkit::config::{Config, Profile};
+//! use meshkit::lease::{Campaign, LeadershipEvent, LeaseConfig, Scope};
+//! use meshkit::node::{Event, Node};
+//! use meshkit::{Incarnation, Instant, NodeId};
+//!
+//! let (a, b) = (NodeId::new(1), NodeId::new(2));
+//! let mut now = Instant::ZERO;
+//! let config = Config::from_profile(Profile::Lan);
+//! let mut campaign = Campaign::new(Duration::from_secs(3), Duration::from_millis(100));
+//! campaign.enter(now, Scope::global_control());
+//! let mut nodes = [
+//!     Node::new(config.clone(), a, Incarnation::new(1), 7, now)
+//!         .with_voter(now, LeaseConfig::default(), &[a])?,
+//!     Node::new(config, b, Incarnation::new(1), 8, now)
+//!         .with_lease_client(now, LeaseConfig::default(), &[a], campaign),
+//! ];
+//! nodes[1].join(now, &[a]);
+//! let (mut buf, mut holder) = (Vec::new(), None);
+//! for _ in 0..10_000 {
+//!     // Drain every node in the documented order.
+//!     let mut wire = Vec::new();
+//!     for node in &mut nodes {
+//!         while let Some(t) = node.poll_transmit(now, &mut buf) {
+//!             assert_ne!(t.to, node.local_id(), "a node talks to itself in-process");
+//!             wire.push((node.local_id(), t.to, buf[..t.len].to_vec()));
+//!         }
+//!         while let Some(event) = node.poll_event() {
+//!             if let Event::Leadership(e) = event
+//!                 && let LeadershipEvent::Acquired { .. } = e.event
+//!             {
+//!                 holder = Some(node.local_id());
+//!             }
+//!         }
+//!     }
+//!     if holder.is_some() {
+//!         break;
+//!     }
+//!     if wire.is_empty() {
+//!         // Nothing in flight: jump to the earliest deadline.
+//!         now = nodes.iter().filter_map(Node::poll_timeout).min().unwrap();
+//!         for node in &mut nodes {
+//!             node.handle_timeout(now);
+//!         }
+//!     }
+//!     for (from, to, bytes) in wire {
+//!         nodes[(to.get() - 1) as usize].handle_datagram(now, from, &bytes)?;
+//!     }
+//! }
+//! assert_eq!(holder, Some(b));
+//! assert!(nodes[1].holds(now, &Scope::global_control()).is_some());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use alloc::collections::VecDeque;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use thiserror::Error;
+
+use crate::config::Config;
+use crate::id::{Incarnation, MetaVersion, NodeId};
+use crate::lease::{
+    Campaign, DurableState, DurableWrite, FencingToken, GroupError, GroupEvent, HeldLease,
+    LeadershipEvent, LeaseClient, LeaseConfig, LeaseError, LeaseGroup, MessageError, Recipient,
+    RequestId, Scope, Sequenced,
+};
+use crate::membership::{self, MemberState, Membership, MetadataError};
+use crate::time::{Duration, Instant};
+use crate::transmit::Transmit;
+
+/// Rounds of self-addressed lease datagrams the node hands back after one input (a request to
+/// its own voter and the answer take two; a transfer notice and the take-over renewal two more).
+/// Past it the rest waits for the next input, counted in
+/// [`NodeStats::self_delivery_rounds_exhausted`].
+pub const MAX_SELF_DELIVERY_ROUNDS: usize = 8;
+/// Lease datagrams waiting for the host; past this the newest are dropped (and counted): the
+/// lease client retries at its deadline, Raft resends.
+pub const MAX_LEASE_OUTBOX_DATAGRAMS: usize =
+    crate::lease::MAX_GROUP_OUTBOX_DATAGRAMS + crate::lease::MAX_CLIENT_OUTBOX_DATAGRAMS;
+/// Events waiting for the host; past this the oldest are dropped (and counted).
+pub const MAX_PENDING_EVENTS: usize = 65_536;
+/// Spare datagram buffers kept for reuse.
+const MAX_SPARE_BUFFERS: usize = 64;
+
+/// The stream of the node's seed that each lease component's seed is drawn from (stream 0 is
+/// the seed itself, which membership takes).
+const VOTER_SEED_STREAM: u64 = 1;
+const CLIENT_SEED_STREAM: u64 = 2;
+
+/// Which state machine a datagram is for: its first byte on the wire.
+///
+/// Not `#[non_exhaustive]`: a new channel is a new wire protocol version, and hosts match on
+/// the byte (`Channel::Lease as u8`) to count traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Channel {
+    /// Gossip membership ([`Membership`]).
+    Membership = 0,
+    /// Leases: Raft between voters, lease requests and answers ([`crate::lease`]).
+    Lease = 1,
+}
+
+impl Channel {
+    /// Every channel, in byte order.
+    pub const VALUES: [Self; 2] = [Self::Membership, Self::Lease];
+
+    /// The channel's byte on the wire.
+    pub const fn byte(self) -> u8 {
+        self as u8
+    }
+
+    /// Splits a received datagram into its channel and the payload after the byte.
+    pub fn split(datagram: &[u8]) -> Result<(Self, &[u8]), ChannelError> {
+        let (&first, payload) = datagram.split_first().ok_or(ChannelError::Empty)?;
+        let channel = match first {
+            0 => Self::Membership,
+            1 => Self::Lease,
+            byte => return Err(ChannelError::Unknown { byte }),
+        };
+        Ok((channel, payload))
+    }
+
+    /// Writes the datagram carrying `payload` on this channel into `buf` (cleared first).
+    pub fn frame(self, payload: &[u8], buf: &mut Vec<u8>) {
+        buf.clear();
+        buf.reserve(payload.len() + 1);
+        buf.push(self.byte());
+        buf.extend_from_slice(payload);
+    }
+
+    /// Lower-case name, for logs and metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Membership => "membership",
+            Self::Lease => "lease",
+        }
+    }
+}
+
+impl core::fmt::Display for Channel {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A datagram without a channel this build knows. A peer or network fault; the node's state
+/// is unchanged.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChannelError {
+    /// The datagram is empty: not even a channel byte.
+    #[error("empty datagram: no channel byte")]
+    Empty,
+    /// The first byte names no channel.
+    #[error("unknown channel byte {byte}")]
+    Unknown {
+        /// The byte received.
+        byte: u8,
+    },
+}
+
+/// Why [`Node::handle_datagram`] refused a datagram. Each is a peer or network fault (or a
+/// datagram for a state machine this node does not run); the refusal is counted, and the state
+/// machine that refused it is unchanged.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DatagramError {
+    /// No channel, or an unknown one ([`NodeStats::channel_refused`]).
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// Membership refused it (counted in its own [`membership::Stats`]).
+    #[error(transparent)]
+    Membership(#[from] membership::DatagramError),
+    /// The voter or the lease client refused it ([`NodeStats::lease_refused`]).
+    #[error(transparent)]
+    Lease(#[from] MessageError),
+    /// A lease datagram for a state machine this node does not run: Raft or a lease request for
+    /// a node that is not a voter, an answer for a node without a lease client
+    /// ([`NodeStats::lease_refused`]).
+    #[error("lease datagram for the {recipient:?}, which this node does not run")]
+    NotRunning {
+        /// The state machine the datagram is for.
+        recipient: Recipient,
+    },
+}
+
+/// Why a lease command was refused. Nothing was sent and nothing changed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// This node runs no lease client (caller misuse: build it with
+    /// [`Node::with_lease_client`]).
+    #[error("this node runs no lease client")]
+    NoLeaseClient,
+    /// The lease client refused the command.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+}
+
+/// What the host application learns, from any of the node's components.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Membership: a member changed state, metadata changed, a refutation.
+    Membership(membership::Event),
+    /// The lease client: this node's own leases (numbered per node).
+    Leadership(Sequenced<LeadershipEvent>),
+    /// The voter: the group's leader and its replicated lease table (numbered per voter).
+    Group(Sequenced<GroupEvent>),
+}
+
+/// The node's own counters (each component keeps its own too); they only grow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// Datagrams refused for their channel byte (none, or unknown).
+    pub channel_refused: u64,
+    /// Lease datagrams refused: undecodable, refused by the voter or the client, or for a state
+    /// machine this node does not run.
+    pub lease_refused: u64,
+    /// Lease datagrams this node addressed to itself and handed back in-process.
+    pub self_delivered: u64,
+    /// Membership datagrams addressed to this node itself, dropped (membership has nothing to
+    /// tell itself; none is expected).
+    pub self_addressed_dropped: u64,
+    /// Inputs after which self-addressed datagrams were still coming after
+    /// [`MAX_SELF_DELIVERY_ROUNDS`] rounds (the rest waited for the next input).
+    pub self_delivery_rounds_exhausted: u64,
+    /// Lease datagrams dropped because the host did not drain [`Node::poll_transmit`].
+    pub outbox_dropped: u64,
+    /// Events dropped because the host did not drain [`Node::poll_event`].
+    pub events_dropped: u64,
+}
+
+/// One MeshKit node: membership and, optionally, a lease voter, a lease client and its
+/// campaign. See the [module docs](self) for why it exists.
+///
+/// # Driving
+///
+/// A host (the simulator, the tokio driver) owns time, the network and the seed, and calls:
+///
+/// * **Construction**: [`new`](Self::new) (membership), then optionally
+///   [`with_voter`](Self::with_voter) or [`with_restarted_voter`](Self::with_restarted_voter)
+///   (a Raft voter), and [`with_lease_client`](Self::with_lease_client) (a lease client and its
+///   campaign). A host with a disk calls [`record_durable_writes`](Self::record_durable_writes)
+///   on a voter's node before anything else.
+/// * **Inputs**: [`handle_datagram`](Self::handle_datagram) for every datagram received (with
+///   the sender the transport authenticated), [`handle_timeout`](Self::handle_timeout) when
+///   [`poll_timeout`](Self::poll_timeout) comes due (a spurious call is a no-op), and the
+///   commands: [`join`](Self::join), [`leave`](Self::leave),
+///   [`set_metadata`](Self::set_metadata), [`delete_metadata`](Self::delete_metadata),
+///   [`acquire`](Self::acquire), [`renew`](Self::renew), [`release`](Self::release),
+///   [`transfer`](Self::transfer), [`query`](Self::query),
+///   [`enter_campaign`](Self::enter_campaign), [`withdraw_campaign`](Self::withdraw_campaign).
+/// * **Outputs**, drained after every input in this order:
+///   1. [`poll_durable`](Self::poll_durable) until `None`, then make what it gave durable
+///      (write and sync): nothing polled afterwards may leave before that (Raft's persistence
+///      rule). Only a voter that records durable writes has any.
+///   2. [`poll_transmit`](Self::poll_transmit) until `None`: send each datagram (channel byte
+///      included) to `to`. Never addressed to this node itself.
+///   3. [`poll_event`](Self::poll_event) until `None`: tell the application.
+///   4. [`poll_timeout`](Self::poll_timeout): arm one timer.
+///
+/// The node has done all of its internal work (self-deliveries, the campaign's bookkeeping)
+/// before an input returns, so a host that is slow to poll events loses at most events, never
+/// progress.
+#[derive(Debug)]
+pub struct Node {
+    id: NodeId,
+    seed: u64,
+    membership: Membership,
+    group: Option<LeaseGroup>,
+    client: Option<LeaseClient>,
+    campaign: Option<Campaign>,
+    /// Lease payloads for other nodes, waiting for `poll_transmit`.
+    lease_outbox: VecDeque<(NodeId, Vec<u8>)>,
+    /// Lease payloads this node addressed to itself, waiting to be handed back.
+    loopback: VecDeque<Vec<u8>>,
+    spare: Vec<Vec<u8>>,
+    scratch: Vec<u8>,
+    events: VecDeque<Event>,
+    stats: NodeStats,
+}
+
+impl Node {
+    /// A node alone in its mesh, running membership only.
+    ///
+    /// `boot` is its boot incarnation (a restarted node must use a higher one; it also numbers
+    /// the lease client's requests). `seed` seeds everything the node draws: membership takes
+    /// it as its own seed, so a node without leases runs exactly as [`Membership`] alone; the
+    /// voter's and the client's seeds are the first word of ChaCha8 keyed by `seed`, on streams
+    /// 1 and 2.
+    pub fn new(config: Config, id: NodeId, boot: Incarnation, seed: u64, now: Instant) -> Self {
+        Self {
+            id,
+            seed,
+            membership: Membership::new(config, id, boot, seed, now),
+            group: None,
+            client: None,
+            campaign: None,
+            lease_outbox: VecDeque::new(),
+            loopback: VecDeque::new(),
+            spare: Vec::new(),
+            scratch: Vec::with_capacity(crate::wire::MAX_DATAGRAM_BYTES),
+            events: VecDeque::new(),
+            stats: NodeStats::default(),
+        }
+    }
+
+    /// Makes the node a founding voter of the lease group `voters` (every founder must be given
+    /// the same set). Fails, leaving the node without a voter, if the set is invalid or does not
+    /// hold this node.
+    pub fn with_voter(
+        mut self,
+        now: Instant,
+        config: LeaseConfig,
+        voters: &[NodeId],
+    ) -> Result<Self, GroupError> {
+        let seed = child_seed(self.seed, VOTER_SEED_STREAM);
+        self.group = Some(LeaseGroup::bootstrap(config, self.id, voters, seed, now)?);
+        self.settle(now);
+        Ok(self)
+    }
+
+    /// Makes the node a voter restarted from what it persisted (its Raft log, hard state and
+    /// snapshot): it resumes exactly where it stopped.
+    pub fn with_restarted_voter(
+        mut self,
+        now: Instant,
+        config: LeaseConfig,
+        durable: DurableState,
+    ) -> Self {
+        let seed = child_seed(self.seed, VOTER_SEED_STREAM);
+        self.group = Some(LeaseGroup::restart(config, self.id, durable, seed, now));
+        self.settle(now);
+        self
+    }
+
+    /// Gives the node a lease client that talks to `voters`, and its standing `campaign` (an
+    /// empty [`Campaign`] contends for nothing until [`enter_campaign`](Self::enter_campaign)).
+    pub fn with_lease_client(
+        mut self,
+        now: Instant,
+        config: LeaseConfig,
+        voters: &[NodeId],
+        campaign: Campaign,
+    ) -> Self {
+        let seed = child_seed(self.seed, CLIENT_SEED_STREAM);
+        let boot = self.membership.incarnation();
+        self.client = Some(LeaseClient::new(config, self.id, boot, voters, seed));
+        self.campaign = Some(campaign);
+        self.settle(now);
+        self
+    }
+
+    /// Starts recording the voter's durable writes (see [`LeaseGroup::record_durable_writes`]);
+    /// from then on drain [`poll_durable`](Self::poll_durable) first after every input. A node
+    /// without a voter has nothing to record.
+    pub fn record_durable_writes(&mut self) {
+        if let Some(group) = &mut self.group {
+            group.record_durable_writes();
+        }
+    }
+
+    /// Stops the voter (its disk failed, say): the group carries on without it, and nothing it
+    /// recorded and did not send goes out. The node keeps running membership and its client.
+    pub fn stop_voter(&mut self) {
+        if self.group.take().is_some() {
+            // Its datagrams may promise what the disk never got.
+            self.lease_outbox.clear();
+            self.loopback.clear();
+        }
+    }
+
+    /// What a crash leaves behind: the voter's Raft state, if the node is a voter. Consumes the
+    /// node (a real crash loses everything else).
+    pub fn into_durable(self) -> Option<DurableState> {
+        self.group.map(LeaseGroup::into_durable)
+    }
+
+    /// Adds a member known to be alive without any exchange (see
+    /// [`Membership::add_known_member`]).
+    pub fn add_known_member(&mut self, now: Instant, id: NodeId, incarnation: Incarnation) {
+        self.membership.add_known_member(now, id, incarnation);
+    }
+
+    // ---- inputs --------------------------------------------------------------------------------
+
+    /// Takes one datagram (channel byte included) from `from`, as the transport authenticated
+    /// it. A refused datagram changes nothing and is counted.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        datagram: &[u8],
+    ) -> Result<(), DatagramError> {
+        let result = match Channel::split(datagram) {
+            Ok((Channel::Membership, payload)) => self
+                .membership
+                .handle_datagram(now, from, payload)
+                .map_err(DatagramError::from),
+            Ok((Channel::Lease, payload)) => self.handle_lease(now, from, payload),
+            Err(error) => {
+                self.stats.channel_refused += 1;
+                return Err(error.into());
+            }
+        };
+        self.settle(now);
+        result
+    }
+
+    /// Runs every timer of every component that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        // Membership checks each of its timers itself (a spurious call is a no-op).
+        self.membership.handle_timeout(now);
+        let due = |at: Option<Instant>| at.is_some_and(|at| at <= now);
+        if let Some(group) = &mut self.group
+            && due(group.poll_timeout())
+        {
+            group.handle_timeout(now);
+        }
+        if let Some(client) = &mut self.client {
+            if due(client.poll_timeout()) {
+                client.handle_timeout(now);
+            }
+            if let Some(campaign) = &mut self.campaign
+                && due(campaign.poll_timeout())
+            {
+                campaign.handle_timeout(now, client);
+            }
+        }
+        self.settle(now);
+    }
+
+    /// Joins the mesh through `seeds` (see [`Membership::handle_join`]).
+    pub fn join(&mut self, now: Instant, seeds: &[NodeId]) {
+        self.membership.handle_join(now, seeds);
+        self.settle(now);
+    }
+
+    /// Leaves the mesh gracefully (see [`Membership::leave`]); keep driving the node a few
+    /// gossip rounds so the announcement spreads. Leases are not touched: release or transfer
+    /// them first.
+    pub fn leave(&mut self, now: Instant) {
+        self.membership.leave(now);
+        self.settle(now);
+    }
+
+    /// Sets one key of this node's metadata and spreads the write.
+    pub fn set_metadata(
+        &mut self,
+        now: Instant,
+        key: &str,
+        value: &[u8],
+    ) -> Result<MetaVersion, MetadataError> {
+        let version = self.membership.set_metadata(now, key, value)?;
+        self.settle(now);
+        Ok(version)
+    }
+
+    /// Deletes one key of this node's metadata.
+    pub fn delete_metadata(
+        &mut self,
+        now: Instant,
+        key: &str,
+    ) -> Result<MetaVersion, MetadataError> {
+        let version = self.membership.delete_metadata(now, key)?;
+        self.settle(now);
+        Ok(version)
+    }
+
+    /// Asks the voters for `scope` for `ttl` (see [`LeaseClient::acquire`]).
+    pub fn acquire(
+        &mut self,
+        now: Instant,
+        scope: Scope,
+        ttl: Duration,
+    ) -> Result<RequestId, CommandError> {
+        self.lease_command(now, |client| client.acquire(now, scope, ttl))
+    }
+
+    /// Renews a held lease for its TTL (see [`LeaseClient::renew`]).
+    pub fn renew(&mut self, now: Instant, scope: Scope) -> Result<RequestId, CommandError> {
+        self.lease_command(now, |client| client.renew(now, scope))
+    }
+
+    /// Releases a held lease; it stops being held at once (see [`LeaseClient::release`]).
+    pub fn release(&mut self, now: Instant, scope: &Scope) -> Result<RequestId, CommandError> {
+        self.lease_command(now, |client| client.release(now, scope))
+    }
+
+    /// Hands a held lease to `to` (see [`LeaseClient::transfer`]).
+    pub fn transfer(
+        &mut self,
+        now: Instant,
+        scope: Scope,
+        to: NodeId,
+    ) -> Result<RequestId, CommandError> {
+        self.lease_command(now, |client| client.transfer(now, scope, to))
+    }
+
+    /// Reads the lease on `scope` through the Raft leader (see [`LeaseClient::query`]).
+    pub fn query(&mut self, now: Instant, scope: Scope) -> Result<RequestId, CommandError> {
+        self.lease_command(now, |client| client.query(now, scope))
+    }
+
+    /// Contends for `scope` from `now` on (again, after a withdrawal). Without a lease client
+    /// there is no campaign, and this does nothing.
+    pub fn enter_campaign(&mut self, now: Instant, scope: Scope) {
+        if let Some(campaign) = &mut self.campaign {
+            campaign.enter(now, scope);
+        }
+    }
+
+    /// Stops contending for `scope`; a lease held stays held until released, transferred or
+    /// expired (see [`Campaign::withdraw`]).
+    pub fn withdraw_campaign(&mut self, scope: &Scope) {
+        if let Some(campaign) = &mut self.campaign {
+            campaign.withdraw(scope);
+        }
+    }
+
+    // ---- outputs -------------------------------------------------------------------------------
+
+    /// The next write the voter recorded, to make durable before anything polled after it is
+    /// sent (see [`LeaseGroup::poll_durable`]).
+    #[must_use = "a durable write not written breaks Raft's persistence rule"]
+    pub fn poll_durable(&mut self) -> Option<DurableWrite> {
+        self.group.as_mut()?.poll_durable()
+    }
+
+    /// Writes the next datagram (channel byte, then payload) into `buf`, cleared first, and says
+    /// where it goes: membership's first, then the lease components'.
+    #[must_use = "a transmit not sent is a probe, an update or a lease message lost"]
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        while let Some(t) = self.membership.poll_transmit(now, buf) {
+            if t.to == self.id {
+                self.stats.self_addressed_dropped += 1;
+                continue;
+            }
+            buf.insert(0, Channel::Membership.byte());
+            return Some(Transmit {
+                to: t.to,
+                len: t.len + 1,
+            });
+        }
+        let (to, payload) = self.lease_outbox.pop_front()?;
+        Channel::Lease.frame(&payload, buf);
+        self.recycle(payload);
+        Some(Transmit { to, len: buf.len() })
+    }
+
+    /// The next event for the application.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called: the earliest
+    /// deadline of any component.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.membership.poll_timeout(),
+            self.group.as_ref().and_then(LeaseGroup::poll_timeout),
+            self.client.as_ref().and_then(LeaseClient::poll_timeout),
+            // The campaign acts through the client: without one it never comes due.
+            self.client
+                .as_ref()
+                .and(self.campaign.as_ref())
+                .and_then(Campaign::poll_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    // ---- views ---------------------------------------------------------------------------------
+
+    /// This node's id.
+    pub fn local_id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The incarnation this node announces.
+    pub fn incarnation(&self) -> Incarnation {
+        self.membership.incarnation()
+    }
+
+    /// The node's membership (members, metadata, health, counters).
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The node's voter, if it is one.
+    pub fn lease_group(&self) -> Option<&LeaseGroup> {
+        self.group.as_ref()
+    }
+
+    /// The node's lease client, if it runs one.
+    pub fn lease_client(&self) -> Option<&LeaseClient> {
+        self.client.as_ref()
+    }
+
+    /// The client's campaign, if the node runs a lease client.
+    pub fn campaign(&self) -> Option<&Campaign> {
+        self.campaign.as_ref()
+    }
+
+    /// The token under which this node holds `scope` at `now`, if it does (see
+    /// [`LeaseClient::holds`]).
+    pub fn holds(&self, now: Instant, scope: &Scope) -> Option<FencingToken> {
+        self.client.as_ref()?.holds(now, scope)
+    }
+
+    /// Every lease this node holds (see [`LeaseClient::held`]).
+    pub fn held(&self) -> impl Iterator<Item = (&Scope, &HeldLease)> {
+        self.client.iter().flat_map(LeaseClient::held)
+    }
+
+    /// The node's own counters.
+    pub fn stats(&self) -> NodeStats {
+        self.stats
+    }
+
+    // ---- internals -----------------------------------------------------------------------------
+
+    fn lease_command(
+        &mut self,
+        now: Instant,
+        command: impl FnOnce(&mut LeaseClient) -> Result<RequestId, LeaseError>,
+    ) -> Result<RequestId, CommandError> {
+        let client = self.client.as_mut().ok_or(CommandError::NoLeaseClient)?;
+        let request = command(client)?;
+        self.settle(now);
+        Ok(request)
+    }
+
+    /// Hands one lease payload to the state machine its header names.
+    fn handle_lease(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        payload: &[u8],
+    ) -> Result<(), DatagramError> {
+        let result = match crate::lease::recipient(payload) {
+            Ok(recipient @ Recipient::Group) => match &mut self.group {
+                Some(group) => group.handle_message(now, from, payload).map_err(Into::into),
+                None => Err(DatagramError::NotRunning { recipient }),
+            },
+            Ok(recipient @ Recipient::Client) => match &mut self.client {
+                Some(client) => client
+                    .handle_message(now, from, payload)
+                    .map_err(Into::into),
+                None => Err(DatagramError::NotRunning { recipient }),
+            },
+            Err(error) => Err(MessageError::from(error).into()),
+        };
+        if result.is_err() {
+            self.stats.lease_refused += 1;
+        }
+        result
+    }
+
+    /// After every input: collects every component's events (wiring the campaign to them),
+    /// takes the lease components' datagrams, and hands the self-addressed ones back, within
+    /// [`MAX_SELF_DELIVERY_ROUNDS`].
+    fn settle(&mut self, now: Instant) {
+        while let Some(event) = self.membership.poll_event() {
+            if let membership::Event::MemberStateChanged {
+                node,
+                to: MemberState::Left | MemberState::Dead,
+                ..
+            } = event
+                && let Some(campaign) = &mut self.campaign
+            {
+                campaign.holder_gone(now, node);
+            }
+            self.push_event(Event::Membership(event));
+        }
+        for _ in 0..MAX_SELF_DELIVERY_ROUNDS {
+            self.collect_lease_outputs(now);
+            if self.loopback.is_empty() {
+                return;
+            }
+            let batch = core::mem::take(&mut self.loopback);
+            for payload in batch {
+                self.stats.self_delivered += 1;
+                // A refusal is counted; the node's own datagrams are refused only if a state
+                // machine stopped meanwhile (a voter stopped by its disk).
+                let _ = self.handle_lease(now, self.id, &payload);
+                self.recycle(payload);
+            }
+        }
+        self.collect_lease_outputs(now);
+        if !self.loopback.is_empty() {
+            self.stats.self_delivery_rounds_exhausted += 1;
+        }
+    }
+
+    /// Drains the voter, then the client: datagrams to the outbox (or the loopback), events to
+    /// the queue, with the campaign reading along.
+    fn collect_lease_outputs(&mut self, now: Instant) {
+        if let Some(group) = &mut self.group {
+            while let Some(t) = group.poll_transmit(now, &mut self.scratch) {
+                route(
+                    self.id,
+                    t,
+                    &self.scratch,
+                    &mut self.spare,
+                    &mut self.lease_outbox,
+                    &mut self.loopback,
+                    &mut self.stats,
+                );
+            }
+            while let Some(event) = group.poll_event() {
+                push_bounded(&mut self.events, &mut self.stats, Event::Group(event));
+            }
+            if let Some(campaign) = &mut self.campaign {
+                campaign.defer_acquisitions(group.is_leader());
+            }
+        }
+        if let Some(client) = &mut self.client {
+            while let Some(t) = client.poll_transmit(now, &mut self.scratch) {
+                route(
+                    self.id,
+                    t,
+                    &self.scratch,
+                    &mut self.spare,
+                    &mut self.lease_outbox,
+                    &mut self.loopback,
+                    &mut self.stats,
+                );
+            }
+            while let Some(event) = client.poll_event() {
+                if let Some(campaign) = &mut self.campaign {
+                    campaign.handle_event(now, &event.event);
+                }
+                push_bounded(&mut self.events, &mut self.stats, Event::Leadership(event));
+            }
+        }
+    }
+
+    fn push_event(&mut self, event: Event) {
+        push_bounded(&mut self.events, &mut self.stats, event);
+    }
+
+    fn recycle(&mut self, mut payload: Vec<u8>) {
+        if self.spare.len() < MAX_SPARE_BUFFERS {
+            payload.clear();
+            self.spare.push(payload);
+        }
+    }
+}
+
+/// Queues one lease datagram written in `scratch`: for this node itself, to be handed back;
+/// for anyone else, to the host.
+fn route(
+    own: NodeId,
+    t: Transmit,
+    scratch: &[u8],
+    spare: &mut Vec<Vec<u8>>,
+    outbox: &mut VecDeque<(NodeId, Vec<u8>)>,
+    loopback: &mut VecDeque<Vec<u8>>,
+    stats: &mut NodeStats,
+) {
+    if t.to != own && outbox.len() >= MAX_LEASE_OUTBOX_DATAGRAMS {
+        stats.outbox_dropped += 1;
+        return;
+    }
+    let mut payload = spare.pop().unwrap_or_default();
+    payload.extend_from_slice(&scratch[..t.len]);
+    if t.to == own {
+        loopback.push_back(payload);
+    } else {
+        outbox.push_back((t.to, payload));
+    }
+}
+
+fn push_bounded(events: &mut VecDeque<Event>, stats: &mut NodeStats, event: Event) {
+    if events.len() >= MAX_PENDING_EVENTS {
+        events.pop_front();
+        stats.events_dropped += 1;
+    }
+    events.push_back(event);
+}
+
+/// The seed of one child component: the first word of ChaCha8 keyed by the node's seed, on the
+/// component's own stream.
+fn child_seed(seed: u64, stream: u64) -> u64 {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng.next_u64()
+}
+
+#[cfg(test)]
+mod tests;
