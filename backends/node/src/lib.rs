@@ -22,6 +22,8 @@
 //!   [`control::auth`] decides who may call what ([`scope`], [`tokens`]) and
 //!   [`control::audit`] logs operate and admin calls.
 //! * [`log_limit`]: a rate limit for log lines that peers or anonymous clients can cause.
+//! * [`metrics`]: the Prometheus exposition of `/metrics`, written by prometheus-client from
+//!   the [`metrics::catalogue`] of every family (name, type, help, labels, unit).
 //! * [`client`]: the control API client `meshctl` uses: HTTP/3 first, HTTP/2 over TLS as the
 //!   fallback, counted in [`client::stats`].
 //! * [`grpc`]: the same control surface over gRPC (`meshkit.control.v1.Control`), served on
@@ -39,6 +41,7 @@ pub mod driver;
 pub mod grpc;
 pub mod leadership;
 pub mod log_limit;
+pub mod metrics;
 pub mod node;
 pub mod raft_store;
 pub mod reload;

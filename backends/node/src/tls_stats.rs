@@ -10,7 +10,6 @@
 //! [`REFUSAL_LOG_WINDOW`] (the next line says how many were left out), so a peer retrying in a
 //! loop cannot flood the log.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -291,36 +290,26 @@ impl TlsCounters {
     pub fn handshake_failures(&self, listener: Listener, reason: FailureReason) -> u64 {
         self.handshake_failures[listener.index()][reason.index()]
     }
+}
 
-    /// Appends the Prometheus text exposition of these counters to `out` (the expiry gauge is
-    /// rendered with the other transport families, see [`crate::control::render_metrics`]).
-    pub fn render(&self, out: &mut String) {
-        // Writing to a String cannot fail.
-        let _ = writeln!(
-            out,
-            "# HELP mesh_transport_cert_reloads_total Changes of the certificate, key or CA \
-             files, applied (ok) or refused (error, the previous material stays in use).\n\
-             # TYPE mesh_transport_cert_reloads_total counter\n\
-             mesh_transport_cert_reloads_total{{result=\"ok\"}} {}\n\
-             mesh_transport_cert_reloads_total{{result=\"error\"}} {}",
-            self.reloads_ok, self.reloads_failed
-        );
-        let _ = writeln!(
-            out,
-            "# HELP mesh_transport_handshake_failures_total TLS handshakes that failed, by \
-             listener and reason (expired: outside its validity; untrusted: unknown CA).\n\
-             # TYPE mesh_transport_handshake_failures_total counter"
-        );
-        for listener in Listener::ALL {
-            for reason in FailureReason::ALL {
-                let _ = writeln!(
-                    out,
-                    "mesh_transport_handshake_failures_total{{listener=\"{listener}\",\
-                     reason=\"{reason}\"}} {}",
-                    self.handshake_failures(listener, reason)
-                );
-            }
-        }
+impl crate::metrics::Source for TlsCounters {
+    /// Certificate reloads and failed handshakes (the expiry gauge is written with the other
+    /// transport families, by [`crate::control::SnapshotMetrics`]).
+    fn write(&self, families: &mut crate::metrics::Families<'_, '_>) -> std::fmt::Result {
+        use crate::metrics::catalogue::{TRANSPORT_CERT_RELOADS, TRANSPORT_HANDSHAKE_FAILURES};
+        families.counters(
+            &TRANSPORT_CERT_RELOADS,
+            [(["ok"], self.reloads_ok), (["error"], self.reloads_failed)],
+        )?;
+        let failures = Listener::ALL.into_iter().flat_map(|listener| {
+            FailureReason::ALL.map(|reason| {
+                (
+                    [listener.as_str(), reason.as_str()],
+                    self.handshake_failures(listener, reason),
+                )
+            })
+        });
+        families.counters(&TRANSPORT_HANDSHAKE_FAILURES, failures)
     }
 }
 
@@ -483,8 +472,7 @@ mod tests {
         let window = stats.windows[Listener::Control.index()].0.lock().unwrap();
         assert_eq!((window.logged, window.suppressed), (REFUSAL_LOG_BURST, 5));
         drop(window);
-        let mut text = String::new();
-        counters.render(&mut text);
+        let text = crate::metrics::encode(counters).expect("the exposition");
         let expired = format!(
             "mesh_transport_handshake_failures_total{{listener=\"control\",reason=\"expired\"}} {}\n",
             REFUSAL_LOG_BURST + 5

@@ -755,8 +755,7 @@ async fn quic_asks_for_a_retry_once_half_the_handshake_permits_are_taken() {
         "mesh_transport_control_connections{{transport=\"quic\",client=\"handshake\"}} {STALLED}\n"
     );
     let held = common::eventually(STEP, || {
-        let mut text = String::new();
-        admission.render(&mut text);
+        let text = meshkit_node::metrics::encode(admission.clone()).expect("the exposition");
         let held = text.contains(&handshaking);
         async move { held }
     })
@@ -770,8 +769,7 @@ async fn quic_asks_for_a_retry_once_half_the_handshake_permits_are_taken() {
     assert_eq!(h3_healthz(dir.path(), probe.addr, server.addr).await, 200);
     assert_eq!(probe.retries(), 1, "Retry packets seen by the new client");
     assert_eq!(admission.quic_retries(), 1);
-    let mut text = String::new();
-    admission.render(&mut text);
+    let text = meshkit_node::metrics::encode(admission.clone()).expect("the exposition");
     assert!(
         text.contains("mesh_transport_control_quic_retries_total 1\n"),
         "{text}"

@@ -756,8 +756,7 @@ async fn health_watchers_share_one_reader_and_are_capped() {
 
     // Their metrics are Prometheus text: each line starts with `#` or the metric name (the
     // lines used to carry the source's indentation, and Prometheus refused the whole scrape).
-    let mut text = String::new();
-    watchers.render(&mut text);
+    let text = meshkit_node::metrics::encode(watchers.clone()).expect("the exposition");
     assert_eq!(text.lines().count(), 9, "{text}");
     for line in text.lines() {
         assert!(

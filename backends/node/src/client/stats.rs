@@ -265,43 +265,30 @@ impl StatsSnapshot {
     /// `mesh_transport_client_fallbacks_total{protocol,reason}` (every label pair, zeros
     /// included) and `mesh_transport_client_failures_total`.
     pub fn render_prometheus(&self) -> String {
-        let mut out = String::from(
-            "# HELP mesh_transport_client_requests_total Control API requests answered, by \
-             negotiated protocol.\n# TYPE mesh_transport_client_requests_total counter\n",
-        );
-        for protocol in HttpProtocol::ALL {
-            let _ = writeln!(
-                out,
-                "mesh_transport_client_requests_total{{protocol=\"{protocol}\"}} {}",
-                self.requests(protocol)
-            );
-        }
-        out.push_str(
-            "# HELP mesh_transport_client_fallbacks_total Requests that fell back from HTTP/3 to \
-             TLS over TCP, by negotiated protocol and reason.\n\
-             # TYPE mesh_transport_client_fallbacks_total counter\n",
-        );
-        for protocol in TCP_PROTOCOLS {
-            for reason in FallbackReason::ALL {
+        // The families are the catalogue's: they cannot be written against it.
+        crate::metrics::encode(self.clone()).unwrap_or_default()
+    }
+}
+
+impl crate::metrics::Source for StatsSnapshot {
+    fn write(&self, families: &mut crate::metrics::Families<'_, '_>) -> std::fmt::Result {
+        use crate::metrics::catalogue::{CLIENT_FAILURES, CLIENT_FALLBACKS, CLIENT_REQUESTS};
+        families.counters(
+            &CLIENT_REQUESTS,
+            HttpProtocol::ALL.map(|p| ([p.as_str()], self.requests(p))),
+        )?;
+        let fallbacks = TCP_PROTOCOLS.into_iter().flat_map(|protocol| {
+            FallbackReason::ALL.map(|reason| {
                 let n = self
                     .fallbacks
                     .iter()
                     .find(|f| f.protocol == protocol.as_str() && f.reason == reason)
                     .map_or(0, |f| f.fallbacks);
-                let _ = writeln!(
-                    out,
-                    "mesh_transport_client_fallbacks_total{{protocol=\"{protocol}\",reason=\"{reason}\"}} {n}"
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP mesh_transport_client_failures_total Control API requests that failed over \
-             every protocol tried.\n# TYPE mesh_transport_client_failures_total counter\n\
-             mesh_transport_client_failures_total {}",
-            self.failures
-        );
-        out
+                ([protocol.as_str(), reason.as_str()], n)
+            })
+        });
+        families.counters(&CLIENT_FALLBACKS, fallbacks)?;
+        families.counter(&CLIENT_FAILURES, self.failures)
     }
 }
 

@@ -31,7 +31,6 @@
 //! `mesh_transport_control_connections_closed_total{transport,reason}`).
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -328,82 +327,45 @@ impl AdmissionStats {
     fn attach(&self, transport: Transport, admission: &Arc<Admission>) {
         lock(&self.gauges)[transport as usize] = Arc::downgrade(admission);
     }
+}
 
-    /// Appends the Prometheus text exposition of these counters to `out`.
-    pub fn render(&self, out: &mut String) {
-        // Writing to a String cannot fail.
-        let _ = writeln!(
-            out,
-            "# HELP mesh_transport_control_connections_refused_total Control API connections \
-             refused, by transport and reason: connections (the listener is full), handshakes \
-             (too many in progress), address (too many handshaking or anonymous from one \
-             source address), anonymous (no client certificate and only the permits reserved \
-             for certificates left).\n\
-             # TYPE mesh_transport_control_connections_refused_total counter"
-        );
-        for transport in Transport::ALL {
-            for reason in Refusal::ALL {
-                let _ = writeln!(
-                    out,
-                    "mesh_transport_control_connections_refused_total{{transport=\"{}\",\
-                     reason=\"{}\"}} {}",
-                    transport.as_str(),
-                    reason.as_str(),
-                    self.refused(transport, reason)
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP mesh_transport_control_connections_closed_total Control API connections \
-             the server closed, by transport and reason: first_request_timeout (no request after \
-             the handshake), idle_timeout (nothing in flight).\n\
-             # TYPE mesh_transport_control_connections_closed_total counter"
-        );
-        for transport in Transport::ALL {
-            for reason in Closed::ALL {
-                let _ = writeln!(
-                    out,
-                    "mesh_transport_control_connections_closed_total{{transport=\"{}\",\
-                     reason=\"{}\"}} {}",
-                    transport.as_str(),
-                    reason.as_str(),
-                    self.closed(transport, reason)
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP mesh_transport_control_quic_retries_total QUIC Retry packets the control \
-             endpoint sent: with more than half its handshake permits taken, a connection from an \
-             address that has not proven it receives packets must echo a token first.\n\
-             # TYPE mesh_transport_control_quic_retries_total counter\n\
-             mesh_transport_control_quic_retries_total {}",
-            self.quic_retries()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP mesh_transport_control_connections Control API connections open now, by \
-             transport and client: handshake (in progress), anonymous (no client certificate), \
-             authenticated (a CA-signed client certificate).\n\
-             # TYPE mesh_transport_control_connections gauge"
-        );
+impl crate::metrics::Source for AdmissionStats {
+    /// The listeners' connections refused and closed, the QUIC retries, the connections open.
+    fn write(&self, families: &mut crate::metrics::Families<'_, '_>) -> std::fmt::Result {
+        use crate::metrics::catalogue::{
+            CONTROL_CONNECTIONS, CONTROL_CONNECTIONS_CLOSED, CONTROL_CONNECTIONS_REFUSED,
+            CONTROL_QUIC_RETRIES,
+        };
+        let refused = Transport::ALL.into_iter().flat_map(|transport| {
+            Refusal::ALL.map(|reason| {
+                (
+                    [transport.as_str(), reason.as_str()],
+                    self.refused(transport, reason),
+                )
+            })
+        });
+        families.counters(&CONTROL_CONNECTIONS_REFUSED, refused)?;
+        let closed = Transport::ALL.into_iter().flat_map(|transport| {
+            Closed::ALL.map(|reason| {
+                (
+                    [transport.as_str(), reason.as_str()],
+                    self.closed(transport, reason),
+                )
+            })
+        });
+        families.counters(&CONTROL_CONNECTIONS_CLOSED, closed)?;
+        families.counter(&CONTROL_QUIC_RETRIES, self.quic_retries())?;
         let gauges = lock(&self.gauges).clone();
-        for transport in Transport::ALL {
+        let open = Transport::ALL.into_iter().flat_map(|transport| {
             let counts = gauges[transport as usize]
                 .upgrade()
                 .map_or([0; 3], |a| a.open());
-            for (client, n) in ["handshake", "anonymous", "authenticated"]
-                .iter()
+            ["handshake", "anonymous", "authenticated"]
+                .into_iter()
                 .zip(counts)
-            {
-                let _ = writeln!(
-                    out,
-                    "mesh_transport_control_connections{{transport=\"{}\",client=\"{client}\"}} {n}",
-                    transport.as_str()
-                );
-            }
-        }
+                .map(move |(client, n)| ([transport.as_str(), client], n))
+        });
+        families.gauges(&CONTROL_CONNECTIONS, open)
     }
 }
 

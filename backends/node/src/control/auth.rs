@@ -33,7 +33,6 @@
 //!    many were left out before it.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -617,37 +616,28 @@ impl AccessControl {
     fn count_refusal(&self, reason: RefusalReason) {
         self.0.refusals[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
+}
 
-    /// The access-control metric families, Prometheus text format.
-    pub fn render_metrics(&self) -> String {
+impl crate::metrics::Source for AccessControl {
+    /// The access-control families: refusals by reason, audit records written and dropped.
+    fn write(&self, families: &mut crate::metrics::Families<'_, '_>) -> std::fmt::Result {
+        use crate::metrics::catalogue::{
+            CONTROL_AUDIT_DROPPED, CONTROL_AUDIT_RECORDS, CONTROL_REFUSALS,
+        };
         let audit = &self.0.audit;
-        let mut refusals = String::from(
-            "# HELP mesh_control_refusals_total Control API requests refused by authorization, \
-             by reason.\n# TYPE mesh_control_refusals_total counter\n",
-        );
-        for reason in RefusalReason::ALL {
-            // Writing to a String cannot fail.
-            let _ = writeln!(
-                refusals,
-                "mesh_control_refusals_total{{reason=\"{reason}\"}} {}",
-                self.refusals(reason)
-            );
-        }
-        refusals
-            + &format!(
-                "# HELP mesh_control_audit_records_total Audit records written to the audit log file.\n\
-             # TYPE mesh_control_audit_records_total counter\n\
-             mesh_control_audit_records_total {}\n\
-             # HELP mesh_control_audit_dropped_total Audit records not written to the file, by reason.\n\
-             # TYPE mesh_control_audit_dropped_total counter\n\
-             mesh_control_audit_dropped_total{{reason=\"queue_full\"}} {}\n\
-             mesh_control_audit_dropped_total{{reason=\"write_failed\"}} {}\n\
-             mesh_control_audit_dropped_total{{reason=\"refusal_rate\"}} {}\n",
-                audit.written(),
-                audit.dropped_queue_full(),
-                audit.dropped_write_failed(),
-                audit.dropped_refusal_rate(),
-            )
+        families.counters(
+            &CONTROL_REFUSALS,
+            RefusalReason::ALL.map(|reason| ([reason.as_str()], self.refusals(reason))),
+        )?;
+        families.counter(&CONTROL_AUDIT_RECORDS, audit.written())?;
+        families.counters(
+            &CONTROL_AUDIT_DROPPED,
+            [
+                (["queue_full"], audit.dropped_queue_full()),
+                (["write_failed"], audit.dropped_write_failed()),
+                (["refusal_rate"], audit.dropped_refusal_rate()),
+            ],
+        )
     }
 }
 
@@ -1209,7 +1199,7 @@ mod tests {
             assert_eq!(line["time"], "2027-01-15T08:00:00Z");
         }
         assert_eq!(f.access.audit().written(), 2);
-        let metrics = f.access.render_metrics();
+        let metrics = crate::metrics::encode(f.access.clone()).expect("the exposition");
         for sample in [
             "mesh_control_audit_records_total 2\n",
             "mesh_control_refusals_total{reason=\"no_credentials\"} 1\n",

@@ -33,6 +33,7 @@ use tokio::sync::broadcast;
 
 use crate::driver::{LeadershipError, NodeHandle};
 use crate::leadership::{FeedEntry, LeadershipStats, LeadershipView, TableLease};
+use crate::metrics::Families;
 
 /// How often an idle event stream carries a keep-alive comment.
 pub const SSE_HEARTBEAT: Duration = Duration::from_secs(5);
@@ -409,110 +410,48 @@ pub(super) async fn resume(State(node): State<NodeHandle>) -> Response {
 
 /// The `mesh_leadership_*` families. Per-scope series cover only scopes outside `shard/`, so
 /// that the label set stays bounded however many shards there are.
-pub(super) fn render_metrics(
-    family: &mut impl FnMut(&str, &str, &str, &[(&str, u64)]),
+pub(super) fn write_metrics(
+    families: &mut Families<'_, '_>,
     view: &LeadershipView,
     stats: &LeadershipStats,
-) {
+) -> std::fmt::Result {
+    use crate::metrics::catalogue::{
+        LEADERSHIP_ACQUIRED, LEADERSHIP_FENCE, LEADERSHIP_HOLDER, LEADERSHIP_LEASES_HELD,
+        LEADERSHIP_NO_QUORUM, LEADERSHIP_RAFT_LEADER, LEADERSHIP_RAFT_LEADER_CHANGES,
+        LEADERSHIP_RAFT_REFUSED, LEADERSHIP_RAFT_TERM, LEADERSHIP_RELINQUISHED,
+        LEADERSHIP_REQUEST_ATTEMPTS, LEADERSHIP_TABLE_LEASES,
+    };
     if let Some(raft) = &view.raft {
-        family(
-            "mesh_leadership_raft_term",
-            "gauge",
-            "Raft term of this voter.",
-            &[("", raft.term)],
-        );
-        family(
-            "mesh_leadership_raft_leader",
-            "gauge",
-            "1 if this voter is the Raft leader, 0 otherwise.",
-            &[("", u64::from(raft.leader == Some(view.node)))],
-        );
-        family(
-            "mesh_leadership_raft_leader_changes_total",
-            "counter",
-            "Raft leader changes this voter saw.",
-            &[("", stats.leader_changes)],
-        );
+        families.gauge(&LEADERSHIP_RAFT_TERM, raft.term)?;
+        families.gauge(
+            &LEADERSHIP_RAFT_LEADER,
+            u64::from(raft.leader == Some(view.node)),
+        )?;
+        families.counter(&LEADERSHIP_RAFT_LEADER_CHANGES, stats.leader_changes)?;
         let global: Vec<&TableLease> = view
             .table
             .iter()
             .filter(|l| !l.scope.starts_with("shard/"))
             .collect();
-        let labels: Vec<String> = global
-            .iter()
-            .map(|l| format!("{{scope=\"{}\"}}", l.scope))
-            .collect();
-        let holders: Vec<(&str, u64)> = labels
-            .iter()
-            .zip(&global)
-            .map(|(label, l)| (label.as_str(), l.holder))
-            .collect();
-        family(
-            "mesh_leadership_holder",
-            "gauge",
-            "Node id holding each non-shard scope, in this voter's applied lease table.",
-            &holders,
-        );
-        let fences: Vec<(&str, u64)> = labels
-            .iter()
-            .zip(&global)
-            .map(|(label, l)| (label.as_str(), l.token))
-            .collect();
-        family(
-            "mesh_leadership_fence",
-            "gauge",
-            "Fencing token of each non-shard scope's current grant.",
-            &fences,
-        );
+        families.gauges(
+            &LEADERSHIP_HOLDER,
+            global.iter().map(|l| ([l.scope.as_str()], l.holder)),
+        )?;
+        families.gauges(
+            &LEADERSHIP_FENCE,
+            global.iter().map(|l| ([l.scope.as_str()], l.token)),
+        )?;
         if let Some(group) = &stats.group {
-            let refused: Vec<(String, u64)> = group
-                .raft_refused
-                .iter()
-                .map(|(reason, n)| (format!("{{reason=\"{reason}\"}}"), n))
-                .collect();
-            let refused: Vec<(&str, u64)> = refused.iter().map(|(l, n)| (l.as_str(), *n)).collect();
-            family(
-                "mesh_leadership_raft_refused_total",
-                "counter",
-                "Raft messages refused before raft-rs stepped them, by rule: a sender that is not a voter, or a field that breaks a Raft invariant.",
-                &refused,
-            );
+            families.counters(
+                &LEADERSHIP_RAFT_REFUSED,
+                group.raft_refused.iter().map(|(reason, n)| ([reason], n)),
+            )?;
         }
-        family(
-            "mesh_leadership_table_leases",
-            "gauge",
-            "Leases in this voter's applied lease table.",
-            &[("", view.table.len() as u64)],
-        );
+        families.gauge(&LEADERSHIP_TABLE_LEASES, view.table.len())?;
     }
-    family(
-        "mesh_leadership_leases_held",
-        "gauge",
-        "Leases this node holds.",
-        &[("", view.held.len() as u64)],
-    );
-    family(
-        "mesh_leadership_acquired_total",
-        "counter",
-        "Leases this node acquired.",
-        &[("", stats.acquired)],
-    );
-    family(
-        "mesh_leadership_relinquished_total",
-        "counter",
-        "Leases this node stopped holding: lost, expired, released or transferred.",
-        &[("", stats.relinquished)],
-    );
-    family(
-        "mesh_leadership_request_attempts_total",
-        "counter",
-        "Lease request datagrams this node's client sent, retries included.",
-        &[("", stats.client.attempts)],
-    );
-    family(
-        "mesh_leadership_no_quorum_total",
-        "counter",
-        "Lease requests that found no voter leader with a quorum.",
-        &[("", stats.client.no_quorum)],
-    );
+    families.gauge(&LEADERSHIP_LEASES_HELD, view.held.len())?;
+    families.counter(&LEADERSHIP_ACQUIRED, stats.acquired)?;
+    families.counter(&LEADERSHIP_RELINQUISHED, stats.relinquished)?;
+    families.counter(&LEADERSHIP_REQUEST_ATTEMPTS, stats.client.attempts)?;
+    families.counter(&LEADERSHIP_NO_QUORUM, stats.client.no_quorum)
 }

@@ -17,7 +17,6 @@ pub mod errors;
 pub mod h3;
 pub mod serve;
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -26,12 +25,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use meshkit::Duration;
 use meshkit::membership::{MemberState, RttHistogram};
+use prometheus_client::collector::Collector;
 use serde::{Deserialize, Serialize};
 
 use self::auth::AccessControl;
 use crate::driver::{NodeHandle, Snapshot};
+use crate::metrics::{self, Families, Histogram, Scrape, Source};
 use crate::vacancy;
 
 pub mod leadership;
@@ -232,294 +232,158 @@ async fn metrics(
 ) -> Response {
     match node.snapshot().await {
         Ok(s) => {
-            let mut text = render_metrics(&s) + &access.render_metrics();
-            watchers.render(&mut text);
+            let mut sources: Vec<Box<dyn Collector>> = vec![
+                Box::new(Scrape(SnapshotMetrics(s))),
+                Box::new(Scrape(access)),
+                Box::new(Scrape(watchers)),
+            ];
             if let Some(Extension(server)) = server {
-                server.render(&mut text);
+                sources.push(Box::new(Scrape(server)));
             }
-            (
-                [(
-                    header::CONTENT_TYPE,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                )],
-                text,
-            )
-                .into_response()
+            match metrics::exposition(sources) {
+                Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+                // Logged where a family was written against the catalogue.
+                Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            }
         }
         Err(_) => stopped(),
     }
 }
 
-/// The Prometheus text exposition of a snapshot.
+/// The Prometheus text exposition of a snapshot ([`SnapshotMetrics`]).
 pub fn render_metrics(s: &Snapshot) -> String {
-    let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-        // Writing to a String cannot fail.
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
-    };
-    let states = [
-        MemberState::Alive,
-        MemberState::Suspect,
-        MemberState::Dead,
-        MemberState::Left,
-    ];
-    let labels: Vec<String> = states
-        .iter()
-        .map(|state| format!("{{state=\"{state}\"}}"))
-        .collect();
-    let by_state: Vec<(&str, u64)> = states
-        .iter()
-        .zip(&labels)
-        .map(|(state, label)| (label.as_str(), s.count(*state) as u64))
-        .collect();
-    family(
-        "mesh_gossip_members",
-        "gauge",
-        "Members this node knows, by state, itself included.",
-        &by_state,
-    );
-    family(
-        "mesh_gossip_health_score",
-        "gauge",
-        "Lifeguard local health score (0 is healthy).",
-        &[("", u64::from(s.health_score))],
-    );
-    let st = &s.stats;
-    let counters: [(&str, &str, u64); 13] = [
-        (
-            "mesh_gossip_probes_total",
-            "Direct probes started.",
-            st.probes,
-        ),
-        (
-            "mesh_gossip_probes_failed_total",
-            "Probes that got no ack, direct or indirect.",
-            st.probes_failed,
-        ),
-        (
-            "mesh_gossip_indirect_probes_total",
-            "Indirect probe requests sent.",
-            st.indirect_probes,
-        ),
-        (
-            "mesh_gossip_suspicions_raised_total",
-            "Suspicions raised from this node's own failed probes.",
-            st.suspicions_raised,
-        ),
-        (
-            "mesh_gossip_refutations_total",
-            "Refutations of claims about this node.",
-            st.refutations,
-        ),
-        (
-            "mesh_gossip_syncs_total",
-            "Anti-entropy exchanges started.",
-            st.syncs,
-        ),
-        (
-            "mesh_gossip_datagrams_sent_total",
-            "Datagrams sent.",
-            st.datagrams_sent,
-        ),
-        ("mesh_gossip_sent_bytes_total", "Bytes sent.", st.bytes_sent),
-        (
-            "mesh_gossip_datagrams_received_total",
-            "Datagrams received and decoded.",
-            st.datagrams_received,
-        ),
-        (
-            "mesh_gossip_datagrams_refused_total",
-            "Datagrams refused (undecodable, or a sender mismatch).",
-            st.datagrams_refused,
-        ),
-        (
-            "mesh_gossip_outbox_dropped_total",
-            "Datagrams dropped because the outbox was full.",
-            st.outbox_dropped,
-        ),
-        (
-            "mesh_gossip_claims_refused_total",
-            "Claims about other members refused: an incarnation too far above the one held.",
-            st.claims_refused,
-        ),
-        (
-            "mesh_gossip_introductions_refused_total",
-            "Members a relay tried to introduce past its bound of unverified members.",
-            st.introductions_refused,
-        ),
-    ];
-    for (name, help, value) in counters {
-        family(name, "counter", help, &[("", value)]);
-    }
-    let t = &s.transport;
-    let transport: [(&str, &str, u64); 4] = [
-        (
-            "mesh_transport_connections_opened_total",
-            "QUIC connections established, dialled or accepted.",
-            t.connections_opened,
-        ),
-        (
-            "mesh_transport_dials_failed_total",
-            "Dials that failed.",
-            t.dials_failed,
-        ),
-        (
-            "mesh_transport_handshakes_refused_total",
-            "Incoming handshakes refused (e.g. a certificate not signed by the CA).",
-            t.handshakes_refused,
-        ),
-        (
-            "mesh_transport_datagrams_dropped_total",
-            "Datagrams dropped on the way out.",
-            t.datagrams_dropped,
-        ),
-    ];
-    for (name, help, value) in transport {
-        family(name, "counter", help, &[("", value)]);
-    }
-    // One sample per channel and direction, the same labels in both families.
-    let mut labels = Vec::new();
-    let mut datagrams = Vec::new();
-    let mut bytes = Vec::new();
-    for (channel, c) in [
-        ("membership", &s.traffic.membership),
-        ("lease", &s.traffic.lease),
-    ] {
-        for (direction, count, size) in [
-            ("sent", c.datagrams_sent, c.bytes_sent),
-            ("received", c.datagrams_received, c.bytes_received),
-        ] {
-            labels.push(format!(
-                "{{channel=\"{channel}\",direction=\"{direction}\"}}"
-            ));
-            datagrams.push(count);
-            bytes.push(size);
-        }
-    }
-    let samples = |values: Vec<u64>| -> Vec<(&str, u64)> {
-        labels.iter().map(String::as_str).zip(values).collect()
-    };
-    family(
-        "mesh_transport_channel_datagrams_total",
-        "counter",
-        "Datagrams the driver handed to the transport (sent) or took from it (received), by \
-         channel: membership (gossip) or lease (Raft and lease requests).",
-        &samples(datagrams),
-    );
-    family(
-        "mesh_transport_channel_bytes_total",
-        "counter",
-        "Bytes of those datagrams (each with its channel byte; QUIC and UDP headers not \
-         included).",
-        &samples(bytes),
-    );
-    if let Some((view, stats)) = &s.leadership {
-        leadership::render_metrics(&mut family, view, stats);
-    }
-    // The transport's value follows certificate reloads; the driver's is what it was told at
-    // start (for transports that hold no certificate).
-    if let Some(not_after) = s.transport.tls.cert_not_after.or(s.cert_not_after) {
-        family(
-            "mesh_transport_cert_expiry_timestamp_seconds",
-            "gauge",
-            "When this node's certificate expires (Unix seconds): alert well before time() reaches it.",
-            &[("", u64::try_from(not_after).unwrap_or(0))],
-        );
-    }
-    family(
-        "mesh_shard_draining",
-        "gauge",
-        "1 while this node is drained (POST /control/drain), 0 otherwise.",
-        &[("", u64::from(s.draining))],
-    );
-    let rtt = &s.stats.probe_rtt;
-    write_histogram(
-        &mut out,
-        "mesh_gossip_probe_rtt_seconds",
-        "Round-trip times of direct probes acknowledged by their target.",
-        &RttHistogram::BOUNDS,
-        &[("", &rtt.buckets, rtt.sum, rtt.count)],
-    );
-    if let Some((view, stats)) = &s.leadership
-        && view.raft.is_some()
-    {
-        let v = &stats.vacancy;
-        write_histogram(
-            &mut out,
-            "mesh_leadership_vacancy_seconds",
-            "Time scopes went without a holder, as this voter applied it: from a lease's expiry \
-             or release to the next grant (after a crash, the part of the failover after the \
-             TTL; after a graceful release, the whole handover).",
-            &vacancy::BOUNDS,
-            &[
-                (
-                    "scope_kind=\"shard\"",
-                    &v.shard.buckets,
-                    v.shard.sum,
-                    v.shard.count,
-                ),
-                (
-                    "scope_kind=\"other\"",
-                    &v.other.buckets,
-                    v.other.sum,
-                    v.other.count,
-                ),
-            ],
-        );
-        write_histogram(
-            &mut out,
-            "mesh_leadership_raft_leaderless_seconds",
-            "Time this voter knew no Raft leader: from when it stopped following one (it \
-             campaigned, or a newer term reached it) to when it knew the next.",
-            &vacancy::BOUNDS,
-            &[("", &v.raft.buckets, v.raft.sum, v.raft.count)],
-        );
-    }
-    s.transport.render_streams_and_tls(&mut out);
-    out
+    // The families are the catalogue's: they cannot be written against it.
+    metrics::encode(SnapshotMetrics(s.clone())).unwrap_or_default()
 }
 
-/// Writes one Prometheus histogram family: per label set, cumulative buckets at `bounds` and
-/// `+Inf`, the sum and the count. `buckets` are per bucket (not cumulative), one more than
-/// `bounds`.
-fn write_histogram(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    bounds: &[Duration],
-    series: &[(&str, &[u64], Duration, u64)],
-) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-    for (labels, buckets, sum, count) in series {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
-        for (i, n) in buckets.iter().enumerate() {
-            cumulative += n;
-            let le = bounds
-                .get(i)
-                .map_or_else(|| "+Inf".to_owned(), |b| b.as_secs_f64().to_string());
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
-            );
+/// The families of a driver snapshot, as a metrics source: membership, transport, leadership,
+/// certificate expiry, drain, and the probe and failover histograms.
+#[derive(Debug)]
+pub struct SnapshotMetrics(pub Snapshot);
+
+impl Source for SnapshotMetrics {
+    fn write(&self, families: &mut Families<'_, '_>) -> std::fmt::Result {
+        use crate::metrics::catalogue::*;
+        let s = &self.0;
+        let states = [
+            MemberState::Alive,
+            MemberState::Suspect,
+            MemberState::Dead,
+            MemberState::Left,
+        ];
+        let names = states.map(|state| state.to_string());
+        families.gauges(
+            &GOSSIP_MEMBERS,
+            states
+                .iter()
+                .zip(&names)
+                .map(|(state, name)| ([name.as_str()], s.count(*state))),
+        )?;
+        families.gauge(&GOSSIP_HEALTH_SCORE, u64::from(s.health_score))?;
+        let st = &s.stats;
+        for (family, value) in [
+            (&GOSSIP_PROBES, st.probes),
+            (&GOSSIP_PROBES_FAILED, st.probes_failed),
+            (&GOSSIP_INDIRECT_PROBES, st.indirect_probes),
+            (&GOSSIP_SUSPICIONS_RAISED, st.suspicions_raised),
+            (&GOSSIP_REFUTATIONS, st.refutations),
+            (&GOSSIP_SYNCS, st.syncs),
+            (&GOSSIP_DATAGRAMS_SENT, st.datagrams_sent),
+            (&GOSSIP_SENT_BYTES, st.bytes_sent),
+            (&GOSSIP_DATAGRAMS_RECEIVED, st.datagrams_received),
+            (&GOSSIP_DATAGRAMS_REFUSED, st.datagrams_refused),
+            (&GOSSIP_OUTBOX_DROPPED, st.outbox_dropped),
+            (&GOSSIP_CLAIMS_REFUSED, st.claims_refused),
+            (&GOSSIP_INTRODUCTIONS_REFUSED, st.introductions_refused),
+        ] {
+            families.counter(family, value)?;
         }
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braces} {}", sum.as_secs_f64());
-        let _ = writeln!(out, "{name}_count{braces} {count}");
+        let t = &s.transport;
+        for (family, value) in [
+            (&TRANSPORT_CONNECTIONS_OPENED, t.connections_opened),
+            (&TRANSPORT_DIALS_FAILED, t.dials_failed),
+            (&TRANSPORT_HANDSHAKES_REFUSED, t.handshakes_refused),
+            (&TRANSPORT_DATAGRAMS_DROPPED, t.datagrams_dropped),
+        ] {
+            families.counter(family, value)?;
+        }
+        // One sample per channel and direction, the same labels in both families.
+        let channels = [
+            ("membership", &s.traffic.membership),
+            ("lease", &s.traffic.lease),
+        ];
+        let traffic = channels.iter().flat_map(|(channel, c)| {
+            [
+                ([*channel, "sent"], c.datagrams_sent, c.bytes_sent),
+                (
+                    [*channel, "received"],
+                    c.datagrams_received,
+                    c.bytes_received,
+                ),
+            ]
+        });
+        families.counters(
+            &TRANSPORT_CHANNEL_DATAGRAMS,
+            traffic.clone().map(|(labels, count, _)| (labels, count)),
+        )?;
+        families.counters(
+            &TRANSPORT_CHANNEL_BYTES,
+            traffic.map(|(labels, _, size)| (labels, size)),
+        )?;
+        if let Some((view, stats)) = &s.leadership {
+            leadership::write_metrics(families, view, stats)?;
+        }
+        // The transport's value follows certificate reloads; the driver's is what it was told at
+        // start (for transports that hold no certificate).
+        if let Some(not_after) = s.transport.tls.cert_not_after.or(s.cert_not_after) {
+            families.gauge(
+                &TRANSPORT_CERT_EXPIRY,
+                u64::try_from(not_after).unwrap_or(0),
+            )?;
+        }
+        families.gauge(&SHARD_DRAINING, u64::from(s.draining))?;
+        let rtt = &s.stats.probe_rtt;
+        families.histograms(
+            &GOSSIP_PROBE_RTT,
+            [(
+                [],
+                Histogram {
+                    bounds: &RttHistogram::BOUNDS,
+                    buckets: &rtt.buckets,
+                    sum: rtt.sum,
+                    count: rtt.count,
+                },
+            )],
+        )?;
+        if let Some((view, stats)) = &s.leadership
+            && view.raft.is_some()
+        {
+            fn failover(h: &vacancy::FailoverHistogram) -> Histogram<'_> {
+                Histogram {
+                    bounds: &vacancy::BOUNDS,
+                    buckets: &h.buckets,
+                    sum: h.sum,
+                    count: h.count,
+                }
+            }
+            let v = &stats.vacancy;
+            families.histograms(
+                &LEADERSHIP_VACANCY,
+                [
+                    (["shard"], failover(&v.shard)),
+                    (["other"], failover(&v.other)),
+                ],
+            )?;
+            families.histograms(&LEADERSHIP_RAFT_LEADERLESS, [([], failover(&v.raft))])?;
+        }
+        s.transport.write(families)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use meshkit::membership::Stats;
-    use meshkit::{Incarnation, NodeId};
+    use meshkit::{Duration, Incarnation, NodeId};
 
     use super::*;
     use crate::driver::PeerInfo;

@@ -33,7 +33,6 @@
 //! the future closes the listeners and every open connection with it.
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -198,47 +197,6 @@ impl ServerStats {
         &self.admission
     }
 
-    /// Appends the Prometheus text exposition of these counters to `out`.
-    pub fn render(&self, out: &mut String) {
-        // Writing to a String cannot fail.
-        let _ = writeln!(
-            out,
-            "# HELP mesh_transport_control_requests_total Control API requests served, by HTTP \
-             version.\n# TYPE mesh_transport_control_requests_total counter"
-        );
-        for protocol in HttpProtocol::ALL {
-            let _ = writeln!(
-                out,
-                "mesh_transport_control_requests_total{{protocol=\"{protocol}\"}} {}",
-                self.requests(protocol)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP mesh_transport_control_handshakes_failed_total Control API TLS handshakes that \
-             failed or timed out, by transport.\n\
-             # TYPE mesh_transport_control_handshakes_failed_total counter\n\
-             mesh_transport_control_handshakes_failed_total{{transport=\"tcp\"}} {}\n\
-             mesh_transport_control_handshakes_failed_total{{transport=\"quic\"}} {}",
-            self.tcp_handshakes_failed(),
-            self.quic_handshakes_failed()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP mesh_transport_control_request_body_bytes_total Request body bytes the \
-             control API's handlers read, by HTTP version (a refused request's body is not \
-             read).\n# TYPE mesh_transport_control_request_body_bytes_total counter"
-        );
-        for protocol in HttpProtocol::ALL {
-            let _ = writeln!(
-                out,
-                "mesh_transport_control_request_body_bytes_total{{protocol=\"{protocol}\"}} {}",
-                self.request_body_bytes(protocol)
-            );
-        }
-        self.admission.render(out);
-    }
-
     fn body_bytes_counter(&self, protocol: HttpProtocol) -> &AtomicU64 {
         match protocol {
             HttpProtocol::H3 => &self.body_bytes_h3,
@@ -267,6 +225,32 @@ impl ServerStats {
 
     pub(super) fn count_quic_handshake_failed(&self) {
         self.handshakes_failed_quic.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl crate::metrics::Source for ServerStats {
+    /// Requests, handshakes and body bytes of the control server, then its listeners'
+    /// connection counters ([`AdmissionStats`]).
+    fn write(&self, families: &mut crate::metrics::Families<'_, '_>) -> std::fmt::Result {
+        use crate::metrics::catalogue::{
+            CONTROL_HANDSHAKES_FAILED, CONTROL_REQUEST_BODY_BYTES, CONTROL_REQUESTS,
+        };
+        families.counters(
+            &CONTROL_REQUESTS,
+            HttpProtocol::ALL.map(|p| ([p.as_str()], self.requests(p))),
+        )?;
+        families.counters(
+            &CONTROL_HANDSHAKES_FAILED,
+            [
+                (["tcp"], self.tcp_handshakes_failed()),
+                (["quic"], self.quic_handshakes_failed()),
+            ],
+        )?;
+        families.counters(
+            &CONTROL_REQUEST_BODY_BYTES,
+            HttpProtocol::ALL.map(|p| ([p.as_str()], self.request_body_bytes(p))),
+        )?;
+        crate::metrics::Source::write(&self.admission, families)
     }
 }
 
@@ -630,8 +614,7 @@ mod tests {
         stats.count_request(HttpProtocol::H3);
         stats.count_request(HttpProtocol::Http11);
         stats.count_quic_handshake_failed();
-        let mut text = String::new();
-        stats.render(&mut text);
+        let text = crate::metrics::encode(stats).expect("the exposition");
         for sample in [
             "mesh_transport_control_requests_total{protocol=\"h3\"} 2\n",
             "mesh_transport_control_requests_total{protocol=\"h2\"} 0\n",

@@ -17,7 +17,6 @@
 //! [`MAX_WATCHERS_PER_CONNECTION`] of them on one connection, so one address's anonymous
 //! connections cannot hold every slot.
 
-use std::fmt::Write as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -161,27 +160,18 @@ impl Watchers {
             }
         }
     }
+}
 
-    /// Appends the Prometheus text exposition of the watchers' gauge and counters to `out`.
-    pub fn render(&self, out: &mut String) {
-        // Writing to a String cannot fail.
-        let _ = writeln!(
-            out,
-            "# HELP mesh_control_health_watchers gRPC Health/Watch streams open now.\n\
-             # TYPE mesh_control_health_watchers gauge\n\
-             mesh_control_health_watchers {}\n\
-             # HELP mesh_control_health_watch_refused_total gRPC Health/Watch streams refused \
-             (RESOURCE_EXHAUSTED) because the most allowed were open.\n\
-             # TYPE mesh_control_health_watch_refused_total counter\n\
-             mesh_control_health_watch_refused_total {}\n\
-             # HELP mesh_control_health_watch_reads_total Reads of the node's readiness for \
-             gRPC Health/Watch streams (one per interval however many watch).\n\
-             # TYPE mesh_control_health_watch_reads_total counter\n\
-             mesh_control_health_watch_reads_total {}",
-            self.max.saturating_sub(self.slots.available_permits()),
-            self.refused(),
-            self.reads(),
-        );
+impl crate::metrics::Source for Watchers {
+    /// The watchers' gauge and counters.
+    fn write(&self, families: &mut crate::metrics::Families<'_, '_>) -> std::fmt::Result {
+        use crate::metrics::catalogue::{
+            CONTROL_HEALTH_WATCH_READS, CONTROL_HEALTH_WATCH_REFUSED, CONTROL_HEALTH_WATCHERS,
+        };
+        let open = self.max.saturating_sub(self.slots.available_permits());
+        families.gauge(&CONTROL_HEALTH_WATCHERS, open)?;
+        families.counter(&CONTROL_HEALTH_WATCH_REFUSED, self.refused())?;
+        families.counter(&CONTROL_HEALTH_WATCH_READS, self.reads())
     }
 }
 

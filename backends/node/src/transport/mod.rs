@@ -60,42 +60,36 @@ pub struct TransportStats {
     pub tls: crate::tls_stats::TlsCounters,
 }
 
-impl TransportStats {
-    /// Appends the Prometheus text exposition of the stream counters
-    /// (`mesh_transport_stream_messages_total{direction}`,
-    /// `mesh_transport_stream_bytes_total{direction}`,
-    /// `mesh_transport_stream_messages_dropped_total`, `mesh_transport_streams_refused_total`)
-    /// and of the TLS counters ([`crate::tls_stats::TlsCounters::render`]) to `out`.
-    pub fn render_streams_and_tls(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        // Writing to a String cannot fail.
-        let _ = writeln!(
-            out,
-            "# HELP mesh_transport_stream_messages_total Messages too large for a QUIC datagram, \
-             carried on a stream, by direction.\n\
-             # TYPE mesh_transport_stream_messages_total counter\n\
-             mesh_transport_stream_messages_total{{direction=\"sent\"}} {}\n\
-             mesh_transport_stream_messages_total{{direction=\"received\"}} {}\n\
-             # HELP mesh_transport_stream_bytes_total Bytes of the stream messages, by direction.\n\
-             # TYPE mesh_transport_stream_bytes_total counter\n\
-             mesh_transport_stream_bytes_total{{direction=\"sent\"}} {}\n\
-             mesh_transport_stream_bytes_total{{direction=\"received\"}} {}\n\
-             # HELP mesh_transport_stream_messages_dropped_total Stream messages not sent (over \
-             the size limit, too many in flight, stopped by the peer, or not acknowledged in time).\n\
-             # TYPE mesh_transport_stream_messages_dropped_total counter\n\
-             mesh_transport_stream_messages_dropped_total {}\n\
-             # HELP mesh_transport_streams_refused_total Incoming stream messages refused (over the \
-             size limit, too many at once, too slow, or reset by the sender).\n\
-             # TYPE mesh_transport_streams_refused_total counter\n\
-             mesh_transport_streams_refused_total {}",
-            self.stream_messages_sent,
-            self.stream_messages_received,
-            self.stream_bytes_sent,
-            self.stream_bytes_received,
+impl TransportStats {}
+
+impl crate::metrics::Source for TransportStats {
+    /// The stream counters (`mesh_transport_stream_*`, `mesh_transport_streams_refused_total`)
+    /// and the TLS counters ([`crate::tls_stats::TlsCounters`]).
+    fn write(&self, families: &mut crate::metrics::Families<'_, '_>) -> std::fmt::Result {
+        use crate::metrics::catalogue::{
+            TRANSPORT_STREAM_BYTES, TRANSPORT_STREAM_MESSAGES, TRANSPORT_STREAM_MESSAGES_DROPPED,
+            TRANSPORT_STREAMS_REFUSED,
+        };
+        families.counters(
+            &TRANSPORT_STREAM_MESSAGES,
+            [
+                (["sent"], self.stream_messages_sent),
+                (["received"], self.stream_messages_received),
+            ],
+        )?;
+        families.counters(
+            &TRANSPORT_STREAM_BYTES,
+            [
+                (["sent"], self.stream_bytes_sent),
+                (["received"], self.stream_bytes_received),
+            ],
+        )?;
+        families.counter(
+            &TRANSPORT_STREAM_MESSAGES_DROPPED,
             self.stream_messages_dropped,
-            self.streams_refused,
-        );
-        self.tls.render(out);
+        )?;
+        families.counter(&TRANSPORT_STREAMS_REFUSED, self.streams_refused)?;
+        crate::metrics::Source::write(&self.tls, families)
     }
 }
 
