@@ -14,6 +14,7 @@ use meshkit_node::client::{Client, Response};
 use meshkit_node::control::PeerJson;
 use meshkit_node::control::views::Readiness;
 use meshkit_node::leadership::LeadershipView;
+use meshkit_node::metrics::catalogue::TRANSPORT_CERT_EXPIRY;
 use serde::Serialize;
 
 use super::{NodeArgs, fetch_peers, ok_body, with_client};
@@ -23,7 +24,7 @@ const CERT_WARNING: Duration = Duration::from_secs(24 * 3600);
 /// Members asked at once.
 const CONCURRENT_MEMBERS: usize = 32;
 /// The metric a node exports its certificate's end under (Unix seconds).
-const CERT_EXPIRY_METRIC: &str = "mesh_transport_cert_expiry_timestamp_seconds";
+const CERT_EXPIRY_METRIC: &str = TRANSPORT_CERT_EXPIRY.name;
 
 /// What `meshctl health` found, member by member, and what is wrong.
 #[derive(Debug, Serialize)]
