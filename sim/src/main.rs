@@ -73,9 +73,13 @@ struct SweepArgs {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// The scenario file (TOML), e.g. scenarios/crash-one.toml. Without one, the embedded default
-    /// (a copy of scenarios/crash-one.toml) runs.
+    /// The scenario file (TOML), e.g. scenarios/crash-one.toml. Without one, the embedded tour
+    /// (a copy of scenarios/tour.toml) runs, compared with the memberlist profile.
     scenario: Option<PathBuf>,
+    /// Also run each seed with this profile and print the two runs side by side (the
+    /// scenario's own profile decides the exit code).
+    #[arg(long, value_enum)]
+    compare: Option<ProfileArg>,
     /// Override the scenario's node count.
     #[arg(long)]
     nodes: Option<u32>,
@@ -160,8 +164,9 @@ fn wall_now() -> std::time::Instant {
     std::time::Instant::now()
 }
 
-/// The scenario `meshkit-sim run` runs when given none: one crash in a 128-node mesh.
-const DEFAULT_SCENARIO: &str = include_str!("../../scenarios/crash-one.toml");
+/// The scenario `meshkit-sim run` runs when given none: a 1,000-node mesh with leases, crashes,
+/// a lease-holder kill and a partition that heals, compared with the memberlist profile.
+const DEFAULT_SCENARIO: &str = include_str!("../../scenarios/tour.toml");
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -294,8 +299,12 @@ fn sweep_one(
 fn run(args: &RunArgs) -> ExitCode {
     let loaded = match &args.scenario {
         Some(path) => Scenario::from_file(path),
-        None => Scenario::parse(DEFAULT_SCENARIO, "scenarios/crash-one.toml"),
+        None => Scenario::parse(DEFAULT_SCENARIO, "scenarios/tour.toml"),
     };
+    let compare = args
+        .compare
+        .map(Profile::from)
+        .or_else(|| args.scenario.is_none().then_some(Profile::Memberlist));
     let scenario = match loaded {
         Ok(s) => s,
         Err(e) => {
@@ -310,45 +319,47 @@ fn run(args: &RunArgs) -> ExitCode {
     let show_progress = !args.json && std::io::stderr().is_terminal();
     let mut reports: Vec<RunReport> = Vec::new();
     let stdout = std::io::stdout();
+    if compare.is_some() && !args.json {
+        println!("{}\n", scenario.description());
+    }
     for seed in seeds {
         let mut options = RunOptions::seed(seed);
         options.nodes = args.nodes;
         options.duration = args.duration;
         options.profile = args.profile.map(Profile::from);
         options.trace_node = args.trace_node;
-        let virtual_ms = args.duration.unwrap_or(scenario.duration()).as_millis();
-        let bar = progress_bar(
-            show_progress,
-            seed,
-            u64::try_from(virtual_ms).unwrap_or(u64::MAX),
-        );
-        let started = wall_now();
-        let result = meshkit_sim::run_with_progress(&scenario, options, &mut |now, end| {
-            if let Some(bar) = &bar {
-                bar.set_length(end.as_nanos() / 1_000_000);
-                bar.set_position(now.as_nanos() / 1_000_000);
-            }
-        });
-        let wall_s = started.elapsed().as_secs_f64();
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
-        }
-        let mut report = match result {
+        let report = match run_seed(&scenario, options, show_progress) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
         };
-        report.wall_s = (wall_s * 1000.0).round() / 1000.0;
-        for line in &report.trace {
-            eprintln!("{line}");
-        }
+        let other = match compare {
+            Some(profile) => {
+                options.profile = Some(profile);
+                match run_seed(&scenario, options, show_progress) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            None => None,
+        };
         let mut out = stdout.lock();
-        let _ = if args.json {
-            writeln!(out, "{}", report.to_json())
-        } else {
-            writeln!(out, "{}", report.render(scenario.expect()))
+        let _ = match (&other, args.json) {
+            (_, true) => {
+                let both = std::iter::once(&report).chain(other.as_ref());
+                both.try_for_each(|r| writeln!(out, "{}", r.to_json()))
+            }
+            (Some(other), false) => writeln!(
+                out,
+                "{}",
+                report::render_comparison(&report, other, scenario.expect())
+            ),
+            (None, false) => writeln!(out, "{}", report.render(scenario.expect())),
         };
         let _ = out.flush();
         reports.push(report);
@@ -367,7 +378,39 @@ fn run(args: &RunArgs) -> ExitCode {
     ExitCode::from(1)
 }
 
-fn progress_bar(show: bool, seed: u64, virtual_ms: u64) -> Option<ProgressBar> {
+/// One seed, with a progress bar on a terminal; the report carries its wall time.
+fn run_seed(
+    scenario: &Scenario,
+    options: RunOptions,
+    show_progress: bool,
+) -> Result<RunReport, meshkit_sim::SimError> {
+    let virtual_ms = options.duration.unwrap_or(scenario.duration()).as_millis();
+    let profile = options.profile.unwrap_or(scenario.profile());
+    let bar = progress_bar(
+        show_progress,
+        &format!("{} profile {profile}", options.seed),
+        u64::try_from(virtual_ms).unwrap_or(u64::MAX),
+    );
+    let started = wall_now();
+    let result = meshkit_sim::run_with_progress(scenario, options, &mut |now, end| {
+        if let Some(bar) = &bar {
+            bar.set_length(end.as_nanos() / 1_000_000);
+            bar.set_position(now.as_nanos() / 1_000_000);
+        }
+    });
+    let wall_s = started.elapsed().as_secs_f64();
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let mut report = result?;
+    report.wall_s = (wall_s * 1000.0).round() / 1000.0;
+    for line in &report.trace {
+        eprintln!("{line}");
+    }
+    Ok(report)
+}
+
+fn progress_bar(show: bool, seed: &str, virtual_ms: u64) -> Option<ProgressBar> {
     if !show {
         return None;
     }
@@ -376,6 +419,6 @@ fn progress_bar(show: bool, seed: u64, virtual_ms: u64) -> Option<ProgressBar> {
         ProgressStyle::with_template("seed {msg} [{bar:40}] {pos}/{len} virtual ms ({eta})")
             .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
-    bar.set_message(seed.to_string());
+    bar.set_message(seed.to_owned());
     Some(bar)
 }

@@ -365,12 +365,24 @@ impl RunReport {
                 String::new(),
             ));
         }
+        rows.insert(
+            0,
+            (
+                "FIGURE".into(),
+                "MEASURED".into(),
+                "EXPECTED ([expect])".into(),
+            ),
+        );
         let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
         let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).min(40);
         for (k, v, b) in &rows {
             let line = format!("  {k:<w0$}  {v:<w1$}  {b}");
             let _ = writeln!(out, "{}", line.trim_end());
         }
+        let _ = writeln!(
+            out,
+            "  (\"-\": nothing of that kind happened in this run; docs/scenarios.md defines each figure)"
+        );
         if self.faults_after_end > 0 {
             let _ = writeln!(
                 out,
@@ -581,6 +593,165 @@ pub fn check_expectations(expect: &Expectations, r: &RunReport) -> Vec<String> {
         ));
     }
     failed
+}
+
+/// One seed of one scenario run twice, side by side: `primary` with the scenario's own profile
+/// (its expectations are checked and decide the exit code) and `other` with another profile on
+/// the same seed, for comparison. A row is shown when either run measured it.
+pub fn render_comparison(primary: &RunReport, other: &RunReport, expect: &Expectations) -> String {
+    type Figure = fn(&RunReport) -> Option<f64>;
+    let as_f64 = |v: Option<u64>| v.map(|v| v as f64);
+    let rows: [(&str, &str, Figure, Option<f64>, &str); 10] = [
+        (
+            "crash detection p50",
+            " s",
+            |r| r.detection_p50_s,
+            expect.detection_p50_s_max,
+            "crash until 99% of the live nodes hold it dead",
+        ),
+        (
+            "crash detection p99",
+            " s",
+            |r| r.detection_p99_s,
+            expect.detection_p99_s_max,
+            "",
+        ),
+        (
+            "false positives",
+            "",
+            |r| Some(r.false_positives as f64),
+            as_f64(expect.false_positives_max),
+            "healthy nodes some node declared dead",
+        ),
+        (
+            "suspicions per node-hour",
+            "",
+            |r| Some(r.suspicions_per_node_hour),
+            expect.suspicions_per_node_hour_max,
+            "own-probe suspicions of healthy nodes",
+        ),
+        (
+            "heal to one view",
+            " s",
+            |r| r.heal_s,
+            expect.heal_s_max,
+            "partition healed until every node sees the same members",
+        ),
+        (
+            "lease failover p50",
+            " s",
+            |r| r.failover_p50_s,
+            expect.failover_p50_s_max,
+            "holder killed until another holds the lease",
+        ),
+        (
+            "lease failover p99",
+            " s",
+            |r| r.failover_p99_s,
+            expect.failover_p99_s_max,
+            "",
+        ),
+        (
+            "lease grant p50",
+            " ms",
+            |r| r.lease_grant_p50_ms,
+            expect.lease_grant_p50_ms_max,
+            "acquire request until granted",
+        ),
+        (
+            "stale writes accepted",
+            "",
+            |r| r.stale_writes_accepted.map(|v| v as f64),
+            as_f64(expect.stale_writes_accepted_max),
+            "writes with an old fencing token that got through",
+        ),
+        (
+            "bytes per node per s",
+            "",
+            |r| Some(r.bytes_per_node_s),
+            expect.bytes_per_node_s_max,
+            "everything sent, gossip and Raft",
+        ),
+    ];
+    let cell = |v: Option<f64>, unit: &str| {
+        v.map_or("-".to_owned(), |v| {
+            if v.fract() == 0.0 && unit.is_empty() {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.3}{unit}")
+            }
+        })
+    };
+    let head_a = format!("{} PROFILE", primary.profile.to_uppercase());
+    let head_b = format!("{} PROFILE", other.profile.to_uppercase());
+    let mut table = vec![[
+        "FIGURE".to_owned(),
+        head_a,
+        head_b,
+        "EXPECTED".to_owned(),
+        "WHAT IT MEASURES".to_owned(),
+    ]];
+    for (name, unit, figure, bound, meaning) in rows {
+        let (a, b) = (figure(primary), figure(other));
+        if a.is_none() && b.is_none() {
+            continue;
+        }
+        table.push([
+            name.to_owned(),
+            cell(a, unit),
+            cell(b, unit),
+            bound.map_or(String::new(), |b| format!("<= {b}{unit}")),
+            meaning.to_owned(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..4)
+        .map(|c| table.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}  seed {}  {} nodes  {:.0} virtual s; {} profile {:.2} wall s, {} profile {:.2} wall s",
+        primary.scenario,
+        primary.seed,
+        primary.nodes,
+        primary.virtual_s,
+        primary.profile,
+        primary.wall_s,
+        other.profile,
+        other.wall_s
+    );
+    for row in &table {
+        let line = format!(
+            "  {:<w0$}  {:>w1$}  {:>w2$}  {:<w3$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3]
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    let _ = writeln!(
+        out,
+        "  (\"-\": nothing of that kind happened; EXPECTED applies to the {} run; same seed, same faults)",
+        primary.profile
+    );
+    for v in primary
+        .invariant_violations
+        .iter()
+        .chain(&other.invariant_violations)
+    {
+        let _ = writeln!(out, "  INVARIANT VIOLATED: {v}");
+    }
+    for e in &primary.expectations_failed {
+        let _ = writeln!(out, "  EXPECTATION FAILED: {e}");
+    }
+    let _ = writeln!(out, "  {}", if primary.passed() { "PASS" } else { "FAIL" });
+    out
 }
 
 /// A summary over several seeds: pass count, the spread of the main figures, and the replay

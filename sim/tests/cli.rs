@@ -141,3 +141,57 @@ fn a_sweep_tallies_every_seed_lists_missed_expectations_and_exits_0_while_safe()
         .unwrap();
     assert_eq!(swept["trace_hash"], single["trace_hash"]);
 }
+
+/// `--compare` runs each seed again with another profile and prints both side by side; the
+/// scenario's own profile decides the exit code. Without a scenario the tour runs compared with
+/// the memberlist profile (too long for the default suite at its 1,000 nodes: `--nodes 12`).
+#[test]
+fn compare_prints_both_profiles_side_by_side() {
+    let path = scratch(
+        "compare.toml",
+        &format!("{SMALL}[expect]\ndetection_p99_s_max = 10.0\n"),
+    );
+    let out = sim()
+        .arg("run")
+        .arg(&path)
+        .args(["--seed", "3", "--compare", "memberlist"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("LAN PROFILE  MEMBERLIST PROFILE  EXPECTED"),
+        "{text}"
+    );
+    assert!(text.contains("crash detection p99"), "{text}");
+    assert!(text.contains("<= 10 s"), "{text}");
+
+    let json = sim()
+        .arg("run")
+        .arg(&path)
+        .args(["--seed", "3", "--compare", "memberlist", "--json"])
+        .output()
+        .unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&json.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(
+        (lines[0]["profile"].as_str(), lines[1]["profile"].as_str()),
+        (Some("lan"), Some("memberlist"))
+    );
+
+    let tour = sim()
+        .args(["run", "--nodes", "12", "--duration", "20s"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&tour.stdout);
+    assert!(text.starts_with("What MeshKit does, in one run"), "{text}");
+    assert!(text.contains("MEMBERLIST PROFILE"), "{text}");
+}

@@ -36,6 +36,9 @@ const SHIPPED: &[(&str, Option<u32>)] = &[
     // An hour of 1% loss at 128 nodes; the test runs 64 nodes for 300 s (about 3 s in a debug
     // build): the loss is drawn per datagram, so a shorter run samples the same rate.
     ("loss-1pct", Some(64)),
+    // The main job (1,000 nodes, both profiles, about 40 s of CPU in a release build); the
+    // test runs its faults at 64 nodes.
+    ("tour", Some(64)),
 ];
 
 fn dir() -> PathBuf {
@@ -180,4 +183,11 @@ fn raft_leader_kill_meets_its_expectations() {
 #[test]
 fn loss_1pct_meets_its_expectations() {
     run_shipped_for(SHIPPED[17].0, SHIPPED[17].1, Some(Duration::from_secs(300)));
+}
+
+#[test]
+fn tour_meets_its_expectations() {
+    let (name, nodes) = SHIPPED[SHIPPED.len() - 1];
+    assert_eq!(name, "tour");
+    run_shipped(name, nodes);
 }
