@@ -351,7 +351,7 @@ fn run(args: &RunArgs) -> ExitCode {
         let mut out = stdout.lock();
         let _ = match (&other, args.json) {
             (_, true) => {
-                let both = std::iter::once(&report).chain(other.as_ref());
+                let mut both = std::iter::once(&report).chain(other.as_ref());
                 both.try_for_each(|r| writeln!(out, "{}", r.to_json()))
             }
             (Some(other), false) => writeln!(
