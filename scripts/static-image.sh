@@ -74,6 +74,12 @@ for bin in meshkitd meshctl; do
   fi
   echo "$bin: ldd: $(tr -d '\t' <<<"$linkage")"
 done
+# The tests' fault-injection hook (a cargo feature only the crate's own tests enable) must not
+# be in what ships: its environment variable's name would be in the binary.
+if grep -q MESHKITD_FAULT "$out/meshkitd"; then
+  fail "$out/meshkitd has the tests' fault-injection hook (feature fault-injection)"
+fi
+echo "meshkitd: no fault-injection hook"
 
 need docker
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/meshkit-image.XXXXXX")
