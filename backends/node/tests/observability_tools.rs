@@ -1,0 +1,322 @@
+//! The observability pack (`dashboards/`) checked by the tools that read it in production:
+//! `promtool check rules` and `promtool test rules` (Debian's `prometheus` package) on the rule
+//! files and their unit tests, `amtool check-config` and `amtool config routes test` (Debian's
+//! `prometheus-alertmanager`) on the Alertmanager configuration.
+//!
+//! These tests need those tools, so they are ignored by default (the runner reports them
+//! skipped, not passed); `scripts/test.sh` installs both packages and runs them with
+//! `--run-ignored only`, where a missing tool fails them. What needs no tool (every alert has a
+//! firing and a quiet case, every metric exists in the catalogue, the dashboards' lint) is in
+//! `dashboards_lint.rs`, in the default suite.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::TempDir;
+
+/// How long one run of promtool or amtool may take.
+const TOOL_LIMIT: Duration = Duration::from_secs(60);
+
+/// The observability pack, at the top of the repository.
+fn pack() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dashboards")
+}
+
+/// The `*.yml` files of `dir`, sorted.
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no .yml file in {}", dir.display());
+    files
+}
+
+/// `tool` if it runs (`--version`); a test that needs it fails otherwise.
+fn tool(tool: &'static str, package: &str) -> &'static str {
+    let outcome = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    assert!(
+        outcome.as_ref().is_ok_and(|s| s.success()),
+        "{tool} does not run ({outcome:?}): `apt-get install {package}` provides it"
+    );
+    tool
+}
+
+/// Runs `program args` in `dir`; its exit status and what it printed (stdout and stderr).
+/// Bounded by [`TOOL_LIMIT`] (the process is killed past it).
+fn run(dir: &Path, program: &str, args: &[&str]) -> (bool, String) {
+    let scratch = TempDir::new("observability-out");
+    let output = scratch.path().join("out");
+    let out = std::fs::File::create(&output).expect("create the output file");
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("clone a file handle"))
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {program}: {e}"));
+    let deadline = Instant::now() + TOOL_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the tool") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{program} {args:?} ran longer than {TOOL_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let printed = std::fs::read_to_string(&output).unwrap_or_default();
+    (status.success(), printed)
+}
+
+/// The rule files as strings relative to `dir`.
+fn relative(files: &[PathBuf], dir: &Path) -> Vec<String> {
+    files
+        .iter()
+        .map(|f| {
+            f.strip_prefix(dir)
+                .expect("under the directory")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs promtool (Debian's prometheus package); scripts/test.sh runs it"]
+fn rule_files_pass_promtool_check_rules() {
+    let promtool = tool("promtool", "prometheus");
+    let rules = pack().join("rules");
+    let files = relative(&yaml_files(&rules), &rules);
+    let mut args = vec!["check", "rules"];
+    args.extend(files.iter().map(String::as_str));
+    let (passed, printed) = run(&rules, promtool, &args);
+    assert!(passed, "promtool check rules {files:?}:\n{printed}");
+    // promtool's lints (e.g. a duplicate rule) print warnings yet pass: none allowed.
+    assert!(
+        !printed.to_lowercase().contains("warning"),
+        "promtool check rules warned:\n{printed}"
+    );
+}
+
+#[test]
+#[ignore = "needs promtool (Debian's prometheus package); scripts/test.sh runs it"]
+fn alert_rules_pass_their_promtool_unit_tests() {
+    let promtool = tool("promtool", "prometheus");
+    let tests = pack().join("rules/tests");
+    let files = relative(&yaml_files(&tests), &tests);
+    let mut args = vec!["test", "rules"];
+    args.extend(files.iter().map(String::as_str));
+    let (passed, printed) = run(&tests, promtool, &args);
+    assert!(passed, "promtool test rules {files:?}:\n{printed}");
+    assert_eq!(
+        printed.matches("SUCCESS").count(),
+        files.len(),
+        "one SUCCESS per test file:\n{printed}"
+    );
+}
+
+/// The unit tests can fail: with one threshold of the rules changed, promtool test rules
+/// reports the case that expected the alert. (Guards against tests that expect nothing, and
+/// against a promtool that accepts anything.)
+#[test]
+#[ignore = "needs promtool (Debian's prometheus package); scripts/test.sh runs it"]
+fn promtool_unit_tests_fail_on_a_broken_rule() {
+    let promtool = tool("promtool", "prometheus");
+    let original = std::fs::read_to_string(pack().join("rules/meshkit.rules.yml"))
+        .expect("read the rule file");
+    let threshold = "increase(mesh_gossip_refutations_total[15m]) >= 4";
+    assert!(original.contains(threshold), "the flapping threshold moved");
+    let dir = TempDir::new("broken-rules");
+    std::fs::create_dir_all(dir.path().join("rules/tests")).expect("create the directories");
+    std::fs::write(
+        dir.path().join("rules/meshkit.rules.yml"),
+        original.replace(
+            threshold,
+            "increase(mesh_gossip_refutations_total[15m]) >= 400",
+        ),
+    )
+    .expect("write the broken rules");
+    let test = std::fs::read_to_string(pack().join("rules/tests/membership.yml"))
+        .expect("read the membership tests");
+    std::fs::write(dir.path().join("rules/tests/membership.yml"), test)
+        .expect("write the membership tests");
+    let (passed, printed) = run(
+        &dir.path().join("rules/tests"),
+        promtool,
+        &["test", "rules", "membership.yml"],
+    );
+    assert!(
+        !passed,
+        "promtool test rules passed a broken rule:\n{printed}"
+    );
+    assert!(
+        printed.contains("member flapping fires"),
+        "the failing case is not named:\n{printed}"
+    );
+}
+
+#[test]
+#[ignore = "needs amtool (Debian's prometheus-alertmanager package); scripts/test.sh runs it"]
+fn alertmanager_config_passes_amtool_check_config() {
+    let amtool = tool("amtool", "prometheus-alertmanager");
+    let (passed, printed) = run(&pack(), amtool, &["check-config", "alertmanager.yml"]);
+    assert!(passed, "amtool check-config:\n{printed}");
+    assert!(printed.contains("3 inhibit rules"), "{printed}");
+}
+
+/// Labels of an alert and the receivers Alertmanager must send it to, in order.
+const ROUTES: &[(&[&str], &str)] = &[
+    (
+        &[
+            "alertname=MeshKitNodeDown",
+            "severity=critical",
+            "cluster=prod-eu",
+        ],
+        "pager,team-chat",
+    ),
+    (
+        &[
+            "alertname=MeshKitMemberFlapping",
+            "severity=warning",
+            "cluster=prod-eu",
+        ],
+        "team-chat",
+    ),
+    (
+        &[
+            "alertname=MeshKitNoRaftLeader",
+            "severity=critical",
+            "cluster=staging-1",
+        ],
+        "staging",
+    ),
+    (
+        &[
+            "alertname=MeshKitSuspicionStorm",
+            "severity=warning",
+            "cluster=dev-7",
+        ],
+        "staging",
+    ),
+    // No severity: the default receiver.
+    (&["alertname=Other", "cluster=prod-eu"], "team-chat"),
+];
+
+#[test]
+#[ignore = "needs amtool (Debian's prometheus-alertmanager package); scripts/test.sh runs it"]
+fn alertmanager_routes_by_severity_and_cluster() {
+    let amtool = tool("amtool", "prometheus-alertmanager");
+    for (labels, receivers) in ROUTES {
+        let verify = format!("--verify.receivers={receivers}");
+        let mut args = vec![
+            "config",
+            "routes",
+            "test",
+            "--config.file=alertmanager.yml",
+            &verify,
+        ];
+        args.extend_from_slice(labels);
+        let (passed, printed) = run(&pack(), amtool, &args);
+        assert!(
+            passed,
+            "{labels:?} should reach {receivers}; amtool answered:\n{printed}"
+        );
+    }
+    // The check can fail: a critical alert of a production cluster does not only reach chat.
+    let (passed, printed) = run(
+        &pack(),
+        amtool,
+        &[
+            "config",
+            "routes",
+            "test",
+            "--config.file=alertmanager.yml",
+            "--verify.receivers=team-chat",
+            "severity=critical",
+            "cluster=prod-eu",
+        ],
+    );
+    assert!(!passed, "amtool accepted a wrong receiver:\n{printed}");
+}
+
+/// Every query of every dashboard panel, with the Grafana variables replaced by what they
+/// stand for (`$__rate_interval` by `1m`, the cluster and instance variables by `.*`).
+fn panel_queries() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(pack().join("grafana"))
+        .expect("read dashboards/grafana")
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("read a dashboard");
+        let dashboard: serde_json::Value = serde_json::from_str(&text).expect("a JSON dashboard");
+        for panel in dashboard["panels"].as_array().into_iter().flatten() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let Some(expr) = target["expr"].as_str() else {
+                    continue;
+                };
+                let place = format!("{}: {}", file.display(), panel["title"]);
+                let expr = expr
+                    .replace("$__rate_interval", "1m")
+                    .replace("$cluster", ".*")
+                    .replace("$instance", ".*");
+                out.push((place, expr));
+            }
+        }
+    }
+    out
+}
+
+/// Every panel query parses as PromQL: promtool checks them as the expressions of a rule file
+/// (one recording rule per query).
+#[test]
+#[ignore = "needs promtool (Debian's prometheus package); scripts/test.sh runs it"]
+fn every_panel_query_parses() {
+    let promtool = tool("promtool", "prometheus");
+    let queries = panel_queries();
+    assert!(queries.len() >= 40, "only {} panel queries", queries.len());
+    let write = |dir: &Path, queries: &[(String, String)]| {
+        let mut text = String::from("groups:\n  - name: panels\n    rules:\n");
+        for (i, (_, expr)) in queries.iter().enumerate() {
+            let quoted = serde_json::to_string(expr).expect("a JSON string");
+            text.push_str(&format!(
+                "      - record: panel_query_{i}\n        expr: {quoted}\n"
+            ));
+        }
+        std::fs::write(dir.join("panels.yml"), text).expect("write the panel rules");
+    };
+    let dir = TempDir::new("panel-queries");
+    write(dir.path(), &queries);
+    let (passed, printed) = run(dir.path(), promtool, &["check", "rules", "panels.yml"]);
+    let listing: Vec<String> = queries
+        .iter()
+        .enumerate()
+        .map(|(i, (place, expr))| format!("panel_query_{i}: {place}: {expr}"))
+        .collect();
+    assert!(
+        passed,
+        "promtool check rules on the panel queries:\n{printed}\n{}",
+        listing.join("\n")
+    );
+    // The check can fail: a query with a missing parenthesis is refused.
+    let mut broken = queries;
+    broken[0].1.push('(');
+    write(dir.path(), &broken);
+    let (passed, printed) = run(dir.path(), promtool, &["check", "rules", "panels.yml"]);
+    assert!(!passed, "promtool accepted a broken query:\n{printed}");
+}
