@@ -204,6 +204,62 @@ fn leader_known(event: &Event) -> bool {
     )
 }
 
+/// Membership is wired to the campaign: a holder that releases and leaves is seen `Left`, and
+/// a contender refused while it held the scope asks again at once, not when the holder's lease
+/// would have run out.
+#[test]
+fn a_holder_that_leaves_is_asked_after_at_once() {
+    const LONG_TTL: Duration = Duration::from_secs(30);
+    let now0 = Instant::ZERO;
+    let scope = Scope::global_control();
+    let client = |n: Node| {
+        n.with_lease_client(
+            now0,
+            LeaseConfig::default(),
+            &[id(1)],
+            Campaign::new(LONG_TTL, RETRY),
+        )
+    };
+    let voter = node(1)
+        .with_voter(now0, LeaseConfig::default(), &[id(1)])
+        .unwrap();
+    let mut nodes = [voter, client(node(2)), client(node(3))];
+    for n in &mut nodes[1..] {
+        n.join(now0, &[id(1)]);
+    }
+    let mut now = now0;
+    nodes[1].enter_campaign(now, scope.clone());
+    assert!(run_until(&mut nodes, &mut now, 20_000, acquired));
+    assert!(nodes[1].holds(now, &scope).is_some());
+    // Node 3 asks and is refused: node 2 holds it for another 30 s.
+    nodes[2].enter_campaign(now, scope.clone());
+    let refused = |e: &Event| {
+        matches!(
+            e,
+            Event::Leadership(Sequenced {
+                event: LeadershipEvent::Failed {
+                    error: LeaseError::Held { .. },
+                    ..
+                },
+                ..
+            })
+        )
+    };
+    assert!(run_until(&mut nodes, &mut now, 20_000, refused));
+    // Node 2 shuts down gracefully: releases, then leaves.
+    nodes[1].withdraw_campaign(&scope);
+    nodes[1].release(now, &scope).unwrap();
+    nodes[1].leave(now);
+    let left_at = now;
+    assert!(run_until(&mut nodes, &mut now, 50_000, acquired));
+    assert!(nodes[2].holds(now, &scope).is_some());
+    let waited = now.saturating_duration_since(left_at);
+    assert!(
+        waited < LONG_TTL / 4,
+        "node 3 waited {waited:?} for a lease released at the leave"
+    );
+}
+
 #[test]
 fn a_lease_datagram_for_a_state_machine_the_node_lacks_is_refused() {
     // Node 2 asks voter 1, which runs no client: its answer is fine, but a request sent to a
