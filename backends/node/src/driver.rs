@@ -1,16 +1,15 @@
-//! The tokio driver of [`Membership`]: one future per node, shaped like quinn's
-//! `ConnectionDriver` (STYLE.md rule 19).
+//! The tokio driver of the core's [`Node`]: one future per node, shaped like quinn's
+//! `ConnectionDriver`.
 //!
-//! Each poll feeds the core its inputs (commands from [`NodeHandle`]s, datagrams from the
-//! [`Transport`], the timer), drains `poll_transmit` into the transport and `poll_event` into a
-//! broadcast channel, re-arms one `tokio::time::Sleep` to `poll_timeout`, and goes round again
-//! while there was progress, within a fixed budget per poll. Time comes from a [`Clock`]. The
-//! driver holds no protocol logic: it only keeps the address book (NodeId -> SocketAddr) that
-//! members publish under the [`ADDR_KEY`] metadata key.
-//!
-//! With [`Driver::with_leadership`] it also drives the node's lease state machines
-//! ([`crate::leadership`]) the same way. Both share the transport: the first byte of every
-//! datagram names the [`Channel`] it belongs to.
+//! Each poll feeds the node its inputs (commands from [`NodeHandle`]s, datagrams from the
+//! [`Transport`], the timer), makes the voter's recorded writes durable, drains `poll_transmit`
+//! into the transport and `poll_event` into a broadcast channel (membership events) and the
+//! leadership host ([`crate::leadership`]: feed, waiting requests), re-arms one
+//! `tokio::time::Sleep` to `poll_timeout`, and goes round again while there was progress,
+//! within a fixed budget per poll. Time comes from a [`Clock`]. The driver holds no protocol
+//! logic: the node frames datagrams by [`Channel`], delivers its own lease datagrams to itself
+//! and wires its campaign; the driver only keeps the address book (NodeId -> SocketAddr) that
+//! members publish under the [`ADDR_KEY`] metadata key, and counts traffic per channel.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -20,7 +19,9 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use meshkit::lease::{FencingToken, Scope};
-use meshkit::membership::{Event, MemberState, Membership, MetadataError, Stats};
+use meshkit::membership::{Event, MemberState, MetadataError, Stats};
+pub use meshkit::node::Channel;
+use meshkit::node::{Event as NodeEvent, Node};
 use meshkit::{Duration, Incarnation, Instant, MetaVersion, NodeId};
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -61,38 +62,6 @@ pub const REGION_KEY: &str = "region";
 pub const CONTROL_KEY: &str = "control";
 /// Keys the node itself publishes; configuration may not set them.
 pub const RESERVED_KEYS: [&str; 5] = [ADDR_KEY, CONTROL_KEY, DRAIN_KEY, VERSION_KEY, WIRE_KEY];
-
-/// Which state machine a datagram is for: its first byte on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Channel {
-    /// Gossip membership ([`Membership`]).
-    Membership = 0,
-    /// Leases: Raft between voters and lease requests ([`crate::leadership`]).
-    Lease = 1,
-}
-
-impl Channel {
-    /// Prefixes `payload` with the channel byte.
-    fn frame(self, payload: &[u8]) -> Bytes {
-        let mut framed = Vec::with_capacity(payload.len() + 1);
-        framed.push(self as u8);
-        framed.extend_from_slice(payload);
-        Bytes::from(framed)
-    }
-
-    /// Splits a received datagram into its channel and payload; `None` for an unknown channel
-    /// or an empty datagram.
-    fn split(datagram: &[u8]) -> Option<(Self, &[u8])> {
-        let (&first, payload) = datagram.split_first()?;
-        let channel = match first {
-            0 => Self::Membership,
-            1 => Self::Lease,
-            _ => return None,
-        };
-        Some((channel, payload))
-    }
-}
 
 /// What one [`Channel`] moved through the transport, as the driver counted it: each datagram with
 /// its channel byte, QUIC and UDP headers not included. The counters only grow.
@@ -431,7 +400,7 @@ impl NodeHandle {
 /// [`NodeHandle::shutdown`] arrives, when every handle is dropped, or when the transport closes.
 #[must_use = "a driver does nothing unless spawned or awaited"]
 pub struct Driver<T, C> {
-    membership: Membership,
+    node: Node,
     leadership: Option<Leadership>,
     /// Scopes the configuration contends for (re-entered on resume).
     campaign: Vec<Scope>,
@@ -450,17 +419,18 @@ pub struct Driver<T, C> {
 }
 
 impl<T: Transport, C: Clock> Driver<T, C> {
-    /// A driver for `membership` over `transport`, and the first handle to it.
-    pub fn new(membership: Membership, transport: T, clock: C) -> (Self, NodeHandle) {
+    /// A driver for `node` (membership only: [`with_leadership`](Self::with_leadership) adds the
+    /// lease state machines) over `transport`, and the first handle to it.
+    pub fn new(node: Node, transport: T, clock: C) -> (Self, NodeHandle) {
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE_LEN);
         let (events, _) = broadcast::channel(EVENT_CHANNEL_LEN);
         let handle = NodeHandle {
-            id: membership.local_id(),
+            id: node.local_id(),
             commands: commands_tx,
             events: events.clone(),
         };
         let driver = Self {
-            membership,
+            node,
             leadership: None,
             campaign: Vec::new(),
             draining: false,
@@ -480,16 +450,15 @@ impl<T: Transport, C: Clock> Driver<T, C> {
     }
 
     /// Runs the node's leases too: a voter if `config.voters` names it, a client and its
-    /// campaign in any case. `seed` seeds their randomness (Raft's election timeouts).
+    /// campaign in any case. Their seeds derive from the node's own (see [`Node::new`]).
     pub fn with_leadership(
         mut self,
         config: &LeadershipConfig,
-        seed: u64,
     ) -> Result<Self, crate::leadership::LeadershipStartError> {
         let now = self.clock.now();
-        let id = self.membership.local_id();
-        let boot = self.membership.incarnation();
-        self.leadership = Some(Leadership::new(config, id, boot, seed, now)?);
+        let (leadership, node) = Leadership::start(config, self.node, now)?;
+        self.node = node;
+        self.leadership = Some(leadership);
         self.campaign = config.campaign.clone();
         Ok(self)
     }
@@ -506,23 +475,23 @@ impl<T: Transport, C: Clock> Driver<T, C> {
         let now = self.clock.now();
         match command {
             Command::Join(seeds) => {
-                let own = self.membership.local_id();
+                let own = self.node.local_id();
                 for seed in seeds.iter().filter(|s| s.id != own) {
                     self.addrs.insert(seed.id, seed.addr);
                 }
                 let ids: Vec<NodeId> = seeds.iter().map(|s| s.id).collect();
                 self.joined |= ids.iter().any(|id| *id != own);
-                self.membership.handle_join(now, &ids);
+                self.node.join(now, &ids);
             }
             Command::SetMetadata { key, value, reply } => {
-                let _ = reply.send(self.membership.set_metadata(now, &key, &value));
+                let _ = reply.send(self.node.set_metadata(now, &key, &value));
             }
-            Command::Leave => self.membership.leave(now),
+            Command::Leave => self.node.leave(now),
             Command::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot());
             }
             Command::Leadership(reply) => {
-                let _ = reply.send(self.leadership.as_ref().map(|l| l.view(now)));
+                let _ = reply.send(self.leadership.as_ref().map(|l| l.view(now, &self.node)));
             }
             Command::Feed { after, reply } => {
                 let subscription = self.leadership.as_ref().map(|l| FeedSubscription {
@@ -534,7 +503,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                 let _ = reply.send(subscription);
             }
             Command::Lease { request, reply } => match &mut self.leadership {
-                Some(l) => l.request(now, request, reply),
+                Some(l) => l.request(now, &mut self.node, request, reply),
                 // Answered by the handle before it sends the command; cannot happen.
                 None => drop(reply),
             },
@@ -542,12 +511,12 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                 let released = self
                     .leadership
                     .as_mut()
-                    .map(|l| l.drain(now))
+                    .map(|l| l.drain(now, &mut self.node))
                     .unwrap_or_default();
                 if !self.draining {
                     self.draining = true;
                     // The value is tiny: far below the metadata limits.
-                    let _ = self.membership.set_metadata(now, DRAIN_KEY, b"1");
+                    let _ = self.node.set_metadata(now, DRAIN_KEY, b"1");
                 }
                 let _ = reply.send(released);
             }
@@ -555,9 +524,9 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                 let was = std::mem::take(&mut self.draining);
                 if was {
                     if let Some(l) = &mut self.leadership {
-                        l.resume(now, &self.campaign);
+                        l.resume(now, &mut self.node, &self.campaign);
                     }
-                    let _ = self.membership.delete_metadata(now, DRAIN_KEY);
+                    let _ = self.node.delete_metadata(now, DRAIN_KEY);
                 }
                 let _ = reply.send(was);
             }
@@ -570,58 +539,50 @@ impl<T: Transport, C: Clock> Driver<T, C> {
 
     fn handle_received(&mut self, from: NodeId, datagram: &[u8]) {
         let now = self.clock.now();
-        let split = Channel::split(datagram);
-        if let Some((channel, _)) = split {
+        if let Ok((channel, _)) = Channel::split(datagram) {
             self.traffic.count_received(channel, datagram.len());
         }
-        match split {
-            Some((Channel::Membership, payload)) => {
-                if let Err(error) = self.membership.handle_datagram(now, from, payload) {
-                    tracing::debug!(%from, %error, "datagram refused");
-                }
-            }
-            Some((Channel::Lease, payload)) => match &mut self.leadership {
-                Some(l) => l.handle_datagram(now, from, payload),
-                None => tracing::debug!(%from, "lease datagram for a node without leadership"),
-            },
-            None => tracing::debug!(%from, "datagram with an unknown channel refused"),
+        if let Err(error) = self.node.handle_datagram(now, from, datagram) {
+            crate::leadership::log_refused(from, &error);
         }
     }
 
-    /// Drains the core's outputs: transmits to the transport, events to subscribers.
+    /// Drains the node's outputs in the core's order: the voter's durable writes to disk, then
+    /// transmits to the transport, then events to subscribers and the leadership host.
     fn flush(&mut self) {
         let now = self.clock.now();
-        while let Some(t) = self.membership.poll_transmit(now, &mut self.buf) {
+        if let Some(l) = &mut self.leadership {
+            l.persist(&mut self.node);
+        }
+        while let Some(t) = self.node.poll_transmit(now, &mut self.buf) {
             let addr = self.addrs.get(&t.to).copied();
-            let datagram = Channel::Membership.frame(&self.buf[..t.len]);
-            self.traffic.count_sent(Channel::Membership, datagram.len());
+            let datagram = Bytes::copy_from_slice(&self.buf[..t.len]);
+            if let Ok((channel, _)) = Channel::split(&datagram) {
+                self.traffic.count_sent(channel, datagram.len());
+            }
             self.transport.send(t.to, addr, datagram);
         }
-        if let Some(l) = &mut self.leadership {
-            let (addrs, transport, traffic) = (&self.addrs, &mut self.transport, &mut self.traffic);
-            l.flush(now, &mut self.buf, |to, payload| {
-                let addr = addrs.get(&to).copied();
-                let datagram = Channel::Lease.frame(&payload);
-                traffic.count_sent(Channel::Lease, datagram.len());
-                transport.send(to, addr, datagram);
-            });
-        }
-        while let Some(event) = self.membership.poll_event() {
+        while let Some(event) = self.node.poll_event() {
             match event {
-                Event::MetadataChanged { node, .. } => self.learn_addr(node),
-                Event::MemberStateChanged {
-                    node,
-                    to: MemberState::Left | MemberState::Dead,
-                    ..
-                } => {
+                NodeEvent::Membership(event) => {
+                    if let Event::MetadataChanged { node, .. } = event {
+                        self.learn_addr(node);
+                    }
+                    // No subscriber is fine: events are for whoever listens.
+                    let _ = self.events.send(event);
+                }
+                NodeEvent::Leadership(e) => {
                     if let Some(l) = &mut self.leadership {
-                        l.holder_gone(now, node);
+                        l.on_client_event(&e.event);
+                    }
+                }
+                NodeEvent::Group(e) => {
+                    if let Some(l) = &mut self.leadership {
+                        l.on_group_event(now, &e.event);
                     }
                 }
                 _ => {}
             }
-            // No subscriber is fine: events are for whoever listens.
-            let _ = self.events.send(event);
         }
     }
 
@@ -629,7 +590,8 @@ impl<T: Transport, C: Clock> Driver<T, C> {
     /// snapshots show it; nothing is ever sent to it).
     fn learn_addr(&mut self, node: NodeId) {
         let published = self
-            .membership
+            .node
+            .membership()
             .metadata(node)
             .and_then(|m| m.get(ADDR_KEY))
             .and_then(|v| std::str::from_utf8(v).ok())
@@ -641,7 +603,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
 
     /// Points the one timer at the core's next deadline.
     fn arm_timer(&mut self, now: Instant) {
-        let deadline = self.next_deadline().unwrap_or(now + IDLE_WAKE);
+        let deadline = self.node.poll_timeout().unwrap_or(now + IDLE_WAKE);
         if self.armed != Some(deadline) {
             self.armed = Some(deadline);
             let wait = deadline.saturating_duration_since(now);
@@ -651,27 +613,17 @@ impl<T: Transport, C: Clock> Driver<T, C> {
         }
     }
 
-    /// The earliest deadline of the node's state machines.
-    fn next_deadline(&self) -> Option<Instant> {
-        let lease = self.leadership.as_ref().and_then(Leadership::poll_timeout);
-        [self.membership.poll_timeout(), lease]
-            .into_iter()
-            .flatten()
-            .min()
-    }
-
     fn snapshot(&self) -> Snapshot {
         let now = self.clock.now();
-        let peers = self
-            .membership
+        let membership = self.node.membership();
+        let peers = membership
             .members()
             .map(|m| PeerInfo {
                 id: m.id,
                 state: m.state,
                 incarnation: m.incarnation,
                 rtt: m.rtt,
-                metadata: self
-                    .membership
+                metadata: membership
                     .metadata(m.id)
                     .map(|meta| {
                         meta.live()
@@ -684,13 +636,16 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             })
             .collect();
         Snapshot {
-            local_id: self.membership.local_id(),
+            local_id: self.node.local_id(),
             peers,
-            stats: self.membership.stats(),
+            stats: membership.stats(),
             transport: self.transport.stats(),
             traffic: self.traffic,
-            health_score: self.membership.health_score(),
-            leadership: self.leadership.as_ref().map(|l| (l.view(now), l.stats())),
+            health_score: membership.health_score(),
+            leadership: self
+                .leadership
+                .as_ref()
+                .map(|l| (l.view(now, &self.node), l.stats(&self.node))),
             draining: self.draining,
             joined: self.joined,
             cert_not_after: self.cert_not_after,
@@ -729,14 +684,8 @@ impl<T: Transport, C: Clock> Future for Driver<T, C> {
                 }
             }
             let now = this.clock.now();
-            if this.membership.poll_timeout().is_some_and(|at| at <= now) {
-                this.membership.handle_timeout(now);
-                progress = true;
-            }
-            if let Some(l) = &mut this.leadership
-                && l.poll_timeout().is_some_and(|at| at <= now)
-            {
-                l.handle_timeout(now);
+            if this.node.poll_timeout().is_some_and(|at| at <= now) {
+                this.node.handle_timeout(now);
                 progress = true;
             }
             this.flush();
@@ -760,7 +709,7 @@ impl<T: Transport, C: Clock> Future for Driver<T, C> {
 impl<T, C> std::fmt::Debug for Driver<T, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
-            .field("id", &self.membership.local_id())
+            .field("id", &self.node.local_id())
             .field("armed", &self.armed)
             .field("addrs", &self.addrs)
             .finish_non_exhaustive()
@@ -790,9 +739,9 @@ mod tests {
     fn spawn_node(network: &MemoryNetwork, raw_id: u64) -> NodeHandle {
         let id = NodeId::new(raw_id);
         let now = SystemClock.now();
-        let membership = Membership::new(fast_config(), id, Incarnation::new(1), raw_id, now);
+        let node = Node::new(fast_config(), id, Incarnation::new(1), raw_id, now);
         let transport: MemoryTransport = network.attach(id);
-        let (driver, handle) = Driver::new(membership, transport, SystemClock);
+        let (driver, handle) = Driver::new(node, transport, SystemClock);
         tokio::spawn(driver);
         handle
     }
@@ -902,14 +851,14 @@ mod tests {
         let network = MemoryNetwork::new();
         let a = spawn_node(&network, 1);
         // A datagram written by node 3 ...
-        let mut forger = Membership::new(
+        let mut forger = Node::new(
             fast_config(),
             NodeId::new(3),
             Incarnation::new(1),
             3,
             SystemClock.now(),
         );
-        forger.handle_join(SystemClock.now(), &[NodeId::new(1)]);
+        forger.join(SystemClock.now(), &[NodeId::new(1)]);
         let mut buf = Vec::new();
         let t = forger
             .poll_transmit(SystemClock.now(), &mut buf)
@@ -918,7 +867,7 @@ mod tests {
         assert!(network.deliver(
             NodeId::new(2),
             NodeId::new(1),
-            Channel::Membership.frame(&buf[..t.len])
+            Bytes::copy_from_slice(&buf[..t.len])
         ));
         let refused = eventually(StdDuration::from_secs(2), || async {
             a.snapshot().await.unwrap().stats.datagrams_refused == 1

@@ -1,6 +1,7 @@
-//! Leadership in a real node: the lease group (on voters), the lease client and its standing
-//! [`Campaign`], driven by the [`Driver`](crate::driver::Driver) beside membership, and the
-//! node's leadership feed.
+//! Leadership in a real node: the host side of the core's lease state machines (the voter, the
+//! lease client and its standing [`Campaign`], all inside the [`Node`] the
+//! [`Driver`](crate::driver::Driver) runs): the voter's Raft file, the host's waiting lease
+//! requests, the counters, and the node's leadership feed.
 //!
 //! The feed is what `GET /control/events/leadership` streams: every lease event of this node's
 //! client (acquired, renewed, lost, transferred, expired, released) and, on a voter, every change
@@ -18,12 +19,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use meshkit::lease::{
     Campaign, ClientStats, FencingToken, GroupEvent, GroupStats, LeadershipEvent, LeaseClient,
-    LeaseConfig, LeaseError, LeaseGroup, MessageError, Recipient, RequestId, Scope,
+    LeaseConfig, LeaseError, LeaseGroup, MessageError, RequestId, Scope,
 };
-use meshkit::{Duration, Incarnation, Instant, NodeId};
+use meshkit::node::{CommandError, DatagramError, Node};
+use meshkit::{Duration, Instant, NodeId};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::{broadcast, oneshot};
@@ -34,9 +35,6 @@ use crate::vacancy::{Vacancies, VacancyStats};
 
 /// Feed entries kept for subscribers that resume; an older resume point gets a `reset`.
 pub const FEED_HISTORY: usize = 4096;
-/// Rounds of self-addressed lease datagrams handled per flush (a request to the local voter and
-/// its answer take two).
-pub const MAX_LOOPBACK_ROUNDS: usize = 8;
 
 /// Warnings about refused Raft messages: at most 10 a minute per process (every refusal is
 /// counted in `mesh_leadership_raft_refused_total`).
@@ -453,14 +451,13 @@ pub struct LeadershipStats {
     pub durable_syncs: u64,
 }
 
-/// The lease state machines of one node; the driver owns it.
+/// The node's leadership as the driver hosts it: the voter's Raft file, the feed, the host's
+/// waiting lease requests and the counters. The state machines themselves (voter, client,
+/// campaign) are in the core's [`Node`], which the driver owns.
 #[derive(Debug)]
 pub(crate) struct Leadership {
-    group: Option<LeaseGroup>,
     /// The voter's Raft file, with `data_dir`.
     store: Option<RaftStore>,
-    client: LeaseClient,
-    campaign: Campaign,
     feed: Feed,
     stats: LeadershipStats,
     vacancies: Vacancies,
@@ -522,16 +519,18 @@ enum Ends {
 }
 
 impl Leadership {
-    /// The state machines for node `id`: a voter if `config.voters` names it.
-    pub(crate) fn new(
+    /// Gives `node` its lease state machines as `config` says (a voter if `config.voters` names
+    /// it, restarted from `data_dir` if that holds a Raft file; a lease client and its campaign
+    /// in any case), and the host side of them.
+    pub(crate) fn start(
         config: &LeadershipConfig,
-        id: NodeId,
-        boot: Incarnation,
-        seed: u64,
+        node: Node,
         now: Instant,
-    ) -> Result<Self, LeadershipStartError> {
+    ) -> Result<(Self, Node), LeadershipStartError> {
+        let id = node.local_id();
         let mut store = None;
-        let group = if config.voters.contains(&id) {
+        let mut node = node;
+        if config.voters.contains(&id) {
             let restored = match &config.data_dir {
                 Some(dir) => {
                     let (opened, durable) = RaftStore::open(dir)?;
@@ -540,7 +539,7 @@ impl Leadership {
                 }
                 None => None,
             };
-            let mut group = match restored {
+            node = match restored {
                 Some(durable) => {
                     let (term, vote, commit) = durable.hard_state();
                     let (snapshot, first, last) = durable.log_bounds();
@@ -548,34 +547,22 @@ impl Leadership {
                         %term, vote = ?vote.map(NodeId::get), commit, snapshot, first, last,
                         "restarting the Raft voter from its data_dir"
                     );
-                    LeaseGroup::restart(config.lease.clone(), id, durable, seed, now)
+                    node.with_restarted_voter(now, config.lease.clone(), durable)
                 }
-                None => LeaseGroup::bootstrap(config.lease.clone(), id, &config.voters, seed, now)?,
+                None => node.with_voter(now, config.lease.clone(), &config.voters)?,
             };
             if store.is_some() {
-                group.record_durable_writes();
+                node.record_durable_writes();
             }
-            Some(group)
-        } else {
-            None
-        };
-        let client = LeaseClient::new(
-            config.lease.clone(),
-            id,
-            boot,
-            &config.voters,
-            seed.rotate_left(17) ^ 0x6c65_6173_6521,
-        );
+        }
         let mut campaign = Campaign::new(config.ttl, config.retry);
         for scope in &config.campaign {
             campaign.enter(now, scope.clone());
         }
+        let node = node.with_lease_client(now, config.lease.clone(), &config.voters, campaign);
         let (live, _) = broadcast::channel(crate::driver::EVENT_CHANNEL_LEN);
-        Ok(Self {
-            group,
+        let leadership = Self {
             store,
-            client,
-            campaign,
             feed: Feed {
                 node: id.get(),
                 next: 1,
@@ -586,7 +573,8 @@ impl Leadership {
             vacancies: Vacancies::new(now),
             voters: config.voters.clone(),
             waiters: BTreeMap::new(),
-        })
+        };
+        Ok((leadership, node))
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<FeedEntry> {
@@ -597,99 +585,25 @@ impl Leadership {
         self.feed.since(after)
     }
 
-    /// A lease datagram from `from`: to the voter or to the client, as its kind says.
-    pub(crate) fn handle_datagram(&mut self, now: Instant, from: NodeId, bytes: &[u8]) {
-        let result = match meshkit::lease::recipient(bytes) {
-            Ok(Recipient::Group) => match &mut self.group {
-                Some(group) => group.handle_message(now, from, bytes),
-                None => {
-                    tracing::debug!(%from, "raft message for a node that is not a voter");
-                    return;
-                }
-            },
-            Ok(Recipient::Client) => self.client.handle_message(now, from, bytes),
-            Err(error) => Err(error.into()),
-        };
-        match result {
-            Ok(()) => {}
-            // A Raft message from a non-voter, or one that breaks raft-rs's invariants: a
-            // forgery or a broken peer, worth a warning, but one a peer can repeat at will.
-            // Every refusal is counted (`mesh_leadership_raft_refused_total`); the log shows a
-            // sample and how many lines it held back.
-            Err(error @ MessageError::RaftRefused { .. }) => {
-                if let Some(suppressed) = RAFT_REFUSED_LOG.allow() {
-                    tracing::warn!(%from, %error, suppressed, "raft message refused");
-                }
-            }
-            Err(error) => tracing::debug!(%from, %error, "lease datagram refused"),
+    /// Writes and syncs what the node's voter recorded; call it before the node's transmits
+    /// are polled, so everything sent was polled after these writes. If the file cannot be
+    /// written, the voter stops (the group carries on without it; restart the node once the
+    /// disk is fixed, and it rejoins from what its file holds).
+    pub(crate) fn persist(&mut self, node: &mut Node) {
+        if let Err(error) = self.write_durable(node) {
+            // Nothing recorded may be sent before it is on disk, and it cannot get there.
+            tracing::error!(%error, "the Raft file cannot be written: this voter stops");
+            node.stop_voter();
+            self.store = None;
         }
     }
 
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        if let Some(group) = &mut self.group
-            && group.poll_timeout().is_some_and(|at| at <= now)
-        {
-            group.handle_timeout(now);
-        }
-        if self.client.poll_timeout().is_some_and(|at| at <= now) {
-            self.client.handle_timeout(now);
-        }
-        if self.campaign.poll_timeout().is_some_and(|at| at <= now) {
-            self.campaign.handle_timeout(now, &mut self.client);
-        }
-    }
-
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        [
-            self.group.as_ref().and_then(LeaseGroup::poll_timeout),
-            self.client.poll_timeout(),
-            self.campaign.poll_timeout(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-    }
-
-    /// Drains transmits into `send` and events into the feed and the campaign.
-    ///
-    /// Datagrams this node addresses to itself (its client asking its own voter, its voter
-    /// answering its own client or handing it a lease) never reach the transport: they are
-    /// handed straight back, within [`MAX_LOOPBACK_ROUNDS`] rounds per call.
-    pub(crate) fn flush(
-        &mut self,
-        now: Instant,
-        buf: &mut Vec<u8>,
-        mut send: impl FnMut(NodeId, Bytes),
-    ) {
-        let own = self.client.local_id();
-        for _ in 0..MAX_LOOPBACK_ROUNDS {
-            let mut loopback = Vec::new();
-            self.flush_once(now, buf, |to, bytes| {
-                if to == own {
-                    loopback.push(bytes);
-                } else {
-                    send(to, bytes);
-                }
-            });
-            if loopback.is_empty() {
-                return;
-            }
-            for bytes in loopback {
-                self.handle_datagram(now, own, &bytes);
-            }
-        }
-        // Still talking to itself: the rest goes out with the next input.
-        tracing::debug!("lease loopback rounds exhausted");
-    }
-
-    /// Writes and syncs what the voter recorded. Everything the group sends after this call was
-    /// polled after these writes.
-    fn persist(&mut self) -> Result<(), RaftStoreError> {
-        let (Some(group), Some(store)) = (self.group.as_mut(), self.store.as_mut()) else {
+    fn write_durable(&mut self, node: &mut Node) -> Result<(), RaftStoreError> {
+        let Some(store) = self.store.as_mut() else {
             return Ok(());
         };
         let mut wrote = false;
-        while let Some(write) = group.poll_durable() {
+        while let Some(write) = node.poll_durable() {
             store.write(write)?;
             self.stats.durable_writes += 1;
             wrote = true;
@@ -701,76 +615,57 @@ impl Leadership {
         Ok(())
     }
 
-    fn flush_once(&mut self, now: Instant, buf: &mut Vec<u8>, mut send: impl FnMut(NodeId, Bytes)) {
-        if let Err(error) = self.persist() {
-            // Nothing recorded may be sent before it is on disk, and it cannot get there: this
-            // voter stops (the group carries on without it; restart the node once the disk is
-            // fixed, and it rejoins from what its file holds).
-            tracing::error!(%error, "the Raft file cannot be written: this voter stops");
-            self.group = None;
-            self.store = None;
+    /// One event of the node's voter: counters, vacancies, the feed.
+    pub(crate) fn on_group_event(&mut self, now: Instant, event: &GroupEvent) {
+        if matches!(event, GroupEvent::LeaderChanged { .. }) {
+            self.stats.leader_changes += 1;
         }
-        if let Some(group) = &mut self.group {
-            while let Some(t) = group.poll_transmit(now, buf) {
-                send(t.to, Bytes::copy_from_slice(&buf[..t.len]));
-            }
-            while let Some(e) = group.poll_event() {
-                if matches!(e.event, GroupEvent::LeaderChanged { .. }) {
-                    self.stats.leader_changes += 1;
-                }
-                self.vacancies
-                    .observe(now, &e.event, &mut self.stats.vacancy);
-                if let Some(change) = Change::from_group(&e.event) {
-                    self.feed.push(change);
-                }
-            }
-            // Keep leases off the Raft leader's node where another contender wants them
-            // (`Campaign::defer_acquisitions` says why).
-            self.campaign.defer_acquisitions(group.is_leader());
+        self.vacancies.observe(now, event, &mut self.stats.vacancy);
+        if let Some(change) = Change::from_group(event) {
+            self.feed.push(change);
         }
-        while let Some(t) = self.client.poll_transmit(now, buf) {
-            send(t.to, Bytes::copy_from_slice(&buf[..t.len]));
+    }
+
+    /// One event of the node's lease client: counters, the waiting request it answers, the
+    /// feed.
+    pub(crate) fn on_client_event(&mut self, event: &LeadershipEvent) {
+        match event {
+            LeadershipEvent::Acquired { scope, token, .. } => {
+                self.stats.acquired += 1;
+                self.answer(scope, Ends::Grant, Ok(*token));
+            }
+            LeadershipEvent::Renewed { scope, token, .. } => {
+                self.answer(scope, Ends::Grant, Ok(*token));
+            }
+            LeadershipEvent::Transferred {
+                scope, new_token, ..
+            } => {
+                self.stats.relinquished += 1;
+                self.answer(scope, Ends::Transfer, Ok(*new_token));
+            }
+            LeadershipEvent::Lost { scope, reason, .. } => {
+                self.stats.relinquished += 1;
+                self.answer_any(scope, Err(reason.clone()));
+            }
+            LeadershipEvent::Released { scope, token } => {
+                self.stats.relinquished += 1;
+                self.answer(scope, Ends::Release, Ok(*token));
+            }
+            LeadershipEvent::Expired { .. } => self.stats.relinquished += 1,
+            LeadershipEvent::Failed { request, error } => {
+                let scope = self
+                    .waiters
+                    .iter()
+                    .find(|(_, w)| w.request == *request)
+                    .map(|(s, _)| s.clone());
+                if let Some(scope) = scope {
+                    self.answer_any(&scope, Err(error.clone()));
+                }
+            }
+            _ => {}
         }
-        while let Some(e) = self.client.poll_event() {
-            self.campaign.handle_event(now, &e.event);
-            match &e.event {
-                LeadershipEvent::Acquired { scope, token, .. } => {
-                    self.stats.acquired += 1;
-                    self.answer(scope, Ends::Grant, Ok(*token));
-                }
-                LeadershipEvent::Renewed { scope, token, .. } => {
-                    self.answer(scope, Ends::Grant, Ok(*token));
-                }
-                LeadershipEvent::Transferred {
-                    scope, new_token, ..
-                } => {
-                    self.stats.relinquished += 1;
-                    self.answer(scope, Ends::Transfer, Ok(*new_token));
-                }
-                LeadershipEvent::Lost { scope, reason, .. } => {
-                    self.stats.relinquished += 1;
-                    self.answer_any(scope, Err(reason.clone()));
-                }
-                LeadershipEvent::Released { scope, token } => {
-                    self.stats.relinquished += 1;
-                    self.answer(scope, Ends::Release, Ok(*token));
-                }
-                LeadershipEvent::Expired { .. } => self.stats.relinquished += 1,
-                LeadershipEvent::Failed { request, error } => {
-                    let scope = self
-                        .waiters
-                        .iter()
-                        .find(|(_, w)| w.request == *request)
-                        .map(|(s, _)| s.clone());
-                    if let Some(scope) = scope {
-                        self.answer_any(&scope, Err(error.clone()));
-                    }
-                }
-                _ => {}
-            }
-            if let Some(change) = Change::from_client(&e.event) {
-                self.feed.push(change);
-            }
+        if let Some(change) = Change::from_client(event) {
+            self.feed.push(change);
         }
     }
 
@@ -789,37 +684,38 @@ impl Leadership {
         }
     }
 
-    /// Starts a host's or an operator's lease request; `reply` learns the outcome. A transfer
-    /// or a release also stops this node contending for the scope, so that it does not take
-    /// it back.
+    /// Starts a host's or an operator's lease request on `node`; `reply` learns the outcome.
+    /// A transfer or a release also stops this node contending for the scope, so that it does
+    /// not take it back.
     pub(crate) fn request(
         &mut self,
         now: Instant,
+        node: &mut Node,
         request: LeaseRequest,
         reply: oneshot::Sender<LeaseOutcome>,
     ) {
         let (scope, started, ends) = match request {
             LeaseRequest::Acquire { scope, ttl } => {
-                let r = self.client.acquire(now, scope.clone(), ttl);
+                let r = node.acquire(now, scope.clone(), ttl);
                 (scope, r, Ends::Grant)
             }
             LeaseRequest::Renew { scope } => {
-                let r = self.client.renew(now, scope.clone());
+                let r = node.renew(now, scope.clone());
                 (scope, r, Ends::Grant)
             }
             LeaseRequest::Transfer { scope, to } => {
-                let r = self.client.transfer(now, scope.clone(), to);
+                let r = node.transfer(now, scope.clone(), to);
                 (scope, r, Ends::Transfer)
             }
             LeaseRequest::Release { scope } => {
-                let r = self.client.release(now, &scope);
+                let r = node.release(now, &scope);
                 (scope, r, Ends::Release)
             }
         };
         match started {
             Ok(request) => {
                 if ends != Ends::Grant {
-                    self.campaign.withdraw(&scope);
+                    node.withdraw_campaign(&scope);
                 }
                 let waiter = Waiter {
                     request,
@@ -828,41 +724,40 @@ impl Leadership {
                 };
                 self.waiters.insert(scope, waiter);
             }
-            Err(error) => {
+            Err(CommandError::Lease(error)) => {
                 let _ = reply.send(Err(error));
             }
+            // `start` always gives the node a client; a reply dropped reads as "disabled".
+            Err(_) => drop(reply),
         }
     }
 
     /// Stops contending for every scope and releases what is held (a drain). Returns the scopes
     /// released.
-    pub(crate) fn drain(&mut self, now: Instant) -> Vec<Scope> {
-        let contended: Vec<Scope> = self.campaign.scopes().cloned().collect();
+    pub(crate) fn drain(&mut self, now: Instant, node: &mut Node) -> Vec<Scope> {
+        let contended: Vec<Scope> = node
+            .campaign()
+            .map(|c| c.scopes().cloned().collect())
+            .unwrap_or_default();
         for scope in &contended {
-            self.campaign.withdraw(scope);
+            node.withdraw_campaign(scope);
         }
-        let held: Vec<Scope> = self.client.held().map(|(s, _)| s.clone()).collect();
+        let held: Vec<Scope> = node.held().map(|(s, _)| s.clone()).collect();
         held.into_iter()
-            .filter(|scope| self.client.release(now, scope).is_ok())
+            .filter(|scope| node.release(now, scope).is_ok())
             .collect()
     }
 
-    /// `node` left the mesh or was declared dead: ask now for what it was holding (see
-    /// [`Campaign::holder_gone`](meshkit::lease::Campaign::holder_gone)).
-    pub(crate) fn holder_gone(&mut self, now: Instant, node: NodeId) {
-        self.campaign.holder_gone(now, node);
-    }
-
     /// Contends again for `scopes` (a resume).
-    pub(crate) fn resume(&mut self, now: Instant, scopes: &[Scope]) {
+    pub(crate) fn resume(&mut self, now: Instant, node: &mut Node, scopes: &[Scope]) {
         for scope in scopes {
-            self.campaign.enter(now, scope.clone());
+            node.enter_campaign(now, scope.clone());
         }
     }
 
-    pub(crate) fn view(&self, now: Instant) -> LeadershipView {
+    pub(crate) fn view(&self, now: Instant, node: &Node) -> LeadershipView {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let (raft, table) = match &self.group {
+        let (raft, table) = match node.lease_group() {
             Some(g) => {
                 let t = g.table();
                 let table = t
@@ -888,12 +783,11 @@ impl Leadership {
             None => (None, Vec::new()),
         };
         LeadershipView {
-            node: self.client.local_id().get(),
+            node: node.local_id().get(),
             voters: self.voters.iter().map(|v| v.get()).collect(),
             raft,
             table,
-            held: self
-                .client
+            held: node
                 .held()
                 .map(|(scope, h)| HeldLease {
                     scope: scope.to_string(),
@@ -903,16 +797,37 @@ impl Leadership {
                     transferring: h.transferring,
                 })
                 .collect(),
-            campaign: self.campaign.scopes().map(ToString::to_string).collect(),
+            campaign: node
+                .campaign()
+                .map(|c| c.scopes().map(ToString::to_string).collect())
+                .unwrap_or_default(),
             last_seq: self.feed.next - 1,
         }
     }
 
-    pub(crate) fn stats(&self) -> LeadershipStats {
+    pub(crate) fn stats(&self, node: &Node) -> LeadershipStats {
         LeadershipStats {
-            group: self.group.as_ref().map(LeaseGroup::stats),
-            client: self.client.stats(),
+            group: node.lease_group().map(LeaseGroup::stats),
+            client: node
+                .lease_client()
+                .map(LeaseClient::stats)
+                .unwrap_or_default(),
             ..self.stats
         }
+    }
+}
+
+/// Logs a datagram the node refused: a Raft message from a non-voter, or one that breaks
+/// raft-rs's invariants, is a forgery or a broken peer, worth a warning, but one a peer can
+/// repeat at will. Every refusal is counted (`mesh_leadership_raft_refused_total`); the log
+/// shows a sample and how many lines it held back.
+pub(crate) fn log_refused(from: NodeId, error: &DatagramError) {
+    match error {
+        DatagramError::Lease(error @ MessageError::RaftRefused { .. }) => {
+            if let Some(suppressed) = RAFT_REFUSED_LOG.allow() {
+                tracing::warn!(%from, %error, suppressed, "raft message refused");
+            }
+        }
+        error => tracing::debug!(%from, %error, "datagram refused"),
     }
 }

@@ -1,4 +1,4 @@
-//! A running node: the QUIC transport, the driver of the membership core and the control
+//! A running node: the QUIC transport, the driver of the core's `Node` and the control
 //! endpoint, assembled from a [`NodeConfig`]. What `meshkitd` runs, and what the tests start
 //! three of in one process.
 
@@ -6,7 +6,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use meshkit::membership::Membership;
+use meshkit::node::Node;
 use meshkit::{Incarnation, NodeId};
 use thiserror::Error;
 use tokio::sync::watch;
@@ -244,7 +244,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
     let seed = config
         .rng_seed()
         .unwrap_or_else(|| RandomState::new().hash_one(config.id().get()));
-    let mut membership = Membership::new(
+    let mut node = Node::new(
         config.membership().clone(),
         config.id(),
         boot_incarnation(),
@@ -282,17 +282,16 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         );
     for (key, value) in published {
-        membership
-            .set_metadata(now, key, value.as_bytes())
+        node.set_metadata(now, key, value.as_bytes())
             .map_err(|source| StartError::Metadata {
                 key: key.to_owned(),
                 source,
             })?;
     }
-    let (mut driver, handle) = Driver::new(membership, transport, clock);
+    let (mut driver, handle) = Driver::new(node, transport, clock);
     driver = driver.with_cert_expiry(not_after);
     if let Some(leadership) = config.leadership() {
-        driver = driver.with_leadership(leadership, seed.rotate_left(32))?;
+        driver = driver.with_leadership(leadership)?;
     }
     let (driver, exit) = supervise(driver);
     if let Some((reloader, interval)) = reloader {
@@ -361,14 +360,14 @@ mod tests {
         NodeHandle,
     ) {
         let id = NodeId::new(1);
-        let membership = Membership::new(
+        let node = Node::new(
             Config::from_profile(Profile::Lan),
             id,
             Incarnation::new(1),
             1,
             Instant::ZERO,
         );
-        Driver::new(membership, network.attach(id), SystemClock)
+        Driver::new(node, network.attach(id), SystemClock)
     }
 
     /// A panic in the driver is reported as `Panicked` (meshkitd exits non-zero on it), not

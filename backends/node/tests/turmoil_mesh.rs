@@ -23,6 +23,7 @@ use std::time::{Duration as StdDuration, UNIX_EPOCH};
 use meshkit::config::Config;
 use meshkit::lease::{LeaseConfig, Scope};
 use meshkit::membership::{Event, MemberState, Membership};
+use meshkit::node::Node;
 use meshkit::{Incarnation, NodeId};
 use meshkit_node::clock::Clock;
 use meshkit_node::config::{DEFAULT_CAMPAIGN_RETRY, DEFAULT_LEASE_TTL};
@@ -127,15 +128,15 @@ async fn run_node(id: NodeId, spec: Arc<Spec>, shared: Shared) -> turmoil::Resul
     let boot_secs = turmoil::since_epoch().unwrap_or_default().as_secs();
     let incarnation = Incarnation::new(u32::try_from(boot_secs).unwrap_or(u32::MAX));
     let node_seed = spec.seed ^ id.get().wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (boot_secs << 32);
-    let mut membership = Membership::new(spec.membership.clone(), id, incarnation, node_seed, now);
-    membership.set_metadata(now, ADDR_KEY, addr.to_string().as_bytes())?;
-    let (mut driver, handle) = Driver::new(membership, transport, clock);
+    let mut node = Node::new(spec.membership.clone(), id, incarnation, node_seed, now);
+    node.set_metadata(now, ADDR_KEY, addr.to_string().as_bytes())?;
+    let (mut driver, handle) = Driver::new(node, transport, clock);
     if let Some(config) = &spec.leadership {
         let mut config = config.clone();
         if !spec.contenders.contains(&id) {
             config.campaign.clear();
         }
-        driver = driver.with_leadership(&config, node_seed.rotate_left(32))?;
+        driver = driver.with_leadership(&config)?;
     }
     let mut events = handle.subscribe();
     tokio::spawn(driver);
