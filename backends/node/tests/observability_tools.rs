@@ -1,7 +1,8 @@
 //! The observability pack (`dashboards/`) checked by the tools that read it in production:
 //! `promtool check rules` and `promtool test rules` (Debian's `prometheus` package) on the rule
-//! files and their unit tests, `amtool check-config` and `amtool config routes test` (Debian's
-//! `prometheus-alertmanager`) on the Alertmanager configuration.
+//! files, their unit tests and every dashboard panel's query; `amtool check-config` and
+//! `amtool config routes test` (Debian's `prometheus-alertmanager`) on the Alertmanager
+//! configuration, and its inhibitions as a real Alertmanager on loopback applies them.
 //!
 //! These tests need those tools, so they are ignored by default (the runner reports them
 //! skipped, not passed); `scripts/test.sh` installs both packages and runs them with
@@ -319,4 +320,220 @@ fn every_panel_query_parses() {
     write(dir.path(), &broken);
     let (passed, printed) = run(dir.path(), promtool, &["check", "rules", "panels.yml"]);
     assert!(!passed, "promtool accepted a broken query:\n{printed}");
+}
+
+/// A real Alertmanager on loopback with `dashboards/alertmanager.yml` (Debian's
+/// `prometheus-alertmanager`), stopped when dropped.
+struct Alertmanager {
+    child: std::process::Child,
+    url: String,
+    _dir: TempDir,
+}
+
+impl Alertmanager {
+    /// Starts it on a free loopback port, without its cluster (gossip) listener, and waits
+    /// (bounded) until amtool reaches it.
+    fn start(amtool: &str) -> Self {
+        let dir = TempDir::new("alertmanager");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let log = std::fs::File::create(dir.path().join("log")).expect("create the log");
+        let config = pack().join("alertmanager.yml");
+        let child = Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.path().display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone a file handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus-alertmanager (apt-get install prometheus-alertmanager)");
+        let am = Self {
+            child,
+            url: format!("--alertmanager.url=http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + TOOL_LIMIT;
+        loop {
+            let (up, _) = run(&pack(), amtool, &["alert", "query", &am.url]);
+            if up {
+                break;
+            }
+            let log = std::fs::read_to_string(am._dir.path().join("log")).unwrap_or_default();
+            assert!(
+                Instant::now() < deadline,
+                "Alertmanager did not answer within {TOOL_LIMIT:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        am
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The inhibitions of `alertmanager.yml`, as a real Alertmanager applies them: alerts are
+/// posted with amtool, and amtool's query says which are suppressed.
+#[test]
+#[ignore = "needs Alertmanager and amtool (Debian's prometheus-alertmanager); scripts/test.sh runs it"]
+fn alertmanager_inhibits_as_configured() {
+    let amtool = tool("amtool", "prometheus-alertmanager");
+    let am = Alertmanager::start(amtool);
+    // Each alert, and whether it must be inhibited.
+    let alerts: &[(&[&str], bool)] = &[
+        (
+            &[
+                "alertname=MeshKitNodeDown",
+                "severity=critical",
+                "cluster=prod-eu",
+                "instance=node-1",
+            ],
+            false,
+        ),
+        // Node down inhibits the other alerts of the same instance, not of another.
+        (
+            &[
+                "alertname=MeshKitMemberFlapping",
+                "severity=warning",
+                "cluster=prod-eu",
+                "instance=node-1",
+            ],
+            true,
+        ),
+        (
+            &[
+                "alertname=MeshKitCertificateExpiring",
+                "severity=critical",
+                "cluster=prod-eu",
+                "instance=node-1",
+            ],
+            true,
+        ),
+        (
+            &[
+                "alertname=MeshKitMemberFlapping",
+                "severity=warning",
+                "cluster=prod-eu",
+                "instance=node-2",
+            ],
+            false,
+        ),
+        (
+            &[
+                "alertname=MeshKitMemberFlapping",
+                "severity=warning",
+                "cluster=prod-us",
+                "instance=node-1",
+            ],
+            false,
+        ),
+        // The critical certificate alert inhibits the warning of the same instance.
+        (
+            &[
+                "alertname=MeshKitCertificateExpiring",
+                "severity=critical",
+                "cluster=prod-eu",
+                "instance=node-3",
+            ],
+            false,
+        ),
+        (
+            &[
+                "alertname=MeshKitCertificateExpiring",
+                "severity=warning",
+                "cluster=prod-eu",
+                "instance=node-3",
+            ],
+            true,
+        ),
+        (
+            &[
+                "alertname=MeshKitCertificateExpiring",
+                "severity=warning",
+                "cluster=prod-eu",
+                "instance=node-4",
+            ],
+            false,
+        ),
+        // No Raft leader inhibits the quorum alert of its cluster, not of another.
+        (
+            &[
+                "alertname=MeshKitNoRaftLeader",
+                "severity=critical",
+                "cluster=prod-eu",
+                "instance=node-5",
+            ],
+            false,
+        ),
+        (
+            &[
+                "alertname=MeshKitRaftQuorumAtRisk",
+                "severity=critical",
+                "cluster=prod-eu",
+            ],
+            true,
+        ),
+        (
+            &[
+                "alertname=MeshKitRaftQuorumAtRisk",
+                "severity=critical",
+                "cluster=prod-us",
+            ],
+            false,
+        ),
+    ];
+    for (labels, _) in alerts {
+        let mut args = vec!["alert", "add", am.url.as_str()];
+        args.extend_from_slice(labels);
+        let (passed, printed) = run(&pack(), amtool, &args);
+        assert!(passed, "amtool alert add {labels:?}:\n{printed}");
+    }
+    let (passed, printed) = run(
+        &pack(),
+        amtool,
+        &[
+            "alert",
+            "query",
+            &am.url,
+            "--inhibited",
+            "--active",
+            "--output=json",
+        ],
+    );
+    assert!(passed, "amtool alert query:\n{printed}");
+    let answer: serde_json::Value = serde_json::from_str(&printed)
+        .unwrap_or_else(|e| panic!("amtool's JSON ({e}):\n{printed}"));
+    let listed = answer.as_array().expect("a list of alerts");
+    assert_eq!(listed.len(), alerts.len(), "{printed}");
+    for (labels, inhibited) in alerts {
+        let found = listed
+            .iter()
+            .find(|a| {
+                let have = a["labels"].as_object().map_or(0, serde_json::Map::len);
+                have == labels.len()
+                    && labels.iter().all(|l| {
+                        let (k, v) = l.split_once('=').expect("label=value");
+                        a["labels"][k] == v
+                    })
+            })
+            .unwrap_or_else(|| panic!("{labels:?} not listed:\n{printed}"));
+        let by = found["status"]["inhibitedBy"]
+            .as_array()
+            .map_or(0, Vec::len);
+        assert_eq!(
+            by > 0,
+            *inhibited,
+            "{labels:?} should {}be inhibited: {}",
+            if *inhibited { "" } else { "not " },
+            found["status"]
+        );
+    }
 }
