@@ -4,8 +4,8 @@
 //! production); every alert has a severity, a summary, a description and a runbook section, and
 //! a promtool case where it fires and one where it stays quiet; every dashboard has a stable,
 //! unique uid, the `${datasource}` variable on every panel and query, `$__rate_interval` in every
-//! range, and a title, a description and a unit on every panel (the rules of Grafana's
-//! dashboard-linter that matter here).
+//! range, a title, a description and a unit on every panel (the rules of Grafana's
+//! dashboard-linter that matter here), and legends that name only labels their series carry.
 //!
 //! PromQL is read by the small scanner below, not by a full parser: the checks need only the
 //! selectors (metric name and label matchers), the grouping labels (`by`, `without`, `on`,
@@ -839,6 +839,24 @@ fn lint_dashboard(stem: &str, dashboard: &Value, known: &BTreeMap<String, Known>
             };
             problems.extend(check_expr(&place, expr, known));
             let Ok(scanned) = scan(expr) else { continue };
+            // A legend's `{{label}}` must be a label the query's series can carry, or the
+            // legend goes blank after a rename.
+            let mut carried: BTreeSet<&str> = TARGET_LABELS.iter().copied().collect();
+            carried.extend(scanned.grouping.iter().map(String::as_str));
+            for selector in &scanned.selectors {
+                if let Some(k) = known.get(&selector.name) {
+                    carried.extend(k.labels.iter().map(String::as_str));
+                }
+            }
+            let legend = target["legendFormat"].as_str().unwrap_or_default();
+            for part in legend.split("{{").skip(1) {
+                let label = part.split("}}").next().unwrap_or_default().trim();
+                if !carried.contains(label) {
+                    problems.push(format!(
+                        "{place}: legend {legend:?} names `{label}`, which its series do not carry"
+                    ));
+                }
+            }
             for range in &scanned.ranges {
                 if range != "$__rate_interval" {
                     problems.push(format!(
@@ -1065,6 +1083,11 @@ fn a_broken_panel_fails_the_lint() {
         ),
         ("\"unit\":\"", "\"unitx\":\"", "no unit"),
         ("\"description\":\"", "\"descr\":\"", "no description"),
+        (
+            "\"legendFormat\":\"{{state}}\"",
+            "\"legendFormat\":\"{{status}}\"",
+            "names `status`",
+        ),
         (
             "instance=~\\\"$instance\\\"",
             "node=~\\\"$instance\\\"",
