@@ -767,11 +767,19 @@ async fn quic_asks_for_a_retry_once_half_the_handshake_permits_are_taken() {
 
     // The honest client again: asked for a Retry, then served.
     assert_eq!(h3_healthz(dir.path(), probe.addr, server.addr).await, 200);
-    assert_eq!(probe.retries(), 1, "Retry packets seen by the new client");
-    assert_eq!(admission.quic_retries(), 1);
+    // One Retry per Initial without a token: on a loaded machine the client may resend its
+    // first Initial before the Retry arrives and get a second one (which it ignores).
+    let retries = probe.retries();
+    assert!(
+        (1..=2).contains(&retries),
+        "Retry packets seen by the new client: {retries}"
+    );
+    assert_eq!(admission.quic_retries(), retries);
     let text = meshkit_node::metrics::encode(admission.clone()).expect("the exposition");
     assert!(
-        text.contains("mesh_transport_control_quic_retries_total 1\n"),
+        text.contains(&format!(
+            "mesh_transport_control_quic_retries_total {retries}\n"
+        )),
         "{text}"
     );
     drop(stalled);
