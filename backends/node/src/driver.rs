@@ -565,6 +565,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
         while let Some(event) = self.node.poll_event() {
             match event {
                 NodeEvent::Membership(event) => {
+                    crate::state_log::membership(&event);
                     if let Event::MetadataChanged { node, .. } = event {
                         self.learn_addr(node);
                     }
@@ -572,11 +573,13 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                     let _ = self.events.send(event);
                 }
                 NodeEvent::Leadership(e) => {
+                    crate::state_log::leadership(&e.event);
                     if let Some(l) = &mut self.leadership {
                         l.on_client_event(&e.event);
                     }
                 }
                 NodeEvent::Group(e) => {
+                    crate::state_log::group(&e.event);
                     if let Some(l) = &mut self.leadership {
                         l.on_group_event(now, &e.event);
                     }

@@ -46,6 +46,7 @@ pub mod node;
 pub mod raft_store;
 pub mod reload;
 pub mod scope;
+mod state_log;
 pub mod tls;
 pub mod tls_stats;
 pub mod tokens;
