@@ -139,8 +139,6 @@ async fn a_forged_left_at_the_incarnation_ceiling_changes_nothing() {
 /// `Left` is not refused as too far ahead. Only the member itself leaves; a non-member's word
 /// about it must change nothing (not even a death claim it has to refute).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open on main (ef3103b): a relayed Left is applied as a death claim, so a \
-            non-member makes a live member dead on its peers until it refutes"]
 async fn a_forged_left_at_the_current_incarnation_changes_nothing() {
     let cluster = Cluster::start("adv-left-current").await;
     let baseline = cluster.baseline().await;

@@ -128,6 +128,14 @@ impl Membership {
     /// suspicions would crowd out the refutations. A member that is really dead is found by our
     /// own probes.
     fn merge_record(&mut self, now: Instant, from: NodeId, r: MemberRecord) {
+        let failure = match r.state {
+            MemberState::Alive => false,
+            MemberState::Left => r.node != from,
+            MemberState::Suspect | MemberState::Dead => true,
+        };
+        if failure && !self.may_claim_failures(from, r.node) {
+            return;
+        }
         if !self.claim_in_bounds(from, r.node, Some(r.incarnation)) {
             return;
         }

@@ -3,7 +3,8 @@
 //!
 //! A claim carries the member's incarnation. `Alive(i)` overrides anything older than `i`;
 //! `Suspect(i)` overrides `Alive(j)` for `i >= j`; `Dead(i)` overrides `Alive`/`Suspect` for
-//! `i >= j`; only the member itself raises its incarnation, which is how it refutes. Incarnations
+//! `i >= j` (SWIM's rule; here another node's `Dead` only starts a suspicion, see below); only
+//! the member itself raises its incarnation, which is how it refutes. Incarnations
 //! compare in serial arithmetic ([`Incarnation`]), so a refutation always has a newer number.
 //!
 //! # Claims are bounded by their author (docs/security.md, "Membership claims")
@@ -12,9 +13,14 @@
 //! about *other* members. So:
 //! * A member's own word (`sender == node`) about itself is taken at any newer incarnation:
 //!   that is how a restarted node, whose boot incarnation jumped, is learnt.
-//! * `Left` is taken only on the member's own word. A `Left` relayed by anyone else is applied
-//!   as a `Dead` claim at the same incarnation: a departed member stays departed, a live one
-//!   refutes it.
+//! * `Left` is taken only on the member's own word. A `Left` relayed by anyone else is a death
+//!   claim at the same incarnation.
+//! * Only this node's own suspicion timer declares a member dead. Another node's death claim
+//!   (a `Dead`, a relayed `Left`, a `Dead` record) starts or confirms a local suspicion, as a
+//!   `Suspect` does, so a live member refutes before this node emits a `Dead` event; a real
+//!   crash, suspected and confirmed by many, ends the local timer close to the claimer's.
+//! * Claims that a member failed (`Suspect`, `Dead`, relayed `Left`) are taken only from a
+//!   member this node knows or a join seed: an id no one introduced cannot make anyone refute.
 //! * A claim relayed about another member (or about this node) more than
 //!   [`MAX_INCARNATION_STEP`] above the incarnation this node holds (its own) is refused and
 //!   counted in `Stats::claims_refused`.
@@ -47,6 +53,14 @@ pub const MAX_UNVERIFIED_MEMBERS: usize = 1024;
 impl Membership {
     /// Applies one piggybacked update received from `sender`.
     pub(super) fn apply_update(&mut self, now: Instant, sender: NodeId, update: Update) {
+        let failure = match &update {
+            Update::Suspect { .. } | Update::Dead { .. } => true,
+            Update::Left { node, .. } => *node != sender,
+            Update::Alive { .. } | Update::Meta { .. } => false,
+        };
+        if failure && !self.may_claim_failures(sender, update.node()) {
+            return;
+        }
         if !self.claim_in_bounds(sender, update.node(), update_incarnation(&update)) {
             return;
         }
@@ -71,17 +85,21 @@ impl Membership {
                 incarnation,
                 from,
             } => self.apply_suspect(now, node, incarnation, from),
+            // Another node's death claim is its opinion, not a fact this node can check: it
+            // starts (or confirms) this node's own suspicion, which the member refutes if it is
+            // alive. Only this node's own suspicion timer declares a member dead.
             Update::Dead {
                 node,
                 incarnation,
                 from,
-            } => self.apply_dead(now, node, incarnation, from),
-            // Only the member itself may say it left; anyone else's word is a death claim,
-            // which the member refutes if it is alive.
+            } => self.apply_suspect(now, node, incarnation, from),
+            // Only the member itself may say it left; anyone else's word is a death claim.
             Update::Left { node, incarnation } if sender == node => {
                 self.apply_left(now, node, incarnation);
             }
-            Update::Left { node, incarnation } => self.apply_dead(now, node, incarnation, sender),
+            Update::Left { node, incarnation } => {
+                self.apply_suspect(now, node, incarnation, sender);
+            }
             Update::Meta {
                 node,
                 version,
@@ -89,6 +107,22 @@ impl Membership {
                 value,
             } => self.apply_meta_write(now, sender, node, version, &key, value.as_deref()),
         }
+    }
+
+    /// Whether `sender` may claim that `node` failed (a `Suspect`, a `Dead`, a relayed `Left`,
+    /// or such an anti-entropy record): only a member this node knows (in any state: after a
+    /// partition heals, members held dead are how each side learns it must refute), or a seed
+    /// it asked to join through. An id nobody introduced is no member; its word about who
+    /// failed is not taken, not even about this node (nobody else takes it either, so there is
+    /// nothing to refute). Refusals are counted with the other refused claims.
+    pub(super) fn may_claim_failures(&mut self, sender: NodeId, node: NodeId) -> bool {
+        if self.members.get(sender).is_some() || self.join_seeds.contains_key(&sender) {
+            return true;
+        }
+        self.stats.claims_refused += 1;
+        tracing::debug!(node = %self.id, %sender, member = %node,
+            "refused a failure claim from a sender that is no member");
+        false
     }
 
     /// Whether a claim by `sender` about `node` at `incarnation` is within what `sender` may
@@ -166,12 +200,18 @@ impl Membership {
                 }
             }
             Some(m) if incarnation.is_newer_than(m.incarnation) => {
+                // Not passed on while unverified, as at admission: a forger that sends its
+                // phantoms again at a newer incarnation would otherwise have every honest node
+                // introduce them to the others, each under its own per-relay bound.
+                let verified = m.introduced_by.is_none();
                 self.transition(now, node, incarnation, MemberState::Alive, None);
-                self.broadcasts.push(&Update::Alive {
-                    node,
-                    incarnation,
-                    meta,
-                });
+                if verified {
+                    self.broadcasts.push(&Update::Alive {
+                        node,
+                        incarnation,
+                        meta,
+                    });
+                }
             }
             Some(m) if incarnation.is_older_than(m.incarnation) => return,
             Some(_) => {}
@@ -319,24 +359,6 @@ impl Membership {
         });
     }
 
-    pub(super) fn apply_dead(
-        &mut self,
-        now: Instant,
-        node: NodeId,
-        incarnation: Incarnation,
-        by: NodeId,
-    ) {
-        if self.claim_target(node, incarnation).is_none() {
-            return;
-        }
-        self.transition(now, node, incarnation, MemberState::Dead, Some(by));
-        self.broadcasts.push(&Update::Dead {
-            node,
-            incarnation,
-            from: by,
-        });
-    }
-
     /// A member's own `Left` (the caller checked that the member itself sent it).
     pub(super) fn apply_left(&mut self, now: Instant, node: NodeId, incarnation: Incarnation) {
         if node == self.id {
@@ -367,7 +389,9 @@ impl Membership {
             self.members
                 .get(node)
                 .filter(|m| {
-                    m.state == MemberState::Alive && incarnation.is_older_than(m.incarnation)
+                    m.state == MemberState::Alive
+                        && m.introduced_by.is_none()
+                        && incarnation.is_older_than(m.incarnation)
                 })
                 .map(|m| Update::Alive {
                     node,

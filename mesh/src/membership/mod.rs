@@ -205,10 +205,11 @@ pub struct Stats {
     pub outbox_dropped: u64,
     /// Events dropped because the driver did not drain them.
     pub events_dropped: u64,
-    /// Claims (piggybacked updates or anti-entropy records) about another member refused
-    /// because the sender claimed an incarnation more than [`MAX_INCARNATION_STEP`] above the
-    /// one held. The rest of the datagram still applies. A forged `Left` is not counted here: it
-    /// is applied as a refutable death claim.
+    /// Claims (piggybacked updates or anti-entropy records) refused: the sender claimed an
+    /// incarnation more than [`MAX_INCARNATION_STEP`] above the one held, or claimed that a
+    /// member failed (`Suspect`, `Dead`, a relayed `Left`) without being a member this node
+    /// knows. The rest of the datagram still applies. A member's death claim is not counted
+    /// here: it is applied as a suspicion, which the member refutes if it is alive.
     pub claims_refused: u64,
     /// Members a relay tried to introduce past [`MAX_UNVERIFIED_PER_INTRODUCER`] or
     /// [`MAX_UNVERIFIED_MEMBERS`]; they were not added.

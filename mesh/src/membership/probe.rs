@@ -26,6 +26,8 @@ pub(crate) struct Probe {
     acked: bool,
     expected_nacks: u32,
     nacks: u32,
+    /// The target was unverified (known only from a relay) when the probe started.
+    unverified: bool,
 }
 
 /// A ping sent on another member's behalf.
@@ -50,6 +52,10 @@ impl Membership {
             return;
         };
         let seq = self.next_seq();
+        let unverified = self
+            .members
+            .get(target)
+            .is_some_and(|m| m.introduced_by.is_some());
         self.probe = Some(Probe {
             target,
             seq,
@@ -57,6 +63,7 @@ impl Membership {
             acked: false,
             expected_nacks: 0,
             nacks: 0,
+            unverified,
         });
         self.stats.probes += 1;
         let first = self.buddy_update(target);
@@ -98,8 +105,10 @@ impl Membership {
         }
         let (target, seq) = (probe.target, probe.seq);
         let k = self.config.indirect_probes() as usize;
+        // Only verified members help: one known from a relay's word alone may not exist, and
+        // its missing nack would count against this node's own health.
         let helpers = self.members.sample(&mut self.rng, k, &[target], |m| {
-            m.state == MemberState::Alive
+            m.state == MemberState::Alive && m.introduced_by.is_none()
         });
         for &helper in &helpers {
             self.send(helper, Message::PingReq { seq, target });
@@ -120,10 +129,6 @@ impl Membership {
             return;
         }
         self.stats.probes_failed += 1;
-        let unverified = self
-            .members
-            .get(probe.target)
-            .is_some_and(|m| m.introduced_by.is_some());
         // Lifeguard: missing nacks mean our own links or scheduling are degraded.
         let delta = if probe.expected_nacks > 0 {
             probe.expected_nacks.saturating_sub(probe.nacks)
@@ -133,8 +138,12 @@ impl Membership {
         // An unverified member's silence says nothing about our own links: it is one relay's
         // word, and relays that never heard of it do not nack. Counted, a node full of an
         // attacker's phantoms would stretch its own probe period until the phantoms outlive
-        // the probe round that forgets them (docs/security.md, admission).
-        if !unverified {
+        // the probe round that forgets them (docs/security.md, admission). Whether it was
+        // unverified is decided at the start of the probe: a phantom is often forgotten while
+        // it is being probed (the suspicion another node raised ran out here first), and its
+        // silence then counted as a real member's, 3 points a time, which only acks of real
+        // members (a few in a table full of phantoms) earned back.
+        if !probe.unverified {
             self.health.apply(i64::from(delta));
         }
         let Some(m) = self.members.get(probe.target) else {

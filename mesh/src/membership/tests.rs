@@ -699,8 +699,10 @@ fn rtt_buckets_include_their_upper_bound() {
 // Node 99 below holds a valid certificate (the transport authenticates it) but is no member.
 
 /// Issue #10, finding 3: `Left{node 2, u32::MAX}` from a non-member kept a live node 2 `left`
-/// for good. Only node 2 may say it left; a relayed `Left` is a death claim that node 2 refutes,
-/// and its refutation wins even against `u32::MAX` (incarnations compare in serial arithmetic).
+/// for good. Only node 2 may say it left. A non-member's `Left` (or any claim that a member
+/// failed) changes nothing at all; a member's relayed `Left` is a death claim, which is only a
+/// suspicion that node 2 refutes; and the refutation wins even against `u32::MAX`
+/// (incarnations compare in serial arithmetic).
 #[test]
 fn forged_left_does_not_remove_a_live_member() {
     let mut net = Net::converged(5, Profile::Lan);
@@ -710,18 +712,18 @@ fn forged_left_does_not_remove_a_live_member() {
         node: id(2),
         incarnation: Incarnation::new(inc),
     };
-    for to in [1, 3, 4] {
-        net.forge(99, to, &Message::Gossip, &[left(u32::MAX), left(1 << 30)]);
+    for to in [1, 3] {
+        net.forge(4, to, &Message::Gossip, &[left(u32::MAX), left(1 << 30)]);
     }
-    // And the same claim at node 2's own incarnation, which the step bound lets through.
-    let left_now = Update::Left {
-        node: id(2),
-        incarnation: Incarnation::new(1),
-    };
-    net.forge(99, 5, &Message::Gossip, &[left_now]);
+    // The same claim at node 2's own incarnation, which the step bound lets through: from a
+    // non-member it is refused; from member 4 it is a suspicion, never `Dead` or `Left`.
+    net.forge(99, 5, &Message::Gossip, &[left(1)]);
+    assert_eq!(net.state(5, 2), Some(MemberState::Alive));
+    assert_eq!(net.nodes[&id(5)].stats().claims_refused, 1);
+    net.forge(4, 5, &Message::Gossip, &[left(1)]);
     assert_eq!(
         net.state(5, 2),
-        Some(MemberState::Dead),
+        Some(MemberState::Suspect),
         "a relayed Left is only a death claim, which node 2 can refute"
     );
     net.run_for(Duration::from_secs(40));
@@ -732,13 +734,94 @@ fn forged_left_does_not_remove_a_live_member() {
             "node {i} sees node 2"
         );
     }
+    assert_eq!(net.dead_declarations(2), 0);
     let inc = net.nodes[&id(2)].incarnation().get();
     assert!(
         inc <= 1 + 2 * MAX_INCARNATION_STEP,
         "incarnation {inc} was not dragged up"
     );
     let refused: u64 = net.nodes.values().map(|m| m.stats().claims_refused).sum();
-    assert!(refused >= 3, "the u32::MAX claims were refused ({refused})");
+    assert!(
+        refused >= 3,
+        "the 2^30 claims and the non-member's were refused ({refused})"
+    );
+}
+
+/// Only a node's own suspicion timer declares a member dead: a `Dead` claim about a live member
+/// at its current incarnation, from a member that made it up, is a suspicion at every node that
+/// hears it; node 2 refutes before anyone emits a `Dead` event (before, every node that heard it
+/// held node 2 dead until the refutation came, and the application saw Dead, then Alive).
+#[test]
+fn a_forged_death_claim_at_the_current_incarnation_is_refuted_before_anyone_declares_it() {
+    let mut net = Net::converged(8, Profile::Lan);
+    net.run_for(Duration::from_secs(2));
+    let held = net.nodes[&id(1)].member(id(2)).unwrap().incarnation;
+    let dead = Update::Dead {
+        node: id(2),
+        incarnation: held,
+        from: id(3),
+    };
+    for to in [1, 4, 5, 6, 7, 8] {
+        net.forge(3, to, &Message::Gossip, core::slice::from_ref(&dead));
+        assert_ne!(net.state(to, 2), Some(MemberState::Dead), "node {to}");
+    }
+    net.run_for(Duration::from_secs(40));
+    assert_eq!(net.dead_declarations(2), 0, "nobody declared node 2 dead");
+    let now = net.nodes[&id(2)].incarnation();
+    assert!(now.is_newer_than(held), "node 2 refuted");
+    for i in (1..=8).filter(|i| *i != 2) {
+        assert_eq!(net.state(i, 2), Some(MemberState::Alive), "node {i}");
+        assert_eq!(net.nodes[&id(i)].member(id(2)).unwrap().incarnation, now);
+    }
+}
+
+/// A real crash is still detected by every node, each by its own suspicion (confirmed by the
+/// others' failed probes and death claims), and not much later than the first declaration.
+#[test]
+fn a_crash_is_declared_by_every_node_on_its_own_suspicion() {
+    let n = 32;
+    let mut net = Net::converged(n, Profile::Lan);
+    net.run_for(Duration::from_secs(5));
+    net.down.insert(id(7));
+    let crashed_at = net.now;
+    net.run_for(Duration::from_secs(60));
+    let mut declared = Vec::new();
+    for (t, observer, e) in &net.events {
+        if let Event::MemberStateChanged {
+            node,
+            to: MemberState::Dead,
+            by,
+            ..
+        } = e
+            && *node == id(7)
+        {
+            assert_eq!(
+                *by,
+                Some(*observer),
+                "{observer} took another's word at {t:?}"
+            );
+            declared.push(t.saturating_duration_since(crashed_at));
+        }
+    }
+    assert_eq!(
+        declared.len(),
+        n as usize - 1,
+        "every live node declared it once"
+    );
+    for i in (1..=n).filter(|i| *i != 7) {
+        assert_eq!(net.state(i, 7), Some(MemberState::Dead), "node {i}");
+    }
+    let first = declared.iter().min().copied().unwrap();
+    let last = declared.iter().max().copied().unwrap();
+    assert!(
+        last <= Duration::from_secs(20),
+        "the last node declared it {last:?} after the crash"
+    );
+    assert!(
+        last.saturating_sub(first) <= Duration::from_secs(6),
+        "first declaration {first:?}, last {last:?}"
+    );
+    assert_eq!(net.dead_declarations(7), n as usize - 1);
 }
 
 /// A claim relayed about the receiver itself is step-bounded too. Before, node 2 took
@@ -762,9 +845,9 @@ fn a_forged_claim_about_the_receiver_cannot_push_it_half_the_number_space() {
     let suspect = Update::Suspect {
         node: id(2),
         incarnation: held,
-        from: id(99),
+        from: id(3),
     };
-    net.forge(99, 1, &Message::Gossip, &[suspect]);
+    net.forge(3, 1, &Message::Gossip, &[suspect]);
     net.run_for(Duration::from_secs(40));
     let now = net.nodes[&id(2)].incarnation();
     assert!(
@@ -823,9 +906,9 @@ fn relayed_incarnation_jumps_are_bounded() {
     let dead = Update::Dead {
         node: id(3),
         incarnation: Incarnation::new(u32::MAX - 1),
-        from: id(99),
+        from: id(4),
     };
-    net.forge(99, 1, &Message::Gossip, &[dead]);
+    net.forge(4, 1, &Message::Gossip, &[dead]);
     assert_eq!(net.state(1, 3), Some(MemberState::Alive));
     // Node 2 itself may jump (it restarted with a wall-clock boot incarnation, say).
     net.forge(2, 1, &Message::Gossip, &[alive(1_000_000)]);
@@ -862,9 +945,9 @@ fn refutation_wins_at_the_incarnation_ceiling() {
         let dead = Update::Dead {
             node: id(2),
             incarnation: inc,
-            from: id(99),
+            from: id(5),
         };
-        net.forge(99, 1 + u64::from(round % 4), &Message::Gossip, &[dead]);
+        net.forge(5, 1 + u64::from(round % 4), &Message::Gossip, &[dead]);
         net.run_for(Duration::from_secs(20));
     }
     let now = net.nodes[&id(2)].incarnation();
@@ -1030,4 +1113,31 @@ fn phantom_members_are_bounded_per_introducer() {
         "{}",
         net.nodes[&id(1)].member_count()
     );
+}
+
+/// A relay that sends its phantoms again at a newer incarnation does not get the receiver to
+/// pass them on: an unverified member is not gossiped, whatever its incarnation, so no honest
+/// node introduces it to the others (each under its own per-relay bound).
+#[test]
+fn an_unverified_member_at_a_newer_incarnation_is_not_passed_on() {
+    let mut net = Net::converged(6, Profile::Lan);
+    net.run_for(Duration::from_secs(2));
+    let phantom = |inc: u32| Update::Alive {
+        node: id(5_000),
+        incarnation: Incarnation::new(inc),
+        meta: MetaVersion::default(),
+    };
+    net.forge(99, 1, &Message::Gossip, &[phantom(1)]);
+    net.forge(99, 1, &Message::Gossip, &[phantom(5)]);
+    assert_eq!(
+        net.nodes[&id(1)].member(id(5_000)).map(|m| m.incarnation),
+        Some(Incarnation::new(5))
+    );
+    net.run_for(Duration::from_millis(1_500));
+    for i in 2..=6 {
+        assert!(
+            net.nodes[&id(i)].member(id(5_000)).is_none(),
+            "node 1 introduced the phantom to node {i}"
+        );
+    }
 }
