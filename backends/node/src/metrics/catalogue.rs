@@ -146,9 +146,9 @@ catalogue! {
     /// Datagrams dropped with the outbox full.
     GOSSIP_OUTBOX_DROPPED = Counter "mesh_gossip_outbox_dropped_total" [] none,
         "Datagrams dropped because the outbox was full.";
-    /// Claims refused for an incarnation too far ahead.
+    /// Claims refused: an incarnation too far ahead, or a failure claim from a non-member.
     GOSSIP_CLAIMS_REFUSED = Counter "mesh_gossip_claims_refused_total" [] none,
-        "Claims about other members refused: an incarnation too far above the one held.";
+        "Claims refused: an incarnation too far above the one held, or a member's failure claimed by a non-member.";
     /// Introductions past the bound of unverified members.
     GOSSIP_INTRODUCTIONS_REFUSED = Counter "mesh_gossip_introductions_refused_total" [] none,
         "Members a relay tried to introduce past its bound of unverified members.";
