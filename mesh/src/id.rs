@@ -140,4 +140,11 @@ mod tests {
         assert!(!Incarnation::new(1 << 31).is_newer_than(Incarnation::new(0)));
         assert!(!Incarnation::new(0).is_newer_than(Incarnation::new(1 << 31)));
     }
+
+    /// The forms logs, events and the command-line tools show.
+    #[test]
+    fn display_forms() {
+        assert_eq!(Incarnation::new(7).to_string(), "inc7");
+        assert_eq!(MetaVersion::new(3, 12).to_string(), "3.12");
+    }
 }

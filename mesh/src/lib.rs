@@ -47,3 +47,8 @@ pub mod wire;
 pub use id::{Incarnation, MetaVersion, NodeId};
 pub use time::{Duration, Instant};
 pub use transmit::Transmit;
+
+/// The crate's README, whose example runs as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

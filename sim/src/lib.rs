@@ -16,7 +16,7 @@
 //! | `network` | per-datagram fate: latency and jitter, regions, loss (independent, bursty), partitions, duplication, reordering |
 //! | `clock` | per-node clocks with rate skew (local/global conversion) |
 //! | `fault` | the fault timeline and node selection |
-//! | `byzantine` | the `byzantine` fault: forged datagrams of a non-member with a valid certificate (issue #10) |
+//! | `byzantine` | the `byzantine` fault: forged datagrams of a non-member with a valid certificate |
 //! | [`scenario`] | the scenario file format and its errors |
 //! | `observer` | who believes what: views folded from core events against the engine's truth |
 //! | [`metrics`] | the report's figures and their definitions |
@@ -73,6 +73,11 @@ use thiserror::Error;
 
 pub use crate::report::RunReport;
 pub use crate::scenario::{Scenario, ScenarioError};
+
+/// The crate's README, whose example runs as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 /// How to run a scenario: the seed and the overrides of the command line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -166,7 +166,9 @@ fn wall_now() -> std::time::Instant {
 
 /// The scenario `meshkit-sim run` runs when given none: a 1,000-node mesh with leases, crashes,
 /// a lease-holder kill and a partition that heals, compared with the memberlist profile.
-const DEFAULT_SCENARIO: &str = include_str!("../../scenarios/tour.toml");
+/// `sim/default-scenario.toml` is a link to `scenarios/tour.toml` inside this crate's directory,
+/// so that the published crate carries the file (as a copy).
+const DEFAULT_SCENARIO: &str = include_str!("../default-scenario.toml");
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

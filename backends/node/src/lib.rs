@@ -1,6 +1,6 @@
 //! # A real MeshKit node
 //!
-//! The tokio runtime around MeshKit's sans-IO membership core (issue #4, first slice).
+//! The tokio runtime around MeshKit's sans-IO core.
 //!
 //! ## Start here
 //!
@@ -30,7 +30,7 @@
 //!   the control port behind the same authorization.
 //!
 //! The crypto provider is ring, and only ring: configurations are built with
-//! [`tls::crypto_provider`] explicitly (DESIGN.md §6).
+//! [`tls::crypto_provider`] explicitly.
 
 pub mod certs;
 pub mod client;

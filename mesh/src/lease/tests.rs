@@ -301,7 +301,9 @@ impl Net {
             if let Some((max, holder)) = self.tokens.get(scope) {
                 assert!(
                     token > max || (token == max && *holder == n),
-                    "fencing token went back on {scope}: {n} got {token} after {holder} had {max}"
+                    "seed {}: fencing token went back on {scope}: {n} got {token} after {holder} \
+                     had {max}",
+                    self.seed
                 );
             }
             self.tokens.insert(scope.clone(), (*token, n));
@@ -324,7 +326,8 @@ impl Net {
         for (scope, nodes) in holders {
             assert!(
                 nodes.len() <= 1,
-                "{scope} held by {nodes:?} at {}",
+                "seed {}: {scope} held by {nodes:?} at {}",
+                self.seed,
                 self.now
             );
         }
@@ -1102,16 +1105,28 @@ fn invariants_hold_across_seeds() {
     }
 }
 
-/// The chaos workload over many seeds (`LEASE_SWEEP_SEEDS`, default 200):
+/// The first seed and the number of seeds of a sweep: `LEASE_SWEEP_FIRST` (default `first`) and
+/// `LEASE_SWEEP_SEEDS` (default 200). A failure names its seed; `LEASE_SWEEP_FIRST=<seed>
+/// LEASE_SWEEP_SEEDS=1` replays it alone.
+fn sweep_seeds(first: u64) -> core::ops::Range<u64> {
+    let var = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let first = var("LEASE_SWEEP_FIRST", first);
+    first..first + var("LEASE_SWEEP_SEEDS", 200)
+}
+
+/// The chaos workload over many seeds (from 1000; `sweep_seeds` says how to choose them):
 /// `LEASE_SWEEP_SEEDS=1000 cargo nextest run -p meshkit --run-ignored only sweep_chaos_seeds`.
 #[test]
 #[ignore = "long seed sweep; run on demand"]
 fn sweep_chaos_seeds() {
-    let count: u64 = std::env::var("LEASE_SWEEP_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
-    for seed in 1000..1000 + count {
+    for seed in sweep_seeds(1000) {
+        // The runner shows a failed test's output: the last seed printed is the one that failed.
+        eprintln!("seed {seed}");
         let _ = chaos(seed, 12);
     }
 }
@@ -1362,17 +1377,14 @@ fn damaged_records_are_refused() {
 }
 
 /// The chaos workload with a tiny compaction threshold and every voter rebuilt from its
-/// durable records at each crash, over many seeds (`LEASE_SWEEP_SEEDS`, default 200):
-/// `LEASE_SWEEP_SEEDS=1000 cargo nextest run -p meshkit --run-ignored only
+/// durable records at each crash, over many seeds (from 5000; `sweep_seeds` says how to choose
+/// them): `LEASE_SWEEP_SEEDS=1000 cargo nextest run -p meshkit --run-ignored only
 /// sweep_chaos_seeds_with_compaction`.
 #[test]
 #[ignore = "long seed sweep; run on demand"]
 fn sweep_chaos_seeds_with_compaction() {
-    let count: u64 = std::env::var("LEASE_SWEEP_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
-    for seed in 5000..5000 + count {
+    for seed in sweep_seeds(5000) {
+        eprintln!("seed {seed}");
         let _ = chaos_with(seed, 12, compacting(16), seed % 2 == 0);
     }
 }

@@ -132,6 +132,21 @@ mod tests {
         assert_eq!(s.deadline(), t0 + Duration::from_secs(3));
     }
 
+    /// The deadline counts the confirmations so far, not the raiser: the full timeout until a
+    /// second member confirms, then shorter with each one.
+    #[test]
+    fn deadline_follows_the_confirmations_so_far() {
+        let t0 = Instant::ZERO + Duration::from_secs(100);
+        let (min, max) = (Duration::from_secs(3), Duration::from_secs(18));
+        let mut s = Suspicion::new(t0, Incarnation::new(1), NodeId::new(1), min, max, 3);
+        assert_eq!(s.deadline(), t0 + max, "the raiser alone");
+        assert!(s.confirm(NodeId::new(2)));
+        assert_eq!(s.deadline(), t0 + timeout(min, max, 3, 1));
+        assert!(s.confirm(NodeId::new(3)));
+        assert_eq!(s.deadline(), t0 + timeout(min, max, 3, 2));
+        assert!(timeout(min, max, 3, 2) > min, "not yet the minimum");
+    }
+
     #[test]
     fn min_timeout_scales_with_log_n() {
         let i = Duration::from_secs(1);

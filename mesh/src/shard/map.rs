@@ -420,7 +420,9 @@ mod tests {
     #[test]
     fn add_and_remove() {
         let mut map = ShardMap::new();
+        assert!(!map.contains(&shard(1)));
         map.add_shard(shard(1)).unwrap();
+        assert!(map.contains(&shard(1)) && !map.contains(&shard(2)));
         assert_eq!(
             map.add_shard(shard(1)),
             Err(ShardMapError::DuplicateShard { shard: shard(1) })
@@ -435,6 +437,7 @@ mod tests {
             })
         );
         assert!(map.is_empty() && map.is_drained(node(7)));
+        assert!(!map.contains(&shard(1)), "a removed shard is gone");
         assert_eq!(
             map.remove_shard(&shard(1)),
             Err(ShardMapError::UnknownShard { shard: shard(1) })

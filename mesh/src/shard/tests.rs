@@ -212,7 +212,10 @@ fn bounds_follow_the_issue() {
     assert_eq!(b(3, 10), (0, 1, 1));
     assert_eq!(b(0, 3), (0, 1, 1));
     assert_eq!(r.bounds(5, 0), None);
+    assert_eq!(r.tolerance_percent(), DEFAULT_TOLERANCE_PERCENT);
+    assert_eq!(Rebalancer::new(25).unwrap().tolerance_percent(), 25);
     let wide = Rebalancer::new(100).unwrap();
+    assert_eq!(wide.tolerance_percent(), 100);
     assert_eq!(
         wide.bounds(100, 10).map(|b| (b.lower(), b.upper())),
         Some((0, 20))
@@ -251,6 +254,8 @@ fn drained_once_the_last_shard_is_handed_off() {
     assert!(!map.is_drained(node(1)));
     let plan = Rebalancer::default().plan(&map, &live, &draining).unwrap();
     assert_eq!(plan.len(), 2);
+    assert!(!plan.is_empty());
+    assert_eq!(plan.clone().into_moves(), plan.moves());
     assert!(plan.moves().iter().all(|m| m.to == node(3)));
     apply_all(&mut map, &plan.moves()[..1]);
     assert!(!map.is_drained(node(1)));
