@@ -13,7 +13,8 @@
 # module is printed at the end. Needs cargo-mutants (`cargo install --locked cargo-mutants`).
 #
 # Environment: MUTANTS_TIMEOUT (seconds per test run, default 120), MUTANTS_BUILD_TIMEOUT
-# (seconds per build, default 600), MUTANTS_JOBS (default 1).
+# (seconds per build, default 600), MUTANTS_JOBS (default 1), MUTANTS_ITERATE=1 (test again only
+# the mutants the previous run in target/mutants/<module> did not catch: after adding tests).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -51,7 +52,7 @@ for entry in "${modules[@]}"; do
         --package meshkit --file "$files" \
         --jobs "${MUTANTS_JOBS:-1}" \
         --timeout "${MUTANTS_TIMEOUT:-120}" --build-timeout "${MUTANTS_BUILD_TIMEOUT:-600}" \
-        --profile mutants --output "$out" --no-times \
+        --profile mutants --output "$out" --no-times ${MUTANTS_ITERATE:+--iterate} \
         --cargo-test-arg=--lib -- -- $filter \
         2>&1 | tee "$out/log.txt"
     code=${PIPESTATUS[0]}

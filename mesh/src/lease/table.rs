@@ -620,6 +620,97 @@ mod tests {
         );
     }
 
+    /// The holder's repeated acquire extends its own grant (same token, the new TTL from the
+    /// entry's time); a TTL outside the bounds is refused; the table reports its earliest
+    /// expiry and whether it is empty.
+    #[test]
+    fn the_holder_extends_its_grant_and_ttls_are_bounded() {
+        let mut t = LeaseTable::default();
+        let mut ch = Vec::new();
+        let term = Term::new(2);
+        assert!(t.is_empty() && t.next_expiry().is_none());
+        let tiny = t.apply(9, term, &client_cmd(0, 7, 1, acquire(1)), &mut ch);
+        assert_eq!(tiny, Some(Outcome::Refused(Refusal::InvalidTtl)));
+        assert!(t.is_empty());
+        t.apply(10, term, &client_cmd(0, 7, 2, acquire(1000)), &mut ch);
+        assert!(!t.is_empty());
+        assert_eq!(t.next_expiry(), Some(at(1000)));
+        let again = t.apply(11, term, &client_cmd(500, 7, 3, acquire(2000)), &mut ch);
+        assert_eq!(
+            again,
+            Some(Outcome::Granted {
+                token: FencingToken::new(10),
+                term,
+                ttl: Duration::from_millis(2000)
+            })
+        );
+        let lease = t.get(&scope()).copied().unwrap();
+        assert_eq!(
+            (lease.ttl, lease.expires_at),
+            (Duration::from_millis(2000), at(2500))
+        );
+        assert_eq!(t.next_expiry(), Some(at(2500)));
+    }
+
+    /// A transfer names another node: to itself or to node 0 it is refused, and the lease stays.
+    #[test]
+    fn a_transfer_needs_another_target() {
+        let mut t = LeaseTable::default();
+        let mut ch = Vec::new();
+        let term = Term::new(2);
+        t.apply(10, term, &client_cmd(0, 7, 1, acquire(1000)), &mut ch);
+        let token = FencingToken::new(10);
+        for (request, to) in [(2, 7), (3, 0)] {
+            let transfer = Op::Transfer {
+                scope: scope(),
+                token,
+                to: NodeId::new(to),
+                ttl: Duration::from_millis(1000),
+            };
+            let refused = t.apply(
+                10 + request,
+                term,
+                &client_cmd(100, 7, request, transfer),
+                &mut ch,
+            );
+            assert_eq!(
+                refused,
+                Some(Outcome::Refused(Refusal::InvalidTarget)),
+                "to {to}"
+            );
+            assert_eq!(
+                t.get(&scope()).map(|l| (l.holder, l.token)),
+                Some((NodeId::new(7), token))
+            );
+        }
+    }
+
+    /// The table remembers the last request of up to `MAX_SESSIONS` (client, scope) pairs, and
+    /// forgets the oldest first.
+    #[test]
+    fn sessions_are_bounded_and_the_oldest_goes_first() {
+        let mut t = LeaseTable::default();
+        let mut ch = Vec::new();
+        let term = Term::new(2);
+        let max = MAX_SESSIONS as u64;
+        for i in 0..=max {
+            let query = Op::Query { scope: scope() };
+            t.apply(10 + i, term, &client_cmd(0, 100 + i, 1, query), &mut ch);
+            if i + 1 == max {
+                assert_eq!(
+                    t.sessions().count(),
+                    MAX_SESSIONS,
+                    "all kept up to the bound"
+                );
+            }
+        }
+        assert_eq!(t.sessions().count(), MAX_SESSIONS);
+        assert!(
+            t.sessions().all(|(client, ..)| client != NodeId::new(100)),
+            "the oldest session was forgotten"
+        );
+    }
+
     /// One holder takes at most its share of the table. Before, one client (any certificate
     /// the CA signed) could acquire all `MAX_LEASES` scopes and every other node's acquire of a
     /// new scope was refused `TableFull`.

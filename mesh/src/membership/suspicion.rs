@@ -147,6 +147,60 @@ mod tests {
         assert!(timeout(min, max, 3, 2) > min, "not yet the minimum");
     }
 
+    /// The values of Lifeguard's formula, not only its order: with K = 3, one confirmation
+    /// takes `ln 2 / ln 4` = half the way from `max` to `min`, two take `ln 3 / ln 4` of it.
+    #[test]
+    fn timeout_follows_the_formula() {
+        let (min, max) = (Duration::from_secs(3), Duration::from_secs(18));
+        assert_eq!(timeout(min, max, 3, 1), Duration::from_millis(10_500));
+        let two = timeout(min, max, 3, 2).as_secs_f64();
+        let expected = 18.0 - 15.0 * 3f64.ln() / 4f64.ln();
+        assert!(
+            (two - expected).abs() < 1e-6,
+            "{two} s, expected {expected} s"
+        );
+        assert_eq!(
+            timeout(min, max, 3, 4),
+            min,
+            "more than K: still the minimum"
+        );
+    }
+
+    /// An unconfirmed suspicion gets one last direct check (its deadline moves by the grace),
+    /// once; a suspicion confirmed by K other members gets none.
+    #[test]
+    fn only_an_unconfirmed_suspicion_gets_one_last_check() {
+        let t0 = Instant::ZERO;
+        let (min, max) = (Duration::from_secs(3), Duration::from_secs(18));
+        let grace = Duration::from_secs(1);
+        let new =
+            |expected| Suspicion::new(t0, Incarnation::new(1), NodeId::new(1), min, max, expected);
+
+        let mut s = new(3);
+        assert!(s.grant_last_check(grace));
+        assert_eq!(s.deadline(), t0 + max + grace);
+        assert!(!s.grant_last_check(grace), "only one last check");
+        assert_eq!(s.deadline(), t0 + max + grace);
+
+        // K - 1 confirmations: not yet confirmed.
+        let mut s = new(3);
+        assert!(s.confirm(NodeId::new(2)) && s.confirm(NodeId::new(3)));
+        assert!(s.grant_last_check(grace));
+
+        // K confirmations: confirmed, no last check.
+        let mut s = new(3);
+        for n in 2..=4 {
+            assert!(s.confirm(NodeId::new(n)));
+        }
+        assert!(!s.grant_last_check(grace));
+        assert_eq!(s.deadline(), t0 + min);
+
+        // With K = 0 nothing confirms, so the check is always granted once.
+        let mut s = new(0);
+        assert!(s.confirm(NodeId::new(2)));
+        assert!(s.grant_last_check(grace));
+    }
+
     #[test]
     fn min_timeout_scales_with_log_n() {
         let i = Duration::from_secs(1);
