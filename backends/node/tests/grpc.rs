@@ -7,7 +7,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{TempDir, eventually, start_cluster, start_cluster_with, token};
+use common::{
+    TempDir, eventually, global_control_holders, single_global_control_holder, start_cluster,
+    start_cluster_with, token,
+};
 use meshkit_node::config::NodeConfig;
 use meshkit_node::control::PeersResponse;
 use meshkit_node::control::auth::AccessControl;
@@ -103,39 +106,13 @@ async fn health_client(addr: SocketAddr) -> HealthClient<Channel> {
     HealthClient::new(channel)
 }
 
-/// The node ids that believe they hold `global-control`.
-async fn holders(nodes: &[RunningNode]) -> Vec<u64> {
-    let mut out = Vec::new();
-    for n in nodes {
-        if let Ok(Some(view)) = n.handle().leadership().await
-            && view
-                .held
-                .iter()
-                .any(|h| h.scope == "global-control" && !h.transferring && h.expires_in_ms > 0)
-        {
-            out.push(n.id().get());
-        }
-    }
-    out
-}
-
-async fn single_holder(nodes: &[RunningNode]) -> u64 {
-    let ok = eventually(LIMIT, || async { holders(nodes).await.len() == 1 }).await;
-    let h = holders(nodes).await;
-    assert!(
-        ok && h.len() == 1,
-        "no single holder within {LIMIT:?}: {h:?}"
-    );
-    h[0]
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaders_watch_and_transfer_over_grpc() {
     let dir = TempDir::new("grpc-leases");
     // Still inside `[access]`: the routers `serve` builds write operate calls to one file.
     let extra = format!("audit_log = \"audit.jsonl\"\n\n{LEADERSHIP}");
     let nodes = start_cluster_with(dir.path(), 3, &extra).await;
-    let first = single_holder(&nodes).await;
+    let first = single_global_control_holder(&nodes, LIMIT).await;
     // Node 1 is a voter: its feed shows every grant in the mesh.
     let voter = &nodes[0];
     let (addr, server, _) = serve(&dir, voter).await;
@@ -314,11 +291,14 @@ async fn leaders_watch_and_transfer_over_grpc() {
         .into_inner();
     assert_eq!(moved.to, target);
     assert!(moved.token > lease.token, "{moved:?} after {lease:?}");
-    let ok = eventually(LIMIT, || async { holders(&nodes).await == [target] }).await;
+    let ok = eventually(LIMIT, || async {
+        global_control_holders(&nodes).await == [target]
+    })
+    .await;
     assert!(
         ok,
         "holders after the transfer: {:?}",
-        holders(&nodes).await
+        global_control_holders(&nodes).await
     );
 
     // The old holder no longer holds it: a second transfer is a failed precondition.

@@ -10,7 +10,9 @@ mod common;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{TempDir, eventually, start_cluster_with};
+use common::{
+    TempDir, eventually, global_control_holders, single_global_control_holder, start_cluster_with,
+};
 use meshkit_node::node::RunningNode;
 use meshkit_node::scope::Scope;
 
@@ -18,32 +20,6 @@ use meshkit_node::scope::Scope;
 const LEADERSHIP: &str = "[leadership]\nvoters = [1, 2, 3]\ncampaign = [\"global-control\"]\n\
     ttl = \"3s\"\n\n[leadership.raft]\ntick_interval = \"50ms\"\n";
 const LIMIT: Duration = Duration::from_secs(20);
-
-/// The node ids that hold `global-control` (not handing it over).
-async fn holders(nodes: &[RunningNode]) -> Vec<u64> {
-    let mut out = Vec::new();
-    for n in nodes {
-        if let Ok(Some(view)) = n.handle().leadership().await
-            && view
-                .held
-                .iter()
-                .any(|h| h.scope == "global-control" && !h.transferring && h.expires_in_ms > 0)
-        {
-            out.push(n.id().get());
-        }
-    }
-    out
-}
-
-async fn single_holder(nodes: &[RunningNode]) -> u64 {
-    let ok = eventually(LIMIT, || async { holders(nodes).await.len() == 1 }).await;
-    let h = holders(nodes).await;
-    assert!(
-        ok && h.len() == 1,
-        "no single holder within {LIMIT:?}: {h:?}"
-    );
-    h[0]
-}
 
 /// Runs `meshctl args` against `node` with an operator token, everything from the environment.
 async fn meshctl(dir: &TempDir, node: &RunningNode, args: &[&str]) -> Output {
@@ -73,7 +49,7 @@ fn stdout(out: &Output) -> String {
 async fn operators_transfer_drain_resume_and_filter_from_the_environment() {
     let dir = TempDir::new("meshctl");
     let nodes = start_cluster_with(dir.path(), 3, LEADERSHIP).await;
-    let first = single_holder(&nodes).await;
+    let first = single_global_control_holder(&nodes, LIMIT).await;
     let holder = nodes.iter().find(|n| n.id().get() == first).unwrap();
     let target = nodes.iter().find(|n| n.id().get() != first).unwrap();
 

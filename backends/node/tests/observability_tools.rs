@@ -55,31 +55,9 @@ fn tool(tool: &'static str, package: &str) -> &'static str {
 /// Runs `program args` in `dir`; its exit status and what it printed (stdout and stderr).
 /// Bounded by [`TOOL_LIMIT`] (the process is killed past it).
 fn run(dir: &Path, program: &str, args: &[&str]) -> (bool, String) {
-    let scratch = TempDir::new("observability-out");
-    let output = scratch.path().join("out");
-    let out = std::fs::File::create(&output).expect("create the output file");
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("clone a file handle"))
-        .stderr(out)
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {program}: {e}"));
-    let deadline = Instant::now() + TOOL_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the tool") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{program} {args:?} ran longer than {TOOL_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let printed = std::fs::read_to_string(&output).unwrap_or_default();
-    (status.success(), printed)
+    let mut command = Command::new(program);
+    command.args(args).current_dir(dir).stdin(Stdio::null());
+    common::run_bounded(command, TOOL_LIMIT)
 }
 
 /// The rule files as strings relative to `dir`.

@@ -10,7 +10,7 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{TempDir, client, eventually, start_cluster_with};
 use meshkit_node::client::{Client, Protocols};
@@ -45,30 +45,12 @@ fn promtool() -> &'static str {
 /// [`PROMTOOL_LIMIT`] (the process is killed past it).
 fn check_metrics(promtool: &str, dir: &Path, text: &str) -> (bool, String) {
     let input = dir.join("metrics.txt");
-    let output = dir.join("promtool.out");
     std::fs::write(&input, text).expect("write the metrics");
-    let out = std::fs::File::create(&output).expect("create promtool's output file");
-    let mut child = Command::new(promtool)
+    let mut command = Command::new(promtool);
+    command
         .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&input).expect("open the metrics"))
-        .stdout(out.try_clone().expect("clone a file handle"))
-        .stderr(out)
-        .spawn()
-        .expect("start promtool");
-    let deadline = Instant::now() + PROMTOOL_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for promtool") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("promtool check metrics ran longer than {PROMTOOL_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let printed = std::fs::read_to_string(&output).unwrap_or_default();
-    (status.success(), printed)
+        .stdin(std::fs::File::open(&input).expect("open the metrics"));
+    common::run_bounded(command, PROMTOOL_LIMIT)
 }
 
 /// `GET /metrics` from `node`'s control endpoint over the network (HTTP/3, falling back to

@@ -175,6 +175,63 @@ where
     false
 }
 
+/// Runs `command` with its stdout and stderr to one file, killing it past `limit`: whether it
+/// exited successfully and what it printed.
+pub fn run_bounded(mut command: std::process::Command, limit: Duration) -> (bool, String) {
+    let scratch = TempDir::new("tool-out");
+    let output = scratch.path().join("out");
+    let out = std::fs::File::create(&output).expect("create the output file");
+    let spawned = command
+        .stdout(out.try_clone().expect("clone a file handle"))
+        .stderr(out)
+        .spawn();
+    let mut child = spawned.unwrap_or_else(|e| panic!("start {command:?}: {e}"));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} ran longer than {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let printed = std::fs::read_to_string(&output).unwrap_or_default();
+    (status.success(), printed)
+}
+
+/// The ids of the nodes that hold `global-control` and are not handing it over.
+pub async fn global_control_holders(nodes: &[RunningNode]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for n in nodes {
+        if let Ok(Some(view)) = n.handle().leadership().await
+            && view
+                .held
+                .iter()
+                .any(|h| h.scope == "global-control" && !h.transferring && h.expires_in_ms > 0)
+        {
+            out.push(n.id().get());
+        }
+    }
+    out
+}
+
+/// The one holder of `global-control` once there is exactly one, within `limit`.
+pub async fn single_global_control_holder(nodes: &[RunningNode], limit: Duration) -> u64 {
+    let ok = eventually(limit, || async {
+        global_control_holders(nodes).await.len() == 1
+    })
+    .await;
+    let h = global_control_holders(nodes).await;
+    assert!(
+        ok && h.len() == 1,
+        "no single holder within {limit:?}: {h:?}"
+    );
+    h[0]
+}
+
 /// A control API client trusting the CA [`start_cluster`] wrote into `dir`, presenting node-1's
 /// certificate, with `protocols` and short timeouts for loopback.
 pub fn client(dir: &Path, protocols: Protocols) -> Client {
