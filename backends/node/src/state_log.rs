@@ -259,5 +259,8 @@ mod tests {
         });
         assert_eq!(text.lines().count(), 20, "the burst: {text}");
         assert!(text.lines().all(|l| l.contains("suppressed=0")), "{text}");
+        // The first line of the next window carries the count of the 30 held back.
+        let next = std::time::Instant::now() + Duration::from_secs(10);
+        assert_eq!(limits.members.allow_at(next), Some(30));
     }
 }

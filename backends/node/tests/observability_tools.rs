@@ -474,44 +474,77 @@ fn alertmanager_inhibits_as_configured() {
         let (passed, printed) = run(&pack(), amtool, &args);
         assert!(passed, "amtool alert add {labels:?}:\n{printed}");
     }
-    let (passed, printed) = run(
-        &pack(),
-        amtool,
-        &[
-            "alert",
-            "query",
-            &am.url,
-            "--inhibited",
-            "--active",
-            "--output=json",
-        ],
-    );
-    assert!(passed, "amtool alert query:\n{printed}");
-    let answer: serde_json::Value = serde_json::from_str(&printed)
-        .unwrap_or_else(|e| panic!("amtool's JSON ({e}):\n{printed}"));
-    let listed = answer.as_array().expect("a list of alerts");
-    assert_eq!(listed.len(), alerts.len(), "{printed}");
+    // Alertmanager's inhibitor learns the source alerts on its own goroutine, after `alert add`
+    // has returned: ask again (bounded) until the answer settles, and report the last one.
+    let deadline = Instant::now() + TOOL_LIMIT;
+    loop {
+        let (passed, printed) = run(
+            &pack(),
+            amtool,
+            &[
+                "alert",
+                "query",
+                &am.url,
+                "--inhibited",
+                "--active",
+                "--output=json",
+            ],
+        );
+        assert!(passed, "amtool alert query:\n{printed}");
+        let wrong = inhibition_mismatches(alerts, &printed);
+        if wrong.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "within {TOOL_LIMIT:?}:\n{}\n--- amtool's answer:\n{printed}",
+            wrong.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What in amtool's JSON answer `printed` differs from `alerts` (each alert's labels and
+/// whether it must be inhibited); empty when everything is as expected.
+fn inhibition_mismatches(alerts: &[(&[&str], bool)], printed: &str) -> Vec<String> {
+    let answer: serde_json::Value = match serde_json::from_str(printed) {
+        Ok(answer) => answer,
+        Err(e) => return vec![format!("not JSON: {e}")],
+    };
+    let Some(listed) = answer.as_array() else {
+        return vec!["not a list of alerts".to_owned()];
+    };
+    if listed.len() != alerts.len() {
+        return vec![format!(
+            "{} alerts listed, not {}",
+            listed.len(),
+            alerts.len()
+        )];
+    }
+    let mut wrong = Vec::new();
     for (labels, inhibited) in alerts {
-        let found = listed
-            .iter()
-            .find(|a| {
-                let have = a["labels"].as_object().map_or(0, serde_json::Map::len);
-                have == labels.len()
-                    && labels.iter().all(|l| {
-                        let (k, v) = l.split_once('=').expect("label=value");
-                        a["labels"][k] == v
-                    })
-            })
-            .unwrap_or_else(|| panic!("{labels:?} not listed:\n{printed}"));
+        let found = listed.iter().find(|a| {
+            let have = a["labels"].as_object().map_or(0, serde_json::Map::len);
+            have == labels.len()
+                && labels.iter().all(|l| {
+                    let (k, v) = l.split_once('=').expect("label=value");
+                    a["labels"][k] == v
+                })
+        });
+        let Some(found) = found else {
+            wrong.push(format!("{labels:?} not listed"));
+            continue;
+        };
         let by = found["status"]["inhibitedBy"]
             .as_array()
             .map_or(0, Vec::len);
-        assert_eq!(
-            by > 0,
-            *inhibited,
-            "{labels:?} should {}be inhibited: {}",
-            if *inhibited { "" } else { "not " },
-            found["status"]
-        );
+        if (by > 0) != *inhibited {
+            wrong.push(format!(
+                "{labels:?} should {}be inhibited: {}",
+                if *inhibited { "" } else { "not " },
+                found["status"]
+            ));
+        }
     }
+    wrong
 }
