@@ -144,17 +144,20 @@ async fn ask(client: &Client, peer: &PeerJson) -> (MemberHealth, Option<Leadersh
         return (member, None);
     };
     let get = async |path: &str| -> Option<Response> { client.get(&control, path).await.ok() };
-    if let Some(readyz) = get("/readyz").await {
-        member.reachable = true;
-        match serde_json::from_str::<Readiness>(&readyz.body) {
-            Ok(r) => {
-                member.ready = Some(r.ready && readyz.status == 200);
-                member.reasons = r.reasons;
-            }
-            Err(_) => {
-                member.ready = Some(false);
-                member.reasons = vec![format!("/readyz answered HTTP {}", readyz.status)];
-            }
+    // A member that does not answer /readyz is reported as such; asking it twice more would
+    // only add two request timeouts per dead member to the whole check.
+    let Some(readyz) = get("/readyz").await else {
+        return (member, None);
+    };
+    member.reachable = true;
+    match serde_json::from_str::<Readiness>(&readyz.body) {
+        Ok(r) => {
+            member.ready = Some(r.ready && readyz.status == 200);
+            member.reasons = r.reasons;
+        }
+        Err(_) => {
+            member.ready = Some(false);
+            member.reasons = vec![format!("/readyz answered HTTP {}", readyz.status)];
         }
     }
     let view = match get("/meshkit/leaders").await {
@@ -204,7 +207,8 @@ fn assess(
     };
     for m in &mut members {
         if let Some(end) = m.cert_expires_in_s {
-            m.cert_expires_in_s = Some(end - now_s);
+            // A member's /metrics may say anything: no overflow on an absurd expiry.
+            m.cert_expires_in_s = Some(end.saturating_sub(now_s));
         }
         let voter = voters.contains(&m.id);
         m.voter |= voter;
@@ -492,5 +496,22 @@ mod tests {
         let text = render(&report);
         assert!(text.contains("UNHEALTHY"), "{text}");
         assert!(text.contains("DOWN"), "{text}");
+    }
+
+    /// A member's /metrics is its own word: an expiry far in the past (the most negative
+    /// number the parse gives) is an expired certificate, not an overflow.
+    #[test]
+    fn an_absurd_certificate_expiry_is_expired_not_an_overflow() {
+        let mut odd = member(2, Some(1), 2);
+        odd.cert_expires_in_s = Some(i64::MIN);
+        let members = vec![member(1, Some(1), 2), odd];
+        let report = assess(1, members, &views(&[1, 2]), now());
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains("member 2's certificate has expired")),
+            "{report:?}"
+        );
     }
 }
