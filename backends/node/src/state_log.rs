@@ -63,7 +63,7 @@ impl Limits {
             } => {
                 let by = by.map(|b| b.to_string()).unwrap_or_default();
                 match (from, to) {
-                    (None, _) | (Some(MemberState::Suspect), MemberState::Alive) => {
+                    (None, _) => {
                         if let Some(suppressed) = self.detail.allow() {
                             tracing::debug!(
                                 member = %node, %incarnation, state = %to, from = ?from, suppressed,
@@ -77,6 +77,9 @@ impl Limits {
                                 MemberState::Suspect => "member suspected",
                                 MemberState::Dead => "member declared dead",
                                 MemberState::Left => "member left",
+                                MemberState::Alive if *from == Some(MemberState::Suspect) => {
+                                    "member no longer suspected"
+                                }
                                 MemberState::Alive => "member back",
                             };
                             tracing::info!(

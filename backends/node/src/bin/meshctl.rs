@@ -797,6 +797,16 @@ async fn fetch_peers(
         let body = ok_body(addr, response)?;
         let page: PeersResponse =
             serde_json::from_str(&body).map_err(|e| format!("{addr}: unexpected answer: {e}"))?;
+        // A cursor that does not move forward would list members twice (or forever): a
+        // partial list must never pass for the whole mesh (`health` would call it healthy).
+        if let (Some(before), Some(next)) = (after, page.next_after)
+            && next <= before
+        {
+            return Err(format!(
+                "{addr}: the member list's cursor went from {before} to {next}: not listing a \
+                 partial mesh"
+            ));
+        }
         after = page.next_after;
         match &mut peers {
             Some(all) => all.peers.extend(page.peers),
@@ -805,6 +815,11 @@ async fn fetch_peers(
         if after.is_none() {
             break;
         }
+    }
+    if after.is_some() {
+        return Err(format!(
+            "{addr}: more than {MAX_PEER_PAGES} pages of members: not listing a partial mesh"
+        ));
     }
     let mut peers = peers.ok_or_else(|| format!("{addr}: no answer"))?;
     peers.next_after = None;

@@ -177,10 +177,11 @@ async fn ask(client: &Client, peer: &PeerJson) -> (MemberHealth, Option<Leadersh
             .body
             .lines()
             .find_map(|l| {
-                l.strip_prefix(CERT_EXPIRY_METRIC)?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
+                // The exact sample name (no labels), not a prefix of another family's.
+                let (name, value) = l.split_once(' ')?;
+                (name == CERT_EXPIRY_METRIC)
+                    .then(|| value.trim().parse::<f64>().ok())
+                    .flatten()
             })
             .map(|end| end as i64);
     }
