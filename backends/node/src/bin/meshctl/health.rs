@@ -200,11 +200,25 @@ fn assess(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let mut problems = Vec::new();
-    let voters: Vec<u64> = {
-        let mut all: Vec<u64> = views.values().flat_map(|v| v.voters.clone()).collect();
-        all.sort_unstable();
-        all.dedup();
-        all
+    // The voter set of the most advanced Raft state a voter reported (during a voter change the
+    // members' sets differ, and their union would overstate the quorum); without a voter's
+    // answer, the union of the sets the members talk to.
+    let newest = views
+        .values()
+        .filter_map(|v| v.raft.as_ref())
+        .max_by_key(|r| (r.term, r.applied_index));
+    let voters: Vec<u64> = match newest {
+        Some(raft) => {
+            let mut voters = raft.voters.clone();
+            voters.sort_unstable();
+            voters
+        }
+        None => {
+            let mut all: Vec<u64> = views.values().flat_map(|v| v.voters.clone()).collect();
+            all.sort_unstable();
+            all.dedup();
+            all
+        }
     };
     for m in &mut members {
         if let Some(end) = m.cert_expires_in_s {
@@ -476,6 +490,23 @@ mod tests {
                 .any(|p| p.contains("only 1 of 3 voters agree")),
             "{report:?}"
         );
+    }
+
+    #[test]
+    fn the_quorum_follows_the_newest_voter_set_not_the_union() {
+        // Voter 4 was replaced by voter 3: a lagging member still reports [1, 2, 4].
+        let mut views = views(&[1, 2, 3]);
+        let stale = views.get_mut(&2).unwrap();
+        stale.voters = vec![1, 2, 4];
+        let raft = stale.raft.as_mut().unwrap();
+        raft.voters = vec![1, 2, 4];
+        raft.applied_index = 5;
+        let members = (1..=3).map(|id| member(id, Some(1), 2)).collect();
+        let report = assess(1, members, &views, now());
+        let raft = report.raft.unwrap();
+        assert_eq!(raft.voters, vec![1, 2, 3]);
+        assert_eq!((raft.agreeing, raft.quorum), (3, 2));
+        assert_eq!(report.problems, Vec::<String>::new());
     }
 
     #[test]
