@@ -143,20 +143,8 @@ async fn quiet_connections_are_closed_at_their_deadlines() {
     let mut idle = idle_h2(server.addr, ATTACKER, &anonymous)
         .await
         .expect("an idle connection is accepted");
-    let closed = tokio::time::timeout(STEP, async {
-        let mut buf = [0u8; 1024];
-        loop {
-            match idle.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    assert!(
-        closed.is_ok(),
-        "an idle connection was still open after {STEP:?}"
-    );
+    let closed = closed_within(&mut idle, STEP).await;
+    assert!(closed, "an idle connection was still open after {STEP:?}");
     let admission = server.stats.admission();
     assert_eq!(
         admission.closed(Transport::Tcp, Closed::FirstRequestTimeout),
@@ -216,6 +204,22 @@ async fn quiet_connections_are_closed_at_their_deadlines() {
     assert_eq!(admission.closed(Transport::Tcp, Closed::IdleTimeout), 1);
     drop(watching);
     server.stop().await;
+}
+
+/// Whether the server ends `connection` within `limit`: it is read, and what it sends dropped,
+/// until end of stream or an error.
+async fn closed_within(
+    connection: &mut (impl tokio::io::AsyncRead + Unpin),
+    limit: Duration,
+) -> bool {
+    tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = connection.read(&mut buf).await
+            && n > 0
+        {}
+    })
+    .await
+    .is_ok()
 }
 
 /// A QUIC client endpoint on `local` presenting no certificate (ALPN `h3`).
@@ -602,18 +606,9 @@ async fn configured_limits_take_effect_in_the_nodes_listeners() {
     );
     // Every connection sent nothing after its preface: closed at the configured deadline.
     for connection in &mut held {
-        let closed = tokio::time::timeout(STEP, async {
-            let mut buf = [0u8; 1024];
-            loop {
-                match connection.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await;
+        let closed = closed_within(connection, STEP).await;
         assert!(
-            closed.is_ok(),
+            closed,
             "a quiet connection was open {STEP:?} after a first_request_timeout of 1s"
         );
     }

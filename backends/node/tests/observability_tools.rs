@@ -38,19 +38,7 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// `tool` if it runs (`--version`); a test that needs it fails otherwise.
-fn tool(tool: &'static str, package: &str) -> &'static str {
-    let outcome = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    assert!(
-        outcome.as_ref().is_ok_and(|s| s.success()),
-        "{tool} does not run ({outcome:?}): `apt-get install {package}` provides it"
-    );
-    tool
-}
+use common::tool;
 
 /// Runs `program args` in `dir`; its exit status and what it printed (stdout and stderr).
 /// Bounded by [`TOOL_LIMIT`] (the process is killed past it).

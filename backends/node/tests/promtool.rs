@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{TempDir, client, eventually, start_cluster_with};
@@ -26,19 +26,9 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(20);
 /// How long one `promtool check metrics` may take.
 const PROMTOOL_LIMIT: Duration = Duration::from_secs(30);
 
-/// The promtool to run; a test that needs it fails when it does not run (these tests are ignored
-/// by default, so they run only when asked for).
+/// The promtool to run; a test that needs it fails when it does not run.
 fn promtool() -> &'static str {
-    let outcome = Command::new("promtool")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    assert!(
-        outcome.as_ref().is_ok_and(|s| s.success()),
-        "promtool does not run ({outcome:?}): `apt-get install prometheus` provides it"
-    );
-    "promtool"
+    common::tool("promtool", "prometheus")
 }
 
 /// Runs `promtool check metrics` on `text`; its exit status and what it printed. Bounded by

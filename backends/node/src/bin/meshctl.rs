@@ -724,7 +724,8 @@ fn with_client<T>(
 }
 
 /// What `peers list` keeps: the state, cluster and region filters go to the node (which
-/// filters and pages); `--meta` filters here.
+/// filters and pages); `--meta` filters here. The default lists every member.
+#[derive(Default)]
 struct PeerFilter {
     state: Option<MemberStateArg>,
     cluster: Option<String>,
@@ -783,17 +784,15 @@ fn percent_encode(value: &str) -> String {
 async fn fetch_peers(
     client: &Client,
     addr: &str,
-    filter: Option<&PeerFilter>,
+    filter: &PeerFilter,
 ) -> Result<PeersResponse, String> {
     let mut peers: Option<PeersResponse> = None;
     let mut after = None;
     for _ in 0..MAX_PEER_PAGES {
-        let path = match (filter, after) {
-            (Some(f), _) => f.query(after),
-            (None, Some(a)) => format!("/meshkit/peers?after={a}"),
-            (None, None) => "/meshkit/peers".to_owned(),
-        };
-        let response = client.get(addr, &path).await.map_err(|e| e.to_string())?;
+        let response = client
+            .get(addr, &filter.query(after))
+            .await
+            .map_err(|e| e.to_string())?;
         let body = ok_body(addr, response)?;
         let page: PeersResponse =
             serde_json::from_str(&body).map_err(|e| format!("{addr}: unexpected answer: {e}"))?;
@@ -830,7 +829,7 @@ async fn fetch_peers(
 fn peers_list(node: &NodeArgs, filter: &PeerFilter, json: bool) -> Result<(), String> {
     let addr = node.addr.as_str();
     let (mut peers, _) = with_client(&node.connect, false, async |client| {
-        fetch_peers(client, addr, Some(filter)).await
+        fetch_peers(client, addr, filter).await
     })?;
     peers.peers.retain(|p| filter.keeps(p));
     peers.total = peers.peers.len();

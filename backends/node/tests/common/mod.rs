@@ -268,3 +268,18 @@ pub fn control(dir: &Path, node: &RunningNode) -> axum::Router {
         }),
     )
 }
+
+/// `tool` if it runs (`--version`); a test that needs it fails otherwise, naming the Debian
+/// `package` that provides it (the tool tests are ignored by default, so they run only when asked).
+pub fn tool(tool: &'static str, package: &str) -> &'static str {
+    let outcome = std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    assert!(
+        outcome.as_ref().is_ok_and(|s| s.success()),
+        "{tool} does not run ({outcome:?}): `apt-get install {package}` provides it"
+    );
+    tool
+}

@@ -17,7 +17,7 @@ use meshkit_node::leadership::LeadershipView;
 use meshkit_node::metrics::catalogue::TRANSPORT_CERT_EXPIRY;
 use serde::Serialize;
 
-use super::{NodeArgs, fetch_peers, ok_body, with_client};
+use super::{NodeArgs, PeerFilter, fetch_peers, ok_body, with_client};
 
 /// A certificate closer than this to its end makes the mesh unhealthy: renew it now.
 const CERT_WARNING: Duration = Duration::from_secs(24 * 3600);
@@ -98,7 +98,7 @@ pub(crate) struct LeaseHolder {
 pub(crate) fn run(node: &NodeArgs, json: bool) -> Result<(), String> {
     let addr = node.addr.as_str();
     let (report, _) = with_client(&node.connect, false, async |client| {
-        let peers = fetch_peers(client, addr, None).await?;
+        let peers = fetch_peers(client, addr, &PeerFilter::default()).await?;
         let listed: Vec<&PeerJson> = peers.peers.iter().filter(|p| p.state != "left").collect();
         let mut members = Vec::new();
         let mut views = BTreeMap::new();
