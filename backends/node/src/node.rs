@@ -120,15 +120,27 @@ impl RunningNode {
     }
 
     /// Stops the node the way an operator means SIGTERM: it stops contending and releases the
-    /// leases it holds, leaves the mesh, goes on running for `linger` so that the departure
-    /// spreads by gossip (and the releases commit), then stops. Peers see it `left`, not dead,
-    /// and the other contenders for its leases ask for them as soon as they see it leave,
-    /// instead of waiting out the TTL.
+    /// leases it holds, waits (at most [`RELEASE_WAIT`]) until the voters have committed each
+    /// release, leaves the mesh, goes on running for `linger` so that the departure spreads by
+    /// gossip, then stops. Peers see it `left`, not dead, and the other contenders for its
+    /// leases ask for them as soon as they see it leave, instead of waiting out the TTL.
+    ///
+    /// Waiting for the commits matters on a loaded machine: a release still in flight when the
+    /// node stops (its request lost, or queued behind a slow Raft leader) leaves the lease held
+    /// by nobody alive until its TTL runs out.
     pub async fn shutdown_gracefully(self, linger: std::time::Duration) {
+        // Subscribe before the drain, so that no commit can slip past between the two.
+        let feed = match self.handle.leadership().await {
+            Ok(Some(view)) => self.handle.leadership_feed(view.last_seq).await.ok(),
+            _ => None,
+        };
         match self.handle.drain().await {
             Ok(released) if !released.is_empty() => {
-                let released: Vec<String> = released.iter().map(ToString::to_string).collect();
-                tracing::info!(?released, "leases released for the shutdown");
+                let names: Vec<String> = released.iter().map(ToString::to_string).collect();
+                tracing::info!(released = ?names, "releasing leases for the shutdown");
+                if let Some(feed) = feed {
+                    wait_for_releases(feed, names).await;
+                }
             }
             Ok(_) | Err(LeadershipError::Disabled) => {}
             Err(error) => tracing::warn!(%error, "leases not released before the shutdown"),
@@ -159,6 +171,44 @@ impl RunningNode {
             control.abort();
         }
         exit
+    }
+}
+
+/// How long a graceful shutdown waits for the voters to commit its releases before it leaves
+/// anyway: a few Raft round trips and a request retry, even on a loaded machine.
+pub const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until `feed` shows each of `scopes` released or otherwise given up (lost, expired,
+/// transferred), or [`RELEASE_WAIT`] has passed; says which were not confirmed.
+async fn wait_for_releases(mut feed: crate::driver::FeedSubscription, mut scopes: Vec<String>) {
+    use crate::leadership::Change;
+    use tokio::sync::broadcast::error::RecvError;
+    fn settle(scopes: &mut Vec<String>, change: &Change) {
+        if let Change::Released { scope, .. }
+        | Change::Lost { scope, .. }
+        | Change::Expired { scope, .. }
+        | Change::Transferred { scope, .. } = change
+        {
+            scopes.retain(|s| s != scope);
+        }
+    }
+    for entry in feed.backlog.iter().flatten() {
+        settle(&mut scopes, &entry.change);
+    }
+    let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
+    while !scopes.is_empty() {
+        match tokio::time::timeout_at(deadline, feed.live.recv()).await {
+            Ok(Ok(entry)) => settle(&mut scopes, &entry.change),
+            // Entries missed: what they said is unknown, so wait on for the rest of the time.
+            Ok(Err(RecvError::Lagged(_))) => {}
+            Ok(Err(RecvError::Closed)) | Err(_) => break,
+        }
+    }
+    if !scopes.is_empty() {
+        tracing::warn!(
+            unconfirmed = ?scopes,
+            "releases not confirmed by the voters before the shutdown: those leases stay held until their TTL"
+        );
     }
 }
 

@@ -24,8 +24,19 @@ use meshkit_node::leadership::{Change, FeedEntry, LeadershipView};
 const LEADERSHIP: &str = "[leadership]\nvoters = [1, 2, 3]\ncampaign = [\"global-control\"]\n\
     ttl = \"3s\"\n\n[leadership.raft]\ntick_interval = \"50ms\"\n";
 const ELECT_LIMIT: Duration = Duration::from_secs(20);
-/// Generous for a loaded 2-core machine; the measured figure is printed.
+/// How long the test waits for a new holder: a liveness bound only, generous for a loaded
+/// 2-core machine. The failover itself is asserted from the voters' own timestamps (below).
 const FAILOVER_LIMIT: Duration = Duration::from_secs(15);
+/// The lease of [`LEADERSHIP`].
+const TTL: Duration = Duration::from_secs(3);
+/// From the kill to a voter applying the lease's lapse: at most the TTL since the holder's last
+/// renewal, plus the commit of the expiry. If the holder also led Raft, the new leader first
+/// needs an election (10-20 ticks of 50 ms) and then treats the lease as live for a full TTL
+/// from its own stamp (docs/architecture.md, "Leases").
+const LAPSE_SLACK: Duration = Duration::from_secs(1);
+const RAFT_ELECTION_MAX: Duration = Duration::from_secs(1);
+/// From the lapse to the next grant, by the voter's clock: the contenders' asks and one commit.
+const VACANCY_LIMIT: Duration = Duration::from_millis(1500);
 const SCRAPE_LIMIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
 
@@ -115,6 +126,14 @@ fn until(
     None
 }
 
+/// Wall-clock now in Unix milliseconds, as the daemons stamp their feed entries.
+fn unix_ms() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970");
+    u64::try_from(since.as_millis()).expect("milliseconds fit in u64")
+}
+
 /// Starts five daemons in `dir`, node-1 first and the seed of the others.
 fn start_five(dir: &Path) -> BTreeMap<u64, Daemon> {
     let (ca, files) = meshkit_node::certs::write_dev_certs(dir, 5).unwrap();
@@ -158,8 +177,13 @@ async fn five_daemons_elect_and_fail_over_after_kill_9() {
     let before_crash = first_grant.last().unwrap().seq;
 
     // 3. kill -9 of the holder.
+    let holder_led_raft = leaders(&client, &daemons[&watcher_id])
+        .await
+        .and_then(|v| v.raft)
+        .is_some_and(|r| r.leader == Some(holder));
     let crashed = daemons.remove(&holder).unwrap();
     let killed_at = Instant::now();
+    let killed_unix_ms = unix_ms();
     drop(crashed); // SIGKILL, then reaped
     let mut new_holder = None;
     while killed_at.elapsed() < FAILOVER_LIMIT {
@@ -190,6 +214,36 @@ async fn five_daemons_elect_and_fail_over_after_kill_9() {
     let new_grant = seen.last().unwrap().seq;
     assert!(new_grant > before_crash);
     drop(watcher);
+
+    // The failover by the voter's own clock (its feed stamps), so a test process starved of
+    // CPU does not stretch it: the lease lapses within the TTL of the kill (plus an election and
+    // a second TTL if the holder led Raft) and is granted again soon after.
+    let lapsed = seen
+        .iter()
+        .find(|e| matches!(e.change, Change::LeaseExpired { holder: h, .. } if h == holder))
+        .unwrap_or_else(|| {
+            panic!("the watcher applied no lapse of node-{holder}'s lease: {seen:?}")
+        });
+    let granted = seen.last().unwrap();
+    let lapse = Duration::from_millis(lapsed.unix_ms.saturating_sub(killed_unix_ms));
+    let vacancy = Duration::from_millis(granted.unix_ms.saturating_sub(lapsed.unix_ms));
+    let lapse_limit = if holder_led_raft {
+        RAFT_ELECTION_MAX + TTL + TTL + LAPSE_SLACK
+    } else {
+        TTL + LAPSE_SLACK
+    };
+    println!(
+        "by the voter's clock: lapse {lapse:?} after the kill (limit {lapse_limit:?}, holder led \
+         Raft: {holder_led_raft}), granted {vacancy:?} after the lapse (limit {VACANCY_LIMIT:?})"
+    );
+    assert!(
+        lapse <= lapse_limit,
+        "lease lapsed {lapse:?} after the kill"
+    );
+    assert!(
+        vacancy <= VACANCY_LIMIT,
+        "granted {vacancy:?} after the lapse"
+    );
 
     // 5. ... and, reconnecting with its last id before the crash, gets everything after it,
     // in order, without gaps, the new grant included.

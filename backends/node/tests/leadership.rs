@@ -23,6 +23,8 @@ const LEADERSHIP: &str = "[leadership]\nvoters = [1, 2, 3]\ncampaign = [\"global
 
 const ELECT_LIMIT: Duration = Duration::from_secs(15);
 const FAILOVER_LIMIT: Duration = Duration::from_secs(15);
+/// A graceful handover, release committed to the next grant, by the voters' clocks.
+const HANDOVER_LIMIT: Duration = Duration::from_secs(1);
 
 /// The nodes that believe they hold `global-control`, with their tokens.
 async fn holders(nodes: &[RunningNode]) -> Vec<(NodeId, u64)> {
@@ -378,13 +380,15 @@ async fn a_graceful_shutdown_hands_the_lease_over_long_before_its_ttl() {
     })
     .await;
     assert!(left, "the survivors do not all see node {first} as left");
-    // The surviving voters timed the handover (release to grant) for the vacancy histogram.
+    // The surviving voters timed the handover (release committed to the next grant) by their
+    // own clocks, so a test process starved of CPU does not stretch it: about 50 ms when the
+    // machine is quiet (docs/benchmarks.md), at most HANDOVER_LIMIT here.
     for n in &nodes {
         let snapshot = n.handle().snapshot().await.unwrap();
         let (_, stats) = snapshot.leadership.expect("a voter's leadership");
         let vacancy = stats.vacancy.other;
         assert_eq!(vacancy.count, 1, "node {}: {vacancy:?}", n.id());
-        assert!(vacancy.sum < Duration::from_secs(5), "{vacancy:?}");
+        assert!(vacancy.sum <= HANDOVER_LIMIT, "{vacancy:?}");
     }
     for n in nodes {
         n.stop().await;
