@@ -192,6 +192,20 @@ pub enum LeadershipError {
     /// The lease operation was refused or failed.
     #[error(transparent)]
     Lease(#[from] meshkit::lease::LeaseError),
+    /// An operator's lock was refused: the node is drained (it takes no lease until resumed).
+    #[error(
+        "this node is drained: it takes no lease until `meshctl resume` (or lock through another node)"
+    )]
+    Draining,
+    /// An operator's lock was refused: the node contends for the scope from its configuration
+    /// (`[leadership] campaign`), so the lease is the node's own, not a session's.
+    #[error(
+        "this node contends for {scope} from its configuration ([leadership] campaign): lock a scope no node campaigns for"
+    )]
+    Campaigned {
+        /// The scope.
+        scope: String,
+    },
     /// The driver has stopped.
     #[error(transparent)]
     Stopped(#[from] DriverStopped),
@@ -338,6 +352,35 @@ impl NodeHandle {
         self.lease(LeaseRequest::Release { scope }).await
     }
 
+    /// An operator's lock: acquires `scope` for `ttl` only if this node neither holds it nor
+    /// contends for it, and is not drained (see [`LeaseRequest::AcquireNew`]). The lease is
+    /// not renewed by itself: renew it with [`renew_held`](Self::renew_held) within `ttl`.
+    pub async fn acquire_new(
+        &self,
+        scope: Scope,
+        ttl: Duration,
+    ) -> Result<FencingToken, LeadershipError> {
+        self.lease(LeaseRequest::AcquireNew { scope, ttl }).await
+    }
+
+    /// Renews `scope` if this node holds it under `token` (an operator's session).
+    pub async fn renew_held(
+        &self,
+        scope: Scope,
+        token: FencingToken,
+    ) -> Result<FencingToken, LeadershipError> {
+        self.lease(LeaseRequest::RenewHeld { scope, token }).await
+    }
+
+    /// Releases `scope` if this node holds it under `token` (an operator's session).
+    pub async fn release_held(
+        &self,
+        scope: Scope,
+        token: FencingToken,
+    ) -> Result<FencingToken, LeadershipError> {
+        self.lease(LeaseRequest::ReleaseHeld { scope, token }).await
+    }
+
     /// Hands this node's lease on `scope` to `to` and waits for the outcome (the new holder's
     /// token). This node stops contending for the scope.
     pub async fn transfer(
@@ -352,7 +395,7 @@ impl NodeHandle {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Lease { request, reply }).await?;
         match rx.await {
-            Ok(outcome) => Ok(outcome?),
+            Ok(outcome) => outcome,
             // The driver dropped the reply: it runs no leadership, or it stopped.
             Err(_) => Err(if self.commands.is_closed() {
                 LeadershipError::Stopped(DriverStopped)
@@ -503,6 +546,10 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                 let _ = reply.send(subscription);
             }
             Command::Lease { request, reply } => match &mut self.leadership {
+                // A drained node takes no operator's lock (its campaign is withdrawn too).
+                Some(_) if self.draining && matches!(request, LeaseRequest::AcquireNew { .. }) => {
+                    let _ = reply.send(Err(LeadershipError::Draining));
+                }
                 Some(l) => l.request(now, &mut self.node, request, reply),
                 // Answered by the handle before it sends the command; cannot happen.
                 None => drop(reply),

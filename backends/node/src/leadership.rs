@@ -468,7 +468,7 @@ pub(crate) struct Leadership {
 }
 
 /// How a host's lease request ended: the token (the new holder's, for a transfer), or why not.
-pub type LeaseOutcome = Result<FencingToken, LeaseError>;
+pub type LeaseOutcome = Result<FencingToken, crate::driver::LeadershipError>;
 
 /// A lease request of the host application or an operator.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -497,6 +497,32 @@ pub enum LeaseRequest {
     Release {
         /// The scope.
         scope: Scope,
+    },
+    /// An operator's lock (`POST /control/leases/acquire`, `meshctl lock`): acquire `scope`
+    /// for `ttl` only if this node neither holds it already nor contends for it from its
+    /// configuration, so that two sessions through one node never share one grant. Refused
+    /// with [`LeaseError::Held`] (naming this node) or
+    /// [`LeadershipError::Campaigned`](crate::driver::LeadershipError::Campaigned).
+    AcquireNew {
+        /// The scope.
+        scope: Scope,
+        /// The TTL.
+        ttl: Duration,
+    },
+    /// Renew `scope` only if it is held under `token` (the session that acquired it); refused
+    /// with [`LeaseError::NotHeld`] or [`LeaseError::StaleToken`] otherwise.
+    RenewHeld {
+        /// The scope.
+        scope: Scope,
+        /// The token the session holds.
+        token: FencingToken,
+    },
+    /// Release `scope` only if it is held under `token`; refused as [`Self::RenewHeld`] is.
+    ReleaseHeld {
+        /// The scope.
+        scope: Scope,
+        /// The token the session holds.
+        token: FencingToken,
     },
 }
 
@@ -645,7 +671,7 @@ impl Leadership {
             }
             LeadershipEvent::Lost { scope, reason, .. } => {
                 self.stats.relinquished += 1;
-                self.answer_any(scope, Err(reason.clone()));
+                self.answer_any(scope, Err(reason.clone().into()));
             }
             LeadershipEvent::Released { scope, token } => {
                 self.stats.relinquished += 1;
@@ -659,7 +685,7 @@ impl Leadership {
                     .find(|(_, w)| w.request == *request)
                     .map(|(s, _)| s.clone());
                 if let Some(scope) = scope {
-                    self.answer_any(&scope, Err(error.clone()));
+                    self.answer_any(&scope, Err(error.clone().into()));
                 }
             }
             _ => {}
@@ -694,12 +720,19 @@ impl Leadership {
         request: LeaseRequest,
         reply: oneshot::Sender<LeaseOutcome>,
     ) {
+        let request = match Self::check_session(now, node, request) {
+            Ok(request) => request,
+            Err(refused) => {
+                let _ = reply.send(Err(refused));
+                return;
+            }
+        };
         let (scope, started, ends) = match request {
-            LeaseRequest::Acquire { scope, ttl } => {
+            LeaseRequest::Acquire { scope, ttl } | LeaseRequest::AcquireNew { scope, ttl } => {
                 let r = node.acquire(now, scope.clone(), ttl);
                 (scope, r, Ends::Grant)
             }
-            LeaseRequest::Renew { scope } => {
+            LeaseRequest::Renew { scope } | LeaseRequest::RenewHeld { scope, .. } => {
                 let r = node.renew(now, scope.clone());
                 (scope, r, Ends::Grant)
             }
@@ -707,7 +740,7 @@ impl Leadership {
                 let r = node.transfer(now, scope.clone(), to);
                 (scope, r, Ends::Transfer)
             }
-            LeaseRequest::Release { scope } => {
+            LeaseRequest::Release { scope } | LeaseRequest::ReleaseHeld { scope, .. } => {
                 let r = node.release(now, &scope);
                 (scope, r, Ends::Release)
             }
@@ -725,11 +758,62 @@ impl Leadership {
                 self.waiters.insert(scope, waiter);
             }
             Err(CommandError::Lease(error)) => {
-                let _ = reply.send(Err(error));
+                let _ = reply.send(Err(error.into()));
             }
             // `start` always gives the node a client; a reply dropped reads as "disabled".
             Err(_) => drop(reply),
         }
+    }
+
+    /// The guards of an operator's session requests, checked in the driver's step so that no
+    /// other request falls between the check and the request: `request` if it may go ahead.
+    fn check_session(
+        now: Instant,
+        node: &Node,
+        request: LeaseRequest,
+    ) -> Result<LeaseRequest, crate::driver::LeadershipError> {
+        let held = |scope: &Scope| node.held().find(|(s, _)| *s == scope).map(|(_, h)| *h);
+        match &request {
+            LeaseRequest::AcquireNew { scope, .. } => {
+                if let Some(h) = held(scope) {
+                    return Err(LeaseError::Held {
+                        scope: scope.clone(),
+                        holder: node.local_id(),
+                        token: h.token,
+                        expires_in: h.expires.saturating_duration_since(now),
+                    }
+                    .into());
+                }
+                if node
+                    .campaign()
+                    .is_some_and(|c| c.scopes().any(|s| s == scope))
+                {
+                    return Err(crate::driver::LeadershipError::Campaigned {
+                        scope: scope.to_string(),
+                    });
+                }
+            }
+            LeaseRequest::RenewHeld { scope, token }
+            | LeaseRequest::ReleaseHeld { scope, token } => match held(scope) {
+                None => {
+                    return Err(LeaseError::NotHeld {
+                        scope: scope.clone(),
+                    }
+                    .into());
+                }
+                Some(h) if h.token != *token => {
+                    return Err(LeaseError::StaleToken {
+                        scope: scope.clone(),
+                        presented: *token,
+                        current: h.token,
+                    }
+                    .into());
+                }
+                Some(_) => {}
+            },
+            _ => {}
+        }
+        Ok(request)
     }
 
     /// Stops contending for every scope and releases what is held (a drain). Returns the scopes

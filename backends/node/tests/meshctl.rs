@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use common::{
@@ -223,6 +223,259 @@ async fn operators_transfer_drain_resume_and_filter_from_the_environment() {
     // No shard leases: said in words, not an empty table.
     let shards = stdout(&meshctl(&dir, &nodes[0], &["shards", "list"]).await);
     assert!(shards.contains("holds no shard lease"), "{shards}");
+
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// `meshctl args` against `node` as a child process (stdout and stderr to `name.out` and
+/// `name.err` in `dir`), for the commands that run while the test acts.
+fn spawn_meshctl(dir: &TempDir, node: &RunningNode, name: &str, args: &[&str]) -> Child {
+    let token = common::token(dir.path(), "meshctl-test", Scope::Operate);
+    let out = std::fs::File::create(dir.path().join(format!("{name}.out"))).unwrap();
+    let err = std::fs::File::create(dir.path().join(format!("{name}.err"))).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(args)
+        .env("MESHCTL_ADDR", node.control_addr().unwrap().to_string())
+        .env("MESHCTL_CA", dir.path().join("ca.pem"))
+        .env("MESHCTL_TOKEN", token)
+        .env(
+            "MESHCTL_STATE",
+            dir.path().join(format!("{name}-state.json")),
+        )
+        .env("DIR", dir.path())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("meshctl starts")
+}
+
+fn read(dir: &TempDir, file: &str) -> String {
+    std::fs::read_to_string(dir.path().join(file)).unwrap_or_default()
+}
+
+/// Waits (bounded) for `child` to exit: its status.
+async fn exit_of(child: &mut Child) -> std::process::ExitStatus {
+    let mut status = None;
+    let exited = eventually(LIMIT, || {
+        status = status.or_else(|| child.try_wait().unwrap());
+        std::future::ready(status.is_some())
+    })
+    .await;
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    status.expect("meshctl exits in time")
+}
+
+/// Whether `node` holds `scope`.
+async fn holds(node: &RunningNode, scope: &str) -> bool {
+    let view = node.handle().leadership().await.unwrap().unwrap();
+    view.held.iter().any(|h| h.scope == scope)
+}
+
+/// `lock` and `elect` against real nodes: the grant reaches the command's environment, the
+/// command's status is meshctl's, a second session through the same node waits for the first
+/// and gets a higher token, a drained node's loss stops the command (SIGTERM, then SIGKILL past
+/// the grace when the command ignores it), `elect` campaigns again after a loss, SIGTERM to
+/// meshctl reaches the command, and every lease is released at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_and_elect_run_commands_under_a_lease() {
+    let dir = TempDir::new("meshctl-lock");
+    let nodes = start_cluster_with(dir.path(), 3, LEADERSHIP).await;
+    single_global_control_holder(&nodes, LIMIT).await;
+    let (first, second, third) = (&nodes[0], &nodes[1], &nodes[2]);
+
+    // The grant in the environment, CMD's status passed on, the lease released after.
+    let mut once = spawn_meshctl(
+        &dir,
+        first,
+        "once",
+        &[
+            "lock",
+            "lock/job",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$MESHKIT_SCOPE $MESHKIT_FENCING_TOKEN $MESHKIT_HOLDER\"; exit 7",
+        ],
+    );
+    let status = exit_of(&mut once).await;
+    let (out, err) = (read(&dir, "once.out"), read(&dir, "once.err"));
+    assert_eq!(status.code(), Some(7), "CMD's status: {out}{err}");
+    let fields: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(fields.len(), 3, "{out}");
+    assert_eq!((fields[0], fields[2]), ("lock/job", "1"), "{out}");
+    let events: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object a line with --json"))
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(kinds, ["acquired", "exited", "released"], "{err}");
+    assert_eq!(events[0]["token"].to_string(), fields[1], "{err}");
+    assert!(!holds(first, "lock/job").await, "released when CMD exits");
+    let first_token: u64 = fields[1].parse().unwrap();
+
+    // Two sessions through one node: the second waits until the first's command exits.
+    let mut a = spawn_meshctl(
+        &dir,
+        first,
+        "a",
+        &[
+            "lock",
+            "lock/job",
+            "--",
+            "sh",
+            "-c",
+            "echo $MESHKIT_FENCING_TOKEN > \"$DIR/a-token\"; \
+             while [ ! -e \"$DIR/a-go\" ]; do sleep 0.05; done",
+        ],
+    );
+    assert!(
+        eventually(LIMIT, || std::future::ready(
+            !read(&dir, "a-token").is_empty()
+        ))
+        .await,
+        "a runs: {}",
+        read(&dir, "a.err")
+    );
+    let mut b = spawn_meshctl(
+        &dir,
+        first,
+        "b",
+        &[
+            "lock",
+            "lock/job",
+            "--retry",
+            "100ms",
+            "--",
+            "sh",
+            "-c",
+            "echo $MESHKIT_FENCING_TOKEN > \"$DIR/b-token\"",
+        ],
+    );
+    assert!(
+        eventually(LIMIT, || std::future::ready(
+            read(&dir, "b.err").contains("waiting for lock/job: held by node 1 (token ")
+        ))
+        .await,
+        "b waits: {}",
+        read(&dir, "b.err")
+    );
+    assert!(
+        read(&dir, "b-token").is_empty(),
+        "b ran while a held the lock"
+    );
+    std::fs::write(dir.path().join("a-go"), "").unwrap();
+    assert!(exit_of(&mut a).await.success(), "{}", read(&dir, "a.err"));
+    assert!(exit_of(&mut b).await.success(), "{}", read(&dir, "b.err"));
+    let token = |file| read(&dir, file).trim().parse::<u64>().unwrap();
+    assert!(first_token < token("a-token") && token("a-token") < token("b-token"));
+
+    // A lock lost (its node drained): SIGTERM to the command, meshctl exits 1 though the
+    // command exits 0 on it.
+    let mut lost = spawn_meshctl(
+        &dir,
+        second,
+        "lost",
+        &[
+            "lock",
+            "lock/lost",
+            "--ttl",
+            "3s",
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo stopped > \"$DIR/lost-term\"; exit 0' TERM; \
+             echo $MESHKIT_FENCING_TOKEN > \"$DIR/lost-token\"; \
+             while :; do sleep 0.05; done",
+        ],
+    );
+    assert!(
+        eventually(LIMIT, || std::future::ready(
+            !read(&dir, "lost-token").is_empty()
+        ))
+        .await,
+        "{}",
+        read(&dir, "lost.err")
+    );
+    second.handle().drain().await.unwrap();
+    let status = exit_of(&mut lost).await;
+    let err = read(&dir, "lost.err");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("meshctl: lost lock/lost"), "{err}");
+    assert_eq!(read(&dir, "lost-term").trim(), "stopped", "{err}");
+    // A drained node takes no session: a lock waits, saying why.
+    let mut drained = spawn_meshctl(
+        &dir,
+        second,
+        "drained",
+        &["lock", "lock/lost", "--timeout", "1s", "--", "true"],
+    );
+    assert_eq!(exit_of(&mut drained).await.code(), Some(1));
+    let err = read(&dir, "drained.err");
+    assert!(err.contains("this node is drained"), "{err}");
+    second.handle().resume().await.unwrap();
+
+    // elect: a command that ignores SIGTERM is killed after the grace, the session campaigns
+    // again and wins once its node resumes; SIGTERM to meshctl stops the command, releases.
+    let mut elect = spawn_meshctl(
+        &dir,
+        third,
+        "elect",
+        &[
+            "elect",
+            "election/e",
+            "--ttl",
+            "3s",
+            "--grace",
+            "500ms",
+            "--retry",
+            "100ms",
+            "--",
+            "sh",
+            "-c",
+            "trap '' TERM; echo $MESHKIT_FENCING_TOKEN >> \"$DIR/e-tokens\"; \
+             while :; do sleep 0.05; done",
+        ],
+    );
+    let terms = || read(&dir, "e-tokens").lines().count();
+    assert!(
+        eventually(LIMIT, || std::future::ready(terms() == 1)).await,
+        "{}",
+        read(&dir, "elect.err")
+    );
+    third.handle().drain().await.unwrap();
+    assert!(
+        eventually(LIMIT, || std::future::ready(
+            read(&dir, "elect.err").contains("waiting for election/e: this node is drained")
+        ))
+        .await,
+        "{}",
+        read(&dir, "elect.err")
+    );
+    third.handle().resume().await.unwrap();
+    assert!(
+        eventually(LIMIT, || std::future::ready(terms() == 2)).await,
+        "{}",
+        read(&dir, "elect.err")
+    );
+    let tokens: Vec<u64> = read(&dir, "e-tokens")
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert!(tokens[0] < tokens[1], "{tokens:?}");
+    assert!(holds(third, "election/e").await);
+    let pid = rustix::process::Pid::from_raw(elect.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = exit_of(&mut elect).await;
+    let err = read(&dir, "elect.err");
+    assert_eq!(status.code(), Some(137), "killed after the grace: {err}");
+    assert!(err.contains("released election/e"), "{err}");
+    assert!(!holds(third, "election/e").await);
 
     for n in nodes {
         n.stop().await;

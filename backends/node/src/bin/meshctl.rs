@@ -16,6 +16,8 @@
 //!                                               quorum, lease holders, certificate expiry;
 //!                                               exits 1 when the mesh is unhealthy
 //! meshctl clusters | versions                   members by cluster and region; versions in use
+//! meshctl lock SCOPE -- CMD                     runs CMD while holding a lease on SCOPE
+//! meshctl elect SCOPE -- CMD                    runs CMD whenever elected for SCOPE
 //! meshctl transport stats [--addr HOST:PORT] [--json|--prometheus] [--reset]
 //!                                               requests by protocol and HTTP/3 fallbacks
 //! ```
@@ -51,6 +53,8 @@ use serde::{Deserialize, Serialize};
 
 #[path = "meshctl/health.rs"]
 mod health;
+#[path = "meshctl/session.rs"]
+mod session;
 
 /// Most node certificates one `certs init` makes.
 const MAX_NODES: u64 = 1000;
@@ -150,6 +154,55 @@ enum Command {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Runs a command while holding a lease on SCOPE, as `consul lock`: waits for the lease
+    /// (the node at --addr holds it for this session), runs CMD with MESHKIT_SCOPE,
+    /// MESHKIT_FENCING_TOKEN, MESHKIT_HOLDER and MESHKIT_LEASE_TTL_MS in its environment, renews
+    /// the lease while CMD runs, stops CMD (SIGTERM to its process group, SIGKILL after --grace)
+    /// if the lease is lost, releases it when CMD exits, and exits with CMD's status (after a
+    /// loss: CMD's status if not 0, else 1). Session lines go to stderr.
+    Lock {
+        #[command(flatten)]
+        session: SessionArgs,
+        /// Give up waiting for the lease after this long, such as 30s (default: wait).
+        #[arg(long)]
+        timeout: Option<String>,
+    },
+    /// Runs a command whenever this session wins the election for SCOPE, as `etcdctl elect`:
+    /// campaigns for the lease, runs CMD while it is held (environment as for `lock`), stops CMD
+    /// when the lease is lost and campaigns again (or exits, with --once), until CMD exits by
+    /// itself: then the lease is released and meshctl exits with CMD's status.
+    Elect {
+        #[command(flatten)]
+        session: SessionArgs,
+        /// Exit after a lost lease instead of campaigning again.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+/// What `lock` and `elect` share.
+#[derive(Debug, Args)]
+struct SessionArgs {
+    /// The scope, such as lock/backup or election/reporter (not one a node campaigns for).
+    scope: String,
+    /// The lease's TTL: how long the lease outlives a session that stops renewing it.
+    #[arg(long, default_value = "10s")]
+    ttl: String,
+    /// How long to wait between two asks while another holds the lease.
+    #[arg(long, default_value = "1s")]
+    retry: String,
+    /// How long CMD gets between SIGTERM and SIGKILL once the lease is lost.
+    #[arg(long, default_value = "5s")]
+    grace: String,
+    /// Write the session's lines (waiting, acquired, lost, exited, released) as JSON objects,
+    /// one a line, on stderr.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    node: NodeArgs,
+    /// The command and its arguments, after --.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -488,6 +541,12 @@ fn main() -> ExitCode {
         Command::Health { json, node } => health::run(&node, json),
         Command::Clusters { json, node } => clusters(&node, json),
         Command::Versions { json, node } => versions(&node, json),
+        Command::Lock { session, timeout } => {
+            return session_exit(run_session(session, session::Mode::Lock, timeout, false));
+        }
+        Command::Elect { session, once } => {
+            return session_exit(run_session(session, session::Mode::Elect, None, once));
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -496,6 +555,49 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A session's exit code: CMD's, or 1 with the error on stderr.
+fn session_exit(result: Result<u8, String>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(message) => {
+            eprintln!("meshctl: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_session(
+    args: SessionArgs,
+    mode: session::Mode,
+    timeout: Option<String>,
+    once: bool,
+) -> Result<u8, String> {
+    let duration = |flag: &str, text: &str| {
+        meshkit::config::parse_duration(text).map_err(|e| format!("{flag} {text:?}: {e}"))
+    };
+    let ttl = duration("--ttl", &args.ttl)?;
+    let retry = duration("--retry", &args.retry)?;
+    if retry.is_zero() {
+        return Err("--retry must be more than 0, such as 1s".to_owned());
+    }
+    let options = session::Options {
+        mode,
+        scope: args.scope,
+        ttl,
+        retry,
+        grace: duration("--grace", &args.grace)?,
+        timeout: timeout.map(|t| duration("--timeout", &t)).transpose()?,
+        once,
+        json: args.json,
+        command: args.command,
+    };
+    let addr = args.node.addr.as_str();
+    let (code, _) = with_client(&args.node.connect, false, async |client| {
+        session::run(client, addr, &options).await
+    })?;
+    Ok(code)
 }
 
 fn clusters(node: &NodeArgs, json: bool) -> Result<(), String> {

@@ -14,6 +14,12 @@
 //!   (`shard/{namespace}/{id}`) only: who owns which shard, and ownership changes.
 //! * `POST /control/leases/transfer` (`{"scope": "...", "to": 3}`): hands a lease this node
 //!   holds to another node and answers with the new holder's token.
+//! * `POST /control/leases/acquire` (`{"scope": "...", "ttl_ms": 10000}`),
+//!   `POST /control/leases/renew` and `POST /control/leases/release`
+//!   (`{"scope": "...", "token": 7}`): an operator's lock session (`meshctl lock`/`elect`). The
+//!   node acquires the scope in its own name only if it neither holds it nor contends for it,
+//!   and is not drained; the lease is renewed only when the session asks, with the token it
+//!   got, so a session that stops asking loses the lease after its TTL.
 //! * `POST /control/drain` and `POST /control/resume`: stop contending and release every lease
 //!   held (publishing `draining` in the node's metadata), and undo it.
 
@@ -63,7 +69,8 @@ fn leadership_error(e: &LeadershipError) -> Response {
     let status = match e {
         LeadershipError::Disabled => StatusCode::NOT_FOUND,
         LeadershipError::Gap(_) => StatusCode::GONE,
-        LeadershipError::Stopped(_) => StatusCode::SERVICE_UNAVAILABLE,
+        LeadershipError::Stopped(_) | LeadershipError::Draining => StatusCode::SERVICE_UNAVAILABLE,
+        LeadershipError::Campaigned { .. } => StatusCode::BAD_REQUEST,
         LeadershipError::Lease(lease) => match lease {
             LeaseError::NoQuorum { .. } | LeaseError::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -363,6 +370,136 @@ pub(super) async fn transfer(
         .into_response(),
         Err(e) => leadership_error(&e),
     }
+}
+
+/// The body of `POST /control/leases/acquire`. Unknown fields are refused (422), as for a
+/// transfer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireRequest {
+    /// The scope to lock, such as `lock/backup`.
+    pub scope: String,
+    /// How long the lease lasts unless renewed, in milliseconds (within the node's
+    /// `[leadership.lease]` TTL bounds).
+    pub ttl_ms: u64,
+}
+
+/// The body of `POST /control/leases/renew` and `POST /control/leases/release`: the session's
+/// scope and the token it was granted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRequest {
+    /// The scope.
+    pub scope: String,
+    /// The fencing token the acquisition answered with.
+    pub token: u64,
+}
+
+/// The answer to an acquisition, a renewal or a release.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionResponse {
+    /// The scope.
+    pub scope: String,
+    /// The node that holds (or held) it: the one asked.
+    pub holder: u64,
+    /// The fencing token of the grant (unchanged by renewals).
+    pub token: u64,
+}
+
+fn bad_scope(e: &impl ToString) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        &format!("field `scope`: {}", e.to_string()),
+    )
+}
+
+/// The body of a refused acquisition when the scope is held (409): who holds it, so that a
+/// waiting session can say so (and notice when the holder changes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldBody {
+    /// What went wrong, in words.
+    pub error: String,
+    /// The holder.
+    pub holder: u64,
+    /// The holder's fencing token.
+    pub token: u64,
+    /// Time left on the holder's lease when the voters refused, in milliseconds.
+    pub expires_in_ms: u64,
+}
+
+fn session_answer(
+    node: &NodeHandle,
+    scope: String,
+    outcome: Result<meshkit::lease::FencingToken, LeadershipError>,
+) -> Response {
+    match outcome {
+        Ok(token) => Json(SessionResponse {
+            scope,
+            holder: node.id().get(),
+            token: token.get(),
+        })
+        .into_response(),
+        Err(LeadershipError::Lease(LeaseError::Held {
+            scope,
+            holder,
+            token,
+            expires_in,
+        })) => {
+            let expires_in_ms = u64::try_from(expires_in.as_millis()).unwrap_or(u64::MAX);
+            let body = HeldBody {
+                error: format!(
+                    "{scope} is held by node {} with token {} for another {:.1} s at least",
+                    holder.get(),
+                    token.get(),
+                    expires_in.as_secs_f64()
+                ),
+                holder: holder.get(),
+                token: token.get(),
+                expires_in_ms,
+            };
+            (StatusCode::CONFLICT, Json(body)).into_response()
+        }
+        Err(e) => leadership_error(&e),
+    }
+}
+
+pub(super) async fn acquire(
+    State(node): State<NodeHandle>,
+    Json(request): Json<AcquireRequest>,
+) -> Response {
+    let scope: Scope = match request.scope.parse() {
+        Ok(s) => s,
+        Err(e) => return bad_scope(&e),
+    };
+    let ttl = Duration::from_millis(request.ttl_ms);
+    let outcome = node.acquire_new(scope, ttl).await;
+    session_answer(&node, request.scope, outcome)
+}
+
+pub(super) async fn renew(
+    State(node): State<NodeHandle>,
+    Json(request): Json<SessionRequest>,
+) -> Response {
+    let scope: Scope = match request.scope.parse() {
+        Ok(s) => s,
+        Err(e) => return bad_scope(&e),
+    };
+    let token = meshkit::lease::FencingToken::new(request.token);
+    let outcome = node.renew_held(scope, token).await;
+    session_answer(&node, request.scope, outcome)
+}
+
+pub(super) async fn release(
+    State(node): State<NodeHandle>,
+    Json(request): Json<SessionRequest>,
+) -> Response {
+    let scope: Scope = match request.scope.parse() {
+        Ok(s) => s,
+        Err(e) => return bad_scope(&e),
+    };
+    let token = meshkit::lease::FencingToken::new(request.token);
+    let outcome = node.release_held(scope, token).await;
+    session_answer(&node, request.scope, outcome)
 }
 
 /// The answer to a drain.

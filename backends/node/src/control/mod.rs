@@ -129,6 +129,9 @@ fn http_routes() -> Routes<NodeHandle> {
         .get("/control/events/shards", leadership::shard_events)
         .get("/control/events/leadership", leadership::leadership_events)
         .post("/control/leases/transfer", leadership::transfer)
+        .post("/control/leases/acquire", leadership::acquire)
+        .post("/control/leases/renew", leadership::renew)
+        .post("/control/leases/release", leadership::release)
         .post("/control/drain", leadership::drain)
         .post("/control/resume", leadership::resume)
 }

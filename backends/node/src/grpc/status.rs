@@ -99,6 +99,8 @@ impl CallError {
                 LeadershipError::Gap(_) => Code::OutOfRange,
                 LeadershipError::Stopped(_) => Code::Unavailable,
                 LeadershipError::Lease(lease) => lease_code(lease),
+                LeadershipError::Draining => Code::Unavailable,
+                LeadershipError::Campaigned { .. } => Code::FailedPrecondition,
             },
         }
     }
