@@ -11,7 +11,8 @@ use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use common::{
-    TempDir, eventually, global_control_holders, single_global_control_holder, start_cluster_with,
+    TempDir, eventually, global_control_holders, single_global_control_holder, start_cluster,
+    start_cluster_with,
 };
 use meshkit_node::node::RunningNode;
 use meshkit_node::scope::Scope;
@@ -30,7 +31,8 @@ async fn meshctl(dir: &TempDir, node: &RunningNode, args: &[&str]) -> Output {
         .env("MESHCTL_ADDR", node.control_addr().unwrap().to_string())
         .env("MESHCTL_CA", dir.path().join("ca.pem"))
         .env("MESHCTL_TOKEN", token)
-        .env("MESHCTL_STATE", dir.path().join("meshctl-state.json"));
+        .env("MESHCTL_STATE", dir.path().join("meshctl-state.json"))
+        .env("MESHCTL_CONFIG", dir.path().join("no-meshctl.toml"));
     tokio::task::spawn_blocking(move || command.output().expect("meshctl runs"))
         .await
         .unwrap()
@@ -244,6 +246,7 @@ fn spawn_meshctl(dir: &TempDir, node: &RunningNode, name: &str, args: &[&str]) -
             "MESHCTL_STATE",
             dir.path().join(format!("{name}-state.json")),
         )
+        .env("MESHCTL_CONFIG", dir.path().join("no-meshctl.toml"))
         .env("DIR", dir.path())
         .stdout(out)
         .stderr(err)
@@ -476,6 +479,172 @@ async fn lock_and_elect_run_commands_under_a_lease() {
     assert_eq!(status.code(), Some(137), "killed after the grace: {err}");
     assert!(err.contains("released election/e"), "{err}");
     assert!(!holds(third, "election/e").await);
+
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// `meshctl args` run in `cwd` with only the config file and the state file from the
+/// environment, plus `env`: every other setting comes from flags or a context.
+async fn meshctl_in(
+    dir: &TempDir,
+    cwd: &std::path::Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_meshctl"));
+    for var in [
+        "MESHCTL_ADDR",
+        "MESHCTL_CA",
+        "MESHCTL_CERT",
+        "MESHCTL_KEY",
+        "MESHCTL_TOKEN",
+        "MESHCTL_CONTEXT",
+    ] {
+        command.env_remove(var);
+    }
+    command
+        .args(args)
+        .current_dir(cwd)
+        .env("MESHCTL_CONFIG", dir.path().join("meshctl.toml"))
+        .env("MESHCTL_STATE", dir.path().join("contexts-state.json"))
+        .envs(env.iter().copied());
+    tokio::task::spawn_blocking(move || command.output().expect("meshctl runs"))
+        .await
+        .unwrap()
+}
+
+/// The id of the node that answered `peers list --json`.
+fn answered(out: &Output) -> u64 {
+    let json: serde_json::Value = serde_json::from_str(&stdout(out)).expect("JSON");
+    json["local"].as_u64().expect("local")
+}
+
+fn stderr(out: &Output) -> String {
+    assert!(!out.status.success(), "meshctl should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Contexts: `config set-context|use-context|get-contexts|current-context`, and each setting
+/// taken from its flag, else its environment variable, else the context (`--context`,
+/// `MESHCTL_CONTEXT` or the current one), else the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contexts_fill_what_flags_and_the_environment_leave_unset() {
+    let dir = TempDir::new("meshctl-contexts");
+    let nodes = start_cluster(dir.path(), 3).await;
+    let addr = |i: usize| nodes[i].control_addr().unwrap().to_string();
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let token_file = common::observer_token_file(dir.path());
+    let ca = dir.path().join("ca.pem");
+    let (ca, token_file) = (ca.to_str().unwrap(), token_file.to_str().unwrap());
+    let cwd = elsewhere.as_path();
+
+    // No config file yet: the defaults (certs/ca.pem, relative to where meshctl runs).
+    let none = meshctl_in(&dir, cwd, &[], &["config", "current-context"]).await;
+    assert!(
+        stderr(&none).contains("no current context"),
+        "{}",
+        stderr(&none)
+    );
+    let default_ca = meshctl_in(&dir, cwd, &[], &["peers", "list"]).await;
+    assert!(
+        stderr(&default_ca).contains("certs/ca.pem"),
+        "{}",
+        stderr(&default_ca)
+    );
+
+    for (name, at) in [("good", addr(0)), ("bad", "127.0.0.1:1".to_owned())] {
+        let set = &[
+            "config",
+            "set-context",
+            name,
+            "--addr",
+            &at,
+            "--ca",
+            ca,
+            "--token-file",
+            token_file,
+        ];
+        let saved = stdout(&meshctl_in(&dir, cwd, &[], set).await);
+        assert!(
+            saved.contains(&format!("context {name:?} saved")),
+            "{saved}"
+        );
+    }
+    let set = &[
+        "config",
+        "set-context",
+        "noaddr",
+        "--ca",
+        ca,
+        "--token-file",
+        token_file,
+    ];
+    stdout(&meshctl_in(&dir, cwd, &[], set).await);
+    // The first context made is the current one.
+    let current = stdout(&meshctl_in(&dir, cwd, &[], &["config", "current-context"]).await);
+    assert_eq!(current.trim(), "good");
+    let table = stdout(&meshctl_in(&dir, cwd, &[], &["config", "get-contexts"]).await);
+    let star = table
+        .lines()
+        .find(|l| l.starts_with('*'))
+        .unwrap_or_default();
+    assert!(star.contains("good") && star.contains(&addr(0)), "{table}");
+    assert_eq!(
+        table.lines().count(),
+        4,
+        "a header and three contexts: {table}"
+    );
+    let json = stdout(&meshctl_in(&dir, cwd, &[], &["config", "get-contexts", "--json"]).await);
+    let json: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(json["contexts"]["bad"]["addr"], "127.0.0.1:1", "{json}");
+
+    // The context fills the address, the CA and the token.
+    let list = ["peers", "list", "--json"];
+    assert_eq!(answered(&meshctl_in(&dir, cwd, &[], &list).await), 1);
+    // --context and MESHCTL_CONTEXT choose another.
+    let bad = meshctl_in(&dir, cwd, &[], &["--context", "bad", "peers", "list"]).await;
+    assert!(stderr(&bad).contains("127.0.0.1:1"), "{}", stderr(&bad));
+    let bad = meshctl_in(&dir, cwd, &[("MESHCTL_CONTEXT", "bad")], &list).await;
+    assert!(stderr(&bad).contains("127.0.0.1:1"), "{}", stderr(&bad));
+    // The environment beats the context, a flag beats the environment.
+    let second = addr(1);
+    let env = [("MESHCTL_ADDR", second.as_str())];
+    assert_eq!(answered(&meshctl_in(&dir, cwd, &env, &list).await), 2);
+    let third = addr(2);
+    let flagged = ["peers", "list", "--json", "--addr", third.as_str()];
+    assert_eq!(answered(&meshctl_in(&dir, cwd, &env, &flagged).await), 3);
+    // use-context switches; a context without an address leaves the default.
+    let used = stdout(&meshctl_in(&dir, cwd, &[], &["config", "use-context", "bad"]).await);
+    assert!(used.contains("switched to context \"bad\""), "{used}");
+    assert!(!meshctl_in(&dir, cwd, &[], &list).await.status.success());
+    let good = ["--context", "good", "peers", "list", "--json"];
+    assert_eq!(answered(&meshctl_in(&dir, cwd, &[], &good).await), 1);
+    let noaddr = [
+        "--context",
+        "noaddr",
+        "peers",
+        "list",
+        "--timeout-ms",
+        "3000",
+    ];
+    let out = meshctl_in(&dir, cwd, &[], &noaddr).await;
+    assert!(stderr(&out).contains("127.0.0.1:8101"), "{}", stderr(&out));
+    // A context that is not there is named, with those that are.
+    let missing = meshctl_in(&dir, cwd, &[], &["--context", "prod", "peers", "list"]).await;
+    assert!(
+        stderr(&missing).contains("has no such context (it has: bad, good, noaddr)"),
+        "{}",
+        stderr(&missing)
+    );
+    let missing = meshctl_in(&dir, cwd, &[], &["config", "use-context", "prod"]).await;
+    assert!(
+        stderr(&missing).contains("no context \"prod\""),
+        "{}",
+        stderr(&missing)
+    );
 
     for n in nodes {
         n.stop().await;

@@ -1,6 +1,8 @@
 //! `meshctl`: operator commands for MeshKit.
 //!
 //! ```text
+//! meshctl config set-context|use-context|get-contexts|current-context
+//!                                               named addresses and credentials
 //! meshctl certs init --out DIR --nodes N        a development CA, N node certificates, client
 //!                                               certificates (meshctl-admin, -operator,
 //!                                               -observer) and a token signing key
@@ -22,9 +24,9 @@
 //!                                               requests by protocol and HTTP/3 fallbacks
 //! ```
 //!
-//! Commands that talk to a node ask the one at `--addr` (or `MESHCTL_ADDR`; default
-//! `127.0.0.1:8101`, the first node of `scripts/local-cluster.sh`), and print a table or
-//! readable text, or the node's JSON with `--json`. They take the connection options of
+//! Commands that talk to a node ask the one at `--addr` (or `MESHCTL_ADDR`, or the context's;
+//! default `127.0.0.1:8101`, the first node of `scripts/local-cluster.sh`), and print a table
+//! or readable text, or the node's JSON with `--json`. They take the connection options of
 //! `ConnectArgs`: the CA to
 //! verify the node with (`--ca`, default `certs/ca.pem`), an optional client certificate
 //! (`--cert`/`--key`), an optional bearer token (`--token` or `MESHCTL_TOKEN`, or
@@ -32,6 +34,10 @@
 //! and falls back to HTTP/2 over TLS; its counters and the servers whose HTTP/3 failed recently
 //! are kept between runs in the state file (`--transport-state` or `MESHCTL_STATE`, default
 //! `$XDG_STATE_HOME/meshctl/transport.json`), which `meshctl transport stats` prints.
+//!
+//! Contexts (`meshctl config ...`, `--context`) keep addresses and credentials in a file: each
+//! setting comes from its flag, else its environment variable, else the context, else the
+//! default (see `meshctl/contexts.rs`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -51,6 +57,8 @@ use meshkit_node::control::{PeerJson, PeersResponse};
 use meshkit_node::leadership::{FeedEntry, LeadershipView};
 use serde::{Deserialize, Serialize};
 
+#[path = "meshctl/contexts.rs"]
+mod contexts;
 #[path = "meshctl/health.rs"]
 mod health;
 #[path = "meshctl/session.rs"]
@@ -65,6 +73,8 @@ const MAX_STATE_BYTES: u64 = 1024 * 1024;
 /// The node asked when neither `--addr` nor `MESHCTL_ADDR` names one: the first node of
 /// `scripts/local-cluster.sh`.
 const DEFAULT_ADDR: &str = "127.0.0.1:8101";
+/// The CA certificate used when neither a flag, the environment nor a context names one.
+const DEFAULT_CA: &str = "certs/ca.pem";
 /// Most pages `peers list` follows (the node answers at most 1,000 members a page).
 const MAX_PEER_PAGES: usize = 1_000;
 /// Longest metadata value `peers list` prints whole; longer ones end in `...`.
@@ -75,12 +85,22 @@ const METADATA_VALUE_CHARS: usize = 32;
 #[derive(Debug, Parser)]
 #[command(name = "meshctl", version)]
 struct Cli {
+    /// The context (from the config file) whose address and credentials to use; each is
+    /// overridden by its flag or environment variable. Default: the file's current-context.
+    #[arg(long, global = true, env = "MESHCTL_CONTEXT")]
+    context: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Contexts: named addresses and credentials in meshctl's config file ($MESHCTL_CONFIG, or
+    /// ~/.config/meshkit/meshctl.toml).
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Development certificates.
     Certs {
         #[command(subcommand)]
@@ -203,6 +223,54 @@ struct SessionArgs {
     /// The command and its arguments, after --.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Lists the contexts; `*` marks the current one.
+    GetContexts {
+        /// Print the file's contents as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prints the current context's name.
+    CurrentContext {
+        /// Print `{"current_context": NAME}` instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Makes NAME the current context.
+    UseContext {
+        /// The context.
+        name: String,
+        /// Print `{"current_context": NAME}` instead of a line of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Creates the context NAME, or changes the settings given (paths are stored absolute);
+    /// the first context made becomes the current one.
+    SetContext {
+        /// The context.
+        name: String,
+        /// A node's control endpoint, HOST:PORT.
+        #[arg(long)]
+        addr: Option<String>,
+        /// The CA certificate the nodes' certificates are signed by.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// A client certificate (PEM), with --key.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// The client certificate's private key (PEM), with --cert.
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// A file holding a bearer token (the token itself is not copied into the config).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Print the context as JSON instead of a line of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -390,19 +458,35 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
 /// Which node a command asks, and how it reaches it.
 #[derive(Debug, Args)]
 struct NodeArgs {
-    /// The node's control endpoint, HOST:PORT.
-    #[arg(long, env = "MESHCTL_ADDR", default_value = DEFAULT_ADDR)]
-    addr: String,
+    /// The node's control endpoint, HOST:PORT [default: the context's, else 127.0.0.1:8101].
+    #[arg(long, env = "MESHCTL_ADDR")]
+    addr: Option<String>,
     #[command(flatten)]
     connect: ConnectArgs,
+}
+
+impl NodeArgs {
+    /// The address asked: the flag's, the environment's, the context's, or [`DEFAULT_ADDR`].
+    fn addr(&self) -> &str {
+        self.addr.as_deref().unwrap_or(DEFAULT_ADDR)
+    }
+
+    /// Fills what neither a flag nor the environment set from `context`.
+    fn apply(&mut self, context: &contexts::Context) {
+        if self.addr.is_none() {
+            self.addr.clone_from(&context.addr);
+        }
+        self.connect.apply(context);
+    }
 }
 
 /// How `meshctl` reaches a node's control API.
 #[derive(Debug, Args)]
 struct ConnectArgs {
-    /// The CA certificate the node's certificate must be signed by.
-    #[arg(long, env = "MESHCTL_CA", default_value = "certs/ca.pem")]
-    ca: PathBuf,
+    /// The CA certificate the node's certificate must be signed by [default: the context's,
+    /// else certs/ca.pem].
+    #[arg(long, env = "MESHCTL_CA")]
+    ca: Option<PathBuf>,
     /// A client certificate to present (PEM), with --key.
     #[arg(long, env = "MESHCTL_CERT", requires = "key")]
     cert: Option<PathBuf>,
@@ -432,6 +516,29 @@ struct ConnectArgs {
     transport_state: Option<PathBuf>,
 }
 
+impl ConnectArgs {
+    /// The CA: the flag's, the environment's, the context's, or `certs/ca.pem`.
+    fn ca(&self) -> &Path {
+        self.ca.as_deref().unwrap_or(Path::new(DEFAULT_CA))
+    }
+
+    /// Fills what neither a flag nor the environment set from `context`: the CA, the client
+    /// certificate and key (as a pair), the token (unless --token or --token-file was given).
+    fn apply(&mut self, context: &contexts::Context) {
+        if self.ca.is_none() {
+            self.ca.clone_from(&context.ca);
+        }
+        if self.cert.is_none() && self.key.is_none() {
+            self.cert.clone_from(&context.cert);
+            self.key.clone_from(&context.key);
+        }
+        if self.token.is_none() && self.token_file.is_none() {
+            self.token.clone_from(&context.token);
+            self.token_file.clone_from(&context.token_file);
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum ProtocolArg {
     /// HTTP/3, falling back to HTTP/2 over TLS.
@@ -451,9 +558,86 @@ struct State {
     h3_failed_until: BTreeMap<SocketAddr, u64>,
 }
 
+impl Command {
+    /// The connection settings of a command that talks to a node (the address too, if it takes
+    /// one).
+    fn connection(&mut self) -> Option<(Option<&mut NodeArgs>, Option<&mut ConnectArgs>)> {
+        let node = match self {
+            Self::Peers {
+                command: PeersCommand::List { node, .. },
+            }
+            | Self::Leaders {
+                command:
+                    LeadersCommand::Status { node, .. }
+                    | LeadersCommand::Watch { node, .. }
+                    | LeadersCommand::Transfer { node, .. },
+            }
+            | Self::Shards {
+                command: ShardsCommand::List { node, .. },
+            }
+            | Self::Drain { node, .. }
+            | Self::Resume { node, .. }
+            | Self::Health { node, .. }
+            | Self::Clusters { node, .. }
+            | Self::Versions { node, .. } => node,
+            Self::Lock { session, .. } | Self::Elect { session, .. } => &mut session.node,
+            Self::Transport {
+                command: TransportCommand::Stats { connect, .. },
+            } => return Some((None, Some(connect))),
+            Self::Config { .. } | Self::Certs { .. } | Self::Tokens { .. } => return None,
+        };
+        Some((Some(node), None))
+    }
+}
+
+/// Fills the command's connection settings that no flag or environment variable set from the
+/// selected context.
+fn apply_context(cli: &mut Cli) -> Result<(), String> {
+    let Some(connection) = cli.command.connection() else {
+        return Ok(());
+    };
+    let Some((_, context)) = contexts::selected(cli.context.as_deref())? else {
+        return Ok(());
+    };
+    match connection {
+        (Some(node), _) => node.apply(&context),
+        (None, Some(connect)) => connect.apply(&context),
+        (None, None) => {}
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Err(message) = apply_context(&mut cli) {
+        eprintln!("meshctl: {message}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
+        Command::Config { command } => match command {
+            ConfigCommand::GetContexts { json } => contexts::get_contexts(json),
+            ConfigCommand::CurrentContext { json } => contexts::current_context(json),
+            ConfigCommand::UseContext { name, json } => contexts::use_context(&name, json),
+            ConfigCommand::SetContext {
+                name,
+                addr,
+                ca,
+                cert,
+                key,
+                token_file,
+                json,
+            } => {
+                let update = contexts::Context {
+                    addr,
+                    ca,
+                    cert,
+                    key,
+                    token: None,
+                    token_file,
+                };
+                contexts::set_context(&name, update, json)
+            }
+        },
         Command::Certs {
             command: CertsCommand::Init { out, nodes },
         } => certs_init(&out, nodes),
@@ -593,7 +777,7 @@ fn run_session(
         json: args.json,
         command: args.command,
     };
-    let addr = args.node.addr.as_str();
+    let addr = args.node.addr();
     let (code, _) = with_client(&args.node.connect, false, async |client| {
         session::run(client, addr, &options).await
     })?;
@@ -602,7 +786,7 @@ fn run_session(
 
 fn clusters(node: &NodeArgs, json: bool) -> Result<(), String> {
     let body = call(node, Method::GET, "/meshkit/clusters")?;
-    print_answer(&node.addr, &body, json, |c: ClustersResponse| {
+    print_answer(node.addr(), &body, json, |c: ClustersResponse| {
         let mut out = format!(
             "{:<16} {:>6} {:>8} {:>5} {:>5}  {:<8} {}",
             "CLUSTER", "ALIVE", "SUSPECT", "DEAD", "LEFT", "LEADER", "REGIONS"
@@ -636,7 +820,7 @@ fn clusters(node: &NodeArgs, json: bool) -> Result<(), String> {
 
 fn versions(node: &NodeArgs, json: bool) -> Result<(), String> {
     let body = call(node, Method::GET, "/meshkit/versions")?;
-    print_answer(&node.addr, &body, json, |v: VersionsResponse| {
+    print_answer(node.addr(), &body, json, |v: VersionsResponse| {
         let mut out = format!("{:<10} {:<16} {:>8}", "KIND", "VERSION", "MEMBERS");
         for (kind, counts) in [("software", &v.software), ("wire", &v.wire)] {
             for c in counts {
@@ -763,7 +947,7 @@ fn with_client<T>(
     reset: bool,
     work: impl AsyncFnOnce(&Client) -> Result<T, String>,
 ) -> Result<(T, State), String> {
-    let mut config = ClientConfig::new(&connect.ca)
+    let mut config = ClientConfig::new(connect.ca())
         .map_err(|e| format!("{e} (give the mesh's CA with --ca or MESHCTL_CA)"))?
         .with_protocols(match connect.protocol {
             ProtocolArg::Auto => Protocols::H3ThenTcp,
@@ -929,7 +1113,7 @@ async fn fetch_peers(
 }
 
 fn peers_list(node: &NodeArgs, filter: &PeerFilter, json: bool) -> Result<(), String> {
-    let addr = node.addr.as_str();
+    let addr = node.addr();
     let (mut peers, _) = with_client(&node.connect, false, async |client| {
         fetch_peers(client, addr, filter).await
     })?;
@@ -964,7 +1148,7 @@ fn ok_body(addr: &str, response: meshkit_node::client::Response) -> Result<Strin
 /// One request to the node; the body of a 2xx answer, or an error naming the status and the
 /// server's reason.
 fn call(node: &NodeArgs, method: Method, path: &str) -> Result<String, String> {
-    let addr = node.addr.as_str();
+    let addr = node.addr();
     let (response, _) = with_client(&node.connect, false, async |client| {
         client
             .request(method, addr, path, Bytes::new())
@@ -992,7 +1176,7 @@ fn print_answer<T: serde::de::DeserializeOwned>(
 }
 
 fn transfer(node: &NodeArgs, request: &TransferRequest, json: bool) -> Result<(), String> {
-    let addr = node.addr.as_str();
+    let addr = node.addr();
     let (response, _) = with_client(&node.connect, false, async |client| {
         client
             .post_json(addr, "/control/leases/transfer", request)
@@ -1010,7 +1194,7 @@ fn transfer(node: &NodeArgs, request: &TransferRequest, json: bool) -> Result<()
 
 fn drain(node: &NodeArgs, json: bool) -> Result<(), String> {
     let body = call(node, Method::POST, "/control/drain")?;
-    print_answer(&node.addr, &body, json, |d: DrainResponse| {
+    print_answer(node.addr(), &body, json, |d: DrainResponse| {
         let released = if d.released.is_empty() {
             "it held no lease".to_owned()
         } else {
@@ -1025,7 +1209,7 @@ fn drain(node: &NodeArgs, json: bool) -> Result<(), String> {
 
 fn resume(node: &NodeArgs, json: bool) -> Result<(), String> {
     let body = call(node, Method::POST, "/control/resume")?;
-    print_answer(&node.addr, &body, json, |r: ResumeResponse| {
+    print_answer(node.addr(), &body, json, |r: ResumeResponse| {
         if r.was_draining {
             format!(
                 "node {} resumed: it contends again for its configured scopes",
@@ -1038,7 +1222,7 @@ fn resume(node: &NodeArgs, json: bool) -> Result<(), String> {
 }
 
 fn leaders_status(node: &NodeArgs, json: bool) -> Result<(), String> {
-    let addr = node.addr.as_str();
+    let addr = node.addr();
     let body = call(node, Method::GET, "/meshkit/leaders")?;
     if json {
         println!("{body}");
@@ -1088,7 +1272,7 @@ fn leaders_status(node: &NodeArgs, json: bool) -> Result<(), String> {
 }
 
 fn shards_list(node: &NodeArgs, json: bool) -> Result<(), String> {
-    let addr = node.addr.as_str();
+    let addr = node.addr();
     let body = call(node, Method::GET, "/meshkit/shards")?;
     if json {
         println!("{body}");
@@ -1235,7 +1419,7 @@ fn leaders_watch(
     limits: &WatchLimits,
     json: bool,
 ) -> Result<(), String> {
-    let addr = node.addr.as_str();
+    let addr = node.addr();
     let limit = limits
         .duration
         .as_deref()

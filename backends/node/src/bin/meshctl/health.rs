@@ -96,7 +96,7 @@ pub(crate) struct LeaseHolder {
 
 /// Runs the check; prints the table (or JSON) and fails when the mesh is unhealthy.
 pub(crate) fn run(node: &NodeArgs, json: bool) -> Result<(), String> {
-    let addr = node.addr.as_str();
+    let addr = node.addr();
     let (report, _) = with_client(&node.connect, false, async |client| {
         let peers = fetch_peers(client, addr, &PeerFilter::default()).await?;
         let listed: Vec<&PeerJson> = peers.peers.iter().filter(|p| p.state != "left").collect();
