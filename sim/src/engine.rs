@@ -997,8 +997,17 @@ impl<'s> Engine<'s> {
                     group,
                     one_way: *one_way,
                 };
-                self.observer.on_partition(&partition);
+                self.observer.on_partition(now, &partition);
                 self.net.add_partition(partition);
+                if let Some(run) = self.leases.as_mut() {
+                    let slots = &self.slots;
+                    let clock_of = |i: usize| {
+                        let s = &slots[i];
+                        (!matches!(s.state, NodeState::Crashed | NodeState::Gone))
+                            .then_some(s.clock)
+                    };
+                    run.ledger.on_partition(now, &clock_of);
+                }
                 if let Some(after) = heal_after {
                     self.queue
                         .push(now + *after, What::Fault(FaultEvent::HealPartition { id }));
@@ -1222,7 +1231,7 @@ impl<'s> Engine<'s> {
         }
         slot.state = NodeState::Running;
         self.log(i, "resumed");
-        self.observer.on_resume(self.now, i);
+        self.observer.on_resume(i);
         // The socket buffer is read first, then the overdue timers run (re-armed by drain).
         self.resume_lease_writes(i);
         let inbox = std::mem::take(&mut self.slots[i].inbox);
@@ -2033,6 +2042,7 @@ impl Engine<'_> {
         let Some(run) = self.leases.as_mut() else {
             return;
         };
+        run.ledger.on_pause(self.now, i, self.slots[i].clock);
         let ln = &mut run.nodes[i];
         let Some(node) = self.slots[i].node.as_ref() else {
             return;

@@ -45,6 +45,12 @@
 //! * `failover_pXX_s`: from the crash of a node that believed it held a scope to the next
 //!   `Acquired` of that scope (by another node, or by the crashed one after its restart;
 //!   unfinished ones are counted apart).
+//! * `failover_pause_pXX_s`, `failover_partition_pXX_s`: the same from a pause of a node that
+//!   believed it held a scope, or from the start of a partition while a node believed it held
+//!   one, to the next `Acquired` of that scope by any node (the holder itself too, when its lease
+//!   ran out in between: a new token). A renewal by the holder (a `Renewed`, or an `Acquired`
+//!   under the token it held) cancels it: the lease never lapsed (a short pause, or a holder on
+//!   the voters' side of the cut). A crash of the holder turns it into a crash failover.
 //! * `handoff_pXX_ms`: from a `transfer` fault to the target's `Acquired`.
 //! * `lease_grant_pXX_ms`: from an acquire request to its `Acquired`.
 //! * `raft_failover_pXX_s`: from the crash of the voter that was Raft leader to the first
@@ -183,6 +189,15 @@ struct ScopeLedger {
     failover_from: Option<(usize, Instant)>,
     /// A transfer is under way: to whom, since when.
     handoff: Option<(usize, Instant)>,
+    /// A believer paused, or a partition began while it believed: who, when, which.
+    gray_failover_from: Option<(usize, Instant, GrayCause)>,
+}
+
+/// What may have cost a holder its lease without a crash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GrayCause {
+    Pause,
+    Partition,
 }
 
 /// The lease figures of a run.
@@ -190,6 +205,10 @@ struct ScopeLedger {
 pub(crate) struct LeaseRecords {
     pub(crate) failover_s: Vec<f64>,
     pub(crate) failovers_unfinished: u64,
+    pub(crate) pause_failover_s: Vec<f64>,
+    pub(crate) partition_failover_s: Vec<f64>,
+    /// Pause or partition failovers not finished by the end.
+    pub(crate) gray_failovers_unfinished: u64,
     pub(crate) handoff_ms: Vec<f64>,
     pub(crate) grant_ms: Vec<f64>,
     pub(crate) raft_failover_s: Vec<f64>,
@@ -262,7 +281,19 @@ impl Ledger {
                 holder + 1
             ));
         }
+        let renewal = s.last_acquired == Some((node, token.get()));
         s.last_acquired = Some((node, token.get()));
+        if let Some((holder, at, cause)) = s.gray_failover_from {
+            // The holder asking again under its own token is a renewal: its lease never lapsed.
+            if !(renewal && holder == node) {
+                let took = now.saturating_duration_since(at).as_secs_f64();
+                match cause {
+                    GrayCause::Pause => self.records.pause_failover_s.push(took),
+                    GrayCause::Partition => self.records.partition_failover_s.push(took),
+                }
+            }
+            s.gray_failover_from = None;
+        }
         // Any node's grant ends the failover: the crashed node itself only acquires again as a
         // new process, after its restart.
         if let Some((_, at)) = s.failover_from {
@@ -293,6 +324,12 @@ impl Ledger {
         clock_of: &dyn Fn(usize) -> Option<Clock>,
     ) -> Vec<String> {
         let mut out = Vec::new();
+        let s = &mut self.scopes[scope];
+        if s.gray_failover_from
+            .is_some_and(|(holder, _, _)| holder == node)
+        {
+            s.gray_failover_from = None;
+        }
         self.believe(now, node, scope, expires, clock_of, &mut out);
         out
     }
@@ -336,9 +373,48 @@ impl Ledger {
         self.scopes[scope].beliefs.remove(&node);
     }
 
+    /// A node paused: a failover starts on each scope it believed it held (cancelled if it
+    /// renews after it resumes).
+    pub(crate) fn on_pause(&mut self, now: Instant, node: usize, clock: Clock) {
+        for s in &mut self.scopes {
+            if s.failover_from.is_none()
+                && s.gray_failover_from.is_none()
+                && s.beliefs
+                    .get(&node)
+                    .is_some_and(|b| clock.to_global(b.expires) > now)
+            {
+                s.gray_failover_from = Some((node, now, GrayCause::Pause));
+            }
+        }
+    }
+
+    /// A partition began: a failover starts on each scope a node believed it held (cancelled
+    /// if the holder renews, as one on the voters' side does).
+    pub(crate) fn on_partition(&mut self, now: Instant, clock_of: &dyn Fn(usize) -> Option<Clock>) {
+        for s in &mut self.scopes {
+            if s.failover_from.is_some() || s.gray_failover_from.is_some() {
+                continue;
+            }
+            let holder = s.beliefs.iter().find_map(|(&node, b)| {
+                clock_of(node)
+                    .is_some_and(|c| c.to_global(b.expires) > now)
+                    .then_some(node)
+            });
+            if let Some(node) = holder {
+                s.gray_failover_from = Some((node, now, GrayCause::Partition));
+            }
+        }
+    }
+
     /// A node crashed: its beliefs end, and a failover starts on each scope it held.
     pub(crate) fn on_crash(&mut self, now: Instant, node: usize, clock: Clock) {
         for s in &mut self.scopes {
+            if s.gray_failover_from
+                .is_some_and(|(holder, _, _)| holder == node)
+            {
+                // Now a crash failover, measured from the crash.
+                s.gray_failover_from = None;
+            }
             if let Some(b) = s.beliefs.remove(&node)
                 && clock.to_global(b.expires) > now
                 && s.failover_from.is_none()
@@ -405,6 +481,11 @@ impl Ledger {
             .scopes
             .iter()
             .filter(|s| s.failover_from.is_some())
+            .count() as u64;
+        self.records.gray_failovers_unfinished = self
+            .scopes
+            .iter()
+            .filter(|s| s.gray_failover_from.is_some())
             .count() as u64;
         self.records
     }
@@ -479,5 +560,38 @@ mod tests {
         assert!(v.is_empty(), "{v:?}");
         assert_eq!(l.records.failover_s, vec![2.5]);
         assert_eq!(l.finish().failovers_unfinished, 0);
+    }
+
+    /// A paused holder whose lease lapses fails over to whoever acquires next; one that renews
+    /// after its pause never lost the lease, and nothing is measured.
+    #[test]
+    fn a_pause_or_partition_of_the_holder_is_a_failover_unless_it_renews() {
+        let clocks = |_: usize| Some(clock());
+        let mut l = Ledger::new(&[Scope::global_control()], Duration::from_secs(3), 0.0);
+        let _ = l.on_acquired(at(0), 0, 0, FencingToken::new(5), at(3000), &clocks);
+        l.on_pause(at(1000), 0, clock());
+        let _ = l.on_acquired(at(4200), 1, 0, FencingToken::new(8), at(7200), &clocks);
+        assert_eq!(l.records.pause_failover_s, vec![3.2]);
+
+        // Node 1 holds it; a pause it survives (it renews) measures nothing.
+        l.on_pause(at(5000), 1, clock());
+        let _ = l.on_renewed(at(5500), 1, 0, at(8500), &clocks);
+        let _ = l.on_acquired(at(9000), 2, 0, FencingToken::new(9), at(12_000), &clocks);
+        assert_eq!(l.records.pause_failover_s, vec![3.2]);
+
+        // A partition while node 2 holds it: its re-acquire under a new token ends it.
+        l.on_partition(at(10_000), &clocks);
+        let _ = l.on_acquired(at(10_500), 2, 0, FencingToken::new(9), at(13_000), &clocks);
+        assert!(
+            l.records.partition_failover_s.is_empty(),
+            "same token: a renewal"
+        );
+        l.on_partition(at(11_000), &clocks);
+        let _ = l.on_acquired(at(14_000), 2, 0, FencingToken::new(12), at(17_000), &clocks);
+        assert_eq!(l.records.partition_failover_s, vec![3.0]);
+
+        // One still pending at the end is unfinished.
+        l.on_pause(at(15_000), 2, clock());
+        assert_eq!(l.finish().gray_failovers_unfinished, 1);
     }
 }

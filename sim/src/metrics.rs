@@ -116,7 +116,21 @@ pub(crate) fn figures(outcome: Outcome, header: RunReport) -> RunReport {
         restarted_before_detection: obs.restarted_before_detection,
         crashes_not_measurable: obs.not_measurable,
         false_positives: obs.false_positives,
+        false_positive_verdicts: obs.false_positive_verdicts,
         first_false_positive: obs.first_false_positive.clone(),
+        pauses: obs.pauses,
+        paused_dead: obs.paused_dead,
+        paused_dead_verdicts: obs.paused_dead_verdicts,
+        cut_off_verdicts: obs.cut_off_verdicts,
+        minority_view_s: slowest(&obs.minority_view_s),
+        majority_view_s: slowest(&obs.majority_view_s),
+        minority_views_s: obs.minority_view_s.iter().map(|v| v.map(r3)).collect(),
+        cutoff_views_unfinished: obs
+            .minority_view_s
+            .iter()
+            .chain(&obs.majority_view_s)
+            .filter(|v| v.is_none())
+            .count() as u64,
         suspicions_per_node_hour: r3(obs.suspicions as f64 / (node_s / 3600.0)),
         suspicions: obs.suspicions,
         dissemination_p50_rounds: percentile(&dissemination_rounds, 50.0).map(r3),
@@ -146,6 +160,11 @@ pub(crate) fn figures(outcome: Outcome, header: RunReport) -> RunReport {
         failover_p50_s: pct(leases.map(|l| &l.failover_s), 50.0),
         failover_p99_s: pct(leases.map(|l| &l.failover_s), 99.0),
         failovers_unfinished: leases.map(|l| l.failovers_unfinished),
+        failover_pause_p50_s: pct(leases.map(|l| &l.pause_failover_s), 50.0),
+        failover_pause_p99_s: pct(leases.map(|l| &l.pause_failover_s), 99.0),
+        failover_partition_p50_s: pct(leases.map(|l| &l.partition_failover_s), 50.0),
+        failover_partition_p99_s: pct(leases.map(|l| &l.partition_failover_s), 99.0),
+        gray_failovers_unfinished: leases.map(|l| l.gray_failovers_unfinished),
         handoff_p99_ms: pct(leases.map(|l| &l.handoff_ms), 99.0),
         lease_grant_p50_ms: pct(leases.map(|l| &l.grant_ms), 50.0),
         raft_failover_p50_s: pct(leases.map(|l| &l.raft_failover_s), 50.0),
@@ -177,6 +196,11 @@ pub(crate) fn figures(outcome: Outcome, header: RunReport) -> RunReport {
         trace: outcome.trace,
         ..header
     }
+}
+
+/// The largest of the finished values, rounded (`None` if none finished).
+fn slowest(values: &[Option<f64>]) -> Option<f64> {
+    values.iter().flatten().copied().reduce(f64::max).map(r3)
 }
 
 #[cfg(test)]

@@ -7,12 +7,19 @@
 //!   member up); zero means one view, which dates the end of a partition's aftermath (`heal_s`);
 //! * per crashed node, how many live nodes hold it down (crash detection time);
 //! * per workload metadata write, how many live nodes report that version (dissemination time);
-//! * false positives and own-probe suspicions against healthy nodes.
+//! * Dead verdicts about running nodes: false positives (the node was running and reachable
+//!   from the observer), "paused-dead" (the node was paused at that instant) and verdicts across
+//!   a partition still in force (expected: the observer cannot reach the node);
+//! * per partition and per side, when every live node of the side first held every live node of
+//!   the other sides down (how long a cut-off side takes to complete its own view);
+//! * own-probe suspicions against healthy nodes.
+//!
+//! Nothing is excused by time: a node that resumed from a pause, restarted, or whose partition
+//! healed a moment ago is healthy again, and a Dead verdict about it is a false positive.
 //!
 //! Memory is N^2 bits (12.5 MB at 10,000 nodes) plus N bits per pending crash or write.
 //! Lifecycle changes (crash, restart, leave) cost O(N) each.
 
-use core::time::Duration;
 use std::collections::BTreeSet;
 
 use meshkit::membership::MemberState;
@@ -21,15 +28,8 @@ use meshkit::{Instant, MetaVersion};
 use self::bits::BitRows;
 use crate::network::Partition;
 
-/// How long a node stays "not healthy" after a crash, pause, restart or partition ends.
-pub(crate) const HEALTH_WINDOW: Duration = Duration::from_secs(60);
 /// Share of the live nodes that must hold a crashed node down for it to count as detected.
 pub(crate) const DETECTION_QUORUM: f64 = 0.99;
-
-/// `unhealthy_end` value of a node that has always been healthy.
-const ALWAYS_HEALTHY: u64 = 0;
-/// `unhealthy_end` value of a node that is unhealthy right now.
-const UNHEALTHY_NOW: u64 = u64::MAX;
 
 /// Small bit-matrix helpers (no allocation per call).
 mod bits {
@@ -129,12 +129,35 @@ enum UpdateOutcome {
     Abandoned,
 }
 
-/// A partition, kept after it heals for the health window.
+/// A partition.
 #[derive(Clone, Debug)]
 struct PartitionRecord {
     id: u64,
     group: Vec<u8>,
+    start: Instant,
     end: Option<Instant>,
+    /// Per group (by group number): its view of the other groups.
+    sides: Vec<SideView>,
+}
+
+/// One side of a partition: how many (observer in the side, member outside it) pairs of live
+/// nodes still have the observer holding the member up, and when that first reached zero.
+#[derive(Clone, Debug)]
+struct SideView {
+    /// The side's members (bit per node).
+    mask: BitRows,
+    /// Nodes in the side when the partition began.
+    size: usize,
+    /// Live pairs still held up across the cut; meaningless once `done`.
+    pending: u64,
+    done: Option<Instant>,
+}
+
+/// One pause (gray failure) of a node.
+#[derive(Clone, Copy, Debug)]
+struct PauseRecord {
+    /// Some node declared the paused node Dead during the pause.
+    declared_dead: bool,
 }
 
 /// Why a node stopped being live.
@@ -160,10 +183,27 @@ pub(crate) struct Observations {
     pub(crate) not_measurable: u64,
     /// Crashes in all.
     pub(crate) crashes: u64,
-    /// Distinct healthy nodes some node declared dead.
+    /// Distinct nodes some node declared dead while they ran and could reach it (paused
+    /// nodes count once they resumed).
     pub(crate) false_positives: u64,
+    /// Dead verdicts (observer, node) behind `false_positives`.
+    pub(crate) false_positive_verdicts: u64,
     /// The first false positive, described.
     pub(crate) first_false_positive: Option<String>,
+    /// Pauses in all.
+    pub(crate) pauses: u64,
+    /// Pauses during which some node declared the paused node Dead.
+    pub(crate) paused_dead: u64,
+    /// Dead verdicts about a node while it was paused.
+    pub(crate) paused_dead_verdicts: u64,
+    /// Dead verdicts across a partition in force (observer and node on different sides).
+    pub(crate) cut_off_verdicts: u64,
+    /// Per partition, its smallest side (the first such): time from the partition until every
+    /// live node of the side held every live node of the other sides down; `None` if the
+    /// partition healed, or the run ended, first.
+    pub(crate) minority_view_s: Vec<Option<f64>>,
+    /// The same for the largest side (the first such).
+    pub(crate) majority_view_s: Vec<Option<f64>>,
     /// Own-probe suspicions of healthy nodes.
     pub(crate) suspicions: u64,
     /// Live node-seconds.
@@ -191,7 +231,9 @@ pub(crate) struct Observer {
     live_count: usize,
     mismatches: u64,
     paused: Vec<bool>,
-    unhealthy_end: Vec<u64>,
+    /// Index into `pauses` of each paused node's pause.
+    pause_of: Vec<Option<u32>>,
+    pauses: Vec<PauseRecord>,
     boot_incarnation: Vec<u32>,
     partitions: Vec<PartitionRecord>,
     /// Index into `crashes` of each node's pending crash record.
@@ -201,7 +243,10 @@ pub(crate) struct Observer {
     updates: Vec<UpdateRecord>,
     pending_updates: Vec<u32>,
     false_positives: BTreeSet<u32>,
+    false_positive_verdicts: u64,
     first_false_positive: Option<String>,
+    paused_dead_verdicts: u64,
+    cut_off_verdicts: u64,
     suspicions: u64,
     live_ns: u128,
     live_since: Instant,
@@ -224,7 +269,8 @@ impl Observer {
             live_count: nodes,
             mismatches: 0,
             paused: vec![false; nodes],
-            unhealthy_end: vec![ALWAYS_HEALTHY; nodes],
+            pause_of: vec![None; nodes],
+            pauses: Vec::new(),
             boot_incarnation: vec![1; nodes],
             partitions: Vec::new(),
             crash_of: vec![None; nodes],
@@ -233,7 +279,10 @@ impl Observer {
             updates: Vec::new(),
             pending_updates: Vec::new(),
             false_positives: BTreeSet::new(),
+            false_positive_verdicts: 0,
             first_false_positive: None,
+            paused_dead_verdicts: 0,
+            cut_off_verdicts: 0,
             suspicions: 0,
             live_ns: 0,
             live_since: Instant::ZERO,
@@ -279,6 +328,9 @@ impl Observer {
             } else {
                 self.mismatches -= 1;
             }
+            if member_live {
+                self.on_cut_view_change(now, observer, node, new_up);
+            }
             if let Some(k) = self.crash_of[node] {
                 let rec = &mut self.crashes[k as usize];
                 if new_up {
@@ -291,23 +343,33 @@ impl Observer {
             self.check_heal(now);
         }
         let current_life = incarnation >= self.boot_incarnation[node];
+        if !current_life || !self.is_live(node) {
+            // About a previous life, or a node that crashed or left: nothing wrong.
+            return;
+        }
         match to {
             MemberState::Dead => {
-                let declarer = by.filter(|&b| b < self.nodes).unwrap_or(observer);
-                if current_life && self.is_healthy(now, node, declarer) {
+                if let Some(k) = self.pause_of[node] {
+                    self.pauses[k as usize].declared_dead = true;
+                    self.paused_dead_verdicts += 1;
+                } else if self.cut_off(node, observer) {
+                    self.cut_off_verdicts += 1;
+                } else {
                     if self.first_false_positive.is_none() {
+                        let declarer = by.filter(|&b| b < self.nodes).unwrap_or(observer);
                         self.first_false_positive = Some(format!(
-                            "at {now} node-{} held healthy node-{} dead (declared by node-{})",
+                            "at {now} node-{} held running node-{} dead (declared by node-{})",
                             observer + 1,
                             node + 1,
                             declarer + 1
                         ));
                     }
                     self.false_positives.insert(node as u32);
+                    self.false_positive_verdicts += 1;
                 }
             }
             MemberState::Suspect
-                if by == Some(observer) && current_life && self.is_healthy(now, node, observer) =>
+                if by == Some(observer) && !self.paused[node] && !self.cut_off(node, observer) =>
             {
                 self.suspicions += 1;
             }
@@ -379,8 +441,8 @@ impl Observer {
         }
         let held_down = self.live_count as u64 - held_up;
         self.mismatches = self.mismatches + held_up - held_down;
-        self.unhealthy_end[node] = UNHEALTHY_NOW;
         self.paused[node] = false;
+        self.pause_of[node] = None;
 
         // Its opinions stop counting for other crashes and writes.
         for &k in &self.pending_crashes {
@@ -417,6 +479,7 @@ impl Observer {
                 self.pending_crashes.push(index);
             }
         }
+        self.recount_cut_views(now);
         self.check_detections(now);
         self.check_updates(now);
         self.check_heal(now);
@@ -450,7 +513,7 @@ impl Observer {
         // Row: it holds every live node down.
         self.mismatches += others;
         self.boot_incarnation[node] = boot;
-        self.unhealthy_end[node] = now.as_nanos().max(1);
+        self.recount_cut_views(now);
         for &k in &self.pending_crashes {
             self.crashes[k as usize].down += 1;
         }
@@ -464,28 +527,59 @@ impl Observer {
 
     /// `node` is paused (gray failure) until [`Self::on_resume`].
     pub(crate) fn on_pause(&mut self, node: usize) {
+        if self.paused[node] {
+            return;
+        }
         self.paused[node] = true;
-        self.unhealthy_end[node] = UNHEALTHY_NOW;
+        self.pause_of[node] = Some(self.pauses.len() as u32);
+        self.pauses.push(PauseRecord {
+            declared_dead: false,
+        });
     }
 
-    /// `node` resumed.
-    pub(crate) fn on_resume(&mut self, now: Instant, node: usize) {
-        if self.paused[node] {
-            self.paused[node] = false;
-            self.unhealthy_end[node] = now.as_nanos().max(1);
-        }
+    /// `node` resumed: from now on a Dead verdict about it is a false positive.
+    pub(crate) fn on_resume(&mut self, node: usize) {
+        self.paused[node] = false;
+        self.pause_of[node] = None;
     }
 
     /// A partition began.
-    pub(crate) fn on_partition(&mut self, partition: &Partition) {
+    pub(crate) fn on_partition(&mut self, now: Instant, partition: &Partition) {
+        let groups = partition
+            .group
+            .iter()
+            .copied()
+            .max()
+            .map_or(0, |g| g as usize + 1);
+        let sides = (0..groups)
+            .map(|g| {
+                let mut mask = BitRows::new(1, self.nodes, false);
+                let mut size = 0;
+                for (i, &gi) in partition.group.iter().enumerate() {
+                    if gi as usize == g {
+                        mask.set(0, i, true);
+                        size += 1;
+                    }
+                }
+                SideView {
+                    mask,
+                    size,
+                    pending: 0,
+                    done: None,
+                }
+            })
+            .collect();
         self.partitions.push(PartitionRecord {
             id: partition.id,
             group: partition.group.clone(),
+            start: now,
             end: None,
+            sides,
         });
         self.partitions_started += 1;
         self.last_heal = None;
         self.healed_at = None;
+        self.recount_cut_views(now);
     }
 
     /// Partition `id` (or every partition, for `None`) healed.
@@ -506,20 +600,71 @@ impl Observer {
 
     // ---- checks ------------------------------------------------------------------------------
 
-    fn is_healthy(&self, now: Instant, node: usize, observer: usize) -> bool {
-        if !self.is_live(node) || self.paused[node] {
-            return false;
+    /// Whether a partition in force separates `node` from `observer` (in either direction).
+    fn cut_off(&self, node: usize, observer: usize) -> bool {
+        self.partitions
+            .iter()
+            .any(|p| p.end.is_none() && p.group[node] != p.group[observer])
+    }
+
+    /// `observer` now holds live `node` up (or down): the cut-off views it belongs to change.
+    fn on_cut_view_change(&mut self, now: Instant, observer: usize, node: usize, up: bool) {
+        for p in &mut self.partitions {
+            if p.end.is_some() {
+                continue;
+            }
+            let g = p.group[observer] as usize;
+            if g == p.group[node] as usize {
+                continue;
+            }
+            let side = &mut p.sides[g];
+            if side.done.is_some() {
+                continue;
+            }
+            if up {
+                side.pending += 1;
+            } else {
+                side.pending -= 1;
+                if side.pending == 0 {
+                    side.done = Some(now);
+                }
+            }
         }
-        let window = HEALTH_WINDOW.as_nanos() as u64;
-        let end = self.unhealthy_end[node];
-        if end != ALWAYS_HEALTHY && (end == UNHEALTHY_NOW || now.as_nanos() < end + window) {
-            return false;
+    }
+
+    /// Counts again, for every side of every partition in force whose view is not complete,
+    /// the live pairs held up across the cut (after a crash, restart or leave, or at the start).
+    fn recount_cut_views(&mut self, now: Instant) {
+        let live = self.live.row(0);
+        for p in &mut self.partitions {
+            if p.end.is_some() {
+                continue;
+            }
+            for (g, side) in p.sides.iter_mut().enumerate() {
+                if side.done.is_some() {
+                    continue;
+                }
+                let outside = side.mask.row(0);
+                let mut pending = 0u64;
+                for (o, &go) in p.group.iter().enumerate() {
+                    if go as usize != g || !self.live.get(0, o) {
+                        continue;
+                    }
+                    pending += self
+                        .up
+                        .row(o)
+                        .iter()
+                        .zip(live)
+                        .zip(outside)
+                        .map(|((u, l), m)| u64::from((u & l & !m).count_ones()))
+                        .sum::<u64>();
+                }
+                side.pending = pending;
+                if pending == 0 {
+                    side.done = Some(now);
+                }
+            }
         }
-        !self.partitions.iter().any(|p| {
-            p.end
-                .is_none_or(|e| now.as_nanos() < e.as_nanos().saturating_add(window))
-                && p.group[node] != p.group[observer]
-        })
     }
 
     fn row_mismatches(&self, node: usize) -> u64 {
@@ -595,7 +740,12 @@ impl Observer {
         let mut out = Observations {
             crashes: self.crashes.len() as u64,
             false_positives: self.false_positives.len() as u64,
+            false_positive_verdicts: self.false_positive_verdicts,
             first_false_positive: self.first_false_positive.clone(),
+            pauses: self.pauses.len() as u64,
+            paused_dead: self.pauses.iter().filter(|p| p.declared_dead).count() as u64,
+            paused_dead_verdicts: self.paused_dead_verdicts,
+            cut_off_verdicts: self.cut_off_verdicts,
             suspicions: self.suspicions,
             live_node_s: self.live_ns as f64 / 1e9,
             updates: self.updates.len() as u64,
@@ -616,6 +766,17 @@ impl Observer {
                 }
                 CrashOutcome::RestartedFirst => out.restarted_before_detection += 1,
                 CrashOutcome::AlreadyDown | CrashOutcome::NoObserver => out.not_measurable += 1,
+            }
+        }
+        for p in &self.partitions {
+            // Sides that were empty from the start (no node) tell nothing.
+            let sides = || p.sides.iter().filter(|s| s.size > 0);
+            let view = |s: &SideView| s.done.map(|t| secs(p.start, t));
+            if let Some(s) = sides().min_by_key(|s| s.size) {
+                out.minority_view_s.push(view(s));
+            }
+            if let Some(s) = sides().rev().max_by_key(|s| s.size) {
+                out.majority_view_s.push(view(s));
             }
         }
         for rec in &self.updates {
@@ -680,8 +841,11 @@ mod tests {
         assert!(o.one_view());
     }
 
+    /// Honest counting: a Dead verdict about a running node is a false positive unless a
+    /// partition in force separates it from the observer; nothing is excused for a partition
+    /// that healed a moment ago.
     #[test]
-    fn healthy_dead_declaration_is_a_false_positive_unless_partitioned() {
+    fn dead_verdicts_about_running_nodes_are_false_positives_unless_cut_off_now() {
         let mut o = Observer::new(4);
         o.on_member_state(t(100), 0, 1, 1, MemberState::Dead, Some(0));
         assert_eq!(o.false_positives.len(), 1);
@@ -690,15 +854,93 @@ mod tests {
             group: vec![0, 0, 1, 1],
             one_way: false,
         };
-        o.on_partition(&p);
+        o.on_partition(t(100), &p);
         o.on_member_state(t(101), 0, 2, 1, MemberState::Suspect, Some(0));
-        o.on_member_state(t(102), 1, 2, 1, MemberState::Dead, Some(0));
+        assert_eq!(o.suspicions, 0, "a suspicion across the cut is expected");
+        o.on_member_state(t(102), 1, 2, 1, MemberState::Dead, Some(1));
+        assert_eq!(o.false_positives.len(), 1, "across a partition in force");
+        assert_eq!(o.cut_off_verdicts, 1);
         o.on_heal(t(110), Some(1));
-        o.on_member_state(t(150), 0, 3, 1, MemberState::Dead, Some(0));
-        assert_eq!(o.false_positives.len(), 1, "within the window after a heal");
-        assert_eq!(o.suspicions, 0);
-        o.on_member_state(t(171), 1, 3, 1, MemberState::Suspect, Some(1));
+        // One second after the heal: node 3 runs and is reachable again.
+        o.on_member_state(t(111), 0, 3, 1, MemberState::Dead, Some(0));
+        assert_eq!(o.false_positives.len(), 2, "no window after a heal");
+        assert_eq!(o.false_positive_verdicts, 2);
+        o.on_member_state(t(112), 1, 3, 1, MemberState::Suspect, Some(1));
         assert_eq!(o.suspicions, 1);
+        // About a previous life of a restarted node: not a false positive.
+        o.on_down(t(120), 2, Down::Crash);
+        o.on_restart(t(125), 2, 2);
+        o.on_member_state(t(126), 0, 2, 1, MemberState::Dead, Some(0));
+        assert_eq!(o.false_positives.len(), 2);
+        // About its new life, a moment after the restart: a false positive.
+        o.on_member_state(t(127), 1, 2, 2, MemberState::Alive, None);
+        o.on_member_state(t(128), 1, 2, 2, MemberState::Dead, Some(1));
+        assert_eq!(o.false_positives.len(), 3);
+    }
+
+    /// A paused node declared Dead during its pause is "paused-dead", counted per pause; once
+    /// it resumed, a Dead verdict about it is a false positive, however soon.
+    #[test]
+    fn paused_dead_during_a_pause_false_positive_after_it() {
+        let mut o = Observer::new(4);
+        o.on_pause(3);
+        o.on_member_state(t(5), 0, 3, 1, MemberState::Dead, Some(0));
+        o.on_member_state(t(5), 1, 3, 1, MemberState::Dead, Some(1));
+        o.on_member_state(t(5), 2, 3, 1, MemberState::Suspect, Some(2));
+        assert_eq!(o.suspicions, 0, "suspecting a paused node is right");
+        o.on_resume(3);
+        o.on_member_state(t(6), 0, 3, 2, MemberState::Alive, None);
+        o.on_pause(3);
+        o.on_resume(3);
+        o.on_member_state(t(9), 2, 3, 1, MemberState::Dead, Some(2));
+        let obs = o.finish(t(10));
+        assert_eq!(obs.pauses, 2);
+        assert_eq!(obs.paused_dead, 1);
+        assert_eq!(obs.paused_dead_verdicts, 2);
+        assert_eq!(obs.false_positives, 1, "declared after it resumed");
+        assert!(
+            obs.first_false_positive
+                .is_some_and(|f| f.contains("node-3 held running node-4"))
+        );
+    }
+
+    /// Each side of a partition completes its view when every live node of the side holds
+    /// every live node of the other sides down; a crash on the far side shrinks what is left.
+    #[test]
+    fn a_cut_off_side_completes_its_view_when_it_holds_the_rest_down() {
+        let mut o = Observer::new(5);
+        let p = Partition {
+            id: 1,
+            group: vec![0, 1, 1, 1, 1],
+            one_way: false,
+        };
+        o.on_partition(t(10), &p);
+        // The majority holds node 0 down at 13 s.
+        for obs in 1..5 {
+            o.on_member_state(t(13), obs, 0, 1, MemberState::Dead, Some(obs));
+        }
+        // The minority (node 0) holds nodes 1 and 2 down; node 4 crashes; then node 3.
+        o.on_member_state(t(14), 0, 1, 1, MemberState::Dead, Some(0));
+        o.on_member_state(t(15), 0, 2, 1, MemberState::Dead, Some(0));
+        o.on_down(t(16), 4, Down::Crash);
+        o.on_member_state(t(17), 0, 2, 1, MemberState::Alive, None);
+        o.on_member_state(t(18), 0, 2, 1, MemberState::Dead, Some(0));
+        assert_eq!(o.partitions[0].sides[0].done, None);
+        o.on_member_state(t(40), 0, 3, 1, MemberState::Dead, Some(0));
+        // A second partition that heals before its minority completes: unfinished.
+        o.on_heal(t(50), Some(1));
+        let q = Partition {
+            id: 2,
+            group: vec![1, 1, 0, 0, 0],
+            one_way: false,
+        };
+        o.on_partition(t(60), &q);
+        o.on_heal(t(61), Some(2));
+        let obs = o.finish(t(70));
+        assert_eq!(obs.minority_view_s, vec![Some(30.0), None]);
+        assert_eq!(obs.majority_view_s, vec![Some(3.0), None]);
+        assert_eq!(obs.cut_off_verdicts, 8);
+        assert_eq!(obs.false_positives, 0);
     }
 
     #[test]

@@ -47,10 +47,32 @@ pub struct RunReport {
     /// Fault occurrences scheduled after the end of the run (a `--duration` shorter than the
     /// scenario's), which did not fire.
     pub faults_after_end: u64,
-    /// Distinct healthy nodes declared dead.
+    /// Distinct nodes declared Dead while they ran (not crashed, not left, not paused) and
+    /// no partition in force separated them from the observer; a paused node counts once it
+    /// resumed. Nothing is excused for having been paused, restarted or partitioned before.
     pub false_positives: u64,
+    /// The (observer, node) Dead verdicts behind `false_positives`.
+    pub false_positive_verdicts: u64,
     /// The first false positive, described.
     pub first_false_positive: Option<String>,
+    /// Pauses (gray failures) in the run.
+    pub pauses: u64,
+    /// Pauses during which some node declared the paused node Dead ("paused-dead").
+    pub paused_dead: u64,
+    /// Dead verdicts about a node while it was paused.
+    pub paused_dead_verdicts: u64,
+    /// Dead verdicts across a partition in force (expected: the node is out of reach).
+    pub cut_off_verdicts: u64,
+    /// The slowest, over the partitions, of the time from a partition until every live node
+    /// of its smallest side held every live node of the other sides Dead (null if none did).
+    pub minority_view_s: Option<f64>,
+    /// The same for the largest side.
+    pub majority_view_s: Option<f64>,
+    /// Per partition, its smallest side's view time, null when unfinished (to pool over seeds).
+    pub minority_views_s: Vec<Option<f64>>,
+    /// Sides (smallest or largest) whose view was not complete when their partition healed
+    /// or the run ended.
+    pub cutoff_views_unfinished: u64,
     /// Own-probe suspicions of healthy nodes per live node-hour.
     pub suspicions_per_node_hour: f64,
     /// Own-probe suspicions of healthy nodes.
@@ -109,6 +131,18 @@ pub struct RunReport {
     pub failover_p99_s: Option<f64>,
     /// With `[leases]`: holder crashes not followed by another node's `Acquired` by the end.
     pub failovers_unfinished: Option<u64>,
+    /// With `[leases]`: median time from a pause of a holder to the scope's next `Acquired`
+    /// (pauses the holder survived, renewing, are not counted; see `crate::lease`).
+    pub failover_pause_p50_s: Option<f64>,
+    /// With `[leases]`: the same, 99th percentile.
+    pub failover_pause_p99_s: Option<f64>,
+    /// With `[leases]`: median time from a partition that began while a node held a scope to
+    /// the scope's next `Acquired` (holders that kept renewing are not counted).
+    pub failover_partition_p50_s: Option<f64>,
+    /// With `[leases]`: the same, 99th percentile.
+    pub failover_partition_p99_s: Option<f64>,
+    /// With `[leases]`: pause or partition failovers not finished by the end.
+    pub gray_failovers_unfinished: Option<u64>,
     /// With `[leases]`: 99th percentile from a `transfer` fault to the target's `Acquired`.
     pub handoff_p99_ms: Option<f64>,
     /// With `[leases]`: median from an acquire request to its `Acquired`.
@@ -235,6 +269,16 @@ impl RunReport {
                     .map_or(String::new(), |b| format!("<= {b}")),
             ),
             (
+                "paused-dead".into(),
+                format!(
+                    "{} of {} pauses ({} verdicts)",
+                    self.paused_dead, self.pauses, self.paused_dead_verdicts
+                ),
+                expect
+                    .paused_dead_max
+                    .map_or(String::new(), |b| format!("<= {b}")),
+            ),
+            (
                 "suspicions/node-hour".into(),
                 format!("{:.3}", self.suspicions_per_node_hour),
                 le(expect.suspicions_per_node_hour_max),
@@ -243,6 +287,20 @@ impl RunReport {
                 "dissemination p99".into(),
                 opt(self.dissemination_p99_rounds, " rounds"),
                 le(expect.dissemination_p99_rounds_max),
+            ),
+            (
+                "cut-off side's view".into(),
+                if self.partitions == 0 {
+                    "-".to_owned()
+                } else {
+                    format!(
+                        "smallest side {}, largest {} ({} unfinished)",
+                        opt(self.minority_view_s, " s"),
+                        opt(self.majority_view_s, " s"),
+                        self.cutoff_views_unfinished
+                    )
+                },
+                le(expect.minority_view_s_max),
             ),
             ("heal".into(), opt(self.heal_s, " s"), le(expect.heal_s_max)),
             (
@@ -277,6 +335,18 @@ impl RunReport {
                     self.failovers_unfinished.unwrap_or(0)
                 ),
                 le(expect.failover_p99_s_max),
+            ));
+            rows.push((
+                "failover after pause/partition".into(),
+                format!(
+                    "p50 {} / {}, p99 {} / {} ({} unfinished)",
+                    opt(self.failover_pause_p50_s, " s"),
+                    opt(self.failover_partition_p50_s, " s"),
+                    opt(self.failover_pause_p99_s, " s"),
+                    opt(self.failover_partition_p99_s, " s"),
+                    self.gray_failovers_unfinished.unwrap_or(0)
+                ),
+                String::new(),
             ));
             rows.push((
                 "raft failover p50/p99".into(),
@@ -441,6 +511,23 @@ pub fn check_expectations(expect: &Expectations, r: &RunReport) -> Vec<String> {
         "",
     );
     max(
+        "paused_dead",
+        expect.paused_dead_max.map(|b| b as f64),
+        Some(r.paused_dead as f64),
+        "",
+    );
+    let view_why = if r.partitions == 0 {
+        "no partition"
+    } else {
+        "no side completed its view"
+    };
+    max(
+        "minority_view_s",
+        expect.minority_view_s_max,
+        r.minority_view_s,
+        view_why,
+    );
+    max(
         "suspicions_per_node_hour",
         expect.suspicions_per_node_hour_max,
         Some(r.suspicions_per_node_hour),
@@ -584,6 +671,12 @@ pub fn check_expectations(expect: &Expectations, r: &RunReport) -> Vec<String> {
                 .map_or(String::new(), |n| format!(" ({n})"))
         ));
     }
+    if r.cutoff_views_unfinished > 0 && expect.minority_view_s_max.is_some() {
+        failed.push(format!(
+            "cutoff_views_unfinished: {} side(s) never held the other side(s) Dead; bound 0",
+            r.cutoff_views_unfinished
+        ));
+    }
     if r.undetected > 0
         && (expect.detection_p99_s_max.is_some() || expect.detection_p50_s_max.is_some())
     {
@@ -601,7 +694,7 @@ pub fn check_expectations(expect: &Expectations, r: &RunReport) -> Vec<String> {
 pub fn render_comparison(primary: &RunReport, other: &RunReport, expect: &Expectations) -> String {
     type Figure = fn(&RunReport) -> Option<f64>;
     let as_f64 = |v: Option<u64>| v.map(|v| v as f64);
-    let rows: [(&str, &str, Figure, Option<f64>, &str); 10] = [
+    let rows: [(&str, &str, Figure, Option<f64>, &str); 12] = [
         (
             "crash detection p50",
             " s",
@@ -621,7 +714,21 @@ pub fn render_comparison(primary: &RunReport, other: &RunReport, expect: &Expect
             "",
             |r| Some(r.false_positives as f64),
             as_f64(expect.false_positives_max),
-            "healthy nodes some node declared dead",
+            "running, reachable nodes some node declared dead",
+        ),
+        (
+            "paused-dead pauses",
+            "",
+            |r| (r.pauses > 0).then_some(r.paused_dead as f64),
+            as_f64(expect.paused_dead_max),
+            "pauses during which the paused node was declared dead",
+        ),
+        (
+            "cut-off minority's view",
+            " s",
+            |r| r.minority_view_s,
+            expect.minority_view_s_max,
+            "partition until the smallest side holds the rest dead",
         ),
         (
             "suspicions per node-hour",
@@ -874,6 +981,49 @@ mod tests {
         assert!(check_expectations(&expect, &ok).is_empty());
     }
 
+    /// A paused node declared Dead fails `paused_dead_max`; a cut-off side that never held
+    /// the rest Dead fails `minority_view_s_max` even when another partition's did.
+    #[test]
+    fn paused_dead_and_minority_view_bounds() {
+        let expect = Expectations {
+            paused_dead_max: Some(0),
+            minority_view_s_max: Some(12.0),
+            ..Expectations::default()
+        };
+        let r = RunReport {
+            pauses: 30,
+            paused_dead: 7,
+            partitions: 2,
+            minority_view_s: Some(66.0),
+            cutoff_views_unfinished: 1,
+            ..RunReport::default()
+        };
+        let failed = check_expectations(&expect, &r);
+        assert_eq!(failed.len(), 3, "{failed:?}");
+        assert!(failed[0].starts_with("paused_dead: measured 7"));
+        assert!(failed[1].starts_with("minority_view_s: measured 66"));
+        assert!(failed[2].starts_with("cutoff_views_unfinished: 1"));
+        let none = RunReport {
+            partitions: 1,
+            cutoff_views_unfinished: 2,
+            ..RunReport::default()
+        };
+        let failed = check_expectations(&expect, &none);
+        assert!(
+            failed
+                .iter()
+                .any(|f| f.contains("no side completed its view")),
+            "{failed:?}"
+        );
+        let ok = RunReport {
+            pauses: 30,
+            partitions: 1,
+            minority_view_s: Some(9.5),
+            ..RunReport::default()
+        };
+        assert!(check_expectations(&expect, &ok).is_empty());
+    }
+
     #[test]
     fn json_has_the_documented_keys() {
         let json = RunReport::default().to_json();
@@ -887,6 +1037,18 @@ mod tests {
             "detection_p99_s",
             "undetected",
             "false_positives",
+            "false_positive_verdicts",
+            "pauses",
+            "paused_dead",
+            "paused_dead_verdicts",
+            "cut_off_verdicts",
+            "minority_view_s",
+            "majority_view_s",
+            "minority_views_s",
+            "cutoff_views_unfinished",
+            "failover_pause_p50_s",
+            "failover_partition_p99_s",
+            "gray_failovers_unfinished",
             "suspicions_per_node_hour",
             "dissemination_p99_rounds",
             "heal_s",

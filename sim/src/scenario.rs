@@ -67,6 +67,8 @@
 //! detection_p99_s_max = 10.0
 //! detection_p50_s_max = 6.0
 //! false_positives_max = 0
+//! paused_dead_max = 0                    # pauses during which the paused node was declared Dead
+//! minority_view_s_max = 15.0             # a partition's smallest side holds the rest Dead
 //! suspicions_per_node_hour_max = 1.0
 //! dissemination_p99_rounds_max = 16.0
 //! heal_s_max = 60.0
@@ -612,6 +614,10 @@ pub struct Expectations {
     pub detection_p50_s_max: Option<f64>,
     /// Upper bound of `false_positives`.
     pub false_positives_max: Option<u64>,
+    /// Upper bound of `paused_dead` (pauses during which the paused node was declared Dead).
+    pub paused_dead_max: Option<u64>,
+    /// Upper bound of `minority_view_s` (a side that never completed its view fails it).
+    pub minority_view_s_max: Option<f64>,
     /// Upper bound of `suspicions_per_node_hour`.
     pub suspicions_per_node_hour_max: Option<f64>,
     /// Upper bound of `dissemination_p99_rounds`.
