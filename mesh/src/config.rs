@@ -252,39 +252,93 @@ impl Serialize for HumanDuration {
     }
 }
 
-/// A duration string that is not a number followed by `ns`, `us`, `ms`, `s`, `m` or `h`.
+/// Why a duration string was refused: the text given and what is wrong with it. Always the
+/// writer's fault (a config or scenario file, a command-line flag); nothing was built.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
-#[error("invalid duration {input:?}: expected a number and a unit, such as 500ms, 30s, 10m or 1h")]
+#[error("invalid duration {input:?}: {reason}")]
 pub struct DurationParseError {
     /// What was given.
     pub input: String,
+    /// What is wrong with it.
+    pub reason: DurationErrorReason,
 }
 
-/// Parses `500ms`, `1.5s`, `30s`, `10m`, `1h`, `250us`, `10ns`.
+/// What is wrong with a duration string.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DurationErrorReason {
+    /// It starts with `-`.
+    #[error("a duration cannot be negative")]
+    Negative,
+    /// A number without a unit, such as `10`.
+    #[error("missing unit (ns, us, ms, s, m, h)")]
+    MissingUnit,
+    /// A unit this grammar does not know.
+    #[error("unknown unit (ns, us, ms, s, m, h), such as 500ms, 30s, 10m or 1h")]
+    UnknownUnit,
+    /// A unit without a number, such as `ms`.
+    #[error("missing number")]
+    MissingNumber,
+    /// Two decimal points, or more than 18 decimals.
+    #[error("malformed number")]
+    MalformedNumber,
+    /// More than `u64::MAX` nanoseconds (about 584 years).
+    #[error("too large")]
+    TooLarge,
+}
+
+/// Parses `500ms`, `1.5s`, `30s`, `10m`, `1h`, `250us`, `10ns`: a decimal number and one of
+/// `ns us µs ms s m min h`. The one duration grammar of `node.toml`, [`RawConfig`] and the
+/// simulator's scenario files.
+///
+/// The fraction is exact, with no floating point: `0.1s` is exactly 100 ms on every platform,
+/// so a scenario replays the same everywhere. A fraction below a nanosecond is dropped.
 pub fn parse_duration(input: &str) -> Result<Duration, DurationParseError> {
-    let err = || DurationParseError {
+    let err = |reason| DurationParseError {
         input: input.to_owned(),
+        reason,
     };
     let s = input.trim();
+    if s.starts_with('-') {
+        return Err(err(DurationErrorReason::Negative));
+    }
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(err)?;
+        .unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
-    let nanos_per_unit: f64 = match unit.trim() {
-        "ns" => 1.0,
-        "us" | "µs" => 1e3,
-        "ms" => 1e6,
-        "s" => 1e9,
-        "m" | "min" => 60e9,
-        "h" => 3600e9,
-        _ => return Err(err()),
+    let unit_ns: u128 = match unit.trim() {
+        "ns" => 1,
+        "us" | "µs" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" | "min" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        "" => return Err(err(DurationErrorReason::MissingUnit)),
+        _ => return Err(err(DurationErrorReason::UnknownUnit)),
     };
-    let value: f64 = number.parse().map_err(|_| err())?;
-    let nanos = value * nanos_per_unit;
-    if !nanos.is_finite() || nanos < 0.0 || nanos > u64::MAX as f64 {
-        return Err(err());
+    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+    if int.is_empty() && frac.is_empty() {
+        return Err(err(DurationErrorReason::MissingNumber));
     }
-    Ok(Duration::from_nanos(nanos.round() as u64))
+    if frac.contains('.') || frac.len() > 18 {
+        return Err(err(DurationErrorReason::MalformedNumber));
+    }
+    let digits = |text: &str| -> Result<u128, DurationParseError> {
+        if text.is_empty() {
+            return Ok(0);
+        }
+        text.parse()
+            .map_err(|_| err(DurationErrorReason::MalformedNumber))
+    };
+    let (int, frac_value) = (digits(int)?, digits(frac)?);
+    // At most 18 decimals: 10^18 fits a u128 many times over, and so does frac * unit_ns.
+    let scale = 10u128.pow(u32::try_from(frac.len()).unwrap_or(18));
+    let nanos = int
+        .checked_mul(unit_ns)
+        .and_then(|n| n.checked_add(frac_value * unit_ns / scale))
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| err(DurationErrorReason::TooLarge))?;
+    Ok(Duration::from_nanos(nanos))
 }
 
 /// The serde form of [`Config`]: a profile plus optional overrides, as written in a TOML file.
@@ -542,6 +596,30 @@ mod tests {
         assert!(parse_duration("ten seconds").is_err());
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn durations_are_exact_and_errors_say_why() {
+        // No floating point: 0.1 s is 100 ms exactly, and nine decimals of a second are kept.
+        assert_eq!(parse_duration("0.1s").unwrap(), Duration::from_millis(100));
+        assert_eq!(
+            parse_duration("1.000000001s").unwrap(),
+            Duration::from_nanos(1_000_000_001)
+        );
+        assert_eq!(parse_duration("5min").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration(" 2h ").unwrap(), Duration::from_secs(7200));
+        let reason = |s: &str| parse_duration(s).unwrap_err().reason;
+        assert_eq!(reason("-1s"), DurationErrorReason::Negative);
+        assert_eq!(reason("10"), DurationErrorReason::MissingUnit);
+        assert_eq!(reason("10 parsecs"), DurationErrorReason::UnknownUnit);
+        assert_eq!(reason("ms"), DurationErrorReason::MissingNumber);
+        assert_eq!(reason("1.2.3s"), DurationErrorReason::MalformedNumber);
+        assert_eq!(
+            reason("99999999999999999999h"),
+            DurationErrorReason::TooLarge
+        );
+        let e = parse_duration("-1s").unwrap_err().to_string();
+        assert_eq!(e, "invalid duration \"-1s\": a duration cannot be negative");
     }
 
     #[test]

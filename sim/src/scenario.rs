@@ -1720,57 +1720,10 @@ impl<'de> Deserialize<'de> for DurationStr {
     }
 }
 
-/// Parses `"500us"`, `"1.5s"`, `"10m"`: a decimal number and one of `ns us ms s m h`.
-///
-/// The fraction is exact (no floating point): `"0.1s"` is exactly 100 ms.
+/// Parses `"500us"`, `"1.5s"`, `"10m"`: the core's one duration grammar
+/// ([`meshkit::config::parse_duration`], exact, no floating point), with its error as text.
 pub fn parse_duration(input: &str) -> Result<Duration, String> {
-    let bad = |why: &str| format!("invalid duration \"{input}\": {why}");
-    let s = input.trim();
-    if s.starts_with('-') {
-        return Err(bad("a duration cannot be negative"));
-    }
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let unit_ns: u128 = match unit.trim() {
-        "ns" => 1,
-        "us" | "µs" => 1_000,
-        "ms" => 1_000_000,
-        "s" => 1_000_000_000,
-        "m" => 60_000_000_000,
-        "h" => 3_600_000_000_000,
-        "" => return Err(bad("missing unit (ns, us, ms, s, m, h)")),
-        other => {
-            return Err(bad(&format!(
-                "unknown unit \"{other}\" (ns, us, ms, s, m, h)"
-            )));
-        }
-    };
-    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
-    if int.is_empty() && frac.is_empty() {
-        return Err(bad("missing number"));
-    }
-    if frac.contains('.') || frac.len() > 18 {
-        return Err(bad("malformed number"));
-    }
-    let int: u128 = if int.is_empty() {
-        0
-    } else {
-        int.parse().map_err(|_| bad("malformed number"))?
-    };
-    let frac_value: u128 = if frac.is_empty() {
-        0
-    } else {
-        frac.parse().map_err(|_| bad("malformed number"))?
-    };
-    let scale = 10u128.pow(frac.len() as u32);
-    let nanos = int
-        .checked_mul(unit_ns)
-        .and_then(|n| n.checked_add(frac_value * unit_ns / scale))
-        .filter(|&n| n <= u128::from(u64::MAX))
-        .ok_or_else(|| bad("too large"))?;
-    Ok(Duration::from_nanos(nanos as u64))
+    meshkit::config::parse_duration(input).map_err(|e| e.to_string())
 }
 
 /// A probability in `0.0..=1.0`.
