@@ -146,6 +146,47 @@ async fn operators_transfer_drain_resume_and_filter_from_the_environment() {
         String::from_utf8_lossy(&bad.stderr)
     );
 
+    // leaders watch follows one live stream: the holder's grant comes from the backlog (the
+    // stream is open), its transfer arrives on the same stream, one request in all.
+    let feed = holder.handle().leadership_feed(0).await.unwrap();
+    let acquired = feed
+        .backlog
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|e| e.change.kind() == "acquired" && e.change.scope() == Some("global-control"))
+        .map(|e| e.seq)
+        .expect("the holder's feed has its grant");
+    let after = (acquired - 1).to_string();
+    let mut watch = spawn_meshctl(
+        &dir,
+        holder,
+        "watch",
+        &[
+            "leaders",
+            "watch",
+            "--after",
+            &after,
+            "--scope",
+            "global-control",
+            "--kind",
+            "acquired",
+            "--kind",
+            "transferred",
+            "--count",
+            "2",
+        ],
+    );
+    assert!(
+        eventually(LIMIT, || std::future::ready(
+            read(&dir, "watch.out").contains(" acquired ")
+        ))
+        .await,
+        "the watch prints the grant: {}{}",
+        read(&dir, "watch.out"),
+        read(&dir, "watch.err")
+    );
+
     // transfer: a JSON body with its content type; one readable line.
     let to = target.id().get().to_string();
     let moved = stdout(
@@ -178,6 +219,28 @@ async fn operators_transfer_drain_resume_and_filter_from_the_environment() {
         "holders after the transfer: {:?}",
         global_control_holders(&nodes).await
     );
+    assert!(
+        exit_of(&mut watch).await.success(),
+        "{}",
+        read(&dir, "watch.err")
+    );
+    let lines = read(&dir, "watch.out");
+    let lines: Vec<&str> = lines.lines().collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[1].contains(" transferred ") && lines[1].contains(&format!("to={to}")),
+        "{lines:?}"
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&read(&dir, "watch-state.json")).expect("the state file");
+    let requests: u64 = state["stats"]["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(requests, 1, "one stream, not polls: {state}");
+
     // The old holder no longer holds it: the error names the node's answer.
     let again = meshctl(
         &dir,

@@ -283,9 +283,10 @@ enum LeadersCommand {
         #[command(flatten)]
         node: NodeArgs,
     },
-    /// Follows the node's leadership feed (a voter's shows every grant in the mesh), resuming
-    /// after the last entry seen; stops after --count entries or --for, or on Ctrl-C.
-    /// Renewals are left out unless --kind renewed asks for them.
+    /// Follows the node's leadership feed live (a voter's shows every grant in the mesh): one
+    /// server-sent event stream, resumed after the last entry seen if it ends; stops after
+    /// --count entries or --for, or on Ctrl-C. Renewals are left out unless --kind renewed
+    /// asks for them.
     Watch {
         /// Only entries of this kind (acquired, renewed, lost, transferred, expired, released,
         /// raft_leader, granted, lease_released, lease_expired, voters); repeat for several.
@@ -303,9 +304,10 @@ enum LeadersCommand {
         /// Stop after this long, such as 30s or 5m.
         #[arg(long = "for")]
         duration: Option<String>,
-        /// Milliseconds between polls of the feed.
-        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..=60_000))]
-        poll_ms: u64,
+        /// Poll the feed every this many milliseconds instead of following its stream (for a
+        /// proxy that does not pass streams through).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(50..=60_000))]
+        poll_ms: Option<u64>,
         /// Print one JSON object per entry instead of a line of text.
         #[arg(long)]
         json: bool,
@@ -704,7 +706,7 @@ fn main() -> ExitCode {
                 after,
                 count,
                 duration,
-                poll: Duration::from_millis(poll_ms),
+                poll: poll_ms.map(Duration::from_millis),
             };
             leaders_watch(&node, &filter, &watch, json)
         }
@@ -1358,12 +1360,142 @@ impl FeedFilter {
     }
 }
 
-/// Where `leaders watch` starts, when it stops, and how often it polls.
+/// Where `leaders watch` starts, when it stops, and how often it polls (if it polls).
 struct WatchLimits {
     after: u64,
     count: Option<u64>,
     duration: Option<String>,
+    poll: Option<Duration>,
+}
+
+/// Most times in a row `leaders watch` opens its stream again without getting an entry.
+const MAX_STREAM_RETRIES: u32 = 5;
+/// Wait before opening a stream that ended again.
+const STREAM_RETRY: Duration = Duration::from_secs(1);
+
+/// Prints the entries `filter` keeps; whether `--count` is reached.
+struct Printer<'a> {
+    filter: &'a FeedFilter,
+    json: bool,
+    count: Option<u64>,
+    seen: u64,
+    /// The last entry's sequence number (kept or not): where a new stream resumes.
+    after: u64,
+}
+
+impl Printer<'_> {
+    /// Handles one event; `true` once `--count` entries were printed.
+    fn event(&mut self, event: Result<FeedEntry, String>) -> bool {
+        use std::io::Write as _;
+        match event {
+            Ok(entry) => {
+                self.after = entry.seq;
+                if !self.filter.keeps(&entry) {
+                    return false;
+                }
+                self.seen += 1;
+                if self.json {
+                    println!("{}", serde_json::to_string(&entry).unwrap_or_default());
+                } else {
+                    println!("{}", feed_line(&entry));
+                }
+                // Whoever reads a pipe sees each entry as it comes.
+                let _ = std::io::stdout().flush();
+                self.count.is_some_and(|c| self.seen >= c)
+            }
+            Err(reason) => {
+                eprintln!("meshctl: feed reset: {reason}");
+                false
+            }
+        }
+    }
+}
+
+/// Follows the feed's event stream until `--count` is reached or the stream fails
+/// [`MAX_STREAM_RETRIES`] times in a row; a stream that ends is opened again after the last
+/// entry seen.
+async fn follow_stream(
+    client: &Client,
+    addr: &str,
+    printer: &mut Printer<'_>,
+) -> Result<(), String> {
+    let mut failures = 0;
+    loop {
+        let path = format!("/control/events/leadership?after={}", printer.after);
+        let before = printer.after;
+        let ended = match client.get_stream(addr, &path).await {
+            Ok(stream) if (200..300).contains(&stream.status()) => {
+                let mut stream = stream;
+                let mut text = String::new();
+                loop {
+                    match stream.chunk().await {
+                        Ok(Some(bytes)) => {
+                            text.push_str(&String::from_utf8_lossy(&bytes));
+                            // Whole events end with a blank line; the rest waits for more.
+                            let Some(end) = text.rfind(
+                                "
+
+",
+                            ) else {
+                                continue;
+                            };
+                            let complete: String = text.drain(..end + 2).collect();
+                            for event in parse_events(&complete) {
+                                if printer.event(event) {
+                                    return Ok(());
+                                }
+                            }
+                        }
+                        Ok(None) => break "the node ended the stream".to_owned(),
+                        Err(e) => break e.to_string(),
+                    }
+                }
+            }
+            Ok(stream) => {
+                let response = stream.into_response().await.map_err(|e| e.to_string())?;
+                return ok_body(addr, response).map(|_| ());
+            }
+            Err(e) => e.to_string(),
+        };
+        failures = if printer.after > before {
+            1
+        } else {
+            failures + 1
+        };
+        if failures > MAX_STREAM_RETRIES {
+            return Err(format!(
+                "{addr}: the event stream failed {MAX_STREAM_RETRIES} times in a row: {ended}"
+            ));
+        }
+        eprintln!(
+            "meshctl: {addr}: {ended}; following again after entry {}",
+            printer.after
+        );
+        tokio::time::sleep(STREAM_RETRY).await;
+    }
+}
+
+/// Polls the feed (`?follow=false`) every `poll` until `--count` is reached.
+async fn follow_polling(
+    client: &Client,
+    addr: &str,
+    printer: &mut Printer<'_>,
     poll: Duration,
+) -> Result<(), String> {
+    loop {
+        let path = format!(
+            "/control/events/leadership?follow=false&after={}",
+            printer.after
+        );
+        let response = client.get(addr, &path).await.map_err(|e| e.to_string())?;
+        let body = ok_body(addr, response)?;
+        for event in parse_events(&body) {
+            if printer.event(event) {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(poll).await;
+    }
 }
 
 /// The fields of an entry's change (`kind` and its own fields) as a JSON object.
@@ -1425,38 +1557,24 @@ fn leaders_watch(
         .as_deref()
         .map(|d| meshkit::config::parse_duration(d).map_err(|e| format!("--for {d:?}: {e}")))
         .transpose()?;
-    let deadline = limit.map(|d| std::time::Instant::now() + d);
-    let mut after = limits.after;
-    let mut seen = 0u64;
+    let mut printer = Printer {
+        filter,
+        json,
+        count: limits.count,
+        seen: 0,
+        after: limits.after,
+    };
     with_client(&node.connect, false, async |client| {
-        loop {
-            let path = format!("/control/events/leadership?follow=false&after={after}");
-            let response = client.get(addr, &path).await.map_err(|e| e.to_string())?;
-            let body = ok_body(addr, response)?;
-            for event in parse_events(&body) {
-                match event {
-                    Ok(entry) => {
-                        after = entry.seq;
-                        if !filter.keeps(&entry) {
-                            continue;
-                        }
-                        seen += 1;
-                        if json {
-                            println!("{}", serde_json::to_string(&entry).unwrap_or_default());
-                        } else {
-                            println!("{}", feed_line(&entry));
-                        }
-                        if limits.count.is_some_and(|c| seen >= c) {
-                            return Ok(());
-                        }
-                    }
-                    Err(reason) => eprintln!("meshctl: feed reset: {reason}"),
-                }
+        let follow = async {
+            match limits.poll {
+                Some(poll) => follow_polling(client, addr, &mut printer, poll).await,
+                None => follow_stream(client, addr, &mut printer).await,
             }
-            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                return Ok(());
-            }
-            tokio::time::sleep(limits.poll).await;
+        };
+        match limit {
+            // --for passed: a normal end.
+            Some(limit) => tokio::time::timeout(limit, follow).await.unwrap_or(Ok(())),
+            None => follow.await,
         }
     })
     .map(|_| ())

@@ -324,6 +324,54 @@ pub struct Client {
     stats: ClientStats,
 }
 
+/// An answer whose body is read as it arrives ([`Client::get_stream`]).
+#[derive(Debug)]
+pub struct StreamingResponse {
+    response: http::Response<hyper::body::Incoming>,
+    protocol: HttpProtocol,
+    outgoing: Outgoing,
+}
+
+impl StreamingResponse {
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.response.status().as_u16()
+    }
+
+    /// The protocol that carries it.
+    pub fn protocol(&self) -> HttpProtocol {
+        self.protocol
+    }
+
+    /// The next piece of the body as it arrived; `None` once the server ended it.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, ClientError> {
+        use http_body_util::BodyExt as _;
+        loop {
+            match self.response.body_mut().frame().await {
+                None => return Ok(None),
+                Some(Err(source)) => {
+                    return Err(ClientError::Http {
+                        server: self.outgoing.authority.clone(),
+                        source,
+                    });
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                    // Trailers: nothing to hand over.
+                }
+            }
+        }
+    }
+
+    /// The whole body (at most [`MAX_RESPONSE_BYTES`]), as [`Client::get`] answers it: for
+    /// an error answer, which ends.
+    pub async fn into_response(self) -> Result<Response, ClientError> {
+        tcp::read_response(self.response, self.protocol, &self.outgoing).await
+    }
+}
+
 /// One request, before it is shaped for a protocol.
 #[derive(Debug)]
 struct Outgoing {
@@ -451,6 +499,57 @@ impl Client {
             Ok(response) => {
                 self.stats.count_request(response.protocol);
                 Ok(response)
+            }
+            Err(error) => {
+                self.stats.count_failure();
+                Err(error)
+            }
+        }
+    }
+
+    /// `GET path` from `server` as a stream (server-sent events): the answer once its head has
+    /// arrived (within the request timeout), its body read as it comes with
+    /// [`StreamingResponse::chunk`], without a time bound. A stream holds a TLS-over-TCP
+    /// connection of its own (HTTP/2, or HTTP/1.1), whatever the client's protocols: it is
+    /// one long exchange, not many short ones.
+    pub async fn get_stream(
+        &self,
+        server: &str,
+        path: &str,
+    ) -> Result<StreamingResponse, ClientError> {
+        let uri = http::Uri::builder()
+            .scheme("https")
+            .authority(server)
+            .path_and_query(path)
+            .build()?;
+        let outgoing = Outgoing {
+            method: Method::GET,
+            authority: server.to_owned(),
+            uri,
+            token: self.token.clone(),
+            content_type: None,
+            body: Bytes::new(),
+        };
+        let opened = async {
+            let addr = resolve(server).await?;
+            self.tcp_stream(addr, &outgoing).await
+        };
+        let result = tokio::time::timeout(self.request_timeout, opened)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ClientError::Timeout {
+                    server: server.to_owned(),
+                    timeout: self.request_timeout,
+                })
+            });
+        match result {
+            Ok((response, protocol)) => {
+                self.stats.count_request(protocol);
+                Ok(StreamingResponse {
+                    response,
+                    protocol,
+                    outgoing,
+                })
             }
             Err(error) => {
                 self.stats.count_failure();

@@ -72,31 +72,7 @@ impl Client {
             }
             self.tcp.forget(server);
         }
-        let connect_error = |source| ClientError::Connect {
-            server: outgoing.authority.clone(),
-            source,
-        };
-        let timed_out = || ClientError::Timeout {
-            server: outgoing.authority.clone(),
-            timeout: self.connect_timeout,
-        };
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(server))
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(connect_error)?;
-        // Requests are small and answers prompt: no need to wait for more to send.
-        stream.set_nodelay(true).map_err(connect_error)?;
-        let tls = tokio::time::timeout(
-            self.connect_timeout,
-            tokio_rustls::TlsConnector::from(self.tls.clone())
-                .connect(self.server_name.clone(), stream),
-        )
-        .await
-        .map_err(|_| timed_out())?
-        .map_err(|source| ClientError::TlsHandshake {
-            server: outgoing.authority.clone(),
-            source,
-        })?;
+        let tls = self.tcp_connect(server, outgoing).await?;
         let http_error = |source| ClientError::Http {
             server: outgoing.authority.clone(),
             source,
@@ -138,6 +114,85 @@ impl Client {
             read_response(response, HttpProtocol::Http11, outgoing).await
         }
     }
+
+    /// A TLS connection to `server` over TCP, within the connect timeout.
+    async fn tcp_connect(
+        &self,
+        server: SocketAddr,
+        outgoing: &Outgoing,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
+        let connect_error = |source| ClientError::Connect {
+            server: outgoing.authority.clone(),
+            source,
+        };
+        let timed_out = || ClientError::Timeout {
+            server: outgoing.authority.clone(),
+            timeout: self.connect_timeout,
+        };
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(server))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(connect_error)?;
+        // Requests are small and answers prompt: no need to wait for more to send.
+        stream.set_nodelay(true).map_err(connect_error)?;
+        let tls = tokio::time::timeout(
+            self.connect_timeout,
+            tokio_rustls::TlsConnector::from(self.tls.clone())
+                .connect(self.server_name.clone(), stream),
+        )
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|source| ClientError::TlsHandshake {
+            server: outgoing.authority.clone(),
+            source,
+        })?;
+        Ok(tls)
+    }
+
+    /// One request over TLS on TCP on a connection of its own, answered with the response
+    /// head and its body unread: for event streams, which hold their connection open.
+    pub(super) async fn tcp_stream(
+        &self,
+        server: SocketAddr,
+        outgoing: &Outgoing,
+    ) -> Result<(http::Response<Incoming>, HttpProtocol), ClientError> {
+        let tls = self.tcp_connect(server, outgoing).await?;
+        let http_error = |source| ClientError::Http {
+            server: outgoing.authority.clone(),
+            source,
+        };
+        if tls.get_ref().1.alpn_protocol() == Some(ALPN_H2) {
+            let (mut sender, connection) =
+                http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    .await
+                    .map_err(http_error)?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let request = outgoing.head(Full::new(outgoing.body.clone()));
+            let response = sender.send_request(request).await.map_err(http_error)?;
+            Ok((response, HttpProtocol::H2))
+        } else {
+            let (mut sender, connection) = http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(http_error)?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let mut request = outgoing.head(Full::new(outgoing.body.clone()));
+            let path = outgoing
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned();
+            *request.uri_mut() = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+            if let Ok(host) = HeaderValue::try_from(outgoing.authority.as_str()) {
+                request.headers_mut().insert(HOST, host);
+            }
+            let response = sender.send_request(request).await.map_err(http_error)?;
+            Ok((response, HttpProtocol::Http11))
+        }
+    }
 }
 
 async fn h2_exchange(sender: &mut H2Sender, outgoing: &Outgoing) -> Result<Response, ClientError> {
@@ -152,7 +207,7 @@ async fn h2_exchange(sender: &mut H2Sender, outgoing: &Outgoing) -> Result<Respo
     read_response(response, HttpProtocol::H2, outgoing).await
 }
 
-async fn read_response(
+pub(super) async fn read_response(
     response: http::Response<Incoming>,
     protocol: HttpProtocol,
     outgoing: &Outgoing,
