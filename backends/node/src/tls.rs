@@ -380,6 +380,12 @@ impl TlsIdentity {
         self.id
     }
 
+    /// The private key's DER bytes, for deriving per-node secrets (the QUIC stateless reset
+    /// key); never sent anywhere.
+    pub(crate) fn private_key_der(&self) -> &[u8] {
+        self.key.secret_der()
+    }
+
     /// When the node's own certificate stops being valid, in Unix seconds. Exported as a
     /// metric so that an expiring certificate is an alert, not an outage. (Always `Some`: kept
     /// an `Option` for callers written when parsing could fail here.)

@@ -305,6 +305,9 @@ impl Source for SnapshotMetrics {
         for (family, value) in [
             (&TRANSPORT_CONNECTIONS_OPENED, t.connections_opened),
             (&TRANSPORT_DIALS_FAILED, t.dials_failed),
+            (&TRANSPORT_CONNECTIONS_EVICTED, t.connections_evicted),
+            (&TRANSPORT_REDIALS, t.redials),
+            (&TRANSPORT_HANDSHAKES_RESUMED, t.handshakes_resumed),
             (&TRANSPORT_HANDSHAKES_REFUSED, t.handshakes_refused),
             (&TRANSPORT_DATAGRAMS_DROPPED, t.datagrams_dropped),
         ] {

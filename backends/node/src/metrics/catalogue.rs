@@ -160,6 +160,15 @@ catalogue! {
     /// Dials that failed.
     TRANSPORT_DIALS_FAILED = Counter "mesh_transport_dials_failed_total" [] none,
         "Dials that failed.";
+    /// Connections closed past the bound.
+    TRANSPORT_CONNECTIONS_EVICTED = Counter "mesh_transport_connections_evicted_total" [] none,
+        "QUIC connections closed because more than the bound were open, least recently used first.";
+    /// Replacement dials.
+    TRANSPORT_REDIALS = Counter "mesh_transport_redials_total" [] none,
+        "Dials to replace a connection that fell silent, whose peer moved, or that the peer reset.";
+    /// Resumed handshakes.
+    TRANSPORT_HANDSHAKES_RESUMED = Counter "mesh_transport_handshakes_resumed_total" [] none,
+        "Incoming QUIC handshakes that resumed an earlier TLS session.";
     /// Node handshakes refused.
     TRANSPORT_HANDSHAKES_REFUSED = Counter "mesh_transport_handshakes_refused_total" [] none,
         "Incoming handshakes refused (e.g. a certificate not signed by the CA).";

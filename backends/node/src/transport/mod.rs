@@ -55,6 +55,13 @@ pub struct TransportStats {
     pub stream_messages_dropped: u64,
     /// Incoming streams refused: over the size limit, too many at once, too slow, or reset.
     pub streams_refused: u64,
+    /// Connections closed because more than the bound were open (least recently used first).
+    pub connections_evicted: u64,
+    /// Dials to replace a connection that fell silent, whose peer moved, or that the peer
+    /// reset (a restart).
+    pub redials: u64,
+    /// Incoming handshakes that resumed an earlier TLS session (no certificate exchange).
+    pub handshakes_resumed: u64,
     /// The node's TLS counters (reloads, certificate expiry, refused handshakes on every
     /// listener), when the transport shares them.
     pub tls: crate::tls_stats::TlsCounters,

@@ -7,6 +7,39 @@
 //! certificates signed by the development CA; the peer's [`NodeId`] is read from its verified
 //! certificate, never from a datagram, so the core can refuse a datagram claiming another sender.
 //!
+//! ## Connections cost nothing while idle
+//!
+//! Failure detection is SWIM's job, not the connection layer's, so a connection sends nothing of
+//! its own: no keep-alive, and an idle timeout ([`IDLE_TIMEOUT`], 10 minutes) long enough that a
+//! pair of members that probe each other round-robin keeps its connection between probes. What a
+//! node sends is then what the core sends (plus QUIC's acknowledgements), whatever the size of
+//! the mesh; with a keep-alive every open connection cost about a packet a second each way, so a
+//! node's traffic grew with N (issue #12). Open connections are bounded
+//! ([`QuicOptions::max_connections`], default [`DEFAULT_MAX_CONNECTIONS`]): past the bound the
+//! least recently used one is closed, and reopened on demand with a resumed TLS session (no
+//! certificate exchange). The core needs no connection to be open: a datagram for a peer without
+//! one waits (at most [`MAX_QUEUED_PER_DIAL`]) while a dial runs in a task of its own, bounded by
+//! [`QuicOptions::dial_timeout`], so a dial to a dead peer never holds up datagrams to others.
+//!
+//! An idle connection may be dead without this node knowing: the peer crashed, restarted, moved,
+//! or dropped it. None of these may hide a probe for long:
+//!
+//! * a peer restarted on the same address answers with a QUIC stateless reset, because every
+//!   process of a node derives its reset key and connection-id key from the node's private key
+//!   (a key rotated between the two processes loses this, and the next rule applies); the
+//!   connection closes
+//!   within one round trip and the membership datagrams sent on it in the last
+//!   [`REPLAY_WINDOW`] (at most [`MAX_REPLAY_DATAGRAMS`]) go again on a new connection
+//!   (membership messages are idempotent: a ping answered twice, a record merged twice);
+//! * a peer whose published address changed is redialled at the new one;
+//! * a connection that received nothing, not even an acknowledgement, for [`STALE_AFTER`] after
+//!   a send is presumed dead: the next send also starts a dial (while still using the old one),
+//!   and the new connection replaces it when it comes up.
+//!
+//! 0-RTT is not used: a reopen costs one round trip (about 0.1 ms on a LAN), a replayed 0-RTT
+//! packet could carry a Raft or lease message, and the datagram that triggered the dial waits
+//! for the handshake instead (not for a probe timeout).
+//!
 //! ## Large messages
 //!
 //! The core keeps its messages within `meshkit::wire::MAX_DATAGRAM_BYTES`, but some are larger
@@ -29,7 +62,7 @@
 //! open connections keep going. A peer certificate this node refuses, on accept or on dial, is
 //! counted and logged by [`TlsStats`] under the listener `mesh`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -55,10 +88,32 @@ use crate::tls_stats::{Classified, Listener, LogLimiter, TlsStats, peer_refused_
 pub const INBOX_DATAGRAMS: usize = 4096;
 /// Datagrams held for a peer while its connection is being dialled; past this they are dropped.
 pub const MAX_QUEUED_PER_DIAL: usize = 32;
-/// A connection (or a handshake) silent this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Keep-alives on quiet connections, well inside [`IDLE_TIMEOUT`].
-pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// A connection with no traffic this long is closed by both sides, silently. There is no
+/// keep-alive: a pair that exchanges a probe every N probe intervals (round-robin probing) keeps
+/// its connection while N x interval stays under this (N <= 600 at the `lan` profile's 1 s);
+/// in larger meshes a pair reopens its connection (a resumed handshake) about once per probe,
+/// which costs per probe sent, not per member.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default bound on open connections. Why 1,024: an idle connection costs memory only (about
+/// 10 KiB of quinn and TLS state; see docs/architecture.md), so 1,024 of them cost about 10 MiB,
+/// and up to that size every member keeps one connection to every other without any churn;
+/// beyond it the least recently used ones are closed and reopened on demand.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default time a dial has to complete its handshake before it is abandoned (its queued
+/// datagrams dropped); the next datagram for that peer dials again.
+pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+/// A connection that received nothing (not even an acknowledgement, which a live peer sends
+/// within its 25 ms ack delay) this long after a send is presumed dead: the next send redials.
+pub const STALE_AFTER: Duration = Duration::from_secs(1);
+/// Membership datagrams kept per connection to be sent again when the peer resets it.
+pub const MAX_REPLAY_DATAGRAMS: usize = 4;
+/// How recent a kept membership datagram must be to be sent again after a reset (a probe
+/// older than this has timed out in the core already).
+pub const REPLAY_WINDOW: Duration = Duration::from_secs(1);
+/// Peers whose TLS session each side's cache keeps, per connection of the bound.
+pub const SESSIONS_PER_CONNECTION: usize = 2;
+/// The first byte of a membership datagram (the driver's channel byte; see `meshkit::node`).
+const MEMBERSHIP_CHANNEL: u8 = 0;
 /// Default largest message a peer may send on a stream, in bytes: the largest lease message
 /// (a Raft `MsgSnapshot` with the largest lease table, about 32 MiB) plus the driver's channel
 /// byte, so that any message the core makes can travel.
@@ -77,6 +132,10 @@ const STREAM_TOO_LARGE: u32 = 1;
 const STREAM_BUSY: u32 = 2;
 const STREAM_TOO_SLOW: u32 = 3;
 
+/// Application close codes this node gives a connection it closes on purpose.
+const CLOSE_EVICTED: u32 = 16;
+const CLOSE_REPLACED: u32 = 17;
+
 /// Settings of a [`QuicTransport`] beyond its address and certificates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -85,12 +144,22 @@ pub struct QuicOptions {
     /// [`DEFAULT_MAX_STREAM_MESSAGE_BYTES`]). Nodes of one mesh should agree: a longer message
     /// is dropped by its sender and refused by its receiver.
     pub max_stream_message_bytes: usize,
+    /// Open connections at most (default [`DEFAULT_MAX_CONNECTIONS`], at least 1); past it the
+    /// least recently used connection is closed.
+    pub max_connections: usize,
+    /// Time without traffic after which a connection closes (default [`IDLE_TIMEOUT`]).
+    pub idle_timeout: Duration,
+    /// Time a handshake has before the dial is abandoned (default [`DEFAULT_DIAL_TIMEOUT`]).
+    pub dial_timeout: Duration,
 }
 
 impl Default for QuicOptions {
     fn default() -> Self {
         Self {
             max_stream_message_bytes: DEFAULT_MAX_STREAM_MESSAGE_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: IDLE_TIMEOUT,
+            dial_timeout: DEFAULT_DIAL_TIMEOUT,
         }
     }
 }
@@ -99,6 +168,24 @@ impl QuicOptions {
     /// These options with another stream message limit.
     pub fn with_max_stream_message_bytes(mut self, bytes: usize) -> Self {
         self.max_stream_message_bytes = bytes;
+        self
+    }
+
+    /// These options with another bound on open connections (0 is taken as 1).
+    pub fn with_max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections.max(1);
+        self
+    }
+
+    /// These options with another idle timeout (clamped to 1 ms - 1 day).
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout.clamp(Duration::from_millis(1), Duration::from_secs(86_400));
+        self
+    }
+
+    /// These options with another dial timeout.
+    pub fn with_dial_timeout(mut self, timeout: Duration) -> Self {
+        self.dial_timeout = timeout;
         self
     }
 }
@@ -122,8 +209,100 @@ pub enum QuicError {
 
 #[derive(Debug)]
 enum Slot {
-    Connected(Connection),
+    Connected(Box<Link>),
     Dialing(Vec<Bytes>),
+}
+
+/// The connection to one peer and what the transport tracks about it.
+#[derive(Debug)]
+struct Link {
+    conn: Connection,
+    /// The address dialled, or `None` when the peer dialled.
+    dialled: Option<SocketAddr>,
+    /// The transport's use counter when this peer was last sent to or heard from (LRU order;
+    /// shared with the readers of every connection to the peer).
+    last_used: Arc<AtomicU64>,
+    /// `udp_rx.datagrams` of `conn` at the last send.
+    rx_at_last_send: u64,
+    /// The first send after which nothing has been received on `conn`.
+    unanswered_since: Option<tokio::time::Instant>,
+    /// A dial to replace `conn` is under way.
+    redialing: bool,
+    /// The last membership datagrams sent, to send again if the peer resets `conn`.
+    recent: VecDeque<(tokio::time::Instant, Bytes)>,
+    /// The connection `conn` replaced, left open because the peer may still send on it (both
+    /// sides dialled at once, each uses the connection it saw last); closed with the link.
+    previous: Option<Connection>,
+}
+
+impl Link {
+    fn new(conn: Connection, dialled: Option<SocketAddr>, last_used: Arc<AtomicU64>) -> Self {
+        Self {
+            rx_at_last_send: conn.stats().udp_rx.datagrams,
+            conn,
+            dialled,
+            last_used,
+            unanswered_since: None,
+            redialing: false,
+            recent: VecDeque::with_capacity(MAX_REPLAY_DATAGRAMS),
+            previous: None,
+        }
+    }
+
+    /// Records a send of `datagram` at `now` (for `addr` if the driver knows one) and says where
+    /// to dial a replacement when this connection looks dead or the peer moved.
+    fn note_send(
+        &mut self,
+        now: tokio::time::Instant,
+        datagram: &Bytes,
+        addr: Option<SocketAddr>,
+    ) -> Option<SocketAddr> {
+        if datagram.first() == Some(&MEMBERSHIP_CHANNEL) {
+            if self.recent.len() == MAX_REPLAY_DATAGRAMS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back((now, datagram.clone()));
+        }
+        let rx = self.conn.stats().udp_rx.datagrams;
+        let stale = if rx == self.rx_at_last_send {
+            let since = *self.unanswered_since.get_or_insert(now);
+            now.saturating_duration_since(since) >= STALE_AFTER
+        } else {
+            self.rx_at_last_send = rx;
+            self.unanswered_since = Some(now);
+            false
+        };
+        let moved = matches!((self.dialled, addr), (Some(d), Some(a)) if d != a);
+        if self.redialing || !(stale || moved) {
+            return None;
+        }
+        self.redialing = true;
+        Some(
+            addr.or(self.dialled)
+                .unwrap_or_else(|| self.conn.remote_address()),
+        )
+    }
+
+    /// The membership datagrams sent in the last [`REPLAY_WINDOW`], oldest first.
+    fn replay(&mut self, now: tokio::time::Instant) -> Vec<Bytes> {
+        self.recent
+            .drain(..)
+            .filter(|(at, _)| now.saturating_duration_since(*at) < REPLAY_WINDOW)
+            .map(|(_, d)| d)
+            .collect()
+    }
+
+    /// Connections this link holds.
+    fn connections(&self) -> usize {
+        1 + usize::from(self.previous.is_some())
+    }
+
+    fn close(&self, code: u32, reason: &[u8]) {
+        self.conn.close(code.into(), reason);
+        if let Some(previous) = &self.previous {
+            previous.close(code.into(), reason);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -138,6 +317,9 @@ struct Counters {
     stream_bytes_received: AtomicU64,
     stream_messages_dropped: AtomicU64,
     streams_refused: AtomicU64,
+    connections_evicted: AtomicU64,
+    redials: AtomicU64,
+    handshakes_resumed: Arc<AtomicU64>,
 }
 
 impl Counters {
@@ -155,6 +337,8 @@ struct Shared {
     local_id: NodeId,
     endpoint: Endpoint,
     peers: Mutex<HashMap<NodeId, Slot>>,
+    /// The use counter behind the LRU order of connections.
+    uses: AtomicU64,
     inbox: mpsc::Sender<Received>,
     counters: Counters,
     options: QuicOptions,
@@ -185,18 +369,60 @@ impl Shared {
             .clone()
     }
 
-    /// Makes `conn` the connection to `id`, flushes what waited for it and starts its readers.
-    fn register(self: &Arc<Self>, id: NodeId, conn: Connection) {
-        let queued = match self.peers().insert(id, Slot::Connected(conn.clone())) {
-            Some(Slot::Dialing(queued)) => queued,
-            _ => Vec::new(),
+    /// The next value of the use counter.
+    fn tick(&self) -> u64 {
+        self.uses.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Makes `conn` (dialled at `dialled`, or accepted) the connection to `id`, sends `first`
+    /// and what waited for the dial on it, closes the least recently used connections past the
+    /// bound, and starts its readers.
+    fn register(
+        self: &Arc<Self>,
+        id: NodeId,
+        conn: Connection,
+        dialled: Option<SocketAddr>,
+        first: Vec<Bytes>,
+    ) {
+        let mut queued = first;
+        let mut peers = self.peers();
+        let (last_used, previous, retired) = match peers.remove(&id) {
+            Some(Slot::Dialing(waiting)) => {
+                queued.extend(waiting);
+                (Arc::new(AtomicU64::new(0)), None, None)
+            }
+            Some(Slot::Connected(old)) => {
+                let Link {
+                    conn: old_conn,
+                    last_used,
+                    previous,
+                    ..
+                } = *old;
+                let kept = old_conn.close_reason().is_none().then_some(old_conn);
+                (last_used, kept, previous)
+            }
+            None => (Arc::new(AtomicU64::new(0)), None, None),
         };
+        last_used.store(self.tick(), Ordering::Relaxed);
+        let mut link = Link::new(conn.clone(), dialled, last_used.clone());
+        link.previous = previous;
+        peers.insert(id, Slot::Connected(Box::new(link)));
+        let evicted = evict_past(&mut peers, self.options.max_connections, id);
+        drop(peers);
+        if let Some(retired) = retired {
+            retired.close(CLOSE_REPLACED.into(), b"replaced");
+        }
+        for (peer, link) in evicted {
+            tracing::debug!(%peer, "connection closed: least recently used past the bound");
+            Counters::bump(&self.counters.connections_evicted);
+            link.close(CLOSE_EVICTED, b"evicted");
+        }
         Counters::bump(&self.counters.connections_opened);
         tracing::debug!(peer = %id, remote = %conn.remote_address(), "connection up");
         for message in queued {
             self.send_on(id, &conn, message);
         }
-        tokio::spawn(read_datagrams(self.clone(), id, conn.clone()));
+        tokio::spawn(read_datagrams(self.clone(), id, conn.clone(), last_used));
         tokio::spawn(accept_streams(self.clone(), id, conn));
     }
 
@@ -355,28 +581,95 @@ fn peer_id(conn: &Connection) -> Result<NodeId, IdentityError> {
     node_id_from_cert(leaf)
 }
 
-async fn read_datagrams(shared: Arc<Shared>, id: NodeId, conn: Connection) {
-    loop {
-        match conn.read_datagram().await {
-            Ok(datagram) => match shared.inbox.try_send(Received { from: id, datagram }) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    Counters::bump(&shared.counters.datagrams_dropped);
+/// Closes the least recently used connections (never `keep`'s) until at most `max` are open.
+fn evict_past(
+    peers: &mut HashMap<NodeId, Slot>,
+    max: usize,
+    keep: NodeId,
+) -> Vec<(NodeId, Box<Link>)> {
+    let mut open: usize = peers
+        .values()
+        .map(|slot| match slot {
+            Slot::Connected(link) => link.connections(),
+            Slot::Dialing(_) => 0,
+        })
+        .sum();
+    let mut evicted = Vec::new();
+    while open > max {
+        let oldest = peers
+            .iter()
+            .filter_map(|(id, slot)| match slot {
+                Slot::Connected(link) if *id != keep => {
+                    Some((link.last_used.load(Ordering::Relaxed), *id))
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => break,
-            },
-            Err(error) => {
-                tracing::debug!(peer = %id, %error, "connection closed");
-                break;
-            }
+                _ => None,
+            })
+            .min();
+        let Some((_, id)) = oldest else { break };
+        if let Some(Slot::Connected(link)) = peers.remove(&id) {
+            open -= link.connections();
+            evicted.push((id, link));
         }
     }
+    evicted
+}
+
+async fn read_datagrams(
+    shared: Arc<Shared>,
+    id: NodeId,
+    conn: Connection,
+    last_used: Arc<AtomicU64>,
+) {
+    let error = loop {
+        match conn.read_datagram().await {
+            Ok(datagram) => {
+                last_used.store(shared.tick(), Ordering::Relaxed);
+                match shared.inbox.try_send(Received { from: id, datagram }) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        Counters::bump(&shared.counters.datagrams_dropped);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
+            Err(error) => {
+                tracing::debug!(peer = %id, %error, "connection closed");
+                break error;
+            }
+        }
+    };
     let mut peers = shared.peers();
-    if let Some(Slot::Connected(current)) = peers.get(&id)
-        && current.stable_id() == conn.stable_id()
+    let Some(Slot::Connected(link)) = peers.get_mut(&id) else {
+        return;
+    };
+    if link
+        .previous
+        .as_ref()
+        .is_some_and(|p| p.stable_id() == conn.stable_id())
     {
-        peers.remove(&id);
+        link.previous = None;
+        return;
     }
+    if link.conn.stable_id() != conn.stable_id() {
+        return;
+    }
+    // A stateless reset: the peer (restarted, or past its idle timeout) has no state for this
+    // connection, so what was sent on it lately was lost. Dial again at once with those
+    // membership datagrams, so a probe of a restarted peer is answered rather than timed out.
+    let replay = match error {
+        quinn::ConnectionError::Reset => link.replay(tokio::time::Instant::now()),
+        _ => Vec::new(),
+    };
+    let addr = link.dialled.unwrap_or_else(|| link.conn.remote_address());
+    if replay.is_empty() {
+        peers.remove(&id);
+        return;
+    }
+    peers.insert(id, Slot::Dialing(Vec::new()));
+    drop(peers);
+    Counters::bump(&shared.counters.redials);
+    tracing::debug!(peer = %id, %addr, datagrams = replay.len(), "connection reset by the peer; dialling again");
+    tokio::spawn(dial(shared, id, addr, replay));
 }
 
 #[derive(Debug, Error)]
@@ -389,9 +682,14 @@ enum DialError {
     Identity(#[from] IdentityError),
     #[error("certificate names {actual}, dialled {expected}")]
     WrongPeer { expected: NodeId, actual: NodeId },
+    #[error("no handshake within {0:?}")]
+    TimedOut(Duration),
 }
 
-async fn dial(shared: Arc<Shared>, to: NodeId, addr: SocketAddr) {
+/// Dials `to` at `addr` and sends `first` then whatever waits in its slot once connected; runs in
+/// a task of its own so that no send waits for a handshake.
+async fn dial(shared: Arc<Shared>, to: NodeId, addr: SocketAddr, first: Vec<Bytes>) {
+    let dial_timeout = shared.options.dial_timeout;
     let attempt = async {
         let conn = shared
             .endpoint
@@ -408,8 +706,13 @@ async fn dial(shared: Arc<Shared>, to: NodeId, addr: SocketAddr) {
         }
         Ok(conn)
     };
+    let attempt = async {
+        tokio::time::timeout(dial_timeout, attempt)
+            .await
+            .unwrap_or(Err(DialError::TimedOut(dial_timeout)))
+    };
     match attempt.await {
-        Ok(conn) => shared.register(to, conn),
+        Ok(conn) => shared.register(to, conn, Some(addr), first),
         Err(error) => {
             if let DialError::Connection(e) = &error {
                 let classified = Classified::of_quic(e);
@@ -425,13 +728,19 @@ async fn dial(shared: Arc<Shared>, to: NodeId, addr: SocketAddr) {
             tracing::debug!(peer = %to, %addr, %error, "dial failed");
             Counters::bump(&shared.counters.dials_failed);
             let mut peers = shared.peers();
-            if let Some(Slot::Dialing(queued)) = peers.get(&to) {
-                let lost = queued.len() as u64;
-                peers.remove(&to);
-                shared
-                    .counters
-                    .datagrams_dropped
-                    .fetch_add(lost, Ordering::Relaxed);
+            match peers.get_mut(&to) {
+                Some(Slot::Dialing(queued)) => {
+                    let lost = (queued.len() + first.len()) as u64;
+                    peers.remove(&to);
+                    shared
+                        .counters
+                        .datagrams_dropped
+                        .fetch_add(lost, Ordering::Relaxed);
+                }
+                // A replacement dial failed: the connection it was to replace stays, and the
+                // next send that finds it still silent dials again.
+                Some(Slot::Connected(link)) => link.redialing = false,
+                None => {}
             }
         }
     }
@@ -455,7 +764,7 @@ async fn accept(shared: Arc<Shared>) {
                 }
             };
             match peer_id(&conn) {
-                Ok(id) if id != shared.local_id => shared.register(id, conn),
+                Ok(id) if id != shared.local_id => shared.register(id, conn, None, Vec::new()),
                 Ok(_) | Err(_) => {
                     log_refused_handshake(
                         &shared.refused_handshakes,
@@ -487,24 +796,102 @@ fn log_refused_handshake(limit: &LogLimit, remote: SocketAddr, why: &dyn std::fm
     }
 }
 
-/// The quinn configurations of both sides for `identity`.
+/// The quinn configurations of both sides for `identity`, with TLS session caches sized for
+/// `max_connections`; resumptions this node accepts are counted into `resumed`. A reopened
+/// connection can resume only if its session outlived the connection, so the caches hold
+/// [`SESSIONS_PER_CONNECTION`] times more peers than the connection bound: a node cycling
+/// through that many peers (a mesh larger than the bound) still resumes. Each entry holds a
+/// ticket and the peer's certificate chain, about 1-2 KiB: at most a few MiB at the default.
 fn quinn_configs(
     identity: &TlsIdentity,
     transport: &Arc<quinn::TransportConfig>,
+    max_connections: usize,
+    resumed: &Arc<AtomicU64>,
 ) -> Result<(quinn::ServerConfig, quinn::ClientConfig), TlsError> {
-    let server_crypto = QuicServerConfig::try_from(identity.server_config()?)?;
+    let sessions = max_connections.saturating_mul(SESSIONS_PER_CONNECTION);
+    let mut server_tls = identity.server_config()?;
+    // Two tickets per handshake (rustls's default), each an entry until it is used.
+    server_tls.session_storage = Arc::new(CountingSessions {
+        inner: rustls::server::ServerSessionMemoryCache::new(sessions.saturating_mul(2)),
+        resumed: resumed.clone(),
+    });
+    let server_crypto = QuicServerConfig::try_from(server_tls)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
     server.transport_config(transport.clone());
-    let client_crypto = QuicClientConfig::try_from(identity.client_config()?)?;
+    let mut client_tls = identity.client_config()?;
+    // rustls's client cache counts tickets, up to 8 per server: `8 * sessions` remembers
+    // `sessions` peers (its default, 256, only 32).
+    client_tls.resumption =
+        rustls::client::Resumption::in_memory_sessions(sessions.saturating_mul(8));
+    let client_crypto = QuicClientConfig::try_from(client_tls)?;
     let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
     client.transport_config(transport.clone());
     Ok((server, client))
 }
 
+/// rustls's server session cache, counting the sessions it hands back for resumption (TLS 1.3
+/// stateful tickets are taken once, by a resumed handshake).
+#[derive(Debug)]
+struct CountingSessions {
+    inner: Arc<rustls::server::ServerSessionMemoryCache>,
+    resumed: Arc<AtomicU64>,
+}
+
+impl rustls::server::StoresServerSessions for CountingSessions {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.inner.put(key, value)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.inner.get(key)
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let value = self.inner.take(key);
+        if value.is_some() {
+            Counters::bump(&self.resumed);
+        }
+        value
+    }
+
+    fn can_cache(&self) -> bool {
+        self.inner.can_cache()
+    }
+}
+
+/// The endpoint configuration of `identity`'s node: its stateless reset key and the key its
+/// connection ids are checked with are derived from its private key, so every process of the
+/// node (a restart included) accepts the connection ids of the previous one as its own and
+/// answers them with the reset token the peer holds; a peer still holding a connection to the
+/// previous process learns at its next packet that it is gone. Both keys stay secret: each is an
+/// HMAC of a fixed label under the private key, which they do not reveal.
+fn endpoint_config(identity: &TlsIdentity) -> quinn::EndpointConfig {
+    let derive = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, identity.private_key_der());
+    let reset = ring::hmac::sign(&derive, b"meshkit quic stateless reset key v1");
+    let cid = ring::hmac::sign(&derive, b"meshkit quic connection id key v1");
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&cid.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    let mut config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        reset.as_ref(),
+    )));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+            as Box<dyn quinn::ConnectionIdGenerator>
+    });
+    config
+}
+
 /// Applies each identity `source` publishes to the endpoint (new handshakes) and to later dials.
 async fn follow_tls(shared: Arc<Shared>, mut source: TlsSource) {
     while let Some(identity) = source.changed().await {
-        match quinn_configs(&identity, &shared.transport_config) {
+        match quinn_configs(
+            &identity,
+            &shared.transport_config,
+            shared.options.max_connections,
+            &shared.counters.handshakes_resumed,
+        ) {
             Ok((server, client)) => {
                 shared.endpoint.set_server_config(Some(server));
                 *shared
@@ -556,27 +943,41 @@ impl QuicTransport {
         let mut transport = quinn::TransportConfig::default();
         transport
             .max_idle_timeout(Some(
-                quinn::IdleTimeout::try_from(IDLE_TIMEOUT)
-                    .expect("IDLE_TIMEOUT is far below QUIC's varint bound"),
+                quinn::IdleTimeout::try_from(options.idle_timeout)
+                    .expect("the idle timeout is clamped far below QUIC's varint bound"),
             ))
-            .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
+            // No keep-alive: see the module doc.
+            .keep_alive_interval(None)
             // Datagrams, and one unidirectional stream per message too large for one.
             .max_concurrent_bidi_streams(0u32.into())
             .max_concurrent_uni_streams(MAX_INCOMING_STREAMS_PER_CONNECTION.into());
         let transport = Arc::new(transport);
         let identity = tls.current();
-        let (server, client) = quinn_configs(&identity, &transport)?;
-        let endpoint = Endpoint::server(server, listen).map_err(|source| QuicError::Bind {
+        let counters = Counters::default();
+        let (server, client) = quinn_configs(
+            &identity,
+            &transport,
+            options.max_connections,
+            &counters.handshakes_resumed,
+        )?;
+        let bind_error = |source| QuicError::Bind {
             addr: listen,
             source,
-        })?;
+        };
+        let socket = std::net::UdpSocket::bind(listen).map_err(bind_error)?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| std::io::Error::other("no async runtime found"))
+            .map_err(bind_error)?;
+        let endpoint = Endpoint::new(endpoint_config(&identity), Some(server), socket, runtime)
+            .map_err(bind_error)?;
         let (inbox_tx, inbox) = mpsc::channel(INBOX_DATAGRAMS);
         let shared = Arc::new(Shared {
             local_id: identity.id(),
             endpoint,
             peers: Mutex::new(HashMap::new()),
+            uses: AtomicU64::new(0),
             inbox: inbox_tx,
-            counters: Counters::default(),
+            counters,
             options,
             transport_config: transport,
             client_config: Mutex::new(client),
@@ -604,6 +1005,32 @@ impl QuicTransport {
         self.shared.endpoint.local_addr()
     }
 
+    /// Peers being dialled now (no connection yet).
+    pub fn dialing_peers(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self
+            .shared
+            .peers()
+            .iter()
+            .filter(|(_, slot)| matches!(slot, Slot::Dialing(_)))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Open connections now (to every peer; a peer that dialled while this node dialled it may
+    /// hold two for a while).
+    pub fn open_connections(&self) -> usize {
+        self.shared
+            .peers()
+            .values()
+            .map(|slot| match slot {
+                Slot::Connected(link) => link.connections(),
+                Slot::Dialing(_) => 0,
+            })
+            .sum()
+    }
+
     /// Peers with an open connection now.
     pub fn connected_peers(&self) -> Vec<NodeId> {
         let mut ids: Vec<NodeId> = self
@@ -625,11 +1052,20 @@ impl Transport for QuicTransport {
             Counters::bump(&counters.datagrams_dropped);
             return;
         }
+        let now = tokio::time::Instant::now();
         let mut peers = self.shared.peers();
         match peers.get_mut(&to) {
-            Some(Slot::Connected(conn)) if conn.close_reason().is_none() => {
-                let conn = conn.clone();
+            Some(Slot::Connected(link)) if link.conn.close_reason().is_none() => {
+                link.last_used.store(self.shared.tick(), Ordering::Relaxed);
+                let redial = link.note_send(now, &datagram, addr);
+                let conn = link.conn.clone();
                 drop(peers);
+                if let Some(addr) = redial {
+                    // Sent on the old connection too: it may only be slow.
+                    Counters::bump(&counters.redials);
+                    tracing::debug!(peer = %to, %addr, "connection silent or peer moved; dialling a replacement");
+                    tokio::spawn(dial(self.shared.clone(), to, addr, vec![datagram.clone()]));
+                }
                 self.shared.send_on(to, &conn, datagram);
                 return;
             }
@@ -650,7 +1086,7 @@ impl Transport for QuicTransport {
         };
         peers.insert(to, Slot::Dialing(vec![datagram]));
         drop(peers);
-        tokio::spawn(dial(self.shared.clone(), to, addr));
+        tokio::spawn(dial(self.shared.clone(), to, addr, Vec::new()));
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Received>> {
@@ -670,6 +1106,9 @@ impl Transport for QuicTransport {
             stream_bytes_received: c.stream_bytes_received.load(Ordering::Relaxed),
             stream_messages_dropped: c.stream_messages_dropped.load(Ordering::Relaxed),
             streams_refused: c.streams_refused.load(Ordering::Relaxed),
+            connections_evicted: c.connections_evicted.load(Ordering::Relaxed),
+            redials: c.redials.load(Ordering::Relaxed),
+            handshakes_resumed: c.handshakes_resumed.load(Ordering::Relaxed),
             tls: self.shared.tls_stats.counters(),
         }
     }

@@ -1,0 +1,473 @@
+#!/usr/bin/env python3
+"""meshbench: N real meshkitd processes on 127.0.0.1, the MeshKit side of mlbench.
+
+One run: certificates (`meshctl certs init`), N config files (no [leadership]: pure
+membership, like memberlist), N daemons, wait until every node counts N alive, settle,
+a steady-state window with nothing polling the daemons (CPU from /proc/<pid>/stat, payload
+bytes from mesh_transport_channel_*_total, wire bytes from the loopback counters), then
+kill -9 one node and poll every other node's GET /meshkit/peers until each reports it
+dead (or left / gone). Each observer's detection time is taken two ways:
+  * poll:  the time of the first answer that said dead (an upper bound, ~poll interval);
+  * exact: that answer's receive time minus its `last_change_s_ago` (when the observer's
+           core changed the victim's state), resolution ~ the request's latency.
+Every loop is bounded; only the processes this script started are killed, by PID.
+
+Usage: meshbench.py --nodes 16 --seed 1 --out result.json
+Env:   MESHKIT_BIN  directory holding meshkitd and meshctl (default ./target/release)
+       MESHBENCH_OUT  directory for run directories (default $TMPDIR/meshbench)
+"""
+import argparse
+import http.client
+import json
+import math
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+
+CHILDREN = []  # Popen objects this script started
+
+
+def kill_children():
+    for p in CHILDREN:
+        if p.poll() is None:
+            try:
+                os.kill(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    for p in CHILDREN:
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def on_signal(signum, frame):
+    kill_children()
+    sys.exit(128 + signum)
+
+
+def nr(xs, p):
+    """nearest-rank percentile (same as mlbench)."""
+    s = sorted(x for x in xs if x is not None)
+    if not s:
+        return None
+    r = max(0, min(len(s) - 1, math.ceil(p / 100 * len(s)) - 1))
+    return s[r]
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return int(rest[11]) + int(rest[12])
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def lo_counters():
+    with open("/proc/net/dev") as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("lo:"):
+                fs = line[3:].split()
+                return {"rx_bytes": int(fs[0]), "rx_pkts": int(fs[1]), "tx_bytes": int(fs[8]), "tx_pkts": int(fs[9])}
+    return {}
+
+
+def snmp_udp():
+    hdr = None
+    with open("/proc/net/snmp") as f:
+        for line in f:
+            fs = line.split()
+            if fs and fs[0] == "Udp:":
+                if hdr is None:
+                    hdr = fs
+                else:
+                    return {k: int(v) for k, v in zip(hdr[1:], fs[1:])}
+    return {}
+
+
+def parse_metrics(text):
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            pass
+    return out
+
+
+class Conn:
+    """One keep-alive HTTP/1.1-over-TLS connection to a node's control API."""
+
+    def __init__(self, port, ctx, timeout):
+        self.port, self.ctx, self.timeout = port, ctx, timeout
+        self.c = None
+        self.errors = 0
+
+    def get(self, path):
+        for attempt in range(2):
+            try:
+                if self.c is None:
+                    self.c = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=self.timeout)
+                self.c.request("GET", path)
+                r = self.c.getresponse()
+                body = r.read()
+                return r.status, body
+            except (OSError, http.client.HTTPException, ssl.SSLError):
+                self.errors += 1
+                try:
+                    if self.c is not None:
+                        self.c.close()
+                except Exception:
+                    pass
+                self.c = None
+        return None, b""
+
+    def close(self):
+        if self.c is not None:
+            try:
+                self.c.close()
+            except Exception:
+                pass
+            self.c = None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--nodes", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", default="")
+    ap.add_argument("--bin-dir", default=os.environ.get("MESHKIT_BIN", "target/release"))
+    ap.add_argument("--work", default=os.environ.get("MESHBENCH_OUT", os.path.join(tempfile.gettempdir(), "meshbench")))
+    ap.add_argument("--profile", default="lan")
+    ap.add_argument("--membership", default="", help="extra [membership] TOML lines")
+    ap.add_argument("--window", type=float, default=30.0)
+    ap.add_argument("--settle", type=float, default=10.0)
+    ap.add_argument("--converge-limit", type=float, default=180.0)
+    ap.add_argument("--detect-wait", type=float, default=90.0)
+    ap.add_argument("--poll-ms", type=float, default=100.0)
+    ap.add_argument("--gossip-base", type=int, default=31000)
+    ap.add_argument("--control-base", type=int, default=33000)
+    ap.add_argument("--rust-log", default="info")
+    ap.add_argument("--deadline", type=float, default=540.0, help="hard limit for the whole run (s)")
+    ap.add_argument("--keep", action="store_true", help="keep the run directory")
+    ap.add_argument("--kills", type=int, default=1,
+                    help="kill this many nodes one after another (each once the last is detected everywhere); "
+                         "the first is `crash`, the rest `crash_extra`")
+    a = ap.parse_args()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGALRM, on_signal)
+    signal.alarm(int(a.deadline))
+
+    N = a.nodes
+    rng = random.Random(a.seed)
+    meshkitd = os.path.abspath(os.path.join(a.bin_dir, "meshkitd"))
+    meshctl = os.path.abspath(os.path.join(a.bin_dir, "meshctl"))
+    run_dir = os.path.join(a.work, f"run-n{N}-s{a.seed}-{os.getpid()}")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    os.makedirs(run_dir)
+    res = {"n": N, "seed": a.seed, "profile": a.profile, "membership_overrides": a.membership,
+           "processes": N, "load_start": loadavg(), "meshkitd_version": subprocess.run(
+               [meshkitd, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()}
+    try:
+        subprocess.run([meshctl, "certs", "init", "--out", os.path.join(run_dir, "certs"), "--nodes", str(N)],
+                       check=True, capture_output=True, timeout=120)
+        for i in range(1, N + 1):
+            with open(os.path.join(run_dir, f"node-{i}.toml"), "w") as f:
+                f.write(f'''id = {i}
+listen = "127.0.0.1:{a.gossip_base + i}"
+seeds = ["1@127.0.0.1:{a.gossip_base + 1}"]
+control = "127.0.0.1:{a.control_base + i}"
+profile = "{a.profile}"
+
+[tls]
+cert = "certs/node-{i}.pem"
+key = "certs/node-{i}.key"
+ca = "certs/ca.pem"
+
+[membership]
+{a.membership}
+
+[access]
+[access.identities]
+meshctl-observer = ["mesh.observe"]
+''')
+        chk = subprocess.run([meshkitd, "check-config", os.path.join(run_dir, "node-1.toml")],
+                             capture_output=True, text=True, timeout=30)
+        if chk.returncode != 0:
+            raise RuntimeError(f"check-config: {chk.stdout} {chk.stderr}")
+
+        ctx = ssl.create_default_context(cafile=os.path.join(run_dir, "certs", "ca.pem"))
+        ctx.load_cert_chain(os.path.join(run_dir, "certs", "meshctl-observer.pem"),
+                            os.path.join(run_dir, "certs", "meshctl-observer.key"))
+        ctx.check_hostname = False  # node certs name node-<i>, not 127.0.0.1; the CA is still verified
+        ctx.set_alpn_protocols(["http/1.1"])
+
+        # ---- start ----
+        env = dict(os.environ, RUST_LOG=a.rust_log)
+        procs = {}
+        t_start = time.monotonic()
+        for i in range(1, N + 1):
+            out = open(os.path.join(run_dir, f"node-{i}.out"), "w")
+            err = open(os.path.join(run_dir, f"node-{i}.log"), "w")
+            p = subprocess.Popen([meshkitd, "--config", os.path.join(run_dir, f"node-{i}.toml")],
+                                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=run_dir)
+            CHILDREN.append(p)
+            procs[i] = p
+            # wait (bounded) for the address line
+            for _ in range(200):
+                if os.path.getsize(os.path.join(run_dir, f"node-{i}.out")) > 0 or p.poll() is not None:
+                    break
+                time.sleep(0.05)
+            if p.poll() is not None or os.path.getsize(os.path.join(run_dir, f"node-{i}.out")) == 0:
+                raise RuntimeError(f"node-{i} did not start (rc={p.poll()}); see {run_dir}/node-{i}.log")
+        res["start_all_s"] = time.monotonic() - t_start
+        conns = {i: Conn(a.control_base + i, ctx, 3.0) for i in range(1, N + 1)}
+
+        def alive_total(i):
+            st, body = conns[i].get("/meshkit/peers?state=alive&limit=1")
+            if st != 200:
+                return None
+            return json.loads(body)["total"]
+
+        # ---- converge ----
+        conv_at = {}
+        deadline = t_start + a.converge_limit
+        for _ in range(int(a.converge_limit / 0.2) + 1):
+            for i in range(1, N + 1):
+                if i not in conv_at and alive_total(i) == N:
+                    conv_at[i] = time.monotonic() - t_start
+            if len(conv_at) == N or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        res["converged_nodes"] = len(conv_at)
+        if len(conv_at) < N:
+            res["error"] = f"did not converge: {len(conv_at)}/{N} nodes saw {N} alive within {a.converge_limit}s"
+            raise RuntimeError(res["error"])
+        res["converge_s"] = max(conv_at.values())
+        # memberlist's figure starts at its first Join() with every node created; the closest
+        # here is from the moment the last daemon printed its address (all processes running).
+        res["converge_after_last_start_s"] = res["converge_s"] - res["start_all_s"]
+        time.sleep(a.settle)
+
+        # ---- steady window (nothing polls the daemons inside it) ----
+        def scrape_all():
+            m = {}
+            for i in procs:
+                if procs[i].poll() is None:
+                    st, body = conns[i].get("/metrics")
+                    m[i] = parse_metrics(body.decode()) if st == 200 else {}
+            return m
+
+        m0 = scrape_all()
+        for c in conns.values():  # idle connections only; no requests during the window
+            pass
+        tick = os.sysconf("SC_CLK_TCK")
+        load_w0 = loadavg()
+        lo0, udp0 = lo_counters(), snmp_udp()
+        c0 = {i: cpu_ticks(p.pid) for i, p in procs.items()}
+        t0 = time.monotonic()
+        time.sleep(a.window)
+        c1 = {i: cpu_ticks(p.pid) for i, p in procs.items()}
+        t1 = time.monotonic()
+        lo1, udp1 = lo_counters(), snmp_udp()
+        load_w1 = loadavg()
+        rss = {i: rss_kib(p.pid) for i, p in procs.items()}
+        m1 = scrape_all()
+        dt = t1 - t0
+
+        def ch(m, fam, direction):
+            return sum(m.get(f'mesh_transport_channel_{fam}_total{{channel="{c}",direction="{direction}"}}', 0.0)
+                       for c in ("membership", "lease"))
+
+        per_cpu = sorted((c1[i] - c0[i]) / tick / dt * 1000 for i in procs)
+        per_out = sorted((ch(m1[i], "bytes", "sent") - ch(m0[i], "bytes", "sent")) / dt for i in procs)
+        per_in = sorted((ch(m1[i], "bytes", "received") - ch(m0[i], "bytes", "received")) / dt for i in procs)
+        per_dg = sorted((ch(m1[i], "datagrams", "sent") - ch(m0[i], "datagrams", "sent")) / dt for i in procs)
+
+        def delta_sum(name):
+            return sum(m1[i].get(name, 0) - m0[i].get(name, 0) for i in procs)
+
+        res["steady"] = {
+            "window_s": dt,
+            "load_before": load_w0, "load_after": load_w1,
+            "cpu_ms_per_s_node_mean": sum(per_cpu) / N,
+            "cpu_ms_per_s_node_p50": nr(per_cpu, 50), "cpu_ms_per_s_node_max": per_cpu[-1],
+            "cpu_cores_all_nodes": sum(per_cpu) / 1000,
+            "payload_out_Bps_node_mean": sum(per_out) / N,
+            "payload_out_Bps_node_p50": nr(per_out, 50), "payload_out_Bps_node_max": per_out[-1],
+            "payload_in_Bps_node_mean": sum(per_in) / N,
+            "datagrams_out_ps_node_mean": sum(per_dg) / N,
+            "lo_tx_Bps_node": (lo1.get("tx_bytes", 0) - lo0.get("tx_bytes", 0)) / dt / N,
+            "lo_tx_pkts_ps_node": (lo1.get("tx_pkts", 0) - lo0.get("tx_pkts", 0)) / dt / N,
+            "udp_out_dgrams_ps_node": (udp1.get("OutDatagrams", 0) - udp0.get("OutDatagrams", 0)) / dt / N,
+            "udp_rcvbuf_errors": udp1.get("RcvbufErrors", 0) - udp0.get("RcvbufErrors", 0),
+            "rss_kib_node_p50": nr(list(rss.values()), 50),
+            "suspicions_raised_in_window": delta_sum("mesh_gossip_suspicions_raised_total"),
+            "refutations_in_window": delta_sum("mesh_gossip_refutations_total"),
+            "probes_failed_in_window": delta_sum("mesh_gossip_probes_failed_total"),
+            "min_alive_seen_after_window": min(m1[i].get('mesh_gossip_members{state="alive"}', 0) for i in procs),
+        }
+        st = res["steady"]
+        print(f"N={N} steady {dt:.0f}s: cpu {st['cpu_ms_per_s_node_mean']:.2f} ms/s/node, payload out "
+              f"{st['payload_out_Bps_node_mean']:.1f} B/s/node, lo {st['lo_tx_Bps_node']:.1f} B/s/node, "
+              f"load {load_w0} -> {load_w1}", flush=True)
+
+        # ---- crash detection (one or more kills, one at a time) ----
+        candidates = list(range(2, N + 1))
+        killed = []
+        for kill_no in range(a.kills):
+            victim = rng.choice([c for c in candidates if c not in killed])
+            killed.append(victim)
+            observers = [i for i in procs if i not in killed]
+            pre = {i: alive_total(i) for i in observers}
+            res["alive_seen_before_kill"] = {"min": min(v or 0 for v in pre.values()), "max": max(v or 0 for v in pre.values())}
+            m_pre = scrape_all()
+            load_kill = loadavg()
+            tk, tk_unix = time.monotonic(), time.time()
+            os.kill(procs[victim].pid, signal.SIGKILL)
+            procs[victim].wait(timeout=10)
+            t_kill = tk
+            path = f"/meshkit/peers?after={victim - 1}&limit=1"
+            det_poll, det_exact, susp_exact, last_not_dead, states_seen = {}, {}, {}, {}, {}
+            polls, sweeps, sweep_durs, errors = 0, 0, [], 0
+            dl = t_kill + a.detect_wait
+            max_sweeps = int(a.detect_wait * 1000 / a.poll_ms) + 2
+            for _ in range(max_sweeps):
+                s0 = time.monotonic()
+                for i in observers:
+                    if i in det_poll:
+                        continue
+                    st_, body = conns[i].get(path)
+                    tr = time.monotonic()
+                    polls += 1
+                    if st_ != 200:
+                        errors += 1
+                        continue
+                    d = json.loads(body)
+                    p = next((x for x in d["peers"] if x["id"] == victim), None)
+                    state = p["state"] if p else "gone"
+                    states_seen.setdefault(i, set()).add(state)
+                    if state in ("dead", "left", "gone"):
+                        det_poll[i] = tr - t_kill
+                        det_exact[i] = (tr - p["last_change_s_ago"] - t_kill) if p else None
+                    elif state == "suspect":
+                        if i not in susp_exact:
+                            susp_exact[i] = tr - p["last_change_s_ago"] - t_kill
+                        last_not_dead[i] = tr - t_kill
+                    else:
+                        last_not_dead[i] = tr - t_kill
+                sweeps += 1
+                sweep_durs.append(time.monotonic() - s0)
+                if len(det_poll) == len(observers) or time.monotonic() > dl:
+                    break
+                time.sleep(max(0.0, a.poll_ms / 1000 - (time.monotonic() - s0)))
+            exact = [det_exact[i] for i in observers if det_exact.get(i) is not None]
+            pollv = [det_poll[i] for i in observers if i in det_poll]
+            res["load_at_kill"] = load_kill
+            time.sleep(2)
+            m_post = scrape_all()
+            post_states = {}
+            for i in observers:
+                mm = m_post.get(i, {})
+                post_states[i] = {s: mm.get(f'mesh_gossip_members{{state="{s}"}}', None) for s in ("alive", "suspect", "dead", "left")}
+            false_dead = sum(1 for i in observers if (post_states[i]["dead"] or 0) + (post_states[i]["left"] or 0) > len(killed)
+                             or (post_states[i]["suspect"] or 0) > 0)
+
+            def dsum(name):
+                return sum(m_post.get(i, {}).get(name, 0) - m_pre.get(i, {}).get(name, 0) for i in observers)
+
+            crash = {
+                "victim": victim, "kill_unix_s": tk_unix, "observers": len(observers), "detected": len(pollv),
+                "p50_s": nr(exact, 50), "p99_s": nr(exact, 99), "max_s": nr(exact, 100), "min_s": nr(exact, 0),
+                "poll_p50_s": nr(pollv, 50), "poll_p99_s": nr(pollv, 99), "poll_max_s": nr(pollv, 100),
+                "first_suspect_s": nr(list(susp_exact.values()), 0),
+                "suspect_seen_by": len(susp_exact),
+                "latencies_s": [det_exact.get(i) for i in observers],
+                "latencies_poll_s": [det_poll.get(i) for i in observers],
+                "resolution_max_s": max((det_poll[i] - last_not_dead.get(i, 0)) for i in det_poll) if det_poll else None,
+                "polls": polls, "sweeps": sweeps, "poll_errors": errors,
+                "sweep_s_p50": nr(sweep_durs, 50), "sweep_s_max": nr(sweep_durs, 100),
+                "states_seen": {str(k): sorted(v) for k, v in states_seen.items()},
+                "observers_with_extra_suspect_or_dead_2s_after": false_dead,
+                "post_state_counts_min_alive": min((v["alive"] or 0) for v in post_states.values()),
+                "post_state_counts_max_dead": max((v["dead"] or 0) for v in post_states.values()),
+                "suspicions_raised_during": dsum("mesh_gossip_suspicions_raised_total"),
+                "refutations_during": dsum("mesh_gossip_refutations_total"),
+            }
+            cr = crash
+            if kill_no == 0:
+                res["crash"] = crash
+            else:
+                res.setdefault("crash_extra", []).append(crash)
+            print(f"N={N} crash {kill_no + 1} node-{victim}: detected {cr['detected']}/{cr['observers']}, exact p50 {cr['p50_s']} "
+                  f"p99 {cr['p99_s']} max {cr['max_s']}; poll p50 {cr['poll_p50_s']} max {cr['poll_max_s']}; "
+                  f"first suspect {cr['first_suspect_s']}; sweep p50 {cr['sweep_s_p50']}", flush=True)
+            if kill_no + 1 < a.kills:
+                time.sleep(3)
+        res["load_end"] = loadavg()
+        res["conn_errors"] = sum(c.errors for c in conns.values())
+        for c in conns.values():
+            c.close()
+    except Exception as e:  # record and fall through to cleanup
+        res["error"] = res.get("error") or f"{type(e).__name__}: {e}"
+        print(f"ERROR {res['error']}", file=sys.stderr, flush=True)
+    finally:
+        # exits of daemons other than the victim, then stop ours
+        victims = [res.get("crash", {}).get("victim")] + [c["victim"] for c in res.get("crash_extra", [])]
+        res["unexpected_exits"] = [i for i, p in enumerate(CHILDREN, 1) if p.poll() is not None and i not in victims]
+        kill_children()
+        signal.alarm(0)
+    # ---- logs: WARN/ERROR lines, panics ----
+    levels, samples = {}, []
+    for i in range(1, N + 1):
+        lp = os.path.join(run_dir, f"node-{i}.log")
+        if not os.path.exists(lp):
+            continue
+        with open(lp, errors="replace") as f:
+            for line in f:
+                clean = re.sub(r"\x1b\[[0-9;]*m", "", line)
+                m = re.search(r"\b(ERROR|WARN|INFO|DEBUG|TRACE)\b", clean)
+                lvl = m.group(1) if m else ("PANIC" if "panicked" in clean else "OTHER")
+                levels[lvl] = levels.get(lvl, 0) + 1
+                if lvl in ("ERROR", "WARN", "PANIC", "OTHER") and len(samples) < 20:
+                    samples.append(f"node-{i}: {clean.strip()[:300]}")
+    res["log_levels"] = levels
+    res["log_samples"] = samples
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(res, f, indent=1, default=list)
+    if not a.keep:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return 0 if "error" not in res else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    finally:
+        kill_children()
