@@ -567,10 +567,15 @@ impl Leadership {
             };
             node = match restored {
                 Some(durable) => {
-                    let (term, vote, commit) = durable.hard_state();
-                    let (snapshot, first, last) = durable.log_bounds();
+                    let saved = durable.hard_state();
+                    let log = durable.log_bounds();
                     tracing::info!(
-                        %term, vote = ?vote.map(NodeId::get), commit, snapshot, first, last,
+                        term = %saved.term,
+                        vote = ?saved.vote.map(NodeId::get),
+                        commit = saved.commit,
+                        snapshot = log.snapshot_index,
+                        first = log.first_index,
+                        last = log.last_index,
                         "restarting the Raft voter from its data_dir"
                     );
                     node.with_restarted_voter(now, config.lease.clone(), durable)
@@ -859,7 +864,7 @@ impl Leadership {
                     term: g.term().get(),
                     voters: g.voters().map(NodeId::get).collect(),
                     applied_index: g.applied_index(),
-                    snapshot_index: g.log_bounds().0,
+                    snapshot_index: g.log_bounds().snapshot_index,
                     log_entries: g.log_len() as u64,
                 };
                 (Some(raft), table)

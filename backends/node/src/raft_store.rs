@@ -358,15 +358,15 @@ mod tests {
         let path = store.path().to_owned();
         drop(store);
         let (_, durable) = RaftStore::open(&dir).unwrap();
-        let (term, vote, commit) = durable.unwrap().hard_state();
-        assert!(term.get() >= 2 && vote == Some(NodeId::new(1)) && commit >= 2);
+        let saved = durable.unwrap().hard_state();
+        assert!(saved.term.get() >= 2 && saved.vote == Some(NodeId::new(1)) && saved.commit >= 2);
         // A half-written record at the end is cut, not fatal.
         let intact = fs::read(&path).unwrap();
         let mut torn = intact.clone();
         torn.extend_from_slice(&[0, 0, 0, 40, 1, 2, 3, 4, 5, 6]);
         fs::write(&path, &torn).unwrap();
         let (_, durable) = RaftStore::open(&dir).unwrap();
-        assert_eq!(durable.unwrap().hard_state(), (term, vote, commit));
+        assert_eq!(durable.unwrap().hard_state(), saved);
         assert_eq!(fs::read(&path).unwrap(), intact, "the torn tail was cut");
         let _ = fs::remove_dir_all(&dir);
     }

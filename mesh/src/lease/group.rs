@@ -63,20 +63,19 @@ impl DurableState {
         })
     }
 
-    /// The persisted hard state: `(term, vote, commit)`.
-    pub fn hard_state(&self) -> (Term, Option<NodeId>, u64) {
+    /// The persisted hard state.
+    pub fn hard_state(&self) -> DurableHardState {
         let hs = self.store.hard_state();
-        let vote = (hs.vote != 0).then(|| NodeId::new(hs.vote));
-        (Term::new(hs.term), vote, hs.commit)
+        DurableHardState {
+            term: Term::new(hs.term),
+            vote: (hs.vote != 0).then(|| NodeId::new(hs.vote)),
+            commit: hs.commit,
+        }
     }
 
-    /// `(snapshot index, first log index, last log index)`.
-    pub fn log_bounds(&self) -> (u64, u64, u64) {
-        (
-            self.store.snapshot_ref().get_metadata().index,
-            self.store.first(),
-            self.store.last(),
-        )
+    /// Where the persisted log starts and ends.
+    pub fn log_bounds(&self) -> LogBounds {
+        LogBounds::of(&self.store)
     }
 
     /// The index the table is rebuilt from at a restart: the snapshot's, or the founders'
@@ -88,6 +87,47 @@ impl DurableState {
             .index
             .max(self.store.bootstrap_index())
     }
+}
+
+/// A voter's persisted Raft hard state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DurableHardState {
+    /// The term it last saw.
+    pub term: Term,
+    /// Whom it voted for in that term, if anyone.
+    pub vote: Option<NodeId>,
+    /// The highest log index it knows committed.
+    pub commit: u64,
+}
+
+/// Where a voter's log starts and ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogBounds {
+    /// Index of the newest snapshot (0 before the first one): entries up to it are compacted.
+    pub snapshot_index: u64,
+    /// First log index held.
+    pub first_index: u64,
+    /// Last log index held.
+    pub last_index: u64,
+}
+
+impl LogBounds {
+    fn of(store: &LogStore) -> Self {
+        Self {
+            snapshot_index: store.snapshot_ref().get_metadata().index,
+            first_index: store.first(),
+            last_index: store.last(),
+        }
+    }
+}
+
+/// raft-rs's flags that keep a partitioned or restarted voter from disrupting the group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RaftSafetyFlags {
+    /// A candidate first asks whether it could win (no term bump from a lone voter).
+    pub pre_vote: bool,
+    /// A leader that loses contact with a quorum steps down.
+    pub check_quorum: bool,
 }
 
 impl fmt::Debug for DurableState {
@@ -887,11 +927,9 @@ impl LeaseGroup {
         self.raft.store().len()
     }
 
-    /// `(index of the newest snapshot, first log index held)`; the snapshot index is 0 before
-    /// the first one.
-    pub fn log_bounds(&self) -> (u64, u64) {
-        let store = self.raft.store();
-        (store.snapshot_ref().get_metadata().index, store.first())
+    /// Where the log held starts and ends.
+    pub fn log_bounds(&self) -> LogBounds {
+        LogBounds::of(self.raft.store())
     }
 
     /// Counters for metrics.
@@ -904,9 +942,12 @@ impl LeaseGroup {
         &self.config
     }
 
-    /// raft-rs's `(pre_vote, check_quorum)` flags, as configured.
-    pub fn raft_safety_flags(&self) -> (bool, bool) {
-        (self.raft.raft.pre_vote, self.raft.raft.check_quorum)
+    /// raft-rs's safety flags, as configured.
+    pub fn raft_safety_flags(&self) -> RaftSafetyFlags {
+        RaftSafetyFlags {
+            pre_vote: self.raft.raft.pre_vote,
+            check_quorum: self.raft.raft.check_quorum,
+        }
     }
 
     #[cfg(test)]

@@ -91,7 +91,8 @@ pub use self::event::{
     GroupEvent, LeadershipEvent, LeaseInfo, MAX_EVENT_HISTORY, ResumeError, Sequenced,
 };
 pub use self::group::{
-    DurableState, GroupStats, LeaseGroup, MAX_GROUP_OUTBOX_DATAGRAMS, MAX_RAFT_INDEX, MAX_RAFT_TERM,
+    DurableHardState, DurableState, GroupStats, LeaseGroup, LogBounds, MAX_GROUP_OUTBOX_DATAGRAMS,
+    MAX_RAFT_INDEX, MAX_RAFT_TERM, RaftSafetyFlags,
 };
 pub use self::ids::{EventSeq, FencingToken, RequestId, Term};
 pub use self::scope::{MAX_SCOPE_BYTES, MAX_SEGMENT_BYTES, Scope, ScopeError, ScopeKind};

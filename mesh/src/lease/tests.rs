@@ -889,7 +889,13 @@ fn pre_vote_and_check_quorum_are_on() {
     let mut net = Net::new(3, &[], 12);
     let leader = net.wait_for_leader(Duration::from_secs(5));
     for v in 1..=3 {
-        assert_eq!(net.group(v).raft_safety_flags(), (true, true));
+        assert_eq!(
+            net.group(v).raft_safety_flags(),
+            RaftSafetyFlags {
+                pre_vote: true,
+                check_quorum: true
+            }
+        );
     }
     let term = net.group(leader.get()).term();
     let follower = (1..=3).find(|v| *v != leader.get()).unwrap();
@@ -1182,7 +1188,11 @@ fn compaction_keeps_the_log_bounded_over_many_renewals() {
     for v in 1..=3 {
         let g = net.group(v);
         assert!(g.stats().compactions >= 10, "{:?}", g.stats());
-        let (snapshot, first) = g.log_bounds();
+        let LogBounds {
+            snapshot_index: snapshot,
+            first_index: first,
+            ..
+        } = g.log_bounds();
         assert!(snapshot > 350 && first > 300, "{snapshot} {first}");
     }
     net.check_tables_agree();
@@ -1210,7 +1220,7 @@ fn a_partitioned_follower_catches_up_by_snapshot() {
     net.isolate(&[follower]);
     let behind = net.group(follower).applied_index();
     renew_until(&mut net, 10, &scopes, ms(200), 500, |net| {
-        net.group(leader).log_bounds().1 > behind + 64
+        net.group(leader).log_bounds().first_index > behind + 64
     });
     net.heal();
     renew_until(&mut net, 10, &scopes, ms(200), 100, |net| {
@@ -1243,7 +1253,7 @@ fn restart_after_compaction_restores_the_table() {
     net.run_for(ms(100));
     let token = net.acquired(10, &gc())[0];
     renew_until(&mut net, 10, &[gc()], ms(30), 1_000, |net| {
-        (1..=3).all(|v| net.group(v).log_bounds().0 > 100)
+        (1..=3).all(|v| net.group(v).log_bounds().snapshot_index > 100)
     });
     net.run_for(ms(100));
     let before: Vec<(u64, LeaseTable)> = (1..=3)
