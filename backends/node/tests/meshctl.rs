@@ -24,7 +24,12 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 /// Runs `meshctl args` against `node` with an operator token, everything from the environment.
 async fn meshctl(dir: &TempDir, node: &RunningNode, args: &[&str]) -> Output {
-    let token = common::token(dir.path(), "meshctl-test", Scope::Operate);
+    meshctl_as(dir, node, Scope::Operate, args).await
+}
+
+/// [`meshctl`] with a token for `scope`.
+async fn meshctl_as(dir: &TempDir, node: &RunningNode, scope: Scope, args: &[&str]) -> Output {
+    let token = common::token(dir.path(), "meshctl-test", scope);
     let mut command = Command::new(env!("CARGO_BIN_EXE_meshctl"));
     command
         .args(args)
@@ -708,6 +713,103 @@ async fn contexts_fill_what_flags_and_the_environment_leave_unset() {
         "{}",
         stderr(&missing)
     );
+
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// `join`, `leave` (mesh.admin) and `voters list` against real nodes: a fourth node started
+/// without seeds joins through node 1, lists the voters (as a non-voter: ids only), leaves, and
+/// the others see it `left`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_leave_and_voters_list() {
+    let dir = TempDir::new("meshctl-join");
+    let (ca, files) = meshkit_node::certs::write_dev_certs(dir.path(), 4).unwrap();
+    let mut nodes: Vec<RunningNode> = Vec::new();
+    for f in &files {
+        // Nodes 2 and 3 join through node 1; node 4 starts alone.
+        let seeds: Vec<(u64, std::net::SocketAddr)> = match (f.id.get(), nodes.first()) {
+            (2 | 3, Some(first)) => vec![(1, first.gossip_addr())],
+            _ => Vec::new(),
+        };
+        let path = common::write_config_with(
+            dir.path(),
+            f.id.get(),
+            &seeds,
+            &f.cert,
+            &f.key,
+            &ca,
+            LEADERSHIP,
+        );
+        let config = meshkit_node::config::NodeConfig::load(&path).unwrap();
+        nodes.push(meshkit_node::node::start(&config).await.unwrap());
+    }
+    let voters = &nodes[..3];
+    single_global_control_holder(voters, LIMIT).await;
+    let (first, fourth) = (&nodes[0], &nodes[3]);
+    let seed = format!("1@{}", first.gossip_addr());
+
+    // join needs mesh.admin.
+    let refused = meshctl(&dir, fourth, &["join", &seed]).await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("HTTP 403"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let bad = meshctl_as(&dir, fourth, Scope::Admin, &["join", "127.0.0.1:7001"]).await;
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("expected id@ip:port"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let joined = stdout(&meshctl_as(&dir, fourth, Scope::Admin, &["join", &seed]).await);
+    assert!(
+        joined.starts_with(&format!("node 4 is joining through {seed}")),
+        "{joined}"
+    );
+    let sees = |n: &RunningNode, id: u64, state: &'static str| {
+        let handle = n.handle().clone();
+        async move {
+            handle.snapshot().await.is_ok_and(|s| {
+                s.peers
+                    .iter()
+                    .any(|p| p.id.get() == id && p.state.to_string() == state)
+            })
+        }
+    };
+    assert!(eventually(LIMIT, || sees(first, 4, "alive")).await);
+    assert!(eventually(LIMIT, || sees(fourth, 3, "alive")).await);
+
+    // voters list: a voter names the roles, a non-voter the configured ids.
+    let listed = stdout(&meshctl(&dir, first, &["voters", "list"]).await);
+    assert_eq!(
+        listed
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some("leader"))
+            .count(),
+        1,
+        "{listed}"
+    );
+    assert!(listed.contains("quorum 2 of 3"), "{listed}");
+    let listed = stdout(&meshctl(&dir, fourth, &["voters", "list", "--json"]).await);
+    let listed: serde_json::Value = serde_json::from_str(&listed).expect("JSON");
+    let ids: Vec<u64> = listed["voters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2, 3], "{listed}");
+    assert_eq!(listed["voters"][0]["role"], "unknown", "{listed}");
+    assert_eq!(listed["voters"][0]["state"], "alive", "{listed}");
+
+    // leave: the others see it left.
+    let left = stdout(&meshctl_as(&dir, fourth, Scope::Admin, &["leave", "--json"]).await);
+    let left: serde_json::Value = serde_json::from_str(&left).expect("JSON");
+    assert_eq!(left["node"], 4, "{left}");
+    assert!(eventually(LIMIT, || sees(first, 4, "left")).await);
 
     for n in nodes {
         n.stop().await;

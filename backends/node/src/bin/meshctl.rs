@@ -18,6 +18,8 @@
 //!                                               quorum, lease holders, certificate expiry;
 //!                                               exits 1 when the mesh is unhealthy
 //! meshctl clusters | versions                   members by cluster and region; versions in use
+//! meshctl join SEED... | leave                 a node joins a mesh through seeds; leaves it
+//! meshctl voters list                           the Raft voters, their roles and states
 //! meshctl lock SCOPE -- CMD                     runs CMD while holding a lease on SCOPE
 //! meshctl elect SCOPE -- CMD                    runs CMD whenever elected for SCOPE
 //! meshctl transport stats [--addr HOST:PORT] [--json|--prometheus] [--reset]
@@ -52,6 +54,7 @@ use meshkit_node::client::{Client, ClientConfig, Protocols, StatsSnapshot};
 use meshkit_node::control::leadership::{
     DrainResponse, ResumeResponse, ShardsResponse, TransferRequest, TransferResponse,
 };
+use meshkit_node::control::membership::{JoinRequest, JoinResponse, LeaveResponse};
 use meshkit_node::control::views::{ClustersResponse, VersionsResponse};
 use meshkit_node::control::{PeerJson, PeersResponse};
 use meshkit_node::leadership::{FeedEntry, LeadershipView};
@@ -174,6 +177,33 @@ enum Command {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Makes the node at --addr join a mesh through the given members, as `serf join` (needs
+    /// mesh.admin). The members arrive by gossip: `meshctl peers list` shows them.
+    Join {
+        /// Members to join through, ID@IP:PORT (their gossip address, as `seeds` in node.toml).
+        #[arg(required = true, value_name = "SEED")]
+        seeds: Vec<String>,
+        /// Print the node's JSON answer instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Makes the node at --addr leave the mesh gracefully, as `consul leave` (needs
+    /// mesh.admin): it releases its leases, announces `left` and stops probing. Stop its process
+    /// afterwards: it does not rejoin without a restart.
+    Leave {
+        /// Print the node's JSON answer instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// The Raft voters, as `consul operator raft list-peers`.
+    Voters {
+        #[command(subcommand)]
+        command: VotersCommand,
+    },
     /// Runs a command while holding a lease on SCOPE, as `consul lock`: waits for the lease
     /// (the node at --addr holds it for this session), runs CMD with MESHKIT_SCOPE,
     /// MESHKIT_FENCING_TOKEN, MESHKIT_HOLDER and MESHKIT_LEASE_TTL_MS in its environment, renews
@@ -223,6 +253,19 @@ struct SessionArgs {
     /// The command and its arguments, after --.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum VotersCommand {
+    /// Lists the voters with their Raft role and member state (ask a voter: it reports its
+    /// Raft state; another node knows only the configured voter ids).
+    List {
+        /// Print the JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -581,7 +624,12 @@ impl Command {
             | Self::Resume { node, .. }
             | Self::Health { node, .. }
             | Self::Clusters { node, .. }
-            | Self::Versions { node, .. } => node,
+            | Self::Versions { node, .. }
+            | Self::Join { node, .. }
+            | Self::Leave { node, .. }
+            | Self::Voters {
+                command: VotersCommand::List { node, .. },
+            } => node,
             Self::Lock { session, .. } | Self::Elect { session, .. } => &mut session.node,
             Self::Transport {
                 command: TransportCommand::Stats { connect, .. },
@@ -727,6 +775,11 @@ fn main() -> ExitCode {
         Command::Health { json, node } => health::run(&node, json),
         Command::Clusters { json, node } => clusters(&node, json),
         Command::Versions { json, node } => versions(&node, json),
+        Command::Join { seeds, json, node } => join(&node, seeds, json),
+        Command::Leave { json, node } => leave(&node, json),
+        Command::Voters {
+            command: VotersCommand::List { json, node },
+        } => voters_list(&node, json),
         Command::Lock { session, timeout } => {
             return session_exit(run_session(session, session::Mode::Lock, timeout, false));
         }
@@ -784,6 +837,141 @@ fn run_session(
         session::run(client, addr, &options).await
     })?;
     Ok(code)
+}
+
+fn join(node: &NodeArgs, seeds: Vec<String>, json: bool) -> Result<(), String> {
+    let addr = node.addr();
+    let request = JoinRequest { seeds };
+    let (response, _) = with_client(&node.connect, false, async |client| {
+        client
+            .post_json(addr, "/control/join", &request)
+            .await
+            .map_err(|e| e.to_string())
+    })?;
+    let body = ok_body(addr, response)?;
+    print_answer(addr, &body, json, |j: JoinResponse| {
+        format!(
+            "node {} is joining through {}; `meshctl peers list` shows the members as they \
+             arrive",
+            j.node,
+            j.seeds.join(", ")
+        )
+    })
+}
+
+fn leave(node: &NodeArgs, json: bool) -> Result<(), String> {
+    let body = call(node, Method::POST, "/control/leave")?;
+    print_answer(node.addr(), &body, json, |l: LeaveResponse| {
+        let released = if l.released.is_empty() {
+            "it held no lease".to_owned()
+        } else {
+            format!("released {}", l.released.join(", "))
+        };
+        format!(
+            "node {} left the mesh ({released}); stop its process: it does not rejoin without a \
+             restart",
+            l.node
+        )
+    })
+}
+
+/// One voter in `voters list`.
+#[derive(Debug, Serialize)]
+struct VoterRow {
+    id: u64,
+    /// `leader`, `follower`, or `unknown` (the node asked is not a voter).
+    role: &'static str,
+    /// Its member state as the node asked sees it.
+    state: String,
+    /// The control address it publishes.
+    control: Option<String>,
+}
+
+/// The body of `voters list --json`.
+#[derive(Debug, Serialize)]
+struct VotersAnswer {
+    /// The node asked.
+    asked: u64,
+    /// Its Raft term, if it is a voter.
+    term: Option<u64>,
+    /// The leader it knows, if any.
+    leader: Option<u64>,
+    voters: Vec<VoterRow>,
+}
+
+fn voters_list(node: &NodeArgs, json: bool) -> Result<(), String> {
+    let addr = node.addr();
+    let ((view, peers), _) = with_client(&node.connect, false, async |client| {
+        let response = client
+            .get(addr, "/meshkit/leaders")
+            .await
+            .map_err(|e| e.to_string())?;
+        let body = ok_body(addr, response)?;
+        let view: LeadershipView =
+            serde_json::from_str(&body).map_err(|e| format!("{addr}: unexpected answer: {e}"))?;
+        let peers = fetch_peers(client, addr, &PeerFilter::default()).await?;
+        Ok((view, peers))
+    })?;
+    let (ids, leader, term) = match &view.raft {
+        Some(raft) => (raft.voters.clone(), raft.leader, Some(raft.term)),
+        None => (view.voters.clone(), None, None),
+    };
+    let voters: Vec<VoterRow> = ids
+        .iter()
+        .map(|&id| {
+            let peer = peers.peers.iter().find(|p| p.id == id);
+            VoterRow {
+                id,
+                role: match (&view.raft, leader) {
+                    (None, _) => "unknown",
+                    (Some(_), Some(l)) if l == id => "leader",
+                    (Some(_), _) => "follower",
+                },
+                state: peer.map_or_else(|| "unknown".to_owned(), |p| p.state.clone()),
+                control: peer.and_then(|p| p.metadata.get("control").cloned()),
+            }
+        })
+        .collect();
+    let answer = VotersAnswer {
+        asked: view.node,
+        term,
+        leader,
+        voters,
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&answer).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    println!("{:<8} {:<10} {:<8} CONTROL", "VOTER", "ROLE", "STATE");
+    for v in &answer.voters {
+        println!(
+            "{:<8} {:<10} {:<8} {}",
+            v.id,
+            v.role,
+            v.state,
+            v.control.as_deref().unwrap_or("-")
+        );
+    }
+    match (answer.term, answer.leader) {
+        (Some(term), Some(leader)) => println!(
+            "\nnode {} sees leader {leader} at term {term}; quorum {} of {}",
+            answer.asked,
+            answer.voters.len() / 2 + 1,
+            answer.voters.len()
+        ),
+        (Some(term), None) => println!(
+            "\nnode {} knows no leader at term {term}: no quorum, or an election under way",
+            answer.asked
+        ),
+        _ => println!(
+            "\nnode {} is not a voter: the configured voter ids only (ask a voter for roles)",
+            answer.asked
+        ),
+    }
+    Ok(())
 }
 
 fn clusters(node: &NodeArgs, json: bool) -> Result<(), String> {

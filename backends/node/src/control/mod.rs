@@ -35,6 +35,7 @@ use crate::metrics::{self, Families, Histogram, Scrape, Source};
 use crate::vacancy;
 
 pub mod leadership;
+pub mod membership;
 pub mod views;
 
 /// The body of `GET /meshkit/peers`.
@@ -134,6 +135,8 @@ fn http_routes() -> Routes<NodeHandle> {
         .post("/control/leases/release", leadership::release)
         .post("/control/drain", leadership::drain)
         .post("/control/resume", leadership::resume)
+        .post("/control/join", membership::join)
+        .post("/control/leave", membership::leave)
 }
 
 /// Every HTTP route of the control API as `(method, path)`, paths as in [`auth::ROUTE_SCOPES`].

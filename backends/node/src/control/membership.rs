@@ -1,0 +1,119 @@
+//! Membership operations of the control API, as `serf join` and `consul leave` are.
+//!
+//! * `POST /control/join` (`{"seeds": ["1@10.0.0.1:7001"]}`): the node asks each seed (by node
+//!   id and gossip address, as `seeds` in `node.toml`) for the member list and joins through
+//!   them. The answer comes at once; the members arrive by gossip (`GET /meshkit/peers`).
+//! * `POST /control/leave`: the node releases its leases (as a drain), announces `left` to the
+//!   mesh and stops probing. Its process keeps running and answering the control API until it
+//!   is stopped; it does not rejoin without a restart.
+//!
+//! Both need `mesh.admin`: they change which mesh a node is in.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::leadership::ErrorBody;
+use crate::driver::{LeadershipError, NodeHandle};
+
+/// Most seeds one join names.
+pub const MAX_JOIN_SEEDS: usize = 16;
+
+/// The body of `POST /control/join`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    /// `id@ip:port` of members to join through (their gossip address).
+    pub seeds: Vec<String>,
+}
+
+/// The answer to a join.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinResponse {
+    /// The node asked.
+    pub node: u64,
+    /// The seeds it asked, as given.
+    pub seeds: Vec<String>,
+}
+
+/// The answer to a leave.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaveResponse {
+    /// The node that left.
+    pub node: u64,
+    /// Leases it released first.
+    pub released: Vec<String>,
+}
+
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(ErrorBody { error: message })).into_response()
+}
+
+fn stopped() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(ErrorBody {
+            error: "driver stopped".to_owned(),
+        }),
+    )
+        .into_response()
+}
+
+pub(super) async fn join(
+    State(node): State<NodeHandle>,
+    Json(request): Json<JoinRequest>,
+) -> Response {
+    if request.seeds.is_empty() || request.seeds.len() > MAX_JOIN_SEEDS {
+        return bad_request(format!(
+            "field `seeds`: give 1 to {MAX_JOIN_SEEDS} seeds, such as \"1@10.0.0.1:7001\""
+        ));
+    }
+    let mut seeds = Vec::with_capacity(request.seeds.len());
+    for (i, text) in request.seeds.iter().enumerate() {
+        match crate::config::parse_seed(text) {
+            Some(seed) if seed.id.get() != 0 => seeds.push(seed),
+            _ => {
+                return bad_request(format!(
+                    "field `seeds[{i}]` = {text:?}: expected id@ip:port (the member's gossip \
+                     address), such as 1@10.0.0.1:7001"
+                ));
+            }
+        }
+    }
+    match node.join(seeds).await {
+        Ok(()) => Json(JoinResponse {
+            node: node.id().get(),
+            seeds: request.seeds,
+        })
+        .into_response(),
+        Err(_) => stopped(),
+    }
+}
+
+pub(super) async fn leave(State(node): State<NodeHandle>) -> Response {
+    let released = match node.drain().await {
+        Ok(released) => released.iter().map(ToString::to_string).collect(),
+        Err(LeadershipError::Disabled) => Vec::new(),
+        Err(LeadershipError::Stopped(_)) => return stopped(),
+        Err(error) => {
+            tracing::warn!(%error, "leases not released before the leave");
+            Vec::new()
+        }
+    };
+    match node.leave().await {
+        Ok(()) => {
+            tracing::info!(
+                ?released,
+                "leaving the mesh (asked through the control API)"
+            );
+            Json(LeaveResponse {
+                node: node.id().get(),
+                released,
+            })
+            .into_response()
+        }
+        Err(_) => stopped(),
+    }
+}
