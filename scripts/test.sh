@@ -19,9 +19,10 @@ fi
 
 # Tests that need an outside tool are ignored by default (the runner reports them skipped, never
 # passed); this script runs them below and fails when a tool is missing. They need root (network
-# namespaces, apt-get), Debian's prometheus package (prometheus and promtool) and its
-# prometheus-alertmanager package (amtool, for dashboards/alertmanager.yml).
-TOOL_TESTS='binary(promtool) | binary(observability_tools) | test(=five_daemons_are_scraped_by_prometheus) | test(=client_falls_back_to_h2_when_nftables_drops_udp)'
+# namespaces, apt-get), Debian's prometheus package (prometheus and promtool), its
+# prometheus-alertmanager package (Alertmanager and amtool, for dashboards/alertmanager.yml) and
+# python3 (dashboards/tools/dashboards.py, the synthetic check the end-to-end run uses).
+TOOL_TESTS='binary(promtool) | binary(observability_tools) | binary(observability_e2e) | test(=five_daemons_are_scraped_by_prometheus) | test(=client_falls_back_to_h2_when_nftables_drops_udp)'
 if [[ "${MESHKIT_SKIP_TOOL_TESTS:-0}" != 1 ]]; then
   if [[ "$(id -u)" -ne 0 ]]; then
     echo "the tests that need outside tools need root (MESHKIT_SKIP_TOOL_TESTS=1 leaves them out, as skipped)" >&2
@@ -29,11 +30,12 @@ if [[ "${MESHKIT_SKIP_TOOL_TESTS:-0}" != 1 ]]; then
   fi
   if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 \
     || ! command -v nft >/dev/null 2>&1 || ! command -v unshare >/dev/null 2>&1 \
-    || ! command -v ip >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1; then
-    step "installing prometheus, promtool, alertmanager, amtool, nftables, iproute2 (Debian packages)"
+    || ! command -v ip >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1 \
+    || ! command -v prometheus-alertmanager >/dev/null 2>&1 || ! command -v python3 >/dev/null 2>&1; then
+    step "installing prometheus, promtool, alertmanager, amtool, nftables, iproute2, python3 (Debian packages)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      prometheus prometheus-alertmanager nftables iproute2 util-linux >/dev/null
+      prometheus prometheus-alertmanager nftables iproute2 util-linux python3 >/dev/null
   fi
 fi
 

@@ -11,11 +11,12 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, start};
+use common::prometheus::{Killed, Prometheus, http_get};
 use common::{TempDir, client, write_config_with};
 use meshkit_node::client::{Client, Protocols};
 use meshkit_node::leadership::{Change, FeedEntry, LeadershipView};
@@ -39,16 +40,6 @@ const RAFT_ELECTION_MAX: Duration = Duration::from_secs(1);
 const VACANCY_LIMIT: Duration = Duration::from_millis(1500);
 const SCRAPE_LIMIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
-
-/// A child process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 async fn leaders(client: &Client, d: &Daemon) -> Option<LeadershipView> {
     let r = client.get(&d.control, "/meshkit/leaders").await.ok()?;
@@ -271,12 +262,6 @@ async fn five_daemons_are_scraped_by_prometheus() {
 /// Runs Prometheus with one TLS scrape job per daemon (each checks its node's certificate name)
 /// until `up` is 1 for all of them.
 async fn scrape_with_prometheus(dir: &Path, daemons: &BTreeMap<u64, Daemon>) {
-    let version = Command::new("prometheus").arg("--version").output();
-    assert!(
-        version.as_ref().is_ok_and(|o| o.status.success()),
-        "prometheus does not run ({:?}): `apt-get install prometheus` provides it",
-        version.map(|o| o.status)
-    );
     let mut config =
         String::from("global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n");
     for (id, d) in daemons {
@@ -290,33 +275,12 @@ async fn scrape_with_prometheus(dir: &Path, daemons: &BTreeMap<u64, Daemon>) {
             addr = d.control,
         ));
     }
-    let config_path = dir.join("prometheus.yml");
-    std::fs::write(&config_path, config).unwrap();
-    let web = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let _prometheus = Killed(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address={web}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus starts"),
-    );
+    let prometheus = Prometheus::start(dir, &config);
     let deadline = Instant::now() + SCRAPE_LIMIT;
-    let mut last = String::new();
+    let mut last = Vec::new();
     while Instant::now() < deadline {
-        if let Some(body) = http_get(web, "/api/v1/query?query=up").await {
-            let ups: Vec<(String, String)> = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["data"]["result"].as_array().cloned())
-                .unwrap_or_default()
+        if let Some(result) = prometheus.query("up").await {
+            let ups: Vec<(String, String)> = result
                 .iter()
                 .map(|r| {
                     (
@@ -328,33 +292,16 @@ async fn scrape_with_prometheus(dir: &Path, daemons: &BTreeMap<u64, Daemon>) {
             if ups.len() == daemons.len() && ups.iter().all(|(_, v)| v == "1") {
                 return;
             }
-            last = body;
+            last = result;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     // The scrape errors Prometheus saw, to say why.
-    let targets = http_get(web, "/api/v1/targets").await.unwrap_or_default();
+    let targets = http_get(prometheus.web, "/api/v1/targets")
+        .await
+        .unwrap_or_default();
     panic!(
-        "Prometheus did not report up == 1 for all {} nodes: {last}\ntargets: {targets}",
+        "Prometheus did not report up == 1 for all {} nodes: {last:?}\ntargets: {targets}",
         daemons.len()
     );
-}
-
-/// A plain HTTP/1.0 GET on loopback (Prometheus's API), bounded in time.
-async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let exchange = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
-        let mut raw = Vec::new();
-        s.take(1 << 20).read_to_end(&mut raw).await.ok()?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
-    };
-    tokio::time::timeout(Duration::from_secs(2), exchange)
-        .await
-        .ok()
-        .flatten()
 }

@@ -9,6 +9,7 @@
 
 pub mod daemon;
 pub mod forged;
+pub mod prometheus;
 #[path = "../../examples/support/raw_client.rs"]
 pub mod raw_client;
 
