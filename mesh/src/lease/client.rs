@@ -8,6 +8,7 @@ use super::config::LeaseConfig;
 use super::error::{LeaseError, MessageError};
 use super::event::{EventLog, LeadershipEvent, ResumeError, Sequenced};
 use super::ids::{EventSeq, FencingToken, RequestId, Term};
+use super::rtt::RttEstimator;
 use super::scope::Scope;
 use super::table::{Op, Outcome, Refusal};
 use super::wire::{self, LeaseMessage, Reply};
@@ -18,6 +19,10 @@ use crate::time::{Duration, Instant};
 /// Requests waiting in a client's outbox; past this the newest are dropped (and retried at
 /// their deadline).
 pub const MAX_CLIENT_OUTBOX_DATAGRAMS: usize = 4096;
+/// Redirects ("not the leader, ask X") one request may follow per attempt that may time out
+/// ([`LeaseConfig::request_attempts`]): a follower that has not yet noticed its leader died
+/// names it until its election timeout, so each attempt at the dead leader comes with one.
+const REDIRECTS_PER_TIMEOUT: u32 = 3;
 
 /// A lease this node holds, by its own clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +54,11 @@ struct Pending {
     /// When the first attempt left: the start of any lease the request grants, because the
     /// leader stamped the grant after receiving some attempt.
     first_sent: Instant,
+    /// When the current attempt left: its answer, if no attempt timed out, is a round trip.
+    sent: Instant,
     attempts: u32,
+    /// Attempts that timed out: each doubles the wait for the next.
+    timeouts: u32,
     target: NodeId,
     deadline: Instant,
 }
@@ -71,6 +80,12 @@ pub struct ClientStats {
 /// One node's lease client: it sends lease operations to the voters, follows leader hints,
 /// retries with a bounded number of attempts, and keeps the leases this node holds by its own
 /// clock.
+///
+/// An attempt waits for its answer as long as the measured round trips say (see
+/// [`request_timeout`](Self::request_timeout)): a datagram lost on a fast link is sent again
+/// within a few round trips, not after a fixed half second. A first timeout sends the attempt
+/// to the same voter again (a lost datagram is likelier than a dead leader); a second one tries
+/// another voter.
 ///
 /// A lease is held from **before** the request that granted or renewed it was first sent, for
 /// its TTL: the leader stamped the grant after it received the request, so the voters' view of
@@ -97,6 +112,7 @@ pub struct LeaseClient {
     rng: NodeRng,
     voters: Vec<NodeId>,
     leader_hint: Option<NodeId>,
+    rtt: RttEstimator,
     next_request: u32,
     requests: BTreeMap<RequestId, Pending>,
     in_flight: BTreeMap<Scope, RequestId>,
@@ -128,6 +144,7 @@ impl LeaseClient {
             rng: NodeRng::from_seed(seed),
             voters: Vec::new(),
             leader_hint: None,
+            rtt: RttEstimator::default(),
             next_request: 0,
             requests: BTreeMap::new(),
             in_flight: BTreeMap::new(),
@@ -307,16 +324,23 @@ impl LeaseClient {
                 break;
             }
             self.request_deadlines.pop_first();
-            let Some(p) = self.requests.get(&id) else {
+            let Some(p) = self.requests.get_mut(&id) else {
                 continue;
             };
-            let (last, attempts, scope) = (p.target, p.attempts, p.op.scope().clone());
-            if attempts >= self.config.request_attempts() {
+            p.timeouts += 1;
+            let (last, attempts, timeouts, scope) =
+                (p.target, p.attempts, p.timeouts, p.op.scope().clone());
+            if timeouts >= self.config.request_attempts() || attempts >= self.max_attempts() {
                 self.stats.no_quorum += 1;
                 self.fail(now, id, LeaseError::NoQuorum { scope, attempts });
                 continue;
             }
-            // The target did not answer: it may be down or partitioned; try another voter.
+            // The leader did not answer once: a datagram was most likely lost; ask it again.
+            if timeouts == 1 && self.leader_hint == Some(last) {
+                self.send_attempt(now, id, last);
+                continue;
+            }
+            // It did not answer again: it may be down or partitioned; try another voter.
             if self.leader_hint == Some(last) {
                 self.leader_hint = None;
             }
@@ -399,6 +423,24 @@ impl LeaseClient {
         self.held.iter()
     }
 
+    /// How long the next request's first attempt waits for its answer: the smoothed round trip
+    /// of answered requests plus four times its variation (RFC 6298), within
+    /// [`LeaseConfig::min_request_timeout`] and [`LeaseConfig::request_timeout`] (the latter
+    /// until a round trip has been measured). Each attempt of one request that times out
+    /// doubles it, up to the ceiling.
+    pub fn request_timeout(&self) -> Duration {
+        self.rtt.timeout(
+            0,
+            self.config.min_request_timeout(),
+            self.config.request_timeout(),
+        )
+    }
+
+    /// The smoothed time from a request to its answer (commit included), once one was measured.
+    pub fn smoothed_rtt(&self) -> Option<Duration> {
+        self.rtt.smoothed()
+    }
+
     /// This node's id.
     pub fn local_id(&self) -> NodeId {
         self.id
@@ -455,7 +497,9 @@ impl LeaseClient {
                 op,
                 purpose,
                 first_sent: now,
+                sent: now,
                 attempts: 0,
+                timeouts: 0,
                 target: NodeId::new(0),
                 deadline: now,
             },
@@ -464,6 +508,14 @@ impl LeaseClient {
             self.send_attempt(now, id, target);
         }
         Ok(id)
+    }
+
+    /// Attempts of one request in all, redirects included: a bound on redirect loops between
+    /// voters that name each other (they answer at once, so they time nothing out).
+    fn max_attempts(&self) -> u32 {
+        self.config
+            .request_attempts()
+            .saturating_mul(REDIRECTS_PER_TIMEOUT + 1)
     }
 
     /// The hinted leader, or a random voter other than `avoid` (unless it is the only one);
@@ -491,7 +543,13 @@ impl LeaseClient {
         self.request_deadlines.remove(&(p.deadline, id));
         p.attempts += 1;
         p.target = target;
-        p.deadline = now + self.config.request_timeout();
+        p.sent = now;
+        p.deadline = now
+            + self.rtt.timeout(
+                p.timeouts,
+                self.config.min_request_timeout(),
+                self.config.request_timeout(),
+            );
         self.request_deadlines.insert((p.deadline, id));
         let message = LeaseMessage::Request {
             request: id,
@@ -506,7 +564,7 @@ impl LeaseClient {
     }
 
     fn handle_reply(&mut self, now: Instant, from: NodeId, id: RequestId, reply: Reply) {
-        let Some(p) = self.requests.get(&id) else {
+        let Some(p) = self.requests.get_mut(&id) else {
             return; // Answered already, or given up.
         };
         match reply {
@@ -514,8 +572,9 @@ impl LeaseClient {
                 if from != p.target {
                     return; // A late answer to an earlier attempt.
                 }
+                let attempts = p.attempts;
                 self.leader_hint = leader.filter(|l| *l != from && self.voters.contains(l));
-                if p.attempts >= self.config.request_attempts() {
+                if attempts >= self.max_attempts() {
                     return; // The deadline fails it.
                 }
                 // With no leader known (an election is running) the deadline retries elsewhere.
@@ -525,6 +584,7 @@ impl LeaseClient {
             }
             Reply::Lease(lease) => {
                 self.leader_hint = Some(from);
+                self.measure(now, from, id);
                 let Some(p) = self.finish(id) else {
                     return;
                 };
@@ -539,8 +599,21 @@ impl LeaseClient {
             }
             Reply::Outcome(outcome) => {
                 self.leader_hint = Some(from);
+                self.measure(now, from, id);
                 self.conclude(now, id, outcome);
             }
+        }
+    }
+
+    /// Takes the round trip of request `id`'s current attempt, answered by `from`, unless an
+    /// attempt timed out (Karn's rule: the answer may be to an earlier attempt) or another voter
+    /// answered (a proposal of a lost term committed by the new leader).
+    fn measure(&mut self, now: Instant, from: NodeId, id: RequestId) {
+        if let Some(p) = self.requests.get(&id)
+            && p.timeouts == 0
+            && p.target == from
+        {
+            self.rtt.sample(now.saturating_duration_since(p.sent));
         }
     }
 

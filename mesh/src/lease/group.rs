@@ -288,6 +288,11 @@ pub struct LeaseGroup {
     clock_due: bool,
     last_clock_proposal: Instant,
     pending: BTreeMap<(NodeId, RequestId), Instant>,
+    /// Requests that arrived while this voter could not propose (a leadership transfer of its
+    /// own was running) and knew no other leader to name: they wait here until it can propose
+    /// again or learns who leads, rather than be answered "no leader known" and wait out the
+    /// client's timeout. At most `max_pending_requests`; dropped after one request timeout.
+    parked: BTreeMap<(NodeId, RequestId), (Instant, Op)>,
     reads: BTreeMap<u64, PendingRead>,
     next_read: u64,
     outbox: VecDeque<(NodeId, LeaseMessage)>,
@@ -469,6 +474,7 @@ impl LeaseGroup {
             clock_due: false,
             last_clock_proposal: Instant::ZERO,
             pending: BTreeMap::new(),
+            parked: BTreeMap::new(),
             reads: BTreeMap::new(),
             next_read: 1,
             outbox: VecDeque::new(),
@@ -775,6 +781,10 @@ impl LeaseGroup {
                 .retain(|_, since| now.saturating_duration_since(*since) < horizon);
             self.reads
                 .retain(|_, r| now.saturating_duration_since(r.since) < horizon);
+            // The client has tried elsewhere by now.
+            let timeout = self.config.request_timeout();
+            self.parked
+                .retain(|_, (since, _)| now.saturating_duration_since(*since) < timeout);
             self.expire_snapshots(now);
             self.timers
                 .set(Timer::Maintenance, now + self.config.request_timeout());
@@ -791,7 +801,7 @@ impl LeaseGroup {
         // Runs on every tick: scans, no allocation (a table may hold thousands of shards).
         let holds = |node: NodeId| self.table.iter().any(|(_, l)| l.holder == node);
         let own = self.local_id();
-        if !self.is_leader() || self.raft.raft.lead_transferee.is_some() || !holds(own) {
+        if !self.is_leader() || self.is_transferring() || !holds(own) {
             return;
         }
         let last = self.raft.raft.raft_log.last_index();
@@ -976,15 +986,19 @@ impl LeaseGroup {
     // -----------------------------------------------------------------------------------------
 
     fn handle_request(&mut self, now: Instant, client: NodeId, request: RequestId, op: Op) {
-        if !self.is_leader() {
-            let leader = self.leader().filter(|l| *l != self.id);
-            self.send(
-                client,
-                LeaseMessage::Response {
-                    request,
-                    reply: Reply::NotLeader { leader },
-                },
-            );
+        if !self.is_leader() || self.is_transferring() {
+            match self.leader().filter(|l| *l != self.id) {
+                Some(leader) => self.send(
+                    client,
+                    LeaseMessage::Response {
+                        request,
+                        reply: Reply::NotLeader {
+                            leader: Some(leader),
+                        },
+                    },
+                ),
+                None => self.park(now, client, request, op),
+            }
             return;
         }
         if let Op::Query { scope } = op {
@@ -1034,6 +1048,60 @@ impl LeaseGroup {
                 },
             );
         }
+    }
+
+    /// Keeps a request this voter can neither serve nor redirect (no leader known, or its own
+    /// leadership transfer running) until [`release_parked`](Self::release_parked) can.
+    fn park(&mut self, now: Instant, client: NodeId, request: RequestId, op: Op) {
+        let full = self.parked.len() >= self.config.max_pending_requests() as usize;
+        if full && !self.parked.contains_key(&(client, request)) {
+            // The old answer: the client's deadline retries elsewhere.
+            self.send(
+                client,
+                LeaseMessage::Response {
+                    request,
+                    reply: Reply::NotLeader { leader: None },
+                },
+            );
+            return;
+        }
+        self.parked.insert((client, request), (now, op));
+    }
+
+    /// Serves the parked requests once this voter leads with no transfer running, or names the
+    /// leader to their clients once one is known, so that they ask it at once.
+    fn release_parked(&mut self, now: Instant) {
+        if self.parked.is_empty() || self.halted {
+            return;
+        }
+        let serve = self.is_leader() && !self.is_transferring();
+        let leader = self.leader().filter(|l| *l != self.id);
+        if !serve && leader.is_none() {
+            return;
+        }
+        for ((client, request), (_, op)) in core::mem::take(&mut self.parked) {
+            match leader {
+                Some(leader) if !serve => self.send(
+                    client,
+                    LeaseMessage::Response {
+                        request,
+                        reply: Reply::NotLeader {
+                            leader: Some(leader),
+                        },
+                    },
+                ),
+                _ => self.handle_request(now, client, request, op),
+            }
+        }
+        if serve {
+            self.process_ready(now);
+        }
+    }
+
+    /// Whether this leader is handing leadership to another voter (raft-rs drops proposals
+    /// meanwhile).
+    fn is_transferring(&self) -> bool {
+        self.raft.raft.lead_transferee.is_some()
     }
 
     fn start_read(&mut self, now: Instant, client: NodeId, request: RequestId, scope: Scope) {
@@ -1087,6 +1155,7 @@ impl LeaseGroup {
         self.redraw_election_timeout();
         self.process_ready(now);
         self.observe_leadership(now);
+        self.release_parked(now);
         if self.is_leader() && self.clock_due {
             self.propose_clock(now);
             self.process_ready(now);

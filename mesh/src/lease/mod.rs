@@ -74,6 +74,7 @@ mod event;
 pub mod fuzzing;
 mod group;
 mod ids;
+mod rtt;
 mod scope;
 mod slog_bridge;
 mod storage;
