@@ -1,34 +1,60 @@
 #!/usr/bin/env bash
-# Line coverage of the core (crate meshkit) by its own unit tests, with cargo-tarpaulin's LLVM
-# engine: the tests are built with `-C instrument-coverage` and tarpaulin reads the profiles
-# itself, so no `llvm-tools` component is needed. On demand only (not in CI).
+# Line, region and branch coverage of the core (crate meshkit) by its own unit tests, with
+# cargo-llvm-cov. On demand only (not in CI).
 #
 #   scripts/coverage.sh                 the core's code, by its unit tests (doc tests left out)
-#   scripts/coverage.sh -p meshkit-sim  other tarpaulin arguments replace the default selection
+#   scripts/coverage.sh -p meshkit-sim  other cargo-llvm-cov arguments replace the default selection
 #
-# Writes target/coverage/tarpaulin-report.{html,json} and lcov.info, and prints the per-file
-# table and the total. Branch coverage: tarpaulin does not implement it (`--branch` is a no-op),
-# and llvm-cov, which does, needs the `llvm-tools` component. Needs cargo-tarpaulin (`cargo install --locked cargo-tarpaulin`). Builds in
-# target/tarpaulin, apart from the usual builds (instrumented code is not reusable).
+# cargo-llvm-cov needs `llvm-profdata` and `llvm-cov` of rustc's LLVM major version. The
+# `llvm-tools` rustup component that usually brings them cannot be downloaded here, so this
+# script uses Debian's `llvm-22` package (rustc 1.95 is built on LLVM 22; `rustc -vV` says which)
+# and installs it when missing and run as root.
+#
+# Branch coverage needs rustc's `-Z coverage-options=branch`, which is still unstable: the script
+# sets RUSTC_BOOTSTRAP=1 for this instrumented build only (cargo-llvm-cov's `--branch`), so the
+# stable compiler accepts it. Set MESHKIT_COVERAGE_NO_BRANCH=1 to leave it out (lines and regions
+# are stable).
+#
+# Writes target/llvm-cov/html/index.html and target/llvm-cov/lcov.info, and prints the per-file
+# table. Builds in target/llvm-cov-target, apart from the usual builds (instrumented code is not
+# reusable).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
-if ! cargo tarpaulin --version >/dev/null 2>&1; then
-    echo "cargo-tarpaulin is not installed: cargo install --locked cargo-tarpaulin" >&2
+llvm_major="$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')"
+llvm_bin="/usr/lib/llvm-${llvm_major}/bin"
+if [ ! -x "$llvm_bin/llvm-cov" ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "installing Debian's llvm-${llvm_major} (llvm-cov and llvm-profdata of rustc's LLVM)" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "llvm-${llvm_major}" >/dev/null
+    else
+        echo "llvm-cov of LLVM ${llvm_major} is missing: apt-get install llvm-${llvm_major} (as root)" >&2
+        exit 1
+    fi
+fi
+if ! cargo llvm-cov --version >/dev/null 2>&1; then
+    echo "cargo-llvm-cov is not installed: cargo install --locked cargo-llvm-cov" >&2
     exit 1
 fi
+export LLVM_COV="$llvm_bin/llvm-cov" LLVM_PROFDATA="$llvm_bin/llvm-profdata"
 
 # The core's own code: its test modules and the test-only forger are left out of the figure.
-selection=(--packages meshkit --lib --include-files 'mesh/src/*'
-    --exclude-files '*/tests.rs' --exclude-files '*/tests/*' --exclude-files '*/wire/forge.rs')
+selection=(--package meshkit --lib)
 if [ "$#" -gt 0 ]; then
     selection=("$@")
 fi
+ignore='(tests\.rs|/tests/|wire/forge\.rs)'
+branch=(--branch)
+if [ "${MESHKIT_COVERAGE_NO_BRANCH:-0}" = 1 ]; then
+    branch=()
+else
+    export RUSTC_BOOTSTRAP=1
+fi
 
-cargo tarpaulin "${selection[@]}" \
-    --engine llvm --skip-clean --locked \
-    --target-dir target/tarpaulin \
-    --out Html --out Json --out Lcov --output-dir target/coverage \
-    --timeout 600 \
-    -- --test-threads 2
+mkdir -p target/llvm-cov
+cargo llvm-cov "${selection[@]}" "${branch[@]}" --locked --ignore-filename-regex "$ignore" \
+    --lcov --output-path target/llvm-cov/lcov.info
+cargo llvm-cov report "${branch[@]}" --ignore-filename-regex "$ignore" --html
+cargo llvm-cov report "${branch[@]}" --ignore-filename-regex "$ignore" --summary-only
