@@ -30,14 +30,23 @@
 //!   [`Node::new`]): membership takes it as is, the voter and the client take children of it,
 //!   each from its own ChaCha8 stream, whatever order the host adds them in.
 //!
+//! # Shards
+//!
+//! [`with_shards`](Node::with_shards) adds shard ownership ([`crate::shard`]): a voter's node
+//! keeps a [`Coordinator`], fed with its voter's applied grants, that acts while the voter leads
+//! the group; a node with a lease client keeps a [`ShardMember`] that follows the coordinator's
+//! instructions through that client. The node owns the wiring: the shard messages travel on
+//! their own channel ([`Channel::Shard`]), members announce their role to the voters
+//! ([`join_shards`](Node::join_shards), [`drain_shards`](Node::drain_shards)), the coordinator's
+//! pool is the members that announced and that this node's membership sees up, and a message
+//! for the node itself (a voter's own member) is handed over in-process.
+//!
 //! # Seams
 //!
 //! The components the node composes are fields it drives in a fixed order (membership, voter,
-//! client, campaign). The shard coordinator (which plans moves of `shard/{ns}/{id}` scopes
-//! and hands them out through lease grants and transfers) is the next component; it will plug
-//! in the same way: fed by the voter's and the client's events in `settle`, asked for its
-//! deadline in [`poll_timeout`](Node::poll_timeout), and reporting through a new [`Event`]
-//! variant (the enum is `#[non_exhaustive]` for that reason). Task-queue and probe components
+//! client, campaign, shard coordinator, shard member): each is fed in `settle`, asked for its
+//! deadline in [`poll_timeout`](Node::poll_timeout), and reports through an [`Event`] variant
+//! (the enum is `#[non_exhaustive]` for that reason). Task-queue and probe components will
 //! follow the same pattern.
 //!
 //! # Example
@@ -114,6 +123,10 @@ use crate::lease::{
     RequestId, Scope, Sequenced,
 };
 use crate::membership::{self, MemberState, Membership, MetadataError};
+use crate::shard::{
+    Coordinator, InstructionError, Plan, RebalanceError, ShardConfig, ShardEvent, ShardMember,
+    ShardMessage, ShardRole,
+};
 use crate::time::{Duration, Instant};
 use crate::transmit::Transmit;
 
@@ -147,11 +160,13 @@ pub enum Channel {
     Membership = 0,
     /// Leases: Raft between voters, lease requests and answers ([`crate::lease`]).
     Lease = 1,
+    /// Shards: the coordinator's instructions ([`crate::shard::Instruction`]).
+    Shard = 2,
 }
 
 impl Channel {
     /// Every channel, in byte order.
-    pub const VALUES: [Self; 2] = [Self::Membership, Self::Lease];
+    pub const VALUES: [Self; 3] = [Self::Membership, Self::Lease, Self::Shard];
 
     /// The channel's byte on the wire.
     pub const fn byte(self) -> u8 {
@@ -164,6 +179,7 @@ impl Channel {
         let channel = match first {
             0 => Self::Membership,
             1 => Self::Lease,
+            2 => Self::Shard,
             byte => return Err(ChannelError::Unknown { byte }),
         };
         Ok((channel, payload))
@@ -182,6 +198,7 @@ impl Channel {
         match self {
             Self::Membership => "membership",
             Self::Lease => "lease",
+            Self::Shard => "shard",
         }
     }
 }
@@ -231,6 +248,16 @@ pub enum DatagramError {
         /// The state machine the datagram is for.
         recipient: Recipient,
     },
+    /// A shard instruction that does not decode ([`NodeStats::shard_refused`]).
+    #[error(transparent)]
+    Shard(#[from] InstructionError),
+    /// A shard instruction for a node that is no shard member ([`NodeStats::shard_refused`]).
+    #[error("shard instruction for a node that is no shard member")]
+    NoShardMember,
+    /// A shard announce for a node that runs no coordinator (no voter)
+    /// ([`NodeStats::shard_refused`]).
+    #[error("shard announce for a node that runs no shard coordinator")]
+    NoCoordinator,
 }
 
 /// Why a lease command was refused. Nothing was sent and nothing changed.
@@ -244,6 +271,19 @@ pub enum CommandError {
     /// The lease client refused the command.
     #[error(transparent)]
     Lease(#[from] LeaseError),
+    /// This node takes no shards (caller misuse: build it with [`Node::with_shards`] and a
+    /// lease client).
+    #[error("this node is no shard member: give it a [shards] section and a lease client")]
+    NoShardMember,
+    /// This node runs no shard coordinator, or it does not act now (its voter does not lead).
+    #[error("this node does not coordinate shards now: ask the Raft leader{}", leader.map_or(String::new(), |l| format!(" (node {l})")))]
+    NotCoordinator {
+        /// The Raft leader, if this node knows it.
+        leader: Option<NodeId>,
+    },
+    /// No plan: the pool has no eligible member.
+    #[error(transparent)]
+    Rebalance(#[from] RebalanceError),
 }
 
 /// What the host application learns, from any of the node's components.
@@ -256,6 +296,8 @@ pub enum Event {
     Leadership(Sequenced<LeadershipEvent>),
     /// The voter: the group's leader and its replicated lease table (numbered per voter).
     Group(Sequenced<GroupEvent>),
+    /// Shards: the coordinator's plans and moves, the member's drain.
+    Shard(ShardEvent),
 }
 
 /// The node's own counters (each component keeps its own too); they only grow.
@@ -279,6 +321,8 @@ pub struct NodeStats {
     pub outbox_dropped: u64,
     /// Events dropped because the host did not drain [`Node::poll_event`].
     pub events_dropped: u64,
+    /// Shard datagrams refused: undecodable, or for a node that is no shard member.
+    pub shard_refused: u64,
 }
 
 /// One MeshKit node: membership and, optionally, a lease voter, a lease client and its
@@ -321,6 +365,10 @@ pub struct Node {
     group: Option<LeaseGroup>,
     client: Option<LeaseClient>,
     campaign: Option<Campaign>,
+    coordinator: Option<Coordinator>,
+    shard_member: Option<ShardMember>,
+    /// Shard messages for other nodes, waiting for `poll_transmit`.
+    shard_outbox: VecDeque<(NodeId, ShardMessage)>,
     /// Lease payloads for other nodes, waiting for `poll_transmit`.
     lease_outbox: VecDeque<(NodeId, Vec<u8>)>,
     /// Lease payloads this node addressed to itself, waiting to be handed back.
@@ -347,6 +395,9 @@ impl Node {
             group: None,
             client: None,
             campaign: None,
+            coordinator: None,
+            shard_member: None,
+            shard_outbox: VecDeque::new(),
             lease_outbox: VecDeque::new(),
             loopback: VecDeque::new(),
             spare: Vec::new(),
@@ -402,6 +453,25 @@ impl Node {
         self
     }
 
+    /// Adds shard ownership for the shards `config` names (every node of the mesh must be
+    /// given the same): a coordinator if the node is a voter (call after
+    /// [`with_voter`](Self::with_voter)), a member if it has a lease client (call after
+    /// [`with_lease_client`](Self::with_lease_client)). The member takes shards once
+    /// [`join_shards`](Self::join_shards) announced it.
+    #[must_use]
+    pub fn with_shards(mut self, now: Instant, config: ShardConfig) -> Self {
+        if let Some(group) = &self.group {
+            let mut coordinator = Coordinator::new(now, config.clone());
+            coordinator.resync(group.table());
+            self.coordinator = Some(coordinator);
+        }
+        if self.client.is_some() {
+            self.shard_member = Some(ShardMember::new(self.id, config));
+        }
+        self.settle(now);
+        self
+    }
+
     /// Starts recording the voter's durable writes (see [`LeaseGroup::record_durable_writes`]);
     /// from then on drain [`poll_durable`](Self::poll_durable) first after every input. A node
     /// without a voter has nothing to record.
@@ -449,6 +519,7 @@ impl Node {
                 .handle_datagram(now, from, payload)
                 .map_err(DatagramError::from),
             Ok((Channel::Lease, payload)) => self.handle_lease(now, from, payload),
+            Ok((Channel::Shard, payload)) => self.handle_shard(now, from, payload),
             Err(error) => {
                 self.stats.channel_refused += 1;
                 return Err(error.into());
@@ -477,6 +548,26 @@ impl Node {
             {
                 campaign.handle_timeout(now, client);
             }
+            if let Some(member) = &mut self.shard_member
+                && due(member.poll_timeout())
+            {
+                member.handle_timeout(now, client);
+            }
+        }
+        if let Some(coordinator) = &mut self.coordinator
+            && due(coordinator.poll_timeout())
+        {
+            let term = self
+                .group
+                .as_ref()
+                .filter(|g| g.is_leader())
+                .map(LeaseGroup::term);
+            let membership = &self.membership;
+            coordinator.step(now, term, |member| {
+                membership
+                    .member(member)
+                    .is_some_and(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
+            });
         }
         self.settle(now);
     }
@@ -488,9 +579,13 @@ impl Node {
     }
 
     /// Leaves the mesh gracefully (see [`Membership::leave`]); keep driving the node a few
-    /// gossip rounds so the announcement spreads. Leases are not touched: release or transfer
-    /// them first.
+    /// gossip rounds so the announcement spreads. The shard member releases the shards it holds
+    /// (drain first to hand them over instead); other leases are not touched: release or
+    /// transfer them first.
     pub fn leave(&mut self, now: Instant) {
+        if let (Some(member), Some(client)) = (&mut self.shard_member, &mut self.client) {
+            member.leave(now, client);
+        }
         self.membership.leave(now);
         self.settle(now);
     }
@@ -561,6 +656,36 @@ impl Node {
         }
     }
 
+    /// Announces to the voters that this node takes shards; a draining node takes shards
+    /// again.
+    pub fn join_shards(&mut self, now: Instant) -> Result<(), CommandError> {
+        self.set_shard_role(now, ShardRole::Member)
+    }
+
+    /// Starts draining: the coordinator moves this node's shards away and gives it none;
+    /// [`ShardEvent::Drained`] reports when it holds none (see
+    /// [`shards_drained`](Self::shards_drained)).
+    pub fn drain_shards(&mut self, now: Instant) -> Result<(), CommandError> {
+        self.set_shard_role(now, ShardRole::Draining)
+    }
+
+    /// Asks the coordinator for a new plan (see [`Coordinator::rebalance`]) and returns the
+    /// plan the current map and pool give; with `dry_run` nothing is asked, the plan is only
+    /// shown.
+    pub fn rebalance_shards(&mut self, dry_run: bool) -> Result<Plan, CommandError> {
+        let leader = self.group.as_ref().and_then(LeaseGroup::leader);
+        let coordinator = self
+            .coordinator
+            .as_mut()
+            .filter(|c| c.term().is_some())
+            .ok_or(CommandError::NotCoordinator { leader })?;
+        Ok(if dry_run {
+            coordinator.preview()?
+        } else {
+            coordinator.rebalance()?
+        })
+    }
+
     /// Stops contending for `scope`; a lease held stays held until released, transferred or
     /// expired (see [`Campaign::withdraw`]).
     pub fn withdraw_campaign(&mut self, scope: &Scope) {
@@ -593,6 +718,12 @@ impl Node {
                 len: t.len + 1,
             });
         }
+        if let Some((to, message)) = self.shard_outbox.pop_front() {
+            buf.clear();
+            buf.push(Channel::Shard.byte());
+            message.encode(buf);
+            return Some(Transmit { to, len: buf.len() });
+        }
         let (to, payload) = self.lease_outbox.pop_front()?;
         Channel::Lease.frame(&payload, buf);
         self.recycle(payload);
@@ -618,6 +749,13 @@ impl Node {
                 .as_ref()
                 .and(self.campaign.as_ref())
                 .and_then(Campaign::poll_timeout),
+            self.client
+                .as_ref()
+                .and(self.shard_member.as_ref())
+                .and_then(ShardMember::poll_timeout),
+            self.coordinator
+                .as_ref()
+                .and_then(Coordinator::poll_timeout),
         ]
         .into_iter()
         .flatten()
@@ -667,6 +805,33 @@ impl Node {
         self.client.iter().flat_map(LeaseClient::held)
     }
 
+    /// The node's shard coordinator, if it is a voter with shards (acting while
+    /// [`Coordinator::term`] is `Some`).
+    pub fn shard_coordinator(&self) -> Option<&Coordinator> {
+        self.coordinator.as_ref()
+    }
+
+    /// The node's shard member, if it takes part in shards.
+    pub fn shard_member(&self) -> Option<&ShardMember> {
+        self.shard_member.as_ref()
+    }
+
+    /// How many configured shards this node holds at `now`.
+    pub fn shards_held(&self, now: Instant) -> usize {
+        match (&self.shard_member, &self.client) {
+            (Some(m), Some(c)) => m.held(now, c),
+            _ => 0,
+        }
+    }
+
+    /// Whether this node is draining and holds no shard.
+    pub fn shards_drained(&self, now: Instant) -> bool {
+        match (&self.shard_member, &self.client) {
+            (Some(m), Some(c)) => m.is_drained(now, c),
+            _ => false,
+        }
+    }
+
     /// The node's own counters.
     pub fn stats(&self) -> NodeStats {
         self.stats
@@ -683,6 +848,59 @@ impl Node {
         let request = command(client)?;
         self.settle(now);
         Ok(request)
+    }
+
+    fn set_shard_role(&mut self, now: Instant, role: ShardRole) -> Result<(), CommandError> {
+        let (Some(member), Some(client)) = (&mut self.shard_member, &self.client) else {
+            return Err(CommandError::NoShardMember);
+        };
+        member.set_role(now, role, client);
+        self.settle(now);
+        Ok(())
+    }
+
+    /// Hands one shard message to the member (an instruction) or the coordinator (an
+    /// announce).
+    fn handle_shard(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        payload: &[u8],
+    ) -> Result<(), DatagramError> {
+        let message = ShardMessage::decode(payload).inspect_err(|_| {
+            self.stats.shard_refused += 1;
+        })?;
+        let handled = self.handle_shard_message(now, from, &message);
+        if handled.is_err() {
+            self.stats.shard_refused += 1;
+        }
+        handled
+    }
+
+    fn handle_shard_message(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        message: &ShardMessage,
+    ) -> Result<(), DatagramError> {
+        match message {
+            ShardMessage::Instruction(instruction) => {
+                match (&mut self.shard_member, &mut self.client) {
+                    (Some(member), Some(client)) => {
+                        member.handle_instruction(now, from, instruction, client);
+                        Ok(())
+                    }
+                    _ => Err(DatagramError::NoShardMember),
+                }
+            }
+            ShardMessage::Announce(announce) => match &mut self.coordinator {
+                Some(coordinator) => {
+                    coordinator.handle_announce(from, announce.role);
+                    Ok(())
+                }
+                None => Err(DatagramError::NoCoordinator),
+            },
+        }
     }
 
     /// Hands one lease payload to the state machine its header names.
@@ -763,12 +981,21 @@ impl Node {
                 );
             }
             while let Some(event) = group.poll_event() {
+                if let Some(coordinator) = &mut self.coordinator {
+                    if let GroupEvent::SnapshotInstalled { .. } = event.event {
+                        coordinator.resync(group.table());
+                    } else {
+                        coordinator.handle_group_event(now, &event.event);
+                    }
+                }
                 push_bounded(&mut self.events, &mut self.stats, Event::Group(event));
             }
             if let Some(campaign) = &mut self.campaign {
                 campaign.defer_acquisitions(group.is_leader());
             }
         }
+        // Before the client drains: what the member asks of it goes out in this same pass.
+        self.collect_shard_outputs(now);
         if let Some(client) = &mut self.client {
             while let Some(t) = client.poll_transmit(now, &mut self.scratch) {
                 route(
@@ -785,7 +1012,50 @@ impl Node {
                 if let Some(campaign) = &mut self.campaign {
                     campaign.handle_event(now, &event.event);
                 }
+                if let Some(member) = &mut self.shard_member {
+                    member.handle_event(now, &event.event, client);
+                }
                 push_bounded(&mut self.events, &mut self.stats, Event::Leadership(event));
+            }
+        }
+        self.collect_shard_outputs(now);
+    }
+
+    /// Drains the coordinator (its instructions for this node go to the member in-process, the
+    /// others to the outbox) and both shard components' events.
+    fn collect_shard_outputs(&mut self, now: Instant) {
+        let mut local = Vec::new();
+        if let Some(member) = &mut self.shard_member {
+            while let Some((to, message)) = member.poll_message() {
+                local.push((to, message));
+            }
+        }
+        if let Some(coordinator) = &mut self.coordinator {
+            while let Some((to, instruction)) = coordinator.poll_instruction() {
+                local.push((to, ShardMessage::Instruction(instruction)));
+            }
+        }
+        for (to, message) in local {
+            if to != self.id {
+                if self.shard_outbox.len() < MAX_LEASE_OUTBOX_DATAGRAMS {
+                    self.shard_outbox.push_back((to, message));
+                } else {
+                    self.stats.outbox_dropped += 1;
+                }
+                continue;
+            }
+            self.stats.self_delivered += 1;
+            // The node's own messages reach a component it runs, or nothing.
+            let _ = self.handle_shard_message(now, self.id, &message);
+        }
+        if let Some(coordinator) = &mut self.coordinator {
+            while let Some(event) = coordinator.poll_event() {
+                push_bounded(&mut self.events, &mut self.stats, Event::Shard(event));
+            }
+        }
+        if let Some(member) = &mut self.shard_member {
+            while let Some(event) = member.poll_event() {
+                push_bounded(&mut self.events, &mut self.stats, Event::Shard(event));
             }
         }
     }

@@ -30,14 +30,15 @@
 use core::cmp::Ordering;
 use core::fmt::Write as _;
 use core::time::Duration;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 
 use meshkit::config::Config;
 use meshkit::lease::{
-    Campaign, GroupEvent, LeadershipEvent, LeaseConfig, LeaseGroup, RequestId, Sequenced, Term,
+    Campaign, FencingToken, GroupEvent, LeadershipEvent, LeaseConfig, LeaseGroup, Sequenced, Term,
 };
 use meshkit::membership::{Event, MemberState};
-use meshkit::node::{Channel, CommandError, DatagramError, Event as NodeEvent, Node};
+use meshkit::node::{Channel, DatagramError, Event as NodeEvent, Node};
+use meshkit::shard::ShardEvent;
 use meshkit::{Incarnation, Instant, MetaVersion, NodeId};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -48,12 +49,12 @@ use crate::fault::{
     self, FaultEvent, LEAVE_LINGER_ROUNDS, PAUSE_INBOX_MAX_DATAGRAMS, RESTART_JOIN_SEEDS,
 };
 use crate::invariants::{Invariants, SWEEP_INTERVAL};
-use crate::lease::{Ask, CAMPAIGN_RETRY, LeaseNode, LeaseRecords, Ledger, Request, WRITE_INTERVAL};
+use crate::lease::{Ask, CAMPAIGN_RETRY, LeaseNode, LeaseRecords, Ledger, WRITE_INTERVAL};
 use crate::metrics::Counters;
 use crate::network::{Network, Partition, Verdict};
 use crate::observer::{Down, Observations, Observer};
 use crate::scenario::{FaultAction, LeaseSpec, MetadataOp, NodeSelector, PartitionShape, Scenario};
-use crate::shard::{Action, ShardRecords, ShardRun};
+use crate::shard::{ShardRecords, ShardRun};
 use crate::trace::TraceHash;
 
 /// Timer wakeups of one node at one instant after which the engine declares a livelock.
@@ -194,6 +195,8 @@ struct LeaseRun {
     ledger: Ledger,
     /// The Raft leader crashed and no voter leads at a higher term yet: when, and its term.
     raft_failover: Option<(Instant, Term)>,
+    /// Drained members that leave at the next lease tick.
+    pending_leaves: Vec<usize>,
     /// With `[shards]`: the shard map and its coordinator; shard `i` is ledger scope
     /// `spec.scopes.len() + i`.
     shards: Option<ShardRun>,
@@ -501,6 +504,13 @@ impl<'s> Engine<'s> {
         }
         // The trace folds in the payload, as it did before datagrams carried a channel byte.
         match channel {
+            Ok((Channel::Shard, payload)) => {
+                self.trace.word(0x5ba2d);
+                self.trace.word(self.now.as_nanos());
+                self.trace.word(from as u64);
+                self.trace.word(to as u64);
+                self.trace.bytes(payload);
+            }
             Ok((Channel::Lease, payload)) => {
                 self.trace.word(0x1ea5e);
                 self.trace.word(self.now.as_nanos());
@@ -527,7 +537,13 @@ impl<'s> Engine<'s> {
             // A lease datagram for a state machine the node does not run (a restarted voter's
             // old client's answer, say) or one it refuses is counted, not a violation: the core
             // refuses it without changing state.
-            Err(DatagramError::Lease(_) | DatagramError::NotRunning { .. }) => {
+            Err(
+                DatagramError::Lease(_)
+                | DatagramError::NotRunning { .. }
+                | DatagramError::Shard(_)
+                | DatagramError::NoShardMember
+                | DatagramError::NoCoordinator,
+            ) => {
                 if let Some(run) = self.leases.as_mut() {
                     run.ledger.records.messages_refused += 1;
                 }
@@ -619,9 +635,10 @@ impl<'s> Engine<'s> {
         };
         let local = slot.clock.local(now);
         while let Some(t) = node.poll_transmit(local, buf) {
-            // The figures count what the core encoded, as before datagrams had a channel byte.
+            // The figures count what the core encoded, as before datagrams had a channel byte;
+            // shard instructions count with the lease traffic they steer.
             let payload_len = t.len.saturating_sub(1) as u64;
-            let lease = buf.first() == Some(&Channel::Lease.byte());
+            let lease = buf.first() != Some(&Channel::Membership.byte());
             if lease {
                 if let Some(run) = leases.as_mut() {
                     run.ledger.records.datagrams_sent += 1;
@@ -665,6 +682,7 @@ impl<'s> Engine<'s> {
                 NodeEvent::Leadership(e) => {
                     violations.extend(self.on_lease_event(index, &e));
                 }
+                NodeEvent::Shard(e) => self.on_shard_event(index, &e),
                 _ => {}
             }
         }
@@ -817,21 +835,12 @@ impl<'s> Engine<'s> {
         let LeaseRun {
             nodes: lnodes,
             ledger,
-            spec,
-            shards,
             ..
         } = run;
-        let base = spec.scopes.len();
         let ln = &mut lnodes[index];
         let clock_of = |i: usize| {
             let s = &slots[i];
             (!matches!(s.state, NodeState::Crashed | NodeState::Gone)).then_some(s.clock)
-        };
-        // A shard is renewed once a third of the lease's own life has passed (the `[leases]`
-        // scopes are the campaign's): the lease counts from before its request left.
-        let renew_shard_at = |expires: Instant| {
-            let ttl = shards.as_ref().map_or(spec.ttl, |sh| sh.spec.ttl);
-            expires.saturating_sub(ttl - ttl / 3)
         };
         let mut violations = Vec::new();
         let scope_of = |scope| ledger.scope_index(scope);
@@ -859,10 +868,6 @@ impl<'s> Engine<'s> {
                         .grant_ms
                         .push(now.saturating_duration_since(r.sent).as_secs_f64() * 1e3);
                 }
-                if s >= base {
-                    ln.shard_wants.remove(&(s - base));
-                    ln.next_renew.insert(s, renew_shard_at(*expires));
-                }
                 // A new holder writes at once, so that the fence learns its token.
                 violations.extend(ledger.write(now, index, s, *token));
             }
@@ -874,9 +879,6 @@ impl<'s> Engine<'s> {
                 ln.requests
                     .retain(|_, r| !(r.scope == s && r.ask == Ask::Renew));
                 ln.refresh_asking(s);
-                if s >= base {
-                    ln.next_renew.insert(s, renew_shard_at(*expires));
-                }
             }
             LeadershipEvent::Lost { scope, .. }
             | LeadershipEvent::Expired { scope, .. }
@@ -886,7 +888,6 @@ impl<'s> Engine<'s> {
                     return violations;
                 };
                 ledger.on_belief_end(index, s);
-                ln.next_renew.remove(&s);
                 if matches!(e.event, LeadershipEvent::Lost { .. }) {
                     ln.requests
                         .retain(|_, r| !(r.scope == s && r.ask == Ask::Renew));
@@ -1070,8 +1071,13 @@ impl<'s> Engine<'s> {
                 for i in self.pick(nodes, |s| {
                     matches!(s, NodeState::Running | NodeState::Paused)
                 }) {
-                    if let Some(sh) = self.leases.as_mut().and_then(|r| r.shards.as_mut()) {
-                        sh.out_of_pool.remove(&i);
+                    let joined = self
+                        .leases
+                        .as_mut()
+                        .and_then(|r| r.shards.as_mut())
+                        .is_some_and(|sh| sh.out_of_pool.remove(&i));
+                    if joined {
+                        self.announce_shards(i, false);
                     }
                 }
             }
@@ -1096,10 +1102,11 @@ impl<'s> Engine<'s> {
                     .map(|c| c as u32)
                     .collect();
                 let picked = fault::select(nodes, &candidates, &mut self.fault_rng);
-                if let Some(sh) = self.leases.as_mut().and_then(|r| r.shards.as_mut()) {
-                    for i in picked {
+                for i in picked {
+                    if let Some(sh) = self.leases.as_mut().and_then(|r| r.shards.as_mut()) {
                         sh.start_drain(now, i as usize);
                     }
+                    self.announce_shards(i as usize, true);
                 }
             }
             FaultAction::Byzantine { attacks } => {
@@ -1221,6 +1228,8 @@ impl<'s> Engine<'s> {
         slot.state = NodeState::Running;
         self.invariants.on_restart(i);
         self.observer.on_restart(now, i, boot);
+        // A member of the shard pool announces itself again (a new life, new metadata).
+        self.announce_shards_at_start(i);
         self.drain(i);
     }
 
@@ -1711,23 +1720,6 @@ impl Engine<'_> {
             ln.voter = i < voters.len();
             ln.contender = contenders.contains(&i);
         }
-        self.leases = Some(LeaseRun {
-            ledger: Ledger::new(&[], spec.ttl, spec.max_clock_skew),
-            shards: None,
-            spec: spec.clone(),
-            config,
-            voters,
-            contenders: contenders.clone(),
-            nodes,
-            raft_failover: None,
-        });
-        for i in 0..self.nodes {
-            let local = self.slots[i].clock.local(self.now);
-            if let Some(node) = self.slots[i].node.take() {
-                let node = self.with_lease_parts(i, node, VoterStart::Bootstrap, local);
-                self.slots[i].node = Some(node);
-            }
-        }
         let shards = self.scenario.shards().map(|sh| {
             // Contenders named by a `join` fault stay out of the shard pool until it fires.
             let mut out = BTreeSet::new();
@@ -1747,9 +1739,56 @@ impl Engine<'_> {
             );
             ttl = ttl.max(sh.spec.ttl);
         }
-        if let Some(run) = self.leases.as_mut() {
-            run.ledger = Ledger::new(&scopes, ttl, spec.max_clock_skew);
-            run.shards = shards;
+        self.leases = Some(LeaseRun {
+            ledger: Ledger::new(&scopes, ttl, spec.max_clock_skew),
+            shards,
+            spec: spec.clone(),
+            config,
+            voters,
+            contenders: contenders.clone(),
+            nodes,
+            raft_failover: None,
+            pending_leaves: Vec::new(),
+        });
+        for i in 0..self.nodes {
+            let local = self.slots[i].clock.local(self.now);
+            if let Some(node) = self.slots[i].node.take() {
+                let node = self.with_lease_parts(i, node, VoterStart::Bootstrap, local);
+                self.slots[i].node = Some(node);
+            }
+        }
+        for c in contenders {
+            self.announce_shards_at_start(c);
+        }
+    }
+
+    /// A contender the shard pool takes from its start (or restart) announces it.
+    fn announce_shards_at_start(&mut self, c: usize) {
+        let in_pool = self
+            .leases
+            .as_ref()
+            .and_then(|r| r.shards.as_ref())
+            .is_some_and(|sh| !sh.out_of_pool.contains(&c) && !sh.is_draining(c));
+        if in_pool {
+            self.announce_shards(c, false);
+        }
+    }
+
+    /// Node `i` announces that it takes shards (`Node::join_shards`) or drains
+    /// (`Node::drain_shards`).
+    fn announce_shards(&mut self, i: usize, drain: bool) {
+        let slot = &mut self.slots[i];
+        let local = slot.clock.local(self.now);
+        let Some(node) = slot.node.as_mut() else {
+            return;
+        };
+        let result = if drain {
+            node.drain_shards(local)
+        } else {
+            node.join_shards(local)
+        };
+        if result.is_ok() {
+            self.drain(i);
         }
     }
 
@@ -1779,6 +1818,9 @@ impl Engine<'_> {
             }
             node = node.with_lease_client(local, run.config.clone(), &run.voters, campaign);
         }
+        if let Some(sh) = &run.shards {
+            node = node.with_shards(local, sh.config().clone());
+        }
         node
     }
 
@@ -1802,70 +1844,27 @@ impl Engine<'_> {
                 return;
             };
             let base = run.spec.scopes.len();
-            let ln = &mut run.nodes[c];
             let Some(client) = slot.node.as_mut().filter(|n| n.lease_client().is_some()) else {
                 continue;
             };
             let mut violations = Vec::new();
-            let ask = |ln_requests: &mut BTreeMap<RequestId, Request>,
-                       asking: &mut BTreeSet<usize>,
-                       s: usize,
-                       ask: Ask,
-                       result: Result<RequestId, CommandError>| {
-                if let Ok(rid) = result {
-                    asking.insert(s);
-                    ln_requests.insert(
-                        rid,
-                        Request {
-                            scope: s,
-                            ask,
-                            sent: now,
-                        },
-                    );
-                }
-            };
             // The `[leases]` scopes: write with what it holds (its campaign asks and renews).
             for (s, scope) in run.spec.scopes.iter().enumerate() {
                 if let Some(token) = client.holds(local, scope) {
                     violations.extend(run.ledger.write(now, c, s, token));
                 }
             }
-            if let Some(sh) = run.shards.as_ref() {
-                let shard_ttl = sh.spec.ttl;
-                // The shards it holds: write, renew when due.
-                let held: Vec<(usize, meshkit::lease::Scope)> = client
+            if run.shards.is_some() {
+                // The shards it holds (its shard member acquires and renews them): write.
+                let held: Vec<(usize, FencingToken)> = client
                     .held()
                     .filter_map(|(scope, _)| {
                         let s = run.ledger.scope_index(scope).filter(|&s| s >= base)?;
-                        Some((s, scope.clone()))
+                        Some((s, client.holds(local, scope)?))
                     })
                     .collect();
-                for (s, scope) in held {
-                    let Some(token) = client.holds(local, &scope) else {
-                        continue;
-                    };
+                for (s, token) in held {
                     violations.extend(run.ledger.write(now, c, s, token));
-                    if !ln.asking.contains(&s)
-                        && local >= ln.next_renew.get(&s).copied().unwrap_or(Instant::ZERO)
-                    {
-                        let r = client.renew(local, scope);
-                        ask(&mut ln.requests, &mut ln.asking, s, Ask::Renew, r);
-                    }
-                }
-                // The shards the coordinator gave it: ask until held.
-                let wants: Vec<usize> = ln.shard_wants.iter().copied().collect();
-                for k in wants {
-                    let s = base + k;
-                    let scope = run.ledger.scope(s).clone();
-                    if client.holds(local, &scope).is_some() {
-                        ln.shard_wants.remove(&k);
-                        continue;
-                    }
-                    if ln.asking.contains(&s) {
-                        continue;
-                    }
-                    let r = client.acquire(local, scope, shard_ttl);
-                    ask(&mut ln.requests, &mut ln.asking, s, Ask::Acquire, r);
                 }
             }
             for v in violations {
@@ -1876,57 +1875,58 @@ impl Engine<'_> {
         self.shard_step();
     }
 
-    /// One step of the shard coordinator (see `crate::shard`), and what it asks for.
+    /// The shard figures look at the acting coordinator (the one in the highest term, on the
+    /// Raft leader).
     fn shard_step(&mut self) {
-        let now = self.now;
+        let leaving = self
+            .leases
+            .as_mut()
+            .map(|r| core::mem::take(&mut r.pending_leaves))
+            .unwrap_or_default();
+        for i in leaving {
+            if self.slots[i].state == NodeState::Running {
+                self.leave_node(i);
+            }
+        }
         let Some(run) = self.leases.as_mut() else {
             return;
         };
         let Some(sh) = run.shards.as_mut() else {
             return;
         };
-        let pool: BTreeSet<usize> = run
-            .contenders
+        let acting = self
+            .slots
             .iter()
-            .copied()
-            .filter(|&c| {
-                matches!(self.slots[c].state, NodeState::Running | NodeState::Paused)
-                    && self.slots[c]
-                        .node
-                        .as_ref()
-                        .is_some_and(|n| n.lease_client().is_some())
-                    && !sh.out_of_pool.contains(&c)
-            })
-            .collect();
-        let actions = sh.step(now, &pool);
-        let base = run.spec.scopes.len();
-        for action in actions {
-            match action {
-                Action::Acquire { shard, to } => {
-                    if let Some(run) = self.leases.as_mut() {
-                        run.nodes[to].shard_wants.insert(shard);
-                    }
-                }
-                Action::Abandon { shard, to } => {
-                    if let Some(run) = self.leases.as_mut() {
-                        run.nodes[to].shard_wants.remove(&shard);
-                    }
-                }
-                Action::Transfer { shard, from, to } => {
-                    // A graceful handoff if `from` still holds the lease; otherwise `to` asks
-                    // for it (granted once the old lease expires).
-                    if !self.transfer_scope(from, base + shard, to)
-                        && let Some(run) = self.leases.as_mut()
-                    {
-                        run.nodes[to].shard_wants.insert(shard);
-                    }
-                }
-                Action::Drained { node } => {
-                    if self.slots[node].state == NodeState::Running {
-                        self.leave_node(node);
-                    }
-                }
+            .filter(|s| matches!(s.state, NodeState::Running | NodeState::Paused))
+            .filter_map(|s| s.node.as_ref()?.shard_coordinator())
+            .filter(|c| c.term().is_some())
+            .max_by_key(|c| c.term());
+        if let Some(coordinator) = acting {
+            sh.observe(coordinator);
+        }
+    }
+
+    /// One shard event of node `index`: plans feed the figures; a drained member leaves.
+    fn on_shard_event(&mut self, index: usize, e: &ShardEvent) {
+        let now = self.now;
+        self.trace.word(now.as_nanos());
+        self.trace.word(index as u64);
+        let _ = write!(self.trace, "{e:?}");
+        let Some(run) = self.leases.as_mut() else {
+            return;
+        };
+        let Some(sh) = run.shards.as_mut() else {
+            return;
+        };
+        match *e {
+            ShardEvent::Planned {
+                moves,
+                pool_changed,
+            } => sh.on_planned(moves, pool_changed),
+            ShardEvent::Drained if sh.on_drained(now, index) => {
+                run.pending_leaves.push(index);
             }
+            _ => {}
         }
     }
 
@@ -1991,6 +1991,9 @@ impl Engine<'_> {
         }
         if let Some(durable) = node.and_then(Node::into_durable) {
             ln.durable = Some(durable);
+        }
+        if let Some(sh) = run.shards.as_mut() {
+            sh.on_gone(i);
         }
         ln.reset_asks();
     }

@@ -104,10 +104,6 @@ pub(crate) struct LeaseNode {
     pub(crate) requests: BTreeMap<RequestId, Request>,
     /// Scope indices with an acquire or a renewal in flight.
     pub(crate) asking: BTreeSet<usize>,
-    /// Per held scope index: local time of the next renewal.
-    pub(crate) next_renew: BTreeMap<usize, Instant>,
-    /// With `[shards]`: the shards (by shard index) the coordinator told this node to take.
-    pub(crate) shard_wants: BTreeSet<usize>,
     /// Writes checked before a pause, sent at the resume.
     pub(crate) paused_writes: Vec<(usize, FencingToken)>,
 }
@@ -154,8 +150,6 @@ impl LeaseNode {
     pub(crate) fn reset_asks(&mut self) {
         self.requests.clear();
         self.asking.clear();
-        self.next_renew.clear();
-        self.shard_wants.clear();
         self.paused_writes.clear();
     }
 

@@ -130,11 +130,12 @@
 //! lease invariants and figures mean is in `crate::lease` (and docs/scenarios.md).
 //!
 //! With `[shards]`, shard `i` is the lease scope `shard/{namespace}/{i}`: nobody contends for
-//! it; a coordinator (standing in for the service that plans shard moves) runs the core's
-//! `Rebalancer` over a `ShardMap` fed by the voters' grants and tells contenders to take shards,
-//! by a lease transfer from the current holder (a graceful handoff, with a new fencing token) or
-//! by an acquire when the holder is gone. The shard pool is the running contenders, minus those a
-//! `join` still holds out, minus drained ones. At the end of the run every shard must have
+//! it; the core's coordinator (`meshkit::shard::Coordinator`, in every voter's `Node`, acting
+//! on the Raft leader) runs the `Rebalancer` over a `ShardMap` fed by its voter's grants and
+//! tells contenders to take shards, by a lease transfer from the current holder (a graceful
+//! handoff, with a new fencing token) or by an acquire when the holder is gone. The shard pool
+//! is the contenders that announced themselves (all, except those a `join` still holds out),
+//! minus drained ones. At the end of the run every shard must have
 //! exactly one holder, the map's owner, a member of the pool that is not draining (an invariant:
 //! leave the run at least two shard TTLs after the last fault). What the shard figures mean is
 //! in `crate::shard`.

@@ -86,6 +86,8 @@ pub struct Traffic {
     pub membership: ChannelTraffic,
     /// Raft between voters and lease requests.
     pub lease: ChannelTraffic,
+    /// The shard coordinator's instructions.
+    pub shard: ChannelTraffic,
 }
 
 impl Traffic {
@@ -93,6 +95,7 @@ impl Traffic {
         match channel {
             Channel::Membership => &mut self.membership,
             Channel::Lease => &mut self.lease,
+            Channel::Shard => &mut self.shard,
         }
     }
 

@@ -169,6 +169,11 @@ impl LeaseClient {
         }
     }
 
+    /// The voters this client talks to, in id order.
+    pub fn voters(&self) -> &[NodeId] {
+        &self.voters
+    }
+
     /// Asks for `scope` for `ttl`. Asking again for a scope this node holds renews it under the
     /// same token. The answer comes as [`LeadershipEvent::Acquired`] or
     /// [`LeadershipEvent::Failed`] (e.g. [`LeaseError::Held`]).

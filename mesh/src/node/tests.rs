@@ -348,3 +348,271 @@ proptest! {
         }
     }
 }
+
+// ---- shards ------------------------------------------------------------------------------------
+
+mod shards {
+    use super::*;
+    use crate::lease::Term;
+    use crate::shard::{Instruction, ShardConfig, ShardEvent, ShardId};
+
+    const SHARDS: u32 = 40;
+
+    fn config() -> ShardConfig {
+        ShardConfig::new("orders", SHARDS).unwrap()
+    }
+
+    /// Node 1: the only voter (and the coordinator); nodes 2..=n: members, joined and announced.
+    fn mesh(n: u64) -> Vec<Node> {
+        let now = Instant::ZERO;
+        let mut nodes = vec![
+            node(1)
+                .with_voter(now, LeaseConfig::default(), &[id(1)])
+                .unwrap()
+                .with_shards(now, config()),
+        ];
+        for k in 2..=n {
+            nodes.push(member(k));
+        }
+        nodes
+    }
+
+    fn member(k: u64) -> Node {
+        let now = Instant::ZERO;
+        let mut m = node(k)
+            .with_lease_client(
+                now,
+                LeaseConfig::default(),
+                &[id(1)],
+                Campaign::new(TTL, RETRY),
+            )
+            .with_shards(now, config());
+        m.join(now, &[id(1)]);
+        m
+    }
+
+    /// Runs with instant delivery until `until` (virtual), recording every shard event.
+    fn run_for(
+        nodes: &mut [Node],
+        now: &mut Instant,
+        until: Instant,
+        events: &mut Vec<(NodeId, ShardEvent)>,
+    ) {
+        let mut buf = Vec::new();
+        for _ in 0..2_000_000 {
+            let mut wire = Vec::new();
+            for node in nodes.iter_mut() {
+                while let Some(t) = node.poll_transmit(*now, &mut buf) {
+                    wire.push((node.local_id(), t.to, buf[..t.len].to_vec()));
+                }
+                while let Some(event) = node.poll_event() {
+                    if let Event::Shard(e) = event {
+                        events.push((node.local_id(), e));
+                    }
+                }
+            }
+            if wire.is_empty() {
+                let next = nodes.iter().filter_map(Node::poll_timeout).min().unwrap();
+                if next > until {
+                    *now = until;
+                    return;
+                }
+                *now = next;
+                for node in nodes.iter_mut() {
+                    node.handle_timeout(*now);
+                }
+            }
+            for (from, to, bytes) in wire {
+                if let Some(n) = nodes.get_mut((to.get() - 1) as usize) {
+                    n.handle_datagram(*now, from, &bytes).unwrap();
+                }
+            }
+        }
+        panic!("no progress in 2,000,000 steps");
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn counts(nodes: &[Node], now: Instant) -> Vec<usize> {
+        nodes.iter().map(|n| n.shards_held(now)).collect()
+    }
+
+    fn placed(nodes: &mut [Node], now: &mut Instant, events: &mut Vec<(NodeId, ShardEvent)>) {
+        for n in nodes.iter_mut().skip(1) {
+            n.join_shards(*now).unwrap();
+        }
+        let until = *now + secs(20);
+        run_for(nodes, now, until, events);
+        let c = nodes[0].shard_coordinator().unwrap();
+        assert!(c.term().is_some(), "the voter leads and coordinates");
+        assert!(c.is_idle());
+        let bounds = c.bounds().unwrap();
+        let held = counts(nodes, *now);
+        assert_eq!(held.iter().sum::<usize>(), SHARDS as usize, "{held:?}");
+        for (n, &h) in held.iter().enumerate().skip(1) {
+            assert!(bounds.contains(h), "node {} holds {h}: {bounds:?}", n + 1);
+            assert_eq!(c.map().owned_count(id(n as u64 + 1)), h);
+        }
+    }
+
+    #[test]
+    fn shards_are_placed_within_the_bound_then_a_drain_hands_them_over() {
+        let mut nodes = mesh(5);
+        let mut now = Instant::ZERO;
+        let mut events = Vec::new();
+        placed(&mut nodes, &mut now, &mut events);
+        let before = counts(&nodes, now);
+        events.clear();
+        nodes[1].drain_shards(now).unwrap();
+        let until = now + secs(20);
+        run_for(&mut nodes, &mut now, until, &mut events);
+        assert!(events.contains(&(id(2), ShardEvent::Drained)), "{events:?}");
+        assert!(nodes[1].shards_drained(now));
+        let after = counts(&nodes, now);
+        assert_eq!(after[1], 0);
+        assert_eq!(after.iter().sum::<usize>(), SHARDS as usize);
+        // Exactly node 2's shards moved, each by a graceful transfer (a new owner at once,
+        // never an unowned shard).
+        let moved: Vec<&ShardEvent> = events
+            .iter()
+            .filter_map(|(_, e)| matches!(e, ShardEvent::OwnerChanged { .. }).then_some(e))
+            .collect();
+        assert_eq!(moved.len(), before[1], "{moved:?}");
+        for e in moved {
+            let ShardEvent::OwnerChanged {
+                from, to, planned, ..
+            } = e
+            else {
+                unreachable!()
+            };
+            assert_eq!((*from, *planned), (Some(id(2)), true));
+            assert!(to.is_some());
+        }
+        assert!(nodes[0].shard_coordinator().unwrap().is_drained(id(2)));
+    }
+
+    #[test]
+    fn a_member_that_joins_takes_the_fewest_moves() {
+        let mut nodes = mesh(5);
+        let mut now = Instant::ZERO;
+        let mut events = Vec::new();
+        placed(&mut nodes, &mut now, &mut events);
+        // A fifth member: 40 shards over 5, bounds 7..=9 (mean 8, tolerance 1): it needs 7.
+        let mut m = member(6);
+        m.join(now, &[id(1)]);
+        nodes.push(m);
+        let until = now + secs(10);
+        run_for(&mut nodes, &mut now, until, &mut events);
+        events.clear();
+        nodes[5].join_shards(now).unwrap();
+        let until = now + secs(20);
+        run_for(&mut nodes, &mut now, until, &mut events);
+        let moves = events
+            .iter()
+            .filter(|(_, e)| matches!(e, ShardEvent::OwnerChanged { to: Some(_), .. }))
+            .count();
+        let planned: usize = events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                ShardEvent::Planned { moves, .. } => Some(*moves),
+                _ => None,
+            })
+            .sum();
+        assert_eq!(counts(&nodes, now)[5], 7);
+        assert_eq!(moves, 7, "{events:?}");
+        assert_eq!(planned, 7);
+    }
+
+    #[test]
+    fn a_member_follows_only_a_voter_at_the_highest_term() {
+        let mut nodes = mesh(3);
+        let mut now = Instant::ZERO;
+        let mut events = Vec::new();
+        placed(&mut nodes, &mut now, &mut events);
+        let shard = ShardId::new("orders", 0).unwrap();
+        let owner = nodes[0]
+            .shard_coordinator()
+            .unwrap()
+            .map()
+            .owner(&shard)
+            .unwrap();
+        let other = if owner == id(2) { id(3) } else { id(2) };
+        let term = nodes[0].lease_group().unwrap().term();
+        let mut buf = vec![Channel::Shard.byte()];
+        Instruction {
+            term: Term::new(term.get() + 100),
+            shard: shard.clone(),
+            from: Some(owner),
+            to: other,
+        }
+        .encode(&mut buf);
+        let o = (owner.get() - 1) as usize;
+        // From a non-voter: ignored, even at a higher term.
+        nodes[o].handle_datagram(now, other, &buf).unwrap();
+        let ignored = nodes[o]
+            .shard_member()
+            .unwrap()
+            .stats()
+            .instructions_ignored;
+        assert_eq!(ignored, 1);
+        assert!(
+            nodes[o]
+                .holds(now, &Scope::new(&shard.to_string()).unwrap())
+                .is_some()
+        );
+        // Garbage on the shard channel is refused and counted.
+        assert!(matches!(
+            nodes[o].handle_datagram(now, id(1), &[Channel::Shard.byte(), 9]),
+            Err(DatagramError::Shard(_))
+        ));
+        assert_eq!(nodes[o].stats().shard_refused, 1);
+        // A voter's node has no member: refused.
+        assert_eq!(
+            nodes[0].handle_datagram(now, id(1), &buf),
+            Err(DatagramError::NoShardMember)
+        );
+        // From the voter at a higher term: followed, the shard is handed over.
+        nodes[o].handle_datagram(now, id(1), &buf).unwrap();
+        let until = now + secs(2);
+        run_for(&mut nodes, &mut now, until, &mut events);
+        let c = nodes[0].shard_coordinator().unwrap();
+        assert_eq!(c.map().owner(&shard), Some(other));
+        // An older term is ignored from then on, even from the voter.
+        let mut old = vec![Channel::Shard.byte()];
+        Instruction {
+            term,
+            shard: ShardId::new("orders", 1).unwrap(),
+            from: None,
+            to: owner,
+        }
+        .encode(&mut old);
+        let ignored = nodes[o]
+            .shard_member()
+            .unwrap()
+            .stats()
+            .instructions_ignored;
+        nodes[o].handle_datagram(now, id(1), &old).unwrap();
+        let member = nodes[o].shard_member().unwrap();
+        assert_eq!(member.stats().instructions_ignored, ignored + 1);
+        assert_eq!(member.wants().count(), 0);
+    }
+
+    #[test]
+    fn rebalance_needs_the_acting_coordinator_and_a_dry_run_moves_nothing() {
+        let mut nodes = mesh(3);
+        let mut now = Instant::ZERO;
+        let mut events = Vec::new();
+        placed(&mut nodes, &mut now, &mut events);
+        assert!(matches!(
+            nodes[1].rebalance_shards(true),
+            Err(CommandError::NotCoordinator { .. })
+        ));
+        let plan = nodes[0].rebalance_shards(true).unwrap();
+        assert!(plan.is_empty(), "balanced already: {plan:?}");
+        // A drain announced but not yet gossiped: the dry run still plans from the pool the
+        // coordinator last saw, and nothing moves.
+        assert!(nodes[0].shard_coordinator().unwrap().is_idle());
+    }
+}

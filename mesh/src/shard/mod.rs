@@ -116,9 +116,26 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod config;
+mod coordinator;
 mod id;
 mod map;
+mod member;
 mod rebalance;
+mod wire;
+
+pub use self::config::{
+    DEFAULT_MAX_MOVES_IN_FLIGHT, DEFAULT_SHARD_TTL, RawShardConfig, ShardConfig, ShardConfigError,
+};
+pub use self::coordinator::{
+    Coordinator, CoordinatorStats, InFlight, MOVE_SLACK, RESEND_INTERVAL, STEP_INTERVAL,
+    ShardEvent, move_deadline,
+};
+pub use self::member::{ANNOUNCE_INTERVAL, MemberStats, RETRY_INTERVAL, ShardMember, ShardRole};
+pub use self::wire::{
+    ANNOUNCE_KIND, Announce, INSTRUCTION_VERSION, Instruction, InstructionError,
+    MAX_INSTRUCTION_BYTES, ShardMessage,
+};
 
 pub use self::id::{MAX_NAMESPACE_CHARS, ShardId, ShardIdError};
 pub use self::map::{Assignment, MAX_SHARDS, ShardMap, ShardMapError};

@@ -320,6 +320,7 @@ impl Source for SnapshotMetrics {
         let channels = [
             ("membership", &s.traffic.membership),
             ("lease", &s.traffic.lease),
+            ("shard", &s.traffic.shard),
         ];
         let traffic = channels.iter().flat_map(|(channel, c)| {
             [

@@ -179,7 +179,8 @@ catalogue! {
     TRANSPORT_CHANNEL_DATAGRAMS = Counter "mesh_transport_channel_datagrams_total"
         ["channel", "direction"] none,
         "Datagrams the driver handed to the transport (sent) or took from it (received), by \
-         channel: membership (gossip) or lease (Raft and lease requests).";
+         channel: membership (gossip), lease (Raft and lease requests) or shard (the shard \
+         coordinator's instructions).";
     /// Their bytes.
     TRANSPORT_CHANNEL_BYTES = Counter "mesh_transport_channel_bytes_total"
         ["channel", "direction"] bytes,
