@@ -47,7 +47,7 @@ print("|---|---|---|---|---|---|---|---|---|---|")
 for n in Ns:
     for name, runs in (("memberlist", ml.get(n, [])), ("meshkitd", mk.get(n, []))):
         ok = [r for r in runs if "crash" in r and "steady" in r and not r.get("error")]
-        lat = [x for r in ok for x in r["crash"]["latencies_s"] if x is not None]
+        lat = [x for r in ok for x in (r["crash"].get("latencies_s") or []) if x is not None]
         if name == "memberlist":
             cpu = med(r["steady"]["cpu_cores_used"] * 1000 / n for r in ok)
             pay = med(r["steady"]["total_payload_out_Bps_node"] for r in ok)

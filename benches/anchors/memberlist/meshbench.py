@@ -329,6 +329,9 @@ meshctl-observer = ["mesh.observe"]
             "rss_kib_node_p50": nr(list(rss.values()), 50),
             "suspicions_raised_in_window": delta_sum("mesh_gossip_suspicions_raised_total"),
             "refutations_in_window": delta_sum("mesh_gossip_refutations_total"),
+            # Handshakes in the window: a pair's first contact (round-robin probing reaches
+            # every member once per N probe intervals, so pairs keep connecting until then).
+            "connections_opened_in_window": delta_sum("mesh_transport_connections_opened_total"),
             "probes_failed_in_window": delta_sum("mesh_gossip_probes_failed_total"),
             "min_alive_seen_after_window": min(m1[i].get('mesh_gossip_members{state="alive"}', 0) for i in procs),
         }
