@@ -96,6 +96,7 @@ pub struct RawNodeConfig {
     #[serde(default)]
     pub access: RawAccessConfig,
     pub leadership: Option<RawLeadershipConfig>,
+    pub shards: Option<meshkit::shard::RawShardConfig>,
     #[serde(default)]
     pub metadata: std::collections::BTreeMap<String, String>,
 }
@@ -211,6 +212,9 @@ pub enum NodeConfigError {
     /// A `[leadership.raft]` override out of range.
     #[error("key leadership.raft.{0}")]
     Lease(ConfigError),
+    /// A `[shards]` key is invalid (the message names it).
+    #[error("key {0}")]
+    Shards(#[from] meshkit::shard::ShardConfigError),
     /// The TLS files are unusable.
     #[error("key `tls`: {0}")]
     Tls(#[from] TlsError),
@@ -477,7 +481,25 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
         }
         let membership = Config::try_from(membership).map_err(NodeConfigError::Membership)?;
         let access = AccessConfig::try_from(raw.access)?;
-        let leadership = raw.leadership.map(leadership_config).transpose()?;
+        let mut leadership = raw.leadership.map(leadership_config).transpose()?;
+        if let Some(shards) = raw.shards {
+            let shards = meshkit::shard::ShardConfig::try_from(shards)?;
+            let Some(l) = leadership.as_mut() else {
+                return Err(NodeConfigError::Invalid {
+                    key: "shards".to_owned(),
+                    value: "a [shards] section".to_owned(),
+                    expected: "a [leadership] section too: shards are owned through leases",
+                });
+            };
+            if !(l.lease.min_ttl()..=l.lease.max_ttl()).contains(&shards.ttl()) {
+                return Err(NodeConfigError::Invalid {
+                    key: "shards.ttl".to_owned(),
+                    value: format!("{:?}", shards.ttl()),
+                    expected: "a TTL within leadership.raft.min_ttl..=max_ttl (default 1s..=1h)",
+                });
+            }
+            l.shards = Some(shards);
+        }
         let tls_reload = match raw.tls.reload_interval.map(|d| d.0) {
             None => Some(crate::reload::DEFAULT_RELOAD_INTERVAL),
             Some(std::time::Duration::ZERO) => None,
@@ -691,6 +713,7 @@ fn leadership_config(raw: RawLeadershipConfig) -> Result<LeadershipConfig, NodeC
         retry,
         lease,
         data_dir: raw.data_dir,
+        shards: None,
     })
 }
 
@@ -813,6 +836,43 @@ mod tests {
         assert_eq!(
             c.membership().probe_interval(),
             meshkit::Duration::from_secs(6)
+        );
+    }
+
+    /// `[shards]`: needs `[leadership]`; every error names its key.
+    #[test]
+    fn shards_parse_and_errors_name_the_key() {
+        let base = format!("id = 1\nlisten = \"127.0.0.1:7001\"\n{TLS}");
+        let lead = "[leadership]\nvoters = [1]\n";
+        let c = parse(&format!(
+            "{base}{lead}[shards]\nnamespaces = {{ orders = 64 }}\nmax_moves_in_flight = 4\n"
+        ))
+        .unwrap();
+        let shards = c.leadership().unwrap().shards.as_ref().unwrap();
+        assert_eq!(shards.shard_count(), 64);
+        assert_eq!(shards.max_moves_in_flight(), 4);
+        let err = |text: &str| parse(&format!("{base}{text}")).unwrap_err().to_string();
+        assert!(
+            err("[shards]\nnamespaces = { orders = 4 }\n").contains("[leadership]"),
+            "{}",
+            err("[shards]\nnamespaces = { orders = 4 }\n")
+        );
+        assert!(
+            err(&format!("{lead}[shards]\nnamespaces = {{ Orders = 4 }}\n"))
+                .starts_with("key shards.namespaces.Orders: ")
+        );
+        assert!(
+            err(&format!(
+                "{lead}[shards]\nnamespaces = {{ o = 4 }}\ntolerance_percent = 0\n"
+            ))
+            .starts_with("key shards.tolerance_percent = 0 is out of range")
+        );
+        assert!(err(&format!("{lead}[shards]\n")).contains("shards.namespaces is empty"));
+        assert!(
+            err(&format!(
+                "{lead}[shards]\nnamespaces = {{ o = 4 }}\ncount = 3\n"
+            ))
+            .contains("count")
         );
     }
 

@@ -55,6 +55,9 @@ pub struct LeadershipConfig {
     pub lease: LeaseConfig,
     /// Where a voter keeps its Raft state (`raft.log`); `None`: in memory only.
     pub data_dir: Option<PathBuf>,
+    /// `[shards]`: the shards the mesh owns through leases. A voter keeps a coordinator (acting
+    /// while it leads the Raft group), every node a member that takes shards from the start.
+    pub shards: Option<meshkit::shard::ShardConfig>,
 }
 
 /// Why a node's leadership could not start. Nothing was sent.
@@ -590,7 +593,12 @@ impl Leadership {
         for scope in &config.campaign {
             campaign.enter(now, scope.clone());
         }
-        let node = node.with_lease_client(now, config.lease.clone(), &config.voters, campaign);
+        let mut node = node.with_lease_client(now, config.lease.clone(), &config.voters, campaign);
+        if let Some(shards) = &config.shards {
+            node = node.with_shards(now, shards.clone());
+            // The node has a lease client: it is a shard member.
+            let _ = node.join_shards(now);
+        }
         let (live, _) = broadcast::channel(crate::driver::EVENT_CHANNEL_LEN);
         let leadership = Self {
             store,
@@ -821,9 +829,11 @@ impl Leadership {
         Ok(request)
     }
 
-    /// Stops contending for every scope and releases what is held (a drain). Returns the scopes
-    /// released.
+    /// Stops contending for every scope and releases what is held (a drain); a shard member
+    /// announces it drains instead of releasing its shards, and the coordinator hands them to
+    /// the other members. Returns the scopes released.
     pub(crate) fn drain(&mut self, now: Instant, node: &mut Node) -> Vec<Scope> {
+        let shards = node.drain_shards(now).is_ok();
         let contended: Vec<Scope> = node
             .campaign()
             .map(|c| c.scopes().cloned().collect())
@@ -831,7 +841,11 @@ impl Leadership {
         for scope in &contended {
             node.withdraw_campaign(scope);
         }
-        let held: Vec<Scope> = node.held().map(|(s, _)| s.clone()).collect();
+        let held: Vec<Scope> = node
+            .held()
+            .map(|(s, _)| s.clone())
+            .filter(|s| !(shards && s.as_str().starts_with("shard/")))
+            .collect();
         held.into_iter()
             .filter(|scope| node.release(now, scope).is_ok())
             .collect()
@@ -839,6 +853,8 @@ impl Leadership {
 
     /// Contends again for `scopes` (a resume).
     pub(crate) fn resume(&mut self, now: Instant, node: &mut Node, scopes: &[Scope]) {
+        // A shard member takes shards again (nothing to do without `[shards]`).
+        let _ = node.join_shards(now);
         for scope in scopes {
             node.enter_campaign(now, scope.clone());
         }

@@ -765,6 +765,7 @@ fn lease_cluster(seed: u64) -> Cluster {
         retry: DEFAULT_CAMPAIGN_RETRY,
         lease: LeaseConfig::default(),
         data_dir: None,
+        shards: None,
     };
     assert_eq!(config.ttl, TTL);
     Cluster::new(8, seed, Some((ids(4..=6), config)))
