@@ -12,6 +12,9 @@ use thiserror::Error;
 
 use crate::time::Duration;
 
+/// The LAN (and WAN) profile's floor of the minimum suspicion timeout, in milliseconds.
+const SUSPICION_MIN_LAN_MS: u64 = 4_000;
+
 /// A named starting point for [`Config`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -76,6 +79,7 @@ pub struct Config {
     suspicion_mult: u32,
     suspicion_max_mult: u32,
     suspicion_confirmations: u32,
+    suspicion_min: Duration,
     awareness_max: u32,
     gossip_interval: Duration,
     gossip_fanout: u32,
@@ -102,7 +106,15 @@ impl Config {
             suspicion_mult: 1,
             suspicion_max_mult: 6,
             suspicion_confirmations: 3,
-            awareness_max: 8,
+            // A member silent for less than this plus about one probe period is never declared
+            // dead, whatever the mesh size: 4 s tolerates the multi-second stalls of a garbage
+            // collector or a paused VM (docs/benchmarks.md, "Pauses and cut-off minorities").
+            suspicion_min: ms(SUSPICION_MIN_LAN_MS),
+            // Lifeguard's 8 stretches a node's probe period up to 9 times when its probes go
+            // unanswered; a node cut off with a minority then takes minutes to hold the rest
+            // dead. 2 (3 times at most) halves that and costs ~10% more suspicions under 20%
+            // loss (docs/benchmarks.md, "Pauses and cut-off minorities").
+            awareness_max: 2,
             gossip_interval: ms(200),
             gossip_fanout: 3,
             // memberlist's 4 leaves each node ~e^-(4 ceil(log10 N)) odds of missing an update
@@ -135,6 +147,10 @@ impl Config {
                 retransmit_mult: 4,
                 // memberlist: k = SuspicionMult - 2 expected confirmations.
                 suspicion_confirmations: 2,
+                // memberlist has no floor: its minimum is the formula's alone.
+                suspicion_min: Duration::ZERO,
+                // memberlist's `AwarenessMaxMultiplier`.
+                awareness_max: 8,
                 anti_entropy_mode: AntiEntropyMode::FullState,
                 ..lan
             },
@@ -163,6 +179,14 @@ impl Config {
     pub fn suspicion_mult(&self) -> u32 {
         self.suspicion_mult
     }
+    /// Floor of the minimum suspicion timeout (default 4 s LAN and WAN, none for the memberlist
+    /// profile): the minimum is `max(suspicion_min, suspicion_mult * max(1, log10(N)) *
+    /// probe_interval)`. A member that stops answering for less than about this plus one probe
+    /// period (a garbage-collector pause, a stalled VM) refutes before anyone declares it dead;
+    /// a longer floor detects every real crash later by as much.
+    pub fn suspicion_min(&self) -> Duration {
+        self.suspicion_min
+    }
     /// Maximum (unconfirmed) suspicion timeout, as a multiple of the minimum (Lifeguard, default 6).
     pub fn suspicion_max_mult(&self) -> u32 {
         self.suspicion_max_mult
@@ -172,7 +196,11 @@ impl Config {
     pub fn suspicion_confirmations(&self) -> u32 {
         self.suspicion_confirmations
     }
-    /// Ceiling of the local health multiplier (Lifeguard's S; default 8).
+    /// Ceiling of the local health score (Lifeguard's S): probe period and timeouts stretch by
+    /// `score + 1`, so at most `awareness_max + 1` times (default 2 LAN and WAN, 8 for the
+    /// memberlist profile, as memberlist). Higher protects a slow node from accusing healthy
+    /// ones a little more; it also slows a node cut off with a minority, whose probes fail for
+    /// real, to that many times fewer probes.
     pub fn awareness_max(&self) -> u32 {
         self.awareness_max
     }
@@ -356,6 +384,7 @@ pub struct RawConfig {
     pub suspicion_mult: Option<u32>,
     pub suspicion_max_mult: Option<u32>,
     pub suspicion_confirmations: Option<u32>,
+    pub suspicion_min: Option<HumanDuration>,
     pub awareness_max: Option<u32>,
     pub gossip_interval: Option<HumanDuration>,
     pub gossip_fanout: Option<u32>,
@@ -511,6 +540,13 @@ impl TryFrom<RawConfig> for Config {
                 0,
                 16,
             )?,
+            suspicion_min: check_duration(
+                "suspicion_min",
+                raw.suspicion_min,
+                d.suspicion_min,
+                Duration::ZERO,
+                secs(600),
+            )?,
             awareness_max: check_u32("awareness_max", raw.awareness_max, d.awareness_max, 0, 64)?,
             gossip_interval: check_duration(
                 "gossip_interval",
@@ -629,6 +665,18 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "gossip_fanout = 0 is out of range: allowed 1..=32"
+        );
+
+        let raw: RawConfig = toml::from_str("suspicion_min = \"11m\"").unwrap();
+        let err = Config::try_from(raw).unwrap_err().to_string();
+        assert!(
+            err.contains("suspicion_min") && err.contains("0ms..=600000ms"),
+            "{err}"
+        );
+        let raw: RawConfig = toml::from_str("suspicion_min = \"2s\"").unwrap();
+        assert_eq!(
+            Config::try_from(raw).unwrap().suspicion_min(),
+            Duration::from_secs(2)
         );
 
         let raw: RawConfig = toml::from_str("probe_interval = \"1h\"").unwrap();

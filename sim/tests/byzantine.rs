@@ -101,10 +101,12 @@ fn forged_metadata_writes_change_nothing() {
 #[test]
 fn phantom_members_change_nothing() {
     // Phantoms are forgotten once probed, and a node probes one member per probe interval
-    // (1 s in the LAN profile): the run goes on for two minutes after the last attack, so that
-    // every node has probed every phantom it took.
+    // (1 s in the LAN profile): the run goes on for three minutes after the last attack, so that
+    // every node has probed every phantom it took and anti-entropy has repaired the last workload
+    // writes gossip missed among them (at two minutes, seed 2 ended one metadata write behind
+    // after the suspicion-floor change of issue 19 moved its timing).
     let attacks = r#""phantoms""#;
-    attack_changes_nothing_in(&scenario_for(attacks, "150s"), attacks);
+    attack_changes_nothing_in(&scenario_for(attacks, "210s"), attacks);
 }
 
 #[test]

@@ -524,10 +524,12 @@ fn same_seed_same_trace() {
 /// for a mesh of `members`.
 fn suspicion_bounds(config: &Config, members: usize) -> (StdDuration, StdDuration) {
     let scale = (members.max(1) as f64).log10().max(1.0);
-    let min = config
+    let formula = config
         .probe_interval()
         .mul_f64(f64::from(config.suspicion_mult()) * scale);
-    let max = min * config.suspicion_max_mult();
+    // The floor lengthens the confirmed timeout only; the unconfirmed one is the formula's.
+    let min = formula.max(config.suspicion_min());
+    let max = (formula * config.suspicion_max_mult()).max(min);
     (min, max)
 }
 

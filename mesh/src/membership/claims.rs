@@ -31,7 +31,7 @@ use super::member::Member;
 use super::suspicion::{self, Suspicion};
 use super::{Event, MAX_CORRECTIONS_PER_DATAGRAM, MemberState, Membership};
 use crate::id::{Incarnation, MetaVersion, NodeId};
-use crate::time::{Instant, scale};
+use crate::time::{Duration, Instant, scale};
 use crate::wire::Message;
 use crate::wire::Update;
 
@@ -334,12 +334,17 @@ impl Membership {
             return;
         }
         let members = self.alive_count();
-        let min = suspicion::min_timeout(
+        // The floor (`suspicion_min`) lengthens the confirmed timeout only: the unconfirmed one
+        // stays Lifeguard's multiple of the formula, so that a side with too few members to
+        // confirm (a cut-off minority) does not wait `suspicion_max_mult` floors.
+        let formula = suspicion::min_timeout(
             self.config.suspicion_mult(),
             members,
             self.config.probe_interval(),
+            Duration::ZERO,
         );
-        let max = scale(min, self.config.suspicion_max_mult());
+        let min = formula.max(self.config.suspicion_min());
+        let max = scale(formula, self.config.suspicion_max_mult()).max(min);
         // As memberlist: with too few members to confirm, do not wait for confirmations.
         let mut expected = self.config.suspicion_confirmations();
         if members.saturating_sub(2) < expected as usize {

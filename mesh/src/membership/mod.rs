@@ -499,7 +499,7 @@ impl Membership {
             Message::Ping { seq, target } => self.handle_ping(from, seq, target),
             Message::Ack { seq } => self.handle_ack(now, from, seq),
             Message::PingReq { seq, target } => self.handle_ping_req(now, from, seq, target),
-            Message::Nack { seq } => self.handle_nack(seq),
+            Message::Nack { seq } => self.handle_nack(from, seq),
             Message::Gossip => {}
             Message::SyncDigest { all, digests } => self.handle_sync_digest(from, all, &digests),
             Message::SyncEntries { reply, records } => {

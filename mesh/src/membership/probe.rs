@@ -3,7 +3,12 @@
 //! Each protocol period probes one member in randomized round-robin order: a direct ping, then,
 //! if no ack came within the (health-scaled) probe timeout, ping requests to k other members who
 //! answer with the target's ack or with a nack. A probe without an ack by the end of the period
-//! makes the target suspect. Missing nacks count against this node's own health, not the target.
+//! makes the target suspect. Missing nacks count against this node's own health, not the target,
+//! unless something shows the silence is not this node's: a helper that did nack (its links and
+//! scheduling worked), a helper the mesh suspects by now, or a target another member suspects
+//! too. Without those exceptions a node cut off with a minority counts every unreachable member
+//! against itself, stretches its probe period towards `awareness_max + 1` times, and takes
+//! minutes to hold the rest of the mesh dead (docs/benchmarks.md, "cut-off minorities").
 
 use super::member::Member;
 use super::{Event, MemberState, Membership, Timer};
@@ -26,6 +31,8 @@ pub(crate) struct Probe {
     acked: bool,
     expected_nacks: u32,
     nacks: u32,
+    /// The members asked to probe the target indirectly, and whether each nacked.
+    helpers: Vec<(NodeId, bool)>,
     /// The target was unverified (known only from a relay) when the probe started.
     unverified: bool,
 }
@@ -63,6 +70,7 @@ impl Membership {
             acked: false,
             expected_nacks: 0,
             nacks: 0,
+            helpers: Vec::new(),
             unverified,
         });
         self.stats.probes += 1;
@@ -116,6 +124,7 @@ impl Membership {
         self.stats.indirect_probes += helpers.len() as u64;
         if let Some(p) = &mut self.probe {
             p.expected_nacks = helpers.len() as u32;
+            p.helpers = helpers.iter().map(|&h| (h, false)).collect();
         }
     }
 
@@ -129,9 +138,31 @@ impl Membership {
             return;
         }
         self.stats.probes_failed += 1;
-        // Lifeguard: missing nacks mean our own links or scheduling are degraded.
-        let delta = if probe.expected_nacks > 0 {
-            probe.expected_nacks.saturating_sub(probe.nacks)
+        // Lifeguard: missing nacks mean our own links or scheduling are degraded. Unless the
+        // silence is explained otherwise: a nack that came back shows our links and scheduling
+        // worked this period (the silent helpers are cut off, not us); a helper the mesh
+        // suspects by now is not expected to answer; and a target another member suspects
+        // independently failed for them too. Counted, a node cut off with a minority charges
+        // every unreachable member to itself and probes ever more slowly.
+        let explained = self
+            .suspicions
+            .get(&probe.target)
+            .is_some_and(|s| s.suspected_by_another(self.id));
+        let delta = if explained || probe.nacks > 0 {
+            0
+        } else if probe.expected_nacks > 0 {
+            let silent_and_trusted = probe
+                .helpers
+                .iter()
+                .filter(|(h, nacked)| {
+                    !nacked
+                        && self
+                            .members
+                            .get(*h)
+                            .is_some_and(|m| m.state == MemberState::Alive)
+                })
+                .count() as u32;
+            silent_and_trusted.max(1)
         } else {
             1
         };
@@ -240,8 +271,15 @@ impl Membership {
         self.send(target, Message::Ping { seq, target });
     }
 
-    pub(super) fn handle_nack(&mut self, seq: u32) {
-        if let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq) {
+    pub(super) fn handle_nack(&mut self, from: NodeId, seq: u32) {
+        if let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq)
+            && let Some(helper) = p
+                .helpers
+                .iter_mut()
+                .find(|(h, nacked)| *h == from && !nacked)
+        {
+            // Only a helper we asked, once: a nack is evidence of our own health.
+            helper.1 = true;
             p.nacks += 1;
         }
     }

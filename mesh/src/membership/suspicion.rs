@@ -68,6 +68,11 @@ impl Suspicion {
             + self.grace
     }
 
+    /// Whether a member other than `me` raised or confirmed this suspicion.
+    pub(crate) fn suspected_by_another(&self, me: NodeId) -> bool {
+        self.confirmers.iter().any(|&c| c != me)
+    }
+
     /// Grants one last direct check (`grace` long) to a suspicion no other member confirmed;
     /// returns false if it was confirmed or already had its check.
     pub(crate) fn grant_last_check(&mut self, grace: Duration) -> bool {
@@ -90,10 +95,15 @@ pub(crate) fn timeout(min: Duration, max: Duration, expected: u32, confirmations
     Duration::from_secs_f64(raw.max(min.as_secs_f64()))
 }
 
-/// memberlist's minimum: `mult * max(1, log10(n)) * interval`.
-pub(crate) fn min_timeout(mult: u32, members: usize, interval: Duration) -> Duration {
+/// memberlist's minimum, `mult * max(1, log10(n)) * interval`, never below `floor`.
+pub(crate) fn min_timeout(
+    mult: u32,
+    members: usize,
+    interval: Duration,
+    floor: Duration,
+) -> Duration {
     let scale = (members.max(1) as f64).log10().max(1.0);
-    interval.mul_f64(f64::from(mult) * scale)
+    interval.mul_f64(f64::from(mult) * scale).max(floor)
 }
 
 #[cfg(test)]
@@ -204,7 +214,15 @@ mod tests {
     #[test]
     fn min_timeout_scales_with_log_n() {
         let i = Duration::from_secs(1);
-        assert_eq!(min_timeout(4, 5, i), Duration::from_secs(4));
-        assert_eq!(min_timeout(1, 1000, i), Duration::from_secs(3));
+        assert_eq!(min_timeout(4, 5, i, Duration::ZERO), Duration::from_secs(4));
+        assert_eq!(
+            min_timeout(1, 1000, i, Duration::ZERO),
+            Duration::from_secs(3)
+        );
+        // The floor holds at every size, and gives way to the formula above it.
+        let floor = Duration::from_secs(4);
+        assert_eq!(min_timeout(1, 16, i, floor), floor);
+        assert_eq!(min_timeout(1, 1000, i, floor), floor);
+        assert_eq!(min_timeout(2, 1000, i, floor), Duration::from_secs(6));
     }
 }

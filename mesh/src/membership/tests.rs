@@ -324,6 +324,36 @@ fn isolated_node_lowers_its_own_health() {
     );
 }
 
+/// A node cut off with a minority is not slow: a nack from a helper on its own side, a helper
+/// or target its own side already suspects, explain the silence of the other side, which then
+/// does not count against its local health (Lifeguard's multiplier would otherwise stretch its
+/// probe period towards `awareness_max + 1` and leave the minority's view stale for minutes).
+/// The memberlist profile keeps Lifeguard's ceiling of 8, so the difference shows.
+#[test]
+fn a_minority_is_not_charged_for_the_silence_of_the_cut_off_side() {
+    let mut net = Net::converged(8, Profile::Memberlist);
+    net.run_for(Duration::from_secs(2));
+    net.partition(&[1, 2, 3], &[4, 5, 6, 7, 8]);
+    let mut worst = [0u32; 3];
+    for _ in 0..200 {
+        net.run_for(Duration::from_millis(100));
+        for (i, w) in worst.iter_mut().enumerate() {
+            *w = (*w).max(net.nodes[&id(i as u64 + 1)].health_score());
+        }
+    }
+    let failed: u64 = (1..=3)
+        .map(|i| net.nodes[&id(i)].stats().probes_failed)
+        .sum();
+    assert!(
+        failed >= 6,
+        "only {failed} failed probes: the test proves nothing"
+    );
+    assert!(
+        worst.iter().all(|&w| w <= 3),
+        "minority health scores reached {worst:?} after {failed} failed probes"
+    );
+}
+
 /// Partitions heal by themselves: both sides declare the other dead, then after the heal the dead
 /// members are re-probed, anti-entropy runs, and everyone refutes back to one view.
 #[test]
