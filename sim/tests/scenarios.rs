@@ -81,6 +81,15 @@ fn every_scenario_file_is_shipped_and_parses() {
     }
 }
 
+/// [`run_shipped`] for the [`SHIPPED`] entry named `name` (at its node count).
+fn run_named(name: &str) {
+    let &(name, nodes) = SHIPPED
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("{name} is not in SHIPPED"));
+    run_shipped(name, nodes);
+}
+
 fn run_shipped(name: &str, nodes: Option<u32>) {
     run_shipped_for(name, nodes, None);
 }
@@ -188,7 +197,7 @@ fn raft_leader_kill_meets_its_expectations() {
 
 #[test]
 fn leader_kill_loss_10pct_meets_its_expectations() {
-    run_shipped(SHIPPED[19].0, SHIPPED[19].1);
+    run_named("leader-kill-loss-10pct");
 }
 
 #[test]
@@ -200,12 +209,10 @@ fn loss_1pct_meets_its_expectations() {
 /// nobody is declared dead after it resumes (fails without the suspicion floor).
 #[test]
 fn pause_4s_meets_its_expectations() {
-    run_shipped(SHIPPED[18].0, SHIPPED[18].1);
+    run_named("pause-4s");
 }
 
 #[test]
 fn tour_meets_its_expectations() {
-    let (name, nodes) = SHIPPED[SHIPPED.len() - 1];
-    assert_eq!(name, "tour");
-    run_shipped(name, nodes);
+    run_named("tour");
 }
