@@ -526,7 +526,8 @@ def format_value(v: float, unit: str) -> str:
     if unit == "s":
         a = abs(v)
         for limit, div, name in ((1e-3, 1e-6, "µs"), (1, 1e-3, "ms"), (60, 1, "s"),
-                                 (3600, 60, "min"), (86400, 3600, "hour"), (math.inf, 86400, "day")):
+                                 (3600, 60, "min"), (86400, 3600, "hour"), (365 * 86400, 86400, "day"),
+                                 (math.inf, 365 * 86400, "year")):
             if a < limit:
                 return f"{_num(v / div)} {name}"
     if unit == "percentunit":
@@ -549,7 +550,8 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     mag = 10 ** math.floor(math.log10(raw))
     step = next(s * mag for s in (1, 2, 2.5, 5, 10) if s * mag >= raw)
     first = math.floor(lo / step) * step
-    return [first + i * step for i in range(int((hi - first) / step) + 2) if first + i * step <= hi + step * 1e-9]
+    count = math.ceil((hi - first) / step - 1e-9)
+    return [first + i * step for i in range(count + 1)]  # the last tick at or above hi
 
 
 def _series(result: list[dict]) -> list[tuple[dict, list[tuple[float, float]]]]:
@@ -564,11 +566,22 @@ def _clock(t: float) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(t))
 
 
+def _time_axis(w: Window, left: float, width: float, y: float) -> str:
+    """Five time labels under a plot, the first and last inside its edges."""
+    labels = []
+    for i in range(5):
+        t = w.start + (w.end - w.start) * i / 4
+        anchor = "start" if i == 0 else "end" if i == 4 else "middle"
+        labels.append(f'<text x="{left + width * i / 4:.1f}" y="{y}" class="xlab" '
+                      f'style="text-anchor:{anchor}">{_clock(t)}</text>')
+    return "".join(labels)
+
+
 def svg_timeseries(panel: Panel, data: list, w: Window, width: int, height: int) -> str:
     lines = [(legend(t.legend, m), pts) for t, res in data for m, pts in _series(res)]
     finite = [v for _, pts in lines for _, v in pts if math.isfinite(v)]
     legend_rows = min(len(lines), 4)
-    left, right, top, bottom = 64, 12, 8, 22 + 16 * legend_rows
+    left, right, top, bottom = 76, 12, 8, 22 + 16 * legend_rows
     pw, ph = width - left - right, height - top - bottom
     out = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">']
     if not finite:
@@ -590,18 +603,19 @@ def svg_timeseries(panel: Panel, data: list, w: Window, width: int, height: int)
     for tv in ticks:
         out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(tv):.1f}" y2="{y(tv):.1f}" class="grid"/>')
         out.append(f'<text x="{left - 6}" y="{y(tv) + 4:.1f}" class="ylab">{html.escape(format_value(tv, panel.unit))}</text>')
-    for i in range(5):
-        t = w.start + (w.end - w.start) * i / 4
-        out.append(f'<text x="{x(t):.1f}" y="{top + ph + 15}" class="xlab">{_clock(t)}</text>')
+    out.append(_time_axis(w, left, pw, top + ph + 15))
     for n, (name, pts) in enumerate(lines):
         color = PALETTE[n % len(PALETTE)]
-        segments, current = [], []
+        segments, current, last = [], [], None
         for t, v in pts:
-            if math.isfinite(v):
-                current.append(f"{x(t):.1f},{y(v):.1f}")
-            elif current:
+            # A missing sample (the series was absent at a step) or NaN ends a segment.
+            gap = last is not None and t - last > w.step * 1.5
+            if current and (gap or not math.isfinite(v)):
                 segments.append(current)
                 current = []
+            if math.isfinite(v):
+                current.append(f"{x(t):.1f},{y(v):.1f}")
+            last = t
         if current:
             segments.append(current)
         for seg in segments:
@@ -640,8 +654,10 @@ def svg_stat(panel: Panel, data: list, width: int, height: int) -> str:
     rows = math.ceil(n / cols)
     cw, rh = width / cols, height / rows
     size = max(12, min(rh * 0.45, cw / 5))
+    fit = max(4, int(cw / 7.5))  # characters of the name that fit in a cell at 12 px
     for i, (name, v) in enumerate(values):
         cx, cy = (i % cols + 0.5) * cw, (i // cols) * rh
+        name = name if len(name) <= fit else name[: fit - 1] + "…"
         out.append(f'<text x="{cx:.1f}" y="{cy + rh * 0.3:.1f}" class="statname">{html.escape(name)}</text>')
         out.append(f'<text x="{cx:.1f}" y="{cy + rh * 0.3 + size:.1f}" class="statvalue" '
                    f'style="font-size:{size:.0f}px">{html.escape(format_value(v, panel.unit))}</text>')
@@ -661,7 +677,7 @@ def svg_heatmap(panel: Panel, data: list, w: Window, width: int, height: int) ->
     if not buckets or not bounds:
         out.append(f'<text x="{width / 2}" y="{height / 2}" class="nodata">No data</text></svg>')
         return "".join(out)
-    left, right, top, bottom = 64, 12, 8, 22
+    left, right, top, bottom = 76, 12, 8, 22
     pw, ph = width - left - right, height - top - bottom
     times = sorted(buckets)
     cells = {}
@@ -689,9 +705,7 @@ def svg_heatmap(panel: Panel, data: list, w: Window, width: int, height: int) ->
         if i % every == 0:
             label = "+Inf" if math.isinf(le) else format_value(le, panel.unit)
             out.append(f'<text x="{left - 6}" y="{top + ph - i * rh - rh / 2 + 4:.1f}" class="ylab">{html.escape(label)}</text>')
-    for i in range(5):
-        t = w.start + (w.end - w.start) * i / 4
-        out.append(f'<text x="{left + pw * i / 4:.1f}" y="{top + ph + 15}" class="xlab">{_clock(t)}</text>')
+    out.append(_time_axis(w, left, pw, top + ph + 15))
     out.append("</svg>")
     return "".join(out)
 
