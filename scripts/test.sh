@@ -47,7 +47,7 @@ cargo fmt --manifest-path fuzz/Cargo.toml --check
 step "clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "the core uses no runtime (STYLE.md rule 1)"
+step "the core uses no runtime (docs/style.md rule 1)"
 if cargo tree -p meshkit -e normal --prefix none | grep -E '^(tokio|quinn|mio|socket2|anyhow) '; then
   echo "meshkit (the sans-IO core) must not depend on a runtime or on anyhow" >&2
   exit 1

@@ -1,6 +1,6 @@
 //! The `byzantine` fault: forged datagrams from a non-member that holds a valid certificate.
 //!
-//! Issue #10 found that any CA-signed node certificate, even for an id that belongs to no
+//! A security review found that any CA-signed node certificate, even for an id that belongs to no
 //! member, could panic a voter, drive Raft, and do lasting damage with forged gossip. This
 //! module builds those attacks, with their parameters drawn from the fault stream, as the exact
 //! bytes the core's own encoders write (`meshkit::wire`, `meshkit::lease::wire`); the engine

@@ -1,4 +1,4 @@
-//! The `byzantine` fault (issue #10): a non-member with a valid certificate sends forged Raft
+//! The `byzantine` fault (docs/security.md): a non-member with a valid certificate sends forged Raft
 //! and membership datagrams; whatever the core accepts must change nothing. Each attack runs
 //! alone over a few seeds (so that a failure names the attack), then the catalogue's scenario
 //! runs them all. Runs without the fault keep their traces (see `leases.rs`).
@@ -104,7 +104,7 @@ fn phantom_members_change_nothing() {
     // (1 s in the LAN profile): the run goes on for three minutes after the last attack, so that
     // every node has probed every phantom it took and anti-entropy has repaired the last workload
     // writes gossip missed among them (at two minutes, seed 2 ended one metadata write behind
-    // after the suspicion-floor change of issue 19 moved its timing).
+    // after the suspicion-floor change moved its timing).
     let attacks = r#""phantoms""#;
     attack_changes_nothing_in(&scenario_for(attacks, "210s"), attacks);
 }

@@ -1,5 +1,5 @@
 //! What one anonymous client (no certificate, no token) can do to a `meshkitd`'s control API
-//! (issue #10, findings 4 and 6), measured against a real process on loopback.
+//! (docs/security.md), measured against a real process on loopback.
 //!
 //! ```text
 //! cargo build --release -p meshkit-node --examples --bins

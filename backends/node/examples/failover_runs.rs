@@ -1,4 +1,4 @@
-//! Failover of a lease among real `meshkitd` processes (issue #4): `kill -9` of the holder of
+//! Failover of a lease among real `meshkitd` processes: `kill -9` of the holder of
 //! `global-control`, repeated, and the time until another node holds it with a higher fencing
 //! token, as percentiles.
 //!

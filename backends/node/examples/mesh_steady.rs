@@ -1,4 +1,4 @@
-//! Steady-state cost of a mesh of real `meshkitd` processes on one machine (issue #4): CPU,
+//! Steady-state cost of a mesh of real `meshkitd` processes on one machine: CPU,
 //! memory, bytes and datagrams per node per second, and gossip + Raft messages per CPU-second
 //! through the QUIC transport.
 //!

@@ -30,7 +30,7 @@ impl Clock for SystemClock {
 }
 
 /// A source of wall-clock time, for what is dated in calendar time rather than measured: token
-/// expiry and audit timestamps. The membership core never sees it (STYLE.md rule 2).
+/// expiry and audit timestamps. The membership core never sees it (docs/style.md rule 2).
 pub trait WallClock: Send + Sync + std::fmt::Debug + 'static {
     /// The current time.
     fn now(&self) -> std::time::SystemTime;

@@ -1070,7 +1070,7 @@ mod tests {
                 format!("{base}{TLS}[leadership]\nvoters = [1, 1]\n"),
                 "leadership.voters[1]",
             ),
-            // Issue #10, finding 12: seed id 0, one seed id twice, `control` on `listen`'s port.
+            // Security review: seed id 0, one seed id twice, `control` on `listen`'s port.
             (
                 format!("{base}seeds = [\"0@127.0.0.1:7002\"]\n{TLS}"),
                 "seeds[0]",

@@ -1,4 +1,4 @@
-//! Authorization scopes of the control API (DESIGN.md §4).
+//! Authorization scopes of the control API (docs/design.md §4).
 //!
 //! Three scopes, each implying the ones below it: `mesh.admin` ⊃ `mesh.operate` ⊃ `mesh.observe`.
 //! A route needs one scope (see [`crate::control::auth::ROUTE_SCOPES`]); an identity holds a

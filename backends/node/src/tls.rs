@@ -1,5 +1,5 @@
 //! Mutual TLS for the QUIC transport: loading the node's certificate, key and development CA,
-//! building rustls configurations with the ring provider only (DESIGN.md §6), and reading a
+//! building rustls configurations with the ring provider only (docs/design.md §6), and reading a
 //! peer's [`NodeId`] from its verified certificate.
 //!
 //! A node's certificate carries the DNS subject alternative name `node-<id>` (see [`crate::certs`]);
@@ -39,7 +39,7 @@ pub fn node_dns_name(id: NodeId) -> String {
 ///
 /// The control server (HTTP/2 over TLS, HTTP/3) inserts one into the extensions of every request
 /// it serves; authorization reads identities from it and from nothing the client can set itself
-/// (DESIGN.md §4). `None` when the client presented no certificate.
+/// (docs/design.md §4). `None` when the client presented no certificate.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientCertificate(pub Option<CertificateDer<'static>>);
 

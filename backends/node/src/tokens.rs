@@ -42,7 +42,7 @@ pub const MAX_SUBJECT_BYTES: usize = 128;
 pub const MAX_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Longest lifetime a node accepts unless configured otherwise (`[access]
 /// token_max_lifetime`): the same 90 days, so a key holder who signs by other means than
-/// `meshctl` cannot mint a token that outlives it (issue #10, finding 9).
+/// `meshctl` cannot mint a token that outlives it (docs/security.md).
 pub const DEFAULT_MAX_LIFETIME: Duration = MAX_TTL;
 /// Bounds of `[access] token_max_lifetime`: one minute to 366 days.
 pub const MAX_LIFETIME_RANGE: std::ops::RangeInclusive<Duration> =
@@ -547,7 +547,7 @@ mod tests {
         assert!(verify(&claims("a", "", Some(NOW + 30))).is_ok());
     }
 
-    /// Issue #10, finding 9: a token with `exp` 10^12 s ahead used to be accepted by any node
+    /// Security review: a token with `exp` 10^12 s ahead used to be accepted by any node
     /// (the 90-day cap was only in `meshctl`).
     #[test]
     fn tokens_beyond_the_lifetime_cap_are_refused() {

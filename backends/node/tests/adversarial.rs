@@ -1,4 +1,4 @@
-//! Adversarial tests (issue #10): a peer holding a CA-signed certificate for `node-4`, an id
+//! Adversarial tests (docs/security.md): a peer holding a CA-signed certificate for `node-4`, an id
 //! that is no member, attacks a cluster of three `meshkitd` voters through the real QUIC
 //! transport (see `common::forged`). After each attack the cluster must be as it was: every node
 //! healthy (`/healthz`), the same members with the same states, incarnations and metadata

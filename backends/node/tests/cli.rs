@@ -106,7 +106,7 @@ fn check_config_names_the_bad_key() {
             good.replacen("token-signing.pub", "token-signing.key", 1),
             "access.token_key",
         ),
-        // Issue #10, finding 12: what start failed on and check-config passed.
+        // Security review: what start failed on and check-config passed.
         (
             good.replacen(
                 "listen = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"",

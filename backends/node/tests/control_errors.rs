@@ -1,4 +1,4 @@
-//! The control router of a running node against its route table and its error form (issue #10,
+//! The control router of a running node against its route table and its error form (docs/security.md,
 //! finding 10): every row of `ROUTE_SCOPES` is routed and every route has a row; every error,
 //! axum's extractor rejections and the router's own 404/405 included, is `{"error": ..}`; a
 //! lease transfer with an unknown field is refused.

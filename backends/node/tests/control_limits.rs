@@ -1,5 +1,5 @@
-//! The control API against anonymous clients at the connection level (issue #10, findings 4
-//! and 6), on real loopback sockets: idle anonymous connections from one address cannot lock
+//! The control API against anonymous clients at the connection level (docs/security.md), on
+//! real loopback sockets: idle anonymous connections from one address cannot lock
 //! others out, connections that send nothing are closed, and an anonymous HTTP/3 request with a
 //! body is refused before the body is read.
 //!

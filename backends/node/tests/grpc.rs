@@ -686,7 +686,7 @@ async fn grpc_rides_the_real_control_port_with_certificate_identities() {
     }
 }
 
-/// `Health/Watch` needs no credentials, so what watchers cost is bounded (issue #10, finding 7):
+/// `Health/Watch` needs no credentials, so what watchers cost is bounded (docs/security.md):
 /// they share one read of the node's readiness per interval (it used to be one per watcher per
 /// interval), at most a configured number are open at once, and a closed one frees its slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

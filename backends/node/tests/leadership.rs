@@ -204,7 +204,7 @@ async fn the_event_stream_resumes_from_last_event_id() {
     assert_eq!(foreign[0].1, "reset");
 
     // The largest sequence number is a resume point past every entry, like any other: a reset
-    // (issue #10, finding 11: it used to collide with an internal "no resume point" marker).
+    // (security review: it used to collide with an internal "no resume point" marker).
     let edge = format!("{}:{}", voter.id().get(), u64::MAX);
     let past_the_end = read_events(&router, Some(&edge), 1).await;
     assert_eq!(past_the_end[0].1, "reset", "{past_the_end:?}");

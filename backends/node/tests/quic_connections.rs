@@ -1,4 +1,4 @@
-//! The QUIC transport's connection cache between real transports on loopback (issue #12):
+//! The QUIC transport's connection cache between real transports on loopback:
 //! connections cost nothing while idle (no keep-alive: an idle one closes at its idle timeout),
 //! their number is bounded (least recently used closed first), a closed one reopens on demand
 //! with a resumed TLS session, a dial to a dead peer does not hold up datagrams to others, and a

@@ -32,7 +32,7 @@ use meshkit_node::leadership::{Change, LeadershipConfig};
 use meshkit_node::transport::turmoil::{Directory, TurmoilClock, TurmoilTransport};
 use tokio::sync::broadcast::error::RecvError;
 
-/// Nodes of the convergence test (issue #4: "up to ~50 nodes").
+/// Nodes of the convergence test ("up to ~50 nodes").
 const DEFAULT_NODES: u64 = 50;
 /// Nodes of the fault tests' mesh.
 const FAULT_NODES: u64 = 16;
@@ -42,7 +42,7 @@ const PORT: u16 = 7946;
 /// host's paused tokio clock jumps to its next timer), but datagrams move between hosts only at
 /// step boundaries, so a one-way trip takes one step. 20 ms is far below the protocols' periods
 /// (probe timeout 500 ms, Raft heartbeat 50 ms) and keeps turmoil's per-step work (every host
-/// polled, every host pair scanned; DESIGN.md §6) affordable.
+/// polled, every host pair scanned; docs/design.md §6) affordable.
 const TICK: StdDuration = StdDuration::from_millis(20);
 /// Link latency range: well inside the probe timeout (500 ms), as on a LAN.
 const MIN_LATENCY: StdDuration = StdDuration::from_millis(1);
@@ -876,7 +876,7 @@ fn raft_leader(cluster: &Cluster) -> Option<NodeId> {
 }
 
 /// The lease failover target: a new holder within the TTL plus 300 ms of the holder's crash
-/// (issue #3's target, as `scenarios/leader-kill.toml` checks it in the simulator).
+/// (the failover target, as `scenarios/leader-kill.toml` checks it in the simulator).
 const FAILOVER_TARGET: StdDuration = StdDuration::from_millis(3300);
 const _: () = assert!(FAILOVER_TARGET.as_millis() == TTL.as_millis() + 300);
 

@@ -3,14 +3,14 @@
 //! Raft time is counted in ticks; one tick is [`LeaseConfig::tick_interval`] of virtual time.
 //! `pre_vote` and `check_quorum` are always on and not configurable: without them a partitioned
 //! voter disrupts the group when it returns, and an isolated leader keeps believing it leads
-//! (DESIGN.md §6).
+//! (docs/design.md §6).
 //!
 //! # Why these defaults
 //!
 //! A 50 ms tick, an election timeout of 10 ticks and a heartbeat every tick: a follower
 //! campaigns after a random 10 to 19 silent ticks (0.5 to 1.0 s), so a crashed Raft leader is
 //! replaced within the slowest surviving follower's timeout plus a pre-vote and a vote round
-//! trip. Issue #3 asks for p99 <= 1.2 s from the crash of the Raft leader to a new leader (etcd
+//! trip. The target is p99 <= 1.2 s from the crash of the Raft leader to a new leader (etcd
 //! 3.4 with a 100 ms heartbeat and a 1 s election timeout measures p50 1.26 s, p99 1.69 s); the
 //! simulator measures p50 0.60 s and p99 0.92 s with these defaults
 //! (`scenarios/raft-leader-kill.toml`, docs/benchmarks.md). The former 100 ms tick (1.0 to 2.0

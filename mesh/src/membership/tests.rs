@@ -579,7 +579,7 @@ fn join_through_a_seed_learns_everyone() {
     }
 }
 
-/// A join is one push-pull with the seed (issue #12): the newcomer knows every member once the
+/// A join is one push-pull with the seed: the newcomer knows every member once the
 /// seed's answer arrives, one round trip after the join, before any timer fires; the seed knows
 /// the newcomer from the same exchange.
 #[test]
@@ -813,7 +813,7 @@ fn rtt_buckets_include_their_upper_bound() {
 // ---- Claims are bounded by their author (docs/security.md, "Membership claims") ----------------
 // Node 99 below holds a valid certificate (the transport authenticates it) but is no member.
 
-/// Issue #10, finding 3: `Left{node 2, u32::MAX}` from a non-member kept a live node 2 `left`
+/// Security review: `Left{node 2, u32::MAX}` from a non-member kept a live node 2 `left`
 /// for good. Only node 2 may say it left. A non-member's `Left` (or any claim that a member
 /// failed) changes nothing at all; a member's relayed `Left` is a death claim, which is only a
 /// suspicion that node 2 refutes; and the refutation wins even against `u32::MAX`
@@ -1077,7 +1077,7 @@ fn refutation_wins_at_the_incarnation_ceiling() {
     }
 }
 
-/// Issue #10, finding 3: `Meta{node 3, version (u32::MAX, 1)}` rewrote node 3's metadata on its
+/// Security review: `Meta{node 3, version (u32::MAX, 1)}` rewrote node 3's metadata on its
 /// peers and the copies never converged back. Only the owner moves a copy to another epoch;
 /// after node 3 restarts, every copy follows the new life.
 #[test]
@@ -1163,7 +1163,7 @@ fn assert_same_metadata(net: &Net, observer: u64, owner: u64) {
     );
 }
 
-/// Issue #10, finding 3: 2,000 phantom members from 38 datagrams, and a crashed node still
+/// Security review: 2,000 phantom members from 38 datagrams, and a crashed node still
 /// listed alive minutes later. A relay may have at most `MAX_UNVERIFIED_PER_INTRODUCER` members
 /// it introduced waiting to be heard from; phantoms never answer and are forgotten when their
 /// probe fails, so detection of a real crash is unaffected.

@@ -21,7 +21,7 @@ const SCOPE_PREFIX: &str = "shard/";
 /// Built only through [`ShardId::new`] or by parsing its scope name, so every value is valid.
 /// Ordered by namespace, then id; that order is the rebalancer's shard tie-break. Its
 /// [`Display`](fmt::Display) form is the lease scope that owns it, `shard/{namespace}/{id}`
-/// (DESIGN.md §2), and [`FromStr`] parses exactly that form back:
+/// (docs/design.md §2), and [`FromStr`] parses exactly that form back:
 ///
 /// ```
 /// use meshkit::shard::ShardId;

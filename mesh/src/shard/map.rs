@@ -25,7 +25,7 @@ pub struct Assignment {
 
 /// Shard ownership: shard -> ([`Assignment::owner`], [`Assignment::fence`]).
 ///
-/// The map is a *view* of the lease table (DESIGN.md §2: the owner of `shard/{ns}/{id}` is the
+/// The map is a *view* of the lease table (docs/design.md §2: the owner of `shard/{ns}/{id}` is the
 /// holder of that lease scope, and its fencing token is the Raft log index of the grant). The
 /// driver feeds it every grant with [`assign`](Self::assign) (or [`apply`](Self::apply) for a
 /// planned move) and every release or expiry with [`release`](Self::release). Fences only go

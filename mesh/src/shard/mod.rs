@@ -1,4 +1,4 @@
-//! Shard ownership and the rebalancer (DESIGN.md §2 "Shards"), as pure, deterministic values.
+//! Shard ownership and the rebalancer (docs/design.md §2 "Shards"), as pure, deterministic values.
 //!
 //! * [`ShardId`]: a validated `{namespace, id}` whose [`Display`](core::fmt::Display) form is the
 //!   lease scope that owns it, `shard/{namespace}/{id}`; [`FromStr`](core::str::FromStr) parses

@@ -12,7 +12,7 @@ use super::map::ShardMap;
 use crate::id::NodeId;
 
 /// The tolerance [`Rebalancer::default`] uses: a member may be `max(1, ceil(10% of the mean))`
-/// shards away from the mean (issue #3).
+/// shards away from the mean.
 pub const DEFAULT_TOLERANCE_PERCENT: u32 = 10;
 /// Largest tolerance [`Rebalancer::new`] accepts, in percent of the mean.
 pub const MAX_TOLERANCE_PERCENT: u32 = 100;

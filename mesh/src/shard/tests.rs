@@ -1,6 +1,6 @@
 //! Tests of the rebalancer: properties over arbitrary maps, member sets and drains (proptest),
 //! minimality against a brute-force optimum on small cases, golden plans in the style of raft-rs
-//! `datadriven` (`testdata/rebalance.txt`), and the membership surge of issue #3.
+//! `datadriven` (`testdata/rebalance.txt`), and the membership surge of the shard tests.
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use core::fmt::Write as _;
@@ -407,7 +407,7 @@ fn small_cases_exhaustively_match_the_brute_force_optimum() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Membership surge (issue #3: moves / minimum <= 1.2)
+// Membership surge (moves / minimum <= 1.2)
 // ---------------------------------------------------------------------------------------------
 
 /// The issue's target for moves / minimum moves.

@@ -1,4 +1,4 @@
-//! Which connections the control API keeps, and for how long (issue #10, finding 4).
+//! Which connections the control API keeps, and for how long (docs/security.md).
 //!
 //! Anyone who can reach the port can open a connection, so what a connection holds is bounded
 //! by who is on the other end:

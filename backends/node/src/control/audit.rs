@@ -15,7 +15,7 @@
 //! ## What a refusal can write
 //!
 //! The log exists for the calls of people who hold credentials, so nothing an anonymous client
-//! does may push those records out through rotation (issue #10, finding 5):
+//! does may push those records out through rotation (docs/security.md):
 //!
 //! * a refusal **without a verified identity** (401: no credential, a bad token, a certificate
 //!   that names nobody) is never written to the file. Authorization counts it

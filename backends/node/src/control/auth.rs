@@ -1,4 +1,4 @@
-//! Authorization by scope for the control API (DESIGN.md §4; the table is in docs/hosting.md,
+//! Authorization by scope for the control API (docs/design.md §4; the table is in docs/hosting.md,
 //! "Scopes").
 //!
 //! Every request passes [`enforce`], a middleware layer that [`AccessControl::protect`] puts
@@ -1024,7 +1024,7 @@ mod tests {
                 .encode(serde_json::to_vec(&claims).unwrap())
         };
         let forged = format!("{}.{forged_claims}.{}", parts[0], parts[2]);
-        // Issue #10, finding 9: signed by the right key, but living 10^12 s.
+        // Security review: signed by the right key, but living 10^12 s.
         let far = f.key.sign_claims(&Claims {
             sub: "mallory".to_owned(),
             scope: "mesh.admin".to_owned(),
@@ -1219,7 +1219,7 @@ mod tests {
         }
     }
 
-    /// Issue #10, finding 5: 200 anonymous POSTs used to push a genuine admin record out of an
+    /// Security review: 200 anonymous POSTs used to push a genuine admin record out of an
     /// audit log rotating at 16 KiB. Now anonymous refusals never reach the file, a flood of
     /// 403s from a credentialed observer is held to the budget, and both are counted; the log
     /// lines they cause are bounded too.

@@ -179,7 +179,7 @@ mod tests {
         request.body(Body::from(body.to_owned())).unwrap()
     }
 
-    /// Issue #10, finding 10: axum's rejections (400, 413, 415, 422) were plain text and the
+    /// Security review: axum's rejections (400, 413, 415, 422) were plain text and the
     /// router's 404/405 empty. Each is now `{"error": ..}` with its status kept.
     #[tokio::test]
     async fn every_rejection_is_in_the_json_form() {

@@ -101,7 +101,7 @@ pub(super) fn server_config(tls: rustls::ServerConfig) -> Result<quinn::ServerCo
         .max_concurrent_bidi_streams(MAX_STREAMS_PER_CONNECTION.into())
         // What a client can push before a handler reads (or a refusal drops) a request body:
         // quinn's defaults (1.25 MB per stream, unbounded per connection) would let one
-        // anonymous connection park 100 x 1.25 MB in the server (issue #10, finding 6).
+        // anonymous connection park 100 x 1.25 MB in the server (docs/security.md).
         .stream_receive_window(STREAM_RECEIVE_WINDOW_BYTES.into())
         .receive_window(RECEIVE_WINDOW_BYTES.into())
         .max_idle_timeout(Some(
@@ -268,7 +268,7 @@ async fn serve_request(
 ) -> Result<(), RequestError> {
     let (mut send, recv) = stream.split();
     // The body is read as the handler asks for it, after authorization ([`super::auth`]): a
-    // refused request is answered without reading it (issue #10, finding 6), and its unread
+    // refused request is answered without reading it (docs/security.md), and its unread
     // bytes are discarded when the stream is dropped (quinn sends STOP_SENDING).
     let body = request_body(recv, stats.clone());
     let response = handle(

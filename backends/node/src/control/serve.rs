@@ -1,5 +1,5 @@
 //! Serving the control API on one port number: HTTP/2 and HTTP/1.1 over TLS on TCP, HTTP/3 over
-//! QUIC on UDP (DESIGN.md §4).
+//! QUIC on UDP (docs/design.md §4).
 //!
 //! Both paths serve the same axum [`Router`] as a tower service. Before the router sees a
 //! request, the server inserts two extensions: the client's verified leaf certificate as

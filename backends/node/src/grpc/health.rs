@@ -10,7 +10,7 @@
 //! readiness; any other name is `NOT_FOUND` for `Check` and `SERVICE_UNKNOWN` for `Watch`, as
 //! the protocol says. Like `/readyz`, the service needs no credentials.
 //!
-//! Because anyone may call it, `Watch` is bounded (issue #10, finding 7): the node's readiness
+//! Because anyone may call it, `Watch` is bounded (docs/security.md): the node's readiness
 //! is read by one task every [`WATCH_INTERVAL`] while anyone watches and fanned out to every
 //! watcher ([`Watchers`]), so a thousand watchers cost what one does; and at most
 //! [`MAX_WATCHERS`] streams are open at once (more get `RESOURCE_EXHAUSTED`), at most

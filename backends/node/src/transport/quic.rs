@@ -14,7 +14,7 @@
 //! pair of members that probe each other round-robin keeps its connection between probes. What a
 //! node sends is then what the core sends (plus QUIC's acknowledgements), whatever the size of
 //! the mesh; with a keep-alive every open connection cost about a packet a second each way, so a
-//! node's traffic grew with N (issue #12). Open connections are bounded
+//! node's traffic grew with N. Open connections are bounded
 //! ([`QuicOptions::max_connections`], default [`DEFAULT_MAX_CONNECTIONS`]): past the bound the
 //! least recently used one is closed, and reopened on demand with a resumed TLS session (no
 //! certificate exchange). The core needs no connection to be open: a datagram for a peer without
@@ -1128,7 +1128,7 @@ mod tests {
     use super::*;
     use crate::log_limit::count_events;
 
-    /// A peer that fails its handshake in a loop (finding 8 of issue #10: one `info` line per
+    /// A peer that fails its handshake in a loop (docs/security.md: one `info` line per
     /// refused handshake) gets a bounded number of lines per window.
     #[test]
     fn refused_handshake_lines_are_rate_limited() {

@@ -1,4 +1,4 @@
-//! The forged-peer harness of the adversarial tests (issue #10): a peer that holds a
+//! The forged-peer harness of the adversarial tests (docs/security.md): a peer that holds a
 //! CA-signed certificate for an id that is *not* a member (`meshctl certs init --nodes 5` makes
 //! `node-4` and `node-5` for a three-node cluster), speaking to real `meshkitd` processes through
 //! the real QUIC transport ([`QuicTransport`]: the ALPN, mutual TLS, datagrams, and a

@@ -1,4 +1,4 @@
-//! Forged Raft messages (issue #10, findings 1 and 2): a sender that is not a voter, or a voter
+//! Forged Raft messages (docs/security.md): a sender that is not a voter, or a voter
 //! whose message breaks an invariant raft-rs relies on, is refused before raft-rs sees it, with
 //! a typed error, and the voter's state (leader, term, lease table) is unchanged.
 
