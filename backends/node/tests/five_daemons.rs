@@ -15,11 +15,11 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::daemon::{Daemon, start};
+use common::daemon::{Daemon, leaders, start};
 use common::prometheus::{Killed, Prometheus, http_get};
 use common::{TempDir, client, write_config_with};
 use meshkit_node::client::{Client, Protocols};
-use meshkit_node::leadership::{Change, FeedEntry, LeadershipView};
+use meshkit_node::leadership::{Change, FeedEntry};
 
 /// Voters 1-3; a 3 s lease (the failover target's), 50 ms Raft ticks (elections in 0.5-1 s).
 const LEADERSHIP: &str = "[leadership]\nvoters = [1, 2, 3]\ncampaign = [\"global-control\"]\n\
@@ -40,13 +40,6 @@ const RAFT_ELECTION_MAX: Duration = Duration::from_secs(1);
 const VACANCY_LIMIT: Duration = Duration::from_millis(1500);
 const SCRAPE_LIMIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
-
-async fn leaders(client: &Client, d: &Daemon) -> Option<LeadershipView> {
-    let r = client.get(&d.control, "/meshkit/leaders").await.ok()?;
-    (r.status == 200)
-        .then(|| serde_json::from_str(&r.body).ok())
-        .flatten()
-}
 
 /// The holder of `global-control` if voters 1-3 (those still running) agree on one.
 async fn agreed_holder(client: &Client, daemons: &BTreeMap<u64, Daemon>) -> Option<u64> {

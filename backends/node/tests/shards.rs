@@ -9,10 +9,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::daemon::{Daemon, start};
+use common::daemon::{Daemon, leaders, start};
 use common::{TempDir, client, write_config_with};
 use meshkit_node::client::{Client, Protocols};
-use meshkit_node::leadership::LeadershipView;
 
 /// Voters 1-3; 64 shards with a 3 s lease; 50 ms Raft ticks; the test's client (node-1's
 /// certificate) may drain.
@@ -27,13 +26,6 @@ const BOUNDS: std::ops::RangeInclusive<usize> = 11..=14;
 const PLACE_LIMIT: Duration = Duration::from_secs(30);
 const FAILOVER_LIMIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(100);
-
-async fn leaders(client: &Client, d: &Daemon) -> Option<LeadershipView> {
-    let r = client.get(&d.control, "/meshkit/leaders").await.ok()?;
-    (r.status == 200)
-        .then(|| serde_json::from_str(&r.body).ok())
-        .flatten()
-}
 
 /// Shard owners in the applied table of the first running voter that answers.
 async fn owners(client: &Client, daemons: &BTreeMap<u64, Daemon>) -> Option<BTreeMap<String, u64>> {

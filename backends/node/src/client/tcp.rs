@@ -99,18 +99,10 @@ impl Client {
             tokio::spawn(async move {
                 let _ = connection.await;
             });
-            let mut request = outgoing.head(Full::new(outgoing.body.clone()));
-            // HTTP/1.1 takes the origin form and a Host header.
-            let path = outgoing
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_owned();
-            *request.uri_mut() = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
-            if let Ok(host) = HeaderValue::try_from(outgoing.authority.as_str()) {
-                request.headers_mut().insert(HOST, host);
-            }
-            let response = sender.send_request(request).await.map_err(http_error)?;
+            let response = sender
+                .send_request(http1_request(outgoing))
+                .await
+                .map_err(http_error)?;
             read_response(response, HttpProtocol::Http11, outgoing).await
         }
     }
@@ -179,20 +171,29 @@ impl Client {
             tokio::spawn(async move {
                 let _ = connection.await;
             });
-            let mut request = outgoing.head(Full::new(outgoing.body.clone()));
-            let path = outgoing
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_owned();
-            *request.uri_mut() = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
-            if let Ok(host) = HeaderValue::try_from(outgoing.authority.as_str()) {
-                request.headers_mut().insert(HOST, host);
-            }
-            let response = sender.send_request(request).await.map_err(http_error)?;
+            let response = sender
+                .send_request(http1_request(outgoing))
+                .await
+                .map_err(http_error)?;
             Ok((response, HttpProtocol::Http11))
         }
     }
+}
+
+/// `outgoing` as an HTTP/1.1 request: the origin form of its URI and a Host header, which
+/// HTTP/1.1 takes where HTTP/2 has the `:authority` pseudo-header.
+fn http1_request(outgoing: &Outgoing) -> http::Request<Full<Bytes>> {
+    let mut request = outgoing.head(Full::new(outgoing.body.clone()));
+    let path = outgoing
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    *request.uri_mut() = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+    if let Ok(host) = HeaderValue::try_from(outgoing.authority.as_str()) {
+        request.headers_mut().insert(HOST, host);
+    }
+    request
 }
 
 async fn h2_exchange(sender: &mut H2Sender, outgoing: &Outgoing) -> Result<Response, ClientError> {

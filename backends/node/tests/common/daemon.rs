@@ -8,9 +8,20 @@ mod spawner;
 
 pub use spawner::Daemon;
 
+use meshkit_node::client::Client;
+use meshkit_node::leadership::LeadershipView;
+
 /// Starts `meshkitd --config path` and reads the addresses it prints on its first line; panics
 /// (killing it) if it does not start.
 pub fn start(path: &Path) -> Daemon {
     spawner::spawn(Path::new(env!("CARGO_BIN_EXE_meshkitd")), path)
         .unwrap_or_else(|error| panic!("meshkitd starts: {error}"))
+}
+
+/// The daemon's `GET /meshkit/leaders`, if it answers 200 with a view.
+pub async fn leaders(client: &Client, d: &Daemon) -> Option<LeadershipView> {
+    let r = client.get(&d.control, "/meshkit/leaders").await.ok()?;
+    (r.status == 200)
+        .then(|| serde_json::from_str(&r.body).ok())
+        .flatten()
 }
