@@ -145,7 +145,7 @@ pub struct CoordinatorStats {
     pub stale_grants: u64,
 }
 
-/// The shard coordinator. See the [module docs](self).
+/// The shard coordinator. See the [shard module](crate::shard).
 #[derive(Debug)]
 pub struct Coordinator {
     config: ShardConfig,

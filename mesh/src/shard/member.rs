@@ -61,7 +61,7 @@ pub struct MemberStats {
     pub renewals: u64,
 }
 
-/// One member's shard state. See the [module docs](self).
+/// One member's shard state. See the [shard module](crate::shard).
 #[derive(Debug)]
 pub struct ShardMember {
     id: NodeId,
