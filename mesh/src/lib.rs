@@ -18,6 +18,9 @@
 //! * [`wire`]: the versioned binary datagram format; decoding never panics.
 //! * [`lease`]: leadership leases with fencing tokens, replicated by a Raft voter group
 //!   ([`lease::LeaseGroup`]) and used through [`lease::LeaseClient`]; its own wire format.
+//! * [`diag`]: health probes (an open [`diag::probe::Probe`] trait and the
+//!   [`diag::probe::ProbeScheduler`]) and chaos faults ([`diag::fault::FaultPlan`], its blast
+//!   radius and the self-reverting [`diag::fault::FaultSchedule`]).
 //! * [`config`]: the validated [`config::Config`] and its LAN / WAN / memberlist profiles.
 //! * [`Instant`], [`NodeId`], [`Incarnation`], [`MetaVersion`]: time and identifiers;
 //!   [`Transmit`]: what every `poll_transmit` returns.
@@ -33,6 +36,7 @@
 extern crate alloc;
 
 pub mod config;
+pub mod diag;
 mod id;
 pub mod lease;
 pub mod membership;

@@ -24,4 +24,21 @@ impl NodeRng {
     pub(crate) fn next_u32(&mut self) -> u32 {
         self.0.random()
     }
+
+    /// A uniform value in `0..=max`; draws nothing when `max` is zero, so a feature set to zero
+    /// (no jitter) leaves the stream as it was.
+    pub(crate) fn up_to(&mut self, max: u64) -> u64 {
+        if max == 0 {
+            return 0;
+        }
+        self.0.random_range(0..=max)
+    }
+
+    /// Shuffles `items` in place (Fisher-Yates), the same way for the same seed.
+    pub(crate) fn shuffle<T>(&mut self, items: &mut [T]) {
+        for k in (1..items.len()).rev() {
+            let j = self.0.random_range(0..=k);
+            items.swap(k, j);
+        }
+    }
 }
