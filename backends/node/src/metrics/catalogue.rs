@@ -165,7 +165,7 @@ catalogue! {
         "QUIC connections closed because more than the bound were open, least recently used first.";
     /// Replacement dials.
     TRANSPORT_REDIALS = Counter "mesh_transport_redials_total" [] none,
-        "Dials to replace a connection that fell silent, whose peer moved, or that the peer reset.";
+        "Dials to replace a connection that fell silent, whose peer moved, or that the peer reset or closed.";
     /// Resumed handshakes.
     TRANSPORT_HANDSHAKES_RESUMED = Counter "mesh_transport_handshakes_resumed_total" [] none,
         "Incoming QUIC handshakes that resumed an earlier TLS session.";

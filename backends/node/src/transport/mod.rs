@@ -57,8 +57,9 @@ pub struct TransportStats {
     pub streams_refused: u64,
     /// Connections closed because more than the bound were open (least recently used first).
     pub connections_evicted: u64,
-    /// Dials to replace a connection that fell silent, whose peer moved, or that the peer
-    /// reset (a restart).
+    /// Dials to replace a connection that fell silent, whose peer moved, or that ended by the
+    /// peer's doing (a reset after a restart, its close, the idle timeout) with membership
+    /// datagrams sent on it in the last second.
     pub redials: u64,
     /// Incoming handshakes that resumed an earlier TLS session (no certificate exchange).
     pub handshakes_resumed: u64,

@@ -26,15 +26,21 @@
 //!
 //! * a peer restarted on the same address answers with a QUIC stateless reset, because every
 //!   process of a node derives its reset key and connection-id key from the node's private key
-//!   (a key rotated between the two processes loses this, and the next rule applies); the
-//!   connection closes
-//!   within one round trip and the membership datagrams sent on it in the last
-//!   [`REPLAY_WINDOW`] (at most [`MAX_REPLAY_DATAGRAMS`]) go again on a new connection
-//!   (membership messages are idempotent: a ping answered twice, a record merged twice);
+//!   (a key rotated between the two processes loses this, and the last rule applies); the
+//!   connection closes within one round trip;
+//! * whenever a connection ends without this node closing it (that reset, the peer's own
+//!   close when its process stops, the idle timeout), the membership datagrams sent on it in
+//!   the last [`REPLAY_WINDOW`] (at most [`MAX_REPLAY_DATAGRAMS`]) go again on a new
+//!   connection (membership messages are idempotent: a ping answered twice, a record merged
+//!   twice). `send_datagram` succeeding only means quinn queued the datagram: one queued on a
+//!   connection whose peer's close has arrived but is not yet processed is never sent;
 //! * a peer whose published address changed is redialled at the new one;
 //! * a connection that received nothing, not even an acknowledgement, for [`STALE_AFTER`] after
 //!   a send is presumed dead: the next send also starts a dial (while still using the old one),
-//!   and the new connection replaces it when it comes up.
+//!   and the new connection replaces it when it comes up. No reset reaches this node when the
+//!   restarted peer had dialled the connection: a client's first connection id carries no
+//!   reset token (RFC 9000 §10.3) and quinn keeps using it, so only this rule (or the
+//!   restarted peer dialling again) replaces such a connection.
 //!
 //! 0-RTT is not used: a reopen costs one round trip (about 0.1 ms on a LAN), a replayed 0-RTT
 //! packet could carry a Raft or lease message, and the datagram that triggered the dial waits
@@ -106,10 +112,11 @@ pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 /// A connection that received nothing (not even an acknowledgement, which a live peer sends
 /// within its 25 ms ack delay) this long after a send is presumed dead: the next send redials.
 pub const STALE_AFTER: Duration = Duration::from_secs(1);
-/// Membership datagrams kept per connection to be sent again when the peer resets it.
+/// Membership datagrams kept per connection to be sent again when it ends by the peer's doing
+/// (a reset, the peer's close, the idle timeout).
 pub const MAX_REPLAY_DATAGRAMS: usize = 4;
-/// How recent a kept membership datagram must be to be sent again after a reset (a probe
-/// older than this has timed out in the core already).
+/// How recent a kept membership datagram must be to be sent again when its connection ends (a
+/// probe older than this has timed out in the core already).
 pub const REPLAY_WINDOW: Duration = Duration::from_secs(1);
 /// Peers whose TLS session each side's cache keeps, per connection of the bound.
 pub const SESSIONS_PER_CONNECTION: usize = 2;
@@ -229,7 +236,7 @@ struct Link {
     unanswered_since: Option<tokio::time::Instant>,
     /// A dial to replace `conn` is under way.
     redialing: bool,
-    /// The last membership datagrams sent, to send again if the peer resets `conn`.
+    /// The last membership datagrams sent, to send again if `conn` ends by the peer's doing.
     recent: VecDeque<(tokio::time::Instant, Bytes)>,
     /// The connection `conn` replaced, left open because the peer may still send on it (both
     /// sides dialled at once, each uses the connection it saw last); closed with the link.
@@ -654,12 +661,19 @@ async fn read_datagrams(
     if link.conn.stable_id() != conn.stable_id() {
         return;
     }
-    // A stateless reset: the peer (restarted, or past its idle timeout) has no state for this
-    // connection, so what was sent on it lately was lost. Dial again at once with those
-    // membership datagrams, so a probe of a restarted peer is answered rather than timed out.
+    // The connection ended without this node closing it: a stateless reset (the peer
+    // restarted and has no state for it), the peer's own close (a stopping process closes its
+    // endpoint), or the idle timeout. Whatever was sent on it lately may be lost, and not only
+    // after a reset: `send_datagram` returns `Ok` once quinn has queued a datagram, and a
+    // datagram queued on a connection whose peer's CONNECTION_CLOSE had arrived but was not yet
+    // processed (a busy host) is never sent. Before, only a reset replayed, so a datagram sent
+    // in that window to a peer that stopped and came back was lost without a trace, and no
+    // redial followed until the next send. Dial again at once with those membership
+    // datagrams, so a probe of a restarted peer is answered rather than timed out. A
+    // connection this node closed itself (evicted, replaced, shut down) is not redialled.
     let replay = match error {
-        quinn::ConnectionError::Reset => link.replay(tokio::time::Instant::now()),
-        _ => Vec::new(),
+        quinn::ConnectionError::LocallyClosed => Vec::new(),
+        _ => link.replay(tokio::time::Instant::now()),
     };
     let addr = link.dialled.unwrap_or_else(|| link.conn.remote_address());
     if replay.is_empty() {
@@ -669,7 +683,7 @@ async fn read_datagrams(
     peers.insert(id, Slot::Dialing(Vec::new()));
     drop(peers);
     Counters::bump(&shared.counters.redials);
-    tracing::debug!(peer = %id, %addr, datagrams = replay.len(), "connection reset by the peer; dialling again");
+    tracing::debug!(peer = %id, %addr, datagrams = replay.len(), %error, "connection ended with datagrams possibly unsent; dialling again");
     tokio::spawn(dial(shared, id, addr, replay));
 }
 
