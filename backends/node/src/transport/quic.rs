@@ -291,7 +291,10 @@ impl Link {
         )
     }
 
-    /// The membership datagrams sent in the last [`REPLAY_WINDOW`], oldest first.
+    /// The membership datagrams sent in the last [`REPLAY_WINDOW`], oldest first, taken out:
+    /// the new connection sends them without recording them again (only
+    /// [`Transport::send`] records), so a datagram goes again at most once however many
+    /// connections end in a row, and duplicates stay bounded by [`MAX_REPLAY_DATAGRAMS`].
     fn replay(&mut self, now: tokio::time::Instant) -> Vec<Bytes> {
         self.recent
             .drain(..)
@@ -666,7 +669,9 @@ async fn read_datagrams(
     // endpoint), or the idle timeout. Whatever was sent on it lately may be lost, and not only
     // after a reset: `send_datagram` returns `Ok` once quinn has queued a datagram, and a
     // datagram queued on a connection whose peer's CONNECTION_CLOSE had arrived but was not yet
-    // processed (a busy host) is never sent. Before, only a reset replayed, so a datagram sent
+    // processed (a busy host) is never sent (quinn's driver handles incoming packets before it
+    // transmits), and one that went out before the close was read reached a restarted process
+    // that cannot decrypt it. Before, only a reset replayed, so a datagram sent
     // in that window to a peer that stopped and came back was lost without a trace, and no
     // redial followed until the next send. Dial again at once with those membership
     // datagrams, so a probe of a restarted peer is answered rather than timed out. A
