@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TempDir, client, eventually, start_cluster, write_config};
+use common::{MeshctlAs, TempDir, client, eventually, start_cluster, write_config};
 use meshkit::NodeId;
 use meshkit::membership::MemberState;
 use meshkit_node::certs::DevCa;
@@ -243,20 +243,15 @@ async fn control_endpoint_answers() {
     // The operator's view through the real CLI.
     let token_file = dir.path().join("observer.token");
     std::fs::write(&token_file, &token).unwrap();
-    let ca = dir.path().join("ca.pem");
-    let state = dir.path().join("meshctl-state.json");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_meshctl"))
-            .args(["peers", "list", "--addr", &addr, "--token-file"])
-            .arg(&token_file)
-            .arg("--ca")
-            .arg(ca)
-            .env("MESHCTL_STATE", state)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let mut command = common::meshctl(
+        dir.path(),
+        &addr,
+        MeshctlAs::TokenFile(&token_file),
+        ["peers", "list"],
+    );
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

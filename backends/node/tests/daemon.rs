@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, start};
-use common::{TempDir, write_config};
+use common::{MeshctlAs, TempDir, write_config};
 use meshkit_node::control::PeersResponse;
 
 const FORM_LIMIT: Duration = Duration::from_secs(10);
@@ -18,17 +18,17 @@ const EXIT_LIMIT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(100);
 
 fn peers(control: &str, token_file: &Path) -> Option<PeersResponse> {
-    let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
-        .args(["peers", "list", "--json", "--addr", control, "--token-file"])
-        .arg(token_file)
-        .arg("--ca")
-        .arg(token_file.with_file_name("ca.pem"))
-        .env(
-            "MESHCTL_STATE",
-            token_file.with_file_name("meshctl-state.json"),
-        )
-        .output()
-        .ok()?;
+    let dir = token_file
+        .parent()
+        .expect("the token file is in the test directory");
+    let out = common::meshctl(
+        dir,
+        control,
+        MeshctlAs::TokenFile(token_file),
+        ["peers", "list", "--json"],
+    )
+    .output()
+    .ok()?;
     if !out.status.success() {
         return None;
     }

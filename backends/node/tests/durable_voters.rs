@@ -12,11 +12,10 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, start};
-use common::{TempDir, write_config_with};
+use common::{MeshctlAs, TempDir, write_config_with};
 use meshkit_node::client::Protocols;
 use meshkit_node::leadership::LeadershipView;
 
@@ -88,15 +87,14 @@ impl Cluster {
     /// The view of node `id` (1-based), if it answers.
     fn view(&self, id: u64) -> Option<LeadershipView> {
         let d = self.daemons[id as usize - 1].as_ref()?;
-        let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
-            .args(["leaders", "status", "--json", "--addr", &d.control])
-            .arg("--token-file")
-            .arg(&self.token_file)
-            .arg("--ca")
-            .arg(self.dir.path().join("ca.pem"))
-            .env("MESHCTL_STATE", self.dir.path().join("meshctl-state.json"))
-            .output()
-            .ok()?;
+        let out = common::meshctl(
+            self.dir.path(),
+            &d.control,
+            MeshctlAs::TokenFile(&self.token_file),
+            ["leaders", "status", "--json"],
+        )
+        .output()
+        .ok()?;
         if !out.status.success() {
             return None;
         }

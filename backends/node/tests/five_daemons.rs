@@ -11,13 +11,13 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, leaders, start};
 use common::prometheus::{Killed, Prometheus, http_get};
-use common::{TempDir, client, write_config_with};
+use common::{MeshctlAs, TempDir, client, write_config_with};
 use meshkit_node::client::{Client, Protocols};
 use meshkit_node::leadership::{Change, FeedEntry};
 
@@ -55,8 +55,11 @@ async fn agreed_holder(client: &Client, daemons: &BTreeMap<u64, Daemon>) -> Opti
 
 /// Follows `meshctl leaders watch --json` output: one feed entry per line.
 fn watch(dir: &Path, control: &str, after: u64) -> (Killed, mpsc::Receiver<FeedEntry>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshctl"))
-        .args([
+    let mut child = common::meshctl(
+        dir,
+        control,
+        MeshctlAs::Node("node-1"),
+        [
             "leaders",
             "watch",
             "--json",
@@ -64,19 +67,13 @@ fn watch(dir: &Path, control: &str, after: u64) -> (Killed, mpsc::Receiver<FeedE
             "60s",
             "--poll-ms",
             "100",
-        ])
-        .args(["--addr", control, "--after", &after.to_string()])
-        .arg("--ca")
-        .arg(dir.join("ca.pem"))
-        .arg("--cert")
-        .arg(dir.join("node-1.pem"))
-        .arg("--key")
-        .arg(dir.join("node-1.key"))
-        .env("MESHCTL_STATE", dir.join("meshctl-state.json"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("meshctl starts");
+        ],
+    )
+    .args(["--after", &after.to_string()])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("meshctl starts");
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::daemon::{Daemon, start};
 use common::prometheus::{Killed, Prometheus, free_port, http, http_get};
-use common::{TempDir, write_config_with};
+use common::{MeshctlAs, TempDir, write_config_with};
 use serde_json::Value;
 
 /// The `cluster` label of every target.
@@ -495,21 +495,17 @@ impl ClientStats {
         let thread = std::thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) {
                 let out = dir.join("meshctl.prom");
-                let mut child = Command::new(env!("CARGO_BIN_EXE_meshctl"))
-                    .args(["transport", "stats", "--prometheus", "--requests", "2"])
-                    .args(["--addr", &addr])
-                    .arg("--ca")
-                    .arg(dir.join("ca.pem"))
-                    .arg("--cert")
-                    .arg(dir.join("node-1.pem"))
-                    .arg("--key")
-                    .arg(dir.join("node-1.key"))
-                    .env("MESHCTL_STATE", dir.join("meshctl-state.json"))
-                    .stdin(Stdio::null())
-                    .stdout(std::fs::File::create(&out).expect("create meshctl.prom"))
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("meshctl starts");
+                let mut child = common::meshctl(
+                    &dir,
+                    &addr,
+                    MeshctlAs::Node("node-1"),
+                    ["transport", "stats", "--prometheus", "--requests", "2"],
+                )
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&out).expect("create meshctl.prom"))
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("meshctl starts");
                 let deadline = Instant::now() + Duration::from_secs(20);
                 let status = loop {
                     if let Ok(Some(status)) = child.try_wait() {
@@ -710,13 +706,7 @@ async fn alerts_reach_alertmanager_and_every_panel_has_data() {
     let token = common::token(dir, "e2e-operator", meshkit_node::scope::Scope::Operate);
     std::fs::write(&operator, token).expect("write the operator token");
     let drained = mesh.daemons[&holder].control.clone();
-    let mut drain = Command::new(env!("CARGO_BIN_EXE_meshctl"));
-    drain
-        .args(["drain", "--addr", &drained, "--token-file"])
-        .arg(&operator)
-        .arg("--ca")
-        .arg(dir.join("ca.pem"))
-        .env("MESHCTL_STATE", dir.join("meshctl-state.json"));
+    let drain = common::meshctl(dir, &drained, MeshctlAs::TokenFile(&operator), ["drain"]);
     let (ok, printed) = common::run_bounded(drain, Duration::from_secs(30));
     assert!(ok, "meshctl drain node-{holder}: {printed}");
     wait_for(

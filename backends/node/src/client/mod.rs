@@ -474,37 +474,9 @@ impl Client {
         content_type: Option<HeaderValue>,
         body: Bytes,
     ) -> Result<Response, ClientError> {
-        let uri = http::Uri::builder()
-            .scheme("https")
-            .authority(server)
-            .path_and_query(path)
-            .build()?;
-        let outgoing = Outgoing {
-            method,
-            authority: server.to_owned(),
-            uri,
-            token: self.token.clone(),
-            content_type,
-            body,
-        };
-        let result = tokio::time::timeout(self.request_timeout, self.send(outgoing))
+        let outgoing = self.outgoing(method, server, path, content_type, body)?;
+        self.within_timeout(server, self.send(outgoing), |response| response.protocol)
             .await
-            .unwrap_or_else(|_| {
-                Err(ClientError::Timeout {
-                    server: server.to_owned(),
-                    timeout: self.request_timeout,
-                })
-            });
-        match result {
-            Ok(response) => {
-                self.stats.count_request(response.protocol);
-                Ok(response)
-            }
-            Err(error) => {
-                self.stats.count_failure();
-                Err(error)
-            }
-        }
     }
 
     /// `GET path` from `server` as a stream (server-sent events): the answer once its head has
@@ -517,24 +489,54 @@ impl Client {
         server: &str,
         path: &str,
     ) -> Result<StreamingResponse, ClientError> {
+        let outgoing = self.outgoing(Method::GET, server, path, None, Bytes::new())?;
+        let opened = async {
+            let addr = resolve(server).await?;
+            self.tcp_stream(addr, &outgoing).await
+        };
+        let (response, protocol) = self
+            .within_timeout(server, opened, |(_, protocol)| *protocol)
+            .await?;
+        Ok(StreamingResponse {
+            response,
+            protocol,
+            outgoing,
+        })
+    }
+
+    /// The request `method https://server/path`, with the client's token.
+    fn outgoing(
+        &self,
+        method: Method,
+        server: &str,
+        path: &str,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+    ) -> Result<Outgoing, ClientError> {
         let uri = http::Uri::builder()
             .scheme("https")
             .authority(server)
             .path_and_query(path)
             .build()?;
-        let outgoing = Outgoing {
-            method: Method::GET,
+        Ok(Outgoing {
+            method,
             authority: server.to_owned(),
             uri,
             token: self.token.clone(),
-            content_type: None,
-            body: Bytes::new(),
-        };
-        let opened = async {
-            let addr = resolve(server).await?;
-            self.tcp_stream(addr, &outgoing).await
-        };
-        let result = tokio::time::timeout(self.request_timeout, opened)
+            content_type,
+            body,
+        })
+    }
+
+    /// Runs `exchange` within the request timeout and counts its outcome: a success under the
+    /// protocol it used, a failure (a timeout included) once.
+    async fn within_timeout<T>(
+        &self,
+        server: &str,
+        exchange: impl Future<Output = Result<T, ClientError>>,
+        protocol: impl FnOnce(&T) -> HttpProtocol,
+    ) -> Result<T, ClientError> {
+        let result = tokio::time::timeout(self.request_timeout, exchange)
             .await
             .unwrap_or_else(|_| {
                 Err(ClientError::Timeout {
@@ -542,20 +544,11 @@ impl Client {
                     timeout: self.request_timeout,
                 })
             });
-        match result {
-            Ok((response, protocol)) => {
-                self.stats.count_request(protocol);
-                Ok(StreamingResponse {
-                    response,
-                    protocol,
-                    outgoing,
-                })
-            }
-            Err(error) => {
-                self.stats.count_failure();
-                Err(error)
-            }
+        match &result {
+            Ok(answer) => self.stats.count_request(protocol(answer)),
+            Err(_) => self.stats.count_failure(),
         }
+        result
     }
 
     /// Closes every connection and the QUIC endpoints, waiting at most [`CLOSE_WAIT`] for the

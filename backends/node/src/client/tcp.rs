@@ -58,7 +58,7 @@ impl Client {
     ) -> Result<Response, ClientError> {
         if let Some(mut sender) = self.tcp.cached(server) {
             if sender.ready().await.is_ok() {
-                match h2_exchange(&mut sender, outgoing).await {
+                match HttpSender::H2(sender).exchange(outgoing).await {
                     Ok(response) => return Ok(response),
                     Err(error @ ClientError::TooLarge { .. }) => return Err(error),
                     Err(error) if !super::is_idempotent(&outgoing.method) => {
@@ -72,38 +72,46 @@ impl Client {
             }
             self.tcp.forget(server);
         }
+        let mut sender = self.tcp_handshake(server, outgoing).await?;
+        if let HttpSender::H2(h2) = &sender {
+            self.tcp.keep(server, h2.clone());
+        }
+        let result = sender.exchange(outgoing).await;
+        if result.is_err() && matches!(sender, HttpSender::H2(_)) {
+            self.tcp.forget(server);
+        }
+        result
+    }
+
+    /// A new TLS connection to `server`, its HTTP/2 or HTTP/1.1 handshake done (as the
+    /// server's ALPN picked) and its connection task spawned.
+    async fn tcp_handshake(
+        &self,
+        server: SocketAddr,
+        outgoing: &Outgoing,
+    ) -> Result<HttpSender, ClientError> {
         let tls = self.tcp_connect(server, outgoing).await?;
         let http_error = |source| ClientError::Http {
             server: outgoing.authority.clone(),
             source,
         };
         if tls.get_ref().1.alpn_protocol() == Some(ALPN_H2) {
-            let (mut sender, connection) =
-                http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                    .await
-                    .map_err(http_error)?;
+            let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .map_err(http_error)?;
             tokio::spawn(async move {
                 // Ends when the server closes or every sender is dropped.
                 let _ = connection.await;
             });
-            self.tcp.keep(server, sender.clone());
-            let result = h2_exchange(&mut sender, outgoing).await;
-            if result.is_err() {
-                self.tcp.forget(server);
-            }
-            result
+            Ok(HttpSender::H2(sender))
         } else {
-            let (mut sender, connection) = http1::handshake(TokioIo::new(tls))
+            let (sender, connection) = http1::handshake(TokioIo::new(tls))
                 .await
                 .map_err(http_error)?;
             tokio::spawn(async move {
                 let _ = connection.await;
             });
-            let response = sender
-                .send_request(http1_request(outgoing))
-                .await
-                .map_err(http_error)?;
-            read_response(response, HttpProtocol::Http11, outgoing).await
+            Ok(HttpSender::Http11(sender))
         }
     }
 
@@ -141,42 +149,57 @@ impl Client {
         Ok(tls)
     }
 
-    /// One request over TLS on TCP on a connection of its own, answered with the response
-    /// head and its body unread: for event streams, which hold their connection open.
+    /// One request over TLS on TCP on a connection of its own (never cached), answered with
+    /// the response head and its body unread: for event streams, which hold their connection
+    /// open.
     pub(super) async fn tcp_stream(
         &self,
         server: SocketAddr,
         outgoing: &Outgoing,
     ) -> Result<(http::Response<Incoming>, HttpProtocol), ClientError> {
-        let tls = self.tcp_connect(server, outgoing).await?;
+        self.tcp_handshake(server, outgoing)
+            .await?
+            .send(outgoing)
+            .await
+    }
+}
+
+/// A connection's request sender, by the protocol the server picked.
+enum HttpSender {
+    H2(H2Sender),
+    Http11(http1::SendRequest<Full<Bytes>>),
+}
+
+impl HttpSender {
+    /// Sends `outgoing` and answers with the response head, its body unread.
+    async fn send(
+        &mut self,
+        outgoing: &Outgoing,
+    ) -> Result<(http::Response<Incoming>, HttpProtocol), ClientError> {
         let http_error = |source| ClientError::Http {
             server: outgoing.authority.clone(),
             source,
         };
-        if tls.get_ref().1.alpn_protocol() == Some(ALPN_H2) {
-            let (mut sender, connection) =
-                http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        match self {
+            Self::H2(sender) => {
+                let request = outgoing.head(Full::new(outgoing.body.clone()));
+                let response = sender.send_request(request).await.map_err(http_error)?;
+                Ok((response, HttpProtocol::H2))
+            }
+            Self::Http11(sender) => {
+                let response = sender
+                    .send_request(http1_request(outgoing))
                     .await
                     .map_err(http_error)?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            let request = outgoing.head(Full::new(outgoing.body.clone()));
-            let response = sender.send_request(request).await.map_err(http_error)?;
-            Ok((response, HttpProtocol::H2))
-        } else {
-            let (mut sender, connection) = http1::handshake(TokioIo::new(tls))
-                .await
-                .map_err(http_error)?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            let response = sender
-                .send_request(http1_request(outgoing))
-                .await
-                .map_err(http_error)?;
-            Ok((response, HttpProtocol::Http11))
+                Ok((response, HttpProtocol::Http11))
+            }
         }
+    }
+
+    /// Sends `outgoing` and reads the whole response.
+    async fn exchange(&mut self, outgoing: &Outgoing) -> Result<Response, ClientError> {
+        let (response, protocol) = self.send(outgoing).await?;
+        read_response(response, protocol, outgoing).await
     }
 }
 
@@ -194,18 +217,6 @@ fn http1_request(outgoing: &Outgoing) -> http::Request<Full<Bytes>> {
         request.headers_mut().insert(HOST, host);
     }
     request
-}
-
-async fn h2_exchange(sender: &mut H2Sender, outgoing: &Outgoing) -> Result<Response, ClientError> {
-    let request = outgoing.head(Full::new(outgoing.body.clone()));
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|source| ClientError::Http {
-            server: outgoing.authority.clone(),
-            source,
-        })?;
-    read_response(response, HttpProtocol::H2, outgoing).await
 }
 
 pub(super) async fn read_response(

@@ -351,9 +351,9 @@ pub(super) async fn transfer(
     State(node): State<NodeHandle>,
     Json(request): Json<TransferRequest>,
 ) -> Response {
-    let scope: Scope = match request.scope.parse() {
-        Ok(s) => s,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("field `scope`: {e}")),
+    let scope = match parse_scope(&request.scope) {
+        Ok(scope) => scope,
+        Err(refusal) => return *refusal,
     };
     if request.to == 0 {
         return error(
@@ -406,11 +406,15 @@ pub struct SessionResponse {
     pub token: u64,
 }
 
-fn bad_scope(e: &impl ToString) -> Response {
-    error(
-        StatusCode::BAD_REQUEST,
-        &format!("field `scope`: {}", e.to_string()),
-    )
+/// The request's `scope` field as a scope, or the 400 answer that names the field (boxed: a
+/// response is large, and the refusal is the rare path).
+fn parse_scope(text: &str) -> Result<Scope, Box<Response>> {
+    text.parse().map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            &format!("field `scope`: {e}"),
+        ))
+    })
 }
 
 /// The body of a refused acquisition when the scope is held (409): who holds it, so that a
@@ -467,9 +471,9 @@ pub(super) async fn acquire(
     State(node): State<NodeHandle>,
     Json(request): Json<AcquireRequest>,
 ) -> Response {
-    let scope: Scope = match request.scope.parse() {
-        Ok(s) => s,
-        Err(e) => return bad_scope(&e),
+    let scope = match parse_scope(&request.scope) {
+        Ok(scope) => scope,
+        Err(refusal) => return *refusal,
     };
     let ttl = Duration::from_millis(request.ttl_ms);
     let outcome = node.acquire_new(scope, ttl).await;
@@ -480,9 +484,9 @@ pub(super) async fn renew(
     State(node): State<NodeHandle>,
     Json(request): Json<SessionRequest>,
 ) -> Response {
-    let scope: Scope = match request.scope.parse() {
-        Ok(s) => s,
-        Err(e) => return bad_scope(&e),
+    let scope = match parse_scope(&request.scope) {
+        Ok(scope) => scope,
+        Err(refusal) => return *refusal,
     };
     let token = meshkit::lease::FencingToken::new(request.token);
     let outcome = node.renew_held(scope, token).await;
@@ -493,9 +497,9 @@ pub(super) async fn release(
     State(node): State<NodeHandle>,
     Json(request): Json<SessionRequest>,
 ) -> Response {
-    let scope: Scope = match request.scope.parse() {
-        Ok(s) => s,
-        Err(e) => return bad_scope(&e),
+    let scope = match parse_scope(&request.scope) {
+        Ok(scope) => scope,
+        Err(refusal) => return *refusal,
     };
     let token = meshkit::lease::FencingToken::new(request.token);
     let outcome = node.release_held(scope, token).await;

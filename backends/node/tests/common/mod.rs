@@ -176,6 +176,43 @@ where
     false
 }
 
+/// Whom `meshctl` speaks as in a test.
+#[derive(Clone, Copy, Debug)]
+pub enum MeshctlAs<'a> {
+    /// A node's certificate in the test directory (`node-1` for `node-1.pem`, `node-1.key`).
+    Node(&'a str),
+    /// A bearer token read from this file.
+    TokenFile(&'a Path),
+}
+
+/// `meshctl <args>` against `addr`, trusting the test directory's CA, keeping its client
+/// state in the test directory and reading no user config file. The connection settings go
+/// through meshctl's environment variables, as an operator's shell would, except the token
+/// file, which has no variable: its `--token-file` follows `args` (the subcommand's flag, so
+/// `args` starts with the subcommand). More of the subcommand's flags may be added after.
+pub fn meshctl<I, S>(dir: &Path, addr: &str, who: MeshctlAs<'_>, args: I) -> std::process::Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_meshctl"));
+    command
+        .args(args)
+        .env("MESHCTL_ADDR", addr)
+        .env("MESHCTL_CA", dir.join("ca.pem"))
+        .env("MESHCTL_STATE", dir.join("meshctl-state.json"))
+        .env("MESHCTL_CONFIG", dir.join("no-meshctl.toml"))
+        .env_remove("MESHCTL_CONTEXT")
+        .env_remove("MESHCTL_TOKEN");
+    match who {
+        MeshctlAs::Node(name) => command
+            .env("MESHCTL_CERT", dir.join(format!("{name}.pem")))
+            .env("MESHCTL_KEY", dir.join(format!("{name}.key"))),
+        MeshctlAs::TokenFile(file) => command.arg("--token-file").arg(file),
+    };
+    command
+}
+
 /// Runs `command` with its stdout and stderr to one file, killing it past `limit`: whether it
 /// exited successfully and what it printed.
 pub fn run_bounded(mut command: std::process::Command, limit: Duration) -> (bool, String) {
