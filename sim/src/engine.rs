@@ -339,6 +339,11 @@ impl<'s> Engine<'s> {
         engine
     }
 
+    /// Explains every false-positive Dead verdict in the observations.
+    pub(crate) fn explain_false_positives(&mut self) {
+        self.observer.explain();
+    }
+
     /// Logs every event seen by or about node index `node` (and its lifecycle) into the outcome.
     pub(crate) fn watch(&mut self, node: usize) {
         self.watch = Some(node);
@@ -742,6 +747,9 @@ impl<'s> Engine<'s> {
                         ),
                     );
                 }
+            }
+            Event::Refuted { incarnation } => {
+                self.observer.on_refuted(now, index, incarnation.get());
             }
             Event::MetadataChanged {
                 node: owner,

@@ -93,6 +93,9 @@ pub struct RunOptions {
     pub profile: Option<Profile>,
     /// Log every event seen by or about this node index (see [`RunReport::trace`]).
     pub trace_node: Option<u32>,
+    /// Explain every false-positive Dead verdict in [`RunReport::false_positive_log`]: costs
+    /// one map entry per (observer, member) pair held Suspect, so it is off by default.
+    pub explain_false_positives: bool,
 }
 
 impl RunOptions {
@@ -134,6 +137,9 @@ pub fn run_with_progress(
     let mut engine = engine::Engine::new(scenario, config, nodes as usize, duration, options.seed);
     if let Some(w) = options.trace_node.filter(|&w| w < nodes) {
         engine.watch(w as usize);
+    }
+    if options.explain_false_positives {
+        engine.explain_false_positives();
     }
     let outcome = engine.run(progress);
     let header = RunReport {

@@ -101,6 +101,11 @@ struct RunArgs {
     /// Debugging: print to stderr every event seen by or about this node index.
     #[arg(long)]
     trace_node: Option<u32>,
+    /// Explain every false-positive Dead verdict: one line each on stderr, and in the JSON
+    /// report as `false_positive_log` (who declared whom, when, since which heal, on whose
+    /// suspicion, whether the node had refuted already).
+    #[arg(long)]
+    explain_false_positives: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -330,6 +335,7 @@ fn run(args: &RunArgs) -> ExitCode {
         options.duration = args.duration;
         options.profile = args.profile.map(Profile::from);
         options.trace_node = args.trace_node;
+        options.explain_false_positives = args.explain_false_positives;
         let report = match run_seed(&scenario, options, show_progress) {
             Ok(r) => r,
             Err(e) => {
@@ -408,6 +414,9 @@ fn run_seed(
     report.wall_s = (wall_s * 1000.0).round() / 1000.0;
     for line in &report.trace {
         eprintln!("{line}");
+    }
+    for v in &report.false_positive_log {
+        eprintln!("{}", report::explain_line(v));
     }
     Ok(report)
 }

@@ -118,6 +118,7 @@ pub(crate) fn figures(outcome: Outcome, header: RunReport) -> RunReport {
         false_positives: obs.false_positives,
         false_positive_verdicts: obs.false_positive_verdicts,
         first_false_positive: obs.first_false_positive.clone(),
+        false_positive_log: obs.false_positive_log.clone(),
         pauses: obs.pauses,
         paused_dead: obs.paused_dead,
         paused_dead_verdicts: obs.paused_dead_verdicts,

@@ -20,13 +20,14 @@
 //! Memory is N^2 bits (12.5 MB at 10,000 nodes) plus N bits per pending crash or write.
 //! Lifecycle changes (crash, restart, leave) cost O(N) each.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use meshkit::membership::MemberState;
 use meshkit::{Instant, MetaVersion};
 
 use self::bits::BitRows;
 use crate::network::Partition;
+use crate::report::{FalsePositiveVerdict, MAX_EXPLAINED_VERDICTS};
 
 /// Share of the live nodes that must hold a crashed node down for it to count as detected.
 pub(crate) const DETECTION_QUORUM: f64 = 0.99;
@@ -190,6 +191,8 @@ pub(crate) struct Observations {
     pub(crate) false_positive_verdicts: u64,
     /// The first false positive, described.
     pub(crate) first_false_positive: Option<String>,
+    /// With `explain`: every false-positive verdict (the first `MAX_EXPLAINED_VERDICTS`).
+    pub(crate) false_positive_log: Vec<FalsePositiveVerdict>,
     /// Pauses in all.
     pub(crate) pauses: u64,
     /// Pauses during which some node declared the paused node Dead.
@@ -222,6 +225,19 @@ pub(crate) struct Observations {
     pub(crate) one_view: bool,
 }
 
+/// What explaining false positives needs besides the verdicts: when each (observer, member) pair
+/// held Suspect began, and on whose word; each node's own incarnation and last refutation.
+#[derive(Debug, Default)]
+struct Explain {
+    /// (observer, member) -> (held Suspect since, raised by).
+    suspect_since: BTreeMap<(u32, u32), (Instant, Option<u32>)>,
+    /// Per node: its own incarnation as it last announced it (boot or refutation).
+    incarnation: Vec<u32>,
+    /// Per node: its last refutation.
+    refuted_at: Vec<Option<Instant>>,
+    log: Vec<FalsePositiveVerdict>,
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct Observer {
@@ -245,6 +261,8 @@ pub(crate) struct Observer {
     false_positives: BTreeSet<u32>,
     false_positive_verdicts: u64,
     first_false_positive: Option<String>,
+    /// Whether false positives are explained (see [`Self::explain`]).
+    explain: Option<Explain>,
     paused_dead_verdicts: u64,
     cut_off_verdicts: u64,
     suspicions: u64,
@@ -281,6 +299,7 @@ impl Observer {
             false_positives: BTreeSet::new(),
             false_positive_verdicts: 0,
             first_false_positive: None,
+            explain: None,
             paused_dead_verdicts: 0,
             cut_off_verdicts: 0,
             suspicions: 0,
@@ -289,6 +308,25 @@ impl Observer {
             last_heal: None,
             healed_at: None,
             partitions_started: 0,
+        }
+    }
+
+    /// Explains every false positive from now on (see `Observations::false_positive_log`).
+    pub(crate) fn explain(&mut self) {
+        self.explain = Some(Explain {
+            incarnation: self.boot_incarnation.clone(),
+            refuted_at: vec![None; self.nodes],
+            ..Explain::default()
+        });
+    }
+
+    /// `node` refuted a claim about itself and now announces `incarnation`.
+    pub(crate) fn on_refuted(&mut self, now: Instant, node: usize, incarnation: u32) {
+        if let Some(e) = self.explain.as_mut()
+            && node < self.nodes
+        {
+            e.incarnation[node] = incarnation;
+            e.refuted_at[node] = Some(now);
         }
     }
 
@@ -342,6 +380,17 @@ impl Observer {
             }
             self.check_heal(now);
         }
+        let suspected = self.explain.as_mut().and_then(|e| {
+            let key = (observer as u32, node as u32);
+            if to == MemberState::Suspect {
+                e.suspect_since
+                    .entry(key)
+                    .or_insert((now, by.map(|b| b as u32)));
+                None
+            } else {
+                e.suspect_since.remove(&key)
+            }
+        });
         let current_life = incarnation >= self.boot_incarnation[node];
         if !current_life || !self.is_live(node) {
             // About a previous life, or a node that crashed or left: nothing wrong.
@@ -366,6 +415,7 @@ impl Observer {
                     }
                     self.false_positives.insert(node as u32);
                     self.false_positive_verdicts += 1;
+                    self.explain_verdict(now, observer, node, incarnation, by, suspected);
                 }
             }
             MemberState::Suspect
@@ -513,6 +563,10 @@ impl Observer {
         // Row: it holds every live node down.
         self.mismatches += others;
         self.boot_incarnation[node] = boot;
+        if let Some(e) = self.explain.as_mut() {
+            e.incarnation[node] = boot;
+            e.refuted_at[node] = None;
+        }
         self.recount_cut_views(now);
         for &k in &self.pending_crashes {
             self.crashes[k as usize].down += 1;
@@ -595,6 +649,54 @@ impl Observer {
             self.last_heal = Some(now);
             self.healed_at = None;
             self.check_heal(now);
+        }
+    }
+
+    /// Records one false-positive verdict with what led to it, when explaining.
+    fn explain_verdict(
+        &mut self,
+        now: Instant,
+        observer: usize,
+        node: usize,
+        incarnation: u32,
+        by: Option<usize>,
+        suspected: Option<(Instant, Option<u32>)>,
+    ) {
+        let Some(e) = self.explain.as_ref() else {
+            return;
+        };
+        if e.log.len() >= MAX_EXPLAINED_VERDICTS {
+            return;
+        }
+        let secs = |t: Instant| t.as_nanos() as f64 / 1e9;
+        let healed = self
+            .partitions
+            .iter()
+            .filter_map(|p| p.end.map(|end| (end, p)))
+            .max_by_key(|(end, _)| *end);
+        let side =
+            |p: &PartitionRecord, n: usize| p.sides.get(p.group[n] as usize).map(|s| s.size as u32);
+        let raiser = suspected.and_then(|(_, r)| r).map(|r| r as usize);
+        let verdict = FalsePositiveVerdict {
+            at_s: secs(now),
+            observer: observer as u32 + 1,
+            node: node as u32 + 1,
+            declared_by: by.map(|b| b as u32 + 1),
+            incarnation,
+            node_incarnation: e.incarnation[node],
+            node_refuted_at_s: e.refuted_at[node].map(secs),
+            suspected_at_s: suspected.map(|(t, _)| secs(t)),
+            suspected_by: raiser.map(|r| r as u32 + 1),
+            since_heal_s: healed.map(|(end, _)| now.saturating_duration_since(end).as_secs_f64()),
+            across_healed_cut: healed.is_some_and(|(_, p)| p.group[observer] != p.group[node]),
+            observer_side_nodes: healed.and_then(|(_, p)| side(p, observer)),
+            node_side_nodes: healed.and_then(|(_, p)| side(p, node)),
+            raiser_side_nodes: healed
+                .zip(raiser.filter(|&r| r < self.nodes))
+                .and_then(|((_, p), r)| side(p, r)),
+        };
+        if let Some(e) = self.explain.as_mut() {
+            e.log.push(verdict);
         }
     }
 
@@ -742,6 +844,11 @@ impl Observer {
             false_positives: self.false_positives.len() as u64,
             false_positive_verdicts: self.false_positive_verdicts,
             first_false_positive: self.first_false_positive.clone(),
+            false_positive_log: self
+                .explain
+                .as_mut()
+                .map(|e| core::mem::take(&mut e.log))
+                .unwrap_or_default(),
             pauses: self.pauses.len() as u64,
             paused_dead: self.pauses.iter().filter(|p| p.declared_dead).count() as u64,
             paused_dead_verdicts: self.paused_dead_verdicts,

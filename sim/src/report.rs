@@ -55,6 +55,10 @@ pub struct RunReport {
     pub false_positive_verdicts: u64,
     /// The first false positive, described.
     pub first_false_positive: Option<String>,
+    /// With [`crate::RunOptions::explain_false_positives`]: every false-positive Dead verdict
+    /// (the first [`MAX_EXPLAINED_VERDICTS`]), explained; left out of the JSON when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub false_positive_log: Vec<FalsePositiveVerdict>,
     /// Pauses (gray failures) in the run.
     pub pauses: u64,
     /// Pauses during which some node declared the paused node Dead ("paused-dead").
@@ -205,6 +209,78 @@ pub struct RunReport {
     /// each (not serialized).
     #[serde(skip)]
     pub trace: Vec<String>,
+}
+
+/// False-positive verdicts kept by [`crate::RunOptions::explain_false_positives`], at most.
+pub const MAX_EXPLAINED_VERDICTS: usize = 10_000;
+
+/// One false-positive Dead verdict, explained: who declared whom, when, and what the observer
+/// and the node had seen of the partitions and of each other before it. Nodes are numbered as
+/// in the rest of the report (`node-1` is 1).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct FalsePositiveVerdict {
+    /// Virtual seconds of the verdict.
+    pub at_s: f64,
+    /// The node that emitted the Dead verdict.
+    pub observer: u32,
+    /// The running node it declared Dead.
+    pub node: u32,
+    /// Who the observer's event names as the declarer (the observer itself: its suspicion ran
+    /// out).
+    pub declared_by: Option<u32>,
+    /// The incarnation the verdict is about.
+    pub incarnation: u32,
+    /// The node's own incarnation at that instant: above `incarnation` when the node had
+    /// already refuted and the refutation had not reached the observer.
+    pub node_incarnation: u32,
+    /// When the node last refuted a claim about itself before the verdict.
+    pub node_refuted_at_s: Option<f64>,
+    /// When the observer began to hold the node Suspect (the suspicion that ran out), and who
+    /// raised it (the observer's own probe, or the member whose claim it took).
+    pub suspected_at_s: Option<f64>,
+    /// See `suspected_at_s`.
+    pub suspected_by: Option<u32>,
+    /// The last partition that healed before the verdict: seconds since its heal.
+    pub since_heal_s: Option<f64>,
+    /// Whether that partition had the observer and the node on different sides.
+    pub across_healed_cut: bool,
+    /// Nodes on the observer's side of that partition.
+    pub observer_side_nodes: Option<u32>,
+    /// Nodes on the declared node's side of that partition.
+    pub node_side_nodes: Option<u32>,
+    /// Nodes on the raiser's (`suspected_by`) side of that partition.
+    pub raiser_side_nodes: Option<u32>,
+}
+
+/// One explained false positive as a line of text, for the command line.
+pub fn explain_line(v: &FalsePositiveVerdict) -> String {
+    let opt = |t: Option<f64>| t.map_or("-".to_owned(), |t| format!("{t:.3}"));
+    let who = |n: Option<u32>| n.map_or("-".to_owned(), |n| format!("node-{n}"));
+    let side = |n: Option<u32>| n.map_or("-".to_owned(), |n| n.to_string());
+    format!(
+        "false positive at {:.3} s: node-{} held node-{} dead at incarnation {} (node at {}, \
+         refuted at {}); declared by {}; suspected since {} by {}; {} s after the last heal, \
+         {} (sides: observer {}, node {}, raiser {})",
+        v.at_s,
+        v.observer,
+        v.node,
+        v.incarnation,
+        v.node_incarnation,
+        opt(v.node_refuted_at_s),
+        who(v.declared_by),
+        opt(v.suspected_at_s),
+        who(v.suspected_by),
+        opt(v.since_heal_s),
+        if v.across_healed_cut {
+            "across the healed cut"
+        } else {
+            "same side"
+        },
+        side(v.observer_side_nodes),
+        side(v.node_side_nodes),
+        side(v.raiser_side_nodes),
+    )
 }
 
 impl RunReport {
