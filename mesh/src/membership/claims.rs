@@ -321,6 +321,19 @@ impl Membership {
             if let Some(s) = self.suspicions.get_mut(&node) {
                 let before = s.deadline();
                 if s.confirm(by) {
+                    // A late confirmation (the timeout it brings ran out already) would declare
+                    // the member dead at once, though nothing may have reached it yet: after a
+                    // partition heals, the cut-off side's verdicts arrive as confirmations of
+                    // suspicions its members could not refute across the cut, and one verdict
+                    // would set off the next. A node whose own health dropped (it missed acks:
+                    // it may be the cut-off one) tells the member first and gives it a round
+                    // trip. A healthy node declares on time, as SWIM does: in a quiet mesh a
+                    // crash's late confirmations are the common case, and the check would make
+                    // detection a probe timeout slower. (Contact coming back is handled where
+                    // the verdict falls, in `suspicion_expired`.)
+                    let check = self.health.score() > 0
+                        && s.is_due(now)
+                        && s.hold_for_check(now, self.config.probe_timeout(), 1);
                     let after = s.deadline();
                     self.suspicion_deadlines.remove(&(before, node));
                     self.suspicion_deadlines.insert((after, node));
@@ -329,6 +342,9 @@ impl Membership {
                         incarnation,
                         from: by,
                     });
+                    if check {
+                        self.send_check(node, incarnation);
+                    }
                 }
             }
             return;

@@ -286,6 +286,9 @@ pub struct Membership {
     broadcasts: Broadcasts,
     suspicions: BTreeMap<NodeId, Suspicion>,
     suspicion_deadlines: BTreeSet<(Instant, NodeId)>,
+    /// The last time a member this node had lost contact with (held Dead, or Suspect for
+    /// longer than a confirmed suspicion lasts) sent it a datagram (see `note_reconnect`).
+    reconnected_at: Option<Instant>,
     probe: Option<Probe>,
     relays: BTreeMap<u32, Relay>,
     relay_deadlines: BTreeSet<(Instant, u32)>,
@@ -352,6 +355,7 @@ impl Membership {
             broadcasts: Broadcasts::default(),
             suspicions: BTreeMap::new(),
             suspicion_deadlines: BTreeSet::new(),
+            reconnected_at: None,
             probe: None,
             relays: BTreeMap::new(),
             relay_deadlines: BTreeSet::new(),
@@ -485,6 +489,7 @@ impl Membership {
             });
         }
         self.stats.datagrams_received += 1;
+        self.note_reconnect(now, from);
         self.verify(from);
         let mut updates = datagram.updates;
         // Queues send newest first; metadata writes apply only in version order.
@@ -521,6 +526,7 @@ impl Membership {
             let corrections = core::mem::take(&mut self.corrections);
             self.send_with(from, Message::Gossip, corrections);
         }
+        self.tell_speaking_suspect(now, from);
         Ok(())
     }
 

@@ -21,6 +21,10 @@ use crate::wire::{Message, Update};
 pub(crate) const MAX_RELAYS: usize = 256;
 /// Dead members probed again and awaiting an ack at once.
 const MAX_DEAD_PROBES: usize = 16;
+/// Direct checks that may hold one suspicion's verdict (a late confirmation, contact coming
+/// back); past this the verdict stands. Each costs one datagram and delays a real crash's
+/// verdict by a probe timeout.
+pub(crate) const MAX_DIRECT_CHECKS: u32 = 2;
 
 /// The probe of the current protocol period.
 #[derive(Debug)]
@@ -330,22 +334,28 @@ impl Membership {
             return;
         }
         let incarnation = s.incarnation;
+        // Contact came back after the claim last went to the member (or after the suspicion
+        // began, if it never went): a partition may have healed since. The member could not
+        // refute across the cut, nor hear a check sent into it; tell it again, now that it
+        // can answer, before declaring it dead. In a quiet mesh no contact comes back, and a
+        // crash is declared on time.
+        let reconnected = self
+            .reconnected_at
+            .is_some_and(|at| at > s.told_at.unwrap_or(s.started()) && at >= s.started());
         let grace = self.health.scale(self.config.probe_timeout());
+        let check = self.config.probe_timeout();
         if let Some(s) = self.suspicions.get_mut(&node)
-            && s.grant_last_check(grace)
+            && ((reconnected && s.hold_for_check(now, check, MAX_DIRECT_CHECKS))
+                || s.grant_last_check(grace))
         {
-            // Nobody else confirmed this suspicion: before declaring the member dead, tell it
-            // directly. If it is alive its refutation comes straight back (a refutation answers
-            // the claim's sender first); a lost refutation should not kill a healthy member.
+            // Nobody else confirmed this suspicion, or contact came back: before declaring the
+            // member dead, tell it directly. If it is alive its refutation comes straight back
+            // (a refutation answers the claim's sender first); a lost refutation should not
+            // kill a healthy member.
+            s.told_at = Some(now);
             let deadline = s.deadline();
             self.suspicion_deadlines.insert((deadline, node));
-            let seq = self.next_seq();
-            let claim = Update::Suspect {
-                node,
-                incarnation,
-                from: self.id,
-            };
-            self.send_with(node, Message::Ping { seq, target: node }, vec![claim]);
+            self.send_check(node, incarnation);
             return;
         }
         self.suspicions.remove(&node);
@@ -361,6 +371,69 @@ impl Membership {
                 from: self.id,
             });
         }
+    }
+
+    /// Sends `node` the suspicion about it directly, in a ping: alive, it refutes to this node
+    /// first (see `correct_stale_claim`).
+    pub(super) fn send_check(&mut self, node: NodeId, incarnation: crate::id::Incarnation) {
+        let seq = self.next_seq();
+        let claim = Update::Suspect {
+            node,
+            incarnation,
+            from: self.id,
+        };
+        self.send_with(node, Message::Ping { seq, target: node }, vec![claim]);
+    }
+
+    /// A datagram came from `from`, before its updates apply: a member held Dead, or Suspect
+    /// for longer than a confirmed suspicion lasts, was out of reach, and contact with it came
+    /// back (a partition healed, a pause ended). Noted before the updates apply, because the
+    /// first datagram across a healed cut may carry the late confirmations it is meant to hold.
+    pub(super) fn note_reconnect(&mut self, now: Instant, from: NodeId) {
+        let min = self.config.suspicion_min();
+        let lost = match self.members.get(from).map(|m| m.state) {
+            Some(MemberState::Dead) => true,
+            Some(MemberState::Suspect) => self
+                .suspicions
+                .get(&from)
+                .is_some_and(|s| now.saturating_duration_since(s.started()) >= min),
+            _ => false,
+        };
+        if lost {
+            self.reconnected_at = Some(now);
+        }
+    }
+
+    /// A datagram came from `from`, after its updates applied: a member still held Suspect is
+    /// told the claim at once (Lifeguard's buddy system, on its contact rather than our probe),
+    /// at most once per probe timeout.
+    pub(super) fn tell_speaking_suspect(&mut self, now: Instant, from: NodeId) {
+        let Some(m) = self.members.get(from) else {
+            return;
+        };
+        if m.state != MemberState::Suspect {
+            return;
+        }
+        let incarnation = m.incarnation;
+        let quiet = self.config.probe_timeout();
+        let Some(s) = self.suspicions.get_mut(&from) else {
+            return;
+        };
+        if s.told_at
+            .is_some_and(|t| now.saturating_duration_since(t) < quiet)
+        {
+            return;
+        }
+        s.told_at = Some(now);
+        self.send_with(
+            from,
+            Message::Gossip,
+            vec![Update::Suspect {
+                node: from,
+                incarnation,
+                from: self.id,
+            }],
+        );
     }
 
     /// Records a state change of another member and tells the application.

@@ -23,6 +23,13 @@ pub(crate) struct Suspicion {
     confirmers: BTreeSet<NodeId>,
     /// Extra time granted for one last direct check of an unconfirmed suspicion.
     grace: Duration,
+    /// No verdict before this: a direct check of the suspect is under way.
+    not_before: Instant,
+    /// When this node last sent the suspect the claim directly (a check, or an answer to its
+    /// datagram), if it did.
+    pub(crate) told_at: Option<Instant>,
+    /// Direct checks that held the verdict so far.
+    checks: u32,
 }
 
 impl Suspicion {
@@ -45,6 +52,9 @@ impl Suspicion {
             expected,
             confirmers,
             grace: Duration::ZERO,
+            not_before: now,
+            told_at: None,
+            checks: 0,
         }
     }
 
@@ -58,14 +68,15 @@ impl Suspicion {
 
     /// When the suspected member is declared dead, given the confirmations so far.
     pub(crate) fn deadline(&self) -> Instant {
-        self.started
+        let due = self.started
             + timeout(
                 self.min,
                 self.max,
                 self.expected,
                 self.confirmers.len() as u32 - 1,
             )
-            + self.grace
+            + self.grace;
+        due.max(self.not_before)
     }
 
     /// Whether a member other than `me` raised or confirmed this suspicion.
@@ -82,6 +93,34 @@ impl Suspicion {
         }
         self.grace = grace;
         true
+    }
+
+    /// When the suspicion began here.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Holds the verdict until `now + check` for a direct check of the suspect (the caller sends
+    /// it the claim), if fewer than `max_checks` checks held it before; returns whether it did.
+    pub(crate) fn hold_for_check(
+        &mut self,
+        now: Instant,
+        check: Duration,
+        max_checks: u32,
+    ) -> bool {
+        if self.checks >= max_checks {
+            return false;
+        }
+        self.checks += 1;
+        self.not_before = self.not_before.max(now + check);
+        self.told_at = Some(now);
+        true
+    }
+
+    /// A confirmation at `now` brought the deadline to `now` or before (a late one): the suspect
+    /// has had no chance to answer this node directly.
+    pub(crate) fn is_due(&self, now: Instant) -> bool {
+        self.deadline() <= now
     }
 }
 

@@ -1256,3 +1256,268 @@ fn an_unverified_member_at_a_newer_incarnation_is_not_passed_on() {
         );
     }
 }
+
+/// Lifeguard §IV-B shrinks a suspicion's timeout with each independent confirmation, which
+/// assumes the suspect heard of the suspicion all along. A confirmation that arrives after the
+/// timeout it brings has run (a late one: here, the other side's verdicts when a partition
+/// heals) must not declare the member dead before it was told directly and could answer.
+#[test]
+fn a_late_confirmation_checks_the_suspect_before_declaring_it_dead() {
+    let mut net = Net::converged(8, Profile::Lan);
+    net.run_for(Duration::from_secs(2));
+    let others: Vec<u64> = (2..=8).collect();
+    net.partition(&[1], &others);
+    // Node 1, cut off, learns from node 3 that node 2 is suspect, and cannot hear the
+    // refutation.
+    let held = net.nodes[&id(1)].member(id(2)).unwrap().incarnation;
+    net.nodes
+        .get_mut(&id(1))
+        .unwrap()
+        .apply_suspect(net.now, id(2), held, id(3));
+    net.drain(id(1));
+    // Past the confirmed (minimum) timeout, before the unconfirmed one.
+    let min = net.nodes[&id(1)].config().suspicion_min();
+    net.run_for(min + Duration::from_millis(500));
+    assert_eq!(net.state(1, 2), Some(MemberState::Suspect));
+    net.cut.clear();
+    let healed_at = net.now;
+    // Three more members' verdicts arrive at once: the suspicion is confirmed and its
+    // timeout ran out long ago.
+    for from in [4, 5, 6] {
+        let dead = Update::Dead {
+            node: id(2),
+            incarnation: held,
+            from: id(from),
+        };
+        net.forge(from, 1, &Message::Gossip, &[dead]);
+    }
+    net.run_for(Duration::from_secs(3));
+    let dead_after: Vec<_> = net
+        .events
+        .iter()
+        .filter(|(t, n, e)| {
+            *t >= healed_at
+                && *n == id(1)
+                && matches!(e, Event::MemberStateChanged { node, to: MemberState::Dead, .. } if *node == id(2))
+        })
+        .collect();
+    assert!(
+        dead_after.is_empty(),
+        "node 1 declared running node 2 dead: {dead_after:?}"
+    );
+    assert_eq!(net.state(1, 2), Some(MemberState::Alive));
+    assert!(net.nodes[&id(2)].incarnation().is_newer_than(held));
+}
+
+/// A check sent into a partition is lost. When contact comes back (a member held Dead, or
+/// suspect for longer than a confirmed suspicion, speaks again) a suspicion whose verdict falls
+/// after that contact tells its suspect again before declaring it dead.
+#[test]
+fn contact_coming_back_renews_the_check_of_a_suspicion() {
+    let mut net = Net::converged(8, Profile::Lan);
+    net.run_for(Duration::from_secs(2));
+    let others: Vec<u64> = (2..=8).collect();
+    net.partition(&[1], &others);
+    // Node 1, cut off, suspects node 3 (on node 4's word), then node 2 (on node 3's).
+    let held = net.nodes[&id(1)].member(id(2)).unwrap().incarnation;
+    let held_3 = net.nodes[&id(1)].member(id(3)).unwrap().incarnation;
+    net.nodes
+        .get_mut(&id(1))
+        .unwrap()
+        .apply_suspect(net.now, id(3), held_3, id(4));
+    net.run_for(Duration::from_secs(1));
+    net.nodes
+        .get_mut(&id(1))
+        .unwrap()
+        .apply_suspect(net.now, id(2), held, id(3));
+    net.drain(id(1));
+    let started = net.now;
+    // Until node 1's last direct check of node 2 went out, into the cut.
+    let mut checked = None;
+    for _ in 0..200 {
+        net.run_for(Duration::from_millis(50));
+        let s = &net.nodes[&id(1)].suspicions[&id(2)];
+        if s.told_at.is_some() {
+            checked = s.told_at;
+            break;
+        }
+    }
+    let checked = checked.expect("node 1 checked node 2 directly before its verdict");
+    assert!(checked > started);
+    // The cut heals just before the verdict: too late for the check, lost in the cut.
+    let verdict = net.nodes[&id(1)].suspicions[&id(2)].deadline();
+    net.run_for(verdict.saturating_duration_since(net.now) - Duration::from_millis(100));
+    assert_eq!(net.state(1, 2), Some(MemberState::Suspect));
+    // The cut heals; a member node 1 lost contact with speaks to it.
+    net.cut.clear();
+    let healed_at = net.now;
+    // Node 3 has been suspect for longer than a confirmed suspicion lasts, or is dead.
+    let m3 = net.nodes[&id(1)].member(id(3)).unwrap();
+    assert!(
+        m3.state == MemberState::Dead
+            || net.now.saturating_duration_since(m3.last_change)
+                >= net.nodes[&id(1)].config().suspicion_min(),
+        "node 1 lost contact with node 3: {m3:?}"
+    );
+    net.forge(3, 1, &Message::Gossip, &[]);
+    net.run_for(Duration::from_secs(3));
+    let dead_after: Vec<_> = net
+        .events
+        .iter()
+        .filter(|(t, n, e)| {
+            *t >= healed_at
+                && *n == id(1)
+                && matches!(e, Event::MemberStateChanged { node, to: MemberState::Dead, .. } if *node == id(2))
+        })
+        .collect();
+    assert!(
+        dead_after.is_empty(),
+        "node 1 declared running node 2 dead: {dead_after:?}"
+    );
+    assert_eq!(net.state(1, 2), Some(MemberState::Alive));
+}
+
+/// A suspect that speaks to this node is told the claim at once, in reply (Lifeguard's buddy
+/// system on its contact): after a cut heals, its refutation need not wait for this node's
+/// probe to pick it or for the claim's gossip to find it.
+#[test]
+fn a_suspect_that_speaks_is_told_the_claim_in_reply() {
+    let mut net = Net::converged(8, Profile::Lan);
+    net.run_for(Duration::from_secs(2));
+    let others: Vec<u64> = (2..=8).collect();
+    net.partition(&[1], &others);
+    let held = net.nodes[&id(1)].member(id(2)).unwrap().incarnation;
+    net.nodes
+        .get_mut(&id(1))
+        .unwrap()
+        .apply_suspect(net.now, id(2), held, id(3));
+    net.drain(id(1));
+    net.run_for(Duration::from_millis(500));
+    assert_eq!(net.state(1, 2), Some(MemberState::Suspect));
+    assert_eq!(
+        net.nodes[&id(2)].incarnation(),
+        held,
+        "node 2 heard nothing"
+    );
+    net.cut.clear();
+    net.forge(2, 1, &Message::Gossip, &[]);
+    // One round trip (1 ms each way), well short of a probe period.
+    net.run_for(3 * LATENCY);
+    assert!(
+        net.nodes[&id(2)].incarnation().is_newer_than(held),
+        "node 2 was not told it is suspected in reply to its datagram"
+    );
+}
+
+/// The direct check a late confirmation gets is for a node that lost contact (its health
+/// dropped, or a member it had lost speaks again): a healthy node in a quiet mesh takes a
+/// crash's late confirmations as SWIM does and declares the member at once, so that detection
+/// is not one probe timeout slower for everyone who heard of the crash late.
+#[test]
+fn a_healthy_node_declares_a_crash_on_a_late_confirmation_at_once() {
+    let mut net = Net::converged(8, Profile::Lan);
+    net.run_for(Duration::from_secs(2));
+    // Node 2 crashes; node 1 hears of it from node 3 only, then nothing (a cut keeps the
+    // other confirmations from arriving on time).
+    net.down.insert(id(2));
+    let others: Vec<u64> = (2..=8).collect();
+    net.partition(&[1], &others);
+    let held = net.nodes[&id(1)].member(id(2)).unwrap().incarnation;
+    net.nodes
+        .get_mut(&id(1))
+        .unwrap()
+        .apply_suspect(net.now, id(2), held, id(3));
+    net.drain(id(1));
+    let min = net.nodes[&id(1)].config().suspicion_min();
+    net.run_for(min + Duration::from_millis(500));
+    assert_eq!(net.state(1, 2), Some(MemberState::Suspect));
+    // Node 1 is healthy again and lost no contact: the late confirmations are taken as they
+    // come (applied as claims, so no datagram from a lost member brings them).
+    let m = net.nodes.get_mut(&id(1)).unwrap();
+    m.health.apply(-i64::from(m.health.score()));
+    m.reconnected_at = None;
+    let at = net.now;
+    for from in [4, 5, 6] {
+        m.apply_suspect(at, id(2), held, id(from));
+    }
+    // The suspicion timer fires on the next step.
+    net.run_for(Duration::from_millis(1));
+    let declared: Vec<_> = net
+        .events
+        .iter()
+        .filter(|(_, n, e)| {
+            *n == id(1)
+                && matches!(e, Event::MemberStateChanged { node, to: MemberState::Dead, .. } if *node == id(2))
+        })
+        .map(|(t, _, _)| *t)
+        .collect();
+    assert_eq!(
+        declared,
+        vec![at],
+        "node 1 declared crashed node 2 dead at once on the late confirmations"
+    );
+}
+
+/// The first datagram a lost member sends across a healed cut usually carries its own
+/// refutation (it learnt it was suspected): contact is noted before the datagram's updates
+/// apply, while the member is still held Suspect, or the refutation would hide that contact
+/// came back and a suspicion whose check went into the cut would be declared unchecked.
+#[test]
+fn a_refutation_in_the_first_datagram_after_a_cut_still_counts_as_contact() {
+    let mut net = Net::converged(8, Profile::Lan);
+    net.run_for(Duration::from_secs(2));
+    let others: Vec<u64> = (2..=8).collect();
+    net.partition(&[1], &others);
+    // Node 1, cut off, suspects node 3 (on node 4's word), then node 2 (on node 3's).
+    let held = net.nodes[&id(1)].member(id(2)).unwrap().incarnation;
+    let held_3 = net.nodes[&id(1)].member(id(3)).unwrap().incarnation;
+    net.nodes
+        .get_mut(&id(1))
+        .unwrap()
+        .apply_suspect(net.now, id(3), held_3, id(4));
+    net.run_for(Duration::from_secs(1));
+    net.nodes
+        .get_mut(&id(1))
+        .unwrap()
+        .apply_suspect(net.now, id(2), held, id(3));
+    net.drain(id(1));
+    // Until node 1's last direct check of node 2 went out, into the cut, and to just before
+    // the verdict.
+    for _ in 0..200 {
+        net.run_for(Duration::from_millis(50));
+        if net.nodes[&id(1)].suspicions[&id(2)].told_at.is_some() {
+            break;
+        }
+    }
+    assert!(net.nodes[&id(1)].suspicions[&id(2)].told_at.is_some());
+    let verdict = net.nodes[&id(1)].suspicions[&id(2)].deadline();
+    net.run_for(verdict.saturating_duration_since(net.now) - Duration::from_millis(100));
+    assert_eq!(net.state(1, 2), Some(MemberState::Suspect));
+    assert_ne!(net.state(1, 3), Some(MemberState::Alive));
+    net.cut.clear();
+    let healed_at = net.now;
+    // Node 3 speaks first, with its refutation.
+    let meta = net.nodes[&id(1)].member(id(3)).unwrap().meta_version;
+    let refutation = Update::Alive {
+        node: id(3),
+        incarnation: held_3.next(),
+        meta,
+    };
+    net.forge(3, 1, &Message::Gossip, &[refutation]);
+    assert_eq!(net.state(1, 3), Some(MemberState::Alive));
+    net.run_for(Duration::from_secs(3));
+    let dead_after: Vec<_> = net
+        .events
+        .iter()
+        .filter(|(t, n, e)| {
+            *t >= healed_at
+                && *n == id(1)
+                && matches!(e, Event::MemberStateChanged { node, to: MemberState::Dead, .. } if *node == id(2))
+        })
+        .collect();
+    assert!(
+        dead_after.is_empty(),
+        "node 1 declared running node 2 dead: {dead_after:?}"
+    );
+    assert_eq!(net.state(1, 2), Some(MemberState::Alive));
+}
