@@ -122,7 +122,9 @@ use crate::lease::{
     LeadershipEvent, LeaseClient, LeaseConfig, LeaseError, LeaseGroup, MessageError, Recipient,
     RequestId, Scope, Sequenced,
 };
-use crate::membership::{self, MemberState, Membership, MetadataError};
+use crate::membership::{
+    self, ForceLeave, ForceLeaveError, MemberState, Membership, MetadataError,
+};
 use crate::shard::{
     Coordinator, InstructionError, Plan, RebalanceError, ShardConfig, ShardEvent, ShardMember,
     ShardMessage, ShardRole,
@@ -588,6 +590,18 @@ impl Node {
         }
         self.membership.leave(now);
         self.settle(now);
+    }
+
+    /// Moves a member this node holds dead to `left` in this node's view, on the operator's
+    /// word (see [`Membership::force_leave`]); campaigns waiting on it stop waiting.
+    pub fn force_leave(
+        &mut self,
+        now: Instant,
+        node: NodeId,
+    ) -> Result<ForceLeave, ForceLeaveError> {
+        let outcome = self.membership.force_leave(now, node)?;
+        self.settle(now);
+        Ok(outcome)
     }
 
     /// Sets one key of this node's metadata and spreads the write.

@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use meshkit::lease::{FencingToken, Scope};
-use meshkit::membership::{Event, MemberState, MetadataError, Stats};
+use meshkit::membership::{Event, ForceLeave, ForceLeaveError, MemberState, MetadataError, Stats};
 pub use meshkit::node::Channel;
 use meshkit::node::{Event as NodeEvent, Node};
 use meshkit::{Duration, Incarnation, Instant, MetaVersion, NodeId};
@@ -226,9 +226,26 @@ pub enum SetMetadataError {
     Stopped(#[from] DriverStopped),
 }
 
+/// Why [`NodeHandle::force_leave`] failed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ForceLeaveFailed {
+    /// The core refused (the operator named this node, an unknown member, or one it does not
+    /// hold dead); nothing changed.
+    #[error(transparent)]
+    Refused(#[from] ForceLeaveError),
+    /// The driver has stopped.
+    #[error(transparent)]
+    Stopped(#[from] DriverStopped),
+}
+
 #[derive(Debug)]
 enum Command {
     Join(Vec<Seed>),
+    ForceLeave {
+        node: NodeId,
+        reply: oneshot::Sender<Result<ForceLeave, ForceLeaveError>>,
+    },
     SetMetadata {
         key: String,
         value: Vec<u8>,
@@ -308,6 +325,14 @@ impl NodeHandle {
     /// Leaves the mesh gracefully; keep the node running a few gossip rounds afterwards.
     pub async fn leave(&self) -> Result<(), DriverStopped> {
         self.send(Command::Leave).await
+    }
+
+    /// Moves `node`, a member this node holds dead, to `left` in this node's view (the
+    /// operator's word; see [`meshkit::membership::Membership::force_leave`]).
+    pub async fn force_leave(&self, node: NodeId) -> Result<ForceLeave, ForceLeaveFailed> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::ForceLeave { node, reply }).await?;
+        Ok(rx.await.map_err(|_| DriverStopped)??)
     }
 
     /// A copy of the node's current view.
@@ -533,6 +558,10 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                 let _ = reply.send(self.node.set_metadata(now, &key, &value));
             }
             Command::Leave => self.node.leave(now),
+            Command::ForceLeave { node, reply } => {
+                // The state log says `member left` with `by` this node and `from` dead.
+                let _ = reply.send(self.node.force_leave(now, node));
+            }
             Command::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot());
             }

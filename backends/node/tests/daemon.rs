@@ -176,3 +176,177 @@ fn a_driver_panic_ends_meshkitd_with_status_70() {
         assert!(log.contains(says), "the log does not say {says:?}:\n{log}");
     }
 }
+
+/// The token subject of a test operator holding `scope`, as the audit log names it.
+fn subject(scope: meshkit_node::scope::Scope) -> &'static str {
+    match scope {
+        meshkit_node::scope::Scope::Admin => "admin",
+        _ => "operator",
+    }
+}
+
+/// Runs `meshctl args` against `control` with a token for `scope`; its exit status, stdout and
+/// stderr.
+fn meshctl_as(
+    dir: &Path,
+    scope: meshkit_node::scope::Scope,
+    control: &str,
+    args: &[&str],
+) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(args)
+        .args(["--addr", control])
+        .env("MESHCTL_TOKEN", common::token(dir, subject(scope), scope))
+        .env("MESHCTL_CA", dir.join("ca.pem"))
+        .env("MESHCTL_STATE", dir.join("meshctl-state.json"))
+        .env("MESHCTL_CONFIG", dir.join("no-meshctl.toml"))
+        .output()
+        .expect("meshctl runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The audit records of `path` for `POST /control/force-leave`: (identity, outcome, status).
+fn force_leave_audit(path: &Path) -> Vec<(String, String, u64)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON audit line"))
+        .filter(|r| r["path"] == "/control/force-leave")
+        .map(|r| {
+            (
+                r["identity"].as_str().unwrap_or("-").to_owned(),
+                r["outcome"].as_str().unwrap_or_default().to_owned(),
+                r["status"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// `meshctl force-leave` against real processes: a member killed with SIGKILL is refused while
+/// the node asked does not hold it dead yet (409), and so is a live member; once every member
+/// holds it dead, one command makes every member hold it `left` (each asked at its own control
+/// address), and a second finds it left already. It needs mesh.admin: an operator's token and a
+/// peer's own certificate (a member of the mesh, which may only observe) are refused with 403,
+/// and every call, allowed or refused, is in the node's audit log.
+#[test]
+fn force_leave_moves_a_killed_member_to_left_at_every_member() {
+    use meshkit_node::scope::Scope;
+    let dir = TempDir::new("force-leave");
+    let (ca, files) = meshkit_node::certs::write_dev_certs(dir.path(), 4).unwrap();
+    let token_file = common::observer_token_file(dir.path());
+    let mut daemons: Vec<Daemon> = Vec::new();
+    for f in &files {
+        let seeds: Vec<(u64, SocketAddr)> = daemons
+            .first()
+            .map(|d| vec![(1, d.gossip)])
+            .unwrap_or_default();
+        // Appended to `[access]`: one audit log per node, beside its config.
+        let audit = format!("audit_log = \"audit-{}.jsonl\"\n", f.id.get());
+        let path =
+            common::write_config_with(dir.path(), f.id.get(), &seeds, &f.cert, &f.key, &ca, &audit);
+        daemons.push(start(&path));
+    }
+    let all_hold = |daemons: &[Daemon], id: u64, state: &str| {
+        daemons
+            .iter()
+            .all(|d| states(&d.control, &token_file).contains(&(id, state.to_owned())))
+    };
+    assert!(
+        eventually(FORM_LIMIT, || all_hold(&daemons, 4, "alive")),
+        "no mesh of four"
+    );
+    let first = daemons[0].control.clone();
+
+    // A live member is refused by the node asked, and nothing changes.
+    let (ok, _, err) = meshctl_as(dir.path(), Scope::Admin, &first, &["force-leave", "2"]);
+    assert!(
+        !ok && err.contains("HTTP 409") && err.contains("not dead"),
+        "{err}"
+    );
+    // mesh.operate is not enough.
+    let (ok, _, err) = meshctl_as(dir.path(), Scope::Operate, &first, &["force-leave", "4"]);
+    assert!(!ok && err.contains("HTTP 403"), "{err}");
+    // Nor is a peer's certificate: node 2, a member of this mesh, may observe, not force a
+    // member out (the adversary here is a member's identity used against another member).
+    let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(["force-leave", "4", "--addr", &first])
+        .env("MESHCTL_CA", dir.path().join("ca.pem"))
+        .env("MESHCTL_CERT", &files[1].cert)
+        .env("MESHCTL_KEY", &files[1].key)
+        .env("MESHCTL_STATE", dir.path().join("meshctl-state.json"))
+        .env("MESHCTL_CONFIG", dir.path().join("no-meshctl.toml"))
+        .output()
+        .expect("meshctl runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("HTTP 403"), "{err}");
+
+    let mut fourth = daemons.pop().unwrap();
+    fourth.kill();
+    // Just killed: alive or suspect at node 1 still, so refused.
+    let (ok, _, err) = meshctl_as(dir.path(), Scope::Admin, &first, &["force-leave", "4"]);
+    assert!(!ok && err.contains("HTTP 409"), "{err}");
+    assert!(
+        eventually(DETECT_LIMIT, || all_hold(&daemons, 4, "dead")),
+        "node-4 not declared dead by all"
+    );
+
+    let (ok, out, err) = meshctl_as(
+        dir.path(),
+        Scope::Admin,
+        &first,
+        &["force-leave", "4", "--json"],
+    );
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let asked: Vec<(u64, &str)> = report["asked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["node"].as_u64().unwrap(), a["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(asked.len(), 3, "{out}");
+    assert_eq!(asked[0], (1, "left"), "{out}");
+    assert!(asked.iter().all(|(_, o)| *o == "left"), "{out}");
+    assert!(
+        all_hold(&daemons, 4, "left"),
+        "every member holds node-4 left"
+    );
+
+    // Again: the table says it is left already everywhere, and it still is (the gossip of
+    // the others meanwhile did not turn it back to dead; the core's tests show it on virtual
+    // time).
+    let (ok, out, err) = meshctl_as(dir.path(), Scope::Admin, &first, &["force-leave", "4"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("already left").count(), 3, "{out}");
+    assert!(
+        out.contains("node 4 is left at 3 of 3 members asked"),
+        "{out}"
+    );
+    assert!(all_hold(&daemons, 4, "left"), "node-4 stays left");
+
+    // Node 1's audit log: the two refusals (403, with who asked) and every admin's call, in
+    // order (the writer is asynchronous: poll until the last one is out).
+    let audit = dir.path().join("audit-1.jsonl");
+    assert!(
+        eventually(EXIT_LIMIT, || force_leave_audit(&audit).len() == 6),
+        "{:?}",
+        force_leave_audit(&audit)
+    );
+    let record =
+        |who: &str, outcome: &str, status: u64| (who.to_owned(), outcome.to_owned(), status);
+    assert_eq!(
+        force_leave_audit(&audit),
+        vec![
+            record("admin", "allowed", 409),
+            record("operator", "forbidden", 403),
+            record("node-2", "forbidden", 403),
+            record("admin", "allowed", 409),
+            record("admin", "allowed", 200),
+            record("admin", "allowed", 200),
+        ]
+    );
+}

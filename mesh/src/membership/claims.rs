@@ -14,7 +14,8 @@
 //! * A member's own word (`sender == node`) about itself is taken at any newer incarnation:
 //!   that is how a restarted node, whose boot incarnation jumped, is learnt.
 //! * `Left` is taken only on the member's own word. A `Left` relayed by anyone else is a death
-//!   claim at the same incarnation.
+//!   claim at the same incarnation. The one other way to `Left` is this node's own operator:
+//!   [`Membership::force_leave`] of a member this node holds dead, which sends nothing.
 //! * Only this node's own suspicion timer declares a member dead. Another node's death claim
 //!   (a `Dead`, a relayed `Left`, a `Dead` record) starts or confirms a local suspicion, as a
 //!   `Suspect` does, so a live member refutes before this node emits a `Dead` event; a real
@@ -29,7 +30,9 @@
 
 use super::member::Member;
 use super::suspicion::{self, Suspicion};
-use super::{Event, MAX_CORRECTIONS_PER_DATAGRAM, MemberState, Membership};
+use super::{
+    Event, ForceLeave, ForceLeaveError, MAX_CORRECTIONS_PER_DATAGRAM, MemberState, Membership,
+};
 use crate::id::{Incarnation, MetaVersion, NodeId};
 use crate::time::{Duration, Instant, scale};
 use crate::wire::Message;
@@ -393,6 +396,41 @@ impl Membership {
         }
         self.transition(now, node, incarnation, MemberState::Left, Some(node));
         self.broadcasts.push(&Update::Left { node, incarnation });
+    }
+
+    /// The operator's word that a member this node holds dead is gone for good (`serf
+    /// force-leave`): it moves to `Left` in this node's view only. Nothing is sent: a `Left`
+    /// relayed about another member is a death claim to every receiver, so each node is told
+    /// by its own operator (meshctl asks every member). As `Left` it is no longer probed as a
+    /// dead member, counted as failed, or waited for; it is forgotten after `dead_retention`
+    /// like any departed member, and comes back if it ever speaks again at a newer incarnation
+    /// (a restart), as after a graceful leave.
+    ///
+    /// Refused for a member alive or suspect here (it may still answer and refute), for an
+    /// unknown member and for this node; idempotent for a member already left.
+    pub fn force_leave(
+        &mut self,
+        now: Instant,
+        node: NodeId,
+    ) -> Result<ForceLeave, ForceLeaveError> {
+        if node == self.id {
+            return Err(ForceLeaveError::OwnNode { node });
+        }
+        let Some(m) = self.members.get(node) else {
+            return Err(ForceLeaveError::UnknownMember { node });
+        };
+        match m.state {
+            MemberState::Left => Ok(ForceLeave::AlreadyLeft),
+            MemberState::Dead => {
+                let incarnation = m.incarnation;
+                self.transition(now, node, incarnation, MemberState::Left, Some(self.id));
+                tracing::debug!(node = %self.id, member = %node, "forced a dead member to leave");
+                Ok(ForceLeave::Left { incarnation })
+            }
+            state @ (MemberState::Alive | MemberState::Suspect) => {
+                Err(ForceLeaveError::NotDead { node, state })
+            }
+        }
     }
 
     /// A claim older than the member's current incarnation is ignored by everyone who heard the

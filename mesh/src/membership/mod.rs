@@ -15,7 +15,8 @@
 //!   [`handle_timeout`](Membership::handle_timeout) when [`poll_timeout`](Membership::poll_timeout)
 //!   comes due (spurious calls are no-ops), and the commands
 //!   [`handle_join`](Membership::handle_join), [`set_metadata`](Membership::set_metadata),
-//!   [`delete_metadata`](Membership::delete_metadata) and [`leave`](Membership::leave).
+//!   [`delete_metadata`](Membership::delete_metadata), [`leave`](Membership::leave) and
+//!   [`force_leave`](Membership::force_leave).
 //! * **Outputs**, drained after every input in this order:
 //!   [`poll_transmit`](Membership::poll_transmit) until `None` (send each datagram),
 //!   [`poll_event`](Membership::poll_event) until `None` (tell the application), then
@@ -64,6 +65,7 @@ use self::health::LocalHealth;
 use self::member::{Member, MemberTable};
 use self::metadata::Transfers;
 pub use self::metadata::{Metadata, MetadataError};
+
 use self::probe::{Probe, Relay};
 use self::suspicion::Suspicion;
 use self::timer::{Timer, TimerTable};
@@ -122,7 +124,9 @@ pub enum Event {
         from: Option<MemberState>,
         /// The state now.
         to: MemberState,
-        /// Who raised the suspicion or declared the death (this node itself for its own probes).
+        /// Who raised the suspicion or declared the death (this node itself for its own probes),
+        /// or who said the member left (the member itself, or this node for a
+        /// [`force_leave`](Membership::force_leave)).
         by: Option<NodeId>,
     },
     /// This node's copy of a member's metadata (or its own metadata) changed.
@@ -175,6 +179,48 @@ pub enum DatagramError {
         /// The sender the driver saw.
         actual: NodeId,
     },
+}
+
+/// Why [`Membership::force_leave`] refused: the caller's (the operator's) request does not fit
+/// this node's view. Nothing changed.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ForceLeaveError {
+    /// The member named is this node: a node leaves on its own ([`Membership::leave`]).
+    #[error("node {node} is the node asked: it leaves with `leave`, not by force")]
+    OwnNode {
+        /// This node.
+        node: NodeId,
+    },
+    /// This node does not know the member (never learnt, or already forgotten).
+    #[error("node {node} is not a member this node knows")]
+    UnknownMember {
+        /// The member named.
+        node: NodeId,
+    },
+    /// This node does not hold the member dead: it may still answer, and only its own word (or
+    /// this node's own failure detector) may take it out of the mesh.
+    #[error(
+        "node {node} is {state} here, not dead: only a member this node holds dead can be forced to leave"
+    )]
+    NotDead {
+        /// The member named.
+        node: NodeId,
+        /// Its state at this node.
+        state: MemberState,
+    },
+}
+
+/// What [`Membership::force_leave`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForceLeave {
+    /// The member was dead here and is now left.
+    Left {
+        /// Its incarnation (unchanged).
+        incarnation: Incarnation,
+    },
+    /// The member had left already (its own word, or an earlier force-leave): nothing changed.
+    AlreadyLeft,
 }
 
 /// Counters for metrics; they only grow.

@@ -1520,4 +1520,132 @@ fn a_refutation_in_the_first_datagram_after_a_cut_still_counts_as_contact() {
         "node 1 declared running node 2 dead: {dead_after:?}"
     );
     assert_eq!(net.state(1, 2), Some(MemberState::Alive));
+
+// ---- Force-leave: the operator's word, at each node, about a member it holds dead ----------
+
+/// `force_leave` moves a member this node holds dead to `Left`, in this node's view only, and
+/// refuses an alive or suspect member, an unknown one and the node itself. The change is not
+/// gossiped: the other nodes still hold the member dead until their own operator says so.
+#[test]
+fn force_leave_moves_only_a_dead_member_to_left() {
+    let mut net = Net::converged(5, Profile::Lan);
+    net.run_for(Duration::from_secs(2));
+    net.down.insert(id(2));
+    let now = net.now;
+    let one = net.nodes.get_mut(&id(1)).unwrap();
+    assert_eq!(
+        one.force_leave(now, id(2)),
+        Err(ForceLeaveError::NotDead {
+            node: id(2),
+            state: MemberState::Alive
+        }),
+        "just crashed: still alive here, so refused"
+    );
+    assert_eq!(
+        one.force_leave(now, id(1)),
+        Err(ForceLeaveError::OwnNode { node: id(1) })
+    );
+    assert_eq!(
+        one.force_leave(now, id(99)),
+        Err(ForceLeaveError::UnknownMember { node: id(99) })
+    );
+    net.run_for(Duration::from_secs(30));
+    assert_eq!(net.state(1, 2), Some(MemberState::Dead));
+    let now = net.now;
+    let one = net.nodes.get_mut(&id(1)).unwrap();
+    let incarnation = one.member(id(2)).unwrap().incarnation;
+    assert_eq!(
+        one.force_leave(now, id(2)),
+        Ok(ForceLeave::Left { incarnation })
+    );
+    assert_eq!(one.force_leave(now, id(2)), Ok(ForceLeave::AlreadyLeft));
+    net.drain(id(1));
+    assert!(net.events.iter().any(|(_, at, e)| *at == id(1)
+        && *e
+            == Event::MemberStateChanged {
+                node: id(2),
+                incarnation,
+                from: Some(MemberState::Dead),
+                to: MemberState::Left,
+                by: Some(id(1)),
+            }));
+    // Gossip and anti-entropy with the others (who hold node 2 dead) change neither view.
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(net.state(1, 2), Some(MemberState::Left));
+    for i in [3, 4, 5] {
+        assert_eq!(net.state(i, 2), Some(MemberState::Dead), "node {i}");
+    }
+    assert_eq!(net.nodes[&id(1)].alive_count(), 4);
+}
+
+/// A peer's datagram never makes a node hold a third member `Left` (docs/security.md,
+/// "Membership claims"): a member's relayed `Left` about a dead member, as a piggybacked update
+/// and as an anti-entropy record, leaves it dead; only the node's own `force_leave` (or the
+/// member's own word) does.
+#[test]
+fn a_relayed_left_about_a_dead_member_is_refused() {
+    let mut net = Net::converged(5, Profile::Lan);
+    net.run_for(Duration::from_secs(2));
+    net.down.insert(id(2));
+    net.run_for(Duration::from_secs(30));
+    assert_eq!(net.state(1, 2), Some(MemberState::Dead));
+    let incarnation = net.nodes[&id(1)].member(id(2)).unwrap().incarnation;
+    let left = Update::Left {
+        node: id(2),
+        incarnation,
+    };
+    let next = Update::Left {
+        node: id(2),
+        incarnation: incarnation.next(),
+    };
+    net.forge(3, 1, &Message::Gossip, &[left, next]);
+    assert_eq!(net.state(1, 2), Some(MemberState::Dead), "piggybacked Left");
+    let record = |incarnation| MemberRecord {
+        node: id(2),
+        incarnation,
+        state: MemberState::Left,
+        meta: MetaVersion::new(1, 0),
+    };
+    let sync = Message::SyncEntries {
+        reply: wire::SyncReply::Nothing,
+        records: vec![record(incarnation), record(incarnation.next())],
+    };
+    net.forge(3, 1, &sync, &[]);
+    assert_eq!(net.state(1, 2), Some(MemberState::Dead), "Left record");
+    // Node 3 forced it out: its gossip and records reach node 1, which still holds it dead.
+    let now = net.now;
+    assert!(matches!(
+        net.nodes.get_mut(&id(3)).unwrap().force_leave(now, id(2)),
+        Ok(ForceLeave::Left { .. })
+    ));
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(net.state(3, 2), Some(MemberState::Left));
+    for i in [1, 4, 5] {
+        assert_eq!(net.state(i, 2), Some(MemberState::Dead), "node {i}");
+    }
+}
+
+/// Dead is an opinion: a member cut off (not crashed) and forced out everywhere on the
+/// operator's word is alive again in every view once the cut heals: the nodes' anti-entropy
+/// records hold it `left`, which it takes as a claim about itself and refutes at a newer
+/// incarnation, as a member held dead does.
+#[test]
+fn a_member_forced_out_while_cut_off_comes_back_when_the_cut_heals() {
+    let mut net = Net::converged(5, Profile::Lan);
+    net.run_for(Duration::from_secs(2));
+    net.partition(&[5], &[1, 2, 3, 4]);
+    net.run_for(Duration::from_secs(30));
+    for i in 1..=4 {
+        assert_eq!(net.state(i, 5), Some(MemberState::Dead), "node {i}");
+        let now = net.now;
+        assert!(matches!(
+            net.nodes.get_mut(&id(i)).unwrap().force_leave(now, id(5)),
+            Ok(ForceLeave::Left { .. })
+        ));
+    }
+    net.cut.clear();
+    net.run_for(Duration::from_secs(90));
+    for i in 1..=4 {
+        assert_eq!(net.state(i, 5), Some(MemberState::Alive), "node {i}");
+    }
 }

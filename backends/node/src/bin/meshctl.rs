@@ -19,6 +19,7 @@
 //!                                               exits 1 when the mesh is unhealthy
 //! meshctl clusters | versions                   members by cluster and region; versions in use
 //! meshctl join SEED... | leave                 a node joins a mesh through seeds; leaves it
+//! meshctl force-leave NODE                      every member moves a dead member to left
 //! meshctl voters list                           the Raft voters, their roles and states
 //! meshctl lock SCOPE -- CMD                     runs CMD while holding a lease on SCOPE
 //! meshctl elect SCOPE -- CMD                    runs CMD whenever elected for SCOPE
@@ -62,6 +63,8 @@ use serde::{Deserialize, Serialize};
 
 #[path = "meshctl/contexts.rs"]
 mod contexts;
+#[path = "meshctl/force_leave.rs"]
+mod force_leave;
 #[path = "meshctl/health.rs"]
 mod health;
 #[path = "meshctl/session.rs"]
@@ -194,6 +197,21 @@ enum Command {
     /// afterwards: it does not rejoin without a restart.
     Leave {
         /// Print the node's JSON answer instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Moves NODE, a member that is dead, to `left` at every member, as `serf force-leave`
+    /// (needs mesh.admin): it is then no longer counted as failed or probed. The node at --addr
+    /// must hold NODE dead (else it refuses, and no one else is asked); then every member it
+    /// lists alive or suspect is asked at its control address. Exits 1 unless every member
+    /// asked holds NODE left.
+    ForceLeave {
+        /// The dead member's node id.
+        #[arg(value_name = "NODE")]
+        member: u64,
+        /// Print JSON (every member asked and its answer) instead of a table.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -627,6 +645,7 @@ impl Command {
             | Self::Versions { node, .. }
             | Self::Join { node, .. }
             | Self::Leave { node, .. }
+            | Self::ForceLeave { node, .. }
             | Self::Voters {
                 command: VotersCommand::List { node, .. },
             } => node,
@@ -777,6 +796,7 @@ fn main() -> ExitCode {
         Command::Versions { json, node } => versions(&node, json),
         Command::Join { seeds, json, node } => join(&node, seeds, json),
         Command::Leave { json, node } => leave(&node, json),
+        Command::ForceLeave { member, json, node } => force_leave::run(&node, member, json),
         Command::Voters {
             command: VotersCommand::List { json, node },
         } => voters_list(&node, json),
@@ -1776,17 +1796,29 @@ fn transport_stats(
     reset: bool,
     connect: &ConnectArgs,
 ) -> Result<(), String> {
-    let (_, state) = with_client(connect, reset, async |client| {
-        if let Some(addr) = addr {
-            for _ in 0..requests {
-                client
-                    .get(addr, "/healthz")
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
+    // Without --addr nothing is asked: only the kept counters are read (or reset), so no CA
+    // or credential is needed (a context for another mesh, its CA absent here, does not stop it).
+    let state = match addr {
+        Some(addr) => {
+            with_client(connect, reset, async |client| {
+                for _ in 0..requests {
+                    client
+                        .get(addr, "/healthz")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            })?
+            .1
         }
-        Ok(())
-    })?;
+        None => {
+            let path = state_path(connect);
+            if reset {
+                save_state(path.as_deref(), &State::default());
+            }
+            load_state(path.as_deref())
+        }
+    };
     if json {
         println!(
             "{}",

@@ -118,6 +118,11 @@ pub const ROUTE_SCOPES: &[RouteScope] = &[
     row("POST", "/control/leases/release", OPERATE),
     row("POST", "/control/join", Requirement::Scope(Scope::Admin)),
     row("POST", "/control/leave", Requirement::Scope(Scope::Admin)),
+    row(
+        "POST",
+        "/control/force-leave",
+        Requirement::Scope(Scope::Admin),
+    ),
     row("POST", grpc::LIST_PEERS, OBSERVE),
     row("POST", grpc::GET_LEADERS, OBSERVE),
     row("POST", grpc::WATCH_LEADERSHIP, OBSERVE),

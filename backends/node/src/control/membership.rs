@@ -7,7 +7,13 @@
 //!   mesh and stops probing. Its process keeps running and answering the control API until it
 //!   is stopped; it does not rejoin without a restart.
 //!
-//! Both need `mesh.admin`: they change which mesh a node is in.
+//! * `POST /control/force-leave` (`{"node": 3}`): the node moves member 3, which it holds
+//!   dead, to `left` in its own view (`serf force-leave`); 409 if it holds the member alive or
+//!   suspect (it may still answer), 404 if it does not know it, 400 for the node itself. Only
+//!   this node's view changes: a `left` relayed about another member is a death claim to every
+//!   receiver (docs/security.md), so `meshctl force-leave` asks every member.
+//!
+//! All three need `mesh.admin`: they change which mesh a node is in.
 
 use axum::Json;
 use axum::extract::State;
@@ -16,7 +22,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::leadership::ErrorBody;
-use crate::driver::{LeadershipError, NodeHandle};
+use meshkit::NodeId;
+use meshkit::membership::{ForceLeave, ForceLeaveError, MemberState};
+
+use crate::driver::{ForceLeaveFailed, LeadershipError, NodeHandle};
 
 /// Most seeds one join names.
 pub const MAX_JOIN_SEEDS: usize = 16;
@@ -45,6 +54,27 @@ pub struct LeaveResponse {
     pub node: u64,
     /// Leases it released first.
     pub released: Vec<String>,
+}
+
+/// The body of `POST /control/force-leave`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForceLeaveRequest {
+    /// The member to move from dead to left.
+    pub node: u64,
+}
+
+/// The answer to a force-leave.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForceLeaveResponse {
+    /// The node asked.
+    pub node: u64,
+    /// The member named.
+    pub member: u64,
+    /// `true` if it was dead here and is now left; `false` if it had left already.
+    pub changed: bool,
+    /// Its state at the node asked now: `left`.
+    pub state: String,
 }
 
 fn bad_request(message: String) -> Response {
@@ -116,4 +146,39 @@ pub(super) async fn leave(State(node): State<NodeHandle>) -> Response {
         }
         Err(_) => stopped(),
     }
+}
+
+pub(super) async fn force_leave(
+    State(node): State<NodeHandle>,
+    Json(request): Json<ForceLeaveRequest>,
+) -> Response {
+    if request.node == 0 {
+        return bad_request("field `node`: node ids start at 1".to_owned());
+    }
+    let refused = match node.force_leave(NodeId::new(request.node)).await {
+        Ok(outcome) => {
+            return Json(ForceLeaveResponse {
+                node: node.id().get(),
+                member: request.node,
+                changed: matches!(outcome, ForceLeave::Left { .. }),
+                state: MemberState::Left.to_string(),
+            })
+            .into_response();
+        }
+        Err(ForceLeaveFailed::Stopped(_)) => return stopped(),
+        Err(ForceLeaveFailed::Refused(e)) => e,
+    };
+    let status = match refused {
+        ForceLeaveError::OwnNode { .. } => StatusCode::BAD_REQUEST,
+        ForceLeaveError::UnknownMember { .. } => StatusCode::NOT_FOUND,
+        // `NotDead`, and any later refusal: the request conflicts with this node's view.
+        _ => StatusCode::CONFLICT,
+    };
+    (
+        status,
+        Json(ErrorBody {
+            error: refused.to_string(),
+        }),
+    )
+        .into_response()
 }

@@ -137,6 +137,7 @@ fn http_routes() -> Routes<NodeHandle> {
         .post("/control/resume", leadership::resume)
         .post("/control/join", membership::join)
         .post("/control/leave", membership::leave)
+        .post("/control/force-leave", membership::force_leave)
 }
 
 /// Every HTTP route of the control API as `(method, path)`, paths as in [`auth::ROUTE_SCOPES`].
