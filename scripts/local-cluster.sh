@@ -2,12 +2,18 @@
 # A local three-node MeshKit cluster with leases, on 127.0.0.1: development certificates, three
 # node.toml files (all three are Raft voters contending for `global-control`), three meshkitd.
 # Ctrl-C stops them. Usage: scripts/local-cluster.sh [DIR]   (default target/local-cluster)
+# MESHKIT_BIN=DIR uses the meshkitd and meshctl in DIR instead of building the release ones
+# (scripts/check-docs.py runs this script with the debug build the tests made).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-target/local-cluster}
 
-cargo build --release --locked -p meshkit-node
-bin=$PWD/target/release
+if [[ -n "${MESHKIT_BIN:-}" ]]; then
+  bin=$(cd "$MESHKIT_BIN" && pwd)
+else
+  cargo build --release --locked -p meshkit-node
+  bin=$PWD/target/release
+fi
 mkdir -p "$dir"
 # Absolute, so that the commands printed below work from any directory.
 dir=$(cd "$dir" && pwd)

@@ -31,11 +31,12 @@ if [[ "${MESHKIT_SKIP_TOOL_TESTS:-0}" != 1 ]]; then
   if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 \
     || ! command -v nft >/dev/null 2>&1 || ! command -v unshare >/dev/null 2>&1 \
     || ! command -v ip >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1 \
-    || ! command -v prometheus-alertmanager >/dev/null 2>&1 || ! command -v python3 >/dev/null 2>&1; then
-    step "installing prometheus, promtool, alertmanager, amtool, nftables, iproute2, python3 (Debian packages)"
+    || ! command -v prometheus-alertmanager >/dev/null 2>&1 || ! command -v python3 >/dev/null 2>&1 \
+    || ! command -v curl >/dev/null 2>&1; then
+    step "installing prometheus, promtool, alertmanager, amtool, nftables, iproute2, python3, curl (Debian packages)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      prometheus prometheus-alertmanager nftables iproute2 util-linux python3 >/dev/null
+      prometheus prometheus-alertmanager nftables iproute2 util-linux python3 curl >/dev/null
   fi
 fi
 
@@ -61,6 +62,17 @@ if [[ "${MESHKIT_SKIP_TOOL_TESTS:-0}" != 1 ]]; then
   cargo nextest run -p meshkit-node --locked --no-fail-fast --run-ignored only -E "$TOOL_TESTS"
 else
   echo "SKIPPED (MESHKIT_SKIP_TOOL_TESTS=1): the tests that need prometheus, promtool and nftables"
+fi
+
+step "every command of the README and docs/ (scripts/check-docs.sh)"
+# Runs the hosting walkthrough and the local cluster against real meshkitd in a network
+# namespace, the cheap commands as written, and checks the long ones' arguments (about a
+# minute here). Needs python3, unshare, nft and curl (no root); MESHKIT_SKIP_DOCS=1 leaves it
+# out on purpose.
+if [[ "${MESHKIT_SKIP_DOCS:-0}" == 1 ]]; then
+  echo "SKIPPED (MESHKIT_SKIP_DOCS=1): the README's and docs' commands were not checked"
+else
+  scripts/check-docs.sh
 fi
 
 step "doc tests"

@@ -7,7 +7,7 @@
 //! on the machine; only the wall-clock columns do.
 //!
 //! ```text
-//! cargo run --release -p meshkit-benches -- [--nodes 1000,10000] [--seeds 3] [--loss-hours 24] [--quick]
+//! cargo run --release -p meshkit-benches -- [--nodes 1000,10000] [--seeds 3] [--loss-hours 24] [--quick] [--dry-run]
 //! ```
 
 use std::time::Instant as WallClock;
@@ -38,6 +38,10 @@ struct Args {
         default_value = "detection,loss,heal,quiet"
     )]
     sections: Vec<Section>,
+    /// Check the arguments, print what would run and run nothing (`scripts/check-docs.sh`
+    /// checks the documented commands this way).
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// The tables the program can print.
@@ -57,6 +61,14 @@ fn main() {
         args.nodes = vec![200];
         args.seeds = 1;
         args.loss_hours = 0.05;
+    }
+    if args.dry_run {
+        println!(
+            "would print the tables {:?} for {:?} nodes, {} seeds per configuration, {} virtual \
+             hours of loss; nothing ran (--dry-run)",
+            args.sections, args.nodes, args.seeds, args.loss_hours
+        );
+        return;
     }
     println!("# MeshKit benchmark tables\n");
     println!(

@@ -69,6 +69,10 @@ struct SweepArgs {
     /// Override the protocol profile.
     #[arg(long, value_enum)]
     profile: Option<ProfileArg>,
+    /// Check the scenario files and the arguments, print what would run (one line per
+    /// scenario) and run nothing (`scripts/check-docs.sh` checks long commands this way).
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +110,10 @@ struct RunArgs {
     /// suspicion, whether the node had refuted already).
     #[arg(long)]
     explain_false_positives: bool,
+    /// Check the scenario file and the arguments, print what would run and run nothing
+    /// (`scripts/check-docs.sh` checks long commands this way).
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -198,6 +206,8 @@ fn sweep(args: &SweepArgs) -> ExitCode {
         }
     }
     let mut jsonl = match &args.jsonl {
+        // A dry run writes nothing.
+        Some(_) if args.dry_run => None,
         Some(path) => match std::fs::File::create(path) {
             Ok(f) => Some(std::io::BufWriter::new(f)),
             Err(e) => {
@@ -211,6 +221,25 @@ fn sweep(args: &SweepArgs) -> ExitCode {
         || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         usize::from,
     );
+    if args.dry_run {
+        return dry_run(
+            &scenarios,
+            &Overrides {
+                nodes: args.nodes,
+                duration: args.duration,
+                profile: args.profile,
+                compare: None,
+            },
+            &args.seeds,
+            &format!(
+                ", {jobs} jobs{}",
+                args.jsonl
+                    .as_ref()
+                    .map(|p| format!(", JSON lines to {}", p.display()))
+                    .unwrap_or_default()
+            ),
+        );
+    }
     let mut tallies = Vec::new();
     for scenario in &scenarios {
         let started = wall_now();
@@ -323,6 +352,19 @@ fn run(args: &RunArgs) -> ExitCode {
         let s = args.seed.unwrap_or(1);
         s..s.saturating_add(1)
     });
+    if args.dry_run {
+        return dry_run(
+            std::slice::from_ref(&scenario),
+            &Overrides {
+                nodes: args.nodes,
+                duration: args.duration,
+                profile: args.profile,
+                compare,
+            },
+            &seeds,
+            "",
+        );
+    }
     let show_progress = !args.json && std::io::stderr().is_terminal();
     let mut reports: Vec<RunReport> = Vec::new();
     let stdout = std::io::stdout();
@@ -384,6 +426,44 @@ fn run(args: &RunArgs) -> ExitCode {
         eprintln!("seed {} failed; replay: {}", r.seed, r.replay);
     }
     ExitCode::from(1)
+}
+
+/// The command line's overrides of a scenario, for a dry run's plan.
+struct Overrides {
+    nodes: Option<u32>,
+    duration: Option<Duration>,
+    profile: Option<ProfileArg>,
+    compare: Option<Profile>,
+}
+
+/// `--dry-run`: checks what a run would check before it starts (the scenarios parsed, the node
+/// count fits each scenario's selectors) and prints one line per scenario: nodes, virtual
+/// length, profile and seeds. Exits 2 as a run would on a scenario the options do not fit.
+fn dry_run(scenarios: &[Scenario], o: &Overrides, seeds: &Range<u64>, extra: &str) -> ExitCode {
+    for scenario in scenarios {
+        let nodes = o.nodes.unwrap_or(scenario.nodes());
+        if let Err(e) = scenario.check_node_count(nodes) {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+        let profile = o.profile.map_or(scenario.profile(), Profile::from);
+        let duration = o.duration.unwrap_or(scenario.duration());
+        let runs = (seeds.end - seeds.start) * if o.compare.is_some() { 2 } else { 1 };
+        let compared = o
+            .compare
+            .map(|p| format!(" compared with {p}"))
+            .unwrap_or_default();
+        println!(
+            "would run {} ({}): {nodes} nodes, {} virtual s, profile {profile}{compared}, \
+             seeds {}..{} ({runs} runs{extra}); nothing ran (--dry-run)",
+            scenario.file(),
+            scenario.name(),
+            duration.as_secs_f64(),
+            seeds.start,
+            seeds.end,
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 /// One seed, with a progress bar on a terminal; the report carries its wall time.

@@ -195,3 +195,61 @@ fn compare_prints_both_profiles_side_by_side() {
     assert!(text.starts_with("What MeshKit does, in one run"), "{text}");
     assert!(text.contains("MEMBERLIST PROFILE"), "{text}");
 }
+
+/// `--dry-run` checks what a run checks before it starts (the scenario, the node count against
+/// its selectors) and prints the plan, running nothing: `scripts/check-docs.sh` checks the long
+/// documented commands this way.
+#[test]
+fn dry_run_checks_and_prints_the_plan_without_running() {
+    let path = scratch("dry.toml", SMALL);
+    let out = sim()
+        .args(["run"])
+        .arg(&path)
+        .args(["--seeds", "1..4", "--nodes", "40", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("40 nodes, 20 virtual s, profile lan, seeds 1..4 (3 runs"),
+        "{text}"
+    );
+    assert!(!text.contains("trace hash"), "nothing ran: {text}");
+    let jsonl = path.with_file_name("dry.jsonl");
+    let out = sim()
+        .args(["sweep"])
+        .arg(&path)
+        .args(["--seeds", "1..1001", "--jsonl"])
+        .arg(&jsonl)
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("(1000 runs"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!jsonl.exists(), "a dry run writes no JSON lines");
+    // A node count the scenario's selectors do not fit is refused, as a run would refuse it.
+    let out = sim()
+        .args(["run"])
+        .arg(&path)
+        .args(["--nodes", "1", "--dry-run"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -18,19 +18,29 @@ use std::time::{Duration, Instant};
 use meshkit_node::client::{Client, ClientConfig, Protocols};
 use meshkit_node::config::NodeConfig;
 
-const DEFAULT_REQUESTS: usize = 2_000;
-const MAX_REQUESTS: usize = 1_000_000;
+const DEFAULT_REQUESTS: u64 = 2_000;
+const MAX_REQUESTS: u64 = 1_000_000;
 const WARMUP_REQUESTS: usize = 200;
 
+/// Control API request latency through a real node.
+#[derive(Debug, clap::Parser)]
+struct Args {
+    /// Requests to time (after a warm-up).
+    #[arg(default_value_t = DEFAULT_REQUESTS, value_parser = clap::value_parser!(u64).range(1..=MAX_REQUESTS))]
+    requests: u64,
+    /// Check the arguments, print them and run nothing (`scripts/check-docs.sh` checks the
+    /// documented commands this way).
+    #[arg(long)]
+    dry_run: bool,
+}
+
 fn main() -> ExitCode {
-    let requests = match std::env::args().nth(1).map(|a| a.parse::<usize>()) {
-        None => DEFAULT_REQUESTS,
-        Some(Ok(n)) if (1..=MAX_REQUESTS).contains(&n) => n,
-        Some(_) => {
-            eprintln!("usage: control_latency [REQUESTS (1..={MAX_REQUESTS})]");
-            return ExitCode::from(2);
-        }
-    };
+    let args = <Args as clap::Parser>::parse();
+    if args.dry_run {
+        println!("would run control_latency with {args:?}; nothing ran (--dry-run)");
+        return ExitCode::SUCCESS;
+    }
+    let requests = usize::try_from(args.requests).expect("at most MAX_REQUESTS");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

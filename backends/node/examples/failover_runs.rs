@@ -82,10 +82,18 @@ struct Args {
     /// Print one JSON document instead of the tables.
     #[arg(long)]
     json: bool,
+    /// Check the arguments, print them and run nothing (`scripts/check-docs.sh` checks the
+    /// documented commands this way).
+    #[arg(long)]
+    dry_run: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.dry_run {
+        println!("would run failover_runs with {args:?}; nothing ran (--dry-run)");
+        return ExitCode::SUCCESS;
+    }
     support::run_main("failover_runs", run(args))
 }
 

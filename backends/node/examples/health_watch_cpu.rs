@@ -62,6 +62,10 @@ struct Args {
     /// Print one JSON document instead of the table.
     #[arg(long)]
     json: bool,
+    /// Check the arguments, print them and run nothing (`scripts/check-docs.sh` checks the
+    /// documented commands this way).
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// What was measured.
@@ -81,6 +85,10 @@ struct Report {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.dry_run {
+        println!("would run health_watch_cpu with {args:?}; nothing ran (--dry-run)");
+        return ExitCode::SUCCESS;
+    }
     support::run_main("health_watch_cpu", run(args))
 }
 

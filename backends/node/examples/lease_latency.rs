@@ -48,12 +48,26 @@ fn row(client: &str, op: &str, mut samples: Vec<Duration>) {
     );
 }
 
+/// Lease acquire and renew latency through real nodes on loopback.
+#[derive(Debug, clap::Parser)]
+struct Args {
+    /// Scopes each client node acquires (then renews), one after another.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    requests: u64,
+    /// Check the arguments, print them and run nothing (`scripts/check-docs.sh` checks the
+    /// documented commands this way).
+    #[arg(long)]
+    dry_run: bool,
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let requests: usize = std::env::args()
-        .skip_while(|a| a != "--requests")
-        .nth(1)
-        .map_or(1000, |n| n.parse().expect("--requests N"));
+    let args = <Args as clap::Parser>::parse();
+    if args.dry_run {
+        println!("would run lease_latency with {args:?}; nothing ran (--dry-run)");
+        return;
+    }
+    let requests = usize::try_from(args.requests).expect("at most 1,000,000 requests");
     let dir = std::env::temp_dir().join(format!("meshkit-lease-latency-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     meshkit_node::certs::write_dev_certs(&dir, NODES).expect("certificates");

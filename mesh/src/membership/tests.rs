@@ -1520,6 +1520,7 @@ fn a_refutation_in_the_first_datagram_after_a_cut_still_counts_as_contact() {
         "node 1 declared running node 2 dead: {dead_after:?}"
     );
     assert_eq!(net.state(1, 2), Some(MemberState::Alive));
+}
 
 // ---- Force-leave: the operator's word, at each node, about a member it holds dead ----------
 
