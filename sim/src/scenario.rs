@@ -759,12 +759,10 @@ impl Scenario {
                     .into_inner()
                     .validate(whole.clone(), leases.ttl)
                     .map_err(|(span, msg, hint)| err(span, msg, hint))?;
-                let prefix = format!("shard/{}/", spec.namespace);
-                if let Some(clash) = leases
-                    .scopes
-                    .iter()
-                    .find(|s| s.as_str().starts_with(&prefix))
-                {
+                if let Some(clash) = leases.scopes.iter().find(|s| {
+                    s.as_shard()
+                        .is_some_and(|shard| shard.namespace() == spec.namespace)
+                }) {
                     return Err(err(
                         whole,
                         format!(

@@ -18,10 +18,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use meshkit::lease::{FencingToken, Scope};
+use meshkit::lease::{FencingToken, Scope, Term};
 use meshkit::membership::{Event, ForceLeave, ForceLeaveError, MemberState, MetadataError, Stats};
 pub use meshkit::node::Channel;
 use meshkit::node::{Event as NodeEvent, Node};
+use meshkit::shard::Plan;
 use meshkit::{Duration, Incarnation, Instant, MetaVersion, NodeId};
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -212,6 +213,11 @@ pub enum LeadershipError {
     /// The driver has stopped.
     #[error(transparent)]
     Stopped(#[from] DriverStopped),
+    /// A shard command was refused: the node is no shard member or coordinator, its
+    /// coordinator does not act now (ask the Raft leader the error names), or the pool has no
+    /// eligible member. Nothing changed.
+    #[error(transparent)]
+    Shards(meshkit::node::CommandError),
 }
 
 /// Why [`NodeHandle::set_metadata`] failed.
@@ -263,6 +269,10 @@ enum Command {
         reply: oneshot::Sender<LeaseOutcome>,
     },
     Drain(oneshot::Sender<Vec<Scope>>),
+    Rebalance {
+        dry_run: bool,
+        reply: oneshot::Sender<Result<(Plan, Term), meshkit::node::CommandError>>,
+    },
     Resume(oneshot::Sender<bool>),
     Shutdown,
     /// Tests only: the driver panics, as a bug would (what the node's supervision of its
@@ -442,6 +452,18 @@ impl NodeHandle {
         Ok(rx.await.map_err(|_| DriverStopped)?)
     }
 
+    /// Asks this node's shard coordinator for the plan the current map and pool give, and the
+    /// term it acts in; unless `dry_run`, the coordinator also carries the plan out (at its next
+    /// step, once the moves under way are done). Only the Raft leader's coordinator acts:
+    /// elsewhere the error names the leader this node knows.
+    pub async fn rebalance(&self, dry_run: bool) -> Result<(Plan, Term), LeadershipError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Rebalance { dry_run, reply }).await?;
+        rx.await
+            .map_err(|_| DriverStopped)?
+            .map_err(LeadershipError::Shards)
+    }
+
     /// Undoes a drain: contends again for the configured scopes. `false` if it was not drained.
     pub async fn resume(&self) -> Result<bool, DriverStopped> {
         let (reply, rx) = oneshot::channel();
@@ -598,6 +620,22 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                     let _ = self.node.set_metadata(now, DRAIN_KEY, b"1");
                 }
                 let _ = reply.send(released);
+            }
+            Command::Rebalance { dry_run, reply } => {
+                let term = self.node.shard_coordinator().and_then(|c| c.term());
+                let outcome = self.node.rebalance_shards(dry_run).map(|plan| {
+                    // `rebalance_shards` answers only while the coordinator acts, in a term.
+                    (plan, term.unwrap_or(Term::new(0)))
+                });
+                if let Ok((plan, term)) = &outcome {
+                    tracing::info!(
+                        dry_run,
+                        moves = plan.len(),
+                        term = term.get(),
+                        "shard rebalance asked"
+                    );
+                }
+                let _ = reply.send(outcome);
             }
             Command::Resume(reply) => {
                 let was = std::mem::take(&mut self.draining);

@@ -24,6 +24,7 @@ use meshkit::lease::{
     LeaseConfig, LeaseError, LeaseGroup, MessageError, RequestId, Scope,
 };
 use meshkit::node::{CommandError, DatagramError, Node};
+use meshkit::shard::ShardRole;
 use meshkit::{Duration, Instant, NodeId};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -273,6 +274,12 @@ impl Change {
         })
     }
 
+    /// Whether the change is about a shard's lease (`shard/{namespace}/{id}`, see
+    /// [`Scope::as_shard`]).
+    pub fn is_shard(&self) -> bool {
+        self.scope().is_some_and(is_shard_scope)
+    }
+
     /// The scope the change is about, if any.
     pub fn scope(&self) -> Option<&str> {
         match self {
@@ -305,6 +312,12 @@ impl Change {
             Self::Voters { .. } => "voters",
         }
     }
+}
+
+/// Whether `scope` (as the views and the feed write it) names a shard's lease: a valid scope
+/// whose [`Scope::as_shard`] is a shard.
+pub fn is_shard_scope(scope: &str) -> bool {
+    Scope::new(scope).is_ok_and(|s| s.as_shard().is_some())
 }
 
 /// A resume point the feed no longer holds (or from another node's feed).
@@ -431,6 +444,173 @@ pub struct LeadershipView {
     pub campaign: Vec<String>,
     /// Sequence number of its last feed entry (0: none yet).
     pub last_seq: u64,
+    /// Its shards (`[shards]`): absent without the section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<ShardStatus>,
+}
+
+/// The shards as one node sees them (`[shards]`): its side as a member and, on the Raft
+/// leader, the coordinator's plan and moves under way.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardStatus {
+    /// Shards the configuration names.
+    pub configured: usize,
+    /// The node whose coordinator acts, as this node knows it: the Raft leader on a voter,
+    /// the sender of the last instruction followed elsewhere.
+    pub coordinator_node: Option<u64>,
+    /// This node as a member (every node with `[shards]` and leadership is one).
+    pub member: Option<ShardMemberStatus>,
+    /// The coordinator, while this node's acts (it is the Raft leader).
+    pub coordinator: Option<CoordinatorStatus>,
+    /// The counters of this node's coordinator (voters only), acting or not: they only grow,
+    /// and count what it did while it acted.
+    pub counters: Option<CoordinatorCounters>,
+}
+
+/// A voter's coordinator counters in [`ShardStatus`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorCounters {
+    /// Plans made.
+    pub plans: u64,
+    /// Moves started.
+    pub moves_started: u64,
+    /// Moves done (the grant to the target applied).
+    pub moves_completed: u64,
+    /// Moves dropped: too slow, or their target left the pool.
+    pub moves_failed: u64,
+}
+
+/// A member's side of [`ShardStatus`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMemberStatus {
+    /// `member` (takes shards), `draining` (hands them away) or `out` (not announced).
+    pub role: String,
+    /// Shards it holds now.
+    pub held: usize,
+    /// Shards it was told to take and does not hold yet.
+    pub wanted: usize,
+    /// Whether it is draining and holds no shard with nothing asked for.
+    pub drained: bool,
+}
+
+/// The acting coordinator's side of [`ShardStatus`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorStatus {
+    /// The Raft term it acts in.
+    pub term: u64,
+    /// Members up that take shards, draining ones included, in id order.
+    pub members: Vec<u64>,
+    /// Those of them draining.
+    pub draining: Vec<u64>,
+    /// Shards each eligible member (up, not draining) owns in its map, and each owner outside
+    /// the pool (departed, draining) still holding some.
+    pub owned: BTreeMap<u64, usize>,
+    /// Shards without an owner in its map.
+    pub unowned: usize,
+    /// The load bound of the current pool (`lower..=upper` shards per eligible member), when
+    /// it has an eligible member.
+    pub bounds: Option<(usize, usize)>,
+    /// Most owned minus fewest owned over the eligible members (0 without one).
+    pub imbalance: usize,
+    /// Moves under way, in shard order.
+    pub in_flight: Vec<MoveInFlight>,
+    /// Whether nothing is under way or planned: the map is where the coordinator wants it.
+    pub idle: bool,
+}
+
+/// One move under way in [`CoordinatorStatus`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveInFlight {
+    /// The shard's scope, `shard/{namespace}/{id}`.
+    pub shard: String,
+    /// Its holder, asked to hand it over (`None`: the target acquires it).
+    pub from: Option<u64>,
+    /// The new owner.
+    pub to: u64,
+    /// Time since the move started, in milliseconds.
+    pub age_ms: u64,
+}
+
+impl ShardStatus {
+    /// The shard status of `node` at `now`, if it has shards.
+    pub(crate) fn of(now: Instant, node: &Node) -> Option<Self> {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let member = node.shard_member();
+        let coordinator = node.shard_coordinator();
+        let configured = match (member, coordinator) {
+            (Some(m), _) => m.config().shard_count(),
+            (None, Some(c)) => c.config().shard_count(),
+            (None, None) => return None,
+        };
+        let coordinator_node = match node.lease_group() {
+            Some(group) => group.leader(),
+            None => member.and_then(|m| m.coordinator()).map(|(_, from)| from),
+        };
+        let member = member.map(|m| ShardMemberStatus {
+            role: match m.role() {
+                ShardRole::Member => "member",
+                ShardRole::Draining => "draining",
+                _ => "out",
+            }
+            .to_owned(),
+            held: node.shards_held(now),
+            wanted: m.wants().count(),
+            drained: node.shards_drained(now),
+        });
+        let coordinator = coordinator.and_then(|c| {
+            let term = c.term()?;
+            let (live, draining) = c.pool();
+            let map = c.map();
+            let mut owned: BTreeMap<u64, usize> =
+                live.difference(draining).map(|m| (m.get(), 0)).collect();
+            for (owner, count) in map.owners() {
+                owned.insert(owner.get(), count);
+            }
+            let eligible = live
+                .difference(draining)
+                .map(|m| map.owned_count(*m))
+                .collect::<Vec<_>>();
+            let imbalance = match (eligible.iter().max(), eligible.iter().min()) {
+                (Some(max), Some(min)) => max - min,
+                _ => 0,
+            };
+            Some(CoordinatorStatus {
+                term: term.get(),
+                members: live.iter().map(|m| m.get()).collect(),
+                draining: draining.iter().map(|m| m.get()).collect(),
+                owned,
+                unowned: map.iter().filter(|(_, a)| a.owner.is_none()).count(),
+                bounds: c.bounds().map(|b| (b.lower(), b.upper())),
+                imbalance,
+                in_flight: c
+                    .in_flight()
+                    .map(|(shard, f)| MoveInFlight {
+                        shard: shard.to_string(),
+                        from: f.from.map(NodeId::get),
+                        to: f.to.get(),
+                        age_ms: ms(now.saturating_duration_since(f.started)),
+                    })
+                    .collect(),
+                idle: c.is_idle(),
+            })
+        });
+        let counters = node.shard_coordinator().map(|c| {
+            let stats = c.stats();
+            CoordinatorCounters {
+                plans: stats.plans,
+                moves_started: stats.moves_started,
+                moves_completed: stats.moves_done,
+                moves_failed: stats.moves_abandoned,
+            }
+        });
+        Some(Self {
+            configured,
+            coordinator_node: coordinator_node.map(NodeId::get),
+            member,
+            coordinator,
+            counters,
+        })
+    }
 }
 
 /// Counters for metrics.
@@ -844,7 +1024,7 @@ impl Leadership {
         let held: Vec<Scope> = node
             .held()
             .map(|(s, _)| s.clone())
-            .filter(|s| !(shards && s.as_str().starts_with("shard/")))
+            .filter(|s| !(shards && s.as_shard().is_some()))
             .collect();
         held.into_iter()
             .filter(|scope| node.release(now, scope).is_ok())
@@ -907,6 +1087,7 @@ impl Leadership {
                 .map(|c| c.scopes().map(ToString::to_string).collect())
                 .unwrap_or_default(),
             last_seq: self.feed.next - 1,
+            shards: ShardStatus::of(now, node),
         }
     }
 

@@ -102,7 +102,7 @@ impl Vacancies {
             }
             GroupEvent::Granted { scope, .. } => {
                 if let Some(since) = self.since.remove(scope) {
-                    let histogram = if scope.as_str().starts_with("shard/") {
+                    let histogram = if scope.as_shard().is_some() {
                         &mut stats.shard
                     } else {
                         &mut stats.other

@@ -16,6 +16,8 @@ use core::str::FromStr;
 
 use thiserror::Error;
 
+use crate::shard::ShardId;
+
 /// Longest scope, in bytes.
 pub const MAX_SCOPE_BYTES: usize = 128;
 /// Longest segment of a scope, in bytes.
@@ -109,6 +111,28 @@ impl Scope {
         &self.0
     }
 
+    /// The shard this scope owns, if it is one: `shard/{namespace}/{id}` in the canonical form
+    /// [`ShardId`] writes (a valid namespace, a decimal `u32` id without sign or leading zeros).
+    /// A scope of the shard form that names no valid shard (`shard/orders/x`, `shard/orders/01`)
+    /// is `None`: no shard has two scope names, so only one of them can be a shard's lease.
+    ///
+    /// ```
+    /// use meshkit::lease::Scope;
+    /// use meshkit::shard::ShardId;
+    ///
+    /// let scope = Scope::new("shard/orders/7")?;
+    /// assert_eq!(scope.as_shard(), Some(ShardId::new("orders", 7)?));
+    /// assert_eq!(Scope::new("shard/orders/07")?.as_shard(), None);
+    /// assert_eq!(Scope::global_control().as_shard(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn as_shard(&self) -> Option<ShardId> {
+        match self.kind() {
+            ScopeKind::Shard { .. } => self.0.parse().ok(),
+            ScopeKind::GlobalControl | ScopeKind::Custom(_) => None,
+        }
+    }
+
     /// Which form this scope has.
     pub fn kind(&self) -> ScopeKind<'_> {
         if self.0 == GLOBAL_CONTROL {
@@ -195,6 +219,35 @@ mod tests {
             ScopeKind::Custom("billing/cron.nightly")
         );
         assert_eq!(Scope::global_control().as_str(), "global-control");
+    }
+
+    #[test]
+    fn only_canonical_shard_scopes_name_a_shard() {
+        let shard = ShardId::new("orders", 17).unwrap();
+        assert_eq!(
+            Scope::new("shard/orders/17").unwrap().as_shard(),
+            Some(shard.clone())
+        );
+        assert_eq!(
+            Scope::new(&shard.to_string()).unwrap().as_shard(),
+            Some(shard)
+        );
+        let largest = ShardId::new(&"a".repeat(64), u32::MAX).unwrap();
+        assert_eq!(
+            Scope::new(&largest.to_string()).unwrap().as_shard(),
+            Some(largest)
+        );
+        for other in [
+            "global-control",
+            "lock/backup",
+            "shards/orders/1",
+            "shard/orders/01",
+            "shard/orders/x",
+            "shard/orders/4294967296",
+            "shard/or.ders/1",
+        ] {
+            assert_eq!(Scope::new(other).unwrap().as_shard(), None, "{other}");
+        }
     }
 
     #[test]

@@ -498,7 +498,7 @@ impl Coordinator {
     }
 
     fn shard_of(&self, scope: &Scope) -> Option<ShardId> {
-        let shard: ShardId = scope.as_str().parse().ok()?;
+        let shard = scope.as_shard()?;
         self.map.contains(&shard).then_some(shard)
     }
 

@@ -350,7 +350,7 @@ impl ShardMember {
     }
 
     fn shard_of(&self, scope: &Scope) -> Option<ShardId> {
-        let shard: ShardId = scope.as_str().parse().ok()?;
+        let shard = scope.as_shard()?;
         self.config.contains(&shard).then_some(shard)
     }
 }

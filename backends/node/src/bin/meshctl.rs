@@ -12,8 +12,11 @@
 //! meshctl peers list [--state S] [--cluster C] [--region R] [--meta K=V] [--json]
 //!                                               one node's view of the mesh
 //! meshctl leaders status | watch | transfer     leases and the Raft voters
-//! meshctl shards list                           shard owners
-//! meshctl drain | resume                        a node stops (or starts again) holding leases
+//! meshctl shards list | watch | rebalance [--dry-run]
+//!                                               shard owners, moves in flight, load per node;
+//!                                               every move as it happens; the coordinator's plan
+//! meshctl drain [NODE] [--wait] | resume        a node stops (or starts again) holding leases;
+//!                                               --wait reports when it holds nothing
 //! meshctl health [--json]                       every member's readiness, the Raft leader and
 //!                                               quorum, lease holders, certificate expiry;
 //!                                               exits 1 when the mesh is unhealthy
@@ -52,9 +55,7 @@ use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use http::Method;
 use meshkit_node::client::{Client, ClientConfig, Protocols, StatsSnapshot};
-use meshkit_node::control::leadership::{
-    DrainResponse, ResumeResponse, ShardsResponse, TransferRequest, TransferResponse,
-};
+use meshkit_node::control::leadership::{ResumeResponse, TransferRequest, TransferResponse};
 use meshkit_node::control::membership::{JoinRequest, JoinResponse, LeaveResponse};
 use meshkit_node::control::views::{ClustersResponse, VersionsResponse};
 use meshkit_node::control::{PeerJson, PeersResponse};
@@ -69,6 +70,8 @@ mod force_leave;
 mod health;
 #[path = "meshctl/session.rs"]
 mod session;
+#[path = "meshctl/shards.rs"]
+mod shards;
 
 /// Most node certificates one `certs init` makes.
 const MAX_NODES: u64 = 1000;
@@ -137,9 +140,21 @@ enum Command {
         #[command(subcommand)]
         command: ShardsCommand,
     },
-    /// Drains a node: it stops contending for leases and releases those it holds.
+    /// Drains a node: it stops contending for leases and releases those it holds; its shards
+    /// are handed to the other members.
     Drain {
-        /// Print the node's JSON answer instead of text.
+        /// The member to drain, by node id (reached through the control address it publishes,
+        /// as the node at --addr knows it); default: the node at --addr.
+        #[arg(value_name = "NODE")]
+        target: Option<u64>,
+        /// Wait until the node holds no lease and no shard, printing progress on stderr; exit
+        /// 1 if it still holds some after --timeout.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, such as 30s or 5m.
+        #[arg(long, default_value = "2m", requires = "wait")]
+        timeout: String,
+        /// Print the node's JSON answer instead of text (with --wait: one object once drained).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -393,8 +408,48 @@ enum LeadersCommand {
 
 #[derive(Debug, Subcommand)]
 enum ShardsCommand {
-    /// Lists shard owners with their fencing tokens (ask a voter: it knows every owner).
+    /// Lists shard owners with their fencing tokens, the moves in flight and the shards per
+    /// node (from the coordinator, the Raft leader, when the node asked is not it).
     List {
+        /// Print the JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Follows the shard watch stream (a voter's shows every owner change in the mesh): one
+    /// line per grant, release or expiry of a shard lease; stops after --count entries or
+    /// --for, or on Ctrl-C.
+    Watch {
+        /// Only shards of this namespace; repeat for several.
+        #[arg(long = "namespace")]
+        namespaces: Vec<String>,
+        /// Only entries of this kind (granted, lease_released, lease_expired, acquired,
+        /// transferred, ...); repeat for several. Renewals only when asked for.
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        /// Start after this sequence number of the node's feed (default: with the oldest entry
+        /// it holds).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Stop after this many entries.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop after this long, such as 30s or 5m.
+        #[arg(long = "for")]
+        duration: Option<String>,
+        /// Print one JSON object per entry instead of a line of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Asks the shard coordinator for its plan: with --dry-run only shows it, otherwise the
+    /// coordinator carries it out (needs mesh.operate).
+    Rebalance {
+        /// Show the plan without moving anything.
+        #[arg(long)]
+        dry_run: bool,
         /// Print the JSON answer instead of a table.
         #[arg(long)]
         json: bool,
@@ -636,7 +691,10 @@ impl Command {
                     | LeadersCommand::Transfer { node, .. },
             }
             | Self::Shards {
-                command: ShardsCommand::List { node, .. },
+                command:
+                    ShardsCommand::List { node, .. }
+                    | ShardsCommand::Watch { node, .. }
+                    | ShardsCommand::Rebalance { node, .. },
             }
             | Self::Drain { node, .. }
             | Self::Resume { node, .. }
@@ -768,14 +826,18 @@ fn main() -> ExitCode {
                     node,
                 },
         } => {
-            let filter = FeedFilter { kinds, scope };
+            let filter = FeedFilter {
+                kinds,
+                scope,
+                namespaces: Vec::new(),
+            };
             let watch = WatchLimits {
                 after,
                 count,
                 duration,
                 poll: poll_ms.map(Duration::from_millis),
             };
-            leaders_watch(&node, &filter, &watch, json)
+            watch_feed(&node, LEADERSHIP_FEED, &filter, &watch, json)
         }
         Command::Leaders {
             command:
@@ -788,8 +850,55 @@ fn main() -> ExitCode {
         } => transfer(&node, &TransferRequest { scope, to }, json),
         Command::Shards {
             command: ShardsCommand::List { json, node },
-        } => shards_list(&node, json),
-        Command::Drain { json, node } => drain(&node, json),
+        } => shards::list(&node, json),
+        Command::Shards {
+            command:
+                ShardsCommand::Watch {
+                    namespaces,
+                    kinds,
+                    after,
+                    count,
+                    duration,
+                    json,
+                    node,
+                },
+        } => {
+            let filter = FeedFilter {
+                kinds,
+                scope: None,
+                namespaces,
+            };
+            let watch = WatchLimits {
+                after,
+                count,
+                duration,
+                poll: None,
+            };
+            watch_feed(&node, SHARD_FEED, &filter, &watch, json)
+        }
+        Command::Shards {
+            command:
+                ShardsCommand::Rebalance {
+                    dry_run,
+                    json,
+                    node,
+                },
+        } => shards::rebalance(&node, dry_run, json),
+        Command::Drain {
+            target,
+            wait,
+            timeout,
+            json,
+            node,
+        } => {
+            let wait = wait
+                .then(|| {
+                    meshkit::config::parse_duration(&timeout)
+                        .map_err(|e| format!("--timeout {timeout:?}: {e}"))
+                })
+                .transpose();
+            wait.and_then(|wait| shards::drain(&node, target, wait, json))
+        }
         Command::Resume { json, node } => resume(&node, json),
         Command::Health { json, node } => health::run(&node, json),
         Command::Clusters { json, node } => clusters(&node, json),
@@ -1402,21 +1511,6 @@ fn transfer(node: &NodeArgs, request: &TransferRequest, json: bool) -> Result<()
     })
 }
 
-fn drain(node: &NodeArgs, json: bool) -> Result<(), String> {
-    let body = call(node, Method::POST, "/control/drain")?;
-    print_answer(node.addr(), &body, json, |d: DrainResponse| {
-        let released = if d.released.is_empty() {
-            "it held no lease".to_owned()
-        } else {
-            format!("released {}", d.released.join(", "))
-        };
-        format!(
-            "node {} is drained: {released}; it contends for none until `meshctl resume`",
-            d.node
-        )
-    })
-}
-
 fn resume(node: &NodeArgs, json: bool) -> Result<(), String> {
     let body = call(node, Method::POST, "/control/resume")?;
     print_answer(node.addr(), &body, json, |r: ResumeResponse| {
@@ -1481,43 +1575,6 @@ fn leaders_status(node: &NodeArgs, json: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn shards_list(node: &NodeArgs, json: bool) -> Result<(), String> {
-    let addr = node.addr();
-    let body = call(node, Method::GET, "/meshkit/shards")?;
-    if json {
-        println!("{body}");
-        return Ok(());
-    }
-    let shards: ShardsResponse =
-        serde_json::from_str(&body).map_err(|e| format!("{addr}: unexpected answer: {e}"))?;
-    if shards.shards.is_empty() {
-        let whose = if shards.complete {
-            "the lease table holds no shard lease"
-        } else {
-            "it owns no shard (it is not a voter: ask a voter for every owner)"
-        };
-        println!("node {}: {whose}", shards.local);
-        return Ok(());
-    }
-    println!(
-        "{:<40} {:>8} {:>10} {:>12}",
-        "SHARD", "OWNER", "TOKEN", "EXPIRES_MS"
-    );
-    for s in &shards.shards {
-        println!(
-            "{:<40} {:>8} {:>10} {:>12}",
-            s.scope, s.owner, s.token, s.expires_in_ms
-        );
-    }
-    if !shards.complete {
-        println!(
-            "(node {} is not a voter: only the shards it owns)",
-            shards.local
-        );
-    }
-    Ok(())
-}
-
 /// The feed entries (and resets) in an event-stream body.
 fn parse_events(text: &str) -> Vec<Result<FeedEntry, String>> {
     text.split("\n\n")
@@ -1548,6 +1605,8 @@ struct FeedFilter {
     kinds: Vec<String>,
     /// Scope prefix; entries without a scope (Raft leader, voters) pass only without one.
     scope: Option<String>,
+    /// Shard namespaces (`shards watch --namespace`); empty: every entry.
+    namespaces: Vec<String>,
 }
 
 impl FeedFilter {
@@ -1564,7 +1623,8 @@ impl FeedFilter {
                 .and_then(serde_json::Value::as_str)
                 .is_some_and(|scope| scope.starts_with(prefix.as_str()))
         });
-        kind_ok && scope_ok
+        let namespace_ok = shards::namespace_keeps(&self.namespaces, entry.change.scope());
+        kind_ok && scope_ok && namespace_ok
     }
 }
 
@@ -1625,11 +1685,12 @@ impl Printer<'_> {
 async fn follow_stream(
     client: &Client,
     addr: &str,
+    feed: &str,
     printer: &mut Printer<'_>,
 ) -> Result<(), String> {
     let mut failures = 0;
     loop {
-        let path = format!("/control/events/leadership?after={}", printer.after);
+        let path = format!("{feed}?after={}", printer.after);
         let before = printer.after;
         let ended = match client.get_stream(addr, &path).await {
             Ok(stream) if (200..300).contains(&stream.status()) => {
@@ -1687,14 +1748,12 @@ async fn follow_stream(
 async fn follow_polling(
     client: &Client,
     addr: &str,
+    feed: &str,
     printer: &mut Printer<'_>,
     poll: Duration,
 ) -> Result<(), String> {
     loop {
-        let path = format!(
-            "/control/events/leadership?follow=false&after={}",
-            printer.after
-        );
+        let path = format!("{feed}?follow=false&after={}", printer.after);
         let response = client.get(addr, &path).await.map_err(|e| e.to_string())?;
         let body = ok_body(addr, response)?;
         for event in parse_events(&body) {
@@ -1753,8 +1812,15 @@ fn utc_time(unix_ms: u64) -> String {
     )
 }
 
-fn leaders_watch(
+/// The leadership feed's stream (`leaders watch`).
+const LEADERSHIP_FEED: &str = "/control/events/leadership";
+/// The shard watch stream (`shards watch`): the same feed, shard scopes only.
+const SHARD_FEED: &str = "/control/events/shards";
+
+/// Follows `feed` (`leaders watch`, `shards watch`).
+fn watch_feed(
     node: &NodeArgs,
+    feed: &str,
     filter: &FeedFilter,
     limits: &WatchLimits,
     json: bool,
@@ -1775,8 +1841,8 @@ fn leaders_watch(
     with_client(&node.connect, false, async |client| {
         let follow = async {
             match limits.poll {
-                Some(poll) => follow_polling(client, addr, &mut printer, poll).await,
-                None => follow_stream(client, addr, &mut printer).await,
+                Some(poll) => follow_polling(client, addr, feed, &mut printer, poll).await,
+                None => follow_stream(client, addr, feed, &mut printer).await,
             }
         };
         match limit {

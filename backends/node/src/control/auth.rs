@@ -112,6 +112,7 @@ pub const ROUTE_SCOPES: &[RouteScope] = &[
     row("GET", "/control/events/shards", OBSERVE),
     row("POST", "/control/drain", OPERATE),
     row("POST", "/control/resume", OPERATE),
+    row("POST", "/control/rebalance", OPERATE),
     row("POST", "/control/leases/transfer", OPERATE),
     row("POST", "/control/leases/acquire", OPERATE),
     row("POST", "/control/leases/renew", OPERATE),
@@ -135,6 +136,7 @@ pub const ROUTE_SCOPES: &[RouteScope] = &[
     row("POST", grpc::TRANSFER_LEASE, OPERATE),
     row("POST", grpc::DRAIN, OPERATE),
     row("POST", grpc::RESUME, OPERATE),
+    row("POST", grpc::REBALANCE, OPERATE),
 ];
 
 /// The scope of every route [`ROUTE_SCOPES`] does not list.

@@ -22,6 +22,13 @@
 //!   got, so a session that stops asking loses the lease after its TTL.
 //! * `POST /control/drain` and `POST /control/resume`: stop contending and release every lease
 //!   held (publishing `draining` in the node's metadata), and undo it.
+//! * `POST /control/rebalance` (`{"dry_run": true}`): the shard coordinator's plan (moves with
+//!   their reasons, the load bound); without a dry run the coordinator also carries it out.
+//!   Only the Raft leader's coordinator acts: another node answers `421 Misdirected Request`
+//!   with the leader's id and control address ([`MisdirectedBody`]), and the client asks again
+//!   there. The node does not forward the call itself: a forwarded call would reach the leader
+//!   under the node's identity, not the operator's, and the leader's audit log would name the
+//!   wrong caller.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -34,11 +41,15 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt};
 use meshkit::NodeId;
 use meshkit::lease::{LeaseError, Scope};
+use meshkit::node::CommandError;
+use meshkit::shard::{MoveReason, Plan};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::driver::{LeadershipError, NodeHandle};
-use crate::leadership::{FeedEntry, LeadershipStats, LeadershipView, TableLease};
+use crate::leadership::{
+    FeedEntry, LeadershipStats, LeadershipView, ShardStatus, TableLease, is_shard_scope,
+};
 use crate::metrics::Families;
 
 /// How often an idle event stream carries a keep-alive comment.
@@ -81,6 +92,12 @@ fn leadership_error(e: &LeadershipError) -> Response {
             | LeaseError::StaleToken { .. }
             | LeaseError::InFlight { .. } => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
+        },
+        LeadershipError::Shards(shards) => match shards {
+            // Answered by `rebalance` itself, with the coordinator's address.
+            CommandError::NotCoordinator { .. } => StatusCode::MISDIRECTED_REQUEST,
+            CommandError::Rebalance(_) => StatusCode::CONFLICT,
+            _ => StatusCode::NOT_FOUND,
         },
     };
     error(status, &e)
@@ -144,13 +161,7 @@ pub(super) async fn shard_events(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    events(&node, &headers, &uri, |entry| {
-        entry
-            .change
-            .scope()
-            .is_some_and(|s| s.starts_with("shard/"))
-    })
-    .await
+    events(&node, &headers, &uri, |entry| entry.change.is_shard()).await
 }
 
 /// Whether the query says `follow=false`: send what is held, then end.
@@ -282,6 +293,11 @@ pub struct ShardsResponse {
     pub complete: bool,
     /// Shards with an owner, in scope order.
     pub shards: Vec<ShardOwner>,
+    /// The node's shard state (`[shards]`): the configured count, the coordinator it knows,
+    /// its member side and, on the Raft leader, the coordinator's moves under way and load.
+    /// Absent without `[shards]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ShardStatus>,
 }
 
 impl ShardsResponse {
@@ -300,7 +316,7 @@ impl ShardsResponse {
         };
         let shards = owners
             .into_iter()
-            .filter(|(scope, ..)| scope.starts_with("shard/"))
+            .filter(|(scope, ..)| is_shard_scope(scope))
             .map(|(scope, owner, token, expires_in_ms)| ShardOwner {
                 scope: scope.to_owned(),
                 owner,
@@ -312,6 +328,7 @@ impl ShardsResponse {
             local: view.node,
             complete,
             shards,
+            status: view.shards.clone(),
         }
     }
 }
@@ -529,6 +546,124 @@ pub(super) async fn drain(State(node): State<NodeHandle>) -> Response {
     }
 }
 
+/// The body of `POST /control/rebalance`. Unknown fields are refused (422), as for a transfer:
+/// a misspelt `dry_run` must not turn a preview into moves.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RebalanceRequest {
+    /// Show the plan without carrying it out.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// The answer to a rebalance: the plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebalanceResponse {
+    /// The node whose coordinator answered (the Raft leader).
+    pub node: u64,
+    /// The Raft term it coordinates in.
+    pub term: u64,
+    /// Whether this was only a preview (nothing moves because of it).
+    pub dry_run: bool,
+    /// Fewest shards an eligible member may own once the plan is carried out.
+    pub lower: usize,
+    /// Most shards an eligible member may own.
+    pub upper: usize,
+    /// The moves, in shard order.
+    pub moves: Vec<PlannedMove>,
+}
+
+/// One move of a [`RebalanceResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedMove {
+    /// The shard's scope, `shard/{namespace}/{id}`.
+    pub shard: String,
+    /// Its owner now (`None`: unowned).
+    pub from: Option<u64>,
+    /// The new owner.
+    pub to: u64,
+    /// `unowned`, `owner_departed`, `owner_draining`, `owner_overloaded` or
+    /// `fill_underloaded`.
+    pub reason: String,
+}
+
+impl RebalanceResponse {
+    /// The JSON form of `plan`, made by `node`'s coordinator in `term`.
+    pub fn from_plan(node: NodeId, term: u64, dry_run: bool, plan: &Plan) -> Self {
+        Self {
+            node: node.get(),
+            term,
+            dry_run,
+            lower: plan.bounds().lower(),
+            upper: plan.bounds().upper(),
+            moves: plan
+                .moves()
+                .iter()
+                .map(|m| PlannedMove {
+                    shard: m.shard.to_string(),
+                    from: m.from.map(NodeId::get),
+                    to: m.to.get(),
+                    reason: reason_name(m.reason).to_owned(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The wire name of a move's reason.
+fn reason_name(reason: MoveReason) -> &'static str {
+    match reason {
+        MoveReason::Unowned => "unowned",
+        MoveReason::OwnerDeparted => "owner_departed",
+        MoveReason::OwnerDraining => "owner_draining",
+        MoveReason::OwnerOverloaded => "owner_overloaded",
+        MoveReason::FillUnderloaded => "fill_underloaded",
+        _ => "other",
+    }
+}
+
+/// The body of a `421 Misdirected Request`: this node's coordinator does not act; ask the one
+/// that does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MisdirectedBody {
+    /// What went wrong, in words.
+    pub error: String,
+    /// The Raft leader, whose coordinator acts, if this node knows it.
+    pub leader: Option<u64>,
+    /// Where the leader's control API answers (its `control` metadata), if known.
+    pub leader_control: Option<String>,
+}
+
+pub(super) async fn rebalance(
+    State(node): State<NodeHandle>,
+    Json(request): Json<RebalanceRequest>,
+) -> Response {
+    match node.rebalance(request.dry_run).await {
+        Ok((plan, term)) => Json(RebalanceResponse::from_plan(
+            node.id(),
+            term.get(),
+            request.dry_run,
+            &plan,
+        ))
+        .into_response(),
+        Err(e @ LeadershipError::Shards(CommandError::NotCoordinator { leader })) => {
+            let leader_control = match (leader, node.snapshot().await) {
+                (Some(leader), Ok(snapshot)) => snapshot
+                    .peer(leader)
+                    .and_then(|p| p.metadata.get(crate::driver::CONTROL_KEY).cloned()),
+                _ => None,
+            };
+            let body = MisdirectedBody {
+                error: e.to_string(),
+                leader: leader.map(NodeId::get),
+                leader_control,
+            };
+            (StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response()
+        }
+        Err(e) => leadership_error(&e),
+    }
+}
+
 /// The answer to a resume.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResumeResponse {
@@ -547,6 +682,47 @@ pub(super) async fn resume(State(node): State<NodeHandle>) -> Response {
         .into_response(),
         Err(e) => leadership_error(&e.into()),
     }
+}
+
+/// The `mesh_shard_*` families of a node with `[shards]` (`mesh_shard_draining` is written
+/// with the driver's drain state). No label names a shard or a member: a node's series stay
+/// the same however many there are.
+fn write_shard_metrics(families: &mut Families<'_, '_>, s: &ShardStatus) -> std::fmt::Result {
+    use crate::metrics::catalogue::{
+        SHARD_CONFIGURED, SHARD_COORDINATING, SHARD_IMBALANCE, SHARD_LOAD_BOUND,
+        SHARD_MOVES_COMPLETED, SHARD_MOVES_FAILED, SHARD_MOVES_IN_FLIGHT, SHARD_MOVES_STARTED,
+        SHARD_OWNED, SHARD_POOL_MEMBERS, SHARD_REBALANCE_PLANS, SHARD_UNOWNED,
+    };
+    families.gauge(&SHARD_CONFIGURED, s.configured)?;
+    if let Some(member) = &s.member {
+        families.gauge(&SHARD_OWNED, member.held)?;
+    }
+    if let Some(counters) = &s.counters {
+        families.gauge(&SHARD_COORDINATING, u64::from(s.coordinator.is_some()))?;
+        families.counter(&SHARD_REBALANCE_PLANS, counters.plans)?;
+        families.counter(&SHARD_MOVES_STARTED, counters.moves_started)?;
+        families.counter(&SHARD_MOVES_COMPLETED, counters.moves_completed)?;
+        families.counter(&SHARD_MOVES_FAILED, counters.moves_failed)?;
+    }
+    // The coordinator's view only where it acts: a follower's would be stale, and summing or
+    // taking the max over a cluster's voters would mix it in.
+    if let Some(c) = &s.coordinator {
+        families.gauge(&SHARD_MOVES_IN_FLIGHT, c.in_flight.len())?;
+        families.gauge(&SHARD_UNOWNED, c.unowned)?;
+        families.gauge(&SHARD_IMBALANCE, c.imbalance)?;
+        if let Some((lower, upper)) = c.bounds {
+            families.gauges(&SHARD_LOAD_BOUND, [(["lower"], lower), (["upper"], upper)])?;
+        }
+        let draining = c.draining.len();
+        families.gauges(
+            &SHARD_POOL_MEMBERS,
+            [
+                (["eligible"], c.members.len() - draining),
+                (["draining"], draining),
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 /// The `mesh_leadership_*` families. Per-scope series cover only scopes outside `shard/`, so
@@ -572,7 +748,7 @@ pub(super) fn write_metrics(
         let global: Vec<&TableLease> = view
             .table
             .iter()
-            .filter(|l| !l.scope.starts_with("shard/"))
+            .filter(|l| !is_shard_scope(&l.scope))
             .collect();
         families.gauges(
             &LEADERSHIP_HOLDER,
@@ -589,6 +765,9 @@ pub(super) fn write_metrics(
             )?;
         }
         families.gauge(&LEADERSHIP_TABLE_LEASES, view.table.len())?;
+    }
+    if let Some(shards) = &view.shards {
+        write_shard_metrics(families, shards)?;
     }
     families.gauge(&LEADERSHIP_LEASES_HELD, view.held.len())?;
     families.counter(&LEADERSHIP_ACQUIRED, stats.acquired)?;

@@ -135,6 +135,7 @@ fn http_routes() -> Routes<NodeHandle> {
         .post("/control/leases/release", leadership::release)
         .post("/control/drain", leadership::drain)
         .post("/control/resume", leadership::resume)
+        .post("/control/rebalance", leadership::rebalance)
         .post("/control/join", membership::join)
         .post("/control/leave", membership::leave)
         .post("/control/force-leave", membership::force_leave)

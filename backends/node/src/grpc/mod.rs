@@ -8,7 +8,7 @@
 //! The service rides on the control port: [`routes`] is merged into
 //! [`control::router`](crate::control::router), inside its authorization layer, so every method
 //! is a row of [`control::auth::ROUTE_SCOPES`](crate::control::auth::ROUTE_SCOPES) (reads need
-//! `mesh.observe`; `TransferLease`, `Drain` and `Resume` need `mesh.operate`). The layer answers
+//! `mesh.observe`; `TransferLease`, `Drain`, `Resume` and `Rebalance` need `mesh.operate`). The layer answers
 //! a refused gRPC call in HTTP (401, 403); [`http_errors_as_status`] turns such answers into
 //! gRPC statuses (`UNAUTHENTICATED`, `PERMISSION_DENIED`) that clients can read. gRPC needs
 //! HTTP/2; tonic has no HTTP/3, so the h3 listener does not carry it.
@@ -19,6 +19,7 @@
 //! | `GetLeaders` | the leadership view, as `GET /meshkit/leaders` | `NOT_FOUND` (no `[leadership]`) |
 //! | `TransferLease` | the new holder's token | see [`CallError`] |
 //! | `Drain`, `Resume` | what was released; whether it was drained | see [`CallError`] |
+//! | `Rebalance` | the shard plan, as `POST /control/rebalance` | `FAILED_PRECONDITION` (not the coordinator, or no eligible member) |
 //! | `WatchLeadership` | feed entries after `after_seq`, then live ones | `OUT_OF_RANGE` (gone) |
 //! | `ListShards` | the shard owners, as `GET /meshkit/shards` | `NOT_FOUND` (no `[leadership]`) |
 //! | `WatchShards` | `WatchLeadership` narrowed to `shard/...` scopes | as `WatchLeadership` |
@@ -54,8 +55,9 @@ use self::proto::{
     DrainRequest, DrainResponse, GetLeadersRequest, GetLeadersResponse, LeadershipChange,
     LeadershipEvent, ListClustersRequest, ListClustersResponse, ListPeersRequest,
     ListPeersResponse, ListShardsRequest, ListShardsResponse, ListVersionsRequest,
-    ListVersionsResponse, Peer, PeerState, ResumeRequest, ResumeResponse, TransferLeaseRequest,
-    TransferLeaseResponse, WatchLeadershipRequest,
+    ListVersionsResponse, Peer, PeerState, PlannedMove, RebalanceRequest, RebalanceResponse,
+    ResumeRequest, ResumeResponse, TransferLeaseRequest, TransferLeaseResponse,
+    WatchLeadershipRequest,
 };
 use self::server::control_server::{Control, ControlServer};
 use self::server::health_server::HealthServer;
@@ -91,6 +93,8 @@ pub mod path {
     pub const DRAIN: &str = "/meshkit.control.v1.Control/Drain";
     /// `Resume`.
     pub const RESUME: &str = "/meshkit.control.v1.Control/Resume";
+    /// `Rebalance`.
+    pub const REBALANCE: &str = "/meshkit.control.v1.Control/Rebalance";
     /// `WatchLeadership`.
     pub const WATCH_LEADERSHIP: &str = "/meshkit.control.v1.Control/WatchLeadership";
     /// `ListShards`.
@@ -108,12 +112,13 @@ pub mod path {
 
     /// Every method the service answers (the others get `UNIMPLEMENTED`); each has its row in
     /// [`crate::control::auth::ROUTE_SCOPES`].
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         LIST_PEERS,
         GET_LEADERS,
         TRANSFER_LEASE,
         DRAIN,
         RESUME,
+        REBALANCE,
         WATCH_LEADERSHIP,
         LIST_SHARDS,
         WATCH_SHARDS,
@@ -257,6 +262,14 @@ impl Control for Methods {
         reply(path::RESUME, resume(self.node.clone()).await)
     }
 
+    async fn rebalance(
+        &self,
+        request: Request<RebalanceRequest>,
+    ) -> Result<Response<RebalanceResponse>, Status> {
+        let answer = rebalance(self.node.clone(), request.into_inner().dry_run).await;
+        reply(path::REBALANCE, answer)
+    }
+
     type WatchLeadershipStream = EventStream;
 
     async fn watch_leadership(
@@ -312,10 +325,7 @@ fn all_entries(_: &FeedEntry) -> bool {
 }
 
 fn shard_entries(entry: &FeedEntry) -> bool {
-    entry
-        .change
-        .scope()
-        .is_some_and(|s| s.starts_with("shard/"))
+    entry.change.is_shard()
 }
 
 async fn list_shards(node: NodeHandle) -> Result<ListShardsResponse, CallError> {
@@ -429,6 +439,33 @@ async fn resume(node: NodeHandle) -> Result<ResumeResponse, CallError> {
     Ok(ResumeResponse {
         node: node.id().get(),
         was_draining,
+    })
+}
+
+async fn rebalance(node: NodeHandle, dry_run: bool) -> Result<RebalanceResponse, CallError> {
+    let (plan, term) = node.rebalance(dry_run).await?;
+    let json = crate::control::leadership::RebalanceResponse::from_plan(
+        node.id(),
+        term.get(),
+        dry_run,
+        &plan,
+    );
+    Ok(RebalanceResponse {
+        node: json.node,
+        term: json.term,
+        dry_run,
+        lower: json.lower as u64,
+        upper: json.upper as u64,
+        moves: json
+            .moves
+            .into_iter()
+            .map(|m| PlannedMove {
+                shard: m.shard,
+                from: m.from,
+                to: m.to,
+                reason: m.reason,
+            })
+            .collect(),
     })
 }
 

@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use meshkit::lease::{LeaseError, ScopeError};
+use meshkit::node::CommandError;
 use thiserror::Error;
 use tonic::{Code, Status};
 
@@ -101,6 +102,12 @@ impl CallError {
                 LeadershipError::Lease(lease) => lease_code(lease),
                 LeadershipError::Draining => Code::Unavailable,
                 LeadershipError::Campaigned { .. } => Code::FailedPrecondition,
+                LeadershipError::Shards(shards) => match shards {
+                    CommandError::NotCoordinator { .. } | CommandError::Rebalance(_) => {
+                        Code::FailedPrecondition
+                    }
+                    _ => Code::NotFound,
+                },
             },
         }
     }

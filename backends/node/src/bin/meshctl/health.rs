@@ -444,6 +444,7 @@ mod tests {
                     held: Vec::new(),
                     campaign: Vec::new(),
                     last_seq: 0,
+                    shards: None,
                 };
                 (id, view)
             })
