@@ -995,7 +995,13 @@ fn dashboards_pass_the_lint() {
             ));
         }
     }
-    for wanted in ["overview", "membership", "leadership", "transport"] {
+    for wanted in [
+        "overview",
+        "membership",
+        "leadership",
+        "shards",
+        "transport",
+    ] {
         if !uids.values().any(|s| s == wanted) {
             problems.push(format!("no {wanted} dashboard"));
         }

@@ -67,7 +67,8 @@ const ALLOWED_EMPTY: &[(&str, &str)] = &[(
 )];
 
 /// Voters 1-3 keep their Raft log (`data_dir`), so a voter killed with SIGKILL can be
-/// restarted; every node contends for `global-control`.
+/// restarted; every node contends for `global-control` and takes shards (16 of them, so that
+/// the shards dashboard has data).
 fn leadership(id: u64) -> String {
     let data_dir = if id <= 3 {
         format!("data_dir = \"raft-{id}\"\n")
@@ -76,7 +77,8 @@ fn leadership(id: u64) -> String {
     };
     format!(
         "[leadership]\nvoters = [1, 2, 3]\ncampaign = [\"global-control\"]\nttl = \"3s\"\n\
-         {data_dir}\n[leadership.raft]\ntick_interval = \"50ms\"\n"
+         {data_dir}\n[leadership.raft]\ntick_interval = \"50ms\"\n\n\
+         [shards]\nnamespaces = {{ orders = 16 }}\nttl = \"3s\"\n"
     )
 }
 
