@@ -246,32 +246,38 @@ catalogue! {
         "1 while this voter's shard coordinator acts (it leads the Raft group), 0 otherwise.";
     /// Plans made.
     SHARD_REBALANCE_PLANS = Counter "mesh_shard_rebalance_plans_total" [] none,
-        "Rebalance plans this voter's coordinator made (the pool changed, a lease ended          unplanned, or POST /control/rebalance asked).";
+        "Rebalance plans this voter's coordinator made (the pool changed, a lease ended \
+         unplanned, or POST /control/rebalance asked).";
     /// Moves started.
     SHARD_MOVES_STARTED = Counter "mesh_shard_moves_started_total" [] none,
-        "Shard moves this voter's coordinator started (a handoff, or an acquire by the          target).";
+        "Shard moves this voter's coordinator started (a handoff, or an acquire by the \
+         target).";
     /// Moves done.
     SHARD_MOVES_COMPLETED = Counter "mesh_shard_moves_completed_total" [] none,
         "Shard moves done: the grant to the target applied.";
     /// Moves dropped.
     SHARD_MOVES_FAILED = Counter "mesh_shard_moves_failed_total" [] none,
-        "Shard moves dropped: not done within 2 x shard TTL + 5 s, or the target left the          pool (the shard is planned again).";
+        "Shard moves dropped: not done within 2 x shard TTL + 5 s, or the target left the \
+         pool (the shard is planned again).";
     /// Moves under way.
     SHARD_MOVES_IN_FLIGHT = Gauge "mesh_shard_moves_in_flight" [] none,
         "Shard moves under way (acting coordinator only).";
     /// Shards without an owner.
     SHARD_UNOWNED = Gauge "mesh_shard_unowned" [] none,
-        "Configured shards without an owner in the coordinator's map (acting coordinator          only).";
+        "Configured shards without an owner in the coordinator's map (acting coordinator \
+         only).";
     /// Most minus fewest shards owned.
     SHARD_IMBALANCE = Gauge "mesh_shard_imbalance" [] none,
-        "Most shards owned minus fewest owned over the members taking shards (acting          coordinator only).";
+        "Most shards owned minus fewest owned over the members taking shards (acting \
+         coordinator only).";
     /// The rebalancer's load bound.
     SHARD_LOAD_BOUND = Gauge "mesh_shard_load_bound" ["bound"] none,
         "Fewest (lower) and most (upper) shards the rebalancer lets a member taking shards \
          own, for the current pool (acting coordinator only).";
     /// Members in the pool.
     SHARD_POOL_MEMBERS = Gauge "mesh_shard_pool_members" ["role"] none,
-        "Members up that announced they take shards, by role: eligible (takes shards) or          draining (acting coordinator only).";
+        "Members up that announced they take shards, by role: eligible (takes shards) or \
+         draining (acting coordinator only).";
     /// Round-trip times of direct probes.
     GOSSIP_PROBE_RTT = Histogram "mesh_gossip_probe_rtt_seconds" [] seconds,
         "Round-trip times of direct probes acknowledged by their target.";
