@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A local three-node MeshKit cluster with leases, on 127.0.0.1: development certificates, three
-# node.toml files (all three are Raft voters contending for `global-control`), three meshkitd.
+# node.toml files (all three are Raft voters contending for `global-control` and take 16 shards),
+# three meshkitd.
 # Ctrl-C stops them. Usage: scripts/local-cluster.sh [DIR]   (default target/local-cluster)
 # MESHKIT_BIN=DIR uses the meshkitd and meshctl in DIR instead of building the release ones
 # (scripts/check-docs.py runs this script with the debug build the tests made).
@@ -48,6 +49,10 @@ meshctl-observer = ["mesh.observe"]
 voters = [1, 2, 3]
 campaign = ["global-control"]
 ttl = "3s"
+
+[shards]
+namespaces = { orders = 16 }
+ttl = "3s"
 EOF
   "$bin/meshkitd" check-config "$dir/node-$i.toml"
 done
@@ -76,6 +81,9 @@ Three nodes are running. In another shell:
   $bin/meshctl leaders watch --addr 127.0.0.1:8102
   $bin/meshctl drain --addr 127.0.0.1:810N     # N: the holder; another node takes global-control
   $bin/meshctl resume --addr 127.0.0.1:810N
+  $bin/meshctl shards list                     # owners, moves in flight, shards per node
+  $bin/meshctl shards rebalance --dry-run      # the coordinator's plan, nothing moved
+  $bin/meshctl drain 2 --wait                  # node 2 hands its shards away; returns once empty
   $bin/meshctl transport stats --addr 127.0.0.1:8101
 
 Ctrl-C here stops the cluster.

@@ -10,11 +10,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, leaders, start};
-use common::{TempDir, client, run_bounded, write_config_with};
+use common::{MeshctlAs, TempDir, client, run_bounded, write_config_with};
 use meshkit_node::client::{Client, Protocols};
 use meshkit_node::control::leadership::{RebalanceResponse, ShardsResponse};
 use meshkit_node::leadership::CoordinatorCounters;
@@ -136,21 +135,13 @@ async fn counters(client: &Client, daemons: &BTreeMap<u64, Daemon>) -> Coordinat
     sum
 }
 
-/// `meshctl ARGS` with node-1's certificate (it holds `mesh.operate`), killed past `limit`.
-fn meshctl(dir: &Path, args: &[&str], limit: Duration) -> (bool, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_meshctl"));
-    command
-        .args(args)
-        .arg("--ca")
-        .arg(dir.join("ca.pem"))
-        .arg("--cert")
-        .arg(dir.join("node-1.pem"))
-        .arg("--key")
-        .arg(dir.join("node-1.key"))
-        .arg("--protocol")
-        .arg("tcp")
-        .env("MESHCTL_STATE", dir.join("meshctl-state.json"));
-    run_bounded(command, limit)
+/// `meshctl ARGS` against `addr` with node-1's certificate (it holds `mesh.operate`), killed
+/// past `limit`.
+fn meshctl(dir: &Path, addr: &str, args: &[&str], limit: Duration) -> (bool, String) {
+    run_bounded(
+        common::meshctl(dir, addr, MeshctlAs::Node("node-1"), args),
+        limit,
+    )
 }
 
 /// The JSON object on the last line of `printed` (progress lines go before it, on stderr).
@@ -200,14 +191,8 @@ async fn shards_are_placed_rebalanced_on_a_join_failed_over_and_drained() {
     let limit = Duration::from_secs(20);
     let (ok, printed) = meshctl(
         dir.path(),
-        &[
-            "shards",
-            "rebalance",
-            "--dry-run",
-            "--json",
-            "--addr",
-            &addr,
-        ],
+        &addr,
+        &["shards", "rebalance", "--dry-run", "--json"],
         limit,
     );
     assert!(ok, "meshctl shards rebalance --dry-run: {printed}");
@@ -225,7 +210,8 @@ async fn shards_are_placed_rebalanced_on_a_join_failed_over_and_drained() {
     assert_eq!(owners(&client, &daemons).await.as_ref(), Some(&placed));
     let (ok, printed) = meshctl(
         dir.path(),
-        &["shards", "rebalance", "--addr", &daemons[&leader].control],
+        &daemons[&leader].control,
+        &["shards", "rebalance"],
         limit,
     );
     assert!(ok, "meshctl shards rebalance: {printed}");
@@ -239,7 +225,7 @@ async fn shards_are_placed_rebalanced_on_a_join_failed_over_and_drained() {
         counters(&client, &daemons).await.moves_started,
         before.moves_started
     );
-    let (ok, printed) = meshctl(dir.path(), &["shards", "list", "--addr", &addr], limit);
+    let (ok, printed) = meshctl(dir.path(), &addr, &["shards", "list"], limit);
     assert!(ok, "meshctl shards list: {printed}");
     assert!(
         printed.contains("64 of 64 shards owned; bound 11..=14 per member"),
@@ -258,6 +244,16 @@ async fn shards_are_placed_rebalanced_on_a_join_failed_over_and_drained() {
         .sum();
     let minimum = excess.max(*BOUNDS_6.start());
     let before = counters(&client, &daemons).await;
+    // Where the coordinator's feed stands before the join: its shard watch stream must show
+    // each move the join causes.
+    let watched = coordinator(&client, &daemons)
+        .await
+        .expect("a coordinator")
+        .local;
+    let feed_before = leaders(&client, &daemons[&watched])
+        .await
+        .expect("the coordinator answers")
+        .last_seq;
     daemons.insert(
         6,
         start_node(dir.path(), &files, 6, Some(daemons[&1].gossip), &ca),
@@ -282,6 +278,41 @@ async fn shards_are_placed_rebalanced_on_a_join_failed_over_and_drained() {
         minimum as u64
     );
     assert_eq!(counts(&joined)[&6], *BOUNDS_6.start());
+    // `meshctl shards watch` on that voter shows every move: one `granted` entry per shard
+    // that changed owner, each to its new owner, and no other grant.
+    let after_seq = feed_before.to_string();
+    let (ok, printed) = meshctl(
+        dir.path(),
+        &daemons[&watched].control,
+        &[
+            "shards", "watch", "--kind", "granted", "--after", &after_seq, "--for", "3s", "--json",
+        ],
+        limit,
+    );
+    assert!(ok, "meshctl shards watch: {printed}");
+    let grants: Vec<(String, u64)> = printed
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            (
+                v["scope"].as_str().unwrap_or_default().to_owned(),
+                v["holder"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let moved: Vec<(String, u64)> = placed
+        .keys()
+        .filter(|s| joined.get(*s) != placed.get(*s))
+        .map(|s| (s.clone(), joined[s]))
+        .collect();
+    let mut seen = grants.clone();
+    seen.sort();
+    assert_eq!(
+        seen, moved,
+        "the shard watch stream against the moves: {printed}"
+    );
 
     // 4. kill -9 of a member that is not a voter: its shards are owned by the others again.
     let victim = 5;
@@ -300,16 +331,8 @@ async fn shards_are_placed_rebalanced_on_a_join_failed_over_and_drained() {
     // 5. `meshctl drain 4 --wait` through node 1: it returns once node 4 holds nothing.
     let (ok, printed) = meshctl(
         dir.path(),
-        &[
-            "drain",
-            "4",
-            "--wait",
-            "--timeout",
-            "20s",
-            "--json",
-            "--addr",
-            &daemons[&1].control,
-        ],
+        &daemons[&1].control,
+        &["drain", "4", "--wait", "--timeout", "20s", "--json"],
         Duration::from_secs(40),
     );
     assert!(ok, "meshctl drain 4 --wait: {printed}");

@@ -8,10 +8,10 @@
 //! The service rides on the control port: [`routes`] is merged into
 //! [`control::router`](crate::control::router), inside its authorization layer, so every method
 //! is a row of [`control::auth::ROUTE_SCOPES`](crate::control::auth::ROUTE_SCOPES) (reads need
-//! `mesh.observe`; `TransferLease`, `Drain`, `Resume` and `Rebalance` need `mesh.operate`). The layer answers
-//! a refused gRPC call in HTTP (401, 403); [`http_errors_as_status`] turns such answers into
-//! gRPC statuses (`UNAUTHENTICATED`, `PERMISSION_DENIED`) that clients can read. gRPC needs
-//! HTTP/2; tonic has no HTTP/3, so the h3 listener does not carry it.
+//! `mesh.observe`; `TransferLease`, `Drain`, `Resume` and `Rebalance` need `mesh.operate`). The
+//! layer answers a refused gRPC call in HTTP (401, 403); [`http_errors_as_status`] turns such
+//! answers into gRPC statuses (`UNAUTHENTICATED`, `PERMISSION_DENIED`) that clients can read.
+//! gRPC needs HTTP/2; tonic has no HTTP/3, so the h3 listener does not carry it.
 //!
 //! | method | answers | errors |
 //! | --- | --- | --- |
