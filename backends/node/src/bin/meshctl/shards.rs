@@ -100,30 +100,35 @@ pub(crate) fn list(node: &NodeArgs, json: bool) -> Result<(), String> {
 }
 
 /// The readable form of a shards answer: owners, moves in flight, a line per node, a summary.
+/// A node without `[shards]` may still see shard leases (scopes a `campaign` names): they are
+/// listed, without the coordinator's part.
 fn render_list(answer: &ShardsResponse) -> String {
     let mut out = String::new();
-    let Some(status) = &answer.status else {
-        return format!(
-            "node {} has no [shards] section: it takes part in no shards\n",
-            answer.local
-        );
-    };
+    let local = answer.local;
     if answer.shards.is_empty() {
-        let coordinator = status
-            .coordinator_node
-            .map_or_else(|| "unknown".to_owned(), |c| format!("node {c}"));
-        out.push_str(&if answer.complete {
-            format!(
-                "node {}: none of the {} configured shards is owned yet (coordinator: \
-                 {coordinator})\n",
-                answer.local, status.configured
-            )
-        } else {
-            format!(
-                "node {}: it owns none of the {} configured shards (it is not a voter: ask a \
-                 voter for every owner)\n",
-                answer.local, status.configured
-            )
+        let coordinator = answer.status.as_ref().map(|s| {
+            let c = s
+                .coordinator_node
+                .map_or_else(|| "unknown".to_owned(), |c| format!("node {c}"));
+            (s.configured, c)
+        });
+        out.push_str(&match (coordinator, answer.complete) {
+            (None, true) => format!(
+                "node {local}: the lease table holds no shard lease (it has no [shards] \
+                 section)\n"
+            ),
+            (None, false) => format!(
+                "node {local}: it holds no shard lease (it has no [shards] section and is not a \
+                 voter: ask a voter for every owner)\n"
+            ),
+            (Some((configured, coordinator)), true) => format!(
+                "node {local}: none of the {configured} configured shards is owned yet \
+                 (coordinator: {coordinator})\n"
+            ),
+            (Some((configured, _)), false) => format!(
+                "node {local}: it owns none of the {configured} configured shards (it is not a \
+                 voter: ask a voter for every owner)\n"
+            ),
         });
     } else {
         out.push_str(&format!(
@@ -137,6 +142,15 @@ fn render_list(answer: &ShardsResponse) -> String {
             ));
         }
     }
+    let Some(status) = &answer.status else {
+        if !answer.shards.is_empty() {
+            out.push_str(&format!(
+                "\nnode {local} has no [shards] section: these shard leases are campaigned for, \
+                 not placed by a coordinator\n"
+            ));
+        }
+        return out;
+    };
     match &status.coordinator {
         Some(c) => {
             out.push_str(&format!(
@@ -452,7 +466,22 @@ mod tests {
         };
         assert_eq!(
             render_list(&answer),
-            "node 3 has no [shards] section: it takes part in no shards\n"
+            "node 3: the lease table holds no shard lease (it has no [shards] section)\n"
+        );
+        // Shard leases a campaign names are still listed.
+        let answer = ShardsResponse {
+            shards: vec![owner(0, 2)],
+            ..answer
+        };
+        let text = render_list(&answer);
+        assert!(text.starts_with("SHARD "), "{text}");
+        assert!(text.contains("shard/orders/0"), "{text}");
+        assert!(
+            text.ends_with(
+                "node 3 has no [shards] section: these shard leases are campaigned \
+                 for, not placed by a coordinator\n"
+            ),
+            "{text}"
         );
     }
 
