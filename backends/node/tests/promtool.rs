@@ -17,9 +17,10 @@ use meshkit_node::client::{Client, Protocols};
 use meshkit_node::node::RunningNode;
 
 /// Three voters contending for `global-control`, with fast Raft ticks so that a holder exists
-/// within a second or two.
+/// within a second or two, and taking 8 shards (so that the `mesh_shard_*` families are there).
 const LEADERSHIP: &str = "[leadership]\nvoters = [1, 2, 3]\ncampaign = [\"global-control\"]\n\
-    ttl = \"1s\"\n\n[leadership.raft]\ntick_interval = \"50ms\"\n";
+    ttl = \"1s\"\n\n[leadership.raft]\ntick_interval = \"50ms\"\n\n\
+    [shards]\nnamespaces = { orders = 8 }\nttl = \"1s\"\n";
 
 /// How long the cluster may take to elect a holder and see all three members alive.
 const SETTLE_LIMIT: Duration = Duration::from_secs(20);
@@ -55,9 +56,11 @@ async fn metrics(client: &Client, node: &RunningNode) -> String {
     response.body
 }
 
-/// Whether some node holds `global-control` and every node sees three members alive.
+/// Whether some node holds `global-control`, a shard coordinator acts with every node in its
+/// pool, and every node sees three members alive.
 async fn settled(nodes: &[RunningNode]) -> bool {
     let mut holders = 0;
+    let mut coordinators = 0;
     for n in nodes {
         let Ok(snapshot) = n.handle().snapshot().await else {
             return false;
@@ -66,6 +69,12 @@ async fn settled(nodes: &[RunningNode]) -> bool {
             return false;
         }
         if let Ok(Some(view)) = n.handle().leadership().await {
+            coordinators += usize::from(
+                view.shards
+                    .as_ref()
+                    .and_then(|s| s.coordinator.as_ref())
+                    .is_some_and(|c| c.members.len() == nodes.len() && c.bounds.is_some()),
+            );
             holders += view
                 .held
                 .iter()
@@ -73,7 +82,7 @@ async fn settled(nodes: &[RunningNode]) -> bool {
                 .count();
         }
     }
-    holders == 1
+    holders == 1 && coordinators == 1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,9 +99,10 @@ async fn metrics_of_nodes_with_leadership_pass_promtool_check_metrics() {
 
     // The families of every part of the node are there, so promtool sees them all: membership,
     // transport, the Raft voter and the lease table (every node is a voter), the audit log, the
-    // control server.
+    // control server, the shards (the coordinator's families on the Raft leader only).
     let client = client(dir.path(), Protocols::H3ThenTcp);
     let mut holder_seen = false;
+    let mut coordinator_seen = false;
     for node in &nodes {
         let text = metrics(&client, node).await;
         for family in [
@@ -103,6 +113,9 @@ async fn metrics_of_nodes_with_leadership_pass_promtool_check_metrics() {
             "mesh_leadership_leases_held ",
             "mesh_control_audit_records_total ",
             "mesh_transport_control_requests_total{protocol=",
+            "mesh_shard_configured 8\n",
+            "mesh_shard_owned ",
+            "mesh_shard_moves_started_total ",
         ] {
             assert!(
                 text.contains(family),
@@ -110,7 +123,19 @@ async fn metrics_of_nodes_with_leadership_pass_promtool_check_metrics() {
                 node.id()
             );
         }
-        holder_seen |= text.contains("mesh_leadership_leases_held 1\n");
+        // The holder of global-control counts it among its leases (with its shards).
+        let holds_control =
+            node.handle().leadership().await.is_ok_and(|v| {
+                v.is_some_and(|v| v.held.iter().any(|h| h.scope == "global-control"))
+            });
+        let leases_held = text
+            .lines()
+            .find_map(|l| l.strip_prefix("mesh_leadership_leases_held "))
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        holder_seen |= holds_control && leases_held.is_some_and(|n| n >= 1);
+        coordinator_seen |= text.contains("mesh_shard_coordinating 1\n")
+            && text.contains("mesh_shard_load_bound{bound=\"upper\"} ")
+            && text.contains("mesh_shard_pool_members{role=\"eligible\"} 3\n");
 
         let (passed, printed) = check_metrics(promtool, dir.path(), &text);
         assert!(
@@ -121,6 +146,10 @@ async fn metrics_of_nodes_with_leadership_pass_promtool_check_metrics() {
         );
     }
     assert!(holder_seen, "no node reported the lease it holds");
+    assert!(
+        coordinator_seen,
+        "no node reported the shard coordinator's families"
+    );
     for n in nodes {
         n.stop().await;
     }
