@@ -382,6 +382,7 @@ CLUSTER_SUBST = (
     ("810M", "810$M"),
     ("--to M", "--to $M"),
     ("$meshctl leaders watch", "__until_stopped $meshctl leaders watch"),
+    ("$meshctl shards watch", "__until_stopped $meshctl shards watch"),
 )
 
 

@@ -83,7 +83,6 @@ Three nodes are running. In another shell:
   $bin/meshctl resume --addr 127.0.0.1:810N
   $bin/meshctl shards list                     # owners, moves in flight, shards per node
   $bin/meshctl shards rebalance --dry-run      # the coordinator's plan, nothing moved
-  $bin/meshctl drain 2 --wait                  # node 2 hands its shards away; returns once empty
   $bin/meshctl transport stats --addr 127.0.0.1:8101
 
 Ctrl-C here stops the cluster.
