@@ -33,6 +33,7 @@ use core::time::Duration;
 use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 
 use meshkit::config::Config;
+use meshkit::diag::fault::{FaultKind, FaultSchedule};
 use meshkit::lease::{
     Campaign, FencingToken, GroupEvent, LeadershipEvent, LeaseConfig, LeaseGroup, Sequenced, Term,
 };
@@ -53,9 +54,12 @@ use crate::lease::{Ask, CAMPAIGN_RETRY, LeaseNode, LeaseRecords, Ledger, WRITE_I
 use crate::metrics::Counters;
 use crate::network::{Network, Partition, Verdict};
 use crate::observer::{Down, Observations, Observer};
+use crate::report::ExperimentRecord;
 use crate::scenario::{FaultAction, LeaseSpec, MetadataOp, NodeSelector, PartitionShape, Scenario};
 use crate::shard::{ShardRecords, ShardRun};
 use crate::trace::TraceHash;
+
+mod plans;
 
 /// Timer wakeups of one node at one instant after which the engine declares a livelock.
 const MAX_WAKEUPS_PER_INSTANT: u32 = 10_000;
@@ -86,6 +90,8 @@ enum What {
     Sweep,
     /// The contenders' writes, renewals and acquisitions.
     LeaseTick,
+    /// The core fault plans' schedule is due (see `plans.rs`).
+    Plans,
 }
 
 /// A heap entry; the heap is a max-heap, so the order is reversed.
@@ -183,6 +189,8 @@ pub(crate) struct Outcome {
     pub(crate) shards: Option<ShardRecords>,
     /// Whether the scenario has a `byzantine` fault (its figures are reported).
     pub(crate) byzantine: bool,
+    /// The core fault plans that activated.
+    pub(crate) experiments: Vec<ExperimentRecord>,
 }
 
 /// The lease side of a run with `[leases]`: every node's lease state and the ledger.
@@ -231,6 +239,14 @@ pub(crate) struct Engine<'s> {
     /// Whether the scenario has a `byzantine` fault: its datagrams come from node index
     /// `nodes` (id `nodes + 1`), and the checks of `crate::byzantine` apply.
     byzantine: bool,
+    /// The core fault plans given to the run (`run_with_plans`), on the core's own schedule.
+    plans: FaultSchedule,
+    /// The plans' wakeup in the queue, if one is.
+    plans_armed: Option<Instant>,
+    /// What each active plan changed.
+    applied: plans::AppliedMap,
+    /// Every plan that activated, as the report shows it.
+    experiments: Vec<ExperimentRecord>,
 }
 
 impl<'s> Engine<'s> {
@@ -314,6 +330,10 @@ impl<'s> Engine<'s> {
                 .faults()
                 .iter()
                 .any(|f| matches!(f.action, FaultAction::Byzantine { .. })),
+            plans: FaultSchedule::new(),
+            plans_armed: None,
+            applied: plans::AppliedMap::new(),
+            experiments: Vec::new(),
         };
         if let Some(spec) = scenario.leases() {
             engine.start_leases(spec);
@@ -433,6 +453,7 @@ impl<'s> Engine<'s> {
             gossip_interval: self.config.gossip_interval(),
             trace: self.watch_log,
             byzantine: self.byzantine,
+            experiments: std::mem::take(&mut self.experiments),
             shards: self
                 .leases
                 .as_mut()
@@ -468,6 +489,7 @@ impl<'s> Engine<'s> {
                 self.queue.push(self.now + SWEEP_INTERVAL, What::Sweep);
             }
             What::LeaseTick => self.lease_tick(),
+            What::Plans => self.run_plans(),
         }
     }
 
@@ -965,9 +987,13 @@ impl<'s> Engine<'s> {
                 nodes,
                 restart_after,
             } => {
-                for i in self.pick(nodes, |s| {
+                let victims = self.pick(nodes, |s| {
                     matches!(s, NodeState::Running | NodeState::Paused)
-                }) {
+                });
+                // Each occurrence is a core fault plan on the drawn victims
+                // (docs/diagnostics.md); a crash that never restarts lasts the rest of the run.
+                let lasts = restart_after.unwrap_or_else(|| self.end - now);
+                for i in fault::lower_nodes(FaultKind::Kill {}, victims, self.nodes, lasts) {
                     self.crash(i);
                     if let Some(after) = restart_after {
                         let life = self.slots[i].life;
@@ -989,7 +1015,7 @@ impl<'s> Engine<'s> {
                 one_way,
                 heal_after,
             } => {
-                let group = match shape {
+                let drawn = match shape {
                     PartitionShape::Split(f) => {
                         fault::split_groups(self.nodes, *f, &mut self.fault_rng)
                     }
@@ -999,24 +1025,13 @@ impl<'s> Engine<'s> {
                         fault::explicit_groups(self.nodes, &groups)
                     }
                 };
-                self.next_partition += 1;
-                let id = self.next_partition;
-                let partition = Partition {
-                    id,
-                    group,
-                    one_way: *one_way,
-                };
-                self.observer.on_partition(now, &partition);
-                self.net.add_partition(partition);
-                if let Some(run) = self.leases.as_mut() {
-                    let slots = &self.slots;
-                    let clock_of = |i: usize| {
-                        let s = &slots[i];
-                        (!matches!(s.state, NodeState::Crashed | NodeState::Gone))
-                            .then_some(s.clock)
-                    };
-                    run.ledger.on_partition(now, &clock_of);
-                }
+                // The occurrence as the core's fault plan (docs/diagnostics.md): the network
+                // applies the groups of its blast radius. A partition ended by `heal` lasts at
+                // most the rest of the run.
+                let lasts = heal_after.unwrap_or_else(|| self.end - now);
+                let group = fault::lower_partition(&drawn, *one_way, lasts)
+                    .map_or(drawn, |(_plan, group)| group);
+                let id = self.start_partition(group, *one_way);
                 if let Some(after) = heal_after {
                     self.queue
                         .push(now + *after, What::Fault(FaultEvent::HealPartition { id }));
@@ -1037,14 +1052,13 @@ impl<'s> Engine<'s> {
                 }
             }
             FaultAction::Pause { nodes, duration } => {
-                for i in self.pick(nodes, |s| s == NodeState::Running) {
-                    let slot = &mut self.slots[i];
-                    slot.state = NodeState::Paused;
+                let victims = self.pick(nodes, |s| s == NodeState::Running);
+                for i in fault::lower_nodes(FaultKind::Pause {}, victims, self.nodes, *duration) {
+                    let life = self.pause_node(i);
                     let event = FaultEvent::Resume {
                         node: i as u32,
-                        life: slot.life,
+                        life,
                     };
-                    self.observer.on_pause(i);
                     self.queue.push(now + *duration, What::Fault(event));
                     self.pause_lease(i);
                 }
@@ -1055,9 +1069,12 @@ impl<'s> Engine<'s> {
                 duration,
             } => {
                 let ppm = (rate * RATE_ONE_PPM as f64).round() as u64;
-                for i in self.pick(nodes, |s| {
+                let victims = self.pick(nodes, |s| {
                     matches!(s, NodeState::Running | NodeState::Paused)
-                }) {
+                });
+                let lasts = duration.unwrap_or_else(|| self.end - now);
+                let kind = FaultKind::ClockSkew { rate: *rate };
+                for i in fault::lower_nodes(kind, victims, self.nodes, lasts) {
                     self.set_clock_rate(i, ppm);
                     if let Some(d) = duration {
                         let token = self.slots[i].skew_token;
@@ -1140,6 +1157,36 @@ impl<'s> Engine<'s> {
                 }
             }
         }
+    }
+
+    /// Starts a partition of `group` (every node index's group) and returns its id.
+    fn start_partition(&mut self, group: Vec<u8>, one_way: bool) -> u64 {
+        let now = self.now;
+        self.next_partition += 1;
+        let id = self.next_partition;
+        let partition = Partition { id, group, one_way };
+        self.observer.on_partition(now, &partition);
+        self.net.add_partition(partition);
+        if let Some(run) = self.leases.as_mut() {
+            let slots = &self.slots;
+            let clock_of = |i: usize| {
+                let s = &slots[i];
+                (!matches!(s.state, NodeState::Crashed | NodeState::Gone)).then_some(s.clock)
+            };
+            run.ledger.on_partition(now, &clock_of);
+        }
+        id
+    }
+
+    /// Pauses running node `i` and returns the life its resume must match; the caller
+    /// schedules the resume, then calls `pause_lease` (in that order, as the trace hashes of
+    /// the shipped scenarios were taken).
+    fn pause_node(&mut self, i: usize) -> u32 {
+        let slot = &mut self.slots[i];
+        slot.state = NodeState::Paused;
+        let life = slot.life;
+        self.observer.on_pause(i);
+        life
     }
 
     /// A graceful leave: a contender hands its `[leases]` scopes over first; the process stops

@@ -13,6 +13,10 @@
 use core::time::Duration;
 
 use meshkit::Instant;
+use meshkit::diag::fault::{
+    ClusterView, FaultKind, FaultPlan, MAX_FAULT_DURATION, PartitionDirection,
+    PartitionShape as PlanShape, Selector, resolve,
+};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
@@ -213,10 +217,165 @@ pub(crate) fn explicit_groups(nodes: usize, groups: &[NodeSelector]) -> Vec<u8> 
     group
 }
 
+/// One partition occurrence lowered to the core's [`FaultPlan`]: the groups the simulator drew
+/// (`drawn[i]` is node index `i`'s group; node index `i` is member index `i` of the plan's view)
+/// become explicit groups, `one_way` its direction and `lasts` its duration (clamped to the
+/// plan's bounds). Returns the plan and the group of every node in the plan's blast radius, which
+/// is what the network applies.
+///
+/// `None` when the plan cannot express the occurrence: its first group is empty (an explicit
+/// group whose role nobody held), which a plan refuses because a one-way cut starts from it. The
+/// caller then applies the drawn groups, which cut exactly what they always did.
+pub(crate) fn lower_partition(
+    drawn: &[u8],
+    one_way: bool,
+    lasts: Duration,
+) -> Option<(FaultPlan, Vec<u8>)> {
+    let count = drawn
+        .iter()
+        .copied()
+        .max()
+        .map_or(0, |g| usize::from(g) + 1);
+    let mut groups: Vec<Vec<u32>> = vec![Vec::new(); count];
+    for (i, &g) in drawn.iter().enumerate() {
+        groups[usize::from(g)].push(u32::try_from(i).ok()?);
+    }
+    if groups.first().is_none_or(Vec::is_empty) {
+        return None;
+    }
+    // A plan's explicit groups are never empty; dropping an empty one changes no cut, since a
+    // datagram is dropped by comparing its two ends' groups and only group 0 is distinguished.
+    groups.retain(|g| !g.is_empty());
+    let direction = if one_way {
+        PartitionDirection::OneWay
+    } else {
+        PartitionDirection::TwoWay
+    };
+    let kind = FaultKind::Partition {
+        shape: PlanShape::Groups(groups),
+        direction,
+    };
+    let lasts = lasts.clamp(Duration::from_millis(1), MAX_FAULT_DURATION);
+    let plan = FaultPlan::new(kind, Selector::All, lasts).ok()?;
+    let view = ClusterView::numbered(u32::try_from(drawn.len()).ok()?, 1);
+    let radius = resolve(&plan, &view).ok()?;
+    let mut group = vec![0u8; drawn.len()];
+    for (k, members) in radius.groups.iter().enumerate() {
+        for id in members {
+            // Node index `i` is `NodeId(i + 1)` in a numbered view.
+            group[(id.get() - 1) as usize] = u8::try_from(k).ok()?;
+        }
+    }
+    Some((plan, group))
+}
+
+/// A node fault's occurrence lowered to a [`FaultPlan`] of `kind` on the victims the simulator
+/// drew (node indices, sorted), lasting `lasts` (clamped to the plan's bounds): returns the node
+/// indices of its blast radius, which is what the engine acts on. The victims come back as
+/// drawn; a kind or rate the plan refuses, or no victim, gives back the drawn victims unchanged.
+pub(crate) fn lower_nodes(
+    kind: FaultKind,
+    victims: Vec<usize>,
+    nodes: usize,
+    lasts: Duration,
+) -> Vec<usize> {
+    let lasts = lasts.clamp(Duration::from_millis(1), MAX_FAULT_DURATION);
+    let Ok(indices) = victims
+        .iter()
+        .map(|&i| u32::try_from(i))
+        .collect::<Result<Vec<u32>, _>>()
+    else {
+        return victims;
+    };
+    let Ok(view_size) = u32::try_from(nodes) else {
+        return victims;
+    };
+    let radius = FaultPlan::new(kind, Selector::Indices(indices), lasts)
+        .ok()
+        .and_then(|plan| resolve(&plan, &ClusterView::numbered(view_size, 1)).ok());
+    match radius {
+        // Node index `i` is `NodeId(i + 1)` in a numbered view.
+        Some(radius) => radius
+            .nodes
+            .iter()
+            .map(|id| (id.get() - 1) as usize)
+            .collect(),
+        None => victims,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn a_lowered_node_fault_acts_on_the_drawn_victims() {
+        let secs = Duration::from_secs;
+        assert_eq!(
+            lower_nodes(FaultKind::Kill {}, vec![1, 4, 7], 10, secs(5)),
+            [1, 4, 7]
+        );
+        assert_eq!(
+            lower_nodes(
+                FaultKind::ClockSkew { rate: 1.5 },
+                vec![0],
+                2,
+                Duration::ZERO
+            ),
+            [0]
+        );
+        assert_eq!(
+            lower_nodes(FaultKind::Pause {}, vec![], 4, secs(1)),
+            Vec::<usize>::new()
+        );
+    }
+
+    /// Lowering keeps every cut: drawn splits, explicit groups with the rest, and the one-way
+    /// direction come back as the same groups, cutting the same directed links.
+    #[test]
+    fn a_lowered_partition_cuts_what_the_drawn_one_did() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for nodes in [2usize, 3, 16, 101] {
+            for fraction in [0.05, 0.3, 0.5, 0.9] {
+                let drawn = split_groups(nodes, fraction, &mut rng);
+                for one_way in [false, true] {
+                    let (plan, group) =
+                        lower_partition(&drawn, one_way, Duration::from_secs(20)).unwrap();
+                    assert_eq!(group, drawn, "{nodes} nodes, split {fraction}");
+                    assert_eq!(plan.duration(), Duration::from_secs(20));
+                    let radius = resolve(&plan, &ClusterView::numbered(nodes as u32, 1)).unwrap();
+                    let cut = |a: usize, b: usize| {
+                        crate::network::Partition {
+                            id: 0,
+                            group: drawn.clone(),
+                            one_way,
+                        }
+                        .blocks(a, b)
+                    };
+                    let expected = (0..nodes)
+                        .flat_map(|a| (0..nodes).map(move |b| (a, b)))
+                        .filter(|&(a, b)| cut(a, b))
+                        .count();
+                    assert_eq!(radius.links.len(), expected);
+                }
+            }
+        }
+        let explicit = explicit_groups(
+            6,
+            &[
+                NodeSelector::Range { start: 0, end: 2 },
+                NodeSelector::Index(4),
+            ],
+        );
+        let (_, group) = lower_partition(&explicit, false, Duration::from_secs(1)).unwrap();
+        assert_eq!(group, explicit);
+        // An empty middle group changes the numbering, not the cuts.
+        let (_, group) = lower_partition(&[0, 0, 2, 2], false, Duration::from_secs(1)).unwrap();
+        assert_eq!(group, [0, 0, 1, 1]);
+        // An empty first group has no plan.
+        assert!(lower_partition(&[1, 1, 2], true, Duration::from_secs(1)).is_none());
+    }
 
     #[test]
     fn occurrences_due_after_the_end_are_counted() {

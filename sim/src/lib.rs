@@ -71,7 +71,7 @@ use meshkit::Instant;
 use meshkit::config::{Config, Profile};
 use thiserror::Error;
 
-pub use crate::report::RunReport;
+pub use crate::report::{ExperimentRecord, RunReport};
 pub use crate::scenario::{Scenario, ScenarioError};
 
 /// The crate's README, whose example runs as a doc test.
@@ -115,6 +115,38 @@ pub enum SimError {
     /// The scenario does not fit the options (e.g. an index selector beyond `--nodes`).
     #[error(transparent)]
     Scenario(#[from] ScenarioError),
+    /// A fault plan given to [`run_with_plans`] cannot run in the simulator.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+}
+
+/// Why [`run_with_plans`] refused a fault plan. Nothing ran.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// A kind the simulator does not model (link faults other than partitions, transport
+    /// downgrade, certificate expiry, membership surge).
+    #[error("the simulator does not apply {kind} faults")]
+    Unsupported {
+        /// The kind's name.
+        kind: &'static str,
+    },
+    /// A partition whose blast radius is not a set of groups covering the mesh (the bridge and
+    /// majorities-ring shapes cut single links, which the simulated network does not model).
+    #[error("the simulator applies partitions by groups covering the mesh; {shape} has none")]
+    NoGroups {
+        /// The shape's name.
+        shape: &'static str,
+    },
+    /// The plan names what the mesh does not have (an index beyond the node count, a role).
+    #[error(transparent)]
+    Resolve(#[from] meshkit::diag::fault::ResolveError),
+    /// More plans than one schedule holds.
+    #[error("at most {max} fault plans per run")]
+    TooMany {
+        /// [`meshkit::diag::fault::MAX_EXPERIMENTS`].
+        max: usize,
+    },
 }
 
 /// Runs `scenario` once. Invariant violations and failed expectations are in the report, not
@@ -129,6 +161,32 @@ pub fn run_with_progress(
     options: RunOptions,
     progress: &mut dyn FnMut(Instant, Instant),
 ) -> Result<RunReport, SimError> {
+    run_inner(scenario, options, &[], progress)
+}
+
+/// [`run`] with core fault plans besides the scenario's faults: each is scheduled at the start
+/// of the run on the core's own [`FaultSchedule`](meshkit::diag::fault::FaultSchedule) (it
+/// waits its own `start`), resolved against the mesh as numbered at the start (node index `i`
+/// is member index `i`), applied at its activation and reverted at its deadline. What each
+/// touched and when is in [`RunReport::experiments`].
+///
+/// # Errors
+///
+/// [`SimError::Plan`] for a plan the simulator cannot apply (nothing ran), and as [`run`].
+pub fn run_with_plans(
+    scenario: &Scenario,
+    options: RunOptions,
+    plans: &[meshkit::diag::fault::FaultPlan],
+) -> Result<RunReport, SimError> {
+    run_inner(scenario, options, plans, &mut |_, _| {})
+}
+
+fn run_inner(
+    scenario: &Scenario,
+    options: RunOptions,
+    plans: &[meshkit::diag::fault::FaultPlan],
+    progress: &mut dyn FnMut(Instant, Instant),
+) -> Result<RunReport, SimError> {
     let nodes = options.nodes.unwrap_or(scenario.nodes());
     scenario.check_node_count(nodes)?;
     let profile = options.profile.unwrap_or(scenario.profile());
@@ -141,7 +199,11 @@ pub fn run_with_progress(
     if options.explain_false_positives {
         engine.explain_false_positives();
     }
-    let outcome = engine.run(progress);
+    for plan in plans {
+        engine.schedule_plan(plan.clone())?;
+    }
+    let mut outcome = engine.run(progress);
+    let experiments = std::mem::take(&mut outcome.experiments);
     let header = RunReport {
         scenario: scenario.name().to_owned(),
         profile: profile.to_string(),
@@ -151,6 +213,7 @@ pub fn run_with_progress(
         ..RunReport::default()
     };
     let mut report = metrics::figures(outcome, header);
+    report.experiments = experiments;
     report.faults_after_end = fault::occurrences_after(scenario.faults(), duration);
     report.expectations_failed = report::check_expectations(scenario.expect(), &report);
     Ok(report)

@@ -59,6 +59,10 @@ pub struct RunReport {
     /// (the first [`MAX_EXPLAINED_VERDICTS`]), explained; left out of the JSON when empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub false_positive_log: Vec<FalsePositiveVerdict>,
+    /// Every core fault plan given to [`crate::run_with_plans`] that activated: what it
+    /// touched, when, and how it ended.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub experiments: Vec<ExperimentRecord>,
     /// Pauses (gray failures) in the run.
     pub pauses: u64,
     /// Pauses during which some node declared the paused node Dead ("paused-dead").
@@ -1152,4 +1156,28 @@ mod tests {
             );
         }
     }
+}
+
+/// One core fault plan as the simulator applied it (see [`crate::run_with_plans`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct ExperimentRecord {
+    /// The experiment's id on the run's schedule.
+    pub id: u64,
+    /// The plan's kind ([`meshkit::diag::fault::FaultKind::name`]).
+    pub kind: String,
+    /// The node indices of its blast radius.
+    pub nodes: Vec<u32>,
+    /// The directed links it cut (partitions; 0 for node faults).
+    pub links: usize,
+    /// A partition's group sizes, first group first.
+    pub groups: Vec<usize>,
+    /// When it was applied, virtual seconds.
+    pub activated_s: f64,
+    /// Its deadline, virtual seconds.
+    pub until_s: f64,
+    /// When it was undone, if it was within the run.
+    pub reverted_s: Option<f64>,
+    /// How it ended (`deadline`, `aborted`, `kill-switch`), if it did within the run.
+    pub end: Option<String>,
 }

@@ -17,8 +17,9 @@ use crate::time::Duration;
 pub const MAX_FAULT_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// The longest a plan may wait before it starts.
 pub const MAX_START_DELAY: Duration = Duration::from_secs(24 * 3600);
-/// The most indices one selector or one partition's groups may list.
-pub const MAX_SELECTOR_INDICES: usize = 4096;
+/// The most indices one selector or one partition's groups may list: every member of the
+/// largest mesh the simulator runs, whose partitions lower to explicit groups.
+pub const MAX_SELECTOR_INDICES: usize = 200_000;
 /// The most explicit groups of one partition.
 pub const MAX_PARTITION_GROUPS: usize = 64;
 /// The longest added delay, reorder window or latency jitter.
