@@ -831,3 +831,6 @@ impl LeaseClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -49,3 +49,6 @@ impl Serializer for KvText {
 pub(crate) fn logger() -> slog::Logger {
     slog::Logger::root(TracingDrain.fuse(), slog::o!())
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,6 +8,8 @@
 
 use alloc::collections::{BTreeMap, BTreeSet};
 
+use self::table::{Op, Outcome, Refusal};
+use self::wire::{LeaseMessage, Reply};
 use super::*;
 use crate::id::{Incarnation, NodeId};
 use crate::time::{Duration, Instant};
@@ -1552,3 +1554,236 @@ fn sweep_chaos_seeds_with_compaction() {
 }
 
 mod forged;
+
+/// The ids' text forms are what logs, errors and the CLI show; an error names the scope, the
+/// holder and the token as an operator reads them.
+#[test]
+fn ids_and_errors_read_as_documented() {
+    assert_eq!(Term::new(3).to_string(), "term3");
+    assert_eq!(FencingToken::new(12).to_string(), "fence12");
+    assert_eq!(RequestId::new((1 << 32) | 31).to_string(), "req10000001f");
+    assert_eq!(EventSeq::new(4).to_string(), "#4");
+    let held = LeaseError::Held {
+        scope: gc(),
+        holder: id(2),
+        token: FencingToken::new(12),
+        expires_in: Duration::from_secs(1),
+    };
+    assert_eq!(
+        held.to_string(),
+        "global-control is held by node-2 (fence12) for another 1s at least"
+    );
+    let in_flight = LeaseError::InFlight {
+        scope: gc(),
+        request: RequestId::new(0x1f),
+    };
+    assert_eq!(
+        in_flight.to_string(),
+        "req1f on global-control is still in flight"
+    );
+}
+
+/// Refused Raft messages are counted per rule, and the total is their sum.
+#[test]
+fn raft_refusals_are_counted_per_rule() {
+    let mut counts = RaftRefusals::default();
+    assert_eq!(counts.total(), 0);
+    counts.count(RaftRefusal::NotVoter);
+    counts.count(RaftRefusal::NotVoter);
+    counts.count(RaftRefusal::Priority { priority: 3 });
+    assert_eq!(counts.total(), 3);
+    let by_label: BTreeMap<&str, u64> = counts.iter().collect();
+    assert_eq!(by_label.len(), RaftRefusal::LABELS.len());
+    assert_eq!(by_label["not_voter"], 2);
+    assert_eq!(by_label["priority"], 1);
+    assert_eq!(by_label["term"], 0);
+}
+
+/// A voter set the group cannot be founded on is refused, with its size.
+#[test]
+fn founding_voter_sets_are_checked() {
+    let found = |voters: &[NodeId]| {
+        LeaseGroup::bootstrap(LeaseConfig::default(), id(1), voters, 1, Instant::ZERO).map(|_| ())
+    };
+    let too_many: Vec<NodeId> = (1..=MAX_VOTERS as u64 + 1).map(id).collect();
+    for (voters, len) in [
+        (&[][..], 0),
+        (&[id(1), id(1)][..], 2),
+        (&[id(1), id(0)][..], 2),
+        (&too_many[..], MAX_VOTERS + 1),
+    ] {
+        assert_eq!(
+            found(voters),
+            Err(GroupError::VoterSet {
+                len,
+                max: MAX_VOTERS
+            }),
+            "{voters:?}"
+        );
+    }
+    assert_eq!(
+        found(&[id(2), id(3)]),
+        Err(GroupError::NotAVoter { id: id(1) })
+    );
+}
+
+/// Voter changes the group cannot make are refused, each with its reason: from a follower
+/// (naming the leader), adding a voter or removing a non-voter, below one voter or above
+/// `MAX_VOTERS`.
+#[test]
+fn voter_changes_that_cannot_be_made_are_refused() {
+    let mut net = Net::new(3, &[], 21);
+    let leader = net.wait_for_leader(Duration::from_secs(5));
+    let follower = (1..=3).find(|v| *v != leader.get()).unwrap();
+    let now = net.now;
+    assert_eq!(
+        net.group_mut(follower).add_voter(now, id(4)),
+        Err(GroupError::NotLeader {
+            leader: Some(leader)
+        })
+    );
+    let g = net.group_mut(leader.get());
+    let already = g.add_voter(now, id(2));
+    assert_eq!(
+        already,
+        Err(GroupError::Membership {
+            id: id(2),
+            is_voter: true
+        })
+    );
+    assert_eq!(
+        already.unwrap_err().to_string(),
+        "node-2 is already a voter"
+    );
+    let not_one = g.remove_voter(now, id(7));
+    assert_eq!(
+        not_one,
+        Err(GroupError::Membership {
+            id: id(7),
+            is_voter: false
+        })
+    );
+    assert_eq!(not_one.unwrap_err().to_string(), "node-7 is not a voter");
+    assert!(matches!(
+        g.add_voter(now, id(0)),
+        Err(GroupError::Membership { .. })
+    ));
+
+    let mut alone = Net::new(1, &[], 22);
+    let leader = alone.wait_for_leader(Duration::from_secs(5));
+    let now = alone.now;
+    assert_eq!(
+        alone.group_mut(leader.get()).remove_voter(now, leader),
+        Err(GroupError::VoterSet {
+            len: 0,
+            max: MAX_VOTERS
+        })
+    );
+    let mut full = Net::new(MAX_VOTERS as u64, &[], 23);
+    let leader = full.wait_for_leader(Duration::from_secs(10));
+    let now = full.now;
+    assert_eq!(
+        full.group_mut(leader.get()).add_voter(now, id(99)),
+        Err(GroupError::VoterSet {
+            len: MAX_VOTERS + 1,
+            max: MAX_VOTERS
+        })
+    );
+}
+
+/// What a voter refuses before anything is proposed: a request whose TTL is out of range (the
+/// client's check, made again by the leader: a client may run another configuration), a
+/// message claiming sender 0, a Raft message for another voter, and an answer (only clients
+/// take answers).
+#[test]
+fn a_voter_refuses_bad_requests_and_misrouted_messages() {
+    let mut net = Net::new(1, &[], 24);
+    let leader = net.wait_for_leader(Duration::from_secs(5));
+    let now = net.now;
+    let mut buf = Vec::new();
+    let request = RequestId::new(77);
+    wire::encode(
+        id(10),
+        &LeaseMessage::Request {
+            request,
+            // Below this group's configured minimum (1 s), though the table's own bound
+            // (10 ms) would take it.
+            op: Op::Acquire {
+                scope: gc(),
+                ttl: ms(500),
+            },
+        },
+        &mut buf,
+    );
+    let g = net.group_mut(leader.get());
+    let log = g.log_len();
+    g.handle_message(now, id(10), &buf).unwrap();
+    let mut out = Vec::new();
+    let t = g.poll_transmit(now, &mut out).expect("an answer");
+    assert_eq!(t.to, id(10));
+    assert_eq!(
+        wire::decode_from(leader, &out[..t.len]).unwrap(),
+        LeaseMessage::Response {
+            request,
+            reply: Reply::Outcome(Outcome::Refused(Refusal::InvalidTtl)),
+        }
+    );
+    assert!(g.table().is_empty());
+    assert_eq!(g.log_len(), log, "nothing was proposed");
+
+    wire::encode(
+        NodeId::new(0),
+        &LeaseMessage::Request {
+            request,
+            op: Op::Query { scope: gc() },
+        },
+        &mut buf,
+    );
+    assert!(matches!(
+        g.handle_message(now, NodeId::new(0), &buf),
+        Err(MessageError::Decode(DecodeError::InvalidValue {
+            field: "sender",
+            ..
+        }))
+    ));
+    let mut raft = raft::eraftpb::Message::default();
+    raft.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+    raft.from = 2;
+    raft.to = 5;
+    raft.term = 1;
+    wire::encode(id(2), &LeaseMessage::Raft(raft), &mut buf);
+    assert_eq!(
+        g.handle_message(now, id(2), &buf),
+        Err(MessageError::Misrouted { to: Some(id(5)) })
+    );
+    wire::encode(
+        id(2),
+        &LeaseMessage::Response {
+            request,
+            reply: Reply::Lease(None),
+        },
+        &mut buf,
+    );
+    assert_eq!(
+        g.handle_message(now, id(2), &buf),
+        Err(MessageError::Misrouted { to: None })
+    );
+    assert_eq!(g.stats().messages_refused, 3);
+}
+
+/// A record longer than any the voter writes is refused before it is read (a host whose file
+/// framing broke must not make the voter allocate for it).
+#[test]
+fn an_oversized_durable_record_is_refused() {
+    let huge = vec![0u8; MAX_DURABLE_RECORD_BYTES + 1];
+    assert_eq!(
+        DurableState::from_records([huge.as_slice()]).err(),
+        Some(DurableError::Record {
+            record: 0,
+            source: DecodeError::Oversized {
+                len: MAX_DURABLE_RECORD_BYTES + 1,
+                max: MAX_DURABLE_RECORD_BYTES
+            }
+        })
+    );
+}
