@@ -285,6 +285,37 @@ fn a_lease_datagram_for_a_state_machine_the_node_lacks_is_refused() {
         })
     );
     assert_eq!(plain.stats().lease_refused, 1);
+    // A voter answers; the answer given to a node without a client is refused the same way.
+    let mut voters = [
+        node(1),
+        node(2),
+        node(3)
+            .with_voter(now, LeaseConfig::default(), &[id(3)])
+            .unwrap(),
+    ];
+    let mut at = now;
+    assert!(run_until(&mut voters, &mut at, 5_000, leader_known));
+    let request = buf[..t.len].to_vec();
+    voters[2].handle_datagram(at, id(2), &request).unwrap();
+    let mut answer = None;
+    for _ in 0..1_000 {
+        if let Some(t) = voters[2].poll_transmit(at, &mut buf) {
+            answer = Some(t);
+            break;
+        }
+        at = voters[2].poll_timeout().unwrap();
+        voters[2].handle_timeout(at);
+    }
+    let t = answer.expect("an answer");
+    assert_eq!(t.to, id(2));
+    let mut other = node(4);
+    assert_eq!(
+        other.handle_datagram(now, id(3), &buf[..t.len]),
+        Err(DatagramError::NotRunning {
+            recipient: Recipient::Client
+        })
+    );
+    assert_eq!(other.stats().lease_refused, 1);
     // Commands need a client.
     assert_eq!(
         plain.acquire(now, Scope::global_control(), TTL),
@@ -354,7 +385,7 @@ proptest! {
 mod shards {
     use super::*;
     use crate::lease::Term;
-    use crate::shard::{Instruction, ShardConfig, ShardEvent, ShardId};
+    use crate::shard::{Announce, Instruction, ShardConfig, ShardEvent, ShardId};
 
     const SHARDS: u32 = 40;
 
@@ -493,6 +524,24 @@ mod shards {
         assert!(nodes[0].shard_coordinator().unwrap().is_drained(id(2)));
     }
 
+    /// A member that leaves without draining releases its shards at once; the others take
+    /// them up.
+    #[test]
+    fn a_member_that_leaves_releases_its_shards() {
+        let mut nodes = mesh(4);
+        let mut now = Instant::ZERO;
+        let mut events = Vec::new();
+        placed(&mut nodes, &mut now, &mut events);
+        assert!(nodes[1].shards_held(now) > 0);
+        nodes[1].leave(now);
+        assert_eq!(nodes[1].shards_held(now), 0, "released at the leave");
+        let until = now + secs(20);
+        run_for(&mut nodes, &mut now, until, &mut events);
+        let held = counts(&nodes, now);
+        assert_eq!(held[1], 0);
+        assert_eq!(held.iter().sum::<usize>(), SHARDS as usize, "{held:?}");
+    }
+
     #[test]
     fn a_member_that_joins_takes_the_fewest_moves() {
         let mut nodes = mesh(5);
@@ -611,8 +660,371 @@ mod shards {
         ));
         let plan = nodes[0].rebalance_shards(true).unwrap();
         assert!(plan.is_empty(), "balanced already: {plan:?}");
+        // An announce reaches only a coordinator: a member's node refuses it.
+        let mut announce = vec![Channel::Shard.byte()];
+        ShardMessage::Announce(Announce {
+            role: ShardRole::Member,
+        })
+        .encode(&mut announce);
+        assert_eq!(
+            nodes[1].handle_datagram(now, id(3), &announce),
+            Err(DatagramError::NoCoordinator)
+        );
+        assert_eq!(nodes[1].stats().shard_refused, 1);
         // A drain announced but not yet gossiped: the dry run still plans from the pool the
         // coordinator last saw, and nothing moves.
         assert!(nodes[0].shard_coordinator().unwrap().is_idle());
+        // Asked for real, the balanced map still gives an empty plan.
+        let plan = nodes[0].rebalance_shards(false).unwrap();
+        assert!(plan.is_empty(), "nothing to move: {plan:?}");
     }
+}
+
+// ---- commands and counters ---------------------------------------------------------------------
+
+/// A node asked for what it does not run refuses with the error that names the missing part,
+/// and sends, queues and counts nothing.
+#[test]
+fn commands_for_parts_a_node_lacks_are_refused_and_change_nothing() {
+    let now = Instant::ZERO;
+    let mut plain = node(3);
+    let scope = Scope::global_control();
+    let before = plain.poll_timeout();
+    for refused in [
+        plain.acquire(now, scope.clone(), TTL),
+        plain.renew(now, scope.clone()),
+        plain.release(now, &scope),
+        plain.transfer(now, scope.clone(), id(1)),
+        plain.query(now, scope.clone()),
+    ] {
+        assert_eq!(refused, Err(CommandError::NoLeaseClient));
+    }
+    assert_eq!(plain.join_shards(now), Err(CommandError::NoShardMember));
+    assert_eq!(plain.drain_shards(now), Err(CommandError::NoShardMember));
+    let error = plain.rebalance_shards(false).unwrap_err();
+    assert_eq!(error, CommandError::NotCoordinator { leader: None });
+    assert_eq!(
+        error.to_string(),
+        "this node does not coordinate shards now: ask the Raft leader"
+    );
+    // Without a client there is no campaign: entering one does nothing.
+    plain.enter_campaign(now, scope.clone());
+    plain.withdraw_campaign(&scope);
+    assert!(plain.campaign().is_none());
+    assert_eq!(plain.poll_timeout(), before);
+    // Nothing to record, nothing held, nothing sent.
+    plain.record_durable_writes();
+    assert!(plain.poll_durable().is_none());
+    assert!(plain.holds(now, &scope).is_none());
+    assert_eq!(plain.held().count(), 0);
+    assert_eq!(plain.shards_held(now), 0);
+    assert!(!plain.shards_drained(now));
+    let mut buf = Vec::new();
+    assert!(plain.poll_transmit(now, &mut buf).is_none());
+    assert!(plain.poll_event().is_none());
+    assert_eq!(plain.stats(), NodeStats::default());
+    assert!(plain.into_durable().is_none());
+}
+
+/// A voter that leads but runs no coordinator names itself as the leader to ask.
+#[test]
+fn rebalance_on_a_voter_without_shards_names_the_leader() {
+    let mut nodes = [node(1)
+        .with_voter(Instant::ZERO, LeaseConfig::default(), &[id(1)])
+        .unwrap()];
+    let mut now = Instant::ZERO;
+    assert!(run_until(&mut nodes, &mut now, 5_000, leader_known));
+    let error = nodes[0].rebalance_shards(true).unwrap_err();
+    assert_eq!(
+        error,
+        CommandError::NotCoordinator {
+            leader: Some(id(1))
+        }
+    );
+    assert!(
+        error
+            .to_string()
+            .ends_with("ask the Raft leader (node node-1)"),
+        "{error}"
+    );
+}
+
+/// The lease commands go through the node to its client and on to the voters: a renewal, a
+/// read, a transfer to another node and a release each come back as the client's event. The
+/// client's refusals come back as `CommandError::Lease`, with nothing sent.
+#[test]
+fn lease_commands_reach_the_voters_and_their_refusals_come_back() {
+    let now0 = Instant::ZERO;
+    let client = |n: Node| {
+        n.with_lease_client(
+            now0,
+            LeaseConfig::default(),
+            &[id(1)],
+            Campaign::new(TTL, RETRY),
+        )
+    };
+    let voter = node(1)
+        .with_voter(now0, LeaseConfig::default(), &[id(1)])
+        .unwrap();
+    let mut nodes = [voter, client(node(2)), client(node(3))];
+    let mut now = now0;
+    assert!(run_until(&mut nodes, &mut now, 5_000, leader_known));
+    let scope = Scope::new("jobs/nightly").unwrap();
+    let leadership = |e: &Event| match e {
+        Event::Leadership(s) => Some(s.event.clone()),
+        _ => None,
+    };
+
+    // Refused by the client before anything leaves.
+    let sent = nodes[1].lease_client().unwrap().stats().attempts;
+    assert!(matches!(
+        nodes[1].renew(now, scope.clone()),
+        Err(CommandError::Lease(LeaseError::NotHeld { .. }))
+    ));
+    assert!(matches!(
+        nodes[1].acquire(now, scope.clone(), Duration::ZERO),
+        Err(CommandError::Lease(LeaseError::InvalidTtl { .. }))
+    ));
+    assert_eq!(nodes[1].lease_client().unwrap().stats().attempts, sent);
+
+    nodes[1].acquire(now, scope.clone(), TTL).unwrap();
+    assert!(matches!(
+        nodes[1].acquire(now, scope.clone(), TTL),
+        Err(CommandError::Lease(LeaseError::InFlight { .. }))
+    ));
+    assert!(run_until(&mut nodes, &mut now, 5_000, acquired));
+    let token = nodes[1].holds(now, &scope).expect("node 2 holds it");
+    assert_eq!(nodes[1].held().count(), 1);
+    assert!(matches!(
+        nodes[1].transfer(now, scope.clone(), id(2)),
+        Err(CommandError::Lease(LeaseError::InvalidTarget { .. }))
+    ));
+
+    nodes[1].renew(now, scope.clone()).unwrap();
+    let mut seen = None;
+    assert!(run_until(&mut nodes, &mut now, 5_000, |e| {
+        seen = leadership(e);
+        matches!(seen, Some(LeadershipEvent::Renewed { .. }))
+    }));
+    assert!(matches!(seen, Some(LeadershipEvent::Renewed { token: t, .. }) if t == token));
+
+    nodes[2].query(now, scope.clone()).unwrap();
+    assert!(run_until(&mut nodes, &mut now, 5_000, |e| {
+        seen = leadership(e);
+        matches!(seen, Some(LeadershipEvent::Queried { .. }))
+    }));
+    let Some(LeadershipEvent::Queried {
+        lease: Some(lease), ..
+    }) = &seen
+    else {
+        panic!("no lease read: {seen:?}");
+    };
+    assert_eq!((lease.holder, lease.token), (id(2), token));
+
+    nodes[1].transfer(now, scope.clone(), id(3)).unwrap();
+    assert!(
+        nodes[1].holds(now, &scope).is_none(),
+        "not usable in transfer"
+    );
+    assert!(run_until(&mut nodes, &mut now, 5_000, acquired));
+    let new_token = nodes[2].holds(now, &scope).expect("node 3 took it over");
+    assert!(new_token > token);
+
+    nodes[2].release(now, &scope).unwrap();
+    assert!(nodes[2].holds(now, &scope).is_none(), "released at once");
+    assert!(run_until(&mut nodes, &mut now, 5_000, |e| {
+        matches!(leadership(e), Some(LeadershipEvent::Released { token: t, .. }) if t == new_token)
+    }));
+    assert!(nodes[0].lease_group().unwrap().table().is_empty());
+}
+
+/// Metadata writes go through the node to membership and come back as its events.
+#[test]
+fn metadata_commands_reach_membership() {
+    let now = Instant::ZERO;
+    let mut n = node(1);
+    let v1 = n.set_metadata(now, "addr", b"10.0.0.1:7000").unwrap();
+    let v2 = n.delete_metadata(now, "addr").unwrap();
+    assert!(v2 > v1);
+    let mut versions = Vec::new();
+    while let Some(event) = n.poll_event() {
+        if let Event::Membership(membership::Event::MetadataChanged { node, version }) = event {
+            assert_eq!(node, id(1));
+            versions.push(version);
+        }
+    }
+    assert_eq!(versions, [v1, v2]);
+    assert!(
+        n.membership()
+            .metadata(id(1))
+            .unwrap()
+            .get("addr")
+            .is_none()
+    );
+    assert!(matches!(
+        n.set_metadata(now, "", b"x"),
+        Err(MetadataError::BadKeyLength { len: 0, .. })
+    ));
+    assert!(
+        n.poll_event().is_none(),
+        "a refused write announces nothing"
+    );
+    // A node that left writes nothing more.
+    n.leave(now);
+    while n.poll_event().is_some() {}
+    assert_eq!(n.set_metadata(now, "addr", b"x"), Err(MetadataError::Left));
+    assert_eq!(n.delete_metadata(now, "addr"), Err(MetadataError::Left));
+    assert!(n.poll_event().is_none());
+}
+
+/// A host that does not drain events loses the oldest, never progress, and the loss is
+/// counted.
+#[test]
+fn undrained_events_drop_the_oldest_and_are_counted() {
+    let now = Instant::ZERO;
+    let mut n = node(1);
+    let writes = MAX_PENDING_EVENTS + 3;
+    let mut first = Vec::new();
+    for i in 0..writes {
+        let v = n.set_metadata(now, "k", &(i as u32).to_be_bytes()).unwrap();
+        if i < 4 {
+            first.push(v);
+        }
+    }
+    assert_eq!(n.stats().events_dropped, 3);
+    let Some(Event::Membership(membership::Event::MetadataChanged { version, .. })) =
+        n.poll_event()
+    else {
+        panic!("a metadata event first");
+    };
+    assert_eq!(version, first[3], "the three oldest were dropped");
+    let mut left = 1;
+    while n.poll_event().is_some() {
+        left += 1;
+    }
+    assert_eq!(left, MAX_PENDING_EVENTS);
+}
+
+/// A host that does not send the node's lease datagrams keeps at most
+/// `MAX_LEASE_OUTBOX_DATAGRAMS` of them; the rest are dropped and counted, and the client's
+/// retries stand in for them.
+#[test]
+fn an_undrained_lease_outbox_is_bounded_and_counted() {
+    let mut now = Instant::ZERO;
+    // Its only voter never answers: every attempt of every request is a datagram.
+    let mut n = node(2).with_lease_client(
+        now,
+        LeaseConfig::default(),
+        &[id(9)],
+        Campaign::new(TTL, RETRY),
+    );
+    let attempts = |n: &Node| n.lease_client().unwrap().stats().attempts;
+    let mut next = 0;
+    while attempts(&n) < MAX_LEASE_OUTBOX_DATAGRAMS as u64 + 50 {
+        match n.acquire(now, Scope::new(&format!("jobs/{next}")).unwrap(), TTL) {
+            Ok(_) => next += 1,
+            Err(CommandError::Lease(LeaseError::Overloaded { .. })) => {
+                now = n.poll_timeout().unwrap();
+                n.handle_timeout(now);
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let sent = attempts(&n);
+    assert_eq!(
+        n.stats().outbox_dropped,
+        sent - MAX_LEASE_OUTBOX_DATAGRAMS as u64
+    );
+    let mut buf = Vec::new();
+    let mut queued = 0;
+    while let Some(t) = n.poll_transmit(now, &mut buf) {
+        if Channel::split(&buf[..t.len]).unwrap().0 == Channel::Lease {
+            assert_eq!(t.to, id(9));
+            queued += 1;
+        }
+    }
+    assert_eq!(queued, MAX_LEASE_OUTBOX_DATAGRAMS);
+}
+
+/// A voter's node hands its durable writes to the host, and what a crash leaves restarts the
+/// voter where it stopped; a stopped voter sends nothing more and refuses Raft.
+#[test]
+fn a_voter_node_records_restarts_and_stops() {
+    let mut now = Instant::ZERO;
+    let mut n = node(1)
+        .with_voter(now, LeaseConfig::default(), &[id(1)])
+        .unwrap();
+    n.record_durable_writes();
+    let mut nodes = [n];
+    let mut records = Vec::new();
+    let mut leader = false;
+    for _ in 0..5_000 {
+        while let Some(write) = nodes[0].poll_durable() {
+            records.push(write);
+        }
+        if run_until(&mut nodes, &mut now, 1, leader_known) {
+            leader = true;
+            break;
+        }
+    }
+    assert!(leader);
+    assert!(
+        !records.is_empty(),
+        "an election is written before it counts"
+    );
+    let [n] = nodes;
+    let term = n.lease_group().unwrap().term();
+    let durable = n.into_durable().expect("a voter leaves its Raft state");
+    let restarted = node(1).with_restarted_voter(now, LeaseConfig::default(), durable);
+    assert_eq!(restarted.lease_group().unwrap().term(), term);
+
+    let mut nodes = [restarted];
+    assert!(run_until(&mut nodes, &mut now, 5_000, leader_known));
+    let [mut n] = nodes;
+    assert!(n.lease_group().unwrap().term() > term, "a new election");
+    n.stop_voter();
+    assert!(n.lease_group().is_none());
+    n.handle_timeout(now + Duration::from_secs(10));
+    let mut buf = Vec::new();
+    while let Some(t) = n.poll_transmit(now, &mut buf) {
+        assert_ne!(Channel::split(&buf[..t.len]).unwrap().0, Channel::Lease);
+    }
+    assert!(n.into_durable().is_none());
+}
+
+/// A member added without any exchange is alive at the incarnation given; the node announces
+/// its own boot incarnation.
+#[test]
+fn a_known_member_is_added_alive() {
+    let now = Instant::ZERO;
+    let mut n = Node::new(
+        Config::from_profile(Profile::Lan),
+        id(1),
+        Incarnation::new(4),
+        1,
+        now,
+    );
+    assert_eq!(n.incarnation(), Incarnation::new(4));
+    n.add_known_member(now, id(5), Incarnation::new(3));
+    let m = n.membership().member(id(5)).expect("known");
+    assert_eq!(
+        (m.state, m.incarnation),
+        (MemberState::Alive, Incarnation::new(3))
+    );
+}
+
+#[test]
+fn channels_have_a_byte_and_a_name() {
+    for (i, channel) in Channel::VALUES.into_iter().enumerate() {
+        assert_eq!(channel.byte() as usize, i);
+        let mut buf = vec![9; 4];
+        channel.frame(b"xy", &mut buf);
+        assert_eq!(Channel::split(&buf), Ok((channel, &b"xy"[..])));
+    }
+    let names: Vec<String> = Channel::VALUES.iter().map(ToString::to_string).collect();
+    assert_eq!(names, ["membership", "lease", "shard"]);
+    assert_eq!(
+        DatagramError::from(ChannelError::Unknown { byte: 7 }).to_string(),
+        "unknown channel byte 7"
+    );
 }
