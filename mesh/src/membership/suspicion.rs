@@ -250,6 +250,26 @@ mod tests {
         assert!(s.grant_last_check(grace));
     }
 
+    /// Whether someone else suspects the member too: the raiser counts when it is not the
+    /// asker, and so does any confirmer (a prober uses it to tell a target that failed for
+    /// others from its own bad links).
+    #[test]
+    fn suspected_by_another_counts_everyone_but_the_asker() {
+        let (me, other) = (NodeId::new(1), NodeId::new(2));
+        let mut s = Suspicion::new(
+            Instant::ZERO,
+            Incarnation::new(1),
+            me,
+            Duration::from_secs(3),
+            Duration::from_secs(18),
+            3,
+        );
+        assert!(!s.suspected_by_another(me), "only my own suspicion");
+        assert!(s.suspected_by_another(other), "raised by someone else");
+        assert!(s.confirm(NodeId::new(3)));
+        assert!(s.suspected_by_another(me), "confirmed by another");
+    }
+
     #[test]
     fn min_timeout_scales_with_log_n() {
         let i = Duration::from_secs(1);

@@ -1650,3 +1650,41 @@ fn a_member_forced_out_while_cut_off_comes_back_when_the_cut_heals() {
         assert_eq!(net.state(i, 5), Some(MemberState::Alive), "node {i}");
     }
 }
+
+/// A member can relay a write for another within the epoch its copy holds (that is how
+/// addresses spread), so a forged one applies at first; the owner's own record of itself is
+/// the truth, and a copy ahead of it is dropped and pulled again from the owner (see
+/// `metadata_sync.rs`, "Whose word moves a copy").
+#[test]
+fn a_copy_ahead_of_the_owners_record_is_pulled_again_from_the_owner() {
+    let mut net = Net::converged(5, Profile::Lan);
+    let now = net.now;
+    net.nodes
+        .get_mut(&id(3))
+        .unwrap()
+        .set_metadata(now, "addr", b"10.0.0.3:7946")
+        .unwrap();
+    net.drain(id(3));
+    net.run_for(Duration::from_secs(5));
+    assert_same_metadata(&net, 1, 3);
+    let forged = Update::Meta {
+        node: id(3),
+        version: MetaVersion::new(1, 2),
+        key: "addr".into(),
+        value: Some(b"6.6.6.6:1".to_vec()),
+    };
+    net.forge(2, 1, &Message::Gossip, core::slice::from_ref(&forged));
+    let copy = net.nodes[&id(1)].metadata(id(3)).unwrap();
+    assert_eq!(copy.version(), MetaVersion::new(1, 2), "taken at first");
+    assert_eq!(copy.get("addr"), Some(&b"6.6.6.6:1"[..]));
+    // The owner's record reaches each copy by anti-entropy: an exchange with node 3 itself,
+    // which picks one random member every 30 s period. Twenty periods.
+    net.run_for(Duration::from_secs(600));
+    assert_eq!(
+        net.nodes[&id(3)].metadata(id(3)).unwrap().version(),
+        MetaVersion::new(1, 1)
+    );
+    for i in [1, 2, 4, 5] {
+        assert_same_metadata(&net, i, 3);
+    }
+}

@@ -229,6 +229,21 @@ mod tests {
         assert!(!c.contains(&ShardId::new("orders", 3).unwrap()));
         let ns: Vec<(&str, u32)> = c.namespaces().collect();
         assert_eq!(ns, [("a", 1), ("orders", 3)]);
+        assert_eq!(c.shard_count(), 4);
+    }
+
+    /// The builders a host uses in code: a TTL of its own, and at least one move in flight
+    /// (zero would stall every plan).
+    #[test]
+    fn builders_set_the_ttl_and_keep_one_move_in_flight() {
+        let c = ShardConfig::new("orders", 8).unwrap();
+        assert_eq!(c.shard_count(), 8);
+        let c = c
+            .with_ttl(Duration::from_secs(7))
+            .with_max_moves_in_flight(0);
+        assert_eq!(c.ttl(), Duration::from_secs(7));
+        assert_eq!(c.max_moves_in_flight(), 1);
+        assert_eq!(c.with_max_moves_in_flight(5).max_moves_in_flight(), 5);
     }
 
     #[test]

@@ -571,3 +571,100 @@ fn largest_messages_fit() {
         assert_eq!(decode(&buf).map(|d| d.message), Ok(message));
     }
 }
+
+/// Counts beyond what the format or the datagram allows are refused before anything is read,
+/// so a peer cannot make the receiver loop over or reserve room for entries it never sent.
+#[test]
+fn counts_beyond_their_bound_are_refused() {
+    let mut bytes = header(kind::SYNC_DIGEST);
+    bytes.extend_from_slice(&[0, (DIGEST_BUCKETS + 1) as u8]);
+    assert_eq!(
+        decode(&bytes),
+        Err(DecodeError::TooLong {
+            field: "digest",
+            len: DIGEST_BUCKETS + 1,
+            max: DIGEST_BUCKETS
+        })
+    );
+
+    let mut bytes = header(kind::SYNC_ENTRIES);
+    bytes.push(0);
+    bytes.extend_from_slice(&(MAX_RECORDS_PER_DATAGRAM as u16 + 1).to_be_bytes());
+    assert_eq!(
+        decode(&bytes),
+        Err(DecodeError::TooLong {
+            field: "records",
+            len: MAX_RECORDS_PER_DATAGRAM + 1,
+            max: MAX_RECORDS_PER_DATAGRAM
+        })
+    );
+
+    // A metadata push: node, no delta base, version 1.1, chunk 0 of 1, then the entry count.
+    let push = |count: u16, rest: &[u8]| {
+        let mut bytes = header(kind::META_PUSH);
+        bytes.extend_from_slice(&3u64.to_be_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(&1u32.to_be_bytes());
+        bytes.extend_from_slice(&1u32.to_be_bytes());
+        bytes.extend_from_slice(&[0, 1]);
+        bytes.extend_from_slice(&count.to_be_bytes());
+        bytes.extend_from_slice(rest);
+        bytes
+    };
+    // Each entry takes at least 7 bytes: 100 entries in 14 bytes cannot be.
+    assert_eq!(
+        decode(&push(100, &[0; 14])),
+        Err(DecodeError::TooLong {
+            field: "metadata entries",
+            len: 100,
+            max: 2
+        })
+    );
+    // One entry with an empty key (length 0, seq, no value).
+    assert_eq!(
+        decode(&push(1, &[0, 0, 0, 0, 0, 1, 0])),
+        Err(DecodeError::InvalidValue {
+            field: "metadata key length",
+            value: 0
+        })
+    );
+}
+
+/// `pack_gossip` (what a sender or a test uses to put many updates on the wire) fills each
+/// datagram up to the bound, keeps the order, and leaves out an update no datagram can hold.
+#[test]
+fn pack_gossip_fills_datagrams_in_order_and_skips_what_never_fits() {
+    let sender = NodeId::new(7);
+    let alive = |n: u64| Update::Alive {
+        node: NodeId::new(n),
+        incarnation: Incarnation::new(1),
+        meta: MetaVersion::default(),
+    };
+    let huge = Update::Meta {
+        node: NodeId::new(1),
+        version: MetaVersion::new(1, 1),
+        key: "k".into(),
+        value: Some(vec![0; MAX_DATAGRAM_BYTES]),
+    };
+    // A huge one first (nothing in the datagram yet) and one after a full datagram.
+    let mut updates = vec![huge.clone()];
+    updates.extend((1..=150).map(alive));
+    updates.push(huge);
+    updates.extend((151..=160).map(alive));
+    let datagrams = pack_gossip(sender, &updates);
+    assert!(
+        datagrams.len() > 1,
+        "150 updates need more than one datagram"
+    );
+    let mut seen = Vec::new();
+    for bytes in &datagrams {
+        assert!(bytes.len() <= MAX_DATAGRAM_BYTES);
+        let d = decode(bytes).unwrap();
+        assert_eq!((d.sender, d.message), (sender, Message::Gossip));
+        assert!(!d.updates.is_empty());
+        seen.extend(d.updates);
+    }
+    let expected: Vec<Update> = (1..=160).map(alive).collect();
+    assert_eq!(seen, expected);
+    assert!(pack_gossip(sender, &[]).is_empty());
+}
