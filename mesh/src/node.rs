@@ -278,7 +278,7 @@ pub enum CommandError {
     #[error("this node is no shard member: give it a [shards] section and a lease client")]
     NoShardMember,
     /// This node runs no shard coordinator, or it does not act now (its voter does not lead).
-    #[error("this node does not coordinate shards now: ask the Raft leader{}", leader.map_or(String::new(), |l| format!(" (node {l})")))]
+    #[error("this node does not coordinate shards now: ask the Raft leader{}", leader.map_or(String::new(), |l| format!(" ({l})")))]
     NotCoordinator {
         /// The Raft leader, if this node knows it.
         leader: Option<NodeId>,

@@ -17,8 +17,8 @@ use meshkit_node::control::auth::AccessControl;
 use meshkit_node::grpc::health::{HealthCheckRequest, ServingStatus, WATCH_INTERVAL, Watchers};
 use meshkit_node::grpc::proto::{
     DrainRequest, GetLeadersRequest, LeadershipChange, ListClustersRequest, ListPeersRequest,
-    ListShardsRequest, ListVersionsRequest, PeerState, ResumeRequest, TransferLeaseRequest,
-    WatchLeadershipRequest,
+    ListShardsRequest, ListVersionsRequest, PeerState, RebalanceRequest, ResumeRequest,
+    TransferLeaseRequest, WatchLeadershipRequest,
 };
 use meshkit_node::grpc::{ControlClient, ControlService, HealthClient};
 use meshkit_node::node::RunningNode;
@@ -681,6 +681,113 @@ async fn grpc_rides_the_real_control_port_with_certificate_identities() {
         .expect("Resume over TLS")
         .into_inner();
     assert!(resumed.was_draining);
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// Three voters taking six shards (`[shards]`): the coordinator acts on the Raft leader only.
+const SHARDS: &str = "[leadership]\nvoters = [1, 2, 3]\nttl = \"3s\"\n\n\
+    [leadership.raft]\ntick_interval = \"50ms\"\n\n\
+    [shards]\nnamespaces = { orders = 6 }\nttl = \"3s\"\n";
+
+/// The index of the node whose shard coordinator acts with all three nodes in its pool.
+async fn acting_coordinator(nodes: &[RunningNode]) -> Option<usize> {
+    for (i, n) in nodes.iter().enumerate() {
+        if let Ok(Some(view)) = n.handle().leadership().await
+            && view
+                .shards
+                .as_ref()
+                .and_then(|s| s.coordinator.as_ref())
+                .is_some_and(|c| c.members.len() == nodes.len())
+        {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// `Rebalance` as `POST /control/rebalance`: it needs `mesh.operate`; the coordinator (the Raft
+/// leader) answers with its plan and bound, and a dry run changes nothing; another node answers
+/// `FAILED_PRECONDITION` naming the leader to ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalance_needs_operate_and_is_answered_by_the_coordinator() {
+    let dir = TempDir::new("grpc-rebalance");
+    let nodes = start_cluster_with(dir.path(), 3, SHARDS).await;
+    let deadline = std::time::Instant::now() + LIMIT;
+    let leader = loop {
+        if let Some(i) = acting_coordinator(&nodes).await {
+            break i;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no coordinator with three members within {LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let other = (leader + 1) % nodes.len();
+
+    let (addr, server, _) = serve(&dir, &nodes[leader]).await;
+    let mut observer = client(&dir, addr, Some(Scope::Observe)).await;
+    let status = observer
+        .rebalance(RebalanceRequest { dry_run: true })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+    let mut operator = client(&dir, addr, Some(Scope::Operate)).await;
+    let plans_before = nodes[leader]
+        .handle()
+        .leadership()
+        .await
+        .ok()
+        .flatten()
+        .and_then(|v| v.shards?.counters)
+        .expect("a voter's coordinator counters")
+        .plans;
+    let plan = operator
+        .rebalance(RebalanceRequest { dry_run: true })
+        .await
+        .expect("Rebalance on the coordinator")
+        .into_inner();
+    assert_eq!(plan.node, nodes[leader].id().get(), "{plan:?}");
+    assert!(plan.dry_run && plan.term > 0, "{plan:?}");
+    // Six shards over three members: two each, with a tolerance of one.
+    assert_eq!((plan.lower, plan.upper), (1, 3), "{plan:?}");
+    for m in &plan.moves {
+        assert!(m.shard.starts_with("shard/orders/"), "{m:?}");
+        assert_ne!(m.from, Some(m.to), "{m:?}");
+    }
+    let plans_after = nodes[leader]
+        .handle()
+        .leadership()
+        .await
+        .ok()
+        .flatten()
+        .and_then(|v| v.shards?.counters)
+        .expect("a voter's coordinator counters")
+        .plans;
+    assert_eq!(
+        plans_after, plans_before,
+        "a dry run made the coordinator plan"
+    );
+
+    let (other_addr, other_server, _) = serve(&dir, &nodes[other]).await;
+    let mut elsewhere = client(&dir, other_addr, Some(Scope::Operate)).await;
+    let status = elsewhere
+        .rebalance(RebalanceRequest { dry_run: true })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains(&format!("ask the Raft leader ({})", nodes[leader].id())),
+        "names the leader: {status:?}"
+    );
+
+    server.abort();
+    other_server.abort();
     for n in nodes {
         n.stop().await;
     }
