@@ -742,9 +742,7 @@ fn rebalance_on_a_voter_without_shards_names_the_leader() {
         }
     );
     assert!(
-        error
-            .to_string()
-            .ends_with("ask the Raft leader (node node-1)"),
+        error.to_string().ends_with("ask the Raft leader (node-1)"),
         "{error}"
     );
 }
