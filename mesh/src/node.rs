@@ -335,10 +335,11 @@ pub struct NodeStats {
 /// A host (the simulator, the tokio driver) owns time, the network and the seed, and calls:
 ///
 /// * **Construction**: [`new`](Self::new) (membership), then optionally
-///   [`with_voter`](Self::with_voter) or [`with_restarted_voter`](Self::with_restarted_voter)
-///   (a Raft voter), and [`with_lease_client`](Self::with_lease_client) (a lease client and its
-///   campaign). A host with a disk calls [`record_durable_writes`](Self::record_durable_writes)
-///   on a voter's node before anything else.
+///   [`with_voter`](Self::with_voter), [`with_restarted_voter`](Self::with_restarted_voter)
+///   or [`with_joining_voter`](Self::with_joining_voter) (a Raft voter), and
+///   [`with_lease_client`](Self::with_lease_client) (a lease client and its campaign). A host
+///   with a disk calls [`record_durable_writes`](Self::record_durable_writes) on a voter's node
+///   before anything else.
 /// * **Inputs**: [`handle_datagram`](Self::handle_datagram) for every datagram received (with
 ///   the sender the transport authenticated), [`handle_timeout`](Self::handle_timeout) when
 ///   [`poll_timeout`](Self::poll_timeout) comes due (a spurious call is a no-op), and the
@@ -346,7 +347,8 @@ pub struct NodeStats {
 ///   [`set_metadata`](Self::set_metadata), [`delete_metadata`](Self::delete_metadata),
 ///   [`acquire`](Self::acquire), [`renew`](Self::renew), [`release`](Self::release),
 ///   [`transfer`](Self::transfer), [`query`](Self::query),
-///   [`enter_campaign`](Self::enter_campaign), [`withdraw_campaign`](Self::withdraw_campaign).
+///   [`enter_campaign`](Self::enter_campaign), [`withdraw_campaign`](Self::withdraw_campaign),
+///   [`change_voters`](Self::change_voters).
 /// * **Outputs**, drained after every input in this order:
 ///   1. [`poll_durable`](Self::poll_durable) until `None`, then make what it gave durable
 ///      (write and sync): nothing polled afterwards may leave before that (Raft's persistence
@@ -434,6 +436,28 @@ impl Node {
     ) -> Self {
         let seed = child_seed(self.seed, VOTER_SEED_STREAM);
         self.group = Some(LeaseGroup::restart(config, self.id, durable, seed, now));
+        self.settle(now);
+        self
+    }
+
+    /// Makes the node a voter-to-be of the lease group whose voters are `group`: it starts
+    /// with no configuration of its own (an empty log, or what it persisted as a joining voter
+    /// before a restart: `durable`), never campaigns, takes Raft messages only from `group`,
+    /// and becomes a voter once the leader's [`change_voters`](Self::change_voters) adds it and
+    /// the log (or a snapshot) reaches it (see [`LeaseGroup::join`]). `durable` that holds a
+    /// configuration restarts it as the voter it became (see [`LeaseGroup::rejoin`]).
+    pub fn with_joining_voter(
+        mut self,
+        now: Instant,
+        config: LeaseConfig,
+        group: &[NodeId],
+        durable: Option<DurableState>,
+    ) -> Self {
+        let seed = child_seed(self.seed, VOTER_SEED_STREAM);
+        self.group = Some(match durable {
+            Some(durable) => LeaseGroup::rejoin(config, self.id, durable, group, seed, now),
+            None => LeaseGroup::join(config, self.id, group, seed, now),
+        });
         self.settle(now);
         self
     }
@@ -995,6 +1019,13 @@ impl Node {
                 );
             }
             while let Some(event) = group.poll_event() {
+                // The node's own client asks the voters its voter applied: a voter added by an
+                // operator answers requests from then on, a removed one no longer does.
+                if let (GroupEvent::VotersChanged { voters }, Some(client)) =
+                    (&event.event, &mut self.client)
+                {
+                    client.set_voters(voters);
+                }
                 if let Some(coordinator) = &mut self.coordinator {
                     if let GroupEvent::SnapshotInstalled { .. } = event.event {
                         coordinator.resync(group.table());
@@ -1128,3 +1159,6 @@ fn child_seed(seed: u64, stream: u64) -> u64 {
 
 #[cfg(test)]
 mod tests;
+mod voters;
+
+pub use self::voters::{VoterChange, VoterChangeError, quorum};

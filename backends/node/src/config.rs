@@ -54,6 +54,10 @@
 //! data_dir = "raft"               # optional (voters): where the Raft log is kept, relative to
 //!                                 # this file's directory; without it a voter keeps its Raft
 //!                                 # state in memory and must be replaced, not restarted
+//! join_as_voter = false           # optional: true on a node not in `voters` makes it a voter-to-be
+//!                                 # of that group (empty log, never campaigns) that
+//!                                 # `meshctl voters add` adds; with data_dir it restarts as
+//!                                 # what it became
 //!
 //! [leadership.raft]               # optional overrides (meshkit RawLeaseConfig)
 //! tick_interval = "50ms"
@@ -113,6 +117,8 @@ pub struct RawLeadershipConfig {
     pub retry: Option<HumanDuration>,
     pub raft: Option<RawLeaseConfig>,
     pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub join_as_voter: bool,
 }
 
 /// The `[control_limits]` table: the control API's connection limits
@@ -482,6 +488,17 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
         let membership = Config::try_from(membership).map_err(NodeConfigError::Membership)?;
         let access = AccessConfig::try_from(raw.access)?;
         let mut leadership = raw.leadership.map(leadership_config).transpose()?;
+        if let Some(l) = &leadership
+            && l.join_as_voter
+            && l.voters.contains(&NodeId::new(raw.id))
+        {
+            return Err(NodeConfigError::Invalid {
+                key: "leadership.join_as_voter".to_owned(),
+                value: "true".to_owned(),
+                expected: "false on a node listed in leadership.voters (a founding voter); true \
+                           only on a node to be added later with `meshctl voters add`",
+            });
+        }
         if let Some(shards) = raw.shards {
             let shards = meshkit::shard::ShardConfig::try_from(shards)?;
             let Some(l) = leadership.as_mut() else {
@@ -713,6 +730,7 @@ fn leadership_config(raw: RawLeadershipConfig) -> Result<LeadershipConfig, NodeC
         retry,
         lease,
         data_dir: raw.data_dir,
+        join_as_voter: raw.join_as_voter,
         shards: None,
     })
 }

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use meshkit::lease::{FencingToken, Scope, Term};
 use meshkit::membership::{Event, ForceLeave, ForceLeaveError, MemberState, MetadataError, Stats};
 pub use meshkit::node::Channel;
-use meshkit::node::{Event as NodeEvent, Node};
+use meshkit::node::{Event as NodeEvent, Node, VoterChange, VoterChangeError};
 use meshkit::shard::Plan;
 use meshkit::{Duration, Incarnation, Instant, MetaVersion, NodeId};
 use thiserror::Error;
@@ -61,8 +61,26 @@ pub const REGION_KEY: &str = "region";
 /// The metadata key under which a node with a control endpoint publishes where it answers
 /// (`host:port`), so that an operator's tool can reach every member from any one of them.
 pub const CONTROL_KEY: &str = "control";
+/// The metadata key a node running a Raft voter (a founder, or a joining voter) publishes as
+/// `voter`: only such a node can be added to the voter set (`POST /control/voters/add`), since
+/// a node without one would count toward the quorum and never vote. The node speaks for itself
+/// here, which is all a member may do.
+pub const RAFT_KEY: &str = "raft";
+/// The metadata key a joining voter publishes with the voters it takes Raft messages from until
+/// it is added (its `[leadership] voters`, comma-separated ids). The Raft leader refuses to add
+/// a joining voter that does not list it: the new voter would refuse the leader's log and never
+/// catch up, while counting toward the quorum. The node speaks for itself here too.
+pub const RAFT_JOIN_KEY: &str = "raft_join";
 /// Keys the node itself publishes; configuration may not set them.
-pub const RESERVED_KEYS: [&str; 5] = [ADDR_KEY, CONTROL_KEY, DRAIN_KEY, VERSION_KEY, WIRE_KEY];
+pub const RESERVED_KEYS: [&str; 7] = [
+    ADDR_KEY,
+    CONTROL_KEY,
+    DRAIN_KEY,
+    VERSION_KEY,
+    WIRE_KEY,
+    RAFT_KEY,
+    RAFT_JOIN_KEY,
+];
 
 /// What one [`Channel`] moved through the transport, as the driver counted it: each datagram with
 /// its channel byte, QUIC and UDP headers not included. The counters only grow.
@@ -245,6 +263,55 @@ pub enum ForceLeaveFailed {
     Stopped(#[from] DriverStopped),
 }
 
+/// Why [`NodeHandle::change_voters`] was refused. Nothing was proposed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VotersError {
+    /// The node runs no leadership (no `[leadership]` section).
+    #[error("this node runs no leadership")]
+    Disabled,
+    /// The node to add runs no Raft voter (it does not publish `raft = voter`): it would count
+    /// toward the quorum and never vote (caller misuse).
+    #[error(
+        "{node} runs no Raft voter: start it with [leadership] join_as_voter = true (and the group's voters) before adding it"
+    )]
+    NotJoinable {
+        /// The node named.
+        node: NodeId,
+    },
+    /// The joining voter to add takes Raft messages only from `accepts` until it is added, and
+    /// the leader is not among them: it would never catch up (caller misuse: restart it with
+    /// the current voters in its `[leadership] voters`).
+    #[error(
+        "{node} takes Raft messages only from {accepts:?} until it is added, and the leader {leader} is not one of them: restart it with the current voters in [leadership] voters"
+    )]
+    LeaderNotTrusted {
+        /// The node named.
+        node: NodeId,
+        /// The voters it published (`raft_join`).
+        accepts: Vec<u64>,
+        /// The Raft leader, this node.
+        leader: NodeId,
+    },
+    /// The core refused the change (not the leader, one in progress, quorum, target).
+    #[error(transparent)]
+    Change(#[from] VoterChangeError),
+    /// The driver has stopped.
+    #[error(transparent)]
+    Stopped(#[from] DriverStopped),
+}
+
+/// A voter change the leader proposed (not yet committed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VotersProposed {
+    /// The leader that proposed it (this node).
+    pub leader: NodeId,
+    /// The voters before the change.
+    pub voters: Vec<NodeId>,
+    /// The voters once it is applied.
+    pub proposed: Vec<NodeId>,
+}
+
 #[derive(Debug)]
 enum Command {
     Join(Vec<Seed>),
@@ -274,6 +341,10 @@ enum Command {
         reply: oneshot::Sender<Result<(Plan, Term), meshkit::node::CommandError>>,
     },
     Resume(oneshot::Sender<bool>),
+    Voters {
+        change: VoterChange,
+        reply: oneshot::Sender<Result<VotersProposed, VotersError>>,
+    },
     Shutdown,
     /// Tests only: the driver panics, as a bug would (what the node's supervision of its
     /// driver is tested with). Compiled into unit tests and into builds with the
@@ -471,6 +542,15 @@ impl NodeHandle {
         rx.await.map_err(|_| DriverStopped)
     }
 
+    /// Proposes one change of the Raft voter set (see [`Node::change_voters`]); this node's
+    /// voter must lead the group. Answers once proposed: the change commits later (the voter
+    /// set in [`leadership`](Self::leadership) shows it applied).
+    pub async fn change_voters(&self, change: VoterChange) -> Result<VotersProposed, VotersError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Voters { change, reply }).await?;
+        rx.await.map_err(|_| VotersError::Stopped(DriverStopped))?
+    }
+
     /// Stops the driver (without leaving: to peers this looks like a crash).
     pub async fn shutdown(&self) -> Result<(), DriverStopped> {
         self.send(Command::Shutdown).await
@@ -549,7 +629,17 @@ impl<T: Transport, C: Clock> Driver<T, C> {
         config: &LeadershipConfig,
     ) -> Result<Self, crate::leadership::LeadershipStartError> {
         let now = self.clock.now();
-        let (leadership, node) = Leadership::start(config, self.node, now)?;
+        let (leadership, mut node) = Leadership::start(config, self.node, now)?;
+        if let Some(group) = node.lease_group() {
+            let joining = group.voters().next().is_none();
+            // The values are tiny: far below the metadata limits.
+            let _ = node.set_metadata(now, RAFT_KEY, b"voter");
+            if joining {
+                let accepts: Vec<String> =
+                    config.voters.iter().map(|v| v.get().to_string()).collect();
+                let _ = node.set_metadata(now, RAFT_JOIN_KEY, accepts.join(",").as_bytes());
+            }
+        }
         self.node = node;
         self.leadership = Some(leadership);
         self.campaign = config.campaign.clone();
@@ -647,6 +737,9 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                 }
                 let _ = reply.send(was);
             }
+            Command::Voters { change, reply } => {
+                let _ = reply.send(self.change_voters(now, change));
+            }
             Command::Shutdown => return false,
             #[cfg(any(test, feature = "fault-injection"))]
             Command::Panic => panic!("test-only: the driver panics on command"),
@@ -704,6 +797,86 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                 _ => {}
             }
         }
+    }
+
+    fn change_voters(
+        &mut self,
+        now: Instant,
+        change: VoterChange,
+    ) -> Result<VotersProposed, VotersError> {
+        if self.leadership.is_none() {
+            return Err(VotersError::Disabled);
+        }
+        if let VoterChange::Add(node) = change {
+            let runs_voter = self
+                .node
+                .membership()
+                .metadata(node)
+                .and_then(|m| m.get(RAFT_KEY))
+                .is_some_and(|v| v == b"voter");
+            let known = self.node.membership().member(node).is_some();
+            // An unknown or dead node gets the core's answer (not alive); a live one that runs
+            // no voter, this one.
+            if known && !runs_voter {
+                let alive = self
+                    .node
+                    .membership()
+                    .member(node)
+                    .is_some_and(|m| m.state == MemberState::Alive);
+                if alive {
+                    return Err(VotersError::NotJoinable { node });
+                }
+            }
+            // Only the leader proposes; a follower answers with the core's redirect below.
+            let leader = self.node.local_id();
+            let leads = self.node.lease_group().is_some_and(|g| g.is_leader());
+            let accepts: Option<Vec<u64>> = self
+                .node
+                .membership()
+                .metadata(node)
+                .and_then(|m| m.get(RAFT_JOIN_KEY))
+                .map(|v| {
+                    String::from_utf8_lossy(v)
+                        .split(',')
+                        .filter_map(|id| id.trim().parse().ok())
+                        .collect()
+                });
+            if let Some(accepts) = accepts
+                && leads
+                && !accepts.contains(&leader.get())
+            {
+                return Err(VotersError::LeaderNotTrusted {
+                    node,
+                    accepts,
+                    leader,
+                });
+            }
+        }
+        let voters: Vec<NodeId> = self
+            .node
+            .lease_group()
+            .map(|g| g.voters().collect())
+            .unwrap_or_default();
+        self.node.change_voters(now, change)?;
+        let mut proposed: Vec<NodeId> = voters
+            .iter()
+            .copied()
+            .filter(|v| *v != change.node())
+            .collect();
+        if let VoterChange::Add(node) = change {
+            proposed.push(node);
+            proposed.sort_unstable();
+        }
+        tracing::info!(
+            %change,
+            voters = ?voters.iter().map(|v| v.get()).collect::<Vec<_>>(),
+            "voter change proposed (asked through the control API)"
+        );
+        Ok(VotersProposed {
+            leader: self.node.local_id(),
+            voters,
+            proposed,
+        })
     }
 
     /// Reads `node`'s published address into the address book (the local node's too, so

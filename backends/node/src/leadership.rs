@@ -56,6 +56,9 @@ pub struct LeadershipConfig {
     pub lease: LeaseConfig,
     /// Where a voter keeps its Raft state (`raft.log`); `None`: in memory only.
     pub data_dir: Option<PathBuf>,
+    /// A node not in `voters` starts as a voter-to-be of that group (`join_as_voter`): an empty
+    /// Raft log, no campaign of its own, until the leader adds it (`meshctl voters add`).
+    pub join_as_voter: bool,
     /// `[shards]`: the shards the mesh owns through leases. A voter keeps a coordinator (acting
     /// while it leads the Raft group), every node a member that takes shards from the start.
     pub shards: Option<meshkit::shard::ShardConfig>,
@@ -424,6 +427,25 @@ pub struct RaftView {
     /// Raft log entries held (the log is compacted after `compact_after_entries`).
     #[serde(default)]
     pub log_entries: u64,
+    /// The highest log index it knows committed.
+    #[serde(default)]
+    pub commit_index: u64,
+    /// A voter change this leader proposed is not applied yet (one at a time).
+    #[serde(default)]
+    pub change_pending: bool,
+    /// On the leader: how far each voter's log is known to reach (Raft's `matched`), so that
+    /// an operator sees a voter just added catch up.
+    #[serde(default)]
+    pub progress: Vec<VoterProgress>,
+}
+
+/// How far one voter's log is known to reach, as the leader sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoterProgress {
+    /// The voter.
+    pub id: u64,
+    /// The highest log index it is known to hold.
+    pub matched: u64,
 }
 
 /// One node's leadership state (the body of `GET /meshkit/leaders`).
@@ -739,7 +761,8 @@ impl Leadership {
         let id = node.local_id();
         let mut store = None;
         let mut node = node;
-        if config.voters.contains(&id) {
+        let founder = config.voters.contains(&id);
+        if founder || config.join_as_voter {
             let restored = match &config.data_dir {
                 Some(dir) => {
                     let (opened, durable) = RaftStore::open(dir)?;
@@ -749,6 +772,17 @@ impl Leadership {
                 None => None,
             };
             node = match restored {
+                // A joining voter restarts from its file as what it became: still a voter-to-be
+                // (no configuration yet), or the voter it was made.
+                _ if !founder => {
+                    tracing::info!(
+                        group = ?config.voters.iter().map(|v| v.get()).collect::<Vec<_>>(),
+                        restarted = restored.is_some(),
+                        "starting as a joining Raft voter: it votes once the leader adds it \
+                         (`meshctl voters add`)"
+                    );
+                    node.with_joining_voter(now, config.lease.clone(), &config.voters, restored)
+                }
                 Some(durable) => {
                     let saved = durable.hard_state();
                     let log = durable.log_bounds();
@@ -1062,6 +1096,17 @@ impl Leadership {
                     applied_index: g.applied_index(),
                     snapshot_index: g.log_bounds().snapshot_index,
                     log_entries: g.log_len() as u64,
+                    commit_index: g.commit_index(),
+                    change_pending: g.has_pending_change(),
+                    progress: g
+                        .voters()
+                        .filter_map(|v| {
+                            g.matched_index(v).map(|matched| VoterProgress {
+                                id: v.get(),
+                                matched,
+                            })
+                        })
+                        .collect(),
                 };
                 (Some(raft), table)
             }

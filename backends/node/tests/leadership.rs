@@ -394,3 +394,104 @@ async fn a_graceful_shutdown_hands_the_lease_over_long_before_its_ttl() {
         n.stop().await;
     }
 }
+
+/// A joining voter that does not list the Raft leader among the voters it takes Raft messages
+/// from would refuse the leader's log and never catch up while counting toward the quorum: the
+/// leader refuses to add it (it publishes the list as `raft_join`), and nothing is proposed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_refuses_a_joining_voter_that_does_not_list_it() {
+    use meshkit::node::VoterChange;
+    use meshkit_node::config::NodeConfig;
+    use meshkit_node::driver::VotersError;
+
+    // No campaign: a Raft leader whose node holds a lease hands leadership on, and the test
+    // needs the leader it found to stay.
+    let leadership = LEADERSHIP.replace("campaign = [\"global-control\"]\n", "");
+    assert_ne!(leadership, LEADERSHIP);
+    let dir = TempDir::new("joiner-lists-leader");
+    let (ca, files) = meshkit_node::certs::write_dev_certs(dir.path(), 4).unwrap();
+    let mut nodes: Vec<RunningNode> = Vec::new();
+    for f in &files[..3] {
+        let seeds: Vec<_> = nodes
+            .first()
+            .map(|n| vec![(1, n.gossip_addr())])
+            .unwrap_or_default();
+        let path = common::write_config_with(
+            dir.path(),
+            f.id.get(),
+            &seeds,
+            &f.cert,
+            &f.key,
+            &ca,
+            &leadership,
+        );
+        let config = NodeConfig::load(&path).expect("a valid config");
+        nodes.push(meshkit_node::node::start(&config).await.unwrap());
+    }
+    // Bounded polls (every 50 ms, at most ELECT_LIMIT).
+    let polls = ELECT_LIMIT.as_millis() / 50;
+    let mut leader = None;
+    for _ in 0..polls {
+        for n in &nodes {
+            if let Ok(Some(view)) = n.handle().leadership().await
+                && view.raft.and_then(|r| r.leader) == Some(n.id().get())
+            {
+                leader = Some(n.id().get());
+            }
+        }
+        if leader.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(leader.is_some(), "no Raft leader");
+    let leader = leader.unwrap();
+    // Node 4 joins, listing the two founders that do not lead.
+    let others: Vec<String> = (1..=3)
+        .filter(|v| *v != leader)
+        .map(|v| v.to_string())
+        .collect();
+    let joiner = leadership.replace(
+        "voters = [1, 2, 3]",
+        &format!("voters = [{}]\njoin_as_voter = true", others.join(", ")),
+    );
+    let path = common::write_config_with(
+        dir.path(),
+        4,
+        &[(1, nodes[0].gossip_addr())],
+        &files[3].cert,
+        &files[3].key,
+        &ca,
+        &joiner,
+    );
+    let config = NodeConfig::load(&path).expect("a valid joiner config");
+    nodes.push(meshkit_node::node::start(&config).await.unwrap());
+    let leader_node = &nodes[(leader - 1) as usize];
+    // Once the leader has node 4's metadata (alive, `raft = voter`, `raft_join`), the refusal.
+    let mut last = None;
+    for _ in 0..polls {
+        let answer = leader_node
+            .handle()
+            .change_voters(VoterChange::Add(NodeId::new(4)))
+            .await;
+        let done = matches!(answer, Err(VotersError::LeaderNotTrusted { .. }));
+        last = Some(answer);
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let Some(Err(VotersError::LeaderNotTrusted {
+        node,
+        accepts,
+        leader: l,
+    })) = last
+    else {
+        unreachable!("checked above")
+    };
+    assert_eq!((node.get(), l.get()), (4, leader));
+    let expected: Vec<u64> = (1..=3).filter(|v| *v != leader).collect();
+    assert_eq!(accepts, expected);
+    let view = leader_node.handle().leadership().await.unwrap().unwrap();
+    assert_eq!(view.raft.unwrap().voters, vec![1, 2, 3], "nothing proposed");
+}

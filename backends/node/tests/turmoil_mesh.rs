@@ -767,6 +767,7 @@ fn lease_cluster(seed: u64) -> Cluster {
         retry: DEFAULT_CAMPAIGN_RETRY,
         lease: LeaseConfig::default(),
         data_dir: None,
+        join_as_voter: false,
         shards: None,
     };
     assert_eq!(config.ttl, TTL);

@@ -406,6 +406,27 @@ impl LeaseGroup {
         Self::start(config, id, durable, seed, now)
     }
 
+    /// A node that had started as a joining voter ([`join`](Self::join)) and persisted its
+    /// Raft state, restarted from it. If that state holds a configuration (the group's log or a
+    /// snapshot reached it before the crash), this is [`restart`](Self::restart); if not, it
+    /// is still a voter-to-be, and again takes Raft messages only from `group` until its
+    /// configuration arrives. Its hard state is kept in both cases: a term or vote it promised
+    /// is never forgotten.
+    pub fn rejoin(
+        config: LeaseConfig,
+        id: NodeId,
+        durable: DurableState,
+        group: &[NodeId],
+        seed: u64,
+        now: Instant,
+    ) -> Self {
+        let mut joiner = Self::start(config, id, durable, seed, now);
+        if joiner.voters.is_empty() {
+            joiner.joining_via = group.iter().copied().filter(|v| *v != id).collect();
+        }
+        joiner
+    }
+
     fn start(
         config: LeaseConfig,
         id: NodeId,
@@ -598,20 +619,20 @@ impl LeaseGroup {
     /// them with their tests.
     fn check_raft(&self, from: NodeId, m: &Message) -> Result<(), RaftRefusal> {
         use MessageType as T;
-        // 1. Only voters of the current configuration speak Raft (a joining node: the voters
-        //    it joins, until the log or a snapshot gives it a configuration). The wire decoder
-        //    wrote the transport-authenticated sender into `m.from`; they agree by construction.
+        // 1. Only voters of the current configuration speak Raft; a joining node also takes
+        //    them from the voters it joins (`joining_via`) until a configuration that names it
+        //    applies. It catches up from the start of the log, whose first configurations (the
+        //    founders') may not name the leader that added it (a voter added later): taking only
+        //    those, it would refuse the rest of the log from that leader and never catch up.
+        //    The wire decoder wrote the transport-authenticated sender into `m.from`; they agree
+        //    by construction.
         debug_assert_eq!(
             m.from,
             from.get(),
             "decode_from sets the authenticated sender"
         );
-        let voters = if self.voters.is_empty() {
-            &self.joining_via
-        } else {
-            &self.voters
-        };
-        if from == self.id || m.from != from.get() || !voters.contains(&from) {
+        let joining = !self.voters.contains(&self.id) && self.joining_via.contains(&from);
+        if from == self.id || m.from != from.get() || !(self.voters.contains(&from) || joining) {
             return Err(RaftRefusal::NotVoter);
         }
         let kind = m.get_msg_type();
@@ -857,6 +878,64 @@ impl LeaseGroup {
             .map_err(|_| GroupError::ChangeInProgress)?;
         self.after_input(now);
         Ok(())
+    }
+
+    /// Whether a membership change proposed by this leader is not applied yet (raft-rs takes
+    /// one at a time). Always `false` on a follower, which never proposes one.
+    pub fn has_pending_change(&self) -> bool {
+        self.raft.raft.has_pending_conf()
+    }
+
+    /// The highest log index the leader knows `node` holds (its Raft progress), on the leader
+    /// only: `None` on a follower or for a node that is not a voter.
+    pub fn matched_index(&self, node: NodeId) -> Option<u64> {
+        if !self.is_leader() {
+            return None;
+        }
+        if node == self.id {
+            return Some(self.raft.raft.raft_log.last_index());
+        }
+        self.raft.raft.prs().get(node.get()).map(|pr| pr.matched)
+    }
+
+    /// The highest log index this voter knows committed.
+    pub fn commit_index(&self) -> u64 {
+        self.raft.raft.raft_log.committed
+    }
+
+    /// Hands Raft leadership to another voter that holds the whole log (leader only), as a
+    /// leader does before its own node is removed from the group: raft-rs keeps a leader that
+    /// removed itself leading a group it is no longer in. Prefers a voter whose node holds no
+    /// lease (a leader whose node holds one would hand leadership on, possibly back here).
+    /// Returns the voter it hands to (the one already chosen, if a transfer runs), or `None` if
+    /// this voter does not lead, or no other voter is caught up (ask again shortly).
+    pub fn hand_over_leadership(&mut self, now: Instant) -> Option<NodeId> {
+        if !self.is_leader() {
+            return None;
+        }
+        if let Some(to) = self.raft.raft.lead_transferee {
+            return Some(NodeId::new(to));
+        }
+        let own = self.id;
+        let last = self.raft.raft.raft_log.last_index();
+        let prs = self.raft.raft.prs();
+        let holds = |node: NodeId| self.table.iter().any(|(_, l)| l.holder == node);
+        let caught_up: Vec<NodeId> = self
+            .voters()
+            .filter(|&v| v != own && prs.get(v.get()).is_some_and(|pr| pr.matched == last))
+            .collect();
+        // A voter whose node holds no lease first: a new leader whose node holds one hands
+        // leadership on to a voter that holds none (`keep_leadership_apart_from_leases`), which
+        // could be this one again.
+        let to = caught_up
+            .iter()
+            .copied()
+            .find(|v| !holds(*v))
+            .or_else(|| caught_up.first().copied())?;
+        self.stats.leadership_transfers += 1;
+        self.raft.transfer_leader(to.get());
+        self.after_input(now);
+        Some(to)
     }
 
     /// Writes the next datagram into `buf` (cleared first) and says where it goes.

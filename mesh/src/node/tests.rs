@@ -1026,3 +1026,410 @@ fn channels_have_a_byte_and_a_name() {
         "unknown channel byte 7"
     );
 }
+
+/// Operator changes of the voter set through [`Node::change_voters`] (Raft §4.1 of the
+/// dissertation: one server at a time), with a joining voter started by
+/// [`Node::with_joining_voter`].
+mod voter_changes {
+    use super::*;
+
+    /// Runs `nodes` (ids 1..=n) with instant delivery for `run`; a node in `down` is crashed:
+    /// it gets no input and what it would send is lost.
+    fn run_to(nodes: &mut [Node], now: &mut Instant, run: Duration, down: &[u64]) {
+        let until = *now + run;
+        let mut buf = Vec::new();
+        let up = |n: &Node| !down.contains(&n.local_id().get());
+        for _ in 0..2_000_000 {
+            let mut wire = Vec::new();
+            for node in nodes.iter_mut().filter(|n| up(n)) {
+                while let Some(t) = node.poll_transmit(*now, &mut buf) {
+                    wire.push((node.local_id(), t.to, buf[..t.len].to_vec()));
+                }
+                while node.poll_event().is_some() {}
+            }
+            if wire.is_empty() {
+                let next = nodes
+                    .iter()
+                    .filter(|n| up(n))
+                    .filter_map(Node::poll_timeout)
+                    .min();
+                match next {
+                    Some(next) if next <= until => {
+                        *now = next;
+                        for node in nodes.iter_mut().filter(|n| up(n)) {
+                            node.handle_timeout(*now);
+                        }
+                    }
+                    _ => {
+                        *now = until;
+                        return;
+                    }
+                }
+            }
+            for (from, to, bytes) in wire {
+                if down.contains(&to.get()) {
+                    continue;
+                }
+                let index = (to.get() - 1) as usize;
+                // Refusals are the point of some tests; counted by the node.
+                let _ = nodes[index].handle_datagram(*now, from, &bytes);
+            }
+        }
+        panic!("the run did not reach {until:?}");
+    }
+
+    fn lease_config() -> LeaseConfig {
+        LeaseConfig::default()
+    }
+
+    /// Voters 1..=3 (founders), and node 4 started as a joining voter of them when `joiner`;
+    /// every node has a lease client for the founders, node 1 contends for `global-control`,
+    /// and all join the mesh through node 1. Runs 5 s: a leader is elected and everyone alive.
+    fn group_of_three(joiner: bool) -> (Vec<Node>, Instant) {
+        let now = Instant::ZERO;
+        let founders = [id(1), id(2), id(3)];
+        let mut nodes = Vec::new();
+        for n in 1..=3 {
+            let voter = node(n).with_voter(now, lease_config(), &founders).unwrap();
+            let campaign = if n == 1 {
+                campaign_for(Scope::global_control())
+            } else {
+                Campaign::new(TTL, RETRY)
+            };
+            nodes.push(voter.with_lease_client(now, lease_config(), &founders, campaign));
+        }
+        if joiner {
+            nodes.push(
+                node(4)
+                    .with_joining_voter(now, lease_config(), &founders, None)
+                    .with_lease_client(now, lease_config(), &founders, Campaign::new(TTL, RETRY)),
+            );
+        }
+        for n in &mut nodes[1..] {
+            n.join(now, &[id(1)]);
+        }
+        let mut now = now;
+        run_to(&mut nodes, &mut now, Duration::from_secs(5), &[]);
+        (nodes, now)
+    }
+
+    fn leader_of(nodes: &[Node], down: &[u64]) -> Option<usize> {
+        nodes.iter().position(|n| {
+            !down.contains(&n.local_id().get())
+                && n.lease_group().is_some_and(LeaseGroup::is_leader)
+        })
+    }
+
+    fn voters_of(n: &Node) -> Vec<u64> {
+        n.lease_group()
+            .map(|g| g.voters().map(NodeId::get).collect())
+            .unwrap_or_default()
+    }
+
+    /// A joining voter does not disturb the group while it waits (no election of its own, no
+    /// term raised), is added, catches up from the log (the lease table included), and then
+    /// votes: with the old leader down, the three voters left elect a new one only with its
+    /// vote, and a lease is granted again.
+    #[test]
+    fn a_joining_voter_is_added_catches_up_and_votes() {
+        let (mut nodes, mut now) = group_of_three(true);
+        let leader = leader_of(&nodes, &[]).expect("a leader");
+        let term = nodes[leader].lease_group().unwrap().term();
+        let joiner = nodes[3].lease_group().unwrap();
+        assert!(joiner.voters().next().is_none(), "no configuration yet");
+        assert!(!joiner.is_leader());
+        assert!(nodes[0].holds(now, &Scope::global_control()).is_some());
+        // Ten election timeouts more: the joiner waits without a word to the group.
+        run_to(&mut nodes, &mut now, Duration::from_secs(10), &[]);
+        assert_eq!(leader_of(&nodes, &[]), Some(leader));
+        assert_eq!(nodes[leader].lease_group().unwrap().term(), term);
+        assert!(nodes[3].lease_group().unwrap().voters().next().is_none());
+
+        nodes[leader]
+            .change_voters(now, VoterChange::Add(id(4)))
+            .unwrap();
+        // One at a time: the second is refused while the first is not applied.
+        assert_eq!(
+            nodes[leader].change_voters(now, VoterChange::Remove(id(2))),
+            Err(VoterChangeError::InProgress)
+        );
+        run_to(&mut nodes, &mut now, Duration::from_secs(1), &[]);
+        for n in &nodes {
+            assert_eq!(voters_of(n), [1, 2, 3, 4], "node {}", n.local_id());
+        }
+        let table = |n: &Node| {
+            n.lease_group()
+                .unwrap()
+                .table()
+                .get(&Scope::global_control())
+                .map(|l| (l.holder, l.token))
+        };
+        assert_eq!(table(&nodes[3]), table(&nodes[leader]), "caught up");
+        assert!(table(&nodes[3]).is_some());
+        assert_eq!(
+            nodes[3].lease_client().unwrap().voters(),
+            [id(1), id(2), id(3), id(4)],
+            "the node's own client asks the new voter set"
+        );
+
+        // The old leader goes down: three voters of four are left, a quorum of four is three,
+        // so no new leader without node 4's vote.
+        let down = vec![nodes[leader].local_id().get()];
+        let others: Vec<u64> = (1..=3).filter(|v| !down.contains(v)).collect();
+        run_to(&mut nodes, &mut now, Duration::from_secs(5), &down);
+        let new = leader_of(&nodes, &down).expect("a new leader with node 4's vote");
+        let new_term = nodes[new].lease_group().unwrap().term();
+        assert!(new_term > term);
+        // Every live voter agrees, node 4 included.
+        for v in others.iter().copied().chain([4]) {
+            let g = nodes[(v - 1) as usize].lease_group().unwrap();
+            assert_eq!(g.leader(), Some(nodes[new].local_id()), "voter {v}");
+            assert_eq!(g.term(), new_term, "voter {v}");
+        }
+    }
+
+    /// A joining voter is added by a leader that was itself a joining voter once (node 4,
+    /// added, then left leading a group of two when the other founders were removed): node 5,
+    /// which lists node 4 among the voters it takes Raft messages from, catches up from it.
+    #[test]
+    fn a_voter_added_by_a_former_joiner_catches_up() {
+        let (mut nodes, mut now) = group_of_three(true);
+        let group = [id(1), id(2), id(3), id(4)];
+        nodes.push(
+            node(5)
+                .with_joining_voter(now, lease_config(), &group, None)
+                .with_lease_client(now, lease_config(), &group, Campaign::new(TTL, RETRY)),
+        );
+        nodes[4].join(now, &[id(1)]);
+        run_to(&mut nodes, &mut now, Duration::from_secs(2), &[]);
+        let leader = leader_of(&nodes, &[]).unwrap();
+        nodes[leader]
+            .change_voters(now, VoterChange::Add(id(4)))
+            .unwrap();
+        run_to(&mut nodes, &mut now, Duration::from_secs(1), &[]);
+        // Remove the founders that do not lead, then hand leadership to node 4.
+        for _ in 0..4 {
+            let leader = leader_of(&nodes, &[]).unwrap();
+            let lid = nodes[leader].local_id();
+            let Some(other) = voters_of(&nodes[leader])
+                .into_iter()
+                .find(|v| *v != 4 && *v != lid.get())
+            else {
+                break;
+            };
+            nodes[leader]
+                .change_voters(now, VoterChange::Remove(id(other)))
+                .unwrap();
+            run_to(&mut nodes, &mut now, Duration::from_secs(1), &[]);
+        }
+        let leader = leader_of(&nodes, &[]).unwrap();
+        if nodes[leader].local_id() != id(4) {
+            let lid = nodes[leader].local_id();
+            let answer = nodes[leader].change_voters(now, VoterChange::Remove(lid));
+            assert!(
+                matches!(answer, Err(VoterChangeError::LeaderMoving { .. })),
+                "{answer:?}"
+            );
+            run_to(&mut nodes, &mut now, Duration::from_secs(1), &[]);
+        }
+        let four = leader_of(&nodes, &[]).unwrap();
+        assert_eq!(nodes[four].local_id(), id(4), "node 4 leads");
+        assert_eq!(voters_of(&nodes[four]).len(), 2);
+        nodes[four]
+            .change_voters(now, VoterChange::Add(id(5)))
+            .unwrap();
+        run_to(&mut nodes, &mut now, Duration::from_secs(2), &[]);
+        let five = nodes[4].lease_group().unwrap();
+        assert!(
+            voters_of(&nodes[4]).contains(&5),
+            "{:?}",
+            voters_of(&nodes[4])
+        );
+        assert_eq!(
+            nodes[four].lease_group().unwrap().matched_index(id(5)),
+            Some(
+                five.commit_index()
+                    .max(nodes[four].lease_group().unwrap().commit_index())
+            ),
+            "node 5 caught up"
+        );
+    }
+
+    /// Without node 4 the same election cannot happen once it is a voter and down too: three
+    /// of four voters are needed, so node 4's vote was counted above.
+    #[test]
+    fn with_the_new_voter_down_too_there_is_no_quorum() {
+        let (mut nodes, mut now) = group_of_three(true);
+        let leader = leader_of(&nodes, &[]).unwrap();
+        nodes[leader]
+            .change_voters(now, VoterChange::Add(id(4)))
+            .unwrap();
+        run_to(&mut nodes, &mut now, Duration::from_secs(1), &[]);
+        assert_eq!(voters_of(&nodes[leader]), [1, 2, 3, 4]);
+        let down = [nodes[leader].local_id().get(), 4];
+        run_to(&mut nodes, &mut now, Duration::from_secs(5), &down);
+        assert_eq!(
+            leader_of(&nodes, &down),
+            None,
+            "2 of 4 voters are no quorum"
+        );
+    }
+
+    /// Changes that would lose quorum are refused with the numbers; those that keep it pass.
+    #[test]
+    fn quorum_losing_changes_are_refused() {
+        let (mut nodes, mut now) = group_of_three(true);
+        let leader = leader_of(&nodes, &[]).unwrap();
+        let follower = (0..3).find(|i| *i != leader).unwrap();
+        let dead = (0..3).find(|i| *i != leader && *i != follower).unwrap();
+        let dead_id = nodes[dead].local_id();
+        // Only the leader proposes.
+        assert_eq!(
+            nodes[follower].change_voters(now, VoterChange::Add(id(4))),
+            Err(VoterChangeError::NotLeader {
+                leader: Some(nodes[leader].local_id())
+            })
+        );
+        // Targets: an unknown node, a voter to add, a non-voter to remove.
+        assert!(matches!(
+            nodes[leader].change_voters(now, VoterChange::Add(id(9))),
+            Err(VoterChangeError::NotAlive { state: None, .. })
+        ));
+        assert_eq!(
+            nodes[leader].change_voters(now, VoterChange::Add(dead_id)),
+            Err(VoterChangeError::Membership {
+                node: dead_id,
+                is_voter: true
+            })
+        );
+        assert_eq!(
+            nodes[leader].change_voters(now, VoterChange::Remove(id(4))),
+            Err(VoterChangeError::Membership {
+                node: id(4),
+                is_voter: false
+            })
+        );
+        // One voter dies; membership sees it dead after its suspicion timeout.
+        let down = [dead_id.get()];
+        run_to(&mut nodes, &mut now, Duration::from_secs(30), &down);
+        let state = nodes[leader].membership().member(dead_id).unwrap().state;
+        assert!(
+            matches!(state, MemberState::Dead | MemberState::Suspect),
+            "{state:?}"
+        );
+        let leader_now = leader_of(&nodes, &down).expect("2 of 3 keep a leader");
+        let follower_id = (1..=3)
+            .map(id)
+            .find(|v| *v != dead_id && *v != nodes[leader_now].local_id())
+            .unwrap();
+        // Removing the live follower: 1 live voter of 2, a quorum of 2 is 2.
+        let refused = nodes[leader_now].change_voters(now, VoterChange::Remove(follower_id));
+        assert_eq!(
+            refused,
+            Err(VoterChangeError::WouldLoseQuorum {
+                change: VoterChange::Remove(follower_id),
+                live: 1,
+                voters: 2,
+                quorum: 2,
+                live_now: {
+                    let mut live = vec![nodes[leader_now].local_id().get(), follower_id.get()];
+                    live.sort_unstable();
+                    live
+                },
+            })
+        );
+        let message = refused.unwrap_err().to_string();
+        assert!(
+            message.contains("would leave 1 live voter(s) of 2, and a quorum of 2 is 2"),
+            "{message}"
+        );
+        // Adding node 4 now: 2 live voters of an enlarged 4, a quorum of 4 is 3.
+        assert!(matches!(
+            nodes[leader_now].change_voters(now, VoterChange::Add(id(4))),
+            Err(VoterChangeError::WouldLoseQuorum {
+                live: 2,
+                voters: 4,
+                quorum: 3,
+                ..
+            })
+        ));
+        assert_eq!(voters_of(&nodes[leader_now]), [1, 2, 3], "nothing proposed");
+        // Removing the dead voter keeps the quorum (2 live of 2), then adding node 4 too
+        // (2 live of 3).
+        nodes[leader_now]
+            .change_voters(now, VoterChange::Remove(dead_id))
+            .unwrap();
+        run_to(&mut nodes, &mut now, Duration::from_secs(1), &down);
+        let mut expected: Vec<u64> = (1..=3).filter(|v| *v != dead_id.get()).collect();
+        assert_eq!(voters_of(&nodes[leader_now]), expected);
+        nodes[leader_now]
+            .change_voters(now, VoterChange::Add(id(4)))
+            .unwrap();
+        run_to(&mut nodes, &mut now, Duration::from_secs(1), &down);
+        expected.push(4);
+        assert_eq!(voters_of(&nodes[leader_now]), expected);
+        assert_eq!(voters_of(&nodes[3]), expected, "node 4 caught up");
+    }
+
+    /// The leader asked to remove itself hands leadership to a caught-up voter first (raft-rs
+    /// would keep it leading a group it is not in); the new leader then removes it.
+    #[test]
+    fn a_leader_asked_to_remove_itself_hands_over_first() {
+        let (mut nodes, mut now) = group_of_three(false);
+        let leader = leader_of(&nodes, &[]).unwrap();
+        let leader_id = nodes[leader].local_id();
+        let answer = nodes[leader].change_voters(now, VoterChange::Remove(leader_id));
+        let Err(VoterChangeError::LeaderMoving {
+            leader: l,
+            to: Some(to),
+        }) = answer
+        else {
+            panic!("{answer:?}");
+        };
+        assert_eq!(l, leader_id);
+        run_to(&mut nodes, &mut now, Duration::from_secs(1), &[]);
+        let new = leader_of(&nodes, &[]).unwrap();
+        // `to` took over (it may have handed on since: a voter whose node holds a lease keeps
+        // leadership apart from it).
+        assert_ne!(to, leader_id);
+        assert_ne!(nodes[new].local_id(), leader_id);
+        nodes[new]
+            .change_voters(now, VoterChange::Remove(leader_id))
+            .unwrap();
+        run_to(&mut nodes, &mut now, Duration::from_secs(1), &[]);
+        let expected: Vec<u64> = (1..=3).filter(|v| *v != leader_id.get()).collect();
+        assert_eq!(voters_of(&nodes[new]), expected);
+    }
+
+    /// A joining voter that crashed before it was added restarts from what it persisted (no
+    /// configuration: a voter-to-be again, its hard state kept) and is then added as usual.
+    #[test]
+    fn a_joining_voter_restarted_before_its_add_is_still_a_voter_to_be() {
+        let (mut nodes, mut now) = group_of_three(true);
+        let founders = [id(1), id(2), id(3)];
+        let joiner = nodes.pop().unwrap();
+        let durable = joiner
+            .into_durable()
+            .expect("a joining voter has Raft state");
+        assert!(durable.hard_state().vote.is_none());
+        let restarted = Node::new(
+            Config::from_profile(Profile::Lan),
+            id(4),
+            Incarnation::new(2),
+            44,
+            now,
+        )
+        .with_joining_voter(now, lease_config(), &founders, Some(durable))
+        .with_lease_client(now, lease_config(), &founders, Campaign::new(TTL, RETRY));
+        nodes.push(restarted);
+        nodes[3].join(now, &[id(1)]);
+        run_to(&mut nodes, &mut now, Duration::from_secs(5), &[]);
+        assert!(nodes[3].lease_group().unwrap().voters().next().is_none());
+        let leader = leader_of(&nodes, &[]).unwrap();
+        nodes[leader]
+            .change_voters(now, VoterChange::Add(id(4)))
+            .unwrap();
+        run_to(&mut nodes, &mut now, Duration::from_secs(1), &[]);
+        assert_eq!(voters_of(&nodes[3]), [1, 2, 3, 4]);
+    }
+}

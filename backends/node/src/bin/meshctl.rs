@@ -24,6 +24,9 @@
 //! meshctl join SEED... | leave                 a node joins a mesh through seeds; leaves it
 //! meshctl force-leave NODE                      every member moves a dead member to left
 //! meshctl voters list                           the Raft voters, their roles and states
+//! meshctl voters add N | remove N | replace OLD NEW
+//!                                               Raft voter changes, one at a time, refused
+//!                                               when they would lose quorum
 //! meshctl lock SCOPE -- CMD                     runs CMD while holding a lease on SCOPE
 //! meshctl elect SCOPE -- CMD                    runs CMD whenever elected for SCOPE
 //! meshctl transport stats [--addr HOST:PORT] [--json|--prometheus] [--reset]
@@ -72,6 +75,8 @@ mod health;
 mod session;
 #[path = "meshctl/shards.rs"]
 mod shards;
+#[path = "meshctl/voters.rs"]
+mod voters;
 
 /// Most node certificates one `certs init` makes.
 const MAX_NODES: u64 = 1000;
@@ -299,6 +304,49 @@ enum VotersCommand {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Adds a node as a Raft voter (needs mesh.admin): it must be an alive member started with
+    /// `[leadership] join_as_voter = true`. The Raft leader proposes it (meshctl follows the
+    /// redirect of another node), refusing it if the live voters could not make a quorum of the
+    /// enlarged set; meshctl waits until it is applied and the new voter has caught up.
+    Add {
+        /// The node to add.
+        node_id: u64,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Removes a Raft voter (needs mesh.admin), refused if the live voters left could not make
+    /// a quorum. Removing the leader hands leadership to a caught-up voter first.
+    Remove {
+        /// The voter to remove.
+        node_id: u64,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Replaces voter OLD by NEW, one change at a time (needs mesh.admin): adds NEW, waits until
+    /// it has caught up, then removes OLD; when OLD is not alive, removes it first. Each step
+    /// is checked against the quorum of live voters.
+    Replace {
+        /// The voter to replace.
+        old: u64,
+        /// The joining voter that takes its place.
+        new: u64,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+}
+
+/// What the voter changes share.
+#[derive(Debug, Args)]
+struct WaitArgs {
+    /// How long to wait for each change to be applied (and an added voter to catch up), such
+    /// as 30s.
+    #[arg(long, default_value = "30s")]
+    wait: String,
+    /// Print the steps and the final voter set as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    node: NodeArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -707,6 +755,12 @@ impl Command {
             | Self::Voters {
                 command: VotersCommand::List { node, .. },
             } => node,
+            Self::Voters {
+                command:
+                    VotersCommand::Add { wait, .. }
+                    | VotersCommand::Remove { wait, .. }
+                    | VotersCommand::Replace { wait, .. },
+            } => &mut wait.node,
             Self::Lock { session, .. } | Self::Elect { session, .. } => &mut session.node,
             Self::Transport {
                 command: TransportCommand::Stats { connect, .. },
@@ -909,6 +963,15 @@ fn main() -> ExitCode {
         Command::Voters {
             command: VotersCommand::List { json, node },
         } => voters_list(&node, json),
+        Command::Voters {
+            command: VotersCommand::Add { node_id, wait },
+        } => voter_changes(&wait, voters::Changes::One(voters::Kind::Add, node_id)),
+        Command::Voters {
+            command: VotersCommand::Remove { node_id, wait },
+        } => voter_changes(&wait, voters::Changes::One(voters::Kind::Remove, node_id)),
+        Command::Voters {
+            command: VotersCommand::Replace { old, new, wait },
+        } => voter_changes(&wait, voters::Changes::Replace { old, new }),
         Command::Lock { session, timeout } => {
             return session_exit(run_session(session, session::Mode::Lock, timeout, false));
         }
@@ -1041,7 +1104,9 @@ fn voters_list(node: &NodeArgs, json: bool) -> Result<(), String> {
         let peers = fetch_peers(client, addr, &PeerFilter::default()).await?;
         Ok((view, peers))
     })?;
-    let (ids, leader, term) = match &view.raft {
+    // A joining voter not yet added has no voter set of its own: it shows the configured one.
+    let raft = view.raft.as_ref().filter(|r| !r.voters.is_empty());
+    let (ids, leader, term) = match raft {
         Some(raft) => (raft.voters.clone(), raft.leader, Some(raft.term)),
         None => (view.voters.clone(), None, None),
     };
@@ -1051,7 +1116,7 @@ fn voters_list(node: &NodeArgs, json: bool) -> Result<(), String> {
             let peer = peers.peers.iter().find(|p| p.id == id);
             VoterRow {
                 id,
-                role: match (&view.raft, leader) {
+                role: match (raft, leader) {
                     (None, _) => "unknown",
                     (Some(_), Some(l)) if l == id => "leader",
                     (Some(_), _) => "follower",
@@ -1095,12 +1160,23 @@ fn voters_list(node: &NodeArgs, json: bool) -> Result<(), String> {
             "\nnode {} knows no leader at term {term}: no quorum, or an election under way",
             answer.asked
         ),
+        _ if view.raft.is_some() => println!(
+            "\nnode {} is a joining voter not added yet (`meshctl voters add {}`): the \
+             configured voter ids only",
+            answer.asked, answer.asked
+        ),
         _ => println!(
             "\nnode {} is not a voter: the configured voter ids only (ask a voter for roles)",
             answer.asked
         ),
     }
     Ok(())
+}
+
+fn voter_changes(args: &WaitArgs, changes: voters::Changes) -> Result<(), String> {
+    let wait = meshkit::config::parse_duration(&args.wait)
+        .map_err(|e| format!("--wait {:?}: {e}", args.wait))?;
+    voters::run(&args.node, changes, wait, args.json)
 }
 
 fn clusters(node: &NodeArgs, json: bool) -> Result<(), String> {

@@ -124,6 +124,16 @@ pub const ROUTE_SCOPES: &[RouteScope] = &[
         "/control/force-leave",
         Requirement::Scope(Scope::Admin),
     ),
+    row(
+        "POST",
+        "/control/voters/add",
+        Requirement::Scope(Scope::Admin),
+    ),
+    row(
+        "POST",
+        "/control/voters/remove",
+        Requirement::Scope(Scope::Admin),
+    ),
     row("POST", grpc::LIST_PEERS, OBSERVE),
     row("POST", grpc::GET_LEADERS, OBSERVE),
     row("POST", grpc::WATCH_LEADERSHIP, OBSERVE),

@@ -13,7 +13,17 @@
 //!   this node's view changes: a `left` relayed about another member is a death claim to every
 //!   receiver (docs/security.md), so `meshctl force-leave` asks every member.
 //!
-//! All three need `mesh.admin`: they change which mesh a node is in.
+//! * `POST /control/voters/add` and `POST /control/voters/remove` (`{"node": 4}`): one change
+//!   of the Raft voter set, as `etcdctl member add/remove`, proposed by the Raft leader and
+//!   refused (409, with the numbers) when it would lose quorum, while another is pending, or
+//!   when the node to add is not an alive member running a joining voter (or the node to
+//!   remove not a voter). Answered 202 once proposed; the change is applied when
+//!   `GET /meshkit/leaders` shows it. A node that does not lead answers 421 naming the leader
+//!   and its control address (or, not knowing it, the voters' control addresses): the client
+//!   asks there. The leader asked to remove itself hands leadership to a caught-up voter first
+//!   and answers 421 naming it.
+//!
+//! All need `mesh.admin`: they change which mesh a node is in, or who decides leases.
 
 use axum::Json;
 use axum::extract::State;
@@ -21,11 +31,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::leadership::ErrorBody;
 use meshkit::NodeId;
+use meshkit::node::{VoterChange, VoterChangeError};
+
+use super::leadership::ErrorBody;
 use meshkit::membership::{ForceLeave, ForceLeaveError, MemberState};
 
-use crate::driver::{ForceLeaveFailed, LeadershipError, NodeHandle};
+use crate::driver::{CONTROL_KEY, ForceLeaveFailed, LeadershipError, NodeHandle, VotersError};
 
 /// Most seeds one join names.
 pub const MAX_JOIN_SEEDS: usize = 16;
@@ -178,6 +190,140 @@ pub(super) async fn force_leave(
         status,
         Json(ErrorBody {
             error: refused.to_string(),
+        }),
+    )
+        .into_response()
+}
+
+/// The body of `POST /control/voters/add` and `POST /control/voters/remove`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoterRequest {
+    /// The node to add or remove.
+    pub node: u64,
+}
+
+/// The answer to a voter change the leader proposed (202): it is applied once
+/// `GET /meshkit/leaders` lists `proposed` as the voters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoterChangeResponse {
+    /// `add` or `remove`.
+    pub change: String,
+    /// The node added or removed.
+    pub node: u64,
+    /// The Raft leader that proposed it (the node asked).
+    pub leader: u64,
+    /// The voters before the change.
+    pub voters: Vec<u64>,
+    /// The voters once it is applied.
+    pub proposed: Vec<u64>,
+}
+
+/// The answer of a node that cannot propose a voter change (421): ask `leader` at
+/// `leader_control`, or, with no leader known, one of `voters_control`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoterRedirect {
+    /// Why this node did not propose it.
+    pub error: String,
+    /// The node to ask, if known.
+    pub leader: Option<u64>,
+    /// Its control address, if it publishes one.
+    pub leader_control: Option<String>,
+    /// The control addresses of the voters this node knows, when it knows no leader.
+    #[serde(default)]
+    pub voters_control: Vec<String>,
+}
+
+pub(super) async fn voters_add(
+    State(node): State<NodeHandle>,
+    Json(request): Json<VoterRequest>,
+) -> Response {
+    change_voters(&node, request, VoterChange::Add).await
+}
+
+pub(super) async fn voters_remove(
+    State(node): State<NodeHandle>,
+    Json(request): Json<VoterRequest>,
+) -> Response {
+    change_voters(&node, request, VoterChange::Remove).await
+}
+
+async fn change_voters(
+    node: &NodeHandle,
+    request: VoterRequest,
+    make: fn(NodeId) -> VoterChange,
+) -> Response {
+    if request.node == 0 {
+        return bad_request("field `node`: a node id (1 or more)".to_owned());
+    }
+    let change = make(NodeId::new(request.node));
+    let refused = match node.change_voters(change).await {
+        Ok(p) => {
+            let ids = |v: &[NodeId]| v.iter().map(|n| n.get()).collect();
+            return (
+                StatusCode::ACCEPTED,
+                Json(VoterChangeResponse {
+                    change: match change {
+                        VoterChange::Add(_) => "add",
+                        VoterChange::Remove(_) => "remove",
+                    }
+                    .to_owned(),
+                    node: request.node,
+                    leader: p.leader.get(),
+                    voters: ids(&p.voters),
+                    proposed: ids(&p.proposed),
+                }),
+            )
+                .into_response();
+        }
+        Err(error) => error,
+    };
+    let message = refused.to_string();
+    let status = match &refused {
+        VotersError::Disabled => StatusCode::NOT_FOUND,
+        VotersError::Stopped(_) => return stopped(),
+        VotersError::Change(
+            VoterChangeError::NotLeader { leader }
+            | VoterChangeError::LeaderMoving { to: leader, .. },
+        ) => return redirect(node, message, *leader).await,
+        VotersError::Change(VoterChangeError::NoVoter) => {
+            return redirect(node, message, None).await;
+        }
+        _ => StatusCode::CONFLICT,
+    };
+    tracing::info!(%change, reason = %message, "voter change refused");
+    (status, Json(ErrorBody { error: message })).into_response()
+}
+
+/// 421: where to ask instead. The leader's control address comes from its metadata; with no
+/// leader known, the control addresses of the voters this node knows of.
+async fn redirect(node: &NodeHandle, error: String, leader: Option<NodeId>) -> Response {
+    let Ok(snapshot) = node.snapshot().await else {
+        return stopped();
+    };
+    let control = |id: NodeId| {
+        snapshot
+            .peer(id)
+            .and_then(|p| p.metadata.get(CONTROL_KEY).cloned())
+    };
+    let voters_control = match (leader, &snapshot.leadership) {
+        (None, Some((view, _))) => {
+            let voters = view.raft.as_ref().map_or(&view.voters, |r| &r.voters);
+            voters
+                .iter()
+                .filter(|v| **v != node.id().get())
+                .filter_map(|v| control(NodeId::new(*v)))
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    (
+        StatusCode::MISDIRECTED_REQUEST,
+        Json(VoterRedirect {
+            error,
+            leader: leader.map(NodeId::get),
+            leader_control: leader.and_then(control),
+            voters_control,
         }),
     )
         .into_response()

@@ -139,6 +139,8 @@ fn http_routes() -> Routes<NodeHandle> {
         .post("/control/join", membership::join)
         .post("/control/leave", membership::leave)
         .post("/control/force-leave", membership::force_leave)
+        .post("/control/voters/add", membership::voters_add)
+        .post("/control/voters/remove", membership::voters_remove)
 }
 
 /// Every HTTP route of the control API as `(method, path)`, paths as in [`auth::ROUTE_SCOPES`].

@@ -499,3 +499,46 @@ fn a_forged_grant_from_a_non_voter_makes_no_holder() {
     );
     assert_eq!(net.acquired(10, &gc()).len(), 1);
 }
+
+/// A member that is not a voter cannot change the voter set by datagram: an append that carries
+/// a membership entry adding it is refused on the leader and on a follower (only voters speak
+/// Raft), and the voter set stays. A proposal is no message of the wire at all (the wire module
+/// refuses `MsgPropose`): voter changes start only from the leader's own node
+/// (`Node::change_voters`, behind `mesh.admin` in meshkitd).
+#[test]
+fn a_non_voter_cannot_add_itself_by_datagram() {
+    let (mut net, leader, follower) = settled(37);
+    for to in [leader, follower] {
+        let before = seen(net.group(to));
+        let last = net.group(to).last_log_index();
+        let mut m = message(&net, MessageType::MsgAppend, STRANGER, to);
+        m.index = last;
+        m.log_term = m.term;
+        m.commit = last + 1;
+        m.set_entries(
+            vec![Entry {
+                entry_type: EntryType::EntryConfChange,
+                term: m.term,
+                index: last + 1,
+                context: wire::encode_voter_change(wire::VoterChange {
+                    add: true,
+                    node: id(STRANGER),
+                })
+                .into(),
+                ..Entry::default()
+            }]
+            .into(),
+        );
+        assert_eq!(
+            refused(forge(&mut net, STRANGER, m), STRANGER),
+            RaftRefusal::NotVoter
+        );
+        net.run_for(ms(300));
+        assert_eq!(seen(net.group(to)).term, before.term);
+        assert_eq!(
+            net.group(to).voters().collect::<Vec<_>>(),
+            [id(1), id(2), id(3)],
+            "voter {to}"
+        );
+    }
+}
