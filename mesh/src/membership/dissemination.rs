@@ -8,6 +8,7 @@
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
+use super::intmath;
 use crate::id::NodeId;
 use crate::wire::{self, Update};
 
@@ -119,9 +120,11 @@ impl Broadcasts {
     }
 }
 
-/// `mult * ceil(log10(n + 1))`, at least 1.
+/// `mult * ceil(log10(n + 1))`, at least 1; the logarithm counts digits exactly (no `f64`, see
+/// [`super::intmath`]).
 pub(crate) fn retransmit_limit(mult: u32, members: usize) -> u32 {
-    let scale = ((members as f64) + 1.0).log10().ceil().max(1.0) as u32;
+    let n = u64::try_from(members).unwrap_or(u64::MAX).saturating_add(1);
+    let scale = intmath::ceil_log10(n).max(1);
     mult.saturating_mul(scale).max(1)
 }
 

@@ -45,6 +45,7 @@ mod anti_entropy;
 mod claims;
 mod dissemination;
 mod health;
+mod intmath;
 mod member;
 mod metadata;
 mod metadata_sync;
@@ -371,10 +372,9 @@ impl Membership {
     ) -> Self {
         let mut rng = NodeRng::from_seed(seed);
         let mut timers = TimerTable::default();
-        // Spread the first ticks over one period so nodes started together do not probe in step.
-        let jitter = |rng: &mut NodeRng, d: Duration| {
-            now + d.mul_f64(f64::from(rng.next_u32()) / f64::from(u32::MAX))
-        };
+        // Spread the first ticks over one period so nodes started together do not probe in step
+        // (`d * r / 2^32` in integer nanoseconds: no float rounding in a replay).
+        let jitter = |rng: &mut NodeRng, d: Duration| now + intmath::fraction_of(d, rng.next_u32());
         timers.set(
             Timer::ProbePeriod,
             jitter(&mut rng, config.probe_interval()),

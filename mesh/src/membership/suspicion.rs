@@ -6,8 +6,9 @@
 
 use alloc::collections::BTreeSet;
 
+use super::intmath;
 use crate::id::{Incarnation, NodeId};
-use crate::time::{Duration, Instant};
+use crate::time::{self, Duration, Instant};
 
 /// Bound on distinct confirmers remembered per suspicion; more cannot shrink the timeout further.
 const MAX_CONFIRMERS: usize = 17;
@@ -125,24 +126,40 @@ impl Suspicion {
 }
 
 /// Lifeguard's timeout: `max - (max - min) * ln(c + 1) / ln(k + 1)`, never below `min`.
+///
+/// `ln(a) / ln(b) = log2(a) / log2(b)`, so the ratio is taken of the fixed-point base-2
+/// logarithms and applied to the span in integer nanoseconds, rounded to the nearest one (see
+/// [`intmath`] for why no `f64`): within a few nanoseconds of the real-valued formula, and exact
+/// where the ratio is (one of three confirmations is exactly half the way).
 pub(crate) fn timeout(min: Duration, max: Duration, expected: u32, confirmations: u32) -> Duration {
     if expected == 0 || confirmations >= expected {
         return min;
     }
-    let frac = f64::from(confirmations + 1).ln() / f64::from(expected + 1).ln();
-    let raw = max.as_secs_f64() - frac * (max.as_secs_f64() - min.as_secs_f64());
-    Duration::from_secs_f64(raw.max(min.as_secs_f64()))
+    let num = u128::from(intmath::log2_fx(u64::from(confirmations) + 1));
+    let den = u128::from(intmath::log2_fx(u64::from(expected) + 1));
+    let span = max.saturating_sub(min).as_nanos();
+    // num < 2^54 (a u32's log2 is below 33), so the product overflows only for spans past a
+    // million years; then divide first, which only drops nanoseconds. den >= 1.0 as expected >= 1.
+    let cut = span
+        .checked_mul(num)
+        .and_then(|p| p.checked_add(den / 2))
+        .map_or_else(|| span / den * num, |p| p / den);
+    intmath::duration_from_nanos(max.as_nanos().saturating_sub(cut)).max(min)
 }
 
 /// memberlist's minimum, `mult * max(1, log10(n)) * interval`, never below `floor`.
+///
+/// `log10(n)` in Q16.48 fixed point (exact at powers of ten), the product rounded to the nearest
+/// nanosecond; see [`intmath`] for why no `f64`.
 pub(crate) fn min_timeout(
     mult: u32,
     members: usize,
     interval: Duration,
     floor: Duration,
 ) -> Duration {
-    let scale = (members.max(1) as f64).log10().max(1.0);
-    interval.mul_f64(f64::from(mult) * scale).max(floor)
+    let n = u64::try_from(members.max(1)).unwrap_or(u64::MAX);
+    let scale = intmath::log10_fx(n).max(intmath::ONE);
+    intmath::mul_fx(time::scale(interval, mult), scale).max(floor)
 }
 
 #[cfg(test)]
@@ -268,6 +285,41 @@ mod tests {
         assert!(s.suspected_by_another(other), "raised by someone else");
         assert!(s.confirm(NodeId::new(3)));
         assert!(s.suspected_by_another(me), "confirmed by another");
+    }
+
+    /// The integer formulas against the `f64` ones they replace, as the oracle: every cluster
+    /// size up to 100,000 for the minimum (LAN, WAN and memberlist multipliers and intervals),
+    /// every `K` up to 32 and every confirmation count for the shrinking timeout.
+    #[test]
+    fn integer_timeouts_stay_within_a_microsecond_of_the_f64_formulas() {
+        let us = 1e-6;
+        for (mult, interval) in [(1, 1_000), (2, 5_000), (4, 1_000), (4, 200)] {
+            let interval = Duration::from_millis(interval);
+            for n in 1..=100_000usize {
+                let got = min_timeout(mult, n, interval, Duration::ZERO).as_secs_f64();
+                let oracle = interval.as_secs_f64() * f64::from(mult) * (n as f64).log10().max(1.0);
+                assert!(
+                    (got - oracle).abs() < us,
+                    "min_timeout({mult}, {n}, {interval:?}): {got} s, f64 {oracle} s"
+                );
+            }
+        }
+        for (min, max) in [(3_000, 18_000), (4_000, 24_000), (1, 3_600_000)] {
+            let (min, max) = (Duration::from_millis(min), Duration::from_millis(max));
+            for k in 1..=32u32 {
+                for c in 0..=k {
+                    let got = timeout(min, max, k, c).as_secs_f64();
+                    let frac = f64::from(c + 1).ln() / f64::from(k + 1).ln();
+                    let oracle = (max.as_secs_f64()
+                        - frac * (max.as_secs_f64() - min.as_secs_f64()))
+                    .max(min.as_secs_f64());
+                    assert!(
+                        (got - oracle).abs() < us,
+                        "timeout(K {k}, c {c}, {min:?}..{max:?}): {got} s, f64 {oracle} s"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
