@@ -168,6 +168,19 @@ impl Net {
         self.nodes[&id(observer)].member(id(of)).map(|m| m.state)
     }
 
+    /// When `observer` declared `of` dead, at `since` or later.
+    fn dead_verdicts(&self, observer: u64, of: u64, since: Instant) -> Vec<Instant> {
+        self.events
+            .iter()
+            .filter(|(t, n, e)| {
+                *t >= since
+                    && *n == id(observer)
+                    && matches!(e, Event::MemberStateChanged { node, to: MemberState::Dead, .. } if *node == id(of))
+            })
+            .map(|(t, _, _)| *t)
+            .collect()
+    }
+
     fn dead_declarations(&self, of: u64) -> usize {
         self.events
             .iter()
@@ -1203,14 +1216,9 @@ fn phantom_members_are_bounded_per_introducer() {
     let crashed_at = net.now;
     net.run_for(Duration::from_secs(30));
     let dead_at = net
-        .events
-        .iter()
-        .find(|(t, n, e)| {
-            *t >= crashed_at
-                && *n == id(1)
-                && matches!(e, Event::MemberStateChanged { node, to: MemberState::Dead, .. } if *node == id(4))
-        })
-        .map(|(t, _, _)| t.saturating_duration_since(crashed_at));
+        .dead_verdicts(1, 4, crashed_at)
+        .first()
+        .map(|t| t.saturating_duration_since(crashed_at));
     assert!(
         dead_at.is_some(),
         "node 1 declared the crashed node dead within 30 s"
@@ -1292,15 +1300,7 @@ fn a_late_confirmation_checks_the_suspect_before_declaring_it_dead() {
         net.forge(from, 1, &Message::Gossip, &[dead]);
     }
     net.run_for(Duration::from_secs(3));
-    let dead_after: Vec<_> = net
-        .events
-        .iter()
-        .filter(|(t, n, e)| {
-            *t >= healed_at
-                && *n == id(1)
-                && matches!(e, Event::MemberStateChanged { node, to: MemberState::Dead, .. } if *node == id(2))
-        })
-        .collect();
+    let dead_after = net.dead_verdicts(1, 2, healed_at);
     assert!(
         dead_after.is_empty(),
         "node 1 declared running node 2 dead: {dead_after:?}"
@@ -1361,15 +1361,7 @@ fn contact_coming_back_renews_the_check_of_a_suspicion() {
     );
     net.forge(3, 1, &Message::Gossip, &[]);
     net.run_for(Duration::from_secs(3));
-    let dead_after: Vec<_> = net
-        .events
-        .iter()
-        .filter(|(t, n, e)| {
-            *t >= healed_at
-                && *n == id(1)
-                && matches!(e, Event::MemberStateChanged { node, to: MemberState::Dead, .. } if *node == id(2))
-        })
-        .collect();
+    let dead_after = net.dead_verdicts(1, 2, healed_at);
     assert!(
         dead_after.is_empty(),
         "node 1 declared running node 2 dead: {dead_after:?}"
@@ -1442,15 +1434,7 @@ fn a_healthy_node_declares_a_crash_on_a_late_confirmation_at_once() {
     }
     // The suspicion timer fires on the next step.
     net.run_for(Duration::from_millis(1));
-    let declared: Vec<_> = net
-        .events
-        .iter()
-        .filter(|(_, n, e)| {
-            *n == id(1)
-                && matches!(e, Event::MemberStateChanged { node, to: MemberState::Dead, .. } if *node == id(2))
-        })
-        .map(|(t, _, _)| *t)
-        .collect();
+    let declared = net.dead_verdicts(1, 2, Instant::ZERO);
     assert_eq!(
         declared,
         vec![at],
@@ -1506,15 +1490,7 @@ fn a_refutation_in_the_first_datagram_after_a_cut_still_counts_as_contact() {
     net.forge(3, 1, &Message::Gossip, &[refutation]);
     assert_eq!(net.state(1, 3), Some(MemberState::Alive));
     net.run_for(Duration::from_secs(3));
-    let dead_after: Vec<_> = net
-        .events
-        .iter()
-        .filter(|(t, n, e)| {
-            *t >= healed_at
-                && *n == id(1)
-                && matches!(e, Event::MemberStateChanged { node, to: MemberState::Dead, .. } if *node == id(2))
-        })
-        .collect();
+    let dead_after = net.dead_verdicts(1, 2, healed_at);
     assert!(
         dead_after.is_empty(),
         "node 1 declared running node 2 dead: {dead_after:?}"
