@@ -1309,11 +1309,10 @@ fn a_late_confirmation_checks_the_suspect_before_declaring_it_dead() {
     assert!(net.nodes[&id(2)].incarnation().is_newer_than(held));
 }
 
-/// A check sent into a partition is lost. When contact comes back (a member held Dead, or
-/// suspect for longer than a confirmed suspicion, speaks again) a suspicion whose verdict falls
-/// after that contact tells its suspect again before declaring it dead.
-#[test]
-fn contact_coming_back_renews_the_check_of_a_suspicion() {
+/// Eight converged nodes, node 1 cut off from the rest: it suspects node 3 (on node 4's word),
+/// then, a second later, node 2 (on node 3's). Returns the net and the incarnation node 1 held
+/// for node 3.
+fn node_1_cut_off_suspecting_3_then_2() -> (Net, Incarnation) {
     let mut net = Net::converged(8, Profile::Lan);
     net.run_for(Duration::from_secs(2));
     let others: Vec<u64> = (2..=8).collect();
@@ -1331,6 +1330,15 @@ fn contact_coming_back_renews_the_check_of_a_suspicion() {
         .unwrap()
         .apply_suspect(net.now, id(2), held, id(3));
     net.drain(id(1));
+    (net, held_3)
+}
+
+/// A check sent into a partition is lost. When contact comes back (a member held Dead, or
+/// suspect for longer than a confirmed suspicion, speaks again) a suspicion whose verdict falls
+/// after that contact tells its suspect again before declaring it dead.
+#[test]
+fn contact_coming_back_renews_the_check_of_a_suspicion() {
+    let (mut net, _) = node_1_cut_off_suspecting_3_then_2();
     let started = net.now;
     // Until node 1's last direct check of node 2 went out, into the cut.
     let mut checked = None;
@@ -1448,23 +1456,7 @@ fn a_healthy_node_declares_a_crash_on_a_late_confirmation_at_once() {
 /// came back and a suspicion whose check went into the cut would be declared unchecked.
 #[test]
 fn a_refutation_in_the_first_datagram_after_a_cut_still_counts_as_contact() {
-    let mut net = Net::converged(8, Profile::Lan);
-    net.run_for(Duration::from_secs(2));
-    let others: Vec<u64> = (2..=8).collect();
-    net.partition(&[1], &others);
-    // Node 1, cut off, suspects node 3 (on node 4's word), then node 2 (on node 3's).
-    let held = net.nodes[&id(1)].member(id(2)).unwrap().incarnation;
-    let held_3 = net.nodes[&id(1)].member(id(3)).unwrap().incarnation;
-    net.nodes
-        .get_mut(&id(1))
-        .unwrap()
-        .apply_suspect(net.now, id(3), held_3, id(4));
-    net.run_for(Duration::from_secs(1));
-    net.nodes
-        .get_mut(&id(1))
-        .unwrap()
-        .apply_suspect(net.now, id(2), held, id(3));
-    net.drain(id(1));
+    let (mut net, held_3) = node_1_cut_off_suspecting_3_then_2();
     // Until node 1's last direct check of node 2 went out, into the cut, and to just before
     // the verdict.
     for _ in 0..200 {

@@ -190,6 +190,24 @@ fn the_voters_node_lets_another_contender_win() {
     assert_eq!(holder, Some(id(2)));
 }
 
+/// Node 1, the one voter, and nodes 2 and 3 with lease clients campaigning with `ttl`, at
+/// virtual time zero.
+fn voter_and_two_clients(ttl: Duration) -> [Node; 3] {
+    let now0 = Instant::ZERO;
+    let client = |n: Node| {
+        n.with_lease_client(
+            now0,
+            LeaseConfig::default(),
+            &[id(1)],
+            Campaign::new(ttl, RETRY),
+        )
+    };
+    let voter = node(1)
+        .with_voter(now0, LeaseConfig::default(), &[id(1)])
+        .unwrap();
+    [voter, client(node(2)), client(node(3))]
+}
+
 /// Whether an event says the group has a leader.
 fn leader_known(event: &Event) -> bool {
     matches!(
@@ -212,18 +230,7 @@ fn a_holder_that_leaves_is_asked_after_at_once() {
     const LONG_TTL: Duration = Duration::from_secs(30);
     let now0 = Instant::ZERO;
     let scope = Scope::global_control();
-    let client = |n: Node| {
-        n.with_lease_client(
-            now0,
-            LeaseConfig::default(),
-            &[id(1)],
-            Campaign::new(LONG_TTL, RETRY),
-        )
-    };
-    let voter = node(1)
-        .with_voter(now0, LeaseConfig::default(), &[id(1)])
-        .unwrap();
-    let mut nodes = [voter, client(node(2)), client(node(3))];
+    let mut nodes = voter_and_two_clients(LONG_TTL);
     for n in &mut nodes[1..] {
         n.join(now0, &[id(1)]);
     }
@@ -753,18 +760,7 @@ fn rebalance_on_a_voter_without_shards_names_the_leader() {
 #[test]
 fn lease_commands_reach_the_voters_and_their_refusals_come_back() {
     let now0 = Instant::ZERO;
-    let client = |n: Node| {
-        n.with_lease_client(
-            now0,
-            LeaseConfig::default(),
-            &[id(1)],
-            Campaign::new(TTL, RETRY),
-        )
-    };
-    let voter = node(1)
-        .with_voter(now0, LeaseConfig::default(), &[id(1)])
-        .unwrap();
-    let mut nodes = [voter, client(node(2)), client(node(3))];
+    let mut nodes = voter_and_two_clients(TTL);
     let mut now = now0;
     assert!(run_until(&mut nodes, &mut now, 5_000, leader_known));
     let scope = Scope::new("jobs/nightly").unwrap();

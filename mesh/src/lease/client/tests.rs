@@ -26,6 +26,19 @@ fn token(n: u64) -> FencingToken {
     FencingToken::new(n)
 }
 
+/// What a holder of `scope()` at token 5 reports when `request` fails with `error`, which also
+/// ends its lease: the loss, then the failure.
+fn lost_then_failed(request: RequestId, error: LeaseError) -> [LeadershipEvent; 2] {
+    [
+        LeadershipEvent::Lost {
+            scope: scope(),
+            token: token(5),
+            reason: error.clone(),
+        },
+        LeadershipEvent::Failed { request, error },
+    ]
+}
+
 /// Delivers `reply` to `request` from `from`.
 fn answer(
     c: &mut LeaseClient,
@@ -101,17 +114,7 @@ fn a_refused_renewal_loses_the_lease_with_the_voters_reason() {
         let request = c.renew(now, scope()).unwrap();
         answer(&mut c, now, VOTER, request, refused(refusal)).unwrap();
         assert_eq!(c.holds(now, &scope()), None, "{refusal:?}");
-        assert_eq!(
-            events(&mut c),
-            [
-                LeadershipEvent::Lost {
-                    scope: scope(),
-                    token: token(5),
-                    reason: error.clone(),
-                },
-                LeadershipEvent::Failed { request, error },
-            ]
-        );
+        assert_eq!(events(&mut c), lost_then_failed(request, error));
         assert_eq!(c.poll_timeout(), None, "no expiry left to watch");
     }
 }
@@ -184,17 +187,7 @@ fn a_refused_transfer_keeps_the_lease_an_unanswered_one_loses_it() {
         scope: scope(),
         attempts,
     };
-    assert_eq!(
-        events(&mut c),
-        [
-            LeadershipEvent::Lost {
-                scope: scope(),
-                token: token(5),
-                reason: error.clone(),
-            },
-            LeadershipEvent::Failed { request, error },
-        ]
-    );
+    assert_eq!(events(&mut c), lost_then_failed(request, error));
     assert!(c.held().next().is_none());
     assert_eq!(c.stats().no_quorum, 1);
 }
