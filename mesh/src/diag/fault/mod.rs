@@ -86,7 +86,9 @@ pub use self::plan::{
     MAX_START_DELAY, MAX_SURGE_JOINS, PartitionDirection, PartitionShape, RawFaultPlan,
     RawSelector, Selector,
 };
-pub use self::resolve::{BlastRadius, ClusterView, Link, MemberView, ResolveError, resolve};
+pub use self::resolve::{
+    BlastRadius, ClusterView, Link, LinkEnds, MemberView, ResolveError, link_ends, resolve,
+};
 pub use self::schedule::{
     AbortError, EndReason, Experiment, ExperimentId, FaultEvent, FaultSchedule, MAX_EXPERIMENTS,
     Phase, ScheduleError,

@@ -209,6 +209,44 @@ pub fn resolve(plan: &FaultPlan, view: &ClusterView) -> Result<BlastRadius, Reso
     Ok(radius)
 }
 
+/// The two ends of a link fault's links as [`resolve`] draws them: every link of its radius is
+/// `s -> p` ([`LinkDirection::Outbound`]), `p -> s` (`Inbound`) or either (`Both`) for `s` in
+/// `selected` and `p` in `peers`, `s != p`.
+///
+/// A host that applies a link fault to every datagram tests membership in these two sets
+/// (`O(1)` per datagram with a bitmap) rather than in the radius's link set, whose size is
+/// `|selected| x |peers|`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkEnds {
+    /// The selected nodes, in id order.
+    pub selected: Vec<NodeId>,
+    /// The peers, in id order.
+    pub peers: Vec<NodeId>,
+    /// Which directions.
+    pub direction: LinkDirection,
+}
+
+/// The [`LinkEnds`] of a link fault: the same draws, from the same seed, as [`resolve`] makes
+/// for it, so they name exactly the links of its radius. `None` for a kind that is not a link
+/// fault ([`FaultKind::is_link_fault`]).
+///
+/// # Errors
+///
+/// As [`resolve`]; nothing changed.
+pub fn link_ends(plan: &FaultPlan, view: &ClusterView) -> Result<Option<LinkEnds>, ResolveError> {
+    if !plan.kind().is_link_fault() {
+        return Ok(None);
+    }
+    let mut rng = NodeRng::from_seed(plan.seed());
+    let selected = select("selector", plan.selector(), view, &mut rng)?;
+    let peers = select("peers", plan.peers(), view, &mut rng)?;
+    Ok(Some(LinkEnds {
+        selected,
+        peers,
+        direction: plan.direction(),
+    }))
+}
+
 fn endpoints(links: &BTreeSet<Link>) -> BTreeSet<NodeId> {
     links.iter().flat_map(|l| [l.from, l.to]).collect()
 }

@@ -183,6 +183,16 @@ fn link_faults_apply_per_directed_link() {
     )
     .unwrap();
     assert_eq!((kill.nodes, kill.links.len()), (BTreeSet::from([id(4)]), 0));
+    // A node fault has no link ends.
+    let kill = FaultPlan::new(FaultKind::Kill {}, Selector::Indices(alloc::vec![4]), SECS).unwrap();
+    assert_eq!(link_ends(&kill, &view), Ok(None));
+    let beyond = FaultPlan::new(
+        FaultKind::Loss { rate: 0.1 },
+        Selector::Indices(alloc::vec![9]),
+        SECS,
+    )
+    .unwrap();
+    assert!(link_ends(&beyond, &view).is_err());
 }
 
 #[test]
@@ -302,6 +312,45 @@ proptest! {
         }
         prop_assert_eq!(&r.links, &expected);
         prop_assert_eq!(resolve(&plan, &view).unwrap(), r, "pure: same plan, same view, same radius");
+    }
+
+    /// A link fault's ends name exactly the links of its radius: drawn selectors and peers,
+    /// every direction.
+    #[test]
+    fn link_ends_name_exactly_the_radius_links(
+        n in 2u32..30,
+        seed in any::<u64>(),
+        count in 1u32..6,
+        share in 1u32..=100,
+        direction in prop_oneof![
+            Just(LinkDirection::Both),
+            Just(LinkDirection::Outbound),
+            Just(LinkDirection::Inbound),
+        ],
+    ) {
+        let view = ClusterView::numbered(n, 1);
+        let plan = FaultPlan::new(FaultKind::Duplicate { rate: 0.5 }, Selector::Count(count), 10 * SECS)
+            .unwrap()
+            .with_links(Selector::Share(share), direction)
+            .unwrap()
+            .with_seed(seed);
+        let ends = link_ends(&plan, &view).unwrap().unwrap();
+        prop_assert_eq!(ends.direction, direction);
+        let mut links = BTreeSet::new();
+        for &s in &ends.selected {
+            for &p in ends.peers.iter().filter(|&&p| p != s) {
+                if direction != LinkDirection::Inbound {
+                    links.insert(Link { from: s, to: p });
+                }
+                if direction != LinkDirection::Outbound {
+                    links.insert(Link { from: p, to: s });
+                }
+            }
+        }
+        match resolve(&plan, &view) {
+            Ok(r) => prop_assert_eq!(r.links, links),
+            Err(_) => prop_assert!(links.is_empty()),
+        }
     }
 
     /// A drawn first group comes from the selected nodes only.
@@ -653,4 +702,149 @@ fn abort_and_the_kill_switch_end_experiments_now() {
         s.schedule(Instant::ZERO, active, other),
         Err(ScheduleError::RadiusMismatch)
     );
+}
+
+/// Names, ids and display forms; the schedule's bound and kill-switch state.
+#[test]
+fn names_bounds_and_the_kill_switch_state() {
+    let shapes = [
+        (PartitionShape::Halves, "halves"),
+        (PartitionShape::One, "one"),
+        (PartitionShape::Minority, "minority"),
+        (PartitionShape::Majority, "majority"),
+        (PartitionShape::Bridge, "bridge"),
+        (PartitionShape::MajoritiesRing, "majorities-ring"),
+        (PartitionShape::Regions, "regions"),
+        (
+            PartitionShape::Groups(alloc::vec![alloc::vec![0]]),
+            "groups",
+        ),
+    ];
+    for (shape, name) in shapes {
+        assert_eq!(shape.name(), name);
+    }
+    let scope = Scope::new("global-control").unwrap();
+    let shard: ShardId = "shard/orders/3".parse().unwrap();
+    let selectors = [
+        (Selector::All, "all"),
+        (Selector::Indices(alloc::vec![0, 3]), "indices [0, 3]"),
+        (Selector::Count(2), "2 drawn"),
+        (Selector::Share(20), "20%"),
+        (Selector::Region("eu".into()), "region eu"),
+        (Selector::LeaseHolder(scope), "holder of global-control"),
+        (Selector::RaftLeader, "raft leader"),
+        (Selector::ShardOwner(shard), "owner of shard/orders/3"),
+    ];
+    for (selector, text) in selectors {
+        assert_eq!(selector.to_string(), text);
+    }
+
+    let mut s = FaultSchedule::new();
+    assert!(!s.is_kill_switch_engaged());
+    let (plan, radius) = kill_plan(10 * SECS, SECS);
+    let first = s
+        .schedule(Instant::ZERO, plan.clone(), radius.clone())
+        .unwrap();
+    assert_eq!(
+        first.to_string(),
+        alloc::format!("experiment-{}", first.get())
+    );
+    for _ in 1..MAX_EXPERIMENTS {
+        s.schedule(Instant::ZERO, plan.clone(), radius.clone())
+            .unwrap();
+    }
+    assert_eq!(
+        s.schedule(Instant::ZERO, plan, radius),
+        Err(ScheduleError::Full {
+            max: MAX_EXPERIMENTS
+        })
+    );
+    assert_eq!(s.engage_kill_switch(Instant::ZERO), MAX_EXPERIMENTS);
+    assert!(s.is_kill_switch_engaged());
+    s.rearm();
+    assert!(!s.is_kill_switch_engaged());
+}
+
+/// The bounds on what one plan may list, and on its start and certificate expiry.
+#[test]
+fn plans_listing_too_much_are_refused() {
+    let too_many: Vec<u32> = (0..=MAX_SELECTOR_INDICES as u32).collect();
+    let kill = FaultPlan::new(
+        FaultKind::Kill {},
+        Selector::Indices(too_many.clone()),
+        SECS,
+    );
+    assert!(matches!(
+        kill,
+        Err(FaultPlanError::TooMany {
+            field: "selector.indices",
+            ..
+        })
+    ));
+    let loss = FaultPlan::new(FaultKind::Loss { rate: 0.1 }, Selector::All, SECS)
+        .unwrap()
+        .with_links(Selector::Indices(too_many.clone()), LinkDirection::Both);
+    assert!(matches!(
+        loss,
+        Err(FaultPlanError::TooMany {
+            field: "peers.indices",
+            ..
+        })
+    ));
+    let groups = |g: Vec<Vec<u32>>| FaultKind::Partition {
+        shape: PartitionShape::Groups(g),
+        direction: PartitionDirection::TwoWay,
+    };
+    let many_groups: Vec<Vec<u32>> = (0..=MAX_PARTITION_GROUPS as u32)
+        .map(|i| alloc::vec![i])
+        .collect();
+    assert!(matches!(
+        FaultPlan::new(groups(many_groups), Selector::All, SECS),
+        Err(FaultPlanError::TooMany {
+            field: "fault.shape.groups",
+            ..
+        })
+    ));
+    assert!(matches!(
+        FaultPlan::new(groups(alloc::vec![too_many]), Selector::All, SECS),
+        Err(FaultPlanError::TooMany {
+            field: "fault.shape.groups indices",
+            ..
+        })
+    ));
+    assert_eq!(
+        FaultPlan::new(
+            groups(alloc::vec![alloc::vec![0], alloc::vec![]]),
+            Selector::All,
+            SECS
+        ),
+        Err(FaultPlanError::Groups { index: u32::MAX })
+    );
+    let late = FaultPlan::new(FaultKind::Pause {}, Selector::All, SECS)
+        .unwrap()
+        .with_start(MAX_START_DELAY + SECS);
+    assert!(matches!(late, Err(FaultPlanError::Range(_))));
+    let cert = FaultKind::CertificateExpiry {
+        expires_in: Some(MAX_CERTIFICATE_EXPIRY + SECS),
+    };
+    assert!(matches!(
+        FaultPlan::new(cert, Selector::All, SECS),
+        Err(FaultPlanError::Range(_))
+    ));
+}
+
+/// Durations below a microsecond are written in nanoseconds and read back exactly.
+#[test]
+fn a_nanosecond_delay_round_trips() {
+    let kind = FaultKind::Latency {
+        delay: Duration::from_nanos(1_500),
+        jitter: Duration::from_nanos(7),
+    };
+    let plan = FaultPlan::new(kind, Selector::All, SECS).unwrap();
+    let json = serde_json::to_string(&plan).unwrap();
+    assert!(
+        json.contains("\"7ns\"") && json.contains("\"1500ns\""),
+        "{json}"
+    );
+    assert_eq!(serde_json::from_str::<FaultPlan>(&json).unwrap(), plan);
 }

@@ -459,3 +459,150 @@ fn spec_errors_name_the_field() {
     let json = serde_json::to_string(&tagged).unwrap();
     assert_eq!(serde_json::from_str::<ProbeSpec>(&json).unwrap(), tagged);
 }
+
+/// A probe of the host's that keeps the default `cancel`: its runs never get an answer.
+#[derive(Debug)]
+struct Silent;
+
+impl Probe for Silent {
+    fn kind(&self) -> &str {
+        "silent"
+    }
+    fn start(&mut self, _now: Instant, _deadline: Instant) -> Start {
+        Start::Pending
+    }
+}
+
+/// The names payloads and metric labels use, the ids' display, and what a status shows.
+#[test]
+fn names_ids_and_status_read_as_documented() {
+    let states = [
+        (Unknown, "unknown"),
+        (Healthy, "healthy"),
+        (Degraded, "degraded"),
+        (Failing, "failing"),
+    ];
+    for (state, name) in states {
+        assert_eq!(state.as_str(), name);
+        assert_eq!(alloc::format!("{state}"), name);
+    }
+    let results = [
+        (ProbeResult::Pass, "pass"),
+        (ProbeResult::Slow, "slow"),
+        (ProbeResult::Fail, "fail"),
+        (ProbeResult::Timeout, "timeout"),
+    ];
+    for (result, name) in results {
+        assert_eq!(result.as_str(), name);
+    }
+
+    let mut s = ProbeScheduler::new(5);
+    assert!(s.is_empty());
+    let id = s
+        .register(Instant::ZERO, spec("silent"), Box::new(Silent))
+        .unwrap();
+    assert_eq!(alloc::format!("{id}"), alloc::format!("probe-{}", id.get()));
+    assert_eq!(s.len(), 1);
+    let status = s.status(id).unwrap();
+    assert_eq!((status.id(), status.kind()), (id, "silent"));
+    assert_eq!(status.spec().name(), "silent");
+    assert_eq!(status.latency_percentile(50), None, "no result yet");
+    assert!(!status.is_running());
+    let due = status.next_due();
+    assert_eq!(s.poll_timeout(), Some(due));
+
+    // Its first run starts and waits for the host; the action names the run.
+    s.handle_timeout(due);
+    let Some(ProbeAction::Run {
+        run,
+        probe,
+        deadline,
+    }) = s.poll_action()
+    else {
+        panic!("a run to carry out");
+    };
+    assert_eq!((probe, deadline), (id, due + 100 * MS));
+    assert_eq!(alloc::format!("{run}"), alloc::format!("run-{}", run.get()));
+    assert!(s.status(id).unwrap().is_running());
+    // A call before the deadline settles nothing; at the deadline the default `cancel` runs
+    // and the run is a timeout.
+    s.handle_timeout(due + 50 * MS);
+    assert!(s.status(id).unwrap().is_running());
+    s.handle_timeout(deadline);
+    let status = s.status(id).unwrap();
+    assert!(!status.is_running());
+    assert_eq!(status.count(ProbeResult::Timeout), 1);
+    assert_eq!(status.latency_percentile(50), Some(100 * MS));
+    assert_eq!(s.report(run, Pass, deadline).map_err(|_| ()), Err(()));
+}
+
+/// At most `MAX_PROBES` probes; a host that never drains events loses the oldest ones, and the
+/// scheduler counts them.
+#[test]
+fn probes_and_pending_events_are_bounded() {
+    let mut s = ProbeScheduler::new(1);
+    for i in 0..MAX_PROBES {
+        let script = scripted(&[(Pass, 0), (Pass, 0), (Fail, 0), (Fail, 0), (Fail, 0)]);
+        s.register(Instant::ZERO, spec(&alloc::format!("p{i}")), script)
+            .unwrap();
+    }
+    let Err(RegisterError::Full { max, .. }) =
+        s.register(Instant::ZERO, spec("one-more"), scripted(&[]))
+    else {
+        panic!("the 4097th probe is refused");
+    };
+    assert_eq!(max, MAX_PROBES);
+    // Each probe turns Healthy, Failing, then Healthy again (its script ends in passes):
+    // three events each, three times what the queue holds.
+    let end = Instant::ZERO + Duration::from_secs(8);
+    while let Some(now) = s.poll_timeout().filter(|&t| t <= end) {
+        s.handle_timeout(now);
+        while s.poll_action().is_some() {}
+    }
+    let kept = core::iter::from_fn(|| s.poll_event()).count();
+    assert_eq!(kept, MAX_PENDING_EVENTS);
+    assert_eq!(
+        s.events_dropped(),
+        (3 * MAX_PROBES - MAX_PENDING_EVENTS) as u64
+    );
+}
+
+/// A run answered before its deadline leaves a stale deadline behind, and a removed probe's
+/// deadline too: both are skipped when they come due.
+#[test]
+fn stale_deadlines_are_skipped() {
+    let mut s = ProbeScheduler::new(2);
+    let a = s
+        .register(Instant::ZERO, spec("a"), Box::new(Remote::default()))
+        .unwrap();
+    let b = s
+        .register(Instant::ZERO, spec("b"), Box::new(Remote::default()))
+        .unwrap();
+    let (mut answered, mut removed) = (false, false);
+    let mut last = Instant::ZERO;
+    while let Some(now) = s.poll_timeout() {
+        if answered && removed && now > last + Duration::from_secs(1) {
+            break;
+        }
+        s.handle_timeout(now);
+        last = now;
+        while let Some(ProbeAction::Run { run, probe, .. }) = s.poll_action() {
+            if probe == a && !answered {
+                // Answered at once: its deadline stays queued and is skipped later.
+                assert_eq!(s.report(run, Pass, now).unwrap(), ProbeResult::Pass);
+                answered = true;
+            } else if probe == b && !removed {
+                assert!(s.remove(b).is_some());
+                removed = true;
+            }
+        }
+    }
+    let status = s.status(a).unwrap();
+    assert_eq!(status.count(ProbeResult::Pass), 1);
+    assert_eq!(
+        status.count(ProbeResult::Timeout),
+        0,
+        "the stale deadline counted nothing"
+    );
+    assert!(s.status(b).is_none());
+}
