@@ -74,11 +74,11 @@ use meshkit::lease::{LeaseConfig, MAX_VOTERS, RawLeaseConfig, Scope};
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::control::admission::ConnectionLimits;
-use crate::control::auth::{AccessConfig, RawAccessConfig};
-use crate::driver::Seed;
-use crate::leadership::LeadershipConfig;
-use crate::tls::{TlsError, TlsFiles, TlsIdentity};
+use meshkit_control::admission::ConnectionLimits;
+use meshkit_control::auth::{AccessConfig, AccessConfigError, RawAccessConfig};
+use meshkit_net::tls::{TlsError, TlsFiles, TlsIdentity};
+use meshkit_runtime::driver::SeedPeer;
+use meshkit_runtime::lease_host::LeadershipConfig;
 
 /// The serde form of `node.toml`.
 #[derive(Clone, Debug, Deserialize)]
@@ -204,9 +204,13 @@ pub enum NodeConfigError {
     /// A `[membership]` override out of range.
     #[error("key membership.{0}")]
     Membership(ConfigError),
+    /// An `[access]` value is not allowed (the message names the key, as for
+    /// [`Self::Invalid`]).
+    #[error(transparent)]
+    Access(#[from] AccessConfigError),
     /// The `[access]` token key is unusable.
     #[error("key `access.token_key`: {0}")]
-    TokenKey(#[from] crate::tokens::KeyError),
+    TokenKey(#[from] meshkit_control::tokens::KeyError),
     /// A scope name that is not one.
     #[error("key `{key}`: {source}")]
     Scope {
@@ -269,7 +273,7 @@ pub struct NodeConfig {
     id: NodeId,
     listen: SocketAddr,
     advertise: Option<SocketAddr>,
-    seeds: Vec<Seed>,
+    seeds: Vec<SeedPeer>,
     control: Option<SocketAddr>,
     control_limits: ConnectionLimits,
     rng_seed: Option<u64>,
@@ -375,7 +379,7 @@ impl NodeConfig {
         self.advertise
     }
     /// Nodes to join through.
-    pub fn seeds(&self) -> &[Seed] {
+    pub fn seeds(&self) -> &[SeedPeer] {
         &self.seeds
     }
     /// The address of the control endpoint (TCP and UDP, one port number), if any.
@@ -439,7 +443,7 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
             .seeds
             .iter()
             .enumerate()
-            .map(|(i, s)| parse_seed(s).ok_or_else(|| seed_error(i, s)))
+            .map(|(i, s)| SeedPeer::parse(s).ok_or_else(|| seed_error(i, s)))
             .collect::<Result<Vec<_>, _>>()?;
         for (i, seed) in seeds.iter().enumerate() {
             if seed.id.get() == 0 || seeds[..i].iter().any(|s| s.id == seed.id) {
@@ -518,7 +522,7 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
             l.shards = Some(shards);
         }
         let tls_reload = match raw.tls.reload_interval.map(|d| d.0) {
-            None => Some(crate::reload::DEFAULT_RELOAD_INTERVAL),
+            None => Some(meshkit_net::reload::DEFAULT_RELOAD_INTERVAL),
             Some(std::time::Duration::ZERO) => None,
             Some(d) if (MIN_TLS_RELOAD_INTERVAL..=MAX_TLS_RELOAD_INTERVAL).contains(&d) => Some(d),
             Some(d) => {
@@ -535,7 +539,7 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
                 value: value.clone(),
                 expected,
             };
-            if crate::driver::RESERVED_KEYS.contains(&key.as_str()) {
+            if meshkit_runtime::driver::RESERVED_KEYS.contains(&key.as_str()) {
                 return Err(invalid(
                     "a key other than addr, draining, version and wire (the node sets those)",
                 ));
@@ -809,15 +813,6 @@ fn check_file(key: &'static str, file: &Path) -> Result<(), NodeConfigError> {
     probe_write(parent).map_err(|e| fail(PathProblem::NotWritable(e)))
 }
 
-/// Parses `id@host:port`.
-pub fn parse_seed(text: &str) -> Option<Seed> {
-    let (id, addr) = text.split_once('@')?;
-    Some(Seed {
-        id: NodeId::new(id.trim().parse().ok()?),
-        addr: addr.trim().parse().ok()?,
-    })
-}
-
 fn seed_error(index: usize, value: &str) -> NodeConfigError {
     NodeConfigError::Invalid {
         key: format!("seeds[{index}]"),
@@ -902,11 +897,11 @@ mod tests {
         assert_eq!(defaults, ConnectionLimits::default());
         assert_eq!(
             defaults.max_connections(),
-            crate::control::admission::MAX_CONNECTIONS
+            meshkit_control::admission::MAX_CONNECTIONS
         );
         assert_eq!(
             defaults.idle_timeout(),
-            crate::control::admission::IDLE_TIMEOUT
+            meshkit_control::admission::IDLE_TIMEOUT
         );
         let set = parse(&format!(
             "{base}[control_limits]\nmax_connections = 100\nreserved_authenticated = 10\n\

@@ -1,54 +1,38 @@
 //! # A real MeshKit node
 //!
-//! The tokio runtime around MeshKit's sans-IO core.
+//! What a service embeds to become a mesh peer: a [`config::NodeConfig`] (from `node.toml`, or
+//! built in code), and [`node::start`], which assembles transport, driver and control endpoint
+//! into a [`node::RunningNode`]. `meshkitd` is this crate's daemon.
+//!
+//! The node is made of layered crates, each usable on its own; this crate re-exports them so
+//! that an embedding service needs one dependency:
+//!
+//! | crate | re-exported as | what |
+//! | --- | --- | --- |
+//! | `meshkit-api` | [`api`] ([`metrics`], [`permission`]) | route + permission table, gRPC messages, ALPN names, metric catalogue |
+//! | `meshkit-net` | [`net`] ([`transport`], [`clock`], [`tls`], [`certs`], [`reload`], [`tls_stats`], [`log_limit`]) | transports, clocks, TLS identity and certificates |
+//! | `meshkit-runtime` | [`runtime`] ([`driver`], [`lease_host`], [`raft_store`], [`vacancy`]) | the tokio driver of the core, the lease host, the Raft store |
+//! | `meshkit-control` | [`control`] ([`grpc`], [`tokens`]) | the control API server, authorization, audit |
+//! | `meshkit-client` | [`client`] | the control API client (HTTP/3, then HTTP/2; gRPC) |
 //!
 //! ## Start here
 //!
-//! * [`driver`]: the [`driver::Driver`] future that runs one [`meshkit::membership::Membership`]
-//!   (inputs in, transmits and events out, one timer), and the [`driver::NodeHandle`] to command
-//!   it. Time comes from a [`clock::Clock`].
-//! * [`transport`]: the [`transport::Transport`] seam; [`transport::quic`] (quinn, mutual TLS,
-//!   identity from the certificate) and [`transport::memory`] (in-process, for tests).
-//! * [`tls`] and [`certs`]: loading and making the development CA and node certificates;
-//!   [`reload`]: reading them again when their files change, without a restart;
-//!   [`tls_stats`]: reloads and refused handshakes, counted and logged.
-//! * [`config`]: `node.toml`, parsed into a validated [`config::NodeConfig`].
-//! * [`node`]: assembles transport, driver and control endpoint into a running node
-//!   (what `meshkitd` runs).
-//! * [`leadership`]: leases on a real node: the voter, the lease client and its campaign, the
-//!   leadership feed.
-//! * [`control`]: the control API (`/healthz`, `/meshkit/peers`, `/metrics`), served by
-//!   [`control::serve()`] over HTTP/3 and HTTP/2 on one port number;
-//!   [`control::auth`] decides who may call what ([`scope`], [`tokens`]) and
-//!   [`control::audit`] logs operate and admin calls.
-//! * [`log_limit`]: a rate limit for log lines that peers or anonymous clients can cause.
-//! * [`metrics`]: the Prometheus exposition of `/metrics`, written by prometheus-client from
-//!   the [`metrics::catalogue`] of every family (name, type, help, labels, unit).
-//! * [`client`]: the control API client `meshctl` uses: HTTP/3 first, HTTP/2 over TLS as the
-//!   fallback, counted in [`client::stats`].
-//! * [`grpc`]: the same control surface over gRPC (`meshkit.control.v1.Control`), served on
-//!   the control port behind the same authorization.
+//! * [`config`]: `node.toml`, parsed into a validated [`config::NodeConfig`], which combines the
+//!   configuration of each part (membership, leadership, access, control limits, TLS).
+//! * [`node`]: [`node::start`] and the [`node::RunningNode`] it returns.
 //!
 //! The crypto provider is ring, and only ring: configurations are built with
 //! [`tls::crypto_provider`] explicitly.
 
-pub mod certs;
-pub mod client;
-pub mod clock;
 pub mod config;
-pub mod control;
-pub mod driver;
-pub mod grpc;
-pub mod leadership;
-pub mod log_limit;
-pub mod metrics;
 pub mod node;
-pub mod raft_store;
-pub mod reload;
-pub mod scope;
-mod state_log;
-pub mod tls;
-pub mod tls_stats;
-pub mod tokens;
-pub mod transport;
-pub mod vacancy;
+
+pub use meshkit_api as api;
+pub use meshkit_api::{metrics, permission};
+pub use meshkit_client as client;
+pub use meshkit_control as control;
+pub use meshkit_control::{grpc, tokens};
+pub use meshkit_net as net;
+pub use meshkit_net::{certs, clock, log_limit, reload, tls, tls_stats, transport};
+pub use meshkit_runtime as runtime;
+pub use meshkit_runtime::{driver, lease_host, raft_store, vacancy};

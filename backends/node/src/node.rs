@@ -12,16 +12,16 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::clock::{Clock, SystemClock};
 use crate::config::{NodeConfig, NodeConfigError};
-use crate::control::auth::AccessControl;
-use crate::control::serve::{ControlError, ControlServer};
-use crate::driver::{
+use meshkit_control::auth::AccessControl;
+use meshkit_control::serve::{ControlError, ControlServer};
+use meshkit_net::clock::{Clock, SystemClock};
+use meshkit_net::reload::{CertReloader, TlsSource};
+use meshkit_net::tls_stats::TlsStats;
+use meshkit_net::transport::quic::{QuicError, QuicOptions, QuicTransport};
+use meshkit_runtime::driver::{
     ADDR_KEY, CONTROL_KEY, Driver, LeadershipError, NodeHandle, VERSION_KEY, WIRE_KEY,
 };
-use crate::reload::{CertReloader, TlsSource};
-use crate::tls_stats::TlsStats;
-use crate::transport::quic::{QuicError, QuicOptions, QuicTransport};
 
 /// Why a node did not start. Nothing keeps running when this is returned.
 #[derive(Debug, Error)]
@@ -38,7 +38,7 @@ pub enum StartError {
     Control(#[from] ControlError),
     /// The token key or the audit log of `[access]` is unusable.
     #[error(transparent)]
-    Access(#[from] crate::control::auth::AccessStartError),
+    Access(#[from] meshkit_control::auth::AccessStartError),
     /// The metadata does not fit the membership's limits (`membership.max_metadata_bytes`).
     #[error("key `metadata.{key}`: {source}")]
     Metadata {
@@ -49,7 +49,7 @@ pub enum StartError {
     },
     /// The lease voter could not start (an invalid voter set, an unusable Raft file).
     #[error("key `leadership`: {0}")]
-    Leadership(#[from] crate::leadership::LeadershipStartError),
+    Leadership(#[from] meshkit_runtime::lease_host::LeadershipStartError),
     /// The transport's bound address could not be read.
     #[error("local address of the transport: {0}")]
     LocalAddr(std::io::Error),
@@ -180,8 +180,11 @@ pub const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Waits until `feed` shows each of `scopes` released or otherwise given up (lost, expired,
 /// transferred), or [`RELEASE_WAIT`] has passed; says which were not confirmed.
-async fn wait_for_releases(mut feed: crate::driver::FeedSubscription, mut scopes: Vec<String>) {
-    use crate::leadership::Change;
+async fn wait_for_releases(
+    mut feed: meshkit_runtime::driver::FeedSubscription,
+    mut scopes: Vec<String>,
+) {
+    use meshkit_runtime::lease_host::Change;
     use tokio::sync::broadcast::error::RecvError;
     fn settle(scopes: &mut Vec<String>, change: &Change) {
         if let Change::Released { scope, .. }
@@ -351,7 +354,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
     let (control, control_addr) = match control_server {
         Some((server, access)) => {
             let bound = server.local_addr();
-            let task = tokio::spawn(crate::control::serve(server, handle.clone(), access));
+            let task = tokio::spawn(meshkit_control::serve(server, handle.clone(), access));
             (Some(task), Some(bound))
         }
         None => (None, None),
@@ -400,13 +403,13 @@ mod tests {
     use meshkit::config::{Config, Profile};
 
     use super::*;
-    use crate::clock::SystemClock;
-    use crate::transport::memory::MemoryNetwork;
+    use meshkit_net::clock::SystemClock;
+    use meshkit_net::transport::memory::MemoryNetwork;
 
     fn driver(
         network: &MemoryNetwork,
     ) -> (
-        Driver<crate::transport::memory::MemoryTransport, SystemClock>,
+        Driver<meshkit_net::transport::memory::MemoryTransport, SystemClock>,
         NodeHandle,
     ) {
         let id = NodeId::new(1);

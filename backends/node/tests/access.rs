@@ -11,7 +11,7 @@ use axum::http::{Request, StatusCode, header};
 use common::TempDir;
 use meshkit_node::config::NodeConfig;
 use meshkit_node::control::auth::AccessControl;
-use meshkit_node::scope::Scope;
+use meshkit_node::permission::Permission;
 use meshkit_node::tls::ClientCertificate;
 use meshkit_node::tokens::TokenSigningKey;
 use rustls::pki_types::CertificateDer;
@@ -51,7 +51,7 @@ async fn access_table_of_a_node_config_is_enforced_and_audited() {
         .unwrap()
         .issue(
             "grafana",
-            &[Scope::Observe].into_iter().collect(),
+            &[Permission::Observe].into_iter().collect(),
             SystemTime::now(),
             Duration::from_secs(60),
         )

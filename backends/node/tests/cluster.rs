@@ -13,7 +13,7 @@ use meshkit_node::client::{Client, ClientConfig, Protocols};
 use meshkit_node::config::NodeConfig;
 use meshkit_node::control::PeersResponse;
 use meshkit_node::node::{self, RunningNode};
-use meshkit_node::scope::Scope;
+use meshkit_node::permission::Permission;
 
 const FORM_LIMIT: Duration = Duration::from_secs(10);
 const DETECT_LIMIT: Duration = Duration::from_secs(15);
@@ -184,7 +184,7 @@ async fn control_endpoint_answers() {
         .await
         .unwrap();
     assert_eq!(refused.status, 401, "{}", refused.body);
-    let token = common::token(dir.path(), "test-observer", Scope::Observe);
+    let token = common::token(dir.path(), "test-observer", Permission::Observe);
     let with_token = Client::new(&anonymous.with_token(&token).unwrap()).unwrap();
     // A node certificate observes too.
     let node_cert = client(dir.path(), Protocols::H3ThenTcp);

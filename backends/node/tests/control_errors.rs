@@ -1,5 +1,5 @@
 //! The control router of a running node against its route table and its error form (docs/security.md,
-//! finding 10): every row of `ROUTE_SCOPES` is routed and every route has a row; every error,
+//! finding 10): every row of `ROUTE_PERMISSIONS` is routed and every route has a row; every error,
 //! axum's extractor rejections and the router's own 404/405 included, is `{"error": ..}`; a
 //! lease transfer with an unknown field is refused.
 
@@ -10,8 +10,9 @@ use std::collections::BTreeSet;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use common::TempDir;
+use meshkit_node::api::routes::ROUTE_PERMISSIONS;
 use meshkit_node::config::NodeConfig;
-use meshkit_node::control::auth::{AccessControl, ROUTE_SCOPES};
+use meshkit_node::control::auth::AccessControl;
 use meshkit_node::node::RunningNode;
 use meshkit_node::tls::ClientCertificate;
 use rustls::pki_types::CertificateDer;
@@ -76,7 +77,7 @@ async fn json_body(response: axum::response::Response) -> serde_json::Value {
 /// handler, not through the router's "no route" fallback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_table_and_router_list_the_same_routes() {
-    let table_http: BTreeSet<(&str, &str)> = ROUTE_SCOPES
+    let table_http: BTreeSet<(&str, &str)> = ROUTE_PERMISSIONS
         .iter()
         .filter(|r| !is_grpc(r.path))
         .map(|r| (r.method, r.path))
@@ -88,7 +89,7 @@ async fn route_table_and_router_list_the_same_routes() {
         table_http, routed_http,
         "HTTP rows without routes or routes without rows"
     );
-    let table_grpc: BTreeSet<&str> = ROUTE_SCOPES
+    let table_grpc: BTreeSet<&str> = ROUTE_PERMISSIONS
         .iter()
         .filter(|r| is_grpc(r.path))
         .inspect(|r| assert_eq!(r.method, "POST", "{}", r.path))
@@ -102,7 +103,7 @@ async fn route_table_and_router_list_the_same_routes() {
 
     let dir = TempDir::new("route-walk");
     let (node, router) = admin_router(&dir).await;
-    for row in ROUTE_SCOPES {
+    for row in ROUTE_PERMISSIONS {
         let mut request = Request::builder().method(row.method).uri(row.path);
         if is_grpc(row.path) {
             request = request.header(header::CONTENT_TYPE, "application/grpc");

@@ -18,12 +18,13 @@ use common::raw_client::{STEP, h2_get, idle_h2, tls_config, tls_connect};
 use common::{TempDir, start_cluster, start_cluster_with, token};
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use meshkit_node::api::alpn::{ALPN_H2, ALPN_H3, HttpProtocol};
 use meshkit_node::config::NodeConfig;
 use meshkit_node::control::admission::{Closed, ConnectionLimits, Refusal, Transport};
 use meshkit_node::control::auth::AccessControl;
-use meshkit_node::control::serve::{ALPN_H2, ALPN_H3, ControlServer, HttpProtocol, ServerStats};
+use meshkit_node::control::serve::{ControlServer, ServerStats};
 use meshkit_node::node::RunningNode;
-use meshkit_node::scope::Scope;
+use meshkit_node::permission::Permission;
 use meshkit_node::tls::TlsIdentity;
 use tokio::io::AsyncReadExt as _;
 
@@ -260,7 +261,10 @@ async fn an_h3_body_over_the_limit_is_a_json_413() {
     let dir = TempDir::new("limits-h3-413");
     let server = Server::start(dir.path(), ConnectionLimits::default()).await;
     let (endpoint, mut sender) = h3_client(dir.path(), server.addr).await;
-    let bearer = format!("Bearer {}", token(dir.path(), "operator", Scope::Operate));
+    let bearer = format!(
+        "Bearer {}",
+        token(dir.path(), "operator", Permission::Operate)
+    );
     let request = http::Request::post(format!("https://{}/control/leases/transfer", server.addr))
         .header("content-type", "application/json")
         .header("authorization", bearer)
@@ -338,7 +342,10 @@ async fn anonymous_h3_bodies_are_refused_before_they_are_read() {
 
     // The connection still carries bodies: what the refused stream took of the connection's
     // flow-control window came back (three 200 KiB bodies through a 256 KiB window).
-    let bearer = format!("Bearer {}", token(dir.path(), "operator", Scope::Operate));
+    let bearer = format!(
+        "Bearer {}",
+        token(dir.path(), "operator", Permission::Operate)
+    );
     for _ in 0..3 {
         let request =
             http::Request::post(format!("https://{}/control/leases/transfer", server.addr))

@@ -178,9 +178,9 @@ fn a_driver_panic_ends_meshkitd_with_status_70() {
 }
 
 /// The token subject of a test operator holding `scope`, as the audit log names it.
-fn subject(scope: meshkit_node::scope::Scope) -> &'static str {
+fn subject(scope: meshkit_node::permission::Permission) -> &'static str {
     match scope {
-        meshkit_node::scope::Scope::Admin => "admin",
+        meshkit_node::permission::Permission::Admin => "admin",
         _ => "operator",
     }
 }
@@ -189,7 +189,7 @@ fn subject(scope: meshkit_node::scope::Scope) -> &'static str {
 /// stderr.
 fn meshctl_as(
     dir: &Path,
-    scope: meshkit_node::scope::Scope,
+    scope: meshkit_node::permission::Permission,
     control: &str,
     args: &[&str],
 ) -> (bool, String, String) {
@@ -234,7 +234,7 @@ fn force_leave_audit(path: &Path) -> Vec<(String, String, u64)> {
 /// and every call, allowed or refused, is in the node's audit log.
 #[test]
 fn force_leave_moves_a_killed_member_to_left_at_every_member() {
-    use meshkit_node::scope::Scope;
+    use meshkit_node::permission::Permission;
     let dir = TempDir::new("force-leave");
     let (ca, files) = meshkit_node::certs::write_dev_certs(dir.path(), 4).unwrap();
     let token_file = common::observer_token_file(dir.path());
@@ -262,13 +262,18 @@ fn force_leave_moves_a_killed_member_to_left_at_every_member() {
     let first = daemons[0].control.clone();
 
     // A live member is refused by the node asked, and nothing changes.
-    let (ok, _, err) = meshctl_as(dir.path(), Scope::Admin, &first, &["force-leave", "2"]);
+    let (ok, _, err) = meshctl_as(dir.path(), Permission::Admin, &first, &["force-leave", "2"]);
     assert!(
         !ok && err.contains("HTTP 409") && err.contains("not dead"),
         "{err}"
     );
     // mesh.operate is not enough.
-    let (ok, _, err) = meshctl_as(dir.path(), Scope::Operate, &first, &["force-leave", "4"]);
+    let (ok, _, err) = meshctl_as(
+        dir.path(),
+        Permission::Operate,
+        &first,
+        &["force-leave", "4"],
+    );
     assert!(!ok && err.contains("HTTP 403"), "{err}");
     // Nor is a peer's certificate: node 2, a member of this mesh, may observe, not force a
     // member out (the adversary here is a member's identity used against another member).
@@ -287,7 +292,7 @@ fn force_leave_moves_a_killed_member_to_left_at_every_member() {
     let mut fourth = daemons.pop().unwrap();
     fourth.kill();
     // Just killed: alive or suspect at node 1 still, so refused.
-    let (ok, _, err) = meshctl_as(dir.path(), Scope::Admin, &first, &["force-leave", "4"]);
+    let (ok, _, err) = meshctl_as(dir.path(), Permission::Admin, &first, &["force-leave", "4"]);
     assert!(!ok && err.contains("HTTP 409"), "{err}");
     assert!(
         eventually(DETECT_LIMIT, || all_hold(&daemons, 4, "dead")),
@@ -296,7 +301,7 @@ fn force_leave_moves_a_killed_member_to_left_at_every_member() {
 
     let (ok, out, err) = meshctl_as(
         dir.path(),
-        Scope::Admin,
+        Permission::Admin,
         &first,
         &["force-leave", "4", "--json"],
     );
@@ -319,7 +324,7 @@ fn force_leave_moves_a_killed_member_to_left_at_every_member() {
     // Again: the table says it is left already everywhere, and it still is (the gossip of
     // the others meanwhile did not turn it back to dead; the core's tests show it on virtual
     // time).
-    let (ok, out, err) = meshctl_as(dir.path(), Scope::Admin, &first, &["force-leave", "4"]);
+    let (ok, out, err) = meshctl_as(dir.path(), Permission::Admin, &first, &["force-leave", "4"]);
     assert!(ok, "{err}");
     assert_eq!(out.matches("already left").count(), 3, "{out}");
     assert!(

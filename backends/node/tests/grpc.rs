@@ -11,18 +11,19 @@ use common::{
     TempDir, eventually, global_control_holders, single_global_control_holder, start_cluster,
     start_cluster_with, token,
 };
+use meshkit_node::client::grpc::{ControlClient, HealthClient};
 use meshkit_node::config::NodeConfig;
 use meshkit_node::control::PeersResponse;
 use meshkit_node::control::auth::AccessControl;
+use meshkit_node::grpc::ControlService;
 use meshkit_node::grpc::health::{HealthCheckRequest, ServingStatus, WATCH_INTERVAL, Watchers};
 use meshkit_node::grpc::proto::{
     DrainRequest, GetLeadersRequest, LeadershipChange, ListClustersRequest, ListPeersRequest,
     ListShardsRequest, ListVersionsRequest, PeerState, RebalanceRequest, ResumeRequest,
     TransferLeaseRequest, WatchLeadershipRequest,
 };
-use meshkit_node::grpc::{ControlClient, ControlService, HealthClient};
 use meshkit_node::node::RunningNode;
-use meshkit_node::scope::Scope;
+use meshkit_node::permission::Permission;
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
@@ -78,7 +79,7 @@ async fn serve(
     (addr, task, router)
 }
 
-async fn client(dir: &TempDir, addr: SocketAddr, scope: Option<Scope>) -> Client {
+async fn client(dir: &TempDir, addr: SocketAddr, scope: Option<Permission>) -> Client {
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_timeout(CALL_LIMIT)
@@ -116,7 +117,7 @@ async fn leaders_watch_and_transfer_over_grpc() {
     // Node 1 is a voter: its feed shows every grant in the mesh.
     let voter = &nodes[0];
     let (addr, server, _) = serve(&dir, voter).await;
-    let mut observer = client(&dir, addr, Some(Scope::Observe)).await;
+    let mut observer = client(&dir, addr, Some(Permission::Observe)).await;
 
     // GetLeaders: the applied table names the holder.
     let leaders = tokio::time::timeout(CALL_LIMIT, async {
@@ -275,7 +276,7 @@ async fn leaders_watch_and_transfer_over_grpc() {
 
     let holder = nodes.iter().find(|n| n.id().get() == first).unwrap();
     let (holder_addr, holder_server, _) = serve(&dir, holder).await;
-    let mut operator = client(&dir, holder_addr, Some(Scope::Operate)).await;
+    let mut operator = client(&dir, holder_addr, Some(Permission::Operate)).await;
     let bad = operator
         .transfer_lease(TransferLeaseRequest {
             scope: "Not A Scope".to_owned(),
@@ -384,8 +385,8 @@ async fn peers_match_json_and_credentials_are_required() {
 
     // ListPeers carries what GET /meshkit/peers does (RTTs and ages move between two reads:
     // not them), with the same filter and paging.
-    let mut observer = client(&dir, addr, Some(Scope::Observe)).await;
-    let bearer = token(dir.path(), "http-test", Scope::Observe);
+    let mut observer = client(&dir, addr, Some(Permission::Observe)).await;
+    let bearer = token(dir.path(), "http-test", Permission::Observe);
     for (request, query) in [
         (ListPeersRequest::default(), "/meshkit/peers"),
         (
@@ -623,7 +624,7 @@ async fn tls_channel(dir: &TempDir, addr: SocketAddr) -> Channel {
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)
             .expect("a client identity");
-    config.alpn_protocols = vec![meshkit_node::control::serve::ALPN_H2.to_vec()];
+    config.alpn_protocols = vec![meshkit_node::api::alpn::ALPN_H2.to_vec()];
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -663,7 +664,10 @@ async fn grpc_rides_the_real_control_port_with_certificate_identities() {
     assert!(status.message().contains("mesh.operate"), "{status:?}");
 
     // A token counts over the certificate: an operator drains the node.
-    let bearer = format!("Bearer {}", token(dir.path(), "grpc-tls", Scope::Operate));
+    let bearer = format!(
+        "Bearer {}",
+        token(dir.path(), "grpc-tls", Permission::Operate)
+    );
     let mut operator = ControlClient::new(InterceptedService::new(
         channel,
         Bearer(Some(bearer.parse().expect("an ASCII header value"))),
@@ -728,14 +732,14 @@ async fn rebalance_needs_operate_and_is_answered_by_the_coordinator() {
     let other = (leader + 1) % nodes.len();
 
     let (addr, server, _) = serve(&dir, &nodes[leader]).await;
-    let mut observer = client(&dir, addr, Some(Scope::Observe)).await;
+    let mut observer = client(&dir, addr, Some(Permission::Observe)).await;
     let status = observer
         .rebalance(RebalanceRequest { dry_run: true })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 
-    let mut operator = client(&dir, addr, Some(Scope::Operate)).await;
+    let mut operator = client(&dir, addr, Some(Permission::Operate)).await;
     let plans_before = nodes[leader]
         .handle()
         .leadership()
@@ -773,7 +777,7 @@ async fn rebalance_needs_operate_and_is_answered_by_the_coordinator() {
     );
 
     let (other_addr, other_server, _) = serve(&dir, &nodes[other]).await;
-    let mut elsewhere = client(&dir, other_addr, Some(Scope::Operate)).await;
+    let mut elsewhere = client(&dir, other_addr, Some(Permission::Operate)).await;
     let status = elsewhere
         .rebalance(RebalanceRequest { dry_run: true })
         .await

@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use meshkit::NodeId;
 use meshkit::lease::Scope;
 use meshkit::membership::MemberState;
-use meshkit_node::leadership::Change;
+use meshkit_node::lease_host::Change;
 use meshkit_node::node::RunningNode;
 use tower::ServiceExt;
 

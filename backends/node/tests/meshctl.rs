@@ -15,7 +15,7 @@ use common::{
     start_cluster_with,
 };
 use meshkit_node::node::RunningNode;
-use meshkit_node::scope::Scope;
+use meshkit_node::permission::Permission;
 
 /// Voters 1-3, all contending for `global-control`; 50 ms Raft ticks.
 const LEADERSHIP: &str = "[leadership]\nvoters = [1, 2, 3]\ncampaign = [\"global-control\"]\n\
@@ -24,11 +24,11 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 /// Runs `meshctl args` against `node` with an operator token, everything from the environment.
 async fn meshctl(dir: &TempDir, node: &RunningNode, args: &[&str]) -> Output {
-    meshctl_as(dir, node, Scope::Operate, args).await
+    meshctl_as(dir, node, Permission::Operate, args).await
 }
 
 /// [`meshctl`] with a token for `scope`.
-async fn meshctl_as(dir: &TempDir, node: &RunningNode, scope: Scope, args: &[&str]) -> Output {
+async fn meshctl_as(dir: &TempDir, node: &RunningNode, scope: Permission, args: &[&str]) -> Output {
     let token = common::token(dir.path(), "meshctl-test", scope);
     let mut command = Command::new(env!("CARGO_BIN_EXE_meshctl"));
     command
@@ -302,7 +302,7 @@ async fn operators_transfer_drain_resume_and_filter_from_the_environment() {
 /// `meshctl args` against `node` as a child process (stdout and stderr to `name.out` and
 /// `name.err` in `dir`), for the commands that run while the test acts.
 fn spawn_meshctl(dir: &TempDir, node: &RunningNode, name: &str, args: &[&str]) -> Child {
-    let token = common::token(dir.path(), "meshctl-test", Scope::Operate);
+    let token = common::token(dir.path(), "meshctl-test", Permission::Operate);
     let out = std::fs::File::create(dir.path().join(format!("{name}.out"))).unwrap();
     let err = std::fs::File::create(dir.path().join(format!("{name}.err"))).unwrap();
     Command::new(env!("CARGO_BIN_EXE_meshctl"))
@@ -758,13 +758,13 @@ async fn join_leave_and_voters_list() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
-    let bad = meshctl_as(&dir, fourth, Scope::Admin, &["join", "127.0.0.1:7001"]).await;
+    let bad = meshctl_as(&dir, fourth, Permission::Admin, &["join", "127.0.0.1:7001"]).await;
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("expected id@ip:port"),
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
-    let joined = stdout(&meshctl_as(&dir, fourth, Scope::Admin, &["join", &seed]).await);
+    let joined = stdout(&meshctl_as(&dir, fourth, Permission::Admin, &["join", &seed]).await);
     assert!(
         joined.starts_with(&format!("node 4 is joining through {seed}")),
         "{joined}"
@@ -806,7 +806,7 @@ async fn join_leave_and_voters_list() {
     assert_eq!(listed["voters"][0]["state"], "alive", "{listed}");
 
     // leave: the others see it left.
-    let left = stdout(&meshctl_as(&dir, fourth, Scope::Admin, &["leave", "--json"]).await);
+    let left = stdout(&meshctl_as(&dir, fourth, Permission::Admin, &["leave", "--json"]).await);
     let left: serde_json::Value = serde_json::from_str(&left).expect("JSON");
     assert_eq!(left["node"], 4, "{left}");
     assert!(eventually(LIMIT, || sees(first, 4, "left")).await);

@@ -705,7 +705,11 @@ async fn alerts_reach_alertmanager_and_every_panel_has_data() {
     )
     .await;
     let operator = dir.join("operator.token");
-    let token = common::token(dir, "e2e-operator", meshkit_node::scope::Scope::Operate);
+    let token = common::token(
+        dir,
+        "e2e-operator",
+        meshkit_node::permission::Permission::Operate,
+    );
     std::fs::write(&operator, token).expect("write the operator token");
     let drained = mesh.daemons[&holder].control.clone();
     let drain = common::meshctl(dir, &drained, MeshctlAs::TokenFile(&operator), ["drain"]);

@@ -27,8 +27,8 @@ use meshkit::node::Node;
 use meshkit::{Incarnation, NodeId};
 use meshkit_node::clock::Clock;
 use meshkit_node::config::{DEFAULT_CAMPAIGN_RETRY, DEFAULT_LEASE_TTL};
-use meshkit_node::driver::{ADDR_KEY, Channel, Driver, Seed, Snapshot};
-use meshkit_node::leadership::{Change, LeadershipConfig};
+use meshkit_node::driver::{ADDR_KEY, Channel, Driver, SeedPeer, Snapshot};
+use meshkit_node::lease_host::{Change, LeadershipConfig};
 use meshkit_node::transport::turmoil::{Directory, TurmoilClock, TurmoilTransport};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -195,11 +195,15 @@ async fn run_node(id: NodeId, spec: Arc<Spec>, shared: Shared) -> turmoil::Resul
         });
     }
 
-    let seeds: Vec<Seed> = spec
+    let seeds: Vec<SeedPeer> = spec
         .seeds
         .iter()
         .filter(|s| **s != id)
-        .filter_map(|s| spec.directory.addr(*s).map(|addr| Seed { id: *s, addr }))
+        .filter_map(|s| {
+            spec.directory
+                .addr(*s)
+                .map(|addr| SeedPeer { id: *s, addr })
+        })
         .collect();
     if !seeds.is_empty() {
         handle.join(seeds).await?;

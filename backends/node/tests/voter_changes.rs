@@ -19,7 +19,7 @@ use std::time::Duration;
 use common::daemon::{Daemon, leaders, start};
 use common::{TempDir, client, eventually, write_config_with};
 use meshkit_node::client::{Client, Protocols};
-use meshkit_node::scope::Scope;
+use meshkit_node::permission::Permission;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -55,7 +55,7 @@ fn start_six(dir: &Path) -> BTreeMap<u64, Daemon> {
 
 /// `meshctl args` against `addr` with a token for `scope`, bounded by `--wait` and the
 /// request timeouts of meshctl itself.
-async fn meshctl(dir: &Path, addr: &str, scope: Scope, args: &[&str]) -> Output {
+async fn meshctl(dir: &Path, addr: &str, scope: Permission, args: &[&str]) -> Output {
     let token = common::token(dir, "meshctl-voters", scope);
     let mut command = Command::new(env!("CARGO_BIN_EXE_meshctl"));
     command
@@ -152,7 +152,7 @@ async fn voters_are_added_removed_and_replaced_through_meshctl() {
     let listed = meshctl(
         dir.path(),
         &daemons[&4].control,
-        Scope::Observe,
+        Permission::Observe,
         &["voters", "list"],
     )
     .await;
@@ -163,7 +163,7 @@ async fn voters_are_added_removed_and_replaced_through_meshctl() {
     );
 
     // An operate or observe token is refused (403) and the refusal audited.
-    for scope in [Scope::Operate, Scope::Observe] {
+    for scope in [Permission::Operate, Permission::Observe] {
         let refused = meshctl(dir.path(), &addr1, scope, &["voters", "add", "4"]).await;
         assert!(!refused.status.success(), "{}", text(&refused));
         assert!(
@@ -174,7 +174,13 @@ async fn voters_are_added_removed_and_replaced_through_meshctl() {
     }
     // A node that runs no voter of its own could not be added: none here, so a node that is no
     // member at all is refused instead.
-    let unknown = meshctl(dir.path(), &addr1, Scope::Admin, &["voters", "add", "9"]).await;
+    let unknown = meshctl(
+        dir.path(),
+        &addr1,
+        Permission::Admin,
+        &["voters", "add", "9"],
+    )
+    .await;
     assert!(
         String::from_utf8_lossy(&unknown.stderr).contains("node-9 is not an alive member"),
         "{}",
@@ -185,7 +191,7 @@ async fn voters_are_added_removed_and_replaced_through_meshctl() {
     let added = meshctl(
         dir.path(),
         &addr1,
-        Scope::Admin,
+        Permission::Admin,
         &["voters", "add", "4", "--json"],
     )
     .await;
@@ -257,7 +263,7 @@ async fn voters_are_added_removed_and_replaced_through_meshctl() {
     let locked = meshctl(
         dir.path(),
         survivor,
-        Scope::Operate,
+        Permission::Operate,
         &[
             "lock",
             "lock/voters-test",
@@ -284,7 +290,13 @@ async fn voters_are_added_removed_and_replaced_through_meshctl() {
     // Wait until the others see the killed voter dead.
     let dp = dir.path();
     let dead = eventually(LIMIT, || async move {
-        let peers = meshctl(dp, survivor, Scope::Observe, &["peers", "list", "--json"]).await;
+        let peers = meshctl(
+            dp,
+            survivor,
+            Permission::Observe,
+            &["peers", "list", "--json"],
+        )
+        .await;
         member_state(&peers, old).is_some_and(|s| s == "dead")
     })
     .await;
@@ -294,7 +306,7 @@ async fn voters_are_added_removed_and_replaced_through_meshctl() {
     let removed = meshctl(
         dir.path(),
         survivor,
-        Scope::Admin,
+        Permission::Admin,
         &["voters", "remove", &old.to_string()],
     )
     .await;
@@ -326,7 +338,7 @@ async fn voters_are_added_removed_and_replaced_through_meshctl() {
     let live: Vec<u64> = three.iter().copied().filter(|v| *v != victim).collect();
     let asked = &daemons[&live[0]].control;
     let seen_dead = eventually(LIMIT, || async move {
-        let peers = meshctl(dp, asked, Scope::Observe, &["peers", "list", "--json"]).await;
+        let peers = meshctl(dp, asked, Permission::Observe, &["peers", "list", "--json"]).await;
         member_state(&peers, victim).is_some_and(|s| s == "dead")
     })
     .await;
@@ -335,7 +347,7 @@ async fn voters_are_added_removed_and_replaced_through_meshctl() {
     let refused = meshctl(
         dir.path(),
         &daemons[&live[0]].control,
-        Scope::Admin,
+        Permission::Admin,
         &["voters", "remove", &other_live.to_string()],
     )
     .await;
@@ -350,7 +362,7 @@ async fn voters_are_added_removed_and_replaced_through_meshctl() {
     let refused = meshctl(
         dir.path(),
         &daemons[&live[0]].control,
-        Scope::Admin,
+        Permission::Admin,
         &["voters", "add", "5"],
     )
     .await;
@@ -371,7 +383,7 @@ async fn voters_are_added_removed_and_replaced_through_meshctl() {
     let replaced = meshctl(
         dir.path(),
         &daemons[&live[0]].control,
-        Scope::Admin,
+        Permission::Admin,
         &["voters", "replace", &victim.to_string(), "5", "--json"],
     )
     .await;
@@ -389,7 +401,7 @@ async fn voters_are_added_removed_and_replaced_through_meshctl() {
     let replaced = meshctl(
         dir.path(),
         &daemons[&live[0]].control,
-        Scope::Admin,
+        Permission::Admin,
         &["voters", "replace", "4", "6"],
     )
     .await;
@@ -428,7 +440,7 @@ async fn voters_are_added_removed_and_replaced_through_meshctl() {
     let joined = meshctl(
         dir.path(),
         &restarted.control,
-        Scope::Admin,
+        Permission::Admin,
         &["join", &seed],
     )
     .await;

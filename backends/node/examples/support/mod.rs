@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use meshkit_node::client::{Client, ClientConfig, Protocols};
-use meshkit_node::leadership::{Change, FeedEntry, LeadershipView};
+use meshkit_node::lease_host::{Change, FeedEntry, LeadershipView};
 
 use self::daemon::Daemon;
 

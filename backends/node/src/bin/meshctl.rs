@@ -62,7 +62,7 @@ use meshkit_node::control::leadership::{ResumeResponse, TransferRequest, Transfe
 use meshkit_node::control::membership::{JoinRequest, JoinResponse, LeaveResponse};
 use meshkit_node::control::views::{ClustersResponse, VersionsResponse};
 use meshkit_node::control::{PeerJson, PeersResponse};
-use meshkit_node::leadership::{FeedEntry, LeadershipView};
+use meshkit_node::lease_host::{FeedEntry, LeadershipView};
 use serde::{Deserialize, Serialize};
 
 #[path = "meshctl/contexts.rs"]
@@ -1270,7 +1270,7 @@ fn tokens_issue(key: &Path, subject: &str, scopes: &[String], ttl: &str) -> Resu
     let scopes = scopes
         .iter()
         .map(|s| s.parse())
-        .collect::<Result<meshkit_node::scope::Scopes, _>>()
+        .collect::<Result<meshkit_node::permission::Permissions, _>>()
         .map_err(|e| format!("--scope: {e}"))?;
     let ttl = meshkit::config::parse_duration(ttl).map_err(|e| format!("--ttl: {e}"))?;
     let token = key

@@ -9,7 +9,7 @@ mod spawner;
 pub use spawner::Daemon;
 
 use meshkit_node::client::Client;
-use meshkit_node::leadership::LeadershipView;
+use meshkit_node::lease_host::LeadershipView;
 
 /// Starts `meshkitd --config path` and reads the addresses it prints on its first line; panics
 /// (killing it) if it does not start.

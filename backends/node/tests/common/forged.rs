@@ -22,7 +22,7 @@ use meshkit::wire::{self, Update};
 use meshkit_node::client::{Client, Protocols};
 use meshkit_node::control::PeersResponse;
 use meshkit_node::driver::Channel;
-use meshkit_node::leadership::LeadershipView;
+use meshkit_node::lease_host::LeadershipView;
 use meshkit_node::tls::TlsIdentity;
 use meshkit_node::transport::Transport;
 use meshkit_node::transport::quic::QuicTransport;

@@ -70,7 +70,7 @@ pub fn signing_key(dir: &Path) -> meshkit_node::tokens::SigningKeyFiles {
 
 /// A bearer token for `subject` with `scope`, valid for ten minutes, signed with the key of
 /// [`signing_key`].
-pub fn token(dir: &Path, subject: &str, scope: meshkit_node::scope::Scope) -> String {
+pub fn token(dir: &Path, subject: &str, scope: meshkit_node::permission::Permission) -> String {
     let key = meshkit_node::tokens::TokenSigningKey::from_pem_file(&signing_key(dir).private)
         .expect("read the signing key");
     key.issue(
@@ -86,7 +86,11 @@ pub fn token(dir: &Path, subject: &str, scope: meshkit_node::scope::Scope) -> St
 /// `dir/observer.token`, the file `meshctl --token-file` reads, and returns its path.
 pub fn observer_token_file(dir: &Path) -> PathBuf {
     let path = dir.join("observer.token");
-    let token = token(dir, "test-observer", meshkit_node::scope::Scope::Observe);
+    let token = token(
+        dir,
+        "test-observer",
+        meshkit_node::permission::Permission::Observe,
+    );
     std::fs::write(&path, token).expect("write the observer token");
     path
 }
@@ -292,7 +296,11 @@ pub fn control(dir: &Path, node: &RunningNode) -> axum::Router {
         .expect("access control");
     let bearer = format!(
         "Bearer {}",
-        token(dir, "test-operator", meshkit_node::scope::Scope::Operate)
+        token(
+            dir,
+            "test-operator",
+            meshkit_node::permission::Permission::Operate
+        )
     );
     meshkit_node::control::router(node.handle().clone(), access).layer(
         axum::middleware::map_request(move |mut request: Request<Body>| {

@@ -15,7 +15,7 @@ use meshkit_node::control::PeersResponse;
 use meshkit_node::control::leadership::{
     DrainResponse, MisdirectedBody, RebalanceRequest, RebalanceResponse, ShardsResponse,
 };
-use meshkit_node::leadership::{LeadershipView, ShardStatus};
+use meshkit_node::lease_host::{LeadershipView, ShardStatus};
 use serde::Serialize;
 
 use super::{NodeArgs, ok_body, with_client};
@@ -443,7 +443,7 @@ pub(crate) fn drain(
 #[cfg(test)]
 mod tests {
     use meshkit_node::control::leadership::ShardOwner;
-    use meshkit_node::leadership::{CoordinatorStatus, ShardMemberStatus};
+    use meshkit_node::lease_host::{CoordinatorStatus, ShardMemberStatus};
 
     use super::*;
 
@@ -508,7 +508,7 @@ mod tests {
                     unowned: 1,
                     bounds: Some((1, 2)),
                     imbalance: 2,
-                    in_flight: vec![meshkit_node::leadership::MoveInFlight {
+                    in_flight: vec![meshkit_node::lease_host::MoveInFlight {
                         shard: "shard/orders/3".to_owned(),
                         from: None,
                         to: 3,

@@ -1,0 +1,175 @@
+//! The route + permission table of the control API: which HTTP route and which gRPC method needs
+//! which [`Permission`], shared by the server (which enforces it, `meshkit_control::auth`) and
+//! anyone who needs to know what a call will require (clients, docs tests).
+//!
+//! **A route missing from the table needs [`UNLISTED_PERMISSION`]** (`mesh.admin`): a new route
+//! fails closed until someone decides its permission.
+
+use http::Method;
+
+use crate::grpc::path as grpc;
+use crate::permission::Permission;
+
+/// What a route needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requirement {
+    /// Nothing: load balancers and orchestrators probe it without credentials.
+    Open,
+    /// `mesh.observe`, unless the node is configured with `[access] metrics_open = true`.
+    ///
+    /// Metrics stay closed by default because they describe the mesh (member counts by state,
+    /// traffic, refused handshakes), which helps an attacker pick a moment or a target. Opening
+    /// them is for scrapers that can present neither a client certificate nor a token, on a
+    /// network that is already trusted.
+    Metrics,
+    /// The scope, or one that implies it.
+    Permission(Permission),
+}
+
+/// One row of [`ROUTE_PERMISSIONS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoutePermission {
+    /// The HTTP method (`HEAD` is looked up as `GET`, as axum routes it).
+    pub method: &'static str,
+    /// The path, as written in the router; a `{name}` segment matches any one segment.
+    pub path: &'static str,
+    /// What it needs.
+    pub requires: Requirement,
+}
+
+const fn row(method: &'static str, path: &'static str, requires: Requirement) -> RoutePermission {
+    RoutePermission {
+        method,
+        path,
+        requires,
+    }
+}
+
+const OBSERVE: Requirement = Requirement::Permission(Permission::Observe);
+const OPERATE: Requirement = Requirement::Permission(Permission::Operate);
+
+/// Which route needs which scope: the one place this is decided. Anything not listed needs
+/// [`UNLISTED_PERMISSION`] (chaos and configuration routes included).
+///
+/// Every row is a route the router serves and every route has its row (a test walks one against
+/// the other, `tests/control_errors.rs`): a feature gets its row in the change that routes it.
+pub const ROUTE_PERMISSIONS: &[RoutePermission] = &[
+    row("GET", "/healthz", Requirement::Open),
+    row("GET", "/readyz", Requirement::Open),
+    row("GET", "/metrics", Requirement::Metrics),
+    row("GET", "/meshkit/peers", OBSERVE),
+    row("GET", "/meshkit/shards", OBSERVE),
+    row("GET", "/meshkit/clusters", OBSERVE),
+    row("GET", "/meshkit/versions", OBSERVE),
+    row("GET", "/meshkit/leaders", OBSERVE),
+    row("GET", "/control/events/leadership", OBSERVE),
+    row("GET", "/control/events/shards", OBSERVE),
+    row("POST", "/control/drain", OPERATE),
+    row("POST", "/control/resume", OPERATE),
+    row("POST", "/control/rebalance", OPERATE),
+    row("POST", "/control/leases/transfer", OPERATE),
+    row("POST", "/control/leases/acquire", OPERATE),
+    row("POST", "/control/leases/renew", OPERATE),
+    row("POST", "/control/leases/release", OPERATE),
+    row(
+        "POST",
+        "/control/join",
+        Requirement::Permission(Permission::Admin),
+    ),
+    row(
+        "POST",
+        "/control/leave",
+        Requirement::Permission(Permission::Admin),
+    ),
+    row(
+        "POST",
+        "/control/force-leave",
+        Requirement::Permission(Permission::Admin),
+    ),
+    row(
+        "POST",
+        "/control/voters/add",
+        Requirement::Permission(Permission::Admin),
+    ),
+    row(
+        "POST",
+        "/control/voters/remove",
+        Requirement::Permission(Permission::Admin),
+    ),
+    row("POST", grpc::LIST_PEERS, OBSERVE),
+    row("POST", grpc::GET_LEADERS, OBSERVE),
+    row("POST", grpc::WATCH_LEADERSHIP, OBSERVE),
+    row("POST", grpc::LIST_SHARDS, OBSERVE),
+    row("POST", grpc::WATCH_SHARDS, OBSERVE),
+    row("POST", grpc::LIST_CLUSTERS, OBSERVE),
+    row("POST", grpc::LIST_VERSIONS, OBSERVE),
+    row("POST", grpc::HEALTH_CHECK, Requirement::Open),
+    row("POST", grpc::HEALTH_WATCH, Requirement::Open),
+    row("POST", grpc::TRANSFER_LEASE, OPERATE),
+    row("POST", grpc::DRAIN, OPERATE),
+    row("POST", grpc::RESUME, OPERATE),
+    row("POST", grpc::REBALANCE, OPERATE),
+];
+
+/// The scope of every route [`ROUTE_PERMISSIONS`] does not list.
+pub const UNLISTED_PERMISSION: Permission = Permission::Admin;
+
+fn path_matches(pattern: &str, path: &str) -> bool {
+    let mut pattern = pattern.split('/');
+    let mut path = path.split('/');
+    loop {
+        match (pattern.next(), path.next()) {
+            (None, None) => return true,
+            (Some(p), Some(s)) if p.starts_with('{') && p.ends_with('}') => {
+                if s.is_empty() {
+                    return false;
+                }
+            }
+            (Some(p), Some(s)) if p == s => {}
+            _ => return false,
+        }
+    }
+}
+
+/// What `method path` needs, from [`ROUTE_PERMISSIONS`].
+pub fn requirement(method: &Method, path: &str) -> Requirement {
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    ROUTE_PERMISSIONS
+        .iter()
+        .find(|r| r.method == method && path_matches(r.path, path))
+        .map_or(Requirement::Permission(UNLISTED_PERMISSION), |r| r.requires)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_lists_the_operate_routes_and_fails_closed() {
+        let op = Requirement::Permission(Permission::Operate);
+        assert_eq!(requirement(&Method::POST, "/control/drain"), op);
+        assert_eq!(requirement(&Method::POST, "/control/resume"), op);
+        assert_eq!(requirement(&Method::POST, "/control/leases/transfer"), op);
+        assert_eq!(requirement(&Method::GET, "/healthz"), Requirement::Open);
+        assert_eq!(requirement(&Method::HEAD, "/readyz"), Requirement::Open);
+        assert_eq!(requirement(&Method::GET, "/metrics"), Requirement::Metrics);
+        let admin = Requirement::Permission(Permission::Admin);
+        for (method, path) in [
+            (Method::GET, "/control/drain"),
+            (Method::POST, "/healthz"),
+            (Method::GET, "/healthz/"),
+            (Method::GET, "/meshkit/peers/x"),
+            (Method::GET, "/unknown"),
+            (Method::GET, ""),
+        ] {
+            assert_eq!(requirement(&method, path), admin, "{method} {path:?}");
+        }
+        assert!(path_matches("/meshkit/shards/{id}", "/meshkit/shards/7"));
+        assert!(!path_matches("/meshkit/shards/{id}", "/meshkit/shards/"));
+        assert!(!path_matches("/meshkit/shards/{id}", "/meshkit/shards/7/x"));
+    }
+}

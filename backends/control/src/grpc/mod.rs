@@ -1,0 +1,616 @@
+//! The control surface over gRPC: the `meshkit.control.v1.Control` service.
+//!
+//! The wire contract is `backends/api/proto/control.proto`. Its messages ([`proto`], from
+//! `meshkit-api`), the server trait and dispatch ([`server`]) and the clients (in
+//! `meshkit-client`) are generated from it once, when `meshkit-api` builds (its `build.rs`:
+//! protox and tonic-prost-build, no protoc). This module implements the trait over a node
+//! ([`ControlService`]).
+//!
+//! The service rides on the control port: [`routes`] is merged into
+//! [`control::router`](crate::router), inside its authorization layer, so every method
+//! is a row of [`control::meshkit_api::routes::ROUTE_PERMISSIONS`](meshkit_api::routes::ROUTE_PERMISSIONS) (reads need
+//! `mesh.observe`; `TransferLease`, `Drain`, `Resume` and `Rebalance` need `mesh.operate`). The
+//! layer answers a refused gRPC call in HTTP (401, 403); [`http_errors_as_status`] turns such
+//! answers into gRPC statuses (`UNAUTHENTICATED`, `PERMISSION_DENIED`) that clients can read.
+//! gRPC needs HTTP/2; tonic has no HTTP/3, so the h3 listener does not carry it.
+//!
+//! | method | answers | errors |
+//! | --- | --- | --- |
+//! | `ListPeers` | the membership view, as `GET /meshkit/peers` | `UNAVAILABLE` (driver stopped) |
+//! | `GetLeaders` | the leadership view, as `GET /meshkit/leaders` | `NOT_FOUND` (no `[leadership]`) |
+//! | `TransferLease` | the new holder's token | see [`CallError`] |
+//! | `Drain`, `Resume` | what was released; whether it was drained | see [`CallError`] |
+//! | `Rebalance` | the shard plan, as `POST /control/rebalance` | `FAILED_PRECONDITION` (not the coordinator, or no eligible member) |
+//! | `WatchLeadership` | feed entries after `after_seq`, then live ones | `OUT_OF_RANGE` (gone) |
+//! | `ListShards` | the shard owners, as `GET /meshkit/shards` | `NOT_FOUND` (no `[leadership]`) |
+//! | `WatchShards` | `WatchLeadership` narrowed to `shard/...` scopes | as `WatchLeadership` |
+//! | `ListClusters` | the declared clusters, as `GET /meshkit/clusters` | `UNAVAILABLE` |
+//! | `ListVersions` | the versions present, as `GET /meshkit/versions` | `UNAVAILABLE` |
+//!
+//! Readiness (`GET /readyz`) is the standard `grpc.health.v1.Health` service ([`health`]),
+//! open like `/readyz`, so Kubernetes gRPC probes and `grpc_health_probe` work unchanged.
+
+pub mod health;
+pub mod server;
+mod status;
+
+pub use meshkit_api::grpc::{SERVICE, path, proto};
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::body::Body;
+use futures_util::stream::{self, Stream, StreamExt};
+use meshkit::NodeId;
+use meshkit::lease::Scope;
+use tokio::sync::broadcast;
+use tonic::server::NamedService;
+use tonic::{Request, Response, Status};
+
+use self::proto::{
+    DrainRequest, DrainResponse, GetLeadersRequest, GetLeadersResponse, LeadershipChange,
+    LeadershipEvent, ListClustersRequest, ListClustersResponse, ListPeersRequest,
+    ListPeersResponse, ListShardsRequest, ListShardsResponse, ListVersionsRequest,
+    ListVersionsResponse, Peer, PeerState, PlannedMove, RebalanceRequest, RebalanceResponse,
+    ResumeRequest, ResumeResponse, TransferLeaseRequest, TransferLeaseResponse,
+    WatchLeadershipRequest,
+};
+use self::server::control_server::{Control, ControlServer};
+use self::server::health_server::HealthServer;
+pub use self::status::{CallError, MAX_ERROR_BODY_BYTES, http_errors_as_status};
+use crate::PeersResponse;
+use crate::leadership::ShardsResponse;
+use crate::views::{ClustersResponse, MAX_PAGE, PeersQuery, VersionCount, VersionsResponse};
+use meshkit_runtime::driver::{LeadershipError, NodeHandle, Snapshot};
+use meshkit_runtime::lease_host::{Change, FeedEntry, LeadershipView};
+
+/// The largest request message accepted, in bytes (every request of this service is a few
+/// dozen bytes; a scope name is at most 255).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// The service's routes, to merge into the control router (inside its authorization layer).
+pub fn routes(node: NodeHandle) -> Router {
+    let watchers = health::Watchers::new(node.clone());
+    routes_with(node, watchers)
+}
+
+/// [`routes`] with `watchers` as the health watchers (shared with what renders their metrics).
+pub fn routes_with(node: NodeHandle, watchers: Arc<health::Watchers>) -> Router {
+    let service = ControlService::with_watchers(node, watchers);
+    Router::new()
+        .route_service("/meshkit.control.v1.Control/{*method}", service.clone())
+        .route_service("/grpc.health.v1.Health/{*method}", service)
+}
+
+/// The `meshkit.control.v1.Control` service over a node, and beside it the node's
+/// `grpc.health.v1.Health`: a tower service from HTTP/2 requests to gRPC responses, which hands
+/// each request to the generated dispatch of its service.
+#[derive(Clone, Debug)]
+pub struct ControlService {
+    control: ControlServer<Methods>,
+    health: HealthServer<health::Methods>,
+}
+
+impl ControlService {
+    /// The service over `node`.
+    pub fn new(node: NodeHandle) -> Self {
+        let watchers = health::Watchers::new(node.clone());
+        Self::with_watchers(node, watchers)
+    }
+
+    /// The service over `node`, its `Health/Watch` streams served by `watchers`.
+    pub fn with_watchers(node: NodeHandle, watchers: Arc<health::Watchers>) -> Self {
+        Self {
+            control: ControlServer::new(Methods { node: node.clone() })
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+            health: HealthServer::new(health::Methods::new(node, watchers))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        }
+    }
+}
+
+impl NamedService for ControlService {
+    const NAME: &'static str = SERVICE;
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<LeadershipEvent, Status>> + Send>>;
+
+impl tower::Service<http::Request<Body>> for ControlService {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        // Each generated dispatch answers `UNIMPLEMENTED` for a method its service lacks.
+        let health = request
+            .uri()
+            .path()
+            .strip_prefix('/')
+            .and_then(|p| p.strip_prefix(health::HEALTH_SERVICE))
+            .is_some_and(|p| p.starts_with('/'));
+        if health {
+            self.health.call(request)
+        } else {
+            self.control.call(request)
+        }
+    }
+}
+
+/// The methods of `meshkit.control.v1.Control` over a node.
+#[derive(Clone, Debug)]
+struct Methods {
+    node: NodeHandle,
+}
+
+/// A handler's answer as a gRPC response, or its error's status.
+fn reply<T>(method: &str, answer: Result<T, CallError>) -> Result<Response<T>, Status> {
+    answer.map(Response::new).map_err(|e| e.into_status(method))
+}
+
+#[tonic::async_trait]
+impl Control for Methods {
+    async fn list_peers(
+        &self,
+        request: Request<ListPeersRequest>,
+    ) -> Result<Response<ListPeersResponse>, Status> {
+        let answer = list_peers(self.node.clone(), request.into_inner()).await;
+        reply(path::LIST_PEERS, answer)
+    }
+
+    async fn get_leaders(
+        &self,
+        _: Request<GetLeadersRequest>,
+    ) -> Result<Response<GetLeadersResponse>, Status> {
+        reply(path::GET_LEADERS, get_leaders(self.node.clone()).await)
+    }
+
+    async fn transfer_lease(
+        &self,
+        request: Request<TransferLeaseRequest>,
+    ) -> Result<Response<TransferLeaseResponse>, Status> {
+        let answer = transfer_lease(self.node.clone(), request.into_inner()).await;
+        reply(path::TRANSFER_LEASE, answer)
+    }
+
+    async fn drain(&self, _: Request<DrainRequest>) -> Result<Response<DrainResponse>, Status> {
+        reply(path::DRAIN, drain(self.node.clone()).await)
+    }
+
+    async fn resume(&self, _: Request<ResumeRequest>) -> Result<Response<ResumeResponse>, Status> {
+        reply(path::RESUME, resume(self.node.clone()).await)
+    }
+
+    async fn rebalance(
+        &self,
+        request: Request<RebalanceRequest>,
+    ) -> Result<Response<RebalanceResponse>, Status> {
+        let answer = rebalance(self.node.clone(), request.into_inner().dry_run).await;
+        reply(path::REBALANCE, answer)
+    }
+
+    type WatchLeadershipStream = EventStream;
+
+    async fn watch_leadership(
+        &self,
+        request: Request<WatchLeadershipRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let method = path::WATCH_LEADERSHIP;
+        let answer = watch_feed(self.node.clone(), request.into_inner(), all_entries, method).await;
+        reply(method, answer)
+    }
+
+    async fn list_shards(
+        &self,
+        _: Request<ListShardsRequest>,
+    ) -> Result<Response<ListShardsResponse>, Status> {
+        reply(path::LIST_SHARDS, list_shards(self.node.clone()).await)
+    }
+
+    type WatchShardsStream = EventStream;
+
+    async fn watch_shards(
+        &self,
+        request: Request<WatchLeadershipRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let method = path::WATCH_SHARDS;
+        let answer = watch_feed(
+            self.node.clone(),
+            request.into_inner(),
+            shard_entries,
+            method,
+        )
+        .await;
+        reply(method, answer)
+    }
+
+    async fn list_clusters(
+        &self,
+        _: Request<ListClustersRequest>,
+    ) -> Result<Response<ListClustersResponse>, Status> {
+        reply(path::LIST_CLUSTERS, list_clusters(self.node.clone()).await)
+    }
+
+    async fn list_versions(
+        &self,
+        _: Request<ListVersionsRequest>,
+    ) -> Result<Response<ListVersionsResponse>, Status> {
+        reply(path::LIST_VERSIONS, list_versions(self.node.clone()).await)
+    }
+}
+
+fn all_entries(_: &FeedEntry) -> bool {
+    true
+}
+
+fn shard_entries(entry: &FeedEntry) -> bool {
+    entry.change.is_shard()
+}
+
+async fn list_shards(node: NodeHandle) -> Result<ListShardsResponse, CallError> {
+    let view = node
+        .leadership()
+        .await?
+        .ok_or(CallError::Leadership(LeadershipError::Disabled))?;
+    let shards = ShardsResponse::from_view(&view);
+    Ok(ListShardsResponse {
+        local: shards.local,
+        complete: shards.complete,
+        shards: shards
+            .shards
+            .into_iter()
+            .map(|s| proto::ShardOwner {
+                scope: s.scope,
+                owner: s.owner,
+                token: s.token,
+                expires_in_ms: s.expires_in_ms,
+            })
+            .collect(),
+    })
+}
+
+async fn list_clusters(node: NodeHandle) -> Result<ListClustersResponse, CallError> {
+    let clusters = ClustersResponse::from_snapshot(&node.snapshot().await?);
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    Ok(ListClustersResponse {
+        local: clusters.local,
+        clusters: clusters
+            .clusters
+            .into_iter()
+            .map(|c| proto::Cluster {
+                name: c.name,
+                states: Some(proto::StateCounts {
+                    alive: count(c.states.alive),
+                    suspect: count(c.states.suspect),
+                    dead: count(c.states.dead),
+                    left: count(c.states.left),
+                }),
+                regions: c.regions.into_iter().map(|(r, n)| (r, count(n))).collect(),
+                leader: c.leader,
+            })
+            .collect(),
+    })
+}
+
+async fn list_versions(node: NodeHandle) -> Result<ListVersionsResponse, CallError> {
+    let versions = VersionsResponse::from_snapshot(&node.snapshot().await?);
+    let counts = |v: Vec<VersionCount>| {
+        v.into_iter()
+            .map(|v| proto::VersionCount {
+                version: v.version,
+                members: u64::try_from(v.members).unwrap_or(u64::MAX),
+            })
+            .collect()
+    };
+    Ok(ListVersionsResponse {
+        local: versions.local,
+        software: counts(versions.software),
+        wire: counts(versions.wire),
+        mixed: versions.mixed,
+    })
+}
+
+async fn list_peers(
+    node: NodeHandle,
+    request: ListPeersRequest,
+) -> Result<ListPeersResponse, CallError> {
+    let query = peers_query(request)?;
+    Ok(peers_response(&node.snapshot().await?, &query))
+}
+
+async fn get_leaders(node: NodeHandle) -> Result<GetLeadersResponse, CallError> {
+    match node.leadership().await? {
+        Some(view) => Ok(leaders_response(view)),
+        None => Err(LeadershipError::Disabled.into()),
+    }
+}
+
+async fn transfer_lease(
+    node: NodeHandle,
+    request: TransferLeaseRequest,
+) -> Result<TransferLeaseResponse, CallError> {
+    let scope = Scope::new(&request.scope).map_err(|source| CallError::InvalidScope {
+        value: request.scope.clone(),
+        source,
+    })?;
+    if request.to == 0 {
+        return Err(CallError::ZeroTarget);
+    }
+    let token = node.transfer(scope, NodeId::new(request.to)).await?;
+    tracing::info!(scope = %request.scope, to = request.to, %token, "lease transferred over gRPC");
+    Ok(TransferLeaseResponse {
+        scope: request.scope,
+        to: request.to,
+        token: token.get(),
+    })
+}
+
+async fn drain(node: NodeHandle) -> Result<DrainResponse, CallError> {
+    let released = node.drain().await?;
+    Ok(DrainResponse {
+        node: node.id().get(),
+        released: released.iter().map(ToString::to_string).collect(),
+    })
+}
+
+async fn resume(node: NodeHandle) -> Result<ResumeResponse, CallError> {
+    let was_draining = node.resume().await?;
+    Ok(ResumeResponse {
+        node: node.id().get(),
+        was_draining,
+    })
+}
+
+async fn rebalance(node: NodeHandle, dry_run: bool) -> Result<RebalanceResponse, CallError> {
+    let (plan, term) = node.rebalance(dry_run).await?;
+    let json =
+        crate::leadership::RebalanceResponse::from_plan(node.id(), term.get(), dry_run, &plan);
+    Ok(RebalanceResponse {
+        node: json.node,
+        term: json.term,
+        dry_run,
+        lower: json.lower as u64,
+        upper: json.upper as u64,
+        moves: json
+            .moves
+            .into_iter()
+            .map(|m| PlannedMove {
+                shard: m.shard,
+                from: m.from,
+                to: m.to,
+                reason: m.reason,
+            })
+            .collect(),
+    })
+}
+
+/// The feed after `request.after_seq`, the entries `keep` passes: the backlog, then live
+/// entries. A subscriber that falls [`EVENT_CHANNEL_LEN`](meshkit_runtime::driver::EVENT_CHANNEL_LEN)
+/// entries behind gets `RESOURCE_EXHAUSTED` and resumes from the last entry it was sent.
+async fn watch_feed(
+    node: NodeHandle,
+    request: WatchLeadershipRequest,
+    keep: fn(&FeedEntry) -> bool,
+    method: &'static str,
+) -> Result<EventStream, CallError> {
+    let local = node.id().get();
+    if request.node != 0 && request.node != local {
+        return Err(CallError::ForeignFeed {
+            feed: request.node,
+            node: local,
+        });
+    }
+    // `Feed::since` counts `after + 1`: keep that in range.
+    let after = request.after_seq.min(u64::MAX - 1);
+    let mut subscription = node.leadership_feed(after).await?;
+    if after == 0
+        && let Err(gap) = &subscription.backlog
+        && let Some(oldest) = gap.oldest
+    {
+        // "From the oldest held": the history has rotated since entry 1.
+        subscription = node.leadership_feed(oldest.saturating_sub(1)).await?;
+    }
+    let backlog = subscription
+        .backlog
+        .map_err(|gap| CallError::from(LeadershipError::Gap(gap)))?;
+    // Entries skipped by `keep` count as seen: resuming after them loses nothing kept.
+    let last = backlog.last().map_or(after, |e| e.seq);
+    let head = stream::iter(
+        backlog
+            .into_iter()
+            .filter(keep)
+            .map(|e| Ok(leadership_event(e))),
+    );
+    let live = stream::unfold(Some((subscription.live, last)), move |state| {
+        async move {
+            let (mut rx, mut last) = state?;
+            let error = loop {
+                match rx.recv().await {
+                    Ok(entry) if keep(&entry) => {
+                        let seq = entry.seq;
+                        return Some((Ok(leadership_event(entry)), Some((rx, seq))));
+                    }
+                    Ok(entry) => last = entry.seq,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        break CallError::Lagged { missed, last };
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        break CallError::from(meshkit_runtime::driver::DriverStopped);
+                    }
+                }
+            };
+            // The stream ends with the error's status.
+            Some((Err(error.into_status(method)), None))
+        }
+    });
+    Ok(Box::pin(head.chain(live)))
+}
+
+/// The gRPC form of a page of a snapshot's membership view: what `GET /meshkit/peers` with the
+/// same query answers.
+pub fn peers_response(snapshot: &Snapshot, query: &PeersQuery) -> ListPeersResponse {
+    let page = PeersResponse::page(snapshot, query);
+    ListPeersResponse {
+        local: page.local,
+        peers: page
+            .peers
+            .into_iter()
+            .map(|p| Peer {
+                id: p.id,
+                state: PeerState::from_json_name(&p.state) as i32,
+                incarnation: p.incarnation,
+                rtt_ms: p.rtt_ms,
+                metadata: p.metadata,
+                addr: p.addr,
+                last_change_s_ago: p.last_change_s_ago,
+            })
+            .collect(),
+        total: u64::try_from(page.total).unwrap_or(u64::MAX),
+        next_after: page.next_after,
+    }
+}
+
+/// The filter and page a `ListPeers` request asks for.
+fn peers_query(request: ListPeersRequest) -> Result<PeersQuery, CallError> {
+    let state = match PeerState::try_from(request.state) {
+        Ok(PeerState::Unspecified) => None,
+        Ok(state) => Some(state.as_json_name().to_owned()),
+        Err(_) => return Err(CallError::UnknownState(request.state)),
+    };
+    let limit = match usize::try_from(request.limit) {
+        Ok(0) => None,
+        Ok(limit) if limit <= MAX_PAGE => Some(limit),
+        _ => {
+            return Err(CallError::PageSize {
+                limit: request.limit,
+                max: MAX_PAGE,
+            });
+        }
+    };
+    Ok(PeersQuery {
+        state,
+        cluster: request.cluster,
+        region: request.region,
+        after: request.after,
+        limit,
+    })
+}
+
+/// The gRPC form of a leadership view (the content of `GET /meshkit/leaders`).
+pub fn leaders_response(view: LeadershipView) -> GetLeadersResponse {
+    GetLeadersResponse {
+        node: view.node,
+        voters: view.voters,
+        raft: view.raft.map(|r| proto::RaftState {
+            leader: r.leader,
+            term: r.term,
+            voters: r.voters,
+            applied_index: r.applied_index,
+        }),
+        table: view
+            .table
+            .into_iter()
+            .map(|l| proto::TableLease {
+                scope: l.scope,
+                holder: l.holder,
+                token: l.token,
+                term: l.term,
+                expires_in_ms: l.expires_in_ms,
+            })
+            .collect(),
+        held: view
+            .held
+            .into_iter()
+            .map(|l| proto::HeldLease {
+                scope: l.scope,
+                token: l.token,
+                term: l.term,
+                expires_in_ms: l.expires_in_ms,
+                transferring: l.transferring,
+            })
+            .collect(),
+        campaign: view.campaign,
+        last_seq: view.last_seq,
+    }
+}
+
+/// The gRPC form of a feed entry.
+pub fn leadership_event(entry: FeedEntry) -> LeadershipEvent {
+    use proto::{
+        Acquired, Expired, Granted, LeaseExpired, LeaseReleased, Lost, RaftLeader, Released,
+        Renewed, Transferred, Voters,
+    };
+    let change = match entry.change {
+        Change::Acquired { scope, token, term } => {
+            LeadershipChange::Acquired(Acquired { scope, token, term })
+        }
+        Change::Renewed { scope, token } => LeadershipChange::Renewed(Renewed { scope, token }),
+        Change::Lost {
+            scope,
+            token,
+            reason,
+        } => LeadershipChange::Lost(Lost {
+            scope,
+            token,
+            reason,
+        }),
+        Change::Transferred {
+            scope,
+            token,
+            to,
+            new_token,
+        } => LeadershipChange::Transferred(Transferred {
+            scope,
+            token,
+            to,
+            new_token,
+        }),
+        Change::Expired { scope, token } => LeadershipChange::Expired(Expired { scope, token }),
+        Change::Released { scope, token } => LeadershipChange::Released(Released { scope, token }),
+        Change::RaftLeader { leader, term } => {
+            LeadershipChange::RaftLeader(RaftLeader { leader, term })
+        }
+        Change::Granted {
+            scope,
+            holder,
+            token,
+            term,
+        } => LeadershipChange::Granted(Granted {
+            scope,
+            holder,
+            token,
+            term,
+        }),
+        Change::LeaseReleased {
+            scope,
+            holder,
+            token,
+        } => LeadershipChange::LeaseReleased(LeaseReleased {
+            scope,
+            holder,
+            token,
+        }),
+        Change::LeaseExpired {
+            scope,
+            holder,
+            token,
+        } => LeadershipChange::LeaseExpired(LeaseExpired {
+            scope,
+            holder,
+            token,
+        }),
+        Change::Voters { voters } => LeadershipChange::Voters(Voters { voters }),
+    };
+    LeadershipEvent {
+        seq: entry.seq,
+        node: entry.node,
+        unix_ms: entry.unix_ms,
+        change: Some(change),
+    }
+}

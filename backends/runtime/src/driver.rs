@@ -1,0 +1,1189 @@
+//! The tokio driver of the core's [`Node`]: one future per node, shaped like quinn's
+//! `ConnectionDriver`.
+//!
+//! Each poll feeds the node its inputs (commands from [`NodeHandle`]s, datagrams from the
+//! [`Transport`], the timer), makes the voter's recorded writes durable, drains `poll_transmit`
+//! into the transport and `poll_event` into a broadcast channel (membership events) and the
+//! leadership host ([`crate::lease_host`]: feed, waiting requests), re-arms one
+//! `tokio::time::Sleep` to `poll_timeout`, and goes round again while there was progress,
+//! within a fixed budget per poll. Time comes from a [`Clock`]. The driver holds no protocol
+//! logic: the node frames datagrams by [`Channel`], delivers its own lease datagrams to itself
+//! and wires its campaign; the driver only keeps the address book (NodeId -> SocketAddr) that
+//! members publish under the [`ADDR_KEY`] metadata key, and counts traffic per channel.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use meshkit::lease::{FencingToken, Scope, Term};
+use meshkit::membership::{Event, ForceLeave, ForceLeaveError, MemberState, MetadataError, Stats};
+pub use meshkit::node::Channel;
+use meshkit::node::{Event as NodeEvent, Node, VoterChange, VoterChangeError};
+use meshkit::shard::Plan;
+use meshkit::{Duration, Incarnation, Instant, MetaVersion, NodeId};
+use thiserror::Error;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Sleep;
+
+use crate::lease_host::{
+    FeedEntry, FeedGap, Leadership, LeadershipConfig, LeadershipStats, LeadershipView,
+    LeaseOutcome, LeaseRequest,
+};
+use meshkit_net::clock::Clock;
+use meshkit_net::transport::{Transport, TransportStats};
+
+/// The metadata key under which every node publishes the address its transport listens on.
+pub const ADDR_KEY: &str = "addr";
+/// Commands queued for the driver before [`NodeHandle`] calls wait.
+pub const COMMAND_QUEUE_LEN: usize = 64;
+/// Events kept for slow subscribers; past this a subscriber sees `Lagged`.
+pub const EVENT_CHANNEL_LEN: usize = 1024;
+/// Input/output rounds per poll before the driver yields to other tasks (and re-wakes itself).
+pub const MAX_ROUNDS_PER_POLL: usize = 16;
+/// Datagrams or commands taken per round.
+pub const MAX_INPUTS_PER_ROUND: usize = 64;
+/// When the core has no timer at all, the driver still wakes this often.
+const IDLE_WAKE: Duration = Duration::from_secs(3600);
+/// The metadata key a draining node sets, so that operators and peers see the drain.
+pub const DRAIN_KEY: &str = "draining";
+/// The metadata key under which every node publishes its software version.
+pub const VERSION_KEY: &str = "version";
+/// The metadata key under which every node publishes its wire protocol versions
+/// (`membership/lease`, e.g. `1/1`).
+pub const WIRE_KEY: &str = "wire";
+/// The metadata key a node declares its cluster under (`[metadata] cluster = ...`).
+pub const CLUSTER_KEY: &str = "cluster";
+/// The metadata key a node declares its region under (`[metadata] region = ...`).
+pub const REGION_KEY: &str = "region";
+/// The metadata key under which a node with a control endpoint publishes where it answers
+/// (`host:port`), so that an operator's tool can reach every member from any one of them.
+pub const CONTROL_KEY: &str = "control";
+/// The metadata key a node running a Raft voter (a founder, or a joining voter) publishes as
+/// `voter`: only such a node can be added to the voter set (`POST /control/voters/add`), since
+/// a node without one would count toward the quorum and never vote. The node speaks for itself
+/// here, which is all a member may do.
+pub const RAFT_KEY: &str = "raft";
+/// The metadata key a joining voter publishes with the voters it takes Raft messages from until
+/// it is added (its `[leadership] voters`, comma-separated ids). The Raft leader refuses to add
+/// a joining voter that does not list it: the new voter would refuse the leader's log and never
+/// catch up, while counting toward the quorum. The node speaks for itself here too.
+pub const RAFT_JOIN_KEY: &str = "raft_join";
+/// Keys the node itself publishes; configuration may not set them.
+pub const RESERVED_KEYS: [&str; 7] = [
+    ADDR_KEY,
+    CONTROL_KEY,
+    DRAIN_KEY,
+    VERSION_KEY,
+    WIRE_KEY,
+    RAFT_KEY,
+    RAFT_JOIN_KEY,
+];
+
+/// What one [`Channel`] moved through the transport, as the driver counted it: each datagram with
+/// its channel byte, QUIC and UDP headers not included. The counters only grow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChannelTraffic {
+    /// Datagrams handed to the transport (it may still drop them: see [`TransportStats`]).
+    pub datagrams_sent: u64,
+    /// Their bytes.
+    pub bytes_sent: u64,
+    /// Datagrams taken from the transport for this channel (before the core decodes them).
+    pub datagrams_received: u64,
+    /// Their bytes.
+    pub bytes_received: u64,
+}
+
+/// [`ChannelTraffic`] per [`Channel`], for metrics and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Traffic {
+    /// Gossip membership.
+    pub membership: ChannelTraffic,
+    /// Raft between voters and lease requests.
+    pub lease: ChannelTraffic,
+    /// The shard coordinator's instructions.
+    pub shard: ChannelTraffic,
+}
+
+impl Traffic {
+    fn channel_mut(&mut self, channel: Channel) -> &mut ChannelTraffic {
+        match channel {
+            Channel::Membership => &mut self.membership,
+            Channel::Lease => &mut self.lease,
+            Channel::Shard => &mut self.shard,
+        }
+    }
+
+    fn count_sent(&mut self, channel: Channel, bytes: usize) {
+        let c = self.channel_mut(channel);
+        c.datagrams_sent += 1;
+        c.bytes_sent += bytes as u64;
+    }
+
+    fn count_received(&mut self, channel: Channel, bytes: usize) {
+        let c = self.channel_mut(channel);
+        c.datagrams_received += 1;
+        c.bytes_received += bytes as u64;
+    }
+}
+
+/// A seed peer to join through: its id and the address its transport listens on. (Named so
+/// apart from the `seed: u64` that seeds a node's random number generator.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeedPeer {
+    /// The seed's node id (its certificate must name it).
+    pub id: NodeId,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl SeedPeer {
+    /// Parses `id@host:port` (`2@127.0.0.1:7002`), as `node.toml`'s `seeds` and
+    /// `POST /control/join` write it; `None` when it is not that.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (id, addr) = text.split_once('@')?;
+        Some(Self {
+            id: NodeId::new(id.trim().parse().ok()?),
+            addr: addr.trim().parse().ok()?,
+        })
+    }
+}
+
+/// One member as a [`Snapshot`] shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The member.
+    pub id: NodeId,
+    /// Its state.
+    pub state: MemberState,
+    /// Its incarnation.
+    pub incarnation: Incarnation,
+    /// Smoothed round-trip time of direct probes, once measured.
+    pub rtt: Option<Duration>,
+    /// Its metadata as this node holds it (live keys only; values as lossy UTF-8).
+    pub metadata: BTreeMap<String, String>,
+    /// How long ago this node saw it change state.
+    pub last_change_ago: Duration,
+    /// The address the driver would dial it at.
+    pub addr: Option<SocketAddr>,
+}
+
+/// A consistent copy of one node's view, taken by the driver between two inputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// This node.
+    pub local_id: NodeId,
+    /// Every member known, this node included, in id order.
+    pub peers: Vec<PeerInfo>,
+    /// The core's counters.
+    pub stats: Stats,
+    /// The transport's counters.
+    pub transport: TransportStats,
+    /// Datagrams and bytes per channel, counted by the driver.
+    pub traffic: Traffic,
+    /// Lifeguard's local health score (0 = healthy).
+    pub health_score: u32,
+    /// The node's leadership state and counters, when it runs leadership.
+    pub leadership: Option<(LeadershipView, LeadershipStats)>,
+    /// Whether the node has been drained (and not resumed).
+    pub draining: bool,
+    /// Whether it was told to join through seeds (so it expects other members).
+    pub joined: bool,
+    /// When the node's certificate expires, in Unix seconds, if the driver was told.
+    pub cert_not_after: Option<i64>,
+}
+
+impl Snapshot {
+    /// Members in `state`, this node included.
+    pub fn count(&self, state: MemberState) -> usize {
+        self.peers.iter().filter(|p| p.state == state).count()
+    }
+
+    /// The view of member `id`, if known.
+    pub fn peer(&self, id: NodeId) -> Option<&PeerInfo> {
+        self.peers.iter().find(|p| p.id == id)
+    }
+}
+
+/// The driver has stopped (shut down, or its transport closed); nothing was done.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[error("the node's driver has stopped")]
+pub struct DriverStopped;
+
+/// Why a leadership call on a [`NodeHandle`] failed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LeadershipError {
+    /// The node runs no leadership (no `[leadership]` section).
+    #[error("this node runs no leadership")]
+    Disabled,
+    /// The feed no longer holds the resume point.
+    #[error("the leadership feed no longer holds events after the resume point (oldest held: {:?})", .0.oldest)]
+    Gap(FeedGap),
+    /// The lease operation was refused or failed.
+    #[error(transparent)]
+    Lease(#[from] meshkit::lease::LeaseError),
+    /// An operator's lock was refused: the node is drained (it takes no lease until resumed).
+    #[error(
+        "this node is drained: it takes no lease until `meshctl resume` (or lock through another node)"
+    )]
+    Draining,
+    /// An operator's lock was refused: the node contends for the scope from its configuration
+    /// (`[leadership] campaign`), so the lease is the node's own, not a session's.
+    #[error(
+        "this node contends for {scope} from its configuration ([leadership] campaign): lock a scope no node campaigns for"
+    )]
+    Campaigned {
+        /// The scope.
+        scope: String,
+    },
+    /// The driver has stopped.
+    #[error(transparent)]
+    Stopped(#[from] DriverStopped),
+    /// A shard command was refused: the node is no shard member or coordinator, its
+    /// coordinator does not act now (ask the Raft leader the error names), or the pool has no
+    /// eligible member. Nothing changed.
+    #[error(transparent)]
+    Shards(meshkit::node::CommandError),
+}
+
+/// Why [`NodeHandle::set_metadata`] failed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SetMetadataError {
+    /// The core refused the write (caller misuse: key or size over its limits); nothing changed.
+    #[error(transparent)]
+    Refused(#[from] MetadataError),
+    /// The driver has stopped.
+    #[error(transparent)]
+    Stopped(#[from] DriverStopped),
+}
+
+/// Why [`NodeHandle::force_leave`] failed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ForceLeaveFailed {
+    /// The core refused (the operator named this node, an unknown member, or one it does not
+    /// hold dead); nothing changed.
+    #[error(transparent)]
+    Refused(#[from] ForceLeaveError),
+    /// The driver has stopped.
+    #[error(transparent)]
+    Stopped(#[from] DriverStopped),
+}
+
+/// Why [`NodeHandle::change_voters`] was refused. Nothing was proposed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VotersError {
+    /// The node runs no leadership (no `[leadership]` section).
+    #[error("this node runs no leadership")]
+    Disabled,
+    /// The node to add runs no Raft voter (it does not publish `raft = voter`): it would count
+    /// toward the quorum and never vote (caller misuse).
+    #[error(
+        "{node} runs no Raft voter: start it with [leadership] join_as_voter = true (and the group's voters) before adding it"
+    )]
+    NotJoinable {
+        /// The node named.
+        node: NodeId,
+    },
+    /// The joining voter to add takes Raft messages only from `accepts` until it is added, and
+    /// the leader is not among them: it would never catch up (caller misuse: restart it with
+    /// the current voters in its `[leadership] voters`).
+    #[error(
+        "{node} takes Raft messages only from {accepts:?} until it is added, and the leader {leader} is not one of them: restart it with the current voters in [leadership] voters"
+    )]
+    LeaderNotTrusted {
+        /// The node named.
+        node: NodeId,
+        /// The voters it published (`raft_join`).
+        accepts: Vec<u64>,
+        /// The Raft leader, this node.
+        leader: NodeId,
+    },
+    /// The core refused the change (not the leader, one in progress, quorum, target).
+    #[error(transparent)]
+    Change(#[from] VoterChangeError),
+    /// The driver has stopped.
+    #[error(transparent)]
+    Stopped(#[from] DriverStopped),
+}
+
+/// A voter change the leader proposed (not yet committed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VotersProposed {
+    /// The leader that proposed it (this node).
+    pub leader: NodeId,
+    /// The voters before the change.
+    pub voters: Vec<NodeId>,
+    /// The voters once it is applied.
+    pub proposed: Vec<NodeId>,
+}
+
+#[derive(Debug)]
+enum Command {
+    Join(Vec<SeedPeer>),
+    ForceLeave {
+        node: NodeId,
+        reply: oneshot::Sender<Result<ForceLeave, ForceLeaveError>>,
+    },
+    SetMetadata {
+        key: String,
+        value: Vec<u8>,
+        reply: oneshot::Sender<Result<MetaVersion, MetadataError>>,
+    },
+    Leave,
+    Snapshot(oneshot::Sender<Snapshot>),
+    Leadership(oneshot::Sender<Option<LeadershipView>>),
+    Feed {
+        after: u64,
+        reply: oneshot::Sender<Option<FeedSubscription>>,
+    },
+    Lease {
+        request: LeaseRequest,
+        reply: oneshot::Sender<LeaseOutcome>,
+    },
+    Drain(oneshot::Sender<Vec<Scope>>),
+    Rebalance {
+        dry_run: bool,
+        reply: oneshot::Sender<Result<(Plan, Term), meshkit::node::CommandError>>,
+    },
+    Resume(oneshot::Sender<bool>),
+    Voters {
+        change: VoterChange,
+        reply: oneshot::Sender<Result<VotersProposed, VotersError>>,
+    },
+    Shutdown,
+    /// Tests only: the driver panics, as a bug would (what the node's supervision of its
+    /// driver is tested with). Compiled into unit tests and into builds with the
+    /// `fault-injection` feature, which only the tests enable: no shipped build has it.
+    #[cfg(any(test, feature = "fault-injection"))]
+    Panic,
+}
+
+/// A subscription to the leadership feed: the entries after the resume point (or why they are
+/// gone), then every new entry from `live`.
+#[derive(Debug)]
+pub struct FeedSubscription {
+    /// Entries after the resume point, oldest first.
+    pub backlog: Result<Vec<FeedEntry>, FeedGap>,
+    /// New entries (sequence numbers after the backlog's).
+    pub live: broadcast::Receiver<FeedEntry>,
+}
+
+/// A cheap, cloneable way to command a running [`Driver`] and watch its events.
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    id: NodeId,
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<Event>,
+}
+
+impl NodeHandle {
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Events from now on (membership changes, metadata changes, refutations).
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Joins the mesh through `seeds` (their addresses go into the address book first).
+    pub async fn join(&self, seeds: Vec<SeedPeer>) -> Result<(), DriverStopped> {
+        self.send(Command::Join(seeds)).await
+    }
+
+    /// Sets one key of this node's metadata and spreads it.
+    pub async fn set_metadata(
+        &self,
+        key: &str,
+        value: &[u8],
+    ) -> Result<MetaVersion, SetMetadataError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::SetMetadata {
+            key: key.to_owned(),
+            value: value.to_vec(),
+            reply,
+        })
+        .await?;
+        Ok(rx.await.map_err(|_| DriverStopped)??)
+    }
+
+    /// Leaves the mesh gracefully; keep the node running a few gossip rounds afterwards.
+    pub async fn leave(&self) -> Result<(), DriverStopped> {
+        self.send(Command::Leave).await
+    }
+
+    /// Moves `node`, a member this node holds dead, to `left` in this node's view (the
+    /// operator's word; see [`meshkit::membership::Membership::force_leave`]).
+    pub async fn force_leave(&self, node: NodeId) -> Result<ForceLeave, ForceLeaveFailed> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::ForceLeave { node, reply }).await?;
+        Ok(rx.await.map_err(|_| DriverStopped)??)
+    }
+
+    /// A copy of the node's current view.
+    pub async fn snapshot(&self) -> Result<Snapshot, DriverStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Snapshot(reply)).await?;
+        rx.await.map_err(|_| DriverStopped)
+    }
+
+    /// The node's leadership state; `None` if it runs no leadership.
+    pub async fn leadership(&self) -> Result<Option<LeadershipView>, DriverStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Leadership(reply)).await?;
+        rx.await.map_err(|_| DriverStopped)
+    }
+
+    /// Subscribes to the leadership feed from after entry `after` (0: from the oldest held).
+    pub async fn leadership_feed(&self, after: u64) -> Result<FeedSubscription, LeadershipError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Feed { after, reply }).await?;
+        rx.await
+            .map_err(|_| DriverStopped)?
+            .ok_or(LeadershipError::Disabled)
+    }
+
+    /// Acquires `scope` for `ttl` through the voters and waits for the grant: its fencing token.
+    /// Present the token to every resource the lease guards. Asking for a scope this node
+    /// holds renews it.
+    pub async fn acquire(
+        &self,
+        scope: Scope,
+        ttl: Duration,
+    ) -> Result<FencingToken, LeadershipError> {
+        self.lease(LeaseRequest::Acquire { scope, ttl }).await
+    }
+
+    /// Renews a lease this node holds, for its TTL.
+    pub async fn renew(&self, scope: Scope) -> Result<FencingToken, LeadershipError> {
+        self.lease(LeaseRequest::Renew { scope }).await
+    }
+
+    /// Releases a lease this node holds (at once: stop using its token) and stops contending
+    /// for it. Returns the token given up.
+    pub async fn release(&self, scope: Scope) -> Result<FencingToken, LeadershipError> {
+        self.lease(LeaseRequest::Release { scope }).await
+    }
+
+    /// An operator's lock: acquires `scope` for `ttl` only if this node neither holds it nor
+    /// contends for it, and is not drained (see [`LeaseRequest::AcquireNew`]). The lease is
+    /// not renewed by itself: renew it with [`renew_held`](Self::renew_held) within `ttl`.
+    pub async fn acquire_new(
+        &self,
+        scope: Scope,
+        ttl: Duration,
+    ) -> Result<FencingToken, LeadershipError> {
+        self.lease(LeaseRequest::AcquireNew { scope, ttl }).await
+    }
+
+    /// Renews `scope` if this node holds it under `token` (an operator's session).
+    pub async fn renew_held(
+        &self,
+        scope: Scope,
+        token: FencingToken,
+    ) -> Result<FencingToken, LeadershipError> {
+        self.lease(LeaseRequest::RenewHeld { scope, token }).await
+    }
+
+    /// Releases `scope` if this node holds it under `token` (an operator's session).
+    pub async fn release_held(
+        &self,
+        scope: Scope,
+        token: FencingToken,
+    ) -> Result<FencingToken, LeadershipError> {
+        self.lease(LeaseRequest::ReleaseHeld { scope, token }).await
+    }
+
+    /// Hands this node's lease on `scope` to `to` and waits for the outcome (the new holder's
+    /// token). This node stops contending for the scope.
+    pub async fn transfer(
+        &self,
+        scope: Scope,
+        to: NodeId,
+    ) -> Result<FencingToken, LeadershipError> {
+        self.lease(LeaseRequest::Transfer { scope, to }).await
+    }
+
+    async fn lease(&self, request: LeaseRequest) -> Result<FencingToken, LeadershipError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Lease { request, reply }).await?;
+        match rx.await {
+            Ok(outcome) => outcome,
+            // The driver dropped the reply: it runs no leadership, or it stopped.
+            Err(_) => Err(if self.commands.is_closed() {
+                LeadershipError::Stopped(DriverStopped)
+            } else {
+                LeadershipError::Disabled
+            }),
+        }
+    }
+
+    /// Drains the node: it stops contending for leases, releases those it holds (their next
+    /// holders are whoever contends), and publishes [`DRAIN_KEY`] in its metadata. Returns
+    /// the scopes released.
+    pub async fn drain(&self) -> Result<Vec<Scope>, LeadershipError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Drain(reply)).await?;
+        Ok(rx.await.map_err(|_| DriverStopped)?)
+    }
+
+    /// Asks this node's shard coordinator for the plan the current map and pool give, and the
+    /// term it acts in; unless `dry_run`, the coordinator also carries the plan out (at its next
+    /// step, once the moves under way are done). Only the Raft leader's coordinator acts:
+    /// elsewhere the error names the leader this node knows.
+    pub async fn rebalance(&self, dry_run: bool) -> Result<(Plan, Term), LeadershipError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Rebalance { dry_run, reply }).await?;
+        rx.await
+            .map_err(|_| DriverStopped)?
+            .map_err(LeadershipError::Shards)
+    }
+
+    /// Undoes a drain: contends again for the configured scopes. `false` if it was not drained.
+    pub async fn resume(&self) -> Result<bool, DriverStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Resume(reply)).await?;
+        rx.await.map_err(|_| DriverStopped)
+    }
+
+    /// Proposes one change of the Raft voter set (see [`Node::change_voters`]); this node's
+    /// voter must lead the group. Answers once proposed: the change commits later (the voter
+    /// set in [`leadership`](Self::leadership) shows it applied).
+    pub async fn change_voters(&self, change: VoterChange) -> Result<VotersProposed, VotersError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Voters { change, reply }).await?;
+        rx.await.map_err(|_| VotersError::Stopped(DriverStopped))?
+    }
+
+    /// Stops the driver (without leaving: to peers this looks like a crash).
+    pub async fn shutdown(&self) -> Result<(), DriverStopped> {
+        self.send(Command::Shutdown).await
+    }
+
+    /// Tests only (unit tests, and the `fault-injection` feature that `meshkitd`'s end-to-end
+    /// tests build with): makes the driver panic, as a bug would.
+    #[cfg(any(test, feature = "fault-injection"))]
+    #[doc(hidden)]
+    pub async fn panic_for_test(&self) -> Result<(), DriverStopped> {
+        self.send(Command::Panic).await
+    }
+
+    async fn send(&self, command: Command) -> Result<(), DriverStopped> {
+        self.commands.send(command).await.map_err(|_| DriverStopped)
+    }
+}
+
+/// The future that runs one node: spawn it on a tokio runtime. It completes when a
+/// [`NodeHandle::shutdown`] arrives, when every handle is dropped, or when the transport closes.
+#[must_use = "a driver does nothing unless spawned or awaited"]
+pub struct Driver<T, C> {
+    node: Node,
+    leadership: Option<Leadership>,
+    /// Scopes the configuration contends for (re-entered on resume).
+    campaign: Vec<Scope>,
+    draining: bool,
+    joined: bool,
+    cert_not_after: Option<i64>,
+    transport: T,
+    clock: C,
+    timer: Pin<Box<Sleep>>,
+    armed: Option<Instant>,
+    commands: mpsc::Receiver<Command>,
+    events: broadcast::Sender<Event>,
+    addrs: BTreeMap<NodeId, SocketAddr>,
+    buf: Vec<u8>,
+    traffic: Traffic,
+}
+
+impl<T: Transport, C: Clock> Driver<T, C> {
+    /// A driver for `node` (membership only: [`with_leadership`](Self::with_leadership) adds the
+    /// lease state machines) over `transport`, and the first handle to it.
+    pub fn new(node: Node, transport: T, clock: C) -> (Self, NodeHandle) {
+        let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE_LEN);
+        let (events, _) = broadcast::channel(EVENT_CHANNEL_LEN);
+        let handle = NodeHandle {
+            id: node.local_id(),
+            commands: commands_tx,
+            events: events.clone(),
+        };
+        let driver = Self {
+            node,
+            leadership: None,
+            campaign: Vec::new(),
+            draining: false,
+            joined: false,
+            cert_not_after: None,
+            transport,
+            clock,
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed: None,
+            commands,
+            events,
+            addrs: BTreeMap::new(),
+            buf: Vec::with_capacity(meshkit::wire::MAX_DATAGRAM_BYTES),
+            traffic: Traffic::default(),
+        };
+        (driver, handle)
+    }
+
+    /// Runs the node's leases too: a voter if `config.voters` names it, a client and its
+    /// campaign in any case. Their seeds derive from the node's own (see [`Node::new`]).
+    pub fn with_leadership(
+        mut self,
+        config: &LeadershipConfig,
+    ) -> Result<Self, crate::lease_host::LeadershipStartError> {
+        let now = self.clock.now();
+        let (leadership, mut node) = Leadership::start(config, self.node, now)?;
+        if let Some(group) = node.lease_group() {
+            let joining = group.voters().next().is_none();
+            // The values are tiny: far below the metadata limits.
+            let _ = node.set_metadata(now, RAFT_KEY, b"voter");
+            if joining {
+                let accepts: Vec<String> =
+                    config.voters.iter().map(|v| v.get().to_string()).collect();
+                let _ = node.set_metadata(now, RAFT_JOIN_KEY, accepts.join(",").as_bytes());
+            }
+        }
+        self.node = node;
+        self.leadership = Some(leadership);
+        self.campaign = config.campaign.clone();
+        Ok(self)
+    }
+
+    /// Tells the driver when the node's certificate expires (Unix seconds), for its snapshots
+    /// and the `mesh_transport_cert_expiry_timestamp_seconds` metric.
+    pub fn with_cert_expiry(mut self, not_after_unix: Option<i64>) -> Self {
+        self.cert_not_after = not_after_unix;
+        self
+    }
+
+    /// Handles one command; `false` means stop.
+    fn handle_command(&mut self, command: Command) -> bool {
+        let now = self.clock.now();
+        match command {
+            Command::Join(seeds) => {
+                let own = self.node.local_id();
+                for seed in seeds.iter().filter(|s| s.id != own) {
+                    self.addrs.insert(seed.id, seed.addr);
+                }
+                let ids: Vec<NodeId> = seeds.iter().map(|s| s.id).collect();
+                self.joined |= ids.iter().any(|id| *id != own);
+                self.node.join(now, &ids);
+            }
+            Command::SetMetadata { key, value, reply } => {
+                let _ = reply.send(self.node.set_metadata(now, &key, &value));
+            }
+            Command::Leave => self.node.leave(now),
+            Command::ForceLeave { node, reply } => {
+                // The state log says `member left` with `by` this node and `from` dead.
+                let _ = reply.send(self.node.force_leave(now, node));
+            }
+            Command::Snapshot(reply) => {
+                let _ = reply.send(self.snapshot());
+            }
+            Command::Leadership(reply) => {
+                let _ = reply.send(self.leadership.as_ref().map(|l| l.view(now, &self.node)));
+            }
+            Command::Feed { after, reply } => {
+                let subscription = self.leadership.as_ref().map(|l| FeedSubscription {
+                    // Subscribed before the backlog is read, in one step of the driver: no
+                    // entry falls between them.
+                    live: l.subscribe(),
+                    backlog: l.feed_since(after),
+                });
+                let _ = reply.send(subscription);
+            }
+            Command::Lease { request, reply } => match &mut self.leadership {
+                // A drained node takes no operator's lock (its campaign is withdrawn too).
+                Some(_) if self.draining && matches!(request, LeaseRequest::AcquireNew { .. }) => {
+                    let _ = reply.send(Err(LeadershipError::Draining));
+                }
+                Some(l) => l.request(now, &mut self.node, request, reply),
+                // Answered by the handle before it sends the command; cannot happen.
+                None => drop(reply),
+            },
+            Command::Drain(reply) => {
+                let released = self
+                    .leadership
+                    .as_mut()
+                    .map(|l| l.drain(now, &mut self.node))
+                    .unwrap_or_default();
+                if !self.draining {
+                    self.draining = true;
+                    // The value is tiny: far below the metadata limits.
+                    let _ = self.node.set_metadata(now, DRAIN_KEY, b"1");
+                }
+                let _ = reply.send(released);
+            }
+            Command::Rebalance { dry_run, reply } => {
+                let term = self.node.shard_coordinator().and_then(|c| c.term());
+                let outcome = self.node.rebalance_shards(dry_run).map(|plan| {
+                    // `rebalance_shards` answers only while the coordinator acts, in a term.
+                    (plan, term.unwrap_or(Term::new(0)))
+                });
+                if let Ok((plan, term)) = &outcome {
+                    tracing::info!(
+                        dry_run,
+                        moves = plan.len(),
+                        term = term.get(),
+                        "shard rebalance asked"
+                    );
+                }
+                let _ = reply.send(outcome);
+            }
+            Command::Resume(reply) => {
+                let was = std::mem::take(&mut self.draining);
+                if was {
+                    if let Some(l) = &mut self.leadership {
+                        l.resume(now, &mut self.node, &self.campaign);
+                    }
+                    let _ = self.node.delete_metadata(now, DRAIN_KEY);
+                }
+                let _ = reply.send(was);
+            }
+            Command::Voters { change, reply } => {
+                let _ = reply.send(self.change_voters(now, change));
+            }
+            Command::Shutdown => return false,
+            #[cfg(any(test, feature = "fault-injection"))]
+            Command::Panic => panic!("test-only: the driver panics on command"),
+        }
+        true
+    }
+
+    fn handle_received(&mut self, from: NodeId, datagram: &[u8]) {
+        let now = self.clock.now();
+        if let Ok((channel, _)) = Channel::split(datagram) {
+            self.traffic.count_received(channel, datagram.len());
+        }
+        if let Err(error) = self.node.handle_datagram(now, from, datagram) {
+            crate::lease_host::log_refused(from, &error);
+        }
+    }
+
+    /// Drains the node's outputs in the core's order: the voter's durable writes to disk, then
+    /// transmits to the transport, then events to subscribers and the leadership host.
+    fn flush(&mut self) {
+        let now = self.clock.now();
+        if let Some(l) = &mut self.leadership {
+            l.persist(&mut self.node);
+        }
+        while let Some(t) = self.node.poll_transmit(now, &mut self.buf) {
+            let addr = self.addrs.get(&t.to).copied();
+            let datagram = Bytes::copy_from_slice(&self.buf[..t.len]);
+            if let Ok((channel, _)) = Channel::split(&datagram) {
+                self.traffic.count_sent(channel, datagram.len());
+            }
+            self.transport.send(t.to, addr, datagram);
+        }
+        while let Some(event) = self.node.poll_event() {
+            match event {
+                NodeEvent::Membership(event) => {
+                    crate::state_log::membership(&event);
+                    if let Event::MetadataChanged { node, .. } = event {
+                        self.learn_addr(node);
+                    }
+                    // No subscriber is fine: events are for whoever listens.
+                    let _ = self.events.send(event);
+                }
+                NodeEvent::Leadership(e) => {
+                    crate::state_log::leadership(&e.event);
+                    if let Some(l) = &mut self.leadership {
+                        l.on_client_event(&e.event);
+                    }
+                }
+                NodeEvent::Group(e) => {
+                    crate::state_log::group(&e.event);
+                    if let Some(l) = &mut self.leadership {
+                        l.on_group_event(now, &e.event);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn change_voters(
+        &mut self,
+        now: Instant,
+        change: VoterChange,
+    ) -> Result<VotersProposed, VotersError> {
+        if self.leadership.is_none() {
+            return Err(VotersError::Disabled);
+        }
+        if let VoterChange::Add(node) = change {
+            let runs_voter = self
+                .node
+                .membership()
+                .metadata(node)
+                .and_then(|m| m.get(RAFT_KEY))
+                .is_some_and(|v| v == b"voter");
+            let known = self.node.membership().member(node).is_some();
+            // An unknown or dead node gets the core's answer (not alive); a live one that runs
+            // no voter, this one.
+            if known && !runs_voter {
+                let alive = self
+                    .node
+                    .membership()
+                    .member(node)
+                    .is_some_and(|m| m.state == MemberState::Alive);
+                if alive {
+                    return Err(VotersError::NotJoinable { node });
+                }
+            }
+            // Only the leader proposes; a follower answers with the core's redirect below.
+            let leader = self.node.local_id();
+            let leads = self.node.lease_group().is_some_and(|g| g.is_leader());
+            let accepts: Option<Vec<u64>> = self
+                .node
+                .membership()
+                .metadata(node)
+                .and_then(|m| m.get(RAFT_JOIN_KEY))
+                .map(|v| {
+                    String::from_utf8_lossy(v)
+                        .split(',')
+                        .filter_map(|id| id.trim().parse().ok())
+                        .collect()
+                });
+            if let Some(accepts) = accepts
+                && leads
+                && !accepts.contains(&leader.get())
+            {
+                return Err(VotersError::LeaderNotTrusted {
+                    node,
+                    accepts,
+                    leader,
+                });
+            }
+        }
+        let voters: Vec<NodeId> = self
+            .node
+            .lease_group()
+            .map(|g| g.voters().collect())
+            .unwrap_or_default();
+        self.node.change_voters(now, change)?;
+        let mut proposed: Vec<NodeId> = voters
+            .iter()
+            .copied()
+            .filter(|v| *v != change.node())
+            .collect();
+        if let VoterChange::Add(node) = change {
+            proposed.push(node);
+            proposed.sort_unstable();
+        }
+        tracing::info!(
+            %change,
+            voters = ?voters.iter().map(|v| v.get()).collect::<Vec<_>>(),
+            "voter change proposed (asked through the control API)"
+        );
+        Ok(VotersProposed {
+            leader: self.node.local_id(),
+            voters,
+            proposed,
+        })
+    }
+
+    /// Reads `node`'s published address into the address book (the local node's too, so
+    /// snapshots show it; nothing is ever sent to it).
+    fn learn_addr(&mut self, node: NodeId) {
+        let published = self
+            .node
+            .membership()
+            .metadata(node)
+            .and_then(|m| m.get(ADDR_KEY))
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|s| s.parse::<SocketAddr>().ok());
+        if let Some(addr) = published {
+            self.addrs.insert(node, addr);
+        }
+    }
+
+    /// Points the one timer at the core's next deadline.
+    fn arm_timer(&mut self, now: Instant) {
+        let deadline = self.node.poll_timeout().unwrap_or(now + IDLE_WAKE);
+        if self.armed != Some(deadline) {
+            self.armed = Some(deadline);
+            let wait = deadline.saturating_duration_since(now);
+            self.timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + wait);
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let now = self.clock.now();
+        let membership = self.node.membership();
+        let peers = membership
+            .members()
+            .map(|m| PeerInfo {
+                id: m.id,
+                state: m.state,
+                incarnation: m.incarnation,
+                rtt: m.rtt,
+                metadata: membership
+                    .metadata(m.id)
+                    .map(|meta| {
+                        meta.live()
+                            .map(|(k, v)| (k.to_owned(), String::from_utf8_lossy(v).into_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                last_change_ago: now.saturating_duration_since(m.last_change),
+                addr: self.addrs.get(&m.id).copied(),
+            })
+            .collect();
+        Snapshot {
+            local_id: self.node.local_id(),
+            peers,
+            stats: membership.stats(),
+            transport: self.transport.stats(),
+            traffic: self.traffic,
+            health_score: membership.health_score(),
+            leadership: self
+                .leadership
+                .as_ref()
+                .map(|l| (l.view(now, &self.node), l.stats(&self.node))),
+            draining: self.draining,
+            joined: self.joined,
+            cert_not_after: self.cert_not_after,
+        }
+    }
+}
+
+impl<T: Transport, C: Clock> Future for Driver<T, C> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        for _ in 0..MAX_ROUNDS_PER_POLL {
+            let mut progress = false;
+            for _ in 0..MAX_INPUTS_PER_ROUND {
+                match this.commands.poll_recv(cx) {
+                    Poll::Ready(Some(command)) => {
+                        progress = true;
+                        if !this.handle_command(command) {
+                            return Poll::Ready(());
+                        }
+                    }
+                    // Every handle dropped: nobody can command or observe the node any more.
+                    Poll::Ready(None) => return Poll::Ready(()),
+                    Poll::Pending => break,
+                }
+            }
+            for _ in 0..MAX_INPUTS_PER_ROUND {
+                match this.transport.poll_recv(cx) {
+                    Poll::Ready(Some(received)) => {
+                        progress = true;
+                        this.handle_received(received.from, &received.datagram);
+                    }
+                    Poll::Ready(None) => return Poll::Ready(()),
+                    Poll::Pending => break,
+                }
+            }
+            let now = this.clock.now();
+            if this.node.poll_timeout().is_some_and(|at| at <= now) {
+                this.node.handle_timeout(now);
+                progress = true;
+            }
+            this.flush();
+            this.arm_timer(now);
+            if this.timer.as_mut().poll(cx).is_ready() {
+                // Due already: go round again and run it. Forget the armed deadline so the
+                // next round re-arms (and re-registers) the timer.
+                this.armed = None;
+                progress = true;
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        // Budget spent with work left: let other tasks run, then come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl<T, C> std::fmt::Debug for Driver<T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("id", &self.node.local_id())
+            .field("armed", &self.armed)
+            .field("addrs", &self.addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration as StdDuration;
+
+    use meshkit::config::{Config, RawConfig};
+    use meshkit::membership::MemberState;
+
+    use super::*;
+    use meshkit_net::clock::SystemClock;
+    use meshkit_net::transport::memory::{MemoryNetwork, MemoryTransport};
+
+    /// Fast timers so the tests take a second, not ten.
+    fn fast_config() -> Config {
+        let raw: RawConfig = toml::from_str(
+            "probe_interval = \"200ms\"\nprobe_timeout = \"100ms\"\ngossip_interval = \"50ms\"\n",
+        )
+        .expect("valid overrides");
+        Config::try_from(raw).expect("valid overrides")
+    }
+
+    fn spawn_node(network: &MemoryNetwork, raw_id: u64) -> NodeHandle {
+        let id = NodeId::new(raw_id);
+        let now = SystemClock.now();
+        let node = Node::new(fast_config(), id, Incarnation::new(1), raw_id, now);
+        let transport: MemoryTransport = network.attach(id);
+        let (driver, handle) = Driver::new(node, transport, SystemClock);
+        tokio::spawn(driver);
+        handle
+    }
+
+    /// Polls `check` every 20 ms until it holds or `limit` passes (bounded in time and count).
+    async fn eventually<F, Fut>(limit: StdDuration, mut check: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let step = StdDuration::from_millis(20);
+        let deadline = tokio::time::Instant::now() + limit;
+        for _ in 0..(limit.as_millis() / step.as_millis()) + 1 {
+            if check().await {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(step).await;
+        }
+        false
+    }
+
+    fn seed(raw: u64) -> SeedPeer {
+        SeedPeer {
+            id: NodeId::new(raw),
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+        }
+    }
+
+    /// Waits (at most 5 s) until every node counts every node alive.
+    async fn assert_converged(nodes: &[NodeHandle]) {
+        let converged = eventually(StdDuration::from_secs(5), || async {
+            for node in nodes {
+                if node.snapshot().await.unwrap().count(MemberState::Alive) != nodes.len() {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        assert!(converged, "the drivers did not converge within 5 s");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_drivers_converge_and_detect_a_crash() {
+        let network = MemoryNetwork::new();
+        let nodes: Vec<NodeHandle> = (1..=3).map(|i| spawn_node(&network, i)).collect();
+        for node in &nodes[1..] {
+            node.join(vec![seed(1)]).await.unwrap();
+        }
+        assert_converged(&nodes).await;
+
+        // A crash: node 3 drops off the network. Its driver may stop on its own first (its
+        // transport closes once the queue drains), so the shutdown may find it gone.
+        network.detach(NodeId::new(3));
+        let _ = nodes[2].shutdown().await;
+        let detected = eventually(StdDuration::from_secs(10), || async {
+            for node in &nodes[..2] {
+                let s = node.snapshot().await.unwrap();
+                if s.peer(NodeId::new(3)).map(|p| p.state) != Some(MemberState::Dead) {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        assert!(
+            detected,
+            "the crashed node was not declared dead within 10 s"
+        );
+        assert!(
+            nodes[2].snapshot().await.is_err(),
+            "a stopped driver answers nothing"
+        );
+    }
+
+    /// The driver's per-channel counts agree with the core's own: one datagram handed to the
+    /// transport per transmit, one channel byte more than the core encoded, and every datagram
+    /// taken for the membership channel either decoded or refused by the core.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn traffic_counts_match_the_cores_counters() {
+        let network = MemoryNetwork::new();
+        let nodes: Vec<NodeHandle> = (1..=3).map(|i| spawn_node(&network, i)).collect();
+        for node in &nodes[1..] {
+            node.join(vec![seed(1)]).await.unwrap();
+        }
+        assert_converged(&nodes).await;
+        for node in &nodes {
+            let s = node.snapshot().await.unwrap();
+            let m = s.traffic.membership;
+            assert!(m.datagrams_sent > 0 && m.datagrams_received > 0, "{s:?}");
+            assert_eq!(m.datagrams_sent, s.stats.datagrams_sent);
+            assert_eq!(m.bytes_sent, s.stats.bytes_sent + s.stats.datagrams_sent);
+            assert_eq!(
+                m.datagrams_received,
+                s.stats.datagrams_received + s.stats.datagrams_refused
+            );
+            assert!(m.bytes_received > m.datagrams_received, "{s:?}");
+            assert_eq!(s.traffic.lease, ChannelTraffic::default(), "no leadership");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forged_sender_is_refused_by_the_core() {
+        let network = MemoryNetwork::new();
+        let a = spawn_node(&network, 1);
+        // A datagram written by node 3 ...
+        let mut forger = Node::new(
+            fast_config(),
+            NodeId::new(3),
+            Incarnation::new(1),
+            3,
+            SystemClock.now(),
+        );
+        forger.join(SystemClock.now(), &[NodeId::new(1)]);
+        let mut buf = Vec::new();
+        let t = forger
+            .poll_transmit(SystemClock.now(), &mut buf)
+            .expect("a join sends a digest request");
+        // ... arriving on a transport that authenticated node 2.
+        assert!(network.deliver(
+            NodeId::new(2),
+            NodeId::new(1),
+            Bytes::copy_from_slice(&buf[..t.len])
+        ));
+        let refused = eventually(StdDuration::from_secs(2), || async {
+            a.snapshot().await.unwrap().stats.datagrams_refused == 1
+        })
+        .await;
+        assert!(
+            refused,
+            "the core did not refuse a datagram with a forged sender"
+        );
+        let s = a.snapshot().await.unwrap();
+        assert!(s.peer(NodeId::new(3)).is_none() && s.peer(NodeId::new(2)).is_none());
+    }
+}
