@@ -15,6 +15,8 @@
 //!   docs show how a driver feeds it.
 //! * [`shard`]: shard ids and their lease scopes, the fenced [`shard::ShardMap`], and the
 //!   [`shard::Rebalancer`] that plans the fewest moves to balance, fill and drain.
+//! * [`queue`]: task queues per shard, held by the shard's owner, fenced by its lease,
+//!   replicated before acknowledgement, with backpressure and peer lease health.
 //! * [`wire`]: the versioned binary datagram format; decoding never panics.
 //! * [`lease`]: leadership leases with fencing tokens, replicated by a Raft voter group
 //!   ([`lease::LeaseGroup`]) and used through [`lease::LeaseClient`]; its own wire format.
@@ -41,6 +43,7 @@ mod id;
 pub mod lease;
 pub mod membership;
 pub mod node;
+pub mod queue;
 mod rng;
 pub mod shard;
 mod time;

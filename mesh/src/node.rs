@@ -46,8 +46,21 @@
 //! The components the node composes are fields it drives in a fixed order (membership, voter,
 //! client, campaign, shard coordinator, shard member): each is fed in `settle`, asked for its
 //! deadline in [`poll_timeout`](Node::poll_timeout), and reports through an [`Event`] variant
-//! (the enum is `#[non_exhaustive]` for that reason). Task-queue and probe components will
-//! follow the same pattern.
+//! (the enum is `#[non_exhaustive]` for that reason). The task queues follow the same pattern
+//! (below); probe components will too.
+//!
+//! # Task queues
+//!
+//! [`with_queues`](Node::with_queues) adds the task queues of the configured shards
+//! ([`crate::queue`]): the node serves the queue of every shard its lease client holds,
+//! replicates for the owners that pick it, and sends its producers' and workers' requests to
+//! the owners its membership metadata names. The node owns the wiring: queue messages travel on
+//! their own channel ([`Channel::Queue`]); after every input the queues compare the shards
+//! served with the leases held; a member Dead or Left is reported to the health tracker; the
+//! queues' metadata writes (owner fence and backpressure signal) go to membership; a message
+//! for the node itself is handed over in-process. A replica's checkpoint records come out of
+//! [`poll_queue_durable`](Node::poll_queue_durable), to be made durable before the transmits
+//! polled after them.
 //!
 //! # Example
 //!
@@ -125,9 +138,13 @@ use crate::lease::{
 use crate::membership::{
     self, ForceLeave, ForceLeaveError, MemberState, Membership, MetadataError,
 };
+use crate::queue::{
+    FinishOp, Origin, OwnershipToken, QueueConfig, QueueContext, QueueDurableWrite, QueueError,
+    QueueEvent, QueueMessage, Queues, ReplicaStore,
+};
 use crate::shard::{
-    Coordinator, InstructionError, Plan, RebalanceError, ShardConfig, ShardEvent, ShardMember,
-    ShardMessage, ShardRole,
+    Coordinator, InstructionError, Plan, RebalanceError, ShardConfig, ShardEvent, ShardId,
+    ShardMember, ShardMessage, ShardRole,
 };
 use crate::time::{Duration, Instant};
 use crate::transmit::Transmit;
@@ -143,6 +160,9 @@ pub const MAX_LEASE_OUTBOX_DATAGRAMS: usize =
     crate::lease::MAX_GROUP_OUTBOX_DATAGRAMS + crate::lease::MAX_CLIENT_OUTBOX_DATAGRAMS;
 /// Events waiting for the host; past this the oldest are dropped (and counted).
 pub const MAX_PENDING_EVENTS: usize = 65_536;
+/// Rounds of self-addressed queue messages the node hands back after one input (a request to
+/// its own queue and the answer take two).
+const MAX_QUEUE_SELF_ROUNDS: usize = 8;
 /// Spare datagram buffers kept for reuse.
 const MAX_SPARE_BUFFERS: usize = 64;
 
@@ -164,11 +184,13 @@ pub enum Channel {
     Lease = 1,
     /// Shards: the coordinator's instructions ([`crate::shard::Instruction`]).
     Shard = 2,
+    /// Task queues: requests, answers, replication and recovery ([`crate::queue`]).
+    Queue = 3,
 }
 
 impl Channel {
     /// Every channel, in byte order.
-    pub const VALUES: [Self; 3] = [Self::Membership, Self::Lease, Self::Shard];
+    pub const VALUES: [Self; 4] = [Self::Membership, Self::Lease, Self::Shard, Self::Queue];
 
     /// The channel's byte on the wire.
     pub const fn byte(self) -> u8 {
@@ -182,6 +204,7 @@ impl Channel {
             0 => Self::Membership,
             1 => Self::Lease,
             2 => Self::Shard,
+            3 => Self::Queue,
             byte => return Err(ChannelError::Unknown { byte }),
         };
         Ok((channel, payload))
@@ -201,6 +224,7 @@ impl Channel {
             Self::Membership => "membership",
             Self::Lease => "lease",
             Self::Shard => "shard",
+            Self::Queue => "queue",
         }
     }
 }
@@ -260,6 +284,16 @@ pub enum DatagramError {
     /// ([`NodeStats::shard_refused`]).
     #[error("shard announce for a node that runs no shard coordinator")]
     NoCoordinator,
+    /// A queue message that does not decode ([`NodeStats::queue_refused`]).
+    #[error("queue message: {0}")]
+    QueueDecode(crate::wire::DecodeError),
+    /// A queue message the queues refused: a shard with no queue
+    /// ([`NodeStats::queue_refused`]).
+    #[error("queue message refused: {0}")]
+    QueueRefused(QueueError),
+    /// A queue message for a node that runs no queues ([`NodeStats::queue_refused`]).
+    #[error("queue message for a node that runs no queues")]
+    NoQueues,
 }
 
 /// Why a lease command was refused. Nothing was sent and nothing changed.
@@ -300,6 +334,8 @@ pub enum Event {
     Group(Sequenced<GroupEvent>),
     /// Shards: the coordinator's plans and moves, the member's drain.
     Shard(ShardEvent),
+    /// Task queues: answers to this node's requests, and what it does as owner.
+    Queue(QueueEvent),
 }
 
 /// The node's own counters (each component keeps its own too); they only grow.
@@ -325,6 +361,9 @@ pub struct NodeStats {
     pub events_dropped: u64,
     /// Shard datagrams refused: undecodable, or for a node that is no shard member.
     pub shard_refused: u64,
+    /// Queue datagrams refused: undecodable, for a shard with no queue, or for a node that runs
+    /// no queues.
+    pub queue_refused: u64,
 }
 
 /// One MeshKit node: membership and, optionally, a lease voter, a lease client and its
@@ -371,6 +410,9 @@ pub struct Node {
     campaign: Option<Campaign>,
     coordinator: Option<Coordinator>,
     shard_member: Option<ShardMember>,
+    queues: Option<Queues>,
+    /// Queue messages for other nodes, waiting for `poll_transmit`.
+    queue_outbox: VecDeque<(NodeId, QueueMessage)>,
     /// Shard messages for other nodes, waiting for `poll_transmit`.
     shard_outbox: VecDeque<(NodeId, ShardMessage)>,
     /// Lease payloads for other nodes, waiting for `poll_transmit`.
@@ -401,6 +443,8 @@ impl Node {
             campaign: None,
             coordinator: None,
             shard_member: None,
+            queues: None,
+            queue_outbox: VecDeque::new(),
             shard_outbox: VecDeque::new(),
             lease_outbox: VecDeque::new(),
             loopback: VecDeque::new(),
@@ -498,6 +542,41 @@ impl Node {
         self
     }
 
+    /// Adds the task queues of the shards `shards` names (every node of the mesh must be given
+    /// the same shards and queue configuration), with the replica copies `replicas` a restarted
+    /// node read back from its checkpoints ([`ReplicaStore::restore`]; empty on a first start).
+    /// The node serves the queues of the shards its lease client holds (call after
+    /// [`with_lease_client`](Self::with_lease_client) and [`with_shards`](Self::with_shards)
+    /// for that); without a lease client it is a producer, worker and replica only.
+    #[must_use]
+    pub fn with_queues(
+        mut self,
+        now: Instant,
+        shards: &ShardConfig,
+        config: QueueConfig,
+        replicas: alloc::collections::BTreeMap<ShardId, ReplicaStore>,
+    ) -> Self {
+        let boot = self.membership.incarnation().get();
+        self.queues = Some(Queues::new(
+            now,
+            self.id,
+            boot,
+            shards.shards(),
+            config,
+            replicas,
+        ));
+        self.settle(now);
+        self
+    }
+
+    /// Starts recording the queue replicas' checkpoint records; from then on drain
+    /// [`poll_queue_durable`](Self::poll_queue_durable) before the transmits after every input.
+    pub fn record_queue_durable_writes(&mut self) {
+        if let Some(queues) = &mut self.queues {
+            queues.record_durable_writes();
+        }
+    }
+
     /// Starts recording the voter's durable writes (see [`LeaseGroup::record_durable_writes`]);
     /// from then on drain [`poll_durable`](Self::poll_durable) first after every input. A node
     /// without a voter has nothing to record.
@@ -546,6 +625,7 @@ impl Node {
                 .map_err(DatagramError::from),
             Ok((Channel::Lease, payload)) => self.handle_lease(now, from, payload),
             Ok((Channel::Shard, payload)) => self.handle_shard(now, from, payload),
+            Ok((Channel::Queue, payload)) => self.handle_queue(now, from, payload),
             Err(error) => {
                 self.stats.channel_refused += 1;
                 return Err(error.into());
@@ -594,6 +674,13 @@ impl Node {
                     .member(member)
                     .is_some_and(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
             });
+        }
+        if let Some(queues) = &mut self.queues {
+            let ctx = QueueContext {
+                membership: &self.membership,
+                client: self.client.as_ref(),
+            };
+            queues.handle_timeout(now, ctx);
         }
         self.settle(now);
     }
@@ -724,6 +811,83 @@ impl Node {
         })
     }
 
+    /// Asks the owner of `shard`'s queue to add an item; [`QueueEvent::Enqueued`] reports its
+    /// acknowledgement (held by the owner and its replicas), [`QueueEvent::Refused`] a refusal
+    /// or a timeout. Returns the request's number.
+    pub fn queue_enqueue(
+        &mut self,
+        now: Instant,
+        shard: ShardId,
+        payload: &[u8],
+    ) -> Result<u64, QueueError> {
+        self.queue_command(now, |q, ctx| q.enqueue(now, ctx, shard, payload))
+    }
+
+    /// Asks the owner of `shard`'s queue for an item; [`QueueEvent::Leased`] or
+    /// [`QueueEvent::Empty`].
+    pub fn queue_lease(&mut self, now: Instant, shard: ShardId) -> Result<u64, QueueError> {
+        self.queue_command(now, |q, ctx| q.lease(now, ctx, shard))
+    }
+
+    /// Extends the lease of the token's item; [`QueueEvent::Accepted`] or
+    /// [`QueueEvent::Refused`] (a stale token: stop working on it).
+    pub fn queue_heartbeat(
+        &mut self,
+        now: Instant,
+        shard: ShardId,
+        token: OwnershipToken,
+    ) -> Result<u64, QueueError> {
+        self.queue_command(now, |q, ctx| {
+            q.finish(now, ctx, shard, token, FinishOp::Heartbeat)
+        })
+    }
+
+    /// Completes the token's item; [`QueueEvent::Accepted`] once the replicas hold the
+    /// completion, or [`QueueEvent::Refused`].
+    pub fn queue_complete(
+        &mut self,
+        now: Instant,
+        shard: ShardId,
+        token: OwnershipToken,
+    ) -> Result<u64, QueueError> {
+        self.queue_command(now, |q, ctx| {
+            q.finish(now, ctx, shard, token, FinishOp::Complete)
+        })
+    }
+
+    /// Fails the token's item (requeued if `requeue` and attempts remain, else
+    /// dead-lettered); answered as [`queue_complete`](Self::queue_complete).
+    pub fn queue_fail(
+        &mut self,
+        now: Instant,
+        shard: ShardId,
+        token: OwnershipToken,
+        requeue: bool,
+    ) -> Result<u64, QueueError> {
+        self.queue_command(now, |q, ctx| {
+            q.finish(now, ctx, shard, token, FinishOp::Fail { requeue })
+        })
+    }
+
+    /// As owner of `shard`'s queue: takes every pending item out (see [`Queues::drain`]).
+    pub fn queue_drain(
+        &mut self,
+        now: Instant,
+        shard: &ShardId,
+    ) -> Result<Vec<(Origin, Vec<u8>)>, QueueError> {
+        self.queue_command(now, |q, ctx| q.drain(now, ctx, shard))
+    }
+
+    /// As owner of `shard`'s queue: puts items back (see [`Queues::restore`]).
+    pub fn queue_restore(
+        &mut self,
+        now: Instant,
+        shard: &ShardId,
+        items: &[(Origin, Vec<u8>)],
+    ) -> Result<usize, QueueError> {
+        self.queue_command(now, |q, ctx| q.restore(now, ctx, shard, items))
+    }
+
     /// Stops contending for `scope`; a lease held stays held until released, transferred or
     /// expired (see [`Campaign::withdraw`]).
     pub fn withdraw_campaign(&mut self, scope: &Scope) {
@@ -739,6 +903,12 @@ impl Node {
     #[must_use = "a durable write not written breaks Raft's persistence rule"]
     pub fn poll_durable(&mut self) -> Option<DurableWrite> {
         self.group.as_mut()?.poll_durable()
+    }
+
+    /// The next queue checkpoint record, to make durable before anything polled after it is
+    /// sent (see [`QueueDurableWrite`]). Only a node that records them has any.
+    pub fn poll_queue_durable(&mut self) -> Option<QueueDurableWrite> {
+        self.queues.as_mut()?.poll_durable()
     }
 
     /// Writes the next datagram (channel byte, then payload) into `buf`, cleared first, and says
@@ -759,6 +929,12 @@ impl Node {
         if let Some((to, message)) = self.shard_outbox.pop_front() {
             buf.clear();
             buf.push(Channel::Shard.byte());
+            message.encode(buf);
+            return Some(Transmit { to, len: buf.len() });
+        }
+        if let Some((to, message)) = self.queue_outbox.pop_front() {
+            buf.clear();
+            buf.push(Channel::Queue.byte());
             message.encode(buf);
             return Some(Transmit { to, len: buf.len() });
         }
@@ -794,6 +970,7 @@ impl Node {
             self.coordinator
                 .as_ref()
                 .and_then(Coordinator::poll_timeout),
+            self.queues.as_ref().and_then(Queues::poll_timeout),
         ]
         .into_iter()
         .flatten()
@@ -870,6 +1047,19 @@ impl Node {
         }
     }
 
+    /// The node's task queues, if it runs them.
+    pub fn queues(&self) -> Option<&Queues> {
+        self.queues.as_ref()
+    }
+
+    /// The context the queues read: this node's membership and lease client.
+    pub fn queue_context(&self) -> QueueContext<'_> {
+        QueueContext {
+            membership: &self.membership,
+            client: self.client.as_ref(),
+        }
+    }
+
     /// The node's own counters.
     pub fn stats(&self) -> NodeStats {
         self.stats
@@ -886,6 +1076,106 @@ impl Node {
         let request = command(client)?;
         self.settle(now);
         Ok(request)
+    }
+
+    fn queue_command<T>(
+        &mut self,
+        now: Instant,
+        command: impl FnOnce(&mut Queues, QueueContext<'_>) -> Result<T, QueueError>,
+    ) -> Result<T, QueueError> {
+        let queues = self.queues.as_mut().ok_or(QueueError::NoQueues)?;
+        let ctx = QueueContext {
+            membership: &self.membership,
+            client: self.client.as_ref(),
+        };
+        let result = command(queues, ctx);
+        self.settle(now);
+        result
+    }
+
+    /// Hands one queue message to the queues.
+    fn handle_queue(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        payload: &[u8],
+    ) -> Result<(), DatagramError> {
+        let result = match QueueMessage::decode(payload) {
+            Err(e) => Err(DatagramError::QueueDecode(e)),
+            Ok(message) => match &mut self.queues {
+                None => Err(DatagramError::NoQueues),
+                Some(queues) => {
+                    let ctx = QueueContext {
+                        membership: &self.membership,
+                        client: self.client.as_ref(),
+                    };
+                    queues
+                        .handle_message(now, ctx, from, message)
+                        .map_err(DatagramError::QueueRefused)
+                }
+            },
+        };
+        if result.is_err() {
+            self.stats.queue_refused += 1;
+        }
+        result
+    }
+
+    /// Drains the queues: metadata writes to membership, messages for this node handed back
+    /// in-process (within bounded rounds), the others to the outbox, events to the host; and
+    /// first, the shards served compared with the leases held.
+    fn collect_queue_outputs(&mut self, now: Instant) {
+        let Some(queues) = &mut self.queues else {
+            return;
+        };
+        let ctx = QueueContext {
+            membership: &self.membership,
+            client: self.client.as_ref(),
+        };
+        queues.sync(now, ctx);
+        for _ in 0..MAX_QUEUE_SELF_ROUNDS {
+            let mut local = Vec::new();
+            while let Some((to, message)) = queues.poll_message() {
+                if to == self.id {
+                    local.push(message);
+                } else if self.queue_outbox.len() < crate::queue::MAX_QUEUE_OUTBOX {
+                    self.queue_outbox.push_back((to, message));
+                } else {
+                    self.stats.outbox_dropped += 1;
+                }
+            }
+            if local.is_empty() {
+                break;
+            }
+            for message in local {
+                self.stats.self_delivered += 1;
+                let ctx = QueueContext {
+                    membership: &self.membership,
+                    client: self.client.as_ref(),
+                };
+                // The node's own messages are for shards it was configured with.
+                let _ = queues.handle_message(now, ctx, self.id, message);
+            }
+        }
+        while let Some((to, message)) = queues.poll_message() {
+            // Past the rounds: what is left for this node is dropped (its sender retries).
+            if to != self.id && self.queue_outbox.len() < crate::queue::MAX_QUEUE_OUTBOX {
+                self.queue_outbox.push_back((to, message));
+            } else {
+                self.stats.outbox_dropped += 1;
+            }
+        }
+        while let Some((key, value)) = queues.poll_metadata() {
+            // Keys are short (`q/{ns}/{id}`, at most 64 bytes for namespaces of up to 50
+            // characters) and values 29 bytes: a refusal is a namespace too long to publish.
+            let _ = match value {
+                Some(v) => self.membership.set_metadata(now, &key, &v).map(|_| ()),
+                None => self.membership.delete_metadata(now, &key).map(|_| ()),
+            };
+        }
+        while let Some(event) = queues.poll_event() {
+            push_bounded(&mut self.events, &mut self.stats, Event::Queue(event));
+        }
     }
 
     fn set_shard_role(&mut self, now: Instant, role: ShardRole) -> Result<(), CommandError> {
@@ -971,18 +1261,34 @@ impl Node {
     /// takes the lease components' datagrams, and hands the self-addressed ones back, within
     /// [`MAX_SELF_DELIVERY_ROUNDS`].
     fn settle(&mut self, now: Instant) {
+        self.drain_membership_events(now);
+        self.settle_leases(now);
+        if self.queues.is_some() {
+            self.collect_queue_outputs(now);
+            // Its metadata writes may have made membership events.
+            self.drain_membership_events(now);
+        }
+    }
+
+    /// Membership's events to the host, with the campaign and the queues' health tracker
+    /// reading along.
+    fn drain_membership_events(&mut self, now: Instant) {
         while let Some(event) = self.membership.poll_event() {
-            if let membership::Event::MemberStateChanged {
-                node,
-                to: MemberState::Left | MemberState::Dead,
-                ..
-            } = event
-                && let Some(campaign) = &mut self.campaign
-            {
-                campaign.holder_gone(now, node);
+            if let membership::Event::MemberStateChanged { node, to, .. } = event {
+                let down = matches!(to, MemberState::Left | MemberState::Dead);
+                if down && let Some(campaign) = &mut self.campaign {
+                    campaign.holder_gone(now, node);
+                }
+                if let Some(queues) = &mut self.queues {
+                    queues.on_member(now, node, down);
+                }
             }
             self.push_event(Event::Membership(event));
         }
+    }
+
+    /// The lease components' outputs and their self-deliveries.
+    fn settle_leases(&mut self, now: Instant) {
         for _ in 0..MAX_SELF_DELIVERY_ROUNDS {
             self.collect_lease_outputs(now);
             if self.loopback.is_empty() {

@@ -117,6 +117,10 @@ impl<'a> Reader<'a> {
     pub(crate) fn duration(&mut self) -> Result<Duration, DecodeError> {
         Ok(Duration::from_nanos(self.u64()?))
     }
+    /// Exactly `n` raw bytes (the caller bounds `n`).
+    pub(crate) fn bytes_exact(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        self.take(n)
+    }
     /// Checks that every byte was read.
     pub(crate) fn finish(&self) -> Result<(), DecodeError> {
         if self.bytes.is_empty() {

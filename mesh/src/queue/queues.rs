@@ -1,0 +1,1573 @@
+//! [`Queues`]: one node's part in the task queues of every configured shard: the owner of the
+//! shards it holds, a replica for the owners that chose it, and a client for its producers and
+//! workers. The node ([`crate::node::Node`]) drives it; see the [module docs](super).
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use super::backpressure::{BackpressureMonitor, BackpressureSignal};
+use super::config::QueueConfig;
+use super::error::QueueError;
+use super::health::LeaseHealth;
+use super::item::{ItemId, ItemRecord, Origin, OwnershipToken};
+use super::replica::{Applied, ReplicaStore};
+use super::store::{FailOutcome, WorkQueue};
+use super::wire::{Batch, MAX_BATCH_RECORDS, QueueBody, QueueMessage};
+use crate::id::NodeId;
+use crate::lease::{FencingToken, LeaseClient, Scope};
+use crate::membership::{MemberState, Membership};
+use crate::shard::ShardId;
+use crate::time::{Duration, Instant};
+
+/// The period of the queue component's housekeeping: ownership checks, expiries, resends.
+pub const TICK_INTERVAL: Duration = Duration::from_millis(50);
+/// How long an unanswered request, replication batch or recovery message waits before it is
+/// sent again.
+pub const RESEND_INTERVAL: Duration = Duration::from_millis(200);
+/// Requests a node keeps in flight at once.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 4096;
+/// Answers waiting for replication at one owner, per shard; past it new enqueues are refused
+/// with [`QueueError::Overloaded`].
+pub const MAX_WAITING_ACKS: usize = 4096;
+/// Batches sent to one replica in one pass.
+const MAX_BATCHES_PER_PASS: usize = 64;
+/// Messages waiting for the host; past this the newest are dropped (and counted): every sender
+/// retries.
+pub const MAX_QUEUE_OUTBOX: usize = 16_384;
+/// Events waiting for the node; past this the oldest are dropped (and counted).
+const MAX_QUEUE_EVENTS: usize = 65_536;
+/// The metadata key a node running queues publishes, so owners may pick it as a replica.
+pub const PARTICIPANT_KEY: &str = "qn";
+
+/// The metadata key under which a shard's owner publishes its fence and backpressure signal:
+/// `q/{namespace}/{id}`.
+pub fn owner_key(shard: &ShardId) -> String {
+    alloc::format!("q/{}/{}", shard.namespace(), shard.id())
+}
+
+/// What the node's host learns from its queues.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueueEvent {
+    /// Producer: the owner and its replicas hold the item (the enqueue is acknowledged).
+    Enqueued {
+        /// The shard.
+        shard: ShardId,
+        /// The request [`Node::queue_enqueue`](crate::node::Node::queue_enqueue) returned.
+        request: u64,
+        /// The item.
+        item: ItemId,
+        /// The owner's fence.
+        fence: FencingToken,
+    },
+    /// Worker: an item to process, leased until `deadline` (local clock) unless heartbeated.
+    Leased {
+        /// The shard.
+        shard: ShardId,
+        /// The request.
+        request: u64,
+        /// The token to present.
+        token: OwnershipToken,
+        /// Local deadline.
+        deadline: Instant,
+        /// The item's bytes.
+        payload: Vec<u8>,
+    },
+    /// Worker: nothing was pending.
+    Empty {
+        /// The shard.
+        shard: ShardId,
+        /// The request.
+        request: u64,
+    },
+    /// Worker: the heartbeat, completion or failure was accepted (completions and failures are
+    /// held by the replicas).
+    Accepted {
+        /// The shard.
+        shard: ShardId,
+        /// The request.
+        request: u64,
+        /// The token.
+        token: OwnershipToken,
+    },
+    /// Producer or worker: the request was refused, or timed out.
+    Refused {
+        /// The shard.
+        shard: ShardId,
+        /// The request.
+        request: u64,
+        /// Why.
+        error: QueueError,
+    },
+    /// Owner: an enqueue was acknowledged, `lag` after it arrived (the replication lag).
+    Acknowledged {
+        /// The shard.
+        shard: ShardId,
+        /// The item.
+        item: ItemId,
+        /// This owner's fence.
+        fence: FencingToken,
+        /// From the enqueue's arrival to its acknowledgement.
+        lag: Duration,
+    },
+    /// Owner: a completion was accepted (held by the replicas) and answered.
+    Completed {
+        /// The shard.
+        shard: ShardId,
+        /// The token accepted.
+        token: OwnershipToken,
+    },
+    /// Owner: a request with a stale token was refused.
+    StaleRefused {
+        /// The shard.
+        shard: ShardId,
+        /// The token refused.
+        token: OwnershipToken,
+    },
+    /// Owner: an item's lease ended without completion (expired, or its worker's node gone):
+    /// requeued or dead-lettered.
+    Released {
+        /// The shard.
+        shard: ShardId,
+        /// The item.
+        item: ItemId,
+        /// What became of it.
+        outcome: FailOutcome,
+    },
+    /// Owner: a backpressure transition, published in this node's metadata.
+    Backpressure {
+        /// The shard.
+        shard: ShardId,
+        /// This owner's fence.
+        fence: FencingToken,
+        /// The new signal.
+        signal: BackpressureSignal,
+    },
+    /// Owner: took the shard over under `fence`; rebuilding from replicas.
+    Recovering {
+        /// The shard.
+        shard: ShardId,
+        /// The new fence.
+        fence: FencingToken,
+    },
+    /// Owner: the queue is rebuilt and served.
+    Serving {
+        /// The shard.
+        shard: ShardId,
+        /// This owner's fence.
+        fence: FencingToken,
+        /// The member it rebuilt from (`None`: an empty queue, or its own replica).
+        source: Option<NodeId>,
+        /// Items rebuilt (tombstones included).
+        items: usize,
+    },
+    /// Owner: it no longer holds the shard's lease and stopped serving.
+    Stopped {
+        /// The shard.
+        shard: ShardId,
+        /// The fence it held.
+        fence: FencingToken,
+    },
+    /// Owner: a worker's node went Dead or Left (the health tracker's alert).
+    WorkerDisconnected {
+        /// The worker's node.
+        node: NodeId,
+    },
+}
+
+/// The component's counters; they only grow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Enqueues acknowledged as owner.
+    pub acknowledged: u64,
+    /// Completions accepted as owner.
+    pub completed: u64,
+    /// Requests refused for a stale token, as owner.
+    pub stale_refused: u64,
+    /// Batches a replica refused because it promised a newer owner.
+    pub fenced_batches: u64,
+    /// Messages refused: for a shard with no queue, or from a sender the message is not for.
+    pub refused_messages: u64,
+    /// Messages dropped because the host did not drain the outbox.
+    pub outbox_dropped: u64,
+    /// Events dropped because the node did not drain them.
+    pub events_dropped: u64,
+    /// Recoveries completed as a new owner.
+    pub recoveries: u64,
+}
+
+/// A durable write of a replica: append `record` to the shard's checkpoint log, and make it
+/// durable before sending anything polled after it (an acknowledgement must never promise what
+/// the disk does not hold). [`ReplicaStore::restore`] reads the log back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use = "a checkpoint not written breaks the replica's acknowledgements"]
+pub struct QueueDurableWrite {
+    /// The shard.
+    pub shard: ShardId,
+    /// The bytes to append.
+    pub record: Vec<u8>,
+}
+
+/// What the node lends the component for one input.
+#[derive(Clone, Copy)]
+pub struct QueueContext<'a> {
+    /// The node's membership: owners by metadata, members up.
+    pub membership: &'a Membership,
+    /// The node's lease client, if it runs one: which shards it holds.
+    pub client: Option<&'a LeaseClient>,
+}
+
+impl QueueContext<'_> {
+    fn holds(&self, now: Instant, shard: &ShardId) -> Option<FencingToken> {
+        let scope = Scope::new(&shard.to_string()).ok()?;
+        self.client?.holds(now, &scope)
+    }
+
+    fn is_up(&self, node: NodeId) -> bool {
+        self.membership
+            .member(node)
+            .is_some_and(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
+    }
+
+    /// The members up that run queues, in id order, this node excluded.
+    fn participants(&self) -> Vec<NodeId> {
+        let own = self.membership.local_id();
+        self.membership
+            .members()
+            .filter(|m| m.id != own && matches!(m.state, MemberState::Alive | MemberState::Suspect))
+            .filter(|m| {
+                self.membership
+                    .metadata(m.id)
+                    .is_some_and(|md| md.get(PARTICIPANT_KEY).is_some())
+            })
+            .map(|m| m.id)
+            .collect()
+    }
+
+    /// The owner of `shard` by metadata: the member up that publishes the highest fence.
+    fn owner(&self, shard: &ShardId) -> Option<(NodeId, FencingToken, BackpressureSignal)> {
+        let key = owner_key(shard);
+        self.membership
+            .members()
+            .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
+            .filter_map(|m| {
+                let value = self.membership.metadata(m.id)?.get(&key)?;
+                let (fence, signal) = BackpressureSignal::decode(value).ok()?;
+                Some((m.id, fence, signal))
+            })
+            .max_by_key(|(id, fence, _)| (*fence, *id))
+    }
+}
+
+#[derive(Debug)]
+struct Link {
+    acked: u64,
+    sent: u64,
+    last_send: Option<Instant>,
+}
+
+#[derive(Debug)]
+enum Waiting {
+    Enqueue {
+        producer: NodeId,
+        request: u64,
+        item: ItemId,
+        since: Instant,
+    },
+    Finish {
+        worker: NodeId,
+        request: u64,
+        token: OwnershipToken,
+        complete: bool,
+    },
+}
+
+impl Waiting {
+    fn item(&self) -> ItemId {
+        match self {
+            Self::Enqueue { item, .. } => *item,
+            Self::Finish { token, .. } => token.item,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Serving {
+    queue: WorkQueue,
+    monitor: BackpressureMonitor,
+    links: BTreeMap<NodeId, Link>,
+    waiting: Vec<Waiting>,
+}
+
+#[derive(Debug)]
+struct Pulling {
+    from: NodeId,
+    source: FencingToken,
+    after: u64,
+    records: BTreeMap<ItemId, ItemRecord>,
+    last_send: Instant,
+    last_progress: Instant,
+}
+
+#[derive(Debug)]
+struct Recovery {
+    started: Instant,
+    asked: BTreeSet<NodeId>,
+    offers: BTreeMap<NodeId, (FencingToken, u64)>,
+    last_send: Instant,
+    pulling: Option<Pulling>,
+}
+
+#[derive(Debug)]
+enum Owned {
+    Recovering(Recovery),
+    Serving(Box<Serving>),
+}
+
+#[derive(Debug)]
+struct Request {
+    shard: ShardId,
+    body: QueueBody,
+    deadline: Instant,
+    next_send: Instant,
+}
+
+/// One node's queues. See the [module docs](super).
+///
+/// # Driving
+///
+/// [`Node`](crate::node::Node) drives it; a host never calls it directly. Inputs:
+/// [`handle_message`](Self::handle_message), [`handle_timeout`](Self::handle_timeout),
+/// [`on_member`](Self::on_member), [`sync`](Self::sync) (the lease client's shards), and the
+/// commands ([`enqueue`](Self::enqueue), [`lease`](Self::lease), ...). Outputs, in this order:
+/// [`poll_durable`](Self::poll_durable), [`poll_metadata`](Self::poll_metadata),
+/// [`poll_message`](Self::poll_message), [`poll_event`](Self::poll_event),
+/// [`poll_timeout`](Self::poll_timeout).
+#[derive(Debug)]
+pub struct Queues {
+    id: NodeId,
+    config: QueueConfig,
+    shards: BTreeSet<ShardId>,
+    owned: BTreeMap<ShardId, (FencingToken, Owned)>,
+    replicas: BTreeMap<ShardId, ReplicaStore>,
+    requests: BTreeMap<u64, Request>,
+    next_request: u64,
+    health: LeaseHealth,
+    outbox: VecDeque<(NodeId, QueueMessage)>,
+    events: VecDeque<QueueEvent>,
+    record_durable: bool,
+    durable: VecDeque<QueueDurableWrite>,
+    metadata: VecDeque<(String, Option<Vec<u8>>)>,
+    next_tick: Instant,
+    stats: QueueStats,
+}
+
+impl Queues {
+    /// The queues of `shards` on node `id`, booted under incarnation `boot` (it numbers the
+    /// requests, so a restarted producer never reuses one), with `replicas` restored from
+    /// their checkpoints.
+    pub fn new(
+        now: Instant,
+        id: NodeId,
+        boot: u32,
+        shards: impl IntoIterator<Item = ShardId>,
+        config: QueueConfig,
+        replicas: BTreeMap<ShardId, ReplicaStore>,
+    ) -> Self {
+        let mut metadata = VecDeque::new();
+        metadata.push_back((String::from(PARTICIPANT_KEY), Some(alloc::vec![1])));
+        Self {
+            id,
+            health: LeaseHealth::new(config.health_grace()),
+            config,
+            shards: shards.into_iter().collect(),
+            owned: BTreeMap::new(),
+            replicas,
+            requests: BTreeMap::new(),
+            next_request: u64::from(boot) << 32,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            record_durable: false,
+            durable: VecDeque::new(),
+            metadata,
+            next_tick: now,
+            stats: QueueStats::default(),
+        }
+    }
+
+    /// From now on, every change of a replica is recorded for [`poll_durable`](Self::poll_durable).
+    pub fn record_durable_writes(&mut self) {
+        self.record_durable = true;
+    }
+
+    // ---- commands ------------------------------------------------------------------------------
+
+    /// Asks the shard's owner to add an item; [`QueueEvent::Enqueued`] reports the
+    /// acknowledgement.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::UnknownShard`], [`QueueError::PayloadTooLarge`],
+    /// [`QueueError::Overloaded`]; nothing was sent.
+    pub fn enqueue(
+        &mut self,
+        now: Instant,
+        ctx: QueueContext<'_>,
+        shard: ShardId,
+        payload: &[u8],
+    ) -> Result<u64, QueueError> {
+        if payload.len() > super::MAX_PAYLOAD_BYTES {
+            return Err(QueueError::PayloadTooLarge {
+                len: payload.len(),
+                max: super::MAX_PAYLOAD_BYTES,
+            });
+        }
+        self.request(now, ctx, shard, |request| QueueBody::Enqueue {
+            request,
+            payload: payload.to_vec(),
+        })
+    }
+
+    /// Asks the shard's owner for an item; [`QueueEvent::Leased`] or [`QueueEvent::Empty`].
+    ///
+    /// # Errors
+    ///
+    /// As [`enqueue`](Self::enqueue).
+    pub fn lease(
+        &mut self,
+        now: Instant,
+        ctx: QueueContext<'_>,
+        shard: ShardId,
+    ) -> Result<u64, QueueError> {
+        self.request(now, ctx, shard, |request| QueueBody::Lease { request })
+    }
+
+    /// Heartbeats, completes (`outcome: None`) or fails (`Some(requeue)`) the token's item;
+    /// [`QueueEvent::Accepted`] or [`QueueEvent::Refused`].
+    ///
+    /// # Errors
+    ///
+    /// As [`enqueue`](Self::enqueue).
+    pub fn finish(
+        &mut self,
+        now: Instant,
+        ctx: QueueContext<'_>,
+        shard: ShardId,
+        token: OwnershipToken,
+        op: FinishOp,
+    ) -> Result<u64, QueueError> {
+        self.request(now, ctx, shard, |request| match op {
+            FinishOp::Heartbeat => QueueBody::Heartbeat { request, token },
+            FinishOp::Complete => QueueBody::Complete { request, token },
+            FinishOp::Fail { requeue } => QueueBody::Fail {
+                request,
+                token,
+                requeue,
+            },
+        })
+    }
+
+    /// The owner takes every pending item out of the shard's queue (replicated as drain
+    /// events) and returns them.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::NotOwner`] or [`QueueError::Recovering`]; nothing changed.
+    pub fn drain(
+        &mut self,
+        now: Instant,
+        ctx: QueueContext<'_>,
+        shard: &ShardId,
+    ) -> Result<Vec<(Origin, Vec<u8>)>, QueueError> {
+        let serving = self.serving_mut(now, ctx, shard)?;
+        let items = serving.queue.drain();
+        self.replicate(now, shard);
+        Ok(items)
+    }
+
+    /// The owner puts drained items back as pending (replicated as restore events).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::NotOwner`], [`QueueError::Recovering`], or [`QueueError::Full`] once the
+    /// queue is full (the items before it were restored).
+    pub fn restore(
+        &mut self,
+        now: Instant,
+        ctx: QueueContext<'_>,
+        shard: &ShardId,
+        items: &[(Origin, Vec<u8>)],
+    ) -> Result<usize, QueueError> {
+        let serving = self.serving_mut(now, ctx, shard)?;
+        let result = serving.queue.restore(items);
+        self.replicate(now, shard);
+        result
+    }
+
+    // ---- inputs --------------------------------------------------------------------------------
+
+    /// One message from `from` (as the transport authenticated it).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::UnknownShard`] for a shard with no queue (counted); nothing changed.
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        ctx: QueueContext<'_>,
+        from: NodeId,
+        message: QueueMessage,
+    ) -> Result<(), QueueError> {
+        let QueueMessage { shard, body } = message;
+        if !self.shards.contains(&shard) {
+            self.stats.refused_messages += 1;
+            return Err(QueueError::UnknownShard);
+        }
+        match body {
+            QueueBody::Enqueue { request, payload } => {
+                self.on_enqueue(now, ctx, from, &shard, request, &payload);
+            }
+            QueueBody::Lease { request } => self.on_lease(now, ctx, from, &shard, request),
+            QueueBody::Heartbeat { request, token } => {
+                self.on_finish(now, ctx, from, &shard, request, token, None);
+            }
+            QueueBody::Complete { request, token } => {
+                self.on_finish(now, ctx, from, &shard, request, token, Some(None));
+            }
+            QueueBody::Fail {
+                request,
+                token,
+                requeue,
+            } => self.on_finish(now, ctx, from, &shard, request, token, Some(Some(requeue))),
+            QueueBody::Enqueued {
+                request,
+                item,
+                fence,
+            } => self.answered(request, &shard, |shard| QueueEvent::Enqueued {
+                shard,
+                request,
+                item,
+                fence,
+            }),
+            QueueBody::Leased {
+                request,
+                token,
+                timeout,
+                payload,
+            } => self.answered(request, &shard, |shard| QueueEvent::Leased {
+                shard,
+                request,
+                token,
+                // Counted from the answer's arrival: the owner's deadline is earlier by the
+                // one-way delay, so a worker that heartbeats well within `timeout` is safe.
+                deadline: now + timeout,
+                payload,
+            }),
+            QueueBody::Empty { request } => {
+                self.answered(request, &shard, |shard| QueueEvent::Empty { shard, request });
+            }
+            QueueBody::Accepted { request, token } => {
+                self.answered(request, &shard, |shard| QueueEvent::Accepted {
+                    shard,
+                    request,
+                    token,
+                });
+            }
+            QueueBody::Refused {
+                request,
+                code,
+                fence,
+            } => self.on_refused(now, &shard, request, code, fence),
+            QueueBody::Replicate(batch) => self.on_replicate(from, &shard, &batch),
+            QueueBody::ReplicaAck { fence, applied } => {
+                self.on_replica_ack(now, from, &shard, fence, applied);
+            }
+            QueueBody::Recover { fence } => {
+                let replica = self.replicas.entry(shard.clone()).or_default();
+                let (source, applied) = replica.promise(fence);
+                let record = self.record_durable.then(|| replica.checkpoint_record([]));
+                self.write_durable(&shard, record);
+                self.send(
+                    from,
+                    &shard,
+                    QueueBody::Offer {
+                        fence,
+                        source,
+                        applied,
+                    },
+                );
+            }
+            QueueBody::Offer {
+                fence,
+                source,
+                applied,
+            } => {
+                if let Some((f, Owned::Recovering(r))) = self.owned.get_mut(&shard)
+                    && *f == fence
+                    && r.asked.contains(&from)
+                {
+                    r.offers.insert(from, (source, applied));
+                }
+                self.step_recovery(now, ctx, &shard);
+            }
+            QueueBody::Pull { fence, after } => {
+                if let Some(replica) = self.replicas.get(&shard)
+                    && fence >= replica.promised()
+                {
+                    let chunk = replica.chunk(after);
+                    self.send(from, &shard, QueueBody::Snapshot(chunk));
+                }
+            }
+            QueueBody::Snapshot(batch) => self.on_snapshot(now, ctx, from, &shard, batch),
+        }
+        Ok(())
+    }
+
+    /// Membership says `node` went down (Dead or Left) or came back.
+    pub fn on_member(&mut self, now: Instant, node: NodeId, down: bool) {
+        if self.health.on_member(now, node, down) {
+            self.push_event(QueueEvent::WorkerDisconnected { node });
+        }
+    }
+
+    /// Compares the shards owned with the shards the lease client holds now: takes over the new
+    /// ones (recovery), stops serving the lost ones.
+    pub fn sync(&mut self, now: Instant, ctx: QueueContext<'_>) {
+        let shards: Vec<ShardId> = self.shards.iter().cloned().collect();
+        for shard in shards {
+            let held = ctx.holds(now, &shard);
+            let owned = self.owned.get(&shard).map(|(f, _)| *f);
+            if held == owned {
+                continue;
+            }
+            if let Some(fence) = owned {
+                self.owned.remove(&shard);
+                self.metadata.push_back((owner_key(&shard), None));
+                self.push_event(QueueEvent::Stopped {
+                    shard: shard.clone(),
+                    fence,
+                });
+            }
+            if let Some(fence) = held {
+                self.start_recovery(now, ctx, &shard, fence);
+            }
+        }
+    }
+
+    /// Housekeeping when [`poll_timeout`](Self::poll_timeout) is due: ownership, expiries, the
+    /// health tracker, recoveries, replication resends, backpressure, request resends and
+    /// timeouts. A spurious call is a no-op.
+    pub fn handle_timeout(&mut self, now: Instant, ctx: QueueContext<'_>) {
+        if now < self.next_tick {
+            return;
+        }
+        self.next_tick = now + TICK_INTERVAL;
+        self.sync(now, ctx);
+        let gone = self.health.due(now);
+        self.health.forget_idle(now);
+        let shards: Vec<ShardId> = self.owned.keys().cloned().collect();
+        for shard in shards {
+            if let Some((_, Owned::Serving(s))) = self.owned.get_mut(&shard) {
+                let mut released = s.queue.expire(now);
+                for &worker in &gone {
+                    released.extend(s.queue.release_worker(worker));
+                }
+                for (item, outcome) in released {
+                    self.push_event(QueueEvent::Released {
+                        shard: shard.clone(),
+                        item,
+                        outcome,
+                    });
+                }
+                self.refresh_links(now, ctx, &shard);
+                self.replicate(now, &shard);
+                self.answer_waiting(now, &shard);
+            } else {
+                self.step_recovery(now, ctx, &shard);
+            }
+        }
+        // Requests: resend the due ones to the owner known now, time out the old ones.
+        let due: Vec<u64> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.next_send <= now)
+            .map(|(&k, _)| k)
+            .collect();
+        for k in due {
+            let Some(r) = self.requests.get_mut(&k) else {
+                continue;
+            };
+            if r.deadline <= now {
+                let shard = r.shard.clone();
+                self.requests.remove(&k);
+                self.push_event(QueueEvent::Refused {
+                    shard,
+                    request: k,
+                    error: QueueError::TimedOut,
+                });
+                continue;
+            }
+            r.next_send = now + RESEND_INTERVAL;
+            let (shard, body) = (r.shard.clone(), r.body.clone());
+            if let Some((owner, _, _)) = ctx.owner(&shard) {
+                self.send(owner, &shard, body);
+            }
+        }
+    }
+
+    // ---- outputs -------------------------------------------------------------------------------
+
+    /// The next checkpoint record to make durable (before anything polled after it is sent).
+    pub fn poll_durable(&mut self) -> Option<QueueDurableWrite> {
+        self.durable.pop_front()
+    }
+
+    /// The next metadata write for the node's membership: a key and its value (`None`: delete).
+    pub fn poll_metadata(&mut self) -> Option<(String, Option<Vec<u8>>)> {
+        self.metadata.pop_front()
+    }
+
+    /// The next message to send, and to whom (possibly this node itself: the node hands it
+    /// back).
+    pub fn poll_message(&mut self) -> Option<(NodeId, QueueMessage)> {
+        self.outbox.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<QueueEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.next_tick)
+    }
+
+    // ---- views ---------------------------------------------------------------------------------
+
+    /// The queue of `shard` if this node serves it.
+    pub fn serving(&self, shard: &ShardId) -> Option<&WorkQueue> {
+        match self.owned.get(shard) {
+            Some((_, Owned::Serving(s))) => Some(&s.queue),
+            _ => None,
+        }
+    }
+
+    /// The shards this node owns (serving or recovering), with their fences.
+    pub fn owned(&self) -> impl Iterator<Item = (&ShardId, FencingToken)> + '_ {
+        self.owned.iter().map(|(s, (f, _))| (s, *f))
+    }
+
+    /// Whether this node owns `shard` and is still rebuilding it.
+    pub fn is_recovering(&self, shard: &ShardId) -> bool {
+        matches!(self.owned.get(shard), Some((_, Owned::Recovering(_))))
+    }
+
+    /// The backpressure monitor of a shard this node serves.
+    pub fn monitor(&self, shard: &ShardId) -> Option<&BackpressureMonitor> {
+        match self.owned.get(shard) {
+            Some((_, Owned::Serving(s))) => Some(&s.monitor),
+            _ => None,
+        }
+    }
+
+    /// The replicas of a shard this node serves: each with the version it acknowledged.
+    pub fn replica_links(&self, shard: &ShardId) -> Vec<(NodeId, u64)> {
+        match self.owned.get(shard) {
+            Some((_, Owned::Serving(s))) => s.links.iter().map(|(&n, l)| (n, l.acked)).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// This node's replica copies, by shard.
+    pub fn replicas(&self) -> &BTreeMap<ShardId, ReplicaStore> {
+        &self.replicas
+    }
+
+    /// The signal of `shard`'s owner as this node's metadata shows it, with the owner.
+    pub fn backpressure(
+        &self,
+        ctx: QueueContext<'_>,
+        shard: &ShardId,
+    ) -> Option<(NodeId, FencingToken, BackpressureSignal)> {
+        ctx.owner(shard)
+    }
+
+    /// The health tracker.
+    pub fn health(&self) -> &LeaseHealth {
+        &self.health
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    /// The configured shards.
+    pub fn shards(&self) -> impl Iterator<Item = &ShardId> + '_ {
+        self.shards.iter()
+    }
+
+    /// Requests in flight.
+    pub fn requests_in_flight(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> QueueStats {
+        self.stats
+    }
+
+    // ---- owner -------------------------------------------------------------------------------
+
+    fn serving_mut(
+        &mut self,
+        now: Instant,
+        ctx: QueueContext<'_>,
+        shard: &ShardId,
+    ) -> Result<&mut Serving, QueueError> {
+        let held = ctx.holds(now, shard);
+        match self.owned.get_mut(shard) {
+            Some((fence, Owned::Serving(s))) if held == Some(*fence) => Ok(s),
+            Some((fence, Owned::Recovering(_))) if held == Some(*fence) => {
+                Err(QueueError::Recovering)
+            }
+            _ => Err(QueueError::NotOwner {
+                owner: ctx.owner(shard).map(|(o, _, _)| o),
+            }),
+        }
+    }
+
+    fn refuse(&mut self, to: NodeId, shard: &ShardId, request: u64, error: &QueueError) {
+        let fence = self.owned.get(shard).map_or(FencingToken::new(0), |(f, _)| *f);
+        self.send(
+            to,
+            shard,
+            QueueBody::Refused {
+                request,
+                code: error.code(),
+                fence,
+            },
+        );
+    }
+
+    fn on_enqueue(
+        &mut self,
+        now: Instant,
+        ctx: QueueContext<'_>,
+        from: NodeId,
+        shard: &ShardId,
+        request: u64,
+        payload: &[u8],
+    ) {
+        let origin = Origin {
+            node: from,
+            request,
+        };
+        let result = self.serving_mut(now, ctx, shard).and_then(|s| {
+            if s.waiting.len() >= MAX_WAITING_ACKS {
+                return Err(QueueError::Overloaded {
+                    max: MAX_WAITING_ACKS,
+                });
+            }
+            let item = s.queue.enqueue(origin, payload)?;
+            s.waiting.push(Waiting::Enqueue {
+                producer: from,
+                request,
+                item,
+                since: now,
+            });
+            Ok(())
+        });
+        match result {
+            Ok(()) => {
+                self.observe_backpressure(now, shard);
+                self.replicate(now, shard);
+                self.answer_waiting(now, shard);
+            }
+            Err(e) => self.refuse(from, shard, request, &e),
+        }
+    }
+
+    fn on_lease(
+        &mut self,
+        now: Instant,
+        ctx: QueueContext<'_>,
+        from: NodeId,
+        shard: &ShardId,
+        request: u64,
+    ) {
+        self.health.on_heartbeat(now, from);
+        let timeout = self.config.lease_timeout();
+        let result = self
+            .serving_mut(now, ctx, shard)
+            .map(|s| {
+                s.queue.lease(now, from).map(|(token, _)| {
+                    let payload = s
+                        .queue
+                        .record(token.item)
+                        .map(|r| r.payload.clone())
+                        .unwrap_or_default();
+                    (token, payload)
+                })
+            });
+        match result {
+            Ok(Some((token, payload))) => {
+                self.send(
+                    from,
+                    shard,
+                    QueueBody::Leased {
+                        request,
+                        token,
+                        timeout,
+                        payload,
+                    },
+                );
+                self.observe_backpressure(now, shard);
+                self.replicate(now, shard);
+            }
+            Ok(None) => self.send(from, shard, QueueBody::Empty { request }),
+            Err(e) => self.refuse(from, shard, request, &e),
+        }
+    }
+
+    /// `op`: `None` heartbeat, `Some(None)` complete, `Some(Some(requeue))` fail.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the request's fields, unpacked once by handle_message"
+    )]
+    fn on_finish(
+        &mut self,
+        now: Instant,
+        ctx: QueueContext<'_>,
+        from: NodeId,
+        shard: &ShardId,
+        request: u64,
+        token: OwnershipToken,
+        op: Option<Option<bool>>,
+    ) {
+        self.health.on_heartbeat(now, from);
+        let result = self.serving_mut(now, ctx, shard).and_then(|s| {
+            match op {
+                None => s.queue.heartbeat(now, &token).map(|_| false),
+                Some(None) => s.queue.complete(&token).map(|()| true),
+                Some(Some(requeue)) => s.queue.fail(&token, requeue).map(|_| true),
+            }
+            .map(|replicated| {
+                if replicated {
+                    s.waiting.push(Waiting::Finish {
+                        worker: from,
+                        request,
+                        token,
+                        complete: op == Some(None),
+                    });
+                }
+                replicated
+            })
+        });
+        match result {
+            Ok(false) => self.send(from, shard, QueueBody::Accepted { request, token }),
+            Ok(true) => {
+                self.observe_backpressure(now, shard);
+                self.replicate(now, shard);
+                self.answer_waiting(now, shard);
+            }
+            Err(e) => {
+                if e.is_stale() {
+                    self.stats.stale_refused += 1;
+                    self.push_event(QueueEvent::StaleRefused {
+                        shard: shard.clone(),
+                        token,
+                    });
+                }
+                self.refuse(from, shard, request, &e);
+            }
+        }
+    }
+
+    fn observe_backpressure(&mut self, now: Instant, shard: &ShardId) {
+        let Some((fence, Owned::Serving(s))) = self.owned.get_mut(shard) else {
+            return;
+        };
+        let fence = *fence;
+        if let Some(signal) = s.monitor.observe(now, s.queue.pending_count()) {
+            self.metadata
+                .push_back((owner_key(shard), Some(signal.encode(fence))));
+            self.push_event(QueueEvent::Backpressure {
+                shard: shard.clone(),
+                fence,
+                signal,
+            });
+        }
+    }
+
+    /// Answers every request whose change enough replicas hold.
+    fn answer_waiting(&mut self, now: Instant, shard: &ShardId) {
+        let Some((fence, Owned::Serving(s))) = self.owned.get_mut(shard) else {
+            return;
+        };
+        let fence = *fence;
+        let needed = self.config.replicas() as usize;
+        let held = |version: u64| s.links.values().filter(|l| l.acked >= version).count();
+        let mut answers = Vec::new();
+        let queue = &s.queue;
+        s.waiting.retain(|w| {
+            let version = queue.record(w.item()).map_or(u64::MAX, |r| r.version);
+            if held(version) < needed {
+                return true;
+            }
+            answers.push(match *w {
+                Waiting::Enqueue {
+                    producer,
+                    request,
+                    item,
+                    since,
+                } => (producer, request, Ok((item, since))),
+                Waiting::Finish {
+                    worker,
+                    request,
+                    token,
+                    complete,
+                } => (worker, request, Err((token, complete))),
+            });
+            false
+        });
+        for (to, request, answer) in answers {
+            match answer {
+                Ok((item, since)) => {
+                    self.stats.acknowledged += 1;
+                    self.push_event(QueueEvent::Acknowledged {
+                        shard: shard.clone(),
+                        item,
+                        fence,
+                        lag: now.saturating_duration_since(since),
+                    });
+                    self.send(
+                        to,
+                        shard,
+                        QueueBody::Enqueued {
+                            request,
+                            item,
+                            fence,
+                        },
+                    );
+                }
+                Err((token, complete)) => {
+                    if complete {
+                        self.stats.completed += 1;
+                        self.push_event(QueueEvent::Completed {
+                            shard: shard.clone(),
+                            token,
+                        });
+                    }
+                    self.send(to, shard, QueueBody::Accepted { request, token });
+                }
+            }
+        }
+    }
+
+    /// Keeps the replica set: links to members up are kept, links to members gone dropped, and
+    /// new members (after this node, in id order, wrapping) added up to the configured count.
+    fn refresh_links(&mut self, _now: Instant, ctx: QueueContext<'_>, shard: &ShardId) {
+        let Some((_, Owned::Serving(s))) = self.owned.get_mut(shard) else {
+            return;
+        };
+        s.links.retain(|&n, _| ctx.is_up(n));
+        let want = self.config.replicas() as usize;
+        if s.links.len() >= want {
+            return;
+        }
+        let mut candidates = ctx.participants();
+        let split = candidates.partition_point(|&n| n < self.id);
+        candidates.rotate_left(split);
+        for n in candidates {
+            if s.links.len() >= want {
+                break;
+            }
+            s.links.entry(n).or_insert(Link {
+                acked: 0,
+                sent: 0,
+                last_send: None,
+            });
+        }
+    }
+
+    /// Sends each replica what it lacks: new changes at once, everything unacknowledged again
+    /// after [`RESEND_INTERVAL`].
+    fn replicate(&mut self, now: Instant, shard: &ShardId) {
+        let Some((fence, Owned::Serving(s))) = self.owned.get_mut(shard) else {
+            return;
+        };
+        let fence = *fence;
+        let version = s.queue.version();
+        let pending = s.queue.pending_count() as u32;
+        let active = s.queue.active_count() as u32;
+        let mut out = Vec::new();
+        for (&node, link) in &mut s.links {
+            if link.acked >= version {
+                continue;
+            }
+            let stalled = link
+                .last_send
+                .is_none_or(|t| now >= t + RESEND_INTERVAL);
+            if stalled {
+                link.sent = link.acked;
+            }
+            if link.sent >= version {
+                continue;
+            }
+            for _ in 0..MAX_BATCHES_PER_PASS {
+                let from = link.sent;
+                let records: Vec<ItemRecord> = s
+                    .queue
+                    .changed_since(from)
+                    .take(MAX_BATCH_RECORDS + 1)
+                    .cloned()
+                    .collect();
+                let more = records.len() > MAX_BATCH_RECORDS;
+                let mut records = records;
+                records.truncate(MAX_BATCH_RECORDS);
+                let to = if more {
+                    records.last().map_or(version, |r| r.version)
+                } else {
+                    version
+                };
+                out.push((
+                    node,
+                    Batch {
+                        fence,
+                        from,
+                        to,
+                        done: true,
+                        pending,
+                        active,
+                        records,
+                    },
+                ));
+                link.sent = to;
+                if !more {
+                    break;
+                }
+            }
+            link.last_send = Some(now);
+        }
+        for (node, batch) in out {
+            self.send(node, shard, QueueBody::Replicate(batch));
+        }
+    }
+
+    fn on_replica_ack(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        shard: &ShardId,
+        fence: FencingToken,
+        applied: u64,
+    ) {
+        let Some((f, Owned::Serving(s))) = self.owned.get_mut(shard) else {
+            return;
+        };
+        if *f != fence {
+            return;
+        }
+        let Some(link) = s.links.get_mut(&from) else {
+            return;
+        };
+        if applied < link.acked {
+            // The replica lost what it had (a restart without its disk): start it over.
+            link.acked = applied;
+        }
+        link.acked = link.acked.max(applied);
+        if applied < link.sent {
+            // A batch was lost: go back to what it holds.
+            link.sent = applied;
+            link.last_send = None;
+        }
+        self.replicate(now, shard);
+        self.answer_waiting(now, shard);
+    }
+
+    // ---- replica -------------------------------------------------------------------------------
+
+    fn on_replicate(&mut self, from: NodeId, shard: &ShardId, batch: &Batch) {
+        let replica = self.replicas.entry(shard.clone()).or_default();
+        let before = replica.source();
+        match replica.apply(batch) {
+            Applied::Fenced { .. } => {
+                self.stats.fenced_batches += 1;
+            }
+            Applied::Gap { applied } => {
+                let fence = batch.fence;
+                self.send(from, shard, QueueBody::ReplicaAck { fence, applied });
+            }
+            Applied::Applied { applied, records } => {
+                if self.record_durable && (records > 0 || before != replica.source()) {
+                    let touched: Vec<&ItemRecord> = batch.records.iter().collect();
+                    let record = replica.checkpoint_record(touched);
+                    self.write_durable(shard, Some(record));
+                } else if self.record_durable {
+                    let record = replica.checkpoint_record([]);
+                    self.write_durable(shard, Some(record));
+                }
+                let fence = batch.fence;
+                self.send(from, shard, QueueBody::ReplicaAck { fence, applied });
+            }
+        }
+    }
+
+    fn write_durable(&mut self, shard: &ShardId, record: Option<Vec<u8>>) {
+        if let Some(record) = record.filter(|_| self.record_durable) {
+            self.durable.push_back(QueueDurableWrite {
+                shard: shard.clone(),
+                record,
+            });
+        }
+    }
+
+    // ---- recovery ------------------------------------------------------------------------------
+
+    fn start_recovery(
+        &mut self,
+        now: Instant,
+        ctx: QueueContext<'_>,
+        shard: &ShardId,
+        fence: FencingToken,
+    ) {
+        // Its own copy first: promise the new fence to itself.
+        let replica = self.replicas.entry(shard.clone()).or_default();
+        let own = replica.promise(fence);
+        let record = self.record_durable.then(|| replica.checkpoint_record([]));
+        self.write_durable(shard, record);
+        let asked: BTreeSet<NodeId> = ctx.participants().into_iter().collect();
+        let mut offers = BTreeMap::new();
+        offers.insert(self.id, own);
+        self.owned.insert(
+            shard.clone(),
+            (
+                fence,
+                Owned::Recovering(Recovery {
+                    started: now,
+                    asked: asked.clone(),
+                    offers,
+                    last_send: now,
+                    pulling: None,
+                }),
+            ),
+        );
+        self.push_event(QueueEvent::Recovering {
+            shard: shard.clone(),
+            fence,
+        });
+        for n in asked {
+            self.send(n, shard, QueueBody::Recover { fence });
+        }
+        self.step_recovery(now, ctx, shard);
+    }
+
+    /// Moves a recovery on: resends what is unanswered, picks the most caught-up offer once
+    /// every member asked answered (or the wait is over), pulls its records, and serves.
+    fn step_recovery(&mut self, now: Instant, ctx: QueueContext<'_>, shard: &ShardId) {
+        let id = self.id;
+        let wait = self.config.recovery_wait();
+        let Some((fence, Owned::Recovering(r))) = self.owned.get_mut(shard) else {
+            return;
+        };
+        let fence = *fence;
+        let mut sends = Vec::new();
+        if let Some(p) = &mut r.pulling {
+            if now >= p.last_progress + wait * 4 || !ctx.is_up(p.from) {
+                // The chosen member went silent: start over with whoever answers.
+                r.pulling = None;
+                r.offers.retain(|&n, _| n == id);
+                r.started = now;
+                r.asked = ctx.participants().into_iter().collect();
+                r.last_send = now;
+                for &n in &r.asked {
+                    sends.push((n, QueueBody::Recover { fence }));
+                }
+            } else if now >= p.last_send + RESEND_INTERVAL {
+                p.last_send = now;
+                sends.push((
+                    p.from,
+                    QueueBody::Pull {
+                        fence,
+                        after: p.after,
+                    },
+                ));
+            }
+        } else {
+            r.asked.retain(|&n| ctx.is_up(n));
+            let all = r.asked.iter().all(|n| r.offers.contains_key(n));
+            if all || now >= r.started + wait {
+                let (&best, &(source, applied)) = r
+                    .offers
+                    .iter()
+                    .max_by_key(|&(&n, &(source, applied))| (source, applied, n == id, n))
+                    .expect("the owner's own offer is always there");
+                if best == id || (source.get() == 0 && applied == 0) {
+                    let records: Vec<ItemRecord> = self
+                        .replicas
+                        .get(shard)
+                        .filter(|_| best == id)
+                        .map(|rep| rep.records().cloned().collect())
+                        .unwrap_or_default();
+                    let applied = if best == id { applied } else { 0 };
+                    for (n, body) in sends {
+                        self.send(n, shard, body);
+                    }
+                    self.serve(now, ctx, shard, fence, records, applied, None);
+                    return;
+                }
+                r.pulling = Some(Pulling {
+                    from: best,
+                    source,
+                    after: 0,
+                    records: BTreeMap::new(),
+                    last_send: now,
+                    last_progress: now,
+                });
+                sends.push((best, QueueBody::Pull { fence, after: 0 }));
+            } else if now >= r.last_send + RESEND_INTERVAL {
+                r.last_send = now;
+                for &n in r.asked.iter().filter(|n| !r.offers.contains_key(n)) {
+                    sends.push((n, QueueBody::Recover { fence }));
+                }
+            }
+        }
+        for (n, body) in sends {
+            self.send(n, shard, body);
+        }
+    }
+
+    fn on_snapshot(
+        &mut self,
+        now: Instant,
+        ctx: QueueContext<'_>,
+        from: NodeId,
+        shard: &ShardId,
+        batch: Batch,
+    ) {
+        let Some((fence, Owned::Recovering(r))) = self.owned.get_mut(shard) else {
+            return;
+        };
+        let fence = *fence;
+        let Some(p) = &mut r.pulling else {
+            return;
+        };
+        if p.from != from || batch.from != p.after || batch.fence != p.source {
+            return;
+        }
+        for rec in batch.records {
+            p.records.insert(rec.id, rec);
+        }
+        p.after = batch.to;
+        p.last_progress = now;
+        if batch.done {
+            let records: Vec<ItemRecord> = core::mem::take(&mut p.records).into_values().collect();
+            let applied = p.after;
+            self.serve(now, ctx, shard, fence, records, applied, Some(from));
+        } else {
+            p.last_send = now;
+            let after = p.after;
+            self.send(from, shard, QueueBody::Pull { fence, after });
+        }
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "what a finished recovery hands over, once"
+    )]
+    fn serve(
+        &mut self,
+        now: Instant,
+        ctx: QueueContext<'_>,
+        shard: &ShardId,
+        fence: FencingToken,
+        records: Vec<ItemRecord>,
+        applied: u64,
+        source: Option<NodeId>,
+    ) {
+        let items = records.len();
+        let queue = WorkQueue::rebuild(fence, &self.config, records, applied);
+        let mut monitor = BackpressureMonitor::new(
+            self.config.high_watermark(),
+            self.config.low_watermark(),
+            self.config.cooldown(),
+        );
+        let _ = monitor.observe(now, queue.pending_count());
+        let pending = u32::try_from(queue.pending_count()).unwrap_or(u32::MAX);
+        let signal = monitor.signal(now, pending);
+        self.owned.insert(
+            shard.clone(),
+            (
+                fence,
+                Owned::Serving(Box::new(Serving {
+                    queue,
+                    monitor,
+                    links: BTreeMap::new(),
+                    waiting: Vec::new(),
+                })),
+            ),
+        );
+        self.stats.recoveries += 1;
+        self.metadata
+            .push_back((owner_key(shard), Some(signal.encode(fence))));
+        self.push_event(QueueEvent::Serving {
+            shard: shard.clone(),
+            fence,
+            source,
+            items,
+        });
+        self.refresh_links(now, ctx, shard);
+        self.replicate(now, shard);
+    }
+
+    // ---- client --------------------------------------------------------------------------------
+
+    fn request(
+        &mut self,
+        now: Instant,
+        ctx: QueueContext<'_>,
+        shard: ShardId,
+        body: impl FnOnce(u64) -> QueueBody,
+    ) -> Result<u64, QueueError> {
+        if !self.shards.contains(&shard) {
+            return Err(QueueError::UnknownShard);
+        }
+        if self.requests.len() >= MAX_REQUESTS_IN_FLIGHT {
+            return Err(QueueError::Overloaded {
+                max: MAX_REQUESTS_IN_FLIGHT,
+            });
+        }
+        self.next_request += 1;
+        let request = self.next_request;
+        let body = body(request);
+        if let Some((owner, _, _)) = ctx.owner(&shard) {
+            self.send(owner, &shard, body.clone());
+        }
+        self.requests.insert(
+            request,
+            Request {
+                shard,
+                body,
+                deadline: now + self.config.request_timeout(),
+                next_send: now + RESEND_INTERVAL,
+            },
+        );
+        Ok(request)
+    }
+
+    fn answered(&mut self, request: u64, shard: &ShardId, event: impl FnOnce(ShardId) -> QueueEvent) {
+        if self
+            .requests
+            .get(&request)
+            .is_some_and(|r| &r.shard == shard)
+        {
+            self.requests.remove(&request);
+            self.push_event(event(shard.clone()));
+        }
+    }
+
+    fn on_refused(
+        &mut self,
+        now: Instant,
+        shard: &ShardId,
+        request: u64,
+        code: u8,
+        fence: FencingToken,
+    ) {
+        let Some(r) = self.requests.get_mut(&request).filter(|r| &r.shard == shard) else {
+            return;
+        };
+        let token = match &r.body {
+            QueueBody::Heartbeat { token, .. }
+            | QueueBody::Complete { token, .. }
+            | QueueBody::Fail { token, .. } => Some(*token),
+            _ => None,
+        };
+        let error = match code {
+            1 => QueueError::StaleFence {
+                presented: token.map_or(FencingToken::new(0), |t| t.fence),
+                current: fence,
+            },
+            2 => {
+                let t = token.unwrap_or(OwnershipToken {
+                    item: ItemId::new(0),
+                    attempt: 0,
+                    lease: super::LeaseId::new(0),
+                    fence,
+                });
+                QueueError::StaleLease {
+                    item: t.item,
+                    lease: t.lease,
+                }
+            }
+            3 => QueueError::UnknownItem {
+                item: token.map_or(ItemId::new(0), |t| t.item),
+            },
+            4 => QueueError::Full {
+                max: self.config.max_items(),
+            },
+            5 => QueueError::PayloadTooLarge {
+                len: 0,
+                max: super::MAX_PAYLOAD_BYTES,
+            },
+            11 => QueueError::Overloaded {
+                max: MAX_WAITING_ACKS,
+            },
+            // Not owner, recovering, or anything this build does not know: a routing race
+            // that the next resend (to the owner known then) settles.
+            _ => {
+                r.next_send = r.next_send.min(now + RESEND_INTERVAL);
+                return;
+            }
+        };
+        self.requests.remove(&request);
+        self.push_event(QueueEvent::Refused {
+            shard: shard.clone(),
+            request,
+            error,
+        });
+    }
+
+    // ---- plumbing ------------------------------------------------------------------------------
+
+    fn send(&mut self, to: NodeId, shard: &ShardId, body: QueueBody) {
+        if self.outbox.len() >= MAX_QUEUE_OUTBOX {
+            self.stats.outbox_dropped += 1;
+            return;
+        }
+        self.outbox.push_back((
+            to,
+            QueueMessage {
+                shard: shard.clone(),
+                body,
+            },
+        ));
+    }
+
+    fn push_event(&mut self, event: QueueEvent) {
+        if self.events.len() >= MAX_QUEUE_EVENTS {
+            self.events.pop_front();
+            self.stats.events_dropped += 1;
+        }
+        self.events.push_back(event);
+    }
+}
+
+/// What [`Queues::finish`] does with a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FinishOp {
+    /// Extend the lease.
+    Heartbeat,
+    /// The item is done.
+    Complete,
+    /// The item failed.
+    Fail {
+        /// Requeue it (if attempts remain) rather than dead-letter it.
+        requeue: bool,
+    },
+}

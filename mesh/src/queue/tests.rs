@@ -1,0 +1,231 @@
+//! Unit tests of the queue's pure parts: the owner's queue, the replica, their checkpoint.
+//! The protocol across nodes (failover, partitions, backpressure seen by producers) is tested
+//! in the simulator (`sim/tests/queues.rs`), on virtual time.
+
+use super::*;
+use crate::Instant;
+use crate::id::NodeId;
+use crate::lease::FencingToken;
+use crate::time::Duration;
+
+fn origin(request: u64) -> Origin {
+    Origin {
+        node: NodeId::new(9),
+        request,
+    }
+}
+
+fn config() -> QueueConfig {
+    QueueConfig::default()
+        .with_lease_timeout(Duration::from_secs(1))
+        .with_max_attempts(2)
+}
+
+fn ms(n: u64) -> Instant {
+    Instant::from_nanos(n * 1_000_000)
+}
+
+fn batch(q: &WorkQueue, from: u64) -> Batch {
+    Batch {
+        fence: q.fence(),
+        from,
+        to: q.version(),
+        done: true,
+        pending: 0,
+        active: 0,
+        records: q.changed_since(from).cloned().collect(),
+    }
+}
+
+#[test]
+fn expiry_requeues_with_the_attempt_count_then_dead_letters() {
+    let mut q = WorkQueue::new(FencingToken::new(1), &config());
+    let w = NodeId::new(4);
+    let item = q.enqueue(origin(1), b"x").unwrap();
+    let (t1, d1) = q.lease(ms(0), w).unwrap();
+    assert_eq!((t1.attempt, d1), (1, ms(1000)));
+    // A heartbeat moves the deadline; expiry before it does nothing.
+    assert_eq!(q.heartbeat(ms(500), &t1), Ok(ms(1500)));
+    assert!(q.expire(ms(1000)).is_empty());
+    assert_eq!(q.expire(ms(1500)), vec![(item, FailOutcome::Requeued)]);
+    assert_eq!(
+        q.complete(&t1),
+        Err(QueueError::StaleLease {
+            item,
+            lease: t1.lease
+        }),
+        "an expired lease cannot complete"
+    );
+    let (t2, _) = q.lease(ms(1600), w).unwrap();
+    assert_eq!(t2.attempt, 2);
+    assert_eq!(q.fail(&t2, true), Ok(FailOutcome::DeadLettered), "max_attempts = 2");
+    assert_eq!(q.record(item).unwrap().state, ItemState::DeadLettered);
+    assert_eq!(q.pending_count(), 0);
+    assert!(q.lease(ms(1700), w).is_none());
+}
+
+#[test]
+fn tokens_are_checked_for_fence_grant_and_item() {
+    let mut q = WorkQueue::new(FencingToken::new(7), &config());
+    let item = q.enqueue(origin(1), b"x").unwrap();
+    let (t, _) = q.lease(ms(0), NodeId::new(4)).unwrap();
+    let old = OwnershipToken {
+        fence: FencingToken::new(6),
+        ..t
+    };
+    assert_eq!(
+        q.complete(&old),
+        Err(QueueError::StaleFence {
+            presented: FencingToken::new(6),
+            current: FencingToken::new(7)
+        })
+    );
+    let forged = OwnershipToken {
+        item: ItemId::new(99),
+        ..t
+    };
+    assert!(matches!(q.heartbeat(ms(1), &forged), Err(QueueError::UnknownItem { .. })));
+    q.complete(&t).unwrap();
+    assert_eq!(q.record(item).unwrap().state, ItemState::Completed);
+    assert!(
+        matches!(q.complete(&t), Err(QueueError::StaleLease { .. })),
+        "no second completion"
+    );
+}
+
+#[test]
+fn enqueue_is_idempotent_per_origin_and_bounded() {
+    let mut q = WorkQueue::new(FencingToken::new(1), &QueueConfig::default());
+    let a = q.enqueue(origin(1), b"a").unwrap();
+    assert_eq!(q.enqueue(origin(1), b"a").unwrap(), a, "a retry finds its item");
+    assert_eq!(q.pending_count(), 1);
+    assert!(matches!(
+        q.enqueue(origin(2), &[0; MAX_PAYLOAD_BYTES + 1]),
+        Err(QueueError::PayloadTooLarge { .. })
+    ));
+    let mut raw = RawQueueConfig::default();
+    raw.max_items = Some(1);
+    let small = QueueConfig::try_from(raw).unwrap();
+    let mut q = WorkQueue::new(FencingToken::new(1), &small);
+    q.enqueue(origin(1), b"a").unwrap();
+    assert_eq!(q.enqueue(origin(2), b"b"), Err(QueueError::Full { max: 1 }));
+}
+
+#[test]
+fn a_gone_worker_releases_only_its_own_items() {
+    let mut q = WorkQueue::new(FencingToken::new(1), &config());
+    let (a, b) = (NodeId::new(4), NodeId::new(5));
+    q.enqueue(origin(1), b"1").unwrap();
+    q.enqueue(origin(2), b"2").unwrap();
+    let (ta, _) = q.lease(ms(0), a).unwrap();
+    let (tb, _) = q.lease(ms(0), b).unwrap();
+    assert_eq!(q.workers().len(), 2);
+    assert_eq!(q.release_worker(a), vec![(ta.item, FailOutcome::Requeued)]);
+    assert!(q.check(&tb).is_ok());
+    assert_eq!(q.pending_count(), 1);
+}
+
+#[test]
+fn drain_and_restore_move_pending_items() {
+    let mut q = WorkQueue::new(FencingToken::new(1), &config());
+    q.enqueue(origin(1), b"1").unwrap();
+    q.enqueue(origin(2), b"2").unwrap();
+    let items = q.drain();
+    assert_eq!(items.len(), 2);
+    assert_eq!(q.pending_count(), 0);
+    assert!(q.records().all(|r| r.state == ItemState::Drained));
+    let mut other = WorkQueue::new(FencingToken::new(3), &config());
+    assert_eq!(other.restore(&items), Ok(2));
+    assert_eq!(other.pending_count(), 2);
+    assert!(
+        other
+            .records()
+            .all(|r| r.change == EventKind::RestoreSnapshot)
+    );
+}
+
+#[test]
+fn a_replica_applies_in_order_skips_what_it_has_and_reports_gaps() {
+    let mut q = WorkQueue::new(FencingToken::new(3), &config());
+    let mut r = ReplicaStore::new();
+    q.enqueue(origin(1), b"1").unwrap();
+    let first = batch(&q, 0);
+    assert_eq!(r.apply(&first), Applied::Applied { applied: 1, records: 1 });
+    q.enqueue(origin(2), b"2").unwrap();
+    q.lease(ms(0), NodeId::new(4)).unwrap();
+    let from_two = Batch {
+        from: 2,
+        ..batch(&q, 2)
+    };
+    assert_eq!(r.apply(&from_two), Applied::Gap { applied: 1 }, "version 2 was lost");
+    assert_eq!(r.apply(&batch(&q, 1)), Applied::Applied { applied: 3, records: 2 });
+    assert_eq!(
+        r.apply(&first),
+        Applied::Applied { applied: 3, records: 0 },
+        "a replayed batch changes nothing"
+    );
+    // A newer owner is promised: the old one is fenced out.
+    assert_eq!(r.promise(FencingToken::new(8)), (FencingToken::new(3), 3));
+    q.enqueue(origin(3), b"3").unwrap();
+    assert_eq!(
+        r.apply(&batch(&q, 3)),
+        Applied::Fenced {
+            promised: FencingToken::new(8)
+        }
+    );
+    assert_eq!(r.records().count(), 2);
+    // The new owner's first batch (from 0) replaces the copy.
+    let next = WorkQueue::rebuild(FencingToken::new(8), &config(), r.records().cloned(), 3);
+    assert_eq!(next.pending_count(), 2, "the leased item went back to pending");
+    assert!(matches!(r.apply(&batch(&next, 0)), Applied::Applied { .. }));
+    assert_eq!(r.source(), FencingToken::new(8));
+    assert_eq!(r.applied(), next.version());
+}
+
+#[test]
+fn snapshot_chunks_rebuild_the_whole_copy() {
+    let mut q = WorkQueue::new(FencingToken::new(3), &config());
+    for k in 0..7 {
+        q.enqueue(origin(k), &[k as u8; 100]).unwrap();
+    }
+    let mut r = ReplicaStore::new();
+    r.apply(&batch(&q, 0));
+    let (mut after, mut got) = (0, Vec::new());
+    loop {
+        let chunk = r.chunk(after);
+        assert!(chunk.records.len() <= MAX_BATCH_RECORDS);
+        got.extend(chunk.records.iter().cloned());
+        after = chunk.to;
+        if chunk.done {
+            break;
+        }
+    }
+    assert_eq!(after, r.applied());
+    let rebuilt: Vec<ItemRecord> = r.records().cloned().collect();
+    got.sort_by_key(|rec| rec.id);
+    assert_eq!(got, rebuilt);
+}
+
+#[test]
+fn checkpoint_records_replay_to_the_same_replica_and_refuse_corruption() {
+    let mut q = WorkQueue::new(FencingToken::new(3), &config());
+    let mut r = ReplicaStore::new();
+    let mut log: Vec<Vec<u8>> = Vec::new();
+    for k in 0..4 {
+        let from = r.applied();
+        q.enqueue(origin(k), b"p").unwrap();
+        let b = batch(&q, from);
+        r.apply(&b);
+        log.push(r.checkpoint_record(b.records.iter()));
+    }
+    r.promise(FencingToken::new(5));
+    log.push(r.checkpoint_record([]));
+    let back = ReplicaStore::restore(log.iter().map(Vec::as_slice)).unwrap();
+    assert_eq!(back, r);
+    let mut bad = log.clone();
+    bad[1].truncate(10);
+    assert!(matches!(
+        ReplicaStore::restore(bad.iter().map(Vec::as_slice)),
+        Err(CheckpointError::Record { record: 1, .. })
+    ));
+}

@@ -1,0 +1,702 @@
+//! The queue channel's messages ([`Channel::Queue`](crate::node::Channel::Queue)): producers'
+//! and workers' requests to a shard's owner and its answers, the owner's replication to its
+//! replicas and their acknowledgements, and a new owner's recovery from them.
+//!
+//! Every message starts with its kind (one byte) and the shard (namespace length, namespace,
+//! id), then the kind's fields, big-endian, then nothing: trailing bytes are an error. Every
+//! message fits [`MAX_QUEUE_MESSAGE_BYTES`]; a replication batch carries as many records as
+//! fit. Decoding any bytes returns a [`DecodeError`] or a message, never panics.
+
+use alloc::vec::Vec;
+
+use super::item::{
+    EventKind, ItemId, ItemRecord, ItemState, LeaseId, MAX_PAYLOAD_BYTES, Origin, OwnershipToken,
+};
+use crate::id::NodeId;
+use crate::lease::FencingToken;
+use crate::shard::{MAX_NAMESPACE_CHARS, ShardId};
+use crate::time::Duration;
+use crate::wire::DecodeError;
+use crate::wire::codec::{Reader, Writer};
+
+/// The largest queue message, channel byte excluded.
+pub const MAX_QUEUE_MESSAGE_BYTES: usize = crate::wire::MAX_DATAGRAM_BYTES - 1;
+/// The largest encoded item record.
+pub const MAX_RECORD_BYTES: usize = 8 + 8 + 4 + 1 + 8 + 8 + 1 + 8 + 8 + 2 + MAX_PAYLOAD_BYTES;
+/// The largest header of a batch (kind, shard, fence, from, to, done, pending, active, count).
+const BATCH_HEADER_BYTES: usize = 1 + 1 + MAX_NAMESPACE_CHARS + 4 + 8 + 8 + 8 + 1 + 4 + 4 + 1;
+/// Records one batch carries at most (any number of them fit whatever their payloads).
+pub const MAX_BATCH_RECORDS: usize = (MAX_QUEUE_MESSAGE_BYTES - BATCH_HEADER_BYTES) / MAX_RECORD_BYTES;
+const _: () = assert!(MAX_BATCH_RECORDS >= 2, "a batch carries at least two records");
+const _: () = assert!(
+    1 + 1 + MAX_NAMESPACE_CHARS + 4 + 8 + 8 + 4 + 8 + 8 + 8 + 2 + MAX_PAYLOAD_BYTES
+        <= MAX_QUEUE_MESSAGE_BYTES,
+    "a leased item fits a datagram"
+);
+
+/// A replication batch (owner to replica) or a snapshot chunk (replica to new owner): the
+/// records changed in `(from, to]`, in version order, under the owner's `fence`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// The fence of the owner whose queue this is.
+    pub fence: FencingToken,
+    /// The version the receiver already holds (0: everything from scratch).
+    pub from: u64,
+    /// The version the receiver holds after applying it.
+    pub to: u64,
+    /// No more records follow (a snapshot's last chunk; always true for replication).
+    pub done: bool,
+    /// `queue.pending` at the owner when sent.
+    pub pending: u32,
+    /// `queue.active` at the owner when sent.
+    pub active: u32,
+    /// The records, in version order.
+    pub records: Vec<ItemRecord>,
+}
+
+/// What a queue message says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueueBody {
+    /// Producer to owner: add an item.
+    Enqueue {
+        /// The producer's request.
+        request: u64,
+        /// The item's bytes.
+        payload: Vec<u8>,
+    },
+    /// Owner to producer: the item is held by the owner and its replicas.
+    Enqueued {
+        /// The producer's request.
+        request: u64,
+        /// The item.
+        item: ItemId,
+        /// The owner's fence.
+        fence: FencingToken,
+    },
+    /// Worker to owner: grant me an item.
+    Lease {
+        /// The worker's request.
+        request: u64,
+    },
+    /// Owner to worker: an item and its token, leased for `timeout` from when it was sent.
+    Leased {
+        /// The worker's request.
+        request: u64,
+        /// The token to present.
+        token: OwnershipToken,
+        /// The lease's length without a heartbeat.
+        timeout: Duration,
+        /// The item's bytes.
+        payload: Vec<u8>,
+    },
+    /// Owner to worker: nothing is pending.
+    Empty {
+        /// The worker's request.
+        request: u64,
+    },
+    /// Worker to owner: still working on the token's item.
+    Heartbeat {
+        /// The worker's request.
+        request: u64,
+        /// The token.
+        token: OwnershipToken,
+    },
+    /// Worker to owner: the token's item is done.
+    Complete {
+        /// The worker's request.
+        request: u64,
+        /// The token.
+        token: OwnershipToken,
+    },
+    /// Worker to owner: the token's item failed.
+    Fail {
+        /// The worker's request.
+        request: u64,
+        /// The token.
+        token: OwnershipToken,
+        /// Requeue it (if attempts remain) rather than dead-letter it.
+        requeue: bool,
+    },
+    /// Owner to worker: the heartbeat, completion or failure was accepted (and, for the last
+    /// two, is held by the replicas).
+    Accepted {
+        /// The worker's request.
+        request: u64,
+        /// The token.
+        token: OwnershipToken,
+    },
+    /// Owner to producer or worker: the request was refused (a [`QueueError`](super::QueueError)
+    /// code, and the owner's fence).
+    Refused {
+        /// The request.
+        request: u64,
+        /// The error's code.
+        code: u8,
+        /// The owner's fence (0 if it has none).
+        fence: FencingToken,
+    },
+    /// Owner to replica: records to apply.
+    Replicate(Batch),
+    /// Replica to owner: it holds everything up to `applied` of the owner's `fence`.
+    ReplicaAck {
+        /// The owner's fence the replica follows.
+        fence: FencingToken,
+        /// The version it holds.
+        applied: u64,
+    },
+    /// New owner to member: promise to follow no owner below `fence`, and say what you hold.
+    Recover {
+        /// The new owner's fence.
+        fence: FencingToken,
+    },
+    /// Member to new owner: what it holds of the shard's queue.
+    Offer {
+        /// The new owner's fence (echoed).
+        fence: FencingToken,
+        /// The fence of the owner whose records it holds (0: none).
+        source: FencingToken,
+        /// The version it holds.
+        applied: u64,
+    },
+    /// New owner to member: send the records changed after `after`.
+    Pull {
+        /// The new owner's fence.
+        fence: FencingToken,
+        /// The version it has.
+        after: u64,
+    },
+    /// Member to new owner: a chunk of its records (the batch's fence is the source's).
+    Snapshot(Batch),
+}
+
+/// One message of the queue channel: a shard and what is said about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueMessage {
+    /// The shard whose queue it concerns.
+    pub shard: ShardId,
+    /// What it says.
+    pub body: QueueBody,
+}
+
+mod kind {
+    pub(super) const ENQUEUE: u8 = 1;
+    pub(super) const ENQUEUED: u8 = 2;
+    pub(super) const LEASE: u8 = 3;
+    pub(super) const LEASED: u8 = 4;
+    pub(super) const EMPTY: u8 = 5;
+    pub(super) const HEARTBEAT: u8 = 6;
+    pub(super) const COMPLETE: u8 = 7;
+    pub(super) const FAIL: u8 = 8;
+    pub(super) const ACCEPTED: u8 = 9;
+    pub(super) const REFUSED: u8 = 10;
+    pub(super) const REPLICATE: u8 = 11;
+    pub(super) const REPLICA_ACK: u8 = 12;
+    pub(super) const RECOVER: u8 = 13;
+    pub(super) const OFFER: u8 = 14;
+    pub(super) const PULL: u8 = 15;
+    pub(super) const SNAPSHOT: u8 = 16;
+}
+
+impl QueueMessage {
+    /// Appends the encoding to `buf`.
+    pub fn encode(&self, buf: &mut Vec<u8>) {
+        let mut w = Writer::new(buf);
+        let kind = match &self.body {
+            QueueBody::Enqueue { .. } => kind::ENQUEUE,
+            QueueBody::Enqueued { .. } => kind::ENQUEUED,
+            QueueBody::Lease { .. } => kind::LEASE,
+            QueueBody::Leased { .. } => kind::LEASED,
+            QueueBody::Empty { .. } => kind::EMPTY,
+            QueueBody::Heartbeat { .. } => kind::HEARTBEAT,
+            QueueBody::Complete { .. } => kind::COMPLETE,
+            QueueBody::Fail { .. } => kind::FAIL,
+            QueueBody::Accepted { .. } => kind::ACCEPTED,
+            QueueBody::Refused { .. } => kind::REFUSED,
+            QueueBody::Replicate(_) => kind::REPLICATE,
+            QueueBody::ReplicaAck { .. } => kind::REPLICA_ACK,
+            QueueBody::Recover { .. } => kind::RECOVER,
+            QueueBody::Offer { .. } => kind::OFFER,
+            QueueBody::Pull { .. } => kind::PULL,
+            QueueBody::Snapshot(_) => kind::SNAPSHOT,
+        };
+        w.u8(kind);
+        let ns = self.shard.namespace().as_bytes();
+        // A valid namespace is at most MAX_NAMESPACE_CHARS (64) ASCII bytes.
+        w.u8(ns.len() as u8);
+        w.buf.extend_from_slice(ns);
+        w.u32(self.shard.id());
+        match &self.body {
+            QueueBody::Enqueue { request, payload } => {
+                w.u64(*request);
+                w.bytes16(payload);
+            }
+            QueueBody::Enqueued {
+                request,
+                item,
+                fence,
+            } => {
+                w.u64(*request);
+                w.u64(item.get());
+                w.u64(fence.get());
+            }
+            QueueBody::Lease { request } | QueueBody::Empty { request } => w.u64(*request),
+            QueueBody::Leased {
+                request,
+                token,
+                timeout,
+                payload,
+            } => {
+                w.u64(*request);
+                token_out(&mut w, token);
+                w.duration(*timeout);
+                w.bytes16(payload);
+            }
+            QueueBody::Heartbeat { request, token }
+            | QueueBody::Complete { request, token }
+            | QueueBody::Accepted { request, token } => {
+                w.u64(*request);
+                token_out(&mut w, token);
+            }
+            QueueBody::Fail {
+                request,
+                token,
+                requeue,
+            } => {
+                w.u64(*request);
+                token_out(&mut w, token);
+                w.bool(*requeue);
+            }
+            QueueBody::Refused {
+                request,
+                code,
+                fence,
+            } => {
+                w.u64(*request);
+                w.u8(*code);
+                w.u64(fence.get());
+            }
+            QueueBody::Replicate(b) | QueueBody::Snapshot(b) => {
+                w.u64(b.fence.get());
+                w.u64(b.from);
+                w.u64(b.to);
+                w.bool(b.done);
+                w.u32(b.pending);
+                w.u32(b.active);
+                debug_assert!(b.records.len() <= MAX_BATCH_RECORDS, "batch over its bound");
+                w.u8(b.records.len() as u8);
+                for r in &b.records {
+                    record_out(&mut w, r);
+                }
+            }
+            QueueBody::ReplicaAck { fence, applied } => {
+                w.u64(fence.get());
+                w.u64(*applied);
+            }
+            QueueBody::Recover { fence } => w.u64(fence.get()),
+            QueueBody::Offer {
+                fence,
+                source,
+                applied,
+            } => {
+                w.u64(fence.get());
+                w.u64(source.get());
+                w.u64(*applied);
+            }
+            QueueBody::Pull { fence, after } => {
+                w.u64(fence.get());
+                w.u64(*after);
+            }
+        }
+    }
+
+    /// Decodes one message, the whole of `bytes`.
+    ///
+    /// # Errors
+    ///
+    /// Any [`DecodeError`] (a peer or network fault); nothing is built.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > MAX_QUEUE_MESSAGE_BYTES {
+            return Err(DecodeError::Oversized {
+                len: bytes.len(),
+                max: MAX_QUEUE_MESSAGE_BYTES,
+            });
+        }
+        let mut r = Reader::new(bytes);
+        let kind = r.u8()?;
+        let ns_len = usize::from(r.u8()?);
+        if ns_len > MAX_NAMESPACE_CHARS {
+            return Err(DecodeError::TooLong {
+                field: "namespace",
+                len: ns_len,
+                max: MAX_NAMESPACE_CHARS,
+            });
+        }
+        let ns = r.bytes_exact(ns_len)?;
+        let id = r.u32()?;
+        let ns = core::str::from_utf8(ns).map_err(|_| DecodeError::InvalidKey)?;
+        let shard = ShardId::new(ns, id).map_err(|_| DecodeError::InvalidValue {
+            field: "shard",
+            value: u64::from(id),
+        })?;
+        let body = match kind {
+            kind::ENQUEUE => QueueBody::Enqueue {
+                request: r.u64()?,
+                payload: r.bytes16("payload", MAX_PAYLOAD_BYTES)?.to_vec(),
+            },
+            kind::ENQUEUED => QueueBody::Enqueued {
+                request: r.u64()?,
+                item: ItemId::new(r.u64()?),
+                fence: FencingToken::new(r.u64()?),
+            },
+            kind::LEASE => QueueBody::Lease { request: r.u64()? },
+            kind::EMPTY => QueueBody::Empty { request: r.u64()? },
+            kind::LEASED => QueueBody::Leased {
+                request: r.u64()?,
+                token: token_in(&mut r)?,
+                timeout: r.duration()?,
+                payload: r.bytes16("payload", MAX_PAYLOAD_BYTES)?.to_vec(),
+            },
+            kind::HEARTBEAT => QueueBody::Heartbeat {
+                request: r.u64()?,
+                token: token_in(&mut r)?,
+            },
+            kind::COMPLETE => QueueBody::Complete {
+                request: r.u64()?,
+                token: token_in(&mut r)?,
+            },
+            kind::ACCEPTED => QueueBody::Accepted {
+                request: r.u64()?,
+                token: token_in(&mut r)?,
+            },
+            kind::FAIL => QueueBody::Fail {
+                request: r.u64()?,
+                token: token_in(&mut r)?,
+                requeue: r.bool("requeue")?,
+            },
+            kind::REFUSED => QueueBody::Refused {
+                request: r.u64()?,
+                code: r.u8()?,
+                fence: FencingToken::new(r.u64()?),
+            },
+            kind::REPLICATE => QueueBody::Replicate(batch_in(&mut r)?),
+            kind::SNAPSHOT => QueueBody::Snapshot(batch_in(&mut r)?),
+            kind::REPLICA_ACK => QueueBody::ReplicaAck {
+                fence: FencingToken::new(r.u64()?),
+                applied: r.u64()?,
+            },
+            kind::RECOVER => QueueBody::Recover {
+                fence: FencingToken::new(r.u64()?),
+            },
+            kind::OFFER => QueueBody::Offer {
+                fence: FencingToken::new(r.u64()?),
+                source: FencingToken::new(r.u64()?),
+                applied: r.u64()?,
+            },
+            kind::PULL => QueueBody::Pull {
+                fence: FencingToken::new(r.u64()?),
+                after: r.u64()?,
+            },
+            other => {
+                return Err(DecodeError::UnknownKind {
+                    what: "queue message",
+                    kind: other,
+                });
+            }
+        };
+        r.finish()?;
+        Ok(Self { shard, body })
+    }
+}
+
+fn token_out(w: &mut Writer<'_>, t: &OwnershipToken) {
+    w.u64(t.item.get());
+    w.u32(t.attempt);
+    w.u64(t.lease.get());
+    w.u64(t.fence.get());
+}
+
+fn token_in(r: &mut Reader<'_>) -> Result<OwnershipToken, DecodeError> {
+    Ok(OwnershipToken {
+        item: ItemId::new(r.u64()?),
+        attempt: r.u32()?,
+        lease: LeaseId::new(r.u64()?),
+        fence: FencingToken::new(r.u64()?),
+    })
+}
+
+/// Appends one record (also the unit of a replica's durable checkpoint).
+pub(crate) fn record_out(w: &mut Writer<'_>, rec: &ItemRecord) {
+    w.u64(rec.id.get());
+    w.u64(rec.version);
+    w.u32(rec.attempts);
+    let (state, worker, lease) = match rec.state {
+        ItemState::Pending => (0, 0, 0),
+        ItemState::Leased { worker, lease } => (1, worker.get(), lease.get()),
+        ItemState::Completed => (2, 0, 0),
+        ItemState::DeadLettered => (3, 0, 0),
+        ItemState::Drained => (4, 0, 0),
+    };
+    w.u8(state);
+    w.u64(worker);
+    w.u64(lease);
+    w.u8(rec.change.byte());
+    w.u64(rec.origin.node.get());
+    w.u64(rec.origin.request);
+    w.bytes16(&rec.payload);
+}
+
+/// Reads one record.
+pub(crate) fn record_in(r: &mut Reader<'_>) -> Result<ItemRecord, DecodeError> {
+    let id = ItemId::new(r.u64()?);
+    let version = r.u64()?;
+    let attempts = r.u32()?;
+    let state = r.u8()?;
+    let worker = r.u64()?;
+    let lease = r.u64()?;
+    let state = match state {
+        0 => ItemState::Pending,
+        1 => ItemState::Leased {
+            worker: NodeId::new(worker),
+            lease: LeaseId::new(lease),
+        },
+        2 => ItemState::Completed,
+        3 => ItemState::DeadLettered,
+        4 => ItemState::Drained,
+        other => {
+            return Err(DecodeError::UnknownKind {
+                what: "item state",
+                kind: other,
+            });
+        }
+    };
+    let change = r.u8()?;
+    let change = EventKind::from_byte(change).ok_or(DecodeError::UnknownKind {
+        what: "queue event",
+        kind: change,
+    })?;
+    if version == 0 {
+        return Err(DecodeError::InvalidValue {
+            field: "version",
+            value: 0,
+        });
+    }
+    Ok(ItemRecord {
+        id,
+        version,
+        attempts,
+        state,
+        change,
+        origin: Origin {
+            node: NodeId::new(r.u64()?),
+            request: r.u64()?,
+        },
+        payload: r.bytes16("payload", MAX_PAYLOAD_BYTES)?.to_vec(),
+    })
+}
+
+fn batch_in(r: &mut Reader<'_>) -> Result<Batch, DecodeError> {
+    let fence = FencingToken::new(r.u64()?);
+    let from = r.u64()?;
+    let to = r.u64()?;
+    let done = r.bool("done")?;
+    let pending = r.u32()?;
+    let active = r.u32()?;
+    let count = usize::from(r.u8()?);
+    if count > MAX_BATCH_RECORDS {
+        return Err(DecodeError::TooLong {
+            field: "records",
+            len: count,
+            max: MAX_BATCH_RECORDS,
+        });
+    }
+    let mut records = Vec::with_capacity(count);
+    let mut last = from;
+    for _ in 0..count {
+        let rec = record_in(r)?;
+        // Versions climb within (from, to]: anything else is not a batch this build sends.
+        if rec.version <= last || rec.version > to {
+            return Err(DecodeError::InvalidValue {
+                field: "record version",
+                value: rec.version,
+            });
+        }
+        last = rec.version;
+        records.push(rec);
+    }
+    if to < from {
+        return Err(DecodeError::InvalidValue {
+            field: "batch to",
+            value: to,
+        });
+    }
+    Ok(Batch {
+        fence,
+        from,
+        to,
+        done,
+        pending,
+        active,
+        records,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard() -> ShardId {
+        ShardId::new("orders", 3).unwrap()
+    }
+
+    fn token() -> OwnershipToken {
+        OwnershipToken {
+            item: ItemId::new(9),
+            attempt: 2,
+            lease: LeaseId::new(4),
+            fence: FencingToken::new(77),
+        }
+    }
+
+    fn record(version: u64, payload: usize) -> ItemRecord {
+        ItemRecord {
+            id: ItemId::new(version),
+            version,
+            attempts: 1,
+            state: ItemState::Leased {
+                worker: NodeId::new(5),
+                lease: LeaseId::new(6),
+            },
+            change: EventKind::LeaseGranted,
+            origin: Origin {
+                node: NodeId::new(2),
+                request: 8,
+            },
+            payload: vec![0xab; payload],
+        }
+    }
+
+    pub(crate) fn samples() -> Vec<QueueMessage> {
+        let long = ShardId::new(&"n".repeat(MAX_NAMESPACE_CHARS), u32::MAX).unwrap();
+        let batch = Batch {
+            fence: FencingToken::new(3),
+            from: 0,
+            to: 10,
+            done: true,
+            pending: 4,
+            active: 1,
+            records: (1..=MAX_BATCH_RECORDS as u64)
+                .map(|v| record(v, MAX_PAYLOAD_BYTES))
+                .collect(),
+        };
+        let bodies = vec![
+            QueueBody::Enqueue {
+                request: 1,
+                payload: vec![1; MAX_PAYLOAD_BYTES],
+            },
+            QueueBody::Enqueued {
+                request: 1,
+                item: ItemId::new(2),
+                fence: FencingToken::new(3),
+            },
+            QueueBody::Lease { request: 4 },
+            QueueBody::Leased {
+                request: 4,
+                token: token(),
+                timeout: Duration::from_secs(10),
+                payload: vec![2; MAX_PAYLOAD_BYTES],
+            },
+            QueueBody::Empty { request: 5 },
+            QueueBody::Heartbeat {
+                request: 6,
+                token: token(),
+            },
+            QueueBody::Complete {
+                request: 7,
+                token: token(),
+            },
+            QueueBody::Fail {
+                request: 8,
+                token: token(),
+                requeue: true,
+            },
+            QueueBody::Accepted {
+                request: 9,
+                token: token(),
+            },
+            QueueBody::Refused {
+                request: 10,
+                code: 1,
+                fence: FencingToken::new(11),
+            },
+            QueueBody::Replicate(batch.clone()),
+            QueueBody::ReplicaAck {
+                fence: FencingToken::new(3),
+                applied: 10,
+            },
+            QueueBody::Recover {
+                fence: FencingToken::new(12),
+            },
+            QueueBody::Offer {
+                fence: FencingToken::new(12),
+                source: FencingToken::new(3),
+                applied: 10,
+            },
+            QueueBody::Pull {
+                fence: FencingToken::new(12),
+                after: 4,
+            },
+            QueueBody::Snapshot(batch),
+        ];
+        bodies
+            .into_iter()
+            .map(|body| QueueMessage {
+                shard: long.clone(),
+                body,
+            })
+            .chain(core::iter::once(QueueMessage {
+                shard: shard(),
+                body: QueueBody::Lease { request: 1 },
+            }))
+            .collect()
+    }
+
+    #[test]
+    fn every_message_round_trips_within_its_bound() {
+        for m in samples() {
+            let mut buf = Vec::new();
+            m.encode(&mut buf);
+            assert!(buf.len() <= MAX_QUEUE_MESSAGE_BYTES, "{} bytes: {m:?}", buf.len());
+            assert_eq!(QueueMessage::decode(&buf).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn truncated_trailing_oversized_and_mutated_bytes_are_errors_not_panics() {
+        for m in samples() {
+            let mut buf = Vec::new();
+            m.encode(&mut buf);
+            for n in 0..buf.len() {
+                assert!(QueueMessage::decode(&buf[..n]).is_err(), "prefix {n} of {m:?}");
+            }
+            let mut longer = buf.clone();
+            longer.push(0);
+            assert!(QueueMessage::decode(&longer).is_err());
+            for i in 0..buf.len() {
+                for b in [0u8, 0xff, 0x7f, 0x01] {
+                    let mut c = buf.clone();
+                    c[i] = b;
+                    let _ = QueueMessage::decode(&c);
+                }
+            }
+        }
+        assert!(matches!(
+            QueueMessage::decode(&vec![1; MAX_QUEUE_MESSAGE_BYTES + 1]),
+            Err(DecodeError::Oversized { .. })
+        ));
+        assert!(matches!(
+            QueueMessage::decode(&[99, 1, b'a', 0, 0, 0, 0]),
+            Err(DecodeError::UnknownKind { .. })
+        ));
+    }
+}
