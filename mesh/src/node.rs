@@ -1168,10 +1168,18 @@ impl Node {
         while let Some((key, value)) = queues.poll_metadata() {
             // Keys are short (`q/{ns}/{id}`, at most 64 bytes for namespaces of up to 50
             // characters) and values 29 bytes: a refusal is a namespace too long to publish.
-            let _ = match value {
-                Some(v) => self.membership.set_metadata(now, &key, &v).map(|_| ()),
-                None => self.membership.delete_metadata(now, &key).map(|_| ()),
+            let written = match &value {
+                Some(v) => self.membership.set_metadata(now, &key, v),
+                None => self.membership.delete_metadata(now, &key),
             };
+            if let Ok(version) = written {
+                let event = QueueEvent::Published {
+                    key,
+                    value,
+                    version,
+                };
+                push_bounded(&mut self.events, &mut self.stats, Event::Queue(event));
+            }
         }
         while let Some(event) = queues.poll_event() {
             push_bounded(&mut self.events, &mut self.stats, Event::Queue(event));

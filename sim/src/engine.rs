@@ -54,6 +54,8 @@ use crate::lease::{Ask, CAMPAIGN_RETRY, LeaseNode, LeaseRecords, Ledger, WRITE_I
 use crate::metrics::Counters;
 use crate::network::{Network, Partition, Verdict};
 use crate::observer::{Down, Observations, Observer};
+use crate::queue::{Ask as WorkerAsk, Held, QUEUE_TICK, QueueRecords, QueueRun};
+use meshkit::queue::QueueEvent;
 use crate::report::ExperimentRecord;
 use crate::scenario::{FaultAction, LeaseSpec, MetadataOp, NodeSelector, PartitionShape, Scenario};
 use crate::shard::{ShardRecords, ShardRun};
@@ -92,6 +94,8 @@ enum What {
     LeaseTick,
     /// The core fault plans' schedule is due (see `plans.rs`).
     Plans,
+    /// The `[queue]` producers and workers act (see `crate::queue`).
+    QueueTick,
 }
 
 /// A heap entry; the heap is a max-heap, so the order is reversed.
@@ -191,6 +195,8 @@ pub(crate) struct Outcome {
     pub(crate) byzantine: bool,
     /// The core fault plans that activated.
     pub(crate) experiments: Vec<ExperimentRecord>,
+    /// With `[queue]`: the queue figures.
+    pub(crate) queue: Option<QueueRecords>,
 }
 
 /// The lease side of a run with `[leases]`: every node's lease state and the ledger.
@@ -247,6 +253,11 @@ pub(crate) struct Engine<'s> {
     applied: plans::AppliedMap,
     /// Every plan that activated, as the report shows it.
     experiments: Vec<ExperimentRecord>,
+    /// With `[queue]`: producers, workers, the replicas' disks and the queue checks.
+    tasks: Option<QueueRun>,
+    /// With `[queue]`: the producers' stream (drawn after every other child seed, so runs
+    /// without a queue draw what they drew before).
+    queue_rng: ChaCha8Rng,
 }
 
 impl<'s> Engine<'s> {
@@ -274,6 +285,17 @@ impl<'s> Engine<'s> {
         let fault_rng = ChaCha8Rng::seed_from_u64(master.random());
         let workload_rng = ChaCha8Rng::seed_from_u64(master.random());
         let mut clock_rng = ChaCha8Rng::seed_from_u64(master.random());
+        let queue_rng = ChaCha8Rng::seed_from_u64(if scenario.queue().is_some() {
+            master.random()
+        } else {
+            0
+        });
+        let tasks = scenario.queue().zip(scenario.shards()).map(|(q, sh)| {
+            let shards = (0..sh.count)
+                .filter_map(|i| meshkit::shard::ShardId::new(&sh.namespace, i).ok())
+                .collect();
+            QueueRun::new(q, shards, nodes)
+        });
 
         // Node-local clocks start at a uniform offset within one probe interval, so that no
         // two nodes share an epoch (the core also jitters its own first ticks).
@@ -334,6 +356,8 @@ impl<'s> Engine<'s> {
             plans_armed: None,
             applied: plans::AppliedMap::new(),
             experiments: Vec::new(),
+            tasks,
+            queue_rng,
         };
         if let Some(spec) = scenario.leases() {
             engine.start_leases(spec);
@@ -345,6 +369,9 @@ impl<'s> Engine<'s> {
             engine
                 .queue
                 .push(Instant::ZERO + WRITE_INTERVAL, What::LeaseTick);
+        }
+        if engine.queue_run().is_some() {
+            engine.queue.push(Instant::ZERO + QUEUE_TICK, What::QueueTick);
         }
         for (at, event) in fault::timeline(scenario.faults(), end, &mut engine.fault_rng) {
             engine.queue.push(at, What::Fault(event));
@@ -428,6 +455,7 @@ impl<'s> Engine<'s> {
         if !stopped_early {
             self.check_shard_owners();
             self.check_byzantine_end();
+            self.check_queue_end();
         }
         let converged = view.one_view && view.metadata_equal;
         let convergence_note = view.note;
@@ -454,6 +482,7 @@ impl<'s> Engine<'s> {
             trace: self.watch_log,
             byzantine: self.byzantine,
             experiments: std::mem::take(&mut self.experiments),
+            queue: self.tasks.take().map(|q| q.records),
             shards: self
                 .leases
                 .as_mut()
@@ -490,6 +519,7 @@ impl<'s> Engine<'s> {
             }
             What::LeaseTick => self.lease_tick(),
             What::Plans => self.run_plans(),
+            What::QueueTick => self.queue_tick(),
         }
     }
 
@@ -533,6 +563,13 @@ impl<'s> Engine<'s> {
         match channel {
             Ok((Channel::Shard, payload)) => {
                 self.trace.word(0x5ba2d);
+                self.trace.word(self.now.as_nanos());
+                self.trace.word(from as u64);
+                self.trace.word(to as u64);
+                self.trace.bytes(payload);
+            }
+            Ok((Channel::Queue, payload)) => {
+                self.trace.word(0x90e0e);
                 self.trace.word(self.now.as_nanos());
                 self.trace.word(from as u64);
                 self.trace.word(to as u64);
@@ -653,6 +690,7 @@ impl<'s> Engine<'s> {
             now,
             nodes,
             leases,
+            tasks: queue_run,
             ..
         } = self;
         let now = *now;
@@ -661,6 +699,12 @@ impl<'s> Engine<'s> {
             return;
         };
         let local = slot.clock.local(now);
+        // The replicas' checkpoint records reach the disk before any datagram leaves.
+        while let Some(w) = node.poll_queue_durable() {
+            if let Some(q) = queue_run.as_mut() {
+                q.persist(index, w.shard, w.record);
+            }
+        }
         while let Some(t) = node.poll_transmit(local, buf) {
             // The figures count what the core encoded, as before datagrams had a channel byte;
             // shard instructions count with the lease traffic they steer.
@@ -682,6 +726,7 @@ impl<'s> Engine<'s> {
                 continue;
             };
             let datagram = &buf[..t.len];
+
             if let Verdict::Deliver { delay_ns, copy_ns } = net.send(index, to) {
                 for delay in core::iter::once(delay_ns).chain(copy_ns) {
                     let mut data = pool.pop().unwrap_or_default();
@@ -710,6 +755,7 @@ impl<'s> Engine<'s> {
                     violations.extend(self.on_lease_event(index, &e));
                 }
                 NodeEvent::Shard(e) => self.on_shard_event(index, &e),
+                NodeEvent::Queue(e) => violations.extend(self.on_queue_event(index, &e)),
                 _ => {}
             }
         }
@@ -1250,6 +1296,14 @@ impl<'s> Engine<'s> {
             self.recycle(data);
         }
         self.observer.on_down(self.now, i, Down::Crash);
+        if let Some(q) = self.tasks.as_mut() {
+            let served: Vec<meshkit::shard::ShardId> = node
+                .as_ref()
+                .and_then(Node::queues)
+                .map(|qs| qs.owned().map(|(s, _)| s.clone()).collect())
+                .unwrap_or_default();
+            q.on_crash(self.now, i, &served);
+        }
         self.crash_lease(i, node);
     }
 
@@ -1875,6 +1929,13 @@ impl Engine<'_> {
         }
         if let Some(sh) = &run.shards {
             node = node.with_shards(local, sh.config().clone());
+            if let Some(q) = &self.tasks {
+                // A restarted node reads its replicas back from its disk (a corrupt log is a
+                // bug of the checkpoint format: it starts empty, and the loss check says so).
+                let replicas = q.restore(i).unwrap_or_default();
+                node = node.with_queues(local, sh.config(), q.spec.config.clone(), replicas);
+                node.record_queue_durable_writes();
+            }
         }
         node
     }
@@ -2563,4 +2624,234 @@ mod tests {
         );
         assert_eq!(engine.slots[0].generation, generation);
     }
+}
+
+// ---- task queues -----------------------------------------------------------------------------
+
+impl Engine<'_> {
+    fn queue_run(&self) -> Option<&QueueRun> {
+        self.tasks.as_ref()
+    }
+
+    /// Every [`QUEUE_TICK`]: producers enqueue (holding back while the owner's backpressure
+    /// they see is active, except in the burst), workers complete, heartbeat and ask for items.
+    fn queue_tick(&mut self) {
+        let now = self.now;
+        self.queue.push(now + QUEUE_TICK, What::QueueTick);
+        let Some(mut q) = self.tasks.take() else {
+            return;
+        };
+        let mut touched = BTreeSet::new();
+        let shards = q.shards.clone();
+        let burst = !q.burst_done
+            && q.spec
+                .burst_at
+                .is_some_and(|b| now >= Instant::ZERO + b);
+        if burst {
+            q.burst_done = true;
+        }
+        let until = Instant::ZERO + q.spec.produce_until;
+        for p in q.producers.clone() {
+            let slot = &mut self.slots[p];
+            if slot.state != NodeState::Running {
+                continue;
+            }
+            let local = slot.clock.local(now);
+            let Some(node) = slot.node.as_mut() else {
+                continue;
+            };
+            let mut sends = if burst { q.spec.burst_items } else { 0 };
+            if q.spec.rate_per_s > 0.0 && now < until {
+                let rate = q.spec.rate_per_s;
+                let rng = &mut self.queue_rng;
+                let next = q
+                    .next_enqueue
+                    .entry(p)
+                    .or_insert_with(|| now + exp_gap(rng, rate));
+                while *next <= now {
+                    let shard = &shards[self.queue_rng.random_range(0..shards.len())];
+                    let held_back = node
+                        .queues()
+                        .and_then(|qs| qs.backpressure(node.queue_context(), shard))
+                        .is_some_and(|(_, _, signal)| signal.is_active);
+                    if held_back {
+                        q.records.producer_waits += 1;
+                    } else {
+                        sends += 1;
+                    }
+                    *next += exp_gap(&mut self.queue_rng, rate);
+                }
+            }
+            for _ in 0..sends {
+                let shard = shards[self.queue_rng.random_range(0..shards.len())].clone();
+                let payload = self.queue_rng.random::<u64>().to_be_bytes();
+                if node.queue_enqueue(local, shard, &payload).is_ok() {
+                    q.records.enqueues_sent += 1;
+                }
+            }
+            touched.insert(p);
+        }
+        let heartbeat_every = q.spec.config.lease_timeout() / 3;
+        for w in q.workers.clone() {
+            let slot = &mut self.slots[w];
+            if slot.state != NodeState::Running {
+                continue;
+            }
+            let local = slot.clock.local(now);
+            let Some(node) = slot.node.as_mut() else {
+                continue;
+            };
+            let Some(ws) = q.worker_state.get_mut(&w) else {
+                continue;
+            };
+            for h in ws.held.iter_mut().filter(|h| !h.completing) {
+                let shard = shards[h.shard].clone();
+                if now >= h.done_at {
+                    if let Ok(r) = node.queue_complete(local, shard, h.token) {
+                        ws.requests.insert(r, WorkerAsk::Complete(h.token));
+                        h.completing = true;
+                    }
+                } else if now >= h.next_heartbeat
+                    && let Ok(r) = node.queue_heartbeat(local, shard, h.token)
+                {
+                    ws.requests.insert(r, WorkerAsk::Heartbeat(h.token));
+                    h.next_heartbeat = now + heartbeat_every;
+                }
+            }
+            while ws.held.len() + (ws.asking as usize) < q.spec.worker_concurrency as usize
+                && ws.next_poll.is_none_or(|t| t <= now)
+            {
+                let k = ws.next_shard % shards.len();
+                ws.next_shard += 1;
+                match node.queue_lease(local, shards[k].clone()) {
+                    Ok(r) => {
+                        ws.requests.insert(r, WorkerAsk::Lease);
+                        ws.asking += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            touched.insert(w);
+        }
+        self.tasks = Some(q);
+        for i in touched {
+            self.drain(i);
+        }
+    }
+
+    /// One queue event of node `index`: the checks and figures of `crate::queue`, and the
+    /// worker's bookkeeping of its requests. Returns the violations found.
+    fn on_queue_event(&mut self, index: usize, e: &QueueEvent) -> Vec<String> {
+        let now = self.now;
+        self.trace.word(now.as_nanos());
+        self.trace.word(index as u64);
+        let _ = write!(self.trace, "{e:?}");
+        if let QueueEvent::Published {
+            key,
+            value,
+            version,
+        } = e
+        {
+            self.invariants
+                .record_write(index, *version, key, value.as_deref());
+            return Vec::new();
+        }
+        let Some(q) = self.tasks.as_mut() else {
+            return Vec::new();
+        };
+        let shard_run = self.leases.as_ref().and_then(|r| r.shards.as_ref());
+        let fence_of = |s: usize| shard_run.map_or(0, |sh| sh.fence(s));
+        let slot = &self.slots[index];
+        let shards = q.shards.clone();
+        let holds = |s: usize, item| {
+            slot.node
+                .as_ref()
+                .and_then(Node::queues)
+                .and_then(|qs| qs.serving(&shards[s]))
+                .is_some_and(|queue| queue.record(item).is_some())
+        };
+        let violations = q.on_event(now, index, e, fence_of, holds);
+        let processing = q.spec.processing_time;
+        let heartbeat_every = q.spec.config.lease_timeout() / 3;
+        let shard_index = |shard| q.shards.iter().position(|s| s == shard);
+        let position = match e {
+            QueueEvent::Leased { shard, .. } => shard_index(shard),
+            _ => None,
+        };
+        let Some(ws) = q.worker_state.get_mut(&index) else {
+            return violations;
+        };
+        match e {
+            QueueEvent::Leased { request, token, .. } => {
+                if ws.requests.remove(request) == Some(WorkerAsk::Lease) {
+                    ws.asking = ws.asking.saturating_sub(1);
+                    if let Some(shard) = position {
+                        ws.held.push(Held {
+                            shard,
+                            token: *token,
+                            done_at: now + processing,
+                            next_heartbeat: now + heartbeat_every,
+                            completing: false,
+                        });
+                    }
+                }
+            }
+            QueueEvent::Empty { request, .. } => {
+                if ws.requests.remove(request).is_some() {
+                    ws.asking = ws.asking.saturating_sub(1);
+                    ws.next_poll = Some(now + crate::queue::EMPTY_BACKOFF);
+                }
+            }
+            QueueEvent::Accepted { request, .. } => {
+                if let Some(WorkerAsk::Complete(t)) = ws.requests.remove(request) {
+                    ws.held.retain(|h| h.token != t);
+                }
+            }
+            QueueEvent::Refused { request, .. } => match ws.requests.remove(request) {
+                Some(WorkerAsk::Lease) => {
+                    ws.asking = ws.asking.saturating_sub(1);
+                    ws.next_poll = Some(now + crate::queue::EMPTY_BACKOFF);
+                }
+                // A stale token or no answer: the worker gives the item up (it runs again
+                // elsewhere).
+                Some(WorkerAsk::Complete(t) | WorkerAsk::Heartbeat(t)) => ws.held.retain(|h| h.token != t),
+                None => {}
+            },
+            _ => {}
+        }
+        violations
+    }
+
+    /// At the end of a run with `[queue]`: invariant 5 of `crate::queue`.
+    fn check_queue_end(&mut self) {
+        let Some(mut q) = self.tasks.take() else {
+            return;
+        };
+        let slots = &self.slots;
+        let live_slot = |s: &Slot| matches!(s.state, NodeState::Running | NodeState::Paused);
+        let shards = q.shards.clone();
+        let served = |k: usize| {
+            slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| live_slot(s))
+                .filter_map(|(i, s)| {
+                    let queue = s.node.as_ref()?.queues()?.serving(&shards[k])?;
+                    Some((i, queue.records().map(|r| (r.id, r.state)).collect()))
+                })
+                .collect()
+        };
+        let live = |node: NodeId| index_of(node, self.nodes).is_some_and(|i| live_slot(&slots[i]));
+        let violations = q.check_end(served, live);
+        self.tasks = Some(q);
+        for v in violations {
+            self.invariants.violation(self.now, v);
+        }
+    }
+}
+
+/// An exponential gap at `rate` per second.
+fn exp_gap(rng: &mut ChaCha8Rng, rate: f64) -> Duration {
+    let u: f64 = rng.random();
+    Duration::from_secs_f64((-(1.0 - u).ln() / rate).min(1e9))
 }

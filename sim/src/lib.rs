@@ -59,6 +59,7 @@ mod lease;
 pub mod metrics;
 mod network;
 mod observer;
+mod queue;
 pub mod report;
 pub mod scenario;
 mod shard;

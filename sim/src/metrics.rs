@@ -30,7 +30,7 @@
 use core::time::Duration;
 
 use crate::engine::Outcome;
-use crate::report::RunReport;
+use crate::report::{QueueReport, RunReport};
 
 /// What the engine counts as it runs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -192,6 +192,21 @@ pub(crate) fn figures(outcome: Outcome, header: RunReport) -> RunReport {
         shard_drains: shards.map(|s| s.drains_s.len() as u64),
         shard_drain_max_s: shards.and_then(|s| percentile(&s.drains_s, 100.0)).map(r3),
         shard_drains_unfinished: shards.map(|s| s.drains_unfinished),
+        queue: outcome.queue.as_ref().map(|q| QueueReport {
+            queue_acknowledged: q.acknowledged,
+            queue_completed: q.completed,
+            queue_lost: q.lost,
+            queue_duplicate_completions: q.duplicate_completions,
+            queue_stale_completions_refused: q.stale_refused,
+            queue_stale_completions_accepted: q.stale_accepted,
+            queue_replication_lag_p99_ms: percentile(&q.lag_ms, 99.0).map(r3),
+            queue_failover_p99_s: percentile(&q.failover_s, 99.0).map(r3),
+            queue_failovers_s: q.failover_s.iter().copied().map(r3).collect(),
+            queue_backpressure_transitions: q.backpressure_transitions,
+            queue_enqueues_sent: q.enqueues_sent,
+            queue_producer_waits: q.producer_waits,
+            queue_leases_released: q.released,
+        }),
         stopped_early: outcome.stopped_early,
         invariant_violations: outcome.violations,
         trace: outcome.trace,

@@ -201,6 +201,9 @@ pub struct RunReport {
     pub shard_drain_max_s: Option<f64>,
     /// With `[shards]`: drains whose node left the pool or whose run ended first.
     pub shard_drains_unfinished: Option<u64>,
+    /// With `[queue]`: the queue figures (absent from the JSON of runs without a queue).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueReport>,
     /// Whether an invariant violation stopped the run.
     pub stopped_early: bool,
     /// Invariant violations (the run stops at the first).
@@ -213,6 +216,41 @@ pub struct RunReport {
     /// each (not serialized).
     #[serde(skip)]
     pub trace: Vec<String>,
+}
+
+/// The queue figures of a run with `[queue]` (see `crate::queue`), flattened into the
+/// report's JSON as `queue_*` keys.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct QueueReport {
+    /// Enqueues acknowledged by an owner (held by the configured replicas).
+    pub queue_acknowledged: u64,
+    /// Completions owners accepted.
+    pub queue_completed: u64,
+    /// Acknowledged items missing from an owner that served the shard later, or at the end
+    /// (an invariant: must be 0).
+    pub queue_lost: u64,
+    /// Items whose completion was accepted twice (an invariant: must be 0).
+    pub queue_duplicate_completions: u64,
+    /// Completions and heartbeats owners refused for a stale token.
+    pub queue_stale_completions_refused: u64,
+    /// Completions accepted with a stale token (an invariant: must be 0).
+    pub queue_stale_completions_accepted: u64,
+    /// Enqueue arrival to acknowledgement at the owner, 99th percentile (replication lag).
+    pub queue_replication_lag_p99_ms: Option<f64>,
+    /// A serving owner's crash or lease loss to the next owner serving the shard, 99th
+    /// percentile.
+    pub queue_failover_p99_s: Option<f64>,
+    /// Every such failover, in order.
+    pub queue_failovers_s: Vec<f64>,
+    /// Backpressure transitions of all owners.
+    pub queue_backpressure_transitions: u64,
+    /// Enqueues producers sent (the burst included).
+    pub queue_enqueues_sent: u64,
+    /// Enqueues producers held back because the owner's signal was active.
+    pub queue_producer_waits: u64,
+    /// Leases that ended without completion (expired, or the worker's node gone).
+    pub queue_leases_released: u64,
 }
 
 /// False-positive verdicts kept by [`crate::RunOptions::explain_false_positives`], at most.
@@ -486,6 +524,49 @@ impl RunReport {
                 expect
                     .shard_drains_min
                     .map_or(String::new(), |b| format!(">= {b}")),
+            ));
+        }
+        if let Some(q) = &self.queue {
+            rows.push((
+                "queue items".into(),
+                format!(
+                    "{} acknowledged, {} completed, {} lost, {} completed twice",
+                    q.queue_acknowledged,
+                    q.queue_completed,
+                    q.queue_lost,
+                    q.queue_duplicate_completions
+                ),
+                String::new(),
+            ));
+            rows.push((
+                "queue stale completions".into(),
+                format!(
+                    "{} refused, {} accepted",
+                    q.queue_stale_completions_refused, q.queue_stale_completions_accepted
+                ),
+                String::new(),
+            ));
+            rows.push((
+                "queue replication lag p99".into(),
+                opt(q.queue_replication_lag_p99_ms, " ms"),
+                String::new(),
+            ));
+            rows.push((
+                "queue failover p99".into(),
+                format!(
+                    "{} ({} failovers)",
+                    opt(q.queue_failover_p99_s, " s"),
+                    q.queue_failovers_s.len()
+                ),
+                String::new(),
+            ));
+            rows.push((
+                "queue backpressure".into(),
+                format!(
+                    "{} transitions, {} enqueues held back",
+                    q.queue_backpressure_transitions, q.queue_producer_waits
+                ),
+                String::new(),
             ));
         }
         if let Some(fp) = &self.first_false_positive {

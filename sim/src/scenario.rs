@@ -242,6 +242,7 @@ pub struct Scenario {
     faults: Vec<FaultSpec>,
     leases: Option<LeaseSpec>,
     shards: Option<ShardSpec>,
+    queue: Option<QueueSpec>,
     expect: Expectations,
     /// Where the text came from, for error messages that are only known at run time.
     file: String,
@@ -360,6 +361,44 @@ pub struct ShardSpec {
     pub ttl: Duration,
     /// Shard moves (lease transfers or acquisitions) under way at once.
     pub max_moves_in_flight: u32,
+}
+
+/// `[queue]`: task queues on the `[shards]` (one per shard, served by its owner), producers
+/// and workers. See `crate::queue`.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct QueueSpec {
+    /// The producers' node indices.
+    pub producers: NodeSelector,
+    /// The workers' node indices.
+    pub workers: NodeSelector,
+    /// Items each producer enqueues per second (Poisson), spread over the shards.
+    pub rate_per_s: f64,
+    /// How long a worker works on an item before completing it.
+    pub processing_time: Duration,
+    /// Items a worker holds at once.
+    pub worker_concurrency: u32,
+    /// Producers stop here (so the queues can empty and the end state settle).
+    pub produce_until: Duration,
+    /// A burst: at this time, each producer enqueues `burst_items` items at once, ignoring
+    /// backpressure.
+    pub burst_at: Option<Duration>,
+    /// Items of the burst, per producer.
+    pub burst_items: u32,
+    /// The core's queue configuration (replicas, watermarks, cooldown, lease timeout, ...).
+    pub config: meshkit::queue::QueueConfig,
+}
+
+impl QueueSpec {
+    /// The node indices a selector of this section names, for a run of `nodes` nodes.
+    pub fn indices(sel: &NodeSelector, nodes: u32) -> Vec<u32> {
+        let range = match *sel {
+            NodeSelector::Range { start, end } => start..end,
+            NodeSelector::Index(i) => i..i.saturating_add(1),
+            _ => 0..0,
+        };
+        range.filter(|&i| i < nodes).collect()
+    }
 }
 
 /// One `[[fault]]` entry.
@@ -776,6 +815,24 @@ impl Scenario {
                 Some(spec)
             }
         };
+        let queue = match raw.queue {
+            None => None,
+            Some(q) => {
+                let whole = q.span();
+                if shards.is_none() {
+                    return Err(err(
+                        whole,
+                        "[queue] needs a [shards] section".to_owned(),
+                        "a queue lives on each shard and is served by its owner: add [shards]",
+                    ));
+                }
+                Some(
+                    q.into_inner()
+                        .validate(whole, raw.run.duration.0)
+                        .map_err(|(span, msg, hint)| err(span, msg, hint))?,
+                )
+            }
+        };
         let workload = raw.workload;
         if workload.metadata_value_bytes.get_ref().0 > MAX_VALUE_BYTES {
             return Err(err(
@@ -811,6 +868,7 @@ impl Scenario {
             faults,
             leases,
             shards,
+            queue,
             expect: raw.expect,
             file: file.to_owned(),
             source: text.to_owned(),
@@ -1039,6 +1097,11 @@ impl Scenario {
         self.shards.as_ref()
     }
 
+    /// The `[queue]` section, if any.
+    pub fn queue(&self) -> Option<&QueueSpec> {
+        self.queue.as_ref()
+    }
+
     /// The expectations.
     pub fn expect(&self) -> &Expectations {
         &self.expect
@@ -1088,8 +1151,86 @@ struct RawScenario {
     faults: Vec<RawFault>,
     leases: Option<Spanned<RawLeases>>,
     shards: Option<Spanned<RawShards>>,
+    queue: Option<Spanned<RawQueue>>,
     #[serde(default)]
     expect: Expectations,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    producers: Spanned<NodeSelector>,
+    workers: Spanned<NodeSelector>,
+    rate_per_s: Option<f64>,
+    processing_time: Option<DurationStr>,
+    worker_concurrency: Option<u32>,
+    produce_until: Option<DurationStr>,
+    burst_at: Option<DurationStr>,
+    burst_items: Option<u32>,
+    #[serde(flatten)]
+    core: meshkit::queue::RawQueueConfig,
+}
+
+impl RawQueue {
+    fn validate(self, whole: Range<usize>, duration: Duration) -> Result<QueueSpec, FieldError> {
+        for sel in [&self.producers, &self.workers] {
+            if !matches!(
+                sel.get_ref(),
+                NodeSelector::Range { .. } | NodeSelector::Index(_)
+            ) {
+                return Err((
+                    sel.span(),
+                    format!("\"{}\" is not an index selector", sel.get_ref()),
+                    "name the nodes by index, e.g. producers = \"3..5\" or \"node:4\"",
+                ));
+            }
+        }
+        let rate_per_s = self.rate_per_s.unwrap_or(10.0);
+        if !(0.0..=10_000.0).contains(&rate_per_s) {
+            return Err((
+                whole,
+                format!("rate_per_s = {rate_per_s} is outside 0..=10000"),
+                "items each producer enqueues per second, e.g. 20.0",
+            ));
+        }
+        let worker_concurrency = self.worker_concurrency.unwrap_or(1);
+        if !(1..=64).contains(&worker_concurrency) {
+            return Err((
+                whole,
+                format!("worker_concurrency = {worker_concurrency} is outside 1..=64"),
+                "items one worker holds at once, e.g. 2",
+            ));
+        }
+        let burst_items = self.burst_items.unwrap_or(0);
+        if burst_items > 10_000 {
+            return Err((
+                whole,
+                format!("burst_items = {burst_items} is above 10000"),
+                "items each producer enqueues at once at burst_at",
+            ));
+        }
+        let config = meshkit::queue::QueueConfig::try_from(self.core).map_err(|e| {
+            (
+                whole.clone(),
+                e.to_string(),
+                "the core's [queue] keys: replicas, max_attempts, lease_timeout, high_watermark, \
+                 low_watermark, cooldown, health_grace, recovery_wait, request_timeout, max_items",
+            )
+        })?;
+        Ok(QueueSpec {
+            producers: *self.producers.get_ref(),
+            workers: *self.workers.get_ref(),
+            rate_per_s,
+            processing_time: self
+                .processing_time
+                .map_or(Duration::from_millis(50), |d| d.0),
+            worker_concurrency,
+            produce_until: self.produce_until.map_or(duration * 2 / 3, |d| d.0),
+            burst_at: self.burst_at.map(|d| d.0),
+            burst_items,
+            config,
+        })
+    }
 }
 
 #[derive(Deserialize)]

@@ -111,6 +111,11 @@ impl ShardRun {
         self.map.owner(&self.ids[shard])
     }
 
+    /// The fence of the last grant of shard `shard` the map applied (0 before the first).
+    pub(crate) fn fence(&self, shard: usize) -> u64 {
+        self.map.assignment(&self.ids[shard]).map_or(0, |a| a.fence)
+    }
+
     /// Whether `node` is draining.
     pub(crate) fn is_draining(&self, node: usize) -> bool {
         self.draining.contains_key(&node)

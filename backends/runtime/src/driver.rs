@@ -107,6 +107,8 @@ pub struct Traffic {
     pub lease: ChannelTraffic,
     /// The shard coordinator's instructions.
     pub shard: ChannelTraffic,
+    /// Task queues (no real-node queue API yet: only what a peer sends).
+    pub queue: ChannelTraffic,
 }
 
 impl Traffic {
@@ -115,6 +117,7 @@ impl Traffic {
             Channel::Membership => &mut self.membership,
             Channel::Lease => &mut self.lease,
             Channel::Shard => &mut self.shard,
+            Channel::Queue => &mut self.queue,
         }
     }
 

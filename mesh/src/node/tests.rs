@@ -1016,7 +1016,7 @@ fn channels_have_a_byte_and_a_name() {
         assert_eq!(Channel::split(&buf), Ok((channel, &b"xy"[..])));
     }
     let names: Vec<String> = Channel::VALUES.iter().map(ToString::to_string).collect();
-    assert_eq!(names, ["membership", "lease", "shard"]);
+    assert_eq!(names, ["membership", "lease", "shard", "queue"]);
     assert_eq!(
         DatagramError::from(ChannelError::Unknown { byte: 7 }).to_string(),
         "unknown channel byte 7"

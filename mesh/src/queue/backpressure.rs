@@ -215,7 +215,7 @@ mod tests {
         for n in 0..bytes.len() {
             assert!(BackpressureSignal::decode(&bytes[..n]).is_err());
         }
-        let mut bad = bytes.clone();
+        let mut bad = bytes;
         bad[8] = 2;
         assert!(BackpressureSignal::decode(&bad).is_err());
     }

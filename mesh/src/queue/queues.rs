@@ -30,8 +30,15 @@ pub const MAX_REQUESTS_IN_FLIGHT: usize = 4096;
 /// Answers waiting for replication at one owner, per shard; past it new enqueues are refused
 /// with [`QueueError::Overloaded`].
 pub const MAX_WAITING_ACKS: usize = 4096;
-/// Batches sent to one replica in one pass.
-const MAX_BATCHES_PER_PASS: usize = 64;
+/// Versions sent to one replica beyond what it acknowledged: the replication window. A replica
+/// that is slow or gone costs at most this much per resend.
+pub const REPLICATION_WINDOW_VERSIONS: u64 = 64;
+/// A replica replaced for not acknowledging is not chosen again for this many recovery waits
+/// (membership has usually called it dead by then, if it is).
+const REPLACED_RECOVERY_WAITS: u32 = 10;
+/// Batches a replica holds that arrived before the ones they follow (reordered); past it the
+/// newest are dropped and the owner's resend fills the gap.
+pub(crate) const MAX_REORDERED_BATCHES: usize = 32;
 /// Messages waiting for the host; past this the newest are dropped (and counted): every sender
 /// retries.
 pub const MAX_QUEUE_OUTBOX: usize = 16_384;
@@ -174,6 +181,16 @@ pub enum QueueEvent {
         /// The worker's node.
         node: NodeId,
     },
+    /// The node wrote one key of its own gossip metadata for the queues (its participation,
+    /// or an owner's fence and backpressure signal); a host that audits metadata records it.
+    Published {
+        /// The key.
+        key: String,
+        /// The value (`None`: deleted).
+        value: Option<Vec<u8>>,
+        /// The version the write made.
+        version: crate::MetaVersion,
+    },
 }
 
 /// The component's counters; they only grow.
@@ -266,6 +283,8 @@ struct Link {
     acked: u64,
     sent: u64,
     last_send: Option<Instant>,
+    /// When it last acknowledged something new (or was chosen).
+    last_progress: Instant,
 }
 
 #[derive(Debug)]
@@ -298,6 +317,8 @@ struct Serving {
     queue: WorkQueue,
     monitor: BackpressureMonitor,
     links: BTreeMap<NodeId, Link>,
+    /// Replicas replaced for not acknowledging, and until when they are not chosen again.
+    replaced: BTreeMap<NodeId, Instant>,
     waiting: Vec<Waiting>,
 }
 
@@ -352,6 +373,8 @@ pub struct Queues {
     shards: BTreeSet<ShardId>,
     owned: BTreeMap<ShardId, (FencingToken, Owned)>,
     replicas: BTreeMap<ShardId, ReplicaStore>,
+    /// Batches that arrived ahead of a gap, by shard and `from`.
+    reordered: BTreeMap<ShardId, BTreeMap<u64, (NodeId, Batch)>>,
     requests: BTreeMap<u64, Request>,
     next_request: u64,
     health: LeaseHealth,
@@ -385,6 +408,7 @@ impl Queues {
             shards: shards.into_iter().collect(),
             owned: BTreeMap::new(),
             replicas,
+            reordered: BTreeMap::new(),
             requests: BTreeMap::new(),
             next_request: u64::from(boot) << 32,
             outbox: VecDeque::new(),
@@ -955,7 +979,7 @@ impl Queues {
                 Some(None) => s.queue.complete(&token).map(|()| true),
                 Some(Some(requeue)) => s.queue.fail(&token, requeue).map(|_| true),
             }
-            .map(|replicated| {
+            .inspect(|&replicated| {
                 if replicated {
                     s.waiting.push(Waiting::Finish {
                         worker: from,
@@ -964,7 +988,6 @@ impl Queues {
                         complete: op == Some(None),
                     });
                 }
-                replicated
             })
         });
         match result {
@@ -1070,11 +1093,24 @@ impl Queues {
 
     /// Keeps the replica set: links to members up are kept, links to members gone dropped, and
     /// new members (after this node, in id order, wrapping) added up to the configured count.
-    fn refresh_links(&mut self, _now: Instant, ctx: QueueContext<'_>, shard: &ShardId) {
+    fn refresh_links(&mut self, now: Instant, ctx: QueueContext<'_>, shard: &ShardId) {
         let Some((_, Owned::Serving(s))) = self.owned.get_mut(shard) else {
             return;
         };
-        s.links.retain(|&n, _| ctx.is_up(n));
+        // A replica that acknowledged nothing new for the recovery wait while behind is
+        // replaced (membership may take seconds to call it dead; acknowledgements wait for it
+        // meanwhile). Dropping a replica only stops counting its acknowledgements: safe.
+        let version = s.queue.version();
+        let stuck = self.config.recovery_wait();
+        let replaced = &mut s.replaced;
+        replaced.retain(|_, until| *until > now);
+        s.links.retain(|&n, l| {
+            let keep = l.acked >= version || now < l.last_progress + stuck;
+            if !keep {
+                replaced.insert(n, now + stuck * REPLACED_RECOVERY_WAITS);
+            }
+            ctx.is_up(n) && keep
+        });
         let want = self.config.replicas() as usize;
         if s.links.len() >= want {
             return;
@@ -1082,7 +1118,7 @@ impl Queues {
         let mut candidates = ctx.participants();
         let split = candidates.partition_point(|&n| n < self.id);
         candidates.rotate_left(split);
-        for n in candidates {
+        for n in candidates.into_iter().filter(|n| !s.replaced.contains_key(n)) {
             if s.links.len() >= want {
                 break;
             }
@@ -1090,6 +1126,7 @@ impl Queues {
                 acked: 0,
                 sent: 0,
                 last_send: None,
+                last_progress: now,
             });
         }
     }
@@ -1115,10 +1152,11 @@ impl Queues {
             if stalled {
                 link.sent = link.acked;
             }
-            if link.sent >= version {
+            let window_end = link.acked.saturating_add(REPLICATION_WINDOW_VERSIONS);
+            if link.sent >= version || link.sent >= window_end {
                 continue;
             }
-            for _ in 0..MAX_BATCHES_PER_PASS {
+            while link.sent < version && link.sent < window_end {
                 let from = link.sent;
                 let records: Vec<ItemRecord> = s
                     .queue
@@ -1147,9 +1185,6 @@ impl Queues {
                     },
                 ));
                 link.sent = to;
-                if !more {
-                    break;
-                }
             }
             link.last_send = Some(now);
         }
@@ -1175,16 +1210,17 @@ impl Queues {
         let Some(link) = s.links.get_mut(&from) else {
             return;
         };
+        if applied > link.acked {
+            link.last_progress = now;
+        }
         if applied < link.acked {
             // The replica lost what it had (a restart without its disk): start it over.
             link.acked = applied;
         }
         link.acked = link.acked.max(applied);
-        if applied < link.sent {
-            // A batch was lost: go back to what it holds.
-            link.sent = applied;
-            link.last_send = None;
-        }
+        // An acknowledgement below what was sent is usually a batch still in flight, not a
+        // loss: a lost batch shows as no progress, and the resend after RESEND_INTERVAL goes
+        // back to what the replica holds.
         self.replicate(now, shard);
         self.answer_waiting(now, shard);
     }
@@ -1192,15 +1228,41 @@ impl Queues {
     // ---- replica -------------------------------------------------------------------------------
 
     fn on_replicate(&mut self, from: NodeId, shard: &ShardId, batch: &Batch) {
+        let mut next = Some((from, batch.clone()));
+        while let Some((from, batch)) = next.take() {
+            let applied = self.apply_batch(from, shard, &batch);
+            let buffer = self.reordered.entry(shard.clone()).or_default();
+            match applied {
+                Some(applied) => {
+                    // Batches buffered behind this one: the first that now fits goes next.
+                    buffer.retain(|_, (_, b)| b.fence == batch.fence && b.to > applied);
+                    let fits = buffer.range(..=applied).next_back().map(|(&k, _)| k);
+                    next = fits.and_then(|k| buffer.remove(&k));
+                }
+                None => {
+                    if buffer.len() < MAX_REORDERED_BATCHES {
+                        buffer.insert(batch.from, (from, batch));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies one batch; returns the version now held, or `None` for a gap (the batch starts
+    /// after it).
+    fn apply_batch(&mut self, from: NodeId, shard: &ShardId, batch: &Batch) -> Option<u64> {
         let replica = self.replicas.entry(shard.clone()).or_default();
         let before = replica.source();
         match replica.apply(batch) {
             Applied::Fenced { .. } => {
                 self.stats.fenced_batches += 1;
+                // Nothing to buffer: a deposed owner's batch never applies.
+                return Some(0);
             }
             Applied::Gap { applied } => {
                 let fence = batch.fence;
                 self.send(from, shard, QueueBody::ReplicaAck { fence, applied });
+                return None;
             }
             Applied::Applied { applied, records } => {
                 if self.record_durable && (records > 0 || before != replica.source()) {
@@ -1213,6 +1275,7 @@ impl Queues {
                 }
                 let fence = batch.fence;
                 self.send(from, shard, QueueBody::ReplicaAck { fence, applied });
+                Some(applied)
             }
         }
     }
@@ -1407,6 +1470,7 @@ impl Queues {
                     queue,
                     monitor,
                     links: BTreeMap::new(),
+                    replaced: BTreeMap::new(),
                     waiting: Vec::new(),
                 })),
             ),

@@ -103,8 +103,10 @@ fn enqueue_is_idempotent_per_origin_and_bounded() {
         q.enqueue(origin(2), &[0; MAX_PAYLOAD_BYTES + 1]),
         Err(QueueError::PayloadTooLarge { .. })
     ));
-    let mut raw = RawQueueConfig::default();
-    raw.max_items = Some(1);
+    let raw = RawQueueConfig {
+        max_items: Some(1),
+        ..RawQueueConfig::default()
+    };
     let small = QueueConfig::try_from(raw).unwrap();
     let mut q = WorkQueue::new(FencingToken::new(1), &small);
     q.enqueue(origin(1), b"a").unwrap();

@@ -1,0 +1,335 @@
+//! Task queues in the simulator: the producers and workers of a `[queue]` section, and the
+//! queue invariants. The queues themselves are the core's (`meshkit::queue::Queues`, composed
+//! in `Node`): the shard owner serves, replicates and recovers; the engine only drives the
+//! producers (`Node::queue_enqueue`) and the workers (`Node::queue_lease`, `queue_heartbeat`,
+//! `queue_complete`), persists the replicas' checkpoint records as a disk would
+//! (`Node::poll_queue_durable`, before the node's datagrams leave) and hands them back to a
+//! restarted node.
+//!
+//! # Invariants, checked as the run goes
+//!
+//! 1. **No acknowledged item is lost.** Every item an owner acknowledged (its
+//!    `QueueEvent::Acknowledged`) must be in the queue of every owner that starts serving the
+//!    shard after it (checked at each `QueueEvent::Serving`) and at the end.
+//! 2. **No item is completed twice**: an owner's `QueueEvent::Completed` (a completion accepted
+//!    and answered) comes once per item.
+//! 3. **No completion is accepted with a stale token**: when an owner accepts a completion,
+//!    the token's fence is the shard's latest grant (the run's view of the lease table).
+//! 4. **Backpressure transitions respect the cooldown**: two transitions of one owner's monitor
+//!    are at least the cooldown apart (by that owner's clock).
+//! 5. **The end state**: after the run, every shard is served by one live owner, and every
+//!    acknowledged item in it is pending, leased to a live worker, completed or dead-lettered.
+//!
+//! # Figures
+//!
+//! `queue_acknowledged`, `queue_completed`, `queue_lost` (acknowledged items missing),
+//! `queue_duplicate_completions`, `queue_stale_completions_refused` (by owners),
+//! `queue_stale_completions_accepted`, `queue_replication_lag_p99_ms` (an enqueue's arrival at
+//! the owner to its acknowledgement), `queue_failover_s` (a serving owner's crash or lease loss
+//! to the next owner serving the shard), `queue_backpressure_transitions`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use meshkit::NodeId;
+use meshkit::queue::{ItemId, ItemState, OwnershipToken, QueueEvent, ReplicaStore};
+use meshkit::shard::ShardId;
+use meshkit::{Duration, Instant};
+
+use crate::scenario::QueueSpec;
+
+/// How often producers and workers act.
+pub(crate) const QUEUE_TICK: Duration = Duration::from_millis(10);
+/// How long an idle worker waits before it asks again after an empty answer.
+pub(crate) const EMPTY_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The queue figures of a run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct QueueRecords {
+    pub(crate) acknowledged: u64,
+    pub(crate) completed: u64,
+    pub(crate) lost: u64,
+    pub(crate) duplicate_completions: u64,
+    pub(crate) stale_refused: u64,
+    pub(crate) stale_accepted: u64,
+    pub(crate) lag_ms: Vec<f64>,
+    pub(crate) failover_s: Vec<f64>,
+    pub(crate) backpressure_transitions: u64,
+    pub(crate) enqueues_sent: u64,
+    pub(crate) producer_waits: u64,
+    pub(crate) released: u64,
+}
+
+/// What a worker's request was for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ask {
+    Lease,
+    Heartbeat(OwnershipToken),
+    Complete(OwnershipToken),
+}
+
+/// One item a worker holds.
+#[derive(Clone, Debug)]
+pub(crate) struct Held {
+    pub(crate) shard: usize,
+    pub(crate) token: OwnershipToken,
+    pub(crate) done_at: Instant,
+    pub(crate) next_heartbeat: Instant,
+    pub(crate) completing: bool,
+}
+
+/// One worker's state (lost with its node).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Worker {
+    pub(crate) held: Vec<Held>,
+    pub(crate) asking: u32,
+    pub(crate) next_poll: Option<Instant>,
+    pub(crate) next_shard: usize,
+    pub(crate) requests: BTreeMap<u64, Ask>,
+}
+
+/// The queue side of a run. See the module doc.
+#[derive(Debug)]
+pub(crate) struct QueueRun {
+    pub(crate) spec: QueueSpec,
+    pub(crate) shards: Vec<ShardId>,
+    pub(crate) producers: Vec<usize>,
+    pub(crate) workers: Vec<usize>,
+    /// Each producer's next enqueue.
+    pub(crate) next_enqueue: BTreeMap<usize, Instant>,
+    pub(crate) worker_state: BTreeMap<usize, Worker>,
+    /// Each node's replica checkpoint log, by shard: what its disk holds.
+    disks: Vec<BTreeMap<ShardId, Vec<Vec<u8>>>>,
+    /// Acknowledged items, by shard, and when.
+    acked: Vec<BTreeMap<ItemId, Instant>>,
+    completed: Vec<BTreeSet<ItemId>>,
+    /// Last backpressure transition per (node, shard, fence): the owner's local time.
+    last_transition: BTreeMap<(usize, usize, u64), Instant>,
+    /// Shards whose serving owner went away, since when.
+    unserved_since: BTreeMap<usize, Instant>,
+    pub(crate) burst_done: bool,
+    pub(crate) records: QueueRecords,
+}
+
+impl QueueRun {
+    pub(crate) fn new(spec: &QueueSpec, shards: Vec<ShardId>, nodes: usize) -> Self {
+        let n = nodes as u32;
+        let producers: Vec<usize> = QueueSpec::indices(&spec.producers, n)
+            .into_iter()
+            .map(|i| i as usize)
+            .collect();
+        let workers: Vec<usize> = QueueSpec::indices(&spec.workers, n)
+            .into_iter()
+            .map(|i| i as usize)
+            .collect();
+        Self {
+            spec: spec.clone(),
+            acked: vec![BTreeMap::new(); shards.len()],
+            completed: vec![BTreeSet::new(); shards.len()],
+            shards,
+            next_enqueue: BTreeMap::new(),
+            worker_state: workers.iter().map(|&w| (w, Worker::default())).collect(),
+            producers,
+            workers,
+            disks: vec![BTreeMap::new(); nodes],
+            last_transition: BTreeMap::new(),
+            unserved_since: BTreeMap::new(),
+            burst_done: false,
+            records: QueueRecords::default(),
+        }
+    }
+
+    /// The shard's index.
+    pub(crate) fn shard_index(&self, shard: &ShardId) -> Option<usize> {
+        self.shards.iter().position(|s| s == shard)
+    }
+
+    /// Appends a checkpoint record to node `i`'s disk.
+    pub(crate) fn persist(&mut self, i: usize, shard: ShardId, record: Vec<u8>) {
+        self.disks[i].entry(shard).or_default().push(record);
+    }
+
+    /// What node `i` reads back from its disk at a restart.
+    pub(crate) fn restore(&self, i: usize) -> Result<BTreeMap<ShardId, ReplicaStore>, String> {
+        let mut out = BTreeMap::new();
+        for (shard, log) in &self.disks[i] {
+            let store = ReplicaStore::restore(log.iter().map(Vec::as_slice))
+                .map_err(|e| format!("node-{}'s checkpoint of {shard}: {e}", i + 1))?;
+            out.insert(shard.clone(), store);
+        }
+        Ok(out)
+    }
+
+    /// Node `i` crashed: its workers' state is gone; the shards it served are unserved.
+    pub(crate) fn on_crash(&mut self, now: Instant, i: usize, served: &[ShardId]) {
+        if let Some(w) = self.worker_state.get_mut(&i) {
+            *w = Worker::default();
+        }
+        self.next_enqueue.remove(&i);
+        for shard in served {
+            if let Some(s) = self.shard_index(shard) {
+                self.unserved_since.entry(s).or_insert(now);
+            }
+        }
+    }
+
+    /// One queue event of node `index`; `fence_of(shard)` is the shard's latest grant, and
+    /// `serving(shard)` the queue node `index` serves. Returns the violations found.
+    pub(crate) fn on_event(
+        &mut self,
+        now: Instant,
+        index: usize,
+        event: &QueueEvent,
+        fence_of: impl Fn(usize) -> u64,
+        holds: impl Fn(usize, ItemId) -> bool,
+    ) -> Vec<String> {
+        let mut violations = Vec::new();
+        match event {
+            QueueEvent::Acknowledged {
+                shard, item, lag, ..
+            } => {
+                let Some(s) = self.shard_index(shard) else {
+                    return violations;
+                };
+                if self.acked[s].insert(*item, now).is_none() {
+                    self.records.acknowledged += 1;
+                }
+                self.records.lag_ms.push(lag.as_secs_f64() * 1e3);
+            }
+            QueueEvent::Completed { shard, token } => {
+                let Some(s) = self.shard_index(shard) else {
+                    return violations;
+                };
+                self.records.completed += 1;
+                if !self.completed[s].insert(token.item) {
+                    self.records.duplicate_completions += 1;
+                    violations.push(format!(
+                        "node-{} accepted a second completion of {shard} {} ({token})",
+                        index + 1,
+                        token.item
+                    ));
+                }
+                let latest = fence_of(s);
+                if token.fence.get() < latest {
+                    self.records.stale_accepted += 1;
+                    violations.push(format!(
+                        "node-{} accepted a completion of {shard} {} with a stale token ({token}; \
+                         the shard's latest grant is fence{latest})",
+                        index + 1,
+                        token.item
+                    ));
+                }
+            }
+            QueueEvent::StaleRefused { .. } => self.records.stale_refused += 1,
+            QueueEvent::Released { .. } => self.records.released += 1,
+            QueueEvent::Backpressure {
+                shard,
+                fence,
+                signal,
+            } => {
+                self.records.backpressure_transitions += 1;
+                let Some(s) = self.shard_index(shard) else {
+                    return violations;
+                };
+                let key = (index, s, fence.get());
+                if let Some(&last) = self.last_transition.get(&key) {
+                    let gap = signal.observed_at.saturating_duration_since(last);
+                    if gap < self.spec.config.cooldown() {
+                        violations.push(format!(
+                            "node-{}'s backpressure on {shard} changed twice {gap:?} apart \
+                             (cooldown {:?})",
+                            index + 1,
+                            self.spec.config.cooldown()
+                        ));
+                    }
+                }
+                self.last_transition.insert(key, signal.observed_at);
+            }
+            QueueEvent::Serving { shard, .. } => {
+                let Some(s) = self.shard_index(shard) else {
+                    return violations;
+                };
+                if let Some(since) = self.unserved_since.remove(&s) {
+                    self.records
+                        .failover_s
+                        .push(now.saturating_duration_since(since).as_secs_f64());
+                }
+                let missing: Vec<ItemId> = self.acked[s]
+                    .keys()
+                    .copied()
+                    .filter(|&item| !holds(s, item))
+                    .collect();
+                if !missing.is_empty() {
+                    self.records.lost += missing.len() as u64;
+                    violations.push(format!(
+                        "node-{} serves {shard} without {} acknowledged items (first: {})",
+                        index + 1,
+                        missing.len(),
+                        missing[0]
+                    ));
+                }
+            }
+            QueueEvent::Stopped { shard, .. } => {
+                if let Some(s) = self.shard_index(shard) {
+                    self.unserved_since.entry(s).or_insert(now);
+                }
+            }
+            _ => {}
+        }
+        violations
+    }
+
+    /// The end-state check: `served(s)` gives the live nodes serving shard `s` and a view of
+    /// each item's state in the first; `live(node)` whether a node is running.
+    pub(crate) fn check_end(
+        &mut self,
+        served: impl Fn(usize) -> Vec<(usize, Vec<(ItemId, ItemState)>)>,
+        live: impl Fn(NodeId) -> bool,
+    ) -> Vec<String> {
+        let mut violations = Vec::new();
+        for s in 0..self.shards.len() {
+            let owners = served(s);
+            let [(owner, items)] = owners.as_slice() else {
+                violations.push(format!(
+                    "after the run {} is served by {:?}: exactly one live owner must serve it",
+                    self.shards[s],
+                    owners.iter().map(|(o, _)| o + 1).collect::<Vec<_>>()
+                ));
+                continue;
+            };
+            let states: BTreeMap<ItemId, ItemState> = items.iter().copied().collect();
+            let mut lost = 0;
+            let mut bad = None;
+            for item in self.acked[s].keys() {
+                match states.get(item) {
+                    None => lost += 1,
+                    Some(ItemState::Leased { worker, .. }) if !live(*worker) => {
+                        bad.get_or_insert(format!(
+                            "{item} is leased to {worker}, which is not running"
+                        ));
+                    }
+                    Some(ItemState::Drained) => {
+                        bad.get_or_insert(format!("{item} was drained"));
+                    }
+                    Some(_) => {}
+                }
+            }
+            if lost > 0 {
+                self.records.lost += lost;
+                violations.push(format!(
+                    "after the run node-{}'s queue of {} lacks {lost} acknowledged items",
+                    owner + 1,
+                    self.shards[s]
+                ));
+            }
+            if let Some(bad) = bad {
+                violations.push(format!(
+                    "after the run, in node-{}'s queue of {}: {bad}",
+                    owner + 1,
+                    self.shards[s]
+                ));
+            }
+        }
+        violations.truncate(5);
+        violations
+    }
+}
