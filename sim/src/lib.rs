@@ -23,6 +23,7 @@
 //! | `invariants` | checks made as the run goes; a violation stops the run |
 //! | `lease` | with `[leases]`: the lease roles and bookkeeping per node, the holder ledger, the fenced resources, the lease figures |
 //! | `shard` | with `[shards]`: the shard map fed by the voters' grants, the coordinator that plans moves with the core's `Rebalancer`, the shard figures |
+//! | `queue` | with `[queue]`: the producers and workers driving the core's task queues, the replicas' checkpoint disks, the queue invariants (no acknowledged item lost, none completed twice, no stale completion accepted, backpressure cooldown, the end state) and figures |
 //! | [`report`] | JSON and human reports, expectations |
 //! | `trace` | the trace hash that proves determinism |
 //!

@@ -333,3 +333,90 @@ impl QueueRun {
         violations
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshkit::lease::FencingToken;
+    use meshkit::queue::{BackpressureSignal, LeaseId};
+
+    fn run() -> QueueRun {
+        let text = "name = \"t\"\n[topology]\nnodes = 6\n[run]\nduration = \"10s\"\n\
+                    [leases]\nvoters = 3\n[shards]\nnamespace = \"jobs\"\ncount = 2\n\
+                    [queue]\nproducers = \"0..2\"\nworkers = \"3..6\"\ncooldown = \"1s\"\n";
+        let scenario = crate::Scenario::parse(text, "t.toml").unwrap();
+        let shards = (0..2).map(|i| ShardId::new("jobs", i).unwrap()).collect();
+        QueueRun::new(scenario.queue().unwrap(), shards, 6)
+    }
+
+    fn token(item: u64, fence: u64) -> OwnershipToken {
+        OwnershipToken {
+            item: ItemId::new(item),
+            attempt: 1,
+            lease: LeaseId::new(1),
+            fence: FencingToken::new(fence),
+        }
+    }
+
+    fn at(s: u64) -> Instant {
+        Instant::from_nanos(s * 1_000_000_000)
+    }
+
+    /// Each checker fires on what it guards against (the runs only show that nothing fires).
+    #[test]
+    fn duplicate_stale_lost_and_cooldown_are_violations() {
+        let mut q = run();
+        let shard = ShardId::new("jobs", 0).unwrap();
+        let fence_of = |_| 5;
+        let ack = QueueEvent::Acknowledged {
+            shard: shard.clone(),
+            item: ItemId::new(1),
+            fence: FencingToken::new(5),
+            lag: Duration::from_millis(2),
+        };
+        assert!(q.on_event(at(1), 3, &ack, fence_of, |_, _| true).is_empty());
+        let done = QueueEvent::Completed {
+            shard: shard.clone(),
+            token: token(1, 5),
+        };
+        assert!(q.on_event(at(2), 3, &done, fence_of, |_, _| true).is_empty());
+        let again = q.on_event(at(3), 3, &done, fence_of, |_, _| true);
+        assert!(again[0].contains("second completion"), "{again:?}");
+        let stale = QueueEvent::Completed {
+            shard: shard.clone(),
+            token: token(2, 4),
+        };
+        let v = q.on_event(at(3), 3, &stale, fence_of, |_, _| true);
+        assert!(v[0].contains("stale token"), "{v:?}");
+        let serving = QueueEvent::Serving {
+            shard: shard.clone(),
+            fence: FencingToken::new(6),
+            source: None,
+            items: 0,
+        };
+        let v = q.on_event(at(4), 4, &serving, fence_of, |_, _| false);
+        assert!(v[0].contains("without 1 acknowledged items"), "{v:?}");
+        let signal = |s: u64, on: bool| QueueEvent::Backpressure {
+            shard: shard.clone(),
+            fence: FencingToken::new(6),
+            signal: BackpressureSignal {
+                is_active: on,
+                pending_count: 0,
+                observed_at: Instant::from_nanos(s * 100_000_000),
+                high_watermark: Some(10),
+                low_watermark: 5,
+            },
+        };
+        assert!(q.on_event(at(5), 4, &signal(50, true), fence_of, |_, _| true).is_empty());
+        let v = q.on_event(at(5), 4, &signal(55, false), fence_of, |_, _| true);
+        assert!(v[0].contains("cooldown"), "{v:?}");
+        assert_eq!(
+            (
+                q.records.duplicate_completions,
+                q.records.stale_accepted,
+                q.records.lost
+            ),
+            (1, 1, 1)
+        );
+    }
+}
