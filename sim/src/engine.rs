@@ -55,11 +55,11 @@ use crate::metrics::Counters;
 use crate::network::{Network, Partition, Verdict};
 use crate::observer::{Down, Observations, Observer};
 use crate::queue::{Ask as WorkerAsk, Held, QUEUE_TICK, QueueRecords, QueueRun};
-use meshkit::queue::QueueEvent;
 use crate::report::ExperimentRecord;
 use crate::scenario::{FaultAction, LeaseSpec, MetadataOp, NodeSelector, PartitionShape, Scenario};
 use crate::shard::{ShardRecords, ShardRun};
 use crate::trace::TraceHash;
+use meshkit::queue::QueueEvent;
 
 mod plans;
 
@@ -371,7 +371,9 @@ impl<'s> Engine<'s> {
                 .push(Instant::ZERO + WRITE_INTERVAL, What::LeaseTick);
         }
         if engine.queue_run().is_some() {
-            engine.queue.push(Instant::ZERO + QUEUE_TICK, What::QueueTick);
+            engine
+                .queue
+                .push(Instant::ZERO + QUEUE_TICK, What::QueueTick);
         }
         for (at, event) in fault::timeline(scenario.faults(), end, &mut engine.fault_rng) {
             engine.queue.push(at, What::Fault(event));
@@ -2643,10 +2645,7 @@ impl Engine<'_> {
         };
         let mut touched = BTreeSet::new();
         let shards = q.shards.clone();
-        let burst = !q.burst_done
-            && q.spec
-                .burst_at
-                .is_some_and(|b| now >= Instant::ZERO + b);
+        let burst = !q.burst_done && q.spec.burst_at.is_some_and(|b| now >= Instant::ZERO + b);
         if burst {
             q.burst_done = true;
         }
@@ -2814,7 +2813,9 @@ impl Engine<'_> {
                 }
                 // A stale token or no answer: the worker gives the item up (it runs again
                 // elsewhere).
-                Some(WorkerAsk::Complete(t) | WorkerAsk::Heartbeat(t)) => ws.held.retain(|h| h.token != t),
+                Some(WorkerAsk::Complete(t) | WorkerAsk::Heartbeat(t)) => {
+                    ws.held.retain(|h| h.token != t)
+                }
                 None => {}
             },
             _ => {}

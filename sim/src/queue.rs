@@ -379,7 +379,10 @@ mod tests {
             shard: shard.clone(),
             token: token(1, 5),
         };
-        assert!(q.on_event(at(2), 3, &done, fence_of, |_, _| true).is_empty());
+        assert!(
+            q.on_event(at(2), 3, &done, fence_of, |_, _| true)
+                .is_empty()
+        );
         let again = q.on_event(at(3), 3, &done, fence_of, |_, _| true);
         assert!(again[0].contains("second completion"), "{again:?}");
         let stale = QueueEvent::Completed {
@@ -407,7 +410,10 @@ mod tests {
                 low_watermark: 5,
             },
         };
-        assert!(q.on_event(at(5), 4, &signal(50, true), fence_of, |_, _| true).is_empty());
+        assert!(
+            q.on_event(at(5), 4, &signal(50, true), fence_of, |_, _| true)
+                .is_empty()
+        );
         let v = q.on_event(at(5), 4, &signal(55, false), fence_of, |_, _| true);
         assert!(v[0].contains("cooldown"), "{v:?}");
         assert_eq!(

@@ -21,7 +21,10 @@ fn run(name: &str, seed: u64) -> (meshkit_sim::report::RunReport, QueueReport) {
         report.replay,
         report.render(scenario.expect())
     );
-    let queue = report.queue.clone().expect("a [queue] scenario reports queue figures");
+    let queue = report
+        .queue
+        .clone()
+        .expect("a [queue] scenario reports queue figures");
     assert_eq!(queue.queue_lost, 0);
     assert_eq!(queue.queue_duplicate_completions, 0);
     assert_eq!(queue.queue_stale_completions_accepted, 0);
@@ -39,7 +42,10 @@ fn owner_kill_loses_no_acknowledged_item_and_fences_the_old_workers() {
         q.queue_completed, q.queue_acknowledged,
         "every acknowledged item completes once the producers stop: {q:?}"
     );
-    assert!(!q.queue_failovers_s.is_empty(), "the kills moved shards: {q:?}");
+    assert!(
+        !q.queue_failovers_s.is_empty(),
+        "the kills moved shards: {q:?}"
+    );
     assert!(q.queue_stale_completions_refused > 0, "{q:?}");
     assert!(report.converged);
 }
@@ -49,7 +55,10 @@ fn owner_kill_loses_no_acknowledged_item_and_fences_the_old_workers() {
 #[test]
 fn partition_moves_the_cut_off_owners_queues_without_loss() {
     let (_, q) = run("queue-partition", 1);
-    assert!(!q.queue_failovers_s.is_empty(), "the cut moved shards: {q:?}");
+    assert!(
+        !q.queue_failovers_s.is_empty(),
+        "the cut moved shards: {q:?}"
+    );
     assert_eq!(q.queue_completed, q.queue_acknowledged, "{q:?}");
 }
 
@@ -63,7 +72,10 @@ fn a_burst_turns_backpressure_on_and_producers_hold_back_until_it_turns_off() {
         q.queue_backpressure_transitions >= 2 && q.queue_backpressure_transitions % 2 == 0,
         "on and off again: {q:?}"
     );
-    assert!(q.queue_producer_waits > 0, "producers saw the signal: {q:?}");
+    assert!(
+        q.queue_producer_waits > 0,
+        "producers saw the signal: {q:?}"
+    );
     assert_eq!(q.queue_completed, q.queue_acknowledged, "{q:?}");
 }
 

@@ -194,7 +194,11 @@ mod tests {
         }
         assert_eq!(m.history().count(), MAX_SIGNAL_HISTORY);
         let times: Vec<Instant> = m.history().map(|s| s.observed_at).collect();
-        assert!(times.windows(2).all(|w| w[1] >= w[0] + Duration::from_millis(100)));
+        assert!(
+            times
+                .windows(2)
+                .all(|w| w[1] >= w[0] + Duration::from_millis(100))
+        );
     }
 
     #[test]

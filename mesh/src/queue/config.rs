@@ -221,13 +221,7 @@ impl TryFrom<RawQueueConfig> for QueueConfig {
             (Some(_), Some(low)) => low,
         };
         Ok(Self {
-            replicas: check_u32(
-                "replicas",
-                raw.replicas,
-                DEFAULT_REPLICAS,
-                0,
-                MAX_REPLICAS,
-            )?,
+            replicas: check_u32("replicas", raw.replicas, DEFAULT_REPLICAS, 0, MAX_REPLICAS)?,
             max_attempts: check_u32(
                 "max_attempts",
                 raw.max_attempts,
@@ -307,6 +301,10 @@ mod tests {
                 .starts_with("queue.replicas = 9")
         );
         let b = QueueConfig::default().with_watermarks(10, Some(20));
-        assert_eq!(b.low_watermark(), 5, "a low at or above high falls back to high/2");
+        assert_eq!(
+            b.low_watermark(),
+            5,
+            "a low at or above high falls back to high/2"
+        );
     }
 }

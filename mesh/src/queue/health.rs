@@ -165,7 +165,10 @@ mod tests {
         assert!(!h.on_member(t0, a, true), "the same one does not");
         assert_eq!(h.summary(t0).pending_reassignments, 1);
         assert_eq!(h.poll_timeout(), Some(t0 + grace));
-        assert!(h.due((t0 + grace).saturating_sub(Duration::from_nanos(1))).is_empty());
+        assert!(
+            h.due((t0 + grace).saturating_sub(Duration::from_nanos(1)))
+                .is_empty()
+        );
         assert_eq!(h.due(t0 + grace), vec![a]);
         assert!(h.due(t0 + grace * 2).is_empty(), "once per disconnection");
         let s = h.summary(t0 + Duration::from_secs(1));

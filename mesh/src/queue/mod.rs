@@ -141,8 +141,7 @@ pub use self::item::{
 pub use self::queues::{
     FinishOp, MAX_QUEUE_OUTBOX, MAX_REQUESTS_IN_FLIGHT, MAX_WAITING_ACKS, PARTICIPANT_KEY,
     QueueContext, QueueDurableWrite, QueueEvent, QueueStats, Queues, REPLICATION_WINDOW_VERSIONS,
-    RESEND_INTERVAL,
-    TICK_INTERVAL, owner_key,
+    RESEND_INTERVAL, TICK_INTERVAL, owner_key,
 };
 pub use self::replica::{Applied, ReplicaStore};
 pub use self::store::{FailOutcome, WorkQueue};

@@ -33,6 +33,8 @@ pub const MAX_WAITING_ACKS: usize = 4096;
 /// Versions sent to one replica beyond what it acknowledged: the replication window. A replica
 /// that is slow or gone costs at most this much per resend.
 pub const REPLICATION_WINDOW_VERSIONS: u64 = 64;
+/// Acknowledgements of the same version in a row that make the owner resend at once.
+const DUPLICATE_ACKS_RESEND: u32 = 3;
 /// A replica replaced for not acknowledging is not chosen again for this many recovery waits
 /// (membership has usually called it dead by then, if it is).
 const REPLACED_RECOVERY_WAITS: u32 = 10;
@@ -248,6 +250,18 @@ impl QueueContext<'_> {
             .is_some_and(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
     }
 
+    /// Every member up, in id order, this node excluded: whom a new owner asks. Not only
+    /// those whose metadata says they run queues: a node that just restarted may not have
+    /// their metadata yet, and a replica it does not ask is a replica whose items it loses.
+    fn members_up(&self) -> Vec<NodeId> {
+        let own = self.membership.local_id();
+        self.membership
+            .members()
+            .filter(|m| m.id != own && matches!(m.state, MemberState::Alive | MemberState::Suspect))
+            .map(|m| m.id)
+            .collect()
+    }
+
     /// The members up that run queues, in id order, this node excluded.
     fn participants(&self) -> Vec<NodeId> {
         let own = self.membership.local_id();
@@ -285,6 +299,9 @@ struct Link {
     last_send: Option<Instant>,
     /// When it last acknowledged something new (or was chosen).
     last_progress: Instant,
+    /// Acknowledgements in a row of the same version while more was sent: a batch was lost
+    /// (or overtaken); at [`DUPLICATE_ACKS_RESEND`] the owner goes back at once.
+    duplicate_acks: u32,
 }
 
 #[derive(Debug)]
@@ -338,7 +355,29 @@ struct Recovery {
     asked: BTreeSet<NodeId>,
     offers: BTreeMap<NodeId, (FencingToken, u64)>,
     last_send: Instant,
+    /// Once decided: the copies still to pull, most caught-up first.
+    to_pull: Option<Vec<(NodeId, FencingToken)>>,
     pulling: Option<Pulling>,
+    /// Every item of every copy pulled so far, each at its newest `(source fence, version)`.
+    merged: BTreeMap<ItemId, (FencingToken, ItemRecord)>,
+    /// The highest version of any copy pulled.
+    applied: u64,
+    /// The most caught-up copy's member.
+    best: Option<NodeId>,
+}
+
+impl Recovery {
+    fn merge(&mut self, source: FencingToken, records: impl IntoIterator<Item = ItemRecord>) {
+        for rec in records {
+            let newer = self
+                .merged
+                .get(&rec.id)
+                .is_none_or(|(s, held)| (source, rec.version) > (*s, held.version));
+            if newer {
+                self.merged.insert(rec.id, (source, rec));
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -590,7 +629,10 @@ impl Queues {
                 payload,
             }),
             QueueBody::Empty { request } => {
-                self.answered(request, &shard, |shard| QueueEvent::Empty { shard, request });
+                self.answered(request, &shard, |shard| QueueEvent::Empty {
+                    shard,
+                    request,
+                });
             }
             QueueBody::Accepted { request, token } => {
                 self.answered(request, &shard, |shard| QueueEvent::Accepted {
@@ -865,7 +907,10 @@ impl Queues {
     }
 
     fn refuse(&mut self, to: NodeId, shard: &ShardId, request: u64, error: &QueueError) {
-        let fence = self.owned.get(shard).map_or(FencingToken::new(0), |(f, _)| *f);
+        let fence = self
+            .owned
+            .get(shard)
+            .map_or(FencingToken::new(0), |(f, _)| *f);
         self.send(
             to,
             shard,
@@ -891,6 +936,14 @@ impl Queues {
             request,
         };
         let result = self.serving_mut(now, ctx, shard).and_then(|s| {
+            let retried = s.waiting.iter().any(|w| {
+                matches!(*w, Waiting::Enqueue { producer, request: r, .. }
+                    if producer == from && r == request)
+            });
+            if retried {
+                // A resend of an enqueue still waiting for its replicas: it is answered then.
+                return Ok(());
+            }
             if s.waiting.len() >= MAX_WAITING_ACKS {
                 return Err(QueueError::Overloaded {
                     max: MAX_WAITING_ACKS,
@@ -925,18 +978,16 @@ impl Queues {
     ) {
         self.health.on_heartbeat(now, from);
         let timeout = self.config.lease_timeout();
-        let result = self
-            .serving_mut(now, ctx, shard)
-            .map(|s| {
-                s.queue.lease(now, from).map(|(token, _)| {
-                    let payload = s
-                        .queue
-                        .record(token.item)
-                        .map(|r| r.payload.clone())
-                        .unwrap_or_default();
-                    (token, payload)
-                })
-            });
+        let result = self.serving_mut(now, ctx, shard).map(|s| {
+            s.queue.lease(now, from).map(|(token, _)| {
+                let payload = s
+                    .queue
+                    .record(token.item)
+                    .map(|r| r.payload.clone())
+                    .unwrap_or_default();
+                (token, payload)
+            })
+        });
         match result {
             Ok(Some((token, payload))) => {
                 self.send(
@@ -974,6 +1025,16 @@ impl Queues {
     ) {
         self.health.on_heartbeat(now, from);
         let result = self.serving_mut(now, ctx, shard).and_then(|s| {
+            let retried = s.waiting.iter().any(|w| {
+                matches!(*w, Waiting::Finish { worker, request: r, token: t, .. }
+                    if worker == from && r == request && t == token)
+            });
+            if retried {
+                // A resend of a completion or failure still waiting for its replicas: it is
+                // answered then (refusing it, the item being finished, would tell the worker
+                // its completion failed).
+                return Ok(true);
+            }
             match op {
                 None => s.queue.heartbeat(now, &token).map(|_| false),
                 Some(None) => s.queue.complete(&token).map(|()| true),
@@ -1118,7 +1179,10 @@ impl Queues {
         let mut candidates = ctx.participants();
         let split = candidates.partition_point(|&n| n < self.id);
         candidates.rotate_left(split);
-        for n in candidates.into_iter().filter(|n| !s.replaced.contains_key(n)) {
+        for n in candidates
+            .into_iter()
+            .filter(|n| !s.replaced.contains_key(n))
+        {
             if s.links.len() >= want {
                 break;
             }
@@ -1127,6 +1191,7 @@ impl Queues {
                 sent: 0,
                 last_send: None,
                 last_progress: now,
+                duplicate_acks: 0,
             });
         }
     }
@@ -1146,9 +1211,7 @@ impl Queues {
             if link.acked >= version {
                 continue;
             }
-            let stalled = link
-                .last_send
-                .is_none_or(|t| now >= t + RESEND_INTERVAL);
+            let stalled = link.last_send.is_none_or(|t| now >= t + RESEND_INTERVAL);
             if stalled {
                 link.sent = link.acked;
             }
@@ -1212,6 +1275,16 @@ impl Queues {
         };
         if applied > link.acked {
             link.last_progress = now;
+            link.duplicate_acks = 0;
+        } else if applied == link.acked && applied < link.sent {
+            link.duplicate_acks = link.duplicate_acks.saturating_add(1);
+            if link.duplicate_acks == DUPLICATE_ACKS_RESEND {
+                // Like TCP's fast retransmit: the replica keeps answering with the same
+                // version while batches after it arrive, so the one it needs was lost. Once
+                // per loss: the count rises past the threshold until the replica progresses.
+                link.sent = applied;
+                link.last_send = None;
+            }
         }
         if applied < link.acked {
             // The replica lost what it had (a restart without its disk): start it over.
@@ -1303,7 +1376,7 @@ impl Queues {
         let own = replica.promise(fence);
         let record = self.record_durable.then(|| replica.checkpoint_record([]));
         self.write_durable(shard, record);
-        let asked: BTreeSet<NodeId> = ctx.participants().into_iter().collect();
+        let asked: BTreeSet<NodeId> = ctx.members_up().into_iter().collect();
         let mut offers = BTreeMap::new();
         offers.insert(self.id, own);
         self.owned.insert(
@@ -1315,7 +1388,11 @@ impl Queues {
                     asked: asked.clone(),
                     offers,
                     last_send: now,
+                    to_pull: None,
                     pulling: None,
+                    merged: BTreeMap::new(),
+                    applied: 0,
+                    best: None,
                 }),
             ),
         );
@@ -1329,8 +1406,14 @@ impl Queues {
         self.step_recovery(now, ctx, shard);
     }
 
-    /// Moves a recovery on: resends what is unanswered, picks the most caught-up offer once
-    /// every member asked answered (or the wait is over), pulls its records, and serves.
+    /// Moves a recovery on: resends what is unanswered; once every member asked answered (or
+    /// the wait is over), pulls the records of every copy offered, most caught-up first, and
+    /// merges them (each item at its newest `(source fence, version)`), then serves.
+    ///
+    /// Why every copy and not only the most caught-up one: a replica that joined an owner late
+    /// catches up in version order, so its version can be the highest while it still lacks an
+    /// older item whose last change it has not reached; another replica (or one of an earlier
+    /// owner) holds it. Merging loses no item any copy holds.
     fn step_recovery(&mut self, now: Instant, ctx: QueueContext<'_>, shard: &ShardId) {
         let id = self.id;
         let wait = self.config.recovery_wait();
@@ -1339,68 +1422,89 @@ impl Queues {
         };
         let fence = *fence;
         let mut sends = Vec::new();
-        if let Some(p) = &mut r.pulling {
-            if now >= p.last_progress + wait * 4 || !ctx.is_up(p.from) {
-                // The chosen member went silent: start over with whoever answers.
-                r.pulling = None;
-                r.offers.retain(|&n, _| n == id);
-                r.started = now;
-                r.asked = ctx.participants().into_iter().collect();
-                r.last_send = now;
-                for &n in &r.asked {
-                    sends.push((n, QueueBody::Recover { fence }));
-                }
-            } else if now >= p.last_send + RESEND_INTERVAL {
-                p.last_send = now;
-                sends.push((
-                    p.from,
-                    QueueBody::Pull {
-                        fence,
-                        after: p.after,
-                    },
-                ));
-            }
-        } else {
+        if r.to_pull.is_none() {
             r.asked.retain(|&n| ctx.is_up(n));
             let all = r.asked.iter().all(|n| r.offers.contains_key(n));
-            if all || now >= r.started + wait {
-                let (&best, &(source, applied)) = r
-                    .offers
-                    .iter()
-                    .max_by_key(|&(&n, &(source, applied))| (source, applied, n == id, n))
-                    .expect("the owner's own offer is always there");
-                if best == id || (source.get() == 0 && applied == 0) {
-                    let records: Vec<ItemRecord> = self
-                        .replicas
-                        .get(shard)
-                        .filter(|_| best == id)
-                        .map(|rep| rep.records().cloned().collect())
-                        .unwrap_or_default();
-                    let applied = if best == id { applied } else { 0 };
-                    for (n, body) in sends {
-                        self.send(n, shard, body);
+            if !all && now < r.started + wait {
+                if now >= r.last_send + RESEND_INTERVAL {
+                    r.last_send = now;
+                    for &n in r.asked.iter().filter(|n| !r.offers.contains_key(n)) {
+                        sends.push((n, QueueBody::Recover { fence }));
                     }
-                    self.serve(now, ctx, shard, fence, records, applied, None);
-                    return;
                 }
+                for (n, body) in sends {
+                    self.send(n, shard, body);
+                }
+                return;
+            }
+            // Decide: its own copy first, then every other copy that holds anything.
+            if let Some(own) = self.replicas.get(shard) {
+                r.applied = r.applied.max(own.applied());
+                r.merge(own.source(), own.records().cloned());
+            }
+            let mut others: Vec<(NodeId, (FencingToken, u64))> = r
+                .offers
+                .iter()
+                .filter(|&(&n, &(source, applied))| n != id && (source.get() > 0 || applied > 0))
+                .map(|(&n, &o)| (n, o))
+                .collect();
+            others.sort_by_key(|&(n, (source, applied))| core::cmp::Reverse((source, applied, n)));
+            r.best = r
+                .offers
+                .iter()
+                .max_by_key(|&(&n, &(source, applied))| (source, applied, n == id, n))
+                .map(|(&n, _)| n)
+                .filter(|&n| n != id);
+            r.to_pull = Some(others.into_iter().map(|(n, (s, _))| (n, s)).collect());
+        }
+        if let Some(p) = &mut r.pulling {
+            if now >= p.last_progress + wait * 4 || !ctx.is_up(p.from) {
+                // The member went silent: go on without its copy.
+                r.pulling = None;
+            } else {
+                if now >= p.last_send + RESEND_INTERVAL {
+                    p.last_send = now;
+                    sends.push((
+                        p.from,
+                        QueueBody::Pull {
+                            fence,
+                            after: p.after,
+                        },
+                    ));
+                }
+                for (n, body) in sends {
+                    self.send(n, shard, body);
+                }
+                return;
+            }
+        }
+        let next = r.to_pull.as_mut().and_then(|list| {
+            if list.is_empty() {
+                None
+            } else {
+                Some(list.remove(0))
+            }
+        });
+        match next {
+            Some((from, source)) => {
                 r.pulling = Some(Pulling {
-                    from: best,
+                    from,
                     source,
                     after: 0,
                     records: BTreeMap::new(),
                     last_send: now,
                     last_progress: now,
                 });
-                sends.push((best, QueueBody::Pull { fence, after: 0 }));
-            } else if now >= r.last_send + RESEND_INTERVAL {
-                r.last_send = now;
-                for &n in r.asked.iter().filter(|n| !r.offers.contains_key(n)) {
-                    sends.push((n, QueueBody::Recover { fence }));
-                }
+                self.send(from, shard, QueueBody::Pull { fence, after: 0 });
             }
-        }
-        for (n, body) in sends {
-            self.send(n, shard, body);
+            None => {
+                let records: Vec<ItemRecord> = core::mem::take(&mut r.merged)
+                    .into_values()
+                    .map(|(_, rec)| rec)
+                    .collect();
+                let (applied, best) = (r.applied, r.best);
+                self.serve(now, ctx, shard, fence, records, applied, best);
+            }
         }
     }
 
@@ -1428,9 +1532,12 @@ impl Queues {
         p.after = batch.to;
         p.last_progress = now;
         if batch.done {
-            let records: Vec<ItemRecord> = core::mem::take(&mut p.records).into_values().collect();
-            let applied = p.after;
-            self.serve(now, ctx, shard, fence, records, applied, Some(from));
+            let Some(p) = r.pulling.take() else {
+                return;
+            };
+            r.applied = r.applied.max(p.after);
+            r.merge(p.source, p.records.into_values());
+            self.step_recovery(now, ctx, shard);
         } else {
             p.last_send = now;
             let after = p.after;
@@ -1523,7 +1630,12 @@ impl Queues {
         Ok(request)
     }
 
-    fn answered(&mut self, request: u64, shard: &ShardId, event: impl FnOnce(ShardId) -> QueueEvent) {
+    fn answered(
+        &mut self,
+        request: u64,
+        shard: &ShardId,
+        event: impl FnOnce(ShardId) -> QueueEvent,
+    ) {
         if self
             .requests
             .get(&request)
@@ -1542,7 +1654,11 @@ impl Queues {
         code: u8,
         fence: FencingToken,
     ) {
-        let Some(r) = self.requests.get_mut(&request).filter(|r| &r.shard == shard) else {
+        let Some(r) = self
+            .requests
+            .get_mut(&request)
+            .filter(|r| &r.shard == shard)
+        else {
             return;
         };
         let token = match &r.body {

@@ -125,8 +125,11 @@ impl ReplicaStore {
     /// The snapshot chunk after version `after`: at most [`MAX_BATCH_RECORDS`] records changed
     /// after it, in version order.
     pub fn chunk(&self, after: u64) -> Batch {
-        let mut changed: Vec<&ItemRecord> =
-            self.records.values().filter(|r| r.version > after).collect();
+        let mut changed: Vec<&ItemRecord> = self
+            .records
+            .values()
+            .filter(|r| r.version > after)
+            .collect();
         changed.sort_by_key(|r| r.version);
         let done = changed.len() <= MAX_BATCH_RECORDS;
         changed.truncate(MAX_BATCH_RECORDS);
@@ -149,7 +152,10 @@ impl ReplicaStore {
     /// The durable record of a change: the header (promised, source, applied) and the records
     /// the change touched. Replaying every record a replica wrote, in order, with
     /// [`restore`](Self::restore) rebuilds it exactly.
-    pub fn checkpoint_record<'a>(&self, touched: impl IntoIterator<Item = &'a ItemRecord>) -> Vec<u8> {
+    pub fn checkpoint_record<'a>(
+        &self,
+        touched: impl IntoIterator<Item = &'a ItemRecord>,
+    ) -> Vec<u8> {
         let mut buf = Vec::new();
         let mut w = Writer::new(&mut buf);
         w.u64(self.promised.get());
@@ -169,7 +175,9 @@ impl ReplicaStore {
     /// # Errors
     ///
     /// [`CheckpointError`] for a record that does not decode; nothing is built.
-    pub fn restore<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> Result<Self, CheckpointError> {
+    pub fn restore<'a>(
+        records: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Self, CheckpointError> {
         let mut store = Self::new();
         for (k, bytes) in records.into_iter().enumerate() {
             let err = |source| CheckpointError::Record { record: k, source };

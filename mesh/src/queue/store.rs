@@ -188,7 +188,11 @@ impl WorkQueue {
             record.attempts = record.attempts.saturating_add(1);
             record.attempts
         };
-        self.set_state(id, ItemState::Leased { worker, lease }, EventKind::LeaseGranted);
+        self.set_state(
+            id,
+            ItemState::Leased { worker, lease },
+            EventKind::LeaseGranted,
+        );
         let deadline = now + self.lease_timeout;
         self.deadlines.insert(id, deadline);
         Some((
@@ -208,7 +212,11 @@ impl WorkQueue {
     /// # Errors
     ///
     /// As [`check`](Self::check); nothing changed.
-    pub fn heartbeat(&mut self, now: Instant, token: &OwnershipToken) -> Result<Instant, QueueError> {
+    pub fn heartbeat(
+        &mut self,
+        now: Instant,
+        token: &OwnershipToken,
+    ) -> Result<Instant, QueueError> {
         self.check(token)?;
         let deadline = now + self.lease_timeout;
         self.deadlines.insert(token.item, deadline);

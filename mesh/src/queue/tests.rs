@@ -58,7 +58,11 @@ fn expiry_requeues_with_the_attempt_count_then_dead_letters() {
     );
     let (t2, _) = q.lease(ms(1600), w).unwrap();
     assert_eq!(t2.attempt, 2);
-    assert_eq!(q.fail(&t2, true), Ok(FailOutcome::DeadLettered), "max_attempts = 2");
+    assert_eq!(
+        q.fail(&t2, true),
+        Ok(FailOutcome::DeadLettered),
+        "max_attempts = 2"
+    );
     assert_eq!(q.record(item).unwrap().state, ItemState::DeadLettered);
     assert_eq!(q.pending_count(), 0);
     assert!(q.lease(ms(1700), w).is_none());
@@ -84,7 +88,10 @@ fn tokens_are_checked_for_fence_grant_and_item() {
         item: ItemId::new(99),
         ..t
     };
-    assert!(matches!(q.heartbeat(ms(1), &forged), Err(QueueError::UnknownItem { .. })));
+    assert!(matches!(
+        q.heartbeat(ms(1), &forged),
+        Err(QueueError::UnknownItem { .. })
+    ));
     q.complete(&t).unwrap();
     assert_eq!(q.record(item).unwrap().state, ItemState::Completed);
     assert!(
@@ -97,7 +104,11 @@ fn tokens_are_checked_for_fence_grant_and_item() {
 fn enqueue_is_idempotent_per_origin_and_bounded() {
     let mut q = WorkQueue::new(FencingToken::new(1), &QueueConfig::default());
     let a = q.enqueue(origin(1), b"a").unwrap();
-    assert_eq!(q.enqueue(origin(1), b"a").unwrap(), a, "a retry finds its item");
+    assert_eq!(
+        q.enqueue(origin(1), b"a").unwrap(),
+        a,
+        "a retry finds its item"
+    );
     assert_eq!(q.pending_count(), 1);
     assert!(matches!(
         q.enqueue(origin(2), &[0; MAX_PAYLOAD_BYTES + 1]),
@@ -152,18 +163,37 @@ fn a_replica_applies_in_order_skips_what_it_has_and_reports_gaps() {
     let mut r = ReplicaStore::new();
     q.enqueue(origin(1), b"1").unwrap();
     let first = batch(&q, 0);
-    assert_eq!(r.apply(&first), Applied::Applied { applied: 1, records: 1 });
+    assert_eq!(
+        r.apply(&first),
+        Applied::Applied {
+            applied: 1,
+            records: 1
+        }
+    );
     q.enqueue(origin(2), b"2").unwrap();
     q.lease(ms(0), NodeId::new(4)).unwrap();
     let from_two = Batch {
         from: 2,
         ..batch(&q, 2)
     };
-    assert_eq!(r.apply(&from_two), Applied::Gap { applied: 1 }, "version 2 was lost");
-    assert_eq!(r.apply(&batch(&q, 1)), Applied::Applied { applied: 3, records: 2 });
+    assert_eq!(
+        r.apply(&from_two),
+        Applied::Gap { applied: 1 },
+        "version 2 was lost"
+    );
+    assert_eq!(
+        r.apply(&batch(&q, 1)),
+        Applied::Applied {
+            applied: 3,
+            records: 2
+        }
+    );
     assert_eq!(
         r.apply(&first),
-        Applied::Applied { applied: 3, records: 0 },
+        Applied::Applied {
+            applied: 3,
+            records: 0
+        },
         "a replayed batch changes nothing"
     );
     // A newer owner is promised: the old one is fenced out.
@@ -178,7 +208,11 @@ fn a_replica_applies_in_order_skips_what_it_has_and_reports_gaps() {
     assert_eq!(r.records().count(), 2);
     // The new owner's first batch (from 0) replaces the copy.
     let next = WorkQueue::rebuild(FencingToken::new(8), &config(), r.records().cloned(), 3);
-    assert_eq!(next.pending_count(), 2, "the leased item went back to pending");
+    assert_eq!(
+        next.pending_count(),
+        2,
+        "the leased item went back to pending"
+    );
     assert!(matches!(r.apply(&batch(&next, 0)), Applied::Applied { .. }));
     assert_eq!(r.source(), FencingToken::new(8));
     assert_eq!(r.applied(), next.version());

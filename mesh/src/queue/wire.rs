@@ -26,8 +26,12 @@ pub const MAX_RECORD_BYTES: usize = 8 + 8 + 4 + 1 + 8 + 8 + 1 + 8 + 8 + 2 + MAX_
 /// The largest header of a batch (kind, shard, fence, from, to, done, pending, active, count).
 const BATCH_HEADER_BYTES: usize = 1 + 1 + MAX_NAMESPACE_CHARS + 4 + 8 + 8 + 8 + 1 + 4 + 4 + 1;
 /// Records one batch carries at most (any number of them fit whatever their payloads).
-pub const MAX_BATCH_RECORDS: usize = (MAX_QUEUE_MESSAGE_BYTES - BATCH_HEADER_BYTES) / MAX_RECORD_BYTES;
-const _: () = assert!(MAX_BATCH_RECORDS >= 2, "a batch carries at least two records");
+pub const MAX_BATCH_RECORDS: usize =
+    (MAX_QUEUE_MESSAGE_BYTES - BATCH_HEADER_BYTES) / MAX_RECORD_BYTES;
+const _: () = assert!(
+    MAX_BATCH_RECORDS >= 2,
+    "a batch carries at least two records"
+);
 const _: () = assert!(
     1 + 1 + MAX_NAMESPACE_CHARS + 4 + 8 + 8 + 4 + 8 + 8 + 8 + 2 + MAX_PAYLOAD_BYTES
         <= MAX_QUEUE_MESSAGE_BYTES,
@@ -666,7 +670,11 @@ mod tests {
         for m in samples() {
             let mut buf = Vec::new();
             m.encode(&mut buf);
-            assert!(buf.len() <= MAX_QUEUE_MESSAGE_BYTES, "{} bytes: {m:?}", buf.len());
+            assert!(
+                buf.len() <= MAX_QUEUE_MESSAGE_BYTES,
+                "{} bytes: {m:?}",
+                buf.len()
+            );
             assert_eq!(QueueMessage::decode(&buf).unwrap(), m);
         }
     }
@@ -677,7 +685,10 @@ mod tests {
             let mut buf = Vec::new();
             m.encode(&mut buf);
             for n in 0..buf.len() {
-                assert!(QueueMessage::decode(&buf[..n]).is_err(), "prefix {n} of {m:?}");
+                assert!(
+                    QueueMessage::decode(&buf[..n]).is_err(),
+                    "prefix {n} of {m:?}"
+                );
             }
             let mut longer = buf.clone();
             longer.push(0);
