@@ -45,6 +45,30 @@ pub struct SweepTally {
     pub missed: Vec<(u64, String, String)>,
     /// Wall seconds the runs took, summed over the workers (CPU-ish time).
     pub run_wall_s: f64,
+    /// With `[queue]`: the queue totals (`None` for scenarios without a queue).
+    pub queue: Option<QueueTally>,
+}
+
+/// The queue totals of a sweep of a `[queue]` scenario (see `crate::queue`).
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct QueueTally {
+    /// Items acknowledged, summed.
+    pub acknowledged: u64,
+    /// Completions accepted, summed.
+    pub completed: u64,
+    /// Acknowledged items lost, summed (must stay 0).
+    pub lost: u64,
+    /// Items completed twice, summed (must stay 0).
+    pub duplicate_completions: u64,
+    /// Completions accepted with a stale token, summed (must stay 0).
+    pub stale_completions_accepted: u64,
+    /// Stale completions and heartbeats refused, summed.
+    pub stale_completions_refused: u64,
+    /// Every seed's replication lag p99.
+    pub lag_p99s_ms: Vec<f64>,
+    /// Every queue failover of every seed, pooled.
+    pub failovers_s: Vec<f64>,
 }
 
 impl SweepTally {
@@ -67,6 +91,17 @@ impl SweepTally {
         self.raft_failovers_s.extend(&r.raft_failovers_s);
         self.grant_p50s_ms.extend(r.lease_grant_p50_ms);
         self.handoff_p99s_ms.extend(r.handoff_p99_ms);
+        if let Some(q) = &r.queue {
+            let t = self.queue.get_or_insert_with(QueueTally::default);
+            t.acknowledged += q.queue_acknowledged;
+            t.completed += q.queue_completed;
+            t.lost += q.queue_lost;
+            t.duplicate_completions += q.queue_duplicate_completions;
+            t.stale_completions_accepted += q.queue_stale_completions_accepted;
+            t.stale_completions_refused += q.queue_stale_completions_refused;
+            t.lag_p99s_ms.extend(q.queue_replication_lag_p99_ms);
+            t.failovers_s.extend(&q.queue_failovers_s);
+        }
         if !r.invariant_violations.is_empty() {
             self.seeds_violating += 1;
             keep(&mut self.violations, r, &r.invariant_violations);
@@ -76,9 +111,14 @@ impl SweepTally {
         }
     }
 
-    /// Whether the safety claim held: no violation, no stale write accepted.
+    /// Whether the safety claim held: no violation, no stale write accepted, and for a queue
+    /// no acknowledged item lost, none completed twice, no stale completion accepted.
     pub fn safe(&self) -> bool {
-        self.seeds_violating == 0 && self.stale_writes_accepted == 0
+        self.seeds_violating == 0
+            && self.stale_writes_accepted == 0
+            && self.queue.as_ref().is_none_or(|q| {
+                q.lost == 0 && q.duplicate_completions == 0 && q.stale_completions_accepted == 0
+            })
     }
 }
 
@@ -140,6 +180,34 @@ pub fn render(tallies: &[(SweepTally, f64)]) -> String {
             rate
         );
     }
+    let queues: Vec<&(SweepTally, f64)> =
+        tallies.iter().filter(|(t, _)| t.queue.is_some()).collect();
+    if !queues.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n| queue scenario | seeds | acknowledged | completed | acknowledged lost | completed \
+             twice | stale completions accepted | stale completions refused | replication lag \
+             p99 ms, over seeds: median / p99 / max | queue failover s (pooled): p50 / p99 / max \
+             |\n|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
+        );
+        for (t, _) in queues {
+            let Some(q) = &t.queue else { continue };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                t.scenario,
+                t.seeds,
+                q.acknowledged,
+                q.completed,
+                q.lost,
+                q.duplicate_completions,
+                q.stale_completions_accepted,
+                q.stale_completions_refused,
+                quantiles(&q.lag_p99s_ms, 1.0),
+                quantiles(&q.failovers_s, 1.0),
+            );
+        }
+    }
     for (t, _) in tallies {
         for (seed, what, replay) in &t.violations {
             let _ = writeln!(
@@ -172,6 +240,41 @@ pub fn render(tallies: &[(SweepTally, f64)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lost item, a second completion or a stale completion accepted breaks the claim; the
+    /// queue table shows the totals.
+    #[test]
+    fn a_queue_tally_is_unsafe_on_loss_duplicates_or_stale_acceptance() {
+        let mut t = SweepTally::new("q");
+        let mut r = report(1);
+        r.queue = Some(crate::report::QueueReport {
+            queue_acknowledged: 10,
+            queue_completed: 10,
+            queue_stale_completions_refused: 2,
+            queue_replication_lag_p99_ms: Some(3.0),
+            ..Default::default()
+        });
+        t.add(&r);
+        assert!(t.safe());
+        let table = render(&[(t.clone(), 1.0)]);
+        assert!(
+            table.contains("| q | 1 | 10 | 10 | 0 | 0 | 0 | 2 | 3.000 / 3.000 / 3.000 | - |"),
+            "{table}"
+        );
+        for broken in [
+            |q: &mut crate::report::QueueReport| q.queue_lost = 1,
+            |q: &mut crate::report::QueueReport| q.queue_duplicate_completions = 1,
+            |q: &mut crate::report::QueueReport| q.queue_stale_completions_accepted = 1,
+        ] {
+            let mut t = t.clone();
+            let mut r = report(2);
+            let mut q = crate::report::QueueReport::default();
+            broken(&mut q);
+            r.queue = Some(q);
+            t.add(&r);
+            assert!(!t.safe());
+        }
+    }
 
     fn report(seed: u64) -> RunReport {
         RunReport {
@@ -211,6 +314,10 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("seed 3 VIOLATION: two holders"), "{table}");
+        assert!(
+            !table.contains("queue scenario"),
+            "no queue table without queues"
+        );
         assert!(
             table.contains("replay: meshkit-sim run s.toml --seed 2"),
             "{table}"

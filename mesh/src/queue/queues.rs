@@ -1330,12 +1330,12 @@ impl Queues {
             Applied::Fenced { .. } => {
                 self.stats.fenced_batches += 1;
                 // Nothing to buffer: a deposed owner's batch never applies.
-                return Some(0);
+                Some(0)
             }
             Applied::Gap { applied } => {
                 let fence = batch.fence;
                 self.send(from, shard, QueueBody::ReplicaAck { fence, applied });
-                return None;
+                None
             }
             Applied::Applied { applied, records } => {
                 if self.record_durable && (records > 0 || before != replica.source()) {
