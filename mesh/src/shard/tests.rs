@@ -1,6 +1,7 @@
 //! Tests of the rebalancer: properties over arbitrary maps, member sets and drains (proptest),
 //! minimality against a brute-force optimum on small cases, golden plans in the style of raft-rs
-//! `datadriven` (`testdata/rebalance.txt`), and the membership surge of the shard tests.
+//! `datadriven` (`testdata/rebalance.txt`), and the membership surge of the shard tests. The
+//! coordinator and a member's side are tested on their own in `coordinator` and `member`.
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use core::fmt::Write as _;
@@ -12,6 +13,9 @@ use proptest::sample::Index;
 
 use super::*;
 use crate::id::NodeId;
+
+mod coordinator;
+mod member;
 
 fn node(i: u64) -> NodeId {
     NodeId::new(i)
