@@ -267,6 +267,48 @@ mod tests {
         assert!(s.grant_last_check(grace));
     }
 
+    /// The cut is rounded to the nearest nanosecond, not truncated; and a span so long that the
+    /// exact product overflows (past a million years) still gives the formula's value, divided
+    /// first. One of three confirmations is exactly half the way (log2(2) / log2(4)).
+    #[test]
+    fn timeout_rounds_to_the_nearest_nanosecond_and_survives_huge_spans() {
+        let (min, max) = (Duration::from_nanos(10), Duration::from_nanos(13));
+        // Half of the 3 ns span is 1.5 ns, rounded to 2: 13 - 2.
+        assert_eq!(timeout(min, max, 3, 1), Duration::from_nanos(11));
+        let (min, max) = (Duration::from_nanos(10), Duration::from_nanos(14));
+        assert_eq!(timeout(min, max, 3, 1), Duration::from_nanos(12));
+
+        let half = timeout(Duration::ZERO, Duration::MAX, 3, 1);
+        let ratio = half.as_secs_f64() / Duration::MAX.as_secs_f64();
+        assert!((ratio - 0.5).abs() < 1e-9, "{half:?}: {ratio}");
+        let two = timeout(Duration::ZERO, Duration::MAX, 3, 2);
+        let expected = 1.0 - 3f64.ln() / 4f64.ln();
+        let ratio = two.as_secs_f64() / Duration::MAX.as_secs_f64();
+        assert!((ratio - expected).abs() < 1e-9, "{two:?}: {ratio}");
+    }
+
+    /// A direct check holds the verdict until it had time to be answered, at most `max_checks`
+    /// times per suspicion (a member that keeps reconnecting cannot keep its verdict off for
+    /// ever); a refused hold changes nothing.
+    #[test]
+    fn checks_hold_the_verdict_a_bounded_number_of_times() {
+        let t0 = Instant::ZERO;
+        let second = Duration::from_secs(1);
+        let check = Duration::from_millis(500);
+        let mut s = Suspicion::new(t0, Incarnation::new(1), NodeId::new(1), second, second, 3);
+        assert_eq!(s.deadline(), t0 + second);
+
+        assert!(s.hold_for_check(t0 + second * 5, check, 2));
+        assert_eq!(s.deadline(), t0 + second * 5 + check);
+        assert_eq!(s.told_at, Some(t0 + second * 5));
+        assert!(s.hold_for_check(t0 + second * 6, check, 2));
+        assert_eq!(s.deadline(), t0 + second * 6 + check);
+
+        assert!(!s.hold_for_check(t0 + second * 7, check, 2), "two at most");
+        assert_eq!(s.deadline(), t0 + second * 6 + check);
+        assert_eq!(s.told_at, Some(t0 + second * 6));
+    }
+
     /// Whether someone else suspects the member too: the raiser counts when it is not the
     /// asker, and so does any confirmer (a prober uses it to tell a target that failed for
     /// others from its own bad links).

@@ -1236,6 +1236,78 @@ fn phantom_members_are_bounded_per_introducer() {
         "{}",
         net.nodes[&id(1)].member_count()
     );
+    // Forgetting them freed the relay's slots: it may introduce as many again.
+    let refused = net.nodes[&id(1)].stats().introductions_refused;
+    forge_phantoms(
+        &mut net,
+        99,
+        &mut phantom,
+        MAX_UNVERIFIED_PER_INTRODUCER as usize,
+    );
+    assert_eq!(net.nodes[&id(1)].stats().introductions_refused, refused);
+    assert_eq!(
+        net.nodes[&id(1)].member_count(),
+        6 + MAX_UNVERIFIED_PER_INTRODUCER as usize
+    );
+}
+
+/// Sends node 1 `count` phantom members (ids from `next + 1` up) as relay `relay`'s sync entries.
+fn forge_phantoms(net: &mut Net, relay: u64, next: &mut u64, count: usize) {
+    let mut left = count;
+    while left > 0 {
+        let n = left.min(wire::MAX_RECORDS_PER_DATAGRAM);
+        left -= n;
+        let records: Vec<MemberRecord> = (0..n)
+            .map(|_| {
+                *next += 1;
+                MemberRecord {
+                    node: id(*next),
+                    incarnation: Incarnation::new(1),
+                    state: MemberState::Alive,
+                    meta: MetaVersion::new(1, 0),
+                }
+            })
+            .collect();
+        let message = Message::SyncEntries {
+            reply: wire::SyncReply::Nothing,
+            records,
+        };
+        net.forge(relay, 1, &message, &[]);
+    }
+}
+
+/// A member its relay introduced is verified by its own datagram, which frees exactly one of the
+/// relay's slots: the relay at its bound may then introduce one more, not more.
+#[test]
+fn a_verified_member_frees_one_slot_of_its_relay() {
+    let mut net = Net::converged(6, Profile::Lan);
+    let mut phantom = 10_000u64;
+    let per_relay = MAX_UNVERIFIED_PER_INTRODUCER as usize;
+    forge_phantoms(&mut net, 99, &mut phantom, per_relay);
+    assert_eq!(net.nodes[&id(1)].stats().introductions_refused, 0);
+    // The first one speaks for itself.
+    net.forge(10_001, 1, &Message::Gossip, &[]);
+    forge_phantoms(&mut net, 99, &mut phantom, 2);
+    assert_eq!(net.nodes[&id(1)].stats().introductions_refused, 1);
+    assert_eq!(net.nodes[&id(1)].member_count(), 6 + per_relay + 1);
+}
+
+/// Many relays together may not hold more than `MAX_UNVERIFIED_MEMBERS` members waiting to be
+/// heard from, each within its own bound: the relay past the total is refused outright.
+#[test]
+fn unverified_members_are_bounded_in_all() {
+    let mut net = Net::converged(6, Profile::Lan);
+    let per_relay = MAX_UNVERIFIED_PER_INTRODUCER as usize;
+    let relays = MAX_UNVERIFIED_MEMBERS / per_relay + 1;
+    let mut phantom = 10_000u64;
+    for relay in 0..relays as u64 {
+        forge_phantoms(&mut net, 100 + relay, &mut phantom, per_relay);
+    }
+    assert_eq!(net.nodes[&id(1)].member_count(), 6 + MAX_UNVERIFIED_MEMBERS);
+    assert_eq!(
+        net.nodes[&id(1)].stats().introductions_refused,
+        (relays * per_relay - MAX_UNVERIFIED_MEMBERS) as u64
+    );
 }
 
 /// A relay that sends its phantoms again at a newer incarnation does not get the receiver to
@@ -1407,6 +1479,143 @@ fn a_suspect_that_speaks_is_told_the_claim_in_reply() {
         net.nodes[&id(2)].incarnation().is_newer_than(held),
         "node 2 was not told it is suspected in reply to its datagram"
     );
+}
+
+/// An alive claim at the incarnation held still brings news of the member's metadata: a newer
+/// version is pulled from it; one at an older incarnation is stale and changes nothing, its
+/// metadata version included (SWIM: a claim about an older incarnation is superseded).
+#[test]
+fn alive_claims_at_an_older_incarnation_are_ignored_at_the_same_one_observed() {
+    let now = Instant::ZERO;
+    let mut m = Membership::new(Config::default(), id(1), Incarnation::new(1), 5, now);
+    m.add_known_member(now, id(2), Incarnation::new(5));
+    let mut buf = Vec::new();
+    let mut sent = |m: &mut Membership| {
+        core::iter::from_fn(|| m.poll_transmit(now, &mut buf).map(|t| t.to)).collect::<Vec<_>>()
+    };
+    assert!(sent(&mut m).is_empty());
+
+    m.apply_alive(
+        now,
+        id(2),
+        id(2),
+        Incarnation::new(4),
+        MetaVersion::new(5, 1),
+    );
+    assert!(
+        sent(&mut m).is_empty(),
+        "an older incarnation's claim is stale"
+    );
+    assert_eq!(m.member(id(2)).unwrap().incarnation, Incarnation::new(5));
+
+    m.apply_alive(
+        now,
+        id(2),
+        id(2),
+        Incarnation::new(5),
+        MetaVersion::new(5, 1),
+    );
+    assert_eq!(
+        sent(&mut m),
+        [id(2)],
+        "the newer metadata is pulled from its owner"
+    );
+}
+
+/// As memberlist: a suspicion waits for K confirmations only when at least K members besides
+/// the suspect and this node could send them; with fewer, it expects none and runs out at the
+/// minimum (Lifeguard section 4.2: with nobody to confirm, the timeout would be the maximum).
+#[test]
+fn a_suspicion_expects_confirmations_only_when_enough_members_can_send_them() {
+    let now = Instant::ZERO;
+    let config = Config::default();
+    let k = config.suspicion_confirmations() as u64;
+    // `members` alive in all, this node included.
+    let deadline_after = |members: u64| {
+        let mut m = Membership::new(config.clone(), id(1), Incarnation::new(1), 5, now);
+        for n in 2..=members {
+            m.add_known_member(now, id(n), Incarnation::new(1));
+        }
+        assert_eq!(m.alive_count() as u64, members);
+        m.apply_suspect(now, id(2), Incarnation::new(1), id(3));
+        m.suspicions[&id(2)]
+            .deadline()
+            .saturating_duration_since(now)
+    };
+    // K others besides the suspect and this node: K confirmations expected, none came yet, so
+    // the longest timeout. One fewer: none expected, the shortest (the same minimum: both
+    // meshes are under ten members).
+    let waited = deadline_after(k + 2);
+    let short = deadline_after(k + 1);
+    assert_eq!(short, config.suspicion_min());
+    assert!(waited > short, "{waited:?} vs {short:?}");
+}
+
+/// A member's own `Left` at an older incarnation than the one held is stale (the member came back
+/// since, at a newer one): it stays alive.
+#[test]
+fn a_stale_left_does_not_remove_a_member() {
+    let now = Instant::ZERO;
+    let mut m = Membership::new(Config::default(), id(1), Incarnation::new(1), 5, now);
+    m.add_known_member(now, id(2), Incarnation::new(5));
+    m.apply_left(now, id(2), Incarnation::new(4));
+    assert_eq!(m.member(id(2)).unwrap().state, MemberState::Alive);
+    m.apply_left(now, id(2), Incarnation::new(5));
+    assert_eq!(m.member(id(2)).unwrap().state, MemberState::Left);
+}
+
+/// A node that left does not refute a newer record of itself: it is gone, and announcing a new
+/// incarnation would bring it back to life in the others' tables (SWIM's refutation is for a
+/// member that is still running).
+#[test]
+fn a_node_that_left_does_not_refute() {
+    let now = Instant::ZERO;
+    let mut m = Membership::new(Config::default(), id(1), Incarnation::new(3), 5, now);
+    m.add_known_member(now, id(2), Incarnation::new(1));
+    m.apply_alive(
+        now,
+        id(2),
+        id(1),
+        Incarnation::new(4),
+        MetaVersion::default(),
+    );
+    assert_eq!(
+        m.incarnation(),
+        Incarnation::new(5),
+        "refuted while a member"
+    );
+    assert_eq!(m.stats().refutations, 1);
+
+    m.leave(now);
+    let left_at = m.incarnation();
+    m.apply_alive(now, id(2), id(1), left_at.next(), MetaVersion::default());
+    assert_eq!(m.incarnation(), left_at, "no refutation once left");
+}
+
+/// Contact counts as coming back only from a member this node had lost: one held Suspect for at
+/// least the shortest suspicion (`suspicion_min`), counted from when this node's suspicion of it
+/// began, not one suspected a moment ago (its datagram is no news of a healed cut).
+#[test]
+fn contact_comes_back_only_from_a_member_suspected_long_enough() {
+    let mut net = Net::converged(8, Profile::Lan);
+    let min = net.nodes[&id(1)].config().suspicion_min();
+    // Late enough that the time since the start of the run is more than `min`.
+    net.run_for(min * 2);
+    let others: Vec<u64> = (2..=8).collect();
+    net.partition(&[1], &others);
+    let held = net.nodes[&id(1)].member(id(2)).unwrap().incarnation;
+    let started = net.now;
+    let m = net.nodes.get_mut(&id(1)).unwrap();
+    m.apply_suspect(started, id(2), held, id(3));
+    m.reconnected_at = None;
+
+    m.note_reconnect(started + min / 2, id(2));
+    assert_eq!(
+        m.reconnected_at, None,
+        "suspected for half the minimum only"
+    );
+    m.note_reconnect(started + min, id(2));
+    assert_eq!(m.reconnected_at, Some(started + min));
 }
 
 /// The direct check a late confirmation gets is for a node that lost contact (its health
