@@ -250,14 +250,16 @@ impl QueueContext<'_> {
             .is_some_and(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
     }
 
-    /// Every member up, in id order, this node excluded: whom a new owner asks. Not only
-    /// those whose metadata says they run queues: a node that just restarted may not have
-    /// their metadata yet, and a replica it does not ask is a replica whose items it loses.
+    /// Every member that has not left, in id order, this node excluded: whom a new owner asks.
+    /// Not only those whose metadata says they run queues (a node that just restarted may not
+    /// have their metadata yet), and not only those it holds up: a node that was cut off holds
+    /// the other side Dead until the heal spreads, and a replica it does not ask is a replica
+    /// whose items it loses. A member really dead costs the recovery its wait.
     fn members_up(&self) -> Vec<NodeId> {
         let own = self.membership.local_id();
         self.membership
             .members()
-            .filter(|m| m.id != own && matches!(m.state, MemberState::Alive | MemberState::Suspect))
+            .filter(|m| m.id != own && m.state != MemberState::Left)
             .map(|m| m.id)
             .collect()
     }
@@ -1423,7 +1425,6 @@ impl Queues {
         let fence = *fence;
         let mut sends = Vec::new();
         if r.to_pull.is_none() {
-            r.asked.retain(|&n| ctx.is_up(n));
             let all = r.asked.iter().all(|n| r.offers.contains_key(n));
             if !all && now < r.started + wait {
                 if now >= r.last_send + RESEND_INTERVAL {
@@ -1458,7 +1459,7 @@ impl Queues {
             r.to_pull = Some(others.into_iter().map(|(n, (s, _))| (n, s)).collect());
         }
         if let Some(p) = &mut r.pulling {
-            if now >= p.last_progress + wait * 4 || !ctx.is_up(p.from) {
+            if now >= p.last_progress + wait * 4 {
                 // The member went silent: go on without its copy.
                 r.pulling = None;
             } else {
