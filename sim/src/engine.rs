@@ -33,7 +33,7 @@ use core::time::Duration;
 use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 
 use meshkit::config::Config;
-use meshkit::diag::fault::{FaultKind, FaultSchedule};
+use meshkit::diag::fault::{FaultKind, PartitionDirection, PartitionShape as PlanShape, Selector};
 use meshkit::lease::{
     Campaign, FencingToken, GroupEvent, LeadershipEvent, LeaseConfig, LeaseGroup, Sequenced, Term,
 };
@@ -45,14 +45,14 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::byzantine::{self, Forged, MeshView};
-use crate::clock::{Clock, RATE_ONE_PPM};
+use crate::clock::Clock;
 use crate::fault::{
     self, FaultEvent, LEAVE_LINGER_ROUNDS, PAUSE_INBOX_MAX_DATAGRAMS, RESTART_JOIN_SEEDS,
 };
 use crate::invariants::{Invariants, SWEEP_INTERVAL};
 use crate::lease::{Ask, CAMPAIGN_RETRY, LeaseNode, LeaseRecords, Ledger, WRITE_INTERVAL};
 use crate::metrics::Counters;
-use crate::network::{Network, Partition, Verdict};
+use crate::network::{LinkEffect, LinkSet, Network, Partition, Verdict};
 use crate::observer::{Down, Observations, Observer};
 use crate::queue::{QUEUE_TICK, QueueRecords, QueueRun};
 use crate::report::ExperimentRecord;
@@ -61,6 +61,7 @@ use crate::shard::{ShardRecords, ShardRun};
 use crate::trace::TraceHash;
 
 mod plans;
+mod probes;
 mod tasks;
 
 /// Timer wakeups of one node at one instant after which the engine declares a livelock.
@@ -96,6 +97,20 @@ enum What {
     Plans,
     /// The `[queue]` producers and workers act (see `crate::queue`).
     QueueTick,
+    /// A plan given to the run starts (index into the waiting plans, see `plans.rs`).
+    PlanStart(u32),
+    /// The probes' scheduler is due (see `probes.rs`).
+    Probes,
+    /// A probe run's request reaches its target.
+    ProbeArrive {
+        run: meshkit::diag::probe::RunId,
+        from: u32,
+        to: u32,
+    },
+    /// A probe run's answer comes back.
+    ProbeReply {
+        run: meshkit::diag::probe::RunId,
+    },
 }
 
 /// A heap entry; the heap is a max-heap, so the order is reversed.
@@ -197,6 +212,8 @@ pub(crate) struct Outcome {
     pub(crate) experiments: Vec<ExperimentRecord>,
     /// With `[queue]`: the queue figures.
     pub(crate) queue: Option<QueueRecords>,
+    /// The probes' state changes.
+    pub(crate) probe_transitions: Vec<crate::report::ProbeTransition>,
 }
 
 /// The lease side of a run with `[leases]`: every node's lease state and the ledger.
@@ -234,8 +251,8 @@ pub(crate) struct Engine<'s> {
     buf: Vec<u8>,
     pool: Vec<Vec<u8>>,
     counters: Counters,
+    /// The last network rule id (partitions and link faults).
     next_partition: u64,
-    loss_token: u64,
     /// The workload stops writing here, so that the end state can converge.
     workload_end: Instant,
     /// The node whose events (seen by it or about it) are logged, for debugging.
@@ -245,14 +262,10 @@ pub(crate) struct Engine<'s> {
     /// Whether the scenario has a `byzantine` fault: its datagrams come from node index
     /// `nodes` (id `nodes + 1`), and the checks of `crate::byzantine` apply.
     byzantine: bool,
-    /// The core fault plans given to the run (`run_with_plans`), on the core's own schedule.
-    plans: FaultSchedule,
-    /// The plans' wakeup in the queue, if one is.
-    plans_armed: Option<Instant>,
-    /// What each active plan changed.
-    applied: plans::AppliedMap,
-    /// Every plan that activated, as the report shows it.
-    experiments: Vec<ExperimentRecord>,
+    /// Every fault as a core fault plan, on the core's own schedule (see `plans.rs`).
+    plans: plans::Plans,
+    /// Health probes run in the simulator, if the run has any (see `probes.rs`).
+    probes: Option<probes::Probes>,
     /// With `[queue]`: producers, workers, the replicas' disks and the queue checks.
     tasks: Option<QueueRun>,
     /// With `[queue]`: the producers' stream (drawn after every other child seed, so runs
@@ -343,7 +356,6 @@ impl<'s> Engine<'s> {
             pool: Vec::new(),
             counters: Counters::default(),
             next_partition: 0,
-            loss_token: 0,
             workload_end: fault::at(duration - (duration / 4).min(quiet_end)),
             watch: None,
             watch_log: Vec::new(),
@@ -352,10 +364,8 @@ impl<'s> Engine<'s> {
                 .faults()
                 .iter()
                 .any(|f| matches!(f.action, FaultAction::Byzantine { .. })),
-            plans: FaultSchedule::new(),
-            plans_armed: None,
-            applied: plans::AppliedMap::new(),
-            experiments: Vec::new(),
+            plans: plans::Plans::default(),
+            probes: None,
             tasks,
             queue_rng,
         };
@@ -466,6 +476,8 @@ impl<'s> Engine<'s> {
         self.counters.dropped_loss = net.dropped_loss;
         self.counters.dropped_burst = net.dropped_burst;
         self.counters.duplicated = net.duplicated;
+        self.counters.delayed = net.delayed;
+        self.counters.held_back = net.held_back;
         Outcome {
             end: self.now,
             stopped_early,
@@ -483,7 +495,12 @@ impl<'s> Engine<'s> {
             gossip_interval: self.config.gossip_interval(),
             trace: self.watch_log,
             byzantine: self.byzantine,
-            experiments: std::mem::take(&mut self.experiments),
+            experiments: std::mem::take(&mut self.plans.records),
+            probe_transitions: self
+                .probes
+                .as_mut()
+                .map(|p| std::mem::take(&mut p.transitions))
+                .unwrap_or_default(),
             queue: self.tasks.take().map(|q| q.records),
             shards: self
                 .leases
@@ -522,6 +539,12 @@ impl<'s> Engine<'s> {
             What::LeaseTick => self.lease_tick(),
             What::Plans => self.run_plans(),
             What::QueueTick => self.queue_tick(),
+            What::PlanStart(k) => self.plan_start(k),
+            What::Probes => self.probes_step(),
+            What::ProbeArrive { run, from, to } => {
+                self.probe_arrive(run, from as usize, to as usize);
+            }
+            What::ProbeReply { run } => self.probe_reply(run),
         }
     }
 
@@ -990,28 +1013,6 @@ impl<'s> Engine<'s> {
                 let action = self.scenario.faults()[fault as usize].action.clone();
                 self.fire(&action);
             }
-            FaultEvent::Restart { node, life } => {
-                let slot = &self.slots[node as usize];
-                if slot.life == life && slot.state == NodeState::Crashed {
-                    self.restart(node as usize);
-                }
-            }
-            FaultEvent::HealPartition { id } => {
-                if self.net.remove_partition(id) {
-                    self.observer.on_heal(self.now, Some(id));
-                }
-            }
-            FaultEvent::ResetLoss { token } => {
-                if token == self.loss_token {
-                    self.net.reset_loss();
-                }
-            }
-            FaultEvent::Resume { node, life } => self.resume(node as usize, life),
-            FaultEvent::ResetSkew { node, token } => {
-                if self.slots[node as usize].skew_token == token {
-                    self.set_clock_rate(node as usize, RATE_ONE_PPM);
-                }
-            }
             FaultEvent::LeaveDone { node, life } => {
                 let slot = &mut self.slots[node as usize];
                 if slot.life == life && slot.state == NodeState::Leaving {
@@ -1031,6 +1032,10 @@ impl<'s> Engine<'s> {
     fn fire(&mut self, action: &FaultAction) {
         let now = self.now;
         match action {
+            // Each occurrence of a fault kind is a core fault plan (docs/diagnostics.md) on what
+            // the fault stream drew, started now; its revert (a restart, a heal, the end of a
+            // pause, loss or skew) is the plan's own, at its deadline. A fault without an end
+            // lasts the rest of the run.
             FaultAction::Crash {
                 nodes,
                 restart_after,
@@ -1038,20 +1043,7 @@ impl<'s> Engine<'s> {
                 let victims = self.pick(nodes, |s| {
                     matches!(s, NodeState::Running | NodeState::Paused)
                 });
-                // Each occurrence is a core fault plan on the drawn victims
-                // (docs/diagnostics.md); a crash that never restarts lasts the rest of the run.
-                let lasts = restart_after.unwrap_or_else(|| self.end - now);
-                for i in fault::lower_nodes(FaultKind::Kill {}, victims, self.nodes, lasts) {
-                    self.crash(i);
-                    if let Some(after) = restart_after {
-                        let life = self.slots[i].life;
-                        let event = FaultEvent::Restart {
-                            node: i as u32,
-                            life,
-                        };
-                        self.queue.push(now + *after, What::Fault(event));
-                    }
-                }
+                self.start_lowered(FaultKind::Kill {}, indices(&victims), *restart_after);
             }
             FaultAction::Restart { nodes } => {
                 for i in self.pick(nodes, |s| s == NodeState::Crashed) {
@@ -1073,65 +1065,56 @@ impl<'s> Engine<'s> {
                         fault::explicit_groups(self.nodes, &groups)
                     }
                 };
-                // The occurrence as the core's fault plan (docs/diagnostics.md): the network
-                // applies the groups of its blast radius. A partition ended by `heal` lasts at
-                // most the rest of the run.
-                let lasts = heal_after.unwrap_or_else(|| self.end - now);
-                let group = fault::lower_partition(&drawn, *one_way, lasts)
-                    .map_or(drawn, |(_plan, group)| group);
-                let id = self.start_partition(group, *one_way);
-                if let Some(after) = heal_after {
-                    self.queue
-                        .push(now + *after, What::Fault(FaultEvent::HealPartition { id }));
+                if let Some(groups) = fault::plan_groups(&drawn, *one_way) {
+                    let direction = if *one_way {
+                        PartitionDirection::OneWay
+                    } else {
+                        PartitionDirection::TwoWay
+                    };
+                    let kind = FaultKind::Partition {
+                        shape: PlanShape::Groups(groups),
+                        direction,
+                    };
+                    self.start_lowered(kind, Selector::All, *heal_after);
                 }
             }
-            FaultAction::Heal => {
-                if self.net.clear_partitions() > 0 {
-                    self.observer.on_heal(now, None);
-                }
-            }
+            FaultAction::Heal => self.heal_partitions(),
             FaultAction::Loss { rate, duration } => {
-                self.net.set_loss(*rate);
-                self.loss_token += 1;
-                if let Some(d) = duration {
-                    let token = self.loss_token;
-                    self.queue
-                        .push(now + *d, What::Fault(FaultEvent::ResetLoss { token }));
-                }
+                self.start_lowered(FaultKind::Loss { rate: *rate }, Selector::All, *duration);
             }
             FaultAction::Pause { nodes, duration } => {
                 let victims = self.pick(nodes, |s| s == NodeState::Running);
-                for i in fault::lower_nodes(FaultKind::Pause {}, victims, self.nodes, *duration) {
-                    let life = self.pause_node(i);
-                    let event = FaultEvent::Resume {
-                        node: i as u32,
-                        life,
-                    };
-                    self.queue.push(now + *duration, What::Fault(event));
-                    self.pause_lease(i);
-                }
+                self.start_lowered(FaultKind::Pause {}, indices(&victims), Some(*duration));
             }
             FaultAction::Skew {
                 nodes,
                 rate,
                 duration,
             } => {
-                let ppm = (rate * RATE_ONE_PPM as f64).round() as u64;
                 let victims = self.pick(nodes, |s| {
                     matches!(s, NodeState::Running | NodeState::Paused)
                 });
-                let lasts = duration.unwrap_or_else(|| self.end - now);
                 let kind = FaultKind::ClockSkew { rate: *rate };
-                for i in fault::lower_nodes(kind, victims, self.nodes, lasts) {
-                    self.set_clock_rate(i, ppm);
-                    if let Some(d) = duration {
-                        let token = self.slots[i].skew_token;
-                        let event = FaultEvent::ResetSkew {
-                            node: i as u32,
-                            token,
-                        };
-                        self.queue.push(now + *d, What::Fault(event));
-                    }
+                self.start_lowered(kind, indices(&victims), *duration);
+            }
+            FaultAction::Plan(plan) => {
+                // Each occurrence draws its own seed from the fault stream: a repeated plan
+                // with a count or share picks again, as every other selector does.
+                let seed = plan.seed() ^ self.fault_rng.random::<u64>();
+                let plan = plan.clone().with_seed(seed);
+                let now = self.now;
+                if let Err(e) = self.start_plan(plan.clone(), true) {
+                    self.plans.records.push(ExperimentRecord {
+                        id: u64::MAX,
+                        kind: plan.kind().name().to_owned(),
+                        nodes: Vec::new(),
+                        links: 0,
+                        groups: Vec::new(),
+                        activated_s: now.as_nanos() as f64 / 1e9,
+                        until_s: now.as_nanos() as f64 / 1e9,
+                        reverted_s: None,
+                        end: Some(format!("unresolved: {e}")),
+                    });
                 }
             }
             FaultAction::Leave { nodes } => {
@@ -1207,14 +1190,23 @@ impl<'s> Engine<'s> {
         }
     }
 
-    /// Starts a partition of `group` (every node index's group) and returns its id.
+    /// Starts a partition of `group` (every node index's group) and returns its network rule
+    /// id (also the observer's id of the partition).
     fn start_partition(&mut self, group: Vec<u8>, one_way: bool) -> u64 {
         let now = self.now;
         self.next_partition += 1;
         let id = self.next_partition;
         let partition = Partition { id, group, one_way };
         self.observer.on_partition(now, &partition);
-        self.net.add_partition(partition);
+        self.net
+            .add_rule(id, LinkSet::Groups(partition), LinkEffect::Cut);
+        self.partition_started();
+        id
+    }
+
+    /// Tells the lease ledger a partition started (its one-holder check allows for it).
+    fn partition_started(&mut self) {
+        let now = self.now;
         if let Some(run) = self.leases.as_mut() {
             let slots = &self.slots;
             let clock_of = |i: usize| {
@@ -1223,7 +1215,6 @@ impl<'s> Engine<'s> {
             };
             run.ledger.on_partition(now, &clock_of);
         }
-        id
     }
 
     /// Pauses running node `i` and returns the life its resume must match; the caller
@@ -2436,6 +2427,11 @@ fn in_index(sel: &NodeSelector, i: usize) -> bool {
         NodeSelector::Index(k) => k as usize == i,
         _ => false,
     }
+}
+
+/// Drawn node indices as a plan's selector.
+fn indices(victims: &[usize]) -> Selector {
+    Selector::Indices(victims.iter().map(|&i| i as u32).collect())
 }
 
 /// The core's id of node index `i`.

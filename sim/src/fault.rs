@@ -13,10 +13,7 @@
 use core::time::Duration;
 
 use meshkit::Instant;
-use meshkit::diag::fault::{
-    ClusterView, FaultKind, FaultPlan, MAX_FAULT_DURATION, PartitionDirection,
-    PartitionShape as PlanShape, Selector, resolve,
-};
+use meshkit::diag::fault::FaultKind;
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
@@ -29,44 +26,14 @@ pub(crate) const RESTART_JOIN_SEEDS: usize = 3;
 /// How many gossip rounds a leaving node keeps running to spread its leave.
 pub(crate) const LEAVE_LINGER_ROUNDS: u32 = 5;
 
-/// Something the fault timeline asks the engine to do.
+/// Something the fault timeline asks the engine to do. The reverts of faults are not here:
+/// every fault is a core fault plan, which reverts by itself (see `engine/plans.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FaultEvent {
     /// One occurrence of scenario fault number `fault` (index into the scenario's faults).
     Fire {
         /// Index of the fault entry.
         fault: u32,
-    },
-    /// Restart a node crashed by a `crash` with `restart_after`.
-    Restart {
-        /// Node index.
-        node: u32,
-        /// The node's life counter when the crash happened.
-        life: u32,
-    },
-    /// End one partition.
-    HealPartition {
-        /// The partition's id.
-        id: u64,
-    },
-    /// Return to the base loss probability, if no later loss change happened.
-    ResetLoss {
-        /// The loss change this undoes.
-        token: u64,
-    },
-    /// Resume a paused node.
-    Resume {
-        /// Node index.
-        node: u32,
-        /// The node's life counter when the pause began.
-        life: u32,
-    },
-    /// Return a node's clock to real speed, if no later skew changed it.
-    ResetSkew {
-        /// Node index.
-        node: u32,
-        /// The skew change this undoes.
-        token: u64,
     },
     /// A leaving node stops.
     LeaveDone {
@@ -217,20 +184,13 @@ pub(crate) fn explicit_groups(nodes: usize, groups: &[NodeSelector]) -> Vec<u8> 
     group
 }
 
-/// One partition occurrence lowered to the core's [`FaultPlan`]: the groups the simulator drew
-/// (`drawn[i]` is node index `i`'s group; node index `i` is member index `i` of the plan's view)
-/// become explicit groups, `one_way` its direction and `lasts` its duration (clamped to the
-/// plan's bounds). Returns the plan and the group of every node in the plan's blast radius, which
-/// is what the network applies.
-///
-/// `None` when the plan cannot express the occurrence: its first group is empty (an explicit
-/// group whose role nobody held), which a plan refuses because a one-way cut starts from it. The
-/// caller then applies the drawn groups, which cut exactly what they always did.
-pub(crate) fn lower_partition(
-    drawn: &[u8],
-    one_way: bool,
-    lasts: Duration,
-) -> Option<(FaultPlan, Vec<u8>)> {
+/// One partition occurrence's drawn groups (`drawn[i]` is node index `i`'s group) as the
+/// explicit groups of a core fault plan, which cut the same directed links: the groups in
+/// order, empty ones left out. An empty group changes no cut (a datagram is dropped by comparing
+/// its two ends' groups, and only group 0 is distinguished), except an empty first group under a
+/// one-way cut, which cuts nothing: `None` then, and whenever fewer than two groups are left
+/// (nothing to cut).
+pub(crate) fn plan_groups(drawn: &[u8], one_way: bool) -> Option<Vec<Vec<u32>>> {
     let count = drawn
         .iter()
         .copied()
@@ -240,110 +200,58 @@ pub(crate) fn lower_partition(
     for (i, &g) in drawn.iter().enumerate() {
         groups[usize::from(g)].push(u32::try_from(i).ok()?);
     }
-    if groups.first().is_none_or(Vec::is_empty) {
+    if one_way && groups.first().is_none_or(Vec::is_empty) {
         return None;
     }
-    // A plan's explicit groups are never empty; dropping an empty one changes no cut, since a
-    // datagram is dropped by comparing its two ends' groups and only group 0 is distinguished.
     groups.retain(|g| !g.is_empty());
-    let direction = if one_way {
-        PartitionDirection::OneWay
-    } else {
-        PartitionDirection::TwoWay
-    };
-    let kind = FaultKind::Partition {
-        shape: PlanShape::Groups(groups),
-        direction,
-    };
-    let lasts = lasts.clamp(Duration::from_millis(1), MAX_FAULT_DURATION);
-    let plan = FaultPlan::new(kind, Selector::All, lasts).ok()?;
-    let view = ClusterView::numbered(u32::try_from(drawn.len()).ok()?, 1);
-    let radius = resolve(&plan, &view).ok()?;
-    let mut group = vec![0u8; drawn.len()];
-    for (k, members) in radius.groups.iter().enumerate() {
-        for id in members {
-            // Node index `i` is `NodeId(i + 1)` in a numbered view.
-            group[(id.get() - 1) as usize] = u8::try_from(k).ok()?;
-        }
-    }
-    Some((plan, group))
+    (groups.len() >= 2).then_some(groups)
 }
 
-/// A node fault's occurrence lowered to a [`FaultPlan`] of `kind` on the victims the simulator
-/// drew (node indices, sorted), lasting `lasts` (clamped to the plan's bounds): returns the node
-/// indices of its blast radius, which is what the engine acts on. The victims come back as
-/// drawn; a kind or rate the plan refuses, or no victim, gives back the drawn victims unchanged.
-pub(crate) fn lower_nodes(
-    kind: FaultKind,
-    victims: Vec<usize>,
-    nodes: usize,
-    lasts: Duration,
-) -> Vec<usize> {
-    let lasts = lasts.clamp(Duration::from_millis(1), MAX_FAULT_DURATION);
-    let Ok(indices) = victims
-        .iter()
-        .map(|&i| u32::try_from(i))
-        .collect::<Result<Vec<u32>, _>>()
-    else {
-        return victims;
-    };
-    let Ok(view_size) = u32::try_from(nodes) else {
-        return victims;
-    };
-    let radius = FaultPlan::new(kind, Selector::Indices(indices), lasts)
-        .ok()
-        .and_then(|plan| resolve(&plan, &ClusterView::numbered(view_size, 1)).ok());
-    match radius {
-        // Node index `i` is `NodeId(i + 1)` in a numbered view.
-        Some(radius) => radius
-            .nodes
-            .iter()
-            .map(|id| (id.get() - 1) as usize)
-            .collect(),
-        None => victims,
+/// Whether the simulator applies plans of `kind`, and if not, why: membership surge is not
+/// modelled (the mesh has a fixed set of node slots), and transport downgrade and certificate
+/// expiry are real-node faults (the simulated network has no HTTP/3 listener and no
+/// certificates).
+pub(crate) fn check_plan_kind(kind: &FaultKind) -> Result<(), crate::PlanError> {
+    match kind {
+        FaultKind::TransportDowngrade {} | FaultKind::CertificateExpiry { .. } => {
+            Err(crate::PlanError::RealNodeOnly { kind: kind.name() })
+        }
+        FaultKind::MembershipSurge { .. } => {
+            Err(crate::PlanError::Unsupported { kind: kind.name() })
+        }
+        _ => Ok(()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meshkit::diag::fault::{
+        ClusterView, FaultPlan, PartitionDirection, PartitionShape as PlanShape, Selector, resolve,
+    };
     use rand::SeedableRng;
 
-    #[test]
-    fn a_lowered_node_fault_acts_on_the_drawn_victims() {
-        let secs = Duration::from_secs;
-        assert_eq!(
-            lower_nodes(FaultKind::Kill {}, vec![1, 4, 7], 10, secs(5)),
-            [1, 4, 7]
-        );
-        assert_eq!(
-            lower_nodes(
-                FaultKind::ClockSkew { rate: 1.5 },
-                vec![0],
-                2,
-                Duration::ZERO
-            ),
-            [0]
-        );
-        assert_eq!(
-            lower_nodes(FaultKind::Pause {}, vec![], 4, secs(1)),
-            Vec::<usize>::new()
-        );
-    }
-
     /// Lowering keeps every cut: drawn splits, explicit groups with the rest, and the one-way
-    /// direction come back as the same groups, cutting the same directed links.
+    /// direction become plan groups that cut the same directed links.
     #[test]
-    fn a_lowered_partition_cuts_what_the_drawn_one_did() {
+    fn plan_groups_cut_what_the_drawn_groups_did() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let secs = Duration::from_secs;
         for nodes in [2usize, 3, 16, 101] {
             for fraction in [0.05, 0.3, 0.5, 0.9] {
                 let drawn = split_groups(nodes, fraction, &mut rng);
                 for one_way in [false, true] {
-                    let (plan, group) =
-                        lower_partition(&drawn, one_way, Duration::from_secs(20)).unwrap();
-                    assert_eq!(group, drawn, "{nodes} nodes, split {fraction}");
-                    assert_eq!(plan.duration(), Duration::from_secs(20));
+                    let groups = plan_groups(&drawn, one_way).unwrap();
+                    let direction = if one_way {
+                        PartitionDirection::OneWay
+                    } else {
+                        PartitionDirection::TwoWay
+                    };
+                    let kind = FaultKind::Partition {
+                        shape: PlanShape::Groups(groups),
+                        direction,
+                    };
+                    let plan = FaultPlan::new(kind, Selector::All, secs(20)).unwrap();
                     let radius = resolve(&plan, &ClusterView::numbered(nodes as u32, 1)).unwrap();
                     let cut = |a: usize, b: usize| {
                         crate::network::Partition {
@@ -353,11 +261,17 @@ mod tests {
                         }
                         .blocks(a, b)
                     };
-                    let expected = (0..nodes)
+                    let expected: std::collections::BTreeSet<(u64, u64)> = (0..nodes)
                         .flat_map(|a| (0..nodes).map(move |b| (a, b)))
                         .filter(|&(a, b)| cut(a, b))
-                        .count();
-                    assert_eq!(radius.links.len(), expected);
+                        .map(|(a, b)| (a as u64 + 1, b as u64 + 1))
+                        .collect();
+                    let got: std::collections::BTreeSet<(u64, u64)> = radius
+                        .links
+                        .iter()
+                        .map(|l| (l.from.get(), l.to.get()))
+                        .collect();
+                    assert_eq!(got, expected, "{nodes} nodes, split {fraction}");
                 }
             }
         }
@@ -368,13 +282,47 @@ mod tests {
                 NodeSelector::Index(4),
             ],
         );
-        let (_, group) = lower_partition(&explicit, false, Duration::from_secs(1)).unwrap();
-        assert_eq!(group, explicit);
+        assert_eq!(
+            plan_groups(&explicit, false).unwrap(),
+            [vec![0, 1], vec![4], vec![2, 3, 5]]
+        );
         // An empty middle group changes the numbering, not the cuts.
-        let (_, group) = lower_partition(&[0, 0, 2, 2], false, Duration::from_secs(1)).unwrap();
-        assert_eq!(group, [0, 0, 1, 1]);
-        // An empty first group has no plan.
-        assert!(lower_partition(&[1, 1, 2], true, Duration::from_secs(1)).is_none());
+        assert_eq!(
+            plan_groups(&[0, 0, 2, 2], false).unwrap(),
+            [vec![0, 1], vec![2, 3]]
+        );
+        // An empty first group cuts nothing one way; two way, the others are still cut.
+        assert!(plan_groups(&[1, 1, 2], true).is_none());
+        assert_eq!(
+            plan_groups(&[1, 1, 2], false).unwrap(),
+            [vec![0, 1], vec![2]]
+        );
+        // One group: nothing to cut.
+        assert!(plan_groups(&[1, 1, 1], false).is_none());
+    }
+
+    #[test]
+    fn the_real_node_kinds_and_surge_are_refused_with_their_reason() {
+        use crate::PlanError;
+        assert_eq!(
+            check_plan_kind(&FaultKind::TransportDowngrade {}),
+            Err(PlanError::RealNodeOnly {
+                kind: "transport-downgrade"
+            })
+        );
+        assert_eq!(
+            check_plan_kind(&FaultKind::CertificateExpiry { expires_in: None }),
+            Err(PlanError::RealNodeOnly {
+                kind: "certificate-expiry"
+            })
+        );
+        assert_eq!(
+            check_plan_kind(&FaultKind::MembershipSurge { joins: 3 }),
+            Err(PlanError::Unsupported {
+                kind: "membership-surge"
+            })
+        );
+        assert_eq!(check_plan_kind(&FaultKind::Kill {}), Ok(()));
     }
 
     #[test]

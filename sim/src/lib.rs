@@ -13,9 +13,9 @@
 //! | module | concept |
 //! |---|---|
 //! | `engine` | the discrete-event loop: a heap of (time, seq) entries; drives every node's `meshkit::node::Node` (membership and, with `[leases]`, its voter, lease client and campaign), as the tokio driver does |
-//! | `network` | per-datagram fate: latency and jitter, regions, loss (independent, bursty), partitions, duplication, reordering |
+//! | `network` | per-datagram fate: latency and jitter, regions, loss (independent, bursty), duplication, reordering, and the link rules of active fault plans (cuts, latency, loss, bursty loss, duplication, reordering per directed link) |
 //! | `clock` | per-node clocks with rate skew (local/global conversion) |
-//! | `fault` | the fault timeline and node selection |
+//! | `fault` | the fault timeline and node selection; `engine/plans.rs` applies every fault as a core `FaultPlan`, `engine/probes.rs` runs core health probes |
 //! | `byzantine` | the `byzantine` fault: forged datagrams of a non-member with a valid certificate |
 //! | [`scenario`] | the scenario file format and its errors |
 //! | `observer` | who believes what: views folded from core events against the engine's truth |
@@ -73,7 +73,7 @@ use meshkit::Instant;
 use meshkit::config::{Config, Profile};
 use thiserror::Error;
 
-pub use crate::report::{ExperimentRecord, RunReport};
+pub use crate::report::{ExperimentRecord, ProbeTransition, RunReport};
 pub use crate::scenario::{Scenario, ScenarioError};
 
 /// The crate's README, whose example runs as a doc test.
@@ -120,25 +120,77 @@ pub enum SimError {
     /// A fault plan given to [`run_with_plans`] cannot run in the simulator.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// A probe given to [`run_with_probes`] cannot run.
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+}
+
+/// Why [`run_with_probes`] refused a probe. Nothing ran. Always the caller's fault.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProbeError {
+    /// A probe names a node index the run does not have.
+    #[error("probe {probe}: node index {index} is beyond the {nodes} nodes of this run")]
+    NodeOutOfRange {
+        /// The probe's position in the slice.
+        probe: usize,
+        /// The index.
+        index: u32,
+        /// Nodes in the run.
+        nodes: usize,
+    },
+    /// The core's scheduler refused it: its name is taken by an earlier probe, or there are
+    /// more than [`meshkit::diag::probe::MAX_PROBES`].
+    #[error("probe {probe}: its name is taken, or there are too many probes")]
+    Refused {
+        /// The probe's position in the slice.
+        probe: usize,
+    },
+}
+
+/// A health probe run in the simulator: a reachability check from node index `from` to node
+/// index `to` on the schedule, timeout and thresholds of `spec`. Each run sends a request
+/// through the network model, the target answers while it is running, and the answer comes
+/// back through the network model; no answer by the timeout is a failure.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SimProbe {
+    /// Name, timing, thresholds (the core's validated spec).
+    pub spec: meshkit::diag::probe::ProbeSpec,
+    /// The prober's node index.
+    pub from: u32,
+    /// The probed node index.
+    pub to: u32,
+}
+
+impl SimProbe {
+    /// A probe of `to` from `from` with `spec`.
+    pub fn new(spec: meshkit::diag::probe::ProbeSpec, from: u32, to: u32) -> Self {
+        Self { spec, from, to }
+    }
 }
 
 /// Why [`run_with_plans`] refused a fault plan. Nothing ran.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PlanError {
-    /// A kind the simulator does not model (link faults other than partitions, transport
-    /// downgrade, certificate expiry, membership surge).
-    #[error("the simulator does not apply {kind} faults")]
+    /// A kind the simulator does not model yet: membership surge (the simulated mesh has a
+    /// fixed set of node slots, and a surge adds members that were not there).
+    #[error("the simulator does not apply {kind} faults yet (its mesh has a fixed set of nodes)")]
     Unsupported {
         /// The kind's name.
         kind: &'static str,
     },
-    /// A partition whose blast radius is not a set of groups covering the mesh (the bridge and
-    /// majorities-ring shapes cut single links, which the simulated network does not model).
-    #[error("the simulator applies partitions by groups covering the mesh; {shape} has none")]
-    NoGroups {
-        /// The shape's name.
-        shape: &'static str,
+    /// A real-node fault: transport downgrade (the control listener refuses HTTP/3) and
+    /// certificate expiry (the node serves an expired certificate) act on a real node's control
+    /// listener and TLS identity, which the simulated network does not have.
+    #[error(
+        "{kind} is a real-node fault: the simulated network has no HTTP/3 listener and no \
+         certificates, so apply it to a real node"
+    )]
+    RealNodeOnly {
+        /// The kind's name.
+        kind: &'static str,
     },
     /// The plan names what the mesh does not have (an index beyond the node count, a role).
     #[error(transparent)]
@@ -150,6 +202,9 @@ pub enum PlanError {
         max: usize,
     },
 }
+
+/// Mixed into the run's seed for the probes' scheduler.
+const PROBE_SEED_SALT: u64 = 0x5052_4f42_4553_0001;
 
 /// Runs `scenario` once. Invariant violations and failed expectations are in the report, not
 /// errors: check [`RunReport::passed`].
@@ -163,7 +218,7 @@ pub fn run_with_progress(
     options: RunOptions,
     progress: &mut dyn FnMut(Instant, Instant),
 ) -> Result<RunReport, SimError> {
-    run_inner(scenario, options, &[], progress)
+    run_inner(scenario, options, &[], &[], progress)
 }
 
 /// [`run`] with core fault plans besides the scenario's faults: each is scheduled at the start
@@ -180,13 +235,31 @@ pub fn run_with_plans(
     options: RunOptions,
     plans: &[meshkit::diag::fault::FaultPlan],
 ) -> Result<RunReport, SimError> {
-    run_inner(scenario, options, plans, &mut |_, _| {})
+    run_inner(scenario, options, plans, &[], &mut |_, _| {})
+}
+
+/// [`run_with_plans`] with health probes: each [`SimProbe`] runs on the core's own
+/// [`ProbeScheduler`](meshkit::diag::probe::ProbeScheduler) from the start of the run, and its
+/// state changes are in [`RunReport::probe_transitions`]. The probes send through the network
+/// model, so the run's trace differs from one without them.
+///
+/// # Errors
+///
+/// [`SimError::Probe`] for a probe that cannot run, and as [`run_with_plans`].
+pub fn run_with_probes(
+    scenario: &Scenario,
+    options: RunOptions,
+    plans: &[meshkit::diag::fault::FaultPlan],
+    probes: &[SimProbe],
+) -> Result<RunReport, SimError> {
+    run_inner(scenario, options, plans, probes, &mut |_, _| {})
 }
 
 fn run_inner(
     scenario: &Scenario,
     options: RunOptions,
     plans: &[meshkit::diag::fault::FaultPlan],
+    probes: &[SimProbe],
     progress: &mut dyn FnMut(Instant, Instant),
 ) -> Result<RunReport, SimError> {
     let nodes = options.nodes.unwrap_or(scenario.nodes());
@@ -204,8 +277,14 @@ fn run_inner(
     for plan in plans {
         engine.schedule_plan(plan.clone())?;
     }
+    if !probes.is_empty() {
+        // The probes' own seed, derived from the run's without drawing from its streams, so
+        // that the rest of the run draws what it would draw without probes.
+        engine.register_probes(options.seed ^ PROBE_SEED_SALT, probes)?;
+    }
     let mut outcome = engine.run(progress);
     let experiments = std::mem::take(&mut outcome.experiments);
+    let probe_transitions = std::mem::take(&mut outcome.probe_transitions);
     let header = RunReport {
         scenario: scenario.name().to_owned(),
         profile: profile.to_string(),
@@ -216,6 +295,7 @@ fn run_inner(
     };
     let mut report = metrics::figures(outcome, header);
     report.experiments = experiments;
+    report.probe_transitions = probe_transitions;
     report.faults_after_end = fault::occurrences_after(scenario.faults(), duration);
     report.expectations_failed = report::check_expectations(scenario.expect(), &report);
     Ok(report)

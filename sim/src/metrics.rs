@@ -55,6 +55,10 @@ pub(crate) struct Counters {
     pub(crate) dropped_burst: u64,
     /// Extra copies.
     pub(crate) duplicated: u64,
+    /// Copies delayed by a latency plan.
+    pub(crate) delayed: u64,
+    /// Copies held back by a reorder plan.
+    pub(crate) held_back: u64,
     /// Datagrams addressed to an id that is not a simulated node.
     pub(crate) misaddressed: u64,
     /// Core events.
@@ -151,6 +155,8 @@ pub(crate) fn figures(outcome: Outcome, header: RunReport) -> RunReport {
         dropped_dead: c.dropped_dead,
         dropped_inbox_full: c.dropped_inbox_full,
         duplicated: c.duplicated,
+        delayed: c.delayed,
+        held_back: c.held_back,
         events: c.events,
         steps: c.steps,
         metadata_rejected: c.metadata_rejected,

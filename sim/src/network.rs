@@ -1,15 +1,27 @@
 //! The network model: what happens to one datagram between two nodes.
 //!
-//! For every datagram the model decides, in this order and from its own random stream:
-//! 1. partitions (no randomness): a datagram crossing an active partition is dropped;
-//! 2. bursty loss: the sender's Gilbert-Elliott chain steps once, then drops with the bad state's
-//!    loss probability while bad;
-//! 3. independent loss;
-//! 4. delay: the link's base latency (intra- or inter-region) plus an exponential jitter, plus,
-//!    with the reorder probability, a uniform extra delay of up to 10x the mean jitter;
-//! 5. duplication: with the duplicate probability, a second copy with its own delay.
+//! The model holds the scenario's `[network]` (base latency per region pair, jitter, loss,
+//! bursty loss per sender, duplication, reordering) and the **link rules** of the active fault
+//! plans: one rule per activated plan that acts on links (a partition, latency, loss, bursty loss,
+//! duplication, reordering), each on its own set of directed links ([`LinkSet`]), removed by the
+//! plan's revert. For every datagram the model decides, in this order and from its own random
+//! stream:
+//! 1. cuts (no randomness): a datagram on a link an active partition cuts is dropped;
+//! 2. the base bursty loss: the sender's Gilbert-Elliott chain steps once, then drops with the
+//!    bad state's loss probability while bad;
+//! 3. each bursty-loss rule on the link: the link's own chain steps once, then drops likewise;
+//! 4. independent loss, with the probability of the latest loss rule on the link, or the base;
+//! 5. delay: the link's base latency (intra- or inter-region) plus an exponential jitter, plus,
+//!    with the base reorder probability, a uniform extra delay of up to 10x the mean jitter; then
+//!    each latency rule's delay plus its exponential jitter, and each reorder rule's uniform hold
+//!    with its probability;
+//! 6. duplication: with the base duplicate probability, or else a duplicate rule's, a second copy
+//!    with its own delay.
 //!
-//! The model never allocates per datagram and does O(active partitions) work per datagram.
+//! A rule draws nothing from the stream for a datagram it does not cover, so a run without link
+//! rules draws exactly what it drew before rules existed. The model never allocates per datagram
+//! and does O(active rules) work per datagram; membership in a rule's links is O(1) for groups
+//! and sets of ends, O(log links) for an explicit link set (the bridge and ring shapes).
 //!
 //! A message larger than a datagram (a Raft snapshot: the real transport sends any payload over
 //! [`MAX_DATAGRAM_BYTES`](meshkit::wire::MAX_DATAGRAM_BYTES) on a QUIC stream) is one message
@@ -19,6 +31,7 @@
 //! reach, a few hundred kilobytes at most).
 
 use core::time::Duration;
+use std::collections::BTreeSet;
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -32,7 +45,7 @@ pub(crate) enum DropReason {
     Partition,
     /// Independent loss.
     Loss,
-    /// The sender's burst chain was in its bad state.
+    /// The sender's or the link's burst chain was in its bad state.
     Burst,
 }
 
@@ -50,7 +63,7 @@ pub(crate) enum Verdict {
     },
 }
 
-/// One active partition: a group number per node.
+/// One active partition by groups: a group number per node. The observer measures its sides.
 #[derive(Clone, Debug)]
 pub(crate) struct Partition {
     /// Identifies the partition for a later heal.
@@ -73,6 +86,82 @@ impl Partition {
     }
 }
 
+/// The directed links one rule covers.
+#[derive(Clone, Debug)]
+pub(crate) enum LinkSet {
+    /// A partition by groups: see [`Partition::blocks`].
+    Groups(Partition),
+    /// `from -> to` for `from` in `from` and `to` in `to` (and the reverse when `both`), never
+    /// a node to itself: a link fault's ends (`meshkit::diag::fault::LinkEnds`).
+    Ends {
+        /// Senders, by node index.
+        from: Vec<bool>,
+        /// Receivers, by node index.
+        to: Vec<bool>,
+        /// Also `to -> from`.
+        both: bool,
+    },
+    /// Exactly these `(from, to)` node-index pairs (the bridge and majorities-ring shapes).
+    Links(BTreeSet<(u32, u32)>),
+}
+
+impl LinkSet {
+    /// Whether the set holds the link `from -> to`.
+    pub(crate) fn contains(&self, from: usize, to: usize) -> bool {
+        match self {
+            Self::Groups(p) => p.blocks(from, to),
+            Self::Ends {
+                from: a,
+                to: b,
+                both,
+            } => from != to && ((a[from] && b[to]) || (*both && b[from] && a[to])),
+            Self::Links(links) => {
+                let (Ok(f), Ok(t)) = (u32::try_from(from), u32::try_from(to)) else {
+                    return false;
+                };
+                links.contains(&(f, t))
+            }
+        }
+    }
+}
+
+/// What a rule does to the datagrams on its links.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum LinkEffect {
+    /// Dropped (a partition).
+    Cut,
+    /// Lost with this probability (replacing the base loss on these links; the latest wins).
+    Loss(f64),
+    /// A Gilbert-Elliott chain per link, stepped once per datagram.
+    Burst(BurstSpec),
+    /// Delayed by `delay_ns` plus an exponential extra of mean `jitter_ns`.
+    Latency {
+        /// Added delay.
+        delay_ns: u64,
+        /// Mean of the exponential extra.
+        jitter_ns: u64,
+    },
+    /// Delivered twice with this probability.
+    Duplicate(f64),
+    /// Held back by up to `max_ns` (uniform) with probability `rate`.
+    Reorder {
+        /// Probability of a hold.
+        rate: f64,
+        /// Longest hold.
+        max_ns: u64,
+    },
+}
+
+/// One active fault plan's effect on the network.
+#[derive(Clone, Debug)]
+struct LinkRule {
+    id: u64,
+    links: LinkSet,
+    effect: LinkEffect,
+    /// Bursty loss: the links whose chain is in its bad state (the others are good).
+    bad: BTreeSet<(u32, u32)>,
+}
+
 /// Counters of what the model did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct NetworkStats {
@@ -86,6 +175,10 @@ pub(crate) struct NetworkStats {
     pub(crate) dropped_burst: u64,
     /// Extra copies made.
     pub(crate) duplicated: u64,
+    /// Copies delayed by a latency rule.
+    pub(crate) delayed: u64,
+    /// Copies held back by a reorder rule.
+    pub(crate) held_back: u64,
 }
 
 /// The network model. See the module documentation.
@@ -95,14 +188,14 @@ pub(crate) struct Network {
     inter_region_latency_ns: u64,
     jitter_mean_ns: f64,
     regions: u32,
-    base_loss: f64,
     loss: f64,
     duplicate: f64,
     reorder: f64,
     burst: Option<BurstSpec>,
     /// Gilbert-Elliott state per sender: `true` = bad.
     burst_bad: Vec<bool>,
-    partitions: Vec<Partition>,
+    /// Active rules, in activation order.
+    rules: Vec<LinkRule>,
     rng: ChaCha8Rng,
     stats: NetworkStats,
 }
@@ -115,7 +208,6 @@ impl Network {
             inter_region_latency_ns: nanos(spec.inter_region_latency),
             jitter_mean_ns: nanos(spec.jitter) as f64,
             regions: regions.max(1),
-            base_loss: spec.loss,
             loss: spec.loss,
             duplicate: spec.duplicate,
             reorder: spec.reorder,
@@ -125,7 +217,7 @@ impl Network {
             } else {
                 Vec::new()
             },
-            partitions: Vec::new(),
+            rules: Vec::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             stats: NetworkStats::default(),
         }
@@ -134,7 +226,12 @@ impl Network {
     /// Decides the fate of one datagram from node index `from` to node index `to`.
     pub(crate) fn send(&mut self, from: usize, to: usize) -> Verdict {
         self.stats.sent += 1;
-        if self.partitions.iter().any(|p| p.blocks(from, to)) {
+        let covers = |r: &LinkRule| r.links.contains(from, to);
+        if self
+            .rules
+            .iter()
+            .any(|r| r.effect == LinkEffect::Cut && covers(r))
+        {
             self.stats.dropped_partition += 1;
             return Verdict::Drop(DropReason::Partition);
         }
@@ -149,7 +246,36 @@ impl Network {
                 return Verdict::Drop(DropReason::Burst);
             }
         }
-        if chance(&mut self.rng, self.loss) {
+        let link = (from as u32, to as u32);
+        let mut loss = self.loss;
+        for rule in &mut self.rules {
+            if !rule.links.contains(from, to) {
+                continue;
+            }
+            match rule.effect {
+                LinkEffect::Burst(burst) => {
+                    let bad = rule.bad.contains(&link);
+                    let flip = if bad { burst.leave } else { burst.enter };
+                    let bad = if chance(&mut self.rng, flip) {
+                        !bad
+                    } else {
+                        bad
+                    };
+                    if bad {
+                        rule.bad.insert(link);
+                    } else {
+                        rule.bad.remove(&link);
+                    }
+                    if bad && chance(&mut self.rng, burst.loss) {
+                        self.stats.dropped_burst += 1;
+                        return Verdict::Drop(DropReason::Burst);
+                    }
+                }
+                LinkEffect::Loss(p) => loss = p,
+                _ => {}
+            }
+        }
+        if chance(&mut self.rng, loss) {
             self.stats.dropped_loss += 1;
             return Verdict::Drop(DropReason::Loss);
         }
@@ -158,10 +284,20 @@ impl Network {
         } else {
             self.inter_region_latency_ns
         };
-        let delay_ns = self.delay(base);
-        let copy_ns = if chance(&mut self.rng, self.duplicate) {
+        let delay_ns = self.delay(base, from, to);
+        let mut duplicate = self.duplicate;
+        if duplicate == 0.0 {
+            for rule in &self.rules {
+                if let LinkEffect::Duplicate(p) = rule.effect
+                    && rule.links.contains(from, to)
+                {
+                    duplicate = p;
+                }
+            }
+        }
+        let copy_ns = if chance(&mut self.rng, duplicate) {
             self.stats.duplicated += 1;
-            Some(self.delay(base))
+            Some(self.delay(base, from, to))
         } else {
             None
         };
@@ -169,31 +305,57 @@ impl Network {
     }
 
     /// Decides the fate of one datagram to node index `to` from a sender outside the mesh (the
-    /// `byzantine` fault's attacker): no partition holds it back and it has no burst chain;
-    /// independent loss, the intra-region latency, jitter, reordering and duplication apply.
+    /// `byzantine` fault's attacker): no rule applies (the attacker is outside every partition
+    /// and every plan's links) and it has no burst chain; the base independent loss, the
+    /// intra-region latency, jitter, reordering and duplication apply.
     pub(crate) fn send_from_outside(&mut self, _to: usize) -> Verdict {
         self.stats.sent += 1;
         if chance(&mut self.rng, self.loss) {
             self.stats.dropped_loss += 1;
             return Verdict::Drop(DropReason::Loss);
         }
-        let delay_ns = self.delay(self.latency_ns);
+        let delay_ns = self.base_delay(self.latency_ns);
         let copy_ns = if chance(&mut self.rng, self.duplicate) {
             self.stats.duplicated += 1;
-            Some(self.delay(self.latency_ns))
+            Some(self.base_delay(self.latency_ns))
         } else {
             None
         };
         Verdict::Deliver { delay_ns, copy_ns }
     }
 
-    fn delay(&mut self, base_ns: u64) -> u64 {
+    /// One copy's delay on `from -> to`: the base, then each latency and reorder rule on it.
+    fn delay(&mut self, base_ns: u64, from: usize, to: usize) -> u64 {
+        let mut delay = self.base_delay(base_ns);
+        for rule in &self.rules {
+            match rule.effect {
+                LinkEffect::Latency {
+                    delay_ns,
+                    jitter_ns,
+                } if rule.links.contains(from, to) => {
+                    delay = delay.saturating_add(delay_ns);
+                    if jitter_ns > 0 {
+                        delay = delay.saturating_add(exponential(&mut self.rng, jitter_ns as f64));
+                    }
+                    self.stats.delayed += 1;
+                }
+                LinkEffect::Reorder { rate, max_ns } if rule.links.contains(from, to) => {
+                    let hold = chance(&mut self.rng, rate);
+                    if hold {
+                        delay = delay.saturating_add(self.rng.random_range(0..=max_ns));
+                        self.stats.held_back += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        delay
+    }
+
+    fn base_delay(&mut self, base_ns: u64) -> u64 {
         let mut delay = base_ns;
         if self.jitter_mean_ns > 0.0 {
-            let u: f64 = self.rng.random();
-            // Inverse CDF of the exponential distribution; 1 - u is in (0, 1].
-            let extra = -self.jitter_mean_ns * (1.0 - u).ln();
-            delay = delay.saturating_add(extra as u64);
+            delay = delay.saturating_add(exponential(&mut self.rng, self.jitter_mean_ns));
         }
         if chance(&mut self.rng, self.reorder) {
             let max = (self.jitter_mean_ns * 10.0) as u64;
@@ -208,39 +370,33 @@ impl Network {
         (node as u64 % u64::from(self.regions)) as u32
     }
 
-    /// Sets the independent loss probability.
-    pub(crate) fn set_loss(&mut self, loss: f64) {
-        self.loss = loss.clamp(0.0, 1.0);
+    /// Starts rule `id`: `effect` on `links`, until [`remove_rule`](Self::remove_rule).
+    pub(crate) fn add_rule(&mut self, id: u64, links: LinkSet, effect: LinkEffect) {
+        self.rules.push(LinkRule {
+            id,
+            links,
+            effect,
+            bad: BTreeSet::new(),
+        });
     }
 
-    /// Restores the scenario's base loss probability.
-    pub(crate) fn reset_loss(&mut self) {
-        self.loss = self.base_loss;
-    }
-
-    /// Starts a partition.
-    pub(crate) fn add_partition(&mut self, partition: Partition) {
-        self.partitions.push(partition);
-    }
-
-    /// Ends one partition; returns whether it was active.
-    pub(crate) fn remove_partition(&mut self, id: u64) -> bool {
-        let before = self.partitions.len();
-        self.partitions.retain(|p| p.id != id);
-        self.partitions.len() != before
-    }
-
-    /// Ends every partition; returns how many were active.
-    pub(crate) fn clear_partitions(&mut self) -> usize {
-        let n = self.partitions.len();
-        self.partitions.clear();
-        n
+    /// Ends rule `id`; returns whether it was active.
+    pub(crate) fn remove_rule(&mut self, id: u64) -> bool {
+        let before = self.rules.len();
+        self.rules.retain(|r| r.id != id);
+        self.rules.len() != before
     }
 
     /// What the model has done so far.
     pub(crate) fn stats(&self) -> NetworkStats {
         self.stats
     }
+}
+
+/// An exponential draw of mean `mean` (inverse CDF; `1 - u` is in `(0, 1]`).
+fn exponential(rng: &mut ChaCha8Rng, mean: f64) -> u64 {
+    let u: f64 = rng.random();
+    (-mean * (1.0 - u).ln()) as u64
 }
 
 /// A Bernoulli draw that consumes no randomness when `p` is zero.
@@ -266,27 +422,35 @@ mod tests {
     #[test]
     fn two_way_partition_blocks_both_directions() {
         let mut net = Network::new(&spec(), 4, 1, 1);
-        net.add_partition(Partition {
-            id: 1,
-            group: vec![0, 0, 1, 1],
-            one_way: false,
-        });
+        net.add_rule(
+            1,
+            LinkSet::Groups(Partition {
+                id: 1,
+                group: vec![0, 0, 1, 1],
+                one_way: false,
+            }),
+            LinkEffect::Cut,
+        );
         assert_eq!(net.send(0, 2), Verdict::Drop(DropReason::Partition));
         assert_eq!(net.send(3, 1), Verdict::Drop(DropReason::Partition));
         assert!(matches!(net.send(0, 1), Verdict::Deliver { .. }));
         assert!(matches!(net.send(2, 3), Verdict::Deliver { .. }));
-        assert!(net.remove_partition(1));
+        assert!(net.remove_rule(1));
         assert!(matches!(net.send(0, 2), Verdict::Deliver { .. }));
     }
 
     #[test]
     fn one_way_partition_blocks_one_direction_only() {
         let mut net = Network::new(&spec(), 4, 1, 1);
-        net.add_partition(Partition {
-            id: 1,
-            group: vec![0, 0, 1, 1],
-            one_way: true,
-        });
+        net.add_rule(
+            1,
+            LinkSet::Groups(Partition {
+                id: 1,
+                group: vec![0, 0, 1, 1],
+                one_way: true,
+            }),
+            LinkEffect::Cut,
+        );
         assert_eq!(net.send(0, 2), Verdict::Drop(DropReason::Partition));
         assert_eq!(net.send(1, 3), Verdict::Drop(DropReason::Partition));
         assert!(matches!(net.send(2, 0), Verdict::Deliver { .. }));
@@ -384,11 +548,15 @@ mod tests {
         for _ in 0..1_000 {
             assert_eq!(a.send(0, 1), b.send(0, 1));
         }
-        a.add_partition(Partition {
-            id: 1,
-            group: vec![0, 1],
-            one_way: false,
-        });
+        a.add_rule(
+            1,
+            LinkSet::Groups(Partition {
+                id: 1,
+                group: vec![0, 1],
+                one_way: false,
+            }),
+            LinkEffect::Cut,
+        );
         assert_eq!(a.send(0, 1), Verdict::Drop(DropReason::Partition));
         assert_eq!(a.stats().sent, 1_001);
     }
@@ -406,5 +574,162 @@ mod tests {
         for i in 0..1_000 {
             assert_eq!(a.send(i % 3, (i + 1) % 3), b.send(i % 3, (i + 1) % 3));
         }
+    }
+
+    fn ends(n: usize, from: &[usize], to: &[usize], both: bool) -> LinkSet {
+        let mask = |set: &[usize]| (0..n).map(|i| set.contains(&i)).collect();
+        LinkSet::Ends {
+            from: mask(from),
+            to: mask(to),
+            both,
+        }
+    }
+
+    /// A rule acts on its directed links only: node 0's outbound links, not its inbound ones
+    /// and not the links between others; removing it restores them.
+    #[test]
+    fn link_rules_apply_per_directed_link_and_end_with_their_removal() {
+        let mut net = Network::new(&spec(), 4, 1, 1);
+        net.add_rule(7, ends(4, &[0], &[1, 2, 3], false), LinkEffect::Loss(1.0));
+        assert_eq!(net.send(0, 1), Verdict::Drop(DropReason::Loss));
+        assert_eq!(net.send(0, 3), Verdict::Drop(DropReason::Loss));
+        assert!(matches!(net.send(1, 0), Verdict::Deliver { .. }));
+        assert!(matches!(net.send(2, 3), Verdict::Deliver { .. }));
+        // Both ways: the reverse links too, never a self-link.
+        net.add_rule(8, ends(4, &[2], &[2, 3], true), LinkEffect::Cut);
+        assert_eq!(net.send(3, 2), Verdict::Drop(DropReason::Partition));
+        assert_eq!(net.send(2, 3), Verdict::Drop(DropReason::Partition));
+        assert!(!ends(4, &[2], &[2], true).contains(2, 2));
+        assert!(net.remove_rule(7) && net.remove_rule(8));
+        assert!(!net.remove_rule(7));
+        assert!(matches!(net.send(0, 1), Verdict::Deliver { .. }));
+        assert!(matches!(net.send(3, 2), Verdict::Deliver { .. }));
+        // One link, one direction: 1 -> 2 only, not 1's other links nor 2 -> 1.
+        net.add_rule(9, ends(4, &[1], &[2], false), LinkEffect::Cut);
+        assert_eq!(net.send(1, 2), Verdict::Drop(DropReason::Partition));
+        assert!(matches!(net.send(1, 3), Verdict::Deliver { .. }));
+        assert!(matches!(net.send(2, 1), Verdict::Deliver { .. }));
+        assert!(net.remove_rule(9));
+        // An explicit link set holds exactly its pairs.
+        let links = LinkSet::Links(BTreeSet::from([(1, 2)]));
+        assert!(links.contains(1, 2) && !links.contains(2, 1));
+    }
+
+    /// The latest loss rule on a link replaces the base loss there, and only there.
+    #[test]
+    fn a_loss_rule_replaces_the_base_loss_on_its_links() {
+        let mut net = Network::new(
+            &NetworkSpec {
+                loss: 1.0,
+                ..spec()
+            },
+            3,
+            1,
+            1,
+        );
+        net.add_rule(1, ends(3, &[0], &[1], false), LinkEffect::Loss(0.0));
+        assert!(matches!(net.send(0, 1), Verdict::Deliver { .. }));
+        assert_eq!(net.send(1, 0), Verdict::Drop(DropReason::Loss));
+        net.add_rule(2, ends(3, &[0], &[1], false), LinkEffect::Loss(1.0));
+        assert_eq!(net.send(0, 1), Verdict::Drop(DropReason::Loss));
+        net.remove_rule(2);
+        assert!(matches!(net.send(0, 1), Verdict::Deliver { .. }));
+    }
+
+    /// Latency adds its delay plus a jitter of the given mean; reorder holds some copies back;
+    /// duplicate sends second copies; each on its links only.
+    #[test]
+    fn latency_reorder_and_duplicate_rules_shape_their_links() {
+        let mut net = Network::new(&spec(), 2, 1, 4);
+        let base = match net.send(0, 1) {
+            Verdict::Deliver { delay_ns, .. } => delay_ns,
+            Verdict::Drop(r) => panic!("dropped: {r:?}"),
+        };
+        net.add_rule(
+            1,
+            ends(2, &[0], &[1], false),
+            LinkEffect::Latency {
+                delay_ns: 50_000_000,
+                jitter_ns: 5_000_000,
+            },
+        );
+        let n = 20_000u64;
+        let mut sum = 0;
+        for _ in 0..n {
+            let Verdict::Deliver { delay_ns, .. } = net.send(0, 1) else {
+                panic!("dropped")
+            };
+            assert!(delay_ns >= base + 50_000_000);
+            sum += delay_ns - base - 50_000_000;
+        }
+        let mean = sum / n;
+        assert!(
+            (4_800_000..5_200_000).contains(&mean),
+            "mean jitter {mean} ns"
+        );
+        assert!(matches!(net.send(1, 0), Verdict::Deliver { delay_ns, .. } if delay_ns == base));
+        net.remove_rule(1);
+        net.add_rule(
+            2,
+            ends(2, &[0], &[1], false),
+            LinkEffect::Reorder {
+                rate: 0.5,
+                max_ns: 10_000_000,
+            },
+        );
+        net.add_rule(3, ends(2, &[0], &[1], false), LinkEffect::Duplicate(0.25));
+        let mut copies = 0;
+        for _ in 0..n {
+            if let Verdict::Deliver {
+                copy_ns: Some(_), ..
+            } = net.send(0, 1)
+            {
+                copies += 1;
+            }
+        }
+        let held = net.stats().held_back;
+        assert!(
+            (0.23..0.27).contains(&(copies as f64 / n as f64)),
+            "{copies} copies"
+        );
+        // Each copy is a candidate for a hold: about half of n + copies.
+        let expected = (n + copies) as f64 / 2.0;
+        assert!(
+            (held as f64 - expected).abs() < expected * 0.05,
+            "{held} held back"
+        );
+    }
+
+    /// Bursty loss per link: each link has its own chain, so a bad link does not make the
+    /// sender's other links bad; the rate matches the chain's stationary loss.
+    #[test]
+    fn a_bursty_loss_rule_keeps_one_chain_per_link() {
+        let burst = BurstSpec {
+            enter: 0.01,
+            leave: 0.1,
+            loss: 1.0,
+        };
+        let mut net = Network::new(&spec(), 3, 1, 9);
+        net.add_rule(1, ends(3, &[0], &[1], false), LinkEffect::Burst(burst));
+        let n = 200_000;
+        let lost = (0..n)
+            .filter(|_| matches!(net.send(0, 1), Verdict::Drop(DropReason::Burst)))
+            .count();
+        let rate = lost as f64 / f64::from(n);
+        assert!((0.08..0.1).contains(&rate), "measured burst loss {rate}");
+        assert!((0..1_000).all(|_| matches!(net.send(0, 2), Verdict::Deliver { .. })));
+        // A chain that flips at every datagram, on two links of one sender: each link starts
+        // good, so the first datagram on each is lost, whatever the other link did.
+        let flip = BurstSpec {
+            enter: 1.0,
+            leave: 1.0,
+            loss: 1.0,
+        };
+        let mut net = Network::new(&spec(), 3, 1, 9);
+        net.add_rule(1, ends(3, &[0], &[1, 2], false), LinkEffect::Burst(flip));
+        assert_eq!(net.send(0, 1), Verdict::Drop(DropReason::Burst));
+        assert_eq!(net.send(0, 2), Verdict::Drop(DropReason::Burst));
+        assert!(matches!(net.send(0, 1), Verdict::Deliver { .. }));
+        assert!(matches!(net.send(0, 2), Verdict::Deliver { .. }));
     }
 }

@@ -63,6 +63,9 @@ pub struct RunReport {
     /// touched, when, and how it ended.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub experiments: Vec<ExperimentRecord>,
+    /// Every state change of the probes given to [`crate::run_with_probes`], in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub probe_transitions: Vec<ProbeTransition>,
     /// Pauses (gray failures) in the run.
     pub pauses: u64,
     /// Pauses during which some node declared the paused node Dead ("paused-dead").
@@ -119,6 +122,10 @@ pub struct RunReport {
     pub dropped_inbox_full: u64,
     /// Duplicated by the network.
     pub duplicated: u64,
+    /// Datagram copies delayed by a latency fault plan.
+    pub delayed: u64,
+    /// Datagram copies held back by a reorder fault plan.
+    pub held_back: u64,
     /// Core events.
     pub events: u64,
     /// Engine steps (heap entries).
@@ -1237,6 +1244,24 @@ mod tests {
             );
         }
     }
+}
+
+/// One state change of a probe run in the simulator (see [`crate::run_with_probes`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct ProbeTransition {
+    /// The probe's name.
+    pub probe: String,
+    /// The node index it probes from.
+    pub from_node: u32,
+    /// The node index it probes.
+    pub to_node: u32,
+    /// When the result that changed the state was recorded, virtual seconds.
+    pub at_s: f64,
+    /// The state before (`unknown`, `healthy`, `degraded`, `failing`).
+    pub state_from: String,
+    /// The state after.
+    pub state_to: String,
 }
 
 /// One core fault plan as the simulator applied it (see [`crate::run_with_plans`]).

@@ -123,6 +123,12 @@
 //! | `join`     | `nodes` (index selectors)                          | with `[shards]`: the contenders join the shard pool (they run from the start, held out of the pool until then) |
 //! | `drain`    | `nodes`                                            | with `[shards]`: the contenders' shards move off them; once drained, they leave gracefully |
 //! | `byzantine`| `attacks`? (default: all)                          | a non-member with a valid certificate (node id `nodes + 1`) sends forged datagrams: one attack per occurrence, drawn with its parameters from the fault stream (see below) |
+//! | `plan`     | `plan` (a `meshkit::diag::fault::FaultPlan`)       | the core's fault plan: any kind the simulator applies (kill, pause, partition of every shape, latency, loss, bursty loss, duplicate, reorder, clock skew), its selectors resolved when it starts, reverting by itself after its `duration` (docs/diagnostics.md) |
+//!
+//! Every fault reaches the simulated network and processes as a core fault plan: `crash`,
+//! `partition`, `heal`, `loss`, `pause` and `skew` are lowered to plans on the nodes or groups
+//! the fault stream drew, as they fire, and revert by themselves (a fault without an end lasts
+//! past the end of the run); see docs/diagnostics.md, "Faults in the simulator".
 //!
 //! With `[leases]`, the voters' Raft log survives a crash (a restarted voter comes back with it);
 //! a restarted contender gets a new client. Lease datagrams go through the same network model as
@@ -499,6 +505,10 @@ pub enum FaultAction {
         /// The attacks drawn from (at least one, no repeats).
         attacks: Vec<Attack>,
     },
+    /// A core fault plan (`meshkit::diag::fault::FaultPlan`), started at each occurrence:
+    /// any kind the simulator applies, any selector (role selectors read when it starts), its
+    /// own duration, after which it reverts by itself.
+    Plan(meshkit::diag::fault::FaultPlan),
     /// Write or delete one metadata key on the selected nodes.
     Metadata {
         /// Which nodes.
@@ -943,8 +953,24 @@ impl Scenario {
                 | FaultAction::Heal
                 | FaultAction::Transfer { .. }
                 | FaultAction::Byzantine { .. }
+                | FaultAction::Plan(_)
                 | FaultAction::Loss { .. } => vec![],
             };
+            if let FaultAction::Plan(plan) = &fault.action {
+                use meshkit::diag::fault::{ClusterView, ResolveError, resolve};
+                let view = ClusterView::numbered(nodes, self.regions.max(1));
+                // A role is read when the plan starts; an empty region or share is a plan that
+                // touches nothing, which the report shows as unresolved. An index beyond the
+                // run's nodes can never run.
+                if let Err(e @ ResolveError::IndexOutOfRange { .. }) = resolve(plan, &view) {
+                    return Err(err(
+                        &fault.span,
+                        format!("{e}"),
+                        "index selectors do not scale with --nodes: use a count, a share or a \
+                         region, or run with more nodes",
+                    ));
+                }
+            }
             let no_leases = || {
                 err(
                     &fault.span,
@@ -1470,6 +1496,7 @@ enum ActionName {
     Join,
     Drain,
     Byzantine,
+    Plan,
 }
 
 impl ActionName {
@@ -1488,6 +1515,7 @@ impl ActionName {
             Self::Join => "join",
             Self::Drain => "drain",
             Self::Byzantine => "byzantine",
+            Self::Plan => "plan",
         }
     }
 
@@ -1504,6 +1532,7 @@ impl ActionName {
             Self::Metadata => &["nodes", "key", "value_bytes", "delete", "rate"],
             Self::Transfer => &["scope"],
             Self::Byzantine => &["attacks"],
+            Self::Plan => &["plan"],
         }
     }
 }
@@ -1530,6 +1559,7 @@ struct RawFault {
     delete: Option<Spanned<bool>>,
     scope: Option<Spanned<String>>,
     attacks: Option<Spanned<Vec<Attack>>>,
+    plan: Option<Spanned<meshkit::diag::fault::RawFaultPlan>>,
 }
 
 type FieldError = (Range<usize>, String, &'static str);
@@ -1560,9 +1590,13 @@ impl RawFault {
                     "byzantine takes: attacks (raft-commit, timeout-now, higher-term, left, meta, \
                      phantoms, garbage)"
                 }
+                ActionName::Plan => {
+                    "plan takes: plan = { duration = \"20s\", selector = ..., fault = { kind = \
+                     ... } } (docs/diagnostics.md)"
+                }
             }
         };
-        let present: [(&str, Option<Range<usize>>); 13] = [
+        let present: [(&str, Option<Range<usize>>); 14] = [
             ("nodes", self.nodes.as_ref().map(Spanned::span)),
             (
                 "restart_after",
@@ -1579,6 +1613,7 @@ impl RawFault {
             ("delete", self.delete.as_ref().map(Spanned::span)),
             ("scope", self.scope.as_ref().map(Spanned::span)),
             ("attacks", self.attacks.as_ref().map(Spanned::span)),
+            ("plan", self.plan.as_ref().map(Spanned::span)),
         ];
         for (key, span) in &present {
             if let Some(span) = span
@@ -1630,6 +1665,20 @@ impl RawFault {
             ActionName::Join => FaultAction::Join { nodes: nodes()? },
             ActionName::Drain => FaultAction::Drain { nodes: nodes()? },
             ActionName::Heal => FaultAction::Heal,
+            ActionName::Plan => {
+                let raw = self.plan.as_ref().ok_or_else(|| need("plan"))?;
+                let plan = meshkit::diag::fault::FaultPlan::try_from(raw.get_ref().clone())
+                    .map_err(|e| (raw.span(), format!("plan: {e}"), keys_hint()))?;
+                if let Err(e) = crate::fault::check_plan_kind(plan.kind()) {
+                    return Err((
+                        raw.span(),
+                        format!("plan: {e}"),
+                        "the simulator applies kill, pause, partition, latency, loss, \
+                         bursty-loss, duplicate, reorder and clock-skew",
+                    ));
+                }
+                FaultAction::Plan(plan)
+            }
             ActionName::Byzantine => {
                 let attacks = match &self.attacks {
                     None => Attack::ALL.to_vec(),

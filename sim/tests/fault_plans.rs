@@ -146,30 +146,37 @@ fn a_plan_past_the_end_of_the_run_has_no_revert() {
     assert_eq!((e.reverted_s, e.end.as_deref()), (None, None));
 }
 
-/// What the simulator cannot apply is refused before anything runs, never ignored.
+/// What the simulator cannot apply is refused before anything runs, never ignored; a plan that
+/// names what the mesh does not have too (the other kinds are in `fault_kinds.rs`).
 #[test]
 fn plans_the_simulator_cannot_apply_are_refused() {
-    let latency = FaultKind::Latency {
-        delay: Duration::from_millis(50),
-        jitter: Duration::ZERO,
-    };
-    let plan = FaultPlan::new(latency, Selector::All, secs(5)).unwrap();
+    let downgrade =
+        FaultPlan::new(FaultKind::TransportDowngrade {}, Selector::All, secs(5)).unwrap();
     assert_eq!(
-        run_with_plans(&quiet(8), RunOptions::seed(1), &[plan]),
-        Err(SimError::Plan(PlanError::Unsupported { kind: "latency" }))
+        run_with_plans(&quiet(8), RunOptions::seed(1), &[downgrade]),
+        Err(SimError::Plan(PlanError::RealNodeOnly {
+            kind: "transport-downgrade"
+        }))
     );
-    let bridge = FaultKind::Partition {
-        shape: PartitionShape::Bridge,
-        direction: PartitionDirection::TwoWay,
-    };
-    let plan = FaultPlan::new(bridge, Selector::All, secs(5)).unwrap();
-    assert!(matches!(
-        run_with_plans(&quiet(8), RunOptions::seed(1), &[plan]),
-        Err(SimError::Plan(PlanError::NoGroups { .. }))
-    ));
     let beyond = FaultPlan::new(FaultKind::Kill {}, Selector::Indices(vec![8]), secs(5)).unwrap();
     assert!(matches!(
         run_with_plans(&quiet(8), RunOptions::seed(1), &[beyond]),
         Err(SimError::Plan(PlanError::Resolve(_)))
     ));
+    // A role nobody holds when the plan starts (no lease group here) is recorded, not run.
+    let leader = FaultPlan::new(FaultKind::Kill {}, Selector::RaftLeader, secs(5))
+        .and_then(|p| p.with_start(secs(3)))
+        .unwrap();
+    let report = run_with_plans(&quiet(8), RunOptions::seed(1), &[leader]).unwrap();
+    let [e] = &report.experiments[..] else {
+        panic!("one record: {:?}", report.experiments);
+    };
+    assert_eq!(e.activated_s, 3.0);
+    assert!(
+        e.end
+            .as_deref()
+            .is_some_and(|s| s.starts_with("unresolved")),
+        "{e:?}"
+    );
+    assert_eq!(report.crashes, 0);
 }

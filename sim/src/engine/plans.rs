@@ -1,31 +1,64 @@
-//! Core fault plans ([`FaultPlan`], docs/diagnostics.md) run through the simulator: the engine
-//! drives the core's own [`FaultSchedule`], so a plan activates and reverts here exactly as its
-//! schedule says it would on a real node (the dead-man revert at its deadline included), and
-//! applies each activation's blast radius to the simulated network and processes.
+//! Fault plans ([`FaultPlan`], docs/diagnostics.md) run through the simulator: the one path by
+//! which anything faulty happens to the simulated mesh.
 //!
-//! The kinds applied here are those the simulator models for scenario faults: kill (a crash,
-//! restarted at the end), pause, partition (by groups: every shape but bridge and
-//! majorities-ring, which cut single links) and clock skew. Other kinds are refused when the
-//! plan is scheduled ([`PlanError::Unsupported`]), never ignored.
+//! Every fault reaches the engine as a plan: the scenario's `[[fault]]` occurrences (lowered by
+//! [`Engine::start_lowered`] from the victims or groups the fault stream drew, or given as a
+//! plan with `action = "plan"`) and the plans given to [`crate::run_with_plans`]. A plan starts
+//! at its start time: it is resolved then, against the mesh as it is at that moment
+//! ([`Engine::cluster_view`]: the role selectors name the current Raft leader, lease holder or
+//! shard owner), and scheduled on the core's own [`FaultSchedule`], which activates it at once
+//! and reverts it at its deadline by itself (the dead-man revert), exactly as its schedule
+//! would on a real node. Each activation is applied to the network model (as a link rule: a
+//! partition's cut, latency, loss, bursty loss, duplication, reordering, on the directed links
+//! of its radius) or to the processes (kill, pause, clock skew), and its revert undoes exactly
+//! that.
+//!
+//! Refused, never ignored: membership surge (the simulator's mesh has a fixed set of slots;
+//! [`PlanError::Unsupported`]) and the real-node kinds, transport downgrade and certificate
+//! expiry (the simulated network has no HTTP/3 listener and no certificates;
+//! [`PlanError::RealNodeOnly`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use meshkit::Instant;
 use meshkit::diag::fault::{
     BlastRadius, ClusterView, EndReason, ExperimentId, FaultEvent as PlanEvent, FaultKind,
-    FaultPlan, MAX_EXPERIMENTS, PartitionDirection, PartitionShape, ScheduleError, resolve,
+    FaultPlan, FaultSchedule, LinkDirection, LinkEnds, MAX_EXPERIMENTS, PartitionDirection,
+    PartitionShape, Phase, ScheduleError, Selector, link_ends, resolve,
 };
+use meshkit::lease::LeaseGroup;
+use meshkit::{Duration, Instant};
 
-use super::{Engine, FaultEvent, NodeState, What};
+use super::{Engine, NodeState, What, id};
 use crate::PlanError;
 use crate::clock::RATE_ONE_PPM;
+use crate::fault::check_plan_kind;
+use crate::network::{LinkEffect, LinkSet};
 use crate::report::ExperimentRecord;
+use crate::scenario::BurstSpec;
+
+/// The engine's fault plans: the schedule and what each active experiment changed.
+#[derive(Debug, Default)]
+pub(super) struct Plans {
+    schedule: FaultSchedule,
+    /// Plans given to the run, waiting for their start (index = `What::PlanStart`).
+    waiting: Vec<FaultPlan>,
+    /// A link fault's ends between its scheduling and its activation (the same instant).
+    ends: BTreeMap<ExperimentId, LinkEnds>,
+    /// What each active experiment changed.
+    applied: BTreeMap<ExperimentId, Applied>,
+    /// The experiments the report lists (given plans and `action = "plan"` occurrences; the
+    /// lowered scenario actions are counted by their own figures).
+    recorded: BTreeSet<ExperimentId>,
+    /// Every recorded experiment, as the report shows it.
+    pub(super) records: Vec<ExperimentRecord>,
+}
 
 /// What an active experiment changed, so that its revert undoes exactly that.
 #[derive(Debug)]
-pub(super) enum Applied {
-    /// The network partition it added.
-    Partition(u64),
+enum Applied {
+    /// A network rule (a partition's cut or a link fault), by id; partitions by groups are
+    /// also measured by the observer under the same id.
+    Rule(u64),
     /// The nodes it crashed, each with the life its restart must match.
     Killed(Vec<(usize, u32)>),
     /// The nodes it paused, each with the life its resume must match.
@@ -39,39 +72,106 @@ fn index(id: meshkit::NodeId) -> usize {
     (id.get() - 1) as usize
 }
 
-/// Whether the simulator applies `kind`, and if not, why.
-fn check_kind(kind: &FaultKind) -> Result<(), PlanError> {
-    match kind {
-        FaultKind::Kill {} | FaultKind::Pause {} | FaultKind::ClockSkew { .. } => Ok(()),
-        FaultKind::Partition { shape, .. } => match shape {
-            PartitionShape::Bridge | PartitionShape::MajoritiesRing => Err(PlanError::NoGroups {
-                shape: shape.name(),
-            }),
-            _ => Ok(()),
-        },
-        other => Err(PlanError::Unsupported { kind: other.name() }),
-    }
+/// Whether a selector is read from the mesh's roles when the plan starts.
+fn is_role(selector: &Selector) -> bool {
+    matches!(
+        selector,
+        Selector::RaftLeader | Selector::LeaseHolder(_) | Selector::ShardOwner(_)
+    )
 }
 
 impl Engine<'_> {
-    /// Schedules `plan` at the start of the run (it waits its own `start`), resolved against
-    /// the mesh as numbered at the start: node index `i` is member index `i`, the scenario's
-    /// regions assigned round-robin.
+    /// Takes `plan` for this run, given before it starts: it waits its own `start`, then is
+    /// resolved against the mesh as it is then. Refuses now what can never run: a kind the
+    /// simulator does not apply, or a selector naming what the numbered mesh does not have
+    /// (an index beyond the node count); a role nobody holds at the start is recorded as
+    /// `unresolved` then.
     pub(crate) fn schedule_plan(&mut self, plan: FaultPlan) -> Result<(), PlanError> {
-        check_kind(plan.kind())?;
-        let members = u32::try_from(self.nodes).unwrap_or(u32::MAX);
-        let view = ClusterView::numbered(members, self.scenario.regions().max(1));
-        let radius = resolve(&plan, &view)?;
-        if let FaultKind::Partition { .. } = plan.kind() {
-            let listed: usize = radius.groups.iter().map(Vec::len).sum();
-            if listed != self.nodes || radius.groups.len() > usize::from(u8::MAX) {
-                return Err(PlanError::NoGroups {
-                    shape: "this partition",
-                });
-            }
+        check_plan_kind(plan.kind())?;
+        if !is_role(plan.selector()) && !is_role(plan.peers()) {
+            let members = u32::try_from(self.nodes).unwrap_or(u32::MAX);
+            resolve(&plan, &ClusterView::numbered(members, self.regions()))?;
         }
+        if self.plans.waiting.len() >= MAX_EXPERIMENTS {
+            return Err(PlanError::TooMany {
+                max: MAX_EXPERIMENTS,
+            });
+        }
+        let at = self.now + plan.start();
+        self.plans.waiting.push(plan);
+        let k = u32::try_from(self.plans.waiting.len() - 1).unwrap_or(u32::MAX);
+        self.queue.push(at, What::PlanStart(k));
+        Ok(())
+    }
+
+    /// A given plan's start came.
+    pub(super) fn plan_start(&mut self, k: u32) {
+        let Some(plan) = self.plans.waiting.get(k as usize).cloned() else {
+            return;
+        };
         let now = self.now;
-        self.plans
+        if let Err(e) = self.start_plan(plan.clone(), true) {
+            self.plans.records.push(ExperimentRecord {
+                id: u64::MAX,
+                kind: plan.kind().name().to_owned(),
+                nodes: Vec::new(),
+                links: 0,
+                groups: Vec::new(),
+                activated_s: secs(now),
+                until_s: secs(now),
+                reverted_s: None,
+                end: Some(format!("unresolved: {e}")),
+            });
+        }
+    }
+
+    /// A scenario fault occurrence of `kind` on what the fault stream drew (`selector` names
+    /// indices or explicit groups), lasting `lasts`: started as a plan now. `None` for
+    /// `lasts` means the rest of the run: its deadline falls after the run's end, so it never
+    /// reverts within it (as a fault without an end never did).
+    pub(super) fn start_lowered(
+        &mut self,
+        kind: FaultKind,
+        selector: Selector,
+        lasts: Option<Duration>,
+    ) {
+        let lasts = lasts.unwrap_or_else(|| self.rest_of_run());
+        let lasts = lasts.clamp(
+            Duration::from_millis(1),
+            meshkit::diag::fault::MAX_FAULT_DURATION,
+        );
+        // Scenario values were checked when parsed, and the drawn indices are node indices:
+        // neither can make a plan that fails here; if one did, the fault would do nothing,
+        // which the report's figures would show.
+        if let Ok(plan) = FaultPlan::new(kind, selector, lasts) {
+            let _ = self.start_plan(plan, false);
+        }
+    }
+
+    /// The rest of the run, plus one nanosecond: a deadline past the last instant the run
+    /// processes.
+    pub(super) fn rest_of_run(&self) -> Duration {
+        (self.end - self.now) + Duration::from_nanos(1)
+    }
+
+    /// Resolves `plan` against the mesh now and activates it (its `start` has come).
+    pub(super) fn start_plan(&mut self, plan: FaultPlan, record: bool) -> Result<(), PlanError> {
+        check_plan_kind(plan.kind())?;
+        let view = self.cluster_view(&plan);
+        let radius = resolve(&plan, &view)?;
+        let ends = link_ends(&plan, &view)?;
+        let plan = if plan.start().is_zero() {
+            plan
+        } else {
+            plan.with_start(Duration::ZERO)
+                .expect("a zero start is always in range")
+        };
+        let mut radius = radius;
+        radius.start = Duration::ZERO;
+        let now = self.now;
+        let id = self
+            .plans
+            .schedule
             .schedule(now, plan, radius)
             .map_err(|e| match e {
                 ScheduleError::Full { max } => PlanError::TooMany { max },
@@ -79,26 +179,51 @@ impl Engine<'_> {
                     max: MAX_EXPERIMENTS,
                 },
             })?;
-        // Activations due now are applied by the event loop, like every other fault.
-        self.queue.push(now, What::Plans);
+        if let Some(ends) = ends {
+            self.plans.ends.insert(id, ends);
+        }
+        if record {
+            self.plans.recorded.insert(id);
+        }
+        self.run_plans();
         Ok(())
     }
 
-    /// The plans' wakeup: runs the schedule, applies what it says, and re-arms.
+    /// Ends every active partition now (the scenario's `heal`).
+    pub(super) fn heal_partitions(&mut self) {
+        let now = self.now;
+        let active: Vec<ExperimentId> = self
+            .plans
+            .schedule
+            .experiments()
+            .filter(|(_, e)| {
+                e.phase == Phase::Active && matches!(e.plan.kind(), FaultKind::Partition { .. })
+            })
+            .map(|(id, _)| id)
+            .collect();
+        for id in active {
+            // Listed just now as scheduled or active: abort cannot fail.
+            let _ = self.plans.schedule.abort(now, id);
+        }
+        self.run_plans();
+    }
+
+    /// The plans' wakeup: runs the schedule and applies what it says. Every activation queues
+    /// its own deadline's wakeup; a wakeup with nothing due is a no-op.
     pub(super) fn run_plans(&mut self) {
         let now = self.now;
-        if self.plans_armed.is_some_and(|at| at <= now) {
-            self.plans_armed = None;
-        }
-        self.plans.handle_timeout(now);
-        while let Some(event) = self.plans.poll_event() {
+        self.plans.schedule.handle_timeout(now);
+        while let Some(event) = self.plans.schedule.poll_event() {
             match event {
                 PlanEvent::Activate {
                     id,
                     plan,
                     radius,
                     until,
-                } => self.activate(id, &plan, &radius, until),
+                } => {
+                    self.activate(id, &plan, &radius, until);
+                    self.queue.push(until, What::Plans);
+                }
                 PlanEvent::Revert { id, reason, .. } => self.revert(id, reason),
                 PlanEvent::Cancelled { id, reason } => {
                     if let Some(r) = self.experiment_record(id) {
@@ -108,18 +233,70 @@ impl Engine<'_> {
                 _ => {}
             }
         }
-        // One wakeup in the queue for the schedule's next timer (an earlier one is added when
-        // a new plan brings its timer forward; a later stale one finds nothing due).
-        if let Some(next) = self.plans.poll_timeout()
-            && self.plans_armed.is_none_or(|at| next < at)
-        {
-            self.plans_armed = Some(next.max(now));
-            self.queue.push(next.max(now), What::Plans);
+    }
+
+    /// The mesh as a plan starting now sees it: every node slot a member (node index `i` is
+    /// member index `i`), regions round-robin as the network assigns them, and the roles the
+    /// plan's selectors name, as they are now.
+    fn cluster_view(&self, plan: &FaultPlan) -> ClusterView {
+        let members = u32::try_from(self.nodes).unwrap_or(u32::MAX);
+        let mut view = ClusterView::numbered(members, self.regions());
+        let Some(run) = self.leases.as_ref() else {
+            return view;
+        };
+        let alive = |i: usize| {
+            matches!(
+                self.slots[i].state,
+                NodeState::Running | NodeState::Paused | NodeState::Leaving
+            )
+        };
+        for selector in [plan.selector(), plan.peers()] {
+            match selector {
+                Selector::RaftLeader => {
+                    let leader = (0..self.nodes).find(|&i| {
+                        alive(i)
+                            && self.slots[i]
+                                .node
+                                .as_ref()
+                                .and_then(|n| n.lease_group())
+                                .is_some_and(LeaseGroup::is_leader)
+                    });
+                    view = view.with_raft_leader(leader.map(id));
+                }
+                Selector::LeaseHolder(scope) => {
+                    let holder = (0..self.nodes).find(|&i| {
+                        let slot = &self.slots[i];
+                        alive(i)
+                            && slot.node.as_ref().is_some_and(|n| {
+                                n.holds(slot.clock.local(self.now), scope).is_some()
+                            })
+                    });
+                    if let Some(h) = holder {
+                        view = view.with_lease_holder(scope.clone(), id(h));
+                    }
+                }
+                Selector::ShardOwner(shard) => {
+                    let owner = run.shards.as_ref().and_then(|sh| {
+                        (shard.namespace() == run_namespace(self))
+                            .then(|| sh.owner(shard.id() as usize))
+                            .flatten()
+                    });
+                    if let Some(o) = owner {
+                        view = view.with_shard_owner(shard.clone(), o);
+                    }
+                }
+                _ => {}
+            }
         }
+        view
+    }
+
+    fn regions(&self) -> u32 {
+        self.scenario.regions().max(1)
     }
 
     fn experiment_record(&mut self, id: ExperimentId) -> Option<&mut ExperimentRecord> {
-        self.experiments.iter_mut().find(|r| r.id == id.get())
+        self.plans.records.iter_mut().find(|r| r.id == id.get())
     }
 
     fn activate(
@@ -131,17 +308,35 @@ impl Engine<'_> {
     ) {
         let now = self.now;
         let nodes: Vec<usize> = radius.nodes.iter().map(|&n| index(n)).collect();
+        let ends = self.plans.ends.remove(&id);
         let applied = match plan.kind() {
-            FaultKind::Partition { direction, .. } => {
-                let mut group = vec![0u8; self.nodes];
-                for (k, members) in radius.groups.iter().enumerate() {
-                    for &m in members {
-                        // At most u8::MAX groups (checked when scheduled).
-                        group[index(m)] = k as u8;
+            FaultKind::Partition { shape, direction } => {
+                let covers = radius.groups.iter().map(Vec::len).sum::<usize>() == self.nodes
+                    && radius.groups.len() <= usize::from(u8::MAX)
+                    && !matches!(
+                        shape,
+                        PartitionShape::Bridge | PartitionShape::MajoritiesRing
+                    );
+                if covers {
+                    let mut group = vec![0u8; self.nodes];
+                    for (k, members) in radius.groups.iter().enumerate() {
+                        for &m in members {
+                            // At most u8::MAX groups (checked just above).
+                            group[index(m)] = k as u8;
+                        }
                     }
+                    let one_way = *direction == PartitionDirection::OneWay;
+                    Applied::Rule(self.start_partition(group, one_way))
+                } else {
+                    // The bridge and the ring cut single links, not groups: the network cuts
+                    // exactly the radius's links (the observer's side figures need groups).
+                    let links = radius
+                        .links
+                        .iter()
+                        .map(|l| (index(l.from) as u32, index(l.to) as u32))
+                        .collect();
+                    Applied::Rule(self.start_link_rule(LinkSet::Links(links), LinkEffect::Cut))
                 }
-                let one_way = *direction == PartitionDirection::OneWay;
-                Applied::Partition(self.start_partition(group, one_way))
             }
             FaultKind::Kill {} => {
                 let mut killed = Vec::new();
@@ -175,35 +370,83 @@ impl Engine<'_> {
                 }
                 Applied::Skewed(skewed)
             }
-            // Refused when scheduled.
-            _ => return,
+            kind => {
+                let (Some(ends), Some(effect)) = (ends, link_effect(kind)) else {
+                    // Refused before scheduling (check_kind); a link fault always has ends.
+                    return;
+                };
+                let mask = |set: &[meshkit::NodeId]| {
+                    let mut m = vec![false; self.nodes];
+                    for &n in set {
+                        m[index(n)] = true;
+                    }
+                    m
+                };
+                let (s, p) = (mask(&ends.selected), mask(&ends.peers));
+                let links = match ends.direction {
+                    LinkDirection::Outbound => LinkSet::Ends {
+                        from: s,
+                        to: p,
+                        both: false,
+                    },
+                    LinkDirection::Inbound => LinkSet::Ends {
+                        from: p,
+                        to: s,
+                        both: false,
+                    },
+                    _ => LinkSet::Ends {
+                        from: s,
+                        to: p,
+                        both: true,
+                    },
+                };
+                Applied::Rule(self.start_link_rule(links, effect))
+            }
         };
-        self.applied.insert(id, applied);
-        self.experiments.push(ExperimentRecord {
-            id: id.get(),
-            kind: plan.kind().name().to_owned(),
-            nodes: nodes.iter().map(|&i| i as u32).collect(),
-            links: radius.links.len(),
-            groups: radius.groups.iter().map(Vec::len).collect(),
-            activated_s: secs(now),
-            until_s: secs(until),
-            reverted_s: None,
-            end: None,
-        });
+        self.plans.applied.insert(id, applied);
+        if self.plans.recorded.contains(&id) {
+            self.plans.records.push(ExperimentRecord {
+                id: id.get(),
+                kind: plan.kind().name().to_owned(),
+                nodes: nodes.iter().map(|&i| i as u32).collect(),
+                links: radius.links.len(),
+                groups: radius.groups.iter().map(Vec::len).collect(),
+                activated_s: secs(now),
+                until_s: secs(until),
+                reverted_s: None,
+                end: None,
+            });
+        }
+    }
+
+    /// Starts a network rule that is not a partition by groups; returns its id.
+    fn start_link_rule(&mut self, links: LinkSet, effect: LinkEffect) -> u64 {
+        self.next_partition += 1;
+        let id = self.next_partition;
+        let cut = effect == LinkEffect::Cut;
+        self.net.add_rule(id, links, effect);
+        if cut {
+            self.partition_started();
+        }
+        id
     }
 
     fn revert(&mut self, id: ExperimentId, reason: EndReason) {
         let now = self.now;
-        match self.applied.remove(&id) {
-            Some(Applied::Partition(p)) => {
-                self.apply(FaultEvent::HealPartition { id: p });
+        match self.plans.applied.remove(&id) {
+            Some(Applied::Rule(rule)) => {
+                let was_active = self.net.remove_rule(rule);
+                // The observer knows only partitions by groups; another id is a no-op there.
+                if was_active {
+                    self.observer.on_heal(now, Some(rule));
+                }
             }
             Some(Applied::Killed(nodes)) => {
                 for (i, life) in nodes {
-                    self.apply(FaultEvent::Restart {
-                        node: i as u32,
-                        life,
-                    });
+                    let slot = &self.slots[i];
+                    if slot.life == life && slot.state == NodeState::Crashed {
+                        self.restart(i);
+                    }
                 }
             }
             Some(Applied::Paused(nodes)) => {
@@ -213,19 +456,48 @@ impl Engine<'_> {
             }
             Some(Applied::Skewed(nodes)) => {
                 for (i, token) in nodes {
-                    self.apply(FaultEvent::ResetSkew {
-                        node: i as u32,
-                        token,
-                    });
+                    if self.slots[i].skew_token == token {
+                        self.set_clock_rate(i, RATE_ONE_PPM);
+                    }
                 }
             }
             None => {}
         }
+        self.plans.recorded.remove(&id);
         if let Some(r) = self.experiment_record(id) {
             r.reverted_s = Some(secs(now));
             r.end = Some(end_name(reason).to_owned());
         }
     }
+}
+
+/// The `[shards]` namespace of the run (empty without one).
+fn run_namespace<'a>(engine: &'a Engine<'_>) -> &'a str {
+    engine
+        .scenario
+        .shards()
+        .map_or("", |s| s.namespace.as_str())
+}
+
+/// The network effect of a link fault kind.
+fn link_effect(kind: &FaultKind) -> Option<LinkEffect> {
+    let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    Some(match *kind {
+        FaultKind::Latency { delay, jitter } => LinkEffect::Latency {
+            delay_ns: ns(delay),
+            jitter_ns: ns(jitter),
+        },
+        FaultKind::Loss { rate } => LinkEffect::Loss(rate),
+        FaultKind::BurstyLoss { enter, leave, loss } => {
+            LinkEffect::Burst(BurstSpec { enter, leave, loss })
+        }
+        FaultKind::Duplicate { rate } => LinkEffect::Duplicate(rate),
+        FaultKind::Reorder { rate, max_delay } => LinkEffect::Reorder {
+            rate,
+            max_ns: ns(max_delay),
+        },
+        _ => return None,
+    })
 }
 
 /// Seconds of virtual time since the start.
@@ -242,6 +514,3 @@ fn end_name(reason: EndReason) -> &'static str {
         _ => "other",
     }
 }
-
-/// Keeps the map type named where the engine declares its field.
-pub(super) type AppliedMap = BTreeMap<ExperimentId, Applied>;
