@@ -160,7 +160,7 @@ BLOCKS: list[Entry] = [
     Entry("README.md", r"cargo run --release -p meshkit-benches", "shims"),
     Entry("README.md", r"scripts/local-cluster.sh", "cluster"),
     # docs/
-    Entry("docs/architecture.md", r"cargo nextest run -p meshkit-node --test turmoil_mesh", "shims"),
+    Entry("docs/architecture.md", r"cargo nextest run -p meshkit-tests --test turmoil_mesh", "shims"),
     Entry("docs/benchmarks-criterion.md", r"cargo bench", "shims"),
     Entry("docs/benchmarks.md", r".", "shims", subst=SAMPLE),
     Entry("docs/metrics.md", r"cargo nextest run", "shims"),
@@ -298,7 +298,7 @@ def hosting_configs(blocks: list[Block], doc: str) -> str:
 
 # Glue after a walkthrough block, keyed by a regex on its first command.
 HOSTING_GLUE = [
-    (r"cargo build -p meshkit-node", 'cd "$CHECK_DOCS_SCRATCH"   # the walkthrough makes its directory here, not in the repository'),
+    (r"cargo build -p meshkit-cli", 'cd "$CHECK_DOCS_SCRATCH"   # the walkthrough makes its directory here, not in the repository'),
     (r"mkdir cluster", "{configs}"),
     (r"meshkitd --config node-1.toml &", "__poll 30 'mesh of three' __mesh_formed\n__poll 30 'Raft leader' __raft_leader"),
 ]

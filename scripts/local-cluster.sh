@@ -12,7 +12,7 @@ dir=${1:-target/local-cluster}
 if [[ -n "${MESHKIT_BIN:-}" ]]; then
   bin=$(cd "$MESHKIT_BIN" && pwd)
 else
-  cargo build --release --locked -p meshkit-node
+  cargo build --release --locked -p meshkit-cli
   bin=$PWD/target/release
 fi
 mkdir -p "$dir"

@@ -15,5 +15,5 @@ if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" fonts-dejavu-core >/dev/null
 fi
-MESHKIT_DASHBOARD_PICTURES="$PWD/docs/dashboards" cargo nextest run -p meshkit-node --locked \
+MESHKIT_DASHBOARD_PICTURES="$PWD/docs/dashboards" cargo nextest run -p meshkit-tests -p meshkit-cli --locked \
   --run-ignored only -E 'test(=alerts_reach_alertmanager_and_every_panel_has_data)' --no-capture

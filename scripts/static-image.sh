@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds meshkitd and meshctl as static binaries (glibc, crt-static), puts them in an image built
-# FROM scratch (docker/meshkitd.Dockerfile) and smoke-tests that image: --help and --version,
+# FROM scratch (compose/images/meshkitd.Dockerfile) and smoke-tests that image: --help and --version,
 # check-config on a good and two bad mounted configs, certificates made by the image's meshctl,
 # and a node started in a container whose /healthz answers on a port published on 127.0.0.1.
 #
@@ -55,7 +55,7 @@ step "static build ($profile profile, $triple, crt-static)"
 started=$SECONDS
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
   timeout "$BUILD_TIMEOUT_SECS" nice -n 10 \
-  cargo build --locked --profile "$profile" --target "$triple" -p meshkit-node --bins
+  cargo build --locked --profile "$profile" --target "$triple" -p meshkit-cli --bins
 echo "built in $((SECONDS - started)) s"
 
 step "the binaries are static"
@@ -74,7 +74,7 @@ for bin in meshkitd meshctl; do
   fi
   echo "$bin: ldd: $(tr -d '\t' <<<"$linkage")"
 done
-# The tests' fault-injection hook (a cargo feature only the crate's own tests enable) must not
+# The tests' fault-injection hook (a cargo feature of meshkit-node only the tests enable) must not
 # be in what ships: its environment variable's name would be in the binary.
 if grep -q MESHKITD_FAULT "$out/meshkitd"; then
   fail "$out/meshkitd has the tests' fault-injection hook (feature fault-injection)"
@@ -104,7 +104,7 @@ for bin in meshkitd meshctl; do
 done
 # The classic builder: BuildKit needs the buildx plugin, and there is nothing for it to pull.
 DOCKER_BUILDKIT=0 timeout "$IMAGE_TIMEOUT_SECS" docker build --quiet \
-  -f docker/meshkitd.Dockerfile -t "$tag" "$scratch/context" >"$scratch/build.log" 2>&1 \
+  -f compose/images/meshkitd.Dockerfile -t "$tag" "$scratch/context" >"$scratch/build.log" 2>&1 \
   || { cat "$scratch/build.log" >&2; fail "docker build"; }
 image_bytes=$(d image inspect -f '{{.Size}}' "$tag")
 

@@ -59,7 +59,7 @@ cargo nextest run --workspace --locked --no-fail-fast
 
 if [[ "${MESHKIT_SKIP_TOOL_TESTS:-0}" != 1 ]]; then
   step "tests that need an outside tool (ignored by default; a missing tool fails them)"
-  cargo nextest run -p meshkit-node --locked --no-fail-fast --run-ignored only -E "$TOOL_TESTS"
+  cargo nextest run -p meshkit-tests -p meshkit-cli --locked --no-fail-fast --run-ignored only -E "$TOOL_TESTS"
 else
   echo "SKIPPED (MESHKIT_SKIP_TOOL_TESTS=1): the tests that need prometheus, promtool and nftables"
 fi
@@ -79,7 +79,7 @@ step "doc tests"
 cargo test --workspace --doc --locked
 
 step "rustdoc (warnings are errors)"
-# With meshkit-node's `turmoil` feature, as the test builds have it (its self dev-dependency):
+# With meshkit-node's `turmoil` feature, as the test builds have it (tests/Cargo.toml):
 # one feature set, so the dependencies checked for clippy are reused, and the turmoil tier is
 # documented too.
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet --features meshkit-node/turmoil

@@ -6,7 +6,7 @@ use std::path::Path;
 
 /// The crates whose maps are held to their modules, relative to the workspace root. (The
 /// simulator's map is not yet complete: `meshkit-sim` leaves `sweep` out.)
-const CRATES: [&str; 7] = [
+const CRATES: [&str; 8] = [
     "mesh",
     "backends/api",
     "backends/net",
@@ -14,6 +14,7 @@ const CRATES: [&str; 7] = [
     "backends/control",
     "backends/client",
     "backends/node",
+    "backends/testkit",
 ];
 
 /// The public modules `lib.rs` declares (`pub mod name;` or `pub mod name {`), in order.

@@ -397,6 +397,53 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Arms the faults the process environment asks for (`MESHKITD_FAULT_PANIC_DRIVER_AFTER_MS`),
+/// when this crate is built with its `fault-injection` feature, which only the tests enable;
+/// otherwise does nothing. `meshkitd` calls it once its node runs.
+pub fn arm_test_faults(handle: &NodeHandle) {
+    #[cfg(feature = "fault-injection")]
+    fault::arm(handle);
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = handle;
+}
+
+/// Test-only fault injection, compiled only with the `fault-injection` feature (which only the
+/// tests enable): a `meshkitd` built without it has no such hook, and nothing a peer or a
+/// client sends reaches it either way (it reads the process environment once, at start).
+#[cfg(feature = "fault-injection")]
+mod fault {
+    use std::time::Duration;
+
+    use meshkit_runtime::driver::NodeHandle;
+
+    /// Milliseconds after start at which the driver is made to panic, as a bug would.
+    const PANIC_DRIVER_AFTER_MS: &str = "MESHKITD_FAULT_PANIC_DRIVER_AFTER_MS";
+    /// Longest delay taken.
+    const MAX_DELAY: Duration = Duration::from_secs(60);
+
+    /// Arms the faults the environment asks for.
+    pub(super) fn arm(handle: &NodeHandle) {
+        let Ok(text) = std::env::var(PANIC_DRIVER_AFTER_MS) else {
+            return;
+        };
+        let Some(after) = text
+            .parse()
+            .ok()
+            .map(Duration::from_millis)
+            .filter(|d| *d <= MAX_DELAY)
+        else {
+            tracing::warn!(%text, "fault injection: {PANIC_DRIVER_AFTER_MS} is not 0..=60000 ms; ignored");
+            return;
+        };
+        tracing::warn!(?after, "fault injection: the driver will panic");
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = handle.panic_for_test().await;
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use meshkit::Instant;

@@ -325,12 +325,11 @@ pub fn is_shard_scope(scope: &str) -> bool {
     Scope::new(scope).is_ok_and(|s| s.as_shard().is_some())
 }
 
-/// A resume point the feed no longer holds (or from another node's feed).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FeedGap {
-    /// The oldest entry still held, if any.
-    pub oldest: Option<u64>,
-}
+pub use crate::error::FeedGap;
+
+/// Feed entries kept for slow subscribers of the live feed; past this a subscriber sees
+/// `Lagged` (as many as the driver keeps of its events).
+pub const FEED_CHANNEL_LEN: usize = 1024;
 
 /// The node's feed: a ring of the last [`FEED_HISTORY`] entries and a broadcast of new ones.
 #[derive(Debug)]
@@ -675,7 +674,7 @@ pub(crate) struct Leadership {
 }
 
 /// How a host's lease request ended: the token (the new holder's, for a transfer), or why not.
-pub type LeaseOutcome = Result<FencingToken, crate::driver::LeadershipError>;
+pub type LeaseOutcome = Result<FencingToken, crate::error::LeadershipError>;
 
 /// A lease request of the host application or an operator.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -709,7 +708,7 @@ pub enum LeaseRequest {
     /// for `ttl` only if this node neither holds it already nor contends for it from its
     /// configuration, so that two sessions through one node never share one grant. Refused
     /// with [`LeaseError::Held`] (naming this node) or
-    /// [`LeadershipError::Campaigned`](crate::driver::LeadershipError::Campaigned).
+    /// [`LeadershipError::Campaigned`](crate::error::LeadershipError::Campaigned).
     AcquireNew {
         /// The scope.
         scope: Scope,
@@ -815,7 +814,7 @@ impl Leadership {
             // The node has a lease client: it is a shard member.
             let _ = node.join_shards(now);
         }
-        let (live, _) = broadcast::channel(crate::driver::EVENT_CHANNEL_LEN);
+        let (live, _) = broadcast::channel(FEED_CHANNEL_LEN);
         let leadership = Self {
             store,
             feed: Feed {
@@ -1000,7 +999,7 @@ impl Leadership {
         now: Instant,
         node: &Node,
         request: LeaseRequest,
-    ) -> Result<LeaseRequest, crate::driver::LeadershipError> {
+    ) -> Result<LeaseRequest, crate::error::LeadershipError> {
         let held = |scope: &Scope| node.held().find(|(s, _)| *s == scope).map(|(_, h)| *h);
         match &request {
             LeaseRequest::AcquireNew { scope, .. } => {
@@ -1017,7 +1016,7 @@ impl Leadership {
                     .campaign()
                     .is_some_and(|c| c.scopes().any(|s| s == scope))
                 {
-                    return Err(crate::driver::LeadershipError::Campaigned {
+                    return Err(crate::error::LeadershipError::Campaigned {
                         scope: scope.to_string(),
                     });
                 }

@@ -14,6 +14,7 @@
 //! * [`vacancy`]: how long a lease scope has been without a holder.
 
 pub mod driver;
+mod error;
 pub mod lease_host;
 pub mod raft_store;
 mod state_log;

@@ -1,6 +1,6 @@
 //! Raft messages as any authenticated peer can put them on the wire, for adversarial tests.
 //!
-//! The node's forged-peer harness (`backends/node/tests/adversarial.rs`) and the simulator's
+//! The node's forged-peer harness (`tests/tests/adversarial.rs`) and the simulator's
 //! `byzantine` fault build the Raft datagrams a non-voter (or a compromised voter) could send:
 //! a `MsgHeartbeat` whose `commit` runs past the log, a `MsgTimeoutNow`, a higher-term
 //! `MsgAppend`. The real encoder ([`super::encode`]) takes raft-rs's own `Message`, which the

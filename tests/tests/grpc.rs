@@ -1,0 +1,868 @@
+//! The gRPC control surface served on the control router over plain HTTP/2 on loopback, with a
+//! tonic client: three voters contending for `global-control`, bearer tokens for identities.
+//! Every wait is bounded.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{
+    TempDir, eventually, global_control_holders, single_global_control_holder, start_cluster,
+    start_cluster_with, token,
+};
+use meshkit_node::client::grpc::{ControlClient, HealthClient};
+use meshkit_node::config::NodeConfig;
+use meshkit_node::control::PeersResponse;
+use meshkit_node::control::auth::AccessControl;
+use meshkit_node::grpc::ControlService;
+use meshkit_node::grpc::health::{HealthCheckRequest, ServingStatus, WATCH_INTERVAL, Watchers};
+use meshkit_node::grpc::proto::{
+    DrainRequest, GetLeadersRequest, LeadershipChange, ListClustersRequest, ListPeersRequest,
+    ListShardsRequest, ListVersionsRequest, PeerState, RebalanceRequest, ResumeRequest,
+    TransferLeaseRequest, WatchLeadershipRequest,
+};
+use meshkit_node::node::RunningNode;
+use meshkit_node::permission::Permission;
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tower::ServiceExt as _;
+
+/// Nothing here waits for a lease to run out, so the TTL is long enough that a node starved of
+/// CPU by a loaded CI machine for a few hundred milliseconds does not lose its lease mid-test.
+const LEADERSHIP: &str = "[leadership]\nvoters = [1, 2, 3]\ncampaign = [\"global-control\", \"shard/test/1\"]\n\
+    ttl = \"3s\"\n\n[leadership.raft]\ntick_interval = \"50ms\"\n";
+
+const LIMIT: Duration = Duration::from_secs(15);
+/// Bound on one call or one stream read.
+const CALL_LIMIT: Duration = Duration::from_secs(5);
+
+/// Adds `authorization: Bearer <token>` to every call (none if `None`).
+#[derive(Clone)]
+struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Client = ControlClient<InterceptedService<Channel, Bearer>>;
+
+/// Serves `node`'s control router (its configured access control) on a loopback port with
+/// `axum::serve` (HTTP/1.1 and cleartext HTTP/2).
+async fn serve(
+    dir: &TempDir,
+    node: &RunningNode,
+) -> (SocketAddr, tokio::task::JoinHandle<()>, axum::Router) {
+    let path = dir.path().join(format!("node-{}.toml", node.id().get()));
+    let config = NodeConfig::load(&path).expect("the node's config");
+    let access = AccessControl::from_config(config.access()).expect("access control");
+    let router = meshkit_node::control::router(node.handle().clone(), access);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = router.clone();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, served).await;
+    });
+    (addr, task, router)
+}
+
+async fn client(dir: &TempDir, addr: SocketAddr, scope: Option<Permission>) -> Client {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(CALL_LIMIT)
+        .timeout(CALL_LIMIT)
+        .connect()
+        .await
+        .expect("connect over h2c");
+    let bearer = scope.map(|s| {
+        format!("Bearer {}", token(dir.path(), "grpc-test", s))
+            .parse()
+            .expect("an ASCII header value")
+    });
+    ControlClient::new(InterceptedService::new(channel, Bearer(bearer)))
+}
+
+/// A `grpc.health.v1.Health` client on `addr`, without credentials (the service needs none).
+async fn health_client(addr: SocketAddr) -> HealthClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(CALL_LIMIT)
+        .timeout(CALL_LIMIT)
+        .connect()
+        .await
+        .expect("connect over h2c");
+    HealthClient::new(channel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaders_watch_and_transfer_over_grpc() {
+    let dir = TempDir::new("grpc-leases");
+    // Still inside `[access]`: the routers `serve` builds write operate calls to one file.
+    let extra = format!("audit_log = \"audit.jsonl\"\n\n{LEADERSHIP}");
+    let nodes = start_cluster_with(dir.path(), 3, &extra).await;
+    let first = single_global_control_holder(&nodes, LIMIT).await;
+    // Node 1 is a voter: its feed shows every grant in the mesh.
+    let voter = &nodes[0];
+    let (addr, server, _) = serve(&dir, voter).await;
+    let mut observer = client(&dir, addr, Some(Permission::Observe)).await;
+
+    // GetLeaders: the applied table names the holder.
+    let leaders = tokio::time::timeout(CALL_LIMIT, async {
+        loop {
+            let view = observer
+                .get_leaders(GetLeadersRequest {})
+                .await
+                .expect("GetLeaders")
+                .into_inner();
+            if view.table.iter().any(|l| l.scope == "global-control") {
+                return view;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the grant reached node 1's table");
+    assert_eq!(leaders.node, voter.id().get());
+    assert!(leaders.raft.is_some(), "node 1 is a voter: {leaders:?}");
+    let lease = leaders
+        .table
+        .iter()
+        .find(|l| l.scope == "global-control")
+        .unwrap();
+    assert_eq!(lease.holder, first, "{leaders:?}");
+
+    // WatchLeadership from the start: the backlog holds the grant to the holder.
+    let mut watch = observer
+        .watch_leadership(WatchLeadershipRequest::default())
+        .await
+        .expect("WatchLeadership")
+        .into_inner();
+    let mut seen = Vec::new();
+    let granted_seq = tokio::time::timeout(CALL_LIMIT, async {
+        loop {
+            let event = watch.message().await.expect("a status").expect("an event");
+            seen.push(event.seq);
+            if let Some(LeadershipChange::Granted(g)) = &event.change
+                && g.holder == first
+                && g.scope == "global-control"
+            {
+                return event.seq;
+            }
+        }
+    })
+    .await
+    .expect("a grant within the backlog");
+    assert!(
+        seen.windows(2).all(|w| w[1] == w[0] + 1),
+        "numbered without gaps: {seen:?}"
+    );
+
+    // Resuming after the entry before the grant starts exactly at the grant.
+    let mut resumed = observer
+        .watch_leadership(WatchLeadershipRequest {
+            after_seq: granted_seq - 1,
+            node: voter.id().get(),
+        })
+        .await
+        .expect("WatchLeadership resumed")
+        .into_inner();
+    let next = tokio::time::timeout(CALL_LIMIT, resumed.message())
+        .await
+        .expect("an event in time")
+        .expect("no error")
+        .expect("an event");
+    assert_eq!(next.seq, granted_seq);
+    assert!(matches!(next.change, Some(LeadershipChange::Granted(_))));
+
+    // A resume point the feed never held, or another node's, ends with OUT_OF_RANGE.
+    for request in [
+        WatchLeadershipRequest {
+            after_seq: u64::MAX,
+            node: 0,
+        },
+        WatchLeadershipRequest {
+            after_seq: 1,
+            node: 999,
+        },
+    ] {
+        let status = match observer.watch_leadership(request).await {
+            Err(status) => status,
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                tokio::time::timeout(CALL_LIMIT, stream.message())
+                    .await
+                    .expect("an answer in time")
+                    .expect_err("a gone resume point ends the stream")
+            }
+        };
+        assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    }
+
+    // The shard view and the shard watch: the voter's table has the shard's owner, and the
+    // watch carries only shard entries, the shard's grant among them.
+    let shard = tokio::time::timeout(CALL_LIMIT, async {
+        loop {
+            let shards = observer
+                .list_shards(ListShardsRequest {})
+                .await
+                .expect("ListShards")
+                .into_inner();
+            if let Some(owner) = shards.shards.iter().find(|s| s.scope == "shard/test/1") {
+                assert!(shards.complete, "node 1 is a voter: {shards:?}");
+                return owner.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the shard's grant reached node 1's table");
+    let mut shard_watch = observer
+        .watch_shards(WatchLeadershipRequest::default())
+        .await
+        .expect("WatchShards")
+        .into_inner();
+    let shard_grant = tokio::time::timeout(CALL_LIMIT, async {
+        loop {
+            let event = shard_watch
+                .message()
+                .await
+                .expect("a status")
+                .expect("an event");
+            let scope = match &event.change {
+                Some(LeadershipChange::Granted(g)) => {
+                    if g.holder == shard.owner && g.token == shard.token {
+                        return event.seq;
+                    }
+                    &g.scope
+                }
+                Some(LeadershipChange::LeaseReleased(l)) => &l.scope,
+                Some(LeadershipChange::LeaseExpired(l)) => &l.scope,
+                Some(LeadershipChange::Acquired(a)) => &a.scope,
+                Some(LeadershipChange::Renewed(r)) => &r.scope,
+                other => panic!("a shard watch sent {other:?}"),
+            };
+            assert!(scope.starts_with("shard/"), "{event:?}");
+        }
+    })
+    .await
+    .expect("the shard's grant on the shard watch");
+    assert!(shard_grant > 0);
+
+    // Observers may not transfer; an operator may, through the holder.
+    let target = nodes
+        .iter()
+        .map(|n| n.id().get())
+        .find(|&id| id != first)
+        .unwrap();
+    let transfer = TransferLeaseRequest {
+        scope: "global-control".to_owned(),
+        to: target,
+    };
+    let denied = observer.transfer_lease(transfer.clone()).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+
+    let holder = nodes.iter().find(|n| n.id().get() == first).unwrap();
+    let (holder_addr, holder_server, _) = serve(&dir, holder).await;
+    let mut operator = client(&dir, holder_addr, Some(Permission::Operate)).await;
+    let bad = operator
+        .transfer_lease(TransferLeaseRequest {
+            scope: "Not A Scope".to_owned(),
+            to: target,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+    let moved = operator
+        .transfer_lease(transfer.clone())
+        .await
+        .expect("TransferLease")
+        .into_inner();
+    assert_eq!(moved.to, target);
+    assert!(moved.token > lease.token, "{moved:?} after {lease:?}");
+    let ok = eventually(LIMIT, || async {
+        global_control_holders(&nodes).await == [target]
+    })
+    .await;
+    assert!(
+        ok,
+        "holders after the transfer: {:?}",
+        global_control_holders(&nodes).await
+    );
+
+    // The old holder no longer holds it: a second transfer is a failed precondition.
+    let again = operator.transfer_lease(transfer).await.unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+
+    // Each TransferLease is in the audit log with its gRPC outcome, although HTTP said 200 to
+    // all but the observer's: refused (403, no gRPC status), INVALID_ARGUMENT (3, in the
+    // headers of an error-only answer), OK (0, in the trailers), FAILED_PRECONDITION (9).
+    let audit = dir.path().join("audit.jsonl");
+    let transfers = || {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON audit line"))
+            .filter(|r| r["path"] == meshkit_node::grpc::path::TRANSFER_LEASE)
+            .map(|r| {
+                (
+                    r["outcome"].as_str().unwrap_or_default().to_owned(),
+                    r["status"].as_u64(),
+                    r["grpc_status"].as_i64(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // Two servers (the voter's, which refused the observer, and the holder's) append to the one
+    // file, each in its own order: the holder's three calls in order, the refusal anywhere.
+    let split = || {
+        let (allowed, refused): (Vec<_>, Vec<_>) = transfers()
+            .into_iter()
+            .partition(|(outcome, _, _)| outcome == "allowed");
+        (allowed, refused)
+    };
+    let expected = (
+        vec![
+            ("allowed".to_owned(), Some(200), Some(3)),
+            ("allowed".to_owned(), Some(200), Some(0)),
+            ("allowed".to_owned(), Some(200), Some(9)),
+        ],
+        vec![("forbidden".to_owned(), Some(403), None)],
+    );
+    let ok = eventually(LIMIT, || async { split() == expected }).await;
+    assert!(ok, "audited transfers: {:?}", transfers());
+
+    // The live part of the first watch shows the transfer's grant to the target. (The stream
+    // has been open through every step above; under load the entry can take a while.)
+    let live = tokio::time::timeout(LIMIT, async {
+        loop {
+            let event = watch.message().await.expect("a status").expect("an event");
+            // The backlog after the first grant may hold older grants to the target (the
+            // lease can move while the cluster settles): the transfer's grant is the first
+            // with a token at least the transfer's.
+            if let Some(LeadershipChange::Granted(g)) = &event.change
+                && g.holder == target
+                && g.token >= moved.token
+            {
+                return g.token;
+            }
+        }
+    })
+    .await
+    .expect("the transfer's grant on the live stream");
+    assert_eq!(live, moved.token);
+
+    server.abort();
+    holder_server.abort();
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_match_json_and_credentials_are_required() {
+    let dir = TempDir::new("grpc-peers");
+    let nodes = start_cluster(dir.path(), 2).await;
+    let ok = eventually(LIMIT, || async {
+        let s = nodes[0].handle().snapshot().await.unwrap();
+        s.peers.len() == 2 && s.peers.iter().all(|p| p.addr.is_some())
+    })
+    .await;
+    assert!(ok, "node 1 never saw node 2 with its address");
+    let (addr, server, router) = serve(&dir, &nodes[0]).await;
+
+    // ListPeers carries what GET /meshkit/peers does (RTTs and ages move between two reads:
+    // not them), with the same filter and paging.
+    let mut observer = client(&dir, addr, Some(Permission::Observe)).await;
+    let bearer = token(dir.path(), "http-test", Permission::Observe);
+    for (request, query) in [
+        (ListPeersRequest::default(), "/meshkit/peers"),
+        (
+            ListPeersRequest {
+                state: PeerState::Alive as i32,
+                limit: 1,
+                ..ListPeersRequest::default()
+            },
+            "/meshkit/peers?state=alive&limit=1",
+        ),
+        (
+            ListPeersRequest {
+                after: Some(1),
+                ..ListPeersRequest::default()
+            },
+            "/meshkit/peers?after=1",
+        ),
+    ] {
+        let grpc = observer
+            .list_peers(request)
+            .await
+            .expect("ListPeers")
+            .into_inner();
+        let json: PeersResponse =
+            serde_json::from_value(get_json(&router, &bearer, query).await).expect("a peers body");
+        assert_eq!(
+            (grpc.local, grpc.total, grpc.next_after),
+            (json.local, json.total as u64, json.next_after),
+            "{query}"
+        );
+        assert_eq!(grpc.peers.len(), json.peers.len(), "{query}");
+        assert!(!grpc.peers.is_empty(), "{query}");
+        for (g, j) in grpc.peers.iter().zip(&json.peers) {
+            let state = PeerState::try_from(g.state).expect("a known state");
+            assert_eq!(
+                (
+                    g.id,
+                    state.as_json_name(),
+                    g.incarnation,
+                    &g.metadata,
+                    &g.addr
+                ),
+                (j.id, j.state.as_str(), j.incarnation, &j.metadata, &j.addr),
+            );
+        }
+    }
+    let status = observer
+        .list_peers(ListPeersRequest {
+            limit: u32::MAX,
+            ..ListPeersRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
+    // No credentials: UNAUTHENTICATED with the scope needed; a bad token too.
+    let mut anonymous = client(&dir, addr, None).await;
+    let status = anonymous
+        .list_peers(ListPeersRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("mesh.observe"), "{status:?}");
+    let mut forged = ControlClient::new(InterceptedService::new(
+        Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+        Bearer(Some("Bearer not.a.token".parse().unwrap())),
+    ));
+    let status = forged
+        .list_peers(ListPeersRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+
+    // ListClusters and ListVersions carry what their JSON twins do.
+    let clusters = observer
+        .list_clusters(ListClustersRequest {})
+        .await
+        .expect("ListClusters")
+        .into_inner();
+    let json = get_json(&router, &bearer, "/meshkit/clusters").await;
+    let json_clusters = json["clusters"].as_array().expect("clusters");
+    assert_eq!(clusters.local, json["local"].as_u64().unwrap());
+    assert_eq!(clusters.clusters.len(), json_clusters.len());
+    for (g, j) in clusters.clusters.iter().zip(json_clusters) {
+        let states = g.states.expect("state counts");
+        assert_eq!(g.name, j["name"].as_str().unwrap());
+        assert_eq!(states.alive, j["states"]["alive"].as_u64().unwrap());
+        assert_eq!(states.dead, j["states"]["dead"].as_u64().unwrap());
+        let regions: u64 = g.regions.values().sum();
+        assert_eq!(
+            regions,
+            states.alive + states.suspect + states.dead + states.left
+        );
+    }
+    let versions = observer
+        .list_versions(ListVersionsRequest {})
+        .await
+        .expect("ListVersions")
+        .into_inner();
+    let json = get_json(&router, &bearer, "/meshkit/versions").await;
+    assert_eq!(versions.mixed, json["mixed"].as_bool().unwrap());
+    let software: Vec<(String, u64)> = versions
+        .software
+        .iter()
+        .map(|v| (v.version.clone(), v.members))
+        .collect();
+    let json_software: Vec<(String, u64)> = json["software"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap().to_owned(),
+                v["members"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(software, json_software);
+    assert_eq!(
+        software.iter().map(|(_, n)| n).sum::<u64>(),
+        2,
+        "{software:?}"
+    );
+
+    // The standard health service needs no credentials and answers /readyz's verdict: both
+    // nodes see each other, so SERVING; an unknown service is NOT_FOUND.
+    let ready = router
+        .clone()
+        .oneshot(
+            http::Request::get("/readyz")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(ready, 200);
+    let mut anonymous = health_client(addr).await;
+    for service in ["", "meshkit.control.v1.Control"] {
+        let health = anonymous
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .expect("Health/Check")
+            .into_inner();
+        assert_eq!(health.status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    let status = anonymous
+        .check(HealthCheckRequest {
+            service: "no.such.Service".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    let mut health = anonymous
+        .watch(HealthCheckRequest::default())
+        .await
+        .expect("Health/Watch")
+        .into_inner();
+    let first = tokio::time::timeout(CALL_LIMIT, health.message())
+        .await
+        .expect("a status in time")
+        .expect("no error")
+        .expect("a status");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    // Node 2 stops: node 1 has no other member alive once node 2 has left (or is declared
+    // dead), so the watch sends NOT_SERVING.
+    let mut nodes = nodes;
+    nodes.pop().expect("node 2").stop().await;
+    let changed = tokio::time::timeout(LIMIT, health.message())
+        .await
+        .expect("a change in time")
+        .expect("no error")
+        .expect("a status");
+    assert_eq!(changed.status, ServingStatus::NotServing as i32);
+
+    // No [leadership] on these nodes: GetLeaders is NOT_FOUND.
+    let status = observer
+        .get_leaders(GetLeadersRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+
+    server.abort();
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// `GET query` through the router with a bearer token: 200 and its JSON body.
+async fn get_json(router: &axum::Router, bearer: &str, query: &str) -> serde_json::Value {
+    let response = router
+        .clone()
+        .oneshot(
+            http::Request::get(query)
+                .header("authorization", format!("Bearer {bearer}"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{query}");
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    serde_json::from_slice(&body).expect("a JSON body")
+}
+
+/// A tonic channel to a node's real control port: HTTP/2 over TLS (ALPN `h2`), trusting the dev
+/// CA and presenting node-1's certificate. tonic's own TLS features stay off (they would bring a
+/// second crypto provider): the connector is tokio-rustls with ring.
+async fn tls_channel(dir: &TempDir, addr: SocketAddr) -> Channel {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(dir.path().join("ca.pem")).expect("the CA"))
+        .expect("a CA certificate");
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(dir.path().join("node-1.pem"))
+            .expect("node-1's certificate")
+            .collect::<Result<_, _>>()
+            .expect("PEM certificates");
+    let key = PrivateKeyDer::from_pem_file(dir.path().join("node-1.key")).expect("node-1's key");
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(meshkit_node::tls::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .expect("a client identity");
+    config.alpn_protocols = vec![meshkit_node::api::alpn::ALPN_H2.to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(CALL_LIMIT)
+        .timeout(CALL_LIMIT)
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+            let connector = connector.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                let tls = connector
+                    .connect(ServerName::try_from("node-1").expect("a DNS name"), tcp)
+                    .await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+        .await
+        .expect("connect over TLS")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_rides_the_real_control_port_with_certificate_identities() {
+    let dir = TempDir::new("grpc-tls");
+    let nodes = start_cluster(dir.path(), 1).await;
+    let addr = nodes[0].control_addr().expect("a control port");
+    // node-1's certificate is not in [access.identities]: a node certificate observes.
+    let channel = tls_channel(&dir, addr).await;
+    let mut node_cert = ControlClient::new(InterceptedService::new(channel.clone(), Bearer(None)));
+    let peers = node_cert
+        .list_peers(ListPeersRequest::default())
+        .await
+        .expect("ListPeers over TLS")
+        .into_inner();
+    assert_eq!(peers.local, 1);
+    assert_eq!(peers.peers.len(), 1);
+    let status = node_cert.drain(DrainRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("mesh.operate"), "{status:?}");
+
+    // A token counts over the certificate: an operator drains the node.
+    let bearer = format!(
+        "Bearer {}",
+        token(dir.path(), "grpc-tls", Permission::Operate)
+    );
+    let mut operator = ControlClient::new(InterceptedService::new(
+        channel,
+        Bearer(Some(bearer.parse().expect("an ASCII header value"))),
+    ));
+    let drained = operator
+        .drain(DrainRequest {})
+        .await
+        .expect("Drain over TLS")
+        .into_inner();
+    assert_eq!(drained.node, 1);
+    assert!(nodes[0].handle().snapshot().await.unwrap().draining);
+    let resumed = operator
+        .resume(ResumeRequest {})
+        .await
+        .expect("Resume over TLS")
+        .into_inner();
+    assert!(resumed.was_draining);
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// Three voters taking six shards (`[shards]`): the coordinator acts on the Raft leader only.
+const SHARDS: &str = "[leadership]\nvoters = [1, 2, 3]\nttl = \"3s\"\n\n\
+    [leadership.raft]\ntick_interval = \"50ms\"\n\n\
+    [shards]\nnamespaces = { orders = 6 }\nttl = \"3s\"\n";
+
+/// The index of the node whose shard coordinator acts with all three nodes in its pool.
+async fn acting_coordinator(nodes: &[RunningNode]) -> Option<usize> {
+    for (i, n) in nodes.iter().enumerate() {
+        if let Ok(Some(view)) = n.handle().leadership().await
+            && view
+                .shards
+                .as_ref()
+                .and_then(|s| s.coordinator.as_ref())
+                .is_some_and(|c| c.members.len() == nodes.len())
+        {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// How many plans `node`'s shard coordinator has made (a voter's counter).
+async fn plans(node: &RunningNode) -> u64 {
+    node.handle()
+        .leadership()
+        .await
+        .ok()
+        .flatten()
+        .and_then(|v| v.shards?.counters)
+        .expect("a voter's coordinator counters")
+        .plans
+}
+
+/// `Rebalance` as `POST /control/rebalance`: it needs `mesh.operate`; the coordinator (the Raft
+/// leader) answers with its plan and bound, and a dry run changes nothing; another node answers
+/// `FAILED_PRECONDITION` naming the leader to ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalance_needs_operate_and_is_answered_by_the_coordinator() {
+    let dir = TempDir::new("grpc-rebalance");
+    let nodes = start_cluster_with(dir.path(), 3, SHARDS).await;
+    let deadline = std::time::Instant::now() + LIMIT;
+    let leader = loop {
+        if let Some(i) = acting_coordinator(&nodes).await {
+            break i;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no coordinator with three members within {LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let other = (leader + 1) % nodes.len();
+
+    let (addr, server, _) = serve(&dir, &nodes[leader]).await;
+    let mut observer = client(&dir, addr, Some(Permission::Observe)).await;
+    let status = observer
+        .rebalance(RebalanceRequest { dry_run: true })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+    let mut operator = client(&dir, addr, Some(Permission::Operate)).await;
+    let plans_before = plans(&nodes[leader]).await;
+    let plan = operator
+        .rebalance(RebalanceRequest { dry_run: true })
+        .await
+        .expect("Rebalance on the coordinator")
+        .into_inner();
+    assert_eq!(plan.node, nodes[leader].id().get(), "{plan:?}");
+    assert!(plan.dry_run && plan.term > 0, "{plan:?}");
+    // Six shards over three members: two each, with a tolerance of one.
+    assert_eq!((plan.lower, plan.upper), (1, 3), "{plan:?}");
+    for m in &plan.moves {
+        assert!(m.shard.starts_with("shard/orders/"), "{m:?}");
+        assert_ne!(m.from, Some(m.to), "{m:?}");
+    }
+    let plans_after = plans(&nodes[leader]).await;
+    assert_eq!(
+        plans_after, plans_before,
+        "a dry run made the coordinator plan"
+    );
+
+    let (other_addr, other_server, _) = serve(&dir, &nodes[other]).await;
+    let mut elsewhere = client(&dir, other_addr, Some(Permission::Operate)).await;
+    let status = elsewhere
+        .rebalance(RebalanceRequest { dry_run: true })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains(&format!("ask the Raft leader ({})", nodes[leader].id())),
+        "names the leader: {status:?}"
+    );
+
+    server.abort();
+    other_server.abort();
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// `Health/Watch` needs no credentials, so what watchers cost is bounded (docs/security.md):
+/// they share one read of the node's readiness per interval (it used to be one per watcher per
+/// interval), at most a configured number are open at once, and a closed one frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_watchers_share_one_reader_and_are_capped() {
+    const CAP: usize = 40;
+    let dir = TempDir::new("grpc-health-watchers");
+    let nodes = start_cluster(dir.path(), 1).await;
+    let node = nodes[0].handle().clone();
+    let watchers = Watchers::with_capacity(node.clone(), CAP);
+    let service = ControlService::with_watchers(node, watchers.clone());
+    let router = axum::Router::new().route_service("/grpc.health.v1.Health/{*method}", service);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let mut anonymous = health_client(addr).await;
+    let mut streams = Vec::new();
+    for _ in 0..CAP {
+        let mut stream = anonymous
+            .watch(HealthCheckRequest::default())
+            .await
+            .expect("Health/Watch")
+            .into_inner();
+        let first = tokio::time::timeout(CALL_LIMIT, stream.message())
+            .await
+            .expect("a status in time")
+            .expect("no error")
+            .expect("a status");
+        assert_eq!(first.status, ServingStatus::Serving as i32);
+        streams.push(stream);
+    }
+    let status = anonymous
+        .watch(HealthCheckRequest::default())
+        .await
+        .expect_err("one watcher over the cap");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(watchers.refused(), 1);
+
+    // CAP watchers over three intervals: about one read per interval, not CAP per interval.
+    let before = watchers.reads();
+    tokio::time::sleep(3 * WATCH_INTERVAL).await;
+    let reads = watchers.reads() - before;
+    assert!(
+        reads <= 4,
+        "{reads} readiness reads for {CAP} watchers over 3 intervals"
+    );
+
+    // Closed watchers give their slots back.
+    drop(streams);
+    let reopened = eventually(LIMIT, || {
+        let mut anonymous = anonymous.clone();
+        async move { anonymous.watch(HealthCheckRequest::default()).await.is_ok() }
+    })
+    .await;
+    assert!(reopened, "no slot came back");
+
+    // Their metrics are Prometheus text: each line starts with `#` or the metric name (the
+    // lines used to carry the source's indentation, and Prometheus refused the whole scrape).
+    let text = meshkit_node::metrics::encode(watchers.clone()).expect("the exposition");
+    assert_eq!(text.lines().count(), 9, "{text}");
+    for line in text.lines() {
+        assert!(
+            line.starts_with("# ") || line.starts_with("mesh_control_health_watch"),
+            "{line:?}"
+        );
+    }
+    task.abort();
+    for n in nodes {
+        n.stop().await;
+    }
+}
