@@ -1101,21 +1101,7 @@ impl<'s> Engine<'s> {
                 // Each occurrence draws its own seed from the fault stream: a repeated plan
                 // with a count or share picks again, as every other selector does.
                 let seed = plan.seed() ^ self.fault_rng.random::<u64>();
-                let plan = plan.clone().with_seed(seed);
-                let now = self.now;
-                if let Err(e) = self.start_plan(plan.clone(), true) {
-                    self.plans.records.push(ExperimentRecord {
-                        id: u64::MAX,
-                        kind: plan.kind().name().to_owned(),
-                        nodes: Vec::new(),
-                        links: 0,
-                        groups: Vec::new(),
-                        activated_s: now.as_nanos() as f64 / 1e9,
-                        until_s: now.as_nanos() as f64 / 1e9,
-                        reverted_s: None,
-                        end: Some(format!("unresolved: {e}")),
-                    });
-                }
+                self.start_or_record(plan.clone().with_seed(seed));
             }
             FaultAction::Leave { nodes } => {
                 for i in self.pick(nodes, |s| s == NodeState::Running) {

@@ -109,11 +109,19 @@ impl Engine<'_> {
         let Some(plan) = self.plans.waiting.get(k as usize).cloned() else {
             return;
         };
+        self.start_or_record(plan);
+    }
+
+    /// Starts `plan` now; a plan that does not resolve against the mesh of this moment (no
+    /// lease holder to name, say) is kept in the report as an experiment that never ran,
+    /// with the reason, instead of stopping the run.
+    pub(super) fn start_or_record(&mut self, plan: FaultPlan) {
         let now = self.now;
-        if let Err(e) = self.start_plan(plan.clone(), true) {
+        let kind = plan.kind().name().to_owned();
+        if let Err(e) = self.start_plan(plan, true) {
             self.plans.records.push(ExperimentRecord {
                 id: u64::MAX,
-                kind: plan.kind().name().to_owned(),
+                kind,
                 nodes: Vec::new(),
                 links: 0,
                 groups: Vec::new(),
