@@ -2,7 +2,7 @@
 //! only, `meshkitd` never uses it).
 //!
 //! turmoil runs every simulated host on its own paused tokio runtime and advances time itself,
-//! so the real [`Driver`](meshkit_runtime::driver::Driver) runs unchanged over:
+//! so the real `Driver` (`meshkit_runtime::driver::Driver`) runs unchanged over:
 //!
 //! * [`TurmoilTransport`]: datagrams over [`turmoil::net::UdpSocket`], which partitions, holds,
 //!   latency and loss of the simulated network act on;
