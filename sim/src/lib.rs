@@ -26,6 +26,7 @@
 //! | `queue` | with `[queue]`: the producers and workers driving the core's task queues, the replicas' checkpoint disks, the queue invariants (no acknowledged item lost, none completed twice, no stale completion accepted, backpressure cooldown, the end state) and figures |
 //! | [`report`] | JSON and human reports, expectations |
 //! | `trace` | the trace hash that proves determinism |
+//! | [`sweep`] | seed sweeps: one scenario over many seeds, tallied as the runs finish (safety over every seed, figures per seed) |
 //!
 //! # Running a scenario from code
 //!

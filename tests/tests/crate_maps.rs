@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
-/// The crates whose maps are held to their modules, relative to the workspace root. (The
-/// simulator's map is not yet complete: `meshkit-sim` leaves `sweep` out.)
-const CRATES: [&str; 8] = [
+/// The crates whose maps are held to their modules, relative to the workspace root.
+const CRATES: [&str; 9] = [
     "mesh",
+    "sim",
     "backends/api",
     "backends/net",
     "backends/runtime",
