@@ -15,7 +15,7 @@ use super::replica::{Applied, ReplicaStore};
 use super::store::{FailOutcome, WorkQueue};
 use super::wire::{Batch, MAX_BATCH_RECORDS, QueueBody, QueueMessage};
 use crate::id::NodeId;
-use crate::lease::{FencingToken, LeaseClient, Scope};
+use crate::lease::{FencingToken, LeaseClient};
 use crate::membership::{MemberState, Membership};
 use crate::shard::ShardId;
 use crate::time::{Duration, Instant};
@@ -240,7 +240,7 @@ pub struct QueueContext<'a> {
 
 impl QueueContext<'_> {
     fn holds(&self, now: Instant, shard: &ShardId) -> Option<FencingToken> {
-        let scope = Scope::new(&shard.to_string()).ok()?;
+        let scope = shard.scope().ok()?;
         self.client?.holds(now, &scope)
     }
 

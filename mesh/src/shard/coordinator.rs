@@ -199,7 +199,7 @@ impl Coordinator {
     pub fn resync(&mut self, table: &LeaseTable) {
         let shards: Vec<ShardId> = self.map.iter().map(|(s, _)| s.clone()).collect();
         for shard in shards {
-            let Ok(scope) = Scope::new(&shard.to_string()) else {
+            let Ok(scope) = shard.scope() else {
                 continue;
             };
             match table.get(&scope) {

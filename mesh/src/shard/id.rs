@@ -5,6 +5,8 @@ use core::str::FromStr;
 
 use thiserror::Error;
 
+use crate::lease::{Scope, ScopeError};
+
 /// Longest namespace, in characters (all of them ASCII, so also in bytes).
 pub const MAX_NAMESPACE_CHARS: usize = 64;
 
@@ -61,6 +63,17 @@ impl ShardId {
     /// The number within the namespace.
     pub fn id(&self) -> u32 {
         self.id
+    }
+
+    /// The lease scope that owns this shard (the inverse of [`Scope::as_shard`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ScopeError`] for a shard whose name is no valid scope: a namespace that starts with
+    /// `-` passes [`ShardId::new`] but not the scope grammar, so such a shard can never be
+    /// leased (callers skip it).
+    pub fn scope(&self) -> Result<Scope, ScopeError> {
+        Scope::new(&self.to_string())
     }
 }
 

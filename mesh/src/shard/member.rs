@@ -152,7 +152,7 @@ impl ShardMember {
         }
         self.coordinator = Some((instruction.term, sender));
         self.stats.instructions += 1;
-        let Ok(scope) = Scope::new(&instruction.shard.to_string()) else {
+        let Ok(scope) = instruction.shard.scope() else {
             return;
         };
         if instruction.from == Some(self.id) {
@@ -214,7 +214,7 @@ impl ShardMember {
             .map(|(s, _)| s.clone())
             .collect();
         for shard in due {
-            let Ok(scope) = Scope::new(&shard.to_string()) else {
+            let Ok(scope) = shard.scope() else {
                 continue;
             };
             if client.holds(now, &scope).is_none() {
@@ -317,7 +317,7 @@ impl ShardMember {
             if self.asking.contains_key(&shard) {
                 continue;
             }
-            let Ok(scope) = Scope::new(&shard.to_string()) else {
+            let Ok(scope) = shard.scope() else {
                 continue;
             };
             if client.holds(now, &scope).is_some() {

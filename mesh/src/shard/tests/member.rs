@@ -30,7 +30,7 @@ fn shard(id: u32) -> ShardId {
 }
 
 fn scope(id: u32) -> Scope {
-    Scope::new(&shard(id).to_string()).expect("a shard's scope")
+    shard(id).scope().expect("a shard's scope")
 }
 
 fn config() -> ShardConfig {
