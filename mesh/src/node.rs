@@ -1133,12 +1133,15 @@ impl Node {
             client: self.client.as_ref(),
         };
         queues.sync(now, ctx);
-        for _ in 0..MAX_QUEUE_SELF_ROUNDS {
+        // One more poll than rounds: what is left for this node after the last round is
+        // dropped (its sender retries).
+        for round in 0..=MAX_QUEUE_SELF_ROUNDS {
             let mut local = Vec::new();
             while let Some((to, message)) = queues.poll_message() {
-                if to == self.id {
+                if to == self.id && round < MAX_QUEUE_SELF_ROUNDS {
                     local.push(message);
-                } else if self.queue_outbox.len() < crate::queue::MAX_QUEUE_OUTBOX {
+                } else if to != self.id && self.queue_outbox.len() < crate::queue::MAX_QUEUE_OUTBOX
+                {
                     self.queue_outbox.push_back((to, message));
                 } else {
                     self.stats.outbox_dropped += 1;
@@ -1155,14 +1158,6 @@ impl Node {
                 };
                 // The node's own messages are for shards it was configured with.
                 let _ = queues.handle_message(now, ctx, self.id, message);
-            }
-        }
-        while let Some((to, message)) = queues.poll_message() {
-            // Past the rounds: what is left for this node is dropped (its sender retries).
-            if to != self.id && self.queue_outbox.len() < crate::queue::MAX_QUEUE_OUTBOX {
-                self.queue_outbox.push_back((to, message));
-            } else {
-                self.stats.outbox_dropped += 1;
             }
         }
         while let Some((key, value)) = queues.poll_metadata() {
