@@ -21,11 +21,11 @@ use thiserror::Error;
 use tokio::task::JoinSet;
 
 use super::admission::{Activity, Admission, ConnectionLimits, Handshaking, Transport};
-use super::serve::{
+use crate::grpc::health::ConnectionWatchers;
+use crate::listener::{
     HEADER_READ_TIMEOUT, MAX_STREAMS_PER_CONNECTION, RECEIVE_WINDOW_BYTES,
     STREAM_RECEIVE_WINDOW_BYTES, ServerStats, handle, until_answered,
 };
-use crate::grpc::health::ConnectionWatchers;
 use meshkit_api::alpn::HttpProtocol;
 use meshkit_net::tls::{ClientCertificate, TlsError};
 use meshkit_net::tls_stats::Listener;

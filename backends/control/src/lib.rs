@@ -26,6 +26,7 @@ pub mod auth;
 pub mod errors;
 pub mod grpc;
 pub mod h3;
+mod listener;
 pub mod serve;
 pub mod tokens;
 
