@@ -29,6 +29,21 @@ fn id(i: u64) -> NodeId {
     NodeId::new(i)
 }
 
+/// The bytes of a datagram from `from` carrying `message` and `updates`, as a node would send it.
+fn encode_datagram(from: NodeId, message: &Message, updates: &[Update]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let at = wire::encode_message(from, message, &mut buf);
+    for u in updates {
+        let mut encoded = Vec::new();
+        wire::encode_update(u, &mut encoded);
+        assert!(
+            wire::append_update(&mut buf, at, &encoded),
+            "forged update fits"
+        );
+    }
+    buf
+}
+
 impl Net {
     /// `n` nodes (ids 1..=n) that all know each other.
     fn converged(n: u64, profile: Profile) -> Self {
@@ -145,16 +160,7 @@ impl Net {
     /// Delivers, now, a datagram that `from` (authenticated by the transport, member or not)
     /// sends to `to`, carrying `message` and `updates`; then lets `to` act on it.
     fn forge(&mut self, from: u64, to: u64, message: &Message, updates: &[Update]) {
-        let mut buf = Vec::new();
-        let at = wire::encode_message(id(from), message, &mut buf);
-        for u in updates {
-            let mut encoded = Vec::new();
-            wire::encode_update(u, &mut encoded);
-            assert!(
-                wire::append_update(&mut buf, at, &encoded),
-                "forged update fits"
-            );
-        }
+        let buf = encode_datagram(id(from), message, updates);
         let now = self.now;
         self.nodes
             .get_mut(&id(to))
@@ -1590,6 +1596,122 @@ fn a_node_that_left_does_not_refute() {
     let left_at = m.incarnation();
     m.apply_alive(now, id(2), id(1), left_at.next(), MetaVersion::default());
     assert_eq!(m.incarnation(), left_at, "no refutation once left");
+}
+
+/// The incarnations of the alive records about `about` that `m` sends back to `claimant` in reply
+/// to a datagram carrying `claim`: the corrections of a stale claim (or a refutation). What `m`
+/// had queued before is sent and left out first.
+fn alive_records_sent_back(
+    m: &mut Membership,
+    claimant: NodeId,
+    claim: Update,
+    about: NodeId,
+) -> Vec<Incarnation> {
+    let now = Instant::ZERO;
+    let mut buf = Vec::new();
+    while m.poll_transmit(now, &mut buf).is_some() {}
+    m.handle_datagram(now, claimant, &encode_datagram(claimant, &Message::Gossip, &[claim]))
+        .expect("a well-formed datagram from a member");
+    let mut records = Vec::new();
+    while let Some(t) = m.poll_transmit(now, &mut buf) {
+        if t.to != claimant {
+            continue;
+        }
+        let datagram = wire::decode(&buf[..t.len]).expect("nodes send valid datagrams");
+        records.extend(datagram.updates.into_iter().filter_map(|u| match u {
+            Update::Alive {
+                node, incarnation, ..
+            } if node == about => Some(incarnation),
+            _ => None,
+        }));
+    }
+    records
+}
+
+/// A suspicion claim about `node` at `incarnation`, raised by `from`.
+fn suspect_claim(node: u64, incarnation: u32, from: u64) -> Update {
+    Update::Suspect {
+        node: id(node),
+        incarnation: Incarnation::new(incarnation),
+        from: id(from),
+    }
+}
+
+/// The sender of a claim older than the member's incarnation missed the refutation: whoever
+/// holds the member alive and verified at the newer incarnation sends it that record, so it
+/// stops spreading the stale claim. A claim at the incarnation held is no news to correct.
+#[test]
+fn a_stale_claim_about_a_live_member_is_answered_with_the_newer_record() {
+    let now = Instant::ZERO;
+    let mut m = Membership::new(Config::default(), id(1), Incarnation::new(1), 5, now);
+    m.add_known_member(now, id(2), Incarnation::new(5));
+    m.add_known_member(now, id(3), Incarnation::new(1));
+    assert_eq!(
+        alive_records_sent_back(&mut m, id(3), suspect_claim(2, 4, 3), id(2)),
+        [Incarnation::new(5)],
+        "the claimant is sent the newer record"
+    );
+    assert_eq!(m.member(id(2)).unwrap().state, MemberState::Alive);
+    assert!(
+        alive_records_sent_back(&mut m, id(3), suspect_claim(2, 5, 3), id(2)).is_empty(),
+        "a claim at the incarnation held is not stale"
+    );
+    assert_eq!(m.member(id(2)).unwrap().state, MemberState::Suspect);
+}
+
+/// Only a member held alive is vouched for: one this node suspects itself, or one a relay
+/// introduced and that has not spoken for itself yet (its record is the relay's word, which this
+/// node does not pass on), gets no correction, even against a claim older than what is held.
+#[test]
+fn a_stale_claim_is_corrected_only_from_a_live_verified_record() {
+    let now = Instant::ZERO;
+    let mut m = Membership::new(Config::default(), id(1), Incarnation::new(1), 5, now);
+    for n in [2, 3, 4] {
+        m.add_known_member(now, id(n), Incarnation::new(5));
+    }
+    m.apply_suspect(now, id(2), Incarnation::new(5), id(4));
+    assert_eq!(m.member(id(2)).unwrap().state, MemberState::Suspect);
+    assert!(
+        alive_records_sent_back(&mut m, id(3), suspect_claim(2, 4, 3), id(2)).is_empty(),
+        "a suspected member is not vouched for"
+    );
+
+    // Node 7, introduced by node 4 and not yet heard from.
+    m.apply_alive(now, id(4), id(7), Incarnation::new(5), MetaVersion::new(5, 0));
+    let seven = m.members.get(id(7)).expect("admitted on its relay's word");
+    assert_eq!(
+        (seven.state, seven.introduced_by),
+        (MemberState::Alive, Some(id(4)))
+    );
+    assert!(
+        alive_records_sent_back(&mut m, id(3), suspect_claim(7, 4, 3), id(7)).is_empty(),
+        "an unverified member is not vouched for"
+    );
+}
+
+/// A stale claim about this node is answered by the node itself with its current record (no
+/// refutation: the claim is already superseded); once the node has left it answers nothing, or
+/// its record would bring it back to life in the claimant's table.
+#[test]
+fn a_stale_claim_about_this_node_is_corrected_until_it_leaves() {
+    let now = Instant::ZERO;
+    let mut m = Membership::new(Config::default(), id(1), Incarnation::new(5), 5, now);
+    m.add_known_member(now, id(3), Incarnation::new(1));
+    assert_eq!(
+        alive_records_sent_back(&mut m, id(3), suspect_claim(1, 4, 3), id(1)),
+        [Incarnation::new(5)],
+        "the claimant is sent this node's record"
+    );
+    assert_eq!(m.incarnation(), Incarnation::new(5), "a stale claim is not refuted");
+    assert_eq!(m.stats().refutations, 0);
+
+    m.leave(now);
+    let left_at = m.incarnation();
+    assert!(
+        alive_records_sent_back(&mut m, id(3), suspect_claim(1, left_at.get() - 1, 3), id(1))
+            .is_empty(),
+        "a node that left vouches for itself no more"
+    );
 }
 
 /// Contact counts as coming back only from a member this node had lost: one held Suspect for at
