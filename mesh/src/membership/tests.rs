@@ -1610,8 +1610,12 @@ fn alive_records_sent_back(
     let now = Instant::ZERO;
     let mut buf = Vec::new();
     while m.poll_transmit(now, &mut buf).is_some() {}
-    m.handle_datagram(now, claimant, &encode_datagram(claimant, &Message::Gossip, &[claim]))
-        .expect("a well-formed datagram from a member");
+    m.handle_datagram(
+        now,
+        claimant,
+        &encode_datagram(claimant, &Message::Gossip, &[claim]),
+    )
+    .expect("a well-formed datagram from a member");
     let mut records = Vec::new();
     while let Some(t) = m.poll_transmit(now, &mut buf) {
         if t.to != claimant {
@@ -1677,7 +1681,13 @@ fn a_stale_claim_is_corrected_only_from_a_live_verified_record() {
     );
 
     // Node 7, introduced by node 4 and not yet heard from.
-    m.apply_alive(now, id(4), id(7), Incarnation::new(5), MetaVersion::new(5, 0));
+    m.apply_alive(
+        now,
+        id(4),
+        id(7),
+        Incarnation::new(5),
+        MetaVersion::new(5, 0),
+    );
     let seven = m.members.get(id(7)).expect("admitted on its relay's word");
     assert_eq!(
         (seven.state, seven.introduced_by),
@@ -1702,7 +1712,11 @@ fn a_stale_claim_about_this_node_is_corrected_until_it_leaves() {
         [Incarnation::new(5)],
         "the claimant is sent this node's record"
     );
-    assert_eq!(m.incarnation(), Incarnation::new(5), "a stale claim is not refuted");
+    assert_eq!(
+        m.incarnation(),
+        Incarnation::new(5),
+        "a stale claim is not refuted"
+    );
     assert_eq!(m.stats().refutations, 0);
 
     m.leave(now);
