@@ -48,6 +48,9 @@ const GROWTH: &[(&str, Growth)] = &[
     ("client", Growth::Fixed),
     ("role", Growth::Fixed),
     ("bound", Growth::Fixed),
+    // The node's own versions: one label set per node, whatever the mesh.
+    ("version", Growth::Fixed),
+    ("wire", Growth::Fixed),
 ];
 
 /// The size the bound is stated for: members, non-shard scopes, shards.

@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 
 use self::auth::AccessControl;
 use meshkit_api::metrics::{self, Families, Histogram, Scrape, Source};
-use meshkit_runtime::driver::{NodeHandle, Snapshot};
+use meshkit_runtime::driver::{NodeHandle, Snapshot, VERSION_KEY, WIRE_KEY};
 use meshkit_runtime::vacancy;
 
 pub mod leadership;
@@ -286,6 +286,13 @@ impl Source for SnapshotMetrics {
     fn write(&self, families: &mut Families<'_, '_>) -> std::fmt::Result {
         use meshkit_api::metrics::catalogue::*;
         let s = &self.0;
+        // The node's own published versions (empty before its metadata is set at start).
+        let own = |key| {
+            s.peer(s.local_id)
+                .and_then(|p| p.metadata.get(key))
+                .map_or("", String::as_str)
+        };
+        families.gauges(&BUILD_INFO, [([own(VERSION_KEY), own(WIRE_KEY)], 1u64)])?;
         let states = [
             MemberState::Alive,
             MemberState::Suspect,
@@ -307,6 +314,7 @@ impl Source for SnapshotMetrics {
             (&GOSSIP_PROBES_FAILED, st.probes_failed),
             (&GOSSIP_INDIRECT_PROBES, st.indirect_probes),
             (&GOSSIP_SUSPICIONS_RAISED, st.suspicions_raised),
+            (&GOSSIP_SUSPICIONS_CONFIRMED, st.suspicions_confirmed),
             (&GOSSIP_REFUTATIONS, st.refutations),
             (&GOSSIP_SYNCS, st.syncs),
             (&GOSSIP_DATAGRAMS_SENT, st.datagrams_sent),

@@ -236,6 +236,12 @@ pub struct Stats {
     pub indirect_probes: u64,
     /// Suspicions this node raised from its own failed probes.
     pub suspicions_raised: u64,
+    /// Suspicions this node ended with its own verdict: the member was still suspect when the
+    /// suspicion ran out, so this node declared it dead. Beside [`Stats::suspicions_raised`]
+    /// and [`Stats::refutations`] it tells a crash (suspicions that end dead) from flapping
+    /// (suspicions that end refuted). A member declared dead on another node's word is not
+    /// counted here.
+    pub suspicions_confirmed: u64,
     /// Refutations of claims about this node.
     pub refutations: u64,
     /// Anti-entropy exchanges this node started.

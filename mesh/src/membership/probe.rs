@@ -364,6 +364,7 @@ impl Membership {
             .get(node)
             .is_some_and(|m| m.state == MemberState::Suspect && m.incarnation == incarnation);
         if still_suspect {
+            self.stats.suspicions_confirmed += 1;
             self.transition(now, node, incarnation, MemberState::Dead, Some(self.id));
             self.broadcasts.push(&Update::Dead {
                 node,

@@ -274,6 +274,11 @@ fn suspected_member_refutes() {
     );
     for i in 1..=6 {
         assert_eq!(net.state(i, 2), Some(MemberState::Alive), "node {i}");
+        assert_eq!(
+            net.nodes[&id(i)].stats().suspicions_confirmed,
+            0,
+            "node {i}: a refuted suspicion is not a confirmation"
+        );
     }
     assert_eq!(net.dead_declarations(2), 0);
 }
@@ -956,6 +961,13 @@ fn a_crash_is_declared_by_every_node_on_its_own_suspicion() {
         "first declaration {first:?}, last {last:?}"
     );
     assert_eq!(net.dead_declarations(7), n as usize - 1);
+    for i in (1..=n).filter(|i| *i != 7) {
+        assert_eq!(
+            net.nodes[&id(i)].stats().suspicions_confirmed,
+            1,
+            "node {i} counts its own verdict"
+        );
+    }
 }
 
 /// A claim relayed about the receiver itself is step-bounded too. Before, node 2 took

@@ -106,6 +106,10 @@ macro_rules! catalogue {
 }
 
 catalogue! {
+    // The build.
+    /// What this node runs: always 1, the versions in its labels.
+    BUILD_INFO = Gauge "mesh_build_info" ["version", "wire"] none,
+        "Always 1; the meshkitd version and the wire protocol version this node publishes.";
     // Membership.
     /// Members this node knows, by state.
     GOSSIP_MEMBERS = Gauge "mesh_gossip_members" ["state"] none,
@@ -125,6 +129,9 @@ catalogue! {
     /// Suspicions raised from own probes.
     GOSSIP_SUSPICIONS_RAISED = Counter "mesh_gossip_suspicions_raised_total" [] none,
         "Suspicions raised from this node's own failed probes.";
+    /// Suspicions this node ended by declaring the member dead.
+    GOSSIP_SUSPICIONS_CONFIRMED = Counter "mesh_gossip_suspicions_confirmed_total" [] none,
+        "Suspicions this node ended with its own verdict: the member was still suspect, so it was declared dead.";
     /// Claims about this node it refuted.
     GOSSIP_REFUTATIONS = Counter "mesh_gossip_refutations_total" [] none,
         "Refutations of claims about this node.";
