@@ -18,9 +18,10 @@ use meshkit_node::control::auth::AccessControl;
 use meshkit_node::grpc::ControlService;
 use meshkit_node::grpc::health::{HealthCheckRequest, ServingStatus, WATCH_INTERVAL, Watchers};
 use meshkit_node::grpc::proto::{
-    DrainRequest, GetLeadersRequest, LeadershipChange, ListClustersRequest, ListPeersRequest,
+    AcquireLeaseRequest, DrainRequest, ForceLeaveRequest, GetLeadersRequest, JoinRequest,
+    LeadershipChange, LeaseSessionRequest, LeaveRequest, ListClustersRequest, ListPeersRequest,
     ListShardsRequest, ListVersionsRequest, PeerState, RebalanceRequest, ResumeRequest,
-    TransferLeaseRequest, WatchLeadershipRequest,
+    TransferLeaseRequest, VoterChangeRequest, WatchLeadershipRequest,
 };
 use meshkit_node::node::RunningNode;
 use meshkit_node::permission::Permission;
@@ -366,6 +367,319 @@ async fn leaders_watch_and_transfer_over_grpc() {
 
     server.abort();
     holder_server.abort();
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// The audit records of `path` in the shared audit file: `(outcome, status, grpc_status)`.
+fn audited(dir: &TempDir, path: &str) -> Vec<(String, Option<u64>, Option<i64>)> {
+    std::fs::read_to_string(dir.path().join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON audit line"))
+        .filter(|r| r["path"] == path)
+        .map(|r| {
+            (
+                r["outcome"].as_str().unwrap_or_default().to_owned(),
+                r["status"].as_u64(),
+                r["grpc_status"].as_i64(),
+            )
+        })
+        .collect()
+}
+
+/// The membership, voter and lock-session methods have the permissions of their HTTP twins:
+/// an observer or an operator calling an admin method, or an observer calling an operate
+/// method, gets `PERMISSION_DENIED`, and the refusal is audited; with the scope each does what
+/// its twin does (a lock session acquired, renewed and released; a voter removed through the
+/// Raft leader, a follower naming the leader; a member forced out or left), with the twin's
+/// refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_voters_and_lock_sessions_over_grpc() {
+    use meshkit_node::grpc::path;
+
+    let dir = TempDir::new("grpc-admin");
+    let extra = format!("audit_log = \"audit.jsonl\"\n\n{LEADERSHIP}");
+    let nodes = start_cluster_with(dir.path(), 3, &extra).await;
+    single_global_control_holder(&nodes, LIMIT).await;
+    let (addr, server, _) = serve(&dir, &nodes[0]).await;
+
+    // Refused below the scope, each refusal audited as 403 with no gRPC status (the call never
+    // reached the service).
+    let admin_calls = [
+        path::JOIN,
+        path::LEAVE,
+        path::FORCE_LEAVE,
+        path::ADD_VOTER,
+        path::REMOVE_VOTER,
+    ];
+    for scope in [Permission::Observe, Permission::Operate] {
+        let mut c = client(&dir, addr, Some(scope)).await;
+        let refusals = [
+            c.join(JoinRequest {
+                seeds: vec!["2@127.0.0.1:1".to_owned()],
+            })
+            .await
+            .unwrap_err(),
+            c.leave(LeaveRequest {}).await.unwrap_err(),
+            c.force_leave(ForceLeaveRequest { node: 2 })
+                .await
+                .unwrap_err(),
+            c.add_voter(VoterChangeRequest { node: 4 })
+                .await
+                .unwrap_err(),
+            c.remove_voter(VoterChangeRequest { node: 2 })
+                .await
+                .unwrap_err(),
+        ];
+        for (status, method) in refusals.iter().zip(admin_calls) {
+            assert_eq!(
+                status.code(),
+                Code::PermissionDenied,
+                "{method}: {status:?}"
+            );
+            assert!(
+                status.message().contains("mesh.admin"),
+                "{method}: {status:?}"
+            );
+        }
+    }
+    let mut observer = client(&dir, addr, Some(Permission::Observe)).await;
+    let session = |scope: &str| LeaseSessionRequest {
+        scope: scope.to_owned(),
+        token: 1,
+    };
+    let operate_refusals = [
+        observer
+            .acquire_lease(AcquireLeaseRequest {
+                scope: "lock/grpc".to_owned(),
+                ttl_ms: 5_000,
+            })
+            .await
+            .unwrap_err(),
+        observer
+            .renew_lease(session("lock/grpc"))
+            .await
+            .unwrap_err(),
+        observer
+            .release_lease(session("lock/grpc"))
+            .await
+            .unwrap_err(),
+    ];
+    for status in &operate_refusals {
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        assert!(status.message().contains("mesh.operate"), "{status:?}");
+    }
+    let forbidden = ("forbidden".to_owned(), Some(403), None);
+    let ok = eventually(LIMIT, || async {
+        admin_calls
+            .iter()
+            .all(|p| audited(&dir, p) == [forbidden.clone(), forbidden.clone()])
+            && [path::ACQUIRE_LEASE, path::RENEW_LEASE, path::RELEASE_LEASE]
+                .iter()
+                .all(|p| audited(&dir, p) == [forbidden.clone()])
+    })
+    .await;
+    assert!(
+        ok,
+        "audited refusals: {:?}",
+        std::fs::read_to_string(dir.path().join("audit.jsonl"))
+    );
+
+    // A lock session through node 1, as `meshctl lock` holds one.
+    let mut operator = client(&dir, addr, Some(Permission::Operate)).await;
+    let acquired = operator
+        .acquire_lease(AcquireLeaseRequest {
+            scope: "lock/grpc".to_owned(),
+            ttl_ms: 5_000,
+        })
+        .await
+        .expect("AcquireLease")
+        .into_inner();
+    assert_eq!((acquired.scope.as_str(), acquired.holder), ("lock/grpc", 1));
+    let held = operator
+        .acquire_lease(AcquireLeaseRequest {
+            scope: "lock/grpc".to_owned(),
+            ttl_ms: 5_000,
+        })
+        .await
+        .unwrap_err();
+    assert_ne!(
+        held.code(),
+        Code::Ok,
+        "a second session on a held scope: {held:?}"
+    );
+    let bad = operator
+        .acquire_lease(AcquireLeaseRequest {
+            scope: "Not A Scope".to_owned(),
+            ttl_ms: 5_000,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+    let current = LeaseSessionRequest {
+        scope: "lock/grpc".to_owned(),
+        token: acquired.token,
+    };
+    let renewed = operator
+        .renew_lease(current.clone())
+        .await
+        .expect("RenewLease")
+        .into_inner();
+    assert_eq!(renewed.token, acquired.token, "a renewal keeps the token");
+    let released = operator
+        .release_lease(current.clone())
+        .await
+        .expect("ReleaseLease")
+        .into_inner();
+    assert_eq!(released.token, acquired.token);
+    let gone = operator.renew_lease(current).await.unwrap_err();
+    assert_eq!(gone.code(), Code::FailedPrecondition, "{gone:?}");
+
+    // Voter changes: only the Raft leader proposes; a follower names it.
+    let leader = tokio::time::timeout(LIMIT, async {
+        loop {
+            let view = observer
+                .get_leaders(GetLeadersRequest {})
+                .await
+                .expect("GetLeaders")
+                .into_inner();
+            if let Some(leader) = view.raft.and_then(|r| r.leader) {
+                return leader;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("a Raft leader");
+    let follower = nodes
+        .iter()
+        .find(|n| n.id().get() != leader)
+        .expect("a follower");
+    let (follower_addr, follower_server, _) = serve(&dir, follower).await;
+    let mut admin = client(&dir, follower_addr, Some(Permission::Admin)).await;
+    let misdirected = admin
+        .add_voter(VoterChangeRequest { node: 4 })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        misdirected.code(),
+        Code::FailedPrecondition,
+        "{misdirected:?}"
+    );
+    assert!(
+        misdirected
+            .message()
+            .contains(&format!("ask node {leader}")),
+        "{misdirected:?}"
+    );
+    let zero = admin
+        .remove_voter(VoterChangeRequest { node: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(zero.code(), Code::InvalidArgument, "{zero:?}");
+    let leading = nodes.iter().find(|n| n.id().get() == leader).unwrap();
+    let (leader_addr, leader_server, _) = serve(&dir, leading).await;
+    let mut admin = client(&dir, leader_addr, Some(Permission::Admin)).await;
+    let stranger = admin
+        .add_voter(VoterChangeRequest { node: 9 })
+        .await
+        .unwrap_err();
+    assert_eq!(stranger.code(), Code::FailedPrecondition, "{stranger:?}");
+    assert!(
+        stranger.message().contains("not an alive member"),
+        "{stranger:?}"
+    );
+    // With all three alive, removing a follower keeps a quorum of the two left.
+    let removed = admin
+        .remove_voter(VoterChangeRequest {
+            node: follower.id().get(),
+        })
+        .await
+        .expect("RemoveVoter")
+        .into_inner();
+    let mut left: Vec<u64> = (1..=3).filter(|v| *v != follower.id().get()).collect();
+    left.sort_unstable();
+    assert_eq!(removed.leader, leader);
+    assert_eq!(removed.voters, [1, 2, 3]);
+    assert_eq!(removed.proposed, left);
+    let applied = eventually(LIMIT, || async {
+        let view = leading.handle().leadership().await.ok().flatten();
+        view.and_then(|v| v.raft).is_some_and(|r| r.voters == left)
+    })
+    .await;
+    assert!(applied, "the leader applied voters {left:?}");
+
+    // Membership: a force-leave of itself, of a stranger, of a live member; a bad seed; then a
+    // member leaves for real and the others see it left.
+    let own = admin
+        .force_leave(ForceLeaveRequest { node: leader })
+        .await
+        .unwrap_err();
+    assert_eq!(own.code(), Code::InvalidArgument, "{own:?}");
+    let unknown = admin
+        .force_leave(ForceLeaveRequest { node: 99 })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    let alive = admin
+        .force_leave(ForceLeaveRequest {
+            node: follower.id().get(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(alive.code(), Code::FailedPrecondition, "{alive:?}");
+    let seed = admin
+        .join(JoinRequest {
+            seeds: vec!["two@127.0.0.1:7001".to_owned()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(seed.code(), Code::InvalidArgument, "{seed:?}");
+    assert!(seed.message().contains("seeds[0]"), "{seed:?}");
+    let mut leaver = client(&dir, follower_addr, Some(Permission::Admin)).await;
+    let gone = leaver
+        .leave(LeaveRequest {})
+        .await
+        .expect("Leave")
+        .into_inner();
+    assert_eq!(gone.node, follower.id().get());
+    let seen_left = eventually(LIMIT, || async {
+        let s = leading.handle().snapshot().await.unwrap();
+        s.peers
+            .iter()
+            .any(|p| p.id == follower.id() && p.state == meshkit::membership::MemberState::Left)
+    })
+    .await;
+    assert!(seen_left, "the leader sees node {} left", follower.id());
+    let allowed = |p: &str| {
+        audited(&dir, p)
+            .into_iter()
+            .filter(|(outcome, _, _)| outcome == "allowed")
+            .map(|(_, _, grpc)| grpc)
+            .collect::<Vec<_>>()
+    };
+    let ok = eventually(LIMIT, || async {
+        // Two servers write the one file, each in its own order.
+        let mut removals = allowed(path::REMOVE_VOTER);
+        removals.sort_unstable();
+        removals == [Some(0), Some(3)]
+            && allowed(path::LEAVE) == [Some(0)]
+            && allowed(path::ACQUIRE_LEASE).len() == 3
+    })
+    .await;
+    assert!(
+        ok,
+        "allowed calls audited with their gRPC status: remove {:?}, leave {:?}, acquire {:?}",
+        allowed(path::REMOVE_VOTER),
+        allowed(path::LEAVE),
+        allowed(path::ACQUIRE_LEASE)
+    );
+
+    server.abort();
+    follower_server.abort();
+    leader_server.abort();
     for n in nodes {
         n.stop().await;
     }

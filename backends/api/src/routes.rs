@@ -47,6 +47,7 @@ const fn row(method: &'static str, path: &'static str, requires: Requirement) ->
 
 const OBSERVE: Requirement = Requirement::Permission(Permission::Observe);
 const OPERATE: Requirement = Requirement::Permission(Permission::Operate);
+const ADMIN: Requirement = Requirement::Permission(Permission::Admin);
 
 /// Which route needs which scope: the one place this is decided. Anything not listed needs
 /// [`UNLISTED_PERMISSION`] (chaos and configuration routes included).
@@ -71,31 +72,11 @@ pub const ROUTE_PERMISSIONS: &[RoutePermission] = &[
     row("POST", "/control/leases/acquire", OPERATE),
     row("POST", "/control/leases/renew", OPERATE),
     row("POST", "/control/leases/release", OPERATE),
-    row(
-        "POST",
-        "/control/join",
-        Requirement::Permission(Permission::Admin),
-    ),
-    row(
-        "POST",
-        "/control/leave",
-        Requirement::Permission(Permission::Admin),
-    ),
-    row(
-        "POST",
-        "/control/force-leave",
-        Requirement::Permission(Permission::Admin),
-    ),
-    row(
-        "POST",
-        "/control/voters/add",
-        Requirement::Permission(Permission::Admin),
-    ),
-    row(
-        "POST",
-        "/control/voters/remove",
-        Requirement::Permission(Permission::Admin),
-    ),
+    row("POST", "/control/join", ADMIN),
+    row("POST", "/control/leave", ADMIN),
+    row("POST", "/control/force-leave", ADMIN),
+    row("POST", "/control/voters/add", ADMIN),
+    row("POST", "/control/voters/remove", ADMIN),
     row("POST", grpc::LIST_PEERS, OBSERVE),
     row("POST", grpc::GET_LEADERS, OBSERVE),
     row("POST", grpc::WATCH_LEADERSHIP, OBSERVE),
@@ -109,6 +90,42 @@ pub const ROUTE_PERMISSIONS: &[RoutePermission] = &[
     row("POST", grpc::DRAIN, OPERATE),
     row("POST", grpc::RESUME, OPERATE),
     row("POST", grpc::REBALANCE, OPERATE),
+    // The gRPC twins of the HTTP routes above need what their twin needs.
+    row("POST", grpc::ACQUIRE_LEASE, OPERATE),
+    row("POST", grpc::RENEW_LEASE, OPERATE),
+    row("POST", grpc::RELEASE_LEASE, OPERATE),
+    row("POST", grpc::JOIN, ADMIN),
+    row("POST", grpc::LEAVE, ADMIN),
+    row("POST", grpc::FORCE_LEAVE, ADMIN),
+    row("POST", grpc::ADD_VOTER, ADMIN),
+    row("POST", grpc::REMOVE_VOTER, ADMIN),
+];
+
+/// Every gRPC method with an HTTP twin, and that twin (`method`, `path`): the two need the same
+/// scope, which a test holds [`ROUTE_PERMISSIONS`] to, so a credential cannot do over one
+/// protocol what the other refuses it.
+pub const GRPC_TWINS: &[(&str, &str, &str)] = &[
+    (grpc::LIST_PEERS, "GET", "/meshkit/peers"),
+    (grpc::GET_LEADERS, "GET", "/meshkit/leaders"),
+    (grpc::WATCH_LEADERSHIP, "GET", "/control/events/leadership"),
+    (grpc::LIST_SHARDS, "GET", "/meshkit/shards"),
+    (grpc::WATCH_SHARDS, "GET", "/control/events/shards"),
+    (grpc::LIST_CLUSTERS, "GET", "/meshkit/clusters"),
+    (grpc::LIST_VERSIONS, "GET", "/meshkit/versions"),
+    (grpc::HEALTH_CHECK, "GET", "/readyz"),
+    (grpc::HEALTH_WATCH, "GET", "/readyz"),
+    (grpc::TRANSFER_LEASE, "POST", "/control/leases/transfer"),
+    (grpc::DRAIN, "POST", "/control/drain"),
+    (grpc::RESUME, "POST", "/control/resume"),
+    (grpc::REBALANCE, "POST", "/control/rebalance"),
+    (grpc::ACQUIRE_LEASE, "POST", "/control/leases/acquire"),
+    (grpc::RENEW_LEASE, "POST", "/control/leases/renew"),
+    (grpc::RELEASE_LEASE, "POST", "/control/leases/release"),
+    (grpc::JOIN, "POST", "/control/join"),
+    (grpc::LEAVE, "POST", "/control/leave"),
+    (grpc::FORCE_LEAVE, "POST", "/control/force-leave"),
+    (grpc::ADD_VOTER, "POST", "/control/voters/add"),
+    (grpc::REMOVE_VOTER, "POST", "/control/voters/remove"),
 ];
 
 /// The scope of every route [`ROUTE_PERMISSIONS`] does not list.
@@ -171,5 +188,37 @@ mod tests {
         assert!(path_matches("/meshkit/shards/{id}", "/meshkit/shards/7"));
         assert!(!path_matches("/meshkit/shards/{id}", "/meshkit/shards/"));
         assert!(!path_matches("/meshkit/shards/{id}", "/meshkit/shards/7/x"));
+    }
+
+    /// Every gRPC method has its HTTP twin in [`GRPC_TWINS`], and both need the same scope.
+    #[test]
+    fn grpc_methods_need_what_their_http_twins_need() {
+        for method in grpc::ALL {
+            let Some((_, http_method, http_path)) =
+                GRPC_TWINS.iter().find(|(g, _, _)| *g == method)
+            else {
+                panic!("{method} has no HTTP twin in GRPC_TWINS");
+            };
+            let http_method: Method = http_method.parse().unwrap();
+            assert_eq!(
+                requirement(&Method::POST, method),
+                requirement(&http_method, http_path),
+                "{method} and {http_method} {http_path}"
+            );
+            assert!(
+                ROUTE_PERMISSIONS
+                    .iter()
+                    .any(|r| r.method == http_method.as_str() && r.path == *http_path),
+                "{http_method} {http_path} is a row of its own, not the unlisted default"
+            );
+        }
+        assert_eq!(
+            requirement(&Method::POST, grpc::FORCE_LEAVE),
+            Requirement::Permission(Permission::Admin)
+        );
+        assert_eq!(
+            requirement(&Method::POST, grpc::ACQUIRE_LEASE),
+            Requirement::Permission(Permission::Operate)
+        );
     }
 }

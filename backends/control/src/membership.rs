@@ -30,6 +30,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 use meshkit::NodeId;
 use meshkit::node::{VoterChange, VoterChangeError};
@@ -91,120 +92,188 @@ pub struct ForceLeaveResponse {
     pub state: String,
 }
 
-fn bad_request(message: String) -> Response {
-    (StatusCode::BAD_REQUEST, Json(ErrorBody { error: message })).into_response()
+/// Why a membership call (join, leave, force-leave, a voter change) was refused. The HTTP
+/// routes answer it with [`MembershipError::into_response`]; the gRPC methods with the status
+/// `grpc::CallError` gives it, so both protocols refuse the same requests for the same reasons.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum MembershipError {
+    /// 400, `INVALID_ARGUMENT`: a field the node cannot take; the message names it.
+    #[error("{0}")]
+    BadField(String),
+    /// 503, `UNAVAILABLE`: the node's driver has stopped.
+    #[error("driver stopped")]
+    Stopped,
+    /// 400, 404 or 409 (`INVALID_ARGUMENT`, `NOT_FOUND`, `FAILED_PRECONDITION`): the node
+    /// refused to force the member out (itself, unknown, not dead).
+    #[error(transparent)]
+    ForceLeave(ForceLeaveError),
+    /// 404, `NOT_FOUND`: the node runs no Raft voters (no `[leadership]`).
+    #[error("{0}")]
+    NoLeadership(String),
+    /// 409, `FAILED_PRECONDITION`: the leader refused the voter change (quorum, one already
+    /// pending, not a joining voter, not a voter); the message has the numbers.
+    #[error("{0}")]
+    VoterRefused(String),
+    /// 421, `FAILED_PRECONDITION`: this node does not lead; ask the node named.
+    #[error("{}", redirect_message(.0))]
+    NotLeader(VoterRedirect),
+    /// 500, `INTERNAL`: a failure the runtime gained after this code was written.
+    #[error("{0}")]
+    Other(String),
 }
 
-fn stopped() -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(ErrorBody {
-            error: "driver stopped".to_owned(),
+/// A redirect in words, for a protocol without a body to carry it (gRPC).
+fn redirect_message(r: &VoterRedirect) -> String {
+    match (r.leader, &r.leader_control) {
+        (Some(leader), Some(control)) => {
+            format!("{}; ask node {leader} at {control}", r.error)
+        }
+        (Some(leader), None) => format!("{}; ask node {leader}", r.error),
+        (None, _) if !r.voters_control.is_empty() => format!(
+            "{}; ask one of the voters at {}",
+            r.error,
+            r.voters_control.join(", ")
+        ),
+        (None, _) => r.error.clone(),
+    }
+}
+
+impl MembershipError {
+    /// The HTTP status it is answered with.
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            Self::BadField(_) => StatusCode::BAD_REQUEST,
+            Self::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ForceLeave(ForceLeaveError::OwnNode { .. }) => StatusCode::BAD_REQUEST,
+            Self::ForceLeave(ForceLeaveError::UnknownMember { .. }) | Self::NoLeadership(_) => {
+                StatusCode::NOT_FOUND
+            }
+            // `NotDead`, and any later refusal: the request conflicts with this node's view.
+            Self::ForceLeave(_) | Self::VoterRefused(_) => StatusCode::CONFLICT,
+            Self::NotLeader(_) => StatusCode::MISDIRECTED_REQUEST,
+            Self::Other(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for MembershipError {
+    fn into_response(self) -> Response {
+        let status = self.http_status();
+        match self {
+            Self::NotLeader(redirect) => (status, Json(redirect)).into_response(),
+            other => (
+                status,
+                Json(ErrorBody {
+                    error: other.to_string(),
+                }),
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// A membership call's answer as JSON, or its refusal.
+fn answer<T: Serialize>(outcome: Result<T, MembershipError>) -> Response {
+    match outcome {
+        Ok(body) => Json(body).into_response(),
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// Has `node` join the mesh through `seeds` (`id@ip:port` each, 1 to [`MAX_JOIN_SEEDS`]).
+pub async fn join_through(
+    node: &NodeHandle,
+    seeds: Vec<String>,
+) -> Result<JoinResponse, MembershipError> {
+    if seeds.is_empty() || seeds.len() > MAX_JOIN_SEEDS {
+        return Err(MembershipError::BadField(format!(
+            "field `seeds`: give 1 to {MAX_JOIN_SEEDS} seeds, such as \"1@10.0.0.1:7001\""
+        )));
+    }
+    let mut parsed = Vec::with_capacity(seeds.len());
+    for (i, text) in seeds.iter().enumerate() {
+        match meshkit_runtime::driver::SeedPeer::parse(text) {
+            Some(seed) if seed.id.get() != 0 => parsed.push(seed),
+            _ => {
+                return Err(MembershipError::BadField(format!(
+                    "field `seeds[{i}]` = {text:?}: expected id@ip:port (the member's gossip \
+                     address), such as 1@10.0.0.1:7001"
+                )));
+            }
+        }
+    }
+    node.join(parsed)
+        .await
+        .map_err(|_| MembershipError::Stopped)?;
+    Ok(JoinResponse {
+        node: node.id().get(),
+        seeds,
+    })
+}
+
+/// Has `node` release its leases and leave the mesh.
+pub async fn leave_mesh(node: &NodeHandle) -> Result<LeaveResponse, MembershipError> {
+    let released = match node.drain().await {
+        Ok(released) => released.iter().map(ToString::to_string).collect(),
+        Err(LeadershipError::Disabled) => Vec::new(),
+        Err(LeadershipError::Stopped(_)) => return Err(MembershipError::Stopped),
+        Err(error) => {
+            tracing::warn!(%error, "leases not released before the leave");
+            Vec::new()
+        }
+    };
+    node.leave().await.map_err(|_| MembershipError::Stopped)?;
+    tracing::info!(
+        ?released,
+        "leaving the mesh (asked through the control API)"
+    );
+    Ok(LeaveResponse {
+        node: node.id().get(),
+        released,
+    })
+}
+
+/// Has `node` move `member`, which it holds dead, to `left` in its own view.
+pub async fn force_leave_member(
+    node: &NodeHandle,
+    member: u64,
+) -> Result<ForceLeaveResponse, MembershipError> {
+    if member == 0 {
+        return Err(MembershipError::BadField(
+            "field `node`: node ids start at 1".to_owned(),
+        ));
+    }
+    match node.force_leave(NodeId::new(member)).await {
+        Ok(outcome) => Ok(ForceLeaveResponse {
+            node: node.id().get(),
+            member,
+            changed: matches!(outcome, ForceLeave::Left { .. }),
+            state: MemberState::Left.to_string(),
         }),
-    )
-        .into_response()
+        Err(ForceLeaveFailed::Stopped(_)) => Err(MembershipError::Stopped),
+        Err(ForceLeaveFailed::Refused(e)) => Err(MembershipError::ForceLeave(e)),
+        // A failure added to the runtime after this code: nothing more specific to say.
+        Err(e) => Err(MembershipError::Other(e.to_string())),
+    }
 }
 
 pub(super) async fn join(
     State(node): State<NodeHandle>,
     Json(request): Json<JoinRequest>,
 ) -> Response {
-    if request.seeds.is_empty() || request.seeds.len() > MAX_JOIN_SEEDS {
-        return bad_request(format!(
-            "field `seeds`: give 1 to {MAX_JOIN_SEEDS} seeds, such as \"1@10.0.0.1:7001\""
-        ));
-    }
-    let mut seeds = Vec::with_capacity(request.seeds.len());
-    for (i, text) in request.seeds.iter().enumerate() {
-        match meshkit_runtime::driver::SeedPeer::parse(text) {
-            Some(seed) if seed.id.get() != 0 => seeds.push(seed),
-            _ => {
-                return bad_request(format!(
-                    "field `seeds[{i}]` = {text:?}: expected id@ip:port (the member's gossip \
-                     address), such as 1@10.0.0.1:7001"
-                ));
-            }
-        }
-    }
-    match node.join(seeds).await {
-        Ok(()) => Json(JoinResponse {
-            node: node.id().get(),
-            seeds: request.seeds,
-        })
-        .into_response(),
-        Err(_) => stopped(),
-    }
+    answer(join_through(&node, request.seeds).await)
 }
 
 pub(super) async fn leave(State(node): State<NodeHandle>) -> Response {
-    let released = match node.drain().await {
-        Ok(released) => released.iter().map(ToString::to_string).collect(),
-        Err(LeadershipError::Disabled) => Vec::new(),
-        Err(LeadershipError::Stopped(_)) => return stopped(),
-        Err(error) => {
-            tracing::warn!(%error, "leases not released before the leave");
-            Vec::new()
-        }
-    };
-    match node.leave().await {
-        Ok(()) => {
-            tracing::info!(
-                ?released,
-                "leaving the mesh (asked through the control API)"
-            );
-            Json(LeaveResponse {
-                node: node.id().get(),
-                released,
-            })
-            .into_response()
-        }
-        Err(_) => stopped(),
-    }
+    answer(leave_mesh(&node).await)
 }
 
 pub(super) async fn force_leave(
     State(node): State<NodeHandle>,
     Json(request): Json<ForceLeaveRequest>,
 ) -> Response {
-    if request.node == 0 {
-        return bad_request("field `node`: node ids start at 1".to_owned());
-    }
-    let refused = match node.force_leave(NodeId::new(request.node)).await {
-        Ok(outcome) => {
-            return Json(ForceLeaveResponse {
-                node: node.id().get(),
-                member: request.node,
-                changed: matches!(outcome, ForceLeave::Left { .. }),
-                state: MemberState::Left.to_string(),
-            })
-            .into_response();
-        }
-        Err(ForceLeaveFailed::Stopped(_)) => return stopped(),
-        Err(ForceLeaveFailed::Refused(e)) => e,
-        // A failure added to the runtime after this handler: nothing more specific to say.
-        Err(e) => {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Json(ErrorBody {
-                    error: e.to_string(),
-                }),
-            )
-                .into_response();
-        }
-    };
-    let status = match refused {
-        ForceLeaveError::OwnNode { .. } => StatusCode::BAD_REQUEST,
-        ForceLeaveError::UnknownMember { .. } => StatusCode::NOT_FOUND,
-        // `NotDead`, and any later refusal: the request conflicts with this node's view.
-        _ => StatusCode::CONFLICT,
-    };
-    (
-        status,
-        Json(ErrorBody {
-            error: refused.to_string(),
-        }),
-    )
-        .into_response()
+    answer(force_leave_member(&node, request.node).await)
 }
 
 /// The body of `POST /control/voters/add` and `POST /control/voters/remove`.
@@ -250,68 +319,75 @@ pub(super) async fn voters_add(
     State(node): State<NodeHandle>,
     Json(request): Json<VoterRequest>,
 ) -> Response {
-    change_voters(&node, request, VoterChange::Add).await
+    voter_answer(change_voters(&node, request.node, VoterChange::Add).await)
 }
 
 pub(super) async fn voters_remove(
     State(node): State<NodeHandle>,
     Json(request): Json<VoterRequest>,
 ) -> Response {
-    change_voters(&node, request, VoterChange::Remove).await
+    voter_answer(change_voters(&node, request.node, VoterChange::Remove).await)
 }
 
-async fn change_voters(
-    node: &NodeHandle,
-    request: VoterRequest,
-    make: fn(NodeId) -> VoterChange,
-) -> Response {
-    if request.node == 0 {
-        return bad_request("field `node`: a node id (1 or more)".to_owned());
+/// 202 once proposed (applied later), or the refusal.
+fn voter_answer(outcome: Result<VoterChangeResponse, MembershipError>) -> Response {
+    match outcome {
+        Ok(proposed) => (StatusCode::ACCEPTED, Json(proposed)).into_response(),
+        Err(refused) => refused.into_response(),
     }
-    let change = make(NodeId::new(request.node));
+}
+
+/// Has `node`, if it is the Raft leader, propose the change `make(member)`.
+pub async fn change_voters(
+    node: &NodeHandle,
+    member: u64,
+    make: fn(NodeId) -> VoterChange,
+) -> Result<VoterChangeResponse, MembershipError> {
+    if member == 0 {
+        return Err(MembershipError::BadField(
+            "field `node`: a node id (1 or more)".to_owned(),
+        ));
+    }
+    let change = make(NodeId::new(member));
     let refused = match node.change_voters(change).await {
         Ok(p) => {
             let ids = |v: &[NodeId]| v.iter().map(|n| n.get()).collect();
-            return (
-                StatusCode::ACCEPTED,
-                Json(VoterChangeResponse {
-                    change: match change {
-                        VoterChange::Add(_) => "add",
-                        VoterChange::Remove(_) => "remove",
-                    }
-                    .to_owned(),
-                    node: request.node,
-                    leader: p.leader.get(),
-                    voters: ids(&p.voters),
-                    proposed: ids(&p.proposed),
-                }),
-            )
-                .into_response();
+            return Ok(VoterChangeResponse {
+                change: match change {
+                    VoterChange::Add(_) => "add",
+                    VoterChange::Remove(_) => "remove",
+                }
+                .to_owned(),
+                node: member,
+                leader: p.leader.get(),
+                voters: ids(&p.voters),
+                proposed: ids(&p.proposed),
+            });
         }
         Err(error) => error,
     };
     let message = refused.to_string();
-    let status = match &refused {
-        VotersError::Disabled => StatusCode::NOT_FOUND,
-        VotersError::Stopped(_) => return stopped(),
+    let error = match &refused {
+        VotersError::Disabled => MembershipError::NoLeadership(message),
+        VotersError::Stopped(_) => return Err(MembershipError::Stopped),
         VotersError::Change(
             VoterChangeError::NotLeader { leader }
             | VoterChangeError::LeaderMoving { to: leader, .. },
-        ) => return redirect(node, message, *leader).await,
+        ) => return Err(redirect(node, message, *leader).await),
         VotersError::Change(VoterChangeError::NoVoter) => {
-            return redirect(node, message, None).await;
+            return Err(redirect(node, message, None).await);
         }
-        _ => StatusCode::CONFLICT,
+        _ => MembershipError::VoterRefused(message),
     };
-    tracing::info!(%change, reason = %message, "voter change refused");
-    (status, Json(ErrorBody { error: message })).into_response()
+    tracing::info!(%change, reason = %error, "voter change refused");
+    Err(error)
 }
 
-/// 421: where to ask instead. The leader's control address comes from its metadata; with no
-/// leader known, the control addresses of the voters this node knows of.
-async fn redirect(node: &NodeHandle, error: String, leader: Option<NodeId>) -> Response {
+/// Where to ask instead. The leader's control address comes from its metadata; with no leader
+/// known, the control addresses of the voters this node knows of.
+async fn redirect(node: &NodeHandle, error: String, leader: Option<NodeId>) -> MembershipError {
     let Ok(snapshot) = node.snapshot().await else {
-        return stopped();
+        return MembershipError::Stopped;
     };
     let control = |id: NodeId| {
         snapshot
@@ -329,14 +405,10 @@ async fn redirect(node: &NodeHandle, error: String, leader: Option<NodeId>) -> R
         }
         _ => Vec::new(),
     };
-    (
-        StatusCode::MISDIRECTED_REQUEST,
-        Json(VoterRedirect {
-            error,
-            leader: leader.map(NodeId::get),
-            leader_control: leader.and_then(control),
-            voters_control,
-        }),
-    )
-        .into_response()
+    MembershipError::NotLeader(VoterRedirect {
+        error,
+        leader: leader.map(NodeId::get),
+        leader_control: leader.and_then(control),
+        voters_control,
+    })
 }

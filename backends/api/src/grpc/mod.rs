@@ -56,6 +56,22 @@ pub mod path {
     pub const LIST_CLUSTERS: &str = "/meshkit.control.v1.Control/ListClusters";
     /// `ListVersions`.
     pub const LIST_VERSIONS: &str = "/meshkit.control.v1.Control/ListVersions";
+    /// `AcquireLease`.
+    pub const ACQUIRE_LEASE: &str = "/meshkit.control.v1.Control/AcquireLease";
+    /// `RenewLease`.
+    pub const RENEW_LEASE: &str = "/meshkit.control.v1.Control/RenewLease";
+    /// `ReleaseLease`.
+    pub const RELEASE_LEASE: &str = "/meshkit.control.v1.Control/ReleaseLease";
+    /// `Join`.
+    pub const JOIN: &str = "/meshkit.control.v1.Control/Join";
+    /// `Leave`.
+    pub const LEAVE: &str = "/meshkit.control.v1.Control/Leave";
+    /// `ForceLeave`.
+    pub const FORCE_LEAVE: &str = "/meshkit.control.v1.Control/ForceLeave";
+    /// `AddVoter`.
+    pub const ADD_VOTER: &str = "/meshkit.control.v1.Control/AddVoter";
+    /// `RemoveVoter`.
+    pub const REMOVE_VOTER: &str = "/meshkit.control.v1.Control/RemoveVoter";
     /// `grpc.health.v1.Health/Check`.
     pub const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
     /// `grpc.health.v1.Health/Watch`.
@@ -63,7 +79,7 @@ pub mod path {
 
     /// Every method the service answers (the others get `UNIMPLEMENTED`); each has its row in
     /// [`crate::routes::ROUTE_PERMISSIONS`].
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 21] = [
         LIST_PEERS,
         GET_LEADERS,
         TRANSFER_LEASE,
@@ -75,6 +91,14 @@ pub mod path {
         WATCH_SHARDS,
         LIST_CLUSTERS,
         LIST_VERSIONS,
+        ACQUIRE_LEASE,
+        RENEW_LEASE,
+        RELEASE_LEASE,
+        JOIN,
+        LEAVE,
+        FORCE_LEAVE,
+        ADD_VOTER,
+        REMOVE_VOTER,
         HEALTH_CHECK,
         HEALTH_WATCH,
     ];

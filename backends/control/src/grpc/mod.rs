@@ -9,7 +9,9 @@
 //! The service rides on the control port: [`routes`] is merged into
 //! [`control::router`](crate::router), inside its authorization layer, so every method
 //! is a row of [`control::meshkit_api::routes::ROUTE_PERMISSIONS`](meshkit_api::routes::ROUTE_PERMISSIONS) (reads need
-//! `mesh.observe`; `TransferLease`, `Drain`, `Resume` and `Rebalance` need `mesh.operate`). The
+//! `mesh.observe`; `TransferLease`, `Drain`, `Resume`, `Rebalance` and the lock-session methods
+//! need `mesh.operate`; `Join`, `Leave`, `ForceLeave`, `AddVoter` and `RemoveVoter` need
+//! `mesh.admin`, as their HTTP twins do). The
 //! layer answers a refused gRPC call in HTTP (401, 403); [`http_errors_as_status`] turns such
 //! answers into gRPC statuses (`UNAUTHENTICATED`, `PERMISSION_DENIED`) that clients can read.
 //! gRPC needs HTTP/2; tonic has no HTTP/3, so the h3 listener does not carry it.
@@ -26,6 +28,9 @@
 //! | `WatchShards` | `WatchLeadership` narrowed to `shard/...` scopes | as `WatchLeadership` |
 //! | `ListClusters` | the declared clusters, as `GET /meshkit/clusters` | `UNAVAILABLE` |
 //! | `ListVersions` | the versions present, as `GET /meshkit/versions` | `UNAVAILABLE` |
+//! | `AcquireLease`, `RenewLease`, `ReleaseLease` | a lock session's lease, as `POST /control/leases/{acquire,renew,release}` | see [`CallError`] (`ABORTED`: held by another) |
+//! | `Join`, `Leave`, `ForceLeave` | as `POST /control/{join,leave,force-leave}` | see [`CallError::Membership`] |
+//! | `AddVoter`, `RemoveVoter` | the proposed voter change, as `POST /control/voters/{add,remove}` | `FAILED_PRECONDITION` (refused, or not the leader: the message names it) |
 //!
 //! Readiness (`GET /readyz`) is the standard `grpc.health.v1.Health` service ([`health`]),
 //! open like `/readyz`, so Kubernetes gRPC probes and `grpc_health_probe` work unchanged.
@@ -45,17 +50,20 @@ use axum::Router;
 use axum::body::Body;
 use futures_util::stream::{self, Stream, StreamExt};
 use meshkit::NodeId;
-use meshkit::lease::Scope;
+use meshkit::lease::{FencingToken, Scope};
+use meshkit::node::VoterChange;
 use tokio::sync::broadcast;
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
 use self::proto::{
-    DrainRequest, DrainResponse, GetLeadersRequest, GetLeadersResponse, LeadershipChange,
-    LeadershipEvent, ListClustersRequest, ListClustersResponse, ListPeersRequest,
-    ListPeersResponse, ListShardsRequest, ListShardsResponse, ListVersionsRequest,
-    ListVersionsResponse, Peer, PeerState, PlannedMove, RebalanceRequest, RebalanceResponse,
-    ResumeRequest, ResumeResponse, TransferLeaseRequest, TransferLeaseResponse,
+    AcquireLeaseRequest, DrainRequest, DrainResponse, ForceLeaveRequest, ForceLeaveResponse,
+    GetLeadersRequest, GetLeadersResponse, JoinRequest, JoinResponse, LeadershipChange,
+    LeadershipEvent, LeaseSession, LeaseSessionRequest, LeaveRequest, LeaveResponse,
+    ListClustersRequest, ListClustersResponse, ListPeersRequest, ListPeersResponse,
+    ListShardsRequest, ListShardsResponse, ListVersionsRequest, ListVersionsResponse, Peer,
+    PeerState, PlannedMove, RebalanceRequest, RebalanceResponse, ResumeRequest, ResumeResponse,
+    TransferLeaseRequest, TransferLeaseResponse, VoterChangeRequest, VoterChangeResponse,
     WatchLeadershipRequest,
 };
 use self::server::control_server::{Control, ControlServer};
@@ -63,6 +71,7 @@ use self::server::health_server::HealthServer;
 pub use self::status::{CallError, MAX_ERROR_BODY_BYTES, http_errors_as_status};
 use crate::PeersResponse;
 use crate::leadership::ShardsResponse;
+use crate::membership;
 use crate::views::{ClustersResponse, MAX_PAGE, PeersQuery, VersionCount, VersionsResponse};
 use meshkit_runtime::driver::{LeadershipError, NodeHandle, Snapshot};
 use meshkit_runtime::lease_host::{Change, FeedEntry, LeadershipView};
@@ -243,6 +252,133 @@ impl Control for Methods {
     ) -> Result<Response<ListVersionsResponse>, Status> {
         reply(path::LIST_VERSIONS, list_versions(self.node.clone()).await)
     }
+
+    async fn acquire_lease(
+        &self,
+        request: Request<AcquireLeaseRequest>,
+    ) -> Result<Response<LeaseSession>, Status> {
+        let request = request.into_inner();
+        let answer = async {
+            let scope = parse_scope(&request.scope)?;
+            let ttl = std::time::Duration::from_millis(request.ttl_ms);
+            let token = self.node.acquire_new(scope, ttl).await?;
+            Ok(self.session(request.scope, token))
+        };
+        reply(path::ACQUIRE_LEASE, answer.await)
+    }
+
+    async fn renew_lease(
+        &self,
+        request: Request<LeaseSessionRequest>,
+    ) -> Result<Response<LeaseSession>, Status> {
+        let request = request.into_inner();
+        let answer = async {
+            let scope = parse_scope(&request.scope)?;
+            let token = FencingToken::new(request.token);
+            let token = self.node.renew_held(scope, token).await?;
+            Ok(self.session(request.scope, token))
+        };
+        reply(path::RENEW_LEASE, answer.await)
+    }
+
+    async fn release_lease(
+        &self,
+        request: Request<LeaseSessionRequest>,
+    ) -> Result<Response<LeaseSession>, Status> {
+        let request = request.into_inner();
+        let answer = async {
+            let scope = parse_scope(&request.scope)?;
+            let token = FencingToken::new(request.token);
+            let token = self.node.release_held(scope, token).await?;
+            Ok(self.session(request.scope, token))
+        };
+        reply(path::RELEASE_LEASE, answer.await)
+    }
+
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let answer = membership::join_through(&self.node, request.into_inner().seeds)
+            .await
+            .map(|j| JoinResponse {
+                node: j.node,
+                seeds: j.seeds,
+            });
+        reply(path::JOIN, answer.map_err(CallError::from))
+    }
+
+    async fn leave(&self, _: Request<LeaveRequest>) -> Result<Response<LeaveResponse>, Status> {
+        let answer = membership::leave_mesh(&self.node)
+            .await
+            .map(|l| LeaveResponse {
+                node: l.node,
+                released: l.released,
+            });
+        reply(path::LEAVE, answer.map_err(CallError::from))
+    }
+
+    async fn force_leave(
+        &self,
+        request: Request<ForceLeaveRequest>,
+    ) -> Result<Response<ForceLeaveResponse>, Status> {
+        let answer = membership::force_leave_member(&self.node, request.into_inner().node)
+            .await
+            .map(|f| ForceLeaveResponse {
+                node: f.node,
+                member: f.member,
+                changed: f.changed,
+            });
+        reply(path::FORCE_LEAVE, answer.map_err(CallError::from))
+    }
+
+    async fn add_voter(
+        &self,
+        request: Request<VoterChangeRequest>,
+    ) -> Result<Response<VoterChangeResponse>, Status> {
+        let answer = change_voters(&self.node, request.into_inner(), VoterChange::Add).await;
+        reply(path::ADD_VOTER, answer)
+    }
+
+    async fn remove_voter(
+        &self,
+        request: Request<VoterChangeRequest>,
+    ) -> Result<Response<VoterChangeResponse>, Status> {
+        let answer = change_voters(&self.node, request.into_inner(), VoterChange::Remove).await;
+        reply(path::REMOVE_VOTER, answer)
+    }
+}
+
+impl Methods {
+    /// A lock session's lease as this node holds (or held) it.
+    fn session(&self, scope: String, token: FencingToken) -> LeaseSession {
+        LeaseSession {
+            scope,
+            holder: self.node.id().get(),
+            token: token.get(),
+        }
+    }
+}
+
+/// The request's `scope` field as a scope, or `INVALID_ARGUMENT` naming the field.
+fn parse_scope(text: &str) -> Result<Scope, CallError> {
+    Scope::new(text).map_err(|source| CallError::InvalidScope {
+        value: text.to_owned(),
+        source,
+    })
+}
+
+async fn change_voters(
+    node: &NodeHandle,
+    request: VoterChangeRequest,
+    make: fn(NodeId) -> VoterChange,
+) -> Result<VoterChangeResponse, CallError> {
+    let proposed = membership::change_voters(node, request.node, make)
+        .await
+        .map_err(CallError::Membership)?;
+    Ok(VoterChangeResponse {
+        node: proposed.node,
+        leader: proposed.leader,
+        voters: proposed.voters,
+        proposed: proposed.proposed,
+    })
 }
 
 fn all_entries(_: &FeedEntry) -> bool {
@@ -335,10 +471,7 @@ async fn transfer_lease(
     node: NodeHandle,
     request: TransferLeaseRequest,
 ) -> Result<TransferLeaseResponse, CallError> {
-    let scope = Scope::new(&request.scope).map_err(|source| CallError::InvalidScope {
-        value: request.scope.clone(),
-        source,
-    })?;
+    let scope = parse_scope(&request.scope)?;
     if request.to == 0 {
         return Err(CallError::ZeroTarget);
     }

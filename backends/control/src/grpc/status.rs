@@ -6,11 +6,13 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use meshkit::lease::{LeaseError, ScopeError};
+use meshkit::membership::ForceLeaveError;
 use meshkit::node::CommandError;
 use meshkit_api::grpc::is_grpc;
 use thiserror::Error;
 use tonic::{Code, Status};
 
+use crate::membership::MembershipError;
 use meshkit_runtime::driver::{DriverStopped, LeadershipError};
 
 /// The most of an HTTP error body read to build a gRPC message from it, in bytes.
@@ -77,6 +79,17 @@ pub enum CallError {
     /// * `RESOURCE_EXHAUSTED`: the lease table is full.
     #[error(transparent)]
     Leadership(#[from] LeadershipError),
+    /// A membership call refused, as its HTTP twin refuses it; the code depends on the variant:
+    ///
+    /// * `INVALID_ARGUMENT`: a field the node cannot take, or a force-leave of the node itself;
+    /// * `NOT_FOUND`: a force-leave of a member the node does not know; a voter change on a node
+    ///   without `[leadership]`;
+    /// * `FAILED_PRECONDITION`: a force-leave of a member not held dead (it may still answer);
+    ///   a voter change the leader refused (quorum, one pending, not a joining voter), or asked
+    ///   of a node that does not lead (the message names the leader and its control address);
+    /// * `UNAVAILABLE`: the driver has stopped.
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
 }
 
 impl From<DriverStopped> for CallError {
@@ -96,6 +109,20 @@ impl CallError {
             Self::UnknownService(_) => Code::NotFound,
             Self::ForeignFeed { .. } => Code::OutOfRange,
             Self::Lagged { .. } => Code::ResourceExhausted,
+            Self::Membership(e) => match e {
+                MembershipError::BadField(_)
+                | MembershipError::ForceLeave(ForceLeaveError::OwnNode { .. }) => {
+                    Code::InvalidArgument
+                }
+                MembershipError::ForceLeave(ForceLeaveError::UnknownMember { .. })
+                | MembershipError::NoLeadership(_) => Code::NotFound,
+                MembershipError::Stopped => Code::Unavailable,
+                MembershipError::ForceLeave(_)
+                | MembershipError::VoterRefused(_)
+                | MembershipError::NotLeader(_) => Code::FailedPrecondition,
+                // A refusal added after this mapping: the call failed, nothing more to say.
+                _ => Code::Internal,
+            },
             Self::Leadership(e) => match e {
                 LeadershipError::Disabled => Code::NotFound,
                 LeadershipError::Gap(_) => Code::OutOfRange,
