@@ -2206,6 +2206,27 @@ mod tests {
         assert!(shown.contains("hint: "), "{shown}");
     }
 
+    /// A `[shards]` namespace that no lease scope could hold is refused at its key, not run
+    /// with shards nobody can lease.
+    #[test]
+    fn a_shard_namespace_outside_the_scope_grammar_is_refused_at_its_key() {
+        let shards = |namespace: &str| {
+            format!(
+                "{MINIMAL}[leases]\nvoters = 3\n[shards]\ncount = 4\nnamespace = \"{namespace}\"\n"
+            )
+        };
+        assert!(Scenario::parse(&shards("orders-1"), "s.toml").is_ok());
+        for bad in ["-orders", "or.ders", ""] {
+            let e = Scenario::parse(&shards(bad), "s.toml").unwrap_err();
+            assert_eq!(e.line, 10, "{e}");
+            assert!(
+                e.message
+                    .starts_with(&format!("namespace {bad:?}: shard namespace")),
+                "{e}"
+            );
+        }
+    }
+
     #[test]
     fn bad_duration_names_file_line_and_hint() {
         let text = "name = \"t\"\n[topology]\nnodes = 10\n[run]\nduration = \"10 parsecs\"\n";

@@ -874,6 +874,14 @@ mod tests {
             err(&format!("{lead}[shards]\nnamespaces = {{ Orders = 4 }}\n"))
                 .starts_with("key shards.namespaces.Orders: ")
         );
+        // A namespace the lease scope grammar refuses (its shards could never be leased).
+        let dash = err(&format!(
+            "{lead}[shards]\nnamespaces = {{ \"-orders\" = 4 }}\n"
+        ));
+        assert!(
+            dash.starts_with("key shards.namespaces.-orders: ") && dash.contains("must start"),
+            "{dash}"
+        );
         assert!(
             err(&format!(
                 "{lead}[shards]\nnamespaces = {{ o = 4 }}\ntolerance_percent = 0\n"

@@ -97,6 +97,7 @@ pub use self::group::{
 };
 pub use self::ids::{EventSeq, FencingToken, RequestId, Term};
 pub use self::scope::{MAX_SCOPE_BYTES, MAX_SEGMENT_BYTES, Scope, ScopeError, ScopeKind};
+pub(crate) use self::scope::{SegmentFault, check_segment};
 pub use self::storage::{
     DURABLE_RECORD_VERSION, DurableWrite, MAX_DURABLE_RECORD_BYTES, MAX_ENTRIES_PER_RECORD,
 };

@@ -146,6 +146,62 @@ impl Scope {
     }
 }
 
+/// The punctuation a scope segment may hold after its first character.
+pub(crate) const SEGMENT_PUNCTUATION: &[char] = &['.', '_', '-'];
+
+/// Why a name breaks the segment rule of [`check_segment`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum SegmentFault {
+    /// No character at all.
+    Empty,
+    /// A character outside `a-z`, `0-9` and the punctuation allowed.
+    Char {
+        /// The first character refused.
+        found: char,
+        /// Its position, counted in characters from 0.
+        position: usize,
+    },
+    /// Allowed punctuation as the first character.
+    Start {
+        /// The character.
+        found: char,
+    },
+    /// More than [`MAX_SEGMENT_BYTES`] characters (all ASCII by then, so bytes).
+    TooLong {
+        /// Its length.
+        len: usize,
+    },
+}
+
+/// The rule for one segment of a scope name: 1 to [`MAX_SEGMENT_BYTES`] characters of `a-z`,
+/// `0-9` and `punctuation` (a subset of [`SEGMENT_PUNCTUATION`]), the first a letter or digit.
+/// A shard's namespace is the middle segment of its scope, so [`ShardId`] checks its namespaces
+/// with this same function (with `-` alone as punctuation): every shard has a valid scope, and
+/// the two rules cannot drift apart. Faults are reported in this order: a character refused,
+/// punctuation first, too long.
+pub(crate) fn check_segment(segment: &str, punctuation: &[char]) -> Result<(), SegmentFault> {
+    debug_assert!(
+        punctuation.iter().all(|c| SEGMENT_PUNCTUATION.contains(c)),
+        "a segment rule wider than the scope grammar's"
+    );
+    if let Some((position, found)) = segment
+        .chars()
+        .enumerate()
+        .find(|&(_, c)| !(c.is_ascii_lowercase() || c.is_ascii_digit() || punctuation.contains(&c)))
+    {
+        return Err(SegmentFault::Char { found, position });
+    }
+    match segment.chars().next() {
+        None => return Err(SegmentFault::Empty),
+        Some(found) if punctuation.contains(&found) => return Err(SegmentFault::Start { found }),
+        Some(_) => {}
+    }
+    if segment.len() > MAX_SEGMENT_BYTES {
+        return Err(SegmentFault::TooLong { len: segment.len() });
+    }
+    Ok(())
+}
+
 fn check(name: &str) -> Result<(), ScopeError> {
     if name.is_empty() || name.len() > MAX_SCOPE_BYTES {
         return Err(ScopeError::Length {
@@ -156,14 +212,7 @@ fn check(name: &str) -> Result<(), ScopeError> {
     let mut segments = 0;
     for (i, segment) in name.split('/').enumerate() {
         segments += 1;
-        let bytes = segment.as_bytes();
-        let first_ok = bytes
-            .first()
-            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        let rest_ok = bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(b));
-        if !first_ok || !rest_ok || bytes.len() > MAX_SEGMENT_BYTES {
+        if check_segment(segment, SEGMENT_PUNCTUATION).is_err() {
             return Err(ScopeError::Segment { segment: i });
         }
     }

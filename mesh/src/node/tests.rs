@@ -613,7 +613,7 @@ mod shards {
             .stats()
             .instructions_ignored;
         assert_eq!(ignored, 1);
-        assert!(nodes[o].holds(now, &shard.scope().unwrap()).is_some());
+        assert!(nodes[o].holds(now, &shard.scope()).is_some());
         // Garbage on the shard channel is refused and counted.
         assert!(matches!(
             nodes[o].handle_datagram(now, id(1), &[Channel::Shard.byte(), 9]),

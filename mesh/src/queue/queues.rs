@@ -240,8 +240,7 @@ pub struct QueueContext<'a> {
 
 impl QueueContext<'_> {
     fn holds(&self, now: Instant, shard: &ShardId) -> Option<FencingToken> {
-        let scope = shard.scope().ok()?;
-        self.client?.holds(now, &scope)
+        self.client?.holds(now, &shard.scope())
     }
 
     fn is_up(&self, node: NodeId) -> bool {

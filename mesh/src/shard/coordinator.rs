@@ -199,10 +199,7 @@ impl Coordinator {
     pub fn resync(&mut self, table: &LeaseTable) {
         let shards: Vec<ShardId> = self.map.iter().map(|(s, _)| s.clone()).collect();
         for shard in shards {
-            let Ok(scope) = shard.scope() else {
-                continue;
-            };
-            match table.get(&scope) {
+            match table.get(&shard.scope()) {
                 Some(lease) => {
                     let _ = self.map.assign(&shard, lease.holder, lease.token.get());
                 }

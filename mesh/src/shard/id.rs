@@ -5,18 +5,27 @@ use core::str::FromStr;
 
 use thiserror::Error;
 
-use crate::lease::{Scope, ScopeError};
+use crate::lease::{MAX_SCOPE_BYTES, MAX_SEGMENT_BYTES, Scope, SegmentFault, check_segment};
 
-/// Longest namespace, in characters (all of them ASCII, so also in bytes).
-pub const MAX_NAMESPACE_CHARS: usize = 64;
+/// Longest namespace, in characters (all of them ASCII, so also in bytes): a namespace is a
+/// segment of its shards' lease scopes.
+pub const MAX_NAMESPACE_CHARS: usize = MAX_SEGMENT_BYTES;
+
+/// The punctuation a namespace may hold, after its first character (a scope segment may also
+/// hold `.` and `_`; namespaces keep to `-`).
+const NAMESPACE_PUNCTUATION: &[char] = &['-'];
 
 /// The form every scope name of a shard takes, quoted by the parse errors.
 const SCOPE_FORM: &str = "shard/{namespace}/{id}, with a namespace of 1-64 characters of \
-                          [a-z0-9-] and an id in decimal (0..=4294967295, no sign, no leading \
-                          zeros)";
+                          [a-z0-9-] starting with a letter or digit and an id in decimal \
+                          (0..=4294967295, no sign, no leading zeros)";
 
 /// The prefix of every shard scope in the lease table.
 const SCOPE_PREFIX: &str = "shard/";
+
+// The longest shard scope (the longest namespace, the largest id) is a valid scope.
+const _: () =
+    assert!(SCOPE_PREFIX.len() + MAX_NAMESPACE_CHARS + "/4294967295".len() <= MAX_SCOPE_BYTES);
 
 /// One shard: a namespace (a keyspace, a tenant, a table) and a number within it.
 ///
@@ -41,12 +50,15 @@ pub struct ShardId {
 }
 
 impl ShardId {
-    /// A shard of `namespace` (1 to [`MAX_NAMESPACE_CHARS`] characters of `[a-z0-9-]`).
+    /// A shard of `namespace`: 1 to [`MAX_NAMESPACE_CHARS`] characters of `[a-z0-9-]`, the first
+    /// a letter or digit (the lease scope grammar's rule for a segment, so every shard has a
+    /// scope).
     ///
     /// # Errors
     ///
-    /// [`ShardIdError::EmptyNamespace`], [`ShardIdError::InvalidNamespaceChar`] or
-    /// [`ShardIdError::NamespaceTooLong`]; a caller fault.
+    /// [`ShardIdError::EmptyNamespace`], [`ShardIdError::InvalidNamespaceChar`],
+    /// [`ShardIdError::InvalidNamespaceStart`] or [`ShardIdError::NamespaceTooLong`]; a caller
+    /// fault.
     pub fn new(namespace: &str, id: u32) -> Result<Self, ShardIdError> {
         check_namespace(namespace)?;
         Ok(Self {
@@ -66,14 +78,10 @@ impl ShardId {
     }
 
     /// The lease scope that owns this shard (the inverse of [`Scope::as_shard`]).
-    ///
-    /// # Errors
-    ///
-    /// [`ScopeError`] for a shard whose name is no valid scope: a namespace that starts with
-    /// `-` passes [`ShardId::new`] but not the scope grammar, so such a shard can never be
-    /// leased (callers skip it).
-    pub fn scope(&self) -> Result<Scope, ScopeError> {
-        Scope::new(&self.to_string())
+    pub fn scope(&self) -> Scope {
+        // A namespace passes the scope grammar's own segment rule (`check_namespace`) and the
+        // longest shard scope fits (the const assertion above), so every shard has a scope.
+        Scope::new(&self.to_string()).expect("a shard's name is a valid lease scope")
     }
 }
 
@@ -116,25 +124,20 @@ impl FromStr for ShardId {
     }
 }
 
+/// The one namespace rule, for [`ShardId::new`] and for parsing a scope name: the lease scope
+/// grammar's segment rule, with `-` as the only punctuation.
 fn check_namespace(namespace: &str) -> Result<(), ShardIdError> {
-    if namespace.is_empty() {
-        return Err(ShardIdError::EmptyNamespace);
-    }
-    if let Some((position, found)) = namespace
-        .chars()
-        .enumerate()
-        .find(|&(_, c)| !matches!(c, 'a'..='z' | '0'..='9' | '-'))
-    {
-        return Err(ShardIdError::InvalidNamespaceChar { found, position });
-    }
-    // Every character is ASCII from here on, so bytes count characters.
-    if namespace.len() > MAX_NAMESPACE_CHARS {
-        return Err(ShardIdError::NamespaceTooLong {
-            len_chars: namespace.len(),
+    check_segment(namespace, NAMESPACE_PUNCTUATION).map_err(|fault| match fault {
+        SegmentFault::Empty => ShardIdError::EmptyNamespace,
+        SegmentFault::Char { found, position } => {
+            ShardIdError::InvalidNamespaceChar { found, position }
+        }
+        SegmentFault::Start { found } => ShardIdError::InvalidNamespaceStart { found },
+        SegmentFault::TooLong { len } => ShardIdError::NamespaceTooLong {
+            len_chars: len,
             max_chars: MAX_NAMESPACE_CHARS,
-        });
-    }
-    Ok(())
+        },
+    })
 }
 
 /// Why a [`ShardId`] could not be built or parsed. Nothing is built; always a caller fault (or,
@@ -155,6 +158,12 @@ pub enum ShardIdError {
         found: char,
         /// Its position, counted in characters from 0.
         position: usize,
+    },
+    /// The namespace starts with `-` (a lease scope's segment starts with a letter or digit).
+    #[error("shard namespace starts with {found:?}: it must start with a letter (a-z) or a digit")]
+    InvalidNamespaceStart {
+        /// The first character.
+        found: char,
     },
     /// The namespace is longer than [`MAX_NAMESPACE_CHARS`].
     #[error("shard namespace is {len_chars} characters long: allowed 1..={max_chars}")]
@@ -224,6 +233,64 @@ mod tests {
                 max_chars: 64
             })
         );
+    }
+
+    /// A namespace may not start with `-`: the lease scope grammar refuses such a segment, so a
+    /// shard of it could never be leased. `ShardId` keeps to the scope's own segment rule.
+    #[test]
+    fn a_namespace_starting_with_a_dash_is_refused() {
+        for ns in ["-", "-orders", "--", "-0"] {
+            assert_eq!(
+                ShardId::new(ns, 1),
+                Err(ShardIdError::InvalidNamespaceStart { found: '-' }),
+                "{ns}"
+            );
+            assert_eq!(
+                format!("shard/{ns}/1").parse::<ShardId>(),
+                Err(ShardIdError::InvalidNamespaceStart { found: '-' }),
+                "{ns}"
+            );
+        }
+        for ns in ["orders-", "0-a", "a--b"] {
+            assert!(ShardId::new(ns, 1).is_ok(), "{ns}");
+        }
+        // A character refused anywhere is named first, even at the start.
+        assert_eq!(
+            ShardId::new(".a", 1),
+            Err(ShardIdError::InvalidNamespaceChar {
+                found: '.',
+                position: 0
+            })
+        );
+    }
+
+    proptest::proptest! {
+        /// Adversarial names (punctuation the scope grammar allows and namespaces do not,
+        /// separators, upper case, non-ASCII, lengths around the bound): a namespace is accepted
+        /// exactly when it is 1-64 characters of `[a-z0-9-]` starting with a letter or digit, and
+        /// every shard it makes has a lease scope that names that shard back.
+        #[test]
+        fn every_accepted_namespace_has_a_lease_scope(
+            ns in "[a-z0-9._/ Aé-]{0,3}[a-z0-9-]{0,62}[a-z0-9._-]{0,2}",
+            id in proptest::prelude::any::<u32>(),
+        ) {
+            let expected = !ns.is_empty()
+                && ns.len() <= MAX_NAMESPACE_CHARS
+                && !ns.starts_with('-')
+                && ns.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            let built = ShardId::new(&ns, id);
+            proptest::prop_assert_eq!(built.is_ok(), expected, "{:?}: {:?}", ns, built);
+            let scope = Scope::shard(&ns, &id.to_string());
+            if let Ok(shard) = built {
+                proptest::prop_assert_eq!(scope, Ok(shard.scope()));
+                proptest::prop_assert_eq!(shard.scope().as_shard(), Some(shard));
+            } else {
+                proptest::prop_assert!(
+                    scope.map_or(true, |s| s.as_shard().is_none()),
+                    "{:?} is refused as a namespace but names a shard's scope", ns
+                );
+            }
+        }
     }
 
     #[test]

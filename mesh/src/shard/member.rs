@@ -152,9 +152,7 @@ impl ShardMember {
         }
         self.coordinator = Some((instruction.term, sender));
         self.stats.instructions += 1;
-        let Ok(scope) = instruction.shard.scope() else {
-            return;
-        };
+        let scope = instruction.shard.scope();
         if instruction.from == Some(self.id) {
             if client.holds(now, &scope).is_some()
                 && instruction.to != self.id
@@ -214,9 +212,7 @@ impl ShardMember {
             .map(|(s, _)| s.clone())
             .collect();
         for shard in due {
-            let Ok(scope) = shard.scope() else {
-                continue;
-            };
+            let scope = shard.scope();
             if client.holds(now, &scope).is_none() {
                 self.renew_at.remove(&shard);
                 continue;
@@ -317,9 +313,7 @@ impl ShardMember {
             if self.asking.contains_key(&shard) {
                 continue;
             }
-            let Ok(scope) = shard.scope() else {
-                continue;
-            };
+            let scope = shard.scope();
             if client.holds(now, &scope).is_some() {
                 self.wants.remove(&shard);
                 continue;

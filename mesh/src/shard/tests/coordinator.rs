@@ -23,7 +23,7 @@ fn shard(id: u32) -> ShardId {
 }
 
 fn scope(id: u32) -> Scope {
-    shard(id).scope().expect("a shard's scope")
+    shard(id).scope()
 }
 
 fn at(ms: u64) -> Instant {
@@ -85,7 +85,7 @@ fn complete_all(c: &mut Coordinator, now: Instant, next_token: &mut u64) {
         c.handle_group_event(
             now,
             &GroupEvent::Granted {
-                scope: s.scope().unwrap(),
+                scope: s.scope(),
                 holder: to,
                 token: FencingToken::new(*next_token),
                 term: TERM,
@@ -225,7 +225,7 @@ fn stale_grants_are_refused_and_counted() {
     c.handle_group_event(
         at(3),
         &GroupEvent::Granted {
-            scope: shard(2).scope().unwrap(),
+            scope: shard(2).scope(),
             holder: node(2),
             token: FencingToken::new(51),
             term: TERM,
@@ -457,7 +457,7 @@ fn an_unforeseen_grant_is_planned_again() {
     c.handle_group_event(
         at(50),
         &GroupEvent::Granted {
-            scope: other.scope().unwrap(),
+            scope: other.scope(),
             holder: node(9),
             token: FencingToken::new(40),
             term: TERM,
@@ -466,7 +466,7 @@ fn an_unforeseen_grant_is_planned_again() {
     c.handle_group_event(
         at(60),
         &GroupEvent::Granted {
-            scope: first.scope().unwrap(),
+            scope: first.scope(),
             holder: node(1),
             token: FencingToken::new(41),
             term: TERM,
