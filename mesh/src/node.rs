@@ -498,10 +498,18 @@ impl Node {
         durable: Option<DurableState>,
     ) -> Self {
         let seed = child_seed(self.seed, VOTER_SEED_STREAM);
-        self.group = Some(match durable {
+        let joiner = match durable {
             Some(durable) => LeaseGroup::rejoin(config, self.id, durable, group, seed, now),
             None => LeaseGroup::join(config, self.id, group, seed, now),
-        });
+        };
+        if joiner.voters().next().is_none() {
+            // The value is at most MAX_VOTERS short ids: far below the metadata limits.
+            let accepts: Vec<String> = group.iter().map(|v| v.get().to_string()).collect();
+            let _ = self
+                .membership
+                .set_metadata(now, RAFT_JOIN_KEY, accepts.join(",").as_bytes());
+        }
+        self.group = Some(joiner);
         self.settle(now);
         self
     }
@@ -1264,6 +1272,7 @@ impl Node {
     /// takes the lease components' datagrams, and hands the self-addressed ones back, within
     /// [`MAX_SELF_DELIVERY_ROUNDS`].
     fn settle(&mut self, now: Instant) {
+        self.retire_raft_join(now);
         self.drain_membership_events(now);
         self.settle_leases(now);
         if self.queues.is_some() {
@@ -1277,6 +1286,11 @@ impl Node {
     /// reading along.
     fn drain_membership_events(&mut self, now: Instant) {
         while let Some(event) = self.membership.poll_event() {
+            if let membership::Event::MemberStateChanged { node, .. }
+            | membership::Event::MetadataChanged { node, .. } = event
+            {
+                self.note_joiner(node);
+            }
             if let membership::Event::MemberStateChanged { node, to, .. } = event {
                 let down = matches!(to, MemberState::Left | MemberState::Dead);
                 if down && let Some(campaign) = &mut self.campaign {
@@ -1288,6 +1302,42 @@ impl Node {
             }
             self.push_event(Event::Membership(event));
         }
+    }
+
+    /// A joining voter stops publishing [`RAFT_JOIN_KEY`] once a configuration that names it
+    /// applies: from then on it takes Raft messages from that configuration's voters.
+    fn retire_raft_join(&mut self, now: Instant) {
+        let configured = self
+            .group
+            .as_ref()
+            .is_some_and(|g| g.voters().any(|v| v == self.id));
+        let published = self
+            .membership
+            .metadata(self.id)
+            .is_some_and(|m| m.get(RAFT_JOIN_KEY).is_some());
+        if configured && published {
+            let _ = self.membership.delete_metadata(now, RAFT_JOIN_KEY);
+        }
+    }
+
+    /// Tells this node's voter what member `node` takes Raft messages from if it is a live
+    /// joining voter ([`RAFT_JOIN_KEY`] in its metadata), so that a leader it refuses hands
+    /// leadership on (see [`LeaseGroup::set_joiner_accepts`]).
+    fn note_joiner(&mut self, node: NodeId) {
+        let Some(group) = &mut self.group else {
+            return;
+        };
+        let alive = self
+            .membership
+            .member(node)
+            .is_some_and(|m| m.state == MemberState::Alive);
+        let accepts = self
+            .membership
+            .metadata(node)
+            .and_then(|m| m.get(RAFT_JOIN_KEY))
+            .filter(|_| alive)
+            .map(|value| parse_raft_join(value).into_iter().collect());
+        group.set_joiner_accepts(node, accepts);
     }
 
     /// The lease components' outputs and their self-deliveries.
@@ -1471,3 +1521,21 @@ mod tests;
 mod voters;
 
 pub use self::voters::{VoterChange, VoterChangeError, quorum};
+
+/// The metadata key a joining voter ([`Node::with_joining_voter`]) publishes, until a
+/// configuration reaches it, with the voters it takes Raft messages from (comma-separated ids,
+/// e.g. `1,2,3`). The node speaks for itself here, as a member may. A leader reads it to refuse
+/// adding a joiner that would refuse its log, and to hand leadership to a voter a lagging
+/// joiner takes messages from ([`LeaseGroup::set_joiner_accepts`]).
+pub const RAFT_JOIN_KEY: &str = "raft_join";
+
+/// The voter ids of a [`RAFT_JOIN_KEY`] value; what does not parse as an id is skipped.
+pub fn parse_raft_join(value: &[u8]) -> Vec<NodeId> {
+    core::str::from_utf8(value)
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|id| id.trim().parse::<u64>().ok())
+        .filter(|id| *id != 0)
+        .map(NodeId::new)
+        .collect()
+}

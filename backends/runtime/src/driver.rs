@@ -71,7 +71,7 @@ pub const RAFT_KEY: &str = "raft";
 /// it is added (its `[leadership] voters`, comma-separated ids). The Raft leader refuses to add
 /// a joining voter that does not list it: the new voter would refuse the leader's log and never
 /// catch up, while counting toward the quorum. The node speaks for itself here too.
-pub const RAFT_JOIN_KEY: &str = "raft_join";
+pub const RAFT_JOIN_KEY: &str = meshkit::node::RAFT_JOIN_KEY;
 /// Keys the node itself publishes; configuration may not set them.
 pub const RESERVED_KEYS: [&str; 7] = [
     ADDR_KEY,
@@ -605,15 +605,10 @@ impl<T: Transport, C: Clock> Driver<T, C> {
     ) -> Result<Self, crate::lease_host::LeadershipStartError> {
         let now = self.clock.now();
         let (leadership, mut node) = Leadership::start(config, self.node, now)?;
-        if let Some(group) = node.lease_group() {
-            let joining = group.voters().next().is_none();
-            // The values are tiny: far below the metadata limits.
+        if node.lease_group().is_some() {
+            // The value is tiny: far below the metadata limits. A joining voter's node has
+            // published RAFT_JOIN_KEY itself (`Node::with_joining_voter`).
             let _ = node.set_metadata(now, RAFT_KEY, b"voter");
-            if joining {
-                let accepts: Vec<String> =
-                    config.voters.iter().map(|v| v.get().to_string()).collect();
-                let _ = node.set_metadata(now, RAFT_JOIN_KEY, accepts.join(",").as_bytes());
-            }
         }
         self.node = node;
         self.leadership = Some(leadership);
@@ -811,9 +806,9 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                 .metadata(node)
                 .and_then(|m| m.get(RAFT_JOIN_KEY))
                 .map(|v| {
-                    String::from_utf8_lossy(v)
-                        .split(',')
-                        .filter_map(|id| id.trim().parse().ok())
+                    meshkit::node::parse_raft_join(v)
+                        .into_iter()
+                        .map(NodeId::get)
                         .collect()
                 });
             if let Some(accepts) = accepts

@@ -276,6 +276,12 @@ pub struct LeaseGroup {
     /// The voters a joining node accepts Raft messages from until its own configuration
     /// (from the log or a snapshot) arrives; empty on founders and restarted voters.
     joining_via: BTreeSet<NodeId>,
+    /// What the joining voters among the live members take Raft messages from (their own word,
+    /// which the node reads from membership: [`set_joiner_accepts`](Self::set_joiner_accepts)).
+    /// A leader one of them refuses while it has not caught up hands leadership on.
+    joiner_accepts: BTreeMap<NodeId, BTreeSet<NodeId>>,
+    /// `(term, ticks)`: how many ticks this voter has led in `term`.
+    leading: Option<(u64, u32)>,
     table: LeaseTable,
     applied: u64,
     timers: TimerTable,
@@ -486,6 +492,8 @@ impl LeaseGroup {
             raft,
             voters,
             joining_via: BTreeSet::new(),
+            joiner_accepts: BTreeMap::new(),
+            leading: None,
             table,
             applied,
             timers,
@@ -787,11 +795,13 @@ impl LeaseGroup {
                 self.next_tick += interval;
                 ticks += 1;
             }
+            self.count_ticks_leading(ticks);
             if self.next_tick <= now {
                 self.next_tick = now + interval;
             }
             self.timers.set(Timer::RaftTick, self.next_tick);
             self.keep_leadership_apart_from_leases();
+            self.leave_leadership_a_lagging_joiner_refuses();
         }
         if self.timers.take_expired(Timer::ExpirySweep, now) && self.is_leader() {
             self.propose_clock(now);
@@ -828,11 +838,88 @@ impl LeaseGroup {
         let last = self.raft.raft.raft_log.last_index();
         let prs = self.raft.raft.prs();
         let target = self.voters().find(|&v| {
-            v != own && prs.get(v.get()).is_some_and(|pr| pr.matched == last) && !holds(v)
+            v != own
+                && prs.get(v.get()).is_some_and(|pr| pr.matched == last)
+                && !holds(v)
+                && !self.refused_by_lagging_joiner(v)
         });
         if let Some(to) = target {
             self.stats.leadership_transfers += 1;
             self.raft.transfer_leader(to.get());
+        }
+    }
+
+    fn count_ticks_leading(&mut self, ticks: u32) {
+        let term = self.raft.raft.term;
+        self.leading = match self.leading {
+            _ if !self.is_leader() => None,
+            Some((t, led)) if t == term => Some((t, led.saturating_add(ticks))),
+            _ => Some((term, ticks)),
+        };
+    }
+
+    /// Whether a voter of the configuration that has not acknowledged anything from this
+    /// leader yet (its log may be empty) is a joining voter that does not take Raft messages
+    /// from `node`: with `node` leading it would never catch up.
+    fn refused_by_lagging_joiner(&self, node: NodeId) -> bool {
+        let prs = self.raft.raft.prs();
+        self.joiner_accepts.iter().any(|(joiner, accepts)| {
+            *joiner != node
+                && self.voters.contains(joiner)
+                && !accepts.contains(&node)
+                && prs.get(joiner.get()).is_some_and(|pr| pr.matched == 0)
+        })
+    }
+
+    /// A joining voter takes Raft messages only from the voters it was given and those its log
+    /// names (`check_raft`), so one added before its log reached it refuses a leader elected
+    /// or handed leadership since (a voter added after it was configured): that leader's log
+    /// never reaches it, and it counts toward the quorum without voting. Such a leader, once it
+    /// has led for an election timeout (the joiner's chance to answer), hands leadership to a
+    /// caught-up voter the joiner takes messages from; the joiner catches up from there and,
+    /// its configuration applied, takes messages from every voter. (The joiner itself cannot
+    /// take the unknown leader's word: only voters it knows may feed it a log.)
+    fn leave_leadership_a_lagging_joiner_refuses(&mut self) {
+        let own = self.id;
+        let led_long_enough = self
+            .leading
+            .is_some_and(|(_, ticks)| ticks >= self.config.election_ticks());
+        if !led_long_enough || self.is_transferring() || !self.refused_by_lagging_joiner(own) {
+            return;
+        }
+        let holds = |node: NodeId| self.table.iter().any(|(_, l)| l.holder == node);
+        let last = self.raft.raft.raft_log.last_index();
+        let prs = self.raft.raft.prs();
+        let acceptable: Vec<NodeId> = self
+            .voters()
+            .filter(|&v| {
+                v != own
+                    && prs.get(v.get()).is_some_and(|pr| pr.matched == last)
+                    && !self.refused_by_lagging_joiner(v)
+            })
+            .collect();
+        let to = acceptable
+            .iter()
+            .copied()
+            .find(|v| !holds(*v))
+            .or_else(|| acceptable.first().copied());
+        if let Some(to) = to {
+            self.stats.leadership_transfers += 1;
+            self.raft.transfer_leader(to.get());
+        }
+    }
+
+    /// Records what member `node`, a joining voter, takes Raft messages from (`None`: nothing
+    /// known, or it is no longer a live member). The node keeps this current from membership
+    /// (the joiner publishes it in its metadata).
+    pub fn set_joiner_accepts(&mut self, node: NodeId, accepts: Option<BTreeSet<NodeId>>) {
+        match accepts {
+            Some(accepts) if node != self.id => {
+                self.joiner_accepts.insert(node, accepts);
+            }
+            _ => {
+                self.joiner_accepts.remove(&node);
+            }
         }
     }
 

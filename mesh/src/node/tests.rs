@@ -1247,6 +1247,135 @@ mod voter_changes {
         );
     }
 
+    /// Founders 1-3, each node holding a lease (so Raft leadership has no better place to go
+    /// among them), and nodes 4 and 5 started as joining voters of the founders. Runs 5 s.
+    fn founders_holding_leases_and_two_joiners() -> (Vec<Node>, Instant) {
+        let start = Instant::ZERO;
+        let founders = [id(1), id(2), id(3)];
+        let mut nodes = Vec::new();
+        for (n, scope) in [(1, "global-control"), (2, "lock/two"), (3, "lock/three")] {
+            let voter = node(n)
+                .with_voter(start, lease_config(), &founders)
+                .unwrap();
+            let campaign = campaign_for(Scope::new(scope).unwrap());
+            nodes.push(voter.with_lease_client(start, lease_config(), &founders, campaign));
+        }
+        for n in 4..=5 {
+            nodes.push(
+                node(n)
+                    .with_joining_voter(start, lease_config(), &founders, None)
+                    .with_lease_client(start, lease_config(), &founders, Campaign::new(TTL, RETRY)),
+            );
+        }
+        for n in &mut nodes[1..] {
+            n.join(start, &[id(1)]);
+        }
+        let mut now = start;
+        run_to(&mut nodes, &mut now, Duration::from_secs(5), &[]);
+        for (n, scope) in nodes[..3]
+            .iter()
+            .zip(["global-control", "lock/two", "lock/three"])
+        {
+            let scope = Scope::new(scope).unwrap();
+            assert!(n.holds(now, &scope).is_some(), "node {}", n.local_id());
+        }
+        let published = nodes[0]
+            .membership()
+            .metadata(id(5))
+            .and_then(|m| m.get(RAFT_JOIN_KEY));
+        assert_eq!(
+            published,
+            Some(&b"1,2,3"[..]),
+            "node 5's raft_join at node 1"
+        );
+        (nodes, now)
+    }
+
+    /// Node 5 caught up: it applied the five voters and holds the leader's commit index, and
+    /// no longer publishes what it took Raft messages from as a joiner.
+    fn assert_node_5_caught_up(nodes: &[Node]) {
+        assert_eq!(voters_of(&nodes[4]), [1, 2, 3, 4, 5], "node 5 caught up");
+        let published = |n: &Node, of: u64| {
+            n.membership()
+                .metadata(id(of))
+                .and_then(|m| m.get(RAFT_JOIN_KEY))
+                .map(<[u8]>::to_vec)
+        };
+        assert_eq!(published(&nodes[4], 5), None, "node 5's own view");
+        assert_eq!(published(&nodes[0], 5), None, "node 1's view of node 5");
+        let leader = leader_of(nodes, &[]).expect("a leader");
+        let group = nodes[leader].lease_group().unwrap();
+        assert_eq!(
+            group.matched_index(id(5)),
+            Some(group.commit_index()),
+            "node 5 acknowledges the leader's log"
+        );
+        assert_eq!(
+            nodes[4].lease_group().unwrap().commit_index(),
+            group.commit_index()
+        );
+    }
+
+    /// A joining voter takes Raft messages only from the voters it lists (and those its log
+    /// names). Node 5 lists the founders and is added while out of reach, so no log reaches
+    /// it; then node 4 is added (after node 5 was configured): caught up, and the only voter
+    /// whose node holds no lease, it is where leadership would go. It does not while node 5
+    /// has not caught up and would refuse it; node 5 catches up once back.
+    #[test]
+    fn leadership_does_not_move_to_a_voter_a_lagging_joiner_does_not_list() {
+        let (mut nodes, mut now) = founders_holding_leases_and_two_joiners();
+        let leader = leader_of(&nodes, &[]).expect("a leader");
+        assert!(leader < 3, "a founder leads");
+        nodes[leader]
+            .change_voters(now, VoterChange::Add(id(5)))
+            .unwrap();
+        run_to(&mut nodes, &mut now, Duration::from_millis(300), &[5]);
+        assert_eq!(voters_of(&nodes[leader]), [1, 2, 3, 5]);
+        nodes[leader]
+            .change_voters(now, VoterChange::Add(id(4)))
+            .unwrap();
+        run_to(&mut nodes, &mut now, Duration::from_millis(700), &[5]);
+        assert_eq!(voters_of(&nodes[leader]), [1, 2, 3, 4, 5]);
+        assert!(voters_of(&nodes[4]).is_empty(), "node 5 has no log yet");
+        assert_ne!(
+            leader_of(&nodes, &[5]),
+            Some(3),
+            "leadership stays off node 4, which node 5 would refuse"
+        );
+        run_to(&mut nodes, &mut now, Duration::from_secs(5), &[]);
+        assert_node_5_caught_up(&nodes);
+    }
+
+    /// The same stall reached another way: node 4 leads (added first, it took leadership from
+    /// the founders' lease holders) and adds node 5, which lists only the founders, while it is
+    /// out of reach. Node 5 refuses node 4's log; node 4, having led for an election timeout
+    /// without a word from it, hands leadership to a founder, from which node 5 catches up.
+    #[test]
+    fn a_leader_a_lagging_joiner_refuses_hands_leadership_to_one_it_lists() {
+        let (mut nodes, mut now) = founders_holding_leases_and_two_joiners();
+        let leader = leader_of(&nodes, &[]).expect("a leader");
+        nodes[leader]
+            .change_voters(now, VoterChange::Add(id(4)))
+            .unwrap();
+        run_to(&mut nodes, &mut now, Duration::from_secs(2), &[]);
+        assert_eq!(leader_of(&nodes, &[]), Some(3), "node 4 leads");
+        let transfers = nodes[3].lease_group().unwrap().stats().leadership_transfers;
+        nodes[3]
+            .change_voters(now, VoterChange::Add(id(5)))
+            .unwrap();
+        run_to(&mut nodes, &mut now, Duration::from_millis(1500), &[5]);
+        assert_eq!(voters_of(&nodes[3]), [1, 2, 3, 4, 5]);
+        assert!(voters_of(&nodes[4]).is_empty(), "node 5 has no log yet");
+        assert!(
+            nodes[3].lease_group().unwrap().stats().leadership_transfers > transfers,
+            "node 4 handed leadership on"
+        );
+        let founder = leader_of(&nodes, &[5]).expect("a leader");
+        assert!(founder < 3, "a founder leads, not node {}", founder + 1);
+        run_to(&mut nodes, &mut now, Duration::from_secs(5), &[]);
+        assert_node_5_caught_up(&nodes);
+    }
+
     /// Without node 4 the same election cannot happen once it is a voter and down too: three
     /// of four voters are needed, so node 4's vote was counted above.
     #[test]
