@@ -270,7 +270,9 @@ __poll() {  # __poll SECONDS WHAT COMMAND...: until COMMAND succeeds, polling ev
   return 1
 }
 __as_node1() { meshctl "$@" --addr 127.0.0.1:8101 --ca certs/ca.pem --cert certs/node-1.pem --key certs/node-1.key; }
-__mesh_formed() { [ "$(__as_node1 peers list --json | grep -o '"state":"alive"' | wc -l)" -ge 3 ]; }
+__alive_at_least() { [ "$(__as_node1 peers list --json | grep -o '"state":"alive"' | wc -l)" -ge "$1" ]; }
+__mesh_formed() { __alive_at_least 3; }
+__mesh_of_five() { __alive_at_least 5; }
 __raft_leader() { __as_node1 leaders status --json | grep -Eq '"leader":[1-9]'; }
 """
 
@@ -301,6 +303,8 @@ HOSTING_GLUE = [
     (r"cargo build -p meshkit-cli", 'cd "$CHECK_DOCS_SCRATCH"   # the walkthrough makes its directory here, not in the repository'),
     (r"mkdir cluster", "{configs}"),
     (r"meshkitd --config node-1.toml &", "__poll 30 'mesh of three' __mesh_formed\n__poll 30 'Raft leader' __raft_leader"),
+    # "Once `meshctl peers list` shows them alive": the joining voters 4 and 5.
+    (r"for i in 4 5; do", "__poll 30 'nodes 4 and 5 alive' __mesh_of_five"),
 ]
 
 
