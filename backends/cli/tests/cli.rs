@@ -1,5 +1,5 @@
 //! The command-line contracts of `meshkitd check-config`, `meshctl certs init` and `meshctl
-//! tokens issue`.
+//! tokens keygen|issue` (their `--json` included).
 
 use std::process::{Command, Output};
 
@@ -257,6 +257,88 @@ fn tokens_issue_signs_what_the_public_key_verifies() {
     let out = issue("mesh.observe", "100000h");
     assert!(!out.status.success());
     assert!(stderr(&out).contains("lifetime"), "{}", stderr(&out));
+}
+
+/// The commands that work on local files print what they wrote as JSON with `--json`, as every
+/// other meshctl command does: paths that exist, and a token that verifies.
+#[test]
+fn certs_and_tokens_print_json_with_json() {
+    let dir = TempDir::new("cli-json");
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = run(env!("CARGO_BIN_EXE_meshctl"), args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    };
+    let certs = dir.path().join("certs");
+    let init = json(&[
+        "certs",
+        "init",
+        "--out",
+        certs.to_str().unwrap(),
+        "--nodes",
+        "2",
+        "--json",
+    ]);
+    let exists = |v: &serde_json::Value| {
+        let path = v.as_str().unwrap_or_else(|| panic!("a path: {v}"));
+        assert!(std::path::Path::new(path).is_file(), "{path}");
+    };
+    exists(&init["ca"]);
+    assert_eq!(init["nodes"].as_array().map(Vec::len), Some(2), "{init}");
+    for pair in init["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(init["clients"].as_array().unwrap())
+    {
+        exists(&pair["cert"]);
+        exists(&pair["key"]);
+    }
+    assert_eq!(init["clients"].as_array().map(Vec::len), Some(3), "{init}");
+    exists(&init["token_signing"]["public"]);
+
+    let keys = dir.path().join("keys");
+    let keygen = json(&[
+        "tokens",
+        "keygen",
+        "--out",
+        keys.to_str().unwrap(),
+        "--json",
+    ]);
+    exists(&keygen["private"]);
+    exists(&keygen["public"]);
+    let issued = json(&[
+        "tokens",
+        "issue",
+        "--key",
+        keygen["private"].as_str().unwrap(),
+        "--subject",
+        "bob",
+        "--scope",
+        "mesh.observe",
+        "--ttl",
+        "1h",
+        "--json",
+    ]);
+    assert_eq!(issued["subject"], "bob", "{issued}");
+    assert_eq!(issued["scope"], "mesh.observe", "{issued}");
+    let verifier = meshkit_node::tokens::TokenVerifier::from_pem_file(std::path::Path::new(
+        keygen["public"].as_str().unwrap(),
+    ))
+    .unwrap();
+    let verified = verifier
+        .verify(
+            issued["token"].as_str().unwrap(),
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+    assert_eq!(verified.subject, "bob");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expires = issued["expires_unix"].as_u64().unwrap();
+    assert!((now + 3590..=now + 3610).contains(&expires), "{issued}");
 }
 
 /// The first `lines` lines `meshkitd --config FILE ARGS` writes to stderr (bounded: 20 s), then

@@ -516,6 +516,9 @@ enum CertsCommand {
         /// How many node certificates.
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_NODES))]
         nodes: u64,
+        /// Print the files written as JSON instead of lines.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -527,6 +530,9 @@ enum TokensCommand {
         /// The directory to write into (created if missing).
         #[arg(long)]
         out: PathBuf,
+        /// Print the files written as JSON instead of a line.
+        #[arg(long)]
+        json: bool,
     },
     /// Prints a token signed with KEY for SUBJECT holding the given scopes.
     Issue {
@@ -542,6 +548,10 @@ enum TokensCommand {
         /// How long it is valid, such as 30m, 1h or 720h (at most 90 days).
         #[arg(long, default_value = "1h")]
         ttl: String,
+        /// Print the token with its subject, scopes and expiry as JSON instead of the token
+        /// alone.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -820,11 +830,11 @@ fn main() -> ExitCode {
             }
         },
         Command::Certs {
-            command: CertsCommand::Init { out, nodes },
-        } => certs_init(&out, nodes),
+            command: CertsCommand::Init { out, nodes, json },
+        } => certs_init(&out, nodes, json),
         Command::Tokens {
-            command: TokensCommand::Keygen { out },
-        } => tokens_keygen(&out),
+            command: TokensCommand::Keygen { out, json },
+        } => tokens_keygen(&out, json),
         Command::Tokens {
             command:
                 TokensCommand::Issue {
@@ -832,8 +842,9 @@ fn main() -> ExitCode {
                     subject,
                     scopes,
                     ttl,
+                    json,
                 },
-        } => tokens_issue(&key, &subject, &scopes, &ttl),
+        } => tokens_issue(&key, &subject, &scopes, &ttl, json),
         Command::Peers {
             command:
                 PeersCommand::List {
@@ -1234,16 +1245,36 @@ fn versions(node: &NodeArgs, json: bool) -> Result<(), String> {
     })
 }
 
-fn certs_init(out: &Path, nodes: u64) -> Result<(), String> {
+/// A certificate and its key, as `--json` prints them.
+fn cert_pair(cert: &Path, key: &Path) -> serde_json::Value {
+    serde_json::json!({"cert": cert.display().to_string(), "key": key.display().to_string()})
+}
+
+fn signing_key_json(keys: &meshkit_node::tokens::SigningKeyFiles) -> serde_json::Value {
+    serde_json::json!({
+        "private": keys.private.display().to_string(),
+        "public": keys.public.display().to_string(),
+    })
+}
+
+fn certs_init(out: &Path, nodes: u64, json: bool) -> Result<(), String> {
     let bundle = meshkit_node::certs::write_dev_bundle(out, nodes).map_err(|e| e.to_string())?;
-    println!("{}", bundle.ca.display());
-    for f in &bundle.nodes {
-        println!("{} {}", f.cert.display(), f.key.display());
-    }
-    for f in &bundle.clients {
-        println!("{} {}", f.cert.display(), f.key.display());
-    }
     let keys = meshkit_node::tokens::write_signing_key(out).map_err(|e| e.to_string())?;
+    if json {
+        let answer = serde_json::json!({
+            "ca": bundle.ca.display().to_string(),
+            "nodes": bundle.nodes.iter().map(|f| cert_pair(&f.cert, &f.key)).collect::<Vec<_>>(),
+            "clients": bundle.clients.iter().map(|f| cert_pair(&f.cert, &f.key)).collect::<Vec<_>>(),
+            "token_signing": signing_key_json(&keys),
+        });
+        println!("{answer}");
+        return Ok(());
+    }
+    println!("{}", bundle.ca.display());
+    let pairs = bundle.nodes.iter().map(|f| (&f.cert, &f.key));
+    for (cert, key) in pairs.chain(bundle.clients.iter().map(|f| (&f.cert, &f.key))) {
+        println!("{} {}", cert.display(), key.display());
+    }
     println!("{} {}", keys.private.display(), keys.public.display());
     // What a node.toml needs to give these identities their scopes (docs/hosting.md, Scopes).
     eprintln!(
@@ -1257,14 +1288,24 @@ fn certs_init(out: &Path, nodes: u64) -> Result<(), String> {
     Ok(())
 }
 
-fn tokens_keygen(out: &Path) -> Result<(), String> {
+fn tokens_keygen(out: &Path, json: bool) -> Result<(), String> {
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let keys = meshkit_node::tokens::write_signing_key(out).map_err(|e| e.to_string())?;
-    println!("{} {}", keys.private.display(), keys.public.display());
+    if json {
+        println!("{}", signing_key_json(&keys));
+    } else {
+        println!("{} {}", keys.private.display(), keys.public.display());
+    }
     Ok(())
 }
 
-fn tokens_issue(key: &Path, subject: &str, scopes: &[String], ttl: &str) -> Result<(), String> {
+fn tokens_issue(
+    key: &Path,
+    subject: &str,
+    scopes: &[String],
+    ttl: &str,
+    json: bool,
+) -> Result<(), String> {
     let key =
         meshkit_node::tokens::TokenSigningKey::from_pem_file(key).map_err(|e| e.to_string())?;
     let scopes = scopes
@@ -1273,10 +1314,24 @@ fn tokens_issue(key: &Path, subject: &str, scopes: &[String], ttl: &str) -> Resu
         .collect::<Result<meshkit_node::permission::Permissions, _>>()
         .map_err(|e| format!("--scope: {e}"))?;
     let ttl = meshkit::config::parse_duration(ttl).map_err(|e| format!("--ttl: {e}"))?;
+    let now = SystemTime::now();
     let token = key
-        .issue(subject, &scopes, SystemTime::now(), ttl)
+        .issue(subject, &scopes, now, ttl)
         .map_err(|e| e.to_string())?;
-    println!("{token}");
+    if json {
+        let expires = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| (d + ttl).as_secs());
+        let answer = serde_json::json!({
+            "token": token,
+            "subject": subject,
+            "scope": scopes.to_claim(),
+            "expires_unix": expires,
+        });
+        println!("{answer}");
+    } else {
+        println!("{token}");
+    }
     Ok(())
 }
 
