@@ -16,7 +16,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{TempDir, client, start_cluster_with};
+use common::{TempDir, client, start_cluster_each};
 use meshkit_node::client::Protocols;
 use meshkit_node::metrics::catalogue::{self, Kind};
 
@@ -51,6 +51,9 @@ const GROWTH: &[(&str, Growth)] = &[
     // The node's own versions: one label set per node, whatever the mesh.
     ("version", Growth::Fixed),
     ("wire", Growth::Fixed),
+    // One value per configured shard namespace (`[shards] namespaces`): set by the operator,
+    // not grown by members or shards (the queue families never name a shard).
+    ("queue", Growth::Fixed),
 ];
 
 /// The size the bound is stated for: members, non-shard scopes, shards.
@@ -64,16 +67,17 @@ const BOUND: u64 = 5_000;
 const DOC: &str = include_str!("../../docs/metrics.md");
 
 /// What the real node runs: three named scopes, contended by every node, and eight shards
-/// (`[shards]`), placed by the coordinator.
+/// (`[shards]`), placed by the coordinator, each with a task queue (`[queues]`).
 const NAMED: [&str; 3] = ["global-control", "billing-leader", "scheduler"];
 const SHARD_SCOPES: u64 = 8;
 
-fn leadership() -> String {
+fn leadership(id: u64) -> String {
     let scopes: Vec<String> = NAMED.iter().map(|s| format!("\"{s}\"")).collect();
     format!(
         "[leadership]\nvoters = [1, 2, 3]\ncampaign = [{}]\nttl = \"2s\"\n\n\
          [leadership.raft]\ntick_interval = \"50ms\"\n\n\
-         [shards]\nnamespaces = {{ orders = {SHARD_SCOPES} }}\nttl = \"2s\"\n",
+         [shards]\nnamespaces = {{ orders = {SHARD_SCOPES} }}\nttl = \"2s\"\n\n\
+         [queues]\ndata_dir = \"queues-{id}\"\n",
         scopes.join(", ")
     )
 }
@@ -216,7 +220,7 @@ async fn settled_leader(nodes: &[meshkit_node::node::RunningNode], all: usize) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn series_per_node_stay_under_the_bound_as_the_mesh_grows() {
     let dir = TempDir::new("series-bound");
-    let nodes = start_cluster_with(dir.path(), 3, &leadership()).await;
+    let nodes = start_cluster_each(dir.path(), 3, leadership).await;
     let all = NAMED.len() + SHARD_SCOPES as usize;
     // Every scope granted in the Raft leader's table, so that its per-scope series are all
     // there; the leader's, because the coordinator's families come from the acting one only.

@@ -16,8 +16,8 @@
 //! ## Modules
 //!
 //! * [`serve`](mod@serve) and [`h3`]: the listeners (TCP for HTTP/2 and HTTP/1.1, QUIC for HTTP/3).
-//! * [`views`], [`membership`], [`leadership`]: the handlers of the `/meshkit/*` and
-//!   `/control/*` routes; [`errors`]: their error bodies.
+//! * [`views`], [`membership`], [`leadership`], [`queues`]: the handlers of the `/meshkit/*`
+//!   and `/control/*` routes; [`errors`]: their error bodies.
 //! * [`grpc`]: `meshkit.control.v1.Control` and `grpc.health.v1.Health` over a node.
 
 pub mod admission;
@@ -49,6 +49,7 @@ use meshkit_runtime::vacancy;
 
 pub mod leadership;
 pub mod membership;
+pub mod queues;
 pub mod views;
 
 /// The body of `GET /meshkit/peers`.
@@ -344,6 +345,7 @@ impl Source for SnapshotMetrics {
             ("membership", &s.traffic.membership),
             ("lease", &s.traffic.lease),
             ("shard", &s.traffic.shard),
+            ("queue", &s.traffic.queue),
         ];
         let traffic = channels.iter().flat_map(|(channel, c)| {
             [
@@ -409,6 +411,9 @@ impl Source for SnapshotMetrics {
             )?;
             families.histograms(&LEADERSHIP_RAFT_LEADERLESS, [([], failover(&v.raft))])?;
         }
+        if let Some(q) = &s.queues {
+            queues::write_metrics(families, q)?;
+        }
         s.transport.write(families)
     }
 }
@@ -443,6 +448,7 @@ mod tests {
             draining: false,
             joined: false,
             cert_not_after: Some(1_900_000_000),
+            queues: None,
         }
     }
 

@@ -61,6 +61,23 @@
 //!
 //! [leadership.raft]               # optional overrides (meshkit RawLeaseConfig)
 //! tick_interval = "50ms"
+//!
+//! [shards]                        # optional (needs [leadership]): shards owned through leases
+//! namespaces = { orders = 16 }
+//!
+//! [queues]                        # optional (needs [shards]): a task queue per shard
+//! data_dir = "queues"             # the replicas' checkpoints, relative to this file's directory
+//!                                 # (required: an acknowledged item must survive a restart)
+//! replicas = 1                    # replicas holding an item before its ack (default 1, 0..=8)
+//! max_attempts = 5                # leases before an item is dead-lettered (default 5)
+//! lease_timeout = "10s"           # a worker's lease without heartbeat (default 10s)
+//! high_watermark = 1000           # backpressure active at pending >= 1000 (default: never)
+//! low_watermark = 500             # inactive again at pending <= 500 (default high/2)
+//! cooldown = "1s"                 # shortest time between two transitions (default 1s)
+//! health_grace = "30s"            # a Dead/Left worker's items requeue after this (default 30s)
+//! recovery_wait = "1s"            # a new owner's wait for the replicas' offers (default 1s)
+//! request_timeout = "5s"          # a request's wait for its answer (default 5s)
+//! max_items = 65536               # items per queue, tombstones included (default 65536)
 //! ```
 //!
 //! Unknown keys are refused with the list of allowed ones; every other error names its key.
@@ -79,6 +96,17 @@ use meshkit_control::auth::{AccessConfig, AccessConfigError, RawAccessConfig};
 use meshkit_net::tls::{TlsError, TlsFiles, TlsIdentity};
 use meshkit_runtime::driver::SeedPeer;
 use meshkit_runtime::lease_host::LeadershipConfig;
+use meshkit_runtime::queue_host::QueuesConfig;
+
+/// The core's queue error names its keys `queue.{key}` (the simulator's section); here the
+/// section is `[queues]`.
+fn queue_key(error: &meshkit::queue::QueueConfigError) -> String {
+    let text = error.to_string();
+    match text.strip_prefix("queue.") {
+        Some(rest) => format!("queues.{rest}"),
+        None => text,
+    }
+}
 
 /// The serde form of `node.toml`.
 #[derive(Clone, Debug, Deserialize)]
@@ -101,6 +129,7 @@ pub struct RawNodeConfig {
     pub access: RawAccessConfig,
     pub leadership: Option<RawLeadershipConfig>,
     pub shards: Option<meshkit::shard::RawShardConfig>,
+    pub queues: Option<RawQueuesConfig>,
     #[serde(default)]
     pub metadata: std::collections::BTreeMap<String, String>,
 }
@@ -119,6 +148,32 @@ pub struct RawLeadershipConfig {
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
     pub join_as_voter: bool,
+}
+
+/// The `[queues]` table: where the checkpoints go (`data_dir`), and the core's queue keys
+/// ([`RawQueueConfig`](meshkit::queue::RawQueueConfig)). Unknown keys are refused with the list
+/// of allowed ones, as elsewhere (serde's `flatten` would let them through).
+#[derive(Clone, Debug, Default)]
+#[expect(missing_docs, reason = "the module docs describe each key")]
+pub struct RawQueuesConfig {
+    pub data_dir: Option<PathBuf>,
+    pub queue: meshkit::queue::RawQueueConfig,
+}
+
+impl<'de> Deserialize<'de> for RawQueuesConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut table = toml::Table::deserialize(deserializer)?;
+        let data_dir = table
+            .remove("data_dir")
+            .map(toml::Value::try_into::<PathBuf>)
+            .transpose()
+            .map_err(|e| D::Error::custom(format!("queues.data_dir: {e}")))?;
+        let queue = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| D::Error::custom(format!("queues: {e} (or data_dir)")))?;
+        Ok(Self { data_dir, queue })
+    }
 }
 
 /// The `[control_limits]` table: the control API's connection limits
@@ -225,6 +280,9 @@ pub enum NodeConfigError {
     /// A `[shards]` key is invalid (the message names it).
     #[error("key {0}")]
     Shards(#[from] meshkit::shard::ShardConfigError),
+    /// A `[queues]` number or duration out of range (the message names the key).
+    #[error("key {}", queue_key(.0))]
+    Queues(meshkit::queue::QueueConfigError),
     /// The TLS files are unusable.
     #[error("key `tls`: {0}")]
     Tls(#[from] TlsError),
@@ -282,6 +340,7 @@ pub struct NodeConfig {
     membership: Config,
     access: AccessConfig,
     leadership: Option<LeadershipConfig>,
+    queues: Option<QueuesConfig>,
     metadata: std::collections::BTreeMap<String, String>,
 }
 
@@ -312,11 +371,14 @@ impl NodeConfig {
             }
         }
         AccessConfig::resolve_paths(&mut raw.access, base);
-        if let Some(dir) = raw.leadership.as_mut().and_then(|l| l.data_dir.as_mut())
-            && dir.is_relative()
-            && !dir.as_os_str().is_empty()
-        {
-            *dir = base.join(&*dir);
+        let dirs = [
+            raw.leadership.as_mut().and_then(|l| l.data_dir.as_mut()),
+            raw.queues.as_mut().and_then(|q| q.data_dir.as_mut()),
+        ];
+        for dir in dirs.into_iter().flatten() {
+            if dir.is_relative() && !dir.as_os_str().is_empty() {
+                *dir = base.join(&*dir);
+            }
         }
         Self::try_from(raw)
     }
@@ -350,6 +412,9 @@ impl NodeConfig {
     pub fn check_paths(&self) -> Result<(), NodeConfigError> {
         if let Some(dir) = self.leadership.as_ref().and_then(|l| l.data_dir.as_deref()) {
             check_dir("leadership.data_dir", dir)?;
+        }
+        if let Some(dir) = self.queues.as_ref().and_then(|q| q.data_dir.as_deref()) {
+            check_dir("queues.data_dir", dir)?;
         }
         if let Some((file, _)) = self.access.audit_log() {
             check_file("access.audit_log", file)?;
@@ -410,6 +475,11 @@ impl NodeConfig {
     /// The leadership settings, if the node runs leases.
     pub fn leadership(&self) -> Option<&LeadershipConfig> {
         self.leadership.as_ref()
+    }
+
+    /// The task queues (`[queues]`), if the node runs them.
+    pub fn queues(&self) -> Option<&QueuesConfig> {
+        self.queues.as_ref()
     }
 }
 
@@ -521,6 +591,8 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
             }
             l.shards = Some(shards);
         }
+        let shards = leadership.as_ref().and_then(|l| l.shards.clone());
+        let queues = raw.queues.map(|q| queues_config(q, shards)).transpose()?;
         let tls_reload = match raw.tls.reload_interval.map(|d| d.0) {
             None => Some(meshkit_net::reload::DEFAULT_RELOAD_INTERVAL),
             Some(std::time::Duration::ZERO) => None,
@@ -568,6 +640,7 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
             membership,
             access,
             leadership,
+            queues,
             metadata: raw.metadata,
         })
     }
@@ -739,6 +812,66 @@ fn leadership_config(raw: RawLeadershipConfig) -> Result<LeadershipConfig, NodeC
     })
 }
 
+/// `[queues]` on `shards` (`None`: the node has no `[shards]`, refused). Every error names its
+/// key under `queues.`.
+fn queues_config(
+    raw: RawQueuesConfig,
+    shards: Option<meshkit::shard::ShardConfig>,
+) -> Result<QueuesConfig, NodeConfigError> {
+    use meshkit::queue::{QueueConfig, QueueConfigError};
+    let invalid = |key: &str, value: String, expected| NodeConfigError::Invalid {
+        key: format!("queues.{key}"),
+        value,
+        expected,
+    };
+    let Some(shards) = shards else {
+        return Err(NodeConfigError::Invalid {
+            key: "queues".to_owned(),
+            value: "a [queues] section".to_owned(),
+            expected: "a [shards] section too (and [leadership]): a queue lives on each shard and is \
+             served by its owner",
+        });
+    };
+    let queue = QueueConfig::try_from(raw.queue).map_err(|e| match e {
+        QueueConfigError::Watermarks { low, .. } => invalid(
+            "low_watermark",
+            low.to_string(),
+            "a value below queues.high_watermark",
+        ),
+        QueueConfigError::LowWithoutHigh => invalid(
+            "low_watermark",
+            "set".to_owned(),
+            "absent unless queues.high_watermark is set",
+        ),
+        other => NodeConfigError::Queues(other),
+    })?;
+    let data_dir = match raw.data_dir {
+        Some(dir) if dir.as_os_str().is_empty() || dir.is_file() => {
+            return Err(invalid(
+                "data_dir",
+                dir.display().to_string(),
+                "a directory (created if missing) for the replicas' checkpoints, not a file",
+            ));
+        }
+        Some(dir) => Some(dir),
+        None if queue.replicas() == 0 => None,
+        None => {
+            return Err(invalid(
+                "data_dir",
+                "absent".to_owned(),
+                "a directory for the replicas' checkpoints: an acknowledged item must survive \
+                 a restart of the replica holding it (or replicas = 0, which acknowledges \
+                 what only the owner holds)",
+            ));
+        }
+    };
+    Ok(QueuesConfig {
+        shards,
+        queue,
+        data_dir,
+    })
+}
+
 /// Whether UDP sockets bound at `a` and `b` would collide: the same non-zero port, and the
 /// same IP or either one unspecified (binding every address of its family, and on a dual-stack
 /// host `[::]` takes IPv4 too).
@@ -898,6 +1031,65 @@ mod tests {
     }
 
     /// `[control_limits]`: the defaults are the admission constants; each key set is taken.
+    /// `[queues]`: needs `[shards]` and a `data_dir`; every error names its key under
+    /// `queues.`.
+    #[test]
+    fn queues_parse_and_errors_name_the_key() {
+        let base = format!("id = 1\nlisten = \"127.0.0.1:7001\"\n{TLS}");
+        let shards = "[leadership]\nvoters = [1]\n[shards]\nnamespaces = { jobs = 4 }\n";
+        let c = parse(&format!(
+            "{base}{shards}[queues]\ndata_dir = \"q\"\nreplicas = 2\nhigh_watermark = 100\n"
+        ))
+        .unwrap();
+        let q = c.queues().unwrap();
+        assert_eq!(q.shards.shard_count(), 4);
+        assert_eq!(q.queue.replicas(), 2);
+        assert_eq!(
+            (q.queue.high_watermark(), q.queue.low_watermark()),
+            (Some(100), 50)
+        );
+        assert_eq!(q.data_dir.as_deref(), Some(Path::new("q")));
+        let err = |text: &str| parse(&format!("{base}{text}")).unwrap_err().to_string();
+        let cases = [
+            ("[queues]\ndata_dir = \"q\"\n", "key `queues`"),
+            (
+                &format!("{shards}[queues]\nreplicas = 1\n") as &str,
+                "key `queues.data_dir`",
+            ),
+            (
+                &format!("{shards}[queues]\ndata_dir = \"q\"\nreplicas = 9\n"),
+                "key queues.replicas = 9",
+            ),
+            (
+                &format!(
+                    "{shards}[queues]\ndata_dir = \"q\"\nhigh_watermark = 10\nlow_watermark = 10\n"
+                ),
+                "key `queues.low_watermark`",
+            ),
+            (
+                &format!("{shards}[queues]\ndata_dir = \"q\"\nlow_watermark = 1\n"),
+                "key `queues.low_watermark`",
+            ),
+            (
+                &format!("{shards}[queues]\ndata_dir = \"q\"\nlease_timeout = \"1ms\"\n"),
+                "key queues.lease_timeout",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = err(text);
+            assert!(e.starts_with(key), "{text:?}: {e}");
+        }
+        // Unknown keys are refused (the core's part denies them).
+        assert!(
+            parse(&format!(
+                "{base}{shards}[queues]\ndata_dir = \"q\"\nreplica = 1\n"
+            ))
+            .is_err()
+        );
+        // Without replicas nothing needs to survive a restart: no data_dir needed.
+        assert!(parse(&format!("{base}{shards}[queues]\nreplicas = 0\n")).is_ok());
+    }
+
     #[test]
     fn control_limits_parse_with_their_defaults() {
         let base = format!("id = 1\nlisten = \"127.0.0.1:7001\"\n{TLS}");

@@ -11,7 +11,7 @@
 //! | --- | --- | --- |
 //! | `meshkit-api` | [`api`] ([`metrics`], [`permission`]) | route + permission table, gRPC messages, ALPN names, metric catalogue |
 //! | `meshkit-net` | [`net`] ([`transport`], [`clock`], [`tls`], [`certs`], [`reload`], [`tls_stats`], [`log_limit`]) | transports, clocks, TLS identity and certificates |
-//! | `meshkit-runtime` | [`runtime`] ([`driver`], [`lease_host`], [`raft_store`], [`vacancy`]) | the tokio driver of the core, the lease host, the Raft store |
+//! | `meshkit-runtime` | [`runtime`] ([`driver`], [`lease_host`], [`queue_host`], [`queue_store`], [`raft_store`], [`record_file`], [`vacancy`]) | the tokio driver of the core, the lease host, the task queues, the Raft store and queue checkpoints |
 //! | `meshkit-control` | [`control`] ([`grpc`], [`tokens`]) | the control API server, authorization, audit |
 //! | `meshkit-client` | [`client`] | the control API client (HTTP/3, then HTTP/2; gRPC) |
 //!
@@ -20,6 +20,10 @@
 //! * [`config`]: `node.toml`, parsed into a validated [`config::NodeConfig`], which combines the
 //!   configuration of each part (membership, leadership, access, control limits, TLS).
 //! * [`node`]: [`node::start`] and the [`node::RunningNode`] it returns.
+//! * Task queues (`[queues]`): enqueue, lease, heartbeat, complete, fail, drain and restore
+//!   through the node's [`driver::NodeHandle`] (`queue_*`), and
+//!   [`driver::NodeHandle::subscribe_backpressure`] for the owners' backpressure signals
+//!   ([`queue_host`] says what each call guarantees).
 //!
 //! The crypto provider is ring, and only ring: configurations are built with
 //! [`tls::crypto_provider`] explicitly.
@@ -35,4 +39,6 @@ pub use meshkit_control::{grpc, tokens};
 pub use meshkit_net as net;
 pub use meshkit_net::{certs, clock, log_limit, reload, tls, tls_stats, transport};
 pub use meshkit_runtime as runtime;
-pub use meshkit_runtime::{driver, lease_host, raft_store, vacancy};
+pub use meshkit_runtime::{
+    driver, lease_host, queue_host, queue_store, raft_store, record_file, vacancy,
+};

@@ -50,6 +50,9 @@ pub enum StartError {
     /// The lease voter could not start (an invalid voter set, an unusable Raft file).
     #[error("key `leadership`: {0}")]
     Leadership(#[from] meshkit_runtime::lease_host::LeadershipStartError),
+    /// The task queues could not start (unusable checkpoint files).
+    #[error(transparent)]
+    Queues(#[from] meshkit_runtime::queue_host::QueueStartError),
     /// The transport's bound address could not be read.
     #[error("local address of the transport: {0}")]
     LocalAddr(std::io::Error),
@@ -345,6 +348,9 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
     driver = driver.with_cert_expiry(not_after);
     if let Some(leadership) = config.leadership() {
         driver = driver.with_leadership(leadership)?;
+    }
+    if let Some(queues) = config.queues() {
+        driver = driver.with_queues(queues)?;
     }
     let (driver, exit) = supervise(driver);
     if let Some((reloader, interval)) = reloader {

@@ -33,6 +33,12 @@ use crate::lease_host::{
     FeedEntry, FeedGap, Leadership, LeadershipConfig, LeadershipStats, LeadershipView,
     LeaseOutcome, LeaseRequest,
 };
+use crate::queue_host::{
+    BackpressureView, Enqueued, Finish, LeasedItem, QueueCallError, QueueCommand, QueueHost,
+    QueueStartError, QueueStatus, QueuesConfig,
+};
+use meshkit::queue::{Origin, OwnershipToken};
+use meshkit::shard::ShardId;
 use meshkit_net::clock::Clock;
 use meshkit_net::transport::{Transport, TransportStats};
 
@@ -108,7 +114,7 @@ pub struct Traffic {
     pub lease: ChannelTraffic,
     /// The shard coordinator's instructions.
     pub shard: ChannelTraffic,
-    /// Task queues (no real-node queue API yet: only what a peer sends).
+    /// Task queues: requests, answers, replication and recovery.
     pub queue: ChannelTraffic,
 }
 
@@ -199,6 +205,8 @@ pub struct Snapshot {
     pub joined: bool,
     /// When the node's certificate expires, in Unix seconds, if the driver was told.
     pub cert_not_after: Option<i64>,
+    /// The node's task queues, when it runs them (`[queues]`).
+    pub queues: Option<QueueStatus>,
 }
 
 impl Snapshot {
@@ -320,6 +328,7 @@ enum Command {
         change: VoterChange,
         reply: oneshot::Sender<Result<VotersProposed, VotersError>>,
     },
+    Queue(QueueCommand),
     Shutdown,
     /// Tests only: the driver panics, as a bug would (what the node's supervision of its
     /// driver is tested with). Compiled into unit tests and into builds with the
@@ -526,6 +535,150 @@ impl NodeHandle {
         rx.await.map_err(|_| VotersError::Stopped(DriverStopped))?
     }
 
+    /// Enqueues `payload` on `shard`'s queue and waits for the acknowledgement: the owner and
+    /// the configured replicas hold the item. An error of [`QueueCallError::Queue`] says
+    /// whether anything was enqueued (a `TimedOut` enqueue may have been; retrying it is
+    /// safe only through the same request, so treat it as unknown).
+    pub async fn queue_enqueue(
+        &self,
+        shard: ShardId,
+        payload: Vec<u8>,
+    ) -> Result<Enqueued, QueueCallError> {
+        self.queue_call(|reply| QueueCommand::Enqueue {
+            shard,
+            payload,
+            reply,
+        })
+        .await
+    }
+
+    /// Waits (at most `max_wait`) until `shard`'s backpressure is inactive as this node's gossip
+    /// view shows it, then enqueues as [`queue_enqueue`](Self::queue_enqueue) does: what the
+    /// original system's `enqueue` did while backpressure was active. Past `max_wait` it
+    /// enqueues anyway (the owner's `max_items` is the hard bound).
+    pub async fn queue_enqueue_when_ready(
+        &self,
+        shard: ShardId,
+        payload: Vec<u8>,
+        max_wait: Duration,
+    ) -> Result<Enqueued, QueueCallError> {
+        let mut view = self.subscribe_backpressure().await?;
+        let _ = tokio::time::timeout(
+            max_wait,
+            view.wait_for(|v| v.get(&shard).is_none_or(|b| !b.signal.is_active)),
+        )
+        .await;
+        self.queue_enqueue(shard, payload).await
+    }
+
+    /// Leases an item of `shard`'s queue for this node's worker: `None` when nothing is
+    /// pending. Heartbeat within [`LeasedItem::lease_for`], then complete or fail it.
+    pub async fn queue_lease(&self, shard: ShardId) -> Result<Option<LeasedItem>, QueueCallError> {
+        self.queue_call(|reply| QueueCommand::Lease { shard, reply })
+            .await
+    }
+
+    /// Extends the lease of the token's item. A stale token
+    /// ([`QueueError::is_stale`](meshkit::queue::QueueError::is_stale)) means: stop working on
+    /// it, it is someone else's now.
+    pub async fn queue_heartbeat(
+        &self,
+        shard: ShardId,
+        token: OwnershipToken,
+    ) -> Result<OwnershipToken, QueueCallError> {
+        self.queue_finish(shard, token, Finish::Heartbeat).await
+    }
+
+    /// Completes the token's item; answered once the replicas hold the completion.
+    pub async fn queue_complete(
+        &self,
+        shard: ShardId,
+        token: OwnershipToken,
+    ) -> Result<OwnershipToken, QueueCallError> {
+        self.queue_finish(shard, token, Finish::Complete).await
+    }
+
+    /// Fails the token's item: requeued if `requeue` and attempts remain, else dead-lettered;
+    /// answered once the replicas hold it.
+    pub async fn queue_fail(
+        &self,
+        shard: ShardId,
+        token: OwnershipToken,
+        requeue: bool,
+    ) -> Result<OwnershipToken, QueueCallError> {
+        self.queue_finish(shard, token, Finish::Fail { requeue })
+            .await
+    }
+
+    async fn queue_finish(
+        &self,
+        shard: ShardId,
+        token: OwnershipToken,
+        finish: Finish,
+    ) -> Result<OwnershipToken, QueueCallError> {
+        self.queue_call(|reply| QueueCommand::Finish {
+            shard,
+            token,
+            finish,
+            reply,
+        })
+        .await
+    }
+
+    /// As the owner of `shard`'s queue: takes every pending item out (replicated as drain
+    /// events) and returns them, with who enqueued each. Refused with
+    /// [`QueueError::NotOwner`](meshkit::queue::QueueError::NotOwner) elsewhere.
+    pub async fn queue_drain(
+        &self,
+        shard: ShardId,
+    ) -> Result<Vec<(Origin, Vec<u8>)>, QueueCallError> {
+        self.queue_call(|reply| QueueCommand::Drain { shard, reply })
+            .await
+    }
+
+    /// As the owner of `shard`'s queue: puts drained items back as pending; returns how many.
+    pub async fn queue_restore(
+        &self,
+        shard: ShardId,
+        items: Vec<(Origin, Vec<u8>)>,
+    ) -> Result<usize, QueueCallError> {
+        self.queue_call(|reply| QueueCommand::Restore {
+            shard,
+            items,
+            reply,
+        })
+        .await
+    }
+
+    /// The latest backpressure signal of every shard whose owner this node knows, as a watch:
+    /// it changes when an owner publishes a transition (or a new owner takes a shard over).
+    pub async fn subscribe_backpressure(
+        &self,
+    ) -> Result<tokio::sync::watch::Receiver<BackpressureView>, QueueCallError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Queue(QueueCommand::Subscribe(reply)))
+            .await?;
+        rx.await.map_err(|_| self.queue_gone())
+    }
+
+    async fn queue_call<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, QueueCallError>>) -> QueueCommand,
+    ) -> Result<T, QueueCallError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Queue(command(reply))).await?;
+        rx.await.map_err(|_| self.queue_gone())?
+    }
+
+    /// Why a queue command's reply was dropped: the driver stopped, or it runs no queues.
+    fn queue_gone(&self) -> QueueCallError {
+        if self.commands.is_closed() {
+            QueueCallError::Stopped(DriverStopped)
+        } else {
+            QueueCallError::Disabled
+        }
+    }
+
     /// Stops the driver (without leaving: to peers this looks like a crash).
     pub async fn shutdown(&self) -> Result<(), DriverStopped> {
         self.send(Command::Shutdown).await
@@ -550,6 +703,7 @@ impl NodeHandle {
 pub struct Driver<T, C> {
     node: Node,
     leadership: Option<Leadership>,
+    queues: Option<QueueHost>,
     /// Scopes the configuration contends for (re-entered on resume).
     campaign: Vec<Scope>,
     draining: bool,
@@ -580,6 +734,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
         let driver = Self {
             node,
             leadership: None,
+            queues: None,
             campaign: Vec::new(),
             draining: false,
             joined: false,
@@ -613,6 +768,17 @@ impl<T: Transport, C: Clock> Driver<T, C> {
         self.node = node;
         self.leadership = Some(leadership);
         self.campaign = config.campaign.clone();
+        Ok(self)
+    }
+
+    /// Runs the task queues of the configured shards (after
+    /// [`with_leadership`](Self::with_leadership), with `[shards]`: a queue is served by its
+    /// shard's lease holder), restoring the replica copies `config.data_dir` holds.
+    pub fn with_queues(mut self, config: &QueuesConfig) -> Result<Self, QueueStartError> {
+        let now = self.clock.now();
+        let (host, node) = QueueHost::start(config, self.node, now)?;
+        self.node = node;
+        self.queues = Some(host);
         Ok(self)
     }
 
@@ -710,6 +876,10 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             Command::Voters { change, reply } => {
                 let _ = reply.send(self.change_voters(now, change));
             }
+            Command::Queue(command) => match &mut self.queues {
+                Some(q) => q.command(now, &mut self.node, command),
+                None => command.refuse(QueueCallError::Disabled),
+            },
             Command::Shutdown => return false,
             #[cfg(any(test, feature = "fault-injection"))]
             Command::Panic => panic!("test-only: the driver panics on command"),
@@ -727,12 +897,21 @@ impl<T: Transport, C: Clock> Driver<T, C> {
         }
     }
 
-    /// Drains the node's outputs in the core's order: the voter's durable writes to disk, then
-    /// transmits to the transport, then events to subscribers and the leadership host.
-    fn flush(&mut self) {
+    /// Drains the node's outputs in the core's order: the voter's and the queue replicas'
+    /// durable writes to disk, then transmits to the transport, then events to subscribers,
+    /// the leadership host and the queue host. `false` when the queue checkpoints cannot be
+    /// written: the driver stops (nothing polled after them may be sent, and a replica that
+    /// cannot persist must not acknowledge; restart once the disk is fixed).
+    fn flush(&mut self) -> bool {
         let now = self.clock.now();
         if let Some(l) = &mut self.leadership {
             l.persist(&mut self.node);
+        }
+        if let Some(q) = &mut self.queues
+            && let Err(error) = q.persist(&mut self.node)
+        {
+            tracing::error!(%error, "the queue checkpoints cannot be written: the node stops");
+            return false;
         }
         while let Some(t) = self.node.poll_transmit(now, &mut self.buf) {
             let addr = self.addrs.get(&t.to).copied();
@@ -748,6 +927,9 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                     crate::state_log::membership(&event);
                     if let Event::MetadataChanged { node, .. } = event {
                         self.learn_addr(node);
+                        if let Some(q) = &mut self.queues {
+                            q.on_metadata_changed();
+                        }
                     }
                     // No subscriber is fine: events are for whoever listens.
                     let _ = self.events.send(event);
@@ -764,9 +946,18 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                         l.on_group_event(now, &e.event);
                     }
                 }
+                NodeEvent::Queue(e) => {
+                    if let Some(q) = &mut self.queues {
+                        q.on_event(now, e);
+                    }
+                }
                 _ => {}
             }
         }
+        if let Some(q) = &mut self.queues {
+            q.refresh_backpressure(&self.node);
+        }
+        true
     }
 
     fn change_voters(
@@ -912,6 +1103,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             draining: self.draining,
             joined: self.joined,
             cert_not_after: self.cert_not_after,
+            queues: self.queues.as_ref().and_then(|q| q.status(now, &self.node)),
         }
     }
 }
@@ -951,7 +1143,9 @@ impl<T: Transport, C: Clock> Future for Driver<T, C> {
                 this.node.handle_timeout(now);
                 progress = true;
             }
-            this.flush();
+            if !this.flush() {
+                return Poll::Ready(());
+            }
             this.arm_timer(now);
             if this.timer.as_mut().poll(cx).is_ready() {
                 // Due already: go round again and run it. Forget the armed deadline so the

@@ -11,11 +11,19 @@
 //!   leadership feed and the shard coordinator's status.
 //! * [`raft_store`]: the voter's Raft file (hard state, log, snapshot), written before the
 //!   messages that depend on it are sent.
+//! * [`queue_host`]: task queues on a real node: producers' and workers' calls, the replicas'
+//!   checkpoints, the backpressure watch, the `mesh_queue_*` counters.
+//! * [`queue_store`]: the queue replicas' checkpoint files, written before the acknowledgements
+//!   that depend on them are sent.
+//! * [`record_file`]: the checksummed record file both stores are written as.
 //! * [`vacancy`]: how long a lease scope has been without a holder.
 
 pub mod driver;
 mod error;
 pub mod lease_host;
+pub mod queue_host;
+pub mod queue_store;
 pub mod raft_store;
+pub mod record_file;
 mod state_log;
 pub mod vacancy;

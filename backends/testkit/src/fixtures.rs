@@ -142,6 +142,16 @@ pub async fn start_cluster(dir: &Path, n: u64) -> Vec<RunningNode> {
 
 /// [`start_cluster`] with `extra` TOML appended to every node's configuration.
 pub async fn start_cluster_with(dir: &Path, n: u64, extra: &str) -> Vec<RunningNode> {
+    start_cluster_each(dir, n, |_| extra.to_owned()).await
+}
+
+/// [`start_cluster`] with `extra(id)` appended to node `id`'s configuration (what differs per
+/// node: a data directory).
+pub async fn start_cluster_each(
+    dir: &Path,
+    n: u64,
+    extra: impl Fn(u64) -> String,
+) -> Vec<RunningNode> {
     let (ca, files) = meshkit_node::certs::write_dev_certs(dir, n).expect("make certificates");
     let mut nodes: Vec<RunningNode> = Vec::new();
     for f in &files {
@@ -149,7 +159,8 @@ pub async fn start_cluster_with(dir: &Path, n: u64, extra: &str) -> Vec<RunningN
             .first()
             .map(|first| vec![(1, first.gossip_addr())])
             .unwrap_or_default();
-        let path = write_config_with(dir, f.id.get(), &seeds, &f.cert, &f.key, &ca, extra);
+        let extra = extra(f.id.get());
+        let path = write_config_with(dir, f.id.get(), &seeds, &f.cert, &f.key, &ca, &extra);
         let config = NodeConfig::load(&path).expect("a valid config");
         nodes.push(node::start(&config).await.expect("the node starts"));
     }

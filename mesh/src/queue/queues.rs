@@ -144,6 +144,16 @@ pub enum QueueEvent {
         /// What became of it.
         outcome: FailOutcome,
     },
+    /// Owner: a worker failed an item (requeued or dead-lettered, as `outcome` says); the
+    /// failure is answered once the replicas hold it.
+    Failed {
+        /// The shard.
+        shard: ShardId,
+        /// The token the worker presented.
+        token: OwnershipToken,
+        /// What became of the item.
+        outcome: FailOutcome,
+    },
     /// Owner: a backpressure transition, published in this node's metadata.
     Backpressure {
         /// The shard.
@@ -1034,14 +1044,17 @@ impl Queues {
                 // A resend of a completion or failure still waiting for its replicas: it is
                 // answered then (refusing it, the item being finished, would tell the worker
                 // its completion failed).
-                return Ok(true);
+                return Ok((true, None));
             }
             match op {
-                None => s.queue.heartbeat(now, &token).map(|_| false),
-                Some(None) => s.queue.complete(&token).map(|()| true),
-                Some(Some(requeue)) => s.queue.fail(&token, requeue).map(|_| true),
+                None => s.queue.heartbeat(now, &token).map(|_| (false, None)),
+                Some(None) => s.queue.complete(&token).map(|()| (true, None)),
+                Some(Some(requeue)) => s
+                    .queue
+                    .fail(&token, requeue)
+                    .map(|outcome| (true, Some(outcome))),
             }
-            .inspect(|&replicated| {
+            .inspect(|&(replicated, _)| {
                 if replicated {
                     s.waiting.push(Waiting::Finish {
                         worker: from,
@@ -1053,8 +1066,15 @@ impl Queues {
             })
         });
         match result {
-            Ok(false) => self.send(from, shard, QueueBody::Accepted { request, token }),
-            Ok(true) => {
+            Ok((false, _)) => self.send(from, shard, QueueBody::Accepted { request, token }),
+            Ok((true, failed)) => {
+                if let Some(outcome) = failed {
+                    self.push_event(QueueEvent::Failed {
+                        shard: shard.clone(),
+                        token,
+                        outcome,
+                    });
+                }
                 self.observe_backpressure(now, shard);
                 self.replicate(now, shard);
                 self.answer_waiting(now, shard);

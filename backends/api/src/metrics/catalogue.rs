@@ -285,6 +285,65 @@ catalogue! {
     SHARD_POOL_MEMBERS = Gauge "mesh_shard_pool_members" ["role"] none,
         "Members up that announced they take shards, by role: eligible (takes shards) or \
          draining (acting coordinator only).";
+    /// Queues served.
+    QUEUE_SERVED = Gauge "mesh_queue_served" ["queue"] none,
+        "Task queues this node serves (one per shard it owns), by queue (the shard \
+         namespace).";
+    /// Items pending.
+    QUEUE_PENDING = Gauge "mesh_queue_pending" ["queue"] none,
+        "Items waiting for a worker in the queues this node serves, by queue.";
+    /// Items leased.
+    QUEUE_ACTIVE = Gauge "mesh_queue_active" ["queue"] none,
+        "Items leased to workers in the queues this node serves, by queue.";
+    /// Enqueues acknowledged.
+    QUEUE_ENQUEUED = Counter "mesh_queue_enqueued_total" ["queue"] none,
+        "Enqueues this node acknowledged as owner (held by the configured replicas), by \
+         queue.";
+    /// Completions accepted.
+    QUEUE_COMPLETED = Counter "mesh_queue_completed_total" ["queue"] none,
+        "Completions this node accepted as owner (held by the replicas), by queue.";
+    /// Failures reported.
+    QUEUE_FAILED = Counter "mesh_queue_failed_total" ["queue"] none,
+        "Failures workers reported to this node as owner, by queue.";
+    /// Items requeued.
+    QUEUE_REQUEUED = Counter "mesh_queue_requeued_total" ["queue"] none,
+        "Items this node requeued as owner (failed with requeue, lease expired, or worker's \
+         node gone past the grace), by queue.";
+    /// Items dead-lettered.
+    QUEUE_DEAD_LETTERED = Counter "mesh_queue_dead_lettered_total" ["queue"] none,
+        "Items this node dead-lettered as owner (too many attempts, or failed without \
+         requeue), by queue.";
+    /// Stale tokens refused.
+    QUEUE_STALE_REFUSED = Counter "mesh_queue_stale_refused_total" ["queue"] none,
+        "Heartbeats, completions and failures refused for a stale ownership token (a deposed \
+         owner's, or an expired lease's), by queue.";
+    /// Queues with backpressure active.
+    QUEUE_BACKPRESSURE_ACTIVE = Gauge "mesh_queue_backpressure_active" ["queue"] none,
+        "Queues this node serves whose backpressure is active (producers should wait), by \
+         queue.";
+    /// Backpressure transitions.
+    QUEUE_BACKPRESSURE_TRANSITIONS = Counter "mesh_queue_backpressure_transitions_total"
+        ["queue", "state"] none,
+        "Backpressure transitions of the queues this node serves, by queue and the state \
+         entered (active, inactive).";
+    /// Workers unhealthy.
+    QUEUE_UNHEALTHY_PEERS = Gauge "mesh_queue_unhealthy_peers" [] none,
+        "Workers this node's queues track that are unhealthy: their node Dead or Left, or \
+         silent past the health grace.";
+    /// Disconnected workers waiting for the grace.
+    QUEUE_PENDING_REASSIGNMENTS = Gauge "mesh_queue_pending_reassignments" [] none,
+        "Disconnected workers whose leased items are requeued once the health grace ends.";
+    /// Recoveries as a new owner.
+    QUEUE_RECOVERIES = Counter "mesh_queue_recoveries_total" [] none,
+        "Queues this node rebuilt from the replicas after taking their shard over.";
+    /// Replica checkpoint records written.
+    QUEUE_CHECKPOINT_WRITES = Counter "mesh_queue_checkpoint_writes_total" [] none,
+        "Checkpoint records this node's queue replicas wrote to disk (each synced before the \
+         acknowledgement it backs was sent).";
+    /// From an enqueue's arrival to its acknowledgement.
+    QUEUE_REPLICATION_LAG = Histogram "mesh_queue_replication_lag_seconds" ["queue"] seconds,
+        "Time from an enqueue's arrival at this owner to its acknowledgement (the configured \
+         replicas hold it), by queue.";
     /// Round-trip times of direct probes.
     GOSSIP_PROBE_RTT = Histogram "mesh_gossip_probe_rtt_seconds" [] seconds,
         "Round-trip times of direct probes acknowledged by their target.";
