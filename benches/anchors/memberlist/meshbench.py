@@ -13,6 +13,10 @@ dead (or left / gone). Each observer's detection time is taken two ways:
 Every loop is bounded; only the processes this script started are killed, by PID.
 
 Usage: meshbench.py --nodes 16 --seed 1 --out result.json
+       meshbench.py --nodes 32 --soak 1800 --loss 5 --kills 0 --out soak.json
+         (a soak: after the steady window, drop --loss % of the UDP datagrams with nftables for
+         --soak seconds, scraping every node every 10 s: suspicions raised and confirmed, the
+         fewest members any node held alive. Only inside a network namespace of its own.)
 Env:   MESHKIT_BIN  directory holding meshkitd and meshctl (default ./target/release)
        MESHBENCH_OUT  directory for run directories (default $TMPDIR/meshbench)
 """
@@ -105,6 +109,36 @@ def snmp_udp():
     return {}
 
 
+def own_netns():
+    """Whether this process runs in a network namespace made for the run: its only interface is
+    lo (`/proc/net/dev` is per namespace), so nftables rules added here touch nothing else."""
+    with open("/proc/net/dev") as f:
+        names = [line.split(":")[0].strip() for line in f if ":" in line]
+    return names == ["lo"]
+
+
+LOSS_TABLE = "meshbench_loss"
+
+
+def set_loss(percent):
+    """Drops `percent` % of UDP datagrams entering any interface of this namespace (on lo each
+    datagram enters once), or removes the rule when `percent` is 0."""
+    subprocess.run(["nft", "delete", "table", "inet", LOSS_TABLE], capture_output=True, timeout=10)
+    if percent <= 0:
+        return
+    per_mille = int(round(percent * 10))
+    script = (f"table inet {LOSS_TABLE} {{\n chain input {{\n type filter hook input priority 0;\n"
+              f" meta l4proto udp numgen random mod 1000 < {per_mille} counter drop\n }}\n}}\n")
+    subprocess.run(["nft", "-f", "-"], input=script, text=True, check=True, capture_output=True, timeout=10)
+
+
+def loss_dropped():
+    """Datagrams the loss rule dropped so far (its counter), or None without the rule."""
+    out = subprocess.run(["nft", "list", "table", "inet", LOSS_TABLE], capture_output=True, text=True, timeout=10)
+    m = re.search(r"counter packets (\d+)", out.stdout)
+    return int(m.group(1)) if m else None
+
+
 def parse_metrics(text):
     out = {}
     for line in text.splitlines():
@@ -154,6 +188,62 @@ class Conn:
             self.c = None
 
 
+def soak(a, procs, scrape_all, tick):
+    """--soak seconds with --loss % of UDP dropped: every 10 s a scrape of every node (over TCP,
+    which the rule leaves alone). No node is killed, so every suspicion is of a healthy member
+    and every confirmed one (`mesh_gossip_suspicions_confirmed_total`: a node's own verdict
+    `dead`) is a healthy node declared dead."""
+    n = len(procs)
+    set_loss(a.loss)
+    try:
+        m0 = scrape_all()
+        c0 = {i: cpu_ticks(p.pid) for i, p in procs.items()}
+        t0 = time.monotonic()
+        min_alive, max_dead, samples = n, 0, 0
+        for _ in range(int(a.soak / 10) + 1):
+            left = a.soak - (time.monotonic() - t0)
+            if left <= 0:
+                break
+            time.sleep(min(10.0, left))
+            m = scrape_all()
+            samples += 1
+            for i in procs:
+                mm = m.get(i, {})
+                min_alive = min(min_alive, int(mm.get('mesh_gossip_members{state="alive"}', 0)))
+                max_dead = max(max_dead, int(mm.get('mesh_gossip_members{state="dead"}', 0)))
+            el = time.monotonic() - t0
+            raised = sum(m.get(i, {}).get("mesh_gossip_suspicions_raised_total", 0)
+                         - m0.get(i, {}).get("mesh_gossip_suspicions_raised_total", 0) for i in procs)
+            print(f"soak {el:6.0f}/{a.soak:.0f} s: suspicions {raised:.0f}, fewest alive {min_alive}, "
+                  f"most dead {max_dead}", flush=True)
+        dt = time.monotonic() - t0
+        c1 = {i: cpu_ticks(p.pid) for i, p in procs.items()}
+        m1 = scrape_all()
+        dropped = loss_dropped()
+    finally:
+        set_loss(0)
+
+    def delta(name):
+        return sum(m1.get(i, {}).get(name, 0) - m0.get(i, {}).get(name, 0) for i in procs)
+
+    node_hours = n * dt / 3600
+    out = {
+        "loss_percent": a.loss, "seconds": dt, "samples": samples, "datagrams_dropped": dropped,
+        "suspicions_raised": delta("mesh_gossip_suspicions_raised_total"),
+        "suspicions_per_node_hour": delta("mesh_gossip_suspicions_raised_total") / node_hours,
+        "healthy_declared_dead": delta("mesh_gossip_suspicions_confirmed_total"),
+        "refutations": delta("mesh_gossip_refutations_total"),
+        "probes_failed": delta("mesh_gossip_probes_failed_total"),
+        "fewest_alive_seen": min_alive, "most_dead_seen": max_dead,
+        "cpu_ms_per_s_node_mean": sum(c1[i] - c0[i] for i in procs) / tick / dt * 1000 / n,
+        "exits": [i for i, p in procs.items() if p.poll() is not None],
+    }
+    print(f"soak {dt:.0f} s at {a.loss}% loss, N={n}: {out['suspicions_per_node_hour']:.2f} suspicions "
+          f"per node-hour, {out['healthy_declared_dead']:.0f} healthy nodes declared dead, fewest alive "
+          f"{min_alive}, {dropped} datagrams dropped", flush=True)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=16)
@@ -171,17 +261,26 @@ def main():
     ap.add_argument("--gossip-base", type=int, default=31000)
     ap.add_argument("--control-base", type=int, default=33000)
     ap.add_argument("--rust-log", default="info")
-    ap.add_argument("--deadline", type=float, default=540.0, help="hard limit for the whole run (s)")
+    ap.add_argument("--deadline", type=float, default=540.0, help="hard limit for the whole run (s), on top of --soak")
     ap.add_argument("--keep", action="store_true", help="keep the run directory")
     ap.add_argument("--kills", type=int, default=1,
                     help="kill this many nodes one after another (each once the last is detected everywhere); "
                          "the first is `crash`, the rest `crash_extra`")
+    ap.add_argument("--soak", type=float, default=0.0,
+                    help="after the steady window, run this many seconds with --loss applied")
+    ap.add_argument("--loss", type=float, default=0.0,
+                    help="percent of UDP datagrams nftables drops during --soak (needs its own netns)")
     a = ap.parse_args()
+    if a.loss and not own_netns():
+        ap.error("--loss changes the network namespace's firewall: run it inside one made for it "
+                 "(unshare -n sh -c 'ip link set lo up; python3 meshbench.py ...')")
+    if not 0 <= a.loss < 100:
+        ap.error("--loss is a percentage in [0, 100)")
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGALRM, on_signal)
-    signal.alarm(int(a.deadline))
+    signal.alarm(int(a.deadline + a.soak))  # the deadline bounds the run around the soak
 
     N = a.nodes
     rng = random.Random(a.seed)
@@ -340,6 +439,9 @@ meshctl-observer = ["mesh.observe"]
               f"{st['payload_out_Bps_node_mean']:.1f} B/s/node, lo {st['lo_tx_Bps_node']:.1f} B/s/node, "
               f"load {load_w0} -> {load_w1}", flush=True)
 
+        # ---- soak under loss (optional) ----
+        if a.soak > 0:
+            res["soak"] = soak(a, procs, scrape_all, tick)
         # ---- crash detection (one or more kills, one at a time) ----
         candidates = list(range(2, N + 1))
         killed = []
