@@ -940,6 +940,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                         l.on_client_event(&e.event);
                     }
                 }
+                NodeEvent::Shard(event) => crate::state_log::shard(&event),
                 NodeEvent::Group(e) => {
                     crate::state_log::group(&e.event);
                     if let Some(l) = &mut self.leadership {

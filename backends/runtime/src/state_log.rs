@@ -1,6 +1,7 @@
 //! One readable log line for each state change an operator acts on: a member suspected,
 //! declared dead, leaving or back; a lease acquired, lost, handed over, expired or released by
-//! this node; a new Raft leader or voter set seen by a voter.
+//! this node; a new Raft leader or voter set seen by a voter; a shard that changed owner, as
+//! the shard coordinator (on the Raft leader) saw it, and a move it gave up.
 //!
 //! Why here and not in the core: the core reports changes as events (it reads no clock and
 //! writes no log); the host decides what an operator reads. Why rate-limited: a partition of a
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use meshkit::lease::{GroupEvent, LeadershipEvent};
 use meshkit::membership::{Event, MemberState};
+use meshkit::shard::ShardEvent;
 
 use meshkit_net::log_limit::LogLimit;
 
@@ -33,12 +35,19 @@ pub(crate) fn group(event: &GroupEvent) {
     LIMITS.group(event);
 }
 
+/// Logs an event of this node's shard coordinator or shard member.
+pub(crate) fn shard(event: &ShardEvent) {
+    LIMITS.shard(event);
+}
+
 /// One rate limit per kind of line.
 struct Limits {
     /// Member state changes at info: 20 lines per 10 s, then a count.
     members: LogLimit,
     /// Lease and Raft changes at info: rare unless something is wrong.
     leases: LogLimit,
+    /// Shard owner changes at info: a rebalance moves many at once.
+    shards: LogLimit,
     /// The debug lines (members learned, renewals, others' grants).
     detail: LogLimit,
 }
@@ -48,6 +57,7 @@ impl Limits {
         Self {
             members: LogLimit::new(20, Duration::from_secs(10)),
             leases: LogLimit::new(20, Duration::from_secs(10)),
+            shards: LogLimit::new(20, Duration::from_secs(10)),
             detail: LogLimit::new(100, Duration::from_secs(10)),
         }
     }
@@ -176,6 +186,40 @@ impl Limits {
             }
         }
     }
+
+    fn shard(&self, event: &ShardEvent) {
+        let node =
+            |n: Option<meshkit::NodeId>| n.map_or_else(|| "none".to_owned(), |n| n.to_string());
+        match event {
+            ShardEvent::OwnerChanged {
+                shard,
+                from,
+                to,
+                fence,
+                planned,
+            } => {
+                if let Some(suppressed) = self.shards.allow() {
+                    let (from, to) = (node(*from), node(*to));
+                    tracing::info!(%shard, %from, %to, token = fence, planned, suppressed, "shard moved");
+                }
+            }
+            ShardEvent::MoveAbandoned { shard, to } => {
+                if let Some(suppressed) = self.shards.allow() {
+                    tracing::info!(%shard, %to, suppressed, "shard move abandoned: replanned later");
+                }
+            }
+            ShardEvent::Drained => {
+                if let Some(suppressed) = self.shards.allow() {
+                    tracing::info!(suppressed, "drained: this node holds no shard");
+                }
+            }
+            other => {
+                if let Some(suppressed) = self.detail.allow() {
+                    tracing::debug!(event = ?other, suppressed, "shard coordinator");
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -238,6 +282,37 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("by=node-2"), "{text}");
+    }
+
+    #[test]
+    fn a_shard_owner_change_is_one_info_line_and_a_plan_is_debug() {
+        let shard: meshkit::shard::ShardId = "shard/orders/3".parse().unwrap();
+        let limits = Limits::new();
+        let text = captured(tracing::Level::INFO, || {
+            limits.shard(&ShardEvent::OwnerChanged {
+                shard: shard.clone(),
+                from: Some(NodeId::new(2)),
+                to: Some(NodeId::new(4)),
+                fence: 17,
+                planned: true,
+            });
+            limits.shard(&ShardEvent::Planned {
+                moves: 1,
+                pool_changed: true,
+            });
+        });
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.contains("INFO") && text.contains("shard moved"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shard=shard/orders/3")
+                && text.contains("from=node-2")
+                && text.contains("to=node-4"),
+            "{text}"
+        );
+        assert!(text.contains("token=17"), "{text}");
     }
 
     #[test]
