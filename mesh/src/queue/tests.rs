@@ -265,3 +265,32 @@ fn checkpoint_records_replay_to_the_same_replica_and_refuse_corruption() {
         Err(CheckpointError::Record { record: 1, .. })
     ));
 }
+
+/// Logs, events and `meshctl` show tokens in these forms; an item is finished exactly when no
+/// transition leaves its state (completed, dead-lettered, drained), never while pending or leased.
+#[test]
+fn display_forms_and_finished_states() {
+    let token = OwnershipToken {
+        item: ItemId::new(7),
+        attempt: 2,
+        lease: LeaseId::new(3),
+        fence: FencingToken::new(5),
+    };
+    assert_eq!(token.item.to_string(), "item7");
+    assert_eq!(token.lease.to_string(), "lease3");
+    assert_eq!(token.to_string(), "item7#2 lease3 fence5");
+
+    let leased = ItemState::Leased {
+        worker: NodeId::new(4),
+        lease: LeaseId::new(1),
+    };
+    for (state, finished) in [
+        (ItemState::Pending, false),
+        (leased, false),
+        (ItemState::Completed, true),
+        (ItemState::DeadLettered, true),
+        (ItemState::Drained, true),
+    ] {
+        assert_eq!(state.is_finished(), finished, "{state:?}");
+    }
+}
