@@ -1024,6 +1024,7 @@ fn channels_have_a_byte_and_a_name() {
 /// [`Node::with_joining_voter`].
 mod voter_changes {
     use super::*;
+    use crate::lease::MAX_VOTERS;
 
     /// Runs `nodes` (ids 1..=n) with instant delivery for `run`; a node in `down` is crashed:
     /// it gets no input and what it would send is lost.
@@ -1078,23 +1079,29 @@ mod voter_changes {
     /// every node has a lease client for the founders, node 1 contends for `global-control`,
     /// and all join the mesh through node 1. Runs 5 s: a leader is elected and everyone alive.
     fn group_of_three(joiner: bool) -> (Vec<Node>, Instant) {
+        group_of(3, joiner)
+    }
+
+    /// As [`group_of_three`], with voters 1..=`founders` and the joiner `founders + 1`.
+    fn group_of(founders: u64, joiner: bool) -> (Vec<Node>, Instant) {
         let now = Instant::ZERO;
-        let founders = [id(1), id(2), id(3)];
+        let voters: Vec<NodeId> = (1..=founders).map(id).collect();
+        let founders = voters.as_slice();
         let mut nodes = Vec::new();
-        for n in 1..=3 {
-            let voter = node(n).with_voter(now, lease_config(), &founders).unwrap();
+        for n in 1..=voters.len() as u64 {
+            let voter = node(n).with_voter(now, lease_config(), founders).unwrap();
             let campaign = if n == 1 {
                 campaign_for(Scope::global_control())
             } else {
                 Campaign::new(TTL, RETRY)
             };
-            nodes.push(voter.with_lease_client(now, lease_config(), &founders, campaign));
+            nodes.push(voter.with_lease_client(now, lease_config(), founders, campaign));
         }
         if joiner {
             nodes.push(
-                node(4)
-                    .with_joining_voter(now, lease_config(), &founders, None)
-                    .with_lease_client(now, lease_config(), &founders, Campaign::new(TTL, RETRY)),
+                node(voters.len() as u64 + 1)
+                    .with_joining_voter(now, lease_config(), founders, None)
+                    .with_lease_client(now, lease_config(), founders, Campaign::new(TTL, RETRY)),
             );
         }
         for n in &mut nodes[1..] {
@@ -1465,15 +1472,24 @@ mod voter_changes {
             "{message}"
         );
         // Adding node 4 now: 2 live voters of an enlarged 4, a quorum of 4 is 3.
-        assert!(matches!(
-            nodes[leader_now].change_voters(now, VoterChange::Add(id(4))),
-            Err(VoterChangeError::WouldLoseQuorum {
-                live: 2,
-                voters: 4,
-                quorum: 3,
-                ..
-            })
-        ));
+        let refused = nodes[leader_now].change_voters(now, VoterChange::Add(id(4)));
+        assert!(
+            matches!(
+                refused,
+                Err(VoterChangeError::WouldLoseQuorum {
+                    live: 2,
+                    voters: 4,
+                    quorum: 3,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        let message = refused.unwrap_err().to_string();
+        assert!(
+            message.starts_with("refused: adding node-4 would leave 2 live voter(s) of 4"),
+            "{message}"
+        );
         assert_eq!(voters_of(&nodes[leader_now]), [1, 2, 3], "nothing proposed");
         // Removing the dead voter keeps the quorum (2 live of 2), then adding node 4 too
         // (2 live of 3).
@@ -1490,6 +1506,101 @@ mod voter_changes {
         expected.push(4);
         assert_eq!(voters_of(&nodes[leader_now]), expected);
         assert_eq!(voters_of(&nodes[3]), expected, "node 4 caught up");
+    }
+
+    /// Node id 0 is no node (ids start at 1; Raft reserves 0): adding it is refused as not an
+    /// alive member, before the group is asked, even when membership holds a member of that id
+    /// alive (a peer configured with id 0).
+    #[test]
+    fn node_zero_is_never_added() {
+        let (mut nodes, now) = group_of_three(false);
+        let leader = leader_of(&nodes, &[]).unwrap();
+        let add_zero = |node: &mut Node| node.change_voters(now, VoterChange::Add(id(0)));
+        assert_eq!(
+            add_zero(&mut nodes[leader]),
+            Err(VoterChangeError::NotAlive {
+                node: id(0),
+                state: None
+            })
+        );
+        nodes[leader]
+            .membership
+            .add_known_member(now, id(0), Incarnation::new(1));
+        assert_eq!(
+            add_zero(&mut nodes[leader]),
+            Err(VoterChangeError::NotAlive {
+                node: id(0),
+                state: Some(MemberState::Alive)
+            })
+        );
+        assert!(!nodes[leader].lease_group().unwrap().has_pending_change());
+    }
+
+    /// The voter set keeps 1..=MAX_VOTERS voters: the last voter cannot remove itself (the group
+    /// would have nobody to hold the lease table), and a full group takes no eighth voter, even
+    /// an alive joining one with every voter up (no quorum is at stake: the bound is the group's).
+    #[test]
+    fn the_voter_set_keeps_between_one_and_max_voters() {
+        let (mut nodes, now) = group_of(1, false);
+        assert_eq!(leader_of(&nodes, &[]), Some(0), "a group of one leads itself");
+        let refused = nodes[0].change_voters(now, VoterChange::Remove(id(1)));
+        assert_eq!(
+            refused,
+            Err(VoterChangeError::VoterCount {
+                voters: 0,
+                max: MAX_VOTERS
+            })
+        );
+        assert_eq!(
+            refused.unwrap_err().to_string(),
+            format!("the group would have 0 voters: it keeps 1..={MAX_VOTERS}")
+        );
+        assert_eq!(voters_of(&nodes[0]), [1]);
+
+        let full = MAX_VOTERS as u64;
+        let (mut nodes, now) = group_of(full, true);
+        let leader = leader_of(&nodes, &[]).unwrap();
+        let joiner = id(full + 1);
+        assert_eq!(
+            nodes[leader].membership().member(joiner).map(|m| m.state),
+            Some(MemberState::Alive)
+        );
+        assert_eq!(
+            nodes[leader].change_voters(now, VoterChange::Add(joiner)),
+            Err(VoterChangeError::VoterCount {
+                voters: MAX_VOTERS + 1,
+                max: MAX_VOTERS
+            })
+        );
+        assert_eq!(voters_of(&nodes[leader]).len(), MAX_VOTERS);
+    }
+
+    /// While the leader hands leadership over (it was asked to remove itself), raft-rs drops
+    /// every proposal, voter changes included: the next change is refused as in progress, not
+    /// lost, and nothing changes; the new leader takes it.
+    #[test]
+    fn no_change_is_taken_while_leadership_is_handed_over() {
+        let (mut nodes, mut now) = group_of_three(true);
+        let leader = leader_of(&nodes, &[]).unwrap();
+        let leader_id = nodes[leader].local_id();
+        assert!(matches!(
+            nodes[leader].change_voters(now, VoterChange::Remove(leader_id)),
+            Err(VoterChangeError::LeaderMoving { to: Some(_), .. })
+        ));
+        assert!(nodes[leader].lease_group().unwrap().is_leader(), "not yet");
+        assert_eq!(
+            nodes[leader].change_voters(now, VoterChange::Add(id(4))),
+            Err(VoterChangeError::InProgress)
+        );
+        run_to(&mut nodes, &mut now, Duration::from_secs(1), &[]);
+        assert_eq!(voters_of(&nodes[leader]), [1, 2, 3], "nothing proposed");
+        let new = leader_of(&nodes, &[]).unwrap();
+        assert_ne!(new, leader);
+        nodes[new]
+            .change_voters(now, VoterChange::Add(id(4)))
+            .unwrap();
+        run_to(&mut nodes, &mut now, Duration::from_secs(1), &[]);
+        assert_eq!(voters_of(&nodes[3]), [1, 2, 3, 4]);
     }
 
     /// The leader asked to remove itself hands leadership to a caught-up voter first (raft-rs
