@@ -84,6 +84,9 @@ step "rustdoc (warnings are errors)"
 # documented too.
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet --features meshkit-node/turmoil
 
+step "crates ready to publish: metadata, cargo package --workspace --no-verify (scripts/check-packages.sh)"
+scripts/check-packages.sh
+
 step "fuzz targets compile, clippy-clean (running them needs nightly: scripts/fuzz.sh, fuzz/README.md)"
 # Its own lock file (fuzz/Cargo.lock), which must be up to date like the workspace's.
 cargo clippy --manifest-path fuzz/Cargo.toml --locked --all-targets --quiet -- -D warnings

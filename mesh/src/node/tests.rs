@@ -1542,7 +1542,11 @@ mod voter_changes {
     #[test]
     fn the_voter_set_keeps_between_one_and_max_voters() {
         let (mut nodes, now) = group_of(1, false);
-        assert_eq!(leader_of(&nodes, &[]), Some(0), "a group of one leads itself");
+        assert_eq!(
+            leader_of(&nodes, &[]),
+            Some(0),
+            "a group of one leads itself"
+        );
         let refused = nodes[0].change_voters(now, VoterChange::Remove(id(1)));
         assert_eq!(
             refused,

@@ -730,7 +730,11 @@ mod tests {
         let bytes: BTreeSet<u8> = changes.iter().map(|(c, _)| c.byte()).collect();
         assert_eq!(bytes.len(), changes.len());
         let unknown = (0..=u8::MAX).filter(|b| !bytes.contains(b));
-        assert!(unknown.into_iter().all(|b| EventKind::from_byte(b).is_none()));
+        assert!(
+            unknown
+                .into_iter()
+                .all(|b| EventKind::from_byte(b).is_none())
+        );
         for (change, name) in changes {
             assert_eq!(change.as_str(), name);
         }
