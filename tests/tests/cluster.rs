@@ -8,10 +8,10 @@ use std::time::Duration;
 use common::{MeshctlAs, TempDir, client, eventually, start_cluster, write_config};
 use meshkit::NodeId;
 use meshkit::membership::MemberState;
+use meshkit_node::api::json::PeersResponse;
 use meshkit_node::certs::DevCa;
 use meshkit_node::client::{Client, ClientConfig, Protocols};
 use meshkit_node::config::NodeConfig;
-use meshkit_node::control::PeersResponse;
 use meshkit_node::node::{self, RunningNode};
 use meshkit_node::permission::Permission;
 

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::{TempDir, client, start_cluster};
 use meshkit_node::api::alpn::{ALPN_H2, ALPN_HTTP11, HttpProtocol};
+use meshkit_node::api::json::PeersResponse;
 use meshkit_node::client::{Client, ClientConfig, ClientError, FallbackReason, Protocols};
-use meshkit_node::control::PeersResponse;
 use meshkit_node::control::auth::{AccessConfig, AccessControl};
 use meshkit_node::control::serve::{ServerStats, serve_tls};
 use meshkit_node::tls::TlsIdentity;

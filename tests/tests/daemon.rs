@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, start};
 use common::{MeshctlAs, TempDir, write_config};
-use meshkit_node::control::PeersResponse;
+use meshkit_node::api::json::PeersResponse;
 
 const FORM_LIMIT: Duration = Duration::from_secs(10);
 const DETECT_LIMIT: Duration = Duration::from_secs(15);

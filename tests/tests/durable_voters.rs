@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, start};
 use common::{MeshctlAs, TempDir, write_config_with};
+use meshkit_node::api::json::LeadershipView;
 use meshkit_node::client::Protocols;
-use meshkit_node::lease_host::LeadershipView;
 
 const LIMIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(100);

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use common::daemon::{Daemon, leaders, start};
 use common::prometheus::{Killed, Prometheus, http_get};
 use common::{MeshctlAs, TempDir, client, write_config_with};
+use meshkit_node::api::json::{Change, FeedEntry};
 use meshkit_node::client::{Client, Protocols};
-use meshkit_node::lease_host::{Change, FeedEntry};
 
 /// Voters 1-3; a 3 s lease (the failover target's), 50 ms Raft ticks (elections in 0.5-1 s).
 const LEADERSHIP: &str = "[leadership]\nvoters = [1, 2, 3]\ncampaign = [\"global-control\"]\n\

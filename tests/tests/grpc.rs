@@ -11,9 +11,9 @@ use common::{
     TempDir, eventually, global_control_holders, single_global_control_holder, start_cluster,
     start_cluster_with, token,
 };
+use meshkit_node::api::json::PeersResponse;
 use meshkit_node::client::grpc::{ControlClient, HealthClient};
 use meshkit_node::config::NodeConfig;
-use meshkit_node::control::PeersResponse;
 use meshkit_node::control::auth::AccessControl;
 use meshkit_node::grpc::ControlService;
 use meshkit_node::grpc::health::{HealthCheckRequest, ServingStatus, WATCH_INTERVAL, Watchers};

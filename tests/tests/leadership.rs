@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use meshkit::NodeId;
 use meshkit::lease::Scope;
 use meshkit::membership::MemberState;
-use meshkit_node::lease_host::Change;
+use meshkit_node::api::json::{Change, DrainResponse, TransferResponse};
 use meshkit_node::node::RunningNode;
 use tower::ServiceExt;
 
@@ -139,8 +139,8 @@ async fn transfer_and_drain_move_the_lease_through_the_control_api() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let answer: serde_json::Value = serde_json::from_slice(&body_bytes(response).await).unwrap();
-    assert!(answer["token"].as_u64().unwrap() > token, "{answer}");
+    let answer: TransferResponse = serde_json::from_slice(&body_bytes(response).await).unwrap();
+    assert!(answer.token > token, "{answer:?}");
     let (now_holder, _) = wait_single_holder(&nodes, FAILOVER_LIMIT).await;
     if now_holder != target {
         dump(&nodes).await;
@@ -154,8 +154,8 @@ async fn transfer_and_drain_move_the_lease_through_the_control_api() {
         .await
         .unwrap();
     assert_eq!(drained.status(), 200);
-    let answer: serde_json::Value = serde_json::from_slice(&body_bytes(drained).await).unwrap();
-    assert_eq!(answer["released"], serde_json::json!(["global-control"]));
+    let answer: DrainResponse = serde_json::from_slice(&body_bytes(drained).await).unwrap();
+    assert_eq!(answer.released, ["global-control"]);
     let ok = eventually(FAILOVER_LIMIT, || async {
         let h = holders(&nodes).await;
         h.len() == 1 && h[0].0 != target

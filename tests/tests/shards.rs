@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, leaders, start};
 use common::{MeshctlAs, TempDir, client, run_bounded, write_config_with};
+use meshkit_node::api::json::CoordinatorCounters;
+use meshkit_node::api::json::{RebalanceResponse, ShardsResponse};
 use meshkit_node::client::{Client, Protocols};
-use meshkit_node::control::leadership::{RebalanceResponse, ShardsResponse};
-use meshkit_node::lease_host::CoordinatorCounters;
 
 /// Voters 1-3; 64 shards with a 3 s lease; 50 ms Raft ticks; the test's client (node-1's
 /// certificate) may drain and rebalance.

@@ -13,12 +13,15 @@
 //!   `mesh.operate`, `mesh.admin`), each implying the ones below it. Not to be confused with a
 //!   lease scope ([`meshkit::lease::Scope`]), which names what a lease is for.
 //! * [`grpc`]: the gRPC contract (`proto/`): prost messages, method paths, [`grpc::is_grpc`].
+//! * [`json`]: the JSON bodies of the HTTP routes (peers, views, leaders, shards, lease
+//!   sessions, membership operations, errors), built by the server and parsed by clients.
 //! * [`alpn`]: the ALPN names of the control API's transports and their metric label.
 //! * [`metrics`]: the metric catalogue (name, type, help, labels, unit of every family) and the
 //!   Prometheus exposition built from it.
 
 pub mod alpn;
 pub mod grpc;
+pub mod json;
 pub mod metrics;
 pub mod permission;
 pub mod routes;

@@ -42,13 +42,14 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use thiserror::Error;
 
 use super::audit::{AuditLog, AuditRecord, AuthMethod, DEFAULT_AUDIT_MAX_BYTES, Outcome};
 use crate::tokens::{
     DEFAULT_MAX_LIFETIME, KeyError, MAX_LIFETIME_RANGE, TokenError, TokenVerifier,
 };
+pub use meshkit_api::json::DeniedBody;
 use meshkit_api::permission::{EXPECTED_SCOPES, Permission, Permissions};
 use meshkit_api::routes::{Requirement, requirement};
 use meshkit_net::clock::{SystemWallClock, WallClock};
@@ -566,21 +567,6 @@ pub enum AccessStartError {
     /// The audit log cannot be written.
     #[error("key `access.audit_log`: {0}")]
     Audit(#[from] super::audit::AuditError),
-}
-
-/// The JSON body of a 401 or 403.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeniedBody {
-    /// What is wrong, in words.
-    pub error: String,
-    /// The scope the route needs.
-    pub required_scope: String,
-    /// 403 only: who asked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity: Option<String>,
-    /// 403 only: what that identity holds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub granted_scopes: Option<Vec<String>>,
 }
 
 fn denied(

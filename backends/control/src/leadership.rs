@@ -43,9 +43,13 @@ use meshkit::NodeId;
 use meshkit::lease::{LeaseError, Scope};
 use meshkit::node::CommandError;
 use meshkit::shard::{MoveReason, Plan};
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+pub use meshkit_api::json::{
+    AcquireRequest, DrainResponse, ErrorBody, HeldBody, MisdirectedBody, PlannedMove,
+    RebalanceRequest, RebalanceResponse, ResumeResponse, SessionRequest, SessionResponse,
+    ShardOwner, ShardsResponse, TransferRequest, TransferResponse,
+};
 use meshkit_api::metrics::Families;
 use meshkit_runtime::driver::{LeadershipError, NodeHandle};
 use meshkit_runtime::lease_host::{
@@ -58,13 +62,6 @@ pub const SSE_HEARTBEAT: Duration = Duration::from_secs(5);
 /// context for a dashboard (a few elections and grants), and a bounded first answer however long
 /// the feed's history ([`meshkit_runtime::lease_host::FEED_HISTORY`] entries) has grown.
 pub const SSE_FRESH_BACKLOG_EVENTS: usize = 64;
-
-/// A JSON error body: `{"error": "..."}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// What went wrong.
-    pub error: String,
-}
 
 fn error(status: StatusCode, message: &impl ToString) -> Response {
     (
@@ -272,98 +269,43 @@ async fn events(
         .into_response()
 }
 
-/// One shard's owner in [`ShardsResponse`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardOwner {
-    /// The shard's scope, `shard/{namespace}/{id}`.
-    pub scope: String,
-    /// Its owner (the lease holder).
-    pub owner: u64,
-    /// The fencing token of the owner's grant: present it with every write to the shard.
-    pub token: u64,
-    /// Time left on the lease, in milliseconds (see [`LeadershipView`] for the clock).
-    pub expires_in_ms: u64,
-}
-
-/// The body of `GET /meshkit/shards`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardsResponse {
-    /// The answering node.
-    pub local: u64,
-    /// Whether the list is the voters' applied table (complete) or only what this node owns
-    /// (it is not a voter).
-    pub complete: bool,
-    /// Shards with an owner, in scope order.
-    pub shards: Vec<ShardOwner>,
-    /// The node's shard state (`[shards]`): the configured count, the coordinator it knows,
-    /// its member side and, on the Raft leader, the coordinator's moves under way and load.
-    /// Absent without `[shards]`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<ShardStatus>,
-}
-
-impl ShardsResponse {
-    /// The shard leases of a leadership view.
-    pub fn from_view(view: &LeadershipView) -> Self {
-        let complete = view.raft.is_some();
-        // A voter knows every owner from its table; another node knows only its own shards.
-        let owners: Vec<(&str, u64, u64, u64)> = if complete {
-            let t = view.table.iter();
-            t.map(|l| (l.scope.as_str(), l.holder, l.token, l.expires_in_ms))
-                .collect()
-        } else {
-            let h = view.held.iter();
-            h.map(|h| (h.scope.as_str(), view.node, h.token, h.expires_in_ms))
-                .collect()
-        };
-        let shards = owners
-            .into_iter()
-            .filter(|(scope, ..)| is_shard_scope(scope))
-            .map(|(scope, owner, token, expires_in_ms)| ShardOwner {
-                scope: scope.to_owned(),
-                owner,
-                token,
-                expires_in_ms,
-            })
-            .collect();
-        Self {
-            local: view.node,
-            complete,
-            shards,
-            status: view.shards.clone(),
-        }
+/// The shard leases of a leadership view.
+pub fn shards_of(view: &LeadershipView) -> ShardsResponse {
+    let complete = view.raft.is_some();
+    // A voter knows every owner from its table; another node knows only its own shards.
+    let owners: Vec<(&str, u64, u64, u64)> = if complete {
+        let t = view.table.iter();
+        t.map(|l| (l.scope.as_str(), l.holder, l.token, l.expires_in_ms))
+            .collect()
+    } else {
+        let h = view.held.iter();
+        h.map(|h| (h.scope.as_str(), view.node, h.token, h.expires_in_ms))
+            .collect()
+    };
+    let shards = owners
+        .into_iter()
+        .filter(|(scope, ..)| is_shard_scope(scope))
+        .map(|(scope, owner, token, expires_in_ms)| ShardOwner {
+            scope: scope.to_owned(),
+            owner,
+            token,
+            expires_in_ms,
+        })
+        .collect();
+    ShardsResponse {
+        local: view.node,
+        complete,
+        shards,
+        status: view.shards.clone(),
     }
 }
 
 pub(super) async fn shards(State(node): State<NodeHandle>) -> Response {
     match node.leadership().await {
-        Ok(Some(view)) => Json(ShardsResponse::from_view(&view)).into_response(),
+        Ok(Some(view)) => Json(shards_of(&view)).into_response(),
         Ok(None) => leadership_error(&LeadershipError::Disabled),
         Err(e) => leadership_error(&e.into()),
     }
-}
-
-/// The body of `POST /control/leases/transfer`. Unknown fields are refused (422): a field the
-/// server does not know (a misspelt one, or one of a later version) must not be dropped
-/// silently from an operation that moves leases.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TransferRequest {
-    /// The scope to hand over (this node must hold it).
-    pub scope: String,
-    /// The node to hand it to.
-    pub to: u64,
-}
-
-/// The answer to a transfer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TransferResponse {
-    /// The scope.
-    pub scope: String,
-    /// Its new holder.
-    pub to: u64,
-    /// The new holder's fencing token.
-    pub token: u64,
 }
 
 pub(super) async fn transfer(
@@ -391,40 +333,6 @@ pub(super) async fn transfer(
     }
 }
 
-/// The body of `POST /control/leases/acquire`. Unknown fields are refused (422), as for a
-/// transfer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AcquireRequest {
-    /// The scope to lock, such as `lock/backup`.
-    pub scope: String,
-    /// How long the lease lasts unless renewed, in milliseconds (within the node's
-    /// `[leadership.lease]` TTL bounds).
-    pub ttl_ms: u64,
-}
-
-/// The body of `POST /control/leases/renew` and `POST /control/leases/release`: the session's
-/// scope and the token it was granted.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SessionRequest {
-    /// The scope.
-    pub scope: String,
-    /// The fencing token the acquisition answered with.
-    pub token: u64,
-}
-
-/// The answer to an acquisition, a renewal or a release.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionResponse {
-    /// The scope.
-    pub scope: String,
-    /// The node that holds (or held) it: the one asked.
-    pub holder: u64,
-    /// The fencing token of the grant (unchanged by renewals).
-    pub token: u64,
-}
-
 /// The request's `scope` field as a scope, or the 400 answer that names the field (boxed: a
 /// response is large, and the refusal is the rare path).
 fn parse_scope(text: &str) -> Result<Scope, Box<Response>> {
@@ -434,20 +342,6 @@ fn parse_scope(text: &str) -> Result<Scope, Box<Response>> {
             &format!("field `scope`: {e}"),
         ))
     })
-}
-
-/// The body of a refused acquisition when the scope is held (409): who holds it, so that a
-/// waiting session can say so (and notice when the holder changes).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeldBody {
-    /// What went wrong, in words.
-    pub error: String,
-    /// The holder.
-    pub holder: u64,
-    /// The holder's fencing token.
-    pub token: u64,
-    /// Time left on the holder's lease when the voters refused, in milliseconds.
-    pub expires_in_ms: u64,
 }
 
 fn session_answer(
@@ -525,17 +419,6 @@ pub(super) async fn release(
     session_answer(&node, request.scope, outcome)
 }
 
-/// The answer to a drain.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DrainResponse {
-    /// The node.
-    pub node: u64,
-    /// Leases it released.
-    pub released: Vec<String>,
-    /// Always true: the node is drained until resumed.
-    pub draining: bool,
-}
-
 pub(super) async fn drain(State(node): State<NodeHandle>) -> Response {
     match node.drain().await {
         Ok(released) => Json(DrainResponse {
@@ -548,67 +431,24 @@ pub(super) async fn drain(State(node): State<NodeHandle>) -> Response {
     }
 }
 
-/// The body of `POST /control/rebalance`. Unknown fields are refused (422), as for a transfer:
-/// a misspelt `dry_run` must not turn a preview into moves.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RebalanceRequest {
-    /// Show the plan without carrying it out.
-    #[serde(default)]
-    pub dry_run: bool,
-}
-
-/// The answer to a rebalance: the plan.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RebalanceResponse {
-    /// The node whose coordinator answered (the Raft leader).
-    pub node: u64,
-    /// The Raft term it coordinates in.
-    pub term: u64,
-    /// Whether this was only a preview (nothing moves because of it).
-    pub dry_run: bool,
-    /// Fewest shards an eligible member may own once the plan is carried out.
-    pub lower: usize,
-    /// Most shards an eligible member may own.
-    pub upper: usize,
-    /// The moves, in shard order.
-    pub moves: Vec<PlannedMove>,
-}
-
-/// One move of a [`RebalanceResponse`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlannedMove {
-    /// The shard's scope, `shard/{namespace}/{id}`.
-    pub shard: String,
-    /// Its owner now (`None`: unowned).
-    pub from: Option<u64>,
-    /// The new owner.
-    pub to: u64,
-    /// `unowned`, `owner_departed`, `owner_draining`, `owner_overloaded` or
-    /// `fill_underloaded`.
-    pub reason: String,
-}
-
-impl RebalanceResponse {
-    /// The JSON form of `plan`, made by `node`'s coordinator in `term`.
-    pub fn from_plan(node: NodeId, term: u64, dry_run: bool, plan: &Plan) -> Self {
-        Self {
-            node: node.get(),
-            term,
-            dry_run,
-            lower: plan.bounds().lower(),
-            upper: plan.bounds().upper(),
-            moves: plan
-                .moves()
-                .iter()
-                .map(|m| PlannedMove {
-                    shard: m.shard.to_string(),
-                    from: m.from.map(NodeId::get),
-                    to: m.to.get(),
-                    reason: reason_name(m.reason).to_owned(),
-                })
-                .collect(),
-        }
+/// The JSON form of `plan`, made by `node`'s coordinator in `term`.
+pub fn rebalance_answer(node: NodeId, term: u64, dry_run: bool, plan: &Plan) -> RebalanceResponse {
+    RebalanceResponse {
+        node: node.get(),
+        term,
+        dry_run,
+        lower: plan.bounds().lower(),
+        upper: plan.bounds().upper(),
+        moves: plan
+            .moves()
+            .iter()
+            .map(|m| PlannedMove {
+                shard: m.shard.to_string(),
+                from: m.from.map(NodeId::get),
+                to: m.to.get(),
+                reason: reason_name(m.reason).to_owned(),
+            })
+            .collect(),
     }
 }
 
@@ -624,24 +464,12 @@ fn reason_name(reason: MoveReason) -> &'static str {
     }
 }
 
-/// The body of a `421 Misdirected Request`: this node's coordinator does not act; ask the one
-/// that does.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MisdirectedBody {
-    /// What went wrong, in words.
-    pub error: String,
-    /// The Raft leader, whose coordinator acts, if this node knows it.
-    pub leader: Option<u64>,
-    /// Where the leader's control API answers (its `control` metadata), if known.
-    pub leader_control: Option<String>,
-}
-
 pub(super) async fn rebalance(
     State(node): State<NodeHandle>,
     Json(request): Json<RebalanceRequest>,
 ) -> Response {
     match node.rebalance(request.dry_run).await {
-        Ok((plan, term)) => Json(RebalanceResponse::from_plan(
+        Ok((plan, term)) => Json(rebalance_answer(
             node.id(),
             term.get(),
             request.dry_run,
@@ -666,15 +494,6 @@ pub(super) async fn rebalance(
         }
         Err(e) => leadership_error(&e),
     }
-}
-
-/// The answer to a resume.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResumeResponse {
-    /// The node.
-    pub node: u64,
-    /// Whether it was drained.
-    pub was_draining: bool,
 }
 
 pub(super) async fn resume(State(node): State<NodeHandle>) -> Response {

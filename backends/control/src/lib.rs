@@ -40,7 +40,6 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use meshkit::membership::{MemberState, RttHistogram};
 use prometheus_client::collector::Collector;
-use serde::{Deserialize, Serialize};
 
 use self::auth::AccessControl;
 use meshkit_api::metrics::{self, Families, Histogram, Scrape, Source};
@@ -52,81 +51,7 @@ pub mod membership;
 pub mod queues;
 pub mod views;
 
-/// The body of `GET /meshkit/peers`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PeersResponse {
-    /// The answering node's id.
-    pub local: u64,
-    /// The members it knows that match the filter, itself included, in id order; one page.
-    pub peers: Vec<PeerJson>,
-    /// Members matching the filter, over all pages.
-    #[serde(default)]
-    pub total: usize,
-    /// The `after` of the next page, if there is one.
-    #[serde(default)]
-    pub next_after: Option<u64>,
-}
-
-/// One member in [`PeersResponse`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PeerJson {
-    /// Its node id.
-    pub id: u64,
-    /// `alive`, `suspect`, `dead` or `left`.
-    pub state: String,
-    /// Its incarnation number.
-    pub incarnation: u32,
-    /// Smoothed round-trip time of direct probes, once measured.
-    pub rtt_ms: Option<f64>,
-    /// Its metadata (values as lossy UTF-8).
-    pub metadata: std::collections::BTreeMap<String, String>,
-    /// The address its transport is dialled at, when known.
-    pub addr: Option<String>,
-    /// Seconds since the answering node saw it change state.
-    #[serde(default)]
-    pub last_change_s_ago: f64,
-}
-
-impl PeersResponse {
-    /// The JSON form of a snapshot: every member, one page.
-    pub fn from_snapshot(snapshot: &Snapshot) -> Self {
-        Self::page(snapshot, &views::PeersQuery::default())
-    }
-
-    /// The members of `snapshot` that match `query`, one page of them.
-    pub fn page(snapshot: &Snapshot, query: &views::PeersQuery) -> Self {
-        let matching: Vec<&meshkit_runtime::driver::PeerInfo> =
-            snapshot.peers.iter().filter(|p| query.matches(p)).collect();
-        let limit = query.limit();
-        let page: Vec<PeerJson> = matching
-            .iter()
-            .filter(|p| query.after.is_none_or(|after| p.id.get() > after))
-            .take(limit + 1)
-            .map(|p| PeerJson {
-                id: p.id.get(),
-                state: p.state.to_string(),
-                incarnation: p.incarnation.get(),
-                rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1e3),
-                metadata: p.metadata.clone(),
-                addr: p.addr.map(|a| a.to_string()),
-                last_change_s_ago: p.last_change_ago.as_secs_f64(),
-            })
-            .collect();
-        let (peers, next_after) = if page.len() > limit {
-            let peers = page[..limit].to_vec();
-            let next = peers.last().map(|p| p.id);
-            (peers, next)
-        } else {
-            (page, None)
-        };
-        Self {
-            local: snapshot.local_id.get(),
-            peers,
-            total: matching.len(),
-            next_after,
-        }
-    }
-}
+pub use views::{PeerJson, PeersResponse};
 
 /// The HTTP routes (not gRPC) of the control API, as registered: [`Routes`] keeps the list, so
 /// a test can walk it against [`meshkit_api::routes::ROUTE_PERMISSIONS`] (no route without a row, no row without a
@@ -241,7 +166,7 @@ async fn peers(
         return views::bad_request(error);
     }
     match node.snapshot().await {
-        Ok(s) => axum::Json(PeersResponse::page(&s, &query)).into_response(),
+        Ok(s) => axum::Json(views::peers_page(&s, &query)).into_response(),
         Err(_) => stopped(),
     }
 }

@@ -29,7 +29,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use thiserror::Error;
 
 use meshkit::NodeId;
@@ -37,6 +37,10 @@ use meshkit::node::{VoterChange, VoterChangeError};
 
 use super::leadership::ErrorBody;
 use meshkit::membership::{ForceLeave, ForceLeaveError, MemberState};
+pub use meshkit_api::json::{
+    ForceLeaveRequest, ForceLeaveResponse, JoinRequest, JoinResponse, LeaveResponse,
+    VoterChangeResponse, VoterRedirect, VoterRequest,
+};
 
 use meshkit_runtime::driver::{
     CONTROL_KEY, ForceLeaveFailed, LeadershipError, NodeHandle, VotersError,
@@ -44,53 +48,6 @@ use meshkit_runtime::driver::{
 
 /// Most seeds one join names.
 pub const MAX_JOIN_SEEDS: usize = 16;
-
-/// The body of `POST /control/join`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JoinRequest {
-    /// `id@ip:port` of members to join through (their gossip address).
-    pub seeds: Vec<String>,
-}
-
-/// The answer to a join.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JoinResponse {
-    /// The node asked.
-    pub node: u64,
-    /// The seeds it asked, as given.
-    pub seeds: Vec<String>,
-}
-
-/// The answer to a leave.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaveResponse {
-    /// The node that left.
-    pub node: u64,
-    /// Leases it released first.
-    pub released: Vec<String>,
-}
-
-/// The body of `POST /control/force-leave`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ForceLeaveRequest {
-    /// The member to move from dead to left.
-    pub node: u64,
-}
-
-/// The answer to a force-leave.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ForceLeaveResponse {
-    /// The node asked.
-    pub node: u64,
-    /// The member named.
-    pub member: u64,
-    /// `true` if it was dead here and is now left; `false` if it had left already.
-    pub changed: bool,
-    /// Its state at the node asked now: `left`.
-    pub state: String,
-}
 
 /// Why a membership call (join, leave, force-leave, a voter change) was refused. The HTTP
 /// routes answer it with [`MembershipError::into_response`]; the gRPC methods with the status
@@ -274,45 +231,6 @@ pub(super) async fn force_leave(
     Json(request): Json<ForceLeaveRequest>,
 ) -> Response {
     answer(force_leave_member(&node, request.node).await)
-}
-
-/// The body of `POST /control/voters/add` and `POST /control/voters/remove`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VoterRequest {
-    /// The node to add or remove.
-    pub node: u64,
-}
-
-/// The answer to a voter change the leader proposed (202): it is applied once
-/// `GET /meshkit/leaders` lists `proposed` as the voters.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VoterChangeResponse {
-    /// `add` or `remove`.
-    pub change: String,
-    /// The node added or removed.
-    pub node: u64,
-    /// The Raft leader that proposed it (the node asked).
-    pub leader: u64,
-    /// The voters before the change.
-    pub voters: Vec<u64>,
-    /// The voters once it is applied.
-    pub proposed: Vec<u64>,
-}
-
-/// The answer of a node that cannot propose a voter change (421): ask `leader` at
-/// `leader_control`, or, with no leader known, one of `voters_control`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VoterRedirect {
-    /// Why this node did not propose it.
-    pub error: String,
-    /// The node to ask, if known.
-    pub leader: Option<u64>,
-    /// Its control address, if it publishes one.
-    pub leader_control: Option<String>,
-    /// The control addresses of the voters this node knows, when it knows no leader.
-    #[serde(default)]
-    pub voters_control: Vec<String>,
 }
 
 pub(super) async fn voters_add(

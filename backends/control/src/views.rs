@@ -19,66 +19,68 @@ use axum::extract::rejection::QueryRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use meshkit::membership::MemberState;
-use serde::{Deserialize, Serialize};
 
-use super::leadership::ErrorBody;
+pub use meshkit_api::json::{
+    ClusterJson, ClustersResponse, DEFAULT_PAGE, ErrorBody, MAX_PAGE, PeerJson, PeersQuery,
+    PeersResponse, Readiness, StateCounts, VersionCount, VersionsResponse,
+};
 use meshkit_runtime::driver::{
     CLUSTER_KEY, NodeHandle, PeerInfo, REGION_KEY, Snapshot, VERSION_KEY, WIRE_KEY,
 };
 
-/// Page size when the query names none.
-pub const DEFAULT_PAGE: usize = 500;
-/// Largest page a query may ask for.
-pub const MAX_PAGE: usize = 10_000;
-
-/// Filter and page of `GET /meshkit/peers`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PeersQuery {
-    /// Only members in this state (`alive`, `suspect`, `dead`, `left`).
-    pub state: Option<String>,
-    /// Only members that declare this cluster.
-    pub cluster: Option<String>,
-    /// Only members that declare this region.
-    pub region: Option<String>,
-    /// Only members with a larger id (the previous page's `next_after`).
-    pub after: Option<u64>,
-    /// Page size (default [`DEFAULT_PAGE`], at most [`MAX_PAGE`]).
-    pub limit: Option<usize>,
+/// Whether `peer` passes the filter of `query` (paging aside).
+pub fn matches(query: &PeersQuery, peer: &PeerInfo) -> bool {
+    let meta = |key: &str, want: &Option<String>| {
+        want.as_ref()
+            .is_none_or(|w| peer.metadata.get(key) == Some(w))
+    };
+    query
+        .state
+        .as_ref()
+        .is_none_or(|s| peer.state.to_string() == *s)
+        && meta(CLUSTER_KEY, &query.cluster)
+        && meta(REGION_KEY, &query.region)
 }
 
-impl PeersQuery {
-    /// Whether `peer` passes the filter (paging aside).
-    pub fn matches(&self, peer: &PeerInfo) -> bool {
-        let meta = |key: &str, want: &Option<String>| {
-            want.as_ref()
-                .is_none_or(|w| peer.metadata.get(key) == Some(w))
-        };
-        self.state
-            .as_ref()
-            .is_none_or(|s| peer.state.to_string() == *s)
-            && meta(CLUSTER_KEY, &self.cluster)
-            && meta(REGION_KEY, &self.region)
-    }
+/// The JSON form of a snapshot: every member, one page.
+pub fn peers_of(snapshot: &Snapshot) -> PeersResponse {
+    peers_page(snapshot, &PeersQuery::default())
+}
 
-    /// The page size asked for, within bounds.
-    pub fn limit(&self) -> usize {
-        self.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE)
-    }
-
-    /// Checks values serde cannot: the state's name and the page size.
-    pub fn check(&self) -> Result<(), String> {
-        if let Some(state) = &self.state
-            && !["alive", "suspect", "dead", "left"].contains(&state.as_str())
-        {
-            return Err(format!(
-                "query `state` = {state:?}: expected alive, suspect, dead or left"
-            ));
-        }
-        if self.limit.is_some_and(|l| l == 0 || l > MAX_PAGE) {
-            return Err(format!("query `limit`: expected 1..={MAX_PAGE}"));
-        }
-        Ok(())
+/// The members of `snapshot` that match `query`, one page of them.
+pub fn peers_page(snapshot: &Snapshot, query: &PeersQuery) -> PeersResponse {
+    let matching: Vec<&PeerInfo> = snapshot
+        .peers
+        .iter()
+        .filter(|p| matches(query, p))
+        .collect();
+    let limit = query.limit();
+    let page: Vec<PeerJson> = matching
+        .iter()
+        .filter(|p| query.after.is_none_or(|after| p.id.get() > after))
+        .take(limit + 1)
+        .map(|p| PeerJson {
+            id: p.id.get(),
+            state: p.state.to_string(),
+            incarnation: p.incarnation.get(),
+            rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1e3),
+            metadata: p.metadata.clone(),
+            addr: p.addr.map(|a| a.to_string()),
+            last_change_s_ago: p.last_change_ago.as_secs_f64(),
+        })
+        .collect();
+    let (peers, next_after) = if page.len() > limit {
+        let peers = page[..limit].to_vec();
+        let next = peers.last().map(|p| p.id);
+        (peers, next)
+    } else {
+        (page, None)
+    };
+    PeersResponse {
+        local: snapshot.local_id.get(),
+        peers,
+        total: matching.len(),
+        next_after,
     }
 }
 
@@ -105,52 +107,6 @@ fn stopped() -> Response {
         .into_response()
 }
 
-/// Member counts by state.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StateCounts {
-    /// Alive members.
-    pub alive: usize,
-    /// Suspected members.
-    pub suspect: usize,
-    /// Members declared dead.
-    pub dead: usize,
-    /// Members that left.
-    pub left: usize,
-}
-
-impl StateCounts {
-    fn add(&mut self, state: MemberState) {
-        match state {
-            MemberState::Alive => self.alive += 1,
-            MemberState::Suspect => self.suspect += 1,
-            MemberState::Dead => self.dead += 1,
-            MemberState::Left => self.left += 1,
-        }
-    }
-}
-
-/// One cluster in [`ClustersResponse`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterJson {
-    /// Its name (`""` for members that declare none).
-    pub name: String,
-    /// Members by state.
-    pub states: StateCounts,
-    /// Members by declared region (`""`: none declared).
-    pub regions: BTreeMap<String, usize>,
-    /// The holder of `global-control` if it is a member of this cluster, as this node knows it.
-    pub leader: Option<u64>,
-}
-
-/// The body of `GET /meshkit/clusters`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClustersResponse {
-    /// The answering node.
-    pub local: u64,
-    /// Clusters by name.
-    pub clusters: Vec<ClusterJson>,
-}
-
 /// The holder of `global-control` as the node knows it: from a voter's applied table, or
 /// because the node holds it itself.
 fn global_leader(s: &Snapshot) -> Option<u64> {
@@ -167,142 +123,103 @@ fn global_leader(s: &Snapshot) -> Option<u64> {
         })
 }
 
-impl ClustersResponse {
-    /// The clusters of a snapshot.
-    pub fn from_snapshot(s: &Snapshot) -> Self {
-        let leader = global_leader(s);
-        let mut clusters: BTreeMap<String, ClusterJson> = BTreeMap::new();
-        for p in &s.peers {
-            let name = p.metadata.get(CLUSTER_KEY).cloned().unwrap_or_default();
-            let c = clusters.entry(name.clone()).or_insert_with(|| ClusterJson {
-                name,
-                states: StateCounts::default(),
-                regions: BTreeMap::new(),
-                leader: None,
-            });
-            c.states.add(p.state);
-            let region = p.metadata.get(REGION_KEY).cloned().unwrap_or_default();
-            *c.regions.entry(region).or_default() += 1;
-            if leader == Some(p.id.get()) {
-                c.leader = leader;
-            }
+/// The clusters of a snapshot.
+pub fn clusters_of(s: &Snapshot) -> ClustersResponse {
+    let leader = global_leader(s);
+    let mut clusters: BTreeMap<String, ClusterJson> = BTreeMap::new();
+    for p in &s.peers {
+        let name = p.metadata.get(CLUSTER_KEY).cloned().unwrap_or_default();
+        let c = clusters.entry(name.clone()).or_insert_with(|| ClusterJson {
+            name,
+            states: StateCounts::default(),
+            regions: BTreeMap::new(),
+            leader: None,
+        });
+        c.states.count(p.state);
+        let region = p.metadata.get(REGION_KEY).cloned().unwrap_or_default();
+        *c.regions.entry(region).or_default() += 1;
+        if leader == Some(p.id.get()) {
+            c.leader = leader;
         }
-        Self {
-            local: s.local_id.get(),
-            clusters: clusters.into_values().collect(),
-        }
+    }
+    ClustersResponse {
+        local: s.local_id.get(),
+        clusters: clusters.into_values().collect(),
     }
 }
 
-/// One version in [`VersionsResponse`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VersionCount {
-    /// The version (`""`: not published, e.g. a member whose metadata has not arrived yet).
-    pub version: String,
-    /// Members (alive or suspect) that publish it.
-    pub members: usize,
-}
-
-/// The body of `GET /meshkit/versions`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VersionsResponse {
-    /// The answering node.
-    pub local: u64,
-    /// Software versions (`meshkitd` releases) in the mesh.
-    pub software: Vec<VersionCount>,
-    /// Wire protocol versions (`membership/lease`).
-    pub wire: Vec<VersionCount>,
-    /// Whether more than one software or wire version is present.
-    pub mixed: bool,
-}
-
-impl VersionsResponse {
-    /// The versions of the live members (alive or suspect) of a snapshot.
-    pub fn from_snapshot(s: &Snapshot) -> Self {
-        let count = |key: &str| {
-            let mut by: BTreeMap<String, usize> = BTreeMap::new();
-            for p in s
-                .peers
-                .iter()
-                .filter(|p| matches!(p.state, MemberState::Alive | MemberState::Suspect))
-            {
-                *by.entry(p.metadata.get(key).cloned().unwrap_or_default())
-                    .or_default() += 1;
-            }
-            by.into_iter()
-                .map(|(version, members)| VersionCount { version, members })
-                .collect::<Vec<_>>()
-        };
-        let (software, wire) = (count(VERSION_KEY), count(WIRE_KEY));
-        Self {
-            local: s.local_id.get(),
-            mixed: software.len() > 1 || wire.len() > 1,
-            software,
-            wire,
+/// The versions of the live members (alive or suspect) of a snapshot.
+pub fn versions_of(s: &Snapshot) -> VersionsResponse {
+    let count = |key: &str| {
+        let mut by: BTreeMap<String, usize> = BTreeMap::new();
+        for p in s
+            .peers
+            .iter()
+            .filter(|p| matches!(p.state, MemberState::Alive | MemberState::Suspect))
+        {
+            *by.entry(p.metadata.get(key).cloned().unwrap_or_default())
+                .or_default() += 1;
         }
+        by.into_iter()
+            .map(|(version, members)| VersionCount { version, members })
+            .collect::<Vec<_>>()
+    };
+    let (software, wire) = (count(VERSION_KEY), count(WIRE_KEY));
+    VersionsResponse {
+        local: s.local_id.get(),
+        mixed: software.len() > 1 || wire.len() > 1,
+        software,
+        wire,
     }
 }
 
 pub(super) async fn clusters(State(node): State<NodeHandle>) -> Response {
     match node.snapshot().await {
-        Ok(s) => Json(ClustersResponse::from_snapshot(&s)).into_response(),
+        Ok(s) => Json(clusters_of(&s)).into_response(),
         Err(_) => stopped(),
     }
 }
 
 pub(super) async fn versions(State(node): State<NodeHandle>) -> Response {
     match node.snapshot().await {
-        Ok(s) => Json(VersionsResponse::from_snapshot(&s)).into_response(),
+        Ok(s) => Json(versions_of(&s)).into_response(),
         Err(_) => stopped(),
     }
 }
 
-/// The body of `GET /readyz`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Readiness {
-    /// Whether the node is ready for traffic.
-    pub ready: bool,
-    /// Why not, if not.
-    pub reasons: Vec<String>,
-}
-
-impl Readiness {
-    /// Readiness from a snapshot: joined (another member alive, unless it is alone by design),
-    /// not drained, and with leadership, a Raft leader known (voters) or a lease held.
-    pub fn from_snapshot(s: &Snapshot, expects_peers: bool) -> Self {
-        let mut reasons = Vec::new();
-        if expects_peers && s.count(MemberState::Alive) < 2 {
-            reasons.push("no other member is alive yet: not joined".to_owned());
-        }
-        if s.draining {
-            reasons.push("drained (POST /control/resume to undo)".to_owned());
-        }
-        if let Some((view, _)) = &s.leadership
-            && let Some(raft) = &view.raft
-            && raft.leader.is_none()
-        {
-            reasons.push("this voter knows no Raft leader".to_owned());
-        }
-        Self {
-            ready: reasons.is_empty(),
-            reasons,
-        }
+/// Readiness from a snapshot: joined (another member alive, unless it is alone by design),
+/// not drained, and with leadership, a Raft leader known (voters) or a lease held.
+pub fn readiness_expecting(s: &Snapshot, expects_peers: bool) -> Readiness {
+    let mut reasons = Vec::new();
+    if expects_peers && s.count(MemberState::Alive) < 2 {
+        reasons.push("no other member is alive yet: not joined".to_owned());
+    }
+    if s.draining {
+        reasons.push("drained (POST /control/resume to undo)".to_owned());
+    }
+    if let Some((view, _)) = &s.leadership
+        && let Some(raft) = &view.raft
+        && raft.leader.is_none()
+    {
+        reasons.push("this voter knows no Raft leader".to_owned());
+    }
+    Readiness {
+        ready: reasons.is_empty(),
+        reasons,
     }
 }
 
-impl Readiness {
-    /// The node's readiness, as `GET /readyz` and gRPC health checks answer it: a node given
-    /// seeds, or that has learned of other members, expects some to be alive.
-    pub fn of(s: &Snapshot) -> Self {
-        Self::from_snapshot(s, s.joined || s.peers.len() > 1)
-    }
+/// The node's readiness, as `GET /readyz` and gRPC health checks answer it: a node given
+/// seeds, or that has learned of other members, expects some to be alive.
+pub fn readiness_of(s: &Snapshot) -> Readiness {
+    readiness_expecting(s, s.joined || s.peers.len() > 1)
 }
 
 pub(super) async fn readyz(State(node): State<NodeHandle>) -> Response {
     let Ok(s) = node.snapshot().await else {
         return stopped();
     };
-    let readiness = Readiness::of(&s);
+    let readiness = readiness_of(&s);
     let status = if readiness.ready {
         StatusCode::OK
     } else {

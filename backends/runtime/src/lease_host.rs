@@ -26,12 +26,18 @@ use meshkit::lease::{
 use meshkit::node::{CommandError, DatagramError, Node};
 use meshkit::shard::ShardRole;
 use meshkit::{Duration, Instant, NodeId};
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::{broadcast, oneshot};
 
 use crate::raft_store::{RaftStore, RaftStoreError};
+// The JSON shapes of the leadership view and feed live in `meshkit-api` (what client and server
+// share); the lease host builds them.
 use crate::vacancy::{Vacancies, VacancyStats};
+pub use meshkit_api::json::{
+    Change, CoordinatorCounters, CoordinatorStatus, FeedEntry, HeldLease, LeadershipView,
+    MoveInFlight, RaftView, ShardMemberStatus, ShardStatus, TableLease, VoterProgress,
+    is_shard_scope,
+};
 use meshkit_net::log_limit::LogLimit;
 
 /// Feed entries kept for subscribers that resume; an older resume point gets a `reset`.
@@ -74,255 +80,6 @@ pub enum LeadershipStartError {
     /// The voter's Raft file (in `leadership.data_dir`) is unusable.
     #[error("leadership.data_dir: {0}")]
     Store(#[from] RaftStoreError),
-}
-
-/// One numbered entry of the leadership feed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FeedEntry {
-    /// Per node, strictly increasing without gaps, from 1.
-    pub seq: u64,
-    /// The node whose feed this is.
-    pub node: u64,
-    /// Wall-clock time it was recorded, in Unix milliseconds.
-    pub unix_ms: u64,
-    /// What happened.
-    #[serde(flatten)]
-    pub change: Change,
-}
-
-/// What a [`FeedEntry`] records.
-///
-/// Exhaustive on purpose: the control API (`meshkit-control`) gives every change its gRPC
-/// form, and the compiler holds it to every variant only if the enum is exhaustive.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Change {
-    /// This node acquired `scope` (by its own ask, or handed over).
-    Acquired {
-        /// The scope.
-        scope: String,
-        /// The fencing token of the grant.
-        token: u64,
-        /// The Raft term of the grant.
-        term: u64,
-    },
-    /// This node renewed `scope`.
-    Renewed {
-        /// The scope.
-        scope: String,
-        /// Its (unchanged) token.
-        token: u64,
-    },
-    /// This node lost `scope` (a refused renewal, an unknown transfer outcome).
-    Lost {
-        /// The scope.
-        scope: String,
-        /// The token no longer valid.
-        token: u64,
-        /// Why.
-        reason: String,
-    },
-    /// This node handed `scope` to `to`.
-    Transferred {
-        /// The scope.
-        scope: String,
-        /// The token given up.
-        token: u64,
-        /// The new holder.
-        to: u64,
-        /// The new holder's token.
-        new_token: u64,
-    },
-    /// This node's lease on `scope` ran out.
-    Expired {
-        /// The scope.
-        scope: String,
-        /// The token that expired.
-        token: u64,
-    },
-    /// This node released `scope`.
-    Released {
-        /// The scope.
-        scope: String,
-        /// The token given up.
-        token: u64,
-    },
-    /// (voter) The Raft leader changed or became unknown.
-    RaftLeader {
-        /// The leader, if known.
-        leader: Option<u64>,
-        /// The term.
-        term: u64,
-    },
-    /// (voter) A committed entry granted `scope` to `holder`.
-    Granted {
-        /// The scope.
-        scope: String,
-        /// The new holder.
-        holder: u64,
-        /// The grant's token.
-        token: u64,
-        /// The grant's term.
-        term: u64,
-    },
-    /// (voter) A committed entry released `scope`.
-    LeaseReleased {
-        /// The scope.
-        scope: String,
-        /// The former holder.
-        holder: u64,
-        /// The token released.
-        token: u64,
-    },
-    /// (voter) `holder`'s lease on `scope` expired.
-    LeaseExpired {
-        /// The scope.
-        scope: String,
-        /// The former holder.
-        holder: u64,
-        /// The token that expired.
-        token: u64,
-    },
-    /// (voter) The voter set changed.
-    Voters {
-        /// The voters now.
-        voters: Vec<u64>,
-    },
-}
-
-impl Change {
-    fn from_client(event: &LeadershipEvent) -> Option<Self> {
-        Some(match event {
-            LeadershipEvent::Acquired {
-                scope, token, term, ..
-            } => Self::Acquired {
-                scope: scope.to_string(),
-                token: token.get(),
-                term: term.get(),
-            },
-            LeadershipEvent::Renewed { scope, token, .. } => Self::Renewed {
-                scope: scope.to_string(),
-                token: token.get(),
-            },
-            LeadershipEvent::Lost {
-                scope,
-                token,
-                reason,
-            } => Self::Lost {
-                scope: scope.to_string(),
-                token: token.get(),
-                reason: reason.to_string(),
-            },
-            LeadershipEvent::Transferred {
-                scope,
-                token,
-                to,
-                new_token,
-            } => Self::Transferred {
-                scope: scope.to_string(),
-                token: token.get(),
-                to: to.get(),
-                new_token: new_token.get(),
-            },
-            LeadershipEvent::Expired { scope, token } => Self::Expired {
-                scope: scope.to_string(),
-                token: token.get(),
-            },
-            LeadershipEvent::Released { scope, token } => Self::Released {
-                scope: scope.to_string(),
-                token: token.get(),
-            },
-            // Answers to requests go to whoever asked, not to the feed.
-            _ => return None,
-        })
-    }
-
-    fn from_group(event: &GroupEvent) -> Option<Self> {
-        Some(match event {
-            GroupEvent::LeaderChanged { leader, term } => Self::RaftLeader {
-                leader: leader.map(NodeId::get),
-                term: term.get(),
-            },
-            GroupEvent::Granted {
-                scope,
-                holder,
-                token,
-                term,
-            } => Self::Granted {
-                scope: scope.to_string(),
-                holder: holder.get(),
-                token: token.get(),
-                term: term.get(),
-            },
-            GroupEvent::Released {
-                scope,
-                holder,
-                token,
-            } => Self::LeaseReleased {
-                scope: scope.to_string(),
-                holder: holder.get(),
-                token: token.get(),
-            },
-            GroupEvent::Expired {
-                scope,
-                holder,
-                token,
-            } => Self::LeaseExpired {
-                scope: scope.to_string(),
-                holder: holder.get(),
-                token: token.get(),
-            },
-            GroupEvent::VotersChanged { voters } => Self::Voters {
-                voters: voters.iter().map(|v| v.get()).collect(),
-            },
-            _ => return None,
-        })
-    }
-
-    /// Whether the change is about a shard's lease (`shard/{namespace}/{id}`, see
-    /// [`Scope::as_shard`]).
-    pub fn is_shard(&self) -> bool {
-        self.scope().is_some_and(is_shard_scope)
-    }
-
-    /// The scope the change is about, if any.
-    pub fn scope(&self) -> Option<&str> {
-        match self {
-            Self::Acquired { scope, .. }
-            | Self::Renewed { scope, .. }
-            | Self::Lost { scope, .. }
-            | Self::Transferred { scope, .. }
-            | Self::Expired { scope, .. }
-            | Self::Released { scope, .. }
-            | Self::Granted { scope, .. }
-            | Self::LeaseReleased { scope, .. }
-            | Self::LeaseExpired { scope, .. } => Some(scope),
-            Self::RaftLeader { .. } | Self::Voters { .. } => None,
-        }
-    }
-
-    /// The SSE event name.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Acquired { .. } => "acquired",
-            Self::Renewed { .. } => "renewed",
-            Self::Lost { .. } => "lost",
-            Self::Transferred { .. } => "transferred",
-            Self::Expired { .. } => "expired",
-            Self::Released { .. } => "released",
-            Self::RaftLeader { .. } => "raft_leader",
-            Self::Granted { .. } => "granted",
-            Self::LeaseReleased { .. } => "lease_released",
-            Self::LeaseExpired { .. } => "lease_expired",
-            Self::Voters { .. } => "voters",
-        }
-    }
-}
-
-/// Whether `scope` (as the views and the feed write it) names a shard's lease: a valid scope
-/// whose [`Scope::as_shard`] is a shard.
-pub fn is_shard_scope(scope: &str) -> bool {
-    Scope::new(scope).is_ok_and(|s| s.as_shard().is_some())
 }
 
 pub use crate::error::FeedGap;
@@ -375,265 +132,180 @@ impl Feed {
     }
 }
 
+/// The feed's record of a lease client event, if it is one the feed shows.
+fn change_from_client(event: &LeadershipEvent) -> Option<Change> {
+    Some(match event {
+        LeadershipEvent::Acquired {
+            scope, token, term, ..
+        } => Change::Acquired {
+            scope: scope.to_string(),
+            token: token.get(),
+            term: term.get(),
+        },
+        LeadershipEvent::Renewed { scope, token, .. } => Change::Renewed {
+            scope: scope.to_string(),
+            token: token.get(),
+        },
+        LeadershipEvent::Lost {
+            scope,
+            token,
+            reason,
+        } => Change::Lost {
+            scope: scope.to_string(),
+            token: token.get(),
+            reason: reason.to_string(),
+        },
+        LeadershipEvent::Transferred {
+            scope,
+            token,
+            to,
+            new_token,
+        } => Change::Transferred {
+            scope: scope.to_string(),
+            token: token.get(),
+            to: to.get(),
+            new_token: new_token.get(),
+        },
+        LeadershipEvent::Expired { scope, token } => Change::Expired {
+            scope: scope.to_string(),
+            token: token.get(),
+        },
+        LeadershipEvent::Released { scope, token } => Change::Released {
+            scope: scope.to_string(),
+            token: token.get(),
+        },
+        // Answers to requests go to whoever asked, not to the feed.
+        _ => return None,
+    })
+}
+
+/// The feed's record of a voter event, if it is one the feed shows.
+fn change_from_group(event: &GroupEvent) -> Option<Change> {
+    Some(match event {
+        GroupEvent::LeaderChanged { leader, term } => Change::RaftLeader {
+            leader: leader.map(NodeId::get),
+            term: term.get(),
+        },
+        GroupEvent::Granted {
+            scope,
+            holder,
+            token,
+            term,
+        } => Change::Granted {
+            scope: scope.to_string(),
+            holder: holder.get(),
+            token: token.get(),
+            term: term.get(),
+        },
+        GroupEvent::Released {
+            scope,
+            holder,
+            token,
+        } => Change::LeaseReleased {
+            scope: scope.to_string(),
+            holder: holder.get(),
+            token: token.get(),
+        },
+        GroupEvent::Expired {
+            scope,
+            holder,
+            token,
+        } => Change::LeaseExpired {
+            scope: scope.to_string(),
+            holder: holder.get(),
+            token: token.get(),
+        },
+        GroupEvent::VotersChanged { voters } => Change::Voters {
+            voters: voters.iter().map(|v| v.get()).collect(),
+        },
+        _ => return None,
+    })
+}
+
+/// The shard status of `node` at `now`, if it has shards.
+pub(crate) fn shard_status(now: Instant, node: &Node) -> Option<ShardStatus> {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let member = node.shard_member();
+    let coordinator = node.shard_coordinator();
+    let configured = match (member, coordinator) {
+        (Some(m), _) => m.config().shard_count(),
+        (None, Some(c)) => c.config().shard_count(),
+        (None, None) => return None,
+    };
+    let coordinator_node = match node.lease_group() {
+        Some(group) => group.leader(),
+        None => member.and_then(|m| m.coordinator()).map(|(_, from)| from),
+    };
+    let member = member.map(|m| ShardMemberStatus {
+        role: match m.role() {
+            ShardRole::Member => "member",
+            ShardRole::Draining => "draining",
+            _ => "out",
+        }
+        .to_owned(),
+        held: node.shards_held(now),
+        wanted: m.wants().count(),
+        drained: node.shards_drained(now),
+    });
+    let coordinator = coordinator.and_then(|c| {
+        let term = c.term()?;
+        let (live, draining) = c.pool();
+        let map = c.map();
+        let mut owned: BTreeMap<u64, usize> =
+            live.difference(draining).map(|m| (m.get(), 0)).collect();
+        for (owner, count) in map.owners() {
+            owned.insert(owner.get(), count);
+        }
+        let eligible = live
+            .difference(draining)
+            .map(|m| map.owned_count(*m))
+            .collect::<Vec<_>>();
+        let imbalance = match (eligible.iter().max(), eligible.iter().min()) {
+            (Some(max), Some(min)) => max - min,
+            _ => 0,
+        };
+        Some(CoordinatorStatus {
+            term: term.get(),
+            members: live.iter().map(|m| m.get()).collect(),
+            draining: draining.iter().map(|m| m.get()).collect(),
+            owned,
+            unowned: map.iter().filter(|(_, a)| a.owner.is_none()).count(),
+            bounds: c.bounds().map(|b| (b.lower(), b.upper())),
+            imbalance,
+            in_flight: c
+                .in_flight()
+                .map(|(shard, f)| MoveInFlight {
+                    shard: shard.to_string(),
+                    from: f.from.map(NodeId::get),
+                    to: f.to.get(),
+                    age_ms: ms(now.saturating_duration_since(f.started)),
+                })
+                .collect(),
+            idle: c.is_idle(),
+        })
+    });
+    let counters = node.shard_coordinator().map(|c| {
+        let stats = c.stats();
+        CoordinatorCounters {
+            plans: stats.plans,
+            moves_started: stats.moves_started,
+            moves_completed: stats.moves_done,
+            moves_failed: stats.moves_abandoned,
+        }
+    });
+    Some(ShardStatus {
+        configured,
+        coordinator_node: coordinator_node.map(NodeId::get),
+        member,
+        coordinator,
+        counters,
+    })
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// A lease in a voter's applied table, as [`LeadershipView`] shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TableLease {
-    /// The scope.
-    pub scope: String,
-    /// Its holder.
-    pub holder: u64,
-    /// The grant's fencing token.
-    pub token: u64,
-    /// The grant's term.
-    pub term: u64,
-    /// Time left as of the last applied entry's leader stamp, in milliseconds.
-    pub expires_in_ms: u64,
-}
-
-/// A lease this node holds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeldLease {
-    /// The scope.
-    pub scope: String,
-    /// Its fencing token.
-    pub token: u64,
-    /// The grant's term.
-    pub term: u64,
-    /// Time left by this node's clock, in milliseconds.
-    pub expires_in_ms: u64,
-    /// A transfer of it is in flight.
-    pub transferring: bool,
-}
-
-/// A voter's view of the Raft group.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RaftView {
-    /// The leader it knows of.
-    pub leader: Option<u64>,
-    /// Its term.
-    pub term: u64,
-    /// The voters.
-    pub voters: Vec<u64>,
-    /// Index of the last applied entry.
-    pub applied_index: u64,
-    /// Index of the newest snapshot of the lease table (0: none yet).
-    #[serde(default)]
-    pub snapshot_index: u64,
-    /// Raft log entries held (the log is compacted after `compact_after_entries`).
-    #[serde(default)]
-    pub log_entries: u64,
-    /// The highest log index it knows committed.
-    #[serde(default)]
-    pub commit_index: u64,
-    /// A voter change this leader proposed is not applied yet (one at a time).
-    #[serde(default)]
-    pub change_pending: bool,
-    /// On the leader: how far each voter's log is known to reach (Raft's `matched`), so that
-    /// an operator sees a voter just added catch up.
-    #[serde(default)]
-    pub progress: Vec<VoterProgress>,
-}
-
-/// How far one voter's log is known to reach, as the leader sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VoterProgress {
-    /// The voter.
-    pub id: u64,
-    /// The highest log index it is known to hold.
-    pub matched: u64,
-}
-
-/// One node's leadership state (the body of `GET /meshkit/leaders`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeadershipView {
-    /// The node.
-    pub node: u64,
-    /// The voters it talks to.
-    pub voters: Vec<u64>,
-    /// Its Raft state, if it is a voter.
-    pub raft: Option<RaftView>,
-    /// A voter's applied lease table (committed state, possibly an entry behind the leader's):
-    /// empty on non-voters.
-    pub table: Vec<TableLease>,
-    /// Leases this node holds.
-    pub held: Vec<HeldLease>,
-    /// Scopes it contends for.
-    pub campaign: Vec<String>,
-    /// Sequence number of its last feed entry (0: none yet).
-    pub last_seq: u64,
-    /// Its shards (`[shards]`): absent without the section.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shards: Option<ShardStatus>,
-}
-
-/// The shards as one node sees them (`[shards]`): its side as a member and, on the Raft
-/// leader, the coordinator's plan and moves under way.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardStatus {
-    /// Shards the configuration names.
-    pub configured: usize,
-    /// The node whose coordinator acts, as this node knows it: the Raft leader on a voter,
-    /// the sender of the last instruction followed elsewhere.
-    pub coordinator_node: Option<u64>,
-    /// This node as a member (every node with `[shards]` and leadership is one).
-    pub member: Option<ShardMemberStatus>,
-    /// The coordinator, while this node's acts (it is the Raft leader).
-    pub coordinator: Option<CoordinatorStatus>,
-    /// The counters of this node's coordinator (voters only), acting or not: they only grow,
-    /// and count what it did while it acted.
-    pub counters: Option<CoordinatorCounters>,
-}
-
-/// A voter's coordinator counters in [`ShardStatus`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CoordinatorCounters {
-    /// Plans made.
-    pub plans: u64,
-    /// Moves started.
-    pub moves_started: u64,
-    /// Moves done (the grant to the target applied).
-    pub moves_completed: u64,
-    /// Moves dropped: too slow, or their target left the pool.
-    pub moves_failed: u64,
-}
-
-/// A member's side of [`ShardStatus`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardMemberStatus {
-    /// `member` (takes shards), `draining` (hands them away) or `out` (not announced).
-    pub role: String,
-    /// Shards it holds now.
-    pub held: usize,
-    /// Shards it was told to take and does not hold yet.
-    pub wanted: usize,
-    /// Whether it is draining and holds no shard with nothing asked for.
-    pub drained: bool,
-}
-
-/// The acting coordinator's side of [`ShardStatus`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CoordinatorStatus {
-    /// The Raft term it acts in.
-    pub term: u64,
-    /// Members up that take shards, draining ones included, in id order.
-    pub members: Vec<u64>,
-    /// Those of them draining.
-    pub draining: Vec<u64>,
-    /// Shards each eligible member (up, not draining) owns in its map, and each owner outside
-    /// the pool (departed, draining) still holding some.
-    pub owned: BTreeMap<u64, usize>,
-    /// Shards without an owner in its map.
-    pub unowned: usize,
-    /// The load bound of the current pool (`lower..=upper` shards per eligible member), when
-    /// it has an eligible member.
-    pub bounds: Option<(usize, usize)>,
-    /// Most owned minus fewest owned over the eligible members (0 without one).
-    pub imbalance: usize,
-    /// Moves under way, in shard order.
-    pub in_flight: Vec<MoveInFlight>,
-    /// Whether nothing is under way or planned: the map is where the coordinator wants it.
-    pub idle: bool,
-}
-
-/// One move under way in [`CoordinatorStatus`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MoveInFlight {
-    /// The shard's scope, `shard/{namespace}/{id}`.
-    pub shard: String,
-    /// Its holder, asked to hand it over (`None`: the target acquires it).
-    pub from: Option<u64>,
-    /// The new owner.
-    pub to: u64,
-    /// Time since the move started, in milliseconds.
-    pub age_ms: u64,
-}
-
-impl ShardStatus {
-    /// The shard status of `node` at `now`, if it has shards.
-    pub(crate) fn of(now: Instant, node: &Node) -> Option<Self> {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let member = node.shard_member();
-        let coordinator = node.shard_coordinator();
-        let configured = match (member, coordinator) {
-            (Some(m), _) => m.config().shard_count(),
-            (None, Some(c)) => c.config().shard_count(),
-            (None, None) => return None,
-        };
-        let coordinator_node = match node.lease_group() {
-            Some(group) => group.leader(),
-            None => member.and_then(|m| m.coordinator()).map(|(_, from)| from),
-        };
-        let member = member.map(|m| ShardMemberStatus {
-            role: match m.role() {
-                ShardRole::Member => "member",
-                ShardRole::Draining => "draining",
-                _ => "out",
-            }
-            .to_owned(),
-            held: node.shards_held(now),
-            wanted: m.wants().count(),
-            drained: node.shards_drained(now),
-        });
-        let coordinator = coordinator.and_then(|c| {
-            let term = c.term()?;
-            let (live, draining) = c.pool();
-            let map = c.map();
-            let mut owned: BTreeMap<u64, usize> =
-                live.difference(draining).map(|m| (m.get(), 0)).collect();
-            for (owner, count) in map.owners() {
-                owned.insert(owner.get(), count);
-            }
-            let eligible = live
-                .difference(draining)
-                .map(|m| map.owned_count(*m))
-                .collect::<Vec<_>>();
-            let imbalance = match (eligible.iter().max(), eligible.iter().min()) {
-                (Some(max), Some(min)) => max - min,
-                _ => 0,
-            };
-            Some(CoordinatorStatus {
-                term: term.get(),
-                members: live.iter().map(|m| m.get()).collect(),
-                draining: draining.iter().map(|m| m.get()).collect(),
-                owned,
-                unowned: map.iter().filter(|(_, a)| a.owner.is_none()).count(),
-                bounds: c.bounds().map(|b| (b.lower(), b.upper())),
-                imbalance,
-                in_flight: c
-                    .in_flight()
-                    .map(|(shard, f)| MoveInFlight {
-                        shard: shard.to_string(),
-                        from: f.from.map(NodeId::get),
-                        to: f.to.get(),
-                        age_ms: ms(now.saturating_duration_since(f.started)),
-                    })
-                    .collect(),
-                idle: c.is_idle(),
-            })
-        });
-        let counters = node.shard_coordinator().map(|c| {
-            let stats = c.stats();
-            CoordinatorCounters {
-                plans: stats.plans,
-                moves_started: stats.moves_started,
-                moves_completed: stats.moves_done,
-                moves_failed: stats.moves_abandoned,
-            }
-        });
-        Some(Self {
-            configured,
-            coordinator_node: coordinator_node.map(NodeId::get),
-            member,
-            coordinator,
-            counters,
-        })
-    }
 }
 
 /// Counters for metrics.
@@ -875,7 +547,7 @@ impl Leadership {
             self.stats.leader_changes += 1;
         }
         self.vacancies.observe(now, event, &mut self.stats.vacancy);
-        if let Some(change) = Change::from_group(event) {
+        if let Some(change) = change_from_group(event) {
             self.feed.push(change);
         }
     }
@@ -918,7 +590,7 @@ impl Leadership {
             }
             _ => {}
         }
-        if let Some(change) = Change::from_client(event) {
+        if let Some(change) = change_from_client(event) {
             self.feed.push(change);
         }
     }
@@ -1133,7 +805,7 @@ impl Leadership {
                 .map(|c| c.scopes().map(ToString::to_string).collect())
                 .unwrap_or_default(),
             last_seq: self.feed.next - 1,
-            shards: ShardStatus::of(now, node),
+            shards: shard_status(now, node),
         }
     }
 

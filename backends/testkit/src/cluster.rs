@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use meshkit_node::client::{Client, ClientConfig, Protocols};
 
 use crate::fixtures::TempDir;
-use meshkit_node::lease_host::{Change, FeedEntry, LeadershipView};
+use meshkit_node::api::json::{Change, FeedEntry, LeadershipView};
 
 use crate::daemon::Daemon;
 

@@ -142,7 +142,7 @@ pub fn start(path: &Path) -> Daemon {
 pub async fn leaders(
     client: &meshkit_node::client::Client,
     d: &Daemon,
-) -> Option<meshkit_node::lease_host::LeadershipView> {
+) -> Option<meshkit_node::api::json::LeadershipView> {
     let r = client.get(&d.control, "/meshkit/leaders").await.ok()?;
     (r.status == 200)
         .then(|| serde_json::from_str(&r.body).ok())

@@ -57,12 +57,12 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use http::Method;
+use meshkit_node::api::json::{ClustersResponse, VersionsResponse};
+use meshkit_node::api::json::{FeedEntry, LeadershipView};
+use meshkit_node::api::json::{JoinRequest, JoinResponse, LeaveResponse};
+use meshkit_node::api::json::{PeerJson, PeersResponse};
+use meshkit_node::api::json::{ResumeResponse, TransferRequest, TransferResponse};
 use meshkit_node::client::{Client, ClientConfig, Protocols, StatsSnapshot};
-use meshkit_node::control::leadership::{ResumeResponse, TransferRequest, TransferResponse};
-use meshkit_node::control::membership::{JoinRequest, JoinResponse, LeaveResponse};
-use meshkit_node::control::views::{ClustersResponse, VersionsResponse};
-use meshkit_node::control::{PeerJson, PeersResponse};
-use meshkit_node::lease_host::{FeedEntry, LeadershipView};
 use serde::{Deserialize, Serialize};
 
 #[path = "meshctl/contexts.rs"]
@@ -1765,9 +1765,9 @@ impl FeedFilter {
             self.kinds.iter().any(|k| k == kind)
         };
         let scope_ok = self.scope.as_ref().is_none_or(|prefix| {
-            change_fields(entry)
-                .get("scope")
-                .and_then(serde_json::Value::as_str)
+            entry
+                .change
+                .scope()
                 .is_some_and(|scope| scope.starts_with(prefix.as_str()))
         });
         let namespace_ok = shards::namespace_keeps(&self.namespaces, entry.change.scope());

@@ -1,5 +1,5 @@
 //! The standard gRPC health service, `grpc.health.v1.Health`, answering from the node's
-//! readiness (the rule of `GET /readyz`, [`Readiness::of`]).
+//! readiness (the rule of `GET /readyz`, [`readiness_of`]).
 //!
 //! Kubernetes gRPC probes and `grpc_health_probe` speak this protocol, so the node is probed the
 //! same way over gRPC as over HTTP. `tonic-health` implements the service too, but it serves
@@ -30,7 +30,7 @@ pub use self::proto::health_check_response::ServingStatus;
 pub use self::proto::{HealthCheckRequest, HealthCheckResponse};
 use super::server::health_server::Health;
 use super::{CallError, SERVICE, path};
-use crate::views::Readiness;
+use crate::views::readiness_of;
 use meshkit_runtime::driver::NodeHandle;
 
 pub use meshkit_api::grpc::health as proto;
@@ -170,7 +170,7 @@ fn known(service: &str) -> bool {
 /// The node's readiness as a serving status; a stopped driver is not serving.
 async fn status(node: &NodeHandle) -> ServingStatus {
     match node.snapshot().await {
-        Ok(s) if Readiness::of(&s).ready => ServingStatus::Serving,
+        Ok(s) if readiness_of(&s).ready => ServingStatus::Serving,
         _ => ServingStatus::NotServing,
     }
 }

@@ -69,10 +69,9 @@ use self::proto::{
 use self::server::control_server::{Control, ControlServer};
 use self::server::health_server::HealthServer;
 pub use self::status::{CallError, MAX_ERROR_BODY_BYTES, http_errors_as_status};
-use crate::PeersResponse;
-use crate::leadership::ShardsResponse;
+use crate::leadership::{rebalance_answer, shards_of};
 use crate::membership;
-use crate::views::{ClustersResponse, MAX_PAGE, PeersQuery, VersionCount, VersionsResponse};
+use crate::views::{MAX_PAGE, PeersQuery, VersionCount, clusters_of, peers_page, versions_of};
 use meshkit_runtime::driver::{LeadershipError, NodeHandle, Snapshot};
 use meshkit_runtime::lease_host::{Change, FeedEntry, LeadershipView};
 
@@ -394,7 +393,7 @@ async fn list_shards(node: NodeHandle) -> Result<ListShardsResponse, CallError> 
         .leadership()
         .await?
         .ok_or(CallError::Leadership(LeadershipError::Disabled))?;
-    let shards = ShardsResponse::from_view(&view);
+    let shards = shards_of(&view);
     Ok(ListShardsResponse {
         local: shards.local,
         complete: shards.complete,
@@ -412,7 +411,7 @@ async fn list_shards(node: NodeHandle) -> Result<ListShardsResponse, CallError> 
 }
 
 async fn list_clusters(node: NodeHandle) -> Result<ListClustersResponse, CallError> {
-    let clusters = ClustersResponse::from_snapshot(&node.snapshot().await?);
+    let clusters = clusters_of(&node.snapshot().await?);
     let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     Ok(ListClustersResponse {
         local: clusters.local,
@@ -435,7 +434,7 @@ async fn list_clusters(node: NodeHandle) -> Result<ListClustersResponse, CallErr
 }
 
 async fn list_versions(node: NodeHandle) -> Result<ListVersionsResponse, CallError> {
-    let versions = VersionsResponse::from_snapshot(&node.snapshot().await?);
+    let versions = versions_of(&node.snapshot().await?);
     let counts = |v: Vec<VersionCount>| {
         v.into_iter()
             .map(|v| proto::VersionCount {
@@ -502,8 +501,7 @@ async fn resume(node: NodeHandle) -> Result<ResumeResponse, CallError> {
 
 async fn rebalance(node: NodeHandle, dry_run: bool) -> Result<RebalanceResponse, CallError> {
     let (plan, term) = node.rebalance(dry_run).await?;
-    let json =
-        crate::leadership::RebalanceResponse::from_plan(node.id(), term.get(), dry_run, &plan);
+    let json = rebalance_answer(node.id(), term.get(), dry_run, &plan);
     Ok(RebalanceResponse {
         node: json.node,
         term: json.term,
@@ -588,7 +586,7 @@ async fn watch_feed(
 /// The gRPC form of a page of a snapshot's membership view: what `GET /meshkit/peers` with the
 /// same query answers.
 pub fn peers_response(snapshot: &Snapshot, query: &PeersQuery) -> ListPeersResponse {
-    let page = PeersResponse::page(snapshot, query);
+    let page = peers_page(snapshot, query);
     ListPeersResponse {
         local: page.local,
         peers: page

@@ -8,10 +8,10 @@
 //! the member publishes. It exits 1 unless every member asked now holds the member left.
 
 use futures_util::future::join_all;
+use meshkit_node::api::json::ErrorBody;
+use meshkit_node::api::json::PeerJson;
+use meshkit_node::api::json::{ForceLeaveRequest, ForceLeaveResponse};
 use meshkit_node::client::Client;
-use meshkit_node::control::PeerJson;
-use meshkit_node::control::leadership::ErrorBody;
-use meshkit_node::control::membership::{ForceLeaveRequest, ForceLeaveResponse};
 use serde::Serialize;
 
 use super::{NodeArgs, PeerFilter, fetch_peers, with_client};

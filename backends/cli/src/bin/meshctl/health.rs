@@ -10,10 +10,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use meshkit_node::api::json::LeadershipView;
+use meshkit_node::api::json::PeerJson;
+use meshkit_node::api::json::Readiness;
 use meshkit_node::client::{Client, Response};
-use meshkit_node::control::PeerJson;
-use meshkit_node::control::views::Readiness;
-use meshkit_node::lease_host::LeadershipView;
 use meshkit_node::metrics::catalogue::TRANSPORT_CERT_EXPIRY;
 use serde::Serialize;
 
@@ -401,7 +401,7 @@ fn render(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meshkit_node::lease_host::RaftView;
+    use meshkit_node::api::json::RaftView;
 
     fn member(id: u64, leader: Option<u64>, term: u64) -> MemberHealth {
         MemberHealth {

@@ -28,10 +28,10 @@ use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use meshkit_node::client::Client;
-use meshkit_node::control::leadership::{
+use meshkit_node::api::json::{
     AcquireRequest, ErrorBody, HeldBody, SessionRequest, SessionResponse,
 };
+use meshkit_node::client::Client;
 use serde::Serialize;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 

@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use meshkit::shard::ShardId;
-use meshkit_node::client::Client;
-use meshkit_node::control::PeersResponse;
-use meshkit_node::control::leadership::{
+use meshkit_node::api::json::PeersResponse;
+use meshkit_node::api::json::{
     DrainResponse, MisdirectedBody, RebalanceRequest, RebalanceResponse, ShardsResponse,
 };
-use meshkit_node::lease_host::{LeadershipView, ShardStatus};
+use meshkit_node::api::json::{LeadershipView, ShardStatus};
+use meshkit_node::client::Client;
 use serde::Serialize;
 
 use super::{NodeArgs, ok_body, with_client};
@@ -442,8 +442,8 @@ pub(crate) fn drain(
 
 #[cfg(test)]
 mod tests {
-    use meshkit_node::control::leadership::ShardOwner;
-    use meshkit_node::lease_host::{CoordinatorStatus, ShardMemberStatus};
+    use meshkit_node::api::json::ShardOwner;
+    use meshkit_node::api::json::{CoordinatorStatus, ShardMemberStatus};
 
     use super::*;
 
@@ -508,7 +508,7 @@ mod tests {
                     unowned: 1,
                     bounds: Some((1, 2)),
                     imbalance: 2,
-                    in_flight: vec![meshkit_node::lease_host::MoveInFlight {
+                    in_flight: vec![meshkit_node::api::json::MoveInFlight {
                         shard: "shard/orders/3".to_owned(),
                         from: None,
                         to: 3,

@@ -16,9 +16,9 @@
 
 use std::time::{Duration, Instant};
 
+use meshkit_node::api::json::LeadershipView;
+use meshkit_node::api::json::{VoterChangeResponse, VoterRedirect, VoterRequest};
 use meshkit_node::client::Client;
-use meshkit_node::control::membership::{VoterChangeResponse, VoterRedirect, VoterRequest};
-use meshkit_node::lease_host::LeadershipView;
 use serde::Serialize;
 
 use super::{NodeArgs, PeerFilter, fetch_peers, ok_body, with_client};
