@@ -325,7 +325,8 @@ pub enum PathProblem {
     NotWritable(std::io::Error),
 }
 
-/// A validated node configuration. Build it with [`NodeConfig::load`] or `TryFrom`.
+/// A validated node configuration. Build it with [`NodeConfig::load`] (a `node.toml`),
+/// [`NodeConfig::builder`] (in code) or `TryFrom`.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     id: NodeId,
@@ -954,6 +955,234 @@ fn seed_error(index: usize, value: &str) -> NodeConfigError {
     }
 }
 
+/// A [`NodeConfig`] set in code: what a service that embeds a node uses instead of writing a
+/// `node.toml`. Each method sets the key of the same name (see the module docs);
+/// [`build`](Self::build) validates exactly as [`NodeConfig::load`] does, so an error names
+/// the key as the file would. Paths are used as given (relative ones from the working
+/// directory; `load` takes them from the file's directory).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use meshkit_node::config::NodeConfig;
+///
+/// let node = NodeConfig::builder(1)
+///     .identity("certs/node-1.pem", "certs/node-1.key", "certs/ca.pem")
+///     .listen("127.0.0.1:7001".parse()?)
+///     .control("127.0.0.1:8001".parse()?)
+///     .seed(2, "127.0.0.1:7002".parse()?)
+///     .voters([1, 2, 3])
+///     .campaign("global-control")
+///     .data_dir("raft")
+///     .build()?;
+/// let running = meshkit_node::node::start(&node).await?;
+/// # running.stop().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until built"]
+pub struct NodeConfigBuilder {
+    raw: RawNodeConfig,
+    /// Whether [`identity`](Self::identity) was called: `[tls]` has no default.
+    identity_set: bool,
+}
+
+impl NodeConfig {
+    /// A builder for node `id`: QUIC on `127.0.0.1:0` (any free port), no control endpoint,
+    /// no seeds, the `lan` profile, no leadership; [`NodeConfigBuilder::identity`] is required.
+    pub fn builder(id: u64) -> NodeConfigBuilder {
+        NodeConfigBuilder {
+            raw: RawNodeConfig {
+                id,
+                listen: "127.0.0.1:0".to_owned(),
+                advertise: None,
+                seeds: Vec::new(),
+                profile: None,
+                control: None,
+                seed: None,
+                tls: RawTlsConfig {
+                    cert: PathBuf::new(),
+                    key: PathBuf::new(),
+                    ca: PathBuf::new(),
+                    reload_interval: None,
+                },
+                membership: None,
+                control_limits: RawControlLimits::default(),
+                access: RawAccessConfig::default(),
+                leadership: None,
+                shards: None,
+                queues: None,
+                metadata: std::collections::BTreeMap::new(),
+            },
+            identity_set: false,
+        }
+    }
+}
+
+impl NodeConfigBuilder {
+    /// `[tls]`: the node's certificate (it must name `node-<id>`), its key and the CA that
+    /// signs every node's and operator's certificate.
+    pub fn identity(
+        mut self,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+        ca: impl Into<PathBuf>,
+    ) -> Self {
+        self.raw.tls.cert = cert.into();
+        self.raw.tls.key = key.into();
+        self.raw.tls.ca = ca.into();
+        self.identity_set = true;
+        self
+    }
+
+    /// `[tls] reload_interval`: how often the files are checked for a change
+    /// (`Duration::ZERO` turns reloading off).
+    pub fn tls_reload_interval(mut self, interval: std::time::Duration) -> Self {
+        self.raw.tls.reload_interval = Some(HumanDuration(interval));
+        self
+    }
+
+    /// `listen`: the UDP address of the QUIC transport (port 0: any free port).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.raw.listen = addr.to_string();
+        self
+    }
+
+    /// `advertise`: the address peers dial, when it is not the bound one.
+    pub fn advertise(mut self, addr: SocketAddr) -> Self {
+        self.raw.advertise = Some(addr.to_string());
+        self
+    }
+
+    /// `control`: the control API's address (TLS on TCP and HTTP/3 on UDP, one port number).
+    pub fn control(mut self, addr: SocketAddr) -> Self {
+        self.raw.control = Some(addr.to_string());
+        self
+    }
+
+    /// `seeds`: adds node `id`, gossiping at `addr`, to join through.
+    pub fn seed(mut self, id: u64, addr: SocketAddr) -> Self {
+        self.raw.seeds.push(format!("{id}@{addr}"));
+        self
+    }
+
+    /// `profile`: `lan`, `wan` or `memberlist`.
+    pub fn profile(mut self, profile: &str) -> Self {
+        self.raw.profile = Some(profile.to_owned());
+        self
+    }
+
+    /// `seed`: a fixed seed for the core's randomness (repeatable runs; tests only).
+    pub fn rng_seed(mut self, seed: u64) -> Self {
+        self.raw.seed = Some(seed);
+        self
+    }
+
+    /// `[membership]`: overrides of the profile.
+    pub fn membership(mut self, overrides: RawConfig) -> Self {
+        self.raw.membership = Some(overrides);
+        self
+    }
+
+    /// `[control_limits]`: the control API's connection limits.
+    pub fn control_limits(mut self, limits: RawControlLimits) -> Self {
+        self.raw.control_limits = limits;
+        self
+    }
+
+    /// `[access]`: who may call the control API.
+    pub fn access(mut self, access: RawAccessConfig) -> Self {
+        self.raw.access = access;
+        self
+    }
+
+    /// `[metadata]`: adds `key = value`, published to every member.
+    pub fn metadata(mut self, key: &str, value: &str) -> Self {
+        self.raw.metadata.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// `[leadership] voters`: the Raft voters (the same on every node). Turns leadership on.
+    pub fn voters(mut self, voters: impl IntoIterator<Item = u64>) -> Self {
+        self.leadership().voters = voters.into_iter().collect();
+        self
+    }
+
+    /// `[leadership] campaign`: adds a scope this node contends for.
+    pub fn campaign(mut self, scope: &str) -> Self {
+        self.leadership().campaign.push(scope.to_owned());
+        self
+    }
+
+    /// `[leadership] ttl`: the TTL of the leases its campaign asks for.
+    pub fn lease_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.leadership().ttl = Some(HumanDuration(ttl));
+        self
+    }
+
+    /// `[leadership] data_dir`: where a voter keeps its Raft log.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.leadership().data_dir = Some(dir.into());
+        self
+    }
+
+    /// `[leadership] join_as_voter`: a node outside `voters` starts as a voter-to-be.
+    pub fn join_as_voter(mut self, join: bool) -> Self {
+        self.leadership().join_as_voter = join;
+        self
+    }
+
+    /// `[leadership.raft]`: Raft and lease-client overrides.
+    pub fn raft(mut self, overrides: RawLeaseConfig) -> Self {
+        self.leadership().raft = Some(overrides);
+        self
+    }
+
+    /// `[shards]`: the shards the mesh owns through leases (needs leadership).
+    pub fn shards(mut self, shards: meshkit::shard::RawShardConfig) -> Self {
+        self.raw.shards = Some(shards);
+        self
+    }
+
+    /// `[queues]`: a task queue per shard (needs [`shards`](Self::shards)).
+    pub fn queues(mut self, queues: RawQueuesConfig) -> Self {
+        self.raw.queues = Some(queues);
+        self
+    }
+
+    /// Validates the keys set, as [`NodeConfig::load`] validates a file.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeConfigError::Invalid`] with key `tls` if [`identity`](Self::identity) was not
+    /// called; otherwise what a `node.toml` with these keys would get, naming the key.
+    pub fn build(self) -> Result<NodeConfig, NodeConfigError> {
+        if !self.identity_set {
+            return Err(NodeConfigError::Invalid {
+                key: "tls".to_owned(),
+                value: String::new(),
+                expected: "the node's certificate, key and CA (NodeConfigBuilder::identity)",
+            });
+        }
+        NodeConfig::try_from(self.raw)
+    }
+
+    /// The `[leadership]` table, created empty (no voters: `build` names the key) if unset.
+    fn leadership(&mut self) -> &mut RawLeadershipConfig {
+        self.raw
+            .leadership
+            .get_or_insert_with(|| RawLeadershipConfig {
+                voters: Vec::new(),
+                campaign: Vec::new(),
+                ttl: None,
+                retry: None,
+                raft: None,
+                data_dir: None,
+                join_as_voter: false,
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1333,5 +1562,58 @@ mod tests {
             let err = parse(&text).unwrap_err().to_string();
             assert!(err.contains(key), "{key:?} not named in: {err}");
         }
+    }
+
+    /// The builder and the file are one validation: the same keys give the same configuration,
+    /// and a refused value is refused with the key the file would name.
+    #[test]
+    fn the_builder_validates_as_node_toml_does() {
+        let built = NodeConfig::builder(1)
+            .identity("a.pem", "a.key", "ca.pem")
+            .listen("127.0.0.1:7001".parse().unwrap())
+            .control("127.0.0.1:8001".parse().unwrap())
+            .seed(2, "127.0.0.1:7002".parse().unwrap())
+            .metadata("cluster", "eu-1")
+            .voters([1, 2, 3])
+            .campaign("global-control")
+            .lease_ttl(std::time::Duration::from_secs(5))
+            .shards(meshkit::shard::RawShardConfig {
+                namespaces: [("orders".to_owned(), 64)].into(),
+                ..Default::default()
+            })
+            .build()
+            .expect("a valid configuration");
+        let file = parse(&format!(
+            "id = 1\nlisten = \"127.0.0.1:7001\"\ncontrol = \"127.0.0.1:8001\"\n\
+             seeds = [\"2@127.0.0.1:7002\"]\n{TLS}[metadata]\ncluster = \"eu-1\"\n\
+             [leadership]\nvoters = [1, 2, 3]\ncampaign = [\"global-control\"]\nttl = \"5s\"\n\
+             [shards]\nnamespaces = {{ orders = 64 }}\n"
+        ))
+        .expect("the same keys in a file");
+        assert_eq!(format!("{built:?}"), format!("{file:?}"));
+
+        let builder = || NodeConfig::builder(1).identity("a.pem", "a.key", "ca.pem");
+        let key_of = |result: Result<NodeConfig, NodeConfigError>| match result {
+            Err(NodeConfigError::Invalid { key, .. } | NodeConfigError::Scope { key, .. }) => key,
+            other => panic!("expected a refused key, got {other:?}"),
+        };
+        assert_eq!(key_of(NodeConfig::builder(1).build()), "tls");
+        assert_eq!(
+            key_of(builder().data_dir("raft").build()),
+            "leadership.voters"
+        );
+        assert_eq!(
+            key_of(builder().voters([1]).campaign("Bad Scope").build()),
+            "leadership.campaign[0]"
+        );
+        let shards = meshkit::shard::RawShardConfig {
+            namespaces: [("orders".to_owned(), 8)].into(),
+            ..Default::default()
+        };
+        assert_eq!(key_of(builder().shards(shards).build()), "shards");
+        assert_eq!(
+            key_of(builder().listen("0.0.0.0:7001".parse().unwrap()).build()),
+            "advertise"
+        );
     }
 }

@@ -12,7 +12,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{NodeConfig, NodeConfigError};
+use crate::config::{NodeConfig, NodeConfigBuilder, NodeConfigError};
 use meshkit_control::auth::AccessControl;
 use meshkit_control::serve::{ControlError, ControlServer};
 use meshkit_net::clock::{Clock, SystemClock};
@@ -92,6 +92,19 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
+    /// The control API's routes over this node (HTTP and gRPC, behind `access`), for a service
+    /// that serves them from its own axum server: `.nest_service`, `.merge` or a listener of
+    /// its own. The node's own control endpoint (`control`) serves the same router; a service
+    /// may leave that unset and mount this instead. Build `access` from the configuration's
+    /// `[access]` with [`AccessControl::from_config`] (each router so built writes its own
+    /// audit log: give one node's routers one `AccessControl`, cloned).
+    ///
+    /// Requests that carry no client certificate (a listener without mutual TLS) are
+    /// authorized by bearer token only.
+    pub fn control_router(&self, access: AccessControl) -> axum::Router {
+        meshkit_control::router(self.handle.clone(), access)
+    }
+
     /// The handle to its driver.
     pub fn handle(&self) -> &NodeHandle {
         &self.handle
@@ -378,6 +391,19 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
         exit,
         control,
     })
+}
+
+impl NodeConfigBuilder {
+    /// Builds the configuration ([`NodeConfigBuilder::build`]) and starts the node ([`start`]).
+    /// Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::Config`] for a key [`NodeConfigBuilder::build`] refuses, otherwise as
+    /// [`start`].
+    pub async fn start(self) -> Result<RunningNode, StartError> {
+        start(&self.build()?).await
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM: what `meshkitd` (and a host) stops on.
