@@ -1100,6 +1100,85 @@ async fn rebalance_needs_operate_and_is_answered_by_the_coordinator() {
         "names the leader: {status:?}"
     );
 
+    // `ListShards` says whose coordinator acts and carries its moves under way, as
+    // `GET /meshkit/shards` does: none once the coordinator reports itself idle, and none on a
+    // node whose coordinator does not act.
+    let idle = eventually(LIMIT, || async {
+        nodes[leader]
+            .handle()
+            .leadership()
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|v| {
+                v.shards
+                    .and_then(|s| s.coordinator)
+                    .is_some_and(|c| c.idle && c.in_flight.is_empty())
+            })
+    })
+    .await;
+    assert!(idle, "the coordinator never settled within {LIMIT:?}");
+    let listed = observer
+        .list_shards(ListShardsRequest {})
+        .await
+        .expect("ListShards on the coordinator")
+        .into_inner();
+    assert!(
+        listed.coordinating && listed.in_flight.is_empty(),
+        "{listed:?}"
+    );
+    let listed = elsewhere
+        .list_shards(ListShardsRequest {})
+        .await
+        .expect("ListShards elsewhere")
+        .into_inner();
+    assert!(
+        !listed.coordinating && listed.in_flight.is_empty(),
+        "{listed:?}"
+    );
+
+    // A member stops: the coordinator moves its shards to the two left, and ListShards shows
+    // each move under way as the coordinator's own status does, until its shards are owned
+    // again and nothing is in flight.
+    let third = (leader + 2) % nodes.len();
+    let gone = nodes[third].id().get();
+    let members: Vec<u64> = nodes.iter().map(|n| n.id().get()).collect();
+    nodes[third]
+        .handle()
+        .shutdown()
+        .await
+        .expect("node three's driver runs until now");
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let listed = observer
+            .list_shards(ListShardsRequest {})
+            .await
+            .expect("ListShards during the failover")
+            .into_inner();
+        let status = nodes[leader].handle().leadership().await.ok().flatten();
+        let moves_now = status
+            .and_then(|v| v.shards?.coordinator)
+            .map(|c| c.in_flight.len());
+        for m in &listed.in_flight {
+            assert!(m.shard.starts_with("shard/orders/"), "{m:?}");
+            // Until membership declares the stopped node dead it is still in the pool, and a
+            // move may go to it (and fail, and be planned again).
+            assert!(members.contains(&m.to) && m.from != Some(m.to), "{m:?}");
+        }
+        let settled = listed.in_flight.is_empty()
+            && moves_now == Some(0)
+            && listed.shards.len() == 6
+            && listed.shards.iter().all(|s| s.owner != gone);
+        if settled {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node {gone}'s shards not owned again within {LIMIT:?}: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
     server.abort();
     other_server.abort();
     for n in nodes {

@@ -393,8 +393,15 @@ async fn list_shards(node: NodeHandle) -> Result<ListShardsResponse, CallError> 
         .leadership()
         .await?
         .ok_or(CallError::Leadership(LeadershipError::Disabled))?;
-    let shards = shards_of(&view);
-    Ok(ListShardsResponse {
+    Ok(list_shards_of(&view))
+}
+
+/// `ListShards` from a leadership view: the owners of `GET /meshkit/shards`, and the acting
+/// coordinator's moves under way (its `status.coordinator.in_flight`).
+fn list_shards_of(view: &LeadershipView) -> ListShardsResponse {
+    let shards = shards_of(view);
+    let coordinator = shards.status.and_then(|s| s.coordinator);
+    ListShardsResponse {
         local: shards.local,
         complete: shards.complete,
         shards: shards
@@ -407,7 +414,19 @@ async fn list_shards(node: NodeHandle) -> Result<ListShardsResponse, CallError> 
                 expires_in_ms: s.expires_in_ms,
             })
             .collect(),
-    })
+        coordinating: coordinator.is_some(),
+        in_flight: coordinator
+            .map(|c| c.in_flight)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| proto::ShardMove {
+                shard: m.shard,
+                from: m.from,
+                to: m.to,
+                age_ms: m.age_ms,
+            })
+            .collect(),
+    }
 }
 
 async fn list_clusters(node: NodeHandle) -> Result<ListClustersResponse, CallError> {
@@ -743,5 +762,88 @@ pub fn leadership_event(entry: FeedEntry) -> LeadershipEvent {
         node: entry.node,
         unix_ms: entry.unix_ms,
         change: Some(change),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshkit_runtime::lease_host::{CoordinatorStatus, HeldLease, MoveInFlight, ShardStatus};
+
+    fn view(coordinator: Option<CoordinatorStatus>) -> LeadershipView {
+        LeadershipView {
+            node: 1,
+            voters: vec![1, 2, 3],
+            // Not a voter: the shards listed are the ones it holds.
+            raft: None,
+            table: Vec::new(),
+            held: vec![HeldLease {
+                scope: "shard/orders/2".to_owned(),
+                token: 7,
+                term: 1,
+                expires_in_ms: 2_000,
+                transferring: false,
+            }],
+            campaign: Vec::new(),
+            last_seq: 0,
+            shards: Some(ShardStatus {
+                configured: 2,
+                coordinator_node: Some(1),
+                member: None,
+                coordinator,
+                counters: None,
+            }),
+        }
+    }
+
+    /// `ListShards` carries the acting coordinator's moves under way, as `GET /meshkit/shards`
+    /// does under `status.coordinator.in_flight`, and says when the node's coordinator does not
+    /// act (then it knows no moves).
+    #[test]
+    fn list_shards_carries_the_moves_in_flight_of_the_acting_coordinator() {
+        let moves = vec![
+            MoveInFlight {
+                shard: "shard/orders/0".to_owned(),
+                from: Some(2),
+                to: 3,
+                age_ms: 120,
+            },
+            MoveInFlight {
+                shard: "shard/orders/1".to_owned(),
+                from: None,
+                to: 1,
+                age_ms: 5,
+            },
+        ];
+        let acting = view(Some(CoordinatorStatus {
+            term: 4,
+            members: vec![1, 2, 3],
+            draining: Vec::new(),
+            owned: [(1, 0), (2, 1), (3, 0)].into(),
+            unowned: 1,
+            bounds: Some((0, 1)),
+            imbalance: 1,
+            in_flight: moves.clone(),
+            idle: false,
+        }));
+        let answer = list_shards_of(&acting);
+        assert!(answer.coordinating);
+        let got: Vec<(String, Option<u64>, u64, u64)> = answer
+            .in_flight
+            .iter()
+            .map(|m| (m.shard.clone(), m.from, m.to, m.age_ms))
+            .collect();
+        let want: Vec<(String, Option<u64>, u64, u64)> = moves
+            .into_iter()
+            .map(|m| (m.shard, m.from, m.to, m.age_ms))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(answer.shards.len(), 1, "{answer:?}");
+
+        let elsewhere = list_shards_of(&view(None));
+        assert!(
+            !elsewhere.coordinating && elsewhere.in_flight.is_empty(),
+            "{elsewhere:?}"
+        );
     }
 }
