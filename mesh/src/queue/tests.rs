@@ -198,6 +198,10 @@ fn a_replica_applies_in_order_skips_what_it_has_and_reports_gaps() {
     );
     // A newer owner is promised: the old one is fenced out.
     assert_eq!(r.promise(FencingToken::new(8)), (FencingToken::new(3), 3));
+    assert_eq!(r.promised(), FencingToken::new(8));
+    // A promise is never taken back: an older owner's recovery does not lower it.
+    r.promise(FencingToken::new(5));
+    assert_eq!(r.promised(), FencingToken::new(8));
     q.enqueue(origin(3), b"3").unwrap();
     assert_eq!(
         r.apply(&batch(&q, 3)),
