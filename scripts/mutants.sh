@@ -138,7 +138,8 @@ for entry in "${modules[@]}"; do
     kill "$sampler" 2>/dev/null || true
     wall=$(($(date +%s) - started))
     load="$(awk '{ s += $1; if ($1 > m) m = $1 } END { if (NR) printf "mean %.1f, peak %.1f", s / NR, m }' "$out/load.txt")"
-    result="$(grep -E '^[0-9]+ mutants tested' "$out/log.txt" | tail -1)"
+    # (No summary line when the run was stopped: grep's status must not end the script.)
+    result="$(grep -E '^[0-9]+ mutants tested' "$out/log.txt" | tail -1 || true)"
     if [ -n "$stopped" ]; then
         counts=""
         for kind in caught missed timeout unviable; do
