@@ -80,6 +80,29 @@ fn http_routes() -> Routes<NodeHandle> {
         .post("/control/force-leave", membership::force_leave)
         .post("/control/voters/add", membership::voters_add)
         .post("/control/voters/remove", membership::voters_remove)
+        .get("/control/queues", queues::stats)
+        .post("/control/queue/enqueue", queues::enqueue)
+        .post("/control/queue/lease", queues::lease)
+        .post("/control/queue/heartbeat", queues::heartbeat)
+        .post("/control/queue/complete", queues::complete)
+        .post("/control/queue/fail", queues::fail)
+        .post("/control/queue/drain", queues::drain)
+        .post("/control/queue/restore", queues::restore)
+        .get("/control/backpressure", queues::backpressure)
+        .get("/control/backpressure/stream", queues::backpressure_stream)
+        .get("/control/lease-health", queues::lease_health)
+        .get("/control/replication/checkpoints", queues::checkpoints)
+        // The original system's paths, for tools written against them: the same answers.
+        .get("/omnirelay/control/backpressure", queues::backpressure)
+        .get(
+            "/omnirelay/control/backpressure/stream",
+            queues::backpressure_stream,
+        )
+        .get("/omnirelay/control/lease-health", queues::lease_health)
+        .get(
+            "/omnirelay/control/replication/checkpoints",
+            queues::checkpoints,
+        )
 }
 
 /// Every HTTP route of the control API as `(method, path)`, paths as in [`meshkit_api::routes::ROUTE_PERMISSIONS`].

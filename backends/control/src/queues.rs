@@ -1,7 +1,800 @@
-//! The task queues over the control API (`docs/task-queues.md`): the `mesh_queue_*` families.
+//! The task queues over the control API (`docs/task-queues.md`): producers and workers
+//! (`POST /control/queue/{enqueue,lease,heartbeat,complete,fail}`, `mesh.operate`), operators
+//! (`POST /control/queue/{drain,restore}`, `mesh.operate`; `GET /control/queues`), and the
+//! diagnostics of the original system under their paths and with their payloads, each also
+//! under `/omnirelay/control/...` for tools written against it (`mesh.observe`):
+//! `GET /control/backpressure` (the latest signal, or 204), `GET /control/backpressure/stream`
+//! (server-sent events), `GET /control/lease-health`, `GET /control/replication/checkpoints`.
+//! And the `mesh_queue_*` families.
+//!
+//! Payloads travel as JSON strings (UTF-8); a payload the library enqueued as other bytes is
+//! shown lossily here.
 
+use std::convert::Infallible;
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream, StreamExt};
+use meshkit::NodeId;
+use meshkit::lease::FencingToken;
+use meshkit::queue::{ItemId, LeaseId, Origin, OwnershipToken, QueueError};
+use meshkit::shard::ShardId;
+use serde::{Deserialize, Serialize};
+
+use crate::errors::json_error;
+use crate::leadership::SSE_HEARTBEAT;
 use meshkit_api::metrics::{Families, Histogram};
-use meshkit_runtime::queue_host::{LAG_BOUNDS, NamespaceCounters, QueueStatus, ServedQueue};
+use meshkit_runtime::driver::NodeHandle;
+use meshkit_runtime::queue_host::{
+    LAG_BOUNDS, NamespaceCounters, QueueCallError, QueueStatus, ServedQueue, ShardBackpressure,
+};
+
+/// The HTTP status of a refused queue call (the body says why, and what to do).
+fn queue_error(e: &QueueCallError) -> Response {
+    let status = match e {
+        QueueCallError::Disabled => StatusCode::NOT_FOUND,
+        QueueCallError::Stopped(_) => StatusCode::SERVICE_UNAVAILABLE,
+        QueueCallError::Queue(q) => match q {
+            QueueError::StaleFence { .. } | QueueError::StaleLease { .. } => StatusCode::CONFLICT,
+            QueueError::UnknownItem { .. } | QueueError::UnknownShard => StatusCode::NOT_FOUND,
+            QueueError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            QueueError::Full { .. } | QueueError::Overloaded { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            // Routing races: retry shortly (the owner is being chosen or rebuilding).
+            QueueError::NotOwner { .. } | QueueError::NoOwner | QueueError::Recovering => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            QueueError::TimedOut => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        },
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    json_error(status, e.to_string())
+}
+
+fn bad_request(message: String) -> Response {
+    json_error(StatusCode::BAD_REQUEST, message)
+}
+
+/// `shard/{namespace}/{id}` from a request's `shard` field.
+fn parse_shard(text: &str) -> Result<ShardId, Box<Response>> {
+    text.parse::<ShardId>().map_err(|e| {
+        Box::new(bad_request(format!(
+            "field `shard` = {text:?}: {e} (a shard's scope, such as shard/jobs/3)"
+        )))
+    })
+}
+
+/// An ownership token as JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenJson {
+    /// The item's id in its shard's queue.
+    pub item: u64,
+    /// Which lease of the item this is (1 for the first).
+    pub attempt: u32,
+    /// The grant.
+    pub lease: u64,
+    /// The fencing token of the owner that granted it.
+    pub fence: u64,
+}
+
+impl From<OwnershipToken> for TokenJson {
+    fn from(t: OwnershipToken) -> Self {
+        Self {
+            item: t.item.get(),
+            attempt: t.attempt,
+            lease: t.lease.get(),
+            fence: t.fence.get(),
+        }
+    }
+}
+
+impl From<TokenJson> for OwnershipToken {
+    fn from(t: TokenJson) -> Self {
+        Self {
+            item: ItemId::new(t.item),
+            attempt: t.attempt,
+            lease: LeaseId::new(t.lease),
+            fence: FencingToken::new(t.fence),
+        }
+    }
+}
+
+/// The body of `POST /control/queue/enqueue`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueRequest {
+    /// The queue: a shard namespace of `[shards]`.
+    pub queue: String,
+    /// The shard within it; absent: chosen from the payload's hash (a retried enqueue goes to
+    /// the same shard).
+    #[serde(default)]
+    pub shard: Option<u32>,
+    /// The work item (at most 400 bytes).
+    pub payload: String,
+}
+
+/// The answer to an enqueue: the owner and the configured replicas hold the item.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnqueueResponse {
+    /// The shard, `shard/{namespace}/{id}`.
+    pub shard: String,
+    /// The item's id in the shard's queue.
+    pub item: u64,
+    /// The owner's fence.
+    pub fence: u64,
+}
+
+/// The body of `POST /control/queue/lease`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    /// The queue (a shard namespace).
+    pub queue: String,
+    /// One shard; absent: every shard of the queue is tried in turn until one has an item.
+    #[serde(default)]
+    pub shard: Option<u32>,
+}
+
+/// An item leased (`POST /control/queue/lease`; 204 when nothing is pending).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseResponse {
+    /// The shard, `shard/{namespace}/{id}`: name it when heartbeating, completing or failing.
+    pub shard: String,
+    /// The token to present.
+    pub token: TokenJson,
+    /// How long the lease lasts without a heartbeat, in milliseconds.
+    pub lease_for_ms: u64,
+    /// The work item.
+    pub payload: String,
+}
+
+/// The body of `POST /control/queue/{heartbeat,complete}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// The shard, `shard/{namespace}/{id}`.
+    pub shard: String,
+    /// The token the lease gave.
+    pub token: TokenJson,
+}
+
+/// The body of `POST /control/queue/fail`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailRequest {
+    /// The shard, `shard/{namespace}/{id}`.
+    pub shard: String,
+    /// The token the lease gave.
+    pub token: TokenJson,
+    /// Requeue it (if attempts remain); `false`: dead-letter it.
+    pub requeue: bool,
+}
+
+/// The answer to a heartbeat, completion or failure: accepted (completions and failures are
+/// held by the replicas).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenResponse {
+    /// The shard.
+    pub shard: String,
+    /// The token accepted.
+    pub token: TokenJson,
+}
+
+/// The body of `POST /control/queue/drain`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    /// The shard, `shard/{namespace}/{id}` (ask its owner).
+    pub shard: String,
+}
+
+/// One drained item: who enqueued it, and its payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainedItem {
+    /// The producer's node.
+    pub producer: u64,
+    /// The producer's request number.
+    pub request: u64,
+    /// The work item.
+    pub payload: String,
+}
+
+/// The answer to a drain: every item that was pending, now out of the queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainResponse {
+    /// The shard.
+    pub shard: String,
+    /// The items, to keep for a restore.
+    pub items: Vec<DrainedItem>,
+}
+
+/// The body of `POST /control/queue/restore`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// The shard, `shard/{namespace}/{id}` (ask its owner).
+    pub shard: String,
+    /// Items a drain returned.
+    pub items: Vec<DrainedItem>,
+}
+
+/// The answer to a restore.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreResponse {
+    /// The shard.
+    pub shard: String,
+    /// Items put back as pending.
+    pub restored: usize,
+}
+
+/// FNV-1a: a stable hash for choosing a shard (the same payload, the same shard, on every node
+/// and every release).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The shards of `queue` a request names, checked against the node's `[shards]`.
+async fn shards_of(
+    node: &NodeHandle,
+    queue: &str,
+    shard: Option<u32>,
+) -> Result<Vec<ShardId>, Box<Response>> {
+    let config = node
+        .queue_shards()
+        .await
+        .map_err(|e| Box::new(queue_error(&e)))?;
+    let Some((_, count)) = config.namespaces().find(|(ns, _)| *ns == queue) else {
+        let known: Vec<&str> = config.namespaces().map(|(ns, _)| ns).collect();
+        return Err(Box::new(json_error(
+            StatusCode::NOT_FOUND,
+            format!("field `queue` = {queue:?}: no such queue (the queues: {known:?})"),
+        )));
+    };
+    match shard {
+        Some(id) if id < count => {
+            Ok(vec![ShardId::new(queue, id).map_err(|e| {
+                Box::new(bad_request(format!("field `queue`: {e}")))
+            })?])
+        }
+        Some(id) => Err(Box::new(bad_request(format!(
+            "field `shard` = {id}: the queue {queue:?} has shards 0..{count}"
+        )))),
+        None => Ok((0..count)
+            .filter_map(|i| ShardId::new(queue, i).ok())
+            .collect()),
+    }
+}
+
+pub(super) async fn enqueue(
+    State(node): State<NodeHandle>,
+    Json(request): Json<EnqueueRequest>,
+) -> Response {
+    let shards = match shards_of(&node, &request.queue, request.shard).await {
+        Ok(s) => s,
+        Err(refusal) => return *refusal,
+    };
+    let payload = request.payload.into_bytes();
+    let pick = (fnv1a(&payload) % shards.len() as u64) as usize;
+    let shard = shards[if request.shard.is_some() { 0 } else { pick }].clone();
+    match node.queue_enqueue(shard, payload).await {
+        Ok(done) => Json(EnqueueResponse {
+            shard: done.shard.to_string(),
+            item: done.item.get(),
+            fence: done.fence.get(),
+        })
+        .into_response(),
+        Err(e) => queue_error(&e),
+    }
+}
+
+pub(super) async fn lease(
+    State(node): State<NodeHandle>,
+    Json(request): Json<LeaseRequest>,
+) -> Response {
+    let shards = match shards_of(&node, &request.queue, request.shard).await {
+        Ok(s) => s,
+        Err(refusal) => return *refusal,
+    };
+    // Start at a different shard each time, so one busy shard does not starve the others.
+    let start = (fnv1a(
+        &SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            .to_be_bytes(),
+    ) % shards.len() as u64) as usize;
+    let mut last_error = None;
+    for k in 0..shards.len() {
+        let shard = shards[(start + k) % shards.len()].clone();
+        match node.queue_lease(shard).await {
+            Ok(Some(item)) => {
+                return Json(LeaseResponse {
+                    shard: item.shard.to_string(),
+                    token: item.token.into(),
+                    lease_for_ms: u64::try_from(item.lease_for.as_millis()).unwrap_or(u64::MAX),
+                    payload: String::from_utf8_lossy(&item.payload).into_owned(),
+                })
+                .into_response();
+            }
+            Ok(None) => {}
+            // One shard without a known owner does not make the others empty.
+            Err(e) => last_error = Some(e),
+        }
+    }
+    match last_error {
+        // Every shard refused: say why (with one shard named, its refusal).
+        Some(e) if shards.len() == 1 => queue_error(&e),
+        _ => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+async fn finish(
+    shard: &str,
+    token: TokenJson,
+    call: impl AsyncFnOnce(ShardId, OwnershipToken) -> Result<OwnershipToken, QueueCallError>,
+) -> Response {
+    let shard = match parse_shard(shard) {
+        Ok(s) => s,
+        Err(refusal) => return *refusal,
+    };
+    match call(shard.clone(), token.into()).await {
+        Ok(token) => Json(TokenResponse {
+            shard: shard.to_string(),
+            token: token.into(),
+        })
+        .into_response(),
+        Err(e) => queue_error(&e),
+    }
+}
+
+pub(super) async fn heartbeat(
+    State(node): State<NodeHandle>,
+    Json(r): Json<TokenRequest>,
+) -> Response {
+    finish(&r.shard, r.token, async |s, t| {
+        node.queue_heartbeat(s, t).await
+    })
+    .await
+}
+
+pub(super) async fn complete(
+    State(node): State<NodeHandle>,
+    Json(r): Json<TokenRequest>,
+) -> Response {
+    finish(&r.shard, r.token, async |s, t| {
+        node.queue_complete(s, t).await
+    })
+    .await
+}
+
+pub(super) async fn fail(State(node): State<NodeHandle>, Json(r): Json<FailRequest>) -> Response {
+    let requeue = r.requeue;
+    finish(&r.shard, r.token, async |s, t| {
+        node.queue_fail(s, t, requeue).await
+    })
+    .await
+}
+
+pub(super) async fn drain(
+    State(node): State<NodeHandle>,
+    Json(request): Json<DrainRequest>,
+) -> Response {
+    let shard = match parse_shard(&request.shard) {
+        Ok(s) => s,
+        Err(refusal) => return *refusal,
+    };
+    match node.queue_drain(shard.clone()).await {
+        Ok(items) => Json(DrainResponse {
+            shard: shard.to_string(),
+            items: items
+                .into_iter()
+                .map(|(origin, payload)| DrainedItem {
+                    producer: origin.node.get(),
+                    request: origin.request,
+                    payload: String::from_utf8_lossy(&payload).into_owned(),
+                })
+                .collect(),
+        })
+        .into_response(),
+        Err(e) => queue_error(&e),
+    }
+}
+
+pub(super) async fn restore(
+    State(node): State<NodeHandle>,
+    Json(request): Json<RestoreRequest>,
+) -> Response {
+    let shard = match parse_shard(&request.shard) {
+        Ok(s) => s,
+        Err(refusal) => return *refusal,
+    };
+    let items = request
+        .items
+        .into_iter()
+        .map(|i| {
+            let origin = Origin {
+                node: NodeId::new(i.producer),
+                request: i.request,
+            };
+            (origin, i.payload.into_bytes())
+        })
+        .collect();
+    match node.queue_restore(shard.clone(), items).await {
+        Ok(restored) => Json(RestoreResponse {
+            shard: shard.to_string(),
+            restored,
+        })
+        .into_response(),
+        Err(e) => queue_error(&e),
+    }
+}
+
+/// A backpressure signal in the original payload shape (`is_active`, `pending_count`,
+/// `observed_at`, `high_watermark`, `low_watermark`), with the shard, its owner and the owner's
+/// fence added.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackpressureJson {
+    /// Producers should wait.
+    pub is_active: bool,
+    /// Items pending when the owner took the signal.
+    pub pending_count: u32,
+    /// When this node first saw the signal (RFC 3339; owners' clocks are process-relative).
+    pub observed_at: String,
+    /// The high watermark (`null`: backpressure is off).
+    pub high_watermark: Option<u32>,
+    /// The low watermark.
+    pub low_watermark: u32,
+    /// The shard, `shard/{namespace}/{id}`.
+    pub shard: String,
+    /// The owner publishing it.
+    pub owner: u64,
+    /// The owner's fence.
+    pub fence: u64,
+}
+
+impl BackpressureJson {
+    fn new(shard: &ShardId, b: &ShardBackpressure) -> Self {
+        Self {
+            is_active: b.signal.is_active,
+            pending_count: b.signal.pending_count,
+            observed_at: crate::audit::rfc3339(b.seen_at),
+            high_watermark: b.signal.high_watermark,
+            low_watermark: b.signal.low_watermark,
+            shard: shard.to_string(),
+            owner: b.owner.get(),
+            fence: b.fence.get(),
+        }
+    }
+}
+
+/// The query of the backpressure routes: one queue, or one shard of it.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackpressureQuery {
+    /// Only this queue (shard namespace).
+    pub queue: Option<String>,
+    /// Only this shard of it.
+    pub shard: Option<u32>,
+}
+
+impl BackpressureQuery {
+    fn matches(&self, shard: &ShardId) -> bool {
+        self.queue.as_deref().is_none_or(|q| q == shard.namespace())
+            && self.shard.is_none_or(|id| id == shard.id())
+    }
+}
+
+/// `GET /control/backpressure`: the most recently seen signal of the matching shards, or 204
+/// when no owner of one publishes any.
+pub(super) async fn backpressure(
+    State(node): State<NodeHandle>,
+    Query(query): Query<BackpressureQuery>,
+) -> Response {
+    let view = match node.subscribe_backpressure().await {
+        Ok(view) => view,
+        Err(e) => return queue_error(&e),
+    };
+    let latest = view
+        .borrow()
+        .iter()
+        .filter(|(shard, _)| query.matches(shard))
+        .max_by_key(|(shard, b)| (b.seen_at, (*shard).clone()))
+        .map(|(shard, b)| BackpressureJson::new(shard, b));
+    match latest {
+        Some(signal) => Json(signal).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// `GET /control/backpressure/stream`: server-sent events, one `backpressure` event per
+/// matching shard now, then one per change (a transition, a new owner), with keep-alives.
+pub(super) async fn backpressure_stream(
+    State(node): State<NodeHandle>,
+    Query(query): Query<BackpressureQuery>,
+) -> Response {
+    let view = match node.subscribe_backpressure().await {
+        Ok(view) => view,
+        Err(e) => return queue_error(&e),
+    };
+    let mut seen = std::collections::BTreeMap::new();
+    let events = stream::unfold(
+        (view, true, query),
+        move |(mut view, first, query)| async move {
+            if !first && view.changed().await.is_err() {
+                return None;
+            }
+            let current = view.borrow_and_update().clone();
+            Some(((current, query.clone()), (view, false, query)))
+        },
+    )
+    .flat_map(move |(current, query)| {
+        let mut out = Vec::new();
+        for (shard, b) in current.iter().filter(|(s, _)| query.matches(s)) {
+            if seen.get(shard) != Some(b) {
+                seen.insert(shard.clone(), *b);
+                let json =
+                    serde_json::to_string(&BackpressureJson::new(shard, b)).unwrap_or_default();
+                out.push(Ok::<_, Infallible>(
+                    Event::default().event("backpressure").data(json),
+                ));
+            }
+        }
+        stream::iter(out)
+    });
+    let events: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
+        Box::pin(events);
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(SSE_HEARTBEAT))
+        .into_response()
+}
+
+/// One worker in [`LeaseHealthResponse`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerHealthJson {
+    /// The worker's node.
+    pub peer_id: u64,
+    /// Not disconnected, and heard from within the grace.
+    pub is_healthy: bool,
+    /// Membership holds its node Dead or Left.
+    pub is_disconnected: bool,
+    /// Seconds since its last heartbeat (or lease request), if any.
+    pub last_heartbeat_s_ago: Option<f64>,
+}
+
+/// `GET /control/lease-health`: the workers this node's queues track, and the summary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaseHealthResponse {
+    /// The answering node.
+    pub node: u64,
+    /// Every tracked worker.
+    pub peers: Vec<PeerHealthJson>,
+    /// Healthy workers (eligible for leases).
+    pub eligible_peers: usize,
+    /// Unhealthy ones.
+    pub unhealthy_peers: usize,
+    /// Disconnected workers whose items are requeued once the grace ends.
+    pub pending_reassignments: usize,
+}
+
+pub(super) async fn lease_health(State(node): State<NodeHandle>) -> Response {
+    let snapshot = match node.snapshot().await {
+        Ok(s) => s,
+        Err(e) => return queue_error(&e.into()),
+    };
+    let Some(q) = snapshot.queues else {
+        return queue_error(&QueueCallError::Disabled);
+    };
+    Json(LeaseHealthResponse {
+        node: snapshot.local_id.get(),
+        peers: q
+            .health
+            .iter()
+            .map(|(p, ago)| PeerHealthJson {
+                peer_id: p.node.get(),
+                is_healthy: p.healthy,
+                is_disconnected: p.disconnected_since.is_some(),
+                last_heartbeat_s_ago: ago.map(|d| d.as_secs_f64()),
+            })
+            .collect(),
+        eligible_peers: q.health_summary.eligible,
+        unhealthy_peers: q.health_summary.unhealthy,
+        pending_reassignments: q.health_summary.pending_reassignments,
+    })
+    .into_response()
+}
+
+/// One replica copy in [`CheckpointsResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointJson {
+    /// The shard.
+    pub shard: String,
+    /// The checkpoint: the replication sequence number this copy holds.
+    pub sequence_number: u64,
+    /// The fence of the owner whose records it holds.
+    pub source_fence: u64,
+    /// The highest fence it promised to follow.
+    pub promised_fence: u64,
+    /// Items it holds, tombstones included.
+    pub items: usize,
+    /// Versions behind the owner, when this node is the owner too (else unknown here).
+    pub lag: Option<u64>,
+}
+
+/// `GET /control/replication/checkpoints`: this node's replica checkpoints (durable on disk
+/// with `[queues] data_dir`), and each served queue's replicas with what they acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointsResponse {
+    /// The answering node.
+    pub node: u64,
+    /// The copies it holds as a replica.
+    pub checkpoints: Vec<CheckpointJson>,
+    /// The queues it serves: `(shard, version, [(replica, acknowledged version)])`.
+    pub sources: Vec<SourceJson>,
+}
+
+/// A queue this node serves, with its replicas' acknowledgements (the replication source).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceJson {
+    /// The shard.
+    pub shard: String,
+    /// The sequence number of its last change.
+    pub sequence_number: u64,
+    /// Each replica and the sequence number it acknowledged.
+    pub replicas: Vec<ReplicaAckJson>,
+}
+
+/// One replica's acknowledgement in [`SourceJson`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaAckJson {
+    /// The replica's node.
+    pub node: u64,
+    /// What it acknowledged.
+    pub acknowledged: u64,
+}
+
+pub(super) async fn checkpoints(State(node): State<NodeHandle>) -> Response {
+    let snapshot = match node.snapshot().await {
+        Ok(s) => s,
+        Err(e) => return queue_error(&e.into()),
+    };
+    let Some(q) = snapshot.queues else {
+        return queue_error(&QueueCallError::Disabled);
+    };
+    Json(CheckpointsResponse {
+        node: snapshot.local_id.get(),
+        checkpoints: q
+            .replicas
+            .iter()
+            .map(|r| CheckpointJson {
+                shard: r.shard.to_string(),
+                sequence_number: r.applied,
+                source_fence: r.source.get(),
+                promised_fence: r.promised.get(),
+                items: r.items,
+                lag: r.lag_versions,
+            })
+            .collect(),
+        sources: q
+            .served
+            .iter()
+            .map(|s| SourceJson {
+                shard: s.shard.to_string(),
+                sequence_number: s.version,
+                replicas: s
+                    .replicas
+                    .iter()
+                    .map(|(n, acked)| ReplicaAckJson {
+                        node: n.get(),
+                        acknowledged: *acked,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    })
+    .into_response()
+}
+
+/// One queue this node serves, in [`QueuesResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedJson {
+    /// The shard.
+    pub shard: String,
+    /// This node's fence.
+    pub fence: u64,
+    /// Still rebuilding from the replicas.
+    pub recovering: bool,
+    /// Items waiting.
+    pub pending: usize,
+    /// Items leased.
+    pub active: usize,
+    /// Backpressure active.
+    pub backpressure_active: bool,
+}
+
+/// One queue's counters in [`QueuesResponse`] (as this node counted them as owner).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountersJson {
+    /// Enqueues acknowledged.
+    pub enqueued: u64,
+    /// Completions accepted.
+    pub completed: u64,
+    /// Failures reported.
+    pub failed: u64,
+    /// Items requeued.
+    pub requeued: u64,
+    /// Items dead-lettered.
+    pub dead_lettered: u64,
+    /// Stale tokens refused.
+    pub stale_refused: u64,
+}
+
+/// `GET /control/queues`: what this node's queues hold and did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuesResponse {
+    /// The answering node.
+    pub node: u64,
+    /// The queues it serves.
+    pub served: Vec<ServedJson>,
+    /// Counters by queue (shard namespace).
+    pub counters: std::collections::BTreeMap<String, CountersJson>,
+    /// Replica copies it holds.
+    pub replicas: usize,
+    /// Requests of its producers and workers in flight.
+    pub requests_in_flight: usize,
+}
+
+pub(super) async fn stats(State(node): State<NodeHandle>) -> Response {
+    let snapshot = match node.snapshot().await {
+        Ok(s) => s,
+        Err(e) => return queue_error(&e.into()),
+    };
+    let Some(q) = snapshot.queues else {
+        return queue_error(&QueueCallError::Disabled);
+    };
+    Json(QueuesResponse {
+        node: snapshot.local_id.get(),
+        served: q
+            .served
+            .iter()
+            .map(|s| ServedJson {
+                shard: s.shard.to_string(),
+                fence: s.fence.get(),
+                recovering: s.recovering,
+                pending: s.pending,
+                active: s.active,
+                backpressure_active: s.backpressure_active,
+            })
+            .collect(),
+        counters: q
+            .counters
+            .iter()
+            .map(|(ns, c)| {
+                let json = CountersJson {
+                    enqueued: c.enqueued,
+                    completed: c.completed,
+                    failed: c.failed,
+                    requeued: c.requeued,
+                    dead_lettered: c.dead_lettered,
+                    stale_refused: c.stale_refused,
+                };
+                (ns.clone(), json)
+            })
+            .collect(),
+        replicas: q.replicas.len(),
+        requests_in_flight: q.requests_in_flight,
+    })
+    .into_response()
+}
 
 /// The `mesh_queue_*` families of a node with `[queues]`: one series per configured namespace
 /// (the `queue` label) and never per shard, written for every namespace even while this node

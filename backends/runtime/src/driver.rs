@@ -661,6 +661,14 @@ impl NodeHandle {
         rx.await.map_err(|_| self.queue_gone())
     }
 
+    /// The shards that have a queue (`[shards]` of the node's `[queues]`).
+    pub async fn queue_shards(&self) -> Result<meshkit::shard::ShardConfig, QueueCallError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Queue(QueueCommand::Shards(reply)))
+            .await?;
+        rx.await.map_err(|_| self.queue_gone())
+    }
+
     async fn queue_call<T>(
         &self,
         command: impl FnOnce(oneshot::Sender<Result<T, QueueCallError>>) -> QueueCommand,

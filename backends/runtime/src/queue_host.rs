@@ -299,6 +299,7 @@ pub(crate) enum QueueCommand {
         reply: oneshot::Sender<Result<usize, QueueCallError>>,
     },
     Subscribe(oneshot::Sender<watch::Receiver<BackpressureView>>),
+    Shards(oneshot::Sender<ShardConfig>),
 }
 
 impl QueueCommand {
@@ -311,7 +312,7 @@ impl QueueCommand {
             Self::Drain { reply, .. } => drop(reply.send(Err(error))),
             Self::Restore { reply, .. } => drop(reply.send(Err(error))),
             // The receiver learns it from the dropped sender.
-            Self::Subscribe(_) => {}
+            Self::Subscribe(_) | Self::Shards(_) => {}
         }
     }
 }
@@ -445,6 +446,9 @@ impl QueueHost {
             }
             QueueCommand::Subscribe(reply) => {
                 let _ = reply.send(self.backpressure.subscribe());
+            }
+            QueueCommand::Shards(reply) => {
+                let _ = reply.send(self.config.shards.clone());
             }
         }
     }

@@ -71,6 +71,8 @@ mod contexts;
 mod force_leave;
 #[path = "meshctl/health.rs"]
 mod health;
+#[path = "meshctl/queue.rs"]
+mod queue;
 #[path = "meshctl/session.rs"]
 mod session;
 #[path = "meshctl/shards.rs"]
@@ -237,6 +239,12 @@ enum Command {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Task queues (docs/task-queues.md): what a node serves, its backpressure signals, its
+    /// workers' lease health, and drain/restore of a shard's queue (needs mesh.operate).
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
     /// The Raft voters, as `consul operator raft list-peers`.
     Voters {
         #[command(subcommand)]
@@ -291,6 +299,68 @@ struct SessionArgs {
     /// The command and its arguments, after --.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    /// The queues the node serves (pending, active, backpressure) and its counters as owner.
+    Stats {
+        /// Print the node's JSON answer instead of tables.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Follows the backpressure signals the node sees (every shard's owner publishes its own):
+    /// one line per signal now and per change; stops after --count signals or --for.
+    WatchBackpressure {
+        /// Only this queue (shard namespace).
+        #[arg(long)]
+        queue: Option<String>,
+        /// Stop after this many signals.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop after this long, such as 30s or 5m.
+        #[arg(long = "for")]
+        duration: Option<String>,
+        /// Print one JSON object per signal instead of a line of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// The workers the node's queues track: healthy, disconnected, last heartbeat.
+    LeaseHealth {
+        /// Print the node's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Takes every pending item out of SHARD's queue (ask its owner; needs mesh.operate) and
+    /// prints them: keep the --json output to restore them.
+    Drain {
+        /// The shard, such as shard/jobs/3.
+        shard: String,
+        /// Print the node's JSON answer (the items) instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Puts back into SHARD's queue the items of a drain (needs mesh.operate).
+    Restore {
+        /// The shard, such as shard/jobs/3.
+        shard: String,
+        /// The file holding `meshctl queue drain --json`'s output.
+        #[arg(long)]
+        from: String,
+        /// Print the node's JSON answer instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -764,6 +834,14 @@ impl Command {
             | Self::ForceLeave { node, .. }
             | Self::Voters {
                 command: VotersCommand::List { node, .. },
+            }
+            | Self::Queue {
+                command:
+                    QueueCommand::Stats { node, .. }
+                    | QueueCommand::WatchBackpressure { node, .. }
+                    | QueueCommand::LeaseHealth { node, .. }
+                    | QueueCommand::Drain { node, .. }
+                    | QueueCommand::Restore { node, .. },
             } => node,
             Self::Voters {
                 command:
@@ -974,6 +1052,32 @@ fn main() -> ExitCode {
         Command::Voters {
             command: VotersCommand::List { json, node },
         } => voters_list(&node, json),
+        Command::Queue { command } => match command {
+            QueueCommand::Stats { json, node } => queue::stats(&node, json),
+            QueueCommand::LeaseHealth { json, node } => queue::lease_health(&node, json),
+            QueueCommand::Drain { shard, json, node } => queue::drain(&node, &shard, json),
+            QueueCommand::Restore {
+                shard,
+                from,
+                json,
+                node,
+            } => queue::restore(&node, &shard, &from, json),
+            QueueCommand::WatchBackpressure {
+                queue,
+                count,
+                duration,
+                json,
+                node,
+            } => duration
+                .as_deref()
+                .map(|d| {
+                    meshkit::config::parse_duration(d).map_err(|e| format!("--for {d:?}: {e}"))
+                })
+                .transpose()
+                .and_then(|limit| {
+                    queue::watch_backpressure(&node, queue.as_deref(), count, limit, json)
+                }),
+        },
         Command::Voters {
             command: VotersCommand::Add { node_id, wait },
         } => voter_changes(&wait, voters::Changes::One(voters::Kind::Add, node_id)),

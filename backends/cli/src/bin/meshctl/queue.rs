@@ -1,0 +1,217 @@
+//! `meshctl queue stats | watch-backpressure | lease-health | drain | restore`: the task queues
+//! as one node sees them (docs/task-queues.md), with tables, or the node's JSON with `--json`.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use meshkit_node::control::queues::{
+    BackpressureJson, DrainRequest, DrainResponse, LeaseHealthResponse, QueuesResponse,
+    RestoreRequest, RestoreResponse,
+};
+
+use super::{NodeArgs, call, ok_body, print_answer, with_client};
+use http::Method;
+
+/// `meshctl queue stats`: the queues the node serves, and its counters as owner.
+pub(crate) fn stats(node: &NodeArgs, json: bool) -> Result<(), String> {
+    let body = call(node, Method::GET, "/control/queues")?;
+    print_answer(node.addr(), &body, json, |q: QueuesResponse| {
+        let mut out = format!(
+            "node {}: serves {} queue(s), requests in flight {}\n{:<22} {:>6} {:>8} {:>7} {:>6}  {}",
+            q.node,
+            q.served.len(),
+            q.requests_in_flight,
+            "SHARD",
+            "FENCE",
+            "PENDING",
+            "ACTIVE",
+            "STATE",
+            "BACKPRESSURE"
+        );
+        for s in &q.served {
+            out.push_str(&format!(
+                "\n{:<22} {:>6} {:>8} {:>7} {:>6}  {}",
+                s.shard,
+                s.fence,
+                s.pending,
+                s.active,
+                if s.recovering { "recov" } else { "serve" },
+                if s.backpressure_active { "active" } else { "-" }
+            ));
+        }
+        out.push_str(&format!(
+            "\n\n{:<16} {:>9} {:>9} {:>7} {:>9} {:>13} {:>6}",
+            "QUEUE", "ENQUEUED", "COMPLETED", "FAILED", "REQUEUED", "DEAD-LETTERED", "STALE"
+        ));
+        for (queue, c) in &q.counters {
+            out.push_str(&format!(
+                "\n{queue:<16} {:>9} {:>9} {:>7} {:>9} {:>13} {:>6}",
+                c.enqueued, c.completed, c.failed, c.requeued, c.dead_lettered, c.stale_refused
+            ));
+        }
+        out
+    })
+}
+
+/// `meshctl queue lease-health`: the workers the node's queues track.
+pub(crate) fn lease_health(node: &NodeArgs, json: bool) -> Result<(), String> {
+    let body = call(node, Method::GET, "/control/lease-health")?;
+    print_answer(node.addr(), &body, json, |h: LeaseHealthResponse| {
+        let mut out = format!(
+            "node {}: {} eligible, {} unhealthy, {} pending reassignment(s)\n{:<8} {:<8} {:<13} {}",
+            h.node,
+            h.eligible_peers,
+            h.unhealthy_peers,
+            h.pending_reassignments,
+            "PEER",
+            "HEALTHY",
+            "DISCONNECTED",
+            "LAST HEARTBEAT"
+        );
+        for p in &h.peers {
+            let last = p
+                .last_heartbeat_s_ago
+                .map_or_else(|| "never".to_owned(), |s| format!("{s:.1}s ago"));
+            out.push_str(&format!(
+                "\n{:<8} {:<8} {:<13} {last}",
+                p.peer_id,
+                if p.is_healthy { "yes" } else { "no" },
+                if p.is_disconnected { "yes" } else { "no" },
+            ));
+        }
+        out
+    })
+}
+
+/// `meshctl queue drain SHARD`: takes every pending item out of the shard's queue (ask its
+/// owner) and prints them; keep the JSON (`--json`) for a restore.
+pub(crate) fn drain(node: &NodeArgs, shard: &str, json: bool) -> Result<(), String> {
+    let addr = node.addr();
+    let request = DrainRequest {
+        shard: shard.to_owned(),
+    };
+    let (response, _) = with_client(&node.connect, false, async |client| {
+        client
+            .post_json(addr, "/control/queue/drain", &request)
+            .await
+            .map_err(|e| e.to_string())
+    })?;
+    let body = ok_body(addr, response)?;
+    print_answer(addr, &body, json, |d: DrainResponse| {
+        let mut out = format!(
+            "{}: drained {} item(s) (restore them with `meshctl queue restore {} --from FILE`, \
+             FILE holding this command's --json)",
+            d.shard,
+            d.items.len(),
+            d.shard
+        );
+        for i in &d.items {
+            out.push_str(&format!(
+                "\n  node {} request {}: {}",
+                i.producer, i.request, i.payload
+            ));
+        }
+        out
+    })
+}
+
+/// `meshctl queue restore SHARD --from FILE`: puts back the items a drain printed (its JSON).
+pub(crate) fn restore(node: &NodeArgs, shard: &str, from: &str, json: bool) -> Result<(), String> {
+    let addr = node.addr();
+    let text = std::fs::read_to_string(from).map_err(|e| format!("--from {from:?}: {e}"))?;
+    let drained: DrainResponse = serde_json::from_str(&text).map_err(|e| {
+        format!("--from {from:?}: not the JSON of `meshctl queue drain --json`: {e}")
+    })?;
+    let request = RestoreRequest {
+        shard: shard.to_owned(),
+        items: drained.items,
+    };
+    let (response, _) = with_client(&node.connect, false, async |client| {
+        client
+            .post_json(addr, "/control/queue/restore", &request)
+            .await
+            .map_err(|e| e.to_string())
+    })?;
+    let body = ok_body(addr, response)?;
+    print_answer(addr, &body, json, |r: RestoreResponse| {
+        format!("{}: restored {} item(s)", r.shard, r.restored)
+    })
+}
+
+/// `meshctl queue watch-backpressure`: one line (or JSON object) per backpressure signal of
+/// the matching shards, now and at each change; stops after `count` signals or `limit`.
+pub(crate) fn watch_backpressure(
+    node: &NodeArgs,
+    queue: Option<&str>,
+    count: Option<u64>,
+    limit: Option<Duration>,
+    json: bool,
+) -> Result<(), String> {
+    let addr = node.addr();
+    let path = match queue {
+        Some(q) => format!("/control/backpressure/stream?queue={q}"),
+        None => "/control/backpressure/stream".to_owned(),
+    };
+    with_client(&node.connect, false, async |client| {
+        let follow = async {
+            let stream = client
+                .get_stream(addr, &path)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !(200..300).contains(&stream.status()) {
+                let response = stream.into_response().await.map_err(|e| e.to_string())?;
+                return ok_body(addr, response).map(|_| ());
+            }
+            let mut stream = stream;
+            let mut text = String::new();
+            let mut seen = 0;
+            loop {
+                match stream.chunk().await {
+                    Ok(Some(bytes)) => text.push_str(&String::from_utf8_lossy(&bytes)),
+                    Ok(None) => return Err(format!("{addr}: the node ended the stream")),
+                    Err(e) => return Err(e.to_string()),
+                }
+                // Whole events end with a blank line; the rest waits for more.
+                let Some(end) = text.rfind("\n\n") else {
+                    continue;
+                };
+                let complete: String = text.drain(..end + 2).collect();
+                for data in complete
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim)
+                {
+                    if json {
+                        println!("{data}");
+                    } else {
+                        let b: BackpressureJson = serde_json::from_str(data)
+                            .map_err(|e| format!("{addr}: unexpected event: {e}"))?;
+                        println!(
+                            "{} {:<22} {:<8} pending {:>6}  high {:>6} low {:>6}  owner {} fence {}",
+                            b.observed_at,
+                            b.shard,
+                            if b.is_active { "ACTIVE" } else { "inactive" },
+                            b.pending_count,
+                            b.high_watermark
+                                .map_or_else(|| "-".to_owned(), |h| h.to_string()),
+                            b.low_watermark,
+                            b.owner,
+                            b.fence
+                        );
+                    }
+                    let _ = std::io::stdout().flush();
+                    seen += 1;
+                    if count.is_some_and(|c| seen >= c) {
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        match limit {
+            // --for passed: a normal end.
+            Some(limit) => tokio::time::timeout(limit, follow).await.unwrap_or(Ok(())),
+            None => follow.await,
+        }
+    })
+    .map(|_| ())
+}
