@@ -11,12 +11,20 @@
 //!   transfers, drain and resume, [`RebalanceRequest`] / [`RebalanceResponse`] and the
 //!   [`MisdirectedBody`] of a node whose coordinator does not act.
 //! * Membership operations: join, leave, force-leave, voter changes ([`VoterRedirect`]).
+//! * Task queues (`[queues]`): enqueue, lease, heartbeat, complete, fail, drain and restore
+//!   ([`EnqueueRequest`], [`LeaseRequest`], [`TokenRequest`], [`FailRequest`],
+//!   [`QueueDrainRequest`], [`QueueRestoreRequest`] and their answers), [`QueuesResponse`]
+//!   (`GET /control/queues`), and the original system's views: [`BackpressureJson`], [`LeaseHealthResponse`],
+//!   [`CheckpointsResponse`].
 //! * Errors: [`ErrorBody`] (`{"error": "..."}`) and [`DeniedBody`] (401 and 403).
 
 use std::collections::BTreeMap;
 
+use meshkit::lease::FencingToken;
 use meshkit::lease::Scope;
 use meshkit::membership::MemberState;
+use meshkit::queue::{ItemId, LeaseId, OwnershipToken};
+use meshkit::shard::ShardId;
 use serde::{Deserialize, Serialize};
 
 // ---- Membership views ----
@@ -802,4 +810,338 @@ pub struct DeniedBody {
     /// 403 only: what that identity holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub granted_scopes: Option<Vec<String>>,
+}
+
+// ---- Task queues ----
+
+/// An ownership token as JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenJson {
+    /// The item's id in its shard's queue.
+    pub item: u64,
+    /// Which lease of the item this is (1 for the first).
+    pub attempt: u32,
+    /// The grant.
+    pub lease: u64,
+    /// The fencing token of the owner that granted it.
+    pub fence: u64,
+}
+
+impl From<OwnershipToken> for TokenJson {
+    fn from(t: OwnershipToken) -> Self {
+        Self {
+            item: t.item.get(),
+            attempt: t.attempt,
+            lease: t.lease.get(),
+            fence: t.fence.get(),
+        }
+    }
+}
+
+impl From<TokenJson> for OwnershipToken {
+    fn from(t: TokenJson) -> Self {
+        Self {
+            item: ItemId::new(t.item),
+            attempt: t.attempt,
+            lease: LeaseId::new(t.lease),
+            fence: FencingToken::new(t.fence),
+        }
+    }
+}
+
+/// The body of `POST /control/queue/enqueue`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueRequest {
+    /// The queue: a shard namespace of `[shards]`.
+    pub queue: String,
+    /// The shard within it; absent: chosen from the payload's hash (a retried enqueue goes to
+    /// the same shard).
+    #[serde(default)]
+    pub shard: Option<u32>,
+    /// The work item (at most 400 bytes).
+    pub payload: String,
+}
+
+/// The answer to an enqueue: the owner and the configured replicas hold the item.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnqueueResponse {
+    /// The shard, `shard/{namespace}/{id}`.
+    pub shard: String,
+    /// The item's id in the shard's queue.
+    pub item: u64,
+    /// The owner's fence.
+    pub fence: u64,
+}
+
+/// The body of `POST /control/queue/lease`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    /// The queue (a shard namespace).
+    pub queue: String,
+    /// One shard; absent: every shard of the queue is tried in turn until one has an item.
+    #[serde(default)]
+    pub shard: Option<u32>,
+}
+
+/// An item leased (`POST /control/queue/lease`; 204 when nothing is pending).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseResponse {
+    /// The shard, `shard/{namespace}/{id}`: name it when heartbeating, completing or failing.
+    pub shard: String,
+    /// The token to present.
+    pub token: TokenJson,
+    /// How long the lease lasts without a heartbeat, in milliseconds.
+    pub lease_for_ms: u64,
+    /// The work item.
+    pub payload: String,
+}
+
+/// The body of `POST /control/queue/{heartbeat,complete}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// The shard, `shard/{namespace}/{id}`.
+    pub shard: String,
+    /// The token the lease gave.
+    pub token: TokenJson,
+}
+
+/// The body of `POST /control/queue/fail`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailRequest {
+    /// The shard, `shard/{namespace}/{id}`.
+    pub shard: String,
+    /// The token the lease gave.
+    pub token: TokenJson,
+    /// Requeue it (if attempts remain); `false`: dead-letter it.
+    pub requeue: bool,
+}
+
+/// The answer to a heartbeat, completion or failure: accepted (completions and failures are
+/// held by the replicas).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenResponse {
+    /// The shard.
+    pub shard: String,
+    /// The token accepted.
+    pub token: TokenJson,
+}
+
+/// The body of `POST /control/queue/drain`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueDrainRequest {
+    /// The shard, `shard/{namespace}/{id}` (ask its owner).
+    pub shard: String,
+}
+
+/// One drained item: who enqueued it, and its payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainedItem {
+    /// The producer's node.
+    pub producer: u64,
+    /// The producer's request number.
+    pub request: u64,
+    /// The work item.
+    pub payload: String,
+}
+
+/// The answer to a drain: every item that was pending, now out of the queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueDrainResponse {
+    /// The shard.
+    pub shard: String,
+    /// The items, to keep for a restore.
+    pub items: Vec<DrainedItem>,
+}
+
+/// The body of `POST /control/queue/restore`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueRestoreRequest {
+    /// The shard, `shard/{namespace}/{id}` (ask its owner).
+    pub shard: String,
+    /// Items a drain returned.
+    pub items: Vec<DrainedItem>,
+}
+
+/// The answer to a restore.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRestoreResponse {
+    /// The shard.
+    pub shard: String,
+    /// Items put back as pending.
+    pub restored: usize,
+}
+
+/// A backpressure signal in the original payload shape (`is_active`, `pending_count`,
+/// `observed_at`, `high_watermark`, `low_watermark`), with the shard, its owner and the owner's
+/// fence added.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackpressureJson {
+    /// Producers should wait.
+    pub is_active: bool,
+    /// Items pending when the owner took the signal.
+    pub pending_count: u32,
+    /// When this node first saw the signal (RFC 3339; owners' clocks are process-relative).
+    pub observed_at: String,
+    /// The high watermark (`null`: backpressure is off).
+    pub high_watermark: Option<u32>,
+    /// The low watermark.
+    pub low_watermark: u32,
+    /// The shard, `shard/{namespace}/{id}`.
+    pub shard: String,
+    /// The owner publishing it.
+    pub owner: u64,
+    /// The owner's fence.
+    pub fence: u64,
+}
+
+/// The query of the backpressure routes: one queue, or one shard of it.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackpressureQuery {
+    /// Only this queue (shard namespace).
+    pub queue: Option<String>,
+    /// Only this shard of it.
+    pub shard: Option<u32>,
+}
+
+impl BackpressureQuery {
+    /// Whether `shard` is one the query asks for.
+    pub fn matches(&self, shard: &ShardId) -> bool {
+        self.queue.as_deref().is_none_or(|q| q == shard.namespace())
+            && self.shard.is_none_or(|id| id == shard.id())
+    }
+}
+
+/// One worker in [`LeaseHealthResponse`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerHealthJson {
+    /// The worker's node.
+    pub peer_id: u64,
+    /// Not disconnected, and heard from within the grace.
+    pub is_healthy: bool,
+    /// Membership holds its node Dead or Left.
+    pub is_disconnected: bool,
+    /// Seconds since its last heartbeat (or lease request), if any.
+    pub last_heartbeat_s_ago: Option<f64>,
+}
+
+/// `GET /control/lease-health`: the workers this node's queues track, and the summary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaseHealthResponse {
+    /// The answering node.
+    pub node: u64,
+    /// Every tracked worker.
+    pub peers: Vec<PeerHealthJson>,
+    /// Healthy workers (eligible for leases).
+    pub eligible_peers: usize,
+    /// Unhealthy ones.
+    pub unhealthy_peers: usize,
+    /// Disconnected workers whose items are requeued once the grace ends.
+    pub pending_reassignments: usize,
+}
+
+/// One replica copy in [`CheckpointsResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointJson {
+    /// The shard.
+    pub shard: String,
+    /// The checkpoint: the replication sequence number this copy holds.
+    pub sequence_number: u64,
+    /// The fence of the owner whose records it holds.
+    pub source_fence: u64,
+    /// The highest fence it promised to follow.
+    pub promised_fence: u64,
+    /// Items it holds, tombstones included.
+    pub items: usize,
+    /// Versions behind the owner, when this node is the owner too (else unknown here).
+    pub lag: Option<u64>,
+}
+
+/// `GET /control/replication/checkpoints`: this node's replica checkpoints (durable on disk
+/// with `[queues] data_dir`), and each served queue's replicas with what they acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointsResponse {
+    /// The answering node.
+    pub node: u64,
+    /// The copies it holds as a replica.
+    pub checkpoints: Vec<CheckpointJson>,
+    /// The queues it serves: `(shard, version, [(replica, acknowledged version)])`.
+    pub sources: Vec<SourceJson>,
+}
+
+/// A queue this node serves, with its replicas' acknowledgements (the replication source).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceJson {
+    /// The shard.
+    pub shard: String,
+    /// The sequence number of its last change.
+    pub sequence_number: u64,
+    /// Each replica and the sequence number it acknowledged.
+    pub replicas: Vec<ReplicaAckJson>,
+}
+
+/// One replica's acknowledgement in [`SourceJson`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaAckJson {
+    /// The replica's node.
+    pub node: u64,
+    /// What it acknowledged.
+    pub acknowledged: u64,
+}
+
+/// One queue this node serves, in [`QueuesResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedJson {
+    /// The shard.
+    pub shard: String,
+    /// This node's fence.
+    pub fence: u64,
+    /// Still rebuilding from the replicas.
+    pub recovering: bool,
+    /// Items waiting.
+    pub pending: usize,
+    /// Items leased.
+    pub active: usize,
+    /// Backpressure active.
+    pub backpressure_active: bool,
+}
+
+/// One queue's counters in [`QueuesResponse`] (as this node counted them as owner).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountersJson {
+    /// Enqueues acknowledged.
+    pub enqueued: u64,
+    /// Completions accepted.
+    pub completed: u64,
+    /// Failures reported.
+    pub failed: u64,
+    /// Items requeued.
+    pub requeued: u64,
+    /// Items dead-lettered.
+    pub dead_lettered: u64,
+    /// Stale tokens refused.
+    pub stale_refused: u64,
+}
+
+/// `GET /control/queues`: what this node's queues hold and did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuesResponse {
+    /// The answering node.
+    pub node: u64,
+    /// The queues it serves.
+    pub served: Vec<ServedJson>,
+    /// Counters by queue (shard namespace).
+    pub counters: BTreeMap<String, CountersJson>,
+    /// Replica copies it holds.
+    pub replicas: usize,
+    /// Requests of its producers and workers in flight.
+    pub requests_in_flight: usize,
 }

@@ -20,13 +20,18 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt};
 use meshkit::NodeId;
-use meshkit::lease::FencingToken;
-use meshkit::queue::{ItemId, LeaseId, Origin, OwnershipToken, QueueError};
+use meshkit::queue::{Origin, OwnershipToken, QueueError};
 use meshkit::shard::ShardId;
-use serde::{Deserialize, Serialize};
 
 use crate::errors::json_error;
 use crate::leadership::SSE_HEARTBEAT;
+pub use meshkit_api::json::{
+    BackpressureJson, BackpressureQuery, CheckpointJson, CheckpointsResponse, CountersJson,
+    DrainedItem, EnqueueRequest, EnqueueResponse, FailRequest, LeaseHealthResponse, LeaseRequest,
+    LeaseResponse, PeerHealthJson, QueueDrainRequest, QueueDrainResponse, QueueRestoreRequest,
+    QueueRestoreResponse, QueuesResponse, ReplicaAckJson, ServedJson, SourceJson, TokenJson,
+    TokenRequest, TokenResponse,
+};
 use meshkit_api::metrics::{Families, Histogram};
 use meshkit_runtime::driver::NodeHandle;
 use meshkit_runtime::queue_host::{
@@ -68,171 +73,6 @@ fn parse_shard(text: &str) -> Result<ShardId, Box<Response>> {
             "field `shard` = {text:?}: {e} (a shard's scope, such as shard/jobs/3)"
         )))
     })
-}
-
-/// An ownership token as JSON.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenJson {
-    /// The item's id in its shard's queue.
-    pub item: u64,
-    /// Which lease of the item this is (1 for the first).
-    pub attempt: u32,
-    /// The grant.
-    pub lease: u64,
-    /// The fencing token of the owner that granted it.
-    pub fence: u64,
-}
-
-impl From<OwnershipToken> for TokenJson {
-    fn from(t: OwnershipToken) -> Self {
-        Self {
-            item: t.item.get(),
-            attempt: t.attempt,
-            lease: t.lease.get(),
-            fence: t.fence.get(),
-        }
-    }
-}
-
-impl From<TokenJson> for OwnershipToken {
-    fn from(t: TokenJson) -> Self {
-        Self {
-            item: ItemId::new(t.item),
-            attempt: t.attempt,
-            lease: LeaseId::new(t.lease),
-            fence: FencingToken::new(t.fence),
-        }
-    }
-}
-
-/// The body of `POST /control/queue/enqueue`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnqueueRequest {
-    /// The queue: a shard namespace of `[shards]`.
-    pub queue: String,
-    /// The shard within it; absent: chosen from the payload's hash (a retried enqueue goes to
-    /// the same shard).
-    #[serde(default)]
-    pub shard: Option<u32>,
-    /// The work item (at most 400 bytes).
-    pub payload: String,
-}
-
-/// The answer to an enqueue: the owner and the configured replicas hold the item.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EnqueueResponse {
-    /// The shard, `shard/{namespace}/{id}`.
-    pub shard: String,
-    /// The item's id in the shard's queue.
-    pub item: u64,
-    /// The owner's fence.
-    pub fence: u64,
-}
-
-/// The body of `POST /control/queue/lease`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LeaseRequest {
-    /// The queue (a shard namespace).
-    pub queue: String,
-    /// One shard; absent: every shard of the queue is tried in turn until one has an item.
-    #[serde(default)]
-    pub shard: Option<u32>,
-}
-
-/// An item leased (`POST /control/queue/lease`; 204 when nothing is pending).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaseResponse {
-    /// The shard, `shard/{namespace}/{id}`: name it when heartbeating, completing or failing.
-    pub shard: String,
-    /// The token to present.
-    pub token: TokenJson,
-    /// How long the lease lasts without a heartbeat, in milliseconds.
-    pub lease_for_ms: u64,
-    /// The work item.
-    pub payload: String,
-}
-
-/// The body of `POST /control/queue/{heartbeat,complete}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenRequest {
-    /// The shard, `shard/{namespace}/{id}`.
-    pub shard: String,
-    /// The token the lease gave.
-    pub token: TokenJson,
-}
-
-/// The body of `POST /control/queue/fail`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FailRequest {
-    /// The shard, `shard/{namespace}/{id}`.
-    pub shard: String,
-    /// The token the lease gave.
-    pub token: TokenJson,
-    /// Requeue it (if attempts remain); `false`: dead-letter it.
-    pub requeue: bool,
-}
-
-/// The answer to a heartbeat, completion or failure: accepted (completions and failures are
-/// held by the replicas).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenResponse {
-    /// The shard.
-    pub shard: String,
-    /// The token accepted.
-    pub token: TokenJson,
-}
-
-/// The body of `POST /control/queue/drain`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DrainRequest {
-    /// The shard, `shard/{namespace}/{id}` (ask its owner).
-    pub shard: String,
-}
-
-/// One drained item: who enqueued it, and its payload.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DrainedItem {
-    /// The producer's node.
-    pub producer: u64,
-    /// The producer's request number.
-    pub request: u64,
-    /// The work item.
-    pub payload: String,
-}
-
-/// The answer to a drain: every item that was pending, now out of the queue.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DrainResponse {
-    /// The shard.
-    pub shard: String,
-    /// The items, to keep for a restore.
-    pub items: Vec<DrainedItem>,
-}
-
-/// The body of `POST /control/queue/restore`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RestoreRequest {
-    /// The shard, `shard/{namespace}/{id}` (ask its owner).
-    pub shard: String,
-    /// Items a drain returned.
-    pub items: Vec<DrainedItem>,
-}
-
-/// The answer to a restore.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestoreResponse {
-    /// The shard.
-    pub shard: String,
-    /// Items put back as pending.
-    pub restored: usize,
 }
 
 /// FNV-1a: a stable hash for choosing a shard (the same payload, the same shard, on every node
@@ -387,14 +227,14 @@ pub(super) async fn fail(State(node): State<NodeHandle>, Json(r): Json<FailReque
 
 pub(super) async fn drain(
     State(node): State<NodeHandle>,
-    Json(request): Json<DrainRequest>,
+    Json(request): Json<QueueDrainRequest>,
 ) -> Response {
     let shard = match parse_shard(&request.shard) {
         Ok(s) => s,
         Err(refusal) => return *refusal,
     };
     match node.queue_drain(shard.clone()).await {
-        Ok(items) => Json(DrainResponse {
+        Ok(items) => Json(QueueDrainResponse {
             shard: shard.to_string(),
             items: items
                 .into_iter()
@@ -412,7 +252,7 @@ pub(super) async fn drain(
 
 pub(super) async fn restore(
     State(node): State<NodeHandle>,
-    Json(request): Json<RestoreRequest>,
+    Json(request): Json<QueueRestoreRequest>,
 ) -> Response {
     let shard = match parse_shard(&request.shard) {
         Ok(s) => s,
@@ -430,7 +270,7 @@ pub(super) async fn restore(
         })
         .collect();
     match node.queue_restore(shard.clone(), items).await {
-        Ok(restored) => Json(RestoreResponse {
+        Ok(restored) => Json(QueueRestoreResponse {
             shard: shard.to_string(),
             restored,
         })
@@ -439,58 +279,17 @@ pub(super) async fn restore(
     }
 }
 
-/// A backpressure signal in the original payload shape (`is_active`, `pending_count`,
-/// `observed_at`, `high_watermark`, `low_watermark`), with the shard, its owner and the owner's
-/// fence added.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackpressureJson {
-    /// Producers should wait.
-    pub is_active: bool,
-    /// Items pending when the owner took the signal.
-    pub pending_count: u32,
-    /// When this node first saw the signal (RFC 3339; owners' clocks are process-relative).
-    pub observed_at: String,
-    /// The high watermark (`null`: backpressure is off).
-    pub high_watermark: Option<u32>,
-    /// The low watermark.
-    pub low_watermark: u32,
-    /// The shard, `shard/{namespace}/{id}`.
-    pub shard: String,
-    /// The owner publishing it.
-    pub owner: u64,
-    /// The owner's fence.
-    pub fence: u64,
-}
-
-impl BackpressureJson {
-    fn new(shard: &ShardId, b: &ShardBackpressure) -> Self {
-        Self {
-            is_active: b.signal.is_active,
-            pending_count: b.signal.pending_count,
-            observed_at: crate::audit::rfc3339(b.seen_at),
-            high_watermark: b.signal.high_watermark,
-            low_watermark: b.signal.low_watermark,
-            shard: shard.to_string(),
-            owner: b.owner.get(),
-            fence: b.fence.get(),
-        }
-    }
-}
-
-/// The query of the backpressure routes: one queue, or one shard of it.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackpressureQuery {
-    /// Only this queue (shard namespace).
-    pub queue: Option<String>,
-    /// Only this shard of it.
-    pub shard: Option<u32>,
-}
-
-impl BackpressureQuery {
-    fn matches(&self, shard: &ShardId) -> bool {
-        self.queue.as_deref().is_none_or(|q| q == shard.namespace())
-            && self.shard.is_none_or(|id| id == shard.id())
+/// The JSON of one shard's signal, as this node sees it.
+fn backpressure_json(shard: &ShardId, b: &ShardBackpressure) -> BackpressureJson {
+    BackpressureJson {
+        is_active: b.signal.is_active,
+        pending_count: b.signal.pending_count,
+        observed_at: crate::audit::rfc3339(b.seen_at),
+        high_watermark: b.signal.high_watermark,
+        low_watermark: b.signal.low_watermark,
+        shard: shard.to_string(),
+        owner: b.owner.get(),
+        fence: b.fence.get(),
     }
 }
 
@@ -509,7 +308,7 @@ pub(super) async fn backpressure(
         .iter()
         .filter(|(shard, _)| query.matches(shard))
         .max_by_key(|(shard, b)| (b.seen_at, (*shard).clone()))
-        .map(|(shard, b)| BackpressureJson::new(shard, b));
+        .map(|(shard, b)| backpressure_json(shard, b));
     match latest {
         Some(signal) => Json(signal).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
@@ -542,8 +341,7 @@ pub(super) async fn backpressure_stream(
         for (shard, b) in current.iter().filter(|(s, _)| query.matches(s)) {
             if seen.get(shard) != Some(b) {
                 seen.insert(shard.clone(), *b);
-                let json =
-                    serde_json::to_string(&BackpressureJson::new(shard, b)).unwrap_or_default();
+                let json = serde_json::to_string(&backpressure_json(shard, b)).unwrap_or_default();
                 out.push(Ok::<_, Infallible>(
                     Event::default().event("backpressure").data(json),
                 ));
@@ -556,34 +354,6 @@ pub(super) async fn backpressure_stream(
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(SSE_HEARTBEAT))
         .into_response()
-}
-
-/// One worker in [`LeaseHealthResponse`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PeerHealthJson {
-    /// The worker's node.
-    pub peer_id: u64,
-    /// Not disconnected, and heard from within the grace.
-    pub is_healthy: bool,
-    /// Membership holds its node Dead or Left.
-    pub is_disconnected: bool,
-    /// Seconds since its last heartbeat (or lease request), if any.
-    pub last_heartbeat_s_ago: Option<f64>,
-}
-
-/// `GET /control/lease-health`: the workers this node's queues track, and the summary.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LeaseHealthResponse {
-    /// The answering node.
-    pub node: u64,
-    /// Every tracked worker.
-    pub peers: Vec<PeerHealthJson>,
-    /// Healthy workers (eligible for leases).
-    pub eligible_peers: usize,
-    /// Unhealthy ones.
-    pub unhealthy_peers: usize,
-    /// Disconnected workers whose items are requeued once the grace ends.
-    pub pending_reassignments: usize,
 }
 
 pub(super) async fn lease_health(State(node): State<NodeHandle>) -> Response {
@@ -611,55 +381,6 @@ pub(super) async fn lease_health(State(node): State<NodeHandle>) -> Response {
         pending_reassignments: q.health_summary.pending_reassignments,
     })
     .into_response()
-}
-
-/// One replica copy in [`CheckpointsResponse`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckpointJson {
-    /// The shard.
-    pub shard: String,
-    /// The checkpoint: the replication sequence number this copy holds.
-    pub sequence_number: u64,
-    /// The fence of the owner whose records it holds.
-    pub source_fence: u64,
-    /// The highest fence it promised to follow.
-    pub promised_fence: u64,
-    /// Items it holds, tombstones included.
-    pub items: usize,
-    /// Versions behind the owner, when this node is the owner too (else unknown here).
-    pub lag: Option<u64>,
-}
-
-/// `GET /control/replication/checkpoints`: this node's replica checkpoints (durable on disk
-/// with `[queues] data_dir`), and each served queue's replicas with what they acknowledged.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckpointsResponse {
-    /// The answering node.
-    pub node: u64,
-    /// The copies it holds as a replica.
-    pub checkpoints: Vec<CheckpointJson>,
-    /// The queues it serves: `(shard, version, [(replica, acknowledged version)])`.
-    pub sources: Vec<SourceJson>,
-}
-
-/// A queue this node serves, with its replicas' acknowledgements (the replication source).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceJson {
-    /// The shard.
-    pub shard: String,
-    /// The sequence number of its last change.
-    pub sequence_number: u64,
-    /// Each replica and the sequence number it acknowledged.
-    pub replicas: Vec<ReplicaAckJson>,
-}
-
-/// One replica's acknowledgement in [`SourceJson`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplicaAckJson {
-    /// The replica's node.
-    pub node: u64,
-    /// What it acknowledged.
-    pub acknowledged: u64,
 }
 
 pub(super) async fn checkpoints(State(node): State<NodeHandle>) -> Response {
@@ -702,55 +423,6 @@ pub(super) async fn checkpoints(State(node): State<NodeHandle>) -> Response {
             .collect(),
     })
     .into_response()
-}
-
-/// One queue this node serves, in [`QueuesResponse`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServedJson {
-    /// The shard.
-    pub shard: String,
-    /// This node's fence.
-    pub fence: u64,
-    /// Still rebuilding from the replicas.
-    pub recovering: bool,
-    /// Items waiting.
-    pub pending: usize,
-    /// Items leased.
-    pub active: usize,
-    /// Backpressure active.
-    pub backpressure_active: bool,
-}
-
-/// One queue's counters in [`QueuesResponse`] (as this node counted them as owner).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CountersJson {
-    /// Enqueues acknowledged.
-    pub enqueued: u64,
-    /// Completions accepted.
-    pub completed: u64,
-    /// Failures reported.
-    pub failed: u64,
-    /// Items requeued.
-    pub requeued: u64,
-    /// Items dead-lettered.
-    pub dead_lettered: u64,
-    /// Stale tokens refused.
-    pub stale_refused: u64,
-}
-
-/// `GET /control/queues`: what this node's queues hold and did.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueuesResponse {
-    /// The answering node.
-    pub node: u64,
-    /// The queues it serves.
-    pub served: Vec<ServedJson>,
-    /// Counters by queue (shard namespace).
-    pub counters: std::collections::BTreeMap<String, CountersJson>,
-    /// Replica copies it holds.
-    pub replicas: usize,
-    /// Requests of its producers and workers in flight.
-    pub requests_in_flight: usize,
 }
 
 pub(super) async fn stats(State(node): State<NodeHandle>) -> Response {

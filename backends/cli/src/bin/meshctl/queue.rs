@@ -5,8 +5,8 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use meshkit_node::control::queues::{
-    BackpressureJson, DrainRequest, DrainResponse, LeaseHealthResponse, QueuesResponse,
-    RestoreRequest, RestoreResponse,
+    BackpressureJson, LeaseHealthResponse, QueueDrainRequest, QueueDrainResponse,
+    QueueRestoreRequest, QueueRestoreResponse, QueuesResponse,
 };
 
 use super::{NodeArgs, call, ok_body, print_answer, with_client};
@@ -87,7 +87,7 @@ pub(crate) fn lease_health(node: &NodeArgs, json: bool) -> Result<(), String> {
 /// owner) and prints them; keep the JSON (`--json`) for a restore.
 pub(crate) fn drain(node: &NodeArgs, shard: &str, json: bool) -> Result<(), String> {
     let addr = node.addr();
-    let request = DrainRequest {
+    let request = QueueDrainRequest {
         shard: shard.to_owned(),
     };
     let (response, _) = with_client(&node.connect, false, async |client| {
@@ -97,7 +97,7 @@ pub(crate) fn drain(node: &NodeArgs, shard: &str, json: bool) -> Result<(), Stri
             .map_err(|e| e.to_string())
     })?;
     let body = ok_body(addr, response)?;
-    print_answer(addr, &body, json, |d: DrainResponse| {
+    print_answer(addr, &body, json, |d: QueueDrainResponse| {
         let mut out = format!(
             "{}: drained {} item(s) (restore them with `meshctl queue restore {} --from FILE`, \
              FILE holding this command's --json)",
@@ -119,10 +119,10 @@ pub(crate) fn drain(node: &NodeArgs, shard: &str, json: bool) -> Result<(), Stri
 pub(crate) fn restore(node: &NodeArgs, shard: &str, from: &str, json: bool) -> Result<(), String> {
     let addr = node.addr();
     let text = std::fs::read_to_string(from).map_err(|e| format!("--from {from:?}: {e}"))?;
-    let drained: DrainResponse = serde_json::from_str(&text).map_err(|e| {
+    let drained: QueueDrainResponse = serde_json::from_str(&text).map_err(|e| {
         format!("--from {from:?}: not the JSON of `meshctl queue drain --json`: {e}")
     })?;
-    let request = RestoreRequest {
+    let request = QueueRestoreRequest {
         shard: shard.to_owned(),
         items: drained.items,
     };
@@ -133,7 +133,7 @@ pub(crate) fn restore(node: &NodeArgs, shard: &str, from: &str, json: bool) -> R
             .map_err(|e| e.to_string())
     })?;
     let body = ok_body(addr, response)?;
-    print_answer(addr, &body, json, |r: RestoreResponse| {
+    print_answer(addr, &body, json, |r: QueueRestoreResponse| {
         format!("{}: restored {} item(s)", r.shard, r.restored)
     })
 }
