@@ -341,23 +341,18 @@ impl Source for SnapshotMetrics {
         if let Some((view, stats)) = &s.leadership
             && view.raft.is_some()
         {
-            fn failover(h: &vacancy::FailoverHistogram) -> Histogram<'_> {
-                Histogram {
-                    bounds: &vacancy::BOUNDS,
-                    buckets: &h.buckets,
-                    sum: h.sum,
-                    count: h.count,
-                }
-            }
             let v = &stats.vacancy;
             families.histograms(
                 &LEADERSHIP_VACANCY,
                 [
-                    (["shard"], failover(&v.shard)),
-                    (["other"], failover(&v.other)),
+                    (["shard"], v.shard.with_bounds(&vacancy::BOUNDS)),
+                    (["other"], v.other.with_bounds(&vacancy::BOUNDS)),
                 ],
             )?;
-            families.histograms(&LEADERSHIP_RAFT_LEADERLESS, [([], failover(&v.raft))])?;
+            families.histograms(
+                &LEADERSHIP_RAFT_LEADERLESS,
+                [([], v.raft.with_bounds(&vacancy::BOUNDS))],
+            )?;
         }
         if let Some(q) = &s.queues {
             queues::write_metrics(families, q)?;

@@ -32,7 +32,7 @@ pub use meshkit_api::json::{
     QueueRestoreResponse, QueuesResponse, ReplicaAckJson, ServedJson, SourceJson, TokenJson,
     TokenRequest, TokenResponse,
 };
-use meshkit_api::metrics::{Families, Histogram};
+use meshkit_api::metrics::Families;
 use meshkit_runtime::driver::NodeHandle;
 use meshkit_runtime::queue_host::{
     LAG_BOUNDS, NamespaceCounters, QueueCallError, QueueStatus, ServedQueue, ShardBackpressure,
@@ -529,17 +529,8 @@ pub(crate) fn write_metrics(families: &mut Families<'_, '_>, s: &QueueStatus) ->
     families.counter(&QUEUE_CHECKPOINT_WRITES, s.checkpoint_writes)?;
     families.histograms(
         &QUEUE_REPLICATION_LAG,
-        namespaces.iter().map(|(ns, c)| {
-            let lag = &c.replication_lag;
-            (
-                [*ns],
-                Histogram {
-                    bounds: &LAG_BOUNDS,
-                    buckets: &lag.buckets,
-                    sum: lag.sum,
-                    count: lag.count,
-                },
-            )
-        }),
+        namespaces
+            .iter()
+            .map(|(ns, c)| ([*ns], c.replication_lag.with_bounds(&LAG_BOUNDS))),
     )
 }

@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use meshkit::lease::{FencingToken, Scope, Term};
+use meshkit::lease::{FencingToken, LeaseError, Scope, Term};
 use meshkit::membership::{Event, ForceLeave, ForceLeaveError, MemberState, MetadataError, Stats};
 pub use meshkit::node::Channel;
 use meshkit::node::{Event as NodeEvent, Node, VoterChange, VoterChangeError};
@@ -41,6 +41,11 @@ use meshkit::queue::{Origin, OwnershipToken};
 use meshkit::shard::ShardId;
 use meshkit_net::clock::Clock;
 use meshkit_net::transport::{Transport, TransportStats};
+
+/// How long [`NodeHandle::transfer`] waits out a renewal of the scope in flight on this node.
+pub const IN_FLIGHT_WAIT: Duration = Duration::from_secs(5);
+/// How often [`NodeHandle::transfer`] asks again while a renewal is in flight.
+pub const IN_FLIGHT_RETRY: Duration = Duration::from_millis(20);
 
 /// The metadata key under which every node publishes the address its transport listens on.
 pub const ADDR_KEY: &str = "addr";
@@ -476,12 +481,28 @@ impl NodeHandle {
 
     /// Hands this node's lease on `scope` to `to` and waits for the outcome (the new holder's
     /// token). This node stops contending for the scope.
+    ///
+    /// The lease client sends one request per scope at a time, and this node renews its leases
+    /// on its own: a transfer asked while a renewal of the scope is in flight is asked again
+    /// once that is answered (every [`IN_FLIGHT_RETRY`], for at most [`IN_FLIGHT_WAIT`]). The
+    /// caller cannot see the renewal, so refusing it the transfer would be a race it cannot win.
     pub async fn transfer(
         &self,
         scope: Scope,
         to: NodeId,
     ) -> Result<FencingToken, LeadershipError> {
-        self.lease(LeaseRequest::Transfer { scope, to }).await
+        let deadline = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
+        loop {
+            let scope = scope.clone();
+            match self.lease(LeaseRequest::Transfer { scope, to }).await {
+                Err(LeadershipError::Lease(LeaseError::InFlight { .. }))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(IN_FLIGHT_RETRY).await;
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     async fn lease(&self, request: LeaseRequest) -> Result<FencingToken, LeadershipError> {

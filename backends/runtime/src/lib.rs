@@ -16,10 +16,12 @@
 //! * [`queue_store`]: the queue replicas' checkpoint files, written before the acknowledgements
 //!   that depend on them are sent.
 //! * [`record_file`]: the checksummed record file both stores are written as.
+//! * [`histogram`]: durations in fixed buckets (vacancy, leaderless time, replication lag).
 //! * [`vacancy`]: how long a lease scope has been without a holder.
 
 pub mod driver;
 mod error;
+pub mod histogram;
 pub mod lease_host;
 pub mod queue_host;
 pub mod queue_store;

@@ -35,6 +35,8 @@ use meshkit::{Duration, Instant, NodeId};
 use thiserror::Error;
 use tokio::sync::{oneshot, watch};
 
+use crate::histogram::DurationHistogram;
+
 use crate::error::DriverStopped;
 use crate::queue_store::{QueueStore, QueueStoreError};
 
@@ -152,26 +154,8 @@ pub const LAG_BOUNDS: [Duration; 12] = [
     Duration::from_secs(5),
 ];
 
-/// Replication lags in the buckets of [`LAG_BOUNDS`]; counts per bucket (not cumulative), their
-/// sum and count. They only grow.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LagHistogram {
-    /// `buckets[i]` counts lags `<= LAG_BOUNDS[i]` and above the bound before; the last counts
-    /// those above every bound.
-    pub buckets: [u64; LAG_BOUNDS.len() + 1],
-    /// Sum of the lags.
-    pub sum: Duration,
-    /// Number of lags.
-    pub count: u64,
-}
-
-impl LagHistogram {
-    fn record(&mut self, d: Duration) {
-        self.buckets[LAG_BOUNDS.partition_point(|b| *b < d)] += 1;
-        self.sum = self.sum.saturating_add(d);
-        self.count += 1;
-    }
-}
+/// Replication lags in the buckets of [`LAG_BOUNDS`].
+pub type LagHistogram = DurationHistogram<{ LAG_BOUNDS.len() + 1 }>;
 
 /// One namespace's counters, as this node's queues counted them as owner. They only grow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -533,7 +517,7 @@ impl QueueHost {
             QueueEvent::Acknowledged { shard, lag, .. } => {
                 let c = self.counters_mut(&shard);
                 c.enqueued += 1;
-                c.replication_lag.record(lag);
+                c.replication_lag.record(&LAG_BOUNDS, lag);
             }
             QueueEvent::Completed { shard, .. } => self.counters_mut(&shard).completed += 1,
             QueueEvent::Failed { shard, outcome, .. } => {
@@ -721,9 +705,9 @@ mod tests {
     #[test]
     fn lag_buckets_count_each_lag_once() {
         let mut h = LagHistogram::default();
-        h.record(Duration::from_micros(400));
-        h.record(Duration::from_millis(3));
-        h.record(Duration::from_secs(9));
+        h.record(&LAG_BOUNDS, Duration::from_micros(400));
+        h.record(&LAG_BOUNDS, Duration::from_millis(3));
+        h.record(&LAG_BOUNDS, Duration::from_secs(9));
         assert_eq!(h.buckets[0], 1);
         assert_eq!(h.buckets[3], 1, "3 ms is in the 5 ms bucket");
         assert_eq!(h.buckets[LAG_BOUNDS.len()], 1, "above every bound");

@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use meshkit::lease::{GroupEvent, Scope};
 use meshkit::{Duration, Instant};
 
+use crate::histogram::DurationHistogram;
+
 /// Upper bounds of the buckets, from a loopback handover to a lease that took minutes.
 pub const BOUNDS: [Duration; 12] = [
     Duration::from_millis(50),
@@ -35,26 +37,8 @@ pub const BOUNDS: [Duration; 12] = [
 /// are never asked for again (their entries stay until granted).
 pub const MAX_VACANT_SCOPES: usize = 65_536;
 
-/// Durations in the buckets of [`BOUNDS`]; counts per bucket (not cumulative), their sum and
-/// count. They only grow.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FailoverHistogram {
-    /// `buckets[i]` counts durations `<= BOUNDS[i]` and above the bound before; the last
-    /// counts those above every bound.
-    pub buckets: [u64; BOUNDS.len() + 1],
-    /// Sum of the durations.
-    pub sum: Duration,
-    /// Number of durations.
-    pub count: u64,
-}
-
-impl FailoverHistogram {
-    fn record(&mut self, d: Duration) {
-        self.buckets[BOUNDS.partition_point(|b| *b < d)] += 1;
-        self.sum = self.sum.saturating_add(d);
-        self.count += 1;
-    }
-}
+/// Durations in the buckets of [`BOUNDS`].
+pub type FailoverHistogram = DurationHistogram<{ BOUNDS.len() + 1 }>;
 
 /// The histograms a voter keeps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -92,7 +76,9 @@ impl Vacancies {
                 leader: Some(_), ..
             } => {
                 if let Some(since) = self.raft_since.take() {
-                    stats.raft.record(now.saturating_duration_since(since));
+                    stats
+                        .raft
+                        .record(&BOUNDS, now.saturating_duration_since(since));
                 }
             }
             GroupEvent::Released { scope, .. } | GroupEvent::Expired { scope, .. }
@@ -107,7 +93,7 @@ impl Vacancies {
                     } else {
                         &mut stats.other
                     };
-                    histogram.record(now.saturating_duration_since(since));
+                    histogram.record(&BOUNDS, now.saturating_duration_since(since));
                 }
             }
             _ => {}
