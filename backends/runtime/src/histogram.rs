@@ -10,7 +10,7 @@ use meshkit_api::metrics::Histogram;
 /// last bucket for those above every bound; the counts are per bucket (not cumulative), with
 /// their sum and count. They only grow. The bounds live beside each alias of this type
 /// ([`crate::vacancy::BOUNDS`], [`crate::queue_host::LAG_BOUNDS`]) and are passed to
-/// [`DurationHistogram::record`] and to the exposition.
+/// `record` and to the exposition ([`DurationHistogram::with_bounds`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DurationHistogram<const N: usize> {
     /// `buckets[i]` counts durations `<= bounds[i]` and above the bound before; the last
