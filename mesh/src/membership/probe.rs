@@ -470,7 +470,10 @@ impl Membership {
             self.departed.push_back((now, node));
         }
         if from != to {
-            tracing::debug!(node = %self.id, member = %node, %from, %to, "member state changed");
+            // The incarnation and the accuser are what tell a flap from a crash when an operator
+            // reads these lines after the fact (#12: a slow detection could not be traced).
+            tracing::debug!(node = %self.id, member = %node, %incarnation, %from, %to,
+                by = ?by.map(|n| n.get()), "member state changed");
             self.emit(Event::MemberStateChanged {
                 node,
                 incarnation,
