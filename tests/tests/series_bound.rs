@@ -54,6 +54,9 @@ const GROWTH: &[(&str, Growth)] = &[
     // One value per configured shard namespace (`[shards] namespaces`): set by the operator,
     // not grown by members or shards (the queue families never name a shard).
     ("queue", Growth::Fixed),
+    // Chaos: the fault kinds of the core and the transport wrapper's actions.
+    ("kind", Growth::Fixed),
+    ("action", Growth::Fixed),
 ];
 
 /// The size the bound is stated for: members, non-shard scopes, shards.

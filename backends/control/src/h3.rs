@@ -119,11 +119,18 @@ pub(super) async fn serve_h3(
     router: Router,
     stats: Arc<ServerStats>,
     limits: ConnectionLimits,
+    refuse_h3: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let admission = Admission::new(limits, Transport::Quic, stats.admission().clone());
     let mut connections = JoinSet::new();
     while let Some(incoming) = endpoint.accept().await {
         while connections.try_join_next().is_some() {}
+        // A chaos transport downgrade: refused at once, so clients fall back to HTTP/2.
+        if refuse_h3.load(std::sync::atomic::Ordering::Acquire) {
+            tracing::debug!(peer = %incoming.remote_address(), "control endpoint: HTTP/3 refused (chaos transport-downgrade)");
+            incoming.refuse();
+            continue;
+        }
         // Limits per source address mean something only for addresses that answer: when
         // handshakes pile up, an unvalidated address must first echo a retry token (one round
         // trip), so spoofed sources cannot take another address's permits or fill the pool.

@@ -357,6 +357,7 @@ impl Source for SnapshotMetrics {
         if let Some(q) = &s.queues {
             queues::write_metrics(families, q)?;
         }
+        s.chaos.write(families)?;
         s.transport.write(families)
     }
 }
@@ -392,6 +393,7 @@ mod tests {
             joined: false,
             cert_not_after: Some(1_900_000_000),
             queues: None,
+            chaos: meshkit_runtime::chaos_host::ChaosStats::default(),
         }
     }
 

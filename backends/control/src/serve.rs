@@ -106,6 +106,8 @@ pub struct ControlServer {
     addr: SocketAddr,
     stats: Arc<ServerStats>,
     limits: ConnectionLimits,
+    /// Set by a chaos `transport-downgrade`: HTTP/3 connections are refused while it is.
+    refuse_h3: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The server configurations of both transports for `identity`: TLS over TCP, and QUIC.
@@ -173,6 +175,7 @@ impl ControlServer {
                         addr: bound,
                         stats: Arc::new(ServerStats::with_tls(tls_stats)),
                         limits: ConnectionLimits::default(),
+                        refuse_h3: Arc::default(),
                     });
                 }
                 Err(source) if addr.port() == 0 => {
@@ -198,6 +201,14 @@ impl ControlServer {
         self
     }
 
+    /// The server refusing every HTTP/3 connection while `refuse_h3` is set (the node's chaos
+    /// `transport-downgrade`): clients fall back to HTTP/2 over TCP, which is not affected.
+    #[must_use]
+    pub fn with_h3_switch(mut self, refuse_h3: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.refuse_h3 = refuse_h3;
+        self
+    }
+
     /// The address bound, the same port number on TCP and UDP.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
@@ -220,7 +231,7 @@ impl ControlServer {
             self.limits,
         );
         let follow = follow_tls(self.source, tcp_tls, self.quic.clone());
-        let quic = super::h3::serve_h3(self.quic, router, self.stats, self.limits);
+        let quic = super::h3::serve_h3(self.quic, router, self.stats, self.limits, self.refuse_h3);
         tokio::join!(tcp, quic, follow);
     }
 }

@@ -78,6 +78,11 @@
 //! recovery_wait = "1s"            # a new owner's wait for the replicas' offers (default 1s)
 //! request_timeout = "5s"          # a request's wait for its answer (default 5s)
 //! max_items = 65536               # items per queue, tombstones included (default 65536)
+//!
+//! [chaos]                         # optional: chaos experiments on this node (docs/diagnostics.md)
+//! enabled = false                 # off unless true: every experiment is refused
+//! allowed_kinds = ["partition", "latency"]  # fault kinds taken (FaultKind names; default none)
+//! max_duration = "10m"            # longest experiment taken (default 10m, at most 24h)
 //! ```
 //!
 //! Unknown keys are refused with the list of allowed ones; every other error names its key.
@@ -91,9 +96,11 @@ use meshkit::lease::{LeaseConfig, MAX_VOTERS, RawLeaseConfig, Scope};
 use serde::Deserialize;
 use thiserror::Error;
 
+use meshkit::diag::fault::MAX_FAULT_DURATION;
 use meshkit_control::admission::ConnectionLimits;
 use meshkit_control::auth::{AccessConfig, AccessConfigError, RawAccessConfig};
 use meshkit_net::tls::{TlsError, TlsFiles, TlsIdentity};
+use meshkit_runtime::chaos_host::{ChaosConfig, DEFAULT_MAX_DURATION, KIND_NAMES};
 use meshkit_runtime::driver::SeedPeer;
 use meshkit_runtime::lease_host::LeadershipConfig;
 use meshkit_runtime::queue_host::QueuesConfig;
@@ -131,7 +138,21 @@ pub struct RawNodeConfig {
     pub shards: Option<meshkit::shard::RawShardConfig>,
     pub queues: Option<RawQueuesConfig>,
     #[serde(default)]
+    pub chaos: RawChaosConfig,
+    #[serde(default)]
     pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// The `[chaos]` table.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(missing_docs, reason = "the module docs describe each key")]
+pub struct RawChaosConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub allowed_kinds: Vec<String>,
+    pub max_duration: Option<HumanDuration>,
 }
 
 /// The `[leadership]` table.
@@ -342,6 +363,7 @@ pub struct NodeConfig {
     access: AccessConfig,
     leadership: Option<LeadershipConfig>,
     queues: Option<QueuesConfig>,
+    chaos: ChaosConfig,
     metadata: std::collections::BTreeMap<String, String>,
 }
 
@@ -482,6 +504,11 @@ impl NodeConfig {
     pub fn queues(&self) -> Option<&QueuesConfig> {
         self.queues.as_ref()
     }
+
+    /// `[chaos]`: whether this node takes chaos experiments, which kinds, how long at most.
+    pub fn chaos(&self) -> &ChaosConfig {
+        &self.chaos
+    }
 }
 
 impl TryFrom<RawNodeConfig> for NodeConfig {
@@ -594,6 +621,7 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
         }
         let shards = leadership.as_ref().and_then(|l| l.shards.clone());
         let queues = raw.queues.map(|q| queues_config(q, shards)).transpose()?;
+        let chaos = chaos_config(&raw.chaos)?;
         let tls_reload = match raw.tls.reload_interval.map(|d| d.0) {
             None => Some(meshkit_net::reload::DEFAULT_RELOAD_INTERVAL),
             Some(std::time::Duration::ZERO) => None,
@@ -642,6 +670,7 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
             access,
             leadership,
             queues,
+            chaos,
             metadata: raw.metadata,
         })
     }
@@ -810,6 +839,39 @@ fn leadership_config(raw: RawLeadershipConfig) -> Result<LeadershipConfig, NodeC
         data_dir: raw.data_dir,
         join_as_voter: raw.join_as_voter,
         shards: None,
+    })
+}
+
+/// `[chaos]`: kind names from [`KIND_NAMES`], each once; `max_duration` above zero and at most
+/// [`MAX_FAULT_DURATION`]. Every error names its key under `chaos.`.
+fn chaos_config(raw: &RawChaosConfig) -> Result<ChaosConfig, NodeConfigError> {
+    let mut allowed_kinds = std::collections::BTreeSet::new();
+    for (i, kind) in raw.allowed_kinds.iter().enumerate() {
+        if !KIND_NAMES.contains(&kind.as_str()) || !allowed_kinds.insert(kind.clone()) {
+            return Err(NodeConfigError::Invalid {
+                key: format!("chaos.allowed_kinds[{i}]"),
+                value: kind.clone(),
+                expected: "a fault kind, listed once: kill, pause, partition, latency, loss, \
+                           bursty-loss, duplicate, reorder, transport-downgrade, \
+                           certificate-expiry, clock-skew or membership-surge",
+            });
+        }
+    }
+    let max_duration = match raw.max_duration.map(|d| d.0) {
+        None => DEFAULT_MAX_DURATION,
+        Some(d) if !d.is_zero() && d <= MAX_FAULT_DURATION => d,
+        Some(d) => {
+            return Err(NodeConfigError::Invalid {
+                key: "chaos.max_duration".to_owned(),
+                value: format!("{d:?}"),
+                expected: "a duration above 0s and at most 24h",
+            });
+        }
+    };
+    Ok(ChaosConfig {
+        enabled: raw.enabled,
+        allowed_kinds,
+        max_duration,
     })
 }
 
@@ -1012,6 +1074,7 @@ impl NodeConfig {
                 leadership: None,
                 shards: None,
                 queues: None,
+                chaos: RawChaosConfig::default(),
                 metadata: std::collections::BTreeMap::new(),
             },
             identity_set: false,
@@ -1144,6 +1207,12 @@ impl NodeConfigBuilder {
         self
     }
 
+    /// `[chaos]`: whether the node takes chaos experiments, which kinds, how long at most.
+    pub fn chaos(mut self, chaos: RawChaosConfig) -> Self {
+        self.raw.chaos = chaos;
+        self
+    }
+
     /// `[queues]`: a task queue per shard (needs [`shards`](Self::shards)).
     pub fn queues(mut self, queues: RawQueuesConfig) -> Self {
         self.raw.queues = Some(queues);
@@ -1260,6 +1329,54 @@ mod tests {
     }
 
     /// `[control_limits]`: the defaults are the admission constants; each key set is taken.
+    /// `[chaos]`: off by default with no kinds and a 10 minute cap; unknown or repeated kinds
+    /// and out-of-range durations are refused naming the key.
+    #[test]
+    fn chaos_parses_with_defaults_and_errors_name_the_key() {
+        let base = format!("id = 1\nlisten = \"127.0.0.1:7001\"\n{TLS}");
+        let off = parse(&base).unwrap();
+        assert_eq!(off.chaos(), &ChaosConfig::default());
+        assert!(!off.chaos().enabled);
+        assert_eq!(
+            off.chaos().max_duration,
+            std::time::Duration::from_secs(600)
+        );
+        let on = parse(&format!(
+            "{base}[chaos]\nenabled = true\nallowed_kinds = [\"partition\", \"pause\"]\nmax_duration = \"90s\"\n"
+        ))
+        .unwrap();
+        assert!(on.chaos().enabled);
+        assert_eq!(
+            on.chaos().allowed_kinds.iter().collect::<Vec<_>>(),
+            ["partition", "pause"]
+        );
+        assert_eq!(on.chaos().max_duration, std::time::Duration::from_secs(90));
+        let err = |text: &str| {
+            parse(&format!("{base}[chaos]\n{text}"))
+                .unwrap_err()
+                .to_string()
+        };
+        for (text, key) in [
+            (
+                "allowed_kinds = [\"partition\", \"nuke\"]\n",
+                "key `chaos.allowed_kinds[1]` = \"nuke\"",
+            ),
+            (
+                "allowed_kinds = [\"loss\", \"loss\"]\n",
+                "key `chaos.allowed_kinds[1]` = \"loss\"",
+            ),
+            ("max_duration = \"0s\"\n", "key `chaos.max_duration`"),
+            ("max_duration = \"25h\"\n", "key `chaos.max_duration`"),
+            ("enabeld = true\n", "enabeld"),
+        ] {
+            let message = err(text);
+            assert!(message.contains(key), "{text}: {message}");
+        }
+        // Every kind name the core gives is accepted.
+        let all = KIND_NAMES.map(|k| format!("\"{k}\"")).join(", ");
+        assert!(parse(&format!("{base}[chaos]\nallowed_kinds = [{all}]\n")).is_ok());
+    }
+
     /// `[queues]`: needs `[shards]` and a `data_dir`; every error names its key under
     /// `queues.`.
     #[test]

@@ -18,7 +18,9 @@ use meshkit_control::serve::{ControlError, ControlServer};
 use meshkit_net::clock::{Clock, SystemClock};
 use meshkit_net::reload::{CertReloader, TlsSource};
 use meshkit_net::tls_stats::TlsStats;
+use meshkit_net::transport::chaos::ChaosTransport;
 use meshkit_net::transport::quic::{QuicError, QuicOptions, QuicTransport};
+use meshkit_runtime::chaos_host::ChaosEffects;
 use meshkit_runtime::driver::{
     ADDR_KEY, CONTROL_KEY, Driver, LeadershipError, NodeHandle, VERSION_KEY, WIRE_KEY,
 };
@@ -64,6 +66,11 @@ pub enum StartError {
 pub enum DriverExit {
     /// It stopped on a shutdown command, or because its transport closed.
     Stopped,
+    /// A chaos `kill` experiment stopped it (logged as one error line): the embedder should
+    /// end the process, as `meshkitd` does with status
+    /// [`KILL_EXIT_STATUS`](meshkit_runtime::chaos_host::KILL_EXIT_STATUS), and its supervisor
+    /// restart it.
+    ChaosKilled,
     /// It panicked: a bug (no peer input may panic a node), already logged as one error
     /// line. The node no longer gossips, answers probes or serves leases, while the process
     /// and its control endpoint run on; the embedder should end the process with a non-zero
@@ -236,6 +243,7 @@ async fn wait_for_releases(
 /// is the supervisor's (it ends right after the driver).
 fn supervise(
     driver: impl Future<Output = ()> + Send + 'static,
+    killed: Arc<std::sync::atomic::AtomicBool>,
 ) -> (JoinHandle<()>, watch::Receiver<Option<DriverExit>>) {
     let (tx, rx) = watch::channel(None);
     let task = tokio::spawn(driver);
@@ -254,6 +262,7 @@ fn supervise(
                 );
                 DriverExit::Panicked { message }
             }
+            Ok(()) if killed.load(std::sync::atomic::Ordering::Acquire) => DriverExit::ChaosKilled,
             Ok(()) | Err(_) => DriverExit::Stopped,
         };
         tx.send_replace(Some(exit));
@@ -296,13 +305,18 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
         tls_stats.clone(),
     )?;
     let bound = transport.local_addr().map_err(StartError::LocalAddr)?;
+    // The chaos wrapper is always there; with `[chaos]` off its table stays empty and a message
+    // costs one atomic load (docs/benchmarks.md, "Chaos transport").
+    let chaos = ChaosEffects::default();
+    let transport = ChaosTransport::new(transport, config.id(), chaos.links.clone());
     let advertise = config.advertise().unwrap_or(bound);
     // Bound before the driver starts, so a taken control port leaves nothing running.
     let control_server = match config.control() {
         Some(addr) => Some((
             ControlServer::bind_with(addr, tls.clone(), tls_stats)
                 .await?
-                .with_limits(config.control_limits()),
+                .with_limits(config.control_limits())
+                .with_h3_switch(chaos.refuse_h3.clone()),
             AccessControl::from_config(config.access())?,
         )),
         None => None,
@@ -358,14 +372,16 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
             })?;
     }
     let (mut driver, handle) = Driver::new(node, transport, clock);
-    driver = driver.with_cert_expiry(not_after);
+    driver = driver
+        .with_cert_expiry(not_after)
+        .with_chaos(config.chaos().clone(), chaos.clone());
     if let Some(leadership) = config.leadership() {
         driver = driver.with_leadership(leadership)?;
     }
     if let Some(queues) = config.queues() {
         driver = driver.with_queues(queues)?;
     }
-    let (driver, exit) = supervise(driver);
+    let (driver, exit) = supervise(driver, chaos.killed.clone());
     if let Some((reloader, interval)) = reloader {
         // Ends by itself once the transport and the control server (its sources) are gone.
         tokio::spawn(reloader.run(interval));
@@ -508,7 +524,7 @@ mod tests {
     async fn a_driver_panic_is_reported() {
         let network = MemoryNetwork::new();
         let (driver, handle) = driver(&network);
-        let (supervisor, exit) = supervise(driver);
+        let (supervisor, exit) = supervise(driver, Arc::default());
         handle.panic_for_test().await.expect("the driver runs");
         let mut exit = exit;
         let seen = tokio::time::timeout(
@@ -532,7 +548,7 @@ mod tests {
     async fn a_driver_shut_down_is_reported_stopped() {
         let network = MemoryNetwork::new();
         let (driver, handle) = driver(&network);
-        let (supervisor, mut exit) = supervise(driver);
+        let (supervisor, mut exit) = supervise(driver, Arc::default());
         handle.shutdown().await.expect("the driver runs");
         supervisor.await.expect("the supervisor ends");
         assert_eq!(*exit.borrow_and_update(), Some(DriverExit::Stopped));

@@ -28,6 +28,10 @@ use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Sleep;
 
+use crate::chaos_host::{
+    ChaosCommand, ChaosConfig, ChaosEffects, ChaosError, ChaosHost, ChaosStats, ExperimentRef,
+    ExperimentStatus,
+};
 pub use crate::error::{DriverStopped, LeadershipError};
 use crate::lease_host::{
     FeedEntry, FeedGap, Leadership, LeadershipConfig, LeadershipStats, LeadershipView,
@@ -37,6 +41,7 @@ use crate::queue_host::{
     BackpressureView, Enqueued, Finish, LeasedItem, QueueCallError, QueueCommand, QueueHost,
     QueueStartError, QueueStatus, QueuesConfig,
 };
+use meshkit::diag::fault::{BlastRadius, ClusterView, FaultPlan};
 use meshkit::queue::{Origin, OwnershipToken};
 use meshkit::shard::ShardId;
 use meshkit_net::clock::Clock;
@@ -212,6 +217,8 @@ pub struct Snapshot {
     pub cert_not_after: Option<i64>,
     /// The node's task queues, when it runs them (`[queues]`).
     pub queues: Option<QueueStatus>,
+    /// The `mesh_chaos_*` counters (all zero while `[chaos]` is off).
+    pub chaos: ChaosStats,
 }
 
 impl Snapshot {
@@ -334,6 +341,7 @@ enum Command {
         reply: oneshot::Sender<Result<VotersProposed, VotersError>>,
     },
     Queue(QueueCommand),
+    Chaos(ChaosCommand),
     Shutdown,
     /// Tests only: the driver panics, as a bug would (what the node's supervision of its
     /// driver is tested with). Compiled into unit tests and into builds with the
@@ -708,6 +716,73 @@ impl NodeHandle {
         }
     }
 
+    /// The view `resolve` needs, read now: the members (not dead or left) with their region
+    /// metadata, the Raft leader and the lease holders (both known on voters only).
+    pub async fn chaos_view(&self) -> Result<ClusterView, DriverStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Chaos(ChaosCommand::View(reply))).await?;
+        rx.await.map_err(|_| DriverStopped)
+    }
+
+    /// Checks `[chaos]`, schedules the experiment on this node's own clock (it reverts by
+    /// itself at the deadline: the dead-man switch) and applies the part of `radius` that
+    /// concerns this node. Idempotent per `id`: a second call returns its status.
+    ///
+    /// # Errors
+    ///
+    /// [`ChaosError`]; nothing changed.
+    pub async fn chaos_apply(
+        &self,
+        id: ExperimentRef,
+        plan: FaultPlan,
+        radius: BlastRadius,
+    ) -> Result<ExperimentStatus, ChaosError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Chaos(ChaosCommand::Apply {
+            id,
+            experiment: Box::new((plan, radius)),
+            reply,
+        }))
+        .await?;
+        rx.await.map_err(|_| DriverStopped)?
+    }
+
+    /// Ends experiment `id` now (reverts it if active).
+    ///
+    /// # Errors
+    ///
+    /// [`ChaosError::UnknownExperiment`] when it is not scheduled or active here.
+    pub async fn chaos_abort(&self, id: ExperimentRef) -> Result<ExperimentStatus, ChaosError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Chaos(ChaosCommand::Abort { id, reply }))
+            .await?;
+        rx.await.map_err(|_| DriverStopped)?
+    }
+
+    /// Reverts every experiment now and refuses new ones until
+    /// [`chaos_rearm`](Self::chaos_rearm). Returns how many it reverted.
+    pub async fn chaos_kill_switch(&self) -> Result<usize, DriverStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Chaos(ChaosCommand::KillSwitch(reply)))
+            .await?;
+        rx.await.map_err(|_| DriverStopped)
+    }
+
+    /// Releases the kill switch: experiments may start again.
+    pub async fn chaos_rearm(&self) -> Result<(), DriverStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Chaos(ChaosCommand::Rearm(reply)))
+            .await?;
+        rx.await.map_err(|_| DriverStopped)
+    }
+
+    /// Active, scheduled and recent (bounded) experiments on this node, newest first.
+    pub async fn chaos_experiments(&self) -> Result<Vec<ExperimentStatus>, DriverStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Chaos(ChaosCommand::List(reply))).await?;
+        rx.await.map_err(|_| DriverStopped)
+    }
+
     /// Stops the driver (without leaving: to peers this looks like a crash).
     pub async fn shutdown(&self) -> Result<(), DriverStopped> {
         self.send(Command::Shutdown).await
@@ -733,6 +808,7 @@ pub struct Driver<T, C> {
     node: Node,
     leadership: Option<Leadership>,
     queues: Option<QueueHost>,
+    chaos: ChaosHost,
     /// Scopes the configuration contends for (re-entered on resume).
     campaign: Vec<Scope>,
     draining: bool,
@@ -760,10 +836,16 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             commands: commands_tx,
             events: events.clone(),
         };
+        let chaos = ChaosHost::new(
+            node.local_id(),
+            ChaosConfig::default(),
+            ChaosEffects::default(),
+        );
         let driver = Self {
             node,
             leadership: None,
             queues: None,
+            chaos,
             campaign: Vec::new(),
             draining: false,
             joined: false,
@@ -809,6 +891,16 @@ impl<T: Transport, C: Clock> Driver<T, C> {
         self.node = node;
         self.queues = Some(host);
         Ok(self)
+    }
+
+    /// Takes chaos experiments under `config` (`[chaos]`), applying them through `effects`:
+    /// give the node's [`ChaosTransport`](meshkit_net::transport::chaos::ChaosTransport) the
+    /// same `effects.links`, and its control listener `effects.refuse_h3`. Without this call
+    /// (or with `config.enabled` false) every experiment is refused with
+    /// [`ChaosError::Disabled`].
+    pub fn with_chaos(mut self, config: ChaosConfig, effects: ChaosEffects) -> Self {
+        self.chaos = ChaosHost::new(self.node.local_id(), config, effects);
+        self
     }
 
     /// Tells the driver when the node's certificate expires (Unix seconds), for its snapshots
@@ -909,6 +1001,10 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                 Some(q) => q.command(now, &mut self.node, command),
                 None => command.refuse(QueueCallError::Disabled),
             },
+            Command::Chaos(ChaosCommand::View(reply)) => {
+                let _ = reply.send(crate::chaos_host::cluster_view(&self.node));
+            }
+            Command::Chaos(command) => self.chaos.command(now, &self.node, command),
             Command::Shutdown => return false,
             #[cfg(any(test, feature = "fault-injection"))]
             Command::Panic => panic!("test-only: the driver panics on command"),
@@ -1087,7 +1183,17 @@ impl<T: Transport, C: Clock> Driver<T, C> {
 
     /// Points the one timer at the core's next deadline.
     fn arm_timer(&mut self, now: Instant) {
-        let deadline = self.node.poll_timeout().unwrap_or(now + IDLE_WAKE);
+        // While paused by chaos only the chaos schedule's timer runs (its revert ends the pause).
+        let core = if self.chaos.is_paused() {
+            None
+        } else {
+            self.node.poll_timeout()
+        };
+        let deadline = [core, self.chaos.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now + IDLE_WAKE);
         if self.armed != Some(deadline) {
             self.armed = Some(deadline);
             let wait = deadline.saturating_duration_since(now);
@@ -1134,6 +1240,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             joined: self.joined,
             cert_not_after: self.cert_not_after,
             queues: self.queues.as_ref().and_then(|q| q.status(now, &self.node)),
+            chaos: self.chaos.stats(),
         }
     }
 }
@@ -1158,6 +1265,29 @@ impl<T: Transport, C: Clock> Future for Driver<T, C> {
                     Poll::Pending => break,
                 }
             }
+            let now = this.clock.now();
+            if this.chaos.poll_timeout().is_some_and(|at| at <= now) {
+                this.chaos.handle_timeout(now, &this.node);
+                progress = true;
+            }
+            if this.chaos.take_kill() {
+                // Logged by the chaos host; the node's supervisor reads `killed` and exits.
+                return Poll::Ready(());
+            }
+            // A chaos pause holds the node: its datagrams wait in the transport and its timers
+            // do not run until the revert (commands are still answered, so an abort or the
+            // kill switch reaches it).
+            if this.chaos.is_paused() {
+                this.arm_timer(now);
+                if this.timer.as_mut().poll(cx).is_ready() {
+                    this.armed = None;
+                    progress = true;
+                }
+                if !progress {
+                    return Poll::Pending;
+                }
+                continue;
+            }
             for _ in 0..MAX_INPUTS_PER_ROUND {
                 match this.transport.poll_recv(cx) {
                     Poll::Ready(Some(received)) => {
@@ -1176,6 +1306,7 @@ impl<T: Transport, C: Clock> Future for Driver<T, C> {
             if !this.flush() {
                 return Poll::Ready(());
             }
+            this.chaos.check_recovery(now, &this.node);
             this.arm_timer(now);
             if this.timer.as_mut().poll(cx).is_ready() {
                 // Due already: go round again and run it. Forget the armed deadline so the

@@ -7,6 +7,8 @@
 //!
 //! * [`driver`]: the [`driver::Driver`] future that runs one node (inputs in, transmits and
 //!   events out, one timer), and the [`driver::NodeHandle`] to command it.
+//! * [`chaos_host`]: chaos faults on a real node: `[chaos]`, the node's fault schedule (each
+//!   node reverts at its own deadline) and the effects of each kind.
 //! * [`lease_host`]: leases on a real node: the voter, the lease client and its campaign, the
 //!   leadership feed and the shard coordinator's status.
 //! * [`raft_store`]: the voter's Raft file (hard state, log, snapshot), written before the
@@ -19,6 +21,7 @@
 //! * [`histogram`]: durations in fixed buckets (vacancy, leaderless time, replication lag).
 //! * [`vacancy`]: how long a lease scope has been without a holder.
 
+pub mod chaos_host;
 pub mod driver;
 mod error;
 pub mod histogram;

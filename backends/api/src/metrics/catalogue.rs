@@ -358,6 +358,34 @@ catalogue! {
         "Time this voter knew no Raft leader: from when it stopped following one (it \
          campaigned, or a newer term reached it) to when it knew the next.";
 
+    // Chaos experiments (docs/diagnostics.md, "Faults in a real node").
+    /// Experiments active on this node, by kind.
+    CHAOS_EXPERIMENTS_ACTIVE = Gauge "mesh_chaos_experiments_active" ["kind"] none,
+        "Chaos experiments active on this node now (applied here or elsewhere in their radius), \
+         by fault kind.";
+    /// Activations.
+    CHAOS_ACTIVATIONS = Counter "mesh_chaos_activations_total" ["kind"] none,
+        "Chaos experiments this node activated, by fault kind.";
+    /// Reverts.
+    CHAOS_REVERTS = Counter "mesh_chaos_reverts_total" ["kind", "reason"] none,
+        "Chaos experiments this node reverted, by fault kind and reason (deadline: the \
+         dead-man revert; aborted; kill-switch).";
+    /// Aborts.
+    CHAOS_ABORTS = Counter "mesh_chaos_aborts_total" [] none,
+        "Chaos experiments ended early on this node by an abort call.";
+    /// The kill switch.
+    CHAOS_KILL_SWITCH_ENGAGED = Gauge "mesh_chaos_kill_switch_engaged" [] none,
+        "1 while this node's chaos kill switch is engaged (every experiment refused until \
+         re-armed), else 0.";
+    /// Messages the chaos transport acted on.
+    CHAOS_LINK_MESSAGES = Counter "mesh_chaos_link_messages_total" ["action"] none,
+        "Messages the chaos transport wrapper acted on, by action (dropped, delayed, \
+         duplicated, reordered).";
+    /// Time to recover after a revert.
+    CHAOS_RECOVERY = Histogram "mesh_chaos_recovery_seconds" [] seconds,
+        "Time from a chaos revert to this node's membership view converged again (every \
+         member it saw alive when the experiment started alive again).";
+
     // Stream messages and TLS of the transport.
     /// Messages carried on streams.
     TRANSPORT_STREAM_MESSAGES = Counter "mesh_transport_stream_messages_total" ["direction"]

@@ -137,6 +137,14 @@ fn run(file: &std::path::Path) -> ExitCode {
             exit = node.exited() => {
                 // The driver logged the panic; a node without its driver only pretends to be
                 // one, so the process ends and its supervisor restarts it.
+                if exit == DriverExit::ChaosKilled {
+                    tracing::error!(
+                        status = KILL_EXIT_STATUS,
+                        "exiting with status 75 because a chaos kill experiment ended this node; \
+                         its supervisor restarts it (systemd Restart=on-failure, Kubernetes)"
+                    );
+                    return ExitCode::from(KILL_EXIT_STATUS);
+                }
                 if let DriverExit::Panicked { .. } = exit {
                     tracing::error!(
                         status = EXIT_DRIVER_PANICKED,
@@ -164,6 +172,8 @@ fn run(file: &std::path::Path) -> ExitCode {
     })
 }
 
+/// Exit status when a chaos `kill` experiment ended the node (sysexits' `EX_TEMPFAIL`).
+const KILL_EXIT_STATUS: u8 = meshkit_node::runtime::chaos_host::KILL_EXIT_STATUS;
 /// Exit status when the node's driver panicked (sysexits' `EX_SOFTWARE`: an internal error).
 const EXIT_DRIVER_PANICKED: u8 = 70;
 /// Gossip rounds a leaving node keeps running for after its leave.

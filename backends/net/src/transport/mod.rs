@@ -3,10 +3,13 @@
 //! * [`quic`]: QUIC datagrams over quinn with mutual TLS, and a unidirectional stream per
 //!   message too large for a datagram; the sender's [`NodeId`] comes from its verified
 //!   certificate. What `meshkitd` uses.
+//! * [`chaos`]: a wrapper around any transport that applies chaos link rules (cut, loss,
+//!   latency, duplication, reordering) per peer and direction.
 //! * [`memory`]: an in-process network of channels, for tests of the driver.
 //! * `turmoil` (feature `turmoil`): turmoil's simulated network, sender identity from a
 //!   directory of addresses, and a virtual-time clock, for simulation tests of the driver.
 
+pub mod chaos;
 pub mod memory;
 pub mod quic;
 #[cfg(feature = "turmoil")]

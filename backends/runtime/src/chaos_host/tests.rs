@@ -1,0 +1,362 @@
+//! The host's checks, effects and reverts, driven by hand on a membership-only node.
+
+use meshkit::config::{Config, Profile};
+use meshkit::diag::fault::{
+    FaultKind, FaultPlan, LinkDirection, PartitionDirection, PartitionShape, Selector, resolve,
+};
+use meshkit::{Incarnation, NodeId};
+
+use super::*;
+
+fn node(id: u64) -> Node {
+    Node::new(
+        Config::from_profile(Profile::Lan),
+        NodeId::new(id),
+        Incarnation::new(1),
+        id,
+        Instant::ZERO,
+    )
+}
+
+fn enabled(kinds: &[&str]) -> ChaosConfig {
+    ChaosConfig {
+        enabled: true,
+        allowed_kinds: kinds.iter().map(|k| (*k).to_owned()).collect(),
+        max_duration: Duration::from_secs(60),
+    }
+}
+
+fn host(config: ChaosConfig) -> (ChaosHost, ChaosEffects) {
+    let effects = ChaosEffects::default();
+    (
+        ChaosHost::new(NodeId::new(1), config, effects.clone()),
+        effects,
+    )
+}
+
+/// Node 1 cut off from nodes 2 and 3, both ways, for `secs`.
+fn partition(secs: u64) -> (FaultPlan, BlastRadius) {
+    let plan = FaultPlan::new(
+        FaultKind::Partition {
+            shape: PartitionShape::One,
+            direction: PartitionDirection::TwoWay,
+        },
+        Selector::Indices(vec![0]),
+        Duration::from_secs(secs),
+    )
+    .unwrap();
+    let radius = resolve(&plan, &ClusterView::numbered(3, 1)).unwrap();
+    (plan, radius)
+}
+
+fn experiment(serial: u64) -> ExperimentRef {
+    ExperimentRef {
+        origin: NodeId::new(9),
+        serial,
+    }
+}
+
+#[test]
+fn kind_names_are_the_cores() {
+    let kinds = [
+        FaultKind::Kill {},
+        FaultKind::Pause {},
+        FaultKind::Partition {
+            shape: PartitionShape::One,
+            direction: PartitionDirection::TwoWay,
+        },
+        FaultKind::Latency {
+            delay: Duration::ZERO,
+            jitter: Duration::ZERO,
+        },
+        FaultKind::Loss { rate: 0.0 },
+        FaultKind::BurstyLoss {
+            enter: 0.0,
+            leave: 0.0,
+            loss: 0.0,
+        },
+        FaultKind::Duplicate { rate: 0.0 },
+        FaultKind::Reorder {
+            rate: 0.0,
+            max_delay: Duration::ZERO,
+        },
+        FaultKind::TransportDowngrade {},
+        FaultKind::CertificateExpiry { expires_in: None },
+        FaultKind::ClockSkew { rate: 1.0 },
+        FaultKind::MembershipSurge { joins: 1 },
+    ];
+    assert_eq!(kinds.map(|k| k.name()), KIND_NAMES);
+}
+
+#[test]
+fn experiment_ref_round_trips_as_text() {
+    let id = ExperimentRef {
+        origin: NodeId::new(3),
+        serial: 17,
+    };
+    assert_eq!(id.to_string(), "node-3/17");
+    assert_eq!("node-3/17".parse::<ExperimentRef>(), Ok(id));
+    assert_eq!("3/17".parse::<ExperimentRef>(), Ok(id));
+    assert!("node-3".parse::<ExperimentRef>().is_err());
+    assert!("node-x/1".parse::<ExperimentRef>().is_err());
+    assert_eq!(serde_json::to_string(&id).unwrap(), "\"node-3/17\"");
+}
+
+/// Refusals change nothing: no record, no rule, no counter.
+#[test]
+fn refusals_leave_the_state_unchanged() {
+    let n = node(1);
+    let (plan, radius) = partition(30);
+    let (mut off, effects) = host(ChaosConfig::default());
+    assert_eq!(
+        off.apply(
+            Instant::ZERO,
+            &n,
+            experiment(1),
+            plan.clone(),
+            radius.clone()
+        ),
+        Err(ChaosError::Disabled)
+    );
+    assert!(off.experiments(Instant::ZERO).is_empty());
+    assert!(effects.links.rules().is_empty());
+
+    let (mut h, effects) = host(enabled(&["pause"]));
+    let before = h.stats();
+    assert_eq!(
+        h.apply(Instant::ZERO, &n, experiment(1), plan, radius),
+        Err(ChaosError::KindNotAllowed {
+            kind: "partition".to_owned()
+        })
+    );
+    let (mut h2, effects2) = host(enabled(&["partition"]));
+    let (long, long_radius) = partition(61);
+    assert_eq!(
+        h2.apply(Instant::ZERO, &n, experiment(1), long, long_radius),
+        Err(ChaosError::DurationOverMax {
+            duration: Duration::from_secs(61),
+            max: Duration::from_secs(60)
+        })
+    );
+    for (h, effects) in [(&h, &effects), (&h2, &effects2)] {
+        assert!(h.experiments(Instant::ZERO).is_empty());
+        assert!(h.poll_timeout().is_none());
+        assert!(effects.links.rules().is_empty());
+        assert_eq!(h.stats(), before);
+    }
+}
+
+/// The partition cuts this node's four directed links and reverts by itself at the deadline,
+/// with nobody calling abort (the dead-man switch).
+#[test]
+fn a_partition_applies_and_reverts_at_its_deadline() {
+    let n = node(1);
+    let (plan, radius) = partition(30);
+    let (mut h, effects) = host(enabled(&["partition"]));
+    let status = h
+        .apply(
+            Instant::ZERO,
+            &n,
+            experiment(1),
+            plan.clone(),
+            radius.clone(),
+        )
+        .unwrap();
+    assert_eq!(status.phase, "active");
+    assert!(status.applied_here);
+    assert_eq!(status.remaining_ms, 30_000);
+    let rules = effects.links.rules();
+    for peer in [2, 3] {
+        for side in [LinkSide::Outbound, LinkSide::Inbound] {
+            assert_eq!(rules.effects(side, NodeId::new(peer)), [LinkEffect::Cut]);
+        }
+    }
+    assert_eq!(rules.links(), 4);
+    assert_eq!(h.stats().active.get("partition"), Some(&1));
+    // Idempotent per id: the same call returns the status, nothing is scheduled twice.
+    let again = h
+        .apply(Instant::ZERO, &n, experiment(1), plan, radius)
+        .unwrap();
+    assert_eq!(again.id, status.id);
+    assert_eq!(h.stats().activations.get("partition"), Some(&1));
+
+    let deadline = h.poll_timeout().unwrap();
+    assert_eq!(deadline, Instant::ZERO + Duration::from_secs(30));
+    h.handle_timeout(Instant::ZERO + Duration::from_millis(29_999), &n);
+    assert_eq!(effects.links.rules().links(), 4, "not before the deadline");
+    h.handle_timeout(deadline, &n);
+    assert!(effects.links.rules().is_empty());
+    let listed = h.experiments(deadline);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].phase, "reverted");
+    assert_eq!(listed[0].end_reason.as_deref(), Some("deadline"));
+    assert_eq!(listed[0].remaining_ms, 0);
+    assert_eq!(h.stats().reverts.get(&("partition", "deadline")), Some(&1));
+    assert!(h.stats().active.is_empty());
+}
+
+/// The kill switch reverts everything, refuses new experiments until re-armed, and the
+/// rules of the experiments are gone.
+#[test]
+fn kill_switch_reverts_all_and_refuses_until_rearmed() {
+    let n = node(1);
+    let (mut h, effects) = host(enabled(&["partition", "pause", "transport-downgrade"]));
+    let (plan, radius) = partition(30);
+    h.apply(
+        Instant::ZERO,
+        &n,
+        experiment(1),
+        plan.clone(),
+        radius.clone(),
+    )
+    .unwrap();
+    let pause = FaultPlan::new(
+        FaultKind::Pause {},
+        Selector::Indices(vec![0]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let pause_radius = resolve(&pause, &ClusterView::numbered(3, 1)).unwrap();
+    h.apply(Instant::ZERO, &n, experiment(2), pause, pause_radius)
+        .unwrap();
+    let downgrade = FaultPlan::new(
+        FaultKind::TransportDowngrade {},
+        Selector::Indices(vec![0]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let downgrade_radius = resolve(&downgrade, &ClusterView::numbered(3, 1)).unwrap();
+    h.apply(
+        Instant::ZERO,
+        &n,
+        experiment(3),
+        downgrade,
+        downgrade_radius,
+    )
+    .unwrap();
+    assert!(h.is_paused());
+    assert!(effects.refuse_h3.load(Ordering::Acquire));
+    assert!(!effects.links.rules().is_empty());
+
+    let t = Instant::ZERO + Duration::from_secs(1);
+    assert_eq!(h.kill_switch(t, &n), 3);
+    assert!(!h.is_paused());
+    assert!(!effects.refuse_h3.load(Ordering::Acquire));
+    assert!(effects.links.rules().is_empty());
+    assert!(h.stats().kill_switch_engaged);
+    assert_eq!(h.stats().reverts.get(&("pause", "kill-switch")), Some(&1));
+    assert_eq!(
+        h.apply(t, &n, experiment(4), plan.clone(), radius.clone()),
+        Err(ChaosError::KillSwitchEngaged)
+    );
+    assert!(effects.links.rules().is_empty());
+    h.rearm();
+    assert!(!h.stats().kill_switch_engaged);
+    h.apply(t, &n, experiment(4), plan, radius).unwrap();
+    assert!(!effects.links.rules().is_empty());
+}
+
+/// Abort reverts one experiment and leaves the other's rules in place.
+#[test]
+fn abort_reverts_only_its_experiment() {
+    let n = node(1);
+    let (mut h, effects) = host(enabled(&["partition", "loss"]));
+    let (plan, radius) = partition(30);
+    h.apply(Instant::ZERO, &n, experiment(1), plan, radius)
+        .unwrap();
+    let loss = FaultPlan::new(
+        FaultKind::Loss { rate: 0.5 },
+        Selector::Indices(vec![0]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let loss_radius = resolve(&loss, &ClusterView::numbered(3, 1)).unwrap();
+    h.apply(Instant::ZERO, &n, experiment(2), loss, loss_radius)
+        .unwrap();
+    assert_eq!(
+        effects
+            .links
+            .rules()
+            .effects(LinkSide::Outbound, NodeId::new(2)),
+        [LinkEffect::Cut, LinkEffect::Loss { rate: 0.5 }]
+    );
+    let status = h.abort(Instant::ZERO, &n, experiment(1)).unwrap();
+    assert_eq!(status.end_reason.as_deref(), Some("aborted"));
+    assert_eq!(
+        effects
+            .links
+            .rules()
+            .effects(LinkSide::Outbound, NodeId::new(2)),
+        [LinkEffect::Loss { rate: 0.5 }]
+    );
+    assert_eq!(h.stats().aborts, 1);
+    assert_eq!(
+        h.abort(Instant::ZERO, &n, experiment(1)),
+        Err(ChaosError::UnknownExperiment(experiment(1)))
+    );
+    assert_eq!(h.stats().aborts, 1);
+}
+
+/// A node outside the radius schedules the experiment (it lists and reverts it) but applies
+/// nothing; a surge is refused as not applicable on a real node.
+#[test]
+fn outside_the_radius_nothing_is_applied_and_surges_are_refused() {
+    let n = node(1);
+    let plan = FaultPlan::new(
+        FaultKind::Partition {
+            shape: PartitionShape::One,
+            direction: PartitionDirection::OneWay,
+        },
+        Selector::Indices(vec![1]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    // A one-way cut from node 2 outward: node 1 receives nothing from node 2, sends freely.
+    let radius = resolve(&plan, &ClusterView::numbered(3, 1)).unwrap();
+    let (mut h, effects) = host(enabled(&["partition", "membership-surge"]));
+    let status = h
+        .apply(Instant::ZERO, &n, experiment(1), plan, radius)
+        .unwrap();
+    assert!(status.applied_here);
+    let rules = effects.links.rules();
+    assert_eq!(
+        rules.effects(LinkSide::Inbound, NodeId::new(2)),
+        [LinkEffect::Cut]
+    );
+    assert!(rules.effects(LinkSide::Outbound, NodeId::new(2)).is_empty());
+    assert_eq!(rules.links(), 1);
+
+    // Latency between nodes 2 and 3 only: node 1 lists it, applies nothing.
+    let latency = FaultPlan::new(
+        FaultKind::Latency {
+            delay: Duration::from_millis(50),
+            jitter: Duration::ZERO,
+        },
+        Selector::Indices(vec![1]),
+        Duration::from_secs(30),
+    )
+    .unwrap()
+    .with_links(Selector::Indices(vec![2]), LinkDirection::Both)
+    .unwrap();
+    let latency_radius = resolve(&latency, &ClusterView::numbered(3, 1)).unwrap();
+    let (mut h2, effects2) = host(enabled(&["latency"]));
+    let status = h2
+        .apply(Instant::ZERO, &n, experiment(5), latency, latency_radius)
+        .unwrap();
+    assert!(!status.applied_here);
+    assert_eq!(status.phase, "active");
+    assert!(effects2.links.rules().is_empty());
+
+    let surge = FaultPlan::new(
+        FaultKind::MembershipSurge { joins: 10 },
+        Selector::Indices(vec![0]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let surge_radius = resolve(&surge, &ClusterView::numbered(3, 1)).unwrap();
+    assert!(matches!(
+        h.apply(Instant::ZERO, &n, experiment(2), surge, surge_radius),
+        Err(ChaosError::NotApplicableHere { kind, .. }) if kind == "membership-surge"
+    ));
+    assert_eq!(h.experiments(Instant::ZERO).len(), 1);
+}
