@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{
     TempDir, eventually, global_control_holders, single_global_control_holder, start_cluster,
-    start_cluster_with, token,
+    start_cluster_each, start_cluster_with, token,
 };
 use meshkit_node::api::json::PeersResponse;
 use meshkit_node::client::grpc::{ControlClient, HealthClient};
@@ -1271,6 +1271,337 @@ async fn health_watchers_share_one_reader_and_are_capped() {
         );
     }
     task.abort();
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// Voters 1-3, two shards of `jobs`, one replica before each acknowledgement, and backpressure
+/// active at 3 pending items (inactive again at 1).
+fn queue_config(id: u64) -> String {
+    format!(
+        "[leadership]\nvoters = [1, 2, 3]\nttl = \"3s\"\n\n[leadership.raft]\n\
+         tick_interval = \"50ms\"\n\n[shards]\nnamespaces = {{ jobs = 2 }}\nttl = \"3s\"\n\n\
+         [queues]\ndata_dir = \"queues-{id}\"\nreplicas = 1\nlease_timeout = \"5s\"\n\
+         high_watermark = 3\nlow_watermark = 1\ncooldown = \"100ms\"\n"
+    )
+}
+
+/// A queue call, retried while the mesh routes it (`UNAVAILABLE`: no owner known yet, the owner
+/// rebuilding): bounded by [`LIMIT`].
+async fn until_routed<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        match call().await {
+            Err(s) if s.code() == Code::Unavailable && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            answer => return answer.map(tonic::Response::into_inner),
+        }
+    }
+}
+
+/// The next SSE `data:` line of `body` that parses as a backpressure signal with `is_active`,
+/// within [`CALL_LIMIT`] (frames of other signals are read past).
+async fn sse_signal(
+    body: &mut axum::body::BodyDataStream,
+    buffer: &mut String,
+    is_active: bool,
+) -> serde_json::Value {
+    use futures_util::StreamExt as _;
+    let deadline = tokio::time::Instant::now() + CALL_LIMIT;
+    loop {
+        while let Some(end) = buffer.find('\n') {
+            let line: String = buffer.drain(..=end).collect();
+            if let Some(data) = line.trim_end().strip_prefix("data:") {
+                let json: serde_json::Value = serde_json::from_str(data.trim()).expect("JSON");
+                if json["is_active"] == is_active {
+                    return json;
+                }
+            }
+        }
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .unwrap_or_else(|_| panic!("no SSE signal with is_active = {is_active} in time"))
+            .expect("the stream stays open")
+            .expect("a chunk");
+        buffer.push_str(std::str::from_utf8(&chunk).expect("UTF-8 frames"));
+    }
+}
+
+/// The queue methods over gRPC do what their HTTP twins do, under the twins' scopes: an observer
+/// is refused enqueue and lease (`PERMISSION_DENIED`) but reads and watches; a producer's items
+/// are leased, heartbeaten, failed and requeued (attempt 2), completed, and a token whose lease
+/// was replaced is refused (`ABORTED`); a burst over the high watermark reaches a
+/// `WatchBackpressure` stream and the SSE stream as an active signal, and the drain that empties
+/// the queue as an inactive one; drained items restore; bad fields get `INVALID_ARGUMENT` or
+/// `NOT_FOUND` naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_over_grpc_match_their_http_twins() {
+    use meshkit_node::grpc::proto::{
+        BackpressureRequest, ListQueuesRequest, QueueDrainRequest, QueueEnqueueRequest,
+        QueueFailRequest, QueueLeaseRequest, QueueRestoreRequest, QueueTokenRequest,
+    };
+    let dir = TempDir::new("grpc-queues");
+    let nodes = start_cluster_each(dir.path(), 3, queue_config).await;
+    let (addr, server, router) = serve(&dir, &nodes[0]).await;
+    let mut operator = client(&dir, addr, Some(Permission::Operate)).await;
+    let mut observer = client(&dir, addr, Some(Permission::Observe)).await;
+    let on = |shard: u32, payload: &str| QueueEnqueueRequest {
+        queue: "jobs".to_owned(),
+        shard: Some(shard),
+        payload: payload.as_bytes().to_vec(),
+    };
+
+    // The scopes of the HTTP twins.
+    let denied = observer.queue_enqueue(on(0, "x")).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    let lease_req = |shard| QueueLeaseRequest {
+        queue: "jobs".to_owned(),
+        shard: Some(shard),
+    };
+    let denied = observer.queue_lease(lease_req(1)).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+
+    // Fields the node cannot take.
+    let unknown = operator
+        .queue_enqueue(QueueEnqueueRequest {
+            queue: "nope".to_owned(),
+            ..on(0, "x")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    assert!(unknown.message().contains("field `queue`"), "{unknown:?}");
+    let range = operator.queue_enqueue(on(9, "x")).await.unwrap_err();
+    assert_eq!(range.code(), Code::InvalidArgument, "{range:?}");
+    assert!(range.message().contains("field `shard`"), "{range:?}");
+    let tokenless = operator
+        .queue_complete(QueueTokenRequest {
+            shard: "shard/jobs/1".to_owned(),
+            token: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(tokenless.code(), Code::InvalidArgument, "{tokenless:?}");
+
+    // Shard 1: enqueue, lease, heartbeat, fail with requeue, lease again, complete; the first
+    // token, whose lease the requeue replaced, is refused.
+    let mut op = operator.clone();
+    let first = until_routed(|| {
+        let mut op = op.clone();
+        async move { op.queue_enqueue(on(1, "job-a")).await }
+    })
+    .await
+    .expect("enqueue acknowledged");
+    assert_eq!(first.shard, "shard/jobs/1");
+    let leased = until_routed(|| {
+        let mut op = op.clone();
+        async move { op.queue_lease(lease_req(1)).await }
+    })
+    .await
+    .expect("lease")
+    .item
+    .expect("the item is pending");
+    assert_eq!(leased.payload, b"job-a");
+    let held = leased.token.expect("a token");
+    assert_eq!((held.item, held.attempt), (first.item, 1));
+    let token_req = |token| QueueTokenRequest {
+        shard: leased.shard.clone(),
+        token: Some(token),
+    };
+    op.queue_heartbeat(token_req(held))
+        .await
+        .expect("heartbeat accepted");
+    op.queue_fail(QueueFailRequest {
+        shard: leased.shard.clone(),
+        token: Some(held),
+        requeue: true,
+    })
+    .await
+    .expect("failure accepted");
+    let again = op
+        .queue_lease(lease_req(1))
+        .await
+        .expect("lease")
+        .into_inner()
+        .item
+        .expect("requeued");
+    let second = again.token.expect("a token");
+    assert_eq!((second.item, second.attempt), (held.item, 2));
+    let stale = op.queue_complete(token_req(held)).await.unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted, "{stale:?}");
+    let done = op
+        .queue_complete(token_req(second))
+        .await
+        .expect("completion accepted")
+        .into_inner();
+    assert_eq!(done.token, Some(second));
+    let empty = op
+        .queue_lease(lease_req(1))
+        .await
+        .expect("lease")
+        .into_inner();
+    assert!(empty.item.is_none(), "{empty:?}");
+
+    // Shard 0 under load: the watchers (an observer's) see the burst turn backpressure on.
+    let only_0 = BackpressureRequest {
+        queue: Some("jobs".to_owned()),
+        shard: Some(0),
+    };
+    let mut watch = observer
+        .watch_backpressure(only_0.clone())
+        .await
+        .expect("WatchBackpressure")
+        .into_inner();
+    let observe = token(dir.path(), "grpc-test", Permission::Observe);
+    let sse = router
+        .clone()
+        .oneshot(
+            http::Request::get("/control/backpressure/stream?queue=jobs&shard=0")
+                .header("authorization", format!("Bearer {observe}"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+    let mut sse_body = sse.into_body().into_data_stream();
+    let mut sse_buffer = String::new();
+    let mut burst = Vec::new();
+    for k in 0..5 {
+        let payload = format!("burst-{k}");
+        let done = until_routed(|| {
+            let mut op = op.clone();
+            let request = on(0, &payload);
+            async move { op.queue_enqueue(request).await }
+        })
+        .await
+        .expect("enqueue acknowledged");
+        burst.push(done.item);
+    }
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let active = loop {
+        let signal = tokio::time::timeout_at(deadline, watch.message())
+            .await
+            .expect("an active signal in time")
+            .expect("no error")
+            .expect("the stream stays open");
+        assert_eq!(signal.shard, "shard/jobs/0");
+        if signal.is_active {
+            break signal;
+        }
+    };
+    assert!(active.pending_count >= 3, "{active:?}");
+    assert_eq!((active.high_watermark, active.low_watermark), (Some(3), 1));
+    let sse_active = sse_signal(&mut sse_body, &mut sse_buffer, true).await;
+    assert_eq!(sse_active["shard"], "shard/jobs/0");
+    let latest = observer
+        .get_backpressure(only_0.clone())
+        .await
+        .expect("GetBackpressure")
+        .into_inner()
+        .signal
+        .expect("a signal");
+    assert_eq!(latest.owner, active.owner);
+
+    // The drain, asked of the owner, empties shard 0 (backpressure off again, to both
+    // watchers); the restore puts every item back. Another node refuses both, naming the owner.
+    let owner = nodes
+        .iter()
+        .find(|n| n.id().get() == active.owner)
+        .expect("the owner is one of the nodes");
+    let (owner_addr, owner_server, _) = serve(&dir, owner).await;
+    let mut owner_client = client(&dir, owner_addr, Some(Permission::Operate)).await;
+    if active.owner != nodes[0].id().get() {
+        let elsewhere = operator
+            .queue_drain(QueueDrainRequest {
+                shard: "shard/jobs/0".to_owned(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(elsewhere.code(), Code::Unavailable, "{elsewhere:?}");
+        assert!(elsewhere.message().contains("owner"), "{elsewhere:?}");
+    }
+    let drained = owner_client
+        .queue_drain(QueueDrainRequest {
+            shard: "shard/jobs/0".to_owned(),
+        })
+        .await
+        .expect("drain")
+        .into_inner();
+    let mut payloads: Vec<String> = drained
+        .items
+        .iter()
+        .map(|i| String::from_utf8_lossy(&i.payload).into_owned())
+        .collect();
+    payloads.sort();
+    let want: Vec<String> = (0..5).map(|k| format!("burst-{k}")).collect();
+    assert_eq!(payloads, want);
+    let inactive = loop {
+        let signal = tokio::time::timeout_at(deadline, watch.message())
+            .await
+            .expect("an inactive signal in time")
+            .expect("no error")
+            .expect("the stream stays open");
+        if !signal.is_active {
+            break signal;
+        }
+    };
+    assert!(inactive.pending_count <= 1, "{inactive:?}");
+    sse_signal(&mut sse_body, &mut sse_buffer, false).await;
+    let restored = owner_client
+        .queue_restore(QueueRestoreRequest {
+            shard: "shard/jobs/0".to_owned(),
+            items: drained.items.clone(),
+        })
+        .await
+        .expect("restore")
+        .into_inner();
+    assert_eq!(restored.restored, 5);
+    owner_server.abort();
+
+    // ListQueues says what GET /control/queues says: the counters of both shards' owners.
+    let mut enqueued = 0;
+    let mut completed = 0;
+    let mut failed = 0;
+    for node in &nodes {
+        let (addr, server, _) = serve(&dir, node).await;
+        let mut c = client(&dir, addr, Some(Permission::Observe)).await;
+        let stats = c
+            .list_queues(ListQueuesRequest {})
+            .await
+            .expect("ListQueues")
+            .into_inner();
+        if let Some(jobs) = stats.counters.get("jobs") {
+            enqueued += jobs.enqueued;
+            completed += jobs.completed;
+            failed += jobs.failed;
+        }
+        server.abort();
+    }
+    assert_eq!((enqueued, completed, failed), (6, 1, 1));
+    let grpc = observer
+        .list_queues(ListQueuesRequest {})
+        .await
+        .expect("ListQueues")
+        .into_inner();
+    let json = get_json(&router, &observe, "/control/queues").await;
+    assert_eq!(json["node"], grpc.node);
+    assert_eq!(
+        json["served"].as_array().map(Vec::len),
+        Some(grpc.served.len())
+    );
+    assert_eq!(
+        json["counters"]["jobs"]["enqueued"],
+        grpc.counters.get("jobs").map_or(0, |c| c.enqueued)
+    );
+
+    server.abort();
     for n in nodes {
         n.stop().await;
     }

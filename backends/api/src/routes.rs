@@ -116,6 +116,16 @@ pub const ROUTE_PERMISSIONS: &[RoutePermission] = &[
     row("POST", grpc::FORCE_LEAVE, ADMIN),
     row("POST", grpc::ADD_VOTER, ADMIN),
     row("POST", grpc::REMOVE_VOTER, ADMIN),
+    row("POST", grpc::QUEUE_ENQUEUE, OPERATE),
+    row("POST", grpc::QUEUE_LEASE, OPERATE),
+    row("POST", grpc::QUEUE_HEARTBEAT, OPERATE),
+    row("POST", grpc::QUEUE_COMPLETE, OPERATE),
+    row("POST", grpc::QUEUE_FAIL, OPERATE),
+    row("POST", grpc::QUEUE_DRAIN, OPERATE),
+    row("POST", grpc::QUEUE_RESTORE, OPERATE),
+    row("POST", grpc::LIST_QUEUES, OBSERVE),
+    row("POST", grpc::GET_BACKPRESSURE, OBSERVE),
+    row("POST", grpc::WATCH_BACKPRESSURE, OBSERVE),
 ];
 
 /// Every gRPC method with an HTTP twin, and that twin (`method`, `path`): the two need the same
@@ -143,6 +153,20 @@ pub const GRPC_TWINS: &[(&str, &str, &str)] = &[
     (grpc::FORCE_LEAVE, "POST", "/control/force-leave"),
     (grpc::ADD_VOTER, "POST", "/control/voters/add"),
     (grpc::REMOVE_VOTER, "POST", "/control/voters/remove"),
+    (grpc::QUEUE_ENQUEUE, "POST", "/control/queue/enqueue"),
+    (grpc::QUEUE_LEASE, "POST", "/control/queue/lease"),
+    (grpc::QUEUE_HEARTBEAT, "POST", "/control/queue/heartbeat"),
+    (grpc::QUEUE_COMPLETE, "POST", "/control/queue/complete"),
+    (grpc::QUEUE_FAIL, "POST", "/control/queue/fail"),
+    (grpc::QUEUE_DRAIN, "POST", "/control/queue/drain"),
+    (grpc::QUEUE_RESTORE, "POST", "/control/queue/restore"),
+    (grpc::LIST_QUEUES, "GET", "/control/queues"),
+    (grpc::GET_BACKPRESSURE, "GET", "/control/backpressure"),
+    (
+        grpc::WATCH_BACKPRESSURE,
+        "GET",
+        "/control/backpressure/stream",
+    ),
 ];
 
 /// The scope of every route [`ROUTE_PERMISSIONS`] does not list.

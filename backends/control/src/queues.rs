@@ -21,7 +21,8 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt};
 use meshkit::NodeId;
 use meshkit::queue::{Origin, OwnershipToken, QueueError};
-use meshkit::shard::ShardId;
+use meshkit::shard::{ShardId, ShardIdError};
+use thiserror::Error;
 
 use crate::errors::json_error;
 use crate::leadership::SSE_HEARTBEAT;
@@ -33,14 +34,68 @@ pub use meshkit_api::json::{
     TokenRequest, TokenResponse,
 };
 use meshkit_api::metrics::Families;
-use meshkit_runtime::driver::NodeHandle;
+use meshkit_runtime::driver::{DriverStopped, NodeHandle};
 use meshkit_runtime::queue_host::{
-    LAG_BOUNDS, NamespaceCounters, QueueCallError, QueueStatus, ServedQueue, ShardBackpressure,
+    Enqueued, LAG_BOUNDS, LeasedItem, NamespaceCounters, QueueCallError, QueueStatus, ServedQueue,
+    ShardBackpressure,
 };
 
-/// The HTTP status of a refused queue call (the body says why, and what to do).
-fn queue_error(e: &QueueCallError) -> Response {
-    let status = match e {
+/// Why a queue call over the control API (HTTP or gRPC) was refused: the request named
+/// something the node does not have, or the node's queue refused it.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum QueueRefusal {
+    /// `queue` is not a shard namespace of the node's `[shards]` (caller misuse; nothing
+    /// changed).
+    #[error("field `queue` = {queue:?}: no such queue (the queues: {known:?})")]
+    UnknownQueue {
+        /// The name sent.
+        queue: String,
+        /// The queues the node has.
+        known: Vec<String>,
+    },
+    /// `shard` is past the queue's shards (caller misuse; nothing changed).
+    #[error("field `shard` = {id}: the queue {queue:?} has shards 0..{count}")]
+    ShardOutOfRange {
+        /// The queue.
+        queue: String,
+        /// The shard number sent.
+        id: u32,
+        /// How many shards it has.
+        count: u32,
+    },
+    /// `shard` is not a shard's scope name (caller misuse; nothing changed).
+    #[error("field `shard` = {text:?}: {source} (a shard's scope, such as shard/jobs/3)")]
+    BadShard {
+        /// The text sent.
+        text: String,
+        /// Why it does not parse.
+        source: ShardIdError,
+    },
+    /// The node's answer (see [`QueueCallError`]: whether the item was touched, what to do).
+    #[error(transparent)]
+    Call(#[from] QueueCallError),
+}
+
+impl QueueRefusal {
+    /// The HTTP status of the refusal (the body says why, and what to do).
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            Self::UnknownQueue { .. } => StatusCode::NOT_FOUND,
+            Self::ShardOutOfRange { .. } | Self::BadShard { .. } => StatusCode::BAD_REQUEST,
+            Self::Call(e) => call_status(e),
+        }
+    }
+}
+
+impl From<DriverStopped> for QueueRefusal {
+    fn from(stopped: DriverStopped) -> Self {
+        Self::Call(stopped.into())
+    }
+}
+
+fn call_status(e: &QueueCallError) -> StatusCode {
+    match e {
         QueueCallError::Disabled => StatusCode::NOT_FOUND,
         QueueCallError::Stopped(_) => StatusCode::SERVICE_UNAVAILABLE,
         QueueCallError::Queue(q) => match q {
@@ -58,21 +113,22 @@ fn queue_error(e: &QueueCallError) -> Response {
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         },
         _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    json_error(status, e.to_string())
+    }
 }
 
-fn bad_request(message: String) -> Response {
-    json_error(StatusCode::BAD_REQUEST, message)
+/// A refusal as an HTTP answer.
+fn refused(e: impl Into<QueueRefusal>) -> Response {
+    let e = e.into();
+    json_error(e.http_status(), e.to_string())
 }
 
 /// `shard/{namespace}/{id}` from a request's `shard` field.
-fn parse_shard(text: &str) -> Result<ShardId, Box<Response>> {
-    text.parse::<ShardId>().map_err(|e| {
-        Box::new(bad_request(format!(
-            "field `shard` = {text:?}: {e} (a shard's scope, such as shard/jobs/3)"
-        )))
-    })
+pub fn parse_shard(text: &str) -> Result<ShardId, QueueRefusal> {
+    text.parse::<ShardId>()
+        .map_err(|source| QueueRefusal::BadShard {
+            text: text.to_owned(),
+            source,
+        })
 }
 
 /// FNV-1a: a stable hash for choosing a shard (the same payload, the same shard, on every node
@@ -88,63 +144,57 @@ async fn shards_of(
     node: &NodeHandle,
     queue: &str,
     shard: Option<u32>,
-) -> Result<Vec<ShardId>, Box<Response>> {
-    let config = node
-        .queue_shards()
-        .await
-        .map_err(|e| Box::new(queue_error(&e)))?;
+) -> Result<Vec<ShardId>, QueueRefusal> {
+    let config = node.queue_shards().await?;
     let Some((_, count)) = config.namespaces().find(|(ns, _)| *ns == queue) else {
-        let known: Vec<&str> = config.namespaces().map(|(ns, _)| ns).collect();
-        return Err(Box::new(json_error(
-            StatusCode::NOT_FOUND,
-            format!("field `queue` = {queue:?}: no such queue (the queues: {known:?})"),
-        )));
+        return Err(QueueRefusal::UnknownQueue {
+            queue: queue.to_owned(),
+            known: config.namespaces().map(|(ns, _)| ns.to_owned()).collect(),
+        });
+    };
+    let shard_of = |id| {
+        ShardId::new(queue, id).map_err(|source| QueueRefusal::BadShard {
+            text: format!("shard/{queue}/{id}"),
+            source,
+        })
     };
     match shard {
-        Some(id) if id < count => {
-            Ok(vec![ShardId::new(queue, id).map_err(|e| {
-                Box::new(bad_request(format!("field `queue`: {e}")))
-            })?])
-        }
-        Some(id) => Err(Box::new(bad_request(format!(
-            "field `shard` = {id}: the queue {queue:?} has shards 0..{count}"
-        )))),
-        None => Ok((0..count)
-            .filter_map(|i| ShardId::new(queue, i).ok())
-            .collect()),
+        Some(id) if id < count => Ok(vec![shard_of(id)?]),
+        Some(id) => Err(QueueRefusal::ShardOutOfRange {
+            queue: queue.to_owned(),
+            id,
+            count,
+        }),
+        None => (0..count).map(shard_of).collect(),
     }
 }
 
-pub(super) async fn enqueue(
-    State(node): State<NodeHandle>,
-    Json(request): Json<EnqueueRequest>,
-) -> Response {
-    let shards = match shards_of(&node, &request.queue, request.shard).await {
-        Ok(s) => s,
-        Err(refusal) => return *refusal,
+/// Enqueues `payload` on `queue` (on `shard`, or the one its hash picks): what
+/// `POST /control/queue/enqueue` and gRPC `QueueEnqueue` do.
+pub async fn enqueue_on(
+    node: &NodeHandle,
+    queue: &str,
+    shard: Option<u32>,
+    payload: Vec<u8>,
+) -> Result<Enqueued, QueueRefusal> {
+    let shards = shards_of(node, queue, shard).await?;
+    let pick = if shard.is_some() {
+        0
+    } else {
+        (fnv1a(&payload) % shards.len() as u64) as usize
     };
-    let payload = request.payload.into_bytes();
-    let pick = (fnv1a(&payload) % shards.len() as u64) as usize;
-    let shard = shards[if request.shard.is_some() { 0 } else { pick }].clone();
-    match node.queue_enqueue(shard, payload).await {
-        Ok(done) => Json(EnqueueResponse {
-            shard: done.shard.to_string(),
-            item: done.item.get(),
-            fence: done.fence.get(),
-        })
-        .into_response(),
-        Err(e) => queue_error(&e),
-    }
+    let shard = shards[pick].clone();
+    Ok(node.queue_enqueue(shard, payload).await?)
 }
 
-pub(super) async fn lease(
-    State(node): State<NodeHandle>,
-    Json(request): Json<LeaseRequest>,
-) -> Response {
-    let shards = match shards_of(&node, &request.queue, request.shard).await {
-        Ok(s) => s,
-        Err(refusal) => return *refusal,
-    };
+/// Leases an item of `queue` (of `shard`, or of the first of its shards with one pending):
+/// what `POST /control/queue/lease` and gRPC `QueueLease` do. `None`: nothing pending.
+pub async fn lease_from(
+    node: &NodeHandle,
+    queue: &str,
+    shard: Option<u32>,
+) -> Result<Option<LeasedItem>, QueueRefusal> {
+    let shards = shards_of(node, queue, shard).await?;
     // Start at a different shard each time, so one busy shard does not starve the others.
     let start = (fnv1a(
         &SystemTime::now()
@@ -157,15 +207,7 @@ pub(super) async fn lease(
     for k in 0..shards.len() {
         let shard = shards[(start + k) % shards.len()].clone();
         match node.queue_lease(shard).await {
-            Ok(Some(item)) => {
-                return Json(LeaseResponse {
-                    shard: item.shard.to_string(),
-                    token: item.token.into(),
-                    lease_for_ms: u64::try_from(item.lease_for.as_millis()).unwrap_or(u64::MAX),
-                    payload: String::from_utf8_lossy(&item.payload).into_owned(),
-                })
-                .into_response();
-            }
+            Ok(Some(item)) => return Ok(Some(item)),
             Ok(None) => {}
             // One shard without a known owner does not make the others empty.
             Err(e) => last_error = Some(e),
@@ -173,27 +215,83 @@ pub(super) async fn lease(
     }
     match last_error {
         // Every shard refused: say why (with one shard named, its refusal).
-        Some(e) if shards.len() == 1 => queue_error(&e),
-        _ => StatusCode::NO_CONTENT.into_response(),
+        Some(e) if shards.len() == 1 => Err(e.into()),
+        _ => Ok(None),
     }
 }
 
-async fn finish(
-    shard: &str,
-    token: TokenJson,
-    call: impl AsyncFnOnce(ShardId, OwnershipToken) -> Result<OwnershipToken, QueueCallError>,
+pub(super) async fn enqueue(
+    State(node): State<NodeHandle>,
+    Json(request): Json<EnqueueRequest>,
 ) -> Response {
-    let shard = match parse_shard(shard) {
-        Ok(s) => s,
-        Err(refusal) => return *refusal,
-    };
-    match call(shard.clone(), token.into()).await {
-        Ok(token) => Json(TokenResponse {
+    let payload = request.payload.into_bytes();
+    match enqueue_on(&node, &request.queue, request.shard, payload).await {
+        Ok(done) => Json(EnqueueResponse {
+            shard: done.shard.to_string(),
+            item: done.item.get(),
+            fence: done.fence.get(),
+        })
+        .into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+pub(super) async fn lease(
+    State(node): State<NodeHandle>,
+    Json(request): Json<LeaseRequest>,
+) -> Response {
+    match lease_from(&node, &request.queue, request.shard).await {
+        Ok(Some(item)) => Json(LeaseResponse {
+            shard: item.shard.to_string(),
+            token: item.token.into(),
+            lease_for_ms: u64::try_from(item.lease_for.as_millis()).unwrap_or(u64::MAX),
+            payload: String::from_utf8_lossy(&item.payload).into_owned(),
+        })
+        .into_response(),
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+/// What a worker may do with a token it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenCall {
+    /// Extend the lease.
+    Heartbeat,
+    /// Complete the item.
+    Complete,
+    /// Fail the item: requeue it (if attempts remain) or dead-letter it.
+    Fail {
+        /// Requeue it.
+        requeue: bool,
+    },
+}
+
+/// Heartbeats, completes or fails the item of `token` on `shard` (a scope name): what
+/// `POST /control/queue/{heartbeat,complete,fail}` and their gRPC twins do.
+pub async fn token_call(
+    node: &NodeHandle,
+    shard: &str,
+    token: OwnershipToken,
+    call: TokenCall,
+) -> Result<(ShardId, OwnershipToken), QueueRefusal> {
+    let shard = parse_shard(shard)?;
+    let token = match call {
+        TokenCall::Heartbeat => node.queue_heartbeat(shard.clone(), token).await,
+        TokenCall::Complete => node.queue_complete(shard.clone(), token).await,
+        TokenCall::Fail { requeue } => node.queue_fail(shard.clone(), token, requeue).await,
+    }?;
+    Ok((shard, token))
+}
+
+async fn finish(node: &NodeHandle, shard: &str, token: TokenJson, call: TokenCall) -> Response {
+    match token_call(node, shard, token.into(), call).await {
+        Ok((shard, token)) => Json(TokenResponse {
             shard: shard.to_string(),
             token: token.into(),
         })
         .into_response(),
-        Err(e) => queue_error(&e),
+        Err(e) => refused(e),
     }
 }
 
@@ -201,40 +299,49 @@ pub(super) async fn heartbeat(
     State(node): State<NodeHandle>,
     Json(r): Json<TokenRequest>,
 ) -> Response {
-    finish(&r.shard, r.token, async |s, t| {
-        node.queue_heartbeat(s, t).await
-    })
-    .await
+    finish(&node, &r.shard, r.token, TokenCall::Heartbeat).await
 }
 
 pub(super) async fn complete(
     State(node): State<NodeHandle>,
     Json(r): Json<TokenRequest>,
 ) -> Response {
-    finish(&r.shard, r.token, async |s, t| {
-        node.queue_complete(s, t).await
-    })
-    .await
+    finish(&node, &r.shard, r.token, TokenCall::Complete).await
 }
 
 pub(super) async fn fail(State(node): State<NodeHandle>, Json(r): Json<FailRequest>) -> Response {
-    let requeue = r.requeue;
-    finish(&r.shard, r.token, async |s, t| {
-        node.queue_fail(s, t, requeue).await
-    })
-    .await
+    let call = TokenCall::Fail { requeue: r.requeue };
+    finish(&node, &r.shard, r.token, call).await
+}
+
+/// Drains `shard` (a scope name): what `POST /control/queue/drain` and gRPC `QueueDrain` do.
+pub async fn drain_shard(
+    node: &NodeHandle,
+    shard: &str,
+) -> Result<(ShardId, Vec<(Origin, Vec<u8>)>), QueueRefusal> {
+    let shard = parse_shard(shard)?;
+    let items = node.queue_drain(shard.clone()).await?;
+    Ok((shard, items))
+}
+
+/// Restores `items` to `shard` (a scope name): what `POST /control/queue/restore` and gRPC
+/// `QueueRestore` do.
+pub async fn restore_shard(
+    node: &NodeHandle,
+    shard: &str,
+    items: Vec<(Origin, Vec<u8>)>,
+) -> Result<(ShardId, usize), QueueRefusal> {
+    let shard = parse_shard(shard)?;
+    let restored = node.queue_restore(shard.clone(), items).await?;
+    Ok((shard, restored))
 }
 
 pub(super) async fn drain(
     State(node): State<NodeHandle>,
     Json(request): Json<QueueDrainRequest>,
 ) -> Response {
-    let shard = match parse_shard(&request.shard) {
-        Ok(s) => s,
-        Err(refusal) => return *refusal,
-    };
-    match node.queue_drain(shard.clone()).await {
-        Ok(items) => Json(QueueDrainResponse {
+    match drain_shard(&node, &request.shard).await {
+        Ok((shard, items)) => Json(QueueDrainResponse {
             shard: shard.to_string(),
             items: items
                 .into_iter()
@@ -246,7 +353,7 @@ pub(super) async fn drain(
                 .collect(),
         })
         .into_response(),
-        Err(e) => queue_error(&e),
+        Err(e) => refused(e),
     }
 }
 
@@ -254,10 +361,6 @@ pub(super) async fn restore(
     State(node): State<NodeHandle>,
     Json(request): Json<QueueRestoreRequest>,
 ) -> Response {
-    let shard = match parse_shard(&request.shard) {
-        Ok(s) => s,
-        Err(refusal) => return *refusal,
-    };
     let items = request
         .items
         .into_iter()
@@ -269,13 +372,13 @@ pub(super) async fn restore(
             (origin, i.payload.into_bytes())
         })
         .collect();
-    match node.queue_restore(shard.clone(), items).await {
-        Ok(restored) => Json(QueueRestoreResponse {
+    match restore_shard(&node, &request.shard, items).await {
+        Ok((shard, restored)) => Json(QueueRestoreResponse {
             shard: shard.to_string(),
             restored,
         })
         .into_response(),
-        Err(e) => queue_error(&e),
+        Err(e) => refused(e),
     }
 }
 
@@ -293,40 +396,45 @@ fn backpressure_json(shard: &ShardId, b: &ShardBackpressure) -> BackpressureJson
     }
 }
 
-/// `GET /control/backpressure`: the most recently seen signal of the matching shards, or 204
-/// when no owner of one publishes any.
-pub(super) async fn backpressure(
-    State(node): State<NodeHandle>,
-    Query(query): Query<BackpressureQuery>,
-) -> Response {
-    let view = match node.subscribe_backpressure().await {
-        Ok(view) => view,
-        Err(e) => return queue_error(&e),
-    };
+/// The most recently seen signal of the shards `query` matches (`None`: no owner of one
+/// publishes any): what `GET /control/backpressure` and gRPC `GetBackpressure` answer.
+pub async fn latest_backpressure(
+    node: &NodeHandle,
+    query: &BackpressureQuery,
+) -> Result<Option<BackpressureJson>, QueueRefusal> {
+    let view = node.subscribe_backpressure().await?;
     let latest = view
         .borrow()
         .iter()
         .filter(|(shard, _)| query.matches(shard))
         .max_by_key(|(shard, b)| (b.seen_at, (*shard).clone()))
         .map(|(shard, b)| backpressure_json(shard, b));
-    match latest {
-        Some(signal) => Json(signal).into_response(),
-        None => StatusCode::NO_CONTENT.into_response(),
-    }
+    Ok(latest)
 }
 
-/// `GET /control/backpressure/stream`: server-sent events, one `backpressure` event per
-/// matching shard now, then one per change (a transition, a new owner), with keep-alives.
-pub(super) async fn backpressure_stream(
+/// `GET /control/backpressure`: the most recently seen signal of the matching shards, or 204
+/// when no owner of one publishes any.
+pub(super) async fn backpressure(
     State(node): State<NodeHandle>,
     Query(query): Query<BackpressureQuery>,
 ) -> Response {
-    let view = match node.subscribe_backpressure().await {
-        Ok(view) => view,
-        Err(e) => return queue_error(&e),
-    };
+    match latest_backpressure(&node, &query).await {
+        Ok(Some(signal)) => Json(signal).into_response(),
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+/// The signals of the shards `query` matches: one per shard now, then one per change (a
+/// transition, a new owner); it ends when the node stops. What
+/// `GET /control/backpressure/stream` and gRPC `WatchBackpressure` send.
+pub async fn backpressure_changes(
+    node: &NodeHandle,
+    query: BackpressureQuery,
+) -> Result<impl Stream<Item = BackpressureJson> + Send + 'static, QueueRefusal> {
+    let view = node.subscribe_backpressure().await?;
     let mut seen = std::collections::BTreeMap::new();
-    let events = stream::unfold(
+    Ok(stream::unfold(
         (view, true, query),
         move |(mut view, first, query)| async move {
             if !first && view.changed().await.is_err() {
@@ -341,13 +449,26 @@ pub(super) async fn backpressure_stream(
         for (shard, b) in current.iter().filter(|(s, _)| query.matches(s)) {
             if seen.get(shard) != Some(b) {
                 seen.insert(shard.clone(), *b);
-                let json = serde_json::to_string(&backpressure_json(shard, b)).unwrap_or_default();
-                out.push(Ok::<_, Infallible>(
-                    Event::default().event("backpressure").data(json),
-                ));
+                out.push(backpressure_json(shard, b));
             }
         }
         stream::iter(out)
+    }))
+}
+
+/// `GET /control/backpressure/stream`: server-sent events, one `backpressure` event per
+/// matching shard now, then one per change (a transition, a new owner), with keep-alives.
+pub(super) async fn backpressure_stream(
+    State(node): State<NodeHandle>,
+    Query(query): Query<BackpressureQuery>,
+) -> Response {
+    let changes = match backpressure_changes(&node, query).await {
+        Ok(changes) => changes,
+        Err(e) => return refused(e),
+    };
+    let events = changes.map(|signal| {
+        let json = serde_json::to_string(&signal).unwrap_or_default();
+        Ok::<_, Infallible>(Event::default().event("backpressure").data(json))
     });
     let events: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
         Box::pin(events);
@@ -359,10 +480,10 @@ pub(super) async fn backpressure_stream(
 pub(super) async fn lease_health(State(node): State<NodeHandle>) -> Response {
     let snapshot = match node.snapshot().await {
         Ok(s) => s,
-        Err(e) => return queue_error(&e.into()),
+        Err(e) => return refused(e),
     };
     let Some(q) = snapshot.queues else {
-        return queue_error(&QueueCallError::Disabled);
+        return refused(QueueCallError::Disabled);
     };
     Json(LeaseHealthResponse {
         node: snapshot.local_id.get(),
@@ -386,10 +507,10 @@ pub(super) async fn lease_health(State(node): State<NodeHandle>) -> Response {
 pub(super) async fn checkpoints(State(node): State<NodeHandle>) -> Response {
     let snapshot = match node.snapshot().await {
         Ok(s) => s,
-        Err(e) => return queue_error(&e.into()),
+        Err(e) => return refused(e),
     };
     let Some(q) = snapshot.queues else {
-        return queue_error(&QueueCallError::Disabled);
+        return refused(QueueCallError::Disabled);
     };
     Json(CheckpointsResponse {
         node: snapshot.local_id.get(),
@@ -425,15 +546,14 @@ pub(super) async fn checkpoints(State(node): State<NodeHandle>) -> Response {
     .into_response()
 }
 
-pub(super) async fn stats(State(node): State<NodeHandle>) -> Response {
-    let snapshot = match node.snapshot().await {
-        Ok(s) => s,
-        Err(e) => return queue_error(&e.into()),
-    };
+/// What this node's queues hold and did: what `GET /control/queues` and gRPC `ListQueues`
+/// answer.
+pub async fn queues_stats(node: &NodeHandle) -> Result<QueuesResponse, QueueRefusal> {
+    let snapshot = node.snapshot().await?;
     let Some(q) = snapshot.queues else {
-        return queue_error(&QueueCallError::Disabled);
+        return Err(QueueCallError::Disabled.into());
     };
-    Json(QueuesResponse {
+    Ok(QueuesResponse {
         node: snapshot.local_id.get(),
         served: q
             .served
@@ -465,7 +585,13 @@ pub(super) async fn stats(State(node): State<NodeHandle>) -> Response {
         replicas: q.replicas.len(),
         requests_in_flight: q.requests_in_flight,
     })
-    .into_response()
+}
+
+pub(super) async fn stats(State(node): State<NodeHandle>) -> Response {
+    match queues_stats(&node).await {
+        Ok(stats) => Json(stats).into_response(),
+        Err(e) => refused(e),
+    }
 }
 
 /// The `mesh_queue_*` families of a node with `[queues]`: one series per configured namespace

@@ -557,6 +557,7 @@ impl Queues {
     ) -> Result<Vec<(Origin, Vec<u8>)>, QueueError> {
         let serving = self.serving_mut(now, ctx, shard)?;
         let items = serving.queue.drain();
+        self.observe_backpressure(now, shard);
         self.replicate(now, shard);
         Ok(items)
     }
@@ -576,6 +577,7 @@ impl Queues {
     ) -> Result<usize, QueueError> {
         let serving = self.serving_mut(now, ctx, shard)?;
         let result = serving.queue.restore(items);
+        self.observe_backpressure(now, shard);
         self.replicate(now, shard);
         result
     }
@@ -758,6 +760,10 @@ impl Queues {
                         outcome,
                     });
                 }
+                // Expiries and releases move the count, and a transition the cooldown held
+                // back is due once it passed: without this a queue emptied by a drain, or by
+                // the last lease inside the cooldown, stayed active until the next request.
+                self.observe_backpressure(now, &shard);
                 self.refresh_links(now, ctx, &shard);
                 self.replicate(now, &shard);
                 self.answer_waiting(now, &shard);

@@ -309,7 +309,9 @@ impl WorkQueue {
         out
     }
 
-    /// Puts drained items back as new pending items (an origin already present is skipped).
+    /// Puts drained items back as pending: an item this queue drained becomes pending again
+    /// (the same item), one it never held is enqueued anew; an origin present in any other
+    /// state is a repeat and skipped, so a restore sent twice restores once.
     ///
     /// # Errors
     ///
@@ -317,9 +319,14 @@ impl WorkQueue {
     pub fn restore(&mut self, items: &[(Origin, Vec<u8>)]) -> Result<usize, QueueError> {
         let mut restored = 0;
         for (origin, payload) in items {
-            if self.origins.contains_key(origin) {
-                // A drained item comes back under a fresh origin of the restoring node: the
-                // caller gives new origins; an existing one is a repeat.
+            if let Some(&id) = self.origins.get(origin) {
+                // Drain then restore on the same shard is the operator's round trip: the
+                // drained record comes back (skipping it restored nothing, silently).
+                if self.records.get(&id).map(|r| r.state) == Some(ItemState::Drained) {
+                    self.set_state(id, ItemState::Pending, EventKind::RestoreSnapshot);
+                    self.pending.insert(id);
+                    restored += 1;
+                }
                 continue;
             }
             let id = self.enqueue(*origin, payload)?;

@@ -155,6 +155,18 @@ fn drain_and_restore_move_pending_items() {
             .records()
             .all(|r| r.change == EventKind::RestoreSnapshot)
     );
+    // Back into the queue that drained them: the same items, pending again; a repeat of the
+    // restore restores nothing more.
+    let ids: Vec<ItemId> = q.records().map(|r| r.id).collect();
+    assert_eq!(q.restore(&items), Ok(2));
+    assert_eq!(q.pending_count(), 2);
+    assert!(
+        q.records()
+            .all(|r| r.state == ItemState::Pending && r.change == EventKind::RestoreSnapshot)
+    );
+    assert_eq!(q.records().map(|r| r.id).collect::<Vec<_>>(), ids);
+    assert_eq!(q.restore(&items), Ok(0));
+    assert_eq!(q.pending_count(), 2);
 }
 
 #[test]

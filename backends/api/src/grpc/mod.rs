@@ -72,6 +72,26 @@ pub mod path {
     pub const ADD_VOTER: &str = "/meshkit.control.v1.Control/AddVoter";
     /// `RemoveVoter`.
     pub const REMOVE_VOTER: &str = "/meshkit.control.v1.Control/RemoveVoter";
+    /// `QueueEnqueue`.
+    pub const QUEUE_ENQUEUE: &str = "/meshkit.control.v1.Control/QueueEnqueue";
+    /// `QueueLease`.
+    pub const QUEUE_LEASE: &str = "/meshkit.control.v1.Control/QueueLease";
+    /// `QueueHeartbeat`.
+    pub const QUEUE_HEARTBEAT: &str = "/meshkit.control.v1.Control/QueueHeartbeat";
+    /// `QueueComplete`.
+    pub const QUEUE_COMPLETE: &str = "/meshkit.control.v1.Control/QueueComplete";
+    /// `QueueFail`.
+    pub const QUEUE_FAIL: &str = "/meshkit.control.v1.Control/QueueFail";
+    /// `QueueDrain`.
+    pub const QUEUE_DRAIN: &str = "/meshkit.control.v1.Control/QueueDrain";
+    /// `QueueRestore`.
+    pub const QUEUE_RESTORE: &str = "/meshkit.control.v1.Control/QueueRestore";
+    /// `ListQueues`.
+    pub const LIST_QUEUES: &str = "/meshkit.control.v1.Control/ListQueues";
+    /// `GetBackpressure`.
+    pub const GET_BACKPRESSURE: &str = "/meshkit.control.v1.Control/GetBackpressure";
+    /// `WatchBackpressure`.
+    pub const WATCH_BACKPRESSURE: &str = "/meshkit.control.v1.Control/WatchBackpressure";
     /// `grpc.health.v1.Health/Check`.
     pub const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
     /// `grpc.health.v1.Health/Watch`.
@@ -79,7 +99,7 @@ pub mod path {
 
     /// Every method the service answers (the others get `UNIMPLEMENTED`); each has its row in
     /// [`crate::routes::ROUTE_PERMISSIONS`].
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 31] = [
         LIST_PEERS,
         GET_LEADERS,
         TRANSFER_LEASE,
@@ -99,6 +119,16 @@ pub mod path {
         FORCE_LEAVE,
         ADD_VOTER,
         REMOVE_VOTER,
+        QUEUE_ENQUEUE,
+        QUEUE_LEASE,
+        QUEUE_HEARTBEAT,
+        QUEUE_COMPLETE,
+        QUEUE_FAIL,
+        QUEUE_DRAIN,
+        QUEUE_RESTORE,
+        LIST_QUEUES,
+        GET_BACKPRESSURE,
+        WATCH_BACKPRESSURE,
         HEALTH_CHECK,
         HEALTH_WATCH,
     ];

@@ -9,8 +9,8 @@
 //! The service rides on the control port: [`routes`] is merged into
 //! [`control::router`](crate::router), inside its authorization layer, so every method
 //! is a row of [`control::meshkit_api::routes::ROUTE_PERMISSIONS`](meshkit_api::routes::ROUTE_PERMISSIONS) (reads need
-//! `mesh.observe`; `TransferLease`, `Drain`, `Resume`, `Rebalance` and the lock-session methods
-//! need `mesh.operate`; `Join`, `Leave`, `ForceLeave`, `AddVoter` and `RemoveVoter` need
+//! `mesh.observe`; `TransferLease`, `Drain`, `Resume`, `Rebalance`, the lock-session methods
+//! and the queue calls of producers, workers and operators need `mesh.operate`; `Join`, `Leave`, `ForceLeave`, `AddVoter` and `RemoveVoter` need
 //! `mesh.admin`, as their HTTP twins do). The
 //! layer answers a refused gRPC call in HTTP (401, 403); [`http_errors_as_status`] turns such
 //! answers into gRPC statuses (`UNAUTHENTICATED`, `PERMISSION_DENIED`) that clients can read.
@@ -31,6 +31,9 @@
 //! | `AcquireLease`, `RenewLease`, `ReleaseLease` | a lock session's lease, as `POST /control/leases/{acquire,renew,release}` | see [`CallError`] (`ABORTED`: held by another) |
 //! | `Join`, `Leave`, `ForceLeave` | as `POST /control/{join,leave,force-leave}` | see [`CallError::Membership`] |
 //! | `AddVoter`, `RemoveVoter` | the proposed voter change, as `POST /control/voters/{add,remove}` | `FAILED_PRECONDITION` (refused, or not the leader: the message names it) |
+//! | `QueueEnqueue`, `QueueLease`, `QueueHeartbeat`, `QueueComplete`, `QueueFail`, `QueueDrain`, `QueueRestore` | as `POST /control/queue/*` (payloads as bytes; a lease with nothing pending has no `item`) | see [`CallError::Queue`] |
+//! | `ListQueues` | as `GET /control/queues` | `NOT_FOUND` (no `[queues]`) |
+//! | `GetBackpressure`, `WatchBackpressure` | as `GET /control/backpressure` (no `signal` for 204) and its SSE stream | `NOT_FOUND` (no `[queues]`) |
 //!
 //! Readiness (`GET /readyz`) is the standard `grpc.health.v1.Health` service ([`health`]),
 //! open like `/readyz`, so Kubernetes gRPC probes and `grpc_health_probe` work unchanged.
@@ -71,7 +74,9 @@ use self::server::health_server::HealthServer;
 pub use self::status::{CallError, MAX_ERROR_BODY_BYTES, http_errors_as_status};
 use crate::leadership::{rebalance_answer, shards_of};
 use crate::membership;
+use crate::queues::{self, BackpressureJson, BackpressureQuery, QueuesResponse, TokenCall};
 use crate::views::{MAX_PAGE, PeersQuery, VersionCount, clusters_of, peers_page, versions_of};
+use meshkit::queue::{ItemId, LeaseId, Origin, OwnershipToken};
 use meshkit_runtime::driver::{LeadershipError, NodeHandle, Snapshot};
 use meshkit_runtime::lease_host::{Change, FeedEntry, LeadershipView};
 
@@ -125,6 +130,7 @@ impl NamedService for ControlService {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<LeadershipEvent, Status>> + Send>>;
+type SignalStream = Pin<Box<dyn Stream<Item = Result<proto::BackpressureSignal, Status>> + Send>>;
 
 impl tower::Service<http::Request<Body>> for ControlService {
     type Response = http::Response<tonic::body::Body>;
@@ -343,6 +349,174 @@ impl Control for Methods {
         let answer = change_voters(&self.node, request.into_inner(), VoterChange::Remove).await;
         reply(path::REMOVE_VOTER, answer)
     }
+
+    async fn queue_enqueue(
+        &self,
+        request: Request<proto::QueueEnqueueRequest>,
+    ) -> Result<Response<proto::QueueEnqueueResponse>, Status> {
+        let r = request.into_inner();
+        let answer = queues::enqueue_on(&self.node, &r.queue, r.shard, r.payload)
+            .await
+            .map(|done| proto::QueueEnqueueResponse {
+                shard: done.shard.to_string(),
+                item: done.item.get(),
+                fence: done.fence.get(),
+            });
+        reply(path::QUEUE_ENQUEUE, answer.map_err(CallError::from))
+    }
+
+    async fn queue_lease(
+        &self,
+        request: Request<proto::QueueLeaseRequest>,
+    ) -> Result<Response<proto::QueueLeaseResponse>, Status> {
+        let r = request.into_inner();
+        let answer = queues::lease_from(&self.node, &r.queue, r.shard)
+            .await
+            .map(|item| proto::QueueLeaseResponse {
+                item: item.map(|item| proto::LeasedItem {
+                    shard: item.shard.to_string(),
+                    token: Some(token_proto(item.token)),
+                    lease_for_ms: u64::try_from(item.lease_for.as_millis()).unwrap_or(u64::MAX),
+                    payload: item.payload,
+                }),
+            });
+        reply(path::QUEUE_LEASE, answer.map_err(CallError::from))
+    }
+
+    async fn queue_heartbeat(
+        &self,
+        request: Request<proto::QueueTokenRequest>,
+    ) -> Result<Response<proto::QueueTokenResponse>, Status> {
+        let r = request.into_inner();
+        let answer = self
+            .token_call(&r.shard, r.token, TokenCall::Heartbeat)
+            .await;
+        reply(path::QUEUE_HEARTBEAT, answer)
+    }
+
+    async fn queue_complete(
+        &self,
+        request: Request<proto::QueueTokenRequest>,
+    ) -> Result<Response<proto::QueueTokenResponse>, Status> {
+        let r = request.into_inner();
+        let answer = self
+            .token_call(&r.shard, r.token, TokenCall::Complete)
+            .await;
+        reply(path::QUEUE_COMPLETE, answer)
+    }
+
+    async fn queue_fail(
+        &self,
+        request: Request<proto::QueueFailRequest>,
+    ) -> Result<Response<proto::QueueTokenResponse>, Status> {
+        let r = request.into_inner();
+        let call = TokenCall::Fail { requeue: r.requeue };
+        let answer = self.token_call(&r.shard, r.token, call).await;
+        reply(path::QUEUE_FAIL, answer)
+    }
+
+    async fn queue_drain(
+        &self,
+        request: Request<proto::QueueDrainRequest>,
+    ) -> Result<Response<proto::QueueDrainResponse>, Status> {
+        let r = request.into_inner();
+        let answer = queues::drain_shard(&self.node, &r.shard)
+            .await
+            .map(|(shard, items)| proto::QueueDrainResponse {
+                shard: shard.to_string(),
+                items: items
+                    .into_iter()
+                    .map(|(origin, payload)| proto::DrainedItem {
+                        producer: origin.node.get(),
+                        request: origin.request,
+                        payload,
+                    })
+                    .collect(),
+            });
+        reply(path::QUEUE_DRAIN, answer.map_err(CallError::from))
+    }
+
+    async fn queue_restore(
+        &self,
+        request: Request<proto::QueueRestoreRequest>,
+    ) -> Result<Response<proto::QueueRestoreResponse>, Status> {
+        let r = request.into_inner();
+        let items = r
+            .items
+            .into_iter()
+            .map(|i| {
+                let origin = Origin {
+                    node: NodeId::new(i.producer),
+                    request: i.request,
+                };
+                (origin, i.payload)
+            })
+            .collect();
+        let answer = queues::restore_shard(&self.node, &r.shard, items)
+            .await
+            .map(|(shard, restored)| proto::QueueRestoreResponse {
+                shard: shard.to_string(),
+                restored: u64::try_from(restored).unwrap_or(u64::MAX),
+            });
+        reply(path::QUEUE_RESTORE, answer.map_err(CallError::from))
+    }
+
+    async fn list_queues(
+        &self,
+        _: Request<proto::ListQueuesRequest>,
+    ) -> Result<Response<proto::ListQueuesResponse>, Status> {
+        let answer = queues::queues_stats(&self.node).await.map(list_queues_of);
+        reply(path::LIST_QUEUES, answer.map_err(CallError::from))
+    }
+
+    async fn get_backpressure(
+        &self,
+        request: Request<proto::BackpressureRequest>,
+    ) -> Result<Response<proto::GetBackpressureResponse>, Status> {
+        let query = backpressure_query(request.into_inner());
+        let answer = queues::latest_backpressure(&self.node, &query)
+            .await
+            .map(|signal| proto::GetBackpressureResponse {
+                signal: signal.map(signal_proto),
+            });
+        reply(path::GET_BACKPRESSURE, answer.map_err(CallError::from))
+    }
+
+    type WatchBackpressureStream = SignalStream;
+
+    async fn watch_backpressure(
+        &self,
+        request: Request<proto::BackpressureRequest>,
+    ) -> Result<Response<SignalStream>, Status> {
+        let query = backpressure_query(request.into_inner());
+        let answer = queues::backpressure_changes(&self.node, query)
+            .await
+            .map(|changes| -> SignalStream { Box::pin(changes.map(|s| Ok(signal_proto(s)))) });
+        reply(path::WATCH_BACKPRESSURE, answer.map_err(CallError::from))
+    }
+}
+
+impl Methods {
+    /// A heartbeat, completion or failure: the answer or the refusal of its HTTP twin.
+    async fn token_call(
+        &self,
+        shard: &str,
+        token: Option<proto::OwnershipToken>,
+        call: TokenCall,
+    ) -> Result<proto::QueueTokenResponse, CallError> {
+        let token = token.ok_or(CallError::MissingField("token"))?;
+        let token = OwnershipToken {
+            item: ItemId::new(token.item),
+            attempt: token.attempt,
+            lease: LeaseId::new(token.lease),
+            fence: FencingToken::new(token.fence),
+        };
+        let (shard, token) = queues::token_call(&self.node, shard, token, call).await?;
+        Ok(proto::QueueTokenResponse {
+            shard: shard.to_string(),
+            token: Some(token_proto(token)),
+        })
+    }
 }
 
 impl Methods {
@@ -353,6 +527,74 @@ impl Methods {
             holder: self.node.id().get(),
             token: token.get(),
         }
+    }
+}
+
+/// An ownership token in its gRPC form.
+fn token_proto(t: OwnershipToken) -> proto::OwnershipToken {
+    proto::OwnershipToken {
+        item: t.item.get(),
+        attempt: t.attempt,
+        lease: t.lease.get(),
+        fence: t.fence.get(),
+    }
+}
+
+/// A backpressure signal in its gRPC form (the fields of its JSON twin).
+fn signal_proto(s: BackpressureJson) -> proto::BackpressureSignal {
+    proto::BackpressureSignal {
+        is_active: s.is_active,
+        pending_count: s.pending_count,
+        observed_at: s.observed_at,
+        high_watermark: s.high_watermark,
+        low_watermark: s.low_watermark,
+        shard: s.shard,
+        owner: s.owner,
+        fence: s.fence,
+    }
+}
+
+fn backpressure_query(r: proto::BackpressureRequest) -> BackpressureQuery {
+    BackpressureQuery {
+        queue: r.queue,
+        shard: r.shard,
+    }
+}
+
+/// `ListQueues` from what `GET /control/queues` answers.
+fn list_queues_of(q: QueuesResponse) -> proto::ListQueuesResponse {
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    proto::ListQueuesResponse {
+        node: q.node,
+        served: q
+            .served
+            .into_iter()
+            .map(|s| proto::ServedQueue {
+                shard: s.shard,
+                fence: s.fence,
+                recovering: s.recovering,
+                pending: count(s.pending),
+                active: count(s.active),
+                backpressure_active: s.backpressure_active,
+            })
+            .collect(),
+        counters: q
+            .counters
+            .into_iter()
+            .map(|(ns, c)| {
+                let counters = proto::QueueCounters {
+                    enqueued: c.enqueued,
+                    completed: c.completed,
+                    failed: c.failed,
+                    requeued: c.requeued,
+                    dead_lettered: c.dead_lettered,
+                    stale_refused: c.stale_refused,
+                };
+                (ns, counters)
+            })
+            .collect(),
+        replicas: count(q.replicas),
+        requests_in_flight: count(q.requests_in_flight),
     }
 }
 

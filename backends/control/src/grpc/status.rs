@@ -13,7 +13,10 @@ use thiserror::Error;
 use tonic::{Code, Status};
 
 use crate::membership::MembershipError;
+use crate::queues::QueueRefusal;
+use meshkit::queue::QueueError;
 use meshkit_runtime::driver::{DriverStopped, LeadershipError};
+use meshkit_runtime::queue_host::QueueCallError;
 
 /// The most of an HTTP error body read to build a gRPC message from it, in bytes.
 pub const MAX_ERROR_BODY_BYTES: usize = 4096;
@@ -41,6 +44,10 @@ pub enum CallError {
         /// [`MAX_PAGE`](crate::views::MAX_PAGE).
         max: usize,
     },
+    /// `INVALID_ARGUMENT`: a message field the call needs is absent (caller misuse; nothing
+    /// was done).
+    #[error("field `{0}` is required")]
+    MissingField(&'static str),
     /// `INVALID_ARGUMENT`: a transfer to node 0 (caller misuse; nothing was done).
     #[error("field `to`: expected a node id > 0")]
     ZeroTarget,
@@ -90,6 +97,18 @@ pub enum CallError {
     /// * `UNAVAILABLE`: the driver has stopped.
     #[error(transparent)]
     Membership(#[from] MembershipError),
+    /// A task-queue call refused, as its HTTP twin refuses it; the code depends on the variant:
+    ///
+    /// * `INVALID_ARGUMENT`: a shard number or name the queue does not have, a payload over the
+    ///   bound (nothing changed);
+    /// * `NOT_FOUND`: no such queue, item or shard queue, or no `[queues]` on the node;
+    /// * `ABORTED`: a stale ownership token (the item is another's now: stop working on it);
+    /// * `UNAVAILABLE`: no owner known, the owner rebuilding, a request that found the old
+    ///   owner, the driver stopped (retry shortly);
+    /// * `RESOURCE_EXHAUSTED`: the queue is full, or too many requests are in flight;
+    /// * `DEADLINE_EXCEEDED`: no answer in time (the call may have been applied).
+    #[error(transparent)]
+    Queue(#[from] QueueRefusal),
 }
 
 impl From<DriverStopped> for CallError {
@@ -103,12 +122,14 @@ impl CallError {
     pub fn code(&self) -> Code {
         match self {
             Self::InvalidScope { .. }
+            | Self::MissingField(_)
             | Self::ZeroTarget
             | Self::UnknownState(_)
             | Self::PageSize { .. } => Code::InvalidArgument,
             Self::UnknownService(_) => Code::NotFound,
             Self::ForeignFeed { .. } => Code::OutOfRange,
             Self::Lagged { .. } => Code::ResourceExhausted,
+            Self::Queue(e) => queue_code(e),
             Self::Membership(e) => match e {
                 MembershipError::BadField(_)
                 | MembershipError::ForceLeave(ForceLeaveError::OwnNode { .. }) => {
@@ -148,6 +169,31 @@ impl CallError {
         let code = self.code();
         tracing::debug!(method, ?code, error = %self, "gRPC call failed");
         Status::new(code, self.to_string())
+    }
+}
+
+fn queue_code(error: &QueueRefusal) -> Code {
+    match error {
+        QueueRefusal::ShardOutOfRange { .. } | QueueRefusal::BadShard { .. } => {
+            Code::InvalidArgument
+        }
+        QueueRefusal::UnknownQueue { .. } => Code::NotFound,
+        QueueRefusal::Call(QueueCallError::Disabled) => Code::NotFound,
+        QueueRefusal::Call(QueueCallError::Stopped(_)) => Code::Unavailable,
+        QueueRefusal::Call(QueueCallError::Queue(q)) => match q {
+            QueueError::StaleFence { .. } | QueueError::StaleLease { .. } => Code::Aborted,
+            QueueError::UnknownItem { .. } | QueueError::UnknownShard | QueueError::NoQueues => {
+                Code::NotFound
+            }
+            QueueError::PayloadTooLarge { .. } => Code::InvalidArgument,
+            QueueError::Full { .. } | QueueError::Overloaded { .. } => Code::ResourceExhausted,
+            QueueError::NotOwner { .. } | QueueError::NoOwner | QueueError::Recovering => {
+                Code::Unavailable
+            }
+            QueueError::TimedOut => Code::DeadlineExceeded,
+            _ => Code::Internal,
+        },
+        _ => Code::Internal,
     }
 }
 
