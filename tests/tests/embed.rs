@@ -115,3 +115,51 @@ async fn nodes_built_in_code_join_lead_and_serve_their_control_api_from_the_serv
     second.stop().await;
     first.stop().await;
 }
+
+/// Compose and Kubernetes name their nodes, not their IPs: a seed written as a name joins once
+/// it resolves, a seed that does not resolve (yet) holds nothing up, and an advertised name is
+/// what the other members dial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeds_and_the_advertised_address_may_be_host_names() {
+    use meshkit_node::net::peer_addr::PeerAddr;
+
+    let dir = TempDir::new("embed-names");
+    let bundle = meshkit_node::certs::write_dev_bundle(dir.path(), 2).expect("certificates");
+    let builder = |i: usize| {
+        let files = &bundle.nodes[i];
+        NodeConfig::builder(files.id.get()).identity(&files.cert, &files.key, &bundle.ca)
+    };
+    let first = builder(0).start().await.expect("node 1 starts");
+    let name = |port: u16| format!("localhost:{port}").parse::<PeerAddr>().unwrap();
+    // A port for node 2 that is free now, so that it can advertise it by name.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port();
+    // Bound to every address, so only the advertised name can tell peers where to dial.
+    let second = builder(1)
+        .listen(SocketAddr::from(([0, 0, 0, 0], port)))
+        .advertise(name(port))
+        // `.invalid` never resolves (RFC 2606): retried in the background, no error at start.
+        .seed(3, "meshkit-3.invalid:7001".parse::<PeerAddr>().unwrap())
+        .seed(1, name(first.gossip_addr().port()))
+        .start()
+        .await
+        .expect("node 2 starts with named seeds");
+
+    let want = SocketAddr::from(([127, 0, 0, 1], port));
+    let sees_second = common::eventually(LIMIT, || async {
+        first.handle().snapshot().await.is_ok_and(|s| {
+            s.peer(second.id()).is_some_and(|p| {
+                p.state == meshkit::membership::MemberState::Alive && p.addr == Some(want)
+            })
+        })
+    })
+    .await;
+    assert!(
+        sees_second,
+        "node 1 never saw node 2 alive at its advertised name's address {want}"
+    );
+    second.stop().await;
+    first.stop().await;
+}

@@ -13,6 +13,8 @@
 //!   [`reload`]: reading them again when their files change, without a restart;
 //!   [`tls_stats`]: reloads and refused handshakes, counted and logged.
 //! * [`log_limit`]: a rate limit for log lines that peers or anonymous clients can cause.
+//! * [`peer_addr`]: a peer's address as written in a configuration, an IP or a host name
+//!   resolved when needed (compose and Kubernetes name their nodes, not their IPs).
 //!
 //! The crypto provider is ring, and only ring: configurations are built with
 //! [`tls::crypto_provider`] explicitly.
@@ -20,6 +22,7 @@
 pub mod certs;
 pub mod clock;
 pub mod log_limit;
+pub mod peer_addr;
 pub mod reload;
 pub mod tls;
 pub mod tls_stats;

@@ -3,8 +3,10 @@
 //! ```toml
 //! id = 1                          # this node's id; its certificate must name node-1
 //! listen = "127.0.0.1:7001"       # UDP address of the QUIC transport (port 0: any free port)
-//! advertise = "127.0.0.1:7001"    # optional: the address peers dial (default: the bound one)
-//! seeds = ["2@127.0.0.1:7002"]    # optional: id@host:port of nodes to join through
+//! advertise = "127.0.0.1:7001"    # optional: the address peers dial (default: the bound one);
+//!                                 # a host name (meshkit-1:7001) is resolved once at start
+//! seeds = ["2@127.0.0.1:7002"]    # optional: id@ip:port or id@name:port of nodes to join
+//!                                 # through; a name is resolved until it answers (compose, k8s)
 //! profile = "lan"                 # optional: lan (default), wan or memberlist
 //! control = "127.0.0.1:8001"      # optional: control API, TLS on TCP and HTTP/3 on UDP, one port
 //!
@@ -99,9 +101,9 @@ use thiserror::Error;
 use meshkit::diag::fault::MAX_FAULT_DURATION;
 use meshkit_control::admission::ConnectionLimits;
 use meshkit_control::auth::{AccessConfig, AccessConfigError, RawAccessConfig};
+use meshkit_net::peer_addr::PeerAddr;
 use meshkit_net::tls::{TlsError, TlsFiles, TlsIdentity};
 use meshkit_runtime::chaos_host::{ChaosConfig, DEFAULT_MAX_DURATION, KIND_NAMES};
-use meshkit_runtime::driver::SeedPeer;
 use meshkit_runtime::lease_host::LeadershipConfig;
 use meshkit_runtime::queue_host::QueuesConfig;
 
@@ -352,8 +354,8 @@ pub enum PathProblem {
 pub struct NodeConfig {
     id: NodeId,
     listen: SocketAddr,
-    advertise: Option<SocketAddr>,
-    seeds: Vec<SeedPeer>,
+    advertise: Option<PeerAddr>,
+    seeds: Vec<Seed>,
     control: Option<SocketAddr>,
     control_limits: ConnectionLimits,
     rng_seed: Option<u64>,
@@ -462,12 +464,12 @@ impl NodeConfig {
     pub fn listen(&self) -> SocketAddr {
         self.listen
     }
-    /// The address peers dial, if set apart from the bound one.
-    pub fn advertise(&self) -> Option<SocketAddr> {
-        self.advertise
+    /// The address peers dial, if set apart from the bound one (a name is resolved at start).
+    pub fn advertise(&self) -> Option<&PeerAddr> {
+        self.advertise.as_ref()
     }
     /// Nodes to join through.
-    pub fn seeds(&self) -> &[SeedPeer] {
+    pub fn seeds(&self) -> &[Seed] {
         &self.seeds
     }
     /// The address of the control endpoint (TCP and UDP, one port number), if any.
@@ -519,17 +521,18 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
         let advertise = raw
             .advertise
             .as_deref()
-            .map(|a| socket_addr("advertise", a))
+            .map(|a| {
+                a.parse::<PeerAddr>()
+                    .ok()
+                    .filter(|p| p.socket_addr().is_none_or(|s| !s.ip().is_unspecified()))
+                    .ok_or_else(|| NodeConfigError::Invalid {
+                        key: "advertise".to_owned(),
+                        value: a.to_owned(),
+                        expected: "an address peers can dial: a specific IP or a host name, \
+                                   and a non-zero port (10.0.0.5:7001, meshkit-1:7001)",
+                    })
+            })
             .transpose()?;
-        if let Some(a) = advertise
-            && (a.ip().is_unspecified() || a.port() == 0)
-        {
-            return Err(NodeConfigError::Invalid {
-                key: "advertise".to_owned(),
-                value: a.to_string(),
-                expected: "an address peers can dial: a specific IP and a non-zero port",
-            });
-        }
         if advertise.is_none() && listen.ip().is_unspecified() {
             return Err(NodeConfigError::Invalid {
                 key: "advertise".to_owned(),
@@ -541,7 +544,7 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
             .seeds
             .iter()
             .enumerate()
-            .map(|(i, s)| SeedPeer::parse(s).ok_or_else(|| seed_error(i, s)))
+            .map(|(i, s)| Seed::parse(s).ok_or_else(|| seed_error(i, s)))
             .collect::<Result<Vec<_>, _>>()?;
         for (i, seed) in seeds.iter().enumerate() {
             if seed.id.get() == 0 || seeds[..i].iter().any(|s| s.id == seed.id) {
@@ -1009,11 +1012,31 @@ fn check_file(key: &'static str, file: &Path) -> Result<(), NodeConfigError> {
     probe_write(parent).map_err(|e| fail(PathProblem::NotWritable(e)))
 }
 
+/// A node to join through: its id, and where it gossips.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seed {
+    /// The seed's node id (its certificate must name it).
+    pub id: NodeId,
+    /// Its gossip address: an IP, or a name the node resolves until it answers.
+    pub addr: PeerAddr,
+}
+
+impl Seed {
+    /// Parses `id@ip:port` or `id@name:port`; `None` when it is neither.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (id, addr) = text.split_once('@')?;
+        Some(Self {
+            id: NodeId::new(id.trim().parse().ok()?),
+            addr: addr.parse().ok()?,
+        })
+    }
+}
+
 fn seed_error(index: usize, value: &str) -> NodeConfigError {
     NodeConfigError::Invalid {
         key: format!("seeds[{index}]"),
         value: value.to_owned(),
-        expected: "id@ip:port, such as 2@127.0.0.1:7002",
+        expected: "id@ip:port or id@name:port, such as 2@127.0.0.1:7002 or 2@meshkit-2:7001",
     }
 }
 
@@ -1031,7 +1054,8 @@ fn seed_error(index: usize, value: &str) -> NodeConfigError {
 ///     .identity("certs/node-1.pem", "certs/node-1.key", "certs/ca.pem")
 ///     .listen("127.0.0.1:7001".parse()?)
 ///     .control("127.0.0.1:8001".parse()?)
-///     .seed(2, "127.0.0.1:7002".parse()?)
+///     .seed(2, "127.0.0.1:7002".parse::<std::net::SocketAddr>()?)
+///     .seed(3, "meshkit-3:7001".parse::<meshkit_node::net::peer_addr::PeerAddr>()?)
 ///     .voters([1, 2, 3])
 ///     .campaign("global-control")
 ///     .data_dir("raft")
@@ -1111,9 +1135,10 @@ impl NodeConfigBuilder {
         self
     }
 
-    /// `advertise`: the address peers dial, when it is not the bound one.
-    pub fn advertise(mut self, addr: SocketAddr) -> Self {
-        self.raw.advertise = Some(addr.to_string());
+    /// `advertise`: the address peers dial, when it is not the bound one (an IP, or a host
+    /// name resolved at start: `"meshkit-1:7001".parse::<PeerAddr>()?`).
+    pub fn advertise(mut self, addr: impl Into<PeerAddr>) -> Self {
+        self.raw.advertise = Some(addr.into().to_string());
         self
     }
 
@@ -1123,8 +1148,10 @@ impl NodeConfigBuilder {
         self
     }
 
-    /// `seeds`: adds node `id`, gossiping at `addr`, to join through.
-    pub fn seed(mut self, id: u64, addr: SocketAddr) -> Self {
+    /// `seeds`: adds node `id`, gossiping at `addr` (an IP, or a host name resolved until it
+    /// answers), to join through.
+    pub fn seed(mut self, id: u64, addr: impl Into<PeerAddr>) -> Self {
+        let addr = addr.into();
         self.raw.seeds.push(format!("{id}@{addr}"));
         self
     }
@@ -1265,6 +1292,24 @@ mod tests {
     }
 
     const TLS: &str = "[tls]\ncert = \"a.pem\"\nkey = \"a.key\"\nca = \"ca.pem\"\n";
+
+    #[test]
+    fn names_are_kept_to_be_resolved_by_the_node() {
+        let c = parse(&format!(
+            "id = 1\nlisten = \"0.0.0.0:7001\"\nadvertise = \"meshkit-1:7001\"\n\
+             seeds = [\"2@meshkit-2.meshkit.svc:7001\", \"3@10.0.0.3:7001\"]\n{TLS}"
+        ))
+        .expect("names need no resolution to validate");
+        assert_eq!(
+            c.advertise().map(ToString::to_string).as_deref(),
+            Some("meshkit-1:7001")
+        );
+        assert_eq!(c.seeds()[0].addr.socket_addr(), None);
+        assert_eq!(
+            c.seeds()[1].addr.socket_addr(),
+            Some("10.0.0.3:7001".parse().unwrap())
+        );
+    }
 
     #[test]
     fn good_file_parses() {
@@ -1638,6 +1683,23 @@ mod tests {
                 format!("{base}seeds = [\"2@127.0.0.1:7002\", \"2@127.0.0.1:7003\"]\n{TLS}"),
                 "seeds[1]",
             ),
+            // Names: host name syntax, a port, and an advertised address peers can dial.
+            (
+                format!("{base}seeds = [\"2@meshkit_2:7001\"]\n{TLS}"),
+                "seeds[0]",
+            ),
+            (
+                format!("{base}seeds = [\"2@meshkit-2\"]\n{TLS}"),
+                "seeds[0]",
+            ),
+            (
+                format!("{base}advertise = \"meshkit-1\"\n{TLS}"),
+                "advertise",
+            ),
+            (
+                format!("{base}advertise = \"0.0.0.0:7001\"\n{TLS}"),
+                "advertise",
+            ),
             (
                 format!("{base}control = \"127.0.0.1:7001\"\n{TLS}"),
                 "control",
@@ -1689,7 +1751,7 @@ mod tests {
             .identity("a.pem", "a.key", "ca.pem")
             .listen("127.0.0.1:7001".parse().unwrap())
             .control("127.0.0.1:8001".parse().unwrap())
-            .seed(2, "127.0.0.1:7002".parse().unwrap())
+            .seed(2, "127.0.0.1:7002".parse::<SocketAddr>().unwrap())
             .metadata("cluster", "eu-1")
             .voters([1, 2, 3])
             .campaign("global-control")

@@ -55,6 +55,9 @@ pub enum StartError {
     /// The task queues could not start (unusable checkpoint files).
     #[error(transparent)]
     Queues(#[from] meshkit_runtime::queue_host::QueueStartError),
+    /// The advertised host name did not resolve (to an address peers can dial).
+    #[error("key `advertise`: {0}")]
+    Advertise(#[source] meshkit_net::peer_addr::ResolveError),
     /// The transport's bound address could not be read.
     #[error("local address of the transport: {0}")]
     LocalAddr(std::io::Error),
@@ -298,6 +301,15 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
             (TlsSource::fixed(identity), None)
         }
     };
+    // A name is resolved before anything binds, so a typo leaves nothing running.
+    let advertised = match config.advertise() {
+        Some(addr) => Some(
+            addr.resolve(Some(config.listen().ip()))
+                .await
+                .map_err(StartError::Advertise)?,
+        ),
+        None => None,
+    };
     let transport = QuicTransport::bind_with(
         tls.clone(),
         config.listen(),
@@ -309,7 +321,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
     // costs one atomic load (docs/benchmarks.md, "Chaos transport").
     let chaos = ChaosEffects::default();
     let transport = ChaosTransport::new(transport, config.id(), chaos.links.clone());
-    let advertise = config.advertise().unwrap_or(bound);
+    let advertise = advertised.unwrap_or(bound);
     // Bound before the driver starts, so a taken control port leaves nothing running.
     let control_server = match config.control() {
         Some(addr) => Some((
@@ -394,10 +406,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
         }
         None => (None, None),
     };
-    if !config.seeds().is_empty() {
-        // The driver was just spawned and holds the receiver: this cannot fail.
-        let _ = handle.join(config.seeds().to_vec()).await;
-    }
+    seeds::join(&handle, config.seeds(), bound.ip()).await;
     tracing::info!(id = %config.id(), gossip = %bound, control = ?control_addr, "node started");
     Ok(RunningNode {
         handle,
@@ -552,5 +561,100 @@ mod tests {
         handle.shutdown().await.expect("the driver runs");
         supervisor.await.expect("the supervisor ends");
         assert_eq!(*exit.borrow_and_update(), Some(DriverExit::Stopped));
+    }
+}
+
+/// Joining through seeds written as addresses or as names.
+mod seeds {
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    use meshkit_runtime::driver::{NodeHandle, SeedPeer};
+
+    use crate::config::Seed;
+
+    /// The first wait before a name that did not resolve is asked again; it doubles up to
+    /// [`RETRY_MAX`].
+    const RETRY_FIRST: Duration = Duration::from_millis(250);
+    /// The longest wait between two attempts.
+    const RETRY_MAX: Duration = Duration::from_secs(5);
+    /// How long names are retried. Containers and pods start in any order and a name appears
+    /// in DNS only once its container runs, so a name that does not resolve yet is not an
+    /// error at start; ten minutes covers a slow rollout, and a node already in the mesh
+    /// (joined through another seed, or joined by others) needs none of them.
+    const RETRY_FOR: Duration = Duration::from_secs(600);
+
+    /// Joins through the seeds written as addresses now, and through those written as names
+    /// as each resolves (a task that ends when all did, when [`RETRY_FOR`] has passed, or when
+    /// the node stops). `family` is the transport's: a name is resolved to an address of it.
+    pub(super) async fn join(handle: &NodeHandle, seeds: &[Seed], family: IpAddr) {
+        let (ready, named): (Vec<&Seed>, Vec<&Seed>) =
+            seeds.iter().partition(|s| s.addr.socket_addr().is_some());
+        let ready: Vec<SeedPeer> = ready
+            .iter()
+            .filter_map(|s| {
+                Some(SeedPeer {
+                    id: s.id,
+                    addr: s.addr.socket_addr()?,
+                })
+            })
+            .collect();
+        if !ready.is_empty() {
+            // The driver was just spawned and holds the receiver: this cannot fail.
+            let _ = handle.join(ready).await;
+        }
+        if !named.is_empty() {
+            let named: Vec<Seed> = named.into_iter().cloned().collect();
+            tokio::spawn(resolve_and_join(handle.clone(), named, family));
+        }
+    }
+
+    async fn resolve_and_join(handle: NodeHandle, mut pending: Vec<Seed>, family: IpAddr) {
+        let give_up = tokio::time::Instant::now() + RETRY_FOR;
+        let mut wait = RETRY_FIRST;
+        let mut first_attempt = true;
+        loop {
+            let mut resolved = Vec::new();
+            let mut unresolved = Vec::new();
+            for seed in pending {
+                match seed.addr.resolve(Some(family)).await {
+                    Ok(addr) => {
+                        tracing::info!(seed = %seed.id, name = %seed.addr, %addr, "seed resolved");
+                        resolved.push(SeedPeer { id: seed.id, addr });
+                    }
+                    Err(error) => {
+                        // The first failure says why at warn, the retries at debug: a rollout
+                        // that takes minutes does not fill the log.
+                        if first_attempt {
+                            tracing::warn!(seed = %seed.id, %error, "seed does not resolve yet; retrying");
+                        } else {
+                            tracing::debug!(seed = %seed.id, %error, "seed does not resolve yet");
+                        }
+                        unresolved.push(seed);
+                    }
+                }
+            }
+            first_attempt = false;
+            if !resolved.is_empty() && handle.join(resolved).await.is_err() {
+                return; // the node stopped
+            }
+            if unresolved.is_empty() {
+                return;
+            }
+            if tokio::time::Instant::now() + wait > give_up {
+                let names: Vec<String> = unresolved
+                    .iter()
+                    .map(|s| format!("{}@{}", s.id, s.addr))
+                    .collect();
+                tracing::warn!(seeds = ?names, "seeds did not resolve in {RETRY_FOR:?}; no longer tried");
+                return;
+            }
+            pending = unresolved;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = handle.stopped() => return,
+            }
+            wait = (wait * 2).min(RETRY_MAX);
+        }
     }
 }

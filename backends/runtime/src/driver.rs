@@ -783,6 +783,11 @@ impl NodeHandle {
         rx.await.map_err(|_| DriverStopped)
     }
 
+    /// Completes once the driver has stopped (for tasks beside it that should end with it).
+    pub async fn stopped(&self) {
+        self.commands.closed().await;
+    }
+
     /// Stops the driver (without leaving: to peers this looks like a crash).
     pub async fn shutdown(&self) -> Result<(), DriverStopped> {
         self.send(Command::Shutdown).await
