@@ -330,7 +330,8 @@ pub struct ChaosTransport<T> {
     /// Inbound messages ready now (duplicates, released holds), delivered first.
     ready: VecDeque<Received>,
     seq: u64,
-    timer: Pin<Box<Sleep>>,
+    /// Made on first use, so that a wrapper can be built outside a tokio runtime.
+    timer: Option<Pin<Box<Sleep>>>,
     timer_at: Option<Instant>,
 }
 
@@ -348,7 +349,7 @@ impl<T: Transport> ChaosTransport<T> {
             held: BinaryHeap::new(),
             ready: VecDeque::new(),
             seq: 0,
-            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            timer: None,
             timer_at: None,
         }
     }
@@ -477,11 +478,14 @@ impl<T: Transport> ChaosTransport<T> {
             self.timer_at = None;
             return;
         };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(next)));
         if self.timer_at != Some(next) {
             self.timer_at = Some(next);
-            self.timer.as_mut().reset(next);
+            timer.as_mut().reset(next);
         }
-        if self.timer.as_mut().poll(cx).is_ready() {
+        if timer.as_mut().poll(cx).is_ready() {
             // Due already: the caller goes round again.
             self.timer_at = None;
             cx.waker().wake_by_ref();

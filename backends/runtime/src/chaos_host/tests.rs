@@ -360,3 +360,253 @@ fn outside_the_radius_nothing_is_applied_and_surges_are_refused() {
     ));
     assert_eq!(h.experiments(Instant::ZERO).len(), 1);
 }
+
+/// Three drivers over the in-memory network, each behind a chaos wrapper with `[chaos]` on:
+/// what a real node's transport and driver do with an experiment.
+mod mesh {
+    use std::future::Future;
+    use std::net::SocketAddr;
+    use std::time::Duration as StdDuration;
+
+    use meshkit::config::RawConfig;
+    use meshkit_net::clock::{Clock, SystemClock};
+    use meshkit_net::transport::chaos::ChaosTransport;
+    use meshkit_net::transport::memory::MemoryNetwork;
+
+    use super::*;
+    use crate::driver::{Driver, NodeHandle, SeedPeer};
+
+    fn fast_config() -> Config {
+        let raw: RawConfig = toml::from_str(
+            "probe_interval = \"200ms\"\nprobe_timeout = \"100ms\"\ngossip_interval = \"50ms\"\n",
+        )
+        .expect("valid overrides");
+        Config::try_from(raw).expect("valid overrides")
+    }
+
+    fn spawn(
+        network: &MemoryNetwork,
+        raw_id: u64,
+        config: ChaosConfig,
+    ) -> (NodeHandle, ChaosEffects) {
+        let id = NodeId::new(raw_id);
+        let node = Node::new(
+            fast_config(),
+            id,
+            Incarnation::new(1),
+            raw_id,
+            SystemClock.now(),
+        );
+        let effects = ChaosEffects::default();
+        let transport = ChaosTransport::new(network.attach(id), id, effects.links.clone());
+        let (driver, handle) = Driver::new(node, transport, SystemClock);
+        tokio::spawn(driver.with_chaos(config, effects.clone()));
+        (handle, effects)
+    }
+
+    async fn eventually<F, Fut>(limit: StdDuration, mut check: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let step = StdDuration::from_millis(20);
+        let deadline = tokio::time::Instant::now() + limit;
+        for _ in 0..(limit.as_millis() / step.as_millis()) + 1 {
+            if check().await {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(step).await;
+        }
+        false
+    }
+
+    async fn all_alive(nodes: &[NodeHandle]) -> bool {
+        for node in nodes {
+            if node.snapshot().await.unwrap().count(MemberState::Alive) != nodes.len() {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn mesh(config: &ChaosConfig) -> (Vec<NodeHandle>, Vec<ChaosEffects>) {
+        let network = MemoryNetwork::new();
+        let (nodes, effects): (Vec<_>, Vec<_>) =
+            (1..=3).map(|i| spawn(&network, i, config.clone())).unzip();
+        let seed = SeedPeer {
+            id: NodeId::new(1),
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+        };
+        for node in &nodes[1..] {
+            node.join(vec![seed]).await.unwrap();
+        }
+        assert!(
+            eventually(StdDuration::from_secs(5), || all_alive(&nodes)).await,
+            "the drivers did not converge within 5 s"
+        );
+        (nodes, effects)
+    }
+
+    /// A two-way partition of node 3 from the others, applied on every node with one id: each
+    /// side stops seeing the other alive; nobody calls abort, yet every node reverts at its
+    /// deadline (its own timer) and the view converges again, which each node measures.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partition_isolates_and_heals_by_itself_at_the_deadline() {
+        let config = enabled(&["partition"]);
+        let (nodes, effects) = mesh(&config).await;
+        let plan = FaultPlan::new(
+            FaultKind::Partition {
+                shape: PartitionShape::One,
+                direction: PartitionDirection::TwoWay,
+            },
+            Selector::Indices(vec![2]),
+            Duration::from_secs(3),
+        )
+        .unwrap();
+        let view = nodes[0].chaos_view().await.unwrap();
+        assert_eq!(view.members().len(), 3);
+        let radius = resolve(&plan, &view).unwrap();
+        assert_eq!(radius.groups[0], [NodeId::new(3)]);
+        for node in &nodes {
+            let status = node
+                .chaos_apply(experiment(1), plan.clone(), radius.clone())
+                .await
+                .unwrap();
+            assert_eq!(status.phase, "active");
+            assert!(status.applied_here);
+        }
+        let not_alive = |node: &NodeHandle, peer: u64| {
+            let node = node.clone();
+            async move {
+                node.snapshot()
+                    .await
+                    .unwrap()
+                    .peer(NodeId::new(peer))
+                    .is_some_and(|p| p.state != MemberState::Alive)
+            }
+        };
+        let split = eventually(StdDuration::from_secs(3), || async {
+            not_alive(&nodes[0], 3).await
+                && not_alive(&nodes[1], 3).await
+                && not_alive(&nodes[2], 1).await
+                && not_alive(&nodes[2], 2).await
+        })
+        .await;
+        assert!(
+            split,
+            "the two sides did not suspect each other within the 3 s partition"
+        );
+        assert!(effects.iter().all(|e| e.links.counts().dropped > 0));
+
+        // Nobody calls abort: each node's own deadline reverts it.
+        let reverted = eventually(StdDuration::from_secs(5), || async {
+            for node in &nodes {
+                let list = node.chaos_experiments().await.unwrap();
+                if list[0].end_reason.as_deref() != Some("deadline") {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        assert!(reverted, "not every node reverted at its deadline");
+        assert!(effects.iter().all(|e| e.links.rules().is_empty()));
+        assert!(
+            eventually(StdDuration::from_secs(20), || all_alive(&nodes)).await,
+            "the mesh did not heal within 20 s of the revert"
+        );
+        // The recovery is measured once the view has converged.
+        let measured = eventually(StdDuration::from_secs(2), || async {
+            let mut all = true;
+            for node in &nodes {
+                all &= node.snapshot().await.unwrap().chaos.recovery.count == 1;
+            }
+            all
+        })
+        .await;
+        assert!(measured, "every node measures its recovery once");
+        let s = nodes[0].snapshot().await.unwrap();
+        assert_eq!(s.chaos.reverts.get(&("partition", "deadline")), Some(&1));
+        assert_eq!(s.chaos.activations.get("partition"), Some(&1));
+    }
+
+    /// A pause holds the driver: its peers stop hearing from it, it answers chaos calls, and
+    /// it runs again at the deadline. The kill switch through the handle reverts the pause and
+    /// refuses new experiments until re-armed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pause_holds_the_node_and_the_kill_switch_releases_it() {
+        let config = enabled(&["pause", "partition"]);
+        let (nodes, _effects) = mesh(&config).await;
+        let plan = FaultPlan::new(
+            FaultKind::Pause {},
+            Selector::Indices(vec![2]),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let radius = resolve(&plan, &nodes[0].chaos_view().await.unwrap()).unwrap();
+        nodes[2]
+            .chaos_apply(experiment(1), plan, radius)
+            .await
+            .unwrap();
+        let suspected = eventually(StdDuration::from_secs(5), || async {
+            nodes[0]
+                .snapshot()
+                .await
+                .unwrap()
+                .peer(NodeId::new(3))
+                .is_some_and(|p| p.state != MemberState::Alive)
+        })
+        .await;
+        assert!(suspected, "the paused node was not suspected within 5 s");
+        // Paused, it still answers the chaos calls: the kill switch reaches it.
+        assert_eq!(nodes[2].chaos_kill_switch().await.unwrap(), 1);
+        let (partition, partition_radius) = {
+            let plan = FaultPlan::new(
+                FaultKind::Partition {
+                    shape: PartitionShape::One,
+                    direction: PartitionDirection::TwoWay,
+                },
+                Selector::Indices(vec![2]),
+                Duration::from_secs(3),
+            )
+            .unwrap();
+            let radius = resolve(&plan, &nodes[0].chaos_view().await.unwrap()).unwrap();
+            (plan, radius)
+        };
+        assert_eq!(
+            nodes[2]
+                .chaos_apply(experiment(2), partition.clone(), partition_radius.clone())
+                .await,
+            Err(ChaosError::KillSwitchEngaged)
+        );
+        assert!(nodes[2].snapshot().await.unwrap().chaos.kill_switch_engaged);
+        assert!(
+            eventually(StdDuration::from_secs(20), || all_alive(&nodes)).await,
+            "the mesh did not heal within 20 s of the kill switch"
+        );
+        nodes[2].chaos_rearm().await.unwrap();
+        assert!(
+            nodes[2]
+                .chaos_apply(experiment(2), partition, partition_radius)
+                .await
+                .is_ok()
+        );
+    }
+
+    /// Chaos off: a node refuses every experiment and its wrapper holds no rule.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chaos_off_refuses_through_the_handle() {
+        let network = MemoryNetwork::new();
+        let (node, effects) = spawn(&network, 1, ChaosConfig::default());
+        let (plan, radius) = partition(30);
+        assert_eq!(
+            node.chaos_apply(experiment(1), plan, radius).await,
+            Err(ChaosError::Disabled)
+        );
+        assert!(node.chaos_experiments().await.unwrap().is_empty());
+        assert!(effects.links.rules().is_empty());
+    }
+}
