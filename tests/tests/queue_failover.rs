@@ -19,8 +19,8 @@ use common::daemon::{Daemon, start};
 use common::{MeshctlAs, TempDir, client, run_bounded, token, write_config_with};
 use meshkit_node::client::{Client, ClientConfig, Protocols};
 use meshkit_node::control::queues::{
-    EnqueueRequest, EnqueueResponse, LeaseHealthResponse, LeaseRequest, LeaseResponse,
-    QueuesResponse, TokenRequest,
+    CheckpointsResponse, EnqueueRequest, EnqueueResponse, LeaseHealthResponse, LeaseRequest,
+    LeaseResponse, QueueDrainResponse, QueueRestoreResponse, QueuesResponse, TokenRequest,
 };
 use meshkit_node::permission::Permission;
 
@@ -40,6 +40,20 @@ fn config(id: u64) -> String {
 }
 
 fn start_daemons(dir: &Path) -> BTreeMap<u64, Daemon> {
+    start_daemons_with(dir, config)
+}
+
+/// [`config`] with each voter's Raft log in its own directory too: a restarted node comes back
+/// with its log as well as its checkpoints.
+fn durable_config(id: u64) -> String {
+    config(id).replacen(
+        "[leadership]\n",
+        &format!("[leadership]\ndata_dir = \"raft-{id}\"\n"),
+        1,
+    )
+}
+
+fn start_daemons_with(dir: &Path, config: fn(u64) -> String) -> BTreeMap<u64, Daemon> {
     let (ca, files) = meshkit_node::certs::write_dev_certs(dir, 3).expect("certificates");
     let mut daemons: BTreeMap<u64, Daemon> = BTreeMap::new();
     for f in &files {
@@ -295,4 +309,254 @@ async fn acknowledged_items_are_completed_once_across_a_kill_of_their_owner() {
         lost.is_empty(),
         "acknowledged and never completed: {lost:?}"
     );
+}
+
+/// Enqueues `payload` on shard `shard` through `daemon` until it acknowledges (503: routing).
+async fn enqueue_on(client: &Client, daemon: &Daemon, shard: u32, payload: &str) -> ItemKey {
+    let request = EnqueueRequest {
+        queue: "jobs".to_owned(),
+        shard: Some(shard),
+        payload: payload.to_owned(),
+    };
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = client
+            .post_json(&daemon.control, "/control/queue/enqueue", &request)
+            .await
+        {
+            if r.status == 200 {
+                let ack: EnqueueResponse = serde_json::from_str(&r.body).expect("an answer");
+                return (ack.shard, ack.item);
+            }
+            assert_eq!(r.status, 503, "enqueue refused: {}", r.body);
+        }
+        assert!(started.elapsed() < LIMIT, "{payload} never acknowledged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Where `shard` lives: its owner and its one replica, once the owner names a replica.
+async fn owner_and_replica(
+    client: &Client,
+    daemons: &BTreeMap<u64, Daemon>,
+    shard: &str,
+) -> (u64, u64) {
+    let started = Instant::now();
+    while started.elapsed() < LIMIT {
+        for (id, d) in daemons {
+            let Ok(r) = client
+                .get(&d.control, "/control/replication/checkpoints")
+                .await
+            else {
+                continue;
+            };
+            let Ok(c) = serde_json::from_str::<CheckpointsResponse>(&r.body) else {
+                continue;
+            };
+            if let Some(source) = c.sources.iter().find(|s| s.shard == shard)
+                && let [replica] = source.replicas.as_slice()
+            {
+                return (*id, replica.node);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no owner of {shard} named its replica within {LIMIT:?}");
+}
+
+/// The copy of `shard` a node holds as a replica (its checkpoint): the sequence number it
+/// holds, and how many items.
+async fn copies(client: &Client, daemon: &Daemon, shard: &str) -> Option<(u64, usize)> {
+    let r = client
+        .get(&daemon.control, "/control/replication/checkpoints")
+        .await
+        .ok()?;
+    let c: CheckpointsResponse = serde_json::from_str(&r.body).ok()?;
+    c.checkpoints
+        .iter()
+        .find(|c| c.shard == shard)
+        .map(|c| (c.sequence_number, c.items))
+}
+
+/// Restarts node `id` on its configuration, its seeds rewritten to a running node (the gossip
+/// ports changed with the kills).
+fn restart(dir: &Path, daemons: &mut BTreeMap<u64, Daemon>, id: u64) {
+    let (other, seed) = daemons
+        .iter()
+        .next()
+        .map(|(o, d)| (*o, d.gossip))
+        .expect("a running node");
+    let path = dir.join(format!("node-{id}.toml"));
+    let text = std::fs::read_to_string(&path).expect("its configuration");
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("seeds = ") {
+                format!("seeds = [\"{other}@{seed}\"]\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&path, text).expect("rewrite its seeds");
+    daemons.insert(id, start(&path));
+}
+
+/// The replica of a shard is killed (SIGKILL), then at once its owner: the only copy of the
+/// shard's acknowledged items left is the replica's checkpoint file (the third node never held
+/// the shard). The replica restarts from its files, and the shard's next owner rebuilds the
+/// queue from that copy: every acknowledged item is completed exactly once, and none of those
+/// completed before the kills runs again. Then `meshctl queue drain` and `restore` on the new
+/// owner take pending items out and put the same items back, and they complete too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restarted_from_its_checkpoint_file_brings_back_what_only_it_held() {
+    let dir = TempDir::new("queue-replica-restart");
+    let mut daemons = start_daemons_with(dir.path(), durable_config);
+    let client = client(dir.path(), Protocols::TcpOnly);
+    wait_served(&client, &daemons).await;
+    let shard = "shard/jobs/0";
+    let (owner, replica) = owner_and_replica(&client, &daemons, shard).await;
+    let third = *daemons
+        .keys()
+        .find(|id| **id != owner && **id != replica)
+        .expect("three daemons");
+    println!("{shard}: owner {owner}, replica {replica}, third {third}");
+
+    let mut acknowledged = BTreeSet::new();
+    for k in 0..20 {
+        let item = enqueue_on(&client, &daemons[&owner], 0, &format!("job-{k}")).await;
+        acknowledged.insert(item);
+    }
+    // Five completed before the kills: the checkpoint holds them as finished.
+    let mut done = BTreeMap::new();
+    work(&client, &daemons, &mut done, |done| done.len() >= 5).await;
+    let before: BTreeSet<ItemKey> = done.keys().cloned().collect();
+    // The third node may hold an empty copy (a promise to a new owner's fence) but no item.
+    let other = copies(&client, &daemons[&third], shard).await;
+    assert!(
+        other.is_none_or(|(_, items)| items == 0),
+        "node {third} holds {other:?} of {shard}: the test would not show the restarted one's"
+    );
+    let (held, items) = copies(&client, &daemons[&replica], shard)
+        .await
+        .expect("the replica's checkpoint");
+    assert_eq!(items, 20, "the replica holds every item");
+
+    daemons.remove(&replica).expect("running").kill();
+    daemons.remove(&owner).expect("running").kill();
+    let killed = Instant::now();
+    restart(dir.path(), &mut daemons, replica);
+    // It answers with its copy, read back from the file, at or past what it held.
+    let started = Instant::now();
+    let mut restored = None;
+    while started.elapsed() < LIMIT && restored.is_none() {
+        restored = copies(&client, &daemons[&replica], shard).await;
+        if restored.is_none() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let (restored, items) = restored.expect("the restarted replica holds its copy");
+    assert!(
+        restored >= held && items == 20,
+        "read back at {restored} with {items} items, held {held}"
+    );
+    wait_served(&client, &daemons).await;
+    println!(
+        "every queue served {:?} after the kills (replica read back at {restored}, held {held})",
+        killed.elapsed()
+    );
+
+    let acked = acknowledged.clone();
+    work(&client, &daemons, &mut done, |done| {
+        acked.iter().all(|k| done.contains_key(k))
+    })
+    .await;
+    let twice: Vec<_> = done.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "completions accepted twice: {twice:?}");
+    let lost: Vec<_> = acknowledged
+        .iter()
+        .filter(|k| !done.contains_key(*k))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged and never completed: {lost:?}"
+    );
+    assert!(before.iter().all(|k| done[k] == 1));
+
+    // Drain and restore on the shard's owner now, with meshctl.
+    let owners = wait_served(&client, &daemons).await;
+    let new_owner = {
+        let mut found = None;
+        for (id, d) in &daemons {
+            let r = client
+                .get(&d.control, "/control/queues")
+                .await
+                .expect("an answer");
+            let q: QueuesResponse = serde_json::from_str(&r.body).expect("its JSON");
+            if q.served.iter().any(|s| s.shard == shard) {
+                found = Some(*id);
+            }
+        }
+        found.unwrap_or_else(|| panic!("nobody serves {shard}: {owners:?}"))
+    };
+    let addr = daemons[&new_owner].control.clone();
+    let mut waiting = BTreeSet::new();
+    for k in 0..4 {
+        let item = enqueue_on(&client, &daemons[&new_owner], 0, &format!("later-{k}")).await;
+        waiting.insert(item);
+    }
+    let as_operator = MeshctlAs::Node("node-1");
+    let (ok, printed) = run_bounded(
+        common::meshctl(
+            dir.path(),
+            &addr,
+            as_operator,
+            ["queue", "drain", shard, "--json"],
+        ),
+        Duration::from_secs(20),
+    );
+    assert!(ok, "meshctl queue drain: {printed}");
+    let drained: QueueDrainResponse = serde_json::from_str(printed.trim()).expect("its JSON");
+    assert_eq!(drained.items.len(), waiting.len(), "{printed}");
+    let file = dir.path().join("drained.json");
+    std::fs::write(&file, printed.trim()).expect("keep the drain");
+    let empty = client
+        .post_json(
+            &addr,
+            "/control/queue/lease",
+            &LeaseRequest {
+                queue: "jobs".to_owned(),
+                shard: Some(0),
+            },
+        )
+        .await
+        .expect("an answer");
+    assert_eq!(
+        empty.status, 204,
+        "a drained queue leases nothing: {}",
+        empty.body
+    );
+    let from = file.display().to_string();
+    let (ok, printed) = run_bounded(
+        common::meshctl(
+            dir.path(),
+            &addr,
+            as_operator,
+            ["queue", "restore", shard, "--from", from.as_str(), "--json"],
+        ),
+        Duration::from_secs(20),
+    );
+    assert!(ok, "meshctl queue restore: {printed}");
+    let restored: QueueRestoreResponse = serde_json::from_str(printed.trim()).expect("its JSON");
+    assert_eq!(restored.restored, waiting.len(), "{printed}");
+    work(&client, &daemons, &mut done, |done| {
+        waiting.iter().all(|k| done.contains_key(k))
+    })
+    .await;
+    let missing: Vec<_> = waiting.iter().filter(|k| !done.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty(),
+        "restored and never completed: {missing:?}"
+    );
+    assert!(waiting.iter().all(|k| done[k] == 1));
 }
