@@ -164,6 +164,7 @@ BLOCKS: list[Entry] = [
     Entry("docs/benchmarks-criterion.md", r"cargo bench", "shims"),
     Entry("docs/benchmarks.md", r".", "shims", subst=SAMPLE),
     Entry("docs/metrics.md", r"cargo nextest run", "shims"),
+    Entry("docs/diagnostics.md", r"cargo run -p meshkit-node --example probes", "shims"),
     Entry("docs/scenarios.md", r"cargo run --release -p meshkit-sim", "shims"),
     Entry("docs/testing.md", r".", "shims", subst=SAMPLE),
     Entry("docs/hosting.md", r"scripts/static-image.sh", "shims"),

@@ -57,6 +57,9 @@ const GROWTH: &[(&str, Growth)] = &[
     // Chaos: the fault kinds of the core and the transport wrapper's actions.
     ("kind", Growth::Fixed),
     ("action", Growth::Fixed),
+    // One value per registered probe: the node's built-ins and the service's own, set by
+    // configuration and code, not grown by members or shards (at most MAX_PROBES).
+    ("probe", Growth::Fixed),
 ];
 
 /// The size the bound is stated for: members, non-shard scopes, shards.

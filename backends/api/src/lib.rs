@@ -15,6 +15,7 @@
 //! * [`grpc`]: the gRPC contract (`proto/`): prost messages, method paths, [`grpc::is_grpc`].
 //! * [`json`]: the JSON bodies of the HTTP routes (peers, views, leaders, shards, lease
 //!   sessions, membership operations, errors), built by the server and parsed by clients.
+//! * [`probes`]: the body of `GET /control/probes` and its tag filter.
 //! * [`alpn`]: the ALPN names of the control API's transports and their metric label.
 //! * [`metrics`]: the metric catalogue (name, type, help, labels, unit of every family) and the
 //!   Prometheus exposition built from it.
@@ -24,4 +25,5 @@ pub mod grpc;
 pub mod json;
 pub mod metrics;
 pub mod permission;
+pub mod probes;
 pub mod routes;

@@ -90,6 +90,8 @@ pub const ROUTE_PERMISSIONS: &[RoutePermission] = &[
     row("GET", "/control/backpressure/stream", OBSERVE),
     row("GET", "/control/lease-health", OBSERVE),
     row("GET", "/control/replication/checkpoints", OBSERVE),
+    // Health probes: a read of the node's own checks (docs/diagnostics.md).
+    row("GET", "/control/probes", OBSERVE),
     row("GET", "/omnirelay/control/backpressure", OBSERVE),
     row("GET", "/omnirelay/control/backpressure/stream", OBSERVE),
     row("GET", "/omnirelay/control/lease-health", OBSERVE),

@@ -16,8 +16,8 @@
 //! ## Modules
 //!
 //! * [`serve`](mod@serve) and [`h3`]: the listeners (TCP for HTTP/2 and HTTP/1.1, QUIC for HTTP/3).
-//! * [`views`], [`membership`], [`leadership`], [`queues`]: the handlers of the `/meshkit/*`
-//!   and `/control/*` routes; [`errors`]: their error bodies.
+//! * [`views`], [`membership`], [`leadership`], [`queues`], [`probes`]: the handlers of the
+//!   `/meshkit/*` and `/control/*` routes; [`errors`]: their error bodies.
 //! * [`grpc`]: `meshkit.control.v1.Control` and `grpc.health.v1.Health` over a node.
 
 pub mod admission;
@@ -48,6 +48,7 @@ use meshkit_runtime::vacancy;
 
 pub mod leadership;
 pub mod membership;
+pub mod probes;
 pub mod queues;
 pub mod views;
 
@@ -92,6 +93,7 @@ fn http_routes() -> Routes<NodeHandle> {
         .get("/control/backpressure/stream", queues::backpressure_stream)
         .get("/control/lease-health", queues::lease_health)
         .get("/control/replication/checkpoints", queues::checkpoints)
+        .get("/control/probes", probes::list)
         // The original system's paths, for tools written against them: the same answers.
         .get("/omnirelay/control/backpressure", queues::backpressure)
         .get(
@@ -199,7 +201,13 @@ async fn metrics(
     Extension(access): Extension<AccessControl>,
     Extension(watchers): Extension<Arc<grpc::health::Watchers>>,
     server: Option<Extension<Arc<serve::ServerStats>>>,
+    probes: Option<Extension<meshkit_runtime::probe_host::ProbeHandle>>,
 ) -> Response {
+    // A stopped probe host leaves its families out; the rest still answers.
+    let probe_metrics = match probes {
+        Some(Extension(probes)) => probes.metrics().await.ok(),
+        None => None,
+    };
     match node.snapshot().await {
         Ok(s) => {
             let mut sources: Vec<Box<dyn Collector>> = vec![
@@ -209,6 +217,9 @@ async fn metrics(
             ];
             if let Some(Extension(server)) = server {
                 sources.push(Box::new(Scrape(server)));
+            }
+            if let Some(m) = probe_metrics {
+                sources.push(Box::new(Scrape(probes::ProbeMetricsSource(m))));
             }
             match metrics::exposition(sources) {
                 Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),

@@ -85,6 +85,12 @@
 //! enabled = false                 # off unless true: every experiment is refused
 //! allowed_kinds = ["partition", "latency"]  # fault kinds taken (FaultKind names; default none)
 //! max_duration = "10m"            # longest experiment taken (default 10m, at most 24h)
+//! [probes]                        # optional: the node's built-in health probes (all on by
+//!                                 # default; meshkit_node::probes lists them)
+//! disable = ["control-h3"]        # built-ins to leave out; builtins = false: none
+//! interval = "5s"                 # the built-ins' interval (default 5s) and timeout (2s)
+//! cert_min_days = 14              # cert-expiry fails with fewer days left (default 14)
+//! peers_min_percent = 100         # peers fails below this share of members alive
 //! ```
 //!
 //! Unknown keys are refused with the list of allowed ones; every other error names its key.
@@ -139,6 +145,7 @@ pub struct RawNodeConfig {
     pub leadership: Option<RawLeadershipConfig>,
     pub shards: Option<meshkit::shard::RawShardConfig>,
     pub queues: Option<RawQueuesConfig>,
+    pub probes: Option<crate::probes::RawProbesConfig>,
     #[serde(default)]
     pub chaos: RawChaosConfig,
     #[serde(default)]
@@ -306,6 +313,9 @@ pub enum NodeConfigError {
     /// A `[queues]` number or duration out of range (the message names the key).
     #[error("key {}", queue_key(.0))]
     Queues(meshkit::queue::QueueConfigError),
+    /// A `[probes]` number or duration out of range.
+    #[error("key probes.{0}")]
+    Probes(ConfigError),
     /// The TLS files are unusable.
     #[error("key `tls`: {0}")]
     Tls(#[from] TlsError),
@@ -366,6 +376,7 @@ pub struct NodeConfig {
     leadership: Option<LeadershipConfig>,
     queues: Option<QueuesConfig>,
     chaos: ChaosConfig,
+    probes: crate::probes::ProbesConfig,
     metadata: std::collections::BTreeMap<String, String>,
 }
 
@@ -511,6 +522,11 @@ impl NodeConfig {
     pub fn chaos(&self) -> &ChaosConfig {
         &self.chaos
     }
+
+    /// The built-in health probes (`[probes]`).
+    pub fn probes(&self) -> &crate::probes::ProbesConfig {
+        &self.probes
+    }
 }
 
 impl TryFrom<RawNodeConfig> for NodeConfig {
@@ -625,6 +641,7 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
         let shards = leadership.as_ref().and_then(|l| l.shards.clone());
         let queues = raw.queues.map(|q| queues_config(q, shards)).transpose()?;
         let chaos = chaos_config(&raw.chaos)?;
+        let probes = crate::probes::ProbesConfig::try_from(raw.probes.unwrap_or_default())?;
         let tls_reload = match raw.tls.reload_interval.map(|d| d.0) {
             None => Some(meshkit_net::reload::DEFAULT_RELOAD_INTERVAL),
             Some(std::time::Duration::ZERO) => None,
@@ -674,6 +691,7 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
             leadership,
             queues,
             chaos,
+            probes,
             metadata: raw.metadata,
         })
     }
@@ -1099,6 +1117,7 @@ impl NodeConfig {
                 shards: None,
                 queues: None,
                 chaos: RawChaosConfig::default(),
+                probes: None,
                 metadata: std::collections::BTreeMap::new(),
             },
             identity_set: false,
@@ -1237,6 +1256,12 @@ impl NodeConfigBuilder {
     /// `[chaos]`: whether the node takes chaos experiments, which kinds, how long at most.
     pub fn chaos(mut self, chaos: RawChaosConfig) -> Self {
         self.raw.chaos = chaos;
+        self
+    }
+
+    /// `[probes]`: the built-in health probes' settings.
+    pub fn probes(mut self, probes: crate::probes::RawProbesConfig) -> Self {
+        self.raw.probes = Some(probes);
         self
     }
 

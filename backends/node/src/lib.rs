@@ -20,6 +20,8 @@
 //! * [`config`]: `node.toml`, parsed into a validated [`config::NodeConfig`], which combines the
 //!   configuration of each part (membership, leadership, access, control limits, TLS).
 //! * [`node`]: [`node::start`] and the [`node::RunningNode`] it returns.
+//! * [`probes`]: the node's built-in health probes and `[probes]`; register a probe of your own
+//!   through [`node::RunningNode::probes`] ([`probe_host`] says how).
 //! * Task queues (`[queues]`): enqueue, lease, heartbeat, complete, fail, drain and restore
 //!   through the node's [`driver::NodeHandle`] (`queue_*`), and
 //!   [`driver::NodeHandle::subscribe_backpressure`] for the owners' backpressure signals
@@ -30,6 +32,7 @@
 
 pub mod config;
 pub mod node;
+pub mod probes;
 
 pub use meshkit_api as api;
 pub use meshkit_api::{metrics, permission};
@@ -40,5 +43,5 @@ pub use meshkit_net as net;
 pub use meshkit_net::{certs, clock, log_limit, reload, tls, tls_stats, transport};
 pub use meshkit_runtime as runtime;
 pub use meshkit_runtime::{
-    driver, lease_host, queue_host, queue_store, raft_store, record_file, vacancy,
+    driver, lease_host, probe_host, queue_host, queue_store, raft_store, record_file, vacancy,
 };

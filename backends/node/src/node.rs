@@ -22,8 +22,9 @@ use meshkit_net::transport::chaos::ChaosTransport;
 use meshkit_net::transport::quic::{QuicError, QuicOptions, QuicTransport};
 use meshkit_runtime::chaos_host::ChaosEffects;
 use meshkit_runtime::driver::{
-    ADDR_KEY, CONTROL_KEY, Driver, LeadershipError, NodeHandle, VERSION_KEY, WIRE_KEY,
+    ADDR_KEY, CLUSTER_KEY, CONTROL_KEY, Driver, LeadershipError, NodeHandle, VERSION_KEY, WIRE_KEY,
 };
+use meshkit_runtime::probe_host::{ProbeHandle, ProbeHost};
 
 /// Why a node did not start. Nothing keeps running when this is returned.
 #[derive(Debug, Error)]
@@ -99,6 +100,7 @@ pub struct RunningNode {
     driver: JoinHandle<()>,
     exit: watch::Receiver<Option<DriverExit>>,
     control: Option<JoinHandle<()>>,
+    probes: ProbeHandle,
 }
 
 impl RunningNode {
@@ -113,6 +115,16 @@ impl RunningNode {
     /// authorized by bearer token only.
     pub fn control_router(&self, access: AccessControl) -> axum::Router {
         meshkit_control::router(self.handle.clone(), access)
+            .layer(axum::Extension(self.probes.clone()))
+    }
+
+    /// The node's probe host: register a probe of your own type with
+    /// [`ProbeHandle::register_async`] (an [`AsyncProbe`](meshkit_runtime::probe_host::AsyncProbe))
+    /// or [`ProbeHandle::register`] (the core's synchronous `Probe`); it shows in
+    /// `GET /control/probes` and the `mesh_probe_*` metrics beside the built-ins
+    /// ([`crate::probes`]).
+    pub fn probes(&self) -> &ProbeHandle {
+        &self.probes
     }
 
     /// The handle to its driver.
@@ -394,6 +406,10 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
         driver = driver.with_queues(queues)?;
     }
     let (driver, exit) = supervise(driver, chaos.killed.clone());
+    // The probe host: its own task and timer on the node's clock, its jitter from the node's
+    // seed (a fixed `seed` replays the probe schedule too). It ends when its handles are gone.
+    let (probe_host, probes) = ProbeHost::new(config.id(), seed ^ PROBE_SEED_SALT, clock);
+    tokio::spawn(probe_host.run());
     if let Some((reloader, interval)) = reloader {
         // Ends by itself once the transport and the control server (its sources) are gone.
         tokio::spawn(reloader.run(interval));
@@ -401,12 +417,27 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
     let (control, control_addr) = match control_server {
         Some((server, access)) => {
             let bound = server.local_addr();
-            let task = tokio::spawn(meshkit_control::serve(server, handle.clone(), access));
+            let router = meshkit_control::router(handle.clone(), access)
+                .layer(axum::Extension(probes.clone()));
+            let task = tokio::spawn(server.serve(router));
             (Some(task), Some(bound))
         }
         None => (None, None),
     };
     seeds::join(&handle, config.seeds(), bound.ip()).await;
+    let leadership = config.leadership();
+    let context = crate::probes::BuiltinContext {
+        leadership: leadership.is_some(),
+        voter: leadership.is_some_and(|l| l.join_as_voter || l.voters.contains(&config.id())),
+        control: control_addr.map(|addr| (addr, config.tls_files().clone())),
+        cluster: config.metadata().get(CLUSTER_KEY).cloned(),
+    };
+    if let Err(error) =
+        crate::probes::register_builtins(&probes, &handle, config.probes(), context).await
+    {
+        // Only a stopped host refuses a fresh set of distinct names: the node is going down.
+        tracing::warn!(%error, "the built-in probes were not registered");
+    }
     tracing::info!(id = %config.id(), gossip = %bound, control = ?control_addr, "node started");
     Ok(RunningNode {
         handle,
@@ -415,8 +446,13 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
         driver,
         exit,
         control,
+        probes,
     })
 }
+
+/// Mixed into the node's seed for its probe host's, so the probe jitter and the core draw from
+/// different streams.
+const PROBE_SEED_SALT: u64 = 0x7072_6f62_6573_0001;
 
 impl NodeConfigBuilder {
     /// Builds the configuration ([`NodeConfigBuilder::build`]) and starts the node ([`start`]).

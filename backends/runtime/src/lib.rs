@@ -20,12 +20,15 @@
 //! * [`record_file`]: the checksummed record file both stores are written as.
 //! * [`histogram`]: durations in fixed buckets (vacancy, leaderless time, replication lag).
 //! * [`vacancy`]: how long a lease scope has been without a holder.
+//! * [`probe_host`]: health probes on a real node: the core's probe scheduler on the node's
+//!   clock, asynchronous checks as tasks, the open registration of a service's own probes.
 
 pub mod chaos_host;
 pub mod driver;
 mod error;
 pub mod histogram;
 pub mod lease_host;
+pub mod probe_host;
 pub mod queue_host;
 pub mod queue_store;
 pub mod raft_store;

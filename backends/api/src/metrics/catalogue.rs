@@ -486,6 +486,20 @@ catalogue! {
     /// The client's failed requests.
     CLIENT_FAILURES = Counter "mesh_transport_client_failures_total" [] none,
         "Control API requests that failed over every protocol tried.";
+
+    // Health probes (`GET /control/probes`): the label `probe` takes at most
+    // `meshkit::diag::probe::MAX_PROBES` (4,096) values per node; `result` and `state` four each.
+    /// Probe results by kind.
+    PROBE_RESULTS = Counter "mesh_probe_results_total" ["probe", "result"] none,
+        "Health probe runs ended, by probe and result: pass, slow (passed above its latency \
+         threshold), fail, timeout.";
+    /// Probe run durations.
+    PROBE_DURATION = Histogram "mesh_probe_duration_seconds" ["probe"] seconds,
+        "Health probe run durations, by probe (a timeout counts at its timeout).";
+    /// Probe states.
+    PROBE_STATE = Gauge "mesh_probe_state" ["probe", "state"] none,
+        "1 for each probe's current state (unknown, healthy, degraded, failing), 0 for the \
+         others.";
 }
 
 #[cfg(test)]

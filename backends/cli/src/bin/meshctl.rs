@@ -29,6 +29,8 @@
 //!                                               when they would lose quorum
 //! meshctl lock SCOPE -- CMD                     runs CMD while holding a lease on SCOPE
 //! meshctl elect SCOPE -- CMD                    runs CMD whenever elected for SCOPE
+//! meshctl probes list [--tag K=V] [--addr A --addr B] [--json]
+//!                                               health probes of every member (or of each --addr)
 //! meshctl transport stats [--addr HOST:PORT] [--json|--prometheus] [--reset]
 //!                                               requests by protocol and HTTP/3 fallbacks
 //! ```
@@ -71,6 +73,8 @@ mod contexts;
 mod force_leave;
 #[path = "meshctl/health.rs"]
 mod health;
+#[path = "meshctl/probes.rs"]
+mod probes;
 #[path = "meshctl/queue.rs"]
 mod queue;
 #[path = "meshctl/session.rs"]
@@ -185,6 +189,11 @@ enum Command {
         json: bool,
         #[command(flatten)]
         node: NodeArgs,
+    },
+    /// Health probes: the node's built-ins and a service's own (docs/diagnostics.md).
+    Probes {
+        #[command(subcommand)]
+        command: ProbesCommand,
     },
     /// Members by cluster, state and region, and the holder of global-control.
     Clusters {
@@ -360,6 +369,27 @@ enum QueueCommand {
         json: bool,
         #[command(flatten)]
         node: NodeArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProbesCommand {
+    /// Every probe of every member: state, consecutive failures, latency p50/p99, next run,
+    /// last error. With one --addr (or none) that node lists the members and each is asked at
+    /// the control address it publishes; with several --addr, exactly those are asked.
+    List {
+        /// Only probes with this tag: cluster=C, namespace=N or LABEL=V (repeat: all must match).
+        #[arg(long)]
+        tag: Vec<String>,
+        /// A node's control endpoint, HOST:PORT (repeat to ask exactly these nodes)
+        /// [default: the context's, else 127.0.0.1:8101].
+        #[arg(long = "addr", env = "MESHCTL_ADDR", value_delimiter = ',')]
+        addrs: Vec<String>,
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
     },
 }
 
@@ -853,6 +883,9 @@ impl Command {
             Self::Transport {
                 command: TransportCommand::Stats { connect, .. },
             } => return Some((None, Some(connect))),
+            Self::Probes {
+                command: ProbesCommand::List { connect, .. },
+            } => return Some((None, Some(connect))),
             Self::Config { .. } | Self::Certs { .. } | Self::Tokens { .. } => return None,
         };
         Some((Some(node), None))
@@ -862,10 +895,22 @@ impl Command {
 /// Fills the command's connection settings that no flag or environment variable set from the
 /// selected context.
 fn apply_context(cli: &mut Cli) -> Result<(), String> {
-    let Some(connection) = cli.command.connection() else {
+    if cli.command.connection().is_none() {
+        return Ok(());
+    }
+    let Some((_, context)) = contexts::selected(cli.context.as_deref())? else {
         return Ok(());
     };
-    let Some((_, context)) = contexts::selected(cli.context.as_deref())? else {
+    // `probes list` takes several addresses: the context's is the one when none is given.
+    if let Command::Probes {
+        command: ProbesCommand::List { addrs, .. },
+    } = &mut cli.command
+        && addrs.is_empty()
+        && let Some(addr) = &context.addr
+    {
+        addrs.push(addr.clone());
+    }
+    let Some(connection) = cli.command.connection() else {
         return Ok(());
     };
     match connection {
@@ -1044,6 +1089,15 @@ fn main() -> ExitCode {
         }
         Command::Resume { json, node } => resume(&node, json),
         Command::Health { json, node } => health::run(&node, json),
+        Command::Probes {
+            command:
+                ProbesCommand::List {
+                    tag,
+                    addrs,
+                    json,
+                    connect,
+                },
+        } => probes::run(&addrs, DEFAULT_ADDR, &connect, &tag, json),
         Command::Clusters { json, node } => clusters(&node, json),
         Command::Versions { json, node } => versions(&node, json),
         Command::Join { seeds, json, node } => join(&node, seeds, json),

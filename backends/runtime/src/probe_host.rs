@@ -1,0 +1,908 @@
+//! Health probes on a real node: the core's [`ProbeScheduler`] driven on the node's clock, its
+//! asynchronous runs as tokio tasks, their results fed back, and what `GET /control/probes` and
+//! the `mesh_probe_*` metrics show.
+//!
+//! The scheduler decides everything a probe's state means (see [`meshkit::diag::probe`]); the
+//! host only does its I/O. It is one task, shaped like the driver: inputs in (commands from
+//! [`ProbeHandle`]s, finished runs, the timer), the scheduler's actions out (each run spawned
+//! as a task bounded by its spec's timeout), its events logged, one `tokio::time::Sleep`
+//! re-armed to [`ProbeScheduler::poll_timeout`]. Time comes from a [`Clock`], so a test on
+//! tokio's paused time runs the real host on virtual time.
+//!
+//! # Registering a probe
+//!
+//! Registration is open: a service implements [`AsyncProbe`] for a check of its own (an async
+//! function that passes or fails with a message) and calls [`ProbeHandle::register_async`];
+//! a check of state it already holds can implement the core's synchronous
+//! [`Probe`](meshkit::diag::probe::Probe) and use [`ProbeHandle::register`]. Nothing in MeshKit
+//! lists the types. The node's own probes (`meshkit_node::probes`) are registered the same way.
+//!
+//! # Bounds
+//!
+//! At most [`MAX_PROBES`] probes per host (the scheduler's own bound), at most one run per
+//! probe in flight (a spec's timeout never exceeds its interval), so at most `MAX_PROBES`
+//! tasks and `MAX_PROBES` queued results. A failure message is cut to [`MAX_ERROR_BYTES`]. The
+//! metric label `probe` takes at most `MAX_PROBES` values per node; `result` and `state` four
+//! each.
+//!
+//! # Cost
+//!
+//! Per run the host does one scheduler step, one task spawn and one channel send; the
+//! benchmark `probe_host_overhead` (docs/benchmarks.md) measures 1,000 probes at 1 s.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use meshkit::diag::probe::{
+    MAX_PROBES, Probe, ProbeAction, ProbeEvent, ProbeId, ProbeOutcome, ProbeResult, ProbeScheduler,
+    ProbeSpec, ProbeState, ProbeStatus, RegisterError, RunId, Start,
+};
+use meshkit::{Duration, Instant, NodeId};
+use meshkit_api::probes::{
+    MAX_RESULTS_SHOWN, ProbeCounts, ProbeJson, ProbeResultJson, ProbesResponse, TagFilter,
+};
+use meshkit_net::clock::Clock;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::histogram::DurationHistogram;
+
+/// Commands queued for the host before [`ProbeHandle`] calls wait.
+pub const COMMAND_QUEUE_LEN: usize = 64;
+/// The longest failure message kept per probe, in bytes.
+pub const MAX_ERROR_BYTES: usize = 256;
+/// Upper bounds of the `mesh_probe_duration_seconds` buckets: a loopback check takes well under
+/// a millisecond, a remote one tens of milliseconds, a timeout up to the interval.
+pub const DURATION_BOUNDS: [Duration; 12] = [
+    Duration::from_micros(100),
+    Duration::from_micros(500),
+    Duration::from_millis(1),
+    Duration::from_millis(5),
+    Duration::from_millis(10),
+    Duration::from_millis(25),
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+];
+/// The duration histogram of one probe.
+pub type ProbeDurations = DurationHistogram<13>;
+
+/// Why a check failed, in the probe's words (shown as `last_error`).
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct ProbeFailure(String);
+
+impl ProbeFailure {
+    /// A failure saying `why` (cut to [`MAX_ERROR_BYTES`]).
+    pub fn new(why: impl std::fmt::Display) -> Self {
+        let mut text = why.to_string();
+        if text.len() > MAX_ERROR_BYTES {
+            let mut cut = MAX_ERROR_BYTES;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        Self(text)
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What one asynchronous check returns.
+pub type CheckFuture = Pin<Box<dyn Future<Output = Result<(), ProbeFailure>> + Send + 'static>>;
+
+/// A probe type whose check needs I/O. Implement it for a check of your own and register it
+/// with [`ProbeHandle::register_async`]: the host calls [`check`](Self::check) when a run is
+/// due, runs the future as a task, and drops it at the spec's timeout (a timeout result).
+pub trait AsyncProbe: Send + Sync + 'static {
+    /// The type's name, such as `"http"` or `"orders-db"`; shown beside each probe's name.
+    fn kind(&self) -> &str;
+
+    /// One run: `Ok` passes, `Err` fails with its message. The future owns what it needs
+    /// (clone an `Arc` in); it is dropped unfinished at the timeout.
+    fn check(&self) -> CheckFuture;
+}
+
+/// What the host keeps beside the scheduler for one probe: the duration histogram and the last
+/// failure's message. Shared between the host and its [`Hosted`] wrapper (one task uses both:
+/// the lock is never contended).
+#[derive(Debug, Default)]
+struct Extra {
+    last_error: Option<String>,
+    durations: ProbeDurations,
+}
+
+type Shared = Arc<Mutex<Extra>>;
+
+fn lock(shared: &Shared) -> MutexGuard<'_, Extra> {
+    // Nothing panics while holding it; a poisoned lock still holds whole counts.
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The check of a registered probe.
+enum Check {
+    /// The core's synchronous probe: it answers in `start`.
+    Sync(Box<dyn Probe>),
+    /// An [`AsyncProbe`]: every run is pending, and the host runs the check.
+    Async(Arc<dyn AsyncProbe>),
+}
+
+/// Every probe the host registers, as the core sees it: it sees each synchronous answer and
+/// each timeout as the scheduler records them, so the host's histograms cost nothing per step
+/// beyond the runs themselves (no scan of every probe).
+struct Hosted {
+    kind: String,
+    check: Check,
+    timeout: Duration,
+    shared: Shared,
+}
+
+impl std::fmt::Debug for Hosted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hosted")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Probe for Hosted {
+    fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    fn start(&mut self, now: Instant, deadline: Instant) -> Start {
+        match &mut self.check {
+            Check::Sync(probe) => {
+                let start = probe.start(now, deadline);
+                if let Start::Done { outcome, latency } = start {
+                    let mut extra = lock(&self.shared);
+                    // The scheduler records the latency capped at the timeout.
+                    extra
+                        .durations
+                        .record(&DURATION_BOUNDS, latency.min(self.timeout));
+                    extra.last_error = match outcome {
+                        ProbeOutcome::Pass => None,
+                        ProbeOutcome::Fail => Some("the check failed".to_owned()),
+                    };
+                }
+                start
+            }
+            Check::Async(_) => Start::Pending,
+        }
+    }
+
+    fn cancel(&mut self) {
+        // The scheduler cancels a run at its deadline (a timeout) or when the probe is
+        // removed (then nobody reads this any more).
+        if let Check::Sync(probe) = &mut self.check {
+            probe.cancel();
+        }
+        let mut extra = lock(&self.shared);
+        extra.durations.record(&DURATION_BOUNDS, self.timeout);
+        extra.last_error = Some(format!("no answer within the timeout ({:?})", self.timeout));
+    }
+}
+
+/// Why a probe was not registered. Nothing was registered; always the caller's fault, except
+/// [`ProbeRegisterError::Stopped`].
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ProbeRegisterError {
+    /// Another probe on this node has the name.
+    #[error("a probe named {0:?} is already registered on this node: choose another name")]
+    DuplicateName(String),
+    /// The node holds its maximum of probes.
+    #[error("this node holds its maximum of {0} probes: remove one first")]
+    Full(usize),
+    /// The host has stopped (the node is shutting down).
+    #[error(transparent)]
+    Stopped(#[from] ProbeHostStopped),
+}
+
+/// The probe host has stopped: the node is shutting down, or its host was never started.
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+#[error("the node's probe host has stopped")]
+pub struct ProbeHostStopped;
+
+/// One probe's figures for the `mesh_probe_*` metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeMetrics {
+    /// Its name (the `probe` label).
+    pub name: String,
+    /// Its state now.
+    pub state: ProbeState,
+    /// Results of each kind since registration: pass, slow, fail, timeout.
+    pub counts: [u64; 4],
+    /// Every result's duration.
+    pub durations: ProbeDurations,
+}
+
+/// What the host knows of every probe, for the metrics; `dropped_events` counts state changes
+/// the host did not drain in time (always 0 unless the host stalls).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProbesMetrics {
+    /// One entry per probe, in registration order.
+    pub probes: Vec<ProbeMetrics>,
+}
+
+enum Command {
+    Register {
+        spec: ProbeSpec,
+        kind: String,
+        check: Check,
+        reply: oneshot::Sender<Result<ProbeId, ProbeRegisterError>>,
+    },
+    Remove {
+        name: String,
+        reply: oneshot::Sender<bool>,
+    },
+    List {
+        filters: Vec<TagFilter>,
+        reply: oneshot::Sender<ProbesResponse>,
+    },
+    Metrics(oneshot::Sender<ProbesMetrics>),
+}
+
+/// A cheap, cloneable way to register probes on a running [`ProbeHost`] and read them.
+#[derive(Clone, Debug)]
+pub struct ProbeHandle {
+    node: NodeId,
+    commands: mpsc::Sender<Command>,
+}
+
+impl ProbeHandle {
+    /// The node the host runs on.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// Registers an asynchronous probe under `spec`: its first run is due within one interval.
+    ///
+    /// # Errors
+    ///
+    /// [`ProbeRegisterError`]; nothing was registered.
+    pub async fn register_async(
+        &self,
+        spec: ProbeSpec,
+        probe: impl AsyncProbe,
+    ) -> Result<ProbeId, ProbeRegisterError> {
+        let kind = probe.kind().to_owned();
+        self.register_inner(spec, kind, Check::Async(Arc::new(probe)))
+            .await
+    }
+
+    /// Registers a synchronous probe (the core's [`Probe`], answering [`Start::Done`]) under
+    /// `spec`. A run it leaves pending has no check for the host to run: it fails, saying so.
+    ///
+    /// # Errors
+    ///
+    /// [`ProbeRegisterError`]; nothing was registered.
+    pub async fn register(
+        &self,
+        spec: ProbeSpec,
+        probe: Box<dyn Probe>,
+    ) -> Result<ProbeId, ProbeRegisterError> {
+        let kind = probe.kind().to_owned();
+        self.register_inner(spec, kind, Check::Sync(probe)).await
+    }
+
+    async fn register_inner(
+        &self,
+        spec: ProbeSpec,
+        kind: String,
+        check: Check,
+    ) -> Result<ProbeId, ProbeRegisterError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Register {
+            spec,
+            kind,
+            check,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| ProbeHostStopped)?
+    }
+
+    /// Removes the probe named `name` (its run in flight is dropped); `false` if none is.
+    ///
+    /// # Errors
+    ///
+    /// [`ProbeHostStopped`].
+    pub async fn remove(&self, name: &str) -> Result<bool, ProbeHostStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Remove {
+            name: name.to_owned(),
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| ProbeHostStopped)
+    }
+
+    /// Every probe whose tags match all of `filters`, as `GET /control/probes` shows them.
+    ///
+    /// # Errors
+    ///
+    /// [`ProbeHostStopped`].
+    pub async fn list(&self, filters: Vec<TagFilter>) -> Result<ProbesResponse, ProbeHostStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::List { filters, reply }).await?;
+        rx.await.map_err(|_| ProbeHostStopped)
+    }
+
+    /// The figures of the `mesh_probe_*` metrics.
+    ///
+    /// # Errors
+    ///
+    /// [`ProbeHostStopped`].
+    pub async fn metrics(&self) -> Result<ProbesMetrics, ProbeHostStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Metrics(reply)).await?;
+        rx.await.map_err(|_| ProbeHostStopped)
+    }
+
+    async fn send(&self, command: Command) -> Result<(), ProbeHostStopped> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| ProbeHostStopped)
+    }
+}
+
+/// A finished run, as its task reports it.
+struct Finished {
+    run: RunId,
+    probe: ProbeId,
+    outcome: Result<(), ProbeFailure>,
+}
+
+/// The probe host of one node: spawn [`ProbeHost::run`] on a tokio runtime. It ends when every
+/// [`ProbeHandle`] is dropped.
+pub struct ProbeHost<C> {
+    node: NodeId,
+    scheduler: ProbeScheduler,
+    clock: C,
+    extras: BTreeMap<ProbeId, Shared>,
+    commands: mpsc::Receiver<Command>,
+    finished_tx: mpsc::UnboundedSender<Finished>,
+    finished: mpsc::UnboundedReceiver<Finished>,
+}
+
+impl<C> std::fmt::Debug for ProbeHost<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProbeHost")
+            .field("node", &self.node)
+            .field("probes", &self.scheduler.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Clock> ProbeHost<C> {
+    /// A host for node `node` with no probes, its jitter from `seed` (derive it from the
+    /// node's seed, so a fixed seed replays the schedule), and the first handle to it.
+    pub fn new(node: NodeId, seed: u64, clock: C) -> (Self, ProbeHandle) {
+        let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE_LEN);
+        // At most one run per probe is in flight, so at most MAX_PROBES results wait here.
+        let (finished_tx, finished) = mpsc::unbounded_channel();
+        let host = Self {
+            node,
+            scheduler: ProbeScheduler::new(seed),
+            clock,
+            extras: BTreeMap::new(),
+            commands,
+            finished_tx,
+            finished,
+        };
+        (
+            host,
+            ProbeHandle {
+                node,
+                commands: commands_tx,
+            },
+        )
+    }
+
+    /// Runs the host until every handle is dropped.
+    pub async fn run(mut self) {
+        loop {
+            self.step();
+            // The one timer, at the scheduler's next due run or deadline.
+            let wake = self.scheduler.poll_timeout().map(|at| {
+                let now = self.clock.now();
+                tokio::time::Instant::now() + at.saturating_duration_since(now)
+            });
+            let sleep = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(command) => self.command(command),
+                    None => break,
+                },
+                Some(done) = self.finished.recv() => self.report(done),
+                () = sleep => {}
+            }
+        }
+    }
+
+    /// Settles what is due and starts the runs the scheduler asks for.
+    fn step(&mut self) {
+        let now = self.clock.now();
+        if self.scheduler.poll_timeout().is_some_and(|at| at <= now) {
+            self.scheduler.handle_timeout(now);
+        }
+        while let Some(action) = self.scheduler.poll_action() {
+            if let ProbeAction::Run {
+                run,
+                probe,
+                deadline,
+            } = action
+            {
+                self.start(run, probe, deadline, now);
+            }
+        }
+        while let Some(event) = self.scheduler.poll_event() {
+            if let ProbeEvent::StateChanged {
+                probe, from, to, ..
+            } = event
+            {
+                let name = self
+                    .scheduler
+                    .status(probe)
+                    .map(|s| s.spec().name().to_owned())
+                    .unwrap_or_default();
+                if to == ProbeState::Failing {
+                    tracing::warn!(probe = %name, %from, %to, "probe state changed");
+                } else {
+                    tracing::info!(probe = %name, %from, %to, "probe state changed");
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, run: RunId, probe: ProbeId, deadline: Instant, now: Instant) {
+        let check = self
+            .scheduler
+            .probe_mut(probe)
+            .and_then(|p| (p as &mut dyn Any).downcast_mut::<Hosted>())
+            .and_then(|h| match &h.check {
+                Check::Async(body) => Some(body.clone()),
+                Check::Sync(_) => None,
+            });
+        let Some(body) = check else {
+            // A synchronous probe that left its run pending: there is nothing to run.
+            if self.scheduler.report(run, ProbeOutcome::Fail, now).is_ok() {
+                self.record(
+                    probe,
+                    Some("the probe left its run pending and has no asynchronous check".to_owned()),
+                );
+            }
+            return;
+        };
+        let tx = self.finished_tx.clone();
+        let timeout = deadline.saturating_duration_since(now);
+        tokio::spawn(async move {
+            // Past its timeout the scheduler counts it a timeout: drop the check then.
+            let Ok(outcome) = tokio::time::timeout(timeout, body.check()).await else {
+                return;
+            };
+            // The host gone: nobody to tell.
+            let _ = tx.send(Finished {
+                run,
+                probe,
+                outcome,
+            });
+        });
+    }
+
+    fn report(&mut self, done: Finished) {
+        let now = self.clock.now();
+        let outcome = match &done.outcome {
+            Ok(()) => ProbeOutcome::Pass,
+            Err(_) => ProbeOutcome::Fail,
+        };
+        // UnknownRun: it came at or after its deadline and was counted a timeout already, or
+        // the probe was removed. Nothing to record either way.
+        if self.scheduler.report(done.run, outcome, now).is_ok() {
+            self.record(done.probe, done.outcome.err().map(|e| e.0));
+        }
+    }
+
+    /// Records the latest result of `probe` (just reported) in its histogram, and its message.
+    fn record(&mut self, probe: ProbeId, error: Option<String>) {
+        let latency = self.scheduler.status(probe).and_then(|s| {
+            let mut history = s.history();
+            let last = history.len().checked_sub(1)?;
+            history.nth(last).map(|r| r.latency)
+        });
+        if let (Some(latency), Some(shared)) = (latency, self.extras.get(&probe)) {
+            let mut extra = lock(shared);
+            extra.durations.record(&DURATION_BOUNDS, latency);
+            extra.last_error = error;
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        let now = self.clock.now();
+        match command {
+            Command::Register {
+                spec,
+                kind,
+                check,
+                reply,
+            } => {
+                let shared = Shared::default();
+                let hosted = Hosted {
+                    kind,
+                    check,
+                    timeout: spec.timeout(),
+                    shared: shared.clone(),
+                };
+                let outcome = match self.scheduler.register(now, spec, Box::new(hosted)) {
+                    Ok(id) => {
+                        self.extras.insert(id, shared);
+                        Ok(id)
+                    }
+                    Err(RegisterError::DuplicateName { name, .. }) => {
+                        Err(ProbeRegisterError::DuplicateName(name))
+                    }
+                    Err(_) => Err(ProbeRegisterError::Full(MAX_PROBES)),
+                };
+                let _ = reply.send(outcome);
+            }
+            Command::Remove { name, reply } => {
+                let removed = match self.scheduler.find(&name) {
+                    Some(id) => {
+                        self.extras.remove(&id);
+                        self.scheduler.remove(id).is_some()
+                    }
+                    None => false,
+                };
+                let _ = reply.send(removed);
+            }
+            Command::List { filters, reply } => {
+                let probes = self
+                    .scheduler
+                    .statuses()
+                    .filter(|s| filters.iter().all(|f| f.matches(s.spec().tags())))
+                    .map(|s| {
+                        let error = self
+                            .extras
+                            .get(&s.id())
+                            .and_then(|e| lock(e).last_error.clone());
+                        probe_json(&s, error, now)
+                    })
+                    .collect();
+                let _ = reply.send(ProbesResponse {
+                    node: self.node.get(),
+                    probes,
+                });
+            }
+            Command::Metrics(reply) => {
+                let probes = self
+                    .scheduler
+                    .statuses()
+                    .map(|s| ProbeMetrics {
+                        name: s.spec().name().to_owned(),
+                        state: s.state(),
+                        counts: RESULTS.map(|r| s.count(r)),
+                        durations: self
+                            .extras
+                            .get(&s.id())
+                            .map(|e| lock(e).durations)
+                            .unwrap_or_default(),
+                    })
+                    .collect();
+                let _ = reply.send(ProbesMetrics { probes });
+            }
+        }
+    }
+}
+
+/// The results, in the order of [`ProbeMetrics::counts`].
+pub const RESULTS: [ProbeResult; 4] = [
+    ProbeResult::Pass,
+    ProbeResult::Slow,
+    ProbeResult::Fail,
+    ProbeResult::Timeout,
+];
+
+fn ms(d: Duration) -> f64 {
+    d.as_nanos() as f64 / 1e6
+}
+
+fn probe_json(s: &ProbeStatus<'_>, last_error: Option<String>, now: Instant) -> ProbeJson {
+    let spec = s.spec();
+    let whole_ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    ProbeJson {
+        name: spec.name().to_owned(),
+        kind: s.kind().to_owned(),
+        tags: spec.tags().clone(),
+        state: s.state().as_str().to_owned(),
+        consecutive_failures: s.consecutive_failures(),
+        consecutive_successes: s.consecutive_successes(),
+        next_due_ms: whole_ms(s.next_due().saturating_duration_since(now)),
+        running: s.is_running(),
+        interval_ms: whole_ms(spec.interval()),
+        timeout_ms: whole_ms(spec.timeout()),
+        failure_threshold: spec.failure_threshold(),
+        success_threshold: spec.success_threshold(),
+        latency_p50_ms: s.latency_percentile(50).map(ms),
+        latency_p99_ms: s.latency_percentile(99).map(ms),
+        counts: ProbeCounts {
+            pass: s.count(ProbeResult::Pass),
+            slow: s.count(ProbeResult::Slow),
+            fail: s.count(ProbeResult::Fail),
+            timeout: s.count(ProbeResult::Timeout),
+        },
+        last_error,
+        results: {
+            let history = s.history();
+            let skip = history.len().saturating_sub(MAX_RESULTS_SHOWN);
+            let mut newest: Vec<_> = history.skip(skip).collect();
+            newest.reverse();
+            newest
+        }
+        .into_iter()
+        .map(|r| ProbeResultJson {
+            result: r.result.as_str().to_owned(),
+            started_ms_ago: whole_ms(now.saturating_duration_since(r.started)),
+            latency_ms: ms(r.latency),
+        })
+        .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    use meshkit::diag::probe::ProbeTags;
+
+    use super::*;
+
+    /// Tokio's clock as the node's: under `start_paused` it is virtual, and sleeps advance it
+    /// as soon as every task waits.
+    #[derive(Clone, Copy, Debug)]
+    struct TokioClock(tokio::time::Instant);
+
+    impl Clock for TokioClock {
+        fn now(&self) -> Instant {
+            let elapsed = self.0.elapsed();
+            Instant::from_nanos(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
+        }
+    }
+
+    const PASS: u8 = 0;
+    const FAIL: u8 = 1;
+    const HANG: u8 = 2;
+
+    /// A probe whose next runs pass, fail or never answer, as the test sets `mode`.
+    struct Switch {
+        mode: Arc<AtomicU8>,
+    }
+
+    impl AsyncProbe for Switch {
+        fn kind(&self) -> &str {
+            "switch"
+        }
+
+        fn check(&self) -> CheckFuture {
+            let mode = self.mode.load(Ordering::SeqCst);
+            Box::pin(async move {
+                // A little real work on virtual time, so latencies are not all zero.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                match mode {
+                    PASS => Ok(()),
+                    FAIL => Err(ProbeFailure::new("the switch says fail")),
+                    _ => std::future::pending().await,
+                }
+            })
+        }
+    }
+
+    fn start_host() -> ProbeHandle {
+        let (host, handle) =
+            ProbeHost::new(NodeId::new(7), 42, TokioClock(tokio::time::Instant::now()));
+        tokio::spawn(host.run());
+        handle
+    }
+
+    const INTERVAL: Duration = Duration::from_secs(1);
+    const TIMEOUT: Duration = Duration::from_millis(200);
+
+    fn spec(name: &str) -> ProbeSpec {
+        ProbeSpec::new(name)
+            .and_then(|s| s.with_timing(INTERVAL, TIMEOUT))
+            // No jitter: the bound below is exact.
+            .and_then(|s| s.with_history(32, 0))
+            .unwrap()
+    }
+
+    /// Polls the probe's state every 10 ms of virtual time until it is `want` or `limit`
+    /// passes; the virtual time it took.
+    async fn time_to(handle: &ProbeHandle, want: &str, limit: Duration) -> Option<Duration> {
+        let start = tokio::time::Instant::now();
+        while start.elapsed() <= limit {
+            let list = handle.list(Vec::new()).await.unwrap();
+            if list.probes[0].state == want {
+                return Some(start.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
+    }
+
+    /// A probe that starts failing turns Failing within `interval x failure_threshold +
+    /// timeout` of virtual time, by failures and by timeouts alike, and is Healthy again after
+    /// `success_threshold` passes (within `interval x success_threshold + timeout`).
+    #[tokio::test(start_paused = true)]
+    async fn failing_within_the_bound_and_back_after_the_successes() {
+        let handle = start_host();
+        let mode = Arc::new(AtomicU8::new(PASS));
+        handle
+            .register_async(spec("switch"), Switch { mode: mode.clone() })
+            .await
+            .unwrap();
+        let detect = INTERVAL * 3 + TIMEOUT;
+        let recover = INTERVAL * 2 + TIMEOUT;
+        // The first run is within one interval, then two passes make it healthy.
+        let took = time_to(&handle, "healthy", INTERVAL * 3).await;
+        assert!(took.is_some(), "never healthy");
+
+        for (failing, why) in [(FAIL, "the switch says fail"), (HANG, "no answer within")] {
+            mode.store(failing, Ordering::SeqCst);
+            let took = time_to(&handle, "failing", detect * 2)
+                .await
+                .unwrap_or_else(|| panic!("mode {failing}: never failing"));
+            assert!(
+                took <= detect,
+                "mode {failing}: failing after {took:?}, bound {detect:?}"
+            );
+            let probe = &handle.list(Vec::new()).await.unwrap().probes[0];
+            assert!(probe.consecutive_failures >= 3, "{probe:?}");
+            assert!(
+                probe.last_error.as_deref().is_some_and(|e| e.contains(why)),
+                "{probe:?}"
+            );
+
+            mode.store(PASS, Ordering::SeqCst);
+            let took = time_to(&handle, "healthy", recover * 2)
+                .await
+                .unwrap_or_else(|| panic!("mode {failing}: never healthy again"));
+            assert!(
+                took <= recover,
+                "mode {failing}: healthy after {took:?}, bound {recover:?}"
+            );
+            let probe = &handle.list(Vec::new()).await.unwrap().probes[0];
+            assert_eq!(probe.consecutive_successes, 2, "{probe:?}");
+            assert_eq!(probe.last_error, None, "a pass clears the message");
+        }
+        let probe = &handle.list(Vec::new()).await.unwrap().probes[0];
+        assert!(
+            probe.counts.fail >= 3 && probe.counts.timeout >= 3,
+            "{probe:?}"
+        );
+        assert!(probe.results.len() <= MAX_RESULTS_SHOWN);
+        assert_eq!(probe.results[0].result, "pass", "newest first");
+        // Passes take 5 ms of virtual time; timeouts count at 200 ms.
+        assert!(probe.latency_p50_ms.is_some_and(|p| p >= 5.0), "{probe:?}");
+        assert_eq!(probe.latency_p99_ms, Some(200.0), "{probe:?}");
+    }
+
+    /// Every result is in the duration histogram once, and the metrics carry the state.
+    #[tokio::test(start_paused = true)]
+    async fn metrics_count_every_result_once() {
+        let handle = start_host();
+        let mode = Arc::new(AtomicU8::new(PASS));
+        handle
+            .register_async(spec("a"), Switch { mode: mode.clone() })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        mode.store(HANG, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let m = handle.metrics().await.unwrap();
+        let a = &m.probes[0];
+        let total: u64 = a.counts.iter().sum();
+        assert!(total >= 8, "{a:?}");
+        assert_eq!(a.durations.count, total, "{a:?}");
+        assert!(a.counts[3] >= 3, "timeouts counted: {a:?}");
+        assert_eq!(a.state, ProbeState::Failing);
+    }
+
+    /// A synchronous probe (the core's trait) answers in the scheduler's step; the host needs no
+    /// task for it. One that leaves its run pending fails, saying why.
+    #[tokio::test(start_paused = true)]
+    async fn synchronous_probes_run_through_the_same_host() {
+        #[derive(Debug)]
+        struct Fixed(Start);
+        impl Probe for Fixed {
+            fn kind(&self) -> &str {
+                "fixed"
+            }
+            fn start(&mut self, _: Instant, _: Instant) -> Start {
+                self.0
+            }
+        }
+        let handle = start_host();
+        let pass = Start::Done {
+            outcome: ProbeOutcome::Pass,
+            latency: Duration::from_millis(1),
+        };
+        handle
+            .register(spec("sync"), Box::new(Fixed(pass)))
+            .await
+            .unwrap();
+        handle
+            .register(spec("pending"), Box::new(Fixed(Start::Pending)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let list = handle.list(Vec::new()).await.unwrap();
+        assert_eq!(list.node, 7);
+        assert_eq!(list.probes[0].state, "healthy", "{:?}", list.probes[0]);
+        assert_eq!(list.probes[0].kind, "fixed");
+        assert_eq!(list.probes[1].state, "failing", "{:?}", list.probes[1]);
+        assert!(
+            list.probes[1]
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("no asynchronous check")),
+            "{:?}",
+            list.probes[1]
+        );
+        let m = handle.metrics().await.unwrap();
+        assert_eq!(m.probes[0].durations.count, m.probes[0].counts[0]);
+    }
+
+    /// Tags filter the listing; a name taken twice is refused; a removed probe is gone.
+    #[tokio::test(start_paused = true)]
+    async fn tags_filter_and_names_are_unique() {
+        let handle = start_host();
+        let mode = Arc::new(AtomicU8::new(PASS));
+        let tagged = |name: &str, cluster: &str| {
+            spec(name)
+                .with_tags(ProbeTags {
+                    cluster: Some(cluster.to_owned()),
+                    ..ProbeTags::default()
+                })
+                .unwrap()
+        };
+        for (name, cluster) in [("a", "eu"), ("b", "us"), ("c", "eu")] {
+            handle
+                .register_async(tagged(name, cluster), Switch { mode: mode.clone() })
+                .await
+                .unwrap();
+        }
+        let err = handle
+            .register_async(tagged("a", "eu"), Switch { mode: mode.clone() })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ProbeRegisterError::DuplicateName(ref n) if n == "a"),
+            "{err}"
+        );
+        let eu = handle
+            .list(TagFilter::from_query("tag=cluster=eu").unwrap())
+            .await
+            .unwrap();
+        let names: Vec<&str> = eu.probes.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["a", "c"]);
+        assert!(handle.remove("a").await.unwrap());
+        assert!(!handle.remove("a").await.unwrap());
+        assert_eq!(handle.list(Vec::new()).await.unwrap().probes.len(), 2);
+    }
+}
