@@ -589,6 +589,44 @@ mod tests {
             .expect("the supervisor itself does not panic");
     }
 
+    /// A chaos `kill` on this node stops the driver and is reported as `ChaosKilled` (meshkitd
+    /// exits 75 on it), not as a plain stop.
+    #[tokio::test]
+    async fn a_chaos_kill_is_reported_as_such() {
+        use meshkit::Duration;
+        use meshkit::diag::fault::{ClusterView, FaultKind, FaultPlan, Selector, resolve};
+        use meshkit_runtime::chaos_host::{ChaosConfig, ExperimentRef};
+
+        let network = MemoryNetwork::new();
+        let (driver, handle) = driver(&network);
+        let effects = ChaosEffects::default();
+        let config = ChaosConfig {
+            enabled: true,
+            allowed_kinds: ["kill".to_owned()].into(),
+            ..ChaosConfig::default()
+        };
+        let (supervisor, mut exit) = supervise(
+            driver.with_chaos(config, effects.clone()),
+            effects.killed.clone(),
+        );
+        let plan = FaultPlan::new(
+            FaultKind::Kill {},
+            Selector::Indices(vec![0]),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let radius = resolve(&plan, &ClusterView::numbered(1, 1)).unwrap();
+        let id = ExperimentRef {
+            origin: NodeId::new(1),
+            serial: 1,
+        };
+        // The reply may or may not come before the driver stops.
+        let _ = handle.chaos_apply(id, plan, radius).await;
+        supervisor.await.expect("the supervisor ends");
+        assert_eq!(*exit.borrow_and_update(), Some(DriverExit::ChaosKilled));
+        assert!(handle.snapshot().await.is_err(), "the driver is gone");
+    }
+
     #[tokio::test]
     async fn a_driver_shut_down_is_reported_stopped() {
         let network = MemoryNetwork::new();
