@@ -174,6 +174,12 @@ BLOCKS: list[Entry] = [
         "not-run",
         reason="needs the image scripts/static-image.sh builds; its smoke test (run by scripts/test.sh) does the same with a free port",
     ),
+    Entry(
+        "docs/chaos-environment.md",
+        r"compose/up",
+        "not-run",
+        reason="needs Docker and the images; tests/tests/compose_env.rs (run by scripts/test.sh after the image) runs up and down",
+    ),
     # The walkthrough: everything else in docs/hosting.md (HOSTING_GLUE adds the steps between).
     Entry("docs/hosting.md", r".", "hosting"),
 ]

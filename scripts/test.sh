@@ -103,6 +103,14 @@ if [[ "${MESHKIT_SKIP_DOCKER:-0}" == 1 ]]; then
   echo "SKIPPED (MESHKIT_SKIP_DOCKER=1): the static image was not built or tested"
 elif timeout 20 docker info >/dev/null 2>&1; then
   scripts/static-image.sh --profile dev
+  step "the compose chaos environment: up 3 nodes, a container killed, down leaves nothing (compose/)"
+  # Its Prometheus and Alertmanager images are made from Debian's binaries, installed above
+  # with the other outside tools.
+  if [[ "${MESHKIT_SKIP_TOOL_TESTS:-0}" == 1 ]]; then
+    echo "SKIPPED (MESHKIT_SKIP_TOOL_TESTS=1): the compose environment needs Debian's prometheus packages"
+  else
+    cargo nextest run -p meshkit-tests --locked --no-fail-fast --run-ignored only -E 'binary(compose_env)' --no-capture
+  fi
 else
   echo "no Docker daemon reachable (docker info failed); MESHKIT_SKIP_DOCKER=1 leaves the image out" >&2
   exit 1

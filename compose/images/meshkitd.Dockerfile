@@ -1,7 +1,9 @@
 # meshkitd and meshctl in an empty image. Built by scripts/static-image.sh from a build context
 # holding only the two static binaries; nothing is pulled (there is no base image), so this builds
-# without a registry. The binaries are static glibc (crt-static): they need no libc, no loader and
-# no /etc files, because configs give addresses as ip:port and nothing resolves host names.
+# without a registry. The binaries are static glibc (crt-static): they need no libc and no loader.
+# Host names in a config (`advertise = "meshkit-1:7001"`, seeds by name) resolve through static
+# glibc's built-in files and DNS lookups, from the /etc/hosts and /etc/resolv.conf that Docker
+# mounts into every container (compose/env.py runs them so).
 FROM scratch
 
 COPY meshkitd meshctl /usr/local/bin/

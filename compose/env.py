@@ -1,0 +1,420 @@
+#!/usr/bin/env python3
+"""The compose chaos environment: N meshkitd, Prometheus with MeshKit's rules, Alertmanager.
+
+    compose/up   [--nodes 5] [--voters 3] [--project meshkit-chaos] [--port-base 18100] [--json]
+    compose/down [--project meshkit-chaos] [--json]
+    compose/env.py status [--project meshkit-chaos] [--json]
+
+`up` builds what is missing (the FROM-scratch meshkitd image with scripts/static-image.sh; the
+Prometheus and Alertmanager images from this machine's Debian binaries and the shared libraries
+they load, FROM scratch too: there is no registry to pull a base image from), writes fresh
+certificates, a token key and per-node configurations into compose/.run/PROJECT/, starts the
+stack with docker-compose and waits until every node sees all N alive and a Raft leader leads.
+Nodes name each other (`advertise = "meshkit-2:7001"`, `seeds = ["1@meshkit-1:7001"]`):
+containers get their IPs only when they run. The control ports are published on 127.0.0.1
+(node I at PORT_BASE + I, TCP and UDP), Prometheus at PORT_BASE + 90, Alertmanager at
+PORT_BASE + 93.
+
+`down` removes the project's containers, networks and volumes and the run directory (its keys),
+and checks that docker lists none of them afterwards.
+
+Exit status: 0 done, 1 the stack did not become healthy (its logs are printed), 2 the tool could
+not run (bad arguments, no Docker, a missing Debian package: the message says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "compose" / ".run"
+MESHKITD_IMAGE = "meshkit/meshkitd:dev"
+PROMETHEUS_IMAGE = "meshkit/prometheus:dev"
+ALERTMANAGER_IMAGE = "meshkit/alertmanager:dev"
+# Debian's binaries, the package that has each, and the data it reads at run time (Debian's
+# Alertmanager loads its notification templates from /usr/share, not from the binary).
+DEBIAN_BINARIES = {
+    PROMETHEUS_IMAGE: ("/usr/bin/prometheus", "prometheus", []),
+    ALERTMANAGER_IMAGE: ("/usr/bin/prometheus-alertmanager", "prometheus-alertmanager",
+                         ["/usr/share/prometheus/alertmanager"]),
+}
+GOSSIP_PORT = 7001
+CONTROL_PORT = 8101
+# Limits, in seconds: every wait ends by itself.
+DOCKER_TIMEOUT = 120
+IMAGE_BUILD_TIMEOUT = 2400
+HEALTHY_TIMEOUT = 120
+
+
+class ToolError(Exception):
+    """The tool cannot run; the message says what to do (exit 2)."""
+
+
+def log(args: argparse.Namespace, text: str) -> None:
+    if not args.json:
+        print(text, file=sys.stderr, flush=True)
+
+
+def run(cmd: list[str], timeout: float = DOCKER_TIMEOUT, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    except FileNotFoundError as e:
+        raise ToolError(f"{cmd[0]} is not installed ({e})") from e
+    except subprocess.TimeoutExpired as e:
+        raise ToolError(f"`{' '.join(cmd)}` did not finish in {timeout:.0f} s") from e
+    if check and done.returncode != 0:
+        raise ToolError(f"`{' '.join(cmd)}` failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return done
+
+
+def image_exists(name: str) -> bool:
+    return run(["docker", "image", "inspect", name], check=False).returncode == 0
+
+
+def ensure_docker() -> None:
+    if run(["docker", "info"], check=False).returncode != 0:
+        raise ToolError("no Docker daemon answers `docker info`: start it (the environment needs Docker and docker-compose)")
+    run(["docker-compose", "version"])
+
+
+def ensure_meshkitd_image(args: argparse.Namespace) -> None:
+    if image_exists(MESHKITD_IMAGE):
+        return
+    log(args, f"building {MESHKITD_IMAGE} (scripts/static-image.sh --profile dev --no-smoke; several minutes on 2 cores)")
+    run([str(ROOT / "scripts" / "static-image.sh"), "--profile", "dev", "--no-smoke", "--tag", MESHKITD_IMAGE],
+        timeout=IMAGE_BUILD_TIMEOUT)
+
+
+def shared_libraries(binary: str) -> list[str]:
+    """What the dynamic loader maps for `binary` (its `ldd` list, the loader included)."""
+    out = run(["ldd", binary]).stdout
+    libs = []
+    for line in out.splitlines():
+        parts = line.split()
+        if "=>" in parts and len(parts) >= 3 and parts[2].startswith("/"):
+            libs.append(parts[2])
+        elif parts and parts[0].startswith("/"):
+            libs.append(parts[0])
+    return libs
+
+
+def ensure_debian_image(args: argparse.Namespace, image: str) -> None:
+    """An image FROM scratch holding a Debian binary and the libraries it loads."""
+    if image_exists(image):
+        return
+    binary, package, data = DEBIAN_BINARIES[image]
+    if not Path(binary).exists():
+        raise ToolError(f"{binary} is missing: install Debian's package (apt-get install {package})")
+    log(args, f"building {image} from {binary}")
+    with tempfile.TemporaryDirectory(prefix="meshkit-image-") as ctx:
+        files = [binary, *shared_libraries(binary)]
+        for f in files:
+            dest = Path(ctx) / "root" / f.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(os.path.realpath(f), dest)
+        for d in data:
+            shutil.copytree(d, Path(ctx) / "root" / d.lstrip("/"), symlinks=False)
+        # Go's resolver reads these; Docker mounts /etc/hosts and /etc/resolv.conf itself.
+        (Path(ctx) / "root" / "etc").mkdir(parents=True, exist_ok=True)
+        (Path(ctx) / "root" / "etc" / "nsswitch.conf").write_text("hosts: files dns\n")
+        (Path(ctx) / "root" / "tmp").mkdir(parents=True, exist_ok=True)
+        (Path(ctx) / "Dockerfile").write_text(
+            f"FROM scratch\nCOPY root/ /\nUSER 65532:65532\nENTRYPOINT [\"{binary}\"]\n"
+        )
+        run(["docker", "build", "--quiet", "-t", image, ctx], timeout=DOCKER_TIMEOUT,
+            env={**os.environ, "DOCKER_BUILDKIT": "0"})
+
+
+def meshctl_in_image(run_dir: Path, network: str | None, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    cmd = ["docker", "run", "--rm", "--entrypoint", "/usr/local/bin/meshctl",
+           "--user", f"{os.getuid()}:{os.getgid()}", "-v", f"{run_dir}:/etc/meshkit"]
+    if network:
+        cmd += ["--network", network]
+    return run([*cmd, MESHKITD_IMAGE, *argv], timeout=timeout, check=False)
+
+
+def node_config(i: int, nodes: int, voters: int) -> str:
+    seeds = ", ".join(f'"{v}@meshkit-{v}:{GOSSIP_PORT}"' for v in range(1, voters + 1) if v != i)
+    voter_ids = ", ".join(str(v) for v in range(1, voters + 1))
+    return f"""# Written by compose/env.py up; a fresh run writes it again.
+id = {i}
+listen = "0.0.0.0:{GOSSIP_PORT}"
+advertise = "meshkit-{i}:{GOSSIP_PORT}"
+seeds = [{seeds}]
+control = "0.0.0.0:{CONTROL_PORT}"
+
+[tls]
+cert = "certs/node-{i}.pem"
+key = "certs/node-{i}.key"
+ca = "certs/ca.pem"
+
+[metadata]
+cluster = "chaos"
+region = "compose"
+
+[access]
+token_key = "certs/token-signing.pub"
+audit_log = "/data/audit.jsonl"
+
+[access.identities]
+meshctl-admin = ["mesh.admin"]
+meshctl-operator = ["mesh.operate"]
+meshctl-observer = ["mesh.observe"]
+
+[leadership]
+voters = [{voter_ids}]
+campaign = ["global-control"]
+ttl = "3s"
+data_dir = "/data/raft"
+
+[shards]
+namespaces = {{ orders = 16 }}
+ttl = "3s"
+
+[chaos]
+enabled = true
+allowed_kinds = ["partition", "latency", "loss", "bursty-loss", "duplicate", "reorder", "pause", "transport-downgrade"]
+max_duration = "10m"
+"""
+
+
+def prometheus_config(nodes: int) -> str:
+    jobs = []
+    for i in range(1, nodes + 1):
+        # One job a node: Prometheus checks the server name per job, and node certificates
+        # name node-I; the job label is set back to `meshkit`, which the dashboards select.
+        jobs.append({
+            "job_name": f"meshkit-node-{i}",
+            "scheme": "https",
+            "tls_config": {"ca_file": "/etc/meshkit/certs/ca.pem",
+                           "cert_file": "/etc/meshkit/certs/meshctl-observer.pem",
+                           "key_file": "/etc/meshkit/certs/meshctl-observer.key",
+                           "server_name": f"node-{i}"},
+            "static_configs": [{"targets": [f"meshkit-{i}:{CONTROL_PORT}"],
+                                "labels": {"cluster": "chaos", "instance": f"node-{i}"}}],
+            "relabel_configs": [{"target_label": "job", "replacement": "meshkit"}],
+        })
+    return json.dumps({
+        "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+        "rule_files": ["/etc/meshkit/rules/*.yml"],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": ["alertmanager:9093"]}]}]},
+        "scrape_configs": jobs,
+    }, indent=2)
+
+
+def compose_file(args: argparse.Namespace, run_dir: Path) -> dict:
+    user = f"{os.getuid()}:{os.getgid()}"
+    services: dict = {}
+    for i in range(1, args.nodes + 1):
+        port = args.port_base + i
+        services[f"meshkit-{i}"] = {
+            "image": MESHKITD_IMAGE,
+            "hostname": f"meshkit-{i}",
+            "user": user,
+            "command": ["--config", f"/etc/meshkit/node-{i}.toml"],
+            # Bind mounts, owned by the user that runs the nodes: a named volume starts out
+            # owned by root, and a scratch image has no shell to change that.
+            "volumes": [f"{run_dir}:/etc/meshkit:ro", f"{run_dir}/data/node-{i}:/data"],
+            "ports": [f"127.0.0.1:{port}:{CONTROL_PORT}/tcp", f"127.0.0.1:{port}:{CONTROL_PORT}/udp"],
+            "networks": ["mesh"],
+            "labels": {"io.meshkit.role": "node", "io.meshkit.node": str(i)},
+        }
+    services["prometheus"] = {
+        "image": PROMETHEUS_IMAGE,
+        "user": user,
+        "command": ["--config.file=/etc/meshkit/prometheus.yml", "--storage.tsdb.path=/tmp/prometheus",
+                    "--web.listen-address=:9090", "--web.enable-admin-api"],
+        "volumes": [f"{run_dir}:/etc/meshkit:ro"],
+        "ports": [f"127.0.0.1:{args.port_base + 90}:9090"],
+        "networks": ["mesh"],
+    }
+    services["alertmanager"] = {
+        "image": ALERTMANAGER_IMAGE,
+        "user": user,
+        "command": ["--config.file=/etc/meshkit/alertmanager.yml", "--storage.path=/tmp/alertmanager",
+                    "--web.listen-address=:9093", "--cluster.listen-address="],
+        "volumes": [f"{run_dir}:/etc/meshkit:ro"],
+        "ports": [f"127.0.0.1:{args.port_base + 93}:9093"],
+        "networks": ["mesh"],
+    }
+    return {"version": "3.8", "services": services, "networks": {"mesh": {}}}
+
+
+def compose(args: argparse.Namespace, run_dir: Path, *argv: str, timeout: float = DOCKER_TIMEOUT) -> subprocess.CompletedProcess:
+    return run(["docker-compose", "-p", args.project, "-f", str(run_dir / "docker-compose.json"), *argv],
+               timeout=timeout)
+
+
+def write_run_dir(args: argparse.Namespace, run_dir: Path) -> None:
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    certs = meshctl_in_image(run_dir, None, "certs", "init", "--out", "certs", "--nodes", str(args.nodes))
+    if certs.returncode != 0:
+        raise ToolError(f"meshctl certs init failed: {certs.stderr.strip()}")
+    for i in range(1, args.nodes + 1):
+        (run_dir / "data" / f"node-{i}").mkdir(parents=True)
+    for i in range(1, args.nodes + 1):
+        (run_dir / f"node-{i}.toml").write_text(node_config(i, args.nodes, args.voters))
+    (run_dir / "prometheus.yml").write_text(prometheus_config(args.nodes))
+    shutil.copy(ROOT / "dashboards" / "alertmanager.yml", run_dir / "alertmanager.yml")
+    shutil.copytree(ROOT / "dashboards" / "rules", run_dir / "rules", ignore=shutil.ignore_patterns("tests"))
+    (run_dir / "docker-compose.json").write_text(json.dumps(compose_file(args, run_dir), indent=2))
+
+
+def peers_alive(run_dir: Path, network: str, node: int) -> tuple[int, str | None]:
+    """(members node sees alive, the Raft leader it names), through the image's meshctl."""
+    env = ["--ca", "/etc/meshkit/certs/ca.pem", "--cert", "/etc/meshkit/certs/meshctl-observer.pem",
+           "--key", "/etc/meshkit/certs/meshctl-observer.key", "--addr", f"meshkit-{node}:{CONTROL_PORT}"]
+    peers = meshctl_in_image(run_dir, network, "peers", "list", "--json", *env)
+    alive = 0
+    if peers.returncode == 0:
+        try:
+            alive = sum(1 for p in json.loads(peers.stdout).get("peers", []) if p.get("state") == "alive")
+        except (json.JSONDecodeError, AttributeError):
+            alive = 0
+    leaders = meshctl_in_image(run_dir, network, "leaders", "status", "--json", *env)
+    leader = None
+    if leaders.returncode == 0:
+        try:
+            leader = (json.loads(leaders.stdout).get("raft") or {}).get("leader")
+        except (json.JSONDecodeError, AttributeError):
+            leader = None
+    return alive, leader
+
+
+def ready(url: str) -> bool:
+    """Whether a Prometheus or Alertmanager answers its readiness endpoint."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return answer.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def up(args: argparse.Namespace) -> int:
+    if not 1 <= args.voters <= args.nodes:
+        raise ToolError(f"--voters is 1..=--nodes ({args.nodes}), not {args.voters}")
+    ensure_docker()
+    ensure_meshkitd_image(args)
+    for image in DEBIAN_BINARIES:
+        ensure_debian_image(args, image)
+    run_dir = RUNS / args.project
+    started = time.monotonic()
+    write_run_dir(args, run_dir)
+    log(args, f"starting {args.nodes} nodes ({args.voters} voters), Prometheus and Alertmanager as project {args.project}")
+    compose(args, run_dir, "up", "-d")
+    network = f"{args.project}_mesh"
+    deadline = time.monotonic() + HEALTHY_TIMEOUT
+    seen: dict[int, tuple[int, str | None]] = {}
+    tools = [False, False]
+    while time.monotonic() < deadline:
+        seen = {i: peers_alive(run_dir, network, i) for i in (1, args.nodes)}
+        tools = [ready(f"http://127.0.0.1:{args.port_base + p}/-/ready") for p in (90, 93)]
+        if all(tools) and all(alive == args.nodes and leader for alive, leader in seen.values()):
+            break
+        time.sleep(1)
+    else:
+        logs = compose(args, run_dir, "logs", "--no-color", "--tail", "30", timeout=DOCKER_TIMEOUT).stdout
+        print(logs, file=sys.stderr)
+        print(f"the stack was not healthy after {HEALTHY_TIMEOUT} s: {seen} (node: alive, leader), "
+              f"Prometheus and Alertmanager ready: {tools}; "
+              f"`compose/down --project {args.project}` removes it", file=sys.stderr)
+        return 1
+    took = time.monotonic() - started
+    summary = {
+        "project": args.project, "nodes": args.nodes, "voters": args.voters,
+        "healthy_after_s": round(took, 1), "leader": seen[1][1], "run_dir": str(run_dir),
+        "control": {f"node-{i}": f"127.0.0.1:{args.port_base + i}" for i in range(1, args.nodes + 1)},
+        "prometheus": f"http://127.0.0.1:{args.port_base + 90}",
+        "alertmanager": f"http://127.0.0.1:{args.port_base + 93}",
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{args.nodes} nodes healthy in {took:.1f} s (Raft leader {summary['leader']}); "
+              f"Prometheus {summary['prometheus']}, Alertmanager {summary['alertmanager']}")
+        c = run_dir / "certs"
+        print(f"  export MESHCTL_CA={c}/ca.pem MESHCTL_CERT={c}/meshctl-admin.pem "
+              f"MESHCTL_KEY={c}/meshctl-admin.key MESHCTL_ADDR=127.0.0.1:{args.port_base + 1}")
+        print(f"  meshctl peers list; compose/down --project {args.project}")
+    return 0
+
+
+def leftovers(project: str) -> dict[str, list[str]]:
+    label = f"label=com.docker.compose.project={project}"
+    found = {}
+    for kind, cmd in {
+        "containers": ["docker", "ps", "-a", "--filter", label, "--format", "{{.Names}}"],
+        "networks": ["docker", "network", "ls", "--filter", label, "--format", "{{.Name}}"],
+        "volumes": ["docker", "volume", "ls", "--filter", label, "--format", "{{.Name}}"],
+    }.items():
+        found[kind] = [line for line in run(cmd).stdout.splitlines() if line]
+    return found
+
+
+def down(args: argparse.Namespace) -> int:
+    ensure_docker()
+    run_dir = RUNS / args.project
+    if (run_dir / "docker-compose.json").exists():
+        compose(args, run_dir, "down", "--volumes", "--remove-orphans", "--timeout", "5")
+    else:
+        # No run directory (removed by hand): remove what carries the project's label.
+        for kind, names in leftovers(args.project).items():
+            if names:
+                run(["docker", {"containers": "rm", "networks": "network", "volumes": "volume"}[kind]]
+                    + ([] if kind == "containers" else ["rm"]) + (["-f"] if kind == "containers" else []) + names)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    left = leftovers(args.project)
+    if args.json:
+        print(json.dumps({"project": args.project, "left": left}, indent=2))
+    if any(left.values()):
+        print(f"still present after down: {left}", file=sys.stderr)
+        return 1
+    log(args, f"project {args.project}: no containers, networks, volumes or run directory left")
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    ensure_docker()
+    left = leftovers(args.project)
+    print(json.dumps(left, indent=2) if args.json else
+          "\n".join(f"{k}: {', '.join(v) or '-'}" for k, v in left.items()))
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("up", "down", "status"):
+        p = sub.add_parser(name)
+        p.add_argument("--project", default="meshkit-chaos", help="docker-compose project name")
+        p.add_argument("--json", action="store_true", help="print the result as JSON")
+        if name == "up":
+            p.add_argument("--nodes", type=int, default=5, help="meshkitd containers (default 5)")
+            p.add_argument("--voters", type=int, default=3, help="of them, Raft voters (default 3)")
+            p.add_argument("--port-base", type=int, default=18100,
+                           help="node I's control port on 127.0.0.1 is PORT_BASE+I; Prometheus +90, Alertmanager +93")
+    args = parser.parse_args()
+    if args.command == "up" and args.voters > args.nodes:
+        args.voters = args.nodes
+    try:
+        return {"up": up, "down": down, "status": status}[args.command](args)
+    except ToolError as e:
+        print(f"compose/env.py {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

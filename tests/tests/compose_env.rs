@@ -1,0 +1,151 @@
+//! The compose chaos environment with real containers (`compose/up`, `compose/down`): three
+//! `meshkitd` containers that find each other by name, Prometheus and Alertmanager; one fault
+//! (a node's container killed through Docker) seen by the others as a dead member and by
+//! Prometheus as a target down; `down` leaves no container, network, volume or key behind.
+//!
+//! Ignored by default: it needs Docker, docker-compose, the `meshkit/meshkitd:dev` image
+//! (`scripts/static-image.sh`) and Debian's prometheus and prometheus-alertmanager; scripts/test.sh
+//! runs it right after building the image.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use meshkit_testkit::fixtures::{MeshctlAs, meshctl, run_bounded, tool};
+
+/// `up` builds the Prometheus and Alertmanager images on first use and waits at most 120 s for
+/// a healthy mesh; a loaded 2-core machine gets the rest.
+const UP_LIMIT: Duration = Duration::from_secs(600);
+const DOWN_LIMIT: Duration = Duration::from_secs(120);
+/// A killed member is declared dead within a few probe periods plus the suspicion timeout
+/// (about 5 s with the `lan` profile at three nodes); Prometheus scrapes every 5 s.
+const FAULT_LIMIT: Duration = Duration::from_secs(60);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace")
+        .to_owned()
+}
+
+/// Removes the project whatever the test's outcome, so a failed run leaves nothing either.
+struct Down<'a>(&'a str);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let mut down = Command::new(repo().join("compose/down"));
+        down.args(["--project", self.0]);
+        let _ = run_bounded(down, DOWN_LIMIT);
+    }
+}
+
+/// What node 1 says of the members, as `(id, state)`.
+fn peers(certs: &Path, addr: &str) -> Vec<(u64, String)> {
+    let mut list = meshctl(certs, addr, MeshctlAs::Node("meshctl-observer"), ["peers", "list"]);
+    list.arg("--json");
+    let (ok, out) = run_bounded(list, Duration::from_secs(30));
+    if !ok {
+        return Vec::new();
+    }
+    let value: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    value["peers"]
+        .as_array()
+        .map(|peers| {
+            peers
+                .iter()
+                .filter_map(|p| Some((p["id"].as_u64()?, p["state"].as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+#[ignore = "needs Docker, docker-compose, the meshkit/meshkitd:dev image and Debian's prometheus packages; scripts/test.sh runs it after scripts/static-image.sh"]
+fn the_environment_comes_up_takes_a_fault_and_goes_down_leaving_nothing() {
+    tool("docker-compose", "docker-compose");
+    let project = format!("meshkit-test-{}", std::process::id());
+    // Ports apart from a developer's own environment (18100..) and from other test runs.
+    let port_base = 20_000 + (std::process::id() % 400) * 100;
+    let _down = Down(&project);
+
+    let mut up = Command::new(repo().join("compose/up"));
+    up.args(["--nodes", "3", "--voters", "3", "--project", &project, "--json"])
+        .args(["--port-base", &port_base.to_string()]);
+    let (ok, out) = run_bounded(up, UP_LIMIT);
+    assert!(ok, "compose/up failed:\n{out}");
+    let summary: serde_json::Value = serde_json::from_str(&out[out.find('{').unwrap_or(0)..])
+        .unwrap_or_else(|e| panic!("compose/up --json printed no JSON ({e}):\n{out}"));
+    assert_eq!(summary["nodes"], 3, "{summary}");
+    let run_dir = PathBuf::from(summary["run_dir"].as_str().expect("run_dir"));
+    let certs = run_dir.join("certs");
+    let node1 = format!("127.0.0.1:{}", port_base + 1);
+    let alive = peers(&certs, &node1);
+    assert_eq!(
+        alive.iter().filter(|(_, s)| s == "alive").count(),
+        3,
+        "node 1 from the host, through its published port: {alive:?}"
+    );
+
+    // The fault: node 3's container killed, as `meshkit-chaos` will do for `kill`.
+    let container = format!("{project}_meshkit-3_1");
+    let kill = Command::new("docker").args(["kill", &container]).output().expect("docker kill");
+    assert!(kill.status.success(), "docker kill {container}: {kill:?}");
+    let killed_at = Instant::now();
+    let mut seen = Vec::new();
+    while killed_at.elapsed() < FAULT_LIMIT {
+        seen = peers(&certs, &node1);
+        if seen.contains(&(3, "dead".to_owned())) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        seen.contains(&(3, "dead".to_owned())),
+        "node 1 never held node 3 dead within {FAULT_LIMIT:?}: {seen:?}"
+    );
+    let detected = killed_at.elapsed();
+
+    // Prometheus scrapes the nodes over TLS and sees node 3 down.
+    let prometheus = summary["prometheus"].as_str().expect("prometheus").to_owned();
+    let query = format!("{prometheus}/api/v1/query?query=up%7Bjob%3D%22meshkit%22%7D");
+    let mut ups = String::new();
+    while killed_at.elapsed() < FAULT_LIMIT {
+        let (ok, out) = run_bounded(
+            {
+                let mut c = Command::new(tool("curl", "curl"));
+                c.args(["-sf", &query]);
+                c
+            },
+            Duration::from_secs(10),
+        );
+        if ok && out.contains(r#""instance":"node-3""#) && out.contains(r#""0"]"#) {
+            ups = out;
+            break;
+        }
+        ups = out;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(
+        ups.contains(r#""instance":"node-3""#) && ups.contains(r#""0"]"#),
+        "Prometheus never saw node-3 down: {ups}"
+    );
+    println!("compose: healthy after {} s; node 3 held dead {detected:?} after its kill", summary["healthy_after_s"]);
+
+    let mut down = Command::new(repo().join("compose/down"));
+    down.args(["--project", &project, "--json"]);
+    let (ok, out) = run_bounded(down, DOWN_LIMIT);
+    assert!(ok, "compose/down failed or left something:\n{out}");
+    assert!(!run_dir.exists(), "the run directory (keys) is still there");
+    for (kind, list) in [
+        ("container", vec!["ps", "-a", "--format", "{{.Names}}"]),
+        ("network", vec!["network", "ls", "--format", "{{.Name}}"]),
+        ("volume", vec!["volume", "ls", "--format", "{{.Name}}"]),
+    ] {
+        let out = Command::new("docker").args(&list).output().expect("docker ls");
+        let names = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !names.lines().any(|n| n.starts_with(&project)),
+            "a {kind} of {project} is left: {names}"
+        );
+    }
+}
