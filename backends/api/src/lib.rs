@@ -16,11 +16,13 @@
 //! * [`json`]: the JSON bodies of the HTTP routes (peers, views, leaders, shards, lease
 //!   sessions, membership operations, errors), built by the server and parsed by clients.
 //! * [`probes`]: the body of `GET /control/probes` and its tag filter.
+//! * [`chaos`]: the JSON bodies of the chaos routes (plans, tokens, experiments, the relay).
 //! * [`alpn`]: the ALPN names of the control API's transports and their metric label.
 //! * [`metrics`]: the metric catalogue (name, type, help, labels, unit of every family) and the
 //!   Prometheus exposition built from it.
 
 pub mod alpn;
+pub mod chaos;
 pub mod grpc;
 pub mod json;
 pub mod metrics;

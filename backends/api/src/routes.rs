@@ -24,6 +24,11 @@ pub enum Requirement {
     Metrics,
     /// The scope, or one that implies it.
     Permission(Permission),
+    /// A CA-signed `node-<id>` client certificate, whatever scopes `[access]` gives it: one
+    /// node relaying to another (the chaos fan-out, `POST /control/chaos/relay`). Bearer tokens
+    /// and other certificates are refused with 403. What the node may ask is bounded by the
+    /// receiving node's own configuration (docs/security.md, "Chaos relay").
+    NodeCertificate,
 }
 
 /// One row of [`ROUTE_PERMISSIONS`].
@@ -77,6 +82,16 @@ pub const ROUTE_PERMISSIONS: &[RoutePermission] = &[
     row("POST", "/control/force-leave", ADMIN),
     row("POST", "/control/voters/add", ADMIN),
     row("POST", "/control/voters/remove", ADMIN),
+    // Chaos (docs/diagnostics.md, "Chaos safety model"): plans, starts, aborts and the kill
+    // switch need admin; the list is observable, as a fault nobody can see is the worst kind;
+    // the relay between nodes takes node certificates only.
+    row("POST", "/control/chaos/plans", ADMIN),
+    row("POST", "/control/chaos/experiments", ADMIN),
+    row("GET", "/control/chaos/experiments", OBSERVE),
+    row("DELETE", "/control/chaos/experiments/{id}", ADMIN),
+    row("POST", "/control/chaos/kill-switch", ADMIN),
+    row("DELETE", "/control/chaos/kill-switch", ADMIN),
+    row("POST", "/control/chaos/relay", Requirement::NodeCertificate),
     // Task queues: producers and workers operate, views observe (docs/task-queues.md).
     row("GET", "/control/queues", OBSERVE),
     row("POST", "/control/queue/enqueue", OPERATE),
@@ -128,6 +143,12 @@ pub const ROUTE_PERMISSIONS: &[RoutePermission] = &[
     row("POST", grpc::LIST_QUEUES, OBSERVE),
     row("POST", grpc::GET_BACKPRESSURE, OBSERVE),
     row("POST", grpc::WATCH_BACKPRESSURE, OBSERVE),
+    row("POST", grpc::PLAN_CHAOS, ADMIN),
+    row("POST", grpc::START_CHAOS, ADMIN),
+    row("POST", grpc::LIST_CHAOS, OBSERVE),
+    row("POST", grpc::ABORT_CHAOS, ADMIN),
+    row("POST", grpc::ENGAGE_CHAOS_KILL_SWITCH, ADMIN),
+    row("POST", grpc::REARM_CHAOS_KILL_SWITCH, ADMIN),
 ];
 
 /// Every gRPC method with an HTTP twin, and that twin (`method`, `path`): the two need the same
@@ -168,6 +189,24 @@ pub const GRPC_TWINS: &[(&str, &str, &str)] = &[
         grpc::WATCH_BACKPRESSURE,
         "GET",
         "/control/backpressure/stream",
+    ),
+    (grpc::PLAN_CHAOS, "POST", "/control/chaos/plans"),
+    (grpc::START_CHAOS, "POST", "/control/chaos/experiments"),
+    (grpc::LIST_CHAOS, "GET", "/control/chaos/experiments"),
+    (
+        grpc::ABORT_CHAOS,
+        "DELETE",
+        "/control/chaos/experiments/{id}",
+    ),
+    (
+        grpc::ENGAGE_CHAOS_KILL_SWITCH,
+        "POST",
+        "/control/chaos/kill-switch",
+    ),
+    (
+        grpc::REARM_CHAOS_KILL_SWITCH,
+        "DELETE",
+        "/control/chaos/kill-switch",
     ),
 ];
 
@@ -263,5 +302,32 @@ mod tests {
             requirement(&Method::POST, grpc::ACQUIRE_LEASE),
             Requirement::Permission(Permission::Operate)
         );
+    }
+
+    /// Every chaos route that changes anything needs admin; the relay takes node certificates
+    /// only; the list observes; an id in the path matches one segment.
+    #[test]
+    fn chaos_routes_need_admin_and_the_relay_a_node_certificate() {
+        let admin = Requirement::Permission(Permission::Admin);
+        for (method, path) in [
+            (Method::POST, "/control/chaos/plans"),
+            (Method::POST, "/control/chaos/experiments"),
+            (Method::DELETE, "/control/chaos/experiments/node-3%2F17"),
+            (Method::POST, "/control/chaos/kill-switch"),
+            (Method::DELETE, "/control/chaos/kill-switch"),
+            (Method::POST, grpc::START_CHAOS),
+        ] {
+            assert_eq!(requirement(&method, path), admin, "{method} {path}");
+        }
+        assert_eq!(
+            requirement(&Method::GET, "/control/chaos/experiments"),
+            Requirement::Permission(Permission::Observe)
+        );
+        assert_eq!(
+            requirement(&Method::POST, "/control/chaos/relay"),
+            Requirement::NodeCertificate
+        );
+        // Another method on the relay path is unlisted: admin, not the node rule.
+        assert_eq!(requirement(&Method::GET, "/control/chaos/relay"), admin);
     }
 }

@@ -145,6 +145,47 @@ pub struct AuditRecord {
     /// ([`AUDIT_REFUSALS_BURST`]); absent when none were.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<u64>,
+    /// A chaos action's details ([`ChaosAudit`]); absent on other records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chaos: Option<Box<ChaosAudit>>,
+}
+
+/// What a chaos record adds (docs/diagnostics.md, "Chaos safety model"): the action, the
+/// experiment, and who asked when a node relayed it, or why it was refused.
+///
+/// ```json
+/// {"action":"activate","experiment":"node-1/1765000000000","kind":"partition","nodes":[4,5]}
+/// {"action":"relay-apply","experiment":"node-1/1765000000000","caller":"token:alice","relayed_by":"node-1","nodes":[4,5]}
+/// {"action":"revert","experiment":"node-1/1765000000000","kind":"partition","reason":"deadline"}
+/// {"action":"activate","refused":true,"reason":"token-replayed"}
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ChaosAudit {
+    /// `plan`, `activate`, `abort`, `kill-switch`, `rearm`, `revert` (written by the node as
+    /// itself), or `relay-<op>` on a node another one asked.
+    pub action: String,
+    /// The experiment (`node-<origin>/<serial>`), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<String>,
+    /// The fault kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The nodes it touched (a plan's or start's radius; the members that confirmed an abort).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<u64>>,
+    /// Relayed: the original caller as the relaying node names it (`<auth>:<name>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    /// Relayed: the node certificate that relayed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relayed_by: Option<String>,
+    /// Whether it was refused.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
+    /// A refusal's stable reason (`token-replayed`, `kind-not-allowed`, ...), or a revert's
+    /// end reason (`deadline`, `aborted`, `kill-switch`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl AuditRecord {
@@ -178,6 +219,7 @@ impl AuditRecord {
             status,
             grpc_status: None,
             suppressed: None,
+            chaos: None,
         }
     }
 }

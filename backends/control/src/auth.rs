@@ -169,7 +169,7 @@ pub fn certificate_identity(der: &[u8]) -> Option<String> {
     }
 }
 
-fn is_node_name(name: &str) -> bool {
+pub(crate) fn is_node_name(name: &str) -> bool {
     name.strip_prefix("node-")
         .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
 }
@@ -606,11 +606,18 @@ pub async fn enforce(
     mut request: Request,
     next: Next,
 ) -> Response {
+    // The node-to-node relay authenticates like any call and then takes node certificates
+    // only; its handler audits what it does (with the relaying node and the original caller).
+    let mut node_only = false;
     let required = match requirement(request.method(), request.uri().path()) {
         Requirement::Open => return next.run(request).await,
         Requirement::Metrics if access.0.policy.metrics_open => return next.run(request).await,
         Requirement::Metrics => Permission::Observe,
         Requirement::Permission(scope) => scope,
+        Requirement::NodeCertificate => {
+            node_only = true;
+            Permission::Observe
+        }
     };
     let audited = required >= Permission::Operate;
     let method = request.method().clone();
@@ -656,7 +663,46 @@ pub async fn enforce(
             return denied(StatusCode::UNAUTHORIZED, required, body, bearer_error);
         }
     };
-    if !principal.scopes.allows(required) {
+    if node_only
+        && !(principal.auth == AuthMethod::ClientCertificate && is_node_name(&principal.name))
+    {
+        access.count_refusal(RefusalReason::Forbidden);
+        let mut record = AuditRecord::new(
+            access.0.clock.now(),
+            Some(&principal.name),
+            principal.auth,
+            method.as_str(),
+            &path,
+            Permission::Admin,
+            Outcome::Forbidden,
+            StatusCode::FORBIDDEN.as_u16(),
+        );
+        record.chaos = Some(Box::new(super::audit::ChaosAudit {
+            action: "relay".to_owned(),
+            refused: true,
+            reason: Some("not-a-node-certificate".to_owned()),
+            ..Default::default()
+        }));
+        access.0.audit.record_refusal(record);
+        let body = DeniedBody {
+            error: format!(
+                "{} is not a node: {method} {} takes a node-<id> client certificate signed by \
+                 the mesh's CA, whatever scopes the caller holds",
+                principal.name,
+                cut_path(&path)
+            ),
+            required_scope: "node certificate".to_owned(),
+            identity: Some(principal.name.clone()),
+            granted_scopes: Some(principal.scopes.iter().map(|s| s.to_string()).collect()),
+        };
+        return denied(
+            StatusCode::FORBIDDEN,
+            required,
+            body,
+            Some("insufficient_scope"),
+        );
+    }
+    if !node_only && !principal.scopes.allows(required) {
         access.count_refusal(RefusalReason::Forbidden);
         if audited {
             access.0.audit.record_refusal(AuditRecord::new(
@@ -791,8 +837,50 @@ mod tests {
                 .route("/metrics", get(|| async { "metrics" }))
                 .route("/meshkit/peers", get(|| async { "peers" }))
                 .route("/control/drain", post(|| async { "drained" }))
-                .route("/control/chaos", post(|| async { "chaos" })),
+                .route("/control/chaos", post(|| async { "chaos" }))
+                .route("/control/chaos/relay", post(|| async { "relayed" })),
         )
+    }
+
+    /// The chaos relay takes node certificates, whatever their scopes, and nothing else: not an
+    /// admin's token, not an admin's certificate. Refusals are audited with their reason.
+    #[tokio::test]
+    async fn the_chaos_relay_takes_node_certificates_only() {
+        let f = fixture("relay");
+        let node = Cred::Cert(cert(&f.ca, "node-5"));
+        let (status, _) = call(app(&f.access), "POST", "/control/chaos/relay", node).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "a node certificate (observe by default) relays"
+        );
+        let token = f
+            .key
+            .issue(
+                "alice",
+                &scopes(&[Permission::Admin]),
+                now(),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        let admin_cert = Cred::Cert(cert(&f.ca, "meshctl-admin"));
+        let named_like_a_node = Cred::Cert(cert(&f.ca, "node-x"));
+        for cred in [Cred::Bearer(token), admin_cert, named_like_a_node] {
+            let (status, response) =
+                call(app(&f.access), "POST", "/control/chaos/relay", cred).await;
+            assert_eq!(status, StatusCode::FORBIDDEN);
+            let body = body(response).await;
+            assert_eq!(body.required_scope, "node certificate");
+            assert!(body.error.contains("is not a node"), "{}", body.error);
+        }
+        f.access.audit().flush().await;
+        let text = std::fs::read_to_string(f.dir.join("audit.jsonl")).unwrap();
+        let refused = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| l["chaos"]["reason"] == "not-a-node-certificate")
+            .count();
+        assert_eq!(refused, 3, "{text}");
     }
 
     fn cert(ca: &DevCa, name: &str) -> ClientCertificate {

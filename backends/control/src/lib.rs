@@ -19,10 +19,13 @@
 //! * [`views`], [`membership`], [`leadership`], [`queues`], [`probes`]: the handlers of the
 //!   `/meshkit/*` and `/control/*` routes; [`errors`]: their error bodies.
 //! * [`grpc`]: `meshkit.control.v1.Control` and `grpc.health.v1.Health` over a node.
+//! * [`chaos`]: the chaos routes (plans, confirmation tokens, experiments, kill switch) and
+//!   the relay that fans an experiment out to its target nodes.
 
 pub mod admission;
 pub mod audit;
 pub mod auth;
+pub mod chaos;
 pub mod errors;
 pub mod grpc;
 pub mod h3;
@@ -36,7 +39,7 @@ use axum::extract::State;
 use axum::handler::Handler;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Extension, Router};
 use meshkit::membership::{MemberState, RttHistogram};
 use prometheus_client::collector::Collector;
@@ -81,6 +84,13 @@ fn http_routes() -> Routes<NodeHandle> {
         .post("/control/force-leave", membership::force_leave)
         .post("/control/voters/add", membership::voters_add)
         .post("/control/voters/remove", membership::voters_remove)
+        .post("/control/chaos/plans", chaos::plan_route)
+        .post("/control/chaos/experiments", chaos::start_route)
+        .get("/control/chaos/experiments", chaos::list_route)
+        .delete("/control/chaos/experiments/{id}", chaos::abort_route)
+        .post("/control/chaos/kill-switch", chaos::kill_switch_route)
+        .delete("/control/chaos/kill-switch", chaos::rearm_route)
+        .post("/control/chaos/relay", chaos::relay_route)
         .get("/control/queues", queues::stats)
         .post("/control/queue/enqueue", queues::enqueue)
         .post("/control/queue/lease", queues::lease)
@@ -139,11 +149,28 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         self.router = self.router.route(path, post(handler));
         self
     }
+
+    fn delete<H: Handler<T, S>, T: 'static>(mut self, path: &'static str, handler: H) -> Self {
+        self.listed.push(("DELETE", path));
+        self.router = self.router.route(path, delete(handler));
+        self
+    }
 }
 
 /// The control API's routes over a node, every one behind `access` ([`auth::enforce`]), every
-/// HTTP error in the JSON form ([`errors::json_errors`]).
+/// HTTP error in the JSON form ([`errors::json_errors`]). Its chaos routes reach no other node
+/// (no relay client): [`router_with_chaos`] gives them one.
 pub fn router(node: NodeHandle, access: AccessControl) -> Router {
+    router_with_chaos(node, access, Arc::new(chaos::ChaosControl::new(None, None)))
+}
+
+/// [`router`] with `chaos` as the chaos routes' state (its relay client reaches the other
+/// targets of an experiment).
+pub fn router_with_chaos(
+    node: NodeHandle,
+    access: AccessControl,
+    chaos: Arc<chaos::ChaosControl>,
+) -> Router {
     let watchers = grpc::health::Watchers::new(node.clone());
     let routes = http_routes()
         .router
@@ -152,7 +179,8 @@ pub fn router(node: NodeHandle, access: AccessControl) -> Router {
         .with_state(node.clone())
         .merge(grpc::routes_with(node, watchers.clone()))
         .layer(Extension(access.clone()))
-        .layer(Extension(watchers));
+        .layer(Extension(watchers))
+        .layer(Extension(chaos));
     // The gRPC service shares the authorization layer; its refusals become gRPC statuses.
     access
         .protect(routes)
@@ -163,6 +191,16 @@ pub fn router(node: NodeHandle, access: AccessControl) -> Router {
 /// Serves the control API on `server`'s listeners until the task is dropped or aborted.
 pub async fn serve(server: serve::ControlServer, node: NodeHandle, access: AccessControl) {
     server.serve(router(node, access)).await;
+}
+
+/// [`serve`] with `chaos` as the chaos routes' state ([`router_with_chaos`]).
+pub async fn serve_with_chaos(
+    server: serve::ControlServer,
+    node: NodeHandle,
+    access: AccessControl,
+    chaos: Arc<chaos::ChaosControl>,
+) {
+    server.serve(router_with_chaos(node, access, chaos)).await;
 }
 
 fn stopped() -> Response {

@@ -417,7 +417,11 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
     let (control, control_addr) = match control_server {
         Some((server, access)) => {
             let bound = server.local_addr();
-            let router = meshkit_control::router(handle.clone(), access)
+            let chaos = Arc::new(meshkit_control::chaos::ChaosControl::new(
+                chaos_relay(config.tls_files()).map(Arc::new),
+                Some(config.chaos().clone()),
+            ));
+            let router = meshkit_control::router_with_chaos(handle.clone(), access, chaos)
                 .layer(axum::Extension(probes.clone()));
             let task = tokio::spawn(server.serve(router));
             (Some(task), Some(bound))
@@ -453,6 +457,27 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
 /// Mixed into the node's seed for its probe host's, so the probe jitter and the core draw from
 /// different streams.
 const PROBE_SEED_SALT: u64 = 0x7072_6f62_6573_0001;
+
+/// The client a node relays chaos experiments with (`POST /control/chaos/relay` on the other
+/// targets): its own certificate, the mesh's CA, h3 then h2. `None`, logged, when the files
+/// do not load (they just did, for the transport): the node's chaos routes then reach only
+/// itself, and say so per target.
+fn chaos_relay(files: &meshkit_net::tls::TlsFiles) -> Option<meshkit_control::chaos::RelayClient> {
+    let config = meshkit_client::ClientConfig::new(&files.ca)
+        .and_then(|c| c.with_identity(&files.cert, &files.key))
+        .map(|c| {
+            c.with_request_timeout(meshkit_control::chaos::RELAY_TIMEOUT)
+                .with_h3_timeout(std::time::Duration::from_millis(500))
+        })
+        .and_then(|c| meshkit_client::Client::new(&c));
+    match config {
+        Ok(client) => Some(client),
+        Err(error) => {
+            tracing::warn!(%error, "no chaos relay client: experiments reach only this node");
+            None
+        }
+    }
+}
 
 impl NodeConfigBuilder {
     /// Builds the configuration ([`NodeConfigBuilder::build`]) and starts the node ([`start`]).

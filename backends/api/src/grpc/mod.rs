@@ -92,6 +92,18 @@ pub mod path {
     pub const GET_BACKPRESSURE: &str = "/meshkit.control.v1.Control/GetBackpressure";
     /// `WatchBackpressure`.
     pub const WATCH_BACKPRESSURE: &str = "/meshkit.control.v1.Control/WatchBackpressure";
+    /// `PlanChaos`.
+    pub const PLAN_CHAOS: &str = "/meshkit.control.v1.Control/PlanChaos";
+    /// `StartChaos`.
+    pub const START_CHAOS: &str = "/meshkit.control.v1.Control/StartChaos";
+    /// `ListChaos`.
+    pub const LIST_CHAOS: &str = "/meshkit.control.v1.Control/ListChaos";
+    /// `AbortChaos`.
+    pub const ABORT_CHAOS: &str = "/meshkit.control.v1.Control/AbortChaos";
+    /// `EngageChaosKillSwitch`.
+    pub const ENGAGE_CHAOS_KILL_SWITCH: &str = "/meshkit.control.v1.Control/EngageChaosKillSwitch";
+    /// `RearmChaosKillSwitch`.
+    pub const REARM_CHAOS_KILL_SWITCH: &str = "/meshkit.control.v1.Control/RearmChaosKillSwitch";
     /// `grpc.health.v1.Health/Check`.
     pub const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
     /// `grpc.health.v1.Health/Watch`.
@@ -99,7 +111,7 @@ pub mod path {
 
     /// Every method the service answers (the others get `UNIMPLEMENTED`); each has its row in
     /// [`crate::routes::ROUTE_PERMISSIONS`].
-    pub const ALL: [&str; 31] = [
+    pub const ALL: [&str; 37] = [
         LIST_PEERS,
         GET_LEADERS,
         TRANSFER_LEASE,
@@ -129,6 +141,12 @@ pub mod path {
         LIST_QUEUES,
         GET_BACKPRESSURE,
         WATCH_BACKPRESSURE,
+        PLAN_CHAOS,
+        START_CHAOS,
+        LIST_CHAOS,
+        ABORT_CHAOS,
+        ENGAGE_CHAOS_KILL_SWITCH,
+        REARM_CHAOS_KILL_SWITCH,
         HEALTH_CHECK,
         HEALTH_WATCH,
     ];

@@ -23,6 +23,10 @@
 //! meshctl clusters | versions                   members by cluster and region; versions in use
 //! meshctl join SEED... | leave                 a node joins a mesh through seeds; leaves it
 //! meshctl force-leave NODE                      every member moves a dead member to left
+//! meshctl chaos plan FILE | start FILE (--confirm TOKEN | --yes) | list | abort ID | kill-switch [--rearm]
+//!                                               chaos experiments: blast radius and token,
+//!                                               start, every member's experiments, abort,
+//!                                               the kill switch (docs/diagnostics.md)
 //! meshctl voters list                           the Raft voters, their roles and states
 //! meshctl voters add N | remove N | replace OLD NEW
 //!                                               Raft voter changes, one at a time, refused
@@ -67,6 +71,8 @@ use meshkit_node::api::json::{ResumeResponse, TransferRequest, TransferResponse}
 use meshkit_node::client::{Client, ClientConfig, Protocols, StatsSnapshot};
 use serde::{Deserialize, Serialize};
 
+#[path = "meshctl/chaos.rs"]
+mod chaos;
 #[path = "meshctl/contexts.rs"]
 mod contexts;
 #[path = "meshctl/force_leave.rs"]
@@ -247,6 +253,12 @@ enum Command {
         json: bool,
         #[command(flatten)]
         node: NodeArgs,
+    },
+    /// Chaos experiments (docs/diagnostics.md, "Chaos safety model"): plan a fault and see
+    /// its blast radius, start it with the confirmation token, list, abort, kill switch.
+    Chaos {
+        #[command(subcommand)]
+        command: chaos::ChaosCommand,
     },
     /// Task queues (docs/task-queues.md): what a node serves, its backpressure signals, its
     /// workers' lease health, and drain/restore of a shard's queue (needs mesh.operate).
@@ -880,6 +892,7 @@ impl Command {
                     | VotersCommand::Replace { wait, .. },
             } => &mut wait.node,
             Self::Lock { session, .. } | Self::Elect { session, .. } => &mut session.node,
+            Self::Chaos { command } => command.node_mut(),
             Self::Transport {
                 command: TransportCommand::Stats { connect, .. },
             } => return Some((None, Some(connect))),
@@ -1103,6 +1116,7 @@ fn main() -> ExitCode {
         Command::Join { seeds, json, node } => join(&node, seeds, json),
         Command::Leave { json, node } => leave(&node, json),
         Command::ForceLeave { member, json, node } => force_leave::run(&node, member, json),
+        Command::Chaos { command } => command.run(),
         Command::Voters {
             command: VotersCommand::List { json, node },
         } => voters_list(&node, json),

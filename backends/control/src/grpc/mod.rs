@@ -30,6 +30,7 @@
 //! | `ListVersions` | the versions present, as `GET /meshkit/versions` | `UNAVAILABLE` |
 //! | `AcquireLease`, `RenewLease`, `ReleaseLease` | a lock session's lease, as `POST /control/leases/{acquire,renew,release}` | see [`CallError`] (`ABORTED`: held by another) |
 //! | `Join`, `Leave`, `ForceLeave` | as `POST /control/{join,leave,force-leave}` | see [`CallError::Membership`] |
+//! | `PlanChaos`, `StartChaos`, `ListChaos`, `AbortChaos`, `EngageChaosKillSwitch`, `RearmChaosKillSwitch` | the JSON body of the HTTP twin (`/control/chaos/*`, [`crate::chaos`]) in `ChaosJson.json` | the twin's refusal: `INVALID_ARGUMENT` (400), `PERMISSION_DENIED` (403), `NOT_FOUND`, `FAILED_PRECONDITION` (409), `UNAVAILABLE`; the message starts with the reason (`token-replayed: ...`) |
 //! | `AddVoter`, `RemoveVoter` | the proposed voter change, as `POST /control/voters/{add,remove}` | `FAILED_PRECONDITION` (refused, or not the leader: the message names it) |
 //! | `QueueEnqueue`, `QueueLease`, `QueueHeartbeat`, `QueueComplete`, `QueueFail`, `QueueDrain`, `QueueRestore` | as `POST /control/queue/*` (payloads as bytes; a lease with nothing pending has no `item`) | see [`CallError::Queue`] |
 //! | `ListQueues` | as `GET /control/queues` | `NOT_FOUND` (no `[queues]`) |
@@ -60,14 +61,14 @@ use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
 use self::proto::{
-    AcquireLeaseRequest, DrainRequest, DrainResponse, ForceLeaveRequest, ForceLeaveResponse,
-    GetLeadersRequest, GetLeadersResponse, JoinRequest, JoinResponse, LeadershipChange,
-    LeadershipEvent, LeaseSession, LeaseSessionRequest, LeaveRequest, LeaveResponse,
-    ListClustersRequest, ListClustersResponse, ListPeersRequest, ListPeersResponse,
-    ListShardsRequest, ListShardsResponse, ListVersionsRequest, ListVersionsResponse, Peer,
-    PeerState, PlannedMove, RebalanceRequest, RebalanceResponse, ResumeRequest, ResumeResponse,
-    TransferLeaseRequest, TransferLeaseResponse, VoterChangeRequest, VoterChangeResponse,
-    WatchLeadershipRequest,
+    AbortChaosRequest, AcquireLeaseRequest, ChaosJson, ChaosKillSwitchRequest, DrainRequest,
+    DrainResponse, ForceLeaveRequest, ForceLeaveResponse, GetLeadersRequest, GetLeadersResponse,
+    JoinRequest, JoinResponse, LeadershipChange, LeadershipEvent, LeaseSession,
+    LeaseSessionRequest, LeaveRequest, LeaveResponse, ListChaosRequest, ListClustersRequest,
+    ListClustersResponse, ListPeersRequest, ListPeersResponse, ListShardsRequest,
+    ListShardsResponse, ListVersionsRequest, ListVersionsResponse, Peer, PeerState, PlannedMove,
+    RebalanceRequest, RebalanceResponse, ResumeRequest, ResumeResponse, TransferLeaseRequest,
+    TransferLeaseResponse, VoterChangeRequest, VoterChangeResponse, WatchLeadershipRequest,
 };
 use self::server::control_server::{Control, ControlServer};
 use self::server::health_server::HealthServer;
@@ -161,6 +162,54 @@ impl tower::Service<http::Request<Body>> for ControlService {
 #[derive(Clone, Debug)]
 struct Methods {
     node: NodeHandle,
+}
+
+/// The chaos context of a call (from the router's extensions, which reach tonic's request)
+/// and its verified caller; `INTERNAL` when served outside [`crate::router`].
+fn chaos_call<T>(
+    node: &NodeHandle,
+    request: &Request<T>,
+) -> Result<(crate::chaos::Ctx, crate::auth::Principal), Status> {
+    let ext = request.extensions();
+    let chaos = ext.get::<Arc<crate::chaos::ChaosControl>>().cloned();
+    let access = ext.get::<crate::auth::AccessControl>();
+    let who = ext.get::<crate::auth::Principal>().cloned();
+    match (chaos, access, who) {
+        (Some(chaos), Some(access), Some(who)) => Ok((
+            crate::chaos::Ctx {
+                node: node.clone(),
+                chaos,
+                audit: access.audit().clone(),
+            },
+            who,
+        )),
+        _ => Err(Status::internal(
+            "the chaos methods are served only inside the control router (no chaos state or caller)",
+        )),
+    }
+}
+
+/// A chaos answer as its HTTP twin's JSON, or its refusal as the status of the twin's code,
+/// the message starting with the stable reason.
+fn chaos_reply<T: serde::Serialize>(
+    answer: Result<T, crate::chaos::ChaosCallError>,
+) -> Result<Response<ChaosJson>, Status> {
+    match answer {
+        Ok(body) => Ok(Response::new(ChaosJson {
+            json: serde_json::to_string(&body).unwrap_or_default(),
+        })),
+        Err(e) => {
+            let code = match e.http_status().as_u16() {
+                400 => tonic::Code::InvalidArgument,
+                403 => tonic::Code::PermissionDenied,
+                404 => tonic::Code::NotFound,
+                409 => tonic::Code::FailedPrecondition,
+                503 => tonic::Code::Unavailable,
+                _ => tonic::Code::Internal,
+            };
+            Err(Status::new(code, format!("{}: {e}", e.reason())))
+        }
+    }
 }
 
 /// A handler's answer as a gRPC response, or its error's status.
@@ -298,6 +347,54 @@ impl Control for Methods {
             Ok(self.session(request.scope, token))
         };
         reply(path::RELEASE_LEASE, answer.await)
+    }
+
+    async fn plan_chaos(&self, request: Request<ChaosJson>) -> Result<Response<ChaosJson>, Status> {
+        let (ctx, who) = chaos_call(&self.node, &request)?;
+        let answer = ctx.plan(&who, request.get_ref().json.as_bytes()).await;
+        chaos_reply(answer)
+    }
+
+    async fn start_chaos(
+        &self,
+        request: Request<ChaosJson>,
+    ) -> Result<Response<ChaosJson>, Status> {
+        let (ctx, who) = chaos_call(&self.node, &request)?;
+        let answer = ctx.start(&who, request.get_ref().json.as_bytes()).await;
+        // Some targets unreachable (HTTP 207) is an answer too: its `targets` say which.
+        chaos_reply(answer.map(|(started, _)| started))
+    }
+
+    async fn list_chaos(
+        &self,
+        request: Request<ListChaosRequest>,
+    ) -> Result<Response<ChaosJson>, Status> {
+        let (ctx, _) = chaos_call(&self.node, &request)?;
+        chaos_reply(ctx.list().await)
+    }
+
+    async fn abort_chaos(
+        &self,
+        request: Request<AbortChaosRequest>,
+    ) -> Result<Response<ChaosJson>, Status> {
+        let (ctx, who) = chaos_call(&self.node, &request)?;
+        chaos_reply(ctx.abort(&who, &request.get_ref().id).await)
+    }
+
+    async fn engage_chaos_kill_switch(
+        &self,
+        request: Request<ChaosKillSwitchRequest>,
+    ) -> Result<Response<ChaosJson>, Status> {
+        let (ctx, who) = chaos_call(&self.node, &request)?;
+        chaos_reply(ctx.kill_switch(&who, true).await)
+    }
+
+    async fn rearm_chaos_kill_switch(
+        &self,
+        request: Request<ChaosKillSwitchRequest>,
+    ) -> Result<Response<ChaosJson>, Status> {
+        let (ctx, who) = chaos_call(&self.node, &request)?;
+        chaos_reply(ctx.kill_switch(&who, false).await)
     }
 
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
