@@ -9,7 +9,7 @@
 Prometheus and Alertmanager images from this machine's Debian binaries and the shared libraries
 they load, FROM scratch too: there is no registry to pull a base image from), writes fresh
 certificates, a token key and per-node configurations into compose/.run/PROJECT/, starts the
-stack with docker-compose and waits until every node sees all N alive and a Raft leader leads.
+stack with docker-compose and waits until node 1 and node N see all N alive and node 1 (a voter) names a Raft leader.
 Nodes name each other (`advertise = "meshkit-2:7001"`, `seeds = ["1@meshkit-1:7001"]`):
 containers get their IPs only when they run. The control ports are published on 127.0.0.1
 (node I at PORT_BASE + I, TCP and UDP), Prometheus at PORT_BASE + 90, Alertmanager at
@@ -41,6 +41,7 @@ RUNS = ROOT / "compose" / ".run"
 MESHKITD_IMAGE = "meshkit/meshkitd:dev"
 PROMETHEUS_IMAGE = "meshkit/prometheus:dev"
 ALERTMANAGER_IMAGE = "meshkit/alertmanager:dev"
+GRAFANA_IMAGE = "grafana/grafana-oss:11.3.0"
 # Debian's binaries, the package that has each, and the data it reads at run time (Debian's
 # Alertmanager loads its notification templates from /usr/share, not from the binary).
 DEBIAN_BINARIES = {
@@ -247,6 +248,17 @@ def compose_file(args: argparse.Namespace, run_dir: Path) -> dict:
         "ports": [f"127.0.0.1:{args.port_base + 93}:9093"],
         "networks": ["mesh"],
     }
+    # Grafana, for users with a registry to pull it from (none here: documented, not tested). Not
+    # started unless asked: `docker-compose -p P -f compose/.run/P/docker-compose.json
+    # --profile grafana up -d grafana`; it provisions Prometheus and dashboards/grafana/.
+    services["grafana"] = {
+        "image": GRAFANA_IMAGE,
+        "profiles": ["grafana"],
+        "volumes": [f"{run_dir}/grafana:/etc/grafana/provisioning:ro",
+                    f"{ROOT / 'dashboards' / 'grafana'}:/var/lib/meshkit-dashboards:ro"],
+        "ports": [f"127.0.0.1:{args.port_base + 30}:3000"],
+        "networks": ["mesh"],
+    }
     return {"version": "3.8", "services": services, "networks": {"mesh": {}}}
 
 
@@ -269,6 +281,17 @@ def write_run_dir(args: argparse.Namespace, run_dir: Path) -> None:
     (run_dir / "prometheus.yml").write_text(prometheus_config(args.nodes))
     shutil.copy(ROOT / "dashboards" / "alertmanager.yml", run_dir / "alertmanager.yml")
     shutil.copytree(ROOT / "dashboards" / "rules", run_dir / "rules", ignore=shutil.ignore_patterns("tests"))
+    grafana = run_dir / "grafana"
+    (grafana / "datasources").mkdir(parents=True)
+    (grafana / "dashboards").mkdir(parents=True)
+    (grafana / "datasources" / "prometheus.json").write_text(json.dumps({
+        "apiVersion": 1,
+        "datasources": [{"name": "Prometheus", "type": "prometheus", "access": "proxy",
+                         "url": "http://prometheus:9090", "isDefault": True}]}))
+    (grafana / "dashboards" / "meshkit.json").write_text(json.dumps({
+        "apiVersion": 1,
+        "providers": [{"name": "meshkit", "type": "file", "folder": "MeshKit",
+                       "options": {"path": "/var/lib/meshkit-dashboards"}}]}))
     (run_dir / "docker-compose.json").write_text(json.dumps(compose_file(args, run_dir), indent=2))
 
 
@@ -321,7 +344,9 @@ def up(args: argparse.Namespace) -> int:
     while time.monotonic() < deadline:
         seen = {i: peers_alive(run_dir, network, i) for i in (1, args.nodes)}
         tools = [ready(f"http://127.0.0.1:{args.port_base + p}/-/ready") for p in (90, 93)]
-        if all(tools) and all(alive == args.nodes and leader for alive, leader in seen.values()):
+        # Every node alive in the first voter's view and in the last node's, and a Raft
+        # leader named by the first voter (members run no Raft and name none).
+        if all(tools) and all(alive == args.nodes for alive, _ in seen.values()) and seen[1][1]:
             break
         time.sleep(1)
     else:
