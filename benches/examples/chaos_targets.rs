@@ -298,7 +298,10 @@ async fn run(args: &Args) -> Result<(), BenchError> {
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("a concurrent start failed: {e}");
+                eprintln!(
+                    "a concurrent start failed: {}",
+                    e.to_string().chars().take(160).collect::<String>()
+                );
             }
         }
     }
