@@ -41,7 +41,12 @@ impl Drop for Down<'_> {
 
 /// What node 1 says of the members, as `(id, state)`.
 fn peers(certs: &Path, addr: &str) -> Vec<(u64, String)> {
-    let mut list = meshctl(certs, addr, MeshctlAs::Node("meshctl-observer"), ["peers", "list"]);
+    let mut list = meshctl(
+        certs,
+        addr,
+        MeshctlAs::Node("meshctl-observer"),
+        ["peers", "list"],
+    );
     list.arg("--json");
     let (ok, out) = run_bounded(list, Duration::from_secs(30));
     if !ok {
@@ -69,8 +74,16 @@ fn the_environment_comes_up_takes_a_fault_and_goes_down_leaving_nothing() {
     let _down = Down(&project);
 
     let mut up = Command::new(repo().join("compose/up"));
-    up.args(["--nodes", "3", "--voters", "3", "--project", &project, "--json"])
-        .args(["--port-base", &port_base.to_string()]);
+    up.args([
+        "--nodes",
+        "3",
+        "--voters",
+        "3",
+        "--project",
+        &project,
+        "--json",
+    ])
+    .args(["--port-base", &port_base.to_string()]);
     let (ok, out) = run_bounded(up, UP_LIMIT);
     assert!(ok, "compose/up failed:\n{out}");
     let summary: serde_json::Value = serde_json::from_str(&out[out.find('{').unwrap_or(0)..])
@@ -88,7 +101,10 @@ fn the_environment_comes_up_takes_a_fault_and_goes_down_leaving_nothing() {
 
     // The fault: node 3's container killed, as `meshkit-chaos` will do for `kill`.
     let container = format!("{project}_meshkit-3_1");
-    let kill = Command::new("docker").args(["kill", &container]).output().expect("docker kill");
+    let kill = Command::new("docker")
+        .args(["kill", &container])
+        .output()
+        .expect("docker kill");
     assert!(kill.status.success(), "docker kill {container}: {kill:?}");
     let killed_at = Instant::now();
     let mut seen = Vec::new();
@@ -106,7 +122,10 @@ fn the_environment_comes_up_takes_a_fault_and_goes_down_leaving_nothing() {
     let detected = killed_at.elapsed();
 
     // Prometheus scrapes the nodes over TLS and sees node 3 down.
-    let prometheus = summary["prometheus"].as_str().expect("prometheus").to_owned();
+    let prometheus = summary["prometheus"]
+        .as_str()
+        .expect("prometheus")
+        .to_owned();
     let query = format!("{prometheus}/api/v1/query?query=up%7Bjob%3D%22meshkit%22%7D");
     let mut ups = String::new();
     while killed_at.elapsed() < FAULT_LIMIT {
@@ -129,7 +148,10 @@ fn the_environment_comes_up_takes_a_fault_and_goes_down_leaving_nothing() {
         ups.contains(r#""instance":"node-3""#) && ups.contains(r#""0"]"#),
         "Prometheus never saw node-3 down: {ups}"
     );
-    println!("compose: healthy after {} s; node 3 held dead {detected:?} after its kill", summary["healthy_after_s"]);
+    println!(
+        "compose: healthy after {} s; node 3 held dead {detected:?} after its kill",
+        summary["healthy_after_s"]
+    );
 
     let mut down = Command::new(repo().join("compose/down"));
     down.args(["--project", &project, "--json"]);
@@ -141,7 +163,10 @@ fn the_environment_comes_up_takes_a_fault_and_goes_down_leaving_nothing() {
         ("network", vec!["network", "ls", "--format", "{{.Name}}"]),
         ("volume", vec!["volume", "ls", "--format", "{{.Name}}"]),
     ] {
-        let out = Command::new("docker").args(&list).output().expect("docker ls");
+        let out = Command::new("docker")
+            .args(&list)
+            .output()
+            .expect("docker ls");
         let names = String::from_utf8_lossy(&out.stdout);
         assert!(
             !names.lines().any(|n| n.starts_with(&project)),

@@ -82,7 +82,8 @@ fn leadership(id: u64) -> String {
         "[leadership]\nvoters = [1, 2, 3]\ncampaign = [\"global-control\"]\nttl = \"3s\"\n\
          {data_dir}\n[leadership.raft]\ntick_interval = \"50ms\"\n\n\
          [shards]\nnamespaces = {{ orders = 16 }}\nttl = \"3s\"\n\n\
-         [queues]\ndata_dir = \"queues-{id}\"\n"
+         [queues]\ndata_dir = \"queues-{id}\"\n\n\
+         [chaos]\nenabled = true\nallowed_kinds = [\"latency\"]\nmax_duration = \"1m\"\n"
     )
 }
 
@@ -777,6 +778,47 @@ async fn alerts_reach_alertmanager_and_every_panel_has_data() {
     for i in 0..ENQUEUED {
         enqueue(&producer, &mesh, &format!("e2e-{i}")).await;
     }
+
+    // Work for the chaos dashboard: a short latency experiment on every link of one node,
+    // started through `meshctl chaos start --yes` and reverted by the nodes at its deadline
+    // (the recovery after it is observed then).
+    let admin = dir.join("admin.token");
+    let admin_token = common::token(
+        dir,
+        "e2e-admin",
+        meshkit_node::permission::Permission::Admin,
+    );
+    std::fs::write(&admin, &admin_token).expect("write the admin token");
+    let plan = dir.join("latency.json");
+    std::fs::write(
+        &plan,
+        r#"{"duration": "3s", "selector": {"count": 1}, "fault": {"kind": "latency", "delay": "20ms"}}"#,
+    )
+    .expect("write the plan");
+    let start = common::meshctl(
+        dir,
+        &drained,
+        MeshctlAs::TokenFile(&admin),
+        ["chaos", "start"],
+    );
+    let mut start = start;
+    start.arg(&plan).arg("--yes");
+    let (ok, printed) = common::run_bounded(start, Duration::from_secs(30));
+    assert!(ok, "meshctl chaos start: {printed}");
+    wait_for(
+        SETTLE_LIMIT,
+        "the latency experiment reverted at its deadline",
+        || async {
+            let reverts = value(
+                &prometheus
+                    .query(r#"sum(mesh_chaos_reverts_total{reason="deadline"})"#)
+                    .await?,
+            )?;
+            (reverts >= 1).then_some(())
+        },
+        prometheus_log,
+    )
+    .await;
 
     // 2. A silence on the no-leader alert of this cluster, before any fault.
     let silence = alertmanager.amtool(&[
