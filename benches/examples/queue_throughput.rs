@@ -132,8 +132,12 @@ async fn main() {
     let mut tasks = Vec::new();
     for n in &nodes {
         for _ in 0..args.in_flight {
-            let (handle, shards, next, acks) =
-                (n.handle().clone(), shards.clone(), next.clone(), acks.clone());
+            let (handle, shards, next, acks) = (
+                n.handle().clone(),
+                shards.clone(),
+                next.clone(),
+                acks.clone(),
+            );
             let items = args.items;
             tasks.push(tokio::spawn(async move {
                 let mut mine = Vec::new();
