@@ -906,3 +906,105 @@ mod tests {
         assert_eq!(handle.list(Vec::new()).await.unwrap().probes.len(), 2);
     }
 }
+
+/// The probe scheduler's overhead (docs/benchmarks.md): 1,000 probes at 1 s on one host, each
+/// check doing nothing, so what the process spends is the host's own work (scheduler steps,
+/// task spawns, result channel, histograms). Ignored: it takes 35 s of real time; run it in
+/// release.
+#[cfg(test)]
+mod overhead {
+    use super::*;
+
+    /// CPU time (user + system) of this process, from `/proc/self/stat`.
+    fn cpu_time() -> Duration {
+        let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+        // Fields after the command name (which may hold spaces) start at its closing ')'.
+        let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
+        let fields: Vec<u64> = rest
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name.
+        let ticks = fields[11] + fields[12];
+        let per_s: u64 = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100);
+        Duration::from_millis(ticks * 1000 / per_s)
+    }
+
+    struct Nothing;
+
+    impl AsyncProbe for Nothing {
+        fn kind(&self) -> &str {
+            "nothing"
+        }
+        fn check(&self) -> CheckFuture {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    struct Real;
+
+    impl Clock for Real {
+        fn now(&self) -> Instant {
+            meshkit_net::clock::SystemClock.now()
+        }
+    }
+
+    const PROBES: usize = 1_000;
+    const RUN: Duration = Duration::from_secs(30);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a 35 s measurement; run in release (docs/benchmarks.md)"]
+    async fn probe_host_overhead() {
+        let (host, handle) = ProbeHost::new(NodeId::new(1), 1, Real);
+        tokio::spawn(host.run());
+        // The idle baseline: the runtime with the host and no probe.
+        let (cpu0, wall0) = (cpu_time(), std::time::Instant::now());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let idle = (cpu_time() - cpu0).as_secs_f64() / wall0.elapsed().as_secs_f64();
+        for i in 0..PROBES {
+            let spec = ProbeSpec::new(&format!("p{i}"))
+                .and_then(|s| s.with_timing(Duration::from_secs(1), Duration::from_millis(500)))
+                .expect("a valid spec");
+            handle
+                .register_async(spec, Nothing)
+                .await
+                .expect("registered");
+        }
+        // One interval for every probe's first run to come due, then measure.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let before = handle.metrics().await.expect("host runs");
+        let (cpu1, wall1) = (cpu_time(), std::time::Instant::now());
+        tokio::time::sleep(RUN).await;
+        let (cpu, wall) = (cpu_time() - cpu1, wall1.elapsed());
+        let after = handle.metrics().await.expect("host runs");
+        let runs: u64 = after.probes.iter().map(|p| p.counts[0]).sum::<u64>()
+            - before.probes.iter().map(|p| p.counts[0]).sum::<u64>();
+        let share = cpu.as_secs_f64() / wall.as_secs_f64();
+        println!(
+            "probe host: {PROBES} probes at 1 s (10% jitter), {runs} passes in {:.1} s; \
+             CPU {:.2}% of a core, idle baseline {:.2}%, overhead {:.2}% of a core \
+             ({:.1} us per run)",
+            wall.as_secs_f64(),
+            share * 100.0,
+            idle * 100.0,
+            (share - idle) * 100.0,
+            (cpu.as_secs_f64() - idle * wall.as_secs_f64()) / runs as f64 * 1e6,
+        );
+        // Every probe ran about once a second (10% jitter: at least 0.85 a second).
+        assert!(
+            runs as f64 >= PROBES as f64 * wall.as_secs_f64() * 0.85,
+            "{runs} runs in {wall:?}"
+        );
+        assert!(
+            share - idle <= 0.02,
+            "overhead {:.2}% of a core",
+            (share - idle) * 100.0
+        );
+    }
+}
