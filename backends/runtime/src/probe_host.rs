@@ -70,6 +70,8 @@ pub const DURATION_BOUNDS: [Duration; 12] = [
     Duration::from_secs(1),
     Duration::from_secs(5),
 ];
+/// How long the host's timer waits with no probe registered.
+const IDLE_WAKE: Duration = Duration::from_secs(3600);
 /// The duration histogram of one probe.
 pub type ProbeDurations = DurationHistogram<13>;
 
@@ -413,26 +415,35 @@ impl<C: Clock> ProbeHost<C> {
 
     /// Runs the host until every handle is dropped.
     pub async fn run(mut self) {
+        // One timer, reset only when the scheduler's next deadline moves (as the driver does):
+        // a new timer per wakeup costs a timer-wheel registration each time.
+        let mut timer = Box::pin(tokio::time::sleep(IDLE_WAKE));
+        let mut armed: Option<Instant> = None;
         loop {
             self.step();
-            // The one timer, at the scheduler's next due run or deadline.
-            let wake = self.scheduler.poll_timeout().map(|at| {
+            let next = self.scheduler.poll_timeout();
+            if next != armed {
+                armed = next;
                 let now = self.clock.now();
-                tokio::time::Instant::now() + at.saturating_duration_since(now)
-            });
-            let sleep = async {
-                match wake {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
+                let wait = next.map_or(IDLE_WAKE, |at| at.saturating_duration_since(now));
+                timer.as_mut().reset(tokio::time::Instant::now() + wait);
+            }
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(command) => self.command(command),
                     None => break,
                 },
-                Some(done) = self.finished.recv() => self.report(done),
-                () = sleep => {}
+                Some(done) = self.finished.recv() => {
+                    self.report(done);
+                    // Every result already waiting, in the same step.
+                    while let Ok(done) = self.finished.try_recv() {
+                        self.report(done);
+                    }
+                }
+                () = &mut timer => {
+                    // Fired: the next round re-arms it even at the same deadline.
+                    armed = None;
+                }
             }
         }
     }
