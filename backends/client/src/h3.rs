@@ -185,8 +185,20 @@ impl Client {
                 }
             }
         }
+        let turn = self.h3_dials.enter(server).await;
+        if matches!(turn, super::dial::Turn::Waited)
+            && let Some(sender) = self.h3.cached(server)
+        {
+            // Another request dialled meanwhile: its connection carries this one too.
+            let result = exchange(sender, outgoing).await;
+            if result.is_err() {
+                self.h3.forget(server);
+            }
+            return result;
+        }
         let sender = self.h3_connect(server).await?;
         self.h3.keep(server, sender.clone());
+        drop(turn);
         let result = exchange(sender, outgoing).await;
         if result.is_err() {
             self.h3.forget(server);

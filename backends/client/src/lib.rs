@@ -22,6 +22,7 @@
 //!
 //! [`grpc`] holds the gRPC clients of the same surface (tonic's client half, any transport).
 
+mod dial;
 pub mod grpc;
 mod h3;
 pub mod stats;
@@ -325,6 +326,9 @@ pub struct Client {
     tls: Arc<rustls::ClientConfig>,
     h3: h3::Connections,
     tcp: tcp::Connections,
+    /// One HTTP/3 dial at a time per server, and one TLS-over-TCP dial ([`dial`]).
+    h3_dials: dial::DialGates,
+    tcp_dials: dial::DialGates,
     remembered: Mutex<HashMap<SocketAddr, Remembered>>,
     stats: ClientStats,
 }
@@ -434,6 +438,8 @@ impl Client {
             tls,
             h3: h3::Connections::default(),
             tcp: tcp::Connections::default(),
+            h3_dials: dial::DialGates::default(),
+            tcp_dials: dial::DialGates::default(),
             remembered: Mutex::default(),
             stats: ClientStats::default(),
         })

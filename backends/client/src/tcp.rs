@@ -72,10 +72,23 @@ impl Client {
             }
             self.tcp.forget(server);
         }
+        let turn = self.tcp_dials.enter(server).await;
+        if matches!(turn, super::dial::Turn::Waited)
+            && let Some(mut h2) = self.tcp.cached(server)
+            && h2.ready().await.is_ok()
+        {
+            // Another request dialled meanwhile: its HTTP/2 connection carries this one too.
+            let result = HttpSender::H2(h2).exchange(outgoing).await;
+            if result.is_err() {
+                self.tcp.forget(server);
+            }
+            return result;
+        }
         let mut sender = self.tcp_handshake(server, outgoing).await?;
         if let HttpSender::H2(h2) = &sender {
             self.tcp.keep(server, h2.clone());
         }
+        drop(turn);
         let result = sender.exchange(outgoing).await;
         if result.is_err() && matches!(sender, HttpSender::H2(_)) {
             self.tcp.forget(server);
