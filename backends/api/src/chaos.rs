@@ -4,7 +4,7 @@
 //! The plan itself travels as [`meshkit::diag::fault::FaultPlan`]'s JSON form (the
 //! [`RawFaultPlan`](meshkit::diag::fault::RawFaultPlan) fields); a blast radius as
 //! [`RadiusView`], which turns back into the core's
-//! [`BlastRadius`](meshkit::diag::fault::BlastRadius) for the relay to target nodes.
+//! [`BlastRadius`] for the relay to target nodes.
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -193,7 +193,7 @@ pub async fn serve(server: serve::ControlServer, node: NodeHandle, access: Acces
     server.serve(router(node, access)).await;
 }
 
-/// [`serve`] with `chaos` as the chaos routes' state ([`router_with_chaos`]).
+/// [`fn@serve`] with `chaos` as the chaos routes' state ([`router_with_chaos`]).
 pub async fn serve_with_chaos(
     server: serve::ControlServer,
     node: NodeHandle,

@@ -14,7 +14,7 @@
 //! Registration is open: a service implements [`AsyncProbe`] for a check of its own (an async
 //! function that passes or fails with a message) and calls [`ProbeHandle::register_async`];
 //! a check of state it already holds can implement the core's synchronous
-//! [`Probe`](meshkit::diag::probe::Probe) and use [`ProbeHandle::register`]. Nothing in MeshKit
+//! [`Probe`] and use [`ProbeHandle::register`]. Nothing in MeshKit
 //! lists the types. The node's own probes (`meshkit_node::probes`) are registered the same way.
 //!
 //! # Bounds

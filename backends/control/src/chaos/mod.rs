@@ -42,9 +42,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::future::join_all;
@@ -1081,50 +1080,77 @@ pub fn view_of(node: u64, e: &ExperimentStatus) -> ExperimentView {
 
 // ---- HTTP handlers ------------------------------------------------------------------------
 
-fn ctx(node: NodeHandle, chaos: Arc<ChaosControl>, access: &AccessControl) -> Ctx {
-    Ctx {
-        node,
-        chaos,
-        audit: access.audit().clone(),
+/// What every chaos route needs: the node, the chaos state and audit log (a [`Ctx`]), and the
+/// verified caller. Extracted once here rather than in each handler; a request without a
+/// verified caller (the authorization layer lets none through to these routes) is refused 403.
+pub struct ChaosCall {
+    ctx: Ctx,
+    who: Option<Principal>,
+}
+
+impl ChaosCall {
+    fn caller(&self) -> Result<&Principal, ChaosCallError> {
+        self.who
+            .as_ref()
+            .ok_or_else(|| ChaosCallError::Forbidden("no verified caller".to_owned()))
     }
 }
 
-fn principal(p: Option<Extension<Principal>>) -> Result<Principal, ChaosCallError> {
-    p.map(|Extension(p)| p)
-        .ok_or_else(|| ChaosCallError::Forbidden("no verified caller".to_owned()))
+impl axum::extract::FromRequestParts<NodeHandle> for ChaosCall {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        node: &NodeHandle,
+    ) -> Result<Self, Response> {
+        let missing = |what: &str| {
+            tracing::error!("chaos route without its {what} extension: a router wiring bug");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        };
+        let chaos = parts
+            .extensions
+            .get::<Arc<ChaosControl>>()
+            .cloned()
+            .ok_or_else(|| missing("ChaosControl"))?;
+        let access = parts
+            .extensions
+            .get::<AccessControl>()
+            .ok_or_else(|| missing("AccessControl"))?;
+        Ok(Self {
+            ctx: Ctx {
+                node: node.clone(),
+                chaos,
+                audit: access.audit().clone(),
+            },
+            who: parts.extensions.get::<Principal>().cloned(),
+        })
+    }
 }
 
-/// `POST /control/chaos/plans`.
-pub async fn plan_route(
-    State(node): State<NodeHandle>,
-    Extension(chaos): Extension<Arc<ChaosControl>>,
-    Extension(access): Extension<AccessControl>,
-    who: Option<Extension<Principal>>,
-    body: Bytes,
-) -> Response {
-    let who = match principal(who) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
-    match ctx(node, chaos, &access).plan(&who, &body).await {
+/// 200 with the answer as JSON, or the error's own status and body.
+fn reply<T: serde::Serialize>(outcome: Result<T, ChaosCallError>) -> Response {
+    match outcome {
         Ok(answer) => axum::Json(answer).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-/// `POST /control/chaos/experiments`.
-pub async fn start_route(
-    State(node): State<NodeHandle>,
-    Extension(chaos): Extension<Arc<ChaosControl>>,
-    Extension(access): Extension<AccessControl>,
-    who: Option<Extension<Principal>>,
-    body: Bytes,
-) -> Response {
-    let who = match principal(who) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
+/// `POST /control/chaos/plans`.
+pub async fn plan_route(call: ChaosCall, body: Bytes) -> Response {
+    reply(match call.caller() {
+        Ok(who) => call.ctx.plan(who, &body).await,
+        Err(e) => Err(e),
+    })
+}
+
+/// `POST /control/chaos/experiments`: 201 when every target confirmed, 207 when some could not
+/// be reached (each target's outcome is in the body).
+pub async fn start_route(call: ChaosCall, body: Bytes) -> Response {
+    let started = match call.caller() {
+        Ok(who) => call.ctx.start(who, &body).await,
+        Err(e) => Err(e),
     };
-    match ctx(node, chaos, &access).start(&who, &body).await {
+    match started {
         Ok((answer, true)) => (StatusCode::CREATED, axum::Json(answer)).into_response(),
         Ok((answer, false)) => (StatusCode::MULTI_STATUS, axum::Json(answer)).into_response(),
         Err(e) => e.into_response(),
@@ -1132,83 +1158,38 @@ pub async fn start_route(
 }
 
 /// `GET /control/chaos/experiments`.
-pub async fn list_route(
-    State(node): State<NodeHandle>,
-    Extension(chaos): Extension<Arc<ChaosControl>>,
-    Extension(access): Extension<AccessControl>,
-) -> Response {
-    match ctx(node, chaos, &access).list().await {
-        Ok(answer) => axum::Json(answer).into_response(),
-        Err(e) => e.into_response(),
-    }
+pub async fn list_route(call: ChaosCall) -> Response {
+    reply(call.ctx.list().await)
 }
 
 /// `DELETE /control/chaos/experiments/{id}`.
-pub async fn abort_route(
-    State(node): State<NodeHandle>,
-    Extension(chaos): Extension<Arc<ChaosControl>>,
-    Extension(access): Extension<AccessControl>,
-    who: Option<Extension<Principal>>,
-    Path(id): Path<String>,
-) -> Response {
-    let who = match principal(who) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
-    match ctx(node, chaos, &access).abort(&who, &id).await {
-        Ok(answer) => axum::Json(answer).into_response(),
-        Err(e) => e.into_response(),
-    }
+pub async fn abort_route(call: ChaosCall, Path(id): Path<String>) -> Response {
+    reply(match call.caller() {
+        Ok(who) => call.ctx.abort(who, &id).await,
+        Err(e) => Err(e),
+    })
 }
 
 /// `POST /control/chaos/kill-switch`.
-pub async fn kill_switch_route(
-    State(node): State<NodeHandle>,
-    Extension(chaos): Extension<Arc<ChaosControl>>,
-    Extension(access): Extension<AccessControl>,
-    who: Option<Extension<Principal>>,
-) -> Response {
-    let who = match principal(who) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
-    match ctx(node, chaos, &access).kill_switch(&who, true).await {
-        Ok(answer) => axum::Json(answer).into_response(),
-        Err(e) => e.into_response(),
-    }
+pub async fn kill_switch_route(call: ChaosCall) -> Response {
+    reply(match call.caller() {
+        Ok(who) => call.ctx.kill_switch(who, true).await,
+        Err(e) => Err(e),
+    })
 }
 
 /// `DELETE /control/chaos/kill-switch`: re-arm.
-pub async fn rearm_route(
-    State(node): State<NodeHandle>,
-    Extension(chaos): Extension<Arc<ChaosControl>>,
-    Extension(access): Extension<AccessControl>,
-    who: Option<Extension<Principal>>,
-) -> Response {
-    let who = match principal(who) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
-    match ctx(node, chaos, &access).kill_switch(&who, false).await {
-        Ok(answer) => axum::Json(answer).into_response(),
-        Err(e) => e.into_response(),
-    }
+pub async fn rearm_route(call: ChaosCall) -> Response {
+    reply(match call.caller() {
+        Ok(who) => call.ctx.kill_switch(who, false).await,
+        Err(e) => Err(e),
+    })
 }
 
 /// `POST /control/chaos/relay`.
-pub async fn relay_route(
-    State(node): State<NodeHandle>,
-    Extension(chaos): Extension<Arc<ChaosControl>>,
-    Extension(access): Extension<AccessControl>,
-    who: Option<Extension<Principal>>,
-    body: Bytes,
-) -> Response {
-    let who = match principal(who) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
-    match ctx(node, chaos, &access).relay(&who, &body).await {
-        Ok(answer) => axum::Json(answer).into_response(),
-        Err(e) => e.into_response(),
-    }
+pub async fn relay_route(call: ChaosCall, body: Bytes) -> Response {
+    reply(match call.caller() {
+        Ok(who) => call.ctx.relay(who, &body).await,
+        Err(e) => Err(e),
+    })
 }

@@ -470,7 +470,7 @@ pub(crate) enum ChaosCommand {
         #[command(flatten)]
         node: NodeArgs,
     },
-    /// Aborts experiment ID (node-<origin>/<serial>) everywhere (needs mesh.admin).
+    /// Aborts experiment ID (node-ORIGIN/SERIAL, as `chaos list` shows it) everywhere (needs mesh.admin).
     Abort {
         /// The experiment id.
         id: String,
