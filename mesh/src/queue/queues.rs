@@ -322,6 +322,10 @@ enum Waiting {
         request: u64,
         item: ItemId,
         since: Instant,
+        /// A resend of an enqueue already acknowledged (its answer was lost, or came after the
+        /// producer gave up): answered again with the same item, but neither counted nor
+        /// reported as a new acknowledgement.
+        resent: bool,
     },
     Finish {
         worker: NodeId,
@@ -966,12 +970,14 @@ impl Queues {
                     max: MAX_WAITING_ACKS,
                 });
             }
+            let resent = s.queue.knows(&origin);
             let item = s.queue.enqueue(origin, payload)?;
             s.waiting.push(Waiting::Enqueue {
                 producer: from,
                 request,
                 item,
                 since: now,
+                resent,
             });
             Ok(())
         });
@@ -1135,7 +1141,8 @@ impl Queues {
                     request,
                     item,
                     since,
-                } => (producer, request, Ok((item, since))),
+                    resent,
+                } => (producer, request, Ok((item, since, resent))),
                 Waiting::Finish {
                     worker,
                     request,
@@ -1147,14 +1154,16 @@ impl Queues {
         });
         for (to, request, answer) in answers {
             match answer {
-                Ok((item, since)) => {
-                    self.stats.acknowledged += 1;
-                    self.push_event(QueueEvent::Acknowledged {
-                        shard: shard.clone(),
-                        item,
-                        fence,
-                        lag: now.saturating_duration_since(since),
-                    });
+                Ok((item, since, resent)) => {
+                    if !resent {
+                        self.stats.acknowledged += 1;
+                        self.push_event(QueueEvent::Acknowledged {
+                            shard: shard.clone(),
+                            item,
+                            fence,
+                            lag: now.saturating_duration_since(since),
+                        });
+                    }
                     self.send(
                         to,
                         shard,

@@ -138,6 +138,11 @@ impl WorkQueue {
             .filter_map(|(_, id)| self.records.get(id))
     }
 
+    /// Whether an enqueue from `origin` is already held (a resend would return its item).
+    pub fn knows(&self, origin: &Origin) -> bool {
+        self.origins.contains_key(origin)
+    }
+
     /// Adds an item from `origin`; a retried enqueue (same origin) returns the item it made.
     ///
     /// # Errors

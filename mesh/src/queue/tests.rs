@@ -103,7 +103,12 @@ fn tokens_are_checked_for_fence_grant_and_item() {
 #[test]
 fn enqueue_is_idempotent_per_origin_and_bounded() {
     let mut q = WorkQueue::new(FencingToken::new(1), &QueueConfig::default());
+    assert!(!q.knows(&origin(1)));
     let a = q.enqueue(origin(1), b"a").unwrap();
+    assert!(
+        q.knows(&origin(1)),
+        "a resend is told apart before it is enqueued again"
+    );
     assert_eq!(
         q.enqueue(origin(1), b"a").unwrap(),
         a,
