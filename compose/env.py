@@ -395,10 +395,13 @@ def down(args: argparse.Namespace) -> int:
         compose(args, run_dir, "down", "--volumes", "--remove-orphans", "--timeout", "5")
     else:
         # No run directory (removed by hand): remove what carries the project's label.
+        # Containers first: a network in use cannot be removed.
+        remove = {"containers": ["docker", "rm", "-f"],
+                  "networks": ["docker", "network", "rm"],
+                  "volumes": ["docker", "volume", "rm"]}
         for kind, names in leftovers(args.project).items():
             if names:
-                run(["docker", {"containers": "rm", "networks": "network", "volumes": "volume"}[kind]]
-                    + ([] if kind == "containers" else ["rm"]) + (["-f"] if kind == "containers" else []) + names)
+                run(remove[kind] + names)
     if run_dir.exists():
         shutil.rmtree(run_dir)
     left = leftovers(args.project)

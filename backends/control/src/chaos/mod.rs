@@ -763,15 +763,7 @@ impl Ctx {
             Ok(status) => {
                 self.chaos
                     .watch_reverts(self.node.clone(), self.audit.clone());
-                TargetResult {
-                    node: me,
-                    ok: true,
-                    experiment: Some(view_of(me, &status)),
-                    reverted: None,
-                    error: None,
-                    reason: None,
-                    status: None,
-                }
+                target_ok(me, &status)
             }
             Err(e) => target_error(me, &e),
         }
@@ -810,15 +802,7 @@ impl Ctx {
                 .map_err(|_| ChaosCallError::BadId(id.chars().take(64).collect()))?;
             let me = self.node.id().get();
             let here = match self.node.chaos_abort(parsed).await {
-                Ok(status) => TargetResult {
-                    node: me,
-                    ok: true,
-                    experiment: Some(view_of(me, &status)),
-                    reverted: None,
-                    error: None,
-                    reason: None,
-                    status: None,
-                },
+                Ok(status) => target_ok(me, &status),
                 Err(e) => target_error(me, &e),
             };
             let mut targets = vec![here];
@@ -996,15 +980,7 @@ impl Ctx {
                     .map_err(here)?;
                 self.chaos
                     .watch_reverts(self.node.clone(), self.audit.clone());
-                Ok(TargetResult {
-                    node: me,
-                    ok: true,
-                    experiment: Some(view_of(me, &status)),
-                    reverted: None,
-                    error: None,
-                    reason: None,
-                    status: None,
-                })
+                Ok(target_ok(me, &status))
             }
             RelayRequest::Abort { id, .. } => {
                 detail.experiment = Some(id.chars().take(64).collect());
@@ -1012,19 +988,24 @@ impl Ctx {
                     .parse()
                     .map_err(|_| ChaosCallError::BadId(id.chars().take(64).collect()))?;
                 let status = self.node.chaos_abort(id).await.map_err(here)?;
-                Ok(TargetResult {
-                    node: me,
-                    ok: true,
-                    experiment: Some(view_of(me, &status)),
-                    reverted: None,
-                    error: None,
-                    reason: None,
-                    status: None,
-                })
+                Ok(target_ok(me, &status))
             }
             RelayRequest::KillSwitch { .. } => self.local_kill_switch(true).await,
             RelayRequest::Rearm { .. } => self.local_kill_switch(false).await,
         }
+    }
+}
+
+/// A target's confirmation: the experiment as it now stands there.
+fn target_ok(node: u64, status: &ExperimentStatus) -> TargetResult {
+    TargetResult {
+        node,
+        ok: true,
+        experiment: Some(view_of(node, status)),
+        reverted: None,
+        error: None,
+        reason: None,
+        status: None,
     }
 }
 
