@@ -37,8 +37,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use meshkit::diag::probe::{
-    MAX_PROBES, Probe, ProbeAction, ProbeEvent, ProbeId, ProbeOutcome, ProbeResult, ProbeScheduler,
-    ProbeSpec, ProbeState, ProbeStatus, RegisterError, RunId, Start,
+    MAX_PROBES, Probe, ProbeAction, ProbeEvent, ProbeId, ProbeOutcome, ProbeRecord, ProbeResult,
+    ProbeScheduler, ProbeSpec, ProbeState, ProbeStatus, ProbeTags, RegisterError, RunId, Start,
 };
 use meshkit::{Duration, Instant, NodeId};
 use meshkit_api::probes::{
@@ -216,6 +216,44 @@ pub enum ProbeRegisterError {
 #[error("the node's probe host has stopped")]
 pub struct ProbeHostStopped;
 
+/// What the host tells its observer ([`ProbeHost::with_observer`]): every finished run and
+/// every state change, in the order the scheduler recorded them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProbeNotice {
+    /// A run ended.
+    Finished {
+        /// Which probe, and what it is.
+        probe: NoticeProbe,
+        /// The result as the scheduler recorded it (pass, slow, fail, timeout; its latency).
+        record: ProbeRecord,
+        /// Why it failed, in the probe's words.
+        error: Option<String>,
+    },
+    /// A probe's state changed.
+    StateChanged {
+        /// Which probe, and what it is.
+        probe: NoticeProbe,
+        /// The state before.
+        from: ProbeState,
+        /// The state now.
+        to: ProbeState,
+        /// The last failure's message, if a failure changed it.
+        error: Option<String>,
+    },
+}
+
+/// The probe a [`ProbeNotice`] is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoticeProbe {
+    /// Its name.
+    pub name: String,
+    /// Its type.
+    pub kind: String,
+    /// Its tags.
+    pub tags: ProbeTags,
+}
+
 /// One probe's figures for the `mesh_probe_*` metrics.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeMetrics {
@@ -235,6 +273,8 @@ pub struct ProbeMetrics {
 pub struct ProbesMetrics {
     /// One entry per probe, in registration order.
     pub probes: Vec<ProbeMetrics>,
+    /// Notices the observer's full queue refused (0 without an observer).
+    pub notices_dropped: u64,
 }
 
 enum Command {
@@ -377,6 +417,8 @@ pub struct ProbeHost<C> {
     commands: mpsc::Receiver<Command>,
     finished_tx: mpsc::UnboundedSender<Finished>,
     finished: mpsc::UnboundedReceiver<Finished>,
+    observer: Option<mpsc::Sender<ProbeNotice>>,
+    notices_dropped: u64,
 }
 
 impl<C> std::fmt::Debug for ProbeHost<C> {
@@ -403,6 +445,8 @@ impl<C: Clock> ProbeHost<C> {
             commands,
             finished_tx,
             finished,
+            observer: None,
+            notices_dropped: 0,
         };
         (
             host,
@@ -411,6 +455,17 @@ impl<C: Clock> ProbeHost<C> {
                 commands: commands_tx,
             },
         )
+    }
+
+    /// Tells `observer` of every finished run and every state change (a probe agent's history,
+    /// alerts and per-run metrics). The host never waits for it: a notice its full queue
+    /// refuses is dropped and counted ([`ProbesMetrics::notices_dropped`]); size the queue for
+    /// the probes' run rate.
+    #[must_use]
+    pub fn with_observer(mut self, observer: mpsc::Sender<ProbeNotice>) -> Self {
+        self.scheduler.set_run_events(true);
+        self.observer = Some(observer);
+        self
     }
 
     /// Runs the host until every handle is dropped.
@@ -465,21 +520,62 @@ impl<C: Clock> ProbeHost<C> {
             }
         }
         while let Some(event) = self.scheduler.poll_event() {
-            if let ProbeEvent::StateChanged {
-                probe, from, to, ..
-            } = event
-            {
-                let name = self
-                    .scheduler
-                    .status(probe)
-                    .map(|s| s.spec().name().to_owned())
-                    .unwrap_or_default();
-                if to == ProbeState::Failing {
-                    tracing::warn!(probe = %name, %from, %to, "probe state changed");
-                } else {
-                    tracing::info!(probe = %name, %from, %to, "probe state changed");
+            match event {
+                ProbeEvent::StateChanged {
+                    probe, from, to, ..
+                } => {
+                    let name = self
+                        .scheduler
+                        .status(probe)
+                        .map(|s| s.spec().name().to_owned())
+                        .unwrap_or_default();
+                    if to == ProbeState::Failing {
+                        tracing::warn!(probe = %name, %from, %to, "probe state changed");
+                    } else {
+                        tracing::info!(probe = %name, %from, %to, "probe state changed");
+                    }
+                    self.notify(probe, |probe, error| ProbeNotice::StateChanged {
+                        probe,
+                        from,
+                        to,
+                        error,
+                    });
                 }
+                ProbeEvent::Finished { probe, record } => {
+                    self.notify(probe, |probe, error| ProbeNotice::Finished {
+                        probe,
+                        record,
+                        error,
+                    });
+                }
+                _ => {}
             }
+        }
+    }
+
+    /// Sends the observer (if any) the notice `make` builds for `probe`, with its last error.
+    fn notify(
+        &mut self,
+        probe: ProbeId,
+        make: impl FnOnce(NoticeProbe, Option<String>) -> ProbeNotice,
+    ) {
+        let Some(observer) = &self.observer else {
+            return;
+        };
+        let Some(status) = self.scheduler.status(probe) else {
+            return;
+        };
+        let about = NoticeProbe {
+            name: status.spec().name().to_owned(),
+            kind: status.kind().to_owned(),
+            tags: status.spec().tags().clone(),
+        };
+        let error = self
+            .extras
+            .get(&probe)
+            .and_then(|e| lock(e).last_error.clone());
+        if observer.try_send(make(about, error)).is_err() {
+            self.notices_dropped += 1;
         }
     }
 
@@ -616,7 +712,10 @@ impl<C: Clock> ProbeHost<C> {
                             .unwrap_or_default(),
                     })
                     .collect();
-                let _ = reply.send(ProbesMetrics { probes });
+                let _ = reply.send(ProbesMetrics {
+                    probes,
+                    notices_dropped: self.notices_dropped,
+                });
             }
         }
     }
@@ -754,6 +853,55 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         None
+    }
+
+    /// An observer hears every run (with its failure message) and every state change, in
+    /// order: pass, pass, the change to healthy, then the failures and the change to failing.
+    #[tokio::test(start_paused = true)]
+    async fn the_observer_hears_every_run_and_state_change_in_order() {
+        let (notices_tx, mut notices) = mpsc::channel(64);
+        let (host, handle) =
+            ProbeHost::new(NodeId::new(7), 42, TokioClock(tokio::time::Instant::now()));
+        tokio::spawn(host.with_observer(notices_tx).run());
+        let mode = Arc::new(AtomicU8::new(PASS));
+        handle
+            .register_async(spec("switch"), Switch { mode: mode.clone() })
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        while seen.len() < 7 {
+            let notice = notices.recv().await.unwrap();
+            seen.push(match notice {
+                ProbeNotice::Finished {
+                    probe,
+                    record,
+                    error,
+                } => {
+                    assert_eq!(
+                        (probe.name.as_str(), probe.kind.as_str()),
+                        ("switch", "switch")
+                    );
+                    format!("{} {error:?}", record.result.as_str())
+                }
+                ProbeNotice::StateChanged { to, .. } => format!("-> {to}"),
+            });
+            if seen.len() == 3 {
+                mode.store(FAIL, Ordering::SeqCst);
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                "pass None",
+                "pass None",
+                "-> healthy",
+                "fail Some(\"the switch says fail\")",
+                "fail Some(\"the switch says fail\")",
+                "fail Some(\"the switch says fail\")",
+                "-> failing",
+            ]
+        );
+        assert_eq!(handle.metrics().await.unwrap().notices_dropped, 0);
     }
 
     /// A probe that starts failing turns Failing within `interval x failure_threshold +

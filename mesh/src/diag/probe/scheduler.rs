@@ -138,6 +138,15 @@ pub enum ProbeEvent {
         /// When the result that changed it was recorded.
         at: Instant,
     },
+    /// A run ended (only with [`ProbeScheduler::set_run_events`]): a host that keeps every
+    /// result (a history, a per-run metric) reads them here rather than scanning the probes.
+    /// Queued before the [`StateChanged`](Self::StateChanged) the run caused, if any.
+    Finished {
+        /// The probe.
+        probe: ProbeId,
+        /// The run's result as recorded.
+        record: ProbeRecord,
+    },
 }
 
 /// Why [`ProbeScheduler::register`] refused a probe. Nothing was registered; the probe is given
@@ -349,6 +358,7 @@ pub struct ProbeScheduler {
     next_probe: u32,
     next_run: u64,
     events_dropped: u64,
+    run_events: bool,
 }
 
 impl ProbeScheduler {
@@ -367,7 +377,15 @@ impl ProbeScheduler {
             next_probe: 0,
             next_run: 0,
             events_dropped: 0,
+            run_events: false,
         }
+    }
+
+    /// Whether every finished run is also an event ([`ProbeEvent::Finished`]); off by default
+    /// (a node's host needs only the state changes). Events beyond [`MAX_PENDING_EVENTS`]
+    /// undrained are dropped and counted as any event is.
+    pub fn set_run_events(&mut self, on: bool) {
+        self.run_events = on;
     }
 
     /// Registers `probe` under `spec` at `now`; its first run is due within one interval.
@@ -625,20 +643,35 @@ impl ProbeScheduler {
             slot.spec.failure_threshold(),
             slot.spec.success_threshold(),
         );
-        if to != from {
+        let changed = to != from;
+        if changed {
             slot.state = to;
             tracing::debug!(probe = %slot.spec.name(), %from, %to, "probe state changed");
-            if self.events.len() >= MAX_PENDING_EVENTS {
-                self.events.pop_front();
-                self.events_dropped += 1;
-            }
-            self.events.push_back(ProbeEvent::StateChanged {
+        }
+        if self.run_events {
+            let record = ProbeRecord {
+                started,
+                result,
+                latency,
+            };
+            self.push_event(ProbeEvent::Finished { probe: id, record });
+        }
+        if changed {
+            self.push_event(ProbeEvent::StateChanged {
                 probe: id,
                 from,
                 to,
                 at: now,
             });
         }
+    }
+
+    fn push_event(&mut self, event: ProbeEvent) {
+        if self.events.len() >= MAX_PENDING_EVENTS {
+            self.events.pop_front();
+            self.events_dropped += 1;
+        }
+        self.events.push_back(event);
     }
 }
 

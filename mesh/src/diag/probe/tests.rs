@@ -82,6 +82,34 @@ use ProbeOutcome::{Fail, Pass};
 use ProbeState::{Degraded, Failing, Healthy, Unknown};
 
 #[test]
+fn run_events_report_every_result_before_the_state_change_it_caused() {
+    let mut s = ProbeScheduler::new(1);
+    let script = [(Pass, 0), (Pass, 0), (Fail, 0), (Fail, 0), (Fail, 0)];
+    let id = s
+        .register(Instant::ZERO, spec("a"), scripted(&script))
+        .unwrap();
+    // Off by default: only the state changes.
+    let (_, quiet) = step_runs(&mut s, 1);
+    assert!(quiet.is_empty(), "{quiet:?}");
+    s.set_run_events(true);
+    let (_, events) = step_runs(&mut s, script.len() - 1);
+    let seen: Vec<String> = events
+        .iter()
+        .map(|event| match *event {
+            ProbeEvent::Finished { probe, record } => {
+                assert_eq!(probe, id);
+                record.result.as_str().to_owned()
+            }
+            ProbeEvent::StateChanged { to, .. } => format!("-> {to}"),
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        ["pass", "-> healthy", "fail", "fail", "fail", "-> failing"]
+    );
+}
+
+#[test]
 fn states_change_exactly_at_the_thresholds() {
     let mut s = ProbeScheduler::new(1);
     // Defaults: F = 3, S = 2.
@@ -108,14 +136,15 @@ fn states_change_exactly_at_the_thresholds() {
     );
     let changes: Vec<(ProbeState, ProbeState)> = events
         .iter()
-        .map(
-            |&ProbeEvent::StateChanged {
-                 from, to, probe, ..
-             }| {
+        .filter_map(|event| match *event {
+            ProbeEvent::StateChanged {
+                from, to, probe, ..
+            } => {
                 assert_eq!(probe, id);
-                (from, to)
-            },
-        )
+                Some((from, to))
+            }
+            _ => None,
+        })
         .collect();
     assert_eq!(
         changes,

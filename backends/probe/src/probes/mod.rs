@@ -1,0 +1,1 @@
+//! The probe types: API, authorization behaviour, watch streams, transport.
