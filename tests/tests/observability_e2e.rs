@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::daemon::{Daemon, start};
-use common::prometheus::{Killed, Prometheus, free_port, http, http_get};
+use common::prometheus::{Prometheus, http, http_get};
 use common::{MeshctlAs, TempDir, write_config_with};
 use meshkit_node::api::json::EnqueueRequest;
 use meshkit_node::client::{Client, ClientConfig, Protocols};
@@ -226,10 +226,7 @@ impl Server {
 
 /// Alertmanager, started on the pack's configuration with the test's three edits.
 struct Alertmanager {
-    _process: Killed,
-    web: SocketAddr,
-    config: PathBuf,
-    log: PathBuf,
+    am: common::prometheus::Alertmanager,
     hooks: SocketAddr,
 }
 
@@ -305,57 +302,27 @@ impl Alertmanager {
     }
 
     fn start(dir: &Path, hooks: SocketAddr) -> Self {
-        common::tool("amtool", "prometheus-alertmanager");
-        let config = dir.join("alertmanager.yml");
-        std::fs::write(&config, Self::config(hooks, &Self::always())).expect("write it");
-        let web: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let log = dir.join("alertmanager.log");
-        let file = std::fs::File::create(&log).expect("create the log");
-        let child = Command::new("prometheus-alertmanager")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.path={}", dir.join("am-data").display()))
-            .arg(format!("--web.listen-address={web}"))
-            .arg("--cluster.listen-address=")
-            .arg("--log.level=debug")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("clone a file handle"))
-            .stderr(file)
-            .spawn()
-            .expect("start prometheus-alertmanager (apt-get install prometheus-alertmanager)");
         Self {
-            _process: Killed(child),
-            web,
-            config,
-            log,
+            am: common::prometheus::Alertmanager::start(
+                dir,
+                &Self::config(hooks, &Self::always()),
+            ),
             hooks,
         }
     }
 
     fn url(&self) -> String {
-        format!("--alertmanager.url=http://{}", self.web)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The alerts Alertmanager holds (`GET /api/v2/alerts`).
-    async fn alerts(&self) -> Option<Vec<Value>> {
-        let body = http_get(self.web, "/api/v2/alerts").await?;
-        serde_json::from_str::<Value>(&body)
-            .ok()?
-            .as_array()
-            .cloned()
+        format!("--alertmanager.url={}", self.am.url())
     }
 
     /// Rewrites the configuration with `window` and reloads it.
     async fn reload(&self, window: &str) {
-        std::fs::write(&self.config, Self::config(self.hooks, window)).expect("write it");
-        let answer = http(self.web, "POST", "/-/reload", "").await;
+        std::fs::write(&self.am.config, Self::config(self.hooks, window)).expect("write it");
+        let answer = http(self.am.web, "POST", "/-/reload", "").await;
         assert!(
             matches!(answer, Some((200, _))),
             "Alertmanager's reload: {answer:?}\n{}",
-            self.log()
+            self.am.log()
         );
     }
 
@@ -687,7 +654,7 @@ async fn alerts_reach_alertmanager_and_every_panel_has_data() {
     let hooks = server.start().await;
     let mut mesh = Mesh::start(dir);
     let alertmanager = Alertmanager::start(dir, hooks);
-    let prometheus = Prometheus::start(dir, &mesh.prometheus_config(alertmanager.web, hooks));
+    let prometheus = Prometheus::start(dir, &mesh.prometheus_config(alertmanager.am.web, hooks));
     let _client_stats = ClientStats::start(dir, &mesh.daemons[&4], &server);
     let prometheus_log = || std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
 
@@ -727,11 +694,11 @@ async fn alerts_reach_alertmanager_and_every_panel_has_data() {
         || format!("{}\n{}", targets.lock().unwrap(), prometheus_log()),
     )
     .await;
-    let am_log = || alertmanager.log();
+    let am_log = || alertmanager.am.log();
     wait_for(
         SETTLE_LIMIT,
         "Alertmanager answers",
-        || alertmanager.alerts(),
+        || alertmanager.am.alerts(),
         am_log,
     )
     .await;
@@ -857,7 +824,7 @@ async fn alerts_reach_alertmanager_and_every_panel_has_data() {
     let mut arrived: BTreeMap<(String, String), Duration> = BTreeMap::new();
     let deadline = killed_at + longest + SETTLE_LIMIT;
     let held = loop {
-        let alerts = alertmanager.alerts().await.unwrap_or_default();
+        let alerts = alertmanager.am.alerts().await.unwrap_or_default();
         for a in &alerts {
             let key = (label(a, "alertname"), label(a, "instance"));
             arrived.entry(key).or_insert_with(|| killed_at.elapsed());
@@ -923,7 +890,7 @@ async fn alerts_reach_alertmanager_and_every_panel_has_data() {
         SETTLE_LIMIT,
         "Alertmanager muting the node-down notification",
         || async {
-            let log = alertmanager.log();
+            let log = alertmanager.am.log();
             let lines = log_after(&log, "MeshKitNodeDown");
             let flushed = lines
                 .iter()
@@ -987,7 +954,7 @@ async fn alerts_reach_alertmanager_and_every_panel_has_data() {
         SETTLE_LIMIT,
         "two flushes of the no-leader group after the reload",
         || async {
-            let log = alertmanager.log();
+            let log = alertmanager.am.log();
             let lines = log_after(&log, "Completed loading of configuration file");
             (flushes(&lines, "MeshKitNoRaftLeader") >= 2).then_some(())
         },

@@ -1,5 +1,6 @@
-//! What the process-level tests share: the test kit (`meshkit-testkit`), and two harnesses only
-//! a few tests use: forged peers (`forged`) and Prometheus as a child process (`prometheus`).
+//! What the process-level tests share: the test kit (`meshkit-testkit`), and three harnesses
+//! only a few tests use: forged peers (`forged`), Prometheus and Alertmanager as child processes
+//! (`prometheus`), and a relay that slows a node's answers (`relay`).
 
 #![allow(
     dead_code,
@@ -13,3 +14,4 @@ pub use meshkit_testkit::{daemon, raw_client};
 
 pub mod forged;
 pub mod prometheus;
+pub mod relay;

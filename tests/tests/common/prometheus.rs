@@ -121,3 +121,65 @@ impl Prometheus {
         format!("http://{}", self.web)
     }
 }
+
+/// An Alertmanager on loopback (clustering off), killed when dropped.
+pub struct Alertmanager {
+    _process: Killed,
+    /// Its web address (the API, `/-/reload`).
+    pub web: SocketAddr,
+    /// Its configuration file (rewrite it, then POST `/-/reload`).
+    pub config: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+impl Alertmanager {
+    /// Writes `config` to `dir/alertmanager.yml` and starts Alertmanager on a free port, its
+    /// data in `dir/am-data`, its log (debug level: it says what it sends and holds back) in
+    /// `dir/alertmanager.log`. Panics, naming the package, when the binary does not run.
+    pub fn start(dir: &Path, config: &str) -> Self {
+        super::tool("amtool", "prometheus-alertmanager");
+        let config_path = dir.join("alertmanager.yml");
+        std::fs::write(&config_path, config).expect("write alertmanager.yml");
+        let web: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("an address");
+        let log = dir.join("alertmanager.log");
+        let file = std::fs::File::create(&log).expect("create the log");
+        let child = Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!("--storage.path={}", dir.join("am-data").display()))
+            .arg(format!("--web.listen-address={web}"))
+            .arg("--cluster.listen-address=")
+            .arg("--log.level=debug")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("clone a file handle"))
+            .stderr(file)
+            .spawn()
+            .expect("start prometheus-alertmanager (apt-get install prometheus-alertmanager)");
+        Self {
+            _process: Killed(child),
+            web,
+            config: config_path,
+            log,
+        }
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.web)
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The alerts it holds (`GET /api/v2/alerts`), or `None` if it did not answer.
+    pub async fn alerts(&self) -> Option<Vec<serde_json::Value>> {
+        let body = http_get(self.web, "/api/v2/alerts").await?;
+        serde_json::from_str::<serde_json::Value>(&body)
+            .ok()?
+            .as_array()
+            .cloned()
+    }
+}
