@@ -67,11 +67,35 @@ impl AlertState {
     }
 }
 
+/// Which alert of a probe: its `alertname` label. A probe has at most one alert at a time; a
+/// Failing probe that turns Degraded in a group with `alert_on_latency` resolves the one and
+/// fires the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AlertName {
+    /// `MeshKitProbeFailing`: the probe is Failing (`failure_threshold` failures in a row).
+    Failing,
+    /// `MeshKitProbeSlow`: the probe is Degraded (passing slower than its latency threshold) in
+    /// a group with `alert_on_latency`.
+    Slow,
+}
+
+impl AlertName {
+    /// The `alertname` label (also the runbook's section: `docs/runbooks.md#<lowercase>`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Failing => "MeshKitProbeFailing",
+            Self::Slow => "MeshKitProbeSlow",
+        }
+    }
+}
+
 /// One change of an alert, as the alert engine decided it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AlertTransition {
     /// Which probe.
     pub key: ProbeKey,
+    /// Which of its alerts.
+    pub alert: AlertName,
     /// The probe type.
     pub kind: String,
     /// The node it ran against.
