@@ -1606,3 +1606,119 @@ async fn queues_over_grpc_match_their_http_twins() {
         n.stop().await;
     }
 }
+
+/// A probe that always passes, for `ListProbes`.
+struct Passes;
+
+impl meshkit_node::probe_host::AsyncProbe for Passes {
+    fn kind(&self) -> &str {
+        "passes"
+    }
+
+    fn check(&self) -> meshkit_node::probe_host::CheckFuture {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// `ListProbes` answers what `GET /control/probes` does, filtered by the same tags, needs
+/// `mesh.observe`, and refuses a filter without `=` naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_over_grpc_match_their_http_twin() {
+    use meshkit_node::grpc::proto::ListProbesRequest;
+    let dir = TempDir::new("grpc-probes");
+    let nodes = start_cluster(dir.path(), 1).await;
+    let node = &nodes[0];
+    for (name, cluster) in [("orders-db", "eu-1"), ("billing-db", "us-1")] {
+        let tags = meshkit::diag::probe::ProbeTags {
+            cluster: Some(cluster.to_owned()),
+            ..Default::default()
+        };
+        let spec = meshkit::diag::probe::ProbeSpec::new(name)
+            .and_then(|s| s.with_tags(tags))
+            .expect("a valid spec");
+        node.probes()
+            .register_async(spec, Passes)
+            .await
+            .expect("registered");
+    }
+    let path = dir.path().join("node-1.toml");
+    let config = NodeConfig::load(&path).expect("the node's config");
+    let access = AccessControl::from_config(config.access()).expect("access control");
+    // The node's own router: it carries the probe host, as meshkitd serves it.
+    let router = node.control_router(access);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = router.clone();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, served).await;
+    });
+    let bearer = token(dir.path(), "grpc-test", Permission::Observe);
+    let mut observer = client(&dir, addr, Some(Permission::Observe)).await;
+
+    let names = |json: &serde_json::Value| -> Vec<(String, String, String)> {
+        let mut names: Vec<_> = json["probes"]
+            .as_array()
+            .expect("probes")
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap_or_default().to_owned(),
+                    p["kind"].as_str().unwrap_or_default().to_owned(),
+                    p["tags"]["cluster"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    for (tags, query) in [
+        (vec![], "/control/probes"),
+        (
+            vec!["cluster=eu-1".to_owned()],
+            "/control/probes?tag=cluster=eu-1",
+        ),
+    ] {
+        let answer = observer
+            .list_probes(ListProbesRequest { tags: tags.clone() })
+            .await
+            .expect("ListProbes")
+            .into_inner();
+        let over_grpc: serde_json::Value =
+            serde_json::from_str(&answer.json).expect("the twin's JSON");
+        let over_http = get_json(&router, &bearer, query).await;
+        assert_eq!(names(&over_grpc), names(&over_http), "tags {tags:?}");
+        assert_eq!(over_grpc["node"], over_http["node"]);
+    }
+    let filtered = observer
+        .list_probes(ListProbesRequest {
+            tags: vec!["cluster=eu-1".to_owned()],
+        })
+        .await
+        .expect("ListProbes")
+        .into_inner();
+    let filtered: serde_json::Value = serde_json::from_str(&filtered.json).expect("JSON");
+    assert_eq!(
+        names(&filtered),
+        [(
+            "orders-db".to_owned(),
+            "passes".to_owned(),
+            "eu-1".to_owned()
+        )]
+    );
+
+    let status = observer
+        .list_probes(ListProbesRequest {
+            tags: vec!["cluster".to_owned()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("tags"), "{status:?}");
+    let mut anonymous = client(&dir, addr, None).await;
+    let status = anonymous
+        .list_probes(ListProbesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    server.abort();
+}

@@ -303,10 +303,7 @@ impl Alertmanager {
 
     fn start(dir: &Path, hooks: SocketAddr) -> Self {
         Self {
-            am: common::prometheus::Alertmanager::start(
-                dir,
-                &Self::config(hooks, &Self::always()),
-            ),
+            am: common::prometheus::Alertmanager::start(dir, &Self::config(hooks, &Self::always())),
             hooks,
         }
     }

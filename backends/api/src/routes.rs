@@ -149,6 +149,7 @@ pub const ROUTE_PERMISSIONS: &[RoutePermission] = &[
     row("POST", grpc::ABORT_CHAOS, ADMIN),
     row("POST", grpc::ENGAGE_CHAOS_KILL_SWITCH, ADMIN),
     row("POST", grpc::REARM_CHAOS_KILL_SWITCH, ADMIN),
+    row("POST", grpc::LIST_PROBES, OBSERVE),
 ];
 
 /// Every gRPC method with an HTTP twin, and that twin (`method`, `path`): the two need the same
@@ -193,6 +194,7 @@ pub const GRPC_TWINS: &[(&str, &str, &str)] = &[
     (grpc::PLAN_CHAOS, "POST", "/control/chaos/plans"),
     (grpc::START_CHAOS, "POST", "/control/chaos/experiments"),
     (grpc::LIST_CHAOS, "GET", "/control/chaos/experiments"),
+    (grpc::LIST_PROBES, "GET", "/control/probes"),
     (
         grpc::ABORT_CHAOS,
         "DELETE",

@@ -104,6 +104,8 @@ pub mod path {
     pub const ENGAGE_CHAOS_KILL_SWITCH: &str = "/meshkit.control.v1.Control/EngageChaosKillSwitch";
     /// `RearmChaosKillSwitch`.
     pub const REARM_CHAOS_KILL_SWITCH: &str = "/meshkit.control.v1.Control/RearmChaosKillSwitch";
+    /// `ListProbes`.
+    pub const LIST_PROBES: &str = "/meshkit.control.v1.Control/ListProbes";
     /// `grpc.health.v1.Health/Check`.
     pub const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
     /// `grpc.health.v1.Health/Watch`.
@@ -111,7 +113,7 @@ pub mod path {
 
     /// Every method the service answers (the others get `UNIMPLEMENTED`); each has its row in
     /// [`crate::routes::ROUTE_PERMISSIONS`].
-    pub const ALL: [&str; 37] = [
+    pub const ALL: [&str; 38] = [
         LIST_PEERS,
         GET_LEADERS,
         TRANSFER_LEASE,
@@ -147,6 +149,7 @@ pub mod path {
         ABORT_CHAOS,
         ENGAGE_CHAOS_KILL_SWITCH,
         REARM_CHAOS_KILL_SWITCH,
+        LIST_PROBES,
         HEALTH_CHECK,
         HEALTH_WATCH,
     ];

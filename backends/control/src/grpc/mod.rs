@@ -35,6 +35,7 @@
 //! | `QueueEnqueue`, `QueueLease`, `QueueHeartbeat`, `QueueComplete`, `QueueFail`, `QueueDrain`, `QueueRestore` | as `POST /control/queue/*` (payloads as bytes; a lease with nothing pending has no `item`) | see [`CallError::Queue`] |
 //! | `ListQueues` | as `GET /control/queues` | `NOT_FOUND` (no `[queues]`) |
 //! | `GetBackpressure`, `WatchBackpressure` | as `GET /control/backpressure` (no `signal` for 204) and its SSE stream | `NOT_FOUND` (no `[queues]`) |
+//! | `ListProbes` | the JSON body of `GET /control/probes` in `ProbesJson.json`, filtered by `tags` (`key=value`) | `INVALID_ARGUMENT` (a filter without `=`), `UNAVAILABLE` (no probe host) |
 //!
 //! Readiness (`GET /readyz`) is the standard `grpc.health.v1.Health` service ([`health`]),
 //! open like `/readyz`, so Kubernetes gRPC probes and `grpc_health_probe` work unchanged.
@@ -395,6 +396,37 @@ impl Control for Methods {
     ) -> Result<Response<ChaosJson>, Status> {
         let (ctx, who) = chaos_call(&self.node, &request)?;
         chaos_reply(ctx.kill_switch(&who, false).await)
+    }
+
+    async fn list_probes(
+        &self,
+        request: Request<proto::ListProbesRequest>,
+    ) -> Result<Response<proto::ProbesJson>, Status> {
+        // The probe host reaches the service as the HTTP twin's does: a request extension the
+        // node adds around the control router.
+        let Some(probes) = request
+            .extensions()
+            .get::<meshkit_runtime::probe_host::ProbeHandle>()
+            .cloned()
+        else {
+            return Err(Status::unavailable(
+                "this node runs no probe host (the router was built without one)",
+            ));
+        };
+        let filters = request
+            .get_ref()
+            .tags
+            .iter()
+            .map(|tag| meshkit_api::probes::TagFilter::parse(tag))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::invalid_argument(format!("field `tags`: {e}")))?;
+        let body = probes
+            .list(filters)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(proto::ProbesJson {
+            json: serde_json::to_string(&body).unwrap_or_default(),
+        }))
     }
 
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
