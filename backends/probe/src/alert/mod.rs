@@ -13,7 +13,8 @@
 //! - [`config`]: `[alerting]` and its validation (every error names the key);
 //! - [`maintenance`]: one-off and weekly windows and the probes they cover;
 //! - [`engine`]: [`AlertEngine`], which alert fires or resolves when (no I/O, time passed in);
-//! - `notifier` (next): `Notifier`, which sends them and keeps firing ones alive at Alertmanager.
+//! - [`notifier`]: [`Notifier`], which sends them and keeps firing ones alive at Alertmanager;
+//! - [`payload`]: the JSON sent (Alertmanager's `postableAlert`, the webhook's own body).
 //!
 //! Rules that hold across the parts:
 //!
@@ -22,12 +23,15 @@
 //!   labels: every agent of a fleet that sees the same probe fail sends the same label set,
 //!   Alertmanager holds one alert and notifies once. The agent shows only in `generatorURL`.
 //! - **Muted alerts are recorded, never sent.** The engine marks them, the notifier skips them.
-//! - **Nothing blocks the agent.** `Notifier::send` queues (bounded) or drops and counts.
+//! - **Nothing blocks the agent.** [`Notifier::send`] queues (bounded) or drops and counts.
 
 pub mod config;
 pub mod engine;
 pub mod maintenance;
+pub mod notifier;
+pub mod payload;
 
 pub use config::{AlertConfig, RawAlertConfig};
 pub use engine::AlertEngine;
 pub use maintenance::{MaintenanceWindow, RawMaintenanceWindow, Schedule};
+pub use notifier::{Notifier, NotifierStats, spawn_notifier};
