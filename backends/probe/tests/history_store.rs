@@ -5,7 +5,7 @@ use meshkit::Duration;
 use meshkit::diag::probe::ProbeResult;
 use meshkit_api::alpn::HttpProtocol;
 use meshkit_probe::history::{History, HistoryError, SCHEMA_VERSION};
-use meshkit_probe::record::{AlertState, AlertTransition, ProbeKey, RunRecord};
+use meshkit_probe::record::{AlertName, AlertState, AlertTransition, ProbeKey, RunRecord};
 use meshkit_testkit::fixtures::TempDir;
 
 fn key(probe: &str) -> ProbeKey {
@@ -33,6 +33,7 @@ fn run(probe: &str, at: i64, result: ProbeResult, latency_us: u64) -> RunRecord 
 fn alert(probe: &str, at: i64, state: AlertState, muted: bool) -> AlertTransition {
     AlertTransition {
         key: key(probe),
+        alert: AlertName::Failing,
         kind: "api".into(),
         target: "127.0.0.1:8001".into(),
         state,
@@ -64,6 +65,11 @@ fn runs_and_alerts_round_trip_through_a_reopened_file() {
         a.kind = "watch".into();
         a.target = "127.0.0.1:8002".into();
     }
+    alerts.push(AlertTransition {
+        alert: AlertName::Slow,
+        ..alerts[0].clone()
+    });
+    alerts[2].at_unix_ms = 3_600;
     {
         let mut h = History::open(&path).unwrap();
         assert_eq!(h.record_runs(&runs).unwrap(), 4);
@@ -85,6 +91,7 @@ fn runs_and_alerts_round_trip_through_a_reopened_file() {
     assert_eq!(h.runs(2_000, 3_000).unwrap(), expected[1..3].to_vec());
     assert_eq!(h.alerts_before(10_000).unwrap(), alerts);
     assert_eq!(h.alerts_before(3_000).unwrap(), alerts[..1].to_vec());
+    assert_eq!(h.alerts_before(10_000).unwrap()[2].alert, AlertName::Slow);
     assert_eq!(h.heartbeats(2_000, 10_000).unwrap(), vec![1_000, 5_000]);
     assert_eq!(h.agents(0, 10_000).unwrap(), vec!["probe-a", "probe-b"]);
     // The kind and target of a probe follow its latest record.

@@ -9,7 +9,9 @@ use meshkit_api::alpn::HttpProtocol;
 use meshkit_probe::history::{
     History, HistoryConfig, WriterOptions, spawn_writer, spawn_writer_with,
 };
-use meshkit_probe::record::{AlertState, AlertTransition, ProbeKey, RunRecord, now_unix_ms};
+use meshkit_probe::record::{
+    AlertName, AlertState, AlertTransition, ProbeKey, RunRecord, now_unix_ms,
+};
 use meshkit_testkit::fixtures::TempDir;
 
 fn run(n: usize, at: i64) -> RunRecord {
@@ -66,6 +68,7 @@ fn everything_queued_is_written_by_close() {
     }
     writer.alert(AlertTransition {
         key: run(0, now).key,
+        alert: AlertName::Failing,
         kind: "api".into(),
         target: "10.0.0.0:7443".into(),
         state: AlertState::Firing,

@@ -39,7 +39,7 @@ pub use self::writer::{
     WriterOptions, spawn_writer, spawn_writer_with,
 };
 use crate::config::ConfigError;
-use crate::record::{AlertState, AlertTransition, ProbeKey, RunRecord};
+use crate::record::{AlertName, AlertState, AlertTransition, ProbeKey, RunRecord};
 
 /// The most records the writer stores in one transaction.
 pub const MAX_BATCH_RECORDS: usize = 2048;
@@ -359,8 +359,8 @@ impl History {
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO alerts (probe_id, at_ms, state, muted, reason)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO alerts (probe_id, at_ms, state, muted, reason, alert)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(sql("prepare the alert insert"))?;
             for alert in alerts {
@@ -379,6 +379,7 @@ impl History {
                         alert.state.as_str(),
                         alert.muted,
                         alert.reason,
+                        alert.alert.as_str(),
                     ])
                     .map_err(sql("insert an alert"))?;
             }
@@ -583,7 +584,7 @@ impl History {
             .conn
             .prepare_cached(
                 "SELECT p.cluster, p.namespace, p.grp, p.probe, p.kind, p.target,
-                        a.state, a.at_ms, a.muted, a.reason
+                        a.state, a.at_ms, a.muted, a.reason, a.alert
                  FROM alerts a JOIN probes p ON p.id = a.probe_id
                  WHERE a.at_ms < ?1 ORDER BY a.at_ms, a.rowid",
             )
@@ -607,7 +608,20 @@ impl History {
                     });
                 }
             };
+            let name: String = r.get(10).map_err(get)?;
+            let alert = match name.as_str() {
+                "MeshKitProbeFailing" => AlertName::Failing,
+                "MeshKitProbeSlow" => AlertName::Slow,
+                _ => {
+                    return Err(HistoryError::Corrupt {
+                        table: "alerts",
+                        column: "alert",
+                        value: name,
+                    });
+                }
+            };
             out.push(AlertTransition {
+                alert,
                 key: ProbeKey {
                     cluster: r.get(0).map_err(get)?,
                     namespace: r.get(1).map_err(get)?,
@@ -813,6 +827,29 @@ fn duration_us(d: Duration) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_1_file_is_migrated_and_keeps_its_rows() {
+        let dir = meshkit_testkit::fixtures::TempDir::new("history-migrate");
+        let path = dir.path().join("v1.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER NOT NULL);
+                 INSERT INTO schema_version VALUES (1);
+                 INSERT INTO probes VALUES (1, 'c', 'n', 'g', 'p', 'api', 't');
+                 INSERT INTO alerts VALUES (1, 5, 'firing', 0, 'three failures');",
+            )
+            .unwrap();
+        }
+        let h = History::open(&path).unwrap();
+        assert_eq!(h.schema_version().unwrap(), SCHEMA_VERSION);
+        let alerts = h.alerts_before(10).unwrap();
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].alert, AlertName::Failing);
+        assert_eq!(alerts[0].reason, "three failures");
+    }
 
     #[test]
     fn retention_accepts_days_weeks_and_durations_and_names_the_key() {

@@ -13,8 +13,9 @@
 //!   `result` is 0 pass, 1 slow, 2 fail, 3 timeout; `http_version` is `h3`, `h2`, `http1.1` or
 //!   NULL. Indexed by `(probe_id, at_ms)` (a report reads one probe's period) and by `at_ms`
 //!   (the retention prune deletes everything older than a time);
-//! - `alerts(probe_id, at_ms, state, muted, reason)`: each alert transition (`firing` or
-//!   `resolved`); `muted` 1 where a maintenance window covered it;
+//! - `alerts(probe_id, at_ms, state, muted, reason, alert)`: each alert transition (`firing`
+//!   or `resolved`) of `alert` (`MeshKitProbeFailing`, `MeshKitProbeSlow`); `muted` 1 where a
+//!   maintenance window covered it;
 //! - `heartbeats(agent, at_ms)`: the writer's "I am alive" each minute, from which reports
 //!   tell agent downtime (a gap) from a quiet period.
 
@@ -54,6 +55,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         at_ms INTEGER NOT NULL
     );
     CREATE INDEX heartbeats_at ON heartbeats (at_ms);",
+    // 2: which of a probe's alerts a transition is (`MeshKitProbeFailing` or
+    // `MeshKitProbeSlow`); rows of version 1 were all of the failing kind.
+    "ALTER TABLE alerts ADD COLUMN alert TEXT NOT NULL DEFAULT 'MeshKitProbeFailing'
+        CHECK (alert IN ('MeshKitProbeFailing', 'MeshKitProbeSlow'));",
 ];
 
 /// The schema version this build writes.
