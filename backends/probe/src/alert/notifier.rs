@@ -17,6 +17,9 @@
 //!   is kept (a resolution never overtakes its firing). A failed POST is retried `retries`
 //!   times with a doubling backoff from [`FIRST_BACKOFF`] up to [`MAX_BACKOFF`]; a 4xx answer
 //!   (but 408 and 429) is not retried, resending it would not change it.
+//! - Every queue and map is bounded: the firing alerts kept for resends by
+//!   [`MAX_FIRING_ALERTS`], a POST by [`MAX_BATCH_ALERTS`], an answer read by
+//!   [`MAX_ANSWER_BYTES`].
 //! - Plain HTTP/1.1 only, through hyper-util's pooled client; the config refuses `https://`.
 //! - [`Notifier::reconfigure`] swaps receivers, timers and labels without losing what fires:
 //!   every firing alert is sent to the new Alertmanager list at once, and an alert whose label
@@ -54,6 +57,10 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How much of a receiver's answer is read (for the log when it refuses).
 pub const MAX_ANSWER_BYTES: usize = 16 * 1024;
+/// Firing alerts kept for resends (four times the core scheduler's most probes per host, so
+/// an agent never reaches it): beyond it, a new alert is sent once, not resent, and counted
+/// as dropped; Alertmanager then resolves it at its `endsAt`.
+pub const MAX_FIRING_ALERTS: usize = 4 * 4096;
 /// An alert sent to Alertmanager ends this many `resend` periods ahead unless sent again:
 /// three resends may be lost before Alertmanager resolves it on its own.
 pub const ENDS_AFTER_RESENDS: u32 = 4;
@@ -312,6 +319,15 @@ impl Task {
                         &self.generator_url,
                     ));
                     to_webhooks.push(payload::webhook_alert(&t, &self.config, starts));
+                    if self.firing.len() >= MAX_FIRING_ALERTS && !self.firing.contains_key(&id) {
+                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            limit = MAX_FIRING_ALERTS,
+                            probe = %t.key.probe,
+                            "too many firing alerts: this one is sent once, not resent"
+                        );
+                        continue;
+                    }
                     self.firing.insert(
                         id,
                         Firing {
