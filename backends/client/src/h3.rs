@@ -94,8 +94,9 @@ impl H3Failure {
 type Sender = ::h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 
 /// The client's QUIC endpoints and HTTP/3 connections.
-#[derive(Default)]
 pub(super) struct Connections {
+    /// The source address of the endpoints, if one is set.
+    bind: Option<std::net::IpAddr>,
     endpoint_v4: Mutex<Option<quinn::Endpoint>>,
     endpoint_v6: Mutex<Option<quinn::Endpoint>>,
     senders: Mutex<HashMap<SocketAddr, Sender>>,
@@ -111,6 +112,16 @@ impl std::fmt::Debug for Connections {
 }
 
 impl Connections {
+    /// No endpoint yet; they bind to `bind` (or the unspecified address) on first use.
+    pub(super) fn new(bind: Option<std::net::IpAddr>) -> Self {
+        Self {
+            bind,
+            endpoint_v4: Mutex::default(),
+            endpoint_v6: Mutex::default(),
+            senders: Mutex::default(),
+        }
+    }
+
     fn endpoint(&self, server: SocketAddr) -> Result<quinn::Endpoint, H3Error> {
         let (slot, local) = if server.is_ipv4() {
             (
@@ -122,6 +133,10 @@ impl Connections {
                 &self.endpoint_v6,
                 SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
             )
+        };
+        let local = match self.bind {
+            Some(ip) if ip.is_ipv4() == server.is_ipv4() => SocketAddr::new(ip, 0),
+            _ => local,
         };
         let mut slot = lock(slot);
         if let Some(endpoint) = &*slot {

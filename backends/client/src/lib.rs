@@ -203,6 +203,7 @@ pub struct ClientConfig {
     connect_timeout: Duration,
     request_timeout: Duration,
     fallback_memory: Duration,
+    bind: Option<std::net::IpAddr>,
 }
 
 impl ClientConfig {
@@ -222,6 +223,7 @@ impl ClientConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             fallback_memory: DEFAULT_FALLBACK_MEMORY,
+            bind: None,
         })
     }
 
@@ -284,6 +286,14 @@ impl ClientConfig {
         self
     }
 
+    /// Makes every connection (QUIC and TCP) from `ip`, on a port the system picks: a probe
+    /// agent's own source address, told apart from production traffic by firewalls and logs.
+    /// Servers of the other address family are dialled from the unspecified address.
+    pub fn with_bind_address(mut self, ip: std::net::IpAddr) -> Self {
+        self.bind = Some(ip);
+        self
+    }
+
     fn rustls(&self, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, ClientError> {
         let provider = crypto_provider();
         let inner =
@@ -320,6 +330,8 @@ pub struct Client {
     connect_timeout: Duration,
     request_timeout: Duration,
     fallback_memory: Duration,
+    /// The source address of every connection, if one is set.
+    bind: Option<std::net::IpAddr>,
     token: Option<HeaderValue>,
     server_name: ServerName<'static>,
     quic: quinn::ClientConfig,
@@ -432,11 +444,12 @@ impl Client {
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
             fallback_memory: config.fallback_memory,
+            bind: config.bind,
             token: config.token.clone(),
             server_name,
             quic,
             tls,
-            h3: h3::Connections::default(),
+            h3: h3::Connections::new(config.bind),
             tcp: tcp::Connections::default(),
             h3_dials: dial::DialGates::default(),
             tcp_dials: dial::DialGates::default(),

@@ -142,7 +142,21 @@ impl Client {
             server: outgoing.authority.clone(),
             timeout: self.connect_timeout,
         };
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(server))
+        let dial = async {
+            match self.bind {
+                Some(ip) if ip.is_ipv4() == server.is_ipv4() => {
+                    let socket = if server.is_ipv4() {
+                        tokio::net::TcpSocket::new_v4()?
+                    } else {
+                        tokio::net::TcpSocket::new_v6()?
+                    };
+                    socket.bind(SocketAddr::new(ip, 0))?;
+                    socket.connect(server).await
+                }
+                _ => TcpStream::connect(server).await,
+            }
+        };
+        let stream = tokio::time::timeout(self.connect_timeout, dial)
             .await
             .map_err(|_| timed_out())?
             .map_err(connect_error)?;
