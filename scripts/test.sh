@@ -64,6 +64,9 @@ else
   echo "SKIPPED (MESHKIT_SKIP_TOOL_TESTS=1): the tests that need prometheus, promtool and nftables"
 fi
 
+step "Kubernetes manifests render and validate offline (scripts/check-charts.sh)"
+scripts/check-charts.sh
+
 step "every command of the README and docs/ (scripts/check-docs.sh)"
 # Runs the hosting walkthrough and the local cluster against real meshkitd in a network
 # namespace, the cheap commands as written, and checks the long ones' arguments (about a

@@ -399,3 +399,50 @@ fn logs_are_plain_text_off_a_terminal_and_json_on_request() {
         );
     }
 }
+
+/// One file for every pod of a StatefulSet: `--id-from-hostname` fills `{id}` from the pod's
+/// ordinal (pod `meshkit-1` is node 2 with the default offset) and `{hostname}` from its name;
+/// without the flag the file is refused naming it; a name without an ordinal is refused.
+#[test]
+fn id_from_hostname_fills_the_placeholders() {
+    let dir = TempDir::new("cli-hostname");
+    let good = std::fs::read_to_string(valid_setup(&dir)).unwrap();
+    let shared = good
+        .replacen("id = 1", "id = {id}", 1)
+        .replace("node-1.pem", "node-{id}.pem")
+        .replace("node-1.key", "node-{id}.key");
+    assert_ne!(shared, good, "the setup's file names node-1's files");
+    let path = dir.path().join("shared.toml");
+    std::fs::write(&path, shared).unwrap();
+    let check = |hostname: &str, flag: &[&str]| {
+        let mut args = vec!["check-config", path.to_str().unwrap()];
+        args.extend_from_slice(flag);
+        Command::new(env!("CARGO_BIN_EXE_meshkitd"))
+            .args(&args)
+            .env("HOSTNAME", hostname)
+            .output()
+            .expect("meshkitd runs")
+    };
+    let out = check("meshkit-1", &["--id-from-hostname"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("node-2"),
+        "{out:?}"
+    );
+    // Offset 0: pod meshkit-1 is node 1, whose files exist too.
+    let out = check("meshkit-1", &["--id-from-hostname=0"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("node-1"),
+        "{out:?}"
+    );
+    let out = check("meshkit-1", &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--id-from-hostname"),
+        "{}",
+        stderr(&out)
+    );
+    let out = check("meshkit", &["--id-from-hostname"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("\"meshkit\""), "{}", stderr(&out));
+}

@@ -276,6 +276,27 @@ pub enum NodeConfigError {
         /// toml's message: it names the key, and lists the allowed keys for an unknown one.
         source: Box<toml::de::Error>,
     },
+    /// The file uses a placeholder (`{id}`, `{hostname}`) that nothing filled in: one file
+    /// shared by the pods of a StatefulSet is started with `meshkitd --id-from-hostname`.
+    #[error(
+        "the file uses the placeholder {placeholder} but no value was given for it: start \
+         meshkitd with --id-from-hostname (one file for every pod of a StatefulSet), or write \
+         the value in the file"
+    )]
+    Unfilled {
+        /// The placeholder, braces included.
+        placeholder: &'static str,
+    },
+    /// The host name does not end in `-<ordinal>` (a StatefulSet pod's name does), so no node
+    /// id can be taken from it.
+    #[error(
+        "--id-from-hostname: the host name {hostname:?} does not end in -<number> (a \
+         StatefulSet pod's name, such as meshkit-2); give the id in the file instead"
+    )]
+    NoOrdinal {
+        /// The host name read.
+        hostname: String,
+    },
     /// A value of the right type that is not allowed.
     #[error("key `{key}` = {value:?}: expected {expected}")]
     Invalid {
@@ -388,13 +409,78 @@ fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, NodeConfigError> {
     })
 }
 
+/// Values for the placeholders of a `node.toml` shared by several nodes (the pods of a
+/// StatefulSet): `{id}` and `{hostname}`, replaced in the file's text before it is parsed, so
+/// `id = {id}`, `cert = "certs/node-{id}.pem"` and `advertise = "{hostname}.meshkit:7001"` give
+/// each pod its own identity from one ConfigMap.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Placeholders {
+    /// The node id `{id}` stands for.
+    pub id: Option<u64>,
+    /// The host name `{hostname}` stands for.
+    pub hostname: Option<String>,
+}
+
+impl Placeholders {
+    /// The values of a StatefulSet pod named `hostname` (`meshkit-2`): `{hostname}` is the
+    /// name, `{id}` its ordinal plus `offset` (ordinals start at 0, node ids at 1: offset 1
+    /// numbers the pods 1, 2, 3; a second StatefulSet of members takes a higher offset so the
+    /// ids do not overlap).
+    ///
+    /// # Errors
+    ///
+    /// [`NodeConfigError::NoOrdinal`] when the name does not end in `-<number>`, or the id
+    /// would be 0 or overflow.
+    pub fn from_hostname(hostname: &str, offset: u64) -> Result<Self, NodeConfigError> {
+        let no_ordinal = || NodeConfigError::NoOrdinal {
+            hostname: hostname.to_owned(),
+        };
+        let (_, ordinal) = hostname.rsplit_once('-').ok_or_else(no_ordinal)?;
+        let ordinal: u64 = ordinal.parse().map_err(|_| no_ordinal())?;
+        let id = ordinal
+            .checked_add(offset)
+            .filter(|id| *id > 0)
+            .ok_or_else(no_ordinal)?;
+        Ok(Self {
+            id: Some(id),
+            hostname: Some(hostname.to_owned()),
+        })
+    }
+
+    /// `text` with every placeholder replaced.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeConfigError::Unfilled`] for a placeholder in the text without a value.
+    fn fill(&self, text: &str) -> Result<String, NodeConfigError> {
+        let mut text = text.to_owned();
+        let id = self.id.map(|id| id.to_string());
+        for (placeholder, value) in [("{id}", &id), ("{hostname}", &self.hostname)] {
+            if !text.contains(placeholder) {
+                continue;
+            }
+            let Some(value) = value else {
+                return Err(NodeConfigError::Unfilled { placeholder });
+            };
+            text = text.replace(placeholder, value);
+        }
+        Ok(text)
+    }
+}
+
 impl NodeConfig {
     /// Reads and validates `path`; relative TLS paths are taken from the file's directory.
     pub fn load(path: &Path) -> Result<Self, NodeConfigError> {
+        Self::load_with(path, &Placeholders::default())
+    }
+
+    /// [`load`](Self::load), with `placeholders` filled in first (see [`Placeholders`]).
+    pub fn load_with(path: &Path, placeholders: &Placeholders) -> Result<Self, NodeConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| NodeConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
+        let text = placeholders.fill(&text)?;
         let mut raw: RawNodeConfig =
             toml::from_str(&text).map_err(|source| NodeConfigError::Parse {
                 path: path.to_owned(),
@@ -1334,6 +1420,49 @@ mod tests {
             c.seeds()[1].addr.socket_addr(),
             Some("10.0.0.3:7001".parse().unwrap())
         );
+    }
+
+    /// One file for every pod of a StatefulSet: `{id}` and `{hostname}` filled from the pod's
+    /// name; without values the file is refused naming the flag; a name without an ordinal is
+    /// refused naming the name.
+    #[test]
+    fn placeholders_give_each_pod_its_identity() {
+        let dir = std::env::temp_dir().join(format!("meshkit-placeholders-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("node.toml");
+        std::fs::write(
+            &path,
+            "id = {id}
+listen = \"0.0.0.0:7001\"
+advertise = \"{hostname}.meshkit:7001\"
+\
+             [tls]\ncert = \"certs/node-{id}.pem\"\nkey = \"certs/node-{id}.key\"\nca = \"ca.pem\"\n",
+        )
+        .unwrap();
+        let pod = Placeholders::from_hostname("meshkit-voter-2", 1).unwrap();
+        let c = NodeConfig::load_with(&path, &pod).unwrap();
+        assert_eq!(c.id(), NodeId::new(3));
+        assert_eq!(
+            c.advertise().map(ToString::to_string).as_deref(),
+            Some("meshkit-voter-2.meshkit:7001")
+        );
+        assert_eq!(c.tls.cert, dir.join("certs/node-3.pem"));
+        let member = Placeholders::from_hostname("meshkit-member-0", 101).unwrap();
+        assert_eq!(member.id, Some(101));
+
+        let unfilled = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            unfilled.contains("{id}") && unfilled.contains("--id-from-hostname"),
+            "{unfilled}"
+        );
+        for name in ["meshkit", "meshkit-x", "meshkit-0"] {
+            let offset = if name == "meshkit-0" { 0 } else { 1 };
+            let refused = Placeholders::from_hostname(name, offset)
+                .unwrap_err()
+                .to_string();
+            assert!(refused.contains(name), "{refused}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

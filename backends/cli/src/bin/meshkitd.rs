@@ -3,6 +3,9 @@
 //! ```text
 //! meshkitd --config node.toml          run the node until Ctrl-C / SIGTERM
 //! meshkitd check-config node.toml      validate the file, its TLS files and the paths it writes
+//! meshkitd --config node.toml --id-from-hostname[=OFFSET]
+//!                                      one file for every pod of a StatefulSet: `{id}` is the
+//!                                      pod's ordinal + OFFSET (default 1), `{hostname}` its name
 //! ```
 //!
 //! Exit status: 0 after a signal-driven shutdown, 1 when the node cannot start (or its driver
@@ -15,7 +18,7 @@ use std::process::ExitCode;
 use std::io::IsTerminal as _;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use meshkit_node::config::NodeConfig;
+use meshkit_node::config::{NodeConfig, NodeConfigError, Placeholders};
 use meshkit_node::node::DriverExit;
 
 /// Runs one MeshKit node.
@@ -29,6 +32,17 @@ struct Cli {
     /// JSON object per line for a log collector. `RUST_LOG` sets the levels (default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
+    /// Fill the file's `{id}` and `{hostname}` placeholders from this host's name (a
+    /// StatefulSet pod's, such as `meshkit-2`): `{id}` is its ordinal plus OFFSET (default 1,
+    /// so pod 0 is node 1). The name comes from `$HOSTNAME`, else the kernel's.
+    #[arg(
+        long,
+        value_name = "OFFSET",
+        num_args = 0..=1,
+        default_missing_value = "1",
+        global = true
+    )]
+    id_from_hostname: Option<u64>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -62,9 +76,16 @@ fn main() -> ExitCode {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => logs.json().init(),
     }
+    let placeholders = match cli.id_from_hostname.map(placeholders).transpose() {
+        Ok(p) => p.unwrap_or_default(),
+        Err(error) => {
+            eprintln!("meshkitd: {error}");
+            return ExitCode::from(2);
+        }
+    };
     match (cli.command, cli.config) {
-        (Some(Command::CheckConfig { file }), _) => check(&file),
-        (None, Some(file)) => run(&file),
+        (Some(Command::CheckConfig { file }), _) => check(&file, &placeholders),
+        (None, Some(file)) => run(&file, &placeholders),
         (None, None) => {
             eprintln!("meshkitd: give --config FILE to run a node, or check-config FILE");
             ExitCode::from(2)
@@ -72,8 +93,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(file: &std::path::Path) -> ExitCode {
-    let checked = NodeConfig::load(file)
+/// The placeholders of this host (`--id-from-hostname OFFSET`).
+fn placeholders(offset: u64) -> Result<Placeholders, NodeConfigError> {
+    // Kubernetes sets HOSTNAME to the pod's name; elsewhere the kernel's is the same thing.
+    let hostname = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .unwrap_or_default();
+    Placeholders::from_hostname(hostname.trim(), offset)
+}
+
+fn check(file: &std::path::Path, placeholders: &Placeholders) -> ExitCode {
+    let checked = NodeConfig::load_with(file, placeholders)
         .and_then(|c| c.load_tls().map(|_| c))
         .and_then(|c| Ok(c.access().token_verifier().map(|_| c)?))
         .and_then(|c| c.check_paths().map(|()| c));
@@ -95,8 +127,8 @@ fn check(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run(file: &std::path::Path) -> ExitCode {
-    let config = match NodeConfig::load(file) {
+fn run(file: &std::path::Path, placeholders: &Placeholders) -> ExitCode {
+    let config = match NodeConfig::load_with(file, placeholders) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("meshkitd: {}: {error}", file.display());
