@@ -1,7 +1,7 @@
 //! Chaos on a real node started in process (`[chaos]` in its configuration, experiments through
 //! its `NodeHandle`, as the control endpoints call it): a transport downgrade makes the control
-//! listener refuse HTTP/3, so the client falls back to HTTP/2 and counts it; its revert brings
-//! HTTP/3 back.
+//! listener refuse HTTP/3 (new connections refused, established ones closed), so the client
+//! falls back to HTTP/2 and counts it; its revert brings HTTP/3 back.
 
 mod common;
 
@@ -24,6 +24,12 @@ async fn a_transport_downgrade_makes_clients_fall_back_to_h2_until_it_is_reverte
     let before = client(dir.path(), Protocols::H3ThenTcp);
     assert_eq!(
         before.get(&server, "/healthz").await.unwrap().protocol,
+        HttpProtocol::H3
+    );
+    // A connection established before the downgrade: it is closed by it, not kept.
+    let established = client(dir.path(), Protocols::H3Only);
+    assert_eq!(
+        established.get(&server, "/healthz").await.unwrap().protocol,
         HttpProtocol::H3
     );
 
@@ -53,6 +59,13 @@ async fn a_transport_downgrade_makes_clients_fall_back_to_h2_until_it_is_reverte
         stats.fallbacks.iter().map(|f| f.fallbacks).sum::<u64>(),
         1,
         "{stats:?}"
+    );
+    // The connection open before it is closed within the server's check period (250 ms), and
+    // a new one refused: HTTP/3 only fails.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert!(
+        established.get(&server, "/healthz").await.is_err(),
+        "an HTTP/3 connection established before the downgrade still answers"
     );
     // HTTP/3 only: refused outright.
     assert!(

@@ -157,15 +157,22 @@ pub(super) async fn serve_h3(
             router.clone(),
             stats.clone(),
             permit,
+            refuse_h3.clone(),
         ));
     }
 }
+
+/// How often an established connection looks at the downgrade switch: a downgrade closes
+/// the connections already open too (an HTTP/3 outage, not only a refusal of new ones), within
+/// this of its start.
+const DOWNGRADE_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
 
 async fn serve_connection(
     incoming: quinn::Incoming,
     router: Router,
     stats: Arc<ServerStats>,
     permit: Handshaking,
+    refuse_h3: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let peer = incoming.remote_address();
     let limits = *permit.limits();
@@ -213,6 +220,8 @@ async fn serve_connection(
         }
     };
     let mut requests = JoinSet::new();
+    let mut downgrade = tokio::time::interval(DOWNGRADE_CHECK);
+    downgrade.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let accepted = tokio::select! {
             accepted = h3.accept() => accepted,
@@ -221,6 +230,14 @@ async fn serve_connection(
                 tracing::debug!(%peer, ?reason, "control endpoint: closing a quiet connection");
                 quic.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"idle");
                 break;
+            }
+            _ = downgrade.tick() => {
+                if refuse_h3.load(std::sync::atomic::Ordering::Acquire) {
+                    tracing::debug!(%peer, "control endpoint: HTTP/3 connection closed (chaos transport-downgrade)");
+                    quic.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"transport downgrade");
+                    break;
+                }
+                continue;
             }
         };
         match accepted {

@@ -11,7 +11,7 @@
 //! | `latency`, `loss`, `bursty-loss`, `duplicate`, `reorder` | the same, on each link of the radius with this node at one end |
 //! | `pause` | the driver holds: no datagram, no timer of the core runs until the revert (chaos commands are still answered, so an abort reaches it) |
 //! | `kill` | the driver stops and [`ChaosEffects::killed`] is set: `meshkitd` exits with status 75; restarting it is the supervisor's job |
-//! | `transport-downgrade` | [`ChaosEffects::refuse_h3`] is set: the control listener refuses HTTP/3, clients fall back to HTTP/2 |
+//! | `transport-downgrade` | [`ChaosEffects::refuse_h3`] is set: the control listener refuses HTTP/3 and closes its open HTTP/3 connections, clients fall back to HTTP/2 |
 //! | `certificate-expiry`, `clock-skew`, `membership-surge` | refused with [`ChaosError::NotApplicableHere`] (see its reasons) |
 //!
 //! # The dead-man switch
