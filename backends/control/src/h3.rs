@@ -165,7 +165,7 @@ pub(super) async fn serve_h3(
 /// How often an established connection looks at the downgrade switch: a downgrade closes
 /// the connections already open too (an HTTP/3 outage, not only a refusal of new ones), within
 /// this of its start.
-const DOWNGRADE_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+const DOWNGRADE_CHECK: Duration = Duration::from_millis(250);
 
 async fn serve_connection(
     incoming: quinn::Incoming,
