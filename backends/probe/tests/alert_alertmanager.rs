@@ -12,7 +12,9 @@
 //!    each notified once;
 //! 5. a reconfigured notifier moves a firing alert to its new label set (the old one resolves)
 //!    and starts sending to a webhook added by the reload;
-//! 6. the figure: send to visible in `GET /api/v2/alerts`, p50 and p99 over 50 alerts.
+//! 6. the figure: send to visible in `GET /api/v2/alerts`, p50 and p99 over 50 alerts;
+//! 7. over TLS: Alertmanager serving https with a certificate of the test's CA, the notifier
+//!    trusting that CA (`alerting.ca`) delivers; trusting another CA, it delivers nothing.
 //!
 //! Needs `/usr/bin/prometheus-alertmanager`, so the tests are ignored by default (the runner
 //! reports them skipped, never passed); run them with
@@ -507,4 +509,92 @@ async fn figure_send_to_visible_over_50_alerts() {
     );
     assert_eq!(notifier.stats().failed, 0);
     notifier.close().await;
+}
+
+/// A CA and a certificate for `localhost` it signed: (CA PEM, certificate PEM, key PEM).
+fn localhost_certificate() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.distinguished_name
+        .push(DnType::CommonName, "alert test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let issuer =
+        CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("a key")).expect("a CA");
+    let key = KeyPair::generate().expect("a key");
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("signed");
+    (issuer.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Debian's prometheus-alertmanager; scripts/test.sh runs it"]
+async fn alerts_reach_alertmanager_over_tls_with_the_configured_ca_only() {
+    let dir = TempDir::new("alert-am-7");
+    let hooks = Receiver::default();
+    let (ca, cert, cert_key) = localhost_certificate();
+    let am =
+        Alertmanager::start_with(dir.path(), hooks.start().await, Some((&cert, &cert_key))).await;
+    assert!(am.url.starts_with("https://localhost:"), "{}", am.url);
+    std::fs::write(dir.path().join("ca.pem"), &ca).expect("write the CA");
+    let (other_ca, _, _) = localhost_certificate();
+    std::fs::write(dir.path().join("other-ca.pem"), &other_ca).expect("write the other CA");
+    let config_with = |ca: &str| {
+        RawAlertConfig {
+            alertmanager: vec![am.url.clone()],
+            resend: Some("1s".to_owned()),
+            timeout: Some("2s".to_owned()),
+            retries: Some(0),
+            ca: Some(ca.to_owned()),
+            ..RawAlertConfig::default()
+        }
+        .validate_in(dir.path())
+        .expect("a valid config")
+    };
+    let trusted = config_with("ca.pem");
+    let untrusted = config_with("other-ca.pem");
+
+    let mut engine = AlertEngine::new(&trusted);
+    let wrong = spawn_notifier(&untrusted, "http://agent-b:9465/metrics");
+    let refused = "core/api-untrusted@127.0.0.1:8001";
+    for t in engine.on_state(&change(
+        &key("core", refused),
+        ProbeState::Healthy,
+        ProbeState::Failing,
+        now_unix_ms(),
+    )) {
+        wrong.send(t);
+    }
+    assert!(
+        eventually(LIMIT, || async { wrong.stats().failed >= 1 }).await,
+        "a server of another CA was not refused: {:?}",
+        wrong.stats()
+    );
+    assert_eq!(wrong.stats().sent, 0);
+
+    let right = spawn_notifier(&trusted, "http://agent-a:9465/metrics");
+    let probe = "core/api@127.0.0.1:8001";
+    for t in engine.on_state(&change(
+        &key("core", probe),
+        ProbeState::Healthy,
+        ProbeState::Failing,
+        now_unix_ms(),
+    )) {
+        right.send(t);
+    }
+    // Alertmanager got it over TLS: its own (plain) webhook notification says so.
+    assert!(
+        eventually(LIMIT, || async {
+            !notifications(&hooks, "am", probe, "firing").is_empty()
+        })
+        .await,
+        "nothing over TLS: {:?}\n{}",
+        right.stats(),
+        am.log()
+    );
+    assert!(right.stats().sent >= 1);
+    assert!(notifications(&hooks, "am", refused, "firing").is_empty());
+    right.close().await;
+    wrong.close().await;
 }

@@ -10,17 +10,21 @@
 //! timeout = "5s"                              # one HTTP request
 //! retries = 3                                 # more attempts after a failed one
 //! labels = { team = "platform" }              # added to every alert
+//! ca = "alertmanager-ca.pem"                  # for https:// receivers (relative to the file)
 //! ```
 //!
 //! Every error names its key (`alerting.resend`, `alerting.alertmanager[1]`,
-//! `alerting.maintenance[0].end`) and says what is allowed. Only plain `http://` URLs are
-//! accepted: the notifier speaks HTTP/1.1 without TLS (an `https://` URL is refused rather than
-//! sent in clear).
+//! `alerting.maintenance[0].end`) and says what is allowed. `https://` URLs need `ca`, the PEM
+//! file of the CA that signed the receivers' certificates ([`super::transport`]): without it
+//! they are refused rather than sent in clear.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use meshkit::Duration;
 use meshkit::config::parse_duration;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 
 use super::maintenance::{MaintenanceWindow, RawMaintenanceWindow};
@@ -92,6 +96,8 @@ pub struct RawAlertConfig {
     /// `[[alerting.maintenance]]`: windows when alerts are recorded but not sent.
     #[serde(default)]
     pub maintenance: Vec<RawMaintenanceWindow>,
+    /// A PEM file of CA certificates for `https://` receivers.
+    pub ca: Option<String>,
 }
 
 /// `[alerting]`, validated: built only by [`RawAlertConfig::validate`].
@@ -105,6 +111,8 @@ pub struct AlertConfig {
     retries: u32,
     labels: BTreeMap<String, String>,
     maintenance: Vec<MaintenanceWindow>,
+    ca: Option<PathBuf>,
+    ca_certs: Vec<CertificateDer<'static>>,
 }
 
 impl Default for AlertConfig {
@@ -119,6 +127,8 @@ impl Default for AlertConfig {
             retries: DEFAULT_RETRIES,
             labels: BTreeMap::new(),
             maintenance: Vec::new(),
+            ca: None,
+            ca_certs: Vec::new(),
         }
     }
 }
@@ -163,18 +173,48 @@ impl AlertConfig {
     pub fn maintenance(&self) -> &[MaintenanceWindow] {
         &self.maintenance
     }
+
+    /// The CA file for `https://` receivers, as resolved.
+    pub fn ca(&self) -> Option<&Path> {
+        self.ca.as_deref()
+    }
+
+    /// The CA certificates read from [`ca`](Self::ca) when the config was validated.
+    pub fn ca_certs(&self) -> &[CertificateDer<'static>] {
+        &self.ca_certs
+    }
 }
 
 impl RawAlertConfig {
-    /// Checks every key.
+    /// Checks every key; a relative `ca` is read from the working directory (see
+    /// [`validate_in`](Self::validate_in)).
     ///
     /// # Errors
     ///
     /// [`ConfigError`] naming the key (`alerting.<key>`, `alerting.maintenance[i].<key>`) and
     /// what is allowed.
     pub fn validate(self) -> Result<AlertConfig, ConfigError> {
-        let alertmanager = urls("alerting.alertmanager", self.alertmanager)?;
-        let webhooks = urls("alerting.webhooks", self.webhooks)?;
+        self.validate_in(Path::new("."))
+    }
+
+    /// Checks every key; a relative `ca` is read from `base` (the config file's directory).
+    ///
+    /// # Errors
+    ///
+    /// As [`validate`](Self::validate); `alerting.ca` when the file cannot be read or holds
+    /// no usable CA certificate.
+    pub fn validate_in(self, base: &Path) -> Result<AlertConfig, ConfigError> {
+        let (ca, ca_certs) = match self.ca {
+            None => (None, Vec::new()),
+            Some(path) => {
+                let path = base.join(path);
+                let certs = read_ca(&path)?;
+                (Some(path), certs)
+            }
+        };
+        let https_allowed = !ca_certs.is_empty();
+        let alertmanager = urls("alerting.alertmanager", self.alertmanager, https_allowed)?;
+        let webhooks = urls("alerting.webhooks", self.webhooks, https_allowed)?;
         let runbook_base = match self.runbook_base {
             None => DEFAULT_RUNBOOK_BASE.to_owned(),
             Some(base) => {
@@ -261,12 +301,52 @@ impl RawAlertConfig {
             retries,
             labels: self.labels,
             maintenance,
+            ca,
+            ca_certs,
         })
     }
 }
 
-/// `urls` checked as plain-HTTP URLs with a host (a trailing `/` removed).
-fn urls(key: &str, urls: Vec<String>) -> Result<Vec<String>, ConfigError> {
+/// The CA certificates of the PEM file `path`, each checked as a trust anchor.
+fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let key = "alerting.ca";
+    let pem = std::fs::read(path)
+        .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            ConfigError::new(
+                key,
+                format!("{}: not PEM certificates: {e}", path.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "{}: no CERTIFICATE block (a PEM file of CA certificates)",
+                path.display()
+            ),
+        ));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, cert) in certs.iter().enumerate() {
+        roots.add(cert.clone()).map_err(|e| {
+            ConfigError::new(
+                key,
+                format!(
+                    "{}: certificate {i} is not a usable CA: {e}",
+                    path.display()
+                ),
+            )
+        })?;
+    }
+    Ok(certs)
+}
+
+/// `urls` checked as HTTP URLs with a host (a trailing `/` removed); `https` only when a CA
+/// is configured.
+fn urls(key: &str, urls: Vec<String>, https_allowed: bool) -> Result<Vec<String>, ConfigError> {
     if urls.len() > MAX_RECEIVERS {
         return Err(ConfigError::new(
             key,
@@ -285,19 +365,20 @@ fn urls(key: &str, urls: Vec<String>) -> Result<Vec<String>, ConfigError> {
         })?;
         match uri.scheme_str() {
             Some("http") => {}
+            Some("https") if https_allowed => {}
             Some("https") => {
                 return Err(ConfigError::new(
                     key,
                     format!(
-                        "{url:?}: https is not supported (the notifier has no TLS client); use \
-                         http:// to a local Alertmanager or a TLS-terminating proxy beside the agent"
+                        "{url:?}: https needs alerting.ca, the PEM file of the CA that signed \
+                         the receiver's certificate (the agent uses no system roots)"
                     ),
                 ));
             }
             _ => {
                 return Err(ConfigError::new(
                     key,
-                    format!("{url:?}: needs the scheme http:// (http://host:port)"),
+                    format!("{url:?}: needs the scheme http:// or https:// (http://host:port)"),
                 ));
             }
         }
@@ -441,6 +522,8 @@ mod tests {
             ("resend = \"2h\"", "alerting.resend"),
             ("timeout = \"5 parsecs\"", "alerting.timeout"),
             ("retries = 11", "alerting.retries"),
+            ("ca = \"/nonexistent/ca.pem\"", "alerting.ca"),
+            ("ca = \"/dev/null\"", "alerting.ca"),
             (
                 "labels = { severity = \"page\" }",
                 "alerting.labels.severity",

@@ -14,7 +14,8 @@
 //! - [`maintenance`]: one-off and weekly windows and the probes they cover;
 //! - [`engine`]: [`AlertEngine`], which alert fires or resolves when (no I/O, time passed in);
 //! - [`notifier`]: [`Notifier`], which sends them and keeps firing ones alive at Alertmanager;
-//! - [`payload`]: the JSON sent (Alertmanager's `postableAlert`, the webhook's own body).
+//! - [`payload`]: the JSON sent (Alertmanager's `postableAlert`, the webhook's own body);
+//! - [`transport`]: TCP, or TLS with the CA of `alerting.ca`, under hyper-util's client.
 //!
 //! Rules that hold across the parts:
 //!
@@ -30,6 +31,7 @@ pub mod engine;
 pub mod maintenance;
 pub mod notifier;
 pub mod payload;
+pub mod transport;
 
 pub use config::{AlertConfig, RawAlertConfig};
 pub use engine::AlertEngine;

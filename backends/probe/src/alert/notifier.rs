@@ -20,7 +20,8 @@
 //! - Every queue and map is bounded: the firing alerts kept for resends by
 //!   [`MAX_FIRING_ALERTS`], a POST by [`MAX_BATCH_ALERTS`], an answer read by
 //!   [`MAX_ANSWER_BYTES`].
-//! - Plain HTTP/1.1 only, through hyper-util's pooled client; the config refuses `https://`.
+//! - HTTP/1.1 through hyper-util's pooled client, in clear for `http://` receivers and over
+//!   TLS for `https://` ones ([`super::transport`]: rustls, the CA of `alerting.ca`).
 //! - [`Notifier::reconfigure`] swaps receivers, timers and labels without losing what fires:
 //!   every firing alert is sent to the new Alertmanager list at once, and an alert whose label
 //!   set changed (new static labels) is resolved under its old labels first.
@@ -34,7 +35,6 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, USER_AGENT};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
@@ -43,6 +43,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::config::AlertConfig;
 use super::payload::{self, PostableAlert, WEBHOOK_VERSION, WebhookBody};
+use super::transport::Connector;
 use crate::record::{AlertName, AlertState, AlertTransition, ProbeKey, now_unix_ms};
 
 /// Transitions waiting for the notifier's task; more are dropped and counted.
@@ -102,11 +103,7 @@ pub fn spawn_notifier(config: &AlertConfig, generator_url: impl Into<String>) ->
     let (transitions, queue) = mpsc::channel(QUEUE_CAPACITY);
     let (config_tx, config_rx) = watch::channel(config.clone());
     let counters = Arc::new(Counters::default());
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector);
+    let client = http_client(config);
     let task = Task {
         generator_url: generator_url.into(),
         firing: BTreeMap::new(),
@@ -181,7 +178,20 @@ struct Counters {
     retries: AtomicU64,
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = Client<Connector, Full<Bytes>>;
+
+/// The pooled client for `config`'s receivers (TLS trusting its CA).
+fn http_client(config: &AlertConfig) -> HttpClient {
+    let connector = Connector::new(config.ca_certs()).unwrap_or_else(|error| {
+        // The config checked each certificate as a trust anchor; kept honest all the same:
+        // https receivers then fail (counted), http ones work.
+        tracing::error!(%error, "alerting.ca unusable: https receivers will fail");
+        Connector::new(&[]).expect("a connector without TLS cannot fail")
+    });
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(connector)
+}
 
 /// One firing alert as last sent.
 #[derive(Debug)]
@@ -423,11 +433,16 @@ impl Task {
                 )
             })
             .collect();
-        let receivers_changed = new.alertmanager() != self.config.alertmanager()
+        let ca_changed = new.ca_certs() != self.config.ca_certs();
+        let receivers_changed = ca_changed
+            || new.alertmanager() != self.config.alertmanager()
             || new.webhooks() != self.config.webhooks()
             || new.timeout() != self.config.timeout()
             || new.retries() != self.config.retries();
         self.config = new;
+        if ca_changed {
+            self.client = http_client(&self.config);
+        }
         if receivers_changed {
             // The old workers finish what they hold and end when their queues close.
             self.alertmanagers.clear();

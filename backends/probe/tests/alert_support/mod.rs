@@ -234,6 +234,16 @@ impl Alertmanager {
     /// ignored by default (the runner reports them skipped, never passed) and fail when asked
     /// for without the tool.
     pub(crate) async fn start(dir: &Path, hooks: SocketAddr) -> Self {
+        Self::start_with(dir, hooks, None).await
+    }
+
+    /// [`Self::start`], serving its API over TLS with `cert_pem`/`key_pem` when given (its
+    /// `--web.config.file`); `url` is then `https://localhost:<port>`.
+    pub(crate) async fn start_with(
+        dir: &Path,
+        hooks: SocketAddr,
+        tls: Option<(&str, &str)>,
+    ) -> Self {
         assert!(
             Path::new(ALERTMANAGER).is_file(),
             "{ALERTMANAGER} is missing: `apt-get install prometheus-alertmanager` provides it"
@@ -248,10 +258,23 @@ impl Alertmanager {
             ),
         )
         .expect("write alertmanager.yml");
-        let web = format!("127.0.0.1:{}", free_port());
+        let port = free_port();
+        let web = format!("127.0.0.1:{port}");
         let log = dir.join("alertmanager.log");
         let file = std::fs::File::create(&log).expect("create the log");
-        let child = Command::new(ALERTMANAGER)
+        let mut command = Command::new(ALERTMANAGER);
+        if let Some((cert, key)) = tls {
+            std::fs::write(dir.join("am.pem"), cert).expect("write the certificate");
+            std::fs::write(dir.join("am.key"), key).expect("write the key");
+            let web_config = dir.join("web.yml");
+            std::fs::write(
+                &web_config,
+                "tls_server_config:\n  cert_file: am.pem\n  key_file: am.key\n",
+            )
+            .expect("write web.yml");
+            command.arg(format!("--web.config.file={}", web_config.display()));
+        }
+        let child = command
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.path={}", dir.join("am-data").display()))
             .arg(format!("--web.listen-address={web}"))
@@ -264,11 +287,20 @@ impl Alertmanager {
             .expect("start prometheus-alertmanager");
         let am = Self {
             _process: Killed(child),
-            url: format!("http://{web}"),
+            url: match tls {
+                None => format!("http://{web}"),
+                Some(_) => format!("https://localhost:{port}"),
+            },
             log,
         };
+        // Over TLS, a plain request is answered 400 ("an HTTP request to an HTTPS server"):
+        // it listens.
         let ready = eventually(Duration::from_secs(20), || async {
-            matches!(get(&format!("{}/-/ready", am.url)).await, Some((200, _)))
+            match get(&format!("http://{web}/-/ready")).await {
+                Some((200, _)) => true,
+                Some(_) => tls.is_some(),
+                None => false,
+            }
         })
         .await;
         assert!(ready, "Alertmanager not ready within 20 s:\n{}", am.log());
