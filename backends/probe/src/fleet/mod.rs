@@ -38,10 +38,10 @@
 //!   the voters; the coordinator gives its shards to the others once the mesh holds it dead
 //!   (a suspect may come back: [`detection_time`]), and their grants wait for that expiry.
 //!   [`failover_target`] is the bound this module promises from the TTL and the detection
-//!   time; the measured figures are in the fleet tests (`backends/probe/tests/fleet_mesh.rs`):
-//!   with a 2 s TTL and fast membership timers, 4.4 to 5.6 s over five kills of one of five
-//!   agents, against a target of 8.6 s. Shorter TTLs alone do not shorten it: the detection,
-//!   4 s of suspicion at least with the LAN profile, dominates.
+//!   time. Measured (`backends/probe/tests/fleet_process.rs`, five agent processes, one
+//!   killed with SIGKILL per run, 2 s TTL, fast membership timers): 4.6 to 5.4 s against a
+//!   target of 8.6 s (`docs/probes-fleet.section.md`). Shorter TTLs alone do not shorten it:
+//!   the detection, 4 s of suspicion at least with the LAN profile, dominates.
 //!
 //! The agents' node needs a quorum of its `[leadership] voters` running (3 voters: 2); with
 //! fewer, no shard can be granted and no agent probes. Run at least three agents, and make
