@@ -203,8 +203,8 @@ fn the_retention_prunes_at_start_and_when_it_changes() {
 #[test]
 #[ignore = "a measurement, not a check: run it by hand"]
 fn write_rate() {
-    println!("| runs | probes | seconds | runs/s | dropped |");
-    println!("|---:|---:|---:|---:|---:|");
+    println!("| runs | probes | seconds | runs/s | dropped | bytes/run |");
+    println!("|---:|---:|---:|---:|---:|---:|");
     for total in [100_000usize, 300_000] {
         let dir = TempDir::new("writer-rate");
         let cfg = config(&dir, Duration::from_secs(30 * 86_400));
@@ -222,10 +222,16 @@ fn write_rate() {
         }
         let stats = writer.close();
         let secs = start.elapsed().as_secs_f64();
+        // The file after a checkpoint into the main database (the WAL emptied).
+        let conn = rusqlite::Connection::open(&cfg.path).unwrap();
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        let bytes = std::fs::metadata(&cfg.path).unwrap().len();
         println!(
-            "| {total} | 100 | {secs:.2} | {:.0} | {} |",
+            "| {total} | 100 | {secs:.2} | {:.0} | {} | {:.1} |",
             stats.written as f64 / secs,
-            stats.dropped
+            stats.dropped,
+            bytes as f64 / total as f64
         );
     }
 }

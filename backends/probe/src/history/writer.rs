@@ -258,8 +258,11 @@ impl WriterThread {
                     Message::Run(run) => runs.push(run),
                     Message::Alert(alert) => alerts.push(alert),
                     Message::Retention(retention) => {
+                        // At once, not at the next turn of the loop: a flush queued after it
+                        // then sees the prune done.
                         self.retention = retention;
-                        next_prune = Instant::now();
+                        self.prune();
+                        next_prune = Instant::now() + self.options.prune_every;
                     }
                     Message::Flush(ack) => acks.push(ack),
                     Message::Close => closing = true,
