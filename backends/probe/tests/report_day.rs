@@ -466,3 +466,52 @@ fn check_well_formed(html: &str) {
     let body = html.find("<body>").expect("a body");
     assert!(head < body);
 }
+
+/// How long a daily report takes over 100 probes run every 10 s (864,000 runs):
+/// `cargo test -p meshkit-probe --test report_day -- --ignored --nocapture report_time`.
+#[test]
+#[ignore = "a measurement, not a check: run it by hand"]
+fn report_time() {
+    let dir = TempDir::new("report-time");
+    let path = dir.path().join("history.sqlite");
+    let mut h = History::open(&path).unwrap();
+    let mut batch = Vec::with_capacity(2_048);
+    for step in 0..8_640_i64 {
+        for p in 0..100 {
+            let at = DAY + step * 10 * S + p;
+            let result = if (step + p) % 97 == 0 {
+                ProbeResult::Fail
+            } else {
+                ProbeResult::Pass
+            };
+            batch.push(run(
+                &format!("api-peers@10.0.0.{p}:7443"),
+                "api",
+                at,
+                result,
+                1 + (step % 50) as u64,
+            ));
+            if batch.len() == 2_048 {
+                h.record_runs(&batch).unwrap();
+                batch.clear();
+            }
+        }
+        if step % 6 == 0 {
+            h.record_heartbeat("probe-a", DAY + step * 10 * S).unwrap();
+        }
+    }
+    h.record_runs(&batch).unwrap();
+    drop(h);
+    let start = std::time::Instant::now();
+    let files =
+        report::generate(&path, Period::Daily, DAY + 24 * HOUR, &dir.path().join("r")).unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    let html_bytes = std::fs::metadata(&files.html).unwrap().len();
+    println!("| probes | runs | seconds | runs/s | html bytes |");
+    println!("|---:|---:|---:|---:|---:|");
+    println!(
+        "| 100 | 864000 | {secs:.2} | {:.0} | {html_bytes} |",
+        864_000.0 / secs
+    );
+    assert_eq!(files.report.probes.len(), 100);
+}

@@ -110,7 +110,8 @@ pub(crate) fn html(report: &Report) -> String {
          body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}\n\
          table {{ border-collapse: collapse; margin: 1em 0; }}\n\
          th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }}\n\
-         td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}\n\
+         th, td {{ vertical-align: top; }}\n\
+         td.num {{ text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }}\n\
          tr.muted td {{ color: #777; font-style: italic; }}\n\
          .bad {{ color: #b00020; }}\n\
          </style>\n</head>\n<body>\n<h1>{title}</h1>\n"
@@ -416,11 +417,9 @@ fn nice_ceiling(v: f64) -> f64 {
 }
 
 fn trim_number(v: f64) -> String {
-    if (v - v.round()).abs() < 1e-9 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.1}")
-    }
+    // Up to two decimals, trailing zeros dropped: 100, 2.5, 1.25.
+    let text = format!("{v:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 /// The Markdown twin: the same tables, the plots as per-bucket tables.
@@ -551,5 +550,14 @@ mod tests {
             "<strong>down</strong>: <code>fail</code>"
         );
         assert_eq!(md_cell("a|b\nc"), "a\\|b c");
+        assert_eq!(
+            [
+                trim_number(100.0),
+                trim_number(2.5),
+                trim_number(1.25),
+                trim_number(0.0)
+            ],
+            ["100", "2.5", "1.25", "0"]
+        );
     }
 }
