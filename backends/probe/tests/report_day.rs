@@ -515,3 +515,57 @@ fn report_time() {
     );
     assert_eq!(files.report.probes.len(), 100);
 }
+
+/// WAL: a report reads the file while the agent's writer keeps writing; neither waits for the
+/// other long enough to fail or drop.
+#[test]
+fn a_report_reads_while_the_writer_writes() {
+    use meshkit_probe::history::{HistoryConfig, spawn_writer};
+    let dir = TempDir::new("report-concurrent");
+    let path = dir.path().join("history.sqlite");
+    write_day(&mut History::open(&path).unwrap());
+    let writer = spawn_writer(
+        &HistoryConfig {
+            path: path.clone(),
+            retention: Duration::from_secs(3_650 * 86_400),
+        },
+        "probe-a",
+    )
+    .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeder = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut n = 0_i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // After the reported day: the report's figures must not move.
+                writer.run(run(
+                    "api-peers@n1",
+                    "api",
+                    DAY + 25 * HOUR + n,
+                    ProbeResult::Pass,
+                    1,
+                ));
+                n += 1;
+                if n % 512 == 0 {
+                    writer.flush();
+                }
+            }
+            writer.close()
+        })
+    };
+    let mut availability = Vec::new();
+    for _ in 0..3 {
+        let files =
+            report::generate(&path, Period::Daily, DAY + 24 * HOUR, &dir.path().join("r")).unwrap();
+        availability.push(probe(&files.report, "api-peers@n1").availability_percent);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let stats = feeder.join().unwrap();
+    assert!(
+        availability.iter().all(|a| *a == availability[0]),
+        "{availability:?}"
+    );
+    assert!(stats.written > 0, "{stats:?}");
+    assert_eq!((stats.dropped, stats.errors), (0, 0), "{stats:?}");
+}
