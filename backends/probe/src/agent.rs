@@ -17,7 +17,7 @@
 //!
 //! The host tells the observer of every finished run and every state change, in the
 //! scheduler's order. One task turns each into a [`RunRecord`] or a [`StateChange`] and hands
-//! it to the [`Metrics`] and to every [`Sink`] (the history, the alerts). The agent counts no
+//! it to the [`Metrics`], the history and the alert engine ([`outputs`]). The agent counts no
 //! streaks itself: a state is the core scheduler's decision.
 //!
 //! # Reload
@@ -28,9 +28,19 @@
 //! leave `/metrics`), changed and new ones start; clients are rebuilt only when the
 //! credentials or the bind address changed (and least privilege is checked again). A refused
 //! file changes nothing and sets `meshkit_probe_config_last_reload_successful` to 0.
-//! `agent.listen` changes need a restart.
+//! `agent.listen` and `[fleet]` changes need a restart.
+//!
+//! # Fleet
+//!
+//! With `[fleet]`, the agent starts its node of the agents' own mesh ([`Fleet`]) and runs only
+//! the groups whose shard that node holds ([`Fleet::owned`]), following every change: a group
+//! it gains starts, a group it loses stops (its series leave `/metrics`, its alert resolves
+//! here; the agent that gained it fires it again if it still fails, and Alertmanager, seeing
+//! the same labels, keeps one alert).
 
-use std::collections::BTreeMap;
+mod outputs;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -49,7 +59,10 @@ use meshkit_runtime::probe_host::{ProbeHandle, ProbeHost, ProbeNotice, ProbeRegi
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
+use self::outputs::Outputs;
 use crate::config::{Config, ConfigError, GroupConfig, Targets};
+use crate::fleet::{Fleet, FleetError};
+use crate::history::HistoryError;
 use crate::metrics::Metrics;
 use crate::probes::authz::{self, OperateAnswer};
 use crate::probes::{self, Clients, RunNote};
@@ -61,6 +74,10 @@ pub const NOTICE_QUEUE_LEN: usize = 8192;
 pub const COMMAND_QUEUE_LEN: usize = 16;
 /// How long a burst of file events is let settle before one reload.
 pub const FILE_SETTLE: Duration = Duration::from_millis(200);
+/// How often the alert engine's windows are checked and the sinks' counts published.
+pub const TICK_EVERY: Duration = Duration::from_secs(1);
+/// How long a stop waits for the last results to reach the history and the notifier.
+pub const STOP_DRAIN_WAIT: Duration = Duration::from_secs(5);
 /// How often discovered targets are read again.
 pub const REDISCOVER_EVERY: Duration = Duration::from_secs(60);
 /// The most privilege checks in flight at once.
@@ -108,6 +125,12 @@ pub enum AgentError {
         /// Why.
         source: ProbeRegisterError,
     },
+    /// The history could not be opened.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    /// The fleet's node did not start.
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
     /// `agent.listen` could not be bound.
     #[error("agent.listen {addr}: {source}")]
     Listen {
@@ -119,23 +142,6 @@ pub enum AgentError {
     /// The agent has stopped.
     #[error("the agent has stopped")]
     Stopped,
-}
-
-/// Where every record goes besides the metrics: the history, the alert engine. Implementations
-/// must not block (queue and return).
-pub trait Sink: Send + Sync + 'static {
-    /// One finished run.
-    fn run(&self, record: &RunRecord);
-    /// One state change.
-    fn state(&self, change: &StateChange);
-    /// Writes what the sink did so far into the metrics (`meshkit_probe_sink`).
-    fn report(&self, metrics: &Metrics) {
-        let _ = metrics;
-    }
-    /// The configuration was reloaded.
-    fn reconfigure(&self, config: &Config) {
-        let _ = config;
-    }
 }
 
 /// What the agent knows of one registered probe, shared with the fan-out.
@@ -175,6 +181,7 @@ pub struct Reloaded {
 enum Command {
     Reload(oneshot::Sender<Result<Reloaded, String>>),
     Rediscover,
+    Owned(BTreeSet<String>),
     Probes(oneshot::Sender<Vec<String>>),
     Stop(oneshot::Sender<()>),
 }
@@ -232,14 +239,17 @@ impl AgentHandle {
         rx.await.map_err(|_| AgentError::Stopped)
     }
 
-    /// Stops every probe, closes the connections and the listener.
+    /// Stops every probe, closes the connections and the listener, delivers what the history
+    /// and the notifier hold, and hands the fleet's groups to the other agents.
     pub async fn stop(self) {
+        // The helper tasks first: the tick task holds a handle of the probe host, which ends
+        // only when every handle is gone.
+        for task in &self.tasks {
+            task.abort();
+        }
         let (reply, rx) = oneshot::channel();
         if self.commands.send(Command::Stop(reply)).await.is_ok() {
             let _ = rx.await;
-        }
-        for task in &self.tasks {
-            task.abort();
         }
     }
 }
@@ -265,16 +275,19 @@ struct Agent {
     /// Discovered targets per group, as last read.
     discovered: BTreeMap<String, Vec<String>>,
     metrics: Arc<Metrics>,
-    sinks: Arc<Vec<Arc<dyn Sink>>>,
+    outputs: Arc<Outputs>,
+    fan_out: tokio::task::JoinHandle<()>,
+    /// With `[fleet]`: the fleet and the groups it owns now.
+    fleet: Option<(Fleet, BTreeSet<String>)>,
     next_host_name: u64,
 }
 
-/// Starts the agent of the config file `path` with `sinks` beside the metrics.
+/// Starts the agent of the config file `path`.
 ///
 /// # Errors
 ///
 /// [`AgentError`]: nothing is left running.
-pub async fn start(path: &Path, sinks: Vec<Arc<dyn Sink>>) -> Result<AgentHandle, AgentError> {
+pub async fn start(path: &Path) -> Result<AgentHandle, AgentError> {
     let config = Config::load(path)?;
     let clients = Arc::new(build_clients(&config)?);
     let metrics = Arc::new(Metrics::new(&config.agent.name));
@@ -298,6 +311,20 @@ pub async fn start(path: &Path, sinks: Vec<Arc<dyn Sink>>) -> Result<AgentHandle
         source,
     })?;
 
+    let outputs = Arc::new(Outputs::start(
+        &config,
+        &format!("http://{listen}/metrics"),
+    )?);
+    let fleet = match &config.fleet {
+        Some(fleet_config) => {
+            let names = config.groups.iter().map(|g| g.name.clone()).collect();
+            let fleet = Fleet::start(fleet_config, names).await?;
+            let owned = fleet.owned().borrow().clone();
+            Some((fleet, owned))
+        }
+        None => None,
+    };
+
     let (notices_tx, notices) = mpsc::channel(NOTICE_QUEUE_LEN);
     let seed = name_seed(&config.agent.name);
     let (host, handle) = ProbeHost::new(
@@ -308,25 +335,65 @@ pub async fn start(path: &Path, sinks: Vec<Arc<dyn Sink>>) -> Result<AgentHandle
     tokio::spawn(host.with_observer(notices_tx).run());
 
     let infos: Infos = Arc::default();
-    let sinks = Arc::new(sinks);
+    let fan_out = tokio::spawn(fan_out(
+        notices,
+        infos.clone(),
+        metrics.clone(),
+        outputs.clone(),
+    ));
+    let mut tasks = Vec::new();
+    let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE_LEN);
+    if let Some((fleet, _)) = &fleet {
+        let mut owned = fleet.owned();
+        let commands = commands.clone();
+        tasks.push(
+            tokio::spawn(async move {
+                while owned.changed().await.is_ok() {
+                    let now = owned.borrow_and_update().clone();
+                    if commands.send(Command::Owned(now)).await.is_err() {
+                        break;
+                    }
+                }
+            })
+            .abort_handle(),
+        );
+    }
+    {
+        let outputs = outputs.clone();
+        let metrics = metrics.clone();
+        let host = handle.clone();
+        tasks.push(
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(TICK_EVERY);
+                loop {
+                    tick.tick().await;
+                    outputs.tick(now_unix_ms());
+                    outputs.report(&metrics);
+                    if let Ok(m) = host.metrics().await {
+                        metrics.set_notices_dropped(m.notices_dropped);
+                    }
+                }
+            })
+            .abort_handle(),
+        );
+    }
     let mut agent = Agent {
         config,
         clients,
         generation: 0,
         host: handle,
-        infos: infos.clone(),
+        infos,
         registered: BTreeMap::new(),
         discovered,
         metrics: metrics.clone(),
-        sinks: sinks.clone(),
+        outputs,
+        fan_out,
+        fleet,
         next_host_name: 0,
     };
     agent.apply_probes().await?;
     metrics.reload(true, now_unix_s());
 
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(fan_out(notices, infos, metrics.clone(), sinks)).abort_handle());
-    let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE_LEN);
     let http = Router::new()
         .route("/metrics", get(metrics_route))
         .route("/-/healthy", get(|| async { "ok\n" }))
@@ -378,8 +445,8 @@ pub async fn start(path: &Path, sinks: Vec<Arc<dyn Sink>>) -> Result<AgentHandle
 /// # Errors
 ///
 /// [`AgentError`] when it does not start.
-pub async fn serve(path: &Path, sinks: Vec<Arc<dyn Sink>>) -> Result<(), AgentError> {
-    let agent = start(path, sinks).await?;
+pub async fn serve(path: &Path) -> Result<(), AgentError> {
+    let agent = start(path).await?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(
         |source| AgentError::Listen {
             addr: agent.listen,
@@ -568,6 +635,7 @@ fn host_name_of(display: &str) -> String {
 
 impl Agent {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut stopped = None;
         while let Some(command) = commands.recv().await {
             match command {
                 Command::Reload(reply) => {
@@ -592,18 +660,58 @@ impl Agent {
                         tracing::error!(error = %e, "rediscovered targets not applied");
                     }
                 }
+                Command::Owned(now) => {
+                    if let Some((_, owned)) = &mut self.fleet {
+                        tracing::info!(groups = ?now, "fleet: the groups this agent owns changed");
+                        *owned = now;
+                        if let Err(e) = self.apply_probes().await {
+                            tracing::error!(error = %e, "fleet: owned groups not applied");
+                        }
+                    }
+                }
                 Command::Probes(reply) => {
                     let _ = reply.send(self.registered.keys().cloned().collect());
                 }
                 Command::Stop(reply) => {
-                    for r in std::mem::take(&mut self.registered).into_values() {
-                        let _ = self.host.remove(&r.host_name).await;
-                    }
-                    self.clients.close().await;
-                    let _ = reply.send(());
-                    return;
+                    stopped = Some(reply);
+                    break;
                 }
             }
+        }
+        self.shutdown().await;
+        if let Some(reply) = stopped {
+            let _ = reply.send(());
+        }
+    }
+
+    /// Stops every probe, lets the last results reach the outputs, closes them, hands the
+    /// fleet's groups over.
+    async fn shutdown(mut self) {
+        for r in std::mem::take(&mut self.registered).into_values() {
+            let _ = self.host.remove(&r.host_name).await;
+        }
+        self.clients.close().await;
+        let Self {
+            host,
+            outputs,
+            fan_out,
+            fleet,
+            ..
+        } = self;
+        // The host ends with its last handle; then the fan-out drains and ends.
+        drop(host);
+        if tokio::time::timeout(STOP_DRAIN_WAIT, fan_out)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the fan-out did not drain within {STOP_DRAIN_WAIT:?}");
+        }
+        match Arc::try_unwrap(outputs) {
+            Ok(outputs) => outputs.close().await,
+            Err(_) => tracing::warn!("the history and notifier were still in use at stop"),
+        }
+        if let Some((fleet, _)) = fleet {
+            fleet.stop().await;
         }
     }
 
@@ -629,7 +737,11 @@ impl Agent {
     }
 
     async fn try_reload(&mut self) -> Result<Reloaded, AgentError> {
-        let config = Config::load(&self.config.path)?;
+        let mut config = Config::load(&self.config.path)?;
+        if config.fleet != self.config.fleet {
+            tracing::warn!("[fleet] changes at the next restart; the running fleet stays");
+            config.fleet.clone_from(&self.config.fleet);
+        }
         if config.agent.listen != self.config.agent.listen {
             tracing::warn!(old = %self.config.agent.listen, new = %config.agent.listen, "agent.listen changes at the next restart");
         }
@@ -665,8 +777,9 @@ impl Agent {
             tokio::spawn(async move { old.close().await });
         }
         self.discovered = discovered;
-        for sink in self.sinks.iter() {
-            sink.reconfigure(&self.config);
+        self.outputs.reconfigure(&self.config);
+        if let Some((fleet, _)) = &self.fleet {
+            fleet.set_groups(self.config.groups.iter().map(|g| g.name.clone()).collect());
         }
         self.apply_probes().await
     }
@@ -676,6 +789,11 @@ impl Agent {
     async fn apply_probes(&mut self) -> Result<Reloaded, AgentError> {
         let mut wanted: BTreeMap<String, (usize, String, probes::Built)> = BTreeMap::new();
         for (gi, group) in self.config.groups.iter().enumerate() {
+            if let Some((_, owned)) = &self.fleet
+                && !owned.contains(&group.name)
+            {
+                continue;
+            }
             let fingerprint = format!(
                 "{}|{}|{}|{:?}|{:?}|{:?}|{:?}",
                 self.generation,
@@ -709,6 +827,7 @@ impl Agent {
                 write_infos(&self.infos).remove(&r.host_name);
                 self.metrics
                     .remove(&r.info.key, r.info.kind, &r.info.target);
+                self.outputs.removed(&r.info.key, now_unix_ms());
                 removed += 1;
             }
         }
@@ -813,9 +932,8 @@ async fn fan_out(
     mut notices: mpsc::Receiver<ProbeNotice>,
     infos: Infos,
     metrics: Arc<Metrics>,
-    sinks: Arc<Vec<Arc<dyn Sink>>>,
+    outputs: Arc<Outputs>,
 ) {
-    let mut since_report = 0_u32;
     while let Some(notice) = notices.recv().await {
         let (name, info) = match &notice {
             ProbeNotice::Finished { probe, .. } | ProbeNotice::StateChanged { probe, .. } => {
@@ -846,9 +964,7 @@ async fn fan_out(
                     error,
                 };
                 metrics.run(&run, info.note.cert_expiry_unix_s());
-                for sink in sinks.iter() {
-                    sink.run(&run);
-                }
+                outputs.run(&run);
             }
             ProbeNotice::StateChanged {
                 from, to, error, ..
@@ -864,18 +980,9 @@ async fn fan_out(
                     alert_on_latency: info.alert_on_latency,
                 };
                 metrics.state_change(&info.key, info.kind, &info.target, to);
-                for sink in sinks.iter() {
-                    sink.state(&change);
-                }
+                outputs.state(&change);
             }
             _ => {}
-        }
-        since_report += 1;
-        if since_report >= 256 {
-            since_report = 0;
-            for sink in sinks.iter() {
-                sink.report(&metrics);
-            }
         }
     }
 }

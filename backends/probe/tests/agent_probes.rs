@@ -37,9 +37,7 @@ async fn probes_pass_on_a_healthy_mesh_and_fail_when_a_node_stops() {
         .collect();
     let token_file = observer_token_file(dir.path());
     let path = write_probes_toml(dir.path(), &token_file, "", &group(&targets));
-    let agent = agent::start(&path, Vec::new())
-        .await
-        .expect("the agent starts");
+    let agent = agent::start(&path).await.expect("the agent starts");
     let addr = agent.listen_addr();
     let names: Vec<String> = ["api-peers", "api-clusters", "api-versions", "authz"]
         .iter()
@@ -126,7 +124,7 @@ async fn credentials_that_can_operate_are_refused_at_start() {
         "",
         &group(std::slice::from_ref(&target)),
     );
-    let err = agent::start(&path, Vec::new())
+    let err = agent::start(&path)
         .await
         .expect_err("an operator is refused");
     match &err {
@@ -146,9 +144,7 @@ async fn credentials_that_can_operate_are_refused_at_start() {
         "allow_excess_privilege = true",
         &group(std::slice::from_ref(&target)),
     );
-    let agent = agent::start(&path, Vec::new())
-        .await
-        .expect("allowed explicitly");
+    let agent = agent::start(&path).await.expect("allowed explicitly");
     let authz = probe(&format!("core/authz@{target}"));
     let peers = probe(&format!("core/api-peers@{target}"));
     let (ok, text) = metrics_until(agent.listen_addr(), LIMIT, |text| {

@@ -96,7 +96,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(meshkit_probe::agent::serve(path, Vec::new())) {
+    match runtime.block_on(meshkit_probe::agent::serve(path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("meshkit-probe: {e}");

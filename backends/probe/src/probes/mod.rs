@@ -36,6 +36,9 @@ use crate::config::{Credentials, GroupConfig, Identity, ProbeType};
 /// The longest piece of a response body quoted in a failure message, in bytes.
 pub const MAX_QUOTED_BODY_BYTES: usize = 120;
 
+/// How long the observer client sends a server whose HTTP/3 failed straight to TCP.
+pub const FALLBACK_MEMORY: Duration = Duration::from_secs(10);
+
 /// The agent's connections: one client per way of asking, each with its own QUIC endpoint and
 /// TCP connections, none shared with anything else in the process.
 #[derive(Debug)]
@@ -76,14 +79,23 @@ impl Clients {
             if let Some(ip) = bind {
                 config = config.with_bind_address(ip);
             }
+            // With a fallback, HTTP/3 gets a third of the run: a run over an HTTP/3 outage
+            // still answers over TCP in time (the transport probes are the ones that report
+            // the outage).
+            let h3_timeout = if protocols == Protocols::H3ThenTcp {
+                timeout / 3
+            } else {
+                timeout
+            };
             let config = config
                 .with_protocols(protocols)
-                .with_h3_timeout(timeout)
+                .with_h3_timeout(h3_timeout)
                 .with_connect_timeout(timeout)
                 .with_request_timeout(timeout)
-                // A failed HTTP/3 is tried again on the next run: the transport probes report
-                // an outage, and the read probes see recovery at once.
-                .with_fallback_memory(Duration::ZERO);
+                // Over an HTTP/3 outage the read probes go straight to TCP for a while rather
+                // than wait for HTTP/3 on every request (the transport probes, HTTP/3 only,
+                // are the ones that report the outage).
+                .with_fallback_memory(FALLBACK_MEMORY);
             Client::new(&config)
         };
         Ok(Self {

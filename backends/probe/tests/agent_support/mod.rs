@@ -109,3 +109,71 @@ pub async fn metrics_until(
 pub fn probe(name: &str) -> String {
     format!("probe=\"{name}\"")
 }
+
+/// A TCP relay in front of a node's control port (TLS passes through untouched; no UDP, so
+/// HTTP/3 to the relay's address fails), whose node-to-client direction can be paused: a
+/// stalled stream whose connection stays open.
+pub struct Relay {
+    /// The relay's address.
+    pub addr: SocketAddr,
+    paused: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    /// A relay to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the relay");
+        let addr = listener.local_addr().expect("the relay's address");
+        let paused = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = paused.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                    });
+                    let mut buf = vec![0_u8; 16 * 1024];
+                    loop {
+                        while flag.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        match sr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                while flag.load(Ordering::SeqCst) {
+                                    tokio::time::sleep(Duration::from_millis(20)).await;
+                                }
+                                if cw.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    up.abort();
+                });
+            }
+        });
+        Self { addr, paused, task }
+    }
+
+    /// Holds (true) or lets through (false) what the node sends.
+    pub fn pause(&self, on: bool) {
+        self.paused.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
