@@ -28,7 +28,7 @@
 //! leave `/metrics`), changed and new ones start; clients are rebuilt only when the
 //! credentials or the bind address changed (and least privilege is checked again). A refused
 //! file changes nothing and sets `meshkit_probe_config_last_reload_successful` to 0.
-//! `agent.listen` and `[fleet]` changes need a restart.
+//! `agent.listen`, `history.path` and `[fleet]` changes need a restart.
 //!
 //! # Fleet
 //!
@@ -67,6 +67,7 @@ use crate::metrics::Metrics;
 use crate::probes::authz::{self, OperateAnswer};
 use crate::probes::{self, Clients, RunNote};
 use crate::record::{ProbeKey, RunRecord, StateChange, now_unix_ms};
+use crate::report::{ReportScheduler, spawn_scheduler};
 
 /// Notices queued for the fan-out: a few seconds of runs at 1,000 probes a second.
 pub const NOTICE_QUEUE_LEN: usize = 8192;
@@ -279,6 +280,8 @@ struct Agent {
     fan_out: tokio::task::JoinHandle<()>,
     /// With `[fleet]`: the fleet and the groups it owns now.
     fleet: Option<(Fleet, BTreeSet<String>)>,
+    /// The scheduled reports of `[reports]`.
+    reports: ReportScheduler,
     next_host_name: u64,
 }
 
@@ -377,6 +380,11 @@ pub async fn start(path: &Path) -> Result<AgentHandle, AgentError> {
             .abort_handle(),
         );
     }
+    let reports = spawn_scheduler(
+        &config.reports,
+        config.history.path.clone(),
+        config.agent.name.clone(),
+    );
     let mut agent = Agent {
         config,
         clients,
@@ -388,6 +396,7 @@ pub async fn start(path: &Path) -> Result<AgentHandle, AgentError> {
         metrics: metrics.clone(),
         outputs,
         fan_out,
+        reports,
         fleet,
         next_host_name: 0,
     };
@@ -410,7 +419,9 @@ pub async fn start(path: &Path) -> Result<AgentHandle, AgentError> {
         })
         .abort_handle(),
     );
-    if let Some(task) = watch_file(&agent.config.path, commands.clone()) {
+    if agent.config.agent.reload_on_change
+        && let Some(task) = watch_file(&agent.config.path, commands.clone())
+    {
         tasks.push(task);
     }
     {
@@ -696,8 +707,10 @@ impl Agent {
             outputs,
             fan_out,
             fleet,
+            reports,
             ..
         } = self;
+        reports.stop();
         // The host ends with its last handle; then the fan-out drains and ends.
         drop(host);
         if tokio::time::timeout(STOP_DRAIN_WAIT, fan_out)
@@ -768,6 +781,11 @@ impl Agent {
 
         // Valid: apply.
         let kept_listen = self.config.agent.listen;
+        let config_reports_changed = config.reports != self.config.reports;
+        if config.history.path != self.config.history.path {
+            tracing::warn!("history.path changes at the next restart; the running history stays");
+            config.history.path.clone_from(&self.config.history.path);
+        }
         self.config = config;
         self.config.agent.listen = kept_listen;
         if new_clients {
@@ -778,6 +796,13 @@ impl Agent {
         }
         self.discovered = discovered;
         self.outputs.reconfigure(&self.config);
+        if config_reports_changed {
+            self.reports = spawn_scheduler(
+                &self.config.reports,
+                self.config.history.path.clone(),
+                self.config.agent.name.clone(),
+            );
+        }
         if let Some((fleet, _)) = &self.fleet {
             fleet.set_groups(self.config.groups.iter().map(|g| g.name.clone()).collect());
         }

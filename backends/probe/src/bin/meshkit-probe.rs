@@ -152,6 +152,8 @@ fn check_config(file: &std::path::Path, json: bool) -> ExitCode {
                         "problem": e.problem,
                     })
                 );
+            } else if e.key == file.display().to_string() {
+                eprintln!("{e}");
             } else {
                 eprintln!("{}: {e}", file.display());
             }
@@ -161,6 +163,7 @@ fn check_config(file: &std::path::Path, json: bool) -> ExitCode {
 }
 
 fn report(args: &ReportArgs) -> ExitCode {
+    use meshkit_probe::report::{Period, generate, last_period_end};
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -168,14 +171,52 @@ fn report(args: &ReportArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let _ = (
-        &config,
-        args.daily,
-        args.weekly,
-        &args.out,
-        &args.end,
-        args.json,
-    );
-    eprintln!("meshkit-probe report: this build has no report writer yet (the history part)");
-    ExitCode::FAILURE
+    let period = if args.weekly {
+        Period::Weekly
+    } else {
+        Period::Daily
+    };
+    let end_unix_ms = match &args.end {
+        Some(text) => {
+            match time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            {
+                Ok(t) => i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX),
+                Err(e) => {
+                    eprintln!(
+                        "meshkit-probe report: --end {text:?}: expected an RFC 3339 time such \
+                         as 2026-12-07T00:00:00Z: {e}"
+                    );
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        None => last_period_end(period, meshkit_probe::record::now_unix_ms()),
+    };
+    let out = args
+        .out
+        .clone()
+        .or_else(|| config.reports.dir.clone())
+        .unwrap_or_else(|| PathBuf::from("."));
+    match generate(&config.history.path, period, end_unix_ms, &out) {
+        Ok(files) => {
+            if args.json {
+                match std::fs::read_to_string(&files.json) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("meshkit-probe report: {}: {e}", files.json.display());
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                println!("{}", files.html.display());
+                println!("{}", files.markdown.display());
+                println!("{}", files.json.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("meshkit-probe report: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

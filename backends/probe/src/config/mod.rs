@@ -14,6 +14,7 @@
 //! listen = "127.0.0.1:9465"       # /metrics, POST /-/reload, GET /-/healthy
 //! bind = "10.0.0.5"               # optional: the source address of every probe connection
 //! allow_excess_privilege = false  # true: run even if the credentials can operate
+//! reload_on_change = true         # reload when the file changes (SIGHUP and POST /-/reload always)
 //!
 //! [credentials]                   # paths relative to this file
 //! ca = "certs/ca.pem"
@@ -116,6 +117,8 @@ pub struct AgentConfig {
     pub bind: Option<IpAddr>,
     /// Run even when the credentials can do more than observe.
     pub allow_excess_privilege: bool,
+    /// Reload when the config file changes (default true).
+    pub reload_on_change: bool,
 }
 
 /// How the agent proves who it is.
@@ -157,6 +160,7 @@ pub struct RawAgent {
     pub listen: Option<String>,
     pub bind: Option<String>,
     pub allow_excess_privilege: Option<bool>,
+    pub reload_on_change: Option<bool>,
 }
 
 /// `[credentials]` as written.
@@ -381,6 +385,7 @@ impl RawAgent {
             listen,
             bind,
             allow_excess_privilege: self.allow_excess_privilege.unwrap_or(false),
+            reload_on_change: self.reload_on_change.unwrap_or(true),
         })
     }
 }
