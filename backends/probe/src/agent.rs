@@ -17,7 +17,7 @@
 //!
 //! The host tells the observer of every finished run and every state change, in the
 //! scheduler's order. One task turns each into a [`RunRecord`] or a [`StateChange`] and hands
-//! it to the [`Metrics`], the history and the alert engine ([`outputs`]). The agent counts no
+//! it to the [`Metrics`], the history and the alert engine (`outputs`). The agent counts no
 //! streaks itself: a state is the core scheduler's decision.
 //!
 //! # Reload

@@ -1,10 +1,10 @@
 //! The probe types: API, authorization behaviour, watch streams, transport.
 //!
-//! Each type is an [`AsyncProbe`](meshkit_runtime::probe_host::AsyncProbe): the runtime's probe
-//! host calls `check` when a run is due, drops the future at the group's timeout, and the
-//! core's scheduler turns results into states (Failing after `failure_threshold` failures in a
-//! row, Degraded after slow passes, Healthy after `success_threshold` passes). A probe only
-//! says pass or fail, with a message that names what it saw.
+//! Each type is an [`AsyncProbe`]: the runtime's probe host calls `check` when a run is due, drops
+//! the future at the group's timeout, and the core's scheduler turns results into states (Failing
+//! after `failure_threshold` failures in a row, Degraded after slow passes, Healthy after
+//! `success_threshold` passes). A probe only says pass or fail, with a message that names what it
+//! saw.
 //!
 //! | type | probes per target | name |
 //! | --- | --- | --- |
