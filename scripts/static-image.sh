@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Builds meshkitd and meshctl as static binaries (glibc, crt-static), puts them in an image built
-# FROM scratch (compose/images/meshkitd.Dockerfile) and smoke-tests that image: --help and --version,
+# Builds meshkitd, meshctl and meshkit-probe as static binaries (glibc, crt-static), puts the first
+# two in an image built FROM scratch (compose/images/meshkitd.Dockerfile) and the probe agent in one
+# of its own (compose/images/meshkit-probe.Dockerfile), and smoke-tests them: --help and --version,
 # check-config on a good and two bad mounted configs, certificates made by the image's meshctl,
 # and a node started in a container whose /healthz answers on a port published on 127.0.0.1.
 #
-#   scripts/static-image.sh [--profile release|dev] [--tag NAME:TAG] [--no-smoke]
+#   scripts/static-image.sh [--profile release|dev] [--tag NAME:TAG] [--probe-tag NAME:TAG] [--no-smoke]
 #
 # --profile dev is what scripts/test.sh uses: an unoptimized build costs less than a release
 # build (4.5 CPU-minutes here). Neither shares artifacts with the test build: --target gives the
@@ -15,11 +16,13 @@ cd "$(dirname "$0")/.."
 
 profile=release
 tag=meshkit/meshkitd:dev
+probe_tag=meshkit/meshkit-probe:dev
 smoke=1
 while (($#)); do
   case "$1" in
     --profile) profile=${2:?--profile needs release or dev}; shift 2 ;;
     --tag) tag=${2:?--tag needs NAME:TAG}; shift 2 ;;
+    --probe-tag) probe_tag=${2:?--probe-tag needs NAME:TAG}; shift 2 ;;
     --no-smoke) smoke=0; shift ;;
     -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "static-image.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -55,11 +58,11 @@ step "static build ($profile profile, $triple, crt-static)"
 started=$SECONDS
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
   timeout "$BUILD_TIMEOUT_SECS" nice -n 10 \
-  cargo build --locked --profile "$profile" --target "$triple" -p meshkit-cli --bins
+  cargo build --locked --profile "$profile" --target "$triple" -p meshkit-cli -p meshkit-probe --bins
 echo "built in $((SECONDS - started)) s"
 
 step "the binaries are static"
-for bin in meshkitd meshctl; do
+for bin in meshkitd meshctl meshkit-probe; do
   path="$out/$bin"
   [[ -x "$path" ]] || fail "$path was not built"
   # ldd says "not a dynamic executable" (static) or "statically linked" (static-pie).
@@ -107,6 +110,15 @@ DOCKER_BUILDKIT=0 timeout "$IMAGE_TIMEOUT_SECS" docker build --quiet \
   -f compose/images/meshkitd.Dockerfile -t "$tag" "$scratch/context" >"$scratch/build.log" 2>&1 \
   || { cat "$scratch/build.log" >&2; fail "docker build"; }
 image_bytes=$(d image inspect -f '{{.Size}}' "$tag")
+mkdir "$scratch/probe-context"
+cp "$out/meshkit-probe" "$scratch/probe-context/meshkit-probe"
+if command -v strip >/dev/null; then
+  strip --strip-debug "$scratch/probe-context/meshkit-probe"
+fi
+DOCKER_BUILDKIT=0 timeout "$IMAGE_TIMEOUT_SECS" docker build --quiet \
+  -f compose/images/meshkit-probe.Dockerfile -t "$probe_tag" "$scratch/probe-context" \
+  >"$scratch/probe-build.log" 2>&1 || { cat "$scratch/probe-build.log" >&2; fail "docker build (probe)"; }
+probe_image_bytes=$(d image inspect -f '{{.Size}}' "$probe_tag")
 
 step "sizes"
 for bin in meshkitd meshctl; do
@@ -114,6 +126,7 @@ for bin in meshkitd meshctl; do
     "$(mib "$(size "$out/$bin")")" "$(mib "$(size "$scratch/context/$bin")")"
 done
 printf '%-9s %s\n' image "$(mib "$image_bytes")"
+printf '%-9s %s built, image %s\n' probe "$(mib "$(size "$out/meshkit-probe")")" "$(mib "$probe_image_bytes")"
 
 if ((smoke == 0)); then
   echo "image built; smoke test skipped (--no-smoke)"
@@ -135,7 +148,9 @@ grep -q 'check-config' <<<"$help" || fail "meshkitd --help (the default command)
   || fail "meshkitd --version is not 'meshkitd $version'"
 [[ "$(d run --rm --network none --entrypoint /usr/local/bin/meshctl "$tag" --version)" == "meshctl $version" ]] \
   || fail "meshctl --version is not 'meshctl $version'"
-echo "meshkitd $version and meshctl $version answer"
+[[ "$(d run --rm --network none "$probe_tag" --version)" == "meshkit-probe $version" ]] \
+  || fail "meshkit-probe --version is not 'meshkit-probe $version'"
+echo "meshkitd $version, meshctl $version and meshkit-probe $version answer"
 
 step "smoke: meshctl certs init in the container"
 run --entrypoint /usr/local/bin/meshctl "$tag" certs init --out certs --nodes 1 >/dev/null 2>&1 \
@@ -173,6 +188,14 @@ expect_refusal() { # FILE WHAT-THE-MESSAGE-NAMES
 }
 expect_refusal unknown-key.toml 'colour'
 expect_refusal wrong-id.toml 'key `id`'
+
+step "smoke: meshkit-probe check-config in its container"
+printf '[agent]\nname = "smoke"\ncolour = 1\n' >"$work/probes-bad.toml"
+if message=$(run "$probe_tag" check-config /etc/meshkit/probes-bad.toml 2>&1); then
+  fail "meshkit-probe check-config accepted an unknown key: $message"
+fi
+grep -qF -- 'colour' <<<"$message" || fail "meshkit-probe check-config does not name the bad key: $message"
+echo "refused, naming colour: $(tail -n1 <<<"$message")"
 
 step "smoke: a node in a container, /healthz from the host"
 # The control endpoint serves HTTP/2 over TLS on TCP and HTTP/3 on UDP, one port number (Alt-Svc

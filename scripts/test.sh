@@ -22,7 +22,7 @@ fi
 # namespaces, apt-get), Debian's prometheus package (prometheus and promtool), its
 # prometheus-alertmanager package (Alertmanager and amtool, for dashboards/alertmanager.yml) and
 # python3 (dashboards/tools/dashboards.py, the synthetic check the end-to-end run uses).
-TOOL_TESTS='binary(promtool) | binary(observability_tools) | binary(observability_e2e) | binary(alert_alertmanager) | test(=five_daemons_are_scraped_by_prometheus) | test(=client_falls_back_to_h2_when_nftables_drops_udp)'
+TOOL_TESTS='binary(promtool) | binary(observability_tools) | binary(observability_e2e) | binary(alert_alertmanager) | binary(probe_agent) | test(=five_daemons_are_scraped_by_prometheus) | test(=client_falls_back_to_h2_when_nftables_drops_udp)'
 if [[ "${MESHKIT_SKIP_TOOL_TESTS:-0}" != 1 ]]; then
   if [[ "$(id -u)" -ne 0 ]]; then
     echo "the tests that need outside tools need root (MESHKIT_SKIP_TOOL_TESTS=1 leaves them out, as skipped)" >&2

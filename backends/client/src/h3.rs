@@ -189,10 +189,9 @@ impl Client {
         outgoing: &Outgoing,
     ) -> Result<Response, H3Failure> {
         if let Some(sender) = self.h3.cached(server) {
-            match exchange(sender, outgoing).await {
+            match exchange_on(&self.h3, server, sender, outgoing).await {
                 Ok(response) => return Ok(response),
                 Err(failure) => {
-                    self.h3.forget(server);
                     if failure.request_sent && !super::is_idempotent(&outgoing.method) {
                         return Err(failure);
                     }
@@ -205,20 +204,12 @@ impl Client {
             && let Some(sender) = self.h3.cached(server)
         {
             // Another request dialled meanwhile: its connection carries this one too.
-            let result = exchange(sender, outgoing).await;
-            if result.is_err() {
-                self.h3.forget(server);
-            }
-            return result;
+            return exchange_on(&self.h3, server, sender, outgoing).await;
         }
         let sender = self.h3_connect(server).await?;
         self.h3.keep(server, sender.clone());
         drop(turn);
-        let result = exchange(sender, outgoing).await;
-        if result.is_err() {
-            self.h3.forget(server);
-        }
-        result
+        exchange_on(&self.h3, server, sender, outgoing).await
     }
 
     async fn h3_connect(&self, server: SocketAddr) -> Result<Sender, H3Failure> {
@@ -241,6 +232,51 @@ impl Client {
             .await
             .map_err(|_| H3Failure::before_send(H3Error::Timeout(self.h3_timeout)))?
             .map_err(H3Failure::before_send)
+    }
+}
+
+/// One exchange on `server`'s connection: the connection is forgotten when the exchange fails,
+/// and when it is cut before it ends (this future dropped at the caller's request timeout). A
+/// server that died or restarted without telling this client leaves its connection silent until
+/// QUIC's idle timeout; without forgetting it, every request until then would wait on it and time
+/// out too, where a new connection would have been answered at once.
+async fn exchange_on(
+    pool: &Connections,
+    server: SocketAddr,
+    sender: Sender,
+    outgoing: &Outgoing,
+) -> Result<Response, H3Failure> {
+    let suspect = ForgetOnDrop {
+        pool,
+        server,
+        armed: true,
+    };
+    let result = exchange(sender, outgoing).await;
+    suspect.disarm();
+    if result.is_err() {
+        pool.forget(server);
+    }
+    result
+}
+
+/// Forgets `server`'s cached connection when dropped armed (see [`exchange_on`]).
+struct ForgetOnDrop<'a> {
+    pool: &'a Connections,
+    server: SocketAddr,
+    armed: bool,
+}
+
+impl ForgetOnDrop<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.pool.forget(self.server);
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Fleets: agents probing the same clusters form their own small MeshKit mesh and own probe
 //! groups through shard leases, so each group runs on one agent and moves when that agent dies.
 //!
-//! Each agent with `[fleet]` ([`config`]) runs a real `meshkit_node` node from its own
+//! Each agent with `[fleet]` ([`FleetConfig`]) runs a real `meshkit_node` node from its own
 //! `node.toml`. That node is a member of the *agents'* mesh, a mesh of its own, separate from
 //! the one the agents watch: a fault in the watched mesh must not move the probes that are
 //! there to see it. The node's `[shards]` names a namespace (`probe-groups` by default) of `N`
