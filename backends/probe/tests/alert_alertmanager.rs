@@ -26,7 +26,7 @@ mod alert_support;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use alert_support::{Alertmanager, Receiver, change, eventually, key, notifications};
+use alert_support::{Alertmanager, Receiver, change, eventually, feed, key, notifications};
 use meshkit::diag::probe::ProbeState;
 use meshkit_probe::alert::{
     AlertConfig, AlertEngine, RawAlertConfig, RawMaintenanceWindow, spawn_notifier,
@@ -73,14 +73,14 @@ async fn an_alert_reaches_alertmanager_with_its_labels_and_runbook_and_resolves(
     let k = key("core", probe);
 
     let sent = Instant::now();
-    for t in engine.on_state(&change(
+    feed(
+        &mut engine,
+        &notifier,
         &k,
         ProbeState::Healthy,
         ProbeState::Failing,
         now_unix_ms(),
-    )) {
-        notifier.send(t);
-    }
+    );
     assert!(
         eventually(LIMIT, || async { !am.alerts_of(probe).await.is_empty() }).await,
         "the alert did not reach Alertmanager: {:?}\n{}",
@@ -130,14 +130,14 @@ async fn an_alert_reaches_alertmanager_with_its_labels_and_runbook_and_resolves(
     );
 
     let resolving = Instant::now();
-    for t in engine.on_state(&change(
+    feed(
+        &mut engine,
+        &notifier,
         &k,
         ProbeState::Failing,
         ProbeState::Healthy,
         now_unix_ms(),
-    )) {
-        notifier.send(t);
-    }
+    );
     assert!(
         eventually(LIMIT, || async { am.alerts_of(probe).await.is_empty() }).await,
         "the alert did not resolve"
@@ -177,14 +177,14 @@ async fn two_agents_sending_the_same_alert_give_one_alert_and_one_notification()
     let k = key("core", probe);
     let failed_at = now_unix_ms();
     for (engine, notifier) in &mut agents {
-        for t in engine.on_state(&change(
+        feed(
+            engine,
+            notifier,
             &k,
             ProbeState::Healthy,
             ProbeState::Failing,
             failed_at,
-        )) {
-            notifier.send(t);
-        }
+        );
     }
     assert!(
         eventually(LIMIT, || async {
@@ -213,14 +213,14 @@ async fn two_agents_sending_the_same_alert_give_one_alert_and_one_notification()
 
     let resolved_at = now_unix_ms();
     for (engine, notifier) in &mut agents {
-        for t in engine.on_state(&change(
+        feed(
+            engine,
+            notifier,
             &k,
             ProbeState::Failing,
             ProbeState::Healthy,
             resolved_at,
-        )) {
-            notifier.send(t);
-        }
+        );
     }
     assert!(
         eventually(LIMIT, || async {

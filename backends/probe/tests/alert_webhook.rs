@@ -6,7 +6,7 @@ mod alert_support;
 
 use std::time::Duration;
 
-use alert_support::{Receiver, change, eventually, free_port, key};
+use alert_support::{Receiver, eventually, feed, free_port, key};
 use meshkit::diag::probe::ProbeState;
 use meshkit_probe::alert::notifier::QUEUE_CAPACITY;
 use meshkit_probe::alert::payload::rfc3339;
@@ -35,14 +35,14 @@ async fn the_webhook_gets_the_documented_json_for_firing_and_resolved() {
     let notifier = spawn_notifier(&config, "http://agent-a:9465/metrics");
     let k = key("core", "core/api@127.0.0.1:8001");
     let fired_at = now_unix_ms();
-    for t in engine.on_state(&change(
+    feed(
+        &mut engine,
+        &notifier,
         &k,
         ProbeState::Healthy,
         ProbeState::Failing,
         fired_at,
-    )) {
-        notifier.send(t);
-    }
+    );
     assert!(
         eventually(LIMIT, || async { !receiver.received("plain").is_empty() }).await,
         "the webhook got nothing"
@@ -78,14 +78,14 @@ async fn the_webhook_gets_the_documented_json_for_firing_and_resolved() {
     );
 
     let resolved_at = now_unix_ms();
-    for t in engine.on_state(&change(
+    feed(
+        &mut engine,
+        &notifier,
         &k,
         ProbeState::Failing,
         ProbeState::Healthy,
         resolved_at,
-    )) {
-        notifier.send(t);
-    }
+    );
     assert!(
         eventually(LIMIT, || async { notifier.stats().sent == 2 }).await,
         "{:?}",
@@ -117,14 +117,14 @@ async fn a_refused_post_is_retried_with_backoff() {
     let notifier = spawn_notifier(&config, "http://agent-a:9465/metrics");
     let k = key("core", "core/api@127.0.0.1:8001");
     let started = std::time::Instant::now();
-    for t in engine.on_state(&change(
+    feed(
+        &mut engine,
+        &notifier,
         &k,
         ProbeState::Healthy,
         ProbeState::Failing,
         now_unix_ms(),
-    )) {
-        notifier.send(t);
-    }
+    );
     assert!(
         eventually(LIMIT, || async { notifier.stats().sent == 1 }).await,
         "not delivered: {:?}",
@@ -145,14 +145,14 @@ async fn a_dead_receiver_is_given_up_after_the_retries() {
     let mut engine = AlertEngine::new(&config);
     let notifier = spawn_notifier(&config, "http://agent-a:9465/metrics");
     let k = key("core", "core/api@127.0.0.1:8001");
-    for t in engine.on_state(&change(
+    feed(
+        &mut engine,
+        &notifier,
         &k,
         ProbeState::Healthy,
         ProbeState::Failing,
         now_unix_ms(),
-    )) {
-        notifier.send(t);
-    }
+    );
     assert!(
         eventually(LIMIT, || async { notifier.stats().failed == 1 }).await,
         "not given up: {:?}",
@@ -175,9 +175,14 @@ async fn send_never_waits_and_counts_what_it_drops() {
     let started = std::time::Instant::now();
     for i in 0..QUEUE_CAPACITY + extra {
         let k = key("core", &format!("core/api-{i}@127.0.0.1:8001"));
-        for t in engine.on_state(&change(&k, ProbeState::Healthy, ProbeState::Failing, 0)) {
-            notifier.send(t);
-        }
+        feed(
+            &mut engine,
+            &notifier,
+            &k,
+            ProbeState::Healthy,
+            ProbeState::Failing,
+            0,
+        );
     }
     let elapsed = started.elapsed();
     assert_eq!(notifier.stats().dropped, extra as u64);

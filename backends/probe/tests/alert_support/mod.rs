@@ -56,6 +56,21 @@ pub(crate) fn change(
     }
 }
 
+/// Feeds `engine` the change of `key` from `from` to `to` at `at_unix_ms` and hands every
+/// transition it makes to `notifier`, as the agent's fan-out does.
+pub(crate) fn feed(
+    engine: &mut meshkit_probe::alert::AlertEngine,
+    notifier: &meshkit_probe::alert::Notifier,
+    key: &ProbeKey,
+    from: ProbeState,
+    to: ProbeState,
+    at_unix_ms: i64,
+) {
+    for t in engine.on_state(&change(key, from, to, at_unix_ms)) {
+        notifier.send(t);
+    }
+}
+
 /// Polls `check` every 10 ms until it holds or `limit` passes: whether it held.
 pub(crate) async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
 where
