@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""The compose chaos environment: N meshkitd, Prometheus with MeshKit's rules, Alertmanager.
+"""The compose chaos environment: N meshkitd, the probe agent, Prometheus with MeshKit's rules,
+Alertmanager.
 
     compose/up   [--nodes 5] [--voters 3] [--project meshkit-chaos] [--port-base 18100] [--json]
     compose/down [--project meshkit-chaos] [--json]
     compose/env.py status [--project meshkit-chaos] [--json]
 
-`up` builds what is missing (the FROM-scratch meshkitd image with scripts/static-image.sh; the
+`up` builds what is missing (the FROM-scratch meshkitd and meshkit-probe images with
+scripts/static-image.sh; the
 Prometheus and Alertmanager images from this machine's Debian binaries and the shared libraries
 they load, FROM scratch too: there is no registry to pull a base image from), writes fresh
 certificates, a token key and per-node configurations into compose/.run/PROJECT/, starts the
@@ -13,7 +15,9 @@ stack with docker-compose and waits until node 1 and node N see all N alive and 
 Nodes name each other (`advertise = "meshkit-2:7001"`, `seeds = ["1@meshkit-1:7001"]`):
 containers get their IPs only when they run. The control ports are published on 127.0.0.1
 (node I at PORT_BASE + I, TCP and UDP), Prometheus at PORT_BASE + 90, Alertmanager at
-PORT_BASE + 93.
+PORT_BASE + 93, the probe agent's /metrics at PORT_BASE + 65. The agent (docs/probes.md) probes
+every node with the observer certificate and sends its alerts to the stack's Alertmanager;
+Prometheus scrapes it.
 
 `down` removes the project's containers, networks and volumes and the run directory (its keys),
 and checks that docker lists none of them afterwards.
@@ -39,6 +43,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "compose" / ".run"
 MESHKITD_IMAGE = "meshkit/meshkitd:dev"
+PROBE_IMAGE = "meshkit/meshkit-probe:dev"
+PROBE_PORT = 9465
 PROMETHEUS_IMAGE = "meshkit/prometheus:dev"
 ALERTMANAGER_IMAGE = "meshkit/alertmanager:dev"
 GRAFANA_IMAGE = "grafana/grafana-oss:11.3.0"
@@ -89,11 +95,12 @@ def ensure_docker() -> None:
 
 
 def ensure_meshkitd_image(args: argparse.Namespace) -> None:
-    if image_exists(MESHKITD_IMAGE):
+    """meshkitd's and meshkit-probe's images (one build makes both)."""
+    if image_exists(MESHKITD_IMAGE) and image_exists(PROBE_IMAGE):
         return
-    log(args, f"building {MESHKITD_IMAGE} (scripts/static-image.sh --profile dev --no-smoke; several minutes on 2 cores)")
-    run([str(ROOT / "scripts" / "static-image.sh"), "--profile", "dev", "--no-smoke", "--tag", MESHKITD_IMAGE],
-        timeout=IMAGE_BUILD_TIMEOUT)
+    log(args, f"building {MESHKITD_IMAGE} and {PROBE_IMAGE} (scripts/static-image.sh --profile dev --no-smoke; several minutes on 2 cores)")
+    run([str(ROOT / "scripts" / "static-image.sh"), "--profile", "dev", "--no-smoke", "--tag", MESHKITD_IMAGE,
+         "--probe-tag", PROBE_IMAGE], timeout=IMAGE_BUILD_TIMEOUT)
 
 
 def shared_libraries(binary: str) -> list[str]:
@@ -189,6 +196,46 @@ max_duration = "10m"
 """
 
 
+def probe_config(nodes: int) -> str:
+    """The probe agent's probes.toml: every node's read API, authorization, leadership stream and
+    transports, every second, alerts to the stack's Alertmanager."""
+    targets = ", ".join(f'"meshkit-{i}:{CONTROL_PORT}"' for i in range(1, nodes + 1))
+    return f"""[agent]
+name = "compose"
+listen = "0.0.0.0:{PROBE_PORT}"
+reload_on_change = false
+
+[credentials]
+ca = "certs/ca.pem"
+cert = "certs/meshctl-observer.pem"
+key = "certs/meshctl-observer.key"
+
+[defaults]
+interval = "1s"
+timeout = "1s"
+
+[[group]]
+name = "mesh"
+cluster = "chaos"
+targets = [{targets}]
+probes = ["api", "authz", "watch", "transport"]
+[group.api]
+endpoints = ["peers", "versions", "leaders"]
+[group.watch]
+streams = ["leadership"]
+
+[history]
+path = "/data/history.sqlite"
+
+[reports]
+dir = "/data/reports"
+
+[alerting]
+alertmanager = ["http://alertmanager:9093"]
+resend = "10s"
+"""
+
+
 def prometheus_config(nodes: int) -> str:
     jobs = []
     for i in range(1, nodes + 1):
@@ -205,6 +252,10 @@ def prometheus_config(nodes: int) -> str:
                                 "labels": {"cluster": "chaos", "instance": f"node-{i}"}}],
             "relabel_configs": [{"target_label": "job", "replacement": "meshkit"}],
         })
+    jobs.append({
+        "job_name": "meshkit-probe",
+        "static_configs": [{"targets": [f"meshkit-probe:{PROBE_PORT}"], "labels": {"cluster": "chaos"}}],
+    })
     return json.dumps({
         "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
         "rule_files": ["/etc/meshkit/rules/*.yml"],
@@ -230,6 +281,17 @@ def compose_file(args: argparse.Namespace, run_dir: Path) -> dict:
             "networks": ["mesh"],
             "labels": {"io.meshkit.role": "node", "io.meshkit.node": str(i)},
         }
+    services["meshkit-probe"] = {
+        "image": PROBE_IMAGE,
+        "hostname": "meshkit-probe",
+        "user": user,
+        "command": ["--config", "/etc/meshkit/probes.toml"],
+        "volumes": [f"{run_dir}:/etc/meshkit:ro", f"{run_dir}/data/probe:/data"],
+        "ports": [f"127.0.0.1:{args.port_base + 65}:{PROBE_PORT}"],
+        "networks": ["mesh"],
+        "depends_on": [f"meshkit-{i}" for i in range(1, args.nodes + 1)],
+        "labels": {"io.meshkit.role": "probe"},
+    }
     services["prometheus"] = {
         "image": PROMETHEUS_IMAGE,
         "user": user,
@@ -276,6 +338,8 @@ def write_run_dir(args: argparse.Namespace, run_dir: Path) -> None:
         raise ToolError(f"meshctl certs init failed: {certs.stderr.strip()}")
     for i in range(1, args.nodes + 1):
         (run_dir / "data" / f"node-{i}").mkdir(parents=True)
+    (run_dir / "data" / "probe").mkdir(parents=True)
+    (run_dir / "probes.toml").write_text(probe_config(args.nodes))
     for i in range(1, args.nodes + 1):
         (run_dir / f"node-{i}.toml").write_text(node_config(i, args.nodes, args.voters))
     (run_dir / "prometheus.yml").write_text(prometheus_config(args.nodes))
@@ -340,10 +404,11 @@ def up(args: argparse.Namespace) -> int:
     network = f"{args.project}_mesh"
     deadline = time.monotonic() + HEALTHY_TIMEOUT
     seen: dict[int, tuple[int, str | None]] = {}
-    tools = [False, False]
+    tools = [False, False, False]
     while time.monotonic() < deadline:
         seen = {i: peers_alive(run_dir, network, i) for i in (1, args.nodes)}
         tools = [ready(f"http://127.0.0.1:{args.port_base + p}/-/ready") for p in (90, 93)]
+        tools.append(ready(f"http://127.0.0.1:{args.port_base + 65}/-/healthy"))
         # Every node alive in the first voter's view and in the last node's, and a Raft
         # leader named by the first voter (members run no Raft and name none).
         if all(tools) and all(alive == args.nodes for alive, _ in seen.values()) and seen[1][1]:
@@ -353,7 +418,7 @@ def up(args: argparse.Namespace) -> int:
         logs = compose(args, run_dir, "logs", "--no-color", "--tail", "30", timeout=DOCKER_TIMEOUT).stdout
         print(logs, file=sys.stderr)
         print(f"the stack was not healthy after {HEALTHY_TIMEOUT} s: {seen} (node: alive, leader), "
-              f"Prometheus and Alertmanager ready: {tools}; "
+              f"Prometheus, Alertmanager and the probe agent ready: {tools}; "
               f"`compose/down --project {args.project}` removes it", file=sys.stderr)
         return 1
     took = time.monotonic() - started
@@ -363,12 +428,14 @@ def up(args: argparse.Namespace) -> int:
         "control": {f"node-{i}": f"127.0.0.1:{args.port_base + i}" for i in range(1, args.nodes + 1)},
         "prometheus": f"http://127.0.0.1:{args.port_base + 90}",
         "alertmanager": f"http://127.0.0.1:{args.port_base + 93}",
+        "probe_agent": f"http://127.0.0.1:{args.port_base + 65}",
     }
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print(f"{args.nodes} nodes healthy in {took:.1f} s (Raft leader {summary['leader']}); "
-              f"Prometheus {summary['prometheus']}, Alertmanager {summary['alertmanager']}")
+              f"Prometheus {summary['prometheus']}, Alertmanager {summary['alertmanager']}, "
+              f"probe agent {summary['probe_agent']}/metrics")
         c = run_dir / "certs"
         print(f"  export MESHCTL_CA={c}/ca.pem MESHCTL_CERT={c}/meshctl-admin.pem "
               f"MESHCTL_KEY={c}/meshctl-admin.key MESHCTL_ADDR=127.0.0.1:{args.port_base + 1}")

@@ -1,7 +1,8 @@
 //! The compose chaos environment with real containers (`compose/up`, `compose/down`): three
-//! `meshkitd` containers that find each other by name, Prometheus and Alertmanager; one fault
-//! (a node's container killed through Docker) seen by the others as a dead member and by
-//! Prometheus as a target down; `down` leaves no container, network, volume or key behind.
+//! `meshkitd` containers that find each other by name, the probe agent, Prometheus and
+//! Alertmanager; one fault (a node's container killed through Docker) seen by the others as a
+//! dead member, by Prometheus as a target down, and by the probe agent, whose alert for that node
+//! reaches the stack's Alertmanager; `down` leaves no container, network, volume or key behind.
 //!
 //! Ignored by default: it needs Docker, docker-compose, the `meshkit/meshkitd:dev` image
 //! (`scripts/static-image.sh`) and Debian's prometheus and prometheus-alertmanager; scripts/test.sh
@@ -65,7 +66,7 @@ fn peers(certs: &Path, addr: &str) -> Vec<(u64, String)> {
 }
 
 #[test]
-#[ignore = "needs Docker, docker-compose, the meshkit/meshkitd:dev image and Debian's prometheus packages; scripts/test.sh runs it after scripts/static-image.sh"]
+#[ignore = "needs Docker, docker-compose, the meshkit/meshkitd:dev and meshkit/meshkit-probe:dev images and Debian's prometheus packages; scripts/test.sh runs it after scripts/static-image.sh"]
 fn the_environment_comes_up_takes_a_fault_and_goes_down_leaving_nothing() {
     tool("docker-compose", "docker-compose");
     let project = format!("meshkit-test-{}", std::process::id());
@@ -148,8 +149,38 @@ fn the_environment_comes_up_takes_a_fault_and_goes_down_leaving_nothing() {
         ups.contains(r#""instance":"node-3""#) && ups.contains(r#""0"]"#),
         "Prometheus never saw node-3 down: {ups}"
     );
+    // The probe agent's alert for node 3 at the stack's Alertmanager.
+    let alertmanager = summary["alertmanager"]
+        .as_str()
+        .expect("alertmanager")
+        .to_owned();
+    let mut alerts = String::new();
+    let mut alerted = None;
+    while killed_at.elapsed() < FAULT_LIMIT {
+        let (ok, out) = run_bounded(
+            {
+                let mut c = Command::new(tool("curl", "curl"));
+                c.args(["-sf", &format!("{alertmanager}/api/v2/alerts")]);
+                c
+            },
+            Duration::from_secs(10),
+        );
+        if ok
+            && out.contains(r#""alertname":"MeshKitProbeFailing""#)
+            && out.contains(r#""target":"meshkit-3:8101""#)
+        {
+            alerted = Some(killed_at.elapsed());
+            break;
+        }
+        alerts = out;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let alerted = alerted.unwrap_or_else(|| {
+        panic!("the probe agent's alert for meshkit-3 never reached Alertmanager: {alerts}")
+    });
     println!(
-        "compose: healthy after {} s; node 3 held dead {detected:?} after its kill",
+        "compose: healthy after {} s; node 3 held dead {detected:?} after its kill; the probe \
+         agent's alert at Alertmanager after {alerted:?}",
         summary["healthy_after_s"]
     );
 
