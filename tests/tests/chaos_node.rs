@@ -62,7 +62,7 @@ async fn a_transport_downgrade_makes_clients_fall_back_to_h2_until_it_is_reverte
     );
     // The connection open before it is closed within the server's check period (250 ms), and
     // a new one refused: HTTP/3 only fails.
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(
         established.get(&server, "/healthz").await.is_err(),
         "an HTTP/3 connection established before the downgrade still answers"
