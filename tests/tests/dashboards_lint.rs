@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use meshkit_node::metrics::catalogue::{self, Kind};
+use meshkit_probe::record::AlertName;
 use serde_json::Value;
 
 /// Labels every scraped series carries (Prometheus's target labels and the `cluster` and
@@ -929,13 +930,28 @@ fn rules_name_only_catalogue_metrics_and_labels_and_every_alert_has_a_runbook() 
 #[test]
 fn every_runbook_section_belongs_to_an_alert() {
     let (alerts, _) = rules_of_the_pack();
+    // The probe agent's alerts go to Alertmanager straight, not through a rule: their sections
+    // belong too, and each must exist (its alerts link to it).
+    let agent = [AlertName::Failing, AlertName::Slow].map(AlertName::as_str);
     let runbooks = runbooks();
-    let stale: Vec<&str> = runbooks
+    let headings: BTreeSet<&str> = runbooks
         .lines()
         .filter_map(|l| l.strip_prefix("## "))
-        .filter(|h| h.starts_with("MeshKit") && !alerts.contains(*h))
+        .collect();
+    let stale: Vec<&str> = headings
+        .iter()
+        .copied()
+        .filter(|h| h.starts_with("MeshKit") && !alerts.contains(*h) && !agent.contains(h))
         .collect();
     assert!(stale.is_empty(), "runbook sections of no alert: {stale:?}");
+    let missing: Vec<&str> = agent
+        .into_iter()
+        .filter(|a| !headings.contains(a))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the probe agent's alerts without a runbook section: {missing:?}"
+    );
 }
 
 #[test]

@@ -167,6 +167,29 @@ pub(super) async fn serve_h3(
 /// this of its start.
 const DOWNGRADE_CHECK: Duration = Duration::from_millis(250);
 
+/// Closes `quic` once the downgrade switch is set (looked at every [`DOWNGRADE_CHECK`]); ends
+/// with the connection.
+async fn close_on_downgrade(
+    quic: quinn::Connection,
+    refuse_h3: Arc<std::sync::atomic::AtomicBool>,
+    peer: std::net::SocketAddr,
+) {
+    let mut tick = tokio::time::interval(DOWNGRADE_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = quic.closed() => return,
+            _ = tick.tick() => {
+                if refuse_h3.load(std::sync::atomic::Ordering::Acquire) {
+                    tracing::debug!(%peer, "control endpoint: HTTP/3 connection closed (chaos transport-downgrade)");
+                    quic.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"transport downgrade");
+                    return;
+                }
+            }
+        }
+    }
+}
+
 async fn serve_connection(
     incoming: quinn::Incoming,
     router: Router,
@@ -220,8 +243,9 @@ async fn serve_connection(
         }
     };
     let mut requests = JoinSet::new();
-    let mut downgrade = tokio::time::interval(DOWNGRADE_CHECK);
-    downgrade.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A downgrade closes this connection too. The watcher runs beside the request loop, not
+    // as a branch of it: every pass of the loop starts the idle deadline again.
+    let downgrade = tokio::spawn(close_on_downgrade(quic.clone(), refuse_h3, peer));
     loop {
         let accepted = tokio::select! {
             accepted = h3.accept() => accepted,
@@ -230,14 +254,6 @@ async fn serve_connection(
                 tracing::debug!(%peer, ?reason, "control endpoint: closing a quiet connection");
                 quic.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"idle");
                 break;
-            }
-            _ = downgrade.tick() => {
-                if refuse_h3.load(std::sync::atomic::Ordering::Acquire) {
-                    tracing::debug!(%peer, "control endpoint: HTTP/3 connection closed (chaos transport-downgrade)");
-                    quic.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"transport downgrade");
-                    break;
-                }
-                continue;
             }
         };
         match accepted {
@@ -281,6 +297,7 @@ async fn serve_connection(
     }
     // Requests still streaming (server-sent events) end with the connection.
     requests.shutdown().await;
+    downgrade.abort();
 }
 
 async fn serve_request(
