@@ -17,13 +17,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use meshkit_testkit::cluster::{
     BenchError, clock_ticks_per_s, cpu_time, load_average, meshkitd_path, rss_bytes, run_main,
 };
-use meshkit_testkit::daemon;
+use meshkit_testkit::daemon::{self, Killed};
 use meshkit_testkit::fixtures::{TempDir, write_config_with};
 
 /// The API endpoints a group probes: five probes per group.
@@ -50,16 +50,6 @@ struct Args {
     /// Check the arguments, print them and run nothing.
     #[arg(long)]
     dry_run: bool,
-}
-
-/// A child killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn main() -> ExitCode {

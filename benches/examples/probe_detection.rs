@@ -16,13 +16,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use meshkit_testkit::cluster::{
     BenchError, load_average, meshkitd_path, quantile, run_main, sorted,
 };
-use meshkit_testkit::daemon::{self, Daemon};
+use meshkit_testkit::daemon::{self, Daemon, Killed};
 use meshkit_testkit::fixtures::{TempDir, write_config_with};
 
 /// Probe detection delay over repeated faults.
@@ -43,16 +43,6 @@ struct Args {
     /// Check the arguments, print them and run nothing.
     #[arg(long)]
     dry_run: bool,
-}
-
-/// A child killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 const FAILURES: u64 = 3;

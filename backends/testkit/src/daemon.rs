@@ -148,3 +148,15 @@ pub async fn leaders(
         .then(|| serde_json::from_str(&r.body).ok())
         .flatten()
 }
+
+/// Any child process, killed (SIGKILL) and reaped when dropped: Alertmanager, Prometheus, a
+/// probe agent started by a test or a benchmark program.
+#[derive(Debug)]
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

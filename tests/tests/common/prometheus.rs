@@ -4,18 +4,10 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// A child process killed (SIGKILL) and reaped when dropped.
-pub struct Killed(pub Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+pub use meshkit_testkit::daemon::Killed;
 
 /// A free TCP port on loopback (bound, then released for the child to take).
 pub fn free_port() -> u16 {
