@@ -20,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-not_published=(meshkit-tests meshkit-benches meshkit-testkit)
+not_published=(meshkit-tests meshkit-benches meshkit-testkit meshkit-sample-jobs)
 
 verify=0
 docs=0

@@ -21,8 +21,10 @@ fi
 # passed); this script runs them below and fails when a tool is missing. They need root (network
 # namespaces, apt-get), Debian's prometheus package (prometheus and promtool), its
 # prometheus-alertmanager package (Alertmanager and amtool, for dashboards/alertmanager.yml) and
-# python3 (dashboards/tools/dashboards.py, the synthetic check the end-to-end run uses).
-TOOL_TESTS='binary(promtool) | binary(observability_tools) | binary(observability_e2e) | binary(alert_alertmanager) | binary(probe_agent) | test(=five_daemons_are_scraped_by_prometheus) | test(=client_falls_back_to_h2_when_nftables_drops_udp)'
+# python3 (dashboards/tools/dashboards.py, the synthetic check the end-to-end run uses). The
+# sample service's walkthrough (samples/jobs/tests/walkthrough.rs) runs its README as written,
+# curl lines included, with three real processes and a kill -9 (30-90 s): it is here too.
+TOOL_TESTS='binary(walkthrough) | binary(promtool) | binary(observability_tools) | binary(observability_e2e) | binary(alert_alertmanager) | binary(probe_agent) | test(=five_daemons_are_scraped_by_prometheus) | test(=client_falls_back_to_h2_when_nftables_drops_udp)'
 if [[ "${MESHKIT_SKIP_TOOL_TESTS:-0}" != 1 ]]; then
   if [[ "$(id -u)" -ne 0 ]]; then
     echo "the tests that need outside tools need root (MESHKIT_SKIP_TOOL_TESTS=1 leaves them out, as skipped)" >&2
@@ -59,7 +61,7 @@ cargo nextest run --workspace --locked --no-fail-fast
 
 if [[ "${MESHKIT_SKIP_TOOL_TESTS:-0}" != 1 ]]; then
   step "tests that need an outside tool (ignored by default; a missing tool fails them)"
-  cargo nextest run -p meshkit-tests -p meshkit-cli -p meshkit-probe --locked --no-fail-fast --run-ignored only -E "$TOOL_TESTS"
+  cargo nextest run -p meshkit-tests -p meshkit-cli -p meshkit-probe -p meshkit-sample-jobs --locked --no-fail-fast --run-ignored only -E "$TOOL_TESTS"
 else
   echo "SKIPPED (MESHKIT_SKIP_TOOL_TESTS=1): the tests that need prometheus, promtool and nftables"
 fi
