@@ -12,7 +12,8 @@ use common::{
     start_cluster_each, start_cluster_with, token,
 };
 use meshkit_node::api::json::PeersResponse;
-use meshkit_node::client::grpc::{ControlClient, HealthClient};
+use meshkit_node::client::grpc::{ControlClient, GrpcChannel, HealthClient};
+use meshkit_node::client::{Client as MeshClient, ClientConfig};
 use meshkit_node::config::NodeConfig;
 use meshkit_node::control::auth::AccessControl;
 use meshkit_node::grpc::ControlService;
@@ -253,6 +254,8 @@ async fn leaders_watch_and_transfer_over_grpc() {
                 Some(LeadershipChange::LeaseExpired(l)) => &l.scope,
                 Some(LeadershipChange::Acquired(a)) => &a.scope,
                 Some(LeadershipChange::Renewed(r)) => &r.scope,
+                // A keep-alive, not an entry.
+                Some(LeadershipChange::Heartbeat(_)) => continue,
                 other => panic!("a shard watch sent {other:?}"),
             };
             assert!(scope.starts_with("shard/"), "{event:?}");
@@ -930,46 +933,22 @@ async fn get_json(router: &axum::Router, bearer: &str, query: &str) -> serde_jso
     serde_json::from_slice(&body).expect("a JSON body")
 }
 
-/// A tonic channel to a node's real control port: HTTP/2 over TLS (ALPN `h2`), trusting the dev
-/// CA and presenting node-1's certificate. tonic's own TLS features stay off (they would bring a
-/// second crypto provider): the connector is tokio-rustls with ring.
-async fn tls_channel(dir: &TempDir, addr: SocketAddr) -> Channel {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(dir.path().join("ca.pem")).expect("the CA"))
-        .expect("a CA certificate");
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(dir.path().join("node-1.pem"))
-            .expect("node-1's certificate")
-            .collect::<Result<_, _>>()
-            .expect("PEM certificates");
-    let key = PrivateKeyDer::from_pem_file(dir.path().join("node-1.key")).expect("node-1's key");
-    let mut config =
-        rustls::ClientConfig::builder_with_provider(meshkit_node::tls::crypto_provider())
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .expect("a client identity");
-    config.alpn_protocols = vec![meshkit_node::api::alpn::ALPN_H2.to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_timeout(CALL_LIMIT)
-        .timeout(CALL_LIMIT)
-        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-            let connector = connector.clone();
-            async move {
-                let tcp = tokio::net::TcpStream::connect(addr).await?;
-                let tls = connector
-                    .connect(ServerName::try_from("node-1").expect("a DNS name"), tcp)
-                    .await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-            }
-        }))
+/// A gRPC channel to a node's real control port: meshkit-client's (HTTP/2 over its TLS, ALPN
+/// `h2`, ring), trusting the dev CA and presenting node-1's certificate, which observes.
+async fn tls_channel(dir: &TempDir, addr: SocketAddr) -> GrpcChannel {
+    let config = ClientConfig::new(&dir.path().join("ca.pem"))
+        .expect("the CA")
+        .with_identity(
+            &dir.path().join("node-1.pem"),
+            &dir.path().join("node-1.key"),
+        )
+        .expect("node-1's certificate")
+        .with_server_name("node-1")
+        .expect("a DNS name")
+        .with_connect_timeout(CALL_LIMIT);
+    MeshClient::new(&config)
+        .expect("a client")
+        .grpc_channel(&addr.to_string())
         .await
         .expect("connect over TLS")
 }
@@ -981,7 +960,7 @@ async fn grpc_rides_the_real_control_port_with_certificate_identities() {
     let addr = nodes[0].control_addr().expect("a control port");
     // node-1's certificate is not in [access.identities]: a node certificate observes.
     let channel = tls_channel(&dir, addr).await;
-    let mut node_cert = ControlClient::new(InterceptedService::new(channel.clone(), Bearer(None)));
+    let mut node_cert = ControlClient::new(channel.clone());
     let peers = node_cert
         .list_peers(ListPeersRequest::default())
         .await
@@ -1015,6 +994,152 @@ async fn grpc_rides_the_real_control_port_with_certificate_identities() {
         .expect("Resume over TLS")
         .into_inner();
     assert!(resumed.was_draining);
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// One voter, no campaign and no shards: once elected, its feed is idle.
+const IDLE_FEED: &str = "[leadership]\nvoters = [1]\nttl = \"3s\"\n\n\
+    [leadership.raft]\ntick_interval = \"50ms\"\n";
+
+/// The `last_seq` of a heartbeat, `None` for a feed entry.
+fn heartbeat_of(event: &meshkit_node::grpc::proto::LeadershipEvent) -> Option<u64> {
+    match &event.change {
+        Some(LeadershipChange::Heartbeat(h)) => Some(h.last_seq),
+        _ => None,
+    }
+}
+
+/// Reads `stream` until its first heartbeat: the entries' seqs before it, the heartbeat, when
+/// it came. Bounded by the keep-alive cadence and [`CALL_LIMIT`].
+async fn until_heartbeat(
+    stream: &mut tonic::Streaming<meshkit_node::grpc::proto::LeadershipEvent>,
+) -> (
+    Vec<u64>,
+    meshkit_node::grpc::proto::LeadershipEvent,
+    tokio::time::Instant,
+) {
+    let bound = meshkit_node::control::leadership::SSE_HEARTBEAT + CALL_LIMIT;
+    let mut entries = Vec::new();
+    tokio::time::timeout(bound, async {
+        loop {
+            let event = stream.message().await.expect("no error").expect("an event");
+            if heartbeat_of(&event).is_some() {
+                return (entries, event, tokio::time::Instant::now());
+            }
+            entries.push(event.seq);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no heartbeat within {bound:?}"))
+}
+
+/// Over the real TLS control port with an observer's certificate: idle `WatchLeadership` and
+/// `WatchShards` streams each carry a heartbeat (seq 0, not an entry) within the SSE
+/// keep-alive cadence, the leadership one naming the last entry sent; resuming with that as
+/// `after_seq` after a new entry gets exactly the entries after it, none repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_watch_streams_carry_heartbeats_and_resume_from_them() {
+    use meshkit_node::control::leadership::SSE_HEARTBEAT;
+
+    let dir = TempDir::new("grpc-heartbeat");
+    let nodes = start_cluster_with(dir.path(), 1, IDLE_FEED).await;
+    let node = &nodes[0];
+    let elected = eventually(LIMIT, || async {
+        node.handle()
+            .leadership()
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|v| v.raft.is_some_and(|r| r.leader == Some(1)))
+    })
+    .await;
+    assert!(elected, "node 1 elects itself within {LIMIT:?}");
+    let addr = node.control_addr().expect("a control port");
+    let mut observer = ControlClient::new(tls_channel(&dir, addr).await);
+    let opened = tokio::time::Instant::now();
+    let mut leadership = observer
+        .watch_leadership(WatchLeadershipRequest::default())
+        .await
+        .expect("WatchLeadership")
+        .into_inner();
+    let mut shards = observer
+        .watch_shards(WatchLeadershipRequest::default())
+        .await
+        .expect("WatchShards")
+        .into_inner();
+    let ((entries, beat, beat_at), (shard_entries, shard_beat, _)) = tokio::join!(
+        until_heartbeat(&mut leadership),
+        until_heartbeat(&mut shards)
+    );
+    assert!(!entries.is_empty(), "the election is in the backlog");
+    assert!(
+        entries.windows(2).all(|w| w[1] == w[0] + 1),
+        "numbered without gaps: {entries:?}"
+    );
+    let last = *entries.last().expect("an entry");
+    assert_eq!((beat.seq, beat.node), (0, 1), "{beat:?}");
+    assert_eq!(heartbeat_of(&beat), Some(last), "{beat:?}");
+    assert!(beat.unix_ms > 0, "{beat:?}");
+    // Not before the keep-alive cadence (the backlog came at once), nor long after.
+    let waited = beat_at - opened;
+    assert!(
+        waited >= SSE_HEARTBEAT && waited < SSE_HEARTBEAT + Duration::from_secs(3),
+        "first heartbeat after {waited:?}"
+    );
+    assert!(shard_entries.is_empty(), "no shards: {shard_entries:?}");
+    // The shard stream passed over every entry: its heartbeat covers them all.
+    assert_eq!(heartbeat_of(&shard_beat), Some(last), "{shard_beat:?}");
+
+    // A new entry (an operator's lock session), then a resume from the heartbeat's point: it
+    // starts right after it, nothing lost, nothing repeated.
+    let bearer = format!(
+        "Bearer {}",
+        token(dir.path(), "grpc-heartbeat", Permission::Operate)
+    );
+    let mut operator = ControlClient::new(InterceptedService::new(
+        tls_channel(&dir, addr).await,
+        Bearer(Some(bearer.parse().expect("an ASCII header value"))),
+    ));
+    operator
+        .acquire_lease(AcquireLeaseRequest {
+            scope: "lock/heartbeat".to_owned(),
+            ttl_ms: 5_000,
+        })
+        .await
+        .expect("AcquireLease");
+    let mut resumed = observer
+        .watch_leadership(WatchLeadershipRequest {
+            after_seq: last,
+            node: 1,
+        })
+        .await
+        .expect("WatchLeadership resumed")
+        .into_inner();
+    let acquired = tokio::time::timeout(CALL_LIMIT, async {
+        let mut next = last + 1;
+        loop {
+            let event = resumed
+                .message()
+                .await
+                .expect("no error")
+                .expect("an event");
+            if heartbeat_of(&event).is_some() {
+                continue;
+            }
+            assert_eq!(event.seq, next, "resumed after {last}: {event:?}");
+            next += 1;
+            if let Some(LeadershipChange::Acquired(a)) = &event.change
+                && a.scope == "lock/heartbeat"
+            {
+                return event.seq;
+            }
+        }
+    })
+    .await
+    .expect("the lock's acquisition after the resume point");
+    assert!(acquired > last);
     for n in nodes {
         n.stop().await;
     }

@@ -20,8 +20,11 @@
 //! * Every request is bounded by [`ClientConfig::with_request_timeout`] overall and its body
 //!   by [`MAX_RESPONSE_BYTES`].
 //!
-//! [`grpc`] holds the gRPC clients of the same surface (tonic's client half, any transport).
+//! [`grpc`] holds the gRPC clients of the same surface (tonic's client half, any transport)
+//! and [`grpc::GrpcChannel`], their transport over this client's TLS (HTTP/2 over TCP, its
+//! certificate, token, CA check and source address): [`Client::grpc_channel`].
 
+mod channel;
 mod dial;
 pub mod grpc;
 mod h3;
@@ -154,6 +157,12 @@ pub enum ClientError {
         server: String,
         /// Why.
         source: H3Error,
+    },
+    /// The server did not agree to HTTP/2 (ALPN), which gRPC needs.
+    #[error("{server}: the server did not agree to HTTP/2, which gRPC needs")]
+    NoHttp2 {
+        /// The server.
+        server: String,
     },
     /// The response body is larger than [`MAX_RESPONSE_BYTES`]; it was not read further.
     #[error("{server}: response body larger than {limit} bytes")]
@@ -336,6 +345,9 @@ pub struct Client {
     server_name: ServerName<'static>,
     quic: quinn::ClientConfig,
     tls: Arc<rustls::ClientConfig>,
+    /// TLS offering HTTP/2 only: gRPC channels ([`grpc::GrpcChannel`]), which cannot fall back
+    /// to HTTP/1.1.
+    tls_h2: Arc<rustls::ClientConfig>,
     h3: h3::Connections,
     tcp: tcp::Connections,
     /// One HTTP/3 dial at a time per server, and one TLS-over-TCP dial ([`dial`]).
@@ -435,6 +447,7 @@ impl Client {
         let quic_crypto = quinn::crypto::rustls::QuicClientConfig::try_from(quic_tls)?;
         let quic = quinn::ClientConfig::new(Arc::new(quic_crypto));
         let tls = Arc::new(config.rustls(&[ALPN_H2, ALPN_HTTP11])?);
+        let tls_h2 = Arc::new(config.rustls(&[ALPN_H2])?);
         let server_name = config.server_name.clone().unwrap_or_else(|| {
             ServerName::try_from(DEFAULT_SNI).expect("a constant valid DNS name")
         });
@@ -449,6 +462,7 @@ impl Client {
             server_name,
             quic,
             tls,
+            tls_h2,
             h3: h3::Connections::new(config.bind),
             tcp: tcp::Connections::default(),
             h3_dials: dial::DialGates::default(),

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::header::HOST;
@@ -103,7 +103,9 @@ impl Client {
         server: SocketAddr,
         outgoing: &Outgoing,
     ) -> Result<HttpSender, ClientError> {
-        let tls = self.tcp_connect(server, outgoing).await?;
+        let tls = self
+            .tcp_connect(&self.tls, server, &outgoing.authority)
+            .await?;
         let http_error = |source| ClientError::Http {
             server: outgoing.authority.clone(),
             source,
@@ -128,18 +130,20 @@ impl Client {
         }
     }
 
-    /// A TLS connection to `server` over TCP, within the connect timeout.
-    async fn tcp_connect(
+    /// A TLS connection to `server` (named `authority` in errors) over TCP with `tls`, within
+    /// the connect timeout.
+    pub(super) async fn tcp_connect(
         &self,
+        tls: &Arc<rustls::ClientConfig>,
         server: SocketAddr,
-        outgoing: &Outgoing,
+        authority: &str,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
         let connect_error = |source| ClientError::Connect {
-            server: outgoing.authority.clone(),
+            server: authority.to_owned(),
             source,
         };
         let timed_out = || ClientError::Timeout {
-            server: outgoing.authority.clone(),
+            server: authority.to_owned(),
             timeout: self.connect_timeout,
         };
         let dial = async {
@@ -164,13 +168,12 @@ impl Client {
         stream.set_nodelay(true).map_err(connect_error)?;
         let tls = tokio::time::timeout(
             self.connect_timeout,
-            tokio_rustls::TlsConnector::from(self.tls.clone())
-                .connect(self.server_name.clone(), stream),
+            tokio_rustls::TlsConnector::from(tls.clone()).connect(self.server_name.clone(), stream),
         )
         .await
         .map_err(|_| timed_out())?
         .map_err(|source| ClientError::TlsHandshake {
-            server: outgoing.authority.clone(),
+            server: authority.to_owned(),
             source,
         })?;
         Ok(tls)

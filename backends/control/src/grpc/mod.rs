@@ -23,7 +23,7 @@
 //! | `TransferLease` | the new holder's token | see [`CallError`] |
 //! | `Drain`, `Resume` | what was released; whether it was drained | see [`CallError`] |
 //! | `Rebalance` | the shard plan, as `POST /control/rebalance` | `FAILED_PRECONDITION` (not the coordinator, or no eligible member) |
-//! | `WatchLeadership` | feed entries after `after_seq`, then live ones | `OUT_OF_RANGE` (gone) |
+//! | `WatchLeadership` | feed entries after `after_seq`, then live ones, and a `Heartbeat` (seq 0, not an entry) after every [`SSE_HEARTBEAT`](crate::leadership::SSE_HEARTBEAT) without one | `OUT_OF_RANGE` (gone) |
 //! | `ListShards` | the shard owners, as `GET /meshkit/shards` | `NOT_FOUND` (no `[leadership]`) |
 //! | `WatchShards` | `WatchLeadership` narrowed to `shard/...` scopes | as `WatchLeadership` |
 //! | `ListClusters` | the declared clusters, as `GET /meshkit/clusters` | `UNAVAILABLE` |
@@ -948,29 +948,86 @@ async fn watch_feed(
             .filter(keep)
             .map(|e| Ok(leadership_event(e))),
     );
-    let live = stream::unfold(Some((subscription.live, last)), move |state| {
-        async move {
-            let (mut rx, mut last) = state?;
-            let error = loop {
-                match rx.recv().await {
-                    Ok(entry) if keep(&entry) => {
-                        let seq = entry.seq;
-                        return Some((Ok(leadership_event(entry)), Some((rx, seq))));
-                    }
-                    Ok(entry) => last = entry.seq,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        break CallError::Lagged { missed, last };
-                    }
-                    Err(broadcast::error::RecvError::Closed) => {
-                        break CallError::from(meshkit_runtime::driver::DriverStopped);
-                    }
+    let live = live_events(
+        subscription.live,
+        Live {
+            node: local,
+            last,
+            keep,
+            heartbeat: crate::leadership::SSE_HEARTBEAT,
+            method,
+        },
+    );
+    Ok(Box::pin(head.chain(live)))
+}
+
+/// What the live part of a feed stream needs besides its receiver.
+#[derive(Clone, Copy, Debug)]
+struct Live {
+    /// The answering node (the heartbeats' `node`).
+    node: u64,
+    /// The last entry covered before the live part starts (the backlog's last, or the resume
+    /// point).
+    last: u64,
+    /// Which entries are sent.
+    keep: fn(&FeedEntry) -> bool,
+    /// The silence after which a heartbeat is sent.
+    heartbeat: std::time::Duration,
+    /// The method, for the status a lagging subscriber ends with.
+    method: &'static str,
+}
+
+/// The live entries of `rx` that `live.keep` passes, and a [`proto::Heartbeat`] after each
+/// `live.heartbeat` without anything sent (skipped entries are not sent: they do not count),
+/// as the SSE streams' keep-alive comments do: without it a quiet stream cannot be told from a
+/// dead one. A subscriber that lags ends with `RESOURCE_EXHAUSTED`, a stopped driver with
+/// `UNAVAILABLE`.
+fn live_events(
+    rx: broadcast::Receiver<FeedEntry>,
+    live: Live,
+) -> impl Stream<Item = Result<LeadershipEvent, Status>> + Send {
+    stream::unfold(Some((rx, live.last)), move |state| async move {
+        let (mut rx, mut last) = state?;
+        // One deadline per item sent: entries passed over do not restart the silence.
+        let beat = tokio::time::Instant::now() + live.heartbeat;
+        let error = loop {
+            let received = tokio::select! {
+                received = rx.recv() => received,
+                () = tokio::time::sleep_until(beat) => {
+                    return Some((Ok(heartbeat_event(live.node, last)), Some((rx, last))));
                 }
             };
-            // The stream ends with the error's status.
-            Some((Err(error.into_status(method)), None))
-        }
-    });
-    Ok(Box::pin(head.chain(live)))
+            match received {
+                Ok(entry) if (live.keep)(&entry) => {
+                    let seq = entry.seq;
+                    return Some((Ok(leadership_event(entry)), Some((rx, seq))));
+                }
+                Ok(entry) => last = entry.seq,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    break CallError::Lagged { missed, last };
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    break CallError::from(meshkit_runtime::driver::DriverStopped);
+                }
+            }
+        };
+        // The stream ends with the error's status.
+        Some((Err(error.into_status(live.method)), None))
+    })
+}
+
+/// A feed stream's keep-alive from `node`, having covered the feed up to `last_seq`: seq 0,
+/// which no entry has, so that it is never taken for one.
+fn heartbeat_event(node: u64, last_seq: u64) -> LeadershipEvent {
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    LeadershipEvent {
+        seq: 0,
+        node,
+        unix_ms,
+        change: Some(LeadershipChange::Heartbeat(proto::Heartbeat { last_seq })),
+    }
 }
 
 /// The gRPC form of a page of a snapshot's membership view: what `GET /meshkit/peers` with the
@@ -1165,6 +1222,78 @@ mod tests {
                 counters: None,
             }),
         }
+    }
+
+    fn entry(seq: u64, change: Change) -> FeedEntry {
+        FeedEntry {
+            seq,
+            node: 7,
+            unix_ms: 1,
+            change,
+        }
+    }
+
+    fn beat_of(event: &LeadershipEvent) -> Option<u64> {
+        match &event.change {
+            Some(LeadershipChange::Heartbeat(h)) => Some(h.last_seq),
+            _ => None,
+        }
+    }
+
+    /// On virtual time: an idle feed stream sends a heartbeat (seq 0, not an entry) every
+    /// `heartbeat` of silence, carrying the last entry covered; an entry passed over (not a
+    /// shard's, on the shard stream) moves that point but does not restart the silence; an
+    /// entry sent does.
+    #[tokio::test(start_paused = true)]
+    async fn idle_feed_streams_send_heartbeats_with_the_last_entry_covered() {
+        let beat = std::time::Duration::from_secs(5);
+        let (tx, rx) = broadcast::channel(16);
+        let live = Live {
+            node: 7,
+            last: 3,
+            keep: shard_entries,
+            heartbeat: beat,
+            method: path::WATCH_SHARDS,
+        };
+        let mut events = Box::pin(live_events(rx, live));
+        let start = tokio::time::Instant::now();
+        let first = events.next().await.expect("an item").expect("no error");
+        assert_eq!(start.elapsed(), beat);
+        assert_eq!((first.seq, first.node, beat_of(&first)), (0, 7, Some(3)));
+        assert!(first.unix_ms > 0, "{first:?}");
+
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            let raft = Change::RaftLeader {
+                leader: Some(1),
+                term: 2,
+            };
+            tx.send(entry(4, raft)).expect("a subscriber");
+            tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+            let shard = Change::Acquired {
+                scope: "shard/orders/1".to_owned(),
+                token: 9,
+                term: 2,
+            };
+            tx.send(entry(5, shard)).expect("a subscriber");
+            tx
+        });
+        // Entry 4 is passed over: the next heartbeat comes on time and covers it.
+        let second = events.next().await.expect("an item").expect("no error");
+        assert_eq!(start.elapsed(), beat * 2);
+        assert_eq!(beat_of(&second), Some(4), "{second:?}");
+        // Entry 5 (a shard's) is sent, and the silence starts again after it.
+        let sent = events.next().await.expect("an item").expect("no error");
+        assert_eq!((sent.seq, beat_of(&sent)), (5, None), "{sent:?}");
+        assert_eq!(start.elapsed(), std::time::Duration::from_secs(11));
+        let third = events.next().await.expect("an item").expect("no error");
+        assert_eq!(start.elapsed(), std::time::Duration::from_secs(16));
+        assert_eq!(beat_of(&third), Some(5), "{third:?}");
+        drop(sender.await.expect("the sender"));
+        // The feed is gone (the driver stopped): the stream ends with UNAVAILABLE.
+        let end = events.next().await.expect("an item").expect_err("an error");
+        assert_eq!(end.code(), tonic::Code::Unavailable, "{end:?}");
+        assert!(events.next().await.is_none());
     }
 
     /// `ListShards` carries the acting coordinator's moves under way, as `GET /meshkit/shards`
