@@ -1,0 +1,836 @@
+//! `run SCENARIO --env compose`: the scenario's timeline applied to a running compose stack in
+//! wall-clock time, the nodes polled as it goes, the expectations checked with the
+//! simulator's keys, and the run's artifacts written.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::join_all;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use meshkit::diag::fault::FaultKind;
+use meshkit_sim::{RunReport, Scenario, report};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use serde_json::{Value, json};
+use thiserror::Error;
+use tokio::time::Instant;
+
+use crate::artifacts;
+use crate::http::{Http, query_escape};
+use crate::nodes::{NodeError, Nodes};
+use crate::observe::{NodeAnswer, Observer};
+use crate::plan::{self, Action, Refusal, Step};
+use crate::stack::{Stack, StackError};
+
+/// How long the stack may take to show one view before the run starts.
+const HEALTHY_WAIT: Duration = Duration::from_secs(90);
+/// The "during" snapshot after a fault, and the "after" one after its revert.
+const SNAPSHOT_DELAY: Duration = Duration::from_secs(3);
+/// How often the steady-state check and Alertmanager are asked.
+const SLOW_POLL: Duration = Duration::from_secs(5);
+/// The Prometheus series the report's figures come from, written for the run window.
+const SERIES: &[(&str, &str)] = &[
+    ("up", "up{job=\"meshkit\"}"),
+    ("members", "mesh_gossip_members"),
+    ("raft_leader", "mesh_leadership_raft_leader"),
+    (
+        "raft_leader_changes",
+        "mesh_leadership_raft_leader_changes_total",
+    ),
+    ("suspicions_raised", "mesh_gossip_suspicions_raised_total"),
+    (
+        "suspicions_confirmed",
+        "mesh_gossip_suspicions_confirmed_total",
+    ),
+    ("chaos_active", "mesh_chaos_experiments_active"),
+    ("chaos_dropped", "mesh_chaos_link_messages_total"),
+    ("probe_success", "probe_success"),
+];
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct ComposeOptions {
+    /// Seed of the random draws (jitter, random selectors, partition sides).
+    pub seed: u64,
+    /// Override of `[run] duration`.
+    pub duration: Option<Duration>,
+    /// The artifacts folder.
+    pub out: PathBuf,
+    /// A PromQL query whose non-empty answer aborts the run.
+    pub abort_if: Option<String>,
+    /// Time between two polls of the nodes.
+    pub poll: Duration,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+    /// The command line that repeats the run.
+    pub replay: String,
+}
+
+/// Why a run could not be made. What had started was reverted.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The scenario has a fault the stack cannot take.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// Docker or the stack.
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    /// The nodes' API.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The stack is not in one healthy view.
+    #[error(
+        "the stack is not healthy ({0}); a previous run may have left it damaged: \
+         `compose/down --project P` then `compose/up --project P`"
+    )]
+    Unhealthy(String),
+    /// The artifacts folder.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One applied fault or revert, as the report lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultRecord {
+    /// Seconds since the start.
+    pub t: f64,
+    /// The `[[fault]]` entry (from 0); none for a revert or the `[network]` background.
+    pub fault: Option<usize>,
+    /// Its occurrence.
+    pub occurrence: Option<u32>,
+    /// `kill`, `start`, `pause`, `unpause`, a chaos kind, `heal`, `revert`.
+    pub action: String,
+    /// The nodes it acted on.
+    pub nodes: Vec<u64>,
+    /// The chaos experiment's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<String>,
+    /// When it ends by itself, seconds since the start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<f64>,
+    /// Why it could not be applied (the run then fails).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A finished run.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The figures and the expectations' verdicts, in the simulator's report.
+    pub report: RunReport,
+    /// `report.json`: the report's keys and the compose run's own.
+    pub json: Value,
+    /// The artifacts folder.
+    pub out: PathBuf,
+    /// Why the steady-state check stopped the run, if it did.
+    pub aborted: Option<String>,
+}
+
+impl Outcome {
+    /// Whether every evaluated expectation held, every fault applied and nothing aborted.
+    pub fn passed(&self) -> bool {
+        self.report.passed() && self.aborted.is_none()
+    }
+}
+
+enum Event {
+    Step(Step),
+    Start(Vec<u64>),
+    Unpause(Vec<u64>),
+    PartitionEnd(String),
+    Snapshot(String),
+}
+
+struct Partition {
+    id: String,
+    nodes: Vec<u64>,
+}
+
+struct Run<'a> {
+    stack: &'a Stack,
+    nodes: Nodes,
+    http: Http,
+    observer: Observer,
+    rng: ChaCha8Rng,
+    t0: Instant,
+    events: BTreeMap<(Duration, u64), Event>,
+    seq: u64,
+    partitions: Vec<Partition>,
+    faults: Vec<FaultRecord>,
+    failures: Vec<String>,
+    snapshots: u32,
+    out: PathBuf,
+    bar: Option<ProgressBar>,
+}
+
+fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+fn unix_s(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Run<'_> {
+    fn now(&self) -> Duration {
+        self.t0.elapsed()
+    }
+
+    fn schedule(&mut self, at: Duration, event: Event) {
+        self.seq += 1;
+        self.events.insert((at, self.seq), event);
+    }
+
+    fn say(&self, what: &str) {
+        match &self.bar {
+            Some(bar) => bar.set_message(what.to_owned()),
+            None => tracing::info!("{what}"),
+        }
+    }
+
+    async fn poll(&mut self) -> Vec<NodeAnswer> {
+        let running = self.observer.running();
+        let asks = running.iter().map(|&id| {
+            let addr = self.stack.nodes[&id].control.clone();
+            let nodes = &self.nodes;
+            async move {
+                let (peers, leaders) = tokio::join!(nodes.peers(&addr), nodes.leaders(&addr));
+                NodeAnswer {
+                    node: id,
+                    peers: peers.ok(),
+                    leaders: leaders.ok(),
+                }
+            }
+        });
+        join_all(asks).await
+    }
+
+    async fn observe(&mut self) {
+        let answers = self.poll().await;
+        let t = secs(self.now());
+        self.observer.record(t, &answers);
+    }
+
+    /// Peers, leaders and shards of every running node and the containers' states, to
+    /// `topology/NN-label.json`.
+    async fn snapshot(&mut self, label: &str) -> Result<(), RunError> {
+        let t = secs(self.now());
+        let running = self.observer.running();
+        let asks = running.iter().map(|&id| {
+            let addr = self.stack.nodes[&id].control.clone();
+            let nodes = &self.nodes;
+            async move {
+                let (p, l, s) = tokio::join!(
+                    nodes.peers(&addr),
+                    nodes.leaders(&addr),
+                    nodes.shards(&addr)
+                );
+                let v = |r: Result<Value, NodeError>| {
+                    r.unwrap_or_else(|e| json!({"error": e.to_string()}))
+                };
+                (
+                    id.to_string(),
+                    json!({
+                        "peers": v(p.map(|p| serde_json::to_value(p).unwrap_or_default())),
+                        "leaders": v(l.map(|l| serde_json::to_value(l).unwrap_or_default())),
+                        "shards": v(s),
+                    }),
+                )
+            }
+        });
+        let views: serde_json::Map<String, Value> = join_all(asks).await.into_iter().collect();
+        let containers = self
+            .stack
+            .states()
+            .await
+            .map(|s| json!(s))
+            .unwrap_or_else(|e| json!({"error": e.to_string()}));
+        self.snapshots += 1;
+        let name = format!("{:02}-{label}.json", self.snapshots);
+        let body = json!({"t": t, "label": label, "containers": containers, "nodes": views});
+        artifacts::write_json(&self.out.join("topology").join(name), &body)
+    }
+
+    fn record(&mut self, step: Option<&Step>, action: &str, nodes: Vec<u64>) -> usize {
+        self.faults.push(FaultRecord {
+            t: secs(self.now()),
+            fault: step.and_then(|s| s.fault),
+            occurrence: step.map(|s| s.occurrence),
+            action: action.to_owned(),
+            nodes,
+            experiment: None,
+            until: None,
+            error: None,
+        });
+        self.faults.len() - 1
+    }
+
+    fn fail(&mut self, index: usize, error: String) {
+        let r = &mut self.faults[index];
+        let what = match r.fault {
+            Some(f) => format!("[[fault]] #{} ({})", f + 1, r.action),
+            None => r.action.clone(),
+        };
+        self.failures.push(format!(
+            "fault not applied: {what} at {:.1} s: {error}",
+            r.t
+        ));
+        r.error = Some(error);
+    }
+
+    async fn entry(&self) -> Option<String> {
+        self.observer
+            .running()
+            .first()
+            .map(|id| self.stack.nodes[id].control.clone())
+    }
+
+    async fn apply(&mut self, step: Step) -> Result<(), RunError> {
+        let at = step.at;
+        let label = format!("t{:05.1}-{}", at.as_secs_f64(), step.action.name());
+        self.snapshot(&format!("{label}-before")).await?;
+        self.say(&format!(
+            "{:.1} s: {}",
+            at.as_secs_f64(),
+            step.action.name()
+        ));
+        let roles = self.observer.roles();
+        let t = secs(self.now());
+        match &step.action {
+            Action::Kill {
+                nodes,
+                restart_after,
+            } => {
+                let mut candidates = self.observer.running();
+                candidates.extend(self.observer.paused());
+                candidates.sort_unstable();
+                let ids = plan::resolve(nodes, &candidates, roles, &mut self.rng);
+                let i = self.record(Some(&step), "kill", ids.clone());
+                for &id in &ids {
+                    if self.observer.paused().contains(&id)
+                        && let Err(e) = self.stack.unpause(id).await
+                    {
+                        self.fail(i, e.to_string());
+                        continue;
+                    }
+                    match self.stack.kill(id).await {
+                        Ok(()) => self.observer.killed_at(id, t),
+                        Err(e) => self.fail(i, e.to_string()),
+                    }
+                }
+                if ids.is_empty() {
+                    self.fail(i, format!("no node matched {nodes:?} among {candidates:?}"));
+                }
+                if let Some(after) = restart_after {
+                    self.faults[i].until = Some(secs(at + *after));
+                    self.schedule(self.now() + *after, Event::Start(ids));
+                }
+            }
+            Action::Start { nodes } => {
+                let candidates = self.observer.killed();
+                let ids = plan::resolve(nodes, &candidates, roles, &mut self.rng);
+                self.start(Some(&step), ids, "start").await;
+            }
+            Action::Pause { nodes, duration } => {
+                let candidates = self.observer.running();
+                let ids = plan::resolve(nodes, &candidates, roles, &mut self.rng);
+                let i = self.record(Some(&step), "pause", ids.clone());
+                for &id in &ids {
+                    match self.stack.pause(id).await {
+                        Ok(()) => self.observer.paused_at(id, t),
+                        Err(e) => self.fail(i, e.to_string()),
+                    }
+                }
+                if ids.is_empty() {
+                    self.fail(i, format!("no node matched {nodes:?} among {candidates:?}"));
+                }
+                self.faults[i].until = Some(secs(at + *duration));
+                self.schedule(self.now() + *duration, Event::Unpause(ids));
+            }
+            Action::Chaos { plan } => {
+                let kind = plan.kind().name();
+                let i = self.record(Some(&step), kind, Vec::new());
+                let Some(addr) = self.entry().await else {
+                    self.fail(i, "no running node to start the experiment on".to_owned());
+                    return Ok(());
+                };
+                match self.nodes.start_plan(&addr, plan).await {
+                    Ok((_, started)) => {
+                        let radius = started.radius.nodes.clone();
+                        let not_ok: Vec<String> = started
+                            .targets
+                            .iter()
+                            .filter(|t| !t.ok)
+                            .map(|t| {
+                                format!("node {}: {}", t.node, t.error.clone().unwrap_or_default())
+                            })
+                            .collect();
+                        let r = &mut self.faults[i];
+                        r.nodes.clone_from(&radius);
+                        r.experiment = Some(started.id.clone());
+                        r.until = Some(secs(at + plan.duration()));
+                        if !not_ok.is_empty() {
+                            self.fail(i, format!("targets refused: {}", not_ok.join("; ")));
+                        }
+                        if matches!(plan.kind(), FaultKind::Partition { .. }) {
+                            self.observer.partitioned_at(&radius, t);
+                            self.partitions.push(Partition {
+                                id: started.id.clone(),
+                                nodes: radius,
+                            });
+                            self.schedule(
+                                self.now() + plan.duration(),
+                                Event::PartitionEnd(started.id),
+                            );
+                        }
+                    }
+                    Err(e) => self.fail(i, e.to_string()),
+                }
+            }
+            Action::Heal => {
+                let active = std::mem::take(&mut self.partitions);
+                let ids: Vec<u64> = active.iter().flat_map(|p| p.nodes.clone()).collect();
+                let i = self.record(Some(&step), "heal", ids);
+                let Some(addr) = self.entry().await else {
+                    self.fail(i, "no running node to abort the partitions on".to_owned());
+                    return Ok(());
+                };
+                for p in active {
+                    if let Err(e) = self.nodes.abort(&addr, &p.id).await {
+                        self.fail(i, e.to_string());
+                    }
+                    self.observer.healed_at(&p.nodes, t);
+                }
+                self.schedule(
+                    self.now() + SNAPSHOT_DELAY,
+                    Event::Snapshot(format!("{label}-after")),
+                );
+                return Ok(());
+            }
+        }
+        self.schedule(
+            self.now() + SNAPSHOT_DELAY,
+            Event::Snapshot(format!("{label}-during")),
+        );
+        Ok(())
+    }
+
+    async fn start(&mut self, step: Option<&Step>, ids: Vec<u64>, action: &str) {
+        let t = secs(self.now());
+        let i = self.record(step, action, ids.clone());
+        for &id in &ids {
+            match self.stack.start(id).await {
+                Ok(()) => self.observer.started_at(id, t),
+                Err(e) => self.fail(i, e.to_string()),
+            }
+        }
+    }
+
+    async fn unpause(&mut self, ids: Vec<u64>, action: &str) {
+        let t = secs(self.now());
+        let i = self.record(None, action, ids.clone());
+        for &id in &ids {
+            match self.stack.unpause(id).await {
+                Ok(()) => self.observer.unpaused_at(id, t),
+                Err(e) => self.fail(i, e.to_string()),
+            }
+        }
+    }
+
+    async fn handle(&mut self, event: Event) -> Result<(), RunError> {
+        let label = format!("t{:05.1}", self.now().as_secs_f64());
+        match event {
+            Event::Step(step) => return self.apply(step).await,
+            Event::Start(ids) => {
+                self.say(&format!("{label}: start {ids:?}"));
+                self.start(None, ids, "start").await;
+            }
+            Event::Unpause(ids) => {
+                self.say(&format!("{label}: unpause {ids:?}"));
+                self.unpause(ids, "unpause").await;
+            }
+            Event::PartitionEnd(id) => {
+                let Some(pos) = self.partitions.iter().position(|p| p.id == id) else {
+                    // Healed before its deadline.
+                    return Ok(());
+                };
+                let p = self.partitions.remove(pos);
+                let t = secs(self.now());
+                self.record(None, "partition-deadline", p.nodes.clone());
+                self.observer.healed_at(&p.nodes, t);
+            }
+            Event::Snapshot(label) => return self.snapshot(&label).await,
+        }
+        self.schedule(
+            self.now() + SNAPSHOT_DELAY,
+            Event::Snapshot(format!("{label}-revert-after")),
+        );
+        Ok(())
+    }
+
+    /// Leaves the stack as it was found: experiments aborted, frozen nodes thawed, killed
+    /// nodes started.
+    async fn restore(&mut self) {
+        if let Some(addr) = self.entry().await {
+            for p in std::mem::take(&mut self.partitions) {
+                let _ = self.nodes.abort(&addr, &p.id).await;
+            }
+            for f in &self.faults {
+                if let (Some(id), Some(until)) = (&f.experiment, f.until)
+                    && until > secs(self.now())
+                {
+                    let _ = self.nodes.abort(&addr, id).await;
+                }
+            }
+        }
+        let paused = self.observer.paused();
+        if !paused.is_empty() {
+            self.unpause(paused, "restore-unpause").await;
+        }
+        let killed = self.observer.killed();
+        if !killed.is_empty() {
+            self.start(None, killed, "restore-start").await;
+        }
+    }
+
+    async fn steady_state(&self, query: &str, prometheus: &str) -> Option<String> {
+        let url = format!("{prometheus}/api/v1/query?query={}", query_escape(query));
+        match self.http.get_json(&url).await {
+            Ok(v) => {
+                let result = &v["data"]["result"];
+                let matched = match result {
+                    Value::Array(a) => !a.is_empty(),
+                    Value::Null => false,
+                    _ => true,
+                };
+                matched.then(|| {
+                    format!(
+                        "steady-state check `{query}` matched at {:.1} s: {result}",
+                        self.now().as_secs_f64()
+                    )
+                })
+            }
+            Err(e) => {
+                tracing::warn!("steady-state check: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// Runs `scenario` on `stack` and writes the artifacts.
+///
+/// # Errors
+///
+/// [`RunError`]: nothing ran (a refusal, an unhealthy stack) or the artifacts could not be
+/// written. A failed expectation is not an error: see [`Outcome::passed`].
+pub async fn run(
+    scenario: &Scenario,
+    stack: &Stack,
+    options: &ComposeOptions,
+) -> Result<Outcome, RunError> {
+    let duration = options.duration.unwrap_or(scenario.duration());
+    let node_count = u32::try_from(stack.nodes.len()).unwrap_or(u32::MAX);
+    // Refusals first: nothing touches the stack for a scenario it cannot take.
+    let steps = plan::timeline(scenario, node_count, duration, options.seed)?;
+    let (kept, not_evaluated) = plan::split_expectations(scenario.expect());
+    let nodes = Nodes::new(&stack.run_dir)?;
+    if !stack.all_running().await? {
+        return Err(RunError::Unhealthy(format!(
+            "node containers not all running: {:?}",
+            stack.states().await?
+        )));
+    }
+    std::fs::create_dir_all(&options.out).map_err(|source| RunError::Io {
+        path: options.out.clone(),
+        source,
+    })?;
+    let mut run = Run {
+        stack,
+        nodes,
+        http: Http::default(),
+        observer: Observer::new(stack.nodes.keys().copied()),
+        rng: ChaCha8Rng::seed_from_u64(options.seed ^ 0x6368_616f_735f_7275),
+        t0: Instant::now(),
+        events: BTreeMap::new(),
+        seq: 0,
+        partitions: Vec::new(),
+        faults: Vec::new(),
+        failures: Vec::new(),
+        snapshots: 0,
+        out: options.out.clone(),
+        bar: None,
+    };
+    // One view before the first fault, or no run.
+    let waited = Instant::now();
+    loop {
+        run.observe().await;
+        let json = run.observer.figures(RunReport::default(), 0.0);
+        if json.converged {
+            break;
+        }
+        if waited.elapsed() > HEALTHY_WAIT {
+            return Err(RunError::Unhealthy(
+                json.convergence_note
+                    .unwrap_or_else(|| "no one view".to_owned()),
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // The warm-up polls are not part of the run.
+    run.observer = Observer::new(stack.nodes.keys().copied());
+    run.snapshot("start").await?;
+    let started_wall = SystemTime::now();
+    run.t0 = Instant::now();
+    run.observe().await;
+    for step in steps.clone() {
+        run.schedule(step.at, Event::Step(step));
+    }
+    if options.progress {
+        let bar =
+            ProgressBar::with_draw_target(Some(duration.as_secs()), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} s {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        run.bar = Some(bar);
+    }
+    let mut alerts: BTreeMap<String, Value> = BTreeMap::new();
+    let mut next_poll = Duration::ZERO;
+    let mut next_slow = Duration::ZERO;
+    let mut aborted = None;
+    while run.now() < duration {
+        let now = run.now();
+        if let Some(bar) = &run.bar {
+            bar.set_position(now.as_secs());
+        }
+        loop {
+            let now = run.now();
+            let Some(entry) = run.events.first_entry() else {
+                break;
+            };
+            if entry.key().0 > now {
+                break;
+            }
+            let event = entry.remove();
+            run.handle(event).await?;
+        }
+        if run.now() >= next_poll {
+            run.observe().await;
+            next_poll = run.now() + options.poll;
+        }
+        if run.now() >= next_slow {
+            next_slow = run.now() + SLOW_POLL;
+            if let Some(am) = &stack.alertmanager {
+                collect_alerts(&run.http, am, secs(run.now()), &mut alerts).await;
+            }
+            if let (Some(q), Some(prom)) = (&options.abort_if, &stack.prometheus)
+                && let Some(why) = run.steady_state(q, prom).await
+            {
+                aborted = Some(why);
+                break;
+            }
+        }
+        let next_event = run.events.first_key_value().map_or(duration, |(k, _)| k.0);
+        let wake = next_event.min(next_poll).min(duration);
+        let now = run.now();
+        if wake > now {
+            tokio::time::sleep(wake - now).await;
+        }
+    }
+    if let Some(bar) = run.bar.take() {
+        bar.finish_and_clear();
+    }
+    let length = run.now();
+    run.observe().await;
+    run.snapshot("end").await?;
+    if let Some(am) = &stack.alertmanager {
+        collect_alerts(&run.http, am, secs(run.now()), &mut alerts).await;
+    }
+    run.restore().await;
+    let ended_wall = SystemTime::now();
+
+    let mut header = RunReport::default();
+    header.scenario = scenario.name().to_owned();
+    header.profile = "compose".to_owned();
+    header.seed = options.seed;
+    header.nodes = node_count;
+    header.replay.clone_from(&options.replay);
+    let mut report = run.observer.figures(header, length.as_secs_f64());
+    report.faults_after_end = u64::try_from(
+        scenario
+            .faults()
+            .iter()
+            .map(|f| f.count as usize)
+            .sum::<usize>()
+            .saturating_sub(steps.iter().filter(|s| s.fault.is_some()).count()),
+    )
+    .unwrap_or(0);
+    report.expectations_failed = report::check_expectations(&kept, &report);
+    report.expectations_failed.extend(run.failures.clone());
+    if let Some(why) = &aborted {
+        report.expectations_failed.push(format!("aborted: {why}"));
+    }
+
+    // Artifacts.
+    let out = options.out.clone();
+    for name in &stack.containers {
+        match stack.logs(name).await {
+            Ok(bytes) => {
+                artifacts::write_bytes(&out.join("logs").join(format!("{name}.log")), &bytes)?
+            }
+            Err(e) => tracing::warn!("logs of {name}: {e}"),
+        }
+    }
+    let mut series = BTreeMap::new();
+    if let Some(prom) = &stack.prometheus {
+        let (from, to) = (unix_s(started_wall) - 10.0, unix_s(ended_wall) + 5.0);
+        for (name, query) in SERIES {
+            let url = format!(
+                "{prom}/api/v1/query_range?query={}&start={from:.3}&end={to:.3}&step=5",
+                query_escape(query)
+            );
+            let v = run
+                .http
+                .get_json(&url)
+                .await
+                .unwrap_or_else(|e| json!({"error": e.to_string()}));
+            artifacts::write_json(&out.join("prometheus").join(format!("{name}.json")), &v)?;
+            series.insert((*name).to_owned(), (*query).to_owned());
+        }
+    }
+    let alerts: Vec<Value> = alerts.into_values().collect();
+    artifacts::write_json(&out.join("alerts.json"), &json!(alerts))?;
+    let mut notes = scenario_notes(scenario, node_count);
+    if stack.prometheus.is_none() {
+        notes.push("no Prometheus in the project: no series written".to_owned());
+    }
+    let mut json = serde_json::to_value(&report).unwrap_or_default();
+    if let Value::Object(map) = &mut json {
+        map.insert("env".into(), json!("compose"));
+        map.insert("project".into(), json!(stack.project));
+        map.insert("wall_s".into(), json!(secs(length)));
+        map.insert("started_unix_s".into(), json!(unix_s(started_wall)));
+        map.insert("expectations_not_evaluated".into(), json!(not_evaluated));
+        map.insert("faults".into(), json!(run.faults));
+        map.insert("timeline".into(), json!(steps));
+        map.insert("aborted".into(), json!(aborted));
+        map.insert("notes".into(), json!(notes));
+        map.insert("alerts_fired".into(), json!(alert_names(&alerts)));
+        map.insert("prometheus_series".into(), json!(series));
+        map.insert("alive".into(), json!(run.observer.alive));
+        map.insert("artifacts".into(), json!(out.display().to_string()));
+        map.insert("passed".into(), json!(report.passed() && aborted.is_none()));
+    }
+    artifacts::write_json(&out.join("report.json"), &json)?;
+    artifacts::write_html(&out.join("report.html"), &json)?;
+    run.nodes.close().await;
+    Ok(Outcome {
+        report,
+        json,
+        out,
+        aborted,
+    })
+}
+
+async fn collect_alerts(http: &Http, am: &str, t: f64, into: &mut BTreeMap<String, Value>) {
+    match http.get_json(&format!("{am}/api/v2/alerts")).await {
+        Ok(Value::Array(list)) => {
+            for mut a in list {
+                let key = a["fingerprint"]
+                    .as_str()
+                    .map_or_else(|| a["labels"].to_string(), str::to_owned);
+                match into.get_mut(&key) {
+                    Some(seen) => seen["last_seen_s"] = json!(t),
+                    None => {
+                        a["first_seen_s"] = json!(t);
+                        a["last_seen_s"] = json!(t);
+                        into.insert(key, a);
+                    }
+                }
+            }
+        }
+        Ok(other) => tracing::warn!("Alertmanager answered {other}"),
+        Err(e) => tracing::warn!("Alertmanager: {e}"),
+    }
+}
+
+fn alert_names(alerts: &[Value]) -> Vec<String> {
+    let mut names: Vec<String> = alerts
+        .iter()
+        .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// What of the scenario the stack does not reproduce (not faults: those are refused).
+pub fn scenario_notes(scenario: &Scenario, nodes: u32) -> Vec<String> {
+    let mut notes = Vec::new();
+    if scenario.nodes() != nodes {
+        notes.push(format!(
+            "[topology] nodes = {} in the file, {nodes} in the stack: the faults ran on the \
+             stack's nodes, and detection bounds written for the file's size may differ",
+            scenario.nodes()
+        ));
+    }
+    let net = scenario.network();
+    notes.push(format!(
+        "[network] latency {:?} / jitter {:?} not emulated: the Docker bridge's own latency \
+         applies",
+        net.latency, net.jitter
+    ));
+    if net.loss > 0.0 || net.burst.is_some() {
+        notes.push(
+            "[network] loss runs as a chaos loss plan on every node's outbound links for the \
+             whole run"
+                .to_owned(),
+        );
+    }
+    if net.duplicate > 0.0 || net.reorder > 0.0 {
+        notes.push(
+            "[network] duplicate/reorder as a background is not applied (use a `plan` fault)"
+                .to_owned(),
+        );
+    }
+    if scenario.workload().metadata_updates_per_s > 0.0 {
+        notes.push("[workload] metadata writes are not driven".to_owned());
+    }
+    if scenario.leases().is_some() {
+        notes.push(
+            "[leases]: the stack's own leadership applies (voters and contenders as compose/up \
+             configured them, every node campaigning for global-control)"
+                .to_owned(),
+        );
+    }
+    if scenario.shards().is_some() || scenario.queue().is_some() {
+        notes.push("[shards]/[queue] are not modelled by the stack's configuration".to_owned());
+    }
+    notes
+}
+
+/// The default artifacts folder: `artifacts/<scenario>-<UTC timestamp>`.
+pub fn default_out(scenario: &Scenario) -> PathBuf {
+    let stamp = time::OffsetDateTime::now_utc();
+    Path::new("artifacts").join(format!(
+        "{}-{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        scenario.name(),
+        stamp.year(),
+        u8::from(stamp.month()),
+        stamp.day(),
+        stamp.hour(),
+        stamp.minute(),
+        stamp.second()
+    ))
+}

@@ -1,0 +1,215 @@
+//! The nodes' control API through `meshkit-client`, as the stack's admin
+//! (`certs/meshctl-admin.pem`, `mesh.admin`): the membership, leadership and shard views, and
+//! the chaos endpoints (plan, then start with the plan's confirmation token; abort).
+
+use std::path::Path;
+use std::time::Duration;
+
+use meshkit::diag::fault::FaultPlan;
+use meshkit_api::chaos::{
+    ChaosErrorBody, PlanResponse, StartRequest, StartResponse, id_path_segment,
+};
+use meshkit_api::json::{LeadershipView, PeersResponse};
+use meshkit_client::{Client, ClientConfig};
+use thiserror::Error;
+
+/// A paused or killed node must not stall a poll of the others: each request is bounded by
+/// this (the polls of all nodes run concurrently).
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Why a call to a node failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The stack's certificates could not be loaded.
+    #[error(
+        "the stack's admin certificate in {dir}: {why} (is this a `compose/up` run directory?)"
+    )]
+    Credentials {
+        /// The directory.
+        dir: String,
+        /// Why.
+        why: String,
+    },
+    /// The request failed or the answer did not parse.
+    #[error("{addr} {path}: {why}")]
+    Call {
+        /// The node.
+        addr: String,
+        /// The route.
+        path: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// A client for every node of one stack.
+#[derive(Debug)]
+pub struct Nodes {
+    client: Client,
+}
+
+impl Nodes {
+    /// Loads `certs/ca.pem` and the admin identity from `run_dir`.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Credentials`].
+    pub fn new(run_dir: &Path) -> Result<Self, NodeError> {
+        let certs = run_dir.join("certs");
+        let bad = |e: &dyn std::fmt::Display| NodeError::Credentials {
+            dir: certs.display().to_string(),
+            why: e.to_string(),
+        };
+        let config = ClientConfig::new(&certs.join("ca.pem"))
+            .map_err(|e| bad(&e))?
+            .with_identity(
+                &certs.join("meshctl-admin.pem"),
+                &certs.join("meshctl-admin.key"),
+            )
+            .map_err(|e| bad(&e))?
+            .with_request_timeout(REQUEST_TIMEOUT)
+            .with_connect_timeout(REQUEST_TIMEOUT);
+        let client = Client::new(&config).map_err(|e| bad(&e))?;
+        Ok(Self { client })
+    }
+
+    async fn get_text(&self, addr: &str, path: &str) -> Result<String, NodeError> {
+        let err = |why: String| NodeError::Call {
+            addr: addr.to_owned(),
+            path: path.to_owned(),
+            why,
+        };
+        let r = self
+            .client
+            .get(addr, path)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        if r.status != 200 {
+            return Err(err(format!("HTTP {}: {}", r.status, r.body.trim())));
+        }
+        Ok(r.body)
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+    ) -> Result<T, NodeError> {
+        let body = self.get_text(addr, path).await?;
+        serde_json::from_str(&body).map_err(|e| NodeError::Call {
+            addr: addr.to_owned(),
+            path: path.to_owned(),
+            why: format!("unexpected answer: {e}"),
+        })
+    }
+
+    /// `GET /meshkit/peers` (one page of up to 10,000: compose stacks are small).
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Call`].
+    pub async fn peers(&self, addr: &str) -> Result<PeersResponse, NodeError> {
+        self.get(addr, "/meshkit/peers?limit=10000").await
+    }
+
+    /// `GET /meshkit/leaders`.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Call`].
+    pub async fn leaders(&self, addr: &str) -> Result<LeadershipView, NodeError> {
+        self.get(addr, "/meshkit/leaders").await
+    }
+
+    /// `GET /meshkit/shards`, as JSON.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Call`].
+    pub async fn shards(&self, addr: &str) -> Result<serde_json::Value, NodeError> {
+        self.get(addr, "/meshkit/shards").await
+    }
+
+    /// Plans `plan` on the node at `addr` and starts it with the token of that plan: the
+    /// two steps of the chaos safety model, the radius shown in between going to the report.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Call`] with the node's refusal in words (`kind-not-allowed`, ...).
+    pub async fn start_plan(
+        &self,
+        addr: &str,
+        plan: &FaultPlan,
+    ) -> Result<(PlanResponse, StartResponse), NodeError> {
+        let err = |path: &str, why: String| NodeError::Call {
+            addr: addr.to_owned(),
+            path: path.to_owned(),
+            why,
+        };
+        let refusal = |status: u16, body: &str| {
+            serde_json::from_str::<ChaosErrorBody>(body).map_or_else(
+                |_| format!("HTTP {status}: {}", body.trim()),
+                |b| format!("HTTP {status} ({}): {}", b.reason, b.error),
+            )
+        };
+        let path = "/control/chaos/plans";
+        let r = self
+            .client
+            .post_json(addr, path, plan)
+            .await
+            .map_err(|e| err(path, e.to_string()))?;
+        if r.status != 200 {
+            return Err(err(path, refusal(r.status, &r.body)));
+        }
+        let planned: PlanResponse =
+            serde_json::from_str(&r.body).map_err(|e| err(path, e.to_string()))?;
+        let path = "/control/chaos/experiments";
+        let request = StartRequest {
+            plan: planned.plan.clone(),
+            token: planned.token.clone(),
+        };
+        let r = self
+            .client
+            .post_json(addr, path, &request)
+            .await
+            .map_err(|e| err(path, e.to_string()))?;
+        if r.status != 201 && r.status != 207 {
+            return Err(err(path, refusal(r.status, &r.body)));
+        }
+        let started: StartResponse =
+            serde_json::from_str(&r.body).map_err(|e| err(path, e.to_string()))?;
+        Ok((planned, started))
+    }
+
+    /// Aborts experiment `id` everywhere (the node relays it to every member).
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Call`].
+    pub async fn abort(&self, addr: &str, id: &str) -> Result<(), NodeError> {
+        let path = format!("/control/chaos/experiments/{}", id_path_segment(id));
+        let r = self
+            .client
+            .request(http::Method::DELETE, addr, &path, bytes::Bytes::new())
+            .await
+            .map_err(|e| NodeError::Call {
+                addr: addr.to_owned(),
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+        if r.status >= 300 {
+            return Err(NodeError::Call {
+                addr: addr.to_owned(),
+                path,
+                why: format!("HTTP {}: {}", r.status, r.body.trim()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Closes the client's connections.
+    pub async fn close(&self) {
+        self.client.close().await;
+    }
+}

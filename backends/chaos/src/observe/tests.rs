@@ -1,0 +1,154 @@
+//! The figures from made-up polls: detection dated by `last_change_s_ago`, false positives,
+//! heal and one view.
+
+use meshkit_api::json::{PeerJson, PeersResponse};
+use meshkit_sim::RunReport;
+
+use super::{NodeAnswer, Observer};
+
+fn answer(node: u64, states: &[(u64, &str, f64)]) -> NodeAnswer {
+    NodeAnswer {
+        node,
+        peers: Some(PeersResponse {
+            local: node,
+            peers: states
+                .iter()
+                .map(|&(id, state, ago)| PeerJson {
+                    id,
+                    state: state.to_owned(),
+                    incarnation: 1,
+                    rtt_ms: None,
+                    metadata: Default::default(),
+                    addr: None,
+                    last_change_s_ago: ago,
+                })
+                .collect(),
+            total: states.len(),
+            next_after: None,
+        }),
+        leaders: None,
+    }
+}
+
+fn all_alive(node: u64, ids: &[u64]) -> NodeAnswer {
+    answer(
+        node,
+        &ids.iter().map(|&i| (i, "alive", 100.0)).collect::<Vec<_>>(),
+    )
+}
+
+#[test]
+fn detection_is_dated_by_the_verdicts_not_by_the_poll() {
+    let mut o = Observer::new(1..=3);
+    o.record(
+        0.0,
+        &[
+            all_alive(1, &[1, 2, 3]),
+            all_alive(2, &[1, 2, 3]),
+            all_alive(3, &[1, 2, 3]),
+        ],
+    );
+    o.killed_at(3, 10.0);
+    // At 16 s node 1 says node 3 is dead since 1.5 s ago, node 2 not yet.
+    o.record(
+        16.0,
+        &[
+            answer(
+                1,
+                &[(1, "alive", 100.0), (2, "alive", 100.0), (3, "dead", 1.5)],
+            ),
+            answer(
+                2,
+                &[
+                    (1, "alive", 100.0),
+                    (2, "alive", 100.0),
+                    (3, "suspect", 2.0),
+                ],
+            ),
+        ],
+    );
+    assert!(
+        o.detections.is_empty(),
+        "one of two observers is not detection"
+    );
+    // At 17 s node 2 too, since 0.2 s: the last verdict at 16.8 s, 6.8 s after the kill.
+    o.record(
+        17.0,
+        &[
+            answer(
+                1,
+                &[(1, "alive", 100.0), (2, "alive", 100.0), (3, "dead", 2.5)],
+            ),
+            answer(
+                2,
+                &[(1, "alive", 100.0), (2, "alive", 100.0), (3, "dead", 0.2)],
+            ),
+        ],
+    );
+    let r = o.figures(RunReport::default(), 60.0);
+    assert_eq!(r.detection_p50_s, Some(6.8));
+    assert_eq!(r.crashes, 1);
+    assert_eq!(r.undetected, 0);
+    assert_eq!(r.false_positives, 0);
+    assert!(r.converged, "{:?}", r.convergence_note);
+}
+
+#[test]
+fn a_kill_never_detected_counts_the_rest_of_the_run() {
+    let mut o = Observer::new(1..=2);
+    o.killed_at(2, 10.0);
+    o.record(20.0, &[all_alive(1, &[1, 2])]);
+    let r = o.figures(RunReport::default(), 60.0);
+    assert_eq!(r.undetected, 1);
+    assert_eq!(r.detection_p99_s, Some(50.0));
+    assert!(!r.converged, "node 1 still holds node 2 up");
+}
+
+#[test]
+fn a_running_untouched_node_held_dead_is_a_false_positive_and_a_killed_one_is_not() {
+    let mut o = Observer::new(1..=3);
+    o.killed_at(3, 100.0);
+    o.record(
+        101.0,
+        &[
+            answer(1, &[(1, "alive", 1.0), (2, "dead", 0.5), (3, "dead", 0.5)]),
+            answer(2, &[(1, "alive", 1.0), (2, "alive", 1.0), (3, "dead", 0.5)]),
+        ],
+    );
+    let r = o.figures(RunReport::default(), 120.0);
+    assert_eq!(r.false_positives, 1, "node 2, by node 1");
+    assert!(
+        r.first_false_positive
+            .unwrap_or_default()
+            .contains("held node 2 dead")
+    );
+}
+
+#[test]
+fn heal_is_timed_from_the_partitions_end_to_one_view() {
+    let mut o = Observer::new(1..=2);
+    o.partitioned_at(&[1, 2], 5.0);
+    o.record(
+        10.0,
+        &[
+            answer(1, &[(1, "alive", 1.0), (2, "dead", 1.0)]),
+            answer(2, &[(1, "dead", 1.0), (2, "alive", 1.0)]),
+        ],
+    );
+    o.healed_at(&[1, 2], 20.0);
+    o.record(
+        21.0,
+        &[
+            answer(1, &[(1, "alive", 1.0), (2, "dead", 1.0)]),
+            answer(2, &[(1, "alive", 0.5), (2, "alive", 1.0)]),
+        ],
+    );
+    o.record(23.5, &[all_alive(1, &[1, 2]), all_alive(2, &[1, 2])]);
+    let r = o.figures(RunReport::default(), 30.0);
+    assert_eq!(r.partitions, 1);
+    assert_eq!(r.heal_s, Some(3.5));
+    assert_eq!(
+        r.false_positives, 0,
+        "partitioned nodes held dead are not false positives"
+    );
+}

@@ -1,0 +1,330 @@
+//! A compose stack found through the Docker API: its node containers by the labels
+//! `compose/env.py` writes (`com.docker.compose.project`, `io.meshkit.role=node`,
+//! `io.meshkit.node=I`), their published control ports, the run directory with the stack's
+//! certificates (mounted at `/etc/meshkit`), Prometheus and Alertmanager; and the process
+//! actions on a node's container (kill, start, pause, unpause) and every container's logs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use bollard::Docker;
+use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
+use bollard::query_parameters::{
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+};
+use futures_util::StreamExt as _;
+use thiserror::Error;
+
+/// The nodes' control port inside the containers (compose/env.py's `CONTROL_PORT`).
+const CONTROL_PORT: u16 = 8101;
+
+/// Why the stack could not be found or acted on.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StackError {
+    /// No Docker daemon answers.
+    #[error("no Docker daemon answers ({0}): start it, or run the scenario with --env sim")]
+    NoDocker(#[source] bollard::errors::Error),
+    /// The project has no node containers.
+    #[error(
+        "compose project `{0}` has no meshkitd containers: bring it up with `compose/up \
+         --project {0}` (or add --up), or name the right one with --project"
+    )]
+    NoStack(String),
+    /// The stack is incomplete.
+    #[error("compose project `{project}`: {what}")]
+    Incomplete {
+        /// The project.
+        project: String,
+        /// What is missing.
+        what: String,
+    },
+    /// A Docker call failed.
+    #[error("docker {call} {container}: {source}")]
+    Docker {
+        /// The call.
+        call: &'static str,
+        /// The container.
+        container: String,
+        /// Why.
+        #[source]
+        source: bollard::errors::Error,
+    },
+}
+
+/// One node container.
+#[derive(Clone, Debug)]
+pub struct NodeContainer {
+    /// Node id (`io.meshkit.node`).
+    pub id: u64,
+    /// Container name.
+    pub name: String,
+    /// `127.0.0.1:PORT` of its control API.
+    pub control: String,
+}
+
+/// The stack as found.
+#[derive(Debug)]
+pub struct Stack {
+    docker: Docker,
+    /// The compose project.
+    pub project: String,
+    /// Node containers by id (1..=N).
+    pub nodes: BTreeMap<u64, NodeContainer>,
+    /// The run directory (certificates under `certs/`).
+    pub run_dir: PathBuf,
+    /// `http://127.0.0.1:PORT` of Prometheus.
+    pub prometheus: Option<String>,
+    /// `http://127.0.0.1:PORT` of Alertmanager.
+    pub alertmanager: Option<String>,
+    /// Every container of the project, by name (for the logs).
+    pub containers: Vec<String>,
+}
+
+fn published(c: &ContainerSummary, private: u16) -> Option<String> {
+    c.ports.as_ref()?.iter().find_map(|p| {
+        (p.private_port == private)
+            .then_some(p.public_port)
+            .flatten()
+            .map(|port| format!("127.0.0.1:{port}"))
+    })
+}
+
+fn name_of(c: &ContainerSummary) -> String {
+    c.names
+        .as_ref()
+        .and_then(|n| n.first())
+        .map(|n| n.trim_start_matches('/').to_owned())
+        .or_else(|| c.id.clone())
+        .unwrap_or_default()
+}
+
+impl Stack {
+    /// Finds project `project`'s containers (running or not).
+    ///
+    /// # Errors
+    ///
+    /// [`StackError::NoDocker`], [`StackError::NoStack`], or an incomplete stack.
+    pub async fn find(project: &str) -> Result<Self, StackError> {
+        let docker = Docker::connect_with_local_defaults().map_err(StackError::NoDocker)?;
+        docker.ping().await.map_err(StackError::NoDocker)?;
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("com.docker.compose.project={project}")],
+        )]);
+        let list = docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::new()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|source| StackError::Docker {
+                call: "ps",
+                container: project.to_owned(),
+                source,
+            })?;
+        let mut nodes = BTreeMap::new();
+        let mut run_dir = None;
+        let mut prometheus = None;
+        let mut alertmanager = None;
+        let mut containers = Vec::new();
+        for c in &list {
+            let labels = c.labels.clone().unwrap_or_default();
+            let name = name_of(c);
+            containers.push(name.clone());
+            match labels.get("com.docker.compose.service").map(String::as_str) {
+                Some("prometheus") => {
+                    prometheus = published(c, 9090).map(|a| format!("http://{a}"))
+                }
+                Some("alertmanager") => {
+                    alertmanager = published(c, 9093).map(|a| format!("http://{a}"));
+                }
+                _ => {}
+            }
+            if labels.get("io.meshkit.role").map(String::as_str) != Some("node") {
+                continue;
+            }
+            let Some(id) = labels.get("io.meshkit.node").and_then(|i| i.parse().ok()) else {
+                continue;
+            };
+            if run_dir.is_none() {
+                run_dir = c.mounts.as_ref().and_then(|m| {
+                    m.iter()
+                        .find(|m| m.destination.as_deref() == Some("/etc/meshkit"))
+                        .and_then(|m| m.source.clone())
+                        .map(PathBuf::from)
+                });
+            }
+            // A killed container publishes no port: `compose/env.py` publishes node I at
+            // PORT_BASE + I, so derive it from a running sibling below when needed.
+            let control = published(c, CONTROL_PORT).unwrap_or_default();
+            nodes.insert(id, NodeContainer { id, name, control });
+        }
+        if nodes.is_empty() {
+            return Err(StackError::NoStack(project.to_owned()));
+        }
+        let base = nodes.values().find_map(|n| {
+            let port: u64 = n.control.rsplit(':').next()?.parse().ok()?;
+            port.checked_sub(n.id)
+        });
+        for n in nodes.values_mut() {
+            if n.control.is_empty() {
+                let Some(base) = base else {
+                    return Err(StackError::Incomplete {
+                        project: project.to_owned(),
+                        what: "no node container is running: `compose/down` then `compose/up`"
+                            .to_owned(),
+                    });
+                };
+                n.control = format!("127.0.0.1:{}", base + n.id);
+            }
+        }
+        let run_dir = run_dir.ok_or_else(|| StackError::Incomplete {
+            project: project.to_owned(),
+            what: "the node containers mount no /etc/meshkit (not a compose/env.py stack?)"
+                .to_owned(),
+        })?;
+        containers.sort();
+        Ok(Self {
+            docker,
+            project: project.to_owned(),
+            nodes,
+            run_dir,
+            prometheus,
+            alertmanager,
+            containers,
+        })
+    }
+
+    fn container(&self, id: u64) -> &str {
+        self.nodes.get(&id).map_or("", |n| n.name.as_str())
+    }
+
+    fn wrap(
+        call: &'static str,
+        container: &str,
+    ) -> impl FnOnce(bollard::errors::Error) -> StackError {
+        let container = container.to_owned();
+        move |source| StackError::Docker {
+            call,
+            container,
+            source,
+        }
+    }
+
+    /// SIGKILL node `id`'s container.
+    ///
+    /// # Errors
+    ///
+    /// The Docker call's.
+    pub async fn kill(&self, id: u64) -> Result<(), StackError> {
+        let name = self.container(id);
+        self.docker
+            .kill_container(
+                name,
+                Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build()),
+            )
+            .await
+            .map_err(Self::wrap("kill", name))
+    }
+
+    /// Starts node `id`'s stopped container.
+    ///
+    /// # Errors
+    ///
+    /// The Docker call's.
+    pub async fn start(&self, id: u64) -> Result<(), StackError> {
+        let name = self.container(id);
+        self.docker
+            .start_container(name, None)
+            .await
+            .map_err(Self::wrap("start", name))
+    }
+
+    /// Freezes node `id`'s container.
+    ///
+    /// # Errors
+    ///
+    /// The Docker call's.
+    pub async fn pause(&self, id: u64) -> Result<(), StackError> {
+        let name = self.container(id);
+        self.docker
+            .pause_container(name)
+            .await
+            .map_err(Self::wrap("pause", name))
+    }
+
+    /// Thaws node `id`'s container.
+    ///
+    /// # Errors
+    ///
+    /// The Docker call's.
+    pub async fn unpause(&self, id: u64) -> Result<(), StackError> {
+        let name = self.container(id);
+        self.docker
+            .unpause_container(name)
+            .await
+            .map_err(Self::wrap("unpause", name))
+    }
+
+    /// Each node's container state (`running`, `paused`, `exited`, ...).
+    ///
+    /// # Errors
+    ///
+    /// The Docker call's.
+    pub async fn states(&self) -> Result<BTreeMap<u64, String>, StackError> {
+        let mut out = BTreeMap::new();
+        for n in self.nodes.values() {
+            let c = self
+                .docker
+                .inspect_container(&n.name, None)
+                .await
+                .map_err(Self::wrap("inspect", &n.name))?;
+            let state = c
+                .state
+                .and_then(|s| s.status)
+                .map_or_else(|| "unknown".to_owned(), |s| s.to_string());
+            out.insert(n.id, state);
+        }
+        Ok(out)
+    }
+
+    /// Whether every node container runs (nothing left killed or paused).
+    ///
+    /// # Errors
+    ///
+    /// The Docker call's.
+    pub async fn all_running(&self) -> Result<bool, StackError> {
+        Ok(self
+            .states()
+            .await?
+            .values()
+            .all(|s| s == &ContainerSummaryStateEnum::RUNNING.to_string()))
+    }
+
+    /// Container `name`'s whole log (stdout and stderr, with Docker's timestamps).
+    ///
+    /// # Errors
+    ///
+    /// The Docker call's.
+    pub async fn logs(&self, name: &str) -> Result<Vec<u8>, StackError> {
+        let mut stream = self.docker.logs(
+            name,
+            Some(
+                LogsOptionsBuilder::new()
+                    .stdout(true)
+                    .stderr(true)
+                    .timestamps(true)
+                    .build(),
+            ),
+        );
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(Self::wrap("logs", name))?;
+            out.extend_from_slice(&chunk.into_bytes());
+        }
+        Ok(out)
+    }
+}
