@@ -19,9 +19,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use meshkit::diag::probe::{ProbeResult, ProbeState};
 use meshkit_node::metrics::catalogue::{self, Kind};
-use meshkit_probe::record::AlertName;
+use meshkit_probe::metrics::Metrics;
+use meshkit_probe::record::{AlertName, ProbeKey, RunRecord};
 use serde_json::Value;
+
+/// The scrape job of the probe agent (`meshkit-probe`): selectors with `job="meshkit-probe"`
+/// are checked against the agent's families, the others against the node's catalogue.
+const AGENT_JOB: &str = "meshkit-probe";
 
 /// Labels every scraped series carries (Prometheus's target labels and the `cluster` and
 /// `namespace` labels the scrape configuration adds).
@@ -457,8 +466,104 @@ fn catalogue_names() -> BTreeMap<String, Known> {
     out
 }
 
-/// Checks the selectors and grouping labels of `expr` against `known`; the problems, each
-/// prefixed with `place`.
+/// The probe agent's families as its own code exports them: a [`Metrics`] of the agent, fed
+/// one run, a state change, a reload and its counters through the agent's API, rendered and
+/// read back (names, label names, types). A family the agent adds, renames or relabels
+/// changes this catalogue with no edit here; one fed by a method not called below is missing
+/// (a panel using it fails the lint, the safe side), so every method that sets a series is
+/// called. Keyed like [`catalogue_names`]: counters with `_total`, histograms expanded.
+fn agent_catalogue() -> &'static BTreeMap<String, Known> {
+    static CATALOGUE: OnceLock<BTreeMap<String, Known>> = OnceLock::new();
+    CATALOGUE.get_or_init(|| {
+        let metrics = Metrics::new("lint");
+        let key = ProbeKey {
+            cluster: "c1".to_owned(),
+            namespace: "default".to_owned(),
+            group: "core".to_owned(),
+            probe: "core/api-peers@10.0.0.1:8101".to_owned(),
+        };
+        let record = RunRecord {
+            key: key.clone(),
+            kind: "api".to_owned(),
+            target: "10.0.0.1:8101".to_owned(),
+            at_unix_ms: 0,
+            result: ProbeResult::Pass,
+            latency: Duration::from_millis(3),
+            http_version: None,
+            error: None,
+        };
+        metrics.run(&record, Some(1_900_000_000));
+        metrics.state_change(&key, "api", "10.0.0.1:8101", ProbeState::Healthy);
+        metrics.reload(true, 1.0);
+        metrics.set_probes(1);
+        metrics.set_notices_dropped(1);
+        metrics.set_sink("history", "written", 1);
+        agent_families(&metrics.render())
+    })
+}
+
+/// The agent's target labels: its scrape job adds no `cluster` (its series carry the probed
+/// group's own `cluster` and `namespace`).
+const AGENT_TARGET_LABELS: &[&str] = &["job", "instance"];
+
+/// The families of a Prometheus text exposition `text`, with the agent's target labels.
+fn agent_families(text: &str) -> BTreeMap<String, Known> {
+    let mut types: BTreeMap<&str, &str> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            if let (Some(name), Some(kind)) = (parts.next(), parts.next()) {
+                types.insert(name, kind);
+            }
+        }
+    }
+    let mut out: BTreeMap<String, Known> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (name, labels) = match line.split_once('{') {
+            Some((name, rest)) => (name, rest.rsplit_once('}').map_or("", |(l, _)| l)),
+            None => (line.split_whitespace().next().unwrap_or_default(), ""),
+        };
+        let base = ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                name.strip_suffix(suffix)
+                    .filter(|b| types.contains_key(b))
+            })
+            .unwrap_or(name);
+        let counter_like = matches!(types.get(base), Some(&"counter" | &"histogram"));
+        // Label names: every `name="` of the set (values are ours, without `",`).
+        let names = labels
+            .split("\",")
+            .filter_map(|pair| pair.split_once('=').map(|(l, _)| l.trim().to_owned()))
+            .filter(|l| !l.is_empty());
+        let known = out.entry(name.to_owned()).or_insert_with(|| Known {
+            labels: AGENT_TARGET_LABELS.iter().map(|l| (*l).to_owned()).collect(),
+            counter_like,
+        });
+        known.labels.extend(names);
+    }
+    out.insert(
+        "up".to_owned(),
+        Known {
+            labels: AGENT_TARGET_LABELS.iter().map(|l| (*l).to_owned()).collect(),
+            counter_like: false,
+        },
+    );
+    out
+}
+
+/// The job a selector names with `job="..."`, if any.
+fn job_of(selector: &Selector) -> Option<&str> {
+    selector
+        .matchers
+        .iter()
+        .find(|m| m.label == "job")
+        .map(|m| m.value.as_str())
+}
+
+/// Checks the selectors and grouping labels of `expr` against `known` (and, for selectors of
+/// `job="meshkit-probe"`, against the probe agent's families); the problems, each prefixed
+/// with `place`.
 fn check_expr(place: &str, expr: &str, known: &BTreeMap<String, Known>) -> Vec<String> {
     let scanned = match scan(expr) {
         Ok(s) => s,
@@ -467,10 +572,31 @@ fn check_expr(place: &str, expr: &str, known: &BTreeMap<String, Known>) -> Vec<S
     let mut problems = Vec::new();
     let mut labels_in_use: BTreeSet<String> =
         TARGET_LABELS.iter().map(|l| (*l).to_owned()).collect();
+    let agent = agent_catalogue();
     for selector in &scanned.selectors {
-        let Some(k) = known.get(&selector.name) else {
+        let job = job_of(selector);
+        // meshkitd and the agent both export `mesh_probe_state`, `mesh_probe_results_total`,
+        // `mesh_probe_duration_seconds` (and `up`), with other labels: a selector without a
+        // job reads both, and a node rule would fire on the agent's series.
+        if job.is_none() && known.contains_key(&selector.name) && agent.contains_key(&selector.name)
+        {
             problems.push(format!(
-                "{place}: `{}` is not in the metric catalogue (nor a recording rule)",
+                "{place}: `{}` is exported by meshkitd and by meshkit-probe: say which with \
+                 job=\"meshkit\" or job=\"{AGENT_JOB}\"",
+                selector.name
+            ));
+        }
+        let found = if job == Some(AGENT_JOB) {
+            agent.get(&selector.name)
+        } else {
+            known
+                .get(&selector.name)
+                .or_else(|| job.is_none().then(|| agent.get(&selector.name)).flatten())
+        };
+        let Some(k) = found else {
+            problems.push(format!(
+                "{place}: `{}` is not in the metric catalogue (nor a recording rule, nor the \
+                 probe agent's families for job=\"{AGENT_JOB}\")",
                 selector.name
             ));
             continue;
@@ -845,7 +971,12 @@ fn lint_dashboard(stem: &str, dashboard: &Value, known: &BTreeMap<String, Known>
             let mut carried: BTreeSet<&str> = TARGET_LABELS.iter().copied().collect();
             carried.extend(scanned.grouping.iter().map(String::as_str));
             for selector in &scanned.selectors {
-                if let Some(k) = known.get(&selector.name) {
+                let k = if job_of(selector) == Some(AGENT_JOB) {
+                    agent_catalogue().get(&selector.name)
+                } else {
+                    known.get(&selector.name)
+                };
+                if let Some(k) = k {
                     carried.extend(k.labels.iter().map(String::as_str));
                 }
             }
@@ -867,22 +998,36 @@ fn lint_dashboard(stem: &str, dashboard: &Value, known: &BTreeMap<String, Known>
             }
             for selector in &scanned.selectors {
                 // Raw families are filtered by the cluster and instance variables; recorded
-                // series (level:metric:operation) by the labels their level keeps.
+                // series (level:metric:operation) by the labels their level keeps. The probe
+                // agent's series: `cluster` is the probed group's (where the family has it),
+                // `instance` the agent, filtered by the `agent` variable where the dashboard
+                // has one.
                 let level = selector.name.split(':').next().unwrap_or_default();
-                let wanted: &[&str] =
-                    if !selector.name.contains(':') || level.starts_with("instance") {
-                        &["cluster", "instance"]
-                    } else {
-                        &["cluster"]
-                    };
-                for label in wanted {
+                let wanted: Vec<(&str, &str)> = if job_of(selector) == Some(AGENT_JOB) {
+                    let has_cluster = agent_catalogue()
+                        .get(&selector.name)
+                        .is_some_and(|k| k.labels.contains("cluster"));
+                    let mut w = Vec::new();
+                    if has_cluster {
+                        w.push(("cluster", "cluster"));
+                    }
+                    if variables.contains_key("agent") {
+                        w.push(("instance", "agent"));
+                    }
+                    w
+                } else if !selector.name.contains(':') || level.starts_with("instance") {
+                    vec![("cluster", "cluster"), ("instance", "instance")]
+                } else {
+                    vec![("cluster", "cluster")]
+                };
+                for (label, variable) in wanted {
                     if !selector
                         .matchers
                         .iter()
-                        .any(|m| m.label == *label && m.value.contains(&format!("${label}")))
+                        .any(|m| m.label == label && m.value.contains(&format!("${variable}")))
                     {
                         problems.push(format!(
-                            "{place}: `{}` is not filtered by {label}=~\"${label}\"",
+                            "{place}: `{}` is not filtered by {label}=~\"${variable}\"",
                             selector.name
                         ));
                     }
@@ -1127,6 +1272,81 @@ fn a_broken_panel_fails_the_lint() {
             "replacing `{from}` by `{to}`: no problem with `{expected}` in {problems:#?}"
         );
     }
+}
+
+/// The probe agent's panels are checked against the agent's own families: a renamed family or
+/// label, a selector that does not say which job, a missing `$agent` filter all fail.
+#[test]
+fn a_broken_agent_panel_fails_the_lint() {
+    let (_, known) = rules_of_the_pack();
+    let (stem, dashboard) = dashboards()
+        .into_iter()
+        .find(|(stem, _)| stem == "probes")
+        .expect("the probes dashboard");
+    let text = dashboard.to_string();
+    for (from, to, expected) in [
+        (
+            "meshkit_probe_config_last_reload_successful{job=\\\"meshkit-probe\\\"",
+            "meshkit_probe_config_last_reload_ok{job=\\\"meshkit-probe\\\"",
+            "`meshkit_probe_config_last_reload_ok` is not in the metric catalogue",
+        ),
+        (
+            "sum by (cluster, target) (mesh_probe_state{job=\\\"meshkit-probe\\\"",
+            "sum by (cluster, target) (mesh_probe_state{job=\\\"meshkit\\\"",
+            "groups on `target`, which none of its metrics has",
+        ),
+        (
+            "(probe_success{job=\\\"meshkit-probe\\\", cluster=~\\\"$cluster\\\"",
+            "(probe_success{job=\\\"meshkit-probe\\\", region=~\\\"$cluster\\\"",
+            "`probe_success` has no label `region`",
+        ),
+        (
+            "sum by (kind, result) (rate(mesh_probe_results_total{job=\\\"meshkit-probe\\\", ",
+            "sum by (kind, result) (rate(mesh_probe_results_total{",
+            "exported by meshkitd and by meshkit-probe",
+        ),
+        (
+            "up{job=\\\"meshkit-probe\\\", instance=~\\\"$agent\\\"}",
+            "up{job=\\\"meshkit-probe\\\"}",
+            "not filtered by instance=~\"$agent\"",
+        ),
+    ] {
+        assert!(
+            text.contains(from),
+            "`{from}` is no longer in the probes dashboard"
+        );
+        let broken: Value = serde_json::from_str(&text.replacen(from, to, 1)).expect("JSON");
+        let problems = lint_dashboard(&stem, &broken, &known);
+        assert!(
+            problems.iter().any(|p| p.contains(expected)),
+            "replacing `{from}` by `{to}`: no problem with `{expected}` in {problems:#?}"
+        );
+    }
+}
+
+/// The agent's catalogue is what its code renders: the blackbox names, its own families with
+/// the `agent` label, and the per-probe labels.
+#[test]
+fn the_agent_catalogue_comes_from_the_agents_metrics() {
+    let agent = agent_catalogue();
+    for (name, label) in [
+        ("probe_success", "target"),
+        ("probe_http_version", "kind"),
+        ("mesh_probe_results_total", "result"),
+        ("mesh_probe_duration_seconds_bucket", "le"),
+        ("mesh_probe_state", "namespace"),
+        ("meshkit_probe_config_last_reload_successful", "agent"),
+        ("meshkit_probe_config_last_reload_success_timestamp_seconds", "agent"),
+    ] {
+        let known = agent
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing from {:?}", agent.keys()));
+        assert!(known.labels.contains(label), "{name}: {:?}", known.labels);
+    }
+    assert!(agent["mesh_probe_results_total"].counter_like);
+    assert!(!agent["probe_success"].counter_like);
+    // The agent's own families carry no `cluster` (its scrape job adds none).
+    assert!(!agent["meshkit_probe_probes"].labels.contains("cluster"));
 }
 
 #[test]

@@ -141,7 +141,7 @@ fn alertmanager_config_passes_amtool_check_config() {
     let amtool = tool("amtool", "prometheus-alertmanager");
     let (passed, printed) = run(&pack(), amtool, &["check-config", "alertmanager.yml"]);
     assert!(passed, "amtool check-config:\n{printed}");
-    assert!(printed.contains("3 inhibit rules"), "{printed}");
+    assert!(printed.contains("4 inhibit rules"), "{printed}");
 }
 
 /// Labels of an alert and the receivers Alertmanager must send it to, in order.
@@ -175,6 +175,46 @@ const ROUTES: &[(&[&str], &str)] = &[
             "alertname=MeshKitSuspicionStorm",
             "severity=warning",
             "cluster=dev-7",
+        ],
+        "staging",
+    ),
+    // The probe agent's alerts, with the labels it pushes (no `instance`): failing pages,
+    // slow goes to the chat, the agent's own troubles (no `cluster`) to the chat.
+    (
+        &[
+            "alertname=MeshKitProbeFailing",
+            "severity=critical",
+            "cluster=prod-eu",
+            "namespace=default",
+            "group=core",
+            "kind=api",
+            "target=10.0.0.1:8101",
+        ],
+        "pager,team-chat",
+    ),
+    (
+        &[
+            "alertname=MeshKitProbeSlow",
+            "severity=warning",
+            "cluster=prod-eu",
+            "target=10.0.0.1:8101",
+        ],
+        "team-chat",
+    ),
+    (
+        &[
+            "alertname=MeshKitProbeAgentDown",
+            "severity=warning",
+            "instance=probe-a:9465",
+        ],
+        "team-chat",
+    ),
+    (
+        &[
+            "alertname=MeshKitProbeFailing",
+            "severity=critical",
+            "cluster=staging-1",
+            "target=10.0.0.1:8101",
         ],
         "staging",
     ),
@@ -361,6 +401,61 @@ fn alertmanager_inhibits_as_configured() {
                 "severity=critical",
                 "cluster=prod-eu",
                 "instance=node-1",
+                "target=node-1",
+            ],
+            false,
+        ),
+        // ... and the probe agent's alerts against that node (labels as the agent pushes them:
+        // `target`, no `instance`), not those against another node or of another cluster.
+        (
+            &[
+                "alertname=MeshKitProbeFailing",
+                "severity=critical",
+                "cluster=prod-eu",
+                "namespace=default",
+                "group=core",
+                "probe=core/api-peers@node-1",
+                "kind=api",
+                "target=node-1",
+            ],
+            true,
+        ),
+        (
+            &[
+                "alertname=MeshKitProbeSlow",
+                "severity=warning",
+                "cluster=prod-eu",
+                "namespace=default",
+                "group=core",
+                "probe=core/transport-h3@node-1",
+                "kind=transport",
+                "target=node-1",
+            ],
+            true,
+        ),
+        (
+            &[
+                "alertname=MeshKitProbeFailing",
+                "severity=critical",
+                "cluster=prod-eu",
+                "namespace=default",
+                "group=core",
+                "probe=core/api-peers@node-2",
+                "kind=api",
+                "target=node-2",
+            ],
+            false,
+        ),
+        (
+            &[
+                "alertname=MeshKitProbeFailing",
+                "severity=critical",
+                "cluster=prod-us",
+                "namespace=default",
+                "group=core",
+                "probe=core/api-peers@node-1",
+                "kind=api",
+                "target=node-1",
             ],
             false,
         ),
