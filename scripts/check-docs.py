@@ -186,6 +186,12 @@ BLOCKS: list[Entry] = [
         "not-run",
         reason="needs Docker and the images; tests/tests/compose_env.rs (run by scripts/test.sh after the image) runs up and down",
     ),
+    Entry(
+        "docs/chaos-environment.md",
+        r"cargo run -p meshkit-chaos",
+        "not-run",
+        reason="needs Docker, the images and a minute or more a run; backends/chaos/tests/compose_run.rs (run by scripts/test.sh after the image) runs crash-one through the runner, and its unit tests the mapping",
+    ),
     # The walkthrough: everything else in docs/hosting.md (HOSTING_GLUE adds the steps between).
     Entry("docs/hosting.md", r".", "hosting"),
 ]

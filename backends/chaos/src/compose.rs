@@ -153,6 +153,8 @@ enum Event {
 struct Partition {
     id: String,
     nodes: Vec<u64>,
+    /// Its deadline, seconds since the start: when every target reverts it by itself.
+    ends: f64,
 }
 
 struct Run<'a> {
@@ -332,7 +334,7 @@ impl Run<'_> {
                     self.fail(i, format!("no node matched {nodes:?} among {candidates:?}"));
                 }
                 if let Some(after) = restart_after {
-                    self.faults[i].until = Some(secs(at + *after));
+                    self.faults[i].until = Some(secs(Duration::from_secs_f64(t) + *after));
                     self.schedule(self.now() + *after, Event::Start(ids));
                 }
             }
@@ -354,7 +356,7 @@ impl Run<'_> {
                 if ids.is_empty() {
                     self.fail(i, format!("no node matched {nodes:?} among {candidates:?}"));
                 }
-                self.faults[i].until = Some(secs(at + *duration));
+                self.faults[i].until = Some(secs(Duration::from_secs_f64(t) + *duration));
                 self.schedule(self.now() + *duration, Event::Unpause(ids));
             }
             Action::Chaos { plan } => {
@@ -378,18 +380,26 @@ impl Run<'_> {
                         let r = &mut self.faults[i];
                         r.nodes.clone_from(&radius);
                         r.experiment = Some(started.id.clone());
-                        r.until = Some(secs(at + plan.duration()));
+                        r.until = Some(secs(Duration::from_secs_f64(t) + plan.duration()));
                         if !not_ok.is_empty() {
                             self.fail(i, format!("targets refused: {}", not_ok.join("; ")));
                         }
                         if matches!(plan.kind(), FaultKind::Partition { .. }) {
+                            // The targets revert at the deadline the node answered, on their
+                            // own clocks: the heal is timed from it, not from when this loop
+                            // gets to it.
+                            let now_unix_ms = unix_s(SystemTime::now()) * 1000.0;
+                            let left_s =
+                                ((started.deadline_unix_ms as f64 - now_unix_ms) / 1000.0).max(0.0);
+                            let ends = secs(self.now()) + left_s;
                             self.observer.partitioned_at(&radius, t);
                             self.partitions.push(Partition {
                                 id: started.id.clone(),
                                 nodes: radius,
+                                ends,
                             });
                             self.schedule(
-                                self.now() + plan.duration(),
+                                Duration::from_secs_f64(ends),
                                 Event::PartitionEnd(started.id),
                             );
                         }
@@ -465,9 +475,9 @@ impl Run<'_> {
                     return Ok(());
                 };
                 let p = self.partitions.remove(pos);
-                let t = secs(self.now());
-                self.record(None, "partition-deadline", p.nodes.clone());
-                self.observer.healed_at(&p.nodes, t);
+                let i = self.record(None, "partition-deadline", p.nodes.clone());
+                self.faults[i].t = p.ends;
+                self.observer.healed_at(&p.nodes, p.ends);
             }
             Event::Snapshot(label) => return self.snapshot(&label).await,
         }

@@ -143,7 +143,10 @@ fn faults_without_a_real_counterpart_are_refused_by_name() {
     for (fault, name) in [
         ("action = \"skew\"\nnodes = \"1\"\nrate = 2.0\n", "skew"),
         ("action = \"leave\"\nnodes = \"1\"\n", "leave"),
-        ("action = \"byzantine\"\nattacks = [\"garbage\"]\n", "byzantine"),
+        (
+            "action = \"byzantine\"\nattacks = [\"garbage\"]\n",
+            "byzantine",
+        ),
         (
             "action = \"metadata\"\nnodes = \"1\"\nkey = \"k\"\nvalue_bytes = 8\n",
             "metadata",
