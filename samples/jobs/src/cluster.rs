@@ -8,6 +8,8 @@
 //! shards = 4               # queues: one per shard of the namespace `jobs`
 //! replicas = 1             # replicas holding a job before its enqueue is acknowledged
 //! lease_timeout = "3s"     # a worker's lease on a job without heartbeat
+//! shard_ttl = "3s"         # a shard's lease: a dead owner's queue moves after it
+//! recovery_wait = "2s"     # a new owner's wait for its replicas' copies
 //! workers = 2              # worker tasks per node
 //!
 //! [[nodes]]                # every node: the first three are the Raft voters
@@ -39,6 +41,8 @@ struct RawCluster {
     shards: u32,
     replicas: Option<u32>,
     lease_timeout: Option<HumanDuration>,
+    shard_ttl: Option<HumanDuration>,
+    recovery_wait: Option<HumanDuration>,
     workers: Option<u32>,
     nodes: Vec<RawMember>,
 }
@@ -75,6 +79,10 @@ pub(crate) struct Cluster {
     pub(crate) replicas: u32,
     /// A worker's lease without heartbeat.
     pub(crate) lease_timeout: Duration,
+    /// A shard lease's TTL: how long a dead owner's queue waits for its next owner.
+    pub(crate) shard_ttl: Duration,
+    /// A new owner's wait for its replicas' offers.
+    pub(crate) recovery_wait: Duration,
     /// Worker tasks per node.
     pub(crate) workers: u32,
     /// The nodes, in file order.
@@ -214,6 +222,8 @@ impl Cluster {
             shards: raw.shards,
             replicas,
             lease_timeout: raw.lease_timeout.map_or(Duration::from_secs(3), |d| d.0),
+            shard_ttl: raw.shard_ttl.map_or(Duration::from_secs(3), |d| d.0),
+            recovery_wait: raw.recovery_wait.map_or(Duration::from_secs(2), |d| d.0),
             workers,
             members,
         })
@@ -248,7 +258,7 @@ impl Cluster {
 
     /// The MeshKit configuration of node `id`, made with the builder: what `node.toml` would
     /// say, in code. The first three nodes are the Raft voters; every node seeds from the
-    /// others; shard leases of 2 s, so a dead owner's queues move within a few seconds.
+    /// others; MeshKit validates the durations (a refused one names its key).
     pub(crate) fn node_config(&self, id: u64, path: &Path) -> Result<NodeConfig, ClusterError> {
         let me = self.member(id, path)?;
         let certs = &self.certs;
@@ -264,7 +274,7 @@ impl Cluster {
             .data_dir(dir.join("raft"))
             .shards(meshkit::shard::RawShardConfig {
                 namespaces: BTreeMap::from([(NAMESPACE.to_owned(), self.shards)]),
-                ttl: Some(HumanDuration(Duration::from_secs(2))),
+                ttl: Some(HumanDuration(self.shard_ttl)),
                 tolerance_percent: None,
                 max_moves_in_flight: None,
             })
@@ -273,6 +283,7 @@ impl Cluster {
                 queue: meshkit::queue::RawQueueConfig {
                     replicas: Some(self.replicas),
                     lease_timeout: Some(HumanDuration(self.lease_timeout)),
+                    recovery_wait: Some(HumanDuration(self.recovery_wait)),
                     ..meshkit::queue::RawQueueConfig::default()
                 },
             })
@@ -306,6 +317,8 @@ impl Cluster {
              shards = 4               # one queue per shard of the namespace `jobs`\n\
              replicas = 1             # replicas holding a job before its enqueue is acknowledged\n\
              lease_timeout = \"3s\"     # a worker's lease on a job without heartbeat\n\
+             shard_ttl = \"3s\"         # a shard's lease: a dead owner's queue moves after it\n\
+             recovery_wait = \"2s\"     # a new owner's wait for its replicas' copies\n\
              workers = 2              # worker tasks per node\n",
         );
         for i in 1..=nodes {
@@ -356,6 +369,11 @@ mod tests {
         assert!(err.to_string().contains("key `nodes[2].id` = 1"), "{err}");
         let err = parse(&text.replace("replicas = 1", "replicas = 3")).unwrap_err();
         assert!(err.to_string().contains("key `replicas` = 3"), "{err}");
+        // MeshKit's own validation, through the builder, names its key.
+        let cluster = parse(&text.replace("shard_ttl = \"3s\"", "shard_ttl = \"1ms\""))
+            .expect("the file itself is fine");
+        let err = cluster.node_config(1, Path::new("jobs.toml")).unwrap_err();
+        assert!(err.to_string().contains("shards.ttl"), "{err}");
         let err = parse(&format!("colour = 1\n{text}")).unwrap_err();
         assert!(err.to_string().contains("unknown field `colour`"), "{err}");
     }
