@@ -23,7 +23,8 @@ fi
 # prometheus-alertmanager package (Alertmanager and amtool, for dashboards/alertmanager.yml) and
 # python3 (dashboards/tools/dashboards.py, the synthetic check the end-to-end run uses). The
 # sample service's walkthrough (samples/jobs/tests/walkthrough.rs) runs its README as written,
-# curl lines included, with three real processes and a kill -9 (30-90 s): it is here too.
+# curl lines included, with three real processes and a kill -9 (20 s on a quiet machine, minutes
+# on a loaded one): it is here too.
 TOOL_TESTS='binary(walkthrough) | binary(promtool) | binary(observability_tools) | binary(observability_e2e) | binary(alert_alertmanager) | binary(probe_agent) | test(=five_daemons_are_scraped_by_prometheus) | test(=client_falls_back_to_h2_when_nftables_drops_udp)'
 if [[ "${MESHKIT_SKIP_TOOL_TESTS:-0}" != 1 ]]; then
   if [[ "$(id -u)" -ne 0 ]]; then
