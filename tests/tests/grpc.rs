@@ -1145,6 +1145,53 @@ async fn idle_watch_streams_carry_heartbeats_and_resume_from_them() {
     }
 }
 
+/// The figure of docs/probes.md: the heartbeat interval observed on an idle `WatchShards`
+/// over the real TLS port, against `SSE_HEARTBEAT`, over `MESHKIT_HEARTBEATS` heartbeats
+/// (default 6: about 30 s, so ignored by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (about 30 s): run with --run-ignored only"]
+async fn figure_grpc_heartbeat_cadence() {
+    use meshkit_node::control::leadership::SSE_HEARTBEAT;
+
+    let count: u32 = std::env::var("MESHKIT_HEARTBEATS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(6);
+    let dir = TempDir::new("grpc-heartbeat-figure");
+    let nodes = start_cluster_with(dir.path(), 1, IDLE_FEED).await;
+    let addr = nodes[0].control_addr().expect("a control port");
+    let mut observer = ControlClient::new(tls_channel(&dir, addr).await);
+    let mut shards = observer
+        .watch_shards(WatchLeadershipRequest::default())
+        .await
+        .expect("WatchShards")
+        .into_inner();
+    let (_, _, mut previous) = until_heartbeat(&mut shards).await;
+    let mut gaps = Vec::new();
+    for _ in 0..count {
+        let (entries, _, at) = until_heartbeat(&mut shards).await;
+        assert!(entries.is_empty(), "an idle feed: {entries:?}");
+        gaps.push((at - previous).as_secs_f64() * 1000.0);
+        previous = at;
+    }
+    let mean = gaps.iter().sum::<f64>() / f64::from(count);
+    let min = gaps.iter().copied().fold(f64::MAX, f64::min);
+    let max = gaps.iter().copied().fold(0.0, f64::max);
+    println!(
+        "figure: gRPC heartbeat interval over {count} heartbeats: mean {mean:.1} ms, min \
+         {min:.1} ms, max {max:.1} ms (configured {} ms)",
+        SSE_HEARTBEAT.as_millis()
+    );
+    let configured = SSE_HEARTBEAT.as_secs_f64() * 1000.0;
+    assert!(
+        min >= configured - 1.0 && max < configured + 500.0,
+        "{gaps:?}"
+    );
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
 /// Three voters taking six shards (`[shards]`): the coordinator acts on the Raft leader only.
 const SHARDS: &str = "[leadership]\nvoters = [1, 2, 3]\nttl = \"3s\"\n\n\
     [leadership.raft]\ntick_interval = \"50ms\"\n\n\

@@ -1,6 +1,7 @@
 //! Watch and transport probes against real nodes (in-process, real QUIC/TLS): a leadership
-//! and a shard feed stay healthy across deliberate resumes and turn Failing when the stream
-//! stalls with its connection open; HTTP/3 and the forced HTTP/2 pass with their protocol
+//! and a shard feed, over SSE and gRPC, stay healthy across deliberate resumes and turn
+//! Failing when the stream stalls with its connection open; idle feeds pass on the node's
+//! heartbeats alone; HTTP/3 and the forced HTTP/2 pass with their protocol
 //! recorded, and an address without HTTP/3 fails `transport-h3` only.
 
 mod agent_support;
@@ -33,10 +34,11 @@ const SHARDS: &str = "[leadership]\nvoters = [1, 2, 3]\nttl = \"3s\"\n\n\
     [leadership.raft]\ntick_interval = \"50ms\"\n\n\
     [shards]\nnamespaces = { orders = 6 }\nttl = \"3s\"\n";
 
-/// Both feeds of node 1 (through a relay) stay healthy across a deliberate resume
-/// with no failed run (a resume that lost or repeated an event would fail one); pausing what
-/// the node sends makes them Failing, the one that never reconnects on purpose included (its
-/// heartbeat check alone sees the stall); letting it through makes them healthy again.
+/// Both feeds of node 1 (through a relay), over SSE and over gRPC, stay healthy across a
+/// deliberate resume with no failed run (a resume that lost or repeated an event would fail
+/// one); pausing what the node sends makes them Failing, the ones that never reconnect on
+/// purpose included (their heartbeat checks alone see the stall: the SSE keep-alive comment,
+/// the gRPC `Heartbeat`); letting it through makes them healthy again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_streams_survive_resumes_and_fail_when_stalled() {
     let dir = TempDir::new("probe-agent-watch");
@@ -48,11 +50,11 @@ async fn watch_streams_survive_resumes_and_fail_when_stalled() {
         "[[group]]\nname = \"feeds\"\ncluster = \"test\"\ntargets = [\"{target}\"]\n\
          probes = [\"watch\"]\ninterval = \"500ms\"\ntimeout = \"500ms\"\nfailure_threshold = 2\n\
          success_threshold = 1\n[group.watch]\nstreams = [\"leadership\", \"shards\"]\n\
-         heartbeat = \"5s\"\ntolerance = \"2s\"\nresume_every = \"7s\"\n\n\
+         heartbeat = \"5s\"\ntolerance = \"2s\"\nresume_every = \"7s\"\ngrpc = true\n\n\
          [[group]]\nname = \"stall\"\ncluster = \"test\"\ntargets = [\"{target}\"]\n\
          probes = [\"watch\"]\ninterval = \"500ms\"\ntimeout = \"500ms\"\nfailure_threshold = 2\n\
          success_threshold = 1\n[group.watch]\nstreams = [\"leadership\"]\n\
-         heartbeat = \"5s\"\ntolerance = \"2s\"\nresume_every = \"1h\"\n"
+         heartbeat = \"5s\"\ntolerance = \"2s\"\nresume_every = \"1h\"\ngrpc = true\n"
     );
     let path = write_probes_toml(dir.path(), &token_file, "", &rest);
     let agent = agent::start(&path).await.expect("the agent starts");
@@ -60,9 +62,14 @@ async fn watch_streams_survive_resumes_and_fail_when_stalled() {
     let names = [
         probe(&format!("feeds/watch-leadership-sse@{target}")),
         probe(&format!("feeds/watch-shards-sse@{target}")),
+        probe(&format!("feeds/watch-leadership-grpc@{target}")),
+        probe(&format!("feeds/watch-shards-grpc@{target}")),
     ];
-    // Never reconnects on purpose: only its heartbeat check can see the stall.
-    let stall = probe(&format!("stall/watch-leadership-sse@{target}"));
+    // Never reconnect on purpose: only their heartbeat checks can see the stall.
+    let stalls = [
+        probe(&format!("stall/watch-leadership-sse@{target}")),
+        probe(&format!("stall/watch-leadership-grpc@{target}")),
+    ];
     let healthy = |text: &str| {
         names
             .iter()
@@ -94,7 +101,7 @@ async fn watch_streams_survive_resumes_and_fail_when_stalled() {
         assert_eq!(
             series(&text, "probe_http_version", &[n]),
             Some(2.0),
-            "SSE rides HTTP/2"
+            "SSE and gRPC ride HTTP/2"
         );
     }
 
@@ -103,7 +110,7 @@ async fn watch_streams_survive_resumes_and_fail_when_stalled() {
     let (ok, text) = metrics_until(addr, LIMIT, |text| {
         names
             .iter()
-            .chain([&stall])
+            .chain(&stalls)
             .all(|n| series(text, "mesh_probe_state", &[n, "state=\"failing\""]) == Some(1.0))
     })
     .await;
@@ -111,6 +118,73 @@ async fn watch_streams_survive_resumes_and_fail_when_stalled() {
     relay.pause(false);
     let (ok, text) = metrics_until(addr, LIMIT, healthy).await;
     assert!(ok, "the feeds not healthy again within {LIMIT:?}:\n{text}");
+    agent.stop().await;
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// One voter, no campaign and no shards: once elected, both feeds are idle.
+const IDLE: &str = "[leadership]\nvoters = [1]\nttl = \"3s\"\n\n\
+    [leadership.raft]\ntick_interval = \"50ms\"\n";
+
+/// An idle feed sends nothing but the node's keep-alives: over gRPC (the `Heartbeat` message)
+/// and SSE (the comment), every run passes on them alone across more than one heartbeat and a
+/// deliberate resume. Without the node's heartbeats each watch would fail once it had been
+/// quiet for `heartbeat + tolerance` (7 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_feeds_pass_on_heartbeats_alone() {
+    let dir = TempDir::new("probe-agent-idle");
+    let nodes = start_cluster_with(dir.path(), 1, IDLE).await;
+    let target = nodes[0]
+        .control_addr()
+        .expect("a control listener")
+        .to_string();
+    let token_file = observer_token_file(dir.path());
+    let rest = format!(
+        "[[group]]\nname = \"idle\"\ncluster = \"test\"\ntargets = [\"{target}\"]\n\
+         probes = [\"watch\"]\ninterval = \"500ms\"\ntimeout = \"500ms\"\nfailure_threshold = 1\n\
+         success_threshold = 1\n[group.watch]\nstreams = [\"leadership\", \"shards\"]\n\
+         heartbeat = \"5s\"\ntolerance = \"2s\"\nresume_every = \"8s\"\ngrpc = true\n"
+    );
+    let path = write_probes_toml(dir.path(), &token_file, "", &rest);
+    let agent = agent::start(&path).await.expect("the agent starts");
+    let addr = agent.listen_addr();
+    let names = [
+        "leadership-grpc",
+        "shards-grpc",
+        "leadership-sse",
+        "shards-sse",
+    ]
+    .map(|d| probe(&format!("idle/watch-{d}@{target}")));
+    let (ok, text) = metrics_until(addr, LIMIT, |text| {
+        names
+            .iter()
+            .all(|n| series(text, "mesh_probe_state", &[n, "state=\"healthy\""]) == Some(1.0))
+    })
+    .await;
+    assert!(ok, "the idle feeds not healthy within {LIMIT:?}:\n{text}");
+    // Past two heartbeats and a deliberate resume, nothing sent but keep-alives.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let (_, text) = metrics_until(addr, LIMIT, |_| true).await;
+    for n in &names {
+        let passes = series(&text, "mesh_probe_results_total", &[n, "result=\"pass\""]);
+        assert!(passes.is_some_and(|p| p >= 15.0), "{n}: {passes:?}\n{text}");
+        let fails = series(&text, "mesh_probe_results_total", &[n, "result=\"fail\""])
+            .unwrap_or(0.0)
+            + series(
+                &text,
+                "mesh_probe_results_total",
+                &[n, "result=\"timeout\""],
+            )
+            .unwrap_or(0.0);
+        assert_eq!(
+            fails,
+            0.0,
+            "{n} failed on an idle feed: {:?}",
+            failures(dir.path())
+        );
+    }
     agent.stop().await;
     for node in nodes {
         node.stop().await;

@@ -633,14 +633,6 @@ impl RawGroup {
         }
         let sse = watch.sse.unwrap_or(true);
         let grpc = watch.grpc.unwrap_or(false);
-        if grpc {
-            // The agent's client has no gRPC transport yet: refuse rather than run a probe
-            // that can only fail.
-            return Err(ConfigError::new(
-                key("watch.grpc"),
-                "true: this build watches over SSE only; set grpc = false",
-            ));
-        }
         if probes.contains(&ProbeType::Watch) && !sse && !grpc {
             return Err(ConfigError::new(
                 key("watch.sse"),

@@ -43,9 +43,11 @@
 //! rollout = false                 # versions: true allows more than one version
 //! [group.watch]
 //! streams = ["leadership", "shards"]
-//! heartbeat = "5s"                # the node's keep-alive cadence (its SSE_HEARTBEAT)
+//! heartbeat = "5s"                # the node's keep-alive cadence (SSE_HEARTBEAT, both carriers)
 //! tolerance = "2s"                # how late a heartbeat may be
 //! resume_every = "30s"            # a deliberate reconnect with Last-Event-ID this often
+//! sse = true                      # over server-sent events (a probe per stream)
+//! grpc = false                    # also over gRPC (WatchLeadership, WatchShards): a probe of its own
 //! [group.transport]
 //! path = "/meshkit/peers"         # the request sent over HTTP/3, then HTTP/2
 //! counters = true                 # compare with the node's mesh_transport_* counters
@@ -532,6 +534,28 @@ min_alive = 2
         assert_eq!(g.api.min_alive, 2);
         // 2 targets x (2 api endpoints + 1 authz).
         assert_eq!(config.probe_count(), 6);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// `watch.grpc = true` adds a probe per stream beside the SSE ones, or replaces them with
+    /// `sse = false`; turning both off is refused naming `watch.sse`.
+    #[test]
+    fn watch_over_grpc_adds_or_replaces_the_sse_probes() {
+        let dir = scratch("grpc");
+        let with = |watch: &str| {
+            let text = GOOD.replace("probes = [\"api\", \"authz\"]", "probes = [\"watch\"]")
+                + "[group.watch]\nstreams = [\"leadership\", \"shards\"]\n"
+                + watch;
+            Config::parse(&text, &dir.join("probes.toml"), &dir)
+        };
+        let both = with("grpc = true\n").unwrap();
+        assert!(both.groups[0].watch.sse && both.groups[0].watch.grpc);
+        // 2 targets x 2 streams x 2 carriers.
+        assert_eq!(both.probe_count(), 8);
+        let only = with("grpc = true\nsse = false\n").unwrap();
+        assert_eq!(only.probe_count(), 4);
+        let none = with("grpc = false\nsse = false\n").unwrap_err();
+        assert!(none.to_string().contains("group[0].watch.sse"), "{none}");
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -18,11 +18,23 @@
 //!
 //! Over SSE the resume point is sent as `?after=<seq>` (the node treats it as `Last-Event-ID`);
 //! over gRPC as `WatchLeadershipRequest { after_seq, node }`.
+//!
+//! Over gRPC (`WatchLeadership`, `WatchShards` on the observer client's
+//! [`grpc_channel`](meshkit_client::Client::grpc_channel), HTTP/2 over TLS) the keep-alive is
+//! the node's `Heartbeat` message (seq 0, not a feed entry), which also names the last entry
+//! the stream covered: on the leadership feed a heartbeat covering more than the agent saw
+//! means events were lost, one covering less that the node and the agent disagree. The node's
+//! `OUT_OF_RANGE` (the resume point is no longer held) and `RESOURCE_EXHAUSTED` (the agent fell
+//! behind and events were dropped) play the part of the SSE `reset`: each is a problem, and the
+//! first starts the next connection afresh.
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+use meshkit_api::alpn::HttpProtocol;
+use meshkit_api::grpc::proto::{LeadershipChange, LeadershipEvent, WatchLeadershipRequest};
 use meshkit_api::json::FeedEntry;
+use meshkit_client::grpc::ControlClient;
 use meshkit_runtime::probe_host::{AsyncProbe, CheckFuture};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -376,43 +388,327 @@ impl StreamTask {
         connected_at: Instant,
     ) {
         let mut seen = self.shared.seen();
-        if let Some((last_node, last_seq)) = seen.last_id
-            && last_node == node
-        {
-            if seq <= last_seq {
-                seen.problem(format!(
-                    "event {node}:{seq} repeated or out of order (the last was {node}:{last_seq})"
-                ));
-                return;
-            }
-            if self.stream == WatchStream::Leadership && seq != last_seq + 1 {
-                seen.problem(format!(
-                    "events {node}:{}..={node}:{} were lost",
-                    last_seq + 1,
-                    seq - 1
-                ));
-            }
-        }
-        seen.last_id = Some((node, seq));
-        if now.saturating_duration_since(connected_at) >= BACKLOG_GRACE
-            && let Some(at) = unix_ms
-        {
-            let age_ms = now_unix_ms().saturating_sub(i64::try_from(at).unwrap_or(i64::MAX));
-            let tolerance_ms =
-                i64::try_from(self.options.tolerance.as_millis()).unwrap_or(i64::MAX);
-            if age_ms > tolerance_ms {
-                seen.problem(format!(
-                    "event {node}:{seq} arrived {:.1} s after the node recorded it (tolerance \
-                     {:?})",
-                    age_ms as f64 / 1000.0,
-                    self.options.tolerance
-                ));
+        on_event(
+            &mut seen,
+            self.stream,
+            self.options.tolerance,
+            Arrival {
+                node,
+                seq,
+                unix_ms,
+                now,
+                connected_at,
+            },
+        );
+    }
+
+    /// One gRPC stream, from the last event seen, until it ends or a reconnect is asked.
+    async fn grpc_once(&self) -> Ended {
+        let last = self.shared.seen().last_id;
+        let method = match self.stream {
+            WatchStream::Leadership => "WatchLeadership",
+            WatchStream::Shards => "WatchShards",
+        };
+        // Opening is bounded like a heartbeat's wait: the node answers the call at once.
+        let bound = self.options.heartbeat + self.options.tolerance;
+        let opened = tokio::time::timeout(bound, async {
+            let channel = self
+                .clients
+                .observer
+                .grpc_channel(&self.target)
+                .await
+                .map_err(|e| format!("gRPC connect: {e}"))?;
+            let mut client = ControlClient::new(channel);
+            let request = WatchLeadershipRequest {
+                after_seq: last.map_or(0, |(_, seq)| seq),
+                node: last.map_or(0, |(node, _)| node),
+            };
+            let answer = match self.stream {
+                WatchStream::Leadership => client.watch_leadership(request).await,
+                WatchStream::Shards => client.watch_shards(request).await,
+            };
+            answer.map_err(|status| self.status(method, &status))
+        })
+        .await;
+        let mut events = match opened {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(why)) => return Ended::Down(why),
+            Err(_) => return Ended::Down(format!("{method}: no answer within {bound:?}")),
+        };
+        // gRPC rides HTTP/2 (the channel refuses anything else).
+        self.note.set_protocol(HttpProtocol::H2);
+        let connected_at = self.connected();
+        loop {
+            let message = tokio::select! {
+                message = events.message() => message,
+                () = self.shared.reconnect.notified() => return Ended::OnPurpose,
+            };
+            match message {
+                Ok(Some(event)) => self.grpc_event(&event, connected_at),
+                Ok(None) => return Ended::Down(format!("the node ended {method}")),
+                Err(status) => return Ended::Down(self.status(method, &status)),
             }
         }
     }
 
-    /// One gRPC stream: not carried by this build's client (see the module docs).
-    async fn grpc_once(&self) -> Ended {
-        Ended::Down("gRPC watching is not available".to_owned())
+    /// Why a gRPC call or stream failed; the node's own ways of saying events were dropped
+    /// are recorded as problems (see the module docs).
+    fn status(&self, method: &str, status: &tonic::Status) -> String {
+        let why = format!("{method}: {:?}: {}", status.code(), status.message());
+        match status.code() {
+            tonic::Code::OutOfRange => {
+                let mut seen = self.shared.seen();
+                seen.problem(format!("the node no longer holds the resume point: {why}"));
+                // Start afresh: this resume point will never work again.
+                seen.last_id = None;
+            }
+            tonic::Code::ResourceExhausted => {
+                self.shared
+                    .seen()
+                    .problem(format!("the node dropped events for this stream: {why}"));
+            }
+            _ => {}
+        }
+        why
+    }
+
+    /// One message of a gRPC stream: a heartbeat or a feed entry.
+    fn grpc_event(&self, event: &LeadershipEvent, connected_at: Instant) {
+        let now = Instant::now();
+        let mut seen = self.shared.seen();
+        seen.last_activity = Some(now);
+        match &event.change {
+            Some(LeadershipChange::Heartbeat(beat)) => {
+                on_heartbeat(&mut seen, self.stream, event.node, beat.last_seq);
+            }
+            // An entry of a kind this build does not know is an entry all the same.
+            _ if event.seq != 0 => {
+                drop(seen);
+                self.event(
+                    event.node,
+                    event.seq,
+                    Some(event.unix_ms),
+                    now,
+                    connected_at,
+                );
+            }
+            // Seq 0 without a known change: a newer node's keep-alive of another form.
+            _ => {}
+        }
+    }
+}
+
+/// One feed entry as it arrived.
+#[derive(Clone, Copy, Debug)]
+struct Arrival {
+    /// Its node and number.
+    node: u64,
+    seq: u64,
+    /// When the node recorded it (wall clock), if known.
+    unix_ms: Option<u64>,
+    /// When it arrived.
+    now: Instant,
+    /// When its connection was made.
+    connected_at: Instant,
+}
+
+/// Checks an entry of `stream` against what was seen: above the last one (not repeated), the
+/// next one on the leadership feed (nothing lost), fresh within `tolerance` once the backlog
+/// is through; it becomes the last one seen.
+fn on_event(seen: &mut Seen, stream: WatchStream, tolerance: Duration, at: Arrival) {
+    let Arrival {
+        node,
+        seq,
+        unix_ms,
+        now,
+        connected_at,
+    } = at;
+    if let Some((last_node, last_seq)) = seen.last_id
+        && last_node == node
+    {
+        if seq <= last_seq {
+            seen.problem(format!(
+                "event {node}:{seq} repeated or out of order (the last was {node}:{last_seq})"
+            ));
+            return;
+        }
+        if stream == WatchStream::Leadership && seq != last_seq + 1 {
+            seen.problem(format!(
+                "events {node}:{}..={node}:{} were lost",
+                last_seq + 1,
+                seq - 1
+            ));
+        }
+    }
+    seen.last_id = Some((node, seq));
+    if now.saturating_duration_since(connected_at) >= BACKLOG_GRACE
+        && let Some(at) = unix_ms
+    {
+        let age_ms = now_unix_ms().saturating_sub(i64::try_from(at).unwrap_or(i64::MAX));
+        let tolerance_ms = i64::try_from(tolerance.as_millis()).unwrap_or(i64::MAX);
+        if age_ms > tolerance_ms {
+            seen.problem(format!(
+                "event {node}:{seq} arrived {:.1} s after the node recorded it (tolerance \
+                 {tolerance:?})",
+                age_ms as f64 / 1000.0,
+            ));
+        }
+    }
+}
+
+/// Checks a gRPC heartbeat of `stream` from `node`, saying the stream covered the feed up to
+/// `last_seq`, against the last entry seen. On the leadership feed every entry is sent, so the
+/// two must agree: more means entries were lost on the way. The shard feed skips entries, so
+/// there it may only be ahead, and it becomes the resume point (nothing the stream sends lies
+/// between).
+fn on_heartbeat(seen: &mut Seen, stream: WatchStream, node: u64, last_seq: u64) {
+    match seen.last_id {
+        Some((last_node, seen_seq)) if last_node == node => {
+            if last_seq < seen_seq {
+                seen.problem(format!(
+                    "a heartbeat covers the feed up to {node}:{last_seq}, but {node}:{seen_seq} \
+                     was already received"
+                ));
+            } else if last_seq > seen_seq {
+                if stream == WatchStream::Leadership {
+                    seen.problem(format!(
+                        "events {node}:{}..={node}:{last_seq} were lost (a heartbeat covers \
+                         them)",
+                        seen_seq + 1
+                    ));
+                }
+                seen.last_id = Some((node, last_seq));
+            }
+        }
+        // Nothing seen yet from this node's feed (or another node answers after a
+        // restart elsewhere): the heartbeat's point is where a resume starts.
+        _ => seen.last_id = Some((node, last_seq)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arrival(node: u64, seq: u64) -> Arrival {
+        let now = Instant::now();
+        Arrival {
+            node,
+            seq,
+            unix_ms: None,
+            now,
+            connected_at: now,
+        }
+    }
+
+    fn events(stream: WatchStream, seqs: &[u64]) -> Seen {
+        let mut seen = Seen::default();
+        for &seq in seqs {
+            on_event(&mut seen, stream, Duration::from_secs(2), arrival(1, seq));
+        }
+        seen
+    }
+
+    #[test]
+    fn entries_in_order_pass_and_a_repeat_or_a_gap_is_a_problem() {
+        let seen = events(WatchStream::Leadership, &[3, 4, 5]);
+        assert!(seen.problems.is_empty(), "{:?}", seen.problems);
+        assert_eq!(seen.last_id, Some((1, 5)));
+
+        let seen = events(WatchStream::Leadership, &[3, 4, 4]);
+        assert_eq!(seen.problems.len(), 1, "{:?}", seen.problems);
+        assert!(seen.problems[0].contains("repeated"), "{:?}", seen.problems);
+
+        let seen = events(WatchStream::Leadership, &[3, 6]);
+        assert!(
+            seen.problems[0].contains("1:4..=1:5 were lost"),
+            "{:?}",
+            seen.problems
+        );
+        // The shard feed skips entries: only order counts there.
+        let seen = events(WatchStream::Shards, &[3, 6, 9]);
+        assert!(seen.problems.is_empty(), "{:?}", seen.problems);
+    }
+
+    #[test]
+    fn a_live_entry_recorded_long_before_it_arrived_is_stale() {
+        let mut seen = Seen::default();
+        let now = Instant::now();
+        let at = |ago_ms: i64| u64::try_from(now_unix_ms() - ago_ms).expect("after 1970");
+        let live = Arrival {
+            node: 1,
+            seq: 1,
+            unix_ms: Some(at(100)),
+            now,
+            connected_at: now.checked_sub(BACKLOG_GRACE * 2).unwrap_or(now),
+        };
+        on_event(
+            &mut seen,
+            WatchStream::Leadership,
+            Duration::from_secs(2),
+            live,
+        );
+        assert!(seen.problems.is_empty(), "{:?}", seen.problems);
+        let stale = Arrival {
+            seq: 2,
+            unix_ms: Some(at(5_000)),
+            ..live
+        };
+        on_event(
+            &mut seen,
+            WatchStream::Leadership,
+            Duration::from_secs(2),
+            stale,
+        );
+        assert!(
+            seen.problems[0].contains("after the node recorded it"),
+            "{:?}",
+            seen.problems
+        );
+    }
+
+    #[test]
+    fn a_heartbeat_covering_more_than_the_leadership_entries_seen_means_they_were_lost() {
+        // Agrees with what was seen: fine.
+        let mut seen = events(WatchStream::Leadership, &[3, 4]);
+        on_heartbeat(&mut seen, WatchStream::Leadership, 1, 4);
+        assert!(seen.problems.is_empty(), "{:?}", seen.problems);
+        // Covers 5 and 6, never received: lost; the resume point moves past them.
+        on_heartbeat(&mut seen, WatchStream::Leadership, 1, 6);
+        assert!(
+            seen.problems[0].contains("1:5..=1:6 were lost"),
+            "{:?}",
+            seen.problems
+        );
+        assert_eq!(seen.last_id, Some((1, 6)));
+        // Behind what was received: the node and the agent disagree.
+        let mut seen = events(WatchStream::Leadership, &[3, 4]);
+        on_heartbeat(&mut seen, WatchStream::Leadership, 1, 2);
+        assert!(
+            seen.problems[0].contains("already received"),
+            "{:?}",
+            seen.problems
+        );
+    }
+
+    #[test]
+    fn a_shard_heartbeat_may_cover_skipped_entries_and_becomes_the_resume_point() {
+        let mut seen = events(WatchStream::Shards, &[3]);
+        on_heartbeat(&mut seen, WatchStream::Shards, 1, 9);
+        assert!(seen.problems.is_empty(), "{:?}", seen.problems);
+        assert_eq!(seen.last_id, Some((1, 9)));
+        // An entry the heartbeat covered, sent again after it: a repeat.
+        on_event(
+            &mut seen,
+            WatchStream::Shards,
+            Duration::from_secs(2),
+            arrival(1, 8),
+        );
+        assert!(seen.problems[0].contains("repeated"), "{:?}", seen.problems);
+        // Before any entry: the heartbeat's point is where the next connection resumes.
+        let mut fresh = Seen::default();
+        on_heartbeat(&mut fresh, WatchStream::Leadership, 2, 0);
+        assert!(fresh.problems.is_empty());
+        assert_eq!(fresh.last_id, Some((2, 0)));
     }
 }
