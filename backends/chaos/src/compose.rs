@@ -391,7 +391,7 @@ impl Run<'_> {
                             let now_unix_ms = unix_s(SystemTime::now()) * 1000.0;
                             let left_s =
                                 ((started.deadline_unix_ms as f64 - now_unix_ms) / 1000.0).max(0.0);
-                            let ends = secs(self.now()) + left_s;
+                            let ends = secs(self.now() + Duration::from_secs_f64(left_s));
                             self.observer.partitioned_at(&radius, t);
                             self.partitions.push(Partition {
                                 id: started.id.clone(),
