@@ -518,17 +518,17 @@ fn agent_families(text: &str) -> BTreeMap<String, Known> {
         }
     }
     let mut out: BTreeMap<String, Known> = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let (name, labels) = match line.split_once('{') {
             Some((name, rest)) => (name, rest.rsplit_once('}').map_or("", |(l, _)| l)),
             None => (line.split_whitespace().next().unwrap_or_default(), ""),
         };
         let base = ["_total", "_bucket", "_sum", "_count"]
             .iter()
-            .find_map(|suffix| {
-                name.strip_suffix(suffix)
-                    .filter(|b| types.contains_key(b))
-            })
+            .find_map(|suffix| name.strip_suffix(suffix).filter(|b| types.contains_key(b)))
             .unwrap_or(name);
         let counter_like = matches!(types.get(base), Some(&"counter" | &"histogram"));
         // Label names: every `name="` of the set (values are ours, without `",`).
@@ -537,7 +537,10 @@ fn agent_families(text: &str) -> BTreeMap<String, Known> {
             .filter_map(|pair| pair.split_once('=').map(|(l, _)| l.trim().to_owned()))
             .filter(|l| !l.is_empty());
         let known = out.entry(name.to_owned()).or_insert_with(|| Known {
-            labels: AGENT_TARGET_LABELS.iter().map(|l| (*l).to_owned()).collect(),
+            labels: AGENT_TARGET_LABELS
+                .iter()
+                .map(|l| (*l).to_owned())
+                .collect(),
             counter_like,
         });
         known.labels.extend(names);
@@ -545,7 +548,10 @@ fn agent_families(text: &str) -> BTreeMap<String, Known> {
     out.insert(
         "up".to_owned(),
         Known {
-            labels: AGENT_TARGET_LABELS.iter().map(|l| (*l).to_owned()).collect(),
+            labels: AGENT_TARGET_LABELS
+                .iter()
+                .map(|l| (*l).to_owned())
+                .collect(),
             counter_like: false,
         },
     );
@@ -1336,7 +1342,10 @@ fn the_agent_catalogue_comes_from_the_agents_metrics() {
         ("mesh_probe_duration_seconds_bucket", "le"),
         ("mesh_probe_state", "namespace"),
         ("meshkit_probe_config_last_reload_successful", "agent"),
-        ("meshkit_probe_config_last_reload_success_timestamp_seconds", "agent"),
+        (
+            "meshkit_probe_config_last_reload_success_timestamp_seconds",
+            "agent",
+        ),
     ] {
         let known = agent
             .get(name)

@@ -14,7 +14,14 @@
 //!    silenced, and two flushes of its group go by without it), which is sent once the silence
 //!    is expired;
 //! 4. after the two nodes restart, both alerts resolve (resolved notifications);
-//! 5. every panel query of every dashboard and every rule returns data over the run
+//! 5. the probe agent (`meshkit-probe`, scraped as job `meshkit-probe` and sending its own
+//!    alerts to the same Alertmanager) probes the five nodes' control API over HTTP/3 and
+//!    HTTP/2: its `MeshKitProbeFailing` for the two killed nodes reaches Alertmanager within
+//!    the agent's own bound (interval x failure_threshold + timeout), is inhibited by their
+//!    `MeshKitNodeDown` (its `target` is the node's `instance`, the control address), and still
+//!    is after Alertmanager's reloads (not "never notified": the comment before the restart
+//!    says why);
+//! 6. every panel query of every dashboard and every rule returns data over the run
 //!    (`dashboards/tools/dashboards.py check --strict`, the synthetic check for deploys), with
 //!    the one exception argued at [`ALLOWED_EMPTY`].
 //!
@@ -26,7 +33,9 @@
 //! drawn with this run's data into `DIR/*.png` (`scripts/render-dashboards.sh`).
 //!
 //! Needs Debian's `prometheus`, `prometheus-alertmanager` and `python3`, so it is ignored by
-//! default; `scripts/test.sh` runs it (about 100 s). Every wait is a bounded poll.
+//! default; `scripts/test.sh` runs it (about 100 s). Every wait is a bounded poll. The nodes'
+//! `instance` is their control address (Prometheus's default), and a restarted node comes back
+//! on its ports, as the agent's targets and the inhibition of its alerts need.
 
 mod common;
 
@@ -39,7 +48,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::daemon::{Daemon, start};
-use common::prometheus::{Prometheus, http, http_get};
+use common::prometheus::{Killed, Prometheus, free_port, http, http_get};
 use common::{MeshctlAs, TempDir, write_config_with};
 use meshkit_node::api::json::EnqueueRequest;
 use meshkit_node::client::{Client, ClientConfig, Protocols};
@@ -56,6 +65,13 @@ const GROUP_INTERVAL: &str = "2s";
 /// Delivery and polling on a loaded 2-core machine: Prometheus's send, Alertmanager's intake,
 /// this test's poll (every 100 ms). Added to the bound each alert's latency is checked against.
 const SLACK: Duration = Duration::from_secs(2);
+/// The probe agent's timing: a probe is Failing after FAILURES runs in a row, one every
+/// INTERVAL, each cut at TIMEOUT: its alert is due interval x failure_threshold + timeout after
+/// a fault (docs/probes.md), plus AGENT_SLACK for a loaded 2-core machine (as tests/probe_agent.rs).
+const AGENT_INTERVAL_S: u64 = 1;
+const AGENT_TIMEOUT_S: u64 = 1;
+const AGENT_FAILURES: u64 = 3;
+const AGENT_SLACK: Duration = Duration::from_secs(6);
 /// How long the mesh and the tools may take to start, settle, recover.
 const SETTLE_LIMIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(100);
@@ -371,10 +387,33 @@ impl Mesh {
                 .map(|d| vec![(1, d.gossip)])
                 .unwrap_or_default();
             let path = write_config_with(dir, id, &seeds, &f.cert, &f.key, &ca, &leadership(id));
-            mesh.configs.insert(id, path);
+            mesh.configs.insert(id, path.clone());
             mesh.launch(id);
+            // Pin the ports the OS chose, so a restarted node comes back where the agent
+            // probes it and under the same `instance`.
+            let daemon = &mesh.daemons[&id];
+            let text = std::fs::read_to_string(&path).expect("read the config");
+            let text = text
+                .replacen(
+                    "listen = \"127.0.0.1:0\"",
+                    &format!("listen = \"{}\"", daemon.gossip),
+                    1,
+                )
+                .replacen(
+                    "control = \"127.0.0.1:0\"",
+                    &format!("control = \"{}\"", daemon.control),
+                    1,
+                );
+            std::fs::write(&path, text).expect("pin the ports");
         }
         mesh
+    }
+
+    /// The node whose control address (its `instance`) is `instance`.
+    fn id_of(&self, instance: &str) -> Option<u64> {
+        self.daemons
+            .iter()
+            .find_map(|(id, d)| (d.control == instance).then_some(*id))
     }
 
     /// Starts node `id` and points its target file at its control address.
@@ -382,7 +421,7 @@ impl Mesh {
         let daemon = start(&self.configs[&id]);
         let targets = serde_json::json!([{
             "targets": [daemon.control],
-            "labels": {"cluster": CLUSTER, "instance": format!("node-{id}")},
+            "labels": {"cluster": CLUSTER},
         }]);
         let file = self.dir.join(format!("targets/node-{id}.json"));
         let scratch = file.with_extension("tmp");
@@ -418,14 +457,23 @@ impl Mesh {
 
     /// Prometheus's configuration: one TLS job per node (each checks its node's certificate
     /// name) reading its file-based target list and relabelled to `job="meshkit"`, and the
-    /// textfile collector of `meshctl`'s client families, labelled as node-4's host.
-    fn prometheus_config(&self, alertmanager: SocketAddr, server: SocketAddr) -> String {
+    /// textfile collector of `meshctl`'s client families, labelled as node-4's host, and the
+    /// probe agent listening on `agent` (job `meshkit-probe`, no `cluster` target label: its
+    /// series carry the probed group's).
+    fn prometheus_config(
+        &self,
+        alertmanager: SocketAddr,
+        server: SocketAddr,
+        agent: SocketAddr,
+    ) -> String {
         let mut config = format!(
             "global:\n  scrape_interval: {s}s\n  scrape_timeout: 900ms\n  \
              evaluation_interval: {e}s\nrule_files:\n  - {rules}\nalerting:\n  alertmanagers:\n    \
              - static_configs:\n        - targets: ['{alertmanager}']\nscrape_configs:\n  \
              - job_name: meshctl-textfile\n    metrics_path: /textfile\n    static_configs:\n      \
-             - targets: ['{server}']\n        labels: {{cluster: {CLUSTER}, instance: node-4}}\n",
+             - targets: ['{server}']\n        labels: {{cluster: {CLUSTER}, instance: '{node4}'}}\n  \
+             - job_name: meshkit-probe\n    static_configs:\n      - targets: ['{agent}']\n",
+            node4 = self.daemons[&4].control,
             s = SCRAPE.as_secs(),
             e = EVALUATION.as_secs(),
             rules = pack().join("rules/meshkit.rules.yml").display(),
@@ -513,6 +561,64 @@ impl Drop for ClientStats {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// `meshkit-probe` probing the five nodes (one group, `api` peers and `transport` over HTTP/3
+/// and HTTP/2) with an observe-only token and sending its alerts to `alertmanager`; killed
+/// when dropped.
+struct ProbeAgent {
+    _process: Killed,
+    listen: SocketAddr,
+    log: PathBuf,
+}
+
+impl ProbeAgent {
+    fn start(dir: &Path, mesh: &Mesh, listen: SocketAddr, alertmanager: SocketAddr) -> Self {
+        let token = common::token(
+            dir,
+            "e2e-probe",
+            meshkit_node::permission::Permission::Observe,
+        );
+        std::fs::write(dir.join("probe.token"), token).expect("write the agent's token");
+        let targets: Vec<String> = mesh
+            .daemons
+            .values()
+            .map(|d| format!("\"{}\"", d.control))
+            .collect();
+        let config = format!(
+            "[agent]\nname = \"e2e\"\nlisten = \"{listen}\"\n\n\
+             [credentials]\nca = \"ca.pem\"\ntoken_file = \"probe.token\"\n\n\
+             [defaults]\ninterval = \"{AGENT_INTERVAL_S}s\"\ntimeout = \"{AGENT_TIMEOUT_S}s\"\n\
+             failure_threshold = {AGENT_FAILURES}\nsuccess_threshold = 1\n\n\
+             [[group]]\nname = \"mesh\"\ncluster = \"{CLUSTER}\"\ntargets = [{}]\n\
+             probes = [\"api\", \"transport\"]\n[group.api]\nendpoints = [\"peers\"]\nmin_alive = 1\n\n\
+             [history]\npath = \"probe-history.sqlite\"\n\n\
+             [alerting]\nalertmanager = [\"http://{alertmanager}\"]\nresend = \"1s\"\ntimeout = \"2s\"\n",
+            targets.join(", ")
+        );
+        let path = dir.join("probes.toml");
+        std::fs::write(&path, config).expect("write probes.toml");
+        let log = dir.join("probe-agent.log");
+        let file = std::fs::File::create(&log).expect("create the agent's log");
+        let child = Command::new(meshkit_testkit::bin("meshkit-probe"))
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("clone a file handle"))
+            .stderr(file)
+            .spawn()
+            .expect("start meshkit-probe");
+        Self {
+            _process: Killed(child),
+            listen,
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
@@ -651,11 +757,17 @@ async fn alerts_reach_alertmanager_and_every_panel_has_data() {
     let hooks = server.start().await;
     let mut mesh = Mesh::start(dir);
     let alertmanager = Alertmanager::start(dir, hooks);
-    let prometheus = Prometheus::start(dir, &mesh.prometheus_config(alertmanager.am.web, hooks));
+    let agent_listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let prometheus = Prometheus::start(
+        dir,
+        &mesh.prometheus_config(alertmanager.am.web, hooks, agent_listen),
+    );
     let _client_stats = ClientStats::start(dir, &mesh.daemons[&4], &server);
+    let agent = ProbeAgent::start(dir, &mesh, agent_listen, alertmanager.am.web);
     let prometheus_log = || std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
 
-    // 1. Prometheus scrapes all five (and the client families), and sees one Raft leader.
+    // 1. Prometheus scrapes all five (the client families, the probe agent with every probe
+    // passing), and sees one Raft leader.
     let targets = Mutex::new(String::new());
     let leader: u64 = wait_for(
         SETTLE_LIMIT,
@@ -663,6 +775,9 @@ async fn alerts_reach_alertmanager_and_every_panel_has_data() {
         || async {
             let started = Instant::now();
             let up = prometheus.query(r#"sum(up{job="meshkit"}) == 5"#).await;
+            let agent_up = prometheus
+                .query(r#"min(probe_success{job="meshkit-probe"}) == 1 and count(probe_success{job="meshkit-probe"}) == 15"#)
+                .await;
             let client = prometheus
                 .query("count(mesh_transport_client_requests_total)")
                 .await;
@@ -672,23 +787,29 @@ async fn alerts_reach_alertmanager_and_every_panel_has_data() {
                 .unwrap_or_default();
             let answered = started.elapsed();
             if up.as_ref().is_none_or(Vec::is_empty)
+                || agent_up.as_ref().is_none_or(Vec::is_empty)
                 || client.as_ref().is_none_or(Vec::is_empty)
                 || leaders.len() != 1
             {
                 *targets.lock().unwrap() = format!(
-                    "{}\ntextfile: {:?}\nup: {up:?}\nleaders: {leaders:?}\nqueries took {answered:?}",
+                    "{}\ntextfile: {:?}\nup: {up:?}\nagent: {agent_up:?}\nleaders: {leaders:?}\n\
+                     queries took {answered:?}\nagent's /metrics:\n{}",
                     target_health(&prometheus).await,
-                    http_get(hooks, "/textfile").await.map(|t| t.len())
+                    http_get(hooks, "/textfile").await.map(|t| t.len()),
+                    http_get(agent.listen, "/metrics").await.unwrap_or_default()
                 );
                 return None;
             }
-            leaders[0]["metric"]["instance"]
-                .as_str()?
-                .strip_prefix("node-")?
-                .parse()
-                .ok()
+            mesh.id_of(leaders[0]["metric"]["instance"].as_str()?)
         },
-        || format!("{}\n{}", targets.lock().unwrap(), prometheus_log()),
+        || {
+            format!(
+                "{}\n{}\nagent's log:\n{}",
+                targets.lock().unwrap(),
+                prometheus_log(),
+                agent.log()
+            )
+        },
     )
     .await;
     let am_log = || alertmanager.am.log();
@@ -801,11 +922,13 @@ async fn alerts_reach_alertmanager_and_every_panel_has_data() {
     let survivor = (1..=3)
         .find(|v| *v != leader && *v != second)
         .expect("three voters");
+    let down: BTreeSet<String> = [leader, second]
+        .map(|id| mesh.daemons[&id].control.clone())
+        .into();
+    let alone = mesh.daemons[&survivor].control.clone();
     let killed_at = Instant::now();
     mesh.daemons.remove(&leader).expect("running").kill();
     mesh.daemons.remove(&second).expect("running").kill();
-    let down: BTreeSet<String> = [leader, second].map(|id| format!("node-{id}")).into();
-    let alone = format!("node-{survivor}");
 
     // 4. Each alert reaches Alertmanager within its `for`, a scrape and two evaluations.
     let mut expected: Vec<(String, String, Duration)> = down
@@ -817,18 +940,30 @@ async fn alerts_reach_alertmanager_and_every_panel_has_data() {
         alone.clone(),
         no_leader_for,
     ));
+    // The agent's alerts name the node by `target` (no `instance`): the first of the node's
+    // probes to turn Failing counts.
+    let agent_bound =
+        Duration::from_secs(AGENT_INTERVAL_S * AGENT_FAILURES + AGENT_TIMEOUT_S) + AGENT_SLACK;
     let longest = node_down_for.max(no_leader_for);
     let mut arrived: BTreeMap<(String, String), Duration> = BTreeMap::new();
     let deadline = killed_at + longest + SETTLE_LIMIT;
     let held = loop {
         let alerts = alertmanager.am.alerts().await.unwrap_or_default();
         for a in &alerts {
-            let key = (label(a, "alertname"), label(a, "instance"));
-            arrived.entry(key).or_insert_with(|| killed_at.elapsed());
+            let node = match label(a, "instance") {
+                i if i.is_empty() => label(a, "target"),
+                i => i,
+            };
+            arrived
+                .entry((label(a, "alertname"), node))
+                .or_insert_with(|| killed_at.elapsed());
         }
         if expected
             .iter()
             .all(|(n, i, _)| arrived.contains_key(&(n.clone(), i.clone())))
+            && down
+                .iter()
+                .all(|t| arrived.contains_key(&("MeshKitProbeFailing".to_owned(), t.clone())))
         {
             break alerts;
         }
@@ -859,15 +994,71 @@ async fn alerts_reach_alertmanager_and_every_panel_has_data() {
             "{name} of {instance} fired {latency:?} after the kill, before its `for` ({for_:?})"
         );
     }
-    // Nothing else fired: the other alerts' `for` is longer than this run, or they stay quiet.
+    for target in &down {
+        let latency = arrived[&("MeshKitProbeFailing".to_owned(), target.clone())];
+        report.push(format!(
+            "  MeshKitProbeFailing{{target={target}}} (pushed by the agent): {latency:.1?} \
+             (interval x failure_threshold + timeout = {:?})",
+            agent_bound - AGENT_SLACK
+        ));
+        assert!(
+            latency <= agent_bound,
+            "the agent's MeshKitProbeFailing for {target} reached Alertmanager {latency:?} after \
+             the kill, past {agent_bound:?}\nagent's log:\n{}",
+            agent.log()
+        );
+    }
+    // Nothing else fired: the other alerts' `for` is longer than this run, or they stay quiet;
+    // the agent's alerts are for the killed nodes only.
     let names: BTreeSet<String> = held.iter().map(|a| label(a, "alertname")).collect();
     assert_eq!(
         names,
-        ["MeshKitNoRaftLeader", "MeshKitNodeDown"]
-            .map(str::to_owned)
-            .into(),
+        [
+            "MeshKitNoRaftLeader",
+            "MeshKitNodeDown",
+            "MeshKitProbeFailing"
+        ]
+        .map(str::to_owned)
+        .into(),
         "{held:#?}"
     );
+    for a in held
+        .iter()
+        .filter(|a| label(a, "alertname") == "MeshKitProbeFailing")
+    {
+        assert!(down.contains(&label(a, "target")), "{a:#}");
+        assert_eq!(label(a, "cluster"), CLUSTER, "{a:#}");
+    }
+    // Each node down inhibits the agent's alerts against it (Alertmanager's inhibitor learns
+    // the source alerts on its own, a moment after they arrive: a bounded poll).
+    let last_answer = Mutex::new(String::new());
+    let inhibited = wait_for(
+        SETTLE_LIMIT,
+        "the agent's alerts for the killed nodes inhibited by MeshKitNodeDown",
+        || async {
+            let alerts = alertmanager.am.alerts().await?;
+            *last_answer.lock().unwrap() = format!("{alerts:#?}");
+            let agent: Vec<&Value> = alerts
+                .iter()
+                .filter(|a| label(a, "alertname") == "MeshKitProbeFailing")
+                .collect();
+            agent
+                .iter()
+                .all(|a| {
+                    a["status"]["state"] == "suppressed"
+                        && a["status"]["inhibitedBy"]
+                            .as_array()
+                            .is_some_and(|by| !by.is_empty())
+                })
+                .then_some(agent.len())
+                .filter(|n| *n >= down.len())
+        },
+        || format!("{}\n{}", last_answer.lock().unwrap(), am_log()),
+    )
+    .await;
+    report.push(format!(
+        "  {inhibited} MeshKitProbeFailing alerts of the agent inhibited by MeshKitNodeDown"
+    ));
     for a in &held {
         let silenced = a["status"]["silencedBy"]
             .as_array()
@@ -987,6 +1178,34 @@ async fn alerts_reach_alertmanager_and_every_panel_has_data() {
         "  MeshKitNoRaftLeader paged {:.1?} after the silence expired",
         page.at - expired
     ));
+
+    // The agent's alerts are still inhibited by the node-down alerts, the reload settled. (Not
+    // "never notified": a configuration reload restarts Alertmanager's inhibitor, which learns
+    // the firing source alerts again on its own goroutine, and a group flushed in between goes
+    // out uninhibited; one of our runs paged the agent's alerts with the node-down page at the
+    // window's reload.)
+    wait_for(
+        SETTLE_LIMIT,
+        "the agent's alerts inhibited by MeshKitNodeDown after the reloads",
+        || async {
+            let alerts = alertmanager.am.alerts().await?;
+            *last_answer.lock().unwrap() = format!("{alerts:#?}");
+            let agent: Vec<&Value> = alerts
+                .iter()
+                .filter(|a| label(a, "alertname") == "MeshKitProbeFailing")
+                .collect();
+            (agent.len() >= down.len()
+                && agent.iter().all(|a| {
+                    down.contains(&label(a, "target"))
+                        && a["status"]["inhibitedBy"]
+                            .as_array()
+                            .is_some_and(|by| !by.is_empty())
+                }))
+            .then_some(())
+        },
+        || format!("{}\n{}", last_answer.lock().unwrap(), am_log()),
+    )
+    .await;
 
     // 8. The two nodes come back: both alerts resolve.
     let restarted = Instant::now();
