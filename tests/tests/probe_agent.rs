@@ -8,7 +8,7 @@
 //! | API downtime | node 5 killed (SIGKILL), restarted on its ports | `down` (api) | `MeshKitProbeFailing` |
 //! | a muted one | the same node, under a maintenance window | `muted` (api) | none: recorded, not sent |
 //! | slow responses | a relay in front of node 4 delays every answer 700 ms (threshold 400 ms) | `slow` (api) | `MeshKitProbeSlow` |
-//! | a stalled stream | node 3 stopped (SIGSTOP): its connection stays, its heartbeats stop | `stream` (watch) | `MeshKitProbeFailing` |
+//! | a stalled stream | node 3 stopped (SIGSTOP): its connections stay, its heartbeats stop (SSE and gRPC) | `stream` (watch) | `MeshKitProbeFailing` |
 //! | a permission regression | node 2 restarted giving the agent's certificate `mesh.operate` | `authz` (authz) | `MeshKitProbeFailing` |
 //! | an HTTP/3 outage | a `transport-downgrade` experiment on node 1 through the chaos endpoints | `h3` (transport) | `MeshKitProbeFailing` |
 //!
@@ -258,7 +258,7 @@ fn agent_config(mesh: &Mesh, relay: SocketAddr, am: &Alertmanager, listen: Socke
             "\"watch\"",
             &format!(
                 "[group.watch]\nstreams = [\"leadership\"]\nheartbeat = \"{HEARTBEAT_S}s\"\n\
-                 tolerance = \"{TOLERANCE_S}s\"\nresume_every = \"1h\"\ngrpc = false\n"
+                 tolerance = \"{TOLERANCE_S}s\"\nresume_every = \"1h\"\ngrpc = true\n"
             ),
         ),
         group("authz", mesh.control(2), "\"authz\"", ""),
