@@ -52,7 +52,7 @@ mod transmit;
 pub mod wire;
 
 pub use id::{Incarnation, MetaVersion, NodeId};
-pub use time::{Duration, Instant};
+pub use time::{Duration, Instant, RATE_ONE_PPM, SkewedClock};
 pub use transmit::Transmit;
 
 /// The crate's README, whose example runs as a doc test.

@@ -6,7 +6,7 @@
 //! fault-timeline events (plus the workload generator and the invariant sweep).
 //!
 //! Every node is an `Option<Node>` (`None` once crashed or gone: `meshkit::node::Node`, the
-//! same composition the tokio driver runs) with its own [`Clock`]. After every input to a node
+//! same composition the tokio driver runs) with its own [`SkewedClock`]. After every input to a node
 //! the engine drains it in the core's documented order: every `poll_transmit` (a whole
 //! datagram, channel byte included) goes through the [`Network`] model and, if delivered, back
 //! into the heap; every `poll_event` goes to the [`Observer`], the [`Invariants`], the lease
@@ -45,7 +45,6 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::byzantine::{self, Forged, MeshView};
-use crate::clock::Clock;
 use crate::fault::{
     self, FaultEvent, LEAVE_LINGER_ROUNDS, PAUSE_INBOX_MAX_DATAGRAMS, RESTART_JOIN_SEEDS,
 };
@@ -59,6 +58,7 @@ use crate::report::ExperimentRecord;
 use crate::scenario::{FaultAction, LeaseSpec, MetadataOp, NodeSelector, PartitionShape, Scenario};
 use crate::shard::{ShardRecords, ShardRun};
 use crate::trace::TraceHash;
+use meshkit::SkewedClock;
 
 mod plans;
 mod probes;
@@ -173,7 +173,7 @@ enum NodeState {
 struct Slot {
     node: Option<Node>,
     state: NodeState,
-    clock: Clock,
+    clock: SkewedClock,
     /// Bumped whenever the armed wakeup changes; a wakeup with another generation is stale.
     generation: u32,
     /// The armed wakeup (global time), `Instant::MAX` if none.
@@ -325,7 +325,7 @@ impl<'s> Engine<'s> {
             slots.push(Slot {
                 node: Some(node),
                 state: NodeState::Running,
-                clock: Clock::new(Instant::ZERO, local),
+                clock: SkewedClock::new(Instant::ZERO, local),
                 generation: 0,
                 armed: Instant::MAX,
                 inbox: VecDeque::new(),
@@ -2298,7 +2298,7 @@ fn arm(
     armed: &mut Instant,
     generation: &mut u32,
     deadline: Option<Instant>,
-    clock: Clock,
+    clock: SkewedClock,
     now: Instant,
 ) -> Option<(Instant, u32)> {
     let at = deadline.map_or(Instant::MAX, |d| clock.to_global(d).max(now));

@@ -65,7 +65,7 @@ use meshkit::Instant;
 use meshkit::lease::{DurableState, FencingToken, RequestId, Scope, Term};
 use meshkit::node::Node;
 
-use crate::clock::Clock;
+use meshkit::SkewedClock;
 
 /// How often contenders write to the fenced resources (and check their renewals).
 pub(crate) const WRITE_INTERVAL: Duration = Duration::from_millis(100);
@@ -258,7 +258,7 @@ impl Ledger {
         scope: usize,
         token: FencingToken,
         expires: Instant,
-        clock_of: &dyn Fn(usize) -> Option<Clock>,
+        clock_of: &dyn Fn(usize) -> Option<SkewedClock>,
     ) -> Vec<String> {
         let mut out = Vec::new();
         let name = &self.names[scope];
@@ -315,7 +315,7 @@ impl Ledger {
         node: usize,
         scope: usize,
         expires: Instant,
-        clock_of: &dyn Fn(usize) -> Option<Clock>,
+        clock_of: &dyn Fn(usize) -> Option<SkewedClock>,
     ) -> Vec<String> {
         let mut out = Vec::new();
         let s = &mut self.scopes[scope];
@@ -334,7 +334,7 @@ impl Ledger {
         node: usize,
         scope: usize,
         expires: Instant,
-        clock_of: &dyn Fn(usize) -> Option<Clock>,
+        clock_of: &dyn Fn(usize) -> Option<SkewedClock>,
         out: &mut Vec<String>,
     ) {
         let s = &mut self.scopes[scope];
@@ -369,7 +369,7 @@ impl Ledger {
 
     /// A node paused: a failover starts on each scope it believed it held (cancelled if it
     /// renews after it resumes).
-    pub(crate) fn on_pause(&mut self, now: Instant, node: usize, clock: Clock) {
+    pub(crate) fn on_pause(&mut self, now: Instant, node: usize, clock: SkewedClock) {
         for s in &mut self.scopes {
             if s.failover_from.is_none()
                 && s.gray_failover_from.is_none()
@@ -384,7 +384,11 @@ impl Ledger {
 
     /// A partition began: a failover starts on each scope a node believed it held (cancelled
     /// if the holder renews, as one on the voters' side does).
-    pub(crate) fn on_partition(&mut self, now: Instant, clock_of: &dyn Fn(usize) -> Option<Clock>) {
+    pub(crate) fn on_partition(
+        &mut self,
+        now: Instant,
+        clock_of: &dyn Fn(usize) -> Option<SkewedClock>,
+    ) {
         for s in &mut self.scopes {
             if s.failover_from.is_some() || s.gray_failover_from.is_some() {
                 continue;
@@ -401,7 +405,7 @@ impl Ledger {
     }
 
     /// A node crashed: its beliefs end, and a failover starts on each scope it held.
-    pub(crate) fn on_crash(&mut self, now: Instant, node: usize, clock: Clock) {
+    pub(crate) fn on_crash(&mut self, now: Instant, node: usize, clock: SkewedClock) {
         for s in &mut self.scopes {
             if s.gray_failover_from
                 .is_some_and(|(holder, _, _)| holder == node)
@@ -489,8 +493,8 @@ impl Ledger {
 mod tests {
     use super::*;
 
-    fn clock() -> Clock {
-        Clock::new(Instant::ZERO, Instant::ZERO)
+    fn clock() -> SkewedClock {
+        SkewedClock::new(Instant::ZERO, Instant::ZERO)
     }
 
     fn at(ms: u64) -> Instant {

@@ -53,7 +53,6 @@
 #![deny(missing_docs)]
 
 mod byzantine;
-mod clock;
 mod engine;
 mod fault;
 mod invariants;

@@ -349,3 +349,105 @@ async fn a_node_does_not_start_with_an_expired_certificate() {
         .expect_err("a node with a not-yet-valid certificate must not start");
     assert!(error.to_string().contains("not valid before"), "{error}");
 }
+
+/// A `certificate-expiry` experiment: while it runs, new handshakes on both listeners get the
+/// operator's expired stand-in (a verifying client refuses it) and the expiry metric shows it;
+/// at the deadline the node's own certificate is back, with TLS reloading off (the switch does
+/// not depend on it). A plan the stand-in does not fit is refused, and a stand-in for another
+/// node stops the configuration from loading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_expiry_experiment_serves_the_stand_in_until_its_deadline() {
+    use meshkit::diag::fault::{FaultKind, FaultPlan, Selector, resolve};
+    use meshkit_node::runtime::chaos_host::{ChaosError, ExperimentRef};
+
+    let dir = TempDir::new("cert-expiry-fault");
+    let ca = setup(dir.path());
+    let past = SystemTime::now() - 10 * DAY;
+    let stand_in = ca
+        .issue_node_valid(NodeId::new(1), past, past + DAY)
+        .unwrap();
+    write(dir.path(), "node-1-expired", &stand_in);
+    let toml = |stand_in: &str| {
+        format!(
+            "id = 1\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\n\n[tls]\n\
+             cert = \"node-1.pem\"\nkey = \"node-1.key\"\nca = \"ca.pem\"\nreload_interval = \"0s\"\n\n\
+             [chaos]\nenabled = true\nallowed_kinds = [\"certificate-expiry\"]\n\
+             stand_in_cert = \"{stand_in}.pem\"\nstand_in_key = \"{stand_in}.key\"\n"
+        )
+    };
+    // node-2's certificate cannot stand in for node 1.
+    let wrong = dir.path().join("wrong.toml");
+    std::fs::write(&wrong, toml("node-2")).unwrap();
+    let error = NodeConfig::load(&wrong)
+        .unwrap()
+        .load_stand_in()
+        .unwrap_err()
+        .to_string();
+    assert!(error.starts_with("key `chaos.stand_in_cert`"), "{error}");
+
+    let path = dir.path().join("node-1.toml");
+    std::fs::write(&path, toml("node-1-expired")).unwrap();
+    let node = node::start(&NodeConfig::load(&path).unwrap())
+        .await
+        .unwrap();
+    let (gossip, control) = (node.gossip_addr(), node.control_addr().unwrap());
+    let mesh_tls = || client_tls(dir.path(), "node-2", meshkit_node::tls::ALPN_GOSSIP);
+    let control_tls = || client_tls(dir.path(), "node-2", b"h2");
+    let metrics = metrics_client(dir.path());
+    let expiry = "mesh_transport_cert_expiry_timestamp_seconds";
+    let own = tcp_handshake(control, control_tls()).await.unwrap();
+    let own_expiry = sample(&metrics, &node, expiry).await;
+
+    let handle = node.handle();
+    let plan = |expires_in| {
+        FaultPlan::new(
+            FaultKind::CertificateExpiry { expires_in },
+            Selector::Indices(vec![0]),
+            Duration::from_secs(3),
+        )
+        .unwrap()
+    };
+    let id = |serial| ExperimentRef {
+        origin: NodeId::new(1),
+        serial,
+    };
+    let view = handle.chaos_view().await.unwrap();
+    let soon = plan(Some(Duration::from_secs(3600)));
+    let radius = resolve(&soon, &view).unwrap();
+    assert!(matches!(
+        handle.chaos_apply(id(1), soon, radius).await,
+        Err(ChaosError::NotApplicableHere { reason, .. }) if reason.contains("has expired")
+    ));
+    let expired = plan(None);
+    let radius = resolve(&expired, &view).unwrap();
+    let status = handle.chaos_apply(id(2), expired, radius).await.unwrap();
+    assert_eq!(
+        (status.phase.as_str(), status.applied_here),
+        ("active", true)
+    );
+
+    // A verifying client refuses what both listeners now present, and the expiry metric (which
+    // the built-in cert-expiry probe and the alert read) is the stand-in's.
+    let refused = tcp_handshake(control, control_tls()).await.unwrap_err();
+    assert!(refused.contains("xpired"), "{refused}");
+    let refused = quic_handshake(gossip, mesh_tls()).await.unwrap_err();
+    assert!(refused.contains("xpired"), "{refused}");
+    assert_eq!(
+        sample(&metrics, &node, expiry).await,
+        Some(unix(past + DAY))
+    );
+
+    // The dead-man switch: at the 3 s deadline the node's own certificate is back.
+    let back = eventually(SHOW_LIMIT, || async {
+        tcp_handshake(control, control_tls()).await.as_ref() == Ok(&own)
+            && quic_handshake(gossip, mesh_tls()).await.as_ref() == Ok(&own)
+    })
+    .await;
+    assert!(
+        back,
+        "the node's own certificate was not served again after the deadline"
+    );
+    assert_eq!(sample(&metrics, &node, expiry).await, own_expiry);
+    metrics.close().await;
+    node.stop().await;
+}

@@ -17,6 +17,14 @@
 //!   and the reason, and counts `mesh_transport_cert_reloads_total{result="error"}`. The same
 //!   refused contents are not judged again; the next change is.
 //!
+//! # A stand-in certificate
+//!
+//! A `certificate-expiry` chaos experiment makes the node serve another certificate for a
+//! while ([`CertReloader::with_stand_in`]): an expired one, or one about to expire, that the
+//! operator provides (a node holds no CA key to mint one). While the stand-in is served, new
+//! handshakes get it and `mesh_transport_cert_expiry_timestamp_seconds` shows its expiry; a
+//! rotation of the files meanwhile is judged as usual and published when the stand-in ends.
+//!
 //! Why polling: three small files every two seconds cost microseconds, work on every file
 //! system (including Kubernetes secret volumes, whose atomic symlink swaps inotify watchers
 //! miss), and need no new dependency.
@@ -91,6 +99,9 @@ pub struct CertReloader {
     node: NodeId,
     stats: Arc<TlsStats>,
     publish: watch::Sender<Arc<TlsIdentity>>,
+    /// The identity from the files, what is published whenever no stand-in is served.
+    own: Arc<TlsIdentity>,
+    stand_in: Option<StandIn>,
     applied: Fingerprint,
     refused: Option<Fingerprint>,
     last_seen: Option<Fingerprint>,
@@ -107,12 +118,15 @@ impl CertReloader {
             stats.set_cert_not_after(not_after);
         }
         let applied = read_files(&files).0;
-        let (publish, current) = watch::channel(Arc::new(identity));
+        let own = Arc::new(identity);
+        let (publish, current) = watch::channel(own.clone());
         let reloader = Self {
             files,
             node,
             stats,
             publish,
+            own,
+            stand_in: None,
             applied,
             refused: None,
             last_seen: Some(applied),
@@ -148,8 +162,15 @@ impl CertReloader {
                 );
                 self.applied = fingerprint;
                 self.refused = None;
+                self.own = Arc::new(identity);
                 self.stats.count_reload_ok(not_after);
-                self.publish.send_replace(Arc::new(identity));
+                match self.stand_in.as_ref().filter(|s| s.served) {
+                    // Published when the stand-in ends; the metric keeps showing the stand-in.
+                    Some(s) => self.stats.set_cert_not_after(not_after_of(&s.identity)),
+                    None => {
+                        self.publish.send_replace(self.own.clone());
+                    }
+                }
                 PollOutcome::Applied
             }
             Err(error) => {
@@ -164,20 +185,96 @@ impl CertReloader {
         }
     }
 
-    /// Polls every `interval` until every [`TlsSource`] fed by this reloader is dropped.
-    pub async fn run(mut self, interval: Duration) {
-        let mut ticks = tokio::time::interval(interval);
+    /// Serves `identity` in place of the files' while `serve` holds `true` (see the module
+    /// docs). The caller checks the stand-in first ([`TlsIdentity::check_stand_in`]).
+    pub fn with_stand_in(mut self, identity: TlsIdentity, serve: watch::Receiver<bool>) -> Self {
+        self.stand_in = Some(StandIn {
+            identity: Arc::new(identity),
+            serve,
+            served: false,
+        });
+        self.follow_stand_in();
+        self
+    }
+
+    /// Publishes the stand-in or the node's own identity, as `serve` now says.
+    fn follow_stand_in(&mut self) {
+        let Some(stand_in) = &mut self.stand_in else {
+            return;
+        };
+        let serve = *stand_in.serve.borrow_and_update();
+        if serve == stand_in.served {
+            return;
+        }
+        stand_in.served = serve;
+        if serve {
+            let identity = stand_in.identity.clone();
+            tracing::warn!(
+                not_after = %crate::tls::rfc3339(not_after_of(&identity)),
+                "chaos: new handshakes get the stand-in certificate"
+            );
+            self.publish_identity(identity);
+        } else {
+            tracing::info!("chaos: new handshakes get the node's own certificate again");
+            self.publish_identity(self.own.clone());
+        }
+    }
+
+    /// Stops serving the stand-in for good (its switch is gone: the driver ended).
+    fn end_stand_in(&mut self) {
+        if self.stand_in.take().is_some_and(|s| s.served) {
+            self.publish_identity(self.own.clone());
+        }
+    }
+
+    fn publish_identity(&self, identity: Arc<TlsIdentity>) {
+        self.stats.set_cert_not_after(not_after_of(&identity));
+        self.publish.send_replace(identity);
+    }
+
+    /// Polls the files every `interval` (never with `None`: reloading is off) and follows the
+    /// stand-in switch, until every [`TlsSource`] fed by this reloader is dropped.
+    pub async fn run(mut self, interval: Option<Duration>) {
+        // Reloading off: a tick that never comes.
+        let mut ticks = tokio::time::interval(interval.unwrap_or(Duration::MAX));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.reset();
         loop {
+            let stand_in_changed = async {
+                match &mut self.stand_in {
+                    Some(s) => s.serve.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = self.publish.closed() => return,
-                _ = ticks.tick() => {
+                _ = ticks.tick(), if interval.is_some() => {
                     // Three small files: reading them on the runtime costs microseconds.
                     let _ = self.poll(SystemTime::now());
+                }
+                open = stand_in_changed => {
+                    if open {
+                        self.follow_stand_in();
+                    } else {
+                        self.end_stand_in();
+                    }
                 }
             }
         }
     }
+}
+
+fn not_after_of(identity: &TlsIdentity) -> i64 {
+    identity.not_after_unix().unwrap_or(i64::MAX)
+}
+
+/// A certificate served in place of the node's own while `serve` holds `true`.
+#[derive(Debug)]
+struct StandIn {
+    identity: Arc<TlsIdentity>,
+    serve: watch::Receiver<bool>,
+    /// Whether it is published now.
+    served: bool,
 }
 
 /// The three files' contents and their fingerprint; an unreadable file makes the contents an

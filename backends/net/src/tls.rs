@@ -370,6 +370,18 @@ impl TlsIdentity {
             .map_err(untrusted)
     }
 
+    /// Whether this material may stand in for the node's own certificate in a
+    /// `certificate-expiry` chaos experiment: it names `node`, the key matches, and it chains to
+    /// the CA as a peer would check it at a moment inside its validity. Whether it has expired
+    /// is not judged here: an expired certificate is the point (the experiment checks that the
+    /// expiry is the one its plan asks for).
+    pub fn check_stand_in(&self, node: NodeId) -> Result<(), TlsError> {
+        // `check` with a time inside the validity judges everything but expiry.
+        let inside = UNIX_EPOCH + Duration::from_secs(u64::try_from(self.not_before).unwrap_or(0));
+        self.check(Some(node), inside)?;
+        self.check_chain(inside)
+    }
+
     /// The files this identity was read from.
     pub fn files(&self) -> &TlsFiles {
         &self.files

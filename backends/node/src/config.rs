@@ -85,6 +85,9 @@
 //! enabled = false                 # off unless true: every experiment is refused
 //! allowed_kinds = ["partition", "latency"]  # fault kinds taken (FaultKind names; default none)
 //! max_duration = "10m"            # longest experiment taken (default 10m, at most 24h)
+//! stand_in_cert = "certs/node-1-expired.pem"  # optional: served by certificate-expiry (an
+//!                                 # expired or expiring certificate for this node, from the CA)
+//! stand_in_key = "certs/node-1.key"  # its key (default: tls.key)
 //! [probes]                        # optional: the node's built-in health probes (all on by
 //!                                 # default; meshkit_node::probes lists them)
 //! disable = ["control-h3"]        # built-ins to leave out; builtins = false: none
@@ -162,6 +165,8 @@ pub struct RawChaosConfig {
     #[serde(default)]
     pub allowed_kinds: Vec<String>,
     pub max_duration: Option<HumanDuration>,
+    pub stand_in_cert: Option<PathBuf>,
+    pub stand_in_key: Option<PathBuf>,
 }
 
 /// The `[leadership]` table.
@@ -340,6 +345,10 @@ pub enum NodeConfigError {
     /// The TLS files are unusable.
     #[error("key `tls`: {0}")]
     Tls(#[from] TlsError),
+    /// The certificate a `certificate-expiry` experiment would serve is unusable (expired is
+    /// fine: that is its purpose).
+    #[error("key `chaos.stand_in_cert`: {0}")]
+    StandIn(TlsError),
     /// A file or directory the configuration names cannot be used as the node would use it
     /// (found by [`NodeConfig::check_paths`], or at start).
     #[error("key `{key}` = {path:?}: {problem}")]
@@ -397,6 +406,8 @@ pub struct NodeConfig {
     leadership: Option<LeadershipConfig>,
     queues: Option<QueuesConfig>,
     chaos: ChaosConfig,
+    /// `[chaos] stand_in_cert` and its key, resolved.
+    stand_in: Option<(PathBuf, PathBuf)>,
     probes: crate::probes::ProbesConfig,
     metadata: std::collections::BTreeMap<String, String>,
 }
@@ -487,7 +498,11 @@ impl NodeConfig {
                 source: Box::new(source),
             })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for file in [&mut raw.tls.cert, &mut raw.tls.key, &mut raw.tls.ca] {
+        let chaos_files = [&mut raw.chaos.stand_in_cert, &mut raw.chaos.stand_in_key];
+        let files = [&mut raw.tls.cert, &mut raw.tls.key, &mut raw.tls.ca]
+            .into_iter()
+            .chain(chaos_files.into_iter().flatten());
+        for file in files {
             if file.is_relative() {
                 *file = base.join(&*file);
             }
@@ -523,6 +538,22 @@ impl NodeConfig {
             tracing::warn!(%error, "key `tls`: peers trusting only this CA will refuse this node");
         }
         Ok(identity)
+    }
+
+    /// Loads `[chaos] stand_in_cert` (with `stand_in_key`, or `tls.key`, and `tls.ca`), the
+    /// certificate a `certificate-expiry` experiment serves: it must name this node, match its
+    /// key and chain to the CA ([`TlsIdentity::check_stand_in`]); it may have expired. `None`
+    /// when the key is not set.
+    pub fn load_stand_in(&self) -> Result<Option<TlsIdentity>, NodeConfigError> {
+        let Some((cert, key)) = &self.stand_in else {
+            return Ok(None);
+        };
+        let identity =
+            TlsIdentity::load(cert, key, &self.tls.ca).map_err(NodeConfigError::StandIn)?;
+        identity
+            .check_stand_in(self.id)
+            .map_err(NodeConfigError::StandIn)?;
+        Ok(Some(identity))
     }
 
     /// Whether the files and directories the node writes can be written, as start needs them,
@@ -727,6 +758,10 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
         let shards = leadership.as_ref().and_then(|l| l.shards.clone());
         let queues = raw.queues.map(|q| queues_config(q, shards)).transpose()?;
         let chaos = chaos_config(&raw.chaos)?;
+        let stand_in = raw.chaos.stand_in_cert.clone().map(|cert| {
+            let key = raw.chaos.stand_in_key.clone();
+            (cert, key.unwrap_or_else(|| raw.tls.key.clone()))
+        });
         let probes = crate::probes::ProbesConfig::try_from(raw.probes.unwrap_or_default())?;
         let tls_reload = match raw.tls.reload_interval.map(|d| d.0) {
             None => Some(meshkit_net::reload::DEFAULT_RELOAD_INTERVAL),
@@ -777,6 +812,7 @@ impl TryFrom<RawNodeConfig> for NodeConfig {
             leadership,
             queues,
             chaos,
+            stand_in,
             probes,
             metadata: raw.metadata,
         })
@@ -975,10 +1011,12 @@ fn chaos_config(raw: &RawChaosConfig) -> Result<ChaosConfig, NodeConfigError> {
             });
         }
     };
+    // `stand_in_not_after` is filled in at start, from the certificate file.
     Ok(ChaosConfig {
         enabled: raw.enabled,
         allowed_kinds,
         max_duration,
+        stand_in_not_after: None,
     })
 }
 

@@ -17,6 +17,7 @@ use meshkit_control::auth::AccessControl;
 use meshkit_control::serve::{ControlError, ControlServer};
 use meshkit_net::clock::{Clock, SystemClock};
 use meshkit_net::reload::{CertReloader, TlsSource};
+use meshkit_net::tls::TlsIdentity;
 use meshkit_net::tls_stats::TlsStats;
 use meshkit_net::transport::chaos::ChaosTransport;
 use meshkit_net::transport::quic::{QuicError, QuicOptions, QuicTransport};
@@ -298,20 +299,28 @@ fn boot_incarnation() -> Incarnation {
 pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
     let identity = config.load_tls()?;
     let not_after = identity.not_after_unix();
+    let stand_in = config.load_stand_in()?;
+    let mut chaos_config = config.chaos().clone();
+    chaos_config.stand_in_not_after = stand_in.as_ref().and_then(TlsIdentity::not_after_unix);
+    // The chaos wrapper and switches are always there; with `[chaos]` off they stay idle and a
+    // message costs one atomic load (docs/benchmarks.md, "Chaos transport").
+    let chaos = ChaosEffects::default();
     // One set of TLS counters for every listener; the reloader (unless `[tls] reload_interval`
-    // is 0s) feeds both listeners new certificates when the files change.
+    // is 0s) feeds both listeners new certificates when the files change, and the stand-in
+    // while a `certificate-expiry` experiment runs.
     let tls_stats = Arc::new(TlsStats::default());
-    let (tls, reloader) = match config.tls_reload_interval() {
-        Some(interval) => {
-            let (reloader, source) = CertReloader::new(identity, tls_stats.clone());
-            (source, Some((reloader, interval)))
+    let interval = config.tls_reload_interval();
+    let (tls, reloader) = if interval.is_some() || stand_in.is_some() {
+        let (mut reloader, source) = CertReloader::new(identity, tls_stats.clone());
+        if let Some(stand_in) = stand_in {
+            reloader = reloader.with_stand_in(stand_in, chaos.serve_stand_in.subscribe());
         }
-        None => {
-            if let Some(not_after) = not_after {
-                tls_stats.set_cert_not_after(not_after);
-            }
-            (TlsSource::fixed(identity), None)
+        (source, Some(reloader))
+    } else {
+        if let Some(not_after) = not_after {
+            tls_stats.set_cert_not_after(not_after);
         }
+        (TlsSource::fixed(identity), None)
     };
     // A name is resolved before anything binds, so a typo leaves nothing running.
     let advertised = match config.advertise() {
@@ -329,9 +338,6 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
         tls_stats.clone(),
     )?;
     let bound = transport.local_addr().map_err(StartError::LocalAddr)?;
-    // The chaos wrapper is always there; with `[chaos]` off its table stays empty and a message
-    // costs one atomic load (docs/benchmarks.md, "Chaos transport").
-    let chaos = ChaosEffects::default();
     let transport = ChaosTransport::new(transport, config.id(), chaos.links.clone());
     let advertise = advertised.unwrap_or(bound);
     // Bound before the driver starts, so a taken control port leaves nothing running.
@@ -398,7 +404,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
     let (mut driver, handle) = Driver::new(node, transport, clock);
     driver = driver
         .with_cert_expiry(not_after)
-        .with_chaos(config.chaos().clone(), chaos.clone());
+        .with_chaos(chaos_config, chaos.clone());
     if let Some(leadership) = config.leadership() {
         driver = driver.with_leadership(leadership)?;
     }
@@ -410,7 +416,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
     // seed (a fixed `seed` replays the probe schedule too). It ends when its handles are gone.
     let (probe_host, probes) = ProbeHost::new(config.id(), seed ^ PROBE_SEED_SALT, clock);
     tokio::spawn(probe_host.run());
-    if let Some((reloader, interval)) = reloader {
+    if let Some(reloader) = reloader {
         // Ends by itself once the transport and the control server (its sources) are gone.
         tokio::spawn(reloader.run(interval));
     }

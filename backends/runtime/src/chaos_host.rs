@@ -12,7 +12,9 @@
 //! | `pause` | the driver holds: no datagram, no timer of the core runs until the revert (chaos commands are still answered, so an abort reaches it) |
 //! | `kill` | the driver stops and [`ChaosEffects::killed`] is set: `meshkitd` exits with status 75; restarting it is the supervisor's job |
 //! | `transport-downgrade` | [`ChaosEffects::refuse_h3`] is set: the control listener refuses HTTP/3 and closes its open HTTP/3 connections, clients fall back to HTTP/2 |
-//! | `certificate-expiry`, `clock-skew`, `membership-surge` | refused with [`ChaosError::NotApplicableHere`] (see its reasons) |
+//! | `clock-skew` | the time the driver gives the core runs at the plan's rate ([`clock_rate_ppm`](ChaosHost::clock_rate_ppm)): membership, lease and queue timers run fast or slow; the chaos schedule itself stays on real time, so the experiment still ends at its real deadline |
+//! | `certificate-expiry` | [`ChaosEffects::serve_stand_in`] is set: new handshakes get the certificate `[chaos] stand_in_cert` names (expired, or expiring within the plan's `expires_in`: checked when the plan is applied); connections already open keep theirs |
+//! | `membership-surge` | refused with [`ChaosError::NotApplicableHere`] |
 //!
 //! # The dead-man switch
 //!
@@ -40,7 +42,7 @@ use meshkit::diag::fault::{
 };
 use meshkit::membership::MemberState;
 use meshkit::node::Node;
-use meshkit::{Duration, Instant, NodeId};
+use meshkit::{Duration, Instant, NodeId, RATE_ONE_PPM, SkewedClock};
 use meshkit_net::transport::chaos::{
     ChaosLinks, ChaosRules, LinkCounts, LinkEffect, LinkRule, LinkSide,
 };
@@ -108,6 +110,10 @@ pub struct ChaosConfig {
     pub allowed_kinds: BTreeSet<String>,
     /// The longest duration it takes (default [`DEFAULT_MAX_DURATION`]).
     pub max_duration: Duration,
+    /// When the certificate `[chaos] stand_in_cert` names expires (Unix seconds): the one a
+    /// `certificate-expiry` experiment serves in place of the node's own. `None`: there is
+    /// none, and the kind is refused on this node.
+    pub stand_in_not_after: Option<i64>,
 }
 
 impl Default for ChaosConfig {
@@ -116,6 +122,7 @@ impl Default for ChaosConfig {
             enabled: false,
             allowed_kinds: BTreeSet::new(),
             max_duration: DEFAULT_MAX_DURATION,
+            stand_in_not_after: None,
         }
     }
 }
@@ -132,6 +139,9 @@ pub struct ChaosEffects {
     /// Set when a `kill` experiment stopped the driver: the process should exit with
     /// [`KILL_EXIT_STATUS`].
     pub killed: Arc<AtomicBool>,
+    /// `true` while a `certificate-expiry` is active here: the node's listeners serve the
+    /// stand-in certificate for new handshakes (the certificate reloader subscribes).
+    pub serve_stand_in: tokio::sync::watch::Sender<bool>,
 }
 
 /// A cluster-wide experiment id chosen by the node that received the start call: `node-3/17`.
@@ -425,6 +435,10 @@ pub struct ChaosHost {
     link_rules: BTreeMap<ExperimentId, (u64, Vec<LinkRule>)>,
     paused: BTreeSet<ExperimentId>,
     downgraded: BTreeSet<ExperimentId>,
+    /// Active `certificate-expiry` experiments applied here.
+    stand_in: BTreeSet<ExperimentId>,
+    /// The rate of each active `clock-skew` applied here, in parts per million.
+    skewed: BTreeMap<ExperimentId, u64>,
     kill: bool,
     stats: ChaosStats,
     recoveries: VecDeque<PendingRecovery>,
@@ -436,6 +450,7 @@ impl ChaosHost {
         // Chaos off: the wrapper holds no rules, whatever a previous owner of `effects` set.
         effects.links.clear();
         effects.refuse_h3.store(false, Ordering::Release);
+        effects.serve_stand_in.send_replace(false);
         Self {
             config,
             effects,
@@ -447,6 +462,8 @@ impl ChaosHost {
             link_rules: BTreeMap::new(),
             paused: BTreeSet::new(),
             downgraded: BTreeSet::new(),
+            stand_in: BTreeSet::new(),
+            skewed: BTreeMap::new(),
             kill: false,
             stats: ChaosStats::default(),
             recoveries: VecDeque::new(),
@@ -461,6 +478,17 @@ impl ChaosHost {
     /// Whether a `pause` is active here: the driver holds its datagrams and timers.
     pub fn is_paused(&self) -> bool {
         !self.paused.is_empty()
+    }
+
+    /// The rate the core's clock runs at here, in parts per million of real time:
+    /// [`RATE_ONE_PPM`] unless a `clock-skew` is active, else the newest active one's rate (two
+    /// overlapping skews do not compound: the node has one clock).
+    pub fn clock_rate_ppm(&self) -> u64 {
+        self.skewed
+            .values()
+            .next_back()
+            .copied()
+            .unwrap_or(RATE_ONE_PPM)
     }
 
     /// Whether a `kill` activated here: the driver must stop (once).
@@ -513,6 +541,17 @@ impl ChaosHost {
                 kind: kind.to_owned(),
                 reason,
             });
+        }
+        if let FaultKind::CertificateExpiry { expires_in } = plan.kind()
+            && applied_here
+        {
+            let start = unix_seconds(std::time::SystemTime::now()) + plan.start().as_secs() as i64;
+            stand_in_fits(*expires_in, self.config.stand_in_not_after, start).map_err(
+                |reason| ChaosError::NotApplicableHere {
+                    kind: kind.to_owned(),
+                    reason,
+                },
+            )?;
         }
         let schedule_id = self
             .schedule
@@ -807,6 +846,13 @@ impl ChaosHost {
                 self.downgraded.insert(id);
                 self.effects.refuse_h3.store(true, Ordering::Release);
             }
+            FaultKind::CertificateExpiry { .. } => {
+                self.stand_in.insert(id);
+                self.effects.serve_stand_in.send_replace(true);
+            }
+            FaultKind::ClockSkew { rate } => {
+                self.skewed.insert(id, SkewedClock::ppm(*rate));
+            }
             kind if kind.is_link_fault() || matches!(kind, FaultKind::Partition { .. }) => {
                 let rules = self.rules_for(plan.kind(), radius);
                 self.link_rules.insert(id, (plan.seed(), rules));
@@ -827,6 +873,10 @@ impl ChaosHost {
         let reason_name = end_reason(reason);
         *self.stats.reverts.entry((kind, reason_name)).or_default() += 1;
         self.paused.remove(&id);
+        self.skewed.remove(&id);
+        if self.stand_in.remove(&id) && self.stand_in.is_empty() {
+            self.effects.serve_stand_in.send_replace(false);
+        }
         if self.downgraded.remove(&id) && self.downgraded.is_empty() {
             self.effects.refuse_h3.store(false, Ordering::Release);
         }
@@ -926,15 +976,47 @@ fn not_applicable(kind: &FaultKind) -> Option<&'static str> {
             "a surge of new members is made by the simulator or the compose environment, \
              which start the members; a node cannot create peers",
         ),
-        FaultKind::CertificateExpiry { .. } => Some(
-            "serving an expired certificate is not wired into the control listener yet; run \
-             it in the simulator",
-        ),
-        FaultKind::ClockSkew { .. } => {
-            Some("the node's clock cannot run at another rate yet; run it in the simulator")
-        }
         _ => None,
     }
+}
+
+/// Whether the stand-in certificate (expiring at `not_after`, Unix seconds) is what a
+/// `certificate-expiry` plan starting at `start` (Unix seconds) asks for: already expired when
+/// the plan has no `expires_in`, else still valid and expiring within `expires_in` of the start.
+/// A node cannot mint a certificate (it holds no CA key), so the operator provides the one it
+/// serves, and a plan that does not match it is refused rather than run as something else.
+fn stand_in_fits(
+    expires_in: Option<Duration>,
+    not_after: Option<i64>,
+    start: i64,
+) -> Result<(), &'static str> {
+    let Some(not_after) = not_after else {
+        return Err(
+            "this node has no [chaos] stand_in_cert: give it a certificate for its own \
+                    identity, signed by the mesh's CA, that is expired (or expires within the \
+                    plan's expires_in); see docs/diagnostics.md, \"certificate-expiry\"",
+        );
+    };
+    match expires_in {
+        None if not_after >= start => Err(
+            "[chaos] stand_in_cert is still valid, and a plan without expires_in serves an \
+             expired certificate: give expires_in, or an expired stand-in",
+        ),
+        Some(_) if not_after < start => Err(
+            "[chaos] stand_in_cert has expired, and a plan with expires_in serves one still \
+             valid: leave expires_in out, or renew the stand-in",
+        ),
+        Some(d) if not_after > start.saturating_add(d.as_secs() as i64) => Err(
+            "[chaos] stand_in_cert expires later than expires_in after the start: give a longer \
+             expires_in, or a stand-in that expires sooner",
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn unix_seconds(at: std::time::SystemTime) -> i64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn end_reason(reason: EndReason) -> &'static str {

@@ -23,7 +23,7 @@ use meshkit::membership::{Event, ForceLeave, ForceLeaveError, MemberState, Metad
 pub use meshkit::node::Channel;
 use meshkit::node::{Event as NodeEvent, Node, VoterChange, VoterChangeError};
 use meshkit::shard::Plan;
-use meshkit::{Duration, Incarnation, Instant, MetaVersion, NodeId};
+use meshkit::{Duration, Incarnation, Instant, MetaVersion, NodeId, RATE_ONE_PPM, SkewedClock};
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Sleep;
@@ -821,6 +821,10 @@ pub struct Driver<T, C> {
     cert_not_after: Option<i64>,
     transport: T,
     clock: C,
+    /// The core's time as a function of `clock`: the identity unless a `clock-skew` experiment
+    /// runs here. The chaos schedule reads `clock` itself, so a skewed node still reverts at
+    /// the real deadline.
+    core_clock: SkewedClock,
     timer: Pin<Box<Sleep>>,
     armed: Option<Instant>,
     commands: mpsc::Receiver<Command>,
@@ -857,6 +861,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             cert_not_after: None,
             transport,
             clock,
+            core_clock: SkewedClock::new(Instant::ZERO, Instant::ZERO),
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             armed: None,
             commands,
@@ -874,7 +879,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
         mut self,
         config: &LeadershipConfig,
     ) -> Result<Self, crate::lease_host::LeadershipStartError> {
-        let now = self.clock.now();
+        let now = self.core_now();
         let (leadership, mut node) = Leadership::start(config, self.node, now)?;
         if node.lease_group().is_some() {
             // The value is tiny: far below the metadata limits. A joining voter's node has
@@ -891,7 +896,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
     /// [`with_leadership`](Self::with_leadership), with `[shards]`: a queue is served by its
     /// shard's lease holder), restoring the replica copies `config.data_dir` holds.
     pub fn with_queues(mut self, config: &QueuesConfig) -> Result<Self, QueueStartError> {
-        let now = self.clock.now();
+        let now = self.core_now();
         let (host, node) = QueueHost::start(config, self.node, now)?;
         self.node = node;
         self.queues = Some(host);
@@ -917,7 +922,8 @@ impl<T: Transport, C: Clock> Driver<T, C> {
 
     /// Handles one command; `false` means stop.
     fn handle_command(&mut self, command: Command) -> bool {
-        let now = self.clock.now();
+        let real = self.clock.now();
+        let now = self.core_clock.local(real);
         match command {
             Command::Join(seeds) => {
                 let own = self.node.local_id();
@@ -1009,7 +1015,10 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             Command::Chaos(ChaosCommand::View(reply)) => {
                 let _ = reply.send(crate::chaos_host::cluster_view(&self.node));
             }
-            Command::Chaos(command) => self.chaos.command(now, &self.node, command),
+            Command::Chaos(command) => {
+                self.chaos.command(real, &self.node, command);
+                self.follow_clock_rate(real);
+            }
             Command::Shutdown => return false,
             #[cfg(any(test, feature = "fault-injection"))]
             Command::Panic => panic!("test-only: the driver panics on command"),
@@ -1018,7 +1027,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
     }
 
     fn handle_received(&mut self, from: NodeId, datagram: &[u8]) {
-        let now = self.clock.now();
+        let now = self.core_now();
         if let Ok((channel, _)) = Channel::split(datagram) {
             self.traffic.count_received(channel, datagram.len());
         }
@@ -1033,7 +1042,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
     /// written: the driver stops (nothing polled after them may be sent, and a replica that
     /// cannot persist must not acknowledge; restart once the disk is fixed).
     fn flush(&mut self) -> bool {
-        let now = self.clock.now();
+        let now = self.core_now();
         if let Some(l) = &mut self.leadership {
             l.persist(&mut self.node);
         }
@@ -1186,13 +1195,35 @@ impl<T: Transport, C: Clock> Driver<T, C> {
         }
     }
 
-    /// Points the one timer at the core's next deadline.
+    /// The core's time now (see `core_clock`).
+    fn core_now(&self) -> Instant {
+        self.core_clock.local(self.clock.now())
+    }
+
+    /// Runs the core's clock at the rate the chaos host asks for from real time `real` on
+    /// (local time stays continuous), and re-arms the timer for the new rate.
+    fn follow_clock_rate(&mut self, real: Instant) {
+        let rate = self.chaos.clock_rate_ppm();
+        if rate != self.core_clock.rate_ppm() {
+            self.core_clock.set_rate(real, rate);
+            self.armed = None;
+            tracing::warn!(
+                rate = rate as f64 / RATE_ONE_PPM as f64,
+                "the core's clock now runs at this rate of real time (chaos clock-skew)"
+            );
+        }
+    }
+
+    /// Points the one timer at the earliest of the core's next deadline (on its clock, mapped
+    /// back to real time) and the chaos schedule's (real time); `now` is real time.
     fn arm_timer(&mut self, now: Instant) {
         // While paused by chaos only the chaos schedule's timer runs (its revert ends the pause).
         let core = if self.chaos.is_paused() {
             None
         } else {
-            self.node.poll_timeout()
+            self.node
+                .poll_timeout()
+                .map(|local| self.core_clock.to_global(local))
         };
         let deadline = [core, self.chaos.poll_timeout()]
             .into_iter()
@@ -1209,7 +1240,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
     }
 
     fn snapshot(&self) -> Snapshot {
-        let now = self.clock.now();
+        let now = self.core_now();
         let membership = self.node.membership();
         let peers = membership
             .members()
@@ -1273,6 +1304,7 @@ impl<T: Transport, C: Clock> Future for Driver<T, C> {
             let now = this.clock.now();
             if this.chaos.poll_timeout().is_some_and(|at| at <= now) {
                 this.chaos.handle_timeout(now, &this.node);
+                this.follow_clock_rate(now);
                 progress = true;
             }
             if this.chaos.take_kill() {
@@ -1304,8 +1336,9 @@ impl<T: Transport, C: Clock> Future for Driver<T, C> {
                 }
             }
             let now = this.clock.now();
-            if this.node.poll_timeout().is_some_and(|at| at <= now) {
-                this.node.handle_timeout(now);
+            let core_now = this.core_clock.local(now);
+            if this.node.poll_timeout().is_some_and(|at| at <= core_now) {
+                this.node.handle_timeout(core_now);
                 progress = true;
             }
             if !this.flush() {

@@ -26,11 +26,10 @@ use meshkit::diag::fault::{
     PartitionShape, Phase, ScheduleError, Selector, link_ends, resolve,
 };
 use meshkit::lease::LeaseGroup;
-use meshkit::{Duration, Instant};
+use meshkit::{Duration, Instant, RATE_ONE_PPM, SkewedClock};
 
 use super::{Engine, NodeState, What, id};
 use crate::PlanError;
-use crate::clock::RATE_ONE_PPM;
 use crate::fault::check_plan_kind;
 use crate::network::{LinkEffect, LinkSet};
 use crate::report::ExperimentRecord;
@@ -368,7 +367,7 @@ impl Engine<'_> {
                 Applied::Paused(paused)
             }
             FaultKind::ClockSkew { rate } => {
-                let ppm = (rate * RATE_ONE_PPM as f64).round() as u64;
+                let ppm = SkewedClock::ppm(*rate);
                 let mut skewed = Vec::new();
                 for i in nodes.iter().copied() {
                     if matches!(self.slots[i].state, NodeState::Running | NodeState::Paused) {

@@ -107,6 +107,7 @@ fn placeholders(offset: u64) -> Result<Placeholders, NodeConfigError> {
 fn check(file: &std::path::Path, placeholders: &Placeholders) -> ExitCode {
     let checked = NodeConfig::load_with(file, placeholders)
         .and_then(|c| c.load_tls().map(|_| c))
+        .and_then(|c| c.load_stand_in().map(|_| c))
         .and_then(|c| Ok(c.access().token_verifier().map(|_| c)?))
         .and_then(|c| c.check_paths().map(|()| c));
     match checked {

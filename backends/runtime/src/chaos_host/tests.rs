@@ -23,6 +23,7 @@ fn enabled(kinds: &[&str]) -> ChaosConfig {
         enabled: true,
         allowed_kinds: kinds.iter().map(|k| (*k).to_owned()).collect(),
         max_duration: Duration::from_secs(60),
+        stand_in_not_after: None,
     }
 }
 
@@ -193,6 +194,88 @@ fn a_partition_applies_and_reverts_at_its_deadline() {
     assert_eq!(listed[0].remaining_ms, 0);
     assert_eq!(h.stats().reverts.get(&("partition", "deadline")), Some(&1));
     assert!(h.stats().active.is_empty());
+}
+
+/// Which stand-in certificate fits which `certificate-expiry` plan: each refusal names the
+/// mismatch; a fitting one passes at the bounds.
+#[test]
+fn stand_in_must_match_the_plan() {
+    let start = 1_000_000;
+    let hour = Some(Duration::from_secs(3600));
+    assert!(
+        stand_in_fits(None, None, start)
+            .unwrap_err()
+            .contains("no [chaos] stand_in_cert")
+    );
+    assert!(
+        stand_in_fits(None, Some(start), start)
+            .unwrap_err()
+            .contains("still valid")
+    );
+    assert_eq!(stand_in_fits(None, Some(start - 1), start), Ok(()));
+    assert!(
+        stand_in_fits(hour, Some(start - 1), start)
+            .unwrap_err()
+            .contains("has expired")
+    );
+    assert_eq!(stand_in_fits(hour, Some(start), start), Ok(()));
+    assert_eq!(stand_in_fits(hour, Some(start + 3600), start), Ok(()));
+    assert!(
+        stand_in_fits(hour, Some(start + 3601), start)
+            .unwrap_err()
+            .contains("expires later")
+    );
+}
+
+/// A `certificate-expiry` on this node raises `serve_stand_in` until its deadline; a plan the
+/// stand-in does not fit is refused with nothing scheduled, and a node outside the radius
+/// needs no stand-in.
+#[test]
+fn certificate_expiry_serves_the_stand_in_until_the_deadline() {
+    let n = node(1);
+    let plan = |expires_in, index| {
+        let plan = FaultPlan::new(
+            FaultKind::CertificateExpiry { expires_in },
+            Selector::Indices(vec![index]),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        let radius = resolve(&plan, &ClusterView::numbered(3, 1)).unwrap();
+        (plan, radius)
+    };
+    let mut config = enabled(&["certificate-expiry"]);
+    // Expired in 2001.
+    config.stand_in_not_after = Some(1_000_000_000);
+    let (mut h, effects) = host(config);
+    let (fresh, fresh_radius) = plan(Some(Duration::from_secs(3600)), 0);
+    assert!(matches!(
+        h.apply(Instant::ZERO, &n, experiment(1), fresh, fresh_radius),
+        Err(ChaosError::NotApplicableHere { reason, .. }) if reason.contains("has expired")
+    ));
+    assert!(h.experiments(Instant::ZERO).is_empty());
+    assert!(!*effects.serve_stand_in.borrow());
+
+    let (expired, radius) = plan(None, 0);
+    let status = h
+        .apply(Instant::ZERO, &n, experiment(2), expired, radius)
+        .unwrap();
+    assert!(status.applied_here);
+    assert!(*effects.serve_stand_in.borrow());
+    h.handle_timeout(Instant::ZERO + Duration::from_secs(30), &n);
+    assert!(!*effects.serve_stand_in.borrow());
+    assert_eq!(
+        h.stats().reverts.get(&("certificate-expiry", "deadline")),
+        Some(&1)
+    );
+
+    // Node 2's certificate: node 1 has no stand-in and needs none.
+    let (mut other, other_effects) = host(enabled(&["certificate-expiry"]));
+    let (elsewhere, radius) = plan(None, 1);
+    let status = other
+        .apply(Instant::ZERO, &n, experiment(3), elsewhere, radius)
+        .unwrap();
+    assert!(!status.applied_here);
+    assert!(!*other_effects.serve_stand_in.borrow());
 }
 
 /// The kill switch reverts everything, refuses new experiments until re-armed, and the
@@ -608,5 +691,129 @@ mod mesh {
         );
         assert!(node.chaos_experiments().await.unwrap().is_empty());
         assert!(effects.links.rules().is_empty());
+    }
+}
+
+/// `clock-skew` on a driver whose clock is tokio's (virtual under `start_paused`, so the rates
+/// are exact and the test takes no wall-clock time).
+mod skew {
+    use std::net::SocketAddr;
+    use std::time::Duration as StdDuration;
+
+    use meshkit::config::RawConfig;
+    use meshkit_net::clock::Clock;
+    use meshkit_net::transport::memory::MemoryNetwork;
+
+    use super::*;
+    use crate::driver::{Driver, NodeHandle, SeedPeer};
+
+    /// Tokio's clock as the node's.
+    #[derive(Clone, Copy, Debug)]
+    struct TokioClock(tokio::time::Instant);
+
+    impl Clock for TokioClock {
+        fn now(&self) -> Instant {
+            let elapsed = self.0.elapsed();
+            Instant::from_nanos(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
+        }
+    }
+
+    fn spawn(network: &MemoryNetwork, clock: TokioClock, raw_id: u64) -> NodeHandle {
+        let raw: RawConfig =
+            toml::from_str("probe_interval = \"200ms\"\nprobe_timeout = \"100ms\"\n").unwrap();
+        let id = NodeId::new(raw_id);
+        let node = Node::new(
+            Config::try_from(raw).unwrap(),
+            id,
+            Incarnation::new(1),
+            raw_id,
+            clock.now(),
+        );
+        let (driver, handle) = Driver::new(node, network.attach(id), clock);
+        tokio::spawn(driver.with_chaos(enabled(&["clock-skew"]), ChaosEffects::default()));
+        handle
+    }
+
+    /// Membership datagrams `node` sends in `window` of (virtual) real time.
+    async fn sent_in(node: &NodeHandle, window: StdDuration) -> u64 {
+        let before = node
+            .snapshot()
+            .await
+            .unwrap()
+            .traffic
+            .membership
+            .datagrams_sent;
+        tokio::time::sleep(window).await;
+        node.snapshot()
+            .await
+            .unwrap()
+            .traffic
+            .membership
+            .datagrams_sent
+            - before
+    }
+
+    /// A node whose clock runs four times fast probes and gossips about four times as often,
+    /// while its peer, on real time, does not; the experiment still ends at its real deadline
+    /// (30 s, not 30 s of the skewed clock), and the node's pace returns to normal.
+    #[tokio::test(start_paused = true)]
+    async fn a_skewed_node_runs_its_timers_at_the_rate_and_reverts_on_real_time() {
+        let network = MemoryNetwork::new();
+        let clock = TokioClock(tokio::time::Instant::now());
+        let nodes = [spawn(&network, clock, 1), spawn(&network, clock, 2)];
+        let seed = SeedPeer {
+            id: NodeId::new(1),
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+        };
+        nodes[1].join(vec![seed]).await.unwrap();
+        tokio::time::sleep(StdDuration::from_secs(5)).await;
+        let window = StdDuration::from_secs(10);
+        let normal = [
+            sent_in(&nodes[0], window).await,
+            sent_in(&nodes[1], window).await,
+        ];
+
+        let plan = FaultPlan::new(
+            FaultKind::ClockSkew { rate: 4.0 },
+            Selector::Indices(vec![0]),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        let radius = resolve(&plan, &nodes[0].chaos_view().await.unwrap()).unwrap();
+        nodes[0]
+            .chaos_apply(experiment(1), plan, radius)
+            .await
+            .unwrap();
+        let skewed = sent_in(&nodes[0], window).await;
+        let peer = sent_in(&nodes[1], window).await;
+        let ratio = skewed as f64 / normal[0] as f64;
+        assert!(
+            (3.0..=5.0).contains(&ratio),
+            "rate 4: node 1 sent {skewed} datagrams in 10 s against {} before ({ratio:.2}x)",
+            normal[0]
+        );
+        // The peer answers more probes but sends no probes of its own faster.
+        assert!(
+            (peer as f64) < normal[1] as f64 * 2.5,
+            "the peer's pace changed: {peer} against {}",
+            normal[1]
+        );
+        // 20 s of real time in: on the skewed clock 80 s have passed, yet the 30 s experiment
+        // is still active, because the chaos schedule runs on real time.
+        let active = nodes[0].chaos_experiments().await.unwrap();
+        assert_eq!(active[0].phase, "active", "{active:?}");
+
+        tokio::time::sleep(StdDuration::from_secs(15)).await;
+        let ended = nodes[0].chaos_experiments().await.unwrap();
+        assert_eq!(ended[0].phase, "reverted", "{ended:?}");
+        let after = sent_in(&nodes[0], window).await;
+        let ratio = after as f64 / normal[0] as f64;
+        assert!(
+            (0.7..=1.4).contains(&ratio),
+            "after the revert node 1 sent {after} datagrams in 10 s against {} ({ratio:.2}x)",
+            normal[0]
+        );
+        let stats = nodes[0].snapshot().await.unwrap().chaos;
+        assert_eq!(stats.reverts.get(&("clock-skew", "deadline")), Some(&1));
     }
 }
