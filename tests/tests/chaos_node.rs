@@ -7,6 +7,7 @@ mod common;
 
 use common::{TempDir, client, start_cluster_with};
 use meshkit::diag::fault::{FaultKind, FaultPlan, Selector, resolve};
+use meshkit::shard::ShardId;
 use meshkit::{Duration, NodeId};
 use meshkit_node::api::alpn::HttpProtocol;
 use meshkit_node::client::Protocols;
@@ -91,6 +92,51 @@ async fn a_transport_downgrade_makes_clients_fall_back_to_h2_until_it_is_reverte
     assert_eq!(
         after.get(&server, "/healthz").await.unwrap().protocol,
         HttpProtocol::H3
+    );
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// A `shard-owner` selector resolves on a voter to the node holding the shard's lease
+/// (`shard/orders/0`), read from the same lease table the voter serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_owner_selector_resolves_to_the_shards_lease_holder() {
+    let dir = TempDir::new("chaos-shard-owner");
+    let extra = "[leadership]\nvoters = [1, 2, 3]\nttl = \"3s\"\n\n\
+        [leadership.raft]\ntick_interval = \"50ms\"\n\n\
+        [shards]\nnamespaces = { orders = 4 }\nttl = \"3s\"\n\n\
+        [chaos]\nenabled = true\nallowed_kinds = [\"pause\"]\n";
+    let nodes = start_cluster_with(dir.path(), 3, extra).await;
+    let shard: ShardId = "shard/orders/0".parse().unwrap();
+    let plan = FaultPlan::new(
+        FaultKind::Pause {},
+        Selector::ShardOwner(shard.clone()),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let handle = nodes[0].handle();
+    let mut found = None;
+    // Bounded: 30 s for the voters to elect a leader and the coordinator to place the shards.
+    for _ in 0..300 {
+        let view = handle.chaos_view().await.unwrap();
+        if let Ok(radius) = resolve(&plan, &view) {
+            found = Some(radius);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let radius = found.expect("shard/orders/0 had no owner in node 1's chaos view within 30 s");
+    let leadership = handle.snapshot().await.unwrap().leadership.unwrap().0;
+    let holder = leadership
+        .table
+        .iter()
+        .find(|l| l.scope == shard.to_string())
+        .map(|l| l.holder)
+        .expect("the shard's lease in node 1's table");
+    assert_eq!(
+        radius.nodes.iter().map(|n| n.get()).collect::<Vec<_>>(),
+        [holder]
     );
     for n in nodes {
         n.stop().await;

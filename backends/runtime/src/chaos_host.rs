@@ -1029,7 +1029,7 @@ fn end_reason(reason: EndReason) -> &'static str {
 }
 
 /// The view `resolve` needs from this node: its members (not dead or left) with their region,
-/// and the roles it knows (the Raft leader and lease holders, known on voters).
+/// and the roles it knows (the Raft leader, lease holders and shard owners, known on voters).
 pub(crate) fn cluster_view(node: &Node) -> ClusterView {
     let membership = node.membership();
     let members = membership
@@ -1047,6 +1047,11 @@ pub(crate) fn cluster_view(node: &Node) -> ClusterView {
     if let Some(group) = node.lease_group() {
         view = view.with_raft_leader(group.leader());
         for (scope, lease) in group.table().iter() {
+            // A shard is owned through its lease (`shard/{namespace}/{id}`), so a voter's table
+            // names the owner a `shard-owner` selector asks for.
+            if let Some(shard) = scope.as_shard() {
+                view = view.with_shard_owner(shard, lease.holder);
+            }
             view = view.with_lease_holder(scope.clone(), lease.holder);
         }
     }
