@@ -203,6 +203,8 @@ pub(crate) fn figures(outcome: Outcome, header: RunReport) -> RunReport {
             queue_completed: q.completed,
             queue_lost: q.lost,
             queue_duplicate_completions: q.duplicate_completions,
+            queue_reused_ids: q.reused_ids,
+            queue_accepted_completions_refused: q.accepted_refused,
             queue_stale_completions_refused: q.stale_refused,
             queue_stale_completions_accepted: q.stale_accepted,
             queue_replication_lag_p99_ms: percentile(&q.lag_ms, 99.0).map(r3),

@@ -11,19 +11,32 @@
 //! 1. **No acknowledged item is lost.** Every item an owner acknowledged (its
 //!    `QueueEvent::Acknowledged`) must be in the queue of every owner that starts serving the
 //!    shard after it (checked at each `QueueEvent::Serving`) and at the end.
-//! 2. **No item is completed twice**: an owner's `QueueEvent::Completed` (a completion accepted
+//!    An item present there under another origin counts as missing: its id was reused.
+//! 2. **An item id is acknowledged for one enqueue only**: two `QueueEvent::Acknowledged` of
+//!    the same shard and item (any owner, any fence) name the same origin (producer node and
+//!    request, which the owner's queue holds for the item), so one acknowledged payload never
+//!    shadows another under the same id.
+//! 3. **No item is completed twice**: an owner's `QueueEvent::Completed` (a completion accepted
 //!    and answered) comes once per item.
-//! 3. **No completion is accepted with a stale token**: when an owner accepts a completion,
+//! 4. **No completion is accepted with a stale token**: when an owner accepts a completion,
 //!    the token's fence is the shard's latest grant (the run's view of the lease table).
-//! 4. **Backpressure transitions respect the cooldown**: two transitions of one owner's monitor
+//! 5. **Backpressure transitions respect the cooldown**: two transitions of one owner's monitor
 //!    are at least the cooldown apart (by that owner's clock).
-//! 5. **The end state**: after the run, every shard is served by one live owner, and every
+//! 6. **A completion accepted is not refused by the owner that accepted it**: a worker that
+//!    hears its completion refused as `StaleLease` (the owner serving under the token's own
+//!    fence no longer has the item leased under that grant) must not hold a token whose
+//!    completion an owner accepted (its first answer lost, the resend refused: the worker
+//!    would believe its work was thrown away). A resend that reaches a newer owner is refused
+//!    as `StaleFence`, which is not checked: that owner cannot tell the grant that completed
+//!    the item from another of the same attempt (docs/task-queues.md).
+//! 7. **The end state**: after the run, every shard is served by one live owner, and every
 //!    acknowledged item in it is pending, leased to a live worker, completed or dead-lettered.
 //!
 //! # Figures
 //!
 //! `queue_acknowledged`, `queue_completed`, `queue_lost` (acknowledged items missing),
-//! `queue_duplicate_completions`, `queue_stale_completions_refused` (by owners),
+//! `queue_duplicate_completions`, `queue_reused_ids` (acknowledgements of an item id already
+//! acknowledged for another enqueue), `queue_stale_completions_refused` (by owners),
 //! `queue_stale_completions_accepted`, `queue_replication_lag_p99_ms` (an enqueue's arrival at
 //! the owner to its acknowledgement), `queue_failover_s` (a serving owner's crash or lease loss
 //! to the next owner serving the shard), `queue_backpressure_transitions`.
@@ -31,7 +44,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use meshkit::NodeId;
-use meshkit::queue::{ItemId, ItemState, OwnershipToken, QueueEvent, ReplicaStore};
+use meshkit::queue::{ItemId, ItemState, Origin, OwnershipToken, QueueEvent, ReplicaStore};
 use meshkit::shard::ShardId;
 use meshkit::{Duration, Instant};
 
@@ -49,6 +62,11 @@ pub(crate) struct QueueRecords {
     pub(crate) completed: u64,
     pub(crate) lost: u64,
     pub(crate) duplicate_completions: u64,
+    /// Acknowledgements of an item id already acknowledged for another enqueue.
+    pub(crate) reused_ids: u64,
+    /// Completions a worker heard refused as `StaleLease` although the owner had accepted
+    /// them (the answer was lost and the resend refused).
+    pub(crate) accepted_refused: u64,
     pub(crate) stale_refused: u64,
     pub(crate) stale_accepted: u64,
     pub(crate) lag_ms: Vec<f64>,
@@ -99,9 +117,12 @@ pub(crate) struct QueueRun {
     pub(crate) worker_state: BTreeMap<usize, Worker>,
     /// Each node's replica checkpoint log, by shard: what its disk holds.
     disks: Vec<BTreeMap<ShardId, Vec<Vec<u8>>>>,
-    /// Acknowledged items, by shard, and when.
-    acked: Vec<BTreeMap<ItemId, Instant>>,
+    /// Acknowledged items, by shard, with the enqueue (origin) each was acknowledged for
+    /// (`None`: the owner's queue did not show it, which the lost-item check reports).
+    acked: Vec<BTreeMap<ItemId, Option<Origin>>>,
     completed: Vec<BTreeSet<ItemId>>,
+    /// Every completion an owner accepted, by shard: the token it accepted.
+    pub(crate) accepted: Vec<BTreeSet<OwnershipToken>>,
     /// Last backpressure transition per (node, shard, fence): the owner's local time.
     last_transition: BTreeMap<(usize, usize, u64), Instant>,
     /// Shards whose serving owner went away, since when.
@@ -125,6 +146,7 @@ impl QueueRun {
             spec: spec.clone(),
             acked: vec![BTreeMap::new(); shards.len()],
             completed: vec![BTreeSet::new(); shards.len()],
+            accepted: vec![BTreeSet::new(); shards.len()],
             shards,
             next_enqueue: BTreeMap::new(),
             worker_state: workers.iter().map(|&w| (w, Worker::default())).collect(),
@@ -173,25 +195,43 @@ impl QueueRun {
     }
 
     /// One queue event of node `index`; `fence_of(shard)` is the shard's latest grant, and
-    /// `serving(shard)` the queue node `index` serves. Returns the violations found.
+    /// `origin_of(shard, item)` the origin of the item in the queue node `index` serves (`None`:
+    /// it serves none, or the queue lacks the item). Returns the violations found.
     pub(crate) fn on_event(
         &mut self,
         now: Instant,
         index: usize,
         event: &QueueEvent,
         fence_of: impl Fn(usize) -> u64,
-        holds: impl Fn(usize, ItemId) -> bool,
+        origin_of: impl Fn(usize, ItemId) -> Option<Origin>,
     ) -> Vec<String> {
         let mut violations = Vec::new();
         match event {
             QueueEvent::Acknowledged {
-                shard, item, lag, ..
+                shard,
+                item,
+                lag,
+                fence,
             } => {
                 let Some(s) = self.shard_index(shard) else {
                     return violations;
                 };
-                if self.acked[s].insert(*item, now).is_none() {
-                    self.records.acknowledged += 1;
+                let origin = origin_of(s, *item);
+                match self.acked[s].get(item) {
+                    None => {
+                        self.acked[s].insert(*item, origin);
+                        self.records.acknowledged += 1;
+                    }
+                    // The same enqueue acknowledged again (a resend to a later owner).
+                    Some(held) if *held == origin => {}
+                    Some(held) => {
+                        self.records.reused_ids += 1;
+                        violations.push(format!(
+                            "node-{} acknowledged {shard} {item} under {fence} for {origin:?}, \
+                             but it was acknowledged before for {held:?}: an item id reused",
+                            index + 1,
+                        ));
+                    }
                 }
                 self.records.lag_ms.push(lag.as_secs_f64() * 1e3);
             }
@@ -200,6 +240,7 @@ impl QueueRun {
                     return violations;
                 };
                 self.records.completed += 1;
+                self.accepted[s].insert(*token);
                 if !self.completed[s].insert(token.item) {
                     self.records.duplicate_completions += 1;
                     violations.push(format!(
@@ -253,10 +294,14 @@ impl QueueRun {
                         .failover_s
                         .push(now.saturating_duration_since(since).as_secs_f64());
                 }
+                // An item held under another origin is missing too: the acknowledged enqueue's
+                // payload is not there, another one is.
                 let missing: Vec<ItemId> = self.acked[s]
-                    .keys()
-                    .copied()
-                    .filter(|&item| !holds(s, item))
+                    .iter()
+                    .filter(|&(&item, origin)| {
+                        origin_of(s, item).is_none_or(|held| origin.is_some_and(|o| o != held))
+                    })
+                    .map(|(&item, _)| item)
                     .collect();
                 if !missing.is_empty() {
                     self.records.lost += missing.len() as u64;
@@ -276,6 +321,29 @@ impl QueueRun {
             _ => {}
         }
         violations
+    }
+
+    /// A worker of node `index` heard its completion of `token` on shard `s` refused with
+    /// `error`: a violation if an owner accepted that completion and the refusal is
+    /// `StaleLease` (from an owner under the token's fence).
+    pub(crate) fn on_completion_refused(
+        &mut self,
+        index: usize,
+        s: usize,
+        token: OwnershipToken,
+        error: &meshkit::queue::QueueError,
+    ) -> Option<String> {
+        let same_fence = matches!(error, meshkit::queue::QueueError::StaleLease { .. });
+        if !same_fence || !self.accepted.get(s)?.contains(&token) {
+            return None;
+        }
+        self.records.accepted_refused += 1;
+        Some(format!(
+            "node-{}'s completion of {} {} was accepted, then refused as stale ({error})",
+            index + 1,
+            self.shards[s],
+            token
+        ))
     }
 
     /// The end-state check: `served(s)` gives the live nodes serving shard `s` and a view of
@@ -368,28 +436,35 @@ mod tests {
         let mut q = run();
         let shard = ShardId::new("jobs", 0).unwrap();
         let fence_of = |_| 5;
+        let origin = |request| Origin {
+            node: NodeId::new(1),
+            request,
+        };
+        let held = |_, _| Some(origin(1));
         let ack = QueueEvent::Acknowledged {
             shard: shard.clone(),
             item: ItemId::new(1),
             fence: FencingToken::new(5),
             lag: Duration::from_millis(2),
         };
-        assert!(q.on_event(at(1), 3, &ack, fence_of, |_, _| true).is_empty());
+        assert!(q.on_event(at(1), 3, &ack, fence_of, held).is_empty());
+        // The same enqueue acknowledged again is fine; another enqueue under the same id is not.
+        assert!(q.on_event(at(1), 3, &ack, fence_of, held).is_empty());
+        let v = q.on_event(at(1), 3, &ack, fence_of, |_, _| Some(origin(2)));
+        assert!(v[0].contains("an item id reused"), "{v:?}");
+        assert_eq!(q.records.reused_ids, 1);
         let done = QueueEvent::Completed {
             shard: shard.clone(),
             token: token(1, 5),
         };
-        assert!(
-            q.on_event(at(2), 3, &done, fence_of, |_, _| true)
-                .is_empty()
-        );
-        let again = q.on_event(at(3), 3, &done, fence_of, |_, _| true);
+        assert!(q.on_event(at(2), 3, &done, fence_of, held).is_empty());
+        let again = q.on_event(at(3), 3, &done, fence_of, held);
         assert!(again[0].contains("second completion"), "{again:?}");
         let stale = QueueEvent::Completed {
             shard: shard.clone(),
             token: token(2, 4),
         };
-        let v = q.on_event(at(3), 3, &stale, fence_of, |_, _| true);
+        let v = q.on_event(at(3), 3, &stale, fence_of, held);
         assert!(v[0].contains("stale token"), "{v:?}");
         let serving = QueueEvent::Serving {
             shard: shard.clone(),
@@ -397,7 +472,7 @@ mod tests {
             source: None,
             items: 0,
         };
-        let v = q.on_event(at(4), 4, &serving, fence_of, |_, _| false);
+        let v = q.on_event(at(4), 4, &serving, fence_of, |_, _| None);
         assert!(v[0].contains("without 1 acknowledged items"), "{v:?}");
         let signal = |s: u64, on: bool| QueueEvent::Backpressure {
             shard: shard.clone(),
@@ -411,10 +486,10 @@ mod tests {
             },
         };
         assert!(
-            q.on_event(at(5), 4, &signal(50, true), fence_of, |_, _| true)
+            q.on_event(at(5), 4, &signal(50, true), fence_of, held)
                 .is_empty()
         );
-        let v = q.on_event(at(5), 4, &signal(55, false), fence_of, |_, _| true);
+        let v = q.on_event(at(5), 4, &signal(55, false), fence_of, held);
         assert!(v[0].contains("cooldown"), "{v:?}");
         assert_eq!(
             (

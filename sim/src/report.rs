@@ -239,6 +239,12 @@ pub struct QueueReport {
     pub queue_lost: u64,
     /// Items whose completion was accepted twice (an invariant: must be 0).
     pub queue_duplicate_completions: u64,
+    /// Acknowledgements of an item id already acknowledged for another enqueue (an invariant:
+    /// must be 0).
+    pub queue_reused_ids: u64,
+    /// Completions accepted by an owner that the worker then heard refused as `StaleLease` by
+    /// that owner's fence (an invariant: must be 0).
+    pub queue_accepted_completions_refused: u64,
     /// Completions and heartbeats owners refused for a stale token.
     pub queue_stale_completions_refused: u64,
     /// Completions accepted with a stale token (an invariant: must be 0).

@@ -61,6 +61,8 @@ pub struct QueueTally {
     pub lost: u64,
     /// Items completed twice, summed (must stay 0).
     pub duplicate_completions: u64,
+    /// Item ids acknowledged for a second enqueue, summed (must stay 0).
+    pub reused_ids: u64,
     /// Completions accepted with a stale token, summed (must stay 0).
     pub stale_completions_accepted: u64,
     /// Stale completions and heartbeats refused, summed.
@@ -97,6 +99,7 @@ impl SweepTally {
             t.completed += q.queue_completed;
             t.lost += q.queue_lost;
             t.duplicate_completions += q.queue_duplicate_completions;
+            t.reused_ids += q.queue_reused_ids;
             t.stale_completions_accepted += q.queue_stale_completions_accepted;
             t.stale_completions_refused += q.queue_stale_completions_refused;
             t.lag_p99s_ms.extend(q.queue_replication_lag_p99_ms);
@@ -112,12 +115,16 @@ impl SweepTally {
     }
 
     /// Whether the safety claim held: no violation, no stale write accepted, and for a queue
-    /// no acknowledged item lost, none completed twice, no stale completion accepted.
+    /// no acknowledged item lost, none completed twice, no item id acknowledged for two
+    /// enqueues, no stale completion accepted.
     pub fn safe(&self) -> bool {
         self.seeds_violating == 0
             && self.stale_writes_accepted == 0
             && self.queue.as_ref().is_none_or(|q| {
-                q.lost == 0 && q.duplicate_completions == 0 && q.stale_completions_accepted == 0
+                q.lost == 0
+                    && q.duplicate_completions == 0
+                    && q.reused_ids == 0
+                    && q.stale_completions_accepted == 0
             })
     }
 }
@@ -264,6 +271,7 @@ mod tests {
         for broken in [
             |q: &mut crate::report::QueueReport| q.queue_lost = 1,
             |q: &mut crate::report::QueueReport| q.queue_duplicate_completions = 1,
+            |q: &mut crate::report::QueueReport| q.queue_reused_ids = 1,
             |q: &mut crate::report::QueueReport| q.queue_stale_completions_accepted = 1,
         ] {
             let mut t = t.clone();

@@ -28,6 +28,8 @@ fn run(name: &str, seed: u64) -> (meshkit_sim::report::RunReport, QueueReport) {
     assert_eq!(queue.queue_lost, 0);
     assert_eq!(queue.queue_duplicate_completions, 0);
     assert_eq!(queue.queue_stale_completions_accepted, 0);
+    assert_eq!(queue.queue_reused_ids, 0);
+    assert_eq!(queue.queue_accepted_completions_refused, 0);
     (report, queue)
 }
 
@@ -60,6 +62,31 @@ fn partition_moves_the_cut_off_owners_queues_without_loss() {
         "the cut moved shards: {q:?}"
     );
     assert_eq!(q.queue_completed, q.queue_acknowledged, "{q:?}");
+}
+
+/// Issue 16: shard owners paused and cut off by bursts of loss, so their leases lapse locally
+/// and come back (under the same fence when the lease table still held them, under a new one
+/// otherwise). Before the fix an owner dropped its own queue at the lapse and rebuilt from the
+/// replicas, which were paused or cut off as well: seed 1 served shard/jobs/0 without 2
+/// acknowledged items, and seeds 2 to 8 each had a completion accepted, its answer lost, and
+/// the resend refused as StaleLease. Now the owner serves its own queue again under the same
+/// fence, merges it as its own copy under a new one, and answers a resent accepted completion
+/// as accepted.
+#[test]
+fn an_owner_whose_lease_lapses_keeps_its_queue_and_answers_resent_completions() {
+    for seed in [1, 2] {
+        let (_, q) = run("queue-owner-lapse", seed);
+        assert!(q.queue_acknowledged > 500, "seed {seed}: {q:?}");
+        assert_eq!(q.queue_reused_ids, 0, "seed {seed}: {q:?}");
+        assert_eq!(
+            q.queue_accepted_completions_refused, 0,
+            "seed {seed}: {q:?}"
+        );
+        assert!(
+            !q.queue_failovers_s.is_empty(),
+            "seed {seed}: the lapses stopped owners: {q:?}"
+        );
+    }
 }
 
 /// A burst above the high watermark turns backpressure on; producers that see it in the

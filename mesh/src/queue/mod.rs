@@ -7,7 +7,10 @@
 //!
 //! * **One queue per shard, held by the shard's owner.** The holder of the lease on
 //!   `shard/{ns}/{id}` ([`crate::shard`]) serves that shard's queue under the lease's fencing
-//!   token; it stops serving the moment its lease client no longer holds the lease. It
+//!   token; it stops serving the moment its lease client no longer holds the lease. It keeps
+//!   that queue: back under the same token (a local lapse the lease table did not see: no
+//!   other owner served meanwhile) it serves it again; under a new token it rebuilds with it as
+//!   its own copy and numbers above every id it gave (issue 16). It
 //!   publishes its fence and [`BackpressureSignal`] in its gossip metadata (key
 //!   [`owner_key`]), which is how producers and workers anywhere in the mesh find it and see
 //!   its backpressure.

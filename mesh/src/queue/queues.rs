@@ -379,6 +379,10 @@ struct Recovery {
     applied: u64,
     /// The most caught-up copy's member.
     best: Option<NodeId>,
+    /// The numbering (next item id, next lease id) of this node's own queue of an earlier fence
+    /// that lapsed (see `Queues::lapsed`): the rebuilt queue numbers from at least there (its
+    /// lease ids are not in its records once their items finished).
+    floor: (u64, u64),
 }
 
 impl Recovery {
@@ -397,7 +401,7 @@ impl Recovery {
 
 #[derive(Debug)]
 enum Owned {
-    Recovering(Recovery),
+    Recovering(Box<Recovery>),
     Serving(Box<Serving>),
 }
 
@@ -426,6 +430,19 @@ pub struct Queues {
     config: QueueConfig,
     shards: BTreeSet<ShardId>,
     owned: BTreeMap<ShardId, (FencingToken, Owned)>,
+    /// The queue a shard's owner served when its lease lapsed (its lease client's local expiry
+    /// came before a renewal: a pause, late timers, lost renewals), kept under that fence. The
+    /// lease table may still hold the lease for this node, and then a renewal or a repeated
+    /// acquire gives back the SAME fencing token: no other owner can have served in between
+    /// (every grant to another node, and every transfer, has a new token), so this copy is the
+    /// shard's latest state and serving resumes from it. Rebuilding from replicas instead
+    /// (issue 16) lost every item whose replica missed the recovery wait and numbered items
+    /// again from the highest id recovered, under the same fence: one id, two payloads, both
+    /// acknowledged (a replica skips a record it holds at the same version). Under another
+    /// fence it is this node's own copy in the recovery (`start_recovery`). Dropped once this
+    /// node serves the shard again, or once another member publishes that it serves it under a
+    /// higher fence (that owner recovered without it; it is not worth its memory).
+    lapsed: BTreeMap<ShardId, (FencingToken, Box<Serving>)>,
     replicas: BTreeMap<ShardId, ReplicaStore>,
     /// Batches that arrived ahead of a gap, by shard and `from`.
     reordered: BTreeMap<ShardId, BTreeMap<u64, (NodeId, Batch)>>,
@@ -461,6 +478,7 @@ impl Queues {
             config,
             shards: shards.into_iter().collect(),
             owned: BTreeMap::new(),
+            lapsed: BTreeMap::new(),
             replicas,
             reordered: BTreeMap::new(),
             requests: BTreeMap::new(),
@@ -720,13 +738,24 @@ impl Queues {
     pub fn sync(&mut self, now: Instant, ctx: QueueContext<'_>) {
         let shards: Vec<ShardId> = self.shards.iter().cloned().collect();
         for shard in shards {
+            if let Some((lapsed, _)) = self.lapsed.get(&shard)
+                && ctx
+                    .owner(&shard)
+                    .is_some_and(|(o, f, _)| o != self.id && f > *lapsed)
+            {
+                self.lapsed.remove(&shard);
+            }
             let held = ctx.holds(now, &shard);
             let owned = self.owned.get(&shard).map(|(f, _)| *f);
             if held == owned {
                 continue;
             }
-            if let Some(fence) = owned {
-                self.owned.remove(&shard);
+            if let Some((fence, state)) = self.owned.remove(&shard) {
+                if let Owned::Serving(s) = state {
+                    // Kept, not served: see `lapsed`. Nothing is answered or replicated from
+                    // it until the same fence is held again.
+                    self.lapsed.insert(shard.clone(), (fence, s));
+                }
                 self.metadata.push_back((owner_key(&shard), None));
                 self.push_event(QueueEvent::Stopped {
                     shard: shard.clone(),
@@ -734,7 +763,19 @@ impl Queues {
                 });
             }
             if let Some(fence) = held {
-                self.start_recovery(now, ctx, &shard, fence);
+                let same = self.lapsed.get(&shard).is_some_and(|(f, _)| *f == fence);
+                match self.lapsed.remove(&shard) {
+                    Some((_, s)) if same => self.resume(now, ctx, &shard, fence, s),
+                    // Another fence: another owner may have served since; rebuild from the
+                    // replicas, which promised the newer fence, with its own lapsed queue as
+                    // one more copy (kept until it serves: a recovery can lapse too).
+                    lapsed => {
+                        if let Some(l) = lapsed {
+                            self.lapsed.insert(shard.clone(), l);
+                        }
+                        self.start_recovery(now, ctx, &shard, fence);
+                    }
+                }
             }
         }
     }
@@ -1056,6 +1097,19 @@ impl Queues {
                 // A resend of a completion or failure still waiting for its replicas: it is
                 // answered then (refusing it, the item being finished, would tell the worker
                 // its completion failed).
+                return Ok((true, None));
+            }
+            if op == Some(None) && s.queue.completed_by(&token) {
+                // A resend of a completion already accepted and answered, whose answer was
+                // lost (or came after the worker's request timed out and it asked again):
+                // accepted again, not counted again. It waits like the first did, so it is
+                // answered only once the replicas hold the completion (at once, normally).
+                s.waiting.push(Waiting::Finish {
+                    worker: from,
+                    request,
+                    token,
+                    complete: false,
+                });
                 return Ok((true, None));
             }
             match op {
@@ -1415,22 +1469,33 @@ impl Queues {
         let asked: BTreeSet<NodeId> = ctx.members_up().into_iter().collect();
         let mut offers = BTreeMap::new();
         offers.insert(self.id, own);
+        let mut recovery = Recovery {
+            started: now,
+            asked: asked.clone(),
+            offers,
+            last_send: now,
+            to_pull: None,
+            pulling: None,
+            merged: BTreeMap::new(),
+            applied: 0,
+            best: None,
+            floor: (1, 1),
+        };
+        // The queue it served itself under an earlier fence, if that lapsed (see `lapsed`): a
+        // copy like a replica's, of that fence, and the most caught-up one of that fence (the
+        // owner is where changes start). Without it, an owner whose lease lapsed and came back
+        // under a new fence lost every item its replicas did not offer within the wait (they
+        // may be paused or cut off just as it was), and numbered new items from the highest id
+        // recovered: ids it had acknowledged were given again (issue 16). Items of a newer
+        // owner, when offered, win over it (each item at its newest `(source fence, version)`).
+        if let Some((lapsed, s)) = self.lapsed.get(shard) {
+            recovery.merge(*lapsed, s.queue.records().cloned());
+            recovery.applied = s.queue.version();
+            recovery.floor = s.queue.numbering();
+        }
         self.owned.insert(
             shard.clone(),
-            (
-                fence,
-                Owned::Recovering(Recovery {
-                    started: now,
-                    asked: asked.clone(),
-                    offers,
-                    last_send: now,
-                    to_pull: None,
-                    pulling: None,
-                    merged: BTreeMap::new(),
-                    applied: 0,
-                    best: None,
-                }),
-            ),
+            (fence, Owned::Recovering(Box::new(recovery))),
         );
         self.push_event(QueueEvent::Recovering {
             shard: shard.clone(),
@@ -1537,8 +1602,8 @@ impl Queues {
                     .into_values()
                     .map(|(_, rec)| rec)
                     .collect();
-                let (applied, best) = (r.applied, r.best);
-                self.serve(now, ctx, shard, fence, records, applied, best);
+                let (applied, best, floor) = (r.applied, r.best, r.floor);
+                self.serve(now, ctx, shard, fence, records, applied, best, floor);
             }
         }
     }
@@ -1593,9 +1658,13 @@ impl Queues {
         records: Vec<ItemRecord>,
         applied: u64,
         source: Option<NodeId>,
+        floor: (u64, u64),
     ) {
         let items = records.len();
-        let queue = WorkQueue::rebuild(fence, &self.config, records, applied);
+        let mut queue = WorkQueue::rebuild(fence, &self.config, records, applied);
+        queue.raise_numbering(floor);
+        // Its lapsed queue, if any, is merged into this one: served no more.
+        self.lapsed.remove(shard);
         let mut monitor = BackpressureMonitor::new(
             self.config.high_watermark(),
             self.config.low_watermark(),
@@ -1628,6 +1697,36 @@ impl Queues {
         });
         self.refresh_links(now, ctx, shard);
         self.replicate(now, shard);
+    }
+
+    /// Serves again the queue kept when the lease lapsed under the same `fence` (see
+    /// `lapsed`): its items, ids, versions, replica links and waiting answers as they were.
+    /// Leases whose deadline passed meanwhile expire at the next tick; replicas that stopped
+    /// acknowledging meanwhile are replaced as usual.
+    fn resume(
+        &mut self,
+        now: Instant,
+        ctx: QueueContext<'_>,
+        shard: &ShardId,
+        fence: FencingToken,
+        serving: Box<Serving>,
+    ) {
+        let items = serving.queue.records().count();
+        let pending = u32::try_from(serving.queue.pending_count()).unwrap_or(u32::MAX);
+        let signal = serving.monitor.signal(now, pending);
+        self.owned
+            .insert(shard.clone(), (fence, Owned::Serving(serving)));
+        self.metadata
+            .push_back((owner_key(shard), Some(signal.encode(fence))));
+        self.push_event(QueueEvent::Serving {
+            shard: shard.clone(),
+            fence,
+            source: None,
+            items,
+        });
+        self.refresh_links(now, ctx, shard);
+        self.replicate(now, shard);
+        self.answer_waiting(now, shard);
     }
 
     // ---- client --------------------------------------------------------------------------------

@@ -101,6 +101,19 @@ impl WorkQueue {
         queue
     }
 
+    /// The next item id and lease id this queue would give: the numbering's high-water mark.
+    pub fn numbering(&self) -> (u64, u64) {
+        (self.next_item, self.next_lease)
+    }
+
+    /// Numbers new items and leases from at least `next_item` and `next_lease`: a new owner
+    /// that knows of ids beyond what it recovered (its own queue of an earlier fence, kept when
+    /// its lease lapsed) never gives them again, even if no copy holding them answered.
+    pub fn raise_numbering(&mut self, (next_item, next_lease): (u64, u64)) {
+        self.next_item = self.next_item.max(next_item);
+        self.next_lease = self.next_lease.max(next_lease);
+    }
+
     /// The owner's fencing token.
     pub fn fence(&self) -> FencingToken {
         self.fence
@@ -238,6 +251,19 @@ impl WorkQueue {
         self.deadlines.remove(&token.item);
         self.set_state(token.item, ItemState::Completed, EventKind::Completed);
         Ok(())
+    }
+
+    /// Whether the token's item is completed, by the grant the token names as far as the record
+    /// tells: this owner's fence and the item's last attempt. A completion is accepted only
+    /// from the holder of the item's current grant, and nothing changes a completed item, so
+    /// such a token's completion is the one that was accepted: a resend of it (its answer was
+    /// lost) is answered as accepted again rather than refused as stale.
+    pub fn completed_by(&self, token: &OwnershipToken) -> bool {
+        token.fence == self.fence
+            && self
+                .records
+                .get(&token.item)
+                .is_some_and(|r| r.state == ItemState::Completed && r.attempts == token.attempt)
     }
 
     /// The worker gave up the token's item: requeued (if `requeue` and attempts remain) or

@@ -315,3 +315,59 @@ fn display_forms_and_finished_states() {
         assert_eq!(state.is_finished(), finished, "{state:?}");
     }
 }
+
+/// Issue 16: a completion whose Accepted answer was lost is resent; the owner must recognise
+/// it as the completion it accepted (same fence, the item completed at the token's attempt),
+/// and only that one: a token of an earlier attempt, or of another fence, is not.
+#[test]
+fn a_completed_item_is_recognised_as_completed_by_its_own_token_only() {
+    let mut q = WorkQueue::new(FencingToken::new(3), &config());
+    let w = NodeId::new(4);
+    q.enqueue(origin(1), b"x").unwrap();
+    let (t1, _) = q.lease(ms(0), w).unwrap();
+    assert!(!q.completed_by(&t1), "leased, not completed");
+    q.expire(ms(1000));
+    let (t2, _) = q.lease(ms(1100), w).unwrap();
+    q.complete(&t2).unwrap();
+    assert!(q.completed_by(&t2));
+    assert!(
+        !q.completed_by(&t1),
+        "the expired grant did not complete it"
+    );
+    let other_fence = OwnershipToken {
+        fence: FencingToken::new(2),
+        ..t2
+    };
+    assert!(!q.completed_by(&other_fence));
+    // The resend is still refused by `complete` itself: accepting it again is the caller's
+    // (Queues::on_finish) decision, answered without a second completion.
+    assert!(q.complete(&t2).is_err());
+}
+
+/// Issue 16: a queue rebuilt from copies that lack the newest items (no replica holding them
+/// answered in time) must still number above every id its own earlier queue gave.
+#[test]
+fn a_rebuilt_queue_numbers_above_the_floor_it_is_given() {
+    let mut old = WorkQueue::new(FencingToken::new(3), &config());
+    for k in 0..5 {
+        old.enqueue(origin(k), b"x").unwrap();
+    }
+    old.lease(ms(0), NodeId::new(4)).unwrap();
+    assert_eq!(old.numbering(), (6, 2));
+    // A copy that holds only the first two items.
+    let partial: Vec<ItemRecord> = old.records().take(2).cloned().collect();
+    let mut next = WorkQueue::rebuild(FencingToken::new(9), &config(), partial, 2);
+    assert_eq!(
+        next.numbering().0,
+        3,
+        "without the floor it would give item 3 again"
+    );
+    next.raise_numbering(old.numbering());
+    let id = next.enqueue(origin(99), b"new").unwrap();
+    assert_eq!(id, ItemId::new(6));
+    let (token, _) = next.lease(ms(0), NodeId::new(4)).unwrap();
+    assert!(token.lease.get() >= 2);
+    // A floor below what it recovered changes nothing.
+    next.raise_numbering((1, 1));
+    assert_eq!(next.numbering().0, 7);
+}

@@ -146,21 +146,34 @@ impl Engine<'_> {
         let fence_of = |s: usize| shard_run.map_or(0, |sh| sh.fence(s));
         let slot = &self.slots[index];
         let shards = q.shards.clone();
-        let holds = |s: usize, item| {
+        let origin_of = |s: usize, item| {
             slot.node
                 .as_ref()
                 .and_then(Node::queues)
                 .and_then(|qs| qs.serving(&shards[s]))
-                .is_some_and(|queue| queue.record(item).is_some())
+                .and_then(|queue| queue.record(item))
+                .map(|r| r.origin)
         };
-        let violations = q.on_event(now, index, e, fence_of, holds);
+        let mut violations = q.on_event(now, index, e, fence_of, origin_of);
         let processing = q.spec.processing_time;
         let heartbeat_every = q.spec.config.lease_timeout() / 3;
         let shard_index = |shard| q.shards.iter().position(|s| s == shard);
         let position = match e {
-            QueueEvent::Leased { shard, .. } => shard_index(shard),
+            QueueEvent::Leased { shard, .. } | QueueEvent::Refused { shard, .. } => {
+                shard_index(shard)
+            }
             _ => None,
         };
+        if let QueueEvent::Refused { request, error, .. } = e
+            && let Some(WorkerAsk::Complete(t)) = q
+                .worker_state
+                .get(&index)
+                .and_then(|ws| ws.requests.get(request))
+            && let Some(s) = position
+        {
+            let t = *t;
+            violations.extend(q.on_completion_refused(index, s, t, error));
+        }
         let Some(ws) = q.worker_state.get_mut(&index) else {
             return violations;
         };
