@@ -191,8 +191,12 @@ ttl = "3s"
 
 [chaos]
 enabled = true
-allowed_kinds = ["partition", "latency", "loss", "bursty-loss", "duplicate", "reorder", "pause", "transport-downgrade"]
+allowed_kinds = ["partition", "latency", "loss", "bursty-loss", "duplicate", "reorder", "pause",
+                 "transport-downgrade", "clock-skew", "certificate-expiry"]
 max_duration = "10m"
+# meshctl certs init's expired stand-in: what a certificate-expiry experiment serves.
+stand_in_cert = "certs/node-{i}-expired.pem"
+stand_in_key = "certs/node-{i}-expired.key"
 """
 
 

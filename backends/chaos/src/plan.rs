@@ -73,6 +73,18 @@ impl Pick {
         })
     }
 
+    /// The same choice as a fault plan's selector, for faults the nodes apply themselves (the
+    /// node that takes the start call draws a count or share with the plan's seed).
+    fn to_core(&self) -> Selector {
+        match self {
+            Self::Count(n) => Selector::Count(*n),
+            Self::Percent(p) => Selector::Share(p.round().clamp(0.0, 100.0) as u32),
+            Self::Indices(i) => Selector::Indices(i.clone()),
+            Self::Holder => Selector::LeaseHolder(meshkit::lease::Scope::global_control()),
+            Self::RaftLeader => Selector::RaftLeader,
+        }
+    }
+
     /// The largest index named, for the check against the stack's size.
     fn max_index(&self) -> Option<u32> {
         match self {
@@ -448,7 +460,9 @@ fn action(
             | FaultKind::BurstyLoss { .. }
             | FaultKind::Duplicate { .. }
             | FaultKind::Reorder { .. }
-            | FaultKind::TransportDowngrade {} => {
+            | FaultKind::TransportDowngrade {}
+            | FaultKind::ClockSkew { .. }
+            | FaultKind::CertificateExpiry { .. } => {
                 if plan.duration() > COMPOSE_MAX_FAULT {
                     return Err(Refusal::TooLong {
                         fault,
@@ -474,12 +488,19 @@ fn action(
                 ));
             }
         },
-        FaultAction::Skew { .. } => {
-            return Err(unsupported(
+        FaultAction::Skew {
+            nodes: sel,
+            rate,
+            duration,
+        } => {
+            // The nodes run their own clocks at the rate (docs/diagnostics.md, `clock-skew`).
+            let plan = chaos_plan(
                 fault,
-                "skew",
-                "a node's clock cannot run at another rate on a real node; run it with --env sim",
-            ));
+                FaultKind::ClockSkew { rate: *rate },
+                pick(sel)?.to_core(),
+                duration.unwrap_or(left).min(left),
+            )?;
+            Action::Chaos { plan }
         }
         FaultAction::Leave { .. } => {
             return Err(unsupported(

@@ -295,6 +295,16 @@ fn certs_and_tokens_print_json_with_json() {
         exists(&pair["key"]);
     }
     assert_eq!(init["clients"].as_array().map(Vec::len), Some(3), "{init}");
+    // Each node's expired stand-in for certificate-expiry drills: it loads as one.
+    assert_eq!(
+        init["expired_stand_ins"].as_array().map(Vec::len),
+        Some(2),
+        "{init}"
+    );
+    for pair in init["expired_stand_ins"].as_array().unwrap() {
+        exists(&pair["cert"]);
+        exists(&pair["key"]);
+    }
     exists(&init["token_signing"]["public"]);
 
     let keys = dir.path().join("keys");

@@ -166,6 +166,11 @@ pub struct NodeFiles {
     pub cert: PathBuf,
     /// `node-<id>.key`.
     pub key: PathBuf,
+    /// `node-<id>-expired.pem`: the same identity from the same CA, expired a day before it
+    /// was made, for `certificate-expiry` chaos drills (`[chaos] stand_in_cert`).
+    pub expired_cert: PathBuf,
+    /// `node-<id>-expired.key`, its key.
+    pub expired_key: PathBuf,
 }
 
 /// Where [`write_dev_bundle`] put a client's files.
@@ -198,7 +203,8 @@ pub fn write_dev_certs(dir: &Path, nodes: u64) -> Result<(PathBuf, Vec<NodeFiles
 }
 
 /// As [`write_dev_certs`], plus a client certificate and key (`<name>.pem`, `<name>.key`) for
-/// each of [`CLIENT_IDENTITIES`].
+/// each of [`CLIENT_IDENTITIES`]. Each node also gets an expired stand-in
+/// ([`NodeFiles::expired_cert`]).
 pub fn write_dev_bundle(dir: &Path, nodes: u64) -> Result<DevBundle, CertsError> {
     fs::create_dir_all(dir).map_err(|source| CertsError::Write {
         path: dir.to_owned(),
@@ -215,7 +221,20 @@ pub fn write_dev_bundle(dir: &Path, nodes: u64) -> Result<DevBundle, CertsError>
         let key = dir.join(format!("node-{raw}.key"));
         write_file(&cert, &issued.cert_pem, false)?;
         write_file(&key, &issued.key_pem, true)?;
-        files.push(NodeFiles { id, cert, key });
+        let day = std::time::Duration::from_secs(86_400);
+        let expired_at = SystemTime::now() - day;
+        let expired = ca.issue_node_valid(id, expired_at - 30 * day, expired_at)?;
+        let expired_cert = dir.join(format!("node-{raw}-expired.pem"));
+        let expired_key = dir.join(format!("node-{raw}-expired.key"));
+        write_file(&expired_cert, &expired.cert_pem, false)?;
+        write_file(&expired_key, &expired.key_pem, true)?;
+        files.push(NodeFiles {
+            id,
+            cert,
+            key,
+            expired_cert,
+            expired_key,
+        });
     }
     let mut clients = Vec::new();
     for (name, _) in CLIENT_IDENTITIES {

@@ -2,7 +2,7 @@
 
 use core::time::Duration;
 
-use meshkit::diag::fault::{FaultKind, LinkDirection, PartitionShape as CoreShape};
+use meshkit::diag::fault::{FaultKind, LinkDirection, PartitionShape as CoreShape, Selector};
 use meshkit_sim::Scenario;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -138,10 +138,28 @@ fn background_loss_runs_the_whole_run() {
     assert_eq!(plan.duration(), Duration::from_secs(60));
 }
 
+/// A scenario's `skew` becomes a `clock-skew` plan on the same nodes for its `for`: the nodes
+/// run their core's clock at the rate.
+#[test]
+fn skew_goes_through_the_chaos_endpoints() {
+    let t = steps(
+        "[[fault]]\nat = \"5s\"\naction = \"skew\"\nnodes = \"node:2\"\nrate = 0.5\nfor = \"20s\"\n",
+    )
+    .expect("applies in compose");
+    let [step] = t.as_slice() else {
+        panic!("{t:?}");
+    };
+    let Action::Chaos { plan } = &step.action else {
+        panic!("{t:?}");
+    };
+    assert_eq!(plan.kind(), &FaultKind::ClockSkew { rate: 0.5 });
+    assert_eq!(plan.selector(), &Selector::Indices(vec![2]));
+    assert_eq!(plan.duration(), Duration::from_secs(20));
+}
+
 #[test]
 fn faults_without_a_real_counterpart_are_refused_by_name() {
     for (fault, name) in [
-        ("action = \"skew\"\nnodes = \"1\"\nrate = 2.0\n", "skew"),
         ("action = \"leave\"\nnodes = \"1\"\n", "leave"),
         (
             "action = \"byzantine\"\nattacks = [\"garbage\"]\n",
@@ -150,10 +168,6 @@ fn faults_without_a_real_counterpart_are_refused_by_name() {
         (
             "action = \"metadata\"\nnodes = \"1\"\nkey = \"k\"\nvalue_bytes = 8\n",
             "metadata",
-        ),
-        (
-            "action = \"plan\"\nplan = { duration = \"5s\", selector = \"all\", fault = { kind = \"clock-skew\", rate = 2.0 } }\n",
-            "plan clock-skew",
         ),
     ] {
         let err = steps(&format!("[[fault]]\nat = \"5s\"\n{fault}"))

@@ -1437,6 +1437,7 @@ fn certs_init(out: &Path, nodes: u64, json: bool) -> Result<(), String> {
             "ca": bundle.ca.display().to_string(),
             "nodes": bundle.nodes.iter().map(|f| cert_pair(&f.cert, &f.key)).collect::<Vec<_>>(),
             "clients": bundle.clients.iter().map(|f| cert_pair(&f.cert, &f.key)).collect::<Vec<_>>(),
+            "expired_stand_ins": bundle.nodes.iter().map(|f| cert_pair(&f.expired_cert, &f.expired_key)).collect::<Vec<_>>(),
             "token_signing": signing_key_json(&keys),
         });
         println!("{answer}");
@@ -1444,7 +1445,12 @@ fn certs_init(out: &Path, nodes: u64, json: bool) -> Result<(), String> {
     }
     println!("{}", bundle.ca.display());
     let pairs = bundle.nodes.iter().map(|f| (&f.cert, &f.key));
-    for (cert, key) in pairs.chain(bundle.clients.iter().map(|f| (&f.cert, &f.key))) {
+    let stand_ins = bundle
+        .nodes
+        .iter()
+        .map(|f| (&f.expired_cert, &f.expired_key));
+    let clients = bundle.clients.iter().map(|f| (&f.cert, &f.key));
+    for (cert, key) in pairs.chain(clients).chain(stand_ins) {
         println!("{} {}", cert.display(), key.display());
     }
     println!("{} {}", keys.private.display(), keys.public.display());
