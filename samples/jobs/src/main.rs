@@ -64,7 +64,7 @@ enum Command {
         /// The cluster file.
         #[arg(long)]
         config: PathBuf,
-        /// Which of its [[nodes]].
+        /// Which of its `[[nodes]]`.
         #[arg(long)]
         id: u64,
     },
