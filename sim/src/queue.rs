@@ -195,15 +195,21 @@ impl QueueRun {
     }
 
     /// One queue event of node `index`; `fence_of(shard)` is the shard's latest grant, and
-    /// `origin_of(shard, item)` the origin of the item in the queue node `index` serves (`None`:
-    /// it serves none, or the queue lacks the item). Returns the violations found.
+    /// `origin_of(shard, item)` the origin of the item in the queue node `index` serves now
+    /// (`None`: it serves none; `Some(None)`: the queue lacks the item). Returns the violations
+    /// found.
+    ///
+    /// "Now" is after the node's whole step: a node whose lease lapsed in the step that made it
+    /// serve has stopped already when its `Serving` is seen. That `Serving` is not checked (the
+    /// node's next `Serving`, a resume or a recovery, and the end state are); its
+    /// acknowledgements are recorded without an origin, filled in by a later one.
     pub(crate) fn on_event(
         &mut self,
         now: Instant,
         index: usize,
         event: &QueueEvent,
         fence_of: impl Fn(usize) -> u64,
-        origin_of: impl Fn(usize, ItemId) -> Option<Origin>,
+        origin_of: impl Fn(usize, ItemId) -> Option<Option<Origin>>,
     ) -> Vec<String> {
         let mut violations = Vec::new();
         match event {
@@ -216,14 +222,16 @@ impl QueueRun {
                 let Some(s) = self.shard_index(shard) else {
                     return violations;
                 };
-                let origin = origin_of(s, *item);
-                match self.acked[s].get(item) {
+                let origin = origin_of(s, *item).flatten();
+                match self.acked[s].get_mut(item) {
                     None => {
                         self.acked[s].insert(*item, origin);
                         self.records.acknowledged += 1;
                     }
-                    // The same enqueue acknowledged again (a resend to a later owner).
-                    Some(held) if *held == origin => {}
+                    Some(held @ None) => *held = origin,
+                    // The same enqueue acknowledged again (a resend to a later owner), or one
+                    // whose origin is unknown.
+                    Some(held) if origin.is_none() || *held == origin => {}
                     Some(held) => {
                         self.records.reused_ids += 1;
                         violations.push(format!(
@@ -298,8 +306,10 @@ impl QueueRun {
                 // payload is not there, another one is.
                 let missing: Vec<ItemId> = self.acked[s]
                     .iter()
-                    .filter(|&(&item, origin)| {
-                        origin_of(s, item).is_none_or(|held| origin.is_some_and(|o| o != held))
+                    .filter(|&(&item, origin)| match origin_of(s, item) {
+                        // Stopped already in the step that made it serve: see above.
+                        None => false,
+                        Some(held) => held.is_none_or(|h| origin.is_some_and(|o| o != h)),
                     })
                     .map(|(&item, _)| item)
                     .collect();
@@ -440,7 +450,7 @@ mod tests {
             node: NodeId::new(1),
             request,
         };
-        let held = |_, _| Some(origin(1));
+        let held = |_, _| Some(Some(origin(1)));
         let ack = QueueEvent::Acknowledged {
             shard: shard.clone(),
             item: ItemId::new(1),
@@ -450,7 +460,7 @@ mod tests {
         assert!(q.on_event(at(1), 3, &ack, fence_of, held).is_empty());
         // The same enqueue acknowledged again is fine; another enqueue under the same id is not.
         assert!(q.on_event(at(1), 3, &ack, fence_of, held).is_empty());
-        let v = q.on_event(at(1), 3, &ack, fence_of, |_, _| Some(origin(2)));
+        let v = q.on_event(at(1), 3, &ack, fence_of, |_, _| Some(Some(origin(2))));
         assert!(v[0].contains("an item id reused"), "{v:?}");
         assert_eq!(q.records.reused_ids, 1);
         let done = QueueEvent::Completed {
@@ -472,7 +482,12 @@ mod tests {
             source: None,
             items: 0,
         };
-        let v = q.on_event(at(4), 4, &serving, fence_of, |_, _| None);
+        // A node that stopped in the step that made it serve is not checked; one that serves is.
+        assert!(
+            q.on_event(at(4), 4, &serving, fence_of, |_, _| None)
+                .is_empty()
+        );
+        let v = q.on_event(at(4), 4, &serving, fence_of, |_, _| Some(None));
         assert!(v[0].contains("without 1 acknowledged items"), "{v:?}");
         let signal = |s: u64, on: bool| QueueEvent::Backpressure {
             shard: shard.clone(),

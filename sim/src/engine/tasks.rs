@@ -151,8 +151,7 @@ impl Engine<'_> {
                 .as_ref()
                 .and_then(Node::queues)
                 .and_then(|qs| qs.serving(&shards[s]))
-                .and_then(|queue| queue.record(item))
-                .map(|r| r.origin)
+                .map(|queue| queue.record(item).map(|r| r.origin))
         };
         let mut violations = q.on_event(now, index, e, fence_of, origin_of);
         let processing = q.spec.processing_time;
