@@ -391,20 +391,7 @@ impl Mesh {
             mesh.launch(id);
             // Pin the ports the OS chose, so a restarted node comes back where the agent
             // probes it and under the same `instance`.
-            let daemon = &mesh.daemons[&id];
-            let text = std::fs::read_to_string(&path).expect("read the config");
-            let text = text
-                .replacen(
-                    "listen = \"127.0.0.1:0\"",
-                    &format!("listen = \"{}\"", daemon.gossip),
-                    1,
-                )
-                .replacen(
-                    "control = \"127.0.0.1:0\"",
-                    &format!("control = \"{}\"", daemon.control),
-                    1,
-                );
-            std::fs::write(&path, text).expect("pin the ports");
+            mesh.daemons[&id].pin_ports(&path);
         }
         mesh
     }

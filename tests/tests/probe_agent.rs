@@ -99,19 +99,7 @@ impl Mesh {
             );
             let daemon = start(&path);
             // Pin the ports the OS chose, so a restart comes back on them.
-            let text = std::fs::read_to_string(&path).expect("read the config");
-            let text = text
-                .replacen(
-                    "listen = \"127.0.0.1:0\"",
-                    &format!("listen = \"{}\"", daemon.gossip),
-                    1,
-                )
-                .replacen(
-                    "control = \"127.0.0.1:0\"",
-                    &format!("control = \"{}\"", daemon.control),
-                    1,
-                );
-            std::fs::write(&path, text).expect("pin the ports");
+            daemon.pin_ports(&path);
             mesh.configs.insert(id, path);
             mesh.daemons.insert(id, daemon);
         }

@@ -29,6 +29,27 @@ impl Clock for SystemClock {
     }
 }
 
+/// Tokio's clock, counted from when the value was made: real time normally, virtual time on a
+/// paused runtime (`#[tokio::test(start_paused = true)]`), where sleeps advance it as soon as
+/// every task waits. The probe agent runs on it so its tests can; the runtime's tests drive
+/// drivers and probe hosts on it.
+#[derive(Clone, Copy, Debug)]
+pub struct TokioClock(tokio::time::Instant);
+
+impl TokioClock {
+    /// A clock reading zero now.
+    pub fn starting_now() -> Self {
+        Self(tokio::time::Instant::now())
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> Instant {
+        // u64 nanoseconds last 584 years past the start.
+        Instant::from_nanos(u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
 /// A source of wall-clock time, for what is dated in calendar time rather than measured: token
 /// expiry and audit timestamps. The membership core never sees it (docs/style.md rule 2).
 pub trait WallClock: Send + Sync + std::fmt::Debug + 'static {

@@ -54,7 +54,7 @@ use axum::routing::{get, post};
 use meshkit::NodeId;
 use meshkit::diag::probe::{ProbeSpec, ProbeSpecError, ProbeTags};
 use meshkit_api::json::PeersResponse;
-use meshkit_net::clock::Clock;
+use meshkit_net::clock::TokioClock;
 use meshkit_runtime::probe_host::{ProbeHandle, ProbeHost, ProbeNotice, ProbeRegisterError};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -185,16 +185,6 @@ enum Command {
     Owned(BTreeSet<String>),
     Probes(oneshot::Sender<Vec<String>>),
     Stop(oneshot::Sender<()>),
-}
-
-/// The host's clock: tokio's, so a test on paused time runs the agent on virtual time.
-#[derive(Clone, Copy, Debug)]
-struct TokioClock(tokio::time::Instant);
-
-impl Clock for TokioClock {
-    fn now(&self) -> meshkit::Instant {
-        meshkit::Instant::from_nanos(u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX))
-    }
 }
 
 /// A running agent.
@@ -330,11 +320,7 @@ pub async fn start(path: &Path) -> Result<AgentHandle, AgentError> {
 
     let (notices_tx, notices) = mpsc::channel(NOTICE_QUEUE_LEN);
     let seed = name_seed(&config.agent.name);
-    let (host, handle) = ProbeHost::new(
-        NodeId::new(1),
-        seed,
-        TokioClock(tokio::time::Instant::now()),
-    );
+    let (host, handle) = ProbeHost::new(NodeId::new(1), seed, TokioClock::starting_now());
     tokio::spawn(host.with_observer(notices_tx).run());
 
     let infos: Infos = Arc::default();

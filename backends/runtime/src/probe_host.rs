@@ -780,20 +780,9 @@ mod tests {
     use std::sync::atomic::{AtomicU8, Ordering};
 
     use meshkit::diag::probe::ProbeTags;
+    use meshkit_net::clock::TokioClock;
 
     use super::*;
-
-    /// Tokio's clock as the node's: under `start_paused` it is virtual, and sleeps advance it
-    /// as soon as every task waits.
-    #[derive(Clone, Copy, Debug)]
-    struct TokioClock(tokio::time::Instant);
-
-    impl Clock for TokioClock {
-        fn now(&self) -> Instant {
-            let elapsed = self.0.elapsed();
-            Instant::from_nanos(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
-        }
-    }
 
     const PASS: u8 = 0;
     const FAIL: u8 = 1;
@@ -824,8 +813,7 @@ mod tests {
     }
 
     fn start_host() -> ProbeHandle {
-        let (host, handle) =
-            ProbeHost::new(NodeId::new(7), 42, TokioClock(tokio::time::Instant::now()));
+        let (host, handle) = ProbeHost::new(NodeId::new(7), 42, TokioClock::starting_now());
         tokio::spawn(host.run());
         handle
     }
@@ -860,8 +848,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_observer_hears_every_run_and_state_change_in_order() {
         let (notices_tx, mut notices) = mpsc::channel(64);
-        let (host, handle) =
-            ProbeHost::new(NodeId::new(7), 42, TokioClock(tokio::time::Instant::now()));
+        let (host, handle) = ProbeHost::new(NodeId::new(7), 42, TokioClock::starting_now());
         tokio::spawn(host.with_observer(notices_tx).run());
         let mode = Arc::new(AtomicU8::new(PASS));
         handle

@@ -63,6 +63,25 @@ impl Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Writes the ports this daemon bound into its `config` (written with `127.0.0.1:0`, as
+    /// [`write_config_with`](crate::fixtures::write_config_with) does), so a restart from it
+    /// comes back on them: the same address for its peers, the same `instance` for Prometheus.
+    pub fn pin_ports(&self, config: &Path) {
+        let text = std::fs::read_to_string(config).expect("read the config");
+        let text = text
+            .replacen(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"{}\"", self.gossip),
+                1,
+            )
+            .replacen(
+                "control = \"127.0.0.1:0\"",
+                &format!("control = \"{}\"", self.control),
+                1,
+            );
+        std::fs::write(config, text).expect("pin the ports");
+    }
 }
 
 impl Drop for Daemon {

@@ -701,22 +701,11 @@ mod skew {
     use std::time::Duration as StdDuration;
 
     use meshkit::config::RawConfig;
-    use meshkit_net::clock::Clock;
+    use meshkit_net::clock::{Clock, TokioClock};
     use meshkit_net::transport::memory::MemoryNetwork;
 
     use super::*;
     use crate::driver::{Driver, NodeHandle, SeedPeer};
-
-    /// Tokio's clock as the node's.
-    #[derive(Clone, Copy, Debug)]
-    struct TokioClock(tokio::time::Instant);
-
-    impl Clock for TokioClock {
-        fn now(&self) -> Instant {
-            let elapsed = self.0.elapsed();
-            Instant::from_nanos(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
-        }
-    }
 
     fn spawn(network: &MemoryNetwork, clock: TokioClock, raw_id: u64) -> NodeHandle {
         let raw: RawConfig =
@@ -759,7 +748,7 @@ mod skew {
     #[tokio::test(start_paused = true)]
     async fn a_skewed_node_runs_its_timers_at_the_rate_and_reverts_on_real_time() {
         let network = MemoryNetwork::new();
-        let clock = TokioClock(tokio::time::Instant::now());
+        let clock = TokioClock::starting_now();
         let nodes = [spawn(&network, clock, 1), spawn(&network, clock, 2)];
         let seed = SeedPeer {
             id: NodeId::new(1),
