@@ -7,6 +7,7 @@
 //! |---|---|---|---|
 //! | API downtime | node 5 killed (SIGKILL), restarted on its ports | `down` (api) | `MeshKitProbeFailing` |
 //! | a muted one | the same node, under a maintenance window | `muted` (api) | none: recorded, not sent |
+//! | the control listener refusing | a relay in front of node 4 closes every connection and drops every datagram; the node stays in its mesh | `refused` (api) | `MeshKitProbeFailing` |
 //! | slow responses | a relay in front of node 4 delays every answer 700 ms (threshold 400 ms) | `slow` (api) | `MeshKitProbeSlow` |
 //! | a stalled stream | node 3 stopped (SIGSTOP): its connections stay, its heartbeats stop (SSE and gRPC) | `stream` (watch) | `MeshKitProbeFailing` |
 //! | a permission regression | node 2 restarted giving the agent's certificate `mesh.operate` | `authz` (authz) | `MeshKitProbeFailing` |
@@ -204,7 +205,13 @@ impl Agent {
 }
 
 /// The agent's configuration: one group per fault (see the module documentation).
-fn agent_config(mesh: &Mesh, relay: SocketAddr, am: &Alertmanager, listen: SocketAddr) -> String {
+fn agent_config(
+    mesh: &Mesh,
+    relay: SocketAddr,
+    refuser: SocketAddr,
+    am: &Alertmanager,
+    listen: SocketAddr,
+) -> String {
     let rfc3339 = |t: SystemTime| {
         time::OffsetDateTime::from(t)
             .format(&time::format_description::well_known::Rfc3339)
@@ -231,6 +238,7 @@ fn agent_config(mesh: &Mesh, relay: SocketAddr, am: &Alertmanager, listen: Socke
         ),
         group("down", mesh.control(5), "\"api\"", api),
         group("muted", mesh.control(5), "\"api\"", "[group.api]\nendpoints = [\"versions\"]\n"),
+        group("refused", &refuser.to_string(), "\"api\"", api),
         group(
             "slow",
             &relay.to_string(),
@@ -338,13 +346,16 @@ async fn the_agent_detects_each_fault_alerts_and_resolves() {
         am.log()
     );
     let relay = Relay::start(mesh.control(4).parse().expect("an address")).await;
+    let refuser = Relay::start(mesh.control(4).parse().expect("an address")).await;
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let agent = Agent::start(
         dir.path(),
-        &agent_config(&mesh, relay.addr, &am, listen),
+        &agent_config(&mesh, relay.addr, refuser.addr, &am, listen),
         listen,
     );
-    let groups = ["down", "muted", "slow", "stream", "authz", "h3", "reload"];
+    let groups = [
+        "down", "muted", "refused", "slow", "stream", "authz", "h3", "reload",
+    ];
     let healthy = eventually(FORM_LIMIT, || async {
         for g in groups {
             if !agent.group_passing(g).await {
@@ -369,6 +380,13 @@ async fn the_agent_detects_each_fault_alerts_and_resolves() {
     mesh.kill(5);
     faults.push(Fault {
         group: "down",
+        alertname: "MeshKitProbeFailing",
+        window: window(INTERVAL_S, TIMEOUT_S),
+        injected: now(),
+    });
+    refuser.set(RelayMode::Refuse);
+    faults.push(Fault {
+        group: "refused",
         alertname: "MeshKitProbeFailing",
         window: window(INTERVAL_S, TIMEOUT_S),
         injected: now(),
@@ -481,6 +499,8 @@ async fn the_agent_detects_each_fault_alerts_and_resolves() {
     let mut undone: BTreeMap<&str, Instant> = BTreeMap::new();
     mesh.restart(5, |text| text);
     undone.insert("down", Instant::now());
+    refuser.set(RelayMode::Pass);
+    undone.insert("refused", Instant::now());
     relay.set(RelayMode::Pass);
     undone.insert("slow", Instant::now());
     mesh.signal(3, "CONT");

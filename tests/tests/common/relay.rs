@@ -1,12 +1,15 @@
-//! A loopback relay in front of one node's control port that can slow answers down: the
-//! "slow responses" fault of the probe agent's acceptance test.
+//! A loopback relay in front of one node's control port that can slow answers down or refuse
+//! them: the "slow responses" and "control listener refusing" faults of the probe agent's
+//! acceptance test.
 //!
 //! The control port is TCP (HTTP/2 over TLS) and UDP (HTTP/3 over QUIC) under one number, so
 //! the relay listens on both under one port of its own and forwards each to the node. The
 //! client's TLS checks the node's certificate by name, not by address, so nothing else
 //! changes. In [`RelayMode::Delay`] every chunk the node sends back waits the delay first:
-//! requests still succeed, just slower (a gray failure, unlike a kill). Every task stops when
-//! the [`Relay`] is dropped.
+//! requests still succeed, just slower (a gray failure, unlike a kill). In
+//! [`RelayMode::Refuse`] the address refuses the API while the node stays in its mesh: new TCP
+//! connections are closed at once, open ones are cut, datagrams are dropped. Every task stops
+//! when the [`Relay`] is dropped.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,13 +28,27 @@ pub enum RelayMode {
     Pass,
     /// Hold every answer this long before forwarding it.
     Delay(Duration),
+    /// Close TCP connections and drop datagrams.
+    Refuse,
 }
 
 impl RelayMode {
     fn delay(self) -> Duration {
         match self {
-            Self::Pass => Duration::ZERO,
+            Self::Pass | Self::Refuse => Duration::ZERO,
             Self::Delay(d) => d,
+        }
+    }
+}
+
+/// Resolves once the mode is [`RelayMode::Refuse`] (never if the relay is gone).
+async fn refusing(mut mode: watch::Receiver<RelayMode>) {
+    loop {
+        if *mode.borrow_and_update() == RelayMode::Refuse {
+            return;
+        }
+        if mode.changed().await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }
@@ -81,6 +98,10 @@ async fn bind_pair() -> (TcpListener, UdpSocket) {
 async fn tcp_accept(listener: TcpListener, node: SocketAddr, mode: watch::Receiver<RelayMode>) {
     let mut connections = JoinSet::new();
     while let Ok((client, _)) = listener.accept().await {
+        if *mode.borrow() == RelayMode::Refuse {
+            // Dropped unanswered: the client's handshake fails at once.
+            continue;
+        }
         let mode = mode.clone();
         connections.spawn(async move {
             let Ok(server) = TcpStream::connect(node).await else {
@@ -109,7 +130,11 @@ async fn tcp_accept(listener: TcpListener, node: SocketAddr, mode: watch::Receiv
                 }
                 let _ = client_tx.shutdown().await;
             };
-            tokio::join!(up, down);
+            // Refusing cuts the connection: both halves are dropped, the client sees it closed.
+            tokio::select! {
+                _ = async { tokio::join!(up, down) } => {}
+                () = refusing(mode.clone()) => {}
+            }
         });
     }
 }
@@ -137,6 +162,9 @@ async fn udp_relay(socket: Arc<UdpSocket>, node: SocketAddr, mode: watch::Receiv
                 tasks.spawn(async move {
                     let mut buf = vec![0u8; 65_536];
                     while let Ok(n) = from.recv(&mut buf).await {
+                        if *mode.borrow() == RelayMode::Refuse {
+                            continue;
+                        }
                         let datagram = buf[..n].to_vec();
                         let delay = mode.borrow().delay();
                         let back = back.clone();
@@ -149,6 +177,8 @@ async fn udp_relay(socket: Arc<UdpSocket>, node: SocketAddr, mode: watch::Receiv
                 u
             }
         };
-        let _ = upstream.send(&buf[..n]).await;
+        if *mode.borrow() != RelayMode::Refuse {
+            let _ = upstream.send(&buf[..n]).await;
+        }
     }
 }
