@@ -48,7 +48,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::daemon::{Daemon, start};
-use common::prometheus::{Killed, Prometheus, free_port, http, http_get};
+use common::prometheus::{Killed, Prometheus, free_port, http, http_get, spawn_probe_agent};
 use common::{MeshctlAs, TempDir, write_config_with};
 use meshkit_node::api::json::EnqueueRequest;
 use meshkit_node::client::{Client, ClientConfig, Protocols};
@@ -587,18 +587,8 @@ impl ProbeAgent {
         let path = dir.join("probes.toml");
         std::fs::write(&path, config).expect("write probes.toml");
         let log = dir.join("probe-agent.log");
-        let file = std::fs::File::create(&log).expect("create the agent's log");
-        let child = Command::new(meshkit_testkit::bin("meshkit-probe"))
-            .arg("--config")
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("clone a file handle"))
-            .stderr(file)
-            .spawn()
-            .expect("start meshkit-probe");
         Self {
-            _process: Killed(child),
+            _process: spawn_probe_agent(&path, &log),
             listen,
             log,
         }

@@ -30,11 +30,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::daemon::{Daemon, start};
-use common::prometheus::{Alertmanager, Killed, free_port, http, http_get};
+use common::prometheus::{Alertmanager, Killed, free_port, http, http_get, spawn_probe_agent};
 use common::relay::{Relay, RelayMode};
 use common::{TempDir, eventually, token, write_config_with};
 use meshkit_node::client::{Client, ClientConfig, Protocols};
@@ -166,18 +166,8 @@ impl Agent {
         let config = dir.join("probes.toml");
         std::fs::write(&config, text).expect("write probes.toml");
         let log = dir.join("agent.log");
-        let file = std::fs::File::create(&log).expect("create the log");
-        let child: Child = Command::new(meshkit_testkit::bin("meshkit-probe"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("clone a file handle"))
-            .stderr(file)
-            .spawn()
-            .expect("start meshkit-probe");
         Self {
-            _process: Killed(child),
+            _process: spawn_probe_agent(&config, &log),
             listen,
             config,
             log,

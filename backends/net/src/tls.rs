@@ -492,8 +492,8 @@ pub fn cert_serial(der: &[u8]) -> Option<Vec<u8>> {
     Some(cert.raw_serial().to_vec())
 }
 
-/// Seconds since the Unix epoch (negative before it).
-pub(crate) fn unix_seconds(time: SystemTime) -> i64 {
+/// Seconds since the Unix epoch (negative before it), as certificates and tokens date things.
+pub fn unix_seconds(time: SystemTime) -> i64 {
     match time.duration_since(UNIX_EPOCH) {
         Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
         Err(before) => i64::try_from(before.duration().as_secs()).map_or(i64::MIN, |s| -s),

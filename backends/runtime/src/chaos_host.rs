@@ -545,7 +545,8 @@ impl ChaosHost {
         if let FaultKind::CertificateExpiry { expires_in } = plan.kind()
             && applied_here
         {
-            let start = unix_seconds(std::time::SystemTime::now()) + plan.start().as_secs() as i64;
+            let start = meshkit_net::tls::unix_seconds(std::time::SystemTime::now())
+                + plan.start().as_secs() as i64;
             stand_in_fits(*expires_in, self.config.stand_in_not_after, start).map_err(
                 |reason| ChaosError::NotApplicableHere {
                     kind: kind.to_owned(),
@@ -1012,11 +1013,6 @@ fn stand_in_fits(
         ),
         _ => Ok(()),
     }
-}
-
-fn unix_seconds(at: std::time::SystemTime) -> i64 {
-    at.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn end_reason(reason: EndReason) -> &'static str {

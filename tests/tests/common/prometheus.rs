@@ -175,3 +175,19 @@ impl Alertmanager {
             .cloned()
     }
 }
+
+/// `meshkit-probe --config CONFIG` with `RUST_LOG=info`, its output to `log`; killed when the
+/// guard is dropped.
+pub fn spawn_probe_agent(config: &Path, log: &Path) -> Killed {
+    let file = std::fs::File::create(log).expect("create the agent's log");
+    let child = Command::new(meshkit_testkit::bin("meshkit-probe"))
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("clone a file handle"))
+        .stderr(file)
+        .spawn()
+        .expect("start meshkit-probe");
+    Killed(child)
+}
