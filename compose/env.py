@@ -2,7 +2,7 @@
 """The compose chaos environment: N meshkitd, the probe agent, Prometheus with MeshKit's rules,
 Alertmanager.
 
-    compose/up   [--nodes 5] [--voters 3] [--project meshkit-chaos] [--port-base 18100] [--json]
+    compose/up   [--nodes 5] [--voters 3] [--spares 3] [--project meshkit-chaos] [--port-base 18100] [--json]
     compose/down [--project meshkit-chaos] [--json]
     compose/env.py status [--project meshkit-chaos] [--json]
 
@@ -18,6 +18,12 @@ containers get their IPs only when they run. The control ports are published on 
 PORT_BASE + 93, the probe agent's /metrics at PORT_BASE + 65. The agent (docs/probes.md) probes
 every node with the observer certificate and sends its alerts to the stack's Alertmanager;
 Prometheus scrapes it.
+
+`--spares K` also writes certificates (from the run's CA), configurations and data directories for
+nodes N+1..N+K, which nothing starts: `meshkit-chaos run` creates their containers through the
+Docker API for a `membership-surge` fault (and removes them at the end of the run). `spares.json`
+in the run directory says how (image, network, user, ports). Prometheus and the probe agent do not
+know them: their figures come from the nodes' own APIs.
 
 `down` removes the project's containers, networks and volumes and the run directory (its keys),
 and checks that docker lists none of them afterwards.
@@ -337,15 +343,25 @@ def write_run_dir(args: argparse.Namespace, run_dir: Path) -> None:
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    certs = meshctl_in_image(run_dir, None, "certs", "init", "--out", "certs", "--nodes", str(args.nodes))
+    total = args.nodes + args.spares
+    certs = meshctl_in_image(run_dir, None, "certs", "init", "--out", "certs", "--nodes", str(total))
     if certs.returncode != 0:
         raise ToolError(f"meshctl certs init failed: {certs.stderr.strip()}")
-    for i in range(1, args.nodes + 1):
+    for i in range(1, total + 1):
         (run_dir / "data" / f"node-{i}").mkdir(parents=True)
     (run_dir / "data" / "probe").mkdir(parents=True)
     (run_dir / "probes.toml").write_text(probe_config(args.nodes))
-    for i in range(1, args.nodes + 1):
+    for i in range(1, total + 1):
         (run_dir / f"node-{i}.toml").write_text(node_config(i, args.nodes, args.voters))
+    # What the chaos runner needs to start a spare as compose starts the nodes (compose_file).
+    (run_dir / "spares.json").write_text(json.dumps({
+        "nodes": list(range(args.nodes + 1, total + 1)),
+        "image": MESHKITD_IMAGE,
+        "network": f"{args.project}_mesh",
+        "user": f"{os.getuid()}:{os.getgid()}",
+        "port_base": args.port_base,
+        "control_port": CONTROL_PORT,
+    }, indent=2))
     (run_dir / "prometheus.yml").write_text(prometheus_config(args.nodes))
     shutil.copy(ROOT / "dashboards" / "alertmanager.yml", run_dir / "alertmanager.yml")
     shutil.copytree(ROOT / "dashboards" / "rules", run_dir / "rules", ignore=shutil.ignore_patterns("tests"))
@@ -396,6 +412,9 @@ def ready(url: str) -> bool:
 def up(args: argparse.Namespace) -> int:
     if not 1 <= args.voters <= args.nodes:
         raise ToolError(f"--voters is 1..=--nodes ({args.nodes}), not {args.voters}")
+    if args.spares < 0 or args.nodes + args.spares > 29:
+        # Node I's port is PORT_BASE + I, and PORT_BASE + 30 is Grafana's.
+        raise ToolError(f"--nodes + --spares is at most 29 (ports PORT_BASE+1..), not {args.nodes + args.spares}")
     ensure_docker()
     ensure_meshkitd_image(args)
     for image in DEBIAN_BINARIES:
@@ -428,6 +447,7 @@ def up(args: argparse.Namespace) -> int:
     took = time.monotonic() - started
     summary = {
         "project": args.project, "nodes": args.nodes, "voters": args.voters,
+        "spares": args.spares,
         "healthy_after_s": round(took, 1), "leader": seen[1][1], "run_dir": str(run_dir),
         "control": {f"node-{i}": f"127.0.0.1:{args.port_base + i}" for i in range(1, args.nodes + 1)},
         "prometheus": f"http://127.0.0.1:{args.port_base + 90}",
@@ -503,6 +523,8 @@ def main() -> int:
         if name == "up":
             p.add_argument("--nodes", type=int, default=5, help="meshkitd containers (default 5)")
             p.add_argument("--voters", type=int, default=3, help="of them, Raft voters (default 3)")
+            p.add_argument("--spares", type=int, default=3,
+                           help="nodes prepared but not started, for membership-surge faults (default 3)")
             p.add_argument("--port-base", type=int, default=18100,
                            help="node I's control port on 127.0.0.1 is PORT_BASE+I; Prometheus +90, Alertmanager +93")
     args = parser.parse_args()

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::future::join_all;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use meshkit::diag::fault::FaultKind;
+use meshkit_api::json::Change;
 use meshkit_sim::{RunReport, Scenario, report};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -20,7 +21,7 @@ use tokio::time::Instant;
 use crate::artifacts;
 use crate::http::{Http, query_escape};
 use crate::nodes::{NodeError, Nodes};
-use crate::observe::{NodeAnswer, Observer};
+use crate::observe::{HOLDER_SCOPE, NodeAnswer, Observer, Takeover};
 use crate::plan::{self, Action, Refusal, Step};
 use crate::stack::{Stack, StackError};
 
@@ -158,12 +159,16 @@ struct Partition {
 }
 
 struct Run<'a> {
-    stack: &'a Stack,
+    stack: &'a mut Stack,
+    /// Spares this run started (removed at its end).
+    joined: Vec<u64>,
     nodes: Nodes,
     http: Http,
     observer: Observer,
     rng: ChaCha8Rng,
     t0: Instant,
+    /// `t0` as Unix seconds, to place the nodes' feed timestamps on the run's time.
+    t0_unix: f64,
     events: BTreeMap<(Duration, u64), Event>,
     seq: u64,
     partitions: Vec<Partition>,
@@ -221,6 +226,33 @@ impl Run<'_> {
         let answers = self.poll().await;
         let t = secs(self.now());
         self.observer.record(t, &answers);
+        self.date_takeovers().await;
+    }
+
+    /// A takeover the poll just saw, dated by the new holder's (leader's) own feed entry: the
+    /// containers share the host's clock, so its Unix time maps onto the run's.
+    async fn date_takeovers(&mut self) {
+        for u in self.observer.undated() {
+            let addr = self.stack.nodes[&u.node].control.clone();
+            let at = match self.nodes.feed(&addr, u.after_seq).await {
+                Ok(entries) => entries.iter().find_map(|e| {
+                    let ours = match (&e.change, u.what) {
+                        (Change::Acquired { scope, .. }, Takeover::Holder) => scope == HOLDER_SCOPE,
+                        (Change::RaftLeader { leader, .. }, Takeover::RaftLeader) => {
+                            *leader == Some(u.node)
+                        }
+                        _ => false,
+                    };
+                    let at = e.unix_ms as f64 / 1000.0 - self.t0_unix;
+                    (ours && at >= u.killed_s).then_some(at)
+                }),
+                Err(e) => {
+                    tracing::warn!("feed of node {}: {e}; the poll's time stays", u.node);
+                    None
+                }
+            };
+            self.observer.date(u.kill, u.what, at);
+        }
     }
 
     /// Peers, leaders and shards of every running node and the containers' states, to
@@ -407,6 +439,50 @@ impl Run<'_> {
                     Err(e) => self.fail(i, e.to_string()),
                 }
             }
+            Action::Join { nodes } => {
+                let spares = self.stack.spares.nodes.clone();
+                let ids: Vec<u64> = match nodes {
+                    // The lowest spares: the same ids for the same scenario.
+                    plan::Pick::Count(n) => spares.iter().copied().take(*n as usize).collect(),
+                    other => {
+                        let named = plan::resolve(other, &spares, roles, &mut self.rng);
+                        named.into_iter().filter(|id| spares.contains(id)).collect()
+                    }
+                };
+                let i = self.record(Some(&step), "join", ids.clone());
+                for &id in &ids {
+                    match self.stack.join(id).await {
+                        Ok(()) => {
+                            self.joined.push(id);
+                            self.observer.joined_at(id, t);
+                        }
+                        Err(e) => {
+                            // Created but not started: still removed at the end.
+                            if self.stack.nodes.contains_key(&id) {
+                                self.joined.push(id);
+                            }
+                            self.fail(i, e.to_string());
+                        }
+                    }
+                }
+                if ids.is_empty() && !matches!(nodes, plan::Pick::Indices(_)) {
+                    self.fail(i, format!("no spare left for {nodes:?}"));
+                }
+            }
+            Action::Leave { nodes } => {
+                let candidates = self.observer.running();
+                let ids = plan::resolve(nodes, &candidates, roles, &mut self.rng);
+                let i = self.record(Some(&step), "leave", ids.clone());
+                for &id in &ids {
+                    self.observer.left_at(id, t);
+                    if let Err(e) = self.stack.stop(id).await {
+                        self.fail(i, e.to_string());
+                    }
+                }
+                if ids.is_empty() {
+                    self.fail(i, format!("no node matched {nodes:?} among {candidates:?}"));
+                }
+            }
             Action::Heal => {
                 let active = std::mem::take(&mut self.partitions);
                 let ids: Vec<u64> = active.iter().flat_map(|p| p.nodes.clone()).collect();
@@ -511,6 +587,34 @@ impl Run<'_> {
         if !killed.is_empty() {
             self.start(None, killed, "restore-start").await;
         }
+        // The stack's own nodes that left come back (a rejoin); joined spares go away, their
+        // logs kept first.
+        let left: Vec<u64> = self
+            .observer
+            .left()
+            .into_iter()
+            .filter(|id| !self.joined.contains(id))
+            .collect();
+        if !left.is_empty() {
+            self.start(None, left, "restore-start").await;
+        }
+        for id in std::mem::take(&mut self.joined) {
+            let name = self.stack.nodes[&id].name.clone();
+            match self.stack.logs(&name).await {
+                Ok(bytes) => {
+                    let path = self.out.join("logs").join(format!("{name}.log"));
+                    if let Err(e) = artifacts::write_bytes(&path, &bytes) {
+                        tracing::warn!("logs of {name}: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!("logs of {name}: {e}"),
+            }
+            let i = self.record(None, "restore-remove", vec![id]);
+            match self.stack.remove_joined(id).await {
+                Ok(()) => self.observer.removed(id),
+                Err(e) => self.fail(i, e.to_string()),
+            }
+        }
     }
 
     async fn steady_state(&self, query: &str, prometheus: &str) -> Option<String> {
@@ -546,13 +650,15 @@ impl Run<'_> {
 /// written. A failed expectation is not an error: see [`Outcome::passed`].
 pub async fn run(
     scenario: &Scenario,
-    stack: &Stack,
+    stack: &mut Stack,
     options: &ComposeOptions,
 ) -> Result<Outcome, RunError> {
     let duration = options.duration.unwrap_or(scenario.duration());
     let node_count = u32::try_from(stack.nodes.len()).unwrap_or(u32::MAX);
     // Refusals first: nothing touches the stack for a scenario it cannot take.
     let steps = plan::timeline(scenario, node_count, duration, options.seed)?;
+    let ids: Vec<u64> = stack.nodes.keys().copied().collect();
+    plan::spares_needed(&steps, &ids, &stack.spares.nodes)?;
     let (kept, not_evaluated) = plan::split_expectations(scenario.expect());
     let nodes = Nodes::new(&stack.run_dir)?;
     if !stack.all_running().await? {
@@ -565,13 +671,16 @@ pub async fn run(
         path: options.out.clone(),
         source,
     })?;
+    let observer = Observer::new(stack.nodes.keys().copied());
     let mut run = Run {
         stack,
+        joined: Vec::new(),
         nodes,
         http: Http::default(),
-        observer: Observer::new(stack.nodes.keys().copied()),
+        observer,
         rng: ChaCha8Rng::seed_from_u64(options.seed ^ 0x6368_616f_735f_7275),
         t0: Instant::now(),
+        t0_unix: unix_s(SystemTime::now()),
         events: BTreeMap::new(),
         seq: 0,
         partitions: Vec::new(),
@@ -598,10 +707,11 @@ pub async fn run(
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     // The warm-up polls are not part of the run.
-    run.observer = Observer::new(stack.nodes.keys().copied());
+    run.observer = Observer::new(run.stack.nodes.keys().copied());
     run.snapshot("start").await?;
     let started_wall = SystemTime::now();
     run.t0 = Instant::now();
+    run.t0_unix = unix_s(started_wall);
     run.observe().await;
     for step in steps.clone() {
         run.schedule(step.at, Event::Step(step));
@@ -641,10 +751,10 @@ pub async fn run(
         }
         if run.now() >= next_slow {
             next_slow = run.now() + SLOW_POLL;
-            if let Some(am) = &stack.alertmanager {
+            if let Some(am) = &run.stack.alertmanager {
                 collect_alerts(&run.http, am, secs(run.now()), &mut alerts).await;
             }
-            if let (Some(q), Some(prom)) = (&options.abort_if, &stack.prometheus)
+            if let (Some(q), Some(prom)) = (&options.abort_if, &run.stack.prometheus)
                 && let Some(why) = run.steady_state(q, prom).await
             {
                 aborted = Some(why);
@@ -664,7 +774,7 @@ pub async fn run(
     let length = run.now();
     run.observe().await;
     run.snapshot("end").await?;
-    if let Some(am) = &stack.alertmanager {
+    if let Some(am) = &run.stack.alertmanager {
         collect_alerts(&run.http, am, secs(run.now()), &mut alerts).await;
     }
     run.restore().await;
@@ -694,8 +804,8 @@ pub async fn run(
 
     // Artifacts.
     let out = options.out.clone();
-    for name in &stack.containers {
-        match stack.logs(name).await {
+    for name in &run.stack.containers {
+        match run.stack.logs(name).await {
             Ok(bytes) => {
                 artifacts::write_bytes(&out.join("logs").join(format!("{name}.log")), &bytes)?
             }
@@ -703,7 +813,7 @@ pub async fn run(
         }
     }
     let mut series = BTreeMap::new();
-    if let Some(prom) = &stack.prometheus {
+    if let Some(prom) = &run.stack.prometheus {
         let (from, to) = (unix_s(started_wall) - 10.0, unix_s(ended_wall) + 5.0);
         for (name, query) in SERIES {
             let url = format!(
@@ -722,14 +832,20 @@ pub async fn run(
     let alerts: Vec<Value> = alerts.into_values().collect();
     artifacts::write_json(&out.join("alerts.json"), &json!(alerts))?;
     let mut notes = scenario_notes(scenario, node_count);
-    if stack.prometheus.is_none() {
+    if run.stack.prometheus.is_none() {
         notes.push("no Prometheus in the project: no series written".to_owned());
     }
     let mut json = serde_json::to_value(&report).unwrap_or_default();
     if let Value::Object(map) = &mut json {
         map.insert("env".into(), json!("compose"));
-        map.insert("project".into(), json!(stack.project));
+        map.insert("project".into(), json!(run.stack.project));
         map.insert("wall_s".into(), json!(secs(length)));
+        map.insert(
+            "takeovers_dated_by_feed".into(),
+            json!(run.observer.takeovers_dated),
+        );
+        map.insert("join_s".into(), json!(run.observer.join_s()));
+        map.insert("leave_s".into(), json!(run.observer.leave_s()));
         map.insert("started_unix_s".into(), json!(unix_s(started_wall)));
         map.insert("expectations_not_evaluated".into(), json!(not_evaluated));
         map.insert("faults".into(), json!(run.faults));

@@ -9,7 +9,7 @@ use meshkit::diag::fault::FaultPlan;
 use meshkit_api::chaos::{
     ChaosErrorBody, PlanResponse, StartRequest, StartResponse, id_path_segment,
 };
-use meshkit_api::json::{LeadershipView, PeersResponse};
+use meshkit_api::json::{FeedEntry, LeadershipView, PeersResponse};
 use meshkit_client::{Client, ClientConfig};
 use thiserror::Error;
 
@@ -120,6 +120,23 @@ impl Nodes {
     /// [`NodeError::Call`].
     pub async fn leaders(&self, addr: &str) -> Result<LeadershipView, NodeError> {
         self.get(addr, "/meshkit/leaders").await
+    }
+
+    /// The leadership feed's entries after `after` that the node holds
+    /// (`GET /control/events/leadership?after=N&follow=false`: the server-sent events end with
+    /// the history). A `reset` (the entries rotated out) yields what follows it: none.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Call`].
+    pub async fn feed(&self, addr: &str, after: u64) -> Result<Vec<FeedEntry>, NodeError> {
+        let path = format!("/control/events/leadership?after={after}&follow=false");
+        let body = self.get_text(addr, &path).await?;
+        Ok(body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str(d.trim_start()).ok())
+            .collect())
     }
 
     /// `GET /meshkit/shards`, as JSON.

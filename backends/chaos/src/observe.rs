@@ -12,10 +12,20 @@
 //!   kill, start, pause or partition touching them in the last 60 s;
 //! * paused_dead: pauses during which the paused node was held dead;
 //! * heal_s: from the last partition's end (deadline or heal) to one view (every running node
-//!   holds exactly the running nodes up);
+//!   holds exactly the running nodes up), dated by the newest verdict the nodes report at the
+//!   first poll that sees one view (the verdict that completed it, or a later suspect/alive
+//!   flip: never earlier than the truth, at most one poll late);
 //! * failover: a kill of the `global-control` holder to a voter's table naming another holder;
-//!   raft failover: a kill of the Raft leader to a voter naming another leader;
-//! * converged: at the end, every running node holds exactly the running nodes up.
+//!   raft failover: a kill of the Raft leader to a voter naming another leader. The poll sees
+//!   them up to one poll period late, so each is then dated by the new holder's (leader's) own
+//!   leadership feed, as the simulator dates a failover by the contender's `Acquired`:
+//!   [`Observer::undated`] names the feed entries to look for, [`Observer::date`] takes the
+//!   time found;
+//! * converged: at the end, every running node holds exactly the running nodes up;
+//! * joins (compose only, `join_s`): a node started by a membership surge, from its start to
+//!   the moment 99% of the other running nodes hold it alive (dated by their verdicts);
+//! * leaves (compose only, `leave_s`): a node stopped gracefully, from the stop to 99% of the
+//!   others holding it `left` (or no longer listing it); held `dead` instead is no leave.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -65,6 +75,45 @@ struct Kill {
     excluded: bool,
     failover: Option<f64>,
     raft_failover: Option<f64>,
+    /// Every node's feed sequence number at the poll before the kill: the new holder's
+    /// `Acquired` (new leader's `RaftLeader`) is after it.
+    seq_at_kill: BTreeMap<u64, u64>,
+    /// Who took over, as the poll that saw the failover named it, until dated by its feed.
+    failover_by: Option<u64>,
+    raft_failover_by: Option<u64>,
+}
+
+/// Which takeover of a kill [`Observer::date`] dates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Takeover {
+    /// A new holder of [`HOLDER_SCOPE`]: its feed's `Acquired` of that scope.
+    Holder,
+    /// A new Raft leader: its own feed's `RaftLeader` naming itself.
+    RaftLeader,
+}
+
+/// A takeover seen at a poll and not dated by the node's feed yet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Undated {
+    /// The kill (index into the run's kills).
+    pub kill: usize,
+    /// Which takeover.
+    pub what: Takeover,
+    /// The node whose feed has the entry.
+    pub node: u64,
+    /// Its feed's sequence number before the kill (ask for entries after it).
+    pub after_seq: u64,
+    /// The kill, seconds since the start.
+    pub killed_s: f64,
+}
+
+/// A membership change the others must learn: a join (to be held alive) or a leave (to be
+/// held left).
+#[derive(Clone, Debug)]
+struct Change {
+    node: u64,
+    at: f64,
+    seen: Option<f64>,
 }
 
 #[derive(Clone, Debug)]
@@ -81,6 +130,10 @@ pub struct Observer {
     nodes: BTreeSet<u64>,
     killed: BTreeSet<u64>,
     paused: BTreeSet<u64>,
+    /// Nodes stopped gracefully (they left): not running, not to be started by a restart.
+    left: BTreeSet<u64>,
+    joins: Vec<Change>,
+    leaves: Vec<Change>,
     touched: BTreeMap<u64, f64>,
     kills: Vec<Kill>,
     pauses: Vec<Pause>,
@@ -99,6 +152,10 @@ pub struct Observer {
     pub detections: Vec<(f64, u64, f64)>,
     holder: Option<u64>,
     raft_leader: Option<u64>,
+    /// Each node's feed sequence number at its last answer.
+    last_seq: BTreeMap<u64, u64>,
+    /// Takeovers dated by a node's feed (the others keep the poll's time).
+    pub takeovers_dated: u64,
 }
 
 impl Observer {
@@ -115,8 +172,54 @@ impl Observer {
         self.nodes
             .iter()
             .copied()
-            .filter(|n| !self.killed.contains(n) && !self.paused.contains(n))
+            .filter(|n| {
+                !self.killed.contains(n) && !self.paused.contains(n) && !self.left.contains(n)
+            })
             .collect()
+    }
+
+    /// Nodes that left gracefully and were not started again.
+    pub fn left(&self) -> Vec<u64> {
+        self.left.iter().copied().collect()
+    }
+
+    /// Node `node` (a spare) was started at `t` by a membership surge.
+    pub fn joined_at(&mut self, node: u64, t: f64) {
+        self.nodes.insert(node);
+        self.left.remove(&node);
+        self.touched.insert(node, t);
+        self.joins.push(Change {
+            node,
+            at: t,
+            seen: None,
+        });
+    }
+
+    /// Node `node` was stopped gracefully at `t`.
+    pub fn left_at(&mut self, node: u64, t: f64) {
+        self.left.insert(node);
+        self.touched.insert(node, t);
+        self.leaves.push(Change {
+            node,
+            at: t,
+            seen: None,
+        });
+    }
+
+    /// Node `node` (a joined spare) is gone from the stack: not asked, not expected.
+    pub fn removed(&mut self, node: u64) {
+        self.nodes.remove(&node);
+        self.left.remove(&node);
+    }
+
+    /// Seconds from each join to the others holding the node alive (unseen: `None`).
+    pub fn join_s(&self) -> Vec<Option<f64>> {
+        self.joins.iter().map(|c| c.seen.map(round3)).collect()
+    }
+
+    /// Seconds from each graceful stop to the others holding the node left.
+    pub fn leave_s(&self) -> Vec<Option<f64>> {
+        self.leaves.iter().map(|c| c.seen.map(round3)).collect()
     }
 
     /// Killed nodes.
@@ -153,7 +256,51 @@ impl Observer {
             excluded: false,
             failover: None,
             raft_failover: None,
+            seq_at_kill: self.last_seq.clone(),
+            failover_by: None,
+            raft_failover_by: None,
         });
+    }
+
+    /// Takeovers seen at a poll that the nodes' feeds may date more closely.
+    pub fn undated(&self) -> Vec<Undated> {
+        let mut out = Vec::new();
+        for (i, k) in self.kills.iter().enumerate() {
+            let ask = |what, by: Option<u64>| {
+                by.map(|node| Undated {
+                    kill: i,
+                    what,
+                    node,
+                    after_seq: k.seq_at_kill.get(&node).copied().unwrap_or(0),
+                    killed_s: k.at,
+                })
+            };
+            out.extend(ask(Takeover::Holder, k.failover_by));
+            out.extend(ask(Takeover::RaftLeader, k.raft_failover_by));
+        }
+        out
+    }
+
+    /// The takeover `what` of kill `kill` happened at `at` (seconds since the start, from the
+    /// node's feed), or `None`: the feed had no such entry, the poll's time stays. Either way it
+    /// is not asked again. A time before the kill or after the poll that saw it is not the
+    /// takeover (an older grant, another clock): the poll's time stays.
+    pub fn date(&mut self, kill: usize, what: Takeover, at: Option<f64>) {
+        let Some(k) = self.kills.get_mut(kill) else {
+            return;
+        };
+        let (by, took) = match what {
+            Takeover::Holder => (&mut k.failover_by, &mut k.failover),
+            Takeover::RaftLeader => (&mut k.raft_failover_by, &mut k.raft_failover),
+        };
+        *by = None;
+        if let (Some(at), Some(polled)) = (at, took.as_mut())
+            && at >= k.at
+            && at - k.at <= *polled
+        {
+            *polled = at - k.at;
+            self.takeovers_dated += 1;
+        }
     }
 
     /// Node `node` was started again at `t`.
@@ -212,6 +359,7 @@ impl Observer {
         // Roles: the voters' applied tables and Raft views.
         for a in answers {
             let Some(l) = &a.leaders else { continue };
+            self.last_seq.insert(a.node, l.last_seq);
             if let Some(raft) = &l.raft
                 && let Some(leader) = raft.leader
             {
@@ -228,6 +376,7 @@ impl Observer {
                 && h != k.node
             {
                 k.failover = Some(t - k.at);
+                k.failover_by = Some(h);
             }
             if k.was_raft_leader
                 && k.raft_failover.is_none()
@@ -235,6 +384,7 @@ impl Observer {
                 && l != k.node
             {
                 k.raft_failover = Some(t - k.at);
+                k.raft_failover_by = Some(l);
             }
         }
         let views: Vec<(u64, &PeersResponse)> = answers
@@ -302,6 +452,33 @@ impl Observer {
                 self.detections.push((t, k.node, d));
             }
         }
+        // Joins and leaves, dated as detections are.
+        for (changes, joining) in [(&mut self.joins, true), (&mut self.leaves, false)] {
+            for c in changes.iter_mut().filter(|c| c.seen.is_none()) {
+                let others: Vec<u64> = running.iter().copied().filter(|&n| n != c.node).collect();
+                let mut since = Vec::new();
+                for &(observer, view) in &views {
+                    if observer == c.node {
+                        continue;
+                    }
+                    match view.peers.iter().find(|p| p.id == c.node) {
+                        Some(p) if joining && p.state == "alive" => {
+                            since.push((t - p.last_change_s_ago).max(c.at));
+                        }
+                        Some(p) if !joining && p.state == "left" => {
+                            since.push((t - p.last_change_s_ago).max(c.at));
+                        }
+                        None if !joining => since.push(t),
+                        _ => {}
+                    }
+                }
+                let need = ((others.len() as f64 * DETECTION_SHARE).ceil() as usize).max(1);
+                if !others.is_empty() && since.len() >= need {
+                    since.sort_by(f64::total_cmp);
+                    c.seen = Some(since[need - 1] - c.at);
+                }
+            }
+        }
         // One view: every running node answered and holds exactly the running nodes up.
         let up = |v: &PeersResponse| -> BTreeSet<u64> {
             v.peers
@@ -331,7 +508,16 @@ impl Observer {
             && let Some(h) = self.last_heal
             && t >= h
         {
-            self.heal_s = Some(t - h);
+            // The newest verdict any running node reports: the one that made the view one
+            // (or a later flip between suspect and alive), never before the heal.
+            let newest = views
+                .iter()
+                .flat_map(|(_, v)| v.peers.iter())
+                .filter(|p| running.contains(&p.id))
+                .map(|p| t - p.last_change_s_ago)
+                .fold(h, f64::max)
+                .min(t);
+            self.heal_s = Some(newest - h);
         }
         let counts: Vec<usize> = views
             .iter()

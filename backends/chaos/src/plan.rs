@@ -128,6 +128,21 @@ pub enum Action {
     },
     /// Abort every partition experiment this run started that is still active.
     Heal,
+    /// A membership surge: new `meshkitd` containers from the stack's spares (`compose/up
+    /// --spares`), created and started through the Docker API with certificates from the run's
+    /// CA; removed when the run ends. A scenario's `join` names them by index (indices of
+    /// running nodes are already members: nothing to do), a `membership-surge` plan by count
+    /// (the lowest spares).
+    Join {
+        /// Which nodes: [`Pick::Indices`] or [`Pick::Count`].
+        nodes: Pick,
+    },
+    /// A graceful leave: `docker stop` (SIGTERM) of the picked running nodes, on which
+    /// meshkitd announces its departure and exits, as the simulator's `leave`.
+    Leave {
+        /// Which nodes, among running ones.
+        nodes: Pick,
+    },
 }
 
 impl Action {
@@ -139,6 +154,8 @@ impl Action {
             Self::Pause { .. } => "pause".to_owned(),
             Self::Chaos { plan } => plan.kind().name().to_owned(),
             Self::Heal => "heal".to_owned(),
+            Self::Join { .. } => "membership-surge".to_owned(),
+            Self::Leave { .. } => "leave".to_owned(),
         }
     }
 }
@@ -202,6 +219,20 @@ pub enum Refusal {
         fault: usize,
         /// Its length.
         duration: Duration,
+    },
+    /// A membership surge larger than the spares the stack was brought up with.
+    #[error(
+        "the scenario's membership surges start {joins} nodes (by id: {named:?}), but the stack \
+         has {spares} spares: bring it up with `compose/up --spares K` so that the ids fit \
+         (spares are ids N+1..N+K; --nodes + --spares at most 29)"
+    )]
+    NotEnoughSpares {
+        /// Nodes the surges start.
+        joins: u32,
+        /// Spares prepared.
+        spares: u32,
+        /// The ids the surges name.
+        named: Vec<u64>,
     },
     /// The core refused the plan built for a fault.
     #[error("{n}: {source}", n = entry(*fault))]
@@ -471,14 +502,9 @@ fn action(
                 }
                 Action::Chaos { plan: plan.clone() }
             }
-            FaultKind::MembershipSurge { .. } => {
-                return Err(unsupported(
-                    fault,
-                    "plan membership-surge",
-                    "the runner does not start extra containers yet; bring the stack up with \
-                     more nodes (`compose/up --nodes N`) or run it with --env sim",
-                ));
-            }
+            FaultKind::MembershipSurge { joins } => Action::Join {
+                nodes: Pick::Count(*joins),
+            },
             other => {
                 return Err(unsupported(
                     fault,
@@ -502,13 +528,7 @@ fn action(
             )?;
             Action::Chaos { plan }
         }
-        FaultAction::Leave { .. } => {
-            return Err(unsupported(
-                fault,
-                "leave",
-                "graceful leaves are not driven by the runner yet; run it with --env sim",
-            ));
-        }
+        FaultAction::Leave { nodes: sel } => Action::Leave { nodes: pick(sel)? },
         FaultAction::Transfer { .. } => {
             return Err(unsupported(
                 fault,
@@ -516,15 +536,23 @@ fn action(
                 "lease transfers are not driven by the runner yet; run it with --env sim",
             ));
         }
-        FaultAction::Join { .. } | FaultAction::Drain { .. } => {
+        FaultAction::Join { nodes: sel } => {
+            // Indices past the running stack name its spares: checked against them when the
+            // run starts ([`spares_needed`]), not against the stack's size.
+            let Some(p @ Pick::Indices(_)) = Pick::from_sim(sel) else {
+                return Err(unsupported(
+                    fault,
+                    &format!("join {sel}"),
+                    "a join names nodes by index",
+                ));
+            };
+            Action::Join { nodes: p }
+        }
+        FaultAction::Drain { .. } => {
             return Err(unsupported(
                 fault,
-                if matches!(spec, FaultAction::Join { .. }) {
-                    "join"
-                } else {
-                    "drain"
-                },
-                "the stack's nodes take no [shards] pool from the scenario; run it with --env sim",
+                "drain",
+                "shard drains are not driven by the runner yet; run it with --env sim",
             ));
         }
         FaultAction::Byzantine { .. } => {
@@ -549,6 +577,45 @@ fn action(
             ));
         }
     })
+}
+
+/// The spare nodes the timeline's membership surges start on a stack whose nodes are
+/// `running` (ids) and whose spares are `spares`: `Ok(count)`, or the refusal when they do not
+/// fit (an index that is neither a node nor a spare, more joins than spares).
+///
+/// # Errors
+///
+/// [`Refusal::NotEnoughSpares`].
+pub fn spares_needed(steps: &[Step], running: &[u64], spares: &[u64]) -> Result<u32, Refusal> {
+    let mut named = std::collections::BTreeSet::new();
+    let mut counted = 0u32;
+    for s in steps {
+        match &s.action {
+            Action::Join {
+                nodes: Pick::Indices(ix),
+            } => named.extend(
+                ix.iter()
+                    .map(|&i| u64::from(i) + 1)
+                    .filter(|id| !running.contains(id)),
+            ),
+            Action::Join {
+                nodes: Pick::Count(n),
+            } => counted += n,
+            _ => {}
+        }
+    }
+    let fits = named.iter().all(|id| spares.contains(id))
+        && named.len() + counted as usize <= spares.len();
+    let joins = u32::try_from(named.len()).unwrap_or(u32::MAX) + counted;
+    if fits {
+        Ok(joins)
+    } else {
+        Err(Refusal::NotEnoughSpares {
+            joins,
+            spares: u32::try_from(spares.len()).unwrap_or(u32::MAX),
+            named: named.into_iter().collect(),
+        })
+    }
 }
 
 /// The report keys the compose runner measures (the simulator's names).

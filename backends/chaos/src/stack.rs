@@ -2,15 +2,22 @@
 //! `compose/env.py` writes (`com.docker.compose.project`, `io.meshkit.role=node`,
 //! `io.meshkit.node=I`), their published control ports, the run directory with the stack's
 //! certificates (mounted at `/etc/meshkit`), Prometheus and Alertmanager; and the process
-//! actions on a node's container (kill, start, pause, unpause) and every container's logs.
+//! actions on a node's container (kill, start, pause, unpause, a graceful stop) and every
+//! container's logs; and the spare nodes `compose/up --spares K` prepared (certificates from the
+//! run's CA, configurations, data directories; `spares.json`), whose containers [`Stack::join`]
+//! creates and starts as compose would have, for a membership surge.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use bollard::Docker;
-use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
+use bollard::models::{
+    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings, HostConfig,
+    NetworkingConfig, PortBinding,
+};
 use bollard::query_parameters::{
-    KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt as _;
 use thiserror::Error;
@@ -52,6 +59,27 @@ pub enum StackError {
     },
 }
 
+/// How `compose/up` prepared the spare nodes (`spares.json` in the run directory).
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct Spares {
+    /// Their node ids, not started.
+    pub nodes: Vec<u64>,
+    /// The meshkitd image.
+    pub image: String,
+    /// The project's network.
+    pub network: String,
+    /// `uid:gid` the nodes run as.
+    pub user: String,
+    /// Node I's control port is published at `port_base + I`.
+    pub port_base: u64,
+    /// The control port inside the containers.
+    pub control_port: u16,
+}
+
+/// Seconds a gracefully stopped node has to leave before Docker kills it: meshkitd lingers at
+/// most 5 s after SIGTERM (its `MAX_LINGER`), so this is margin.
+const STOP_GRACE_S: i32 = 15;
+
 /// One node container.
 #[derive(Clone, Debug)]
 pub struct NodeContainer {
@@ -79,6 +107,8 @@ pub struct Stack {
     pub alertmanager: Option<String>,
     /// Every container of the project, by name (for the logs).
     pub containers: Vec<String>,
+    /// The spares `compose/up --spares` prepared and no container runs yet.
+    pub spares: Spares,
 }
 
 fn published(c: &ContainerSummary, private: u16) -> Option<String> {
@@ -187,6 +217,12 @@ impl Stack {
                 .to_owned(),
         })?;
         containers.sort();
+        // A stack from before `--spares`, or brought up with none, has no spares.json.
+        let mut spares: Spares = std::fs::read(run_dir.join("spares.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        spares.nodes.retain(|id| !nodes.contains_key(id));
         Ok(Self {
             docker,
             project: project.to_owned(),
@@ -195,6 +231,7 @@ impl Stack {
             prometheus,
             alertmanager,
             containers,
+            spares,
         })
     }
 
@@ -241,6 +278,150 @@ impl Stack {
             .start_container(name, None)
             .await
             .map_err(Self::wrap("start", name))
+    }
+
+    /// Stops node `id`'s container with SIGTERM: meshkitd leaves the mesh gracefully (it tells
+    /// the others it left, lingers a few gossip rounds, exits).
+    ///
+    /// # Errors
+    ///
+    /// The Docker call's.
+    pub async fn stop(&self, id: u64) -> Result<(), StackError> {
+        let name = self.container(id);
+        self.docker
+            .stop_container(
+                name,
+                Some(StopContainerOptionsBuilder::new().t(STOP_GRACE_S).build()),
+            )
+            .await
+            .map_err(Self::wrap("stop", name))
+    }
+
+    /// Creates and starts spare node `id`'s container as `compose/env.py` writes a node's
+    /// service: the same image, user, mounts, network (with its name as an alias, which the
+    /// others resolve), published control port and labels, so `compose/down` removes it with
+    /// the project. Its certificate is the one the run's CA signed for it at `up`.
+    ///
+    /// # Errors
+    ///
+    /// [`StackError::Incomplete`] when `id` is no spare; the Docker calls'.
+    pub async fn join(&mut self, id: u64) -> Result<(), StackError> {
+        if !self.spares.nodes.contains(&id) {
+            return Err(StackError::Incomplete {
+                project: self.project.clone(),
+                what: format!(
+                    "node {id} is not a spare (spares left: {:?}); bring the stack up with more \
+                     (`compose/up --spares K`)",
+                    self.spares.nodes
+                ),
+            });
+        }
+        let sp = &self.spares;
+        let service = format!("meshkit-{id}");
+        let name = format!("{}_{service}_surge", self.project);
+        let port = (sp.port_base + id).to_string();
+        let binding = Some(vec![PortBinding {
+            host_ip: Some("127.0.0.1".to_owned()),
+            host_port: Some(port.clone()),
+        }]);
+        let labels = HashMap::from([
+            (
+                "com.docker.compose.project".to_owned(),
+                self.project.clone(),
+            ),
+            ("com.docker.compose.service".to_owned(), service.clone()),
+            // docker-compose v1 lists a project's containers with oneoff=False: without it
+            // `down --remove-orphans` would not see this one.
+            ("com.docker.compose.oneoff".to_owned(), "False".to_owned()),
+            ("io.meshkit.role".to_owned(), "node".to_owned()),
+            ("io.meshkit.node".to_owned(), id.to_string()),
+            ("io.meshkit.surge".to_owned(), "true".to_owned()),
+        ]);
+        let run_dir = self.run_dir.display();
+        let body = ContainerCreateBody {
+            hostname: Some(service.clone()),
+            user: Some(sp.user.clone()),
+            image: Some(sp.image.clone()),
+            cmd: Some(vec![
+                "--config".to_owned(),
+                format!("/etc/meshkit/node-{id}.toml"),
+            ]),
+            labels: Some(labels),
+            exposed_ports: Some(vec![
+                format!("{}/tcp", sp.control_port),
+                format!("{}/udp", sp.control_port),
+            ]),
+            host_config: Some(HostConfig {
+                binds: Some(vec![
+                    format!("{run_dir}:/etc/meshkit:ro"),
+                    format!("{run_dir}/data/node-{id}:/data"),
+                ]),
+                port_bindings: Some(HashMap::from([
+                    (format!("{}/tcp", sp.control_port), binding.clone()),
+                    (format!("{}/udp", sp.control_port), binding),
+                ])),
+                ..HostConfig::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    sp.network.clone(),
+                    EndpointSettings {
+                        aliases: Some(vec![service.clone()]),
+                        ..EndpointSettings::default()
+                    },
+                )])),
+            }),
+            ..ContainerCreateBody::default()
+        };
+        self.docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+                body,
+            )
+            .await
+            .map_err(Self::wrap("create", &name))?;
+        // Known before it starts: a failed start leaves a container that restore removes.
+        self.spares.nodes.retain(|&n| n != id);
+        self.containers.push(name.clone());
+        self.nodes.insert(
+            id,
+            NodeContainer {
+                id,
+                name: name.clone(),
+                control: format!("127.0.0.1:{port}"),
+            },
+        );
+        self.docker
+            .start_container(&name, None)
+            .await
+            .map_err(Self::wrap("start", &name))
+    }
+
+    /// Stops (gracefully) and removes joined node `id`'s container: the stack as it was
+    /// before the surge. Its data directory stays for the run's artifacts; `compose/down`
+    /// removes the run directory.
+    ///
+    /// # Errors
+    ///
+    /// The Docker calls'.
+    pub async fn remove_joined(&mut self, id: u64) -> Result<(), StackError> {
+        let Some(node) = self.nodes.get(&id).cloned() else {
+            return Ok(());
+        };
+        // Already stopped (a leave) is fine: the removal below is what matters.
+        let _ = self.stop(id).await;
+        self.docker
+            .remove_container(
+                &node.name,
+                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+            )
+            .await
+            .map_err(Self::wrap("rm", &node.name))?;
+        self.nodes.remove(&id);
+        self.containers.retain(|c| c != &node.name);
+        self.spares.nodes.push(id);
+        self.spares.nodes.sort_unstable();
+        Ok(())
     }
 
     /// Freezes node `id`'s container.

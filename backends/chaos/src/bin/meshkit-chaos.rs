@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! meshkit-chaos run SCENARIO --env sim [--seed N] [--duration D] [--out DIR] [--json]
-//! meshkit-chaos run SCENARIO --env compose [--project P] [--up [--nodes N] [--voters V] [--port-base B]] [--down]
+//! meshkit-chaos run SCENARIO --env compose [--project P] [--up [--nodes N] [--voters V] [--spares K] [--port-base B]] [--down]
 //!                   [--seed N] [--duration D] [--out DIR] [--abort-if PROMQL] [--poll-ms MS] [--json]
 //! meshkit-chaos plan SCENARIO --nodes N [--seed N] [--duration D] [--json]
 //! ```
@@ -90,6 +90,10 @@ struct RunArgs {
     /// compose with --up: of them, Raft voters.
     #[arg(long, default_value_t = 3)]
     voters: u32,
+    /// compose with --up: nodes prepared but not started, for membership surges (`join`, a
+    /// `membership-surge` plan).
+    #[arg(long, default_value_t = 3)]
+    spares: u32,
     /// compose with --up: node I's control port is PORT_BASE+I on 127.0.0.1.
     #[arg(long)]
     port_base: Option<u16>,
@@ -224,6 +228,13 @@ fn plan_cmd(args: &PlanArgs) -> Result<u8, Fail> {
                 serde_json::to_string(plan).unwrap_or_default()
             ),
             plan::Action::Heal => "abort the run's partition experiments".to_owned(),
+            plan::Action::Join { nodes } => format!(
+                "create and start spare containers {nodes:?} (compose/up --spares; removed at \
+                 the end)"
+            ),
+            plan::Action::Leave { nodes } => {
+                format!("docker stop {nodes:?} (SIGTERM: a graceful leave)")
+            }
         };
         let entry = s.fault.map_or_else(
             || "[network]".to_owned(),
@@ -341,6 +352,8 @@ fn run_compose(args: &RunArgs) -> Result<u8, Fail> {
             args.nodes.to_string(),
             "--voters".to_owned(),
             args.voters.to_string(),
+            "--spares".to_owned(),
+            args.spares.to_string(),
         ];
         if let Some(b) = args.port_base {
             extra.extend(["--port-base".to_owned(), b.to_string()]);
@@ -374,7 +387,7 @@ fn run_compose(args: &RunArgs) -> Result<u8, Fail> {
         replay,
     };
     let result = runtime.block_on(async {
-        let stack = Stack::find(&args.project).await?;
+        let mut stack = Stack::find(&args.project).await?;
         if !args.json {
             eprintln!(
                 "project {}: {} nodes, run directory {}; running {} for {:.0} s",
@@ -385,7 +398,7 @@ fn run_compose(args: &RunArgs) -> Result<u8, Fail> {
                 duration.as_secs_f64()
             );
         }
-        Ok::<_, Fail>(compose::run(&scenario, &stack, &options).await?)
+        Ok::<_, Fail>(compose::run(&scenario, &mut stack, &options).await?)
     });
     let down = if args.down {
         compose_tool(args, "down", &[]).map(|_| ())

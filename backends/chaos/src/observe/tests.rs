@@ -4,7 +4,9 @@
 use meshkit_api::json::{PeerJson, PeersResponse};
 use meshkit_sim::RunReport;
 
-use super::{NodeAnswer, Observer};
+use meshkit_api::json::{LeadershipView, RaftView, TableLease};
+
+use super::{HOLDER_SCOPE, NodeAnswer, Observer, Takeover, Undated};
 
 fn answer(node: u64, states: &[(u64, &str, f64)]) -> NodeAnswer {
     NodeAnswer {
@@ -143,12 +145,121 @@ fn heal_is_timed_from_the_partitions_end_to_one_view() {
             answer(2, &[(1, "alive", 0.5), (2, "alive", 1.0)]),
         ],
     );
-    o.record(23.5, &[all_alive(1, &[1, 2]), all_alive(2, &[1, 2])]);
+    // At 23.5 s one view; the last verdict that made it (node 1 on node 2) is 1.3 s old: the
+    // view was one at 22.2 s, 2.2 s after the heal, not at the poll.
+    o.record(
+        23.5,
+        &[
+            answer(1, &[(1, "alive", 100.0), (2, "alive", 1.3)]),
+            answer(2, &[(1, "alive", 2.5), (2, "alive", 100.0)]),
+        ],
+    );
     let r = o.figures(RunReport::default(), 30.0);
     assert_eq!(r.partitions, 1);
-    assert_eq!(r.heal_s, Some(3.5));
+    assert_eq!(r.heal_s, Some(2.2));
     assert_eq!(
         r.false_positives, 0,
         "partitioned nodes held dead are not false positives"
     );
+}
+
+/// Node `node`'s answer with a voter's leadership view: Raft leader `leader`, `holder` holding
+/// global-control, its feed at `seq`.
+fn voter(node: u64, ids: &[u64], leader: u64, holder: u64, seq: u64) -> NodeAnswer {
+    let mut a = all_alive(node, ids);
+    a.leaders = Some(LeadershipView {
+        node,
+        voters: vec![1, 2, 3],
+        raft: Some(RaftView {
+            leader: Some(leader),
+            term: 1,
+            voters: vec![1, 2, 3],
+            applied_index: seq,
+            snapshot_index: 0,
+            log_entries: seq,
+            commit_index: seq,
+            change_pending: false,
+            progress: Vec::new(),
+        }),
+        table: vec![TableLease {
+            scope: HOLDER_SCOPE.to_owned(),
+            holder,
+            token: 1,
+            term: 1,
+            expires_in_ms: 3000,
+        }],
+        held: Vec::new(),
+        campaign: vec![HOLDER_SCOPE.to_owned()],
+        last_seq: seq,
+        shards: None,
+    });
+    a
+}
+
+#[test]
+fn a_failover_seen_at_a_poll_is_dated_by_the_new_holders_feed() {
+    let mut o = Observer::new(1..=3);
+    // Node 1 leads Raft and holds global-control; node 2's feed is at entry 40.
+    o.record(
+        0.0,
+        &[
+            voter(1, &[1, 2, 3], 1, 1, 17),
+            voter(2, &[1, 2, 3], 1, 1, 40),
+        ],
+    );
+    o.killed_at(1, 10.0);
+    // The poll at 13.9 s sees node 2 as holder and leader.
+    o.record(13.9, &[voter(2, &[1, 2, 3], 2, 2, 46)]);
+    let undated = o.undated();
+    assert_eq!(
+        undated,
+        vec![
+            Undated {
+                kill: 0,
+                what: Takeover::Holder,
+                node: 2,
+                after_seq: 40,
+                killed_s: 10.0
+            },
+            Undated {
+                kill: 0,
+                what: Takeover::RaftLeader,
+                node: 2,
+                after_seq: 40,
+                killed_s: 10.0
+            },
+        ],
+        "the new holder's feed, after its entry at the kill"
+    );
+    // Its feed: Acquired at 13.2 s; no RaftLeader entry found.
+    o.date(0, Takeover::Holder, Some(13.2));
+    o.date(0, Takeover::RaftLeader, None);
+    assert!(o.undated().is_empty(), "each takeover is asked once");
+    let r = o.figures(RunReport::default(), 30.0);
+    assert_eq!(
+        r.failover_p50_s,
+        Some(3.2),
+        "the feed's time, not the poll's 3.9 s"
+    );
+    assert_eq!(
+        r.raft_failover_p50_s,
+        Some(3.9),
+        "no entry: the poll's time stays"
+    );
+    assert_eq!(o.takeovers_dated, 1);
+}
+
+#[test]
+fn a_feed_time_outside_the_kill_and_the_poll_is_not_the_takeover() {
+    let mut o = Observer::new(1..=3);
+    o.record(0.0, &[voter(1, &[1, 2, 3], 1, 1, 5)]);
+    o.killed_at(1, 10.0);
+    o.record(14.0, &[voter(2, &[1, 2, 3], 2, 2, 9)]);
+    // An Acquired before the kill (an older grant) and one after the poll: neither is it.
+    o.date(0, Takeover::Holder, Some(9.0));
+    o.date(0, Takeover::RaftLeader, Some(14.5));
+    let r = o.figures(RunReport::default(), 30.0);
+    assert_eq!(r.failover_p50_s, Some(4.0));
+    assert_eq!(r.raft_failover_p50_s, Some(4.0));
+    assert_eq!(o.takeovers_dated, 0);
 }
