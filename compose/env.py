@@ -2,7 +2,7 @@
 """The compose chaos environment: N meshkitd, the probe agent, Prometheus with MeshKit's rules,
 Alertmanager.
 
-    compose/up   [--nodes 5] [--voters 3] [--spares 3] [--project meshkit-chaos] [--port-base 18100] [--json]
+    compose/up   [--nodes 5] [--voters 3] [--contenders all|members] [--spares 3] [--project meshkit-chaos] [--port-base 18100] [--json]
     compose/down [--project meshkit-chaos] [--json]
     compose/env.py status [--project meshkit-chaos] [--json]
 
@@ -157,9 +157,13 @@ def meshctl_in_image(run_dir: Path, network: str | None, *argv: str, timeout: fl
     return run([*cmd, MESHKITD_IMAGE, *argv], timeout=timeout, check=False)
 
 
-def node_config(i: int, nodes: int, voters: int) -> str:
+def node_config(i: int, nodes: int, voters: int, contenders: str = "all") -> str:
     seeds = ", ".join(f'"{v}@meshkit-{v}:{GOSSIP_PORT}"' for v in range(1, voters + 1) if v != i)
     voter_ids = ", ".join(str(v) for v in range(1, voters + 1))
+    # `--contenders members`: the voters run Raft and do not campaign, as the simulator's
+    # `[leases]` sections have it (voters apart from contenders), so a kill of the holder is
+    # never also a kill of the Raft leader.
+    campaign = '"global-control"' if contenders == "all" or i > voters else ""
     return f"""# Written by compose/env.py up; a fresh run writes it again.
 id = {i}
 listen = "0.0.0.0:{GOSSIP_PORT}"
@@ -187,7 +191,7 @@ meshctl-observer = ["mesh.observe"]
 
 [leadership]
 voters = [{voter_ids}]
-campaign = ["global-control"]
+campaign = [{campaign}]
 ttl = "3s"
 data_dir = "/data/raft"
 
@@ -352,7 +356,7 @@ def write_run_dir(args: argparse.Namespace, run_dir: Path) -> None:
     (run_dir / "data" / "probe").mkdir(parents=True)
     (run_dir / "probes.toml").write_text(probe_config(args.nodes))
     for i in range(1, total + 1):
-        (run_dir / f"node-{i}.toml").write_text(node_config(i, args.nodes, args.voters))
+        (run_dir / f"node-{i}.toml").write_text(node_config(i, args.nodes, args.voters, args.contenders))
     # What the chaos runner needs to start a spare as compose starts the nodes (compose_file).
     (run_dir / "spares.json").write_text(json.dumps({
         "nodes": list(range(args.nodes + 1, total + 1)),
@@ -523,6 +527,9 @@ def main() -> int:
         if name == "up":
             p.add_argument("--nodes", type=int, default=5, help="meshkitd containers (default 5)")
             p.add_argument("--voters", type=int, default=3, help="of them, Raft voters (default 3)")
+            p.add_argument("--contenders", choices=["all", "members"], default="all",
+                           help="who campaigns for global-control: every node (default), or only the "
+                                "nodes that are not voters (the simulator's [leases] layout)")
             p.add_argument("--spares", type=int, default=3,
                            help="nodes prepared but not started, for membership-surge faults (default 3)")
             p.add_argument("--port-base", type=int, default=18100,

@@ -844,6 +844,7 @@ pub async fn run(
             "takeovers_dated_by_feed".into(),
             json!(run.observer.takeovers_dated),
         );
+        map.insert("failovers_s".into(), json!(run.observer.failovers_s()));
         map.insert("join_s".into(), json!(run.observer.join_s()));
         map.insert("leave_s".into(), json!(run.observer.leave_s()));
         map.insert("started_unix_s".into(), json!(unix_s(started_wall)));

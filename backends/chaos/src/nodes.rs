@@ -16,6 +16,11 @@ use thiserror::Error;
 /// A paused or killed node must not stall a poll of the others: each request is bounded by
 /// this (the polls of all nodes run concurrently).
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Starting or aborting an experiment: the node relays it to every target and answers with
+/// their outcomes, which on a loaded machine takes longer than a poll may. A start that timed
+/// out may still have started (the runner would not know its id, nor date its end), so it
+/// waits this long (seen: a partition start past 1.5 s at load 32 on 2 cores).
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Why a call to a node failed.
 #[derive(Debug, Error)]
@@ -47,6 +52,8 @@ pub enum NodeError {
 #[derive(Debug)]
 pub struct Nodes {
     client: Client,
+    /// For the chaos endpoints, with [`CONTROL_TIMEOUT`].
+    control: Client,
 }
 
 impl Nodes {
@@ -61,17 +68,22 @@ impl Nodes {
             dir: certs.display().to_string(),
             why: e.to_string(),
         };
-        let config = ClientConfig::new(&certs.join("ca.pem"))
-            .map_err(|e| bad(&e))?
-            .with_identity(
-                &certs.join("meshctl-admin.pem"),
-                &certs.join("meshctl-admin.key"),
-            )
-            .map_err(|e| bad(&e))?
-            .with_request_timeout(REQUEST_TIMEOUT)
-            .with_connect_timeout(REQUEST_TIMEOUT);
-        let client = Client::new(&config).map_err(|e| bad(&e))?;
-        Ok(Self { client })
+        let client = |timeout: Duration| {
+            let config = ClientConfig::new(&certs.join("ca.pem"))
+                .map_err(|e| bad(&e))?
+                .with_identity(
+                    &certs.join("meshctl-admin.pem"),
+                    &certs.join("meshctl-admin.key"),
+                )
+                .map_err(|e| bad(&e))?
+                .with_request_timeout(timeout)
+                .with_connect_timeout(REQUEST_TIMEOUT);
+            Client::new(&config).map_err(|e| bad(&e))
+        };
+        Ok(Self {
+            client: client(REQUEST_TIMEOUT)?,
+            control: client(CONTROL_TIMEOUT)?,
+        })
     }
 
     async fn get_text(&self, addr: &str, path: &str) -> Result<String, NodeError> {
@@ -172,7 +184,7 @@ impl Nodes {
         };
         let path = "/control/chaos/plans";
         let r = self
-            .client
+            .control
             .post_json(addr, path, plan)
             .await
             .map_err(|e| err(path, e.to_string()))?;
@@ -187,7 +199,7 @@ impl Nodes {
             token: planned.token.clone(),
         };
         let r = self
-            .client
+            .control
             .post_json(addr, path, &request)
             .await
             .map_err(|e| err(path, e.to_string()))?;
@@ -207,7 +219,7 @@ impl Nodes {
     pub async fn abort(&self, addr: &str, id: &str) -> Result<(), NodeError> {
         let path = format!("/control/chaos/experiments/{}", id_path_segment(id));
         let r = self
-            .client
+            .control
             .request(http::Method::DELETE, addr, &path, bytes::Bytes::new())
             .await
             .map_err(|e| NodeError::Call {
@@ -228,5 +240,6 @@ impl Nodes {
     /// Closes the client's connections.
     pub async fn close(&self) {
         self.client.close().await;
+        self.control.close().await;
     }
 }

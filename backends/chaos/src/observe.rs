@@ -217,6 +217,12 @@ impl Observer {
         self.joins.iter().map(|c| c.seen.map(round3)).collect()
     }
 
+    /// Each kill of the `global-control` holder: seconds to the takeover (`None`: none seen).
+    pub fn failovers_s(&self) -> Vec<Option<f64>> {
+        let holder_kills = self.kills.iter().filter(|k| k.was_holder);
+        holder_kills.map(|k| k.failover.map(round3)).collect()
+    }
+
     /// Seconds from each graceful stop to the others holding the node left.
     pub fn leave_s(&self) -> Vec<Option<f64>> {
         self.leaves.iter().map(|c| c.seen.map(round3)).collect()
