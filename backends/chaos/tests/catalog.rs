@@ -1,0 +1,69 @@
+//! The fault catalog (docs/chaos-environment.md, "The fault catalog") runs in both
+//! environments: each file meets its own expectations in the simulator (seed 1), and maps onto
+//! the default compose stack (5 nodes, 3 spares) without a refusal. The compose runs themselves
+//! need Docker: `compose_run.rs` and the documented commands.
+
+use std::path::{Path, PathBuf};
+
+use meshkit_chaos::plan::{self, Action};
+use meshkit_sim::{RunOptions, Scenario};
+
+/// The catalog: leader kill, partitions (halves, minority), latency, membership surge and leave,
+/// a chained game day.
+const CATALOG: &[&str] = &[
+    "leader-kill",
+    "raft-leader-kill",
+    "partition-heal",
+    "partition-minority",
+    "latency-injection",
+    "membership-surge-join",
+    "gameday",
+];
+
+/// The default compose stack: `compose/up` brings up 5 nodes and prepares 3 spares.
+const STACK: u32 = 5;
+const SPARES: [u64; 3] = [6, 7, 8];
+
+fn path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../scenarios/{name}.toml"))
+}
+
+#[test]
+fn every_catalog_scenario_maps_onto_the_default_compose_stack() {
+    for name in CATALOG {
+        let s = Scenario::from_file(&path(name)).unwrap_or_else(|e| panic!("{e}"));
+        let steps = plan::timeline(&s, STACK, s.duration(), 1)
+            .unwrap_or_else(|e| panic!("{name} is refused in compose: {e}"));
+        assert!(!steps.is_empty(), "{name} applies some fault");
+        let running: Vec<u64> = (1..=u64::from(STACK)).collect();
+        plan::spares_needed(&steps, &running, &SPARES)
+            .unwrap_or_else(|e| panic!("{name} does not fit the spares: {e}"));
+    }
+}
+
+#[test]
+fn the_surge_scenario_starts_the_three_spares_and_stops_a_member() {
+    let s = Scenario::from_file(&path("membership-surge-join")).expect("parses");
+    let steps = plan::timeline(&s, STACK, s.duration(), 1).expect("maps");
+    assert!(matches!(steps[0].action, Action::Join { .. }), "{steps:?}");
+    assert!(matches!(steps[1].action, Action::Leave { .. }), "{steps:?}");
+    let running: Vec<u64> = (1..=u64::from(STACK)).collect();
+    assert_eq!(plan::spares_needed(&steps, &running, &SPARES), Ok(3));
+}
+
+/// The new catalog files meet their own expectations in the simulator (the older ones are
+/// run by `sim/tests/scenarios.rs`); the game day at its 150 s.
+#[test]
+fn the_new_catalog_scenarios_meet_their_expectations_in_the_simulator() {
+    for name in [
+        "partition-minority",
+        "latency-injection",
+        "membership-surge-join",
+        "gameday",
+    ] {
+        let s = Scenario::from_file(&path(name)).expect("parses");
+        let report = meshkit_sim::run(&s, RunOptions::seed(1)).expect("runs");
+        assert!(report.passed(), "{name}: {}", report.render(s.expect()));
+        assert!(report.virtual_s >= s.duration().as_secs_f64() - 1.0);
+    }
+}
