@@ -184,6 +184,28 @@ fn sql(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> HistoryError 
     move |source| HistoryError::Sqlite { operation, source }
 }
 
+/// What each step of a batch insert is called in its errors.
+struct BatchOps {
+    begin: &'static str,
+    prepare: &'static str,
+    insert: &'static str,
+    commit: &'static str,
+}
+
+const RUN_BATCH: BatchOps = BatchOps {
+    begin: "begin a batch of runs",
+    prepare: "prepare the run insert",
+    insert: "insert a run",
+    commit: "commit a batch of runs",
+};
+
+const ALERT_BATCH: BatchOps = BatchOps {
+    begin: "begin a batch of alerts",
+    prepare: "prepare the alert insert",
+    insert: "insert an alert",
+    commit: "commit a batch of alerts",
+};
+
 /// A probe as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredProbe {
@@ -300,42 +322,23 @@ impl History {
     ///
     /// [`HistoryError::Sqlite`]; nothing of the batch is stored then.
     pub fn record_runs(&mut self, runs: &[RunRecord]) -> Result<usize, HistoryError> {
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(sql("begin a batch of runs"))?;
-        let mut new_ids = Vec::new();
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO runs (probe_id, at_ms, result, latency_us, http_version, error)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(sql("prepare the run insert"))?;
-            for run in runs {
-                let id = probe_id(
-                    &tx,
-                    &self.probe_ids,
-                    &mut new_ids,
-                    &run.key,
-                    &run.kind,
-                    &run.target,
-                )?;
-                insert
-                    .execute(params![
-                        id,
-                        run.at_unix_ms,
-                        result_code(run.result),
-                        duration_us(run.latency),
-                        run.http_version.map(HttpProtocol::as_str),
-                        run.error.as_deref(),
-                    ])
-                    .map_err(sql("insert a run"))?;
-            }
-        }
-        tx.commit().map_err(sql("commit a batch of runs"))?;
-        self.probe_ids.extend(new_ids);
-        Ok(runs.len())
+        self.insert_batch(
+            &RUN_BATCH,
+            "INSERT INTO runs (probe_id, at_ms, result, latency_us, http_version, error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            runs,
+            |run| (&run.key, &run.kind, &run.target),
+            |insert, id, run| {
+                insert.execute(params![
+                    id,
+                    run.at_unix_ms,
+                    result_code(run.result),
+                    duration_us(run.latency),
+                    run.http_version.map(HttpProtocol::as_str),
+                    run.error.as_deref(),
+                ])
+            },
+        )
     }
 
     /// Stores one alert transition.
@@ -353,42 +356,50 @@ impl History {
     ///
     /// [`HistoryError::Sqlite`]; none is stored then.
     pub fn record_alerts(&mut self, alerts: &[AlertTransition]) -> Result<usize, HistoryError> {
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(sql("begin a batch of alerts"))?;
+        self.insert_batch(
+            &ALERT_BATCH,
+            "INSERT INTO alerts (probe_id, at_ms, state, muted, reason, alert)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            alerts,
+            |alert| (&alert.key, &alert.kind, &alert.target),
+            |insert, id, alert| {
+                insert.execute(params![
+                    id,
+                    alert.at_unix_ms,
+                    alert.state.as_str(),
+                    alert.muted,
+                    alert.reason,
+                    alert.alert.as_str(),
+                ])
+            },
+        )
+    }
+
+    /// Inserts `rows` with `insert_sql` in one transaction, each under the
+    /// id of its probe (`probe_of`: key, kind, target), which is created or updated first; the
+    /// probe ids learnt are cached only once the transaction commits, so a failed batch leaves
+    /// neither rows nor cache entries behind. Returns how many rows.
+    fn insert_batch<T>(
+        &mut self,
+        ops: &BatchOps,
+        insert_sql: &str,
+        rows: &[T],
+        probe_of: impl Fn(&T) -> (&ProbeKey, &String, &String),
+        insert_row: impl Fn(&mut rusqlite::CachedStatement<'_>, i64, &T) -> rusqlite::Result<usize>,
+    ) -> Result<usize, HistoryError> {
+        let tx = self.conn.transaction().map_err(sql(ops.begin))?;
         let mut new_ids = Vec::new();
         {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO alerts (probe_id, at_ms, state, muted, reason, alert)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(sql("prepare the alert insert"))?;
-            for alert in alerts {
-                let id = probe_id(
-                    &tx,
-                    &self.probe_ids,
-                    &mut new_ids,
-                    &alert.key,
-                    &alert.kind,
-                    &alert.target,
-                )?;
-                insert
-                    .execute(params![
-                        id,
-                        alert.at_unix_ms,
-                        alert.state.as_str(),
-                        alert.muted,
-                        alert.reason,
-                        alert.alert.as_str(),
-                    ])
-                    .map_err(sql("insert an alert"))?;
+            let mut insert = tx.prepare_cached(insert_sql).map_err(sql(ops.prepare))?;
+            for row in rows {
+                let (key, kind, target) = probe_of(row);
+                let id = probe_id(&tx, &self.probe_ids, &mut new_ids, key, kind, target)?;
+                insert_row(&mut insert, id, row).map_err(sql(ops.insert))?;
             }
         }
-        tx.commit().map_err(sql("commit a batch of alerts"))?;
+        tx.commit().map_err(sql(ops.commit))?;
         self.probe_ids.extend(new_ids);
-        Ok(alerts.len())
+        Ok(rows.len())
     }
 
     /// Stores a heartbeat of `agent` at `at_unix_ms`: the agent was alive then.

@@ -98,6 +98,171 @@ fn probe_name(p: &ProbeSummary) -> String {
     format!("{}/{}/{}/{}", p.cluster, p.namespace, p.group, p.probe)
 }
 
+/// A table both renderers write: its cells are made once, the markup and escaping per format.
+struct Table {
+    /// The headers, and whether the column holds numbers (right-aligned).
+    columns: Vec<(&'static str, bool)>,
+    rows: Vec<Row>,
+}
+
+struct Row {
+    cells: Vec<String>,
+    /// Greyed out in HTML (a muted incident).
+    muted: bool,
+    /// In HTML the first cell links to this anchor (a probe's section).
+    anchor: Option<String>,
+}
+
+impl Row {
+    fn new(cells: Vec<String>) -> Self {
+        Self {
+            cells,
+            muted: false,
+            anchor: None,
+        }
+    }
+}
+
+impl Table {
+    fn html(&self, h: &mut String) {
+        h.push_str("<table>\n<thead><tr>");
+        for (name, _) in &self.columns {
+            let _ = write!(h, "<th>{name}</th>");
+        }
+        h.push_str("</tr></thead>\n<tbody>\n");
+        for row in &self.rows {
+            h.push_str(if row.muted {
+                "<tr class=\"muted\">"
+            } else {
+                "<tr>"
+            });
+            for (i, (cell, (_, numeric))) in row.cells.iter().zip(&self.columns).enumerate() {
+                h.push_str(if *numeric {
+                    "<td class=\"num\">"
+                } else {
+                    "<td>"
+                });
+                match &row.anchor {
+                    Some(anchor) if i == 0 => {
+                        let _ = write!(h, "<a href=\"#{anchor}\">{}</a>", esc(cell));
+                    }
+                    _ => h.push_str(&esc(cell)),
+                }
+                h.push_str("</td>");
+            }
+            h.push_str("</tr>\n");
+        }
+        h.push_str("</tbody>\n</table>\n");
+    }
+
+    fn markdown(&self, m: &mut String) {
+        let cells = |row: Vec<String>| format!("| {} |\n", row.join(" | "));
+        m.push_str(&cells(
+            self.columns.iter().map(|(n, _)| (*n).to_owned()).collect(),
+        ));
+        m.push_str(&cells(
+            self.columns
+                .iter()
+                .map(|&(_, numeric)| if numeric { "---:" } else { "---" }.to_owned())
+                .collect(),
+        ));
+        for row in &self.rows {
+            m.push_str(&cells(row.cells.iter().map(|c| md_cell(c)).collect()));
+        }
+    }
+}
+
+/// Availability per probe: one row a probe.
+fn availability(report: &Report) -> Table {
+    let text = ["probe", "kind", "target"].map(|n| (n, false));
+    let numbers = [
+        "runs",
+        "availability",
+        "degraded",
+        "downtime",
+        "maintenance",
+        "p50",
+        "p99",
+        "incidents",
+    ]
+    .map(|n| (n, true));
+    let rows = report.probes.iter().enumerate().map(|(i, p)| Row {
+        anchor: Some(format!("probe-{i}")),
+        ..Row::new(vec![
+            probe_name(p),
+            p.kind.clone(),
+            p.target.clone(),
+            p.runs_counted.to_string(),
+            pct(p.availability_percent),
+            pct(p.degraded_percent),
+            duration(p.downtime_ms),
+            duration(p.maintenance_ms),
+            ms(p.p50_ms),
+            ms(p.p99_ms),
+            p.incidents.to_string(),
+        ])
+    });
+    Table {
+        columns: text.into_iter().chain(numbers).collect(),
+        rows: rows.collect(),
+    }
+}
+
+/// The alerts that fired in the period, one row each.
+fn incidents(report: &Report) -> Table {
+    let columns = [
+        "fired", "resolved", "lasted", "probe", "alert", "muted", "why",
+    ]
+    .map(|n| (n, n == "lasted"))
+    .into();
+    let rows = report.incidents.iter().map(|i| {
+        let lasted = i
+            .resolved_unix_ms
+            .unwrap_or(report.span.end_unix_ms)
+            .saturating_sub(i.fired_unix_ms);
+        Row {
+            muted: i.muted,
+            ..Row::new(vec![
+                utc(i.fired_unix_ms),
+                i.resolved_unix_ms
+                    .map_or_else(|| "still firing".to_owned(), utc),
+                duration(lasted),
+                format!("{}/{}/{}/{}", i.cluster, i.namespace, i.group, i.probe),
+                i.alert.to_owned(),
+                if i.muted { "muted (maintenance)" } else { "no" }.to_owned(),
+                i.reason.clone(),
+            ])
+        }
+    });
+    Table {
+        columns,
+        rows: rows.collect(),
+    }
+}
+
+/// One probe's buckets (hours or days): the numbers its plot draws.
+fn buckets(period: Period, unit: &'static str, p: &ProbeSummary) -> Table {
+    let rows = p.buckets.iter().map(|b| {
+        Row::new(vec![
+            bucket_label(period, b.start_unix_ms),
+            b.runs.to_string(),
+            pct(b.success_percent),
+            ms(b.p50_ms),
+            ms(b.p99_ms),
+        ])
+    });
+    Table {
+        columns: vec![
+            (unit, false),
+            ("runs", true),
+            ("success", true),
+            ("p50", true),
+            ("p99", true),
+        ],
+        rows: rows.collect(),
+    }
+}
+
 /// The HTML report.
 pub(crate) fn html(report: &Report) -> String {
     let mut h = String::new();
@@ -129,65 +294,14 @@ pub(crate) fn html(report: &Report) -> String {
         duration(report.agent_downtime_ms)
     );
 
-    h.push_str(
-        "<h2>Availability per probe</h2>\n<table>\n<thead><tr><th>probe</th><th>kind</th>\
-        <th>target</th><th>runs</th><th>availability</th><th>degraded</th><th>downtime</th>\
-        <th>maintenance</th><th>p50</th><th>p99</th><th>incidents</th></tr></thead>\n<tbody>\n",
-    );
-    for (i, p) in report.probes.iter().enumerate() {
-        let _ = writeln!(
-            h,
-            "<tr><td><a href=\"#probe-{i}\">{}</a></td><td>{}</td><td>{}</td>\
-             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-             <td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-            esc(&probe_name(p)),
-            esc(&p.kind),
-            esc(&p.target),
-            p.runs_counted,
-            pct(p.availability_percent),
-            pct(p.degraded_percent),
-            duration(p.downtime_ms),
-            duration(p.maintenance_ms),
-            ms(p.p50_ms),
-            ms(p.p99_ms),
-            p.incidents
-        );
-    }
-    h.push_str("</tbody>\n</table>\n");
+    h.push_str("<h2>Availability per probe</h2>\n");
+    availability(report).html(&mut h);
 
     h.push_str("<h2>Incidents</h2>\n");
     if report.incidents.is_empty() {
         h.push_str("<p>No alert fired in this period.</p>\n");
     } else {
-        h.push_str(
-            "<table>\n<thead><tr><th>fired</th><th>resolved</th><th>lasted</th>\
-            <th>probe</th><th>alert</th><th>muted</th><th>why</th></tr></thead>\n<tbody>\n",
-        );
-        for i in &report.incidents {
-            let lasted = i
-                .resolved_unix_ms
-                .unwrap_or(report.span.end_unix_ms)
-                .saturating_sub(i.fired_unix_ms);
-            let _ = writeln!(
-                h,
-                "<tr{}><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td>\
-                 <td>{}</td><td>{}</td></tr>",
-                if i.muted { " class=\"muted\"" } else { "" },
-                utc(i.fired_unix_ms),
-                i.resolved_unix_ms
-                    .map_or_else(|| "still firing".to_owned(), utc),
-                duration(lasted),
-                esc(&format!(
-                    "{}/{}/{}/{}",
-                    i.cluster, i.namespace, i.group, i.probe
-                )),
-                i.alert,
-                if i.muted { "muted (maintenance)" } else { "no" },
-                esc(&i.reason)
-            );
-        }
-        h.push_str("</tbody>\n</table>\n");
+        incidents(report).html(&mut h);
     }
 
     h.push_str("<h2>Agent downtime</h2>\n");
@@ -207,14 +321,7 @@ pub(crate) fn html(report: &Report) -> String {
         h.push_str("</ul>\n");
     }
 
-    let _ = writeln!(
-        h,
-        "<h2>Per probe, per {}</h2>",
-        match report.period {
-            Period::Daily => "hour",
-            Period::Weekly => "day",
-        }
-    );
+    let _ = writeln!(h, "<h2>Per probe, per {}</h2>", bucket_unit(report.period));
     for (i, p) in report.probes.iter().enumerate() {
         let _ = writeln!(
             h,
@@ -388,6 +495,14 @@ fn svg(period: Period, p: &ProbeSummary) -> String {
     s
 }
 
+/// What one bucket of a period's plots and tables spans.
+fn bucket_unit(period: Period) -> &'static str {
+    match period {
+        Period::Daily => "hour",
+        Period::Weekly => "day",
+    }
+}
+
 fn bucket_label(period: Period, start_ms: i64) -> String {
     let stamp = utc(start_ms);
     match period {
@@ -437,50 +552,13 @@ pub(crate) fn markdown(report: &Report) -> String {
         pct(report.availability_percent),
         duration(report.agent_downtime_ms)
     );
-    m.push_str("## Availability per probe\n\n| probe | kind | target | runs | availability | degraded | downtime | maintenance | p50 | p99 | incidents |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    for p in &report.probes {
-        let _ = writeln!(
-            m,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            md_cell(&probe_name(p)),
-            md_cell(&p.kind),
-            md_cell(&p.target),
-            p.runs_counted,
-            pct(p.availability_percent),
-            pct(p.degraded_percent),
-            duration(p.downtime_ms),
-            duration(p.maintenance_ms),
-            ms(p.p50_ms),
-            ms(p.p99_ms),
-            p.incidents
-        );
-    }
+    m.push_str("## Availability per probe\n\n");
+    availability(report).markdown(&mut m);
     m.push_str("\n## Incidents\n\n");
     if report.incidents.is_empty() {
         m.push_str("No alert fired in this period.\n");
     } else {
-        m.push_str("| fired | resolved | lasted | probe | alert | muted | why |\n|---|---|---:|---|---|---|---|\n");
-        for i in &report.incidents {
-            let lasted = i
-                .resolved_unix_ms
-                .unwrap_or(report.span.end_unix_ms)
-                .saturating_sub(i.fired_unix_ms);
-            let _ = writeln!(
-                m,
-                "| {} | {} | {} | {} | {} | {} | {} |",
-                utc(i.fired_unix_ms),
-                i.resolved_unix_ms
-                    .map_or_else(|| "still firing".to_owned(), utc),
-                duration(lasted),
-                md_cell(&format!(
-                    "{}/{}/{}/{}",
-                    i.cluster, i.namespace, i.group, i.probe
-                )),
-                i.alert,
-                if i.muted { "muted (maintenance)" } else { "no" },
-                md_cell(&i.reason)
-            );
-        }
+        incidents(report).markdown(&mut m);
     }
     m.push_str("\n## Agent downtime\n\n");
     if report.agent_downtime.is_empty() {
@@ -496,29 +574,11 @@ pub(crate) fn markdown(report: &Report) -> String {
             );
         }
     }
-    let unit = if report.period == Period::Daily {
-        "hour"
-    } else {
-        "day"
-    };
+    let unit = bucket_unit(report.period);
     let _ = writeln!(m, "\n## Per probe, per {unit}\n");
     for p in &report.probes {
-        let _ = writeln!(
-            m,
-            "### {}\n\n| {unit} | runs | success | p50 | p99 |\n|---|---:|---:|---:|---:|",
-            md_cell(&probe_name(p))
-        );
-        for b in &p.buckets {
-            let _ = writeln!(
-                m,
-                "| {} | {} | {} | {} | {} |",
-                bucket_label(report.period, b.start_unix_ms),
-                b.runs,
-                pct(b.success_percent),
-                ms(b.p50_ms),
-                ms(b.p99_ms)
-            );
-        }
+        let _ = writeln!(m, "### {}\n", md_cell(&probe_name(p)));
+        buckets(report.period, unit, p).markdown(&mut m);
         m.push('\n');
     }
     m.push_str("## How this report counts\n\n");
