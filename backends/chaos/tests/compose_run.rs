@@ -4,6 +4,12 @@
 //! scenario's bound, the artifacts folder complete, and nothing of the project left after
 //! `--down` (containers, networks, volumes).
 //!
+//! The second test runs `scenarios/membership-surge-join.toml` on a 5-node stack with 3 spares:
+//! the spares' containers created and started through the Docker API at 20 s (certificates from
+//! the run's CA), every node holding them alive, a member's graceful leave at 50 s seen as
+//! `left`, the spares removed at the end and nothing left after `--down`. The two take a file
+//! lock so that one compose stack runs at a time (nextest runs tests in parallel processes).
+//!
 //! Ignored by default, as tests/tests/compose_env.rs: it needs Docker, docker-compose, the
 //! `meshkit/meshkitd:dev` and `meshkit/meshkit-probe:dev` images (scripts/static-image.sh) and
 //! Debian's prometheus packages, and about a minute; scripts/test.sh runs it right after the
@@ -35,6 +41,14 @@ impl Drop for Down<'_> {
         down.args(["--project", self.0]);
         let _ = run_bounded(down, DOWN_LIMIT);
     }
+}
+
+/// Held for a test's whole run: one compose stack at a time on the machine's two cores.
+fn one_stack_at_a_time() -> std::fs::File {
+    let path = std::env::temp_dir().join("meshkit-chaos-compose-tests.lock");
+    let file = std::fs::File::create(&path).expect("the lock file");
+    file.lock().expect("the compose tests' lock");
+    file
 }
 
 fn docker_answers() -> bool {
@@ -73,6 +87,7 @@ fn crash_one_runs_on_a_compose_stack_meets_its_bound_keeps_its_artifacts_and_lea
         println!("SKIPPED: no Docker daemon answers `docker info`; the compose run needs one");
         return;
     }
+    let _lock = one_stack_at_a_time();
     let project = format!("meshkit-chaos-test-{}", std::process::id());
     // Ports apart from a developer's environment (18100..) and compose_env's (20000..).
     let port_base = 30_000 + (std::process::id() % 300) * 100;
@@ -151,4 +166,91 @@ fn crash_one_runs_on_a_compose_stack_meets_its_bound_keeps_its_artifacts_and_lea
         "compose crash-one: detection {detection} s, wall {} s",
         report["wall_s"]
     );
+}
+
+#[test]
+#[ignore = "needs Docker, docker-compose, the meshkit/meshkitd:dev and meshkit/meshkit-probe:dev images and Debian's prometheus packages; scripts/test.sh runs it after scripts/static-image.sh"]
+fn a_membership_surge_starts_the_spares_they_join_a_leave_is_seen_and_nothing_is_left() {
+    if !docker_answers() {
+        println!("SKIPPED: no Docker daemon answers `docker info`; the compose run needs one");
+        return;
+    }
+    let _lock = one_stack_at_a_time();
+    let project = format!("meshkit-chaos-surge-{}", std::process::id());
+    let port_base = 30_000 + (std::process::id() % 300) * 100;
+    let _down = Down(&project);
+    let scratch = TempDir::new("chaos-surge");
+    let out = scratch.path().join("artifacts");
+    let mut run = Command::new(env!("CARGO_BIN_EXE_meshkit-chaos"));
+    run.current_dir(repo())
+        .args([
+            "run",
+            "scenarios/membership-surge-join.toml",
+            "--env",
+            "compose",
+            "--up",
+            "--down",
+        ])
+        .args(["--nodes", "5", "--voters", "3", "--spares", "3"])
+        .args(["--project", &project, "--port-base", &port_base.to_string()])
+        // The join at 20 s, the leave at 50 s: 62 s sees both settle.
+        .args(["--duration", "62s", "--seed", "1", "--json", "--out"])
+        .arg(&out);
+    let (ok, printed) = run_bounded(run, RUN_LIMIT);
+    let report: serde_json::Value = std::fs::read_to_string(out.join("report.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| panic!("no report.json in {}:\n{printed}", out.display()));
+    assert!(ok, "meshkit-chaos failed:\n{printed}\nreport: {report:#}");
+    assert_eq!(report["passed"], true, "{report:#}");
+    let faults = report["faults"].as_array().expect("faults");
+    let action = |name: &str| {
+        faults
+            .iter()
+            .filter(|f| f["action"] == name)
+            .collect::<Vec<_>>()
+    };
+    let join = action("join");
+    assert_eq!(join.len(), 1, "{report:#}");
+    assert_eq!(
+        join[0]["nodes"],
+        serde_json::json!([6, 7, 8]),
+        "the three spares"
+    );
+    assert!(join[0].get("error").is_none(), "{report:#}");
+    let joins = report["join_s"].as_array().expect("join_s");
+    assert_eq!(joins.len(), 3, "{report:#}");
+    assert!(
+        joins
+            .iter()
+            .all(|j| j.as_f64().is_some_and(|s| s > 0.0 && s < 30.0)),
+        "every spare held alive by the others: {joins:?}"
+    );
+    let leaves = report["leave_s"].as_array().expect("leave_s");
+    assert!(
+        leaves.len() == 1 && leaves[0].as_f64().is_some_and(|s| s < 10.0),
+        "node 5 held left (not dead) by the others: {leaves:?}"
+    );
+    assert_eq!(report["false_positives"], 0);
+    assert_eq!(report["converged"], true, "{report:#}");
+    assert_eq!(
+        action("restore-remove").len(),
+        3,
+        "the spares removed: {report:#}"
+    );
+    let logs: Vec<_> = std::fs::read_dir(out.join("logs"))
+        .expect("logs/")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for i in 6..=8 {
+        assert!(
+            logs.iter()
+                .any(|l| l.contains(&format!("meshkit-{i}_surge"))),
+            "spare {i}'s log kept before its removal: {logs:?}"
+        );
+    }
+    let rest = left(&project);
+    assert!(rest.is_empty(), "left after --down: {rest:?}");
+    println!("compose surge: join_s {joins:?}, leave_s {leaves:?}");
 }
