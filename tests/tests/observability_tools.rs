@@ -329,9 +329,10 @@ fn every_panel_query_parses() {
 }
 
 /// A real Alertmanager on loopback with `dashboards/alertmanager.yml` (Debian's
-/// `prometheus-alertmanager`), stopped when dropped.
+/// `prometheus-alertmanager`, started by the test kit), stopped when dropped.
 struct Alertmanager {
-    child: std::process::Child,
+    process: meshkit_testkit::alertmanager::Alertmanager,
+    /// amtool's `--alertmanager.url=...` argument.
     url: String,
     _dir: TempDir,
 }
@@ -341,25 +342,12 @@ impl Alertmanager {
     /// (bounded) until amtool reaches it.
     fn start(amtool: &str) -> Self {
         let dir = TempDir::new("alertmanager");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let log = std::fs::File::create(dir.path().join("log")).expect("create the log");
-        let config = pack().join("alertmanager.yml");
-        let child = Command::new("prometheus-alertmanager")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.path={}", dir.path().display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address=")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone a file handle"))
-            .stderr(log)
-            .spawn()
-            .expect("start prometheus-alertmanager (apt-get install prometheus-alertmanager)");
+        let config = std::fs::read_to_string(pack().join("alertmanager.yml"))
+            .expect("read dashboards/alertmanager.yml");
+        let process = meshkit_testkit::alertmanager::Alertmanager::start(dir.path(), &config, &[]);
         let am = Self {
-            child,
-            url: format!("--alertmanager.url=http://127.0.0.1:{port}"),
+            url: format!("--alertmanager.url={}", process.url()),
+            process,
             _dir: dir,
         };
         let deadline = Instant::now() + TOOL_LIMIT;
@@ -368,21 +356,14 @@ impl Alertmanager {
             if up {
                 break;
             }
-            let log = std::fs::read_to_string(am._dir.path().join("log")).unwrap_or_default();
             assert!(
                 Instant::now() < deadline,
-                "Alertmanager did not answer within {TOOL_LIMIT:?}:\n{log}"
+                "Alertmanager did not answer within {TOOL_LIMIT:?}:\n{}",
+                am.process.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
         am
-    }
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

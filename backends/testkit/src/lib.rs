@@ -3,6 +3,7 @@
 //! Shared by the process-level tests (`tests/tests`), the CLI's tests and the benchmark
 //! programs (`benches/examples`), so that each starts, polls and tears down nodes one way.
 //!
+//! * [`alertmanager`]: Debian's Alertmanager as a child process on loopback.
 //! * [`daemon`]: `meshkitd` as a child process (the spawner), killed and reaped when dropped.
 //! * [`cluster`]: a cluster of `meshkitd` processes on loopback with development certificates,
 //!   reads of their control API and of `/proc`, order statistics (the benchmark programs).
@@ -12,6 +13,7 @@
 //!
 //! [`bin`] finds the binaries (`meshkitd`, `meshctl`) the workspace build made.
 
+pub mod alertmanager;
 pub mod cluster;
 pub mod daemon;
 pub mod fixtures;

@@ -9,13 +9,7 @@ use std::time::Duration;
 
 pub use meshkit_testkit::daemon::Killed;
 
-/// A free TCP port on loopback (bound, then released for the child to take).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
+pub use meshkit_testkit::alertmanager::free_port;
 
 /// `text` percent-encoded for a URL's query string.
 pub fn url_encode(text: &str) -> String {
@@ -114,56 +108,28 @@ impl Prometheus {
     }
 }
 
-/// An Alertmanager on loopback (clustering off), killed when dropped.
-pub struct Alertmanager {
-    _process: Killed,
-    /// Its web address (the API, `/-/reload`).
-    pub web: SocketAddr,
-    /// Its configuration file (rewrite it, then POST `/-/reload`).
-    pub config: std::path::PathBuf,
-    log: std::path::PathBuf,
+/// An Alertmanager on loopback (the test kit's: clustering off, debug log in
+/// `dir/alertmanager.log`), killed when dropped; its fields and `url`/`log` through `Deref`.
+pub struct Alertmanager(meshkit_testkit::alertmanager::Alertmanager);
+
+impl std::ops::Deref for Alertmanager {
+    type Target = meshkit_testkit::alertmanager::Alertmanager;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Alertmanager {
-    /// Writes `config` to `dir/alertmanager.yml` and starts Alertmanager on a free port, its
-    /// data in `dir/am-data`, its log (debug level: it says what it sends and holds back) in
-    /// `dir/alertmanager.log`. Panics, naming the package, when the binary does not run.
+    /// Writes `config` to `dir/alertmanager.yml` and starts Alertmanager on a free port.
+    /// Panics, naming the package, when the binary does not run.
     pub fn start(dir: &Path, config: &str) -> Self {
-        super::tool("amtool", "prometheus-alertmanager");
-        let config_path = dir.join("alertmanager.yml");
-        std::fs::write(&config_path, config).expect("write alertmanager.yml");
-        let web: SocketAddr = format!("127.0.0.1:{}", free_port())
-            .parse()
-            .expect("an address");
-        let log = dir.join("alertmanager.log");
-        let file = std::fs::File::create(&log).expect("create the log");
-        let child = Command::new("prometheus-alertmanager")
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.path={}", dir.join("am-data").display()))
-            .arg(format!("--web.listen-address={web}"))
-            .arg("--cluster.listen-address=")
-            .arg("--log.level=debug")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("clone a file handle"))
-            .stderr(file)
-            .spawn()
-            .expect("start prometheus-alertmanager (apt-get install prometheus-alertmanager)");
-        Self {
-            _process: Killed(child),
-            web,
-            config: config_path,
-            log,
-        }
-    }
-
-    /// Its base URL.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.web)
-    }
-
-    /// What it logged so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        super::tool("amtool", meshkit_testkit::alertmanager::PACKAGE);
+        Self(meshkit_testkit::alertmanager::Alertmanager::start(
+            dir,
+            config,
+            &[],
+        ))
     }
 
     /// The alerts it holds (`GET /api/v2/alerts`), or `None` if it did not answer.

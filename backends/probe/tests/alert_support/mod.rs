@@ -8,8 +8,7 @@
 )]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -89,12 +88,9 @@ where
     }
 }
 
-/// A free loopback port (bound, then released).
+/// A free loopback port (the test kit's).
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    meshkit_testkit::alertmanager::free_port()
 }
 
 /// `GET url`: status and body, `None` when nothing answered within 2 s.
@@ -223,24 +219,13 @@ pub(crate) fn notifications(
         .collect()
 }
 
-/// A child process, killed and reaped when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A real Alertmanager on loopback: clustering off, its data and log in a directory of the
 /// test, its one receiver a webhook at `hooks/am` that gets resolved notifications too, every
 /// alert in a group of its own (`group_by: ['...']`), group wait and interval 1 s.
 pub(crate) struct Alertmanager {
-    _process: Killed,
+    process: meshkit_testkit::alertmanager::Alertmanager,
     /// Its base URL.
     pub(crate) url: String,
-    log: PathBuf,
 }
 
 impl Alertmanager {
@@ -263,21 +248,12 @@ impl Alertmanager {
             Path::new(ALERTMANAGER).is_file(),
             "{ALERTMANAGER} is missing: `apt-get install prometheus-alertmanager` provides it"
         );
-        let config = dir.join("alertmanager.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "route:\n  receiver: hooks\n  group_by: ['...']\n  group_wait: 1s\n  \
-                 group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: hooks\n    \
-                 webhook_configs:\n      - url: http://{hooks}/am\n        send_resolved: true\n"
-            ),
-        )
-        .expect("write alertmanager.yml");
-        let port = free_port();
-        let web = format!("127.0.0.1:{port}");
-        let log = dir.join("alertmanager.log");
-        let file = std::fs::File::create(&log).expect("create the log");
-        let mut command = Command::new(ALERTMANAGER);
+        let config = format!(
+            "route:\n  receiver: hooks\n  group_by: ['...']\n  group_wait: 1s\n  \
+             group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: hooks\n    \
+             webhook_configs:\n      - url: http://{hooks}/am\n        send_resolved: true\n"
+        );
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
         if let Some((cert, key)) = tls {
             std::fs::write(dir.join("am.pem"), cert).expect("write the certificate");
             std::fs::write(dir.join("am.key"), key).expect("write the key");
@@ -287,26 +263,16 @@ impl Alertmanager {
                 "tls_server_config:\n  cert_file: am.pem\n  key_file: am.key\n",
             )
             .expect("write web.yml");
-            command.arg(format!("--web.config.file={}", web_config.display()));
+            args.push(format!("--web.config.file={}", web_config.display()).into());
         }
-        let child = command
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.path={}", dir.join("am-data").display()))
-            .arg(format!("--web.listen-address={web}"))
-            .arg("--cluster.listen-address=")
-            .arg("--log.level=debug")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("clone a file handle"))
-            .stderr(file)
-            .spawn()
-            .expect("start prometheus-alertmanager");
+        let process = meshkit_testkit::alertmanager::Alertmanager::start(dir, &config, &args);
+        let (web, port) = (process.web, process.web.port());
         let am = Self {
-            _process: Killed(child),
             url: match tls {
-                None => format!("http://{web}"),
+                None => process.url(),
                 Some(_) => format!("https://localhost:{port}"),
             },
-            log,
+            process,
         };
         // Over TLS, a plain request is answered 400 ("an HTTP request to an HTTPS server"):
         // it listens.
@@ -324,7 +290,7 @@ impl Alertmanager {
 
     /// What it logged so far.
     pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     /// The alerts it holds (`GET /api/v2/alerts`: active ones, resolved ones are left out).
