@@ -231,6 +231,7 @@ timeout = "1s"
 [[group]]
 name = "mesh"
 cluster = "chaos"
+namespace = "chaos"
 targets = [{targets}]
 probes = ["api", "authz", "watch", "transport"]
 [group.api]
@@ -255,6 +256,9 @@ def prometheus_config(nodes: int) -> str:
     for i in range(1, nodes + 1):
         # One job a node: Prometheus checks the server name per job, and node certificates
         # name node-I; the job label is set back to `meshkit`, which the dashboards select.
+        # The target labels the pack expects (dashboards/README.md): `cluster`, `namespace`,
+        # and `target`, the address the probe agent probes (its alerts are inhibited by the
+        # node's MeshKitNodeDown through it, since `instance` here is the node's name).
         jobs.append({
             "job_name": f"meshkit-node-{i}",
             "scheme": "https",
@@ -263,12 +267,15 @@ def prometheus_config(nodes: int) -> str:
                            "key_file": "/etc/meshkit/certs/meshctl-observer.key",
                            "server_name": f"node-{i}"},
             "static_configs": [{"targets": [f"meshkit-{i}:{CONTROL_PORT}"],
-                                "labels": {"cluster": "chaos", "instance": f"node-{i}"}}],
+                                "labels": {"cluster": "chaos", "namespace": "chaos",
+                                           "instance": f"node-{i}",
+                                           "target": f"meshkit-{i}:{CONTROL_PORT}"}}],
             "relabel_configs": [{"target_label": "job", "replacement": "meshkit"}],
         })
     jobs.append({
         "job_name": "meshkit-probe",
-        "static_configs": [{"targets": [f"meshkit-probe:{PROBE_PORT}"], "labels": {"cluster": "chaos"}}],
+        # No `cluster` target label: the agent's per-probe series carry their group's own.
+        "static_configs": [{"targets": [f"meshkit-probe:{PROBE_PORT}"]}],
     })
     return json.dumps({
         "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},

@@ -3,8 +3,9 @@
 //! expression filters and groups on (so a rename breaks this test, not a dashboard in
 //! production); every alert has a severity, a summary, a description and a runbook section, and
 //! a promtool case where it fires and one where it stays quiet; every dashboard has a stable,
-//! unique uid, the `${datasource}` variable on every panel and query, `$__rate_interval` in every
-//! range, a title, a description and a unit on every panel (the rules of Grafana's
+//! unique uid, the `${datasource}` variable on every panel and query, the `cluster`, `namespace`
+//! and `instance` variables chained in that order and filtering every node series,
+//! `$__rate_interval` in every range, a title, a description and a unit on every panel (the rules of Grafana's
 //! dashboard-linter that matter here), and legends that name only labels their series carry.
 //!
 //! PromQL is read by the small scanner below, not by a full parser: the checks need only the
@@ -36,9 +37,11 @@ const AGENT_JOB: &str = "meshkit-probe";
 /// `namespace` labels the scrape configuration adds).
 const TARGET_LABELS: &[&str] = &["job", "instance", "cluster", "namespace"];
 
-/// Series Prometheus makes itself, with their own labels.
+/// Series Prometheus makes itself, with their own labels. `up` of a node may carry `target`,
+/// a target label the scrape configuration sets where `instance` is not the address the probe
+/// agent probes (dashboards/README.md): `MeshKitNodeDown` reads it.
 const BUILTIN: &[(&str, &[&str])] = &[
-    ("up", &[]),
+    ("up", &["target"]),
     ("ALERTS", &["alertname", "alertstate", "severity"]),
 ];
 
@@ -494,6 +497,12 @@ fn agent_catalogue() -> &'static BTreeMap<String, Known> {
         };
         metrics.run(&record, Some(1_900_000_000));
         metrics.state_change(&key, "api", "10.0.0.1:8101", ProbeState::Healthy);
+        metrics.alert_latency(
+            &key,
+            "api",
+            "10.0.0.1:8101",
+            Some(Duration::from_millis(500)),
+        );
         metrics.reload(true, 1.0);
         metrics.set_probes(1);
         metrics.set_notices_dropped(1);
@@ -642,17 +651,19 @@ fn recorded_labels(expr: &str, known: &BTreeMap<String, Known>) -> BTreeSet<Stri
     let Ok(scanned) = scan(expr) else {
         return BTreeSet::new();
     };
-    let mut labels: BTreeSet<String> = TARGET_LABELS.iter().map(|l| (*l).to_owned()).collect();
+    // A grouped rule keeps its grouping labels only: a panel filtering a recorded series on
+    // a label its `by` dropped (`namespace`, say) returns nothing, and fails here.
     if scanned.grouping.is_empty() {
+        let mut labels: BTreeSet<String> = TARGET_LABELS.iter().map(|l| (*l).to_owned()).collect();
         for s in &scanned.selectors {
             if let Some(k) = known.get(&s.name) {
                 labels.extend(k.labels.iter().cloned());
             }
         }
+        labels
     } else {
-        labels.extend(scanned.grouping.iter().cloned());
+        scanned.grouping
     }
-    labels
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -898,7 +909,13 @@ fn lint_dashboard(stem: &str, dashboard: &Value, known: &BTreeMap<String, Known>
             "{stem}: no `datasource` variable of type prometheus"
         )),
     }
-    for name in ["cluster", "instance"] {
+    // The node's target labels, chained as the mixins chain them: each variable's values are
+    // those under the ones before it (`namespace` under `$cluster`, `instance` under both).
+    for (name, under) in [
+        ("cluster", &[][..]),
+        ("namespace", &["cluster"][..]),
+        ("instance", &["cluster", "namespace"][..]),
+    ] {
         match variables.get(name) {
             Some(v) if v["type"] == "query" && uses_datasource_variable(&v["datasource"]) => {
                 let query = v["query"]["query"].as_str().or(v["query"].as_str());
@@ -909,11 +926,21 @@ fn lint_dashboard(stem: &str, dashboard: &Value, known: &BTreeMap<String, Known>
                         .and_then(|q| q.rsplit_once(','))
                         .map(|(selector, _)| selector);
                     match inner {
-                        Some(selector) => problems.extend(check_expr(
-                            &format!("{stem}: variable {name}"),
-                            selector,
-                            known,
-                        )),
+                        Some(selector) => {
+                            problems.extend(check_expr(
+                                &format!("{stem}: variable {name}"),
+                                selector,
+                                known,
+                            ));
+                            for before in under {
+                                if !selector.contains(&format!("{before}=~\"${before}\"")) {
+                                    problems.push(format!(
+                                        "{stem}: variable {name} is not chained under \
+                                         {before}=~\"${before}\""
+                                    ));
+                                }
+                            }
+                        }
                         None => problems.push(format!(
                             "{stem}: variable {name} is not label_values(selector, label)"
                         )),
@@ -1003,28 +1030,33 @@ fn lint_dashboard(stem: &str, dashboard: &Value, known: &BTreeMap<String, Known>
                 }
             }
             for selector in &scanned.selectors {
-                // Raw families are filtered by the cluster and instance variables; recorded
-                // series (level:metric:operation) by the labels their level keeps. The probe
-                // agent's series: `cluster` is the probed group's (where the family has it),
-                // `instance` the agent, filtered by the `agent` variable where the dashboard
-                // has one.
+                // Raw families are filtered by the cluster, namespace and instance variables;
+                // recorded series (level:metric:operation) by the labels their level keeps
+                // (every level keeps cluster and namespace; `instance...` levels the
+                // instance). The probe agent's series: `cluster` and `namespace` are the
+                // probed group's (where the family has them), `instance` the agent, filtered by
+                // the `agent` variable where the dashboard has one.
                 let level = selector.name.split(':').next().unwrap_or_default();
                 let wanted: Vec<(&str, &str)> = if job_of(selector) == Some(AGENT_JOB) {
-                    let has_cluster = agent_catalogue()
-                        .get(&selector.name)
-                        .is_some_and(|k| k.labels.contains("cluster"));
+                    let labels = agent_catalogue().get(&selector.name).map(|k| &k.labels);
                     let mut w = Vec::new();
-                    if has_cluster {
-                        w.push(("cluster", "cluster"));
+                    for label in ["cluster", "namespace"] {
+                        if labels.is_some_and(|l| l.contains(label)) {
+                            w.push((label, label));
+                        }
                     }
                     if variables.contains_key("agent") {
                         w.push(("instance", "agent"));
                     }
                     w
                 } else if !selector.name.contains(':') || level.starts_with("instance") {
-                    vec![("cluster", "cluster"), ("instance", "instance")]
+                    vec![
+                        ("cluster", "cluster"),
+                        ("namespace", "namespace"),
+                        ("instance", "instance"),
+                    ]
                 } else {
-                    vec![("cluster", "cluster")]
+                    vec![("cluster", "cluster"), ("namespace", "namespace")]
                 };
                 for (label, variable) in wanted {
                     if !selector
@@ -1162,12 +1194,16 @@ fn dashboards_pass_the_lint() {
             ));
         }
     }
+    // The issue's eight (#15).
     for wanted in [
         "overview",
         "membership",
         "leadership",
         "shards",
+        "queues",
         "transport",
+        "probes",
+        "chaos",
     ] {
         if !uids.values().any(|s| s == wanted) {
             problems.push(format!("no {wanted} dashboard"));
@@ -1229,47 +1265,19 @@ fn a_renamed_metric_or_label_in_a_rule_fails_the_lint() {
     );
 }
 
-#[test]
-fn a_broken_panel_fails_the_lint() {
+/// Each `(from, to, expected)`: the dashboard `stem` (as compact JSON) with its first `from`
+/// replaced by `to` fails the lint with a problem containing `expected`.
+fn assert_breakages_fail(stem: &str, cases: &[(&str, &str, &str)]) {
     let (_, known) = rules_of_the_pack();
     let (stem, dashboard) = dashboards()
         .into_iter()
-        .find(|(stem, _)| stem == "membership")
-        .expect("the membership dashboard");
+        .find(|(s, _)| s == stem)
+        .unwrap_or_else(|| panic!("the {stem} dashboard"));
     let text = dashboard.to_string();
-    for (from, to, expected) in [
-        (
-            "\"uid\":\"meshkit-membership\"",
-            "\"uid\":\"membership\"",
-            "uids stay stable",
-        ),
-        ("[$__rate_interval]", "[5m]", "range [5m]"),
-        (
-            "mesh_gossip_probes_failed_total",
-            "mesh_gossip_probe_failures_total",
-            "`mesh_gossip_probe_failures_total` is not in the metric catalogue",
-        ),
-        (
-            "\"uid\":\"${datasource}\"",
-            "\"uid\":\"prometheus\"",
-            "datasource is not",
-        ),
-        ("\"unit\":\"", "\"unitx\":\"", "no unit"),
-        ("\"description\":\"", "\"descr\":\"", "no description"),
-        (
-            "\"legendFormat\":\"{{state}}\"",
-            "\"legendFormat\":\"{{status}}\"",
-            "names `status`",
-        ),
-        (
-            "instance=~\\\"$instance\\\"",
-            "node=~\\\"$instance\\\"",
-            "has no label `node`",
-        ),
-    ] {
+    for (from, to, expected) in cases {
         assert!(
             text.contains(from),
-            "`{from}` is no longer in the membership dashboard"
+            "`{from}` is no longer in the {stem} dashboard"
         );
         let broken: Value = serde_json::from_str(&text.replacen(from, to, 1)).expect("JSON");
         let problems = lint_dashboard(&stem, &broken, &known);
@@ -1280,54 +1288,130 @@ fn a_broken_panel_fails_the_lint() {
     }
 }
 
+#[test]
+fn a_broken_panel_fails_the_lint() {
+    assert_breakages_fail(
+        "membership",
+        &[
+            (
+                "\"uid\":\"meshkit-membership\"",
+                "\"uid\":\"membership\"",
+                "uids stay stable",
+            ),
+            ("[$__rate_interval]", "[5m]", "range [5m]"),
+            (
+                "mesh_gossip_probes_failed_total",
+                "mesh_gossip_probe_failures_total",
+                "`mesh_gossip_probe_failures_total` is not in the metric catalogue",
+            ),
+            (
+                "\"uid\":\"${datasource}\"",
+                "\"uid\":\"prometheus\"",
+                "datasource is not",
+            ),
+            ("\"unit\":\"", "\"unitx\":\"", "no unit"),
+            ("\"description\":\"", "\"descr\":\"", "no description"),
+            (
+                "\"legendFormat\":\"{{state}}\"",
+                "\"legendFormat\":\"{{status}}\"",
+                "names `status`",
+            ),
+            (
+                "instance=~\\\"$instance\\\"",
+                "node=~\\\"$instance\\\"",
+                "has no label `node`",
+            ),
+            // A panel that ignores the namespace variable, and a namespace variable that ignores
+            // the cluster picked before it.
+            (
+                ", namespace=~\\\"$namespace\\\", instance=~\\\"$instance\\\"}[",
+                ", instance=~\\\"$instance\\\"}[",
+                "is not filtered by namespace=~\"$namespace\"",
+            ),
+            (
+                "\"query\":\"label_values(up{job=\\\"meshkit\\\", cluster=~\\\"$cluster\\\"}, namespace)",
+                "\"query\":\"label_values(up{job=\\\"meshkit\\\"}, namespace)",
+                "variable namespace is not chained under cluster",
+            ),
+        ],
+    );
+}
+
+/// A recorded series keeps only the labels of its rule's `by`: a panel reading
+/// `cluster:mesh_shard_imbalance:max` on the namespace variable passes with the pack's rule
+/// (`by (cluster, namespace)`) and fails with one that drops `namespace`.
+#[test]
+fn a_recording_rule_without_namespace_fails_the_panels_on_it() {
+    let (_, known) = rules_of_the_pack();
+    let (stem, shards) = dashboards()
+        .into_iter()
+        .find(|(s, _)| s == "shards")
+        .expect("the shards dashboard");
+    let from = "mesh_shard_imbalance{cluster=~\\\"$cluster\\\", namespace=~\\\"$namespace\\\", \
+                instance=~\\\"$instance\\\"}";
+    let to = "cluster:mesh_shard_imbalance:max{cluster=~\\\"$cluster\\\", \
+              namespace=~\\\"$namespace\\\"}";
+    let text = shards.to_string();
+    assert!(
+        text.contains(from),
+        "`{from}` is no longer in the shards dashboard"
+    );
+    let recorded: Value = serde_json::from_str(&text.replacen(from, to, 1)).expect("JSON");
+    let problem = "`cluster:mesh_shard_imbalance:max` has no label `namespace`";
+    let with_pack = lint_dashboard(&stem, &recorded, &known);
+    assert!(
+        !with_pack.iter().any(|p| p.contains(problem)),
+        "{with_pack:#?}"
+    );
+    let mut dropped = known;
+    dropped.insert(
+        "cluster:mesh_shard_imbalance:max".to_owned(),
+        Known {
+            labels: recorded_labels("max by (cluster) (mesh_shard_imbalance)", &dropped),
+            counter_like: false,
+        },
+    );
+    let problems = lint_dashboard(&stem, &recorded, &dropped);
+    assert!(
+        problems.iter().any(|p| p.contains(problem)),
+        "{problems:#?}"
+    );
+}
+
 /// The probe agent's panels are checked against the agent's own families: a renamed family or
 /// label, a selector that does not say which job, a missing `$agent` filter all fail.
 #[test]
 fn a_broken_agent_panel_fails_the_lint() {
-    let (_, known) = rules_of_the_pack();
-    let (stem, dashboard) = dashboards()
-        .into_iter()
-        .find(|(stem, _)| stem == "probes")
-        .expect("the probes dashboard");
-    let text = dashboard.to_string();
-    for (from, to, expected) in [
-        (
-            "meshkit_probe_config_last_reload_successful{job=\\\"meshkit-probe\\\"",
-            "meshkit_probe_config_last_reload_ok{job=\\\"meshkit-probe\\\"",
-            "`meshkit_probe_config_last_reload_ok` is not in the metric catalogue",
-        ),
-        (
-            "sum by (cluster, target) (mesh_probe_state{job=\\\"meshkit-probe\\\"",
-            "sum by (cluster, target) (mesh_probe_state{job=\\\"meshkit\\\"",
-            "groups on `target`, which none of its metrics has",
-        ),
-        (
-            "(probe_success{job=\\\"meshkit-probe\\\", cluster=~\\\"$cluster\\\"",
-            "(probe_success{job=\\\"meshkit-probe\\\", region=~\\\"$cluster\\\"",
-            "`probe_success` has no label `region`",
-        ),
-        (
-            "sum by (kind, result) (rate(mesh_probe_results_total{job=\\\"meshkit-probe\\\", ",
-            "sum by (kind, result) (rate(mesh_probe_results_total{",
-            "exported by meshkitd and by meshkit-probe",
-        ),
-        (
-            "up{job=\\\"meshkit-probe\\\", instance=~\\\"$agent\\\"}",
-            "up{job=\\\"meshkit-probe\\\"}",
-            "not filtered by instance=~\"$agent\"",
-        ),
-    ] {
-        assert!(
-            text.contains(from),
-            "`{from}` is no longer in the probes dashboard"
-        );
-        let broken: Value = serde_json::from_str(&text.replacen(from, to, 1)).expect("JSON");
-        let problems = lint_dashboard(&stem, &broken, &known);
-        assert!(
-            problems.iter().any(|p| p.contains(expected)),
-            "replacing `{from}` by `{to}`: no problem with `{expected}` in {problems:#?}"
-        );
-    }
+    assert_breakages_fail(
+        "probes",
+        &[
+            (
+                "meshkit_probe_config_last_reload_successful{job=\\\"meshkit-probe\\\"",
+                "meshkit_probe_config_last_reload_ok{job=\\\"meshkit-probe\\\"",
+                "`meshkit_probe_config_last_reload_ok` is not in the metric catalogue",
+            ),
+            (
+                "sum by (cluster, target) (mesh_probe_state{job=\\\"meshkit-probe\\\"",
+                "sum by (cluster, target) (mesh_probe_state{job=\\\"meshkit\\\"",
+                "groups on `target`, which none of its metrics has",
+            ),
+            (
+                "(probe_success{job=\\\"meshkit-probe\\\", cluster=~\\\"$cluster\\\"",
+                "(probe_success{job=\\\"meshkit-probe\\\", region=~\\\"$cluster\\\"",
+                "`probe_success` has no label `region`",
+            ),
+            (
+                "sum by (kind, result) (rate(mesh_probe_results_total{job=\\\"meshkit-probe\\\", ",
+                "sum by (kind, result) (rate(mesh_probe_results_total{",
+                "exported by meshkitd and by meshkit-probe",
+            ),
+            (
+                "up{job=\\\"meshkit-probe\\\", instance=~\\\"$agent\\\"}",
+                "up{job=\\\"meshkit-probe\\\"}",
+                "not filtered by instance=~\"$agent\"",
+            ),
+        ],
+    );
 }
 
 /// The agent's catalogue is what its code renders: the blackbox names, its own families with

@@ -18,9 +18,11 @@
 //!    alerts to the same Alertmanager) probes the five nodes' control API over HTTP/3 and
 //!    HTTP/2: its `MeshKitProbeFailing` for the two killed nodes reaches Alertmanager within
 //!    the agent's own bound (interval x failure_threshold + timeout), is inhibited by their
-//!    `MeshKitNodeDown` (its `target` is the node's `instance`, the control address), and still
-//!    is after Alertmanager's reloads (not "never notified": the comment before the restart
-//!    says why);
+//!    `MeshKitNodeDown`, and still is after Alertmanager's reloads (not "never notified": the
+//!    comment before the restart says why). The voters' `instance` is their name
+//!    (`node-<id>`), not the address the agent probes: the inhibition holds through the
+//!    `target` label the scrape configuration sets to the control address (node 5 keeps
+//!    Prometheus's defaults instead; dashboards/README.md, "What the rules expect");
 //! 6. every panel query of every dashboard and every rule returns data over the run
 //!    (`dashboards/tools/dashboards.py check --strict`, the synthetic check for deploys), with
 //!    the one exception argued at [`ALLOWED_EMPTY`].
@@ -33,9 +35,10 @@
 //! drawn with this run's data into `DIR/*.png` (`scripts/render-dashboards.sh`).
 //!
 //! Needs Debian's `prometheus`, `prometheus-alertmanager` and `python3`, so it is ignored by
-//! default; `scripts/test.sh` runs it (about 100 s). Every wait is a bounded poll. The nodes'
-//! `instance` is their control address (Prometheus's default), and a restarted node comes back
-//! on its ports, as the agent's targets and the inhibition of its alerts need.
+//! default; `scripts/test.sh` runs it (about 100 s). Every wait is a bounded poll. Every node
+//! target carries the `cluster`, `namespace` and `target` labels the pack expects, and a
+//! restarted node comes back on its ports, as the agent's targets and the inhibition of its
+//! alerts need.
 
 mod common;
 
@@ -56,6 +59,8 @@ use serde_json::Value;
 
 /// The `cluster` label of every target.
 const CLUSTER: &str = "e2e";
+/// The `namespace` label of every node target, and the namespace of the agent's group.
+const NAMESPACE: &str = "mesh-e2e";
 /// Prometheus's scrape and rule evaluation intervals in this test.
 const SCRAPE: Duration = Duration::from_secs(1);
 const EVALUATION: Duration = Duration::from_secs(1);
@@ -68,9 +73,13 @@ const SLACK: Duration = Duration::from_secs(2);
 /// The probe agent's timing: a probe is Failing after FAILURES runs in a row, one every
 /// INTERVAL, each cut at TIMEOUT: its alert is due interval x failure_threshold + timeout after
 /// a fault (docs/probes.md), plus AGENT_SLACK for a loaded 2-core machine (as tests/probe_agent.rs).
-const AGENT_INTERVAL_S: u64 = 1;
-const AGENT_TIMEOUT_S: u64 = 1;
+const AGENT_INTERVAL_S: u64 = 2;
+const AGENT_TIMEOUT_S: u64 = 2;
 const AGENT_FAILURES: u64 = 3;
+/// The agent's latency threshold, with `alert_on_latency` (so that it exports the threshold the
+/// `MeshKitProbeSlow` rule reads): just under the timeout, far above what a loopback probe
+/// takes even on a loaded machine (runs near 1 s were seen at a load of 30 on 2 cores).
+const AGENT_LATENCY_MS: u64 = 1900;
 const AGENT_SLACK: Duration = Duration::from_secs(6);
 /// How long the mesh and the tools may take to start, settle, recover.
 const SETTLE_LIMIT: Duration = Duration::from_secs(30);
@@ -363,6 +372,22 @@ fn flushes(lines: &[&str], alertname: &str) -> usize {
         .count()
 }
 
+/// The node whose target keeps Prometheus's defaults: `instance` is its control address and
+/// it has no `target` label (so `MeshKitNodeDown`'s fallback, a copy of `instance`, has a
+/// series to read). Not a voter: it is never killed.
+const DEFAULT_LABELS: u64 = 5;
+
+/// The `instance` label of node `id` listening on `control`: its name (`node-<id>`), as a
+/// relabelled target or a Kubernetes pod has, not the address the agent probes; the control
+/// address for [`DEFAULT_LABELS`].
+fn instance_label(id: u64, control: &str) -> String {
+    if id == DEFAULT_LABELS {
+        control.to_owned()
+    } else {
+        format!("node-{id}")
+    }
+}
+
 /// The five nodes, their configuration files, and Prometheus's file-based target list.
 struct Mesh {
     dir: PathBuf,
@@ -390,26 +415,34 @@ impl Mesh {
             mesh.configs.insert(id, path.clone());
             mesh.launch(id);
             // Pin the ports the OS chose, so a restarted node comes back where the agent
-            // probes it and under the same `instance`.
+            // probes it and under the same `target`.
             mesh.daemons[&id].pin_ports(&path);
         }
         mesh
     }
 
-    /// The node whose control address (its `instance`) is `instance`.
+    /// The running node whose `instance` label is `instance`.
     fn id_of(&self, instance: &str) -> Option<u64> {
         self.daemons
             .iter()
-            .find_map(|(id, d)| (d.control == instance).then_some(*id))
+            .find_map(|(id, d)| (instance_label(*id, &d.control) == instance).then_some(*id))
     }
 
-    /// Starts node `id` and points its target file at its control address.
+    /// The `instance` label of running node `id`.
+    fn instance(&self, id: u64) -> String {
+        instance_label(id, &self.daemons[&id].control)
+    }
+
+    /// Starts node `id` and points its target file at its control address, with the labels
+    /// of [`instance_label`] (and, but for [`DEFAULT_LABELS`], `target`: the control address).
     fn launch(&mut self, id: u64) {
         let daemon = start(&self.configs[&id]);
-        let targets = serde_json::json!([{
-            "targets": [daemon.control],
-            "labels": {"cluster": CLUSTER},
-        }]);
+        let mut labels = serde_json::json!({"cluster": CLUSTER, "namespace": NAMESPACE});
+        if id != DEFAULT_LABELS {
+            labels["instance"] = instance_label(id, &daemon.control).into();
+            labels["target"] = daemon.control.clone().into();
+        }
+        let targets = serde_json::json!([{"targets": [daemon.control], "labels": labels}]);
         let file = self.dir.join(format!("targets/node-{id}.json"));
         let scratch = file.with_extension("tmp");
         std::fs::write(&scratch, targets.to_string()).expect("write a target file");
@@ -458,9 +491,10 @@ impl Mesh {
              evaluation_interval: {e}s\nrule_files:\n  - {rules}\nalerting:\n  alertmanagers:\n    \
              - static_configs:\n        - targets: ['{alertmanager}']\nscrape_configs:\n  \
              - job_name: meshctl-textfile\n    metrics_path: /textfile\n    static_configs:\n      \
-             - targets: ['{server}']\n        labels: {{cluster: {CLUSTER}, instance: '{node4}'}}\n  \
+             - targets: ['{server}']\n        labels: {{cluster: {CLUSTER}, namespace: {NAMESPACE}, \
+             instance: '{node4}'}}\n  \
              - job_name: meshkit-probe\n    static_configs:\n      - targets: ['{agent}']\n",
-            node4 = self.daemons[&4].control,
+            node4 = self.instance(4),
             s = SCRAPE.as_secs(),
             e = EVALUATION.as_secs(),
             rules = pack().join("rules/meshkit.rules.yml").display(),
@@ -577,8 +611,10 @@ impl ProbeAgent {
             "[agent]\nname = \"e2e\"\nlisten = \"{listen}\"\n\n\
              [credentials]\nca = \"ca.pem\"\ntoken_file = \"probe.token\"\n\n\
              [defaults]\ninterval = \"{AGENT_INTERVAL_S}s\"\ntimeout = \"{AGENT_TIMEOUT_S}s\"\n\
-             failure_threshold = {AGENT_FAILURES}\nsuccess_threshold = 1\n\n\
-             [[group]]\nname = \"mesh\"\ncluster = \"{CLUSTER}\"\ntargets = [{}]\n\
+             failure_threshold = {AGENT_FAILURES}\nsuccess_threshold = 1\n\
+             latency_threshold = \"{AGENT_LATENCY_MS}ms\"\nalert_on_latency = true\n\n\
+             [[group]]\nname = \"mesh\"\ncluster = \"{CLUSTER}\"\nnamespace = \"{NAMESPACE}\"\n\
+             targets = [{}]\n\
              probes = [\"api\", \"transport\"]\n[group.api]\nendpoints = [\"peers\"]\nmin_alive = 1\n\n\
              [history]\npath = \"probe-history.sqlite\"\n\n\
              [alerting]\nalertmanager = [\"http://{alertmanager}\"]\nresend = \"1s\"\ntimeout = \"2s\"\n",
@@ -599,8 +635,6 @@ impl ProbeAgent {
     }
 }
 
-/// Polls `check` every [`POLL`] until it gives a value or `limit` passes; panics with `what`
-/// and `why()` (the state that explains it) past the limit.
 /// Items the run enqueues (and nobody works on).
 const ENQUEUED: usize = 20;
 
@@ -638,6 +672,8 @@ async fn enqueue(producer: &Client, mesh: &Mesh, payload: &str) {
     panic!("{payload} not acknowledged within {SETTLE_LIMIT:?}: {last}");
 }
 
+/// Polls `check` every [`POLL`] until it gives a value or `limit` passes; panics with `what`
+/// and `why()` (the state that explains it) past the limit.
 async fn wait_for<T, F, Fut>(
     limit: Duration,
     what: &str,
@@ -676,6 +712,30 @@ fn label(alert: &Value, name: &str) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
+}
+
+/// How many of the agent's `MeshKitProbeFailing` alerts Alertmanager holds, when there is one
+/// at least for each of `targets`, all against them, and every one suppressed by an inhibition
+/// (None otherwise); Alertmanager's answer is kept in `last` for the failure message.
+async fn agent_alerts_inhibited(
+    alertmanager: &Alertmanager,
+    targets: &BTreeSet<String>,
+    last: &Mutex<String>,
+) -> Option<usize> {
+    let alerts = alertmanager.am.alerts().await?;
+    *last.lock().unwrap() = format!("{alerts:#?}");
+    let agent: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| label(a, "alertname") == "MeshKitProbeFailing")
+        .collect();
+    let all_inhibited = agent.iter().all(|a| {
+        targets.contains(&label(a, "target"))
+            && a["status"]["state"] == "suppressed"
+            && a["status"]["inhibitedBy"]
+                .as_array()
+                .is_some_and(|by| !by.is_empty())
+    });
+    (all_inhibited && agent.len() >= targets.len()).then_some(agent.len())
 }
 
 /// Runs `dashboards/tools/dashboards.py` with `args` against `prometheus`: whether it passed,
@@ -899,10 +959,14 @@ async fn alerts_reach_alertmanager_and_every_panel_has_data() {
     let survivor = (1..=3)
         .find(|v| *v != leader && *v != second)
         .expect("three voters");
-    let down: BTreeSet<String> = [leader, second]
+    // The killed nodes by `instance` (their names, on the node alerts) and by `target` (the
+    // control addresses the agent probes, on its alerts and, from the scrape configuration, on
+    // MeshKitNodeDown: what the inhibition compares).
+    let down: BTreeSet<String> = [leader, second].map(|id| mesh.instance(id)).into();
+    let down_targets: BTreeSet<String> = [leader, second]
         .map(|id| mesh.daemons[&id].control.clone())
         .into();
-    let alone = mesh.daemons[&survivor].control.clone();
+    let alone = mesh.instance(survivor);
     let killed_at = Instant::now();
     mesh.daemons.remove(&leader).expect("running").kill();
     mesh.daemons.remove(&second).expect("running").kill();
@@ -938,7 +1002,7 @@ async fn alerts_reach_alertmanager_and_every_panel_has_data() {
         if expected
             .iter()
             .all(|(n, i, _)| arrived.contains_key(&(n.clone(), i.clone())))
-            && down
+            && down_targets
                 .iter()
                 .all(|t| arrived.contains_key(&("MeshKitProbeFailing".to_owned(), t.clone())))
         {
@@ -971,7 +1035,7 @@ async fn alerts_reach_alertmanager_and_every_panel_has_data() {
             "{name} of {instance} fired {latency:?} after the kill, before its `for` ({for_:?})"
         );
     }
-    for target in &down {
+    for target in &down_targets {
         let latency = arrived[&("MeshKitProbeFailing".to_owned(), target.clone())];
         report.push(format!(
             "  MeshKitProbeFailing{{target={target}}} (pushed by the agent): {latency:.1?} \
@@ -1003,8 +1067,19 @@ async fn alerts_reach_alertmanager_and_every_panel_has_data() {
         .iter()
         .filter(|a| label(a, "alertname") == "MeshKitProbeFailing")
     {
-        assert!(down.contains(&label(a, "target")), "{a:#}");
+        assert!(down_targets.contains(&label(a, "target")), "{a:#}");
         assert_eq!(label(a, "cluster"), CLUSTER, "{a:#}");
+        assert_eq!(label(a, "namespace"), NAMESPACE, "{a:#}");
+    }
+    // MeshKitNodeDown names the node as the agent does: `target` from the scrape
+    // configuration, not a copy of `instance` (which differs here).
+    for a in held
+        .iter()
+        .filter(|a| label(a, "alertname") == "MeshKitNodeDown")
+    {
+        assert!(down.contains(&label(a, "instance")), "{a:#}");
+        assert!(down_targets.contains(&label(a, "target")), "{a:#}");
+        assert_eq!(label(a, "namespace"), NAMESPACE, "{a:#}");
     }
     // Each node down inhibits the agent's alerts against it (Alertmanager's inhibitor learns
     // the source alerts on its own, a moment after they arrive: a bounded poll).
@@ -1012,24 +1087,7 @@ async fn alerts_reach_alertmanager_and_every_panel_has_data() {
     let inhibited = wait_for(
         SETTLE_LIMIT,
         "the agent's alerts for the killed nodes inhibited by MeshKitNodeDown",
-        || async {
-            let alerts = alertmanager.am.alerts().await?;
-            *last_answer.lock().unwrap() = format!("{alerts:#?}");
-            let agent: Vec<&Value> = alerts
-                .iter()
-                .filter(|a| label(a, "alertname") == "MeshKitProbeFailing")
-                .collect();
-            agent
-                .iter()
-                .all(|a| {
-                    a["status"]["state"] == "suppressed"
-                        && a["status"]["inhibitedBy"]
-                            .as_array()
-                            .is_some_and(|by| !by.is_empty())
-                })
-                .then_some(agent.len())
-                .filter(|n| *n >= down.len())
-        },
+        || agent_alerts_inhibited(&alertmanager, &down_targets, &last_answer),
         || format!("{}\n{}", last_answer.lock().unwrap(), am_log()),
     )
     .await;
@@ -1164,22 +1222,7 @@ async fn alerts_reach_alertmanager_and_every_panel_has_data() {
     wait_for(
         SETTLE_LIMIT,
         "the agent's alerts inhibited by MeshKitNodeDown after the reloads",
-        || async {
-            let alerts = alertmanager.am.alerts().await?;
-            *last_answer.lock().unwrap() = format!("{alerts:#?}");
-            let agent: Vec<&Value> = alerts
-                .iter()
-                .filter(|a| label(a, "alertname") == "MeshKitProbeFailing")
-                .collect();
-            (agent.len() >= down.len()
-                && agent.iter().all(|a| {
-                    down.contains(&label(a, "target"))
-                        && a["status"]["inhibitedBy"]
-                            .as_array()
-                            .is_some_and(|by| !by.is_empty())
-                }))
-            .then_some(())
-        },
+        || agent_alerts_inhibited(&alertmanager, &down_targets, &last_answer),
         || format!("{}\n{}", last_answer.lock().unwrap(), am_log()),
     )
     .await;

@@ -873,6 +873,15 @@ impl Agent {
                 &info.target,
                 meshkit::diag::probe::ProbeState::Unknown,
             );
+            self.metrics.alert_latency(
+                &info.key,
+                info.kind,
+                &info.target,
+                group
+                    .timing
+                    .latency_threshold
+                    .filter(|_| group.timing.alert_on_latency),
+            );
             if let Err(source) = self.host.register_async(spec, built.probe).await {
                 write_infos(&self.infos).remove(&host_name);
                 self.metrics.remove(&info.key, info.kind, &info.target);

@@ -16,6 +16,7 @@
 //! | `mesh_probe_duration_seconds` | histogram | every run's duration |
 //! | `mesh_probe_state` | gauge | 1 for the probe's state (`state` = unknown, healthy, degraded, failing) |
 //! | `mesh_probe_state_changes_total` | counter | state changes by the state entered (`to`) |
+//! | `mesh_probe_alert_latency_threshold_seconds` | gauge | the group's `latency_threshold`, only where the group has `alert_on_latency` (a Degraded probe there alerts `MeshKitProbeSlow`) |
 //!
 //! The agent's own, label `agent`: `meshkit_probe_config_last_reload_successful` (1 or 0),
 //! `meshkit_probe_config_last_reload_success_timestamp_seconds`, `meshkit_probe_probes`
@@ -31,6 +32,7 @@
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use meshkit::diag::probe::{ProbeResult, ProbeState};
 use meshkit_api::alpn::HttpProtocol;
@@ -80,6 +82,7 @@ pub struct Metrics {
     durations: Family<Labels, Histogram, fn() -> Histogram>,
     state: Family<Labels, Gauge>,
     changes: Family<Labels, Counter>,
+    alert_latency: Family<Labels, FloatGauge>,
     reload_ok: Family<Labels, Gauge>,
     reload_at: Family<Labels, FloatGauge>,
     probes: Family<Labels, Gauge>,
@@ -132,6 +135,7 @@ impl Metrics {
         );
         let state = Family::<Labels, Gauge>::default();
         let changes = Family::<Labels, Counter>::default();
+        let alert_latency = Family::<Labels, FloatGauge>::default();
         let reload_ok = Family::<Labels, Gauge>::default();
         let reload_at = Family::<Labels, FloatGauge>::default();
         let probes = Family::<Labels, Gauge>::default();
@@ -178,6 +182,12 @@ impl Metrics {
             changes.clone(),
         );
         registry.register(
+            "mesh_probe_alert_latency_threshold_seconds",
+            "The latency above which the probe's Degraded state alerts (its group's \
+             latency_threshold, where the group has alert_on_latency), in seconds",
+            alert_latency.clone(),
+        );
+        registry.register(
             "meshkit_probe_config_last_reload_successful",
             "Whether the last configuration (re)load was applied (1) or refused (0)",
             reload_ok.clone(),
@@ -213,6 +223,7 @@ impl Metrics {
             durations,
             state,
             changes,
+            alert_latency,
             reload_ok,
             reload_at,
             probes,
@@ -260,6 +271,27 @@ impl Metrics {
         self.state(key, kind, target, to);
     }
 
+    /// Shows the latency threshold a Degraded state of the probe alerts on (`Some` where its
+    /// group has `alert_on_latency` and a `latency_threshold`), or none: Prometheus's
+    /// `MeshKitProbeSlow` rule reads it to alert exactly where the agent's own push does.
+    pub fn alert_latency(
+        &self,
+        key: &ProbeKey,
+        kind: &str,
+        target: &str,
+        threshold: Option<Duration>,
+    ) {
+        let l = labels(key, kind, target);
+        match threshold {
+            Some(t) => {
+                self.alert_latency.get_or_create(&l).set(t.as_secs_f64());
+            }
+            None => {
+                self.alert_latency.remove(&l);
+            }
+        }
+    }
+
     /// Removes every series of a probe no longer run.
     pub fn remove(&self, key: &ProbeKey, kind: &str, target: &str) {
         let l = labels(key, kind, target);
@@ -268,6 +300,7 @@ impl Metrics {
         self.http_version.remove(&l);
         self.cert_expiry.remove(&l);
         self.durations.remove(&l);
+        self.alert_latency.remove(&l);
         for r in RESULTS {
             self.results.remove(&with(&l, "result", r.as_str()));
         }
@@ -352,13 +385,19 @@ mod tests {
             target: "127.0.0.1:1".into(),
             at_unix_ms: 0,
             result: ProbeResult::Pass,
-            latency: std::time::Duration::from_millis(12),
+            latency: Duration::from_millis(12),
             http_version: Some(HttpProtocol::H3),
             error: None,
         };
         m.run(&record, Some(1_900_000_000));
         m.state_change(&record.key, "api", "127.0.0.1:1", ProbeState::Healthy);
         m.reload(true, 1.0);
+        m.alert_latency(
+            &record.key,
+            "api",
+            "127.0.0.1:1",
+            Some(Duration::from_millis(250)),
+        );
         let text = m.render();
         let series = "cluster=\"prod-a\",namespace=\"default\",group=\"core\",probe=\"core/api-peers@127.0.0.1:1\",kind=\"api\",target=\"127.0.0.1:1\"";
         for line in [
@@ -369,11 +408,43 @@ mod tests {
             format!("mesh_probe_results_total{{{series},result=\"pass\"}} 1"),
             format!("mesh_probe_state{{{series},state=\"healthy\"}} 1"),
             format!("mesh_probe_state{{{series},state=\"failing\"}} 0"),
+            format!("mesh_probe_alert_latency_threshold_seconds{{{series}}} 0.25"),
             "meshkit_probe_config_last_reload_successful{agent=\"probe-a\"} 1".to_owned(),
         ] {
             assert!(text.contains(&line), "{line} missing from\n{text}");
         }
         m.remove(&record.key, "api", "127.0.0.1:1");
         assert!(!m.render().contains("core/api-peers"), "{}", m.render());
+    }
+
+    /// Only probes whose group alerts on latency have a threshold series: the Slow rule stays
+    /// quiet for the others, as the agent's push does.
+    #[test]
+    fn the_alert_latency_threshold_is_shown_only_where_latency_alerts() {
+        let m = Metrics::new("probe-a");
+        let (slow, quiet) = (
+            key("core/api-peers@127.0.0.1:1"),
+            key("core/api-peers@127.0.0.1:2"),
+        );
+        m.alert_latency(&slow, "api", "127.0.0.1:1", Some(Duration::from_secs(2)));
+        m.alert_latency(&quiet, "api", "127.0.0.1:2", None);
+        let text = m.render();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("mesh_probe_alert_latency_threshold_seconds{"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        assert!(
+            lines[0].contains("target=\"127.0.0.1:1\"") && lines[0].ends_with(" 2.0"),
+            "{text}"
+        );
+        // A reload that turns alert_on_latency off takes the series away.
+        m.alert_latency(&slow, "api", "127.0.0.1:1", None);
+        assert!(
+            !m.render()
+                .contains("mesh_probe_alert_latency_threshold_seconds{"),
+            "{}",
+            m.render()
+        );
     }
 }
