@@ -4,10 +4,21 @@
 //!
 //! The scheduler decides everything a probe's state means (see [`meshkit::diag::probe`]); the
 //! host only does its I/O. It is one task, shaped like the driver: inputs in (commands from
-//! [`ProbeHandle`]s, finished runs, the timer), the scheduler's actions out (each run spawned
-//! as a task bounded by its spec's timeout), its events logged, one `tokio::time::Sleep`
-//! re-armed to [`ProbeScheduler::poll_timeout`]. Time comes from a [`Clock`], so a test on
-//! tokio's paused time runs the real host on virtual time.
+//! [`ProbeHandle`]s, finished runs, the timer), the scheduler's actions out (the runs that came
+//! due together spawned as one task, each run bounded by its spec's timeout), its events
+//! logged, one `tokio::time::Sleep` re-armed to [`ProbeScheduler::poll_timeout`]. Time comes
+//! from a [`Clock`], so a test on tokio's paused time runs the real host on virtual time.
+//!
+//! # Wakeups
+//!
+//! The host's timer wakes it at most once per *slack* (1% of the shortest interval among its
+//! probes, at most [`MAX_WAKE_SLACK`]): what falls due within the slack after a wakeup waits
+//! for the next one and is started there with the others. So a run starts at most 1% of its
+//! interval late (the scheduler counts the next interval from the late start, as for any late
+//! host), and 1,000 probes at 1 s cost about 100 wakeups and 100 task spawns a second instead of
+//! 1,000 of each: the wakeups (a thread parked and woken, the timer re-armed) and the spawns
+//! (a task scheduled on another worker, its result sent back across threads) were what the
+//! host cost (docs/benchmarks.md, "Probe scheduler overhead").
 //!
 //! # Registering a probe
 //!
@@ -27,8 +38,9 @@
 //!
 //! # Cost
 //!
-//! Per run the host does one scheduler step, one task spawn and one channel send; the
-//! benchmark `probe_host_overhead` (docs/benchmarks.md) measures 1,000 probes at 1 s.
+//! Per wakeup the host does one scheduler step, one task spawn for the runs due and, per group
+//! of results ready together, one channel send; the benchmark `probe_host_overhead`
+//! (docs/benchmarks.md) measures 1,000 probes at 1 s.
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -36,6 +48,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use meshkit::diag::probe::{
     MAX_PROBES, Probe, ProbeAction, ProbeEvent, ProbeId, ProbeOutcome, ProbeRecord, ProbeResult,
     ProbeScheduler, ProbeSpec, ProbeState, ProbeStatus, ProbeTags, RegisterError, RunId, Start,
@@ -72,6 +86,11 @@ pub const DURATION_BOUNDS: [Duration; 12] = [
 ];
 /// How long the host's timer waits with no probe registered.
 const IDLE_WAKE: Duration = Duration::from_secs(3600);
+/// The longest the host lets a due run wait for the next wakeup (see "Wakeups" above): the
+/// slack is 1% of the shortest interval, at most this.
+pub const MAX_WAKE_SLACK: Duration = Duration::from_millis(10);
+/// The slack's share of the shortest interval, in percent.
+const WAKE_SLACK_PERCENT: u32 = 1;
 /// The duration histogram of one probe.
 pub type ProbeDurations = DurationHistogram<13>;
 
@@ -105,7 +124,8 @@ pub type CheckFuture = Pin<Box<dyn Future<Output = Result<(), ProbeFailure>> + S
 
 /// A probe type whose check needs I/O. Implement it for a check of your own and register it
 /// with [`ProbeHandle::register_async`]: the host calls [`check`](Self::check) when a run is
-/// due, runs the future as a task, and drops it at the spec's timeout (a timeout result).
+/// due, runs the future in a task (shared with the other runs due at the same wakeup, so a
+/// check must not block its thread), and drops it at the spec's timeout (a timeout result).
 pub trait AsyncProbe: Send + Sync + 'static {
     /// The type's name, such as `"http"` or `"orders-db"`; shown beside each probe's name.
     fn kind(&self) -> &str;
@@ -415,10 +435,25 @@ pub struct ProbeHost<C> {
     clock: C,
     extras: BTreeMap<ProbeId, Shared>,
     commands: mpsc::Receiver<Command>,
-    finished_tx: mpsc::UnboundedSender<Finished>,
-    finished: mpsc::UnboundedReceiver<Finished>,
+    finished_tx: mpsc::UnboundedSender<Vec<Finished>>,
+    finished: mpsc::UnboundedReceiver<Vec<Finished>>,
     observer: Option<mpsc::Sender<ProbeNotice>>,
     notices_dropped: u64,
+    /// The runs the current step starts, spawned together at its end.
+    batch: Vec<Job>,
+    /// The wake slack (see "Wakeups"): 1% of the shortest interval, at most
+    /// [`MAX_WAKE_SLACK`]; recomputed when a probe comes or goes.
+    slack: Duration,
+    /// When the scheduler last settled what was due.
+    settled: Option<Instant>,
+}
+
+/// One asynchronous run to start.
+struct Job {
+    run: RunId,
+    probe: ProbeId,
+    timeout: Duration,
+    body: Arc<dyn AsyncProbe>,
 }
 
 impl<C> std::fmt::Debug for ProbeHost<C> {
@@ -437,6 +472,7 @@ impl<C: Clock> ProbeHost<C> {
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE_LEN);
         // At most one run per probe is in flight, so at most MAX_PROBES results wait here.
         let (finished_tx, finished) = mpsc::unbounded_channel();
+        let slack = MAX_WAKE_SLACK;
         let host = Self {
             node,
             scheduler: ProbeScheduler::new(seed),
@@ -447,6 +483,9 @@ impl<C: Clock> ProbeHost<C> {
             finished,
             observer: None,
             notices_dropped: 0,
+            batch: Vec::new(),
+            slack,
+            settled: None,
         };
         (
             host,
@@ -476,7 +515,11 @@ impl<C: Clock> ProbeHost<C> {
         let mut armed: Option<Instant> = None;
         loop {
             self.step();
-            let next = self.scheduler.poll_timeout();
+            // Nothing earlier than one slack after the last settling (see "Wakeups").
+            let next = self.scheduler.poll_timeout().map(|at| match self.settled {
+                Some(settled) => at.max(settled + self.slack),
+                None => at,
+            });
             if next != armed {
                 armed = next;
                 let now = self.clock.now();
@@ -489,10 +532,10 @@ impl<C: Clock> ProbeHost<C> {
                     None => break,
                 },
                 Some(done) = self.finished.recv() => {
-                    self.report(done);
+                    done.into_iter().for_each(|d| self.report(d));
                     // Every result already waiting, in the same step.
                     while let Ok(done) = self.finished.try_recv() {
-                        self.report(done);
+                        done.into_iter().for_each(|d| self.report(d));
                     }
                 }
                 () = &mut timer => {
@@ -506,8 +549,13 @@ impl<C: Clock> ProbeHost<C> {
     /// Settles what is due and starts the runs the scheduler asks for.
     fn step(&mut self) {
         let now = self.clock.now();
-        if self.scheduler.poll_timeout().is_some_and(|at| at <= now) {
+        let due = self.scheduler.poll_timeout().is_some_and(|at| at <= now);
+        // Also when a command or a result woke the host: what is due waits for the slack, so
+        // it starts with the rest of its batch instead of as a batch of one.
+        let rested = self.settled.is_none_or(|at| now >= at + self.slack);
+        if due && rested {
             self.scheduler.handle_timeout(now);
+            self.settled = Some(now);
         }
         while let Some(action) = self.scheduler.poll_action() {
             if let ProbeAction::Run {
@@ -519,6 +567,7 @@ impl<C: Clock> ProbeHost<C> {
                 self.start(run, probe, deadline, now);
             }
         }
+        self.spawn_batch();
         while let Some(event) = self.scheduler.poll_event() {
             match event {
                 ProbeEvent::StateChanged {
@@ -598,19 +647,57 @@ impl<C: Clock> ProbeHost<C> {
             }
             return;
         };
+        self.batch.push(Job {
+            run,
+            probe,
+            timeout: deadline.saturating_duration_since(now),
+            body,
+        });
+    }
+
+    /// Runs the step's batch in one task: its checks side by side, each dropped at its timeout,
+    /// the results ready together sent back in one message.
+    fn spawn_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let jobs = std::mem::take(&mut self.batch);
+        let size = jobs.len();
         let tx = self.finished_tx.clone();
-        let timeout = deadline.saturating_duration_since(now);
         tokio::spawn(async move {
-            // Past its timeout the scheduler counts it a timeout: drop the check then.
-            let Ok(outcome) = tokio::time::timeout(timeout, body.check()).await else {
-                return;
-            };
-            // The host gone: nobody to tell.
-            let _ = tx.send(Finished {
-                run,
-                probe,
-                outcome,
-            });
+            let runs: FuturesUnordered<_> = jobs
+                .into_iter()
+                .map(|job| async move {
+                    // Past its timeout the scheduler counts it a timeout: drop the check then.
+                    let outcome = tokio::time::timeout(job.timeout, job.body.check()).await;
+                    (job.run, job.probe, outcome.ok())
+                })
+                .collect();
+            let mut ready = runs.ready_chunks(size);
+            while let Some(chunk) = ready.next().await {
+                let done: Vec<Finished> = chunk
+                    .into_iter()
+                    .filter_map(|(run, probe, outcome)| {
+                        Some(Finished {
+                            run,
+                            probe,
+                            outcome: outcome?,
+                        })
+                    })
+                    .collect();
+                // The host gone: nobody to tell.
+                if !done.is_empty() && tx.send(done).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Recomputes the wake slack from the shortest interval of the probes registered now.
+    fn update_slack(&mut self) {
+        let shortest = self.scheduler.statuses().map(|s| s.spec().interval()).min();
+        self.slack = shortest.map_or(MAX_WAKE_SLACK, |i| {
+            (i * WAKE_SLACK_PERCENT / 100).min(MAX_WAKE_SLACK)
         });
     }
 
@@ -660,6 +747,7 @@ impl<C: Clock> ProbeHost<C> {
                 let outcome = match self.scheduler.register(now, spec, Box::new(hosted)) {
                     Ok(id) => {
                         self.extras.insert(id, shared);
+                        self.update_slack();
                         Ok(id)
                     }
                     Err(RegisterError::DuplicateName { name, .. }) => {
@@ -673,7 +761,9 @@ impl<C: Clock> ProbeHost<C> {
                 let removed = match self.scheduler.find(&name) {
                     Some(id) => {
                         self.extras.remove(&id);
-                        self.scheduler.remove(id).is_some()
+                        let removed = self.scheduler.remove(id).is_some();
+                        self.update_slack();
+                        removed
                     }
                     None => false,
                 };
@@ -1012,6 +1102,52 @@ mod tests {
         );
         let m = handle.metrics().await.unwrap();
         assert_eq!(m.probes[0].durations.count, m.probes[0].counts[0]);
+    }
+
+    /// Runs that come due within the wake slack of each other start at one wakeup (their
+    /// start instants are at least the slack apart), and none starts more than the slack
+    /// late: with no jitter, each probe's runs are one interval apart, plus at most the slack.
+    #[tokio::test(start_paused = true)]
+    async fn runs_due_within_the_slack_start_together_and_at_most_the_slack_late() {
+        let (notices_tx, mut notices) = mpsc::channel(4096);
+        let (host, handle) = ProbeHost::new(NodeId::new(7), 42, TokioClock::starting_now());
+        tokio::spawn(host.with_observer(notices_tx).run());
+        let mode = Arc::new(AtomicU8::new(PASS));
+        // 200 first runs spread over one interval: 5 ms apart on average, closer than the
+        // slack of 1 s (10 ms).
+        for i in 0..200 {
+            handle
+                .register_async(spec(&format!("p{i}")), Switch { mode: mode.clone() })
+                .await
+                .unwrap();
+        }
+        let slack = MAX_WAKE_SLACK;
+        let mut starts: BTreeMap<String, Vec<Instant>> = BTreeMap::new();
+        while starts.values().map(Vec::len).sum::<usize>() < 200 * 4 {
+            if let Some(ProbeNotice::Finished { probe, record, .. }) = notices.recv().await {
+                starts.entry(probe.name).or_default().push(record.started);
+            }
+        }
+        let mut every: Vec<Instant> = starts.values().flatten().copied().collect();
+        every.sort_unstable();
+        every.dedup();
+        for pair in every.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= slack,
+                "two wakeups {:?} apart, closer than the slack {slack:?}",
+                pair[1] - pair[0]
+            );
+        }
+        for (name, runs) in &starts {
+            for pair in runs.windows(2) {
+                let gap = pair[1] - pair[0];
+                assert!(
+                    gap >= INTERVAL && gap <= INTERVAL + slack,
+                    "{name}: runs {gap:?} apart, interval {INTERVAL:?}, slack {slack:?}"
+                );
+            }
+        }
+        assert_eq!(handle.metrics().await.unwrap().notices_dropped, 0);
     }
 
     /// Tags filter the listing; a name taken twice is refused; a removed probe is gone.
