@@ -4,16 +4,22 @@
 //! comes last:
 //!
 //! 1. refusals, each answered 403/400 with a reason and written to the audit log: an observe
-//!    and an operate caller, a kind outside the allow-list, a duration over the maximum, a
-//!    replayed token, another caller's token, a changed plan, and the relay abused with a
-//!    member certificate (a kind outside the target's allow-list, a duration over its maximum)
-//!    or with an admin token instead of a node certificate;
+//!    and an operate caller (on every chaos call that changes anything), a kind outside the
+//!    allow-list, a duration over the maximum, a replayed token, another caller's token, a
+//!    changed plan, a plan while the kill switch is engaged; then an abort by an admin. All of
+//!    it twice, through the HTTP routes and through their gRPC twins (the same permission
+//!    table; a refusal is the gRPC code of the twin's status, its message starting with the
+//!    same reason): one table of checks, [`refusals`], over [`Via`]. Then the relay abused with
+//!    a member certificate (a kind outside the target's allow-list, a duration over its
+//!    maximum) or with an admin token instead of a node certificate;
 //! 2. a minority partition started through the endpoint: the majority sees the minority
 //!    suspect or dead, and the mesh heals by itself at the deadline;
 //! 3. the kill switch during three active experiments: all reverted on every node, new plans
 //!    refused until re-armed;
 //! 4. the caller (a `meshctl` process) gone and the origin node killed mid-experiment: the
-//!    targets still revert at the deadline on their own clocks.
+//!    targets still revert at the deadline on their own clocks;
+//! 5. a blast radius that changed between plan and start (a member planned on died): refused,
+//!    409 `radius-changed` over HTTP and `FAILED_PRECONDITION` over gRPC, and audited.
 //!
 //! Every wait is bounded; every process is killed when the test ends.
 
@@ -26,9 +32,15 @@ use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, start};
 use common::{TempDir, eventually, token, write_config_with};
+use meshkit_node::api::grpc::path as grpc_path;
+use meshkit_node::client::grpc::{ControlClient, GrpcChannel};
 use meshkit_node::client::{Client, ClientConfig, Protocols};
+use meshkit_node::grpc::proto::{
+    AbortChaosRequest, ChaosJson, ChaosKillSwitchRequest, ListChaosRequest,
+};
 use meshkit_node::permission::Permission;
 use serde_json::{Value, json};
+use tonic::Code;
 
 const FORM_LIMIT: Duration = Duration::from_secs(20);
 /// Longest from a deadline to a target listing the experiment reverted (the target is
@@ -223,86 +235,13 @@ async fn chaos_endpoints_on_five_daemons() {
     let dir = mesh.dir.path().to_owned();
     let a1 = mesh.addr(1).to_owned();
 
-    // 1. Refusals, each with its reason, each audited.
-    let small = latency_on(3, 2);
-    for scope in [Permission::Observe, Permission::Operate] {
-        let subject = format!("chaos-{scope}");
-        let c = client_with(&dir, Auth::Token(&token(&dir, &subject, scope)));
-        let (status, body) = plan(&c, &a1, &small).await;
-        assert_eq!(status, 403, "{scope}: {body}");
-        assert_eq!(body["required_scope"], "mesh.admin", "{body}");
-        assert!(
-            mesh.audited(1, |r| r["identity"] == subject.as_str()
-                && r["outcome"] == "forbidden"
-                && r["path"] == "/control/chaos/plans")
-                .await,
-            "the {scope} refusal is audited"
-        );
+    // 1. Refusals, each with its reason, each audited: through HTTP at node 1, then through
+    // gRPC at node 2. Two nodes because a node writes at most AUDIT_REFUSALS_BURST (20)
+    // refusal records a minute, whoever the callers, and each protocol's table makes 16.
+    for (proto, node) in [(Proto::Http, 1), (Proto::Grpc, 2)] {
+        refusals(&mesh, proto, node).await;
     }
-    let pause = json!({"duration": "2s", "selector": {"indices": [4]}, "fault": {"kind": "pause"}});
-    let (status, body) = plan(&mesh.admin, &a1, &pause).await;
-    assert_eq!(
-        (status, body["reason"].as_str()),
-        (403, Some("kind-not-allowed")),
-        "{body}"
-    );
-    assert!(
-        mesh.audited(1, |r| is_chaos(r, "plan", "kind-not-allowed"))
-            .await
-    );
-    let long = latency_on(3, MAX_DURATION_S + 10);
-    let (status, body) = plan(&mesh.admin, &a1, &long).await;
-    assert_eq!(
-        (status, body["reason"].as_str()),
-        (400, Some("duration-over-max")),
-        "{body}"
-    );
-    assert!(
-        mesh.audited(1, |r| is_chaos(r, "plan", "duration-over-max"))
-            .await
-    );
-
-    let (status, planned) = plan(&mesh.admin, &a1, &small).await;
-    assert_eq!(status, 200, "{planned}");
-    assert_eq!(planned["radius"]["nodes"], json!([4, 5]), "{planned}");
-    let start_body = json!({"plan": planned["plan"], "token": planned["token"]});
-    // Another admin holding the token cannot use it.
-    let other = client_with(
-        &dir,
-        Auth::Token(&token(&dir, "other-admin", Permission::Admin)),
-    );
-    let (status, body) = call(&other, &a1, "/control/chaos/experiments", &start_body).await;
-    assert_eq!(
-        (status, body["reason"].as_str()),
-        (403, Some("token-other-caller")),
-        "{body}"
-    );
-    // The plan changed after it was confirmed.
-    let mut altered = start_body.clone();
-    altered["plan"]["duration"] = json!("3s");
-    let (status, body) = call(&mesh.admin, &a1, "/control/chaos/experiments", &altered).await;
-    assert_eq!(
-        (status, body["reason"].as_str()),
-        (400, Some("token-altered-plan")),
-        "{body}"
-    );
-    // The real start (those refusals did not use the token up), then its replay.
-    let (status, started) = call(&mesh.admin, &a1, "/control/chaos/experiments", &start_body).await;
-    assert_eq!(status, 201, "{started}");
-    let (status, body) = call(&mesh.admin, &a1, "/control/chaos/experiments", &start_body).await;
-    assert_eq!(
-        (status, body["reason"].as_str()),
-        (403, Some("token-replayed")),
-        "{body}"
-    );
-    assert!(
-        mesh.audited(1, |r| is_chaos(r, "activate", "token-replayed"))
-            .await
-    );
-    assert!(
-        mesh.audited(1, |r| is_chaos(r, "activate", "token-other-caller"))
-            .await
-    );
+    let small = latency_on(3, 2);
 
     // The relay, abused: a member certificate asks node 3 for what node 3's [chaos] refuses,
     // and an admin token (not a node) asks at all.
@@ -363,16 +302,6 @@ async fn chaos_endpoints_on_five_daemons() {
     );
 
     // 2. A minority partition: the majority sees it suspect or dead, then it heals by itself.
-    let id = started["id"].as_str().unwrap().to_owned();
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            mesh.phase_of(4, &id)
-                .await
-                .is_some_and(|(p, _)| p == "reverted")
-        })
-        .await,
-        "the 2 s latency experiment reverts"
-    );
     let partition = json!({"duration": "5s", "selector": {"indices": [3, 4]}, "fault": {"kind": "partition", "shape": "minority"}});
     let (status, started) = plan_and_start(&mesh.admin, &a1, &partition).await;
     assert_eq!(status, 201, "{started}");
@@ -424,6 +353,56 @@ async fn chaos_endpoints_on_five_daemons() {
         assert_eq!(status, 201, "{started}");
         ids.push(started["id"].as_str().unwrap().to_owned());
     }
+    // `meshctl chaos list` asks every member: the union of their answers names all three,
+    // active, in JSON and in the table.
+    let token_file = dir.join("admin.token");
+    std::fs::write(&token_file, token(&dir, "chaos-admin", Permission::Admin)).unwrap();
+    let meshctl_list = |json: bool| {
+        let mut command = common::meshctl(
+            &dir,
+            &a1,
+            common::MeshctlAs::TokenFile(&token_file),
+            ["chaos", "list"],
+        );
+        if json {
+            command.arg("--json");
+        }
+        common::run_bounded(command, Duration::from_secs(20))
+    };
+    let (ok, out) = meshctl_list(true);
+    assert!(ok, "meshctl chaos list --json: {out}");
+    let listed: Value = serde_json::from_str(
+        out.lines()
+            .skip_while(|l| !l.starts_with('{'))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .as_str(),
+    )
+    .expect("meshctl --json prints JSON");
+    let nodes = listed["nodes"]
+        .as_array()
+        .expect("one entry per node asked");
+    assert_eq!(nodes.len(), 5, "every member is asked: {listed}");
+    for id in &ids {
+        let holders = nodes
+            .iter()
+            .filter(|n| {
+                n["answer"]["experiments"].as_array().is_some_and(|es| {
+                    es.iter()
+                        .any(|e| e["id"] == id.as_str() && e["phase"] == "active")
+                })
+            })
+            .count();
+        assert_eq!(
+            holders, 2,
+            "{id} is active on both of its targets: {listed}"
+        );
+    }
+    let (ok, table) = meshctl_list(false);
+    assert!(ok, "meshctl chaos list: {table}");
+    for id in &ids {
+        assert!(table.contains(id.as_str()), "the table lists {id}: {table}");
+    }
     let a2 = mesh.addr(2).to_owned();
     let (status, body) = call(&mesh.admin, &a2, "/control/chaos/kill-switch", &json!({})).await;
     assert_eq!(status, 200, "{body}");
@@ -468,8 +447,6 @@ async fn chaos_endpoints_on_five_daemons() {
     // targets revert on their own clocks.
     let plan_file = dir.join("latency.json");
     std::fs::write(&plan_file, latency_on(3, 3).to_string()).unwrap();
-    let token_file = dir.join("admin.token");
-    std::fs::write(&token_file, token(&dir, "chaos-admin", Permission::Admin)).unwrap();
     let mut command = common::meshctl(
         &dir,
         &a1,
@@ -489,6 +466,17 @@ async fn chaos_endpoints_on_five_daemons() {
     .expect("meshctl --json prints JSON");
     let id = started["started"]["id"].as_str().unwrap().to_owned();
     let deadline_ms = started["started"]["deadline_unix_ms"].as_u64().unwrap();
+    // For 5.: plans confirmed at node 2 while node 1 is still a member. Index 0 is node 1 and
+    // index 1 node 2 now; once node 1 is dead they are nodes 2 and 3.
+    let first_two = json!({"duration": "2s", "selector": {"indices": [0]}, "peers": {"indices": [1]}, "fault": {"kind": "latency", "delay": "5ms"}});
+    let mut confirmed = Vec::new();
+    for proto in [Proto::Http, Proto::Grpc] {
+        let admin = Via::new(&dir, proto, &proto.admin(), Permission::Admin, &a2).await;
+        let planned = admin.plan(&first_two).await.expect("planned at node 2");
+        assert_eq!(planned["radius"]["nodes"], json!([1, 2]), "{planned}");
+        let body = json!({"plan": planned["plan"], "token": planned["token"]});
+        confirmed.push((proto, admin, body));
+    }
     mesh.daemons.get_mut(&1).unwrap().kill();
     mesh.daemons.remove(&1);
     for target in [4, 5] {
@@ -499,6 +487,397 @@ async fn chaos_endpoints_on_five_daemons() {
             "node {target} reverts without its caller or origin"
         );
     }
+
+    // 5. The radius changed between plan and start: node 1 is dead to node 2, so the plans
+    // confirmed above now resolve to other nodes. Refused with the twin's status, audited.
+    assert!(
+        eventually(FORM_LIMIT, || async {
+            mesh.states(2)
+                .await
+                .is_some_and(|s| s.get(&1).is_none_or(|st| st == "dead" || st == "left"))
+        })
+        .await,
+        "node 2 sees the killed node 1 dead within {FORM_LIMIT:?}"
+    );
+    for (proto, admin, body) in confirmed {
+        let refused = admin
+            .start(&body)
+            .await
+            .expect_err("a start whose radius moved");
+        assert_eq!(
+            (refused.status, refused.reason.as_deref()),
+            (409, Some("radius-changed")),
+            "{proto:?}: {refused:?}"
+        );
+        assert!(
+            mesh.audited(2, |r| r["identity"] == proto.admin().as_str()
+                && is_chaos(r, "activate", "radius-changed"))
+                .await,
+            "{proto:?}: the radius-changed refusal is audited"
+        );
+    }
+}
+
+/// The two protocols of the chaos calls.
+#[derive(Clone, Copy, Debug)]
+enum Proto {
+    Http,
+    Grpc,
+}
+
+impl Proto {
+    /// The path a refused plan is audited under (the route, or the gRPC method).
+    fn plan_path(self) -> &'static str {
+        match self {
+            Self::Http => "/control/chaos/plans",
+            Self::Grpc => grpc_path::PLAN_CHAOS,
+        }
+    }
+
+    /// The admin's token subject for calls over this protocol, so each protocol's audit
+    /// records are told apart.
+    fn admin(self) -> String {
+        format!("chaos-admin-{self:?}")
+    }
+}
+
+/// A refused chaos call, whatever the protocol: the HTTP status (a gRPC code read back as the
+/// status of its HTTP twin, by the table of docs/api.md), the stable reason (`None` for the
+/// permission check's refusal, which names the scope instead) and the answer's whole text.
+#[derive(Debug)]
+struct Refused {
+    status: u16,
+    reason: Option<String>,
+    text: String,
+}
+
+/// A chaos call's JSON answer, or its refusal.
+type Answer = Result<Value, Refused>;
+
+/// The chaos calls to one node over one protocol: the HTTP routes or their gRPC twins, both
+/// answering an [`Answer`], so [`refusals`] is one table of checks for both.
+enum Via {
+    Http { client: Client, addr: String },
+    Grpc(ControlClient<GrpcChannel>),
+}
+
+impl Via {
+    /// Calls to node `addr` over `proto` with a token of `scope` for `subject`.
+    async fn new(dir: &Path, proto: Proto, subject: &str, scope: Permission, addr: &str) -> Self {
+        let client = client_with(dir, Auth::Token(&token(dir, subject, scope)));
+        match proto {
+            Proto::Http => Self::Http {
+                client,
+                addr: addr.to_owned(),
+            },
+            Proto::Grpc => Self::Grpc(ControlClient::new(
+                client
+                    .grpc_channel(addr)
+                    .await
+                    .expect("a gRPC channel over the control port's TLS"),
+            )),
+        }
+    }
+
+    async fn plan(&self, plan: &Value) -> Answer {
+        match self {
+            Self::Http { client, addr } => {
+                http_answer(client.post_json(addr, "/control/chaos/plans", plan).await)
+            }
+            Self::Grpc(c) => grpc_answer(c.clone().plan_chaos(chaos_json(plan)).await),
+        }
+    }
+
+    async fn start(&self, body: &Value) -> Answer {
+        match self {
+            Self::Http { client, addr } => http_answer(
+                client
+                    .post_json(addr, "/control/chaos/experiments", body)
+                    .await,
+            ),
+            Self::Grpc(c) => grpc_answer(c.clone().start_chaos(chaos_json(body)).await),
+        }
+    }
+
+    async fn list(&self) -> Answer {
+        match self {
+            Self::Http { client, addr } => {
+                http_answer(client.get(addr, "/control/chaos/experiments").await)
+            }
+            Self::Grpc(c) => grpc_answer(c.clone().list_chaos(ListChaosRequest {}).await),
+        }
+    }
+
+    async fn abort(&self, id: &str) -> Answer {
+        match self {
+            Self::Http { client, addr } => {
+                let path = format!("/control/chaos/experiments/{}", id.replace('/', "%2F"));
+                http_answer(
+                    client
+                        .request(http::Method::DELETE, addr, &path, bytes::Bytes::new())
+                        .await,
+                )
+            }
+            Self::Grpc(c) => grpc_answer(
+                c.clone()
+                    .abort_chaos(AbortChaosRequest { id: id.to_owned() })
+                    .await,
+            ),
+        }
+    }
+
+    /// Engages (`engage`) or re-arms the kill switch.
+    async fn kill_switch(&self, engage: bool) -> Answer {
+        match self {
+            Self::Http { client, addr } => http_answer(if engage {
+                client
+                    .post_json(addr, "/control/chaos/kill-switch", &json!({}))
+                    .await
+            } else {
+                client
+                    .request(
+                        http::Method::DELETE,
+                        addr,
+                        "/control/chaos/kill-switch",
+                        bytes::Bytes::new(),
+                    )
+                    .await
+            }),
+            Self::Grpc(c) => {
+                let mut c = c.clone();
+                grpc_answer(if engage {
+                    c.engage_chaos_kill_switch(ChaosKillSwitchRequest {}).await
+                } else {
+                    c.rearm_chaos_kill_switch(ChaosKillSwitchRequest {}).await
+                })
+            }
+        }
+    }
+}
+
+fn chaos_json(body: &Value) -> ChaosJson {
+    ChaosJson {
+        json: body.to_string(),
+    }
+}
+
+fn http_answer(
+    response: Result<meshkit_node::client::Response, meshkit_node::client::ClientError>,
+) -> Answer {
+    let r = response.expect("the node answers");
+    let body: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+    if (200..300).contains(&r.status) {
+        return Ok(body);
+    }
+    Err(Refused {
+        status: r.status,
+        reason: body["reason"].as_str().map(str::to_owned),
+        text: r.body,
+    })
+}
+
+fn grpc_answer(answer: Result<tonic::Response<ChaosJson>, tonic::Status>) -> Answer {
+    match answer {
+        Ok(r) => Ok(serde_json::from_str(&r.into_inner().json).expect("the twin's JSON body")),
+        Err(status) => {
+            let http = match status.code() {
+                Code::InvalidArgument => 400,
+                Code::Unauthenticated => 401,
+                Code::PermissionDenied => 403,
+                Code::NotFound => 404,
+                Code::FailedPrecondition => 409,
+                Code::Unavailable => 503,
+                other => panic!("a chaos call answered {other:?}: {status:?}"),
+            };
+            // A chaos refusal's message starts with its reason: `token-replayed: ...`.
+            let reason = status
+                .message()
+                .split_once(": ")
+                .map(|(head, _)| head)
+                .filter(|head| head.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+                .map(str::to_owned);
+            Err(Refused {
+                status: http,
+                reason,
+                text: status.message().to_owned(),
+            })
+        }
+    }
+}
+
+/// Asserts `answer` is refused with `status` and `reason`.
+fn assert_refused(proto: Proto, what: &str, answer: Answer, status: u16, reason: &str) {
+    let refused = answer.expect_err(what);
+    assert_eq!(
+        (refused.status, refused.reason.as_deref()),
+        (status, Some(reason)),
+        "{proto:?}, {what}: {refused:?}"
+    );
+}
+
+/// Section 1 through `proto`, at node `node`: the permission table (observe and operate callers
+/// refused every call that changes anything, and allowed to list), the admin's refusals (a
+/// kind outside the allow-list, a duration over the maximum, another caller's token, an
+/// altered plan, a replayed token, a plan under the kill switch), an admin's start, abort,
+/// kill switch and re-arm; each refusal and each action audited with the caller.
+async fn refusals(mesh: &Mesh, proto: Proto, node: u64) {
+    let dir = mesh.dir.path();
+    let a1 = mesh.addr(node);
+    let small = latency_on(3, 2);
+    for scope in [Permission::Observe, Permission::Operate] {
+        let subject = format!("chaos-{scope}-{proto:?}");
+        let caller = Via::new(dir, proto, &subject, scope, a1).await;
+        let calls = [
+            ("plan", caller.plan(&small).await),
+            (
+                "start",
+                caller.start(&json!({"plan": small, "token": "t"})).await,
+            ),
+            ("abort", caller.abort("node-1/0").await),
+            ("kill switch", caller.kill_switch(true).await),
+            ("re-arm", caller.kill_switch(false).await),
+        ];
+        let refused_calls = calls.len();
+        for (what, answer) in calls {
+            let refused = answer.expect_err(what);
+            assert_eq!(
+                refused.status, 403,
+                "{proto:?}, {scope}, {what}: {refused:?}"
+            );
+            assert!(
+                refused.text.contains("mesh.admin"),
+                "{proto:?}, {scope}, {what}: the refusal names the scope: {refused:?}"
+            );
+        }
+        assert!(
+            caller.list().await.is_ok(),
+            "{proto:?}: {scope} lists the experiments"
+        );
+        let forbidden =
+            |r: &Value| r["identity"] == subject.as_str() && r["outcome"] == "forbidden";
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                mesh.audit(node).iter().filter(|r| forbidden(r)).count() == refused_calls
+            })
+            .await,
+            "{proto:?}: each of the {scope} caller's {refused_calls} refusals is audited once: {:?}",
+            mesh.audit(node)
+                .iter()
+                .filter(|r| forbidden(r))
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            mesh.audit(node)
+                .iter()
+                .any(|r| forbidden(r) && r["path"] == proto.plan_path()),
+            "{proto:?}: the refused plan is audited under its path"
+        );
+    }
+
+    let admin = Via::new(dir, proto, &proto.admin(), Permission::Admin, a1).await;
+    let by_admin = |action: &'static str, reason: &'static str| {
+        move |r: &Value| r["identity"] == proto.admin().as_str() && is_chaos(r, action, reason)
+    };
+    let pause = json!({"duration": "2s", "selector": {"indices": [4]}, "fault": {"kind": "pause"}});
+    assert_refused(
+        proto,
+        "pause",
+        admin.plan(&pause).await,
+        403,
+        "kind-not-allowed",
+    );
+    assert!(
+        mesh.audited(node, by_admin("plan", "kind-not-allowed"))
+            .await
+    );
+    let long = latency_on(3, MAX_DURATION_S + 10);
+    assert_refused(
+        proto,
+        "too long",
+        admin.plan(&long).await,
+        400,
+        "duration-over-max",
+    );
+    assert!(
+        mesh.audited(node, by_admin("plan", "duration-over-max"))
+            .await
+    );
+
+    let planned = admin.plan(&small).await.expect("an admin plans");
+    assert_eq!(planned["radius"]["nodes"], json!([4, 5]), "{planned}");
+    let start_body = json!({"plan": planned["plan"], "token": planned["token"]});
+    // Another admin holding the token cannot use it.
+    let other_subject = format!("other-admin-{proto:?}");
+    let other = Via::new(dir, proto, &other_subject, Permission::Admin, a1).await;
+    let answer = other.start(&start_body).await;
+    assert_refused(proto, "other caller", answer, 403, "token-other-caller");
+    assert!(
+        mesh.audited(node, |r| r["identity"] == other_subject.as_str()
+            && is_chaos(r, "activate", "token-other-caller"))
+            .await
+    );
+    // The plan changed after it was confirmed.
+    let mut altered = start_body.clone();
+    altered["plan"]["duration"] = json!("3s");
+    let answer = admin.start(&altered).await;
+    assert_refused(proto, "altered", answer, 400, "token-altered-plan");
+    // The real start (those refusals did not use the token up), then its replay.
+    let started = admin.start(&start_body).await.expect("an admin starts");
+    let confirmed: Vec<u64> = started["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .filter(|t| t["ok"] == true)
+        .filter_map(|t| t["node"].as_u64())
+        .collect();
+    assert_eq!(
+        confirmed,
+        [4, 5],
+        "{proto:?}: every target confirms: {started}"
+    );
+    let answer = admin.start(&start_body).await;
+    assert_refused(proto, "replayed", answer, 403, "token-replayed");
+    assert!(
+        mesh.audited(node, by_admin("activate", "token-replayed"))
+            .await
+    );
+
+    // The admin aborts it: reverted on both targets, audited.
+    let id = started["id"].as_str().expect("an experiment id").to_owned();
+    admin.abort(&id).await.expect("an admin aborts");
+    for node in [4, 5] {
+        assert!(
+            eventually(Duration::from_secs(3), || async {
+                mesh.phase_of(node, &id).await
+                    == Some(("reverted".to_owned(), Some("aborted".to_owned())))
+            })
+            .await,
+            "{proto:?}: node {node} reverted {id} by the abort"
+        );
+    }
+    assert!(
+        mesh.audited(node, |r| r["identity"] == proto.admin().as_str()
+            && r["chaos"]["action"] == "abort"
+            && r["chaos"]["experiment"] == id.as_str())
+            .await
+    );
+
+    // The kill switch: engaged, a plan is refused; re-armed, plans pass again.
+    admin.kill_switch(true).await.expect("an admin engages");
+    assert_refused(
+        proto,
+        "under the kill switch",
+        admin.plan(&small).await,
+        409,
+        "kill-switch-engaged",
+    );
+    admin.kill_switch(false).await.expect("an admin re-arms");
+    admin.plan(&small).await.expect("re-armed: plans pass");
+    assert!(
+        mesh.audited(node, |r| r["identity"] == proto.admin().as_str()
+            && r["chaos"]["action"] == "rearm")
+            .await
+    );
 }
 
 /// Polls node `target` until it lists `id` reverted: its end reason, asserting the revert was
