@@ -557,7 +557,8 @@ type Answer = Result<Value, Refused>;
 /// The chaos calls to one node over one protocol: the HTTP routes or their gRPC twins, both
 /// answering an [`Answer`], so [`refusals`] is one table of checks for both.
 enum Via {
-    Http { client: Client, addr: String },
+    // Boxed: a client is several times the size of a gRPC one.
+    Http { client: Box<Client>, addr: String },
     Grpc(ControlClient<GrpcChannel>),
 }
 
@@ -567,7 +568,7 @@ impl Via {
         let client = client_with(dir, Auth::Token(&token(dir, subject, scope)));
         match proto {
             Proto::Http => Self::Http {
-                client,
+                client: Box::new(client),
                 addr: addr.to_owned(),
             },
             Proto::Grpc => Self::Grpc(ControlClient::new(
