@@ -1290,6 +1290,7 @@ pub struct ExperimentRecord {
     pub until_s: f64,
     /// When it was undone, if it was within the run.
     pub reverted_s: Option<f64>,
-    /// How it ended (`deadline`, `aborted`, `kill-switch`), if it did within the run.
+    /// How it ended (`deadline`, `aborted`, `kill-switch`), if it did within the run; or why it
+    /// never ran (`unresolved: ...`, `not modelled: ...` for a real-node fault).
     pub end: Option<String>,
 }

@@ -431,7 +431,8 @@ fn role_selectors_name_who_holds_the_role_when_the_plan_starts() {
 }
 
 /// What the simulator cannot apply is refused with a typed error saying why: the real-node
-/// kinds and membership surge, both as given plans and in scenario files.
+/// kinds and membership surge as given plans, and a surge in a scenario file (a `join` fault
+/// says it there).
 #[test]
 fn real_node_kinds_and_surge_are_refused_with_their_reason() {
     let quiet = scenario(8, 10, "", &[]);
@@ -468,14 +469,47 @@ fn real_node_kinds_and_surge_are_refused_with_their_reason() {
     );
     let text = "name = \"t\"\n[topology]\nnodes = 4\n[run]\nduration = \"10s\"\n[[fault]]\n\
                 at = \"1s\"\naction = \"plan\"\nplan = { duration = \"5s\", fault = { kind = \
-                \"transport-downgrade\" } }\n";
+                \"membership-surge\", joins = 2 } }\n";
     let err = Scenario::parse(text, "t.toml").unwrap_err().to_string();
-    assert!(err.contains("real-node fault"), "{err}");
+    assert!(err.contains("`join` fault"), "{err}");
     // Every plan has a duration.
     let text = text
         .replace("duration = \\\"5s\\\", ", "")
         .replace("duration = \"5s\", ", "");
     assert!(Scenario::parse(&text, "t.toml").is_err());
+}
+
+/// A scenario file may hold the real-node faults, because the same file drives real nodes
+/// (`meshkit-chaos --env compose`): here each is listed as not modelled over the window it
+/// would have lasted, and touches nothing: the run is the run without it, trace for trace.
+#[test]
+fn real_node_faults_in_a_scenario_file_are_listed_as_not_modelled() {
+    let base = "name = \"t\"\n[topology]\nnodes = 6\n[run]\nduration = \"20s\"\n";
+    let without = run(&Scenario::parse(base, "t.toml").unwrap(), 3, None);
+    for kind in [
+        "kind = \"transport-downgrade\"",
+        "kind = \"certificate-expiry\"",
+    ] {
+        let text = format!(
+            "{base}[[fault]]\nat = \"4s\"\naction = \"plan\"\nplan = {{ duration = \"5s\", \
+             fault = {{ {kind} }} }}\n"
+        );
+        let s = Scenario::parse(&text, "t.toml").unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let r = run(&s, 3, None);
+        let e = one_experiment(&r);
+        assert!(
+            e.end.as_deref().is_some_and(
+                |end| end.starts_with("not modelled: ") && end.contains("real-node fault")
+            ),
+            "{kind}: {e:?}"
+        );
+        assert_eq!(
+            (e.activated_s, e.until_s, e.reverted_s, e.nodes.len()),
+            (4.0, 9.0, None, 0),
+            "{kind}"
+        );
+        assert_eq!(r.trace_hash, without.trace_hash, "{kind} touched the run");
+    }
 }
 
 /// `heal` ends every active partition, plans included, before their deadline.

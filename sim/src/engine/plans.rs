@@ -14,9 +14,11 @@
 //! that.
 //!
 //! Refused, never ignored: membership surge (the simulator's mesh has a fixed set of slots;
-//! [`PlanError::Unsupported`]) and the real-node kinds, transport downgrade and certificate
-//! expiry (the simulated network has no HTTP/3 listener and no certificates;
-//! [`PlanError::RealNodeOnly`]).
+//! [`PlanError::Unsupported`]) and, as given plans, the real-node kinds, transport downgrade and
+//! certificate expiry (the simulated network has no HTTP/3 listener and no certificates;
+//! [`PlanError::RealNodeOnly`]). A scenario file may hold those two, because the same file
+//! drives real nodes (`meshkit-chaos --env compose`): the run lists them in its report's
+//! experiments as `not modelled`, and they touch nothing here.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -114,10 +116,19 @@ impl Engine<'_> {
     /// Starts `plan` now; a plan that does not resolve against the mesh of this moment (no
     /// lease holder to name, say) is kept in the report as an experiment that never ran,
     /// with the reason, instead of stopping the run.
+    ///
+    /// A real-node fault from a scenario file (transport downgrade, certificate expiry: the
+    /// simulated network has neither an HTTP/3 listener nor certificates) is recorded as not
+    /// modelled, over the window it would have lasted, and touches nothing.
     pub(super) fn start_or_record(&mut self, plan: FaultPlan) {
         let now = self.now;
         let kind = plan.kind().name().to_owned();
+        let lasts = plan.duration();
         if let Err(e) = self.start_plan(plan, true) {
+            let (until, end) = match e {
+                PlanError::RealNodeOnly { .. } => (now + lasts, format!("not modelled: {e}")),
+                e => (now, format!("unresolved: {e}")),
+            };
             self.plans.records.push(ExperimentRecord {
                 id: u64::MAX,
                 kind,
@@ -125,9 +136,9 @@ impl Engine<'_> {
                 links: 0,
                 groups: Vec::new(),
                 activated_s: secs(now),
-                until_s: secs(now),
+                until_s: secs(until),
                 reverted_s: None,
-                end: Some(format!("unresolved: {e}")),
+                end: Some(end),
             });
         }
     }
