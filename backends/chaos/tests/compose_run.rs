@@ -89,8 +89,9 @@ fn crash_one_runs_on_a_compose_stack_meets_its_bound_keeps_its_artifacts_and_lea
     }
     let _lock = one_stack_at_a_time();
     let project = format!("meshkit-chaos-test-{}", std::process::id());
-    // Ports apart from a developer's environment (18100..) and compose_env's (20000..).
-    let port_base = 30_000 + (std::process::id() % 300) * 100;
+    // Ports apart from a developer's environment (18100..), and below the kernel's ephemeral range
+    // (32768..): a port a client happened to hold there once refused a surge container.
+    let port_base = 22_000 + (std::process::id() % 100) * 100;
     let _down = Down(&project);
     let scratch = TempDir::new("chaos-run");
     let out = scratch.path().join("artifacts");
@@ -177,7 +178,7 @@ fn a_membership_surge_starts_the_spares_they_join_a_leave_is_seen_and_nothing_is
     }
     let _lock = one_stack_at_a_time();
     let project = format!("meshkit-chaos-surge-{}", std::process::id());
-    let port_base = 30_000 + (std::process::id() % 300) * 100;
+    let port_base = 22_000 + (std::process::id() % 100) * 100;
     let _down = Down(&project);
     let scratch = TempDir::new("chaos-surge");
     let out = scratch.path().join("artifacts");
