@@ -308,7 +308,7 @@ struct Link {
     acked: u64,
     sent: u64,
     last_send: Option<Instant>,
-    /// When it last acknowledged something new (or was chosen).
+    /// When it last acknowledged something new, was chosen, or was seen caught up.
     last_progress: Instant,
     /// Acknowledgements in a row of the same version while more was sent: a batch was lost
     /// (or overtaken); at [`DUPLICATE_ACKS_RESEND`] the owner goes back at once.
@@ -1256,7 +1256,13 @@ impl Queues {
         let replaced = &mut s.replaced;
         replaced.retain(|_, until| *until > now);
         s.links.retain(|&n, l| {
-            let keep = l.acked >= version || now < l.last_progress + stuck;
+            if l.acked >= version {
+                // Caught up: having nothing to acknowledge is not silence. Without this, a
+                // replica idle for longer than the wait was replaced at the first tick after the
+                // next change, before its acknowledgement could come back.
+                l.last_progress = now;
+            }
+            let keep = now < l.last_progress + stuck;
             if !keep {
                 replaced.insert(n, now + stuck * REPLACED_RECOVERY_WAITS);
             }

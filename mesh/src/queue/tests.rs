@@ -1,6 +1,8 @@
-//! Unit tests of the queue's pure parts: the owner's queue, the replica, their checkpoint.
-//! The protocol across nodes (failover, partitions, backpressure seen by producers) is tested
-//! in the simulator (`sim/tests/queues.rs`), on virtual time.
+//! Unit tests of the queue's pure parts: the owner's queue, the replica, their checkpoint; and
+//! of the protocol across nodes, rule by rule ([`across_nodes`]). The same protocol under loss,
+//! kills and partitions at scale is tested in the simulator (`sim/tests/queues.rs`).
+
+mod across_nodes;
 
 use super::*;
 use crate::Instant;

@@ -1,0 +1,659 @@
+//! [`Queues`] across nodes, driven through [`Node`] with instant delivery on virtual time: the
+//! acknowledgement waits for the replicas, tokens are fenced, a new owner rebuilds from a
+//! replica, backpressure reaches producers through gossip, a gone worker's items come back.
+//!
+//! The simulator's queue scenarios (`sim/tests/queues.rs`) check the same guarantees under
+//! loss, kills and partitions at scale; these tests hold each rule of `queues.rs` on its own, so
+//! that a change to one fails here, under the module's own test filter (`queue::`), in
+//! milliseconds.
+//!
+//! The mesh: node 1 is the only voter (and the shard coordinator), a producer and a replica;
+//! nodes 2..=4 contend for the shards, own them, serve their queues, and work.
+
+use alloc::collections::BTreeSet;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::config::{Config, Profile};
+use crate::id::{Incarnation, NodeId};
+use crate::lease::{Campaign, FencingToken, LeaseConfig};
+use crate::node::{Event, Node};
+use crate::queue::{FailOutcome, OwnershipToken, QueueConfig, QueueError, QueueEvent};
+use crate::shard::{ShardConfig, ShardId};
+use crate::time::{Duration, Instant};
+
+const MEMBERS: u64 = 4;
+
+fn id(n: u64) -> NodeId {
+    NodeId::new(n)
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn shards() -> ShardConfig {
+    ShardConfig::new("jobs", 2).unwrap()
+}
+
+fn shard0() -> ShardId {
+    ShardId::new("jobs", 0).unwrap()
+}
+
+fn queue_config() -> QueueConfig {
+    QueueConfig::default()
+        .with_replicas(1)
+        .with_lease_timeout(secs(2))
+        .with_max_attempts(2)
+        .with_health_grace(secs(1))
+}
+
+/// A mesh on virtual time with instant delivery; a node in `down` neither sends, receives nor
+/// runs its timers (a crash, or a pause while it is put back).
+struct Mesh {
+    nodes: Vec<Node>,
+    now: Instant,
+    down: BTreeSet<u64>,
+    /// Every queue event, by node.
+    events: Vec<(u64, QueueEvent)>,
+}
+
+impl Mesh {
+    fn new(config: &QueueConfig) -> Self {
+        let now = Instant::ZERO;
+        let base = |n: u64| {
+            Node::new(
+                Config::from_profile(Profile::Lan),
+                id(n),
+                Incarnation::new(1),
+                n,
+                now,
+            )
+        };
+        let mut nodes = vec![
+            base(1)
+                .with_voter(now, LeaseConfig::default(), &[id(1)])
+                .unwrap()
+                .with_shards(now, shards())
+                .with_queues(now, &shards(), config.clone(), Default::default()),
+        ];
+        for k in 2..=MEMBERS {
+            let mut member = base(k)
+                .with_lease_client(
+                    now,
+                    LeaseConfig::default(),
+                    &[id(1)],
+                    Campaign::new(secs(3), Duration::from_millis(100)),
+                )
+                .with_shards(now, shards())
+                .with_queues(now, &shards(), config.clone(), Default::default());
+            member.join(now, &[id(1)]);
+            nodes.push(member);
+        }
+        let mut mesh = Self {
+            nodes,
+            now,
+            down: BTreeSet::new(),
+            events: Vec::new(),
+        };
+        for k in 2..=MEMBERS {
+            mesh.node(k).join_shards(now).unwrap();
+        }
+        mesh.run_for(secs(20));
+        for s in shards().shards() {
+            assert!(mesh.owner_of(&s).is_some(), "{s} is served after 20 s");
+        }
+        mesh.events.clear();
+        mesh
+    }
+
+    fn node(&mut self, n: u64) -> &mut Node {
+        &mut self.nodes[(n - 1) as usize]
+    }
+
+    /// The node serving `shard`'s queue, if one does.
+    fn owner_of(&self, shard: &ShardId) -> Option<u64> {
+        let serving: Vec<u64> = (1..=MEMBERS)
+            .filter(|n| !self.down.contains(n))
+            .filter(|&n| {
+                self.nodes[(n - 1) as usize]
+                    .queues()
+                    .is_some_and(|q| q.serving(shard).is_some())
+            })
+            .collect();
+        assert!(serving.len() <= 1, "{shard} served by {serving:?}");
+        serving.first().copied()
+    }
+
+    /// A live node that does not own `shard`, other than node 1 (which cannot own).
+    fn other_member(&self, shard: &ShardId) -> u64 {
+        let owner = self.owner_of(shard);
+        (2..=MEMBERS)
+            .find(|n| Some(*n) != owner && !self.down.contains(n))
+            .unwrap()
+    }
+
+    /// Runs until `stop` holds for a queue event (returned with its node) or `limit` passes.
+    fn run_until(
+        &mut self,
+        limit: Duration,
+        mut stop: impl FnMut(u64, &QueueEvent) -> bool,
+    ) -> Option<(u64, QueueEvent)> {
+        let until = self.now + limit;
+        let mut buf = Vec::new();
+        for _ in 0..2_000_000 {
+            let mut wire = Vec::new();
+            for (i, node) in self.nodes.iter_mut().enumerate() {
+                let n = i as u64 + 1;
+                if self.down.contains(&n) {
+                    continue;
+                }
+                while let Some(t) = node.poll_transmit(self.now, &mut buf) {
+                    wire.push((node.local_id(), t.to, buf[..t.len].to_vec()));
+                }
+                let mut found = None;
+                while let Some(event) = node.poll_event() {
+                    if let Event::Queue(e) = event {
+                        if found.is_none() && stop(n, &e) {
+                            found = Some((n, e.clone()));
+                        }
+                        self.events.push((n, e));
+                    }
+                }
+                if found.is_some() {
+                    return found;
+                }
+            }
+            if wire.is_empty() {
+                let next = self
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !self.down.contains(&(*i as u64 + 1)))
+                    .filter_map(|(_, n)| n.poll_timeout())
+                    .min()
+                    .unwrap();
+                if next > until {
+                    self.now = until;
+                    return None;
+                }
+                self.now = next;
+                for (i, node) in self.nodes.iter_mut().enumerate() {
+                    if !self.down.contains(&(i as u64 + 1)) {
+                        node.handle_timeout(self.now);
+                    }
+                }
+            }
+            for (from, to, bytes) in wire {
+                if !self.down.contains(&to.get()) {
+                    self.nodes[(to.get() - 1) as usize]
+                        .handle_datagram(self.now, from, &bytes)
+                        .unwrap();
+                }
+            }
+        }
+        panic!("no progress in 2,000,000 steps");
+    }
+
+    fn run_for(&mut self, time: Duration) {
+        assert!(self.run_until(time, |_, _| false).is_none());
+    }
+
+    /// Enqueues `payload` from node `from` and runs until it is answered.
+    fn enqueue(&mut self, from: u64, shard: &ShardId, payload: &[u8]) -> QueueEvent {
+        let now = self.now;
+        let request = self
+            .node(from)
+            .queue_enqueue(now, shard.clone(), payload)
+            .unwrap();
+        self.answer(from, request)
+    }
+
+    /// Leases from node `worker` and runs until it is answered.
+    fn lease(&mut self, worker: u64, shard: &ShardId) -> QueueEvent {
+        let now = self.now;
+        let request = self.node(worker).queue_lease(now, shard.clone()).unwrap();
+        self.answer(worker, request)
+    }
+
+    /// Completes `token` from node `worker` and runs until it is answered.
+    fn complete(&mut self, worker: u64, shard: &ShardId, token: OwnershipToken) -> QueueEvent {
+        let now = self.now;
+        let request = self
+            .node(worker)
+            .queue_complete(now, shard.clone(), token)
+            .unwrap();
+        self.answer(worker, request)
+    }
+
+    /// Runs until node `n` gets the answer to `request` (within 10 s: the request timeout).
+    fn answer(&mut self, n: u64, request: u64) -> QueueEvent {
+        let answered = |e: &QueueEvent| match e {
+            QueueEvent::Enqueued { request: r, .. }
+            | QueueEvent::Leased { request: r, .. }
+            | QueueEvent::Empty { request: r, .. }
+            | QueueEvent::Accepted { request: r, .. }
+            | QueueEvent::Refused { request: r, .. } => *r == request,
+            _ => false,
+        };
+        self.run_until(secs(10), |m, e| m == n && answered(e))
+            .unwrap_or_else(|| panic!("request {request} of node {n} unanswered"))
+            .1
+    }
+
+    /// The queue events node `n` emitted since the last `events.clear()`.
+    fn events_of(&self, n: u64) -> Vec<&QueueEvent> {
+        self.events
+            .iter()
+            .filter(|(m, _)| *m == n)
+            .map(|(_, e)| e)
+            .collect()
+    }
+}
+
+fn leased(event: QueueEvent) -> (OwnershipToken, Vec<u8>) {
+    match event {
+        QueueEvent::Leased { token, payload, .. } => (token, payload),
+        other => panic!("not leased: {other:?}"),
+    }
+}
+
+/// An enqueue is acknowledged only once the configured number of replicas hold the item: with
+/// every other member down, the owner holds it and answers nothing; the replicas back, the
+/// acknowledgement comes, and a replica's copy holds the item.
+#[test]
+fn an_enqueue_is_acknowledged_only_once_the_replicas_hold_it() {
+    // A replica silent for the recovery wait is replaced (and not chosen again for a while):
+    // the wait is longer than the second the replicas are down here.
+    let config = queue_config().with_replicas(2).with_recovery_wait(secs(3));
+    let mut mesh = Mesh::new(&config);
+    let s = shard0();
+    let owner = mesh.owner_of(&s).unwrap();
+    let others: Vec<u64> = (2..=MEMBERS).filter(|&n| n != owner).collect();
+    // Node 1 produces and replicates; the two other members are down: one replica of two.
+    mesh.down.extend(others.iter().copied());
+    let now = mesh.now;
+    let request = mesh.node(1).queue_enqueue(now, s.clone(), b"a").unwrap();
+    let early = mesh.run_until(secs(1), |n, e| {
+        n == 1 && matches!(e, QueueEvent::Enqueued { request: r, .. } if *r == request)
+    });
+    assert!(early.is_none(), "acknowledged with one replica of two");
+    assert_eq!(
+        mesh.nodes[(owner - 1) as usize]
+            .queues()
+            .unwrap()
+            .serving(&s)
+            .unwrap()
+            .pending_count(),
+        1,
+        "the owner holds the item meanwhile"
+    );
+    mesh.down.clear();
+    let answer = mesh.answer(1, request);
+    let QueueEvent::Enqueued { item, fence, .. } = answer else {
+        panic!("not acknowledged: {answer:?}");
+    };
+    let held: Vec<u64> = (1..=MEMBERS)
+        .filter(|&n| {
+            mesh.nodes[(n - 1) as usize]
+                .queues()
+                .unwrap()
+                .replicas()
+                .get(&s)
+                .is_some_and(|r| r.records().any(|rec| rec.id == item))
+        })
+        .collect();
+    assert!(held.len() >= 2, "replicas holding it: {held:?}");
+    assert!(!held.contains(&owner));
+    let acked = mesh
+        .events_of(owner)
+        .into_iter()
+        .any(|e| matches!(e, QueueEvent::Acknowledged { item: i, fence: f, .. } if *i == item && *f == fence));
+    assert!(acked, "the owner reports the acknowledgement");
+}
+
+/// A leased item is completed once; the same token again, a token of another lease of it, and a
+/// token under another fence are refused, and the owner counts the stale ones.
+#[test]
+fn a_token_completes_its_item_once_and_stale_tokens_are_refused() {
+    let mut mesh = Mesh::new(&queue_config());
+    let s = shard0();
+    let owner = mesh.owner_of(&s).unwrap();
+    let worker = mesh.other_member(&s);
+    assert!(matches!(
+        mesh.enqueue(1, &s, b"job"),
+        QueueEvent::Enqueued { .. }
+    ));
+    let (token, payload) = leased(mesh.lease(worker, &s));
+    assert_eq!(payload, b"job");
+    assert!(matches!(mesh.lease(worker, &s), QueueEvent::Empty { .. }));
+
+    let forged_fence = OwnershipToken {
+        fence: FencingToken::new(token.fence.get() + 1),
+        ..token
+    };
+    let QueueEvent::Refused { error, .. } = mesh.complete(worker, &s, forged_fence) else {
+        panic!("a token under another fence was accepted");
+    };
+    assert!(matches!(error, QueueError::StaleFence { .. }), "{error:?}");
+
+    let accepted = mesh.complete(worker, &s, token);
+    assert!(matches!(accepted, QueueEvent::Accepted { token: t, .. } if t == token));
+    let done = mesh.events_of(owner);
+    assert!(
+        done.iter()
+            .any(|e| matches!(e, QueueEvent::Completed { token: t, .. } if *t == token))
+    );
+    let q = mesh.nodes[(owner - 1) as usize].queues().unwrap();
+    assert_eq!(
+        (
+            q.serving(&s).unwrap().pending_count(),
+            q.serving(&s).unwrap().active_count()
+        ),
+        (0, 0)
+    );
+    assert!(matches!(mesh.lease(worker, &s), QueueEvent::Empty { .. }));
+    let stale_before = mesh
+        .events_of(owner)
+        .iter()
+        .filter(|e| matches!(e, QueueEvent::StaleRefused { .. }))
+        .count();
+    assert_eq!(stale_before, 1, "the forged fence was counted");
+}
+
+/// A worker's failure requeues the item while attempts remain, then dead-letters it; a
+/// heartbeat keeps a lease past its timeout and an expired lease requeues.
+#[test]
+fn failures_requeue_then_dead_letter_and_heartbeats_hold_a_lease() {
+    let mut mesh = Mesh::new(&queue_config());
+    let s = shard0();
+    let owner = mesh.owner_of(&s).unwrap();
+    let worker = mesh.other_member(&s);
+    mesh.enqueue(1, &s, b"flaky");
+    let (first, _) = leased(mesh.lease(worker, &s));
+    let now = mesh.now;
+    let r = mesh
+        .node(worker)
+        .queue_fail(now, s.clone(), first, true)
+        .unwrap();
+    assert!(matches!(
+        mesh.answer(worker, r),
+        QueueEvent::Accepted { .. }
+    ));
+    let (second, _) = leased(mesh.lease(worker, &s));
+    assert_eq!(second.item, first.item);
+    assert_eq!(second.attempt, first.attempt + 1);
+
+    // Heartbeat past the 2 s lease timeout: still held.
+    for _ in 0..3 {
+        mesh.run_for(Duration::from_millis(1_500));
+        let now = mesh.now;
+        let r = mesh
+            .node(worker)
+            .queue_heartbeat(now, s.clone(), second)
+            .unwrap();
+        assert!(matches!(
+            mesh.answer(worker, r),
+            QueueEvent::Accepted { .. }
+        ));
+    }
+    let now = mesh.now;
+    let r = mesh
+        .node(worker)
+        .queue_fail(now, s.clone(), second, true)
+        .unwrap();
+    assert!(matches!(
+        mesh.answer(worker, r),
+        QueueEvent::Accepted { .. }
+    ));
+    let failed: Vec<FailOutcome> = mesh
+        .events_of(owner)
+        .iter()
+        .filter_map(|e| match e {
+            QueueEvent::Failed { outcome, .. } => Some(*outcome),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, [FailOutcome::Requeued, FailOutcome::DeadLettered]);
+    assert!(
+        matches!(mesh.lease(worker, &s), QueueEvent::Empty { .. }),
+        "max attempts 2"
+    );
+
+    // An expired lease comes back with the next attempt.
+    mesh.enqueue(1, &s, b"slow");
+    let (slow, _) = leased(mesh.lease(worker, &s));
+    mesh.run_for(secs(3));
+    let released = mesh.events_of(owner).into_iter().any(|e| {
+        matches!(e, QueueEvent::Released { item, outcome: FailOutcome::Requeued, .. } if *item == slow.item)
+    });
+    assert!(released, "the expired lease was requeued");
+    let (again, _) = leased(mesh.lease(worker, &s));
+    assert_eq!((again.item, again.attempt), (slow.item, slow.attempt + 1));
+    let QueueEvent::Refused { error, .. } = mesh.complete(worker, &s, slow) else {
+        panic!("the expired lease's token completed the item");
+    };
+    assert!(matches!(error, QueueError::StaleLease { .. }), "{error:?}");
+}
+
+/// The owner crashes with an item acknowledged and leased: another member takes the shard
+/// under a higher fence, rebuilds the queue from the replica, refuses the old lease's token,
+/// and serves the item again once that lease expires.
+#[test]
+fn a_new_owner_rebuilds_from_the_replica_and_fences_the_old_workers() {
+    let mut mesh = Mesh::new(&queue_config());
+    let s = shard0();
+    let owner = mesh.owner_of(&s).unwrap();
+    let worker = mesh.other_member(&s);
+    mesh.enqueue(1, &s, b"kept");
+    mesh.enqueue(1, &s, b"leased");
+    let (old, _) = leased(mesh.lease(worker, &s));
+    mesh.down.insert(owner);
+    mesh.events.clear();
+    let serving = mesh.run_until(
+        secs(30),
+        |_, e| matches!(e, QueueEvent::Serving { shard, .. } if *shard == s),
+    );
+    let Some((
+        new_owner,
+        QueueEvent::Serving {
+            fence,
+            source,
+            items,
+            ..
+        },
+    )) = serving
+    else {
+        panic!("no member served {s} again within 30 s");
+    };
+    assert_ne!(new_owner, owner);
+    assert!(fence > old.fence, "{fence:?} after {:?}", old.fence);
+    assert_eq!(items, 2);
+    assert!(source.is_some(), "rebuilt from a replica, not empty");
+    let recovering = mesh.events_of(new_owner).into_iter().any(
+        |e| matches!(e, QueueEvent::Recovering { shard, fence: f } if *shard == s && *f == fence),
+    );
+    assert!(recovering);
+
+    // The deposed owner's token is refused by the new owner.
+    let QueueEvent::Refused { error, .. } = mesh.complete(worker, &s, old) else {
+        panic!("a deposed owner's token completed an item");
+    };
+    assert!(matches!(error, QueueError::StaleFence { .. }), "{error:?}");
+
+    // Both items are served under the new fence: the pending one at once, the leased one once
+    // its old lease expired.
+    let mut payloads = Vec::new();
+    for _ in 0..20 {
+        match mesh.lease(worker, &s) {
+            QueueEvent::Leased { token, payload, .. } => {
+                assert_eq!(token.fence, fence);
+                assert!(matches!(
+                    mesh.complete(worker, &s, token),
+                    QueueEvent::Accepted { .. }
+                ));
+                payloads.push(payload);
+            }
+            QueueEvent::Empty { .. } if payloads.len() < 2 => mesh.run_for(secs(1)),
+            other => {
+                assert!(matches!(other, QueueEvent::Empty { .. }), "{other:?}");
+                break;
+            }
+        }
+    }
+    payloads.sort();
+    assert_eq!(payloads, [b"kept".to_vec(), b"leased".to_vec()]);
+}
+
+/// Backpressure: active once `pending >= high`, published in the owner's metadata so a
+/// producer elsewhere sees it; inactive again at `pending <= low`, not before the cooldown.
+#[test]
+fn backpressure_reaches_producers_and_respects_the_cooldown() {
+    let cooldown = secs(2);
+    let config = queue_config()
+        .with_watermarks(3, Some(1))
+        .with_cooldown(cooldown);
+    let mut mesh = Mesh::new(&config);
+    let s = shard0();
+    let owner = mesh.owner_of(&s).unwrap();
+    let worker = mesh.other_member(&s);
+    for k in 0..3u8 {
+        mesh.enqueue(1, &s, &[k]);
+    }
+    let seen = |mesh: &Mesh, n: u64| {
+        let node = &mesh.nodes[(n - 1) as usize];
+        node.queues()
+            .unwrap()
+            .backpressure(node.queue_context(), &s)
+            .map(|(o, _, signal)| (o, signal.is_active, signal.pending_count))
+    };
+    let became_active = mesh
+        .events_of(owner)
+        .into_iter()
+        .find_map(|e| match e {
+            QueueEvent::Backpressure { signal, .. } if signal.is_active => Some(signal.observed_at),
+            _ => None,
+        })
+        .expect("active at the high watermark");
+    // Gossip carries the owner's signal to the producer.
+    mesh.run_for(secs(2));
+    assert_eq!(seen(&mesh, 1), Some((id(owner), true, 3)));
+
+    // Down to the low watermark at once: the transition waits out the cooldown.
+    for _ in 0..2 {
+        let (token, _) = leased(mesh.lease(worker, &s));
+        mesh.complete(worker, &s, token);
+    }
+    mesh.run_for(secs(3));
+    let inactive = mesh
+        .events_of(owner)
+        .into_iter()
+        .find_map(|e| match e {
+            QueueEvent::Backpressure { signal, .. } if !signal.is_active => {
+                Some(signal.observed_at)
+            }
+            _ => None,
+        })
+        .expect("inactive at the low watermark");
+    assert!(
+        inactive >= became_active + cooldown,
+        "{inactive:?} {became_active:?}"
+    );
+    mesh.run_for(secs(2));
+    assert_eq!(
+        seen(&mesh, 1).map(|(o, a, _)| (o, a)),
+        Some((id(owner), false))
+    );
+}
+
+/// A worker's node dies with an item leased: after the health grace the owner says so and
+/// requeues the item at once, long before its lease would expire.
+#[test]
+fn a_dead_workers_items_are_requeued_after_the_grace() {
+    let config = queue_config().with_lease_timeout(secs(600));
+    let mut mesh = Mesh::new(&config);
+    let s = shard0();
+    let owner = mesh.owner_of(&s).unwrap();
+    let worker = mesh.other_member(&s);
+    mesh.enqueue(1, &s, b"orphan");
+    let (token, _) = leased(mesh.lease(worker, &s));
+    mesh.down.insert(worker);
+    let released = mesh.run_until(secs(60), |n, e| {
+        n == owner && matches!(e, QueueEvent::Released { item, .. } if *item == token.item)
+    });
+    assert!(
+        released.is_some(),
+        "the gone worker's item was not released"
+    );
+    assert!(
+        mesh.events_of(owner)
+            .iter()
+            .any(|e| matches!(e, QueueEvent::WorkerDisconnected { node } if *node == id(worker))),
+        "the health tracker's alert"
+    );
+    let now = mesh.now;
+    let summary = mesh.nodes[(owner - 1) as usize]
+        .queues()
+        .unwrap()
+        .health()
+        .summary(now);
+    assert!(summary.unhealthy >= 1, "{summary:?}");
+    let third = (2..=MEMBERS).find(|&n| n != owner && n != worker).unwrap();
+    let (again, payload) = leased(mesh.lease(third, &s));
+    assert_eq!(
+        (again.item, payload.as_slice()),
+        (token.item, &b"orphan"[..])
+    );
+}
+
+/// Drain takes the pending items out (only at the owner); restore puts them back; both are
+/// replicated, so a new owner would see the same queue.
+#[test]
+fn drain_and_restore_run_at_the_owner_only() {
+    let mut mesh = Mesh::new(&queue_config());
+    let s = shard0();
+    let owner = mesh.owner_of(&s).unwrap();
+    let other = mesh.other_member(&s);
+    for k in 0..3u8 {
+        mesh.enqueue(1, &s, &[k]);
+    }
+    let now = mesh.now;
+    let error = mesh.node(other).queue_drain(now, &s).unwrap_err();
+    assert!(
+        matches!(error, QueueError::NotOwner { owner: Some(o) } if o == id(owner)),
+        "{error:?}"
+    );
+    let drained = mesh.node(owner).queue_drain(now, &s).unwrap();
+    assert_eq!(
+        drained.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
+        [[0], [1], [2]]
+    );
+    mesh.run_for(secs(1));
+    let replica_pending = |mesh: &Mesh| {
+        (1..=MEMBERS)
+            .filter_map(|n| {
+                mesh.nodes[(n - 1) as usize]
+                    .queues()
+                    .unwrap()
+                    .replicas()
+                    .get(&s)
+            })
+            .map(|r| r.records().filter(|rec| !rec.state.is_finished()).count())
+            .max()
+    };
+    assert_eq!(
+        replica_pending(&mesh),
+        Some(0),
+        "the drain reached the replica"
+    );
+    let now = mesh.now;
+    assert_eq!(mesh.node(owner).queue_restore(now, &s, &drained), Ok(3));
+    mesh.run_for(secs(1));
+    assert_eq!(
+        replica_pending(&mesh),
+        Some(3),
+        "the restore reached the replica"
+    );
+    let (_, payload) = leased(mesh.lease(other, &s));
+    assert_eq!(payload, [0]);
+}
