@@ -269,15 +269,31 @@ fn an_enqueue_is_acknowledged_only_once_the_replicas_hold_it() {
     let mut mesh = Mesh::new(&config);
     let s = shard0();
     let owner = mesh.owner_of(&s).unwrap();
-    let others: Vec<u64> = (2..=MEMBERS).filter(|&n| n != owner).collect();
-    // Node 1 produces and replicates; the two other members are down: one replica of two.
-    mesh.down.extend(others.iter().copied());
+    let links: Vec<u64> = mesh.nodes[(owner - 1) as usize]
+        .queues()
+        .unwrap()
+        .replica_links(&s)
+        .into_iter()
+        .map(|(n, _)| n.get())
+        .collect();
+    assert_eq!(links.len(), 2, "{links:?}");
+    // One replica of the two down (not node 1: it produces).
+    let silent = *links.iter().find(|&&n| n != 1).unwrap();
+    mesh.down.insert(silent);
     let now = mesh.now;
     let request = mesh.node(1).queue_enqueue(now, s.clone(), b"a").unwrap();
     let early = mesh.run_until(secs(1), |n, e| {
         n == 1 && matches!(e, QueueEvent::Enqueued { request: r, .. } if *r == request)
     });
     assert!(early.is_none(), "acknowledged with one replica of two");
+    let q = mesh.nodes[(owner - 1) as usize].queues().unwrap();
+    let version = q.serving(&s).unwrap().version();
+    let holding = q
+        .replica_links(&s)
+        .iter()
+        .filter(|(_, acked)| *acked >= version)
+        .count();
+    assert_eq!(holding, 1, "the other replica holds it meanwhile");
     assert_eq!(
         mesh.nodes[(owner - 1) as usize]
             .queues()
