@@ -21,9 +21,13 @@
 //!
 //! A `certificate-expiry` chaos experiment makes the node serve another certificate for a
 //! while ([`CertReloader::with_stand_in`]): an expired one, or one about to expire, that the
-//! operator provides (a node holds no CA key to mint one). While the stand-in is served, new
-//! handshakes get it and `mesh_transport_cert_expiry_timestamp_seconds` shows its expiry; a
-//! rotation of the files meanwhile is judged as usual and published when the stand-in ends.
+//! operator provides (a node holds no CA key to mint one). Every identity this reloader
+//! publishes carries the stand-in and its switch ([`TlsIdentity::with_stand_in`]), and the
+//! listeners' certificate resolvers read the switch at each handshake: once the experiment has
+//! raised it (and reports itself active), new handshakes get the stand-in, with no task in
+//! between to lag behind. `mesh_transport_cert_expiry_timestamp_seconds` shows the stand-in's
+//! expiry while it is served ([`TlsStats`] reads the same switch at each scrape); a rotation of
+//! the files meanwhile is judged and published as usual, and served once the stand-in ends.
 //!
 //! Why polling: three small files every two seconds cost microseconds, work on every file
 //! system (including Kubernetes secret volumes, whose atomic symlink swaps inotify watchers
@@ -99,7 +103,7 @@ pub struct CertReloader {
     node: NodeId,
     stats: Arc<TlsStats>,
     publish: watch::Sender<Arc<TlsIdentity>>,
-    /// The identity from the files, what is published whenever no stand-in is served.
+    /// The identity from the files (without the stand-in; [`CertReloader::published`] adds it).
     own: Arc<TlsIdentity>,
     stand_in: Option<StandIn>,
     applied: Fingerprint,
@@ -164,13 +168,9 @@ impl CertReloader {
                 self.refused = None;
                 self.own = Arc::new(identity);
                 self.stats.count_reload_ok(not_after);
-                match self.stand_in.as_ref().filter(|s| s.served) {
-                    // Published when the stand-in ends; the metric keeps showing the stand-in.
-                    Some(s) => self.stats.set_cert_not_after(not_after_of(&s.identity)),
-                    None => {
-                        self.publish.send_replace(self.own.clone());
-                    }
-                }
+                // While a stand-in is served the listeners keep presenting it (they read its
+                // switch) and the expiry metric keeps showing it (TlsStats reads the switch too).
+                self.publish.send_replace(self.published());
                 PollOutcome::Applied
             }
             Err(error) => {
@@ -188,16 +188,32 @@ impl CertReloader {
     /// Serves `identity` in place of the files' while `serve` holds `true` (see the module
     /// docs). The caller checks the stand-in first ([`TlsIdentity::check_stand_in`]).
     pub fn with_stand_in(mut self, identity: TlsIdentity, serve: watch::Receiver<bool>) -> Self {
+        self.stats
+            .set_stand_in(not_after_of(&identity), serve.clone());
         self.stand_in = Some(StandIn {
             identity: Arc::new(identity),
             serve,
             served: false,
         });
+        self.publish.send_replace(self.published());
         self.follow_stand_in();
         self
     }
 
-    /// Publishes the stand-in or the node's own identity, as `serve` now says.
+    /// The identity the listeners get: the files', carrying the stand-in and its switch while
+    /// there is one.
+    fn published(&self) -> Arc<TlsIdentity> {
+        match &self.stand_in {
+            Some(s) => Arc::new(
+                TlsIdentity::clone(&self.own)
+                    .with_stand_in(TlsIdentity::clone(&s.identity), s.serve.clone()),
+            ),
+            None => self.own.clone(),
+        }
+    }
+
+    /// Logs the switch's changes (the listeners and the expiry metric read the switch
+    /// themselves, at each handshake and each scrape).
     fn follow_stand_in(&mut self) {
         let Some(stand_in) = &mut self.stand_in else {
             return;
@@ -208,28 +224,21 @@ impl CertReloader {
         }
         stand_in.served = serve;
         if serve {
-            let identity = stand_in.identity.clone();
             tracing::warn!(
-                not_after = %crate::tls::rfc3339(not_after_of(&identity)),
+                not_after = %crate::tls::rfc3339(not_after_of(&stand_in.identity)),
                 "chaos: new handshakes get the stand-in certificate"
             );
-            self.publish_identity(identity);
         } else {
             tracing::info!("chaos: new handshakes get the node's own certificate again");
-            self.publish_identity(self.own.clone());
         }
     }
 
-    /// Stops serving the stand-in for good (its switch is gone: the driver ended).
+    /// Stops serving the stand-in for good (its switch is gone: the driver ended): the
+    /// listeners get the files' identity alone.
     fn end_stand_in(&mut self) {
-        if self.stand_in.take().is_some_and(|s| s.served) {
-            self.publish_identity(self.own.clone());
+        if self.stand_in.take().is_some() {
+            self.publish.send_replace(self.own.clone());
         }
-    }
-
-    fn publish_identity(&self, identity: Arc<TlsIdentity>) {
-        self.stats.set_cert_not_after(not_after_of(&identity));
-        self.publish.send_replace(identity);
     }
 
     /// Polls the files every `interval` (never with `None`: reloading is off) and follows the
@@ -273,7 +282,7 @@ fn not_after_of(identity: &TlsIdentity) -> i64 {
 struct StandIn {
     identity: Arc<TlsIdentity>,
     serve: watch::Receiver<bool>,
-    /// Whether it is published now.
+    /// Whether the switch was on when last looked at (for the log).
     served: bool,
 }
 
@@ -456,5 +465,107 @@ mod tests {
             counters.cert_not_after,
             Some(crate::tls::unix_seconds(until))
         );
+    }
+
+    /// Drives a TLS 1.3 handshake in memory to its end; the client's error, if any.
+    fn handshake(
+        server: &Arc<rustls::ServerConfig>,
+        client: &Arc<rustls::ClientConfig>,
+    ) -> Result<(), rustls::Error> {
+        let name =
+            rustls::pki_types::ServerName::try_from(crate::tls::node_dns_name(NodeId::new(1)))
+                .unwrap();
+        let mut client = rustls::ClientConnection::new(client.clone(), name).unwrap();
+        let mut server = rustls::ServerConnection::new(server.clone()).unwrap();
+        // A handshake is two flights each way; a few more rounds cost nothing.
+        for _ in 0..8 {
+            let mut bytes = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut bytes).unwrap();
+            }
+            let mut read = &bytes[..];
+            while !read.is_empty() {
+                server.read_tls(&mut read).unwrap();
+            }
+            // The server's own verdict shows on the client as the alert it sends.
+            let _ = server.process_new_packets();
+            let mut bytes = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut bytes).unwrap();
+            }
+            let mut read = &bytes[..];
+            while !read.is_empty() {
+                client.read_tls(&mut read).unwrap();
+            }
+            client.process_new_packets()?;
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("the in-memory handshake did not finish in 8 rounds");
+    }
+
+    /// A listener builds its configuration once from the source; raising the stand-in switch
+    /// (what a `certificate-expiry` experiment does before it reports itself active) must make
+    /// the very next handshake get the stand-in, with no task run in between (none runs here:
+    /// there is no runtime), and lowering it must give the own certificate back.
+    #[test]
+    fn the_stand_in_switch_is_read_at_each_handshake() {
+        let (_dir, files) = files("stand-in");
+        let ca = DevCa::generate("stand-in CA").unwrap();
+        write(&files, &ca, None);
+        let identity = TlsIdentity::load(&files.cert, &files.key, &files.ca).unwrap();
+        let past = SystemTime::now() - Duration::from_secs(86_400 * 10);
+        let expired = ca
+            .issue_node_valid(NodeId::new(1), past, past + Duration::from_secs(86_400))
+            .unwrap();
+        let stand_in = TlsIdentity::from_pem(
+            &files,
+            expired.cert_pem.as_bytes(),
+            expired.key_pem.as_bytes(),
+            ca.cert_pem().as_bytes(),
+        )
+        .unwrap();
+        stand_in.check_stand_in(NodeId::new(1)).unwrap();
+        let stats = Arc::new(TlsStats::default());
+        let (switch, serve) = watch::channel(false);
+        let own_expiry = identity.not_after_unix();
+        let stand_in_expiry = stand_in.not_after_unix();
+        let (reloader, source) = CertReloader::new(identity, stats.clone());
+        let _reloader = reloader.with_stand_in(stand_in, serve);
+        let server = Arc::new(source.current().server_config().unwrap());
+
+        let peer = ca.issue_node(NodeId::new(2)).unwrap();
+        let peer = TlsIdentity::from_pem(
+            &files,
+            peer.cert_pem.as_bytes(),
+            peer.key_pem.as_bytes(),
+            ca.cert_pem().as_bytes(),
+        )
+        .unwrap();
+        // Every handshake a full one: a resumed session presents no certificate.
+        let mut client = peer.client_config().unwrap();
+        client.resumption = rustls::client::Resumption::disabled();
+        let client = Arc::new(client);
+        handshake(&server, &client).expect("the own certificate passes");
+
+        switch.send_replace(true);
+        // The expiry metric follows at once too (the built-in probe and the alert read it).
+        assert_eq!(stats.counters().cert_not_after, stand_in_expiry);
+        let refused = handshake(&server, &client).expect_err("the stand-in has expired");
+        assert!(
+            matches!(
+                refused,
+                rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::Expired
+                        | rustls::CertificateError::ExpiredContext { .. }
+                )
+            ),
+            "{refused:?}"
+        );
+
+        switch.send_replace(false);
+        assert_eq!(stats.counters().cert_not_after, own_expiry);
+        handshake(&server, &client).expect("the own certificate again");
     }
 }

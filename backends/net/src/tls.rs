@@ -19,7 +19,9 @@ use rustls::client::danger::ServerCertVerifier as _;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
 use thiserror::Error;
+use tokio::sync::watch;
 
 /// The ALPN protocol name of MeshKit's gossip over QUIC.
 pub const ALPN_GOSSIP: &[u8] = b"meshkit-gossip/1";
@@ -229,6 +231,16 @@ pub struct TlsIdentity {
     files: TlsFiles,
     not_before: i64,
     not_after: i64,
+    /// A certificate served in place of this one while its switch is on (a
+    /// `certificate-expiry` chaos experiment): see [`TlsIdentity::with_stand_in`].
+    stand_in: Option<Arc<StandIn>>,
+}
+
+/// A stand-in certificate and the switch that says, at each handshake, whether it is served.
+#[derive(Debug)]
+struct StandIn {
+    identity: TlsIdentity,
+    serve: watch::Receiver<bool>,
 }
 
 impl Clone for TlsIdentity {
@@ -241,6 +253,7 @@ impl Clone for TlsIdentity {
             files: self.files.clone(),
             not_before: self.not_before,
             not_after: self.not_after,
+            stand_in: self.stand_in.clone(),
         }
     }
 }
@@ -310,7 +323,58 @@ impl TlsIdentity {
             files: files.clone(),
             not_before,
             not_after,
+            stand_in: None,
         })
+    }
+
+    /// This identity, with `stand_in` served in its place to every handshake (as server and as
+    /// client) that starts while `serve` holds `true`: a `certificate-expiry` chaos experiment.
+    ///
+    /// Why the switch is read per handshake by the configurations' certificate resolvers: a
+    /// chaos experiment reports itself active once it has raised the switch, so the next
+    /// handshake must already get the stand-in. Publishing a new configuration to every
+    /// listener instead let the report run ahead of the listeners by the tasks in between.
+    /// The stand-in must be checked by the caller ([`TlsIdentity::check_stand_in`]: same node,
+    /// same CA); peers stay verified against this identity's CA. A stand-in of the stand-in
+    /// is dropped.
+    #[must_use]
+    pub fn with_stand_in(mut self, mut stand_in: Self, serve: watch::Receiver<bool>) -> Self {
+        stand_in.stand_in = None;
+        self.stand_in = Some(Arc::new(StandIn {
+            identity: stand_in,
+            serve,
+        }));
+        self
+    }
+
+    /// Whether new handshakes get the stand-in now ([`TlsIdentity::with_stand_in`]).
+    pub fn serves_stand_in(&self) -> bool {
+        self.stand_in.as_ref().is_some_and(|s| switch_on(&s.serve))
+    }
+
+    /// The stand-in certificate's expiry, in Unix seconds, when there is one.
+    pub fn stand_in_not_after_unix(&self) -> Option<i64> {
+        self.stand_in.as_ref().map(|s| s.identity.not_after)
+    }
+
+    /// The certificate and signing key of this identity alone.
+    fn certified_key(&self, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, TlsError> {
+        CertifiedKey::from_der(self.chain.clone(), self.key.clone_key(), provider)
+            .map(Arc::new)
+            .map_err(|e| self.key_error(e))
+    }
+
+    /// What the configurations present: the own certificate, or the stand-in while its switch
+    /// is on (read at each handshake).
+    fn resolver(&self, provider: &CryptoProvider) -> Result<Arc<ServedCert>, TlsError> {
+        let stand_in = match &self.stand_in {
+            Some(s) => Some((s.identity.certified_key(provider)?, s.serve.clone())),
+            None => None,
+        };
+        Ok(Arc::new(ServedCert {
+            own: self.certified_key(provider)?,
+            stand_in,
+        }))
     }
 
     /// Whether a node may use this material at `now`: the certificate names `node` (when
@@ -430,11 +494,11 @@ impl TlsIdentity {
             provider.clone(),
         )
         .build()?;
+        let resolver = self.resolver(&provider)?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|e| self.key_error(e))?;
+            .with_cert_resolver(resolver);
         config.alpn_protocols = vec![ALPN_GOSSIP.to_vec()];
         Ok(config)
     }
@@ -450,24 +514,63 @@ impl TlsIdentity {
         )
         .allow_unauthenticated()
         .build()?;
+        let resolver = self.resolver(&provider)?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|e| self.key_error(e))?;
+            .with_cert_resolver(resolver);
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(config)
     }
 
     /// The client side: verifies the server against the CA and presents this node's certificate.
     pub fn client_config(&self) -> Result<rustls::ClientConfig, TlsError> {
-        let mut config = rustls::ClientConfig::builder_with_provider(crypto_provider())
+        let provider = crypto_provider();
+        let resolver = self.resolver(&provider)?;
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_root_certificates(self.roots.clone())
-            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|e| self.key_error(e))?;
+            .with_client_cert_resolver(resolver);
         config.alpn_protocols = vec![ALPN_GOSSIP.to_vec()];
         Ok(config)
+    }
+}
+
+/// Whether a stand-in switch is on: it holds `true` and its sender (the chaos layer) still
+/// exists; a switch whose sender is gone serves nothing, whatever it last held.
+pub(crate) fn switch_on(serve: &watch::Receiver<bool>) -> bool {
+    serve.has_changed().is_ok() && *serve.borrow()
+}
+
+/// The certificate a handshake presents: the node's own, or its stand-in while the switch is on.
+#[derive(Debug)]
+struct ServedCert {
+    own: Arc<CertifiedKey>,
+    stand_in: Option<(Arc<CertifiedKey>, watch::Receiver<bool>)>,
+}
+
+impl ServedCert {
+    fn now(&self) -> Arc<CertifiedKey> {
+        match &self.stand_in {
+            Some((stand_in, serve)) if switch_on(serve) => stand_in.clone(),
+            _ => self.own.clone(),
+        }
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServedCert {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.now())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for ServedCert {
+    fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.now())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 

@@ -12,10 +12,11 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use rustls::AlertDescription;
+use tokio::sync::watch;
 
 /// Refusals logged per listener within one [`REFUSAL_LOG_WINDOW`]; the rest are only counted.
 pub const REFUSAL_LOG_BURST: u32 = 10;
@@ -252,8 +253,12 @@ impl LogLimiter {
 pub struct TlsStats {
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
-    /// `notAfter` of the certificate in use, Unix seconds; `i64::MIN` until one is known.
+    /// `notAfter` of the node's own certificate, Unix seconds; `i64::MIN` until one is known.
     not_after: AtomicI64,
+    /// A `certificate-expiry` stand-in's `notAfter` and the switch that serves it: while the
+    /// switch is on, the expiry reported is the stand-in's, read at each snapshot as the
+    /// listeners read the switch at each handshake (so the metric never lags the experiment).
+    stand_in: OnceLock<(i64, watch::Receiver<bool>)>,
     failures: [[AtomicU64; 3]; 2],
     windows: [LogLimiter; 2],
 }
@@ -264,6 +269,7 @@ impl Default for TlsStats {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             not_after: AtomicI64::new(i64::MIN),
+            stand_in: OnceLock::new(),
             failures: Default::default(),
             windows: Default::default(),
         }
@@ -318,7 +324,10 @@ impl meshkit_api::metrics::Source for TlsCounters {
 impl TlsStats {
     /// A copy of the counters now.
     pub fn counters(&self) -> TlsCounters {
-        let not_after = self.not_after.load(Ordering::Relaxed);
+        let not_after = match self.stand_in.get() {
+            Some((stand_in, serve)) if crate::tls::switch_on(serve) => *stand_in,
+            _ => self.not_after.load(Ordering::Relaxed),
+        };
         let mut handshake_failures = [[0; 3]; 2];
         for (row, counters) in handshake_failures.iter_mut().zip(&self.failures) {
             for (value, counter) in row.iter_mut().zip(counters) {
@@ -333,7 +342,14 @@ impl TlsStats {
         }
     }
 
-    /// The certificate now in use expires at `not_after` (Unix seconds).
+    /// While `serve` holds `true`, the certificate in use is a stand-in that expires at
+    /// `not_after` (Unix seconds). Set once, by the certificate reloader; a second call is
+    /// ignored.
+    pub fn set_stand_in(&self, not_after: i64, serve: watch::Receiver<bool>) {
+        let _ = self.stand_in.set((not_after, serve));
+    }
+
+    /// The node's own certificate now expires at `not_after` (Unix seconds).
     pub fn set_cert_not_after(&self, not_after: i64) {
         self.not_after.store(not_after, Ordering::Relaxed);
     }
