@@ -2,7 +2,7 @@
 """The compose chaos environment: N meshkitd, the probe agent, Prometheus with MeshKit's rules,
 Alertmanager.
 
-    compose/up   [--nodes 5] [--voters 3] [--contenders all|members] [--spares 3] [--project meshkit-chaos] [--port-base 18100] [--json]
+    compose/up   [--nodes 5] [--voters 3] [--contenders all|members] [--spares 3] [--project meshkit-chaos] [--port-base 18100] [--wait 120] [--json]
     compose/down [--project meshkit-chaos] [--json]
     compose/env.py status [--project meshkit-chaos] [--json]
 
@@ -10,11 +10,13 @@ Alertmanager.
 scripts/static-image.sh; the
 Prometheus and Alertmanager images from this machine's Debian binaries and the shared libraries
 they load, FROM scratch too: there is no registry to pull a base image from), writes fresh
-certificates, a token key and per-node configurations into compose/.run/PROJECT/, starts the
+certificates (keeping the CA's key, certs/ca.key, from which the rotation drill issues new node
+certificates), a token key and per-node configurations into compose/.run/PROJECT/, starts the
 stack with docker-compose and waits until node 1 and node N see all N alive and node 1 (a voter) names a Raft leader.
 Nodes name each other (`advertise = "meshkit-2:7001"`, `seeds = ["1@meshkit-1:7001"]`):
 containers get their IPs only when they run. The control ports are published on 127.0.0.1
-(node I at PORT_BASE + I, TCP and UDP), Prometheus at PORT_BASE + 90, Alertmanager at
+(node I at PORT_BASE + I, TCP and UDP, up to node 29: a larger stack, at most 100 nodes and no
+spares, reaches the others on the project's network only), Prometheus at PORT_BASE + 90, Alertmanager at
 PORT_BASE + 93, the probe agent's /metrics at PORT_BASE + 65. The agent (docs/probes.md) probes
 every node with the observer certificate and sends its alerts to the stack's Alertmanager;
 Prometheus scrapes it.
@@ -22,8 +24,13 @@ Prometheus scrapes it.
 `--spares K` also writes certificates (from the run's CA), configurations and data directories for
 nodes N+1..N+K, which nothing starts: `meshkit-chaos run` creates their containers through the
 Docker API for a `membership-surge` fault (and removes them at the end of the run). `spares.json`
-in the run directory says how (image, network, user, ports). Prometheus and the probe agent do not
-know them: their figures come from the nodes' own APIs.
+in the run directory says how (image, network, user, ports). Prometheus has a scrape job for each
+spare whose target comes from a file (`prometheus-targets/node-I.json`, file-based discovery):
+empty until the runner starts the spare, which writes its target there, and empties it again when
+it removes it. The probe agent does not know them.
+
+MESHKIT_MESHKITD_IMAGE and MESHKIT_PROBE_IMAGE name other images than meshkit/meshkitd:dev and
+meshkit/meshkit-probe:dev (built with scripts/static-image.sh --tag and --probe-tag).
 
 `down` removes the project's containers, networks and volumes and the run directory (its keys),
 and checks that docker lists none of them afterwards.
@@ -48,8 +55,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "compose" / ".run"
-MESHKITD_IMAGE = "meshkit/meshkitd:dev"
-PROBE_IMAGE = "meshkit/meshkit-probe:dev"
+# Overridable, so that a stack can run images built from another tree without retagging the
+# shared `:dev` ones (scripts/static-image.sh --tag/--probe-tag builds them).
+MESHKITD_IMAGE = os.environ.get("MESHKIT_MESHKITD_IMAGE", "meshkit/meshkitd:dev")
+PROBE_IMAGE = os.environ.get("MESHKIT_PROBE_IMAGE", "meshkit/meshkit-probe:dev")
 PROBE_PORT = 9465
 PROMETHEUS_IMAGE = "meshkit/prometheus:dev"
 ALERTMANAGER_IMAGE = "meshkit/alertmanager:dev"
@@ -67,6 +76,12 @@ CONTROL_PORT = 8101
 DOCKER_TIMEOUT = 120
 IMAGE_BUILD_TIMEOUT = 2400
 HEALTHY_TIMEOUT = 120
+# Node I's control port is published at PORT_BASE + I up to this node (PORT_BASE + 30 on are the
+# tools'); larger stacks (a scale measurement, no spares) reach the rest on their network.
+MAX_PUBLISHED = 29
+MAX_NODES = 100
+# Prometheus' file-based discovery of the spares, in the run directory (prometheus_config).
+SPARE_TARGETS = "prometheus-targets"
 
 
 class ToolError(Exception):
@@ -251,27 +266,37 @@ resend = "10s"
 """
 
 
-def prometheus_config(nodes: int) -> str:
+def node_labels(i: int) -> dict:
+    """The target labels the pack expects (dashboards/README.md): `cluster`, `namespace`, and
+    `target`, the address the probe agent probes (its alerts are inhibited by the node's
+    MeshKitNodeDown through it, since `instance` here is the node's name)."""
+    return {"cluster": "chaos", "namespace": "chaos", "instance": f"node-{i}",
+            "target": f"meshkit-{i}:{CONTROL_PORT}"}
+
+
+def prometheus_config(nodes: int, spares: int = 0) -> str:
     jobs = []
-    for i in range(1, nodes + 1):
+    for i in range(1, nodes + spares + 1):
         # One job a node: Prometheus checks the server name per job, and node certificates
         # name node-I; the job label is set back to `meshkit`, which the dashboards select.
-        # The target labels the pack expects (dashboards/README.md): `cluster`, `namespace`,
-        # and `target`, the address the probe agent probes (its alerts are inhibited by the
-        # node's MeshKitNodeDown through it, since `instance` here is the node's name).
-        jobs.append({
+        job = {
             "job_name": f"meshkit-node-{i}",
             "scheme": "https",
             "tls_config": {"ca_file": "/etc/meshkit/certs/ca.pem",
                            "cert_file": "/etc/meshkit/certs/meshctl-observer.pem",
                            "key_file": "/etc/meshkit/certs/meshctl-observer.key",
                            "server_name": f"node-{i}"},
-            "static_configs": [{"targets": [f"meshkit-{i}:{CONTROL_PORT}"],
-                                "labels": {"cluster": "chaos", "namespace": "chaos",
-                                           "instance": f"node-{i}",
-                                           "target": f"meshkit-{i}:{CONTROL_PORT}"}}],
             "relabel_configs": [{"target_label": "job", "replacement": "meshkit"}],
-        })
+        }
+        if i <= nodes:
+            job["static_configs"] = [{"targets": [f"meshkit-{i}:{CONTROL_PORT}"], "labels": node_labels(i)}]
+        else:
+            # A spare is scraped once the chaos runner starts it: it writes the target (with
+            # node_labels) into this file, empty until then and again after its removal, so an
+            # absent spare has no `up` series (and no MeshKitNodeDown).
+            job["file_sd_configs"] = [{"files": [f"/etc/meshkit/{SPARE_TARGETS}/node-{i}.json"],
+                                       "refresh_interval": "5s"}]
+        jobs.append(job)
     jobs.append({
         "job_name": "meshkit-probe",
         # No `cluster` target label: the agent's per-probe series carry their group's own.
@@ -290,7 +315,7 @@ def compose_file(args: argparse.Namespace, run_dir: Path) -> dict:
     services: dict = {}
     for i in range(1, args.nodes + 1):
         port = args.port_base + i
-        services[f"meshkit-{i}"] = {
+        service = {
             "image": MESHKITD_IMAGE,
             "hostname": f"meshkit-{i}",
             "user": user,
@@ -302,6 +327,11 @@ def compose_file(args: argparse.Namespace, run_dir: Path) -> dict:
             "networks": ["mesh"],
             "labels": {"io.meshkit.role": "node", "io.meshkit.node": str(i)},
         }
+        if i > MAX_PUBLISHED:
+            # PORT_BASE + 30 onwards are Grafana's, the agent's, Prometheus' and Alertmanager's:
+            # a node beyond 29 (a scale measurement) is reached on the project's network only.
+            del service["ports"]
+        services[f"meshkit-{i}"] = service
     services["meshkit-probe"] = {
         "image": PROBE_IMAGE,
         "hostname": "meshkit-probe",
@@ -355,7 +385,10 @@ def write_run_dir(args: argparse.Namespace, run_dir: Path) -> None:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     total = args.nodes + args.spares
-    certs = meshctl_in_image(run_dir, None, "certs", "init", "--out", "certs", "--nodes", str(total))
+    # --keep-ca-key: the rotation drill (meshkit-chaos, certificate-rotation) issues new node
+    # certificates from this run's CA.
+    certs = meshctl_in_image(run_dir, None, "certs", "init", "--out", "certs", "--nodes", str(total),
+                             "--keep-ca-key")
     if certs.returncode != 0:
         raise ToolError(f"meshctl certs init failed: {certs.stderr.strip()}")
     for i in range(1, total + 1):
@@ -372,8 +405,13 @@ def write_run_dir(args: argparse.Namespace, run_dir: Path) -> None:
         "user": f"{os.getuid()}:{os.getgid()}",
         "port_base": args.port_base,
         "control_port": CONTROL_PORT,
+        # Where the runner writes a started spare's scrape target (prometheus_config).
+        "targets_dir": SPARE_TARGETS,
     }, indent=2))
-    (run_dir / "prometheus.yml").write_text(prometheus_config(args.nodes))
+    (run_dir / "prometheus.yml").write_text(prometheus_config(args.nodes, args.spares))
+    (run_dir / SPARE_TARGETS).mkdir()
+    for i in range(args.nodes + 1, total + 1):
+        (run_dir / SPARE_TARGETS / f"node-{i}.json").write_text("[]\n")
     shutil.copy(ROOT / "dashboards" / "alertmanager.yml", run_dir / "alertmanager.yml")
     shutil.copytree(ROOT / "dashboards" / "rules", run_dir / "rules", ignore=shutil.ignore_patterns("tests"))
     grafana = run_dir / "grafana"
@@ -423,9 +461,13 @@ def ready(url: str) -> bool:
 def up(args: argparse.Namespace) -> int:
     if not 1 <= args.voters <= args.nodes:
         raise ToolError(f"--voters is 1..=--nodes ({args.nodes}), not {args.voters}")
-    if args.spares < 0 or args.nodes + args.spares > 29:
-        # Node I's port is PORT_BASE + I, and PORT_BASE + 30 is Grafana's.
-        raise ToolError(f"--nodes + --spares is at most 29 (ports PORT_BASE+1..), not {args.nodes + args.spares}")
+    if args.spares < 0 or (args.spares and args.nodes + args.spares > MAX_PUBLISHED):
+        # Node I's port is PORT_BASE + I, and PORT_BASE + 30 is Grafana's; the runner reaches
+        # every node (spares included) through its published port.
+        raise ToolError(f"with spares, --nodes + --spares is at most {MAX_PUBLISHED} "
+                        f"(ports PORT_BASE+1..), not {args.nodes + args.spares}")
+    if not 1 <= args.nodes <= MAX_NODES:
+        raise ToolError(f"--nodes is 1..={MAX_NODES}, not {args.nodes}")
     ensure_docker()
     ensure_meshkitd_image(args)
     for image in DEBIAN_BINARIES:
@@ -436,7 +478,7 @@ def up(args: argparse.Namespace) -> int:
     log(args, f"starting {args.nodes} nodes ({args.voters} voters), Prometheus and Alertmanager as project {args.project}")
     compose(args, run_dir, "up", "-d")
     network = f"{args.project}_mesh"
-    deadline = time.monotonic() + HEALTHY_TIMEOUT
+    deadline = time.monotonic() + args.wait
     seen: dict[int, tuple[int, str | None]] = {}
     tools = [False, False, False]
     while time.monotonic() < deadline:
@@ -451,7 +493,7 @@ def up(args: argparse.Namespace) -> int:
     else:
         logs = compose(args, run_dir, "logs", "--no-color", "--tail", "30", timeout=DOCKER_TIMEOUT).stdout
         print(logs, file=sys.stderr)
-        print(f"the stack was not healthy after {HEALTHY_TIMEOUT} s: {seen} (node: alive, leader), "
+        print(f"the stack was not healthy after {args.wait} s: {seen} (node: alive, leader), "
               f"Prometheus, Alertmanager and the probe agent ready: {tools}; "
               f"`compose/down --project {args.project}` removes it", file=sys.stderr)
         return 1
@@ -460,7 +502,8 @@ def up(args: argparse.Namespace) -> int:
         "project": args.project, "nodes": args.nodes, "voters": args.voters,
         "spares": args.spares,
         "healthy_after_s": round(took, 1), "leader": seen[1][1], "run_dir": str(run_dir),
-        "control": {f"node-{i}": f"127.0.0.1:{args.port_base + i}" for i in range(1, args.nodes + 1)},
+        "control": {f"node-{i}": f"127.0.0.1:{args.port_base + i}"
+                    for i in range(1, min(args.nodes, MAX_PUBLISHED) + 1)},
         "prometheus": f"http://127.0.0.1:{args.port_base + 90}",
         "alertmanager": f"http://127.0.0.1:{args.port_base + 93}",
         "probe_agent": f"http://127.0.0.1:{args.port_base + 65}",
@@ -539,6 +582,8 @@ def main() -> int:
                                 "nodes that are not voters (the simulator's [leases] layout)")
             p.add_argument("--spares", type=int, default=3,
                            help="nodes prepared but not started, for membership-surge faults (default 3)")
+            p.add_argument("--wait", type=float, default=HEALTHY_TIMEOUT,
+                           help=f"seconds to wait for a healthy mesh (default {HEALTHY_TIMEOUT})")
             p.add_argument("--port-base", type=int, default=18100,
                            help="node I's control port on 127.0.0.1 is PORT_BASE+I; Prometheus +90, Alertmanager +93")
     args = parser.parse_args()

@@ -208,12 +208,14 @@ pub(crate) fn plan_groups(drawn: &[u8], one_way: bool) -> Option<Vec<Vec<u32>>> 
 }
 
 /// Whether the simulator applies plans of `kind`, and if not, why: membership surge is not
-/// modelled (the mesh has a fixed set of node slots), and transport downgrade and certificate
-/// expiry are real-node faults (the simulated network has no HTTP/3 listener and no
-/// certificates).
+/// modelled (the mesh has a fixed set of node slots), and transport downgrade, certificate
+/// expiry and certificate rotation are real-node faults (the simulated network has no HTTP/3
+/// listener and no certificates).
 pub(crate) fn check_plan_kind(kind: &FaultKind) -> Result<(), crate::PlanError> {
     match kind {
-        FaultKind::TransportDowngrade {} | FaultKind::CertificateExpiry { .. } => {
+        FaultKind::TransportDowngrade {}
+        | FaultKind::CertificateExpiry { .. }
+        | FaultKind::CertificateRotation {} => {
             Err(crate::PlanError::RealNodeOnly { kind: kind.name() })
         }
         FaultKind::MembershipSurge { .. } => {
@@ -314,6 +316,12 @@ mod tests {
             check_plan_kind(&FaultKind::CertificateExpiry { expires_in: None }),
             Err(PlanError::RealNodeOnly {
                 kind: "certificate-expiry"
+            })
+        );
+        assert_eq!(
+            check_plan_kind(&FaultKind::CertificateRotation {}),
+            Err(PlanError::RealNodeOnly {
+                kind: "certificate-rotation"
             })
         );
         assert_eq!(

@@ -14,6 +14,7 @@
 //! | [`compose`] | the run: timeline, polls, snapshots, steady-state check, restore, artifacts |
 //! | [`artifacts`] | the folder's files and `report.html` with its SVG plot |
 //! | [`http`] | plain HTTP GETs of Prometheus and Alertmanager |
+//! | [`rotation`] | the certificate rotation drill: new certificates from the run's CA into a node's files, and the certificate a node serves |
 //!
 //! docs/chaos-environment.md, "Running scenarios" and "Reading artifacts", is the user's guide.
 
@@ -23,4 +24,5 @@ pub mod http;
 pub mod nodes;
 pub mod observe;
 pub mod plan;
+pub mod rotation;
 pub mod stack;

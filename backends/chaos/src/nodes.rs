@@ -237,6 +237,15 @@ impl Nodes {
         Ok(())
     }
 
+    /// What the runner's own requests to the nodes went over: requests by protocol, fallbacks
+    /// from HTTP/3 by reason, failures (both clients together). A `transport-downgrade` shows
+    /// here as fallbacks, a `certificate-expiry` as failures of the polls of that node.
+    pub fn stats(&self) -> meshkit_client::StatsSnapshot {
+        let mut stats = self.client.stats();
+        stats.merge(&self.control.stats());
+        stats
+    }
+
     /// Closes the client's connections.
     pub async fn close(&self) {
         self.client.close().await;

@@ -137,6 +137,17 @@ pub enum Action {
         /// Which nodes: [`Pick::Indices`] or [`Pick::Count`].
         nodes: Pick,
     },
+    /// The certificate rotation drill: a new certificate from the run's CA written into each
+    /// picked running node's `[tls]` files in turn, the first at once and the others spread
+    /// evenly over `over` ([`crate::rotation`]); each node's certificate reload picks its
+    /// files up while the probe agent and the runner keep calling every node. Checked at the
+    /// end: every node serves its new certificate, and no handshake was refused.
+    Rotate {
+        /// Which nodes, among running ones.
+        nodes: Pick,
+        /// How long the roll-over is spread over (the plan's duration).
+        over: Duration,
+    },
     /// A graceful leave: `docker stop` (SIGTERM) of the picked running nodes, on which
     /// meshkitd announces its departure and exits, as the simulator's `leave`.
     Leave {
@@ -156,6 +167,7 @@ impl Action {
             Self::Heal => "heal".to_owned(),
             Self::Join { .. } => "membership-surge".to_owned(),
             Self::Leave { .. } => "leave".to_owned(),
+            Self::Rotate { .. } => "certificate-rotation".to_owned(),
         }
     }
 }
@@ -504,6 +516,14 @@ fn action(
             }
             FaultKind::MembershipSurge { joins } => Action::Join {
                 nodes: Pick::Count(*joins),
+            },
+            FaultKind::CertificateRotation {} => Action::Rotate {
+                nodes: {
+                    let p = Pick::from_core(plan.selector(), fault)?;
+                    check_indices(fault, &p, nodes)?;
+                    p
+                },
+                over: plan.duration(),
             },
             other => {
                 return Err(unsupported(

@@ -46,6 +46,15 @@ pub enum StackError {
         /// What is missing.
         what: String,
     },
+    /// A spare's scrape target could not be written.
+    #[error("{path}: {source}")]
+    Targets {
+        /// The discovery file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A Docker call failed.
     #[error("docker {call} {container}: {source}")]
     Docker {
@@ -74,6 +83,28 @@ pub struct Spares {
     pub port_base: u64,
     /// The control port inside the containers.
     pub control_port: u16,
+    /// Where Prometheus discovers a started spare's scrape target (`node-I.json` in this
+    /// folder of the run directory), when `compose/up` wrote the discovery files.
+    #[serde(default)]
+    pub targets_dir: Option<String>,
+}
+
+/// A spare's file-based discovery entry for Prometheus: its target with the labels the
+/// stack's other nodes carry (compose/env.py's `node_labels`), or none.
+pub fn spare_targets(id: u64, control_port: u16, scraped: bool) -> serde_json::Value {
+    if !scraped {
+        return serde_json::json!([]);
+    }
+    let target = format!("meshkit-{id}:{control_port}");
+    serde_json::json!([{
+        "targets": [target],
+        "labels": {
+            "cluster": "chaos",
+            "namespace": "chaos",
+            "instance": format!("node-{id}"),
+            "target": target,
+        },
+    }])
 }
 
 /// Seconds a gracefully stopped node has to leave before Docker kills it: meshkitd lingers at
@@ -235,6 +266,26 @@ impl Stack {
         })
     }
 
+    /// Writes spare `id`'s discovery file (see [`spare_targets`]): Prometheus scrapes it from
+    /// its next refresh (a file change is seen at once, at the latest in 5 s), or stops.
+    /// Nothing to do for a stack whose `compose/up` wrote no discovery files.
+    fn scrape(&self, id: u64, scraped: bool) -> Result<(), StackError> {
+        let Some(dir) = &self.spares.targets_dir else {
+            return Ok(());
+        };
+        let dir = self.run_dir.join(dir);
+        let path = dir.join(format!("node-{id}.json"));
+        let err = |source| StackError::Targets {
+            path: path.clone(),
+            source,
+        };
+        // Written aside and renamed: Prometheus never reads half a file.
+        let tmp = dir.join(format!(".node-{id}.json.tmp"));
+        let body = spare_targets(id, self.spares.control_port, scraped).to_string();
+        std::fs::write(&tmp, body).map_err(err)?;
+        std::fs::rename(&tmp, &path).map_err(err)
+    }
+
     fn container(&self, id: u64) -> &str {
         self.nodes.get(&id).map_or("", |n| n.name.as_str())
     }
@@ -394,7 +445,8 @@ impl Stack {
         self.docker
             .start_container(&name, None)
             .await
-            .map_err(Self::wrap("start", &name))
+            .map_err(Self::wrap("start", &name))?;
+        self.scrape(id, true)
     }
 
     /// Stops (gracefully) and removes joined node `id`'s container: the stack as it was
@@ -408,6 +460,8 @@ impl Stack {
         let Some(node) = self.nodes.get(&id).cloned() else {
             return Ok(());
         };
+        // Out of Prometheus' targets first, so no scrape sees it down on its way out.
+        self.scrape(id, false)?;
         // Already stopped (a leave) is fine: the removal below is what matters.
         let _ = self.stop(id).await;
         self.docker

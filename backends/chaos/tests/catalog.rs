@@ -9,7 +9,8 @@ use meshkit_chaos::plan::{self, Action};
 use meshkit_sim::{RunOptions, Scenario};
 
 /// The catalog: leader kill, partitions (halves, minority), latency, membership surge and leave,
-/// a chained game day.
+/// the real-node faults (transport downgrade, certificate expiry, the certificate rotation
+/// drill), a chained game day.
 const CATALOG: &[&str] = &[
     "leader-kill",
     "raft-leader-kill",
@@ -19,6 +20,7 @@ const CATALOG: &[&str] = &[
     "membership-surge-join",
     "transport-downgrade",
     "certificate-expiry",
+    "certificate-rotation",
     "gameday",
 ];
 
@@ -68,7 +70,13 @@ fn the_new_catalog_scenarios_meet_their_expectations_in_the_simulator() {
         let report = meshkit_sim::run(&s, RunOptions::seed(1)).expect("runs");
         assert!(report.passed(), "{name}: {}", report.render(s.expect()));
         // The real-node faults are listed, not applied.
-        if ["transport-downgrade", "certificate-expiry"].contains(name) {
+        if [
+            "transport-downgrade",
+            "certificate-expiry",
+            "certificate-rotation",
+        ]
+        .contains(name)
+        {
             assert!(
                 report.experiments.iter().all(|e| e
                     .end
@@ -80,4 +88,19 @@ fn the_new_catalog_scenarios_meet_their_expectations_in_the_simulator() {
         }
         assert!(report.virtual_s >= s.duration().as_secs_f64() - 1.0);
     }
+}
+
+/// The rotation drill is one step: every running node, one after another over the plan's 40 s.
+#[test]
+fn the_rotation_drill_rotates_every_node_over_its_forty_seconds() {
+    let s = Scenario::from_file(&path("certificate-rotation")).expect("parses");
+    let steps = plan::timeline(&s, STACK, s.duration(), 1).expect("maps");
+    assert_eq!(steps.len(), 1, "{steps:?}");
+    assert_eq!(
+        steps[0].action,
+        Action::Rotate {
+            nodes: plan::Pick::Percent(100.0),
+            over: std::time::Duration::from_secs(40),
+        }
+    );
 }

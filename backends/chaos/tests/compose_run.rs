@@ -7,7 +7,8 @@
 //! The second test runs `scenarios/membership-surge-join.toml` on a 5-node stack with 3 spares:
 //! the spares' containers created and started through the Docker API at 20 s (certificates from
 //! the run's CA), every node holding them alive, a member's graceful leave at 50 s seen as
-//! `left`, the spares removed at the end and nothing left after `--down`. The two take a file
+//! `left`, Prometheus scraping the spares once they run (the runner writes their targets for its
+//! file-based discovery), the spares removed at the end and nothing left after `--down`. The two take a file
 //! lock so that one compose stack runs at a time (nextest runs tests in parallel processes).
 //!
 //! Ignored by default, as tests/tests/compose_env.rs: it needs Docker, docker-compose, the
@@ -251,7 +252,95 @@ fn a_membership_surge_starts_the_spares_they_join_a_leave_is_seen_and_nothing_is
             "spare {i}'s log kept before its removal: {logs:?}"
         );
     }
+    // Prometheus scraped the spares once they ran (file-based discovery the runner wrote):
+    // each has an `up` series at 1 in the run window, with the labels the dashboards select.
+    let up: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("prometheus/up.json")).expect("prometheus/up.json"),
+    )
+    .expect("up.json parses");
+    let series = up["data"]["result"].as_array().expect("up's series");
+    for i in 6..=8 {
+        let instance = format!("node-{i}");
+        let scraped = series.iter().any(|s| {
+            s["metric"]["instance"] == instance.as_str()
+                && s["metric"]["cluster"] == "chaos"
+                && s["values"]
+                    .as_array()
+                    .is_some_and(|v| v.iter().any(|p| p[1] == "1"))
+        });
+        assert!(scraped, "spare {instance} was not scraped: {up:#}");
+    }
     let rest = left(&project);
     assert!(rest.is_empty(), "left after --down: {rest:?}");
     println!("compose surge: join_s {joins:?}, leave_s {leaves:?}");
+}
+
+#[test]
+#[ignore = "needs Docker, docker-compose, the meshkit/meshkitd:dev and meshkit/meshkit-probe:dev images and Debian's prometheus packages; scripts/test.sh runs it after scripts/static-image.sh"]
+fn the_rotation_drill_rolls_new_certificates_over_every_node_and_refuses_nothing() {
+    if !docker_answers() {
+        println!("SKIPPED: no Docker daemon answers `docker info`; the compose run needs one");
+        return;
+    }
+    let _lock = one_stack_at_a_time();
+    let project = format!("meshkit-chaos-rotation-{}", std::process::id());
+    let port_base = 22_000 + (std::process::id() % 100) * 100;
+    let _down = Down(&project);
+    let scratch = TempDir::new("chaos-rotation");
+    let out = scratch.path().join("artifacts");
+    let mut run = Command::new(env!("CARGO_BIN_EXE_meshkit-chaos"));
+    run.current_dir(repo())
+        .args([
+            "run",
+            "scenarios/certificate-rotation.toml",
+            "--env",
+            "compose",
+            "--up",
+            "--down",
+        ])
+        .args(["--nodes", "5", "--voters", "3", "--spares", "0"])
+        .args(["--project", &project, "--port-base", &port_base.to_string()])
+        .args(["--seed", "1", "--json", "--out"])
+        .arg(&out);
+    let (ok, printed) = run_bounded(run, RUN_LIMIT);
+    let report: serde_json::Value = std::fs::read_to_string(out.join("report.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| panic!("no report.json in {}:\n{printed}", out.display()));
+    assert!(ok, "meshkit-chaos failed:\n{printed}\nreport: {report:#}");
+    assert_eq!(report["passed"], true, "{report:#}");
+    // Every node rotated, and serving its new certificate at the end.
+    let rotations = report["rotations"].as_array().expect("rotations");
+    let mut nodes: Vec<u64> = rotations
+        .iter()
+        .filter_map(|r| r["node"].as_u64())
+        .collect();
+    nodes.sort_unstable();
+    assert_eq!(nodes, [1, 2, 3, 4, 5], "{report:#}");
+    for r in rotations {
+        assert_eq!(r["served_at_end"], r["serial"], "{r}");
+    }
+    // Nothing refused: no handshake refused a certificate, no one declared dead. (Timeouts and
+    // failed probes happen on a loaded machine without any fault: reported, not judged.)
+    let transport = &report["transport"];
+    let failures = transport["handshake_failures"]
+        .as_array()
+        .expect("handshake_failures");
+    assert!(
+        failures
+            .iter()
+            .all(|f| f["reason"] != "expired" && f["reason"] != "untrusted"),
+        "{transport:#}"
+    );
+    assert_eq!(report["false_positives"], 0);
+    assert_eq!(report["converged"], true, "{report:#}");
+    // Each node applied one reload (the certificate and key files changed together).
+    let reloads = transport["cert_reloads"].as_array().expect("cert_reloads");
+    assert!(
+        reloads.iter().all(|r| r["result"] == "ok"),
+        "a rotation was refused by a node: {reloads:?}"
+    );
+    let rest = left(&project);
+    assert!(rest.is_empty(), "left after --down: {rest:?}");
+    println!("compose rotation: {rotations:?}, transport {transport}");
 }

@@ -46,15 +46,38 @@ pub struct IssuedCert {
     pub key_pem: String,
 }
 
+/// The common name of the CA [`write_dev_bundle`] makes.
+pub const DEV_CA_NAME: &str = "MeshKit development CA";
+
 /// A development certificate authority that signs node certificates.
-#[derive(Debug)]
 pub struct DevCa {
     issuer: CertifiedIssuer<'static, KeyPair>,
+    /// The CA's private key, PEM (kept for [`DevCa::key_pem`]).
+    key_pem: String,
+}
+
+impl std::fmt::Debug for DevCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key stays out of logs.
+        f.debug_struct("DevCa").finish_non_exhaustive()
+    }
 }
 
 impl DevCa {
     /// A new CA with a fresh P-256 key, named `common_name`.
     pub fn generate(common_name: &str) -> Result<Self, CertsError> {
+        Self::with_key(common_name, KeyPair::generate()?)
+    }
+
+    /// The CA named `common_name` whose private key is `key_pem` (what [`DevCa::key_pem`]
+    /// gave), to issue more certificates later: a rotation. What it signs chains to that CA's
+    /// certificate (the same name and key), which stays the one every node trusts; its own
+    /// certificate here is signed anew and not needed.
+    pub fn from_key_pem(common_name: &str, key_pem: &str) -> Result<Self, CertsError> {
+        Self::with_key(common_name, KeyPair::from_pem(key_pem)?)
+    }
+
+    fn with_key(common_name: &str, key: KeyPair) -> Result<Self, CertsError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params
             .distinguished_name
@@ -65,8 +88,14 @@ impl DevCa {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate()?)?;
-        Ok(Self { issuer })
+        let key_pem = key.serialize_pem();
+        let issuer = CertifiedIssuer::self_signed(params, key)?;
+        Ok(Self { issuer, key_pem })
+    }
+
+    /// The CA's private key, PEM: whoever holds it can issue certificates every node trusts.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
     }
 
     /// The CA certificate, PEM: what every node trusts.
@@ -189,6 +218,8 @@ pub struct ClientFiles {
 pub struct DevBundle {
     /// `ca.pem`.
     pub ca: PathBuf,
+    /// `ca.key`, when kept ([`write_dev_bundle_with`]).
+    pub ca_key: Option<PathBuf>,
     /// One per node.
     pub nodes: Vec<NodeFiles>,
     /// One per [`CLIENT_IDENTITIES`] entry.
@@ -206,13 +237,32 @@ pub fn write_dev_certs(dir: &Path, nodes: u64) -> Result<(PathBuf, Vec<NodeFiles
 /// each of [`CLIENT_IDENTITIES`]. Each node also gets an expired stand-in
 /// ([`NodeFiles::expired_cert`]).
 pub fn write_dev_bundle(dir: &Path, nodes: u64) -> Result<DevBundle, CertsError> {
+    write_dev_bundle_with(dir, nodes, false)
+}
+
+/// As [`write_dev_bundle`]; with `keep_ca_key`, also the CA's private key as `ca.key` (mode
+/// 0600), so that new certificates can be issued from the same CA later
+/// ([`DevCa::from_key_pem`] with [`DEV_CA_NAME`]): what a rotation drill needs. Keep that file
+/// away from the nodes in anything but a test environment.
+pub fn write_dev_bundle_with(
+    dir: &Path,
+    nodes: u64,
+    keep_ca_key: bool,
+) -> Result<DevBundle, CertsError> {
     fs::create_dir_all(dir).map_err(|source| CertsError::Write {
         path: dir.to_owned(),
         source,
     })?;
-    let ca = DevCa::generate("MeshKit development CA")?;
+    let ca = DevCa::generate(DEV_CA_NAME)?;
     let ca_path = dir.join("ca.pem");
     write_file(&ca_path, &ca.cert_pem(), false)?;
+    let ca_key = if keep_ca_key {
+        let path = dir.join("ca.key");
+        write_file(&path, ca.key_pem(), true)?;
+        Some(path)
+    } else {
+        None
+    };
     let mut files = Vec::new();
     for raw in 1..=nodes {
         let id = NodeId::new(raw);
@@ -247,6 +297,7 @@ pub fn write_dev_bundle(dir: &Path, nodes: u64) -> Result<DevBundle, CertsError>
     }
     Ok(DevBundle {
         ca: ca_path,
+        ca_key,
         nodes: files,
         clients,
     })
@@ -292,5 +343,39 @@ mod tests {
             crate::tls::node_id_from_cert(&ca_der),
             Err(crate::tls::IdentityError::NoNodeName)
         );
+    }
+
+    /// A CA rebuilt from its kept key issues what the original CA's certificate verifies (the
+    /// rotation drill relies on it); one rebuilt under another name does not.
+    #[test]
+    fn a_ca_rebuilt_from_its_key_issues_certificates_that_chain_to_the_original() {
+        let dir =
+            std::env::temp_dir().join(format!("meshkit-certs-rebuilt-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let bundle = write_dev_bundle_with(&dir, 1, true).unwrap();
+        let ca_pem = fs::read_to_string(&bundle.ca).unwrap();
+        let key_pem = fs::read_to_string(bundle.ca_key.as_ref().unwrap()).unwrap();
+        let files = crate::tls::TlsFiles {
+            cert: dir.join("node-1.pem"),
+            key: dir.join("node-1.key"),
+            ca: bundle.ca.clone(),
+        };
+        let chains = |ca: &DevCa| {
+            let issued = ca.issue_node(NodeId::new(1)).unwrap();
+            crate::tls::TlsIdentity::from_pem(
+                &files,
+                issued.cert_pem.as_bytes(),
+                issued.key_pem.as_bytes(),
+                ca_pem.as_bytes(),
+            )
+            .unwrap()
+            .check_chain(SystemTime::now())
+        };
+        let rebuilt = DevCa::from_key_pem(DEV_CA_NAME, &key_pem).unwrap();
+        chains(&rebuilt).expect("a certificate of the rebuilt CA chains to the original");
+        let renamed = DevCa::from_key_pem("another CA", &key_pem).unwrap();
+        assert!(chains(&renamed).is_err());
+        assert!(!format!("{rebuilt:?}").contains("PRIVATE KEY"));
+        let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -66,7 +66,7 @@ pub const MAX_RECOVERY_WAIT: Duration = Duration::from_secs(600);
 /// `EX_TEMPFAIL`: restart me).
 pub const KILL_EXIT_STATUS: u8 = 75;
 /// Every kind name [`FaultKind::name`] gives: what `[chaos] allowed_kinds` may list.
-pub const KIND_NAMES: [&str; 12] = [
+pub const KIND_NAMES: [&str; 13] = [
     "kill",
     "pause",
     "partition",
@@ -78,6 +78,7 @@ pub const KIND_NAMES: [&str; 12] = [
     "transport-downgrade",
     "certificate-expiry",
     "clock-skew",
+    "certificate-rotation",
     "membership-surge",
 ];
 /// The upper bounds of `mesh_chaos_recovery_seconds`.
@@ -976,6 +977,11 @@ fn not_applicable(kind: &FaultKind) -> Option<&'static str> {
         FaultKind::MembershipSurge { .. } => Some(
             "a surge of new members is made by the simulator or the compose environment, \
              which start the members; a node cannot create peers",
+        ),
+        FaultKind::CertificateRotation {} => Some(
+            "a rotation is made by the environment, which issues new certificates from the \
+             mesh's CA and writes them into the nodes' [tls] files (each node reloads its \
+             own); a node holds no CA key",
         ),
         _ => None,
     }

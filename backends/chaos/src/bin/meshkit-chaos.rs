@@ -235,6 +235,11 @@ fn plan_cmd(args: &PlanArgs) -> Result<u8, Fail> {
             plan::Action::Leave { nodes } => {
                 format!("docker stop {nodes:?} (SIGTERM: a graceful leave)")
             }
+            plan::Action::Rotate { nodes, over } => format!(
+                "new certificates from the run's CA into the [tls] files of {nodes:?}, one \
+                 after another over {:.1} s (each node reloads its own)",
+                over.as_secs_f64()
+            ),
         };
         let entry = s.fault.map_or_else(
             || "[network]".to_owned(),

@@ -628,6 +628,11 @@ enum CertsCommand {
         /// How many node certificates.
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_NODES))]
         nodes: u64,
+        /// Also write ca.key (mode 0600), the CA's private key, so that new certificates can be
+        /// issued from the same CA later (the compose environment's rotation drill). Keep it
+        /// away from the nodes outside a test environment.
+        #[arg(long)]
+        keep_ca_key: bool,
         /// Print the files written as JSON instead of lines.
         #[arg(long)]
         json: bool,
@@ -966,8 +971,14 @@ fn main() -> ExitCode {
             }
         },
         Command::Certs {
-            command: CertsCommand::Init { out, nodes, json },
-        } => certs_init(&out, nodes, json),
+            command:
+                CertsCommand::Init {
+                    out,
+                    nodes,
+                    keep_ca_key,
+                    json,
+                },
+        } => certs_init(&out, nodes, keep_ca_key, json),
         Command::Tokens {
             command: TokensCommand::Keygen { out, json },
         } => tokens_keygen(&out, json),
@@ -1429,12 +1440,14 @@ fn signing_key_json(keys: &meshkit_node::tokens::SigningKeyFiles) -> serde_json:
     })
 }
 
-fn certs_init(out: &Path, nodes: u64, json: bool) -> Result<(), String> {
-    let bundle = meshkit_node::certs::write_dev_bundle(out, nodes).map_err(|e| e.to_string())?;
+fn certs_init(out: &Path, nodes: u64, keep_ca_key: bool, json: bool) -> Result<(), String> {
+    let bundle = meshkit_node::certs::write_dev_bundle_with(out, nodes, keep_ca_key)
+        .map_err(|e| e.to_string())?;
     let keys = meshkit_node::tokens::write_signing_key(out).map_err(|e| e.to_string())?;
     if json {
         let answer = serde_json::json!({
             "ca": bundle.ca.display().to_string(),
+            "ca_key": bundle.ca_key.as_ref().map(|k| k.display().to_string()),
             "nodes": bundle.nodes.iter().map(|f| cert_pair(&f.cert, &f.key)).collect::<Vec<_>>(),
             "clients": bundle.clients.iter().map(|f| cert_pair(&f.cert, &f.key)).collect::<Vec<_>>(),
             "expired_stand_ins": bundle.nodes.iter().map(|f| cert_pair(&f.expired_cert, &f.expired_key)).collect::<Vec<_>>(),
@@ -1444,6 +1457,9 @@ fn certs_init(out: &Path, nodes: u64, json: bool) -> Result<(), String> {
         return Ok(());
     }
     println!("{}", bundle.ca.display());
+    if let Some(key) = &bundle.ca_key {
+        println!("{}", key.display());
+    }
     let pairs = bundle.nodes.iter().map(|f| (&f.cert, &f.key));
     let stand_ins = bundle
         .nodes

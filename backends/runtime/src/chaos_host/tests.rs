@@ -84,6 +84,7 @@ fn kind_names_are_the_cores() {
         FaultKind::TransportDowngrade {},
         FaultKind::CertificateExpiry { expires_in: None },
         FaultKind::ClockSkew { rate: 1.0 },
+        FaultKind::CertificateRotation {},
         FaultKind::MembershipSurge { joins: 1 },
     ];
     assert_eq!(kinds.map(|k| k.name()), KIND_NAMES);

@@ -123,6 +123,11 @@ pub enum FaultKind {
         /// 0.01..=100.
         rate: f64,
     },
+    /// The selected nodes get new certificates from the mesh's CA, one after another over the
+    /// plan's duration, while traffic runs: a rotation drill (nothing that should pass may be
+    /// refused). The environment issues and writes them (a node holds no CA key); each node
+    /// picks its files up with its certificate reload.
+    CertificateRotation {},
     /// `joins` new members join through the selected nodes at the start and leave at the end.
     MembershipSurge {
         /// 1..=100,000.
@@ -146,6 +151,7 @@ impl FaultKind {
             Self::TransportDowngrade {} => "transport-downgrade",
             Self::CertificateExpiry { .. } => "certificate-expiry",
             Self::ClockSkew { .. } => "clock-skew",
+            Self::CertificateRotation {} => "certificate-rotation",
             Self::MembershipSurge { .. } => "membership-surge",
         }
     }
@@ -695,7 +701,10 @@ fn check_kind(kind: &FaultKind) -> Result<(), FaultPlanError> {
         )
     };
     match kind {
-        FaultKind::Kill {} | FaultKind::Pause {} | FaultKind::TransportDowngrade {} => {}
+        FaultKind::Kill {}
+        | FaultKind::Pause {}
+        | FaultKind::TransportDowngrade {}
+        | FaultKind::CertificateRotation {} => {}
         FaultKind::Partition { shape, .. } => {
             if let PartitionShape::Groups(groups) = shape {
                 if groups.len() > MAX_PARTITION_GROUPS {
