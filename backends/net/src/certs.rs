@@ -358,7 +358,7 @@ mod tests {
         let files = crate::tls::TlsFiles {
             cert: dir.join("node-1.pem"),
             key: dir.join("node-1.key"),
-            ca: bundle.ca.clone(),
+            ca: bundle.ca,
         };
         let chains = |ca: &DevCa| {
             let issued = ca.issue_node(NodeId::new(1)).unwrap();
