@@ -171,6 +171,12 @@ BLOCKS: list[Entry] = [
     Entry("docs/benchmarks.md", r".", "shims", subst=SAMPLE),
     Entry("docs/metrics.md", r"cargo nextest run", "shims"),
     Entry("docs/diagnostics.md", r"cargo run -p meshkit-node --example probes", "shims"),
+    Entry(
+        "docs/diagnostics.md",
+        r"cargo run -p meshkit-node --example slow_disk",
+        "not-run",
+        reason="the suite runs the example's own test (test = true in backends/node/Cargo.toml: meshkit-node::example/slow_disk), which checks what the docs print",
+    ),
     Entry("docs/scenarios.md", r"cargo run --release -p meshkit-sim", "shims"),
     Entry("docs/testing.md", r".", "shims", subst=SAMPLE),
     Entry("docs/hosting.md", r"scripts/static-image.sh", "shims"),

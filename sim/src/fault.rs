@@ -221,6 +221,7 @@ pub(crate) fn check_plan_kind(kind: &FaultKind) -> Result<(), crate::PlanError> 
         FaultKind::MembershipSurge { .. } => {
             Err(crate::PlanError::Unsupported { kind: kind.name() })
         }
+        FaultKind::Custom { name, .. } => Err(crate::PlanError::NotModelled { name: name.clone() }),
         _ => Ok(()),
     }
 }
@@ -328,6 +329,15 @@ mod tests {
             check_plan_kind(&FaultKind::MembershipSurge { joins: 3 }),
             Err(PlanError::Unsupported {
                 kind: "membership-surge"
+            })
+        );
+        assert_eq!(
+            check_plan_kind(&FaultKind::Custom {
+                name: "slow-disk".to_owned(),
+                params: Default::default(),
+            }),
+            Err(PlanError::NotModelled {
+                name: "slow-disk".to_owned()
             })
         );
         assert_eq!(check_plan_kind(&FaultKind::Kill {}), Ok(()));

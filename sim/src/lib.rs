@@ -192,6 +192,17 @@ pub enum PlanError {
         /// The kind's name.
         kind: &'static str,
     },
+    /// A service's own fault type (`FaultKind::Custom`): its effect is the service's code,
+    /// run by the type's hooks on a real node, which the simulator does not have. Like a
+    /// real-node fault, a scenario file may hold it and the report lists it as not modelled.
+    #[error(
+        "custom fault type {name} is a service's own: its effect is the service's code on a \
+         real node, which the simulator does not run"
+    )]
+    NotModelled {
+        /// The type's name.
+        name: String,
+    },
     /// The plan names what the mesh does not have (an index beyond the node count, a role).
     #[error(transparent)]
     Resolve(#[from] meshkit::diag::fault::ResolveError),

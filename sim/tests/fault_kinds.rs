@@ -486,9 +486,14 @@ fn real_node_kinds_and_surge_are_refused_with_their_reason() {
 fn real_node_faults_in_a_scenario_file_are_listed_as_not_modelled() {
     let base = "name = \"t\"\n[topology]\nnodes = 6\n[run]\nduration = \"20s\"\n";
     let without = run(&Scenario::parse(base, "t.toml").unwrap(), 3, None);
-    for kind in [
-        "kind = \"transport-downgrade\"",
-        "kind = \"certificate-expiry\"",
+    for (kind, why) in [
+        ("kind = \"transport-downgrade\"", "real-node fault"),
+        ("kind = \"certificate-expiry\"", "real-node fault"),
+        // A service's own fault type: its effect is the service's code, not the simulator's.
+        (
+            "kind = \"custom\", name = \"slow-disk\", params = { delay = \"200ms\" }",
+            "custom fault type slow-disk is a service's own",
+        ),
     ] {
         let text = format!(
             "{base}[[fault]]\nat = \"4s\"\naction = \"plan\"\nplan = {{ duration = \"5s\", \
@@ -498,9 +503,9 @@ fn real_node_faults_in_a_scenario_file_are_listed_as_not_modelled() {
         let r = run(&s, 3, None);
         let e = one_experiment(&r);
         assert!(
-            e.end.as_deref().is_some_and(
-                |end| end.starts_with("not modelled: ") && end.contains("real-node fault")
-            ),
+            e.end
+                .as_deref()
+                .is_some_and(|end| end.starts_with("not modelled: ") && end.contains(why)),
             "{kind}: {e:?}"
         );
         assert_eq!(

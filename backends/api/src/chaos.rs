@@ -187,7 +187,7 @@ pub struct ExperimentView {
     pub id: String,
     /// The answering node.
     pub node: u64,
-    /// The fault kind's name.
+    /// The fault kind's allow-list name (`custom:<name>` for a service's own type).
     pub kind: String,
     /// The plan.
     pub plan: FaultPlan,

@@ -107,7 +107,7 @@ use meshkit::lease::{LeaseConfig, MAX_VOTERS, RawLeaseConfig, Scope};
 use serde::Deserialize;
 use thiserror::Error;
 
-use meshkit::diag::fault::MAX_FAULT_DURATION;
+use meshkit::diag::fault::{CUSTOM_KIND_PREFIX, MAX_FAULT_DURATION, check_custom_name};
 use meshkit_control::admission::ConnectionLimits;
 use meshkit_control::auth::{AccessConfig, AccessConfigError, RawAccessConfig};
 use meshkit_net::peer_addr::PeerAddr;
@@ -990,13 +990,20 @@ fn leadership_config(raw: RawLeadershipConfig) -> Result<LeadershipConfig, NodeC
 fn chaos_config(raw: &RawChaosConfig) -> Result<ChaosConfig, NodeConfigError> {
     let mut allowed_kinds = std::collections::BTreeSet::new();
     for (i, kind) in raw.allowed_kinds.iter().enumerate() {
-        if !KIND_NAMES.contains(&kind.as_str()) || !allowed_kinds.insert(kind.clone()) {
+        // A service's own fault type is `custom:<name>`: the prefix keeps a misspelled
+        // built-in kind an error instead of an allowed type that no node has.
+        let known = KIND_NAMES.contains(&kind.as_str())
+            || kind
+                .strip_prefix(CUSTOM_KIND_PREFIX)
+                .is_some_and(|name| check_custom_name("name", name).is_ok());
+        if !known || !allowed_kinds.insert(kind.clone()) {
             return Err(NodeConfigError::Invalid {
                 key: format!("chaos.allowed_kinds[{i}]"),
                 value: kind.clone(),
                 expected: "a fault kind, listed once: kill, pause, partition, latency, loss, \
                            bursty-loss, duplicate, reorder, transport-downgrade, \
-                           certificate-expiry, clock-skew or membership-surge",
+                           certificate-expiry, clock-skew, membership-surge, or custom:<name> \
+                           for a service's own fault type (a-z 0-9 . _ -)",
             });
         }
     }
@@ -1602,6 +1609,11 @@ advertise = \"{hostname}.meshkit:7001\"
                 "allowed_kinds = [\"loss\", \"loss\"]\n",
                 "key `chaos.allowed_kinds[1]` = \"loss\"",
             ),
+            // A service's own type is `custom:<name>`, with a name by the usual rule.
+            (
+                "allowed_kinds = [\"custom:Slow Disk\"]\n",
+                "key `chaos.allowed_kinds[0]` = \"custom:Slow Disk\"",
+            ),
             ("max_duration = \"0s\"\n", "key `chaos.max_duration`"),
             ("max_duration = \"25h\"\n", "key `chaos.max_duration`"),
             ("enabeld = true\n", "enabeld"),
@@ -1612,6 +1624,11 @@ advertise = \"{hostname}.meshkit:7001\"
         // Every kind name the core gives is accepted.
         let all = KIND_NAMES.map(|k| format!("\"{k}\"")).join(", ");
         assert!(parse(&format!("{base}[chaos]\nallowed_kinds = [{all}]\n")).is_ok());
+        let custom = parse(&format!(
+            "{base}[chaos]\nallowed_kinds = [\"custom:slow-disk\"]\n"
+        ))
+        .unwrap();
+        assert!(custom.chaos().allowed_kinds.contains("custom:slow-disk"));
     }
 
     /// `[queues]`: needs `[shards]` and a `data_dir`; every error names its key under

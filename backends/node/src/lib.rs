@@ -43,5 +43,6 @@ pub use meshkit_net as net;
 pub use meshkit_net::{certs, clock, log_limit, reload, tls, tls_stats, transport};
 pub use meshkit_runtime as runtime;
 pub use meshkit_runtime::{
-    driver, lease_host, probe_host, queue_host, queue_store, raft_store, record_file, vacancy,
+    chaos_host, driver, lease_host, probe_host, queue_host, queue_store, raft_store, record_file,
+    vacancy,
 };

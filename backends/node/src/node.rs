@@ -21,7 +21,7 @@ use meshkit_net::tls::TlsIdentity;
 use meshkit_net::tls_stats::TlsStats;
 use meshkit_net::transport::chaos::ChaosTransport;
 use meshkit_net::transport::quic::{QuicError, QuicOptions, QuicTransport};
-use meshkit_runtime::chaos_host::ChaosEffects;
+use meshkit_runtime::chaos_host::{ChaosEffects, FaultTypes};
 use meshkit_runtime::driver::{
     ADDR_KEY, CLUSTER_KEY, CONTROL_KEY, Driver, LeadershipError, NodeHandle, VERSION_KEY, WIRE_KEY,
 };
@@ -102,6 +102,7 @@ pub struct RunningNode {
     exit: watch::Receiver<Option<DriverExit>>,
     control: Option<JoinHandle<()>>,
     probes: ProbeHandle,
+    fault_types: FaultTypes,
 }
 
 impl RunningNode {
@@ -126,6 +127,16 @@ impl RunningNode {
     /// ([`crate::probes`]).
     pub fn probes(&self) -> &ProbeHandle {
         &self.probes
+    }
+
+    /// The node's fault types of a service's own: register a
+    /// [`FaultType`](meshkit_runtime::chaos_host::FaultType) with [`FaultTypes::register`], and
+    /// chaos plans `{ kind = "custom", name = "<its name>" }` act on this node through its
+    /// hooks, under the same `[chaos]` allow-list (as `custom:<name>`), maximum duration,
+    /// two-step token, dead-man revert and audit as the built-in kinds (docs/diagnostics.md,
+    /// "A fault type of your own"; `examples/slow_disk.rs`).
+    pub fn fault_types(&self) -> &FaultTypes {
+        &self.fault_types
     }
 
     /// The handle to its driver.
@@ -457,6 +468,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
         exit,
         control,
         probes,
+        fault_types: chaos.fault_types,
     })
 }
 

@@ -15,6 +15,7 @@
 //! | `clock-skew` | the time the driver gives the core runs at the plan's rate ([`clock_rate_ppm`](ChaosHost::clock_rate_ppm)): membership, lease and queue timers run fast or slow; the chaos schedule itself stays on real time, so the experiment still ends at its real deadline |
 //! | `certificate-expiry` | [`ChaosEffects::serve_stand_in`] is set: new handshakes get the certificate `[chaos] stand_in_cert` names (expired, or expiring within the plan's `expires_in`: checked when the plan is applied); connections already open keep theirs |
 //! | `membership-surge` | refused with [`ChaosError::NotApplicableHere`] |
+//! | `custom` | the [`FaultType`] of that name registered in [`ChaosEffects::fault_types`] is called: its [`activate`](FaultType::activate) at the start, its [`revert`](FaultType::revert) at the end; no type of that name: refused |
 //!
 //! # The dead-man switch
 //!
@@ -33,8 +34,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use meshkit::diag::fault::{
     BlastRadius, ClusterView, EndReason, ExperimentId, FaultEvent, FaultKind, FaultPlan,
@@ -81,6 +82,120 @@ pub const KIND_NAMES: [&str; 13] = [
     "certificate-rotation",
     "membership-surge",
 ];
+/// The most fault types one node registers ([`FaultTypes::register`]).
+pub const MAX_FAULT_TYPES: usize = 64;
+
+/// A fault type of a service's own: what a [`FaultKind::Custom`] plan of its
+/// [`name`](Self::name) does on a node that registered it (docs/diagnostics.md, "A fault type of
+/// your own"). MeshKit checks the plan (the allow-list entry `custom:<name>`, the maximum
+/// duration, the two-step token), schedules it on the node's own clock and audits it; the type
+/// only says what to break and how to put it back.
+///
+/// The hooks run on the node's driver, between two steps of the protocol: they must return at
+/// once (flip a flag, swap a setting), never block or wait. The revert is called exactly once
+/// for each activation, at the deadline, on abort or on the kill switch, even when the type was
+/// replaced in the registry meanwhile (the host keeps the instance it activated).
+pub trait FaultType: Send + Sync + 'static {
+    /// The name plans use (`{ kind = "custom", name = "..." }`): 1..=64 bytes of
+    /// `a-z 0-9 . _ -`.
+    fn name(&self) -> &str;
+
+    /// Whether `params` make sense for this type, checked on every target before anything is
+    /// scheduled; the error tells the caller what is wrong (`400 fault-params-refused`). The
+    /// default takes any.
+    ///
+    /// # Errors
+    ///
+    /// The reason, for the caller.
+    fn check(&self, params: &BTreeMap<String, String>) -> Result<(), String> {
+        let _ = params;
+        Ok(())
+    }
+
+    /// The experiment `experiment` starts on this node with `params` (already checked).
+    fn activate(&self, experiment: ExperimentRef, params: &BTreeMap<String, String>);
+
+    /// The experiment ends on this node: undo what [`activate`](Self::activate) did.
+    fn revert(&self, experiment: ExperimentRef);
+}
+
+/// Why [`FaultTypes::register`] refused a type. Nothing changed.
+#[derive(Debug, Error, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum FaultTypeError {
+    /// The name breaks the rules of a custom type's name.
+    #[error(transparent)]
+    Name(#[from] meshkit::diag::fault::FaultPlanError),
+    /// A type of that name is registered already.
+    #[error("a fault type named {0} is registered already")]
+    Duplicate(String),
+    /// [`MAX_FAULT_TYPES`] are registered.
+    #[error("at most {MAX_FAULT_TYPES} fault types per node")]
+    Full,
+}
+
+/// The fault types registered on one node, by name: the open half of [`FaultKind`]. Shared
+/// (clones share the table) between the service that registers and the driver that applies.
+#[derive(Clone, Default)]
+pub struct FaultTypes(Arc<RwLock<BTreeMap<String, Arc<dyn FaultType>>>>);
+
+impl fmt::Debug for FaultTypes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.names()).finish()
+    }
+}
+
+impl FaultTypes {
+    /// Registers `fault`: plans of `{ kind = "custom", name = fault.name() }` now act on this
+    /// node (when `[chaos] allowed_kinds` lists `custom:<name>`).
+    ///
+    /// # Errors
+    ///
+    /// [`FaultTypeError`]: a bad or taken name, or a full table.
+    pub fn register(&self, fault: Arc<dyn FaultType>) -> Result<(), FaultTypeError> {
+        let name = fault.name().to_owned();
+        meshkit::diag::fault::check_custom_name("fault type name", &name)?;
+        let mut table = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if table.contains_key(&name) {
+            return Err(FaultTypeError::Duplicate(name));
+        }
+        if table.len() >= MAX_FAULT_TYPES {
+            return Err(FaultTypeError::Full);
+        }
+        table.insert(name, fault);
+        Ok(())
+    }
+
+    /// The names registered, in order.
+    pub fn names(&self) -> Vec<String> {
+        let table = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        table.keys().cloned().collect()
+    }
+
+    fn get(&self, name: &str) -> Option<Arc<dyn FaultType>> {
+        let table = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        table.get(name).cloned()
+    }
+}
+
+/// A custom fault type's instance that activated an experiment: the one that reverts it.
+struct Activated(Arc<dyn FaultType>);
+
+impl fmt::Debug for Activated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.name())
+    }
+}
+
 /// The upper bounds of `mesh_chaos_recovery_seconds`.
 pub const RECOVERY_BOUNDS: [Duration; 10] = [
     Duration::from_millis(100),
@@ -143,6 +258,8 @@ pub struct ChaosEffects {
     /// `true` while a `certificate-expiry` is active here: the node's listeners serve the
     /// stand-in certificate for new handshakes (the certificate reloader subscribes).
     pub serve_stand_in: tokio::sync::watch::Sender<bool>,
+    /// The service's own fault types, which [`FaultKind::Custom`] plans call.
+    pub fault_types: FaultTypes,
 }
 
 /// A cluster-wide experiment id chosen by the node that received the start call: `node-3/17`.
@@ -203,7 +320,7 @@ impl<'de> serde::Deserialize<'de> for ExperimentRef {
 pub struct ExperimentStatus {
     /// Its id.
     pub id: ExperimentRef,
-    /// [`FaultKind::name`].
+    /// [`FaultKind::allow_name`]: the kind's name, `custom:<name>` for a service's own type.
     pub kind: String,
     /// Its plan.
     pub plan: FaultPlan,
@@ -301,6 +418,14 @@ pub enum ChaosError {
     /// No such experiment on this node (caller).
     #[error("no experiment {0} on this node")]
     UnknownExperiment(ExperimentRef),
+    /// A custom fault type's [`FaultType::check`] refused the plan's parameters (caller).
+    #[error("fault type {kind} refused its params: {reason}")]
+    ParamsRefused {
+        /// The type's allow-list name, `custom:<name>`.
+        kind: String,
+        /// The type's reason.
+        reason: String,
+    },
     /// The kind cannot act on a real node as this node is built.
     #[error("fault kind {kind} is not applicable on a real node: {reason}")]
     NotApplicableHere {
@@ -440,6 +565,8 @@ pub struct ChaosHost {
     stand_in: BTreeSet<ExperimentId>,
     /// The rate of each active `clock-skew` applied here, in parts per million.
     skewed: BTreeMap<ExperimentId, u64>,
+    /// Each active custom fault applied here, with the type instance to revert it.
+    custom: BTreeMap<ExperimentId, Activated>,
     kill: bool,
     stats: ChaosStats,
     recoveries: VecDeque<PendingRecovery>,
@@ -465,6 +592,7 @@ impl ChaosHost {
             downgraded: BTreeSet::new(),
             stand_in: BTreeSet::new(),
             skewed: BTreeMap::new(),
+            custom: BTreeMap::new(),
             kill: false,
             stats: ChaosStats::default(),
             recoveries: VecDeque::new(),
@@ -520,9 +648,10 @@ impl ChaosHost {
                 .ok_or(ChaosError::UnknownExperiment(id));
         }
         let kind = plan.kind().name();
-        if !self.config.allowed_kinds.contains(kind) {
+        let allow_name = plan.kind().allow_name();
+        if !self.config.allowed_kinds.contains(allow_name.as_ref()) {
             return Err(ChaosError::KindNotAllowed {
-                kind: kind.to_owned(),
+                kind: allow_name.into_owned(),
             });
         }
         if plan.duration() > self.config.max_duration.min(MAX_FAULT_DURATION) {
@@ -542,6 +671,25 @@ impl ChaosHost {
                 kind: kind.to_owned(),
                 reason,
             });
+        }
+        if let FaultKind::Custom { name, params } = plan.kind()
+            && applied_here
+        {
+            // Checked here, before anything is scheduled: a target without the type (or one
+            // that refuses the params) refuses its part, and the whole start is rolled back.
+            let Some(fault) = self.effects.fault_types.get(name) else {
+                return Err(ChaosError::NotApplicableHere {
+                    kind: allow_name.into_owned(),
+                    reason: "no fault type of that name is registered on this node \
+                             (FaultTypes::register)",
+                });
+            };
+            fault
+                .check(params)
+                .map_err(|reason| ChaosError::ParamsRefused {
+                    kind: allow_name.clone().into_owned(),
+                    reason,
+                })?;
         }
         if let FaultKind::CertificateExpiry { expires_in } = plan.kind()
             && applied_here
@@ -747,7 +895,7 @@ impl ChaosHost {
         };
         Some(ExperimentStatus {
             id,
-            kind: r.radius.kind.to_owned(),
+            kind: r.plan.kind().allow_name().into_owned(),
             plan: r.plan.clone(),
             radius: r.radius.clone(),
             phase: r.phase.to_owned(),
@@ -855,6 +1003,16 @@ impl ChaosHost {
             FaultKind::ClockSkew { rate } => {
                 self.skewed.insert(id, SkewedClock::ppm(*rate));
             }
+            FaultKind::Custom { name, params } => {
+                // Checked at apply; a type unregistered since (the table only grows today) is
+                // logged and skipped rather than failing the driver.
+                if let Some(fault) = self.effects.fault_types.get(name) {
+                    fault.activate(experiment, params);
+                    self.custom.insert(id, Activated(fault));
+                } else {
+                    tracing::error!(%experiment, name, "custom fault type gone before its start: nothing applied");
+                }
+            }
             kind if kind.is_link_fault() || matches!(kind, FaultKind::Partition { .. }) => {
                 let rules = self.rules_for(plan.kind(), radius);
                 self.link_rules.insert(id, (plan.seed(), rules));
@@ -876,6 +1034,11 @@ impl ChaosHost {
         *self.stats.reverts.entry((kind, reason_name)).or_default() += 1;
         self.paused.remove(&id);
         self.skewed.remove(&id);
+        if let Some(fault) = self.custom.remove(&id)
+            && let Some(experiment) = self.by_schedule.get(&id)
+        {
+            fault.0.revert(*experiment);
+        }
         if self.stand_in.remove(&id) && self.stand_in.is_empty() {
             self.effects.serve_stand_in.send_replace(false);
         }

@@ -126,7 +126,9 @@ impl Engine<'_> {
         let lasts = plan.duration();
         if let Err(e) = self.start_plan(plan, true) {
             let (until, end) = match e {
-                PlanError::RealNodeOnly { .. } => (now + lasts, format!("not modelled: {e}")),
+                PlanError::RealNodeOnly { .. } | PlanError::NotModelled { .. } => {
+                    (now + lasts, format!("not modelled: {e}"))
+                }
                 e => (now, format!("unresolved: {e}")),
             };
             self.plans.records.push(ExperimentRecord {

@@ -395,9 +395,9 @@ impl ChaosCallError {
 pub fn chaos_status(e: &ChaosError) -> StatusCode {
     match e {
         ChaosError::Disabled | ChaosError::KindNotAllowed { .. } => StatusCode::FORBIDDEN,
-        ChaosError::DurationOverMax { .. } | ChaosError::NotApplicableHere { .. } => {
-            StatusCode::BAD_REQUEST
-        }
+        ChaosError::DurationOverMax { .. }
+        | ChaosError::NotApplicableHere { .. }
+        | ChaosError::ParamsRefused { .. } => StatusCode::BAD_REQUEST,
         ChaosError::KillSwitchEngaged | ChaosError::Schedule(_) => StatusCode::CONFLICT,
         ChaosError::UnknownExperiment(_) => StatusCode::NOT_FOUND,
         ChaosError::DriverStopped(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -415,6 +415,7 @@ pub fn chaos_reason(e: &ChaosError) -> &'static str {
         ChaosError::KillSwitchEngaged => "kill-switch-engaged",
         ChaosError::UnknownExperiment(_) => "unknown-experiment",
         ChaosError::NotApplicableHere { .. } => "not-applicable-here",
+        ChaosError::ParamsRefused { .. } => "fault-params-refused",
         ChaosError::Schedule(_) => "schedule-refused",
         ChaosError::DriverStopped(_) => "driver-stopped",
         #[allow(unreachable_patterns, reason = "ChaosError may grow")]
@@ -524,7 +525,7 @@ impl Ctx {
         };
         let result = async {
             let plan = parsed?;
-            detail.kind = Some(plan.kind().name().to_owned());
+            detail.kind = Some(plan.kind().allow_name().into_owned());
             self.preflight(&plan).await?;
             let view = self
                 .node
@@ -578,10 +579,10 @@ impl Ctx {
             if !config.enabled {
                 return Err(refuse(ChaosError::Disabled));
             }
-            let kind = plan.kind().name();
-            if !config.allowed_kinds.contains(kind) {
+            let kind = plan.kind().allow_name();
+            if !config.allowed_kinds.contains(kind.as_ref()) {
                 return Err(refuse(ChaosError::KindNotAllowed {
-                    kind: kind.to_owned(),
+                    kind: kind.into_owned(),
                 }));
             }
             if plan.duration() > config.max_duration {
@@ -632,7 +633,7 @@ impl Ctx {
         let request: StartRequest = serde_json::from_slice(body)
             .map_err(|e| ChaosCallError::BadRequest(format!("the start request: {e}")))?;
         let plan = request.plan;
-        detail.kind = Some(plan.kind().name().to_owned());
+        detail.kind = Some(plan.kind().allow_name().into_owned());
         let claims = self.chaos.confirmations()?.redeem(
             &request.token,
             &plan_hash(&plan),
@@ -960,7 +961,7 @@ impl Ctx {
                 id, plan, radius, ..
             } => {
                 detail.experiment = Some(id.chars().take(64).collect());
-                detail.kind = Some(plan.kind().name().to_owned());
+                detail.kind = Some(plan.kind().allow_name().into_owned());
                 let id: ExperimentRef = id
                     .parse()
                     .map_err(|_| ChaosCallError::BadId(id.chars().take(64).collect()))?;

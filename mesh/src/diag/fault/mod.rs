@@ -81,10 +81,11 @@ mod resolve;
 mod schedule;
 
 pub use self::plan::{
-    CLOCK_RATE_RANGE, FaultKind, FaultPlan, FaultPlanError, LinkDirection, MAX_CERTIFICATE_EXPIRY,
+    CLOCK_RATE_RANGE, CUSTOM_KIND_PREFIX, FaultKind, FaultPlan, FaultPlanError, LinkDirection,
+    MAX_CERTIFICATE_EXPIRY, MAX_CUSTOM_NAME_BYTES, MAX_CUSTOM_PARAM_BYTES, MAX_CUSTOM_PARAMS,
     MAX_FAULT_DURATION, MAX_LINK_DELAY, MAX_PARTITION_GROUPS, MAX_SELECTOR_INDICES,
     MAX_START_DELAY, MAX_SURGE_JOINS, PartitionDirection, PartitionShape, RawFaultPlan,
-    RawSelector, Selector,
+    RawSelector, Selector, check_custom_name,
 };
 pub use self::resolve::{
     BlastRadius, ClusterView, Link, LinkEnds, MemberView, ResolveError, link_ends, resolve,

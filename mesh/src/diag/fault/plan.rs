@@ -1,5 +1,8 @@
 //! The validated [`FaultPlan`], its kinds and selectors, and its serde form [`RawFaultPlan`].
 
+use alloc::borrow::Cow;
+use alloc::collections::BTreeMap;
+use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -30,6 +33,14 @@ pub const MAX_SURGE_JOINS: u32 = 100_000;
 pub const MAX_CERTIFICATE_EXPIRY: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Clock-rate skew bounds: local seconds per real second.
 pub const CLOCK_RATE_RANGE: (f64, f64) = (0.01, 100.0);
+/// The most parameters of one [`FaultKind::Custom`] fault.
+pub const MAX_CUSTOM_PARAMS: usize = 16;
+/// The longest parameter value of a [`FaultKind::Custom`] fault, in bytes.
+pub const MAX_CUSTOM_PARAM_BYTES: usize = 256;
+/// The longest name of a [`FaultKind::Custom`] fault type or parameter key, in bytes.
+pub const MAX_CUSTOM_NAME_BYTES: usize = 64;
+/// The prefix of a custom fault type's name in an allow-list ([`FaultKind::allow_name`]).
+pub const CUSTOM_KIND_PREFIX: &str = "custom:";
 
 /// One fault: what ([`FaultKind`]), on which nodes ([`Selector`]) and links, when and for how
 /// long. Every plan has a duration above zero and at most [`MAX_FAULT_DURATION`]: it reverts by
@@ -133,6 +144,24 @@ pub enum FaultKind {
         /// 1..=100,000.
         joins: u32,
     },
+    /// A fault type a service registered on the nodes it embeds (docs/diagnostics.md, "A fault
+    /// type of your own"): MeshKit knows only its name and parameters and leaves the effect to
+    /// the type's own hooks on each target. Written
+    /// `{ kind = "custom", name = "slow-disk", params = { delay = "200ms" } }`.
+    ///
+    /// The name keeps the kind open without an open enum: the plan's checks, the allow-list
+    /// (as `custom:<name>`, [`allow_name`](Self::allow_name)), the maximum duration, the
+    /// two-step token, the dead-man revert and the audit are the built-in kinds' own. A host
+    /// with no type of that name refuses the plan rather than run it as nothing.
+    Custom {
+        /// The registered type's name: 1..=64 bytes of `a-z 0-9 . _ -`.
+        name: String,
+        /// Its parameters, at most [`MAX_CUSTOM_PARAMS`] (keys as the name, values at most
+        /// [`MAX_CUSTOM_PARAM_BYTES`] bytes); their meaning is the type's, which checks them
+        /// where the plan is applied.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        params: BTreeMap<String, String>,
+    },
 }
 
 impl FaultKind {
@@ -153,6 +182,20 @@ impl FaultKind {
             Self::ClockSkew { .. } => "clock-skew",
             Self::CertificateRotation {} => "certificate-rotation",
             Self::MembershipSurge { .. } => "membership-surge",
+            // The family: metric labels and the radius keep a `&'static str` (a bounded label
+            // set); the type's own name is `allow_name`'s.
+            Self::Custom { .. } => "custom",
+        }
+    }
+
+    /// The kind's entry in an allow-list (`[chaos] allowed_kinds`): [`name`](Self::name) for
+    /// a built-in kind, `custom:<name>` for a [`Custom`](Self::Custom) one, so that allowing
+    /// one service's fault type allows no other, and a misspelled built-in kind is still
+    /// refused as unknown rather than taken for a custom type.
+    pub fn allow_name(&self) -> Cow<'_, str> {
+        match self {
+            Self::Custom { name, .. } => Cow::Owned(format!("{CUSTOM_KIND_PREFIX}{name}")),
+            kind => Cow::Borrowed(kind.name()),
         }
     }
 
@@ -414,6 +457,16 @@ pub enum FaultPlanError {
         shape: &'static str,
         /// The selector given.
         selector: Selector,
+    },
+    /// A custom fault type's name or parameter that breaks its rules.
+    #[error("{field} {value:?}: {problem}")]
+    Custom {
+        /// `fault.name`, `fault.params key` or `fault.params value` (then `value` is the key).
+        field: &'static str,
+        /// What was given.
+        value: String,
+        /// Which rule it breaks.
+        problem: &'static str,
     },
     /// `peers` or `direction` on a kind that acts on nodes, not links.
     #[error("{field} applies to link faults only, not to {kind}")]
@@ -765,8 +818,50 @@ fn check_kind(kind: &FaultKind) -> Result<(), FaultPlanError> {
         FaultKind::MembershipSurge { joins } => {
             check_u32("fault.joins", Some(*joins), 1, 1, MAX_SURGE_JOINS)?;
         }
+        FaultKind::Custom { name, params } => {
+            check_custom_name("fault.name", name)?;
+            if params.len() > MAX_CUSTOM_PARAMS {
+                return Err(FaultPlanError::TooMany {
+                    field: "fault.params",
+                    count: params.len(),
+                    max: MAX_CUSTOM_PARAMS,
+                });
+            }
+            for (key, value) in params {
+                check_custom_name("fault.params key", key)?;
+                if value.len() > MAX_CUSTOM_PARAM_BYTES {
+                    return Err(FaultPlanError::Custom {
+                        field: "fault.params value",
+                        value: key.clone(),
+                        problem: "longer than 256 bytes",
+                    });
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// A custom type's name or parameter key: 1..=64 bytes of `a-z 0-9 . _ -` (probe names' rule:
+/// it becomes an allow-list entry, a log field and an audit value, so nothing needs escaping).
+pub fn check_custom_name(field: &'static str, name: &str) -> Result<(), FaultPlanError> {
+    let problem = if name.is_empty() {
+        "empty"
+    } else if name.len() > MAX_CUSTOM_NAME_BYTES {
+        "longer than 64 bytes"
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        "only a-z, 0-9, '.', '_' and '-' are allowed"
+    } else {
+        return Ok(());
+    };
+    Err(FaultPlanError::Custom {
+        field,
+        value: name.into(),
+        problem,
+    })
 }
 
 impl Serialize for FaultPlan {

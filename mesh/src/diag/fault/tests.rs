@@ -848,3 +848,52 @@ fn a_nanosecond_delay_round_trips() {
     );
     assert_eq!(serde_json::from_str::<FaultPlan>(&json).unwrap(), plan);
 }
+
+#[test]
+fn a_custom_fault_type_parses_checks_and_resolves_like_a_node_fault() {
+    let plan: FaultPlan = serde_json::from_str(
+        r#"{"duration": "2s", "selector": {"indices": [1]},
+            "fault": {"kind": "custom", "name": "slow-disk", "params": {"delay": "200ms"}}}"#,
+    )
+    .unwrap();
+    assert_eq!(plan.kind().name(), "custom");
+    assert_eq!(plan.kind().allow_name(), "custom:slow-disk");
+    assert!(!plan.kind().is_link_fault());
+    // Read back, it is the plan written.
+    let again: FaultPlan = serde_json::from_str(&serde_json::to_string(&plan).unwrap()).unwrap();
+    assert_eq!(again, plan);
+    // A node fault: its radius is the selected nodes, with no links.
+    let radius = resolve(&plan, &ClusterView::numbered(3, 1)).unwrap();
+    assert_eq!(radius.kind, "custom");
+    assert_eq!(radius.nodes, [id(1)].into());
+    assert!(radius.links.is_empty());
+
+    let refused = |fault: &str| {
+        serde_json::from_str::<FaultPlan>(&alloc::format!(
+            r#"{{"duration": "2s", "fault": {fault}}}"#
+        ))
+        .unwrap_err()
+        .to_string()
+    };
+    assert!(refused(r#"{"kind": "custom", "name": "Slow Disk"}"#).contains("fault.name"));
+    assert!(refused(r#"{"kind": "custom", "name": ""}"#).contains("empty"));
+    let many: Vec<String> = (0..=MAX_CUSTOM_PARAMS)
+        .map(|i| alloc::format!(r#""k{i}": "v""#))
+        .collect();
+    assert!(
+        refused(&alloc::format!(
+            r#"{{"kind": "custom", "name": "x", "params": {{{}}}}}"#,
+            many.join(", ")
+        ))
+        .contains("fault.params lists 17")
+    );
+    let long = "v".repeat(MAX_CUSTOM_PARAM_BYTES + 1);
+    assert!(
+        refused(&alloc::format!(
+            r#"{{"kind": "custom", "name": "x", "params": {{"k": "{long}"}}}}"#
+        ))
+        .contains("longer than 256 bytes")
+    );
+    // A built-in kind is never taken for a custom one.
+    assert!(refused(r#"{"kind": "slow-disk"}"#).contains("unknown variant"));
+}
