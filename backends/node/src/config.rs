@@ -1002,7 +1002,8 @@ fn chaos_config(raw: &RawChaosConfig) -> Result<ChaosConfig, NodeConfigError> {
                 value: kind.clone(),
                 expected: "a fault kind, listed once: kill, pause, partition, latency, loss, \
                            bursty-loss, duplicate, reorder, transport-downgrade, \
-                           certificate-expiry, clock-skew, membership-surge, or custom:<name> \
+                           certificate-expiry, certificate-rotation, clock-skew, membership-surge, \
+                           or custom:<name> \
                            for a service's own fault type (a-z 0-9 . _ -)",
             });
         }
