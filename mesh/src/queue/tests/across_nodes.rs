@@ -673,3 +673,105 @@ fn drain_and_restore_run_at_the_owner_only() {
     let (_, payload) = leased(mesh.lease(other, &s));
     assert_eq!(payload, [0]);
 }
+
+/// A request to an owner that does not answer is refused as timed out at its deadline (the
+/// producer's call never hangs), and leaves nothing in flight.
+#[test]
+fn a_request_to_a_silent_owner_times_out() {
+    let config = queue_config().with_request_timeout(secs(1));
+    let mut mesh = Mesh::new(&config);
+    let s = shard0();
+    let owner = mesh.owner_of(&s).unwrap();
+    mesh.down.insert(owner);
+    let sent = mesh.now;
+    let answer = mesh.enqueue(1, &s, b"lost?");
+    assert!(
+        matches!(
+            answer,
+            QueueEvent::Refused {
+                error: QueueError::TimedOut,
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+    let waited = mesh.now - sent;
+    assert!(waited >= secs(1) && waited < secs(2), "{waited:?}");
+    assert_eq!(mesh.nodes[0].queues().unwrap().requests_in_flight(), 0);
+}
+
+/// A completion sent again after it was accepted (its answer lost) is accepted again and not
+/// counted again; a token naming an item the queue never had is refused as unknown.
+#[test]
+fn a_resent_completion_is_accepted_once_more_and_an_unknown_item_is_refused() {
+    let mut mesh = Mesh::new(&queue_config());
+    let s = shard0();
+    let owner = mesh.owner_of(&s).unwrap();
+    let worker = mesh.other_member(&s);
+    mesh.enqueue(1, &s, b"once");
+    let (token, _) = leased(mesh.lease(worker, &s));
+    for _ in 0..2 {
+        let answer = mesh.complete(worker, &s, token);
+        assert!(matches!(answer, QueueEvent::Accepted { .. }), "{answer:?}");
+    }
+    let stats = mesh.nodes[(owner - 1) as usize].queues().unwrap().stats();
+    assert_eq!((stats.acknowledged, stats.completed), (1, 1), "{stats:?}");
+
+    let forged = OwnershipToken {
+        item: crate::queue::ItemId::new(token.item.get() + 1_000),
+        ..token
+    };
+    let answer = mesh.complete(worker, &s, forged);
+    assert!(
+        matches!(answer, QueueEvent::Refused { error: QueueError::UnknownItem { item }, .. } if item == forged.item),
+        "{answer:?}"
+    );
+}
+
+/// An owner paused past its lease's expiry stops serving and keeps its queue; its renewal
+/// comes back under a new fence (the table let the lease go: with instant delivery the
+/// table's expiry and the client's local one fall within the same tick here, so the
+/// same-fence resume is the simulator's `queue-owner-lapse`), so it rebuilds, from the replicas
+/// and its own kept copy, the same items: nothing lost, the old grant's token refused.
+#[test]
+fn an_owner_whose_lease_lapses_stops_then_rebuilds_its_queue_under_a_new_fence() {
+    let mut mesh = Mesh::new(&queue_config().with_lease_timeout(secs(60)));
+    let s = shard0();
+    let owner = mesh.owner_of(&s).unwrap();
+    let worker = mesh.other_member(&s);
+    mesh.enqueue(1, &s, b"a");
+    mesh.enqueue(1, &s, b"b");
+    let (token, _) = leased(mesh.lease(worker, &s));
+    mesh.down.insert(owner);
+    mesh.run_for(Duration::from_millis(2_900));
+    mesh.down.clear();
+    mesh.events.clear();
+    let back = mesh.run_until(
+        secs(10),
+        |_, e| matches!(e, QueueEvent::Serving { shard, .. } if *shard == s),
+    );
+    let Some((server, QueueEvent::Serving { fence, items, .. })) = back else {
+        panic!("nobody served {s} again: {:?}", mesh.events);
+    };
+    let stopped = mesh.events_of(owner).into_iter().any(
+        |e| matches!(e, QueueEvent::Stopped { shard, fence: f } if *shard == s && *f == token.fence),
+    );
+    assert!(
+        stopped,
+        "the lapsed owner stopped serving: {:?}",
+        mesh.events
+    );
+    assert!(fence > token.fence, "{fence:?}");
+    assert_eq!(items, 2, "served by node {server}");
+    let answer = mesh.complete(worker, &s, token);
+    assert!(
+        matches!(
+            answer,
+            QueueEvent::Refused {
+                error: QueueError::StaleFence { .. },
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+}
