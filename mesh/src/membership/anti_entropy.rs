@@ -146,7 +146,7 @@ impl Membership {
             match r.state {
                 MemberState::Alive => self.apply_alive(now, from, r.node, r.incarnation, r.meta),
                 MemberState::Suspect | MemberState::Dead | MemberState::Left => {
-                    self.apply_suspect(now, r.node, r.incarnation, from);
+                    self.apply_suspect(now, r.node, r.incarnation, from, from);
                 }
             }
             return;
@@ -176,7 +176,7 @@ impl Membership {
             }
             // A remote death, or a leave the member did not tell us itself: only a suspicion.
             (MemberState::Suspect | MemberState::Dead | MemberState::Left, _) => {
-                self.apply_suspect(now, r.node, r.incarnation, from);
+                self.apply_suspect(now, r.node, r.incarnation, from, from);
             }
         }
     }

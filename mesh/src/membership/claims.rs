@@ -53,6 +53,11 @@ pub const MAX_UNVERIFIED_PER_INTRODUCER: u32 = 64;
 /// Unverified members from all relays together, at most.
 pub const MAX_UNVERIFIED_MEMBERS: usize = 1024;
 
+/// A suspicion this node raised whose claim no other member was heard holding for this many
+/// probe intervals was stuck here: on a healthy link the claim comes back (relayed, or as a
+/// confirmation) within a few gossip rounds. Two periods leave room for one lost round.
+pub(crate) const CLAIM_STUCK_PROBE_INTERVALS: u32 = 2;
+
 impl Membership {
     /// Applies one piggybacked update received from `sender`.
     pub(super) fn apply_update(&mut self, now: Instant, sender: NodeId, update: Update) {
@@ -87,7 +92,7 @@ impl Membership {
                 node,
                 incarnation,
                 from,
-            } => self.apply_suspect(now, node, incarnation, from),
+            } => self.apply_suspect(now, node, incarnation, from, sender),
             // Another node's death claim is its opinion, not a fact this node can check: it
             // starts (or confirms) this node's own suspicion, which the member refutes if it is
             // alive. Only this node's own suspicion timer declares a member dead.
@@ -95,13 +100,13 @@ impl Membership {
                 node,
                 incarnation,
                 from,
-            } => self.apply_suspect(now, node, incarnation, from),
+            } => self.apply_suspect(now, node, incarnation, from, sender),
             // Only the member itself may say it left; anyone else's word is a death claim.
             Update::Left { node, incarnation } if sender == node => {
                 self.apply_left(now, node, incarnation);
             }
             Update::Left { node, incarnation } => {
-                self.apply_suspect(now, node, incarnation, sender);
+                self.apply_suspect(now, node, incarnation, sender, sender);
             }
             Update::Meta {
                 node,
@@ -310,18 +315,34 @@ impl Membership {
         (!incarnation.is_older_than(m.incarnation) && !settled).then_some((m.state, m.incarnation))
     }
 
+    /// A claim that `node` failed at `incarnation`, raised by `by`, as received from `sender`
+    /// (this node itself for its own probes): starts or confirms this node's suspicion.
     pub(super) fn apply_suspect(
         &mut self,
         now: Instant,
         node: NodeId,
         incarnation: Incarnation,
         by: NodeId,
+        sender: NodeId,
     ) {
         let Some((state, current)) = self.claim_target(node, incarnation) else {
             return;
         };
+        let stuck_after = scale(self.config.probe_interval(), CLAIM_STUCK_PROBE_INTERVALS);
         if state == MemberState::Suspect && incarnation == current {
             if let Some(s) = self.suspicions.get_mut(&node) {
+                let before = s.deadline();
+                // Any other member's word about this claim (a confirmation, or this node's own
+                // claim relayed back) shows the claim got out; heard late, it was stuck here.
+                let held = sender != self.id && s.heard(now, stuck_after);
+                if held {
+                    let after = s.deadline();
+                    self.suspicion_deadlines.remove(&(before, node));
+                    self.suspicion_deadlines.insert((after, node));
+                }
+                let Some(s) = self.suspicions.get_mut(&node) else {
+                    return;
+                };
                 let before = s.deadline();
                 if s.confirm(by) {
                     // A late confirmation (the timeout it brings ran out already) would declare
@@ -370,7 +391,11 @@ impl Membership {
             expected = 0;
         }
         self.transition(now, node, incarnation, MemberState::Suspect, Some(by));
-        let s = Suspicion::new(now, incarnation, by, min, max, expected);
+        let mut s = Suspicion::new(now, incarnation, by, min, max, expected);
+        if sender != self.id {
+            // Another member's claim: held by someone else from the start.
+            s.heard(now, stuck_after);
+        }
         if let Some(old) = self.suspicions.insert(node, s) {
             self.suspicion_deadlines.remove(&(old.deadline(), node));
         }

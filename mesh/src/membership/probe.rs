@@ -25,6 +25,10 @@ const MAX_DEAD_PROBES: usize = 16;
 /// back); past this the verdict stands. Each costs one datagram and delays a real crash's
 /// verdict by a probe timeout.
 pub(crate) const MAX_DIRECT_CHECKS: u32 = 2;
+/// Times a suspicion nobody else was heard holding is announced again before its verdict (see
+/// `Suspicion::announce_again`); each holds the verdict one health-scaled probe timeout. Bursts
+/// of loss last a few seconds; a node cut off alone pays this much longer to hold the rest dead.
+pub(crate) const MAX_UNHEARD_ANNOUNCEMENTS: u32 = 3;
 
 /// The probe of the current protocol period.
 #[derive(Debug)]
@@ -187,11 +191,11 @@ impl Membership {
         if m.state == MemberState::Alive {
             self.stats.suspicions_raised += 1;
             let incarnation = m.incarnation;
-            self.apply_suspect(now, probe.target, incarnation, self.id);
+            self.apply_suspect(now, probe.target, incarnation, self.id, self.id);
         } else if m.state == MemberState::Suspect {
             // An independent failed probe confirms the suspicion (Lifeguard §IV-B).
             let incarnation = m.incarnation;
-            self.apply_suspect(now, probe.target, incarnation, self.id);
+            self.apply_suspect(now, probe.target, incarnation, self.id, self.id);
         }
     }
 
@@ -355,6 +359,22 @@ impl Membership {
             s.told_at = Some(now);
             let deadline = s.deadline();
             self.suspicion_deadlines.insert((deadline, node));
+            self.send_check(node, incarnation);
+            return;
+        }
+        if let Some(s) = self.suspicions.get_mut(&node)
+            && s.announce_again(now, grace, MAX_UNHEARD_ANNOUNCEMENTS)
+        {
+            // Nobody was heard holding the claim: every copy may have gone into a burst of loss
+            // on this node's own links, and the suspect never heard it to refute. Announce it
+            // again with a fresh budget and tell the suspect directly.
+            let deadline = s.deadline();
+            self.suspicion_deadlines.insert((deadline, node));
+            self.broadcasts.push(&Update::Suspect {
+                node,
+                incarnation,
+                from: self.id,
+            });
             self.send_check(node, incarnation);
             return;
         }

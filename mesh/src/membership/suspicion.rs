@@ -31,6 +31,13 @@ pub(crate) struct Suspicion {
     pub(crate) told_at: Option<Instant>,
     /// Direct checks that held the verdict so far.
     checks: u32,
+    /// When another member was first heard holding this claim (it raised the suspicion, it
+    /// confirmed it, or it relayed this node's own claim back); `None` while nobody was.
+    heard_at: Option<Instant>,
+    /// Times this claim was announced again because nobody was heard holding it (see
+    /// [`Suspicion::announce_again`]); counted apart from the direct checks, so that contact
+    /// coming back after a heal still gets its own checks (`MAX_DIRECT_CHECKS`).
+    announcements: u32,
 }
 
 impl Suspicion {
@@ -56,7 +63,42 @@ impl Suspicion {
             not_before: now,
             told_at: None,
             checks: 0,
+            heard_at: None,
+            announcements: 0,
         }
+    }
+
+    /// Another member was heard holding this claim at `now`. The first time only: if that is
+    /// more than `stuck_after` after the suspicion began here, the claim was stuck (every copy
+    /// this node sent was lost, as in a burst of loss on its own links), so the suspect may not
+    /// have heard of it either; a late confirmation would otherwise declare it at once, before
+    /// its refutation can come back. The verdict then waits the minimum timeout from `now`.
+    /// Returns whether the deadline may have moved.
+    pub(crate) fn heard(&mut self, now: Instant, stuck_after: Duration) -> bool {
+        if self.heard_at.is_some() {
+            return false;
+        }
+        self.heard_at = Some(now);
+        if now.saturating_duration_since(self.started) <= stuck_after {
+            return false;
+        }
+        self.not_before = self.not_before.max(now + self.min);
+        true
+    }
+
+    /// The verdict is due and nobody was heard holding the claim, though enough members exist
+    /// to confirm it: every copy may have been lost on this node's own links. Holds the verdict
+    /// until `now + hold` (the caller announces the claim again, with a fresh retransmit budget,
+    /// and checks the suspect directly), at most `max` times; returns whether it did. A node cut
+    /// off alone hears nobody, and declares after those `max` holds.
+    pub(crate) fn announce_again(&mut self, now: Instant, hold: Duration, max: u32) -> bool {
+        if self.heard_at.is_some() || self.expected == 0 || self.announcements >= max {
+            return false;
+        }
+        self.announcements += 1;
+        self.not_before = self.not_before.max(now + hold);
+        self.told_at = Some(now);
+        true
     }
 
     /// Records an independent confirmation; returns whether it was new (and so worth passing on).
@@ -307,6 +349,63 @@ mod tests {
         assert!(!s.hold_for_check(t0 + second * 7, check, 2), "two at most");
         assert_eq!(s.deadline(), t0 + second * 6 + check);
         assert_eq!(s.told_at, Some(t0 + second * 6));
+    }
+
+    /// #19 class 3: a claim this node raised that nobody was heard holding is announced again
+    /// (each time holding the verdict), at most `max` times, counted apart from the direct
+    /// checks; a claim someone else holds, or one that nobody could confirm, is not.
+    #[test]
+    fn only_an_unheard_claim_is_announced_again_a_bounded_number_of_times() {
+        let t0 = Instant::ZERO;
+        let (min, max) = (Duration::from_secs(4), Duration::from_secs(12));
+        let hold = Duration::from_millis(500);
+        let stuck_after = Duration::from_secs(2);
+        let new =
+            |expected| Suspicion::new(t0, Incarnation::new(1), NodeId::new(1), min, max, expected);
+
+        let mut s = new(3);
+        let due = s.deadline();
+        for i in 0..3u32 {
+            let at = due + hold * i;
+            assert!(s.announce_again(at, hold, 3), "announcement {i}");
+            assert_eq!(s.deadline(), at + hold);
+            assert_eq!(s.told_at, Some(at));
+        }
+        assert!(!s.announce_again(due + hold * 3, hold, 3), "three at most");
+        assert!(
+            s.hold_for_check(due + hold * 3, hold, 1),
+            "the announcements leave the direct checks (contact coming back) alone"
+        );
+
+        let mut s = new(3);
+        assert!(
+            !s.heard(t0 + Duration::from_secs(1), stuck_after),
+            "heard on time"
+        );
+        assert!(s.heard_at.is_some());
+        assert_eq!(s.deadline(), t0 + max, "on time: the deadline stays");
+        assert!(!s.announce_again(t0 + max, hold, 3), "someone holds it");
+
+        let mut s = new(0);
+        assert!(!s.announce_again(t0 + min, hold, 3), "nobody could confirm");
+    }
+
+    /// #19 class 3: a claim first heard late was stuck here, so the suspect gets the minimum
+    /// timeout from the moment it was heard: late confirmations do not declare it at once.
+    #[test]
+    fn a_claim_heard_late_waits_the_minimum_from_then() {
+        let t0 = Instant::ZERO;
+        let (min, max) = (Duration::from_secs(4), Duration::from_secs(12));
+        let stuck_after = Duration::from_secs(2);
+        let mut s = Suspicion::new(t0, Incarnation::new(1), NodeId::new(1), min, max, 3);
+        let late = t0 + Duration::from_secs(9);
+        assert!(s.heard(late, stuck_after));
+        for n in 2..=4 {
+            assert!(s.confirm(NodeId::new(n)));
+        }
+        assert_eq!(s.deadline(), late + min, "not t0 + min, long past");
+        assert!(!s.heard(late + min, stuck_after), "the first time only");
+        assert_eq!(s.deadline(), late + min);
     }
 
     /// Whether someone else suspects the member too: the raiser counts when it is not the

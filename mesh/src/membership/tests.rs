@@ -255,10 +255,13 @@ fn suspected_member_refutes() {
     net.run_for(Duration::from_secs(3));
     // Node 1 alone cannot reach node 2 for a while: it suspects it (indirect probes also go through
     // node 1's cut links only to node 2, so cut both directions between 1 and 2 and all helpers).
-    net.nodes
-        .get_mut(&id(1))
-        .unwrap()
-        .apply_suspect(net.now, id(2), Incarnation::new(1), id(1));
+    net.nodes.get_mut(&id(1)).unwrap().apply_suspect(
+        net.now,
+        id(2),
+        Incarnation::new(1),
+        id(1),
+        id(1),
+    );
     net.drain(id(1));
     net.run_for(Duration::from_secs(30));
     assert!(
@@ -723,10 +726,13 @@ fn stale_suspicion_is_corrected_by_its_subject() {
     let mut net = Net::converged(6, Profile::Lan);
     net.run_for(Duration::from_secs(2));
     // Node 2 refutes a suspicion everyone but node 1 hears about.
-    net.nodes
-        .get_mut(&id(2))
-        .unwrap()
-        .apply_suspect(net.now, id(2), Incarnation::new(1), id(3));
+    net.nodes.get_mut(&id(2)).unwrap().apply_suspect(
+        net.now,
+        id(2),
+        Incarnation::new(1),
+        id(3),
+        id(3),
+    );
     net.drain(id(2));
     net.run_for(Duration::from_secs(5));
     assert_eq!(net.nodes[&id(2)].incarnation(), Incarnation::new(2));
@@ -740,7 +746,7 @@ fn stale_suspicion_is_corrected_by_its_subject() {
     net.nodes
         .get_mut(&id(1))
         .unwrap()
-        .apply_suspect(now, id(2), Incarnation::new(1), id(1));
+        .apply_suspect(now, id(2), Incarnation::new(1), id(1), id(1));
     net.drain(id(1));
     net.run_for(Duration::from_secs(30));
     assert_eq!(net.state(1, 2), Some(MemberState::Alive));
@@ -1371,7 +1377,7 @@ fn a_late_confirmation_checks_the_suspect_before_declaring_it_dead() {
     net.nodes
         .get_mut(&id(1))
         .unwrap()
-        .apply_suspect(net.now, id(2), held, id(3));
+        .apply_suspect(net.now, id(2), held, id(3), id(3));
     net.drain(id(1));
     // Past the confirmed (minimum) timeout, before the unconfirmed one.
     let min = net.nodes[&id(1)].config().suspicion_min();
@@ -1413,12 +1419,12 @@ fn node_1_cut_off_suspecting_3_then_2() -> (Net, Incarnation) {
     net.nodes
         .get_mut(&id(1))
         .unwrap()
-        .apply_suspect(net.now, id(3), held_3, id(4));
+        .apply_suspect(net.now, id(3), held_3, id(4), id(4));
     net.run_for(Duration::from_secs(1));
     net.nodes
         .get_mut(&id(1))
         .unwrap()
-        .apply_suspect(net.now, id(2), held, id(3));
+        .apply_suspect(net.now, id(2), held, id(3), id(3));
     net.drain(id(1));
     (net, held_3)
 }
@@ -1480,7 +1486,7 @@ fn a_suspect_that_speaks_is_told_the_claim_in_reply() {
     net.nodes
         .get_mut(&id(1))
         .unwrap()
-        .apply_suspect(net.now, id(2), held, id(3));
+        .apply_suspect(net.now, id(2), held, id(3), id(3));
     net.drain(id(1));
     net.run_for(Duration::from_millis(500));
     assert_eq!(net.state(1, 2), Some(MemberState::Suspect));
@@ -1555,7 +1561,7 @@ fn a_suspicion_expects_confirmations_only_when_enough_members_can_send_them() {
             m.add_known_member(now, id(n), Incarnation::new(1));
         }
         assert_eq!(m.alive_count() as u64, members);
-        m.apply_suspect(now, id(2), Incarnation::new(1), id(3));
+        m.apply_suspect(now, id(2), Incarnation::new(1), id(3), id(3));
         m.suspicions[&id(2)]
             .deadline()
             .saturating_duration_since(now)
@@ -1685,7 +1691,7 @@ fn a_stale_claim_is_corrected_only_from_a_live_verified_record() {
     for n in [2, 3, 4] {
         m.add_known_member(now, id(n), Incarnation::new(5));
     }
-    m.apply_suspect(now, id(2), Incarnation::new(5), id(4));
+    m.apply_suspect(now, id(2), Incarnation::new(5), id(4), id(4));
     assert_eq!(m.member(id(2)).unwrap().state, MemberState::Suspect);
     assert!(
         alive_records_sent_back(&mut m, id(3), suspect_claim(2, 4, 3), id(2)).is_empty(),
@@ -1754,7 +1760,7 @@ fn contact_comes_back_only_from_a_member_suspected_long_enough() {
     let held = net.nodes[&id(1)].member(id(2)).unwrap().incarnation;
     let started = net.now;
     let m = net.nodes.get_mut(&id(1)).unwrap();
-    m.apply_suspect(started, id(2), held, id(3));
+    m.apply_suspect(started, id(2), held, id(3), id(3));
     m.reconnected_at = None;
 
     m.note_reconnect(started + min / 2, id(2));
@@ -1783,7 +1789,7 @@ fn a_healthy_node_declares_a_crash_on_a_late_confirmation_at_once() {
     net.nodes
         .get_mut(&id(1))
         .unwrap()
-        .apply_suspect(net.now, id(2), held, id(3));
+        .apply_suspect(net.now, id(2), held, id(3), id(3));
     net.drain(id(1));
     let min = net.nodes[&id(1)].config().suspicion_min();
     net.run_for(min + Duration::from_millis(500));
@@ -1795,7 +1801,7 @@ fn a_healthy_node_declares_a_crash_on_a_late_confirmation_at_once() {
     m.reconnected_at = None;
     let at = net.now;
     for from in [4, 5, 6] {
-        m.apply_suspect(at, id(2), held, id(from));
+        m.apply_suspect(at, id(2), held, id(from), id(from));
     }
     // The suspicion timer fires on the next step.
     net.run_for(Duration::from_millis(1));
@@ -1805,6 +1811,48 @@ fn a_healthy_node_declares_a_crash_on_a_late_confirmation_at_once() {
         vec![at],
         "node 1 declared crashed node 2 dead at once on the late confirmations"
     );
+}
+
+/// #19 class 3: node 1's own links lose everything it sends for a while (a burst), so its claim
+/// that node 2 failed reaches nobody; then late confirmations arrive. Before, they made the
+/// suspicion due at once and node 1 (healthy again, no contact lost) declared node 2 dead
+/// before node 2 could hear the claim and refute. The claim was heard late, so node 2 gets the
+/// minimum timeout from then, and refutes in time.
+#[test]
+fn a_claim_stuck_in_a_burst_is_not_declared_on_late_confirmations() {
+    let mut net = Net::converged(8, Profile::Lan);
+    net.run_for(Duration::from_secs(2));
+    for j in 2..=8 {
+        net.cut.insert((id(1), id(j)));
+    }
+    let held = net.nodes[&id(1)].member(id(2)).unwrap().incarnation;
+    let started = net.now;
+    net.nodes
+        .get_mut(&id(1))
+        .unwrap()
+        .apply_suspect(started, id(2), held, id(1), id(1));
+    net.drain(id(1));
+    let min = net.nodes[&id(1)].config().suspicion_min();
+    net.run_for(min + Duration::from_secs(1));
+    assert_eq!(net.state(1, 2), Some(MemberState::Suspect));
+    assert_eq!(net.state(2, 2), Some(MemberState::Alive));
+    // The burst ends; node 1 is healthy again and lost no contact (so no direct check holds
+    // the verdict), and three other members' claims arrive, past the confirmed timeout.
+    net.cut.clear();
+    let m = net.nodes.get_mut(&id(1)).unwrap();
+    m.health.apply(-i64::from(m.health.score()));
+    m.reconnected_at = None;
+    let at = net.now;
+    for from in [3, 4, 5] {
+        m.apply_suspect(at, id(2), held, id(from), id(from));
+    }
+    net.run_for(min + Duration::from_secs(1));
+    assert_eq!(
+        net.dead_verdicts(1, 2, started),
+        Vec::<Instant>::new(),
+        "node 1 declared node 2 dead on confirmations of a claim node 2 never heard"
+    );
+    assert_eq!(net.state(1, 2), Some(MemberState::Alive), "node 2 refuted");
 }
 
 /// The first datagram a lost member sends across a healed cut usually carries its own
