@@ -307,6 +307,14 @@ fn run_inner(
     let mut report = metrics::figures(outcome, header);
     report.experiments = experiments;
     report.probe_transitions = probe_transitions;
+    if let Some(a) = scenario.autoscale() {
+        report.not_modelled.push(format!(
+            "[autoscale] (queue {}, {}..={} workers): worker containers scaled on the \
+             backpressure stream need the compose environment (meshkit-chaos run --env \
+             compose); the simulator has no containers",
+            a.queue, a.min_workers, a.max_workers
+        ));
+    }
     report.faults_after_end = fault::occurrences_after(scenario.faults(), duration);
     report.expectations_failed = report::check_expectations(scenario.expect(), &report);
     Ok(report)

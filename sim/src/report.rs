@@ -63,6 +63,10 @@ pub struct RunReport {
     /// touched, when, and how it ended.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub experiments: Vec<ExperimentRecord>,
+    /// Sections of the scenario the simulator reads but does not run (`[autoscale]`: it has
+    /// no containers), each with why; the compose environment runs them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_modelled: Vec<String>,
     /// Every state change of the probes given to [`crate::run_with_probes`], in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub probe_transitions: Vec<ProbeTransition>,
@@ -366,6 +370,9 @@ impl RunReport {
             "{}  seed {}  {} nodes  profile {}  {:.1} virtual s{speed}",
             self.scenario, self.seed, self.nodes, self.profile, self.virtual_s
         );
+        for what in &self.not_modelled {
+            let _ = writeln!(out, "not modelled: {what}");
+        }
         let opt =
             |v: Option<f64>, unit: &str| v.map_or("-".to_owned(), |v| format!("{v:.3}{unit}"));
         let le = |b: Option<f64>| b.map_or(String::new(), |b| format!("<= {b}"));

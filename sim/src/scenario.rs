@@ -249,6 +249,7 @@ pub struct Scenario {
     leases: Option<LeaseSpec>,
     shards: Option<ShardSpec>,
     queue: Option<QueueSpec>,
+    autoscale: Option<AutoscaleSpec>,
     expect: Expectations,
     /// Where the text came from, for error messages that are only known at run time.
     file: String,
@@ -367,6 +368,49 @@ pub struct ShardSpec {
     pub ttl: Duration,
     /// Shard moves (lease transfers or acquisitions) under way at once.
     pub max_moves_in_flight: u32,
+}
+
+/// `[autoscale]`: worker containers scaled on a task queue's backpressure, and the load burst
+/// that drives them. Only the compose environment runs it (`meshkit-chaos run --env compose`:
+/// its autoscaler adds and removes `meshctl queue work` containers through the Docker API);
+/// the simulator has no containers, reads the section so the same file drives both, and lists
+/// it in its report as not modelled (`RunReport::not_modelled`).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct AutoscaleSpec {
+    /// The queue (shard namespace) whose backpressure is followed and whose items the workers
+    /// take (default `jobs`, the compose stack's).
+    pub queue: String,
+    /// Fewest workers (default 1); the autoscaler starts this many.
+    pub min_workers: u32,
+    /// Most workers (default 4, at most [`AutoscaleSpec::MAX_WORKERS`]).
+    pub max_workers: u32,
+    /// Backpressure active this long without a break before a scale-out (default 3s).
+    pub scale_out_after: Duration,
+    /// Backpressure inactive this long before a scale-in (default 15s): longer than
+    /// `scale_out_after`, the hysteresis.
+    pub scale_in_after: Duration,
+    /// Shortest time between two decisions (default 10s).
+    pub cooldown: Duration,
+    /// When the runner enqueues the burst.
+    pub burst_at: Duration,
+    /// Items in the burst (at most 5,000).
+    pub burst_items: u32,
+    /// Time one worker holds one item (default 200ms).
+    pub work: Duration,
+    /// Bound on burst to the first scale-out, in seconds (`autoscale_scale_out_s`).
+    pub scale_out_s_max: Option<f64>,
+    /// Bound on burst to the last scale-in back at `min_workers`, in seconds
+    /// (`autoscale_scale_in_s`).
+    pub scale_in_s_max: Option<f64>,
+}
+
+impl AutoscaleSpec {
+    /// Most workers a scenario may ask for: each is a container on the machine running the
+    /// stack.
+    pub const MAX_WORKERS: u32 = 16;
+    /// Most items in a burst.
+    pub const MAX_BURST_ITEMS: u32 = 5_000;
 }
 
 /// `[queue]`: task queues on the `[shards]` (one per shard, served by its owner), producers
@@ -843,6 +887,17 @@ impl Scenario {
                 )
             }
         };
+        let autoscale = match raw.autoscale {
+            None => None,
+            Some(a) => {
+                let whole = a.span();
+                Some(
+                    a.into_inner()
+                        .validate(whole, raw.run.duration.0)
+                        .map_err(|(span, msg, hint)| err(span, msg, hint))?,
+                )
+            }
+        };
         let workload = raw.workload;
         if workload.metadata_value_bytes.get_ref().0 > MAX_VALUE_BYTES {
             return Err(err(
@@ -879,6 +934,7 @@ impl Scenario {
             leases,
             shards,
             queue,
+            autoscale,
             expect: raw.expect,
             file: file.to_owned(),
             source: text.to_owned(),
@@ -1128,6 +1184,12 @@ impl Scenario {
         self.queue.as_ref()
     }
 
+    /// The `[autoscale]` section, if any (compose only; the simulator lists it as not
+    /// modelled).
+    pub fn autoscale(&self) -> Option<&AutoscaleSpec> {
+        self.autoscale.as_ref()
+    }
+
     /// The expectations.
     pub fn expect(&self) -> &Expectations {
         &self.expect
@@ -1178,8 +1240,116 @@ struct RawScenario {
     leases: Option<Spanned<RawLeases>>,
     shards: Option<Spanned<RawShards>>,
     queue: Option<Spanned<RawQueue>>,
+    autoscale: Option<Spanned<RawAutoscale>>,
     #[serde(default)]
     expect: Expectations,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAutoscale {
+    queue: Option<String>,
+    min_workers: Option<u32>,
+    max_workers: Option<u32>,
+    scale_out_after: Option<DurationStr>,
+    scale_in_after: Option<DurationStr>,
+    cooldown: Option<DurationStr>,
+    burst_at: DurationStr,
+    burst_items: u32,
+    work: Option<DurationStr>,
+    scale_out_s_max: Option<f64>,
+    scale_in_s_max: Option<f64>,
+}
+
+impl RawAutoscale {
+    fn validate(
+        self,
+        whole: Range<usize>,
+        duration: Duration,
+    ) -> Result<AutoscaleSpec, FieldError> {
+        let bad = |message: String, hint: &'static str| Err((whole.clone(), message, hint));
+        let spec = AutoscaleSpec {
+            queue: self.queue.unwrap_or_else(|| "jobs".to_owned()),
+            min_workers: self.min_workers.unwrap_or(1),
+            max_workers: self.max_workers.unwrap_or(4),
+            scale_out_after: self.scale_out_after.map_or(Duration::from_secs(3), |d| d.0),
+            scale_in_after: self.scale_in_after.map_or(Duration::from_secs(15), |d| d.0),
+            cooldown: self.cooldown.map_or(Duration::from_secs(10), |d| d.0),
+            burst_at: self.burst_at.0,
+            burst_items: self.burst_items,
+            work: self.work.map_or(Duration::from_millis(200), |d| d.0),
+            scale_out_s_max: self.scale_out_s_max,
+            scale_in_s_max: self.scale_in_s_max,
+        };
+        if meshkit::shard::ShardId::new(&spec.queue, 0).is_err() {
+            return bad(
+                format!(
+                    "[autoscale] queue {:?} is not a shard namespace",
+                    spec.queue
+                ),
+                "name a namespace of the stack's [shards], e.g. queue = \"jobs\"",
+            );
+        }
+        if spec.min_workers > spec.max_workers
+            || spec.max_workers > AutoscaleSpec::MAX_WORKERS
+            || spec.max_workers == 0
+        {
+            return bad(
+                format!(
+                    "[autoscale] min_workers = {} and max_workers = {}: need min <= max, \
+                     1 <= max <= {}",
+                    spec.min_workers,
+                    spec.max_workers,
+                    AutoscaleSpec::MAX_WORKERS
+                ),
+                "each worker is a container on this machine: keep max_workers small",
+            );
+        }
+        if spec.scale_in_after < spec.scale_out_after || spec.scale_out_after.is_zero() {
+            return bad(
+                format!(
+                    "[autoscale] scale_in_after ({:?}) must be at least scale_out_after ({:?}), \
+                     which must be positive",
+                    spec.scale_in_after, spec.scale_out_after
+                ),
+                "a scale-in waits longer than a scale-out (hysteresis), or the workers flap",
+            );
+        }
+        if spec.burst_at >= duration
+            || spec.burst_items == 0
+            || spec.burst_items > AutoscaleSpec::MAX_BURST_ITEMS
+        {
+            return bad(
+                format!(
+                    "[autoscale] burst_at = {:?} (the run lasts {duration:?}), burst_items = {} \
+                     (1..={})",
+                    spec.burst_at,
+                    spec.burst_items,
+                    AutoscaleSpec::MAX_BURST_ITEMS
+                ),
+                "the burst must land inside the run",
+            );
+        }
+        if spec.work.is_zero() || spec.work > Duration::from_secs(2) {
+            return bad(
+                format!("[autoscale] work = {:?} is outside (0, 2s]", spec.work),
+                "a worker holds an item without heartbeats: keep it well below the queue's \
+                 lease_timeout",
+            );
+        }
+        for (key, v) in [
+            ("scale_out_s_max", spec.scale_out_s_max),
+            ("scale_in_s_max", spec.scale_in_s_max),
+        ] {
+            if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                return bad(
+                    format!("[autoscale] {key} must be a positive number of seconds"),
+                    "e.g. scale_out_s_max = 20.0",
+                );
+            }
+        }
+        Ok(spec)
+    }
 }
 
 #[derive(Deserialize)]
@@ -2122,6 +2292,39 @@ mod tests {
         for bad in ["", "5", "s", "5x", "1.2.3s", "-1s", "99999999999999999999h"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn an_autoscale_section_is_read_with_defaults_and_its_hysteresis_checked() {
+        let ok = format!("{MINIMAL}[autoscale]\nburst_at = \"2s\"\nburst_items = 100\n");
+        let s = Scenario::parse(&ok, "t.toml").unwrap();
+        let a = s.autoscale().expect("read");
+        assert_eq!(
+            (a.queue.as_str(), a.min_workers, a.max_workers),
+            ("jobs", 1, 4)
+        );
+        assert!(a.scale_in_after >= a.scale_out_after);
+        for (bad, says) in [
+            ("min_workers = 5\nmax_workers = 2\n", "min <= max"),
+            ("max_workers = 17\n", "min <= max"),
+            (
+                "scale_out_after = \"5s\"\nscale_in_after = \"2s\"\n",
+                "at least scale_out_after",
+            ),
+            ("work = \"5s\"\n", "work"),
+            ("queue = \"no/such\"\n", "not a shard namespace"),
+            ("scale_in_s_max = -1.0\n", "positive"),
+        ] {
+            let text = format!("{ok}{bad}");
+            let e = Scenario::parse(&text, "t.toml").unwrap_err().to_string();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+        let late = format!("{MINIMAL}[autoscale]\nburst_at = \"20s\"\nburst_items = 100\n");
+        let e = Scenario::parse(&late, "t.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("inside the run") || e.contains("the run lasts"),
+            "{e}"
+        );
     }
 
     #[test]
