@@ -350,6 +350,28 @@ enum QueueCommand {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Works QUEUE's items: leases one, holds it --work (the stand-in for real work), completes
+    /// it, and again; waits --idle when nothing is pending. Stops after --for, --max-items, or at
+    /// SIGTERM/SIGINT once the item in hand is completed (needs mesh.operate). The worker the
+    /// compose environment's autoscaler starts in containers (docs/chaos-environment.md).
+    Work {
+        /// The queue (a shard namespace).
+        queue: String,
+        /// How long one item takes, such as 200ms; below the lease's timeout (no heartbeat).
+        #[arg(long, default_value = "200ms")]
+        work: String,
+        /// The wait after an empty lease or a refused call, such as 250ms.
+        #[arg(long, default_value = "250ms")]
+        idle: String,
+        /// Stop after this long, such as 30m.
+        #[arg(long = "for", default_value = "1h")]
+        duration: String,
+        /// Stop after completing this many items.
+        #[arg(long)]
+        max_items: Option<u64>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
     /// The workers the node's queues track: healthy, disconnected, last heartbeat.
     LeaseHealth {
         /// Print the node's JSON answer instead of a table.
@@ -886,6 +908,7 @@ impl Command {
                 command:
                     QueueCommand::Stats { node, .. }
                     | QueueCommand::WatchBackpressure { node, .. }
+                    | QueueCommand::Work { node, .. }
                     | QueueCommand::LeaseHealth { node, .. }
                     | QueueCommand::Drain { node, .. }
                     | QueueCommand::Restore { node, .. },
@@ -1134,6 +1157,32 @@ fn main() -> ExitCode {
         Command::Queue { command } => match command {
             QueueCommand::Stats { json, node } => queue::stats(&node, json),
             QueueCommand::LeaseHealth { json, node } => queue::lease_health(&node, json),
+            QueueCommand::Work {
+                queue,
+                work,
+                idle,
+                duration,
+                max_items,
+                node,
+            } => {
+                let parse = |flag: &str, d: &str| {
+                    meshkit::config::parse_duration(d).map_err(|e| format!("{flag} {d:?}: {e}"))
+                };
+                parse("--work", &work).and_then(|work| {
+                    let idle = parse("--idle", &idle)?;
+                    let limit = parse("--for", &duration)?;
+                    queue::work(
+                        &node,
+                        &queue::WorkOptions {
+                            queue,
+                            work,
+                            idle,
+                            limit,
+                            max_items,
+                        },
+                    )
+                })
+            }
             QueueCommand::Drain { shard, json, node } => queue::drain(&node, &shard, json),
             QueueCommand::Restore {
                 shard,

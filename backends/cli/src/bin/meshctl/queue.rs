@@ -1,12 +1,12 @@
-//! `meshctl queue stats | watch-backpressure | lease-health | drain | restore`: the task queues
+//! `meshctl queue stats | watch-backpressure | lease-health | drain | restore | work`: the task queues
 //! as one node sees them (docs/task-queues.md), with tables, or the node's JSON with `--json`.
 
 use std::io::Write as _;
 use std::time::Duration;
 
 use meshkit_node::control::queues::{
-    BackpressureJson, LeaseHealthResponse, QueueDrainRequest, QueueDrainResponse,
-    QueueRestoreRequest, QueueRestoreResponse, QueuesResponse,
+    BackpressureJson, LeaseHealthResponse, LeaseRequest, LeaseResponse, QueueDrainRequest,
+    QueueDrainResponse, QueueRestoreRequest, QueueRestoreResponse, QueuesResponse, TokenRequest,
 };
 
 use super::{NodeArgs, call, ok_body, print_answer, with_client};
@@ -214,4 +214,120 @@ pub(crate) fn watch_backpressure(
         }
     })
     .map(|_| ())
+}
+
+/// What `meshctl queue work` does.
+pub(crate) struct WorkOptions {
+    /// The queue (shard namespace).
+    pub(crate) queue: String,
+    /// How long one item is held before its completion.
+    pub(crate) work: Duration,
+    /// The wait after an empty lease or a refused call.
+    pub(crate) idle: Duration,
+    /// The longest the worker runs.
+    pub(crate) limit: Duration,
+    /// Stop after this many completions.
+    pub(crate) max_items: Option<u64>,
+}
+
+/// `meshctl queue work QUEUE`: lease, hold `work`, complete, until `limit`, `max_items` or a
+/// SIGTERM/SIGINT (checked between items, so the item in hand is completed first: a scale-in
+/// by `docker stop` loses no work and leaves no lease to time out). One line per completed
+/// item on stdout (the container's log), a summary at the end. A refused completion (409: the
+/// lease expired or the owner changed) drops the item, which runs again elsewhere; any other
+/// refusal or a transport error waits `idle` and tries again.
+pub(crate) fn work(node: &NodeArgs, options: &WorkOptions) -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let addr = node.addr();
+    let (done, _) = with_client(&node.connect, false, async |client| {
+        let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
+        let started = tokio::time::Instant::now();
+        let mut completed = 0u64;
+        let mut dropped = 0u64;
+        let mut errors = 0u64;
+        let lease = LeaseRequest {
+            queue: options.queue.clone(),
+            shard: None,
+        };
+        let mut stop = None;
+        while started.elapsed() < options.limit && options.max_items.is_none_or(|m| completed < m) {
+            // Both a stop signal and the bound are checked between items only.
+            let wait = match client.post_json(addr, "/control/queue/lease", &lease).await {
+                Ok(r) if r.status == 200 => match serde_json::from_str::<LeaseResponse>(&r.body) {
+                    Ok(leased) => {
+                        tokio::time::sleep(options.work).await;
+                        let done = TokenRequest {
+                            shard: leased.shard.clone(),
+                            token: leased.token,
+                        };
+                        match client
+                            .post_json(addr, "/control/queue/complete", &done)
+                            .await
+                        {
+                            Ok(c) if c.status == 200 => {
+                                completed += 1;
+                                println!("completed {} item {}", leased.shard, leased.token.item);
+                            }
+                            Ok(c) if c.status == 409 => {
+                                dropped += 1;
+                                println!(
+                                    "dropped {} item {}: {}",
+                                    leased.shard,
+                                    leased.token.item,
+                                    c.body.trim()
+                                );
+                            }
+                            Ok(c) => {
+                                errors += 1;
+                                eprintln!("complete: HTTP {}: {}", c.status, c.body.trim());
+                            }
+                            Err(e) => {
+                                errors += 1;
+                                eprintln!("complete: {e}");
+                            }
+                        }
+                        let _ = std::io::stdout().flush();
+                        Duration::ZERO
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        eprintln!("{addr}: unexpected lease answer: {e}");
+                        options.idle
+                    }
+                },
+                // 204: nothing pending.
+                Ok(r) if r.status == 204 => options.idle,
+                Ok(r) => {
+                    errors += 1;
+                    eprintln!("lease: HTTP {}: {}", r.status, r.body.trim());
+                    options.idle
+                }
+                Err(e) => {
+                    errors += 1;
+                    eprintln!("lease: {e}");
+                    options.idle
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = term.recv() => stop = Some("SIGTERM"),
+                _ = int.recv() => stop = Some("SIGINT"),
+                () = tokio::time::sleep(wait) => {}
+            }
+            if stop.is_some() {
+                break;
+            }
+        }
+        let why = stop.unwrap_or(if options.max_items.is_some_and(|m| completed >= m) {
+            "--max-items"
+        } else {
+            "--for"
+        });
+        Ok(format!(
+            "worker stopped ({why}): {completed} completed, {dropped} dropped, {errors} errors"
+        ))
+    })?;
+    println!("{done}");
+    Ok(())
 }
