@@ -211,8 +211,19 @@ ttl = "3s"
 data_dir = "/data/raft"
 
 [shards]
-namespaces = {{ orders = 16 }}
+# `jobs` carries the task queues the autoscaler scenario loads (queue-burst-autoscale).
+namespaces = {{ orders = 16, jobs = 2 }}
 ttl = "3s"
+
+# Every shard's queue (docs/task-queues.md): backpressure at 60 pending, off again at 15, the
+# signal the autoscaler (meshkit-chaos autoscale) follows; workers are `meshctl queue work`.
+[queues]
+data_dir = "/data/queues"
+replicas = 1
+lease_timeout = "5s"
+high_watermark = 60
+low_watermark = 15
+cooldown = "1s"
 
 [chaos]
 enabled = true

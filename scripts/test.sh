@@ -116,7 +116,7 @@ elif timeout 20 docker info >/dev/null 2>&1; then
     echo "SKIPPED (MESHKIT_SKIP_TOOL_TESTS=1): the compose environment needs Debian's prometheus packages"
   else
     cargo nextest run -p meshkit-tests --locked --no-fail-fast --run-ignored only -E 'binary(compose_env)' --no-capture
-    step "meshkit-chaos runs scenarios/crash-one.toml on a 3-node compose stack and membership-surge-join on 5 nodes with 3 spares (--up --down, one stack at a time, about three minutes)"
+    step "meshkit-chaos runs scenarios/crash-one.toml on a 3-node compose stack, membership-surge-join on 5 nodes with 3 spares and queue-burst-autoscale on 3 nodes (--up --down, one stack at a time, about six minutes)"
     cargo nextest run -p meshkit-chaos --locked --no-fail-fast --run-ignored only -E 'binary(compose_run)' --no-capture
   fi
 else

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::StreamExt as _;
 use futures_util::future::join_all;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use meshkit::diag::fault::FaultKind;
@@ -25,6 +26,7 @@ use crate::observe::{HOLDER_SCOPE, NodeAnswer, Observer, Takeover};
 use crate::plan::{self, Action, Refusal, Step};
 use crate::rotation;
 use crate::stack::{Stack, StackError};
+use crate::workers::{self, AutoscaleError, AutoscaleOptions};
 
 /// How long the stack may take to show one view before the run starts.
 const HEALTHY_WAIT: Duration = Duration::from_secs(90);
@@ -132,6 +134,9 @@ pub enum RunError {
     /// The nodes' API.
     #[error(transparent)]
     Node(#[from] NodeError),
+    /// The autoscaler of an `[autoscale]` scenario could not start.
+    #[error("the autoscaler: {0}")]
+    Autoscale(#[from] AutoscaleError),
     /// The stack is not in one healthy view.
     #[error(
         "the stack is not healthy ({0}); a previous run may have left it damaged: \
@@ -204,6 +209,8 @@ enum Event {
         node: u64,
         record: usize,
     },
+    /// `[autoscale]`'s load burst.
+    Burst,
 }
 
 /// One node's certificate rotation, as the report lists it.
@@ -216,6 +223,76 @@ struct RotationRecord {
     rotated: rotation::Rotated,
     /// The serial the node served at the end (or why none was read).
     served_at_end: Option<String>,
+}
+
+/// What the burst of an `[autoscale]` scenario enqueued.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BurstOutcome {
+    /// When it began, seconds since the start.
+    pub t: f64,
+    /// Items asked for.
+    pub items: u32,
+    /// Items acknowledged (held by the owner and its replicas).
+    pub enqueued: u32,
+    /// How long the enqueues took, seconds.
+    pub took_s: f64,
+    /// The first refusal or error, if any (each item is tried on up to three nodes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
+}
+
+/// Enqueues `items` items on `queue`, 16 at a time, each through the nodes in turn (a refusal
+/// or no answer moves it to the next node, three tries at most).
+async fn burst(
+    run_dir: PathBuf,
+    addrs: Vec<String>,
+    queue: String,
+    items: u32,
+    t: f64,
+) -> BurstOutcome {
+    const IN_FLIGHT: usize = 16;
+    const TRIES: usize = 3;
+    let started = Instant::now();
+    let mut out = BurstOutcome {
+        t,
+        items,
+        ..BurstOutcome::default()
+    };
+    let nodes = match Nodes::new(&run_dir) {
+        Ok(n) => n,
+        Err(e) => {
+            out.first_error = Some(e.to_string());
+            return out;
+        }
+    };
+    if addrs.is_empty() {
+        out.first_error = Some("no running node".to_owned());
+        return out;
+    }
+    let results: Vec<Result<(), String>> = futures_util::stream::iter(0..items)
+        .map(|i| {
+            let (nodes, addrs, queue) = (&nodes, &addrs, &queue);
+            async move {
+                let mut last = String::new();
+                for k in 0..TRIES {
+                    let addr = &addrs[(i as usize + k) % addrs.len()];
+                    match nodes.enqueue(addr, queue, format!("burst item {i}")).await {
+                        Ok(()) => return Ok(()),
+                        Err(e) => last = e.to_string(),
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(last)
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    nodes.close().await;
+    out.enqueued = u32::try_from(results.iter().filter(|r| r.is_ok()).count()).unwrap_or(0);
+    out.first_error = results.into_iter().find_map(Result::err);
+    out.took_s = secs(started.elapsed());
+    out
 }
 
 struct Partition {
@@ -245,6 +322,9 @@ struct Run<'a> {
     out: PathBuf,
     bar: Option<ProgressBar>,
     rotations: Vec<RotationRecord>,
+    /// `[autoscale]`: its queue and burst size, the burst's task once started.
+    autoscale: Option<(String, u32)>,
+    burst: Option<tokio::task::JoinHandle<BurstOutcome>>,
 }
 
 fn secs(d: Duration) -> f64 {
@@ -652,6 +732,27 @@ impl Run<'_> {
                 }
                 return Ok(());
             }
+            Event::Burst => {
+                if let Some((queue, items)) = self.autoscale.clone() {
+                    self.say(&format!("{label}: burst of {items} items on {queue}"));
+                    let addrs: Vec<String> = self
+                        .observer
+                        .running()
+                        .iter()
+                        .map(|id| self.stack.nodes[id].control.clone())
+                        .collect();
+                    let t = secs(self.now());
+                    self.record(None, "burst", Vec::new());
+                    self.burst = Some(tokio::spawn(burst(
+                        self.stack.run_dir.clone(),
+                        addrs,
+                        queue,
+                        items,
+                        t,
+                    )));
+                }
+                return Ok(());
+            }
         }
         self.schedule(
             self.now() + SNAPSHOT_DELAY,
@@ -826,6 +927,10 @@ pub async fn run(
         out: options.out.clone(),
         bar: None,
         rotations: Vec::new(),
+        autoscale: scenario
+            .autoscale()
+            .map(|a| (a.queue.clone(), a.burst_items)),
+        burst: None,
     };
     // One view before the first fault, or no run.
     let waited = Instant::now();
@@ -850,6 +955,18 @@ pub async fn run(
     run.t0 = Instant::now();
     run.t0_unix = unix_s(started_wall);
     run.observe().await;
+    // `[autoscale]`: the autoscaler runs along the run, the burst is due at its time.
+    let mut autoscaler = None;
+    if let Some(a) = scenario.autoscale() {
+        let scaler = AutoscaleOptions {
+            queue: a.queue.clone(),
+            policy: a.into(),
+            work: a.work,
+            out: options.out.clone(),
+        };
+        autoscaler = Some(workers::start(workers::Target::of(run.stack), scaler).await?);
+        run.schedule(a.burst_at, Event::Burst);
+    }
     for step in steps.clone() {
         run.schedule(step.at, Event::Step(step));
     }
@@ -915,6 +1032,17 @@ pub async fn run(
     if let Some(am) = &run.stack.alertmanager {
         collect_alerts(&run.http, am, secs(run.now()), &mut alerts).await;
     }
+    let autoscaled = match autoscaler {
+        Some(a) => {
+            let summary = a.stop().await;
+            let burst = match run.burst.take() {
+                Some(task) => task.await.ok(),
+                None => None,
+            };
+            Some((summary, burst))
+        }
+        None => None,
+    };
     run.restore().await;
     let ended_wall = SystemTime::now();
 
@@ -939,6 +1067,27 @@ pub async fn run(
     if let Some(why) = &aborted {
         report.expectations_failed.push(format!("aborted: {why}"));
     }
+    let autoscale_json = match (&autoscaled, scenario.autoscale()) {
+        (Some((summary, burst)), Some(spec)) => {
+            let figures =
+                AutoscaleFigures::of(summary, burst.as_ref(), spec.min_workers, run.t0_unix);
+            report
+                .expectations_failed
+                .extend(figures.check(spec, summary, burst.as_ref()));
+            Some(json!({
+                "burst": burst,
+                "figures": figures,
+                "workers_max": summary.workers_max,
+                "scale_outs": summary.scale_outs,
+                "scale_ins": summary.scale_ins,
+                "stream_connects": summary.stream_connects,
+                "completed_by_worker": summary.completed_by_worker,
+                "errors": summary.errors,
+                "decisions": "autoscale.jsonl",
+            }))
+        }
+        _ => None,
+    };
 
     // Artifacts.
     let out = options.out.clone();
@@ -1045,6 +1194,9 @@ pub async fn run(
         map.insert("prometheus_series".into(), json!(series));
         map.insert("alive".into(), json!(run.observer.alive));
         map.insert("artifacts".into(), json!(out.display().to_string()));
+        if let Some(a) = &autoscale_json {
+            map.insert("autoscale".into(), a.clone());
+        }
         map.insert("passed".into(), json!(report.passed() && aborted.is_none()));
     }
     artifacts::write_json(&out.join("report.json"), &json)?;
@@ -1056,6 +1208,103 @@ pub async fn run(
         out,
         aborted,
     })
+}
+
+/// The autoscaler's figures, seconds on the run's clock.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AutoscaleFigures {
+    /// The burst to the first scale-out after it.
+    pub scale_out_s: Option<f64>,
+    /// The burst to backpressure inactive again on every shard (the queue drained below its
+    /// low watermark) after that scale-out.
+    pub drained_s: Option<f64>,
+    /// The drain to the scale-in that brought the workers back to `min_workers`.
+    pub drain_to_scale_in_s: Option<f64>,
+    /// The burst to that scale-in.
+    pub scale_in_s: Option<f64>,
+}
+
+impl AutoscaleFigures {
+    /// Read from the decisions; `t0_unix` places their Unix times on the run's clock.
+    pub fn of(
+        summary: &workers::Summary,
+        burst: Option<&BurstOutcome>,
+        min_workers: u32,
+        t0_unix: f64,
+    ) -> Self {
+        let Some(burst) = burst else {
+            return Self::default();
+        };
+        let t = |r: &workers::Record| r.unix_ms as f64 / 1000.0 - t0_unix;
+        let after: Vec<&workers::Record> =
+            summary.records.iter().filter(|r| t(r) >= burst.t).collect();
+        let out = after.iter().find(|r| r.event == "scale-out").map(|r| t(r));
+        let drained = out.and_then(|o| {
+            after
+                .iter()
+                .find(|r| r.event == "signal-change" && !r.active && t(r) >= o)
+                .map(|r| t(r))
+        });
+        let back = drained.and_then(|d| {
+            after
+                .iter()
+                .find(|r| {
+                    r.event == "worker-stopped"
+                        && r.workers == min_workers
+                        && t(r) >= d
+                        && r.reason.contains("backpressure inactive")
+                })
+                .map(|r| t(r))
+        });
+        let rel = |v: Option<f64>, from: f64| {
+            v.map(|v| secs(Duration::from_secs_f64((v - from).max(0.0))))
+        };
+        Self {
+            scale_out_s: rel(out, burst.t),
+            drained_s: rel(drained, burst.t),
+            drain_to_scale_in_s: drained.and_then(|d| rel(back, d)),
+            scale_in_s: rel(back, burst.t),
+        }
+    }
+
+    /// The `[autoscale]` expectations that failed: a scale-out and a back-to-min scale-in
+    /// within their bounds, the whole burst enqueued, no Docker call failed.
+    pub fn check(
+        &self,
+        spec: &meshkit_sim::scenario::AutoscaleSpec,
+        summary: &workers::Summary,
+        burst: Option<&BurstOutcome>,
+    ) -> Vec<String> {
+        let mut failed = Vec::new();
+        for (key, got, max) in [
+            (
+                "autoscale scale_out_s",
+                self.scale_out_s,
+                spec.scale_out_s_max,
+            ),
+            ("autoscale scale_in_s", self.scale_in_s, spec.scale_in_s_max),
+        ] {
+            match (got, max) {
+                (None, Some(max)) => {
+                    failed.push(format!("{key}: none within the run (expected <= {max} s)"));
+                }
+                (Some(v), Some(max)) if v > max => failed.push(format!("{key} = {v} > {max}")),
+                _ => {}
+            }
+        }
+        match burst {
+            None => failed.push("autoscale: the burst never ran".to_owned()),
+            Some(b) if b.enqueued < b.items => failed.push(format!(
+                "autoscale: the burst enqueued {} of {} items ({})",
+                b.enqueued,
+                b.items,
+                b.first_error.clone().unwrap_or_default()
+            )),
+            Some(_) => {}
+        }
+        failed.extend(summary.errors.iter().map(|e| format!("autoscale: {e}")));
+        failed
+    }
 }
 
 async fn collect_alerts(http: &Http, am: &str, t: f64, into: &mut BTreeMap<String, Value>) {

@@ -15,10 +15,13 @@
 //! | [`artifacts`] | the folder's files and `report.html` with its SVG plot |
 //! | [`http`] | plain HTTP GETs of Prometheus and Alertmanager |
 //! | [`rotation`] | the certificate rotation drill: new certificates from the run's CA into a node's files, and the certificate a node serves |
+//! | [`autoscale`] | the autoscaler's decisions: backpressure signals in, scale-outs and scale-ins with hysteresis out (pure) |
+//! | [`workers`] | the autoscaler on a stack: the backpressure stream, worker containers through the Docker API, `autoscale.jsonl` |
 //!
 //! docs/chaos-environment.md, "Running scenarios" and "Reading artifacts", is the user's guide.
 
 pub mod artifacts;
+pub mod autoscale;
 pub mod compose;
 pub mod http;
 pub mod nodes;
@@ -26,3 +29,4 @@ pub mod observe;
 pub mod plan;
 pub mod rotation;
 pub mod stack;
+pub mod workers;

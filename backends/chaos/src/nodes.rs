@@ -246,6 +246,65 @@ impl Nodes {
         stats
     }
 
+    /// `POST /control/queue/enqueue` of `payload` on `queue` (the shard from the payload's
+    /// hash), answered once the owner and its replicas hold it; with the control timeout, since
+    /// an enqueue waits for a replica's synced checkpoint.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Call`]: a refusal (503 while no owner serves, 429 when full) or no answer.
+    pub async fn enqueue(&self, addr: &str, queue: &str, payload: String) -> Result<(), NodeError> {
+        let path = "/control/queue/enqueue";
+        let request = meshkit_api::json::EnqueueRequest {
+            queue: queue.to_owned(),
+            shard: None,
+            payload,
+        };
+        let err = |why: String| NodeError::Call {
+            addr: addr.to_owned(),
+            path: path.to_owned(),
+            why,
+        };
+        let r = self
+            .control
+            .post_json(addr, path, &request)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        if r.status != 200 {
+            return Err(err(format!("HTTP {}: {}", r.status, r.body.trim())));
+        }
+        Ok(())
+    }
+
+    /// `GET /control/backpressure/stream?queue=QUEUE`: the server-sent events of every shard's
+    /// signal the node sees, open (status 200) or the refusal.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Call`].
+    pub async fn backpressure_stream(
+        &self,
+        addr: &str,
+        queue: &str,
+    ) -> Result<meshkit_client::StreamingResponse, NodeError> {
+        let path = format!("/control/backpressure/stream?queue={queue}");
+        let err = |why: String| NodeError::Call {
+            addr: addr.to_owned(),
+            path: path.clone(),
+            why,
+        };
+        let stream = self
+            .client
+            .get_stream(addr, &path)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        if stream.status() != 200 {
+            let status = stream.status();
+            return Err(err(format!("HTTP {status}")));
+        }
+        Ok(stream)
+    }
+
     /// Closes the client's connections.
     pub async fn close(&self) {
         self.client.close().await;

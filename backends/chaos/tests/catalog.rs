@@ -104,3 +104,29 @@ fn the_rotation_drill_rotates_every_node_over_its_forty_seconds() {
         }
     );
 }
+
+/// The autoscaler scenario: compose runs it (`compose_run.rs`); the simulator parses it, lists
+/// `[autoscale]` as not modelled, runs the rest (membership holds) and passes; it maps onto the
+/// default stack with no fault to refuse.
+#[test]
+fn the_autoscale_scenario_parses_is_not_modelled_in_the_simulator_and_maps_onto_compose() {
+    let s = Scenario::from_file(&path("queue-burst-autoscale")).unwrap_or_else(|e| panic!("{e}"));
+    let a = s.autoscale().expect("an [autoscale] section");
+    assert_eq!(
+        (a.queue.as_str(), a.min_workers, a.max_workers),
+        ("jobs", 1, 3)
+    );
+    assert!(a.scale_in_after > a.scale_out_after, "hysteresis");
+    let report = meshkit_sim::run(&s, RunOptions::seed(1)).expect("runs");
+    assert!(report.passed(), "{}", report.render(s.expect()));
+    assert_eq!(report.not_modelled.len(), 1, "{:?}", report.not_modelled);
+    assert!(report.not_modelled[0].starts_with("[autoscale]"));
+    assert!(
+        report
+            .render(s.expect())
+            .contains("not modelled: [autoscale]")
+    );
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("JSON");
+    assert!(json["not_modelled"][0].is_string(), "{json}");
+    plan::timeline(&s, STACK, s.duration(), 1).expect("nothing refused in compose");
+}

@@ -344,3 +344,97 @@ fn the_rotation_drill_rolls_new_certificates_over_every_node_and_refuses_nothing
     assert!(rest.is_empty(), "left after --down: {rest:?}");
     println!("compose rotation: {rotations:?}, transport {transport}");
 }
+
+#[test]
+#[ignore = "needs Docker, docker-compose, the meshkit/meshkitd:dev and meshkit/meshkit-probe:dev images and Debian's prometheus packages; scripts/test.sh runs it after scripts/static-image.sh"]
+fn a_queue_burst_is_scaled_out_and_back_in_by_the_autoscaler_and_nothing_is_left() {
+    if !docker_answers() {
+        println!("SKIPPED: no Docker daemon answers `docker info`; the compose run needs one");
+        return;
+    }
+    let _lock = one_stack_at_a_time();
+    let project = format!("meshkit-chaos-autoscale-{}", std::process::id());
+    let port_base = 22_000 + (std::process::id() % 100) * 100;
+    let _down = Down(&project);
+    let scratch = TempDir::new("chaos-autoscale");
+    let out = scratch.path().join("artifacts");
+    let mut run = Command::new(env!("CARGO_BIN_EXE_meshkit-chaos"));
+    run.current_dir(repo())
+        .args([
+            "run",
+            "scenarios/queue-burst-autoscale.toml",
+            "--env",
+            "compose",
+            "--up",
+            "--down",
+        ])
+        .args(["--nodes", "3", "--voters", "3", "--spares", "0"])
+        .args(["--project", &project, "--port-base", &port_base.to_string()])
+        .args(["--seed", "1", "--json", "--out"])
+        .arg(&out);
+    let (ok, printed) = run_bounded(run, RUN_LIMIT);
+    let report: serde_json::Value = std::fs::read_to_string(out.join("report.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| panic!("no report.json in {}:\n{printed}", out.display()));
+    assert!(ok, "meshkit-chaos failed:\n{printed}\nreport: {report:#}");
+    assert_eq!(report["passed"], true, "{report:#}");
+    let a = &report["autoscale"];
+    assert_eq!(a["burst"]["enqueued"], 400, "{a:#}");
+    assert!(a["scale_outs"].as_u64() >= Some(1), "{a:#}");
+    assert!(a["scale_ins"].as_u64() >= Some(1), "{a:#}");
+    assert!(a["workers_max"].as_u64() >= Some(2), "{a:#}");
+    let f = &a["figures"];
+    let out_s = f["scale_out_s"]
+        .as_f64()
+        .expect("a scale-out after the burst");
+    let in_s = f["scale_in_s"]
+        .as_f64()
+        .expect("a scale-in back to min after the drain");
+    assert!(out_s < in_s, "{f:#}");
+    // The work got done: the workers completed the burst (some may run twice: at least once).
+    let completed: u64 = a["completed_by_worker"]
+        .as_object()
+        .expect("completions by worker")
+        .values()
+        .filter_map(serde_json::Value::as_u64)
+        .sum();
+    assert!(completed >= 400, "{a:#}");
+
+    // The decisions, one JSON line each, in the artifacts; the workers' logs beside the nodes'.
+    let lines = std::fs::read_to_string(out.join("autoscale.jsonl")).expect("autoscale.jsonl");
+    let records: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+        .collect();
+    let events: Vec<&str> = records.iter().filter_map(|r| r["event"].as_str()).collect();
+    let first_out = events
+        .iter()
+        .position(|e| *e == "scale-out")
+        .expect("a scale-out");
+    let last_in = events
+        .iter()
+        .rposition(|e| *e == "scale-in")
+        .expect("a scale-in");
+    assert!(first_out < last_in, "{events:?}");
+    assert_eq!(events.last(), Some(&"stop"), "{events:?}");
+    assert!(
+        records.iter().all(|r| r["workers"].as_u64() <= Some(3)),
+        "{lines}"
+    );
+    let logs: Vec<_> = std::fs::read_dir(out.join("logs"))
+        .expect("logs/")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(logs.iter().any(|l| l.contains("worker-2")), "{logs:?}");
+
+    // --down left nothing of the project: no node, worker, network or volume.
+    let rest = left(&project);
+    assert!(rest.is_empty(), "left after --down: {rest:?}");
+    println!(
+        "compose queue-burst-autoscale: burst to scale-out {out_s} s, drained {} s, burst to \
+         scale-in {in_s} s, {} workers at most, wall {} s",
+        f["drained_s"], a["workers_max"], report["wall_s"]
+    );
+}

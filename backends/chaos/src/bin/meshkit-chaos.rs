@@ -48,6 +48,47 @@ enum Command {
     /// Print the actions a scenario maps to on a compose stack of N nodes, or why it is
     /// refused; runs nothing.
     Plan(PlanArgs),
+    /// Run the autoscaler on a compose stack by itself: follow a queue's backpressure stream
+    /// and add or remove `meshctl queue work` containers, for --for or until Ctrl-C; the
+    /// decisions go to OUT/autoscale.jsonl. (A scenario with `[autoscale]` runs it for you.)
+    Autoscale(AutoscaleArgs),
+}
+
+#[derive(Debug, Args)]
+struct AutoscaleArgs {
+    /// The compose project.
+    #[arg(long, default_value = "meshkit-chaos")]
+    project: String,
+    /// The queue (shard namespace).
+    #[arg(long, default_value = "jobs")]
+    queue: String,
+    /// Fewest workers.
+    #[arg(long, default_value_t = 1)]
+    min_workers: u32,
+    /// Most workers (at most 16).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=16))]
+    max_workers: u32,
+    /// Backpressure active this long before a scale-out.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    scale_out_after: Duration,
+    /// Backpressure inactive this long before a scale-in (at least --scale-out-after).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    scale_in_after: Duration,
+    /// Shortest time between two decisions.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    cooldown: Duration,
+    /// A worker's time per item.
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    work: Duration,
+    /// Stop after this long (the workers are removed).
+    #[arg(long = "for", default_value = "10m", value_parser = parse_duration)]
+    duration: Duration,
+    /// Where autoscale.jsonl and the workers' logs go (default artifacts/autoscale-<time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -160,6 +201,7 @@ fn main() -> ExitCode {
     let json = match &cli.command {
         Command::Run(a) => a.json,
         Command::Plan(a) => a.json,
+        Command::Autoscale(a) => a.json,
     };
     let result = match cli.command {
         Command::Run(args) => match args.env {
@@ -167,6 +209,7 @@ fn main() -> ExitCode {
             Env::Compose => run_compose(&args),
         },
         Command::Plan(args) => plan_cmd(&args),
+        Command::Autoscale(args) => autoscale_cmd(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -428,6 +471,13 @@ fn run_compose(args: &RunArgs) -> Result<u8, Fail> {
         if !not.is_empty() {
             text.push_str(&format!("not evaluated in compose: {not}\n"));
         }
+        if let Some(a) = outcome.json.get("autoscale") {
+            text.push_str(&format!(
+                "autoscale: {} scale-outs, {} scale-ins, at most {} workers; figures {} \
+                 (decisions in autoscale.jsonl)\n",
+                a["scale_outs"], a["scale_ins"], a["workers_max"], a["figures"]
+            ));
+        }
         out!("{text}");
         eprintln!("artifacts: {} (report.html)", outcome.out.display());
     }
@@ -439,4 +489,83 @@ fn run_compose(args: &RunArgs) -> Result<u8, Fail> {
         (None, true) => 0,
         (None, false) => 1,
     })
+}
+
+fn autoscale_cmd(args: &AutoscaleArgs) -> Result<u8, Fail> {
+    use meshkit_chaos::autoscale::PolicyConfig;
+    use meshkit_chaos::workers::{self, AutoscaleOptions, Target};
+    if args.min_workers > args.max_workers || args.scale_in_after < args.scale_out_after {
+        return Err(Fail(
+            2,
+            "need --min-workers <= --max-workers and --scale-in-after >= --scale-out-after \
+             (the hysteresis)"
+                .to_owned(),
+        ));
+    }
+    let out = args.out.clone().unwrap_or_else(|| {
+        let t = time::OffsetDateTime::now_utc();
+        PathBuf::from(format!(
+            "artifacts/autoscale-{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ))
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let summary = runtime.block_on(async {
+        let stack = Stack::find(&args.project).await?;
+        let options = AutoscaleOptions {
+            queue: args.queue.clone(),
+            policy: PolicyConfig {
+                min_workers: args.min_workers,
+                max_workers: args.max_workers,
+                scale_out_after: args.scale_out_after,
+                scale_in_after: args.scale_in_after,
+                cooldown: args.cooldown,
+            },
+            work: args.work,
+            out: out.clone(),
+        };
+        let running = workers::start(Target::of(&stack), options).await?;
+        if !args.json {
+            eprintln!(
+                "autoscaling {} workers of project {} for {:.0} s (Ctrl-C stops); decisions in {}",
+                args.queue,
+                args.project,
+                args.duration.as_secs_f64(),
+                out.join("autoscale.jsonl").display()
+            );
+        }
+        tokio::select! {
+            () = tokio::time::sleep(args.duration) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok::<_, Fail>(running.stop().await)
+    })?;
+    if args.json {
+        out!(
+            "{}",
+            json!({"out": out, "workers_max": summary.workers_max, "scale_outs": summary.scale_outs,
+                   "scale_ins": summary.scale_ins, "stream_connects": summary.stream_connects,
+                   "completed_by_worker": summary.completed_by_worker, "errors": summary.errors})
+        );
+    } else {
+        out!(
+            "{} scale-outs, {} scale-ins, at most {} workers; completed by worker: {:?}",
+            summary.scale_outs,
+            summary.scale_ins,
+            summary.workers_max,
+            summary.completed_by_worker
+        );
+        for e in &summary.errors {
+            out!("error: {e}");
+        }
+    }
+    Ok(if summary.errors.is_empty() { 0 } else { 1 })
 }
