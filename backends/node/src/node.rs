@@ -670,6 +670,51 @@ mod tests {
         assert!(handle.snapshot().await.is_err(), "the driver is gone");
     }
 
+    /// A join no seed answered (the seed was not listening yet) is sent again until a member
+    /// answers: node 2 starts 1.5 s after node 1 joined through it, and still learns of it.
+    #[tokio::test]
+    async fn a_join_nobody_answered_is_sent_again() {
+        use meshkit_runtime::driver::SeedPeer;
+        use std::time::Duration;
+
+        let network = MemoryNetwork::new();
+        let (driver1, handle1) = driver(&network);
+        tokio::spawn(driver1);
+        let seed = SeedPeer {
+            id: NodeId::new(2),
+            // The memory network routes by id; the address only fills the book.
+            addr: "127.0.0.1:9".parse().unwrap(),
+        };
+        handle1.join(vec![seed]).await.unwrap();
+        tokio::spawn(seeds::rejoin_until_heard(handle1.clone(), vec![seed]));
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let node2 = Node::new(
+            Config::from_profile(Profile::Lan),
+            NodeId::new(2),
+            Incarnation::new(1),
+            2,
+            Instant::ZERO,
+        );
+        let (driver2, _handle2) = Driver::new(node2, network.attach(NodeId::new(2)), SystemClock);
+        tokio::spawn(driver2);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let snapshot = handle1.snapshot().await.unwrap();
+            if snapshot
+                .peer(NodeId::new(2))
+                .is_some_and(|p| p.state == meshkit::membership::MemberState::Alive)
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node 1 never learned of node 2: {:?}",
+                snapshot.peers
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     #[tokio::test]
     async fn a_driver_shut_down_is_reported_stopped() {
         let network = MemoryNetwork::new();
@@ -686,6 +731,8 @@ mod seeds {
     use std::net::IpAddr;
     use std::time::Duration;
 
+    use meshkit::membership::MemberState;
+
     use meshkit_runtime::driver::{NodeHandle, SeedPeer};
 
     use crate::config::Seed;
@@ -693,6 +740,9 @@ mod seeds {
     /// The first wait before a name that did not resolve is asked again; it doubles up to
     /// [`RETRY_MAX`].
     const RETRY_FIRST: Duration = Duration::from_millis(250);
+    /// The first wait for a join's answer before joining again: a seed answers within a round
+    /// trip, so a second is long even on a loaded machine; it doubles up to [`RETRY_MAX`].
+    const REJOIN_FIRST: Duration = Duration::from_secs(1);
     /// The longest wait between two attempts.
     const RETRY_MAX: Duration = Duration::from_secs(5);
     /// How long names are retried. Containers and pods start in any order and a name appears
@@ -718,11 +768,57 @@ mod seeds {
             .collect();
         if !ready.is_empty() {
             // The driver was just spawned and holds the receiver: this cannot fail.
-            let _ = handle.join(ready).await;
+            let _ = handle.join(ready.clone()).await;
+            tokio::spawn(rejoin_until_heard(handle.clone(), ready));
         }
         if !named.is_empty() {
             let named: Vec<Seed> = named.into_iter().cloned().collect();
             tokio::spawn(resolve_and_join(handle.clone(), named, family));
+        }
+    }
+
+    /// Joins through `seeds` again, with the same backoff as names, while this node holds no
+    /// other member up (for at most [`RETRY_FOR`]). A join is one datagram to each seed: when a
+    /// seed is not listening yet, or its first dial fails (a container's network not ready, a
+    /// loaded machine), nothing answers, nobody learns of this node, and before this it stayed
+    /// alone for good (seen in a compose run at load 31: `docker restart` was the only fix).
+    /// Once any member is up, membership's own gossip and anti-entropy carry the rest.
+    pub(super) async fn rejoin_until_heard(handle: NodeHandle, seeds: Vec<SeedPeer>) {
+        let give_up = tokio::time::Instant::now() + RETRY_FOR;
+        let mut wait = REJOIN_FIRST;
+        let mut first = true;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = handle.stopped() => return,
+            }
+            let Ok(snapshot) = handle.snapshot().await else {
+                return; // the node stopped
+            };
+            let others_up = snapshot.peers.iter().any(|p| {
+                p.id != snapshot.local_id
+                    && matches!(p.state, MemberState::Alive | MemberState::Suspect)
+            });
+            if others_up {
+                return;
+            }
+            if tokio::time::Instant::now() + wait > give_up {
+                tracing::warn!(
+                    ?seeds,
+                    "no member answered a join in {RETRY_FOR:?}; no longer tried"
+                );
+                return;
+            }
+            if first {
+                tracing::warn!(?seeds, "no member answered the join yet; joining again");
+                first = false;
+            } else {
+                tracing::debug!(?seeds, "no member answered the join yet; joining again");
+            }
+            if handle.join(seeds.clone()).await.is_err() {
+                return;
+            }
+            wait = (wait * 2).min(RETRY_MAX);
         }
     }
 
@@ -752,8 +848,11 @@ mod seeds {
                 }
             }
             first_attempt = false;
-            if !resolved.is_empty() && handle.join(resolved).await.is_err() {
-                return; // the node stopped
+            if !resolved.is_empty() {
+                if handle.join(resolved.clone()).await.is_err() {
+                    return; // the node stopped
+                }
+                tokio::spawn(rejoin_until_heard(handle.clone(), resolved));
             }
             if unresolved.is_empty() {
                 return;
