@@ -345,6 +345,51 @@ async fn chaos_endpoints_on_five_daemons() {
         .count();
     assert_eq!(activations, 1, "one activation record per experiment");
 
+    // 2b. `meshctl chaos plan`, `start --confirm` and `abort`, each with `--json`, against the
+    // real nodes: the plan's radius and token, a start with that token, an abort that every
+    // target confirms and applies.
+    let token_file = dir.join("admin.token");
+    std::fs::write(&token_file, token(&dir, "chaos-admin", Permission::Admin)).unwrap();
+    let plan_file = dir.join("latency-abort.json");
+    std::fs::write(&plan_file, latency_on(1, MAX_DURATION_S).to_string()).unwrap();
+    let plan_arg = plan_file.to_str().expect("a UTF-8 temporary path");
+    let (ok, out) = meshctl_chaos(&dir, &a1, &token_file, &["plan", plan_arg, "--json"]);
+    assert!(ok, "meshctl chaos plan --json: {out}");
+    let planned = printed_json(&out);
+    assert_eq!(planned["radius"]["nodes"], json!([2, 3]), "{planned}");
+    let confirm = planned["token"].as_str().expect("a token").to_owned();
+    let (ok, out) = meshctl_chaos(
+        &dir,
+        &a1,
+        &token_file,
+        &["start", plan_arg, "--confirm", &confirm, "--json"],
+    );
+    assert!(ok, "meshctl chaos start --confirm --json: {out}");
+    let started = printed_json(&out);
+    let id = started["started"]["id"].as_str().unwrap().to_owned();
+    let (ok, out) = meshctl_chaos(&dir, &a1, &token_file, &["abort", &id, "--json"]);
+    assert!(ok, "meshctl chaos abort --json: {out}");
+    let aborted = printed_json(&out);
+    assert_eq!(aborted["action"], "abort", "{aborted}");
+    let confirmed: Vec<u64> = aborted["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .filter(|t| t["ok"] == true)
+        .filter_map(|t| t["node"].as_u64())
+        .collect();
+    assert!(
+        confirmed.contains(&2) && confirmed.contains(&3),
+        "both targets confirm the abort: {aborted}"
+    );
+    for node in [2, 3] {
+        assert_eq!(
+            mesh.phase_of(node, &id).await,
+            Some(("reverted".to_owned(), Some("aborted".to_owned()))),
+            "node {node} reverted {id} on the abort"
+        );
+    }
+
     // 3. The kill switch with three experiments active.
     let mut ids = Vec::new();
     for index in [1, 2, 3] {
@@ -355,30 +400,9 @@ async fn chaos_endpoints_on_five_daemons() {
     }
     // `meshctl chaos list` asks every member: the union of their answers names all three,
     // active, in JSON and in the table.
-    let token_file = dir.join("admin.token");
-    std::fs::write(&token_file, token(&dir, "chaos-admin", Permission::Admin)).unwrap();
-    let meshctl_list = |json: bool| {
-        let mut command = common::meshctl(
-            &dir,
-            &a1,
-            common::MeshctlAs::TokenFile(&token_file),
-            ["chaos", "list"],
-        );
-        if json {
-            command.arg("--json");
-        }
-        common::run_bounded(command, Duration::from_secs(20))
-    };
-    let (ok, out) = meshctl_list(true);
+    let (ok, out) = meshctl_chaos(&dir, &a1, &token_file, &["list", "--json"]);
     assert!(ok, "meshctl chaos list --json: {out}");
-    let listed: Value = serde_json::from_str(
-        out.lines()
-            .skip_while(|l| !l.starts_with('{'))
-            .collect::<Vec<_>>()
-            .join("\n")
-            .as_str(),
-    )
-    .expect("meshctl --json prints JSON");
+    let listed = printed_json(&out);
     let nodes = listed["nodes"]
         .as_array()
         .expect("one entry per node asked");
@@ -398,14 +422,23 @@ async fn chaos_endpoints_on_five_daemons() {
             "{id} is active on both of its targets: {listed}"
         );
     }
-    let (ok, table) = meshctl_list(false);
+    let (ok, table) = meshctl_chaos(&dir, &a1, &token_file, &["list"]);
     assert!(ok, "meshctl chaos list: {table}");
     for id in &ids {
         assert!(table.contains(id.as_str()), "the table lists {id}: {table}");
     }
     let a2 = mesh.addr(2).to_owned();
-    let (status, body) = call(&mesh.admin, &a2, "/control/chaos/kill-switch", &json!({})).await;
-    assert_eq!(status, 200, "{body}");
+    // Through `meshctl chaos kill-switch --json` (the routes' own refusals and an admin's
+    // engage and re-arm over HTTP and gRPC are in `refusals`).
+    let (ok, out) = meshctl_chaos(&dir, &a2, &token_file, &["kill-switch", "--json"]);
+    assert!(ok, "meshctl chaos kill-switch --json: {out}");
+    let engaged = printed_json(&out);
+    assert_eq!(engaged["action"], "kill-switch", "{engaged}");
+    assert_eq!(
+        engaged["targets"].as_array().map(Vec::len),
+        Some(5),
+        "every member answers the kill switch: {engaged}"
+    );
     for (i, id) in ids.iter().enumerate() {
         for node in [i as u64 + 2, (i as u64 + 2) % 5 + 1] {
             assert!(
@@ -431,39 +464,28 @@ async fn chaos_endpoints_on_five_daemons() {
             && r["identity"] == "chaos-admin")
             .await
     );
-    let r = mesh
-        .admin
-        .request(
-            http::Method::DELETE,
-            &a2,
-            "/control/chaos/kill-switch",
-            bytes::Bytes::new(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", r.body);
+    let (ok, out) = meshctl_chaos(
+        &dir,
+        &a2,
+        &token_file,
+        &["kill-switch", "--rearm", "--json"],
+    );
+    assert!(ok, "meshctl chaos kill-switch --rearm --json: {out}");
+    assert_eq!(printed_json(&out)["action"], "rearm", "{out}");
 
     // 4. The caller gone (meshctl exits after the start) and then the origin killed: the
     // targets revert on their own clocks.
     let plan_file = dir.join("latency.json");
     std::fs::write(&plan_file, latency_on(3, 3).to_string()).unwrap();
-    let mut command = common::meshctl(
+    let plan_arg = plan_file.to_str().expect("a UTF-8 temporary path");
+    let (ok, out) = meshctl_chaos(
         &dir,
         &a1,
-        common::MeshctlAs::TokenFile(&token_file),
-        ["chaos", "start"],
+        &token_file,
+        &["start", plan_arg, "--yes", "--json"],
     );
-    command.arg(&plan_file).args(["--yes", "--json"]);
-    let (ok, out) = common::run_bounded(command, Duration::from_secs(20));
     assert!(ok, "meshctl chaos start --yes: {out}");
-    let started: Value = serde_json::from_str(
-        out.lines()
-            .skip_while(|l| !l.starts_with('{'))
-            .collect::<Vec<_>>()
-            .join("\n")
-            .as_str(),
-    )
-    .expect("meshctl --json prints JSON");
+    let started = printed_json(&out);
     let id = started["started"]["id"].as_str().unwrap().to_owned();
     let deadline_ms = started["started"]["deadline_unix_ms"].as_u64().unwrap();
     // For 5.: plans confirmed at node 2 while node 1 is still a member. Index 0 is node 1 and
@@ -516,6 +538,32 @@ async fn chaos_endpoints_on_five_daemons() {
             "{proto:?}: the radius-changed refusal is audited"
         );
     }
+}
+
+/// Runs `meshctl chaos <args>` against `addr` with the admin token in `token_file`, for 20 s
+/// at most: whether it succeeded, and what it printed.
+fn meshctl_chaos(dir: &Path, addr: &str, token_file: &Path, args: &[&str]) -> (bool, String) {
+    let (subcommand, rest) = args.split_first().expect("a chaos subcommand");
+    let mut command = common::meshctl(
+        dir,
+        addr,
+        common::MeshctlAs::TokenFile(token_file),
+        ["chaos", subcommand],
+    );
+    command.args(rest);
+    common::run_bounded(command, Duration::from_secs(20))
+}
+
+/// The JSON document `meshctl --json` printed (from its first line that opens an object; log
+/// lines may come before it).
+fn printed_json(out: &str) -> Value {
+    let json = out
+        .lines()
+        .skip_while(|l| !l.starts_with('{'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    serde_json::from_str(&json)
+        .unwrap_or_else(|e| panic!("meshctl --json prints JSON ({e}): {out}"))
 }
 
 /// The two protocols of the chaos calls.
