@@ -181,7 +181,7 @@ impl Membership {
             // peer made it up; either way this life must announce a newer one. The metadata
             // version others hold is not ours to adopt: copies follow the owner's word.
             if incarnation.is_newer_than(self.incarnation) && !self.left {
-                self.refute(incarnation);
+                self.refute(now, incarnation);
             }
             return;
         }
@@ -301,12 +301,13 @@ impl Membership {
     /// unknown member, older than what we hold, or about a member already Dead or Left.
     fn claim_target(
         &mut self,
+        now: Instant,
         node: NodeId,
         incarnation: Incarnation,
     ) -> Option<(MemberState, Incarnation)> {
         if node == self.id {
             if !incarnation.is_older_than(self.incarnation) && !self.left {
-                self.refute(incarnation);
+                self.refute(now, incarnation);
             }
             return None;
         }
@@ -325,7 +326,7 @@ impl Membership {
         by: NodeId,
         sender: NodeId,
     ) {
-        let Some((state, current)) = self.claim_target(node, incarnation) else {
+        let Some((state, current)) = self.claim_target(now, node, incarnation) else {
             return;
         };
         let stuck_after = scale(self.config.probe_interval(), CLAIM_STUCK_PROBE_INTERVALS);
@@ -488,7 +489,7 @@ impl Membership {
 
     /// Announces a higher incarnation than the claim about this node (SWIM §4.2). Being
     /// suspected also counts against local health (Lifeguard §IV-A).
-    fn refute(&mut self, claimed: Incarnation) {
+    fn refute(&mut self, now: Instant, claimed: Incarnation) {
         // Serial arithmetic: the successor of the newest claim is newer than it, whatever its
         // value, so no claim can put this node beyond refutation.
         self.change_self(|s| s.incarnation = s.incarnation.newest(claimed).next());
@@ -497,7 +498,10 @@ impl Membership {
         self.broadcasts.push(&self.alive_update());
         // The sender of the claim hears the refutation first, directly.
         self.corrections.push(self.alive_update());
-        tracing::debug!(node = %self.id, incarnation = %self.incarnation, "refuted a claim about this node");
+        if let Some(suppressed) = self.state_log.allow(now) {
+            tracing::debug!(node = %self.id, incarnation = %self.incarnation, %claimed,
+                suppressed, "refuted a claim about this node");
+        }
         self.emit(Event::Refuted {
             incarnation: self.incarnation,
         });

@@ -50,6 +50,7 @@ mod member;
 mod metadata;
 mod metadata_sync;
 mod probe;
+mod state_log;
 mod suspicion;
 mod timer;
 
@@ -66,6 +67,7 @@ use self::health::LocalHealth;
 use self::member::{Member, MemberTable};
 use self::metadata::Transfers;
 pub use self::metadata::{Metadata, MetadataError};
+pub use self::state_log::{STATE_LOG_BURST, STATE_LOG_WINDOW};
 
 use self::probe::{Probe, Relay};
 use self::suspicion::Suspicion;
@@ -362,6 +364,8 @@ pub struct Membership {
     /// Newer records for the sender of the datagram being handled (see `correct_stale_claim`).
     corrections: Vec<Update>,
     events: VecDeque<Event>,
+    /// The rate limit of the state-change debug lines (see `state_log`).
+    state_log: state_log::StateLog,
     stats: Stats,
 }
 
@@ -424,6 +428,7 @@ impl Membership {
             outbox: VecDeque::new(),
             corrections: Vec::new(),
             events: VecDeque::new(),
+            state_log: state_log::StateLog::default(),
             stats: Stats::default(),
         };
         node.members.toggle_digest(&node.self_record());
@@ -465,11 +470,15 @@ impl Membership {
 
     /// Leaves gracefully: announces `Left`, then stops probing. Keep driving the node for a few
     /// gossip rounds so the announcement spreads.
-    pub fn leave(&mut self, _now: Instant) {
+    pub fn leave(&mut self, now: Instant) {
         if self.left {
             return;
         }
         self.change_self(|s| s.left = true);
+        if let Some(suppressed) = self.state_log.allow(now) {
+            tracing::debug!(node = %self.id, incarnation = %self.incarnation, suppressed,
+                "this node leaves the mesh");
+        }
         self.broadcasts.push(&Update::Left {
             node: self.id,
             incarnation: self.incarnation,

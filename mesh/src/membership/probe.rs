@@ -492,8 +492,10 @@ impl Membership {
         if from != to {
             // The incarnation and the accuser are what tell a flap from a crash when an operator
             // reads these lines after the fact (#12: a slow detection could not be traced).
-            tracing::debug!(node = %self.id, member = %node, %incarnation, %from, %to,
-                by = ?by.map(|n| n.get()), "member state changed");
+            if let Some(suppressed) = self.state_log.allow(now) {
+                tracing::debug!(node = %self.id, member = %node, %incarnation, %from, %to,
+                    by = ?by.map(|n| n.get()), suppressed, "member state changed");
+            }
             self.emit(Event::MemberStateChanged {
                 node,
                 incarnation,

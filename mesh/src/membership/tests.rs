@@ -2061,3 +2061,79 @@ fn a_copy_ahead_of_the_owners_record_is_pulled_again_from_the_owner() {
         assert_same_metadata(&net, i, 3);
     }
 }
+
+/// The debug lines of what a test run logs: the `node` field and the message of each event.
+fn logged_lines(f: impl FnOnce()) -> Vec<(String, String)> {
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    #[derive(Default)]
+    struct Fields {
+        node: String,
+        message: String,
+    }
+    impl tracing::field::Visit for Fields {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+            match field.name() {
+                "node" => self.node = format!("{value:?}"),
+                "message" => self.message = format!("{value:?}"),
+                _ => {}
+            }
+        }
+    }
+    struct Record(Arc<Mutex<Vec<(String, String)>>>);
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Record {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _ctx: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            let mut fields = Fields::default();
+            event.record(&mut fields);
+            self.0.lock().unwrap().push((fields.node, fields.message));
+        }
+    }
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let subscriber = tracing_subscriber::registry().with(Record(lines.clone()));
+    tracing::subscriber::with_default(subscriber, f);
+    let lines = lines.lock().unwrap();
+    lines.clone()
+}
+
+/// #12: state changes are logged at debug (the member, its incarnation), but a partition that
+/// changes many members at once writes at most `STATE_LOG_BURST` lines per node per window.
+/// Here 100 nodes split in halves: node 1 sees 50 members go suspect then dead (about 100
+/// changes within about 10 s), and logs a bounded sample of them.
+#[test]
+fn state_change_lines_are_logged_and_rate_limited() {
+    let mut net = Net::converged(100, Profile::Lan);
+    net.run_for(Duration::from_secs(2));
+    let first: Vec<u64> = (1..=50).collect();
+    let second: Vec<u64> = (51..=100).collect();
+    net.partition(&first, &second);
+    let start = net.now;
+    let window = Duration::from_secs(20);
+    let lines = logged_lines(|| net.run_for(window));
+    let changes = net
+        .events
+        .iter()
+        .filter(|(t, n, e)| {
+            *t >= start && *n == id(1) && matches!(e, Event::MemberStateChanged { .. })
+        })
+        .count();
+    let node1 = id(1).to_string();
+    let logged = lines
+        .iter()
+        .filter(|(node, message)| *node == node1 && message == "member state changed")
+        .count();
+    assert!(logged > 0, "state changes are logged");
+    let windows = window.as_secs().div_ceil(STATE_LOG_WINDOW.as_secs()) + 1;
+    assert!(
+        logged <= STATE_LOG_BURST as usize * windows as usize,
+        "{logged} lines for {changes} changes: more than the limit"
+    );
+    assert!(
+        changes > logged,
+        "{changes} changes, {logged} lines: the burst did not reach the limit"
+    );
+}
