@@ -830,9 +830,12 @@ fn quinn_configs(
 ) -> Result<(quinn::ServerConfig, quinn::ClientConfig), TlsError> {
     let sessions = max_connections.saturating_mul(SESSIONS_PER_CONNECTION);
     let mut server_tls = identity.server_config()?;
-    // Two tickets per handshake (rustls's default), each an entry until it is used.
+    // One ticket per handshake, not rustls's two: a reopen takes one, and its own handshake
+    // hands out the next; a second would only cost bytes on every handshake and a cache entry.
+    server_tls.send_tls13_tickets = 1;
+    // One ticket per handshake, an entry until it is used.
     server_tls.session_storage = Arc::new(CountingSessions {
-        inner: rustls::server::ServerSessionMemoryCache::new(sessions.saturating_mul(2)),
+        inner: rustls::server::ServerSessionMemoryCache::new(sessions),
         resumed: resumed.clone(),
     });
     let server_crypto = QuicServerConfig::try_from(server_tls)?;
@@ -968,6 +971,12 @@ impl QuicTransport {
             ))
             // No keep-alive: see the module doc.
             .keep_alive_interval(None)
+            // No path-MTU discovery: every datagram the core sends fits QUIC's minimum
+            // 1,200-byte MTU (`meshkit::wire::MAX_DATAGRAM_BYTES`), and probing costs several
+            // padded packets of up to 1,452 bytes per new connection, both ways, and again every
+            // 10 minutes on each open one: per peer, not per message (see the module doc). Only
+            // stream messages (a Raft snapshot) would have used a larger MTU.
+            .mtu_discovery_config(None)
             // Datagrams, and one unidirectional stream per message too large for one.
             .max_concurrent_bidi_streams(0u32.into())
             .max_concurrent_uni_streams(MAX_INCOMING_STREAMS_PER_CONNECTION.into());
@@ -1146,6 +1155,149 @@ impl Drop for QuicTransport {
 mod tests {
     use super::*;
     use crate::log_limit::count_events;
+
+    /// A temporary directory with development certificates for nodes 1..=`nodes`, removed on
+    /// drop.
+    struct CertDir(std::path::PathBuf);
+
+    impl CertDir {
+        fn new(name: &str, nodes: u64) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("meshkit-quic-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("make a temporary directory");
+            crate::certs::write_dev_certs(&dir, nodes).expect("make certificates");
+            Self(dir)
+        }
+
+        fn transport(&self, id: u64, options: QuicOptions) -> QuicTransport {
+            let identity = TlsIdentity::load(
+                &self.0.join(format!("node-{id}.pem")),
+                &self.0.join(format!("node-{id}.key")),
+                &self.0.join("ca.pem"),
+            )
+            .expect("load the node's TLS files");
+            QuicTransport::bind_with(
+                TlsSource::fixed(identity),
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                options,
+                Arc::default(),
+            )
+            .expect("bind on loopback")
+        }
+    }
+
+    impl Drop for CertDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// What one side of a connection has sent so far.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    struct Sent {
+        datagrams: u64,
+        bytes: u64,
+        mtu_probes: u64,
+    }
+
+    /// What `t`'s connection to `peer` has sent (`None` while there is none).
+    fn sent(t: &QuicTransport, peer: u64) -> Option<Sent> {
+        let peers = t.shared.peers();
+        let Some(Slot::Connected(link)) = peers.get(&NodeId::new(peer)) else {
+            return None;
+        };
+        let stats = link.conn.stats();
+        Some(Sent {
+            datagrams: stats.udp_tx.datagrams,
+            bytes: stats.udp_tx.bytes,
+            mtu_probes: stats.path.sent_plpmtud_probes,
+        })
+    }
+
+    /// The next message `t` receives, within 10 s.
+    async fn next(t: &mut QuicTransport) -> Received {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            std::future::poll_fn(|cx| t.poll_recv(cx)),
+        )
+        .await
+        .expect("a message within 10 s")
+        .expect("the transport is open")
+    }
+
+    /// `a` pings `b` (a first meeting: `a` dials) and `b` answers, like one SWIM probe; then
+    /// waits until neither side sends more (their acknowledgements included), at most 5 s.
+    /// Returns what each side sent.
+    async fn probe_and_settle(
+        a: (&mut QuicTransport, u64),
+        b: (&mut QuicTransport, u64),
+    ) -> (Sent, Sent) {
+        let ((a, a_id), (b, b_id)) = (a, b);
+        let ping = Bytes::from(vec![MEMBERSHIP_CHANNEL; 60]);
+        a.send(NodeId::new(b_id), Some(b.local_addr().unwrap()), ping);
+        assert_eq!(next(b).await.from, NodeId::new(a_id));
+        b.send(
+            NodeId::new(a_id),
+            None,
+            Bytes::from(vec![MEMBERSHIP_CHANNEL; 40]),
+        );
+        assert_eq!(next(a).await.from, NodeId::new(b_id));
+        let mut last = None;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = Some((sent(a, b_id), sent(b, a_id)));
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        let (Some(x), Some(y)) = last.expect("sampled") else {
+            panic!("a connection closed during the probe");
+        };
+        (x, y)
+    }
+
+    /// #12: a first meeting of two nodes costs the handshake and the messages, nothing else: no
+    /// path-MTU probes (several padded packets per connection, both ways, then again every 10
+    /// minutes on every open connection), one session ticket; and a reopen resumes the TLS
+    /// session (no certificates). The byte counts (UDP payloads, both sides) are the figures
+    /// docs/architecture.md quotes; run with `--nocapture` to see them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_meeting_costs_the_handshake_and_the_messages_only() {
+        let dir = CertDir::new("meeting", 3);
+        let mut a = dir.transport(1, QuicOptions::default().with_max_connections(1));
+        let mut b = dir.transport(2, QuicOptions::default());
+        let mut c = dir.transport(3, QuicOptions::default());
+        let (dialer, listener) = probe_and_settle((&mut a, 1), (&mut b, 2)).await;
+        eprintln!("first meeting: dialler sent {dialer:?}, listener sent {listener:?}");
+        assert_eq!(
+            (dialer.mtu_probes, listener.mtu_probes),
+            (0, 0),
+            "no path-MTU probes"
+        );
+        // The RFCs' floor: the client's two flights that carry Initial packets and the
+        // server's first flight are padded to 1,200 bytes each (RFC 9000 §14.1); certificates,
+        // tickets and connection ids fit in about 1.6 KB more for the pair.
+        let total = dialer.bytes + listener.bytes;
+        assert!(total <= 5_200, "a first meeting cost {total} bytes");
+        // A probe on the open connection: the ping, the answer (carrying the ping's ack) and
+        // the ack of the answer, unless an ack-only packet went out before the answer.
+        let (d2, l2) = probe_and_settle((&mut a, 1), (&mut b, 2)).await;
+        eprintln!(
+            "probe on an open connection: dialler sent {} datagrams / {} bytes, listener {} / {}",
+            d2.datagrams - dialer.datagrams,
+            d2.bytes - dialer.bytes,
+            l2.datagrams - listener.datagrams,
+            l2.bytes - listener.bytes
+        );
+        // Node 3 takes node 1's only connection; the next probe of node 2 reopens it, resumed.
+        probe_and_settle((&mut a, 1), (&mut c, 3)).await;
+        let (dialer, listener) = probe_and_settle((&mut a, 1), (&mut b, 2)).await;
+        eprintln!("reopen: dialler sent {dialer:?}, listener sent {listener:?}");
+        assert_eq!(b.stats().handshakes_resumed, 1, "the reopen resumed");
+        assert_eq!((dialer.mtu_probes, listener.mtu_probes), (0, 0));
+    }
 
     /// A peer that fails its handshake in a loop (docs/security.md: one `info` line per
     /// refused handshake) gets a bounded number of lines per window.
