@@ -95,3 +95,16 @@ for n in Ns:
         c = r.get("crash", {})
         print(f"| {n} | {r['_run']} | {c.get('victim')} | {c.get('detected')}/{c.get('observers')} | {f(c.get('p50_s'))}/{f(c.get('max_s'))} | "
               f"{f(c.get('first_suspect_log_s'))} | {c.get('suspect_log_lines_other_nodes')} | {c.get('false_positive_leave_events')} | {f(r['steady']['cpu_cores_used'], 4)} |")
+print("\n### meshkitd joins and probers' health per run")
+print("| N | run | processes started in (s) | join after last start (s) | sweeps (last: s after last start, converged, fewest alive, sweep s) | suspicions / refutations / probes failed during join | connections / dials failed / datagrams dropped during join | health score at kill: max, nodes > 0 | handshakes in window |")
+print("|---|---|---|---|---|---|---|---|---|")
+for n in Ns:
+    for r in mk.get(n, []):
+        j, c, s = r.get("join_totals", {}), r.get("crash", {}), r.get("steady", {})
+        tr = r.get("converge_trace") or []
+        h = c.get("health_at_kill") or []
+        print(f"| {n} | {r['_run']} | {f(r.get('start_all_s'))} | {f(r.get('converge_after_last_start_s'))} | {len(tr)} ({tr[-1] if tr else ''}) | "
+              f"{j.get('gossip_suspicions_raised', '?'):.0f} / {j.get('gossip_refutations', 0):.0f} / {j.get('gossip_probes_failed', 0):.0f} | "
+              f"{j.get('transport_connections_opened', 0):.0f} / {j.get('transport_dials_failed', 0):.0f} / {j.get('transport_datagrams_dropped', 0):.0f} | "
+              f"{max(h) if h else 'n/a'}, {sum(1 for x in h if x > 0)} | {s.get('connections_opened_in_window')} |"
+              if j else f"| {n} | {r['_run']} | {f(r.get('start_all_s'))} | {f(r.get('converge_after_last_start_s'))} | (no join record) | | | | |")

@@ -353,16 +353,44 @@ meshctl-observer = ["mesh.observe"]
                 return None
             return json.loads(body)["total"]
 
+        def scrape_all():
+            m = {}
+            for i in procs:
+                if procs[i].poll() is None:
+                    st, body = conns[i].get("/metrics")
+                    m[i] = parse_metrics(body.decode()) if st == 200 else {}
+            return m
+
         # ---- converge ----
         conv_at = {}
+        # One entry per sweep over the nodes not yet converged: (seconds after the last start
+        # when the sweep ended, nodes converged, fewest alive any polled node counted, seconds
+        # the sweep took): how a slow join progressed, and how much of it the polling was.
+        trace = []
         deadline = t_start + a.converge_limit
         for _ in range(int(a.converge_limit / 0.2) + 1):
+            s0 = time.monotonic()
+            fewest = N
             for i in range(1, N + 1):
-                if i not in conv_at and alive_total(i) == N:
-                    conv_at[i] = time.monotonic() - t_start
+                if i not in conv_at:
+                    total = alive_total(i)
+                    fewest = min(fewest, total if total is not None else 0)
+                    if total == N:
+                        conv_at[i] = time.monotonic() - t_start
+            s1 = time.monotonic()
+            trace.append((round(s1 - t_start - res["start_all_s"], 2), len(conv_at), fewest, round(s1 - s0, 2)))
             if len(conv_at) == N or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
+        res["converge_trace"] = trace
+        # What the join cost and met, summed over the nodes, from each process's start.
+        mj = scrape_all()
+        def family(m, name):  # a counter's value, its labelled series summed
+            return sum(v for k, v in m.items() if k == name or k.startswith(name + "{"))
+        res["join_totals"] = {name: sum(family(mj[i], f"mesh_{name}_total") for i in mj) for name in (
+            "gossip_suspicions_raised", "gossip_refutations", "gossip_probes_failed",
+            "gossip_introductions_refused", "gossip_syncs", "transport_connections_opened",
+            "transport_dials_failed", "transport_datagrams_dropped", "transport_redials")}
         res["converged_nodes"] = len(conv_at)
         if len(conv_at) < N:
             res["error"] = f"did not converge: {len(conv_at)}/{N} nodes saw {N} alive within {a.converge_limit}s"
@@ -374,14 +402,6 @@ meshctl-observer = ["mesh.observe"]
         time.sleep(a.settle)
 
         # ---- steady window (nothing polls the daemons inside it) ----
-        def scrape_all():
-            m = {}
-            for i in procs:
-                if procs[i].poll() is None:
-                    st, body = conns[i].get("/metrics")
-                    m[i] = parse_metrics(body.decode()) if st == 200 else {}
-            return m
-
         m0 = scrape_all()
         for c in conns.values():  # idle connections only; no requests during the window
             pass
@@ -521,6 +541,10 @@ meshctl-observer = ["mesh.observe"]
                 "observers_with_extra_suspect_or_dead_2s_after": false_dead,
                 "post_state_counts_min_alive": min((v["alive"] or 0) for v in post_states.values()),
                 "post_state_counts_max_dead": max((v["dead"] or 0) for v in post_states.values()),
+                # Lifeguard's local health score of every observer just before the kill: a
+                # score h stretches that node's probe interval (h + 1) times, so a loaded mesh
+                # probes the victim less often and suspects it later.
+                "health_at_kill": sorted(m_pre.get(i, {}).get("mesh_gossip_health_score", 0) for i in observers),
                 "suspicions_raised_during": dsum("mesh_gossip_suspicions_raised_total"),
                 "refutations_during": dsum("mesh_gossip_refutations_total"),
             }
