@@ -1250,7 +1250,7 @@ mod tests {
         next_from(b, a_id).await;
         b.send(
             NodeId::new(a_id),
-            None,
+            Some(a.local_addr().unwrap()),
             Bytes::from(vec![MEMBERSHIP_CHANNEL; 40]),
         );
         next_from(a, b_id).await;
