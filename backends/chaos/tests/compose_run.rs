@@ -8,8 +8,11 @@
 //! the spares' containers created and started through the Docker API at 20 s (certificates from
 //! the run's CA), every node holding them alive, a member's graceful leave at 50 s seen as
 //! `left`, Prometheus scraping the spares once they run (the runner writes their targets for its
-//! file-based discovery), the spares removed at the end and nothing left after `--down`. The two take a file
-//! lock so that one compose stack runs at a time (nextest runs tests in parallel processes).
+//! file-based discovery), the spares removed at the end and nothing left after `--down`. The
+//! third rolls new certificates over every node (`scenarios/certificate-rotation.toml`), the
+//! fourth scales workers out and in on a queue burst (`scenarios/queue-burst-autoscale.toml`).
+//! Each takes a file lock so that one compose stack runs at a time (nextest runs tests in
+//! parallel processes); [`ComposeRun`] is what they share.
 //!
 //! Ignored by default, as tests/tests/compose_env.rs: it needs Docker, docker-compose, the
 //! `meshkit/meshkitd:dev` and `meshkit/meshkit-probe:dev` images (scripts/static-image.sh) and
@@ -33,13 +36,79 @@ fn repo() -> PathBuf {
         .expect("the workspace")
 }
 
-/// Removes the project whatever the outcome, so a failed run leaves nothing either.
-struct Down<'a>(&'a str);
+/// One `meshkit-chaos run SCENARIO --env compose --up --down` of a test, and what it left: its
+/// report and artifacts folder. Dropping it removes the project whatever the outcome, so a
+/// failed run leaves nothing either.
+struct ComposeRun {
+    project: String,
+    report: serde_json::Value,
+    out: PathBuf,
+    _scratch: TempDir,
+    _lock: std::fs::File,
+}
 
-impl Drop for Down<'_> {
+impl ComposeRun {
+    /// Runs `scenario` as project `meshkit-chaos-{name}-{pid}` with `args` (node counts,
+    /// duration, seed), and checks that the run passed. `None` (with a SKIPPED line) when no
+    /// Docker daemon answers.
+    fn start(name: &str, scenario: &str, args: &[&str]) -> Option<Self> {
+        if !docker_answers() {
+            println!("SKIPPED: no Docker daemon answers `docker info`; the compose run needs one");
+            return None;
+        }
+        let lock = one_stack_at_a_time();
+        let project = format!("meshkit-chaos-{name}-{}", std::process::id());
+        // Ports apart from a developer's environment (18100..), and below the kernel's
+        // ephemeral range (32768..): a port a client happened to hold there once refused a
+        // surge container.
+        let port_base = 22_000 + (std::process::id() % 100) * 100;
+        let scratch = TempDir::new(&format!("chaos-{name}"));
+        let out = scratch.path().join("artifacts");
+        let mut run = Command::new(env!("CARGO_BIN_EXE_meshkit-chaos"));
+        run.current_dir(repo())
+            .args(["run", scenario, "--env", "compose", "--up", "--down"])
+            .args(["--project", &project, "--port-base", &port_base.to_string()])
+            .args(args)
+            .args(["--json", "--out"])
+            .arg(&out);
+        let mut this = Self {
+            project,
+            report: serde_json::Value::Null,
+            out,
+            _scratch: scratch,
+            _lock: lock,
+        };
+        let (ok, printed) = run_bounded(run, RUN_LIMIT);
+        this.report = std::fs::read_to_string(this.out.join("report.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_else(|| panic!("no report.json in {}:\n{printed}", this.out.display()));
+        let report = &this.report;
+        assert!(ok, "meshkit-chaos failed:\n{printed}\nreport: {report:#}");
+        assert_eq!(report["passed"], true, "{report:#}");
+        Some(this)
+    }
+
+    /// The names of the container logs the run kept.
+    fn logs(&self) -> Vec<String> {
+        std::fs::read_dir(self.out.join("logs"))
+            .expect("logs/")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// `--down` left nothing of the project: no container, network or volume.
+    fn assert_nothing_left(&self) {
+        let rest = left(&self.project);
+        assert!(rest.is_empty(), "left after --down: {rest:?}");
+    }
+}
+
+impl Drop for ComposeRun {
     fn drop(&mut self) {
         let mut down = Command::new(repo().join("compose/down"));
-        down.args(["--project", self.0]);
+        down.args(["--project", &self.project]);
         let _ = run_bounded(down, DOWN_LIMIT);
     }
 }
@@ -84,40 +153,24 @@ fn left(project: &str) -> Vec<String> {
 #[test]
 #[ignore = "needs Docker, docker-compose, the meshkit/meshkitd:dev and meshkit/meshkit-probe:dev images and Debian's prometheus packages; scripts/test.sh runs it after scripts/static-image.sh"]
 fn crash_one_runs_on_a_compose_stack_meets_its_bound_keeps_its_artifacts_and_leaves_nothing() {
-    if !docker_answers() {
-        println!("SKIPPED: no Docker daemon answers `docker info`; the compose run needs one");
+    let Some(run) = ComposeRun::start(
+        "test",
+        "scenarios/crash-one.toml",
+        &[
+            "--nodes",
+            "3",
+            "--voters",
+            "3",
+            // The kill is at 20 s and the bound 10 s: 40 s holds both.
+            "--duration",
+            "40s",
+            "--seed",
+            "7",
+        ],
+    ) else {
         return;
-    }
-    let _lock = one_stack_at_a_time();
-    let project = format!("meshkit-chaos-test-{}", std::process::id());
-    // Ports apart from a developer's environment (18100..), and below the kernel's ephemeral range
-    // (32768..): a port a client happened to hold there once refused a surge container.
-    let port_base = 22_000 + (std::process::id() % 100) * 100;
-    let _down = Down(&project);
-    let scratch = TempDir::new("chaos-run");
-    let out = scratch.path().join("artifacts");
-    let mut run = Command::new(env!("CARGO_BIN_EXE_meshkit-chaos"));
-    run.current_dir(repo())
-        .args([
-            "run",
-            "scenarios/crash-one.toml",
-            "--env",
-            "compose",
-            "--up",
-            "--down",
-        ])
-        .args(["--nodes", "3", "--voters", "3", "--project", &project])
-        .args(["--port-base", &port_base.to_string()])
-        // The kill is at 20 s and the bound 10 s: 40 s holds both.
-        .args(["--duration", "40s", "--seed", "7", "--json", "--out"])
-        .arg(&out);
-    let (ok, printed) = run_bounded(run, RUN_LIMIT);
-    let report: serde_json::Value = std::fs::read_to_string(out.join("report.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_else(|| panic!("no report.json in {}:\n{printed}", out.display()));
-    assert!(ok, "meshkit-chaos failed:\n{printed}\nreport: {report:#}");
-    assert_eq!(report["passed"], true, "{report:#}");
+    };
+    let (report, out) = (&run.report, &run.out);
     assert_eq!(report["env"], "compose");
     assert_eq!(report["crashes"], 1, "{report:#}");
     let detection = report["detection_p99_s"]
@@ -132,11 +185,7 @@ fn crash_one_runs_on_a_compose_stack_meets_its_bound_keeps_its_artifacts_and_lea
 
     // The artifacts: every container's log, topology around the fault, the series, the alerts,
     // the HTML report with its plot.
-    let logs: Vec<_> = std::fs::read_dir(out.join("logs"))
-        .expect("logs/")
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let logs = run.logs();
     for i in 1..=3 {
         assert!(
             logs.iter().any(|l| l.contains(&format!("meshkit-{i}"))),
@@ -162,8 +211,7 @@ fn crash_one_runs_on_a_compose_stack_meets_its_bound_keeps_its_artifacts_and_lea
     assert!(html.contains("<svg") && html.contains("polyline"), "{html}");
 
     // --down left nothing of the project.
-    let rest = left(&project);
-    assert!(rest.is_empty(), "left after --down: {rest:?}");
+    run.assert_nothing_left();
     println!(
         "compose crash-one: detection {detection} s, wall {} s",
         report["wall_s"]
@@ -173,38 +221,26 @@ fn crash_one_runs_on_a_compose_stack_meets_its_bound_keeps_its_artifacts_and_lea
 #[test]
 #[ignore = "needs Docker, docker-compose, the meshkit/meshkitd:dev and meshkit/meshkit-probe:dev images and Debian's prometheus packages; scripts/test.sh runs it after scripts/static-image.sh"]
 fn a_membership_surge_starts_the_spares_they_join_a_leave_is_seen_and_nothing_is_left() {
-    if !docker_answers() {
-        println!("SKIPPED: no Docker daemon answers `docker info`; the compose run needs one");
+    let Some(run) = ComposeRun::start(
+        "surge",
+        "scenarios/membership-surge-join.toml",
+        &[
+            "--nodes",
+            "5",
+            "--voters",
+            "3",
+            "--spares",
+            "3",
+            // The join at 20 s, the leave at 50 s: 62 s sees both settle.
+            "--duration",
+            "62s",
+            "--seed",
+            "1",
+        ],
+    ) else {
         return;
-    }
-    let _lock = one_stack_at_a_time();
-    let project = format!("meshkit-chaos-surge-{}", std::process::id());
-    let port_base = 22_000 + (std::process::id() % 100) * 100;
-    let _down = Down(&project);
-    let scratch = TempDir::new("chaos-surge");
-    let out = scratch.path().join("artifacts");
-    let mut run = Command::new(env!("CARGO_BIN_EXE_meshkit-chaos"));
-    run.current_dir(repo())
-        .args([
-            "run",
-            "scenarios/membership-surge-join.toml",
-            "--env",
-            "compose",
-            "--up",
-            "--down",
-        ])
-        .args(["--nodes", "5", "--voters", "3", "--spares", "3"])
-        .args(["--project", &project, "--port-base", &port_base.to_string()])
-        // The join at 20 s, the leave at 50 s: 62 s sees both settle.
-        .args(["--duration", "62s", "--seed", "1", "--json", "--out"])
-        .arg(&out);
-    let (ok, printed) = run_bounded(run, RUN_LIMIT);
-    let report: serde_json::Value = std::fs::read_to_string(out.join("report.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_else(|| panic!("no report.json in {}:\n{printed}", out.display()));
-    assert!(ok, "meshkit-chaos failed:\n{printed}\nreport: {report:#}");
-    assert_eq!(report["passed"], true, "{report:#}");
+    };
+    let (report, out) = (&run.report, &run.out);
     let faults = report["faults"].as_array().expect("faults");
     let action = |name: &str| {
         faults
@@ -240,11 +276,7 @@ fn a_membership_surge_starts_the_spares_they_join_a_leave_is_seen_and_nothing_is
         3,
         "the spares removed: {report:#}"
     );
-    let logs: Vec<_> = std::fs::read_dir(out.join("logs"))
-        .expect("logs/")
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let logs = run.logs();
     for i in 6..=8 {
         assert!(
             logs.iter()
@@ -270,45 +302,23 @@ fn a_membership_surge_starts_the_spares_they_join_a_leave_is_seen_and_nothing_is
         });
         assert!(scraped, "spare {instance} was not scraped: {up:#}");
     }
-    let rest = left(&project);
-    assert!(rest.is_empty(), "left after --down: {rest:?}");
+    run.assert_nothing_left();
     println!("compose surge: join_s {joins:?}, leave_s {leaves:?}");
 }
 
 #[test]
 #[ignore = "needs Docker, docker-compose, the meshkit/meshkitd:dev and meshkit/meshkit-probe:dev images and Debian's prometheus packages; scripts/test.sh runs it after scripts/static-image.sh"]
 fn the_rotation_drill_rolls_new_certificates_over_every_node_and_refuses_nothing() {
-    if !docker_answers() {
-        println!("SKIPPED: no Docker daemon answers `docker info`; the compose run needs one");
+    let Some(run) = ComposeRun::start(
+        "rotation",
+        "scenarios/certificate-rotation.toml",
+        &[
+            "--nodes", "5", "--voters", "3", "--spares", "0", "--seed", "1",
+        ],
+    ) else {
         return;
-    }
-    let _lock = one_stack_at_a_time();
-    let project = format!("meshkit-chaos-rotation-{}", std::process::id());
-    let port_base = 22_000 + (std::process::id() % 100) * 100;
-    let _down = Down(&project);
-    let scratch = TempDir::new("chaos-rotation");
-    let out = scratch.path().join("artifacts");
-    let mut run = Command::new(env!("CARGO_BIN_EXE_meshkit-chaos"));
-    run.current_dir(repo())
-        .args([
-            "run",
-            "scenarios/certificate-rotation.toml",
-            "--env",
-            "compose",
-            "--up",
-            "--down",
-        ])
-        .args(["--nodes", "5", "--voters", "3", "--spares", "0"])
-        .args(["--project", &project, "--port-base", &port_base.to_string()])
-        .args(["--seed", "1", "--json", "--out"])
-        .arg(&out);
-    let (ok, printed) = run_bounded(run, RUN_LIMIT);
-    let report: serde_json::Value = std::fs::read_to_string(out.join("report.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_else(|| panic!("no report.json in {}:\n{printed}", out.display()));
-    assert!(ok, "meshkit-chaos failed:\n{printed}\nreport: {report:#}");
-    assert_eq!(report["passed"], true, "{report:#}");
+    };
+    let report = &run.report;
     // Every node rotated, and serving its new certificate at the end.
     let rotations = report["rotations"].as_array().expect("rotations");
     let mut nodes: Vec<u64> = rotations
@@ -340,45 +350,23 @@ fn the_rotation_drill_rolls_new_certificates_over_every_node_and_refuses_nothing
         reloads.iter().all(|r| r["result"] == "ok"),
         "a rotation was refused by a node: {reloads:?}"
     );
-    let rest = left(&project);
-    assert!(rest.is_empty(), "left after --down: {rest:?}");
+    run.assert_nothing_left();
     println!("compose rotation: {rotations:?}, transport {transport}");
 }
 
 #[test]
 #[ignore = "needs Docker, docker-compose, the meshkit/meshkitd:dev and meshkit/meshkit-probe:dev images and Debian's prometheus packages; scripts/test.sh runs it after scripts/static-image.sh"]
 fn a_queue_burst_is_scaled_out_and_back_in_by_the_autoscaler_and_nothing_is_left() {
-    if !docker_answers() {
-        println!("SKIPPED: no Docker daemon answers `docker info`; the compose run needs one");
+    let Some(run) = ComposeRun::start(
+        "autoscale",
+        "scenarios/queue-burst-autoscale.toml",
+        &[
+            "--nodes", "3", "--voters", "3", "--spares", "0", "--seed", "1",
+        ],
+    ) else {
         return;
-    }
-    let _lock = one_stack_at_a_time();
-    let project = format!("meshkit-chaos-autoscale-{}", std::process::id());
-    let port_base = 22_000 + (std::process::id() % 100) * 100;
-    let _down = Down(&project);
-    let scratch = TempDir::new("chaos-autoscale");
-    let out = scratch.path().join("artifacts");
-    let mut run = Command::new(env!("CARGO_BIN_EXE_meshkit-chaos"));
-    run.current_dir(repo())
-        .args([
-            "run",
-            "scenarios/queue-burst-autoscale.toml",
-            "--env",
-            "compose",
-            "--up",
-            "--down",
-        ])
-        .args(["--nodes", "3", "--voters", "3", "--spares", "0"])
-        .args(["--project", &project, "--port-base", &port_base.to_string()])
-        .args(["--seed", "1", "--json", "--out"])
-        .arg(&out);
-    let (ok, printed) = run_bounded(run, RUN_LIMIT);
-    let report: serde_json::Value = std::fs::read_to_string(out.join("report.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_else(|| panic!("no report.json in {}:\n{printed}", out.display()));
-    assert!(ok, "meshkit-chaos failed:\n{printed}\nreport: {report:#}");
-    assert_eq!(report["passed"], true, "{report:#}");
+    };
+    let (report, out) = (&run.report, &run.out);
     let a = &report["autoscale"];
     assert_eq!(a["burst"]["enqueued"], 400, "{a:#}");
     assert!(a["scale_outs"].as_u64() >= Some(1), "{a:#}");
@@ -422,16 +410,11 @@ fn a_queue_burst_is_scaled_out_and_back_in_by_the_autoscaler_and_nothing_is_left
         records.iter().all(|r| r["workers"].as_u64() <= Some(3)),
         "{lines}"
     );
-    let logs: Vec<_> = std::fs::read_dir(out.join("logs"))
-        .expect("logs/")
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let logs = run.logs();
     assert!(logs.iter().any(|l| l.contains("worker-2")), "{logs:?}");
 
     // --down left nothing of the project: no node, worker, network or volume.
-    let rest = left(&project);
-    assert!(rest.is_empty(), "left after --down: {rest:?}");
+    run.assert_nothing_left();
     println!(
         "compose queue-burst-autoscale: burst to scale-out {out_s} s, drained {} s, burst to \
          scale-in {in_s} s, {} workers at most, wall {} s",
