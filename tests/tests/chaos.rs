@@ -371,13 +371,7 @@ async fn chaos_endpoints_on_five_daemons() {
     assert!(ok, "meshctl chaos abort --json: {out}");
     let aborted = printed_json(&out);
     assert_eq!(aborted["action"], "abort", "{aborted}");
-    let confirmed: Vec<u64> = aborted["targets"]
-        .as_array()
-        .expect("targets")
-        .iter()
-        .filter(|t| t["ok"] == true)
-        .filter_map(|t| t["node"].as_u64())
-        .collect();
+    let confirmed = confirmed_targets(&aborted);
     assert!(
         confirmed.contains(&2) && confirmed.contains(&3),
         "both targets confirm the abort: {aborted}"
@@ -552,6 +546,17 @@ fn meshctl_chaos(dir: &Path, addr: &str, token_file: &Path, args: &[&str]) -> (b
     );
     command.args(rest);
     common::run_bounded(command, Duration::from_secs(20))
+}
+
+/// The targets an experiment's answer lists as confirmed (`ok`), by node id.
+fn confirmed_targets(answer: &Value) -> Vec<u64> {
+    answer["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .filter(|t| t["ok"] == true)
+        .filter_map(|t| t["node"].as_u64())
+        .collect()
 }
 
 /// The JSON document `meshctl --json` printed (from its first line that opens an object; log
@@ -872,13 +877,7 @@ async fn refusals(mesh: &Mesh, proto: Proto, node: u64) {
     assert_refused(proto, "altered", answer, 400, "token-altered-plan");
     // The real start (those refusals did not use the token up), then its replay.
     let started = admin.start(&start_body).await.expect("an admin starts");
-    let confirmed: Vec<u64> = started["targets"]
-        .as_array()
-        .expect("targets")
-        .iter()
-        .filter(|t| t["ok"] == true)
-        .filter_map(|t| t["node"].as_u64())
-        .collect();
+    let confirmed = confirmed_targets(&started);
     assert_eq!(
         confirmed,
         [4, 5],

@@ -545,21 +545,27 @@ impl Stack {
     ///
     /// The Docker call's.
     pub async fn logs(&self, name: &str) -> Result<Vec<u8>, StackError> {
-        let mut stream = self.docker.logs(
-            name,
-            Some(
-                LogsOptionsBuilder::new()
-                    .stdout(true)
-                    .stderr(true)
-                    .timestamps(true)
-                    .build(),
-            ),
-        );
-        let mut out = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(Self::wrap("logs", name))?;
-            out.extend_from_slice(&chunk.into_bytes());
-        }
-        Ok(out)
+        container_log(&self.docker, name)
+            .await
+            .map_err(Self::wrap("logs", name))
     }
+}
+
+/// Container `name`'s whole log (stdout and stderr, with Docker's timestamps), for the stack and
+/// for the autoscaler's workers.
+pub(crate) async fn container_log(
+    docker: &Docker,
+    name: &str,
+) -> Result<Vec<u8>, bollard::errors::Error> {
+    let options = LogsOptionsBuilder::new()
+        .stdout(true)
+        .stderr(true)
+        .timestamps(true)
+        .build();
+    let mut stream = docker.logs(name, Some(options));
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk?.into_bytes());
+    }
+    Ok(out)
 }

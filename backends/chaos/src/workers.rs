@@ -18,10 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
-use futures_util::StreamExt as _;
 use meshkit_api::json::BackpressureJson;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -415,26 +413,12 @@ impl Scaler {
     }
 
     async fn keep_log(&mut self, name: &str) {
-        let mut stream = self.docker.logs(
-            name,
-            Some(
-                LogsOptionsBuilder::new()
-                    .stdout(true)
-                    .stderr(true)
-                    .timestamps(true)
-                    .build(),
-            ),
-        );
-        let mut bytes = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(c) => bytes.extend_from_slice(&c.into_bytes()),
-                Err(e) => {
-                    tracing::warn!("logs of {name}: {e}");
-                    break;
-                }
-            }
-        }
+        let bytes = crate::stack::container_log(&self.docker, name)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!("logs of {name}: {e}");
+                Vec::new()
+            });
         let completed = String::from_utf8_lossy(&bytes)
             .lines()
             .filter(|l| l.contains(" completed shard/"))
