@@ -82,6 +82,9 @@ pub const KIND_NAMES: [&str; 13] = [
     "certificate-rotation",
     "membership-surge",
 ];
+/// The `kind` label of every experiment of a service's own fault types in the `mesh_chaos_*`
+/// metrics ([`FaultKind::name`] of a custom plan).
+pub const CUSTOM_KIND: &str = "custom";
 /// The most fault types one node registers ([`FaultTypes::register`]).
 pub const MAX_FAULT_TYPES: usize = 64;
 
@@ -469,18 +472,20 @@ impl meshkit_api::metrics::Source for ChaosStats {
             CHAOS_LINK_MESSAGES, CHAOS_RECOVERY, CHAOS_REVERTS,
         };
         // Every kind is written, 0 included, so that a dashboard's series exist before the
-        // first experiment.
+        // first experiment; a service's own fault types together as `custom` (their names are
+        // the service's to choose: a label per name would be unbounded).
+        let kinds = || KIND_NAMES.into_iter().chain([CUSTOM_KIND]);
         families.gauges(
             &CHAOS_EXPERIMENTS_ACTIVE,
-            KIND_NAMES.map(|k| ([k], self.active.get(k).copied().unwrap_or(0))),
+            kinds().map(|k| ([k], self.active.get(k).copied().unwrap_or(0))),
         )?;
         families.counters(
             &CHAOS_ACTIVATIONS,
-            KIND_NAMES.map(|k| ([k], self.activations.get(k).copied().unwrap_or(0))),
+            kinds().map(|k| ([k], self.activations.get(k).copied().unwrap_or(0))),
         )?;
         families.counters(
             &CHAOS_REVERTS,
-            KIND_NAMES.iter().flat_map(|&k| {
+            kinds().flat_map(|k| {
                 REVERT_REASONS.map(|r| ([k, r], self.reverts.get(&(k, r)).copied().unwrap_or(0)))
             }),
         )?;

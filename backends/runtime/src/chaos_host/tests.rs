@@ -90,6 +90,30 @@ fn kind_names_are_the_cores() {
     assert_eq!(kinds.map(|k| k.name()), KIND_NAMES);
 }
 
+/// A service's own fault types are counted under `kind="custom"` (a label per name would grow
+/// with what services register), beside every built-in kind at 0.
+#[test]
+fn custom_fault_experiments_are_exported_as_one_kind() {
+    let custom = FaultKind::Custom {
+        name: "slow-disk".to_owned(),
+        params: Default::default(),
+    };
+    assert_eq!(custom.name(), CUSTOM_KIND);
+    let mut stats = ChaosStats::default();
+    stats.active.insert(CUSTOM_KIND, 2);
+    stats.activations.insert(CUSTOM_KIND, 3);
+    stats.reverts.insert((CUSTOM_KIND, "deadline"), 1);
+    let text = meshkit_api::metrics::encode(stats).unwrap();
+    for line in [
+        "mesh_chaos_experiments_active{kind=\"custom\"} 2",
+        "mesh_chaos_activations_total{kind=\"custom\"} 3",
+        "mesh_chaos_reverts_total{kind=\"custom\",reason=\"deadline\"} 1",
+        "mesh_chaos_experiments_active{kind=\"kill\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+}
+
 #[test]
 fn experiment_ref_round_trips_as_text() {
     let id = ExperimentRef {
