@@ -99,7 +99,7 @@ fn write_replacing(path: &Path, contents: &str, secret: bool) -> Result<(), Stri
 
 /// The serial number (hex) of the certificate node `node` serves on its control listener at
 /// `addr` (TLS over TCP, as `h2`), verified against `ca` (the run's `certs/ca.pem`) for the name
-/// `node-N`. Blocking, each step bounded by [`HANDSHAKE_TIMEOUT`].
+/// `node-N`. Blocking, each step bounded by 3 s (`HANDSHAKE_TIMEOUT`).
 ///
 /// # Errors
 ///
