@@ -27,6 +27,9 @@ pub(crate) struct Member {
     meta_version: MetaVersion,
     /// The relay that introduced this member, until the member is heard from directly.
     pub(crate) introduced_by: Option<NodeId>,
+    /// When this node last told the member, held `Left`, that it holds it so (see
+    /// `Membership::tell_speaking_leaver`): at most once per probe timeout.
+    pub(crate) told_left_at: Option<Instant>,
 }
 
 impl Member {
@@ -39,6 +42,7 @@ impl Member {
             meta: None,
             meta_version: MetaVersion::default(),
             introduced_by: None,
+            told_left_at: None,
         }
     }
 

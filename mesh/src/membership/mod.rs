@@ -588,6 +588,7 @@ impl Membership {
             self.send_with(from, Message::Gossip, corrections);
         }
         self.tell_speaking_suspect(now, from);
+        self.tell_speaking_leaver(now, from);
         Ok(())
     }
 

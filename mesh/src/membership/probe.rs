@@ -457,6 +457,41 @@ impl Membership {
         );
     }
 
+    /// A datagram came from `from`, after its updates applied, and `from` is still held `Left`:
+    /// it is told so (a relayed `Left`, a death claim to it), at most once per probe timeout.
+    /// A member that left and came back (a restart: same id, a boot incarnation that jumped)
+    /// takes the claim for stale and answers with its own record (`correct_stale_claim`), the
+    /// one word about it this node takes at any incarnation; a member still in its leave
+    /// window ignores it. Without this, a node that missed the restarted member's few
+    /// announcements held it `left` until the member happened to start an anti-entropy
+    /// exchange with it: the others' relayed `Alive` is refused, being more than
+    /// [`MAX_INCARNATION_STEP`](super::claims::MAX_INCARNATION_STEP) above the `Left` held, and
+    /// nobody probes a member that left.
+    pub(super) fn tell_speaking_leaver(&mut self, now: Instant, from: NodeId) {
+        let quiet = self.config.probe_timeout();
+        let Some(incarnation) = self
+            .members
+            .get(from)
+            .filter(|m| m.state == MemberState::Left)
+            .filter(|m| {
+                m.told_left_at
+                    .is_none_or(|t| now.saturating_duration_since(t) >= quiet)
+            })
+            .map(|m| m.incarnation)
+        else {
+            return;
+        };
+        self.members.modify(from, |m| m.told_left_at = Some(now));
+        self.send_with(
+            from,
+            Message::Gossip,
+            vec![Update::Left {
+                node: from,
+                incarnation,
+            }],
+        );
+    }
+
     /// Records a state change of another member and tells the application.
     pub(super) fn transition(
         &mut self,

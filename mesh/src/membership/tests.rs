@@ -449,6 +449,49 @@ fn leave_is_seen_as_left() {
     assert_eq!(net.dead_declarations(2), 0);
 }
 
+/// A member that left and comes back (a restart: same id, a boot incarnation far above the one
+/// held, as meshkitd's wall-clock boot incarnation is) is taken back alive by every member, not
+/// only by those that hear its own announcement. The others' relayed `Alive` is more than
+/// `MAX_INCARNATION_STEP` above the `Left` held, so it is refused; before the fix the member's own
+/// word reached a node only through its few retransmissions or an anti-entropy exchange it
+/// started (every 30 s with a random peer), and a compose run saw one node hold a restarted
+/// node `left` for over 3 minutes. A member held `Left` that speaks is now told the claim, and
+/// answers with its own record at once.
+#[test]
+fn a_member_that_left_and_restarts_is_taken_back_alive_by_everyone() {
+    let n = 12;
+    let mut net = Net::converged(n, Profile::Lan);
+    net.run_for(Duration::from_secs(2));
+    net.nodes.get_mut(&id(5)).unwrap().leave(net.now);
+    net.drain(id(5));
+    net.run_for(Duration::from_secs(3));
+    net.down.insert(id(5));
+    net.run_for(Duration::from_secs(30));
+    for i in (1..=n).filter(|i| *i != 5) {
+        assert_eq!(net.state(i, 5), Some(MemberState::Left), "node {i}");
+    }
+    let held = net.nodes[&id(1)].member(id(5)).unwrap().incarnation;
+    let boot = Incarnation::new(held.get() + 10 * MAX_INCARNATION_STEP);
+    let fresh = Membership::new(Config::from_profile(Profile::Lan), id(5), boot, 77, net.now);
+    net.nodes.insert(id(5), fresh);
+    net.down.remove(&id(5));
+    net.nodes
+        .get_mut(&id(5))
+        .unwrap()
+        .handle_join(net.now, &[id(1)]);
+    // One probe round of the restarted node (it pings every member it holds, one a second),
+    // with room to spare; well short of an anti-entropy period.
+    net.run_for(Duration::from_secs(20));
+    for i in (1..=n).filter(|i| *i != 5) {
+        assert_eq!(net.state(i, 5), Some(MemberState::Alive), "node {i}");
+        assert_eq!(
+            net.nodes[&id(i)].member(id(5)).unwrap().incarnation,
+            boot,
+            "node {i}"
+        );
+    }
+}
+
 /// Metadata writes spread to everyone, deletes too, and the event names the version.
 #[test]
 fn metadata_spreads_and_deletes() {
