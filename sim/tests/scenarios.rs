@@ -52,6 +52,29 @@ const SHIPPED: &[(&str, Option<u32>)] = &[
     // #19 class 1: a one-way cut. Its false positives need 1,000 nodes (16-22 min of wall time
     // a seed under load); at 64 nodes it checks the cut, the heal and the bounds in ~1 s.
     ("one-way-cut", Some(64)),
+    // #19 class 4: a cut-off minority (3 of 16) completing its own view of the majority.
+    ("minority-cut", None),
+    // The same at 5%: 1,000 nodes in the file, 100 here (5 cut off).
+    ("minority-cut-5pct", Some(100)),
+];
+
+/// The scenario files other tests run (the file named holds the scenario's name): with
+/// [`SHIPPED`], every file in `scenarios/` runs in the default suite.
+const RUN_ELSEWHERE: &[(&str, &str)] = &[
+    ("byzantine-non-member", "sim/tests/byzantine.rs"),
+    ("queue-owner-kill", "sim/tests/queues.rs"),
+    ("queue-owner-lapse", "sim/tests/queues.rs"),
+    ("queue-partition", "sim/tests/queues.rs"),
+    ("queue-backpressure", "sim/tests/queues.rs"),
+    // The chaos catalog: each file against its own expectations in the simulator.
+    ("latency-injection", "backends/chaos/tests/catalog.rs"),
+    ("partition-minority", "backends/chaos/tests/catalog.rs"),
+    ("membership-surge-join", "backends/chaos/tests/catalog.rs"),
+    ("transport-downgrade", "backends/chaos/tests/catalog.rs"),
+    ("certificate-expiry", "backends/chaos/tests/catalog.rs"),
+    ("certificate-rotation", "backends/chaos/tests/catalog.rs"),
+    ("gameday", "backends/chaos/tests/catalog.rs"),
+    ("queue-burst-autoscale", "backends/chaos/tests/catalog.rs"),
 ];
 
 fn dir() -> PathBuf {
@@ -85,6 +108,20 @@ fn every_scenario_file_is_shipped_and_parses() {
             found.contains(&format!("{name}.toml")),
             "{name}.toml is shipped"
         );
+    }
+    for file in &found {
+        let name = file.trim_end_matches(".toml");
+        if SHIPPED.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        let Some((_, test)) = RUN_ELSEWHERE.iter().find(|(n, _)| *n == name) else {
+            panic!(
+                "{file} is run by no test: add it to SHIPPED (with a small size) or RUN_ELSEWHERE"
+            );
+        };
+        let source = std::fs::read_to_string(dir().join("..").join(test))
+            .unwrap_or_else(|e| panic!("{test}: {e}"));
+        assert!(source.contains(name), "{test} no longer names {name}");
     }
 }
 
@@ -266,4 +303,14 @@ fn the_cut_off_side_checks_the_majority_before_declaring_it_dead_after_a_heal() 
         total <= 10,
         "{total} running nodes declared dead after the heal, over seeds 1..3 (before the fix: 30, after: 7)"
     );
+}
+
+#[test]
+fn minority_cut_meets_its_expectations() {
+    run_named("minority-cut");
+}
+
+#[test]
+fn minority_cut_5pct_meets_its_expectations() {
+    run_named("minority-cut-5pct");
 }

@@ -124,6 +124,13 @@ impl QueueConfig {
         self
     }
 
+    /// The same, holding at most `max` items per queue, tombstones included (at least 1).
+    #[must_use]
+    pub fn with_max_items(mut self, max: u32) -> Self {
+        self.max_items = max.max(1);
+        self
+    }
+
     /// Replicas that hold an item before its enqueue (or its completion) is acknowledged.
     pub fn replicas(&self) -> u32 {
         self.replicas

@@ -373,3 +373,92 @@ fn a_rebuilt_queue_numbers_above_the_floor_it_is_given() {
     next.raise_numbering((1, 1));
     assert_eq!(next.numbering().0, 7);
 }
+
+/// Each refusal has its own wire code and metric label (a shared one would turn one refusal
+/// into another at the client, or merge two series), and its message names the values an
+/// operator needs: the fences, the item and grant, the bound, the owner known.
+#[test]
+fn errors_have_distinct_codes_and_labels_and_say_what_they_hold() {
+    let errors = [
+        (
+            QueueError::StaleFence {
+                presented: FencingToken::new(3),
+                current: FencingToken::new(4),
+            },
+            "token of fence3 is stale: the shard's owner now holds fence4",
+        ),
+        (
+            QueueError::StaleLease {
+                item: ItemId::new(7),
+                lease: LeaseId::new(2),
+            },
+            "item7 is no longer leased under lease2",
+        ),
+        (
+            QueueError::UnknownItem {
+                item: ItemId::new(9),
+            },
+            "no item9 in this queue",
+        ),
+        (
+            QueueError::Full { max: 64 },
+            "the queue holds its maximum of 64 items",
+        ),
+        (
+            QueueError::PayloadTooLarge { len: 70, max: 64 },
+            "payload of 70 bytes exceeds the 64-byte bound",
+        ),
+        (
+            QueueError::NotOwner {
+                owner: Some(NodeId::new(5)),
+            },
+            "this node does not own the queue (owner: node-5)",
+        ),
+        (
+            QueueError::NotOwner { owner: None },
+            "this node does not own the queue",
+        ),
+        (
+            QueueError::Recovering,
+            "the owner is rebuilding the queue from its replicas",
+        ),
+        (
+            QueueError::NoOwner,
+            "no owner is known for this shard's queue",
+        ),
+        (QueueError::UnknownShard, "this shard has no queue"),
+        (QueueError::NoQueues, "this node runs no queues"),
+        (
+            QueueError::Overloaded { max: 4096 },
+            "too many queue requests in flight: at most 4096",
+        ),
+        (QueueError::TimedOut, "no answer within the request timeout"),
+    ];
+    for (error, text) in &errors {
+        assert_eq!(error.to_string(), *text, "{error:?}");
+    }
+    let kinds: Vec<&QueueError> = errors
+        .iter()
+        .map(|(e, _)| e)
+        .filter(|e| !matches!(e, QueueError::NotOwner { owner: None }))
+        .collect();
+    let codes: alloc::collections::BTreeSet<u8> = kinds.iter().map(|e| e.code()).collect();
+    let labels: alloc::collections::BTreeSet<&str> = kinds.iter().map(|e| e.label()).collect();
+    assert_eq!((codes.len(), labels.len()), (kinds.len(), kinds.len()));
+    assert!(!codes.contains(&0), "0 is no refusal on the wire");
+    let stale: Vec<&str> = kinds
+        .iter()
+        .filter(|e| e.is_stale())
+        .map(|e| e.label())
+        .collect();
+    assert_eq!(stale, ["stale_fence", "stale_lease"]);
+
+    assert_eq!(
+        QueueConfigError::Watermarks { low: 8, high: 4 }.to_string(),
+        "queue.low_watermark = 8 must be below high_watermark = 4"
+    );
+    assert_eq!(
+        QueueConfigError::LowWithoutHigh.to_string(),
+        "queue.low_watermark needs a high_watermark"
+    );
+}

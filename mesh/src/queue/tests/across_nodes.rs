@@ -775,3 +775,137 @@ fn an_owner_whose_lease_lapses_stops_then_rebuilds_its_queue_under_a_new_fence()
         "{answer:?}"
     );
 }
+
+/// The owner's refusals reach a producer on another node as the errors the owner raised, with
+/// their bounds: a full queue (`Full`), and an owner whose enqueues wait for replicas that are
+/// down, past [`MAX_WAITING_ACKS`](crate::queue::MAX_WAITING_ACKS) (`Overloaded`: the owner
+/// bounds what a producer can make it hold).
+#[test]
+fn an_owners_refusals_reach_a_remote_producer_with_their_bounds() {
+    // Full: two items fit, the third is refused and nothing is enqueued.
+    let mut mesh = Mesh::new(&queue_config().with_max_items(2));
+    let s = shard0();
+    let owner = mesh.owner_of(&s).unwrap();
+    for payload in [b"a", b"b"] {
+        let answer = mesh.enqueue(1, &s, payload);
+        assert!(matches!(answer, QueueEvent::Enqueued { .. }), "{answer:?}");
+    }
+    let answer = mesh.enqueue(1, &s, b"c");
+    assert!(
+        matches!(
+            answer,
+            QueueEvent::Refused {
+                error: QueueError::Full { max: 2 },
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+    let q = mesh.nodes[(owner - 1) as usize].queues().unwrap();
+    assert_eq!(q.serving(&s).unwrap().pending_count(), 2);
+
+    // Overloaded: two replicas wanted, every member but the owner and node 1 down, so nothing
+    // is acknowledged; the owner's own enqueue and node 1's 4,095 fill its 4,096 waiting slots
+    // and node 1's next one is refused.
+    let config = queue_config().with_replicas(2).with_recovery_wait(secs(60));
+    let mut mesh = Mesh::new(&config);
+    let owner = mesh.owner_of(&s).unwrap();
+    for n in 2..=MEMBERS {
+        if n != owner {
+            mesh.down.insert(n);
+        }
+    }
+    let now = mesh.now;
+    mesh.node(owner)
+        .queue_enqueue(now, s.clone(), b"own")
+        .unwrap();
+    let waiting = crate::queue::MAX_WAITING_ACKS;
+    let mut last = 0;
+    for k in 0..waiting {
+        last = mesh
+            .node(1)
+            .queue_enqueue(now, s.clone(), &k.to_le_bytes())
+            .unwrap();
+    }
+    let answer = mesh.answer(1, last);
+    assert!(
+        matches!(
+            answer,
+            QueueEvent::Refused {
+                error: QueueError::Overloaded { max },
+                ..
+            } if max == waiting
+        ),
+        "{answer:?}"
+    );
+    let refused = mesh
+        .events_of(1)
+        .into_iter()
+        .filter(|e| matches!(e, QueueEvent::Refused { .. }))
+        .count();
+    assert_eq!(refused, 1, "only the one past the bound");
+    let q = mesh.nodes[(owner - 1) as usize].queues().unwrap();
+    assert_eq!(q.serving(&s).unwrap().pending_count(), waiting);
+}
+
+/// The component's views: the owner's backpressure monitor and replica links, a replica's
+/// copy, the configured shards and configuration on every node, and a new owner reported as
+/// rebuilding until it serves.
+#[test]
+fn the_views_show_owners_replicas_and_a_rebuild() {
+    let config = queue_config().with_watermarks(10, None);
+    let mut mesh = Mesh::new(&config);
+    let s = shard0();
+    let owner = mesh.owner_of(&s).unwrap();
+    let answer = mesh.enqueue(1, &s, b"x");
+    let QueueEvent::Enqueued { item, .. } = answer else {
+        panic!("{answer:?}");
+    };
+    for n in 1..=MEMBERS {
+        let q = mesh.nodes[(n - 1) as usize].queues().unwrap();
+        assert_eq!(q.config(), &config);
+        assert_eq!(
+            q.shards().cloned().collect::<Vec<_>>(),
+            shards().shards().collect::<Vec<_>>()
+        );
+        assert!(!q.is_recovering(&s));
+        assert_eq!(q.monitor(&s).is_some(), n == owner, "node {n}");
+    }
+    let q = mesh.nodes[(owner - 1) as usize].queues().unwrap();
+    let monitor = q.monitor(&s).unwrap();
+    assert!(!monitor.is_active(), "one item, high watermark 10");
+    let signal = monitor.signal(mesh.now, 1);
+    assert_eq!((signal.high_watermark, signal.low_watermark), (Some(10), 5));
+    let version = q.serving(&s).unwrap().version();
+    let [(replica, acked)] = q.replica_links(&s)[..] else {
+        panic!("one replica: {:?}", q.replica_links(&s));
+    };
+    assert_eq!(acked, version);
+    let copy = &mesh.nodes[(replica.get() - 1) as usize]
+        .queues()
+        .unwrap()
+        .replicas()[&s];
+    assert_eq!(copy.applied(), version);
+    assert!(copy.records().any(|r| r.id == item));
+
+    // The owner gone: the next one reports itself rebuilding until it serves.
+    mesh.down.insert(owner);
+    mesh.events.clear();
+    let Some((next, _)) = mesh.run_until(
+        secs(30),
+        |_, e| matches!(e, QueueEvent::Recovering { shard, .. } if *shard == s),
+    ) else {
+        panic!("nobody took {s} over");
+    };
+    let q = mesh.nodes[(next - 1) as usize].queues().unwrap();
+    assert!(q.is_recovering(&s));
+    assert!(q.serving(&s).is_none() && q.monitor(&s).is_none());
+    assert!(q.owned().any(|(shard, _)| *shard == s));
+    mesh.run_until(secs(30), |n, e| {
+        n == next && matches!(e, QueueEvent::Serving { shard, .. } if *shard == s)
+    })
+    .expect("the new owner serves");
+    let q = mesh.nodes[(next - 1) as usize].queues().unwrap();
+    assert!(!q.is_recovering(&s));
+    assert!(q.monitor(&s).is_some());
+}
