@@ -827,14 +827,17 @@ fn an_owners_refusals_reach_a_remote_producer_with_their_bounds() {
             .queue_enqueue(now, s.clone(), &k.to_le_bytes())
             .unwrap();
     }
-    let answer = mesh.answer(1, last);
+    // At once: the refusal comes back with the datagram round, not at the request timeout.
+    let answer = mesh.run_until(Duration::from_millis(100), |n, e| {
+        n == 1 && matches!(e, QueueEvent::Refused { request, .. } if *request == last)
+    });
     assert!(
         matches!(
             answer,
-            QueueEvent::Refused {
+            Some((_, QueueEvent::Refused {
                 error: QueueError::Overloaded { max },
                 ..
-            } if max == waiting
+            })) if max == waiting
         ),
         "{answer:?}"
     );
