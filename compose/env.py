@@ -29,8 +29,20 @@ spare whose target comes from a file (`prometheus-targets/node-I.json`, file-bas
 empty until the runner starts the spare, which writes its target there, and empties it again when
 it removes it. The probe agent does not know them.
 
-MESHKIT_MESHKITD_IMAGE and MESHKIT_PROBE_IMAGE name other images than meshkit/meshkitd:dev and
-meshkit/meshkit-probe:dev (built with scripts/static-image.sh --tag and --probe-tag).
+The `autoscaler` service (profile `autoscaler`, not started by `up`) is `meshkit-chaos autoscale`
+in the meshkit/meshkit-chaos:dev image, on the project's network, with the Docker socket mounted:
+it follows a queue's backpressure stream and starts or stops `meshctl queue work` containers,
+writes its decisions to autoscale.jsonl and serves its metrics on port 9466 (published at
+PORT_BASE + 66; Prometheus scrapes it as job `meshkit-autoscaler`). Its policy comes from
+MESHKIT_AUTOSCALER_* variables (QUEUE, MIN_WORKERS, MAX_WORKERS, SCALE_OUT_AFTER,
+SCALE_IN_AFTER, COOLDOWN, WORK, FOR, OUT), which docker-compose substitutes; `meshkit-chaos run`
+sets them from a scenario's [autoscale] and starts it, and so can a user:
+`MESHKIT_AUTOSCALER_MAX_WORKERS=3 docker-compose -p P -f compose/.run/P/docker-compose.json
+--profile autoscaler up -d autoscaler` (decisions in compose/.run/P/autoscaler/ by default).
+
+MESHKIT_MESHKITD_IMAGE, MESHKIT_PROBE_IMAGE and MESHKIT_CHAOS_IMAGE name other images than
+meshkit/meshkitd:dev, meshkit/meshkit-probe:dev and meshkit/meshkit-chaos:dev (built with
+scripts/static-image.sh --tag, --probe-tag and --chaos-tag).
 
 `down` removes the project's containers, networks and volumes and the run directory (its keys),
 and checks that docker lists none of them afterwards.
@@ -60,6 +72,11 @@ RUNS = ROOT / "compose" / ".run"
 MESHKITD_IMAGE = os.environ.get("MESHKIT_MESHKITD_IMAGE", "meshkit/meshkitd:dev")
 PROBE_IMAGE = os.environ.get("MESHKIT_PROBE_IMAGE", "meshkit/meshkit-probe:dev")
 PROBE_PORT = 9465
+CHAOS_IMAGE = os.environ.get("MESHKIT_CHAOS_IMAGE", "meshkit/meshkit-chaos:dev")
+# The autoscaler service's /metrics inside its container; published at PORT_BASE + 66.
+AUTOSCALER_PORT = 9466
+# Where the Docker daemon's socket is on this host (the autoscaler mounts it).
+DOCKER_SOCKET = "/var/run/docker.sock"
 PROMETHEUS_IMAGE = "meshkit/prometheus:dev"
 ALERTMANAGER_IMAGE = "meshkit/alertmanager:dev"
 GRAFANA_IMAGE = "grafana/grafana-oss:11.3.0"
@@ -116,12 +133,12 @@ def ensure_docker() -> None:
 
 
 def ensure_meshkitd_image(args: argparse.Namespace) -> None:
-    """meshkitd's and meshkit-probe's images (one build makes both)."""
-    if image_exists(MESHKITD_IMAGE) and image_exists(PROBE_IMAGE):
+    """meshkitd's, meshkit-probe's and meshkit-chaos' images (one build makes the three)."""
+    if image_exists(MESHKITD_IMAGE) and image_exists(PROBE_IMAGE) and image_exists(CHAOS_IMAGE):
         return
-    log(args, f"building {MESHKITD_IMAGE} and {PROBE_IMAGE} (scripts/static-image.sh --profile dev --no-smoke; several minutes on 2 cores)")
+    log(args, f"building {MESHKITD_IMAGE}, {PROBE_IMAGE} and {CHAOS_IMAGE} (scripts/static-image.sh --profile dev --no-smoke; several minutes on 2 cores)")
     run([str(ROOT / "scripts" / "static-image.sh"), "--profile", "dev", "--no-smoke", "--tag", MESHKITD_IMAGE,
-         "--probe-tag", PROBE_IMAGE], timeout=IMAGE_BUILD_TIMEOUT)
+         "--probe-tag", PROBE_IMAGE, "--chaos-tag", CHAOS_IMAGE], timeout=IMAGE_BUILD_TIMEOUT)
 
 
 def shared_libraries(binary: str) -> list[str]:
@@ -313,6 +330,13 @@ def prometheus_config(nodes: int, spares: int = 0) -> str:
         # No `cluster` target label: the agent's per-probe series carry their group's own.
         "static_configs": [{"targets": [f"meshkit-probe:{PROBE_PORT}"]}],
     })
+    # The autoscaler service (profile `autoscaler`): down (`up` 0, no alert selects this job)
+    # unless a run or a user started it.
+    jobs.append({
+        "job_name": "meshkit-autoscaler",
+        "static_configs": [{"targets": [f"autoscaler:{AUTOSCALER_PORT}"],
+                            "labels": {"cluster": "chaos", "namespace": "chaos"}}],
+    })
     return json.dumps({
         "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
         "rule_files": ["/etc/meshkit/rules/*.yml"],
@@ -372,6 +396,35 @@ def compose_file(args: argparse.Namespace, run_dir: Path) -> dict:
         "ports": [f"127.0.0.1:{args.port_base + 93}:9093"],
         "networks": ["mesh"],
     }
+    # The autoscaler (docs/chaos-environment.md, "The autoscaler service"): in a profile, since it
+    # holds the Docker socket (root on this host, in effect) and its policy is a run's; the
+    # runner starts it for a scenario with [autoscale], with that policy in the variables below.
+    # The run directory and the output folder are mounted at their own paths: the workers it
+    # creates bind the run directory by its host path, and the runner reads the decisions there.
+    out = f"${{MESHKIT_AUTOSCALER_OUT:-{run_dir / 'autoscaler'}}}"
+    var = lambda name, default: f"${{MESHKIT_AUTOSCALER_{name}:-{default}}}"  # noqa: E731
+    socket = Path(DOCKER_SOCKET)
+    services["autoscaler"] = {
+        "image": CHAOS_IMAGE,
+        "profiles": ["autoscaler"],
+        "user": user,
+        # The socket's group, so that a user other than root may use it.
+        "group_add": [str(socket.stat().st_gid)] if socket.exists() else [],
+        "command": ["autoscale", "--project", args.project, "--in-network",
+                    "--metrics", f"0.0.0.0:{AUTOSCALER_PORT}",
+                    "--queue", var("QUEUE", "jobs"),
+                    "--min-workers", var("MIN_WORKERS", "1"), "--max-workers", var("MAX_WORKERS", "4"),
+                    "--scale-out-after", var("SCALE_OUT_AFTER", "3s"),
+                    "--scale-in-after", var("SCALE_IN_AFTER", "15s"),
+                    "--cooldown", var("COOLDOWN", "10s"), "--work", var("WORK", "200ms"),
+                    "--for", var("FOR", "1h"), "--out", out],
+        "volumes": [f"{run_dir}:{run_dir}:ro", f"{DOCKER_SOCKET}:/var/run/docker.sock", f"{out}:{out}"],
+        "ports": [f"127.0.0.1:{args.port_base + 66}:{AUTOSCALER_PORT}"],
+        "networks": ["mesh"],
+        "labels": {"io.meshkit.role": "autoscaler"},
+        # SIGTERM: it stops its workers (10 s each to complete an item) and writes its summary.
+        "stop_grace_period": "60s",
+    }
     # Grafana, for users with a registry to pull it from (none here: documented, not tested). Not
     # started unless asked: `docker-compose -p P -f compose/.run/P/docker-compose.json
     # --profile grafana up -d grafana`; it provisions Prometheus and dashboards/grafana/.
@@ -405,6 +458,7 @@ def write_run_dir(args: argparse.Namespace, run_dir: Path) -> None:
     for i in range(1, total + 1):
         (run_dir / "data" / f"node-{i}").mkdir(parents=True)
     (run_dir / "data" / "probe").mkdir(parents=True)
+    (run_dir / "autoscaler").mkdir()
     (run_dir / "probes.toml").write_text(probe_config(args.nodes))
     for i in range(1, total + 1):
         (run_dir / f"node-{i}.toml").write_text(node_config(i, args.nodes, args.voters, args.contenders))
@@ -548,7 +602,9 @@ def down(args: argparse.Namespace) -> int:
     ensure_docker()
     run_dir = RUNS / args.project
     if (run_dir / "docker-compose.json").exists():
-        compose(args, run_dir, "down", "--volumes", "--remove-orphans", "--timeout", "5")
+        # The profile named, so that an autoscaler a run left running is removed too.
+        compose(args, run_dir, "--profile", "autoscaler", "down", "--volumes", "--remove-orphans",
+                "--timeout", "5")
     else:
         # No run directory (removed by hand): remove what carries the project's label.
         # Containers first: a network in use cannot be removed.

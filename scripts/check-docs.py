@@ -168,6 +168,12 @@ BLOCKS: list[Entry] = [
         "not-run",
         reason="a 35 s CPU measurement in a release build of meshkit-runtime; the test is compiled by the suite's build and ignored there",
     ),
+    Entry(
+        "docs/benchmarks.md",
+        r"N=20",
+        "not-run",
+        reason="brings up a 20-node compose stack (Docker, the images, minutes); tests/tests/compose_env.rs (run by scripts/test.sh after the image) runs up and down",
+    ),
     Entry("docs/benchmarks.md", r".", "shims", subst=SAMPLE),
     Entry("docs/metrics.md", r"cargo nextest run", "shims"),
     Entry("docs/diagnostics.md", r"cargo run -p meshkit-node --example probes", "shims"),
@@ -197,6 +203,12 @@ BLOCKS: list[Entry] = [
         r"cargo run -p meshkit-chaos",
         "not-run",
         reason="needs Docker, the images and a minute or more a run; backends/chaos/tests/compose_run.rs (run by scripts/test.sh after the image) runs crash-one through the runner, and its unit tests the mapping",
+    ),
+    Entry(
+        "docs/chaos-environment.md",
+        r"P=meshkit-chaos",
+        "not-run",
+        reason="needs Docker, the images and a stack that is up; backends/chaos/tests/compose_run.rs (run by scripts/test.sh after the image) starts the autoscaler service through the runner and checks Prometheus scraped it",
     ),
     # The walkthrough: everything else in docs/hosting.md (HOSTING_GLUE adds the steps between).
     Entry("docs/hosting.md", r".", "hosting"),

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Builds meshkitd, meshctl and meshkit-probe as static binaries (glibc, crt-static), puts the first
-# two in an image built FROM scratch (compose/images/meshkitd.Dockerfile) and the probe agent in one
-# of its own (compose/images/meshkit-probe.Dockerfile), and smoke-tests them: --help and --version,
-# check-config on a good and two bad mounted configs, certificates made by the image's meshctl,
+# Builds meshkitd, meshctl, meshkit-probe and meshkit-chaos as static binaries (glibc, crt-static),
+# puts the first two in an image built FROM scratch (compose/images/meshkitd.Dockerfile), the probe
+# agent in one of its own (compose/images/meshkit-probe.Dockerfile) and meshkit-chaos in a third
+# (compose/images/meshkit-chaos.Dockerfile, the compose stack's autoscaler service), and
+# smoke-tests them: --help and --version, check-config on a good and two bad mounted configs,
+# certificates made by the image's meshctl,
 # and a node started in a container whose /healthz answers on a port published on 127.0.0.1.
 #
-#   scripts/static-image.sh [--profile release|dev] [--tag NAME:TAG] [--probe-tag NAME:TAG] [--no-smoke]
+#   scripts/static-image.sh [--profile release|dev] [--tag NAME:TAG] [--probe-tag NAME:TAG]
+#                           [--chaos-tag NAME:TAG] [--no-smoke]
 #
 # --profile dev is what scripts/test.sh uses: an unoptimized build costs less than a release
 # build (4.5 CPU-minutes here). Neither shares artifacts with the test build: --target gives the
@@ -17,14 +20,16 @@ cd "$(dirname "$0")/.."
 profile=release
 tag=meshkit/meshkitd:dev
 probe_tag=meshkit/meshkit-probe:dev
+chaos_tag=meshkit/meshkit-chaos:dev
 smoke=1
 while (($#)); do
   case "$1" in
     --profile) profile=${2:?--profile needs release or dev}; shift 2 ;;
     --tag) tag=${2:?--tag needs NAME:TAG}; shift 2 ;;
     --probe-tag) probe_tag=${2:?--probe-tag needs NAME:TAG}; shift 2 ;;
+    --chaos-tag) chaos_tag=${2:?--chaos-tag needs NAME:TAG}; shift 2 ;;
     --no-smoke) smoke=0; shift ;;
-    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "static-image.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -58,11 +63,12 @@ step "static build ($profile profile, $triple, crt-static)"
 started=$SECONDS
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
   timeout "$BUILD_TIMEOUT_SECS" nice -n 10 \
-  cargo build --locked --profile "$profile" --target "$triple" -p meshkit-cli -p meshkit-probe --bins
+  cargo build --locked --profile "$profile" --target "$triple" -p meshkit-cli -p meshkit-probe \
+  -p meshkit-chaos --bins
 echo "built in $((SECONDS - started)) s"
 
 step "the binaries are static"
-for bin in meshkitd meshctl meshkit-probe; do
+for bin in meshkitd meshctl meshkit-probe meshkit-chaos; do
   path="$out/$bin"
   [[ -x "$path" ]] || fail "$path was not built"
   # ldd says "not a dynamic executable" (static) or "statically linked" (static-pie).
@@ -119,6 +125,15 @@ DOCKER_BUILDKIT=0 timeout "$IMAGE_TIMEOUT_SECS" docker build --quiet \
   -f compose/images/meshkit-probe.Dockerfile -t "$probe_tag" "$scratch/probe-context" \
   >"$scratch/probe-build.log" 2>&1 || { cat "$scratch/probe-build.log" >&2; fail "docker build (probe)"; }
 probe_image_bytes=$(d image inspect -f '{{.Size}}' "$probe_tag")
+mkdir "$scratch/chaos-context"
+cp "$out/meshkit-chaos" "$scratch/chaos-context/meshkit-chaos"
+if command -v strip >/dev/null; then
+  strip --strip-debug "$scratch/chaos-context/meshkit-chaos"
+fi
+DOCKER_BUILDKIT=0 timeout "$IMAGE_TIMEOUT_SECS" docker build --quiet \
+  -f compose/images/meshkit-chaos.Dockerfile -t "$chaos_tag" "$scratch/chaos-context" \
+  >"$scratch/chaos-build.log" 2>&1 || { cat "$scratch/chaos-build.log" >&2; fail "docker build (chaos)"; }
+chaos_image_bytes=$(d image inspect -f '{{.Size}}' "$chaos_tag")
 
 step "sizes"
 for bin in meshkitd meshctl; do
@@ -127,6 +142,7 @@ for bin in meshkitd meshctl; do
 done
 printf '%-9s %s\n' image "$(mib "$image_bytes")"
 printf '%-9s %s built, image %s\n' probe "$(mib "$(size "$out/meshkit-probe")")" "$(mib "$probe_image_bytes")"
+printf '%-9s %s built, image %s\n' chaos "$(mib "$(size "$out/meshkit-chaos")")" "$(mib "$chaos_image_bytes")"
 
 if ((smoke == 0)); then
   echo "image built; smoke test skipped (--no-smoke)"
@@ -150,7 +166,9 @@ grep -q 'check-config' <<<"$help" || fail "meshkitd --help (the default command)
   || fail "meshctl --version is not 'meshctl $version'"
 [[ "$(d run --rm --network none "$probe_tag" --version)" == "meshkit-probe $version" ]] \
   || fail "meshkit-probe --version is not 'meshkit-probe $version'"
-echo "meshkitd $version, meshctl $version and meshkit-probe $version answer"
+[[ "$(d run --rm --network none "$chaos_tag" --version)" == "meshkit-chaos $version" ]] \
+  || fail "meshkit-chaos --version is not 'meshkit-chaos $version'"
+echo "meshkitd $version, meshctl $version, meshkit-probe $version and meshkit-chaos $version answer"
 
 step "smoke: meshctl certs init in the container"
 run --entrypoint /usr/local/bin/meshctl "$tag" certs init --out certs --nodes 1 >/dev/null 2>&1 \

@@ -71,7 +71,17 @@ const SERIES: &[(&str, &str)] = &[
         "mesh_transport_cert_expiry_timestamp_seconds",
     ),
     ("cert_reloads", "mesh_transport_cert_reloads_total"),
+    // The autoscaler service's own families (an `[autoscale]` run; empty otherwise).
+    ("autoscaler_workers", "meshkit_autoscaler_workers"),
+    ("autoscaler_decisions", "meshkit_autoscaler_decisions_total"),
+    (
+        "autoscaler_backpressure",
+        "meshkit_autoscaler_backpressure_active",
+    ),
 ];
+/// How long the autoscaler service may outlive the run's planned end (the bound it is started
+/// with): the restore, the artifacts and its own stop fit well within.
+const AUTOSCALER_MARGIN: Duration = Duration::from_secs(300);
 
 /// The transport's counters over the run window (`{w}`: its length in seconds), for the
 /// report's `transport`: what a downgrade, an expiry or a rotation did to the handshakes and
@@ -964,7 +974,10 @@ pub async fn run(
             work: a.work,
             out: options.out.clone(),
         };
-        autoscaler = Some(workers::start(workers::Target::of(run.stack), scaler).await?);
+        // The stack's `autoscaler` service, bounded a while past the run's end in case this
+        // process dies before stopping it (`compose/down` removes it too).
+        let bound = duration + AUTOSCALER_MARGIN;
+        autoscaler = Some(workers::service::start(run.stack, &scaler, bound).await?);
         run.schedule(a.burst_at, Event::Burst);
     }
     for step in steps.clone() {
@@ -1034,7 +1047,7 @@ pub async fn run(
     }
     let autoscaled = match autoscaler {
         Some(a) => {
-            let summary = a.stop().await;
+            let summary = a.stop(run.stack).await;
             let burst = match run.burst.take() {
                 Some(task) => task.await.ok(),
                 None => None,

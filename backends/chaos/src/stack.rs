@@ -290,7 +290,9 @@ impl Stack {
         self.nodes.get(&id).map_or("", |n| n.name.as_str())
     }
 
-    fn wrap(
+    /// A failed Docker call on `container`, as [`StackError::Docker`] (the autoscaler's
+    /// workers' calls too).
+    pub(crate) fn wrap(
         call: &'static str,
         container: &str,
     ) -> impl FnOnce(bollard::errors::Error) -> StackError {

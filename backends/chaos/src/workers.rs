@@ -8,7 +8,10 @@
 //! completes the item in hand and exits, so no lease is left to time out.
 //!
 //! Every decision and every change of the signal is a JSON line in `autoscale.jsonl` of the
-//! run's artifacts; each worker's log is kept in `logs/`.
+//! run's artifacts, and the summary `autoscale-summary.json` when it stops; each worker's log is
+//! kept in `logs/`. [`metrics`] are its Prometheus families. In a scenario it runs as the
+//! stack's `autoscaler` compose service ([`service`]), this same code in the
+//! `meshkit/meshkit-chaos:dev` image.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -21,7 +24,7 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use meshkit_api::json::BackpressureJson;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
@@ -29,7 +32,12 @@ use tokio::time::Instant;
 
 use crate::autoscale::{Direction, Policy, PolicyConfig, Signals};
 use crate::nodes::{NodeError, Nodes};
-use crate::stack::Stack;
+use crate::stack::{Stack, StackError};
+
+pub mod metrics;
+pub mod service;
+
+pub use metrics::Metrics;
 
 /// How often the policy is asked when no signal arrives (the dwell and cooldown run on time).
 const TICK: Duration = Duration::from_millis(250);
@@ -43,6 +51,8 @@ const CONTROL_PORT: u16 = 8101;
 const SIGNAL_BUFFER: usize = 256;
 /// The longest one stream is read before it is reopened, so no connection is trusted forever.
 const STREAM_MAX: Duration = Duration::from_secs(600);
+/// The autoscaler's summary in the artifacts folder, written when it stops.
+pub const SUMMARY_FILE: &str = "autoscale-summary.json";
 /// Most bytes of an unfinished event kept while reading a stream.
 const MAX_EVENT_BYTES: usize = 64 * 1024;
 
@@ -50,19 +60,16 @@ const MAX_EVENT_BYTES: usize = 64 * 1024;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum AutoscaleError {
-    /// No Docker daemon answers.
-    #[error("no Docker daemon answers: {0}")]
-    NoDocker(#[source] bollard::errors::Error),
-    /// A Docker call failed.
-    #[error("docker {call} {container}: {source}")]
-    Docker {
-        /// The call.
-        call: &'static str,
-        /// The container.
-        container: String,
-        /// Why.
-        #[source]
-        source: bollard::errors::Error,
+    /// No Docker daemon answers, or a Docker call failed: the stack's own error.
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    /// docker-compose could not start or stop the `autoscaler` service.
+    #[error("the autoscaler service: `{command}`: {why}")]
+    Service {
+        /// The docker-compose command line.
+        command: String,
+        /// Its exit and output, or why it did not run.
+        why: String,
     },
     /// The stack's certificates.
     #[error(transparent)]
@@ -104,6 +111,17 @@ pub struct Target {
 }
 
 impl Target {
+    /// The same stack reached from inside its network (the `autoscaler` service): nodes by
+    /// their names and the control port inside the containers, not the ports published on
+    /// the host's 127.0.0.1.
+    #[must_use]
+    pub fn on_network(mut self) -> Self {
+        for (id, addr) in &mut self.nodes {
+            *addr = format!("meshkit-{id}:{CONTROL_PORT}");
+        }
+        self
+    }
+
     /// The stack's image, network, user and nodes (as `compose/up` wrote them in
     /// `spares.json`; the defaults of `compose/env.py` otherwise).
     pub fn of(stack: &Stack) -> Self {
@@ -125,7 +143,7 @@ impl Target {
 }
 
 /// One line of `autoscale.jsonl`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Record {
     /// Seconds since the autoscaler started (the run's start in a scenario).
     pub t: f64,
@@ -142,15 +160,15 @@ pub struct Record {
     /// Why (a decision's dwell and cooldown, a stream's error, ...).
     pub reason: String,
     /// The worker container started or stopped, or the node whose stream it was.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
     /// Every shard's latest signal (on `signal` records).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shards: Option<Value>,
 }
 
-/// What a finished autoscaler saw and did.
-#[derive(Clone, Debug, Default, Serialize)]
+/// What a finished autoscaler saw and did (`autoscale-summary.json`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Summary {
     /// Every record, as written.
     pub records: Vec<Record>,
@@ -254,6 +272,7 @@ fn unix_ms() -> u64 {
 
 struct Scaler {
     docker: Docker,
+    metrics: std::sync::Arc<Metrics>,
     target: Target,
     options: AutoscaleOptions,
     policy: Policy,
@@ -269,6 +288,7 @@ struct Scaler {
 
 impl Scaler {
     fn record(&mut self, event: &str, reason: String, subject: Option<String>, shards: bool) {
+        self.metrics.set_workers(self.workers.len());
         let r = Record {
             t: (self.t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
             unix_ms: unix_ms(),
@@ -288,6 +308,7 @@ impl Scaler {
     }
 
     fn error(&mut self, what: String) {
+        self.metrics.error();
         self.record("error", what.clone(), None, false);
         self.summary.errors.push(what);
     }
@@ -363,7 +384,7 @@ impl Scaler {
             )
             .await;
         if let Err(e) = created {
-            self.error(format!("docker create {name}: {e}"));
+            self.error(Stack::wrap("create", &name)(e).to_string());
             return;
         }
         // Known before it starts: a failed start leaves a container the end removes.
@@ -374,7 +395,7 @@ impl Scaler {
                 self.summary.workers_max = self.summary.workers_max.max(count);
                 self.record("worker-started", reason, Some(name), false);
             }
-            Err(e) => self.error(format!("docker start {name}: {e}")),
+            Err(e) => self.error(Stack::wrap("start", &name)(e).to_string()),
         }
     }
 
@@ -396,7 +417,7 @@ impl Scaler {
             )
             .await
         {
-            self.error(format!("docker stop {name}: {e}"));
+            self.error(Stack::wrap("stop", &name)(e).to_string());
         }
         self.keep_log(&name).await;
         if let Err(e) = self
@@ -407,7 +428,7 @@ impl Scaler {
             )
             .await
         {
-            self.error(format!("docker rm {name}: {e}"));
+            self.error(Stack::wrap("rm", &name)(e).to_string());
         }
         self.record("worker-stopped", reason, Some(name), false);
     }
@@ -440,6 +461,7 @@ impl Scaler {
             Direction::ScaleOut => "scale-out",
             Direction::ScaleIn => "scale-in",
         };
+        self.metrics.decided(d.direction);
         let reason = format!("{} -> {} workers: {}", d.from, d.to, d.reason);
         self.record(event, reason.clone(), None, true);
         match d.direction {
@@ -460,9 +482,15 @@ impl Scaler {
 pub struct Running {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Summary>,
+    metrics: std::sync::Arc<Metrics>,
 }
 
 impl Running {
+    /// Its Prometheus families, to serve (`meshkit-chaos autoscale --metrics`).
+    pub fn metrics(&self) -> std::sync::Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     /// Stops the autoscaler: every worker is stopped (its item completed) and removed, its log
     /// kept; the summary of the run.
     pub async fn stop(self) -> Summary {
@@ -481,8 +509,8 @@ impl Running {
 ///
 /// [`AutoscaleError`]: no Docker, the stack's certificates, the decisions file.
 pub async fn start(target: Target, options: AutoscaleOptions) -> Result<Running, AutoscaleError> {
-    let docker = Docker::connect_with_local_defaults().map_err(AutoscaleError::NoDocker)?;
-    docker.ping().await.map_err(AutoscaleError::NoDocker)?;
+    let docker = Docker::connect_with_local_defaults().map_err(StackError::NoDocker)?;
+    docker.ping().await.map_err(StackError::NoDocker)?;
     let nodes = Nodes::new(&target.run_dir)?;
     let path = options.out.join("autoscale.jsonl");
     let io = |source| AutoscaleError::Io {
@@ -500,8 +528,14 @@ pub async fn start(target: Target, options: AutoscaleOptions) -> Result<Running,
         tx,
         stop_rx.clone(),
     ));
+    let metrics = std::sync::Arc::new(Metrics::new(
+        &options.queue,
+        options.policy.min_workers,
+        options.policy.max_workers,
+    ));
     let mut scaler = Scaler {
         docker,
+        metrics: metrics.clone(),
         policy: Policy::new(options.policy.clone()),
         target,
         options,
@@ -541,6 +575,7 @@ pub async fn start(target: Target, options: AutoscaleOptions) -> Result<Running,
                     Some(StreamEvent::Signal(b)) => {
                         let was = scaler.signals.active();
                         if scaler.signals.update(&b) {
+                            scaler.metrics.signal(scaler.signals.active(), scaler.signals.pending());
                             let reason = format!(
                                 "{} {} pending {} (high {:?}, low {}), owner {} fence {}",
                                 b.shard,
@@ -557,6 +592,7 @@ pub async fn start(target: Target, options: AutoscaleOptions) -> Result<Running,
                     }
                     Some(StreamEvent::Connected(id)) => {
                         scaler.summary.stream_connects += 1;
+                        scaler.metrics.connected();
                         scaler.record("stream", "connected".to_owned(), Some(format!("node {id}")), false);
                     }
                     Some(StreamEvent::Lost(id, why)) => {
@@ -575,10 +611,17 @@ pub async fn start(target: Target, options: AutoscaleOptions) -> Result<Running,
                 .await;
         }
         scaler.record("stop", "stopped".to_owned(), None, true);
+        // The summary beside the decisions: what the runner reads back when the autoscaler
+        // ran as the stack's service, in another process.
+        let path = scaler.options.out.join(SUMMARY_FILE);
+        if let Err(e) = crate::artifacts::write_json(&path, &json!(scaler.summary)) {
+            tracing::warn!("{}: {e}", path.display());
+        }
         scaler.summary
     });
     Ok(Running {
         stop: stop_tx,
         task,
+        metrics,
     })
 }

@@ -10,7 +10,8 @@
 //! `left`, Prometheus scraping the spares once they run (the runner writes their targets for its
 //! file-based discovery), the spares removed at the end and nothing left after `--down`. The
 //! third rolls new certificates over every node (`scenarios/certificate-rotation.toml`), the
-//! fourth scales workers out and in on a queue burst (`scenarios/queue-burst-autoscale.toml`).
+//! fourth scales workers out and in on a queue burst (`scenarios/queue-burst-autoscale.toml`)
+//! with the stack's `autoscaler` service, whose own metrics Prometheus scrapes.
 //! Each takes a file lock so that one compose stack runs at a time (nextest runs tests in
 //! parallel processes); [`ComposeRun`] is what they share.
 //!
@@ -355,7 +356,7 @@ fn the_rotation_drill_rolls_new_certificates_over_every_node_and_refuses_nothing
 }
 
 #[test]
-#[ignore = "needs Docker, docker-compose, the meshkit/meshkitd:dev and meshkit/meshkit-probe:dev images and Debian's prometheus packages; scripts/test.sh runs it after scripts/static-image.sh"]
+#[ignore = "needs Docker, docker-compose, the meshkit/meshkitd:dev, meshkit/meshkit-probe:dev and meshkit/meshkit-chaos:dev images and Debian's prometheus packages; scripts/test.sh runs it after scripts/static-image.sh"]
 fn a_queue_burst_is_scaled_out_and_back_in_by_the_autoscaler_and_nothing_is_left() {
     let Some(run) = ComposeRun::start(
         "autoscale",
@@ -412,8 +413,41 @@ fn a_queue_burst_is_scaled_out_and_back_in_by_the_autoscaler_and_nothing_is_left
     );
     let logs = run.logs();
     assert!(logs.iter().any(|l| l.contains("worker-2")), "{logs:?}");
+    // The autoscaler ran as the stack's `autoscaler` service (its container's log kept), not
+    // in the runner's process, and its summary came back through the artifacts.
+    assert!(
+        logs.iter().any(|l| l.ends_with("_autoscaler.log")),
+        "the autoscaler service's log: {logs:?}"
+    );
+    assert!(out.join("autoscale-summary.json").is_file());
+    // Prometheus scraped the service's own metrics: its worker count rose to 2 or more and
+    // it counted a scale-out, as the decisions say.
+    let series = |name: &str| -> Vec<serde_json::Value> {
+        let path = out.join(format!("prometheus/{name}.json"));
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("the series"))
+                .expect("it parses");
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    };
+    let peak = |rows: &[serde_json::Value]| -> f64 {
+        rows.iter()
+            .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p[1].as_str().and_then(|v| v.parse::<f64>().ok()))
+            .fold(0.0, f64::max)
+    };
+    let workers = series("autoscaler_workers");
+    assert!(
+        workers.iter().all(|s| s["metric"]["queue"] == "jobs"),
+        "{workers:#?}"
+    );
+    assert!(peak(&workers) >= 2.0, "scraped workers: {workers:#?}");
+    let outs: Vec<serde_json::Value> = series("autoscaler_decisions")
+        .into_iter()
+        .filter(|s| s["metric"]["direction"] == "scale-out")
+        .collect();
+    assert!(peak(&outs) >= 1.0, "scraped scale-outs: {outs:#?}");
 
-    // --down left nothing of the project: no node, worker, network or volume.
+    // --down left nothing of the project: no node, worker, autoscaler, network or volume.
     run.assert_nothing_left();
     println!(
         "compose queue-burst-autoscale: burst to scale-out {out_s} s, drained {} s, burst to \

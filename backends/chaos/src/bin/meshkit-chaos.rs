@@ -86,6 +86,15 @@ struct AutoscaleArgs {
     /// Where autoscale.jsonl and the workers' logs go (default artifacts/autoscale-<time>).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Reach the nodes by name on the project's network (`meshkit-I:8101`) rather than at
+    /// their ports published on 127.0.0.1: for the stack's `autoscaler` service, which runs
+    /// on that network.
+    #[arg(long)]
+    in_network: bool,
+    /// Serve the autoscaler's Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9466,
+    /// the service's).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -532,7 +541,37 @@ fn autoscale_cmd(args: &AutoscaleArgs) -> Result<u8, Fail> {
             work: args.work,
             out: out.clone(),
         };
-        let running = workers::start(Target::of(&stack), options).await?;
+        let target = if args.in_network {
+            Target::of(&stack).on_network()
+        } else {
+            Target::of(&stack)
+        };
+        let running = workers::start(target, options).await?;
+        if let Some(addr) = args.metrics {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Fail(2, format!("--metrics {addr}: {e}")))?;
+            let metrics = running.metrics();
+            let app = axum::Router::new()
+                .route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let metrics = metrics.clone();
+                        async move {
+                            (
+                                [(http::header::CONTENT_TYPE, workers::metrics::CONTENT_TYPE)],
+                                metrics.render(),
+                            )
+                        }
+                    }),
+                )
+                .route("/-/healthy", axum::routing::get(|| async { "ok\n" }));
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "the autoscaler's metrics listener failed");
+                }
+            });
+        }
         if !args.json {
             eprintln!(
                 "autoscaling {} workers of project {} for {:.0} s (Ctrl-C stops); decisions in {}",
@@ -542,9 +581,12 @@ fn autoscale_cmd(args: &AutoscaleArgs) -> Result<u8, Fail> {
                 out.join("autoscale.jsonl").display()
             );
         }
+        // SIGTERM is how `docker stop` (the `autoscaler` service) asks it to end.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             () = tokio::time::sleep(args.duration) => {}
             _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
         }
         Ok::<_, Fail>(running.stop().await)
     })?;
