@@ -610,6 +610,17 @@ impl Node {
         self.group.map(LeaseGroup::into_durable)
     }
 
+    /// The driver sends only to members it has an address for (see
+    /// [`Membership::require_routes`]).
+    pub fn require_routes(&mut self) {
+        self.membership.require_routes();
+    }
+
+    /// The driver can now address `id` (see [`Membership::set_routable`]).
+    pub fn set_routable(&mut self, id: NodeId) {
+        self.membership.set_routable(id);
+    }
+
     /// Adds a member known to be alive without any exchange (see
     /// [`Membership::add_known_member`]).
     pub fn add_known_member(&mut self, now: Instant, id: NodeId, incarnation: Incarnation) {

@@ -837,7 +837,12 @@ pub struct Driver<T, C> {
 impl<T: Transport, C: Clock> Driver<T, C> {
     /// A driver for `node` (membership only: [`with_leadership`](Self::with_leadership) adds the
     /// lease state machines) over `transport`, and the first handle to it.
-    pub fn new(node: Node, transport: T, clock: C) -> (Self, NodeHandle) {
+    pub fn new(mut node: Node, transport: T, clock: C) -> (Self, NodeHandle) {
+        if transport.needs_addresses() {
+            // The node must not choose members the transport cannot reach yet as targets:
+            // the datagram would be dropped with the updates piggybacked on it.
+            node.require_routes();
+        }
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE_LEN);
         let (events, _) = broadcast::channel(EVENT_CHANNEL_LEN);
         let handle = NodeHandle {
@@ -929,6 +934,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                 let own = self.node.local_id();
                 for seed in seeds.iter().filter(|s| s.id != own) {
                     self.addrs.insert(seed.id, seed.addr);
+                    self.node.set_routable(seed.id);
                 }
                 let ids: Vec<NodeId> = seeds.iter().map(|s| s.id).collect();
                 self.joined |= ids.iter().any(|id| *id != own);
@@ -1192,6 +1198,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             .and_then(|s| s.parse::<SocketAddr>().ok());
         if let Some(addr) = published {
             self.addrs.insert(node, addr);
+            self.node.set_routable(node);
         }
     }
 

@@ -24,7 +24,9 @@ impl Membership {
         }
         let Some(peer) = self
             .members
-            .random(&mut self.rng, &[], |m| m.state == MemberState::Alive)
+            .random(&mut self.rng, &[], |m| {
+                m.state == MemberState::Alive && m.routable
+            })
         else {
             return;
         };

@@ -259,9 +259,10 @@ impl Membership {
             member.introduced_by = Some(sender);
         }
         self.members.insert(&mut self.rng, node, member);
-        if !trusted {
+        if !trusted && self.members.get(node).is_some_and(|m| m.routable) {
             // Its answer (any datagram from it) verifies it now rather than at its turn in the
-            // probe round. Drivers that cannot reach it yet drop the ping; it stays unverified.
+            // probe round. One the driver cannot address yet is pinged at its turn once it can,
+            // or verified by its own first datagram.
             let seq = self.next_seq();
             self.send(node, Message::Ping { seq, target: node });
         }

@@ -8,7 +8,7 @@ use super::MemberState;
 use super::metadata::Metadata;
 use crate::id::{Incarnation, MetaVersion, NodeId};
 use crate::rng::NodeRng;
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 use crate::wire::{DIGEST_BUCKETS, MemberRecord};
 
 /// Random picks tried before a sample falls back to scanning the table.
@@ -30,6 +30,9 @@ pub(crate) struct Member {
     /// When this node last told the member, held `Left`, that it holds it so (see
     /// `Membership::tell_speaking_leaver`): at most once per probe timeout.
     pub(crate) told_left_at: Option<Instant>,
+    /// Whether the driver can address it (see [`MemberTable::require_routes`]): only such
+    /// members are chosen as probe, gossip, helper or anti-entropy targets.
+    pub(crate) routable: bool,
 }
 
 impl Member {
@@ -43,6 +46,7 @@ impl Member {
             meta_version: MetaVersion::default(),
             introduced_by: None,
             told_left_at: None,
+            routable: true,
         }
     }
 
@@ -63,6 +67,17 @@ impl Member {
     pub(crate) fn reset_empty_meta(&mut self, version: MetaVersion) {
         self.meta = None;
         self.meta_version = version;
+    }
+
+    /// Whether this node may choose it as its next probe target: up, and addressable by the
+    /// driver. A member known only from a relay's word and still unaddressable after `grace`
+    /// is probed all the same: a phantom never gets an address, and its failed probe is what
+    /// forgets it and frees its relay's slot (the driver drops the ping).
+    pub(crate) fn probe_eligible(&self, now: Instant, grace: Duration) -> bool {
+        self.is_up()
+            && (self.routable
+                || (self.introduced_by.is_some()
+                    && now.saturating_duration_since(self.last_change) >= grace))
     }
 
     pub(crate) fn is_up(&self) -> bool {
@@ -105,6 +120,11 @@ pub(crate) struct MemberTable {
     up: usize,
     /// Members in state Dead, so re-probing one costs nothing when there are none.
     dead: BTreeSet<NodeId>,
+    /// The members the driver can address, once it said it needs addresses
+    /// ([`Self::require_routes`]); `None`: every member (the simulator's network needs none).
+    /// Only the driver adds to it, never a peer; it holds at most the ids the driver learnt an
+    /// address for.
+    routes: Option<BTreeSet<NodeId>>,
 }
 
 impl MemberTable {
@@ -150,8 +170,27 @@ impl MemberTable {
         self.digests[bucket_of(r.node)] ^= record_hash(r);
     }
 
+    /// From now on a member is routable only once [`Self::set_routable`] named it.
+    pub(crate) fn require_routes(&mut self) {
+        let routes = self.routes.get_or_insert_with(BTreeSet::new);
+        for (id, m) in &mut self.members {
+            m.routable = routes.contains(id);
+        }
+    }
+
+    /// The driver can address `id` now (it may not be a member yet).
+    pub(crate) fn set_routable(&mut self, id: NodeId) {
+        if let Some(routes) = &mut self.routes {
+            routes.insert(id);
+        }
+        if let Some(m) = self.members.get_mut(&id) {
+            m.routable = true;
+        }
+    }
+
     /// Adds a member, placing it at a random point of the remaining probe round.
-    pub(crate) fn insert(&mut self, rng: &mut NodeRng, id: NodeId, member: Member) {
+    pub(crate) fn insert(&mut self, rng: &mut NodeRng, id: NodeId, mut member: Member) {
+        member.routable = self.routes.as_ref().is_none_or(|r| r.contains(&id));
         debug_assert!(
             !self.members.contains_key(&id),
             "insert of a known member {id}"
@@ -233,12 +272,19 @@ impl MemberTable {
         self.cursor = 0;
     }
 
-    /// One uniformly random Dead member.
+    /// One uniformly random Dead member the driver can address.
     pub(crate) fn random_dead(&self, rng: &mut NodeRng) -> Option<NodeId> {
         if self.dead.is_empty() {
             return None;
         }
-        self.dead.iter().nth(rng.index(self.dead.len())).copied()
+        let start = rng.index(self.dead.len());
+        let routable = |id: &&NodeId| self.members.get(id).is_some_and(|m| m.routable);
+        self.dead
+            .iter()
+            .skip(start)
+            .chain(self.dead.iter().take(start))
+            .find(routable)
+            .copied()
     }
 
     /// One uniformly random member among those `eligible` and not in `exclude`.

@@ -435,6 +435,26 @@ impl Membership {
         node
     }
 
+    /// Tells the node that its driver can send only to members it has an address for (the tokio
+    /// driver: a member's address arrives with its metadata, often after the gossip that
+    /// introduced it). From now on the node chooses a member as a probe, gossip, indirect-probe
+    /// helper, anti-entropy or dead-member probe target only once [`Self::set_routable`] named
+    /// it; answers to a member's own datagrams still go out (the transport answers on the
+    /// connection that member opened). Why: a datagram the driver drops for want of an address
+    /// carries piggybacked updates whose retransmit budget is spent all the same, so a late
+    /// joiner's `Alive` reached some nodes only seconds later. Without this call (the
+    /// simulator, whose network needs no addresses) every member is routable.
+    pub fn require_routes(&mut self) {
+        self.members.require_routes();
+    }
+
+    /// The driver can now address `id` (its address is known). Only the driver calls this,
+    /// from what it learnt itself (a seed's configured address, the member's published `addr`);
+    /// no peer input makes a member routable.
+    pub fn set_routable(&mut self, id: NodeId) {
+        self.members.set_routable(id);
+    }
+
     /// Adds a member known to be alive at `incarnation` without any exchange (bootstrapping a
     /// converged mesh, e.g. in the simulator or from a persisted peer list). Its metadata is
     /// taken as empty at epoch `incarnation`; anti-entropy corrects anything else.
@@ -847,9 +867,12 @@ impl Membership {
             self.config.gossip_fanout() as usize,
             &[],
             |m| {
-                m.is_up()
-                    || (m.state == MemberState::Dead
-                        && now.saturating_duration_since(m.last_change) < window)
+                // A datagram the driver cannot address would spend the updates' retransmit
+                // budget on nobody.
+                m.routable
+                    && (m.is_up()
+                        || (m.state == MemberState::Dead
+                            && now.saturating_duration_since(m.last_change) < window))
             },
         );
         for to in targets {

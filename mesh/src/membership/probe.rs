@@ -63,7 +63,13 @@ impl Membership {
             Timer::ProbePeriod,
             now + self.health.scale(self.config.probe_interval()),
         );
-        let Some(target) = self.members.next_probe_target(&mut self.rng, Member::is_up) else {
+        // An unverified member normally gets its address within a gossip round or two (its
+        // metadata travels with the relays' gossip); an anti-entropy period is ample.
+        let grace = self.config.anti_entropy_interval();
+        let Some(target) = self
+            .members
+            .next_probe_target(&mut self.rng, |m| m.probe_eligible(now, grace))
+        else {
             return;
         };
         let seq = self.next_seq();
@@ -124,7 +130,7 @@ impl Membership {
         // Only verified members help: one known from a relay's word alone may not exist, and
         // its missing nack would count against this node's own health.
         let helpers = self.members.sample(&mut self.rng, k, &[target], |m| {
-            m.state == MemberState::Alive && m.introduced_by.is_none()
+            m.state == MemberState::Alive && m.introduced_by.is_none() && m.routable
         });
         for &helper in &helpers {
             self.send(helper, Message::PingReq { seq, target });

@@ -23,6 +23,8 @@ struct Net {
     down: BTreeSet<NodeId>,
     events: Vec<(Instant, NodeId, Event)>,
     buf: Vec<u8>,
+    /// Datagrams sent from one node to another (cut links included).
+    sent: BTreeMap<(NodeId, NodeId), u64>,
 }
 
 fn id(i: u64) -> NodeId {
@@ -79,6 +81,7 @@ impl Net {
             down: BTreeSet::new(),
             events: Vec::new(),
             buf: Vec::new(),
+            sent: BTreeMap::new(),
         }
     }
 
@@ -101,6 +104,7 @@ impl Net {
         };
         while let Some(t) = m.poll_transmit(now, &mut self.buf) {
             self.seq += 1;
+            *self.sent.entry((node, t.to)).or_insert(0) += 1;
             if !self.cut.contains(&(node, t.to)) {
                 self.in_flight.insert(
                     (now + LATENCY, self.seq),
@@ -168,6 +172,10 @@ impl Net {
             .handle_datagram(now, id(from), &buf)
             .expect("forged datagrams are well-formed");
         self.drain(id(to));
+    }
+
+    fn sent(&self, from: u64, to: u64) -> u64 {
+        self.sent.get(&(id(from), id(to))).copied().unwrap_or(0)
     }
 
     fn state(&self, observer: u64, of: u64) -> Option<MemberState> {
@@ -2178,5 +2186,86 @@ fn state_change_lines_are_logged_and_rate_limited() {
     assert!(
         changes > logged,
         "{changes} changes, {logged} lines: the burst did not reach the limit"
+    );
+}
+
+/// Issue 12, joins at N = 64 on real processes: a node that heard of a member from a relay had
+/// no address for it until the member's metadata arrived, and the tokio driver dropped the
+/// datagrams this node chose to send it, with the updates piggybacked on them (1,493 at
+/// N = 64). With `require_routes`, a member the driver cannot address is chosen as no probe,
+/// gossip, helper or anti-entropy target; once the driver can address it, it is probed.
+#[test]
+fn members_the_driver_cannot_address_are_not_chosen_as_targets() {
+    let mut net = Net::converged(8, Profile::Lan);
+    let m1 = net.nodes.get_mut(&id(1)).expect("node 1");
+    m1.require_routes();
+    for i in 2..=7 {
+        m1.set_routable(id(i));
+    }
+    // Node 8's own datagrams to node 1 are cut, so whatever node 1 sends it is node 1's choice,
+    // not an answer (answers go out: the transport answers on the connection that member
+    // opened).
+    net.cut.insert((id(8), id(1)));
+    net.run_for(Duration::from_secs(20));
+    assert_eq!(
+        net.sent(1, 8),
+        0,
+        "node 1 chose a member it cannot address as a target"
+    );
+    for i in 2..=7 {
+        assert!(net.sent(1, i) > 0, "node 1 sent nothing to node {i}");
+    }
+    assert_eq!(
+        net.state(1, 8),
+        Some(MemberState::Alive),
+        "the others still vouch for node 8"
+    );
+    net.cut.remove(&(id(8), id(1)));
+    net.nodes
+        .get_mut(&id(1))
+        .expect("node 1")
+        .set_routable(id(8));
+    // One probe round of 7 members at 1 s, and a little more.
+    net.run_for(Duration::from_secs(9));
+    assert!(net.sent(1, 8) > 0, "node 1 never probed node 8 once it could");
+    assert_eq!(net.state(1, 8), Some(MemberState::Alive));
+}
+
+/// The adversarial side of `require_routes`: a relay's phantoms (members no driver has an
+/// address for) draw no datagram at all while they may still be a real member whose address
+/// is on its way (the "ping at once" of an unverified member went to every phantom before),
+/// and after an anti-entropy period they are probed all the same, fail and are forgotten, so
+/// the relay's slots come back. Only the driver makes a member routable: no peer input does.
+#[test]
+fn a_relays_phantoms_without_an_address_draw_no_datagram_and_are_forgotten() {
+    let mut net = Net::converged(6, Profile::Lan);
+    let m1 = net.nodes.get_mut(&id(1)).expect("node 1");
+    m1.require_routes();
+    for i in 2..=6 {
+        m1.set_routable(id(i));
+    }
+    net.run_for(Duration::from_secs(2));
+    let members = net.nodes[&id(1)].member_count();
+    let mut phantom = 10_000u64;
+    let per_relay = MAX_UNVERIFIED_PER_INTRODUCER as usize;
+    forge_phantoms(&mut net, 99, &mut phantom, per_relay);
+    assert_eq!(net.nodes[&id(1)].member_count(), members + per_relay);
+    // Within the grace (lan: anti-entropy every 30 s) nothing goes to a phantom.
+    net.run_for(Duration::from_secs(25));
+    let to_phantoms: u64 = (10_001..=phantom).map(|p| net.sent(1, p)).sum();
+    assert_eq!(to_phantoms, 0, "node 1 sent datagrams to phantoms");
+    // Then each is probed (the driver drops the ping), suspected, declared dead, forgotten.
+    net.run_for(Duration::from_secs(300));
+    assert_eq!(
+        net.nodes[&id(1)].member_count(),
+        members,
+        "phantoms stayed in node 1's table"
+    );
+    let refused = net.nodes[&id(1)].stats().introductions_refused;
+    forge_phantoms(&mut net, 99, &mut phantom, per_relay);
+    assert_eq!(
+        net.nodes[&id(1)].stats().introductions_refused,
+        refused,
+        "the relay's slots were not freed"
     );
 }

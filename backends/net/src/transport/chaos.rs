@@ -533,6 +533,10 @@ impl<T: Transport> Transport for ChaosTransport<T> {
         }
     }
 
+    fn needs_addresses(&self) -> bool {
+        self.inner.needs_addresses()
+    }
+
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Received>> {
         let active = self.refresh();
         if !active && self.held.is_empty() && self.ready.is_empty() {

@@ -115,6 +115,14 @@ pub trait Transport: Send + Unpin + 'static {
     /// the drop) when `to` cannot be reached now.
     fn send(&mut self, to: NodeId, addr: Option<SocketAddr>, datagram: Bytes);
 
+    /// Whether [`Self::send`] needs an address to reach a peer it has no connection to (QUIC,
+    /// turmoil), so the driver must tell the node which members it can address (see
+    /// `meshkit::membership::Membership::require_routes`). `false`: every peer is reachable
+    /// by id alone (an in-memory network).
+    fn needs_addresses(&self) -> bool {
+        false
+    }
+
     /// The next datagram received; `Ready(None)` when the transport has shut down.
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Received>>;
 

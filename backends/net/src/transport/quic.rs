@@ -1118,6 +1118,10 @@ impl Transport for QuicTransport {
         tokio::spawn(dial(self.shared.clone(), to, addr, Vec::new()));
     }
 
+    fn needs_addresses(&self) -> bool {
+        true
+    }
+
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Received>> {
         self.inbox.poll_recv(cx)
     }

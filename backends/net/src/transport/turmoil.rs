@@ -246,6 +246,10 @@ impl Transport for TurmoilTransport {
         }
     }
 
+    fn needs_addresses(&self) -> bool {
+        true
+    }
+
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Received>> {
         for _ in 0..MAX_REFUSED_PER_POLL {
             let (buf, result) = match self.recv.as_mut().poll(cx) {
