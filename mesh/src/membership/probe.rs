@@ -10,7 +10,6 @@
 //! against itself, stretches its probe period towards `awareness_max + 1` times, and takes
 //! minutes to hold the rest of the mesh dead (docs/benchmarks.md, "cut-off minorities").
 
-use super::member::Member;
 use super::{Event, MemberState, Membership, Timer};
 use crate::id::NodeId;
 use crate::time::{Duration, Instant};
