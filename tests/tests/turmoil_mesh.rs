@@ -507,32 +507,6 @@ fn mesh_converges() {
     );
 }
 
-/// Issue 12 (joins at N = 64 on real processes): a node that heard of a member from a relay has
-/// no address for it until the member's metadata (`addr`) arrives, and a datagram the node chose
-/// to send it was dropped with the updates piggybacked on it (1,493 at N = 64, and the last
-/// nodes lacked one member for seconds). The driver now tells the node which members it can
-/// address (`Node::require_routes`, `set_routable`), so a mass start drops nothing for want of
-/// an address.
-#[test]
-fn a_mass_join_drops_no_datagram_for_want_of_an_address() {
-    let n = 32;
-    let (mut cluster, took) = converge(n, 5);
-    cluster.run_for(cluster.spec.report_every + TICK, &mut no_check);
-    let reports = cluster.reports();
-    let dropped: Vec<(NodeId, u64)> = reports
-        .nodes
-        .iter()
-        .filter_map(|(id, r)| r.snapshot.as_ref().map(|(_, s)| (*id, s.transport)))
-        .filter(|(_, t)| t.datagrams_dropped > 0)
-        .map(|(id, t)| (id, t.datagrams_dropped))
-        .collect();
-    eprintln!("{n} nodes converged in {took:?} of virtual time; drops per node: {dropped:?}");
-    assert!(
-        dropped.is_empty(),
-        "datagrams dropped for want of an address: {dropped:?}"
-    );
-}
-
 #[test]
 fn same_seed_same_trace() {
     let run = |seed| {

@@ -22,12 +22,9 @@ impl Membership {
         if self.left {
             return;
         }
-        let Some(peer) = self
-            .members
-            .random(&mut self.rng, &[], |m| {
-                m.state == MemberState::Alive && m.routable
-            })
-        else {
+        let Some(peer) = self.members.random(&mut self.rng, &[], |m| {
+            m.state == MemberState::Alive && m.routable
+        }) else {
             return;
         };
         let message = match self.config.anti_entropy_mode() {

@@ -2227,7 +2227,10 @@ fn members_the_driver_cannot_address_are_not_chosen_as_targets() {
         .set_routable(id(8));
     // One probe round of 7 members at 1 s, and a little more.
     net.run_for(Duration::from_secs(9));
-    assert!(net.sent(1, 8) > 0, "node 1 never probed node 8 once it could");
+    assert!(
+        net.sent(1, 8) > 0,
+        "node 1 never probed node 8 once it could"
+    );
     assert_eq!(net.state(1, 8), Some(MemberState::Alive));
 }
 
