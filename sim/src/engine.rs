@@ -164,7 +164,7 @@ enum NodeState {
     /// Announced its leave; still runs until its linger ends.
     Leaving,
     Crashed,
-    /// Left and stopped.
+    /// Left and stopped, or a `[topology]` spare no membership surge has booted yet.
     Gone,
 }
 
@@ -253,6 +253,9 @@ pub(crate) struct Engine<'s> {
     counters: Counters,
     /// The last network rule id (partitions and link faults).
     next_partition: u64,
+    /// The first spare slot no surge has booted yet (`nodes` when none is left); the slots
+    /// before it are the members the mesh has had, spares that joined included.
+    next_spare: usize,
     /// The workload stops writing here, so that the end state can converge.
     workload_end: Instant,
     /// The node whose events (seen by it or about it) are logged, for debugging.
@@ -274,7 +277,8 @@ pub(crate) struct Engine<'s> {
 }
 
 impl<'s> Engine<'s> {
-    /// Builds a converged mesh of `nodes` nodes for `scenario`, seeded by `seed`.
+    /// Builds a converged mesh of `nodes` nodes for `scenario`, seeded by `seed`, and after
+    /// them the scenario's spare slots (down, known to nobody).
     ///
     /// Child seeds are drawn from the master stream in this order: one per node (in node order),
     /// then the network's, the fault timeline's, the workload's and the clocks'. A node derives
@@ -287,8 +291,13 @@ impl<'s> Engine<'s> {
         duration: Duration,
         seed: u64,
     ) -> Self {
+        // `[topology] spares`: slots after the members, down from the start, that a
+        // membership-surge plan boots (`plans.rs`). Nothing is drawn for them from the master
+        // stream, so a scenario without spares draws what it drew before they existed.
+        let members = nodes;
+        let nodes = members + scenario.spares() as usize;
         let mut master = ChaCha8Rng::seed_from_u64(seed);
-        let node_seeds: Vec<u64> = (0..nodes).map(|_| master.random()).collect();
+        let node_seeds: Vec<u64> = (0..members).map(|_| master.random()).collect();
         let net = Network::new(
             scenario.network(),
             nodes,
@@ -319,12 +328,29 @@ impl<'s> Engine<'s> {
         for (i, &seed) in node_seeds.iter().enumerate() {
             let local = Instant::from_nanos(clock_rng.random_range(0..interval_ns));
             let mut node = Node::new(config.clone(), id(i), Incarnation::new(1), seed, local);
-            for j in (0..nodes).filter(|&j| j != i) {
+            for j in (0..members).filter(|&j| j != i) {
                 node.add_known_member(local, id(j), Incarnation::new(1));
             }
             slots.push(Slot {
                 node: Some(node),
                 state: NodeState::Running,
+                clock: SkewedClock::new(Instant::ZERO, local),
+                generation: 0,
+                armed: Instant::MAX,
+                inbox: VecDeque::new(),
+                boot: 1,
+                life: 0,
+                skew_token: 0,
+                last_wake: Instant::MAX,
+                wakes_at_last: 0,
+            });
+        }
+        for _ in members..nodes {
+            // A spare's clock offset comes after every member's, from the same stream.
+            let local = Instant::from_nanos(clock_rng.random_range(0..interval_ns));
+            slots.push(Slot {
+                node: None,
+                state: NodeState::Gone,
                 clock: SkewedClock::new(Instant::ZERO, local),
                 generation: 0,
                 armed: Instant::MAX,
@@ -349,13 +375,14 @@ impl<'s> Engine<'s> {
             net,
             fault_rng,
             workload_rng,
-            observer: Observer::new(nodes),
+            observer: Observer::with_spares(nodes, nodes - members),
             invariants: Invariants::new(nodes),
             trace: TraceHash::default(),
             buf: Vec::with_capacity(meshkit::wire::MAX_DATAGRAM_BYTES),
             pool: Vec::new(),
             counters: Counters::default(),
             next_partition: 0,
+            next_spare: members,
             workload_end: fault::at(duration - (duration / 4).min(quiet_end)),
             watch: None,
             watch_log: Vec::new(),
@@ -372,7 +399,7 @@ impl<'s> Engine<'s> {
         if let Some(spec) = scenario.leases() {
             engine.start_leases(spec);
         }
-        for i in 0..nodes {
+        for i in 0..members {
             engine.drain(i);
         }
         if engine.leases.is_some() {
@@ -469,6 +496,8 @@ impl<'s> Engine<'s> {
             self.check_byzantine_end();
             self.check_queue_end();
         }
+        self.count_active_joins();
+        self.count_leaves();
         let converged = view.one_view && view.metadata_equal;
         let convergence_note = view.note;
         let net = self.net.stats();
@@ -1057,12 +1086,12 @@ impl<'s> Engine<'s> {
             } => {
                 let drawn = match shape {
                     PartitionShape::Split(f) => {
-                        fault::split_groups(self.nodes, *f, &mut self.fault_rng)
+                        fault::split_groups(self.next_spare, *f, &mut self.fault_rng)
                     }
                     PartitionShape::Groups(groups) => {
                         let groups: Vec<NodeSelector> =
                             groups.iter().map(|g| self.resolve_role(g)).collect();
-                        fault::explicit_groups(self.nodes, &groups)
+                        fault::explicit_groups(self.next_spare, &groups)
                     }
                 };
                 if let Some(groups) = fault::plan_groups(&drawn, *one_way) {
@@ -1288,7 +1317,6 @@ impl<'s> Engine<'s> {
 
     fn restart(&mut self, i: usize) {
         self.log(i, "restarting");
-        let now = self.now;
         let seed: u64 = self.fault_rng.random();
         let seeds: Vec<NodeId> = self
             .pick(&NodeSelector::Count(RESTART_JOIN_SEEDS as u32), |s| {
@@ -1297,6 +1325,13 @@ impl<'s> Engine<'s> {
             .into_iter()
             .map(id)
             .collect();
+        self.boot_node(i, seed, &seeds);
+    }
+
+    /// Boots a fresh process in slot `i` (node seed `seed`) at a boot incarnation above every
+    /// earlier life, joining through `seeds`: a restart, or a spare a membership surge starts.
+    fn boot_node(&mut self, i: usize, seed: u64, seeds: &[NodeId]) {
+        let now = self.now;
         let slot = &mut self.slots[i];
         slot.boot += 1;
         slot.life += 1;
@@ -1310,7 +1345,7 @@ impl<'s> Engine<'s> {
             local,
         );
         let mut node = self.restart_lease(i, node, local);
-        node.join(local, &seeds);
+        node.join(local, seeds);
         let slot = &mut self.slots[i];
         slot.node = Some(node);
         slot.state = NodeState::Running;
@@ -1429,6 +1464,21 @@ impl<'s> Engine<'s> {
     }
 
     // ---- the end -----------------------------------------------------------------------------
+
+    /// Counts the graceful leaves (members that left or are leaving: every slot that has been
+    /// a member and is `Leaving` or `Gone`), and those 99% of the live nodes hold `left` or no
+    /// longer list; one held `dead` instead is no leave seen.
+    fn count_leaves(&mut self) {
+        for i in 0..self.next_spare {
+            if !matches!(self.slots[i].state, NodeState::Leaving | NodeState::Gone) {
+                continue;
+            }
+            self.counters.leaves += 1;
+            if self.held_by_quorum(i, |m| matches!(m, None | Some(MemberState::Left))) {
+                self.counters.leaves_seen += 1;
+            }
+        }
+    }
 
     /// Asks the member tables themselves (not the events) whether every live node holds exactly
     /// the live nodes up, and each at its owner's metadata version.

@@ -174,12 +174,18 @@ impl SimProbe {
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PlanError {
-    /// A kind the simulator does not model yet: membership surge (the simulated mesh has a
-    /// fixed set of node slots, and a surge adds members that were not there).
-    #[error("the simulator does not apply {kind} faults yet (its mesh has a fixed set of nodes)")]
-    Unsupported {
-        /// The kind's name.
-        kind: &'static str,
+    /// Membership surges that start more nodes than the scenario has spares: a surge boots
+    /// `[topology] spares`, slots that are down until then (the simulated mesh has a fixed
+    /// set of slots).
+    #[error(
+        "membership surges start {joins} nodes in all, but the scenario has {spares} spares \
+         left: raise [topology] spares"
+    )]
+    NotEnoughSpares {
+        /// The nodes the surges start, this one included.
+        joins: u32,
+        /// The spares the run has.
+        spares: u32,
     },
     /// A real-node fault: transport downgrade (the control listener refuses HTTP/3) and
     /// certificate expiry (the node serves an expired certificate) act on a real node's control

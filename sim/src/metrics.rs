@@ -73,6 +73,15 @@ pub(crate) struct Counters {
     pub(crate) byzantine_datagrams: u64,
     /// Forged datagrams delivered and refused by the core.
     pub(crate) byzantine_refused: u64,
+    /// Spares membership surges booted.
+    pub(crate) joins: u64,
+    /// Of those, the ones held Alive by 99% of the other live nodes when their surge ended
+    /// (or the run did).
+    pub(crate) joins_seen: u64,
+    /// Graceful leaves (the `leave` action, a drained member, a surge's revert).
+    pub(crate) leaves: u64,
+    /// Of those, the ones 99% of the live nodes hold Left, or no longer list, at the end.
+    pub(crate) leaves_seen: u64,
 }
 
 /// The nearest-rank percentile `p` (0 < p <= 100) of `values`, or `None` if empty.
@@ -163,6 +172,10 @@ pub(crate) fn figures(outcome: Outcome, header: RunReport) -> RunReport {
         byzantine_attacks: outcome.byzantine.then_some(c.byzantine_attacks),
         byzantine_datagrams: outcome.byzantine.then_some(c.byzantine_datagrams),
         byzantine_refused: outcome.byzantine.then_some(c.byzantine_refused),
+        joins: (c.joins > 0).then_some(c.joins),
+        joins_seen: (c.joins > 0).then_some(c.joins_seen),
+        leaves: (c.leaves > 0).then_some(c.leaves),
+        leaves_seen: (c.leaves > 0).then_some(c.leaves_seen),
         first_metadata_error: c.first_metadata_error.clone(),
         failover_p50_s: pct(leases.map(|l| &l.failover_s), 50.0),
         failover_p99_s: pct(leases.map(|l| &l.failover_s), 99.0),

@@ -275,16 +275,34 @@ pub(crate) struct Observer {
 
 impl Observer {
     /// A converged mesh of `nodes` live nodes, each holding every other as up.
+    #[cfg(test)]
     pub(crate) fn new(nodes: usize) -> Self {
+        Self::with_spares(nodes, 0)
+    }
+
+    /// A converged mesh of `nodes - spares` live nodes, each holding every other as up, and
+    /// after them `spares` slots that are not members yet: not live, held down by everyone
+    /// (nobody knows them), so they count in no figure until one boots
+    /// ([`Self::on_restart`]).
+    pub(crate) fn with_spares(nodes: usize, spares: usize) -> Self {
+        let members = nodes - spares;
         let mut up = BitRows::new(nodes, nodes, true);
+        let mut live = BitRows::new(1, nodes, true);
         for i in 0..nodes {
             up.set(i, i, false);
+        }
+        for s in members..nodes {
+            up.clear_row(s);
+            live.set(0, s, false);
+            for o in 0..members {
+                up.set(o, s, false);
+            }
         }
         Self {
             nodes,
             up,
-            live: BitRows::new(1, nodes, true),
-            live_count: nodes,
+            live,
+            live_count: members,
             mismatches: 0,
             paused: vec![false; nodes],
             pause_of: vec![None; nodes],
@@ -333,6 +351,11 @@ impl Observer {
     /// Whether `node` is live (not crashed, not left).
     pub(crate) fn is_live(&self, node: usize) -> bool {
         self.live.get(0, node)
+    }
+
+    /// How many nodes are live now (members running or paused; not crashed, not left).
+    pub(crate) fn live_count(&self) -> usize {
+        self.live_count
     }
 
     /// Whether every live node holds exactly the live nodes up (from events).

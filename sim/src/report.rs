@@ -144,6 +144,20 @@ pub struct RunReport {
     pub byzantine_datagrams: Option<u64>,
     /// With a `byzantine` fault: forged datagrams delivered and refused by the core.
     pub byzantine_refused: Option<u64>,
+    /// With a membership surge: the spares it booted (`[topology] spares`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joins: Option<u64>,
+    /// With a membership surge: the booted spares that 99% of the other live nodes held Alive
+    /// when the surge ended (or the run did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joins_seen: Option<u64>,
+    /// With graceful leaves (`leave`, a drained member, a surge's end): how many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaves: Option<u64>,
+    /// With graceful leaves: those that 99% of the live nodes hold `left` (or no longer list)
+    /// at the end; a leaver held `dead` by more is no leave seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaves_seen: Option<u64>,
     /// With `[leases]`: median time from a holder's crash to the next holder's `Acquired`.
     pub failover_p50_s: Option<f64>,
     /// With `[leases]`: the same, 99th percentile.
@@ -608,6 +622,24 @@ impl RunReport {
                     .map_or(String::new(), |b| format!(">= {b}")),
             ));
         }
+        if let Some(joins) = self.joins {
+            rows.push((
+                "surge joins seen".into(),
+                format!("{} of {joins}", self.joins_seen.unwrap_or(0)),
+                expect
+                    .joins_seen_min
+                    .map_or(String::new(), |b| format!(">= {b}")),
+            ));
+        }
+        if let Some(leaves) = self.leaves {
+            rows.push((
+                "leaves held left".into(),
+                format!("{} of {leaves}", self.leaves_seen.unwrap_or(0)),
+                expect
+                    .leaves_seen_min
+                    .map_or(String::new(), |b| format!(">= {b}")),
+            ));
+        }
         if self.metadata_rejected > 0 {
             let first = self.first_metadata_error.clone().unwrap_or_default();
             rows.push((
@@ -816,6 +848,18 @@ pub fn check_expectations(expect: &Expectations, r: &RunReport) -> Vec<String> {
         let got = r.byzantine_datagrams.unwrap_or(0);
         if got < min {
             failed.push(format!("byzantine_datagrams: measured {got} < bound {min}"));
+        }
+    }
+    if let Some(min) = expect.joins_seen_min {
+        let got = r.joins_seen.unwrap_or(0);
+        if got < min {
+            failed.push(format!("joins_seen: measured {got} < bound {min}"));
+        }
+    }
+    if let Some(min) = expect.leaves_seen_min {
+        let got = r.leaves_seen.unwrap_or(0);
+        if got < min {
+            failed.push(format!("leaves_seen: measured {got} < bound {min}"));
         }
     }
     if let Some(min) = expect.stale_writes_refused_min {
@@ -1300,4 +1344,17 @@ pub struct ExperimentRecord {
     /// How it ended (`deadline`, `aborted`, `kill-switch`), if it did within the run; or why it
     /// never ran (`unresolved: ...`, `not modelled: ...` for a real-node fault).
     pub end: Option<String>,
+    /// A membership surge: the spare node indices it booted (`[topology] spares`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub joined: Vec<u32>,
+    /// A membership surge: the booted spares that left gracefully at its revert.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left: Vec<u32>,
+    /// A membership surge: the live nodes right after the joins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members_at_activation: Option<u32>,
+    /// A membership surge: the live nodes right after the leaves began at the revert (a
+    /// leaving node no longer counts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members_at_revert: Option<u32>,
 }

@@ -16,6 +16,8 @@
 //! nodes = 1000                           # 2..=200000; `--nodes` overrides it
 //! profile = "lan"                        # lan | wan | memberlist (default lan); `--profile` overrides
 //! regions = 1                            # nodes are spread round-robin over regions (default 1)
+//! spares = 0                             # slots after the nodes, down until a membership-surge
+//!                                        # plan boots them (default 0; nodes + spares <= 200000)
 //!
 //! [network]                              # optional; defaults shown
 //! latency = "500us"                      # one-way base latency inside a region
@@ -86,6 +88,8 @@
 //! shard_imbalance_max_max = 0.2
 //! shard_drains_min = 1                   # a lower bound: drains that finished
 //! byzantine_datagrams_min = 1            # a lower bound: forged datagrams sent
+//! joins_seen_min = 3                     # a lower bound: surge joins held Alive by the mesh
+//! leaves_seen_min = 3                    # a lower bound: graceful leaves held `left`, not dead
 //! ```
 //!
 //! Durations are strings: a decimal number and a unit among `ns`, `us`, `ms`, `s`, `m`, `h`
@@ -123,7 +127,7 @@
 //! | `join`     | `nodes` (index selectors)                          | with `[shards]`: the contenders join the shard pool (they run from the start, held out of the pool until then) |
 //! | `drain`    | `nodes`                                            | with `[shards]`: the contenders' shards move off them; once drained, they leave gracefully |
 //! | `byzantine`| `attacks`? (default: all)                          | a non-member with a valid certificate (node id `nodes + 1`) sends forged datagrams: one attack per occurrence, drawn with its parameters from the fault stream (see below) |
-//! | `plan`     | `plan` (a `meshkit::diag::fault::FaultPlan`)       | the core's fault plan: any kind the simulator applies (kill, pause, partition of every shape, latency, loss, bursty loss, duplicate, reorder, clock skew), its selectors resolved when it starts, reverting by itself after its `duration` (docs/diagnostics.md) |
+//! | `plan`     | `plan` (a `meshkit::diag::fault::FaultPlan`)       | the core's fault plan: any kind the simulator applies (kill, pause, partition of every shape, latency, loss, bursty loss, duplicate, reorder, clock skew, membership surge), its selectors resolved when it starts, reverting by itself after its `duration` (docs/diagnostics.md); a `membership-surge` of `joins = K` boots K `[topology] spares` through its selected nodes and has them leave gracefully at its end |
 //!
 //! Every fault reaches the simulated network and processes as a core fault plan: `crash`,
 //! `partition`, `heal`, `loss`, `pause` and `skew` are lowered to plans on the nodes or groups
@@ -240,6 +244,7 @@ pub struct Scenario {
     name: String,
     description: String,
     nodes: u32,
+    spares: u32,
     profile: Profile,
     regions: u32,
     network: NetworkSpec,
@@ -747,6 +752,10 @@ pub struct Expectations {
     pub shard_drains_min: Option<u64>,
     /// Lower bound of `byzantine_datagrams`: the run must have attacked.
     pub byzantine_datagrams_min: Option<u64>,
+    /// Lower bound of `joins_seen`: surge joins the mesh held Alive.
+    pub joins_seen_min: Option<u64>,
+    /// Lower bound of `leaves_seen`: graceful leaves the mesh holds `left`, not dead.
+    pub leaves_seen_min: Option<u64>,
 }
 
 /// A scenario that could not be read or does not make sense. Nothing was built.
@@ -898,6 +907,41 @@ impl Scenario {
                 )
             }
         };
+        let spares = raw.topology.spares.as_ref().map_or(0, |s| *s.get_ref());
+        if let Some(sp) = &raw.topology.spares
+            && spares > MAX_NODES - raw.topology.nodes.0
+        {
+            return Err(err(
+                sp.span(),
+                format!(
+                    "nodes + spares = {} is over {MAX_NODES}",
+                    u64::from(raw.topology.nodes.0) + u64::from(spares)
+                ),
+                "spares are slots a membership surge boots: keep nodes + spares within the \
+                 simulator's bound",
+            ));
+        }
+        // Every surge occurrence boots its own spares (a surged node that left is not booted
+        // again), so the timeline's surges must fit the spares before anything runs.
+        let mut surged = 0u64;
+        for f in &faults {
+            if let FaultAction::Plan(plan) = &f.action
+                && let meshkit::diag::fault::FaultKind::MembershipSurge { joins } = plan.kind()
+            {
+                surged += u64::from(*joins) * u64::from(f.count);
+                if surged > u64::from(spares) {
+                    return Err(err(
+                        f.span.clone(),
+                        format!(
+                            "the membership surges up to here start {surged} nodes, but \
+                             [topology] spares = {spares}"
+                        ),
+                        "a surge boots spares, slots that are down until it starts: raise \
+                         [topology] spares (in compose, `compose/up --spares K`) or join fewer",
+                    ));
+                }
+            }
+        }
         let workload = raw.workload;
         if workload.metadata_value_bytes.get_ref().0 > MAX_VALUE_BYTES {
             return Err(err(
@@ -910,6 +954,7 @@ impl Scenario {
             name: raw.name,
             description: raw.description,
             nodes: raw.topology.nodes.0,
+            spares,
             profile: raw.topology.profile,
             regions: raw.topology.regions.0,
             network: NetworkSpec {
@@ -1137,6 +1182,12 @@ impl Scenario {
     /// The default node count.
     pub fn nodes(&self) -> u32 {
         self.nodes
+    }
+
+    /// `[topology] spares`: slots after the nodes, down from the start, that membership-surge
+    /// plans boot (0 without).
+    pub fn spares(&self) -> u32 {
+        self.spares
     }
 
     /// The default protocol profile.
@@ -1590,6 +1641,8 @@ struct RawTopology {
     profile: Profile,
     #[serde(default)]
     regions: Regions,
+    #[serde(default)]
+    spares: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -1841,18 +1894,8 @@ impl RawFault {
                     .map_err(|e| (raw.span(), format!("plan: {e}"), keys_hint()))?;
                 // A real-node fault (transport downgrade, certificate expiry) is kept: the
                 // same file drives real nodes, and here the report lists it as not modelled.
-                if let Err(e @ crate::PlanError::Unsupported { .. }) =
-                    crate::fault::check_plan_kind(plan.kind())
-                {
-                    return Err((
-                        raw.span(),
-                        format!("plan: {e}"),
-                        "the simulator applies kill, pause, partition, latency, loss, \
-                         bursty-loss, duplicate, reorder and clock-skew, and lists \
-                         transport-downgrade and certificate-expiry as not modelled; \
-                         a membership surge is written as a `join` fault",
-                    ));
-                }
+                // A membership surge is checked against `[topology] spares` once every fault
+                // is parsed.
                 FaultAction::Plan(plan)
             }
             ActionName::Byzantine => {

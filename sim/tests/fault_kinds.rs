@@ -133,6 +133,61 @@ fn kill_crashes_the_node_and_restarts_it_at_the_deadline() {
     assert!(r.converged, "{:?}", r.convergence_note);
 }
 
+/// Membership surge: at its start it boots the run's spares (`[topology] spares`, down and
+/// unknown until then) through the selected nodes, and every member holds each Alive; at its
+/// deadline each leaves gracefully and every member holds it Left, none Dead. The record lists
+/// the joins and the leaves and the live members at both edges.
+#[test]
+fn a_membership_surge_boots_the_spares_and_they_leave_at_its_deadline() {
+    let plan = r#"{ duration = "20s", selector = { indices = [0, 1] }, fault = { kind = "membership-surge", joins = 3 } }"#;
+    let s = scenario(6, 45, "spares = 3", &[("5s", plan)]);
+    // Node index 7: the second spare.
+    let r = run(&s, 1, Some(7));
+    let e = one_experiment(&r);
+    assert_eq!(
+        (e.kind.as_str(), &e.nodes[..], &e.joined[..], &e.left[..]),
+        ("membership-surge", &[0, 1][..], &[6, 7, 8][..], &[6, 7, 8][..]),
+        "{e:?}"
+    );
+    assert_eq!((e.activated_s, e.reverted_s), (5.0, Some(25.0)));
+    assert_eq!(
+        (e.members_at_activation, e.members_at_revert),
+        (Some(9), Some(6)),
+        "3 joined at the start, 3 left at the end"
+    );
+    assert!(
+        r.trace
+            .iter()
+            .any(|l| l == "5.000000000s node-8: joining (membership surge)"),
+        "{:?}",
+        &r.trace[..r.trace.len().min(5)]
+    );
+    // Nobody knew it before the surge; every member holds it Alive within a few rounds.
+    assert!(about(&r, 7).iter().all(|(t, _, _)| *t >= 5.0));
+    assert_eq!(held(&r, 7, "Alive", 5.0, 10.0), others(9, 7));
+    // It leaves at the deadline: held Left by every member, never Dead.
+    let left = held(&r, 7, "Left", 25.0, 30.0);
+    assert!((0..6).all(|o| left.contains(&o)), "{left:?}");
+    assert!(held(&r, 7, "Dead", 0.0, 45.0).is_empty());
+    assert_eq!(
+        (r.joins, r.joins_seen, r.leaves, r.leaves_seen),
+        (Some(3), Some(3), Some(3), Some(3))
+    );
+    assert_eq!(r.false_positives, 0, "{:?}", r.first_false_positive);
+    assert!(r.converged, "{:?}", r.convergence_note);
+}
+
+/// Spares no surge boots touch nothing: the run is the run without them, trace for trace.
+#[test]
+fn spares_that_never_join_change_nothing() {
+    let plan = r#"{ duration = "10s", selector = { indices = [2] }, fault = { kind = "kill" } }"#;
+    let without = run(&scenario(6, 30, "", &[("5s", plan)]), 4, None);
+    let with = run(&scenario(6, 30, "spares = 4", &[("5s", plan)]), 4, None);
+    assert_eq!(with.trace_hash, without.trace_hash);
+    assert_eq!(with.converged, without.converged);
+    assert_eq!(with.joins, None);
+}
+
 /// Pause: a gray failure; the others declare the silent node dead, and at the deadline it
 /// resumes, refutes, and is Alive everywhere.
 #[test]
@@ -431,10 +486,10 @@ fn role_selectors_name_who_holds_the_role_when_the_plan_starts() {
 }
 
 /// What the simulator cannot apply is refused with a typed error saying why: the real-node
-/// kinds and membership surge as given plans, and a surge in a scenario file (a `join` fault
-/// says it there).
+/// kinds as given plans, and a membership surge larger than the run's spares, as a given plan
+/// and in a scenario file.
 #[test]
-fn real_node_kinds_and_surge_are_refused_with_their_reason() {
+fn real_node_kinds_and_surges_beyond_the_spares_are_refused_with_their_reason() {
     let quiet = scenario(8, 10, "", &[]);
     let plan = |kind| FaultPlan::new(kind, Selector::All, Duration::from_secs(5)).unwrap();
     assert_eq!(
@@ -463,15 +518,36 @@ fn real_node_kinds_and_surge_are_refused_with_their_reason() {
             RunOptions::seed(1),
             &[plan(FaultKind::MembershipSurge { joins: 4 })]
         ),
-        Err(SimError::Plan(PlanError::Unsupported {
-            kind: "membership-surge"
+        Err(SimError::Plan(PlanError::NotEnoughSpares {
+            joins: 4,
+            spares: 0
         }))
     );
-    let text = "name = \"t\"\n[topology]\nnodes = 4\n[run]\nduration = \"10s\"\n[[fault]]\n\
-                at = \"1s\"\naction = \"plan\"\nplan = { duration = \"5s\", fault = { kind = \
-                \"membership-surge\", joins = 2 } }\n";
+    // Two given surges share the spares.
+    let spared = scenario(8, 10, "spares = 5", &[]);
+    assert_eq!(
+        run_with_plans(
+            &spared,
+            RunOptions::seed(1),
+            &[
+                plan(FaultKind::MembershipSurge { joins: 3 }),
+                plan(FaultKind::MembershipSurge { joins: 3 })
+            ]
+        ),
+        Err(SimError::Plan(PlanError::NotEnoughSpares {
+            joins: 6,
+            spares: 5
+        }))
+    );
+    let text = "name = \"t\"\n[topology]\nnodes = 4\nspares = 3\n[run]\nduration = \"10s\"\n\
+                [[fault]]\nat = \"1s\"\naction = \"plan\"\ncount = 2\nevery = \"3s\"\n\
+                plan = { duration = \"5s\", fault = { kind = \"membership-surge\", joins = 2 } }\n";
     let err = Scenario::parse(text, "t.toml").unwrap_err().to_string();
-    assert!(err.contains("`join` fault"), "{err}");
+    assert!(
+        err.contains("start 4 nodes, but [topology] spares = 3"),
+        "{err}"
+    );
+    assert!(Scenario::parse(&text.replace("spares = 3", "spares = 4"), "t.toml").is_ok());
     // Every plan has a duration.
     let text = text
         .replace("duration = \\\"5s\\\", ", "")

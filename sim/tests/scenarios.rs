@@ -58,6 +58,8 @@ const SHIPPED: &[(&str, Option<u32>)] = &[
     ("minority-cut", None),
     // The same at 5%: 1,000 nodes in the file, 100 here (5 cut off).
     ("minority-cut-5pct", Some(100)),
+    // A membership surge as a plan: 5 members, 3 spares booted at 10 s and leaving at 40 s.
+    ("membership-surge-plan", None),
 ];
 
 /// The scenario files other tests run (the file named holds the scenario's name): with
@@ -317,4 +319,11 @@ fn minority_cut_meets_its_expectations() {
 #[ignore = "issue 19 class 4 is open: at 100 nodes the cut-off 5 never hold the whole majority Dead within the 120 s cut (seed 1)"]
 fn minority_cut_5pct_meets_its_expectations() {
     run_named("minority-cut-5pct");
+}
+
+/// The surge plan boots the spares and they leave at its deadline: every join and every
+/// leave is seen by the mesh (`joins_seen_min`, `leaves_seen_min`), with no false positive.
+#[test]
+fn membership_surge_plan_meets_its_expectations() {
+    run_named("membership-surge-plan");
 }

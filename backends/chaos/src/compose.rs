@@ -221,6 +221,8 @@ enum Event {
     },
     /// `[autoscale]`'s load burst.
     Burst,
+    /// A membership surge's deadline: its joined spares leave gracefully.
+    Leave(Vec<u64>),
 }
 
 /// One node's certificate rotation, as the report lists it.
@@ -597,7 +599,7 @@ impl Run<'_> {
                     Err(e) => self.fail(i, e.to_string()),
                 }
             }
-            Action::Join { nodes } => {
+            Action::Join { nodes, leave_after } => {
                 let spares = self.stack.spares.nodes.clone();
                 let ids: Vec<u64> = match nodes {
                     // The lowest spares: the same ids for the same scenario.
@@ -625,6 +627,19 @@ impl Run<'_> {
                 }
                 if ids.is_empty() && !matches!(nodes, plan::Pick::Indices(_)) {
                     self.fail(i, format!("no spare left for {nodes:?}"));
+                }
+                // A surge plan reverts by itself: its joiners leave gracefully at its deadline
+                // (the simulator's revert too).
+                if let Some(after) = leave_after {
+                    let started: Vec<u64> = ids
+                        .iter()
+                        .copied()
+                        .filter(|id| self.joined.contains(id))
+                        .collect();
+                    if !started.is_empty() {
+                        self.faults[i].until = Some(secs(Duration::from_secs_f64(t) + *after));
+                        self.schedule(self.now() + *after, Event::Leave(started));
+                    }
                 }
             }
             Action::Rotate { nodes, over } => {
@@ -718,6 +733,17 @@ impl Run<'_> {
             Event::Unpause(ids) => {
                 self.say(&format!("{label}: unpause {ids:?}"));
                 self.unpause(ids, "unpause").await;
+            }
+            Event::Leave(ids) => {
+                self.say(&format!("{label}: surge deadline, leave {ids:?}"));
+                let t = secs(self.now());
+                let i = self.record(None, "surge-leave", ids.clone());
+                for id in ids {
+                    self.observer.left_at(id, t);
+                    if let Err(e) = self.stack.stop(id).await {
+                        self.fail(i, e.to_string());
+                    }
+                }
             }
             Event::PartitionEnd(id) => {
                 let Some(pos) = self.partitions.iter().position(|p| p.id == id) else {
@@ -1075,6 +1101,17 @@ pub async fn run(
             .saturating_sub(steps.iter().filter(|s| s.fault.is_some()).count()),
     )
     .unwrap_or(0);
+    // Joins and leaves seen, as the simulator counts them (99% of the others holding the
+    // node alive, or left).
+    let seen = |v: Vec<Option<f64>>| (v.len() as u64, v.iter().flatten().count() as u64);
+    let (joins, joins_seen) = seen(run.observer.join_s());
+    if joins > 0 {
+        (report.joins, report.joins_seen) = (Some(joins), Some(joins_seen));
+    }
+    let (leaves, leaves_seen) = seen(run.observer.leave_s());
+    if leaves > 0 {
+        (report.leaves, report.leaves_seen) = (Some(leaves), Some(leaves_seen));
+    }
     report.expectations_failed = report::check_expectations(&kept, &report);
     report.expectations_failed.extend(run.failures.clone());
     if let Some(why) = &aborted {

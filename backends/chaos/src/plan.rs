@@ -132,10 +132,17 @@ pub enum Action {
     /// --spares`), created and started through the Docker API with certificates from the run's
     /// CA; removed when the run ends. A scenario's `join` names them by index (indices of
     /// running nodes are already members: nothing to do), a `membership-surge` plan by count
-    /// (the lowest spares).
+    /// (the lowest spares), and the plan's joiners leave gracefully (`docker stop`) at its
+    /// deadline, as in the simulator.
     Join {
         /// Which nodes: [`Pick::Indices`] or [`Pick::Count`].
         nodes: Pick,
+        /// A plan's duration: the joined nodes leave this long after they started.
+        #[serde(
+            skip_serializing_if = "Option::is_none",
+            serialize_with = "opt_secs"
+        )]
+        leave_after: Option<Duration>,
     },
     /// The certificate rotation drill: a new certificate from the run's CA written into each
     /// picked running node's `[tls]` files in turn, the first at once and the others spread
@@ -190,6 +197,13 @@ pub struct Step {
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
 }
 
 /// Why a scenario cannot run on a compose stack. Nothing ran.
@@ -516,6 +530,7 @@ fn action(
             }
             FaultKind::MembershipSurge { joins } => Action::Join {
                 nodes: Pick::Count(*joins),
+                leave_after: Some(plan.duration()),
             },
             FaultKind::CertificateRotation {} => Action::Rotate {
                 nodes: {
@@ -566,7 +581,10 @@ fn action(
                     "a join names nodes by index",
                 ));
             };
-            Action::Join { nodes: p }
+            Action::Join {
+                nodes: p,
+                leave_after: None,
+            }
         }
         FaultAction::Drain { .. } => {
             return Err(unsupported(
@@ -613,6 +631,7 @@ pub fn spares_needed(steps: &[Step], running: &[u64], spares: &[u64]) -> Result<
         match &s.action {
             Action::Join {
                 nodes: Pick::Indices(ix),
+                ..
             } => named.extend(
                 ix.iter()
                     .map(|&i| u64::from(i) + 1)
@@ -620,6 +639,7 @@ pub fn spares_needed(steps: &[Step], running: &[u64], spares: &[u64]) -> Result<
             ),
             Action::Join {
                 nodes: Pick::Count(n),
+                ..
             } => counted += n,
             _ => {}
         }
@@ -650,6 +670,8 @@ pub const MEASURED_KEYS: &[&str] = &[
     "failover_p99_s",
     "raft_failover_p50_s",
     "raft_failover_p99_s",
+    "joins_seen",
+    "leaves_seen",
 ];
 
 /// Splits `[expect]` into the bounds the compose runner evaluates and the names of those it

@@ -13,8 +13,14 @@
 //! of its radius) or to the processes (kill, pause, clock skew), and its revert undoes exactly
 //! that.
 //!
-//! Refused, never ignored: membership surge (the simulator's mesh has a fixed set of slots;
-//! [`PlanError::Unsupported`]) and, as given plans, the real-node kinds, transport downgrade and
+//! A membership surge boots `[topology]` spares (slots after the members, down and unknown to
+//! everyone until then) at its activation, each through the restart path with a fresh
+//! incarnation and the plan's selected nodes as its join seeds, and has each leave gracefully
+//! at its revert (the `leave` path); its record lists the joins, the leaves and the live
+//! member count at both edges. A surge larger than the spares left is refused
+//! ([`PlanError::NotEnoughSpares`]).
+//!
+//! Refused, never ignored: as given plans, the real-node kinds, transport downgrade and
 //! certificate expiry (the simulated network has no HTTP/3 listener and no certificates;
 //! [`PlanError::RealNodeOnly`]). A scenario file may hold those two, because the same file
 //! drives real nodes (`meshkit-chaos --env compose`): the run lists them in its report's
@@ -28,14 +34,17 @@ use meshkit::diag::fault::{
     PartitionShape, Phase, ScheduleError, Selector, link_ends, resolve,
 };
 use meshkit::lease::LeaseGroup;
+use meshkit::membership::MemberState;
 use meshkit::{Duration, Instant, RATE_ONE_PPM, SkewedClock};
+use rand::RngExt;
 
 use super::{Engine, NodeState, What, id};
 use crate::PlanError;
-use crate::fault::check_plan_kind;
+use crate::fault::{RESTART_JOIN_SEEDS, check_plan_kind};
 use crate::network::{LinkEffect, LinkSet};
+use crate::observer::DETECTION_QUORUM;
 use crate::report::ExperimentRecord;
-use crate::scenario::BurstSpec;
+use crate::scenario::{BurstSpec, NodeSelector};
 
 /// The engine's fault plans: the schedule and what each active experiment changed.
 #[derive(Debug, Default)]
@@ -52,6 +61,8 @@ pub(super) struct Plans {
     recorded: BTreeSet<ExperimentId>,
     /// Every recorded experiment, as the report shows it.
     pub(super) records: Vec<ExperimentRecord>,
+    /// Spares the given membership-surge plans will boot, in all.
+    spares_promised: u32,
 }
 
 /// What an active experiment changed, so that its revert undoes exactly that.
@@ -66,6 +77,9 @@ enum Applied {
     Paused(Vec<(usize, u32)>),
     /// The nodes whose clock rate it set, each with the skew token its reset must match.
     Skewed(Vec<(usize, u64)>),
+    /// The spares a membership surge booted; each still running leaves gracefully at the
+    /// revert.
+    Joined(Vec<usize>),
 }
 
 /// Node index `i` is member index `i` of the plan's view, `NodeId(i + 1)`.
@@ -89,6 +103,19 @@ impl Engine<'_> {
     /// `unresolved` then.
     pub(crate) fn schedule_plan(&mut self, plan: FaultPlan) -> Result<(), PlanError> {
         check_plan_kind(plan.kind())?;
+        if let FaultKind::MembershipSurge { joins } = *plan.kind() {
+            // Given plans take their spares in the order given; a scenario's surges were
+            // counted against `[topology] spares` when it was parsed.
+            let spares = u32::try_from(self.nodes - self.next_spare).unwrap_or(u32::MAX);
+            let taken = self.plans.spares_promised.saturating_add(joins);
+            if taken > spares {
+                return Err(PlanError::NotEnoughSpares {
+                    joins: taken,
+                    spares,
+                });
+            }
+            self.plans.spares_promised = taken;
+        }
         if !is_role(plan.selector()) && !is_role(plan.peers()) {
             let members = u32::try_from(self.nodes).unwrap_or(u32::MAX);
             resolve(&plan, &ClusterView::numbered(members, self.regions()))?;
@@ -141,6 +168,10 @@ impl Engine<'_> {
                 until_s: secs(until),
                 reverted_s: None,
                 end: Some(end),
+                joined: Vec::new(),
+                left: Vec::new(),
+                members_at_activation: None,
+                members_at_revert: None,
             });
         }
     }
@@ -255,11 +286,12 @@ impl Engine<'_> {
         }
     }
 
-    /// The mesh as a plan starting now sees it: every node slot a member (node index `i` is
-    /// member index `i`), regions round-robin as the network assigns them, and the roles the
-    /// plan's selectors name, as they are now.
+    /// The mesh as a plan starting now sees it: every node slot that has been a member (node
+    /// index `i` is member index `i`; `[topology]` spares no surge has booted yet are not in
+    /// it), regions round-robin as the network assigns them, and the roles the plan's
+    /// selectors name, as they are now.
     fn cluster_view(&self, plan: &FaultPlan) -> ClusterView {
-        let members = u32::try_from(self.nodes).unwrap_or(u32::MAX);
+        let members = u32::try_from(self.next_spare).unwrap_or(u32::MAX);
         let mut view = ClusterView::numbered(members, self.regions());
         let Some(run) = self.leases.as_ref() else {
             return view;
@@ -331,7 +363,7 @@ impl Engine<'_> {
         let ends = self.plans.ends.remove(&id);
         let applied = match plan.kind() {
             FaultKind::Partition { shape, direction } => {
-                let covers = radius.groups.iter().map(Vec::len).sum::<usize>() == self.nodes
+                let covers = radius.groups.iter().map(Vec::len).sum::<usize>() == self.next_spare
                     && radius.groups.len() <= usize::from(u8::MAX)
                     && !matches!(
                         shape,
@@ -379,6 +411,9 @@ impl Engine<'_> {
                 }
                 Applied::Paused(paused)
             }
+            FaultKind::MembershipSurge { joins } => {
+                Applied::Joined(self.surge(&nodes, *joins as usize))
+            }
             FaultKind::ClockSkew { rate } => {
                 let ppm = SkewedClock::ppm(*rate);
                 let mut skewed = Vec::new();
@@ -423,6 +458,13 @@ impl Engine<'_> {
                 Applied::Rule(self.start_link_rule(links, effect))
             }
         };
+        let (joined, members) = match &applied {
+            Applied::Joined(spares) => (
+                spares.iter().map(|&i| i as u32).collect(),
+                Some(self.observer.live_count() as u32),
+            ),
+            _ => (Vec::new(), None),
+        };
         self.plans.applied.insert(id, applied);
         if self.plans.recorded.contains(&id) {
             self.plans.records.push(ExperimentRecord {
@@ -435,8 +477,90 @@ impl Engine<'_> {
                 until_s: secs(until),
                 reverted_s: None,
                 end: None,
+                joined,
+                left: Vec::new(),
+                members_at_activation: members,
+                members_at_revert: None,
             });
         }
+    }
+
+    /// A membership surge: boots the next `joins` spares (fewer if fewer are left) through the
+    /// restart path (a fresh process at a new boot incarnation, `Engine::boot_node`), each
+    /// joining through `selected`, the plan's nodes that run now (through random running
+    /// members, as a restart does, when none of them does). Returns the spares booted.
+    fn surge(&mut self, selected: &[usize], joins: usize) -> Vec<usize> {
+        let running = |s: NodeState| s == NodeState::Running;
+        let mut seeds: Vec<usize> = selected
+            .iter()
+            .copied()
+            .filter(|&i| running(self.slots[i].state))
+            .collect();
+        if seeds.is_empty() {
+            seeds = self.pick(&NodeSelector::Count(RESTART_JOIN_SEEDS as u32), running);
+        }
+        let seeds: Vec<meshkit::NodeId> = seeds.into_iter().map(id).collect();
+        let spares: Vec<usize> = (self.next_spare..self.nodes).take(joins).collect();
+        self.next_spare += spares.len();
+        for &i in &spares {
+            self.log(i, "joining (membership surge)");
+            let seed: u64 = self.fault_rng.random();
+            self.boot_node(i, seed, &seeds);
+        }
+        spares
+    }
+
+    /// Counts a surge's booted spares, and those 99% of the other live nodes hold Alive now
+    /// (the surge's end, or the run's).
+    fn count_joins(&mut self, spares: &[usize]) {
+        for &i in spares {
+            self.counters.joins += 1;
+            if self.held_by_quorum(i, |m| m == Some(MemberState::Alive)) {
+                self.counters.joins_seen += 1;
+            }
+        }
+    }
+
+    /// Surges still active at the end of the run: their joins are counted now.
+    pub(super) fn count_active_joins(&mut self) {
+        let active: Vec<Vec<usize>> = self
+            .plans
+            .applied
+            .values()
+            .filter_map(|a| match a {
+                Applied::Joined(spares) => Some(spares.clone()),
+                _ => None,
+            })
+            .collect();
+        for spares in active {
+            self.count_joins(&spares);
+        }
+    }
+
+    /// Whether 99% of the live nodes other than `i` (rounded up; [`DETECTION_QUORUM`], the
+    /// compose runner's share too) pass `holds` with their table's state of `i` (`None`: not
+    /// listed). No live other node: false.
+    pub(super) fn held_by_quorum(
+        &self,
+        i: usize,
+        holds: impl Fn(Option<MemberState>) -> bool,
+    ) -> bool {
+        let member = id(i);
+        let mut others = 0usize;
+        let mut holding = 0usize;
+        for (o, slot) in self.slots.iter().enumerate() {
+            if o == i || !matches!(slot.state, NodeState::Running | NodeState::Paused) {
+                continue;
+            }
+            let Some(node) = slot.node.as_ref() else {
+                continue;
+            };
+            others += 1;
+            if holds(node.membership().member(member).map(|m| m.state)) {
+                holding += 1;
+            }
+        }
+        others > 0 && holding >= (others as f64 * DETECTION_QUORUM).ceil() as usize
     }
 
     /// Starts a network rule that is not a partition by groups; returns its id.
@@ -479,6 +603,24 @@ impl Engine<'_> {
                     if self.slots[i].skew_token == token {
                         self.set_clock_rate(i, RATE_ONE_PPM);
                     }
+                }
+            }
+            Some(Applied::Joined(spares)) => {
+                // A graceful leave, as the scenario's `leave`: only a running process can
+                // announce it (a crashed one is gone already; a paused one stays a member
+                // until it resumes, and the record does not list it as left).
+                self.count_joins(&spares);
+                let mut left = Vec::new();
+                for i in spares {
+                    if self.slots[i].state == NodeState::Running {
+                        self.leave_node(i);
+                        left.push(i as u32);
+                    }
+                }
+                let members = self.observer.live_count() as u32;
+                if let Some(r) = self.experiment_record(id) {
+                    r.left = left;
+                    r.members_at_revert = Some(members);
                 }
             }
             None => {}

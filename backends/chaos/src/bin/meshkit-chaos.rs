@@ -280,9 +280,20 @@ fn plan_cmd(args: &PlanArgs) -> Result<u8, Fail> {
                 serde_json::to_string(plan).unwrap_or_default()
             ),
             plan::Action::Heal => "abort the run's partition experiments".to_owned(),
-            plan::Action::Join { nodes } => format!(
+            plan::Action::Join {
+                nodes,
+                leave_after: None,
+            } => format!(
                 "create and start spare containers {nodes:?} (compose/up --spares; removed at \
                  the end)"
+            ),
+            plan::Action::Join {
+                nodes,
+                leave_after: Some(after),
+            } => format!(
+                "create and start spare containers {nodes:?} (compose/up --spares), docker stop \
+                 them {:.1} s later (a graceful leave; removed at the end)",
+                after.as_secs_f64()
             ),
             plan::Action::Leave { nodes } => {
                 format!("docker stop {nodes:?} (SIGTERM: a graceful leave)")

@@ -170,16 +170,23 @@ fn leave_maps_to_a_graceful_stop_and_surges_count_spares() {
             nodes: Pick::Indices(vec![1])
         }
     );
-    // The simulator's parser refuses a `membership-surge` plan in a scenario file; its step is
-    // built here as the runner maps it.
-    let surge = super::Step {
-        at: Duration::from_secs(5),
-        fault: Some(0),
-        occurrence: 0,
-        action: Action::Join {
+    // A `membership-surge` plan: the lowest spares, leaving at its deadline.
+    let s = Scenario::parse(
+        "name = \"t\"\n[topology]\nnodes = 5\nspares = 2\n[run]\nduration = \"60s\"\n\
+         [[fault]]\nat = \"5s\"\naction = \"plan\"\nplan = { duration = \"30s\", fault = \
+         { kind = \"membership-surge\", joins = 2 } }\n",
+        "t.toml",
+    )
+    .expect("a valid scenario");
+    let t = timeline(&s, 5, Duration::from_secs(60), 7).expect("applies in compose");
+    let surge = t[0].clone();
+    assert_eq!(
+        surge.action,
+        Action::Join {
             nodes: Pick::Count(2),
-        },
-    };
+            leave_after: Some(Duration::from_secs(30)),
+        }
+    );
     let running = [1, 2, 3, 4, 5];
     assert_eq!(
         spares_needed(std::slice::from_ref(&surge), &running, &[6, 7, 8]),
@@ -212,7 +219,8 @@ fn a_join_names_spares_by_index() {
     assert_eq!(
         t[0].action,
         Action::Join {
-            nodes: Pick::Indices(vec![4, 5, 6, 7])
+            nodes: Pick::Indices(vec![4, 5, 6, 7]),
+            leave_after: None,
         }
     );
     let running = [1, 2, 3, 4, 5];
