@@ -285,7 +285,10 @@ fn run_inner(
     let duration = options.duration.unwrap_or(scenario.duration());
     let config = Config::from_profile(profile);
     let mut engine = engine::Engine::new(scenario, config, nodes as usize, duration, options.seed);
-    if let Some(w) = options.trace_node.filter(|&w| w < nodes) {
+    if let Some(w) = options
+        .trace_node
+        .filter(|&w| w < nodes.saturating_add(scenario.spares()))
+    {
         engine.watch(w as usize);
     }
     if options.explain_false_positives {
