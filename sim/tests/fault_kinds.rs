@@ -146,7 +146,12 @@ fn a_membership_surge_boots_the_spares_and_they_leave_at_its_deadline() {
     let e = one_experiment(&r);
     assert_eq!(
         (e.kind.as_str(), &e.nodes[..], &e.joined[..], &e.left[..]),
-        ("membership-surge", &[0, 1][..], &[6, 7, 8][..], &[6, 7, 8][..]),
+        (
+            "membership-surge",
+            &[0, 1][..],
+            &[6, 7, 8][..],
+            &[6, 7, 8][..]
+        ),
         "{e:?}"
     );
     assert_eq!((e.activated_s, e.reverted_s), (5.0, Some(25.0)));

@@ -138,10 +138,7 @@ pub enum Action {
         /// Which nodes: [`Pick::Indices`] or [`Pick::Count`].
         nodes: Pick,
         /// A plan's duration: the joined nodes leave this long after they started.
-        #[serde(
-            skip_serializing_if = "Option::is_none",
-            serialize_with = "opt_secs"
-        )]
+        #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_secs")]
         leave_after: Option<Duration>,
     },
     /// The certificate rotation drill: a new certificate from the run's CA written into each
