@@ -951,6 +951,17 @@ impl Node {
             message.encode(buf);
             return Some(Transmit { to, len: buf.len() });
         }
+        if self.queue_outbox.is_empty()
+            && self.queues.as_ref().is_some_and(Queues::has_unflushed)
+        {
+            // The replication batches and replica acknowledgements of every input since the
+            // last poll, together (see `Queues::flush`); they make no durable write, so the
+            // order durable writes first, then transmits, holds.
+            if let Some(queues) = &mut self.queues {
+                queues.flush(now);
+            }
+            self.collect_queue_outputs(now);
+        }
         if let Some((to, message)) = self.queue_outbox.pop_front() {
             buf.clear();
             buf.push(Channel::Queue.byte());

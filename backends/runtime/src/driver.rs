@@ -11,7 +11,7 @@
 //! and wires its campaign; the driver only keeps the address book (NodeId -> SocketAddr) that
 //! members publish under the [`ADDR_KEY`] metadata key, and counts traffic per channel.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -64,6 +64,10 @@ pub const MAX_ROUNDS_PER_POLL: usize = 16;
 pub const MAX_INPUTS_PER_ROUND: usize = 64;
 /// When the core has no timer at all, the driver still wakes this often.
 const IDLE_WAKE: Duration = Duration::from_secs(3600);
+/// Datagrams held while the queue checkpoints they follow are synced (see
+/// [`QueueHost::persist`]); past it the newest are dropped, as a full network queue would (every
+/// sender retries).
+pub const MAX_HELD_TRANSMITS: usize = 65_536;
 /// The metadata key a draining node sets, so that operators and peers see the drain.
 pub const DRAIN_KEY: &str = "draining";
 /// The metadata key under which every node publishes its software version.
@@ -832,6 +836,17 @@ pub struct Driver<T, C> {
     addrs: BTreeMap<NodeId, SocketAddr>,
     buf: Vec<u8>,
     traffic: Traffic,
+    /// Datagrams polled after queue checkpoint appends not yet durable, in poll order, each
+    /// with the append generation it waits for (see [`QueueHost::persist`]).
+    held: VecDeque<Held>,
+}
+
+/// A datagram waiting for the queue checkpoints polled before it to be durable.
+#[derive(Debug)]
+struct Held {
+    generation: u64,
+    to: NodeId,
+    datagram: Bytes,
 }
 
 impl<T: Transport, C: Clock> Driver<T, C> {
@@ -874,6 +889,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             addrs: BTreeMap::new(),
             buf: Vec::with_capacity(meshkit::wire::MAX_DATAGRAM_BYTES),
             traffic: Traffic::default(),
+            held: VecDeque::new(),
         };
         (driver, handle)
     }
@@ -1044,9 +1060,13 @@ impl<T: Transport, C: Clock> Driver<T, C> {
 
     /// Drains the node's outputs in the core's order: the voter's and the queue replicas'
     /// durable writes to disk, then transmits to the transport, then events to subscribers,
-    /// the leadership host and the queue host. `false` when the queue checkpoints cannot be
-    /// written: the driver stops (nothing polled after them may be sent, and a replica that
-    /// cannot persist must not acknowledge; restart once the disk is fixed).
+    /// the leadership host and the queue host. The queue checkpoints are appended here and
+    /// synced off this task (a group commit, [`QueueHost::persist`]): the transmits polled
+    /// after an append wait in `held`, in order, until the sync covering it ended, so a
+    /// replica's acknowledgement still never promises what its disk does not hold; events are
+    /// not held (none promises a checkpoint to a peer). `false` when the queue checkpoints
+    /// cannot be written: the driver stops (nothing polled after them may be sent, and a
+    /// replica that cannot persist must not acknowledge; restart once the disk is fixed).
     fn flush(&mut self) -> bool {
         let now = self.core_now();
         if let Some(l) = &mut self.leadership {
@@ -1058,13 +1078,25 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             tracing::error!(%error, "the queue checkpoints cannot be written: the node stops");
             return false;
         }
+        self.release_held();
+        // Checkpoints appended and not yet durable: what is polled now waits for them.
+        let generation = self.queues.as_ref().map_or(0, QueueHost::appended);
+        let synced = self.queues.as_ref().map_or(0, QueueHost::synced);
         while let Some(t) = self.node.poll_transmit(now, &mut self.buf) {
-            let addr = self.addrs.get(&t.to).copied();
             let datagram = Bytes::copy_from_slice(&self.buf[..t.len]);
-            if let Ok((channel, _)) = Channel::split(&datagram) {
-                self.traffic.count_sent(channel, datagram.len());
+            if generation > synced || !self.held.is_empty() {
+                if self.held.len() < MAX_HELD_TRANSMITS {
+                    self.held.push_back(Held {
+                        generation,
+                        to: t.to,
+                        datagram,
+                    });
+                } else {
+                    tracing::debug!(peer = %t.to, "datagram dropped: too many wait for a checkpoint sync");
+                }
+                continue;
             }
-            self.transport.send(t.to, addr, datagram);
+            self.send_now(t.to, datagram);
         }
         while let Some(event) = self.node.poll_event() {
             match event {
@@ -1104,6 +1136,24 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             q.refresh_backpressure(&self.node);
         }
         true
+    }
+
+    fn send_now(&mut self, to: NodeId, datagram: Bytes) {
+        let addr = self.addrs.get(&to).copied();
+        if let Ok((channel, _)) = Channel::split(&datagram) {
+            self.traffic.count_sent(channel, datagram.len());
+        }
+        self.transport.send(to, addr, datagram);
+    }
+
+    /// Sends the held datagrams whose checkpoints are durable now, in poll order.
+    fn release_held(&mut self) {
+        let synced = self.queues.as_ref().map_or(u64::MAX, QueueHost::synced);
+        while self.held.front().is_some_and(|h| h.generation <= synced) {
+            if let Some(h) = self.held.pop_front() {
+                self.send_now(h.to, h.datagram);
+            }
+        }
     }
 
     fn change_voters(
@@ -1306,6 +1356,19 @@ impl<T: Transport, C: Clock> Future for Driver<T, C> {
                     // Every handle dropped: nobody can command or observe the node any more.
                     Poll::Ready(None) => return Poll::Ready(()),
                     Poll::Pending => break,
+                }
+            }
+            if let Some(q) = &mut this.queues {
+                match q.poll_sync(cx, &this.node) {
+                    Poll::Ready(Ok(())) => {
+                        progress = true;
+                        this.release_held();
+                    }
+                    Poll::Ready(Err(error)) => {
+                        tracing::error!(%error, "the queue checkpoints cannot be synced: the node stops");
+                        return Poll::Ready(());
+                    }
+                    Poll::Pending => {}
                 }
             }
             let now = this.clock.now();

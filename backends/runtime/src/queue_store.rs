@@ -68,6 +68,10 @@ pub enum QueueStoreError {
     /// A file cannot be read or written, or is corrupt.
     #[error(transparent)]
     File(#[from] RecordFileError),
+    /// A sync running off the driver's task ended without an answer (it panicked, or the
+    /// runtime is shutting down): the appends it covered may not be durable.
+    #[error("a queue checkpoint sync did not finish: {0}")]
+    SyncTask(#[source] tokio::task::JoinError),
     /// Every record is intact but one does not decode as a checkpoint.
     #[error("{}: {source}", path.display())]
     Checkpoint {
@@ -154,6 +158,47 @@ impl QueueStore {
         Ok(())
     }
 
+    /// The syncs [`sync`](Self::sync) would make, to make off the driver's task (one
+    /// [`SyncFile`] per file written since the last sync); compact afterwards with
+    /// [`compact_grown`](Self::compact_grown). Nothing that depends on the writes appended so
+    /// far may be sent until every one of them ran.
+    pub(crate) fn start_sync(&mut self) -> Result<Vec<SyncFile>, QueueStoreError> {
+        let mut out = Vec::new();
+        for f in self.files.values_mut() {
+            if let Some(file) = f.file.take_sync()? {
+                out.push(SyncFile {
+                    path: f.file.path().to_owned(),
+                    file,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counts `files` syncs made by [`SyncFile::run`].
+    pub(crate) fn count_syncs(&mut self, files: usize) {
+        self.syncs += files as u64;
+    }
+
+    /// Compacts the files that grew past their bound from `replicas` (the copies the written
+    /// records built); each replacement is synced before it returns.
+    pub(crate) fn compact_grown(
+        &mut self,
+        replicas: &BTreeMap<ShardId, ReplicaStore>,
+    ) -> Result<(), QueueStoreError> {
+        for (shard, f) in &mut self.files {
+            let grown = f.file.len() > COMPACT_MIN_BYTES.max(2 * f.compacted_len);
+            if grown {
+                let empty = ReplicaStore::new();
+                let replica = replicas.get(shard).unwrap_or(&empty);
+                f.file.replace(&compacted(replica))?;
+                f.compacted_len = f.file.len();
+                self.compactions += 1;
+            }
+        }
+        Ok(())
+    }
+
     /// Syncs every file written since the last sync, then compacts the files that grew past
     /// their bound from `replicas` (the copies the written records built).
     pub fn sync(
@@ -179,6 +224,24 @@ impl QueueStore {
     /// Records appended, syncs made and compactions, since the open.
     pub fn counters(&self) -> (u64, u64, u64) {
         (self.writes, self.syncs, self.compactions)
+    }
+}
+
+/// One file's sync, taken by [`QueueStore::start_sync`]: blocking, to run on a thread that may
+/// block (`tokio::task::spawn_blocking`), not on the driver's task.
+#[derive(Debug)]
+pub(crate) struct SyncFile {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl SyncFile {
+    /// Makes the file's appends durable (`fdatasync`).
+    pub(crate) fn run(self) -> Result<(), QueueStoreError> {
+        self.file
+            .sync_data()
+            .map_err(crate::record_file::io_err(&self.path))
+            .map_err(QueueStoreError::File)
     }
 }
 

@@ -188,6 +188,22 @@ impl RecordFile {
         Ok(true)
     }
 
+    /// What [`sync`](Self::sync) would do, to do elsewhere: a handle on the file (the same open
+    /// file, another descriptor) to `sync_data` off the caller's thread, if anything was
+    /// appended since the last sync; from then on the file counts as synced, so the caller must
+    /// not rely on the appends until that `sync_data` returned.
+    pub(crate) fn take_sync(&mut self) -> Result<Option<File>, RecordFileError> {
+        if !self.dirty {
+            return Ok(None);
+        }
+        let handle = match self.file.as_ref() {
+            Some(file) => Some(file.try_clone().map_err(io_err(&self.path))?),
+            None => None,
+        };
+        self.dirty = false;
+        Ok(handle)
+    }
+
     /// Replaces the whole file with `records` (synced, and the rename made durable, before it
     /// returns).
     pub(crate) fn replace<R: AsRef<[u8]>>(&mut self, records: &[R]) -> Result<(), RecordFileError> {
@@ -224,7 +240,7 @@ impl RecordFile {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RecordFileError + use<> {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RecordFileError + use<> {
     let path = path.to_owned();
     move |source| RecordFileError::Io { path, source }
 }

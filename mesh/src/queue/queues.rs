@@ -13,7 +13,7 @@ use super::health::LeaseHealth;
 use super::item::{ItemId, ItemRecord, Origin, OwnershipToken};
 use super::replica::{Applied, ReplicaStore};
 use super::store::{FailOutcome, WorkQueue};
-use super::wire::{Batch, MAX_BATCH_RECORDS, QueueBody, QueueMessage};
+use super::wire::{Batch, QueueBody, QueueMessage, fill_batch};
 use crate::id::NodeId;
 use crate::lease::{FencingToken, LeaseClient};
 use crate::membership::{MemberState, Membership};
@@ -31,8 +31,11 @@ pub const MAX_REQUESTS_IN_FLIGHT: usize = 4096;
 /// with [`QueueError::Overloaded`].
 pub const MAX_WAITING_ACKS: usize = 4096;
 /// Versions sent to one replica beyond what it acknowledged: the replication window. A replica
-/// that is slow or gone costs at most this much per resend.
-pub const REPLICATION_WINDOW_VERSIONS: u64 = 64;
+/// that is slow or gone costs at most this much per resend (about 64 datagrams of small items).
+/// Every item takes three versions on its way (enqueue, lease, completion): at 5,000 items a
+/// second a replica whose acknowledgement takes 10 ms (a round trip and a disk sync) has 150
+/// versions in flight, which a window of 64 throttled to about 2,000 items a second.
+pub const REPLICATION_WINDOW_VERSIONS: u64 = 1024;
 /// Acknowledgements of the same version in a row that make the owner resend at once.
 const DUPLICATE_ACKS_RESEND: u32 = 3;
 /// A replica replaced for not acknowledging is not chosen again for this many recovery waits
@@ -423,7 +426,9 @@ struct Request {
 /// commands ([`enqueue`](Self::enqueue), [`lease`](Self::lease), ...). Outputs, in this order:
 /// [`poll_durable`](Self::poll_durable), [`poll_metadata`](Self::poll_metadata),
 /// [`poll_message`](Self::poll_message), [`poll_event`](Self::poll_event),
-/// [`poll_timeout`](Self::poll_timeout).
+/// [`poll_timeout`](Self::poll_timeout). Replication batches and replica acknowledgements wait
+/// for [`flush`](Self::flush) (the node calls it when its transmits are polled, after the
+/// durable writes were drained), so the inputs between two polls share them.
 #[derive(Debug)]
 pub struct Queues {
     id: NodeId,
@@ -444,6 +449,13 @@ pub struct Queues {
     /// higher fence (that owner recovered without it; it is not worth its memory).
     lapsed: BTreeMap<ShardId, (FencingToken, Box<Serving>)>,
     replicas: BTreeMap<ShardId, ReplicaStore>,
+    /// Shards served with changes not yet offered to their replicas: the changes of every
+    /// input until the next [`flush`](Self::flush) go out together, a batch per datagram.
+    to_replicate: BTreeSet<ShardId>,
+    /// Acknowledgements this replica owes, by shard and owner: the fence and the version it
+    /// holds. One per owner per [`flush`](Self::flush), of the latest version, however many
+    /// batches it applied since.
+    to_ack: BTreeMap<(ShardId, NodeId), (FencingToken, u64)>,
     /// Batches that arrived ahead of a gap, by shard and `from`.
     reordered: BTreeMap<ShardId, BTreeMap<u64, (NodeId, Batch)>>,
     requests: BTreeMap<u64, Request>,
@@ -480,6 +492,8 @@ impl Queues {
             owned: BTreeMap::new(),
             lapsed: BTreeMap::new(),
             replicas,
+            to_replicate: BTreeSet::new(),
+            to_ack: BTreeMap::new(),
             reordered: BTreeMap::new(),
             requests: BTreeMap::new(),
             next_request: u64::from(boot) << 32,
@@ -580,7 +594,7 @@ impl Queues {
         let serving = self.serving_mut(now, ctx, shard)?;
         let items = serving.queue.drain();
         self.observe_backpressure(now, shard);
-        self.replicate(now, shard);
+        self.replicate(shard);
         Ok(items)
     }
 
@@ -600,7 +614,7 @@ impl Queues {
         let serving = self.serving_mut(now, ctx, shard)?;
         let result = serving.queue.restore(items);
         self.observe_backpressure(now, shard);
-        self.replicate(now, shard);
+        self.replicate(shard);
         result
     }
 
@@ -810,7 +824,7 @@ impl Queues {
                 // the last lease inside the cooldown, stayed active until the next request.
                 self.observe_backpressure(now, &shard);
                 self.refresh_links(now, ctx, &shard);
-                self.replicate(now, &shard);
+                self.replicate(&shard);
                 self.answer_waiting(now, &shard);
             } else {
                 self.step_recovery(now, ctx, &shard);
@@ -843,6 +857,27 @@ impl Queues {
                 self.send(owner, &shard, body);
             }
         }
+    }
+
+    /// Sends what the inputs since the last flush left to send together: each changed shard's
+    /// records to its replicas (in datagram-sized batches), and each owner the latest version
+    /// this replica holds of it. The node calls it when its transmits are polled, so all the
+    /// inputs a host takes in before draining (a driver's round of datagrams and commands)
+    /// share batches and acknowledgements: with one Replicate per enqueue a batch held one or
+    /// two records and every record cost its replica a checkpoint record and an answer.
+    /// Deterministic: a function of the state and `now` alone.
+    pub fn flush(&mut self, now: Instant) {
+        for shard in core::mem::take(&mut self.to_replicate) {
+            self.send_batches(now, &shard);
+        }
+        for ((shard, owner), (fence, applied)) in core::mem::take(&mut self.to_ack) {
+            self.send(owner, &shard, QueueBody::ReplicaAck { fence, applied });
+        }
+    }
+
+    /// Whether a [`flush`](Self::flush) has anything to send.
+    pub fn has_unflushed(&self) -> bool {
+        !self.to_replicate.is_empty() || !self.to_ack.is_empty()
     }
 
     // ---- outputs -------------------------------------------------------------------------------
@@ -1025,7 +1060,7 @@ impl Queues {
         match result {
             Ok(()) => {
                 self.observe_backpressure(now, shard);
-                self.replicate(now, shard);
+                self.replicate(shard);
                 self.answer_waiting(now, shard);
             }
             Err(e) => self.refuse(from, shard, request, &e),
@@ -1065,7 +1100,7 @@ impl Queues {
                     },
                 );
                 self.observe_backpressure(now, shard);
-                self.replicate(now, shard);
+                self.replicate(shard);
             }
             Ok(None) => self.send(from, shard, QueueBody::Empty { request }),
             Err(e) => self.refuse(from, shard, request, &e),
@@ -1142,7 +1177,7 @@ impl Queues {
                     });
                 }
                 self.observe_backpressure(now, shard);
-                self.replicate(now, shard);
+                self.replicate(shard);
                 self.answer_waiting(now, shard);
             }
             Err(e) => {
@@ -1292,9 +1327,17 @@ impl Queues {
         }
     }
 
+    /// Marks `shard`'s changes for its replicas: they go out at the next
+    /// [`flush`](Self::flush), together with every other change made until then.
+    fn replicate(&mut self, shard: &ShardId) {
+        if !self.to_replicate.contains(shard) {
+            self.to_replicate.insert(shard.clone());
+        }
+    }
+
     /// Sends each replica what it lacks: new changes at once, everything unacknowledged again
-    /// after [`RESEND_INTERVAL`].
-    fn replicate(&mut self, now: Instant, shard: &ShardId) {
+    /// after [`RESEND_INTERVAL`]; each batch as many records as fit a datagram.
+    fn send_batches(&mut self, now: Instant, shard: &ShardId) {
         let Some((fence, Owned::Serving(s))) = self.owned.get_mut(shard) else {
             return;
         };
@@ -1317,15 +1360,7 @@ impl Queues {
             }
             while link.sent < version && link.sent < window_end {
                 let from = link.sent;
-                let records: Vec<ItemRecord> = s
-                    .queue
-                    .changed_since(from)
-                    .take(MAX_BATCH_RECORDS + 1)
-                    .cloned()
-                    .collect();
-                let more = records.len() > MAX_BATCH_RECORDS;
-                let mut records = records;
-                records.truncate(MAX_BATCH_RECORDS);
+                let (records, more) = fill_batch(s.queue.changed_since(from));
                 let to = if more {
                     records.last().map_or(version, |r| r.version)
                 } else {
@@ -1390,7 +1425,7 @@ impl Queues {
         // An acknowledgement below what was sent is usually a batch still in flight, not a
         // loss: a lost batch shows as no progress, and the resend after RESEND_INTERVAL goes
         // back to what the replica holds.
-        self.replicate(now, shard);
+        self.replicate(shard);
         self.answer_waiting(now, shard);
     }
 
@@ -1442,8 +1477,10 @@ impl Queues {
                     let record = replica.checkpoint_record([]);
                     self.write_durable(shard, Some(record));
                 }
-                let fence = batch.fence;
-                self.send(from, shard, QueueBody::ReplicaAck { fence, applied });
+                // Owed, not sent: one acknowledgement per owner per flush, of the latest
+                // version, whatever number of batches arrived meanwhile.
+                self.to_ack
+                    .insert((shard.clone(), from), (batch.fence, applied));
                 Some(applied)
             }
         }
@@ -1702,7 +1739,7 @@ impl Queues {
             items,
         });
         self.refresh_links(now, ctx, shard);
-        self.replicate(now, shard);
+        self.replicate(shard);
     }
 
     /// Serves again the queue kept when the lease lapsed under the same `fence` (see
@@ -1731,7 +1768,7 @@ impl Queues {
             items,
         });
         self.refresh_links(now, ctx, shard);
-        self.replicate(now, shard);
+        self.replicate(shard);
         self.answer_waiting(now, shard);
     }
 

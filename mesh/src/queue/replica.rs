@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use super::error::CheckpointError;
 use super::item::{ItemId, ItemRecord};
-use super::wire::{Batch, MAX_BATCH_RECORDS, record_in, record_out};
+use super::wire::{Batch, fill_batch, record_in, record_out};
 use crate::lease::FencingToken;
 use crate::wire::codec::{Reader, Writer};
 
@@ -122,8 +122,8 @@ impl ReplicaStore {
         (self.source, self.applied)
     }
 
-    /// The snapshot chunk after version `after`: at most [`MAX_BATCH_RECORDS`] records changed
-    /// after it, in version order.
+    /// The snapshot chunk after version `after`: the records changed after it, in version
+    /// order, as many as fit one batch ([`BATCH_RECORDS_BYTES`](super::BATCH_RECORDS_BYTES)).
     pub fn chunk(&self, after: u64) -> Batch {
         let mut changed: Vec<&ItemRecord> = self
             .records
@@ -131,21 +131,20 @@ impl ReplicaStore {
             .filter(|r| r.version > after)
             .collect();
         changed.sort_by_key(|r| r.version);
-        let done = changed.len() <= MAX_BATCH_RECORDS;
-        changed.truncate(MAX_BATCH_RECORDS);
-        let to = if done {
-            self.applied.max(after)
+        let (records, more) = fill_batch(changed);
+        let to = if more {
+            records.last().map_or(after, |r| r.version)
         } else {
-            changed.last().map_or(after, |r| r.version)
+            self.applied.max(after)
         };
         Batch {
             fence: self.source,
             from: after,
             to,
-            done,
+            done: !more,
             pending: 0,
             active: 0,
-            records: changed.into_iter().cloned().collect(),
+            records,
         }
     }
 

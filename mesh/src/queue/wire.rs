@@ -21,22 +21,61 @@ use crate::wire::codec::{Reader, Writer};
 
 /// The largest queue message, channel byte excluded.
 pub const MAX_QUEUE_MESSAGE_BYTES: usize = crate::wire::MAX_DATAGRAM_BYTES - 1;
+/// The encoded size of an item record with an empty payload: a record's size is this plus its
+/// payload's length.
+pub const MIN_RECORD_BYTES: usize = 8 + 8 + 4 + 1 + 8 + 8 + 1 + 8 + 8 + 2;
 /// The largest encoded item record.
-pub const MAX_RECORD_BYTES: usize = 8 + 8 + 4 + 1 + 8 + 8 + 1 + 8 + 8 + 2 + MAX_PAYLOAD_BYTES;
-/// The largest header of a batch (kind, shard, fence, from, to, done, pending, active, count).
-const BATCH_HEADER_BYTES: usize = 1 + 1 + MAX_NAMESPACE_CHARS + 4 + 8 + 8 + 8 + 1 + 4 + 4 + 1;
-/// Records one batch carries at most (any number of them fit whatever their payloads).
+pub const MAX_RECORD_BYTES: usize = MIN_RECORD_BYTES + MAX_PAYLOAD_BYTES;
+/// The fixed part of a batch's header (kind, namespace length, id, fence, from, to, done,
+/// pending, active, count): the namespace's bytes come on top.
+const BATCH_HEADER_FIXED_BYTES: usize = 1 + 1 + 4 + 8 + 8 + 8 + 1 + 4 + 4 + 1;
+/// The largest header of a batch: the fixed part and the longest namespace.
+const BATCH_HEADER_BYTES: usize = BATCH_HEADER_FIXED_BYTES + MAX_NAMESPACE_CHARS;
+/// Bytes the records of one batch may take, whatever its shard: senders fill batches by size
+/// up to this ([`fill_batch`]), so a batch of small items carries many (about 16 items of 8
+/// bytes) where a bound by the largest record would carry two.
+pub const BATCH_RECORDS_BYTES: usize = MAX_QUEUE_MESSAGE_BYTES - BATCH_HEADER_BYTES;
+/// Records one batch carries at most: as many records with empty payloads as fit a datagram
+/// (what a decoder accepts; a sender is bound by [`BATCH_RECORDS_BYTES`] first).
 pub const MAX_BATCH_RECORDS: usize =
-    (MAX_QUEUE_MESSAGE_BYTES - BATCH_HEADER_BYTES) / MAX_RECORD_BYTES;
+    (MAX_QUEUE_MESSAGE_BYTES - BATCH_HEADER_FIXED_BYTES) / MIN_RECORD_BYTES;
 const _: () = assert!(
-    MAX_BATCH_RECORDS >= 2,
-    "a batch carries at least two records"
+    BATCH_RECORDS_BYTES / MAX_RECORD_BYTES >= 2,
+    "a batch carries at least two records whatever their payloads"
+);
+const _: () = assert!(
+    MAX_BATCH_RECORDS <= u8::MAX as usize,
+    "a batch's record count is one byte"
 );
 const _: () = assert!(
     1 + 1 + MAX_NAMESPACE_CHARS + 4 + 8 + 8 + 4 + 8 + 8 + 8 + 2 + MAX_PAYLOAD_BYTES
         <= MAX_QUEUE_MESSAGE_BYTES,
     "a leased item fits a datagram"
 );
+
+/// The encoded size of `record`.
+pub(crate) fn record_bytes(record: &ItemRecord) -> usize {
+    MIN_RECORD_BYTES + record.payload.len()
+}
+
+/// The longest run of `records` (in version order) that fits one batch of any shard, and
+/// whether any record was left out. At least one record is taken when there is one (any
+/// record fits).
+pub(crate) fn fill_batch<'a>(
+    records: impl IntoIterator<Item = &'a ItemRecord>,
+) -> (Vec<ItemRecord>, bool) {
+    let mut out = Vec::new();
+    let mut room = BATCH_RECORDS_BYTES;
+    for record in records {
+        let size = record_bytes(record);
+        if size > room || out.len() == MAX_BATCH_RECORDS {
+            return (out, true);
+        }
+        room -= size;
+        out.push(record.clone());
+    }
+    (out, false)
+}
 
 /// A replication batch (owner to replica) or a snapshot chunk (replica to new owner): the
 /// records changed in `(from, to]`, in version order, under the owner's `fence`.
@@ -287,7 +326,12 @@ impl QueueMessage {
                 w.bool(b.done);
                 w.u32(b.pending);
                 w.u32(b.active);
-                debug_assert!(b.records.len() <= MAX_BATCH_RECORDS, "batch over its bound");
+                debug_assert!(
+                    b.records.len() <= MAX_BATCH_RECORDS
+                        && b.records.iter().map(record_bytes).sum::<usize>()
+                            <= BATCH_RECORDS_BYTES,
+                    "batch over its bound"
+                );
                 w.u8(b.records.len() as u8);
                 for r in &b.records {
                     record_out(&mut w, r);
@@ -591,9 +635,19 @@ mod tests {
             done: true,
             pending: 4,
             active: 1,
-            records: (1..=MAX_BATCH_RECORDS as u64)
+            records: (1..=(BATCH_RECORDS_BYTES / MAX_RECORD_BYTES) as u64)
                 .map(|v| record(v, MAX_PAYLOAD_BYTES))
                 .collect(),
+        };
+        // The most records a batch carries: small ones, filled by size.
+        let small: Vec<ItemRecord> = (1..=MAX_BATCH_RECORDS as u64)
+            .map(|v| record(v, 0))
+            .collect();
+        let (small, _) = fill_batch(&small);
+        let many = Batch {
+            to: small.len() as u64,
+            records: small,
+            ..batch.clone()
         };
         let bodies = vec![
             QueueBody::Enqueue {
@@ -636,6 +690,7 @@ mod tests {
                 fence: FencingToken::new(11),
             },
             QueueBody::Replicate(batch.clone()),
+            QueueBody::Replicate(many),
             QueueBody::ReplicaAck {
                 fence: FencingToken::new(3),
                 applied: 10,
