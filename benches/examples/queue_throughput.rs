@@ -23,7 +23,7 @@ use meshkit::queue::QueueError;
 use meshkit::shard::ShardId;
 use meshkit_node::config::NodeConfig;
 use meshkit_node::node::{self, RunningNode};
-use meshkit_node::queue_host::QueueCallError;
+use meshkit_node::queue_host::{LAG_BOUNDS, QueueCallError};
 use tokio::sync::Mutex;
 
 const NODES: u64 = 3;
@@ -254,6 +254,42 @@ async fn main() {
         percentile(&ends, 0.99),
         percentile(&ends, 1.0)
     );
+    // The owners' replication lag (enqueue arrival to acknowledgement) over every node, from
+    // the buckets of `mesh_queue_replication_lag_seconds`: the p99 is a bucket's upper bound.
+    let mut lag = [0u64; LAG_BOUNDS.len() + 1];
+    let mut syncs = 0;
+    for n in &nodes {
+        if let Ok(s) = n.handle().snapshot().await
+            && let Some(q) = s.queues
+        {
+            syncs += q.checkpoint_syncs;
+            for c in q.counters.values() {
+                for (total, b) in lag.iter_mut().zip(c.replication_lag.buckets) {
+                    *total += b;
+                }
+            }
+        }
+    }
+    let lag_count: u64 = lag.iter().sum();
+    let lag_bound = |p: f64| {
+        let rank = (lag_count as f64 * p).ceil() as u64;
+        let mut seen = 0;
+        for (i, b) in lag.iter().enumerate() {
+            seen += b;
+            if seen >= rank.max(1) {
+                return LAG_BOUNDS
+                    .get(i)
+                    .map_or_else(|| "> 5000".to_owned(), |d| format!("<= {}", d.as_secs_f64() * 1e3));
+            }
+        }
+        "-".to_owned()
+    };
+    println!(
+        "| replication lag ms (owner: enqueue to ack), p50 / p99 bucket | {} / {} | p99 <= 50 |",
+        lag_bound(0.5),
+        lag_bound(0.99)
+    );
+    println!("| checkpoint syncs, all nodes | {syncs} | - |");
     for n in nodes {
         n.stop().await;
     }

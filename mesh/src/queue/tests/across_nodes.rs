@@ -17,8 +17,10 @@ use alloc::vec::Vec;
 use crate::config::{Config, Profile};
 use crate::id::{Incarnation, NodeId};
 use crate::lease::{Campaign, FencingToken, LeaseConfig};
-use crate::node::{Event, Node};
-use crate::queue::{FailOutcome, OwnershipToken, QueueConfig, QueueError, QueueEvent};
+use crate::node::{Channel, Event, Node};
+use crate::queue::{
+    FailOutcome, OwnershipToken, QueueBody, QueueConfig, QueueError, QueueEvent, QueueMessage,
+};
 use crate::shard::{ShardConfig, ShardId};
 use crate::time::{Duration, Instant};
 
@@ -56,7 +58,13 @@ struct Mesh {
     down: BTreeSet<u64>,
     /// Every queue event, by node.
     events: Vec<(u64, QueueEvent)>,
+    /// Drops the queue messages it returns true for (from, to, message): a lost datagram.
+    drop_if: Option<DropFilter>,
+    /// Every queue message delivered or dropped since the last `sent.clear()`: (from, to).
+    sent: Vec<(u64, u64, QueueMessage)>,
 }
+
+type DropFilter = alloc::boxed::Box<dyn FnMut(u64, u64, &QueueMessage) -> bool>;
 
 impl Mesh {
     fn new(config: &QueueConfig) -> Self {
@@ -95,6 +103,8 @@ impl Mesh {
             now,
             down: BTreeSet::new(),
             events: Vec::new(),
+            drop_if: None,
+            sent: Vec::new(),
         };
         for k in 2..=MEMBERS {
             mesh.node(k).join_shards(now).unwrap();
@@ -185,6 +195,18 @@ impl Mesh {
                 }
             }
             for (from, to, bytes) in wire {
+                if let Ok((Channel::Queue, payload)) = Channel::split(&bytes)
+                    && let Ok(message) = QueueMessage::decode(payload)
+                {
+                    let dropped = self
+                        .drop_if
+                        .as_mut()
+                        .is_some_and(|f| f(from.get(), to.get(), &message));
+                    self.sent.push((from.get(), to.get(), message));
+                    if dropped {
+                        continue;
+                    }
+                }
                 if !self.down.contains(&to.get()) {
                     self.nodes[(to.get() - 1) as usize]
                         .handle_datagram(self.now, from, &bytes)
@@ -911,4 +933,169 @@ fn the_views_show_owners_replicas_and_a_rebuild() {
     let q = mesh.nodes[(next - 1) as usize].queues().unwrap();
     assert!(!q.is_recovering(&s));
     assert!(q.monitor(&s).is_some());
+/// The replica of `shard` its owner replicates to (one, with `queue_config`).
+fn replica_of(mesh: &Mesh, owner: u64, shard: &ShardId) -> u64 {
+    let links = mesh.nodes[(owner - 1) as usize]
+        .queues()
+        .unwrap()
+        .replica_links(shard);
+    assert_eq!(links.len(), 1, "{links:?}");
+    links[0].0.get()
+}
+
+/// Enqueues made in one round (before the owner's transmits are polled) travel to the replica
+/// in one Replicate message and come back in one acknowledgement; and an acknowledgement
+/// answers exactly the enqueues whose change the version it names covers, none after it.
+#[test]
+fn enqueues_of_one_round_share_a_batch_and_an_ack_covers_exactly_its_versions() {
+    let mut mesh = Mesh::new(&queue_config());
+    let s = shard0();
+    let owner = mesh.owner_of(&s).unwrap();
+    let replica = replica_of(&mesh, owner, &s);
+    let producer = (1..=MEMBERS).find(|&n| n != owner).unwrap();
+    let base = mesh.nodes[(owner - 1) as usize]
+        .queues()
+        .unwrap()
+        .serving(&s)
+        .unwrap()
+        .version();
+
+    // Six enqueues in one round, their acknowledgements held back.
+    mesh.sent.clear();
+    mesh.drop_if = Some(alloc::boxed::Box::new(move |from, to, m| {
+        from == replica && to == owner && matches!(m.body, QueueBody::ReplicaAck { .. })
+    }));
+    let now = mesh.now;
+    let requests: Vec<u64> = (0..6u8)
+        .map(|k| mesh.node(producer).queue_enqueue(now, s.clone(), &[k]).unwrap())
+        .collect();
+    let early = mesh.run_until(Duration::from_millis(150), |n, e| {
+        n == producer && matches!(e, QueueEvent::Enqueued { .. })
+    });
+    assert!(early.is_none(), "acknowledged without a replica's ack");
+    let batches: Vec<&QueueMessage> = mesh
+        .sent
+        .iter()
+        .filter(|(f, t, m)| *f == owner && *t == replica && matches!(m.body, QueueBody::Replicate(_)))
+        .map(|(_, _, m)| m)
+        .collect();
+    assert_eq!(batches.len(), 1, "one batch for the round: {batches:?}");
+    let QueueBody::Replicate(batch) = &batches[0].body else {
+        unreachable!()
+    };
+    assert_eq!((batch.from, batch.to, batch.records.len()), (base, base + 6, 6));
+    let acks = mesh
+        .sent
+        .iter()
+        .filter(|(f, _, m)| *f == replica && matches!(m.body, QueueBody::ReplicaAck { .. }))
+        .count();
+    assert_eq!(acks, 1, "one acknowledgement for the batch");
+
+    // An acknowledgement of the third enqueue's version answers the first three only.
+    let fence = batch.fence;
+    let ack = QueueMessage {
+        shard: s.clone(),
+        body: QueueBody::ReplicaAck {
+            fence,
+            applied: base + 3,
+        },
+    };
+    let mut bytes = alloc::vec![Channel::Queue.byte()];
+    ack.encode(&mut bytes);
+    let now = mesh.now;
+    mesh.node(owner)
+        .handle_datagram(now, id(replica), &bytes)
+        .unwrap();
+    mesh.events.clear();
+    mesh.run_for(Duration::from_millis(50));
+    assert_eq!(
+        enqueued(&mesh, producer),
+        requests[..3].to_vec(),
+        "exactly the versions acknowledged"
+    );
+
+    // The real acknowledgements through: the other three.
+    mesh.drop_if = None;
+    mesh.run_for(secs(1));
+    assert_eq!(enqueued(&mesh, producer), requests, "every enqueue answered once");
+}
+
+/// The requests node `n` had answered as acknowledged enqueues since the last `events.clear()`,
+/// with their items, in order (`answer` finds one request's answer only: the events of a run
+/// are drained together).
+fn enqueued(mesh: &Mesh, n: u64) -> Vec<u64> {
+    mesh.events_of(n)
+        .into_iter()
+        .filter_map(|e| match e {
+            QueueEvent::Enqueued { request, .. } => Some(*request),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A batch lost among several of one flush is sent again: every item is acknowledged, and the
+/// replica ends up holding every one.
+#[test]
+fn a_batch_lost_among_several_is_resent() {
+    let mut mesh = Mesh::new(&queue_config());
+    let s = shard0();
+    let owner = mesh.owner_of(&s).unwrap();
+    let replica = replica_of(&mesh, owner, &s);
+    let producer = (1..=MEMBERS).find(|&n| n != owner).unwrap();
+    // Items of 250 bytes: three to a batch, so twelve take four batches in one flush.
+    mesh.sent.clear();
+    let mut lost = 0;
+    mesh.drop_if = Some(alloc::boxed::Box::new(move |from, to, m| {
+        let first = from == owner
+            && to == replica
+            && matches!(m.body, QueueBody::Replicate(_))
+            && lost == 0;
+        lost += usize::from(first);
+        first
+    }));
+    let now = mesh.now;
+    let requests: Vec<u64> = (0..12u8)
+        .map(|k| {
+            mesh.node(producer)
+                .queue_enqueue(now, s.clone(), &[k; 250])
+                .unwrap()
+        })
+        .collect();
+    mesh.events.clear();
+    mesh.run_for(secs(2));
+    assert_eq!(enqueued(&mesh, producer), requests, "every enqueue answered once");
+    let items: BTreeSet<_> = mesh
+        .events_of(producer)
+        .into_iter()
+        .filter_map(|e| match e {
+            QueueEvent::Enqueued { item, .. } => Some(*item),
+            _ => None,
+        })
+        .collect();
+    let replicated = |m: &QueueMessage| matches!(&m.body, QueueBody::Replicate(b) if !b.records.is_empty());
+    let sends: Vec<(u64, u64)> = mesh
+        .sent
+        .iter()
+        .filter(|(f, t, m)| *f == owner && *t == replica && replicated(m))
+        .map(|(_, _, m)| match &m.body {
+            QueueBody::Replicate(b) => (b.from, b.to),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(sends[0].1 - sends[0].0, 3, "three records a batch: {sends:?}");
+    assert_eq!(sends[3].1, sends[0].0 + 12, "four batches in the first flush: {sends:?}");
+    assert!(
+        sends[4..].contains(&sends[0]),
+        "the lost batch sent again: {sends:?}"
+    );
+    let held: BTreeSet<_> = mesh.nodes[(replica - 1) as usize]
+        .queues()
+        .unwrap()
+        .replicas()
+        .get(&s)
+        .unwrap()
+        .records()
+        .map(|r| r.id)
+        .collect();
+    assert!(items.is_subset(&held), "the replica holds every acknowledged item");
 }
