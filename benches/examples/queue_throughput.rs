@@ -277,9 +277,10 @@ async fn main() {
         for (i, b) in lag.iter().enumerate() {
             seen += b;
             if seen >= rank.max(1) {
-                return LAG_BOUNDS
-                    .get(i)
-                    .map_or_else(|| "> 5000".to_owned(), |d| format!("<= {}", d.as_secs_f64() * 1e3));
+                return LAG_BOUNDS.get(i).map_or_else(
+                    || "> 5000".to_owned(),
+                    |d| format!("<= {}", d.as_secs_f64() * 1e3),
+                );
             }
         }
         "-".to_owned()

@@ -951,9 +951,7 @@ impl Node {
             message.encode(buf);
             return Some(Transmit { to, len: buf.len() });
         }
-        if self.queue_outbox.is_empty()
-            && self.queues.as_ref().is_some_and(Queues::has_unflushed)
-        {
+        if self.queue_outbox.is_empty() && self.queues.as_ref().is_some_and(Queues::has_unflushed) {
             // The replication batches and replica acknowledgements of every input since the
             // last poll, together (see `Queues::flush`); they make no durable write, so the
             // order durable writes first, then transmits, holds.

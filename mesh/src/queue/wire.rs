@@ -328,8 +328,7 @@ impl QueueMessage {
                 w.u32(b.active);
                 debug_assert!(
                     b.records.len() <= MAX_BATCH_RECORDS
-                        && b.records.iter().map(record_bytes).sum::<usize>()
-                            <= BATCH_RECORDS_BYTES,
+                        && b.records.iter().map(record_bytes).sum::<usize>() <= BATCH_RECORDS_BYTES,
                     "batch over its bound"
                 );
                 w.u8(b.records.len() as u8);

@@ -967,7 +967,11 @@ fn enqueues_of_one_round_share_a_batch_and_an_ack_covers_exactly_its_versions() 
     }));
     let now = mesh.now;
     let requests: Vec<u64> = (0..6u8)
-        .map(|k| mesh.node(producer).queue_enqueue(now, s.clone(), &[k]).unwrap())
+        .map(|k| {
+            mesh.node(producer)
+                .queue_enqueue(now, s.clone(), &[k])
+                .unwrap()
+        })
         .collect();
     let early = mesh.run_until(Duration::from_millis(150), |n, e| {
         n == producer && matches!(e, QueueEvent::Enqueued { .. })
@@ -976,14 +980,19 @@ fn enqueues_of_one_round_share_a_batch_and_an_ack_covers_exactly_its_versions() 
     let batches: Vec<&QueueMessage> = mesh
         .sent
         .iter()
-        .filter(|(f, t, m)| *f == owner && *t == replica && matches!(m.body, QueueBody::Replicate(_)))
+        .filter(|(f, t, m)| {
+            *f == owner && *t == replica && matches!(m.body, QueueBody::Replicate(_))
+        })
         .map(|(_, _, m)| m)
         .collect();
     assert_eq!(batches.len(), 1, "one batch for the round: {batches:?}");
     let QueueBody::Replicate(batch) = &batches[0].body else {
         unreachable!()
     };
-    assert_eq!((batch.from, batch.to, batch.records.len()), (base, base + 6, 6));
+    assert_eq!(
+        (batch.from, batch.to, batch.records.len()),
+        (base, base + 6, 6)
+    );
     let acks = mesh
         .sent
         .iter()
@@ -1017,7 +1026,11 @@ fn enqueues_of_one_round_share_a_batch_and_an_ack_covers_exactly_its_versions() 
     // The real acknowledgements through: the other three.
     mesh.drop_if = None;
     mesh.run_for(secs(1));
-    assert_eq!(enqueued(&mesh, producer), requests, "every enqueue answered once");
+    assert_eq!(
+        enqueued(&mesh, producer),
+        requests,
+        "every enqueue answered once"
+    );
 }
 
 /// The requests node `n` had answered as acknowledged enqueues since the last `events.clear()`,
@@ -1063,7 +1076,11 @@ fn a_batch_lost_among_several_is_resent() {
         .collect();
     mesh.events.clear();
     mesh.run_for(secs(2));
-    assert_eq!(enqueued(&mesh, producer), requests, "every enqueue answered once");
+    assert_eq!(
+        enqueued(&mesh, producer),
+        requests,
+        "every enqueue answered once"
+    );
     let items: BTreeSet<_> = mesh
         .events_of(producer)
         .into_iter()
@@ -1072,7 +1089,8 @@ fn a_batch_lost_among_several_is_resent() {
             _ => None,
         })
         .collect();
-    let replicated = |m: &QueueMessage| matches!(&m.body, QueueBody::Replicate(b) if !b.records.is_empty());
+    let replicated =
+        |m: &QueueMessage| matches!(&m.body, QueueBody::Replicate(b) if !b.records.is_empty());
     let sends: Vec<(u64, u64)> = mesh
         .sent
         .iter()
@@ -1082,8 +1100,16 @@ fn a_batch_lost_among_several_is_resent() {
             _ => unreachable!(),
         })
         .collect();
-    assert_eq!(sends[0].1 - sends[0].0, 3, "three records a batch: {sends:?}");
-    assert_eq!(sends[3].1, sends[0].0 + 12, "four batches in the first flush: {sends:?}");
+    assert_eq!(
+        sends[0].1 - sends[0].0,
+        3,
+        "three records a batch: {sends:?}"
+    );
+    assert_eq!(
+        sends[3].1,
+        sends[0].0 + 12,
+        "four batches in the first flush: {sends:?}"
+    );
     assert!(
         sends[4..].contains(&sends[0]),
         "the lost batch sent again: {sends:?}"
@@ -1097,5 +1123,8 @@ fn a_batch_lost_among_several_is_resent() {
         .records()
         .map(|r| r.id)
         .collect();
-    assert!(items.is_subset(&held), "the replica holds every acknowledged item");
+    assert!(
+        items.is_subset(&held),
+        "the replica holds every acknowledged item"
+    );
 }
