@@ -149,7 +149,8 @@ pub use self::queues::{
 pub use self::replica::{Applied, ReplicaStore};
 pub use self::store::{FailOutcome, WorkQueue};
 pub use self::wire::{
-    Batch, MAX_BATCH_RECORDS, MAX_QUEUE_MESSAGE_BYTES, MAX_RECORD_BYTES, QueueBody, QueueMessage,
+    BATCH_RECORDS_BYTES, Batch, MAX_BATCH_RECORDS, MAX_QUEUE_MESSAGE_BYTES, MAX_RECORD_BYTES,
+    MIN_RECORD_BYTES, QueueBody, QueueMessage,
 };
 
 #[cfg(test)]
