@@ -646,7 +646,7 @@ mod tests {
         let many = Batch {
             to: small.len() as u64,
             records: small,
-            ..batch.clone()
+            ..batch
         };
         let bodies = vec![
             QueueBody::Enqueue {

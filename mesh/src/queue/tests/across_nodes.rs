@@ -64,7 +64,7 @@ struct Mesh {
     sent: Vec<(u64, u64, QueueMessage)>,
 }
 
-type DropFilter = alloc::boxed::Box<dyn FnMut(u64, u64, &QueueMessage) -> bool>;
+type DropFilter = Box<dyn FnMut(u64, u64, &QueueMessage) -> bool>;
 
 impl Mesh {
     fn new(config: &QueueConfig) -> Self {
@@ -962,7 +962,7 @@ fn enqueues_of_one_round_share_a_batch_and_an_ack_covers_exactly_its_versions() 
 
     // Six enqueues in one round, their acknowledgements held back.
     mesh.sent.clear();
-    mesh.drop_if = Some(alloc::boxed::Box::new(move |from, to, m| {
+    mesh.drop_if = Some(Box::new(move |from, to, m| {
         from == replica && to == owner && matches!(m.body, QueueBody::ReplicaAck { .. })
     }));
     let now = mesh.now;
@@ -1003,7 +1003,7 @@ fn enqueues_of_one_round_share_a_batch_and_an_ack_covers_exactly_its_versions() 
     // An acknowledgement of the third enqueue's version answers the first three only.
     let fence = batch.fence;
     let ack = QueueMessage {
-        shard: s.clone(),
+        shard: s,
         body: QueueBody::ReplicaAck {
             fence,
             applied: base + 3,
@@ -1058,7 +1058,7 @@ fn a_batch_lost_among_several_is_resent() {
     // Items of 250 bytes: three to a batch, so twelve take four batches in one flush.
     mesh.sent.clear();
     let mut lost = 0;
-    mesh.drop_if = Some(alloc::boxed::Box::new(move |from, to, m| {
+    mesh.drop_if = Some(Box::new(move |from, to, m| {
         let first = from == owner
             && to == replica
             && matches!(m.body, QueueBody::Replicate(_))
