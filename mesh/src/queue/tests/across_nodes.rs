@@ -933,6 +933,8 @@ fn the_views_show_owners_replicas_and_a_rebuild() {
     let q = mesh.nodes[(next - 1) as usize].queues().unwrap();
     assert!(!q.is_recovering(&s));
     assert!(q.monitor(&s).is_some());
+}
+
 /// The replica of `shard` its owner replicates to (one, with `queue_config`).
 fn replica_of(mesh: &Mesh, owner: u64, shard: &ShardId) -> u64 {
     let links = mesh.nodes[(owner - 1) as usize]
