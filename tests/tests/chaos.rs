@@ -35,6 +35,7 @@ use common::{TempDir, eventually, token, write_config_with};
 use meshkit_node::api::grpc::path as grpc_path;
 use meshkit_node::client::grpc::{ControlClient, GrpcChannel};
 use meshkit_node::client::{Client, ClientConfig, Protocols};
+use meshkit_node::control::chaos::{CONFIRM_POLL_INTERVAL, RELAY_TIMEOUT, origin};
 use meshkit_node::grpc::proto::{
     AbortChaosRequest, ChaosJson, ChaosKillSwitchRequest, ListChaosRequest,
 };
@@ -78,15 +79,22 @@ enum Auth<'a> {
     Node(&'a str),
 }
 
-fn extra(dir: &Path, id: u64) -> String {
+/// Node `id`'s extra configuration: its audit log and `[chaos]`, with `chaos_more` (more
+/// `[chaos]` keys) at the end.
+fn extra(dir: &Path, id: u64, chaos_more: &str) -> String {
     format!(
         "audit_log = {:?}\n\n[chaos]\nenabled = true\nallowed_kinds = {ALLOWED}\n\
-         max_duration = \"{MAX_DURATION_S}s\"\n",
+         max_duration = \"{MAX_DURATION_S}s\"\n{chaos_more}",
         dir.join(format!("audit-{id}.jsonl")).display().to_string()
     )
 }
 
 async fn start_mesh(name: &str) -> Mesh {
+    start_mesh_with(name, "").await
+}
+
+/// Five daemons, each with `chaos_more` added to its `[chaos]`.
+async fn start_mesh_with(name: &str, chaos_more: &str) -> Mesh {
     let dir = TempDir::new(name);
     let (ca, files) = meshkit_node::certs::write_dev_certs(dir.path(), 5).expect("certificates");
     let mut daemons: BTreeMap<u64, Daemon> = BTreeMap::new();
@@ -103,7 +111,7 @@ async fn start_mesh(name: &str) -> Mesh {
             &f.cert,
             &f.key,
             &ca,
-            &extra(dir.path(), id),
+            &extra(dir.path(), id, chaos_more),
         );
         daemons.insert(id, start(&path));
     }
@@ -532,6 +540,265 @@ async fn chaos_endpoints_on_five_daemons() {
             "{proto:?}: the radius-changed refusal is audited"
         );
     }
+}
+
+/// `[chaos] token_ttl` of [`tokens_expire_and_the_origin_confirms_reverts`]'s mesh, seconds.
+const TOKEN_TTL_S: u64 = 2;
+
+/// A second mesh, its tokens living [`TOKEN_TTL_S`]:
+///
+/// 1. a plan's token used after it expired is refused by the real node, 403 `token-expired`
+///    over HTTP and `PERMISSION_DENIED` over gRPC with the message the token's own refusal
+///    gives, and the refusal is audited with the caller's identity;
+/// 2. an experiment over all five nodes: its origin lists every target `unconfirmed` while it
+///    runs, and each `confirmed`, reverted at the deadline, once the origin has asked them after
+///    it (the same over gRPC and in `meshctl chaos list`), and the origin's revert record names
+///    all five;
+/// 3. the same with one target stopped mid-experiment: the origin lists the four others
+///    confirmed and the stopped one `unconfirmed` with why, and once its bounded asks are over
+///    its revert record names the four and, apart, the one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_expire_and_the_origin_confirms_reverts() {
+    let mut mesh =
+        start_mesh_with("chaos-origin", &format!("token_ttl = \"{TOKEN_TTL_S}s\"\n")).await;
+    let dir = mesh.dir.path().to_owned();
+    let a1 = mesh.addr(1).to_owned();
+
+    // 1. Expired tokens, through both protocols.
+    for proto in [Proto::Http, Proto::Grpc] {
+        let subject = format!("late-admin-{proto:?}");
+        let admin = Via::new(&dir, proto, &subject, Permission::Admin, &a1).await;
+        let planned = admin.plan(&latency_on(3, 2)).await.expect("an admin plans");
+        let answered = unix_ms();
+        let expires = planned["expires_unix_ms"].as_u64().expect("an expiry");
+        assert!(
+            expires <= answered + TOKEN_TTL_S * 1000,
+            "{proto:?}: the token lives [chaos] token_ttl, not the default minute: {planned}"
+        );
+        // Past the expiry the token itself names, on the same (host) clock.
+        tokio::time::sleep(Duration::from_millis(
+            expires.saturating_sub(unix_ms()) + 200,
+        ))
+        .await;
+        let body = json!({"plan": planned["plan"], "token": planned["token"]});
+        let refused = admin.start(&body).await.expect_err("an expired token");
+        assert_eq!(
+            (refused.status, refused.reason.as_deref()),
+            (403, Some("token-expired")),
+            "{proto:?}: {refused:?}"
+        );
+        assert!(
+            refused.text.contains("the confirmation token expired")
+                && refused.text.contains("plan again"),
+            "{proto:?}: the refusal says why and what to do: {refused:?}"
+        );
+        assert!(
+            mesh.audited(1, |r| r["identity"] == subject.as_str()
+                && is_chaos(r, "activate", "token-expired")
+                && r["status"] == 403)
+                .await,
+            "{proto:?}: the expired token's refusal is audited with the caller"
+        );
+    }
+
+    // 2. Every node a target; every target confirms to the origin after the deadline.
+    let everyone = json!({"duration": "3s", "fault": {"kind": "latency", "delay": "2ms"}});
+    let (status, started) = plan_and_start(&mesh.admin, &a1, &everyone).await;
+    assert_eq!(status, 201, "{started}");
+    assert_eq!(
+        started["radius"]["nodes"],
+        json!([1, 2, 3, 4, 5]),
+        "{started}"
+    );
+    let id = started["id"].as_str().unwrap().to_owned();
+    let deadline_ms = started["deadline_unix_ms"].as_u64().unwrap();
+    let running = origin_targets(&mesh, 1, &id)
+        .await
+        .expect("the origin lists it");
+    assert_eq!(running.len(), 5, "{running:?}");
+    for t in &running {
+        assert_eq!(
+            t["state"], "unconfirmed",
+            "nothing is confirmed before the deadline: {t}"
+        );
+        assert!(
+            t["activated_unix_ms"].is_u64(),
+            "the start's activation is kept: {t}"
+        );
+    }
+    let Some(confirmed) = wait_targets(&mesh, &id, deadline_ms, |ts| {
+        ts.len() == 5 && ts.iter().all(|t| t["state"] == "confirmed")
+    })
+    .await
+    else {
+        panic!(
+            "the origin lists all five reverts confirmed: {:?}",
+            origin_targets(&mesh, 1, &id).await
+        );
+    };
+    for t in &confirmed {
+        assert_eq!(t["end_reason"], "deadline", "{t}");
+        let reverted = t["reverted_unix_ms"].as_u64().expect("when it reverted");
+        assert!(
+            reverted + 1000 >= deadline_ms
+                && reverted <= deadline_ms + REVERT_SLACK.as_millis() as u64,
+            "target reverted at {reverted}, deadline {deadline_ms}: {t}"
+        );
+    }
+    // The gRPC twin lists the same targets, and so does `meshctl chaos list`.
+    let grpc = Via::new(&dir, Proto::Grpc, "lister", Permission::Observe, &a1).await;
+    let listed = grpc.list().await.expect("ListChaos");
+    let twin = listed["experiments"]
+        .as_array()
+        .and_then(|es| es.iter().find(|e| e["id"] == id.as_str()))
+        .expect("the twin lists it");
+    assert_eq!(twin["targets"], json!(confirmed), "{twin}");
+    let token_file = dir.join("admin.token");
+    std::fs::write(&token_file, token(&dir, "chaos-admin", Permission::Admin)).unwrap();
+    let (ok, out) = meshctl_chaos(&dir, &a1, &token_file, &["list", "--only", "--json"]);
+    assert!(ok, "meshctl chaos list --only --json: {out}");
+    let printed = printed_json(&out);
+    let e = printed["nodes"][0]["answer"]["experiments"]
+        .as_array()
+        .and_then(|es| es.iter().find(|e| e["id"] == id.as_str()))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(e["targets"], json!(confirmed), "{printed}");
+    let (ok, table) = meshctl_chaos(&dir, &a1, &token_file, &["list", "--only"]);
+    assert!(ok, "meshctl chaos list --only: {table}");
+    assert_eq!(
+        table
+            .lines()
+            .filter(|l| l.trim_start().starts_with("target") && l.contains("confirmed"))
+            .count(),
+        5,
+        "one line per target: {table}"
+    );
+    assert!(
+        mesh.audited(1, |r| r["chaos"]["action"] == "revert"
+            && r["chaos"]["experiment"] == id.as_str()
+            && r["identity"] == "node-1"
+            && r["chaos"]["nodes"] == json!([1, 2, 3, 4, 5])
+            && r["chaos"]["unconfirmed"].is_null())
+            .await,
+        "the origin's revert record names the five that confirmed: {:?}",
+        mesh.audit(1)
+            .iter()
+            .filter(|r| r["chaos"]["action"] == "revert")
+            .collect::<Vec<_>>()
+    );
+
+    // 3. A target stopped mid-experiment never confirms.
+    let (status, started) = plan_and_start(&mesh.admin, &a1, &everyone).await;
+    assert_eq!(status, 201, "{started}");
+    let id = started["id"].as_str().unwrap().to_owned();
+    let deadline_ms = started["deadline_unix_ms"].as_u64().unwrap();
+    mesh.daemons.get_mut(&5).unwrap().kill();
+    mesh.daemons.remove(&5);
+    let Some(seen) = wait_targets(&mesh, &id, deadline_ms, |ts| {
+        ts.iter().filter(|t| t["state"] == "confirmed").count() == 4
+    })
+    .await
+    else {
+        panic!(
+            "the four running targets confirm: {:?}",
+            origin_targets(&mesh, 1, &id).await
+        );
+    };
+    let stopped: Vec<&Value> = seen.iter().filter(|t| t["state"] != "confirmed").collect();
+    assert_eq!(stopped.len(), 1, "{seen:?}");
+    assert_eq!(stopped[0]["node"], 5, "{seen:?}");
+    assert_eq!(stopped[0]["state"], "unconfirmed", "{seen:?}");
+    assert!(
+        stopped[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("node-5")),
+        "it says why: {seen:?}"
+    );
+    // The origin asks the stopped one a bounded number of times, then writes the revert.
+    let asks_over = Duration::from_millis(deadline_ms.saturating_sub(unix_ms()))
+        + ASKS_OVER
+        + Duration::from_secs(5);
+    assert!(
+        eventually(asks_over, || async {
+            mesh.audit(1).iter().any(|r| {
+                r["chaos"]["action"] == "revert"
+                    && r["chaos"]["experiment"] == id.as_str()
+                    && r["chaos"]["nodes"] == json!([1, 2, 3, 4])
+                    && r["chaos"]["unconfirmed"] == json!([5])
+            })
+        })
+        .await,
+        "the origin's revert record names the four and the one within {asks_over:?}: {:?}",
+        mesh.audit(1)
+            .iter()
+            .filter(|r| r["chaos"]["action"] == "revert")
+            .collect::<Vec<_>>()
+    );
+    let after = origin_targets(&mesh, 1, &id).await.expect("still listed");
+    assert_eq!(
+        after
+            .iter()
+            .find(|t| t["node"] == 5)
+            .map(|t| t["state"].clone()),
+        Some(json!("unconfirmed")),
+        "a target that never answers stays unconfirmed: {after:?}"
+    );
+}
+
+/// How long after the deadline the origin asks a silent target: [`origin::REVERT_SLACK`],
+/// then the waits between its rounds ([`origin::FIRST_RETRY`] doubling up to
+/// [`origin::MAX_RETRY`], [`origin::MAX_ASKS`] rounds), each round taking up to the relay's
+/// timeout and the confirmer's poll.
+const ASKS_OVER: Duration = {
+    let round_ms = (RELAY_TIMEOUT.as_millis() + CONFIRM_POLL_INTERVAL.as_millis()) as u64;
+    let mut total = origin::REVERT_SLACK.as_millis() as u64 + round_ms;
+    let mut wait = origin::FIRST_RETRY.as_millis() as u64;
+    let mut round = 1;
+    while round < origin::MAX_ASKS {
+        total += wait + round_ms;
+        wait = if wait * 2 > origin::MAX_RETRY.as_millis() as u64 {
+            origin::MAX_RETRY.as_millis() as u64
+        } else {
+            wait * 2
+        };
+        round += 1;
+    }
+    Duration::from_millis(total)
+};
+
+/// The targets node `origin` lists for experiment `id` (its `targets`).
+async fn origin_targets(mesh: &Mesh, origin: u64, id: &str) -> Option<Vec<Value>> {
+    let v = mesh.experiments(origin).await?;
+    let e = v["experiments"]
+        .as_array()?
+        .iter()
+        .find(|e| e["id"] == id)?;
+    e["targets"].as_array().cloned()
+}
+
+/// Polls node 1 (the origin) until its targets of `id` satisfy `done`, for at most the
+/// deadline plus the origin's [`origin::REVERT_SLACK`], two of its rounds and a margin.
+async fn wait_targets(
+    mesh: &Mesh,
+    id: &str,
+    deadline_ms: u64,
+    done: impl Fn(&[Value]) -> bool,
+) -> Option<Vec<Value>> {
+    let limit = Instant::now()
+        + Duration::from_millis(deadline_ms.saturating_sub(unix_ms()))
+        + origin::REVERT_SLACK
+        + origin::FIRST_RETRY * 2
+        + Duration::from_secs(4);
+    while Instant::now() < limit {
+        if let Some(targets) = origin_targets(mesh, 1, id).await
+            && done(&targets)
+        {
+            return Some(targets);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
 }
 
 /// Runs `meshctl chaos <args>` against `addr` with the admin token in `token_file`, for 20 s

@@ -207,7 +207,43 @@ pub struct ExperimentView {
     pub remaining_ms: u64,
     /// Whether this node's own links or process are in the radius.
     pub applied_here: bool,
+    /// When it was reverted on this node, Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted_at_unix_ms: Option<u64>,
+    /// On the node that started it (its origin) only: each target's state as the origin last
+    /// learned it (the start's confirmations, then the revert each target confirmed when the
+    /// origin asked it after the deadline). Empty elsewhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetRevert>,
 }
+
+/// One target of an experiment, as its origin knows it (`targets` of an [`ExperimentView`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetRevert {
+    /// The target node.
+    pub node: u64,
+    /// `confirmed`: the target answered that it reverted the experiment; `unconfirmed`: not
+    /// (yet): the deadline has not passed, the target has not answered, or it answered that
+    /// it still runs it or does not know it (`error` says which).
+    pub state: String,
+    /// When it became active on the target, Unix milliseconds (as the target said).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activated_unix_ms: Option<u64>,
+    /// When the target reverted it, Unix milliseconds (as the target said).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted_unix_ms: Option<u64>,
+    /// Why it ended there: `deadline`, `aborted`, `kill-switch` or `missed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
+    /// Why the origin has no confirmation, in words (the last attempt's failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// [`TargetRevert::state`] of a target that confirmed its revert.
+pub const TARGET_CONFIRMED: &str = "confirmed";
+/// [`TargetRevert::state`] of a target that did not (yet).
+pub const TARGET_UNCONFIRMED: &str = "unconfirmed";
 
 /// `GET /control/chaos/experiments`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -279,6 +315,14 @@ pub enum RelayRequest {
         /// Who asked at the origin.
         caller: String,
     },
+    /// How does this experiment stand here (the origin confirming each target's revert)?
+    /// Changes nothing.
+    Status {
+        /// The experiment id.
+        id: String,
+        /// Who asks: the origin itself (`client-certificate:node-<id>`).
+        caller: String,
+    },
 }
 
 impl RelayRequest {
@@ -289,6 +333,7 @@ impl RelayRequest {
             Self::Abort { .. } => "abort",
             Self::KillSwitch { .. } => "kill-switch",
             Self::Rearm { .. } => "rearm",
+            Self::Status { .. } => "status",
         }
     }
 
@@ -298,7 +343,8 @@ impl RelayRequest {
             Self::Apply { caller, .. }
             | Self::Abort { caller, .. }
             | Self::KillSwitch { caller }
-            | Self::Rearm { caller } => caller,
+            | Self::Rearm { caller }
+            | Self::Status { caller, .. } => caller,
         }
     }
 }

@@ -170,7 +170,8 @@ pub struct ChaosAudit {
     /// The fault kind.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
-    /// The nodes it touched (a plan's or start's radius; the members that confirmed an abort).
+    /// The nodes it touched (a plan's or start's radius; the members that confirmed an abort;
+    /// on the origin's revert record, the targets that confirmed their revert).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nodes: Option<Vec<u64>>,
     /// Relayed: the original caller as the relaying node names it (`<auth>:<name>`).
@@ -186,6 +187,10 @@ pub struct ChaosAudit {
     /// end reason (`deadline`, `aborted`, `kill-switch`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// On the origin's revert record of an experiment it fanned out: the targets that never
+    /// confirmed their revert (`nodes` names the ones that did).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unconfirmed: Option<Vec<u64>>,
 }
 
 impl AuditRecord {

@@ -240,6 +240,7 @@ async fn metrics(
     Extension(watchers): Extension<Arc<grpc::health::Watchers>>,
     server: Option<Extension<Arc<serve::ServerStats>>>,
     probes: Option<Extension<meshkit_runtime::probe_host::ProbeHandle>>,
+    chaos: Option<Extension<Arc<chaos::ChaosControl>>>,
 ) -> Response {
     // A stopped probe host leaves its families out; the rest still answers.
     let probe_metrics = match probes {
@@ -258,6 +259,9 @@ async fn metrics(
             }
             if let Some(m) = probe_metrics {
                 sources.push(Box::new(Scrape(probes::ProbeMetricsSource(m))));
+            }
+            if let Some(Extension(chaos)) = chaos {
+                sources.push(Box::new(Scrape(chaos)));
             }
             match metrics::exposition(sources) {
                 Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),

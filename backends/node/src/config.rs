@@ -85,6 +85,8 @@
 //! enabled = false                 # off unless true: every experiment is refused
 //! allowed_kinds = ["partition", "latency"]  # fault kinds taken (FaultKind names; default none)
 //! max_duration = "10m"            # longest experiment taken (default 10m, at most 24h)
+//! token_ttl = "60s"               # a plan's confirmation token is accepted this long
+//!                                 # (default 60s, 1s..=10m)
 //! stand_in_cert = "certs/node-1-expired.pem"  # optional: served by certificate-expiry (an
 //!                                 # expired or expiring certificate for this node, from the CA)
 //! stand_in_key = "certs/node-1.key"  # its key (default: tls.key)
@@ -112,7 +114,9 @@ use meshkit_control::admission::ConnectionLimits;
 use meshkit_control::auth::{AccessConfig, AccessConfigError, RawAccessConfig};
 use meshkit_net::peer_addr::PeerAddr;
 use meshkit_net::tls::{TlsError, TlsFiles, TlsIdentity};
-use meshkit_runtime::chaos_host::{ChaosConfig, DEFAULT_MAX_DURATION, KIND_NAMES};
+use meshkit_runtime::chaos_host::{
+    ChaosConfig, DEFAULT_MAX_DURATION, DEFAULT_TOKEN_TTL, KIND_NAMES, MAX_TOKEN_TTL, MIN_TOKEN_TTL,
+};
 use meshkit_runtime::lease_host::LeadershipConfig;
 use meshkit_runtime::queue_host::QueuesConfig;
 
@@ -165,6 +169,7 @@ pub struct RawChaosConfig {
     #[serde(default)]
     pub allowed_kinds: Vec<String>,
     pub max_duration: Option<HumanDuration>,
+    pub token_ttl: Option<HumanDuration>,
     pub stand_in_cert: Option<PathBuf>,
     pub stand_in_key: Option<PathBuf>,
 }
@@ -986,7 +991,8 @@ fn leadership_config(raw: RawLeadershipConfig) -> Result<LeadershipConfig, NodeC
 }
 
 /// `[chaos]`: kind names from [`KIND_NAMES`], each once; `max_duration` above zero and at most
-/// [`MAX_FAULT_DURATION`]. Every error names its key under `chaos.`.
+/// [`MAX_FAULT_DURATION`]; `token_ttl` within [`MIN_TOKEN_TTL`]..=[`MAX_TOKEN_TTL`]. Every
+/// error names its key under `chaos.`.
 fn chaos_config(raw: &RawChaosConfig) -> Result<ChaosConfig, NodeConfigError> {
     let mut allowed_kinds = std::collections::BTreeSet::new();
     for (i, kind) in raw.allowed_kinds.iter().enumerate() {
@@ -1019,11 +1025,23 @@ fn chaos_config(raw: &RawChaosConfig) -> Result<ChaosConfig, NodeConfigError> {
             });
         }
     };
+    let token_ttl = match raw.token_ttl.map(|d| d.0) {
+        None => DEFAULT_TOKEN_TTL,
+        Some(d) if (MIN_TOKEN_TTL..=MAX_TOKEN_TTL).contains(&d) => d,
+        Some(d) => {
+            return Err(NodeConfigError::Invalid {
+                key: "chaos.token_ttl".to_owned(),
+                value: format!("{d:?}"),
+                expected: "a duration from 1s to 10m",
+            });
+        }
+    };
     // `stand_in_not_after` is filled in at start, from the certificate file.
     Ok(ChaosConfig {
         enabled: raw.enabled,
         allowed_kinds,
         max_duration,
+        token_ttl,
         stand_in_not_after: None,
     })
 }
@@ -1596,6 +1614,9 @@ advertise = \"{hostname}.meshkit:7001\"
             ["partition", "pause"]
         );
         assert_eq!(on.chaos().max_duration, std::time::Duration::from_secs(90));
+        assert_eq!(off.chaos().token_ttl, std::time::Duration::from_secs(60));
+        let short = parse(&format!("{base}[chaos]\ntoken_ttl = \"2s\"\n")).unwrap();
+        assert_eq!(short.chaos().token_ttl, std::time::Duration::from_secs(2));
         let err = |text: &str| {
             parse(&format!("{base}[chaos]\n{text}"))
                 .unwrap_err()
@@ -1617,6 +1638,8 @@ advertise = \"{hostname}.meshkit:7001\"
             ),
             ("max_duration = \"0s\"\n", "key `chaos.max_duration`"),
             ("max_duration = \"25h\"\n", "key `chaos.max_duration`"),
+            ("token_ttl = \"500ms\"\n", "key `chaos.token_ttl`"),
+            ("token_ttl = \"11m\"\n", "key `chaos.token_ttl`"),
             ("enabeld = true\n", "enabeld"),
         ] {
             let message = err(text);

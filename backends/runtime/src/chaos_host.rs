@@ -57,6 +57,15 @@ use crate::histogram::DurationHistogram;
 
 /// `[chaos] max_duration` when not set.
 pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(600);
+/// `[chaos] token_ttl` when not set: how long a confirmation token is accepted.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(60);
+/// The shortest `[chaos] token_ttl`: below a second an operator cannot read the radius before
+/// the token is gone.
+pub const MIN_TOKEN_TTL: Duration = Duration::from_secs(1);
+/// The longest `[chaos] token_ttl`: a confirmation is a decision about the mesh as it is now,
+/// and each used token is remembered until it expires (a longer life means fewer starts before
+/// the replay memory is full).
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(600);
 /// Ended experiments kept for [`ChaosHost::experiments`], newest first.
 pub const MAX_RECENT_EXPERIMENTS: usize = 64;
 /// Reverts whose recovery is still being measured; past this the oldest is given up.
@@ -229,6 +238,10 @@ pub struct ChaosConfig {
     pub allowed_kinds: BTreeSet<String>,
     /// The longest duration it takes (default [`DEFAULT_MAX_DURATION`]).
     pub max_duration: Duration,
+    /// How long a confirmation token the control API issues is accepted (default
+    /// [`DEFAULT_TOKEN_TTL`], within [`MIN_TOKEN_TTL`]..=[`MAX_TOKEN_TTL`]). The driver does not
+    /// read it: it is here because it is a `[chaos]` key, and the control API gets `[chaos]`.
+    pub token_ttl: Duration,
     /// When the certificate `[chaos] stand_in_cert` names expires (Unix seconds): the one a
     /// `certificate-expiry` experiment serves in place of the node's own. `None`: there is
     /// none, and the kind is refused on this node.
@@ -241,6 +254,7 @@ impl Default for ChaosConfig {
             enabled: false,
             allowed_kinds: BTreeSet::new(),
             max_duration: DEFAULT_MAX_DURATION,
+            token_ttl: DEFAULT_TOKEN_TTL,
             stand_in_not_after: None,
         }
     }
@@ -341,11 +355,14 @@ pub struct ExperimentStatus {
     pub remaining_ms: u64,
     /// Whether this node's own links or process are in the radius.
     pub applied_here: bool,
+    /// When it was reverted here, in Unix milliseconds (`None` while it runs, and for a
+    /// `missed` one, which never activated). What the origin reports as this node's revert.
+    pub reverted_at_unix_ms: Option<u64>,
 }
 
 impl serde::Serialize for ExperimentStatus {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("ExperimentStatus", 10)?;
+        let mut st = s.serialize_struct("ExperimentStatus", 11)?;
         st.serialize_field("id", &self.id)?;
         st.serialize_field("kind", &self.kind)?;
         st.serialize_field("plan", &self.plan)?;
@@ -356,6 +373,7 @@ impl serde::Serialize for ExperimentStatus {
         st.serialize_field("deadline_unix_ms", &self.deadline_unix_ms)?;
         st.serialize_field("remaining_ms", &self.remaining_ms)?;
         st.serialize_field("applied_here", &self.applied_here)?;
+        st.serialize_field("reverted_at_unix_ms", &self.reverted_at_unix_ms)?;
         st.end()
     }
 }
@@ -540,6 +558,8 @@ struct Record {
     end_reason: Option<&'static str>,
     activated_at: Option<Instant>,
     ends_at: Instant,
+    /// When it was reverted (`None` while it runs, or when it never activated).
+    reverted_at: Option<Instant>,
     applied_here: bool,
     /// Members alive in this node's view when it activated (for the recovery time).
     alive_before: BTreeSet<NodeId>,
@@ -727,6 +747,7 @@ impl ChaosHost {
                 end_reason: None,
                 activated_at: None,
                 ends_at,
+                reverted_at: None,
                 applied_here,
                 alive_before: BTreeSet::new(),
             },
@@ -913,6 +934,7 @@ impl ChaosHost {
                 ms(r.ends_at.saturating_duration_since(now))
             },
             applied_here: r.applied_here,
+            reverted_at_unix_ms: r.reverted_at.map(at),
         })
     }
 
@@ -942,7 +964,7 @@ impl ChaosHost {
                     links_changed |= self.revert(now, id, radius.kind, reason);
                 }
                 FaultEvent::Cancelled { id, reason } => {
-                    self.end(id, reason);
+                    self.end(id, reason, None);
                 }
                 _ => {}
             }
@@ -1061,18 +1083,20 @@ impl ChaosHost {
             });
         }
         tracing::warn!(experiment = ?self.by_schedule.get(&id).map(ToString::to_string), kind, reason = reason_name, "chaos experiment reverted");
-        self.end(id, reason);
+        self.end(id, reason, Some(now));
         links_changed
     }
 
-    /// Moves an ended experiment to the recent list.
-    fn end(&mut self, id: ExperimentId, reason: EndReason) {
+    /// Moves an ended experiment to the recent list; `reverted_at` is when its revert ran
+    /// (`None`: it never activated).
+    fn end(&mut self, id: ExperimentId, reason: EndReason, reverted_at: Option<Instant>) {
         let Some(experiment) = self.by_schedule.remove(&id) else {
             return;
         };
         if let Some(record) = self.records.get_mut(&experiment) {
             record.phase = "reverted";
             record.end_reason = Some(end_reason(reason));
+            record.reverted_at = reverted_at;
             record.alive_before.clear();
         }
         self.recent.push_front(experiment);

@@ -381,6 +381,11 @@ catalogue! {
     CHAOS_LINK_MESSAGES = Counter "mesh_chaos_link_messages_total" ["action"] none,
         "Messages the chaos transport wrapper acted on, by action (dropped, delayed, \
          duplicated, reordered).";
+    /// Targets that never confirmed a revert to this node, their experiment's origin.
+    CHAOS_UNCONFIRMED_REVERTS = Counter "mesh_chaos_unconfirmed_reverts_total" [] none,
+        "Targets of the chaos experiments this node started that had not confirmed their \
+         revert when it stopped asking them (down, cut off, or still running it after the \
+         deadline): each is listed unconfirmed on this node.";
     /// Time to recover after a revert.
     CHAOS_RECOVERY = Histogram "mesh_chaos_recovery_seconds" [] seconds,
         "Time from a chaos revert to this node's membership view converged again (every \

@@ -6,7 +6,7 @@
 //!   own `[chaos]` (enabled, kind allowed, duration within the maximum, kill switch not
 //!   engaged), resolves the plan against its view ([`NodeHandle::chaos_view`]) and answers the
 //!   blast radius and a confirmation token ([`token`]) bound to the plan, the radius, the
-//!   caller and a one-minute expiry. Nothing starts.
+//!   caller and an expiry (`[chaos] token_ttl`, a minute by default). Nothing starts.
 //! * `POST /control/chaos/experiments` (`mesh.admin`, `{"plan": .., "token": ..}`): the token
 //!   is redeemed (once), the plan resolved again (a radius that moved since it was shown is
 //!   refused, 409), the experiment named `node-<this node>/<serial>` and sent to every node in
@@ -16,12 +16,14 @@
 //!   answers that refusal: an experiment starts everywhere or nowhere. An unreachable target
 //!   is reported (207) and not rolled back: it never got the fault.
 //! * `GET /control/chaos/experiments` (`mesh.observe`): this node's active and recent
-//!   experiments with their remaining time.
+//!   experiments with their remaining time; on the origin of an experiment, each target's
+//!   state (`targets`: whether it confirmed its revert, [`origin`]).
 //! * `DELETE /control/chaos/experiments/{id}` (`mesh.admin`; `/` in the id as `%2F`), `POST
 //!   /control/chaos/kill-switch` and `DELETE /control/chaos/kill-switch` (re-arm): done here
 //!   and relayed to every member that publishes a control address.
 //! * `POST /control/chaos/relay` (a `node-<id>` client certificate, whatever its scopes): one
-//!   node asking another to apply, abort, kill or re-arm. The receiver runs its own checks
+//!   node asking another to apply, abort, kill or re-arm, or (the origin, after the deadline)
+//!   how an experiment stands there (`status`, a read: audited only when refused). The receiver runs its own checks
 //!   (`chaos_apply` refuses what its `[chaos]` does not allow), so a member certificate can do
 //!   no more here than the receiver's configuration lets any admin do (docs/security.md,
 //!   "Chaos relay").
@@ -35,6 +37,7 @@
 //! own doing: a watcher ([`ChaosControl::watch_reverts`]) writes them with the node's name as
 //! the identity.
 
+pub mod origin;
 pub mod token;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,6 +63,7 @@ use meshkit_net::clock::{SystemWallClock, WallClock};
 use meshkit_runtime::chaos_host::{ChaosConfig, ChaosError, ExperimentRef, ExperimentStatus};
 use meshkit_runtime::driver::{CONTROL_KEY, NodeHandle};
 
+use self::origin::{Answer, Concluded, Ledger};
 use self::token::{Confirmations, TokenRefusal, sha256_hex};
 use crate::audit::{AuditLog, AuditRecord, ChaosAudit, Outcome};
 use crate::auth::{AccessControl, Principal};
@@ -74,9 +78,11 @@ pub const MAX_CHAOS_BODY_BYTES: usize = 64 * 1024;
 pub const RELAY_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the revert watcher reads the node's experiments while any is live.
 pub const REVERT_WATCH_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the origin's confirmer looks for asks that are due ([`origin::Ledger::due`]).
+pub const CONFIRM_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
-/// One node's chaos control state: the token secret, the experiment serials, the relay client
-/// and the revert watcher. One per control router; cheap to share behind an [`Arc`].
+/// One node's chaos control state: the token secret, the experiment serials, the relay client,
+/// the revert watcher and the ledger of the experiments it fanned out. One per control router; cheap to share behind an [`Arc`].
 #[derive(Debug)]
 pub struct ChaosControl {
     /// The node's `[chaos]`, for checks before anything is resolved or relayed (each target
@@ -87,6 +93,27 @@ pub struct ChaosControl {
     serial: AtomicU64,
     clock: Arc<dyn WallClock>,
     watcher: Mutex<Watcher>,
+    origin: Mutex<Origin>,
+    /// Targets left unconfirmed when their experiment's confirmation ended
+    /// (`mesh_chaos_unconfirmed_reverts_total`).
+    unconfirmed_total: AtomicU64,
+}
+
+impl meshkit_api::metrics::Source for ChaosControl {
+    /// The origin's family: targets that never confirmed their revert.
+    fn write(&self, families: &mut meshkit_api::metrics::Families<'_, '_>) -> std::fmt::Result {
+        families.counter(
+            &meshkit_api::metrics::catalogue::CHAOS_UNCONFIRMED_REVERTS,
+            self.unconfirmed_total.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The experiments this node fanned out, and whether the task asking their targets runs.
+#[derive(Debug, Default)]
+struct Origin {
+    ledger: Ledger,
+    running: bool,
 }
 
 #[derive(Debug, Default)]
@@ -115,14 +142,24 @@ impl ChaosControl {
         // Serials start at the wall clock's milliseconds, so a restarted node does not name
         // a new experiment like one its peers still list.
         let first = unix_ms(clock.now());
+        let token_ttl = config
+            .as_ref()
+            .map_or(token::TOKEN_LIFETIME, |c| c.token_ttl);
         Self {
             config,
-            confirmations: Confirmations::new().ok(),
+            confirmations: Confirmations::with_lifetime(token_ttl).ok(),
             relay,
             serial: AtomicU64::new(first),
             clock,
             watcher: Mutex::default(),
+            origin: Mutex::default(),
+            unconfirmed_total: AtomicU64::new(0),
         }
+    }
+
+    fn origin(&self) -> std::sync::MutexGuard<'_, Origin> {
+        // A poisoned lock only means a holder panicked between two whole updates.
+        self.origin.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn now_ms(&self) -> u64 {
@@ -161,6 +198,11 @@ impl ChaosControl {
                         live = true;
                         continue;
                     }
+                    // The origin writes the revert of an experiment it fanned out when its
+                    // targets have confirmed theirs (or never will): see `confirm_reverts`.
+                    if this.origin().ledger.tracks(e.id) {
+                        continue;
+                    }
                     if w.audited.insert(e.id) {
                         audit.record(chaos_record(
                             this.clock.now(),
@@ -188,6 +230,147 @@ impl ChaosControl {
                 }
             }
         });
+    }
+
+    /// Records experiment `id`, fanned out to `targets` and ending at `deadline_ms`, and starts
+    /// the task that asks its targets for their reverts after the deadline.
+    fn fanned_out(
+        self: &Arc<Self>,
+        node: &NodeHandle,
+        audit: &AuditLog,
+        id: ExperimentRef,
+        deadline_ms: u64,
+        targets: &[TargetResult],
+    ) {
+        let pushed_out = {
+            let mut o = self.origin();
+            o.ledger.fanned_out(id, deadline_ms, targets)
+        };
+        if let Some(c) = pushed_out {
+            self.audit_concluded(node, audit, &c);
+        }
+        self.confirm_reverts(node.clone(), audit.clone());
+    }
+
+    /// The origin's revert record of a fanned-out experiment, as the node: the targets that
+    /// confirmed in `nodes`, the others in `unconfirmed`.
+    fn audit_concluded(&self, node: &NodeHandle, audit: &AuditLog, c: &Concluded) {
+        self.unconfirmed_total.fetch_add(
+            u64::try_from(c.unconfirmed.len()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        if c.unconfirmed.is_empty() {
+            tracing::info!(experiment = %c.id, confirmed = ?c.confirmed, "every target confirmed its revert");
+        } else {
+            tracing::warn!(experiment = %c.id, confirmed = ?c.confirmed, unconfirmed = ?c.unconfirmed, "targets did not confirm their revert");
+        }
+        audit.record(chaos_record(
+            self.clock.now(),
+            &node.id().to_string(),
+            crate::audit::AuthMethod::None,
+            "-",
+            "(node)",
+            200,
+            ChaosAudit {
+                action: "revert".to_owned(),
+                experiment: Some(c.id.to_string()),
+                kind: c.kind.clone(),
+                nodes: Some(c.confirmed.clone()),
+                reason: c.end_reason.clone(),
+                unconfirmed: (!c.unconfirmed.is_empty()).then(|| c.unconfirmed.clone()),
+                ..ChaosAudit::default()
+            },
+        ));
+    }
+
+    /// Starts the confirmer unless it runs: while the ledger has experiments being
+    /// confirmed, every [`CONFIRM_POLL_INTERVAL`] it asks the targets whose asks are due
+    /// ([`origin`]) and writes the revert record of each experiment concluded.
+    fn confirm_reverts(self: &Arc<Self>, node: NodeHandle, audit: AuditLog) {
+        {
+            let mut o = self.origin();
+            if o.running {
+                return;
+            }
+            o.running = true;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(CONFIRM_POLL_INTERVAL).await;
+                let due = this.origin().ledger.due(this.now_ms());
+                if !due.is_empty() {
+                    let Ok(members) = this.members(&node).await else {
+                        // The driver stopped: nothing left to ask from here.
+                        this.origin().running = false;
+                        break;
+                    };
+                    let members: BTreeMap<NodeId, Option<String>> = members.into_iter().collect();
+                    for (id, targets) in due {
+                        let asks = targets.iter().map(|t| {
+                            let addr = members.get(&NodeId::new(*t)).cloned().flatten();
+                            this.ask_status(&node, id, *t, addr)
+                        });
+                        let answers = join_all(asks).await;
+                        let concluded = {
+                            let mut o = this.origin();
+                            for (target, answer) in targets.iter().zip(answers) {
+                                o.ledger.answer(id, *target, answer);
+                            }
+                            o.ledger.round_done(id, this.now_ms())
+                        };
+                        if let Some(c) = concluded {
+                            this.audit_concluded(&node, &audit, &c);
+                        }
+                    }
+                }
+                let mut o = this.origin();
+                if !o.ledger.pending() {
+                    o.running = false;
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Target `target`'s state of `id`: this node's own list when it is the target, else a
+    /// `status` relay call.
+    async fn ask_status(
+        &self,
+        node: &NodeHandle,
+        id: ExperimentRef,
+        target: u64,
+        addr: Option<String>,
+    ) -> Answer {
+        let me = node.id().get();
+        if target == me {
+            return match node.chaos_experiments().await {
+                Ok(list) => match list.iter().find(|e| e.id == id) {
+                    Some(e) => Answer::Listed(Box::new(view_of(me, e))),
+                    None => Answer::Failed(format!("node-{me} no longer lists {id}")),
+                },
+                Err(_) => Answer::Failed(format!("node-{me}: driver stopped")),
+            };
+        }
+        let request = RelayRequest::Status {
+            id: id.to_string(),
+            caller: format!(
+                "{}:{}",
+                crate::audit::AuthMethod::ClientCertificate.as_str(),
+                node.id()
+            ),
+        };
+        let answer = self
+            .relay(node, NodeId::new(target), addr.as_deref(), &request)
+            .await;
+        match answer.experiment {
+            Some(view) if answer.ok => Answer::Listed(Box::new(view)),
+            _ => Answer::Failed(
+                answer
+                    .error
+                    .unwrap_or_else(|| format!("node-{target} answered no experiment")),
+            ),
+        }
     }
 
     async fn relay(
@@ -704,14 +887,17 @@ impl Ctx {
             });
         }
         let all = targets.iter().all(|t| t.ok);
+        let deadline = activated
+            .saturating_add(radius_view.start_ms)
+            .saturating_add(radius_view.duration_ms);
+        self.chaos
+            .fanned_out(&self.node, &self.audit, id, deadline, &targets);
         Ok((
             StartResponse {
                 id: id.to_string(),
                 activated_unix_ms: activated,
                 confirmed_unix_ms: confirmed,
-                deadline_unix_ms: activated
-                    .saturating_add(radius_view.start_ms)
-                    .saturating_add(radius_view.duration_ms),
+                deadline_unix_ms: deadline,
                 radius: radius_view,
                 targets,
             },
@@ -783,10 +969,23 @@ impl Ctx {
             .snapshot()
             .await
             .map_err(|_| ChaosCallError::Stopped)?;
+        let now = self.chaos.now_ms();
+        let o = self.chaos.origin();
+        let mut views: Vec<ExperimentView> = experiments
+            .iter()
+            .map(|e| {
+                let mut v = view_of(me, e);
+                v.targets = o.ledger.targets(e.id).unwrap_or_default();
+                v
+            })
+            .collect();
+        // Fanned out from here to other nodes only: listed from the ledger.
+        let held: BTreeSet<ExperimentRef> = experiments.iter().map(|e| e.id).collect();
+        views.extend(o.ledger.views_not_held(me, now, |id| held.contains(&id)));
         Ok(ExperimentsResponse {
             node: me,
             kill_switch_engaged: snapshot.chaos.kill_switch_engaged,
-            experiments: experiments.iter().map(|e| view_of(me, e)).collect(),
+            experiments: views,
         })
     }
 
@@ -806,6 +1005,7 @@ impl Ctx {
                 Ok(status) => target_ok(me, &status),
                 Err(e) => target_error(me, &e),
             };
+            self.chaos.origin().ledger.ended(parsed, "aborted");
             let mut targets = vec![here];
             targets.extend(
                 self.chaos
@@ -851,6 +1051,9 @@ impl Ctx {
         };
         let result = async {
             let here = self.local_kill_switch(engage).await?;
+            if engage {
+                self.chaos.origin().ledger.end_all("kill-switch");
+            }
             let request = if engage {
                 RelayRequest::KillSwitch {
                     caller: caller_id(who),
@@ -924,6 +1127,10 @@ impl Ctx {
             ..ChaosAudit::default()
         };
         let result = self.relay_inner(who, body, &mut detail).await;
+        // A status ask changes nothing: like a listing, it is not written unless refused.
+        if result.is_ok() && detail.action == "relay-status" {
+            return result;
+        }
         // A relay refused by this node's own checks is refused as a whole: the origin rolls
         // back. A target's per-node error travels as its status.
         self.audit(
@@ -991,6 +1198,22 @@ impl Ctx {
                 let status = self.node.chaos_abort(id).await.map_err(here)?;
                 Ok(target_ok(me, &status))
             }
+            RelayRequest::Status { id, .. } => {
+                detail.experiment = Some(id.chars().take(64).collect());
+                let id: ExperimentRef = id
+                    .parse()
+                    .map_err(|_| ChaosCallError::BadId(id.chars().take(64).collect()))?;
+                let experiments = self
+                    .node
+                    .chaos_experiments()
+                    .await
+                    .map_err(|_| ChaosCallError::Stopped)?;
+                let status = experiments
+                    .iter()
+                    .find(|e| e.id == id)
+                    .ok_or_else(|| here(ChaosError::UnknownExperiment(id)))?;
+                Ok(target_ok(me, status))
+            }
             RelayRequest::KillSwitch { .. } => self.local_kill_switch(true).await,
             RelayRequest::Rearm { .. } => self.local_kill_switch(false).await,
         }
@@ -1057,6 +1280,8 @@ pub fn view_of(node: u64, e: &ExperimentStatus) -> ExperimentView {
         deadline_unix_ms: e.deadline_unix_ms,
         remaining_ms: e.remaining_ms,
         applied_here: e.applied_here,
+        reverted_at_unix_ms: e.reverted_at_unix_ms,
+        targets: Vec::new(),
     }
 }
 

@@ -10,8 +10,8 @@
 //! with claims `{"p": plan hash, "r": radius hash, "c": caller, "x": expiry (Unix ms),
 //! "n": nonce}`. The secret is 32 bytes from the operating system's generator
 //! ([`ring::rand::SystemRandom`]), drawn when the node starts and never written anywhere: a
-//! token is good on the node that issued it, until it expires ([`TOKEN_LIFETIME`]) or the node
-//! restarts, and once ([`Confirmations::redeem`] remembers used nonces until their expiry).
+//! token is good on the node that issued it, until it expires (`[chaos] token_ttl`, default
+//! [`TOKEN_LIFETIME`]) or the node restarts, and once ([`Confirmations::redeem`] remembers used nonces until their expiry).
 //!
 //! What each binding stops:
 //!
@@ -21,8 +21,8 @@
 //!   nodes that are hit are the nodes that were shown (roles move; members come and go);
 //! * **caller** (`<auth>:<name>`, so a token subject cannot pose as a certificate name): a
 //!   token seen in a log or a shell history is useless to anyone else;
-//! * **expiry and nonce**: a confirmation is a decision about the mesh as it was a minute ago,
-//!   made once.
+//! * **expiry and nonce**: a confirmation is a decision about the mesh as it was moments ago
+//!   (a minute by default), made once.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -36,8 +36,9 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// How long a confirmation token is accepted after it was issued.
-pub const TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+/// How long a confirmation token is accepted after it was issued, unless `[chaos] token_ttl`
+/// says otherwise.
+pub const TOKEN_LIFETIME: Duration = meshkit_runtime::chaos_host::DEFAULT_TOKEN_TTL;
 /// Most used tokens remembered at once (each until it expires). Past it, redemptions are
 /// refused until some expire: at [`TOKEN_LIFETIME`] that is 68 starts per second.
 pub const MAX_REMEMBERED_TOKENS: usize = 4096;
@@ -127,10 +128,10 @@ pub enum TokenRefusal {
         "the confirmation token was already used: each token starts one experiment; plan again"
     )]
     Replayed,
-    /// Too many tokens redeemed in the last [`TOKEN_LIFETIME`] (503; nothing wrong with this
-    /// one, try again shortly).
+    /// Too many tokens redeemed within one token lifetime (503; nothing wrong with this one,
+    /// try again shortly).
     #[error(
-        "more than {MAX_REMEMBERED_TOKENS} experiments started in the last minute: try again when some tokens expire"
+        "more than {MAX_REMEMBERED_TOKENS} experiments started within one token lifetime ([chaos] token_ttl): try again when some tokens expire"
     )]
     Busy,
 }
@@ -178,7 +179,7 @@ impl Confirmations {
         Self::with_lifetime(TOKEN_LIFETIME)
     }
 
-    /// The same with another lifetime (tests).
+    /// The same with another lifetime (`[chaos] token_ttl`).
     pub fn with_lifetime(lifetime: Duration) -> Result<Self, RandomFailed> {
         let rng = SystemRandom::new();
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng).map_err(|_| RandomFailed)?;

@@ -24,6 +24,7 @@ fn enabled(kinds: &[&str]) -> ChaosConfig {
         allowed_kinds: kinds.iter().map(|k| (*k).to_owned()).collect(),
         max_duration: Duration::from_secs(60),
         stand_in_not_after: None,
+        ..ChaosConfig::default()
     }
 }
 
@@ -191,6 +192,10 @@ fn a_partition_applies_and_reverts_at_its_deadline() {
     assert_eq!(status.phase, "active");
     assert!(status.applied_here);
     assert_eq!(status.remaining_ms, 30_000);
+    assert_eq!(
+        status.reverted_at_unix_ms, None,
+        "not reverted while it runs"
+    );
     let rules = effects.links.rules();
     for peer in [2, 3] {
         for side in [LinkSide::Outbound, LinkSide::Inbound] {
@@ -217,6 +222,13 @@ fn a_partition_applies_and_reverts_at_its_deadline() {
     assert_eq!(listed[0].phase, "reverted");
     assert_eq!(listed[0].end_reason.as_deref(), Some("deadline"));
     assert_eq!(listed[0].remaining_ms, 0);
+    // Reverted now (the wall clock's now, as the list is read at the revert's instant).
+    let reverted = listed[0].reverted_at_unix_ms.expect("when it reverted");
+    assert!(
+        reverted.abs_diff(listed[0].deadline_unix_ms) <= 1,
+        "reverted at its deadline: {:?}",
+        listed[0]
+    );
     assert_eq!(h.stats().reverts.get(&("partition", "deadline")), Some(&1));
     assert!(h.stats().active.is_empty());
 }

@@ -3,11 +3,12 @@
 //! * `plan FILE`: the node at `--addr` resolves the plan (JSON, or TOML for a `.toml` file) and
 //!   answers its blast radius and a confirmation token; nothing starts.
 //! * `start FILE --confirm TOKEN`: starts the planned experiment with that token (on the node that
-//!   planned it, within its minute); `start FILE --yes` plans, prints the radius and starts at
+//!   planned it, before the token expires: `[chaos] token_ttl`, a minute by default); `start FILE --yes` plans, prints the radius and starts at
 //!   once. Exits 1 unless every target confirmed.
 //! * `list`: the experiments of every member the node at `--addr` lists (alive or suspect,
 //!   at the control address each publishes) and of each `--at HOST:PORT`; `--only` asks the
-//!   node at `--addr` alone.
+//!   node at `--addr` alone. Under an experiment its origin lists, one line per target: its
+//!   revert `confirmed` (with the end reason and when) or `unconfirmed` (with why).
 //! * `abort ID`, `kill-switch [--rearm]`: the node at `--addr` does it and relays it to every
 //!   member; the table shows each member's answer. Exit 1 unless all did.
 
@@ -338,6 +339,22 @@ fn render_list(r: &ListReport) -> String {
             e.end_reason.as_deref().unwrap_or("-"),
             ids(&e.radius.nodes)
         ));
+        // On its origin: each target's revert as the origin confirmed it (or could not).
+        for t in &e.targets {
+            let mut line = format!("    target {:<4} {:<12}", t.node, t.state);
+            if let Some(reason) = &t.end_reason {
+                line.push_str(&format!(" {reason}"));
+            }
+            if let Some(reverted) = t.reverted_unix_ms {
+                let late = i128::from(reverted) - i128::from(e.deadline_unix_ms);
+                line.push_str(&format!(" (reverted {late:+} ms from the deadline)"));
+            }
+            if let Some(error) = &t.error {
+                line.push_str(&format!(" {error}"));
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
     }
     for n in &r.nodes {
         if let Some(a) = &n.answer
