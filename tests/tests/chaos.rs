@@ -414,8 +414,13 @@ async fn chaos_endpoints_on_five_daemons() {
             .iter()
             .filter(|n| {
                 n["answer"]["experiments"].as_array().is_some_and(|es| {
-                    es.iter()
-                        .any(|e| e["id"] == id.as_str() && e["phase"] == "active")
+                    // The origin lists what it fanned out too (`applied_here: false`, with
+                    // its targets' states): only the targets apply it.
+                    es.iter().any(|e| {
+                        e["id"] == id.as_str()
+                            && e["phase"] == "active"
+                            && e["applied_here"] == true
+                    })
                 })
             })
             .count();
