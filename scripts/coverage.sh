@@ -54,7 +54,11 @@ else
 fi
 
 mkdir -p target/llvm-cov
-cargo llvm-cov "${selection[@]}" "${branch[@]}" --locked --ignore-filename-regex "$ignore" \
+# Through nextest, as CI runs the tests: a process per test. Under `cargo test` the tests share
+# one process, and the one that captures the core's log lines
+# (`state_change_lines_are_logged_and_rate_limited`) sees none: tracing's per-callsite cache of
+# who listens is process-wide.
+cargo llvm-cov nextest "${selection[@]}" "${branch[@]}" --locked --ignore-filename-regex "$ignore" \
     --lcov --output-path target/llvm-cov/lcov.info
 cargo llvm-cov report "${branch[@]}" --ignore-filename-regex "$ignore" --html
 cargo llvm-cov report "${branch[@]}" --ignore-filename-regex "$ignore" --summary-only
