@@ -56,8 +56,8 @@ fi
 mkdir -p target/llvm-cov
 # Through nextest, as CI runs the tests: a process per test. Under `cargo test` the tests share
 # one process, and the one that captures the core's log lines
-# (`state_change_lines_are_logged_and_rate_limited`) sees none: tracing's per-callsite cache of
-# who listens is process-wide.
+# (`state_change_lines_are_logged_and_rate_limited`) then records none (it passes alone; tracing's
+# dispatch state is process-wide, and which part of it is not pinned down).
 cargo llvm-cov nextest "${selection[@]}" "${branch[@]}" --locked --ignore-filename-regex "$ignore" \
     --lcov --output-path target/llvm-cov/lcov.info
 cargo llvm-cov report "${branch[@]}" --ignore-filename-regex "$ignore" --html
