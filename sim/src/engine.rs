@@ -189,6 +189,26 @@ struct Slot {
     wakes_at_last: u32,
 }
 
+impl Slot {
+    /// A slot at its first boot, nothing armed, its clock `local` ahead of global time: a
+    /// member (`Running`, with its node) or a spare (`Gone`, none until it joins).
+    fn new(node: Option<Node>, state: NodeState, local: Instant) -> Self {
+        Self {
+            node,
+            state,
+            clock: SkewedClock::new(Instant::ZERO, local),
+            generation: 0,
+            armed: Instant::MAX,
+            inbox: VecDeque::new(),
+            boot: 1,
+            life: 0,
+            skew_token: 0,
+            last_wake: Instant::MAX,
+            wakes_at_last: 0,
+        }
+    }
+}
+
 /// What the engine hands to the report builder.
 #[derive(Debug)]
 pub(crate) struct Outcome {
@@ -331,36 +351,12 @@ impl<'s> Engine<'s> {
             for j in (0..members).filter(|&j| j != i) {
                 node.add_known_member(local, id(j), Incarnation::new(1));
             }
-            slots.push(Slot {
-                node: Some(node),
-                state: NodeState::Running,
-                clock: SkewedClock::new(Instant::ZERO, local),
-                generation: 0,
-                armed: Instant::MAX,
-                inbox: VecDeque::new(),
-                boot: 1,
-                life: 0,
-                skew_token: 0,
-                last_wake: Instant::MAX,
-                wakes_at_last: 0,
-            });
+            slots.push(Slot::new(Some(node), NodeState::Running, local));
         }
         for _ in members..nodes {
             // A spare's clock offset comes after every member's, from the same stream.
             let local = Instant::from_nanos(clock_rng.random_range(0..interval_ns));
-            slots.push(Slot {
-                node: None,
-                state: NodeState::Gone,
-                clock: SkewedClock::new(Instant::ZERO, local),
-                generation: 0,
-                armed: Instant::MAX,
-                inbox: VecDeque::new(),
-                boot: 1,
-                life: 0,
-                skew_token: 0,
-                last_wake: Instant::MAX,
-                wakes_at_last: 0,
-            });
+            slots.push(Slot::new(None, NodeState::Gone, local));
         }
         let end = fault::at(duration);
         let quiet_end = config.anti_entropy_interval() * WORKLOAD_QUIET_AE_ROUNDS;

@@ -205,20 +205,12 @@ impl QueueStore {
         &mut self,
         replicas: &BTreeMap<ShardId, ReplicaStore>,
     ) -> Result<(), QueueStoreError> {
-        for (shard, f) in &mut self.files {
+        for f in self.files.values_mut() {
             if f.file.sync()? {
                 self.syncs += 1;
             }
-            let grown = f.file.len() > COMPACT_MIN_BYTES.max(2 * f.compacted_len);
-            if grown {
-                let empty = ReplicaStore::new();
-                let replica = replicas.get(shard).unwrap_or(&empty);
-                f.file.replace(&compacted(replica))?;
-                f.compacted_len = f.file.len();
-                self.compactions += 1;
-            }
         }
-        Ok(())
+        self.compact_grown(replicas)
     }
 
     /// Records appended, syncs made and compactions, since the open.
