@@ -519,8 +519,10 @@ mod tests {
     /// Type and labels of a family.
     type Shape = (String, Vec<String>);
 
-    /// The families `docs/metrics.md` documents: each backticked `name{label,...}` in the first
-    /// cell of a table row, with the row's type (second cell).
+    /// The node families `docs/metrics.md` documents: each backticked `mesh_*{label,...}` in
+    /// the first cell of a table row, with the row's type (second cell). The page's
+    /// `meshkit_autoscaler_*` rows are the compose stack's autoscaler, not a node's: its own
+    /// test in `meshkit-chaos` holds them to its families.
     fn documented() -> BTreeMap<String, Shape> {
         let mut out = BTreeMap::new();
         for line in DOC.lines() {
@@ -531,7 +533,12 @@ mod tests {
             let [names, kind, ..] = cells.as_slice() else {
                 continue;
             };
-            for name in names.split('`').skip(1).step_by(2) {
+            for name in names
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .filter(|n| !n.starts_with("meshkit_autoscaler_"))
+            {
                 let (name, labels) = match name.split_once('{') {
                     Some((name, labels)) => (
                         name,

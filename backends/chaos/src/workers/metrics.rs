@@ -197,4 +197,42 @@ mod tests {
             assert!(text.contains(line), "{line} in\n{text}");
         }
     }
+
+    /// docs/metrics.md, "Autoscaler", documents exactly the families rendered, each with its
+    /// type.
+    #[test]
+    fn docs_metrics_md_documents_exactly_these_families() {
+        const DOC: &str = include_str!("../../../../docs/metrics.md");
+        let mut documented = std::collections::BTreeSet::new();
+        for row in DOC.lines().filter_map(|l| l.trim().strip_prefix('|')) {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let [names, kind, ..] = cells.as_slice() else {
+                continue;
+            };
+            for name in names.split('`').skip(1).step_by(2) {
+                if name.starts_with("meshkit_autoscaler_") {
+                    let name = name.split('{').next().unwrap_or(name);
+                    documented.insert(format!("{name} {kind}"));
+                }
+            }
+        }
+        let m = Metrics::new("jobs", 1, 3);
+        m.decided(Direction::ScaleOut);
+        let text = m.render();
+        let rendered: std::collections::BTreeSet<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| {
+                let (name, kind) = l.split_once(' ').unwrap_or((l, ""));
+                // The exposition may name a counter's family without `_total`.
+                let name = if kind == "counter" && !name.ends_with("_total") {
+                    format!("{name}_total")
+                } else {
+                    name.to_owned()
+                };
+                format!("{name} {kind}")
+            })
+            .collect();
+        assert_eq!(documented, rendered);
+    }
 }
