@@ -64,9 +64,9 @@ pub const MAX_ROUNDS_PER_POLL: usize = 16;
 pub const MAX_INPUTS_PER_ROUND: usize = 64;
 /// When the core has no timer at all, the driver still wakes this often.
 const IDLE_WAKE: Duration = Duration::from_secs(3600);
-/// Datagrams held while the queue checkpoints they follow are synced (see
-/// [`QueueHost::persist`]); past it the newest are dropped, as a full network queue would (every
-/// sender retries).
+/// Datagrams held while the queue checkpoints they follow are synced (the queue host's group
+/// commit); past it the newest are dropped, as a full network queue would (every sender
+/// retries).
 pub const MAX_HELD_TRANSMITS: usize = 65_536;
 /// The metadata key a draining node sets, so that operators and peers see the drain.
 pub const DRAIN_KEY: &str = "draining";

@@ -32,7 +32,7 @@ const BATCH_HEADER_FIXED_BYTES: usize = 1 + 1 + 4 + 8 + 8 + 8 + 1 + 4 + 4 + 1;
 /// The largest header of a batch: the fixed part and the longest namespace.
 const BATCH_HEADER_BYTES: usize = BATCH_HEADER_FIXED_BYTES + MAX_NAMESPACE_CHARS;
 /// Bytes the records of one batch may take, whatever its shard: senders fill batches by size
-/// up to this ([`fill_batch`]), so a batch of small items carries many (about 16 items of 8
+/// up to this, so a batch of small items carries many (about 16 items of 8
 /// bytes) where a bound by the largest record would carry two.
 pub const BATCH_RECORDS_BYTES: usize = MAX_QUEUE_MESSAGE_BYTES - BATCH_HEADER_BYTES;
 /// Records one batch carries at most: as many records with empty payloads as fit a datagram
