@@ -8,6 +8,7 @@
 //!
 //! ```text
 //! cargo run --release -p meshkit-benches --example queue_throughput -- --items 20000
+//! cargo run --release -p meshkit-benches --example queue_throughput -- --items 2000 --shards 1 --lease-max 16
 //! ```
 //!
 //! Producers and workers use the library API of the node they run on (`NodeHandle`), so the
@@ -42,9 +43,14 @@ struct Args {
     /// Enqueues each node keeps outstanding (its producers).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
     in_flight: u64,
-    /// Workers per node, each leasing and completing one item at a time.
+    /// Workers per node, each leasing and completing one item at a time (or up to
+    /// `--lease-max` at a time).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
     workers: u64,
+    /// Items a worker leases per request (`queue_lease_up_to`); it completes them together.
+    /// 1: one lease request per item (`queue_lease`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    lease_max: u16,
     /// Check the arguments, print them and run nothing (`scripts/check-docs.sh` checks the
     /// documented commands this way).
     #[arg(long)]
@@ -171,7 +177,7 @@ async fn main() {
                 ends.clone(),
                 per_shard.clone(),
             );
-            let items = args.items;
+            let (items, lease_max) = (args.items, args.lease_max);
             tasks.push(tokio::spawn(async move {
                 let mut mine = Vec::new();
                 let mut counts = BTreeMap::<u32, u64>::new();
@@ -180,9 +186,14 @@ async fn main() {
                 while completed.load(Ordering::Relaxed) < items && start.elapsed() < LIMIT {
                     i += 1;
                     let shard = shards[i % shards.len()].clone();
-                    let item = match handle.queue_lease(shard.clone()).await {
-                        Ok(Some(item)) => item,
-                        Ok(None) => {
+                    let leased = if lease_max == 1 {
+                        handle.queue_lease(shard.clone()).await.map(Vec::from_iter)
+                    } else {
+                        handle.queue_lease_up_to(shard.clone(), lease_max).await
+                    };
+                    let items = match leased {
+                        Ok(items) if !items.is_empty() => items,
+                        Ok(_) => {
                             idle += 1;
                             if idle >= shards.len() {
                                 idle = 0;
@@ -194,17 +205,27 @@ async fn main() {
                         Err(e) => panic!("lease refused: {e}"),
                     };
                     idle = 0;
-                    match handle.queue_complete(shard.clone(), item.token).await {
-                        Ok(_) => {
-                            completed.fetch_add(1, Ordering::Relaxed);
-                            let sent = <[u8; 8]>::try_from(item.payload.as_slice())
-                                .map(u64::from_be_bytes)
-                                .unwrap_or(0);
-                            let now = start_offset(start, Instant::now());
-                            mine.push(Duration::from_nanos(now.saturating_sub(sent)));
-                            *counts.entry(shard.id()).or_default() += 1;
+                    // The items of one lease are completed together: each completion waits
+                    // for its replica, and they share the owner's batches.
+                    let answers = futures_util::future::join_all(
+                        items
+                            .iter()
+                            .map(|item| handle.queue_complete(shard.clone(), item.token)),
+                    )
+                    .await;
+                    for (item, answer) in items.iter().zip(answers) {
+                        match answer {
+                            Ok(_) => {
+                                completed.fetch_add(1, Ordering::Relaxed);
+                                let sent = <[u8; 8]>::try_from(item.payload.as_slice())
+                                    .map(u64::from_be_bytes)
+                                    .unwrap_or(0);
+                                let now = start_offset(start, Instant::now());
+                                mine.push(Duration::from_nanos(now.saturating_sub(sent)));
+                                *counts.entry(shard.id()).or_default() += 1;
+                            }
+                            Err(e) => eprintln!("completion refused (the item runs again): {e}"),
                         }
-                        Err(e) => eprintln!("completion refused (the item runs again): {e}"),
                     }
                 }
                 ends.lock().await.extend(mine);
@@ -232,8 +253,8 @@ async fn main() {
     let max_shard = shard_rates.iter().copied().fold(0.0, f64::max);
     println!(
         "{} items over {} shards, 3 voters, 1 replica before each ack, {} enqueues in flight \
-         and {} workers per node; {done} completed in {secs:.2} s\n",
-        args.items, args.shards, args.in_flight, args.workers
+         and {} workers per node leasing up to {} at a time; {done} completed in {secs:.2} s\n",
+        args.items, args.shards, args.in_flight, args.workers, args.lease_max
     );
     println!("| figure | value | target |");
     println!("|---|---:|---|");
@@ -258,10 +279,13 @@ async fn main() {
     // the buckets of `mesh_queue_replication_lag_seconds`: the p99 is a bucket's upper bound.
     let mut lag = [0u64; LAG_BOUNDS.len() + 1];
     let mut syncs = 0;
+    let (mut dropped, mut queue_sent) = (0, 0);
     for n in &nodes {
         if let Ok(s) = n.handle().snapshot().await
             && let Some(q) = s.queues
         {
+            dropped += s.transport.datagrams_dropped;
+            queue_sent += s.traffic.queue.datagrams_sent;
             syncs += q.checkpoint_syncs;
             for c in q.counters.values() {
                 for (total, b) in lag.iter_mut().zip(c.replication_lag.buckets) {
@@ -291,6 +315,8 @@ async fn main() {
         lag_bound(0.99)
     );
     println!("| checkpoint syncs, all nodes | {syncs} | - |");
+    println!("| queue datagrams sent, all nodes | {queue_sent} | - |");
+    println!("| datagrams dropped by the transports, all nodes | {dropped} | - |");
     for n in nodes {
         n.stop().await;
     }

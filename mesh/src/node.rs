@@ -60,7 +60,8 @@
 //! queues' metadata writes (owner fence and backpressure signal) go to membership; a message
 //! for the node itself is handed over in-process. A replica's checkpoint records come out of
 //! [`poll_queue_durable`](Node::poll_queue_durable), to be made durable before the transmits
-//! polled after them.
+//! polled after them that speak for the replica's disk ([`waits_for_durable`]: its
+//! acknowledgements, offers and chunks); every other datagram may leave at once.
 //!
 //! # Example
 //!
@@ -848,6 +849,18 @@ impl Node {
         self.queue_command(now, |q, ctx| q.lease(now, ctx, shard))
     }
 
+    /// Asks the owner of `shard`'s queue for up to `max` items in one request (see
+    /// [`Queues::lease_up_to`]): [`QueueEvent::LeasedItems`] (or [`QueueEvent::Leased`] for a
+    /// lease of one) or [`QueueEvent::Empty`].
+    pub fn queue_lease_up_to(
+        &mut self,
+        now: Instant,
+        shard: ShardId,
+        max: u16,
+    ) -> Result<u64, QueueError> {
+        self.queue_command(now, |q, ctx| q.lease_up_to(now, ctx, shard, max))
+    }
+
     /// Extends the lease of the token's item; [`QueueEvent::Accepted`] or
     /// [`QueueEvent::Refused`] (a stale token: stop working on it).
     pub fn queue_heartbeat(
@@ -924,8 +937,9 @@ impl Node {
         self.group.as_mut()?.poll_durable()
     }
 
-    /// The next queue checkpoint record, to make durable before anything polled after it is
-    /// sent (see [`QueueDurableWrite`]). Only a node that records them has any.
+    /// The next queue checkpoint record, to make durable before any datagram polled after it
+    /// that [`waits_for_durable`] is sent (see [`QueueDurableWrite`]). Only a node that records
+    /// them has any.
     pub fn poll_queue_durable(&mut self) -> Option<QueueDurableWrite> {
         self.queues.as_mut()?.poll_durable()
     }
@@ -1548,6 +1562,16 @@ pub use self::voters::{VoterChange, VoterChangeError, quorum};
 /// adding a joiner that would refuse its log, and to hand leadership to a voter a lagging
 /// joiner takes messages from ([`LeaseGroup::set_joiner_accepts`]).
 pub const RAFT_JOIN_KEY: &str = "raft_join";
+
+/// Whether `datagram` (a whole datagram from [`Node::poll_transmit`]) tells its recipient what
+/// this node's queue replicas hold ([`QueueMessage::waits_for_durable`]), so that a host which
+/// makes [`Node::poll_queue_durable`]'s records durable off its own task must hold it until
+/// every record polled before it is durable. Everything else (membership, leases, shards, queue
+/// requests, answers and an owner's batches) promises nothing about this node's disk: holding
+/// it too made probes, lease renewals and every request of a replica wait for its disk.
+pub fn waits_for_durable(datagram: &[u8]) -> bool {
+    matches!(Channel::split(datagram), Ok((Channel::Queue, payload)) if QueueMessage::waits_for_durable(payload))
+}
 
 /// The voter ids of a [`RAFT_JOIN_KEY`] value; what does not parse as an id is skipped.
 pub fn parse_raft_join(value: &[u8]) -> Vec<NodeId> {

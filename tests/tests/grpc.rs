@@ -1540,6 +1540,7 @@ async fn queues_over_grpc_match_their_http_twins() {
     let lease_req = |shard| QueueLeaseRequest {
         queue: "jobs".to_owned(),
         shard: Some(shard),
+        max: None,
     };
     let denied = observer.queue_lease(lease_req(1)).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
@@ -1624,6 +1625,29 @@ async fn queues_over_grpc_match_their_http_twins() {
         .expect("lease")
         .into_inner();
     assert!(empty.item.is_none(), "{empty:?}");
+    // A lease of several: nothing pending answers no items; `max` out of range is refused
+    // naming the field.
+    let none = op
+        .queue_lease(QueueLeaseRequest {
+            max: Some(8),
+            ..lease_req(1)
+        })
+        .await
+        .expect("lease of several")
+        .into_inner();
+    assert!(none.items.is_empty() && none.item.is_none(), "{none:?}");
+    let out_of_range = op
+        .queue_lease(QueueLeaseRequest {
+            max: Some(257),
+            ..lease_req(1)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(out_of_range.code(), Code::InvalidArgument, "{out_of_range:?}");
+    assert!(
+        out_of_range.message().starts_with("max = 257 "),
+        "{out_of_range:?}"
+    );
 
     // Shard 0 under load: the watchers (an observer's) see the burst turn backpressure on.
     let only_0 = BackpressureRequest {

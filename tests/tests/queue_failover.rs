@@ -151,6 +151,7 @@ async fn work(
     let lease = LeaseRequest {
         queue: "jobs".to_owned(),
         shard: None,
+        max: None,
     };
     let started = Instant::now();
     while !finished(done) && started.elapsed() < LIMIT {
@@ -527,6 +528,7 @@ async fn a_replica_restarted_from_its_checkpoint_file_brings_back_what_only_it_h
             &LeaseRequest {
                 queue: "jobs".to_owned(),
                 shard: Some(0),
+                max: None,
             },
         )
         .await

@@ -219,3 +219,78 @@ async fn work_enqueued_anywhere_is_completed_once_and_survives_its_owner() {
         node.stop().await;
     }
 }
+
+/// A worker leases several items in one request through the library (`queue_lease_up_to`, over
+/// QUIC to the shard's owner) and through the function behind `POST /control/queue/lease` with
+/// `max` and gRPC `QueueLease` with `max`: up to `max` of those pending, each under its own
+/// token that completes once; a `max` out of range is refused before anything is sent, naming
+/// the field, with 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_of_several_items_grants_up_to_max_through_the_library_and_the_api() {
+    let dir = TempDir::new("queues-lease-many");
+    let nodes = start_cluster_each(dir.path(), 3, config).await;
+    let all: Vec<&RunningNode> = nodes.iter().collect();
+    wait_served(&all).await;
+    let producer = nodes[0].handle();
+    let worker = nodes[1].handle();
+    for k in 0..7 {
+        enqueue(producer, shard(0), format!("many-{k}").into_bytes()).await;
+    }
+    let started = Instant::now();
+    let first = loop {
+        match worker.queue_lease_up_to(shard(0), 4).await {
+            Ok(items) => break items,
+            Err(e) if retryable(&e) && started.elapsed() < LIMIT => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("lease of several refused: {e}"),
+        }
+    };
+    let payloads: Vec<String> = first
+        .iter()
+        .map(|i| String::from_utf8_lossy(&i.payload).into_owned())
+        .collect();
+    assert_eq!(payloads, ["many-0", "many-1", "many-2", "many-3"]);
+    assert!(first.iter().all(|i| i.shard == shard(0)));
+
+    let rest = meshkit_node::control::queues::lease_up_to_from(worker, "jobs", Some(0), 256)
+        .await
+        .expect("the rest leased");
+    assert_eq!(rest.len(), 3, "up to max: the three left");
+    let none = worker
+        .queue_lease_up_to(shard(0), 8)
+        .await
+        .expect("answered");
+    assert!(none.is_empty(), "nothing pending: {none:?}");
+    for item in first.iter().chain(&rest) {
+        worker
+            .queue_complete(shard(0), item.token)
+            .await
+            .expect("each token completes its item");
+    }
+
+    for max in [0, 257] {
+        let refused = meshkit_node::control::queues::lease_up_to_from(worker, "jobs", None, max)
+            .await
+            .expect_err("out of range");
+        assert_eq!(refused.http_status(), 400, "{refused}");
+        assert!(
+            refused.to_string().starts_with(&format!("max = {max} ")),
+            "{refused}"
+        );
+    }
+    let refused = worker.queue_lease_up_to(shard(0), 0).await;
+    assert!(
+        matches!(
+            refused,
+            Err(QueueCallError::Queue(QueueError::OutOfRange {
+                field: "max",
+                ..
+            }))
+        ),
+        "{refused:?}"
+    );
+    for node in nodes {
+        node.stop().await;
+    }
+}

@@ -884,6 +884,19 @@ pub struct LeaseRequest {
     /// One shard; absent: every shard of the queue is tried in turn until one has an item.
     #[serde(default)]
     pub shard: Option<u32>,
+    /// Lease up to this many items in one request to the shard's owner (1..=256; out of range
+    /// is refused with 400 naming `max`): the answer is then [`LeaseManyResponse`], with as
+    /// many as are pending and fit the owner's answer datagram (about 30 items of 8 bytes).
+    /// Absent: one item, answered [`LeaseResponse`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+}
+
+/// The items a lease with `max` got (`POST /control/queue/lease`; 204 when nothing is pending).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseManyResponse {
+    /// Each item, all of one shard, in the order the owner leased them.
+    pub items: Vec<LeaseResponse>,
 }
 
 /// An item leased (`POST /control/queue/lease`; 204 when nothing is pending).

@@ -28,10 +28,10 @@ use crate::errors::json_error;
 use crate::leadership::SSE_HEARTBEAT;
 pub use meshkit_api::json::{
     BackpressureJson, BackpressureQuery, CheckpointJson, CheckpointsResponse, CountersJson,
-    DrainedItem, EnqueueRequest, EnqueueResponse, FailRequest, LeaseHealthResponse, LeaseRequest,
-    LeaseResponse, PeerHealthJson, QueueDrainRequest, QueueDrainResponse, QueueRestoreRequest,
-    QueueRestoreResponse, QueuesResponse, ReplicaAckJson, ServedJson, SourceJson, TokenJson,
-    TokenRequest, TokenResponse,
+    DrainedItem, EnqueueRequest, EnqueueResponse, FailRequest, LeaseHealthResponse,
+    LeaseManyResponse, LeaseRequest, LeaseResponse, PeerHealthJson, QueueDrainRequest,
+    QueueDrainResponse, QueueRestoreRequest, QueueRestoreResponse, QueuesResponse, ReplicaAckJson,
+    ServedJson, SourceJson, TokenJson, TokenRequest, TokenResponse,
 };
 use meshkit_api::metrics::Families;
 use meshkit_runtime::driver::{DriverStopped, NodeHandle};
@@ -102,6 +102,7 @@ fn call_status(e: &QueueCallError) -> StatusCode {
             QueueError::StaleFence { .. } | QueueError::StaleLease { .. } => StatusCode::CONFLICT,
             QueueError::UnknownItem { .. } | QueueError::UnknownShard => StatusCode::NOT_FOUND,
             QueueError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            QueueError::OutOfRange { .. } => StatusCode::BAD_REQUEST,
             QueueError::Full { .. } | QueueError::Overloaded { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -220,6 +221,65 @@ pub async fn lease_from(
     }
 }
 
+/// Leases up to `max` items of `queue` in one request to a shard's owner (of `shard`, or of the
+/// first of its shards with any pending): what `POST /control/queue/lease` with `max` and gRPC
+/// `QueueLease` with `max` do. Empty: nothing pending.
+///
+/// # Errors
+///
+/// As [`lease_from`], and [`QueueError::OutOfRange`] naming `max` outside
+/// 1..=[`MAX_LEASE_ITEMS`](meshkit::queue::MAX_LEASE_ITEMS), before anything is sent.
+pub async fn lease_up_to_from(
+    node: &NodeHandle,
+    queue: &str,
+    shard: Option<u32>,
+    max: u32,
+) -> Result<Vec<LeasedItem>, QueueRefusal> {
+    let out_of_range = || {
+        QueueRefusal::Call(QueueCallError::Queue(QueueError::OutOfRange {
+            field: "max",
+            value: u64::from(max),
+            min: 1,
+            max: u64::from(meshkit::queue::MAX_LEASE_ITEMS),
+        }))
+    };
+    let max = u16::try_from(max)
+        .ok()
+        .filter(|m| (1..=meshkit::queue::MAX_LEASE_ITEMS).contains(m))
+        .ok_or_else(out_of_range)?;
+    let shards = shards_of(node, queue, shard).await?;
+    let start = (fnv1a(
+        &SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            .to_be_bytes(),
+    ) % shards.len() as u64) as usize;
+    let mut last_error = None;
+    for k in 0..shards.len() {
+        let shard = shards[(start + k) % shards.len()].clone();
+        match node.queue_lease_up_to(shard, max).await {
+            Ok(items) if !items.is_empty() => return Ok(items),
+            Ok(_) => {}
+            Err(e) => last_error = Some(e),
+        }
+    }
+    match last_error {
+        Some(e) if shards.len() == 1 => Err(e.into()),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// One leased item as JSON.
+fn leased_json(item: &LeasedItem) -> LeaseResponse {
+    LeaseResponse {
+        shard: item.shard.to_string(),
+        token: item.token.into(),
+        lease_for_ms: u64::try_from(item.lease_for.as_millis()).unwrap_or(u64::MAX),
+        payload: String::from_utf8_lossy(&item.payload).into_owned(),
+    }
+}
+
 pub(super) async fn enqueue(
     State(node): State<NodeHandle>,
     Json(request): Json<EnqueueRequest>,
@@ -240,14 +300,20 @@ pub(super) async fn lease(
     State(node): State<NodeHandle>,
     Json(request): Json<LeaseRequest>,
 ) -> Response {
+    if let Some(max) = request.max {
+        // With `max`: `{"items": [...]}` (204 when nothing is pending), whatever `max` is, so a
+        // client reads one shape.
+        return match lease_up_to_from(&node, &request.queue, request.shard, max).await {
+            Ok(items) if items.is_empty() => StatusCode::NO_CONTENT.into_response(),
+            Ok(items) => Json(LeaseManyResponse {
+                items: items.iter().map(leased_json).collect(),
+            })
+            .into_response(),
+            Err(e) => refused(e),
+        };
+    }
     match lease_from(&node, &request.queue, request.shard).await {
-        Ok(Some(item)) => Json(LeaseResponse {
-            shard: item.shard.to_string(),
-            token: item.token.into(),
-            lease_for_ms: u64::try_from(item.lease_for.as_millis()).unwrap_or(u64::MAX),
-            payload: String::from_utf8_lossy(&item.payload).into_owned(),
-        })
-        .into_response(),
+        Ok(Some(item)) => Json(leased_json(&item)).into_response(),
         Ok(None) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => refused(e),
     }

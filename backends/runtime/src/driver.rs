@@ -65,8 +65,9 @@ pub const MAX_INPUTS_PER_ROUND: usize = 64;
 /// When the core has no timer at all, the driver still wakes this often.
 const IDLE_WAKE: Duration = Duration::from_secs(3600);
 /// Datagrams held while the queue checkpoints they follow are synced (the queue host's group
-/// commit); past it the newest are dropped, as a full network queue would (every sender
-/// retries).
+/// commit; only a replica's acknowledgements, offers and chunks wait, see
+/// `meshkit::node::waits_for_durable`); past it the newest are dropped, as a full network
+/// queue would (every sender retries).
 pub const MAX_HELD_TRANSMITS: usize = 65_536;
 /// The metadata key a draining node sets, so that operators and peers see the drain.
 pub const DRAIN_KEY: &str = "draining";
@@ -611,6 +612,27 @@ impl NodeHandle {
             .await
     }
 
+    /// Leases up to `max` items of `shard`'s queue for this node's workers in one request
+    /// (1..=[`MAX_LEASE_ITEMS`](meshkit::queue::MAX_LEASE_ITEMS)): as many as are pending and
+    /// fit the owner's answer datagram (about 30 items of 8 bytes, at least 2 of the largest),
+    /// empty when nothing is pending. Each item is leased on its own: heartbeat, complete or
+    /// fail each with its token. A request and an answer per lease is what a worker pays; this
+    /// pays them once for the batch.
+    ///
+    /// # Errors
+    ///
+    /// As [`queue_lease`](Self::queue_lease), and
+    /// [`QueueError::OutOfRange`](meshkit::queue::QueueError::OutOfRange) naming `max` when it
+    /// is out of range (nothing was sent).
+    pub async fn queue_lease_up_to(
+        &self,
+        shard: ShardId,
+        max: u16,
+    ) -> Result<Vec<LeasedItem>, QueueCallError> {
+        self.queue_call(|reply| QueueCommand::LeaseUpTo { shard, max, reply })
+            .await
+    }
+
     /// Extends the lease of the token's item. A stale token
     /// ([`QueueError::is_stale`](meshkit::queue::QueueError::is_stale)) means: stop working on
     /// it, it is someone else's now.
@@ -836,9 +858,9 @@ pub struct Driver<T, C> {
     addrs: BTreeMap<NodeId, SocketAddr>,
     buf: Vec<u8>,
     traffic: Traffic,
-    /// Datagrams polled after queue checkpoint appends not yet durable, in poll order, each
-    /// with the append generation it waits for (see [`QueueHost::persist`]).
-    held: VecDeque<Held>,
+    /// The replica's acknowledgements (and offers, chunks) polled after queue checkpoint
+    /// appends not yet durable (see [`QueueHost::persist`]).
+    held: Holdback,
 }
 
 /// A datagram waiting for the queue checkpoints polled before it to be durable.
@@ -847,6 +869,55 @@ struct Held {
     generation: u64,
     to: NodeId,
     datagram: Bytes,
+}
+
+/// The datagrams that wait for a queue checkpoint sync, in poll order: only those that speak
+/// for this node's replica copies ([`meshkit::node::waits_for_durable`]), each with the append
+/// generation it waits for. Everything else leaves at once: holding every datagram made
+/// membership probes, lease renewals and every queue request and answer of a node that
+/// replicates wait for its disk (one or two syncs, about 4 ms each on the benchmark's machine,
+/// far more under load), for no guarantee: none of them promises what the disk holds.
+#[derive(Debug, Default)]
+struct Holdback {
+    held: VecDeque<Held>,
+}
+
+impl Holdback {
+    /// Takes a datagram polled when the appends reached `generation` and syncs `synced`: gives
+    /// it back to send now, or holds it (dropping it past [`MAX_HELD_TRANSMITS`], as a full
+    /// network queue would: its sender's resend covers it).
+    fn admit(
+        &mut self,
+        generation: u64,
+        synced: u64,
+        to: NodeId,
+        datagram: Bytes,
+    ) -> Option<Bytes> {
+        // Held ones wait only for appends not yet durable, so with any held `generation >
+        // synced` already; a later one that waits queues behind them and keeps their order.
+        if generation <= synced || !meshkit::node::waits_for_durable(&datagram) {
+            return Some(datagram);
+        }
+        if self.held.len() < MAX_HELD_TRANSMITS {
+            self.held.push_back(Held {
+                generation,
+                to,
+                datagram,
+            });
+        } else {
+            tracing::debug!(peer = %to, "datagram dropped: too many wait for a checkpoint sync");
+        }
+        None
+    }
+
+    /// The oldest held datagram if the appends it waits for are durable once `synced` is.
+    fn release(&mut self, synced: u64) -> Option<Held> {
+        if self.held.front()?.generation <= synced {
+            self.held.pop_front()
+        } else {
+            None
+        }
+    }
 }
 
 impl<T: Transport, C: Clock> Driver<T, C> {
@@ -889,7 +960,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             addrs: BTreeMap::new(),
             buf: Vec::with_capacity(meshkit::wire::MAX_DATAGRAM_BYTES),
             traffic: Traffic::default(),
-            held: VecDeque::new(),
+            held: Holdback::default(),
         };
         (driver, handle)
     }
@@ -1061,12 +1132,13 @@ impl<T: Transport, C: Clock> Driver<T, C> {
     /// Drains the node's outputs in the core's order: the voter's and the queue replicas'
     /// durable writes to disk, then transmits to the transport, then events to subscribers,
     /// the leadership host and the queue host. The queue checkpoints are appended here and
-    /// synced off this task (a group commit, [`QueueHost::persist`]): the transmits polled
-    /// after an append wait in `held`, in order, until the sync covering it ended, so a
-    /// replica's acknowledgement still never promises what its disk does not hold; events are
-    /// not held (none promises a checkpoint to a peer). `false` when the queue checkpoints
-    /// cannot be written: the driver stops (nothing polled after them may be sent, and a
-    /// replica that cannot persist must not acknowledge; restart once the disk is fixed).
+    /// synced off this task (a group commit, [`QueueHost::persist`]): the replica's
+    /// acknowledgements, offers and chunks polled after an append wait in `held`, in order,
+    /// until the sync covering it ended, so an acknowledgement never promises what its disk
+    /// does not hold; every other datagram and every event leaves at once (none promises a
+    /// checkpoint to a peer). `false` when the queue checkpoints cannot be written: the driver
+    /// stops (no acknowledgement polled after them may be sent, and a replica that cannot
+    /// persist must not acknowledge; restart once the disk is fixed).
     fn flush(&mut self) -> bool {
         let now = self.core_now();
         if let Some(l) = &mut self.leadership {
@@ -1084,19 +1156,9 @@ impl<T: Transport, C: Clock> Driver<T, C> {
         let synced = self.queues.as_ref().map_or(0, QueueHost::synced);
         while let Some(t) = self.node.poll_transmit(now, &mut self.buf) {
             let datagram = Bytes::copy_from_slice(&self.buf[..t.len]);
-            if generation > synced || !self.held.is_empty() {
-                if self.held.len() < MAX_HELD_TRANSMITS {
-                    self.held.push_back(Held {
-                        generation,
-                        to: t.to,
-                        datagram,
-                    });
-                } else {
-                    tracing::debug!(peer = %t.to, "datagram dropped: too many wait for a checkpoint sync");
-                }
-                continue;
+            if let Some(datagram) = self.held.admit(generation, synced, t.to, datagram) {
+                self.send_now(t.to, datagram);
             }
-            self.send_now(t.to, datagram);
         }
         while let Some(event) = self.node.poll_event() {
             match event {
@@ -1149,10 +1211,8 @@ impl<T: Transport, C: Clock> Driver<T, C> {
     /// Sends the held datagrams whose checkpoints are durable now, in poll order.
     fn release_held(&mut self) {
         let synced = self.queues.as_ref().map_or(u64::MAX, QueueHost::synced);
-        while self.held.front().is_some_and(|h| h.generation <= synced) {
-            if let Some(h) = self.held.pop_front() {
-                self.send_now(h.to, h.datagram);
-            }
+        while let Some(h) = self.held.release(synced) {
+            self.send_now(h.to, h.datagram);
         }
     }
 
@@ -1511,6 +1571,72 @@ mod tests {
         })
         .await;
         assert!(converged, "the drivers did not converge within 5 s");
+    }
+
+    /// Only what speaks for the replica's disk waits for a queue checkpoint sync: a membership
+    /// datagram (a real one, a join's digest request) and a queue request polled while appends
+    /// are not yet durable leave at once, the replica's acknowledgements wait and leave in poll
+    /// order once the sync covering them ended (issue 16: every datagram waited).
+    #[test]
+    fn only_replica_acknowledgements_wait_for_a_checkpoint_sync() {
+        use meshkit::queue::{QueueBody, QueueMessage};
+
+        let now = SystemClock.now();
+        let mut node = Node::new(fast_config(), NodeId::new(3), Incarnation::new(1), 3, now);
+        node.join(now, &[NodeId::new(1)]);
+        let mut buf = Vec::new();
+        let t = node
+            .poll_transmit(now, &mut buf)
+            .expect("a join sends a digest request");
+        let membership = Bytes::copy_from_slice(&buf[..t.len]);
+        assert_eq!(
+            Channel::split(&membership).map(|(c, _)| c),
+            Ok(Channel::Membership)
+        );
+        let shard = ShardId::new("jobs", 0).expect("a valid shard");
+        let queue = |body: QueueBody| {
+            let mut payload = Vec::new();
+            QueueMessage {
+                shard: shard.clone(),
+                body,
+            }
+            .encode(&mut payload);
+            let mut datagram = Vec::new();
+            Channel::Queue.frame(&payload, &mut datagram);
+            Bytes::from(datagram)
+        };
+        let ack = |applied| {
+            queue(QueueBody::ReplicaAck {
+                fence: FencingToken::new(7),
+                applied,
+            })
+        };
+        let request = queue(QueueBody::Lease { request: 1 });
+        let owner = NodeId::new(1);
+
+        let mut held = Holdback::default();
+        // Appends up to generation 2 made, up to 1 durable.
+        assert_eq!(held.admit(2, 1, owner, ack(10)), None, "an ack waits");
+        assert_eq!(
+            held.admit(2, 1, owner, membership.clone()),
+            Some(membership),
+            "a membership datagram waits for no checkpoint sync"
+        );
+        assert_eq!(
+            held.admit(2, 1, owner, request.clone()),
+            Some(request),
+            "a queue request waits for no checkpoint sync"
+        );
+        assert_eq!(held.admit(3, 1, owner, ack(20)), None);
+        assert!(held.release(1).is_none(), "nothing held is durable yet");
+        assert_eq!(held.release(2).map(|h| h.datagram), Some(ack(10)));
+        assert!(
+            held.release(2).is_none(),
+            "the second waits for generation 3"
+        );
+        assert_eq!(held.release(3).map(|h| h.datagram), Some(ack(20)));
+        // Nothing appended since the last sync: an acknowledgement leaves at once.
+        assert_eq!(held.admit(3, 3, owner, ack(30)), Some(ack(30)));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

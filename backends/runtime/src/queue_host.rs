@@ -271,6 +271,11 @@ pub(crate) enum QueueCommand {
         shard: ShardId,
         reply: oneshot::Sender<Result<Option<LeasedItem>, QueueCallError>>,
     },
+    LeaseUpTo {
+        shard: ShardId,
+        max: u16,
+        reply: oneshot::Sender<Result<Vec<LeasedItem>, QueueCallError>>,
+    },
     Finish {
         shard: ShardId,
         token: OwnershipToken,
@@ -296,6 +301,7 @@ impl QueueCommand {
         match self {
             Self::Enqueue { reply, .. } => drop(reply.send(Err(error))),
             Self::Lease { reply, .. } => drop(reply.send(Err(error))),
+            Self::LeaseUpTo { reply, .. } => drop(reply.send(Err(error))),
             Self::Finish { reply, .. } => drop(reply.send(Err(error))),
             Self::Drain { reply, .. } => drop(reply.send(Err(error))),
             Self::Restore { reply, .. } => drop(reply.send(Err(error))),
@@ -309,6 +315,7 @@ impl QueueCommand {
 enum Waiter {
     Enqueue(oneshot::Sender<Result<Enqueued, QueueCallError>>),
     Lease(oneshot::Sender<Result<Option<LeasedItem>, QueueCallError>>),
+    LeaseUpTo(oneshot::Sender<Result<Vec<LeasedItem>, QueueCallError>>),
     Finish(oneshot::Sender<Result<OwnershipToken, QueueCallError>>),
 }
 
@@ -318,6 +325,7 @@ impl Waiter {
         match self {
             Self::Enqueue(reply) => drop(reply.send(Err(error))),
             Self::Lease(reply) => drop(reply.send(Err(error))),
+            Self::LeaseUpTo(reply) => drop(reply.send(Err(error))),
             Self::Finish(reply) => drop(reply.send(Err(error))),
         }
     }
@@ -416,6 +424,12 @@ impl QueueHost {
                 Ok(request) => self.wait(request, Waiter::Lease(reply)),
                 Err(e) => drop(reply.send(Err(e))),
             },
+            QueueCommand::LeaseUpTo { shard, max, reply } => {
+                match call(node.queue_lease_up_to(now, shard, max)) {
+                    Ok(request) => self.wait(request, Waiter::LeaseUpTo(reply)),
+                    Err(e) => drop(reply.send(Err(e))),
+                }
+            }
             QueueCommand::Finish {
                 shard,
                 token,
@@ -600,15 +614,47 @@ impl QueueHost {
                     };
                     let _ = reply.send(Ok(Some(leased)));
                 }
+                // A lease of one asked through `queue_lease_up_to`.
+                Some(Waiter::LeaseUpTo(reply)) => {
+                    let leased = LeasedItem {
+                        shard,
+                        token,
+                        lease_for: deadline.saturating_duration_since(now),
+                        payload,
+                    };
+                    let _ = reply.send(Ok(vec![leased]));
+                }
                 // Nobody waits (the caller went away): the lease expires and the item is
                 // requeued, which is what a worker that vanished gets.
                 _ => tracing::debug!(%shard, %token, "an item leased for a caller gone"),
             },
-            QueueEvent::Empty { request, .. } => {
-                if let Some(Waiter::Lease(reply)) = self.waiters.remove(&request) {
-                    let _ = reply.send(Ok(None));
+            QueueEvent::LeasedItems {
+                shard,
+                request,
+                deadline,
+                items,
+            } => match self.waiters.remove(&request) {
+                Some(Waiter::LeaseUpTo(reply)) => {
+                    let lease_for = deadline.saturating_duration_since(now);
+                    let leased = items
+                        .into_iter()
+                        .map(|(token, payload)| LeasedItem {
+                            shard: shard.clone(),
+                            token,
+                            lease_for,
+                            payload,
+                        })
+                        .collect();
+                    let _ = reply.send(Ok(leased));
                 }
-            }
+                // As for one item: the leases expire and the items are requeued.
+                _ => tracing::debug!(%shard, items = items.len(), "items leased for a caller gone"),
+            },
+            QueueEvent::Empty { request, .. } => match self.waiters.remove(&request) {
+                Some(Waiter::Lease(reply)) => drop(reply.send(Ok(None))),
+                Some(Waiter::LeaseUpTo(reply)) => drop(reply.send(Ok(Vec::new()))),
+                _ => {}
+            },
             QueueEvent::Accepted { request, token, .. } => {
                 if let Some(Waiter::Finish(reply)) = self.waiters.remove(&request) {
                     let _ = reply.send(Ok(token));

@@ -82,6 +82,19 @@ pub enum QueueError {
         /// The bound.
         max: usize,
     },
+    /// A request's number out of its range (caller misuse: a lease of `max` items outside
+    /// 1..=[`MAX_LEASE_ITEMS`](super::MAX_LEASE_ITEMS)); nothing was sent.
+    #[error("{field} = {value} is out of range {min}..={max}")]
+    OutOfRange {
+        /// The field, as the API names it (`max`).
+        field: &'static str,
+        /// The value given.
+        value: u64,
+        /// The lowest allowed.
+        min: u64,
+        /// The highest allowed.
+        max: u64,
+    },
     /// No answer came within the request timeout; the outcome is unknown (an enqueue may have
     /// been made and not acknowledged, a completion may or may not have been accepted).
     #[error("no answer within the request timeout")]
@@ -104,6 +117,7 @@ impl QueueError {
             Self::NoQueues => 10,
             Self::Overloaded { .. } => 11,
             Self::TimedOut => 12,
+            Self::OutOfRange { .. } => 13,
         }
     }
 
@@ -127,6 +141,7 @@ impl QueueError {
             Self::NoQueues => "no_queues",
             Self::Overloaded { .. } => "overloaded",
             Self::TimedOut => "timed_out",
+            Self::OutOfRange { .. } => "out_of_range",
         }
     }
 }

@@ -142,15 +142,16 @@ pub use self::item::{
     EventKind, ItemId, ItemRecord, ItemState, LeaseId, MAX_PAYLOAD_BYTES, Origin, OwnershipToken,
 };
 pub use self::queues::{
-    FinishOp, MAX_QUEUE_OUTBOX, MAX_REQUESTS_IN_FLIGHT, MAX_WAITING_ACKS, PARTICIPANT_KEY,
-    QueueContext, QueueDurableWrite, QueueEvent, QueueStats, Queues, REPLICATION_WINDOW_VERSIONS,
-    RESEND_INTERVAL, TICK_INTERVAL, owner_key,
+    FinishOp, MAX_QUEUE_OUTBOX, MAX_REMEMBERED_GRANTS, MAX_REQUESTS_IN_FLIGHT, MAX_WAITING_ACKS,
+    PARTICIPANT_KEY, QueueContext, QueueDurableWrite, QueueEvent, QueueStats, Queues,
+    REPLICATION_WINDOW_VERSIONS, RESEND_INTERVAL, TICK_INTERVAL, owner_key,
 };
 pub use self::replica::{Applied, ReplicaStore};
 pub use self::store::{FailOutcome, WorkQueue};
 pub use self::wire::{
-    BATCH_RECORDS_BYTES, Batch, MAX_BATCH_RECORDS, MAX_QUEUE_MESSAGE_BYTES, MAX_RECORD_BYTES,
-    MIN_RECORD_BYTES, QueueBody, QueueMessage,
+    BATCH_RECORDS_BYTES, Batch, LEASED_ITEMS_BYTES, MAX_BATCH_RECORDS, MAX_LEASE_ITEMS,
+    MAX_QUEUE_MESSAGE_BYTES, MAX_RECORD_BYTES, MIN_LEASED_ITEM_BYTES, MIN_RECORD_BYTES, QueueBody,
+    QueueMessage,
 };
 
 #[cfg(test)]

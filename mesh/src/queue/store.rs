@@ -144,6 +144,27 @@ impl WorkQueue {
         self.records.get(&item)
     }
 
+    /// Whether the token's item is leased under the token's grant (this owner's fence, the
+    /// same lease): a resent lease request gets it back only then.
+    pub fn is_leased_under(&self, token: &OwnershipToken) -> bool {
+        token.fence == self.fence
+            && self.records.get(&token.item).is_some_and(
+                |r| matches!(r.state, ItemState::Leased { lease, .. } if lease == token.lease),
+            )
+    }
+
+    /// When the lease of a leased item runs out (without a heartbeat).
+    pub fn lease_deadline(&self, item: ItemId) -> Option<Instant> {
+        self.deadlines.get(&item).copied()
+    }
+
+    /// The payload length of the item the next [`lease`](Self::lease) would grant, if any is
+    /// pending (a lease of several items stops before one its answer has no room for).
+    pub fn next_pending_len(&self) -> Option<usize> {
+        let id = self.pending.first()?;
+        self.records.get(id).map(|r| r.payload.len())
+    }
+
     /// The items changed after version `after`, oldest change first.
     pub fn changed_since(&self, after: u64) -> impl Iterator<Item = &ItemRecord> + '_ {
         self.by_version

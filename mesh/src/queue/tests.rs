@@ -433,6 +433,15 @@ fn errors_have_distinct_codes_and_labels_and_say_what_they_hold() {
             "too many queue requests in flight: at most 4096",
         ),
         (QueueError::TimedOut, "no answer within the request timeout"),
+        (
+            QueueError::OutOfRange {
+                field: "max",
+                value: 0,
+                min: 1,
+                max: 256,
+            },
+            "max = 0 is out of range 1..=256",
+        ),
     ];
     for (error, text) in &errors {
         assert_eq!(error.to_string(), *text, "{error:?}");

@@ -53,6 +53,29 @@ const _: () = assert!(
     "a leased item fits a datagram"
 );
 
+/// Items one lease request may ask for at most ([`QueueBody::LeaseUpTo`]); an answer carries
+/// as many of them as fit one datagram ([`LEASED_ITEMS_BYTES`]).
+pub const MAX_LEASE_ITEMS: u16 = 256;
+/// The fixed part of a [`QueueBody::LeasedItems`] answer (kind, namespace length, id, request,
+/// timeout, count): the namespace's bytes come on top.
+const LEASED_ITEMS_HEADER_FIXED_BYTES: usize = 1 + 1 + 4 + 8 + 8 + 2;
+/// Bytes the items of one [`QueueBody::LeasedItems`] answer may take, whatever its shard: an
+/// owner leases items while the next one fits (about 30 of 8 bytes, at least 2 of the largest).
+pub const LEASED_ITEMS_BYTES: usize =
+    MAX_QUEUE_MESSAGE_BYTES - LEASED_ITEMS_HEADER_FIXED_BYTES - MAX_NAMESPACE_CHARS;
+/// The encoded size of one leased item with an empty payload (token, payload length).
+pub const MIN_LEASED_ITEM_BYTES: usize = 8 + 4 + 8 + 8 + 2;
+const _: () = assert!(
+    LEASED_ITEMS_BYTES / (MIN_LEASED_ITEM_BYTES + MAX_PAYLOAD_BYTES) >= 2,
+    "a lease of several items carries at least two whatever their payloads"
+);
+
+/// The encoded size of a leased item carrying `payload_len` bytes, in a
+/// [`QueueBody::LeasedItems`] answer.
+pub(crate) fn leased_item_bytes(payload_len: usize) -> usize {
+    MIN_LEASED_ITEM_BYTES + payload_len
+}
+
 /// The encoded size of `record`.
 pub(crate) fn record_bytes(record: &ItemRecord) -> usize {
     MIN_RECORD_BYTES + record.payload.len()
@@ -132,6 +155,25 @@ pub enum QueueBody {
         timeout: Duration,
         /// The item's bytes.
         payload: Vec<u8>,
+    },
+    /// Worker to owner: grant me up to `max` items (1..=[`MAX_LEASE_ITEMS`]); answered with
+    /// [`LeasedItems`](Self::LeasedItems) or [`Empty`](Self::Empty). A lease of one item is
+    /// sent as [`Lease`](Self::Lease), which every version of the protocol reads.
+    LeaseUpTo {
+        /// The worker's request.
+        request: u64,
+        /// The most items to grant.
+        max: u16,
+    },
+    /// Owner to worker: items and their tokens (at least one, as many as fit
+    /// [`LEASED_ITEMS_BYTES`]), each leased for `timeout` from when it was sent.
+    LeasedItems {
+        /// The worker's request.
+        request: u64,
+        /// The leases' length without a heartbeat.
+        timeout: Duration,
+        /// Each item's token and bytes, in the order they were leased.
+        items: Vec<(OwnershipToken, Vec<u8>)>,
     },
     /// Owner to worker: nothing is pending.
     Empty {
@@ -239,9 +281,34 @@ mod kind {
     pub(super) const OFFER: u8 = 14;
     pub(super) const PULL: u8 = 15;
     pub(super) const SNAPSHOT: u8 = 16;
+    pub(super) const LEASE_UP_TO: u8 = 17;
+    pub(super) const LEASED_ITEMS: u8 = 18;
 }
 
 impl QueueMessage {
+    /// Whether the encoded message `bytes` (channel byte excluded) tells its recipient what this
+    /// node's replica copy holds, so that a host which makes the checkpoint records durable off
+    /// its own task must hold it until every record polled before it is durable: a replica's
+    /// acknowledgement (an owner counts it toward an enqueue's answer), its offer to a new owner
+    /// (it carries the promise of a newer fence) and a chunk of its copy. Every other message,
+    /// requests, answers and the owner's own batches included, promises nothing about this
+    /// node's disk and may leave at once. Reads the kind byte only (empty bytes: `false`).
+    pub fn waits_for_durable(bytes: &[u8]) -> bool {
+        matches!(
+            bytes.first(),
+            Some(&(kind::REPLICA_ACK | kind::OFFER | kind::SNAPSHOT))
+        )
+    }
+
+    /// Whether this message must wait for the checkpoints polled before it to be durable (see
+    /// [`waits_for_durable`](Self::waits_for_durable)).
+    pub fn is_durable_promise(&self) -> bool {
+        matches!(
+            self.body,
+            QueueBody::ReplicaAck { .. } | QueueBody::Offer { .. } | QueueBody::Snapshot(_)
+        )
+    }
+
     /// Appends the encoding to `buf`.
     pub fn encode(&self, buf: &mut Vec<u8>) {
         let mut w = Writer::new(buf);
@@ -262,6 +329,8 @@ impl QueueMessage {
             QueueBody::Offer { .. } => kind::OFFER,
             QueueBody::Pull { .. } => kind::PULL,
             QueueBody::Snapshot(_) => kind::SNAPSHOT,
+            QueueBody::LeaseUpTo { .. } => kind::LEASE_UP_TO,
+            QueueBody::LeasedItems { .. } => kind::LEASED_ITEMS,
         };
         w.u8(kind);
         let ns = self.shard.namespace().as_bytes();
@@ -294,6 +363,31 @@ impl QueueMessage {
                 token_out(&mut w, token);
                 w.duration(*timeout);
                 w.bytes16(payload);
+            }
+            QueueBody::LeaseUpTo { request, max } => {
+                w.u64(*request);
+                w.u16(*max);
+            }
+            QueueBody::LeasedItems {
+                request,
+                timeout,
+                items,
+            } => {
+                w.u64(*request);
+                w.duration(*timeout);
+                debug_assert!(
+                    items
+                        .iter()
+                        .map(|(_, p)| leased_item_bytes(p.len()))
+                        .sum::<usize>()
+                        <= LEASED_ITEMS_BYTES,
+                    "leased items over their bound"
+                );
+                w.u16(items.len() as u16);
+                for (token, payload) in items {
+                    token_out(&mut w, token);
+                    w.bytes16(payload);
+                }
             }
             QueueBody::Heartbeat { request, token }
             | QueueBody::Complete { request, token }
@@ -398,6 +492,42 @@ impl QueueMessage {
             },
             kind::LEASE => QueueBody::Lease { request: r.u64()? },
             kind::EMPTY => QueueBody::Empty { request: r.u64()? },
+            kind::LEASE_UP_TO => {
+                let request = r.u64()?;
+                let max = r.u16()?;
+                if !(1..=MAX_LEASE_ITEMS).contains(&max) {
+                    return Err(DecodeError::InvalidValue {
+                        field: "max",
+                        value: u64::from(max),
+                    });
+                }
+                QueueBody::LeaseUpTo { request, max }
+            }
+            kind::LEASED_ITEMS => {
+                let request = r.u64()?;
+                let timeout = r.duration()?;
+                let count = r.u16()?;
+                if count == 0 || count > MAX_LEASE_ITEMS {
+                    return Err(DecodeError::InvalidValue {
+                        field: "leased item count",
+                        value: u64::from(count),
+                    });
+                }
+                // A count beyond what the bytes hold fails at the first missing item: the
+                // message is at most a datagram, so the items built before it are too.
+                let items = (0..count)
+                    .map(|_| {
+                        let token = token_in(&mut r)?;
+                        let payload = r.bytes16("payload", MAX_PAYLOAD_BYTES)?.to_vec();
+                        Ok((token, payload))
+                    })
+                    .collect::<Result<Vec<_>, DecodeError>>()?;
+                QueueBody::LeasedItems {
+                    request,
+                    timeout,
+                    items,
+                }
+            }
             kind::LEASED => QueueBody::Leased {
                 request: r.u64()?,
                 token: token_in(&mut r)?,
@@ -666,6 +796,24 @@ mod tests {
                 payload: vec![2; MAX_PAYLOAD_BYTES],
             },
             QueueBody::Empty { request: 5 },
+            QueueBody::LeaseUpTo {
+                request: 4,
+                max: MAX_LEASE_ITEMS,
+            },
+            // The most items of the largest payload an answer carries, and the most small ones.
+            QueueBody::LeasedItems {
+                request: 4,
+                timeout: Duration::from_secs(10),
+                items: vec![
+                    (token(), vec![3; MAX_PAYLOAD_BYTES]);
+                    LEASED_ITEMS_BYTES / leased_item_bytes(MAX_PAYLOAD_BYTES)
+                ],
+            },
+            QueueBody::LeasedItems {
+                request: 4,
+                timeout: Duration::from_secs(10),
+                items: vec![(token(), Vec::new()); LEASED_ITEMS_BYTES / MIN_LEASED_ITEM_BYTES],
+            },
             QueueBody::Heartbeat {
                 request: 6,
                 token: token(),
@@ -733,6 +881,32 @@ mod tests {
             );
             assert_eq!(QueueMessage::decode(&buf).unwrap(), m);
         }
+    }
+
+    /// The host holds only what speaks for the replica's disk behind a checkpoint sync: the
+    /// byte peek agrees with the decoded body for every kind of message, and exactly the
+    /// replica's acknowledgement, offer and chunk wait (requests, answers and the owner's
+    /// batches go at once, or every request a node sends waits for its disk).
+    #[test]
+    fn only_what_speaks_for_the_replicas_disk_waits_for_a_sync() {
+        let mut waiting = BTreeSet::new();
+        for m in samples() {
+            let mut buf = Vec::new();
+            m.encode(&mut buf);
+            assert_eq!(
+                QueueMessage::waits_for_durable(&buf),
+                m.is_durable_promise(),
+                "{m:?}"
+            );
+            if m.is_durable_promise() {
+                waiting.insert(buf[0]);
+            }
+        }
+        assert_eq!(
+            waiting,
+            BTreeSet::from([kind::REPLICA_ACK, kind::OFFER, kind::SNAPSHOT])
+        );
+        assert!(!QueueMessage::waits_for_durable(&[]));
     }
 
     /// Replicas and a new owner learn every kind of change and every state from these records:
@@ -824,5 +998,21 @@ mod tests {
             QueueMessage::decode(&[99, 1, b'a', 0, 0, 0, 0]),
             Err(DecodeError::UnknownKind { .. })
         ));
+        // A lease of 0 items, or of more than MAX_LEASE_ITEMS, is refused naming the field.
+        for max in [0, MAX_LEASE_ITEMS + 1, u16::MAX] {
+            let mut buf = Vec::new();
+            QueueMessage {
+                shard: shard(),
+                body: QueueBody::LeaseUpTo { request: 1, max },
+            }
+            .encode(&mut buf);
+            assert_eq!(
+                QueueMessage::decode(&buf),
+                Err(DecodeError::InvalidValue {
+                    field: "max",
+                    value: u64::from(max)
+                })
+            );
+        }
     }
 }

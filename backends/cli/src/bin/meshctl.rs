@@ -372,6 +372,25 @@ enum QueueCommand {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Leases up to --max items of QUEUE in one request (needs mesh.operate) and prints each
+    /// with its token: heartbeat, complete or fail each before its lease runs out. Nothing
+    /// pending prints nothing leased.
+    Lease {
+        /// The queue (a shard namespace).
+        queue: String,
+        /// Only this shard's queue (its number); default: every shard tried in turn.
+        #[arg(long)]
+        shard: Option<u32>,
+        /// The most items to lease (1..=256); the owner grants as many as are pending and fit
+        /// its answer (about 30 items of 8 bytes).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+        max: u32,
+        /// Print the node's JSON answer instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
     /// The workers the node's queues track: healthy, disconnected, last heartbeat.
     LeaseHealth {
         /// Print the node's JSON answer instead of a table.
@@ -909,6 +928,7 @@ impl Command {
                     QueueCommand::Stats { node, .. }
                     | QueueCommand::WatchBackpressure { node, .. }
                     | QueueCommand::Work { node, .. }
+                    | QueueCommand::Lease { node, .. }
                     | QueueCommand::LeaseHealth { node, .. }
                     | QueueCommand::Drain { node, .. }
                     | QueueCommand::Restore { node, .. },
@@ -1183,6 +1203,13 @@ fn main() -> ExitCode {
                     )
                 })
             }
+            QueueCommand::Lease {
+                queue,
+                shard,
+                max,
+                json,
+                node,
+            } => queue::lease(&node, &queue, shard, max, json),
             QueueCommand::Drain { shard, json, node } => queue::drain(&node, &shard, json),
             QueueCommand::Restore {
                 shard,

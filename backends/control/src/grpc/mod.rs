@@ -32,7 +32,7 @@
 //! | `Join`, `Leave`, `ForceLeave` | as `POST /control/{join,leave,force-leave}` | see [`CallError::Membership`] |
 //! | `PlanChaos`, `StartChaos`, `ListChaos`, `AbortChaos`, `EngageChaosKillSwitch`, `RearmChaosKillSwitch` | the JSON body of the HTTP twin (`/control/chaos/*`, [`crate::chaos`]) in `ChaosJson.json` | the twin's refusal: `INVALID_ARGUMENT` (400), `PERMISSION_DENIED` (403), `NOT_FOUND`, `FAILED_PRECONDITION` (409), `UNAVAILABLE`; the message starts with the reason (`token-replayed: ...`) |
 //! | `AddVoter`, `RemoveVoter` | the proposed voter change, as `POST /control/voters/{add,remove}` | `FAILED_PRECONDITION` (refused, or not the leader: the message names it) |
-//! | `QueueEnqueue`, `QueueLease`, `QueueHeartbeat`, `QueueComplete`, `QueueFail`, `QueueDrain`, `QueueRestore` | as `POST /control/queue/*` (payloads as bytes; a lease with nothing pending has no `item`) | see [`CallError::Queue`] |
+//! | `QueueEnqueue`, `QueueLease`, `QueueHeartbeat`, `QueueComplete`, `QueueFail`, `QueueDrain`, `QueueRestore` | as `POST /control/queue/*` (payloads as bytes; a lease with nothing pending has no `item`; a lease with `max` answers in `items`) | see [`CallError::Queue`] |
 //! | `ListQueues` | as `GET /control/queues` | `NOT_FOUND` (no `[queues]`) |
 //! | `GetBackpressure`, `WatchBackpressure` | as `GET /control/backpressure` (no `signal` for 204) and its SSE stream | `NOT_FOUND` (no `[queues]`) |
 //! | `ListProbes` | the JSON body of `GET /control/probes` in `ProbesJson.json`, filtered by `tags` (`key=value`) | `INVALID_ARGUMENT` (a filter without `=`), `UNAVAILABLE` (no probe host) |
@@ -81,6 +81,7 @@ use crate::views::{MAX_PAGE, PeersQuery, VersionCount, clusters_of, peers_page, 
 use meshkit::queue::{ItemId, LeaseId, Origin, OwnershipToken};
 use meshkit_runtime::driver::{LeadershipError, NodeHandle, Snapshot};
 use meshkit_runtime::lease_host::{Change, FeedEntry, LeadershipView};
+use meshkit_runtime::queue_host::LeasedItem;
 
 /// The largest request message accepted, in bytes (every request of this service is a few
 /// dozen bytes; a scope name is at most 255).
@@ -499,16 +500,26 @@ impl Control for Methods {
         request: Request<proto::QueueLeaseRequest>,
     ) -> Result<Response<proto::QueueLeaseResponse>, Status> {
         let r = request.into_inner();
-        let answer = queues::lease_from(&self.node, &r.queue, r.shard)
-            .await
-            .map(|item| proto::QueueLeaseResponse {
-                item: item.map(|item| proto::LeasedItem {
-                    shard: item.shard.to_string(),
-                    token: Some(token_proto(item.token)),
-                    lease_for_ms: u64::try_from(item.lease_for.as_millis()).unwrap_or(u64::MAX),
-                    payload: item.payload,
+        let leased = |item: LeasedItem| proto::LeasedItem {
+            shard: item.shard.to_string(),
+            token: Some(token_proto(item.token)),
+            lease_for_ms: u64::try_from(item.lease_for.as_millis()).unwrap_or(u64::MAX),
+            payload: item.payload,
+        };
+        let answer = match r.max {
+            Some(max) => queues::lease_up_to_from(&self.node, &r.queue, r.shard, max)
+                .await
+                .map(|items| proto::QueueLeaseResponse {
+                    item: None,
+                    items: items.into_iter().map(leased).collect(),
                 }),
-            });
+            None => queues::lease_from(&self.node, &r.queue, r.shard)
+                .await
+                .map(|item| proto::QueueLeaseResponse {
+                    item: item.map(leased),
+                    items: Vec::new(),
+                }),
+        };
         reply(path::QUEUE_LEASE, answer.map_err(CallError::from))
     }
 

@@ -100,7 +100,7 @@ pub enum CallError {
     /// A task-queue call refused, as its HTTP twin refuses it; the code depends on the variant:
     ///
     /// * `INVALID_ARGUMENT`: a shard number or name the queue does not have, a payload over the
-    ///   bound (nothing changed);
+    ///   bound, a lease's `max` out of 1..=256 (nothing changed);
     /// * `NOT_FOUND`: no such queue, item or shard queue, or no `[queues]` on the node;
     /// * `ABORTED`: a stale ownership token (the item is another's now: stop working on it);
     /// * `UNAVAILABLE`: no owner known, the owner rebuilding, a request that found the old
@@ -185,7 +185,9 @@ fn queue_code(error: &QueueRefusal) -> Code {
             QueueError::UnknownItem { .. } | QueueError::UnknownShard | QueueError::NoQueues => {
                 Code::NotFound
             }
-            QueueError::PayloadTooLarge { .. } => Code::InvalidArgument,
+            QueueError::PayloadTooLarge { .. } | QueueError::OutOfRange { .. } => {
+                Code::InvalidArgument
+            }
             QueueError::Full { .. } | QueueError::Overloaded { .. } => Code::ResourceExhausted,
             QueueError::NotOwner { .. } | QueueError::NoOwner | QueueError::Recovering => {
                 Code::Unavailable

@@ -253,6 +253,7 @@ impl Mesh {
         let answered = |e: &QueueEvent| match e {
             QueueEvent::Enqueued { request: r, .. }
             | QueueEvent::Leased { request: r, .. }
+            | QueueEvent::LeasedItems { request: r, .. }
             | QueueEvent::Empty { request: r, .. }
             | QueueEvent::Accepted { request: r, .. }
             | QueueEvent::Refused { request: r, .. } => *r == request,
@@ -397,6 +398,177 @@ fn a_token_completes_its_item_once_and_stale_tokens_are_refused() {
         .filter(|e| matches!(e, QueueEvent::StaleRefused { .. }))
         .count();
     assert_eq!(stale_before, 1, "the forged fence was counted");
+}
+
+/// A lease of several items grants up to `max` of those pending in one request and one answer,
+/// in queue order, each under its own token that completes once; an answer carries only as many
+/// as fit a datagram; a lease of one is the one-item request; `max` out of range is refused
+/// before anything is sent, naming the field.
+#[test]
+fn a_lease_of_several_grants_up_to_max_items_in_one_answer() {
+    let mut mesh = Mesh::new(&queue_config());
+    let s = shard0();
+    let owner = mesh.owner_of(&s).unwrap();
+    let worker = mesh.other_member(&s);
+    for k in 0..5u8 {
+        assert!(matches!(
+            mesh.enqueue(1, &s, &[k; 8]),
+            QueueEvent::Enqueued { .. }
+        ));
+    }
+    let lease_up_to = |mesh: &mut Mesh, max: u16| {
+        let now = mesh.now;
+        mesh.sent.clear();
+        let request = mesh
+            .node(worker)
+            .queue_lease_up_to(now, s.clone(), max)
+            .unwrap();
+        mesh.answer(worker, request)
+    };
+    let QueueEvent::LeasedItems { items, .. } = lease_up_to(&mut mesh, 3) else {
+        panic!("no items leased");
+    };
+    let payloads: Vec<Vec<u8>> = items.iter().map(|(_, p)| p.clone()).collect();
+    assert_eq!(
+        payloads,
+        [[0u8; 8], [1; 8], [2; 8]],
+        "three, in queue order"
+    );
+    let requests = mesh
+        .sent
+        .iter()
+        .filter(|(from, _, m)| {
+            *from == worker && matches!(m.body, QueueBody::LeaseUpTo { max: 3, .. })
+        })
+        .count();
+    let answers = mesh
+        .sent
+        .iter()
+        .filter(|(from, to, m)| {
+            *from == owner && *to == worker && matches!(m.body, QueueBody::LeasedItems { .. })
+        })
+        .count();
+    assert_eq!((requests, answers), (1, 1), "one request, one answer");
+    // Up to `max`: two are left of the five.
+    let QueueEvent::LeasedItems { items: rest, .. } = lease_up_to(&mut mesh, 256) else {
+        panic!("the last two not leased");
+    };
+    assert_eq!(rest.len(), 2);
+    assert!(matches!(
+        lease_up_to(&mut mesh, 4),
+        QueueEvent::Empty { .. }
+    ));
+    for (token, _) in items.iter().chain(&rest) {
+        let accepted = mesh.complete(worker, &s, *token);
+        assert!(matches!(accepted, QueueEvent::Accepted { token: t, .. } if t == *token));
+    }
+    let q = mesh.nodes[(owner - 1) as usize].queues().unwrap();
+    assert_eq!(q.serving(&s).unwrap().active_count(), 0);
+
+    // An answer carries as many as fit one datagram: items of the largest payload, two or three.
+    for k in 0..5u8 {
+        mesh.enqueue(1, &s, &[k; crate::queue::MAX_PAYLOAD_BYTES]);
+    }
+    let QueueEvent::LeasedItems { items: big, .. } = lease_up_to(&mut mesh, 5) else {
+        panic!("no large items leased");
+    };
+    let fit = crate::queue::LEASED_ITEMS_BYTES
+        / (crate::queue::MIN_LEASED_ITEM_BYTES + crate::queue::MAX_PAYLOAD_BYTES);
+    assert_eq!(big.len(), fit, "as many as fit an answer");
+    // A lease of one is the one-item request and answer every owner reads.
+    assert!(matches!(
+        lease_up_to(&mut mesh, 1),
+        QueueEvent::Leased { .. }
+    ));
+    assert!(
+        mesh.sent
+            .iter()
+            .any(|(_, _, m)| matches!(m.body, QueueBody::Lease { .. }))
+    );
+
+    let now = mesh.now;
+    for max in [0, crate::queue::MAX_LEASE_ITEMS + 1] {
+        mesh.sent.clear();
+        let refused = mesh.node(worker).queue_lease_up_to(now, s.clone(), max);
+        assert_eq!(
+            refused,
+            Err(QueueError::OutOfRange {
+                field: "max",
+                value: u64::from(max),
+                min: 1,
+                max: 256
+            })
+        );
+        mesh.run_for(Duration::from_millis(10));
+        assert!(
+            !mesh.sent.iter().any(|(from, _, m)| *from == worker
+                && matches!(
+                    m.body,
+                    QueueBody::Lease { .. } | QueueBody::LeaseUpTo { .. }
+                )),
+            "nothing sent for max = {max}"
+        );
+    }
+}
+
+/// A lease request resent because its answer was lost gets the item its first answer carried,
+/// not one more: the owner remembers its grants for the request timeout. Before, each resend
+/// leased another item that nobody took (its worker's node drops an answer to a request
+/// already answered), held until the lease timeout.
+#[test]
+fn a_resent_lease_request_gets_the_same_item_not_another() {
+    let mut mesh = Mesh::new(&queue_config());
+    let s = shard0();
+    let owner = mesh.owner_of(&s).unwrap();
+    let worker = mesh.other_member(&s);
+    for payload in [b"first", b"other"] {
+        mesh.enqueue(1, &s, payload);
+    }
+    // The first answer of each kind to the worker is lost.
+    let mut lost = BTreeSet::new();
+    mesh.drop_if = Some(Box::new(move |from, to, m| {
+        let kind = match m.body {
+            QueueBody::Leased { .. } => 1,
+            QueueBody::LeasedItems { .. } => 2,
+            _ => return false,
+        };
+        from == owner && to == worker && lost.insert(kind)
+    }));
+    mesh.sent.clear();
+    let (token, payload) = leased(mesh.lease(worker, &s));
+    assert_eq!(payload, b"first");
+    let answers = mesh
+        .sent
+        .iter()
+        .filter(|(_, to, m)| *to == worker && matches!(m.body, QueueBody::Leased { .. }))
+        .count();
+    assert_eq!(
+        answers, 2,
+        "the first answer was lost and the request resent"
+    );
+    let q = mesh.nodes[(owner - 1) as usize].queues().unwrap();
+    assert_eq!(
+        q.serving(&s).unwrap().active_count(),
+        1,
+        "the resend got the same item back, no other was leased"
+    );
+    assert!(matches!(
+        mesh.complete(worker, &s, token),
+        QueueEvent::Accepted { .. }
+    ));
+    // The same for a lease of several: the one left, once.
+    let now = mesh.now;
+    let request = mesh
+        .node(worker)
+        .queue_lease_up_to(now, s.clone(), 8)
+        .unwrap();
+    let QueueEvent::LeasedItems { items, .. } = mesh.answer(worker, request) else {
+        panic!("nothing leased");
+    };
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].1, b"other");
+    let q = mesh.nodes[(owner - 1) as usize].queues().unwrap();
+    assert_eq!(q.serving(&s).unwrap().active_count(), 1);
 }
 
 /// A worker's failure requeues the item while attempts remain, then dead-letters it; a

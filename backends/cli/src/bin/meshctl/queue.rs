@@ -1,12 +1,14 @@
-//! `meshctl queue stats | watch-backpressure | lease-health | drain | restore | work`: the task queues
-//! as one node sees them (docs/task-queues.md), with tables, or the node's JSON with `--json`.
+//! `meshctl queue stats | watch-backpressure | lease | lease-health | drain | restore | work`: the
+//! task queues as one node sees them (docs/task-queues.md), with tables, or the node's JSON with
+//! `--json`.
 
 use std::io::Write as _;
 use std::time::Duration;
 
 use meshkit_node::control::queues::{
-    BackpressureJson, LeaseHealthResponse, LeaseRequest, LeaseResponse, QueueDrainRequest,
-    QueueDrainResponse, QueueRestoreRequest, QueueRestoreResponse, QueuesResponse, TokenRequest,
+    BackpressureJson, LeaseHealthResponse, LeaseManyResponse, LeaseRequest, LeaseResponse,
+    QueueDrainRequest, QueueDrainResponse, QueueRestoreRequest, QueueRestoreResponse,
+    QueuesResponse, TokenRequest,
 };
 
 use super::{NodeArgs, call, ok_body, print_answer, with_client};
@@ -77,6 +79,54 @@ pub(crate) fn lease_health(node: &NodeArgs, json: bool) -> Result<(), String> {
                 p.peer_id,
                 if p.is_healthy { "yes" } else { "no" },
                 if p.is_disconnected { "yes" } else { "no" },
+            ));
+        }
+        out
+    })
+}
+
+/// `meshctl queue lease QUEUE --max N`: leases up to `max` items in one request and prints
+/// each with its token (nothing when nothing is pending).
+pub(crate) fn lease(
+    node: &NodeArgs,
+    queue: &str,
+    shard: Option<u32>,
+    max: u32,
+    json: bool,
+) -> Result<(), String> {
+    let addr = node.addr();
+    let request = LeaseRequest {
+        queue: queue.to_owned(),
+        shard,
+        max: Some(max),
+    };
+    let (response, _) = with_client(&node.connect, false, async |client| {
+        client
+            .post_json(addr, "/control/queue/lease", &request)
+            .await
+            .map_err(|e| e.to_string())
+    })?;
+    if response.status == 204 {
+        if json {
+            println!("{{\"items\":[]}}");
+        } else {
+            println!("{queue}: nothing pending");
+        }
+        return Ok(());
+    }
+    let body = ok_body(addr, response)?;
+    print_answer(addr, &body, json, |l: LeaseManyResponse| {
+        let mut out = format!("leased {} item(s)", l.items.len());
+        for i in &l.items {
+            out.push_str(&format!(
+                "\n  {} item {} attempt {} lease {} fence {} for {} ms: {}",
+                i.shard,
+                i.token.item,
+                i.token.attempt,
+                i.token.lease,
+                i.token.fence,
+                i.lease_for_ms,
+                i.payload
             ));
         }
         out
@@ -249,6 +299,7 @@ pub(crate) fn work(node: &NodeArgs, options: &WorkOptions) -> Result<(), String>
         let lease = LeaseRequest {
             queue: options.queue.clone(),
             shard: None,
+            max: None,
         };
         let mut stop = None;
         while started.elapsed() < options.limit && options.max_items.is_none_or(|m| completed < m) {
