@@ -1643,7 +1643,11 @@ async fn queues_over_grpc_match_their_http_twins() {
         })
         .await
         .unwrap_err();
-    assert_eq!(out_of_range.code(), Code::InvalidArgument, "{out_of_range:?}");
+    assert_eq!(
+        out_of_range.code(),
+        Code::InvalidArgument,
+        "{out_of_range:?}"
+    );
     assert!(
         out_of_range.message().starts_with("max = 257 "),
         "{out_of_range:?}"
