@@ -97,6 +97,17 @@ HEALTHY_TIMEOUT = 120
 # tools'); larger stacks (a scale measurement, no spares) reach the rest on their network.
 MAX_PUBLISHED = 29
 MAX_NODES = 100
+# Containers besides the nodes: the probe agent, Prometheus, Alertmanager, and the autoscaler.
+TOOL_CONTAINERS = 4
+# `docker-compose up -d` and `down` take about a second a container on 2 cores: their bound
+# grows with the stack (100 nodes did not start within DOCKER_TIMEOUT alone).
+COMPOSE_SECS_PER_CONTAINER = 2
+# The kernel's ARP (neighbour) table is one table for every network namespace, bounded by this
+# sysctl of the host (1,024 by default): each container holds an entry for every other one it
+# talks to, so a 35-node stack (about 39 x 38 entries) overflows it, and then new connections
+# (a node's first dial, meshctl's) stall without an error ("neighbor table overflow!" in dmesg).
+# MESHKIT_NEIGH_GC_THRESH3 names another file to read it from (the tests).
+NEIGH_GC_THRESH3 = Path(os.environ.get("MESHKIT_NEIGH_GC_THRESH3", "/proc/sys/net/ipv4/neigh/default/gc_thresh3"))
 # Prometheus' file-based discovery of the spares, in the run directory (prometheus_config).
 SPARE_TARGETS = "prometheus-targets"
 
@@ -439,6 +450,28 @@ def compose_file(args: argparse.Namespace, run_dir: Path) -> dict:
     return {"version": "3.8", "services": services, "networks": {"mesh": {}}}
 
 
+def stack_timeout(nodes: int) -> float:
+    """The bound on `docker-compose up -d` or `down` of a stack of `nodes` nodes."""
+    return DOCKER_TIMEOUT + COMPOSE_SECS_PER_CONTAINER * (nodes + TOOL_CONTAINERS)
+
+
+def check_neighbour_table(nodes: int) -> None:
+    """Refuses a stack the host's neighbour table cannot hold (see NEIGH_GC_THRESH3)."""
+    containers = nodes + TOOL_CONTAINERS
+    needed = containers * containers
+    try:
+        limit = int(NEIGH_GC_THRESH3.read_text().strip())
+    except (OSError, ValueError):
+        return  # not Linux, or not readable here: nothing to check
+    if needed > limit:
+        raise ToolError(
+            f"{nodes} nodes need about {needed} entries in the host's neighbour (ARP) table, and "
+            f"net.ipv4.neigh.default.gc_thresh3 is {limit}: connections between containers would "
+            f"stall once it overflows. Raise it on the host (as root): sysctl -w "
+            f"net.ipv4.neigh.default.gc_thresh1={needed} net.ipv4.neigh.default.gc_thresh2={2 * needed} "
+            f"net.ipv4.neigh.default.gc_thresh3={4 * needed}")
+
+
 def compose(args: argparse.Namespace, run_dir: Path, *argv: str, timeout: float = DOCKER_TIMEOUT) -> subprocess.CompletedProcess:
     return run(["docker-compose", "-p", args.project, "-f", str(run_dir / "docker-compose.json"), *argv],
                timeout=timeout)
@@ -533,6 +566,7 @@ def up(args: argparse.Namespace) -> int:
                         f"(ports PORT_BASE+1..), not {args.nodes + args.spares}")
     if not 1 <= args.nodes <= MAX_NODES:
         raise ToolError(f"--nodes is 1..={MAX_NODES}, not {args.nodes}")
+    check_neighbour_table(args.nodes)
     ensure_docker()
     ensure_meshkitd_image(args)
     for image in DEBIAN_BINARIES:
@@ -541,7 +575,7 @@ def up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     write_run_dir(args, run_dir)
     log(args, f"starting {args.nodes} nodes ({args.voters} voters), Prometheus and Alertmanager as project {args.project}")
-    compose(args, run_dir, "up", "-d")
+    compose(args, run_dir, "up", "-d", timeout=stack_timeout(args.nodes))
     network = f"{args.project}_mesh"
     deadline = time.monotonic() + args.wait
     seen: dict[int, tuple[int, str | None]] = {}
@@ -604,7 +638,7 @@ def down(args: argparse.Namespace) -> int:
     if (run_dir / "docker-compose.json").exists():
         # The profile named, so that an autoscaler a run left running is removed too.
         compose(args, run_dir, "--profile", "autoscaler", "down", "--volumes", "--remove-orphans",
-                "--timeout", "5")
+                "--timeout", "5", timeout=stack_timeout(MAX_NODES))
     else:
         # No run directory (removed by hand): remove what carries the project's label.
         # Containers first: a network in use cannot be removed.

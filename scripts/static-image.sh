@@ -101,44 +101,37 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The image gets the binaries without debug information (the release profile keeps line tables
-# for profiling); symbols stay, so a panic's backtrace still names functions.
+# Builds image TAG from compose/images/DOCKERFILE with the binaries BIN... in a context of its
+# own (NAME-context), without debug information (the release profile keeps line tables for
+# profiling); symbols stay, so a panic's backtrace still names functions. The classic builder:
+# BuildKit needs the buildx plugin, and there is nothing for it to pull.
+image() {
+  local name=$1 dockerfile=$2 image_tag=$3 bin
+  shift 3
+  mkdir "$scratch/$name-context"
+  for bin in "$@"; do
+    cp "$out/$bin" "$scratch/$name-context/$bin"
+    if command -v strip >/dev/null; then
+      strip --strip-debug "$scratch/$name-context/$bin"
+    fi
+  done
+  DOCKER_BUILDKIT=0 timeout "$IMAGE_TIMEOUT_SECS" docker build --quiet \
+    -f "compose/images/$dockerfile" -t "$image_tag" "$scratch/$name-context" \
+    >"$scratch/$name-build.log" 2>&1 || { cat "$scratch/$name-build.log" >&2; fail "docker build ($name)"; }
+}
+
 step "image $tag (FROM scratch)"
-mkdir "$scratch/context"
-for bin in meshkitd meshctl; do
-  cp "$out/$bin" "$scratch/context/$bin"
-  if command -v strip >/dev/null; then
-    strip --strip-debug "$scratch/context/$bin"
-  fi
-done
-# The classic builder: BuildKit needs the buildx plugin, and there is nothing for it to pull.
-DOCKER_BUILDKIT=0 timeout "$IMAGE_TIMEOUT_SECS" docker build --quiet \
-  -f compose/images/meshkitd.Dockerfile -t "$tag" "$scratch/context" >"$scratch/build.log" 2>&1 \
-  || { cat "$scratch/build.log" >&2; fail "docker build"; }
+image meshkitd meshkitd.Dockerfile "$tag" meshkitd meshctl
 image_bytes=$(d image inspect -f '{{.Size}}' "$tag")
-mkdir "$scratch/probe-context"
-cp "$out/meshkit-probe" "$scratch/probe-context/meshkit-probe"
-if command -v strip >/dev/null; then
-  strip --strip-debug "$scratch/probe-context/meshkit-probe"
-fi
-DOCKER_BUILDKIT=0 timeout "$IMAGE_TIMEOUT_SECS" docker build --quiet \
-  -f compose/images/meshkit-probe.Dockerfile -t "$probe_tag" "$scratch/probe-context" \
-  >"$scratch/probe-build.log" 2>&1 || { cat "$scratch/probe-build.log" >&2; fail "docker build (probe)"; }
+image probe meshkit-probe.Dockerfile "$probe_tag" meshkit-probe
 probe_image_bytes=$(d image inspect -f '{{.Size}}' "$probe_tag")
-mkdir "$scratch/chaos-context"
-cp "$out/meshkit-chaos" "$scratch/chaos-context/meshkit-chaos"
-if command -v strip >/dev/null; then
-  strip --strip-debug "$scratch/chaos-context/meshkit-chaos"
-fi
-DOCKER_BUILDKIT=0 timeout "$IMAGE_TIMEOUT_SECS" docker build --quiet \
-  -f compose/images/meshkit-chaos.Dockerfile -t "$chaos_tag" "$scratch/chaos-context" \
-  >"$scratch/chaos-build.log" 2>&1 || { cat "$scratch/chaos-build.log" >&2; fail "docker build (chaos)"; }
+image chaos meshkit-chaos.Dockerfile "$chaos_tag" meshkit-chaos
 chaos_image_bytes=$(d image inspect -f '{{.Size}}' "$chaos_tag")
 
 step "sizes"
 for bin in meshkitd meshctl; do
   printf '%-9s %s built, %s in the image\n' "$bin" \
-    "$(mib "$(size "$out/$bin")")" "$(mib "$(size "$scratch/context/$bin")")"
+    "$(mib "$(size "$out/$bin")")" "$(mib "$(size "$scratch/meshkitd-context/$bin")")"
 done
 printf '%-9s %s\n' image "$(mib "$image_bytes")"
 printf '%-9s %s built, image %s\n' probe "$(mib "$(size "$out/meshkit-probe")")" "$(mib "$probe_image_bytes")"

@@ -207,3 +207,36 @@ fn the_environment_comes_up_takes_a_fault_and_goes_down_leaving_nothing() {
         );
     }
 }
+
+/// A stack larger than the host's neighbour (ARP) table can hold is refused before anything
+/// starts, with the sysctl to raise: past it, connections between containers stall silently (a
+/// 35-node stack did, with the kernel's default of 1,024). Needs no Docker: the check comes first.
+#[test]
+fn a_stack_the_neighbour_table_cannot_hold_is_refused_with_the_sysctl_to_raise() {
+    let limit = std::env::temp_dir().join(format!("meshkit-gc-thresh3-{}", std::process::id()));
+    std::fs::write(&limit, "1024\n").expect("write the limit");
+    let up = |nodes: &str| {
+        let out = Command::new(repo().join("compose/up"))
+            .args(["--nodes", nodes, "--spares", "0", "--project", "meshkit-neigh-test"])
+            .env("MESHKIT_NEIGH_GC_THRESH3", &limit)
+            // No Docker reachable: a stack the check lets through fails at the next step.
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .output()
+            .expect("run compose/up");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = up("35");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("35 nodes need about 1521 entries")
+            && err.contains("net.ipv4.neigh.default.gc_thresh3 is 1024")
+            && err.contains("sysctl -w net.ipv4.neigh.default.gc_thresh1=1521"),
+        "{err}"
+    );
+    // 28 nodes (32 containers, 1,024 entries) fit: refused for the missing daemon instead.
+    let (code, err) = up("28");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(!err.contains("neighbour"), "{err}");
+    assert!(err.contains("no Docker daemon answers"), "{err}");
+    let _ = std::fs::remove_file(&limit);
+}

@@ -204,13 +204,9 @@ impl ChaosControl {
                         continue;
                     }
                     if w.audited.insert(e.id) {
-                        audit.record(chaos_record(
+                        audit.record(node_record(
                             this.clock.now(),
                             &me,
-                            crate::audit::AuthMethod::None,
-                            "-",
-                            "(node)",
-                            200,
                             ChaosAudit {
                                 action: "revert".to_owned(),
                                 experiment: Some(e.id.to_string()),
@@ -264,13 +260,9 @@ impl ChaosControl {
         } else {
             tracing::warn!(experiment = %c.id, confirmed = ?c.confirmed, unconfirmed = ?c.unconfirmed, "targets did not confirm their revert");
         }
-        audit.record(chaos_record(
+        audit.record(node_record(
             self.clock.now(),
             &node.id().to_string(),
-            crate::audit::AuthMethod::None,
-            "-",
-            "(node)",
-            200,
             ChaosAudit {
                 action: "revert".to_owned(),
                 experiment: Some(c.id.to_string()),
@@ -658,6 +650,19 @@ fn chaos_record(
     );
     record.chaos = Some(Box::new(chaos));
     record
+}
+
+/// A record the node writes as itself (no caller: a revert it saw happen or concluded).
+fn node_record(now: SystemTime, me: &str, chaos: ChaosAudit) -> AuditRecord {
+    chaos_record(
+        now,
+        me,
+        crate::audit::AuthMethod::None,
+        "-",
+        "(node)",
+        200,
+        chaos,
+    )
 }
 
 impl Ctx {
