@@ -170,7 +170,7 @@ BLOCKS: list[Entry] = [
     ),
     Entry(
         "docs/benchmarks.md",
-        r"compose/up --nodes \$N --spares 0",
+        r"CARGO_TARGET_DIR=target-static scripts/static-image.sh --profile release",
         "not-run",
         reason="builds release images and brings up a 50-node compose stack (Docker, a raised neighbour table, minutes); tests/tests/compose_env.rs (run by scripts/test.sh after the image) runs up and down",
     ),
