@@ -335,6 +335,16 @@ impl Membership {
 
     /// The suspicion of `node` ran out: declare it dead.
     pub(super) fn suspicion_expired(&mut self, now: Instant, node: NodeId) {
+        // Hundreds of suspicions at once (half the mesh under a one-way cut) crowd the piggyback
+        // budget: the suspects' refutations need longer than the minimum to arrive.
+        let held = self.suspicions.len();
+        if let Some(s) = self.suspicions.get_mut(&node)
+            && s.deadline() <= now
+            && s.hold_for_crowd(held)
+        {
+            self.suspicion_deadlines.insert((s.deadline(), node));
+            return;
+        }
         let Some(s) = self.suspicions.get(&node) else {
             return;
         };

@@ -13,6 +13,15 @@ use crate::time::{self, Duration, Instant};
 /// Bound on distinct confirmers remembered per suspicion; more cannot shrink the timeout further.
 const MAX_CONFIRMERS: usize = 17;
 
+/// Suspicions a node may hold at once before a verdict waits longer than the minimum: past
+/// this, the minimum is stretched in proportion (`held / SUSPICIONS_AT_MIN` times), up to the
+/// unconfirmed timeout. Every suspect refutes with one fresh update, and a node's datagrams carry
+/// about a hundred updates a gossip round, so with hundreds of suspicions at once (half the mesh,
+/// under a one-way cut at N = 1,000) a refutation takes several times the minimum to spread.
+/// 64 leaves a crash of up to 64 members (10% of 640) detected as before (docs/benchmarks.md,
+/// "Class 1").
+pub(crate) const SUSPICIONS_AT_MIN: usize = 64;
+
 /// One running suspicion.
 #[derive(Clone, Debug)]
 pub(crate) struct Suspicion {
@@ -109,6 +118,19 @@ impl Suspicion {
         self.confirmers.insert(from)
     }
 
+    /// The verdict is due while this node holds `held` suspicions at once: holds it until the
+    /// minimum stretched for them ([`crowded_min`]) has run from the start, if that is later;
+    /// returns whether it did. Counted at the verdict, not when the suspicion began: under a
+    /// one-way cut the crowd builds up in the second after the first suspicions.
+    pub(crate) fn hold_for_crowd(&mut self, held: usize) -> bool {
+        let due = self.started + crowded_min(self.min, self.max, held);
+        if due <= self.deadline() {
+            return false;
+        }
+        self.not_before = due;
+        true
+    }
+
     /// When the suspected member is declared dead, given the confirmations so far.
     pub(crate) fn deadline(&self) -> Instant {
         let due = self.started
@@ -165,6 +187,18 @@ impl Suspicion {
     pub(crate) fn is_due(&self, now: Instant) -> bool {
         self.deadline() <= now
     }
+}
+
+/// The minimum of a suspicion whose verdict falls while this node holds `held` suspicions:
+/// `min` up to [`SUSPICIONS_AT_MIN`], then `min * held / SUSPICIONS_AT_MIN`, never above `max`.
+pub(crate) fn crowded_min(min: Duration, max: Duration, held: usize) -> Duration {
+    if held <= SUSPICIONS_AT_MIN {
+        return min;
+    }
+    let held = u128::try_from(held).unwrap_or(u128::MAX);
+    let nanos = min.as_nanos().saturating_mul(held) / SUSPICIONS_AT_MIN as u128;
+    let stretched = u64::try_from(nanos).map_or(Duration::MAX, Duration::from_nanos);
+    stretched.min(max).max(min)
 }
 
 /// Lifeguard's timeout: `max - (max - min) * ln(c + 1) / ln(k + 1)`, never below `min`.

@@ -1626,6 +1626,55 @@ fn a_suspicion_expects_confirmations_only_when_enough_members_can_send_them() {
     assert!(waited > short, "{waited:?} vs {short:?}");
 }
 
+/// A node holding many suspicions at once (half the mesh under a one-way cut) holds a confirmed
+/// verdict past the minimum, in proportion to the suspicions it holds, up to the unconfirmed
+/// timeout: the suspects' refutations compete for the same piggyback budget and need longer to
+/// arrive. Up to `SUSPICIONS_AT_MIN` held, a verdict falls at the minimum as before
+/// (docs/benchmarks.md, "Class 1").
+#[test]
+fn a_crowd_of_suspicions_holds_a_confirmed_verdict_past_the_minimum() {
+    let now = Instant::ZERO;
+    let config = Config::default();
+    let k = u64::from(config.suspicion_confirmations());
+    let at_min = suspicion::SUSPICIONS_AT_MIN as u64;
+    let base = config.suspicion_min();
+    let first = 10;
+    // `held` suspicions confirmed by K members each, all begun at `now`.
+    let crowd = |held: u64| {
+        let mut m = Membership::new(config.clone(), id(1), Incarnation::new(1), 5, now);
+        for n in 2..=first + 4 * at_min {
+            m.add_known_member(now, id(n), Incarnation::new(1));
+        }
+        for node in first..first + held {
+            for by in 2..3 + k {
+                m.apply_suspect(now, id(node), Incarnation::new(1), id(by), id(by));
+            }
+        }
+        assert_eq!(m.suspicions[&id(first)].deadline(), now + base);
+        m
+    };
+    let state = |m: &Membership| m.member(id(first)).unwrap().state;
+    // SUSPICIONS_AT_MIN held: declared at the minimum.
+    let mut m = crowd(at_min);
+    m.suspicion_expired(now + base, id(first));
+    assert_eq!(state(&m), MemberState::Dead);
+    // Twice as many: held until twice the minimum, then declared.
+    let mut m = crowd(2 * at_min);
+    m.suspicion_expired(now + base, id(first));
+    assert_eq!(state(&m), MemberState::Suspect);
+    assert_eq!(m.suspicions[&id(first)].deadline(), now + base * 2);
+    m.suspicion_expired(now + base * 2, id(first));
+    assert_eq!(state(&m), MemberState::Dead);
+    // Far more: never past the unconfirmed timeout (the maximum).
+    let mut m = crowd(4 * at_min);
+    m.suspicion_expired(now + base, id(first));
+    let held_until = m.suspicions[&id(first)].deadline();
+    m.apply_suspect(now, id(2), Incarnation::new(1), id(3), id(3));
+    let unconfirmed = m.suspicions[&id(2)].deadline();
+    assert_eq!(held_until, unconfirmed);
+    assert!(held_until > now + base * 2, "{held_until:?}");
+}
+
 /// A member's own `Left` at an older incarnation than the one held is stale (the member came back
 /// since, at a newer one): it stays alive.
 #[test]
