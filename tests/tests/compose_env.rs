@@ -217,13 +217,23 @@ fn a_stack_the_neighbour_table_cannot_hold_is_refused_with_the_sysctl_to_raise()
     std::fs::write(&limit, "1024\n").expect("write the limit");
     let up = |nodes: &str| {
         let out = Command::new(repo().join("compose/up"))
-            .args(["--nodes", nodes, "--spares", "0", "--project", "meshkit-neigh-test"])
+            .args([
+                "--nodes",
+                nodes,
+                "--spares",
+                "0",
+                "--project",
+                "meshkit-neigh-test",
+            ])
             .env("MESHKIT_NEIGH_GC_THRESH3", &limit)
             // No Docker reachable: a stack the check lets through fails at the next step.
             .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
             .output()
             .expect("run compose/up");
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (code, err) = up("35");
     assert_eq!(code, Some(2), "{err}");

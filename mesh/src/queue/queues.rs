@@ -307,7 +307,10 @@ impl QueueContext<'_> {
     }
 
     /// The owner of `shard` by metadata: the member up that publishes the highest fence.
-    fn owner(&self, shard: &ShardId) -> Option<(NodeId, FencingToken, BackpressureSignal)> {
+    pub(super) fn owner(
+        &self,
+        shard: &ShardId,
+    ) -> Option<(NodeId, FencingToken, BackpressureSignal)> {
         let key = owner_key(shard);
         self.membership
             .members()
@@ -963,11 +966,15 @@ impl Queues {
                 });
                 continue;
             }
+            // With no owner known the request stays due, so it goes out at the first tick
+            // that knows one, not a whole resend interval later (a producer's first requests
+            // after a failover, or before the owner's metadata reached it).
+            let Some((owner, _, _)) = ctx.owner(&r.shard) else {
+                continue;
+            };
             r.next_send = now + RESEND_INTERVAL;
             let (shard, body) = (r.shard.clone(), r.body.clone());
-            if let Some((owner, _, _)) = ctx.owner(&shard) {
-                self.send(owner, &shard, body);
-            }
+            self.send(owner, &shard, body);
         }
     }
 
@@ -1958,8 +1965,12 @@ impl Queues {
         self.next_request += 1;
         let request = self.next_request;
         let body = body(request);
+        // Unsent (no owner known yet): due at once, so each tick tries again (see
+        // `handle_timeout`).
+        let mut next_send = now;
         if let Some((owner, _, _)) = ctx.owner(&shard) {
             self.send(owner, &shard, body.clone());
+            next_send = now + RESEND_INTERVAL;
         }
         self.requests.insert(
             request,
@@ -1967,7 +1978,7 @@ impl Queues {
                 shard,
                 body,
                 deadline: now + self.config.request_timeout(),
-                next_send: now + RESEND_INTERVAL,
+                next_send,
             },
         );
         Ok(request)

@@ -1302,3 +1302,80 @@ fn a_batch_lost_among_several_is_resent() {
         "the replica holds every acknowledged item"
     );
 }
+
+/// A request made while its producer knows no owner (the old one declared dead, the new one's
+/// metadata not heard yet) goes out at the first tick after an owner is known, not a whole
+/// resend interval later: before, such a request waited for its next resend (200 ms), which was
+/// most of the acknowledgement's p99 on real nodes (docs/benchmarks.md, "Where the
+/// acknowledgement's latency went").
+#[test]
+fn a_request_made_before_the_owner_is_known_goes_out_within_a_tick_of_learning_it() {
+    use crate::queue::{QueueContext, TICK_INTERVAL};
+    let mut mesh = Mesh::new(&queue_config());
+    let s = shard0();
+    let old = mesh.owner_of(&s).unwrap();
+    let known = |mesh: &Mesh| {
+        QueueContext {
+            membership: mesh.nodes[0].membership(),
+            client: None,
+        }
+        .owner(&s)
+        .map(|(o, _, _)| o.get())
+    };
+    let step = Duration::from_millis(5);
+    mesh.down.insert(old);
+    let mut waited = Duration::ZERO;
+    while known(&mesh) == Some(old) {
+        mesh.run_for(step);
+        waited += step;
+        assert!(waited < secs(60), "node 1 still holds {old} the owner");
+    }
+    assert_eq!(
+        known(&mesh),
+        None,
+        "node 1 heard the new owner before it gave up the old one: no window to test"
+    );
+    let now = mesh.now;
+    let request = mesh
+        .node(1)
+        .queue_enqueue(now, s.clone(), b"early")
+        .unwrap();
+    mesh.sent.clear();
+    let enqueues_from_1 = |mesh: &Mesh, to: Option<u64>| {
+        mesh.sent.iter().any(|(from, t, m)| {
+            *from == 1
+                && to.is_none_or(|to| *t == to)
+                && matches!(m.body, QueueBody::Enqueue { .. })
+        })
+    };
+    // Node 1 learns the new owner within the last step of this loop (5 ms of virtual time).
+    loop {
+        mesh.run_for(step);
+        if known(&mesh).is_some() {
+            break;
+        }
+        assert!(
+            !enqueues_from_1(&mesh, None),
+            "sent before an owner was known"
+        );
+        waited += step;
+        assert!(waited < secs(60), "node 1 never heard a new owner");
+    }
+    let learned = mesh.now;
+    let new = known(&mesh).unwrap();
+    while !enqueues_from_1(&mesh, Some(new)) {
+        mesh.run_for(step);
+        assert!(mesh.now < learned + secs(1), "the enqueue never went out");
+    }
+    assert!(
+        mesh.now <= learned + TICK_INTERVAL + step,
+        "sent {:?} after node 1 learned the owner (a tick is {TICK_INTERVAL:?})",
+        mesh.now - learned
+    );
+    // Answered (during the steps above or the next second), by the new owner.
+    mesh.run_for(secs(1));
+    assert!(
+        mesh.events.iter().any(|(n, e)| *n == 1
+            && matches!(e, QueueEvent::Enqueued { request: r, .. } if *r == request))
+    );
+}
