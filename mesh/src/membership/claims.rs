@@ -393,6 +393,22 @@ impl Membership {
             expected = 0;
         }
         self.transition(now, node, incarnation, MemberState::Suspect, Some(by));
+        // Nor wait for more confirmations than members exist who could still give one: those
+        // this node holds Alive, not counting itself, the suspect (Suspect by now) and the
+        // member that raised the claim. Waiting for confirmers that cannot exist is waiting
+        // for the unconfirmed timeout; a node cut off with a few others holds most of the
+        // mesh Suspect, and its last suspicions could otherwise never be confirmed
+        // (#19 class 4). Members this node already suspects are left out: the mesh holds
+        // them failed, so they are not expected to probe anyone.
+        expected = expected.min(could_confirm(
+            self.members.up_count(),
+            self.suspicions.len() + usize::from(!self.suspicions.contains_key(&node)),
+            by != self.id
+                && self
+                    .members
+                    .get(by)
+                    .is_some_and(|m| m.state == MemberState::Alive),
+        ));
         let mut s = Suspicion::new(now, incarnation, by, min, max, expected);
         if sender != self.id {
             // Another member's claim: held by someone else from the start.
@@ -507,6 +523,15 @@ impl Membership {
             incarnation: self.incarnation,
         });
     }
+}
+
+/// Members that could still confirm a new suspicion, as a bound on the confirmations it waits
+/// for: `up` members Alive or Suspect here (not counting this node), of which `suspects`
+/// (including the new suspect) are Suspect, less the claim's raiser if it is one of the Alive
+/// others.
+fn could_confirm(up: usize, suspects: usize, raiser_alive: bool) -> u32 {
+    let alive = up.saturating_sub(suspects) - usize::from(raiser_alive && up > suspects);
+    u32::try_from(alive).unwrap_or(u32::MAX)
 }
 
 /// The incarnation an update claims, if it claims one.

@@ -13,6 +13,9 @@ use crate::wire::{DIGEST_BUCKETS, MemberRecord};
 
 /// Random picks tried before a sample falls back to scanning the table.
 const SAMPLE_TRIES: usize = 8;
+/// Slots of the probe order searched for a member nobody suspects before a Suspect one is
+/// probed (see [`MemberTable::next_probe_target`]); bounds the work of one probe at any size.
+const PROBE_LOOKAHEAD: usize = 64;
 
 /// One member as this node knows it.
 #[derive(Debug)]
@@ -241,11 +244,19 @@ impl MemberTable {
         Some(m)
     }
 
-    /// The next member to probe in randomized round-robin order among those `eligible`.
+    /// The next member to probe in randomized round-robin order among those `eligible`,
+    /// preferring an `Alive` member (one nobody suspects here) within the next
+    /// [`PROBE_LOOKAHEAD`] slots of this round: a Suspect member passed over moves to the
+    /// slot the preferred one left, later in the same round, so every member is still probed
+    /// once a round (SWIM §4.3's bound on the time to first detection holds). Why: a suspect
+    /// needs no new suspicion, while a member nobody suspects yet does; a node cut off with a
+    /// minority otherwise spends its probes re-checking members its peers already suspect,
+    /// and takes several rounds to suspect every member of the majority once (#19 class 4).
     pub(crate) fn next_probe_target(
         &mut self,
         rng: &mut NodeRng,
         eligible: impl Fn(&Member) -> bool,
+        prefer: bool,
     ) -> Option<NodeId> {
         for _ in 0..=self.order.len() {
             if self.cursor >= self.order.len() {
@@ -253,6 +264,15 @@ impl MemberTable {
                 if self.order.is_empty() {
                     return None;
                 }
+            }
+            let end = self.order.len().min(self.cursor + PROBE_LOOKAHEAD);
+            let preferred = (self.cursor..end).find(|&j| {
+                self.members
+                    .get(&self.order[j])
+                    .is_some_and(|m| m.state == MemberState::Alive && eligible(m))
+            });
+            if let Some(j) = preferred.filter(|_| prefer) {
+                self.order.swap(self.cursor, j);
             }
             let id = self.order[self.cursor];
             self.cursor += 1;
@@ -386,9 +406,51 @@ mod tests {
             );
         }
         let mut seen: Vec<_> = (0..20)
-            .map(|_| t.next_probe_target(&mut rng, |_| true).unwrap().get())
+            .map(|_| t.next_probe_target(&mut rng, |_| true, true).unwrap().get())
             .collect();
         seen.sort_unstable();
         assert_eq!(seen, (0..20).collect::<Vec<_>>());
+    }
+
+    /// #19 class 4: members nobody suspects are probed before the Suspect ones of the same
+    /// round, and the Suspect ones are still probed in that round (not skipped); with more
+    /// members than the look-ahead, too.
+    #[test]
+    fn probe_order_takes_members_nobody_suspects_first_and_still_visits_everyone() {
+        for (n, suspects) in [(20u64, 15u64), (200, 150)] {
+            let mut rng = NodeRng::from_seed(3);
+            let mut t = MemberTable::new();
+            for i in 0..n {
+                let state = if i < suspects {
+                    MemberState::Suspect
+                } else {
+                    MemberState::Alive
+                };
+                t.insert(
+                    &mut rng,
+                    NodeId::new(i),
+                    Member::new(Instant::ZERO, Incarnation::new(1), state),
+                );
+            }
+            // Start a fresh round, then take one round's worth.
+            let first = t.next_probe_target(&mut rng, |_| true, true).unwrap();
+            let mut round = vec![first.get()];
+            round.extend(
+                (1..n).map(|_| t.next_probe_target(&mut rng, |_| true, true).unwrap().get()),
+            );
+            // Within the look-ahead every member nobody suspects comes first; past it, the
+            // first ones still do while they are dense enough to be in reach.
+            let first_alive = if n as usize <= PROBE_LOOKAHEAD {
+                n - suspects
+            } else {
+                20
+            };
+            assert!(
+                round[..first_alive as usize].iter().all(|&i| i >= suspects),
+                "n {n}: the first {first_alive} probes go to members nobody suspects: {round:?}"
+            );
+            round.sort_unstable();
+            assert_eq!(round, (0..n).collect::<Vec<_>>(), "n {n}: everyone once");
+        }
     }
 }

@@ -29,6 +29,18 @@ pub(crate) const MAX_DIRECT_CHECKS: u32 = 2;
 /// of loss last a few seconds; a node cut off alone pays this much longer to hold the rest dead.
 pub(crate) const MAX_UNHEARD_ANNOUNCEMENTS: u32 = 3;
 
+/// A node holding one member in this many (of those it knows Alive or Suspect) Suspect is in
+/// a mass failure: cut off with a minority, or a partition took a share of the mesh away.
+/// Then, and only then, it probes members nobody suspects yet first, counts a helper's nack
+/// as a confirmation of its probe's suspicion, raises its own suspicion when a ping it
+/// relayed fails, and does not charge failed probes to its local health (a nack earns a point
+/// back). Each of these speeds up a cut-off side's view of the rest (#19 class 4); applied in
+/// a quiet mesh they cost: slower crash detection (fewer probes of a suspect, so fewer
+/// confirmations) and false positives under bursty loss. 4 was chosen over 3, 6 and 10 from
+/// `minority-cut` and `burst-loss-5pct` at 16 nodes: 6 and 10 are faster for the minority
+/// but add false positives under bursty loss (docs/benchmarks.md, "Class 4").
+pub(crate) const MASS_SUSPICION_DIVISOR: usize = 4;
+
 /// The probe of the current protocol period.
 #[derive(Debug)]
 pub(crate) struct Probe {
@@ -47,12 +59,21 @@ pub(crate) struct Probe {
 /// A ping sent on another member's behalf.
 #[derive(Debug)]
 pub(crate) struct Relay {
+    target: NodeId,
     origin: NodeId,
     origin_seq: u32,
     deadline: Instant,
 }
 
 impl Membership {
+    /// Whether this node holds at least one in [`MASS_SUSPICION_DIVISOR`] of the members it
+    /// knows up (Alive or Suspect) Suspect: a mass failure, as when it is cut off with a
+    /// minority, or a partition took a share of the mesh away. See the constant for what
+    /// changes then.
+    pub(super) fn many_suspected(&self) -> bool {
+        self.suspicions.len() * MASS_SUSPICION_DIVISOR >= self.members.up_count().max(1)
+    }
+
     /// Starts the probe of a new protocol period and schedules its end.
     pub(super) fn start_probe(&mut self, now: Instant) {
         if self.left {
@@ -65,10 +86,14 @@ impl Membership {
         // An unverified member normally gets its address within a gossip round or two (its
         // metadata travels with the relays' gossip); an anti-entropy period is ample.
         let grace = self.config.anti_entropy_interval();
-        let Some(target) = self
-            .members
-            .next_probe_target(&mut self.rng, |m| m.probe_eligible(now, grace))
-        else {
+        // In a mass failure, members nobody suspects yet first: they need a suspicion, the
+        // suspects have theirs.
+        let prefer_unsuspected = self.many_suspected();
+        let Some(target) = self.members.next_probe_target(
+            &mut self.rng,
+            |m| m.probe_eligible(now, grace),
+            prefer_unsuspected,
+        ) else {
             return;
         };
         let seq = self.next_seq();
@@ -161,7 +186,17 @@ impl Membership {
             .suspicions
             .get(&probe.target)
             .is_some_and(|s| s.suspected_by_another(self.id));
-        let delta = if explained || probe.nacks > 0 {
+        //
+        // In a mass failure (`many_suspected`) a failed probe says more about the mesh than
+        // about this node, and a nack shows this node's links and scheduling work as an ack
+        // does: the first counts nothing, the second earns a point back. Without this a node
+        // cut off with a few others stretches its period to the ceiling on its first failed
+        // probe (three majority helpers silent), before its peers' suspicions could explain
+        // anything, and holds it there (#19 class 4: 3 s periods all through the cut).
+        let mass = self.many_suspected();
+        let delta: i64 = if mass && probe.nacks > 0 {
+            -1
+        } else if mass || explained || probe.nacks > 0 {
             0
         } else if probe.expected_nacks > 0 {
             let silent_and_trusted = probe
@@ -175,7 +210,7 @@ impl Membership {
                             .is_some_and(|m| m.state == MemberState::Alive)
                 })
                 .count() as u32;
-            silent_and_trusted.max(1)
+            i64::from(silent_and_trusted.max(1))
         } else {
             1
         };
@@ -188,19 +223,49 @@ impl Membership {
         // silence then counted as a real member's, 3 points a time, which only acks of real
         // members (a few in a table full of phantoms) earned back.
         if !probe.unverified {
-            self.health.apply(i64::from(delta));
+            self.health.apply(delta);
         }
         let Some(m) = self.members.get(probe.target) else {
             return;
         };
+        if !matches!(m.state, MemberState::Alive | MemberState::Suspect) {
+            return;
+        }
         if m.state == MemberState::Alive {
             self.stats.suspicions_raised += 1;
-            let incarnation = m.incarnation;
-            self.apply_suspect(now, probe.target, incarnation, self.id, self.id);
-        } else if m.state == MemberState::Suspect {
-            // An independent failed probe confirms the suspicion (Lifeguard §IV-B).
-            let incarnation = m.incarnation;
-            self.apply_suspect(now, probe.target, incarnation, self.id, self.id);
+        }
+        // An independent failed probe raises or confirms the suspicion (Lifeguard §IV-B).
+        let incarnation = m.incarnation;
+        self.apply_suspect(now, probe.target, incarnation, self.id, self.id);
+        // In a mass failure, so does each helper that nacked: it pinged the target from where
+        // it stands and got no ack either, the evidence a failed probe of its own would give.
+        // Not counted, a node cut off with a few others waits out the unconfirmed timeout for
+        // most of the majority (its peers, probing members nobody suspects first, rarely probe
+        // the same member). Not in a quiet mesh: under bursty loss a helper in the same burst
+        // nacks a member that is only mute for a moment, and its confirmation would bring the
+        // verdict down to the minimum (measured: false positives in `burst-loss-5pct`; #19
+        // class 4, docs/benchmarks.md). They count here only: the piggyback queue holds one
+        // update a member, so what goes out stays this node's own claim.
+        let mut confirmed = false;
+        if self.many_suspected() {
+            for (helper, nacked) in probe.helpers {
+                if nacked {
+                    self.apply_suspect(now, probe.target, incarnation, helper, self.id);
+                    confirmed = true;
+                }
+            }
+        }
+        if confirmed
+            && self
+                .members
+                .get(probe.target)
+                .is_some_and(|m| m.state == MemberState::Suspect && m.incarnation == incarnation)
+        {
+            self.broadcasts.push(&Update::Suspect {
+                node: probe.target,
+                incarnation,
+                from: self.id,
+            });
         }
     }
 
@@ -275,6 +340,7 @@ impl Membership {
         self.relays.insert(
             seq,
             Relay {
+                target,
                 origin: from,
                 origin_seq,
                 deadline,
@@ -311,6 +377,21 @@ impl Membership {
                         seq: relay.origin_seq,
                     },
                 );
+                // In a mass failure the relay's own failed ping raises (or confirms) its own
+                // suspicion of the target, as a failed probe of its own would: then the
+                // prober's peers hear independent claims, not only the prober's, and their
+                // timeouts shrink too (#19 class 4). Not in a quiet mesh, for the reason the
+                // prober counts nacks only then (`conclude_probe`).
+                if self.many_suspected()
+                    && let Some(m) = self.members.get(relay.target)
+                    && matches!(m.state, MemberState::Alive | MemberState::Suspect)
+                {
+                    if m.state == MemberState::Alive {
+                        self.stats.suspicions_raised += 1;
+                    }
+                    let inc = m.incarnation;
+                    self.apply_suspect(now, relay.target, inc, self.id, self.id);
+                }
             }
         }
     }
@@ -569,5 +650,118 @@ fn smooth_rtt(srtt_us: u32, sample: Duration) -> u32 {
         sample_us
     } else {
         ((u64::from(srtt_us) * 7 + u64::from(sample_us)) / 8) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::id::Incarnation;
+
+    /// Node 1 knowing nodes 2..=12 Alive, then holding `suspects` of them (2, 3, ...) Suspect.
+    fn node_with_suspects(suspects: u64) -> Membership {
+        let now = Instant::ZERO;
+        let mut m = Membership::new(
+            Config::default(),
+            NodeId::new(1),
+            Incarnation::new(1),
+            5,
+            now,
+        );
+        for n in 2..=12 {
+            m.add_known_member(now, NodeId::new(n), Incarnation::new(1));
+        }
+        for n in 2..2 + suspects {
+            m.apply_suspect(now, NodeId::new(n), Incarnation::new(1), m.id, m.id);
+        }
+        m
+    }
+
+    /// A probe of node 12 that got no ack, with helpers 9 and 10 nacking and 11 silent.
+    fn failed_probe() -> Probe {
+        Probe {
+            target: NodeId::new(12),
+            seq: 1,
+            sent_at: Instant::ZERO,
+            acked: false,
+            expected_nacks: 3,
+            nacks: 2,
+            helpers: vec![
+                (NodeId::new(9), true),
+                (NodeId::new(10), true),
+                (NodeId::new(11), false),
+            ],
+            unverified: false,
+        }
+    }
+
+    /// #19 class 4: in a mass failure (here 3 of 11 members Suspect, one in four or more)
+    /// each helper's nack confirms the suspicion the probe raises (2 of K = 3 confirmations,
+    /// so below the unconfirmed timeout), and the failed probe earns local health a point
+    /// back for its nacks instead of holding it; in a quiet mesh (1 of 11) neither happens,
+    /// as before.
+    #[test]
+    fn in_a_mass_failure_nacks_confirm_the_suspicion_and_spare_local_health() {
+        let now = Instant::ZERO + Duration::from_secs(10);
+        let mut quiet = node_with_suspects(1);
+        let mut mass = node_with_suspects(3);
+        assert!(!quiet.many_suspected() && mass.many_suspected());
+        for m in [&mut quiet, &mut mass] {
+            m.health.apply(2);
+            m.probe = Some(failed_probe());
+            m.conclude_probe(now);
+        }
+        let target = NodeId::new(12);
+        let unconfirmed = quiet.suspicions[&target].deadline();
+        let confirmed = mass.suspicions[&target].deadline();
+        assert!(
+            confirmed < unconfirmed,
+            "two nacks confirmed the mass-failure suspicion: {confirmed:?} vs {unconfirmed:?}"
+        );
+        assert_eq!(
+            quiet.health_score(),
+            2,
+            "a nack explains the silence, as before"
+        );
+        assert_eq!(
+            mass.health_score(),
+            1,
+            "a nack in a mass failure earns a point back"
+        );
+
+        // Nobody nacked: the quiet node counts the silent helpers, the other does not.
+        let mut quiet = node_with_suspects(1);
+        let mut mass = node_with_suspects(3);
+        for m in [&mut quiet, &mut mass] {
+            let mut p = failed_probe();
+            p.nacks = 0;
+            p.helpers.iter_mut().for_each(|h| h.1 = false);
+            m.probe = Some(p);
+            m.conclude_probe(now);
+        }
+        assert!(quiet.health_score() > 0);
+        assert_eq!(mass.health_score(), 0);
+    }
+
+    /// #19 class 4: in a mass failure a ping relayed for another member that goes unanswered
+    /// raises this node's own suspicion of the target (besides the nack); in a quiet mesh only
+    /// the nack goes out.
+    #[test]
+    fn in_a_mass_failure_a_failed_relay_raises_the_relays_own_suspicion() {
+        let target = NodeId::new(12);
+        for (suspects, raised) in [(1, false), (3, true)] {
+            let mut m = node_with_suspects(suspects);
+            let now = Instant::ZERO + Duration::from_secs(10);
+            m.handle_ping_req(now, NodeId::new(9), 7, target);
+            m.expire_relays(now + Duration::from_secs(1));
+            let state = m.member(target).map(|v| v.state);
+            let expected = if raised {
+                MemberState::Suspect
+            } else {
+                MemberState::Alive
+            };
+            assert_eq!(state, Some(expected), "{suspects} suspects held");
+        }
     }
 }

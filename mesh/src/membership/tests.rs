@@ -1675,6 +1675,48 @@ fn a_crowd_of_suspicions_holds_a_confirmed_verdict_past_the_minimum() {
     assert!(held_until > now + base * 2, "{held_until:?}");
 }
 
+/// #19 class 4: a suspicion waits for no more confirmations than members exist who could
+/// still send one: those held Alive, besides this node, the suspect and the raiser. A node cut
+/// off with a few others holds most of the mesh Suspect; its last suspicions run out at the
+/// minimum (when nobody is left to confirm) or at the minimum once its few peers confirm,
+/// not at the unconfirmed maximum.
+#[test]
+fn a_suspicion_expects_no_more_confirmations_than_members_left_to_send_them() {
+    let now = Instant::ZERO;
+    let config = Config::default();
+    let k = config.suspicion_confirmations();
+    assert_eq!(k, 3, "the test counts members for K = 3");
+    // Node 1 and 9 others; it suspects `held` of them (3 + 1, 3 + 2, ...) first, then hears
+    // node 3 suspect node 2.
+    let deadline_after = |held: u64, confirmers: &[u64]| {
+        let mut m = Membership::new(config.clone(), id(1), Incarnation::new(1), 5, now);
+        for n in 2..=10 {
+            m.add_known_member(now, id(n), Incarnation::new(1));
+        }
+        for n in 4..4 + held {
+            m.apply_suspect(now, id(n), Incarnation::new(1), id(1), id(1));
+        }
+        m.apply_suspect(now, id(2), Incarnation::new(1), id(3), id(3));
+        for &c in confirmers {
+            m.apply_suspect(now, id(2), Incarnation::new(1), id(c), id(c));
+        }
+        m.suspicions[&id(2)]
+            .deadline()
+            .saturating_duration_since(now)
+    };
+    let min = deadline_after(0, &[4, 5, 6]);
+    assert_eq!(min, config.suspicion_min());
+    // 7 Alive others could confirm (4..=10): K = 3 are expected, so with none the maximum.
+    let max = deadline_after(0, &[]);
+    assert!(max > min, "{max:?} vs {min:?}");
+    // Nodes 4..=8 suspected: 9 and 10 are left to confirm, so both bring it to the minimum,
+    // and one goes further than one of three would.
+    assert_eq!(deadline_after(5, &[9, 10]), min);
+    assert!(deadline_after(5, &[9]) < deadline_after(0, &[9]));
+    // Nodes 4..=10 suspected: nobody is left to confirm, so no confirmation is waited for.
+    assert_eq!(deadline_after(7, &[]), min);
+}
+
 /// A member's own `Left` at an older incarnation than the one held is stale (the member came back
 /// since, at a newer one): it stays alive.
 #[test]
