@@ -400,15 +400,17 @@ impl Membership {
         // mesh Suspect, and its last suspicions could otherwise never be confirmed
         // (#19 class 4). Members this node already suspects are left out: the mesh holds
         // them failed, so they are not expected to probe anyone.
-        expected = expected.min(could_confirm(
-            self.members.up_count(),
-            self.suspicions.len() + usize::from(!self.suspicions.contains_key(&node)),
-            by != self.id
-                && self
-                    .members
-                    .get(by)
-                    .is_some_and(|m| m.state == MemberState::Alive),
-        ));
+        if self.config.mass_failure_rules() {
+            expected = expected.min(could_confirm(
+                self.members.up_count(),
+                self.suspicions.len() + usize::from(!self.suspicions.contains_key(&node)),
+                by != self.id
+                    && self
+                        .members
+                        .get(by)
+                        .is_some_and(|m| m.state == MemberState::Alive),
+            ));
+        }
         let mut s = Suspicion::new(now, incarnation, by, min, max, expected);
         if sender != self.id {
             // Another member's claim: held by someone else from the start.

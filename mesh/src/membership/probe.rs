@@ -38,7 +38,9 @@ pub(crate) const MAX_UNHEARD_ANNOUNCEMENTS: u32 = 3;
 /// a quiet mesh they cost: slower crash detection (fewer probes of a suspect, so fewer
 /// confirmations) and false positives under bursty loss. 4 was chosen over 3, 6 and 10 from
 /// `minority-cut` and `burst-loss-5pct` at 16 nodes: 6 and 10 are faster for the minority
-/// but add false positives under bursty loss (docs/benchmarks.md, "Class 4").
+/// but add false positives under bursty loss (docs/benchmarks.md, "Class 4"). Only with
+/// [`Config::minority_rules`](crate::config::Config::minority_rules) on (off by default: more
+/// false positives after a partition heals).
 pub(crate) const MASS_SUSPICION_DIVISOR: usize = 4;
 
 /// The probe of the current protocol period.
@@ -71,7 +73,9 @@ impl Membership {
     /// minority, or a partition took a share of the mesh away. See the constant for what
     /// changes then.
     pub(super) fn many_suspected(&self) -> bool {
-        self.suspicions.len() * MASS_SUSPICION_DIVISOR >= self.members.up_count().max(1)
+        self.config.mass_failure_rules()
+            && self.config.minority_rules()
+            && self.suspicions.len() * MASS_SUSPICION_DIVISOR >= self.members.up_count().max(1)
     }
 
     /// Starts the probe of a new protocol period and schedules its end.
@@ -419,7 +423,8 @@ impl Membership {
         // Hundreds of suspicions at once (half the mesh under a one-way cut) crowd the piggyback
         // budget: the suspects' refutations need longer than the minimum to arrive.
         let held = self.suspicions.len();
-        if let Some(s) = self.suspicions.get_mut(&node)
+        if self.config.mass_failure_rules()
+            && let Some(s) = self.suspicions.get_mut(&node)
             && s.deadline() <= now
             && s.hold_for_crowd(held)
         {
@@ -663,7 +668,7 @@ mod tests {
     fn node_with_suspects(suspects: u64) -> Membership {
         let now = Instant::ZERO;
         let mut m = Membership::new(
-            Config::default(),
+            Config::default().with_minority_rules(true),
             NodeId::new(1),
             Incarnation::new(1),
             5,

@@ -1675,6 +1675,36 @@ fn a_crowd_of_suspicions_holds_a_confirmed_verdict_past_the_minimum() {
     assert!(held_until > now + base * 2, "{held_until:?}");
 }
 
+/// The memberlist profile reproduces memberlist, the baseline of every detector figure, so the
+/// rules for many suspicions at once are off there: a crowd of confirmed suspicions is
+/// declared at the minimum, and a node holding most of the mesh Suspect is not a mass failure.
+#[test]
+fn the_memberlist_profile_keeps_memberlists_verdicts_in_a_crowd() {
+    let now = Instant::ZERO;
+    let config = Config::from_profile(Profile::Memberlist);
+    assert!(!config.mass_failure_rules());
+    assert!(Config::default().mass_failure_rules());
+    let k = u64::from(config.suspicion_confirmations());
+    let at_min = suspicion::SUSPICIONS_AT_MIN as u64;
+    let first = 10;
+    let mut m = Membership::new(config, id(1), Incarnation::new(1), 5, now);
+    for n in 2..=first + 4 * at_min {
+        m.add_known_member(now, id(n), Incarnation::new(1));
+    }
+    for node in first..first + 4 * at_min {
+        for by in 2..3 + k {
+            m.apply_suspect(now, id(node), Incarnation::new(1), id(by), id(by));
+        }
+    }
+    assert!(
+        !m.many_suspected(),
+        "most of the mesh Suspect is no mass failure here"
+    );
+    let due = m.suspicions[&id(first)].deadline();
+    m.suspicion_expired(due, id(first));
+    assert_eq!(m.member(id(first)).unwrap().state, MemberState::Dead);
+}
+
 /// #19 class 4: a suspicion waits for no more confirmations than members exist who could
 /// still send one: those held Alive, besides this node, the suspect and the raiser. A node cut
 /// off with a few others holds most of the mesh Suspect; its last suspicions run out at the
