@@ -195,30 +195,7 @@ pub async fn lease_from(
     queue: &str,
     shard: Option<u32>,
 ) -> Result<Option<LeasedItem>, QueueRefusal> {
-    let shards = shards_of(node, queue, shard).await?;
-    // Start at a different shard each time, so one busy shard does not starve the others.
-    let start = (fnv1a(
-        &SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-            .to_be_bytes(),
-    ) % shards.len() as u64) as usize;
-    let mut last_error = None;
-    for k in 0..shards.len() {
-        let shard = shards[(start + k) % shards.len()].clone();
-        match node.queue_lease(shard).await {
-            Ok(Some(item)) => return Ok(Some(item)),
-            Ok(None) => {}
-            // One shard without a known owner does not make the others empty.
-            Err(e) => last_error = Some(e),
-        }
-    }
-    match last_error {
-        // Every shard refused: say why (with one shard named, its refusal).
-        Some(e) if shards.len() == 1 => Err(e.into()),
-        _ => Ok(None),
-    }
+    first_with_work(node, queue, shard, |shard| node.queue_lease(shard)).await
 }
 
 /// Leases up to `max` items of `queue` in one request to a shard's owner (of `shard`, or of the
@@ -247,6 +224,28 @@ pub async fn lease_up_to_from(
         .ok()
         .filter(|m| (1..=meshkit::queue::MAX_LEASE_ITEMS).contains(m))
         .ok_or_else(out_of_range)?;
+    let leased = first_with_work(node, queue, shard, |shard| async move {
+        let items = node.queue_lease_up_to(shard, max).await?;
+        Ok((!items.is_empty()).then_some(items))
+    })
+    .await?;
+    Ok(leased.unwrap_or_default())
+}
+
+/// Asks the shards of `queue` (only `shard`, if given) in turn with `lease` until one has work.
+/// It starts at a different shard each call, so one busy shard does not starve the others; a
+/// shard without a known owner does not make the others empty, so its refusal is returned only
+/// when it is the only shard asked.
+async fn first_with_work<T, F, Fut>(
+    node: &NodeHandle,
+    queue: &str,
+    shard: Option<u32>,
+    mut lease: F,
+) -> Result<Option<T>, QueueRefusal>
+where
+    F: FnMut(ShardId) -> Fut,
+    Fut: Future<Output = Result<Option<T>, QueueCallError>>,
+{
     let shards = shards_of(node, queue, shard).await?;
     let start = (fnv1a(
         &SystemTime::now()
@@ -257,16 +256,15 @@ pub async fn lease_up_to_from(
     ) % shards.len() as u64) as usize;
     let mut last_error = None;
     for k in 0..shards.len() {
-        let shard = shards[(start + k) % shards.len()].clone();
-        match node.queue_lease_up_to(shard, max).await {
-            Ok(items) if !items.is_empty() => return Ok(items),
-            Ok(_) => {}
+        match lease(shards[(start + k) % shards.len()].clone()).await {
+            Ok(Some(work)) => return Ok(Some(work)),
+            Ok(None) => {}
             Err(e) => last_error = Some(e),
         }
     }
     match last_error {
         Some(e) if shards.len() == 1 => Err(e.into()),
-        _ => Ok(Vec::new()),
+        _ => Ok(None),
     }
 }
 
