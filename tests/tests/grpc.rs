@@ -556,22 +556,32 @@ async fn membership_voters_and_lock_sessions_over_grpc() {
     let gone = operator.renew_lease(current).await.unwrap_err();
     assert_eq!(gone.code(), Code::FailedPrecondition, "{gone:?}");
 
-    // Voter changes: only the Raft leader proposes; a follower names it.
+    // Voter changes: only the Raft leader proposes; a follower names it. A leader hands its
+    // leadership away from a lease holder (the session above may have been granted on it), so
+    // the test waits until the same leader is named for a second before relying on it: once it
+    // asked a "follower" that had just become the leader, which answered for the node to add.
     let leader = tokio::time::timeout(LIMIT, async {
+        let mut named: Option<(u64, tokio::time::Instant)> = None;
         loop {
             let view = observer
                 .get_leaders(GetLeadersRequest {})
                 .await
                 .expect("GetLeaders")
                 .into_inner();
-            if let Some(leader) = view.raft.and_then(|r| r.leader) {
-                return leader;
+            match (view.raft.and_then(|r| r.leader), named) {
+                (Some(now), Some((before, since)))
+                    if now == before && since.elapsed() >= Duration::from_secs(1) =>
+                {
+                    return now;
+                }
+                (Some(now), Some((before, _))) if now == before => {}
+                (now, _) => named = now.map(|l| (l, tokio::time::Instant::now())),
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await
-    .expect("a Raft leader");
+    .expect("a Raft leader named for a second");
     let follower = nodes
         .iter()
         .find(|n| n.id().get() != leader)
