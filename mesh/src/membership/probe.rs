@@ -11,7 +11,7 @@
 //! minutes to hold the rest of the mesh dead (docs/benchmarks.md, "cut-off minorities").
 
 use super::{Event, MemberState, Membership, Timer};
-use crate::id::NodeId;
+use crate::id::{Incarnation, NodeId};
 use crate::time::{Duration, Instant};
 use crate::wire::{Message, Update};
 
@@ -229,18 +229,9 @@ impl Membership {
         if !probe.unverified {
             self.health.apply(delta);
         }
-        let Some(m) = self.members.get(probe.target) else {
+        let Some(incarnation) = self.suspect_after_failed_ping(now, probe.target) else {
             return;
         };
-        if !matches!(m.state, MemberState::Alive | MemberState::Suspect) {
-            return;
-        }
-        if m.state == MemberState::Alive {
-            self.stats.suspicions_raised += 1;
-        }
-        // An independent failed probe raises or confirms the suspicion (Lifeguard §IV-B).
-        let incarnation = m.incarnation;
-        self.apply_suspect(now, probe.target, incarnation, self.id, self.id);
         // In a mass failure, so does each helper that nacked: it pinged the target from where
         // it stands and got no ack either, the evidence a failed probe of its own would give.
         // Not counted, a node cut off with a few others waits out the unconfirmed timeout for
@@ -386,15 +377,8 @@ impl Membership {
                 // prober's peers hear independent claims, not only the prober's, and their
                 // timeouts shrink too (#19 class 4). Not in a quiet mesh, for the reason the
                 // prober counts nacks only then (`conclude_probe`).
-                if self.many_suspected()
-                    && let Some(m) = self.members.get(relay.target)
-                    && matches!(m.state, MemberState::Alive | MemberState::Suspect)
-                {
-                    if m.state == MemberState::Alive {
-                        self.stats.suspicions_raised += 1;
-                    }
-                    let inc = m.incarnation;
-                    self.apply_suspect(now, relay.target, inc, self.id, self.id);
+                if self.many_suspected() {
+                    self.suspect_after_failed_ping(now, relay.target);
                 }
             }
         }
@@ -416,6 +400,22 @@ impl Membership {
             Message::Ping { seq, target },
             first.into_iter().collect(),
         );
+    }
+
+    /// A ping of `target` this node sent went unanswered: an independent failed probe raises
+    /// the suspicion of an Alive member or confirms one held Suspect (Lifeguard §IV-B). The
+    /// incarnation suspected; `None` for a member neither Alive nor Suspect (nothing done).
+    fn suspect_after_failed_ping(&mut self, now: Instant, target: NodeId) -> Option<Incarnation> {
+        let m = self.members.get(target)?;
+        if !matches!(m.state, MemberState::Alive | MemberState::Suspect) {
+            return None;
+        }
+        if m.state == MemberState::Alive {
+            self.stats.suspicions_raised += 1;
+        }
+        let incarnation = m.incarnation;
+        self.apply_suspect(now, target, incarnation, self.id, self.id);
+        Some(incarnation)
     }
 
     /// The suspicion of `node` ran out: declare it dead.
