@@ -497,7 +497,7 @@ impl Membership {
 
     /// Sends `node` the suspicion about it directly, in a ping: alive, it refutes to this node
     /// first (see `correct_stale_claim`).
-    pub(super) fn send_check(&mut self, node: NodeId, incarnation: crate::id::Incarnation) {
+    pub(super) fn send_check(&mut self, node: NodeId, incarnation: Incarnation) {
         let seq = self.next_seq();
         let claim = Update::Suspect {
             node,
@@ -598,7 +598,7 @@ impl Membership {
         &mut self,
         now: Instant,
         node: NodeId,
-        incarnation: crate::id::Incarnation,
+        incarnation: Incarnation,
         to: MemberState,
         by: Option<NodeId>,
     ) {
@@ -662,7 +662,6 @@ fn smooth_rtt(srtt_us: u32, sample: Duration) -> u32 {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::id::Incarnation;
 
     /// Node 1 knowing nodes 2..=12 Alive, then holding `suspects` of them (2, 3, ...) Suspect.
     fn node_with_suspects(suspects: u64) -> Membership {
