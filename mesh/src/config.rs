@@ -93,6 +93,7 @@ pub struct Config {
     max_metadata_bytes: u32,
     max_members: u32,
     minority_rules: bool,
+    mass_probes: bool,
 }
 
 impl Config {
@@ -132,6 +133,8 @@ impl Config {
             max_members: 200_000,
             // Off: they cost false positives after a heal (see `minority_rules`).
             minority_rules: false,
+            // On: more probes a period in a shared mass failure (see `mass_probes`).
+            mass_probes: true,
         };
         match profile {
             Profile::Lan => lan,
@@ -155,6 +158,8 @@ impl Config {
                 // memberlist's `AwarenessMaxMultiplier`.
                 awareness_max: 8,
                 anti_entropy_mode: AntiEntropyMode::FullState,
+                // memberlist probes one member a period, always.
+                mass_probes: false,
                 ..lan
             },
         }
@@ -192,6 +197,23 @@ impl Config {
     #[must_use]
     pub fn with_minority_rules(mut self, on: bool) -> Self {
         self.minority_rules = on;
+        self
+    }
+    /// Whether a node in a mass failure it shares with others (a quarter or more of the members
+    /// it knows up Suspect, each on another member's word too) probes more than one member a
+    /// period: up to four, in proportion to the share suspected, each a whole probe with its
+    /// indirect helpers (#19 class 4: a few nodes cut off from a large majority cannot
+    /// suspect it fast enough at one probe a period). On in LAN and WAN, off in the
+    /// memberlist profile (which has no mass-failure rules at all); docs/benchmarks.md,
+    /// "Class 4".
+    pub fn mass_probes(&self) -> bool {
+        self.mass_probes
+    }
+    /// This configuration with more probes a period in a mass failure on or off (see
+    /// [`mass_probes`](Self::mass_probes)).
+    #[must_use]
+    pub fn with_mass_probes(mut self, on: bool) -> Self {
+        self.mass_probes = on;
         self
     }
     /// SWIM protocol period: one member is probed per period (default 1 s LAN). Shorter detects
@@ -641,6 +663,7 @@ impl TryFrom<RawConfig> for Config {
             )?,
             max_members: check_u32("max_members", raw.max_members, d.max_members, 1, 1_000_000)?,
             minority_rules: d.minority_rules,
+            mass_probes: d.mass_probes,
         };
         if config.probe_timeout >= config.probe_interval {
             return Err(ConfigError::Relation {

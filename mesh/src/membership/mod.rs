@@ -344,7 +344,9 @@ pub struct Membership {
     /// The last time a member this node had lost contact with (held Dead, or Suspect for
     /// longer than a confirmed suspicion lasts) sent it a datagram (see `note_reconnect`).
     reconnected_at: Option<Instant>,
-    probe: Option<Probe>,
+    /// The probes of the current protocol period: one, or up to
+    /// [`MAX_PROBES_PER_PERIOD`](probe::MAX_PROBES_PER_PERIOD) in a mass failure.
+    probes: Vec<Probe>,
     relays: BTreeMap<u32, Relay>,
     relay_deadlines: BTreeSet<(Instant, u32)>,
     dead_probes: BTreeMap<u32, (NodeId, Instant)>,
@@ -412,7 +414,7 @@ impl Membership {
             suspicions: BTreeMap::new(),
             suspicion_deadlines: BTreeSet::new(),
             reconnected_at: None,
-            probe: None,
+            probes: Vec::new(),
             relays: BTreeMap::new(),
             relay_deadlines: BTreeSet::new(),
             dead_probes: BTreeMap::new(),
@@ -511,7 +513,7 @@ impl Membership {
         ] {
             self.timers.stop(t);
         }
-        self.probe = None;
+        self.probes.clear();
         // Only a member's own `Left` counts as a leave (a relayed one is a death claim), so
         // every member hears it from this node directly, besides the piggybacked copies.
         let left = Update::Left {

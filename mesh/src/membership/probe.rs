@@ -42,6 +42,10 @@ pub(crate) const MAX_UNHEARD_ANNOUNCEMENTS: u32 = 3;
 /// [`Config::minority_rules`](crate::config::Config::minority_rules) on (off by default: more
 /// false positives after a partition heals).
 pub(crate) const MASS_SUSPICION_DIVISOR: usize = 4;
+/// Most probes one protocol period starts, in a mass failure (see
+/// `Membership::probes_this_period`): four members a period, each with its k helpers, is at
+/// most 16 datagrams a period, and lets 6 nodes cut off from 122 suspect them all in about 5 s.
+pub(crate) const MAX_PROBES_PER_PERIOD: usize = 4;
 
 /// The probe of the current protocol period.
 #[derive(Debug)]
@@ -78,7 +82,42 @@ impl Membership {
             && self.suspicions.len() * MASS_SUSPICION_DIVISOR >= self.members.up_count().max(1)
     }
 
-    /// Starts the probe of a new protocol period and schedules its end.
+    /// Probes a protocol period starts: one, as SWIM, unless this node is in a mass failure it
+    /// shares with others. When at least one in [`MASS_SUSPICION_DIVISOR`] of the members it
+    /// knows up is Suspect on the word of another member too (raised or confirmed by one), it
+    /// starts `1 + MAX_PROBES_PER_PERIOD * corroborated / up` probes, at most
+    /// [`MAX_PROBES_PER_PERIOD`]: two at a quarter, three at a half, four from three quarters.
+    /// Suspicions only this node holds do not count: a node whose own links fail suspects
+    /// everyone alone, and probing faster would only spread its mistakes faster (Lifeguard's
+    /// local health slows it instead). Each extra probe is a whole probe: the same direct
+    /// ping, the same indirect probe through k helpers, the same suspicion and local-health
+    /// accounting; only the rate changes, so no suspicion rests on less evidence than
+    /// before. Why: a few nodes cut off from a large majority cannot suspect it fast enough at
+    /// one probe a period (6 nodes and 122 members: 20 s at best; #19 class 4,
+    /// docs/benchmarks.md "Class 4"). LAN and WAN only
+    /// ([`Config::mass_failure_rules`](crate::config::Config::mass_failure_rules)), and only with
+    /// [`Config::mass_probes`](crate::config::Config::mass_probes) on.
+    pub(super) fn probes_this_period(&self) -> usize {
+        if !self.config.mass_failure_rules() || !self.config.mass_probes() {
+            return 1;
+        }
+        let up = self.members.up_count();
+        if up == 0 || self.suspicions.len() * MASS_SUSPICION_DIVISOR < up {
+            return 1;
+        }
+        let corroborated = self
+            .suspicions
+            .values()
+            .filter(|s| s.suspected_by_another(self.id))
+            .count();
+        if corroborated * MASS_SUSPICION_DIVISOR < up {
+            return 1;
+        }
+        (1 + corroborated * MAX_PROBES_PER_PERIOD / up).min(MAX_PROBES_PER_PERIOD)
+    }
+
+    /// Starts the probes of a new protocol period (see [`Self::probes_this_period`]) and
+    /// schedules its end.
     pub(super) fn start_probe(&mut self, now: Instant) {
         if self.left {
             return;
@@ -93,39 +132,48 @@ impl Membership {
         // In a mass failure, members nobody suspects yet first: they need a suspicion, the
         // suspects have theirs.
         let prefer_unsuspected = self.many_suspected();
-        let Some(target) = self.members.next_probe_target(
-            &mut self.rng,
-            |m| m.probe_eligible(now, grace),
-            prefer_unsuspected,
-        ) else {
-            return;
-        };
-        let seq = self.next_seq();
-        let unverified = self
-            .members
-            .get(target)
-            .is_some_and(|m| m.introduced_by.is_some());
-        self.probe = Some(Probe {
-            target,
-            seq,
-            sent_at: now,
-            acked: false,
-            expected_nacks: 0,
-            nacks: 0,
-            helpers: Vec::new(),
-            unverified,
-        });
-        self.stats.probes += 1;
-        let first = self.buddy_update(target);
-        self.send_with(
-            target,
-            Message::Ping { seq, target },
-            first.into_iter().collect(),
-        );
-        self.timers.set(
-            Timer::ProbeTimeout,
-            now + self.health.scale(self.config.probe_timeout()),
-        );
+        let count = self.probes_this_period();
+        for _ in 0..count {
+            let Some(target) = self.members.next_probe_target(
+                &mut self.rng,
+                |m| m.probe_eligible(now, grace),
+                prefer_unsuspected,
+            ) else {
+                break;
+            };
+            if self.probes.iter().any(|p| p.target == target) {
+                // The round wrapped: fewer eligible members than probes.
+                break;
+            }
+            let seq = self.next_seq();
+            let unverified = self
+                .members
+                .get(target)
+                .is_some_and(|m| m.introduced_by.is_some());
+            self.probes.push(Probe {
+                target,
+                seq,
+                sent_at: now,
+                acked: false,
+                expected_nacks: 0,
+                nacks: 0,
+                helpers: Vec::new(),
+                unverified,
+            });
+            self.stats.probes += 1;
+            let first = self.buddy_update(target);
+            self.send_with(
+                target,
+                Message::Ping { seq, target },
+                first.into_iter().collect(),
+            );
+        }
+        if !self.probes.is_empty() {
+            self.timers.set(
+                Timer::ProbeTimeout,
+                now + self.health.scale(self.config.probe_timeout()),
+            );
+        }
     }
 
     /// Lifeguard's buddy system: a ping to a member we suspect carries the suspicion, so the
@@ -147,35 +195,40 @@ impl Membership {
         }
     }
 
-    /// The direct probe timed out: ask k members to probe the target for us.
+    /// The direct probes timed out: for each one unanswered, ask k members to probe its
+    /// target for us.
     pub(super) fn probe_indirectly(&mut self) {
-        let Some(probe) = &self.probe else { return };
-        if probe.acked {
-            return;
-        }
-        let (target, seq) = (probe.target, probe.seq);
         let k = self.config.indirect_probes() as usize;
-        // Only verified members help: one known from a relay's word alone may not exist, and
-        // its missing nack would count against this node's own health.
-        let helpers = self.members.sample(&mut self.rng, k, &[target], |m| {
-            m.state == MemberState::Alive && m.introduced_by.is_none() && m.routable
-        });
-        for &helper in &helpers {
-            self.send(helper, Message::PingReq { seq, target });
-        }
-        self.stats.indirect_probes += helpers.len() as u64;
-        if let Some(p) = &mut self.probe {
+        for i in 0..self.probes.len() {
+            let (target, seq) = match &self.probes[i] {
+                p if p.acked => continue,
+                p => (p.target, p.seq),
+            };
+            // Only verified members help: one known from a relay's word alone may not exist,
+            // and its missing nack would count against this node's own health.
+            let helpers = self.members.sample(&mut self.rng, k, &[target], |m| {
+                m.state == MemberState::Alive && m.introduced_by.is_none() && m.routable
+            });
+            for &helper in &helpers {
+                self.send(helper, Message::PingReq { seq, target });
+            }
+            self.stats.indirect_probes += helpers.len() as u64;
+            let p = &mut self.probes[i];
             p.expected_nacks = helpers.len() as u32;
             p.helpers = helpers.iter().map(|&h| (h, false)).collect();
         }
     }
 
-    /// End of the protocol period: an unanswered probe makes its target suspect.
+    /// End of the protocol period: each unanswered probe makes its target suspect.
     pub(super) fn conclude_probe(&mut self, now: Instant) {
         self.timers.stop(Timer::ProbeTimeout);
-        let Some(probe) = self.probe.take() else {
-            return;
-        };
+        for probe in core::mem::take(&mut self.probes) {
+            self.conclude_one_probe(now, probe);
+        }
+    }
+
+    /// One probe of the period that ends: unanswered, its target becomes suspect.
+    fn conclude_one_probe(&mut self, now: Instant, probe: Probe) {
         if probe.acked {
             return;
         }
@@ -273,7 +326,7 @@ impl Membership {
     }
 
     pub(super) fn handle_ack(&mut self, now: Instant, from: NodeId, seq: u32) {
-        if let Some(probe) = self.probe.as_mut().filter(|p| p.seq == seq && !p.acked) {
+        if let Some(probe) = self.probes.iter_mut().find(|p| p.seq == seq && !p.acked) {
             probe.acked = true;
             let (target, sent_at) = (probe.target, probe.sent_at);
             if from == target {
@@ -346,7 +399,7 @@ impl Membership {
     }
 
     pub(super) fn handle_nack(&mut self, from: NodeId, seq: u32) {
-        if let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq)
+        if let Some(p) = self.probes.iter_mut().find(|p| p.seq == seq)
             && let Some(helper) = p
                 .helpers
                 .iter_mut()
@@ -713,7 +766,7 @@ mod tests {
         assert!(!quiet.many_suspected() && mass.many_suspected());
         for m in [&mut quiet, &mut mass] {
             m.health.apply(2);
-            m.probe = Some(failed_probe());
+            m.probes = vec![failed_probe()];
             m.conclude_probe(now);
         }
         let target = NodeId::new(12);
@@ -741,7 +794,7 @@ mod tests {
             let mut p = failed_probe();
             p.nacks = 0;
             p.helpers.iter_mut().for_each(|h| h.1 = false);
-            m.probe = Some(p);
+            m.probes = vec![p];
             m.conclude_probe(now);
         }
         assert!(quiet.health_score() > 0);
@@ -767,5 +820,169 @@ mod tests {
             };
             assert_eq!(state, Some(expected), "{suspects} suspects held");
         }
+    }
+
+    /// Node 1 (default `lan` configuration, minority rules off) knowing nodes 2..=12 Alive and
+    /// routable, then holding nodes 2.. Suspect: `by_others` of them on node 12's word (raised
+    /// by another member), then `own` more raised by itself alone.
+    fn node_in_mass_failure(config: Config, by_others: u64, own: u64) -> Membership {
+        let now = Instant::ZERO;
+        let mut m = Membership::new(config, NodeId::new(1), Incarnation::new(1), 5, now);
+        for n in 2..=12 {
+            m.add_known_member(now, NodeId::new(n), Incarnation::new(1));
+            m.set_routable(NodeId::new(n));
+        }
+        let raiser = NodeId::new(12);
+        for n in 2..2 + by_others {
+            m.apply_suspect(now, NodeId::new(n), Incarnation::new(1), raiser, raiser);
+        }
+        for n in 2 + by_others..2 + by_others + own {
+            m.apply_suspect(now, NodeId::new(n), Incarnation::new(1), m.id, m.id);
+        }
+        m
+    }
+
+    /// The pings a node queued, by target.
+    fn pings(m: &mut Membership) -> Vec<NodeId> {
+        core::mem::take(&mut m.outbox)
+            .into_iter()
+            .filter_map(|o| match o.message {
+                Message::Ping { target, .. } => Some(target),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// #19 class 4: a period starts one probe, as SWIM, until a quarter of the members a node
+    /// knows up are Suspect on another member's word too; then `1 + 4 * share`, at most
+    /// [`MAX_PROBES_PER_PERIOD`], each to a different member. Suspicions the node alone holds
+    /// (its own links may be what fails) do not count, and the memberlist profile never
+    /// probes more than one member a period.
+    #[test]
+    fn a_shared_mass_failure_probes_several_members_a_period() {
+        let lan = Config::default;
+        // (config, suspects on another's word, own suspicions, probes a period), of 11 up.
+        let cases = [
+            (lan(), 0, 0, 1),
+            (lan(), 2, 0, 1),
+            (lan(), 3, 0, 2),
+            (lan(), 0, 8, 1),
+            (lan(), 2, 6, 1),
+            (lan(), 6, 0, 3),
+            (lan(), 9, 0, 4),
+            (lan(), 10, 0, 4),
+            (lan().with_mass_probes(false), 9, 0, 1),
+            (
+                Config::from_profile(crate::config::Profile::Memberlist),
+                9,
+                0,
+                1,
+            ),
+        ];
+        for (config, by_others, own, expected) in cases {
+            let mut m = node_in_mass_failure(config, by_others, own);
+            assert_eq!(
+                m.probes_this_period(),
+                expected,
+                "{by_others} suspects on another's word, {own} alone"
+            );
+            let _ = pings(&mut m);
+            m.start_probe(Instant::ZERO + Duration::from_secs(1));
+            let targets = pings(&mut m);
+            assert_eq!(targets.len(), expected, "{by_others}/{own}: {targets:?}");
+            let mut distinct = targets.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(
+                distinct.len(),
+                targets.len(),
+                "one probe a member: {targets:?}"
+            );
+            assert_eq!(m.probes.len(), expected);
+        }
+    }
+
+    /// Fewer members than probes: each member is probed once a period, not twice.
+    #[test]
+    fn a_period_never_probes_a_member_twice() {
+        let now = Instant::ZERO;
+        let mut m = Membership::new(
+            Config::default(),
+            NodeId::new(1),
+            Incarnation::new(1),
+            5,
+            now,
+        );
+        for n in 2..=3 {
+            m.add_known_member(now, NodeId::new(n), Incarnation::new(1));
+            m.set_routable(NodeId::new(n));
+        }
+        m.apply_suspect(
+            now,
+            NodeId::new(2),
+            Incarnation::new(1),
+            NodeId::new(3),
+            NodeId::new(3),
+        );
+        assert_eq!(m.probes_this_period(), 3);
+        let _ = pings(&mut m);
+        for period in 1..=5 {
+            m.start_probe(now + Duration::from_secs(period));
+            let mut targets = pings(&mut m);
+            targets.sort();
+            let before = targets.len();
+            targets.dedup();
+            assert_eq!(
+                targets.len(),
+                before,
+                "period {period}: a member probed twice"
+            );
+            assert!(before >= 1, "period {period}: nothing probed");
+            m.probes.clear();
+        }
+    }
+
+    /// Every probe of a period is concluded on its own: an ack answers only its own probe,
+    /// each unanswered one raises the suspicion of its target, and a nack counts for the
+    /// probe whose helper sent it.
+    #[test]
+    fn each_probe_of_a_period_is_concluded_on_its_own() {
+        let mut m = node_in_mass_failure(Config::default(), 9, 0);
+        let _ = pings(&mut m);
+        let start = Instant::ZERO + Duration::from_secs(1);
+        m.start_probe(start);
+        assert_eq!(m.probes.len(), 4);
+        let probes: Vec<(NodeId, u32)> = m.probes.iter().map(|p| (p.target, p.seq)).collect();
+        // The second probe's target answers; the others stay silent.
+        let (answered, seq) = probes[1];
+        m.handle_ack(start + Duration::from_millis(10), answered, seq);
+        assert!(m.probes[1].acked && !m.probes[0].acked && !m.probes[2].acked);
+        m.probe_indirectly();
+        for (i, p) in m.probes.iter().enumerate() {
+            assert_eq!(
+                p.helpers.is_empty(),
+                i == 1,
+                "probe {i}: helpers {:?}",
+                p.helpers
+            );
+        }
+        let (helper, _) = m.probes[3].helpers[0];
+        let (_, seq3) = probes[3];
+        m.handle_nack(helper, seq3);
+        assert_eq!(m.probes[3].nacks, 1);
+        assert!(m.probes[..3].iter().all(|p| p.nacks == 0));
+        m.conclude_probe(start + Duration::from_secs(1));
+        assert!(m.probes.is_empty());
+        for (i, &(target, _)) in probes.iter().enumerate() {
+            let state = m.member(target).map(|v| v.state);
+            // The first 9 members (2..=10) were Suspect already; 11 and 12 were Alive.
+            let expected = if i == 1 && target.get() > 10 {
+                MemberState::Alive
+            } else {
+                MemberState::Suspect
+            };
+            assert_eq!(state, Some(expected), "probe {i} of {target:?}");
+        }
+        assert_eq!(m.stats().probes_failed, 3);
     }
 }
