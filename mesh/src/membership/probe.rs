@@ -42,10 +42,22 @@ pub(crate) const MAX_UNHEARD_ANNOUNCEMENTS: u32 = 3;
 /// [`Config::minority_rules`](crate::config::Config::minority_rules) on (off by default: more
 /// false positives after a partition heals).
 pub(crate) const MASS_SUSPICION_DIVISOR: usize = 4;
-/// Most probes one protocol period starts, in a mass failure (see
-/// `Membership::probes_this_period`): four members a period, each with its k helpers, is at
-/// most 16 datagrams a period, and lets 6 nodes cut off from 122 suspect them all in about 5 s.
-pub(crate) const MAX_PROBES_PER_PERIOD: usize = 4;
+/// A node holding one member in this many (of those it knows Alive or Suspect) Suspect on
+/// another member's word too is in a mass failure it shares with others, for the rules of
+/// [`Config::mass_probes`](crate::config::Config::mass_probes): more probes a period, and a
+/// last direct check before each verdict (see `Membership::shared_mass_failure`). 8 (2 of 16)
+/// over 4: at 16 nodes 4 leaves the minority probing one member a period until a quarter of
+/// the majority is suspect, and misses the bound in 12 of 20 seeds (docs/benchmarks.md,
+/// "Class 4").
+pub(crate) const MASS_PROBE_DIVISOR: usize = 8;
+/// Probes a period per probe interval at most, in a shared mass failure (see
+/// `Membership::probes_this_period`): 8 lets 3 nodes cut off from 13 suspect them all within
+/// a few periods. 4 missed the bound in 12 of 20 seeds at 16 nodes (docs/benchmarks.md,
+/// "Class 4").
+pub(crate) const MAX_PROBES_PER_INTERVAL: usize = 8;
+/// Probes one period starts at most, whatever the local health: bounds the probes in flight
+/// (each with its k helpers) of a node whose period stretched.
+pub(crate) const MAX_PROBES_PER_PERIOD: usize = 32;
 
 /// The probe of the current protocol period.
 #[derive(Debug)]
@@ -82,38 +94,51 @@ impl Membership {
             && self.suspicions.len() * MASS_SUSPICION_DIVISOR >= self.members.up_count().max(1)
     }
 
-    /// Probes a protocol period starts: one, as SWIM, unless this node is in a mass failure it
-    /// shares with others. When at least one in [`MASS_SUSPICION_DIVISOR`] of the members it
-    /// knows up is Suspect on the word of another member too (raised or confirmed by one), it
-    /// starts `1 + MAX_PROBES_PER_PERIOD * corroborated / up` probes, at most
-    /// [`MAX_PROBES_PER_PERIOD`]: two at a quarter, three at a half, four from three quarters.
-    /// Suspicions only this node holds do not count: a node whose own links fail suspects
-    /// everyone alone, and probing faster would only spread its mistakes faster (Lifeguard's
-    /// local health slows it instead). Each extra probe is a whole probe: the same direct
-    /// ping, the same indirect probe through k helpers, the same suspicion and local-health
-    /// accounting; only the rate changes, so no suspicion rests on less evidence than
-    /// before. Why: a few nodes cut off from a large majority cannot suspect it fast enough at
-    /// one probe a period (6 nodes and 122 members: 20 s at best; #19 class 4,
-    /// docs/benchmarks.md "Class 4"). LAN and WAN only
-    /// ([`Config::mass_failure_rules`](crate::config::Config::mass_failure_rules)), and only with
-    /// [`Config::mass_probes`](crate::config::Config::mass_probes) on.
-    pub(super) fn probes_this_period(&self) -> usize {
+    /// The members this node holds Suspect on the word of another member too (raised or
+    /// confirmed by one), and the members it knows up (Alive or Suspect), when the first are at
+    /// least one in [`MASS_PROBE_DIVISOR`] of the second: a mass failure this node shares with
+    /// others, as when it is cut off with a minority. Suspicions only this node holds do not
+    /// count: a node whose own links fail suspects everyone alone, and probing faster would
+    /// spread its mistakes faster (Lifeguard's local health slows it instead). `None` unless
+    /// [`Config::mass_probes`](crate::config::Config::mass_probes) is on (never in the
+    /// memberlist profile, which has no mass-failure rules).
+    pub(super) fn shared_mass_failure(&self) -> Option<(usize, usize)> {
         if !self.config.mass_failure_rules() || !self.config.mass_probes() {
-            return 1;
+            return None;
         }
         let up = self.members.up_count();
-        if up == 0 || self.suspicions.len() * MASS_SUSPICION_DIVISOR < up {
-            return 1;
+        if up == 0 || self.suspicions.len() * MASS_PROBE_DIVISOR < up {
+            return None;
         }
         let corroborated = self
             .suspicions
             .values()
             .filter(|s| s.suspected_by_another(self.id))
             .count();
-        if corroborated * MASS_SUSPICION_DIVISOR < up {
+        (corroborated * MASS_PROBE_DIVISOR >= up).then_some((corroborated, up))
+    }
+
+    /// Probes a protocol period starts: one, as SWIM, unless this node is in a mass failure it
+    /// shares with others ([`Self::shared_mass_failure`]). Then `1 + 8 * corroborated / up`
+    /// a probe interval, at most [`MAX_PROBES_PER_INTERVAL`], times the stretch of its local
+    /// health (the period is that much longer, so the rate a second is kept), at most
+    /// [`MAX_PROBES_PER_PERIOD`]. Each extra probe is a whole probe: the same direct ping, the
+    /// same indirect probe through k helpers, the same suspicion and local-health accounting
+    /// (local health is not spared, so a cut-off node still checks late confirmations after a
+    /// heal); only the rate changes, so no suspicion rests on less evidence than before. Why: a
+    /// few nodes cut off from a large majority cannot suspect it fast enough at one probe a
+    /// period, the less so as their health stretches the period (6 nodes and 122 members: 20 s
+    /// at best; #19 class 4, docs/benchmarks.md "Class 4").
+    pub(super) fn probes_this_period(&self) -> usize {
+        let Some((corroborated, up)) = self.shared_mass_failure() else {
             return 1;
-        }
-        (1 + corroborated * MAX_PROBES_PER_PERIOD / up).min(MAX_PROBES_PER_PERIOD)
+        };
+        let per_interval =
+            (1 + corroborated * MAX_PROBES_PER_INTERVAL / up).min(MAX_PROBES_PER_INTERVAL);
+        let stretch = usize::try_from(self.health.score()).map_or(usize::MAX, |s| s + 1);
+        per_interval
+            .saturating_mul(stretch)
+            .min(MAX_PROBES_PER_PERIOD)
     }
 
     /// Starts the probes of a new protocol period (see [`Self::probes_this_period`]) and
@@ -502,9 +527,17 @@ impl Membership {
             .is_some_and(|at| at > s.told_at.unwrap_or(s.started()) && at >= s.started());
         let grace = self.health.scale(self.config.probe_timeout());
         let check = self.config.probe_timeout();
+        // In a mass failure shared with others (with `Config::mass_probes`), every verdict,
+        // confirmed or not, waits for one last direct check: the side this node is on is
+        // probing at several times the usual rate, so it has several times as many verdicts
+        // falling at any instant, and one falling just after a heal, before any contact, is a
+        // live member declared dead. The check reaches a member a heal brought back, which
+        // refutes. Costs each verdict a (health-scaled) probe timeout, in a mass failure only.
+        let mass_check = self.shared_mass_failure().is_some();
         if let Some(s) = self.suspicions.get_mut(&node)
             && ((reconnected && s.hold_for_check(now, check, MAX_DIRECT_CHECKS))
-                || s.grant_last_check(grace))
+                || s.grant_last_check(grace)
+                || (mass_check && s.grant_check_even_if_confirmed(grace)))
         {
             // Nobody else confirmed this suspicion, or contact came back: before declaring the
             // member dead, tell it directly. If it is alive its refutation comes straight back
@@ -822,7 +855,7 @@ mod tests {
         }
     }
 
-    /// Node 1 (default `lan` configuration, minority rules off) knowing nodes 2..=12 Alive and
+    /// Node 1 with `config` knowing nodes 2..=12 Alive and
     /// routable, then holding nodes 2.. Suspect: `by_others` of them on node 12's word (raised
     /// by another member), then `own` more raised by itself alone.
     fn node_in_mass_failure(config: Config, by_others: u64, own: u64) -> Membership {
@@ -853,43 +886,42 @@ mod tests {
             .collect()
     }
 
-    /// #19 class 4: a period starts one probe, as SWIM, until a quarter of the members a node
-    /// knows up are Suspect on another member's word too; then `1 + 4 * share`, at most
-    /// [`MAX_PROBES_PER_PERIOD`], each to a different member. Suspicions the node alone holds
-    /// (its own links may be what fails) do not count, and the memberlist profile never
-    /// probes more than one member a period.
+    /// #19 class 4: a period starts one probe, as SWIM, until an eighth of the members a node
+    /// knows up are Suspect on another member's word too; then `1 + 8 * share` a probe
+    /// interval, at most [`MAX_PROBES_PER_INTERVAL`], times the stretch of local health, each
+    /// to a different member. Suspicions the node alone holds (its own links may be what
+    /// fails) do not count; off by default, and the memberlist profile never probes more than
+    /// one member a period.
     #[test]
     fn a_shared_mass_failure_probes_several_members_a_period() {
-        let lan = Config::default;
-        // (config, suspects on another's word, own suspicions, probes a period), of 11 up.
+        let on = || Config::default().with_mass_probes(true);
+        let memberlist = Config::from_profile(crate::config::Profile::Memberlist);
+        // (config, suspects on another's word, own suspicions, health score, probes a
+        // period), of 11 members up.
         let cases = [
-            (lan(), 0, 0, 1),
-            (lan(), 2, 0, 1),
-            (lan(), 3, 0, 2),
-            (lan(), 0, 8, 1),
-            (lan(), 2, 6, 1),
-            (lan(), 6, 0, 3),
-            (lan(), 9, 0, 4),
-            (lan(), 10, 0, 4),
-            (lan().with_mass_probes(false), 9, 0, 1),
-            (
-                Config::from_profile(crate::config::Profile::Memberlist),
-                9,
-                0,
-                1,
-            ),
+            (on(), 0, 0, 0, 1),
+            (on(), 1, 0, 0, 1),
+            (on(), 2, 0, 0, 2),
+            (on(), 0, 8, 0, 1),
+            (on(), 1, 6, 0, 1),
+            (on(), 6, 0, 0, 5),
+            (on(), 10, 0, 0, 8),
+            (on(), 2, 0, 1, 4),
+            (on(), 2, 0, 2, 6),
+            (on(), 1, 0, 2, 1),
+            (Config::default(), 6, 0, 0, 1),
+            (memberlist.with_mass_probes(true), 6, 0, 0, 1),
         ];
-        for (config, by_others, own, expected) in cases {
+        for (config, by_others, own, health, expected) in cases {
             let mut m = node_in_mass_failure(config, by_others, own);
-            assert_eq!(
-                m.probes_this_period(),
-                expected,
-                "{by_others} suspects on another's word, {own} alone"
-            );
+            m.health.apply(health);
+            let case =
+                format!("{by_others} suspects on another's word, {own} alone, health {health}");
+            assert_eq!(m.probes_this_period(), expected, "{case}");
             let _ = pings(&mut m);
             m.start_probe(Instant::ZERO + Duration::from_secs(1));
             let targets = pings(&mut m);
-            assert_eq!(targets.len(), expected, "{by_others}/{own}: {targets:?}");
+            assert_eq!(targets.len(), expected, "{case}: {targets:?}");
             let mut distinct = targets.clone();
             distinct.sort();
             distinct.dedup();
@@ -902,12 +934,49 @@ mod tests {
         }
     }
 
+    /// #19 class 4: in a shared mass failure a confirmed suspicion's verdict waits for one
+    /// direct check of the suspect (a ping carrying the claim), so a member a heal brought
+    /// back can refute; without `mass_probes` the verdict falls on time, as before.
+    #[test]
+    fn in_a_shared_mass_failure_every_verdict_waits_for_a_direct_check() {
+        let suspect = NodeId::new(2);
+        for on in [false, true] {
+            let mut m = node_in_mass_failure(Config::default().with_mass_probes(on), 6, 0);
+            for by in 9..=11 {
+                let by = NodeId::new(by);
+                m.apply_suspect(Instant::ZERO, suspect, Incarnation::new(1), by, by);
+            }
+            let _ = core::mem::take(&mut m.outbox);
+            let due = m.suspicions[&suspect].deadline();
+            m.suspicion_expired(due, suspect);
+            let checked = core::mem::take(&mut m.outbox).into_iter().any(|o| {
+                o.to == suspect
+                    && matches!(o.message, Message::Ping { .. })
+                    && o.leading
+                        .iter()
+                        .any(|u| matches!(u, Update::Suspect { node, .. } if *node == suspect))
+            });
+            let state = m.member(suspect).map(|v| v.state);
+            if on {
+                assert!(checked, "a check went to the suspect");
+                assert_eq!(state, Some(MemberState::Suspect));
+                let later = m.suspicions[&suspect].deadline();
+                assert!(later > due);
+                m.suspicion_expired(later, suspect);
+                assert_eq!(m.member(suspect).map(|v| v.state), Some(MemberState::Dead));
+            } else {
+                assert!(!checked, "no check without mass probes");
+                assert_eq!(state, Some(MemberState::Dead));
+            }
+        }
+    }
+
     /// Fewer members than probes: each member is probed once a period, not twice.
     #[test]
     fn a_period_never_probes_a_member_twice() {
         let now = Instant::ZERO;
         let mut m = Membership::new(
-            Config::default(),
+            Config::default().with_mass_probes(true),
             NodeId::new(1),
             Incarnation::new(1),
             5,
@@ -924,7 +993,7 @@ mod tests {
             NodeId::new(3),
             NodeId::new(3),
         );
-        assert_eq!(m.probes_this_period(), 3);
+        assert_eq!(m.probes_this_period(), 5);
         let _ = pings(&mut m);
         for period in 1..=5 {
             m.start_probe(now + Duration::from_secs(period));
@@ -947,11 +1016,11 @@ mod tests {
     /// probe whose helper sent it.
     #[test]
     fn each_probe_of_a_period_is_concluded_on_its_own() {
-        let mut m = node_in_mass_failure(Config::default(), 9, 0);
+        let mut m = node_in_mass_failure(Config::default().with_mass_probes(true), 9, 0);
         let _ = pings(&mut m);
         let start = Instant::ZERO + Duration::from_secs(1);
         m.start_probe(start);
-        assert_eq!(m.probes.len(), 4);
+        assert_eq!(m.probes.len(), 7);
         let probes: Vec<(NodeId, u32)> = m.probes.iter().map(|p| (p.target, p.seq)).collect();
         // The second probe's target answers; the others stay silent.
         let (answered, seq) = probes[1];
@@ -970,7 +1039,12 @@ mod tests {
         let (_, seq3) = probes[3];
         m.handle_nack(helper, seq3);
         assert_eq!(m.probes[3].nacks, 1);
-        assert!(m.probes[..3].iter().all(|p| p.nacks == 0));
+        assert!(
+            m.probes
+                .iter()
+                .enumerate()
+                .all(|(i, p)| i == 3 || p.nacks == 0)
+        );
         m.conclude_probe(start + Duration::from_secs(1));
         assert!(m.probes.is_empty());
         for (i, &(target, _)) in probes.iter().enumerate() {
@@ -983,6 +1057,6 @@ mod tests {
             };
             assert_eq!(state, Some(expected), "probe {i} of {target:?}");
         }
-        assert_eq!(m.stats().probes_failed, 3);
+        assert_eq!(m.stats().probes_failed, 6);
     }
 }

@@ -160,6 +160,16 @@ impl Suspicion {
         true
     }
 
+    /// Grants one last direct check (`grace` long), confirmed or not; returns false if it had
+    /// one already (see `Membership::suspicion_expired`, in a shared mass failure).
+    pub(crate) fn grant_check_even_if_confirmed(&mut self, grace: Duration) -> bool {
+        if self.grace > Duration::ZERO {
+            return false;
+        }
+        self.grace = grace;
+        true
+    }
+
     /// When the suspicion began here.
     pub(crate) fn started(&self) -> Instant {
         self.started
