@@ -42,6 +42,15 @@ struct Server {
 
 impl Server {
     async fn start(dir: &Path, limits: ConnectionLimits) -> Self {
+        Self::start_with_switch(dir, limits, tokio::sync::watch::channel(false).1).await
+    }
+
+    /// [`Server::start`] with `refuse_h3` as the HTTP/3 downgrade switch.
+    async fn start_with_switch(
+        dir: &Path,
+        limits: ConnectionLimits,
+        refuse_h3: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         let nodes = start_cluster(dir, 1).await;
         let identity = TlsIdentity::load(
             &dir.join("node-1.pem"),
@@ -52,7 +61,8 @@ impl Server {
         let server = ControlServer::bind("127.0.0.1:0".parse().unwrap(), &identity)
             .await
             .unwrap()
-            .with_limits(limits);
+            .with_limits(limits)
+            .with_h3_switch(refuse_h3);
         let (addr, stats) = (server.local_addr(), server.stats());
         let config = NodeConfig::load(&dir.join("node-1.toml")).unwrap();
         let access = AccessControl::from_config(config.access()).unwrap();
@@ -369,6 +379,48 @@ async fn anonymous_h3_bodies_are_refused_before_they_are_read() {
     }
     assert!(server.stats.request_body_bytes(HttpProtocol::H3) > 3 * 200 * 1024);
     sending.abort();
+    endpoint.close(quinn::VarInt::from_u32(0), b"done");
+    server.stop().await;
+}
+
+/// A chaos `transport-downgrade` closes the HTTP/3 connections already open as soon as the
+/// switch turns on (the watcher waits on the switch, not on a timer: an open connection costs
+/// no wakeup while it stays off), and refuses new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_h3_connection_closes_when_the_downgrade_switch_turns_on() {
+    let dir = TempDir::new("limits-h3-downgrade");
+    let (switch, refuse_h3) = tokio::sync::watch::channel(false);
+    let server =
+        Server::start_with_switch(dir.path(), ConnectionLimits::default(), refuse_h3).await;
+    let endpoint = quic_endpoint(dir.path(), ATTACKER);
+    let connection = tokio::time::timeout(STEP, endpoint.connect(server.addr, "node-1").unwrap())
+        .await
+        .expect("a QUIC handshake in time")
+        .unwrap();
+    // Open while the switch is off (the watcher is running by then: one stream round trip).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        connection.close_reason().is_none(),
+        "closed with the switch off"
+    );
+    let flipped = tokio::time::Instant::now();
+    switch.send_replace(true);
+    tokio::time::timeout(STEP, connection.closed())
+        .await
+        .expect("the connection closed once the switch turned on");
+    let took = flipped.elapsed();
+    assert!(
+        took < Duration::from_millis(200),
+        "closed {took:?} after the switch"
+    );
+    // New connections are refused while it is on.
+    let refused = tokio::time::timeout(STEP, endpoint.connect(server.addr, "node-1").unwrap())
+        .await
+        .expect("an answer in time");
+    assert!(
+        refused.is_err(),
+        "a new HTTP/3 connection was accepted during the downgrade"
+    );
     endpoint.close(quinn::VarInt::from_u32(0), b"done");
     server.stop().await;
 }

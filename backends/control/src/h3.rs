@@ -18,6 +18,7 @@ use http_body::Frame;
 use http_body_util::BodyExt as _;
 use rustls::pki_types::CertificateDer;
 use thiserror::Error;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::admission::{Activity, Admission, ConnectionLimits, Handshaking, Transport};
@@ -119,14 +120,14 @@ pub(super) async fn serve_h3(
     router: Router,
     stats: Arc<ServerStats>,
     limits: ConnectionLimits,
-    refuse_h3: Arc<std::sync::atomic::AtomicBool>,
+    refuse_h3: watch::Receiver<bool>,
 ) {
     let admission = Admission::new(limits, Transport::Quic, stats.admission().clone());
     let mut connections = JoinSet::new();
     while let Some(incoming) = endpoint.accept().await {
         while connections.try_join_next().is_some() {}
         // A chaos transport downgrade: refused at once, so clients fall back to HTTP/2.
-        if refuse_h3.load(std::sync::atomic::Ordering::Acquire) {
+        if *refuse_h3.borrow() {
             tracing::debug!(peer = %incoming.remote_address(), "control endpoint: HTTP/3 refused (chaos transport-downgrade)");
             incoming.refuse();
             continue;
@@ -162,29 +163,24 @@ pub(super) async fn serve_h3(
     }
 }
 
-/// How often an established connection looks at the downgrade switch: a downgrade closes
-/// the connections already open too (an HTTP/3 outage, not only a refusal of new ones), within
-/// this of its start.
-const DOWNGRADE_CHECK: Duration = Duration::from_millis(250);
-
-/// Closes `quic` once the downgrade switch is set (looked at every [`DOWNGRADE_CHECK`]); ends
-/// with the connection.
+/// Closes `quic` once the downgrade switch is set, woken by the switch itself (no timer: a
+/// control connection held open, as the node's own `control-h3` probe holds one, costs no
+/// wakeup while nothing changes); ends with the connection. A switch whose sender is gone
+/// never changes again, so the connection then just runs its course.
 async fn close_on_downgrade(
     quic: quinn::Connection,
-    refuse_h3: Arc<std::sync::atomic::AtomicBool>,
+    mut refuse_h3: watch::Receiver<bool>,
     peer: std::net::SocketAddr,
 ) {
-    let mut tick = tokio::time::interval(DOWNGRADE_CHECK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = quic.closed() => return,
-            _ = tick.tick() => {
-                if refuse_h3.load(std::sync::atomic::Ordering::Acquire) {
-                    tracing::debug!(%peer, "control endpoint: HTTP/3 connection closed (chaos transport-downgrade)");
-                    quic.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"transport downgrade");
-                    return;
-                }
+    tokio::select! {
+        _ = quic.closed() => {}
+        // The borrowed value is dropped at once: it may not be held across an await.
+        set = async { refuse_h3.wait_for(|refuse| *refuse).await.is_ok() } => {
+            if set {
+                tracing::debug!(%peer, "control endpoint: HTTP/3 connection closed (chaos transport-downgrade)");
+                quic.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"transport downgrade");
+            } else {
+                quic.closed().await;
             }
         }
     }
@@ -195,7 +191,7 @@ async fn serve_connection(
     router: Router,
     stats: Arc<ServerStats>,
     permit: Handshaking,
-    refuse_h3: Arc<std::sync::atomic::AtomicBool>,
+    refuse_h3: watch::Receiver<bool>,
 ) {
     let peer = incoming.remote_address();
     let limits = *permit.limits();

@@ -107,7 +107,7 @@ pub struct ControlServer {
     stats: Arc<ServerStats>,
     limits: ConnectionLimits,
     /// Set by a chaos `transport-downgrade`: HTTP/3 connections are refused while it is.
-    refuse_h3: Arc<std::sync::atomic::AtomicBool>,
+    refuse_h3: watch::Receiver<bool>,
 }
 
 /// The server configurations of both transports for `identity`: TLS over TCP, and QUIC.
@@ -175,7 +175,8 @@ impl ControlServer {
                         addr: bound,
                         stats: Arc::new(ServerStats::with_tls(tls_stats)),
                         limits: ConnectionLimits::default(),
-                        refuse_h3: Arc::default(),
+                        // No switch: one that never changes (its sender is gone).
+                        refuse_h3: watch::channel(false).1,
                     });
                 }
                 Err(source) if addr.port() == 0 => {
@@ -201,10 +202,11 @@ impl ControlServer {
         self
     }
 
-    /// The server refusing every HTTP/3 connection while `refuse_h3` is set (the node's chaos
-    /// `transport-downgrade`): clients fall back to HTTP/2 over TCP, which is not affected.
+    /// The server refusing every HTTP/3 connection while `refuse_h3` holds `true` (the node's
+    /// chaos `transport-downgrade`), and closing those already open when it turns `true`:
+    /// clients fall back to HTTP/2 over TCP, which is not affected.
     #[must_use]
-    pub fn with_h3_switch(mut self, refuse_h3: Arc<std::sync::atomic::AtomicBool>) -> Self {
+    pub fn with_h3_switch(mut self, refuse_h3: watch::Receiver<bool>) -> Self {
         self.refuse_h3 = refuse_h3;
         self
     }

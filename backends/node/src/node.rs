@@ -357,7 +357,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
             ControlServer::bind_with(addr, tls.clone(), tls_stats)
                 .await?
                 .with_limits(config.control_limits())
-                .with_h3_switch(chaos.refuse_h3.clone()),
+                .with_h3_switch(chaos.refuse_h3.subscribe()),
             AccessControl::from_config(config.access())?,
         )),
         None => None,

@@ -267,8 +267,9 @@ impl Default for ChaosConfig {
 pub struct ChaosEffects {
     /// The rule table of the node's [`ChaosTransport`](meshkit_net::transport::chaos::ChaosTransport).
     pub links: ChaosLinks,
-    /// Set while a `transport-downgrade` is active here: the control listener refuses HTTP/3.
-    pub refuse_h3: Arc<AtomicBool>,
+    /// `true` while a `transport-downgrade` is active here: the control listener refuses HTTP/3
+    /// and closes its open HTTP/3 connections (it subscribes: no polling).
+    pub refuse_h3: tokio::sync::watch::Sender<bool>,
     /// Set when a `kill` experiment stopped the driver: the process should exit with
     /// [`KILL_EXIT_STATUS`].
     pub killed: Arc<AtomicBool>,
@@ -602,7 +603,7 @@ impl ChaosHost {
     pub fn new(local: NodeId, config: ChaosConfig, effects: ChaosEffects) -> Self {
         // Chaos off: the wrapper holds no rules, whatever a previous owner of `effects` set.
         effects.links.clear();
-        effects.refuse_h3.store(false, Ordering::Release);
+        effects.refuse_h3.send_replace(false);
         effects.serve_stand_in.send_replace(false);
         Self {
             config,
@@ -1021,7 +1022,7 @@ impl ChaosHost {
             }
             FaultKind::TransportDowngrade {} => {
                 self.downgraded.insert(id);
-                self.effects.refuse_h3.store(true, Ordering::Release);
+                self.effects.refuse_h3.send_replace(true);
             }
             FaultKind::CertificateExpiry { .. } => {
                 self.stand_in.insert(id);
@@ -1070,7 +1071,7 @@ impl ChaosHost {
             self.effects.serve_stand_in.send_replace(false);
         }
         if self.downgraded.remove(&id) && self.downgraded.is_empty() {
-            self.effects.refuse_h3.store(false, Ordering::Release);
+            self.effects.refuse_h3.send_replace(false);
         }
         let links_changed = self.link_rules.remove(&id).is_some();
         if let Some(record) = self.by_schedule.get(&id).and_then(|r| self.records.get(r)) {

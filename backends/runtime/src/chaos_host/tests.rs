@@ -355,13 +355,13 @@ fn kill_switch_reverts_all_and_refuses_until_rearmed() {
     )
     .unwrap();
     assert!(h.is_paused());
-    assert!(effects.refuse_h3.load(Ordering::Acquire));
+    assert!(*effects.refuse_h3.borrow());
     assert!(!effects.links.rules().is_empty());
 
     let t = Instant::ZERO + Duration::from_secs(1);
     assert_eq!(h.kill_switch(t, &n), 3);
     assert!(!h.is_paused());
-    assert!(!effects.refuse_h3.load(Ordering::Acquire));
+    assert!(!*effects.refuse_h3.borrow());
     assert!(effects.links.rules().is_empty());
     assert!(h.stats().kill_switch_engaged);
     assert_eq!(h.stats().reverts.get(&("pause", "kill-switch")), Some(&1));
