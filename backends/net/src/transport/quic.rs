@@ -892,18 +892,96 @@ fn endpoint_config(identity: &TlsIdentity) -> quinn::EndpointConfig {
     let derive = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, identity.private_key_der());
     let reset = ring::hmac::sign(&derive, b"meshkit quic stateless reset key v1");
     let cid = ring::hmac::sign(&derive, b"meshkit quic connection id key v1");
-    let mut cid_key = [0u8; 8];
-    cid_key.copy_from_slice(&cid.as_ref()[..8]);
-    let cid_key = u64::from_le_bytes(cid_key);
+    let cid_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, cid.as_ref());
     let mut config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
         ring::hmac::HMAC_SHA256,
         reset.as_ref(),
     )));
     config.cid_generator(move || {
-        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
-            as Box<dyn quinn::ConnectionIdGenerator>
+        Box::new(ShortConnectionIds::new(cid_key.clone())) as Box<dyn quinn::ConnectionIdGenerator>
     });
     config
+}
+
+/// Bytes of a connection id this node issues: [`CID_NONCE_BYTES`] random, then
+/// [`CID_TAG_BYTES`] of an HMAC of them under the node's connection-id key. Every 1-RTT packet
+/// carries the receiver's connection id, so each byte here is a byte on every packet either
+/// way; quinn's own keyed generator takes 8. Why 4 is enough (docs/architecture.md, "Bytes per
+/// packet"): a connection id only routes packets to a connection (the AEAD authenticates them,
+/// not the id); 65,536 nonces leave room for the at most 8 ids quinn issues per connection
+/// times [`DEFAULT_MAX_CONNECTIONS`] (quinn draws again on a collision); the tag still lets a
+/// restarted process tell its previous process's ids (answered with a stateless reset) from
+/// stray packets (dropped) but for 1 in 65,536, and resets are rate-limited by quinn anyway.
+/// Not zero: with zero-length ids quinn routes by address, sends no stateless reset, loses a
+/// connection whose peer's address changes (NAT rebinding), and cannot tell apart two
+/// connections dialled to the same peer address (the replacement dial below keeps the old one
+/// open).
+pub const CID_BYTES: usize = CID_NONCE_BYTES + CID_TAG_BYTES;
+/// The random part of a connection id.
+pub const CID_NONCE_BYTES: usize = 2;
+/// The keyed part of a connection id.
+pub const CID_TAG_BYTES: usize = 2;
+
+// Connection ids this node issues, at most: quinn issues up to 8 per connection.
+const _: () = assert!(
+    DEFAULT_MAX_CONNECTIONS * 8 * 4 <= 1 << (8 * CID_NONCE_BYTES),
+    "the nonce space is at least 4 times the ids issued at the connection bound"
+);
+
+/// The node's connection-id generator: [`CID_BYTES`]-byte ids, a random nonce and a keyed tag.
+struct ShortConnectionIds {
+    key: ring::hmac::Key,
+    random: ring::rand::SystemRandom,
+}
+
+impl ShortConnectionIds {
+    fn new(key: ring::hmac::Key) -> Self {
+        Self {
+            key,
+            random: ring::rand::SystemRandom::new(),
+        }
+    }
+
+    fn tag(&self, nonce: &[u8]) -> [u8; CID_TAG_BYTES] {
+        let mut tag = [0; CID_TAG_BYTES];
+        tag.copy_from_slice(&ring::hmac::sign(&self.key, nonce).as_ref()[..CID_TAG_BYTES]);
+        tag
+    }
+}
+
+impl quinn::ConnectionIdGenerator for ShortConnectionIds {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        let mut id = [0; CID_BYTES];
+        // The system's generator does not fail on Linux once it has started; a zero nonce if it
+        // ever did is still a valid id (quinn draws again on a collision).
+        let _ = ring::rand::SecureRandom::fill(&self.random, &mut id[..CID_NONCE_BYTES]);
+        let tag = self.tag(&id[..CID_NONCE_BYTES]);
+        id[CID_NONCE_BYTES..].copy_from_slice(&tag);
+        quinn::ConnectionId::new(&id)
+    }
+
+    fn validate(&self, cid: &quinn::ConnectionId) -> Result<(), quinn_proto::InvalidCid> {
+        if cid.len() != CID_BYTES {
+            return Err(quinn_proto::InvalidCid);
+        }
+        let (nonce, tag) = cid.split_at(CID_NONCE_BYTES);
+        // A plain comparison: what a timing leak could reveal is a tag that makes a stray
+        // packet draw a (rate-limited) stateless reset, which anyone can already get 1 time in
+        // 65,536 by chance.
+        if self.tag(nonce)[..] == tag[..] {
+            Ok(())
+        } else {
+            Err(quinn_proto::InvalidCid)
+        }
+    }
+
+    fn cid_len(&self) -> usize {
+        CID_BYTES
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// Applies each identity `source` publishes to the endpoint (new handshakes) and to later dials.
@@ -1312,6 +1390,39 @@ mod tests {
         eprintln!("reopen: dialler sent {dialer:?}, listener sent {listener:?}");
         assert_eq!(b.stats().handshakes_resumed, 1, "the reopen resumed");
         assert_eq!((dialer.mtu_probes, listener.mtu_probes), (0, 0));
+    }
+
+    /// The node's connection ids are [`CID_BYTES`] long and carry a tag only its key makes: its
+    /// own (and a restarted process's, same key) validate, a changed byte or another node's
+    /// key does not (but for the 1 in 65,536 chance a 2-byte tag allows).
+    #[test]
+    fn connection_ids_are_short_and_keyed() {
+        use quinn::ConnectionIdGenerator as _;
+        let key = |label: &[u8]| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, label);
+        let mut ours = ShortConnectionIds::new(key(b"node 1"));
+        let restarted = ShortConnectionIds::new(key(b"node 1"));
+        let other = ShortConnectionIds::new(key(b"node 2"));
+        assert_eq!(ours.cid_len(), 4);
+        let (mut foreign, mut changed) = (0, 0);
+        for _ in 0..1_000 {
+            let cid = ours.generate_cid();
+            assert_eq!(cid.len(), CID_BYTES);
+            assert!(ours.validate(&cid).is_ok());
+            assert!(restarted.validate(&cid).is_ok(), "a restart keeps the key");
+            foreign += usize::from(other.validate(&cid).is_ok());
+            let mut bytes = cid.to_vec();
+            bytes[CID_BYTES - 1] ^= 1;
+            changed += usize::from(ours.validate(&quinn::ConnectionId::new(&bytes)).is_ok());
+            assert!(
+                ours.validate(&quinn::ConnectionId::new(&bytes[..3]))
+                    .is_err()
+            );
+        }
+        assert!(
+            foreign <= 2,
+            "{foreign} of 1,000 ids validate under another key"
+        );
+        assert_eq!(changed, 0, "an id with a changed tag validated");
     }
 
     /// A peer that fails its handshake in a loop (docs/security.md: one `info` line per
