@@ -55,7 +55,13 @@ fuzz_target!(|data: &[u8]| {
             }
             Op::Body { from, kind, body } => {
                 let mut bytes = vec![wire::PROTOCOL_VERSION, kind];
-                bytes.extend_from_slice(&from.get().to_be_bytes());
+                // The sender as a LEB128 varint, as the header writes it.
+                let mut sender = from.get();
+                while sender >= 0x80 {
+                    bytes.push((sender as u8) | 0x80);
+                    sender >>= 7;
+                }
+                bytes.push(sender as u8);
                 bytes.extend_from_slice(&body);
                 let _ = node.handle_datagram(now, from, &bytes);
             }

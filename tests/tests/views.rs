@@ -50,7 +50,12 @@ async fn peers_clusters_versions_and_readiness() {
         v["software"],
         json!([{"version": env!("CARGO_PKG_VERSION"), "members": 3}])
     );
-    assert_eq!(v["wire"], json!([{"version": "1/1", "members": 3}]));
+    let wire = format!(
+        "{}/{}",
+        meshkit::wire::PROTOCOL_VERSION,
+        meshkit::lease::wire::LEASE_PROTOCOL_VERSION
+    );
+    assert_eq!(v["wire"], json!([{"version": wire, "members": 3}]));
     assert_eq!(v["mixed"], json!(false));
 
     // Pages of two, by id.

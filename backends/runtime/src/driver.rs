@@ -74,7 +74,7 @@ pub const DRAIN_KEY: &str = "draining";
 /// The metadata key under which every node publishes its software version.
 pub const VERSION_KEY: &str = "version";
 /// The metadata key under which every node publishes its wire protocol versions
-/// (`membership/lease`, e.g. `1/1`).
+/// (`membership/lease`, e.g. `2/1`).
 pub const WIRE_KEY: &str = "wire";
 /// The metadata key a node declares its cluster under (`[metadata] cluster = ...`).
 pub const CLUSTER_KEY: &str = "cluster";

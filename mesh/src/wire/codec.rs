@@ -5,7 +5,10 @@ use core::time::Duration;
 use super::DecodeError;
 use crate::id::NodeId;
 
-/// Appends big-endian fields to a caller-owned buffer.
+/// Longest varint ([`Writer::varint`]) of a `u64`: 64 bits, 7 a byte.
+pub(crate) const MAX_VARINT_BYTES: usize = 10;
+
+/// Appends big-endian fields (and varints) to a caller-owned buffer.
 pub(crate) struct Writer<'a> {
     /// The buffer written to; encoders that patch a count or trim to a bound reach into it.
     pub(crate) buf: &'a mut Vec<u8>,
@@ -32,6 +35,15 @@ impl<'a> Writer<'a> {
     }
     pub(crate) fn bool(&mut self, v: bool) {
         self.u8(u8::from(v));
+    }
+    /// An unsigned LEB128 varint: 7 bits a byte, low bits first, the high bit set on every byte
+    /// but the last; 1 byte below 128, at most [`MAX_VARINT_BYTES`].
+    pub(crate) fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.buf.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.buf.push(v as u8);
     }
     /// Nanoseconds, saturating at `u64::MAX` (584 years).
     pub(crate) fn duration(&mut self, d: Duration) {
@@ -110,6 +122,42 @@ impl<'a> Reader<'a> {
                 value: v.into(),
             }),
         }
+    }
+    /// A varint written by [`Writer::varint`]; only its shortest form is accepted (so a
+    /// decoded value re-encodes to the same bytes), and at most `max`.
+    pub(crate) fn varint(&mut self, field: &'static str, max: u64) -> Result<u64, DecodeError> {
+        let mut value: u64 = 0;
+        for i in 0..MAX_VARINT_BYTES {
+            let byte = self.u8()?;
+            let bits = u64::from(byte & 0x7f);
+            let shift = 7 * i as u32;
+            // The tenth byte holds the 64th bit only.
+            if i == MAX_VARINT_BYTES - 1 && bits > 1 {
+                return Err(DecodeError::InvalidValue { field, value: bits });
+            }
+            value |= bits << shift;
+            if byte & 0x80 == 0 {
+                // A last byte of zero after others is a longer form of a shorter varint.
+                if i > 0 && byte == 0 {
+                    return Err(DecodeError::InvalidValue { field, value: 0 });
+                }
+                return if value <= max {
+                    Ok(value)
+                } else {
+                    Err(DecodeError::InvalidValue { field, value })
+                };
+            }
+        }
+        Err(DecodeError::InvalidValue { field, value })
+    }
+    /// A node id written as a varint.
+    pub(crate) fn varint_node(&mut self, field: &'static str) -> Result<NodeId, DecodeError> {
+        Ok(NodeId::new(self.varint(field, u64::MAX)?))
+    }
+    /// A `u32` written as a varint.
+    pub(crate) fn varint_u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
+        // Bounded by `max`: the conversion cannot fail.
+        Ok(u32::try_from(self.varint(field, u64::from(u32::MAX))?).unwrap_or(u32::MAX))
     }
     pub(crate) fn node(&mut self) -> Result<NodeId, DecodeError> {
         Ok(NodeId::new(self.u64()?))

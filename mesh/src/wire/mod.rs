@@ -1,8 +1,10 @@
 //! MeshKit's versioned binary wire format for membership datagrams.
 //!
 //! A datagram is a header (protocol version, message kind, sender), one [`Message`], and a
-//! count-prefixed list of piggybacked [`Update`]s that fill the rest of the datagram. All integers
-//! are big-endian and every variable-length field has a bound, so each datagram fits
+//! count-prefixed list of piggybacked [`Update`]s that fill the rest of the datagram. The sender
+//! and the fields of the probe messages (the most frequent datagrams) are LEB128 varints (only
+//! their shortest form decodes); every other integer is big-endian, and every variable-length
+//! field has a bound, so each datagram fits
 //! [`MAX_DATAGRAM_BYTES`] (a QUIC datagram). [`decode`] returns a [`DecodeError`] for any byte
 //! string it cannot read: it never panics on peer input.
 
@@ -16,8 +18,11 @@ use crate::id::{Incarnation, MetaVersion, NodeId};
 use crate::membership::MemberState;
 use codec::{Reader, Writer};
 
-/// The protocol version this build speaks; a datagram of another version is refused.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The protocol version this build speaks; a datagram of another version is refused. Version 2
+/// writes the sender and the probe messages' fields (`Ping`, `Ack`, `PingReq`, `Nack`) as
+/// varints: a probe and its answer are 24 and 16 bytes in version 1, 8 and 5 with small node
+/// ids and sequence numbers (docs/architecture.md, "Bytes per packet").
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Every datagram fits one QUIC DATAGRAM frame on a path with IPv6's minimum MTU of 1,280
 /// bytes: 1,232 bytes of UDP payload, less a 1-RTT short header (1 + up to 20 connection-id + up
 /// to 4 packet-number bytes), the frame's type and length (3) and the AEAD tag (16), with room
@@ -32,8 +37,8 @@ pub const MAX_KEY_BYTES: usize = 64;
 pub const MAX_VALUE_BYTES: usize = 1024;
 /// Ceiling for the configurable per-member metadata bound.
 pub const MAX_METADATA_BYTES: usize = 32 * 1024;
-/// Header: version, kind, sender.
-pub const HEADER_BYTES: usize = 1 + 1 + 8;
+/// Header: version, kind, sender (a varint: at most 10 bytes).
+pub const HEADER_BYTES: usize = 1 + 1 + codec::MAX_VARINT_BYTES;
 /// Bytes of one [`MemberRecord`] on the wire.
 pub const MEMBER_RECORD_BYTES: usize = 8 + 4 + 1 + 8;
 /// Records that fit one [`Message::SyncEntries`] datagram, leaving room for its header.
@@ -351,29 +356,29 @@ pub fn encode_message(sender: NodeId, message: &Message, buf: &mut Vec<u8>) -> u
     match message {
         Message::Ping { seq, target } => {
             w.u8(kind::PING);
-            w.u64(sender.get());
-            w.u32(*seq);
-            w.u64(target.get());
+            w.varint(sender.get());
+            w.varint(u64::from(*seq));
+            w.varint(target.get());
         }
         Message::Ack { seq } => {
             w.u8(kind::ACK);
-            w.u64(sender.get());
-            w.u32(*seq);
+            w.varint(sender.get());
+            w.varint(u64::from(*seq));
         }
         Message::PingReq { seq, target } => {
             w.u8(kind::PING_REQ);
-            w.u64(sender.get());
-            w.u32(*seq);
-            w.u64(target.get());
+            w.varint(sender.get());
+            w.varint(u64::from(*seq));
+            w.varint(target.get());
         }
         Message::Nack { seq } => {
             w.u8(kind::NACK);
-            w.u64(sender.get());
-            w.u32(*seq);
+            w.varint(sender.get());
+            w.varint(u64::from(*seq));
         }
         Message::Gossip => {
             w.u8(kind::GOSSIP);
-            w.u64(sender.get());
+            w.varint(sender.get());
         }
         Message::SyncDigest { all, digests } => {
             debug_assert!(
@@ -381,7 +386,7 @@ pub fn encode_message(sender: NodeId, message: &Message, buf: &mut Vec<u8>) -> u
                 "digest longer than DIGEST_BUCKETS"
             );
             w.u8(kind::SYNC_DIGEST);
-            w.u64(sender.get());
+            w.varint(sender.get());
             w.u8(u8::from(*all));
             w.u8(digests.len() as u8);
             for d in digests {
@@ -394,7 +399,7 @@ pub fn encode_message(sender: NodeId, message: &Message, buf: &mut Vec<u8>) -> u
                 "too many records for a datagram"
             );
             w.u8(kind::SYNC_ENTRIES);
-            w.u64(sender.get());
+            w.varint(sender.get());
             match reply {
                 SyncReply::Nothing => w.u8(0),
                 SyncReply::Buckets(set) => {
@@ -413,7 +418,7 @@ pub fn encode_message(sender: NodeId, message: &Message, buf: &mut Vec<u8>) -> u
         }
         Message::MetaPull { node, have } => {
             w.u8(kind::META_PULL);
-            w.u64(sender.get());
+            w.varint(sender.get());
             w.u64(node.get());
             write_version(&mut w, *have);
         }
@@ -426,7 +431,7 @@ pub fn encode_message(sender: NodeId, message: &Message, buf: &mut Vec<u8>) -> u
             entries,
         } => {
             w.u8(kind::META_PUSH);
-            w.u64(sender.get());
+            w.varint(sender.get());
             w.u64(node.get());
             match base {
                 Some(b) => {
@@ -580,18 +585,22 @@ pub fn decode(bytes: &[u8]) -> Result<Datagram, DecodeError> {
         });
     }
     let message_kind = r.u8()?;
-    let sender = NodeId::new(r.u64()?);
+    let sender = r.varint_node("sender")?;
     let message = match message_kind {
         kind::PING => Message::Ping {
-            seq: r.u32()?,
-            target: NodeId::new(r.u64()?),
+            seq: r.varint_u32("ping seq")?,
+            target: r.varint_node("ping target")?,
         },
-        kind::ACK => Message::Ack { seq: r.u32()? },
+        kind::ACK => Message::Ack {
+            seq: r.varint_u32("ack seq")?,
+        },
         kind::PING_REQ => Message::PingReq {
-            seq: r.u32()?,
-            target: NodeId::new(r.u64()?),
+            seq: r.varint_u32("ping-req seq")?,
+            target: r.varint_node("ping-req target")?,
         },
-        kind::NACK => Message::Nack { seq: r.u32()? },
+        kind::NACK => Message::Nack {
+            seq: r.varint_u32("nack seq")?,
+        },
         kind::GOSSIP => Message::Gossip,
         kind::SYNC_DIGEST => {
             let all = read_bool(&mut r, "sync all flag")?;

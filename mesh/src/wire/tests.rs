@@ -271,10 +271,9 @@ fn encode_datagram(d: &Datagram) -> Vec<u8> {
     buf
 }
 
+/// Version, kind and sender 7 (a one-byte varint).
 fn header(kind: u8) -> Vec<u8> {
-    let mut bytes = vec![PROTOCOL_VERSION, kind];
-    bytes.extend_from_slice(&7u64.to_be_bytes());
-    bytes
+    vec![PROTOCOL_VERSION, kind, 7]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -384,41 +383,120 @@ fn truncated_header_is_truncated() {
             remaining: 0
         })
     );
-    // Version and kind, then 3 of the sender's 8 bytes.
+    // Version and kind, then a sender varint whose last byte is missing.
     assert_eq!(
-        decode(&[PROTOCOL_VERSION, kind::PING, 0, 0, 0]),
+        decode(&[PROTOCOL_VERSION, kind::PING, 0x80, 0x80]),
         Err(DecodeError::Truncated {
-            needed: 8,
-            remaining: 3
-        })
-    );
-}
-
-#[test]
-fn truncated_message_is_truncated() {
-    let mut bytes = header(kind::PING);
-    bytes.extend_from_slice(&[0, 0, 0, 1]);
-    assert_eq!(
-        decode(&bytes),
-        Err(DecodeError::Truncated {
-            needed: 8,
+            needed: 1,
             remaining: 0
         })
     );
 }
 
 #[test]
-fn version_2_is_unsupported() {
-    let mut buf = Vec::new();
-    let _ = encode_message(NodeId::new(7), &Message::Gossip, &mut buf);
-    buf[0] = 2;
+fn truncated_message_is_truncated() {
+    // A ping's sequence number, then no target.
+    let mut bytes = header(kind::PING);
+    bytes.push(1);
     assert_eq!(
-        decode(&buf),
-        Err(DecodeError::UnsupportedVersion {
-            found: 2,
-            supported: PROTOCOL_VERSION
+        decode(&bytes),
+        Err(DecodeError::Truncated {
+            needed: 1,
+            remaining: 0
         })
     );
+}
+
+/// Version 2's probe messages: a ping from node 7 of node 9 (sequence number 300) is 8 bytes
+/// with its update count, an ack 5 (version 1: 24 and 16 bytes).
+#[test]
+fn probe_messages_are_varints() {
+    let mut buf = Vec::new();
+    let _ = encode_message(
+        NodeId::new(7),
+        &Message::Ping {
+            seq: 300,
+            target: NodeId::new(9),
+        },
+        &mut buf,
+    );
+    assert_eq!(buf, [PROTOCOL_VERSION, kind::PING, 7, 0xac, 0x02, 9, 0]);
+    let _ = encode_message(NodeId::new(7), &Message::Ack { seq: 5 }, &mut buf);
+    assert_eq!(buf, [PROTOCOL_VERSION, kind::ACK, 7, 5, 0]);
+    // The largest values take the longest forms and come back.
+    let _ = encode_message(
+        NodeId::new(u64::MAX),
+        &Message::Ping {
+            seq: u32::MAX,
+            target: NodeId::new(u64::MAX),
+        },
+        &mut buf,
+    );
+    assert_eq!(buf.len(), 2 + 10 + 5 + 10 + 1);
+    assert!(buf.len() <= HEADER_BYTES + 5 + 10 + 1);
+    assert_eq!(
+        decode(&buf).map(|d| d.message),
+        Ok(Message::Ping {
+            seq: u32::MAX,
+            target: NodeId::new(u64::MAX),
+        })
+    );
+}
+
+/// Only the shortest form of a varint decodes (a decoded datagram re-encodes to its bytes),
+/// and a value past its field's range is refused.
+#[test]
+fn long_or_oversized_varints_are_refused() {
+    // Sender 7 written in two bytes.
+    assert!(matches!(
+        decode(&[PROTOCOL_VERSION, kind::GOSSIP, 0x87, 0x00, 0]),
+        Err(DecodeError::InvalidValue {
+            field: "sender",
+            ..
+        })
+    ));
+    // An ack's sequence number of 2^32.
+    let mut bytes = header(kind::ACK);
+    bytes.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x10, 0]);
+    assert_eq!(
+        decode(&bytes),
+        Err(DecodeError::InvalidValue {
+            field: "ack seq",
+            value: 1 << 32
+        })
+    );
+    // Eleven bytes of varint, and a tenth byte past the 64th bit.
+    let mut bytes = vec![PROTOCOL_VERSION, kind::GOSSIP];
+    bytes.extend_from_slice(&[0xff; 10]);
+    bytes.push(0);
+    assert!(matches!(
+        decode(&bytes),
+        Err(DecodeError::InvalidValue { .. })
+    ));
+    let mut bytes = vec![PROTOCOL_VERSION, kind::GOSSIP];
+    bytes.extend_from_slice(&[0xff; 9]);
+    bytes.extend_from_slice(&[0x02, 0]);
+    assert!(matches!(
+        decode(&bytes),
+        Err(DecodeError::InvalidValue { .. })
+    ));
+}
+
+#[test]
+fn other_versions_are_unsupported() {
+    let mut buf = Vec::new();
+    let _ = encode_message(NodeId::new(7), &Message::Gossip, &mut buf);
+    // Version 1 (fixed-width sender and probe fields) and a future 3.
+    for version in [1, 3] {
+        buf[0] = version;
+        assert_eq!(
+            decode(&buf),
+            Err(DecodeError::UnsupportedVersion {
+                found: version,
+                supported: PROTOCOL_VERSION
+            })
+        );
+    }
 }
 
 #[test]
