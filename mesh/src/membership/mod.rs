@@ -362,6 +362,11 @@ pub struct Membership {
     /// their answer introduces the mesh to this node (an operator chose them).
     join_seeds: BTreeMap<NodeId, Instant>,
     timers: TimerTable,
+    /// When the gossip timer last fired with nothing to send: it is then not re-armed, so an
+    /// idle node does not wake every gossip interval, and the first update brings it back on
+    /// the same grid of instants (`anchor + k * gossip_interval`) it would have kept ticking
+    /// on (see `handle_timeout` and `poll_timeout`).
+    gossip_parked: Option<Instant>,
     outbox: VecDeque<Outgoing>,
     /// Newer records for the sender of the datagram being handled (see `correct_stale_claim`).
     corrections: Vec<Update>,
@@ -427,6 +432,7 @@ impl Membership {
             unverified_total: 0,
             join_seeds: BTreeMap::new(),
             timers,
+            gossip_parked: None,
             outbox: VecDeque::new(),
             corrections: Vec::new(),
             events: VecDeque::new(),
@@ -624,9 +630,28 @@ impl Membership {
             self.probe_indirectly();
         }
         if self.timers.take_expired(Timer::Gossip, now) {
-            self.gossip(now);
-            self.timers
-                .set(Timer::Gossip, now + self.config.gossip_interval());
+            if self.broadcasts.is_empty() {
+                // Nothing to send: park the timer instead of ticking (an idle node's wakeups).
+                self.gossip_parked = Some(now);
+            } else {
+                self.gossip(now);
+                self.timers
+                    .set(Timer::Gossip, now + self.config.gossip_interval());
+            }
+        } else if let Some(anchor) = self.gossip_parked
+            && !self.broadcasts.is_empty()
+        {
+            // Updates arrived while parked: gossip at the first instant of the grid the timer
+            // would have ticked on, now if `now` is one of them (as a ticking timer would).
+            self.gossip_parked = None;
+            let next = next_on_grid(anchor, self.config.gossip_interval(), now);
+            if next == now {
+                self.gossip(now);
+                self.timers
+                    .set(Timer::Gossip, now + self.config.gossip_interval());
+            } else {
+                self.timers.set(Timer::Gossip, next);
+            }
         }
         if self.timers.take_expired(Timer::AntiEntropy, now) {
             self.start_sync();
@@ -688,8 +713,15 @@ impl Membership {
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
+        // A parked gossip timer with updates waiting: the first grid instant after parking (if
+        // that has passed, the call it asks for finds the next one).
+        let gossip = self
+            .gossip_parked
+            .filter(|_| !self.broadcasts.is_empty())
+            .map(|anchor| anchor + self.config.gossip_interval());
         [
             self.timers.next(),
+            gossip,
             self.suspicion_deadlines.first().map(|d| d.0),
             self.relay_deadlines.first().map(|d| d.0),
         ]
@@ -933,6 +965,19 @@ fn carries_piggyback(message: &Message) -> bool {
             | Message::Nack { .. }
             | Message::Gossip
     )
+}
+
+/// The first instant `anchor + k * interval` (k >= 1) at or after `now`.
+fn next_on_grid(anchor: Instant, interval: Duration, now: Instant) -> Instant {
+    let first = anchor + interval;
+    if now <= first || interval.is_zero() {
+        return first;
+    }
+    let behind = now.saturating_duration_since(first).as_nanos();
+    let step = interval.as_nanos();
+    let steps = behind.div_ceil(step);
+    // Saturates far beyond any real idle period (2^32 intervals).
+    first + interval.saturating_mul(u32::try_from(steps).unwrap_or(u32::MAX))
 }
 
 fn view(id: NodeId, m: &Member) -> MemberView {

@@ -25,6 +25,40 @@ struct Net {
     buf: Vec<u8>,
     /// Datagrams sent from one node to another (cut links included).
     sent: BTreeMap<(NodeId, NodeId), u64>,
+    /// `handle_timeout` calls per node: its wakeups.
+    wakeups: BTreeMap<NodeId, u64>,
+}
+
+/// An idle node does not wake every gossip interval: with nothing to gossip its gossip timer is
+/// parked, so a converged, quiet mesh wakes for its probes and its slower housekeeping only (at
+/// `lan`: a probe period and its timeout a second, not 5 more for gossip ticks); an update made
+/// later still goes out on the gossip tick's grid, to every member.
+#[test]
+fn an_idle_node_does_not_wake_every_gossip_interval() {
+    let mut net = Net::converged(4, Profile::Lan);
+    // Long enough for the join's updates to be spent.
+    net.run_for(Duration::from_secs(30));
+    let before = net.wakeups.get(&id(1)).copied().unwrap_or(0);
+    net.run_for(Duration::from_secs(60));
+    let woke = net.wakeups.get(&id(1)).copied().unwrap_or(0) - before;
+    assert!(
+        woke <= 150,
+        "{woke} wakeups in 60 s of idling (gossip ticks: 300)"
+    );
+    let now = net.now;
+    net.nodes
+        .get_mut(&id(1))
+        .expect("node 1")
+        .set_metadata(now, "zone", b"b")
+        .expect("a small key");
+    net.run_for(Duration::from_millis(300));
+    for observer in 2..=4 {
+        let seen = net.nodes[&id(observer)]
+            .metadata(id(1))
+            .and_then(|m| m.get("zone"))
+            .map(<[u8]>::to_vec);
+        assert_eq!(seen, Some(b"b".to_vec()), "node {observer} within 300 ms");
+    }
 }
 
 fn id(i: u64) -> NodeId {
@@ -82,6 +116,7 @@ impl Net {
             events: Vec::new(),
             buf: Vec::new(),
             sent: BTreeMap::new(),
+            wakeups: BTreeMap::new(),
         }
     }
 
@@ -151,6 +186,7 @@ impl Net {
                 }
                 self.drain(to);
             } else if let Some((_, n)) = next_timer {
+                *self.wakeups.entry(n).or_insert(0) += 1;
                 self.nodes
                     .get_mut(&n)
                     .expect("timer of a known node")
