@@ -51,13 +51,23 @@ struct Args {
     /// 1: one lease request per item (`queue_lease`).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     lease_max: u16,
+    /// When a replica acknowledges what it applied (`[queues] ack_after`): `sync` (its
+    /// checkpoint synced, the default) or `write` (written, the sync following).
+    #[arg(long, default_value = "sync", value_parser = ["sync", "write"])]
+    ack_after: String,
     /// Check the arguments, print them and run nothing (`scripts/check-docs.sh` checks the
     /// documented commands this way).
     #[arg(long)]
     dry_run: bool,
 }
 
-fn config(dir: &Path, id: u64, seed: Option<std::net::SocketAddr>, shards: u32) -> NodeConfig {
+fn config(
+    dir: &Path,
+    id: u64,
+    seed: Option<std::net::SocketAddr>,
+    shards: u32,
+    ack_after: &str,
+) -> NodeConfig {
     let seeds = seed
         .map(|s| format!("seeds = [\"1@{s}\"]\n"))
         .unwrap_or_default();
@@ -67,7 +77,7 @@ fn config(dir: &Path, id: u64, seed: Option<std::net::SocketAddr>, shards: u32) 
          probe_timeout = \"200ms\"\ngossip_interval = \"50ms\"\n\n[leadership]\nvoters = [1, 2, 3]\n\
          ttl = \"3s\"\n\n[shards]\nnamespaces = {{ jobs = {shards} }}\nttl = \"3s\"\n\n\
          [queues]\ndata_dir = \"queues-{id}\"\nreplicas = 1\nlease_timeout = \"30s\"\n\
-         max_items = 1000000\n"
+         max_items = 1000000\nack_after = \"{ack_after}\"\n"
     );
     let path = dir.join(format!("node-{id}.toml"));
     std::fs::write(&path, text).expect("write a config");
@@ -117,7 +127,7 @@ async fn main() {
     let mut nodes: Vec<RunningNode> = Vec::new();
     for id in 1..=NODES {
         let seed = nodes.first().map(RunningNode::gossip_addr);
-        let config = config(&dir, id, seed, args.shards);
+        let config = config(&dir, id, seed, args.shards, &args.ack_after);
         nodes.push(node::start(&config).await.expect("a node starts"));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -252,9 +262,10 @@ async fn main() {
     let min_shard = shard_rates.iter().copied().fold(f64::INFINITY, f64::min);
     let max_shard = shard_rates.iter().copied().fold(0.0, f64::max);
     println!(
-        "{} items over {} shards, 3 voters, 1 replica before each ack, {} enqueues in flight \
-         and {} workers per node leasing up to {} at a time; {done} completed in {secs:.2} s\n",
-        args.items, args.shards, args.in_flight, args.workers, args.lease_max
+        "{} items over {} shards, 3 voters, 1 replica before each ack (ack_after = {}), {} \
+         enqueues in flight and {} workers per node leasing up to {} at a time; {done} \
+         completed in {secs:.2} s\n",
+        args.items, args.shards, args.ack_after, args.in_flight, args.workers, args.lease_max
     );
     println!("| figure | value | target |");
     println!("|---|---:|---|");

@@ -1573,6 +1573,16 @@ pub fn waits_for_durable(datagram: &[u8]) -> bool {
     matches!(Channel::split(datagram), Ok((Channel::Queue, payload)) if QueueMessage::waits_for_durable(payload))
 }
 
+/// Whether `datagram` (a whole datagram from [`Node::poll_transmit`]) is a queue replica's
+/// acknowledgement of the batches it applied ([`QueueMessage::is_replica_ack`]): of the
+/// datagrams [`waits_for_durable`] names, the only one a host may send once the records polled
+/// before it are written but not yet synced, if it accepts that an acknowledged item then rests
+/// on the page cache of the replica's operating system until the sync (see
+/// `docs/task-queues.md`, "Guarantees, and what they rest on").
+pub fn is_replica_ack(datagram: &[u8]) -> bool {
+    matches!(Channel::split(datagram), Ok((Channel::Queue, payload)) if QueueMessage::is_replica_ack(payload))
+}
+
 /// The voter ids of a [`RAFT_JOIN_KEY`] value; what does not parse as an id is skipped.
 pub fn parse_raft_join(value: &[u8]) -> Vec<NodeId> {
     core::str::from_utf8(value)

@@ -80,6 +80,11 @@
 //! recovery_wait = "1s"            # a new owner's wait for the replicas' offers (default 1s)
 //! request_timeout = "5s"          # a request's wait for its answer (default 5s)
 //! max_items = 65536               # items per queue, tombstones included (default 65536)
+//! ack_after = "sync"              # when a replica acknowledges what it applied: "sync" (its
+//!                                 # checkpoint fdatasync'd; default) or "write" (written to
+//!                                 # the page cache, the sync following: survives any process
+//!                                 # kill, not an OS crash of every replica within the sync;
+//!                                 # docs/task-queues.md)
 //!
 //! [chaos]                         # optional: chaos experiments on this node (docs/diagnostics.md)
 //! enabled = false                 # off unless true: every experiment is refused
@@ -118,7 +123,7 @@ use meshkit_runtime::chaos_host::{
     ChaosConfig, DEFAULT_MAX_DURATION, DEFAULT_TOKEN_TTL, KIND_NAMES, MAX_TOKEN_TTL, MIN_TOKEN_TTL,
 };
 use meshkit_runtime::lease_host::LeadershipConfig;
-use meshkit_runtime::queue_host::QueuesConfig;
+use meshkit_runtime::queue_host::{AckAfter, QueuesConfig};
 
 /// The core's queue error names its keys `queue.{key}` (the simulator's section); here the
 /// section is `[queues]`.
@@ -190,13 +195,15 @@ pub struct RawLeadershipConfig {
     pub join_as_voter: bool,
 }
 
-/// The `[queues]` table: where the checkpoints go (`data_dir`), and the core's queue keys
+/// The `[queues]` table: where the checkpoints go (`data_dir`), when a replica acknowledges
+/// (`ack_after`: `"sync"` or `"write"`), and the core's queue keys
 /// ([`RawQueueConfig`](meshkit::queue::RawQueueConfig)). Unknown keys are refused with the list
 /// of allowed ones, as elsewhere (serde's `flatten` would let them through).
 #[derive(Clone, Debug, Default)]
 #[expect(missing_docs, reason = "the module docs describe each key")]
 pub struct RawQueuesConfig {
     pub data_dir: Option<PathBuf>,
+    pub ack_after: Option<String>,
     pub queue: meshkit::queue::RawQueueConfig,
 }
 
@@ -209,10 +216,19 @@ impl<'de> Deserialize<'de> for RawQueuesConfig {
             .map(toml::Value::try_into::<PathBuf>)
             .transpose()
             .map_err(|e| D::Error::custom(format!("queues.data_dir: {e}")))?;
+        let ack_after = table
+            .remove("ack_after")
+            .map(toml::Value::try_into::<String>)
+            .transpose()
+            .map_err(|e| D::Error::custom(format!("queues.ack_after: {e}")))?;
         let queue = toml::Value::Table(table)
             .try_into()
-            .map_err(|e| D::Error::custom(format!("queues: {e} (or data_dir)")))?;
-        Ok(Self { data_dir, queue })
+            .map_err(|e| D::Error::custom(format!("queues: {e} (or data_dir, ack_after)")))?;
+        Ok(Self {
+            data_dir,
+            ack_after,
+            queue,
+        })
     }
 }
 
@@ -1099,10 +1115,22 @@ fn queues_config(
             ));
         }
     };
+    let ack_after = match raw.ack_after.as_deref() {
+        None => AckAfter::default(),
+        Some(name) => AckAfter::from_name(name).ok_or_else(|| {
+            invalid(
+                "ack_after",
+                name.to_owned(),
+                "\"sync\" (a replica acknowledges once its checkpoint is on the disk) or \"write\" \
+                 (once written to the page cache: docs/task-queues.md)",
+            )
+        })?,
+    };
     Ok(QueuesConfig {
         shards,
         queue,
         data_dir,
+        ack_after,
     })
 }
 
@@ -1673,6 +1701,16 @@ advertise = \"{hostname}.meshkit:7001\"
             (Some(100), 50)
         );
         assert_eq!(q.data_dir.as_deref(), Some(Path::new("q")));
+        assert_eq!(
+            q.ack_after,
+            AckAfter::Sync,
+            "acknowledged once synced by default"
+        );
+        let write = parse(&format!(
+            "{base}{shards}[queues]\ndata_dir = \"q\"\nack_after = \"write\"\n"
+        ))
+        .unwrap();
+        assert_eq!(write.queues().unwrap().ack_after, AckAfter::Write);
         let err = |text: &str| parse(&format!("{base}{text}")).unwrap_err().to_string();
         let cases = [
             ("[queues]\ndata_dir = \"q\"\n", "key `queues`"),
@@ -1697,6 +1735,10 @@ advertise = \"{hostname}.meshkit:7001\"
             (
                 &format!("{shards}[queues]\ndata_dir = \"q\"\nlease_timeout = \"1ms\"\n"),
                 "key queues.lease_timeout",
+            ),
+            (
+                &format!("{shards}[queues]\ndata_dir = \"q\"\nack_after = \"fsync\"\n"),
+                "key `queues.ack_after`",
             ),
         ];
         for (text, key) in cases {

@@ -38,8 +38,8 @@ use crate::lease_host::{
     LeaseOutcome, LeaseRequest,
 };
 use crate::queue_host::{
-    BackpressureView, Enqueued, Finish, LeasedItem, QueueCallError, QueueCommand, QueueHost,
-    QueueStartError, QueueStatus, QueuesConfig,
+    AckAfter, BackpressureView, Enqueued, Finish, LeasedItem, QueueCallError, QueueCommand,
+    QueueHost, QueueStartError, QueueStatus, QueuesConfig,
 };
 use meshkit::diag::fault::{BlastRadius, ClusterView, FaultPlan};
 use meshkit::queue::{Origin, OwnershipToken};
@@ -885,17 +885,23 @@ struct Holdback {
 impl Holdback {
     /// Takes a datagram polled when the appends reached `generation` and syncs `synced`: gives
     /// it back to send now, or holds it (dropping it past [`MAX_HELD_TRANSMITS`], as a full
-    /// network queue would: its sender's resend covers it).
+    /// network queue would: its sender's resend covers it). With [`AckAfter::Write`] a
+    /// replica's acknowledgement leaves at once (the appends it follows are written already);
+    /// its offers and chunks still wait.
     fn admit(
         &mut self,
         generation: u64,
         synced: u64,
+        ack_after: AckAfter,
         to: NodeId,
         datagram: Bytes,
     ) -> Option<Bytes> {
         // Held ones wait only for appends not yet durable, so with any held `generation >
         // synced` already; a later one that waits queues behind them and keeps their order.
-        if generation <= synced || !meshkit::node::waits_for_durable(&datagram) {
+        if generation <= synced
+            || !meshkit::node::waits_for_durable(&datagram)
+            || (ack_after == AckAfter::Write && meshkit::node::is_replica_ack(&datagram))
+        {
             return Some(datagram);
         }
         if self.held.len() < MAX_HELD_TRANSMITS {
@@ -1154,9 +1160,16 @@ impl<T: Transport, C: Clock> Driver<T, C> {
         // Checkpoints appended and not yet durable: what is polled now waits for them.
         let generation = self.queues.as_ref().map_or(0, QueueHost::appended);
         let synced = self.queues.as_ref().map_or(0, QueueHost::synced);
+        let ack_after = self
+            .queues
+            .as_ref()
+            .map_or(AckAfter::Sync, QueueHost::ack_after);
         while let Some(t) = self.node.poll_transmit(now, &mut self.buf) {
             let datagram = Bytes::copy_from_slice(&self.buf[..t.len]);
-            if let Some(datagram) = self.held.admit(generation, synced, t.to, datagram) {
+            if let Some(datagram) = self
+                .held
+                .admit(generation, synced, ack_after, t.to, datagram)
+            {
                 self.send_now(t.to, datagram);
             }
         }
@@ -1616,18 +1629,22 @@ mod tests {
 
         let mut held = Holdback::default();
         // Appends up to generation 2 made, up to 1 durable.
-        assert_eq!(held.admit(2, 1, owner, ack(10)), None, "an ack waits");
         assert_eq!(
-            held.admit(2, 1, owner, membership.clone()),
+            held.admit(2, 1, AckAfter::Sync, owner, ack(10)),
+            None,
+            "an ack waits"
+        );
+        assert_eq!(
+            held.admit(2, 1, AckAfter::Sync, owner, membership.clone()),
             Some(membership),
             "a membership datagram waits for no checkpoint sync"
         );
         assert_eq!(
-            held.admit(2, 1, owner, request.clone()),
+            held.admit(2, 1, AckAfter::Sync, owner, request.clone()),
             Some(request),
             "a queue request waits for no checkpoint sync"
         );
-        assert_eq!(held.admit(3, 1, owner, ack(20)), None);
+        assert_eq!(held.admit(3, 1, AckAfter::Sync, owner, ack(20)), None);
         assert!(held.release(1).is_none(), "nothing held is durable yet");
         assert_eq!(held.release(2).map(|h| h.datagram), Some(ack(10)));
         assert!(
@@ -1636,7 +1653,60 @@ mod tests {
         );
         assert_eq!(held.release(3).map(|h| h.datagram), Some(ack(20)));
         // Nothing appended since the last sync: an acknowledgement leaves at once.
-        assert_eq!(held.admit(3, 3, owner, ack(30)), Some(ack(30)));
+        assert_eq!(
+            held.admit(3, 3, AckAfter::Sync, owner, ack(30)),
+            Some(ack(30))
+        );
+    }
+
+    /// `[queues] ack_after = "write"`: a replica's acknowledgement leaves once the records it
+    /// follows are written, before their sync; its offer to a new owner (which carries its
+    /// promise of the newer fence) still waits for the sync, and so does everything with the
+    /// default, `"sync"`.
+    #[test]
+    fn with_ack_after_write_a_replica_acknowledgement_leaves_before_the_sync_and_an_offer_waits() {
+        use meshkit::lease::FencingToken;
+        use meshkit::node::Channel;
+        use meshkit::queue::{QueueBody, QueueMessage};
+
+        let shard = ShardId::new("jobs", 0).expect("a valid shard");
+        let queue = |body: QueueBody| {
+            let mut payload = Vec::new();
+            QueueMessage {
+                shard: shard.clone(),
+                body,
+            }
+            .encode(&mut payload);
+            let mut datagram = Vec::new();
+            Channel::Queue.frame(&payload, &mut datagram);
+            Bytes::from(datagram)
+        };
+        let ack = queue(QueueBody::ReplicaAck {
+            fence: FencingToken::new(7),
+            applied: 40,
+        });
+        let offer = queue(QueueBody::Offer {
+            fence: FencingToken::new(8),
+            source: FencingToken::new(7),
+            applied: 40,
+        });
+        let owner = NodeId::new(1);
+        let mut held = Holdback::default();
+        // Appends up to generation 4 written, up to 3 synced.
+        assert_eq!(
+            held.admit(4, 3, AckAfter::Write, owner, ack.clone()),
+            Some(ack.clone()),
+            "with ack_after = write an acknowledgement waits for no sync"
+        );
+        assert_eq!(
+            held.admit(4, 3, AckAfter::Write, owner, offer.clone()),
+            None,
+            "an offer waits for the sync"
+        );
+        assert_eq!(held.admit(4, 3, AckAfter::Sync, owner, ack.clone()), None);
+        assert!(held.release(3).is_none());
+        assert_eq!(held.release(4).map(|h| h.datagram), Some(offer));
+        assert_eq!(held.release(4).map(|h| h.datagram), Some(ack));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,6 +54,52 @@ pub struct QueuesConfig {
     /// Where the replicas' checkpoints are kept (`None`: in memory only, and a restarted node
     /// has nothing to offer a new owner; only for tests and throwaway meshes).
     pub data_dir: Option<PathBuf>,
+    /// When a replica acknowledges the batches it applied (`[queues] ack_after`).
+    pub ack_after: AckAfter,
+}
+
+/// When a replica's acknowledgement of the batches it applied leaves (`[queues] ack_after`):
+/// what an acknowledged enqueue rests on between the replica's `write()` of its checkpoint
+/// records and their `fdatasync`. Either way the records are synced, as a group commit off the
+/// driver's task, and a replica's offers and chunks to a new owner wait for that sync.
+/// `docs/task-queues.md` ("Guarantees, and what they rest on") gives the argument.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AckAfter {
+    /// `"sync"` (the default): once the records are on the disk. An acknowledged item survives
+    /// any crash of the replica's process or of its whole machine; the acknowledgement waits
+    /// for the disk's `fdatasync` (p99 of about 4-5 ms on the benchmark's machine).
+    #[default]
+    Sync,
+    /// `"write"`: once the records are written to the checkpoint file, in the operating
+    /// system's page cache; the sync follows. An acknowledged item survives a kill of any
+    /// process (the page cache outlives it, and a restarted replica reads its file back),
+    /// and is lost only if every replica that acknowledged it loses it in a crash of its
+    /// operating system (or power) before the sync ends, and the owner loses it too before a
+    /// replica holds it again.
+    Write,
+}
+
+impl AckAfter {
+    /// The values `[queues] ack_after` takes, in the order of the variants.
+    pub const NAMES: [&'static str; 2] = ["sync", "write"];
+
+    /// The variant named `name` (one of [`NAMES`](Self::NAMES)).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "sync" => Some(Self::Sync),
+            "write" => Some(Self::Write),
+            _ => None,
+        }
+    }
+
+    /// Its name in `[queues] ack_after`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sync => "sync",
+            Self::Write => "write",
+        }
+    }
 }
 
 /// Why the queues did not start. Nothing runs.
@@ -504,6 +550,11 @@ impl QueueHost {
             self.appended += 1;
         }
         self.start_sync()
+    }
+
+    /// When a replica's acknowledgement may leave.
+    pub(crate) fn ack_after(&self) -> AckAfter {
+        self.config.ack_after
     }
 
     /// The generation of the last checkpoint append.

@@ -331,6 +331,32 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// What `[queues] ack_after = "write"` rests on: a record appended and never synced is
+    /// read back by the next process that opens the file (the store dropped without a sync is
+    /// what a kill -9 of the replica's process leaves: the file's pages stay in the operating
+    /// system's cache), so an acknowledgement that left after the write survives any process
+    /// kill.
+    #[test]
+    fn a_record_written_and_not_synced_is_read_back_after_the_process_is_gone() {
+        let dir = temp_dir("unsynced");
+        let shard = ShardId::new("orders", 1).unwrap();
+        let (mut store, _) = QueueStore::open(&dir, [shard.clone()]).unwrap();
+        let mut replica = ReplicaStore::new();
+        for record in replicate(&mut replica, 5) {
+            store
+                .write(&QueueDurableWrite {
+                    shard: shard.clone(),
+                    record,
+                })
+                .unwrap();
+        }
+        assert_eq!(store.counters().1, 0, "no sync made");
+        drop(store);
+        let (_, restored) = QueueStore::open(&dir, [shard.clone()]).unwrap();
+        assert_eq!(restored.get(&shard), Some(&replica));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_corrupt_record_names_the_file() {
         let dir = temp_dir("corrupt");

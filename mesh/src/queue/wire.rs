@@ -300,6 +300,17 @@ impl QueueMessage {
         )
     }
 
+    /// Whether the encoded message `bytes` (channel byte excluded) is a replica's acknowledgement
+    /// of the batches it applied: the one of [`waits_for_durable`](Self::waits_for_durable)'s
+    /// messages a host may let leave once the records polled before it are *written* (in the
+    /// operating system's page cache, which outlives the process) rather than synced, if it
+    /// chose to (the tokio host's `[queues] ack_after = "write"`). Offers and chunks carry a
+    /// replica's promise of a newer fence and its copy to a new owner: they still wait for the
+    /// sync. Reads the kind byte only (empty bytes: `false`).
+    pub fn is_replica_ack(bytes: &[u8]) -> bool {
+        bytes.first() == Some(&kind::REPLICA_ACK)
+    }
+
     /// Whether this message must wait for the checkpoints polled before it to be durable (see
     /// [`waits_for_durable`](Self::waits_for_durable)).
     pub fn is_durable_promise(&self) -> bool {
@@ -907,6 +918,26 @@ mod tests {
             BTreeSet::from([kind::REPLICA_ACK, kind::OFFER, kind::SNAPSHOT])
         );
         assert!(!QueueMessage::waits_for_durable(&[]));
+    }
+
+    /// With `ack_after = "write"` only the replica's acknowledgement leaves before the sync:
+    /// the byte peek names exactly that kind, and never an offer or a chunk (they carry the
+    /// promise of a newer fence and the copy a new owner rebuilds from).
+    #[test]
+    fn only_the_replicas_acknowledgement_may_leave_once_written() {
+        let mut acks = BTreeSet::new();
+        for m in samples() {
+            let mut buf = Vec::new();
+            m.encode(&mut buf);
+            let is_ack = matches!(m.body, QueueBody::ReplicaAck { .. });
+            assert_eq!(QueueMessage::is_replica_ack(&buf), is_ack, "{m:?}");
+            if is_ack {
+                assert!(QueueMessage::waits_for_durable(&buf), "{m:?}");
+                acks.insert(buf[0]);
+            }
+        }
+        assert_eq!(acks, BTreeSet::from([kind::REPLICA_ACK]));
+        assert!(!QueueMessage::is_replica_ack(&[]));
     }
 
     /// Replicas and a new owner learn every kind of change and every state from these records:

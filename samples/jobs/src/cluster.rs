@@ -280,6 +280,7 @@ impl Cluster {
             })
             .queues(RawQueuesConfig {
                 data_dir: Some(dir.join("queues")),
+                ack_after: None,
                 queue: meshkit::queue::RawQueueConfig {
                     replicas: Some(self.replicas),
                     lease_timeout: Some(HumanDuration(self.lease_timeout)),
