@@ -342,6 +342,11 @@ enum Waiting {
         producer: NodeId,
         request: u64,
         item: ItemId,
+        /// The version of the item's record when it was enqueued (or found again, for a
+        /// resend): answered once `replicas` replicas acknowledged it. Not the record's
+        /// version at answer time: a lease granted before the acknowledgement came would make
+        /// the enqueue wait for that lease's replication too (and a completion's, after it).
+        version: u64,
         since: Instant,
         /// A resend of an enqueue already acknowledged (its answer was lost, or came after the
         /// producer gave up): answered again with the same item, but neither counted nor
@@ -352,15 +357,18 @@ enum Waiting {
         worker: NodeId,
         request: u64,
         token: OwnershipToken,
+        /// The version of the item's record once finished: answered once `replicas` replicas
+        /// acknowledged it (as for an enqueue, not whatever changed the item since).
+        version: u64,
         complete: bool,
     },
 }
 
 impl Waiting {
-    fn item(&self) -> ItemId {
+    /// The version the replicas must acknowledge before the answer.
+    fn version(&self) -> u64 {
         match self {
-            Self::Enqueue { item, .. } => *item,
-            Self::Finish { token, .. } => token.item,
+            Self::Enqueue { version, .. } | Self::Finish { version, .. } => *version,
         }
     }
 }
@@ -1171,6 +1179,7 @@ impl Queues {
                 producer: from,
                 request,
                 item,
+                version: record_version(&s.queue, item),
                 since: now,
                 resent,
             });
@@ -1314,6 +1323,7 @@ impl Queues {
                     worker: from,
                     request,
                     token,
+                    version: record_version(&s.queue, token.item),
                     complete: false,
                 });
                 return Ok((true, None));
@@ -1332,6 +1342,7 @@ impl Queues {
                         worker: from,
                         request,
                         token,
+                        version: record_version(&s.queue, token.item),
                         complete: op == Some(None),
                     });
                 }
@@ -1389,10 +1400,8 @@ impl Queues {
         let needed = self.config.replicas() as usize;
         let held = |version: u64| s.links.values().filter(|l| l.acked >= version).count();
         let mut answers = Vec::new();
-        let queue = &s.queue;
         s.waiting.retain(|w| {
-            let version = queue.record(w.item()).map_or(u64::MAX, |r| r.version);
-            if held(version) < needed {
+            if held(w.version()) < needed {
                 return true;
             }
             answers.push(match *w {
@@ -1402,12 +1411,14 @@ impl Queues {
                     item,
                     since,
                     resent,
+                    ..
                 } => (producer, request, Ok((item, since, resent))),
                 Waiting::Finish {
                     worker,
                     request,
                     token,
                     complete,
+                    ..
                 } => (worker, request, Err((token, complete))),
             });
             false
@@ -2104,4 +2115,10 @@ pub enum FinishOp {
         /// Requeue it (if attempts remain) rather than dead-letter it.
         requeue: bool,
     },
+}
+
+/// The version of `item`'s record in `queue` now (the queue's own version if it holds no
+/// record of it: every change so far then).
+fn record_version(queue: &WorkQueue, item: ItemId) -> u64 {
+    queue.record(item).map_or(queue.version(), |r| r.version)
 }

@@ -1207,6 +1207,85 @@ fn enqueues_of_one_round_share_a_batch_and_an_ack_covers_exactly_its_versions() 
     );
 }
 
+/// An enqueue is answered once the replicas acknowledged the version that enqueued its item,
+/// not whatever version the item's record has when the acknowledgement comes: a worker that
+/// leased the item meanwhile (a fast worker, on real nodes the usual case) must not make the
+/// enqueue wait for the lease's replication too. It did, and on real nodes every such
+/// acknowledgement paid a second round trip and a second checkpoint sync (and a third, once
+/// the completion changed the item again).
+#[test]
+fn an_enqueue_is_answered_on_its_own_version_though_the_item_was_leased_since() {
+    let mut mesh = Mesh::new(&queue_config());
+    let s = shard0();
+    let owner = mesh.owner_of(&s).unwrap();
+    let replica = replica_of(&mesh, owner, &s);
+    let producer = (1..=MEMBERS).find(|&n| n != owner).unwrap();
+    let version = |mesh: &Mesh| {
+        mesh.nodes[(owner - 1) as usize]
+            .queues()
+            .unwrap()
+            .serving(&s)
+            .unwrap()
+            .version()
+    };
+    let base = version(&mesh);
+
+    // The replica's acknowledgements held back: the enqueue waits, and its item is leased.
+    mesh.drop_if = Some(Box::new(move |from, to, m| {
+        from == replica && to == owner && matches!(m.body, QueueBody::ReplicaAck { .. })
+    }));
+    let now = mesh.now;
+    let request = mesh
+        .node(producer)
+        .queue_enqueue(now, s.clone(), b"a")
+        .unwrap();
+    mesh.run_for(Duration::from_millis(20));
+    assert_eq!(version(&mesh), base + 1, "the enqueue's change");
+    let (token, _) = leased(mesh.lease(producer, &s));
+    assert_eq!(version(&mesh), base + 2, "the lease changed the item");
+    mesh.events.clear();
+
+    // An acknowledgement of the enqueue's version alone answers it.
+    let fence = token.fence;
+    let ack = QueueMessage {
+        shard: s.clone(),
+        body: QueueBody::ReplicaAck {
+            fence,
+            applied: base + 1,
+        },
+    };
+    let mut bytes = alloc::vec![Channel::Queue.byte()];
+    ack.encode(&mut bytes);
+    let now = mesh.now;
+    mesh.node(owner)
+        .handle_datagram(now, id(replica), &bytes)
+        .unwrap();
+    mesh.run_for(Duration::from_millis(50));
+    assert_eq!(
+        enqueued(&mesh, producer),
+        vec![request],
+        "answered on the acknowledgement of its own version"
+    );
+    // The completion still waits for the acknowledgement of its own change.
+    let now = mesh.now;
+    let complete = mesh
+        .node(producer)
+        .queue_complete(now, s.clone(), token)
+        .unwrap();
+    let early = mesh.run_until(Duration::from_millis(150), |n, e| {
+        n == producer && matches!(e, QueueEvent::Accepted { request: r, .. } if *r == complete)
+    });
+    assert!(
+        early.is_none(),
+        "a completion answered before its replica holds it"
+    );
+    mesh.drop_if = None;
+    assert!(matches!(
+        mesh.answer(producer, complete),
+        QueueEvent::Accepted { .. }
+    ));
+}
+
 /// The requests node `n` had answered as acknowledged enqueues since the last `events.clear()`,
 /// with their items, in order (`answer` finds one request's answer only: the events of a run
 /// are drained together).
