@@ -253,6 +253,10 @@ def main():
     ap.add_argument("--work", default=os.environ.get("MESHBENCH_OUT", os.path.join(tempfile.gettempdir(), "meshbench")))
     ap.add_argument("--profile", default="lan")
     ap.add_argument("--membership", default="", help="extra [membership] TOML lines")
+    ap.add_argument("--extra-toml", default="",
+                    help="TOML appended to every node.toml (\\n for newlines), e.g. "
+                         "'[probes]\\ndisable = [\"control-h3\", \"control-h2\"]': the built-in "
+                         "HTTP self-checks' requests travel on the loopback too")
     ap.add_argument("--window", type=float, default=30.0)
     ap.add_argument("--settle", type=float, default=10.0)
     ap.add_argument("--converge-limit", type=float, default=180.0)
@@ -314,7 +318,7 @@ ca = "certs/ca.pem"
 [access]
 [access.identities]
 meshctl-observer = ["mesh.observe"]
-''')
+''' + "\n" + a.extra_toml.replace("\\n", "\n") + "\n")
         chk = subprocess.run([meshkitd, "check-config", os.path.join(run_dir, "node-1.toml")],
                              capture_output=True, text=True, timeout=30)
         if chk.returncode != 0:
