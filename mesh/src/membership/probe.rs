@@ -354,6 +354,12 @@ impl Membership {
         if let Some(probe) = self.probes.iter_mut().find(|p| p.seq == seq && !p.acked) {
             probe.acked = true;
             let (target, sent_at) = (probe.target, probe.sent_at);
+            if self.probes.iter().all(|p| p.acked) {
+                // Every probe of the period is answered: the timeout would find nothing to
+                // relay (`probe_indirectly` skips acked probes), so an idle node need not wake
+                // for it.
+                self.timers.stop(Timer::ProbeTimeout);
+            }
             if from == target {
                 self.health.apply(-1);
                 let sample = now.saturating_duration_since(sent_at);
