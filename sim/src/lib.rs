@@ -93,6 +93,12 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
     /// Override of `[topology] profile`.
     pub profile: Option<Profile>,
+    /// Turn the opt-in mass probes on in every node's configuration
+    /// ([`Config::with_mass_probes`]); the memberlist profile ignores it.
+    pub mass_probes: bool,
+    /// Turn the opt-in minority rules on in every node's configuration
+    /// ([`Config::with_minority_rules`]); the memberlist profile ignores them.
+    pub minority_rules: bool,
     /// Log every event seen by or about this node index (see [`RunReport::trace`]).
     pub trace_node: Option<u32>,
     /// Explain every false-positive Dead verdict in [`RunReport::false_positive_log`]: costs
@@ -283,7 +289,9 @@ fn run_inner(
     scenario.check_node_count(nodes)?;
     let profile = options.profile.unwrap_or(scenario.profile());
     let duration = options.duration.unwrap_or(scenario.duration());
-    let config = Config::from_profile(profile);
+    let config = Config::from_profile(profile)
+        .with_mass_probes(options.mass_probes)
+        .with_minority_rules(options.minority_rules);
     let mut engine = engine::Engine::new(scenario, config, nodes as usize, duration, options.seed);
     if let Some(w) = options
         .trace_node
@@ -348,6 +356,12 @@ pub fn replay_command(scenario: &Scenario, options: &RunOptions) -> String {
     }
     if let Some(p) = options.profile {
         cmd.push_str(&format!(" --profile {p}"));
+    }
+    if options.mass_probes {
+        cmd.push_str(" --mass-probes");
+    }
+    if options.minority_rules {
+        cmd.push_str(" --minority-rules");
     }
     cmd
 }

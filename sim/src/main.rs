@@ -69,6 +69,14 @@ struct SweepArgs {
     /// Override the protocol profile.
     #[arg(long, value_enum)]
     profile: Option<ProfileArg>,
+    /// Turn the opt-in mass probes on in every node (`Config::with_mass_probes`; the
+    /// memberlist profile ignores it).
+    #[arg(long)]
+    mass_probes: bool,
+    /// Turn the opt-in minority rules on in every node (`Config::with_minority_rules`; the
+    /// memberlist profile ignores them).
+    #[arg(long)]
+    minority_rules: bool,
     /// Check the scenario files and the arguments, print what would run (one line per
     /// scenario) and run nothing (`scripts/check-docs.sh` checks long commands this way).
     #[arg(long)]
@@ -99,6 +107,14 @@ struct RunArgs {
     /// Override the protocol profile.
     #[arg(long, value_enum)]
     profile: Option<ProfileArg>,
+    /// Turn the opt-in mass probes on in every node (`Config::with_mass_probes`; the
+    /// memberlist profile ignores it).
+    #[arg(long)]
+    mass_probes: bool,
+    /// Turn the opt-in minority rules on in every node (`Config::with_minority_rules`; the
+    /// memberlist profile ignores them).
+    #[arg(long)]
+    minority_rules: bool,
     /// Print one JSON object per seed (one per line) instead of tables.
     #[arg(long)]
     json: bool,
@@ -228,6 +244,8 @@ fn sweep(args: &SweepArgs) -> ExitCode {
                 nodes: args.nodes,
                 duration: args.duration,
                 profile: args.profile,
+                mass_probes: args.mass_probes,
+                minority_rules: args.minority_rules,
                 compare: None,
             },
             &args.seeds,
@@ -295,6 +313,8 @@ fn sweep_one(
                     options.nodes = args.nodes;
                     options.duration = args.duration;
                     options.profile = args.profile.map(Profile::from);
+                    options.mass_probes = args.mass_probes;
+                    options.minority_rules = args.minority_rules;
                     let started = wall_now();
                     let report = meshkit_sim::run(scenario, options).map(|mut r| {
                         r.wall_s = started.elapsed().as_secs_f64();
@@ -359,6 +379,8 @@ fn run(args: &RunArgs) -> ExitCode {
                 nodes: args.nodes,
                 duration: args.duration,
                 profile: args.profile,
+                mass_probes: args.mass_probes,
+                minority_rules: args.minority_rules,
                 compare,
             },
             &seeds,
@@ -376,6 +398,8 @@ fn run(args: &RunArgs) -> ExitCode {
         options.nodes = args.nodes;
         options.duration = args.duration;
         options.profile = args.profile.map(Profile::from);
+        options.mass_probes = args.mass_probes;
+        options.minority_rules = args.minority_rules;
         options.trace_node = args.trace_node;
         options.explain_false_positives = args.explain_false_positives;
         let report = match run_seed(&scenario, options, show_progress) {
@@ -433,6 +457,8 @@ struct Overrides {
     nodes: Option<u32>,
     duration: Option<Duration>,
     profile: Option<ProfileArg>,
+    mass_probes: bool,
+    minority_rules: bool,
     compare: Option<Profile>,
 }
 
@@ -453,8 +479,14 @@ fn dry_run(scenarios: &[Scenario], o: &Overrides, seeds: &Range<u64>, extra: &st
             .compare
             .map(|p| format!(" compared with {p}"))
             .unwrap_or_default();
+        let opt_in = match (o.mass_probes, o.minority_rules) {
+            (true, true) => " with mass probes and the minority rules",
+            (true, false) => " with mass probes",
+            (false, true) => " with the minority rules",
+            (false, false) => "",
+        };
         println!(
-            "would run {} ({}): {nodes} nodes, {} virtual s, profile {profile}{compared}, \
+            "would run {} ({}): {nodes} nodes, {} virtual s, profile {profile}{opt_in}{compared}, \
              seeds {}..{} ({runs} runs{extra}); nothing ran (--dry-run)",
             scenario.file(),
             scenario.name(),
