@@ -283,6 +283,13 @@ impl MemberTable {
         None
     }
 
+    /// Gives back the target [`Self::next_probe_target`] returned last, unprobed: it comes
+    /// first next time. For a period whose probes wrapped the round onto a member it probes
+    /// already; without it that member would lose its slot in the new round.
+    pub(crate) fn give_back_probe_target(&mut self) {
+        self.cursor = self.cursor.saturating_sub(1);
+    }
+
     fn reshuffle(&mut self, rng: &mut NodeRng) {
         let members = &self.members;
         self.order.retain(|id| members.contains_key(id));
