@@ -50,6 +50,11 @@ pub(crate) const MASS_SUSPICION_DIVISOR: usize = 4;
 /// the majority is suspect, and misses the bound in 12 of 20 seeds (docs/benchmarks.md,
 /// "Class 4").
 pub(crate) const MASS_PROBE_DIVISOR: usize = 8;
+/// Members held Suspect on another member's word too that make a shared mass failure at
+/// least, whatever the share (see `Membership::shared_mass_failure`): with 8 members up or
+/// fewer one shared suspicion is an eighth, and one crash that two nodes noticed is no mass
+/// failure.
+pub(crate) const MIN_SHARED_SUSPICIONS: usize = 2;
 /// Probes a period per probe interval at most, in a shared mass failure (see
 /// `Membership::probes_this_period`): 8 lets 3 nodes cut off from 13 suspect them all within
 /// a few periods. 4 missed the bound in 12 of 20 seeds at 16 nodes (docs/benchmarks.md,
@@ -96,7 +101,8 @@ impl Membership {
 
     /// The members this node holds Suspect on the word of another member too (raised or
     /// confirmed by one), and the members it knows up (Alive or Suspect), when the first are at
-    /// least one in [`MASS_PROBE_DIVISOR`] of the second: a mass failure this node shares with
+    /// least one in [`MASS_PROBE_DIVISOR`] of the second and at least
+    /// [`MIN_SHARED_SUSPICIONS`]: a mass failure this node shares with
     /// others, as when it is cut off with a minority. Suspicions only this node holds do not
     /// count: a node whose own links fail suspects everyone alone, and probing faster would
     /// spread its mistakes faster (Lifeguard's local health slows it instead). `None` unless
@@ -115,7 +121,8 @@ impl Membership {
             .values()
             .filter(|s| s.suspected_by_another(self.id))
             .count();
-        (corroborated * MASS_PROBE_DIVISOR >= up).then_some((corroborated, up))
+        (corroborated >= MIN_SHARED_SUSPICIONS && corroborated * MASS_PROBE_DIVISOR >= up)
+            .then_some((corroborated, up))
     }
 
     /// Probes a protocol period starts: one, as SWIM, unless this node is in a mass failure it
@@ -979,6 +986,35 @@ mod tests {
         }
     }
 
+    /// In a small mesh one shared suspicion is no mass failure, though it is an eighth of the
+    /// members up: a crash two nodes noticed. Two are ([`MIN_SHARED_SUSPICIONS`]).
+    #[test]
+    fn a_single_shared_suspicion_in_a_small_mesh_is_no_mass_failure() {
+        let now = Instant::ZERO;
+        for (shared, expected) in [(1, 1), (2, 3)] {
+            let mut m = Membership::new(
+                Config::default().with_mass_probes(true),
+                NodeId::new(1),
+                Incarnation::new(1),
+                5,
+                now,
+            );
+            for n in 2..=7 {
+                m.add_known_member(now, NodeId::new(n), Incarnation::new(1));
+                m.set_routable(NodeId::new(n));
+            }
+            let raiser = NodeId::new(7);
+            for n in 2..2 + shared {
+                m.apply_suspect(now, NodeId::new(n), Incarnation::new(1), raiser, raiser);
+            }
+            assert_eq!(
+                m.probes_this_period(),
+                expected,
+                "{shared} shared suspicions of 6 members up"
+            );
+        }
+    }
+
     /// Fewer members than probes: each member is probed once a period, not twice, and not
     /// less (a period whose probes wrapped the round gives the new round's first slot back).
     #[test]
@@ -991,18 +1027,20 @@ mod tests {
             5,
             now,
         );
-        for n in 2..=3 {
+        for n in 2..=4 {
             m.add_known_member(now, NodeId::new(n), Incarnation::new(1));
             m.set_routable(NodeId::new(n));
         }
-        m.apply_suspect(
-            now,
-            NodeId::new(2),
-            Incarnation::new(1),
-            NodeId::new(3),
-            NodeId::new(3),
-        );
-        assert_eq!(m.probes_this_period(), 5);
+        for n in 2..=3 {
+            m.apply_suspect(
+                now,
+                NodeId::new(n),
+                Incarnation::new(1),
+                NodeId::new(4),
+                NodeId::new(4),
+            );
+        }
+        assert_eq!(m.probes_this_period(), 6);
         let _ = pings(&mut m);
         for period in 1..=5 {
             m.start_probe(now + Duration::from_secs(period));
@@ -1015,7 +1053,7 @@ mod tests {
                 before,
                 "period {period}: a member probed twice"
             );
-            assert_eq!(before, 2, "period {period}: every member once");
+            assert_eq!(before, 3, "period {period}: every member once");
             m.probes.clear();
         }
     }
