@@ -230,27 +230,36 @@ impl Membership {
     }
 
     /// The direct probes timed out: for each one unanswered, ask k members to probe its
-    /// target for us.
+    /// target for us. No helper is the target of another unanswered probe of the period: it
+    /// may be down, and its missing nack would count against this node's own health.
     pub(super) fn probe_indirectly(&mut self) {
         let k = self.config.indirect_probes() as usize;
-        for i in 0..self.probes.len() {
-            let (target, seq) = match &self.probes[i] {
-                p if p.acked => continue,
-                p => (p.target, p.seq),
-            };
+        let mut probes = core::mem::take(&mut self.probes);
+        let unanswered: Vec<NodeId> = probes
+            .iter()
+            .filter(|p| !p.acked)
+            .map(|p| p.target)
+            .collect();
+        for p in probes.iter_mut().filter(|p| !p.acked) {
             // Only verified members help: one known from a relay's word alone may not exist,
             // and its missing nack would count against this node's own health.
-            let helpers = self.members.sample(&mut self.rng, k, &[target], |m| {
+            let helpers = self.members.sample(&mut self.rng, k, &unanswered, |m| {
                 m.state == MemberState::Alive && m.introduced_by.is_none() && m.routable
             });
             for &helper in &helpers {
-                self.send(helper, Message::PingReq { seq, target });
+                self.send(
+                    helper,
+                    Message::PingReq {
+                        seq: p.seq,
+                        target: p.target,
+                    },
+                );
             }
             self.stats.indirect_probes += helpers.len() as u64;
-            let p = &mut self.probes[i];
             p.expected_nacks = helpers.len() as u32;
             p.helpers = helpers.iter().map(|&h| (h, false)).collect();
         }
+        self.probes = probes;
     }
 
     /// End of the protocol period: each unanswered probe makes its target suspect.
@@ -1012,6 +1021,29 @@ mod tests {
                 expected,
                 "{shared} shared suspicions of 6 members up"
             );
+        }
+    }
+
+    /// A helper of an indirect probe is never the target of another unanswered probe of
+    /// the same period (it may be down too); a member that answered may help.
+    #[test]
+    fn no_helper_is_another_unanswered_probes_target() {
+        let mut m = node_in_mass_failure(Config::default().with_mass_probes(true), 6, 0);
+        let _ = pings(&mut m);
+        for period in 1..=6 {
+            m.start_probe(Instant::ZERO + Duration::from_secs(period));
+            m.probe_indirectly();
+            let targets: Vec<NodeId> = m.probes.iter().map(|p| p.target).collect();
+            for p in &m.probes {
+                for (h, _) in &p.helpers {
+                    assert!(
+                        !targets.contains(h),
+                        "period {period}: {h:?} helps probe {:?} and is probed too ({targets:?})",
+                        p.target
+                    );
+                }
+            }
+            m.probes.clear();
         }
     }
 
