@@ -1,6 +1,7 @@
 //! Failure detection by probing (SWIM §4.1-4.3, Lifeguard §IV-A and the nack of §IV-C).
 //!
-//! Each protocol period probes one member in randomized round-robin order: a direct ping, then,
+//! Each protocol period probes one member (several in a shared mass failure with
+//! `Config::mass_probes`) in randomized round-robin order: a direct ping, then,
 //! if no ack came within the (health-scaled) probe timeout, ping requests to k other members who
 //! answer with the target's ack or with a nack. A probe without an ack by the end of the period
 //! makes the target suspect. Missing nacks count against this node's own health, not the target,
@@ -47,24 +48,25 @@ pub(crate) const MASS_SUSPICION_DIVISOR: usize = 4;
 /// [`Config::mass_probes`](crate::config::Config::mass_probes): more probes a period, and a
 /// last direct check before each verdict (see `Membership::shared_mass_failure`). 8 (2 of 16)
 /// over 4: at 16 nodes 4 leaves the minority probing one member a period until a quarter of
-/// the majority is suspect, and misses the bound in 12 of 20 seeds (docs/benchmarks.md,
-/// "Class 4").
+/// the majority is suspect, and (with a cap of 4 probes a probe interval) misses the bound in
+/// 12 of 20 seeds (docs/benchmarks.md, "Class 4").
 pub(crate) const MASS_PROBE_DIVISOR: usize = 8;
 /// Members held Suspect on another member's word too that make a shared mass failure at
 /// least, whatever the share (see `Membership::shared_mass_failure`): with 8 members up or
 /// fewer one shared suspicion is an eighth, and one crash that two nodes noticed is no mass
 /// failure.
 pub(crate) const MIN_SHARED_SUSPICIONS: usize = 2;
-/// Probes a period per probe interval at most, in a shared mass failure (see
+/// Probes per probe interval at most, in a shared mass failure (see
 /// `Membership::probes_this_period`): 8 lets 3 nodes cut off from 13 suspect them all within
-/// a few periods. 4 missed the bound in 12 of 20 seeds at 16 nodes (docs/benchmarks.md,
-/// "Class 4").
+/// a few periods. 4 (with [`MASS_PROBE_DIVISOR`] 8) missed the bound in 5 of 20 seeds at 16
+/// nodes (docs/benchmarks.md, "Class 4").
 pub(crate) const MAX_PROBES_PER_INTERVAL: usize = 8;
 /// Probes one period starts at most, whatever the local health: bounds the probes in flight
 /// (each with its k helpers) of a node whose period stretched.
 pub(crate) const MAX_PROBES_PER_PERIOD: usize = 32;
+const _: () = assert!(MAX_PROBES_PER_INTERVAL <= MAX_PROBES_PER_PERIOD);
 
-/// The probe of the current protocol period.
+/// One probe of the current protocol period.
 #[derive(Debug)]
 pub(crate) struct Probe {
     target: NodeId,
@@ -135,7 +137,7 @@ impl Membership {
     /// heal); only the rate changes, so no suspicion rests on less evidence than before. Why: a
     /// few nodes cut off from a large majority cannot suspect it fast enough at one probe a
     /// period, the less so as their health stretches the period (6 nodes and 122 members: 20 s
-    /// at best; #19 class 4, docs/benchmarks.md "Class 4").
+    /// at best; docs/benchmarks.md "Class 4").
     pub(super) fn probes_this_period(&self) -> usize {
         let Some((corroborated, up)) = self.shared_mass_failure() else {
             return 1;
@@ -265,9 +267,12 @@ impl Membership {
     /// End of the protocol period: each unanswered probe makes its target suspect.
     pub(super) fn conclude_probe(&mut self, now: Instant) {
         self.timers.stop(Timer::ProbeTimeout);
-        for probe in core::mem::take(&mut self.probes) {
+        // The Vec's buffer is kept for the next period; concluding a probe starts none.
+        let mut probes = core::mem::take(&mut self.probes);
+        for probe in probes.drain(..) {
             self.conclude_one_probe(now, probe);
         }
+        self.probes = probes;
     }
 
     /// One probe of the period that ends: unanswered, its target becomes suspect.
@@ -560,8 +565,7 @@ impl Membership {
         let mass_check = self.shared_mass_failure().is_some();
         if let Some(s) = self.suspicions.get_mut(&node)
             && ((reconnected && s.hold_for_check(now, check, MAX_DIRECT_CHECKS))
-                || s.grant_last_check(grace)
-                || (mass_check && s.grant_check_even_if_confirmed(grace)))
+                || s.grant_last_check(grace, mass_check))
         {
             // Nobody else confirmed this suspicion, or contact came back: before declaring the
             // member dead, tell it directly. If it is alive its refutation comes straight back
@@ -955,6 +959,24 @@ mod tests {
                 "one probe a member: {targets:?}"
             );
             assert_eq!(m.probes.len(), expected);
+        }
+    }
+
+    /// A node whose health stretched its period far starts [`MAX_PROBES_PER_PERIOD`] probes
+    /// a period at most, however many members it holds Suspect on others' word.
+    #[test]
+    fn a_shared_mass_failure_probes_at_most_the_cap_a_period() {
+        let config = Config::try_from(crate::config::RawConfig {
+            awareness_max: Some(8),
+            ..crate::config::RawConfig::default()
+        })
+        .unwrap()
+        .with_mass_probes(true);
+        // 10 of 11 on another's word: 8 a probe interval.
+        for (health, expected) in [(0, 8), (2, 24), (3, 32), (8, MAX_PROBES_PER_PERIOD)] {
+            let mut m = node_in_mass_failure(config.clone(), 10, 0);
+            m.health.apply(health);
+            assert_eq!(m.probes_this_period(), expected, "health {health}");
         }
     }
 

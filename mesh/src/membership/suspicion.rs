@@ -149,21 +149,13 @@ impl Suspicion {
         self.confirmers.iter().any(|&c| c != me)
     }
 
-    /// Grants one last direct check (`grace` long) to a suspicion no other member confirmed;
-    /// returns false if it was confirmed or already had its check.
-    pub(crate) fn grant_last_check(&mut self, grace: Duration) -> bool {
+    /// Grants one last direct check (`grace` long) to a suspicion no other member confirmed,
+    /// or to any with `even_if_confirmed` (in a shared mass failure, see
+    /// `Membership::suspicion_expired`); returns false if it was confirmed (and that counts)
+    /// or already had its check.
+    pub(crate) fn grant_last_check(&mut self, grace: Duration, even_if_confirmed: bool) -> bool {
         let confirmed = self.expected > 0 && self.confirmers.len() as u32 > self.expected;
-        if confirmed || self.grace > Duration::ZERO {
-            return false;
-        }
-        self.grace = grace;
-        true
-    }
-
-    /// Grants one last direct check (`grace` long), confirmed or not; returns false if it had
-    /// one already (see `Membership::suspicion_expired`, in a shared mass failure).
-    pub(crate) fn grant_check_even_if_confirmed(&mut self, grace: Duration) -> bool {
-        if self.grace > Duration::ZERO {
+        if (confirmed && !even_if_confirmed) || self.grace > Duration::ZERO {
             return false;
         }
         self.grace = grace;
@@ -329,28 +321,28 @@ mod tests {
             |expected| Suspicion::new(t0, Incarnation::new(1), NodeId::new(1), min, max, expected);
 
         let mut s = new(3);
-        assert!(s.grant_last_check(grace));
+        assert!(s.grant_last_check(grace, false));
         assert_eq!(s.deadline(), t0 + max + grace);
-        assert!(!s.grant_last_check(grace), "only one last check");
+        assert!(!s.grant_last_check(grace, false), "only one last check");
         assert_eq!(s.deadline(), t0 + max + grace);
 
         // K - 1 confirmations: not yet confirmed.
         let mut s = new(3);
         assert!(s.confirm(NodeId::new(2)) && s.confirm(NodeId::new(3)));
-        assert!(s.grant_last_check(grace));
+        assert!(s.grant_last_check(grace, false));
 
         // K confirmations: confirmed, no last check.
         let mut s = new(3);
         for n in 2..=4 {
             assert!(s.confirm(NodeId::new(n)));
         }
-        assert!(!s.grant_last_check(grace));
+        assert!(!s.grant_last_check(grace, false));
         assert_eq!(s.deadline(), t0 + min);
 
         // With K = 0 nothing confirms, so the check is always granted once.
         let mut s = new(0);
         assert!(s.confirm(NodeId::new(2)));
-        assert!(s.grant_last_check(grace));
+        assert!(s.grant_last_check(grace, false));
     }
 
     /// The cut is rounded to the nearest nanosecond, not truncated; and a span so long that the
