@@ -204,7 +204,7 @@ impl Config {
     /// stretch by local health made up for), each a whole probe with its indirect helpers, and
     /// gives every verdict one last direct check (class 4: a few nodes cut off from a large
     /// majority cannot suspect it fast enough at one probe a period). Off by default in every
-    /// profile: 3 of 16 cut off hold the rest Dead within 17.9 s over seeds 1..20 (35.8 s
+    /// profile: 3 of 16 cut off hold the rest Dead within 18.7 s over seeds 1..20 (35.8 s
     /// without), but the simulator's tour at 128 nodes declared about twice as many running
     /// nodes dead just after its heal (a cut-off side still busy declaring the other dead has
     /// more verdicts falling at the instant of the heal); docs/benchmarks.md, "Class 4". The
