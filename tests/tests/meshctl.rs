@@ -815,3 +815,220 @@ async fn join_leave_and_voters_list() {
         n.stop().await;
     }
 }
+
+/// Voters 1-3, two shards of `jobs` whose queues hold one replica before an acknowledgement,
+/// backpressure active at 3 pending, and each node's checkpoints in its own directory.
+fn queue_config(id: u64) -> String {
+    format!(
+        "[leadership]\nvoters = [1, 2, 3]\nttl = \"2s\"\n\n[leadership.raft]\n\
+         tick_interval = \"50ms\"\n\n[shards]\nnamespaces = {{ jobs = 2 }}\nttl = \"2s\"\n\n\
+         [queues]\ndata_dir = \"queues-{id}\"\nreplicas = 1\nlease_timeout = \"30s\"\n\
+         recovery_wait = \"1s\"\nhigh_watermark = 3\nlow_watermark = 1\ncooldown = \"100ms\"\n"
+    )
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_str(&stdout(out)).expect("meshctl printed JSON")
+}
+
+/// `queue stats --json` of `node`: its served queue of `shard` (`shard/jobs/N`), if it serves it.
+async fn served(dir: &TempDir, node: &RunningNode, shard: &str) -> Option<serde_json::Value> {
+    let stats = json(&meshctl(dir, node, &["queue", "stats", "--json"]).await);
+    stats["served"]
+        .as_array()?
+        .iter()
+        .find(|s| s["shard"] == shard && s["recovering"] == false)
+        .cloned()
+}
+
+/// The queue commands an operator runs at a live queue, each through the real binary: `enqueue`
+/// (acknowledged once a replica holds the item), `stats`, `watch-backpressure` (the owner's
+/// signal, seen on another node through gossip), `lease --max`, `lease-health` (the worker
+/// that leased), `drain` into a file and `restore` from it; text and `--json`; and the refusals
+/// that must name their cause: a file that is not a drain's JSON, `--max 0`, and a drain with
+/// only `mesh.observe`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_enqueue_inspect_lease_drain_and_restore_a_queue() {
+    let dir = TempDir::new("meshctl-queue");
+    let nodes = common::start_cluster_each(dir.path(), 3, queue_config).await;
+    let shard = "shard/jobs/0";
+
+    // Who serves shard 0, once it serves: `queue stats` on each node (bounded: LIMIT).
+    let started = std::time::Instant::now();
+    let mut owner = None;
+    while owner.is_none() && started.elapsed() < LIMIT {
+        for (i, node) in nodes.iter().enumerate() {
+            if served(&dir, node, shard).await.is_some() {
+                owner = Some(i);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(owner.is_some(), "no node served {shard} within {LIMIT:?}");
+    let owner = &nodes[owner.unwrap()];
+    let other = nodes
+        .iter()
+        .find(|n| n.id() != owner.id())
+        .expect("three nodes");
+
+    // Four items through another node: each acknowledged with the owner's fence.
+    let fence = served(&dir, owner, shard).await.unwrap()["fence"].clone();
+    for i in 0..4 {
+        let payload = format!("job-{i}");
+        let args = [
+            "queue", "enqueue", "jobs", &payload, "--shard", "0", "--json",
+        ];
+        let mut answer = meshctl(&dir, other, &args).await;
+        // The other node may not know the owner for a moment: the refusal says so; retry.
+        for _ in 0..40 {
+            if answer.status.success() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            answer = meshctl(&dir, other, &args).await;
+        }
+        let acked = json(&answer);
+        assert_eq!(acked["shard"], shard);
+        assert_eq!(
+            acked["fence"], fence,
+            "acknowledged under the owner's fence"
+        );
+    }
+    let text = stdout(
+        &meshctl(
+            &dir,
+            other,
+            &["queue", "enqueue", "jobs", "job-4", "--shard", "0"],
+        )
+        .await,
+    );
+    assert!(
+        text.starts_with(&format!("{shard}: item ")) && text.contains("acknowledged"),
+        "{text}"
+    );
+
+    // The owner's view: five pending, backpressure active (high watermark 3), five enqueued.
+    let queue = served(&dir, owner, shard).await.unwrap();
+    assert_eq!(queue["pending"], 5, "{queue}");
+    assert_eq!(queue["backpressure_active"], true, "{queue}");
+    let stats = json(&meshctl(&dir, owner, &["queue", "stats", "--json"]).await);
+    assert!(
+        stats["counters"]["jobs"]["enqueued"].as_u64() >= Some(5),
+        "{stats}"
+    );
+    let table = stdout(&meshctl(&dir, owner, &["queue", "stats"]).await);
+    assert!(table.contains("SHARD") && table.contains(shard), "{table}");
+
+    // Another node follows the owner's signal (sent at a transition, with the pending count of
+    // that moment): active, at least the high watermark pending, the watermarks configured.
+    let watched = meshctl(
+        &dir,
+        other,
+        &[
+            "queue",
+            "watch-backpressure",
+            "--queue",
+            "jobs",
+            "--for",
+            "5s",
+            "--json",
+        ],
+    )
+    .await;
+    let signals: Vec<serde_json::Value> = stdout(&watched)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+        .collect();
+    assert!(
+        signals.iter().any(|s| s["shard"] == shard
+            && s["is_active"] == true
+            && s["pending_count"].as_u64() >= Some(3)
+            && s["high_watermark"] == 3
+            && s["low_watermark"] == 1
+            && s["owner"] == owner.id().get()),
+        "no active signal of {shard} seen on node {}: {signals:?}",
+        other.id()
+    );
+
+    // A worker on the other node leases two in one request; the owner tracks it as healthy.
+    let leased = json(
+        &meshctl(
+            &dir,
+            other,
+            &[
+                "queue", "lease", "jobs", "--shard", "0", "--max", "2", "--json",
+            ],
+        )
+        .await,
+    );
+    let items = leased["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2, "{leased}");
+    assert!(
+        items
+            .iter()
+            .all(|i| i["shard"] == shard && i["token"]["fence"] == fence)
+    );
+    let health = json(&meshctl(&dir, owner, &["queue", "lease-health", "--json"]).await);
+    let worker = health["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .find(|p| p["peer_id"] == other.id().get())
+        .cloned();
+    assert!(
+        worker.is_some_and(|w| w["is_healthy"] == true),
+        "the leasing node is not a healthy worker: {health}"
+    );
+
+    // Drain and restore are asked of the owner; another node's refusal names it.
+    let refused = stderr(&meshctl(&dir, other, &["queue", "drain", shard]).await);
+    let named = format!("does not own the queue (owner: node-{})", owner.id().get());
+    assert!(refused.contains(&named), "{refused}");
+
+    // Drain the three still pending into a file, then restore them from it.
+    let drained = meshctl(&dir, owner, &["queue", "drain", shard, "--json"]).await;
+    let drained_items = json(&drained)["items"].as_array().expect("items").len();
+    assert_eq!(drained_items, 3, "the two leased items stay leased");
+    assert_eq!(served(&dir, owner, shard).await.unwrap()["pending"], 0);
+    let file = dir.path().join("drained.json");
+    std::fs::write(&file, &drained.stdout).unwrap();
+    let from = file.to_str().unwrap();
+    let restored = json(
+        &meshctl(
+            &dir,
+            owner,
+            &["queue", "restore", shard, "--from", from, "--json"],
+        )
+        .await,
+    );
+    assert_eq!(restored["restored"], 3, "{restored}");
+    assert_eq!(served(&dir, owner, shard).await.unwrap()["pending"], 3);
+
+    // Refusals name their cause and change nothing.
+    let bad = dir.path().join("not-a-drain.json");
+    std::fs::write(&bad, "{\"items\": 3}").unwrap();
+    let refused = stderr(
+        &meshctl(
+            &dir,
+            other,
+            &["queue", "restore", shard, "--from", bad.to_str().unwrap()],
+        )
+        .await,
+    );
+    assert!(
+        refused.contains("not the JSON of `meshctl queue drain --json`"),
+        "{refused}"
+    );
+    let refused = stderr(&meshctl(&dir, other, &["queue", "lease", "jobs", "--max", "0"]).await);
+    assert!(
+        refused.contains("--max") && refused.contains("0"),
+        "{refused}"
+    );
+    let refused =
+        stderr(&meshctl_as(&dir, owner, Permission::Observe, &["queue", "drain", shard]).await);
+    assert!(
+        refused.contains("403") && refused.contains("mesh.operate"),
+        "{refused}"
+    );
+    assert_eq!(served(&dir, owner, shard).await.unwrap()["pending"], 3);
+}

@@ -372,6 +372,22 @@ enum QueueCommand {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Enqueues PAYLOAD into QUEUE (needs mesh.operate) and prints the item's id once the
+    /// owner acknowledged it, after the configured replicas hold it.
+    Enqueue {
+        /// The queue (a shard namespace).
+        queue: String,
+        /// The item's payload (text).
+        payload: String,
+        /// Into this shard's queue (its number); default: chosen from the payload's hash.
+        #[arg(long)]
+        shard: Option<u32>,
+        /// Print the node's JSON answer instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
     /// Leases up to --max items of QUEUE in one request (needs mesh.operate) and prints each
     /// with its token: heartbeat, complete or fail each before its lease runs out. Nothing
     /// pending prints nothing leased.
@@ -928,6 +944,7 @@ impl Command {
                     QueueCommand::Stats { node, .. }
                     | QueueCommand::WatchBackpressure { node, .. }
                     | QueueCommand::Work { node, .. }
+                    | QueueCommand::Enqueue { node, .. }
                     | QueueCommand::Lease { node, .. }
                     | QueueCommand::LeaseHealth { node, .. }
                     | QueueCommand::Drain { node, .. }
@@ -1203,6 +1220,13 @@ fn main() -> ExitCode {
                     )
                 })
             }
+            QueueCommand::Enqueue {
+                queue,
+                payload,
+                shard,
+                json,
+                node,
+            } => queue::enqueue(&node, &queue, shard, &payload, json),
             QueueCommand::Lease {
                 queue,
                 shard,

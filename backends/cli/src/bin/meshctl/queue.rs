@@ -1,4 +1,5 @@
-//! `meshctl queue stats | watch-backpressure | lease | lease-health | drain | restore | work`: the
+//! `meshctl queue stats | watch-backpressure | enqueue | lease | lease-health | drain | restore |
+//! work`: the
 //! task queues as one node sees them (docs/task-queues.md), with tables, or the node's JSON with
 //! `--json`.
 
@@ -6,9 +7,9 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use meshkit_node::control::queues::{
-    BackpressureJson, LeaseHealthResponse, LeaseManyResponse, LeaseRequest, LeaseResponse,
-    QueueDrainRequest, QueueDrainResponse, QueueRestoreRequest, QueueRestoreResponse,
-    QueuesResponse, TokenRequest,
+    BackpressureJson, EnqueueRequest, EnqueueResponse, LeaseHealthResponse, LeaseManyResponse,
+    LeaseRequest, LeaseResponse, QueueDrainRequest, QueueDrainResponse, QueueRestoreRequest,
+    QueueRestoreResponse, QueuesResponse, TokenRequest,
 };
 
 use super::{NodeArgs, call, ok_body, print_answer, with_client};
@@ -52,6 +53,45 @@ pub(crate) fn stats(node: &NodeArgs, json: bool) -> Result<(), String> {
             ));
         }
         out
+    })
+}
+
+/// POSTs `request` as JSON to `path` on the node (the queue's write calls).
+fn post<T: serde::Serialize>(
+    node: &NodeArgs,
+    path: &str,
+    request: &T,
+) -> Result<meshkit_node::client::Response, String> {
+    let addr = node.addr();
+    let (response, _) = with_client(&node.connect, false, async |client| {
+        client
+            .post_json(addr, path, request)
+            .await
+            .map_err(|e| e.to_string())
+    })?;
+    Ok(response)
+}
+
+/// `meshctl queue enqueue QUEUE PAYLOAD`: enqueues one item and prints its id, shard and the
+/// owner's fence once the owner acknowledged it (after the configured replicas hold it).
+pub(crate) fn enqueue(
+    node: &NodeArgs,
+    queue: &str,
+    shard: Option<u32>,
+    payload: &str,
+    json: bool,
+) -> Result<(), String> {
+    let request = EnqueueRequest {
+        queue: queue.to_owned(),
+        shard,
+        payload: payload.to_owned(),
+    };
+    let body = ok_body(node.addr(), post(node, "/control/queue/enqueue", &request)?)?;
+    print_answer(node.addr(), &body, json, |e: EnqueueResponse| {
+        format!(
+            "{}: item {} acknowledged (fence {})",
+            e.shard, e.item, e.fence
+        )
     })
 }
 
@@ -100,12 +140,7 @@ pub(crate) fn lease(
         shard,
         max: Some(max),
     };
-    let (response, _) = with_client(&node.connect, false, async |client| {
-        client
-            .post_json(addr, "/control/queue/lease", &request)
-            .await
-            .map_err(|e| e.to_string())
-    })?;
+    let response = post(node, "/control/queue/lease", &request)?;
     if response.status == 204 {
         if json {
             println!("{{\"items\":[]}}");
@@ -140,12 +175,7 @@ pub(crate) fn drain(node: &NodeArgs, shard: &str, json: bool) -> Result<(), Stri
     let request = QueueDrainRequest {
         shard: shard.to_owned(),
     };
-    let (response, _) = with_client(&node.connect, false, async |client| {
-        client
-            .post_json(addr, "/control/queue/drain", &request)
-            .await
-            .map_err(|e| e.to_string())
-    })?;
+    let response = post(node, "/control/queue/drain", &request)?;
     let body = ok_body(addr, response)?;
     print_answer(addr, &body, json, |d: QueueDrainResponse| {
         let mut out = format!(
@@ -176,12 +206,7 @@ pub(crate) fn restore(node: &NodeArgs, shard: &str, from: &str, json: bool) -> R
         shard: shard.to_owned(),
         items: drained.items,
     };
-    let (response, _) = with_client(&node.connect, false, async |client| {
-        client
-            .post_json(addr, "/control/queue/restore", &request)
-            .await
-            .map_err(|e| e.to_string())
-    })?;
+    let response = post(node, "/control/queue/restore", &request)?;
     let body = ok_body(addr, response)?;
     print_answer(addr, &body, json, |r: QueueRestoreResponse| {
         format!("{}: restored {} item(s)", r.shard, r.restored)
