@@ -396,6 +396,32 @@ mod tests {
     }
 
     #[test]
+    fn a_holder_renews_at_its_instant_and_not_before() {
+        let scope = Scope::global_control();
+        let mut bench = Bench::new(1);
+        let campaign = &mut bench.clients[0].1;
+        campaign.enter(bench.now, scope.clone());
+        assert_eq!(campaign.ttl(), Duration::from_secs(3));
+        assert_eq!(campaign.scopes().collect::<Vec<_>>(), vec![&scope]);
+        bench.run_for(Duration::from_millis(10));
+        assert_eq!(bench.holders(&scope), vec![0]);
+        let (client, campaign) = &mut bench.clients[0];
+        assert_eq!(campaign.asking().count(), 0, "held: nothing in flight");
+        let renew_at = campaign.poll_timeout().expect("held: a renewal is due");
+        // A timer that fires early (another scope's, the host's) asks nothing yet...
+        campaign.handle_timeout(renew_at.saturating_sub(Duration::from_millis(1)), client);
+        assert_eq!(campaign.asking().count(), 0, "renewed before its instant");
+        // ...and at the instant the renewal is in flight, under the scope it renews.
+        campaign.handle_timeout(renew_at, client);
+        let asking: Vec<_> = campaign.asking().collect();
+        assert_eq!(asking.len(), 1, "no renewal at its instant");
+        assert_eq!(asking[0].0, &scope);
+        // A withdrawn scope is no longer listed as contended.
+        campaign.withdraw(&scope);
+        assert_eq!(campaign.scopes().count(), 0);
+    }
+
+    #[test]
     fn one_contender_wins_and_keeps_the_lease_by_renewing() {
         let scope = Scope::global_control();
         let mut bench = Bench::new(3);

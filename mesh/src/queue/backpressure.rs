@@ -222,5 +222,32 @@ mod tests {
         let mut bad = bytes;
         bad[8] = 2;
         assert!(BackpressureSignal::decode(&bad).is_err());
+        // Backpressure off (no high watermark) reads back as off, not as a watermark of 0.
+        let off = BackpressureSignal {
+            high_watermark: None,
+            is_active: false,
+            ..s
+        };
+        let (_, read) = BackpressureSignal::decode(&off.encode(FencingToken::new(42))).unwrap();
+        assert_eq!(read.high_watermark, None);
+    }
+
+    #[test]
+    fn between_the_watermarks_the_state_holds_past_the_cooldown() {
+        let mut m = BackpressureMonitor::new(Some(10), 5, Duration::from_millis(100));
+        let on = m.observe(at(0), 10).unwrap();
+        assert!(on.is_active);
+        assert_eq!(m.latest(), Some(on));
+        // Past the cooldown, a count above low keeps it active...
+        assert_eq!(m.observe(at(200), 7), None);
+        assert_eq!(m.observe(at(300), 12), None);
+        assert!(m.is_active());
+        // ...one at low ends it...
+        let off = m.observe(at(400), 5).unwrap();
+        assert!(!off.is_active);
+        assert_eq!(m.latest(), Some(off));
+        // ...and below high it stays inactive.
+        assert_eq!(m.observe(at(600), 7), None);
+        assert!(!m.is_active());
     }
 }
