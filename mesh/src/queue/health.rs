@@ -139,7 +139,8 @@ impl LeaseHealth {
         s
     }
 
-    /// Forgets workers that are up and not heard from for longer than the grace.
+    /// Forgets workers that are up and have not been heard from within the grace: from the
+    /// instant [`snapshot`](Self::snapshot) calls them unhealthy.
     pub fn forget_idle(&mut self, now: Instant) {
         let grace = self.grace;
         self.peers.retain(|_, p| {
@@ -178,5 +179,22 @@ mod tests {
         h.on_member(t0 + grace, a, false);
         h.forget_idle(t0 + grace * 3);
         assert!(h.snapshot(t0 + grace * 3).is_empty());
+    }
+
+    #[test]
+    fn an_idle_worker_is_forgotten_once_silent_for_the_grace_and_not_before() {
+        let grace = Duration::from_secs(30);
+        let mut h = LeaseHealth::new(grace);
+        let a = NodeId::new(1);
+        let t0 = Instant::ZERO + Duration::from_secs(5);
+        h.on_heartbeat(t0, a);
+        let last_healthy = (t0 + grace).saturating_sub(Duration::from_nanos(1));
+        for now in [t0, t0 + grace / 2, last_healthy] {
+            h.forget_idle(now);
+            let peers = h.snapshot(now);
+            assert!(peers.len() == 1 && peers[0].healthy, "forgotten at {now:?}");
+        }
+        h.forget_idle(t0 + grace);
+        assert!(h.snapshot(t0 + grace).is_empty(), "kept past the grace");
     }
 }
