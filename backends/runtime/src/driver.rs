@@ -1586,13 +1586,26 @@ mod tests {
         assert!(converged, "the drivers did not converge within 5 s");
     }
 
+    /// `body` about shard `jobs/0`, framed as a queue datagram.
+    fn queue_datagram(body: meshkit::queue::QueueBody) -> Bytes {
+        let mut payload = Vec::new();
+        meshkit::queue::QueueMessage {
+            shard: ShardId::new("jobs", 0).expect("a valid shard"),
+            body,
+        }
+        .encode(&mut payload);
+        let mut datagram = Vec::new();
+        Channel::Queue.frame(&payload, &mut datagram);
+        Bytes::from(datagram)
+    }
+
     /// Only what speaks for the replica's disk waits for a queue checkpoint sync: a membership
     /// datagram (a real one, a join's digest request) and a queue request polled while appends
     /// are not yet durable leave at once, the replica's acknowledgements wait and leave in poll
     /// order once the sync covering them ended (issue 16: every datagram waited).
     #[test]
     fn only_replica_acknowledgements_wait_for_a_checkpoint_sync() {
-        use meshkit::queue::{QueueBody, QueueMessage};
+        use meshkit::queue::QueueBody;
 
         let now = SystemClock.now();
         let mut node = Node::new(fast_config(), NodeId::new(3), Incarnation::new(1), 3, now);
@@ -1606,25 +1619,13 @@ mod tests {
             Channel::split(&membership).map(|(c, _)| c),
             Ok(Channel::Membership)
         );
-        let shard = ShardId::new("jobs", 0).expect("a valid shard");
-        let queue = |body: QueueBody| {
-            let mut payload = Vec::new();
-            QueueMessage {
-                shard: shard.clone(),
-                body,
-            }
-            .encode(&mut payload);
-            let mut datagram = Vec::new();
-            Channel::Queue.frame(&payload, &mut datagram);
-            Bytes::from(datagram)
-        };
         let ack = |applied| {
-            queue(QueueBody::ReplicaAck {
+            queue_datagram(QueueBody::ReplicaAck {
                 fence: FencingToken::new(7),
                 applied,
             })
         };
-        let request = queue(QueueBody::Lease { request: 1 });
+        let request = queue_datagram(QueueBody::Lease { request: 1 });
         let owner = NodeId::new(1);
 
         let mut held = Holdback::default();
@@ -1666,26 +1667,13 @@ mod tests {
     #[test]
     fn with_ack_after_write_a_replica_acknowledgement_leaves_before_the_sync_and_an_offer_waits() {
         use meshkit::lease::FencingToken;
-        use meshkit::node::Channel;
-        use meshkit::queue::{QueueBody, QueueMessage};
+        use meshkit::queue::QueueBody;
 
-        let shard = ShardId::new("jobs", 0).expect("a valid shard");
-        let queue = |body: QueueBody| {
-            let mut payload = Vec::new();
-            QueueMessage {
-                shard: shard.clone(),
-                body,
-            }
-            .encode(&mut payload);
-            let mut datagram = Vec::new();
-            Channel::Queue.frame(&payload, &mut datagram);
-            Bytes::from(datagram)
-        };
-        let ack = queue(QueueBody::ReplicaAck {
+        let ack = queue_datagram(QueueBody::ReplicaAck {
             fence: FencingToken::new(7),
             applied: 40,
         });
-        let offer = queue(QueueBody::Offer {
+        let offer = queue_datagram(QueueBody::Offer {
             fence: FencingToken::new(8),
             source: FencingToken::new(7),
             applied: 40,

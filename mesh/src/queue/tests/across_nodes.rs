@@ -264,6 +264,28 @@ impl Mesh {
             .1
     }
 
+    /// Hands `owner` an acknowledgement from `replica` of `shard`'s changes up to `applied`
+    /// under `fence`, as if it had come over the network.
+    fn replica_ack(
+        &mut self,
+        replica: u64,
+        owner: u64,
+        shard: &ShardId,
+        fence: FencingToken,
+        applied: u64,
+    ) {
+        let ack = QueueMessage {
+            shard: shard.clone(),
+            body: QueueBody::ReplicaAck { fence, applied },
+        };
+        let mut bytes = alloc::vec![Channel::Queue.byte()];
+        ack.encode(&mut bytes);
+        let now = self.now;
+        self.node(owner)
+            .handle_datagram(now, id(replica), &bytes)
+            .unwrap();
+    }
+
     /// The queue events node `n` emitted since the last `events.clear()`.
     fn events_of(&self, n: u64) -> Vec<&QueueEvent> {
         self.events
@@ -1175,20 +1197,7 @@ fn enqueues_of_one_round_share_a_batch_and_an_ack_covers_exactly_its_versions() 
     assert_eq!(acks, 1, "one acknowledgement for the batch");
 
     // An acknowledgement of the third enqueue's version answers the first three only.
-    let fence = batch.fence;
-    let ack = QueueMessage {
-        shard: s,
-        body: QueueBody::ReplicaAck {
-            fence,
-            applied: base + 3,
-        },
-    };
-    let mut bytes = alloc::vec![Channel::Queue.byte()];
-    ack.encode(&mut bytes);
-    let now = mesh.now;
-    mesh.node(owner)
-        .handle_datagram(now, id(replica), &bytes)
-        .unwrap();
+    mesh.replica_ack(replica, owner, &s, batch.fence, base + 3);
     mesh.events.clear();
     mesh.run_for(Duration::from_millis(50));
     assert_eq!(
@@ -1246,20 +1255,7 @@ fn an_enqueue_is_answered_on_its_own_version_though_the_item_was_leased_since() 
     mesh.events.clear();
 
     // An acknowledgement of the enqueue's version alone answers it.
-    let fence = token.fence;
-    let ack = QueueMessage {
-        shard: s.clone(),
-        body: QueueBody::ReplicaAck {
-            fence,
-            applied: base + 1,
-        },
-    };
-    let mut bytes = alloc::vec![Channel::Queue.byte()];
-    ack.encode(&mut bytes);
-    let now = mesh.now;
-    mesh.node(owner)
-        .handle_datagram(now, id(replica), &bytes)
-        .unwrap();
+    mesh.replica_ack(replica, owner, &s, token.fence, base + 1);
     mesh.run_for(Duration::from_millis(50));
     assert_eq!(
         enqueued(&mesh, producer),
