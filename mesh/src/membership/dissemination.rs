@@ -174,6 +174,46 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_is_bounded_and_drops_the_oldest_of_the_most_sent_first() {
+        let mut b = Broadcasts::default();
+        let max = MAX_QUEUED_UPDATES as u64;
+        for n in 1..=max + 1 {
+            b.push(&alive(n, 1));
+        }
+        assert_eq!(
+            b.len(),
+            MAX_QUEUED_UPDATES,
+            "bounded at the limit, not below"
+        );
+        // Node 1's, the oldest of the never-sent, went; its subject is free again: a new update
+        // about it is queued, and the bound drops the next oldest (node 2's).
+        b.push(&alive(1, 2));
+        assert_eq!(b.len(), MAX_QUEUED_UPDATES);
+        assert!(b.by_subject.contains_key(&Subject::Member(NodeId::new(1))));
+        assert!(!b.by_subject.contains_key(&Subject::Member(NodeId::new(2))));
+        assert_eq!(b.by_subject.len(), b.queue.len());
+    }
+
+    #[test]
+    fn the_newest_of_the_least_sent_goes_first() {
+        let mut b = Broadcasts::default();
+        b.push(&alive(1, 1));
+        b.push(&alive(2, 1));
+        let mut buf = Vec::new();
+        let at = wire::encode_message(NodeId::new(9), &wire::Message::Gossip, &mut buf);
+        b.fill(&mut buf, at, 3, NodeId::new(4));
+        assert_eq!(
+            wire::decode(&buf).unwrap().updates,
+            vec![alive(2, 1), alive(1, 1)]
+        );
+        // Both sent once; a third, never sent, leads the next datagram.
+        b.push(&alive(3, 1));
+        let at = wire::encode_message(NodeId::new(9), &wire::Message::Gossip, &mut buf);
+        b.fill(&mut buf, at, 3, NodeId::new(5));
+        assert_eq!(wire::decode(&buf).unwrap().updates[0], alive(3, 1));
+    }
+
+    #[test]
     fn limit_grows_with_log_n() {
         assert_eq!(retransmit_limit(4, 5), 4);
         assert_eq!(retransmit_limit(4, 1000), 16);
