@@ -187,9 +187,10 @@ impl Config {
     /// tour at 128 nodes (seeds 1..3), 19 running nodes were declared dead after a heal where 7
     /// were without them (docs/benchmarks.md, "Class 4"). Turn on with
     /// [`with_minority_rules`](Self::with_minority_rules) where a minority must act on its view
-    /// soon and a flap after a heal is cheap.
+    /// soon and a flap after a heal is cheap. Never in the memberlist profile (it has no
+    /// mass-failure rules: [`mass_failure_rules`](Self::mass_failure_rules)).
     pub fn minority_rules(&self) -> bool {
-        self.minority_rules
+        self.minority_rules && self.mass_failure_rules()
     }
     /// This configuration with the cut-off minority's rules on or off (see
     /// [`minority_rules`](Self::minority_rules)).
@@ -208,9 +209,10 @@ impl Config {
     /// without), but the simulator's tour at 128 nodes declared about twice as many running
     /// nodes dead just after its heal (a cut-off side still busy declaring the other dead has
     /// more verdicts falling at the instant of the heal); docs/benchmarks.md, "Class 4". The
-    /// memberlist profile never applies it (it has no mass-failure rules).
+    /// memberlist profile never applies it (it has no mass-failure rules:
+    /// [`mass_failure_rules`](Self::mass_failure_rules)).
     pub fn mass_probes(&self) -> bool {
-        self.mass_probes
+        self.mass_probes && self.mass_failure_rules()
     }
     /// This configuration with more probes a period in a mass failure on or off (see
     /// [`mass_probes`](Self::mass_probes)).

@@ -96,8 +96,7 @@ impl Membership {
     /// minority, or a partition took a share of the mesh away. See the constant for what
     /// changes then.
     pub(super) fn many_suspected(&self) -> bool {
-        self.config.mass_failure_rules()
-            && self.config.minority_rules()
+        self.config.minority_rules()
             && self.suspicions.len() * MASS_SUSPICION_DIVISOR >= self.members.up_count().max(1)
     }
 
@@ -111,7 +110,7 @@ impl Membership {
     /// [`Config::mass_probes`](crate::config::Config::mass_probes) is on (never in the
     /// memberlist profile, which has no mass-failure rules).
     pub(super) fn shared_mass_failure(&self) -> Option<(usize, usize)> {
-        if !self.config.mass_failure_rules() || !self.config.mass_probes() {
+        if !self.config.mass_probes() {
             return None;
         }
         let up = self.members.up_count();
