@@ -2306,7 +2306,18 @@ fn logged_lines(f: impl FnOnce()) -> Vec<(String, String)> {
     }
     let lines = Arc::new(Mutex::new(Vec::new()));
     let subscriber = tracing_subscriber::registry().with(Record(lines.clone()));
-    tracing::subscriber::with_default(subscriber, f);
+    // tracing caches a callsite's interest process-wide, computed when the callsite is first
+    // hit. With at most one dispatcher registered it asks only the hitting thread's default, so
+    // a test thread with no subscriber that first hits a callsite while this capture runs
+    // caches it as `never`, and the event is lost here too (seen under `cargo test`, where the
+    // tests share a process). A second, always-interested dispatcher held meanwhile makes every
+    // registration ask all live dispatchers, this capture's included; the rebuild inside repairs
+    // a callsite cached before the capture began.
+    let _anchor = tracing::Dispatch::new(tracing_subscriber::registry());
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::callsite::rebuild_interest_cache();
+        f()
+    });
     let lines = lines.lock().unwrap();
     lines.clone()
 }
