@@ -279,6 +279,17 @@ struct Acked {
     accepted: Accepted,
     /// Which node answered.
     via: u64,
+    /// When the acknowledgement reached `push`, in milliseconds since the UNIX epoch (absent in
+    /// files of older versions). `verify` dates each shard's change of owner with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    at_ms: Option<u64>,
+}
+
+/// Milliseconds since the UNIX epoch, now.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// How long `push` tries one job before giving up.
@@ -326,7 +337,12 @@ async fn push(
                 };
                 job.check().map_err(|e| CliError::Usage(e.to_string()))?;
                 let (via, accepted) = push_one(&cluster, &job, k, &retries).await?;
-                let mut line = serde_json::to_vec(&Acked { accepted, via }).unwrap_or_default();
+                let mut line = serde_json::to_vec(&Acked {
+                    accepted,
+                    via,
+                    at_ms: Some(unix_ms()),
+                })
+                .unwrap_or_default();
                 line.push(b'\n');
                 let mut file = acked
                     .lock()
@@ -479,6 +495,46 @@ struct Ledger {
     completions: BTreeMap<ItemKey, u32>,
     /// Completions refused as stale.
     refused: usize,
+    /// Every dated acknowledgement per shard: (the owner's fence, when `push` got it).
+    acked_at: BTreeMap<String, Vec<(u64, u64)>>,
+}
+
+/// A shard's change of owner as the producer saw it: the last acknowledgement under the old
+/// fence and the first under the next one.
+#[derive(Debug, PartialEq, Eq)]
+struct OwnerChange {
+    shard: String,
+    from_fence: u64,
+    to_fence: u64,
+    /// Milliseconds between the two acknowledgements: how long the shard acknowledged nothing
+    /// (its failover as a producer pays it, the 100 ms between retries included).
+    silent_ms: u64,
+}
+
+impl Ledger {
+    /// The changes of owner among the dated acknowledgements, per shard in fence order.
+    fn owner_changes(&self) -> Vec<OwnerChange> {
+        let mut changes = Vec::new();
+        for (shard, acks) in &self.acked_at {
+            // fence -> (first, last) acknowledgement under it.
+            let mut spans: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+            for &(fence, at) in acks {
+                let span = spans.entry(fence).or_insert((at, at));
+                *span = (span.0.min(at), span.1.max(at));
+            }
+            let spans: Vec<_> = spans.into_iter().collect();
+            for pair in spans.windows(2) {
+                let ((from_fence, (_, last)), (to_fence, (first, _))) = (pair[0], pair[1]);
+                changes.push(OwnerChange {
+                    shard: shard.clone(),
+                    from_fence,
+                    to_fence,
+                    silent_ms: first.saturating_sub(last),
+                });
+            }
+        }
+        changes
+    }
 }
 
 fn read_lines(
@@ -513,6 +569,13 @@ fn read_ledger(cluster: &Cluster) -> Result<Ledger, CliError> {
     let mut ledger = Ledger::default();
     read_lines(&cluster.acked_file(), |_, line| {
         let a: Acked = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        if let Some(at) = a.at_ms {
+            ledger
+                .acked_at
+                .entry(a.accepted.shard.clone())
+                .or_default()
+                .push((a.accepted.fence, at));
+        }
         ledger
             .acked
             .insert((a.accepted.shard, a.accepted.item), a.accepted.id);
@@ -640,6 +703,16 @@ async fn verify(path: &Path, wait: Option<Duration>) -> Result<(), CliError> {
         ledger.refused,
         twice.len()
     );
+    for change in ledger.owner_changes() {
+        println!(
+            "{}: new owner (fence {} -> {}): nothing acknowledged for {:.2} s (from the last \
+             acknowledgement under the old fence to the first under the new)",
+            change.shard,
+            change.from_fence,
+            change.to_fence,
+            change.silent_ms as f64 / 1000.0
+        );
+    }
     println!(
         "queues: {} on nodes {up:?}: {pending} pending, {active} leased (after {:.1} s)",
         if served {
@@ -677,5 +750,39 @@ async fn verify(path: &Path, wait: Option<Duration>) -> Result<(), CliError> {
         Ok(())
     } else {
         Err(CliError::Verify)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owner_change_spans_the_last_old_and_the_first_new_acknowledgement() {
+        let mut ledger = Ledger::default();
+        ledger.acked_at.insert(
+            "jobs/0".into(),
+            vec![
+                (3, 1_000),
+                (3, 1_400),
+                (7, 5_600),
+                (3, 1_200),
+                (7, 5_500),
+                (9, 9_000),
+            ],
+        );
+        ledger
+            .acked_at
+            .insert("jobs/1".into(), vec![(2, 1_000), (2, 8_000)]);
+        let change = |from_fence, to_fence, silent_ms| OwnerChange {
+            shard: "jobs/0".into(),
+            from_fence,
+            to_fence,
+            silent_ms,
+        };
+        assert_eq!(
+            ledger.owner_changes(),
+            vec![change(3, 7, 4_100), change(7, 9, 3_400)]
+        );
     }
 }

@@ -8,7 +8,8 @@
 //! collides with a walkthrough run by hand.
 //!
 //! After the blocks: `verify` (in the README's terminal 4) has passed, so every acknowledged job
-//! was processed, no item's completion was accepted twice, and the queues are empty; node 2 was
+//! was processed, no item's completion was accepted twice, the queues are empty, and it dated a
+//! shard's change of owner from the producer's acknowledgements; node 2 was
 //! really killed by SIGKILL; and the kill landed mid-way: node 2 had processed jobs before it
 //! died, and a shard changed owner while the push was acknowledging jobs on it (two fences among
 //! its acknowledged items).
@@ -229,6 +230,12 @@ fn the_readme_walkthrough_loses_nothing_when_a_node_is_killed() {
                 if terminal == Some(4) {
                     terminal4 = true;
                     assert!(out.contains("ok: nothing lost"), "verify's verdict:\n{out}");
+                    // It dates the failover the kill caused, as the producer saw it.
+                    assert!(
+                        out.contains("new owner (fence")
+                            && out.contains("nothing acknowledged for"),
+                        "verify names no change of owner:\n{out}"
+                    );
                 }
             }
         }
