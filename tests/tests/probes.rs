@@ -14,9 +14,10 @@ use common::daemon::{Daemon, start};
 use common::{MeshctlAs, TempDir};
 use serde_json::Value;
 
-/// Fast probes: 200 ms interval, 150 ms timeout, Failing after 3 failures.
+/// Fast probes: 200 ms interval (300 ms for the control listener's two), 150 ms timeout,
+/// Failing after 3 failures.
 const EXTRA: &str = "[leadership]\nvoters = [1, 2, 3]\n\n[leadership.raft]\ntick_interval = \"50ms\"\n\n\
-    [probes]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n";
+    [probes]\ninterval = \"200ms\"\ncontrol_interval = \"300ms\"\ntimeout = \"150ms\"\n";
 const BUILTINS: [&str; 6] = [
     "quorum",
     "raft-leader",
@@ -110,6 +111,15 @@ fn builtins_are_healthy_and_a_killed_peer_fails_peers_then_quorum() {
         "results",
     ] {
         assert!(!probe[key].is_null(), "{key} missing: {probe:#}");
+    }
+    // The control listener's two run at `control_interval`, the others at `interval`.
+    for p in report["hosts"][0]["probes"].as_array().unwrap() {
+        let expected = if p["name"].as_str().unwrap().starts_with("control-") {
+            300
+        } else {
+            200
+        };
+        assert_eq!(p["interval_ms"], expected, "{p:#}");
     }
     // The tag filter goes to every node: the built-ins carry source=node, nothing cluster=x.
     let tagged = probes_list(dir.path(), &first, &token, &["--tag", "source=node"]).unwrap();

@@ -99,6 +99,7 @@
 //!                                 # default; meshkit_node::probes lists them)
 //! disable = ["control-h3"]        # built-ins to leave out; builtins = false: none
 //! interval = "5s"                 # the built-ins' interval (default 5s) and timeout (2s)
+//! control_interval = "15s"        # control-h3's and control-h2's interval (default 15s)
 //! cert_min_days = 14              # cert-expiry fails with fewer days left (default 14)
 //! peers_min_percent = 100         # peers fails below this share of members alive
 //! ```

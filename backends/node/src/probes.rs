@@ -19,7 +19,8 @@
 //! builtins = true             # default true: register the built-ins above
 //! disable = ["control-h3"]    # built-ins to leave out, by name
 //! interval = "5s"             # the built-ins' interval (default 5s, 10ms..=1h)
-//! timeout = "2s"              # their timeout (default 2s, at most the interval)
+//! control_interval = "15s"    # control-h3's and control-h2's (default 15s, 10ms..=1h)
+//! timeout = "2s"              # their timeout (default 2s, at most either interval)
 //! failure_threshold = 3       # consecutive failures to Failing (default 3, 1..=100)
 //! success_threshold = 2       # consecutive passes back (default 2, 1..=100)
 //! cert_min_days = 14          # cert-expiry fails with fewer days left (default 14, 0..=3650)
@@ -44,6 +45,13 @@ use crate::config::NodeConfigError;
 
 /// The built-ins' interval when `interval` is absent.
 pub const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// `control-h3`'s and `control-h2`'s interval when `control_interval` is absent. Longer than the
+/// others': they are the only built-ins that use the network (a request over TLS through the
+/// node's own listener on each protocol, where the others read the node's state in process),
+/// and every 5 s they were about 40% of an idle node's loopback bytes and a fifth of its CPU
+/// (docs/benchmarks.md, "Side by side on an idle machine"). A wedged listener is still reported
+/// within `15 s x failure_threshold + timeout` (47 s by default).
+pub const DEFAULT_CONTROL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
 /// Their timeout when `timeout` is absent.
 pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// `cert_min_days` when absent.
@@ -74,6 +82,7 @@ pub struct RawProbesConfig {
     #[serde(default)]
     pub disable: Vec<String>,
     pub interval: Option<HumanDuration>,
+    pub control_interval: Option<HumanDuration>,
     pub timeout: Option<HumanDuration>,
     pub failure_threshold: Option<u32>,
     pub success_threshold: Option<u32>,
@@ -88,6 +97,8 @@ pub struct ProbesConfig {
     pub enabled: Vec<&'static str>,
     /// The timing and thresholds every built-in gets (its name aside).
     pub template: RawProbeSpecTemplate,
+    /// The same for `control-h3` and `control-h2`, at `control_interval`.
+    pub control_template: RawProbeSpecTemplate,
     /// `cert_min_days`.
     pub cert_min_days: u32,
     /// `peers_min_percent`.
@@ -104,6 +115,15 @@ pub struct RawProbeSpecTemplate {
 }
 
 impl RawProbeSpecTemplate {
+    fn of(spec: &ProbeSpec) -> Self {
+        Self {
+            interval: spec.interval(),
+            timeout: spec.timeout(),
+            failure_threshold: spec.failure_threshold(),
+            success_threshold: spec.success_threshold(),
+        }
+    }
+
     /// The spec of the built-in `name`, tagged with `cluster` when it is a valid tag.
     fn spec(&self, name: &str, cluster: Option<&str>) -> Result<ProbeSpec, ProbeSpecError> {
         let mut tags = ProbeTags::default();
@@ -131,14 +151,16 @@ impl RawProbeSpecTemplate {
 impl Default for ProbesConfig {
     fn default() -> Self {
         // The defaults are valid by construction.
+        let template = |interval| RawProbeSpecTemplate {
+            interval,
+            timeout: DEFAULT_TIMEOUT,
+            failure_threshold: 3,
+            success_threshold: 2,
+        };
         Self::try_from(RawProbesConfig::default()).unwrap_or(Self {
             enabled: Vec::new(),
-            template: RawProbeSpecTemplate {
-                interval: DEFAULT_INTERVAL,
-                timeout: DEFAULT_TIMEOUT,
-                failure_threshold: 3,
-                success_threshold: 2,
-            },
+            template: template(DEFAULT_INTERVAL),
+            control_template: template(DEFAULT_CONTROL_INTERVAL),
             cert_min_days: DEFAULT_CERT_MIN_DAYS,
             peers_min_percent: DEFAULT_PEERS_MIN_PERCENT,
         })
@@ -160,26 +182,38 @@ impl TryFrom<RawProbesConfig> for ProbesConfig {
             }
         }
         // The core's checks, on a spec of these values: its errors name the field.
-        let interval = raw.interval.unwrap_or(HumanDuration(DEFAULT_INTERVAL));
-        let spec = ProbeSpec::try_from(RawProbeSpec {
-            name: "probes".to_owned(),
-            interval: Some(interval),
-            // A shorter interval than the default timeout brings the timeout down with it.
-            timeout: raw
-                .timeout
-                .or(Some(HumanDuration(DEFAULT_TIMEOUT.min(interval.0)))),
-            failure_threshold: raw.failure_threshold,
-            success_threshold: raw.success_threshold,
-            ..RawProbeSpec::default()
-        })
-        .map_err(|e| match e {
-            ProbeSpecError::Range(e) => NodeConfigError::Probes(e),
-            other => NodeConfigError::Invalid {
-                key: "probes".to_owned(),
-                value: other.to_string(),
-                expected: "valid probe timing",
-            },
-        })?;
+        let timing = |interval: HumanDuration, interval_key: &'static str| {
+            ProbeSpec::try_from(RawProbeSpec {
+                name: "probes".to_owned(),
+                interval: Some(interval),
+                // A shorter interval than the default timeout brings the timeout down with it.
+                timeout: raw
+                    .timeout
+                    .or(Some(HumanDuration(DEFAULT_TIMEOUT.min(interval.0)))),
+                failure_threshold: raw.failure_threshold,
+                success_threshold: raw.success_threshold,
+                ..RawProbeSpec::default()
+            })
+            .map_err(|e| match e {
+                ProbeSpecError::Range(e) => {
+                    NodeConfigError::Probes(rename_interval(e, interval_key))
+                }
+                other => NodeConfigError::Invalid {
+                    key: "probes".to_owned(),
+                    value: other.to_string(),
+                    expected: "valid probe timing",
+                },
+            })
+        };
+        let spec = timing(
+            raw.interval.unwrap_or(HumanDuration(DEFAULT_INTERVAL)),
+            "interval",
+        )?;
+        let control = timing(
+            raw.control_interval
+                .unwrap_or(HumanDuration(DEFAULT_CONTROL_INTERVAL)),
+            "control_interval",
+        )?;
         let cert_min_days = raw.cert_min_days.unwrap_or(DEFAULT_CERT_MIN_DAYS);
         if cert_min_days > MAX_CERT_MIN_DAYS {
             return Err(NodeConfigError::Probes(ConfigError::OutOfRange {
@@ -208,15 +242,36 @@ impl TryFrom<RawProbesConfig> for ProbesConfig {
         };
         Ok(Self {
             enabled,
-            template: RawProbeSpecTemplate {
-                interval: spec.interval(),
-                timeout: spec.timeout(),
-                failure_threshold: spec.failure_threshold(),
-                success_threshold: spec.success_threshold(),
-            },
+            template: RawProbeSpecTemplate::of(&spec),
+            control_template: RawProbeSpecTemplate::of(&control),
             cert_min_days,
             peers_min_percent,
         })
+    }
+}
+
+/// `error` as the key it is about is written: the control probes' timing is checked as a spec
+/// whose `interval` is `control_interval`, so its interval error names that key, and its
+/// timeout error says which interval bounds the timeout.
+fn rename_interval(error: ConfigError, key: &'static str) -> ConfigError {
+    let field = |field| match (field, key) {
+        ("interval", _) => key,
+        ("timeout", "control_interval") => "timeout (at most control_interval)",
+        (other, _) => other,
+    };
+    match error {
+        ConfigError::DurationOutOfRange {
+            field: f,
+            value_ms,
+            min_ms,
+            max_ms,
+        } => ConfigError::DurationOutOfRange {
+            field: field(f),
+            value_ms,
+            min_ms,
+            max_ms,
+        },
+        other => other,
     }
 }
 
@@ -243,8 +298,13 @@ pub(crate) async fn register_builtins(
 ) -> Result<(), ProbeRegisterError> {
     let cluster = ctx.cluster.as_deref();
     for name in &config.enabled {
-        // The template was checked when the configuration was: a spec from it is valid.
-        let Ok(spec) = config.template.spec(name, cluster) else {
+        // The templates were checked when the configuration was: a spec from one is valid.
+        let template = if name.starts_with("control-") {
+            &config.control_template
+        } else {
+            &config.template
+        };
+        let Ok(spec) = template.spec(name, cluster) else {
             continue;
         };
         let node = node.clone();
@@ -276,7 +336,8 @@ pub(crate) async fn register_builtins(
                     } else {
                         Protocols::TcpOnly
                     };
-                    let probe = ControlProbe::new(*addr, files, protocols, config.template.timeout);
+                    let probe =
+                        ControlProbe::new(*addr, files, protocols, config.control_template.timeout);
                     probes.register_async(spec, probe).await?;
                 }
             }
@@ -605,6 +666,19 @@ mod tests {
         let ok = parse("").unwrap();
         assert_eq!(ok.enabled.len(), BUILTINS.len());
         assert_eq!(
+            (ok.template.interval, ok.control_template.interval),
+            (DEFAULT_INTERVAL, DEFAULT_CONTROL_INTERVAL)
+        );
+        let fast = parse("control_interval = \"1s\"").unwrap();
+        assert_eq!(
+            (
+                fast.control_template.interval,
+                fast.control_template.timeout
+            ),
+            (Duration::from_secs(1), Duration::from_secs(1)),
+            "a control interval under the default timeout brings the timeout down with it"
+        );
+        assert_eq!(
             parse("disable = [\"peers\", \"control-h3\"]")
                 .unwrap()
                 .enabled,
@@ -615,6 +689,11 @@ mod tests {
             ("disable = [\"peers\", \"nope\"]", "probes.disable[1]"),
             ("interval = \"1ms\"", "probes.interval"),
             ("interval = \"1s\"\ntimeout = \"2s\"", "probes.timeout"),
+            ("control_interval = \"2h\"", "probes.control_interval"),
+            (
+                "control_interval = \"1s\"\ntimeout = \"2s\"",
+                "probes.timeout (at most control_interval) = 2000ms",
+            ),
             ("failure_threshold = 0", "probes.failure_threshold"),
             ("success_threshold = 101", "probes.success_threshold"),
             ("cert_min_days = 4000", "probes.cert_min_days"),
