@@ -139,6 +139,31 @@ def loss_dropped():
     return int(m.group(1)) if m else None
 
 
+CONTROL_TABLE = "meshbench_control"
+
+
+def count_control(first, last):
+    """Counts the loopback packets to and from the control ports first..last (the nodes' own
+    HTTP self-checks in a window nothing else polls: node-to-itself traffic, which crosses no
+    network in a deployment and has no counterpart in memberlist). One rule per direction on
+    the output hook, so each packet on lo counts once. Only in a namespace made for the run."""
+    subprocess.run(["nft", "delete", "table", "inet", CONTROL_TABLE], capture_output=True, timeout=10)
+    script = (f"table inet {CONTROL_TABLE} {{\n chain output {{\n type filter hook output priority 0;\n"
+              f" th dport {first}-{last} counter\n th sport {first}-{last} counter\n }}\n}}\n")
+    subprocess.run(["nft", "-f", "-"], input=script, text=True, check=True, capture_output=True, timeout=10)
+
+
+def control_counters():
+    """(packets, bytes) the control-port rules counted so far, or None without them. nft counts
+    the IP packet; /proc/net/dev counts lo's 14-byte link header too, added here to match."""
+    out = subprocess.run(["nft", "list", "table", "inet", CONTROL_TABLE], capture_output=True, text=True, timeout=10)
+    found = re.findall(r"counter packets (\d+) bytes (\d+)", out.stdout)
+    if not found:
+        return None
+    packets = sum(int(p) for p, _ in found)
+    return packets, sum(int(b) for _, b in found) + 14 * packets
+
+
 def parse_metrics(text):
     out = {}
     for line in text.splitlines():
@@ -262,8 +287,10 @@ def main():
     ap.add_argument("--converge-limit", type=float, default=180.0)
     ap.add_argument("--detect-wait", type=float, default=90.0)
     ap.add_argument("--poll-ms", type=float, default=100.0)
-    ap.add_argument("--gossip-base", type=int, default=31000)
-    ap.add_argument("--control-base", type=int, default=33000)
+    # Below Linux's ephemeral range (32768-60999): a port there may already be some client
+    # socket's (the nodes' own HTTP/3 self-check clients bind one), and a node then fails to start.
+    ap.add_argument("--gossip-base", type=int, default=21000)
+    ap.add_argument("--control-base", type=int, default=23000)
     ap.add_argument("--rust-log", default="info")
     ap.add_argument("--deadline", type=float, default=540.0, help="hard limit for the whole run (s), on top of --soak")
     ap.add_argument("--keep", action="store_true", help="keep the run directory")
@@ -411,6 +438,9 @@ meshctl-observer = ["mesh.observe"]
             pass
         tick = os.sysconf("SC_CLK_TCK")
         load_w0 = loadavg()
+        if own_netns():
+            count_control(a.control_base + 1, a.control_base + N)
+        ctl0 = control_counters()
         lo0, udp0 = lo_counters(), snmp_udp()
         c0 = {i: cpu_ticks(p.pid) for i, p in procs.items()}
         t0 = time.monotonic()
@@ -418,6 +448,7 @@ meshctl-observer = ["mesh.observe"]
         c1 = {i: cpu_ticks(p.pid) for i, p in procs.items()}
         t1 = time.monotonic()
         lo1, udp1 = lo_counters(), snmp_udp()
+        ctl1 = control_counters()
         load_w1 = loadavg()
         rss = {i: rss_kib(p.pid) for i, p in procs.items()}
         m1 = scrape_all()
@@ -447,6 +478,10 @@ meshctl-observer = ["mesh.observe"]
             "datagrams_out_ps_node_mean": sum(per_dg) / N,
             "lo_tx_Bps_node": (lo1.get("tx_bytes", 0) - lo0.get("tx_bytes", 0)) / dt / N,
             "lo_tx_pkts_ps_node": (lo1.get("tx_pkts", 0) - lo0.get("tx_pkts", 0)) / dt / N,
+            # The same less the control ports' packets (the self-checks): the mesh's own wire.
+            "lo_tx_Bps_node_without_control": None if ctl0 is None or ctl1 is None else
+            (lo1.get("tx_bytes", 0) - lo0.get("tx_bytes", 0) - (ctl1[1] - ctl0[1])) / dt / N,
+            "control_Bps_node": None if ctl0 is None or ctl1 is None else (ctl1[1] - ctl0[1]) / dt / N,
             "udp_out_dgrams_ps_node": (udp1.get("OutDatagrams", 0) - udp0.get("OutDatagrams", 0)) / dt / N,
             "udp_rcvbuf_errors": udp1.get("RcvbufErrors", 0) - udp0.get("RcvbufErrors", 0),
             "rss_kib_node_p50": nr(list(rss.values()), 50),
