@@ -86,6 +86,17 @@ pub const MAX_PENDING_EVENTS: usize = 65_536;
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long after `handle_join` a seed's answer is taken as an introduction of the whole mesh.
 const JOIN_ANSWER_WINDOW: Duration = Duration::from_secs(10);
+/// How long after `handle_join` anti-entropy runs every [`JOIN_SYNC_INTERVAL`] instead of its
+/// configured interval.
+const JOIN_SYNC_WINDOW: Duration = Duration::from_secs(10);
+/// Anti-entropy's period during [`JOIN_SYNC_WINDOW`]. A member heard of only through a relay is
+/// not passed on until it is heard from directly (a phantom must not spread by gossip), so a
+/// new member's `Alive` is relayed only by the few it reached itself, and when many start at
+/// once some members miss one of them for tens of seconds (until a periodic exchange repairs
+/// it: 6.7-18 s at 64 real processes started together). A joining node exchanging with a
+/// random member every second for its first seconds pulls what it missed and pushes itself,
+/// on its own word, to each member it exchanges with (docs/benchmarks.md, "Joins").
+const JOIN_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// Seeds one join asks at most (each gets one request; their answers are trusted).
 pub const MAX_JOIN_SEEDS: usize = 64;
 
@@ -361,6 +372,8 @@ pub struct Membership {
     /// Seeds asked for the member list by `handle_join`, until their answer window closes:
     /// their answer introduces the mesh to this node (an operator chose them).
     join_seeds: BTreeMap<NodeId, Instant>,
+    /// Until when anti-entropy runs every [`JOIN_SYNC_INTERVAL`] (set by `handle_join`).
+    join_sync_until: Option<Instant>,
     timers: TimerTable,
     /// When the gossip timer last fired with nothing to send: it is then not re-armed, so an
     /// idle node does not wake every gossip interval, and the first update brings it back on
@@ -431,6 +444,7 @@ impl Membership {
             unverified: BTreeMap::new(),
             unverified_total: 0,
             join_seeds: BTreeMap::new(),
+            join_sync_until: None,
             timers,
             gossip_parked: None,
             outbox: VecDeque::new(),
@@ -483,6 +497,13 @@ impl Membership {
     /// (see [`MAX_UNVERIFIED_PER_INTRODUCER`]) for a short while: seeds are the operator's choice.
     pub fn handle_join(&mut self, now: Instant, seeds: &[NodeId]) {
         self.broadcasts.push(&self.alive_update());
+        // Anti-entropy every second for a while: what the join's answer and the first gossip
+        // missed (see `JOIN_SYNC_INTERVAL`).
+        if seeds.iter().any(|s| *s != self.id) && !self.left {
+            self.join_sync_until = Some(now + JOIN_SYNC_WINDOW);
+            self.timers
+                .set(Timer::AntiEntropy, now + JOIN_SYNC_INTERVAL);
+        }
         let own = self.id;
         for &seed in seeds.iter().filter(|s| **s != own).take(MAX_JOIN_SEEDS) {
             self.join_seeds.insert(seed, now + JOIN_ANSWER_WINDOW);
@@ -655,10 +676,16 @@ impl Membership {
         }
         if self.timers.take_expired(Timer::AntiEntropy, now) {
             self.start_sync();
-            self.timers.set(
-                Timer::AntiEntropy,
-                now + self.config.anti_entropy_interval(),
-            );
+            let interval = match self.join_sync_until {
+                Some(until) if now < until => {
+                    JOIN_SYNC_INTERVAL.min(self.config.anti_entropy_interval())
+                }
+                _ => {
+                    self.join_sync_until = None;
+                    self.config.anti_entropy_interval()
+                }
+            };
+            self.timers.set(Timer::AntiEntropy, now + interval);
         }
         if self.timers.take_expired(Timer::DeadProbe, now) {
             self.probe_dead_member(now);

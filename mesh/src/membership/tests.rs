@@ -696,6 +696,34 @@ fn join_through_a_seed_learns_everyone() {
     }
 }
 
+/// A joining node runs anti-entropy every second for its first 10 s (what the join's answer
+/// and the first gossip missed when many start at once), then at the profile's interval; a
+/// node started without a seed other than itself does not.
+#[test]
+fn a_joining_node_exchanges_every_second_at_first() {
+    let mut net = Net::converged(8, Profile::Lan);
+    let newcomer = Membership::new(Config::default(), id(9), Incarnation::new(1), 9, net.now);
+    net.nodes.insert(id(9), newcomer);
+    let lone = Membership::new(Config::default(), id(10), Incarnation::new(1), 10, net.now);
+    net.nodes.insert(id(10), lone);
+    let now = net.now;
+    net.nodes
+        .get_mut(&id(9))
+        .unwrap()
+        .handle_join(now, &[id(3)]);
+    net.nodes
+        .get_mut(&id(10))
+        .unwrap()
+        .handle_join(now, &[id(10)]);
+    let syncs = |net: &Net, n: u64| net.nodes[&id(n)].stats().syncs;
+    net.run_for(Duration::from_millis(10_500));
+    assert_eq!(syncs(&net, 9), 10, "one exchange a second for 10 s");
+    assert_eq!(syncs(&net, 10), 0, "no seed, no early exchanges");
+    // Then the profile's 30 s: one more in the next 30 s.
+    net.run_for(Duration::from_secs(30));
+    assert_eq!(syncs(&net, 9), 11);
+}
+
 /// A join is one push-pull with the seed: the newcomer knows every member once the
 /// seed's answer arrives, one round trip after the join, before any timer fires; the seed knows
 /// the newcomer from the same exchange.
