@@ -92,10 +92,11 @@ const JOIN_SYNC_WINDOW: Duration = Duration::from_secs(10);
 /// Anti-entropy's period during [`JOIN_SYNC_WINDOW`]. A member heard of only through a relay is
 /// not passed on until it is heard from directly (a phantom must not spread by gossip), so a
 /// new member's `Alive` is relayed only by the few it reached itself, and when many start at
-/// once some members miss one of them for tens of seconds (until a periodic exchange repairs
-/// it: 6.7-18 s at 64 real processes started together). A joining node exchanging with a
-/// random member every second for its first seconds pulls what it missed and pushes itself,
-/// on its own word, to each member it exchanges with (docs/benchmarks.md, "Joins").
+/// once a member or two can miss one of them until a periodic exchange (every 30 s) repairs
+/// it: 6.7-18 s to a full view at 64 real processes started together. A joining node
+/// exchanging with a random member every second for its first seconds pulls what it missed
+/// and pushes itself, on its own word, to each member it exchanges with: 1.3-3.1 s then
+/// (docs/benchmarks.md, "Side by side on an idle machine, with the self-checks counted apart").
 const JOIN_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// Seeds one join asks at most (each gets one request; their answers are trusted).
 pub const MAX_JOIN_SEEDS: usize = 64;
