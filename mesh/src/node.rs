@@ -692,7 +692,7 @@ impl Node {
             coordinator.step(now, term, |member| {
                 membership
                     .member(member)
-                    .is_some_and(|m| m.state == MemberState::Alive)
+                    .is_some_and(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
             });
         }
         if let Some(queues) = &mut self.queues {
