@@ -336,8 +336,7 @@ pub(crate) async fn register_builtins(
                     } else {
                         Protocols::TcpOnly
                     };
-                    let probe =
-                        ControlProbe::new(*addr, files, protocols, config.control_template.timeout);
+                    let probe = ControlProbe::new(*addr, files, protocols, spec.timeout());
                     probes.register_async(spec, probe).await?;
                 }
             }

@@ -449,6 +449,8 @@ meshctl-observer = ["mesh.observe"]
         t1 = time.monotonic()
         lo1, udp1 = lo_counters(), snmp_udp()
         ctl1 = control_counters()
+        # Bytes to and from the control ports in the window, or None outside a namespace of its own.
+        ctl = None if ctl0 is None or ctl1 is None else ctl1[1] - ctl0[1]
         load_w1 = loadavg()
         rss = {i: rss_kib(p.pid) for i, p in procs.items()}
         m1 = scrape_all()
@@ -479,9 +481,9 @@ meshctl-observer = ["mesh.observe"]
             "lo_tx_Bps_node": (lo1.get("tx_bytes", 0) - lo0.get("tx_bytes", 0)) / dt / N,
             "lo_tx_pkts_ps_node": (lo1.get("tx_pkts", 0) - lo0.get("tx_pkts", 0)) / dt / N,
             # The same less the control ports' packets (the self-checks): the mesh's own wire.
-            "lo_tx_Bps_node_without_control": None if ctl0 is None or ctl1 is None else
-            (lo1.get("tx_bytes", 0) - lo0.get("tx_bytes", 0) - (ctl1[1] - ctl0[1])) / dt / N,
-            "control_Bps_node": None if ctl0 is None or ctl1 is None else (ctl1[1] - ctl0[1]) / dt / N,
+            "lo_tx_Bps_node_without_control": None if ctl is None else
+            (lo1.get("tx_bytes", 0) - lo0.get("tx_bytes", 0) - ctl) / dt / N,
+            "control_Bps_node": None if ctl is None else ctl / dt / N,
             "udp_out_dgrams_ps_node": (udp1.get("OutDatagrams", 0) - udp0.get("OutDatagrams", 0)) / dt / N,
             "udp_rcvbuf_errors": udp1.get("RcvbufErrors", 0) - udp0.get("RcvbufErrors", 0),
             "rss_kib_node_p50": nr(list(rss.values()), 50),

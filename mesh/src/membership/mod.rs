@@ -677,14 +677,10 @@ impl Membership {
         }
         if self.timers.take_expired(Timer::AntiEntropy, now) {
             self.start_sync();
-            let interval = match self.join_sync_until {
-                Some(until) if now < until => {
-                    JOIN_SYNC_INTERVAL.min(self.config.anti_entropy_interval())
-                }
-                _ => {
-                    self.join_sync_until = None;
-                    self.config.anti_entropy_interval()
-                }
+            let interval = if self.join_sync_until.is_some_and(|until| now < until) {
+                JOIN_SYNC_INTERVAL.min(self.config.anti_entropy_interval())
+            } else {
+                self.config.anti_entropy_interval()
             };
             self.timers.set(Timer::AntiEntropy, now + interval);
         }
