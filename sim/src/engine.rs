@@ -798,6 +798,11 @@ impl<'s> Engine<'s> {
         let live = self.observer.is_live(index);
         let mut violations = Vec::new();
         for event in events {
+            // Membership events are traced (with the ones about the node) in
+            // `on_member_event`; the rest of the watched node's own here.
+            if !matches!(event, NodeEvent::Membership(_)) && self.watch == Some(index) {
+                self.log(index, &format!("{event:?}"));
+            }
             match event {
                 NodeEvent::Membership(event) => self.on_member_event(index, &event, live),
                 NodeEvent::Group(e) => self.on_group_event(index, &e),
@@ -1236,6 +1241,7 @@ impl<'s> Engine<'s> {
         slot.state = NodeState::Paused;
         let life = slot.life;
         self.observer.on_pause(i);
+        self.log(i, "paused");
         life
     }
 

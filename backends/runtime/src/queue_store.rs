@@ -23,16 +23,16 @@
 //!
 //! A log grows with every change. Once a shard's file passes [`COMPACT_MIN_BYTES`] and twice
 //! what its last compaction wrote, it is replaced by the replica's current copy, in records of
-//! at most [`COMPACT_RECORDS_PER_CHUNK`] items, all with the same header: replaying them gives
-//! the same copy (see [`ReplicaStore::restore`]). The replacement is taken after every write the
+//! at most [`COMPACT_RECORDS_PER_CHUNK`] items ([`ReplicaStore::compacted`]: the records of
+//! earlier owners it still holds first, under their owners' fences): replaying them gives the
+//! same copy (see [`ReplicaStore::restore`]). The replacement is taken after every write the
 //! core recorded was appended, so it holds everything those writes held.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use meshkit::queue::{
-    CheckpointError, ItemRecord, MAX_BATCH_RECORDS, MAX_RECORD_BYTES, QueueDurableWrite,
-    ReplicaStore,
+    CheckpointError, MAX_BATCH_RECORDS, MAX_RECORD_BYTES, QueueDurableWrite, ReplicaStore,
 };
 use meshkit::shard::ShardId;
 use thiserror::Error;
@@ -191,7 +191,8 @@ impl QueueStore {
             if grown {
                 let empty = ReplicaStore::new();
                 let replica = replicas.get(shard).unwrap_or(&empty);
-                f.file.replace(&compacted(replica))?;
+                f.file
+                    .replace(&replica.compacted(COMPACT_RECORDS_PER_CHUNK))?;
                 f.compacted_len = f.file.len();
                 self.compactions += 1;
             }
@@ -240,19 +241,6 @@ impl SyncFile {
 /// `queue-{namespace}-{id}.log`.
 pub fn file_name(shard: &ShardId) -> String {
     format!("queue-{}-{}.log", shard.namespace(), shard.id())
-}
-
-/// A replica's whole copy as checkpoint records of at most [`COMPACT_RECORDS_PER_CHUNK`] items
-/// (one header-only record for an empty copy).
-fn compacted(replica: &ReplicaStore) -> Vec<Vec<u8>> {
-    let records: Vec<&ItemRecord> = replica.records().collect();
-    if records.is_empty() {
-        return vec![replica.checkpoint_record([])];
-    }
-    records
-        .chunks(COMPACT_RECORDS_PER_CHUNK)
-        .map(|chunk| replica.checkpoint_record(chunk.iter().copied()))
-        .collect()
 }
 
 #[cfg(test)]

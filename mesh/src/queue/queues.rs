@@ -41,6 +41,11 @@ pub const REPLICATION_WINDOW_VERSIONS: u64 = 1024;
 pub const MAX_REMEMBERED_GRANTS: usize = 4096;
 /// Acknowledgements of the same version in a row that make the owner resend at once.
 const DUPLICATE_ACKS_RESEND: u32 = 3;
+/// How many recovery waits a new owner waits, at most, for a member that is up and runs queues
+/// but has not answered (see `Queues::step_recovery`): long enough for membership to call a
+/// member that is really gone dead, bounded so that a member that never answers (a shard
+/// configuration it does not share) does not hold the shard unserved forever.
+const RECOVERY_WAITS_FOR_THE_UP: u32 = 10;
 /// A replica replaced for not acknowledging is not chosen again for this many recovery waits
 /// (membership has usually called it dead by then, if it is).
 const REPLACED_RECOVERY_WAITS: u32 = 10;
@@ -336,17 +341,20 @@ struct Link {
     duplicate_acks: u32,
 }
 
+/// An answer waiting for the replicas: given once `replicas` replicas acknowledged the item's
+/// record at its version *now*, not at the enqueue or finish it answers. A replica that
+/// acknowledged a version holds every record at the version it had when the batch covering
+/// that version was built; a record changed again before that (an item enqueued at 286 and
+/// leased at 289 before the batch up to 288 left) was not in it. Waiting for the version of
+/// the enqueue acknowledged such items that no replica held (issue 16, `queue-owner-lapse`
+/// seed 947: two items lost once the owner lapsed). The cost: an enqueue whose item is leased
+/// before its replicas answered waits for the lease's replication too, one more round trip.
 #[derive(Debug)]
 enum Waiting {
     Enqueue {
         producer: NodeId,
         request: u64,
         item: ItemId,
-        /// The version of the item's record when it was enqueued (or found again, for a
-        /// resend): answered once `replicas` replicas acknowledged it. Not the record's
-        /// version at answer time: a lease granted before the acknowledgement came would make
-        /// the enqueue wait for that lease's replication too (and a completion's, after it).
-        version: u64,
         since: Instant,
         /// A resend of an enqueue already acknowledged (its answer was lost, or came after the
         /// producer gave up): answered again with the same item, but neither counted nor
@@ -357,18 +365,16 @@ enum Waiting {
         worker: NodeId,
         request: u64,
         token: OwnershipToken,
-        /// The version of the item's record once finished: answered once `replicas` replicas
-        /// acknowledged it (as for an enqueue, not whatever changed the item since).
-        version: u64,
         complete: bool,
     },
 }
 
 impl Waiting {
-    /// The version the replicas must acknowledge before the answer.
-    fn version(&self) -> u64 {
+    /// The item whose record the replicas must hold before the answer.
+    fn item(&self) -> ItemId {
         match self {
-            Self::Enqueue { version, .. } | Self::Finish { version, .. } => *version,
+            Self::Enqueue { item, .. } => *item,
+            Self::Finish { token, .. } => token.item,
         }
     }
 }
@@ -432,9 +438,11 @@ impl Serving {
 #[derive(Debug)]
 struct Pulling {
     from: NodeId,
+    /// Where the pull is: the records of owner `source` up to version `after` are in
+    /// (`ReplicaStore::chunk`'s order).
     source: FencingToken,
     after: u64,
-    records: BTreeMap<ItemId, ItemRecord>,
+    records: Vec<(FencingToken, ItemRecord)>,
     last_send: Instant,
     last_progress: Instant,
 }
@@ -445,8 +453,8 @@ struct Recovery {
     asked: BTreeSet<NodeId>,
     offers: BTreeMap<NodeId, (FencingToken, u64)>,
     last_send: Instant,
-    /// Once decided: the copies still to pull, most caught-up first.
-    to_pull: Option<Vec<(NodeId, FencingToken)>>,
+    /// Once decided: the members still to pull, most caught-up first.
+    to_pull: Option<Vec<NodeId>>,
     pulling: Option<Pulling>,
     /// Every item of every copy pulled so far, each at its newest `(source fence, version)`.
     merged: BTreeMap<ItemId, (FencingToken, ItemRecord)>,
@@ -461,8 +469,8 @@ struct Recovery {
 }
 
 impl Recovery {
-    fn merge(&mut self, source: FencingToken, records: impl IntoIterator<Item = ItemRecord>) {
-        for rec in records {
+    fn merge(&mut self, records: impl IntoIterator<Item = (FencingToken, ItemRecord)>) {
+        for (source, rec) in records {
             let newer = self
                 .merged
                 .get(&rec.id)
@@ -849,11 +857,15 @@ impl Queues {
                 }
                 self.step_recovery(now, ctx, &shard);
             }
-            QueueBody::Pull { fence, after } => {
+            QueueBody::Pull {
+                fence,
+                source,
+                after,
+            } => {
                 if let Some(replica) = self.replicas.get(&shard)
                     && fence >= replica.promised()
                 {
-                    let chunk = replica.chunk(after);
+                    let chunk = replica.chunk(source, after);
                     self.send(from, &shard, QueueBody::Snapshot(chunk));
                 }
             }
@@ -1179,7 +1191,6 @@ impl Queues {
                 producer: from,
                 request,
                 item,
-                version: record_version(&s.queue, item),
                 since: now,
                 resent,
             });
@@ -1323,7 +1334,6 @@ impl Queues {
                     worker: from,
                     request,
                     token,
-                    version: record_version(&s.queue, token.item),
                     complete: false,
                 });
                 return Ok((true, None));
@@ -1342,7 +1352,6 @@ impl Queues {
                         worker: from,
                         request,
                         token,
-                        version: record_version(&s.queue, token.item),
                         complete: op == Some(None),
                     });
                 }
@@ -1398,10 +1407,15 @@ impl Queues {
         };
         let fence = *fence;
         let needed = self.config.replicas() as usize;
-        let held = |version: u64| s.links.values().filter(|l| l.acked >= version).count();
+        let queue = &s.queue;
+        let links = &s.links;
+        let held = |item| {
+            let version = record_version(queue, item);
+            links.values().filter(|l| l.acked >= version).count()
+        };
         let mut answers = Vec::new();
         s.waiting.retain(|w| {
-            if held(w.version()) < needed {
+            if held(w.item()) < needed {
                 return true;
             }
             answers.push(match *w {
@@ -1714,7 +1728,7 @@ impl Queues {
         // recovered: ids it had acknowledged were given again (issue 16). Items of a newer
         // owner, when offered, win over it (each item at its newest `(source fence, version)`).
         if let Some((lapsed, s)) = self.lapsed.get(shard) {
-            recovery.merge(*lapsed, s.queue.records().cloned());
+            recovery.merge(s.queue.records().map(|r| (*lapsed, r.clone())));
             recovery.applied = s.queue.version();
             recovery.floor = s.queue.numbering();
         }
@@ -1750,7 +1764,18 @@ impl Queues {
         let mut sends = Vec::new();
         if r.to_pull.is_none() {
             let all = r.asked.iter().all(|n| r.offers.contains_key(n));
-            if !all && now < r.started + wait {
+            // Past the wait, a silent member that is up and runs queues is still waited for
+            // (up to `RECOVERY_WAITS_FOR_THE_UP` waits): it may hold the only copy of items an
+            // earlier owner acknowledged, and under loss it answers late, not never. Serving
+            // without it lost every item of a shard (issue 16, `queue-owner-lapse` seed 425:
+            // the lapsed owner's replica answered after 1 s of 60% loss). Members down, or
+            // that run no queues, are given up at the wait.
+            let waiting_for_up = now < r.started + wait * RECOVERY_WAITS_FOR_THE_UP
+                && ctx
+                    .participants()
+                    .iter()
+                    .any(|n| r.asked.contains(n) && !r.offers.contains_key(n));
+            if !all && (now < r.started + wait || waiting_for_up) {
                 if now >= r.last_send + RESEND_INTERVAL {
                     r.last_send = now;
                     for &n in r.asked.iter().filter(|n| !r.offers.contains_key(n)) {
@@ -1765,7 +1790,7 @@ impl Queues {
             // Decide: its own copy first, then every other copy that holds anything.
             if let Some(own) = self.replicas.get(shard) {
                 r.applied = r.applied.max(own.applied());
-                r.merge(own.source(), own.records().cloned());
+                r.merge(own.sourced_records().map(|(f, r)| (f, r.clone())));
             }
             let mut others: Vec<(NodeId, (FencingToken, u64))> = r
                 .offers
@@ -1780,7 +1805,7 @@ impl Queues {
                 .max_by_key(|&(&n, &(source, applied))| (source, applied, n == id, n))
                 .map(|(&n, _)| n)
                 .filter(|&n| n != id);
-            r.to_pull = Some(others.into_iter().map(|(n, (s, _))| (n, s)).collect());
+            r.to_pull = Some(others.into_iter().map(|(n, _)| n).collect());
         }
         if let Some(p) = &mut r.pulling {
             if now >= p.last_progress + wait * 4 {
@@ -1793,6 +1818,7 @@ impl Queues {
                         p.from,
                         QueueBody::Pull {
                             fence,
+                            source: p.source,
                             after: p.after,
                         },
                     ));
@@ -1811,16 +1837,25 @@ impl Queues {
             }
         });
         match next {
-            Some((from, source)) => {
+            Some(from) => {
+                let source = FencingToken::default();
                 r.pulling = Some(Pulling {
                     from,
                     source,
                     after: 0,
-                    records: BTreeMap::new(),
+                    records: Vec::new(),
                     last_send: now,
                     last_progress: now,
                 });
-                self.send(from, shard, QueueBody::Pull { fence, after: 0 });
+                self.send(
+                    from,
+                    shard,
+                    QueueBody::Pull {
+                        fence,
+                        source,
+                        after: 0,
+                    },
+                );
             }
             None => {
                 let records: Vec<ItemRecord> = core::mem::take(&mut r.merged)
@@ -1848,25 +1883,38 @@ impl Queues {
         let Some(p) = &mut r.pulling else {
             return;
         };
-        if p.from != from || batch.from != p.after || batch.fence != p.source {
+        // The chunk that follows where the pull is: the same owner's records from there, or
+        // the next owner's from the start (`ReplicaStore::chunk`).
+        let follows = (batch.fence == p.source && batch.from == p.after)
+            || (batch.fence > p.source && batch.from == 0);
+        if p.from != from || !follows {
             return;
         }
-        for rec in batch.records {
-            p.records.insert(rec.id, rec);
-        }
+        let source = batch.fence;
+        p.records
+            .extend(batch.records.into_iter().map(|rec| (source, rec)));
+        p.source = source;
         p.after = batch.to;
         p.last_progress = now;
+        r.applied = r.applied.max(batch.to);
         if batch.done {
             let Some(p) = r.pulling.take() else {
                 return;
             };
-            r.applied = r.applied.max(p.after);
-            r.merge(p.source, p.records.into_values());
+            r.merge(p.records);
             self.step_recovery(now, ctx, shard);
         } else {
             p.last_send = now;
             let after = p.after;
-            self.send(from, shard, QueueBody::Pull { fence, after });
+            self.send(
+                from,
+                shard,
+                QueueBody::Pull {
+                    fence,
+                    source,
+                    after,
+                },
+            );
         }
     }
 

@@ -71,6 +71,11 @@ impl WorkQueue {
     /// replica had applied). Every item that was leased under the old owner goes back to
     /// pending (its worker's token names the old fence and will be refused), as a change of
     /// this owner, so its replicas learn it.
+    ///
+    /// The records are numbered again, in their order of versions, above `applied` and every
+    /// version they carry: records merged from the copies of several owners may carry the same
+    /// version, and two items under one version would hide one of them from
+    /// [`changed_since`](Self::changed_since), so from every replica.
     pub fn rebuild(
         fence: FencingToken,
         config: &QueueConfig,
@@ -78,10 +83,13 @@ impl WorkQueue {
         applied: u64,
     ) -> Self {
         let mut queue = Self::new(fence, config);
-        queue.version = applied;
+        let mut records: Vec<ItemRecord> = records.into_iter().collect();
+        records.sort_by_key(|r| (r.version, r.id));
+        queue.version = records.iter().map(|r| r.version).fold(applied, u64::max);
         let mut leased = Vec::new();
-        for record in records {
-            queue.version = queue.version.max(record.version);
+        for mut record in records {
+            queue.version += 1;
+            record.version = queue.version;
             queue.next_item = queue.next_item.max(record.id.get() + 1);
             if let ItemState::Leased { lease, .. } = record.state {
                 queue.next_lease = queue.next_lease.max(lease.get() + 1);

@@ -249,20 +249,117 @@ fn snapshot_chunks_rebuild_the_whole_copy() {
     }
     let mut r = ReplicaStore::new();
     r.apply(&batch(&q, 0));
-    let (mut after, mut got) = (0, Vec::new());
-    loop {
-        let chunk = r.chunk(after);
+    let (source, after, got) = pull_all(&r);
+    assert_eq!((source, after), (r.source(), r.applied()));
+    let rebuilt: Vec<(FencingToken, ItemRecord)> = r
+        .sourced_records()
+        .map(|(f, rec)| (f, rec.clone()))
+        .collect();
+    assert_eq!(got, rebuilt);
+}
+
+/// Pulls `r`'s whole copy chunk by chunk as a recovering owner does; returns where the pull
+/// ended and every record with its owner's fence, in id order.
+fn pull_all(r: &ReplicaStore) -> (FencingToken, u64, Vec<(FencingToken, ItemRecord)>) {
+    let (mut source, mut after, mut got) = (FencingToken::default(), 0, Vec::new());
+    for _ in 0..1_000 {
+        let chunk = r.chunk(source, after);
         assert!(chunk.records.len() <= MAX_BATCH_RECORDS);
-        got.extend(chunk.records.iter().cloned());
-        after = chunk.to;
+        assert!(
+            (chunk.fence == source && chunk.from == after)
+                || (chunk.fence > source && chunk.from == 0),
+            "each chunk follows where the pull is"
+        );
+        got.extend(chunk.records.iter().map(|rec| (chunk.fence, rec.clone())));
+        (source, after) = (chunk.fence, chunk.to);
         if chunk.done {
-            break;
+            got.sort_by_key(|(_, rec)| rec.id);
+            return (source, after, got);
         }
     }
-    assert_eq!(after, r.applied());
-    let rebuilt: Vec<ItemRecord> = r.records().cloned().collect();
-    got.sort_by_key(|rec| rec.id);
-    assert_eq!(got, rebuilt);
+    panic!("the pull never ended");
+}
+
+/// Issue 16, `queue-owner-lapse` seed 569: a replica that held items of the owner under fence
+/// 3 gets the first batch of a new owner under fence 8, which lapses after sending a part of
+/// its queue. The replica must still hold, and offer to the next owner, every item of fence 3
+/// that fence 8 had not sent yet; the items fence 8 sent replace fence 3's.
+#[test]
+fn a_new_owners_partial_copy_keeps_the_earlier_owners_items() {
+    let mut old = WorkQueue::new(FencingToken::new(3), &config());
+    for k in 0..40 {
+        old.enqueue(origin(k), &[k as u8; 100]).unwrap();
+    }
+    let mut r = ReplicaStore::new();
+    let mut log = Vec::new();
+    let first = batch(&old, 0);
+    r.apply(&first);
+    log.push(r.checkpoint_record(first.records.iter()));
+    assert_eq!(r.records().count(), 40);
+
+    // Fence 8 rebuilt the same 40 items and changed one; its first batch reaches the replica,
+    // the rest of its pass does not.
+    let mut new = WorkQueue::rebuild(FencingToken::new(8), &config(), old.records().cloned(), 40);
+    let (token, _) = new.lease(ms(0), NodeId::new(4)).unwrap();
+    let mut part = batch(&new, 0);
+    part.records.truncate(5);
+    part.to = part.records.last().unwrap().version;
+    assert!(matches!(
+        r.apply(&part),
+        Applied::Applied { records: 5, .. }
+    ));
+    log.push(r.checkpoint_record(part.records.iter()));
+    assert_eq!((r.source(), r.applied()), (FencingToken::new(8), part.to));
+    assert_eq!(r.records().count(), 40, "fence 3's other items are kept");
+    let by_fence =
+        |r: &ReplicaStore, f: u64| r.sourced_records().filter(|(s, _)| s.get() == f).count();
+    assert_eq!((by_fence(&r, 8), by_fence(&r, 3)), (5, 35));
+
+    // The next owner pulls both: every item once, each at its newest (fence, version).
+    let (_, _, got) = pull_all(&r);
+    assert_eq!(got.len(), 40);
+    assert_eq!(got.iter().filter(|(f, _)| f.get() == 8).count(), 5);
+
+    // Its checkpoint, replayed or compacted, gives the same replica.
+    assert_eq!(
+        ReplicaStore::restore(log.iter().map(Vec::as_slice)).unwrap(),
+        r
+    );
+    let compacted = r.compacted(7);
+    assert_eq!(
+        ReplicaStore::restore(compacted.iter().map(Vec::as_slice)).unwrap(),
+        r
+    );
+
+    // The rest of fence 8's pass replaces the rest: nothing of fence 3 is left.
+    r.apply(&batch(&new, part.to));
+    assert_eq!((by_fence(&r, 8), by_fence(&r, 3)), (40, 0));
+    assert!(new.complete(&token).is_ok());
+}
+
+/// Records merged from the copies of two owners may carry the same versions; the rebuilt
+/// queue must still list every item as changed, or no replica would ever get some of them.
+#[test]
+fn a_rebuilt_queue_replicates_every_item_even_when_versions_collide() {
+    let mut a = WorkQueue::new(FencingToken::new(3), &config());
+    let mut b = WorkQueue::new(FencingToken::new(4), &config());
+    for k in 0..5 {
+        a.enqueue(origin(k), b"a").unwrap();
+    }
+    // Fence 4 numbered its items from 6 on, with versions 1 to 5 again.
+    b.raise_numbering((6, 1));
+    for k in 10..15 {
+        b.enqueue(origin(k), b"b").unwrap();
+    }
+    let merged = a.records().chain(b.records()).cloned();
+    let next = WorkQueue::rebuild(FencingToken::new(9), &config(), merged, 5);
+    assert_eq!(next.records().count(), 10);
+    assert_eq!(
+        next.changed_since(0).count(),
+        10,
+        "every item is replicated"
+    );
+    assert!(next.version() > 5);
 }
 
 #[test]

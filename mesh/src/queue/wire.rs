@@ -244,14 +244,18 @@ pub enum QueueBody {
         /// The version it holds.
         applied: u64,
     },
-    /// New owner to member: send the records changed after `after`.
+    /// New owner to member: send the records after `(source, after)`: those of owner `source`
+    /// changed after version `after`, then those of every newer owner (a member holds records
+    /// of earlier owners besides its current copy's: see [`ReplicaStore`](super::ReplicaStore)).
     Pull {
         /// The new owner's fence.
         fence: FencingToken,
-        /// The version it has.
+        /// The owner whose records it pulls now (0 at the start).
+        source: FencingToken,
+        /// The version of that owner's records it has.
         after: u64,
     },
-    /// Member to new owner: a chunk of its records (the batch's fence is the source's).
+    /// Member to new owner: a chunk of its records, all of one owner (the batch's fence).
     Snapshot(Batch),
 }
 
@@ -455,8 +459,13 @@ impl QueueMessage {
                 w.u64(source.get());
                 w.u64(*applied);
             }
-            QueueBody::Pull { fence, after } => {
+            QueueBody::Pull {
+                fence,
+                source,
+                after,
+            } => {
                 w.u64(fence.get());
+                w.u64(source.get());
                 w.u64(*after);
             }
         }
@@ -583,6 +592,7 @@ impl QueueMessage {
             },
             kind::PULL => QueueBody::Pull {
                 fence: FencingToken::new(r.u64()?),
+                source: FencingToken::new(r.u64()?),
                 after: r.u64()?,
             },
             other => {
@@ -863,6 +873,7 @@ mod tests {
             },
             QueueBody::Pull {
                 fence: FencingToken::new(12),
+                source: FencingToken::new(3),
                 after: 4,
             },
             QueueBody::Snapshot(batch),
