@@ -692,7 +692,7 @@ impl Node {
             coordinator.step(now, term, |member| {
                 membership
                     .member(member)
-                    .is_some_and(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
+                    .is_some_and(|m| m.state == MemberState::Alive)
             });
         }
         if let Some(queues) = &mut self.queues {

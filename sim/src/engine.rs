@@ -937,6 +937,22 @@ impl<'s> Engine<'s> {
         let Some(run) = self.leases.as_mut() else {
             return;
         };
+        // A holder stops believing the moment its client stops saying it holds (what its queue
+        // and its writes go by), not at the event that comes later: a transfer the shard member
+        // asked makes `holds` false at once and `Transferred` follows the voters' answer, after
+        // the target may have been granted the lease (seen with the shard coordinator planning
+        // a suspect's shards away: "two holders" in queue-owner-lapse seeds 194 and 273).
+        if let Some(node) = self.slots[index].node.as_ref() {
+            let local = self.slots[index].clock.local(now);
+            for s in run.ledger.believed_by(index) {
+                let held = node
+                    .lease_client()
+                    .is_some_and(|c| c.holds(local, run.ledger.scope(s)).is_some());
+                if !held {
+                    run.ledger.on_belief_end(index, s);
+                }
+            }
+        }
         let Some(g) = self.slots[index].node.as_ref().and_then(Node::lease_group) else {
             return;
         };

@@ -361,6 +361,13 @@ impl Ledger {
         s.beliefs.insert(node, Belief { expires });
     }
 
+    /// The scopes node `node` believes it holds.
+    pub(crate) fn believed_by(&self, node: usize) -> Vec<usize> {
+        (0..self.scopes.len())
+            .filter(|&s| self.scopes[s].beliefs.contains_key(&node))
+            .collect()
+    }
+
     /// A contender stopped believing it holds `scope` (lost, expired, released, transferred,
     /// or a transfer asked).
     pub(crate) fn on_belief_end(&mut self, node: usize, scope: usize) {

@@ -19,11 +19,15 @@
 //! Members announce their role to every voter ([`super::Announce`], see [`super::ShardMember`]);
 //! [`handle_announce`](Coordinator::handle_announce) records it. The host calls
 //! [`step`](Coordinator::step) when [`poll_timeout`](Coordinator::poll_timeout) comes due
-//! (every [`STEP_INTERVAL`]), with the term if its voter leads and which members are up (alive
-//! or suspect, by its membership). The **pool** is the members up that announced they take
-//! shards or drain. A step:
+//! (every [`STEP_INTERVAL`]), with the term if its voter leads and which members are alive by
+//! its membership. The **pool** is the alive members that announced they take shards or drain.
+//! A suspect is out of it: no shard is placed on a member that may be dead (a move to it would
+//! wait for the verdict, seconds during which the shard has no owner), and its own shards are
+//! planned onto others as acquires, which the voters grant only once its lease expired, so a
+//! suspect that is alive and renewing keeps them. A step:
 //!
-//! 1. drops moves whose target left the pool or that took longer than [`move_deadline`]
+//! 1. drops moves whose target left the pool, acquires of a shard whose owner is back in the
+//!    pool (a suspect that refuted), and moves that took longer than [`move_deadline`]
 //!    (`2 * ttl + 5 s`: an acquire waits for the old lease to expire, and a request retries
 //!    through several voters' timeouts);
 //! 2. when the pool or the draining set changed, or the map changed in a way no move explains
@@ -116,7 +120,8 @@ pub enum ShardEvent {
         /// Whether it completed a move of the coordinator's.
         planned: bool,
     },
-    /// A move was dropped (too slow, or its target left the pool).
+    /// A move was dropped (too slow, its target left the pool, or the owner it was to replace
+    /// came back).
     MoveAbandoned {
         /// The shard.
         shard: ShardId,
@@ -295,14 +300,14 @@ impl Coordinator {
         }
     }
 
-    /// One step (see the module docs). `term` is `Some` while the node's voter leads; `is_up`
-    /// says whether a member is up (alive or suspect).
-    pub fn step(&mut self, now: Instant, term: Option<Term>, is_up: impl Fn(NodeId) -> bool) {
+    /// One step (see the module docs). `term` is `Some` while the node's voter leads;
+    /// `is_alive` says whether the node's membership holds a member alive (not suspect).
+    pub fn step(&mut self, now: Instant, term: Option<Term>, is_alive: impl Fn(NodeId) -> bool) {
         self.next_step = now + STEP_INTERVAL;
         let mut live = BTreeSet::new();
         let mut draining = BTreeSet::new();
         for (&member, &role) in &self.roles {
-            if is_up(member) {
+            if is_alive(member) {
                 live.insert(member);
                 if role == ShardRole::Draining {
                     draining.insert(member);
@@ -329,11 +334,16 @@ impl Coordinator {
             Some(_) => {}
         }
         let eligible = |n: &NodeId| live.contains(n) && !draining.contains(n);
-        // Moves whose target left the pool, or that took too long, are dropped.
+        // Moves whose target left the pool, acquires from an owner back in it (a suspect that
+        // refuted: it keeps renewing, so the acquire would wait out its deadline and hold up
+        // every other plan), and moves that took too long are dropped.
+        let owner_back = |shard: &ShardId, f: &InFlight| {
+            f.from.is_none() && self.map.owner(shard).is_some_and(|o| live.contains(&o))
+        };
         let dropped: Vec<ShardId> = self
             .in_flight
             .iter()
-            .filter(|(_, f)| now >= f.deadline || !eligible(&f.to))
+            .filter(|(shard, f)| now >= f.deadline || !eligible(&f.to) || owner_back(shard, f))
             .map(|(s, _)| s.clone())
             .collect();
         for shard in dropped {

@@ -337,6 +337,68 @@ fn a_drain_hands_off_and_a_lapsed_transfer_becomes_an_acquire() {
     assert_eq!(instructions(&mut c).len(), 1);
 }
 
+/// A suspect is out of the pool: no shard is placed on it, and its shards are planned onto an
+/// alive member as acquires (the voters grant them once its lease expired). When it refutes,
+/// those acquires are dropped at the next step, not left to their deadline, and it keeps its
+/// shards. Seen on real nodes before: a shard whose owner was killed was planned back onto it
+/// (still alive in the leader's view when its lease expired), and the move waited for the Dead
+/// verdict, 4.8 s with the shard unowned.
+#[test]
+fn a_suspect_gets_no_shard_and_keeps_its_own_unless_its_lease_expires() {
+    let mut c = coordinator(4, &[1, 2]);
+    for (id, holder) in [(0, 1), (1, 1), (2, 2), (3, 2)] {
+        c.handle_group_event(at(0), &granted(id, holder, 10 + u64::from(id)));
+    }
+    c.step(at(0), Some(TERM), everyone);
+    assert_eq!(c.in_flight().count(), 0, "balanced: nothing to move");
+    events(&mut c);
+
+    // Node 2 is suspect: its two shards are planned onto node 1, as acquires sent to node 1.
+    let two_suspect = |n: NodeId| n != node(2);
+    c.step(at(100), Some(TERM), two_suspect);
+    let moves: Vec<(ShardId, Option<NodeId>, NodeId)> = c
+        .in_flight()
+        .map(|(s, f)| (s.clone(), f.from, f.to))
+        .collect();
+    assert_eq!(
+        moves,
+        [(shard(2), None, node(1)), (shard(3), None, node(1))],
+        "a suspect's shards go to an alive member, as acquires"
+    );
+    for (to, i) in instructions(&mut c) {
+        assert_eq!((to, i.from, i.to), (node(1), None, node(1)));
+    }
+
+    // One of its leases expires meanwhile: the acquire is granted and done.
+    c.handle_group_event(at(150), &expired(2, 2, 12));
+    c.handle_group_event(at(150), &granted(2, 1, 20));
+    assert_eq!(c.map().owner(&shard(2)), Some(node(1)));
+    events(&mut c);
+
+    // It refutes: the acquire of the shard it still holds is dropped at once, and it keeps it.
+    c.step(at(200), Some(TERM), everyone);
+    let ev = events(&mut c);
+    assert!(
+        ev.contains(&ShardEvent::MoveAbandoned {
+            shard: shard(3),
+            to: node(1)
+        }),
+        "{ev:?}"
+    );
+    assert_eq!(c.map().owner(&shard(3)), Some(node(2)));
+    assert!(
+        c.in_flight()
+            .all(|(s, f)| *s != shard(3) && f.from.is_some()),
+        "nothing moves its shard, and only transfers from alive holders are under way"
+    );
+
+    // An unowned shard is never placed on a suspect, even the only member with room.
+    let mut c = coordinator(2, &[1, 2]);
+    c.step(at(0), Some(TERM), two_suspect);
+    let targets: Vec<NodeId> = c.in_flight().map(|(_, f)| f.to).collect();
+    assert_eq!(targets, [node(1), node(1)]);
+}
+
 /// A move whose target left the pool, or that outlived its deadline (`2 * ttl + 5 s`), is
 /// dropped and reported, and the shard planned again.
 #[test]
