@@ -742,13 +742,13 @@ fn a_new_owner_rebuilds_from_the_replica_and_fences_the_old_workers() {
     assert_eq!(payloads, [b"kept".to_vec(), b"leased".to_vec()]);
 }
 
-/// A new owner waits past its recovery wait for a member that is up and runs queues but has
+/// A new owner waits past its recovery wait for a member that is alive and runs queues but has
 /// not answered: it may hold the only copy of acknowledged items (issue 16, `queue-owner-lapse`
 /// seed 425: the old owner's replica answered after 1 s of heavy loss, and the new owner,
 /// having served at the wait, had lost every item of the shard). Membership still holds the
-/// replica up here: only its queue messages are lost.
+/// replica alive here: only its queue messages are lost.
 #[test]
-fn a_new_owner_waits_past_the_wait_for_a_silent_member_that_is_up() {
+fn a_new_owner_waits_past_the_wait_for_a_silent_member_that_is_alive() {
     let config = queue_config();
     let mut mesh = Mesh::new(&config);
     let s = shard0();
