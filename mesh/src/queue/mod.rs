@@ -26,17 +26,22 @@
 //!   changed since what that replica acknowledged, in datagram-sized batches with
 //!   `queue.pending`/`queue.active`; a replica ([`ReplicaStore`]) applies a batch that starts
 //!   at or before its checkpoint, skips what it already holds, writes a checkpoint record the
-//!   host makes durable ([`QueueDurableWrite`]) and acknowledges the version it holds.
+//!   host makes durable ([`QueueDurableWrite`]) and acknowledges the version it holds. A
+//!   newer owner's copy starts from version 0; the records of earlier owners stay until it
+//!   replaces them.
 //! * **Acknowledgement.** An enqueue, a completion and a failure are answered only once the
-//!   configured number of replicas acknowledged the item's current version. A heartbeat and a
-//!   lease grant are answered at once (a new owner requeues every leased item anyway).
+//!   configured number of replicas acknowledged the version of that change; every batch whose
+//!   range holds that version carries the item, even if its record moved on since. A
+//!   heartbeat and a lease grant are answered at once (a new owner requeues every leased item
+//!   anyway).
 //! * **Failover.** A node granted a shard's lease under a higher fence asks every queue member
 //!   up to *promise* that fence (a replica then refuses batches of any lower fence, so the
 //!   deposed owner can no longer have anything acknowledged) and to offer what it holds;
-//!   once all answered (or [`QueueConfig::recovery_wait`] passed) it pulls the records of the
-//!   most caught-up copy (highest source fence, then highest version), requeues what was
-//!   leased, and serves under its own fence: every token of the old owner is refused with
-//!   [`QueueError::StaleFence`].
+//!   once all answered (or [`QueueConfig::recovery_wait`] passed, and no silent member that
+//!   runs queues is alive by its membership: those are waited for up to ten waits) it pulls
+//!   every copy offered and merges them, each item at its newest `(source fence, version)`,
+//!   requeues what was leased, and serves under its own fence: every token of the old owner
+//!   is refused with [`QueueError::StaleFence`].
 //! * **Backpressure** ([`BackpressureMonitor`]): inactive unless a high watermark is set;
 //!   active at `pending >= high`, inactive at `pending <= low` (`high / 2` by default); two
 //!   transitions no closer than the cooldown; the last [`MAX_SIGNAL_HISTORY`] signals kept.

@@ -81,6 +81,32 @@ pub(crate) fn record_bytes(record: &ItemRecord) -> usize {
     MIN_RECORD_BYTES + record.payload.len()
 }
 
+/// The longest run of `records` (each at its position in version order: its version, or an
+/// earlier version it must be sent at, see `Queues::send_batches`) that fits one batch of any
+/// shard, without a record twice; whether any record was left out; the position of the last
+/// record taken (`None` if none). At least one record is taken when there is one.
+pub(crate) fn fill_batch_at<'a>(
+    records: impl IntoIterator<Item = (u64, &'a ItemRecord)>,
+) -> (Vec<ItemRecord>, bool, Option<u64>) {
+    let mut out: Vec<ItemRecord> = Vec::new();
+    let mut room = BATCH_RECORDS_BYTES;
+    let mut last = None;
+    for (position, record) in records {
+        if out.iter().any(|r| r.id == record.id) {
+            last = Some(position);
+            continue;
+        }
+        let size = record_bytes(record);
+        if size > room || out.len() == MAX_BATCH_RECORDS {
+            return (out, true, last);
+        }
+        room -= size;
+        out.push(record.clone());
+        last = Some(position);
+    }
+    (out, false, last)
+}
+
 /// The longest run of `records` (in version order) that fits one batch of any shard, and
 /// whether any record was left out. At least one record is taken when there is one (any
 /// record fits).
@@ -708,18 +734,24 @@ fn batch_in(r: &mut Reader<'_>) -> Result<Batch, DecodeError> {
             max: MAX_BATCH_RECORDS,
         });
     }
-    let mut records = Vec::with_capacity(count);
-    let mut last = from;
+    let mut records: Vec<ItemRecord> = Vec::with_capacity(count);
     for _ in 0..count {
         let rec = record_in(r)?;
-        // Versions climb within (from, to]: anything else is not a batch this build sends.
-        if rec.version <= last || rec.version > to {
+        // Every record changed after `from`, each item once. Not necessarily within `to`, nor
+        // in order: a replication batch also carries, at the version an answer waits for, a
+        // waiting item whose record moved past it (`Queues::send_batches`).
+        if rec.version <= from {
             return Err(DecodeError::InvalidValue {
                 field: "record version",
                 value: rec.version,
             });
         }
-        last = rec.version;
+        if records.iter().any(|held| held.id == rec.id) {
+            return Err(DecodeError::InvalidValue {
+                field: "record item (twice in a batch)",
+                value: rec.id.get(),
+            });
+        }
         records.push(rec);
     }
     if to < from {
@@ -1056,5 +1088,47 @@ mod tests {
                 })
             );
         }
+    }
+
+    /// A replication batch may carry a record past `to` and out of order (a waiting item that
+    /// moved past the version its answer waits for, `Queues::send_batches`), but never one at
+    /// or before `from`, nor an item twice.
+    #[test]
+    fn a_batchs_records_are_after_from_each_item_once() {
+        let encoded = |records: Vec<ItemRecord>| {
+            let mut buf = Vec::new();
+            QueueMessage {
+                shard: shard(),
+                body: QueueBody::Replicate(Batch {
+                    fence: FencingToken::new(3),
+                    from: 10,
+                    to: 12,
+                    done: true,
+                    pending: 0,
+                    active: 0,
+                    records,
+                }),
+            }
+            .encode(&mut buf);
+            buf
+        };
+        let moved = encoded(vec![record(40, 1), record(11, 1), record(12, 1)]);
+        assert!(QueueMessage::decode(&moved).is_ok());
+        assert_eq!(
+            QueueMessage::decode(&encoded(vec![record(10, 1)])),
+            Err(DecodeError::InvalidValue {
+                field: "record version",
+                value: 10
+            })
+        );
+        let mut twice = record(12, 1);
+        twice.id = ItemId::new(11);
+        assert_eq!(
+            QueueMessage::decode(&encoded(vec![record(11, 1), twice])),
+            Err(DecodeError::InvalidValue {
+                field: "record item (twice in a batch)",
+                value: 11
+            })
+        );
     }
 }
