@@ -45,7 +45,7 @@ const DUPLICATE_ACKS_RESEND: u32 = 3;
 /// queues but has not answered (see `Queues::step_recovery`): long enough for membership to
 /// suspect a member that is really gone, bounded so that a member that never answers (a shard
 /// configuration it does not share) does not hold the shard unserved forever.
-const RECOVERY_WAITS_FOR_THE_UP: u32 = 10;
+const RECOVERY_WAITS_FOR_THE_ALIVE: u32 = 10;
 /// A replica replaced for not acknowledging is not chosen again for this many recovery waits
 /// (membership has usually called it dead by then, if it is).
 const REPLACED_RECOVERY_WAITS: u32 = 10;
@@ -1796,18 +1796,18 @@ impl Queues {
         if r.to_pull.is_none() {
             let all = r.asked.iter().all(|n| r.offers.contains_key(n));
             // Past the wait, a silent member that runs queues and that membership holds alive
-            // (not suspect) is still waited for (up to `RECOVERY_WAITS_FOR_THE_UP` waits): it
+            // (not suspect) is still waited for (up to `RECOVERY_WAITS_FOR_THE_ALIVE` waits): it
             // may hold the only copy of items an earlier owner acknowledged, and under loss it
             // answers late, not never. Serving without it lost every item of a shard (issue
             // 16, `queue-owner-lapse` seed 425: the lapsed owner's replica answered after 1 s
             // of 60% loss). A suspect is given up at the wait: a killed owner is one by the
             // time its lease expires, and waiting for its dead verdict doubled a failover
             // (queue-owner-kill, p50 2.80 s -> 5.48 s over 1,000 seeds).
-            let waiting_for_up = now < r.started + wait * RECOVERY_WAITS_FOR_THE_UP
+            let waiting_for_alive = now < r.started + wait * RECOVERY_WAITS_FOR_THE_ALIVE
                 && ctx.participants().iter().any(|&n| {
                     r.asked.contains(&n) && !r.offers.contains_key(&n) && ctx.is_alive(n)
                 });
-            if !all && (now < r.started + wait || waiting_for_up) {
+            if !all && (now < r.started + wait || waiting_for_alive) {
                 if now >= r.last_send + RESEND_INTERVAL {
                     r.last_send = now;
                     for &n in r.asked.iter().filter(|n| !r.offers.contains_key(n)) {
@@ -1879,15 +1879,7 @@ impl Queues {
                     last_send: now,
                     last_progress: now,
                 });
-                self.send(
-                    from,
-                    shard,
-                    QueueBody::Pull {
-                        fence,
-                        source,
-                        after: 0,
-                    },
-                );
+                self.pull(from, shard, fence, source, 0);
             }
             None => {
                 let records: Vec<ItemRecord> = core::mem::take(&mut r.merged)
@@ -1938,16 +1930,25 @@ impl Queues {
         } else {
             p.last_send = now;
             let after = p.after;
-            self.send(
-                from,
-                shard,
-                QueueBody::Pull {
-                    fence,
-                    source,
-                    after,
-                },
-            );
+            self.pull(from, shard, fence, source, after);
         }
+    }
+
+    /// Asks `from` for its records after `(source, after)` (`ReplicaStore::chunk`).
+    fn pull(
+        &mut self,
+        from: NodeId,
+        shard: &ShardId,
+        fence: FencingToken,
+        source: FencingToken,
+        after: u64,
+    ) {
+        let body = QueueBody::Pull {
+            fence,
+            source,
+            after,
+        };
+        self.send(from, shard, body);
     }
 
     #[expect(

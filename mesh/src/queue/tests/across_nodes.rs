@@ -1270,8 +1270,7 @@ fn enqueues_of_one_round_share_a_batch_and_an_ack_covers_exactly_its_versions() 
 /// batch (here a resend, cut at `MAX_BATCH_RECORDS`) lists the item at its new version, in a
 /// later batch, so a replica that acknowledged the enqueue's version may not hold the item at
 /// all. The owner answered on that acknowledgement and lapsed; two acknowledged items were
-/// lost. Every batch covering the enqueue's version carries the item now; a completion
-/// likewise waits for its own change.
+/// lost. Every batch covering the enqueue's version carries the item now.
 #[test]
 fn an_enqueue_is_answered_only_once_a_replica_holds_its_item_though_it_changed_since() {
     let mut mesh = Mesh::new(&queue_config());
@@ -1332,28 +1331,6 @@ fn an_enqueue_is_answered_only_once_a_replica_holds_its_item_though_it_changed_s
     mesh.run_for(secs(1));
     assert!(enqueued(&mesh, producer).contains(&first));
     assert!(holds(&mesh, item));
-
-    // A completion waits for the acknowledgement of its own change (by whichever replica).
-    mesh.drop_if = Some(Box::new(move |_, to, m| {
-        to == owner && matches!(m.body, QueueBody::ReplicaAck { .. })
-    }));
-    let now = mesh.now;
-    let complete = mesh
-        .node(producer)
-        .queue_complete(now, s.clone(), token)
-        .unwrap();
-    let early = mesh.run_until(Duration::from_millis(150), |n, e| {
-        n == producer && matches!(e, QueueEvent::Accepted { request: r, .. } if *r == complete)
-    });
-    assert!(
-        early.is_none(),
-        "a completion answered before its replica holds it"
-    );
-    mesh.drop_if = None;
-    assert!(matches!(
-        mesh.answer(producer, complete),
-        QueueEvent::Accepted { .. }
-    ));
 }
 
 /// An enqueue is answered once the replicas acknowledged the version that enqueued its item,
