@@ -774,6 +774,17 @@ impl Queues {
         let QueueMessage { shard, body } = message;
         if !self.shards.contains(&shard) {
             self.stats.refused_messages += 1;
+            // A new owner asks every member that runs queues, and waits past its recovery wait
+            // for those alive: one that does not run this shard holds nothing of it, and says
+            // so at once.
+            if let QueueBody::Recover { fence } = body {
+                let nothing = QueueBody::Offer {
+                    fence,
+                    source: FencingToken::default(),
+                    applied: 0,
+                };
+                self.send(from, &shard, nothing);
+            }
             return Err(QueueError::UnknownShard);
         }
         match body {

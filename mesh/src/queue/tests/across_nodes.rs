@@ -786,6 +786,38 @@ fn a_new_owner_waits_past_the_wait_for_a_silent_member_that_is_alive() {
     assert_eq!((n, items, source), (new_owner, 2, Some(id(replica))));
 }
 
+/// A member that runs queues but not the shard a new owner recovers says at once that it holds
+/// nothing of it (the message is still refused as for an unknown shard), so that the owner does
+/// not wait for it past its recovery wait (see the test above).
+#[test]
+fn a_member_without_the_shard_offers_nothing_at_once() {
+    let mut mesh = Mesh::new(&queue_config());
+    let unknown = ShardId::new("jobs", 7).unwrap();
+    let recover = QueueMessage {
+        shard: unknown.clone(),
+        body: QueueBody::Recover {
+            fence: FencingToken::new(99),
+        },
+    };
+    let mut bytes = vec![Channel::Queue.byte()];
+    recover.encode(&mut bytes);
+    let now = mesh.now;
+    assert!(mesh.node(3).handle_datagram(now, id(2), &bytes).is_err());
+    // The answer is dropped before node 2, which does not run that shard either.
+    let shard = unknown.clone();
+    mesh.drop_if = Some(Box::new(move |_, _, m| m.shard == shard));
+    mesh.sent.clear();
+    mesh.run_for(Duration::from_millis(50));
+    let offered = mesh.sent.iter().any(|(from, to, m)| {
+        *from == 3
+            && *to == 2
+            && m.shard == unknown
+            && matches!(m.body, QueueBody::Offer { fence, source, applied: 0 }
+                if fence.get() == 99 && source.get() == 0)
+    });
+    assert!(offered, "{:?}", mesh.sent);
+}
+
 /// Backpressure: active once `pending >= high`, published in the owner's metadata so a
 /// producer elsewhere sees it; inactive again at `pending <= low`, not before the cooldown.
 #[test]
