@@ -944,14 +944,10 @@ impl<'s> Engine<'s> {
         // a suspect's shards away: "two holders" in queue-owner-lapse seeds 194 and 273).
         if let Some(node) = self.slots[index].node.as_ref() {
             let local = self.slots[index].clock.local(now);
-            for s in run.ledger.believed_by(index) {
-                let held = node
-                    .lease_client()
-                    .is_some_and(|c| c.holds(local, run.ledger.scope(s)).is_some());
-                if !held {
-                    run.ledger.on_belief_end(index, s);
-                }
-            }
+            let client = node.lease_client();
+            run.ledger.keep_beliefs(index, |scope| {
+                client.is_some_and(|c| c.holds(local, scope).is_some())
+            });
         }
         let Some(g) = self.slots[index].node.as_ref().and_then(Node::lease_group) else {
             return;

@@ -361,11 +361,13 @@ impl Ledger {
         s.beliefs.insert(node, Belief { expires });
     }
 
-    /// The scopes node `node` believes it holds.
-    pub(crate) fn believed_by(&self, node: usize) -> Vec<usize> {
-        (0..self.scopes.len())
-            .filter(|&s| self.scopes[s].beliefs.contains_key(&node))
-            .collect()
+    /// Ends node `node`'s belief in every scope for which `holds` says it no longer holds it.
+    pub(crate) fn keep_beliefs(&mut self, node: usize, holds: impl Fn(&Scope) -> bool) {
+        for (s, names) in self.scopes.iter_mut().zip(&self.names) {
+            if s.beliefs.contains_key(&node) && !holds(names) {
+                s.beliefs.remove(&node);
+            }
+        }
     }
 
     /// A contender stopped believing it holds `scope` (lost, expired, released, transferred,

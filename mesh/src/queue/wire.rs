@@ -107,23 +107,13 @@ pub(crate) fn fill_batch_at<'a>(
     (out, false, last)
 }
 
-/// The longest run of `records` (in version order) that fits one batch of any shard, and
-/// whether any record was left out. At least one record is taken when there is one (any
-/// record fits).
+/// The longest run of `records` (in version order, each item once) that fits one batch of any
+/// shard, and whether any record was left out. At least one record is taken when there is one.
 pub(crate) fn fill_batch<'a>(
     records: impl IntoIterator<Item = &'a ItemRecord>,
 ) -> (Vec<ItemRecord>, bool) {
-    let mut out = Vec::new();
-    let mut room = BATCH_RECORDS_BYTES;
-    for record in records {
-        let size = record_bytes(record);
-        if size > room || out.len() == MAX_BATCH_RECORDS {
-            return (out, true);
-        }
-        room -= size;
-        out.push(record.clone());
-    }
-    (out, false)
+    let (out, more, _) = fill_batch_at(records.into_iter().map(|r| (r.version, r)));
+    (out, more)
 }
 
 /// A replication batch (owner to replica) or a snapshot chunk (replica to new owner): the
