@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Every build below is made once: incremental caches would only double the target directory
+# (CI machines have had little disk to spare).
+export CARGO_INCREMENTAL=0
+
 # cargo-nextest runs the suite; install it if this machine lacks it.
 if ! cargo nextest --version >/dev/null 2>&1; then
   step "installing cargo-nextest"
