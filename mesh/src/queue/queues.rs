@@ -472,10 +472,14 @@ struct Pulling {
 
 #[derive(Debug)]
 struct Recovery {
+    /// When it started, moved later by the time this node did not run (see `last_step`).
     started: Instant,
     asked: BTreeSet<NodeId>,
     offers: BTreeMap<NodeId, (FencingToken, u64)>,
     last_send: Instant,
+    /// When it was last stepped (every tick, and every offer and pulled chunk): a later step
+    /// much further on finds that this node did not run in between.
+    last_step: Instant,
     /// Once decided: the members still to pull, most caught-up first.
     to_pull: Option<Vec<NodeId>>,
     pulling: Option<Pulling>,
@@ -1758,6 +1762,7 @@ impl Queues {
             asked: asked.clone(),
             offers,
             last_send: now,
+            last_step: now,
             to_pull: None,
             pulling: None,
             merged: BTreeMap::new(),
@@ -1806,6 +1811,20 @@ impl Queues {
             return;
         };
         let fence = *fence;
+        // Time this node did not run is not silence of the members it asked: after a gap with
+        // no step (a pause, a stalled host), the recovery's clocks move past it, and what is
+        // unanswered is asked again at once. Without it a new owner paused through its wait
+        // together with the members holding the shard gave them up (suspect by then) at its
+        // first step back, before they could answer (issue 16, `queue-owner-lapse` seed 7600:
+        // 177 acknowledged items lost).
+        let stalled = now.saturating_duration_since(r.last_step);
+        if stalled > RESEND_INTERVAL {
+            r.started += stalled;
+            if let Some(p) = &mut r.pulling {
+                p.last_progress += stalled;
+            }
+        }
+        r.last_step = now;
         let mut sends = Vec::new();
         if r.to_pull.is_none() {
             let all = r.asked.iter().all(|n| r.offers.contains_key(n));

@@ -17,6 +17,7 @@ use alloc::vec::Vec;
 use crate::config::{Config, Profile};
 use crate::id::{Incarnation, NodeId};
 use crate::lease::{Campaign, FencingToken, LeaseConfig};
+use crate::membership::MemberState;
 use crate::node::{Channel, Event, Node};
 use crate::queue::{
     FailOutcome, OwnershipToken, QueueBody, QueueConfig, QueueError, QueueEvent, QueueMessage,
@@ -192,7 +193,8 @@ impl Mesh {
                     self.now = until;
                     return None;
                 }
-                self.now = next;
+                // A node back from `down` has timers due in the past: they fire now.
+                self.now = next.max(self.now);
                 for (i, node) in self.nodes.iter_mut().enumerate() {
                     if !self.down.contains(&(i as u64 + 1)) {
                         node.handle_timeout(self.now);
@@ -784,6 +786,88 @@ fn a_new_owner_waits_past_the_wait_for_a_silent_member_that_is_alive() {
         panic!("not served once the replica answers");
     };
     assert_eq!((n, items, source), (new_owner, 2, Some(id(replica))));
+}
+
+/// Time a new owner did not run is not silence of the members it asked: one paused through its
+/// recovery wait together with the old owner and its replica asks them again when it resumes,
+/// and waits for their answers, though membership holds them suspect by then (issue 16,
+/// `queue-owner-lapse` seed 7600: the new owner served at its first step back, from no copy,
+/// and lost 177 acknowledged items).
+#[test]
+fn a_new_owner_paused_through_its_wait_asks_again_when_it_resumes() {
+    let config = queue_config();
+    let mut mesh = Mesh::new(&config);
+    let (s, owner, replica) = shards()
+        .shards()
+        .find_map(|s| {
+            let owner = mesh.owner_of(&s)?;
+            let replica = replica_of(&mesh, owner, &s);
+            // Node 1 is the only voter: it stays up.
+            (replica != 1).then_some((s, owner, replica))
+        })
+        .expect("a shard whose replica is not the voter");
+    mesh.enqueue(1, &s, b"one");
+    mesh.enqueue(1, &s, b"two");
+    let the_other = (2..=MEMBERS)
+        .find(|n| ![owner, replica].contains(n))
+        .unwrap();
+    let suspect = |mesh: &Mesh, n: u64| {
+        mesh.nodes[(the_other - 1) as usize]
+            .membership()
+            .member(id(n))
+            .is_some_and(|m| m.state == MemberState::Suspect)
+    };
+    let run_while = |mesh: &mut Mesh, mut go_on: Box<dyn FnMut(&Mesh) -> bool>, what: &str| {
+        let step = Duration::from_millis(10);
+        for _ in 0..500 {
+            if !go_on(mesh) {
+                return;
+            }
+            mesh.run_for(step);
+        }
+        panic!("the test needs {what} within 5 s");
+    };
+    // The replica goes first, and is suspect by the time the owner goes.
+    mesh.down.insert(replica);
+    run_while(
+        &mut mesh,
+        Box::new(move |m| !suspect(m, replica)),
+        "the replica suspect",
+    );
+    assert_eq!(
+        replica_of(&mesh, owner, &s),
+        replica,
+        "the test needs the replica kept"
+    );
+    mesh.down.insert(owner);
+    mesh.events.clear();
+    let recovering = mesh.run_until(
+        secs(30),
+        |_, e| matches!(e, QueueEvent::Recovering { shard, .. } if *shard == s),
+    );
+    let (new_owner, _) = recovering.expect("a member takes the shard over");
+    assert_eq!(new_owner, the_other);
+    // The new owner pauses at once, past its recovery wait (not its lease); then it runs again,
+    // and the holders once it holds both suspect (resumed first, they would refute at once).
+    mesh.down.insert(new_owner);
+    mesh.run_for(config.recovery_wait() * 3 / 2);
+    mesh.down.remove(&new_owner);
+    run_while(
+        &mut mesh,
+        Box::new(move |m| !(suspect(m, owner) && suspect(m, replica))),
+        "both holders suspect",
+    );
+    mesh.down.clear();
+    mesh.run_for(secs(10));
+    let served = mesh.events.iter().find_map(|(n, e)| match e {
+        QueueEvent::Serving { shard, items, .. } if *shard == s => Some((*n, *items)),
+        _ => None,
+    });
+    assert_eq!(
+        served,
+        Some((new_owner, 2)),
+        "served without the holders' copies"
+    );
 }
 
 /// A member that runs queues but not the shard a new owner recovers says at once that it holds
