@@ -587,6 +587,10 @@ def main() -> int:
             "CHECK_DOCS_TREE": str(work / "tree"),
             "CARGO_HOME": os.environ.get("CARGO_HOME", str(Path.home() / ".cargo")),
             "RUSTUP_HOME": os.environ.get("RUSTUP_HOME", str(Path.home() / ".rustup")),
+            # What decides how cargo builds (CARGO_INCREMENTAL, CARGO_TARGET_DIR, RUSTFLAGS...),
+            # as the suite was built: without it the shims' `cargo nextest list` rebuilt every
+            # test binary under another profile hash (minutes, and gigabytes of disk in CI).
+            **{k: v for k, v in os.environ.items() if k.startswith(("CARGO_", "RUSTFLAGS", "RUSTDOCFLAGS"))},
         }
         outcomes: dict[tuple[str, int, int], Outcome] = {}
         failures: list[str] = []

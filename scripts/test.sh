@@ -29,7 +29,7 @@ fi
 # sample service's walkthrough (samples/jobs/tests/walkthrough.rs) runs its README as written,
 # curl lines included, with three real processes and a kill -9 (20 s on a quiet machine, minutes
 # on a loaded one): it is here too.
-TOOL_TESTS='binary(walkthrough) | binary(promtool) | binary(observability_tools) | binary(observability_e2e) | binary(alert_alertmanager) | binary(probe_agent) | test(=five_daemons_are_scraped_by_prometheus) | test(=client_falls_back_to_h2_when_nftables_drops_udp)'
+TOOL_TESTS='(package(meshkit-tests) | package(meshkit-cli) | package(meshkit-probe) | package(meshkit-sample-jobs)) & (binary(walkthrough) | binary(promtool) | binary(observability_tools) | binary(observability_e2e) | binary(alert_alertmanager) | binary(probe_agent) | test(=five_daemons_are_scraped_by_prometheus) | test(=client_falls_back_to_h2_when_nftables_drops_udp))'
 if [[ "${MESHKIT_SKIP_TOOL_TESTS:-0}" != 1 ]]; then
   if [[ "$(id -u)" -ne 0 ]]; then
     echo "the tests that need outside tools need root (MESHKIT_SKIP_TOOL_TESTS=1 leaves them out, as skipped)" >&2
@@ -66,7 +66,9 @@ cargo nextest run --workspace --locked --no-fail-fast
 
 if [[ "${MESHKIT_SKIP_TOOL_TESTS:-0}" != 1 ]]; then
   step "tests that need an outside tool (ignored by default; a missing tool fails them)"
-  cargo nextest run -p meshkit-tests -p meshkit-cli -p meshkit-probe -p meshkit-sample-jobs --locked --no-fail-fast --run-ignored only -E "$TOOL_TESTS"
+  # --workspace with the packages in the filter, not -p: -p unifies the dependencies'
+  # features apart and rebuilds the whole suite (twice the time, and the disk).
+  cargo nextest run --workspace --locked --no-fail-fast --run-ignored only -E "$TOOL_TESTS"
 else
   echo "SKIPPED (MESHKIT_SKIP_TOOL_TESTS=1): the tests that need prometheus, promtool and nftables"
 fi
@@ -102,8 +104,9 @@ step "fuzz targets compile, clippy-clean (running them needs nightly: scripts/fu
 cargo clippy --manifest-path fuzz/Cargo.toml --locked --all-targets --quiet -- -D warnings
 
 step "scenario catalog replays on the simulator"
-cargo run --quiet --locked -p meshkit-sim -- run scenarios/steady.toml --seeds 1..3
-cargo run --quiet --locked -p meshkit-sim -- run scenarios/crash-one.toml --seed 7 --json
+# The workspace build's binary (`cargo run -p meshkit-sim` would build it again, alone).
+target/debug/meshkit-sim run scenarios/steady.toml --seeds 1..3
+target/debug/meshkit-sim run scenarios/crash-one.toml --seed 7 --json
 
 step "static binaries in an image FROM scratch (scripts/static-image.sh)"
 # Needs a Docker daemon, which CI has: without one this step fails, unless MESHKIT_SKIP_DOCKER=1
@@ -119,9 +122,9 @@ elif timeout 20 docker info >/dev/null 2>&1; then
   if [[ "${MESHKIT_SKIP_TOOL_TESTS:-0}" == 1 ]]; then
     echo "SKIPPED (MESHKIT_SKIP_TOOL_TESTS=1): the compose environment needs Debian's prometheus packages"
   else
-    cargo nextest run -p meshkit-tests --locked --no-fail-fast --run-ignored only -E 'binary(compose_env)' --no-capture
+    cargo nextest run --workspace --locked --no-fail-fast --run-ignored only -E 'package(meshkit-tests) & binary(compose_env)' --no-capture
     step "meshkit-chaos runs scenarios/crash-one.toml on a 3-node compose stack, membership-surge-join on 5 nodes with 3 spares and queue-burst-autoscale on 3 nodes (--up --down, one stack at a time, about six minutes)"
-    cargo nextest run -p meshkit-chaos --locked --no-fail-fast --run-ignored only -E 'binary(compose_run)' --no-capture
+    cargo nextest run --workspace --locked --no-fail-fast --run-ignored only -E 'package(meshkit-chaos) & binary(compose_run)' --no-capture
   fi
 else
   echo "no Docker daemon reachable (docker info failed); MESHKIT_SKIP_DOCKER=1 leaves the image out" >&2
