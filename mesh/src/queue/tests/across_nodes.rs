@@ -791,8 +791,8 @@ fn a_new_owner_waits_past_the_wait_for_a_silent_member_that_is_alive() {
 /// Time a new owner did not run is not silence of the members it asked: one paused through its
 /// recovery wait together with the old owner and its replica asks them again when it resumes,
 /// and waits for their answers, though membership holds them suspect by then (issue 16,
-/// `queue-owner-lapse` seed 7600: the new owner served at its first step back, from no copy,
-/// and lost 177 acknowledged items).
+/// `queue-owner-lapse` seed 7600: the new owner served at its first step back, from its own
+/// stale copy, and lost 177 acknowledged items).
 #[test]
 fn a_new_owner_paused_through_its_wait_asks_again_when_it_resumes() {
     let config = queue_config();
