@@ -17,6 +17,7 @@ use meshkit::shard::ShardId;
 use meshkit_node::driver::NodeHandle;
 use meshkit_node::node::RunningNode;
 use meshkit_node::queue_host::QueueCallError;
+use meshkit_testkit::cluster::poll_until;
 
 const SHARDS: u32 = 4;
 const PER_NODE: usize = 40;
@@ -188,17 +189,23 @@ async fn work_enqueued_anywhere_is_completed_once_and_survives_its_owner() {
     // 119 of 120 right after the last answer (a CI run, and 2 of 135 runs here under load; the
     // owners' cores had pushed all 120 events); whether one was late or lost is not known, and
     // a count that never arrives still fails here.
-    let counted = Instant::now();
-    let (mut enqueued, mut completed) = (0.0, 0.0);
-    while counted.elapsed() < Duration::from_secs(5) {
-        enqueued = metric(&all, "mesh_queue_enqueued_total").await;
-        completed = metric(&all, "mesh_queue_completed_total").await;
-        if (enqueued, completed) == (total, total) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!((enqueued, completed), (total, total), "enqueued, completed");
+    let counts = || async {
+        (
+            metric(&all, "mesh_queue_enqueued_total").await,
+            metric(&all, "mesh_queue_completed_total").await,
+        )
+    };
+    let counted = poll_until(
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || async { Some(counts().await).filter(|&c| c == (total, total)) },
+    )
+    .await;
+    let counted = match counted {
+        Some(c) => c,
+        None => counts().await,
+    };
+    assert_eq!(counted, (total, total), "enqueued, completed");
     assert!(metric(&all, "mesh_queue_checkpoint_writes_total").await > 0.0);
 
     // Acknowledged items wait in shard 0's queue; its owner is stopped (no leave: a crash).

@@ -1575,11 +1575,11 @@ impl Queues {
         };
         let fence = *fence;
         let version = s.queue.version();
-        let pending = s.queue.pending_count() as u32;
-        let active = s.queue.active_count() as u32;
         if s.links.values().all(|l| l.acked >= version) {
             return;
         }
+        let pending = s.queue.pending_count() as u32;
+        let active = s.queue.active_count() as u32;
         // The waiting items whose record moved past the version their answer waits for, at
         // that version: every batch whose range holds it carries them (see `Waiting`).
         let mut moved: Vec<(u64, ItemId)> = s

@@ -228,6 +228,17 @@ impl Mesh {
         assert!(self.run_until(time, |_, _| false).is_none());
     }
 
+    /// Runs in steps of 10 ms while `go_on` holds, for at most 5 s (`what` the test needs).
+    fn run_while(&mut self, what: &str, mut go_on: impl FnMut(&Self) -> bool) {
+        for _ in 0..500 {
+            if !go_on(self) {
+                return;
+            }
+            self.run_for(Duration::from_millis(10));
+        }
+        panic!("the test needs {what} within 5 s");
+    }
+
     /// Enqueues `payload` from node `from` and runs until it is answered.
     fn enqueue(&mut self, from: u64, shard: &ShardId, payload: &[u8]) -> QueueEvent {
         let now = self.now;
@@ -817,23 +828,9 @@ fn a_new_owner_paused_through_its_wait_asks_again_when_it_resumes() {
             .member(id(n))
             .is_some_and(|m| m.state == MemberState::Suspect)
     };
-    let run_while = |mesh: &mut Mesh, mut go_on: Box<dyn FnMut(&Mesh) -> bool>, what: &str| {
-        let step = Duration::from_millis(10);
-        for _ in 0..500 {
-            if !go_on(mesh) {
-                return;
-            }
-            mesh.run_for(step);
-        }
-        panic!("the test needs {what} within 5 s");
-    };
     // The replica goes first, and is suspect by the time the owner goes.
     mesh.down.insert(replica);
-    run_while(
-        &mut mesh,
-        Box::new(move |m| !suspect(m, replica)),
-        "the replica suspect",
-    );
+    mesh.run_while("the replica suspect", |m| !suspect(m, replica));
     assert_eq!(
         replica_of(&mesh, owner, &s),
         replica,
@@ -852,11 +849,9 @@ fn a_new_owner_paused_through_its_wait_asks_again_when_it_resumes() {
     mesh.down.insert(new_owner);
     mesh.run_for(config.recovery_wait() * 3 / 2);
     mesh.down.remove(&new_owner);
-    run_while(
-        &mut mesh,
-        Box::new(move |m| !(suspect(m, owner) && suspect(m, replica))),
-        "both holders suspect",
-    );
+    mesh.run_while("both holders suspect", |m| {
+        !(suspect(m, owner) && suspect(m, replica))
+    });
     mesh.down.clear();
     mesh.run_for(secs(10));
     let served = mesh.events.iter().find_map(|(n, e)| match e {
