@@ -377,13 +377,12 @@ impl Waiter {
     }
 }
 
-/// The checkpoint syncs in flight: one blocking task per file written, together making every
-/// append up to generation `generation` durable.
+/// The checkpoint sync in flight: a blocking task making every append up to generation
+/// `generation` durable.
 #[derive(Debug)]
 struct Syncing {
     generation: u64,
-    files: usize,
-    tasks: Vec<JoinHandle<Result<(), QueueStoreError>>>,
+    task: JoinHandle<Result<(), QueueStoreError>>,
 }
 
 /// The queues as the driver hosts them.
@@ -534,7 +533,7 @@ impl QueueHost {
     /// stops.
     ///
     /// Why not sync here: a sync takes milliseconds on a disk (about 3 ms on the benchmark's
-    /// machine), one per shard file written, and the driver's task runs every input of the
+    /// machine), and the driver's task runs every input of the
     /// node meanwhile: membership probes, lease renewals and every queue request waited for
     /// the disk (issue 16's benchmark: acknowledgements of 38 ms at p99 with one in flight).
     pub(crate) fn persist(&mut self, node: &mut Node) -> Result<(), QueueStoreError> {
@@ -576,20 +575,14 @@ impl QueueHost {
             self.synced = generation;
             return Ok(());
         };
-        let files = store.start_sync()?;
-        if files.is_empty() {
-            // Every file written was created by its first record (a replacement, synced).
+        let Some(file) = store.start_sync()? else {
+            // The log was created by its first record (a replacement, synced).
             self.synced = generation;
             return Ok(());
-        }
-        let tasks = files
-            .into_iter()
-            .map(|file| tokio::task::spawn_blocking(move || file.run()))
-            .collect::<Vec<_>>();
+        };
         self.syncing = Some(Syncing {
             generation,
-            files: tasks.len(),
-            tasks,
+            task: tokio::task::spawn_blocking(move || file.run()),
         });
         Ok(())
     }
@@ -605,23 +598,16 @@ impl QueueHost {
         let Some(syncing) = self.syncing.as_mut() else {
             return Poll::Pending;
         };
-        while let Some(task) = syncing.tasks.last_mut() {
-            match Pin::new(task).poll(cx) {
-                Poll::Ready(Ok(Ok(()))) => {
-                    syncing.tasks.pop();
-                }
-                Poll::Ready(Ok(Err(error))) => return Poll::Ready(Err(error)),
-                Poll::Ready(Err(error)) => {
-                    return Poll::Ready(Err(QueueStoreError::SyncTask(error)));
-                }
-                Poll::Pending => return Poll::Pending,
-            }
+        match Pin::new(&mut syncing.task).poll(cx) {
+            Poll::Ready(Ok(Ok(()))) => {}
+            Poll::Ready(Ok(Err(error))) => return Poll::Ready(Err(error)),
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(QueueStoreError::SyncTask(error))),
+            Poll::Pending => return Poll::Pending,
         }
-        let (generation, files) = (syncing.generation, syncing.files);
+        self.synced = syncing.generation;
         self.syncing = None;
-        self.synced = generation;
         if let Some(store) = self.store.as_mut() {
-            store.count_syncs(files);
+            store.count_sync();
             let empty = BTreeMap::new();
             let replicas = node.queues().map_or(&empty, |q| q.replicas());
             if let Err(error) = store.compact_grown(replicas) {

@@ -1,32 +1,49 @@
-//! The queue replicas' checkpoints on disk: one file per shard, `queue-{namespace}-{id}.log`
-//! in `[queues] data_dir`.
+//! The queue replicas' checkpoints on disk: one log per node, `queue-checkpoints.log` in
+//! `[queues] data_dir`, holding every shard's records, each tagged with its shard.
 //!
 //! The queue core stays sans-IO: a replica that records
 //! ([`Node::record_queue_durable_writes`](meshkit::node::Node::record_queue_durable_writes))
 //! hands every change of its copy out as a [`QueueDurableWrite`]; this module appends them, and
-//! the driver syncs the files before it hands the transport any datagram polled after them. An
+//! the driver syncs the log before it hands the transport any datagram polled after them. An
 //! acknowledgement to an owner therefore never promises what the disk does not hold, and an
 //! owner counts a replica's acknowledgement toward an enqueue's only once it is durable: the
 //! rule the queue's "no acknowledged item is lost" rests on (`docs/task-queues.md`). At start
-//! every file is read back with [`ReplicaStore::restore`], so a restarted node offers a new
-//! owner what it held.
+//! the log is read back and every shard's copy rebuilt with [`ReplicaStore::restore`], so a
+//! restarted node offers a new owner what it held.
 //!
 //! # Why this shape
 //!
 //! The checkpoint is a log of small records (each batch applied adds one), read back only at
 //! start: the [record file](crate::record_file) the voter's Raft log uses fits it as it is
-//! (CRC per record, torn tail cut, crash-safe replacement), with no new dependency. One file
-//! per shard keeps a compaction to the shard that grew. SQLite would give the same guarantees
-//! at the cost of a C library in every build, for no query the queue needs.
+//! (CRC per record, torn tail cut, crash-safe replacement), with no new dependency. SQLite
+//! would give the same guarantees at the cost of a C library in every build, for no query the
+//! queue needs.
+//!
+//! **One log for all shards, not a file per shard**: a group commit then costs one `fdatasync`
+//! however many shards it wrote. With a file per shard (format 1) the three nodes of issue 16's
+//! benchmark made 13,000-14,000 syncs for 20,000 items over 16 shards against about 1,000 with
+//! one shard, and the syncs' system time was a third of the nodes' CPU (docs/benchmarks.md,
+//! "One checkpoint log per node"). The price is that a compaction rewrites every shard's copy,
+//! not only the one that grew; it is amortized the same way (below).
+//!
+//! A record is `namespace length: u8`, `namespace`, `shard id: u32 BE`, then the replica's
+//! [checkpoint record](ReplicaStore::checkpoint_record).
 //!
 //! # Compaction
 //!
-//! A log grows with every change. Once a shard's file passes [`COMPACT_MIN_BYTES`] and twice
-//! what its last compaction wrote, it is replaced by the replica's current copy, in records of
-//! at most [`COMPACT_RECORDS_PER_CHUNK`] items ([`ReplicaStore::compacted`]: the records of
-//! earlier owners it still holds first, under their owners' fences): replaying them gives the
-//! same copy (see [`ReplicaStore::restore`]). The replacement is taken after every write the
+//! The log grows with every change. Once it passes [`COMPACT_MIN_BYTES`] and twice what its
+//! last compaction wrote, it is replaced by the replicas' current copies, in records of at most
+//! [`COMPACT_RECORDS_PER_CHUNK`] items ([`ReplicaStore::compacted`]: the records of earlier
+//! owners a replica still holds first, under their owners' fences): replaying them gives the
+//! same copies (see [`ReplicaStore::restore`]). The replacement is taken after every write the
 //! core recorded was appended, so it holds everything those writes held.
+//!
+//! # Upgrading from a file per shard
+//!
+//! A node that finds no log but format-1 files (`queue-{namespace}-{id}.log`, one per shard)
+//! of its configured shards restores from them, writes the log (a replacement: synced, renamed,
+//! the directory synced) and only then removes them. A crash in between leaves the log, which
+//! holds everything, and the old files, which the next start removes unread.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,28 +51,39 @@ use std::path::{Path, PathBuf};
 use meshkit::queue::{
     CheckpointError, MAX_BATCH_RECORDS, MAX_RECORD_BYTES, QueueDurableWrite, ReplicaStore,
 };
-use meshkit::shard::ShardId;
+use meshkit::shard::{MAX_NAMESPACE_CHARS, ShardId};
 use thiserror::Error;
 
 use crate::record_file::{Kind, RecordFile, RecordFileError};
 
-/// The files' first bytes: "MKQUEU", then the format version (1) as a big-endian u16.
-pub const MAGIC: [u8; 8] = *b"MKQUEU\x00\x01";
-/// Items per record of a compacted file.
+/// The log's file name in `data_dir`.
+pub const LOG_NAME: &str = "queue-checkpoints.log";
+/// The log's first bytes: "MKQUEU", then the format version (2) as a big-endian u16.
+pub const MAGIC: [u8; 8] = *b"MKQUEU\x00\x02";
+/// The first bytes of a format-1 file (one per shard), read once to upgrade.
+pub const MAGIC_V1: [u8; 8] = *b"MKQUEU\x00\x01";
+/// Items per record of a compacted log.
 pub const COMPACT_RECORDS_PER_CHUNK: usize = 64;
-/// A shard's file is not compacted below this size.
+/// The log is not compacted below this size.
 pub const COMPACT_MIN_BYTES: u64 = 1 << 20;
 /// The header of a checkpoint record: promised, source, applied, record count.
 const HEADER_BYTES: usize = 8 + 8 + 8 + 4;
 /// The largest checkpoint record: a header and a chunk's items, or a batch's.
 pub const MAX_CHECKPOINT_RECORD_BYTES: usize =
     HEADER_BYTES + COMPACT_RECORDS_PER_CHUNK * MAX_RECORD_BYTES;
+/// The largest shard tag: the namespace's length, the namespace, the shard's id.
+const MAX_TAG_BYTES: usize = 1 + MAX_NAMESPACE_CHARS + 4;
 const _: () = assert!(
     COMPACT_RECORDS_PER_CHUNK >= MAX_BATCH_RECORDS,
-    "a replica's record (one batch) must fit the bound the files are read with"
+    "a replica's record (one batch) must fit the bound the log is read with"
 );
 const KIND: Kind = Kind {
     magic: MAGIC,
+    max_record_bytes: MAX_TAG_BYTES + MAX_CHECKPOINT_RECORD_BYTES,
+    name: "MeshKit queue checkpoint log of format 2",
+};
+const KIND_V1: Kind = Kind {
+    magic: MAGIC_V1,
     max_record_bytes: MAX_CHECKPOINT_RECORD_BYTES,
     name: "MeshKit queue checkpoint of format 1",
 };
@@ -72,72 +100,115 @@ pub enum QueueStoreError {
     /// runtime is shutting down): the appends it covered may not be durable.
     #[error("a queue checkpoint sync did not finish: {0}")]
     SyncTask(#[source] tokio::task::JoinError),
-    /// Every record is intact but one does not decode as a checkpoint.
-    #[error("{}: {source}", path.display())]
+    /// Every record is intact (its checksum holds) but one does not name a valid shard: the
+    /// file was not written by MeshKit.
+    #[error("{}: record {record} names no valid shard", path.display())]
+    Shard {
+        /// The file.
+        path: PathBuf,
+        /// The record's position in the file (from 0).
+        record: usize,
+    },
+    /// Every record is intact but one of a shard's does not decode as a checkpoint.
+    #[error("{}: shard {shard}: {source}", path.display())]
     Checkpoint {
         /// The file.
         path: PathBuf,
-        /// What is wrong.
+        /// The shard whose records do not decode.
+        shard: ShardId,
+        /// What is wrong (the record's position among the shard's).
         source: CheckpointError,
     },
 }
 
-#[derive(Debug)]
-struct ShardFile {
-    file: RecordFile,
-    /// Bytes the last compaction (or the open) left.
-    compacted_len: u64,
-}
-
-/// The checkpoint files of every configured shard.
+/// The checkpoint log of every shard this node replicates.
 #[derive(Debug)]
 pub struct QueueStore {
     dir: PathBuf,
-    files: BTreeMap<ShardId, ShardFile>,
+    log: RecordFile,
+    /// Bytes the last compaction (or the open) left.
+    compacted_len: u64,
     writes: u64,
     syncs: u64,
     compactions: u64,
 }
 
 impl QueueStore {
-    /// Opens the files of `shards` in `dir` (creating it if needed) and rebuilds the replicas
-    /// they hold (shards without a file or with an empty copy are left out).
+    /// Opens the log in `dir` (creating `dir` if needed) and rebuilds the replicas of
+    /// `shards` it holds (shards without records or with an empty copy are left out; records
+    /// of shards no longer configured are dropped at the next compaction). Upgrades format-1
+    /// files of `shards` as the module doc says.
     pub fn open(
         dir: &Path,
         shards: impl IntoIterator<Item = ShardId>,
     ) -> Result<(Self, BTreeMap<ShardId, ReplicaStore>), QueueStoreError> {
-        let mut files = BTreeMap::new();
-        let mut replicas = BTreeMap::new();
-        for shard in shards {
-            let (file, records) = RecordFile::open(dir, &file_name(&shard), KIND)?;
-            if let Some(records) = records {
-                let replica =
-                    ReplicaStore::restore(records.iter().map(Vec::as_slice)).map_err(|source| {
-                        QueueStoreError::Checkpoint {
-                            path: file.path().to_owned(),
-                            source,
-                        }
-                    })?;
-                if replica != ReplicaStore::new() {
-                    replicas.insert(shard.clone(), replica);
-                }
-            }
-            let compacted_len = file.len();
-            files.insert(
-                shard,
-                ShardFile {
-                    file,
-                    compacted_len,
-                },
-            );
+        let (log, records) = RecordFile::open(dir, LOG_NAME, KIND)?;
+        let path = log.path().to_owned();
+        let mut by_shard: BTreeMap<ShardId, Vec<Vec<u8>>> = BTreeMap::new();
+        for (k, record) in records.iter().flatten().enumerate() {
+            let (shard, body) = untag(record).ok_or_else(|| QueueStoreError::Shard {
+                path: path.clone(),
+                record: k,
+            })?;
+            by_shard.entry(shard).or_default().push(body.to_vec());
         }
-        let store = Self {
+        let mut store = Self {
             dir: dir.to_owned(),
-            files,
+            compacted_len: log.len(),
+            log,
             writes: 0,
             syncs: 0,
             compactions: 0,
         };
+        let mut replicas = BTreeMap::new();
+        let mut upgraded = Vec::new();
+        for shard in shards {
+            let v1 = dir.join(v1_file_name(&shard));
+            let body = if records.is_none() && v1.exists() {
+                let (file, v1_records) = RecordFile::open(dir, &v1_file_name(&shard), KIND_V1)?;
+                upgraded.push(file.path().to_owned());
+                v1_records.unwrap_or_default()
+            } else {
+                if v1.exists() {
+                    // Left by a crash after an upgrade wrote the log, which holds it all.
+                    upgraded.push(v1);
+                }
+                by_shard.remove(&shard).unwrap_or_default()
+            };
+            let replica =
+                ReplicaStore::restore(body.iter().map(Vec::as_slice)).map_err(|source| {
+                    QueueStoreError::Checkpoint {
+                        path: path.clone(),
+                        shard: shard.clone(),
+                        source,
+                    }
+                })?;
+            if replica != ReplicaStore::new() {
+                replicas.insert(shard, replica);
+            }
+        }
+        if !by_shard.is_empty() {
+            tracing::warn!(
+                file = %path.display(),
+                shards = by_shard.len(),
+                "queue checkpoints of shards no longer configured: dropped at the next compaction"
+            );
+        }
+        if !upgraded.is_empty() {
+            if records.is_none() {
+                store.compact(&replicas)?;
+                tracing::info!(
+                    file = %path.display(),
+                    files = upgraded.len(),
+                    "queue checkpoints moved from one file per shard (format 1) into one log"
+                );
+            }
+            for file in upgraded {
+                std::fs::remove_file(&file)
+                    .map_err(crate::record_file::io_err(&file))
+                    .map_err(QueueStoreError::File)?;
+            }
+        }
         Ok((store, replicas))
     }
 
@@ -146,70 +217,68 @@ impl QueueStore {
         &self.dir
     }
 
-    /// Appends one write (made durable by [`sync`](Self::sync)). A write for a shard without a
-    /// file (not configured) is a bug of the core's and is dropped with a log line.
+    /// Appends one write (made durable by [`sync`](Self::sync)).
     pub fn write(&mut self, write: &QueueDurableWrite) -> Result<(), QueueStoreError> {
-        let Some(f) = self.files.get_mut(&write.shard) else {
-            tracing::error!(shard = %write.shard, "a queue checkpoint for a shard with no file");
-            return Ok(());
-        };
-        f.file.append(&write.record)?;
+        self.log.append(&tag(&write.shard, &write.record))?;
         self.writes += 1;
         Ok(())
     }
 
-    /// The syncs [`sync`](Self::sync) would make, to make off the driver's task (one
-    /// [`SyncFile`] per file written since the last sync); compact afterwards with
+    /// The sync [`sync`](Self::sync) would make, to make off the driver's task, if anything
+    /// was written since the last one; compact afterwards with
     /// [`compact_grown`](Self::compact_grown). Nothing that depends on the writes appended so
-    /// far may be sent until every one of them ran.
-    pub(crate) fn start_sync(&mut self) -> Result<Vec<SyncFile>, QueueStoreError> {
-        let mut out = Vec::new();
-        for f in self.files.values_mut() {
-            if let Some(file) = f.file.take_sync()? {
-                out.push(SyncFile {
-                    path: f.file.path().to_owned(),
-                    file,
-                });
-            }
-        }
-        Ok(out)
+    /// far may be sent until it ran.
+    pub(crate) fn start_sync(&mut self) -> Result<Option<SyncFile>, QueueStoreError> {
+        Ok(self.log.take_sync()?.map(|file| SyncFile {
+            path: self.log.path().to_owned(),
+            file,
+        }))
     }
 
-    /// Counts `files` syncs made by [`SyncFile::run`].
-    pub(crate) fn count_syncs(&mut self, files: usize) {
-        self.syncs += files as u64;
+    /// Counts a sync made by [`SyncFile::run`].
+    pub(crate) fn count_sync(&mut self) {
+        self.syncs += 1;
     }
 
-    /// Compacts the files that grew past their bound from `replicas` (the copies the written
-    /// records built); each replacement is synced before it returns.
+    /// Compacts the log from `replicas` (the copies the written records built) if it grew
+    /// past its bound; the replacement is synced before it returns.
     pub(crate) fn compact_grown(
         &mut self,
         replicas: &BTreeMap<ShardId, ReplicaStore>,
     ) -> Result<(), QueueStoreError> {
-        for (shard, f) in &mut self.files {
-            let grown = f.file.len() > COMPACT_MIN_BYTES.max(2 * f.compacted_len);
-            if grown {
-                let empty = ReplicaStore::new();
-                let replica = replicas.get(shard).unwrap_or(&empty);
-                f.file
-                    .replace(&replica.compacted(COMPACT_RECORDS_PER_CHUNK))?;
-                f.compacted_len = f.file.len();
-                self.compactions += 1;
-            }
+        if self.log.len() > COMPACT_MIN_BYTES.max(2 * self.compacted_len) {
+            self.compact(replicas)?;
         }
         Ok(())
     }
 
-    /// Syncs every file written since the last sync, then compacts the files that grew past
-    /// their bound from `replicas` (the copies the written records built).
+    fn compact(
+        &mut self,
+        replicas: &BTreeMap<ShardId, ReplicaStore>,
+    ) -> Result<(), QueueStoreError> {
+        let records: Vec<Vec<u8>> = replicas
+            .iter()
+            .flat_map(|(shard, replica)| {
+                replica
+                    .compacted(COMPACT_RECORDS_PER_CHUNK)
+                    .into_iter()
+                    .map(move |body| tag(shard, &body))
+            })
+            .collect();
+        self.log.replace(&records)?;
+        self.compacted_len = self.log.len();
+        self.compactions += 1;
+        Ok(())
+    }
+
+    /// Syncs what was written since the last sync, then compacts the log if it grew past its
+    /// bound, from `replicas` (the copies the written records built).
     pub fn sync(
         &mut self,
         replicas: &BTreeMap<ShardId, ReplicaStore>,
     ) -> Result<(), QueueStoreError> {
-        for f in self.files.values_mut() {
-            if f.file.sync()? {
-                self.syncs += 1;
-            }
+        if self.log.sync()? {
+            self.syncs += 1;
         }
         self.compact_grown(replicas)
     }
@@ -220,7 +289,7 @@ impl QueueStore {
     }
 }
 
-/// One file's sync, taken by [`QueueStore::start_sync`]: blocking, to run on a thread that may
+/// The log's sync, taken by [`QueueStore::start_sync`]: blocking, to run on a thread that may
 /// block (`tokio::task::spawn_blocking`), not on the driver's task.
 #[derive(Debug)]
 pub(crate) struct SyncFile {
@@ -229,7 +298,7 @@ pub(crate) struct SyncFile {
 }
 
 impl SyncFile {
-    /// Makes the file's appends durable (`fdatasync`).
+    /// Makes the log's appends durable (`fdatasync`).
     pub(crate) fn run(self) -> Result<(), QueueStoreError> {
         self.file
             .sync_data()
@@ -238,9 +307,31 @@ impl SyncFile {
     }
 }
 
-/// `queue-{namespace}-{id}.log`.
-pub fn file_name(shard: &ShardId) -> String {
+/// A format-1 file's name: `queue-{namespace}-{id}.log`.
+pub fn v1_file_name(shard: &ShardId) -> String {
     format!("queue-{}-{}.log", shard.namespace(), shard.id())
+}
+
+/// `record` under `shard`'s tag.
+fn tag(shard: &ShardId, record: &[u8]) -> Vec<u8> {
+    let ns = shard.namespace().as_bytes();
+    let mut out = Vec::with_capacity(1 + ns.len() + 4 + record.len());
+    // A namespace is at most MAX_NAMESPACE_CHARS (64) ASCII bytes: its length fits a byte.
+    out.push(ns.len() as u8);
+    out.extend_from_slice(ns);
+    out.extend_from_slice(&shard.id().to_be_bytes());
+    out.extend_from_slice(record);
+    out
+}
+
+/// The shard a record names and the checkpoint record after its tag; `None` if it names no
+/// valid shard.
+fn untag(record: &[u8]) -> Option<(ShardId, &[u8])> {
+    let (&len, rest) = record.split_first()?;
+    let len = usize::from(len);
+    let ns = std::str::from_utf8(rest.get(..len)?).ok()?;
+    let id = u32::from_be_bytes(rest.get(len..len + 4)?.try_into().ok()?);
+    Some((ShardId::new(ns, id).ok()?, &rest[len + 4..]))
 }
 
 #[cfg(test)]
@@ -310,7 +401,7 @@ mod tests {
         drop(store);
         let (_, restored) = QueueStore::open(&dir, [shard.clone()]).unwrap();
         assert_eq!(restored.get(&shard), Some(&replica));
-        let path = dir.join(file_name(&shard));
+        let path = dir.join(LOG_NAME);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.extend_from_slice(&[0, 0, 0, 50, 1, 2]);
         std::fs::write(&path, &bytes).unwrap();
@@ -361,7 +452,7 @@ mod tests {
         }
         store.sync(&BTreeMap::new()).unwrap();
         drop(store);
-        let path = dir.join(file_name(&shard));
+        let path = dir.join(LOG_NAME);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[MAGIC.len() + 8 + 2] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
@@ -373,7 +464,108 @@ mod tests {
             ),
             "{err}"
         );
-        assert!(err.to_string().contains("queue-orders-0.log"), "{err}");
+        assert!(err.to_string().contains(LOG_NAME), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Writes of one shard, `n` items each, as the core records them.
+    fn writes(shard: &ShardId, replica: &mut ReplicaStore, n: u64) -> Vec<QueueDurableWrite> {
+        replicate(replica, n)
+            .into_iter()
+            .map(|record| QueueDurableWrite {
+                shard: shard.clone(),
+                record,
+            })
+            .collect()
+    }
+
+    /// Shards written in turn into the one log come back apart, each its own copy, through a
+    /// compaction too; a group commit of every shard's writes is one sync.
+    #[test]
+    fn shards_interleaved_in_one_log_come_back_apart() {
+        let dir = temp_dir("interleaved");
+        let shards: Vec<ShardId> = (0..3).map(|k| ShardId::new("orders", k).unwrap()).collect();
+        let (mut store, _) = QueueStore::open(&dir, shards.clone()).unwrap();
+        let mut replicas: BTreeMap<ShardId, ReplicaStore> = BTreeMap::new();
+        let mut per_shard: Vec<Vec<QueueDurableWrite>> = shards
+            .iter()
+            .zip([5, 3, 0])
+            .map(|(shard, n)| writes(shard, replicas.entry(shard.clone()).or_default(), n))
+            .collect();
+        replicas.retain(|_, r| *r != ReplicaStore::new());
+        // Interleave the shards' writes, as concurrent batches do.
+        while per_shard.iter().any(|w| !w.is_empty()) {
+            for w in &mut per_shard {
+                if !w.is_empty() {
+                    store.write(&w.remove(0)).unwrap();
+                }
+            }
+        }
+        store.sync(&replicas).unwrap();
+        assert_eq!(store.counters().1, 1, "one sync for every shard written");
+        drop(store);
+        let (mut store, restored) = QueueStore::open(&dir, shards.clone()).unwrap();
+        assert_eq!(
+            restored, replicas,
+            "each shard its own copy; the empty one left out"
+        );
+        store.compact(&replicas).unwrap();
+        drop(store);
+        let (_, restored) = QueueStore::open(&dir, shards).unwrap();
+        assert_eq!(restored, replicas, "the same copies after a compaction");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A node that kept a file per shard (format 1) finds its copies in the log after the
+    /// upgrade, and the old files are gone; one left by a crash after the log was written is
+    /// removed unread.
+    #[test]
+    fn files_per_shard_are_upgraded_into_the_log() {
+        let dir = temp_dir("upgrade");
+        let shards: Vec<ShardId> = (0..2).map(|k| ShardId::new("orders", k).unwrap()).collect();
+        let mut replicas = BTreeMap::new();
+        for (shard, n) in shards.iter().zip([4, 2]) {
+            let mut replica = ReplicaStore::new();
+            let records = replicate(&mut replica, n);
+            let (mut file, _) = RecordFile::open(&dir, &v1_file_name(shard), KIND_V1).unwrap();
+            file.replace(&records).unwrap();
+            replicas.insert(shard.clone(), replica);
+        }
+        let (store, restored) = QueueStore::open(&dir, shards.clone()).unwrap();
+        assert_eq!(restored, replicas);
+        assert_eq!(store.counters().2, 1, "the log written by a compaction");
+        for shard in &shards {
+            assert!(
+                !dir.join(v1_file_name(shard)).exists(),
+                "{shard}'s old file removed"
+            );
+        }
+        drop(store);
+        // A crash between the log's write and the old files' removal: the file left behind
+        // holds less than the log (here: nothing) and must not be read.
+        let (mut stale, _) = RecordFile::open(&dir, &v1_file_name(&shards[0]), KIND_V1).unwrap();
+        stale
+            .replace(&replicate(&mut ReplicaStore::new(), 9))
+            .unwrap();
+        let (_, restored) = QueueStore::open(&dir, shards.clone()).unwrap();
+        assert_eq!(restored, replicas, "the log is the state");
+        assert!(!dir.join(v1_file_name(&shards[0])).exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A record whose checksum holds but whose tag names no shard stops the open with the
+    /// record's position.
+    #[test]
+    fn a_record_naming_no_shard_is_refused() {
+        let dir = temp_dir("untagged");
+        let (mut log, _) = RecordFile::open(&dir, LOG_NAME, KIND).unwrap();
+        log.replace(&[b"\x03ABC\x00\x00\x00\x01".to_vec()]).unwrap();
+        let err = QueueStore::open(&dir, [ShardId::new("orders", 0).unwrap()]).unwrap_err();
+        assert!(
+            matches!(err, QueueStoreError::Shard { record: 0, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains(LOG_NAME), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
