@@ -15,7 +15,7 @@ use super::replica::{Applied, ReplicaStore};
 use super::store::{FailOutcome, WorkQueue};
 use super::wire::{Batch, MAX_LEASE_ITEMS, QueueBody, QueueMessage, fill_batch_at};
 use crate::id::NodeId;
-use crate::lease::{FencingToken, LeaseClient};
+use crate::lease::{FencingToken, LeaseClient, Scope};
 use crate::membership::{MemberState, Membership};
 use crate::shard::ShardId;
 use crate::time::{Duration, Instant};
@@ -272,8 +272,9 @@ pub struct QueueContext<'a> {
 }
 
 impl QueueContext<'_> {
-    fn holds(&self, now: Instant, shard: &ShardId) -> Option<FencingToken> {
-        self.client?.holds(now, &shard.scope())
+    /// The fence this node holds the lease of `scope` (a shard's) under.
+    fn holds(&self, now: Instant, scope: &Scope) -> Option<FencingToken> {
+        self.client?.holds(now, scope)
     }
 
     fn is_up(&self, node: NodeId) -> bool {
@@ -540,7 +541,9 @@ struct Request {
 pub struct Queues {
     id: NodeId,
     config: QueueConfig,
-    shards: BTreeSet<ShardId>,
+    /// The configured shards, each with the lease scope that owns it: built once, since
+    /// [`sync`](Self::sync) looks every shard's lease up after every input.
+    shards: BTreeMap<ShardId, Scope>,
     owned: BTreeMap<ShardId, (FencingToken, Owned)>,
     /// The queue a shard's owner served when its lease lapsed (its lease client's local expiry
     /// came before a renewal: a pause, late timers, lost renewals), kept under that fence. The
@@ -595,7 +598,13 @@ impl Queues {
             id,
             health: LeaseHealth::new(config.health_grace()),
             config,
-            shards: shards.into_iter().collect(),
+            shards: shards
+                .into_iter()
+                .map(|shard| {
+                    let scope = shard.scope();
+                    (shard, scope)
+                })
+                .collect(),
             owned: BTreeMap::new(),
             lapsed: BTreeMap::new(),
             replicas,
@@ -776,7 +785,7 @@ impl Queues {
         message: QueueMessage,
     ) -> Result<(), QueueError> {
         let QueueMessage { shard, body } = message;
-        if !self.shards.contains(&shard) {
+        if !self.shards.contains_key(&shard) {
             self.stats.refused_messages += 1;
             // A new owner asks every member that runs queues, and waits past its recovery wait
             // for those alive: one that does not run this shard holds nothing of it, and says
@@ -922,8 +931,17 @@ impl Queues {
     /// Compares the shards owned with the shards the lease client holds now: takes over the new
     /// ones (recovery), stops serving the lost ones.
     pub fn sync(&mut self, now: Instant, ctx: QueueContext<'_>) {
-        let shards: Vec<ShardId> = self.shards.iter().cloned().collect();
-        for shard in shards {
+        // Most inputs change no lease: find the shards to act on without cloning any.
+        let to_act: Vec<(ShardId, Option<FencingToken>)> = self
+            .shards
+            .iter()
+            .filter_map(|(shard, scope)| {
+                let held = ctx.holds(now, scope);
+                let owned = self.owned.get(shard).map(|(f, _)| *f);
+                (held != owned || self.lapsed.contains_key(shard)).then(|| (shard.clone(), held))
+            })
+            .collect();
+        for (shard, held) in to_act {
             if let Some((lapsed, _)) = self.lapsed.get(&shard)
                 && ctx
                     .owner(&shard)
@@ -931,7 +949,6 @@ impl Queues {
             {
                 self.lapsed.remove(&shard);
             }
-            let held = ctx.holds(now, &shard);
             let owned = self.owned.get(&shard).map(|(f, _)| *f);
             if held == owned {
                 continue;
@@ -1147,7 +1164,7 @@ impl Queues {
 
     /// The configured shards.
     pub fn shards(&self) -> impl Iterator<Item = &ShardId> + '_ {
-        self.shards.iter()
+        self.shards.keys()
     }
 
     /// Requests in flight.
@@ -1168,7 +1185,10 @@ impl Queues {
         ctx: QueueContext<'_>,
         shard: &ShardId,
     ) -> Result<&mut Serving, QueueError> {
-        let held = ctx.holds(now, shard);
+        let held = self
+            .shards
+            .get(shard)
+            .and_then(|scope| ctx.holds(now, scope));
         match self.owned.get_mut(shard) {
             Some((fence, Owned::Serving(s))) if held == Some(*fence) => Ok(s),
             Some((fence, Owned::Recovering(_))) if held == Some(*fence) => {
@@ -2079,7 +2099,7 @@ impl Queues {
         shard: ShardId,
         body: impl FnOnce(u64) -> QueueBody,
     ) -> Result<u64, QueueError> {
-        if !self.shards.contains(&shard) {
+        if !self.shards.contains_key(&shard) {
             return Err(QueueError::UnknownShard);
         }
         if self.requests.len() >= MAX_REQUESTS_IN_FLIGHT {
