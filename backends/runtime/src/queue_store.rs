@@ -144,13 +144,15 @@ impl QueueStore {
     ) -> Result<(Self, BTreeMap<ShardId, ReplicaStore>), QueueStoreError> {
         let (log, records) = RecordFile::open(dir, LOG_NAME, KIND)?;
         let path = log.path().to_owned();
+        let had_log = records.is_some();
         let mut by_shard: BTreeMap<ShardId, Vec<Vec<u8>>> = BTreeMap::new();
-        for (k, record) in records.iter().flatten().enumerate() {
-            let (shard, body) = untag(record).ok_or_else(|| QueueStoreError::Shard {
+        for (k, mut record) in records.into_iter().flatten().enumerate() {
+            let (shard, tag_len) = untag(&record).ok_or_else(|| QueueStoreError::Shard {
                 path: path.clone(),
                 record: k,
             })?;
-            by_shard.entry(shard).or_default().push(body.to_vec());
+            record.drain(..tag_len);
+            by_shard.entry(shard).or_default().push(record);
         }
         let mut store = Self {
             dir: dir.to_owned(),
@@ -164,21 +166,21 @@ impl QueueStore {
         let mut upgraded = Vec::new();
         for shard in shards {
             let v1 = dir.join(v1_file_name(&shard));
-            let body = if records.is_none() && v1.exists() {
-                let (file, v1_records) = RecordFile::open(dir, &v1_file_name(&shard), KIND_V1)?;
-                upgraded.push(file.path().to_owned());
-                v1_records.unwrap_or_default()
+            let (from, body) = if !had_log && v1.exists() {
+                let (_, v1_records) = RecordFile::open(dir, &v1_file_name(&shard), KIND_V1)?;
+                upgraded.push(v1.clone());
+                (v1, v1_records.unwrap_or_default())
             } else {
                 if v1.exists() {
                     // Left by a crash after an upgrade wrote the log, which holds it all.
                     upgraded.push(v1);
                 }
-                by_shard.remove(&shard).unwrap_or_default()
+                (path.clone(), by_shard.remove(&shard).unwrap_or_default())
             };
             let replica =
                 ReplicaStore::restore(body.iter().map(Vec::as_slice)).map_err(|source| {
                     QueueStoreError::Checkpoint {
-                        path: path.clone(),
+                        path: from,
                         shard: shard.clone(),
                         source,
                     }
@@ -195,7 +197,7 @@ impl QueueStore {
             );
         }
         if !upgraded.is_empty() {
-            if records.is_none() {
+            if !had_log {
                 store.compact(&replicas)?;
                 tracing::info!(
                     file = %path.display(),
@@ -324,14 +326,14 @@ fn tag(shard: &ShardId, record: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The shard a record names and the checkpoint record after its tag; `None` if it names no
-/// valid shard.
-fn untag(record: &[u8]) -> Option<(ShardId, &[u8])> {
+/// The shard a record names and the length of its tag (the checkpoint record follows);
+/// `None` if it names no valid shard.
+fn untag(record: &[u8]) -> Option<(ShardId, usize)> {
     let (&len, rest) = record.split_first()?;
     let len = usize::from(len);
     let ns = std::str::from_utf8(rest.get(..len)?).ok()?;
     let id = u32::from_be_bytes(rest.get(len..len + 4)?.try_into().ok()?);
-    Some((ShardId::new(ns, id).ok()?, &rest[len + 4..]))
+    Some((ShardId::new(ns, id).ok()?, 1 + len + 4))
 }
 
 #[cfg(test)]
