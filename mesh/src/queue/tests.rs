@@ -102,6 +102,61 @@ fn tokens_are_checked_for_fence_grant_and_item() {
     );
 }
 
+/// What a resent lease request and the expiry rest on: an item is leased under a token only
+/// for that token's fence and grant, and its deadline is the grant's, moved by heartbeats.
+#[test]
+fn a_lease_is_known_by_its_token_and_its_deadline() {
+    let mut q = WorkQueue::new(FencingToken::new(7), &config());
+    let item = q.enqueue(origin(1), b"x").unwrap();
+    let other = q.enqueue(origin(2), b"y").unwrap();
+    assert_eq!(q.lease_deadline(item), None, "pending: no deadline");
+    let (t, deadline) = q.lease(ms(10), NodeId::new(4)).unwrap();
+    assert_eq!(t.item, item);
+    assert_eq!(q.lease_deadline(item), Some(ms(1010)));
+    assert_eq!(deadline, ms(1010));
+    assert!(q.is_leased_under(&t));
+    let older_fence = OwnershipToken {
+        fence: FencingToken::new(6),
+        ..t
+    };
+    assert!(!q.is_leased_under(&older_fence), "another owner's grant");
+    let other_grant = OwnershipToken {
+        lease: LeaseId::new(t.lease.get() + 1),
+        ..t
+    };
+    assert!(
+        !q.is_leased_under(&other_grant),
+        "another grant of the item"
+    );
+    let pending = OwnershipToken { item: other, ..t };
+    assert!(!q.is_leased_under(&pending), "an item not leased");
+    // A completion or heartbeat needs the grant and the attempt both.
+    assert_eq!(q.check(&t), Ok(()));
+    for forged in [
+        other_grant,
+        OwnershipToken {
+            attempt: t.attempt + 1,
+            ..t
+        },
+    ] {
+        assert!(
+            matches!(q.check(&forged), Err(QueueError::StaleLease { .. })),
+            "{forged:?}"
+        );
+    }
+    assert_eq!(q.next_deadline(), Some(ms(1010)));
+    let (t2, _) = q.lease(ms(300), NodeId::new(5)).unwrap();
+    assert_eq!(q.next_deadline(), Some(ms(1010)), "the earliest of two");
+    q.heartbeat(ms(600), &t).unwrap();
+    assert_eq!(q.lease_deadline(item), Some(ms(1600)));
+    assert_eq!(q.next_deadline(), Some(ms(1300)), "the other one's now");
+    q.complete(&t).unwrap();
+    assert_eq!(q.lease_deadline(item), None, "finished: no deadline");
+    assert!(!q.is_leased_under(&t), "completed, no longer leased");
+    q.complete(&t2).unwrap();
+    assert_eq!(q.next_deadline(), None, "nothing leased");
+}
+
 #[test]
 fn enqueue_is_idempotent_per_origin_and_bounded() {
     let mut q = WorkQueue::new(FencingToken::new(1), &QueueConfig::default());
@@ -457,9 +512,10 @@ fn a_rebuilt_queue_numbers_above_the_floor_it_is_given() {
     let partial: Vec<ItemRecord> = old.records().take(2).cloned().collect();
     let mut next = WorkQueue::rebuild(FencingToken::new(9), &config(), partial, 2);
     assert_eq!(
-        next.numbering().0,
-        3,
-        "without the floor it would give item 3 again"
+        next.numbering(),
+        (3, 2),
+        "above the recovered items' ids and the grant item 1 was leased under (lease 1): \
+         without the floor it would give item 3 again"
     );
     next.raise_numbering(old.numbering());
     let id = next.enqueue(origin(99), b"new").unwrap();
