@@ -2277,3 +2277,113 @@ fn in_version_order<'a>(
 fn record_version(queue: &WorkQueue, item: ItemId) -> u64 {
     queue.record(item).map_or(queue.version(), |r| r.version)
 }
+
+/// The private parts the protocol tests across nodes (`queue::tests::across_nodes`) reach only
+/// through rare timings: a recovery's merge of copies, and an owner's memory of its grants.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::config::QueueConfig;
+
+    fn record(q: &mut WorkQueue, request: u64) -> ItemRecord {
+        let origin = Origin {
+            node: NodeId::new(9),
+            request,
+        };
+        let id = q.enqueue(origin, b"x").unwrap();
+        q.record(id).unwrap().clone()
+    }
+
+    fn recovery() -> Recovery {
+        let t = Instant::from_nanos(0);
+        Recovery {
+            started: t,
+            asked: BTreeSet::new(),
+            offers: BTreeMap::new(),
+            last_send: t,
+            last_step: t,
+            to_pull: None,
+            pulling: None,
+            merged: BTreeMap::new(),
+            applied: 0,
+            best: None,
+            floor: (1, 1),
+        }
+    }
+
+    /// Each item ends at its newest `(source fence, version)`, whatever order the copies
+    /// arrive in: a newer owner's record wins over an older owner's of a higher version, and
+    /// within one owner the higher version wins.
+    #[test]
+    fn a_recovery_keeps_each_items_newest_record_in_any_order() {
+        let (old, new) = (FencingToken::new(3), FencingToken::new(4));
+        let mut q = WorkQueue::new(old, &QueueConfig::default());
+        let first = record(&mut q, 1);
+        // Versions 1 and 2 of the item under the old owner; a newer owner's version 1.
+        let mut leased = first.clone();
+        leased.version = 2;
+        leased.attempts = 1;
+        let mut newer = first.clone();
+        newer.attempts = 2;
+        let copies = [
+            (old, first.clone()),
+            (old, leased.clone()),
+            (new, newer.clone()),
+        ];
+        for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0], [0, 2, 1]] {
+            let mut r = recovery();
+            r.merge(order.iter().map(|&k| copies[k].clone()));
+            assert_eq!(
+                r.merged.get(&first.id),
+                Some(&(new, newer.clone())),
+                "{order:?}"
+            );
+        }
+        let mut r = recovery();
+        r.merge([(old, leased.clone()), (old, first.clone())]);
+        assert_eq!(
+            r.merged.get(&first.id),
+            Some(&(old, leased)),
+            "the higher version"
+        );
+    }
+
+    fn serving() -> Serving {
+        let config = QueueConfig::default();
+        Serving {
+            queue: WorkQueue::new(FencingToken::new(1), &config),
+            monitor: BackpressureMonitor::new(None, 0, config.cooldown()),
+            links: BTreeMap::new(),
+            replaced: BTreeMap::new(),
+            waiting: Vec::new(),
+            grants: BTreeMap::new(),
+            grant_order: VecDeque::new(),
+        }
+    }
+
+    /// An owner answers a resent lease request from its memory of grants: bounded by
+    /// [`MAX_REMEMBERED_GRANTS`] (the oldest forgotten first) and by age.
+    #[test]
+    fn remembered_grants_are_bounded_in_number_and_age() {
+        let mut s = serving();
+        let w = NodeId::new(4);
+        let at = |ms: u64| Instant::from_nanos(ms * 1_000_000);
+        for request in 0..MAX_REMEMBERED_GRANTS as u64 {
+            s.remember_grant(at(request), w, request, Vec::new());
+        }
+        assert_eq!(s.grants.len(), MAX_REMEMBERED_GRANTS);
+        assert!(s.grants.contains_key(&(w, 0)));
+        // One more forgets the oldest, only it.
+        let last = MAX_REMEMBERED_GRANTS as u64;
+        s.remember_grant(at(last), w, last, Vec::new());
+        assert_eq!(s.grants.len(), MAX_REMEMBERED_GRANTS);
+        assert!(!s.grants.contains_key(&(w, 0)));
+        assert!(s.grants.contains_key(&(w, 1)) && s.grants.contains_key(&(w, last)));
+        // Those granted 1 s or more before now go; the younger stay.
+        s.forget_grants(at(last), Duration::from_millis(1000));
+        assert_eq!(s.grants.len(), 1000);
+        assert!(!s.grants.contains_key(&(w, last - 1000)));
+        assert!(s.grants.contains_key(&(w, last - 999)));
+        assert_eq!(s.grant_order.len(), s.grants.len());
+    }
+}
