@@ -1737,3 +1737,58 @@ fn a_recording_replicas_durable_writes_replay_to_its_copy() {
     assert_eq!(restored, copy);
     assert!(mesh.node(other).poll_queue_durable().is_none());
 }
+
+/// An owner replaces a replica that membership holds dead even while the replica was caught
+/// up (nothing to acknowledge is not silence, so only membership can tell): an idle shard
+/// must not keep a dead node as its only replica until the next enqueue.
+#[test]
+fn a_dead_replica_of_an_idle_queue_is_replaced() {
+    let mut mesh = Mesh::new(&queue_config());
+    let s = shard0();
+    let owner = mesh.owner_of(&s).unwrap();
+    mesh.enqueue(1, &s, b"a");
+    let replica = replica_of(&mesh, owner, &s);
+    assert_ne!(replica, 1, "the test needs the voter up");
+    mesh.down.insert(replica);
+    // Membership's verdict takes a few seconds (the suspicion's minimum is 4 s).
+    mesh.run_for(secs(20));
+    let links = mesh.nodes[(owner - 1) as usize]
+        .queues()
+        .unwrap()
+        .replica_links(&s);
+    assert_eq!(links.len(), 1, "{links:?}");
+    assert_ne!(links[0].0.get(), replica, "the dead node is no replica");
+}
+
+/// A new owner asks every member that has not left for its copy, and not one that left: it
+/// holds nothing (it handed its work over), and waiting for its answer would only stretch
+/// the recovery.
+#[test]
+fn a_new_owner_does_not_ask_a_member_that_left() {
+    let mut mesh = Mesh::new(&queue_config());
+    let s = shard0();
+    let owner = mesh.owner_of(&s).unwrap();
+    let replica = replica_of(&mesh, owner, &s);
+    let leaver = (2..=MEMBERS)
+        .find(|n| *n != owner && *n != replica)
+        .unwrap();
+    let now = mesh.now;
+    mesh.node(leaver).leave(now);
+    mesh.run_for(secs(2));
+    mesh.down.insert(leaver);
+    mesh.down.insert(owner);
+    mesh.sent.clear();
+    let serving = mesh.run_until(
+        secs(30),
+        |_, e| matches!(e, QueueEvent::Serving { shard, .. } if *shard == s),
+    );
+    assert!(serving.is_some(), "{s} served again");
+    let asked: BTreeSet<u64> = mesh
+        .sent
+        .iter()
+        .filter(|(_, _, m)| m.shard == s && matches!(m.body, QueueBody::Recover { .. }))
+        .map(|(_, to, _)| *to)
+        .collect();
+    assert!(asked.contains(&owner), "the old owner is asked: {asked:?}");
+    assert!(!asked.contains(&leaver), "node {leaver} left: {asked:?}");
+}
