@@ -1792,3 +1792,43 @@ fn a_new_owner_does_not_ask_a_member_that_left() {
     assert!(asked.contains(&owner), "the old owner is asked: {asked:?}");
     assert!(!asked.contains(&leaver), "node {leaver} left: {asked:?}");
 }
+
+/// A replica that membership holds alive but that acknowledges nothing new for the recovery
+/// wait is replaced, and not chosen again for a while (it would stall the enqueues again); an
+/// idle replica that is caught up is kept however long it has nothing to acknowledge.
+#[test]
+fn a_replica_that_stops_acknowledging_is_replaced_and_not_chosen_again_at_once() {
+    let config = queue_config();
+    let mut mesh = Mesh::new(&config);
+    let s = shard0();
+    let owner = mesh.owner_of(&s).unwrap();
+    mesh.enqueue(1, &s, b"a");
+    let replica = replica_of(&mesh, owner, &s);
+    mesh.run_for(config.recovery_wait() * 3);
+    assert_eq!(
+        replica_of(&mesh, owner, &s),
+        replica,
+        "idle and caught up: kept"
+    );
+    mesh.drop_if = Some(Box::new(move |from, _, m| {
+        from == replica && matches!(m.body, QueueBody::ReplicaAck { .. })
+    }));
+    let asked = mesh.now;
+    let answer = mesh.enqueue(1, &s, b"b");
+    assert!(matches!(answer, QueueEvent::Enqueued { .. }), "{answer:?}");
+    let took = mesh.now.saturating_duration_since(asked);
+    let next = replica_of(&mesh, owner, &s);
+    assert_ne!(next, replica, "replaced");
+    assert!(
+        took <= config.recovery_wait() * 2,
+        "acknowledged {took:?} after the enqueue, by the replacement"
+    );
+    // The replaced one is passed over while its ban lasts, though the replacement fails too.
+    mesh.drop_if = Some(Box::new(move |from, _, m| {
+        (from == replica || from == next) && matches!(m.body, QueueBody::ReplicaAck { .. })
+    }));
+    let answer = mesh.enqueue(1, &s, b"c");
+    assert!(matches!(answer, QueueEvent::Enqueued { .. }), "{answer:?}");
+    let third = replica_of(&mesh, owner, &s);
+    assert!(third != replica && third != next, "node {third}");
+}
