@@ -497,6 +497,27 @@ struct Recovery {
 }
 
 impl Recovery {
+    /// A recovery started at `now` that asked `asked` and holds `offers` so far.
+    fn new(
+        now: Instant,
+        asked: BTreeSet<NodeId>,
+        offers: BTreeMap<NodeId, (FencingToken, u64)>,
+    ) -> Self {
+        Self {
+            started: now,
+            asked,
+            offers,
+            last_send: now,
+            last_step: now,
+            to_pull: None,
+            pulling: None,
+            merged: BTreeMap::new(),
+            applied: 0,
+            best: None,
+            floor: (1, 1),
+        }
+    }
+
     fn merge(&mut self, records: impl IntoIterator<Item = (FencingToken, ItemRecord)>) {
         for (source, rec) in records {
             let newer = self
@@ -1777,19 +1798,7 @@ impl Queues {
         let asked: BTreeSet<NodeId> = ctx.members_up().into_iter().collect();
         let mut offers = BTreeMap::new();
         offers.insert(self.id, own);
-        let mut recovery = Recovery {
-            started: now,
-            asked: asked.clone(),
-            offers,
-            last_send: now,
-            last_step: now,
-            to_pull: None,
-            pulling: None,
-            merged: BTreeMap::new(),
-            applied: 0,
-            best: None,
-            floor: (1, 1),
-        };
+        let mut recovery = Recovery::new(now, asked.clone(), offers);
         // The queue it served itself under an earlier fence, if that lapsed (see `lapsed`): a
         // copy like a replica's, of that fence, and the most caught-up one of that fence (the
         // owner is where changes start). Without it, an owner whose lease lapsed and came back
@@ -2295,20 +2304,7 @@ mod tests {
     }
 
     fn recovery() -> Recovery {
-        let t = Instant::from_nanos(0);
-        Recovery {
-            started: t,
-            asked: BTreeSet::new(),
-            offers: BTreeMap::new(),
-            last_send: t,
-            last_step: t,
-            to_pull: None,
-            pulling: None,
-            merged: BTreeMap::new(),
-            applied: 0,
-            best: None,
-            floor: (1, 1),
-        }
+        Recovery::new(Instant::from_nanos(0), BTreeSet::new(), BTreeMap::new())
     }
 
     /// Each item ends at its newest `(source fence, version)`, whatever order the copies
