@@ -533,9 +533,9 @@ impl QueueHost {
     /// stops.
     ///
     /// Why not sync here: a sync takes milliseconds on a disk (about 3 ms on the benchmark's
-    /// machine), and the driver's task runs every input of the
-    /// node meanwhile: membership probes, lease renewals and every queue request waited for
-    /// the disk (issue 16's benchmark: acknowledgements of 38 ms at p99 with one in flight).
+    /// machine), and the driver's task runs every input of the node meanwhile: membership
+    /// probes, lease renewals and every queue request waited for the disk (issue 16's
+    /// benchmark: acknowledgements of 38 ms at p99 with one in flight).
     pub(crate) fn persist(&mut self, node: &mut Node) -> Result<(), QueueStoreError> {
         let Some(store) = self.store.as_mut() else {
             return Ok(());
