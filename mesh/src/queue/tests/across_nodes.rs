@@ -439,6 +439,8 @@ fn a_token_completes_its_item_once_and_stale_tokens_are_refused() {
         .filter(|e| matches!(e, QueueEvent::StaleRefused { .. }))
         .count();
     assert_eq!(stale_before, 1, "the forged fence was counted");
+    let stats = mesh.nodes[(owner - 1) as usize].queues().unwrap().stats();
+    assert_eq!(stats.stale_refused, 1, "and in the owner's counters");
 }
 
 /// A lease of several items grants up to `max` of those pending in one request and one answer,
@@ -1077,7 +1079,9 @@ fn a_request_to_a_silent_owner_times_out() {
     let owner = mesh.owner_of(&s).unwrap();
     mesh.down.insert(owner);
     let sent = mesh.now;
-    let answer = mesh.enqueue(1, &s, b"lost?");
+    let request = mesh.node(1).queue_enqueue(sent, s, b"lost?").unwrap();
+    assert_eq!(mesh.nodes[0].queues().unwrap().requests_in_flight(), 1);
+    let answer = mesh.answer(1, request);
     assert!(
         matches!(
             answer,
