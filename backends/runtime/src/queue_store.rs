@@ -378,6 +378,17 @@ mod tests {
         written
     }
 
+    /// The writes the core records for `shard` while `replica` applies `n` items, one batch each.
+    fn writes(shard: &ShardId, replica: &mut ReplicaStore, n: u64) -> Vec<QueueDurableWrite> {
+        replicate(replica, n)
+            .into_iter()
+            .map(|record| QueueDurableWrite {
+                shard: shard.clone(),
+                record,
+            })
+            .collect()
+    }
+
     /// What is written is what a restart reads back; a file past its bound is compacted to
     /// the same copy; a torn tail is cut, not fatal.
     #[test]
@@ -389,13 +400,8 @@ mod tests {
         let mut replica = ReplicaStore::new();
         // About 340 bytes a record: 4,000 of them pass the 1 MiB bound.
         let mut replicas = BTreeMap::new();
-        for record in replicate(&mut replica, 4000) {
-            store
-                .write(&QueueDurableWrite {
-                    shard: shard.clone(),
-                    record,
-                })
-                .unwrap();
+        for write in writes(&shard, &mut replica, 4000) {
+            store.write(&write).unwrap();
         }
         replicas.insert(shard.clone(), replica.clone());
         store.sync(&replicas).unwrap();
@@ -423,13 +429,8 @@ mod tests {
         let shard = ShardId::new("orders", 1).unwrap();
         let (mut store, _) = QueueStore::open(&dir, [shard.clone()]).unwrap();
         let mut replica = ReplicaStore::new();
-        for record in replicate(&mut replica, 5) {
-            store
-                .write(&QueueDurableWrite {
-                    shard: shard.clone(),
-                    record,
-                })
-                .unwrap();
+        for write in writes(&shard, &mut replica, 5) {
+            store.write(&write).unwrap();
         }
         assert_eq!(store.counters().1, 0, "no sync made");
         drop(store);
@@ -444,13 +445,8 @@ mod tests {
         let shard = ShardId::new("orders", 0).unwrap();
         let (mut store, _) = QueueStore::open(&dir, [shard.clone()]).unwrap();
         let mut replica = ReplicaStore::new();
-        for record in replicate(&mut replica, 3) {
-            store
-                .write(&QueueDurableWrite {
-                    shard: shard.clone(),
-                    record,
-                })
-                .unwrap();
+        for write in writes(&shard, &mut replica, 3) {
+            store.write(&write).unwrap();
         }
         store.sync(&BTreeMap::new()).unwrap();
         drop(store);
@@ -468,17 +464,6 @@ mod tests {
         );
         assert!(err.to_string().contains(LOG_NAME), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    /// Writes of one shard, `n` items each, as the core records them.
-    fn writes(shard: &ShardId, replica: &mut ReplicaStore, n: u64) -> Vec<QueueDurableWrite> {
-        replicate(replica, n)
-            .into_iter()
-            .map(|record| QueueDurableWrite {
-                shard: shard.clone(),
-                record,
-            })
-            .collect()
     }
 
     /// Shards written in turn into the one log come back apart, each its own copy, through a

@@ -953,16 +953,18 @@ impl Queues {
     /// ones (recovery), stops serving the lost ones.
     pub fn sync(&mut self, now: Instant, ctx: QueueContext<'_>) {
         // Most inputs change no lease: find the shards to act on without cloning any.
-        let to_act: Vec<(ShardId, Option<FencingToken>)> = self
+        type ToAct = (ShardId, Option<FencingToken>, Option<FencingToken>);
+        let to_act: Vec<ToAct> = self
             .shards
             .iter()
             .filter_map(|(shard, scope)| {
                 let held = ctx.holds(now, scope);
                 let owned = self.owned.get(shard).map(|(f, _)| *f);
-                (held != owned || self.lapsed.contains_key(shard)).then(|| (shard.clone(), held))
+                (held != owned || self.lapsed.contains_key(shard))
+                    .then(|| (shard.clone(), held, owned))
             })
             .collect();
-        for (shard, held) in to_act {
+        for (shard, held, owned) in to_act {
             if let Some((lapsed, _)) = self.lapsed.get(&shard)
                 && ctx
                     .owner(&shard)
@@ -970,7 +972,6 @@ impl Queues {
             {
                 self.lapsed.remove(&shard);
             }
-            let owned = self.owned.get(&shard).map(|(f, _)| *f);
             if held == owned {
                 continue;
             }

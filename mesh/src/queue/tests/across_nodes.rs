@@ -21,7 +21,7 @@ use crate::membership::MemberState;
 use crate::node::{Channel, Event, Node};
 use crate::queue::{
     FailOutcome, OwnershipToken, QueueBody, QueueConfig, QueueError, QueueEvent, QueueMessage,
-    ReplicaStore,
+    Queues, ReplicaStore,
 };
 use crate::shard::{ShardConfig, ShardId};
 use crate::time::{Duration, Instant};
@@ -126,6 +126,18 @@ impl Mesh {
 
     fn node(&mut self, n: u64) -> &mut Node {
         &mut self.nodes[(n - 1) as usize]
+    }
+
+    /// A member that is neither `owner` nor `replica`, nor the voter (node 1).
+    fn bystander(&self, owner: u64, replica: u64) -> u64 {
+        (2..=MEMBERS)
+            .find(|n| *n != owner && *n != replica)
+            .unwrap()
+    }
+
+    /// Node `n`'s queues.
+    fn queues(&self, n: u64) -> &Queues {
+        self.nodes[(n - 1) as usize].queues().unwrap()
     }
 
     /// The node serving `shard`'s queue, if one does.
@@ -333,9 +345,8 @@ fn an_enqueue_is_acknowledged_only_once_the_replicas_hold_it() {
     let mut mesh = Mesh::new(&config);
     let s = shard0();
     let owner = mesh.owner_of(&s).unwrap();
-    let links: Vec<u64> = mesh.nodes[(owner - 1) as usize]
-        .queues()
-        .unwrap()
+    let links: Vec<u64> = mesh
+        .queues(owner)
         .replica_links(&s)
         .into_iter()
         .map(|(n, _)| n.get())
@@ -350,7 +361,7 @@ fn an_enqueue_is_acknowledged_only_once_the_replicas_hold_it() {
         n == 1 && matches!(e, QueueEvent::Enqueued { request: r, .. } if *r == request)
     });
     assert!(early.is_none(), "acknowledged with one replica of two");
-    let q = mesh.nodes[(owner - 1) as usize].queues().unwrap();
+    let q = mesh.queues(owner);
     let version = q.serving(&s).unwrap().version();
     let holding = q
         .replica_links(&s)
@@ -359,12 +370,7 @@ fn an_enqueue_is_acknowledged_only_once_the_replicas_hold_it() {
         .count();
     assert_eq!(holding, 1, "the other replica holds it meanwhile");
     assert_eq!(
-        mesh.nodes[(owner - 1) as usize]
-            .queues()
-            .unwrap()
-            .serving(&s)
-            .unwrap()
-            .pending_count(),
+        mesh.queues(owner).serving(&s).unwrap().pending_count(),
         1,
         "the owner holds the item meanwhile"
     );
@@ -375,9 +381,7 @@ fn an_enqueue_is_acknowledged_only_once_the_replicas_hold_it() {
     };
     let held: Vec<u64> = (1..=MEMBERS)
         .filter(|&n| {
-            mesh.nodes[(n - 1) as usize]
-                .queues()
-                .unwrap()
+            mesh.queues(n)
                 .replicas()
                 .get(&s)
                 .is_some_and(|r| r.records().any(|rec| rec.id == item))
@@ -424,7 +428,7 @@ fn a_token_completes_its_item_once_and_stale_tokens_are_refused() {
         done.iter()
             .any(|e| matches!(e, QueueEvent::Completed { token: t, .. } if *t == token))
     );
-    let q = mesh.nodes[(owner - 1) as usize].queues().unwrap();
+    let q = mesh.queues(owner);
     assert_eq!(
         (
             q.serving(&s).unwrap().pending_count(),
@@ -439,7 +443,7 @@ fn a_token_completes_its_item_once_and_stale_tokens_are_refused() {
         .filter(|e| matches!(e, QueueEvent::StaleRefused { .. }))
         .count();
     assert_eq!(stale_before, 1, "the forged fence was counted");
-    let stats = mesh.nodes[(owner - 1) as usize].queues().unwrap().stats();
+    let stats = mesh.queues(owner).stats();
     assert_eq!(stats.stale_refused, 1, "and in the owner's counters");
 }
 
@@ -505,7 +509,7 @@ fn a_lease_of_several_grants_up_to_max_items_in_one_answer() {
         let accepted = mesh.complete(worker, &s, *token);
         assert!(matches!(accepted, QueueEvent::Accepted { token: t, .. } if t == *token));
     }
-    let q = mesh.nodes[(owner - 1) as usize].queues().unwrap();
+    let q = mesh.queues(owner);
     assert_eq!(q.serving(&s).unwrap().active_count(), 0);
 
     // An answer carries as many as fit one datagram: items of the largest payload, two or three.
@@ -589,7 +593,7 @@ fn a_resent_lease_request_gets_the_same_item_not_another() {
         answers, 2,
         "the first answer was lost and the request resent"
     );
-    let q = mesh.nodes[(owner - 1) as usize].queues().unwrap();
+    let q = mesh.queues(owner);
     assert_eq!(
         q.serving(&s).unwrap().active_count(),
         1,
@@ -610,7 +614,7 @@ fn a_resent_lease_request_gets_the_same_item_not_another() {
     };
     assert_eq!(items.len(), 1);
     assert_eq!(items[0].1, b"other");
-    let q = mesh.nodes[(owner - 1) as usize].queues().unwrap();
+    let q = mesh.queues(owner);
     assert_eq!(q.serving(&s).unwrap().active_count(), 1);
 }
 
@@ -1003,11 +1007,7 @@ fn a_dead_workers_items_are_requeued_after_the_grace() {
         "the health tracker's alert"
     );
     let now = mesh.now;
-    let summary = mesh.nodes[(owner - 1) as usize]
-        .queues()
-        .unwrap()
-        .health()
-        .summary(now);
+    let summary = mesh.queues(owner).health().summary(now);
     assert!(summary.unhealthy >= 1, "{summary:?}");
     let third = (2..=MEMBERS).find(|&n| n != owner && n != worker).unwrap();
     let (again, payload) = leased(mesh.lease(third, &s));
@@ -1042,13 +1042,7 @@ fn drain_and_restore_run_at_the_owner_only() {
     mesh.run_for(secs(1));
     let replica_pending = |mesh: &Mesh| {
         (1..=MEMBERS)
-            .filter_map(|n| {
-                mesh.nodes[(n - 1) as usize]
-                    .queues()
-                    .unwrap()
-                    .replicas()
-                    .get(&s)
-            })
+            .filter_map(|n| mesh.queues(n).replicas().get(&s))
             .map(|r| r.records().filter(|rec| !rec.state.is_finished()).count())
             .max()
     };
@@ -1111,7 +1105,7 @@ fn a_resent_completion_is_accepted_once_more_and_an_unknown_item_is_refused() {
         let answer = mesh.complete(worker, &s, token);
         assert!(matches!(answer, QueueEvent::Accepted { .. }), "{answer:?}");
     }
-    let stats = mesh.nodes[(owner - 1) as usize].queues().unwrap().stats();
+    let stats = mesh.queues(owner).stats();
     assert_eq!((stats.acknowledged, stats.completed), (1, 1), "{stats:?}");
 
     let forged = OwnershipToken {
@@ -1198,7 +1192,7 @@ fn an_owners_refusals_reach_a_remote_producer_with_their_bounds() {
         ),
         "{answer:?}"
     );
-    let q = mesh.nodes[(owner - 1) as usize].queues().unwrap();
+    let q = mesh.queues(owner);
     assert_eq!(q.serving(&s).unwrap().pending_count(), 2);
 
     // Overloaded: two replicas wanted, every member but the owner and node 1 down, so nothing
@@ -1244,7 +1238,7 @@ fn an_owners_refusals_reach_a_remote_producer_with_their_bounds() {
         .filter(|e| matches!(e, QueueEvent::Refused { .. }))
         .count();
     assert_eq!(refused, 1, "only the one past the bound");
-    let q = mesh.nodes[(owner - 1) as usize].queues().unwrap();
+    let q = mesh.queues(owner);
     assert_eq!(q.serving(&s).unwrap().pending_count(), waiting);
 }
 
@@ -1262,7 +1256,7 @@ fn the_views_show_owners_replicas_and_a_rebuild() {
         panic!("{answer:?}");
     };
     for n in 1..=MEMBERS {
-        let q = mesh.nodes[(n - 1) as usize].queues().unwrap();
+        let q = mesh.queues(n);
         assert_eq!(q.config(), &config);
         assert_eq!(
             q.shards().cloned().collect::<Vec<_>>(),
@@ -1271,7 +1265,7 @@ fn the_views_show_owners_replicas_and_a_rebuild() {
         assert!(!q.is_recovering(&s));
         assert_eq!(q.monitor(&s).is_some(), n == owner, "node {n}");
     }
-    let q = mesh.nodes[(owner - 1) as usize].queues().unwrap();
+    let q = mesh.queues(owner);
     let monitor = q.monitor(&s).unwrap();
     assert!(!monitor.is_active(), "one item, high watermark 10");
     let signal = monitor.signal(mesh.now, 1);
@@ -1281,10 +1275,7 @@ fn the_views_show_owners_replicas_and_a_rebuild() {
         panic!("one replica: {:?}", q.replica_links(&s));
     };
     assert_eq!(acked, version);
-    let copy = &mesh.nodes[(replica.get() - 1) as usize]
-        .queues()
-        .unwrap()
-        .replicas()[&s];
+    let copy = &mesh.queues(replica.get()).replicas()[&s];
     assert_eq!(copy.applied(), version);
     assert!(copy.records().any(|r| r.id == item));
 
@@ -1297,7 +1288,7 @@ fn the_views_show_owners_replicas_and_a_rebuild() {
     ) else {
         panic!("nobody took {s} over");
     };
-    let q = mesh.nodes[(next - 1) as usize].queues().unwrap();
+    let q = mesh.queues(next);
     assert!(q.is_recovering(&s));
     assert!(q.serving(&s).is_none() && q.monitor(&s).is_none());
     assert!(q.owned().any(|(shard, _)| *shard == s));
@@ -1305,17 +1296,14 @@ fn the_views_show_owners_replicas_and_a_rebuild() {
         n == next && matches!(e, QueueEvent::Serving { shard, .. } if *shard == s)
     })
     .expect("the new owner serves");
-    let q = mesh.nodes[(next - 1) as usize].queues().unwrap();
+    let q = mesh.queues(next);
     assert!(!q.is_recovering(&s));
     assert!(q.monitor(&s).is_some());
 }
 
 /// The replica of `shard` its owner replicates to (one, with `queue_config`).
 fn replica_of(mesh: &Mesh, owner: u64, shard: &ShardId) -> u64 {
-    let links = mesh.nodes[(owner - 1) as usize]
-        .queues()
-        .unwrap()
-        .replica_links(shard);
+    let links = mesh.queues(owner).replica_links(shard);
     assert_eq!(links.len(), 1, "{links:?}");
     links[0].0.get()
 }
@@ -1330,12 +1318,7 @@ fn enqueues_of_one_round_share_a_batch_and_an_ack_covers_exactly_its_versions() 
     let owner = mesh.owner_of(&s).unwrap();
     let replica = replica_of(&mesh, owner, &s);
     let producer = (1..=MEMBERS).find(|&n| n != owner).unwrap();
-    let base = mesh.nodes[(owner - 1) as usize]
-        .queues()
-        .unwrap()
-        .serving(&s)
-        .unwrap()
-        .version();
+    let base = mesh.queues(owner).serving(&s).unwrap().version();
 
     // Six enqueues in one round, their acknowledgements held back.
     mesh.sent.clear();
@@ -1478,14 +1461,7 @@ fn an_enqueue_is_answered_on_its_own_version_though_the_item_was_leased_since() 
     let owner = mesh.owner_of(&s).unwrap();
     let replica = replica_of(&mesh, owner, &s);
     let producer = (1..=MEMBERS).find(|&n| n != owner).unwrap();
-    let version = |mesh: &Mesh| {
-        mesh.nodes[(owner - 1) as usize]
-            .queues()
-            .unwrap()
-            .serving(&s)
-            .unwrap()
-            .version()
-    };
+    let version = |mesh: &Mesh| mesh.queues(owner).serving(&s).unwrap().version();
     let base = version(&mesh);
 
     // The replica's acknowledgements held back: the enqueue waits, and its item is leased.
@@ -1612,9 +1588,8 @@ fn a_batch_lost_among_several_is_resent() {
         sends[4..].contains(&sends[0]),
         "the lost batch sent again: {sends:?}"
     );
-    let held: BTreeSet<_> = mesh.nodes[(replica - 1) as usize]
-        .queues()
-        .unwrap()
+    let held: BTreeSet<_> = mesh
+        .queues(replica)
         .replicas()
         .get(&s)
         .unwrap()
@@ -1715,9 +1690,7 @@ fn a_recording_replicas_durable_writes_replay_to_its_copy() {
     let s = shard0();
     let owner = mesh.owner_of(&s).unwrap();
     let replica = replica_of(&mesh, owner, &s);
-    let other = (1..=MEMBERS)
-        .find(|n| *n != owner && *n != replica)
-        .unwrap();
+    let other = mesh.bystander(owner, replica);
     mesh.node(replica).record_queue_durable_writes();
     for k in 0..3u8 {
         mesh.enqueue(other, &s, &[b'a' + k]);
@@ -1732,11 +1705,7 @@ fn a_recording_replicas_durable_writes_replay_to_its_copy() {
     }
     assert!(records.len() >= 2, "{} records", records.len());
     let restored = ReplicaStore::restore(records.iter().map(Vec::as_slice)).unwrap();
-    let copy = mesh.nodes[(replica - 1) as usize]
-        .queues()
-        .unwrap()
-        .replicas()[&s]
-        .clone();
+    let copy = mesh.queues(replica).replicas()[&s].clone();
     assert_eq!(copy.records().count(), 3, "the three items");
     assert_eq!(restored, copy);
     assert!(mesh.node(other).poll_queue_durable().is_none());
@@ -1756,10 +1725,7 @@ fn a_dead_replica_of_an_idle_queue_is_replaced() {
     mesh.down.insert(replica);
     // Membership's verdict takes a few seconds (the suspicion's minimum is 4 s).
     mesh.run_for(secs(20));
-    let links = mesh.nodes[(owner - 1) as usize]
-        .queues()
-        .unwrap()
-        .replica_links(&s);
+    let links = mesh.queues(owner).replica_links(&s);
     assert_eq!(links.len(), 1, "{links:?}");
     assert_ne!(links[0].0.get(), replica, "the dead node is no replica");
 }
@@ -1773,9 +1739,7 @@ fn a_new_owner_does_not_ask_a_member_that_left() {
     let s = shard0();
     let owner = mesh.owner_of(&s).unwrap();
     let replica = replica_of(&mesh, owner, &s);
-    let leaver = (2..=MEMBERS)
-        .find(|n| *n != owner && *n != replica)
-        .unwrap();
+    let leaver = mesh.bystander(owner, replica);
     let now = mesh.now;
     mesh.node(leaver).leave(now);
     mesh.run_for(secs(2));
